@@ -1,0 +1,3 @@
+"""edgebench: measure pruned and quantized CNN variants on real deployment runtimes."""
+
+__version__ = "0.1.0"

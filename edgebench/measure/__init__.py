@@ -1,0 +1,1 @@
+"""Measurement: timed harness, statistics, worker isolation, machine context."""

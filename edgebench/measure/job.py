@@ -1,0 +1,72 @@
+"""The job/result contract between the planner and a measurement worker.
+
+Jobs and results are plain JSON so the same worker runs locally in a
+subprocess or on a remote device over SSH.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MeasureSettings(BaseModel):
+    """How long and how to time (MLPerf LoadGen / trtexec style rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: Literal["single_stream", "offline"] = "single_stream"
+    batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
+    warmup_iters: int = Field(10, ge=0)
+    min_iters: int = Field(100, ge=1)
+    min_time_s: float = Field(1.0, ge=0)
+    max_iters: int = Field(100_000, ge=1)
+    max_time_s: float = Field(30.0, gt=0)
+    accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
+    reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
+
+
+class Job(BaseModel):
+    """One (variant, target, settings) measurement."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    variant_id: str
+    target: str
+    backend: str
+    artifact: str
+    threads: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    eval_data: str = Field(description="npz with float32 'x' (NCHW) and int 'y' of the test split")
+    reference: str | None = Field(None, description="npz with 'logits' of the fp32 PyTorch model on x[:n]")
+    measure: MeasureSettings = MeasureSettings()
+    energy: dict[str, Any] | None = Field(None, description="energy meter spec; None = no meter")
+
+
+class JobResult(BaseModel):
+    """What a worker reports back; ``status='failed'`` carries the error text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    accuracy: float | None = None
+    n_eval: int | None = None
+    max_abs_diff: float | None = None
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    throughput_ips: float | None = None
+    samples_ns: list[int] = Field(default_factory=list)
+    batch_size: int = 1
+    peak_rss_mb: float | None = None
+    energy_j_per_inference: float | None = None
+    energy_source: str | None = None
+    energy_note: str | None = None
+    idle_power_w: float | None = None
+    runtime: dict[str, str] = Field(default_factory=dict)

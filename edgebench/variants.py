@@ -1,0 +1,104 @@
+"""Variant specs: what a model variant is made of, and its content-addressed id.
+
+A variant is fully described by its spec (base model, dataset, training recipe,
+prune spec, quant spec). The id is a hash of that spec, so the same experiment
+re-run maps to the same ids and reuses cached artifacts and stored results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
+Schedule = Literal["while_training", "oneshot_finetune", "iterative", "scratch"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainSpec(_Frozen):
+    """Training recipe shared by every variant of an experiment."""
+
+    epochs: int = Field(8, ge=1, description="epochs of the (baseline) training run")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    seed: int = 0
+
+
+class PruneSpec(_Frozen):
+    """How filters are removed: criterion, target ratio and schedule."""
+
+    criterion: str = Field(description="registered criterion name, e.g. l1, mean_activation, random")
+    ratio: float = Field(gt=0, lt=1, description="fraction of filters (or MACs) removed")
+    schedule: Schedule = "while_training"
+    unit: Literal["filters", "macs"] = "filters"
+    scope: Literal["layer", "global"] = "layer"
+    round_to: int | None = Field(None, ge=1)
+    prune_epochs: tuple[int, ...] = Field(
+        (), description="while_training: epochs (0-based) after which filters are removed; ratio ramps to target"
+    )
+    finetune_epochs: int = Field(0, ge=0, description="oneshot_finetune / iterative: epochs of finetuning")
+    steps: int = Field(1, ge=1, description="iterative: number of prune/finetune steps")
+    criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class QuantSpec(_Frozen):
+    """Numeric precision of the deployed artifact."""
+
+    precision: Precision = "fp32"
+    calibration_samples: int = Field(256, ge=1, description="int8 static: training images used to calibrate")
+    fixed_point: str | None = Field(None, description="fixed: default ap_fixed<W,I> for hls4ml")
+    reuse_factor: int = Field(1, ge=1, description="fixed: hls4ml reuse factor")
+
+
+class VariantSpec(_Frozen):
+    """Everything that determines a variant; its hash is the variant id."""
+
+    model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    dataset: str
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSpec = TrainSpec()
+    prune: PruneSpec | None = None
+    quant: QuantSpec = QuantSpec()
+
+    @property
+    def id(self) -> str:
+        """Content hash of the spec (12 hex chars)."""
+        return spec_hash(self.model_dump(mode="json"))
+
+    @property
+    def weights_spec(self) -> VariantSpec:
+        """The fp32 spec whose trained weights this variant is quantized from."""
+        return self.model_copy(update={"quant": QuantSpec()})
+
+    @property
+    def parent_id(self) -> str | None:
+        """Lineage: a quantized variant's parent is its fp32 variant; a pruned fp32's is the baseline."""
+        if self.quant.precision != "fp32":
+            return self.weights_spec.id
+        if self.prune is not None:
+            return self.model_copy(update={"prune": None}).id
+        return None
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name, e.g. ``l1-0.5-while_training/int8``."""
+        if self.prune is None:
+            base = "baseline"
+        else:
+            base = f"{self.prune.criterion}-{self.prune.ratio:g}-{self.prune.schedule}"
+        return f"{base}/{self.quant.precision}"
+
+
+def spec_hash(obj: Any) -> str:
+    """Stable 12-hex-digit hash of a JSON-serialisable object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
