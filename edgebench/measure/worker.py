@@ -1,0 +1,177 @@
+"""Measurement worker: runs one Job in its own process and writes a JobResult.
+
+``python -m edgebench.measure.worker JOB.json RESULT.json`` is the entry point
+used locally (through ``run_isolated``) and on remote devices over SSH. A crash
+or hang of the runtime becomes a failed result with the error text; the sweep
+that started the worker goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.backends.base import BackendSettings, get_backend
+from edgebench.measure.energy import create_meter
+from edgebench.measure.harness import time_session
+from edgebench.measure.job import Job, JobResult
+from edgebench.measure.memory import peak_rss_mb
+from edgebench.measure.stats import summarize_ns
+
+log = logging.getLogger(__name__)
+
+
+def _batched_predict(session, x: np.ndarray, batch_size: int) -> np.ndarray:
+    outs = []
+    for i in range(0, len(x), batch_size):
+        chunk = x[i : i + batch_size]
+        if len(chunk) < batch_size and batch_size > 1:
+            # runtimes with a fixed batch dimension: pad, then drop the padding
+            pad = np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)
+            outs.append(session.run(np.concatenate([chunk, pad]))[: len(chunk)])
+        else:
+            outs.append(session.run(chunk))
+    return np.concatenate(outs)
+
+
+def execute(job: Job) -> JobResult:
+    """Run ``job`` in this process (the caller provides isolation)."""
+    backend = get_backend(job.backend)
+    reason = backend.available()
+    if reason:
+        return JobResult(job_id=job.job_id, status="failed", error=f"backend {job.backend} unavailable: {reason}")
+
+    batch_size = job.measure.batch_size if job.measure.scenario == "offline" else 1
+    settings = BackendSettings(
+        threads=job.threads,
+        batch_size=batch_size,
+        device=job.device,
+        precision=job.precision,
+        options=job.backend_options,
+    )
+    t0 = time.perf_counter_ns()
+    session = backend.load(Path(job.artifact), settings)
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+
+    data = np.load(job.eval_data)
+    x, y = data["x"].astype(np.float32), data["y"]
+    if job.measure.accuracy_samples:
+        x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
+    batch = np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0)) if len(x) < batch_size else x[:batch_size]
+
+    timing = time_session(session, np.ascontiguousarray(batch), job.measure)
+    latency, throughput = summarize_ns(timing.samples_ns, batch_size)
+
+    energy_j = energy_source = energy_note = None
+    meter = create_meter(job.energy)
+    if meter is not None:
+        reading = _measure_energy(session, batch, meter, job)
+        energy_source, energy_note = reading.source, reading.note
+        if reading.joules is not None:
+            energy_j = reading.joules / reading_inferences(reading, timing, batch_size)
+
+    logits = _batched_predict(session, x, batch_size)
+    accuracy = float((logits.argmax(axis=1) == y).mean())
+    max_diff = None
+    if job.reference:
+        ref = np.load(job.reference)["logits"]
+        n = min(len(ref), job.measure.reference_samples)
+        max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max())
+    session.close()
+
+    return JobResult(
+        job_id=job.job_id,
+        status="ok",
+        accuracy=accuracy,
+        n_eval=int(len(y)),
+        max_abs_diff=max_diff,
+        load_ms=load_ms,
+        first_inference_ms=timing.first_inference_ns / 1e6,
+        latency_ms=latency,
+        throughput_ips=throughput,
+        samples_ns=timing.samples_ns,
+        batch_size=batch_size,
+        peak_rss_mb=peak_rss_mb(),
+        energy_j_per_inference=energy_j,
+        energy_source=energy_source,
+        energy_note=energy_note,
+        runtime=runtime_versions(),
+    )
+
+
+def reading_inferences(reading, timing, batch_size: int) -> int:
+    """Number of inferences inside the energy window (stored on the reading's seconds)."""
+    mean_s = sum(timing.samples_ns) / len(timing.samples_ns) / 1e9
+    return max(1, round(reading.seconds / mean_s)) * batch_size
+
+
+def _measure_energy(session, batch: np.ndarray, meter, job: Job):
+    """Run inferences for at least the meter's resolution window and read its energy."""
+    window_s = max(job.measure.min_time_s, meter.min_window_s)
+    meter.start()
+    t_end = time.perf_counter() + window_s
+    while time.perf_counter() < t_end:
+        session.run(batch)
+    session.sync()
+    return meter.stop()
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of the runtimes that may be loaded in this process."""
+    versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    for name in ("torch", "onnxruntime", "ai_edge_litert", "hls4ml", "tensorrt"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "unknown")
+    return versions
+
+
+def run_isolated(job: Job, timeout_s: float, workdir: Path | None = None) -> JobResult:
+    """Run ``job`` in a fresh Python process; a crash, hang or timeout becomes a failed result."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(job.model_dump_json())
+        env = dict(os.environ, OMP_NUM_THREADS=str(job.threads), MKL_NUM_THREADS=str(job.threads))
+        cmd = [sys.executable, "-m", "edgebench.measure.worker", str(job_path), str(result_path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            return JobResult(job_id=job.job_id, status="failed", error=f"worker timed out after {timeout_s:g} s")
+        if result_path.exists():
+            return JobResult.model_validate_json(result_path.read_text())
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return JobResult(
+            job_id=job.job_id,
+            status="failed",
+            error=f"worker exited with code {proc.returncode}: " + " | ".join(tail),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: ``worker JOB.json RESULT.json``; always writes a result file when it can."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m edgebench.measure.worker JOB.json RESULT.json\n")
+        return 2
+    job = Job.model_validate_json(Path(args[0]).read_text())
+    try:
+        result = execute(job)
+    except Exception as exc:  # any runtime error becomes a recorded failure
+        last = traceback.format_exception_only(exc)[-1].strip()
+        result = JobResult(job_id=job.job_id, status="failed", error=last)
+        log.debug("job %s failed", job.job_id, exc_info=True)
+    Path(args[1]).write_text(result.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
