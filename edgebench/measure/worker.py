@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.backends.base import BackendSettings, get_backend
-from edgebench.measure.energy import create_meter
+from edgebench.backends.base import BackendSettings, Session, get_backend
+from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import Job, JobResult
 from edgebench.measure.memory import peak_rss_mb
@@ -30,7 +30,7 @@ from edgebench.measure.stats import summarize_ns
 log = logging.getLogger(__name__)
 
 
-def _batched_predict(session, x: np.ndarray, batch_size: int) -> np.ndarray:
+def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
     outs = []
     for i in range(0, len(x), batch_size):
         chunk = x[i : i + batch_size]
@@ -74,10 +74,10 @@ def execute(job: Job) -> JobResult:
     energy_j = energy_source = energy_note = None
     meter = create_meter(job.energy)
     if meter is not None:
-        reading = _measure_energy(session, batch, meter, job)
+        reading, n_runs = _measure_energy(session, batch, meter, job)
         energy_source, energy_note = reading.source, reading.note
         if reading.joules is not None:
-            energy_j = reading.joules / reading_inferences(reading, timing, batch_size)
+            energy_j = reading.joules / (n_runs * batch_size)
 
     logits = _batched_predict(session, x, batch_size)
     accuracy = float((logits.argmax(axis=1) == y).mean())
@@ -108,21 +108,21 @@ def execute(job: Job) -> JobResult:
     )
 
 
-def reading_inferences(reading, timing, batch_size: int) -> int:
-    """Number of inferences inside the energy window (stored on the reading's seconds)."""
-    mean_s = sum(timing.samples_ns) / len(timing.samples_ns) / 1e9
-    return max(1, round(reading.seconds / mean_s)) * batch_size
+def _measure_energy(session: Session, batch: np.ndarray, meter: EnergyMeter, job: Job) -> tuple[EnergyReading, int]:
+    """Run inferences for at least the meter's resolution window; return the reading and the run count.
 
-
-def _measure_energy(session, batch: np.ndarray, meter, job: Job):
-    """Run inferences for at least the meter's resolution window and read its energy."""
+    A window shorter than the meter's update period would read zero or one
+    tick, so it is lengthened by repeating inferences.
+    """
     window_s = max(job.measure.min_time_s, meter.min_window_s)
+    runs = 0
     meter.start()
     t_end = time.perf_counter() + window_s
     while time.perf_counter() < t_end:
         session.run(batch)
+        runs += 1
     session.sync()
-    return meter.stop()
+    return meter.stop(), runs
 
 
 def runtime_versions() -> dict[str, str]:
