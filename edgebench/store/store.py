@@ -1,0 +1,391 @@
+"""The results store: runs, variants, measurements and raw samples.
+
+One class for SQLite (the embedded default: a file path or ``sqlite:///`` URL)
+and PostgreSQL (``postgresql+psycopg://`` URL, so several benchmark hosts can
+share one database). Every write is one transaction, so a killed run keeps what
+it stored, and writes are keyed (run id + job key, variant id) so a resumed run
+never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+import edgebench
+from edgebench.store.schema import (
+    StoreError,
+    ensure_schema,
+    measurements,
+    run_tags,
+    runs,
+    samples,
+    utc_now,
+    variants,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLES_ENCODING = "i8le-zlib"
+LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
+
+
+def store_url(url_or_path: str | Path) -> str:
+    """Turn a file path into a SQLite URL; URLs pass through unchanged."""
+    text = str(url_or_path)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                engine = create_engine(url, connect_args={"timeout": 30})
+            else:  # in-memory: one shared connection or every connection sees an empty database
+                engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ModuleNotFoundError) as exc:
+        raise StoreError(f"cannot open store {url!r}: {exc}") from exc
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def encode_samples(samples_ns: Sequence[int] | np.ndarray) -> bytes:
+    """Pack latency samples as zlib-compressed little-endian int64."""
+    return zlib.compress(np.asarray(samples_ns, dtype="<i8").tobytes(), 6)
+
+
+def decode_samples(blob: bytes, encoding: str) -> np.ndarray:
+    """Inverse of :func:`encode_samples`."""
+    if encoding != SAMPLES_ENCODING:
+        raise StoreError(f"unknown samples encoding {encoding!r}")
+    return np.frombuffer(zlib.decompress(blob), dtype="<i8").astype(np.int64)
+
+
+def _measurement_row(
+    run_id: str,
+    job_key: str,
+    variant_id: str,
+    target: str,
+    backend: str,
+    settings: dict[str, Any],
+    result: dict[str, Any],
+    size_bytes: int | None,
+) -> dict[str, Any]:
+    latency = result.get("latency_ms") or {}
+    row = {
+        "run_id": run_id,
+        "job_key": job_key,
+        "variant_id": variant_id,
+        "target": target,
+        "backend": backend,
+        "settings": settings,
+        "threads": settings.get("threads"),
+        "batch_size": settings.get("batch_size", settings.get("batch", result.get("batch_size"))),
+        "scenario": settings.get("scenario"),
+        "settings_precision": settings.get("precision"),
+        "status": result.get("status", "failed"),
+        "size_bytes": size_bytes,
+        "runtime": result.get("runtime") or {},
+        "created_at": utc_now(),
+        "throughput_ips": result.get("throughput_ips"),
+    }
+    for key in LATENCY_KEYS:
+        row[f"{key}_ms"] = latency.get(key)
+    for key in (
+        "error", "accuracy", "n_eval", "max_abs_diff", "load_ms", "first_inference_ms", "peak_rss_mb",
+        "energy_j_per_inference", "energy_source", "energy_note", "idle_power_w",
+    ):  # fmt: skip
+        row[key] = result.get(key)
+    return row
+
+
+def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec fields reports group by: criterion, ratio, schedule, precision, model, dataset."""
+    spec = spec or {}
+    prune = spec.get("prune") or {}
+    quant = spec.get("quant") or {}
+    return {
+        "model": spec.get("model"),
+        "dataset": spec.get("dataset"),
+        "criterion": prune.get("criterion"),
+        "ratio": float(prune.get("ratio", 0.0)) if spec else None,
+        "schedule": prune.get("schedule"),
+        "precision": quant.get("precision"),
+    }
+
+
+class Store:
+    """Results database; open with :meth:`Store.open`."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+
+    @classmethod
+    def open(cls, url_or_path: str | Path) -> Store:
+        """Open (creating or migrating the schema) the store at a path or database URL."""
+        url = store_url(url_or_path)
+        engine = _make_engine(url)
+        try:
+            ensure_schema(engine.begin)
+        except OperationalError as exc:
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(f"cannot open store {engine.url.render_as_string(hide_password=True)}: {reason}") from exc
+        return cls(engine, url)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- runs -------------------------------------------------------------------------------
+    def start_run(
+        self, name: str, experiment: dict, experiment_hash: str, machine: dict, tags: Sequence[str] = ()
+    ) -> str:
+        """Record a new run and return its id (sortable: start time then a random suffix)."""
+        run_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(runs).values(
+                    id=run_id,
+                    name=name,
+                    experiment=experiment,
+                    experiment_hash=experiment_hash,
+                    machine=machine,
+                    started_at=utc_now(),
+                    status="running",
+                    edgebench_version=machine.get("edgebench_version", edgebench.__version__),
+                    edgebench_commit=machine.get("edgebench_commit"),
+                )
+            )
+            for tag in dict.fromkeys(tags):
+                conn.execute(insert(run_tags).values(run_id=run_id, tag=tag, created_at=utc_now()))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        """Mark a run ended; a run left 'running' is what :meth:`find_resumable_run` resumes."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(runs).where(runs.c.id == run_id).values(status=status, finished_at=utc_now())
+            )
+            if done.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self.url}")
+
+    def find_resumable_run(self, experiment_hash: str) -> str | None:
+        """Latest unfinished run of the same experiment, so an interrupted run continues."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(runs.c.id)
+                .where(runs.c.experiment_hash == experiment_hash, runs.c.finished_at.is_(None))
+                .order_by(runs.c.started_at.desc(), runs.c.id.desc())
+                .limit(1)
+            ).scalar()
+
+    def tag_run(self, run_id: str, tag: str) -> None:
+        """Attach ``tag`` (e.g. a git ref or 'release-1.2'); a tag names its latest run."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).scalar() is None:
+                raise StoreError(f"no run {run_id!r} in {self.url}")
+            exists = conn.execute(
+                select(run_tags.c.tag).where(run_tags.c.run_id == run_id, run_tags.c.tag == tag)
+            ).scalar()
+            if exists is None:
+                conn.execute(insert(run_tags).values(run_id=run_id, tag=tag, created_at=utc_now()))
+
+    def resolve_run(self, run_id_or_tag: str) -> str:
+        """Run id for an id, a tag (its latest run), a unique id prefix, or 'latest'."""
+        with self.engine.connect() as conn:
+            if run_id_or_tag == "latest":
+                found = conn.execute(select(runs.c.id).order_by(runs.c.started_at.desc()).limit(1)).scalar()
+                if found is None:
+                    raise StoreError(f"store {self.url} has no runs yet")
+                return found
+            if conn.execute(select(runs.c.id).where(runs.c.id == run_id_or_tag)).scalar() is not None:
+                return run_id_or_tag
+            tagged = conn.execute(
+                select(runs.c.id)
+                .join(run_tags, run_tags.c.run_id == runs.c.id)
+                .where(run_tags.c.tag == run_id_or_tag)
+                .order_by(runs.c.started_at.desc())
+                .limit(1)
+            ).scalar()
+            if tagged is not None:
+                return tagged
+            prefixed = conn.execute(select(runs.c.id).where(runs.c.id.startswith(run_id_or_tag, autoescape=True)))
+            matches = list(prefixed.scalars())
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise StoreError(f"run id prefix {run_id_or_tag!r} is ambiguous: {', '.join(matches[:5])}")
+        raise StoreError(f"no run or tag {run_id_or_tag!r} in {self.url} (see `edgebench runs`)")
+
+    def get_run(self, run_id_or_tag: str) -> dict[str, Any]:
+        """One run as a dict (machine, experiment, times, status, version, tags)."""
+        run_id = self.resolve_run(run_id_or_tag)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
+            tags = conn.execute(
+                select(run_tags.c.tag).where(run_tags.c.run_id == run_id).order_by(run_tags.c.created_at)
+            ).scalars()
+            return {**row, "tags": list(tags)}
+
+    def runs(self) -> pd.DataFrame:
+        """Every run, oldest first, with tags and counts of ok/failed measurements."""
+        counts = (
+            select(
+                measurements.c.run_id,
+                func.count().label("n_measurements"),
+                func.sum(case((measurements.c.status != "ok", 1), else_=0)).label("n_failed"),
+            )
+            .group_by(measurements.c.run_id)
+            .subquery()
+        )
+        query = (
+            select(
+                runs.c.id, runs.c.name, runs.c.status, runs.c.started_at, runs.c.finished_at,
+                runs.c.experiment_hash, runs.c.edgebench_version, runs.c.edgebench_commit,
+                func.coalesce(counts.c.n_measurements, 0).label("n_measurements"),
+                func.coalesce(counts.c.n_failed, 0).label("n_failed"),
+            )  # fmt: skip
+            .outerjoin(counts, counts.c.run_id == runs.c.id)
+            .order_by(runs.c.started_at, runs.c.id)
+        )
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(conn.execute(query).mappings().all())
+            tag_rows = conn.execute(select(run_tags.c.run_id, run_tags.c.tag).order_by(run_tags.c.created_at)).all()
+        columns = [c.name for c in query.selected_columns] + ["tags"]
+        if df.empty:
+            return pd.DataFrame(columns=columns)
+        tags: dict[str, list[str]] = {}
+        for rid, tag in tag_rows:
+            tags.setdefault(rid, []).append(tag)
+        df["tags"] = [", ".join(tags.get(rid, [])) for rid in df["id"]]
+        df[["n_measurements", "n_failed"]] = df[["n_measurements", "n_failed"]].astype(int)
+        return df[columns]
+
+    # ---- variants -----------------------------------------------------------------------------
+    def upsert_variant(self, variant_id: str, spec: dict, label: str, parent_id: str | None, facts: dict) -> None:
+        """Insert a variant or merge new facts into the stored one (idempotent)."""
+        columns = {k: facts.get(k) for k in ("params", "macs", "training_macs")}
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    old = conn.execute(select(variants.c.facts).where(variants.c.id == variant_id)).scalar()
+                    if old is None:
+                        conn.execute(
+                            insert(variants).values(
+                                id=variant_id, spec=spec, label=label, parent_id=parent_id, facts=facts, **columns
+                            )
+                        )
+                    else:
+                        known = {k: v for k, v in columns.items() if v is not None}
+                        conn.execute(
+                            update(variants)
+                            .where(variants.c.id == variant_id)
+                            .values(spec=spec, label=label, parent_id=parent_id, facts={**old, **facts}, **known)
+                        )
+                return
+            except IntegrityError:  # another host inserted it between our select and insert
+                if attempt:
+                    raise
+
+    # ---- measurements -------------------------------------------------------------------------
+    def done_job_keys(self, run_id: str) -> set[str]:
+        """Job keys with a stored result (ok or failed) in ``run_id``: a resumed run skips them."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(measurements.c.job_key).where(measurements.c.run_id == run_id)).scalars())
+
+    def add_measurement(
+        self,
+        run_id: str,
+        job_key: str,
+        variant_id: str,
+        target: str,
+        backend: str,
+        settings: dict,
+        result: dict,
+        size_bytes: int | None,
+    ) -> None:
+        """Store one job's result and its raw samples in one transaction.
+
+        A second call for the same (run, job key) replaces the first, so a retried
+        job never leaves two rows.
+        """
+        row = _measurement_row(run_id, job_key, variant_id, target, backend, settings, result, size_bytes)
+        raw = result.get("samples_ns") or []
+        with self.engine.begin() as conn:
+            key = and_(measurements.c.run_id == run_id, measurements.c.job_key == job_key)
+            old_id = conn.execute(select(measurements.c.id).where(key)).scalar()
+            if old_id is not None:
+                conn.execute(delete(samples).where(samples.c.measurement_id == old_id))
+                conn.execute(delete(measurements).where(measurements.c.id == old_id))
+            new_id = conn.execute(insert(measurements).values(**row)).inserted_primary_key[0]
+            if len(raw):
+                conn.execute(
+                    insert(samples).values(
+                        measurement_id=new_id, n=len(raw), encoding=SAMPLES_ENCODING, data=encode_samples(raw)
+                    )
+                )
+
+    def measurements(self, run_id: str) -> pd.DataFrame:
+        """One row per measurement of ``run_id`` joined with its variant's columns and spec fields."""
+        m, v = measurements, variants
+        query = (
+            select(
+                m,
+                v.c.label, v.c.parent_id, v.c.params, v.c.macs, v.c.training_macs, v.c.spec, v.c.facts,
+                func.coalesce(samples.c.n, 0).label("n_samples"),
+            )  # fmt: skip
+            .outerjoin(v, v.c.id == m.c.variant_id)
+            .outerjoin(samples, samples.c.measurement_id == m.c.id)
+            .where(m.c.run_id == run_id)
+            .order_by(m.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        columns = [c.name for c in query.selected_columns] + list(_flatten_spec({}))
+        if not rows:
+            return pd.DataFrame(columns=columns)
+        df = pd.DataFrame(rows)
+        flat = pd.DataFrame([_flatten_spec(s) for s in df["spec"]], index=df.index)
+        df = pd.concat([df, flat], axis=1)
+        df["precision"] = df["precision"].fillna(df["settings_precision"])
+        return df[columns]
+
+    def samples(self, measurement_id: int) -> np.ndarray:
+        """Raw per-iteration latency samples (int64 ns) of one measurement; empty if none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(samples.c.data, samples.c.encoding).where(samples.c.measurement_id == int(measurement_id))
+            ).first()
+        if row is None:
+            return np.empty(0, dtype=np.int64)
+        return decode_samples(row.data, row.encoding)

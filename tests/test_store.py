@@ -1,0 +1,182 @@
+"""Store API on a real SQLite file: runs, variants, measurements, samples, resume, migrations."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
+
+from edgebench.measure.job import JobResult
+from edgebench.store import SCHEMA_VERSION, Store, StoreError
+
+
+def _ok_result(job_id: str, samples: list[int]) -> dict:
+    return JobResult(
+        job_id=job_id,
+        status="ok",
+        accuracy=0.9,
+        latency_ms={"p50": 1.0, "p90": 1.1, "p99": 1.2, "mean": 1.0, "std": 0.1, "min": 0.9, "max": 1.3},
+        throughput_ips=1000.0,
+        samples_ns=samples,
+        runtime={"onnxruntime": "1.20.0"},
+    ).model_dump()
+
+
+def test_open_creates_parent_dir_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "results.db"
+    Store.open(path).close()
+    assert path.exists()
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+        version = conn.execute("select max(version) from schema_version").fetchone()[0]
+    assert {"runs", "run_tags", "variants", "measurements", "samples", "schema_version"} <= tables
+    assert version == SCHEMA_VERSION
+    Store.open(f"sqlite:///{path}").close()  # a URL to the same file reopens it
+
+
+def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
+    run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
+    assert sqlite_store.find_resumable_run("h1") == run_id
+    assert sqlite_store.find_resumable_run("other") is None
+    sqlite_store.add_measurement(run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 1}, _ok_result("job-a", [5, 6, 7]), 10)
+    assert sqlite_store.done_job_keys(run_id) == {"job-a"}
+    sqlite_store.finish_run(run_id)
+    assert sqlite_store.find_resumable_run("h1") is None
+    run = sqlite_store.get_run(run_id)
+    assert run["status"] == "finished" and run["finished_at"] >= run["started_at"]
+    assert run["machine"]["cpu_model"] == MACHINE["cpu_model"]
+    assert run["edgebench_commit"] == "abc1234"
+    assert run["tags"] == ["nightly"]
+    with pytest.raises(StoreError, match="no run"):
+        sqlite_store.finish_run("does-not-exist")
+
+
+def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:  # noqa: F811
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    raw = [1_000_000 + i * 17 for i in range(1000)]
+    args = (run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 2, "batch_size": 1, "scenario": "single_stream"})
+    sqlite_store.add_measurement(*args, _ok_result("job-a", raw), 123)
+    sqlite_store.add_measurement(*args, _ok_result("job-a", raw[:10]), 456)  # a retry replaces, never duplicates
+    df = sqlite_store.measurements(run_id)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row["size_bytes"] == 456 and row["threads"] == 2 and row["scenario"] == "single_stream"
+    assert row["p50_ms"] == 1.0 and row["runtime"] == {"onnxruntime": "1.20.0"}
+    got = sqlite_store.samples(int(row["id"]))
+    assert got.dtype == np.int64 and got.tolist() == raw[:10]
+    with sqlite_store.engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from samples").scalar() == 1
+
+
+def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F811
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    raw = np.random.default_rng(0).integers(900_000, 1_100_000, 20_000).tolist()
+    sqlite_store.add_measurement(run_id, "j", "v", "t", "b", {}, _ok_result("j", raw), None)
+    mid = int(sqlite_store.measurements(run_id)["id"].iloc[0])
+    assert np.array_equal(sqlite_store.samples(mid), raw)
+    with sqlite_store.engine.connect() as conn:
+        blob_len = conn.exec_driver_sql("select length(data) from samples").scalar()
+    assert blob_len < 8 * len(raw)
+
+
+def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:  # noqa: F811
+    store, run_id = filled_store
+    df = store.measurements(run_id)
+    specs = variant_specs()
+    assert len(df) == len(specs) + 1
+    assert set(df["status"]) == {"ok", "failed"}
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert "timed out" in failed["error"] and np.isnan(failed["p50_ms"])
+    ok = df[df["status"] == "ok"]
+    base = ok[(ok["criterion"].isna()) & (ok["precision"] == "fp32")].iloc[0]
+    assert base["label"] == "baseline/fp32" and base["ratio"] == 0.0
+    pruned = ok[(ok["criterion"] == "l1") & (ok["ratio"] == 0.5) & (ok["precision"] == "int8")].iloc[0]
+    assert pruned["macs"] < base["macs"] and pruned["params"] < base["params"]
+    assert pruned["parent_id"] is not None and pruned["training_macs"] > 0
+    assert pruned["n_samples"] == len(store.samples(int(pruned["id"])))
+    assert set(ok["schedule"].dropna()) == {"while_training"}
+
+
+def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
+    sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"params": 10, "macs": 100.0})
+    sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"val_accuracy": 0.9})
+    with sqlite_store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("select params, macs, facts from variants").all()
+    assert len(rows) == 1 and rows[0][0] == 10 and rows[0][1] == 100.0
+    assert '"val_accuracy": 0.9' in rows[0][2] and '"params": 10' in rows[0][2]
+
+
+def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:  # noqa: F811
+    first = fill_run(sqlite_store, seed=1, tags=("main",))
+    second = fill_run(sqlite_store, seed=2)
+    sqlite_store.tag_run(second, "main")
+    sqlite_store.tag_run(second, "main")  # tagging twice is a no-op
+    assert sqlite_store.resolve_run("main") == second
+    assert sqlite_store.resolve_run(first) == first
+    assert sqlite_store.resolve_run("latest") == second
+    assert sqlite_store.get_run("main")["tags"] == ["main"]
+    runs = sqlite_store.runs()
+    assert list(runs["id"]) == [first, second]
+    assert list(runs["n_failed"]) == [1, 1] and list(runs["tags"]) == ["main", "main"]
+    with pytest.raises(StoreError, match="no run or tag"):
+        sqlite_store.get_run("release-9")
+
+
+def _writer(path: str, start: int, stop: int) -> None:
+    store = Store.open(path)
+    run_id = store.find_resumable_run("h") or store.start_run("exp", {}, "h", MACHINE)
+    done = store.done_job_keys(run_id)
+    for i in range(start, stop):
+        if f"job-{i}" not in done:
+            store.add_measurement(run_id, f"job-{i}", "v", "t", "b", {}, _ok_result(f"job-{i}", [i] * 50), None)
+    store.close()
+
+
+def test_killed_writer_loses_nothing_and_resume_does_not_duplicate(tmp_path: Path) -> None:
+    path = str(tmp_path / "results.db")
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_writer, args=(path, 0, 100_000))
+    proc.start()
+    store = Store.open(path)
+    deadline = 200
+    while deadline and (store.find_resumable_run("h") is None or len(store.done_job_keys(store.find_resumable_run("h"))) < 20):
+        proc.join(0.05)
+        deadline -= 1
+    proc.kill()  # SIGKILL mid-write
+    proc.join()
+    run_id = store.find_resumable_run("h")
+    stored = store.done_job_keys(run_id)
+    assert len(stored) >= 20
+    df = store.measurements(run_id)
+    for _, row in df.iterrows():  # every stored measurement is complete, with its samples
+        assert len(store.samples(int(row["id"]))) == 50
+    _writer(path, 0, len(stored) + 5)  # resume
+    df = store.measurements(run_id)
+    assert len(df) == len(set(df["job_key"])) == len(stored | {f"job-{i}" for i in range(len(stored) + 5)})
+
+
+def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    Store.open(path).close()
+    with sqlite3.connect(path) as conn:  # make it look like a version-1 (foundation) store
+        conn.execute("drop table run_tags")
+        conn.execute("delete from schema_version")
+        conn.execute("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')")
+    store = Store.open(path)
+    run_id = store.start_run("exp", {}, "h", MACHINE, tags=("v1",))
+    assert store.resolve_run("v1") == run_id
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2]
+        conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
+    with pytest.raises(StoreError, match="newer than this edgebench"):
+        Store.open(path)
+
+
+def test_bad_url_is_one_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store.open("nosuchdialect://x/y")
