@@ -6,11 +6,13 @@ unknown or wrong field is reported with the file and field named.
 
 from __future__ import annotations
 
+import shutil
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebench.errors import ConfigError, format_validation_error
 
@@ -34,6 +36,33 @@ class SSHSpec(BaseModel):
     retries: int = 2
 
 
+class FPGASpec(BaseModel):
+    """hls4ml settings of an FPGA target: part, clock, I/O style and whether to synthesise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    part: str = Field(description="FPGA part, e.g. xczu9eg-ffvb1156-2-e")
+    board: str | None = Field(None, description="board name, informational (e.g. zcu102)")
+    hls_backend: Literal["Vitis", "Vivado"] = Field("Vitis", description="hls4ml backend / HLS tool family")
+    clock_period_ns: float = Field(5.0, gt=0)
+    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
+    strategy: Literal["Latency", "Resource"] = "Latency"
+    default_precision: str = Field("ap_fixed<16,6>", description="used when a variant gives no fixed_point")
+    synthesize: bool = Field(False, description="run C synthesis (needs vitis_hls / vivado_hls on PATH)")
+
+    @field_validator("default_precision")
+    @classmethod
+    def _ap_type(cls, value: str) -> str:
+        if not value.startswith(("ap_fixed<", "ap_ufixed<", "ap_int<", "ap_uint<", "fixed<", "ufixed<")):
+            raise ValueError("must be an HLS type such as ap_fixed<16,6>")
+        return value
+
+    @property
+    def hls_tool(self) -> str:
+        """Executable that synthesises for ``hls_backend``."""
+        return "vitis_hls" if self.hls_backend == "Vitis" else "vivado_hls"
+
+
 class TargetSpec(BaseModel):
     """A device/runtime combination measurements run on."""
 
@@ -49,7 +78,16 @@ class TargetSpec(BaseModel):
     backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     energy: dict[str, Any] | None = Field(None, description="energy meter spec, e.g. {type: rapl}")
     ssh: SSHSpec | None = None
+    fpga: FPGASpec | None = None
     notes: dict[str, Any] = Field(default_factory=dict, description="power mode, board, part...")
+
+    @model_validator(mode="after")
+    def _kind_needs_fields(self) -> TargetSpec:
+        if self.kind == "ssh" and self.ssh is None:
+            raise ValueError("kind: ssh needs an 'ssh:' block with at least 'host'")
+        if "hls4ml" in self.backends and self.fpga is None:
+            raise ValueError("backend hls4ml needs an 'fpga:' block with at least 'part'")
+        return self
 
 
 def targets_dirs(extra: Path | None = None) -> list[Path]:
@@ -93,3 +131,44 @@ def get_target(name: str, extra_dir: Path | None = None) -> TargetSpec:
         allowed = ", ".join(sorted(files)) or "(none found)"
         raise ConfigError(f"unknown target '{name}'; available: {allowed}. Add targets/{name}.yaml to define it.")
     return load_target_file(files[name])
+
+
+def target_unavailable_reason(spec: TargetSpec, connect_timeout_s: float = 1.5) -> str | None:
+    """None when jobs can run on ``spec`` now, else why not (missing extra, no GPU, host down, tool missing).
+
+    Remote targets are checked by reachability only: their backends live on the device.
+    """
+    if spec.kind == "ssh":
+        return _remote_unavailable_reason(spec, connect_timeout_s)
+    from edgebench.backends.base import get_backend
+
+    reasons = []
+    for name in spec.backends:
+        try:
+            reason = get_backend(name).available()
+        except KeyError as exc:
+            reason = str(exc).strip("'\"")
+        if reason:
+            reasons.append(f"{name}: {reason}")
+    if spec.fpga is not None and spec.fpga.synthesize and shutil.which(spec.fpga.hls_tool) is None:
+        reasons.append(
+            f"{spec.fpga.hls_tool} not on PATH: install {spec.fpga.hls_backend} HLS and source its settings64.sh "
+            f"to synthesise for {spec.fpga.part} (or use local-hls4ml-csim for C simulation only)"
+        )
+    return "; ".join(reasons) or None
+
+
+def _remote_unavailable_reason(spec: TargetSpec, connect_timeout_s: float) -> str | None:
+    assert spec.ssh is not None  # guaranteed by TargetSpec validation
+    try:
+        import paramiko  # noqa: F401
+    except ImportError:
+        return "the 'remote' extra is not installed: pip install -c constraints.txt -e '.[remote]'"
+    try:
+        with socket.create_connection((spec.ssh.host, spec.ssh.port), timeout=connect_timeout_s):
+            pass
+    except OSError as exc:
+        return f"host {spec.ssh.host}:{spec.ssh.port} unreachable ({exc.strerror or exc})"
+    if spec.ssh.key_file and not Path(spec.ssh.key_file).expanduser().is_file():
+        return f"ssh key_file {spec.ssh.key_file} does not exist"
+    return None
