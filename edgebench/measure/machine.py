@@ -1,0 +1,72 @@
+"""Machine and software context recorded with every run (what makes two numbers comparable)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+import edgebench
+
+_PACKAGES = ("torch", "torch-pruning", "onnx", "onnxruntime", "numpy", "ai-edge-litert", "litert-torch", "hls4ml")
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo, falling back to platform.processor()."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_governor() -> str | None:
+    """cpufreq governor of CPU 0 where readable (absent in most VMs)."""
+    path = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return path.read_text().strip() if path.is_file() else None
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the runtimes that affect measurements."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """edgebench's git commit when running from a checkout."""
+    repo = Path(edgebench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def machine_info() -> dict[str, object]:
+    """Everything recorded about this machine for a run."""
+    return {
+        "hostname": platform.node(),
+        "cpu_model": cpu_model(),
+        "cpu_cores_logical": os.cpu_count(),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "governor": cpu_governor(),
+        "packages": package_versions(),
+        "edgebench_version": edgebench.__version__,
+        "edgebench_commit": git_commit(),
+    }

@@ -1,0 +1,118 @@
+"""Worker isolation: real ORT/torch jobs, and a crash or hang becoming a recorded failure."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgebench.export.base import get_exporter
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.measure.worker import run_isolated
+from edgebench.variants import QuantSpec
+
+FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 4)
+    ).eval()
+
+
+@pytest.fixture()
+def eval_files(tmp_path: Path) -> tuple[Path, Path, nn.Module]:
+    model = _model()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    y = logits.argmax(1)  # labels = the model's own predictions: fp32 accuracy must be exactly 1
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    np.savez(tmp_path / "ref.npz", logits=logits[:16])
+    return tmp_path / "eval.npz", tmp_path / "ref.npz", model
+
+
+def _job(artifact: Path, eval_npz: Path, ref: Path | None, backend: str) -> Job:
+    return Job(job_id="j", variant_id="v", target="t", backend=backend, artifact=str(artifact),
+               eval_data=str(eval_npz), reference=str(ref) if ref else None, measure=FAST)
+
+
+@pytest.mark.parametrize("fmt,backend", [("onnx", "onnxruntime"), ("torch", "torch")])
+def test_fp32_job_measures_real_latency_and_matches_pytorch(eval_files, tmp_path, fmt, backend):
+    eval_npz, ref, model = eval_files
+    exporter = get_exporter(fmt)
+    artifact = exporter.export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / f"m{exporter.suffix}")
+    result = run_isolated(_job(artifact, eval_npz, ref, backend), timeout_s=120)
+    assert result.status == "ok", result.error
+    assert result.accuracy == 1.0
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    assert len(result.samples_ns) >= FAST.min_iters
+    assert all(isinstance(s, int) and s > 0 for s in result.samples_ns)
+    lat = result.latency_ms
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert result.throughput_ips == pytest.approx(1e3 / lat["mean"])
+    assert result.peak_rss_mb is not None and result.peak_rss_mb > 10
+    assert result.energy_j_per_inference is None and result.energy_source is None
+
+
+def test_int8_onnx_is_smaller_and_close(eval_files, tmp_path):
+    eval_npz, ref, model = eval_files
+    x = np.load(eval_npz)["x"]
+    exporter = get_exporter("onnx")
+    fp32 = exporter.export(model, QuantSpec(), x, tmp_path / "fp32.onnx")
+    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=32), x, tmp_path / "int8.onnx")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    result = run_isolated(_job(int8, eval_npz, ref, "onnxruntime"), timeout_s=120)
+    assert result.status == "ok", result.error
+    assert 0 < result.max_abs_diff < 0.5  # quantized: changed, but close
+    assert result.accuracy >= 0.8
+    assert fp32.stat().st_size > 0
+
+
+class _Crash:
+    def __reduce__(self):
+        return (os._exit, (7,))
+
+
+class _Hang:
+    def __reduce__(self):
+        return (time.sleep, (60,))
+
+
+def test_crash_becomes_recorded_failure(eval_files, tmp_path):
+    eval_npz, _, _ = eval_files
+    artifact = tmp_path / "crash.pt"
+    artifact.write_bytes(pickle.dumps(_Crash()))  # unpickling it kills the worker process
+    result = run_isolated(_job(artifact, eval_npz, None, "torch"), timeout_s=60)
+    assert result.status == "failed"
+    assert "exited with code 7" in result.error
+
+
+def test_hang_becomes_timeout_failure(eval_files, tmp_path):
+    eval_npz, _, _ = eval_files
+    artifact = tmp_path / "hang.pt"
+    artifact.write_bytes(pickle.dumps(_Hang()))
+    start = time.monotonic()
+    result = run_isolated(_job(artifact, eval_npz, None, "torch"), timeout_s=5)
+    assert time.monotonic() - start < 30
+    assert result.status == "failed" and "timed out after 5 s" in result.error
+
+
+def test_corrupt_onnx_gives_clear_error(eval_files, tmp_path):
+    eval_npz, _, _ = eval_files
+    artifact = tmp_path / "bad.onnx"
+    artifact.write_bytes(b"not a protobuf")
+    result = run_isolated(_job(artifact, eval_npz, None, "onnxruntime"), timeout_s=60)
+    assert result.status == "failed"
+    assert "cannot load" in result.error and "re-export" in result.error
