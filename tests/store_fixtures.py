@@ -112,19 +112,24 @@ def fill_run(
     tags: tuple[str, ...] = (),
     fail_one: bool = True,
     threads: int = 1,
+    targets: dict[str, float] | None = None,
 ) -> str:
-    """Store a full synthetic run; ``slowdown`` maps variant label -> latency factor. Returns the run id."""
+    """Store a full synthetic run and return its id.
+
+    ``slowdown`` maps variant label -> latency factor; ``targets`` maps target name -> latency factor.
+    """
     rng = np.random.default_rng(seed)
     slowdown = slowdown or {}
     run_id = store.start_run(name, {"name": name}, f"hash-{name}", machine or MACHINE, tags)
     for spec in variant_specs():
         store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, variant_facts(spec))
         settings = {"threads": threads, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
-        key = f"{spec.id}:local-cpu:onnxruntime:t{threads}"
-        result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0))
-        store.add_measurement(
-            run_id, key, spec.id, "local-cpu", "onnxruntime", settings, result.model_dump(), artifact_size(spec)
-        )
+        for target, factor in (targets or {"local-cpu": 1.0}).items():
+            key = f"{spec.id}:{target}:onnxruntime:t{threads}"
+            result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0) * factor)
+            store.add_measurement(
+                run_id, key, spec.id, target, "onnxruntime", settings, result.model_dump(), artifact_size(spec)
+            )
     if fail_one:
         spec = variant_specs()[-1]
         key = f"{spec.id}:local-cpu:torch:t{threads}"

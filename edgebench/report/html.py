@@ -1,0 +1,247 @@
+"""Offline HTML report of one run: index.html with PNG/SVG figures beside it, no CDN.
+
+Re-rendering reads only the store, so ``edgebench report`` works on any stored run.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from edgebench.report import plots
+from edgebench.report.tables import (
+    best_under_budget,
+    context_titles,
+    default_budgets,
+    fmt_cell,
+    panels,
+    pareto_flags,
+    with_speedup,
+)
+from edgebench.store import Store
+from edgebench.store.metrics import METRICS, Metric, get_metric
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("latency", "accuracy"), ("size", "accuracy"), ("macs", "accuracy"))
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0} th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f3f3f3;cursor:pointer;position:sticky;top:0} td.l,th.l{text-align:left}
+tr.pareto td{background:#fff4e5;font-weight:600} tr:hover td{background:#eef5ff}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-size:13px}
+.ctx{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em}
+.err{color:#a00;font-family:monospace;text-align:left;white-space:pre-wrap}
+"""
+# click a header to sort (numbers numerically, '—' last); inline so the page works offline
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
+ const tb=th.closest('table').tBodies[0], rows=[...tb.rows], asc=th.dataset.asc!=='1'; th.dataset.asc=asc?'1':'0';
+ const key=r=>{const t=r.cells[i].innerText.replace(/,/g,''); const n=parseFloat(t); return isNaN(n)?t:n};
+ rows.sort((a,b)=>{const x=key(a),y=key(b); if(x==='—')return 1; if(y==='—')return -1;
+  return (x<y?-1:x>y?1:0)*(asc?1:-1)}); rows.forEach(r=>tb.appendChild(r));}));
+"""
+
+_TABLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("accuracy", "accuracy", 1.0),
+    ("p50_ms", "p50 ms", 1.0),
+    ("p99_ms", "p99 ms", 1.0),
+    ("throughput_ips", "inf/s", 1.0),
+    ("size_bytes", "size KiB", 1 / 1024),
+    ("params", "params", 1.0),
+    ("macs", "MACs (M)", 1e-6),
+    ("training_macs", "training GMACs", 1e-9),
+    ("energy_j_per_inference", "energy mJ", 1e3),
+    ("peak_rss_mb", "peak RSS MB", 1.0),
+    ("max_abs_diff", "max |Δ| vs torch", 1.0),
+)
+
+
+def resolve_objectives(objectives: Sequence[tuple[str, str]] | None) -> list[tuple[Metric, Metric]]:
+    """Objective pairs ``(x, y)`` by metric name or column (e.g. ``("latency", "accuracy")``)."""
+    return [(get_metric(x), get_metric(y)) for x, y in (objectives or DEFAULT_OBJECTIVES)]
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _kv_table(items: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th class=l>{_esc(k)}</th><td class=l>{_esc(fmt_cell(v))}</td></tr>" for k, v in items.items())
+    return f"<table>{rows}</table>"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
+    """Machine, software versions, power mode and energy sources: what a comparison needs to be fair."""
+    about = {
+        "run id": run["id"],
+        "name": run["name"],
+        "status": run["status"],
+        "started": run["started_at"],
+        "finished": run["finished_at"] or "— (unfinished)",
+        "tags": ", ".join(run["tags"]) or "—",
+        "edgebench": f"{run['edgebench_version']} ({run['edgebench_commit'] or 'commit unknown'})",
+        "experiment hash": run["experiment_hash"],
+    }
+    machine = _flatten("", run["machine"], {})
+    machine.setdefault("power mode", machine.pop("power_mode", "not reported"))
+    runtimes: dict[str, set[str]] = {}
+    for versions in df["runtime"]:
+        for lib, ver in (versions or {}).items():
+            runtimes.setdefault(lib, set()).add(str(ver))
+    versions = {lib: ", ".join(sorted(v)) for lib, v in sorted(runtimes.items())}
+    sources = df["energy_source"].dropna().unique().tolist()
+    notes = df["energy_note"].dropna().unique().tolist()
+    energy = {
+        "energy source": ", ".join(sources) or "none (energy not measured; shown as —, never 0)",
+        "energy notes": "; ".join(notes) or "—",
+    }
+    return (
+        "<div class=ctx>"
+        f"<div><h3>Run</h3>{_kv_table(about)}</div>"
+        f"<div><h3>Machine</h3>{_kv_table(machine)}</div>"
+        f"<div><h3>Runtime versions (from the workers)</h3>{_kv_table(versions or {'—': '—'})}"
+        f"<h3>Energy</h3>{_kv_table(energy)}</div>"
+        "</div>"
+    )
+
+
+def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
+    """Every measured variant, Pareto-optimal rows highlighted; headers sort on click."""
+    head = "".join(f"<th>{_esc(name)}</th>" for _, name, _ in _TABLE_COLUMNS)
+    titles = context_titles(ok)
+    body = []
+    for idx, row in ok.sort_values(["target", "backend", "p50_ms"]).iterrows():
+        cells = []
+        for column, _, scale in _TABLE_COLUMNS:
+            value = row[column]
+            text = fmt_cell(value * scale if isinstance(value, int | float) else value)
+            if column == "energy_j_per_inference" and str(row["energy_source"]).startswith("estimated"):
+                text += " (estimated)"
+            cells.append(f"<td>{_esc(text)}</td>")
+        marks = ", ".join(flags[idx])
+        cls = " class=pareto" if marks else ""
+        body.append(
+            f"<tr{cls}><td class=l>{_esc(row['label'])}</td><td class=l><code>{_esc(row['variant_id'])}</code></td>"
+            f"<td class=l>{_esc(titles[idx])}</td>{''.join(cells)}<td class=l>{_esc(marks or '—')}</td></tr>"
+        )
+    return (
+        "<table class=sortable><thead><tr><th class=l>variant</th><th class=l>id</th><th class=l>target</th>"
+        f"{head}<th class=l>Pareto-optimal for</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def failed_table(failed: pd.DataFrame) -> str:
+    """Failed jobs with their error messages."""
+    if failed.empty:
+        return "<p>No job failed.</p>"
+    rows = "".join(
+        f"<tr><td class=l>{_esc(r['label'] or r['variant_id'])}</td><td class=l>{_esc(r['target'])}</td>"
+        f"<td class=l>{_esc(r['backend'])}</td><td class=l><code>{_esc(r['job_key'])}</code></td>"
+        f"<td class=err>{_esc(r['error'] or 'no error text')}</td></tr>"
+        for _, r in failed.iterrows()
+    )
+    return (
+        "<table><thead><tr><th class=l>variant</th><th class=l>target</th><th class=l>backend</th>"
+        f"<th class=l>job</th><th class=l>error</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _frame_html(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "<p class=muted>No measurements with this metric.</p>"
+    return df.to_html(index=False, escape=True, classes="budget", border=0).replace("<th>", "<th class=l>")
+
+
+def _budget_section(ok: pd.DataFrame, budgets: dict[str, Sequence[float]] | None) -> str:
+    parts = []
+    for name in ("latency", "energy"):
+        metric = METRICS[name]
+        if ok[metric.column].notna().sum() == 0:
+            parts.append(f"<p class=muted>No {name} values in this run (not measured here).</p>")
+            continue
+        chosen = (budgets or {}).get(name) or default_budgets(ok[metric.column] * metric.scale)
+        parts.append(f"<h3>Best accuracy under a {metric.label} budget</h3>")
+        parts.append(_frame_html(best_under_budget(ok, metric, chosen)))
+    return "".join(parts)
+
+
+def render_report(
+    store: Store,
+    run_id: str,
+    out_dir: Path,
+    objectives: Sequence[tuple[str, str]] | None = None,
+    *,
+    budgets: dict[str, Sequence[float]] | None = None,
+) -> Path:
+    """Render ``out_dir/index.html`` (plus PNG and SVG figures) for a stored run; return its path.
+
+    Args:
+        store: the results store.
+        run_id: run id, tag, unique id prefix or 'latest'.
+        out_dir: created if missing; existing figures are overwritten.
+        objectives: ``(x, y)`` metric pairs for Pareto plots (names from ``edgebench.store.metrics.METRICS``);
+            defaults to accuracy vs latency, size and MACs.
+        budgets: optional ``{"latency": [ms...], "energy": [mJ...]}`` for the budget table; defaults span
+            the measured range.
+    """
+    run = store.get_run(run_id)
+    df = store.measurements(run["id"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = resolve_objectives(objectives)
+    ok = df[df["status"] == "ok"]
+    failed = df[df["status"] != "ok"]
+    sections = [f"<h2>Context</h2>{context_panel(run, df)}"]
+
+    if ok.empty:
+        sections.append("<h2>Trade-offs</h2><p>No successful measurement in this run.</p>")
+    else:
+        figs = []
+        for x, y in pairs:
+            fig = plots.tradeoff_figure(ok, x, y, panels(ok))
+            figs.append(plots.save(fig, out_dir, f"{y.name}_vs_{x.name}"))
+        sections.append(
+            "<h2>Trade-offs per target</h2><p class=muted>One series per pruning criterion / precision; "
+            "Pareto-optimal points are ringed in red and joined by the dashed front.</p>"
+            + "".join(f'<img src="{_esc(f)}" alt="{_esc(f)}">' for f in figs)
+        )
+        sections.append(f"<h2>Best variant under a budget, across targets</h2>{_budget_section(ok, budgets)}")
+        speed = plots.speedup_figure(with_speedup(ok))
+        if speed is not None:
+            name = plots.save(speed, out_dir, "speedup_vs_macs_reduction")
+            sections.append(
+                "<h2>MACs reduction vs measured speedup</h2><p class=muted>Points under the dashed line are "
+                f'pruned variants that are not as much faster as their MAC count suggests.</p><img src="{name}">'
+            )
+        flags = pareto_flags(ok, pairs)
+        sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")
+    sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
+    if (out_dir / "history.html").exists():
+        sections.append('<p><a href="history.html">History of tagged runs</a></p>')
+
+    title = f"edgebench report — {run['name']} ({run['id']})"
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{_esc(title)}</title><style>{_CSS}</style></head>"
+        f"<body><h1>{_esc(title)}</h1>{''.join(sections)}<script>{_SORT_JS}</script></body></html>"
+    )
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    log.info("report written to %s", index)
+    return index

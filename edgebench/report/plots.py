@@ -1,0 +1,138 @@
+"""Matplotlib figures of a run: trade-off fronts and MACs reduction vs measured speedup.
+
+Uses the object-oriented API on ``Figure`` (Agg canvas, no pyplot state), so
+rendering works headless and from worker threads. Every figure is written as
+PNG and SVG next to the HTML page that shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import matplotlib
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from edgebench.report.pareto import pareto_mask
+from edgebench.store.metrics import Metric
+
+MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "P"}
+BASELINE = "baseline"
+
+
+def series_name(row: pd.Series) -> str:
+    """Legend entry of a measurement: its pruning criterion (or 'baseline') and precision."""
+    criterion = row["criterion"] if isinstance(row["criterion"], str) else BASELINE
+    return f"{criterion}/{row['precision']}"
+
+
+def _colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per criterion, stable across figures of a report."""
+    criteria = sorted({n.rsplit("/", 1)[0] for n in names} - {BASELINE})
+    tab = matplotlib.colormaps["tab10"]
+    palette = {c: tab(i % 10) for i, c in enumerate(criteria)}
+    palette[BASELINE] = (0.0, 0.0, 0.0, 1.0)
+    return {n: palette[n.rsplit("/", 1)[0]] for n in names}
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> str:
+    """Write ``stem.png`` and ``stem.svg``; return the PNG file name."""
+    FigureCanvasAgg(fig)
+    fig.savefig(out_dir / f"{stem}.png", dpi=110)
+    fig.savefig(out_dir / f"{stem}.svg")
+    return f"{stem}.png"
+
+
+def _axis_scale(ax: Axes, values: np.ndarray, axis: str) -> None:
+    finite = values[np.isfinite(values) & (values > 0)]
+    if len(finite) and finite.max() / finite.min() > 20:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
+    """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined."""
+    data = df.dropna(subset=[x.column, y.column])
+    if data.empty:
+        ax.text(0.5, 0.5, f"no {x.name} / {y.name} values", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=9)
+        return
+    xs, ys = data[x.column].astype(float) * x.scale, data[y.column].astype(float) * y.scale
+    names = data.apply(series_name, axis=1)
+    for name in sorted(set(names)):
+        sel = names == name
+        precision = name.rsplit("/", 1)[1]
+        ax.scatter(
+            xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), color=colors[name], alpha=0.8, label=name,
+            zorder=3,
+        )  # fmt: skip
+    front = pareto_mask(data, [x.column, y.column], [x.direction, y.direction])
+    fx, fy = xs[front].to_numpy(), ys[front].to_numpy()
+    order = np.lexsort((fy, fx))
+    step = "post" if (x.direction == "min") == (y.direction == "max") else "pre"
+    ax.step(fx[order], fy[order], where=step, color="0.25", lw=1.2, ls="--", zorder=2, label="Pareto front")
+    ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="crimson", linewidths=1.6, zorder=4, label="Pareto-optimal")
+    _axis_scale(ax, xs.to_numpy(), "x")
+    ax.set_xlabel(x.label)
+    ax.set_ylabel(y.label)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3, which="both")
+
+
+def tradeoff_figure(
+    df: pd.DataFrame, x: Metric, y: Metric, panels: Sequence[tuple[str, pd.DataFrame]]
+) -> Figure:
+    """One figure for an objective pair with a panel per target context (and an all-targets panel)."""
+    colors = _colors(sorted(set(df.apply(series_name, axis=1))))
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(5.0 * ncols + 1.8, 4.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (title, part) in zip(axes.flat, panels):
+        tradeoff_axes(ax, part, x, y, title, colors)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = {}, {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+            labels[lab] = lab
+    fig.legend(list(handles.values()), list(labels), loc="outside right upper", fontsize=8)
+    fig.suptitle(f"{y.label} vs {x.label}", fontsize=11)
+    return fig
+
+
+def speedup_figure(df: pd.DataFrame) -> Figure | None:
+    """MACs reduction (x) vs measured p50 speedup (y) relative to the unpruned variant of the same context.
+
+    ``df`` needs ``macs_reduction`` and ``speedup`` columns (see ``report.tables.with_speedup``).
+    None when no pruned variant has a baseline to compare with.
+    """
+    data = df.dropna(subset=["macs_reduction", "speedup"])
+    data = data[data["criterion"].notna()]
+    if data.empty:
+        return None
+    colors = _colors(sorted(set(data.apply(series_name, axis=1)) | {f"{BASELINE}/fp32"}))
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    names = data.apply(series_name, axis=1)
+    for name in sorted(set(names)):
+        sel = names == name
+        ax.scatter(
+            data.loc[sel, "macs_reduction"], data.loc[sel, "speedup"], s=30, color=colors[name],
+            marker=MARKERS.get(name.rsplit("/", 1)[1], "o"), label=name, alpha=0.85, zorder=3,
+        )  # fmt: skip
+    hi = float(max(data["macs_reduction"].max(), data["speedup"].max(), 1.0)) * 1.08
+    ax.plot([1, hi], [1, hi], color="0.4", ls="--", lw=1, label="speedup = MACs reduction")
+    ax.axhline(1.0, color="0.6", lw=0.8)
+    _axis_scale(ax, data["macs_reduction"].to_numpy(dtype=float), "x")
+    _axis_scale(ax, data["macs_reduction"].to_numpy(dtype=float), "y")
+    ax.set_xlabel("MACs reduction (baseline MACs / variant MACs)")
+    ax.set_ylabel("measured speedup (baseline p50 / variant p50)")
+    ax.set_title("Does removing MACs make it faster? (per target/backend/precision)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig

@@ -1,0 +1,120 @@
+"""Data frames behind the report: target contexts, Pareto flags, speedups and budget winners."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from edgebench.report.pareto import pareto_mask
+from edgebench.store.metrics import Metric
+
+#: columns that make two measurements of one variant incomparable (a "target context")
+CONTEXT = ("target", "backend", "threads", "scenario", "batch_size")
+_OPTIONAL_CONTEXT = {"threads": "{} threads", "scenario": "{}", "batch_size": "batch {}"}
+
+
+def context_titles(df: pd.DataFrame) -> pd.Series:
+    """Panel title per row: target and backend, plus the settings that vary within the run."""
+    parts = df["target"].astype(str) + " · " + df["backend"].astype(str)
+    for column, fmt in _OPTIONAL_CONTEXT.items():
+        if df[column].nunique(dropna=False) > 1:
+            parts = parts + " · " + df[column].map(lambda v, f=fmt: f.format(v))
+    return parts
+
+
+def panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per target context, plus 'all targets' when there is more than one."""
+    titles = context_titles(df)
+    out = [(title, df[titles == title]) for title in sorted(set(titles))]
+    if len(out) > 1:
+        out.append(("all targets", df))
+    return out
+
+
+def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> pd.Series:
+    """Per row, the objective pairs (e.g. 'accuracy/latency') it is Pareto-optimal for within its context."""
+    titles = context_titles(ok)
+    flags = pd.Series([[] for _ in range(len(ok))], index=ok.index, dtype=object)
+    for x, y in pairs:
+        for title in set(titles):
+            part = ok[titles == title]
+            mask = pareto_mask(part, [x.column, y.column], [x.direction, y.direction])
+            for idx in mask.index[mask]:
+                flags[idx] = [*flags[idx], f"{y.name}/{x.name}"]
+    return flags
+
+
+def with_speedup(ok: pd.DataFrame) -> pd.DataFrame:
+    """Add ``macs_reduction`` and ``speedup`` relative to the unpruned variant of the same context and precision.
+
+    The reference is the measurement of the same target, backend, settings and
+    precision whose variant has no pruning; rows without one get NaN.
+    """
+    keys = [*CONTEXT, "precision"]
+    base = ok[ok["criterion"].isna()].dropna(subset=["p50_ms", "macs"])
+    base = base.drop_duplicates(subset=keys)[[*keys, "p50_ms", "macs"]]
+    merged = ok.merge(base, on=keys, how="left", suffixes=("", "_base"))
+    merged.index = ok.index
+    out = ok.copy()
+    out["macs_reduction"] = merged["macs_base"] / merged["macs"]
+    out["speedup"] = merged["p50_ms_base"] / merged["p50_ms"]
+    return out
+
+
+def default_budgets(values: pd.Series, count: int = 4) -> list[float]:
+    """Budgets spread log-evenly over the observed range, rounded up to two significant digits.
+
+    Rounding up keeps the smallest budget above the best measured value, so no column is empty.
+    """
+    finite = values.dropna().astype(float)
+    finite = finite[finite > 0]
+    if finite.empty:
+        return []
+    lo, hi = float(finite.min()), float(finite.max())
+    raw = np.geomspace(lo, hi, count) if hi > lo else np.array([lo])
+    steps = 10.0 ** (np.floor(np.log10(raw)) - 1)
+    return sorted({round(float(v), 12) for v in np.ceil(raw / steps - 1e-9) * steps})
+
+
+def best_under_budget(ok: pd.DataFrame, metric: Metric, budgets: Sequence[float]) -> pd.DataFrame:
+    """Most accurate variant per target context whose ``metric`` is within each budget (cross-target table).
+
+    Ties on accuracy go to the smaller ``metric``. Cells are 'label (accuracy, value)' or '—' when
+    nothing fits. Budgets are in the metric's display unit.
+    """
+    data = ok.dropna(subset=[metric.column, "accuracy"])
+    titles = context_titles(ok).loc[data.index]
+    rows = []
+    for title in sorted(set(titles)):
+        part = data[titles == title]
+        row: dict[str, str] = {"target": title}
+        for budget in budgets:
+            fits = part[part[metric.column] * metric.scale <= budget]
+            if fits.empty:
+                row[f"≤ {budget:g}"] = "—"
+                continue
+            best = fits.sort_values(["accuracy", metric.column], ascending=[False, True]).iloc[0]
+            value = best[metric.column] * metric.scale
+            row[f"≤ {budget:g}"] = f"{best['label']} (acc {best['accuracy']:.3f}, {_fmt(value)})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def fmt_cell(value: object) -> str:
+    """Table cell text: numbers to 3 significant digits, missing as an em dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float | np.floating):
+        return _fmt(float(value))
+    return str(value)

@@ -1,0 +1,111 @@
+"""HTML report from a real SQLite store of synthetic runs: files, Pareto rows, budgets, speedups."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store  # noqa: F401
+
+from edgebench.report import pareto_mask, render_report
+from edgebench.report.tables import best_under_budget, default_budgets, panels, with_speedup
+from edgebench.store import Store, StoreError
+from edgebench.store.metrics import METRICS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _rows(page: str) -> list[str]:
+    return re.findall(r"<tr( class=pareto)?><td class=l>([^<]+)</td><td class=l><code>", page)
+
+
+def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+    store, run_id = filled_store
+    index = render_report(store, run_id, tmp_path / "report")
+    page = index.read_text()
+    for stem in ("accuracy_vs_latency", "accuracy_vs_size", "accuracy_vs_macs", "speedup_vs_macs_reduction"):
+        png = index.parent / f"{stem}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+        assert (index.parent / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+        assert f'src="{stem}.png"' in page
+    assert not re.search(r'(src|href)="https?:', page)  # nothing fetched from the network
+    assert MACHINE["cpu_model"] in page and "abc1234" in page
+    assert "worker timed out after 60 s" in page and "Failed jobs (1)" in page
+    assert "never 0" in page  # energy absent is said, not invented
+
+
+def test_report_marks_exactly_the_pareto_rows(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+    store, run_id = filled_store
+    page = render_report(store, run_id, tmp_path / "r").read_text()
+    ok = store.measurements(run_id).query("status == 'ok'")
+    expected = set()
+    for x in ("latency", "size", "macs"):
+        m = METRICS[x]
+        mask = pareto_mask(ok, [m.column, "accuracy"], [m.direction, "max"])
+        expected |= set(ok.loc[mask, "label"])
+    rows = _rows(page)
+    assert len(rows) == len(ok)
+    assert {label for cls, label in rows if cls} == expected
+    assert "baseline/fp32" in expected  # the most accurate point is always on the front
+
+
+def test_multi_target_panels_and_budget_table(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+    run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
+    ok = sqlite_store.measurements(run_id).query("status == 'ok'")
+    titles = [title for title, _ in panels(ok)]
+    assert titles == ["local-cpu · onnxruntime", "rpi5 · onnxruntime", "all targets"]
+
+    latency = METRICS["latency"]
+    budgets = default_budgets(ok["p50_ms"])
+    assert budgets[0] >= ok["p50_ms"].min() and len(budgets) == 4
+    table = best_under_budget(ok, latency, budgets)
+    assert list(table["target"]) == ["local-cpu · onnxruntime", "rpi5 · onnxruntime"]
+    for _, row in table.iterrows():  # each cell is the most accurate variant within the budget on that target
+        part = ok[ok["target"] == row["target"].split(" · ")[0]]
+        for budget in budgets:
+            fits = part[part["p50_ms"] <= budget]
+            cell = row[f"≤ {budget:g}"]
+            if fits.empty:
+                assert cell == "—"
+            else:
+                best = fits.loc[fits["accuracy"].idxmax()]
+                assert cell.startswith(f"{best['label']} (acc {best['accuracy']:.3f}")
+    page = render_report(sqlite_store, run_id, tmp_path / "r", budgets={"latency": [0.5, 2.0]}).read_text()
+    assert "≤ 0.5" in page and "≤ 2" in page and "rpi5 · onnxruntime" in page
+
+
+def test_speedup_is_relative_to_unpruned_variant_of_same_context(filled_store: tuple[Store, str]) -> None:  # noqa: F811
+    store, run_id = filled_store
+    ok = with_speedup(store.measurements(run_id).query("status == 'ok'"))
+    for precision in ("fp32", "int8"):
+        same = ok[ok["precision"] == precision]
+        base = same[same["criterion"].isna()].iloc[0]
+        assert base["speedup"] == pytest.approx(1.0) and base["macs_reduction"] == pytest.approx(1.0)
+        pruned = same[same["ratio"] == 0.8].iloc[0]
+        assert pruned["speedup"] == pytest.approx(base["p50_ms"] / pruned["p50_ms"])
+        assert pruned["macs_reduction"] == pytest.approx(base["macs"] / pruned["macs"])
+        assert pruned["macs_reduction"] > 1 and pruned["speedup"] > 1
+
+
+def test_custom_objectives_and_missing_metric(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+    store, run_id = filled_store
+    index = render_report(store, run_id, tmp_path / "r", objectives=[("energy", "accuracy"), ("memory", "p99")])
+    assert (index.parent / "accuracy_vs_energy.png").exists() and (index.parent / "p99_vs_memory.png").exists()
+    with pytest.raises(StoreError, match="unknown metric 'speed'"):
+        render_report(store, run_id, tmp_path / "r", objectives=[("speed", "accuracy")])
+
+
+def test_run_without_measurements_renders(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+    run_id = sqlite_store.start_run("empty", {}, "h", MACHINE)
+    page = render_report(sqlite_store, run_id, tmp_path / "r").read_text()
+    assert "No successful measurement" in page and "(unfinished)" in page
+
+
+def test_default_budgets_are_rounded_up() -> None:
+    import pandas as pd
+
+    budgets = default_budgets(pd.Series([0.0631, 1.05, np.nan]))
+    assert budgets[0] == pytest.approx(0.064) and budgets[-1] == pytest.approx(1.1)
+    assert default_budgets(pd.Series([np.nan])) == []
