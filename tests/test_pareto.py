@@ -86,3 +86,10 @@ def test_rejects_bad_directions() -> None:
         pareto_mask(df, ["a"], ["up"])
     with pytest.raises(ValueError):
         pareto_mask(df, ["a"], [])
+
+
+def test_objective_direction_pairs_form() -> None:
+    df = pd.DataFrame({"p50_ms": [1.0, 2.0, 0.5], "accuracy": [0.9, 0.95, 0.8]})
+    pairs = pareto_mask(df, [("accuracy", "max"), ("p50_ms", "min")])
+    assert pairs.equals(pareto_mask(df, ["accuracy", "p50_ms"], ["max", "min"]))
+    assert pairs.tolist() == [True, True, True]

@@ -109,3 +109,10 @@ def test_default_budgets_are_rounded_up() -> None:
     budgets = default_budgets(pd.Series([0.0631, 1.05, np.nan]))
     assert budgets[0] == pytest.approx(0.064) and budgets[-1] == pytest.approx(1.1)
     assert default_budgets(pd.Series([np.nan])) == []
+
+
+def test_objective_pairs_accept_experiment_names_in_any_order() -> None:
+    from edgebench.report.html import resolve_objectives
+
+    pairs = resolve_objectives([("accuracy", "latency_p50_ms"), ("size_bytes", "accuracy"), ("memory", "p99")])
+    assert [(x.name, y.name) for x, y in pairs] == [("latency", "accuracy"), ("size", "accuracy"), ("memory", "p99")]

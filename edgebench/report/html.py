@@ -65,8 +65,18 @@ _TABLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
 
 
 def resolve_objectives(objectives: Sequence[tuple[str, str]] | None) -> list[tuple[Metric, Metric]]:
-    """Objective pairs ``(x, y)`` by metric name or column (e.g. ``("latency", "accuracy")``)."""
-    return [(get_metric(x), get_metric(y)) for x, y in (objectives or DEFAULT_OBJECTIVES)]
+    """Objective pairs as ``(x, y)`` metrics; names are metric names, store columns or experiment-file names.
+
+    Pairs are unordered: when exactly one metric is higher-is-better (accuracy, throughput) it goes on
+    the y axis, so ``("accuracy", "latency_p50_ms")`` and ``("latency", "accuracy")`` plot the same.
+    """
+    pairs = []
+    for a, b in objectives or DEFAULT_OBJECTIVES:
+        x, y = get_metric(a), get_metric(b)
+        if x.direction == "max" and y.direction == "min":
+            x, y = y, x
+        pairs.append((x, y))
+    return pairs
 
 
 def _esc(value: object) -> str:

@@ -18,14 +18,20 @@ import pandas as pd
 from edgebench.store.metrics import Direction
 
 
-def pareto_mask(df: pd.DataFrame, objectives: Sequence[str], directions: Sequence[Direction]) -> pd.Series:
+def pareto_mask(
+    df: pd.DataFrame,
+    objectives: Sequence[str] | Sequence[tuple[str, Direction]],
+    directions: Sequence[Direction] | None = None,
+) -> pd.Series:
     """Boolean Series (index of ``df``): True where the row is Pareto-optimal.
 
     Args:
         df: one row per candidate.
-        objectives: column names.
+        objectives: column names, or ``(column, direction)`` pairs when ``directions`` is omitted.
         directions: ``"min"`` or ``"max"`` per objective.
     """
+    if directions is None:
+        objectives, directions = [o[0] for o in objectives], [o[1] for o in objectives]
     if len(objectives) != len(directions) or not objectives:
         raise ValueError("need one direction ('min' or 'max') per objective, and at least one objective")
     if any(d not in ("min", "max") for d in directions):

@@ -42,11 +42,13 @@ METRICS: dict[str, Metric] = {
     )
 }
 _BY_COLUMN = {m.column: m for m in METRICS.values()}
+# names the experiment file uses (edgebench.config.Objective)
+_ALIASES = {"latency_p50_ms": METRICS["latency"], "latency_p99_ms": METRICS["p99"]}
 
 
 def get_metric(name: str) -> Metric:
-    """Look up a metric by name (``latency``) or store column (``p50_ms``)."""
-    found = METRICS.get(name) or _BY_COLUMN.get(name)
+    """Look up a metric by name (``latency``), store column (``p50_ms``) or experiment-file name."""
+    found = METRICS.get(name) or _BY_COLUMN.get(name) or _ALIASES.get(name)
     if found is None:
         raise StoreError(f"unknown metric {name!r}; allowed: {', '.join(METRICS)}")
     return found
