@@ -1,0 +1,65 @@
+"""The same Store code against a real PostgreSQL server started by the test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+from store_fixtures import MACHINE, fill_run, postgres_url, variant_specs  # noqa: F401
+
+from edgebench.store import SCHEMA_VERSION, Store
+from edgebench.store.schema import metadata
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[Store]:  # noqa: F811
+    engine = create_engine(postgres_url)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("drop table if exists schema_version"))
+    engine.dispose()
+    store = Store.open(postgres_url)
+    yield store
+    store.close()
+
+
+def test_postgres_round_trip_matches_sqlite(pg_store: Store, tmp_path: Path) -> None:
+    pg_run = fill_run(pg_store, seed=3, tags=("main",))
+    lite = Store.open(tmp_path / "r.db")
+    lite_run = fill_run(lite, seed=3, tags=("main",))
+    pg_df, lite_df = pg_store.measurements(pg_run), lite.measurements(lite_run)
+    assert len(pg_df) == len(variant_specs()) + 1
+    columns = ["job_key", "label", "criterion", "ratio", "precision", "status", "p50_ms", "accuracy", "size_bytes", "macs"]
+    pd.testing.assert_frame_equal(pg_df[columns], lite_df[columns], check_dtype=False)
+    for pg_id, lite_id in zip(pg_df["id"], lite_df["id"]):
+        assert np.array_equal(pg_store.samples(int(pg_id)), lite.samples(int(lite_id)))
+    assert pg_store.get_run("main")["machine"] == MACHINE
+    assert list(pg_store.runs()["n_failed"]) == [1]
+    lite.close()
+
+
+def test_postgres_resume_is_idempotent(pg_store: Store) -> None:
+    run_id = pg_store.start_run("exp", {"a": 1}, "h", MACHINE)
+    result = {"status": "ok", "latency_ms": {"p50": 1.0}, "samples_ns": [1, 2, 3], "runtime": {}}
+    for _ in range(2):
+        pg_store.add_measurement(run_id, "job", "v", "t", "b", {"threads": 1}, result, 5)
+    assert pg_store.find_resumable_run("h") == run_id
+    assert pg_store.done_job_keys(run_id) == {"job"}
+    assert len(pg_store.measurements(run_id)) == 1
+
+
+def test_postgres_migrates_old_schema(pg_store: Store, postgres_url: str) -> None:  # noqa: F811
+    with pg_store.engine.begin() as conn:
+        conn.execute(text("drop table run_tags"))
+        conn.execute(text("delete from schema_version"))
+        conn.execute(text("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')"))
+    reopened = Store.open(postgres_url)
+    run_id = reopened.start_run("exp", {}, "h", MACHINE, tags=("v2",))
+    assert reopened.resolve_run("v2") == run_id
+    with reopened.engine.connect() as conn:
+        assert conn.execute(text("select max(version) from schema_version")).scalar() == SCHEMA_VERSION
+    reopened.close()
