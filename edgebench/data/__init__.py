@@ -1,0 +1,31 @@
+"""Datasets: the bundled ``digits`` default plus CIFAR batch directories, ``.npz`` files and image folders.
+
+Every loader returns a :class:`DatasetSplits` (float32 NCHW standardised with train statistics, int64
+labels, fixed-seed train/val/test split) so models and training never care where data came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgebench.data.splits import DatasetSplits
+from edgebench.registry import Registry
+
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
+
+# Loader modules register themselves on import.
+from edgebench.data import cifar, digits, files  # noqa: E402,F401
+
+
+def load_dataset(name: str, **kwargs: Any) -> DatasetSplits:
+    """Load the registered dataset ``name``; kwargs go to its loader (e.g. ``path``, ``seed``)."""
+    return DATASETS.get(name)(**kwargs)
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets."""
+    return DATASETS.names()
+
+
+__all__ = ["DATASETS", "DatasetSplits", "list_datasets", "load_dataset"]

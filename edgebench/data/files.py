@@ -1,0 +1,97 @@
+"""Bring-your-own data: a ``.npz`` file of arrays or a folder of class sub-folders of images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.data import DATASETS
+from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
+from edgebench.errors import DatasetError
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+def _to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """Accept (N,H,W), NCHW or NHWC images; uint8 is scaled to [0, 1]."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DatasetError(f"{path}: '{key}' must be images (N,H,W), (N,C,H,W) or (N,H,W,C); got shape {x.shape}")
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return x.astype(np.float32) / scale
+
+
+@DATASETS.register("npz")
+def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
+    """Arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from one ``.npz`` file."""
+    if path is None or not Path(path).expanduser().is_file():
+        raise DatasetError(f"npz: {path} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
+    file = Path(path).expanduser()
+    with np.load(file) as arrays:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+        if missing:
+            raise DatasetError(f"npz: {file} lacks {', '.join(missing)} (has {', '.join(arrays.files)})")
+        data = {k: arrays[k] for k in arrays.files}
+    x_val = _to_nchw(data["x_val"], "x_val", file) if "x_val" in data else None
+    return make_splits(
+        file.stem,
+        _to_nchw(data["x_train"], "x_train", file),
+        data["y_train"],
+        _to_nchw(data["x_test"], "x_test", file),
+        data["y_test"],
+        val_fraction,
+        seed,
+        x_val=x_val,
+        y_val=data.get("y_val"),
+    )
+
+
+def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for file in sorted((root / cls).iterdir()):
+            if file.suffix.lower() in _IMAGE_SUFFIXES:
+                with Image.open(file) as img:
+                    arr = np.asarray(img.convert(mode).resize(size[::-1]), dtype=np.uint8)
+                images.append(arr if arr.ndim == 3 else arr[:, :, None])
+                labels.append(label)
+    if not images:
+        raise DatasetError(f"imagefolder: no {'/'.join(sorted(_IMAGE_SUFFIXES))} images under {root}")
+    return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(
+    path: str | Path | None = None,
+    image_size: int = 32,
+    grayscale: bool = False,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> DatasetSplits:
+    """Images in ``path/<class>/*.png|jpg`` (or ``path/train/<class>`` + ``path/test/<class>``), resized square.
+
+    Class ids follow the sorted sub-folder names; without train/test folders the test split is drawn
+    stratified with ``seed``.
+    """
+    root = Path(path).expanduser() if path is not None else None
+    if root is None or not root.is_dir():
+        raise DatasetError(f"imagefolder: {path} is not a directory; expected one sub-folder of images per class")
+    mode, size = ("L" if grayscale else "RGB"), (image_size, image_size)
+    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    base = root / "train" if split_dirs else root
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    if not classes:
+        raise DatasetError(f"imagefolder: {base} has no class sub-folders; expected {base}/<class>/<image>.png")
+    x, y = _read_folder(base, classes, size, mode)
+    if split_dirs:
+        x_test, y_test = _read_folder(root / "test", classes, size, mode)
+    else:
+        x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed)
+    return make_splits(root.name, x, y, x_test, y_test, val_fraction, seed, num_classes=len(classes))

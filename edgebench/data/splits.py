@@ -1,0 +1,87 @@
+"""The dataset container every loader returns, and the split/normalise helpers loaders share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train/val/test arrays of one dataset, ready for training (float32 NCHW normalised, int64 labels)."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def stratified_split(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split off ``fraction`` of (x, y), stratified by label so every class is represented in both parts.
+
+    Returns ``(x_keep, y_keep, x_held, y_held)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    x_keep, x_held, y_keep, y_held = train_test_split(
+        x, y, test_size=fraction, random_state=seed, stratify=stratify
+    )
+    return x_keep, y_keep, x_held, y_held
+
+
+def standardise(
+    x_train: np.ndarray, *others: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Per-channel standardisation with statistics of the training split only (no test leakage)."""
+    mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
+    std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
+    return tuple(((a - mean) / std).astype(np.float32) for a in (x_train, *others))
+
+
+def make_splits(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    num_classes: int | None = None,
+) -> DatasetSplits:
+    """Hold out a validation split from train (unless given), standardise, and pack a DatasetSplits.
+
+    Images must be NCHW floats in [0, 1] (or any consistent scale); labels integer class ids.
+    """
+    y_train = np.asarray(y_train, dtype=np.int64)
+    y_test = np.asarray(y_test, dtype=np.int64)
+    if x_val is None or y_val is None:
+        x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+    y_val = np.asarray(y_val, dtype=np.int64)
+    x_train, x_val, x_test = standardise(
+        x_train.astype(np.float32), x_val.astype(np.float32), x_test.astype(np.float32)
+    )
+    classes = num_classes or int(max(y_train.max(), y_val.max(), y_test.max())) + 1
+    return DatasetSplits(
+        name=name,
+        num_classes=classes,
+        input_shape=tuple(int(d) for d in x_train.shape[1:]),  # type: ignore[arg-type]
+        x_train=np.ascontiguousarray(x_train),
+        y_train=y_train,
+        x_val=np.ascontiguousarray(x_val),
+        y_val=y_val,
+        x_test=np.ascontiguousarray(x_test),
+        y_test=y_test,
+    )

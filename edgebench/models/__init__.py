@@ -1,0 +1,32 @@
+"""Model zoo: small CNNs sized for the bundled data and CIFAR-shaped inputs, all FX-traceable.
+
+Factories take ``num_classes`` and ``in_channels`` plus keyword options (``width``, ``input_size``...),
+timm-style: ``create_model("vgg16_cifar", num_classes=10, in_channels=3, width=0.5)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from edgebench.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+# Model modules register themselves on import.
+from edgebench.models import cifar, digits_cnn  # noqa: E402,F401
+
+
+def create_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with fresh (seed-dependent) weights."""
+    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def list_models() -> list[str]:
+    """Names of the registered models."""
+    return MODELS.names()
+
+
+__all__ = ["MODELS", "create_model", "list_models"]

@@ -1,0 +1,112 @@
+"""The entry point the pipeline calls: turn a VariantSpec into a trained (and maybe pruned) fp32 model."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edgebench.data import DatasetSplits
+from edgebench.models import MODELS, create_model
+from edgebench.prune import schedules
+from edgebench.prune.cost import conv_filters, count_macs, count_params
+from edgebench.prune.criteria import create_criterion
+from edgebench.prune.schedules import ScheduleResult
+from edgebench.train import TrainHook, train
+from edgebench.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+
+StageProgress = Callable[[str, int, int], None] | None
+
+
+@dataclass
+class BuiltModel:
+    """A trained fp32 model with its costs: what every later stage (quantize, export, measure) starts from."""
+
+    model: nn.Module  # fp32, eval mode, CPU, physically pruned
+    params: int
+    macs: int  # per sample
+    training_macs: int  # whole schedule (baseline training included for oneshot/iterative)
+    filters: dict[str, int]  # conv name -> out channels
+    val_accuracy: float
+    history: list[dict] = field(default_factory=list)
+
+
+def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
+    """Fresh model of ``spec`` for ``splits`` (seeded by ``spec.train.seed``); passes ``input_size`` when
+    the factory takes one and the experiment did not set it."""
+    torch.manual_seed(spec.train.seed)
+    kwargs = dict(spec.model_kwargs)
+    if "input_size" in inspect.signature(MODELS.get(spec.model)).parameters:
+        kwargs.setdefault("input_size", splits.input_shape[-1])
+    return create_model(spec.model, splits.num_classes, splits.input_shape[0], **kwargs)
+
+
+def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: float, history: list[dict]) -> BuiltModel:
+    model.eval()
+    return BuiltModel(
+        model=model,
+        params=count_params(model),
+        macs=count_macs(model, tuple(splits.input_shape)),
+        training_macs=int(training_macs),
+        filters=conv_filters(model),
+        val_accuracy=val,
+        history=history,
+    )
+
+
+def _stage(progress: StageProgress, name: str) -> Callable[[int, int], None] | None:
+    return None if progress is None else (lambda done, total: progress(name, done, total))
+
+
+def train_baseline(
+    spec: VariantSpec, splits: DatasetSplits, hooks: list[TrainHook] | None = None, progress: StageProgress = None
+) -> BuiltModel:
+    """Train the unpruned model of ``spec`` (``hooks``: e.g. a sparsity penalty)."""
+    model = new_model(spec, splits)
+    result = train(model, splits, spec.train, hooks=hooks or [], progress=_stage(progress, "train"))
+    return _built(model, splits, result.training_macs, result.val_accuracy, result.history)
+
+
+def build_fp32_model(
+    spec: VariantSpec,
+    splits: DatasetSplits,
+    baseline: BuiltModel | None = None,
+    progress: StageProgress = None,
+) -> BuiltModel:
+    """Train the baseline (``spec.prune`` is None) or run the prune schedule of ``spec``.
+
+    ``baseline`` (a trained unpruned BuiltModel of the same model/dataset/training) is reused - deep-copied,
+    never mutated - by oneshot_finetune and iterative, and scored by scratch; it is trained here when
+    missing. A criterion that needs a training-time term (bn_scale's L1 on BN scales) always trains its
+    own sparsity-regularised baseline, as Network Slimming does.
+    """
+    prune = spec.prune
+    if prune is None:
+        return train_baseline(spec, splits, progress=progress)
+    criterion = create_criterion(prune.criterion, **prune.criterion_kwargs)
+    if prune.schedule == "while_training":
+        model = new_model(spec, splits)
+        res = schedules.while_training(model, splits, spec.train, criterion, prune, _stage(progress, "train"))
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
+
+    hook = criterion.training_hook()
+    if hook is not None or baseline is None:
+        baseline = train_baseline(spec, splits, hooks=[hook] if hook else None, progress=progress)
+    model = copy.deepcopy(baseline.model)
+    if prune.schedule == "scratch":
+        original = conv_filters(model)
+        schedules.apply_prune(model, criterion, prune, prune.ratio, splits, original,
+                              count_macs(model, tuple(splits.input_shape)), seed=spec.train.seed)
+        res: ScheduleResult = schedules.scratch(model, splits, spec.train, _stage(progress, "train"))
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
+    steps = prune.steps if prune.schedule == "iterative" else 1
+    res = schedules.prune_and_finetune(model, splits, spec.train, criterion, prune, steps, _stage(progress, "finetune"))
+    return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
+                  baseline.history + res.history)

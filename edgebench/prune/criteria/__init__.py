@@ -1,0 +1,8 @@
+"""Channel-importance criteria from the pruning literature, registered by name in ``CRITERIA``."""
+
+from edgebench.prune.criteria.base import CRITERIA, Criterion, ScoringData, create_criterion
+
+# Criterion modules register themselves on import.
+from edgebench.prune.criteria import activation, magnitude  # noqa: E402,F401  isort: skip
+
+__all__ = ["CRITERIA", "Criterion", "ScoringData", "create_criterion"]

@@ -1,0 +1,150 @@
+"""The criterion interface: torch-pruning's ``Importance`` plus a data-preparation step.
+
+A criterion scores the channels of a dependency *group* (all layers that must lose the same
+channels together: a conv, its BN, the next layer's inputs, residual partners, a depthwise conv).
+Subclasses say how to score one module's channels (:meth:`Criterion.module_scores`); the base class maps
+those onto the group's root channels and averages over the group's layers, so every criterion works
+through residual adds, concatenation, flatten and depthwise convolutions without special cases.
+Higher score = more important = kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from edgebench.registry import Registry
+
+if TYPE_CHECKING:
+    from edgebench.train import TrainHook
+
+Role = Literal["out", "in", "bn"]
+
+
+@dataclass
+class ScoringData:
+    """Training samples a data-dependent criterion may look at (never the test split)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int = 128
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Mini-batches in a fixed order."""
+        for i in range(0, len(self.x), self.batch_size):
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
+
+def item_role(layer: nn.Module, handler: Callable) -> Role | None:
+    """How a group item touches ``layer``: its output channels, its input channels, or BN channels."""
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return "bn"
+    if isinstance(layer, nn.Conv2d | nn.Linear):
+        return "out" if getattr(handler, "__name__", "") == "prune_out_channels" else "in"
+    return None
+
+
+class Criterion(tp.importance.Importance):
+    """Base criterion. Override :meth:`module_scores`; data-dependent ones also :meth:`prepare`."""
+
+    #: True when :meth:`prepare` needs ``ScoringData``
+    needs_data: bool = False
+
+    def prepare(self, model: nn.Module, data: ScoringData | None) -> None:
+        """Collect whatever the scores need (activations, gradients...) from ``model`` on ``data``."""
+
+    def release(self) -> None:
+        """Drop collected statistics (they reference modules about to be pruned)."""
+
+    def training_hook(self) -> TrainHook | None:
+        """A hook the criterion needs during training (e.g. Network Slimming's L1 on BN scales)."""
+        return None
+
+    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
+        """Scores of all channels of ``module`` along the dimension ``role`` names, or None to abstain."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor:
+        """Per-root-channel importance: mean over the group's scoring layers of their channel scores."""
+        n_root = len(group[0].idxs)
+        total = torch.zeros(n_root, dtype=torch.float64)
+        layers = 0
+        for item in group:
+            layer = item.dep.target.module
+            role = item_role(layer, item.dep.handler)
+            if role is None:
+                continue
+            scores = self.module_scores(layer, role)
+            if scores is None:
+                continue
+            idxs = torch.as_tensor([int(getattr(i, "idx", i)) for i in item.idxs], dtype=torch.long)
+            root = torch.as_tensor(
+                item.root_idxs if item.root_idxs is not None else range(n_root), dtype=torch.long
+            )
+            local = scores.detach().double().flatten()[idxs]
+            acc = torch.zeros(n_root, dtype=torch.float64).index_add_(0, root, local)
+            count = torch.zeros(n_root, dtype=torch.float64).index_add_(0, root, torch.ones_like(local))
+            total += acc / count.clamp(min=1)  # flatten maps several features to one channel: average them
+            layers += 1
+        if layers == 0:
+            raise ValueError(f"{type(self).__name__}: no layer of the group can be scored ({group[0].dep.target})")
+        return (total / layers).float()
+
+
+CRITERIA: Registry[type[Criterion]] = Registry("criterion")
+
+
+def create_criterion(name: str, **kwargs: object) -> Criterion:
+    """Instantiate the registered criterion ``name`` with its keyword options."""
+    return CRITERIA.get(name)(**kwargs)
+
+
+def conv_like(model: nn.Module) -> list[nn.Module]:
+    """Modules whose channels criteria score: convolutions, linear layers and batch norms."""
+    kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
+def record_outputs(
+    model: nn.Module,
+    data: ScoringData,
+    modules: list[nn.Module],
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+) -> dict[nn.Module, torch.Tensor]:
+    """Run ``data`` through ``model`` (eval mode, no grad) and sum ``fn(module, output)`` over batches.
+
+    Returns the per-module sums divided by the number of batches (a mean of per-batch statistics).
+    """
+    sums: dict[nn.Module, torch.Tensor] = {}
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        value = fn(module, output.detach()).double()
+        sums[module] = sums[module] + value if module in sums else value
+
+    handles = [m.register_forward_hook(hook) for m in modules]
+    was_training = model.training
+    model.eval()
+    batches = 0
+    try:
+        with torch.no_grad():
+            for x, _ in data.batches():
+                model(x)
+                batches += 1
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return {m: s / max(batches, 1) for m, s in sums.items()}
+
+
+def require_data(name: str, data: ScoringData | None) -> ScoringData:
+    """Return ``data`` or raise: the criterion cannot score without samples."""
+    if data is None or len(data.x) == 0:
+        raise ValueError(f"criterion '{name}' needs training samples to score channels")
+    return data
