@@ -7,11 +7,16 @@ energy is None (never 0) and ``note`` says why.
 
 from __future__ import annotations
 
+import importlib
+import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 from edgebench.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,56 @@ class MeterUnavailable(RuntimeError):
     """The requested meter cannot read here; the message says why and how to fix it."""
 
 
+# Meter modules, imported lazily so ``create_meter`` finds every registered meter.
+_METER_MODULES = (
+    "edgebench.measure.energy_rapl",
+    "edgebench.measure.energy_nvml",
+    "edgebench.measure.energy_jetson",
+    "edgebench.measure.energy_csv",
+    "edgebench.measure.energy_estimated",
+)
+
+
+class UnavailableMeter(EnergyMeter):
+    """Stands in for a meter that cannot read here: energy is None and the note says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(joules=None, seconds=time.perf_counter() - self._t0, source=None, note=self.reason)
+
+
 def create_meter(spec: dict[str, Any] | None) -> EnergyMeter | None:
-    """Build the meter described by ``spec`` (``{"type": name, ...kwargs}``); None for no meter."""
+    """Build the meter described by ``spec`` (``{"type": name, ...kwargs}``); None for no meter.
+
+    A meter that cannot read on this machine becomes an ``UnavailableMeter`` so the job
+    still measures latency and accuracy, with energy None and the reason recorded.
+    """
     if not spec or spec.get("type") in (None, "none"):
         return None
+    for module in _METER_MODULES:
+        importlib.import_module(module)
     kwargs = {k: v for k, v in spec.items() if k != "type"}
-    return METERS.get(spec["type"])(**kwargs)
+    try:
+        return METERS.get(spec["type"])(**kwargs)
+    except MeterUnavailable as exc:
+        log.info("energy meter %s unavailable: %s", spec["type"], exc)
+        return UnavailableMeter(f"{spec['type']}: {exc}")
+
+
+def measure_idle_power(meter: EnergyMeter, seconds: float = 1.0) -> float | None:
+    """Mean power in W with nothing running, so per-inference energy can be read against the baseline.
+
+    Call it before the timed window; None where the meter gives no energy.
+    """
+    meter.start()
+    time.sleep(max(seconds, meter.min_window_s))
+    reading = meter.stop()
+    if reading.joules is None or reading.seconds <= 0:
+        return None
+    return reading.joules / reading.seconds

@@ -1,0 +1,77 @@
+"""NVIDIA GPU energy through NVML (nvidia-ml-py, extra ``cuda``).
+
+Volta and newer expose a total-energy counter in millijoules
+(``nvmlDeviceGetTotalEnergyConsumption``), which is exact over any window the
+counter resolves. Older GPUs only report instantaneous board power
+(``nvmlDeviceGetPowerUsage``, mW), which is sampled and integrated instead and
+labelled ``measured:nvml-power`` so the two are never confused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading, MeterUnavailable
+from edgebench.measure.energy_sampling import SamplingMeter
+
+log = logging.getLogger(__name__)
+
+
+def nvml_handle(device_index: int) -> tuple[Any, Any]:
+    """Initialise NVML and return ``(pynvml module, device handle)``, or raise MeterUnavailable saying why."""
+    try:
+        import pynvml
+    except ImportError:
+        raise MeterUnavailable("nvidia-ml-py is not installed: pip install -c constraints.txt -e '.[cuda]'") from None
+    try:
+        pynvml.nvmlInit()
+        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(device_index)
+    except pynvml.NVMLError as exc:
+        raise MeterUnavailable(f"NVML cannot open GPU {device_index}: {exc} (no NVIDIA driver or GPU here)") from None
+
+
+class _NvmlPowerSampler(SamplingMeter):
+    source = "measured:nvml-power"
+
+    def __init__(self, pynvml: Any, handle: Any, period_s: float) -> None:
+        super().__init__(lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0, period_s)
+
+
+@METERS.register("nvml")
+class NvmlMeter(EnergyMeter):
+    """GPU board energy: the total-energy counter where supported, else sampled power."""
+
+    source = "measured:nvml"
+    min_window_s = 0.2  # the energy counter advances in ~10-100 ms steps depending on the board
+
+    def __init__(self, device_index: int = 0, sample_period_s: float = 0.02) -> None:
+        pynvml, handle = nvml_handle(device_index)
+        self._nvml, self._handle = pynvml, handle
+        self._sampler: _NvmlPowerSampler | None = None
+        try:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        except pynvml.NVMLError as exc:
+            log.info("GPU %d has no energy counter (%s); sampling power every %g s", device_index, exc,
+                     sample_period_s)
+            self._sampler = _NvmlPowerSampler(pynvml, handle, sample_period_s)
+            self.source = self._sampler.source
+            self.min_window_s = self._sampler.min_window_s
+        self._e0_mj = 0
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        if self._sampler is not None:
+            self._sampler.start()
+            return
+        self._t0 = time.perf_counter()
+        self._e0_mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+
+    def stop(self) -> EnergyReading:
+        if self._sampler is not None:
+            return self._sampler.stop()
+        e1_mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        seconds = time.perf_counter() - self._t0
+        return EnergyReading(joules=(e1_mj - self._e0_mj) / 1000.0, seconds=seconds, source=self.source,
+                             note="whole-board energy counter")

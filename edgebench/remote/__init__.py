@@ -1,0 +1,1 @@
+"""Remote targets: SSH transport of jobs to devices, and Jetson specifics (tegrastats, nvpmodel)."""

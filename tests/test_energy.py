@@ -1,0 +1,166 @@
+"""Energy meters on files written in the real formats (powercap sysfs, meter CSV logs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edgebench.measure.energy import UnavailableMeter, create_meter, measure_idle_power
+from edgebench.measure.energy_csv import ExternalCsvMeter
+from edgebench.measure.energy_rapl import RaplMeter, RaplZone, counter_delta_uj, find_zones
+from edgebench.measure.energy_sampling import SamplingMeter, integrate_power
+
+MAX_RANGE_UJ = 262143328850  # a real package zone's max_energy_range_uj
+
+
+def write_zone(root: Path, dirname: str, name: str, energy_uj: int) -> Path:
+    zone = root / dirname
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "name").write_text(f"{name}\n")
+    (zone / "energy_uj").write_text(f"{energy_uj}\n")
+    (zone / "max_energy_range_uj").write_text(f"{MAX_RANGE_UJ}\n")
+    (zone / "enabled").write_text("1\n")
+    return zone
+
+
+@pytest.fixture
+def powercap(tmp_path: Path) -> Path:
+    root = tmp_path / "powercap"
+    write_zone(root, "intel-rapl:0", "package-0", 1_000_000)
+    write_zone(root, "intel-rapl:0:0", "core", 500_000)
+    write_zone(root, "intel-rapl:0:1", "dram", 200_000)
+    write_zone(root, "intel-rapl:1", "package-1", 3_000_000)
+    (root / "intel-rapl").mkdir()  # the control-type directory has no zone files
+    return root
+
+
+def test_find_zones_defaults_to_packages(powercap: Path) -> None:
+    assert [z.name for z in find_zones(powercap)] == ["package-0", "package-1"]
+    assert [z.name for z in find_zones(powercap, ["dram"])] == ["dram"]
+
+
+def test_rapl_meter_sums_packages(powercap: Path) -> None:
+    meter = RaplMeter(root=powercap)
+    meter.start()
+    (powercap / "intel-rapl:0" / "energy_uj").write_text("3500000\n")  # +2.5 J
+    (powercap / "intel-rapl:1" / "energy_uj").write_text("4000000\n")  # +1.0 J
+    reading = meter.stop()
+    assert reading.source == "measured:rapl"
+    assert reading.joules == pytest.approx(3.5)
+    assert "package-0+package-1" in (reading.note or "")
+
+
+def test_rapl_meter_handles_wraparound(powercap: Path) -> None:
+    (powercap / "intel-rapl:0" / "energy_uj").write_text(f"{MAX_RANGE_UJ - 1_000_000}\n")
+    meter = RaplMeter(root=powercap, zones=["package-0"])
+    meter.start()
+    (powercap / "intel-rapl:0" / "energy_uj").write_text("2000000\n")  # wrapped: 1 J before + 2 J after
+    reading = meter.stop()
+    assert reading.joules == pytest.approx(3.0)
+    assert counter_delta_uj(10, 25, MAX_RANGE_UJ) == 15
+
+
+def test_rapl_permission_error_explains_fix(powercap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # root reads any file, so the kernel's root-only energy_uj (Linux >= 5.10) is simulated at the read
+    def denied(self: RaplZone) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(RaplZone, "read_uj", denied)
+    meter = create_meter({"type": "rapl", "root": str(powercap)})
+    assert isinstance(meter, UnavailableMeter)
+    assert "chmod o+r" in meter.reason and "5.10" in meter.reason
+    meter.start()
+    reading = meter.stop()
+    assert reading.joules is None and reading.source is None and "permission denied" in (reading.note or "")
+
+
+def test_missing_meter_gives_null_energy_with_reason(tmp_path: Path) -> None:
+    meter = create_meter({"type": "rapl", "root": str(tmp_path / "absent")})
+    assert isinstance(meter, UnavailableMeter)
+    meter.start()
+    reading = meter.stop()
+    assert reading.joules is None and "does not exist" in (reading.note or "")
+    assert create_meter(None) is None and create_meter({"type": "none"}) is None
+
+
+def test_integrate_power_interpolates_edges() -> None:
+    # 10 W constant for 2 s -> 20 J; a ramp 0..10 W over 1 s -> 5 J
+    assert integrate_power([0.0, 1.0, 2.0, 3.0], [10, 10, 10, 10], 0.5, 2.5) == pytest.approx(20.0)
+    assert integrate_power([0.0, 1.0], [0.0, 10.0], 0.0, 1.0) == pytest.approx(5.0)
+    assert integrate_power([0.0, 1.0], [0.0, 10.0], 0.5, 1.0) == pytest.approx(3.75)
+    assert integrate_power([1.0, 2.0], [5, 5], 0.5, 1.5) is None  # window starts before the first sample
+
+
+def test_external_csv_meter_merges_by_window(tmp_path: Path) -> None:
+    log = tmp_path / "meter.csv"
+    now = time.time()
+    offset = 100.0  # the meter's clock runs 100 s ahead of this machine's
+    step = now + 0.15  # power steps from 5 W to 8 W inside the window
+    rows = ["timestamp,voltage_v,current_a,power_w"]
+    for i in range(-40, 120):
+        t = now + i * 0.05
+        watts = 5.0 if t < step else 8.0
+        rows.append(f"{t + offset:.3f},5.0,{watts / 5.0:.4f},{watts}")
+    log.write_text("\n".join(rows) + "\n")
+
+    meter = ExternalCsvMeter(str(log), time_offset_s=offset, wait_s=0.0)
+    meter.start()
+    time.sleep(0.4)
+    reading = meter.stop()
+    assert reading.source == "measured:external-csv"
+    expected = 5.0 * 0.15 + 8.0 * (reading.seconds - 0.15)
+    assert reading.joules == pytest.approx(expected, abs=0.15)  # one 50 ms sample interval of slack at the step
+
+    vi = create_meter({"type": "external_csv", "path": str(log), "power_column": "unused",
+                       "voltage_column": "voltage_v", "current_column": "current_a",
+                       "time_offset_s": offset, "wait_s": 0.0})
+    vi.start()
+    time.sleep(0.3)
+    assert vi.stop().joules == pytest.approx(8.0 * 0.3, rel=0.15)
+
+
+def test_external_csv_without_coverage_is_null(tmp_path: Path) -> None:
+    log = tmp_path / "old.csv"
+    log.write_text("timestamp,power_w\n2020-01-01T00:00:00,3.0\n2020-01-01T00:00:01,3.0\n")
+    meter = ExternalCsvMeter(str(log), wait_s=0.0)
+    meter.start()
+    reading = meter.stop()
+    assert reading.joules is None and reading.source is None and "time_offset_s" in (reading.note or "")
+    bad = create_meter({"type": "external_csv", "path": str(log), "power_column": "watts"})
+    assert isinstance(bad, UnavailableMeter) and "watts" in bad.reason
+
+
+def test_sampling_meter_and_idle_power() -> None:
+    class ConstantMeter(SamplingMeter):
+        source = "measured:test-constant"
+
+    meter = ConstantMeter(lambda: 4.0, period_s=0.01)
+    reading_idle = measure_idle_power(meter, seconds=0.3)
+    assert reading_idle == pytest.approx(4.0, rel=1e-6)
+    meter.start()
+    time.sleep(0.25)
+    reading = meter.stop()
+    assert reading.source == "measured:test-constant"
+    assert reading.joules == pytest.approx(4.0 * reading.seconds, rel=1e-6)
+
+
+def test_estimate_only_when_asked_and_labelled() -> None:
+    meter = create_meter({"type": "estimated", "tdp_w": 15.0, "idle_w": 3.0, "cores": 1})
+    meter.start()
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:  # busy: utilisation near 1 on one core
+        pass
+    reading = meter.stop()
+    assert reading.source == "estimated:tdp-x-cpu-util"
+    assert 3.0 * reading.seconds < reading.joules <= 15.0 * reading.seconds + 1e-9
+    assert "TDP 15 W" in (reading.note or "")
+
+
+def test_nvml_meter_unavailable_without_gpu() -> None:
+    pytest.importorskip("pynvml", reason="nvidia-ml-py (extra 'cuda') not installed")
+    meter = create_meter({"type": "nvml"})
+    if not isinstance(meter, UnavailableMeter):
+        pytest.skip("an NVIDIA GPU is present: covered by tests/test_cuda.py")
+    assert "NVML" in meter.reason
