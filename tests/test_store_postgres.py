@@ -63,3 +63,15 @@ def test_postgres_migrates_old_schema(pg_store: Store, postgres_url: str) -> Non
     with reopened.engine.connect() as conn:
         assert conn.execute(text("select max(version) from schema_version")).scalar() == SCHEMA_VERSION
     reopened.close()
+
+
+def test_import_sqlite_host_into_postgres(pg_store: Store, tmp_path: Path) -> None:
+    from edgebench.store.transfer import import_runs
+
+    host = Store.open(tmp_path / "host.db")
+    run_id = fill_run(host, seed=5, tags=("release-1.2",))
+    host.close()
+    assert import_runs(pg_store, tmp_path / "host.db") == [run_id]
+    assert import_runs(pg_store, tmp_path / "host.db") == []
+    df = pg_store.measurements(pg_store.resolve_run("release-1.2"))
+    assert len(df) == len(variant_specs()) + 1 and df["n_samples"].max() > 0

@@ -1,0 +1,143 @@
+"""Moving results out of and between stores: CSV/Parquet export and store-to-store import.
+
+Export flattens a run's measurements (joined with variant and run columns) into
+one table for pandas, spreadsheets or a data warehouse; raw samples go to an
+optional long-format file. Import copies whole runs from another store URL, each
+run in one transaction, skipping runs the destination already has, so a lab can
+merge benchmark hosts' SQLite files into a shared PostgreSQL store repeatedly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import insert, select
+
+from edgebench.store.schema import StoreError, measurements, run_tags, runs, samples, variants
+from edgebench.store.store import Store
+
+log = logging.getLogger(__name__)
+
+ExportFormat = Literal["csv", "parquet"]
+_JSON_COLUMNS = ("settings", "runtime", "spec", "facts")
+
+
+def export_table(store: Store, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Measurements of ``run_ids`` with run name/time/tags; nested fields as JSON text."""
+    frames = []
+    for run_id in run_ids:
+        run = store.get_run(run_id)
+        df = store.measurements(run["id"])
+        df.insert(1, "run_name", run["name"])
+        df.insert(2, "run_started_at", run["started_at"])
+        df.insert(3, "run_tags", ",".join(run["tags"]))
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for column in _JSON_COLUMNS:
+        if column in table:
+            table[column] = [json.dumps(v, sort_keys=True) for v in table[column]]
+    return table
+
+
+def export_runs(
+    store: Store,
+    out: Path,
+    run_ids: Sequence[str] | None = None,
+    fmt: ExportFormat | None = None,
+    with_samples: bool = False,
+) -> list[Path]:
+    """Write measurements (and optionally raw samples) of runs to CSV or Parquet; return the files written.
+
+    ``run_ids`` accepts ids or tags (default: every run). The format follows ``out``'s suffix unless
+    given. Samples go to ``<stem>.samples.<ext>`` with one row per timed iteration.
+    """
+    out = Path(out)
+    fmt = fmt or ("parquet" if out.suffix == ".parquet" else "csv")
+    if fmt not in ("csv", "parquet"):
+        raise StoreError(f"unknown export format {fmt!r}; allowed: csv, parquet")
+    ids = [store.resolve_run(r) for r in run_ids] if run_ids else list(store.runs()["id"])
+    table = export_table(store, ids)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = [out]
+    _write(table, out, fmt)
+    if with_samples:
+        parts = [
+            pd.DataFrame({"measurement_id": mid, "iteration": np.arange(len(s)), "latency_ns": s})
+            for mid in table.get("id", [])
+            if len(s := store.samples(int(mid)))
+        ]
+        long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["measurement_id", "iteration", "latency_ns"])
+        samples_path = out.with_name(f"{out.stem}.samples{out.suffix or '.' + fmt}")
+        _write(long, samples_path, fmt)
+        written.append(samples_path)
+    log.info("exported %d measurements of %d runs to %s", len(table), len(ids), out)
+    return written
+
+
+def _write(df: pd.DataFrame, path: Path, fmt: ExportFormat) -> None:
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+        return
+    try:
+        df.to_parquet(path, index=False)
+    except ImportError as exc:
+        raise StoreError("Parquet export needs pyarrow: pip install -c constraints.txt -e '.[parquet]'") from exc
+
+
+def import_runs(dest: Store, source_url: str | Path, run_ids: Sequence[str] | None = None) -> list[str]:
+    """Copy runs (default: all) with their variants, tags, measurements and samples; return the ids copied.
+
+    Runs whose id already exists in ``dest`` are skipped, so importing twice adds nothing.
+    """
+    source = Store.open(source_url)
+    try:
+        wanted = [source.resolve_run(r) for r in run_ids] if run_ids else list(source.runs()["id"])
+        copied = []
+        for run_id in wanted:
+            with dest.engine.connect() as conn:
+                if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).scalar() is not None:
+                    log.info("run %s already in %s; skipped", run_id, dest.url)
+                    continue
+            _copy_run(source, dest, run_id)
+            copied.append(run_id)
+        return copied
+    finally:
+        source.close()
+
+
+def _copy_run(source: Store, dest: Store, run_id: str) -> None:
+    with source.engine.connect() as src:
+        run = dict(src.execute(select(runs).where(runs.c.id == run_id)).mappings().one())
+        tags = [dict(r) for r in src.execute(select(run_tags).where(run_tags.c.run_id == run_id)).mappings()]
+        rows = [
+            dict(r)
+            for r in src.execute(
+                select(measurements).where(measurements.c.run_id == run_id).order_by(measurements.c.id)
+            ).mappings()
+        ]
+        variant_ids = sorted({r["variant_id"] for r in rows})
+        variant_rows = src.execute(select(variants).where(variants.c.id.in_(variant_ids))).mappings().all()
+        blobs = {
+            r["measurement_id"]: dict(r)
+            for r in src.execute(
+                select(samples).where(samples.c.measurement_id.in_([r["id"] for r in rows]))
+            ).mappings()
+        }
+    for v in variant_rows:
+        facts = {**v["facts"], **{k: v[k] for k in ("params", "macs", "training_macs") if v[k] is not None}}
+        dest.upsert_variant(v["id"], v["spec"], v["label"], v["parent_id"], facts)
+    with dest.engine.begin() as conn:
+        conn.execute(insert(runs).values(**run))
+        for tag in tags:
+            conn.execute(insert(run_tags).values(**tag))
+        for row in rows:
+            old_id = row.pop("id")
+            new_id = conn.execute(insert(measurements).values(**row)).inserted_primary_key[0]
+            if old_id in blobs:
+                conn.execute(insert(samples).values(**{**blobs[old_id], "measurement_id": new_id}))
