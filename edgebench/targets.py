@@ -31,9 +31,10 @@ class SSHSpec(BaseModel):
     known_hosts: str | None = Field(None, description="known_hosts file; default ~/.ssh/known_hosts")
     python: str = Field("python3", description="python on the device that has edgebench installed")
     workdir: str = "/tmp/edgebench"
-    connect_timeout_s: float = 10.0
-    command_timeout_s: float = 600.0
-    retries: int = 2
+    connect_timeout_s: float = Field(10.0, gt=0)
+    command_timeout_s: float = Field(600.0, gt=0)
+    retries: int = Field(2, ge=0, description="reconnect-and-retry attempts after a dropped connection")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment of the remote worker")
 
 
 class FPGASpec(BaseModel):
