@@ -175,7 +175,7 @@ def prune_model(
     """
     model.eval()
     input_shape = tuple(example_input.shape[1:])
-    criterion.prepare(model, data)
+    criterion.prepare(model, example_input, data)
     try:
         groups = score_groups(model, criterion, example_input, original, ignored)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn import functional as F
 
 from edgebench.prune.criteria.base import (
     CRITERIA,
@@ -32,7 +33,7 @@ class _FeatureMapCriterion(Criterion):
         """Per-channel statistic of one batch's post-ReLU activations (N, C, H, W)."""
         raise NotImplementedError
 
-    def prepare(self, model: nn.Module, data: ScoringData | None) -> None:
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data(type(self).__name__, data)
         modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | _BN)]
         self._stats = record_outputs(model, data, modules, lambda m, out: self.statistic(m, torch.relu(out)))
@@ -58,3 +59,83 @@ class MeanActivation(_FeatureMapCriterion):
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
         return activation.mean(dim=(0, 2, 3))
+
+
+@CRITERIA.register("chip")
+class ChannelIndependence(_FeatureMapCriterion):
+    """CHIP (Sui et al., "CHIP: CHannel Independence-based Pruning", NeurIPS 2021): for each sample, the
+    feature maps form a matrix ``A`` (C x HW); channel ``j``'s independence is the drop in nuclear norm when
+    its row is zeroed, ``s_j = ||A||_* - ||A with row j = 0||_*``, averaged over samples. A channel that is
+    (nearly) a linear combination of the others barely changes the nuclear norm and is removed first.
+
+    Args:
+        samples_per_batch: samples of each scoring batch whose SVDs are computed (cost: C SVDs each).
+    """
+
+    def __init__(self, samples_per_batch: int = 16) -> None:
+        super().__init__()
+        self.samples_per_batch = samples_per_batch
+
+    def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
+        a = activation[: self.samples_per_batch].flatten(2).double()  # (N, C, HW)
+        c, hw = a.shape[1:]
+        idx = torch.arange(c)
+        # ||A||_* = sum of sqrt(eigenvalues) of the smaller Gram matrix; symmetric eigensolvers are much
+        # faster than batched SVDs. Zeroing row j of A zeroes row/column j of A A^T, or subtracts
+        # a_j a_j^T from A^T A.
+        if hw >= c:
+            gram = a @ a.transpose(1, 2)  # (N, C, C)
+            masked = gram.unsqueeze(1).repeat(1, c, 1, 1)
+            masked[:, idx, idx, :] = 0
+            masked[:, idx, :, idx] = 0
+        else:
+            gram = a.transpose(1, 2) @ a  # (N, HW, HW)
+            masked = gram.unsqueeze(1) - a.unsqueeze(-1) * a.unsqueeze(-2)  # (N, C, HW, HW)
+        full = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt().sum(-1)
+        reduced = torch.linalg.eigvalsh(masked).clamp(min=0).sqrt().sum(-1)
+        return (full[:, None] - reduced).mean(0)
+
+
+@CRITERIA.register("firing")
+class FiringPattern(Criterion):
+    """Importance score of Neural Network Relief (Dekhovich et al., Machine Learning 2024; seed 000), lifted
+    from connections to channels. A connection ``c -> k`` matters by its share of neuron ``k``'s input,
+    ``r_ck = E|w_kc * x_c| / (sum_m E|w_km * x_m| + |b_k|)`` (for a conv, ``w_kc * x_c`` is channel ``c``'s
+    partial convolution into output ``k``, averaged over positions). A channel's score is the total share it
+    provides to the next layer, ``s_c = sum_k r_ck`` - channels that rarely fire into anything are pruned.
+    The paper applies it iteratively (``schedule: iterative``), re-scoring after each finetuning step.
+    """
+
+    needs_data = True
+
+    def __init__(self) -> None:
+        self._scores: dict[nn.Module, torch.Tensor] = {}
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
+        data = require_data("firing", data)
+        consumers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        self._scores = record_outputs(model, data, consumers, _input_shares, on_input=True)
+
+    def release(self) -> None:
+        self._scores = {}
+
+    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
+        return self._scores.get(module) if role == "in" else None
+
+
+def _input_shares(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Per input channel (or feature), the summed share ``sum_k r_ck`` of ``module``'s outputs it drives."""
+    w = module.weight.detach()
+    if isinstance(module, nn.Linear):
+        contrib = w.abs() * x.abs().mean(0)  # (K, F): E|w_kf x_f| = |w_kf| E|x_f|
+    elif module.groups == 1:
+        k, c = w.shape[:2]
+        # Channel c's partial convolution into every output k, as one grouped conv: output index c*K + k.
+        per_pair = w.transpose(0, 1).reshape(c * k, 1, *w.shape[2:])
+        partial = F.conv2d(x, per_pair, None, module.stride, module.padding, module.dilation, groups=c)
+        contrib = partial.abs().mean(dim=(0, 2, 3)).view(c, k).T  # (K, C)
+    else:  # depthwise/grouped consumers: each output sees only its own group, shares are trivially 1
+        return None
+    bias = module.bias.detach().abs() if module.bias is not None else torch.zeros(contrib.shape[0])
+    shares = contrib / (contrib.sum(1, keepdim=True) + bias[:, None]).clamp(min=1e-12)
+    return shares.sum(0).double()

@@ -55,8 +55,11 @@ class Criterion(tp.importance.Importance):
     #: True when :meth:`prepare` needs ``ScoringData``
     needs_data: bool = False
 
-    def prepare(self, model: nn.Module, data: ScoringData | None) -> None:
-        """Collect whatever the scores need (activations, gradients...) from ``model`` on ``data``."""
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
+        """Collect what the scores need (activations, gradients...) from ``model`` on ``data``.
+
+        ``example_input`` is one input of the right shape (for data-free probes).
+        """
 
     def release(self) -> None:
         """Drop collected statistics (they reference modules about to be pruned)."""
@@ -105,29 +108,25 @@ def create_criterion(name: str, **kwargs: object) -> Criterion:
     return CRITERIA.get(name)(**kwargs)
 
 
-def conv_like(model: nn.Module) -> list[nn.Module]:
-    """Modules whose channels criteria score: convolutions, linear layers and batch norms."""
-    kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
-    return [m for m in model.modules() if isinstance(m, kinds)]
-
-
-def record_outputs(
+def run_hooked(
     model: nn.Module,
     data: ScoringData,
     modules: list[nn.Module],
-    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-) -> dict[nn.Module, torch.Tensor]:
-    """Run ``data`` through ``model`` (eval mode, no grad) and sum ``fn(module, output)`` over batches.
+    hook: Callable[[nn.Module, torch.Tensor], None],
+    on_input: bool = False,
+) -> int:
+    """Run ``data`` through ``model`` (eval mode, no grad) calling ``hook(module, tensor)`` with each listed
+    module's output (or its input when ``on_input``); returns the number of batches."""
 
-    Returns the per-module sums divided by the number of batches (a mean of per-batch statistics).
-    """
-    sums: dict[nn.Module, torch.Tensor] = {}
+    def on_output(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        hook(module, output.detach())
 
-    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        value = fn(module, output.detach()).double()
-        sums[module] = sums[module] + value if module in sums else value
+    def on_inputs(module: nn.Module, inputs: tuple) -> None:
+        hook(module, inputs[0].detach())
 
-    handles = [m.register_forward_hook(hook) for m in modules]
+    handles = [
+        m.register_forward_pre_hook(on_inputs) if on_input else m.register_forward_hook(on_output) for m in modules
+    ]
     was_training = model.training
     model.eval()
     batches = 0
@@ -140,6 +139,26 @@ def record_outputs(
         model.train(was_training)
         for h in handles:
             h.remove()
+    return batches
+
+
+def record_outputs(
+    model: nn.Module,
+    data: ScoringData,
+    modules: list[nn.Module],
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    on_input: bool = False,
+) -> dict[nn.Module, torch.Tensor]:
+    """Mean over batches of ``fn(module, output)`` (or of its input when ``on_input``) per listed module."""
+    sums: dict[nn.Module, torch.Tensor] = {}
+
+    def hook(module: nn.Module, tensor: torch.Tensor) -> None:
+        value = fn(module, tensor)
+        if value is not None:
+            value = value.double()
+            sums[module] = sums[module] + value if module in sums else value
+
+    batches = run_hooked(model, data, modules, hook, on_input)
     return {m: s / max(batches, 1) for m, s in sums.items()}
 
 

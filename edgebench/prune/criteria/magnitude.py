@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from edgebench.prune.criteria.base import CRITERIA, Criterion, Role
+from edgebench.prune.criteria.base import CRITERIA, Criterion, Role, ScoringData
 from edgebench.train import TrainHook, TrainState
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -36,7 +36,7 @@ class RandomScore(Criterion):
         self.generator = torch.Generator().manual_seed(seed)
         self._scores: dict[nn.Module, torch.Tensor] = {}
 
-    def prepare(self, model: nn.Module, data: object = None) -> None:
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         self._scores = {
             m: torch.rand(m.out_channels, generator=self.generator)
             for m in model.modules()
