@@ -65,6 +65,7 @@ BACKENDS: Registry[type[Backend]] = Registry("backend")
 _BACKEND_MODULES = (
     "edgebench.backends.torch_backend",
     "edgebench.backends.onnxruntime_backend",
+    "edgebench.backends.litert_backend",
 )
 
 

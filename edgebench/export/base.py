@@ -40,6 +40,7 @@ EXPORTERS: Registry[type[Exporter]] = Registry("exporter")
 _EXPORTER_MODULES = (
     "edgebench.export.torch_export",
     "edgebench.export.onnx_export",
+    "edgebench.export.tflite_export",
 )
 
 

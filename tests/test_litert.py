@@ -1,0 +1,112 @@
+"""LiteRT: litert-torch conversion (fp32, int8 PT2E) and the ai-edge-litert backend on the digits CNN."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is not installed")
+pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
+
+from edgebench.backends.base import BackendSettings, get_backend  # noqa: E402
+from edgebench.data.digits import digits  # noqa: E402
+from edgebench.export.base import get_exporter  # noqa: E402
+from edgebench.measure.job import Job, MeasureSettings  # noqa: E402
+from edgebench.measure.worker import execute  # noqa: E402
+from edgebench.models import create_model  # noqa: E402
+from edgebench.train import evaluate, train  # noqa: E402
+from edgebench.variants import QuantSpec, TrainSpec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[torch.nn.Module, object]:
+    splits = digits(seed=0)
+    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5)
+    train(model, splits, TrainSpec(epochs=3, batch_size=64, lr=0.05))
+    return model.eval(), splits
+
+
+@pytest.fixture(scope="module")
+def artifacts(trained: tuple[torch.nn.Module, object], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    model, splits = trained
+    out = tmp_path_factory.mktemp("tflite")
+    exporter = get_exporter("tflite")
+    assert exporter.available() is None
+    paths = {}
+    for precision in ("fp32", "int8"):
+        t0 = time.perf_counter()
+        paths[precision] = exporter.export(model, QuantSpec(precision=precision, calibration_samples=128),
+                                           splits.x_train, out / f"digits-{precision}.tflite")
+        print(f"tflite {precision} conversion: {time.perf_counter() - t0:.2f} s")  # reported with -s
+    return paths
+
+
+def test_fp32_matches_pytorch(trained: tuple, artifacts: dict[str, Path]) -> None:
+    model, splits = trained
+    session = get_backend("litert").load(artifacts["fp32"], BackendSettings(threads=1))
+    x = splits.x_test[:16]
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    got = np.concatenate([session.run(x[i : i + 1]) for i in range(len(x))])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_int8_is_quantized_smaller_and_accurate(trained: tuple, artifacts: dict[str, Path]) -> None:
+    model, splits = trained
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(artifacts["int8"])).get_input_details()[0]
+    assert details["dtype"] == np.int8 and details["quantization"][0] > 0
+    assert artifacts["int8"].stat().st_size < 0.5 * artifacts["fp32"].stat().st_size
+
+    session = get_backend("litert").load(artifacts["int8"], BackendSettings(threads=1))
+    x, y = splits.x_test, splits.y_test
+    n = len(x)
+    logits = np.concatenate([session.run(x[i : i + 1]) for i in range(n)])
+    int8_acc = float((logits.argmax(1) == y[:n]).mean())
+    fp32_acc = evaluate(model, x[:n], y[:n])
+    assert fp32_acc > 0.8
+    assert abs(int8_acc - fp32_acc) < 0.05
+    ref = model(torch.from_numpy(x[:n])).detach().numpy()
+    assert 0 < np.abs(logits - ref).max() < 0.5 * np.abs(ref).max()  # quantized, not garbage
+
+
+def test_nhwc_model_gets_transposed_input(trained: tuple, tmp_path: Path) -> None:
+    import litert_torch
+
+    model, splits = trained
+    litert_torch.config.show_progress = False
+    nhwc_model = litert_torch.to_channel_last_io(model, args=[0]).eval()
+    sample = torch.from_numpy(splits.x_train[:1]).permute(0, 2, 3, 1).contiguous()
+    path = tmp_path / "nhwc.tflite"
+    litert_torch.convert(nhwc_model, (sample,)).export(str(path))
+
+    x = splits.x_test[:1]  # NCHW, as the harness always passes
+    got = get_backend("litert").load(path, BackendSettings(threads=1)).run(x)
+    np.testing.assert_allclose(got, model(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
+
+
+def test_worker_measures_the_int8_artifact(trained: tuple, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    model, splits = trained
+    eval_path, ref_path = tmp_path / "eval.npz", tmp_path / "ref.npz"
+    np.savez(eval_path, x=splits.x_test, y=splits.y_test)
+    np.savez(ref_path, logits=model(torch.from_numpy(splits.x_test[:16])).detach().numpy())
+    job = Job(job_id="j", variant_id="v", target="local-litert", backend="litert", artifact=str(artifacts["int8"]),
+              precision="int8", eval_data=str(eval_path), reference=str(ref_path),
+              measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05))
+    result = execute(job)
+    assert result.status == "ok", result.error
+    assert result.accuracy is not None and result.accuracy > 0.8 and result.n_eval == len(splits.y_test)
+    assert result.max_abs_diff is not None and result.max_abs_diff > 0
+    assert result.latency_ms["p50"] > 0 and "ai_edge_litert" in result.runtime
+
+
+def test_fixed_batch_model_explains_offline_limit(artifacts: dict[str, Path]) -> None:
+    from edgebench.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="fixed batch of 1"):
+        get_backend("litert").load(artifacts["fp32"], BackendSettings(threads=1, batch_size=8))
