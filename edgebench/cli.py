@@ -1,0 +1,182 @@
+"""edgebench's command line (Typer + rich). Library code logs; only this module prints."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgebench.errors import EdgebenchError
+
+app = typer.Typer(
+    help="Benchmark pruned and quantized CNN variants on real deployment runtimes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Print EdgebenchError as one red line (no traceback) and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgebenchError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _RichProgress:
+    """Adapts the pipeline's progress callback to one rich bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int, detail: str) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total,
+                             description=f"{stage:<9} {detail[:48]}")
+
+
+@app.command()
+@friendly_errors
+def run(
+    experiment: Annotated[
+        Path | None, typer.Argument(help="experiment YAML; omitted: the built-in default (digits, no downloads)")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="tag the run (e.g. a git ref); repeatable")] = None,
+) -> None:
+    """Train, prune, quantize, export, measure on every target, store and report."""
+    from edgebench.config import load_experiment
+    from edgebench.pipeline import run_experiment
+
+    exp = load_experiment(experiment)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        outcome = run_experiment(exp, tags=tuple(tag or ()), progress=_RichProgress(progress))
+    _print_summary(outcome)
+
+
+def _print_summary(outcome: Any) -> None:
+    from edgebench.report.pareto import pareto_mask
+    from edgebench.store import Store
+
+    store = Store.open(outcome.store_url)
+    try:
+        df = store.measurements(outcome.run_id)
+    finally:
+        store.close()
+    ok = df[df["status"] == "ok"].copy()
+    table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
+    for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
+        table.add_column(col, justify="right" if col not in ("target", "backend", "variant") else "left")
+    for target, group in ok.groupby("target"):
+        mask = pareto_mask(group, ["accuracy", "p50_ms"], ["max", "min"])
+        for _, row in group[mask].sort_values("p50_ms").iterrows():
+            table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}",
+                          f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+    console.print(table)
+    console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
+    for failure in outcome.failed:
+        console.print(f"[red]failed:[/] {failure}", highlight=False)
+    for note in outcome.unsupported:
+        console.print(f"[yellow]not run:[/] {note}", highlight=False)
+    console.print(f"store: {outcome.store_url}")
+    if outcome.report_path:
+        console.print(f"report: [bold]{outcome.report_path}[/]")
+
+
+@app.command()
+@friendly_errors
+def variants(
+    experiment: Annotated[Path | None, typer.Argument(help="experiment YAML; omitted: the default")] = None,
+) -> None:
+    """List the variants an experiment would produce (no training)."""
+    from edgebench.config import load_experiment
+    from edgebench.plan import plan_fp32_variants, quantized
+
+    exp = load_experiment(experiment)
+    table = Table(title=f"variants of '{exp.name}'")
+    for col in ("id", "label", "parent"):
+        table.add_column(col)
+    for spec in plan_fp32_variants(exp):
+        for precision in exp.quantization.precisions:
+            v = quantized(spec, precision, exp)
+            table.add_row(v.id, v.label, v.parent_id or "")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def bench(
+    artifact: Annotated[Path, typer.Argument(help="an exported model file (.onnx, .pt, .tflite ...)")],
+    backend: Annotated[str, typer.Option(help="backend name (see `edgebench doctor`)")] = "onnxruntime",
+    data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32) and y: also measures accuracy")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="C,H,W of random input when --data is not given")] = None,
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+    min_time_s: Annotated[float, typer.Option(min=0)] = 1.0,
+    timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
+) -> None:
+    """Measure one existing artifact in an isolated worker (no training or export)."""
+    import tempfile
+
+    import numpy as np
+
+    from edgebench.errors import ConfigError
+    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.measure.worker import run_isolated
+
+    if not artifact.exists():
+        raise ConfigError(f"artifact not found: {artifact}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            if not input_shape:
+                raise ConfigError("give --data NPZ or --input-shape C,H,W")
+            try:
+                shape = tuple(int(v) for v in input_shape.split(","))
+            except ValueError:
+                raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+            data = Path(tmp) / "random.npz"
+            rng = np.random.default_rng(0)
+            np.savez(data, x=rng.standard_normal((1, *shape)).astype(np.float32), y=np.zeros(1, dtype=np.int64))
+        elif not data.is_file():
+            raise ConfigError(f"data file not found: {data}")
+        job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
+                  threads=threads, eval_data=str(data.resolve()), measure=MeasureSettings(min_time_s=min_time_s))
+        result = run_isolated(job, timeout_s)
+    if result.status != "ok":
+        console.print(f"[bold red]measurement failed:[/] {result.error}", highlight=False)
+        raise typer.Exit(1)
+    table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
+    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
+        table.add_column(col, justify="right")
+    lat = result.latency_ms
+    table.add_row(*(f"{lat[k]:.4f}" for k in ("p50", "p90", "p99", "mean", "std")),
+                  f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
+    console.print(table)
+    if input_shape is None:
+        console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")

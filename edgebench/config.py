@@ -1,0 +1,165 @@
+"""The experiment file: pydantic models of its YAML, validated with one clear line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgebench.errors import ConfigError, format_validation_error
+from edgebench.measure.job import MeasureSettings
+from edgebench.variants import Precision, Schedule, TrainSpec, spec_hash
+
+DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
+
+Objective = Literal[
+    "accuracy", "latency_p50_ms", "latency_p99_ms", "throughput_ips", "size_bytes", "macs", "params",
+    "peak_rss_mb", "energy_j_per_inference", "training_macs",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    """Which dataset and how to split it."""
+
+    name: str = "digits"
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. path, seed, val_fraction")
+
+
+class ModelConfig(_Strict):
+    """Which zoo model."""
+
+    name: str = "digits_cnn"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class PruningConfig(_Strict):
+    """The pruning grid: every criterion x ratio x schedule becomes a variant."""
+
+    criteria: list[str] = Field(default_factory=lambda: ["l1", "mean_activation", "random"])
+    ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.8])
+    schedules: list[Schedule] = Field(default_factory=lambda: ["while_training"])
+    unit: Literal["filters", "macs"] = "filters"
+    scope: Literal["layer", "global"] = "layer"
+    round_to: int | None = Field(None, ge=1)
+    prune_epochs: list[int] = Field(default_factory=list, description="while_training: epochs after which to prune")
+    finetune_epochs: int = Field(10, ge=0)
+    steps: int = Field(3, ge=1)
+    criterion_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_range(cls, ratios: list[float]) -> list[float]:
+        bad = [r for r in ratios if not 0 < r < 1]
+        if bad:
+            raise ValueError(f"ratios must be fractions strictly between 0 and 1, got {bad}")
+        return ratios
+
+
+class QuantizationConfig(_Strict):
+    """The precision grid applied to every pruned (and the baseline) model."""
+
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"])
+    calibration_samples: int = Field(256, ge=1)
+    fixed_point: str = "ap_fixed<16,6>"
+    reuse_factor: int = Field(1, ge=1)
+
+
+class StoreConfig(_Strict):
+    """Where results go: a SQLite path or a database URL."""
+
+    url: str | None = Field(None, description="default: runs/<experiment name>/results.db")
+
+
+class ReportConfig(_Strict):
+    """Where the report is written and which objective pairs get Pareto fronts."""
+
+    dir: str | None = Field(None, description="default: reports/<experiment name>")
+    objectives: list[tuple[Objective, Objective]] = Field(
+        default_factory=lambda: [
+            ("accuracy", "latency_p50_ms"),
+            ("accuracy", "size_bytes"),
+            ("accuracy", "macs"),
+        ]
+    )
+
+
+class RunConfig(_Strict):
+    """Worker isolation and caching."""
+
+    workdir: str | None = Field(None, description="artifact cache and run files; default runs/<name>")
+    job_timeout_s: float = Field(300.0, gt=0)
+
+
+class Experiment(_Strict):
+    """A whole experiment file."""
+
+    name: str = "default"
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainSpec = TrainSpec()
+    pruning: PruningConfig = PruningConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    targets: list[str] = Field(default_factory=lambda: ["local-cpu"], min_length=1)
+    measurement: MeasureSettings = MeasureSettings()
+    store: StoreConfig = StoreConfig()
+    report: ReportConfig = ReportConfig()
+    run: RunConfig = RunConfig()
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the experiment; a re-run of the same file resumes the same run."""
+        return spec_hash(self.model_dump(mode="json"))
+
+    def workdir(self) -> Path:
+        """Run directory (artifact cache, eval data, default store)."""
+        return Path(self.run.workdir or f"runs/{self.name}")
+
+    def store_url(self) -> str:
+        """The results database URL or path."""
+        return self.store.url or str(self.workdir() / "results.db")
+
+    def report_dir(self) -> Path:
+        """Where the HTML report goes."""
+        return Path(self.report.dir or f"reports/{self.name}")
+
+
+def load_experiment(path: Path | None = None) -> Experiment:
+    """Read and validate an experiment file; ``None`` loads the built-in default."""
+    path = DEFAULT_EXPERIMENT if path is None else Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (dataset, model, ...)")
+    try:
+        experiment = Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=str(path))) from None
+    _check_registered_names(experiment, str(path))
+    return experiment
+
+
+def _check_registered_names(experiment: Experiment, source: str) -> None:
+    """Names that live in registries are checked here so a typo fails before any training."""
+    from edgebench.data import list_datasets
+    from edgebench.models import list_models
+    from edgebench.prune import CRITERIA
+
+    checks = [
+        ("dataset.name", [experiment.dataset.name], list_datasets()),
+        ("model.name", [experiment.model.name], list_models()),
+        ("pruning.criteria", experiment.pruning.criteria, CRITERIA.names()),
+    ]
+    for field, values, allowed in checks:
+        for value in values:
+            if value not in allowed:
+                raise ConfigError(f"{source}: {field}: unknown value '{value}'; allowed: {', '.join(allowed)}")

@@ -1,0 +1,72 @@
+"""Experiment and target files: the default loads; wrong fields fail with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
+from edgebench.errors import ConfigError
+from edgebench.plan import plan_fp32_variants
+from edgebench.targets import get_target, load_target_file
+
+
+def test_default_experiment_plans_pruning_while_training_grid():
+    exp = load_experiment()
+    specs = plan_fp32_variants(exp)
+    pruned = [s for s in specs if s.prune is not None]
+    assert specs[0].prune is None  # the baseline comes first
+    assert {s.prune.criterion for s in pruned} == {"l1", "mean_activation", "random"}
+    assert sorted({s.prune.ratio for s in pruned}) == [0.25, 0.5, 0.8]
+    assert {s.prune.schedule for s in pruned} == {"while_training"}
+    assert set(exp.quantization.precisions) == {"fp32", "int8"}
+    assert len({s.id for s in specs}) == len(specs) == 10
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("trainig: {epochs: 3}\n", "trainig: unknown field"),
+        ("training: {epochs: 0}\n", "training.epochs: Input should be greater than or equal to 1"),
+        ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
+        ("quantization: {precisions: [int4]}\n", "quantization.precisions.0: Input should be 'fp32'"),
+        ("pruning: {criteria: [l2]}\n", "pruning.criteria: unknown value 'l2'; allowed:"),
+        ("model: {name: resnet9000}\n", "model.name: unknown value 'resnet9000'"),
+        ("- just a list\n", "the top level must be a mapping"),
+    ],
+)
+def test_bad_experiment_field_names_field_and_allowed_values(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(_write(tmp_path, text))
+    message = str(info.value)
+    assert expected in message
+    assert "Traceback" not in message
+
+
+def test_missing_experiment_file(tmp_path):
+    with pytest.raises(ConfigError, match="experiment file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+
+
+def test_default_yaml_is_shipped_and_complete():
+    text = DEFAULT_EXPERIMENT.read_text()
+    for section in ("dataset", "model", "training", "pruning", "quantization", "targets", "measurement", "report"):
+        assert f"\n{section}:" in text
+
+
+def test_local_cpu_target_and_bad_target_field(tmp_path):
+    target = get_target("local-cpu")
+    assert target.backends == ["torch", "onnxruntime"] and target.threads == 1
+    bad = tmp_path / "mydev.yaml"
+    bad.write_text("backends: [onnxruntime]\nthreds: 4\n")
+    with pytest.raises(ConfigError, match=r"mydev.yaml: threds: unknown field"):
+        load_target_file(bad)
+    with pytest.raises(ConfigError, match="unknown target 'nope'; available: .*local-cpu"):
+        get_target("nope")

@@ -1,0 +1,108 @@
+"""A reduced default run, end to end: train, prune while training, quantize, measure, store, report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
+from edgebench.pipeline import run_experiment
+from edgebench.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    data = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
+    data["name"] = "e2e"
+    data["training"]["epochs"] = 6
+    data["pruning"].update(criteria=["l1", "mean_activation"], ratios=[0.5], prune_epochs=[1, 2])
+    data["measurement"].update(min_iters=30, min_time_s=0.05, warmup_iters=5)
+    data["run"] = {"workdir": str(tmp / "runs")}
+    data["report"]["dir"] = str(tmp / "report")
+    path = tmp / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    exp = load_experiment(path)
+    outcome = run_experiment(exp)
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id)
+    return exp, outcome, df
+
+
+def test_every_job_measured(reduced_run):
+    _, outcome, df = reduced_run
+    assert outcome.failed == []
+    # 3 fp32 variants x (torch + ORT) + 3 int8 variants x ORT
+    assert len(df) == 9 and set(df["status"]) == {"ok"}
+    assert (df["n_samples"] >= 30).all()
+
+
+def test_pruned_variants_are_smaller_by_about_the_ratio(reduced_run):
+    _, _, df = reduced_run
+    fp32_ort = df[(df["precision"] == "fp32") & (df["backend"] == "onnxruntime")]
+    base = fp32_ort[fp32_ort["criterion"].isna()].iloc[0]
+    for _, row in fp32_ort[fp32_ort["criterion"].notna()].iterrows():
+        kept = sum(row["facts"]["filters"].values()) / sum(base["facts"]["filters"].values())
+        assert kept == pytest.approx(0.5, abs=0.1)
+        assert row["params"] < 0.6 * base["params"]
+        assert row["macs"] < 0.6 * base["macs"]
+
+
+def test_int8_smaller_and_fp32_matches_pytorch(reduced_run):
+    _, _, df = reduced_run
+    ort = df[df["backend"] == "onnxruntime"]
+    fp32 = ort[ort["precision"] == "fp32"].set_index("variant_id")
+    int8 = ort[ort["precision"] == "int8"]
+    assert len(int8) == 3
+    for _, row in int8.iterrows():
+        assert row["size_bytes"] < fp32.loc[row["parent_id"], "size_bytes"]
+    assert (fp32["max_abs_diff"] < 1e-4).all()
+
+
+def test_baseline_accuracy_well_above_chance(reduced_run):
+    _, _, df = reduced_run
+    base = df[df["criterion"].isna() & (df["precision"] == "fp32")]
+    assert (base["accuracy"] > 0.85).all()  # chance is 0.1 on ten digits
+
+
+def test_report_and_store_agree(reduced_run):
+    exp, outcome, df = reduced_run
+    html = Path(outcome.report_path).read_text()
+    assert outcome.report_path.parent == exp.report_dir()
+    for label in set(df["label"]):
+        assert label in html
+    pngs = list(exp.report_dir().glob("*.png"))
+    assert len(pngs) >= 3 and all(p.stat().st_size > 5000 for p in pngs)
+    assert "http://" not in html and "https://" not in html  # opens offline
+
+
+def test_rerun_reuses_everything(reduced_run):
+    exp, outcome, df = reduced_run
+    mtimes = {p: p.stat().st_mtime_ns for p in (exp.workdir() / "artifacts").iterdir()}
+    again = run_experiment(exp, render=False)
+    assert again.run_id != outcome.run_id  # a finished run is not resumed: a new run, same cached artifacts
+    assert {p: p.stat().st_mtime_ns for p in (exp.workdir() / "artifacts").iterdir()} == mtimes
+    with Store.open(again.store_url) as store:
+        assert len(store.measurements(again.run_id)) == len(df)
+    assert os.path.exists(exp.store_url())
+
+
+def test_interrupted_run_resumes_without_redoing_or_duplicating(reduced_run):
+    exp, _, df = reduced_run
+
+    def interrupt_after_four(stage: str, done: int, total: int, detail: str) -> None:
+        if stage == "measure" and done == 4:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-sweep
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, progress=interrupt_after_four, render=False)
+    resumed = run_experiment(exp, render=False)
+    assert resumed.skipped == 4 and resumed.measured == len(df) - 4
+    with Store.open(resumed.store_url) as store:
+        rows = store.measurements(resumed.run_id)
+    assert len(rows) == len(df) and rows["job_key"].is_unique
