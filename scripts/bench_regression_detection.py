@@ -1,0 +1,142 @@
+"""How often does ``edgebench compare`` cry wolf, and how often does it catch a real 10 % slowdown?
+
+Builds a tiny CNN, exports it to ONNX, and measures it in separate processes
+(a fresh ONNX Runtime session per run, timed by edgebench's harness), storing
+every run in a temporary edgebench store. Three arms are interleaved in random
+order so slow machine drift hits all of them alike:
+
+* A and A2: the same model (A/A pairs: any latency regression is a false alarm);
+* B: the same model with a busy-wait of 10 % of A's calibrated median added to
+  every inference (A/B pairs: a latency regression is a detection).
+
+Prints the false-alarm rate and the detection rate of the p50 latency decision
+under the default minimum effect (and of any latency metric: p50, p99, throughput).
+
+    python scripts/bench_regression_detection.py --pairs 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_model(path: Path) -> None:
+    """A small digits-sized CNN exported with the legacy (TorchScript) ONNX exporter."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    ).eval()  # fmt: skip
+    torch.onnx.export(model, (torch.randn(1, 1, 32, 32),), str(path), dynamo=False, input_names=["x"])
+
+
+def measure(args: tuple[str, int, float]) -> list[int]:
+    """One run in this (fresh) process: load a session, time it, return raw samples in ns."""
+    import onnxruntime as ort
+
+    from edgebench.backends.base import Session
+    from edgebench.measure.harness import time_session
+    from edgebench.measure.job import MeasureSettings
+
+    model_path, delay_ns, min_time_s = args
+
+    class DelayedSession(Session):
+        """ORT session with an optional busy-wait after every inference (the injected slowdown)."""
+
+        def __init__(self) -> None:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            self.sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+
+        def run(self, inputs: np.ndarray) -> np.ndarray:
+            out = self.sess.run(None, {"x": inputs})[0]
+            if delay_ns:
+                end = time.perf_counter_ns() + delay_ns
+                while time.perf_counter_ns() < end:
+                    pass
+            return out
+
+    batch = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    settings = MeasureSettings(warmup_iters=50, min_iters=300, min_time_s=min_time_s, max_time_s=30.0)
+    return time_session(DelayedSession(), batch, settings).samples_ns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=40, help="A/A and A/B comparisons each (>= 20)")
+    parser.add_argument("--min-time", type=float, default=1.0, help="timed seconds per run")
+    parser.add_argument("--slowdown", type=float, default=0.10, help="injected slowdown of B as a fraction")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from edgebench.store import Store
+    from edgebench.store.compare import DEFAULT_MIN_EFFECT, compare_runs
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgebench-regress-"))
+    model = tmp / "cnn.onnx"
+    build_model(model)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:  # every run in a fresh process
+        calib = np.median(pool.apply(measure, ((str(model), 0, args.min_time),)))
+        delay = int(args.slowdown * calib)
+        print(f"model p50 {calib / 1e3:.1f} us; injected delay for B {delay / 1e3:.1f} us ({args.slowdown:.0%})")
+        order = [(arm, i) for i in range(args.pairs) for arm in ("A", "A2", "B")]
+        random.Random(args.seed).shuffle(order)
+        store = Store.open(tmp / "results.db")
+        run_ids: dict[tuple[str, int], str] = {}
+        t0 = time.time()
+        for n, (arm, i) in enumerate(order):
+            samples = pool.apply(measure, ((str(model), delay if arm == "B" else 0, args.min_time),))
+            run_id = store.start_run(f"{arm}-{i}", {}, f"{arm}-{i}", {"cpu_model": "this machine"})
+            result = {"status": "ok", "samples_ns": samples, "latency_ms": {"p50": float(np.median(samples)) / 1e6}}
+            settings = {"threads": 1, "batch_size": 1, "scenario": "single_stream"}
+            store.add_measurement(run_id, "cnn", "cnn", "local-cpu", "onnxruntime", settings, result, None)
+            store.finish_run(run_id)
+            run_ids[(arm, i)] = run_id
+            if (n + 1) % 30 == 0:
+                print(f"  {n + 1}/{len(order)} runs, {time.time() - t0:.0f} s")
+
+    latency_metrics = ("latency", "p99", "throughput")
+    alarms = {(kind, m): 0 for kind in ("A/A", "A/B") for m in latency_metrics}
+
+    def flagged(kind: str, baseline: str, candidate: str) -> tuple[bool, bool, float]:
+        result = compare_runs(store, baseline, candidate).results[0]
+        by_metric = {c.metric: c for c in result.changes}
+        for m in latency_metrics:
+            alarms[(kind, m)] += by_metric[m].verdict == "regression"
+        p50 = by_metric["latency"]
+        return p50.verdict == "regression", any(by_metric[m].verdict == "regression" for m in latency_metrics), p50.change
+
+    aa = [flagged("A/A", run_ids[("A", i)], run_ids[("A2", i)]) for i in range(args.pairs)]
+    ab = [flagged("A/B", run_ids[("A", i)], run_ids[("B", i)]) for i in range(args.pairs)]
+    aa_changes = np.array([c for _, _, c in aa])
+    ab_changes = np.array([c for _, _, c in ab])
+    print(f"min effect (default): latency {DEFAULT_MIN_EFFECT['latency']}%, p99 {DEFAULT_MIN_EFFECT['p99']}%, "
+          f"throughput {DEFAULT_MIN_EFFECT['throughput']}%")  # fmt: skip
+    print(f"A/A p50 change across runs: mean {aa_changes.mean():+.2f}%, sd {aa_changes.std(ddof=1):.2f}%, "
+          f"range [{aa_changes.min():+.2f}, {aa_changes.max():+.2f}]%")  # fmt: skip
+    print(f"A/B p50 change across runs: mean {ab_changes.mean():+.2f}%, sd {ab_changes.std(ddof=1):.2f}%, "
+          f"range [{ab_changes.min():+.2f}, {ab_changes.max():+.2f}]%")  # fmt: skip
+    print(f"false-alarm rate (A/A, p50 regression): {sum(f for f, _, _ in aa)}/{args.pairs} = "
+          f"{sum(f for f, _, _ in aa) / args.pairs:.1%}")  # fmt: skip
+    print(f"false-alarm rate (A/A, any latency metric): {sum(f for _, f, _ in aa)}/{args.pairs} = "
+          f"{sum(f for _, f, _ in aa) / args.pairs:.1%}")  # fmt: skip
+    print(f"detection rate (A/B {args.slowdown:.0%} slowdown, p50 regression): {sum(f for f, _, _ in ab)}/{args.pairs} = "
+          f"{sum(f for f, _, _ in ab) / args.pairs:.1%}")  # fmt: skip
+    print("regression verdicts per metric: " + ", ".join(f"{k} {m}: {n}/{args.pairs}" for (k, m), n in alarms.items()))
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
