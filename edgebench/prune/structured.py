@@ -26,8 +26,12 @@ from torch import nn
 
 from edgebench.prune.cost import count_macs
 from edgebench.prune.criteria import Criterion, ScoringData
+from edgebench.prune.criteria.magnitude import L1Norm
 
 log = logging.getLogger(__name__)
+
+#: ranks groups a criterion cannot score (e.g. bn_scale on a conv without BatchNorm)
+_L1_FALLBACK = L1Norm()
 
 
 @dataclass
@@ -38,6 +42,7 @@ class GroupScores:
     scores: torch.Tensor  # one per current channel of the root (per channel slot when grouped)
     original: int  # root's channels before any pruning
     channel_groups: int = 1  # grouped conv: channels come in this many equal slices pruned alike
+    convs: int = 1  # conv layers whose filters this group removes together (residual partners, depthwise)
 
 
 def default_ignored(model: nn.Module) -> list[nn.Module]:
@@ -90,11 +95,19 @@ def score_groups(
     result = []
     for root, group in _groups(model, graph, ignored):
         scores = criterion(group)
+        if scores is None:
+            log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
+            scores = _L1_FALLBACK(group)
         ch_groups = _channel_groups(group)
         if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
             scores = scores.view(ch_groups, -1).mean(0)
         n = len(group[0].idxs)
-        result.append(GroupScores(root, scores.float(), (original or {}).get(root, n), ch_groups))
+        convs = sum(
+            1
+            for item in group
+            if isinstance(item.dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler)
+        )
+        result.append(GroupScores(root, scores.float(), (original or {}).get(root, n), ch_groups, max(convs, 1)))
     return result
 
 
@@ -114,7 +127,8 @@ def select_channels(
     """Channels (root indices) to remove so each group - or all groups together - keep ``1 - ratio`` of
     their *original* channels; the lowest-scored go. Every group keeps at least ``round_to`` (or 1).
 
-    Global scope ranks mean-normalised scores across groups (raw scales differ between layers).
+    Global scope ranks mean-normalised scores across groups (raw scales differ between layers), counting a
+    channel once per conv whose filter it removes.
     """
     floor = round_to or 1
     keep: dict[str, int] = {}
@@ -122,12 +136,17 @@ def select_channels(
         for g in groups:
             keep[g.root] = _keep_count(g.original / g.channel_groups * (1 - ratio), len(g.scores), round_to, floor)
     else:
+        # Rank all channels together; a channel of a group spanning several convs (a residual add) stands
+        # for that many filters, so the kept *filters* - not channel slots - reach 1 - ratio.
         normed = [g.scores / g.scores.mean().clamp(min=1e-12) for g in groups]
-        total_keep = int(round(sum(g.original / g.channel_groups for g in groups) * (1 - ratio)))
-        pool = torch.cat(normed)
-        threshold = pool.sort(descending=True).values[min(max(total_keep, 1), len(pool)) - 1]
-        for g, s in zip(groups, normed):
-            keep[g.root] = _keep_count(int((s >= threshold).sum()), len(s), round_to, floor)
+        budget = sum(g.original * g.convs for g in groups) * (1 - ratio)
+        owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(normed)])
+        weight = torch.cat([torch.full((len(s),), float(g.convs * g.channel_groups)) for g, s in zip(groups, normed)])
+        ranked = torch.argsort(torch.cat(normed), descending=True, stable=True)
+        ranked = ranked[torch.cumsum(weight[ranked], 0) <= budget + 1e-9]
+        kept = torch.bincount(owner[ranked], minlength=len(groups))
+        for g, s, k in zip(groups, normed, kept.tolist()):
+            keep[g.root] = _keep_count(k, len(s), round_to, floor)
     plan = {}
     for g in groups:
         n_remove = len(g.scores) - keep[g.root]

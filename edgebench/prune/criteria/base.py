@@ -73,8 +73,9 @@ class Criterion(tp.importance.Importance):
         raise NotImplementedError
 
     @torch.no_grad()
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor:
-        """Per-root-channel importance: mean over the group's scoring layers of their channel scores."""
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        """Per-root-channel importance: mean over the group's scoring layers of their channel scores; None when
+        no layer of the group has what the criterion needs (e.g. a BN criterion on a conv without BN)."""
         n_root = len(group[0].idxs)
         total = torch.zeros(n_root, dtype=torch.float64)
         layers = 0
@@ -96,7 +97,7 @@ class Criterion(tp.importance.Importance):
             total += acc / count.clamp(min=1)  # flatten maps several features to one channel: average them
             layers += 1
         if layers == 0:
-            raise ValueError(f"{type(self).__name__}: no layer of the group can be scored ({group[0].dep.target})")
+            return None
         return (total / layers).float()
 
 

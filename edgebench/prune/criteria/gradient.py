@@ -77,15 +77,15 @@ class SOSPH(_ParamCriterion):
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data("sosp_h", data)
         params = _scored_params(model)
-        flat = [p for ps in params.values() for p in ps.values()]
+        theta = [p for p in model.parameters() if p.requires_grad]  # H theta over the whole network
         sums: dict[nn.Module, torch.Tensor] = {}
         model.eval()
         for x, y in data.batches():
-            grads = torch.autograd.grad(F.cross_entropy(model(x), y), flat, create_graph=True)
-            dot = sum((g * p.detach()).sum() for g, p in zip(grads, flat))
-            hvps = iter(torch.autograd.grad(dot, flat))
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), theta, create_graph=True)
+            dot = sum((g * p.detach()).sum() for g, p in zip(grads, theta))
+            h_theta = {id(p): hv for p, hv in zip(theta, torch.autograd.grad(dot, theta, allow_unused=True))}
             for m, ps in params.items():
-                product = {n: (next(hvps) * p).detach() for n, p in ps.items()}
+                product = {n: (h_theta[id(p)] * p).detach() for n, p in ps.items() if h_theta.get(id(p)) is not None}
                 value = _channel_sum(m, product).double()
                 sums[m] = sums[m] + value if m in sums else value
         self._scores = {m: s.abs() for m, s in sums.items()}

@@ -1,0 +1,108 @@
+"""Dataset loaders: digits split/normalisation, CIFAR batch directories, npz, image folders, errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgebench.data import DatasetSplits, list_datasets, load_dataset
+from edgebench.errors import DatasetError
+
+
+def test_registry_lists_loaders() -> None:
+    assert {"digits", "cifar10", "cifar100", "npz", "imagefolder"} <= set(list_datasets())
+
+
+def test_digits_split_is_stratified_standardised_and_seeded() -> None:
+    s = load_dataset("digits")
+    assert s.input_shape == (1, 8, 8) and s.num_classes == 10
+    assert len(s.x_train) + len(s.x_val) + len(s.x_test) == 1797
+    assert s.x_train.dtype == np.float32 and s.y_train.dtype == np.int64
+    assert abs(float(s.x_train.mean())) < 1e-4 and abs(float(s.x_train.std()) - 1) < 1e-3
+    for y in (s.y_train, s.y_val, s.y_test):
+        assert set(np.unique(y)) == set(range(10))
+    again, other = load_dataset("digits"), load_dataset("digits", seed=1)
+    assert np.array_equal(s.x_test, again.x_test)
+    assert not np.array_equal(s.y_test, other.y_test)
+    # no test image is also a training image
+    train_rows = {r.tobytes() for r in s.x_train.reshape(len(s.x_train), -1)}
+    dup = sum(r.tobytes() in train_rows for r in s.x_test.reshape(len(s.x_test), -1))
+    assert dup < 5  # the digits set itself has a few identical images
+
+
+def _write_batch(path: Path, n: int, label_key: bytes, rng: np.random.Generator, classes: int) -> np.ndarray:
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(i % classes) for i in range(n)]
+    batch = {b"batch_label": b"test", label_key: labels, b"data": data, b"filenames": [b"x.png"] * n}
+    with path.open("wb") as fh:
+        pickle.dump(batch, fh, protocol=2)
+    return data
+
+
+def test_cifar10_directory_in_official_format(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    first = None
+    for i in range(1, 6):
+        data = _write_batch(tmp_path / f"data_batch_{i}", 20, b"labels", rng, 10)
+        first = data if first is None else first
+    _write_batch(tmp_path / "test_batch", 10, b"labels", rng, 10)
+    s = load_dataset("cifar10", path=str(tmp_path), val_fraction=0.2)
+    assert isinstance(s, DatasetSplits)
+    assert s.input_shape == (3, 32, 32) and s.num_classes == 10
+    assert (len(s.x_train), len(s.x_val), len(s.x_test)) == (80, 20, 10)
+    np.testing.assert_allclose(s.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-4)  # per-channel standardised
+
+
+def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    _write_batch(tmp_path / "train", 200, b"fine_labels", rng, 100)
+    _write_batch(tmp_path / "test", 100, b"fine_labels", rng, 100)
+    s = load_dataset("cifar100", path=tmp_path, val_fraction=0.5)
+    assert s.num_classes == 100 and int(s.y_test.max()) == 99
+
+
+def test_missing_or_wrong_cifar_path_names_path_and_expectation(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"data_batch_1") as err:
+        load_dataset("cifar10", path=tmp_path / "nowhere")
+    assert "nowhere" in str(err.value)
+    (tmp_path / "test").write_bytes(b"not a pickle")
+    (tmp_path / "train").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetError, match="not a CIFAR python batch"):
+        load_dataset("cifar100", path=tmp_path)
+
+
+def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    file = tmp_path / "d.npz"
+    np.savez(
+        file,
+        x_train=rng.integers(0, 256, (40, 6, 6, 3), dtype=np.uint8),
+        y_train=np.arange(40) % 4,
+        x_test=rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8),
+        y_test=np.arange(8) % 4,
+    )
+    s = load_dataset("npz", path=file)
+    assert s.input_shape == (3, 6, 6) and s.num_classes == 4 and len(s.x_val) == 4
+    with pytest.raises(DatasetError, match="x_train"):
+        np.savez(tmp_path / "bad.npz", x=np.zeros(3))
+        load_dataset("npz", path=tmp_path / "bad.npz")
+
+
+def test_imagefolder_reads_png_classes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for c, value in (("cat", 30), ("dog", 220)):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            Image.fromarray(np.full((12, 12, 3), value + i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    s = load_dataset("imagefolder", path=tmp_path, image_size=8, test_fraction=0.2, val_fraction=0.25)
+    assert s.input_shape == (3, 8, 8) and s.num_classes == 2
+    assert len(s.x_test) == 4 and len(s.x_train) + len(s.x_val) == 16
+    # the classes' brightness survives normalisation: dogs are brighter than cats
+    assert s.x_train[s.y_train == 1].mean() > s.x_train[s.y_train == 0].mean()
+    with pytest.raises(DatasetError, match="class sub-folders"):
+        (tmp_path / "empty").mkdir()
+        load_dataset("imagefolder", path=tmp_path / "empty")

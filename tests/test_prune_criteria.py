@@ -1,0 +1,143 @@
+"""Known-answer tests: each criterion ranks constructed filters as its formula says, and pruning k
+filters removes exactly the k lowest-scored."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from edgebench.prune import CRITERIA, create_criterion, prune_model, score_groups
+from edgebench.prune.criteria.activation import ChannelIndependence
+from tests.prune_nets import CHANNELS, bn_net, downstream_net, positive_data
+
+EXAMPLE = torch.ones(1, 1, 4, 4)
+
+
+def _scores(net: nn.Module, name: str, **kwargs: object) -> torch.Tensor:
+    crit = create_criterion(name, **kwargs)
+    crit.prepare(net, EXAMPLE, positive_data())
+    groups = {g.root: g.scores for g in score_groups(net, crit, EXAMPLE)}
+    crit.release()
+    return groups["0"]
+
+
+def _order(scores: torch.Tensor) -> list[int]:
+    return torch.argsort(scores, stable=True).tolist()
+
+
+@pytest.mark.parametrize("name", ["thinet", "nisp", "firing", "sosp_h"])
+def test_downstream_criteria_rank_by_next_layer_use(name: str) -> None:
+    """conv1 uses channel j with weight j: ThiNet's reconstruction, NISP's |W|^T propagation, the firing
+    share and the Hessian term all grow with j, and the unused channel 0 is last."""
+    scores = _scores(downstream_net(), name)
+    if name == "sosp_h":  # an unused channel has zero gradient and zero Hessian row
+        assert float(scores[0]) == pytest.approx(0.0, abs=1e-12)
+        assert (scores[1:] > 0).all()
+    else:
+        assert _order(scores) == list(range(CHANNELS))
+    if name == "firing":  # shares of the channels sum to 1 per output unit -> sum_j s_j = outputs = 3
+        assert float(scores.sum()) == pytest.approx(3.0, rel=1e-5)
+        torch.testing.assert_close(scores, torch.arange(CHANNELS) / 15 * 3, rtol=1e-4, atol=1e-6)
+
+
+def test_l1_ranks_by_filter_norm_and_ignores_downstream() -> None:
+    net = downstream_net()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([3.0, -5.0, 0.0, 1.0, -2.0, 4.0]).view(-1, 1, 1, 1))
+    scores = _scores(net, "l1")
+    torch.testing.assert_close(scores, torch.tensor([3.0, 5.0, 0.0, 1.0, 2.0, 4.0]))
+
+
+def test_taylor_is_zero_for_zero_and_for_unused_filters() -> None:
+    net = downstream_net()
+    with torch.no_grad():
+        net[0].weight[3] = 0.0  # zero filter: theta = 0
+    scores = _scores(net, "taylor")
+    assert set(_order(scores)[:2]) == {0, 3}
+    assert float(scores[0]) == pytest.approx(0.0, abs=1e-12) and float(scores[3]) == pytest.approx(0.0, abs=1e-12)
+    assert (scores[[1, 2, 4, 5]] > 0).all()
+
+
+def test_sosp_h_matches_explicit_hessian() -> None:
+    """On a tiny net, |theta_s . (H theta)_s| from the HVP equals the product with the explicit Hessian."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 1, bias=False), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    data = positive_data(16)
+    data.batch_size = 16
+    crit = create_criterion("sosp_h")
+    crit.prepare(net, EXAMPLE, data)
+    got = crit.module_scores(net[0], "out")
+    params = [p.detach().clone() for p in (net[0].weight, net[3].weight, net[3].bias)]
+
+    def loss_all(w: torch.Tensor, lw: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(nn.functional.conv2d(data.x, w)).flatten(1)
+        return nn.functional.cross_entropy(h @ lw.T + lb, data.y)
+
+    hess = torch.autograd.functional.hessian(loss_all, tuple(params))
+    # (H theta) restricted to the conv weight: sum over all parameter blocks j of H[conv, j] . theta_j
+    h_theta = sum((hess[0][j] * params[j]).flatten(start_dim=params[0].dim()).sum(-1) for j in range(3))
+    expected = (params[0] * h_theta).flatten(1).sum(1).abs()
+    torch.testing.assert_close(got.float(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_bn_scale_and_bn_stats_rank_from_bn_parameters() -> None:
+    gamma, beta = [0.5, 2.0, 0.1, 1.0], [0.0, 0.0, 0.0, -3.0]
+    net = bn_net(gamma, beta)
+    torch.testing.assert_close(_scores(net, "bn_scale"), torch.tensor([0.5, 2.0, 0.1, 1.0]))
+    stats = _scores(net, "bn_stats")
+    # E[relu(N(0, s^2))] = s / sqrt(2 pi); with beta = -3 sigma the channel is almost never active
+    torch.testing.assert_close(stats[:3], torch.tensor([0.5, 2.0, 0.1]) / math.sqrt(2 * math.pi))
+    assert _order(stats)[0] == 3
+
+
+def test_mean_activation_uses_post_relu_bn_output() -> None:
+    # conv weight is random but BN scale 0 makes the BN output its shift beta: mean relu = max(beta, 0)
+    net = bn_net([0.0, 0.0, 0.0, 0.0], [0.3, -1.0, 2.0, 0.1])
+    torch.testing.assert_close(_scores(net, "mean_activation"), torch.tensor([0.3, 0.0, 2.0, 0.1]))
+
+
+def test_chip_ranks_zero_then_duplicate_then_independent() -> None:
+    net = nn.Sequential(nn.Conv2d(2, 4, 1, bias=False), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Flatten(), nn.Linear(32, 2))
+    with torch.no_grad():  # out0 = in0, out1 = in0 (duplicate), out2 = in1, out3 = 0
+        net[0].weight.copy_(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 0]]).view(4, 2, 1, 1))
+    g = torch.Generator().manual_seed(0)
+    data = positive_data()
+    data.x = torch.rand(32, 2, 4, 4, generator=g)
+    crit = create_criterion("chip")
+    crit.prepare(net, data.x[:1], data)
+    scores = {gr.root: gr.scores for gr in score_groups(net, crit, data.x[:1])}["0"]
+    assert float(scores[3]) == pytest.approx(0.0, abs=1e-6)
+    assert _order(scores)[0] == 3 and set(_order(scores)[1:3]) == {0, 1} and _order(scores)[3] == 2
+    # the nuclear-norm drop of a duplicated row of A = [r, r, q] is (sqrt(2) - 1)|r| when r is orthogonal to q
+    a = torch.zeros(1, 3, 2, 1)
+    a[0, :2, 0, 0] = 1.0
+    a[0, 2, 1, 0] = 1.0
+    torch.testing.assert_close(
+        ChannelIndependence().statistic(nn.Identity(), a), torch.tensor([math.sqrt(2) - 1] * 2 + [1.0]).double()
+    )
+
+
+def test_random_is_seeded() -> None:
+    a, b, c = (_scores(downstream_net(), "random", seed=s) for s in (1, 1, 2))
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name", CRITERIA.names())
+@pytest.mark.parametrize("k", [1, 4])
+def test_pruning_k_removes_exactly_the_k_lowest_scored(name: str, k: int) -> None:
+    net = downstream_net()
+    with torch.no_grad():  # make every criterion's scores distinct
+        net[0].weight.copy_(torch.linspace(0.5, 1.5, CHANNELS).flip(0).view(-1, 1, 1, 1))
+    scores = _scores(net, name)
+    expected_kept = sorted(_order(scores)[k:])
+    crit = create_criterion(name)
+    conv1_before = net[2].weight.detach().clone()
+    plan = prune_model(net, crit, k / CHANNELS, EXAMPLE, data=positive_data(), ignored=[net[2], net[5]])
+    assert plan == {"0": sorted(_order(scores)[:k])}
+    assert net[0].out_channels == CHANNELS - k
+    # conv1's input columns that survive are exactly the kept channels, in order
+    torch.testing.assert_close(net[2].weight, conv1_before[:, expected_kept])
