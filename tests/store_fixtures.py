@@ -27,6 +27,7 @@ from edgebench.measure.stats import summarize_ns
 from edgebench.store import Store
 from edgebench.variants import PruneSpec, QuantSpec, VariantSpec
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CRITERIA = ("l1", "mean_activation", "random")
 RATIOS = (0.25, 0.5, 0.8)
 PRECISIONS = ("fp32", "int8")

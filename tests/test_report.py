@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store  # noqa: F401
+from store_fixtures import MACHINE, PNG_MAGIC, fill_run, filled_store, sqlite_store  # noqa: F401
 
 from edgebench.report import pareto_mask, render_report
 from edgebench.report.tables import best_under_budget, default_budgets, panels, with_speedup
 from edgebench.store import Store, StoreError
 from edgebench.store.metrics import METRICS
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
 
 
 def _rows(page: str) -> list[str]:

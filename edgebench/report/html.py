@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from edgebench.report import plots
+from edgebench.report.history_page import render_history
 from edgebench.report.tables import (
     best_under_budget,
     context_titles,
@@ -243,8 +244,8 @@ def render_report(
         flags = pareto_flags(ok, pairs)
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")
     sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
-    if (out_dir / "history.html").exists():
-        sections.append('<p><a href="history.html">History of tagged runs</a></p>')
+    if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"]) is not None:
+        sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
     title = f"edgebench report — {run['name']} ({run['id']})"
     page = (

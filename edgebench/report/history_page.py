@@ -1,0 +1,88 @@
+"""history.html: a metric over tagged runs per (variant, target context), change points marked."""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+
+from edgebench.report.plots import save
+from edgebench.report.tables import fmt_cell
+from edgebench.store import Store
+from edgebench.store.history import history_frame, series_change_points
+from edgebench.store.metrics import get_metric
+
+log = logging.getLogger(__name__)
+
+
+def history_figure(hist: pd.DataFrame, changes: pd.DataFrame, metric: str) -> Figure:
+    """One panel per target context; a line per variant; change points as red triangles."""
+    m = get_metric(metric)
+    contexts = sorted(set(hist["context"]))
+    fig = Figure(figsize=(11, 3.6 * len(contexts)), layout="constrained")
+    axes = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
+    labels = sorted(set(hist["label"]))
+    colors = {lab: matplotlib.colormaps["tab20"](i % 20) for i, lab in enumerate(labels)}
+    runs = hist.drop_duplicates("position").sort_values("position")
+    for ax, context in zip(axes, contexts):
+        part = hist[hist["context"] == context]
+        for label, series in part.groupby("label"):
+            series = series.sort_values("position")
+            ax.plot(series["position"], series["value"], marker="o", ms=3, lw=1.2, color=colors[label], label=label)
+        marks = changes[changes["context"] == context].merge(part, on=["label", "position"])
+        for verdict, marker, color in (("regression", "^", "crimson"), ("improvement", "v", "seagreen")):
+            sel = marks[marks["verdict"] == verdict]
+            ax.scatter(sel["position"], sel["value"], marker=marker, s=120, color=color, zorder=5, label=f"change: {verdict}")
+        ax.set_xticks(runs["position"], runs["run_label"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(m.label)
+        ax.set_title(context, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7)
+    return fig
+
+
+def render_history(
+    store: Store, out_dir: Path, metric: str = "latency", name: str | None = None, until_run: str | None = None
+) -> Path | None:
+    """Write ``out_dir/history.html`` (+ PNG/SVG) over tagged runs; None when fewer than two runs exist."""
+    hist = history_frame(store, metric, name=name, until_run=until_run)
+    if hist["position"].nunique() < 2:
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    changes = series_change_points(store, hist, metric)
+    png = save(history_figure(hist, changes, metric), out_dir, f"history_{get_metric(metric).name}")
+    if changes.empty:
+        table = "<p>No change point detected.</p>"
+    else:
+        shown = changes.assign(change_pct=changes["change_pct"].map(lambda v: f"{v:+.1f}%"))
+        table = shown[["label", "context", "run_label", "run_id", "change_pct", "verdict"]].to_html(
+            index=False, escape=True, border=0
+        )
+    runs = hist.drop_duplicates("position").sort_values("position")
+    run_list = "".join(
+        f"<li>{html.escape(str(r.run_label))}: <code>{html.escape(r.run_id)}</code> ({html.escape(fmt_cell(r.run_started_at))})</li>"
+        for r in runs.itertuples()
+    )
+    page = (
+        "<!doctype html><html><head><meta charset=utf-8><title>edgebench history</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px}img{max-width:100%}"
+        "</style></head><body>"
+        f"<h1>History of {html.escape(get_metric(metric).label)} over tagged runs</h1>"
+        '<p><a href="index.html">back to the run report</a></p>'
+        f'<img src="{png}" alt="history"><h2>Detected change points</h2>{table}'
+        f"<h2>Runs</h2><ol start=0>{run_list}</ol></body></html>"
+    )
+    path = out_dir / "history.html"
+    path.write_text(page, encoding="utf-8")
+    log.info("history page written to %s", path)
+    return path

@@ -1,0 +1,62 @@
+"""History over tagged runs and change-point detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from store_fixtures import PNG_MAGIC, fill_run, sqlite_store  # noqa: F401
+
+from edgebench.report import render_report
+from edgebench.store import Store
+from edgebench.store.history import detect_change_points, history_frame, series_change_points
+
+
+def test_step_change_is_found_once() -> None:
+    values = [1.0, 1.01, 0.99, 1.0, 1.12, 1.11, 1.13]
+    [cp] = detect_change_points(values, min_effect_pct=5)
+    assert cp.index == 4 and cp.verdict == "regression" and 10 < cp.change_pct < 13
+
+
+def test_single_outlier_and_small_drift_are_not_changes() -> None:
+    assert detect_change_points([1.0, 1.0, 1.4, 1.0, 1.01, 0.99], min_effect_pct=5) == []
+    assert detect_change_points([1.0, 1.01, 1.02, 1.03, 1.04], min_effect_pct=5) == []
+
+
+def test_two_steps_and_direction() -> None:
+    values = [100, 101, 99, 120, 121, 119, 100, 99]
+    got = detect_change_points(values, min_effect_pct=5)
+    assert [(c.index, c.verdict) for c in got] == [(3, "regression"), (6, "improvement")]
+    higher = detect_change_points([100, 100, 80, 80], min_effect_pct=5, higher_is_better=True)
+    assert [(c.index, c.verdict) for c in higher] == [(2, "regression")]
+
+
+def test_latency_history_ignores_contention(sqlite_store: Store) -> None:  # noqa: F811
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        samples = (100_000 * rng.lognormal(0, 0.02, 500)).astype(np.int64)
+        if i >= 2:
+            samples[100:400] = (samples[100:400] * 1.3).astype(np.int64)  # p50 up, fastest iterations unchanged
+        run_id = sqlite_store.start_run("exp", {}, "h", {}, tags=(f"r{i}",))
+        result = {"status": "ok", "samples_ns": samples.tolist(), "latency_ms": {"p50": float(np.median(samples)) / 1e6}}
+        sqlite_store.add_measurement(run_id, "k", "v", "local-cpu", "onnxruntime", {"threads": 1}, result, None)
+    hist = history_frame(sqlite_store, "latency")
+    assert detect_change_points(hist["value"].to_list(), 5)  # the p50 series alone would flag it
+    assert series_change_points(sqlite_store, hist, "latency").empty
+
+
+def test_history_over_tagged_runs_and_report_page(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+    for i, factor in enumerate([1.0, 1.0, 1.25, 1.25]):
+        fill_run(sqlite_store, seed=i, tags=(f"v0.{i}",), slowdown={"baseline/fp32": factor})
+    untagged = fill_run(sqlite_store, seed=9)
+    hist = history_frame(sqlite_store, "latency")
+    assert sorted(set(hist["run_label"])) == ["v0.0", "v0.1", "v0.2", "v0.3"]  # untagged run left out
+    changes = series_change_points(sqlite_store, hist, "latency")
+    assert changes[["label", "run_label", "verdict"]].values.tolist() == [["baseline/fp32", "v0.2", "regression"]]
+    index = render_report(sqlite_store, untagged, tmp_path / "r")
+    page = (index.parent / "history.html").read_text()
+    assert 'href="history.html"' in index.read_text()
+    # the report's history ends at its own run, untagged and back to normal speed: an improvement there
+    assert "<td>v0.2</td>" in page and "<td>regression</td>" in page
+    assert f"<td>{untagged}</td>" in page and "<td>improvement</td>" in page
+    assert (index.parent / "history_latency.png").read_bytes()[:8] == PNG_MAGIC
