@@ -1,0 +1,111 @@
+"""Structured removal: ratios per layer / global / of MACs, round_to, grouped convs, and every criterion's
+pruned model exported to ONNX and run in ONNX Runtime with outputs equal to PyTorch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from prune_nets import positive_data
+from torch import nn
+
+from edgebench.export.onnx_export import export_fp32_onnx
+from edgebench.models import create_model
+from edgebench.prune import CRITERIA, ScoringData, conv_filters, count_macs, create_criterion, prune_model
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics so BN criteria and the export comparison see real values."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.1
+            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+    return model.eval()
+
+
+def _data(shape: tuple[int, ...], n: int = 64) -> ScoringData:
+    g = torch.Generator().manual_seed(1)
+    return ScoringData(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g), 32)
+
+
+def _matches_onnxruntime(model: nn.Module, shape: tuple[int, ...], tmp_path: Path) -> None:
+    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
+    path = tmp_path / "m.onnx"
+    export_fp32_onnx(model.eval(), x[:1], path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA.names())
+def test_every_criterion_prunes_and_exports(criterion: str, tmp_path: Path) -> None:
+    model = _randomise_bn(create_model("digits_cnn", 10, 1))
+    prune_model(model, create_criterion(criterion), 0.5, torch.randn(1, 1, 8, 8), data=_data((1, 8, 8)))
+    assert conv_filters(model) == {"0.0": 8, "1.0": 16, "3.0": 32}
+    _matches_onnxruntime(model, (1, 8, 8), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "criterion"),
+    [("resnet56_cifar", {"depth": 8}, "taylor"), ("mobilenet_cifar", {"width": 0.125}, "thinet"),
+     ("resnet56_cifar", {"depth": 8}, "nisp"), ("mobilenet_cifar", {"width": 0.125}, "l1")],
+)
+def test_residual_and_depthwise_models_prune_and_export(name: str, kwargs: dict, criterion: str, tmp_path: Path) -> None:
+    model = _randomise_bn(create_model(name, 10, 3, **kwargs))
+    before, macs = conv_filters(model), count_macs(model, (3, 32, 32))
+    prune_model(model, create_criterion(criterion), 0.5, torch.randn(1, 3, 32, 32), data=_data((3, 32, 32), 32))
+    after = conv_filters(model)
+    assert sum(after.values()) == sum(before.values()) // 2
+    assert count_macs(model, (3, 32, 32)) < 0.4 * macs
+    if name == "resnet56_cifar":  # the residual add forces conv2 and the shortcut of a block to agree
+        assert after["stages.1.conv2"] == after["stages.1.shortcut.0"] == 16
+    else:  # a depthwise conv keeps exactly the channels of the pointwise conv feeding it
+        assert after["1.0"] == after["0.0"] == 2
+    _matches_onnxruntime(model, (3, 32, 32), tmp_path)
+
+
+def test_ramp_counts_against_original_widths_and_round_to() -> None:
+    model = create_model("vgg16_cifar", 10, 3, width=0.25)
+    x, original = torch.randn(1, 3, 32, 32), conv_filters(model)
+    crit = create_criterion("l1")
+    prune_model(model, crit, 0.25, x, original=original, round_to=8)
+    assert all(c % 8 == 0 for c in conv_filters(model).values())
+    prune_model(model, crit, 0.5, x, original=original)  # second step: half of the ORIGINAL widths
+    assert conv_filters(model) == {k: v // 2 for k, v in original.items()}
+
+
+def test_global_scope_hits_the_filter_ratio_and_differs_per_layer() -> None:
+    model = create_model("vgg16_cifar", 10, 3, width=0.25)
+    before = conv_filters(model)
+    with torch.no_grad():  # 6 dead filters in the first conv: globally the least important of all
+        model[0][0].weight[:6] = 0
+    prune_model(model, create_criterion("l1"), 0.5, torch.randn(1, 3, 32, 32), scope="global")
+    after = conv_filters(model)
+    assert abs(sum(after.values()) - sum(before.values()) // 2) <= 1
+    assert after["0.0"] <= before["0.0"] - 6
+    assert len({after[k] / before[k] for k in before}) > 1
+
+
+def test_macs_unit_reaches_requested_macs_cut() -> None:
+    model = create_model("resnet56_cifar", 10, 3, depth=8)
+    macs = count_macs(model, (3, 32, 32))
+    prune_model(model, create_criterion("l1"), 0.6, torch.randn(1, 3, 32, 32), unit="macs")
+    left = count_macs(model, (3, 32, 32)) / macs
+    assert 0.35 < left <= 0.4
+
+
+def test_grouped_conv_prunes_equal_slices(tmp_path: Path) -> None:
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 2),
+    ).eval()
+    prune_model(net, create_criterion("l1"), 0.5, torch.randn(1, 1, 4, 4), data=positive_data())
+    assert net[2].in_channels == 4 and net[2].groups == 2 and net[2].out_channels == 4
+    _matches_onnxruntime(net, (1, 4, 4), tmp_path)
