@@ -1,0 +1,95 @@
+"""Every schedule reaches the requested ratio; training compute is accounted as the schedule ran it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgebench.data import load_dataset
+from edgebench.prune import build_fp32_model, count_macs, default_prune_epochs
+from edgebench.train import evaluate
+from edgebench.variants import PruneSpec, TrainSpec, VariantSpec
+
+TRAIN = TrainSpec(epochs=3, batch_size=128)
+HALF = {"0.0": 8, "1.0": 16, "3.0": 32}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def baseline(digits):
+    return build_fp32_model(VariantSpec(model="digits_cnn", dataset="digits", train=TRAIN), digits)
+
+
+def _spec(**prune: object) -> VariantSpec:
+    return VariantSpec(model="digits_cnn", dataset="digits", train=TRAIN, prune=PruneSpec(**prune))
+
+
+def test_default_ramp_prunes_at_quarter_half_three_quarters() -> None:
+    assert default_prune_epochs(8) == (1, 3, 5)
+    assert default_prune_epochs(4) == (0, 1, 2)
+    assert default_prune_epochs(1) == (0,)
+
+
+def test_baseline_learns(baseline, digits) -> None:
+    assert baseline.filters == {"0.0": 16, "1.0": 32, "3.0": 64}
+    assert evaluate(baseline.model, digits.x_test, digits.y_test) > 0.8
+    assert baseline.training_macs == 3 * 3 * baseline.macs * len(digits.x_train)
+
+
+def test_while_training_ramps_and_saves_compute(baseline, digits) -> None:
+    built = build_fp32_model(_spec(criterion="l1", ratio=0.5, prune_epochs=(0, 1)), digits)
+    assert built.filters == HALF
+    ramp = [h["macs"] for h in built.history]
+    assert ramp[0] == baseline.macs and ramp[0] > ramp[1] > ramp[2] == built.macs
+    assert [h.get("pruned_ratio") for h in built.history] == [0.25, 0.5, None]
+    assert built.training_macs == 3 * len(digits.x_train) * sum(ramp)
+    assert built.training_macs < baseline.training_macs
+    assert built.val_accuracy > 0.5
+
+
+def test_oneshot_finetune_reuses_baseline_without_mutating_it(baseline, digits) -> None:
+    weight = baseline.model[0][0].weight.detach().clone()
+    built = build_fp32_model(_spec(criterion="l1", ratio=0.5, schedule="oneshot_finetune", finetune_epochs=1),
+                             digits, baseline=baseline)
+    assert built.filters == HALF and baseline.filters["0.0"] == 16
+    assert torch.equal(baseline.model[0][0].weight, weight)
+    assert built.training_macs == baseline.training_macs + 3 * built.macs * len(digits.x_train)
+    assert built.val_accuracy > 0.5
+
+
+def test_iterative_steps_reach_target(baseline, digits) -> None:
+    built = build_fp32_model(
+        _spec(criterion="taylor", ratio=0.75, schedule="iterative", steps=3, finetune_epochs=1), digits, baseline
+    )
+    assert built.filters == {"0.0": 4, "1.0": 8, "3.0": 16}
+    assert [h["pruned_ratio"] for h in built.history[-3:]] == [0.25, 0.5, 0.75]
+    step_macs = [h["macs"] for h in built.history[-3:]]
+    assert step_macs[0] > step_macs[1] > step_macs[2] == built.macs
+
+
+def test_scratch_trains_pruned_architecture_with_full_budget(baseline, digits) -> None:
+    built = build_fp32_model(_spec(criterion="l1", ratio=0.5, schedule="scratch"), digits, baseline)
+    assert built.filters == HALF
+    assert built.training_macs == 3 * 3 * built.macs * len(digits.x_train)
+    assert len(built.history) == TRAIN.epochs
+
+
+def test_bn_scale_trains_its_own_sparse_baseline(baseline, digits) -> None:
+    built = build_fp32_model(
+        _spec(criterion="bn_scale", ratio=0.5, schedule="oneshot_finetune", criterion_kwargs={"lam": 1e-2}),
+        digits, baseline,
+    )
+    assert built.filters == HALF
+    gammas = built.model[0][1].weight.detach().abs()
+    # the L1 penalty pulled the surviving BN scales well below the unpenalised baseline's
+    assert float(gammas.mean()) < float(baseline.model[0][1].weight.detach().abs().mean())
+
+
+def test_macs_unit_while_training(baseline, digits) -> None:
+    built = build_fp32_model(_spec(criterion="random", ratio=0.5, unit="macs", prune_epochs=(1,)), digits)
+    assert 0.4 <= built.macs / baseline.macs <= 0.5
+    assert built.macs == count_macs(built.model, digits.input_shape)
