@@ -1,0 +1,79 @@
+"""The store CLI commands (report, compare, history, tag, runs, export, import) through Typer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from store_fixtures import fill_run
+from typer.testing import CliRunner
+
+from edgebench.cli_store import register
+from edgebench.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "results.db"
+    store = Store.open(path)
+    fill_run(store, seed=1, tags=("v1",))
+    fill_run(store, seed=2, tags=("v2",))
+    fill_run(store, seed=3, tags=("v3",), slowdown={"baseline/int8": 1.2})
+    store.close()
+    return path
+
+
+def test_compare_exit_codes_and_formats(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+    same = runner.invoke(app, ["compare", "v1", "v2", "--store", str(db)])
+    assert same.exit_code == 0, same.output
+    assert "no regression in 20 compared results" in same.output
+    slower = runner.invoke(app, ["compare", "v2", "v3", "--store", str(db), "--format", "json", "-o", str(tmp_path / "c.json")])
+    assert slower.exit_code == 1
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["regression_count"] == 1 and data["results"][0]["changes"][0]["metric"] == "latency"
+    md = runner.invoke(app, ["compare", "v2", "v3", "--store", str(db), "--format", "markdown", "--min-effect", "latency=25", "--min-effect", "p99=50", "--min-effect", "throughput=25"])
+    assert md.exit_code == 0 and "no regression" in md.output and "| verdict |" in md.output
+
+
+def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["compare", "v1", "nope", "--store", str(db)])
+    assert missing.exit_code == 2 and "no run or tag 'nope'" in missing.output and "Traceback" not in missing.output
+    no_store = runner.invoke(app, ["runs", "--store", str(tmp_path / "absent.db")])
+    assert no_store.exit_code == 2 and "no results store" in no_store.output
+    bad_effect = runner.invoke(app, ["compare", "v1", "v2", "--store", str(db), "--min-effect", "speed=3"])
+    assert bad_effect.exit_code == 2 and "unknown metric 'speed'" in bad_effect.output
+
+
+def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["report", "--store", str(db), "--run", "v3", "--out", str(out), "--objective", "size:accuracy"])
+    assert result.exit_code == 0, result.output
+    assert (out / "index.html").exists() and (out / "accuracy_vs_size.png").exists() and (out / "history.html").exists()
+    assert runner.invoke(app, ["tag", "v3", "release-1.0", "--store", str(db)]).exit_code == 0
+    listing = runner.invoke(app, ["runs", "--store", str(db)], env={"COLUMNS": "200"})
+    assert "release-1.0" in listing.output and listing.output.count("synthetic") == 3
+    hist = runner.invoke(app, ["history", "--store", str(db), "--variant", "baseline/int8"], env={"COLUMNS": "200"})
+    assert hist.exit_code == 0 and "1 change point(s) detected" in hist.output and "▲" in hist.output
+
+
+def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "all.csv"
+    assert runner.invoke(app, ["export", str(csv), "--store", str(db), "--run", "v1"]).exit_code == 0
+    assert len(pd.read_csv(csv)) == 21
+    lab = tmp_path / "lab.db"
+    first = runner.invoke(app, ["import", str(db), "--store", str(lab)])
+    assert first.exit_code == 0 and "imported 3 run(s)" in first.output
+    again = runner.invoke(app, ["import", str(db), "--store", str(lab)])
+    assert "imported 0 run(s) (all already present)" in again.output
