@@ -66,6 +66,7 @@ _BACKEND_MODULES = (
     "edgebench.backends.torch_backend",
     "edgebench.backends.onnxruntime_backend",
     "edgebench.backends.litert_backend",
+    "edgebench.backends.hls4ml_backend",
 )
 
 

@@ -41,6 +41,7 @@ _EXPORTER_MODULES = (
     "edgebench.export.torch_export",
     "edgebench.export.onnx_export",
     "edgebench.export.tflite_export",
+    "edgebench.export.hls4ml_export",
 )
 
 

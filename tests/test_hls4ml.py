@@ -1,0 +1,241 @@
+"""hls4ml: fixed-point conversion, g++ C simulation with the right input layout, csynth report parsing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("hls4ml", reason="the 'fpga' extra (hls4ml) is not installed")
+if shutil.which("g++") is None:
+    pytest.skip("g++ not on PATH: hls4ml's C simulation needs it (apt-get install g++)", allow_module_level=True)
+
+from edgebench.backends.base import BackendSettings, get_backend  # noqa: E402
+from edgebench.errors import UnsupportedModelError  # noqa: E402
+from edgebench.export.hls4ml_export import Hls4mlExporter, check_supported  # noqa: E402
+from edgebench.export.hls4ml_report import parse_csynth_report, read_synthesis  # noqa: E402
+from edgebench.measure.job import Job, MeasureSettings  # noqa: E402
+from edgebench.measure.worker import execute  # noqa: E402
+from edgebench.targets import FPGASpec  # noqa: E402
+from edgebench.variants import QuantSpec  # noqa: E402
+
+FIXED = QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>")
+
+
+def three_channel_cnn() -> nn.Module:
+    """Conv/BN/ReLU/MaxPool/Linear on 3x8x8 with non-trivial BN statistics (so layout errors show)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 2 * 2, 10),
+    )
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_multichannel_layout_matches_pytorch(io_type: str, tmp_path: Path) -> None:
+    model = three_channel_cnn()
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    fpga = FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type=io_type, synthesize=io_type == "io_stream")
+    t0 = time.perf_counter()
+    artifact = Hls4mlExporter(fpga).export(model, FIXED, x, tmp_path / f"prj-{io_type}")
+    print(f"hls4ml {io_type} export (convert + g++ C-sim): {time.perf_counter() - t0:.2f} s")
+    meta = json.loads((artifact / "edgebench.json").read_text())
+    assert meta["input_layout"] == ("NCHW" if io_type == "io_parallel" else "NHWC")
+
+    session = get_backend("hls4ml").load(artifact, BackendSettings())
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    got = session.run(x)
+    err = np.abs(got - expected).max()
+    assert err < 0.06, f"fixed-point C simulation differs from PyTorch by {err}"
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.9
+    # the same data in the other layout is silently wrong: the check above is what catches it
+    wrong = session.run(np.ascontiguousarray(x.transpose(0, 1, 3, 2)))
+    assert np.abs(wrong - expected).max() > 5 * err
+
+    synthesis = read_synthesis(artifact)
+    assert synthesis["status"] == "not synthesised"
+    if io_type == "io_stream" and shutil.which("vitis_hls") is None:
+        assert synthesis["reason"] == "vitis_hls not on PATH"
+    elif io_type == "io_parallel":
+        assert "not requested" in synthesis["reason"]
+    assert "resources" not in synthesis  # no invented figures
+
+
+def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
+    from edgebench.data.digits import digits
+    from edgebench.models import create_model
+    from edgebench.train import evaluate, train
+    from edgebench.variants import TrainSpec
+
+    splits = digits(seed=0)
+    model = create_model("digits_cnn", num_classes=10, in_channels=1)
+    train(model, splits, TrainSpec(epochs=3))
+    model.eval()
+    fp32_acc = evaluate(model, splits.x_test, splits.y_test)
+
+    eval_path = tmp_path / "eval.npz"
+    np.savez(eval_path, x=splits.x_test, y=splits.y_test)
+    accuracies = {}
+    for width in ("ap_fixed<16,6>", "ap_fixed<5,2>"):
+        t0 = time.perf_counter()
+        artifact = Hls4mlExporter().export(model, QuantSpec(precision="fixed", fixed_point=width),
+                                           splits.x_train, tmp_path / f"digits-{width[9:-1].replace(',', '-')}")
+        print(f"hls4ml digits_cnn {width} export (convert + g++ C-sim): {time.perf_counter() - t0:.2f} s")
+        job = Job(job_id=width, variant_id="v", target="local-hls4ml-csim", backend="hls4ml", artifact=str(artifact),
+                  precision="fixed", eval_data=str(eval_path),
+                  measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05))
+        result = execute(job)
+        assert result.status == "ok", result.error
+        accuracies[width] = result.accuracy
+    print(f"digits accuracy fp32 {fp32_acc:.4f}, hls4ml {accuracies}")
+    assert fp32_acc > 0.8
+    assert abs(accuracies["ap_fixed<16,6>"] - fp32_acc) <= 0.02
+    assert accuracies["ap_fixed<5,2>"] < accuracies["ap_fixed<16,6>"]  # the width is really applied
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (nn.Conv2d(8, 8, 3, padding=1, groups=8), r"'1' \(Conv2d with groups=8, depthwise"),
+        (nn.AdaptiveAvgPool2d(1), r"'1' \(AdaptiveAvgPool2d\)"),
+        (nn.Hardswish(), r"'1' \(Hardswish\): use ReLU"),
+        (nn.SiLU(), r"'1' \(SiLU\)"),
+    ],
+)
+def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), layer, nn.Flatten(), nn.LazyLinear(10))
+    with pytest.raises(UnsupportedModelError, match=message):
+        check_supported(model)
+
+
+VITIS_CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
+<profile>
+  <ReportVersion>
+    <Version>2023.2</Version>
+  </ReportVersion>
+  <UserAssignments>
+    <unit>ns</unit>
+    <ProductFamily>zynquplus</ProductFamily>
+    <Part>xczu9eg-ffvb1156-2-e</Part>
+    <TopModelName>edgebench</TopModelName>
+    <TargetClockPeriod>5.00</TargetClockPeriod>
+    <ClockUncertainty>1.35</ClockUncertainty>
+    <FlowTarget>vivado</FlowTarget>
+  </UserAssignments>
+  <PerformanceEstimates>
+    <PipelineType>dataflow</PipelineType>
+    <SummaryOfTimingAnalysis>
+      <unit>ns</unit>
+      <EstimatedClockPeriod>3.650</EstimatedClockPeriod>
+    </SummaryOfTimingAnalysis>
+    <SummaryOfOverallLatency>
+      <unit>clock cycles</unit>
+      <Best-caseLatency>271</Best-caseLatency>
+      <Average-caseLatency>271</Average-caseLatency>
+      <Worst-caseLatency>273</Worst-caseLatency>
+      <Best-caseRealTimeLatency>1.355 us</Best-caseRealTimeLatency>
+      <Average-caseRealTimeLatency>1.355 us</Average-caseRealTimeLatency>
+      <Worst-caseRealTimeLatency>1.365 us</Worst-caseRealTimeLatency>
+      <Interval-min>97</Interval-min>
+      <Interval-max>98</Interval-max>
+      <DataflowPipelineThroughput>97</DataflowPipelineThroughput>
+    </SummaryOfOverallLatency>
+  </PerformanceEstimates>
+  <AreaEstimates>
+    <Resources>
+      <BRAM_18K>36</BRAM_18K>
+      <DSP>204</DSP>
+      <FF>41318</FF>
+      <LUT>68522</LUT>
+      <URAM>0</URAM>
+    </Resources>
+    <AvailableResources>
+      <BRAM_18K>1824</BRAM_18K>
+      <DSP>2520</DSP>
+      <FF>548160</FF>
+      <LUT>274080</LUT>
+      <URAM>0</URAM>
+    </AvailableResources>
+  </AreaEstimates>
+</profile>
+"""
+
+VIVADO_HLS_CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
+<profile>
+  <ReportVersion><Version>2020.1</Version></ReportVersion>
+  <UserAssignments>
+    <unit>ns</unit>
+    <ProductFamily>virtexuplus</ProductFamily>
+    <Part>xcu250-figd2104-2L-e</Part>
+    <TopModelName>edgebench</TopModelName>
+    <TargetClockPeriod>3.33</TargetClockPeriod>
+    <ClockUncertainty>0.42</ClockUncertainty>
+  </UserAssignments>
+  <PerformanceEstimates>
+    <SummaryOfTimingAnalysis><unit>ns</unit><EstimatedClockPeriod>2.913</EstimatedClockPeriod></SummaryOfTimingAnalysis>
+    <SummaryOfOverallLatency>
+      <unit>clock cycles</unit>
+      <Best-caseLatency>14</Best-caseLatency>
+      <Average-caseLatency>14</Average-caseLatency>
+      <Worst-caseLatency>14</Worst-caseLatency>
+      <Interval-min>1</Interval-min>
+      <Interval-max>1</Interval-max>
+    </SummaryOfOverallLatency>
+  </PerformanceEstimates>
+  <AreaEstimates>
+    <Resources><BRAM_18K>0</BRAM_18K><DSP48E>1890</DSP48E><FF>60712</FF><LUT>231455</LUT><URAM>0</URAM></Resources>
+    <AvailableResources>
+      <BRAM_18K>5376</BRAM_18K><DSP48E>12288</DSP48E><FF>3456000</FF><LUT>1728000</LUT><URAM>1280</URAM>
+    </AvailableResources>
+  </AreaEstimates>
+</profile>
+"""
+
+
+def test_parse_vitis_csynth_report(tmp_path: Path) -> None:
+    path = tmp_path / "edgebench_csynth.xml"
+    path.write_text(VITIS_CSYNTH)
+    report = parse_csynth_report(path)
+    assert (report.top, report.part, report.tool_version) == ("edgebench", "xczu9eg-ffvb1156-2-e", "2023.2")
+    assert (report.latency_cycles_best, report.latency_cycles_worst) == (271, 273)
+    assert report.latency_ns_best == pytest.approx(1355.0) and report.latency_ns_worst == pytest.approx(1365.0)
+    assert (report.interval_min, report.interval_max) == (97, 98)
+    assert report.target_clock_ns == 5.0 and report.estimated_clock_ns == pytest.approx(3.65)
+    assert report.resources == {"BRAM_18K": 36, "DSP": 204, "FF": 41318, "LUT": 68522, "URAM": 0}
+    assert report.utilisation_pct["LUT"] == pytest.approx(100 * 68522 / 274080)
+    assert report.utilisation_pct["DSP"] == pytest.approx(100 * 204 / 2520)
+    assert "URAM" not in report.utilisation_pct  # the part has none: no division by zero, no invented 0 %
+
+
+def test_parse_vivado_hls_csynth_report(tmp_path: Path) -> None:
+    path = tmp_path / "edgebench_csynth.xml"
+    path.write_text(VIVADO_HLS_CSYNTH)
+    report = parse_csynth_report(path)
+    assert report.resources["DSP"] == 1890 and report.available["DSP"] == 12288  # DSP48E column
+    assert report.latency_ns_worst == pytest.approx(14 * 3.33)  # no real-time field: cycles x target clock
+    assert report.interval_min == 1
+    assert report.utilisation_pct["BRAM_18K"] == 0.0
+
+
+@pytest.mark.hardware
+def test_synthesis_with_vitis_hls(tmp_path: Path) -> None:
+    if shutil.which("vitis_hls") is None:
+        pytest.skip("vitis_hls not on PATH: C synthesis needs AMD/Xilinx Vitis HLS")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
+    fpga = FPGASpec(part="xczu9eg-ffvb1156-2-e", synthesize=True)
+    artifact = Hls4mlExporter(fpga).export(model, FIXED, x, tmp_path / "synth")
+    record = read_synthesis(artifact)
+    assert record["status"] == "synthesised" and record["resources"]["LUT"] > 0
