@@ -42,7 +42,8 @@ def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
     run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
     assert sqlite_store.find_resumable_run("h1") == run_id
     assert sqlite_store.find_resumable_run("other") is None
-    sqlite_store.add_measurement(run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 1}, _ok_result("job-a", [5, 6, 7]), 10)
+    result = _ok_result("job-a", [5, 6, 7])
+    sqlite_store.add_measurement(run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 1}, result, 10)
     assert sqlite_store.done_job_keys(run_id) == {"job-a"}
     sqlite_store.finish_run(run_id)
     assert sqlite_store.find_resumable_run("h1") is None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import logging
 from pathlib import Path
 
 import matplotlib
@@ -11,12 +9,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from edgebench.report.plots import save
-from edgebench.report.tables import fmt_cell
+from edgebench.report.page import esc, write_page
 from edgebench.store import Store
 from edgebench.store.history import history_frame, series_change_points
 from edgebench.store.metrics import get_metric
-
-log = logging.getLogger(__name__)
 
 
 def history_figure(hist: pd.DataFrame, changes: pd.DataFrame, metric: str) -> Figure:
@@ -36,6 +32,8 @@ def history_figure(hist: pd.DataFrame, changes: pd.DataFrame, metric: str) -> Fi
         marks = changes[changes["context"] == context].merge(part, on=["label", "position"])
         for verdict, marker, color in (("regression", "^", "crimson"), ("improvement", "v", "seagreen")):
             sel = marks[marks["verdict"] == verdict]
+            if sel.empty:
+                continue
             ax.scatter(sel["position"], sel["value"], marker=marker, s=120, color=color, zorder=5, label=f"change: {verdict}")
         ax.set_xticks(runs["position"], runs["run_label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(m.label)
@@ -69,20 +67,11 @@ def render_history(
         )
     runs = hist.drop_duplicates("position").sort_values("position")
     run_list = "".join(
-        f"<li>{html.escape(str(r.run_label))}: <code>{html.escape(r.run_id)}</code> ({html.escape(fmt_cell(r.run_started_at))})</li>"
-        for r in runs.itertuples()
+        f"<li>{esc(r.run_label)}: <code>{esc(r.run_id)}</code> ({esc(r.run_started_at)})</li>" for r in runs.itertuples()
     )
-    page = (
-        "<!doctype html><html><head><meta charset=utf-8><title>edgebench history</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px}img{max-width:100%}"
-        "</style></head><body>"
-        f"<h1>History of {html.escape(get_metric(metric).label)} over tagged runs</h1>"
+    body = (
         '<p><a href="index.html">back to the run report</a></p>'
         f'<img src="{png}" alt="history"><h2>Detected change points</h2>{table}'
-        f"<h2>Runs</h2><ol start=0>{run_list}</ol></body></html>"
+        f"<h2>Runs</h2><ol start=0>{run_list}</ol>"
     )
-    path = out_dir / "history.html"
-    path.write_text(page, encoding="utf-8")
-    log.info("history page written to %s", path)
-    return path
+    return write_page(out_dir / "history.html", f"History of {get_metric(metric).label} over tagged runs", body)

@@ -5,8 +5,6 @@ Re-rendering reads only the store, so ``edgebench report`` works on any stored r
 
 from __future__ import annotations
 
-import html
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import pandas as pd
 
 from edgebench.report import plots
 from edgebench.report.history_page import render_history
+from edgebench.report.page import esc, table_html, write_page
 from edgebench.report.tables import (
     best_under_budget,
     context_titles,
@@ -27,28 +26,7 @@ from edgebench.report.tables import (
 from edgebench.store import Store
 from edgebench.store.metrics import METRICS, Metric, get_metric
 
-log = logging.getLogger(__name__)
-
 DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("latency", "accuracy"), ("size", "accuracy"), ("macs", "accuracy"))
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
-h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0} th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
-th{background:#f3f3f3;cursor:pointer;position:sticky;top:0} td.l,th.l{text-align:left}
-tr.pareto td{background:#fff4e5;font-weight:600} tr:hover td{background:#eef5ff}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-size:13px}
-.ctx{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em}
-.err{color:#a00;font-family:monospace;text-align:left;white-space:pre-wrap}
-"""
-# click a header to sort (numbers numerically, '—' last); inline so the page works offline
-_SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
- const tb=th.closest('table').tBodies[0], rows=[...tb.rows], asc=th.dataset.asc!=='1'; th.dataset.asc=asc?'1':'0';
- const key=r=>{const t=r.cells[i].innerText.replace(/,/g,''); const n=parseFloat(t); return isNaN(n)?t:n};
- rows.sort((a,b)=>{const x=key(a),y=key(b); if(x==='—')return 1; if(y==='—')return -1;
-  return (x<y?-1:x>y?1:0)*(asc?1:-1)}); rows.forEach(r=>tb.appendChild(r));}));
-"""
 
 _TABLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("accuracy", "accuracy", 1.0),
@@ -80,12 +58,8 @@ def resolve_objectives(objectives: Sequence[tuple[str, str]] | None) -> list[tup
     return pairs
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value))
-
-
 def _kv_table(items: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><th class=l>{_esc(k)}</th><td class=l>{_esc(fmt_cell(v))}</td></tr>" for k, v in items.items())
+    rows = "".join(f"<tr><th class=l>{esc(k)}</th><td class=l>{esc(fmt_cell(v))}</td></tr>" for k, v in items.items())
     return f"<table>{rows}</table>"
 
 
@@ -135,7 +109,6 @@ def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
 
 def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
     """Every measured variant, Pareto-optimal rows highlighted; headers sort on click."""
-    head = "".join(f"<th>{_esc(name)}</th>" for _, name, _ in _TABLE_COLUMNS)
     titles = context_titles(ok)
     body = []
     for idx, row in ok.sort_values(["target", "backend", "p50_ms"]).iterrows():
@@ -145,33 +118,28 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             text = fmt_cell(value * scale if isinstance(value, int | float) else value)
             if column == "energy_j_per_inference" and str(row["energy_source"]).startswith("estimated"):
                 text += " (estimated)"
-            cells.append(f"<td>{_esc(text)}</td>")
+            cells.append(f"<td>{esc(text)}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
         body.append(
-            f"<tr{cls}><td class=l>{_esc(row['label'])}</td><td class=l><code>{_esc(row['variant_id'])}</code></td>"
-            f"<td class=l>{_esc(titles[idx])}</td>{''.join(cells)}<td class=l>{_esc(marks or '—')}</td></tr>"
+            f"<tr{cls}><td class=l>{esc(row['label'])}</td><td class=l><code>{esc(row['variant_id'])}</code></td>"
+            f"<td class=l>{esc(titles[idx])}</td>{''.join(cells)}<td class=l>{esc(marks or '—')}</td></tr>"
         )
-    return (
-        "<table class=sortable><thead><tr><th class=l>variant</th><th class=l>id</th><th class=l>target</th>"
-        f"{head}<th class=l>Pareto-optimal for</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
-    )
+    headers = ["variant", "id", "target", *(name for _, name, _ in _TABLE_COLUMNS), "Pareto-optimal for"]
+    return table_html(headers, body, left=3, sortable=True)
 
 
 def failed_table(failed: pd.DataFrame) -> str:
     """Failed jobs with their error messages."""
     if failed.empty:
         return "<p>No job failed.</p>"
-    rows = "".join(
-        f"<tr><td class=l>{_esc(r['label'] or r['variant_id'])}</td><td class=l>{_esc(r['target'])}</td>"
-        f"<td class=l>{_esc(r['backend'])}</td><td class=l><code>{_esc(r['job_key'])}</code></td>"
-        f"<td class=err>{_esc(r['error'] or 'no error text')}</td></tr>"
+    rows = [
+        f"<tr><td class=l>{esc(r['label'] or r['variant_id'])}</td><td class=l>{esc(r['target'])}</td>"
+        f"<td class=l>{esc(r['backend'])}</td><td class=l><code>{esc(r['job_key'])}</code></td>"
+        f"<td class=err>{esc(r['error'] or 'no error text')}</td></tr>"
         for _, r in failed.iterrows()
-    )
-    return (
-        "<table><thead><tr><th class=l>variant</th><th class=l>target</th><th class=l>backend</th>"
-        f"<th class=l>job</th><th class=l>error</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
+    ]
+    return table_html(["variant", "target", "backend", "job", "error"], rows, left=5)
 
 
 def _frame_html(df: pd.DataFrame) -> str:
@@ -231,7 +199,7 @@ def render_report(
         sections.append(
             "<h2>Trade-offs per target</h2><p class=muted>One series per pruning criterion / precision; "
             "Pareto-optimal points are ringed in red and joined by the dashed front.</p>"
-            + "".join(f'<img src="{_esc(f)}" alt="{_esc(f)}">' for f in figs)
+            + "".join(f'<img src="{esc(f)}" alt="{esc(f)}">' for f in figs)
         )
         sections.append(f"<h2>Best variant under a budget, across targets</h2>{_budget_section(ok, budgets)}")
         speed = plots.speedup_figure(with_speedup(ok))
@@ -247,12 +215,5 @@ def render_report(
     if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"]) is not None:
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
-    title = f"edgebench report — {run['name']} ({run['id']})"
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{_esc(title)}</title><style>{_CSS}</style></head>"
-        f"<body><h1>{_esc(title)}</h1>{''.join(sections)}<script>{_SORT_JS}</script></body></html>"
-    )
-    index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    log.info("report written to %s", index)
+    index = write_page(out_dir / "index.html", f"edgebench report — {run['name']} ({run['id']})", "".join(sections))
     return index

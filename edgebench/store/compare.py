@@ -139,7 +139,9 @@ def _pct(est: Estimate) -> tuple[float, float, float]:
     return (est.ratio - 1) * 100, (est.ci_low - 1) * 100, (est.ci_high - 1) * 100
 
 
-def _from_estimate(metric: str, a: float | None, b: float | None, est: Estimate, effect: float, alpha: float, method: str) -> MetricChange:
+def _from_estimate(
+    metric: str, a: float | None, b: float | None, est: Estimate, effect: float, alpha: float, method: str
+) -> MetricChange:
     higher = get_metric(metric).direction == "max"
     change, lo, hi = _pct(est)
     confidence = None if est.p_value is None else 1 - est.p_value

@@ -112,7 +112,9 @@ def _floor(samples: np.ndarray) -> float | None:
     return float(np.quantile(samples, FLOOR_QUANTILE)) if len(samples) else None
 
 
-def series_change_points(store: Store, hist: pd.DataFrame, metric: str = "latency", min_effect_pct: float | None = None) -> pd.DataFrame:
+def series_change_points(
+    store: Store, hist: pd.DataFrame, metric: str = "latency", min_effect_pct: float | None = None
+) -> pd.DataFrame:
     """Detected change points per (variant, context) of a :func:`history_frame` table."""
     m = get_metric(metric)
     effect = min_effect_pct if min_effect_pct is not None else DEFAULT_MIN_EFFECT.get(m.name, 5.0)

@@ -72,7 +72,8 @@ def export_runs(
             for mid in table.get("id", [])
             if len(s := store.samples(int(mid)))
         ]
-        long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["measurement_id", "iteration", "latency_ns"])
+        empty = pd.DataFrame(columns=["measurement_id", "iteration", "latency_ns"])
+        long = pd.concat(parts, ignore_index=True) if parts else empty
         samples_path = out.with_name(f"{out.stem}.samples{out.suffix or '.' + fmt}")
         _write(long, samples_path, fmt)
         written.append(samples_path)
