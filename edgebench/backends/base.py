@@ -67,6 +67,9 @@ _BACKEND_MODULES = (
     "edgebench.backends.onnxruntime_backend",
     "edgebench.backends.litert_backend",
     "edgebench.backends.hls4ml_backend",
+    "edgebench.backends.torch_cuda_backend",
+    "edgebench.backends.onnxruntime_cuda_backend",
+    "edgebench.backends.tensorrt_backend",
 )
 
 

@@ -42,6 +42,7 @@ _EXPORTER_MODULES = (
     "edgebench.export.onnx_export",
     "edgebench.export.tflite_export",
     "edgebench.export.hls4ml_export",
+    "edgebench.export.tensorrt_export",
 )
 
 

@@ -1,0 +1,127 @@
+"""Target files: every shipped file validates, wrong fields are named, availability reasons are specific."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgebench.cli_targets import register
+from edgebench.doctor import components, target_statuses
+from edgebench.errors import ConfigError
+from edgebench.targets import (
+    REPO_TARGETS_DIR,
+    SSHSpec,
+    TargetSpec,
+    get_target,
+    list_targets,
+    load_target_file,
+    target_unavailable_reason,
+)
+
+SHIPPED = {
+    "local-cpu", "local-cuda", "local-litert", "local-hls4ml-csim", "zcu102", "alveo-u250",
+    "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx", "jetson-nano", "rpi5",
+}
+
+
+def test_every_shipped_target_validates() -> None:
+    files = {p.stem: p for p in REPO_TARGETS_DIR.glob("*.yaml")}
+    assert SHIPPED <= set(files)
+    for name, path in files.items():
+        spec = load_target_file(path)
+        assert spec.name == name
+        if spec.kind == "ssh":
+            assert spec.ssh is not None and spec.ssh.host
+        if "hls4ml" in spec.backends:
+            assert spec.fpga is not None and spec.precisions == ["fixed"]
+    assert get_target("zcu102").fpga.part == "xczu9eg-ffvb1156-2-e"  # type: ignore[union-attr]
+    assert get_target("zcu102").fpga.hls_tool == "vitis_hls"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("backends: [onnxruntime]\nthreds: 2\n", "threds: unknown field"),
+        ("kind: ssh\nbackends: [onnxruntime]\nssh: {host: h, prot: 22}\n", "ssh.prot: unknown field"),
+        ("kind: ssh\nbackends: [onnxruntime]\n", "needs an 'ssh:' block"),
+        ("backends: [hls4ml]\n", "needs an 'fpga:' block"),
+        ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'float'}\n", "ap_fixed<16,6>"),
+        ("backends: [hls4ml]\nfpga: {part: x, io_type: io_serial}\n", "fpga.io_type"),
+        ("backends: []\n", "backends"),
+    ],
+)
+def test_wrong_fields_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_target_file(path)
+    assert needle in str(info.value) and str(path) in str(info.value)
+
+
+def test_user_target_dir_wins(tmp_path: Path) -> None:
+    (tmp_path / "my-board.yaml").write_text("backends: [onnxruntime]\nthreads: 4\n")
+    assert "my-board" in list_targets(tmp_path)
+    assert get_target("my-board", tmp_path).threads == 4
+    with pytest.raises(ConfigError, match="unknown target 'nope'.*my-board"):
+        get_target("nope", tmp_path)
+
+
+def test_local_reasons() -> None:
+    assert target_unavailable_reason(get_target("local-cpu")) is None
+    reason = target_unavailable_reason(get_target("zcu102"))
+    if shutil.which("vitis_hls") is None:
+        assert reason is not None and "vitis_hls not on PATH" in reason and "local-hls4ml-csim" in reason
+    unknown = TargetSpec(name="x", backends=["onnxruntime", "no_such_runtime"])
+    assert "no_such_runtime" in (target_unavailable_reason(unknown) or "")
+
+
+def test_ssh_reachability() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        up = TargetSpec(name="up", kind="ssh", backends=["onnxruntime"], ssh=SSHSpec(host="127.0.0.1", port=port))
+        assert target_unavailable_reason(up) is None
+        missing_key = up.model_copy(update={"ssh": up.ssh.model_copy(update={"key_file": "/nonexistent/key"})})
+        assert "key_file /nonexistent/key does not exist" in (target_unavailable_reason(missing_key) or "")
+    down = target_unavailable_reason(up, connect_timeout_s=0.5)  # the listener is closed now
+    assert down is not None and f"127.0.0.1:{port} unreachable" in down
+    rpi = target_unavailable_reason(get_target("rpi5"), connect_timeout_s=0.5)
+    assert rpi is not None and "rpi5.local:22 unreachable" in rpi
+
+
+def test_doctor_lists_components_and_needs() -> None:
+    found = {c.name: c for c in components()}
+    assert found["torch"].present and found["onnxruntime"].present
+    assert found["tensorrt"].install_hint and found["paramiko"].extra == "remote"
+    statuses = {s.name: s for s in target_statuses()}
+    assert SHIPPED <= set(statuses)
+    assert statuses["local-cpu"].available
+    assert statuses["zcu102"].needs == ["hls4ml", "g++", "vitis_hls"]
+    assert statuses["jetson-nano"].needs == ["paramiko"]
+    if shutil.which("vitis_hls") is None:
+        assert "vitis_hls" in statuses["zcu102"].missing
+
+
+def test_cli_commands() -> None:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    register(app)
+    runner = CliRunner()
+    result = runner.invoke(app, ["targets"])
+    assert result.exit_code == 0, result.output
+    for name in ("local-cpu", "zcu102", "rpi5"):
+        assert name in result.output
+    assert "unavailable" in result.output and "available" in result.output
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "packages and tools" in result.output and "hls4ml" in result.output
