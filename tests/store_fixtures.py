@@ -36,10 +36,11 @@ BASE_PARAMS = 20_000
 MACHINE = {
     "hostname": "testhost",
     "cpu_model": "Synthetic CPU @ 2.0GHz",
-    "cores": 2,
+    "cpu_cores_logical": 2,
+    "governor": "performance",
     "ram_gb": 8.0,
     "os": "Linux",
-    "libraries": {"onnxruntime": "1.20.0", "torch": "2.13.0"},
+    "packages": {"onnxruntime": "1.20.0", "torch": "2.13.0"},
     "edgebench_commit": "abc1234",
 }
 

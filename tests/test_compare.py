@@ -89,12 +89,13 @@ def test_size_and_accuracy_thresholds(sqlite_store: Store) -> None:  # noqa: F81
 
 def test_context_mismatches_are_flagged(sqlite_store: Store) -> None:  # noqa: F811
     base = fill_run(sqlite_store, seed=1)
-    other_machine = {**MACHINE, "cpu_model": "Other CPU", "libraries": {"onnxruntime": "1.21.0", "torch": "2.13.0"}}
+    other_machine = {**MACHINE, "cpu_model": "Other CPU", "packages": {"onnxruntime": "1.21.0", "torch": "2.13.0"}}
     cand = fill_run(sqlite_store, seed=2, machine=other_machine, threads=2)
     cmp = compare_runs(sqlite_store, base, cand)
     assert cmp.results == []  # thread counts differ: nothing is silently compared
     assert any("cpu_model" in w and "Other CPU" in w for w in cmp.warnings)
     assert any("onnxruntime" in w and "1.21.0" in w for w in cmp.warnings)
+    assert not any("torch" in w for w in cmp.warnings)  # unchanged versions are not flagged
     assert cmp.unmatched and all("threads 1 -> 2" in u for u in cmp.unmatched)
     assert "Context differences" in to_markdown(cmp)
 

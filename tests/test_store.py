@@ -181,3 +181,12 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
 def test_bad_url_is_one_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot open store"):
         Store.open("nosuchdialect://x/y")
+
+
+def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:  # noqa: F811
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    failed = JobResult(job_id="j", status="failed", error=None).model_dump()
+    sqlite_store.add_measurement(run_id, "j", "abc123", "t", "b", {}, failed, None)
+    row = sqlite_store.measurements(run_id).iloc[0]
+    assert row["label"] == "abc123" and row["n_samples"] == 0 and row["status"] == "failed"
+    assert sqlite_store.samples(int(row["id"])).size == 0

@@ -134,9 +134,9 @@ def failed_table(failed: pd.DataFrame) -> str:
     if failed.empty:
         return "<p>No job failed.</p>"
     rows = [
-        f"<tr><td class=l>{esc(r['label'] or r['variant_id'])}</td><td class=l>{esc(r['target'])}</td>"
+        f"<tr><td class=l>{esc(r['label'])}</td><td class=l>{esc(r['target'])}</td>"
         f"<td class=l>{esc(r['backend'])}</td><td class=l><code>{esc(r['job_key'])}</code></td>"
-        f"<td class=err>{esc(r['error'] or 'no error text')}</td></tr>"
+        f"<td class=err>{esc(r['error'] if isinstance(r['error'], str) else 'no error text')}</td></tr>"
         for _, r in failed.iterrows()
     ]
     return table_html(["variant", "target", "backend", "job", "error"], rows, left=5)

@@ -36,7 +36,7 @@ DEFAULT_MIN_EFFECT: dict[str, float] = {
 COMPARED = tuple(DEFAULT_MIN_EFFECT)
 #: the quantile whose ratio decides latency verdicts: robust to contention bursts on shared machines
 FLOOR_QUANTILE = 0.1
-_MACHINE_KEYS = ("cpu_model", "cores", "hostname", "os", "power_mode")
+_MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
 _SETTING_KEYS = ("threads", "batch_size", "scenario", "settings_precision")
 
 
@@ -245,7 +245,7 @@ def _dict_diff(what: str, a: Mapping[str, Any], b: Mapping[str, Any], keys: tupl
 
 
 def _flat_versions(machine: Mapping[str, Any]) -> dict[str, Any]:
-    libs = machine.get("libraries") or machine.get("versions") or {}
+    libs = machine.get("packages") or {}
     return dict(libs) if isinstance(libs, Mapping) else {}
 
 

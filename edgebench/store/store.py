@@ -378,6 +378,7 @@ class Store:
         flat = pd.DataFrame([_flatten_spec(s) for s in df["spec"]], index=df.index)
         df = pd.concat([df, flat], axis=1)
         df["precision"] = df["precision"].fillna(df["settings_precision"])
+        df["label"] = df["label"].fillna(df["variant_id"])  # a result whose variant was never upserted
         return df[columns]
 
     def samples(self, measurement_id: int) -> np.ndarray:
