@@ -30,11 +30,14 @@ def fmt_confidence(c: MetricChange) -> str:
 def _row(label: str, context: str, c: MetricChange) -> str:
     return (
         f"| {_ICON[c.verdict]} {c.verdict} | {label} | {context} | {c.metric} | {fmt_change(c)} | "
-        f"{fmt_confidence(c)} | {c.min_effect:g}{' pp' if c.metric == 'accuracy' else '%'} |"
+        f"{fmt_confidence(c)} | {c.min_effect:g}{' pp' if c.metric == 'accuracy' else '%'} | {c.note} |"
     )
 
 
-_HEADER = "| verdict | variant | target | metric | change [CI] | confidence | min effect |\n|---|---|---|---|---|---|---|"
+_HEADER = (
+    "| verdict | variant | target | metric | change [CI] | confidence | min effect | note |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
 
 
 def to_markdown(cmp: Comparison) -> str:
