@@ -121,7 +121,8 @@ def test_ina3221_sysfs_both_driver_generations(tmp_path: Path) -> None:
 
     # L4T 35/36 (Orin Nano): hwmon with labels, mV and mA
     hwmon = tmp_path / "l4t35" / "ina3221" / "1-0040" / "hwmon" / "hwmon3"
-    for ch, (label, mv, ma) in enumerate([("VDD_IN", 5000, 960), ("VDD_CPU_GPU_CV", 5000, 96), ("VDD_SOC", 5000, 288)], 1):
+    channels = [("VDD_IN", 5000, 960), ("VDD_CPU_GPU_CV", 5000, 96), ("VDD_SOC", 5000, 288)]
+    for ch, (label, mv, ma) in enumerate(channels, 1):
         _write(hwmon / f"in{ch}_label", label)
         _write(hwmon / f"in{ch}_input", str(mv))
         _write(hwmon / f"curr{ch}_input", str(ma))

@@ -23,6 +23,15 @@ from edgebench.backends.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.errors import ArtifactError
 
 
+def hls4ml_unavailable_reason() -> str | None:
+    """Why hls4ml projects cannot be built and C-simulated here (hls4ml or g++ missing), or None."""
+    if importlib.util.find_spec("hls4ml") is None:
+        return "hls4ml is not installed (extra 'fpga')"
+    if shutil.which("g++") is None:
+        return "g++ not on PATH: hls4ml's C simulation is compiled with it (apt-get install g++)"
+    return None
+
+
 def to_hls_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """NCHW batch -> the float32 C-contiguous layout the project was built for (NCHW or NHWC)."""
     if layout == "NHWC" and x.ndim == 4:
@@ -57,11 +66,7 @@ class Hls4mlBackend(Backend):
     extra = "fpga"
 
     def available(self) -> str | None:
-        if importlib.util.find_spec("hls4ml") is None:
-            return "hls4ml is not installed (extra 'fpga')"
-        if shutil.which("g++") is None:
-            return "g++ not on PATH: hls4ml's C simulation is compiled with it (apt-get install g++)"
-        return None
+        return hls4ml_unavailable_reason()
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         meta_path = artifact / "edgebench.json"

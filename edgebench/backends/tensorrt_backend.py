@@ -10,7 +10,6 @@ harness's clock brackets the GPU work. TensorRT >= 8.5 uses the named-tensor API
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.backends.base import BACKENDS, Backend, BackendSettings, Session
-from edgebench.backends.torch_cuda_backend import cuda_unavailable_reason, torch_device
+from edgebench.backends.torch_cuda_backend import torch_device
 from edgebench.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -97,9 +96,9 @@ class TensorRTBackend(Backend):
     extra = "cuda"
 
     def available(self) -> str | None:
-        if importlib.util.find_spec("tensorrt") is None:
-            return "tensorrt is not installed (pip install tensorrt on an x86-64 CUDA machine; JetPack on Jetson)"
-        return cuda_unavailable_reason()
+        from edgebench.export.tensorrt_export import tensorrt_unavailable_reason
+
+        return tensorrt_unavailable_reason()
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         from edgebench.export.tensorrt_export import build_engine, import_tensorrt

@@ -13,7 +13,6 @@ wrong outputs as soon as there is more than one channel.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ import numpy as np
 from torch import nn
 
 from edgebench.backends.base import MissingExtraError
+from edgebench.backends.hls4ml_backend import hls4ml_unavailable_reason
 from edgebench.errors import UnsupportedModelError
 from edgebench.export.base import EXPORTERS, Exporter
 from edgebench.export.hls4ml_report import find_csynth_report, parse_csynth_report, write_synthesis
@@ -110,11 +110,7 @@ class Hls4mlExporter(Exporter):
         self.fpga = fpga or DEFAULT_FPGA
 
     def available(self) -> str | None:
-        if importlib.util.find_spec("hls4ml") is None:
-            return "hls4ml is not installed (extra 'fpga')"
-        if shutil.which("g++") is None:
-            return "g++ not on PATH: hls4ml compiles its C simulation with it (apt-get install g++)"
-        return None
+        return hls4ml_unavailable_reason()
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         hls4ml = _import_hls4ml()

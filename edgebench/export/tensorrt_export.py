@@ -41,6 +41,15 @@ def import_tensorrt() -> Any:
     return tensorrt
 
 
+def tensorrt_unavailable_reason() -> str | None:
+    """Why engines cannot be built or run here (no tensorrt, no CUDA torch, no GPU), or None."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed (pip install tensorrt on an x86-64 CUDA machine; JetPack on Jetson)"
+    from edgebench.backends.torch_cuda_backend import cuda_unavailable_reason
+
+    return cuda_unavailable_reason()
+
+
 def onnx_has_qdq(onnx_path: Path) -> bool:
     """Whether the ONNX graph is explicitly quantized (QuantizeLinear/DequantizeLinear nodes)."""
     import onnx
@@ -87,8 +96,8 @@ def build_engine(onnx_path: Path, precision: str, calibration: np.ndarray | None
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    explicit = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(explicit)
+    trt10 = int(trt.__version__.split(".")[0]) >= 10  # explicit batch is the only mode from 10 on
+    network = builder.create_network(0 if trt10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -134,11 +143,7 @@ class TensorRTExporter(Exporter):
     suffix = ".engine"
 
     def available(self) -> str | None:
-        if importlib.util.find_spec("tensorrt") is None:
-            return "tensorrt is not installed (pip install tensorrt on an x86-64 CUDA machine; JetPack on Jetson)"
-        from edgebench.backends.torch_cuda_backend import cuda_unavailable_reason
-
-        return cuda_unavailable_reason()
+        return tensorrt_unavailable_reason()
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         import torch

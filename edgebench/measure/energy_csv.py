@@ -24,8 +24,13 @@ def _parse_time(value: str) -> float:
         return datetime.fromisoformat(value.strip()).timestamp()
 
 
-def read_power_csv(path: Path, time_column: str = "timestamp", power_column: str | None = "power_w",
-                   voltage_column: str | None = None, current_column: str | None = None) -> tuple[list[float], list[float]]:
+def read_power_csv(
+    path: Path,
+    time_column: str = "timestamp",
+    power_column: str | None = "power_w",
+    voltage_column: str | None = None,
+    current_column: str | None = None,
+) -> tuple[list[float], list[float]]:
     """(unix seconds, watts) from a meter log; power is a column or voltage x current."""
     times, watts = [], []
     with path.open(newline="") as fh:

@@ -33,5 +33,6 @@ class TdpUtilisationEstimate(EnergyMeter):
         seconds = time.perf_counter() - self._wall0
         utilisation = min(1.0, (time.process_time() - self._cpu0) / max(seconds * self.cores, 1e-9))
         joules = (self.idle_w + (self.tdp_w - self.idle_w) * utilisation) * seconds
-        note = f"model: TDP {self.tdp_w:g} W, idle {self.idle_w:g} W, CPU utilisation {utilisation:.2f} of {self.cores} cores"
+        note = (f"model: TDP {self.tdp_w:g} W, idle {self.idle_w:g} W, "
+                f"CPU utilisation {utilisation:.2f} of {self.cores} cores")
         return EnergyReading(joules=joules, seconds=seconds, source=self.source, note=note)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import posixpath
 import shlex
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,7 +119,7 @@ def _exec(client: Any, command: str, timeout_s: float) -> tuple[int | None, str,
             time.sleep(0.05)
         return channel.recv_exit_status(), stdout.read().decode(errors="replace"), stderr.read().decode(
             errors="replace")
-    except (OSError, EOFError, socket.timeout, _import_paramiko().SSHException) as exc:
+    except (OSError, EOFError, _import_paramiko().SSHException) as exc:  # socket.timeout is an OSError
         raise _Dropped(f"connection lost while running a command: {exc}") from exc
 
 
