@@ -93,7 +93,8 @@ def _print_summary(outcome: Any) -> None:
     ok = df[df["status"] == "ok"].copy()
     table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
     for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
-        table.add_column(col, justify="right" if col not in ("target", "backend", "variant") else "left")
+        numeric = col not in ("target", "backend", "variant")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for target, group in ok.groupby("target"):
         mask = pareto_mask(group, ["accuracy", "p50_ms"], ["max", "min"])
         for _, row in group[mask].sort_values("p50_ms").iterrows():
@@ -180,3 +181,14 @@ def bench(
     console.print(table)
     if input_shape is None:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
+
+
+def _register_subcommands() -> None:
+    """Commands that live beside their subsystems (targets/doctor, store/report/compare)."""
+    from edgebench import cli_store, cli_targets
+
+    cli_targets.register(app)
+    cli_store.register(app)
+
+
+_register_subcommands()
