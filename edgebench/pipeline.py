@@ -28,7 +28,7 @@ from edgebench.measure.worker import run_isolated
 from edgebench.plan import PlannedJob, plan_fp32_variants, quantized
 from edgebench.prune import BuiltModel, build_fp32_model
 from edgebench.store import Store
-from edgebench.targets import TargetSpec, get_target
+from edgebench.targets import TargetSpec, get_target, target_unavailable_reason
 from edgebench.variants import VariantSpec, spec_hash
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,17 @@ def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int,
 def plan_jobs(
     exp: Experiment, fp32: dict[str, tuple[VariantSpec, BuiltModel]], targets: list[TargetSpec]
 ) -> tuple[list[PlannedJob], list[str]]:
-    """Every (variant x precision, target, backend) a backend can run; plus the combinations it cannot."""
+    """Every (variant x precision, target, backend) that can run here; plus what cannot, and why.
+
+    An unavailable target or backend (a missing extra, no GPU, an unreachable host) is reported, not
+    failed: the default experiment lists targets whose extras a lean install does not have.
+    """
     jobs, unsupported = [], []
     for target in targets:
+        reason = target_unavailable_reason(target)
+        if reason:
+            unsupported.append(f"target {target.name}: {reason}")
+            continue
         for backend_name in target.backends:
             backend = get_backend(backend_name)
             fmt = backend.formats[0]
