@@ -1,0 +1,32 @@
+"""Shared by the pruning scripts: export a model to ONNX (fp32 or int8 QDQ) and time it in ONNX Runtime
+through edgebench's own exporter, backend session and timed harness (no separate timing code)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgebench.backends.onnxruntime_backend import OnnxRuntimeSession, create_ort_session
+from edgebench.export.onnx_export import export_fp32_onnx, quantize_int8_static
+from edgebench.measure.harness import time_session
+from edgebench.measure.job import MeasureSettings
+
+SETTINGS = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=1.0, max_time_s=10.0)
+
+
+def ort_p50_ms(model: nn.Module, calibration: np.ndarray, threads: int = 1, int8: bool = False) -> float:
+    """Median single-stream (batch 1) latency in ms of ``model`` exported to ONNX and run by ORT CPU."""
+    example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fp32.onnx"
+        export_fp32_onnx(model.eval(), example, path)
+        if int8:
+            quantize_int8_static(path, Path(tmp) / "int8.onnx", calibration)
+            path = Path(tmp) / "int8.onnx"
+        session = OnnxRuntimeSession(create_ort_session(path, threads, ["CPUExecutionProvider"]))
+        timing = time_session(session, example.numpy(), SETTINGS)
+    return float(np.median(timing.samples_ns)) / 1e6
