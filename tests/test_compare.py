@@ -139,3 +139,11 @@ def test_quantile_ratio_ci_covers_truth() -> None:
         est = quantile_ratio(a, b, q=0.5, confidence=0.95, seed=i)
         covered += est.ci_low <= 1.05 <= est.ci_high
     assert covered >= 88  # nominal 95 %, binomial slack for 100 trials
+
+
+def test_floor_quantile_keeps_enough_samples_below_it() -> None:
+    from edgebench.store.compare import FLOOR_MIN_SAMPLES, FLOOR_QUANTILE, floor_quantile_for
+
+    assert floor_quantile_for(100_000) == FLOOR_QUANTILE
+    assert floor_quantile_for(200) * 200 == pytest.approx(FLOOR_MIN_SAMPLES)
+    assert floor_quantile_for(3) == 0.5

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from edgebench.store.compare import DEFAULT_MIN_EFFECT, FLOOR_QUANTILE
+from edgebench.store.compare import DEFAULT_MIN_EFFECT, floor_quantile_for
 from edgebench.store.metrics import get_metric
 from edgebench.store.store import Store
 
@@ -109,7 +109,7 @@ def _segment(
 
 
 def _floor(samples: np.ndarray) -> float | None:
-    return float(np.quantile(samples, FLOOR_QUANTILE)) if len(samples) else None
+    return float(np.quantile(samples, floor_quantile_for(len(samples)))) if len(samples) else None
 
 
 def series_change_points(
