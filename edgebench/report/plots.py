@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from edgebench.report.pareto import pareto_mask
 from edgebench.store.metrics import Metric
@@ -51,6 +52,9 @@ def _axis_scale(ax: Axes, values: np.ndarray, axis: str) -> None:
     finite = values[np.isfinite(values) & (values > 0)]
     if len(finite) and finite.max() / finite.min() > 20:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 0.1, 1, 10 rather than 10^-1...
+        target.set_minor_formatter(NullFormatter())
 
 
 def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
