@@ -72,6 +72,13 @@ def compare(
     ] = None,
     alpha: Annotated[float, typer.Option(min=1e-6, max=0.5, help="significance level of the tests")] = 0.01,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the output to this file")] = None,
+    repeats: Annotated[
+        bool,
+        typer.Option(
+            "--repeats",
+            help="a tag names all its runs; per result the least-disturbed repeat is compared (noisy machines)",
+        ),
+    ] = False,
 ) -> None:
     """Compare two runs; exit code 1 when any metric regressed, 0 otherwise."""
     from edgebench.store.compare import compare_runs, parse_min_effects
@@ -79,7 +86,7 @@ def compare(
 
     effects = parse_min_effects(min_effect)
     with open_store(store) as st:
-        cmp = compare_runs(st, baseline, candidate, effects, alpha)
+        cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats)
     if fmt == "json":
         text = json.dumps(cmp.to_json(), indent=2, allow_nan=False)
         console.print_json(text)

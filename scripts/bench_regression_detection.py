@@ -12,7 +12,8 @@ order so slow machine drift hits all of them alike:
 Prints the false-alarm rate and the detection rate of the p50 latency decision
 under the default minimum effect (and of any latency metric: p50, p99, throughput).
 
-    python scripts/bench_regression_detection.py --pairs 100
+    python scripts/bench_regression_detection.py --pairs 100            # one run per side
+    python scripts/bench_regression_detection.py --pairs 100 --repeats 2  # best of two runs per side
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=1.0, help="timed seconds per run")
     parser.add_argument("--slowdown", type=float, default=0.10, help="injected slowdown of B as a fraction")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="runs per side of each comparison (compare --repeats keeps the least-disturbed one)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from edgebench.store import Store
@@ -91,19 +96,17 @@ def main() -> None:
         calib = np.median(pool.apply(measure, ((str(model), 0, args.min_time),)))
         delay = int(args.slowdown * calib)
         print(f"model p50 {calib / 1e3:.1f} us; injected delay for B {delay / 1e3:.1f} us ({args.slowdown:.0%})")
-        order = [(arm, i) for i in range(args.pairs) for arm in ("A", "A2", "B")]
+        order = [(arm, i, r) for i in range(args.pairs) for arm in ("A", "A2", "B") for r in range(args.repeats)]
         random.Random(args.seed).shuffle(order)
         store = Store.open(tmp / "results.db")
-        run_ids: dict[tuple[str, int], str] = {}
         t0 = time.time()
-        for n, (arm, i) in enumerate(order):
+        for n, (arm, i, _) in enumerate(order):
             samples = pool.apply(measure, ((str(model), delay if arm == "B" else 0, args.min_time),))
-            run_id = store.start_run(f"{arm}-{i}", {}, f"{arm}-{i}", {"cpu_model": "this machine"})
+            run_id = store.start_run(f"{arm}-{i}", {}, f"{arm}-{i}", {"cpu_model": "this machine"}, tags=(f"{arm}-{i}",))
             result = {"status": "ok", "samples_ns": samples, "latency_ms": {"p50": float(np.median(samples)) / 1e6}}
             settings = {"threads": 1, "batch_size": 1, "scenario": "single_stream"}
             store.add_measurement(run_id, "cnn", "cnn", "local-cpu", "onnxruntime", settings, result, None)
             store.finish_run(run_id)
-            run_ids[(arm, i)] = run_id
             if (n + 1) % 30 == 0:
                 print(f"  {n + 1}/{len(order)} runs, {time.time() - t0:.0f} s")
 
@@ -111,17 +114,18 @@ def main() -> None:
     alarms = {(kind, m): 0 for kind in ("A/A", "A/B") for m in latency_metrics}
 
     def flagged(kind: str, baseline: str, candidate: str) -> tuple[bool, bool, float]:
-        result = compare_runs(store, baseline, candidate).results[0]
+        result = compare_runs(store, baseline, candidate, repeats=args.repeats > 1).results[0]
         by_metric = {c.metric: c for c in result.changes}
         for m in latency_metrics:
             alarms[(kind, m)] += by_metric[m].verdict == "regression"
         p50 = by_metric["latency"]
         return p50.verdict == "regression", any(by_metric[m].verdict == "regression" for m in latency_metrics), p50.change
 
-    aa = [flagged("A/A", run_ids[("A", i)], run_ids[("A2", i)]) for i in range(args.pairs)]
-    ab = [flagged("A/B", run_ids[("A", i)], run_ids[("B", i)]) for i in range(args.pairs)]
+    aa = [flagged("A/A", f"A-{i}", f"A2-{i}") for i in range(args.pairs)]
+    ab = [flagged("A/B", f"A-{i}", f"B-{i}") for i in range(args.pairs)]
     aa_changes = np.array([c for _, _, c in aa])
     ab_changes = np.array([c for _, _, c in ab])
+    print(f"{args.pairs} A/A and {args.pairs} A/B comparisons, {args.repeats} run(s) of {args.min_time:g} s per side")
     print(f"min effect (default): latency {DEFAULT_MIN_EFFECT['latency']}%, p99 {DEFAULT_MIN_EFFECT['p99']}%, "
           f"throughput {DEFAULT_MIN_EFFECT['throughput']}%")  # fmt: skip
     print(f"A/A p50 change across runs: mean {aa_changes.mean():+.2f}%, sd {aa_changes.std(ddof=1):.2f}%, "

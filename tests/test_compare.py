@@ -147,3 +147,24 @@ def test_floor_quantile_keeps_enough_samples_below_it() -> None:
     assert floor_quantile_for(100_000) == FLOOR_QUANTILE
     assert floor_quantile_for(200) * 200 == pytest.approx(FLOOR_MIN_SAMPLES)
     assert floor_quantile_for(3) == 0.5
+
+
+def test_repeats_compare_the_least_disturbed_run(sqlite_store: Store) -> None:  # noqa: F811
+    rng = np.random.default_rng(0)
+
+    def run(tag: str, factor: float) -> None:
+        samples = (100_000 * factor * rng.lognormal(0, 0.02, 2000)).astype(np.int64)
+        sqlite_store.tag_run(_store_one(sqlite_store, samples), tag)
+
+    run("base", 1.0)
+    run("base", 1.0)
+    run("cand", 1.15)  # a repeat slowed down over its whole length by a neighbour
+    run("cand", 1.0)
+    latest_only = compare_runs(sqlite_store, "base", "cand")
+    assert len(latest_only.regressions) == 0  # the latest candidate run happens to be clean
+    with_repeats = compare_runs(sqlite_store, "base", "cand", repeats=True)
+    assert with_repeats.regressions == [] and with_repeats.candidate_run.count(",") == 1
+    assert sqlite_store.resolve_runs("cand") == [r for r in with_repeats.candidate_run.split(", ")]
+    run("cand", 1.15)  # the newest repeat alone would be a false alarm...
+    assert len(compare_runs(sqlite_store, "base", "cand").regressions) == 1
+    assert compare_runs(sqlite_store, "base", "cand", repeats=True).regressions == []  # ...best of three is not

@@ -266,32 +266,52 @@ def compare_runs(
     min_effect: Mapping[str, float] | None = None,
     alpha: float = 0.01,
     floor_quantile: float = FLOOR_QUANTILE,
+    repeats: bool = False,
 ) -> Comparison:
-    """Compare every result of ``candidate`` with the same result of ``baseline`` (run ids or tags)."""
+    """Compare every result of ``candidate`` with the same result of ``baseline`` (run ids or tags).
+
+    With ``repeats`` a tag names all its runs, and per result the repeat with the fastest floor
+    (the least disturbed by other work on the machine) is compared: contention only ever slows a
+    run down, so the best of k runs measured at different times is the most faithful one.
+    """
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
-    base_run, cand_run = store.get_run(baseline), store.get_run(candidate)
+    base_run, base_df, base_by_key = _side(store, baseline, repeats, floor_quantile)
+    cand_run, cand_df, cand_by_key = _side(store, candidate, repeats, floor_quantile)
     warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
-    base_df = store.measurements(base_run["id"]).query("status == 'ok'")
-    cand_df = store.measurements(cand_run["id"]).query("status == 'ok'")
-    base_by_key = {_key(r): r for _, r in base_df.iterrows()}
-    cand_by_key = {_key(r): r for _, r in cand_df.iterrows()}
     results, unmatched = [], []
-    for key, cand in cand_by_key.items():
-        base = base_by_key.get(key)
+    for key, (cand, cand_samples) in cand_by_key.items():
         context = f"{cand['target']} · {cand['backend']} · {cand['threads']} threads"
-        if base is None:
+        if key not in base_by_key:
             unmatched.append(_unmatched_reason(cand, base_df))
             continue
-        changes = compare_pair(
-            base, cand, store.samples(int(base["id"])), store.samples(int(cand["id"])), effects, alpha, floor_quantile
-        )
+        base, base_samples = base_by_key[key]
+        changes = compare_pair(base, cand, base_samples, cand_samples, effects, alpha, floor_quantile)
         row_warnings = _dict_diff("runtime", base["runtime"] or {}, cand["runtime"] or {})
         results.append(MatchedResult(str(cand["label"]), str(cand["variant_id"]), context, changes, row_warnings))
-    for key, base in base_by_key.items():
+    for key, (base, _) in base_by_key.items():
         if key not in cand_by_key and _same_job(base, cand_df).empty:  # settings mismatches are listed once above
             unmatched.append(f"{base['label']} on {base['target']}/{base['backend']}: only in the baseline run")
     return Comparison(base_run["id"], cand_run["id"], results, unmatched, warnings, effects, alpha)
+
+
+def _side(
+    store: Store, ref: str, repeats: bool, floor_quantile: float
+) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, tuple[pd.Series, np.ndarray]]]:
+    """Latest run of one side, its ok results, and per result key the least-disturbed repeat with samples."""
+    run_ids = store.resolve_runs(ref) if repeats else [store.resolve_run(ref)]
+    df = pd.concat([store.measurements(r).query("status == 'ok'") for r in run_ids], ignore_index=True)
+    best: dict[tuple, tuple[pd.Series, np.ndarray, float]] = {}
+    for _, row in df.iterrows():
+        samples = store.samples(int(row["id"]))
+        floor = float(np.quantile(samples, floor_quantile_for(len(samples), floor_quantile))) if len(samples) else np.inf
+        key = _key(row)
+        if key not in best or floor < best[key][2]:
+            best[key] = (row, samples, floor)
+    run = store.get_run(run_ids[-1])
+    if len(run_ids) > 1:
+        run = {**run, "id": ", ".join(run_ids)}
+    return run, df, {k: (row, samples) for k, (row, samples, _) in best.items()}
 
 
 def _same_job(row: pd.Series, other: pd.DataFrame) -> pd.DataFrame:

@@ -247,6 +247,18 @@ class Store:
             raise StoreError(f"run id prefix {run_id_or_tag!r} is ambiguous: {', '.join(matches[:5])}")
         raise StoreError(f"no run or tag {run_id_or_tag!r} in {self.url} (see `edgebench runs`)")
 
+    def resolve_runs(self, run_id_or_tag: str) -> list[str]:
+        """Every run carrying a tag (oldest first), or the one run an id, prefix or 'latest' names."""
+        with self.engine.connect() as conn:
+            tagged = conn.execute(
+                select(runs.c.id)
+                .join(run_tags, run_tags.c.run_id == runs.c.id)
+                .where(run_tags.c.tag == run_id_or_tag)
+                .order_by(runs.c.started_at, runs.c.id)
+            ).scalars()
+            found = list(tagged)
+        return found or [self.resolve_run(run_id_or_tag)]
+
     def get_run(self, run_id_or_tag: str) -> dict[str, Any]:
         """One run as a dict (machine, experiment, times, status, version, tags)."""
         run_id = self.resolve_run(run_id_or_tag)
