@@ -202,7 +202,7 @@ def render_report(
             + "".join(f'<img src="{esc(f)}" alt="{esc(f)}">' for f in figs)
         )
         sections.append(f"<h2>Best variant under a budget, across targets</h2>{_budget_section(ok, budgets)}")
-        speed = plots.speedup_figure(with_speedup(ok))
+        speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok)) if t != "all targets"])
         if speed is not None:
             name = plots.save(speed, out_dir, "speedup_vs_macs_reduction")
             sections.append(

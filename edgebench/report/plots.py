@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import matplotlib
@@ -51,10 +52,15 @@ def save(fig: Figure, out_dir: Path, stem: str) -> str:
 def _axis_scale(ax: Axes, values: np.ndarray, axis: str) -> None:
     finite = values[np.isfinite(values) & (values > 0)]
     if len(finite) and finite.max() / finite.min() > 20:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        target = ax.xaxis if axis == "x" else ax.yaxis
-        target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 0.1, 1, 10 rather than 10^-1...
-        target.set_minor_formatter(NullFormatter())
+        _plain_log(ax, axis)
+
+
+def _plain_log(ax: Axes, axis: str) -> None:
+    """Log scale with plain tick labels (0.1, 1, 10 rather than 10^-1 ...)."""
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
@@ -109,34 +115,44 @@ def tradeoff_figure(
     return fig
 
 
-def speedup_figure(df: pd.DataFrame) -> Figure | None:
-    """MACs reduction (x) vs measured p50 speedup (y) relative to the unpruned variant of the same context.
+def speedup_figure(panels: Sequence[tuple[str, pd.DataFrame]]) -> Figure | None:
+    """MACs reduction (x) vs measured p50 speedup (y), log-log, one panel per target context.
 
-    ``df`` needs ``macs_reduction`` and ``speedup`` columns (see ``report.tables.with_speedup``).
-    None when no pruned variant has a baseline to compare with.
+    Each frame needs ``macs_reduction`` and ``speedup`` columns (see ``report.tables.with_speedup``),
+    relative to the unpruned variant of the same context and precision. None when no pruned variant
+    has such a baseline.
     """
-    data = df.dropna(subset=["macs_reduction", "speedup"])
-    data = data[data["criterion"].notna()]
-    if data.empty:
+    parts = [(title, p[p["criterion"].notna()].dropna(subset=["macs_reduction", "speedup"])) for title, p in panels]
+    parts = [(title, p) for title, p in parts if not p.empty]
+    if not parts:
         return None
-    colors = _colors(sorted(set(data.apply(series_name, axis=1)) | {f"{BASELINE}/fp32"}))
-    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    names = data.apply(series_name, axis=1)
-    for name in sorted(set(names)):
-        sel = names == name
-        ax.scatter(
-            data.loc[sel, "macs_reduction"], data.loc[sel, "speedup"], s=30, color=colors[name],
-            marker=MARKERS.get(name.rsplit("/", 1)[1], "o"), label=name, alpha=0.85, zorder=3,
-        )  # fmt: skip
-    hi = float(max(data["macs_reduction"].max(), data["speedup"].max(), 1.0)) * 1.08
-    ax.plot([1, hi], [1, hi], color="0.4", ls="--", lw=1, label="speedup = MACs reduction")
-    ax.axhline(1.0, color="0.6", lw=0.8)
-    _axis_scale(ax, data["macs_reduction"].to_numpy(dtype=float), "x")
-    _axis_scale(ax, data["macs_reduction"].to_numpy(dtype=float), "y")
-    ax.set_xlabel("MACs reduction (baseline MACs / variant MACs)")
-    ax.set_ylabel("measured speedup (baseline p50 / variant p50)")
-    ax.set_title("Does removing MACs make it faster? (per target/backend/precision)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    names = sorted({n for _, p in parts for n in p.apply(series_name, axis=1)})
+    colors = _colors(names)
+    hi = max(float(max(p["macs_reduction"].max(), p["speedup"].max())) for _, p in parts) * 1.3
+    lo = min(float(min(p["macs_reduction"].min(), p["speedup"].min())) for _, p in parts) / 1.3
+    fig = Figure(figsize=(5.0 * len(parts) + 1.8, 4.6), layout="constrained")
+    for ax, (title, data) in zip(fig.subplots(1, len(parts), squeeze=False)[0], parts):
+        series = data.apply(series_name, axis=1)
+        for name in sorted(set(series)):
+            sel = series == name
+            ax.scatter(
+                data.loc[sel, "macs_reduction"], data.loc[sel, "speedup"], s=30, color=colors[name],
+                marker=MARKERS.get(name.rsplit("/", 1)[1], "o"), label=name, alpha=0.85, zorder=3,
+            )  # fmt: skip
+        ax.plot([min(lo, 1), hi], [min(lo, 1), hi], color="0.4", ls="--", lw=1, label="speedup = MACs reduction")
+        ax.axhline(1.0, color="0.6", lw=0.8)
+        _plain_log(ax, "x")
+        _plain_log(ax, "y")
+        ax.set_xlim(min(lo, 1), hi)
+        ax.set_ylim(min(lo, 1), hi)
+        ax.set_xlabel("MACs reduction (baseline MACs / variant MACs)")
+        ax.set_ylabel("measured speedup (baseline p50 / variant p50)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, alpha=0.3, which="both")
+    handles: dict[str, Any] = {}
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+    fig.suptitle("Does removing MACs make it faster? (speedup vs the unpruned variant, same precision)", fontsize=10)
     return fig
