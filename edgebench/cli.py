@@ -21,7 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+# logs and CI capture are not terminals; rich would wrap tables at 80 columns there
+console = Console(width=None if sys.stdout.isatty() else 140)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -102,6 +103,7 @@ def _print_summary(outcome: Any) -> None:
                           f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
     console.print(table)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
+    console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
     for failure in outcome.failed:
         console.print(f"[red]failed:[/] {failure}", highlight=False)
     for note in outcome.unsupported:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.measure.job import MeasureSettings
-from edgebench.variants import Precision, Schedule, TrainSpec, spec_hash
+from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, spec_hash
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
@@ -70,6 +70,34 @@ class QuantizationConfig(_Strict):
     reuse_factor: int = Field(1, ge=1)
 
 
+class TargetSelection(_Strict):
+    """A target of the experiment, optionally restricted to some variants or with its own timing rules.
+
+    Slow targets (the hls4ml C simulation takes ~20 s per variant) can measure a subset; the baseline
+    is always included so speedups and accuracy drops have a reference.
+    """
+
+    name: str
+    criteria: list[str] | None = Field(None, description="only these pruning criteria (None = all)")
+    ratios: list[float] | None = Field(None, description="only these pruning ratios (None = all)")
+    schedules: list[Schedule] | None = Field(None, description="only these schedules (None = all)")
+    precisions: list[Precision] | None = Field(None, description="only these precisions (None = all)")
+    measurement: dict[str, Any] = Field(default_factory=dict, description="overrides of `measurement` fields")
+
+    def includes(self, spec: VariantSpec) -> bool:
+        """Whether ``spec`` is measured on this target."""
+        if self.precisions is not None and spec.quant.precision not in self.precisions:
+            return False
+        p = spec.prune
+        if p is None:
+            return True
+        return (
+            (self.criteria is None or p.criterion in self.criteria)
+            and (self.ratios is None or p.ratio in self.ratios)
+            and (self.schedules is None or p.schedule in self.schedules)
+        )
+
+
 class StoreConfig(_Strict):
     """Where results go: a SQLite path or a database URL."""
 
@@ -105,11 +133,26 @@ class Experiment(_Strict):
     training: TrainSpec = TrainSpec()
     pruning: PruningConfig = PruningConfig()
     quantization: QuantizationConfig = QuantizationConfig()
-    targets: list[str] = Field(default_factory=lambda: ["local-cpu"], min_length=1)
+    targets: list[TargetSelection] = Field(
+        default_factory=lambda: [TargetSelection(name="local-cpu")],
+        min_length=1,
+        description="target names, or {name: ..., criteria/ratios/precisions: [...], measurement: {...}}",
+    )
     measurement: MeasureSettings = MeasureSettings()
     store: StoreConfig = StoreConfig()
     report: ReportConfig = ReportConfig()
     run: RunConfig = RunConfig()
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _names_to_selections(cls, targets: Any) -> Any:
+        if isinstance(targets, list):
+            return [{"name": t} if isinstance(t, str) else t for t in targets]
+        return targets
+
+    def measurement_for(self, target: TargetSelection) -> MeasureSettings:
+        """The experiment's measurement settings with ``target``'s overrides applied."""
+        return MeasureSettings.model_validate({**self.measurement.model_dump(), **target.measurement})
 
     @property
     def hash(self) -> str:
@@ -154,6 +197,11 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     from edgebench.models import list_models
     from edgebench.prune import CRITERIA
 
+    for i, target in enumerate(experiment.targets):
+        try:
+            experiment.measurement_for(target)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement")) from None
     checks = [
         ("dataset.name", [experiment.dataset.name], list_datasets()),
         ("model.name", [experiment.model.name], list_models()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgebench.artifacts import ExportTask, artifact_path, artifact_size, export_all
 from edgebench.backends.base import get_backend
-from edgebench.config import Experiment
+from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits, load_dataset
-from edgebench.errors import EdgebenchError
 from edgebench.export.base import get_exporter
 from edgebench.measure.job import Job, JobResult
 from edgebench.measure.machine import machine_info
@@ -48,6 +49,7 @@ class RunOutcome:
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -67,8 +69,12 @@ class ModelCache:
         self.dir = workdir / "models"
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    def model_path(self, spec: VariantSpec) -> Path:
+        """The pickled module of ``spec`` (exporters load it in their own processes)."""
+        return self.dir / f"{spec.id}.pt"
+
     def get(self, spec: VariantSpec) -> BuiltModel | None:
-        model_path, facts_path = self.dir / f"{spec.id}.pt", self.dir / f"{spec.id}.json"
+        model_path, facts_path = self.model_path(spec), self.dir / f"{spec.id}.json"
         if not (model_path.is_file() and facts_path.is_file()):
             return None
         try:
@@ -81,7 +87,7 @@ class ModelCache:
 
     def put(self, spec: VariantSpec, built: BuiltModel) -> None:
         facts = {k: v for k, v in vars(built).items() if k != "model"}
-        _atomic_save(built.model, self.dir / f"{spec.id}.pt")
+        _atomic_save(built.model, self.model_path(spec))
         _atomic_save(facts, self.dir / f"{spec.id}.json")
 
 
@@ -132,24 +138,39 @@ def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int,
     return path
 
 
+def write_calibration(x_train: np.ndarray, n: int, workdir: Path) -> Path:
+    """The first ``n`` training images, read by exporters that calibrate (int8)."""
+    x = np.ascontiguousarray(x_train[:n], dtype=np.float32)
+    path = workdir / "data" / f"calibration-{spec_hash([x.shape, float(x.sum())])}.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, x=x)
+        os.replace(tmp, path)
+    return path
+
+
 def plan_jobs(
-    exp: Experiment, fp32: dict[str, tuple[VariantSpec, BuiltModel]], targets: list[TargetSpec]
+    exp: Experiment,
+    fp32: dict[str, tuple[VariantSpec, BuiltModel]],
+    targets: list[tuple[TargetSelection, TargetSpec]],
 ) -> tuple[list[PlannedJob], list[str]]:
     """Every (variant x precision, target, backend) that can run here; plus what cannot, and why.
 
-    An unavailable target or backend (a missing extra, no GPU, an unreachable host) is reported, not
-    failed: the default experiment lists targets whose extras a lean install does not have.
+    An unavailable target (a missing extra, no GPU, an unreachable host) is reported, not failed:
+    the default experiment lists targets whose extras a lean install does not have.
     """
     jobs, unsupported = [], []
-    for target in targets:
+    for selection, target in targets:
         reason = target_unavailable_reason(target)
         if reason:
             unsupported.append(f"target {target.name}: {reason}")
             continue
+        measure_settings = exp.measurement_for(selection)
         for backend_name in target.backends:
-            backend = get_backend(backend_name)
-            fmt = backend.formats[0]
-            exporter = get_exporter(fmt)
+            fmt = get_backend(backend_name).formats[0]
+            exporter = get_exporter(fmt, target)
+            options = tuple(sorted(exporter.options().items()))
             for precision in exp.quantization.precisions:
                 if target.precisions is not None and precision not in target.precisions:
                     continue
@@ -157,33 +178,10 @@ def plan_jobs(
                     unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                     continue
                 for spec, _ in fp32.values():
-                    jobs.append(PlannedJob(quantized(spec, precision, exp), target, backend_name, fmt))
+                    variant = quantized(spec, precision, exp)
+                    if selection.includes(variant):
+                        jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings))
     return jobs, unsupported
-
-
-def export_artifact(job: PlannedJob, built: BuiltModel, calibration: np.ndarray, workdir: Path) -> Path:
-    """Export (or reuse) the artifact of ``job``'s variant in its backend's format."""
-    exporter = get_exporter(job.artifact_format)
-    reason = exporter.available()
-    if reason:
-        raise EdgebenchError(f"{job.artifact_format} export unavailable: {reason}")
-    out_dir = workdir / "artifacts"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{job.variant.id}{exporter.suffix}"
-    if path.exists():
-        return path
-    tmp = out_dir / f"{job.variant.id}.tmp{exporter.suffix}"
-    result = exporter.export(built.model, job.variant.quant, calibration, tmp)
-    final = path if result == tmp else out_dir / f"{job.variant.id}{result.suffix}"
-    os.replace(result, final)
-    return final
-
-
-def artifact_size(path: Path) -> int:
-    """Bytes on disk of a file or a directory artifact."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 def measure(job: Job, target: TargetSpec, timeout_s: float) -> JobResult:
@@ -203,7 +201,7 @@ def run_experiment(
     render: bool = True,
 ) -> RunOutcome:
     """Run (or resume) ``exp`` end to end and return where its results are."""
-    targets = [get_target(name) for name in exp.targets]
+    targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     workdir = exp.workdir()
     workdir.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
@@ -219,61 +217,84 @@ def run_experiment(
                 store.tag_run(run_id, tag)
         outcome = RunOutcome(run_id=run_id, store_url=exp.store_url(), report_path=None)
 
-        fp32 = build_models(exp, splits, ModelCache(workdir), progress)
+        clock = time.perf_counter()
+        cache = ModelCache(workdir)
+        fp32 = build_models(exp, splits, cache, progress)
+        outcome.stage_seconds["variants"] = time.perf_counter() - clock
         eval_path = write_eval_data(splits, workdir)
-        calibration = splits.x_train[: exp.quantization.calibration_samples].astype(np.float32)
+        calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
         jobs, outcome.unsupported = plan_jobs(exp, fp32, targets)
         done = store.done_job_keys(run_id)
+        todo = [job for job in jobs if job.key not in done]
+        outcome.skipped = len(jobs) - len(todo)
 
-        for i, job in enumerate(jobs):
+        tasks = [
+            ExportTask(job.artifact_format, job.target, job.variant.quant, cache.model_path(job.variant.weights_spec),
+                       calibration, artifact_path(job, workdir))
+            for job in todo
+        ]
+        clock = time.perf_counter()
+        export_errors = export_all(tasks, progress=_stage(progress, "export"))
+        outcome.stage_seconds["export"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
+        for i, job in enumerate(todo):
             if progress:
-                progress("measure", i, len(jobs), f"{job.variant.label} on {job.target.name}/{job.backend}")
-            if job.key in done:
-                outcome.skipped += 1
-                continue
-            weights_spec = job.variant.weights_spec
-            built = fp32[weights_spec.id][1]
+                progress("measure", i, len(todo), f"{job.variant.label} on {job.target.name}/{job.backend}")
+            result, size = _measure_job(exp, job, fp32, splits, eval_path, export_errors, workdir)
+            built = fp32[job.variant.weights_spec.id][1]
             store.upsert_variant(job.variant.id, job.variant.model_dump(mode="json"), job.variant.label,
                                  job.variant.parent_id, _facts(built))
-            result, size = _export_and_measure(exp, job, built, calibration, eval_path, splits, workdir)
-            settings = dict(job.settings, scenario=exp.measurement.scenario, batch_size=result.batch_size)
-            store.add_measurement(run_id, job.key, job.variant.id, job.target.name, job.backend, settings,
+            store.add_measurement(run_id, job.key, job.variant.id, job.target.name, job.backend, job.settings,
                                   result.model_dump(), size)
             if result.status == "ok":
                 outcome.measured += 1
             else:
                 outcome.failed.append(f"{job.variant.label} on {job.target.name}/{job.backend}: {result.error}")
         if progress:
-            progress("measure", len(jobs), len(jobs), "done")
+            progress("measure", len(todo), len(todo), "done")
+        outcome.stage_seconds["measure"] = time.perf_counter() - clock
         store.finish_run(run_id)
         if render:
             from edgebench.report import render_report
 
+            clock = time.perf_counter()
             outcome.report_path = render_report(store, run_id, exp.report_dir(), exp.report.objectives)
+            outcome.stage_seconds["report"] = time.perf_counter() - clock
         return outcome
     finally:
         store.close()
+
+
+def _stage(progress: ProgressFn | None, stage: str) -> Callable[[int, int, str], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total, detail: progress(stage, done, total, detail)
 
 
 def _facts(built: BuiltModel) -> dict[str, object]:
     return {k: v for k, v in vars(built).items() if k not in ("model", "history")}
 
 
-def _export_and_measure(
-    exp: Experiment, job: PlannedJob, built: BuiltModel, calibration: np.ndarray, eval_path: Path,
-    splits: DatasetSplits, workdir: Path,
+def _measure_job(
+    exp: Experiment,
+    job: PlannedJob,
+    fp32: dict[str, tuple[VariantSpec, BuiltModel]],
+    splits: DatasetSplits,
+    eval_path: Path,
+    export_errors: dict[Path, str | None],
+    workdir: Path,
 ) -> tuple[JobResult, int | None]:
-    """Export then measure; an export error becomes a failed result, like a crashed worker."""
-    job_id = job.key
-    try:
-        artifact = export_artifact(job, built, calibration, workdir)
-    except Exception as exc:
-        log.warning("export of %s for %s failed: %s", job.variant.label, job.backend, exc)
-        return JobResult(job_id=job_id, status="failed", error=f"export failed: {exc}"), None
-    reference = write_reference(job.variant.weights_spec, built, splits.x_test, exp.measurement.reference_samples,
-                                workdir)
+    """Measure one job; a failed export becomes a failed result, like a crashed worker."""
+    artifact = artifact_path(job, workdir)
+    error = export_errors.get(artifact)
+    if error is not None:
+        return JobResult(job_id=job.key, status="failed", error=f"export failed: {error}"), None
+    weights_spec = job.variant.weights_spec
+    reference = write_reference(weights_spec, fp32[weights_spec.id][1], splits.x_test,
+                                job.measure.reference_samples, workdir)
     worker_job = Job(
-        job_id=job_id,
+        job_id=job.key,
         variant_id=job.variant.id,
         target=job.target.name,
         backend=job.backend,
@@ -284,7 +305,7 @@ def _export_and_measure(
         backend_options=job.target.backend_options.get(job.backend, {}),
         eval_data=str(eval_path.resolve()),
         reference=str(reference.resolve()),
-        measure=exp.measurement,
+        measure=job.measure,
         energy=job.target.energy,
     )
     return measure(worker_job, job.target, exp.run.job_timeout_s), artifact_size(artifact)

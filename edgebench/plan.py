@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgebench.config import Experiment
+from edgebench.measure.job import MeasureSettings
 from edgebench.targets import TargetSpec
 from edgebench.variants import PruneSpec, QuantSpec, VariantSpec, spec_hash
 
@@ -56,6 +57,13 @@ class PlannedJob:
     target: TargetSpec
     backend: str
     artifact_format: str
+    export_options: tuple[tuple[str, object], ...]
+    measure: MeasureSettings
+
+    @property
+    def artifact_key(self) -> str:
+        """Cache key of the exported artifact: the variant, the format and target settings that change it."""
+        return spec_hash([self.variant.id, self.artifact_format, dict(self.export_options)])
 
     @property
     def settings(self) -> dict[str, object]:
@@ -64,7 +72,10 @@ class PlannedJob:
             "threads": self.target.threads,
             "device": self.target.device,
             "precision": self.variant.quant.precision,
+            "scenario": self.measure.scenario,
+            "batch_size": self.measure.batch_size if self.measure.scenario == "offline" else 1,
             "backend_options": self.target.backend_options.get(self.backend, {}),
+            "export_options": dict(self.export_options),
         }
 
     @property

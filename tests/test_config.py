@@ -20,7 +20,10 @@ def test_default_experiment_plans_pruning_while_training_grid():
     assert {s.prune.criterion for s in pruned} == {"l1", "mean_activation", "random"}
     assert sorted({s.prune.ratio for s in pruned}) == [0.25, 0.5, 0.8]
     assert {s.prune.schedule for s in pruned} == {"while_training"}
-    assert set(exp.quantization.precisions) == {"fp32", "int8"}
+    assert set(exp.quantization.precisions) == {"fp32", "int8", "fixed"}
+    assert [t.name for t in exp.targets] == ["local-cpu", "local-litert", "local-hls4ml-csim"]
+    hls = exp.targets[2]
+    assert hls.criteria == ["l1"] and exp.measurement_for(hls).min_iters == 20
     assert len({s.id for s in specs}) == len(specs) == 10
 
 
@@ -70,3 +73,20 @@ def test_local_cpu_target_and_bad_target_field(tmp_path):
         load_target_file(bad)
     with pytest.raises(ConfigError, match="unknown target 'nope'; available: .*local-cpu"):
         get_target("nope")
+
+
+def test_target_selection_filters_and_overrides(tmp_path):
+    exp = load_experiment(_write(tmp_path, (
+        "targets:\n  - local-cpu\n  - {name: local-hls4ml-csim, criteria: [l1], ratios: [0.5],"
+        " measurement: {min_iters: 5}}\n")))
+    everything, hls = exp.targets
+    specs = plan_fp32_variants(exp)
+    assert all(everything.includes(s) for s in specs)
+    chosen = [s.label for s in specs if hls.includes(s)]
+    assert chosen == ["baseline/fp32", "l1-0.5-while_training/fp32"]
+    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 100
+
+
+def test_bad_target_measurement_override(tmp_path):
+    with pytest.raises(ConfigError, match=r"targets.0.measurement: min_itrs: unknown field"):
+        load_experiment(_write(tmp_path, "targets:\n  - {name: local-cpu, measurement: {min_itrs: 5}}\n"))

@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
 
 from edgebench.registry import Registry
 from edgebench.variants import QuantSpec
+
+if TYPE_CHECKING:
+    from edgebench.targets import TargetSpec
 
 
 class Exporter(ABC):
@@ -19,8 +23,20 @@ class Exporter(ABC):
     format: str = ""
     #: precisions this exporter can produce
     precisions: tuple[str, ...] = ("fp32",)
-    #: file name suffix of the artifact
+    #: file name suffix of the artifact ("" for a directory)
     suffix: str = ""
+    #: False when the artifact embeds its own absolute path (hls4ml's compiled C simulation loads
+    #: its weights from where it was built), so it must be written in place, not moved there
+    relocatable: bool = True
+
+    @classmethod
+    def for_target(cls, target: TargetSpec | None) -> Exporter:
+        """The exporter configured for ``target`` (e.g. an FPGA part); most formats need no target settings."""
+        return cls()
+
+    def options(self) -> dict[str, Any]:
+        """Target settings that change the artifact; part of the artifact cache key."""
+        return {}
 
     def available(self) -> str | None:
         """None when the exporter's dependencies are importable, else the reason."""
@@ -46,8 +62,8 @@ _EXPORTER_MODULES = (
 )
 
 
-def get_exporter(fmt: str) -> Exporter:
-    """Instantiate the exporter of artifact format ``fmt``."""
+def get_exporter(fmt: str, target: TargetSpec | None = None) -> Exporter:
+    """The exporter of artifact format ``fmt``, configured for ``target`` when given."""
     for module in _EXPORTER_MODULES:
         importlib.import_module(module)
-    return EXPORTERS.get(fmt)()
+    return EXPORTERS.get(fmt).for_target(target)

@@ -29,7 +29,7 @@ from edgebench.backends.hls4ml_backend import hls4ml_unavailable_reason
 from edgebench.errors import UnsupportedModelError
 from edgebench.export.base import EXPORTERS, Exporter
 from edgebench.export.hls4ml_report import find_csynth_report, parse_csynth_report, write_synthesis
-from edgebench.targets import FPGASpec
+from edgebench.targets import FPGASpec, TargetSpec
 from edgebench.variants import QuantSpec
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,17 @@ class Hls4mlExporter(Exporter):
     format = "hls4ml"
     precisions = ("fixed",)
     suffix = ""  # the artifact is a directory
+    relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
 
     def __init__(self, fpga: FPGASpec | None = None) -> None:
         self.fpga = fpga or DEFAULT_FPGA
+
+    @classmethod
+    def for_target(cls, target: TargetSpec | None) -> Hls4mlExporter:
+        return cls(target.fpga if target is not None else None)
+
+    def options(self) -> dict[str, Any]:
+        return self.fpga.model_dump(mode="json")
 
     def available(self) -> str | None:
         return hls4ml_unavailable_reason()

@@ -41,7 +41,7 @@ def _import_litert_torch():  # noqa: ANN202 - returns the module
 def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):  # noqa: ANN202
     """PT2E: export, insert observers, run calibration images, convert to a quantized graph."""
     from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
@@ -51,7 +51,10 @@ def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.nd
     with torch.no_grad():
         for image in calibration:  # the exported graph has a static batch of one
             prepared(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
-    return quantize_pt2e.convert_pt2e(prepared, fold_quantize=False), quantizer
+    converted = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
+    # exported graphs keep training=True even with inference ops; litert-torch warns on the flag alone
+    converted.training = False
+    return converted, quantizer
 
 
 @EXPORTERS.register("tflite")
