@@ -116,3 +116,33 @@ def test_corrupt_onnx_gives_clear_error(eval_files, tmp_path):
     result = run_isolated(_job(artifact, eval_npz, None, "onnxruntime"), timeout_s=60)
     assert result.status == "failed"
     assert "cannot load" in result.error and "re-export" in result.error
+
+
+def test_energy_from_external_meter_log_is_per_inference_and_labelled(eval_files, tmp_path):
+    """A meter log at a constant 5 W: energy per inference = 5 W x window / inferences, idle = 5 W."""
+    eval_npz, ref, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    now = time.time()
+    log_csv = tmp_path / "meter.csv"
+    rows = [f"{now - 5 + 0.1 * i:.3f},5.0" for i in range(1200)]  # 10 Hz for two minutes
+    log_csv.write_text("timestamp,power_w\n" + "\n".join(rows) + "\n")
+    job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(
+        update={"energy": {"type": "external_csv", "path": str(log_csv), "min_window_s": 0.5}})
+    result = run_isolated(job, timeout_s=120)
+    assert result.status == "ok", result.error
+    assert result.energy_source == "measured:external-csv"
+    assert result.idle_power_w == pytest.approx(5.0, rel=0.02)
+    # inferences run back to back in the window, so each costs about 5 W x its latency
+    expected = 5.0 * result.latency_ms["mean"] / 1e3
+    assert result.energy_j_per_inference == pytest.approx(expected, rel=0.5)
+
+
+def test_unreadable_meter_leaves_energy_null_with_reason(eval_files, tmp_path):
+    eval_npz, ref, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(
+        update={"energy": {"type": "rapl", "root": str(tmp_path / "no-powercap")}})
+    result = run_isolated(job, timeout_s=120)
+    assert result.status == "ok", result.error
+    assert result.energy_j_per_inference is None and result.energy_source is None
+    assert result.energy_note

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.backends.base import BackendSettings, Session, get_backend
-from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter
+from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import Job, JobResult
 from edgebench.measure.memory import peak_rss_mb
@@ -71,9 +71,10 @@ def execute(job: Job) -> JobResult:
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
-    energy_j = energy_source = energy_note = None
+    energy_j = energy_source = energy_note = idle_w = None
     meter = create_meter(job.energy)
     if meter is not None:
+        idle_w = measure_idle_power(meter)
         reading, n_runs = _measure_energy(session, batch, meter, job)
         energy_source, energy_note = reading.source, reading.note
         if reading.joules is not None:
@@ -104,6 +105,7 @@ def execute(job: Job) -> JobResult:
         energy_j_per_inference=energy_j,
         energy_source=energy_source,
         energy_note=energy_note,
+        idle_power_w=idle_w,
         runtime=runtime_versions(),
     )
 
