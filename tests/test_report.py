@@ -116,3 +116,26 @@ def test_objective_pairs_accept_experiment_names_in_any_order() -> None:
 
     pairs = resolve_objectives([("accuracy", "latency_p50_ms"), ("size_bytes", "accuracy"), ("memory", "p99")])
     assert [(x.name, y.name) for x, y in pairs] == [("latency", "accuracy"), ("size", "accuracy"), ("memory", "p99")]
+
+
+def test_fpga_section_shows_synthesis_figures_or_why_not() -> None:
+    import pandas as pd
+
+    from edgebench.report.fpga import fpga_section
+
+    hls = {"part": "xczu9eg-ffvb1156-2-e", "precision": "ap_fixed<16,6>", "reuse_factor": 1, "io_type": "io_stream"}
+    synthesised = {"status": "synthesised", "latency_cycles_worst": 1234, "latency_ns_worst": 6170.0,
+                   "interval_max": 1100, "resources": {"LUT": 5000, "DSP": 40},
+                   "utilisation_pct": {"LUT": 1.8, "DSP": 1.6}}
+    rows = pd.DataFrame([
+        {"label": "l1-0.5/fixed", "target": "zcu102", "accuracy": 0.97,
+         "details": {"hls4ml": hls, "synthesis": synthesised}},
+        {"label": "baseline/fixed", "target": "local-hls4ml-csim", "accuracy": 0.98,
+         "details": {"hls4ml": hls, "synthesis": {"status": "not synthesised", "reason": "vitis_hls not on PATH"}}},
+        {"label": "baseline/fp32", "target": "local-cpu", "accuracy": 0.99, "details": {}},
+    ])
+    html = fpga_section(rows)
+    assert "1234 cycles / 6.17 µs" in html and "5,000 (1.8%)" in html and "40 (1.6%)" in html
+    assert "not synthesised: vitis_hls not on PATH" in html
+    assert "baseline/fp32" not in html  # not an FPGA measurement
+    assert fpga_section(rows.iloc[2:]) is None

@@ -165,14 +165,18 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
     Store.open(path).close()
     with sqlite3.connect(path) as conn:  # make it look like a version-1 (foundation) store
         conn.execute("drop table run_tags")
+        conn.execute("alter table measurements drop column details")
         conn.execute("delete from schema_version")
         conn.execute("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')")
     store = Store.open(path)
     run_id = store.start_run("exp", {}, "h", MACHINE, tags=("v1",))
     assert store.resolve_run("v1") == run_id
+    details = {"synthesis": {"status": "not synthesised", "reason": "vitis_hls not on PATH"}}
+    store.add_measurement(run_id, "k", "v", "t", "hls4ml", {}, {"status": "ok", "details": details}, None)
+    assert store.measurements(run_id).iloc[0]["details"] == details
     store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2]
+        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3]
         conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
     with pytest.raises(StoreError, match="newer than this edgebench"):
         Store.open(path)

@@ -55,6 +55,7 @@ def test_postgres_resume_is_idempotent(pg_store: Store) -> None:
 def test_postgres_migrates_old_schema(pg_store: Store, postgres_url: str) -> None:  # noqa: F811
     with pg_store.engine.begin() as conn:
         conn.execute(text("drop table run_tags"))
+        conn.execute(text("alter table measurements drop column details"))
         conn.execute(text("delete from schema_version"))
         conn.execute(text("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')"))
     reopened = Store.open(postgres_url)

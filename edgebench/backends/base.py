@@ -39,6 +39,10 @@ class Session(ABC):
     def sync(self) -> None:
         """Wait for queued device work; a no-op for synchronous CPU runtimes."""
 
+    def details(self) -> dict[str, Any]:
+        """Target-specific facts about the loaded artifact (FPGA synthesis figures, engine build time)."""
+        return {}
+
     def close(self) -> None:
         """Release runtime resources."""
 

@@ -42,9 +42,10 @@ def to_hls_layout(x: np.ndarray, layout: str) -> np.ndarray:
 class Hls4mlSession(Session):
     """The compiled C simulation; each sample is one call of the top function."""
 
-    def __init__(self, library: Any, function: Any, metadata: dict[str, Any]) -> None:
+    def __init__(self, library: Any, function: Any, metadata: dict[str, Any], synthesis: dict[str, Any]) -> None:
         self._library = library  # keeps the shared object loaded
         self._function = function
+        self._details = {"hls4ml": metadata, "synthesis": synthesis}
         self._layout = metadata["input_layout"]
         self._in_size = int(np.prod(metadata["input_shape"]))
         self._out_size = int(metadata["output_size"])
@@ -55,6 +56,10 @@ class Hls4mlSession(Session):
         for i in range(len(x)):
             self._function(x[i], out[i])
         return out
+
+    def details(self) -> dict[str, Any]:
+        """Project settings and the synthesis record: figures, or "not synthesised" and why."""
+        return self._details
 
 
 @BACKENDS.register("hls4ml")
@@ -82,4 +87,6 @@ class Hls4mlBackend(Backend):
         pointer = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
         function.argtypes = [pointer, pointer]
         function.restype = None
-        return Hls4mlSession(library, function, metadata)
+        from edgebench.export.hls4ml_report import read_synthesis
+
+        return Hls4mlSession(library, function, metadata, read_synthesis(artifact))

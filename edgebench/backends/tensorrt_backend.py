@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 class TensorRTSession(Session):
     """One execution context with the first input and output bound to GPU tensors."""
 
-    def __init__(self, trt: Any, engine: Any, device: Any) -> None:
+    def __init__(self, trt: Any, engine: Any, device: Any, build_s: float | None) -> None:
         import torch
 
         self._torch, self._engine, self._device = torch, engine, device
+        self._details = {"engine_build_s": build_s, "tensorrt": trt.__version__}
         self._context = engine.create_execution_context()
         self._stream = torch.cuda.current_stream(device)
         self._v3 = hasattr(self._context, "execute_async_v3")
@@ -83,6 +84,10 @@ class TensorRTSession(Session):
             raise RuntimeError("TensorRT execution failed (see the TensorRT log)")
         return self._y.float().cpu().numpy()
 
+    def details(self) -> dict[str, Any]:
+        """Engine build time on this device (None when a prebuilt engine was loaded)."""
+        return self._details
+
     def sync(self) -> None:
         self._stream.synchronize()
 
@@ -110,11 +115,11 @@ class TensorRTBackend(Backend):
             serialized, build_s = build_engine(artifact, settings.precision)
             log.info("built %s engine on the device in %.1f s (part of load_ms)", settings.precision, build_s)
         else:
-            serialized = artifact.read_bytes()
+            serialized, build_s = artifact.read_bytes(), None
         engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)
         if engine is None:
             raise ArtifactError(
                 f"TensorRT cannot deserialize {artifact}: engines only run on the GPU and TensorRT version that "
                 "built them; re-export on this machine or pass the ONNX artifact"
             )
-        return TensorRTSession(trt, engine, torch_device(settings))
+        return TensorRTSession(trt, engine, torch_device(settings), build_s)

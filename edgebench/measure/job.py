@@ -70,3 +70,4 @@ class JobResult(BaseModel):
     energy_note: str | None = None
     idle_power_w: float | None = None
     runtime: dict[str, str] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict, description="the session's target-specific facts")

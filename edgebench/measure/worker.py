@@ -80,6 +80,7 @@ def execute(job: Job) -> JobResult:
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
+    details = session.details()
     logits = _batched_predict(session, x, batch_size)
     accuracy = float((logits.argmax(axis=1) == y).mean())
     max_diff = None
@@ -107,6 +108,7 @@ def execute(job: Job) -> JobResult:
         energy_note=energy_note,
         idle_power_w=idle_w,
         runtime=runtime_versions(),
+        details=details,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from edgebench.report import plots
+from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
 from edgebench.report.page import esc, table_html, write_page
 from edgebench.report.tables import (
@@ -208,6 +209,12 @@ def render_report(
             sections.append(
                 "<h2>MACs reduction vs measured speedup</h2><p class=muted>Points under the dashed line are "
                 f'pruned variants that are not as much faster as their MAC count suggests.</p><img src="{name}">'
+            )
+        fpga = fpga_section(ok)
+        if fpga is not None:
+            sections.append(
+                "<h2>FPGA (hls4ml)</h2><p class=muted>Accuracy of the fixed-point C simulation on the test split; "
+                "cycle latency and resources come from a synthesis report only.</p>" + fpga
             )
         flags = pareto_flags(ok, pairs)
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")

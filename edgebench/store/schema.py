@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    text,
 )
 
 from edgebench.errors import EdgebenchError
@@ -127,6 +128,7 @@ measurements = Table(
     Column("energy_note", Text),
     Column("idle_power_w", Float),
     Column("runtime", JSON, nullable=False),
+    Column("details", JSON),
     Column("created_at", String(32), nullable=False),
     UniqueConstraint("run_id", "job_key", name="uq_measurements_run_job"),
 )
@@ -152,12 +154,17 @@ def _create_run_tags(conn: Connection) -> None:
     run_tags.create(conn, checkfirst=True)
 
 
+def _add_measurement_details(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE measurements ADD COLUMN details JSON"))
+
+
 # (version, description, step): step upgrades a database at version-1 to version.
 # Version 1 is the foundation store (runs, variants, measurements, samples).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "run tags for baselines and history", _create_run_tags),
+    (3, "target-specific details per measurement (FPGA synthesis, engine build)", _add_measurement_details),
 ]
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def current_version(conn: Connection) -> int | None:

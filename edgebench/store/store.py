@@ -108,6 +108,7 @@ def _measurement_row(
         "status": result.get("status", "failed"),
         "size_bytes": size_bytes,
         "runtime": result.get("runtime") or {},
+        "details": result.get("details") or {},
         "created_at": utc_now(),
         "throughput_ips": result.get("throughput_ips"),
     }

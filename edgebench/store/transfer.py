@@ -25,7 +25,7 @@ from edgebench.store.store import Store
 log = logging.getLogger(__name__)
 
 ExportFormat = Literal["csv", "parquet"]
-_JSON_COLUMNS = ("settings", "runtime", "spec", "facts")
+_JSON_COLUMNS = ("settings", "runtime", "details", "spec", "facts")
 
 
 def export_table(store: Store, run_ids: Sequence[str]) -> pd.DataFrame:
