@@ -60,10 +60,17 @@ def artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
+#: import-time warnings of converter dependencies that say nothing about the export: torchao's
+#: CUDA-only kernels failing to load on a CPU build, and a torch pytree deprecation it triggers
+_QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # one export per core
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run_export(task: ExportTask) -> Path:
