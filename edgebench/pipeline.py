@@ -187,7 +187,7 @@ def plan_jobs(
 def measure(job: Job, target: TargetSpec, timeout_s: float) -> JobResult:
     """Run one job locally in an isolated worker, or on the target over SSH."""
     if target.kind == "ssh":
-        from edgebench.remote import run_job_remote
+        from edgebench.remote.ssh import run_job_remote
 
         files = [Path(job.artifact), Path(job.eval_data)] + ([Path(job.reference)] if job.reference else [])
         return run_job_remote(job, target, files)

@@ -1,0 +1,59 @@
+"""A whole (tiny) experiment measured on an SSH target: the real sshd on 127.0.0.1 plays the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
+
+from test_remote_ssh import Sshd, sshd  # noqa: E402,F401  (the real-sshd fixture)
+
+from edgebench.config import load_experiment  # noqa: E402
+from edgebench.pipeline import run_experiment  # noqa: E402
+from edgebench.store import Store  # noqa: E402
+
+
+def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+    target = sshd.spec().model_dump(mode="json", exclude={"name"})
+    target_file = tmp_path / "loopback-board.yaml"
+    target_file.write_text(yaml.safe_dump(target))
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "name": "remote",
+        "training": {"epochs": 3},
+        "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [1]},
+        "quantization": {"precisions": ["fp32", "int8"]},
+        "targets": [str(target_file)],
+        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
+        "run": {"workdir": str(tmp_path / "runs")},
+        "report": {"dir": str(tmp_path / "report")},
+    }))
+    outcome = run_experiment(load_experiment(exp_file), render=False)
+    assert outcome.failed == [] and outcome.unsupported == []
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id)
+    assert len(df) == 4 and set(df["target"]) == {"loopback-board"} and set(df["status"]) == {"ok"}
+    fp32 = df[df["precision"] == "fp32"]
+    assert (fp32["max_abs_diff"] < 1e-4).all()  # the device ran the same model
+    assert (df["accuracy"] > 0.5).all() and (df["n_samples"] >= 20).all()
+
+
+def test_unreachable_ssh_target_is_reported_not_failed(tmp_path: Path) -> None:
+    from test_remote_ssh import free_port
+
+    target_file = tmp_path / "dead-board.yaml"
+    target_file.write_text(yaml.safe_dump({
+        "kind": "ssh", "backends": ["onnxruntime"], "ssh": {"host": "127.0.0.1", "port": free_port()}}))
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "name": "dead", "training": {"epochs": 1}, "pruning": {"criteria": ["l1"], "ratios": [0.5]},
+        "quantization": {"precisions": ["fp32"]}, "targets": [str(target_file)],
+        "run": {"workdir": str(tmp_path / "runs")},
+    }))
+    outcome = run_experiment(load_experiment(exp_file), render=False)
+    assert outcome.measured == 0 and outcome.failed == []
+    assert len(outcome.unsupported) == 1 and "dead-board" in outcome.unsupported[0]
+    assert "unreachable" in outcome.unsupported[0]
