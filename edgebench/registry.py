@@ -6,18 +6,31 @@ allowed ones so a typo in an experiment file is easy to fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps lowercase names to registered objects of one kind."""
+    """Maps lowercase names to registered objects of one kind.
 
-    def __init__(self, kind: str) -> None:
+    ``modules`` are imported on the first lookup: the modules that register entries can keep
+    their heavy imports (runtimes, converters) without slowing down ``import edgebench``.
+    """
+
+    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._modules = tuple(modules)
+        self._loaded = not self._modules
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._modules:
+                importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; a duplicate name raises."""
@@ -33,6 +46,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name`` or raise naming the allowed names."""
+        self._load()
         try:
             return self._items[name.lower()]
         except KeyError:
@@ -41,7 +55,9 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return isinstance(name, str) and name.lower() in self._items

@@ -91,10 +91,7 @@ class VariantSpec(_Frozen):
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``l1-0.5-while_training/int8``."""
-        if self.prune is None:
-            base = "baseline"
-        else:
-            base = f"{self.prune.criterion}-{self.prune.ratio:g}-{self.prune.schedule}"
+        base = "baseline" if self.prune is None else f"{self.prune.criterion}-{self.prune.ratio:g}-{self.prune.schedule}"
         return f"{base}/{self.quant.precision}"
 
 

@@ -108,8 +108,8 @@ def test_outputs_markdown_and_json(sqlite_store: Store) -> None:  # noqa: F811
     assert "🔴 1 regressed" in md and "| 🔴 regression | baseline/int8 |" in md and "<details>" in md
     data = json.loads(json.dumps(cmp.to_json(), allow_nan=False))
     assert data["regression_count"] == 1 and data["baseline_run"] == base
-    regressed = [r for r in data["results"] if r["label"] == "baseline/int8"][0]
-    latency = [c for c in regressed["changes"] if c["metric"] == "latency"][0]
+    regressed = next(r for r in data["results"] if r["label"] == "baseline/int8")
+    latency = next(c for c in regressed["changes"] if c["metric"] == "latency")
     assert latency["verdict"] == "regression" and latency["change"] > 15
 
 

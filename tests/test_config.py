@@ -90,3 +90,15 @@ def test_target_selection_filters_and_overrides(tmp_path):
 def test_bad_target_measurement_override(tmp_path):
     with pytest.raises(ConfigError, match=r"targets.0.measurement: min_itrs: unknown field"):
         load_experiment(_write(tmp_path, "targets:\n  - {name: local-cpu, measurement: {min_itrs: 5}}\n"))
+
+
+def test_shipped_cifar_experiment_validates_and_names_missing_data(tmp_path):
+    from edgebench.config import DEFAULT_EXPERIMENT
+    from edgebench.data import load_dataset
+    from edgebench.errors import DatasetError
+
+    exp = load_experiment(DEFAULT_EXPERIMENT.parent / "cifar10_vgg16_pruning_while_training.yaml")
+    specs = plan_fp32_variants(exp)
+    assert len(specs) == 1 + 3 * 3 * 2 and exp.model.name == "vgg16_cifar"
+    with pytest.raises(DatasetError, match="cifar"):
+        load_dataset("cifar10", path=str(tmp_path / "no-cifar-here"))

@@ -12,14 +12,14 @@ import torch
 pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is not installed")
 pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
 
-from edgebench.backends.base import BackendSettings, get_backend  # noqa: E402
-from edgebench.data.digits import digits  # noqa: E402
-from edgebench.export.base import get_exporter  # noqa: E402
-from edgebench.measure.job import Job, MeasureSettings  # noqa: E402
-from edgebench.measure.worker import execute  # noqa: E402
-from edgebench.models import create_model  # noqa: E402
-from edgebench.train import evaluate, train  # noqa: E402
-from edgebench.variants import QuantSpec, TrainSpec  # noqa: E402
+from edgebench.backends.base import BackendSettings, get_backend
+from edgebench.data.digits import digits
+from edgebench.export.base import get_exporter
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.measure.worker import execute
+from edgebench.models import create_model
+from edgebench.train import evaluate, train
+from edgebench.variants import QuantSpec, TrainSpec
 
 
 @pytest.fixture(scope="module")

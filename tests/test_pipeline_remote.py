@@ -9,11 +9,11 @@ import yaml
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
-from test_remote_ssh import Sshd, sshd  # noqa: E402,F401  (the real-sshd fixture)
+from test_remote_ssh import Sshd, sshd  # noqa: F401  (the real-sshd fixture)
 
-from edgebench.config import load_experiment  # noqa: E402
-from edgebench.pipeline import run_experiment  # noqa: E402
-from edgebench.store import Store  # noqa: E402
+from edgebench.config import load_experiment
+from edgebench.pipeline import run_experiment
+from edgebench.store import Store
 
 
 def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from prune_nets import CHANNELS, bn_net, downstream_net, positive_data
 from torch import nn
 
 from edgebench.prune import CRITERIA, create_criterion, prune_model, score_groups
 from edgebench.prune.criteria.activation import ChannelIndependence
-from prune_nets import CHANNELS, bn_net, downstream_net, positive_data
 
 EXAMPLE = torch.ones(1, 1, 4, 4)
 

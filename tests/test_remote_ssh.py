@@ -21,9 +21,9 @@ import pytest
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
-from edgebench.measure.job import Job, MeasureSettings  # noqa: E402
-from edgebench.remote.ssh import RemoteError, remote_job, run_job_remote  # noqa: E402
-from edgebench.targets import SSHSpec, TargetSpec  # noqa: E402
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.remote.ssh import RemoteError, remote_job, run_job_remote
+from edgebench.targets import SSHSpec, TargetSpec
 
 SSHD = Path("/usr/sbin/sshd")
 

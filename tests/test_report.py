@@ -15,8 +15,6 @@ from edgebench.store import Store, StoreError
 from edgebench.store.metrics import METRICS
 
 
-
-
 def _rows(page: str) -> list[str]:
     return re.findall(r"<tr( class=pareto)?><td class=l>([^<]+)</td><td class=l><code>", page)
 

@@ -31,7 +31,7 @@ SHIPPED = {
 
 def test_every_shipped_target_validates() -> None:
     files = {p.stem: p for p in REPO_TARGETS_DIR.glob("*.yaml")}
-    assert SHIPPED <= set(files)
+    assert set(files) >= SHIPPED
     for name, path in files.items():
         spec = load_target_file(path)
         assert spec.name == name
@@ -100,7 +100,7 @@ def test_doctor_lists_components_and_needs() -> None:
     assert found["torch"].present and found["onnxruntime"].present
     assert found["tensorrt"].install_hint and found["paramiko"].extra == "remote"
     statuses = {s.name: s for s in target_statuses()}
-    assert SHIPPED <= set(statuses)
+    assert set(statuses) >= SHIPPED
     assert statuses["local-cpu"].available
     assert statuses["zcu102"].needs == ["hls4ml", "g++", "vitis_hls"]
     assert statuses["jetson-nano"].needs == ["paramiko"]

@@ -7,7 +7,6 @@ inside ``available()`` / ``load()`` so importing edgebench stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,34 +62,27 @@ class Backend(ABC):
         """Load ``artifact`` into a ready session; load/compile time is not timed by the harness."""
 
 
-BACKENDS: Registry[type[Backend]] = Registry("backend")
-
-# Modules imported lazily so ``list_backends`` sees every registered backend.
-_BACKEND_MODULES = (
-    "edgebench.backends.torch_backend",
-    "edgebench.backends.onnxruntime_backend",
-    "edgebench.backends.litert_backend",
-    "edgebench.backends.hls4ml_backend",
-    "edgebench.backends.torch_cuda_backend",
-    "edgebench.backends.onnxruntime_cuda_backend",
-    "edgebench.backends.tensorrt_backend",
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend",
+    modules=(
+        "edgebench.backends.torch_backend",
+        "edgebench.backends.onnxruntime_backend",
+        "edgebench.backends.litert_backend",
+        "edgebench.backends.hls4ml_backend",
+        "edgebench.backends.torch_cuda_backend",
+        "edgebench.backends.onnxruntime_cuda_backend",
+        "edgebench.backends.tensorrt_backend",
+    ),
 )
-
-
-def _import_all() -> None:
-    for module in _BACKEND_MODULES:
-        importlib.import_module(module)
 
 
 def get_backend(name: str) -> Backend:
     """Instantiate the backend registered as ``name``."""
-    _import_all()
     return BACKENDS.get(name)()
 
 
 def list_backends() -> list[str]:
     """Names of all registered backends."""
-    _import_all()
     return BACKENDS.names()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,19 +50,18 @@ class Exporter(ABC):
         """
 
 
-EXPORTERS: Registry[type[Exporter]] = Registry("exporter")
-
-_EXPORTER_MODULES = (
-    "edgebench.export.torch_export",
-    "edgebench.export.onnx_export",
-    "edgebench.export.tflite_export",
-    "edgebench.export.hls4ml_export",
-    "edgebench.export.tensorrt_export",
+EXPORTERS: Registry[type[Exporter]] = Registry(
+    "exporter",
+    modules=(
+        "edgebench.export.torch_export",
+        "edgebench.export.onnx_export",
+        "edgebench.export.tflite_export",
+        "edgebench.export.hls4ml_export",
+        "edgebench.export.tensorrt_export",
+    ),
 )
 
 
 def get_exporter(fmt: str, target: TargetSpec | None = None) -> Exporter:
     """The exporter of artifact format ``fmt``, configured for ``target`` when given."""
-    for module in _EXPORTER_MODULES:
-        importlib.import_module(module)
     return EXPORTERS.get(fmt).for_target(target)

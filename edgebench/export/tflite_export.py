@@ -28,7 +28,7 @@ from edgebench.variants import QuantSpec
 log = logging.getLogger(__name__)
 
 
-def _import_litert_torch():  # noqa: ANN202 - returns the module
+def _import_litert_torch():
     if importlib.util.find_spec("litert_torch") is None:
         raise MissingExtraError("litert", "litert", "litert-torch")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +38,7 @@ def _import_litert_torch():  # noqa: ANN202 - returns the module
     return litert_torch
 
 
-def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):  # noqa: ANN202
+def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     """PT2E: export, insert observers, run calibration images, convert to a quantized graph."""
     from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e

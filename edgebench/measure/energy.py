@@ -7,7 +7,6 @@ energy is None (never 0) and ``note`` says why.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -45,21 +44,20 @@ class EnergyMeter(ABC):
         """End the window and return the energy used during it."""
 
 
-METERS: Registry[type[EnergyMeter]] = Registry("energy meter")
+METERS: Registry[type[EnergyMeter]] = Registry(
+    "energy meter",
+    modules=(
+        "edgebench.measure.energy_rapl",
+        "edgebench.measure.energy_nvml",
+        "edgebench.measure.energy_jetson",
+        "edgebench.measure.energy_csv",
+        "edgebench.measure.energy_estimated",
+    ),
+)
 
 
 class MeterUnavailable(RuntimeError):
     """The requested meter cannot read here; the message says why and how to fix it."""
-
-
-# Meter modules, imported lazily so ``create_meter`` finds every registered meter.
-_METER_MODULES = (
-    "edgebench.measure.energy_rapl",
-    "edgebench.measure.energy_nvml",
-    "edgebench.measure.energy_jetson",
-    "edgebench.measure.energy_csv",
-    "edgebench.measure.energy_estimated",
-)
 
 
 class UnavailableMeter(EnergyMeter):
@@ -84,8 +82,6 @@ def create_meter(spec: dict[str, Any] | None) -> EnergyMeter | None:
     """
     if not spec or spec.get("type") in (None, "none"):
         return None
-    for module in _METER_MODULES:
-        importlib.import_module(module)
     kwargs = {k: v for k, v in spec.items() if k != "type"}
     try:
         return METERS.get(spec["type"])(**kwargs)

@@ -8,7 +8,6 @@ that started the worker goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -94,7 +93,7 @@ def execute(job: Job) -> JobResult:
         job_id=job.job_id,
         status="ok",
         accuracy=accuracy,
-        n_eval=int(len(y)),
+        n_eval=len(y),
         max_abs_diff=max_diff,
         load_ms=load_ms,
         first_inference_ms=timing.first_inference_ns / 1e6,

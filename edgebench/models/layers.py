@@ -16,4 +16,4 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: 
 
 def scaled(channels: int, width: float) -> int:
     """Channel count multiplied by a width factor, at least 1."""
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))

@@ -112,9 +112,9 @@ def score_groups(
 
 
 def _keep_count(target: float, current: int, round_to: int | None, floor: int) -> int:
-    keep = int(round(target))
+    keep = round(target)
     if round_to:
-        keep = int(round(keep / round_to)) * round_to
+        keep = round(keep / round_to) * round_to
     return max(min(keep, current), min(floor, current))
 
 

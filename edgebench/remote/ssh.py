@@ -10,6 +10,7 @@ connection is retried, an authentication or host-key failure is not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 import shlex
@@ -126,10 +127,8 @@ def _exec(client: Any, command: str, timeout_s: float) -> tuple[int | None, str,
 def _put(sftp: Any, local: Path, remote: str) -> None:
     """Copy a file, or a directory tree (e.g. an hls4ml project), to ``remote``."""
     if local.is_dir():
-        try:
+        with contextlib.suppress(OSError):  # exists from an interrupted attempt
             sftp.mkdir(remote)
-        except OSError:
-            pass  # exists from an interrupted attempt
         for child in sorted(local.iterdir()):
             _put(sftp, child, posixpath.join(remote, child.name))
     else:

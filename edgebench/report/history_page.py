@@ -8,8 +8,8 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from edgebench.report.plots import save
 from edgebench.report.page import esc, write_page
+from edgebench.report.plots import save
 from edgebench.store import Store
 from edgebench.store.history import history_frame, series_change_points
 from edgebench.store.metrics import get_metric

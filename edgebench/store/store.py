@@ -287,7 +287,7 @@ class Store:
                 runs.c.experiment_hash, runs.c.edgebench_version, runs.c.edgebench_commit,
                 func.coalesce(counts.c.n_measurements, 0).label("n_measurements"),
                 func.coalesce(counts.c.n_failed, 0).label("n_failed"),
-            )  # fmt: skip
+            )
             .outerjoin(counts, counts.c.run_id == runs.c.id)
             .order_by(runs.c.started_at, runs.c.id)
         )
@@ -376,7 +376,7 @@ class Store:
                 m,
                 v.c.label, v.c.parent_id, v.c.params, v.c.macs, v.c.training_macs, v.c.spec, v.c.facts,
                 func.coalesce(samples.c.n, 0).label("n_samples"),
-            )  # fmt: skip
+            )
             .outerjoin(v, v.c.id == m.c.variant_id)
             .outerjoin(samples, samples.c.measurement_id == m.c.id)
             .where(m.c.run_id == run_id)
