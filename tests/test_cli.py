@@ -1,0 +1,76 @@
+"""The CLI: one clear line for bad input (no traceback), and the commands that need no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from edgebench.cli import app
+from edgebench.export.onnx_export import export_fp32_onnx
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_every_command_has_help():
+    for command in ("run", "variants", "bench", "report", "compare", "history", "targets", "doctor", "export"):
+        result = _run(command, "--help")
+        assert result.exit_code == 0, (command, result.output)
+        assert "Usage" in result.output
+
+
+def test_wrong_field_is_one_line_without_traceback(tmp_path: Path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("training: {epochs: 3, lr: fast}\n")
+    result = _run("run", str(exp))
+    assert result.exit_code == 2
+    assert "training.lr" in result.output and "valid number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_dataset_path_names_the_path(tmp_path: Path):
+    exp = tmp_path / "exp.yaml"
+    missing = tmp_path / "nowhere" / "cifar-10-batches-py"
+    exp.write_text(f"dataset: {{name: cifar10, kwargs: {{path: '{missing}'}}}}\nrun: {{workdir: '{tmp_path}/runs'}}\n")
+    result = _run("run", str(exp))
+    assert result.exit_code == 2
+    assert str(missing) in result.output.replace("\n", "") and "Traceback" not in result.output
+
+
+def test_variants_lists_ids_and_lineage():
+    result = _run("variants")
+    assert result.exit_code == 0
+    for label in ("baseline/fp32", "l1-0.5-while_training/int8", "random-0.8-while_training/fixed"):
+        assert label in result.output
+
+
+def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    path = tmp_path / "m.onnx"
+    export_fp32_onnx(model, torch.zeros(1, 1, 8, 8), path)
+    result = _run("bench", str(path), "--input-shape", "1,8,8", "--min-time-s", "0.05")
+    assert result.exit_code == 0, result.output
+    assert "p50 ms" in result.output and "m.onnx on onnxruntime" in result.output
+    data = tmp_path / "d.npz"
+    x = np.random.default_rng(0).standard_normal((10, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).argmax(1).numpy()
+    np.savez(data, x=x, y=y)
+    result = _run("bench", str(path), "--data", str(data), "--min-time-s", "0.05")
+    assert result.exit_code == 0 and "accuracy on d.npz: 1.0000 (10 images)" in result.output
+
+
+def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"\x00garbage")
+    result = _run("bench", str(path), "--input-shape", "1,8,8")
+    assert result.exit_code == 1
+    assert "measurement failed" in result.output and "re-export" in result.output
