@@ -22,6 +22,7 @@ from edgebench.artifacts import ExportTask, artifact_path, artifact_size, export
 from edgebench.backends.base import get_backend
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits, load_dataset
+from edgebench.errors import ConfigError
 from edgebench.export.base import get_exporter
 from edgebench.measure.job import Job, JobResult
 from edgebench.measure.machine import machine_info
@@ -30,7 +31,7 @@ from edgebench.plan import PlannedJob, plan_fp32_variants, quantized
 from edgebench.prune import BuiltModel, build_fp32_model
 from edgebench.store import Store
 from edgebench.targets import TargetSpec, get_target, target_unavailable_reason
-from edgebench.variants import VariantSpec, spec_hash
+from edgebench.variants import QuantSpec, VariantSpec, spec_hash
 
 log = logging.getLogger(__name__)
 
@@ -166,21 +167,38 @@ def plan_jobs(
         if reason:
             unsupported.append(f"target {target.name}: {reason}")
             continue
-        measure_settings = exp.measurement_for(selection)
-        for backend_name in target.backends:
-            fmt = get_backend(backend_name).formats[0]
-            exporter = get_exporter(fmt, target)
-            options = tuple(sorted(exporter.options().items()))
-            for precision in exp.quantization.precisions:
-                if target.precisions is not None and precision not in target.precisions:
-                    continue
-                if precision not in exporter.precisions:
-                    unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
-                    continue
-                for spec, _ in fp32.values():
-                    variant = quantized(spec, precision, exp)
-                    if selection.includes(variant):
-                        jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings))
+        target_jobs, target_unsupported = plan_target_jobs(exp, [spec for spec, _ in fp32.values()], selection, target)
+        jobs += target_jobs
+        unsupported += target_unsupported
+    return jobs, unsupported
+
+
+def plan_target_jobs(
+    exp: Experiment, fp32_specs: list[VariantSpec], selection: TargetSelection, target: TargetSpec
+) -> tuple[list[PlannedJob], list[str]]:
+    """The jobs of one target: per backend, its artifact format and every precision it can run."""
+    jobs, unsupported = [], []
+    measure_settings = exp.measurement_for(selection)
+    for backend_name in target.backends:
+        backend = get_backend(backend_name)
+        fmt = target.artifact_formats.get(backend_name, backend.formats[0])
+        if fmt not in backend.formats:
+            raise ConfigError(f"target {target.name}: artifact_formats.{backend_name}: '{fmt}' is not a format "
+                              f"{backend_name} loads; allowed: {', '.join(backend.formats)}")
+        exporter = get_exporter(fmt, target)
+        options = tuple(sorted(exporter.options().items()))
+        for precision in exp.quantization.precisions:
+            if target.precisions is not None and precision not in target.precisions:
+                continue
+            runtime_applied = precision not in exporter.precisions and precision in backend.builds_from_fp32
+            if precision not in exporter.precisions and not runtime_applied:
+                unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
+                continue
+            for spec in fp32_specs:
+                variant = quantized(spec, precision, exp)
+                export_quant = QuantSpec() if runtime_applied else variant.quant
+                if selection.includes(variant):
+                    jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))
     return jobs, unsupported
 
 
@@ -229,7 +247,7 @@ def run_experiment(
         outcome.skipped = len(jobs) - len(todo)
 
         tasks = [
-            ExportTask(job.artifact_format, job.target, job.variant.quant, cache.model_path(job.variant.weights_spec),
+            ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(job.variant.weights_spec),
                        calibration, artifact_path(job, workdir))
             for job in todo
         ]

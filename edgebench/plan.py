@@ -59,11 +59,13 @@ class PlannedJob:
     artifact_format: str
     export_options: tuple[tuple[str, object], ...]
     measure: MeasureSettings
+    #: what the exporter writes; fp32 where the runtime applies the precision (TensorRT fp16 from fp32 ONNX)
+    export_quant: QuantSpec
 
     @property
     def artifact_key(self) -> str:
         """Cache key of the exported artifact: the variant, the format and target settings that change it."""
-        return spec_hash([self.variant.id, self.artifact_format, dict(self.export_options)])
+        return spec_hash([self.variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision])
 
     @property
     def settings(self) -> dict[str, object]:
@@ -76,6 +78,8 @@ class PlannedJob:
             "batch_size": self.measure.batch_size if self.measure.scenario == "offline" else 1,
             "backend_options": self.target.backend_options.get(self.backend, {}),
             "export_options": dict(self.export_options),
+            "artifact_format": self.artifact_format,
+            "artifact_precision": self.export_quant.precision,
         }
 
     @property

@@ -77,6 +77,11 @@ class TargetSpec(BaseModel):
     threads: int = Field(1, ge=1)
     precisions: list[str] | None = Field(None, description="precisions this target runs; None = all")
     backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    artifact_formats: dict[str, str] = Field(
+        default_factory=dict,
+        description="backend -> artifact format when not the backend's first, e.g. {tensorrt: onnx} for engines "
+        "built on the device (an engine only runs on the GPU and TensorRT version that built it)",
+    )
     energy: dict[str, Any] | None = Field(None, description="energy meter spec, e.g. {type: rapl}")
     ssh: SSHSpec | None = None
     fpga: FPGASpec | None = None

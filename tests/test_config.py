@@ -102,3 +102,22 @@ def test_shipped_cifar_experiment_validates_and_names_missing_data(tmp_path):
     assert len(specs) == 1 + 3 * 3 * 2 and exp.model.name == "vgg16_cifar"
     with pytest.raises(DatasetError, match="cifar"):
         load_dataset("cifar10", path=str(tmp_path / "no-cifar-here"))
+
+
+def test_jetson_plan_builds_engines_on_the_device_from_onnx():
+    from edgebench.config import TargetSelection
+    from edgebench.pipeline import plan_target_jobs
+
+    exp = load_experiment()
+    exp = exp.model_copy(update={"quantization": exp.quantization.model_copy(update={"precisions": ["fp32", "fp16", "int8"]})})
+    specs = plan_fp32_variants(exp)
+    jobs, unsupported = plan_target_jobs(exp, specs, TargetSelection(name="jetson-orin-nano"),
+                                         get_target("jetson-orin-nano"))
+    trt = [j for j in jobs if j.backend == "tensorrt"]
+    assert {j.artifact_format for j in trt} == {"onnx"} and len(trt) == 3 * len(specs)
+    fp16 = [j for j in trt if j.variant.quant.precision == "fp16"]
+    assert {j.export_quant.precision for j in fp16} == {"fp32"}  # TensorRT applies fp16 itself
+    int8 = [j for j in trt if j.variant.quant.precision == "int8"]
+    assert {j.export_quant.precision for j in int8} == {"int8"}  # from the Q/DQ ONNX
+    assert len({j.artifact_key for j in jobs}) == len(jobs) - len(specs) * 2  # ORT and TRT share fp32/int8 files
+    assert unsupported == ["jetson-orin-nano/onnxruntime: no fp16 onnx export"]

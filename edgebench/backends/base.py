@@ -52,6 +52,8 @@ class Backend(ABC):
     name: str = ""
     formats: tuple[str, ...] = ()
     extra: str | None = None  # the pip extra that installs this backend's runtime
+    #: precisions the runtime derives itself from an fp32 artifact (TensorRT builds fp16 engines from fp32 ONNX)
+    builds_from_fp32: tuple[str, ...] = ()
 
     @abstractmethod
     def available(self) -> str | None:

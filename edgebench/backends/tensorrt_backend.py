@@ -98,6 +98,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
     formats = ("tensorrt", "onnx")
+    builds_from_fp32 = ("fp16",)
     extra = "cuda"
 
     def available(self) -> str | None:
