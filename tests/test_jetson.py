@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -163,3 +164,24 @@ def test_tegrastats_meter_integrates_a_running_tegrastats(tmp_path: Path) -> Non
     reading = meter.stop()
     assert reading.source == "measured:tegrastats"
     assert reading.joules == pytest.approx(4.813 * reading.seconds, rel=1e-6)
+
+
+def test_worker_device_context_reads_jetson_power_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Jetson's tools on PATH (stand-ins printing their real output), every result names the power mode."""
+    from edgebench.measure.machine import device_context
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    clocks = (
+        "SOC family:tegra194  Machine:NVIDIA Jetson Xavier NX Developer Kit\\n"
+        "GPU MinFreq=1109250000 MaxFreq=1109250000 CurrentFreq=1109250000\\n"
+        "EMC MinFreq=204000000 MaxFreq=1600000000 CurrentFreq=1600000000 FreqOverride=1\\n"
+    )
+    for name, output in (("nvpmodel", "NV Power Mode: MODE_15W_6CORE\\n2\\n"), ("jetson_clocks", clocks)):
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\nprintf '{output}'\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    context = device_context()
+    assert context["power_mode"] == "MODE_15W_6CORE (2)"
+    assert context["jetson_clocks"] == "on"

@@ -54,6 +54,23 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def device_context() -> dict[str, object]:
+    """What sets the speed of the machine a measurement runs on: CPU, governor, Jetson power mode and clocks.
+
+    The worker records it with every result, so a job run over SSH carries the device's own context.
+    """
+    from edgebench.remote.jetson import read_jetson_context
+
+    jetson = read_jetson_context()
+    return {
+        "hostname": platform.node(),
+        "cpu_model": cpu_model(),
+        "governor": cpu_governor(),
+        **jetson,
+        "power_mode": jetson.get("nvpmodel") or cpu_governor(),
+    }
+
+
 def machine_info() -> dict[str, object]:
     """Everything recorded about this machine for a run."""
     return {
@@ -66,6 +83,7 @@ def machine_info() -> dict[str, object]:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "governor": cpu_governor(),
+        "power_mode": device_context()["power_mode"],
         "packages": package_versions(),
         "edgebench_version": edgebench.__version__,
         "edgebench_commit": git_commit(),

@@ -23,6 +23,7 @@ from edgebench.backends.base import BackendSettings, Session, get_backend
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import Job, JobResult
+from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import summarize_ns
 
@@ -79,7 +80,7 @@ def execute(job: Job) -> JobResult:
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
-    details = session.details()
+    details = {**session.details(), "device": device_context()}
     logits = _batched_predict(session, x, batch_size)
     accuracy = float((logits.argmax(axis=1) == y).mean())
     max_diff = None
