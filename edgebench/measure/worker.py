@@ -71,16 +71,17 @@ def execute(job: Job) -> JobResult:
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
+    details = {**session.details(), "device": device_context()}
     energy_j = energy_source = energy_note = idle_w = None
     meter = create_meter(job.energy)
     if meter is not None:
         idle_w = measure_idle_power(meter)
         reading, n_runs = _measure_energy(session, batch, meter, job)
         energy_source, energy_note = reading.source, reading.note
+        details["energy_window"] = {"seconds": reading.seconds, "inferences": n_runs * batch_size}
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
-    details = {**session.details(), "device": device_context()}
     logits = _batched_predict(session, x, batch_size)
     accuracy = float((logits.argmax(axis=1) == y).mean())
     max_diff = None
