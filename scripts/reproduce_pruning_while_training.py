@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--path", default=None, help="dataset directory (cifar10/cifar100)")
     parser.add_argument("--model", default="digits_cnn")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=16, help="16 leaves 4 epochs after the last removal")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--criteria", nargs="+", default=["l1", "mean_activation", "random"])
