@@ -60,17 +60,15 @@ def artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
-#: import-time warnings of converter dependencies that say nothing about the export: torchao's
-#: CUDA-only kernels failing to load on a CPU build, and a torch pytree deprecation it triggers
-_QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
-
-
-def _init_worker() -> None:
+def _init_worker(log_dir: Path) -> None:
+    # converters write to stderr from C++ (TensorFlow/absl notices, g++ output): keep it in a log file
+    # per worker instead of the terminal; a failure's message still comes back as the task's error
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_dir / f"export-{os.getpid()}.log", "a")  # noqa: SIM115 - lives as long as the worker
+    os.dup2(log_file.fileno(), 2)
     import torch
 
     torch.set_num_threads(1)  # one export per core
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run_export(task: ExportTask) -> Path:
@@ -96,10 +94,14 @@ def run_export(task: ExportTask) -> Path:
 
 def export_all(
     tasks: Iterable[ExportTask],
+    log_dir: Path,
     processes: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[Path, str | None]:
-    """Build every missing artifact; returns artifact path -> None on success or the error text."""
+    """Build every missing artifact; returns artifact path -> None on success or the error text.
+
+    The workers' stderr (converter output) goes to ``log_dir/export-<pid>.log``.
+    """
     todo = {t.out_path: t for t in tasks if not artifact_ready(t.out_path)}
     status: dict[Path, str | None] = {}
     if not todo:
@@ -107,7 +109,7 @@ def export_all(
     next(iter(todo)).parent.mkdir(parents=True, exist_ok=True)
     processes = processes or min(len(todo), os.cpu_count() or 1)
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=(log_dir,)) as pool:
         futures = {pool.submit(run_export, task): path for path, task in todo.items()}
         for done, future in enumerate(as_completed(futures), 1):
             path = futures[future]
@@ -115,7 +117,7 @@ def export_all(
                 future.result()
                 status[path] = None
             except BrokenProcessPool:
-                status[path] = "the export process crashed (see the converter's output above)"
+                status[path] = f"the export process crashed; see the converter's output in {log_dir}/export-*.log"
             except Exception as exc:
                 status[path] = f"{type(exc).__name__}: {exc}"
                 log.warning("export %s failed: %s", path.name, exc)

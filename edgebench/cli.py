@@ -77,8 +77,13 @@ def run(
 
     exp = load_experiment(experiment)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        outcome = run_experiment(exp, tags=tuple(tag or ()), progress=_RichProgress(progress))
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            outcome = run_experiment(exp, tags=tuple(tag or ()), progress=_RichProgress(progress))
+    except KeyboardInterrupt:
+        # every finished job is already committed to the store; the same command resumes the run
+        console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
+        raise typer.Exit(130) from None
     _print_summary(outcome)
 
 

@@ -252,7 +252,7 @@ def run_experiment(
             for job in todo
         ]
         clock = time.perf_counter()
-        export_errors = export_all(tasks, progress=_stage(progress, "export"))
+        export_errors = export_all(tasks, workdir / "logs", progress=_stage(progress, "export"))
         outcome.stage_seconds["export"] = time.perf_counter() - clock
         clock = time.perf_counter()
 

@@ -1,0 +1,52 @@
+"""The export stage: parallel worker processes, caching, and failures kept per artifact."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgebench.artifacts import COMPLETE_MARKER, ExportTask, artifact_ready, export_all
+from edgebench.targets import get_target
+from edgebench.variants import QuantSpec
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    torch.manual_seed(0)
+    good = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    depthwise = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Flatten(),
+                              nn.Linear(4 * 8 * 8, 3)).eval()
+    torch.save(good, tmp_path / "good.pt")
+    torch.save(depthwise, tmp_path / "depthwise.pt")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32))
+    return tmp_path / "good.pt", tmp_path / "depthwise.pt", tmp_path / "calib.npz"
+
+
+def test_failures_stay_per_artifact_and_successes_are_cached(inputs, tmp_path: Path):
+    good, depthwise, calib = inputs
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a pickle")
+    cpu, fpga = get_target("local-cpu"), get_target("local-hls4ml-csim")
+    out = tmp_path / "artifacts"
+    tasks = [
+        ExportTask("onnx", cpu, QuantSpec(), good, calib, out / "good.onnx"),
+        ExportTask("onnx", cpu, QuantSpec(precision="int8", calibration_samples=8), good, calib, out / "good-int8.onnx"),
+        ExportTask("onnx", cpu, QuantSpec(), corrupt, calib, out / "corrupt.onnx"),
+    ]
+    if importlib.util.find_spec("hls4ml"):  # the fpga extra: a depthwise conv must fail with the layer named
+        tasks.append(ExportTask("hls4ml", fpga, QuantSpec(precision="fixed"), depthwise, calib, out / "dw"))
+    status = export_all(tasks, tmp_path / "logs")
+    assert status[out / "good.onnx"] is None and status[out / "good-int8.onnx"] is None
+    assert artifact_ready(out / "good.onnx") and not artifact_ready(out / "corrupt.onnx")
+    assert "UnpicklingError" in status[out / "corrupt.onnx"] or "pickle" in status[out / "corrupt.onnx"]
+    if out / "dw" in status:
+        assert "depthwise" in status[out / "dw"] and not (out / "dw" / COMPLETE_MARKER).exists()
+    assert list((tmp_path / "logs").glob("export-*.log"))  # converter output kept, not on the terminal
+    # a second pass rebuilds only what failed
+    again = export_all(tasks, tmp_path / "logs")
+    assert set(again) == {t.out_path for t in tasks if status[t.out_path] is not None}
