@@ -146,3 +146,15 @@ def test_unreadable_meter_leaves_energy_null_with_reason(eval_files, tmp_path):
     assert result.status == "ok", result.error
     assert result.energy_j_per_inference is None and result.energy_source is None
     assert result.energy_note
+
+
+def test_offline_scenario_times_batches_and_counts_images(eval_files, tmp_path):
+    eval_npz, ref, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    offline = FAST.model_copy(update={"scenario": "offline", "batch_size": 16})
+    job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(update={"measure": offline})
+    result = run_isolated(job, timeout_s=120)
+    assert result.status == "ok", result.error
+    assert result.batch_size == 16
+    assert result.throughput_ips == pytest.approx(16 * 1e3 / result.latency_ms["mean"])
+    assert result.accuracy == 1.0 and result.n_eval == 40  # 2 batches of 16 and a padded tail of 8
