@@ -114,41 +114,38 @@ def build_models(
     return built
 
 
-def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
-    """The test split as the npz every worker reads (written once per dataset content)."""
-    key = spec_hash([splits.name, splits.x_test.shape, float(splits.x_test.sum()), int(splits.y_test.sum())])
-    path = workdir / "data" / f"test-{key}.npz"
+def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) -> Path:
+    """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, x=splits.x_test.astype(np.float32), y=splits.y_test.astype(np.int64))
+        np.savez(tmp, **make_arrays())
         os.replace(tmp, path)
     return path
+
+
+def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
+    """The test split as the npz every worker reads (written once per dataset content)."""
+    key = spec_hash([splits.name, splits.x_test.shape, float(splits.x_test.sum()), int(splits.y_test.sum())])
+    return _cached_npz(workdir / "data" / f"test-{key}.npz",
+                       lambda: {"x": splits.x_test.astype(np.float32), "y": splits.y_test.astype(np.int64)})
 
 
 def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int, workdir: Path) -> Path:
     """fp32 PyTorch logits on the first ``n`` test images, for the max-output-difference check."""
-    path = workdir / "reference" / f"{spec.id}.npz"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def logits() -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            logits = built.model.eval()(torch.from_numpy(x[:n])).numpy()
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, logits=logits)
-        os.replace(tmp, path)
-    return path
+            return {"logits": built.model.eval()(torch.from_numpy(x[:n])).numpy()}
+
+    return _cached_npz(workdir / "reference" / f"{spec.id}.npz", logits)
 
 
 def write_calibration(x_train: np.ndarray, n: int, workdir: Path) -> Path:
     """The first ``n`` training images, read by exporters that calibrate (int8)."""
     x = np.ascontiguousarray(x_train[:n], dtype=np.float32)
-    path = workdir / "data" / f"calibration-{spec_hash([x.shape, float(x.sum())])}.npz"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, x=x)
-        os.replace(tmp, path)
-    return path
+    return _cached_npz(workdir / "data" / f"calibration-{spec_hash([x.shape, float(x.sum())])}.npz",
+                       lambda: {"x": x})
 
 
 def plan_jobs(

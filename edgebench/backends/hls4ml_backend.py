@@ -21,6 +21,7 @@ import numpy as np
 
 from edgebench.backends.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.errors import ArtifactError
+from edgebench.export.hls4ml_report import METADATA_FILE, read_synthesis
 
 
 def hls4ml_unavailable_reason() -> str | None:
@@ -74,7 +75,7 @@ class Hls4mlBackend(Backend):
         return hls4ml_unavailable_reason()
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        meta_path = artifact / "edgebench.json"
+        meta_path = artifact / METADATA_FILE
         if not meta_path.is_file():
             raise ArtifactError(f"{artifact} is not an hls4ml artifact from edgebench (no edgebench.json); re-export")
         metadata = json.loads(meta_path.read_text())
@@ -87,6 +88,4 @@ class Hls4mlBackend(Backend):
         pointer = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
         function.argtypes = [pointer, pointer]
         function.restype = None
-        from edgebench.export.hls4ml_report import read_synthesis
-
         return Hls4mlSession(library, function, metadata, read_synthesis(artifact))

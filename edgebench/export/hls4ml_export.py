@@ -28,14 +28,13 @@ from edgebench.backends.base import MissingExtraError
 from edgebench.backends.hls4ml_backend import hls4ml_unavailable_reason
 from edgebench.errors import UnsupportedModelError
 from edgebench.export.base import EXPORTERS, Exporter
-from edgebench.export.hls4ml_report import find_csynth_report, parse_csynth_report, write_synthesis
+from edgebench.export.hls4ml_report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.targets import FPGASpec, TargetSpec
 from edgebench.variants import QuantSpec
 
 log = logging.getLogger(__name__)
 
 PROJECT = "edgebench"
-METADATA_FILE = "edgebench.json"
 DEFAULT_FPGA = FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_stream")  # = local-hls4ml-csim
 
 #: layers hls4ml 1.3 rejects that edge CNNs commonly use, with what to do instead

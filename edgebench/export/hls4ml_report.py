@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 SYNTHESIS_FILE = "synthesis.json"
+#: how to call an edgebench hls4ml artifact (library, layout, sizes); written by the exporter, read by the backend
+METADATA_FILE = "edgebench.json"
 RESOURCES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM")
 _TIME_UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "sec": 1e9, "s": 1e9}
 
