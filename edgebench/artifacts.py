@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.export.base import get_exporter
 from edgebench.plan import PlannedJob
+from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import QuantSpec
 

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.measure.job import MeasureSettings
+from edgebench.options import validate_options
+from edgebench.store.metrics import get_metric
 from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, spec_hash
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
-Objective = Literal[
-    "accuracy", "latency_p50_ms", "latency_p99_ms", "throughput_ips", "size_bytes", "macs", "params",
-    "peak_rss_mb", "energy_j_per_inference", "training_macs",
-]
+
+def _known_metric(name: str) -> str:
+    get_metric(name)  # raises naming the allowed metrics
+    return name
+
+
+#: a metric name from ``edgebench.store.metrics`` (``accuracy``, ``latency_p50_ms``, ``size``...)
+Objective = Annotated[str, AfterValidator(_known_metric)]
 
 
 class _Strict(BaseModel):
@@ -175,26 +181,19 @@ class Experiment(_Strict):
 def load_experiment(path: Path | None = None) -> Experiment:
     """Read and validate an experiment file; ``None`` loads the built-in default."""
     path = DEFAULT_EXPERIMENT if path is None else Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (dataset, model, ...)")
-    try:
-        experiment = Experiment.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=str(path))) from None
+    experiment = yaml_file.load(path, Experiment, "experiment file")
     _check_registered_names(experiment, str(path))
     return experiment
 
 
+#: model factory parameters the pipeline sets from the dataset
+_MODEL_ARGS_FROM_DATA = ("num_classes", "in_channels")
+
+
 def _check_registered_names(experiment: Experiment, source: str) -> None:
-    """Names that live in registries are checked here so a typo fails before any training."""
-    from edgebench.data import list_datasets
-    from edgebench.models import list_models
+    """Names and options of registered plug-ins are checked here so a typo fails before any training."""
+    from edgebench.data import DATASETS, list_datasets
+    from edgebench.models import MODELS, list_models
     from edgebench.prune import CRITERIA
 
     for i, target in enumerate(experiment.targets):
@@ -211,3 +210,11 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
         for value in values:
             if value not in allowed:
                 raise ConfigError(f"{source}: {field}: unknown value '{value}'; allowed: {', '.join(allowed)}")
+    exp = experiment
+    validate_options(DATASETS.get(exp.dataset.name), exp.dataset.kwargs, f"{source}: dataset.kwargs")
+    validate_options(MODELS.get(exp.model.name), exp.model.kwargs, f"{source}: model.kwargs", _MODEL_ARGS_FROM_DATA)
+    for name, kwargs in exp.pruning.criterion_kwargs.items():
+        if name not in exp.pruning.criteria:
+            raise ConfigError(f"{source}: pruning.criterion_kwargs.{name}: not one of pruning.criteria "
+                              f"({', '.join(exp.pruning.criteria)})")
+        validate_options(CRITERIA.get(name), kwargs, f"{source}: pruning.criterion_kwargs.{name}")

@@ -19,19 +19,17 @@ import numpy as np
 import torch
 
 from edgebench.artifacts import ExportTask, artifact_path, artifact_size, export_all
-from edgebench.backends.base import get_backend
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits, load_dataset
-from edgebench.errors import ConfigError
-from edgebench.export.base import get_exporter
-from edgebench.measure.job import Job, JobResult
+from edgebench.executor.runners import Runner, runner_for
+from edgebench.measure.job import JobResult
 from edgebench.measure.machine import machine_info
-from edgebench.measure.worker import run_isolated
-from edgebench.plan import PlannedJob, plan_fp32_variants, quantized
+from edgebench.plan import PlannedJob, plan_fp32_variants, plan_jobs
 from edgebench.prune import BuiltModel, build_fp32_model
 from edgebench.store import Store
-from edgebench.targets import TargetSpec, get_target, target_unavailable_reason
-from edgebench.variants import QuantSpec, VariantSpec, spec_hash
+from edgebench.store.record import MeasurementRecord
+from edgebench.targets import TargetSpec, get_target
+from edgebench.variants import VariantSpec, spec_hash
 
 log = logging.getLogger(__name__)
 
@@ -148,65 +146,22 @@ def write_calibration(x_train: np.ndarray, n: int, workdir: Path) -> Path:
                        lambda: {"x": x})
 
 
-def plan_jobs(
-    exp: Experiment,
-    fp32: dict[str, tuple[VariantSpec, BuiltModel]],
-    targets: list[tuple[TargetSelection, TargetSpec]],
-) -> tuple[list[PlannedJob], list[str]]:
-    """Every (variant x precision, target, backend) that can run here; plus what cannot, and why.
+def available_targets(
+    targets: list[tuple[TargetSelection, TargetSpec]], runners: dict[str, Runner]
+) -> tuple[list[tuple[TargetSelection, TargetSpec]], list[str]]:
+    """The targets whose runner can run jobs now; plus, for the others, why not.
 
     An unavailable target (a missing extra, no GPU, an unreachable host) is reported, not failed:
     the default experiment lists targets whose extras a lean install does not have.
     """
-    jobs, unsupported = [], []
+    ready, unavailable = [], []
     for selection, target in targets:
-        reason = target_unavailable_reason(target)
+        reason = runners[target.name].available()
         if reason:
-            unsupported.append(f"target {target.name}: {reason}")
-            continue
-        target_jobs, target_unsupported = plan_target_jobs(exp, [spec for spec, _ in fp32.values()], selection, target)
-        jobs += target_jobs
-        unsupported += target_unsupported
-    return jobs, unsupported
-
-
-def plan_target_jobs(
-    exp: Experiment, fp32_specs: list[VariantSpec], selection: TargetSelection, target: TargetSpec
-) -> tuple[list[PlannedJob], list[str]]:
-    """The jobs of one target: per backend, its artifact format and every precision it can run."""
-    jobs, unsupported = [], []
-    measure_settings = exp.measurement_for(selection)
-    for backend_name in target.backends:
-        backend = get_backend(backend_name)
-        fmt = target.artifact_formats.get(backend_name, backend.formats[0])
-        if fmt not in backend.formats:
-            raise ConfigError(f"target {target.name}: artifact_formats.{backend_name}: '{fmt}' is not a format "
-                              f"{backend_name} loads; allowed: {', '.join(backend.formats)}")
-        exporter = get_exporter(fmt, target)
-        options = tuple(sorted(exporter.options().items()))
-        for precision in exp.quantization.precisions:
-            if target.precisions is not None and precision not in target.precisions:
-                continue
-            runtime_applied = precision not in exporter.precisions and precision in backend.builds_from_fp32
-            if precision not in exporter.precisions and not runtime_applied:
-                unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
-                continue
-            for spec in fp32_specs:
-                variant = quantized(spec, precision, exp)
-                export_quant = QuantSpec() if runtime_applied else variant.quant
-                if selection.includes(variant):
-                    jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))
-    return jobs, unsupported
-
-
-def measure(job: Job, target: TargetSpec, timeout_s: float) -> JobResult:
-    """Run one job locally in an isolated worker, or on the target over SSH."""
-    if target.kind == "ssh":
-        from edgebench.remote.ssh import run_job_remote
-
-        files = [Path(job.artifact), Path(job.eval_data)] + ([Path(job.reference)] if job.reference else [])
-        return run_job_remote(job, target, files)
-    return run_isolated(job, timeout_s)
+            unavailable.append(f"target {target.name}: {reason}")
+        else:
+            ready.append((selection, target))
+    return ready, unavailable
 
 
 def run_experiment(
@@ -238,7 +193,10 @@ def run_experiment(
         outcome.stage_seconds["variants"] = time.perf_counter() - clock
         eval_path = write_eval_data(splits, workdir)
         calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
-        jobs, outcome.unsupported = plan_jobs(exp, fp32, targets)
+        runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
+        ready, unavailable = available_targets(targets, runners)
+        jobs, unsupported = plan_jobs(exp, [spec for spec, _ in fp32.values()], ready)
+        outcome.unsupported = unavailable + unsupported
         done = store.done_job_keys(run_id)
         todo = [job for job in jobs if job.key not in done]
         outcome.skipped = len(jobs) - len(todo)
@@ -256,12 +214,12 @@ def run_experiment(
         for i, job in enumerate(todo):
             if progress:
                 progress("measure", i, len(todo), f"{job.variant.label} on {job.target.name}/{job.backend}")
-            result, size = _measure_job(exp, job, fp32, splits, eval_path, export_errors, workdir)
+            result, size = _measure_job(job, runners[job.target.name], fp32, splits, eval_path, export_errors, workdir)
             built = fp32[job.variant.weights_spec.id][1]
             store.upsert_variant(job.variant.id, job.variant.model_dump(mode="json"), job.variant.label,
                                  job.variant.parent_id, _facts(built))
-            store.add_measurement(run_id, job.key, job.variant.id, job.target.name, job.backend, job.settings,
-                                  result.model_dump(), size)
+            store.add_measurement(MeasurementRecord(run_id, job.key, job.variant.id, job.target.name, job.backend,
+                                                    result, job.settings, size))
             if result.status == "ok":
                 outcome.measured += 1
             else:
@@ -292,8 +250,8 @@ def _facts(built: BuiltModel) -> dict[str, object]:
 
 
 def _measure_job(
-    exp: Experiment,
     job: PlannedJob,
+    runner: Runner,
     fp32: dict[str, tuple[VariantSpec, BuiltModel]],
     splits: DatasetSplits,
     eval_path: Path,
@@ -308,19 +266,5 @@ def _measure_job(
     weights_spec = job.variant.weights_spec
     reference = write_reference(weights_spec, fp32[weights_spec.id][1], splits.x_test,
                                 job.measure.reference_samples, workdir)
-    worker_job = Job(
-        job_id=job.key,
-        variant_id=job.variant.id,
-        target=job.target.name,
-        backend=job.backend,
-        artifact=str(artifact.resolve()),
-        threads=job.target.threads,
-        device=job.target.device,
-        precision=job.variant.quant.precision,
-        backend_options=job.target.backend_options.get(job.backend, {}),
-        eval_data=str(eval_path.resolve()),
-        reference=str(reference.resolve()),
-        measure=job.measure,
-        energy=job.target.energy,
-    )
-    return measure(worker_job, job.target, exp.run.job_timeout_s), artifact_size(artifact)
+    result = runner.run(job.to_job(artifact, eval_path, reference), [artifact, eval_path, reference])
+    return result, artifact_size(artifact)

@@ -1,11 +1,17 @@
-"""Experiment -> list of variants and measurement jobs (no side effects)."""
+"""Experiment -> variants and measurement jobs, without side effects.
+
+Planning reads the experiment and target files only: nothing is trained, exported, probed or written.
+Whether a target can run now is asked of its runner by the pipeline, not here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from edgebench.config import Experiment
-from edgebench.measure.job import MeasureSettings
+from edgebench.config import Experiment, TargetSelection
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.runtimes.base import get_backend, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import PruneSpec, QuantSpec, VariantSpec, spec_hash
 
@@ -75,7 +81,7 @@ class PlannedJob:
             "device": self.target.device,
             "precision": self.variant.quant.precision,
             "scenario": self.measure.scenario,
-            "batch_size": self.measure.batch_size if self.measure.scenario == "offline" else 1,
+            "batch_size": self.measure.effective_batch_size,
             "backend_options": self.target.backend_options.get(self.backend, {}),
             "export_options": dict(self.export_options),
             "artifact_format": self.artifact_format,
@@ -86,3 +92,59 @@ class PlannedJob:
     def key(self) -> str:
         """Stable key: a resumed run skips jobs whose key is already stored."""
         return spec_hash([self.variant.id, self.target.name, self.backend, self.settings])
+
+    def to_job(self, artifact: Path, eval_data: Path, reference: Path | None) -> Job:
+        """The worker's job for this measurement, reading the given local files."""
+        return Job(
+            job_id=self.key,
+            variant_id=self.variant.id,
+            target=self.target.name,
+            backend=self.backend,
+            artifact=str(artifact.resolve()),
+            threads=self.target.threads,
+            device=self.target.device,
+            precision=self.variant.quant.precision,
+            backend_options=self.target.backend_options.get(self.backend, {}),
+            eval_data=str(eval_data.resolve()),
+            reference=str(reference.resolve()) if reference else None,
+            measure=self.measure,
+            energy=self.target.energy,
+        )
+
+
+def plan_jobs(
+    exp: Experiment, fp32_specs: list[VariantSpec], targets: list[tuple[TargetSelection, TargetSpec]]
+) -> tuple[list[PlannedJob], list[str]]:
+    """Every (variant x precision, target, backend) job of ``exp``; plus the combinations no exporter makes."""
+    jobs, unsupported = [], []
+    for selection, target in targets:
+        target_jobs, target_unsupported = plan_target_jobs(exp, fp32_specs, selection, target)
+        jobs += target_jobs
+        unsupported += target_unsupported
+    return jobs, unsupported
+
+
+def plan_target_jobs(
+    exp: Experiment, fp32_specs: list[VariantSpec], selection: TargetSelection, target: TargetSpec
+) -> tuple[list[PlannedJob], list[str]]:
+    """The jobs of one target: per backend, its artifact format and every precision it can run."""
+    jobs, unsupported = [], []
+    measure_settings = exp.measurement_for(selection)
+    for backend_name in target.backends:
+        backend = get_backend(backend_name)
+        fmt = target.artifact_format(backend_name)
+        exporter = get_exporter(fmt, target)
+        options = tuple(sorted(exporter.options().items()))
+        for precision in exp.quantization.precisions:
+            if target.precisions is not None and precision not in target.precisions:
+                continue
+            runtime_applied = precision not in exporter.precisions and precision in backend.builds_from_fp32
+            if precision not in exporter.precisions and not runtime_applied:
+                unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
+                continue
+            for spec in fp32_specs:
+                variant = quantized(spec, precision, exp)
+                export_quant = QuantSpec() if runtime_applied else variant.quant
+                if selection.includes(variant):
+                    jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))
+    return jobs, unsupported

@@ -10,26 +10,29 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+Modules = Sequence[str] | Callable[[], Sequence[str]]
+
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
     """Maps lowercase names to registered objects of one kind.
 
-    ``modules`` are imported on the first lookup: the modules that register entries can keep
-    their heavy imports (runtimes, converters) without slowing down ``import edgebench``.
+    ``modules`` (a list, or a function returning one, for registries filled by discovered plug-ins) are
+    imported on the first lookup: the modules that register entries can keep their heavy imports
+    (runtimes, converters) without slowing down ``import edgebench``.
     """
 
-    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
+    def __init__(self, kind: str, modules: Modules = ()) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
-        self._modules = tuple(modules)
-        self._loaded = not self._modules
+        self._modules = modules
+        self._loaded = False
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            for module in self._modules:
+            for module in self._modules() if callable(self._modules) else self._modules:
                 importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:

@@ -1,20 +1,23 @@
 """Targets: YAML-described places to run (a backend set, a host, limits, a meter).
 
-One file per target in ``targets/``. A user adds a device by adding a file; an
-unknown or wrong field is reported with the file and field named.
+One file per target in ``targets/``. A user adds a device by adding a file; an unknown or wrong field,
+an unknown backend, a backend option or energy-meter option the plug-in does not take: each is reported
+when the file loads, with the file and field named. Whether a target can run *now* (packages, GPU, a
+reachable host) is the runner's question (``edgebench.executor.runners``), not the file's.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgebench.errors import ConfigError, format_validation_error
+from edgebench import yaml_file
+from edgebench.errors import ConfigError
+from edgebench.options import validate_options
+from edgebench.runtimes.hls4ml.target import FPGASpec
+from edgebench.variants import Precision
 
 REPO_TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
@@ -37,33 +40,6 @@ class SSHSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of the remote worker")
 
 
-class FPGASpec(BaseModel):
-    """hls4ml settings of an FPGA target: part, clock, I/O style and whether to synthesise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    part: str = Field(description="FPGA part, e.g. xczu9eg-ffvb1156-2-e")
-    board: str | None = Field(None, description="board name, informational (e.g. zcu102)")
-    hls_backend: Literal["Vitis", "Vivado"] = Field("Vitis", description="hls4ml backend / HLS tool family")
-    clock_period_ns: float = Field(5.0, gt=0)
-    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
-    strategy: Literal["Latency", "Resource"] = "Latency"
-    default_precision: str = Field("ap_fixed<16,6>", description="used when a variant gives no fixed_point")
-    synthesize: bool = Field(False, description="run C synthesis (needs vitis_hls / vivado_hls on PATH)")
-
-    @field_validator("default_precision")
-    @classmethod
-    def _ap_type(cls, value: str) -> str:
-        if not value.startswith(("ap_fixed<", "ap_ufixed<", "ap_int<", "ap_uint<", "fixed<", "ufixed<")):
-            raise ValueError("must be an HLS type such as ap_fixed<16,6>")
-        return value
-
-    @property
-    def hls_tool(self) -> str:
-        """Executable that synthesises for ``hls_backend``."""
-        return "vitis_hls" if self.hls_backend == "Vitis" else "vivado_hls"
-
-
 class TargetSpec(BaseModel):
     """A device/runtime combination measurements run on."""
 
@@ -75,8 +51,10 @@ class TargetSpec(BaseModel):
     backends: list[str] = Field(min_length=1, description="backend names, e.g. torch, onnxruntime")
     device: str = "cpu"
     threads: int = Field(1, ge=1)
-    precisions: list[str] | None = Field(None, description="precisions this target runs; None = all")
-    backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    precisions: list[Precision] | None = Field(None, description="precisions this target runs; None = all")
+    backend_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="backend -> its options, e.g. {litert: {xnnpack: false}}"
+    )
     artifact_formats: dict[str, str] = Field(
         default_factory=dict,
         description="backend -> artifact format when not the backend's first, e.g. {tensorrt: onnx} for engines "
@@ -88,12 +66,45 @@ class TargetSpec(BaseModel):
     notes: dict[str, Any] = Field(default_factory=dict, description="power mode, board, part...")
 
     @model_validator(mode="after")
-    def _kind_needs_fields(self) -> TargetSpec:
+    def _consistent(self) -> TargetSpec:
         if self.kind == "ssh" and self.ssh is None:
             raise ValueError("kind: ssh needs an 'ssh:' block with at least 'host'")
         if "hls4ml" in self.backends and self.fpga is None:
             raise ValueError("backend hls4ml needs an 'fpga:' block with at least 'part'")
+        _check_plugins(self)
         return self
+
+    def artifact_format(self, backend: str) -> str:
+        """The artifact format ``backend`` receives on this target."""
+        from edgebench.runtimes.base import BACKENDS
+
+        return self.artifact_formats.get(backend, BACKENDS.get(backend).formats[0])
+
+
+def _check_plugins(spec: TargetSpec) -> None:
+    """Backend names, their options and formats, and the energy meter's options exist and have the right types."""
+    from edgebench.measure.energy import METERS
+    from edgebench.runtimes.base import BACKENDS
+
+    known = BACKENDS.names()
+    for name in spec.backends:
+        if name not in BACKENDS:
+            raise ValueError(f"backends: unknown backend '{name}'; known: {', '.join(known)}")
+    for field, mapping in (("backend_options", spec.backend_options), ("artifact_formats", spec.artifact_formats)):
+        for name in mapping:
+            if name not in spec.backends:
+                raise ValueError(f"{field}.{name}: not one of this target's backends ({', '.join(spec.backends)})")
+    for name, options in spec.backend_options.items():
+        validate_options(BACKENDS.get(name).Options, options, f"backend_options.{name}")
+    for name, fmt in spec.artifact_formats.items():
+        formats = BACKENDS.get(name).formats
+        if fmt not in formats:
+            raise ValueError(f"artifact_formats.{name}: '{fmt}' is not a format {name} loads; allowed: {', '.join(formats)}")
+    if spec.energy and spec.energy.get("type") not in (None, "none"):
+        kind = spec.energy["type"]
+        if kind not in METERS:
+            raise ValueError(f"energy.type: unknown meter '{kind}'; known: {', '.join(METERS.names())}, none")
+        validate_options(METERS.get(kind), {k: v for k, v in spec.energy.items() if k != "type"}, "energy")
 
 
 def targets_dirs(extra: Path | None = None) -> list[Path]:
@@ -107,16 +118,8 @@ def targets_dirs(extra: Path | None = None) -> list[Path]:
 
 
 def load_target_file(path: Path) -> TargetSpec:
-    """Parse and validate one target file."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    data.setdefault("name", path.stem)
-    try:
-        return TargetSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=str(path))) from None
+    """Parse and validate one target file (its name defaults to the file name)."""
+    return yaml_file.load(path, TargetSpec, "target file", defaults={"name": path.stem})
 
 
 def list_targets(extra_dir: Path | None = None) -> dict[str, Path]:
@@ -137,44 +140,3 @@ def get_target(name: str, extra_dir: Path | None = None) -> TargetSpec:
         allowed = ", ".join(sorted(files)) or "(none found)"
         raise ConfigError(f"unknown target '{name}'; available: {allowed}. Add targets/{name}.yaml to define it.")
     return load_target_file(files[name])
-
-
-def target_unavailable_reason(spec: TargetSpec, connect_timeout_s: float = 1.5) -> str | None:
-    """None when jobs can run on ``spec`` now, else why not (missing extra, no GPU, host down, tool missing).
-
-    Remote targets are checked by reachability only: their backends live on the device.
-    """
-    if spec.kind == "ssh":
-        return _remote_unavailable_reason(spec, connect_timeout_s)
-    from edgebench.backends.base import get_backend
-
-    reasons = []
-    for name in spec.backends:
-        try:
-            reason = get_backend(name).available()
-        except KeyError as exc:
-            reason = str(exc).strip("'\"")
-        if reason:
-            reasons.append(f"{name}: {reason}")
-    if spec.fpga is not None and spec.fpga.synthesize and shutil.which(spec.fpga.hls_tool) is None:
-        reasons.append(
-            f"{spec.fpga.hls_tool} not on PATH: install {spec.fpga.hls_backend} HLS and source its settings64.sh "
-            f"to synthesise for {spec.fpga.part} (or use local-hls4ml-csim for C simulation only)"
-        )
-    return "; ".join(reasons) or None
-
-
-def _remote_unavailable_reason(spec: TargetSpec, connect_timeout_s: float) -> str | None:
-    assert spec.ssh is not None  # guaranteed by TargetSpec validation
-    try:
-        import paramiko  # noqa: F401
-    except ImportError:
-        return "the 'remote' extra is not installed: pip install -c constraints.txt -e '.[remote]'"
-    try:
-        with socket.create_connection((spec.ssh.host, spec.ssh.port), timeout=connect_timeout_s):
-            pass
-    except OSError as exc:
-        return f"host {spec.ssh.host}:{spec.ssh.port} unreachable ({exc.strerror or exc})"
-    if spec.ssh.key_file and not Path(spec.ssh.key_file).expanduser().is_file():
-        return f"ssh key_file {spec.ssh.key_file} does not exist"
-    return None

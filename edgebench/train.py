@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgebench.data import DatasetSplits
+from edgebench.models.cost import count_macs, count_params
 from edgebench.variants import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,6 @@ def train(
         epochs: overrides ``spec.epochs`` (finetuning runs).
         progress: called with (epochs done, total epochs) after each epoch.
     """
-    from edgebench.prune.cost import count_macs, count_params  # edgebench.prune imports this module
 
     n_epochs = spec.epochs if epochs is None else epochs
     torch.manual_seed(spec.seed)

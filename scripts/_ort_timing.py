@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.backends.onnxruntime_backend import OnnxRuntimeSession, create_ort_session
-from edgebench.export.onnx_export import export_fp32_onnx, quantize_int8_static
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession, create_ort_session
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx, quantize_int8_static
 
 SETTINGS = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=1.0, max_time_s=10.0)
 

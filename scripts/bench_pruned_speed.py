@@ -17,7 +17,8 @@ import torch
 from _ort_timing import ort_p50_ms
 
 from edgebench.models import create_model
-from edgebench.prune import count_macs, count_params, create_criterion, prune_model
+from edgebench.models.cost import count_macs, count_params
+from edgebench.prune import create_criterion, prune_model
 
 SHAPE = (3, 32, 32)
 

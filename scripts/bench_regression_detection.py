@@ -45,9 +45,9 @@ def measure(args: tuple[str, int, float]) -> list[int]:
     """One run in this (fresh) process: load a session, time it, return raw samples in ns."""
     import onnxruntime as ort
 
-    from edgebench.backends.base import Session
     from edgebench.measure.harness import time_session
     from edgebench.measure.job import MeasureSettings
+    from edgebench.runtimes.base import Session
 
     model_path, delay_ns, min_time_s = args
 
@@ -85,8 +85,11 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
+    from edgebench.measure.job import JobResult
     from edgebench.store import Store
-    from edgebench.store.compare import DEFAULT_MIN_EFFECT, compare_runs
+    from edgebench.store.compare import compare_runs
+    from edgebench.store.metrics import DEFAULT_MIN_EFFECT
+    from edgebench.store.record import MeasurementRecord
 
     tmp = Path(tempfile.mkdtemp(prefix="edgebench-regress-"))
     model = tmp / "cnn.onnx"
@@ -103,9 +106,10 @@ def main() -> None:
         for n, (arm, i, _) in enumerate(order):
             samples = pool.apply(measure, ((str(model), delay if arm == "B" else 0, args.min_time),))
             run_id = store.start_run(f"{arm}-{i}", {}, f"{arm}-{i}", {"cpu_model": "this machine"}, tags=(f"{arm}-{i}",))
-            result = {"status": "ok", "samples_ns": samples, "latency_ms": {"p50": float(np.median(samples)) / 1e6}}
+            result = JobResult(job_id="cnn", status="ok", samples_ns=samples,
+                               latency_ms={"p50": float(np.median(samples)) / 1e6})
             settings = {"threads": 1, "batch_size": 1, "scenario": "single_stream"}
-            store.add_measurement(run_id, "cnn", "cnn", "local-cpu", "onnxruntime", settings, result, None)
+            store.add_measurement(MeasurementRecord(run_id, "cnn", "cnn", "local-cpu", "onnxruntime", result, settings))
             store.finish_run(run_id)
             if (n + 1) % 30 == 0:
                 print(f"  {n + 1}/{len(order)} runs, {time.time() - t0:.0f} s")

@@ -25,6 +25,7 @@ import pytest
 from edgebench.measure.job import JobResult
 from edgebench.measure.stats import summarize_ns
 from edgebench.store import Store
+from edgebench.store.record import MeasurementRecord
 from edgebench.variants import PruneSpec, QuantSpec, VariantSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -130,14 +131,14 @@ def fill_run(
             key = f"{spec.id}:{target}:onnxruntime:t{threads}"
             result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0) * factor)
             store.add_measurement(
-                run_id, key, spec.id, target, "onnxruntime", settings, result.model_dump(), artifact_size(spec)
+                MeasurementRecord(run_id, key, spec.id, target, "onnxruntime", result, settings, artifact_size(spec))
             )
     if fail_one:
         spec = variant_specs()[-1]
         key = f"{spec.id}:local-cpu:torch:t{threads}"
         failed = JobResult(job_id=key, status="failed", error="worker timed out after 60 s")
         settings = {"threads": threads, "batch_size": 1, "precision": "int8", "scenario": "single_stream"}
-        store.add_measurement(run_id, key, spec.id, "local-cpu", "torch", settings, failed.model_dump(), None)
+        store.add_measurement(MeasurementRecord(run_id, key, spec.id, "local-cpu", "torch", failed, settings))
     store.finish_run(run_id)
     return run_id
 

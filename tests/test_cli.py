@@ -10,7 +10,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from edgebench.cli import app
-from edgebench.export.onnx_export import export_fp32_onnx
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 runner = CliRunner()
 

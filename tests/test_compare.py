@@ -9,8 +9,10 @@ import pytest
 from store_fixtures import MACHINE, fill_run, sqlite_store, synthetic_result, variant_specs  # noqa: F401
 
 from edgebench.store import Store, StoreError
-from edgebench.store.compare import DEFAULT_MIN_EFFECT, compare_runs, parse_min_effects
+from edgebench.store.compare import compare_runs, parse_min_effects
 from edgebench.store.compare_markdown import to_markdown
+from edgebench.store.metrics import DEFAULT_MIN_EFFECT
+from edgebench.store.record import MeasurementRecord
 from edgebench.store.significance import Estimate, decide, quantile_ratio
 
 
@@ -54,9 +56,9 @@ def _store_one(store: Store, samples: np.ndarray, size: int = 1000, accuracy: fl
     spec = variant_specs()[0]
     run_id = store.start_run("one", {}, "h1", MACHINE)
     store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, None, {"params": 1})
-    result = synthetic_result("k", spec, np.random.default_rng(0)).model_dump()
-    result.update(samples_ns=samples.tolist(), accuracy=accuracy)
-    store.add_measurement(run_id, "k", spec.id, "local-cpu", "onnxruntime", {"threads": threads}, result, size)
+    result = synthetic_result("k", spec, np.random.default_rng(0)).model_copy(
+        update={"samples_ns": samples.tolist(), "accuracy": accuracy})
+    store.add_measurement(MeasurementRecord(run_id, "k", spec.id, "local-cpu", "onnxruntime", result, {"threads": threads}, size))
     store.finish_run(run_id)
     return run_id
 

@@ -106,7 +106,7 @@ def test_shipped_cifar_experiment_validates_and_names_missing_data(tmp_path):
 
 def test_jetson_plan_builds_engines_on_the_device_from_onnx():
     from edgebench.config import TargetSelection
-    from edgebench.pipeline import plan_target_jobs
+    from edgebench.plan import plan_target_jobs
 
     exp = load_experiment()
     exp = exp.model_copy(update={"quantization": exp.quantization.model_copy(update={"precisions": ["fp32", "fp16", "int8"]})})

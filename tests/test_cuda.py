@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.backends.base import BackendSettings, get_backend
-from edgebench.backends.torch_cuda_backend import cuda_unavailable_reason
-from edgebench.export.base import get_exporter
+from edgebench.executor.runners import runner_for
 from edgebench.measure.energy import UnavailableMeter, create_meter
-from edgebench.targets import get_target, target_unavailable_reason
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
+from edgebench.runtimes.torch.cuda import cuda_unavailable_reason
+from edgebench.targets import get_target
 from edgebench.variants import QuantSpec
 
 NO_GPU = cuda_unavailable_reason()
@@ -33,7 +33,7 @@ def test_reasons_agree_with_torch() -> None:
     if NO_GPU is not None:
         assert "CPU-only" in NO_GPU or "no CUDA GPU" in NO_GPU
         assert get_backend("torch_cuda").available() == NO_GPU
-    reason = target_unavailable_reason(get_target("local-cuda"))
+    reason = runner_for(get_target("local-cuda")).available()
     if reason is not None:  # every missing piece is named, with its backend
         assert any(name in reason for name in ("torch_cuda", "onnxruntime_cuda", "tensorrt"))
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 from store_fixtures import PNG_MAGIC, fill_run, sqlite_store  # noqa: F401
 
+from edgebench.measure.job import JobResult
 from edgebench.report import render_report
 from edgebench.store import Store
 from edgebench.store.history import detect_change_points, history_frame, series_change_points
+from edgebench.store.record import MeasurementRecord
 
 
 def test_step_change_is_found_once() -> None:
@@ -38,8 +40,9 @@ def test_latency_history_ignores_contention(sqlite_store: Store) -> None:  # noq
         if i >= 2:
             samples[100:400] = (samples[100:400] * 1.3).astype(np.int64)  # p50 up, fastest iterations unchanged
         run_id = sqlite_store.start_run("exp", {}, "h", {}, tags=(f"r{i}",))
-        result = {"status": "ok", "samples_ns": samples.tolist(), "latency_ms": {"p50": float(np.median(samples)) / 1e6}}
-        sqlite_store.add_measurement(run_id, "k", "v", "local-cpu", "onnxruntime", {"threads": 1}, result, None)
+        result = JobResult(job_id="k", status="ok", samples_ns=samples.tolist(),
+                           latency_ms={"p50": float(np.median(samples)) / 1e6})
+        sqlite_store.add_measurement(MeasurementRecord(run_id, "k", "v", "local-cpu", "onnxruntime", result, {"threads": 1}))
     hist = history_frame(sqlite_store, "latency")
     assert detect_change_points(hist["value"].to_list(), 5)  # the p50 series alone would flag it
     assert series_change_points(sqlite_store, hist, "latency").empty

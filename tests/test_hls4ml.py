@@ -16,13 +16,13 @@ pytest.importorskip("hls4ml", reason="the 'fpga' extra (hls4ml) is not installed
 if shutil.which("g++") is None:
     pytest.skip("g++ not on PATH: hls4ml's C simulation needs it (apt-get install g++)", allow_module_level=True)
 
-from edgebench.backends.base import BackendSettings, get_backend
 from edgebench.errors import UnsupportedModelError
-from edgebench.export.hls4ml_export import Hls4mlExporter, check_supported
-from edgebench.export.hls4ml_report import parse_csynth_report, read_synthesis
 from edgebench.measure.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
-from edgebench.targets import FPGASpec
+from edgebench.runtimes.base import BackendSettings, get_backend
+from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported
+from edgebench.runtimes.hls4ml.report import parse_csynth_report, read_synthesis
+from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import QuantSpec
 
 FIXED = QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>")

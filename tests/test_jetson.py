@@ -11,7 +11,7 @@ import pytest
 
 from edgebench.measure.energy import UnavailableMeter, create_meter
 from edgebench.measure.energy_jetson import JetsonInaMeter
-from edgebench.remote.jetson import (
+from edgebench.measure.jetson import (
     parse_jetson_clocks,
     parse_nvpmodel,
     parse_tegrastats_line,

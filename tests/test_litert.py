@@ -12,12 +12,11 @@ import torch
 pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is not installed")
 pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
 
-from edgebench.backends.base import BackendSettings, get_backend
 from edgebench.data.digits import digits
-from edgebench.export.base import get_exporter
 from edgebench.measure.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.models import create_model
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.train import evaluate, train
 from edgebench.variants import QuantSpec, TrainSpec
 

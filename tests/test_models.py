@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgebench.models import create_model, list_models
-from edgebench.prune import count_params
+from edgebench.models.cost import count_params
 
 CASES = [
     ("digits_cnn", 1, 8, {}),

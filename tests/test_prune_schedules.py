@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from edgebench.data import load_dataset
-from edgebench.prune import build_fp32_model, count_macs, default_prune_epochs
+from edgebench.models.cost import count_macs
+from edgebench.prune import build_fp32_model, default_prune_epochs
 from edgebench.train import evaluate
 from edgebench.variants import PruneSpec, TrainSpec, VariantSpec
 

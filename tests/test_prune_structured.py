@@ -12,9 +12,10 @@ import torch
 from prune_nets import positive_data
 from torch import nn
 
-from edgebench.export.onnx_export import export_fp32_onnx
 from edgebench.models import create_model
-from edgebench.prune import CRITERIA, ScoringData, conv_filters, count_macs, create_criterion, prune_model
+from edgebench.models.cost import conv_filters, count_macs
+from edgebench.prune import CRITERIA, ScoringData, create_criterion, prune_model
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:

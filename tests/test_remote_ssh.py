@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
+from edgebench.executor.ssh import RemoteError, remote_job, run_job_remote
 from edgebench.measure.job import Job, MeasureSettings
-from edgebench.remote.ssh import RemoteError, remote_job, run_job_remote
 from edgebench.targets import SSHSpec, TargetSpec
 
 SSHD = Path("/usr/sbin/sshd")
@@ -107,7 +107,7 @@ def onnx_job_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Job, list[
     import torch
     from torch import nn
 
-    from edgebench.export.onnx_export import export_fp32_onnx
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()

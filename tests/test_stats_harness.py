@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgebench.backends.base import Session
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
 from edgebench.measure.stats import summarize_ns
+from edgebench.runtimes.base import Session
 
 
 class _Counting(Session):

@@ -12,9 +12,10 @@ from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, varian
 
 from edgebench.measure.job import JobResult
 from edgebench.store import SCHEMA_VERSION, Store, StoreError
+from edgebench.store.record import MeasurementRecord
 
 
-def _ok_result(job_id: str, samples: list[int]) -> dict:
+def _ok_result(job_id: str, samples: list[int]) -> JobResult:
     return JobResult(
         job_id=job_id,
         status="ok",
@@ -23,7 +24,7 @@ def _ok_result(job_id: str, samples: list[int]) -> dict:
         throughput_ips=1000.0,
         samples_ns=samples,
         runtime={"onnxruntime": "1.20.0"},
-    ).model_dump()
+    )
 
 
 def test_open_creates_parent_dir_and_schema(tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
     assert sqlite_store.find_resumable_run("h1") == run_id
     assert sqlite_store.find_resumable_run("other") is None
     result = _ok_result("job-a", [5, 6, 7])
-    sqlite_store.add_measurement(run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 1}, result, 10)
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "job-a", "v1", "local-cpu", "onnxruntime", result, {"threads": 1}, 10))
     assert sqlite_store.done_job_keys(run_id) == {"job-a"}
     sqlite_store.finish_run(run_id)
     assert sqlite_store.find_resumable_run("h1") is None
@@ -60,8 +61,8 @@ def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) ->
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = [1_000_000 + i * 17 for i in range(1000)]
     args = (run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 2, "batch_size": 1, "scenario": "single_stream"})
-    sqlite_store.add_measurement(*args, _ok_result("job-a", raw), 123)
-    sqlite_store.add_measurement(*args, _ok_result("job-a", raw[:10]), 456)  # a retry replaces, never duplicates
+    sqlite_store.add_measurement(MeasurementRecord(*args[:5], _ok_result("job-a", raw), args[5], 123))
+    sqlite_store.add_measurement(MeasurementRecord(*args[:5], _ok_result("job-a", raw[:10]), args[5], 456))  # a retry replaces, never duplicates
     df = sqlite_store.measurements(run_id)
     assert len(df) == 1
     row = df.iloc[0]
@@ -76,7 +77,7 @@ def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) ->
 def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F811
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = np.random.default_rng(0).integers(900_000, 1_100_000, 20_000).tolist()
-    sqlite_store.add_measurement(run_id, "j", "v", "t", "b", {}, _ok_result("j", raw), None)
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", _ok_result("j", raw)))
     mid = int(sqlite_store.measurements(run_id)["id"].iloc[0])
     assert np.array_equal(sqlite_store.samples(mid), raw)
     with sqlite_store.engine.connect() as conn:
@@ -133,7 +134,7 @@ def _writer(path: str, start: int, stop: int) -> None:
     done = store.done_job_keys(run_id)
     for i in range(start, stop):
         if f"job-{i}" not in done:
-            store.add_measurement(run_id, f"job-{i}", "v", "t", "b", {}, _ok_result(f"job-{i}", [i] * 50), None)
+            store.add_measurement(MeasurementRecord(run_id, f"job-{i}", "v", "t", "b", _ok_result(f"job-{i}", [i] * 50)))
     store.close()
 
 
@@ -166,17 +167,21 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:  # make it look like a version-1 (foundation) store
         conn.execute("drop table run_tags")
         conn.execute("alter table measurements drop column details")
+        conn.execute("alter table measurements drop column error_detail")
         conn.execute("delete from schema_version")
         conn.execute("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')")
     store = Store.open(path)
     run_id = store.start_run("exp", {}, "h", MACHINE, tags=("v1",))
     assert store.resolve_run("v1") == run_id
     details = {"synthesis": {"status": "not synthesised", "reason": "vitis_hls not on PATH"}}
-    store.add_measurement(run_id, "k", "v", "t", "hls4ml", {}, {"status": "ok", "details": details}, None)
-    assert store.measurements(run_id).iloc[0]["details"] == details
+    store.add_measurement(MeasurementRecord(run_id, "k", "v", "t", "hls4ml", JobResult(job_id="k", status="ok", details=details)))
+    store.add_measurement(MeasurementRecord(run_id, "f", "v", "t", "b", JobResult(
+        job_id="f", status="failed", error="ValueError: x", error_detail="Traceback ...\nValueError: x")))
+    df = store.measurements(run_id).set_index("job_key")
+    assert df.loc["k", "details"] == details and df.loc["f", "error_detail"].endswith("ValueError: x")
     store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3]
+        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4]
         conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
     with pytest.raises(StoreError, match="newer than this edgebench"):
         Store.open(path)
@@ -189,8 +194,8 @@ def test_bad_url_is_one_clear_error() -> None:
 
 def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:  # noqa: F811
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
-    failed = JobResult(job_id="j", status="failed", error=None).model_dump()
-    sqlite_store.add_measurement(run_id, "j", "abc123", "t", "b", {}, failed, None)
+    failed = JobResult(job_id="j", status="failed", error=None)
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "abc123", "t", "b", failed))
     row = sqlite_store.measurements(run_id).iloc[0]
     assert row["label"] == "abc123" and row["n_samples"] == 0 and row["status"] == "failed"
     assert sqlite_store.samples(int(row["id"])).size == 0

@@ -11,7 +11,8 @@ import typer
 from store_fixtures import fill_run
 from typer.testing import CliRunner
 
-from edgebench.cli_store import register
+from edgebench.cli.common import friendly_errors
+from edgebench.cli.store import register
 from edgebench.store import Store
 
 runner = CliRunner()
@@ -20,7 +21,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    register(app, friendly_errors)
     return app
 
 

@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from store_fixtures import MACHINE, fill_run, postgres_url, variant_specs  # noqa: F401
 
+from edgebench.measure.job import JobResult
 from edgebench.store import SCHEMA_VERSION, Store
+from edgebench.store.record import MeasurementRecord
 from edgebench.store.schema import metadata
 
 
@@ -44,9 +46,9 @@ def test_postgres_round_trip_matches_sqlite(pg_store: Store, tmp_path: Path) -> 
 
 def test_postgres_resume_is_idempotent(pg_store: Store) -> None:
     run_id = pg_store.start_run("exp", {"a": 1}, "h", MACHINE)
-    result = {"status": "ok", "latency_ms": {"p50": 1.0}, "samples_ns": [1, 2, 3], "runtime": {}}
+    result = JobResult(job_id="job", status="ok", latency_ms={"p50": 1.0}, samples_ns=[1, 2, 3])
     for _ in range(2):
-        pg_store.add_measurement(run_id, "job", "v", "t", "b", {"threads": 1}, result, 5)
+        pg_store.add_measurement(MeasurementRecord(run_id, "job", "v", "t", "b", result, {"threads": 1}, 5))
     assert pg_store.find_resumable_run("h") == run_id
     assert pg_store.done_job_keys(run_id) == {"job"}
     assert len(pg_store.measurements(run_id)) == 1
@@ -56,6 +58,7 @@ def test_postgres_migrates_old_schema(pg_store: Store, postgres_url: str) -> Non
     with pg_store.engine.begin() as conn:
         conn.execute(text("drop table run_tags"))
         conn.execute(text("alter table measurements drop column details"))
+        conn.execute(text("alter table measurements drop column error_detail"))
         conn.execute(text("delete from schema_version"))
         conn.execute(text("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')"))
     reopened = Store.open(postgres_url)

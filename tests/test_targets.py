@@ -10,18 +10,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edgebench.cli_targets import register
+from edgebench.cli.common import friendly_errors
+from edgebench.cli.targets import register
 from edgebench.doctor import components, target_statuses
 from edgebench.errors import ConfigError
-from edgebench.targets import (
-    REPO_TARGETS_DIR,
-    SSHSpec,
-    TargetSpec,
-    get_target,
-    list_targets,
-    load_target_file,
-    target_unavailable_reason,
-)
+from edgebench.executor.runners import SSHRunner, runner_for
+from edgebench.targets import REPO_TARGETS_DIR, SSHSpec, TargetSpec, get_target, list_targets, load_target_file
 
 SHIPPED = {
     "local-cpu", "local-cuda", "local-litert", "local-hls4ml-csim", "zcu102", "alveo-u250",
@@ -53,6 +47,16 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'float'}\n", "ap_fixed<16,6>"),
         ("backends: [hls4ml]\nfpga: {part: x, io_type: io_serial}\n", "fpga.io_type"),
         ("backends: []\n", "backends"),
+        ("backends: [onnxruntime, no_such_runtime]\n", "unknown backend 'no_such_runtime'; known: hls4ml"),
+        ("backends: [litert]\nbackend_options: {litert: {xnnpak: false}}\n",
+         "backend_options.litert: unknown option 'xnnpak'; allowed: xnnpack"),
+        ("backends: [litert]\nbackend_options: {onnxruntime: {}}\n", "backend_options.onnxruntime: not one of"),
+        ("backends: [litert]\nartifact_formats: {litert: onnx}\n", "'onnx' is not a format litert loads"),
+        ("backends: [onnxruntime]\nenergy: {type: rapl, zone: [package-0]}\n",
+         "energy: unknown option 'zone'; allowed: root, zones"),
+        ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
+        ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
+        ("backends: [onnxruntime]\nprecisions: [int4]\n", "precisions.0"),
     ],
 )
 def test_wrong_fields_are_named(tmp_path: Path, text: str, needle: str) -> None:
@@ -72,12 +76,10 @@ def test_user_target_dir_wins(tmp_path: Path) -> None:
 
 
 def test_local_reasons() -> None:
-    assert target_unavailable_reason(get_target("local-cpu")) is None
-    reason = target_unavailable_reason(get_target("zcu102"))
+    assert runner_for(get_target("local-cpu")).available() is None
+    reason = runner_for(get_target("zcu102")).available()
     if shutil.which("vitis_hls") is None:
         assert reason is not None and "vitis_hls not on PATH" in reason and "local-hls4ml-csim" in reason
-    unknown = TargetSpec(name="x", backends=["onnxruntime", "no_such_runtime"])
-    assert "no_such_runtime" in (target_unavailable_reason(unknown) or "")
 
 
 def test_ssh_reachability() -> None:
@@ -86,19 +88,20 @@ def test_ssh_reachability() -> None:
         server.listen()
         port = server.getsockname()[1]
         up = TargetSpec(name="up", kind="ssh", backends=["onnxruntime"], ssh=SSHSpec(host="127.0.0.1", port=port))
-        assert target_unavailable_reason(up) is None
+        assert runner_for(up).available() is None
         missing_key = up.model_copy(update={"ssh": up.ssh.model_copy(update={"key_file": "/nonexistent/key"})})
-        assert "key_file /nonexistent/key does not exist" in (target_unavailable_reason(missing_key) or "")
-    down = target_unavailable_reason(up, connect_timeout_s=0.5)  # the listener is closed now
+        assert "key_file /nonexistent/key does not exist" in (runner_for(missing_key).available() or "")
+    down = SSHRunner(up, connect_timeout_s=0.5).available()  # the listener is closed now
     assert down is not None and f"127.0.0.1:{port} unreachable" in down
-    rpi = target_unavailable_reason(get_target("rpi5"), connect_timeout_s=0.5)
+    rpi = SSHRunner(get_target("rpi5"), connect_timeout_s=0.5).available()
     assert rpi is not None and "rpi5.local:22 unreachable" in rpi
 
 
 def test_doctor_lists_components_and_needs() -> None:
-    found = {c.name: c for c in components()}
+    found = {f.component.name: f for f in components()}
     assert found["torch"].present and found["onnxruntime"].present
-    assert found["tensorrt"].install_hint and found["paramiko"].extra == "remote"
+    assert found["tensorrt"].component.install_hint and found["paramiko"].component.extra == "remote"
+    assert {"nvidia-ml-py", "tegrastats", "g++", "litert-torch"} <= set(found)  # meters' and runtimes' needs
     statuses = {s.name: s for s in target_statuses()}
     assert set(statuses) >= SHIPPED
     assert statuses["local-cpu"].available
@@ -115,7 +118,7 @@ def test_cli_commands() -> None:
     def main() -> None:
         """Test app."""
 
-    register(app)
+    register(app, friendly_errors)
     runner = CliRunner()
     result = runner.invoke(app, ["targets"])
     assert result.exit_code == 0, result.output

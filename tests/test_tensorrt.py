@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.backends.base import BackendSettings, get_backend
-from edgebench.export.base import get_exporter
-from edgebench.export.tensorrt_export import onnx_has_qdq
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
+from edgebench.runtimes.tensorrt.export import onnx_has_qdq
 from edgebench.variants import QuantSpec
 
 REASON = get_backend("tensorrt").available()

@@ -6,7 +6,7 @@ import torch
 
 from edgebench.data import load_dataset
 from edgebench.models import create_model
-from edgebench.prune import count_macs
+from edgebench.models.cost import count_macs
 from edgebench.train import TrainHook, TrainState, evaluate, train
 from edgebench.variants import TrainSpec
 

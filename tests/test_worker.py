@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.export.base import get_exporter
 from edgebench.measure.job import Job, MeasureSettings
 from edgebench.measure.worker import run_isolated
+from edgebench.runtimes.base import get_exporter
 from edgebench.variants import QuantSpec
 
 FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)

@@ -1,1 +1,1 @@
-"""Measurement: timed harness, statistics, worker isolation, machine context."""
+"""Measurement: the timed harness, statistics, the worker, energy meters, and the device context (CPU, Jetson)."""

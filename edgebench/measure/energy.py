@@ -11,8 +11,9 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from edgebench.components import Component
 from edgebench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class EnergyMeter(ABC):
     source: str = ""
     #: shortest window this meter resolves; the worker repeats inferences to exceed it
     min_window_s: float = 0.0
+    #: packages and tools the meter reads through, for ``edgebench doctor``
+    needs: ClassVar[tuple[Component, ...]] = ()
 
     @abstractmethod
     def start(self) -> None:
@@ -75,7 +78,8 @@ class UnavailableMeter(EnergyMeter):
 
 
 def create_meter(spec: dict[str, Any] | None) -> EnergyMeter | None:
-    """Build the meter described by ``spec`` (``{"type": name, ...kwargs}``); None for no meter.
+    """Build the meter described by ``spec`` (``{"type": name, ...kwargs}``, validated when its target file
+    loaded); None for no meter.
 
     A meter that cannot read on this machine becomes an ``UnavailableMeter`` so the job
     still measures latency and accuracy, with energy None and the reason recorded.

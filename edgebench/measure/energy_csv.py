@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading, MeterUnavailable
-from edgebench.measure.energy_sampling import integrate_power
+from edgebench.measure.energy_sampling import reading_from_power
 
 
 def _parse_time(value: str) -> float:
@@ -85,8 +85,6 @@ class ExternalCsvMeter(EnergyMeter):
             if (local and max(local) >= t1) or time.time() >= deadline:
                 break
             time.sleep(0.2)
-        joules = integrate_power(local, watts, self._t0, t1)
-        note = None if joules is not None else (
-            f"{self.path} has no samples spanning the window {self._t0:.3f}-{t1:.3f} (check time_offset_s)")
-        return EnergyReading(joules=joules, seconds=t1 - self._t0,
-                             source=self.source if joules is not None else None, note=note)
+        return reading_from_power(local, watts, self._t0, t1, self.source,
+                                  f"{self.path} has no samples spanning the window {self._t0:.3f}-{t1:.3f} "
+                                  "(check time_offset_s)")

@@ -13,9 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+from edgebench.components import Tool
 from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading, MeterUnavailable
-from edgebench.measure.energy_sampling import SamplingMeter, integrate_power
-from edgebench.remote.jetson import parse_tegrastats_line, read_ina_rails_mw, total_power_mw
+from edgebench.measure.energy_sampling import SamplingMeter, reading_from_power
+from edgebench.measure.jetson import parse_tegrastats_line, read_ina_rails_mw, total_power_mw
+
+TEGRASTATS = Tool("tegrastats", "Jetson power rails (fallback meter)", "part of L4T on Jetson")
 
 
 @METERS.register("jetson_ina")
@@ -51,6 +54,7 @@ class TegrastatsMeter(EnergyMeter):
     """Module power from a ``tegrastats --interval`` subprocess, integrated over the window."""
 
     source = "measured:tegrastats"
+    needs = (TEGRASTATS,)
 
     def __init__(self, interval_ms: int = 100, command: str = "tegrastats") -> None:
         self.command = shutil.which(command)
@@ -83,13 +87,14 @@ class TegrastatsMeter(EnergyMeter):
 
     def stop(self) -> EnergyReading:
         t1 = time.perf_counter()
-        time.sleep(1.5 * self.interval_ms / 1000)
+        # wait for a line printed after the window closed (a loaded machine delays tegrastats' output)
+        deadline = t1 + 5 * self.interval_ms / 1000 + 1
+        while not (self._samples and self._samples[-1][0] >= t1) and time.perf_counter() < deadline:
+            time.sleep(self.interval_ms / 4000)
         assert self._proc is not None
         self._proc.terminate()
         self._proc.wait(timeout=5)
         if self._reader is not None:
             self._reader.join(timeout=5)
-        joules = integrate_power([s[0] for s in self._samples], [s[1] for s in self._samples], self._t0, t1)
-        note = None if joules is not None else "tegrastats printed no power rails covering the window"
-        return EnergyReading(joules=joules, seconds=t1 - self._t0,
-                             source=self.source if joules is not None else None, note=note)
+        return reading_from_power([s[0] for s in self._samples], [s[1] for s in self._samples], self._t0, t1,
+                                  self.source, "tegrastats printed no power rails covering the window")

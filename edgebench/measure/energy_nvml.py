@@ -13,10 +13,13 @@ import logging
 import time
 from typing import Any
 
+from edgebench.components import Package
 from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading, MeterUnavailable
 from edgebench.measure.energy_sampling import SamplingMeter
 
 log = logging.getLogger(__name__)
+
+NVML = Package("nvidia-ml-py", "pynvml", "GPU energy (NVML)", extra="cuda")
 
 
 def nvml_handle(device_index: int) -> tuple[Any, Any]:
@@ -24,7 +27,7 @@ def nvml_handle(device_index: int) -> tuple[Any, Any]:
     try:
         import pynvml
     except ImportError:
-        raise MeterUnavailable("nvidia-ml-py is not installed: pip install -c constraints.txt -e '.[cuda]'") from None
+        raise MeterUnavailable(f"nvidia-ml-py is not installed: {NVML.install_hint}") from None
     try:
         pynvml.nvmlInit()
         return pynvml, pynvml.nvmlDeviceGetHandleByIndex(device_index)
@@ -44,6 +47,7 @@ class NvmlMeter(EnergyMeter):
     """GPU board energy: the total-energy counter where supported, else sampled power."""
 
     source = "measured:nvml"
+    needs = (NVML,)
     min_window_s = 0.2  # the energy counter advances in ~10-100 ms steps depending on the board
 
     def __init__(self, device_index: int = 0, sample_period_s: float = 0.02) -> None:

@@ -34,6 +34,16 @@ def integrate_power(times_s: Sequence[float], watts: Sequence[float], t0: float,
     return float(np.sum((power[1:] + power[:-1]) * np.diff(grid) / 2.0))
 
 
+def reading_from_power(
+    times_s: Sequence[float], watts: Sequence[float], t0: float, t1: float, source: str, uncovered: str
+) -> EnergyReading:
+    """The window's reading from power samples; when they do not cover it, energy None with ``uncovered`` as note."""
+    joules = integrate_power(times_s, watts, t0, t1)
+    if joules is None:
+        return EnergyReading(joules=None, seconds=t1 - t0, source=None, note=uncovered)
+    return EnergyReading(joules=joules, seconds=t1 - t0, source=source)
+
+
 class SamplingMeter(EnergyMeter):
     """Integrates ``read_watts()`` polled by a background thread every ``period_s``.
 
@@ -71,7 +81,5 @@ class SamplingMeter(EnergyMeter):
             self._thread.join()
         times = [s[0] for s in self._samples]
         watts = [s[1] for s in self._samples]
-        joules = integrate_power(times, watts, self._t0, t1)
-        note = None if joules is not None else f"power samples did not cover the window ({len(times)} samples)"
-        return EnergyReading(joules=joules, seconds=t1 - self._t0, source=self.source if joules is not None else None,
-                             note=note)
+        return reading_from_power(times, watts, self._t0, t1, self.source,
+                                  f"power samples did not cover the window ({len(times)} samples)")

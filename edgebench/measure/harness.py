@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgebench.backends.base import Session
 from edgebench.measure.job import MeasureSettings
+from edgebench.runtimes.base import Session
 
 
 @dataclass

@@ -26,6 +26,16 @@ class MeasureSettings(BaseModel):
     accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
 
+    @property
+    def effective_batch_size(self) -> int:
+        """The batch each timed inference runs: ``batch_size`` offline, always 1 single-stream."""
+        return self.batch_size if self.scenario == "offline" else 1
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps the OpenMP/MKL pools of a worker at ``threads`` (set before the runtime loads)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
 
 class Job(BaseModel):
     """One (variant, target, settings) measurement."""
@@ -55,6 +65,7 @@ class JobResult(BaseModel):
     job_id: str
     status: Literal["ok", "failed"]
     error: str | None = None
+    error_detail: str | None = Field(None, description="a failure's traceback or the worker's stderr tail")
     accuracy: float | None = None
     n_eval: int | None = None
     max_abs_diff: float | None = None

@@ -11,8 +11,10 @@ from pathlib import Path
 import psutil
 
 import edgebench
+from edgebench.measure.jetson import read_jetson_context
 
-_PACKAGES = ("torch", "torch-pruning", "onnx", "onnxruntime", "numpy", "ai-edge-litert", "litert-torch", "hls4ml")
+#: packages that change figures besides the runtimes' own (which each runtime folder declares)
+_CORE_PACKAGES = ("torch-pruning", "onnx", "numpy")
 
 
 def cpu_model() -> str:
@@ -32,9 +34,13 @@ def cpu_governor() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of the runtimes that affect measurements."""
+    """Installed versions of the packages that affect measurements: every runtime's, and the core ones."""
+    from edgebench.components import Package
+    from edgebench.runtimes.base import list_runtimes
+
+    names = [c.dist for r in list_runtimes().values() for c in r.needs if isinstance(c, Package)]
     versions = {}
-    for name in _PACKAGES:
+    for name in [*names, *_CORE_PACKAGES]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -59,8 +65,6 @@ def device_context() -> dict[str, object]:
 
     The worker records it with every result, so a job run over SSH carries the device's own context.
     """
-    from edgebench.remote.jetson import read_jetson_context
-
     jetson = read_jetson_context()
     return {
         "hostname": platform.node(),

@@ -8,7 +8,6 @@ that started the worker goes on.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -19,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.backends.base import BackendSettings, Session, get_backend
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import Job, JobResult
+from edgebench.measure.job import Job, JobResult, thread_env
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import summarize_ns
-
-log = logging.getLogger(__name__)
+from edgebench.runtimes.base import BackendSettings, Session, get_backend
 
 
 def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -50,7 +47,7 @@ def execute(job: Job) -> JobResult:
     if reason:
         return JobResult(job_id=job.job_id, status="failed", error=f"backend {job.backend} unavailable: {reason}")
 
-    batch_size = job.measure.batch_size if job.measure.scenario == "offline" else 1
+    batch_size = job.measure.effective_batch_size
     settings = BackendSettings(
         threads=job.threads,
         batch_size=batch_size,
@@ -131,12 +128,15 @@ def _measure_energy(session: Session, batch: np.ndarray, meter: EnergyMeter, job
 
 
 def runtime_versions() -> dict[str, str]:
-    """Versions of the runtimes that may be loaded in this process."""
+    """Versions of the runtime packages this worker process has loaded (by their import names)."""
+    from edgebench.runtimes.base import list_runtimes
+
     versions = {"python": sys.version.split()[0], "numpy": np.__version__}
-    for name in ("torch", "onnxruntime", "ai_edge_litert", "hls4ml", "tensorrt"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = getattr(module, "__version__", "unknown")
+    for runtime in list_runtimes().values():
+        for package in runtime.needs:
+            module = sys.modules.get(getattr(package, "module", None) or "")
+            if module is not None:
+                versions[package.module] = getattr(module, "__version__", "unknown")
     return versions
 
 
@@ -145,12 +145,13 @@ def run_isolated(job: Job, timeout_s: float, workdir: Path | None = None) -> Job
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(job.model_dump_json())
-        env = dict(os.environ, OMP_NUM_THREADS=str(job.threads), MKL_NUM_THREADS=str(job.threads))
+        env = {**os.environ, **thread_env(job.threads)}
         cmd = [sys.executable, "-m", "edgebench.measure.worker", str(job_path), str(result_path)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-        except subprocess.TimeoutExpired:
-            return JobResult(job_id=job.job_id, status="failed", error=f"worker timed out after {timeout_s:g} s")
+        except subprocess.TimeoutExpired as exc:
+            return JobResult(job_id=job.job_id, status="failed", error=f"worker timed out after {timeout_s:g} s",
+                             error_detail=stderr_tail(exc.stderr))
         if result_path.exists():
             return JobResult.model_validate_json(result_path.read_text())
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -158,7 +159,16 @@ def run_isolated(job: Job, timeout_s: float, workdir: Path | None = None) -> Job
             job_id=job.job_id,
             status="failed",
             error=f"worker exited with code {proc.returncode}: " + " | ".join(tail),
+            error_detail=stderr_tail(proc.stderr or proc.stdout),
         )
+
+
+def stderr_tail(output: str | bytes | None, lines: int = 40) -> str | None:
+    """The last ``lines`` lines a dead worker printed: kept in the store for debugging its failure."""
+    if not output:
+        return None
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,10 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     job = Job.model_validate_json(Path(args[0]).read_text())
     try:
         result = execute(job)
-    except Exception as exc:  # any runtime error becomes a recorded failure
+    except Exception as exc:  # any runtime error becomes a recorded failure, its traceback kept in the store
         last = traceback.format_exception_only(exc)[-1].strip()
-        result = JobResult(job_id=job.job_id, status="failed", error=last)
-        log.debug("job %s failed", job.job_id, exc_info=True)
+        result = JobResult(job_id=job.job_id, status="failed", error=last, error_detail=traceback.format_exc())
     Path(args[1]).write_text(result.model_dump_json())
     return 0
 

@@ -1,4 +1,4 @@
-"""Model zoo: small CNNs sized for the bundled data and CIFAR-shaped inputs, all FX-traceable.
+"""Model zoo (small CNNs for the bundled data and CIFAR-shaped inputs, all FX-traceable) and model cost (MACs, params).
 
 Factories take ``num_classes`` and ``in_channels`` plus keyword options (``width``, ``input_size``...),
 timm-style: ``create_model("vgg16_cifar", num_classes=10, in_channels=3, width=0.5)``.

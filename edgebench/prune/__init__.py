@@ -1,11 +1,11 @@
-"""Structured pruning: criteria, physical filter removal, schedules and cost accounting.
+"""Structured pruning: criteria, physical filter removal and schedules.
 
 The pipeline calls :func:`build_fp32_model`; the pieces below are public for users who prune their
-own models (``prune_model(model, create_criterion("l1"), 0.5, example_input)``).
+own models (``prune_model(model, create_criterion("l1"), 0.5, example_input)``); model cost
+(``count_macs``, ``count_params``) lives in :mod:`edgebench.models.cost`.
 """
 
 from edgebench.prune.build import BuiltModel, build_fp32_model, new_model, train_baseline
-from edgebench.prune.cost import conv_filters, count_macs, count_params
 from edgebench.prune.criteria import CRITERIA, Criterion, ScoringData, create_criterion
 from edgebench.prune.schedules import PruneWhileTraining, default_prune_epochs
 from edgebench.prune.structured import prune_model, remove_channels, score_groups, select_channels
@@ -17,9 +17,6 @@ __all__ = [
     "PruneWhileTraining",
     "ScoringData",
     "build_fp32_model",
-    "conv_filters",
-    "count_macs",
-    "count_params",
     "create_criterion",
     "default_prune_epochs",
     "new_model",

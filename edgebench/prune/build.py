@@ -13,8 +13,8 @@ from torch import nn
 
 from edgebench.data import DatasetSplits
 from edgebench.models import MODELS, create_model
+from edgebench.models.cost import conv_filters, count_macs, count_params
 from edgebench.prune import schedules
-from edgebench.prune.cost import conv_filters, count_macs, count_params
 from edgebench.prune.criteria import create_criterion
 from edgebench.prune.schedules import ScheduleResult
 from edgebench.train import TrainHook, train

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgebench.data import DatasetSplits
-from edgebench.prune.cost import conv_filters, count_macs
+from edgebench.models.cost import conv_filters, count_macs
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.structured import prune_model
 from edgebench.train import TrainHook, TrainResult, TrainState, evaluate, train

@@ -24,7 +24,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from edgebench.prune.cost import count_macs
+from edgebench.models.cost import count_macs
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.criteria.magnitude import L1Norm
 

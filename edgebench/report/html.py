@@ -29,19 +29,11 @@ from edgebench.store.metrics import METRICS, Metric, get_metric
 
 DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("latency", "accuracy"), ("size", "accuracy"), ("macs", "accuracy"))
 
-_TABLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
-    ("accuracy", "accuracy", 1.0),
-    ("p50_ms", "p50 ms", 1.0),
-    ("p99_ms", "p99 ms", 1.0),
-    ("throughput_ips", "inf/s", 1.0),
-    ("size_bytes", "size KiB", 1 / 1024),
-    ("params", "params", 1.0),
-    ("macs", "MACs (M)", 1e-6),
-    ("training_macs", "training GMACs", 1e-9),
-    ("energy_j_per_inference", "energy mJ", 1e3),
-    ("peak_rss_mb", "peak RSS MB", 1.0),
-    ("max_abs_diff", "max |Δ| vs torch", 1.0),
-)
+#: the measurement table's columns, in order
+_TABLE_METRICS = tuple(METRICS[name] for name in (
+    "accuracy", "latency", "p99", "throughput", "size", "params", "macs", "training_macs", "energy", "memory",
+    "output_error",
+))
 
 
 def resolve_objectives(objectives: Sequence[tuple[str, str]] | None) -> list[tuple[Metric, Metric]]:
@@ -114,10 +106,10 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
     body = []
     for idx, row in ok.sort_values(["target", "backend", "p50_ms"]).iterrows():
         cells = []
-        for column, _, scale in _TABLE_COLUMNS:
-            value = row[column]
-            text = fmt_cell(value * scale if isinstance(value, int | float) else value)
-            if column == "energy_j_per_inference" and str(row["energy_source"]).startswith("estimated"):
+        for metric in _TABLE_METRICS:
+            value = row[metric.column]
+            text = fmt_cell(value * metric.scale if isinstance(value, int | float) else value)
+            if metric.name == "energy" and str(row["energy_source"]).startswith("estimated"):
                 text += " (estimated)"
             cells.append(f"<td>{esc(text)}</td>")
         marks = ", ".join(flags[idx])
@@ -126,7 +118,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             f"<tr{cls}><td class=l>{esc(row['label'])}</td><td class=l><code>{esc(row['variant_id'])}</code></td>"
             f"<td class=l>{esc(titles[idx])}</td>{''.join(cells)}<td class=l>{esc(marks or '—')}</td></tr>"
         )
-    headers = ["variant", "id", "target", *(name for _, name, _ in _TABLE_COLUMNS), "Pareto-optimal for"]
+    headers = ["variant", "id", "target", *(m.short for m in _TABLE_METRICS), "Pareto-optimal for"]
     return table_html(headers, body, left=3, sortable=True)
 
 
@@ -137,10 +129,18 @@ def failed_table(failed: pd.DataFrame) -> str:
     rows = [
         f"<tr><td class=l>{esc(r['label'])}</td><td class=l>{esc(r['target'])}</td>"
         f"<td class=l>{esc(r['backend'])}</td><td class=l><code>{esc(r['job_key'])}</code></td>"
-        f"<td class=err>{esc(r['error'] if isinstance(r['error'], str) else 'no error text')}</td></tr>"
+        f"<td class=err>{esc(r['error'] if isinstance(r['error'], str) else 'no error text')}"
+        f"{_detail(r.get('error_detail'))}</td></tr>"
         for _, r in failed.iterrows()
     ]
     return table_html(["variant", "target", "backend", "job", "error"], rows, left=5)
+
+
+def _detail(text: object) -> str:
+    """A failure's traceback or stderr tail, folded under its one-line error."""
+    if not isinstance(text, str) or not text.strip():
+        return ""
+    return f"<details><summary>traceback / worker output</summary><pre>{esc(text)}</pre></details>"
 
 
 def _frame_html(df: pd.DataFrame) -> str:

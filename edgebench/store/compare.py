@@ -18,21 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgebench.store.metrics import get_metric
+from edgebench.store.metrics import DEFAULT_MIN_EFFECT, context_label, get_metric
 from edgebench.store.schema import StoreError
 from edgebench.store.significance import Estimate, Verdict, decide, mean_ratio, proportion_change_p, quantile_ratio
 from edgebench.store.store import Store
 
 #: default minimum effects: percent of relative change, accuracy in percentage points
-DEFAULT_MIN_EFFECT: dict[str, float] = {
-    "latency": 5.0,
-    "p99": 15.0,
-    "throughput": 5.0,
-    "energy": 5.0,
-    "memory": 10.0,
-    "size": 1.0,
-    "accuracy": 0.5,
-}
 COMPARED = tuple(DEFAULT_MIN_EFFECT)
 #: the lowest quantile whose ratio decides latency verdicts (robust to contention on shared machines) ...
 FLOOR_QUANTILE = 0.02
@@ -172,6 +163,10 @@ def _accuracy(base: pd.Series, cand: pd.Series, effect: float) -> MetricChange:
     )  # fmt: skip
 
 
+def _column(metric: str) -> str:
+    return get_metric(metric).column
+
+
 def compare_pair(
     base: pd.Series,
     cand: pd.Series,
@@ -186,18 +181,19 @@ def compare_pair(
         changes = _latency_changes(base, cand, base_samples, cand_samples, min_effect, alpha, floor_quantile)
     else:
         changes = [
-            _threshold(metric, _value(base, column), _value(cand, column), min_effect[metric], alpha)
-            for metric, column in (("latency", "p50_ms"), ("p99", "p99_ms"), ("throughput", "throughput_ips"))
+            _threshold(metric, _value(base, _column(metric)), _value(cand, _column(metric)), min_effect[metric], alpha)
+            for metric in ("latency", "p99", "throughput")
         ]
-    energy_a, energy_b = _value(base, "energy_j_per_inference"), _value(cand, "energy_j_per_inference")
+    energy_a, energy_b = _value(base, _column("energy")), _value(cand, _column("energy"))
     source_a, source_b = base.get("energy_source"), cand.get("energy_source")
     if source_a != source_b and energy_a is not None and energy_b is not None:
         changes.append(MetricChange("energy", energy_a, energy_b, None, None, None, None, "n/a", min_effect["energy"],
                                     f"energy sources differ: {source_a} vs {source_b}"))  # fmt: skip
     else:
         changes.append(_threshold("energy", energy_a, energy_b, min_effect["energy"], alpha))
-    for metric, column in (("memory", "peak_rss_mb"), ("size", "size_bytes")):
-        changes.append(_threshold(metric, _value(base, column), _value(cand, column), min_effect[metric], alpha))
+    for metric in ("memory", "size"):
+        changes.append(_threshold(metric, _value(base, _column(metric)), _value(cand, _column(metric)),
+                                  min_effect[metric], alpha))
     changes.append(_accuracy(base, cand, min_effect["accuracy"]))
     return changes
 
@@ -281,7 +277,7 @@ def compare_runs(
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
     results, unmatched = [], []
     for key, (cand, cand_samples) in cand_by_key.items():
-        context = f"{cand['target']} · {cand['backend']} · {cand['threads']} threads"
+        context = context_label(cand["target"], cand["backend"], cand["threads"])
         if key not in base_by_key:
             unmatched.append(_unmatched_reason(cand, base_df))
             continue

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from edgebench.store.compare import DEFAULT_MIN_EFFECT, floor_quantile_for
-from edgebench.store.metrics import get_metric
+from edgebench.store.compare import floor_quantile_for
+from edgebench.store.metrics import DEFAULT_MIN_EFFECT, context_label, get_metric
 from edgebench.store.store import Store
 
 
@@ -62,10 +62,11 @@ def history_frame(
             run_label=run["tags"].split(", ")[-1] if run["tags"] else run["id"],
             run_started_at=run["started_at"],
             value=df[m.column].astype(float) * m.scale,
-            context=df["target"] + " · " + df["backend"] + " · " + df["threads"].astype(str) + " threads",
+            context=[context_label(t, b, n) for t, b, n in zip(df["target"], df["backend"], df["threads"])],
         )
         frames.append(df)
-    columns = ["position", "run_id", "run_label", "run_started_at", "variant_id", "label", "context", "value", "id"]
+    columns = ["position", "run_id", "run_label", "run_started_at", "variant_id", "label", "target", "context", "value",
+               "id"]
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns].rename(columns={"id": "measurement_id"})

@@ -17,38 +17,51 @@ Direction = Literal["min", "max"]
 
 @dataclass(frozen=True)
 class Metric:
-    """A column of :meth:`Store.measurements` with a display label and a better direction."""
+    """A column of :meth:`Store.measurements` with its names, display and better direction."""
 
-    name: str
+    name: str  # what users type: ``--metric latency``, ``--min-effect latency=3``
     column: str
     direction: Direction
-    label: str
+    label: str  # axis label, with the unit after ``scale``
+    short: str  # table header
     scale: float = 1.0  # multiply the column by this for display in ``label``'s unit
+    aliases: tuple[str, ...] = ()  # other accepted names (the experiment file's ``latency_p50_ms``)
+    #: compare's default minimum effect (percent; accuracy: points); None: compare does not judge it
+    min_effect: float | None = None
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("accuracy", "accuracy", "max", "top-1 accuracy"),
-        Metric("latency", "p50_ms", "min", "p50 latency (ms)"),
-        Metric("p99", "p99_ms", "min", "p99 latency (ms)"),
-        Metric("throughput", "throughput_ips", "max", "throughput (inferences/s)"),
-        Metric("energy", "energy_j_per_inference", "min", "energy per inference (mJ)", 1e3),
-        Metric("memory", "peak_rss_mb", "min", "peak RSS (MB)"),
-        Metric("size", "size_bytes", "min", "artifact size (KiB)", 1 / 1024),
-        Metric("macs", "macs", "min", "MACs (M)", 1e-6),
-        Metric("params", "params", "min", "parameters (k)", 1e-3),
-        Metric("training_macs", "training_macs", "min", "training compute (GMACs)", 1e-9),
+        Metric("accuracy", "accuracy", "max", "top-1 accuracy", "accuracy", min_effect=0.5),
+        Metric("latency", "p50_ms", "min", "p50 latency (ms)", "p50 ms", aliases=("latency_p50_ms",), min_effect=5.0),
+        Metric("p99", "p99_ms", "min", "p99 latency (ms)", "p99 ms", aliases=("latency_p99_ms",), min_effect=15.0),
+        Metric("throughput", "throughput_ips", "max", "throughput (inferences/s)", "inf/s", min_effect=5.0),
+        Metric("size", "size_bytes", "min", "artifact size (KiB)", "size KiB", 1 / 1024, min_effect=1.0),
+        Metric("params", "params", "min", "parameters (k)", "params k", 1e-3),
+        Metric("macs", "macs", "min", "MACs (M)", "MACs (M)", 1e-6),
+        Metric("training_macs", "training_macs", "min", "training compute (GMACs)", "training GMACs", 1e-9),
+        Metric("energy", "energy_j_per_inference", "min", "energy per inference (mJ)", "energy mJ", 1e3,
+               min_effect=5.0),
+        Metric("memory", "peak_rss_mb", "min", "peak RSS (MB)", "peak RSS MB", min_effect=10.0),
+        Metric("output_error", "max_abs_diff", "min", "max |logit difference| vs PyTorch fp32", "max |Δ| vs torch"),
     )
 }
-_BY_COLUMN = {m.column: m for m in METRICS.values()}
-# names the experiment file uses (edgebench.config.Objective)
-_ALIASES = {"latency_p50_ms": METRICS["latency"], "latency_p99_ms": METRICS["p99"]}
+_BY_OTHER_NAME = {name: m for m in METRICS.values() for name in (m.column, *m.aliases)}
+#: every name a user may give for a metric (experiment files, CLI options)
+METRIC_NAMES = tuple(sorted({*METRICS, *_BY_OTHER_NAME}))
+#: metrics ``edgebench compare`` judges, with their default minimum effects
+DEFAULT_MIN_EFFECT: dict[str, float] = {m.name: m.min_effect for m in METRICS.values() if m.min_effect is not None}
 
 
 def get_metric(name: str) -> Metric:
-    """Look up a metric by name (``latency``), store column (``p50_ms``) or experiment-file name."""
-    found = METRICS.get(name) or _BY_COLUMN.get(name) or _ALIASES.get(name)
+    """Look up a metric by name (``latency``), store column (``p50_ms``) or alias (``latency_p50_ms``)."""
+    found = METRICS.get(name) or _BY_OTHER_NAME.get(name)
     if found is None:
         raise StoreError(f"unknown metric {name!r}; allowed: {', '.join(METRICS)}")
     return found
+
+
+def context_label(target: str, backend: str, threads: object) -> str:
+    """How a measurement's target context is named in comparisons and histories."""
+    return f"{target} · {backend} · {threads} threads"

@@ -108,6 +108,7 @@ measurements = Table(
     Column("settings_precision", String(32)),
     Column("status", String(16), nullable=False),
     Column("error", Text),
+    Column("error_detail", Text),  # a failed job's traceback or the worker's stderr tail
     Column("accuracy", Float),
     Column("n_eval", Integer),
     Column("max_abs_diff", Float),
@@ -158,13 +159,18 @@ def _add_measurement_details(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE measurements ADD COLUMN details JSON"))
 
 
+def _add_error_detail(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE measurements ADD COLUMN error_detail TEXT"))
+
+
 # (version, description, step): step upgrades a database at version-1 to version.
 # Version 1 is the foundation store (runs, variants, measurements, samples).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "run tags for baselines and history", _create_run_tags),
     (3, "target-specific details per measurement (FPGA synthesis, engine build)", _add_measurement_details),
+    (4, "a failed job's traceback or stderr tail", _add_error_detail),
 ]
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def current_version(conn: Connection) -> int | None:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 import edgebench
+from edgebench.store.record import MeasurementRecord
 from edgebench.store.schema import (
     StoreError,
     ensure_schema,
@@ -38,7 +39,6 @@ from edgebench.store.schema import (
 log = logging.getLogger(__name__)
 
 SAMPLES_ENCODING = "i8le-zlib"
-LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 
 def store_url(url_or_path: str | Path) -> str:
@@ -81,45 +81,6 @@ def decode_samples(blob: bytes, encoding: str) -> np.ndarray:
     if encoding != SAMPLES_ENCODING:
         raise StoreError(f"unknown samples encoding {encoding!r}")
     return np.frombuffer(zlib.decompress(blob), dtype="<i8").astype(np.int64)
-
-
-def _measurement_row(
-    run_id: str,
-    job_key: str,
-    variant_id: str,
-    target: str,
-    backend: str,
-    settings: dict[str, Any],
-    result: dict[str, Any],
-    size_bytes: int | None,
-) -> dict[str, Any]:
-    latency = result.get("latency_ms") or {}
-    row = {
-        "run_id": run_id,
-        "job_key": job_key,
-        "variant_id": variant_id,
-        "target": target,
-        "backend": backend,
-        "settings": settings,
-        "threads": settings.get("threads"),
-        "batch_size": settings.get("batch_size", settings.get("batch", result.get("batch_size"))),
-        "scenario": settings.get("scenario"),
-        "settings_precision": settings.get("precision"),
-        "status": result.get("status", "failed"),
-        "size_bytes": size_bytes,
-        "runtime": result.get("runtime") or {},
-        "details": result.get("details") or {},
-        "created_at": utc_now(),
-        "throughput_ips": result.get("throughput_ips"),
-    }
-    for key in LATENCY_KEYS:
-        row[f"{key}_ms"] = latency.get(key)
-    for key in (
-        "error", "accuracy", "n_eval", "max_abs_diff", "load_ms", "first_inference_ms", "peak_rss_mb",
-        "energy_j_per_inference", "energy_source", "energy_note", "idle_power_w",
-    ):  # fmt: skip
-        row[key] = result.get(key)
-    return row
 
 
 def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -336,24 +297,15 @@ class Store:
         with self.engine.connect() as conn:
             return set(conn.execute(select(measurements.c.job_key).where(measurements.c.run_id == run_id)).scalars())
 
-    def add_measurement(
-        self,
-        run_id: str,
-        job_key: str,
-        variant_id: str,
-        target: str,
-        backend: str,
-        settings: dict,
-        result: dict,
-        size_bytes: int | None,
-    ) -> None:
+    def add_measurement(self, record: MeasurementRecord) -> None:
         """Store one job's result and its raw samples in one transaction.
 
         A second call for the same (run, job key) replaces the first, so a retried
         job never leaves two rows.
         """
-        row = _measurement_row(run_id, job_key, variant_id, target, backend, settings, result, size_bytes)
-        raw = result.get("samples_ns") or []
+        run_id, job_key = record.run_id, record.job_key
+        row = record.row(utc_now())
+        raw = record.result.samples_ns
         with self.engine.begin() as conn:
             key = and_(measurements.c.run_id == run_id, measurements.c.job_key == job_key)
             old_id = conn.execute(select(measurements.c.id).where(key)).scalar()

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from edgebench.prune.criteria.base import (
     CRITERIA,
-    Criterion,
+    PreparedScores,
     Role,
     ScoringData,
     record_outputs,
@@ -19,14 +19,14 @@ from edgebench.prune.criteria.base import (
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-class _FeatureMapCriterion(Criterion):
+class _FeatureMapCriterion(PreparedScores):
     """Scores a channel from the feature map after ReLU: the BN output when the group has a BN, else the
     conv output (the ReLU is applied here, so the statistic is that of the activation map)."""
 
     needs_data = True
 
     def __init__(self) -> None:
-        self._stats: dict[nn.Module, torch.Tensor] = {}
+        super().__init__()
         self._group_has_bn = False
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
@@ -36,15 +36,12 @@ class _FeatureMapCriterion(Criterion):
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data(type(self).__name__, data)
         modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | _BN)]
-        self._stats = record_outputs(model, data, modules, lambda m, out: self.statistic(m, torch.relu(out)))
-
-    def release(self) -> None:
-        self._stats = {}
+        self._scores = record_outputs(model, data, modules, lambda m, out: self.statistic(m, torch.relu(out)))
 
     def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
         # The BN output is what the ReLU sees; a conv's own output counts only in groups without a BN.
         if role == "bn" or (role == "out" and not self._group_has_bn):
-            return self._stats.get(module)
+            return self._scores.get(module)
         return None
 
     def __call__(self, group: tp.dependency.Group) -> torch.Tensor:
@@ -97,7 +94,7 @@ class ChannelIndependence(_FeatureMapCriterion):
 
 
 @CRITERIA.register("firing")
-class FiringPattern(Criterion):
+class FiringPattern(PreparedScores):
     """Importance score of Neural Network Relief (Dekhovich et al., Machine Learning 2024; seed 000), lifted
     from connections to channels. A connection ``c -> k`` matters by its share of neuron ``k``'s input,
     ``r_ck = E|w_kc * x_c| / (sum_m E|w_km * x_m| + |b_k|)`` (for a conv, ``w_kc * x_c`` is channel ``c``'s
@@ -107,20 +104,12 @@ class FiringPattern(Criterion):
     """
 
     needs_data = True
-
-    def __init__(self) -> None:
-        self._scores: dict[nn.Module, torch.Tensor] = {}
+    roles = ("in",)
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data("firing", data)
         consumers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
         self._scores = record_outputs(model, data, consumers, _input_shares, on_input=True)
-
-    def release(self) -> None:
-        self._scores = {}
-
-    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
-        return self._scores.get(module) if role == "in" else None
 
 
 def _input_shares(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:

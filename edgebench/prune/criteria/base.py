@@ -101,6 +101,26 @@ class Criterion(tp.importance.Importance):
         return (total / layers).float()
 
 
+class PreparedScores(Criterion):
+    """A criterion that computes every module's channel scores in :meth:`prepare` and reads them back.
+
+    Subclasses fill ``self._scores`` (module -> scores along ``roles``) in ``prepare``; they are dropped on
+    :meth:`release` because they reference modules about to be pruned.
+    """
+
+    #: the dimension(s) the stored scores run along
+    roles: tuple[Role, ...] = ("out",)
+
+    def __init__(self) -> None:
+        self._scores: dict[nn.Module, torch.Tensor] = {}
+
+    def release(self) -> None:
+        self._scores = {}
+
+    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
+        return self._scores.get(module) if role in self.roles else None
+
+
 CRITERIA: Registry[type[Criterion]] = Registry("criterion")
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgebench.prune.criteria.base import CRITERIA, Criterion, Role, ScoringData, require_data
+from edgebench.prune.criteria.base import CRITERIA, PreparedScores, ScoringData, require_data
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -27,17 +27,9 @@ def _scored_params(model: nn.Module) -> dict[nn.Module, dict[str, nn.Parameter]]
     }
 
 
-class _ParamCriterion(Criterion):
+class _ParamCriterion(PreparedScores):
     needs_data = True
-
-    def __init__(self) -> None:
-        self._scores: dict[nn.Module, torch.Tensor] = {}
-
-    def release(self) -> None:
-        self._scores = {}
-
-    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
-        return self._scores.get(module) if role in ("out", "bn") else None
+    roles = ("out", "bn")
 
 
 @CRITERIA.register("taylor")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from edgebench.prune.criteria.base import CRITERIA, Criterion, Role, ScoringData
+from edgebench.prune.criteria.base import CRITERIA, Criterion, PreparedScores, Role, ScoringData
 from edgebench.train import TrainHook, TrainState
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -25,7 +25,7 @@ class L1Norm(Criterion):
 
 
 @CRITERIA.register("random")
-class RandomScore(Criterion):
+class RandomScore(PreparedScores):
     """Uniform random scores, ``s_j ~ U(0, 1)`` - the control criterion of Roy et al. 2020 (seed 001).
 
     Deterministic for ``seed``; each call to :meth:`prepare` draws fresh scores from the same stream,
@@ -33,8 +33,8 @@ class RandomScore(Criterion):
     """
 
     def __init__(self, seed: int = 0) -> None:
+        super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
-        self._scores: dict[nn.Module, torch.Tensor] = {}
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         self._scores = {
@@ -42,12 +42,6 @@ class RandomScore(Criterion):
             for m in model.modules()
             if isinstance(m, nn.Conv2d)
         }
-
-    def release(self) -> None:
-        self._scores = {}
-
-    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
-        return self._scores.get(module) if role == "out" else None
 
 
 class BNL1Penalty(TrainHook):

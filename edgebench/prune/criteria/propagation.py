@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from edgebench.prune.criteria.base import (
     CRITERIA,
     Criterion,
+    PreparedScores,
     Role,
     ScoringData,
     item_role,
@@ -115,7 +116,7 @@ def _greedy_removal_order(x: torch.Tensor) -> torch.Tensor:
 
 
 @CRITERIA.register("nisp")
-class NISP(Criterion):
+class NISP(PreparedScores):
     """NISP (Yu et al., "Neuron Importance Score Propagation", CVPR 2018): importance of the final response
     layer (the classifier's input) is propagated backwards through absolute weights, ``s_k = |W_{k+1}|^T s_{k+1}``.
 
@@ -126,9 +127,6 @@ class NISP(Criterion):
     ``s_FRL = sum_o |W_cls[o, :]|`` (uniform class importance; the paper ranks FRL features with Inf-FS).
     Data-free.
     """
-
-    def __init__(self) -> None:
-        self._scores: dict[nn.Module, torch.Tensor] = {}
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         absnet = copy.deepcopy(model).eval()
@@ -154,9 +152,3 @@ class NISP(Criterion):
         for h in handles:
             h.remove()
         self._scores = {originals[n]: p.grad.detach().double() for n, p in probes.items() if p.grad is not None}
-
-    def release(self) -> None:
-        self._scores = {}
-
-    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
-        return self._scores.get(module) if role == "out" else None

@@ -1,0 +1,36 @@
+"""edgebench's command line (Typer + rich). Library code logs; only this package prints.
+
+Commands live beside what they drive: ``run.py`` (run, variants, bench), ``store.py`` (report, compare,
+history, tag, runs, export, import), ``targets.py`` (targets, doctor); ``common.py`` has the shared console
+and the one-line error wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from edgebench.cli import run, store, targets
+from edgebench.cli.common import friendly_errors
+
+app = typer.Typer(
+    help="Benchmark pruned and quantized CNN variants on real deployment runtimes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+for _module in (run, store, targets):
+    _module.register(app, friendly_errors)

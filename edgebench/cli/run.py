@@ -1,0 +1,159 @@
+"""``edgebench run``, ``variants`` and ``bench``: the commands that train, export and measure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgebench.cli.common import console
+
+
+class _RichProgress:
+    """Adapts the pipeline's progress callback to one rich bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int, detail: str) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total,
+                             description=f"{stage:<9} {detail[:48]}")
+
+
+def run(
+    experiment: Annotated[
+        Path | None, typer.Argument(help="experiment YAML; omitted: the built-in default (digits, no downloads)")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="tag the run (e.g. a git ref); repeatable")] = None,
+) -> None:
+    """Train, prune, quantize, export, measure on every target, store and report."""
+    from edgebench.config import load_experiment
+    from edgebench.pipeline import run_experiment
+
+    exp = load_experiment(experiment)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            outcome = run_experiment(exp, tags=tuple(tag or ()), progress=_RichProgress(progress))
+    except KeyboardInterrupt:
+        # every finished job is already committed to the store; the same command resumes the run
+        console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
+        raise typer.Exit(130) from None
+    _print_summary(outcome)
+
+
+def _print_summary(outcome: Any) -> None:
+    from edgebench.report.pareto import pareto_mask
+    from edgebench.store import Store
+    from edgebench.store.metrics import METRICS
+
+    store = Store.open(outcome.store_url)
+    try:
+        df = store.measurements(outcome.run_id)
+    finally:
+        store.close()
+    ok = df[df["status"] == "ok"].copy()
+    table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
+    for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
+        numeric = col not in ("target", "backend", "variant")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for target, group in ok.groupby("target"):
+        mask = pareto_mask(group, [(m.column, m.direction) for m in (METRICS["accuracy"], METRICS["latency"])])
+        for _, row in group[mask].sort_values("p50_ms").iterrows():
+            table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}",
+                          f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+    console.print(table)
+    console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
+    console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
+    for failure in outcome.failed:
+        console.print(f"[red]failed:[/] {failure}", highlight=False)
+    for note in outcome.unsupported:
+        console.print(f"[yellow]not run:[/] {note}", highlight=False)
+    console.print(f"store: {outcome.store_url}")
+    if outcome.report_path:
+        console.print(f"report: [bold]{outcome.report_path}[/]")
+
+
+def variants(
+    experiment: Annotated[Path | None, typer.Argument(help="experiment YAML; omitted: the default")] = None,
+) -> None:
+    """List the variants an experiment would produce (no training)."""
+    from edgebench.config import load_experiment
+    from edgebench.plan import plan_fp32_variants, quantized
+
+    exp = load_experiment(experiment)
+    table = Table(title=f"variants of '{exp.name}'")
+    for col in ("id", "label", "parent"):
+        table.add_column(col)
+    for spec in plan_fp32_variants(exp):
+        for precision in exp.quantization.precisions:
+            v = quantized(spec, precision, exp)
+            table.add_row(v.id, v.label, v.parent_id or "")
+    console.print(table)
+
+
+def bench(
+    artifact: Annotated[Path, typer.Argument(help="an exported model file (.onnx, .pt, .tflite ...)")],
+    backend: Annotated[str, typer.Option(help="backend name (see `edgebench doctor`)")] = "onnxruntime",
+    data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32) and y: also measures accuracy")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="C,H,W of random input when --data is not given")] = None,
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+    min_time_s: Annotated[float, typer.Option(min=0)] = 1.0,
+    timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
+) -> None:
+    """Measure one existing artifact in an isolated worker (no training or export)."""
+    import tempfile
+
+    import numpy as np
+
+    from edgebench.errors import ConfigError
+    from edgebench.executor.runners import LocalRunner
+    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.targets import TargetSpec
+    from edgebench.yaml_file import validate
+
+    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
+    runner = LocalRunner(target, timeout_s)
+    if not artifact.exists():
+        raise ConfigError(f"artifact not found: {artifact}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            if not input_shape:
+                raise ConfigError("give --data NPZ or --input-shape C,H,W")
+            try:
+                shape = tuple(int(v) for v in input_shape.split(","))
+            except ValueError:
+                raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+            data = Path(tmp) / "random.npz"
+            rng = np.random.default_rng(0)
+            np.savez(data, x=rng.standard_normal((1, *shape)).astype(np.float32), y=np.zeros(1, dtype=np.int64))
+        elif not data.is_file():
+            raise ConfigError(f"data file not found: {data}")
+        job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
+                  threads=threads, eval_data=str(data.resolve()), measure=MeasureSettings(min_time_s=min_time_s))
+        result = runner.run(job, [artifact, data])
+    if result.status != "ok":
+        console.print(f"[bold red]measurement failed:[/] {result.error}", highlight=False)
+        raise typer.Exit(1)
+    table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
+    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
+        table.add_column(col, justify="right")
+    lat = result.latency_ms
+    table.add_row(*(f"{lat[k]:.4f}" for k in ("p50", "p90", "p99", "mean", "std")),
+                  f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
+    console.print(table)
+    if input_shape is None:
+        console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
+
+
+
+def register(app: typer.Typer, wrap: Any) -> None:
+    """Add ``run``, ``variants`` and ``bench`` to ``app``, each wrapped by ``wrap`` (one-line errors)."""
+    for fn in (run, variants, bench):
+        app.command()(wrap(fn))

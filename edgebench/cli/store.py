@@ -1,0 +1,236 @@
+"""CLI commands over an existing results store: report, compare, history, tag, runs, export, import.
+
+Registered on the main app by ``edgebench.cli`` through :func:`register`. Every
+command reads the store only, so nothing is re-measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+
+from edgebench.cli.common import console
+from edgebench.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from edgebench.store.compare import Comparison
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="results database: a SQLite path or a database URL (default: the default experiment's)"),
+]
+
+
+def open_store(store: str | None, must_exist: bool = True) -> Store:
+    """Open ``store`` (default: the built-in experiment's); a missing SQLite file is an error for readers."""
+    if store is None:
+        from edgebench.config import load_experiment
+
+        store = load_experiment(None).store_url()
+    if must_exist and "://" not in store and not Path(store).is_file():
+        raise StoreError(f"no results store at {store}: run `edgebench run` first or pass --store PATH|URL")
+    return Store.open(store)
+
+
+def report(
+    store: StoreOpt = None,
+    run: Annotated[str, typer.Option("--run", help="run id, tag, id prefix or 'latest'")] = "latest",
+    out: Annotated[Path | None, typer.Option("--out", help="output directory (default: reports/<run name>)")] = None,
+    objective: Annotated[
+        list[str] | None, typer.Option("--objective", help="Pareto pair X:Y, e.g. latency:accuracy; repeatable")
+    ] = None,
+) -> None:
+    """Re-render the HTML report of a stored run without measuring anything."""
+    from edgebench.report import render_report
+
+    pairs = []
+    for item in objective or []:
+        x, sep, y = item.partition(":")
+        if not sep:
+            raise StoreError(f"--objective {item!r}: use X:Y, e.g. latency:accuracy")
+        pairs.append((x, y))
+    with open_store(store) as st:
+        info = st.get_run(run)
+        index = render_report(st, info["id"], out or Path("reports") / info["name"], pairs or None)
+    console.print(f"report: [bold]{index}[/]")
+
+
+def compare(
+    baseline: Annotated[str, typer.Argument(help="baseline run id or tag")],
+    candidate: Annotated[str, typer.Argument(help="candidate run id or tag")],
+    store: StoreOpt = None,
+    fmt: Annotated[Literal["table", "markdown", "json"], typer.Option("--format", help="output format")] = "table",
+    min_effect: Annotated[
+        list[str] | None,
+        typer.Option("--min-effect", help="METRIC=PERCENT (accuracy: points), e.g. latency=3; repeatable"),
+    ] = None,
+    alpha: Annotated[float, typer.Option(min=1e-6, max=0.5, help="significance level of the tests")] = 0.01,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the output to this file")] = None,
+    repeats: Annotated[
+        bool,
+        typer.Option(
+            "--repeats",
+            help="a tag names all its runs; per result the least-disturbed repeat is compared (noisy machines)",
+        ),
+    ] = False,
+) -> None:
+    """Compare two runs; exit code 1 when any metric regressed, 0 otherwise."""
+    from edgebench.store.compare import compare_runs, parse_min_effects
+    from edgebench.store.compare_markdown import to_markdown
+
+    effects = parse_min_effects(min_effect)
+    with open_store(store) as st:
+        cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats)
+    if fmt == "json":
+        text = json.dumps(cmp.to_json(), indent=2, allow_nan=False)
+        console.print_json(text)
+    elif fmt == "markdown":
+        text = to_markdown(cmp)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        text = to_markdown(cmp)
+        _print_comparison(cmp)
+    if output:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    raise typer.Exit(1 if cmp.regressions else 0)
+
+
+def _print_comparison(cmp: Comparison) -> None:
+    from edgebench.store.compare_markdown import fmt_change, fmt_confidence
+
+    colors = {"regression": "red", "improvement": "green", "unchanged": "white", "n/a": "dim"}
+    table = Table(title=f"baseline {cmp.baseline_run} → candidate {cmp.candidate_run}")
+    for column in ("variant", "target", "p50 change [CI]", "confidence", "p50 verdict", "other changes"):
+        table.add_column(column, overflow="fold")
+    for result in sorted(cmp.results, key=lambda r: not r.regressed):
+        by_metric = {c.metric: c for c in result.changes}
+        p50 = by_metric["latency"]
+        others = [
+            f"[{colors[c.verdict]}]{c.metric} {fmt_change(c)} {c.verdict}[/]"
+            for c in result.changes
+            if c.metric != "latency" and c.verdict in ("regression", "improvement")
+        ]
+        table.add_row(
+            result.label, result.context, fmt_change(p50), fmt_confidence(p50),
+            f"[{colors[p50.verdict]}]{p50.verdict}[/]", "; ".join(others) or "—",
+        )  # fmt: skip
+    console.print(table)
+    for warning in dict.fromkeys(cmp.warnings + [w for r in cmp.results for w in r.warnings] + cmp.unmatched):
+        console.print(f"[yellow]context:[/] {warning}", highlight=False)
+    if cmp.regressions:
+        console.print(f"[bold red]{len(cmp.regressions)} result(s) regressed[/]")
+    else:
+        console.print(f"[green]no regression[/] in {len(cmp.results)} compared results")
+
+
+def history(
+    store: StoreOpt = None,
+    metric: Annotated[str, typer.Option(help="latency, p99, throughput, energy, memory, size, accuracy ...")] = "latency",
+    name: Annotated[str | None, typer.Option(help="only runs of this experiment name")] = None,
+    variant: Annotated[str | None, typer.Option(help="only this variant label or id")] = None,
+    target: Annotated[str | None, typer.Option(help="only this target")] = None,
+    all_runs: Annotated[bool, typer.Option("--all-runs", help="include untagged runs")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="also write history.html and its figure here")] = None,
+) -> None:
+    """A metric over tagged runs per (variant, target), with detected change points."""
+    from edgebench.report.history_page import render_history
+    from edgebench.store.history import history_frame, series_change_points
+    from edgebench.store.metrics import get_metric
+
+    m = get_metric(metric)
+    with open_store(store) as st:
+        hist = history_frame(st, m.name, name=name, tagged_only=not all_runs)
+        if variant:
+            hist = hist[(hist["label"] == variant) | (hist["variant_id"] == variant)]
+        if target:
+            hist = hist[hist["target"] == target]
+        if hist.empty:
+            raise StoreError("no matching results: tag runs with `edgebench tag RUN TAG` or pass --all-runs")
+        changes = series_change_points(st, hist, m.name)
+        if out:
+            render_history(st, out, m.name, name=name)
+    runs = hist.drop_duplicates("position").sort_values("position")
+    marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
+    table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on)")
+    table.add_column("variant")
+    table.add_column("target")
+    for label in runs["run_label"]:
+        table.add_column(str(label), justify="right")
+    for (label, context), part in hist.groupby(["label", "context"], sort=True):
+        values = dict(zip(part["position"], part["value"]))
+        cells = []
+        for pos in runs["position"]:
+            mark = {"regression": " [red]▲[/]", "improvement": " [green]▼[/]"}.get(marks.get((label, context, pos), ""), "")
+            cells.append("—" if pos not in values else f"{values[pos]:.4g}{mark}")
+        table.add_row(str(label), str(context), *cells)
+    console.print(table)
+    console.print(f"{len(changes)} change point(s) detected")
+
+
+def tag(
+    run: Annotated[str, typer.Argument(help="run id, id prefix, existing tag or 'latest'")],
+    tag_name: Annotated[str, typer.Argument(metavar="TAG", help="e.g. a git ref or release-1.2")],
+    store: StoreOpt = None,
+) -> None:
+    """Tag a run so `compare` and `history` can refer to it by name."""
+    with open_store(store) as st:
+        run_id = st.resolve_run(run)
+        st.tag_run(run_id, tag_name)
+    console.print(f"tagged {run_id} as {tag_name}")
+
+
+def runs(store: StoreOpt = None) -> None:
+    """List stored runs with their tags and measurement counts."""
+    with open_store(store) as st:
+        df = st.runs()
+    table = Table(title="runs")
+    for column in ("id", "name", "status", "started", "tags", "measurements", "failed", "commit"):
+        table.add_column(column, overflow="fold")
+    for r in df.itertuples():
+        table.add_row(r.id, r.name, r.status, r.started_at[:19], r.tags, str(r.n_measurements), str(r.n_failed),
+                      r.edgebench_commit or "")  # fmt: skip
+    console.print(table)
+
+
+def export(
+    out: Annotated[Path, typer.Argument(help="output file: .csv or .parquet")],
+    store: StoreOpt = None,
+    run: Annotated[list[str] | None, typer.Option("--run", help="run id or tag; repeatable (default: all)")] = None,
+    fmt: Annotated[Literal["csv", "parquet"] | None, typer.Option("--format", help="default: from the suffix")] = None,
+    samples: Annotated[bool, typer.Option("--samples", help="also write raw per-iteration samples")] = False,
+) -> None:
+    """Export measurements (joined with variants and runs) to CSV or Parquet."""
+    from edgebench.store.transfer import export_runs
+
+    with open_store(store) as st:
+        files = export_runs(st, out, run, fmt, samples)
+    for path in files:
+        console.print(f"wrote {path}")
+
+
+def import_(
+    source: Annotated[str, typer.Argument(help="the store to copy from: SQLite path or database URL")],
+    store: StoreOpt = None,
+    run: Annotated[list[str] | None, typer.Option("--run", help="run id or tag to copy; repeatable (default: all)")] = None,
+) -> None:
+    """Copy runs from another store into this one (runs already present are skipped)."""
+    from edgebench.store.transfer import import_runs
+
+    with open_store(source) as _src:  # a clear error when the source does not exist
+        pass
+    with open_store(store, must_exist=False) as st:
+        copied = import_runs(st, source, run)
+    console.print(f"imported {len(copied)} run(s)" + (f": {', '.join(copied)}" if copied else " (all already present)"))
+
+
+def register(app: typer.Typer, wrap: Any) -> None:
+    """Add the store commands to ``app``, each wrapped by ``wrap`` (one-line errors)."""
+    for fn, name in (
+        (report, "report"), (compare, "compare"), (history, "history"), (tag, "tag"),
+        (runs, "runs"), (export, "export"), (import_, "import"),
+    ):  # fmt: skip
+        app.command(name)(wrap(fn))

@@ -1,0 +1,126 @@
+"""Runners: where a target's measurement jobs run, behind one interface (LoadGen's system under test).
+
+The pipeline never branches on where a target lives: it asks the target's runner whether it can run now
+(``available``), what it needs (``needs``, for ``edgebench doctor``) and to run a job (``run``). A local
+target runs each job in an isolated worker process on this machine; an SSH target copies the artifact and
+job to the device and runs the same worker there.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgebench.components import Component, Tool, missing_reason
+from edgebench.measure.job import Job, JobResult
+from edgebench.runtimes.base import get_backend
+from edgebench.targets import TargetSpec
+
+#: a target's default when the experiment gives no job timeout
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class Runner(ABC):
+    """Runs measurement jobs of one target."""
+
+    def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+
+    @property
+    def lane(self) -> str:
+        """Jobs in one lane never time at the same moment: the host or board whose cores they use."""
+        return f"target:{self.target.name}"
+
+    @abstractmethod
+    def available(self) -> str | None:
+        """None when jobs can run now, else why not (a missing package, no GPU, an unreachable host)."""
+
+    @abstractmethod
+    def needs(self) -> list[Component]:
+        """Packages and tools this machine needs to run the target's jobs."""
+
+    @abstractmethod
+    def run(self, job: Job, files: Sequence[Path]) -> JobResult:
+        """Run ``job``; ``files`` are the local paths it names (artifact, eval data, reference)."""
+
+
+class LocalRunner(Runner):
+    """Jobs run on this machine, each in its own worker process with a timeout."""
+
+    @property
+    def lane(self) -> str:
+        return "host:local"
+
+    def _synthesis_tool(self) -> list[Component]:
+        fpga = self.target.fpga
+        if fpga is None or not fpga.synthesize:
+            return []
+        return [Tool(fpga.hls_tool, f"synthesis for {fpga.part}",
+                     f"install {fpga.hls_backend} HLS and source its settings64.sh (or use local-hls4ml-csim)")]
+
+    def available(self) -> str | None:
+        reasons = [f"{name}: {reason}" for name in self.target.backends if (reason := get_backend(name).available())]
+        if synthesis := missing_reason(self._synthesis_tool()):
+            reasons.append(synthesis)
+        return "; ".join(reasons) or None
+
+    def needs(self) -> list[Component]:
+        found: list[Component] = []
+        for name in self.target.backends:
+            found += [c for c in get_backend(name).needs if c not in found]
+        return found + self._synthesis_tool()
+
+    def run(self, job: Job, files: Sequence[Path]) -> JobResult:
+        from edgebench.measure.worker import run_isolated
+
+        return run_isolated(job, self.timeout_s)
+
+
+class SSHRunner(Runner):
+    """Jobs run on a device over SSH; its backends live there, so only reachability is checked here."""
+
+    def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S, connect_timeout_s: float = 1.5) -> None:
+        super().__init__(target, timeout_s)
+        if target.ssh is None:
+            raise ValueError(f"target {target.name} has no ssh block")
+        self.ssh = target.ssh
+        self.connect_timeout_s = connect_timeout_s
+
+    @property
+    def lane(self) -> str:
+        return f"board:{self.target.name}"
+
+    def needs(self) -> list[Component]:
+        from edgebench.executor.ssh import PARAMIKO
+
+        return [PARAMIKO]
+
+    def available(self) -> str | None:
+        if missing := missing_reason(self.needs()):
+            return missing
+        try:
+            with socket.create_connection((self.ssh.host, self.ssh.port), timeout=self.connect_timeout_s):
+                pass
+        except OSError as exc:
+            return f"host {self.ssh.host}:{self.ssh.port} unreachable ({exc.strerror or exc})"
+        if self.ssh.key_file and not Path(self.ssh.key_file).expanduser().is_file():
+            return f"ssh key_file {self.ssh.key_file} does not exist"
+        return None
+
+    def run(self, job: Job, files: Sequence[Path]) -> JobResult:
+        """The device's own command timeout (``ssh.command_timeout_s``) bounds the job: engine builds on a
+        Jetson can take longer than a local job may."""
+        from edgebench.executor.ssh import run_job_remote
+
+        return run_job_remote(job, self.target, files)
+
+
+RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner, "ssh": SSHRunner}
+
+
+def runner_for(target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S) -> Runner:
+    """The runner of ``target`` (by its ``kind``)."""
+    return RUNNERS[target.kind](target, timeout_s)

@@ -1,0 +1,220 @@
+"""Run a measurement Job on a device over SSH (paramiko, extra ``remote``).
+
+The device needs edgebench with the target's backends installed. The artifact,
+the eval data and the job JSON are copied into a per-job directory, the same
+worker used locally (``python -m edgebench.measure.worker``) runs there, and the
+JobResult JSON comes back. Host keys are checked against known_hosts and an
+unknown key is rejected; every remote argument is shell-quoted; a dropped
+connection is retried, an authentication or host-key failure is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+import shlex
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgebench.components import Package
+from edgebench.errors import EdgebenchError, require_module
+from edgebench.measure.job import Job, JobResult, thread_env
+from edgebench.measure.worker import stderr_tail
+from edgebench.targets import SSHSpec, TargetSpec
+
+log = logging.getLogger(__name__)
+
+JOB_FILE, RESULT_FILE = "job.json", "result.json"
+PARAMIKO = Package("paramiko", "paramiko", "SSH remote targets", extra="remote")
+
+
+class RemoteError(EdgebenchError):
+    """The device cannot be used: unreachable, unknown host key, authentication refused."""
+
+
+class _Dropped(Exception):
+    """The connection failed in a way a reconnect may fix."""
+
+
+def _import_paramiko() -> Any:
+    return require_module("paramiko", "remote", "SSH targets")
+
+
+def _known_hosts_path(ssh: SSHSpec) -> Path:
+    return Path(ssh.known_hosts or "~/.ssh/known_hosts").expanduser()
+
+
+def connect(ssh: SSHSpec) -> Any:
+    """An SSHClient connected to ``ssh.host`` with host-key checking against known_hosts (RejectPolicy).
+
+    Raises RemoteError for an unknown or changed host key and for refused
+    authentication, ``_Dropped`` for network failures worth retrying.
+    """
+    paramiko = _import_paramiko()
+    client = paramiko.SSHClient()
+    known_hosts = _known_hosts_path(ssh)
+    if known_hosts.is_file():
+        client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = f"{ssh.user + '@' if ssh.user else ''}{ssh.host}:{ssh.port}"
+    key_file = str(Path(ssh.key_file).expanduser()) if ssh.key_file else None
+    try:
+        client.connect(
+            ssh.host,
+            port=ssh.port,
+            username=ssh.user,
+            key_filename=key_file,
+            look_for_keys=key_file is None,
+            allow_agent=key_file is None,
+            timeout=ssh.connect_timeout_s,
+            banner_timeout=ssh.connect_timeout_s,
+            auth_timeout=ssh.connect_timeout_s,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise RemoteError(
+            f"host key of {where} does not match {known_hosts} (got {exc.key.get_name()}): the device was "
+            f"reinstalled or someone is in between. Verify, then `ssh-keygen -R {_host_entry(ssh)} -f {known_hosts}`"
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise RemoteError(
+            f"authentication to {where} failed ({exc}); edgebench uses key auth: set ssh.key_file and add its "
+            f".pub to the device's ~/.ssh/authorized_keys"
+        ) from None
+    except paramiko.SSHException as exc:
+        client.close()
+        if "known_hosts" in str(exc):
+            port = f"-p {ssh.port} " if ssh.port != 22 else ""
+            raise RemoteError(
+                f"unknown host key for {where}: it is not in {known_hosts}. Check the fingerprint, then add it: "
+                f"ssh-keyscan {port}{shlex.quote(ssh.host)} >> {known_hosts}"
+            ) from None
+        raise _Dropped(f"SSH handshake with {where} failed: {exc}") from exc
+    except (OSError, EOFError) as exc:  # refused, unreachable, timed out, name not resolved
+        client.close()
+        raise _Dropped(f"cannot connect to {where}: {exc}") from exc
+    return client
+
+
+def _host_entry(ssh: SSHSpec) -> str:
+    return ssh.host if ssh.port == 22 else f"[{ssh.host}]:{ssh.port}"
+
+
+def _exec(client: Any, command: str, timeout_s: float) -> tuple[int | None, str, str]:
+    """Run ``command``; (exit code or None on timeout, stdout, stderr)."""
+    try:
+        stdin, stdout, stderr = client.exec_command(command, timeout=timeout_s)
+        stdin.close()
+        channel = stdout.channel
+        deadline = time.monotonic() + timeout_s
+        while not channel.exit_status_ready():
+            if time.monotonic() > deadline:
+                channel.close()
+                return None, "", f"timed out after {timeout_s:g} s"
+            time.sleep(0.05)
+        return channel.recv_exit_status(), stdout.read().decode(errors="replace"), stderr.read().decode(
+            errors="replace")
+    except (OSError, EOFError, _import_paramiko().SSHException) as exc:  # socket.timeout is an OSError
+        raise _Dropped(f"connection lost while running a command: {exc}") from exc
+
+
+def _put(sftp: Any, local: Path, remote: str) -> None:
+    """Copy a file, or a directory tree (e.g. an hls4ml project), to ``remote``."""
+    if local.is_dir():
+        with contextlib.suppress(OSError):  # exists from an interrupted attempt
+            sftp.mkdir(remote)
+        for child in sorted(local.iterdir()):
+            _put(sftp, child, posixpath.join(remote, child.name))
+    else:
+        sftp.put(str(local), remote)
+
+
+def remote_job(job: Job, files: Sequence[Path], remote_dir: str) -> Job:
+    """``job`` with its artifact/eval/reference paths rewritten to their copies in ``remote_dir``."""
+    mapping = {str(Path(f)): posixpath.join(remote_dir, Path(f).name) for f in files}
+    mapping.update({str(Path(f).resolve()): v for f, v in zip(files, mapping.values(), strict=True)})
+    names = [Path(f).name for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError(f"files to copy must have distinct names: {names}")
+    updates = {}
+    for field in ("artifact", "eval_data", "reference"):
+        value = getattr(job, field)
+        if value is None:
+            continue
+        key = str(Path(value))
+        if key not in mapping and str(Path(value).resolve()) not in mapping:
+            raise ValueError(f"job.{field} = {value} is not among the files to copy")
+        updates[field] = mapping.get(key) or mapping[str(Path(value).resolve())]
+    return job.model_copy(update=updates)
+
+
+def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
+    remote_dir = posixpath.join(ssh.workdir, job.job_id)
+    client = connect(ssh)
+    try:
+        code, _, err = _exec(client, f"mkdir -p {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
+        if code != 0:
+            raise RemoteError(f"cannot create {remote_dir} on {ssh.host}: {err.strip()}")
+        try:
+            sftp = client.open_sftp()
+        except _import_paramiko().SSHException as exc:
+            raise RemoteError(f"{ssh.host} refused SFTP ({exc}): enable `Subsystem sftp` in its sshd_config") from None
+        try:
+            for f in files:
+                _put(sftp, Path(f), posixpath.join(remote_dir, Path(f).name))
+            with sftp.open(posixpath.join(remote_dir, JOB_FILE), "w") as fh:
+                fh.write(remote_job(job, files, remote_dir).model_dump_json())
+        except (OSError, EOFError) as exc:
+            raise _Dropped(f"copy to {ssh.host} failed: {exc}") from exc
+
+        env = {**thread_env(job.threads), **ssh.env}
+        command = " ".join(
+            ["cd", shlex.quote(remote_dir), "&&", "env"]
+            + [shlex.quote(f"{k}={v}") for k, v in env.items()]
+            + [shlex.quote(ssh.python), "-m", "edgebench.measure.worker", JOB_FILE, RESULT_FILE]
+        )
+        code, out, err = _exec(client, command, ssh.command_timeout_s)
+        if code is None:
+            return JobResult(job_id=job.job_id, status="failed",
+                             error=f"remote worker on {ssh.host} timed out after {ssh.command_timeout_s:g} s")
+        try:
+            with sftp.open(posixpath.join(remote_dir, RESULT_FILE), "r") as fh:
+                result = JobResult.model_validate_json(fh.read())
+        except FileNotFoundError:
+            tail = " | ".join((err or out).strip().splitlines()[-5:])
+            return JobResult(job_id=job.job_id, status="failed",
+                             error=f"remote worker on {ssh.host} exited with code {code}: {tail}",
+                             error_detail=stderr_tail(err or out))
+        except (OSError, EOFError) as exc:
+            raise _Dropped(f"fetching the result from {ssh.host} failed: {exc}") from exc
+        _exec(client, f"rm -rf {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
+        return result
+    finally:
+        client.close()
+
+
+def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobResult:
+    """Run ``job`` on ``target``'s device; ``files`` are the local artifact/eval/reference paths the job names.
+
+    Unreachable hosts and dropped connections are retried ``ssh.retries`` times,
+    then become a failed result; host-key and authentication problems raise
+    RemoteError at once because retrying cannot fix them.
+    """
+    if target.ssh is None:
+        raise ValueError(f"target {target.name} has no ssh block")
+    ssh = target.ssh
+    last = ""
+    for attempt in range(ssh.retries + 1):
+        try:
+            return _attempt(job, ssh, files)
+        except _Dropped as exc:
+            last = str(exc)
+            log.warning("attempt %d/%d on %s: %s", attempt + 1, ssh.retries + 1, ssh.host, exc)
+            if attempt < ssh.retries:
+                time.sleep(min(2.0**attempt, 10.0))
+    return JobResult(job_id=job.job_id, status="failed",
+                     error=f"{last} (after {ssh.retries + 1} attempts)")

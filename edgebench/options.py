@@ -1,0 +1,58 @@
+"""Typed options of plug-ins, validated when a file is loaded rather than when the plug-in is first called.
+
+Datasets, models, criteria and energy meters take their options as keyword arguments; the signature is the
+one declaration of what they accept: :func:`options_model` turns it into a pydantic model (annotations are
+the types, defaults the defaults, unknown keys forbidden), so a misspelt ``kwargs`` key or a wrong type in an
+experiment or target file fails at load with the allowed keys listed, before any training or timed window.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from edgebench.errors import ConfigError
+
+
+@cache
+def options_model(fn: Callable[..., Any], exclude: tuple[str, ...] = ()) -> type[BaseModel]:
+    """A pydantic model of ``fn``'s keyword parameters (a class: its ``__init__``), minus ``exclude``."""
+    target = fn.__init__ if inspect.isclass(fn) else fn  # type: ignore[misc]
+    hints = typing.get_type_hints(target)
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(target).parameters.items():
+        if name == "self" or name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[name] = (hints.get(name, Any), default)
+    return create_model(f"{getattr(fn, '__name__', 'plugin')}_options", __config__=ConfigDict(extra="forbid"),
+                        **fields)
+
+
+def validate_options(
+    fn: Callable[..., Any], options: Mapping[str, Any], where: str, exclude: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``options`` checked against ``fn``'s signature (or ``fn`` itself when it is a pydantic model, as backends'
+    ``Options`` are); ConfigError naming ``where``, the key and the allowed keys.
+
+    Returns the options as given (validated, not coerced), so content hashes of specs do not change.
+    """
+    is_model = isinstance(fn, type) and issubclass(fn, BaseModel)
+    model = fn if is_model else options_model(fn, tuple(exclude))
+    try:
+        model.model_validate(dict(options))
+    except ValidationError as exc:
+        allowed = ", ".join(model.model_fields) or "none"
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{where}: unknown option '{key}'; allowed: {allowed}") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{where}: option '{key}' is required; allowed: {allowed}") from None
+        raise ConfigError(f"{where}: option '{key}': {err['msg']} (got {err.get('input')!r})") from None
+    return dict(options)

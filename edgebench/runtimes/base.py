@@ -1,0 +1,171 @@
+"""What every runtime plugs into: its declared needs, its exporters (artifact formats) and its backends.
+
+One folder per runtime (hls4ml's habit): ``edgebench/runtimes/<name>/`` holds that runtime's exporter
+(``export.py``), backend/session (``backend.py``, ``cuda.py``...), report parser, and in ``__init__.py`` a
+``RUNTIME`` record of what it needs. Runtime folders are discovered, so adding a runtime means adding its
+folder (plus a target file, the extra in pyproject.toml and a test): doctor, availability checks, the
+registries and the version context recorded with results all read the folders' declarations.
+
+A backend only loads an artifact and runs it: the measurement harness does all timing, so every runtime is
+timed the same way. Heavy runtime imports happen inside ``load()`` / ``export()`` so that importing a
+backend module stays cheap (a measurement worker for ONNX Runtime never imports torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from edgebench.components import Component, missing_reason
+from edgebench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgebench.targets import TargetSpec
+    from edgebench.variants import QuantSpec
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime's declaration: what it needs here and which of its modules register backends/exporters."""
+
+    name: str
+    summary: str
+    needs: tuple[Component, ...] = ()
+    backend_modules: tuple[str, ...] = ("backend",)
+    exporter_modules: tuple[str, ...] = ("export",)
+
+
+@cache
+def list_runtimes() -> dict[str, Runtime]:
+    """Every runtime folder's ``RUNTIME`` declaration, by its package name (``edgebench.runtimes.litert``)."""
+    found = {}
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.ispkg:
+            package = f"{__package__}.{info.name}"
+            found[package] = importlib.import_module(package).RUNTIME
+    return found
+
+
+def _modules(kind: str) -> list[str]:
+    return [f"{package}.{module}" for package, runtime in list_runtimes().items() for module in getattr(runtime, kind)]
+
+
+class NoOptions(BaseModel):
+    """Options model of a plug-in that takes none: any key is an error at load time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Runtime knobs a target passes to a backend; ``options`` were validated by the backend's ``Options``."""
+
+    threads: int = 1
+    batch_size: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Session(ABC):
+    """A loaded artifact ready to run."""
+
+    @abstractmethod
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Run one batch (NCHW float32) and return the logits as a float32 array."""
+
+    def sync(self) -> None:
+        """Wait for queued device work; a no-op for synchronous CPU runtimes."""
+
+    def details(self) -> dict[str, Any]:
+        """Target-specific facts about the loaded artifact (FPGA synthesis figures, engine build time)."""
+        return {}
+
+    def close(self) -> None:
+        """Release runtime resources."""
+
+
+class Backend(ABC):
+    """A runtime that can load artifacts of some formats."""
+
+    name: ClassVar[str] = ""
+    formats: ClassVar[tuple[str, ...]] = ()
+    #: packages and tools this backend needs on the machine that runs it
+    needs: ClassVar[tuple[Component, ...]] = ()
+    #: precisions the runtime derives itself from an fp32 artifact (TensorRT builds fp16 engines from fp32 ONNX)
+    builds_from_fp32: ClassVar[tuple[str, ...]] = ()
+    #: the ``backend_options`` a target may set for this backend, validated when the target file loads
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def available(self) -> str | None:
+        """None when usable here, else the reason it is not (a missing package, no GPU)."""
+        return missing_reason(self.needs)
+
+    @abstractmethod
+    def load(self, artifact: Path, settings: BackendSettings) -> Session:
+        """Load ``artifact`` into a ready session; load/compile time is not timed by the harness."""
+
+
+class Exporter(ABC):
+    """Writes one artifact format; quantization for that format happens here too."""
+
+    format: ClassVar[str] = ""
+    #: precisions this exporter can produce
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: file name suffix of the artifact ("" for a directory)
+    suffix: ClassVar[str] = ""
+    #: packages and tools the export needs
+    needs: ClassVar[tuple[Component, ...]] = ()
+    #: False when the artifact embeds its own absolute path (hls4ml's compiled C simulation loads
+    #: its weights from where it was built), so it must be written in place, not moved there
+    relocatable: ClassVar[bool] = True
+
+    @classmethod
+    def for_target(cls, target: TargetSpec | None) -> Exporter:
+        """The exporter configured for ``target`` (e.g. an FPGA part); most formats need no target settings."""
+        return cls()
+
+    def options(self) -> dict[str, Any]:
+        """Target settings that change the artifact; part of the artifact cache key."""
+        return {}
+
+    def available(self) -> str | None:
+        """None when the exporter's dependencies are installed, else the reason."""
+        return missing_reason(self.needs)
+
+    @abstractmethod
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+        """Export ``model`` (fp32, eval mode) at ``quant`` precision to ``out_path`` and return the artifact path.
+
+        ``calibration`` holds training images (NCHW float32); its first image is
+        also the example input for tracing.
+        """
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"))
+EXPORTERS: Registry[type[Exporter]] = Registry("exporter", modules=lambda: _modules("exporter_modules"))
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate the backend registered as ``name``."""
+    return BACKENDS.get(name)()
+
+
+def list_backends() -> list[str]:
+    """Names of all registered backends."""
+    return BACKENDS.names()
+
+
+def get_exporter(fmt: str, target: TargetSpec | None = None) -> Exporter:
+    """The exporter of artifact format ``fmt``, configured for ``target`` when given."""
+    return EXPORTERS.get(fmt).for_target(target)

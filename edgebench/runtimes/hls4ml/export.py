@@ -1,0 +1,184 @@
+"""hls4ml projects (extra ``fpga``): fixed-point conversion, g++ C simulation, optional C synthesis.
+
+The artifact is a directory: the hls4ml project, its compiled C-simulation library,
+``edgebench.json`` (how to call it: input layout, sizes, library) and
+``synthesis.json`` (parsed csynth figures, or "not synthesised" and why).
+
+Layout matters: with ``io_parallel`` hls4ml transposes NCHW inputs itself
+(``channels_last_conversion='full'``); ``io_stream`` cannot, so the project is built
+with ``'internal'`` and its inputs must be fed NHWC. A wrong layout gives silently
+wrong outputs as soon as there is more than one channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import nn
+
+from edgebench.errors import UnsupportedModelError, require_module
+from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.runtimes.hls4ml import GXX, HLS4ML
+from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
+from edgebench.runtimes.hls4ml.target import FPGASpec
+from edgebench.variants import QuantSpec
+
+if TYPE_CHECKING:
+    from edgebench.targets import TargetSpec
+
+log = logging.getLogger(__name__)
+
+PROJECT = "edgebench"
+DEFAULT_FPGA = FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_stream")  # = local-hls4ml-csim
+
+#: layers hls4ml 1.3 rejects that edge CNNs commonly use, with what to do instead
+_KNOWN_UNSUPPORTED = {
+    "AdaptiveAvgPool2d": "use a fixed AvgPool2d/MaxPool2d for the known input size",
+    "AdaptiveMaxPool2d": "use a fixed MaxPool2d for the known input size",
+    "Hardswish": "use ReLU",
+    "Hardsigmoid": "use Sigmoid or ReLU",
+    "SiLU": "use ReLU",
+    "GELU": "use ReLU",
+    "Dropout": "remove it (a no-op at inference)",
+    "Identity": "remove it",
+}
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise UnsupportedModelError naming the first layer hls4ml cannot convert."""
+    from hls4ml.converters import get_supported_pytorch_layers
+
+    supported = set(get_supported_pytorch_layers())
+    for name, module in model.named_modules():
+        if module is model and not isinstance(module, _CONTAINERS):
+            continue  # the user's top-level class; its children are checked
+        if isinstance(module, _CONTAINERS) or list(module.children()):
+            continue
+        kind = type(module).__name__
+        if isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1:
+            what = "depthwise" if module.groups == module.in_channels else "grouped"
+            raise UnsupportedModelError(
+                f"hls4ml cannot convert layer '{name}' ({kind} with groups={module.groups}, {what} convolution): "
+                "hls4ml's PyTorch converter has no grouped/depthwise convolution"
+            )
+        if kind not in supported:
+            advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
+            raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
+
+
+def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec,
+                fpga: FPGASpec) -> dict[str, Any]:
+    """Per-layer config ('name' granularity): the variant's ap_fixed default, reuse factor and strategy."""
+    config = hls4ml.utils.config_from_pytorch_model(
+        model,
+        input_shape,
+        granularity="name",
+        backend=fpga.hls_backend,
+        default_precision=quant.fixed_point or fpga.default_precision,
+        default_reuse_factor=quant.reuse_factor,
+        channels_last_conversion="full" if fpga.io_type == "io_parallel" else "internal",
+    )
+    config["Model"]["Strategy"] = fpga.strategy
+    return config
+
+
+@EXPORTERS.register("hls4ml")
+class Hls4mlExporter(Exporter):
+    """Fixed-point hls4ml project for ``fpga`` (part, clock, io_type), C-simulated and optionally synthesised."""
+
+    format = "hls4ml"
+    precisions = ("fixed",)
+    suffix = ""  # the artifact is a directory
+    relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
+    needs = (HLS4ML, GXX)
+
+    def __init__(self, fpga: FPGASpec | None = None) -> None:
+        self.fpga = fpga or DEFAULT_FPGA
+
+    @classmethod
+    def for_target(cls, target: TargetSpec | None) -> Hls4mlExporter:
+        return cls(target.fpga if target is not None else None)
+
+    def options(self) -> dict[str, Any]:
+        return self.fpga.model_dump(mode="json")
+
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+        hls4ml = require_module("hls4ml", "fpga", "the hls4ml exporter")
+        reason = self.available()
+        if reason:
+            raise UnsupportedModelError(reason)
+        model = model.eval()
+        check_supported(model)
+        fpga = self.fpga
+        input_shape = tuple(int(d) for d in calibration.shape[1:])
+        if out_path.exists():
+            shutil.rmtree(out_path)  # a half-written project from an interrupted run
+
+        t0 = time.perf_counter()
+        config = _hls_config(hls4ml, model, input_shape, quant, fpga)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                hls_model = hls4ml.converters.convert_from_pytorch_model(
+                    model, output_dir=str(out_path), project_name=PROJECT, backend=fpga.hls_backend,
+                    hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
+                )
+        except Exception as exc:  # hls4ml raises bare Exceptions for unsupported graphs
+            raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}") from exc
+        convert_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            hls_model.compile()  # writes the project and builds the C simulation with g++
+        compile_s = time.perf_counter() - t0
+        libraries = sorted((out_path / "firmware").glob(f"{PROJECT}-*.so"), key=lambda p: p.stat().st_mtime)
+        if not libraries:
+            raise UnsupportedModelError(f"hls4ml compiled no C-simulation library in {out_path / 'firmware'}")
+
+        out_vars = hls_model.get_output_variables()
+        metadata = {
+            "project": PROJECT,
+            "library": str(libraries[-1].relative_to(out_path)),
+            "io_type": fpga.io_type,
+            "input_layout": "NCHW" if fpga.io_type == "io_parallel" or len(input_shape) != 3 else "NHWC",
+            "input_shape": list(input_shape),
+            "output_size": int(np.prod(out_vars[0].shape)),
+            "precision": quant.fixed_point or fpga.default_precision,
+            "reuse_factor": quant.reuse_factor,
+            "strategy": fpga.strategy,
+            "part": fpga.part,
+            "hls_backend": fpga.hls_backend,
+            "clock_period_ns": fpga.clock_period_ns,
+            "convert_s": round(convert_s, 3),
+            "compile_s": round(compile_s, 3),
+        }
+        (out_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        self._synthesise(hls_model, out_path)
+        log.info("hls4ml project %s: convert %.2f s, C-sim compile %.2f s", out_path, convert_s, compile_s)
+        return out_path
+
+    def _synthesise(self, hls_model: Any, out_path: Path) -> None:
+        """Run C synthesis when asked and the tool is on PATH; record the figures or why there are none."""
+        fpga = self.fpga
+        if not fpga.synthesize:
+            write_synthesis(out_path, None, "synthesis not requested (fpga.synthesize: false)")
+            return
+        if shutil.which(fpga.hls_tool) is None:
+            write_synthesis(out_path, None, f"{fpga.hls_tool} not on PATH")
+            return
+        t0 = time.perf_counter()
+        hls_model.build(csim=False, synth=True, export=False, vsynth=False)
+        report_path = find_csynth_report(out_path, PROJECT)
+        if report_path is None:
+            write_synthesis(out_path, None, f"{fpga.hls_tool} ran but wrote no {PROJECT}_csynth.xml (see its log)")
+            return
+        write_synthesis(out_path, parse_csynth_report(report_path))
+        log.info("synthesised %s in %.0f s", out_path, time.perf_counter() - t0)

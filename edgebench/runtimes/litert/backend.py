@@ -1,0 +1,112 @@
+"""LiteRT (TFLite) CPU backend: ai-edge-litert's Interpreter with XNNPACK and a fixed thread count.
+
+int8 models keep int8 input/output tensors, so inputs are quantized and outputs
+dequantized here with each tensor's scale and zero point (the harness always
+passes float32 NCHW and expects float logits). Models converted with an NHWC
+input (e.g. by another converter) get their input transposed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgebench.errors import ArtifactError, require_module
+from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
+from edgebench.runtimes.litert import AI_EDGE_LITERT
+
+
+def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """float -> the tensor's integer dtype with its (scale, zero_point); float tensors pass through."""
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype, copy=False)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """The tensor's integers -> float32 logits; float tensors pass through."""
+    if np.issubdtype(detail["dtype"], np.floating):
+        return y.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class LiteRTSession(Session):
+    """One Interpreter; the input is resized when the batch differs from the model's (where the graph allows)."""
+
+    def __init__(self, interpreter: Any, batch_size: int) -> None:
+        self._interp = interpreter
+        self._in = interpreter.get_input_details()[0]
+        self._batch = int(self._in["shape"][0])
+        if self._batch != batch_size:
+            self._resize(batch_size)
+
+    def _resize(self, batch: int) -> None:
+        shape = list(self._in["shape"])
+        shape[0] = batch
+        try:
+            self._interp.resize_tensor_input(self._in["index"], shape)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            # litert-torch cannot convert a dynamic batch through Flatten, so most models are batch 1
+            raise ArtifactError(
+                f"this TFLite model has a fixed batch of {self._batch} and cannot run batch {batch} ({exc}); "
+                "measure LiteRT in the single_stream scenario"
+            ) from exc
+        self._in = self._interp.get_input_details()[0]
+        self._batch = batch
+
+    def _layout(self, x: np.ndarray) -> np.ndarray:
+        expected = tuple(int(d) for d in self._in["shape"][1:])
+        if x.shape[1:] == expected:
+            return x
+        nhwc = np.transpose(x, (0, 2, 3, 1))
+        if x.ndim == 4 and nhwc.shape[1:] == expected:
+            return np.ascontiguousarray(nhwc)
+        raise ArtifactError(f"input of shape {x.shape} fits neither NCHW nor NHWC {expected} of the TFLite model")
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        if inputs.shape[0] != self._batch:
+            self._resize(inputs.shape[0])
+        self._interp.set_tensor(self._in["index"], quantize_input(self._layout(inputs), self._in))
+        self._interp.invoke()
+        out = self._interp.get_output_details()[0]
+        return dequantize_output(self._interp.get_tensor(out["index"]), out)
+
+
+@BACKENDS.register("litert")
+class LiteRTBackend(Backend):
+    """ai-edge-litert Interpreter with XNNPACK (``xnnpack: false`` runs the built-in kernels instead)."""
+
+    class Options(BaseModel):
+        """``backend_options.litert`` of a target."""
+
+        model_config = ConfigDict(extra="forbid")
+        xnnpack: bool = Field(True, description="use the XNNPACK delegate (LiteRT's default CPU kernels)")
+
+    name = "litert"
+    formats = ("tflite",)
+    needs = (AI_EDGE_LITERT,)
+
+    def load(self, artifact: Path, settings: BackendSettings) -> Session:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        interpreter_module = require_module("ai_edge_litert.interpreter", "litert", "backend 'litert'", "ai-edge-litert")
+        options = self.Options.model_validate(settings.options)
+        if not artifact.is_file():
+            raise ArtifactError(f"TFLite model not found: {artifact}; re-run the export stage")
+        resolver_type = interpreter_module.OpResolverType
+        resolver = resolver_type.AUTO if options.xnnpack else resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interpreter = interpreter_module.Interpreter(model_path=str(artifact), num_threads=settings.threads,
+                                                         experimental_op_resolver_type=resolver)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"LiteRT cannot load {artifact}: {exc}. Delete it and re-export.") from exc
+        return LiteRTSession(interpreter, settings.batch_size)

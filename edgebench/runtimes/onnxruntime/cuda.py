@@ -1,0 +1,50 @@
+"""ONNX Runtime with the CUDA execution provider (package ``onnxruntime-gpu``).
+
+ORT silently falls back to the CPU when the CUDA provider cannot load (missing
+CUDA/cuDNN libraries), so the session's providers are checked after creation:
+a CPU figure must never be stored as a GPU one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgebench.errors import ArtifactError
+from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
+from edgebench.runtimes.onnxruntime import ONNXRUNTIME_GPU
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession, create_ort_session
+from edgebench.runtimes.torch import NVIDIA_DRIVER
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def _device_id(device: str) -> int:
+    return int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
+
+
+@BACKENDS.register("onnxruntime_cuda")
+class OnnxRuntimeCudaBackend(Backend):
+    """CUDAExecutionProvider on ``settings.device`` (``cuda:N``); outputs are copied back each run."""
+
+    name = "onnxruntime_cuda"
+    formats = ("onnx",)
+    needs = (ONNXRUNTIME_GPU, NVIDIA_DRIVER)
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed"
+        if CUDA_PROVIDER not in ort.get_available_providers():
+            return "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu instead of onnxruntime)"
+        return None
+
+    def load(self, artifact: Path, settings: BackendSettings) -> Session:
+        providers = [(CUDA_PROVIDER, {"device_id": _device_id(settings.device)}), "CPUExecutionProvider"]
+        session = create_ort_session(artifact, settings.threads, providers)  # type: ignore[arg-type]
+        if session.get_providers()[0] != CUDA_PROVIDER:
+            raise ArtifactError(
+                f"ONNX Runtime could not start the CUDA provider for {artifact} (got {session.get_providers()}); "
+                "check that CUDA and cuDNN libraries matching onnxruntime-gpu are installed"
+            )
+        return OnnxRuntimeSession(session)

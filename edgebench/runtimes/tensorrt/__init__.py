@@ -1,0 +1,13 @@
+"""TensorRT: engines built from the ONNX artifact (fp32, fp16, int8), locally or on a Jetson at load time."""
+
+from edgebench.components import Package
+from edgebench.runtimes.base import Runtime
+
+TENSORRT = Package("tensorrt", "tensorrt", "TensorRT engines (NVIDIA's wheel or JetPack)",
+                   install="pip install tensorrt (x86-64 + CUDA) or JetPack on Jetson")
+
+RUNTIME = Runtime(
+    name="tensorrt",
+    summary="TensorRT engines from ONNX (fp16 from fp32 ONNX, int8 by calibration or from Q/DQ)",
+    needs=(TENSORRT,),
+)

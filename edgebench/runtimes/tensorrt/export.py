@@ -1,0 +1,158 @@
+"""TensorRT engines built from the ONNX artifact (fp32, fp16, int8 with entropy calibration).
+
+Engines are specific to the GPU and TensorRT version that built them, so the
+exporter is for a local GPU; remote Jetsons build on the device (the TensorRT
+backend accepts ``.onnx`` and builds at load). int8 comes either from an
+IInt8EntropyCalibrator2 over training images (fp32 ONNX) or from the Q/DQ nodes
+of the int8 ONNX artifact (explicit quantization, no calibrator). The build time
+is recorded next to the engine in ``<engine>.json``. Device buffers use torch's
+CUDA allocator, so a CUDA build of torch is needed beside TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from edgebench.components import missing_reason
+from edgebench.errors import ArtifactError, require_module
+from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.runtimes.tensorrt import TENSORRT
+from edgebench.variants import QuantSpec
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64  # optimisation profile upper bound (offline scenario)
+
+
+def import_tensorrt() -> Any:
+    """The tensorrt module, or MissingExtraError saying where it comes from."""
+    return require_module("tensorrt", None, "TensorRT engines", TENSORRT.install)
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why engines cannot be built or run here (no tensorrt, no CUDA torch, no GPU), or None."""
+    from edgebench.runtimes.torch.cuda import cuda_unavailable_reason
+
+    return missing_reason((TENSORRT,)) or cuda_unavailable_reason()
+
+
+def onnx_has_qdq(onnx_path: Path) -> bool:
+    """Whether the ONNX graph is explicitly quantized (QuantizeLinear/DequantizeLinear nodes)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
+def _calibrator(trt: Any, images: np.ndarray, batch_size: int, cache_file: Path) -> Any:
+    """An IInt8EntropyCalibrator2 feeding ``images`` (NCHW float32) from one GPU buffer."""
+    import torch
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = [images[i : i + batch_size] for i in range(0, len(images) - batch_size + 1, batch_size)]
+            self.buffer = torch.empty((batch_size, *images.shape[1:]), dtype=torch.float32, device="cuda")
+
+        def get_batch_size(self) -> int:
+            return batch_size
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if not self.batches:
+                return None
+            self.buffer.copy_(torch.from_numpy(np.ascontiguousarray(self.batches.pop(0))))
+            torch.cuda.synchronize()
+            return [int(self.buffer.data_ptr())]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache_file.read_bytes() if cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            cache_file.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
+def build_engine(onnx_path: Path, precision: str, calibration: np.ndarray | None = None,
+                 workspace_mb: int = 1024) -> tuple[bytes, float]:
+    """Serialized engine for ``precision`` and its build time in seconds.
+
+    int8 uses the graph's Q/DQ nodes when present, else calibrates on ``calibration``.
+    """
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    trt10 = int(trt.__version__.split(".")[0]) >= 10  # explicit batch is the only mode from 10 on
+    network = builder.create_network(0 if trt10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"TensorRT cannot parse {onnx_path}: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    tensor = network.get_input(0)
+    chw = tuple(tensor.shape)[1:]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(tensor.name, (1, *chw), (1, *chw), (MAX_BATCH, *chw))
+    config.add_optimization_profile(profile)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
+    with tempfile.TemporaryDirectory() as tmp:
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            if not onnx_has_qdq(onnx_path):
+                if calibration is None or len(calibration) == 0:
+                    raise ValueError("int8 TensorRT from an fp32 ONNX needs calibration images")
+                batch = min(32, len(calibration))
+                config.int8_calibrator = _calibrator(trt, calibration.astype(np.float32), batch,
+                                                     Path(tmp) / "calibration.cache")
+                calibration_profile = builder.create_optimization_profile()  # calibration runs at kOPT
+                calibration_profile.set_shape(tensor.name, *[(batch, *chw)] * 3)
+                config.set_calibration_profile(calibration_profile)
+        elif precision not in ("fp32", "fp16"):
+            raise ValueError(f"TensorRT cannot build precision '{precision}'; use fp32, fp16 or int8")
+        t0 = time.perf_counter()
+        serialized = builder.build_serialized_network(network, config)
+        build_s = time.perf_counter() - t0
+    if serialized is None:
+        raise ArtifactError(f"TensorRT failed to build a {precision} engine from {onnx_path} (see its log)")
+    return bytes(serialized), build_s
+
+
+@EXPORTERS.register("tensorrt")
+class TensorRTExporter(Exporter):
+    """ONNX (fp32, via the ONNX exporter) -> engine for this machine's GPU."""
+
+    format = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+    suffix = ".engine"
+
+    def available(self) -> str | None:
+        return tensorrt_unavailable_reason()
+
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+        import torch
+
+        from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+        trt = import_tensorrt()
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
+            export_fp32_onnx(model.eval(), example, onnx_path)
+            engine, build_s = build_engine(onnx_path, quant.precision, calibration[: quant.calibration_samples])
+        out_path.write_bytes(engine)
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown"
+        record = {"precision": quant.precision, "build_s": round(build_s, 3), "tensorrt": trt.__version__, "gpu": gpu}
+        out_path.with_name(out_path.name + ".json").write_text(json.dumps(record, indent=2))
+        log.info("built %s engine in %.1f s on %s", quant.precision, build_s, gpu)
+        return out_path

@@ -1,0 +1,59 @@
+"""PyTorch eager CPU backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.errors import ArtifactError
+from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
+from edgebench.runtimes.torch import TORCH
+
+
+def load_torch_module(artifact: Path):
+    """Load a pickled ``nn.Module`` saved by the torch exporter, with a clear error when corrupt."""
+    import torch
+
+    if not artifact.is_file():
+        raise ArtifactError(f"PyTorch model not found: {artifact}; re-run the export stage (edgebench run)")
+    try:
+        # the whole module is pickled (pruned layer shapes differ from the zoo's), hence weights_only=False;
+        # only load artifacts edgebench itself wrote
+        return torch.load(artifact, map_location="cpu", weights_only=False).eval()
+    except Exception as exc:
+        raise ArtifactError(f"cannot load PyTorch model {artifact}: {exc}. Delete it and re-export.") from exc
+
+
+class TorchSession(Session):
+    """Runs the module under ``inference_mode`` with numpy in and out."""
+
+    def __init__(self, module, dtype) -> None:
+        import torch
+
+        self._torch = torch
+        self._module = module
+        self._dtype = dtype
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self._module(torch.from_numpy(inputs).to(self._dtype))
+        return out.float().numpy()
+
+
+@BACKENDS.register("torch")
+class TorchBackend(Backend):
+    """Eager PyTorch on the CPU with a fixed intra-op thread count."""
+
+    name = "torch"
+    formats = ("torch",)
+    needs = (TORCH,)
+
+    def load(self, artifact: Path, settings: BackendSettings) -> Session:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+        module = load_torch_module(artifact)
+        dtype = next(module.parameters()).dtype
+        return TorchSession(module, dtype)

@@ -1,0 +1,34 @@
+"""PyTorch eager artifact: the whole pruned module pickled with ``torch.save``.
+
+Pruned models have per-layer channel counts that differ from the zoo's
+constructors, so the module object (not just a state dict) is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.variants import QuantSpec
+
+
+@EXPORTERS.register("torch")
+class TorchExporter(Exporter):
+    """Saves fp32 (or fp16-cast) eager modules."""
+
+    format = "torch"
+    precisions = ("fp32", "fp16")
+    suffix = ".pt"
+
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+        module = model.eval()
+        if quant.precision == "fp16":
+            module = copy.deepcopy(module).half()
+        torch.save(module, out_path)
+        return out_path
+

@@ -1,0 +1,53 @@
+"""Reading the YAML files users write (experiments, targets) into validated pydantic models, one way.
+
+Every problem is one line naming the file: not found, not UTF-8, a YAML syntax error (with line:column),
+a top level that is not a mapping, or a field that fails validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgebench.errors import ConfigError, format_validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path`` (an empty file is an empty mapping)."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); save it as UTF-8 YAML") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML: {reason}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields, got a {type(data).__name__}")
+    return data
+
+
+def validate(model: type[M], data: dict[str, Any], source: str) -> M:
+    """``model`` validated from ``data``; ConfigError with one line per problem, each naming ``source``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source)) from None
+
+
+def load(path: Path, model: type[M], what: str, defaults: dict[str, Any] | None = None) -> M:
+    """Read ``path`` and validate it as ``model`` (``defaults`` fill fields the file does not set)."""
+    data = read_mapping(path, what)
+    return validate(model, {**(defaults or {}), **data}, str(path))
