@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 from pydantic import ValidationError
 
 
 class EdgebenchError(Exception):
-    """Base class of errors the CLI prints as one line, without a traceback."""
+    """Base class of errors the CLI prints as one line, without a traceback, exiting with ``exit_code``."""
+
+    #: the CLI's exit status for this error: 2 is bad input (see ``edgebench --help``)
+    exit_code = 2
 
 
 class ConfigError(EdgebenchError, ValueError):
@@ -28,18 +32,48 @@ class UnsupportedModelError(EdgebenchError):
     """A backend or exporter cannot handle a layer of the model."""
 
 
+class OutputPathError(EdgebenchError):
+    """A report, export, store or run directory cannot be created or written."""
+
+
+class NothingToRunError(EdgebenchError):
+    """Every job of a run is "not run" (no target available, no exporter for any precision): exit code 3."""
+
+    exit_code = 3
+
+
+def first_line(text: object) -> str:
+    """The first non-blank line of ``text`` (libraries raise multi-line messages)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` with its line breaks folded into spaces, cut to ``limit`` characters (runtimes' messages often put
+    the detail on the lines after the first: "invalid dimensions for input ...\n index: 1 Got: 3 Expected: 1")."""
+    line = " ".join(str(text).split())
+    return line if limit is None or len(line) <= limit else line[: limit - 2].rstrip() + " …"
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """Render pydantic errors as ``source: field.path: message (got value)`` lines."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check its spelling; see the default experiment for allowed fields)"
-        got = err.get("input")
-        got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
-        lines.append(f"{source}: {loc}: {msg}{got_txt}")
-    return "\n".join(lines)
+    """One line: ``source: field.path: message (got value)`` for the first problem, then the other fields named."""
+    errors = exc.errors()
+    err = errors[0]
+    msg = first_line(err["msg"].removeprefix("Value error, "))
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check its spelling; see the default experiment for allowed fields)"
+    got = err.get("input")
+    got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    where = _loc(err) if err["loc"] or err["type"] != "value_error" else ""  # a model check names its own fields
+    line = f"{source}: {where + ': ' if where else ''}{msg}{got_txt}"
+    if len(errors) > 1:
+        others = list(dict.fromkeys(_loc(e) for e in errors[1:]))
+        line += f"; and {len(errors) - 1} more ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
+    return line
+
+
+def _loc(err: Any) -> str:
+    return ".".join(str(p) for p in err["loc"]) or "(top level)"
 
 
 class MissingExtraError(EdgebenchError):

@@ -9,23 +9,29 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, one_line
 
 # logs and CI capture are not terminals; rich would wrap tables at 80 columns there
 console = Console(width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def print_line(label: str, style: str, text: object) -> None:
+    """``label`` in ``style`` and ``text`` (not read as markup) as one line rich does not wrap."""
+    console.print(Text.assemble((label, style), " ", one_line(text)), soft_wrap=True, highlight=False)
+
+
 def friendly_errors(fn: F) -> F:
-    """Print EdgebenchError as one red line (no traceback) and exit 2."""
+    """Print EdgebenchError as one red line (no traceback) and exit with its code (2: bad input, 3: nothing ran)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except EdgebenchError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            print_line("error:", "bold red", exc)
+            raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
