@@ -9,6 +9,7 @@ experiment or target file fails at load with the allowed keys listed, before any
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
@@ -40,12 +41,15 @@ def validate_options(
     """``options`` checked against ``fn``'s signature (or ``fn`` itself when it is a pydantic model, as backends'
     ``Options`` are); ConfigError naming ``where``, the key and the allowed keys.
 
-    Returns the options as given (validated, not coerced), so content hashes of specs do not change.
+    Types are checked strictly (a quoted number is not a number) because the plug-in gets the values as
+    written: returned unchanged, so content hashes of specs do not change either.
     """
     is_model = isinstance(fn, type) and issubclass(fn, BaseModel)
     model = fn if is_model else options_model(fn, tuple(exclude))
     try:
-        model.model_validate(dict(options))
+        # the plug-in receives the values as written, so no coercion: strict JSON rules, as YAML gives JSON-like
+        # data ('0.5' is not a float, 1 is not a bool; a list is a tuple, a string a path)
+        model.model_validate_json(json.dumps(dict(options), default=str), strict=True)
     except ValidationError as exc:
         allowed = ", ".join(model.model_fields) or "none"
         err = exc.errors()[0]
