@@ -11,6 +11,7 @@ from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
+from edgebench.preflight import check_experiment
 from edgebench.store.metrics import get_metric
 from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, spec_hash
 
@@ -183,6 +184,7 @@ def load_experiment(path: Path | None = None) -> Experiment:
     path = DEFAULT_EXPERIMENT if path is None else Path(path)
     experiment = yaml_file.load(path, Experiment, "experiment file")
     _check_registered_names(experiment, str(path))
+    check_experiment(experiment, str(path))
     return experiment
 
 

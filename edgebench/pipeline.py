@@ -21,10 +21,12 @@ import torch
 from edgebench.artifacts import ExportTask, artifact_path, artifact_size, export_all
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits, load_dataset
+from edgebench.errors import NothingToRunError
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.measure.job import JobResult
 from edgebench.measure.machine import machine_info
 from edgebench.plan import PlannedJob, plan_fp32_variants, plan_jobs
+from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.prune import BuiltModel, build_fp32_model
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
@@ -170,11 +172,21 @@ def run_experiment(
     progress: ProgressFn | None = None,
     render: bool = True,
 ) -> RunOutcome:
-    """Run (or resume) ``exp`` end to end and return where its results are."""
+    """Run (or resume) ``exp`` end to end and return where its results are.
+
+    Everything decidable before work is checked before training or a store write: the output paths, which
+    targets can run now and which jobs they get (NothingToRunError when none), the data, and the model on it.
+    """
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
+    check_output_paths(exp)
     workdir = exp.workdir()
-    workdir.mkdir(parents=True, exist_ok=True)
+    runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
+    ready, unavailable = available_targets(targets, runners)
+    jobs, unsupported = plan_jobs(exp, plan_fp32_variants(exp), ready)
+    if not jobs:
+        raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
+    check_model_fits_data(exp, splits)
 
     store = Store.open(exp.store_url())
     try:
@@ -193,9 +205,6 @@ def run_experiment(
         outcome.stage_seconds["variants"] = time.perf_counter() - clock
         eval_path = write_eval_data(splits, workdir)
         calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
-        runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
-        ready, unavailable = available_targets(targets, runners)
-        jobs, unsupported = plan_jobs(exp, [spec for spec, _ in fp32.values()], ready)
         outcome.unsupported = unavailable + unsupported
         done = store.done_job_keys(run_id)
         todo = [job for job in jobs if job.key not in done]
@@ -237,6 +246,16 @@ def run_experiment(
         return outcome
     finally:
         store.close()
+
+
+def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> list[str]:
+    """Available targets that run none of the experiment's precisions."""
+    return [
+        f"target {target.name} runs {', '.join(target.precisions)}, none of quantization.precisions "
+        f"({', '.join(exp.quantization.precisions)})"
+        for _, target in ready
+        if target.precisions is not None and not set(exp.quantization.precisions) & set(target.precisions)
+    ]
 
 
 def _stage(progress: ProgressFn | None, stage: str) -> Callable[[int, int, str], None] | None:

@@ -108,7 +108,10 @@ def _check_plugins(spec: TargetSpec) -> None:
 
 
 def targets_dirs(extra: Path | None = None) -> list[Path]:
-    """Directories searched for target files: ``extra``, ./targets, the repo's targets/."""
+    """Directories searched for target files: ``extra`` (which must be a directory), ./targets, the repo's targets/."""
+    if extra is not None and not extra.is_dir():
+        state = "is a file" if extra.exists() else "does not exist"
+        raise ConfigError(f"targets directory {extra} {state}; give a directory of target YAML files")
     dirs = [d for d in (extra, Path.cwd() / "targets", REPO_TARGETS_DIR) if d is not None]
     seen: list[Path] = []
     for d in dirs:

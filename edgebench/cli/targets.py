@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgebench.cli.common import console
 from edgebench.doctor import components, kind, target_statuses
+from edgebench.targets import targets_dirs
 
 TargetsDir = Annotated[Path | None, typer.Option("--targets-dir", help="extra directory of target YAML files")]
 
@@ -39,6 +40,7 @@ def targets(targets_dir: TargetsDir = None) -> None:
 
 def doctor(targets_dir: TargetsDir = None) -> None:
     """Print what is installed, what each target needs and what is missing (with the install command)."""
+    targets_dirs(targets_dir)  # a wrong --targets-dir fails before the tables
     found = components()
     table = Table(title="packages and tools")
     for column in ("component", "kind", "for", "found", "install"):
