@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgebench.data.splits import DatasetSplits
+from edgebench.errors import DatasetError, first_line
 from edgebench.registry import Registry
 
 DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
@@ -19,8 +20,14 @@ from edgebench.data import cifar, digits, files  # noqa: E402,F401
 
 
 def load_dataset(name: str, **kwargs: Any) -> DatasetSplits:
-    """Load the registered dataset ``name``; kwargs go to its loader (e.g. ``path``, ``seed``)."""
-    return DATASETS.get(name)(**kwargs)
+    """Load the registered dataset ``name``; kwargs go to its loader (e.g. ``path``, ``seed``).
+
+    A value the loader rejects (a split fraction of 1.5, an unreadable file) is a DatasetError naming the dataset.
+    """
+    try:
+        return DATASETS.get(name)(**kwargs)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"dataset {name} {kwargs}: {first_line(exc)}") from None
 
 
 def list_datasets() -> list[str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgebench.data import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
-from edgebench.errors import DatasetError
+from edgebench.errors import DatasetError, first_line
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -25,17 +27,58 @@ def _to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     return x.astype(np.float32) / scale
 
 
+def read_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` file ``path``, with ``required`` keys; DatasetError naming the file if it is not a
+    zip of plain arrays (pickled objects are refused: loading them would run code from the file)."""
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path}: not an .npz file (a zip of arrays, as numpy.savez writes); expected {', '.join(required)}")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [k for k in required if k not in arrays.files]
+            if missing:
+                raise DatasetError(f"{path}: lacks {', '.join(map(repr, missing))} (has {', '.join(arrays.files) or 'nothing'})")
+            return {k: arrays[k] for k in arrays.files}
+    except ValueError as exc:
+        if "pickle" in str(exc):  # numpy refuses object arrays without allow_pickle
+            raise DatasetError(f"{path}: holds pickled Python objects (dtype=object); save numeric arrays") from None
+        raise DatasetError(f"{path}: cannot read the .npz file ({first_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: cannot read the .npz file ({first_line(exc)})") from None
+
+
+def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]], path: Path) -> None:
+    """Each (images, labels) pair present in ``data`` has as many labels as images, as 1-D integer class ids."""
+    for x_key, y_key in pairs:
+        if x_key not in data or y_key not in data:
+            continue
+        x, y = data[x_key], data[y_key]
+        integral = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
+        if y.ndim != 1 or not integral or (len(y) and y.min() < 0):
+            raise DatasetError(f"{path}: '{y_key}' must be a 1-D array of class ids 0..K-1; got shape {y.shape}, {y.dtype}")
+        if len(x) != len(y):
+            raise DatasetError(f"{path}: '{x_key}' has {len(x)} images but '{y_key}' has {len(y)} labels")
+        if len(x) == 0:
+            raise DatasetError(f"{path}: '{x_key}' is empty")
+
+
+def read_eval_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``x`` (N,C,H,W) and labels ``y`` of an evaluation ``.npz`` as the measurement worker reads it."""
+    data = read_npz(path, ("x", "y"))
+    check_labelled(data, [("x", "y")], path)
+    x = data["x"]
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(f"{path}: 'x' must be numeric images (N,C,H,W); got shape {x.shape}, {x.dtype}")
+    return x, data["y"]
+
+
 @DATASETS.register("npz")
 def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
     """Arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from one ``.npz`` file."""
     if path is None or not Path(path).expanduser().is_file():
         raise DatasetError(f"npz: {path} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
     file = Path(path).expanduser()
-    with np.load(file) as arrays:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
-        if missing:
-            raise DatasetError(f"npz: {file} lacks {', '.join(missing)} (has {', '.join(arrays.files)})")
-        data = {k: arrays[k] for k in arrays.files}
+    data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
+    check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], file)
     x_val = _to_nchw(data["x_val"], "x_val", file) if "x_val" in data else None
     return make_splits(
         file.stem,
