@@ -13,7 +13,8 @@ stamped version, in order, each in its own transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -21,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Engine,
     Float,
     ForeignKey,
     Index,
@@ -180,34 +182,78 @@ def current_version(conn: Connection) -> int | None:
     return conn.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())).scalar()
 
 
-def ensure_schema(engine_connect: Callable[[], Connection]) -> int:
+#: PostgreSQL advisory lock key ("edgeb") held while one process creates or migrates the schema
+SCHEMA_LOCK_KEY = 0x6564676562
+
+
+def ensure_schema(engine: Engine) -> int:
     """Create or migrate the schema; return the version the database ends at.
 
-    ``engine_connect`` is ``engine.begin`` so every step commits on its own: a
-    migration killed half way leaves the database at the last completed version.
+    Safe when several processes open a new or old store at once: each step runs in a transaction holding the
+    schema lock (:func:`schema_transaction`) and re-reads the version first, so a step is applied once. Every
+    step commits on its own: a migration killed half way leaves the database at the last completed version.
     """
-    with engine_connect() as conn:
+    with engine.connect() as conn:  # the common case, an up-to-date store, takes no lock
         version = current_version(conn)
-        if version is None:
-            metadata.create_all(conn)
-            conn.execute(
-                schema_version.insert(),
-                [{"version": SCHEMA_VERSION, "applied_at": utc_now(), "description": "initial schema"}],
-            )
-            return SCHEMA_VERSION
-    if version > SCHEMA_VERSION:
+    while True:
+        _refuse_newer(version)
+        if version == SCHEMA_VERSION:
+            return version
+        with schema_transaction(engine) as conn:
+            version = current_version(conn)
+            if version is None:
+                _refuse_foreign_sqlite(conn, engine)
+                metadata.create_all(conn)
+                _stamp(conn, SCHEMA_VERSION, "initial schema")
+                version = SCHEMA_VERSION
+            elif version < SCHEMA_VERSION:
+                step_version, description, step = next(m for m in MIGRATIONS if m[0] == version + 1)
+                log.info("migrating store schema %d -> %d: %s", version, step_version, description)
+                step(conn)
+                _stamp(conn, step_version, description)
+                version = step_version
+
+
+@contextmanager
+def schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction holding the store's schema lock until it commits, so one process at a time creates or migrates.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: ``BEGIN IMMEDIATE`` takes the write lock before the
+    version is read (pysqlite itself would begin only at the first INSERT, after two processes both saw no table).
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name != "sqlite":
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                yield conn
+            return
+        raw = conn.connection.driver_connection
+        legacy = raw.isolation_level
+        raw.isolation_level = None  # no implicit BEGIN: the one below is ours
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+            conn.commit()
+        finally:
+            conn.rollback()  # after a commit this does nothing
+            raw.isolation_level = legacy
+
+
+def _stamp(conn: Connection, version: int, description: str) -> None:
+    conn.execute(schema_version.insert(), [{"version": version, "applied_at": utc_now(), "description": description}])
+
+
+def _refuse_newer(version: int | None) -> None:
+    if version is not None and version > SCHEMA_VERSION:
         raise StoreError(
-            f"store schema version {version} is newer than this edgebench supports ({SCHEMA_VERSION}); "
-            "upgrade edgebench"
+            f"store schema version {version} is newer than this edgebench supports ({SCHEMA_VERSION}); upgrade edgebench"
         )
-    for step_version, description, step in MIGRATIONS:
-        if step_version <= version:
-            continue
-        with engine_connect() as conn:
-            log.info("migrating store schema %d -> %d: %s", step_version - 1, step_version, description)
-            step(conn)
-            conn.execute(
-                schema_version.insert(),
-                [{"version": step_version, "applied_at": utc_now(), "description": description}],
-            )
-    return SCHEMA_VERSION
+
+
+def _refuse_foreign_sqlite(conn: Connection, engine: Engine) -> None:
+    """A SQLite file is one database: one holding other tables is another program's, not a store to add ours to."""
+    foreign = sorted(set(inspect(conn).get_table_names()) - set(metadata.tables))
+    if engine.dialect.name == "sqlite" and foreign:
+        raise StoreError(f"{engine.url.database}: a SQLite database of something else (tables {', '.join(foreign[:5])}), "
+                         "not an edgebench results store; give a new file")

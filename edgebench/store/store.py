@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 import edgebench
+from edgebench.errors import first_line
+from edgebench.preflight import why_unwritable
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.schema import (
     StoreError,
@@ -49,12 +51,28 @@ def store_url(url_or_path: str | Path) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
+#: names ``resolve_run`` gives a meaning of its own, so a tag spelt so could never be looked up
+RESERVED_TAGS = ("latest",)
+TAG_MAX_CHARS = 200  # the tag column's width
+
+
+def validate_tag(tag: str) -> str:
+    """``tag`` if it can name a run; StoreError saying why not (empty, padded, reserved or too long)."""
+    if not tag.strip() or tag != tag.strip():
+        raise StoreError(f"tag {tag!r}: give a non-empty name without leading or trailing spaces")
+    if tag in RESERVED_TAGS:
+        raise StoreError(f"tag {tag!r} is reserved ({', '.join(RESERVED_TAGS)} always means the newest run); choose another")
+    if len(tag) > TAG_MAX_CHARS:
+        raise StoreError(f"tag {tag[:20]!r}...: {len(tag)} characters, at most {TAG_MAX_CHARS}")
+    return tag
+
+
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _make_parent(Path(path))
                 engine = create_engine(url, connect_args={"timeout": 30})
             else:  # in-memory: one shared connection or every connection sees an empty database
                 engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -63,6 +81,13 @@ def _make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ModuleNotFoundError) as exc:
         raise StoreError(f"cannot open store {url!r}: {exc}") from exc
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        raise StoreError(f"cannot create the store {path}: {why_unwritable(path.parent)}") from None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -111,11 +136,16 @@ class Store:
         url = store_url(url_or_path)
         engine = _make_engine(url)
         try:
-            ensure_schema(engine.begin)
-        except OperationalError as exc:
+            ensure_schema(engine)
+        except DBAPIError as exc:  # not a database ("file is not a database"), unreachable, refused
             engine.dispose()
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise StoreError(f"cannot open store {engine.url.render_as_string(hide_password=True)}: {reason}") from exc
+            where = engine.url.render_as_string(hide_password=True)
+            reason = first_line(exc.orig if exc.orig else exc)
+            hint = "; is it a results store?" if "not a database" in reason else ""
+            raise StoreError(f"cannot open store {where}: {reason}{hint}") from None
+        except StoreError:
+            engine.dispose()
+            raise
         return cls(engine, url)
 
     def close(self) -> None:
@@ -133,6 +163,8 @@ class Store:
         self, name: str, experiment: dict, experiment_hash: str, machine: dict, tags: Sequence[str] = ()
     ) -> str:
         """Record a new run and return its id (sortable: start time then a random suffix)."""
+        for tag in tags:
+            validate_tag(tag)
         run_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.engine.begin() as conn:
             conn.execute(
@@ -173,6 +205,7 @@ class Store:
 
     def tag_run(self, run_id: str, tag: str) -> None:
         """Attach ``tag`` (e.g. a git ref or 'release-1.2'); a tag names its latest run."""
+        validate_tag(tag)
         with self.engine.begin() as conn:
             if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).scalar() is None:
                 raise StoreError(f"no run {run_id!r} in {self.url}")
