@@ -9,9 +9,10 @@ import yaml
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
-from test_remote_ssh import Sshd, sshd  # noqa: F401  (the real-sshd fixture)
+from test_remote_ssh import Sshd, free_port, sshd  # noqa: F401  (the real-sshd fixture)
 
 from edgebench.config import load_experiment
+from edgebench.errors import NothingToRunError
 from edgebench.pipeline import run_experiment
 from edgebench.store import Store
 
@@ -20,19 +21,23 @@ def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Pat
     target = sshd.spec().model_dump(mode="json", exclude={"name"})
     target_file = tmp_path / "loopback-board.yaml"
     target_file.write_text(yaml.safe_dump(target))
+    dead_file = tmp_path / "dead-board.yaml"  # partial availability: the run goes on without it
+    dead_file.write_text(yaml.safe_dump({"kind": "ssh", "backends": ["onnxruntime"],
+                                         "ssh": {"host": "127.0.0.1", "port": free_port()}}))
     exp_file = tmp_path / "exp.yaml"
     exp_file.write_text(yaml.safe_dump({
         "name": "remote",
         "training": {"epochs": 3},
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [1]},
         "quantization": {"precisions": ["fp32", "int8"]},
-        "targets": [str(target_file)],
+        "targets": [str(target_file), str(dead_file)],
         "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
         "run": {"workdir": str(tmp_path / "runs")},
         "report": {"dir": str(tmp_path / "report")},
     }))
     outcome = run_experiment(load_experiment(exp_file), render=False)
-    assert outcome.failed == [] and outcome.unsupported == []
+    assert outcome.failed == [] and len(outcome.unsupported) == 1
+    assert outcome.unsupported[0].startswith("target dead-board: host 127.0.0.1") and "unreachable" in outcome.unsupported[0]
     with Store.open(outcome.store_url) as store:
         df = store.measurements(outcome.run_id)
     assert len(df) == 4 and set(df["target"]) == {"loopback-board"} and set(df["status"]) == {"ok"}
@@ -41,9 +46,8 @@ def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Pat
     assert (df["accuracy"] > 0.5).all() and (df["n_samples"] >= 20).all()
 
 
-def test_unreachable_ssh_target_is_reported_not_failed(tmp_path: Path) -> None:
-    from test_remote_ssh import free_port
-
+def test_only_unreachable_ssh_target_is_nothing_to_run(tmp_path: Path) -> None:
+    """Every job "not run": NothingToRunError (exit code 3) before training, and no store is created."""
     target_file = tmp_path / "dead-board.yaml"
     target_file.write_text(yaml.safe_dump({
         "kind": "ssh", "backends": ["onnxruntime"], "ssh": {"host": "127.0.0.1", "port": free_port()}}))
@@ -53,7 +57,6 @@ def test_unreachable_ssh_target_is_reported_not_failed(tmp_path: Path) -> None:
         "quantization": {"precisions": ["fp32"]}, "targets": [str(target_file)],
         "run": {"workdir": str(tmp_path / "runs")},
     }))
-    outcome = run_experiment(load_experiment(exp_file), render=False)
-    assert outcome.measured == 0 and outcome.failed == []
-    assert len(outcome.unsupported) == 1 and "dead-board" in outcome.unsupported[0]
-    assert "unreachable" in outcome.unsupported[0]
+    with pytest.raises(NothingToRunError, match=r"nothing could run: target dead-board: host 127\.0\.0\.1:\d+ unreachable"):
+        run_experiment(load_experiment(exp_file), render=False)
+    assert not (tmp_path / "runs" / "results.db").exists() and not (tmp_path / "runs" / "models").exists()

@@ -87,8 +87,10 @@ def test_ssh_reachability() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        up = TargetSpec(name="up", kind="ssh", backends=["onnxruntime"], ssh=SSHSpec(host="127.0.0.1", port=port))
-        assert runner_for(up).available() is None
+        up = TargetSpec(name="up", kind="ssh", backends=["onnxruntime"],
+                        ssh=SSHSpec(host="127.0.0.1", port=port, connect_timeout_s=1))
+        not_sshd = runner_for(up).available()  # reachable, but no SSH server answers (the real one: test_bad_inputs)
+        assert not_sshd is not None and "SSH handshake with 127.0.0.1" in not_sshd
         missing_key = up.model_copy(update={"ssh": up.ssh.model_copy(update={"key_file": "/nonexistent/key"})})
         assert "key_file /nonexistent/key does not exist" in (runner_for(missing_key).available() or "")
     down = SSHRunner(up, connect_timeout_s=0.5).available()  # the listener is closed now

@@ -108,7 +108,9 @@ class SSHRunner(Runner):
             return f"host {self.ssh.host}:{self.ssh.port} unreachable ({exc.strerror or exc})"
         if self.ssh.key_file and not Path(self.ssh.key_file).expanduser().is_file():
             return f"ssh key_file {self.ssh.key_file} does not exist"
-        return None
+        from edgebench.executor.ssh import probe
+
+        return probe(self.ssh)
 
     def run(self, job: Job, files: Sequence[Path]) -> JobResult:
         """The device's own command timeout (``ssh.command_timeout_s``) bounds the job: engine builds on a

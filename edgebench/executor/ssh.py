@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.components import Package
-from edgebench.errors import EdgebenchError, require_module
+from edgebench.errors import EdgebenchError, first_line, require_module
 from edgebench.measure.job import Job, JobResult, thread_env
 from edgebench.measure.worker import stderr_tail
 from edgebench.targets import SSHSpec, TargetSpec
@@ -98,6 +98,27 @@ def connect(ssh: SSHSpec) -> Any:
         client.close()
         raise _Dropped(f"cannot connect to {where}: {exc}") from exc
     return client
+
+
+def probe(ssh: SSHSpec) -> str | None:
+    """None when jobs can run on the device: it accepts our key and host key, and ``ssh.python`` imports the
+    worker; else why not, in one line (each failure mode names what to fix)."""
+    try:
+        client = connect(ssh)
+    except (RemoteError, _Dropped) as exc:
+        return str(exc)
+    try:
+        command = f"{shlex.quote(ssh.python)} -c 'import edgebench.measure.worker'"
+        code, out, err = _exec(client, command, ssh.connect_timeout_s * 3)
+    except _Dropped as exc:
+        return str(exc)
+    finally:
+        client.close()
+    if code == 0:
+        return None
+    detail = first_line((err or out).strip().splitlines()[-1] if (err or out).strip() else f"exit code {code}")
+    return (f"{ssh.python} on {ssh.host} cannot run edgebench's worker ({detail}); install edgebench there "
+            "or set ssh.python to a python that has it")
 
 
 def _host_entry(ssh: SSHSpec) -> str:
