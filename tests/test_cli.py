@@ -72,5 +72,5 @@ def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"\x00garbage")
     result = _run("bench", str(path), "--input-shape", "1,8,8")
-    assert result.exit_code == 1
-    assert "measurement failed" in result.output and "re-export" in result.output
+    assert result.exit_code == 2  # bad input: the file is not a model
+    assert "measuring broken.onnx on onnxruntime failed" in result.output and "re-export" in result.output

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli.common import console
+from edgebench.cli.common import console, print_line
 
 
 class _RichProgress:
@@ -35,8 +35,11 @@ def run(
     """Train, prune, quantize, export, measure on every target, store and report."""
     from edgebench.config import load_experiment
     from edgebench.pipeline import run_experiment
+    from edgebench.store.store import validate_tag
 
     exp = load_experiment(experiment)
+    for name in tag or ():
+        validate_tag(name)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
@@ -72,12 +75,12 @@ def _print_summary(outcome: Any) -> None:
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
     for failure in outcome.failed:
-        console.print(f"[red]failed:[/] {failure}", highlight=False)
+        print_line("failed:", "red", failure)
     for note in outcome.unsupported:
-        console.print(f"[yellow]not run:[/] {note}", highlight=False)
-    console.print(f"store: {outcome.store_url}")
+        print_line("not run:", "yellow", note)
+    print_line("store:", "", outcome.store_url)
     if outcome.report_path:
-        console.print(f"report: [bold]{outcome.report_path}[/]")
+        print_line("report:", "", outcome.report_path)
 
 
 def variants(
@@ -112,35 +115,40 @@ def bench(
 
     import numpy as np
 
-    from edgebench.errors import ConfigError
+    from edgebench.data.files import read_eval_data
+    from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
     from edgebench.measure.job import Job, MeasureSettings
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
     target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
-    runner = LocalRunner(target, timeout_s)
     if not artifact.exists():
-        raise ConfigError(f"artifact not found: {artifact}")
+        raise ArtifactError(f"artifact not found: {artifact}")
+    if data is not None:
+        if not data.is_file():
+            raise ConfigError(f"data file not found: {data}")
+        read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
+    elif not input_shape:
+        raise ConfigError("give --data NPZ or --input-shape C,H,W")
+    else:
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+        except ValueError:
+            raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+    runner = LocalRunner(target, timeout_s)
+    if reason := runner.available():
+        raise NothingToRunError(f"nothing could run: backend {backend}: {reason}")
     with tempfile.TemporaryDirectory() as tmp:
         if data is None:
-            if not input_shape:
-                raise ConfigError("give --data NPZ or --input-shape C,H,W")
-            try:
-                shape = tuple(int(v) for v in input_shape.split(","))
-            except ValueError:
-                raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
             data = Path(tmp) / "random.npz"
             rng = np.random.default_rng(0)
             np.savez(data, x=rng.standard_normal((1, *shape)).astype(np.float32), y=np.zeros(1, dtype=np.int64))
-        elif not data.is_file():
-            raise ConfigError(f"data file not found: {data}")
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
                   threads=threads, eval_data=str(data.resolve()), measure=MeasureSettings(min_time_s=min_time_s))
         result = runner.run(job, [artifact, data])
-    if result.status != "ok":
-        console.print(f"[bold red]measurement failed:[/] {result.error}", highlight=False)
-        raise typer.Exit(1)
+    if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
+        raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
     table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
     for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
         table.add_column(col, justify="right")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from edgebench.cli.common import console
+from edgebench.cli.common import console, print_line
+from edgebench.preflight import writable_dir, writable_file
 from edgebench.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ def open_store(store: str | None, must_exist: bool = True) -> Store:
         from edgebench.config import load_experiment
 
         store = load_experiment(None).store_url()
+    if must_exist and "://" not in store and Path(store).is_dir():
+        raise StoreError(f"--store {store} is a directory; give the results database in it (e.g. runs/<name>/results.db)")
     if must_exist and "://" not in store and not Path(store).is_file():
         raise StoreError(f"no results store at {store}: run `edgebench run` first or pass --store PATH|URL")
     return Store.open(store)
@@ -46,6 +49,7 @@ def report(
 ) -> None:
     """Re-render the HTML report of a stored run without measuring anything."""
     from edgebench.report import render_report
+    from edgebench.report.html import resolve_objectives
 
     pairs = []
     for item in objective or []:
@@ -53,10 +57,13 @@ def report(
         if not sep:
             raise StoreError(f"--objective {item!r}: use X:Y, e.g. latency:accuracy")
         pairs.append((x, y))
+    if pairs:
+        resolve_objectives(pairs)  # an unknown metric fails before anything is read or written
     with open_store(store) as st:
         info = st.get_run(run)
-        index = render_report(st, info["id"], out or Path("reports") / info["name"], pairs or None)
-    console.print(f"report: [bold]{index}[/]")
+        out_dir = writable_dir(out or Path("reports") / info["name"], "--out")
+        index = render_report(st, info["id"], out_dir, pairs or None)
+    print_line("report:", "", index)
 
 
 def compare(
@@ -83,6 +90,8 @@ def compare(
     from edgebench.store.compare_markdown import to_markdown
 
     effects = parse_min_effects(min_effect)
+    if output:
+        writable_file(output, "--output")
     with open_store(store) as st:
         cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats)
     if fmt == "json":
@@ -120,7 +129,7 @@ def _print_comparison(cmp: Comparison) -> None:
         )  # fmt: skip
     console.print(table)
     for warning in dict.fromkeys(cmp.warnings + [w for r in cmp.results for w in r.warnings] + cmp.unmatched):
-        console.print(f"[yellow]context:[/] {warning}", highlight=False)
+        print_line("context:", "yellow", warning)
     if cmp.regressions:
         console.print(f"[bold red]{len(cmp.regressions)} result(s) regressed[/]")
     else:
@@ -142,6 +151,8 @@ def history(
     from edgebench.store.metrics import get_metric
 
     m = get_metric(metric)
+    if out:
+        writable_dir(out, "--out")
     with open_store(store) as st:
         hist = history_frame(st, m.name, name=name, tagged_only=not all_runs)
         if variant:
@@ -206,10 +217,11 @@ def export(
     """Export measurements (joined with variants and runs) to CSV or Parquet."""
     from edgebench.store.transfer import export_runs
 
+    writable_file(out, "export file")
     with open_store(store) as st:
         files = export_runs(st, out, run, fmt, samples)
     for path in files:
-        console.print(f"wrote {path}")
+        print_line("wrote", "", path)
 
 
 def import_(
@@ -220,6 +232,9 @@ def import_(
     """Copy runs from another store into this one (runs already present are skipped)."""
     from edgebench.store.transfer import import_runs
 
+    if Path(source).suffix.lower() in (".csv", ".parquet"):
+        raise StoreError(f"{source}: an exported table cannot be imported; `edgebench import` copies runs from another "
+                         "results store (its SQLite file or database URL)")
     with open_store(source) as _src:  # a clear error when the source does not exist
         pass
     with open_store(store, must_exist=False) as st:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.errors import one_line
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import Job, JobResult, thread_env
@@ -25,6 +26,9 @@ from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import summarize_ns
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
+
+#: a failed job's one-line error; the full traceback is kept in ``error_detail``
+ERROR_CHARS = 300
 
 
 def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -181,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = execute(job)
     except Exception as exc:  # any runtime error becomes a recorded failure, its traceback kept in the store
-        last = traceback.format_exception_only(exc)[-1].strip()
-        result = JobResult(job_id=job.job_id, status="failed", error=last, error_detail=traceback.format_exc())
+        # runtimes raise messages of many lines: the result gets one line (the file and the reason), the store all
+        error = f"{type(exc).__name__}: {one_line(exc, ERROR_CHARS)}"
+        result = JobResult(job_id=job.job_id, status="failed", error=error, error_detail=traceback.format_exc())
     Path(args[1]).write_text(result.model_dump_json())
     return 0
 
