@@ -203,6 +203,8 @@ def run_experiment(
         cache = ModelCache(workdir)
         fp32 = build_models(exp, splits, cache, progress)
         outcome.stage_seconds["variants"] = time.perf_counter() - clock
+        for spec, built in fp32.values():  # every quantized variant's parent is stored, measured or not
+            store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, _facts(built))
         eval_path = write_eval_data(splits, workdir)
         calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
         outcome.unsupported = unavailable + unsupported

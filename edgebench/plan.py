@@ -47,10 +47,16 @@ def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
 
 
 def quantized(spec: VariantSpec, precision: str, exp: Experiment) -> VariantSpec:
-    """``spec`` at another precision, with the experiment's quantization settings."""
+    """``spec`` at another precision, with those of the experiment's quantization settings that change its artifact.
+
+    Only static int8 is calibrated and only fixed point has a type and reuse factor, so an fp32 (or fp16) id
+    never moves with the calibration setting, and an int8 variant's parent is the fp32 variant that is stored.
+    """
     q = exp.quantization
-    quant = QuantSpec(precision=precision, calibration_samples=q.calibration_samples)
-    if precision == "fixed":
+    quant = QuantSpec(precision=precision)
+    if precision == "int8":
+        quant = QuantSpec(precision="int8", calibration_samples=q.calibration_samples)
+    elif precision == "fixed":
         quant = QuantSpec(precision="fixed", fixed_point=q.fixed_point, reuse_factor=q.reuse_factor)
     return spec.model_copy(update={"quant": quant})
 
