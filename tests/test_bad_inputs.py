@@ -1,0 +1,440 @@
+"""A battery of bad inputs across every command: each gives a short message, a non-zero exit, an untouched store.
+
+Every case runs the real CLI (in-process, through Typer) on a tiny experiment, a real SQLite store filled
+with two synthetic runs, a real ONNX file, real npz/CSV files and, for SSH targets, the real sshd on
+127.0.0.1 that ``test_remote_ssh`` starts. Each asserts: the exit code; no traceback (no exception escaped
+the command); at most two non-blank lines of output, naming the file or field; and the store file
+byte-identical afterwards. Validation happens before training, so no case trains.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from store_fixtures import fill_run
+from test_remote_ssh import Sshd, free_port, keygen, sshd  # noqa: F401  (the real-sshd fixture)
+from typer.testing import CliRunner
+
+from edgebench.cli import app
+from edgebench.store import Store
+
+#: a path no user (root included) can create: sysfs refuses new entries
+UNWRITABLE = "/sys/edgebench-bad-input/out"
+DROP = object()  # an override value that removes the key
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, recursively for mappings; DROP removes a key."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is DROP:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Ctx:
+    """What a case builds its inputs in: a temp dir, a copy of the filled store, the fixtures."""
+
+    tmp: Path
+    store: Path
+    onnx: Path
+    request: pytest.FixtureRequest
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    def a_file(self) -> Path:
+        """A regular file that a case then uses as if it were a directory."""
+        return self.file("plain-file.txt", "I am a file\n")
+
+    def sshd(self) -> Sshd:
+        return self.request.getfixturevalue("sshd")
+
+    def experiment(self, over: dict[str, Any] | None = None, name: str = "exp.yaml") -> Path:
+        """A tiny experiment (2 epochs, one pruned variant, fp32, local-cpu) writing into this case's dirs."""
+        data = {
+            "name": "bad-input",
+            "training": {"epochs": 2},
+            "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
+            "quantization": {"precisions": ["fp32"]},
+            "targets": ["local-cpu"],
+            "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+            "run": {"workdir": str(self.tmp / "runs")},
+            "store": {"url": str(self.store)},
+            "report": {"dir": str(self.tmp / "report")},
+        }
+        return self.file(name, yaml.safe_dump(merge(data, over or {})))
+
+    def target(self, data: dict[str, Any] | str | bytes, name: str = "my-board.yaml") -> Path:
+        return self.file(name, data if isinstance(data, str | bytes) else yaml.safe_dump(data))
+
+    def ssh_target(self, **ssh: Any) -> Path:
+        """A target file for the loopback sshd, with ``ssh`` fields overridden."""
+        spec = self.sshd().spec(**ssh).model_dump(mode="json", exclude={"name"}, exclude_none=True)
+        return self.target(spec, "loopback-board.yaml")
+
+    def npz(self, name: str, **arrays: Any) -> Path:
+        path = self.tmp / name
+        np.savez(path, **arrays)
+        return path
+
+    def sqlite(self, name: str, *statements: str) -> Path:
+        path = self.tmp / name
+        with sqlite3.connect(path) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        conn.close()
+        return path
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    command: str
+    build: Callable[[Ctx], list[str]]
+    names: tuple[str, ...] = ()  # substrings the message must contain (the file, field or value)
+    code: int = 2
+    store_checked: bool = True
+
+
+def images(n: int, c: int = 1, hw: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).random((n, c, hw, hw), dtype=np.float32)
+
+
+def labels(n: int) -> np.ndarray:
+    return np.arange(n) % 3
+
+
+def npz_dataset(ctx: Ctx, name: str, **arrays: Any) -> list[str]:
+    path = ctx.npz(name, **arrays)
+    return ["run", str(ctx.experiment({"dataset": {"name": "npz", "kwargs": {"path": str(path)}}}))]
+
+
+def run_exp(over: dict[str, Any]) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["run", str(ctx.experiment(over))]
+
+
+def run_target(data: dict[str, Any] | str | bytes) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["run", str(ctx.experiment({"targets": [str(ctx.target(data))]}))]
+
+
+def run_ssh(**ssh: Any) -> Callable[[Ctx], list[str]]:
+    def build(ctx: Ctx) -> list[str]:
+        resolved = {k: (v(ctx) if callable(v) else v) for k, v in ssh.items()}
+        return ["run", str(ctx.experiment({"targets": [str(ctx.ssh_target(**resolved))]}))]
+
+    return build
+
+
+def store_cmd(*args: str, store: Callable[[Ctx], Path] | None = None) -> Callable[[Ctx], list[str]]:
+    """A store command with ``--store`` (the filled copy unless ``store`` builds another)."""
+
+    def build(ctx: Ctx) -> list[str]:
+        where = store(ctx) if store else ctx.store
+        return [a.format(tmp=ctx.tmp, file=ctx.tmp / "plain-file.txt") for a in args] + ["--store", str(where)]
+
+    return build
+
+
+def garbage_store(ctx: Ctx) -> Path:
+    return ctx.file("garbage.db", b"this is not a database, it is a text file\n" * 100)
+
+
+def foreign_sqlite(ctx: Ctx) -> Path:
+    return ctx.sqlite("contacts.db", "create table people (name text)", "insert into people values ('ada')")
+
+
+def bench(*args: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["bench", *[a.format(onnx=ctx.onnx, tmp=ctx.tmp) for a in args]]
+
+
+def bench_data(**arrays: Any) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["bench", str(ctx.onnx), "--data", str(ctx.npz("eval.npz", **arrays)), "--min-time-s", "0"]
+
+
+def with_file(fn: Callable[[Ctx], list[str]]) -> Callable[[Ctx], list[str]]:
+    """Create ``plain-file.txt`` (for cases that use a file as a directory) before building."""
+
+    def build(ctx: Ctx) -> list[str]:
+        ctx.a_file()
+        return fn(ctx)
+
+    return build
+
+
+UNDER_FILE = "plain-file.txt/"
+PICKLED = {"x_train": np.array([{"a": 1}], dtype=object), "y_train": labels(1),
+           "x_test": images(4), "y_test": labels(4)}
+
+CASES = [
+    # --- run: files that are not what they claim ------------------------------------------------------
+    Case("run-experiment-not-utf8", "run", lambda ctx: ["run", str(ctx.file("latin1.yaml", b"name: caf\xe9\n"))],
+         ("latin1.yaml", "UTF-8")),
+    Case("run-experiment-yaml-syntax", "run",
+         lambda ctx: ["run", str(ctx.file("broken.yaml", "training: {epochs: 2\npruning: [l1\n"))],
+         ("broken.yaml:", "not valid YAML")),
+    Case("run-experiment-top-level-list", "run", lambda ctx: ["run", str(ctx.file("list.yaml", "- a\n- b\n"))],
+         ("list.yaml", "mapping")),
+    Case("run-experiment-top-level-scalar", "run", lambda ctx: ["run", str(ctx.file("scalar.yaml", "hello\n"))],
+         ("scalar.yaml", "mapping")),
+    Case("run-experiment-missing", "run", lambda ctx: ["run", str(ctx.tmp / "nope.yaml")], ("nope.yaml",)),
+    Case("run-several-problems", "run", run_exp({"training": {"epochs": 0, "lr": "fast", "momentum": 2}}),
+         ("training.epochs", "2 more")),
+    # --- run: factory kwargs, names and types ----------------------------------------------------------
+    Case("run-dataset-kwarg-unknown", "run", run_exp({"dataset": {"kwargs": {"sed": 1}}}), ("dataset.kwargs", "sed")),
+    Case("run-dataset-kwarg-type", "run", run_exp({"dataset": {"kwargs": {"seed": "one"}}}), ("dataset.kwargs", "seed")),
+    Case("run-dataset-kwarg-value", "run", run_exp({"dataset": {"kwargs": {"test_fraction": 1.5}}}),
+         ("dataset", "1.5")),
+    Case("run-model-kwarg-unknown", "run", run_exp({"model": {"kwargs": {"widht": 0.5}}}), ("model.kwargs", "widht")),
+    Case("run-model-kwarg-number-as-text", "run", run_exp({"model": {"kwargs": {"width": "0.5"}}}),
+         ("model.kwargs", "width")),
+    Case("run-model-does-not-fit-data", "run", run_exp({"model": {"kwargs": {"input_size": 16}}}),
+         ("digits_cnn", "digits")),
+    Case("run-criterion-kwarg-unknown", "run", run_exp({"pruning": {"criterion_kwargs": {"l1": {"foo": 1}}}}),
+         ("criterion_kwargs.l1", "foo")),
+    Case("run-criterion-kwarg-type", "run",
+         run_exp({"pruning": {"criteria": ["random"], "criterion_kwargs": {"random": {"seed": "x"}}}}),
+         ("criterion_kwargs.random", "seed")),
+    Case("run-fixed-point-format", "run", run_exp({"quantization": {"fixed_point": "ap_fixed16"}}),
+         ("quantization.fixed_point", "ap_fixed16")),
+    # --- run: cross-field constraints ------------------------------------------------------------------
+    Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
+         ("prune_epochs", "training.epochs")),
+    Case("run-selection-ratio-not-in-grid", "run", run_exp({"targets": [{"name": "local-cpu", "ratios": [0.3]}]}),
+         ("targets.0.ratios", "0.3")),
+    Case("run-selection-precision-not-in-grid", "run",
+         run_exp({"targets": [{"name": "local-cpu", "precisions": ["int8"]}]}), ("targets.0.precisions", "int8")),
+    Case("run-selection-criterion-not-in-grid", "run",
+         run_exp({"targets": [{"name": "local-cpu", "criteria": ["taylor"]}]}), ("targets.0.criteria", "taylor")),
+    Case("run-selection-schedule-not-in-grid", "run",
+         run_exp({"targets": [{"name": "local-cpu", "schedules": ["iterative"]}]}), ("targets.0.schedules", "iterative")),
+    Case("run-duplicate-target", "run", run_exp({"targets": ["local-cpu", "local-cpu"]}), ("targets", "local-cpu")),
+    Case("run-unknown-target", "run", run_exp({"targets": ["no-such-board"]}), ("no-such-board",)),
+    Case("run-reserved-tag", "run", lambda ctx: ["run", str(ctx.experiment()), "--tag", "latest"], ("latest",)),
+    # --- run: target files ----------------------------------------------------------------------------
+    Case("run-target-not-utf8", "run", run_target(b"backends: [onnxruntime]\ndescription: caf\xe9\n"),
+         ("my-board.yaml", "UTF-8")),
+    Case("run-target-yaml-syntax", "run", run_target("backends: [onnxruntime\n"), ("my-board.yaml:", "YAML")),
+    Case("run-target-top-level-list", "run", run_target("- onnxruntime\n"), ("my-board.yaml", "mapping")),
+    Case("run-target-top-level-scalar", "run", run_target("onnxruntime\n"), ("my-board.yaml", "mapping")),
+    Case("run-target-unknown-backend", "run", run_target({"backends": ["tflite_gpu"]}), ("my-board.yaml", "tflite_gpu")),
+    Case("run-target-energy-option", "run", run_target({"backends": ["onnxruntime"], "energy": {"type": "rapl", "domian": "x"}}),
+         ("my-board.yaml", "domian")),
+    Case("run-target-backend-option-type", "run",
+         run_target({"backends": ["litert"], "backend_options": {"litert": {"xnnpack": "yes"}}}),
+         ("my-board.yaml", "xnnpack")),
+    # --- run: data files ------------------------------------------------------------------------------
+    Case("run-npz-pickled-objects", "run", lambda ctx: npz_dataset(ctx, "pickled.npz", **PICKLED), ("pickled.npz",)),
+    Case("run-npz-length-mismatch", "run",
+         lambda ctx: npz_dataset(ctx, "uneven.npz", x_train=images(30), y_train=labels(29), x_test=images(9),
+                                 y_test=labels(9)), ("uneven.npz", "y_train")),
+    Case("run-npz-not-a-zip", "run",
+         lambda ctx: ["run", str(ctx.experiment({"dataset": {"name": "npz", "kwargs": {
+             "path": str(ctx.file("text.npz", "x_train,y_train\n1,2\n"))}}}))], ("text.npz",)),
+    # --- run: the store and output paths --------------------------------------------------------------
+    Case("run-store-not-a-database", "run",
+         lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(garbage_store(ctx))}}))], ("garbage.db", "database")),
+    Case("run-store-foreign-sqlite", "run",
+         lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(foreign_sqlite(ctx))}}))], ("contacts.db", "people")),
+    Case("run-store-under-a-file", "run",
+         with_file(lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(ctx.tmp / UNDER_FILE / "r.db")}}))]),
+         ("plain-file.txt",)),
+    Case("run-report-under-a-file", "run",
+         with_file(lambda ctx: ["run", str(ctx.experiment({"report": {"dir": str(ctx.tmp / UNDER_FILE / "rep")}}))]),
+         ("plain-file.txt", "report")),
+    Case("run-report-unwritable", "run", run_exp({"report": {"dir": UNWRITABLE}}), (UNWRITABLE,)),
+    Case("run-workdir-under-a-file", "run",
+         with_file(lambda ctx: ["run", str(ctx.experiment({"run": {"workdir": str(ctx.tmp / UNDER_FILE / "w")}}))]),
+         ("plain-file.txt", "workdir")),
+    # --- run: nothing could run (exit 3) --------------------------------------------------------------
+    Case("run-no-export-for-any-job", "run",
+         run_exp({"quantization": {"precisions": ["fixed"]}}), ("nothing could run", "fixed"), code=3),
+    Case("run-ssh-dead-port", "run", run_ssh(port=lambda ctx: free_port(), retries=0),
+         ("nothing could run", "loopback-board", "unreachable"), code=3),
+    Case("run-ssh-unknown-host-key", "run",
+         run_ssh(known_hosts=lambda ctx: str(ctx.file("empty_known_hosts", ""))),
+         ("nothing could run", "unknown host key"), code=3),
+    Case("run-ssh-auth-refused", "run",
+         run_ssh(key_file=lambda ctx: str(keygen(ctx.tmp / "stranger_ed25519"))),
+         ("nothing could run", "authentication"), code=3),
+    Case("run-ssh-missing-key-file", "run", run_ssh(key_file=lambda ctx: str(ctx.tmp / "no_such_key")),
+         ("nothing could run", "no_such_key"), code=3),
+    Case("run-ssh-remote-python-missing", "run", run_ssh(python="/nonexistent/python3"),
+         ("nothing could run", "/nonexistent/python3"), code=3),
+    # --- variants ---------------------------------------------------------------------------------------
+    Case("variants-selection-ratio-not-in-grid", "variants",
+         lambda ctx: ["variants", str(ctx.experiment({"targets": [{"name": "local-cpu", "ratios": [0.9]}]}))],
+         ("targets.0.ratios", "0.9")),
+    Case("variants-model-kwarg-type", "variants",
+         lambda ctx: ["variants", str(ctx.experiment({"model": {"kwargs": {"width": [1]}}}))], ("model.kwargs", "width")),
+    # --- bench --------------------------------------------------------------------------------------------
+    Case("bench-artifact-missing", "bench", bench("{tmp}/missing.onnx", "--input-shape", "1,8,8"), ("missing.onnx",),
+         store_checked=False),
+    Case("bench-corrupt-onnx", "bench",
+         lambda ctx: ["bench", str(ctx.file("broken.onnx", b"\x00garbage")), "--input-shape", "1,8,8"],
+         ("broken.onnx",), store_checked=False),
+    Case("bench-corrupt-torch-file", "bench",
+         lambda ctx: ["bench", str(ctx.file("broken.pt", b"PK\x03\x04 not a zip")), "--backend", "torch",
+                      "--input-shape", "1,8,8"], ("broken.pt",), store_checked=False),
+    Case("bench-input-shape-mismatch", "bench", bench("{onnx}", "--input-shape", "3,32,32", "--min-time-s", "0"),
+         ("tiny.onnx",), store_checked=False),
+    Case("bench-input-shape-text", "bench", bench("{onnx}", "--input-shape", "a,b"), ("--input-shape",),
+         store_checked=False),
+    Case("bench-unknown-backend", "bench", bench("{onnx}", "--backend", "tflite_gpu", "--input-shape", "1,8,8"),
+         ("tflite_gpu",), store_checked=False),
+    Case("bench-npz-pickled-objects", "bench", bench_data(x=np.array([{"a": 1}], dtype=object), y=labels(1)),
+         ("eval.npz",), store_checked=False),
+    Case("bench-npz-length-mismatch", "bench", bench_data(x=images(10), y=labels(7)), ("eval.npz", "10", "7"),
+         store_checked=False),
+    Case("bench-npz-without-y", "bench", bench_data(x=images(10)), ("eval.npz", "'y'"), store_checked=False),
+    Case("bench-data-not-npz", "bench",
+         lambda ctx: ["bench", str(ctx.onnx), "--data", str(ctx.file("eval.csv", "x,y\n1,2\n"))], ("eval.csv",),
+         store_checked=False),
+    # --- report -------------------------------------------------------------------------------------------
+    Case("report-store-not-a-database", "report", store_cmd("report", "--out", "{tmp}/rep", store=garbage_store),
+         ("garbage.db", "database")),
+    Case("report-out-under-a-file", "report", with_file(store_cmd("report", "--out", "{file}/rep")), ("plain-file.txt",)),
+    Case("report-out-unwritable", "report", store_cmd("report", "--out", UNWRITABLE), (UNWRITABLE,)),
+    Case("report-unknown-run", "report", store_cmd("report", "--run", "nope", "--out", "{tmp}/rep"), ("nope",)),
+    Case("report-unknown-objective", "report", store_cmd("report", "--objective", "speed:accuracy", "--out", "{tmp}/r"),
+         ("speed",)),
+    # --- compare ------------------------------------------------------------------------------------------
+    Case("compare-unknown-run", "compare", store_cmd("compare", "v1", "nope"), ("nope",)),
+    Case("compare-bad-min-effect", "compare", store_cmd("compare", "v1", "v2", "--min-effect", "latency=fast"),
+         ("latency=fast",)),
+    Case("compare-output-under-a-file", "compare", with_file(store_cmd("compare", "v1", "v2", "-o", "{file}/c.md")),
+         ("plain-file.txt",)),
+    Case("compare-store-foreign-sqlite", "compare", store_cmd("compare", "v1", "v2", store=foreign_sqlite),
+         ("contacts.db",)),
+    # --- history ------------------------------------------------------------------------------------------
+    Case("history-unknown-metric", "history", store_cmd("history", "--metric", "speed"), ("speed",)),
+    Case("history-out-under-a-file", "history", with_file(store_cmd("history", "--out", "{file}/h")),
+         ("plain-file.txt",)),
+    Case("history-store-is-a-directory", "history", store_cmd("history", store=lambda ctx: ctx.tmp), ("is a directory",),
+         store_checked=False),
+    # --- runs ---------------------------------------------------------------------------------------------
+    Case("runs-store-not-a-database", "runs", store_cmd("runs", store=garbage_store), ("garbage.db", "database")),
+    Case("runs-store-foreign-sqlite", "runs", store_cmd("runs", store=foreign_sqlite), ("contacts.db",)),
+    Case("runs-store-unknown-scheme", "runs", lambda ctx: ["runs", "--store", "nosuchdb://x/y"], ("nosuchdb",),
+         store_checked=False),
+    Case("runs-store-postgres-unreachable", "runs",
+         lambda ctx: ["runs", "--store", f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x"], ("127.0.0.1",),
+         store_checked=False),
+    Case("runs-store-newer-schema", "runs",
+         store_cmd("runs", store=lambda ctx: _newer_schema(ctx)), ("newer",)),
+    # --- tag ----------------------------------------------------------------------------------------------
+    Case("tag-unknown-run", "tag", store_cmd("tag", "nope", "release"), ("nope",)),
+    Case("tag-reserved-name", "tag", store_cmd("tag", "v1", "latest"), ("latest",)),
+    Case("tag-empty-name", "tag", store_cmd("tag", "v1", " "), ("tag",)),
+    Case("tag-store-not-a-database", "tag", store_cmd("tag", "v1", "x", store=garbage_store), ("garbage.db",)),
+    # --- export -------------------------------------------------------------------------------------------
+    Case("export-out-under-a-file", "export", with_file(store_cmd("export", "{file}/all.csv")), ("plain-file.txt",)),
+    Case("export-out-is-a-directory", "export", store_cmd("export", "{tmp}"), ()),
+    Case("export-out-unwritable", "export", store_cmd("export", UNWRITABLE + ".csv"), (UNWRITABLE,)),
+    Case("export-unknown-run", "export", store_cmd("export", "{tmp}/a.csv", "--run", "nope"), ("nope",)),
+    # --- import -------------------------------------------------------------------------------------------
+    Case("import-a-csv-file", "import",
+         lambda ctx: ["import", str(ctx.file("export.csv", "id,run_id,accuracy\n1,r,0.9\n")), "--store", str(ctx.store)],
+         ("export.csv",)),
+    Case("import-source-not-a-database", "import",
+         lambda ctx: ["import", str(garbage_store(ctx)), "--store", str(ctx.store)], ("garbage.db",)),
+    Case("import-source-missing", "import", lambda ctx: ["import", str(ctx.tmp / "gone.db"), "--store", str(ctx.store)],
+         ("gone.db",)),
+    Case("import-dest-under-a-file", "import",
+         with_file(lambda ctx: ["import", str(ctx.store), "--store", str(ctx.tmp / UNDER_FILE / "lab.db")]),
+         ("plain-file.txt",)),
+    Case("import-unknown-run", "import",
+         lambda ctx: ["import", str(ctx.store), "--store", str(ctx.tmp / "lab.db"), "--run", "nope"], ("nope",)),
+    # --- targets and doctor -------------------------------------------------------------------------------
+    Case("targets-dir-missing", "targets", lambda ctx: ["targets", "--targets-dir", str(ctx.tmp / "nodir")], ("nodir",),
+         store_checked=False),
+    Case("targets-dir-is-a-file", "targets", with_file(lambda ctx: ["targets", "--targets-dir", str(ctx.a_file())]),
+         ("plain-file.txt",), store_checked=False),
+    Case("doctor-dir-missing", "doctor", lambda ctx: ["doctor", "--targets-dir", str(ctx.tmp / "nodir")], ("nodir",),
+         store_checked=False),
+    Case("doctor-dir-is-a-file", "doctor", with_file(lambda ctx: ["doctor", "--targets-dir", str(ctx.a_file())]),
+         ("plain-file.txt",), store_checked=False),
+]
+
+
+def _newer_schema(ctx: Ctx) -> Path:
+    path = ctx.tmp / "future.db"
+    shutil.copy(ctx.store, path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
+    conn.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "results.db"
+    with Store.open(path) as store:
+        fill_run(store, seed=1, tags=("v1",))
+        fill_run(store, seed=2, tags=("v2",))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from torch import nn
+
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_fp32_onnx(model, torch.zeros(1, 1, 8, 8), path)
+    return path
+
+
+def test_battery_covers_every_command() -> None:
+    commands = {"run", "variants", "bench", "report", "compare", "history", "runs", "tag", "export", "import",
+                "targets", "doctor"}
+    assert {c.command for c in CASES} == commands
+    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, filled_store: Path, tiny_onnx: Path, request: pytest.FixtureRequest) -> None:
+    store = tmp_path / "results.db"
+    shutil.copy(filled_store, store)
+    ctx = Ctx(tmp_path, store, tiny_onnx, request)
+    args = case.build(ctx)
+    before = store.read_bytes()
+
+    result = CliRunner().invoke(app, args)
+
+    output = result.output
+    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
+    assert escaped is None, f"uncaught {type(escaped).__name__}: {escaped}\n{output}"
+    assert "Traceback" not in output, output
+    assert result.exit_code == case.code, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2, output
+    flat = " ".join(lines)
+    for name in case.names:
+        assert name in flat, f"{name!r} not named in: {output}"
+    if case.store_checked:
+        assert store.read_bytes() == before, "the store file changed"
+
