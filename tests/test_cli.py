@@ -74,3 +74,12 @@ def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
     result = _run("bench", str(path), "--input-shape", "1,8,8")
     assert result.exit_code == 2  # bad input: the file is not a model
     assert "measuring broken.onnx on onnxruntime failed" in result.output and "re-export" in result.output
+
+
+def test_ctrl_c_exits_130_on_every_command(monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgebench.doctor.list_targets", interrupted)
+    result = _run("targets")
+    assert result.exit_code == 130 and "interrupted" in result.output

@@ -16,6 +16,8 @@ from edgebench.errors import EdgebenchError, one_line
 # logs and CI capture are not terminals; rich would wrap tables at 80 columns there
 console = Console(width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
+#: exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
 
 
 def print_line(label: str, style: str, text: object) -> None:
@@ -24,7 +26,8 @@ def print_line(label: str, style: str, text: object) -> None:
 
 
 def friendly_errors(fn: F) -> F:
-    """Print EdgebenchError as one red line (no traceback) and exit with its code (2: bad input, 3: nothing ran)."""
+    """Print EdgebenchError as one red line (no traceback) and exit with its code (2: bad input, 3: nothing ran);
+    Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,5 +36,8 @@ def friendly_errors(fn: F) -> F:
         except EdgebenchError as exc:
             print_line("error:", "bold red", exc)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # click would print "Aborted!" and exit 1, the code of a found regression
+            print_line("interrupted", "yellow", "")
+            raise typer.Exit(INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]

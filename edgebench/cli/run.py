@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli.common import console, print_line
+from edgebench.cli.common import INTERRUPTED, console, print_line
 
 
 class _RichProgress:
@@ -47,7 +47,7 @@ def run(
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
     _print_summary(outcome)
 
 
