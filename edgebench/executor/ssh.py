@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.components import Package
-from edgebench.errors import EdgebenchError, first_line, require_module
+from edgebench.errors import EdgebenchError, require_module
 from edgebench.measure.job import Job, JobResult, thread_env
 from edgebench.measure.worker import stderr_tail
 from edgebench.targets import SSHSpec, TargetSpec
@@ -116,7 +116,8 @@ def probe(ssh: SSHSpec) -> str | None:
         client.close()
     if code == 0:
         return None
-    detail = first_line((err or out).strip().splitlines()[-1] if (err or out).strip() else f"exit code {code}")
+    said = (err or out).strip().splitlines()
+    detail = said[-1].strip() if said else f"exit code {code}"  # the last line: the shell's or Python's reason
     return (f"{ssh.python} on {ssh.host} cannot run edgebench's worker ({detail}); install edgebench there "
             "or set ssh.python to a python that has it")
 
