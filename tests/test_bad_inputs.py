@@ -396,15 +396,20 @@ def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from torch import nn
+    """A real ONNX model of 1x8x8 images -> 3 logits (Flatten + Gemm), written with onnx's helpers: no export."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Gemm", ["flat", "w"], ["logits"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [weights],
+    )
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    export_fp32_onnx(model, torch.zeros(1, 1, 8, 8), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
