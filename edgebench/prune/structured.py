@@ -5,8 +5,9 @@ Three separable steps, so each can be tested and reused:
 1. :func:`score_groups` - build the dependency graph, score every prunable group's channels with a
    criterion (a group = a conv's filters plus everything coupled to them: BN, next layer's inputs,
    residual partners, depthwise convs);
-2. :func:`select_channels` - choose which channels go, per layer or globally, as a fraction of the
-   *original* filters (so repeated steps ramp towards a target), with ``round_to``;
+2. :func:`select_channels` - choose which channels go, at one ratio for every layer, a ratio per layer (from an
+   allocation: ``prune/allocation.py``) or globally, as a fraction of the *original* filters (so repeated
+   steps ramp towards a target), with ``round_to``;
 3. :func:`remove_channels` - physically remove them (smaller tensors, not masks).
 
 :func:`prune_model` runs the three, and for ``unit="macs"`` searches the filter ratio whose MACs cut
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +27,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgebench.models.cost import count_macs
+from edgebench.prune.allocation import Allocation, GlobalRanking
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.criteria.magnitude import L1Norm
 
@@ -120,36 +123,30 @@ def _keep_count(target: float, current: int, round_to: int | None, floor: int) -
 
 def select_channels(
     groups: list[GroupScores],
-    ratio: float,
+    ratio: float | Mapping[str, float],
     scope: Literal["layer", "global"] = "layer",
     round_to: int | None = None,
 ) -> dict[str, list[int]]:
-    """Channels (root indices) to remove so each group - or all groups together - keep ``1 - ratio`` of
-    their *original* channels; the lowest-scored go. Every group keeps at least ``round_to`` (or 1).
-
-    Global scope ranks mean-normalised scores across groups (raw scales differ between layers), counting a
-    channel once per conv whose filter it removes.
+    """Channels (root indices) to remove so each group keeps ``1 - ratio`` of its *original* channels - or
+    ``1 - ratio[root]`` with a ratio per group, or all groups together with ``scope="global"``; the
+    lowest-scored go. Every group keeps at least ``round_to`` (or 1).
     """
-    floor = round_to or 1
-    keep: dict[str, int] = {}
-    if scope == "layer":
-        for g in groups:
-            keep[g.root] = _keep_count(g.original / g.channel_groups * (1 - ratio), len(g.scores), round_to, floor)
+    if isinstance(ratio, Mapping):
+        if scope != "layer":
+            raise ValueError("per-layer ratios already say how much each layer loses; use scope='layer'")
+        missing = sorted({g.root for g in groups} - set(ratio))
+        if missing:
+            raise ValueError(f"no ratio for the groups of {', '.join(missing)}")
+        ratios = dict(ratio)
+    elif scope == "global":
+        ratios = GlobalRanking().ratios(groups, ratio)
     else:
-        # Rank all channels together; a channel of a group spanning several convs (a residual add) stands
-        # for that many filters, so the kept *filters* - not channel slots - reach 1 - ratio.
-        normed = [g.scores / g.scores.mean().clamp(min=1e-12) for g in groups]
-        budget = sum(g.original * g.convs for g in groups) * (1 - ratio)
-        owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(normed)])
-        weight = torch.cat([torch.full((len(s),), float(g.convs * g.channel_groups)) for g, s in zip(groups, normed)])
-        ranked = torch.argsort(torch.cat(normed), descending=True, stable=True)
-        ranked = ranked[torch.cumsum(weight[ranked], 0) <= budget + 1e-9]
-        kept = torch.bincount(owner[ranked], minlength=len(groups))
-        for g, s, k in zip(groups, normed, kept.tolist()):
-            keep[g.root] = _keep_count(k, len(s), round_to, floor)
+        ratios = {g.root: ratio for g in groups}
+    floor = round_to or 1
     plan = {}
     for g in groups:
-        n_remove = len(g.scores) - keep[g.root]
+        keep = _keep_count(g.original / g.channel_groups * (1 - ratios[g.root]), len(g.scores), round_to, floor)
+        n_remove = len(g.scores) - keep
         if n_remove <= 0:
             continue
         slot = torch.argsort(g.scores, stable=True)[:n_remove]
@@ -181,14 +178,16 @@ def prune_model(
     round_to: int | None = None,
     original_macs: int | None = None,
     ignored: list[nn.Module] | None = None,
+    allocation: Allocation | None = None,
 ) -> dict[str, list[int]]:
     """Prune ``model`` in place until ``ratio`` of its original filters (or MACs) are gone.
 
     Args:
-        data: training samples for data-dependent criteria.
+        data: training samples for data-dependent criteria (and allocations).
         original: conv name -> channels before pruning began; a ramp of calls with growing ``ratio``
             reaches ``ratio`` of these, not of the current (already pruned) widths.
         original_macs: MACs per sample before pruning began (``unit="macs"``).
+        allocation: splits ``ratio`` into per-layer ratios (``prune/allocation.py``); replaces ``scope``.
     Returns:
         The removal plan that was applied (root conv name -> removed channel indices).
     """
@@ -199,10 +198,22 @@ def prune_model(
         groups = score_groups(model, criterion, example_input, original, ignored)
     finally:
         criterion.release()
-    if unit == "filters":
-        plan = select_channels(groups, ratio, scope, round_to)
-    else:
-        plan = _plan_for_macs(model, groups, ratio, example_input, scope, round_to, original_macs, input_shape)
+
+    def plan_for(r: float) -> dict[str, list[int]]:
+        if allocation is None:
+            return select_channels(groups, r, scope, round_to)
+        return select_channels(groups, allocation.ratios(groups, r), "layer", round_to)
+
+    if allocation is not None:
+        allocation.prepare(model, example_input, data)
+    try:
+        if unit == "filters":
+            plan = plan_for(ratio)
+        else:
+            plan = _plan_for_macs(model, plan_for, ratio, example_input, original_macs, input_shape)
+    finally:
+        if allocation is not None:
+            allocation.release()
     remove_channels(model, example_input, plan)
     log.debug("pruned %d channels in %d groups", sum(map(len, plan.values())), len(plan))
     return plan
@@ -210,11 +221,9 @@ def prune_model(
 
 def _plan_for_macs(
     model: nn.Module,
-    groups: list[GroupScores],
+    plan_for: Callable[[float], dict[str, list[int]]],
     ratio: float,
     example_input: torch.Tensor,
-    scope: Literal["layer", "global"],
-    round_to: int | None,
     original_macs: int | None,
     input_shape: tuple[int, ...],
 ) -> dict[str, list[int]]:
@@ -228,10 +237,10 @@ def _plan_for_macs(
         return count_macs(trial, input_shape)
 
     lo, hi = 0.0, 0.99
-    best = select_channels(groups, hi, scope, round_to)
+    best = plan_for(hi)
     for _ in range(12):
         mid = (lo + hi) / 2
-        plan = select_channels(groups, mid, scope, round_to)
+        plan = plan_for(mid)
         if macs_after(plan) <= target:
             hi, best = mid, plan
         else:

@@ -1,0 +1,78 @@
+"""Weight sharing by k-means, the second stage of Deep Compression (Han, Mao and Dally, ICLR 2016).
+
+Per layer, the surviving (non-zero) weights are clustered into ``k = 2**bits`` centroids by one-dimensional
+k-means with *linear* initialisation (centroids evenly spaced between the layer's smallest and largest
+weight, the initialisation the paper found best), and every weight is replaced by its centroid, so a layer
+stores ``bits``-bit indices plus a ``k``-entry codebook. During the following finetuning the paper updates
+each centroid with the summed gradient of its weights; :class:`SharedWeights` re-projects after every
+optimizer step instead - each cluster's weights are set to their mean, i.e. the centroid moves by the mean of
+its weights' SGD updates - which keeps exactly ``k`` distinct values and the zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgebench.prune.sparse.masks import prunable_layers
+from edgebench.train import TrainHook, TrainState
+
+#: Lloyd iterations; 1-D k-means with linear initialisation converges in far fewer on weight distributions
+KMEANS_ITERS = 50
+
+
+def kmeans_1d(values: torch.Tensor, k: int, iters: int = KMEANS_ITERS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means of a 1-D tensor with linear initialisation; returns (centroids, assignment per value).
+
+    An empty cluster keeps its previous centroid.
+    """
+    v = values.detach().double().flatten()
+    centroids = torch.linspace(float(v.min()), float(v.max()), k, dtype=torch.float64)
+    assign = torch.zeros(len(v), dtype=torch.long)
+    for _ in range(iters):
+        assign = torch.argmin((v[:, None] - centroids[None, :]).abs(), dim=1)
+        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, assign, v)
+        counts = torch.bincount(assign, minlength=k).double()
+        updated = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        if torch.equal(updated, centroids):
+            break
+        centroids = updated
+    return centroids, assign
+
+
+class SharedWeights(TrainHook):
+    """Clusters each layer's non-zero weights (``bits`` per index) and keeps them shared while training."""
+
+    def __init__(self, model: nn.Module, bits: int) -> None:
+        if not 1 <= bits <= 16:
+            raise ValueError(f"weight sharing bits must be between 1 and 16, got {bits}")
+        self.bits = bits
+        #: layer name -> (flat indices of the non-zero weights, their cluster per index)
+        self.clusters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad():
+            for name, layer in prunable_layers(model).items():
+                flat = layer.weight.view(-1)
+                idx = torch.nonzero(flat, as_tuple=True)[0]
+                if len(idx) == 0:
+                    continue
+                centroids, assign = kmeans_1d(flat[idx], 2**bits)
+                flat[idx] = centroids[assign].to(flat.dtype)
+                self.clusters[name] = (idx, assign)
+
+    @torch.no_grad()
+    def on_batch_end(self, state: TrainState) -> None:
+        layers = prunable_layers(state.model)
+        for name, (idx, assign) in self.clusters.items():
+            flat = layers[name].weight.view(-1)
+            k = 2**self.bits
+            sums = torch.zeros(k, dtype=flat.dtype).index_add_(0, assign, flat[idx])
+            counts = torch.bincount(assign, minlength=k).clamp(min=1).to(flat.dtype)
+            mask = torch.zeros_like(flat, dtype=torch.bool)
+            mask[idx] = True
+            flat.mul_(mask)  # pruned connections stay zero
+            flat[idx] = (sums / counts)[assign]
+
+
+def distinct_values(model: nn.Module) -> dict[str, int]:
+    """Distinct non-zero weight values per conv/linear layer (at most ``2**bits`` after sharing)."""
+    return {n: int(torch.unique(m.weight[m.weight != 0]).numel()) for n, m in prunable_layers(model).items()}
