@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from edgebench.data import load_dataset
-from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.models.cost import count_macs
 from edgebench.prune import new_model
 from edgebench.prune.lowrank import (
@@ -25,6 +24,7 @@ from edgebench.prune.lowrank import (
     train_lowrank,
     weight_matrix,
 )
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.variants import TrainSpec, VariantSpec
 
 GEN = torch.Generator().manual_seed(0)

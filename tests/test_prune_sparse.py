@@ -15,7 +15,6 @@ from onnx import numpy_helper
 from torch import nn
 
 from edgebench.data import load_dataset
-from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.prune import build_fp32_model, new_model
 from edgebench.prune.sparse import SPARSE_METHODS, create_sparse_method, sparsity_by_layer
 from edgebench.prune.sparse.magnitude import magnitude_masks
@@ -24,6 +23,7 @@ from edgebench.prune.sparse.rigl import drop_and_grow, update_fraction
 from edgebench.prune.sparse.scl import StepMask
 from edgebench.prune.sparse.sharing import distinct_values, kmeans_1d
 from edgebench.prune.sparse.snip import snip_masks
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.train import TrainState, evaluate
 from edgebench.variants import TrainSpec, VariantSpec
 
