@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
@@ -13,7 +13,7 @@ from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.preflight import check_experiment
 from edgebench.store.metrics import get_metric
-from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, spec_hash
+from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, hash_payload, spec_hash
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
@@ -58,14 +58,60 @@ class PruningConfig(_Strict):
     finetune_epochs: int = Field(10, ge=0)
     steps: int = Field(3, ge=1)
     criterion_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    allocation: list[str] | None = Field(
+        None, description="per-layer ratio allocations, each a grid value: uniform | global | gradient_bound | ... "
+        "(replaces scope; uniform = scope layer, global = scope global)"
+    )
+    allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("ratios")
     @classmethod
     def _ratios_in_range(cls, ratios: list[float]) -> list[float]:
-        bad = [r for r in ratios if not 0 < r < 1]
-        if bad:
-            raise ValueError(f"ratios must be fractions strictly between 0 and 1, got {bad}")
-        return ratios
+        return _fractions(ratios, "ratios")
+
+    @field_validator("allocation", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _scope_or_allocation(self) -> PruningConfig:
+        if self.allocation is not None and self.scope != "layer":
+            raise ValueError("set either scope or allocation (allocation: global is scope: global)")
+        return self
+
+
+def _fractions(values: list[float], field: str) -> list[float]:
+    bad = [v for v in values if not 0 < v < 1]
+    if bad:
+        raise ValueError(f"{field} must be fractions strictly between 0 and 1, got {bad}")
+    return values
+
+
+class SparseConfig(_Strict):
+    """Unstructured-sparsity variants: every method x sparsity (``prune/sparse/``)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["magnitude"], description="magnitude, snip, rigl, scl")
+    sparsities: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9])
+    method_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per method")
+
+    @field_validator("sparsities")
+    @classmethod
+    def _sparsities_in_range(cls, values: list[float]) -> list[float]:
+        return _fractions(values, "sparsities")
+
+
+class LowRankConfig(_Strict):
+    """Low-rank variants (LRPET, ``prune/lowrank.py``): one per rank ratio."""
+
+    rank_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="kept fraction of full rank")
+    energy_transfer: bool = True
+    bn_rectification: bool = True
+
+    @field_validator("rank_ratios")
+    @classmethod
+    def _ratios_in_range(cls, values: list[float]) -> list[float]:
+        return _fractions(values, "rank_ratios")
 
 
 class QuantizationConfig(_Strict):
@@ -89,20 +135,30 @@ class TargetSelection(_Strict):
     ratios: list[float] | None = Field(None, description="only these pruning ratios (None = all)")
     schedules: list[Schedule] | None = Field(None, description="only these schedules (None = all)")
     precisions: list[Precision] | None = Field(None, description="only these precisions (None = all)")
+    methods: list[str] | None = Field(
+        None, description="only these sparse / low-rank methods, e.g. [magnitude, lrpet] (None = all); "
+        "ratios also filter sparsities and rank ratios"
+    )
     measurement: dict[str, Any] = Field(default_factory=dict, description="overrides of `measurement` fields")
 
     def includes(self, spec: VariantSpec) -> bool:
         """Whether ``spec`` is measured on this target."""
         if self.precisions is not None and spec.quant.precision not in self.precisions:
             return False
-        p = spec.prune
-        if p is None:
+        if spec.prune is not None:
+            p = spec.prune
+            return (
+                (self.criteria is None or p.criterion in self.criteria)
+                and (self.ratios is None or p.ratio in self.ratios)
+                and (self.schedules is None or p.schedule in self.schedules)
+            )
+        if spec.sparse is not None:
+            method, ratio = spec.sparse.method, spec.sparse.sparsity
+        elif spec.lowrank is not None:
+            method, ratio = spec.lowrank.method, spec.lowrank.rank_ratio
+        else:
             return True
-        return (
-            (self.criteria is None or p.criterion in self.criteria)
-            and (self.ratios is None or p.ratio in self.ratios)
-            and (self.schedules is None or p.schedule in self.schedules)
-        )
+        return (self.methods is None or method in self.methods) and (self.ratios is None or ratio in self.ratios)
 
 
 class StoreConfig(_Strict):
@@ -139,6 +195,8 @@ class Experiment(_Strict):
     model: ModelConfig = ModelConfig()
     training: TrainSpec = TrainSpec()
     pruning: PruningConfig = PruningConfig()
+    sparse: SparseConfig | None = Field(None, description="unstructured-sparsity variants (none when absent)")
+    lowrank: LowRankConfig | None = Field(None, description="low-rank variants (none when absent)")
     quantization: QuantizationConfig = QuantizationConfig()
     targets: list[TargetSelection] = Field(
         default_factory=lambda: [TargetSelection(name="local-cpu")],
@@ -163,8 +221,12 @@ class Experiment(_Strict):
 
     @property
     def hash(self) -> str:
-        """Content hash of the experiment; a re-run of the same file resumes the same run."""
-        return spec_hash(self.model_dump(mode="json"))
+        """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
+        later count only when set, so runs stored before them still resume)."""
+        added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}}}
+        data = self.model_dump(mode="json")
+        data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
+        return spec_hash(hash_payload(data, added))
 
     def workdir(self) -> Path:
         """Run directory (artifact cache, eval data, default store)."""
@@ -197,6 +259,8 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     from edgebench.data import DATASETS, list_datasets
     from edgebench.models import MODELS, list_models
     from edgebench.prune import CRITERIA
+    from edgebench.prune.allocation import ALLOCATIONS
+    from edgebench.prune.sparse import SPARSE_METHODS
 
     for i, target in enumerate(experiment.targets):
         try:
@@ -207,6 +271,8 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
         ("dataset.name", [experiment.dataset.name], list_datasets()),
         ("model.name", [experiment.model.name], list_models()),
         ("pruning.criteria", experiment.pruning.criteria, CRITERIA.names()),
+        ("pruning.allocation", experiment.pruning.allocation or [], ALLOCATIONS.names()),
+        ("sparse.methods", experiment.sparse.methods if experiment.sparse else [], SPARSE_METHODS.names()),
     ]
     for field, values, allowed in checks:
         for value in values:
@@ -215,8 +281,19 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     exp = experiment
     validate_options(DATASETS.get(exp.dataset.name), exp.dataset.kwargs, f"{source}: dataset.kwargs")
     validate_options(MODELS.get(exp.model.name), exp.model.kwargs, f"{source}: model.kwargs", _MODEL_ARGS_FROM_DATA)
-    for name, kwargs in exp.pruning.criterion_kwargs.items():
-        if name not in exp.pruning.criteria:
-            raise ConfigError(f"{source}: pruning.criterion_kwargs.{name}: not one of pruning.criteria "
-                              f"({', '.join(exp.pruning.criteria)})")
-        validate_options(CRITERIA.get(name), kwargs, f"{source}: pruning.criterion_kwargs.{name}")
+    _check_kwargs(exp.pruning.criterion_kwargs, exp.pruning.criteria, CRITERIA.get,
+                  f"{source}: pruning.criterion_kwargs", "pruning.criteria", ())
+    _check_kwargs(exp.pruning.allocation_kwargs, exp.pruning.allocation or [], ALLOCATIONS.get,
+                  f"{source}: pruning.allocation_kwargs", "pruning.allocation", ())
+    if exp.sparse is not None:
+        _check_kwargs(exp.sparse.method_kwargs, exp.sparse.methods, SPARSE_METHODS.get,
+                      f"{source}: sparse.method_kwargs", "sparse.methods", ("sparsity",))
+
+
+def _check_kwargs(kwargs_by_name: dict[str, dict[str, Any]], names: list[str], get: Any, where: str, listed_in: str,
+                  exclude: tuple[str, ...]) -> None:
+    """Options of plug-ins listed in ``listed_in``, validated against each plug-in's signature."""
+    for name, kwargs in kwargs_by_name.items():
+        if name not in names:
+            raise ConfigError(f"{where}.{name}: not one of {listed_in} ({', '.join(names) or 'none'})")
+        validate_options(get(name), kwargs, f"{where}.{name}", exclude)

@@ -13,11 +13,15 @@ from edgebench.config import Experiment, TargetSelection
 from edgebench.measure.job import Job, MeasureSettings
 from edgebench.runtimes.base import get_backend, get_exporter
 from edgebench.targets import TargetSpec
-from edgebench.variants import PruneSpec, QuantSpec, VariantSpec, spec_hash
+from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
+
+#: allocations the structured engine expresses through ``scope`` (their variants keep their original ids)
+_SCOPE_ALLOCATIONS = {"uniform": "layer", "global": "global"}
 
 
 def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
-    """The baseline followed by one fp32 variant per criterion x ratio x schedule."""
+    """The baseline, one fp32 variant per criterion x ratio x schedule x allocation, per sparse method x
+    sparsity and per rank ratio."""
     base = VariantSpec(
         model=exp.model.name,
         model_kwargs=exp.model.kwargs,
@@ -27,22 +31,38 @@ def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
     )
     p = exp.pruning
     variants = [base]
-    for schedule in p.schedules:
-        for criterion in p.criteria:
-            for ratio in p.ratios:
-                prune = PruneSpec(
-                    criterion=criterion,
-                    ratio=ratio,
-                    schedule=schedule,
-                    unit=p.unit,
-                    scope=p.scope,
-                    round_to=p.round_to,
-                    prune_epochs=tuple(p.prune_epochs) if schedule == "while_training" else (),
-                    finetune_epochs=p.finetune_epochs if schedule in ("oneshot_finetune", "iterative") else 0,
-                    steps=p.steps if schedule == "iterative" else 1,
-                    criterion_kwargs=p.criterion_kwargs.get(criterion, {}),
-                )
-                variants.append(base.model_copy(update={"prune": prune}))
+    for allocation in p.allocation or [None]:
+        scope = _SCOPE_ALLOCATIONS.get(allocation, "layer") if allocation else p.scope
+        named = None if allocation is None or allocation in _SCOPE_ALLOCATIONS else allocation
+        for schedule in p.schedules:
+            for criterion in p.criteria:
+                for ratio in p.ratios:
+                    prune = PruneSpec(
+                        criterion=criterion,
+                        ratio=ratio,
+                        schedule=schedule,
+                        unit=p.unit,
+                        scope=scope,
+                        round_to=p.round_to,
+                        prune_epochs=tuple(p.prune_epochs) if schedule == "while_training" else (),
+                        finetune_epochs=p.finetune_epochs if schedule in ("oneshot_finetune", "iterative") else 0,
+                        steps=p.steps if schedule == "iterative" else 1,
+                        criterion_kwargs=p.criterion_kwargs.get(criterion, {}),
+                        allocation=named,
+                        allocation_kwargs=p.allocation_kwargs.get(named, {}) if named else {},
+                    )
+                    variants.append(base.model_copy(update={"prune": prune}))
+    if exp.sparse is not None:
+        for method in exp.sparse.methods:
+            for sparsity in exp.sparse.sparsities:
+                sparse = SparseSpec(method=method, sparsity=sparsity, kwargs=exp.sparse.method_kwargs.get(method, {}))
+                variants.append(base.model_copy(update={"sparse": sparse}))
+    if exp.lowrank is not None:
+        lr = exp.lowrank
+        for rank_ratio in lr.rank_ratios:
+            lowrank = LowRankSpec(rank_ratio=rank_ratio, energy_transfer=lr.energy_transfer,
+                                  bn_rectification=lr.bn_rectification)
+            variants.append(base.model_copy(update={"lowrank": lowrank}))
     return variants
 
 

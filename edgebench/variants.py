@@ -1,20 +1,24 @@
 """Variant specs: what a model variant is made of, and its content-addressed id.
 
-A variant is fully described by its spec (base model, dataset, training recipe,
-prune spec, quant spec). The id is a hash of that spec, so the same experiment
-re-run maps to the same ids and reuses cached artifacts and stored results.
+A variant is fully described by its spec (base model, dataset, training recipe, one of a prune / sparse /
+low-rank spec, quant spec). The id is a hash of that spec, so the same experiment re-run maps to the same ids
+and reuses cached artifacts and stored results. Fields added after ids were first published
+(:data:`_ADDED_FIELDS`) enter the hash only when set, so every earlier variant keeps its id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
 Schedule = Literal["while_training", "oneshot_finetune", "iterative", "scratch"]
+#: how a variant differs from the trained baseline
+Kind = Literal["baseline", "structured", "sparse", "lowrank"]
 
 
 class _Frozen(BaseModel):
@@ -47,6 +51,27 @@ class PruneSpec(_Frozen):
     finetune_epochs: int = Field(0, ge=0, description="oneshot_finetune / iterative: epochs of finetuning")
     steps: int = Field(1, ge=1, description="iterative: number of prune/finetune steps")
     criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
+    allocation: str | None = Field(
+        None, description="per-layer ratio allocation (prune/allocation.py) other than uniform/global (= scope)"
+    )
+    allocation_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SparseSpec(_Frozen):
+    """Unstructured sparsity: individual weights set to zero (``prune/sparse/``)."""
+
+    method: str = Field(description="registered sparse method: magnitude, snip, rigl, scl")
+    sparsity: float = Field(gt=0, lt=1, description="fraction of conv/linear weights removed")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="the method's options")
+
+
+class LowRankSpec(_Frozen):
+    """Low-rank factorisation trained from scratch (LRPET, ``prune/lowrank.py``)."""
+
+    method: Literal["lrpet"] = "lrpet"
+    rank_ratio: float = Field(gt=0, lt=1, description="kept fraction of each layer's full rank")
+    energy_transfer: bool = True
+    bn_rectification: bool = True
 
 
 class QuantSpec(_Frozen):
@@ -68,11 +93,28 @@ class VariantSpec(_Frozen):
     train: TrainSpec = TrainSpec()
     prune: PruneSpec | None = None
     quant: QuantSpec = QuantSpec()
+    sparse: SparseSpec | None = None
+    lowrank: LowRankSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VariantSpec:
+        if sum(x is not None for x in (self.prune, self.sparse, self.lowrank)) > 1:
+            raise ValueError("a variant is structured (prune), sparse or low-rank, not several at once")
+        return self
 
     @property
     def id(self) -> str:
-        """Content hash of the spec (12 hex chars)."""
-        return spec_hash(self.model_dump(mode="json"))
+        """Content hash of the spec (12 hex chars); fields added later count only when set."""
+        return spec_hash(hash_payload(self.model_dump(mode="json"), _ADDED_FIELDS))
+
+    @property
+    def kind(self) -> Kind:
+        """How this variant differs from the trained baseline."""
+        if self.prune is not None:
+            return "structured"
+        if self.sparse is not None:
+            return "sparse"
+        return "lowrank" if self.lowrank is not None else "baseline"
 
     @property
     def weights_spec(self) -> VariantSpec:
@@ -84,15 +126,47 @@ class VariantSpec(_Frozen):
         """Lineage: a quantized variant's parent is its fp32 variant; a pruned fp32's is the baseline."""
         if self.quant.precision != "fp32":
             return self.weights_spec.id
-        if self.prune is not None:
-            return self.model_copy(update={"prune": None}).id
+        if self.kind != "baseline":
+            return self.model_copy(update={"prune": None, "sparse": None, "lowrank": None}).id
         return None
 
     @property
     def label(self) -> str:
-        """Short human-readable name, e.g. ``l1-0.5-while_training/int8``."""
-        base = "baseline" if self.prune is None else f"{self.prune.criterion}-{self.prune.ratio:g}-{self.prune.schedule}"
+        """Short human-readable name, e.g. ``l1-0.5-while_training/int8``, ``rigl-0.9-sparse/fp32``,
+        ``lrpet-r0.25/fp32``."""
+        if self.prune is not None:
+            p = self.prune
+            base = f"{p.criterion}-{p.ratio:g}-{p.schedule}" + (f"-{p.allocation}" if p.allocation else "")
+        elif self.sparse is not None:
+            base = f"{self.sparse.method}-{self.sparse.sparsity:g}-sparse"
+        elif self.lowrank is not None:
+            base = f"{self.lowrank.method}-r{self.lowrank.rank_ratio:g}"
+        else:
+            base = "baseline"
         return f"{base}/{self.quant.precision}"
+
+
+_ABSENT = object()
+
+#: fields added after variant ids were first published, with the value that leaves them out of the hash
+_ADDED_FIELDS: dict[str, Any] = {
+    "sparse": None,
+    "lowrank": None,
+    "prune": {"allocation": None, "allocation_kwargs": {}},
+}
+
+
+def hash_payload(data: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without the ``added`` fields that hold their default (nested: a mapping of a sub-object's
+    added fields), so adding an optional field to a spec does not change the hash of specs that leave it unset."""
+    out = {}
+    for key, value in data.items():
+        default = added.get(key, _ABSENT)
+        if isinstance(default, dict) and default and isinstance(value, dict):
+            out[key] = hash_payload(value, default)
+        elif default is _ABSENT or value != default:
+            out[key] = value
+    return out
 
 
 def spec_hash(obj: Any) -> str:

@@ -93,6 +93,9 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
         artifact = Hls4mlExporter().export(model, QuantSpec(precision="fixed", fixed_point=width),
                                            splits.x_train, tmp_path / f"digits-{width[9:-1].replace(',', '-')}")
         print(f"hls4ml digits_cnn {width} export (convert + g++ C-sim): {time.perf_counter() - t0:.2f} s")
+        counted = json.loads((artifact / "edgebench.json").read_text())["multipliers"]
+        assert counted["dense_multipliers"] == 16 * 9 + 32 * 16 * 9 + 64 * 32 * 9 + 256 * 10  # every conv/linear weight
+        assert counted["multipliers"] <= counted["dense_multipliers"] and len(counted["layers"]) == 4
         job = Job(job_id=width, variant_id="v", target="local-hls4ml-csim", backend="hls4ml", artifact=str(artifact),
                   precision="fixed", eval_data=str(eval_path),
                   measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05))
@@ -103,6 +106,30 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
     assert fp32_acc > 0.8
     assert abs(accuracies["ap_fixed<16,6>"] - fp32_acc) <= 0.02
     assert accuracies["ap_fixed<5,2>"] < accuracies["ap_fixed<16,6>"]  # the width is really applied
+
+
+def test_multipliers_counted_from_quantised_nonzero_weights(tmp_path: Path) -> None:
+    """ap_fixed<16,6> truncates to multiples of 2**-10: 0 and 0.0004 become zero (no multiplier), -0.0004
+    becomes -2**-10 (a multiplier), 0.5 stays."""
+    import contextlib
+    import io
+
+    import hls4ml
+
+    from edgebench.runtimes.hls4ml.export import DEFAULT_FPGA, _hls_config
+    from edgebench.runtimes.hls4ml.multipliers import count_multipliers
+
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0, 0.0004, -0.0004, 0.5], [0.0, 0.0, 1.5, -2.0]]))
+    config = _hls_config(hls4ml, model, (4,), FIXED, DEFAULT_FPGA)
+    with contextlib.redirect_stdout(io.StringIO()):
+        hls_model = hls4ml.converters.convert_from_pytorch_model(
+            model, output_dir=str(tmp_path / "prj"), project_name="p", backend="Vitis", hls_config=config,
+            io_type="io_parallel", part=DEFAULT_FPGA.part)
+    counted = count_multipliers(hls_model)
+    assert (counted["multipliers"], counted["dense_multipliers"]) == (4, 8)
+    assert [v["nonzero"] for v in counted["layers"].values()] == [4]
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,15 @@ def test_fp32_matches_pytorch(trained: tuple, artifacts: dict[str, Path]) -> Non
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_xnnpack_sparse_inference_says_why_the_digits_cnn_does_not_qualify(artifacts: dict[str, Path]) -> None:
+    check = get_backend("litert").load(artifacts["fp32"], BackendSettings(threads=1)).details()
+    check = check["xnnpack_sparse_inference"]
+    assert check["candidate"] is False
+    assert any("no DENSIFY" in reason for reason in check["unmet"])  # litert-torch writes dense weights
+    assert any("3 input channels" in reason for reason in check["unmet"])  # a 1-channel 8x8 input
+    assert any("no 1x1 CONV_2D" in reason for reason in check["unmet"]) and check["pointwise_convs"] == []
+
+
 def test_int8_is_quantized_smaller_and_accurate(trained: tuple, artifacts: dict[str, Path]) -> None:
     model, splits = trained
     from ai_edge_litert.interpreter import Interpreter

@@ -51,17 +51,17 @@ def test_kfac_factors_match_per_sample_autograd() -> None:
 
 def test_penalty_lowers_the_spectral_radius() -> None:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 1, 4, 4, generator=g)
+    x = torch.randn(128, 1, 4, 4, generator=g)
     y = (x.flatten(1).sum(1) > 0).long()
-    data = ScoringData(x, y, 256)
+    data = ScoringData(x, y, 128)
 
     def trained(lam: float) -> float:
         torch.manual_seed(0)
         net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 2))
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
         state = TrainState(net, opt, None, x, y, x, y, (1, 4, 4), epochs=1)
-        hook = SpectralRadiusPenalty(lam, every=1, batch_size=64)
-        for step in range(60):
+        hook = SpectralRadiusPenalty(lam, every=1, batch_size=32)
+        for step in range(30):
             state.step = step
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()

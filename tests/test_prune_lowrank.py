@@ -12,20 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.data import load_dataset
-from edgebench.models.cost import count_macs
-from edgebench.prune import new_model
 from edgebench.prune.lowrank import (
     factorisable_ranks,
     factorise,
     following_batchnorms,
     project,
     project_layers,
-    train_lowrank,
     weight_matrix,
 )
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-from edgebench.variants import TrainSpec, VariantSpec
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -113,18 +108,3 @@ def test_layers_that_would_not_shrink_stay_dense() -> None:
     # 1x1 8->8 at rank 4: 4 * (8 + 8) = 64 = 8 * 8, no saving; grouped conv and classifier: never
     assert factorisable_ranks(net, 0.5) == {}
     assert factorisable_ranks(net, 0.25) == {"0": 2}
-
-
-def test_lrpet_training_yields_a_faster_dense_model_that_exports(tmp_path: Path) -> None:
-    digits = load_dataset("digits")
-    spec = VariantSpec(model="digits_cnn", dataset="digits", train=TrainSpec(epochs=2, batch_size=128))
-    model = new_model(spec, digits)
-    macs = count_macs(model, digits.input_shape)
-    ranks = factorisable_ranks(model, 0.5)
-    result = train_lowrank(model, digits, spec.train, 0.5)
-    assert count_macs(model, digits.input_shape) < 0.7 * macs
-    for name, rank in ranks.items():
-        first = model.get_submodule(name)[0]
-        assert first.out_channels == rank
-    assert result.val_accuracy > 0.5
-    _onnx_matches(model, torch.from_numpy(digits.x_test[:8]), tmp_path / "lrpet.onnx")

@@ -44,7 +44,7 @@ def baseline(digits):
 @pytest.fixture(scope="module")
 def sparse_models(digits, baseline):
     """Every registered method at 80 % on digits (small budgets: these tests check masks, not accuracy)."""
-    options = {"magnitude": {"steps": 2, "finetune_epochs": 1}, "rigl": {"delta_t": 3}, "scl": {"mask_fraction": 0.5}}
+    options = {"magnitude": {"steps": 1, "finetune_epochs": 1}, "rigl": {"delta_t": 3}, "scl": {"mask_fraction": 0.5}}
     models = {}
     for name in SPARSE_METHODS.names():
         method = create_sparse_method(name, 0.8, **options.get(name, {}))

@@ -2,7 +2,9 @@
 
 MACs count only the layers that dominate compute on every target: convolutions
 (out_elements * in_channels / groups * kh * kw) and linear layers (in * out). Pooling, BN
-(foldable into the conv) and activations are not counted.
+(foldable into the conv) and activations are not counted. Dense runtimes execute every MAC, zero weights
+included; ``nonzero=True`` counts only the MACs of non-zero weights - what a sparse kernel, or hls4ml's
+firmware at reuse factor 1, has to compute.
 """
 
 from __future__ import annotations
@@ -16,25 +18,27 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Conv + linear MACs of one forward pass of a single sample of shape ``input_shape`` (C, H, W)."""
+def count_nonzero_params(model: nn.Module) -> int:
+    """Parameters of ``model`` that are not exactly zero (weights, biases, BN affine parameters)."""
+    return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> int:
+    """Conv + linear MACs of one forward pass of a single sample of shape ``input_shape`` (C, H, W).
+
+    Each weight is used once per output position, so a layer costs ``positions * weights``; ``nonzero``
+    counts only its non-zero weights.
+    """
     total = 0
 
-    def conv_hook(module: nn.Conv2d, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def hook(module: nn.Conv2d | nn.Linear, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
-        kh, kw = module.kernel_size
-        total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
+        channels = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        positions = output[0].numel() // channels
+        weights = int(torch.count_nonzero(module.weight)) if nonzero else module.weight.numel()
+        total += positions * weights
 
-    def linear_hook(module: nn.Linear, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        total += output[0].numel() * module.in_features
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     was_training = model.training
     model.eval()
     try:

@@ -1,4 +1,5 @@
-"""The entry point the pipeline calls: turn a VariantSpec into a trained (and maybe pruned) fp32 model."""
+"""The entry point the pipeline calls: turn a VariantSpec into a trained fp32 model - the baseline, or a
+structured, sparse or low-rank variant of it."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from torch import nn
 
 from edgebench.data import DatasetSplits
 from edgebench.models import MODELS, create_model
-from edgebench.models.cost import conv_filters, count_macs, count_params
+from edgebench.models.cost import conv_filters, count_macs, count_nonzero_params, count_params
 from edgebench.prune import schedules
 from edgebench.prune.criteria import create_criterion
+from edgebench.prune.lowrank import train_lowrank
 from edgebench.prune.schedules import ScheduleResult
+from edgebench.prune.sparse import create_sparse_method
 from edgebench.train import TrainHook, train
 from edgebench.variants import VariantSpec
 
@@ -36,6 +39,10 @@ class BuiltModel:
     filters: dict[str, int]  # conv name -> out channels
     val_accuracy: float
     history: list[dict] = field(default_factory=list)
+    #: parameters that are not exactly zero, and the MACs of non-zero weights (what a sparse kernel computes);
+    #: None in cache entries written before they were recorded
+    nonzero_params: int | None = None
+    nonzero_macs: int | None = None
 
 
 def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
@@ -58,6 +65,8 @@ def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: flo
         filters=conv_filters(model),
         val_accuracy=val,
         history=history,
+        nonzero_params=count_nonzero_params(model),
+        nonzero_macs=count_macs(model, tuple(splits.input_shape), nonzero=True),
     )
 
 
@@ -80,13 +89,21 @@ def build_fp32_model(
     baseline: BuiltModel | None = None,
     progress: StageProgress = None,
 ) -> BuiltModel:
-    """Train the baseline (``spec.prune`` is None) or run the prune schedule of ``spec``.
+    """Train the baseline, or run the prune schedule, sparse method or low-rank training of ``spec``.
 
     ``baseline`` (a trained unpruned BuiltModel of the same model/dataset/training) is reused - deep-copied,
-    never mutated - by oneshot_finetune and iterative, and scored by scratch; it is trained here when
-    missing. A criterion that needs a training-time term (bn_scale's L1 on BN scales) always trains its
-    own sparsity-regularised baseline, as Network Slimming does.
+    never mutated - by oneshot_finetune, iterative and sparse methods that prune a trained network, and
+    scored by scratch; it is trained here when missing. A criterion that needs a training-time term (bn_scale's
+    L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does.
     """
+    if spec.sparse is not None:
+        return _build_sparse(spec, splits, baseline, progress)
+    if spec.lowrank is not None:
+        lr = spec.lowrank
+        model = new_model(spec, splits)
+        res = train_lowrank(model, splits, spec.train, lr.rank_ratio, lr.energy_transfer, lr.bn_rectification,
+                            _stage(progress, "train"))
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
     prune = spec.prune
     if prune is None:
         return train_baseline(spec, splits, progress=progress)
@@ -108,5 +125,21 @@ def build_fp32_model(
         return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
     steps = prune.steps if prune.schedule == "iterative" else 1
     res = schedules.prune_and_finetune(model, splits, spec.train, criterion, prune, steps, _stage(progress, "finetune"))
+    return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
+                  baseline.history + res.history)
+
+
+def _build_sparse(spec: VariantSpec, splits: DatasetSplits, baseline: BuiltModel | None,
+                  progress: StageProgress) -> BuiltModel:
+    """Train a sparse variant from scratch, or prune a copy of the trained baseline (Han et al.)."""
+    method = create_sparse_method(spec.sparse.method, spec.sparse.sparsity, **spec.sparse.kwargs)
+    if not method.from_baseline:
+        model = new_model(spec, splits)
+        res = method.run(model, splits, spec.train, _stage(progress, "train"))
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
+    if baseline is None:
+        baseline = train_baseline(spec, splits, progress=progress)
+    model = copy.deepcopy(baseline.model)
+    res = method.run(model, splits, spec.train, _stage(progress, "finetune"))
     return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
                   baseline.history + res.history)

@@ -15,6 +15,7 @@ from torch import nn
 
 from edgebench.data import DatasetSplits
 from edgebench.models.cost import conv_filters, count_macs
+from edgebench.prune.allocation import create_allocation
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.structured import prune_model
 from edgebench.train import TrainHook, TrainResult, TrainState, evaluate, train
@@ -86,10 +87,13 @@ def apply_prune(
     original_macs: int,
     seed: int = 0,
 ) -> None:
-    """Prune ``model`` to ``ratio`` of its original filters/MACs, scoring on a training sample."""
+    """Prune ``model`` to ``ratio`` of its original filters/MACs, scoring on a training sample, with the spec's
+    per-layer allocation when it names one."""
     x = torch.as_tensor(state_or_splits.x_train)
     y = torch.as_tensor(state_or_splits.y_train)
-    data = scoring_data(x, y, seed) if criterion.needs_data else None
+    allocation = create_allocation(spec.allocation, **spec.allocation_kwargs) if spec.allocation else None
+    needs_data = criterion.needs_data or (allocation is not None and allocation.needs_data)
+    data = scoring_data(x, y, seed) if needs_data else None
     prune_model(
         model,
         criterion,
@@ -101,6 +105,7 @@ def apply_prune(
         scope=spec.scope,
         round_to=spec.round_to,
         original_macs=original_macs,
+        allocation=allocation,
     )
 
 

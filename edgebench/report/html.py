@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from edgebench.report import plots
+from edgebench.report.compression import compression_section
 from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
 from edgebench.report.page import esc, table_html, write_page
@@ -31,8 +32,8 @@ DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("latency", "accuracy"), ("si
 
 #: the measurement table's columns, in order
 _TABLE_METRICS = tuple(METRICS[name] for name in (
-    "accuracy", "latency", "p99", "throughput", "size", "params", "macs", "training_macs", "energy", "memory",
-    "output_error",
+    "accuracy", "latency", "p99", "throughput", "size", "compressed_size", "params", "nonzero_params", "macs",
+    "training_macs", "energy", "memory", "output_error",
 ))
 
 
@@ -198,7 +199,7 @@ def render_report(
             fig = plots.tradeoff_figure(ok, x, y, panels(ok))
             figs.append(plots.save(fig, out_dir, f"{y.name}_vs_{x.name}"))
         sections.append(
-            "<h2>Trade-offs per target</h2><p class=muted>One series per pruning criterion / precision; "
+            "<h2>Trade-offs per target</h2><p class=muted>One series per pruning criterion or method / precision; "
             "Pareto-optimal points are ringed in red and joined by the dashed front.</p>"
             + "".join(f'<img src="{esc(f)}" alt="{esc(f)}">' for f in figs)
         )
@@ -210,6 +211,9 @@ def render_report(
                 "<h2>MACs reduction vs measured speedup</h2><p class=muted>Points under the dashed line are "
                 f'pruned variants that are not as much faster as their MAC count suggests.</p><img src="{name}">'
             )
+        compared = compression_section(ok)
+        if compared is not None:
+            sections.append("<h2>Filter pruning, sparsity and low rank at equal accuracy</h2>" + compared)
         fpga = fpga_section(ok)
         if fpga is not None:
             sections.append(

@@ -27,13 +27,16 @@ BASELINE = "baseline"
 
 
 def series_name(row: pd.Series) -> str:
-    """Legend entry of a measurement: its pruning criterion (or 'baseline') and precision."""
-    criterion = row["criterion"] if isinstance(row["criterion"], str) else BASELINE
-    return f"{criterion}/{row['precision']}"
+    """Legend entry of a measurement: its pruning criterion, sparse or low-rank method (or 'baseline') and
+    precision."""
+    method = row["method"] if isinstance(row["method"], str) else BASELINE
+    if row["kind"] in ("sparse", "lowrank"):
+        method = f"{row['kind']}:{method}"
+    return f"{method}/{row['precision']}"
 
 
 def _colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    """One colour per criterion, stable across figures of a report."""
+    """One colour per criterion or method, stable across figures of a report."""
     criteria = sorted({n.rsplit("/", 1)[0] for n in names} - {BASELINE})
     tab = matplotlib.colormaps["tab10"]
     palette = {c: tab(i % 10) for i, c in enumerate(criteria)}
@@ -119,10 +122,10 @@ def speedup_figure(panels: Sequence[tuple[str, pd.DataFrame]]) -> Figure | None:
     """MACs reduction (x) vs measured p50 speedup (y), log-log, one panel per target context.
 
     Each frame needs ``macs_reduction`` and ``speedup`` columns (see ``report.tables.with_speedup``),
-    relative to the unpruned variant of the same context and precision. None when no pruned variant
-    has such a baseline.
+    relative to the unpruned variant of the same context and precision. Sparse variants sit at a MACs
+    reduction of 1 (dense kernels execute every zero). None when no variant has such a baseline.
     """
-    parts = [(title, p[p["criterion"].notna()].dropna(subset=["macs_reduction", "speedup"])) for title, p in panels]
+    parts = [(title, p[p["kind"] != "baseline"].dropna(subset=["macs_reduction", "speedup"])) for title, p in panels]
     parts = [(title, p) for title, p in parts if not p.empty]
     if not parts:
         return None

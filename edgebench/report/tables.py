@@ -50,11 +50,11 @@ def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> pd
 def with_speedup(ok: pd.DataFrame) -> pd.DataFrame:
     """Add ``macs_reduction`` and ``speedup`` relative to the unpruned variant of the same context and precision.
 
-    The reference is the measurement of the same target, backend, settings and
-    precision whose variant has no pruning; rows without one get NaN.
+    The reference is the measurement of the same target, backend, settings and precision whose variant is
+    the baseline (no pruning, sparsity or factorisation); rows without one get NaN.
     """
     keys = [*CONTEXT, "precision"]
-    base = ok[ok["criterion"].isna()].dropna(subset=["p50_ms", "macs"])
+    base = ok[ok["kind"] == "baseline"].dropna(subset=["p50_ms", "macs"])
     base = base.drop_duplicates(subset=keys)[[*keys, "p50_ms", "macs"]]
     merged = ok.merge(base, on=keys, how="left", suffixes=("", "_base"))
     merged.index = ok.index

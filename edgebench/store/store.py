@@ -109,17 +109,41 @@ def decode_samples(blob: bytes, encoding: str) -> np.ndarray:
 
 
 def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
-    """The spec fields reports group by: criterion, ratio, schedule, precision, model, dataset."""
+    """The spec fields reports group by: kind (baseline / structured / sparse / lowrank), criterion, ratio,
+    schedule, allocation, sparse method and sparsity, rank ratio, precision, model, dataset."""
     spec = spec or {}
     prune = spec.get("prune") or {}
+    sparse = spec.get("sparse") or {}
+    lowrank = spec.get("lowrank") or {}
     quant = spec.get("quant") or {}
+    kind = "structured" if prune else "sparse" if sparse else "lowrank" if lowrank else "baseline"
     return {
         "model": spec.get("model"),
         "dataset": spec.get("dataset"),
+        "kind": kind if spec else None,
         "criterion": prune.get("criterion"),
         "ratio": float(prune.get("ratio", 0.0)) if spec else None,
         "schedule": prune.get("schedule"),
+        "allocation": prune.get("allocation") or (prune.get("scope") and _SCOPE_ALLOCATION[prune["scope"]]),
+        "method": prune.get("criterion") or sparse.get("method") or lowrank.get("method"),
+        "sparsity": sparse.get("sparsity"),
+        "rank_ratio": lowrank.get("rank_ratio"),
         "precision": quant.get("precision"),
+    }
+
+
+#: the allocation a structured spec's scope stands for
+_SCOPE_ALLOCATION = {"layer": "uniform", "global": "global"}
+#: columns read out of a variant's facts and a measurement's details (JSON), for reports and metrics
+_FACT_COLUMNS = ("nonzero_params", "nonzero_macs")
+
+
+def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
+    facts = facts if isinstance(facts, dict) else {}
+    details = details if isinstance(details, dict) else {}
+    return {
+        **{name: facts.get(name) for name in _FACT_COLUMNS},
+        "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
     }
 
 
@@ -369,12 +393,13 @@ class Store:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        columns = [c.name for c in query.selected_columns] + list(_flatten_spec({}))
+        columns = [c.name for c in query.selected_columns] + list(_flatten_spec({})) + list(_derived_columns({}, {}))
         if not rows:
             return pd.DataFrame(columns=columns)
         df = pd.DataFrame(rows)
         flat = pd.DataFrame([_flatten_spec(s) for s in df["spec"]], index=df.index)
-        df = pd.concat([df, flat], axis=1)
+        derived = pd.DataFrame([_derived_columns(f, d) for f, d in zip(df["facts"], df["details"])], index=df.index)
+        df = pd.concat([df, flat, derived], axis=1)
         df["precision"] = df["precision"].fillna(df["settings_precision"])
         df["label"] = df["label"].fillna(df["variant_id"])  # a result whose variant was never upserted
         return df[columns]

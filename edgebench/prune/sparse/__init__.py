@@ -7,7 +7,7 @@ initialisation), ``rigl`` (Evci et al. 2020, drop/grow at constant parameter cou
 """
 
 from edgebench.prune.sparse.base import SPARSE_METHODS, SparseMethod, create_sparse_method
-from edgebench.prune.sparse.masks import MaskedWeights, count_nonzero_params, prunable_layers, sparsity_by_layer
+from edgebench.prune.sparse.masks import MaskedWeights, prunable_layers, sparsity_by_layer
 
 # Method modules register themselves on import.
 from edgebench.prune.sparse import magnitude, rigl, scl, snip  # noqa: F401  isort: skip
@@ -16,7 +16,6 @@ __all__ = [
     "SPARSE_METHODS",
     "MaskedWeights",
     "SparseMethod",
-    "count_nonzero_params",
     "create_sparse_method",
     "prunable_layers",
     "sparsity_by_layer",

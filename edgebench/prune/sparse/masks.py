@@ -100,11 +100,6 @@ def sparsity_by_layer(model: nn.Module) -> dict[str, tuple[int, int]]:
     return {n: (int((m.weight == 0).sum()), m.weight.numel()) for n, m in prunable_layers(model).items()}
 
 
-def count_nonzero_params(model: nn.Module) -> int:
-    """Parameters of ``model`` that are not exactly zero (weights, biases, BN affine parameters)."""
-    return int(sum(int(torch.count_nonzero(p.detach())) for p in model.parameters()))
-
-
 class MaskedWeights(TrainHook):
     """Keeps masked weights at exactly zero during training (see the module docstring).
 

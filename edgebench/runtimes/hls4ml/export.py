@@ -27,6 +27,7 @@ from torch import nn
 from edgebench.errors import UnsupportedModelError, require_module
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
+from edgebench.runtimes.hls4ml.multipliers import count_multipliers
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import QuantSpec
@@ -159,6 +160,7 @@ class Hls4mlExporter(Exporter):
             "clock_period_ns": fpga.clock_period_ns,
             "convert_s": round(convert_s, 3),
             "compile_s": round(compile_s, 3),
+            "multipliers": count_multipliers(hls_model),
         }
         (out_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         self._synthesise(hls_model, out_path)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgebench.errors import ArtifactError, require_module
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.litert import AI_EDGE_LITERT
+from edgebench.runtimes.litert.sparse_inference import xnnpack_sparse_inference
 
 
 def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -45,8 +46,13 @@ class LiteRTSession(Session):
         self._interp = interpreter
         self._in = interpreter.get_input_details()[0]
         self._batch = int(self._in["shape"][0])
+        self._details = {"xnnpack_sparse_inference": xnnpack_sparse_inference(interpreter)}
         if self._batch != batch_size:
             self._resize(batch_size)
+
+    def details(self) -> dict[str, Any]:
+        """Whether the model could run XNNPACK's sparse kernels, and why not."""
+        return self._details
 
     def _resize(self, batch: int) -> None:
         shape = list(self._in["shape"])

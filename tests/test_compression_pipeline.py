@@ -1,0 +1,136 @@
+"""Sparse, low-rank and allocation variants through the same pipeline: content-addressed ids (unchanged for
+every variant that existed before), validated experiment sections, and an end-to-end run whose store and
+report carry non-zero parameters, compressed sizes and the comparison section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
+from edgebench.errors import ConfigError
+from edgebench.pipeline import run_experiment
+from edgebench.plan import plan_fp32_variants, quantized
+from edgebench.store import Store
+from edgebench.variants import LowRankSpec, SparseSpec, VariantSpec
+
+#: ids of the default experiment's variants and its hash as published before sparse / low-rank / allocation
+#: fields existed (computed on main at 84f8b1a); stored runs and caches are keyed by them
+PUBLISHED_IDS = {
+    "baseline/fp32": ("3696f7040495", "5acdfb4c1280"),
+    "l1-0.25-while_training/fp32": ("04a0230a24f3", "55add5706a5c"),
+    "l1-0.5-while_training/fp32": ("186f01984b26", "4ef4a79ff564"),
+    "mean_activation-0.8-while_training/fp32": ("a06646379502", "c0e2787cd84f"),
+    "random-0.5-while_training/fp32": ("799897c28a77", "8bf8447e69fb"),
+}
+PUBLISHED_EXPERIMENT_HASH = "a61ab6d7ad47"
+
+
+def _write(tmp_path: Path, **sections: object) -> Path:
+    data = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
+    data.update(sections)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_existing_variant_ids_and_experiment_hash_do_not_change() -> None:
+    exp = load_experiment(None)
+    assert exp.hash == PUBLISHED_EXPERIMENT_HASH
+    ids = {v.label: (v.id, quantized(v, "int8", exp).id) for v in plan_fp32_variants(exp)}
+    for label, expected in PUBLISHED_IDS.items():
+        assert ids[label] == expected, label
+
+
+def test_uniform_and_global_allocations_keep_the_scope_ids(tmp_path: Path) -> None:
+    pruning = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())["pruning"]
+    by_scope = {s: plan_fp32_variants(load_experiment(_write(tmp_path, pruning={**pruning, "scope": s})))
+                for s in ("layer", "global")}
+    both = load_experiment(_write(tmp_path, pruning={**pruning, "allocation": ["uniform", "global"]}))
+    ids = [v.id for v in plan_fp32_variants(both)]
+    assert ids == [by_scope["layer"][0].id] + [v.id for v in by_scope["layer"][1:] + by_scope["global"][1:]]
+
+
+def test_new_kinds_get_their_own_ids_lineage_and_labels() -> None:
+    base = VariantSpec(model="digits_cnn", dataset="digits")
+    sparse = base.model_copy(update={"sparse": SparseSpec(method="rigl", sparsity=0.9)})
+    lowrank = base.model_copy(update={"lowrank": LowRankSpec(rank_ratio=0.25)})
+    assert len({base.id, sparse.id, lowrank.id}) == 3
+    assert sparse.parent_id == lowrank.parent_id == base.id
+    assert (sparse.label, lowrank.label, sparse.kind, lowrank.kind) == (
+        "rigl-0.9-sparse/fp32", "lrpet-r0.25/fp32", "sparse", "lowrank")
+    with pytest.raises(ValueError, match="not several at once"):
+        VariantSpec(model="digits_cnn", dataset="digits", sparse=SparseSpec(method="snip", sparsity=0.5),
+                    lowrank=LowRankSpec(rank_ratio=0.5))
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"sparse": {"methods": ["magnitud"]}}, "sparse.methods: unknown value 'magnitud'; allowed: magnitude"),
+        ({"sparse": {"sparsities": [1.0]}}, "sparsities must be fractions strictly between 0 and 1"),
+        ({"sparse": {"methods": ["rigl"], "method_kwargs": {"rigl": {"alpah": 0.3}}}}, "unknown option 'alpah'"),
+        ({"sparse": {"methods": ["rigl"], "method_kwargs": {"snip": {}}}}, "not one of sparse.methods (rigl)"),
+        ({"sparse": {"method": ["rigl"]}}, "sparse.method: unknown field"),
+        ({"lowrank": {"rank_ratios": [0]}}, "rank_ratios must be fractions"),
+        ({"lowrank": {"energy_transfer": "maybe"}}, "lowrank.energy_transfer"),
+        ({"pruning": {"allocation": "gradient_bond"}}, "pruning.allocation: unknown value 'gradient_bond'"),
+        ({"pruning": {"allocation": ["gradient_bound"], "allocation_kwargs": {"gradient_bound": {"epsilon": 1}}}},
+         "unknown option 'epsilon'; allowed: eps"),
+        ({"pruning": {"allocation": "global", "scope": "global"}}, "set either scope or allocation"),
+    ],
+)
+def test_bad_sections_fail_with_one_line(tmp_path: Path, sections: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_experiment(_write(tmp_path, **sections))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def compressed_run(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("compress")
+    target = tmp / "ort-only.yaml"  # one backend keeps the run short; the others share the export/measure path
+    target.write_text("description: ONNX Runtime only\nkind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
+    path = _write(
+        tmp, name="compress", training={"epochs": 2, "batch_size": 128},
+        pruning={"criteria": []},
+        sparse={"methods": ["magnitude"], "sparsities": [0.8],
+                "method_kwargs": {"magnitude": {"steps": 1, "finetune_epochs": 1}}},
+        lowrank={"rank_ratios": [0.5]},
+        quantization={"precisions": ["fp32"]}, targets=[str(target)],
+        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3},
+        run={"workdir": str(tmp / "runs")}, report={"dir": str(tmp / "report")},
+    )
+    outcome = run_experiment(load_experiment(path))
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id)
+    return outcome, df
+
+
+def test_sparse_and_lowrank_variants_measured_and_stored(compressed_run) -> None:
+    outcome, df = compressed_run
+    assert outcome.failed == [] and set(df["status"]) == {"ok"}
+    assert sorted(set(df["kind"])) == ["baseline", "lowrank", "sparse"]
+    assert (df["max_abs_diff"] < 1e-4).all()  # the exported zeros and factors compute what PyTorch computes
+    ort = df.set_index("kind")
+    base, sparse, lowrank = ort.loc["baseline"], ort.loc["sparse"], ort.loc["lowrank"]
+    # sparsity: same dense shapes and MACs, 80 % of conv/linear weights zero, ZIP size far below the dense one
+    assert sparse["params"] == base["params"] and sparse["macs"] == base["macs"]
+    assert sparse["nonzero_params"] < 0.25 * base["nonzero_params"]
+    assert sparse["nonzero_macs"] == pytest.approx(0.2 * base["macs"], rel=0.01)
+    assert sparse["size_bytes"] == pytest.approx(base["size_bytes"], rel=0.01)
+    assert sparse["compressed_size_bytes"] < 0.5 * base["compressed_size_bytes"]
+    # low rank: genuinely fewer weights and MACs in the dense artifact
+    assert lowrank["macs"] < 0.7 * base["macs"] and lowrank["size_bytes"] < 0.8 * base["size_bytes"]
+    assert lowrank["accuracy"] > 0.5
+
+
+def test_report_compares_the_kinds(compressed_run) -> None:
+    outcome, df = compressed_run
+    html = Path(outcome.report_path).read_text()
+    assert "Filter pruning, sparsity and low rank at equal accuracy" in html
+    assert "Sparse variants measured here: 1 (80% of the weights zero)" in html
+    for label in set(df["label"]):
+        assert label in html
