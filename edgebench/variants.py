@@ -136,7 +136,8 @@ class VariantSpec(_Frozen):
         ``lrpet-r0.25/fp32``."""
         if self.prune is not None:
             p = self.prune
-            base = f"{p.criterion}-{p.ratio:g}-{p.schedule}" + (f"-{p.allocation}" if p.allocation else "")
+            allocation = p.allocation or ("global" if p.scope == "global" else None)  # uniform goes unnamed
+            base = f"{p.criterion}-{p.ratio:g}-{p.schedule}" + (f"-{allocation}" if allocation else "")
         elif self.sparse is not None:
             base = f"{self.sparse.method}-{self.sparse.sparsity:g}-sparse"
         elif self.lowrank is not None:

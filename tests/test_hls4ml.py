@@ -111,23 +111,14 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
 def test_multipliers_counted_from_quantised_nonzero_weights(tmp_path: Path) -> None:
     """ap_fixed<16,6> truncates to multiples of 2**-10: 0 and 0.0004 become zero (no multiplier), -0.0004
     becomes -2**-10 (a multiplier), 0.5 stays."""
-    import contextlib
-    import io
-
-    import hls4ml
-
-    from edgebench.runtimes.hls4ml.export import DEFAULT_FPGA, _hls_config
+    from edgebench.runtimes.hls4ml.export import convert_model
     from edgebench.runtimes.hls4ml.multipliers import count_multipliers
 
     model = nn.Sequential(nn.Linear(4, 2)).eval()
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[0.0, 0.0004, -0.0004, 0.5], [0.0, 0.0, 1.5, -2.0]]))
-    config = _hls_config(hls4ml, model, (4,), FIXED, DEFAULT_FPGA)
-    with contextlib.redirect_stdout(io.StringIO()):
-        hls_model = hls4ml.converters.convert_from_pytorch_model(
-            model, output_dir=str(tmp_path / "prj"), project_name="p", backend="Vitis", hls_config=config,
-            io_type="io_parallel", part=DEFAULT_FPGA.part)
-    counted = count_multipliers(hls_model)
+    fpga = FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")
+    counted = count_multipliers(convert_model(model, (4,), FIXED, fpga, tmp_path / "prj"))
     assert (counted["multipliers"], counted["dense_multipliers"]) == (4, 8)
     assert [v["nonzero"] for v in counted["layers"].values()] == [4]
 

@@ -1,4 +1,5 @@
-"""Structured pruning: criteria, physical filter removal and schedules.
+"""Model compression: structured pruning (criteria, physical filter removal, schedules, per-layer allocation in
+``allocation.py``), unstructured sparsity (``sparse/``) and low-rank factorisation (``lowrank.py``).
 
 The pipeline calls :func:`build_fp32_model`; the pieces below are public for users who prune their
 own models (``prune_model(model, create_criterion("l1"), 0.5, example_input)``); model cost

@@ -42,13 +42,9 @@ def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return mask.view(scores.shape)
 
 
-def layerwise_masks(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, float]) -> Masks:
-    """Per layer, keep the highest-scored weights so that layer reaches its sparsity exactly (to one weight)."""
-    masks = {}
-    for name, s in scores.items():
-        target = sparsity if isinstance(sparsity, float | int) else sparsity[name]
-        masks[name] = top_k_mask(s, keep_count(s.numel(), float(target)))
-    return masks
+def layerwise_masks(scores: Mapping[str, torch.Tensor], sparsity: float) -> Masks:
+    """Per layer, keep the highest-scored weights so each layer reaches ``sparsity`` exactly (to one weight)."""
+    return {name: top_k_mask(s, keep_count(s.numel(), sparsity)) for name, s in scores.items()}
 
 
 def global_masks(scores: Mapping[str, torch.Tensor], sparsity: float) -> Masks:

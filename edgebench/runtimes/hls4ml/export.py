@@ -92,6 +92,21 @@ def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], qua
     return config
 
 
+def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec, fpga: FPGASpec,
+                  out_path: Path) -> Any:
+    """The hls4ml model of ``model`` (converted, not yet written or compiled) for ``fpga`` at ``quant``."""
+    hls4ml = require_module("hls4ml", "fpga", "the hls4ml exporter")
+    config = _hls_config(hls4ml, model, input_shape, quant, fpga)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return hls4ml.converters.convert_from_pytorch_model(
+                model, output_dir=str(out_path), project_name=PROJECT, backend=fpga.hls_backend,
+                hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
+            )
+    except Exception as exc:  # hls4ml raises bare Exceptions for unsupported graphs
+        raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}") from exc
+
+
 @EXPORTERS.register("hls4ml")
 class Hls4mlExporter(Exporter):
     """Fixed-point hls4ml project for ``fpga`` (part, clock, io_type), C-simulated and optionally synthesised."""
@@ -113,7 +128,7 @@ class Hls4mlExporter(Exporter):
         return self.fpga.model_dump(mode="json")
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
-        hls4ml = require_module("hls4ml", "fpga", "the hls4ml exporter")
+        require_module("hls4ml", "fpga", "the hls4ml exporter")
         reason = self.available()
         if reason:
             raise UnsupportedModelError(reason)
@@ -125,15 +140,7 @@ class Hls4mlExporter(Exporter):
             shutil.rmtree(out_path)  # a half-written project from an interrupted run
 
         t0 = time.perf_counter()
-        config = _hls_config(hls4ml, model, input_shape, quant, fpga)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                hls_model = hls4ml.converters.convert_from_pytorch_model(
-                    model, output_dir=str(out_path), project_name=PROJECT, backend=fpga.hls_backend,
-                    hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
-                )
-        except Exception as exc:  # hls4ml raises bare Exceptions for unsupported graphs
-            raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}") from exc
+        hls_model = convert_model(model, input_shape, quant, fpga, out_path)
         convert_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
