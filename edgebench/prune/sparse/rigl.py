@@ -80,6 +80,10 @@ class RigLUpdates(MaskedWeights):
             self.updates += 1
         super().after_backward(state)
 
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.history[-1]["rigl_updates"] = self.updates
+        state.history[-1]["active_weights"] = sum(int(m.sum()) for m in self.masks.values())
+
 
 @SPARSE_METHODS.register("rigl")
 class RigL(SparseMethod):
@@ -112,5 +116,4 @@ class RigL(SparseMethod):
     def run(self, model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, progress: Progress = None) -> ScheduleResult:
         hook = RigLUpdates(self.initial_masks(model, train_spec.seed), self.alpha, self.delta_t, self.end_fraction)
         result = train(model, splits, train_spec, hooks=[hook], progress=progress)
-        history = [{**h, "rigl_updates": hook.updates} for h in result.history]
-        return ScheduleResult(history, result.training_macs, result.val_accuracy)
+        return ScheduleResult(result.history, result.training_macs, result.val_accuracy)
