@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,7 +12,6 @@ from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
-from edgebench.preflight import check_experiment
 from edgebench.store.metrics import get_metric
 from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, hash_payload, spec_hash
 
@@ -297,3 +297,36 @@ def _check_kwargs(kwargs_by_name: dict[str, dict[str, Any]], names: list[str], g
         if name not in names:
             raise ConfigError(f"{where}.{name}: not one of {listed_in} ({', '.join(names) or 'none'})")
         validate_options(get(name), kwargs, f"{where}.{name}", exclude)
+
+
+#: hls4ml's AP notation: ap_fixed<W,I[,Q[,O[,N]]]>, ap_ufixed<...>, ap_int<W>, ap_uint<W> (the ``ap_`` is optional)
+FIXED_POINT = re.compile(r"^(ap_)?u?(fixed<\s*\d+\s*,\s*-?\d+\s*(,\s*\w+\s*){0,3}>|int<\s*\d+\s*>)$")
+
+
+def check_experiment(exp: Experiment, source: str) -> None:
+    """Constraints between fields of ``exp``; ConfigError naming ``source`` and the fields."""
+    pruning, epochs = exp.pruning, exp.training.epochs
+    late = [e for e in pruning.prune_epochs if not 0 <= e < epochs]
+    if late and "while_training" in pruning.schedules:
+        raise ConfigError(f"{source}: pruning.prune_epochs: {late} outside the training run (training.epochs: {epochs}, "
+                          f"so epochs 0..{epochs - 1}); lower them or train longer")
+    if not FIXED_POINT.match(exp.quantization.fixed_point):
+        raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "
+                          "type; use e.g. ap_fixed<16,6> (width, integer bits)")
+    seen: set[str] = set()
+    for i, selection in enumerate(exp.targets):
+        if selection.name in seen:
+            raise ConfigError(f"{source}: targets: '{selection.name}' is listed twice; give one entry per target")
+        seen.add(selection.name)
+        grids = (
+            ("criteria", selection.criteria, "pruning.criteria", pruning.criteria),
+            ("ratios", selection.ratios, "pruning.ratios", pruning.ratios),
+            ("schedules", selection.schedules, "pruning.schedules", pruning.schedules),
+            ("precisions", selection.precisions, "quantization.precisions", exp.quantization.precisions),
+        )
+        for field, chosen, grid_field, grid in grids:
+            extra = [v for v in chosen or () if v not in grid]
+            if extra:
+                raise ConfigError(f"{source}: targets.{i}.{field}: {', '.join(map(str, extra))} not in {grid_field} "
+                                  f"({', '.join(map(str, grid)) or 'empty'}), so target '{selection.name}' would "
+                                  "measure nothing for it")

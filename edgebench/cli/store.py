@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
-from edgebench.preflight import writable_dir, writable_file
+from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 import edgebench
 from edgebench.errors import first_line
-from edgebench.preflight import why_unwritable
+from edgebench.paths import why_unwritable
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.schema import (
     StoreError,

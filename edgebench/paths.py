@@ -1,0 +1,40 @@
+"""Output paths: whether a directory or file can be written, asked before any work so nothing is half done."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from edgebench.errors import OutputPathError
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Create directory ``path`` if missing and check a file can be written there; OutputPathError if not."""
+    path = Path(path).expanduser()
+    if problem := why_unwritable(path):
+        raise OutputPathError(f"{what} {path}: {problem}; choose another path")
+    return path
+
+
+def writable_file(path: Path, what: str) -> Path:
+    """Check file ``path`` can be written (its directory is created if missing); OutputPathError if not."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path} is a directory; give a file name")
+    if problem := why_unwritable(path.parent):
+        raise OutputPathError(f"{what} {path}: {problem}")
+    return path
+
+
+def why_unwritable(directory: Path) -> str | None:
+    """Why no file can be written in ``directory`` (created if missing), or None."""
+    blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a directory"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return f"cannot write in {directory} ({exc.strerror or exc})"
+    return None
