@@ -10,6 +10,7 @@ pass's last chunk) compiles that shape once more and keeps it. The target's
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from edgebench.backends.base import BACKENDS, Backend, BackendSettings, MissingExtraError, Session
 from edgebench.errors import ArtifactError
+
+log = logging.getLogger(__name__)
 
 #: OpenVINO's own names of the properties edgebench sets
 THREADS, STREAMS, HINT, PRECISION, PERF_COUNT = (
@@ -31,16 +34,26 @@ def openvino_unavailable_reason() -> str | None:
 
 
 def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[str, Any]:
-    """CPU plugin properties for ``settings``; ``perf_count`` turns on per-node counters (profiling only)."""
-    return {
+    """CPU plugin properties for ``settings``; ``perf_count`` turns on per-node counters (profiling only).
+
+    Threads and streams are set explicitly, so no performance hint is needed; one given in the target's
+    options is passed on. Each stream needs a thread: OpenVINO caps streams at the thread count.
+    """
+    streams = int(settings.options.get("streams", 1))
+    if streams > settings.threads:
+        log.warning("openvino: %d streams on %d thread(s) run as %d stream(s)", streams, settings.threads,
+                    settings.threads)
+    config: dict[str, Any] = {
         THREADS: settings.threads,
-        STREAMS: int(settings.options.get("streams", 1)),
-        HINT: str(settings.options.get("performance_hint", "LATENCY")),
+        STREAMS: streams,
         # fp32 artifacts must run in fp32: CPUs with bf16/AMX would otherwise downcast by default.
         # int8 QDQ models still run their quantized layers as int8 under this hint.
         PRECISION: "f32",
         PERF_COUNT: perf_count,
     }
+    if "performance_hint" in settings.options:
+        config[HINT] = str(settings.options["performance_hint"])
+    return config
 
 
 def read_onnx(core: Any, artifact: Path) -> Any:
