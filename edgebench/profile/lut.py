@@ -152,16 +152,25 @@ def default_table_path(target: str, runtime: str, root: Path | None = None) -> P
     return base / f"{target}--{runtime}.json"
 
 
-def channel_multiple(table: LatencyTable, shape: LayerShape, span: int = 32, tolerance: float = 0.97,
+def channel_multiple(table: LatencyTable, shape: LayerShape, span: int = 32,
                      candidates: tuple[int, ...] = (16, 8, 4, 2)) -> int:
-    """The channel multiple this runtime rewards on ``shape``: the largest ``m`` for which a non-multiple
-    output width is, at the median, no faster than the next multiple up (so extra pruning below a
-    multiple buys no time). 1 when latency falls smoothly with every channel."""
+    """The channel multiple this runtime rewards on ``shape``, read from its measured latencies.
+
+    For each candidate ``m`` (largest first), the output widths in the top ``span`` channels that are not
+    multiples of ``m`` are compared with the next multiple up. If latency fell with every channel, their
+    ratio would be about ``c / ceil_m(c)``; a runtime computing ``m`` channels at a time gives ~1 (or more:
+    ragged widths can take slower kernels). ``m`` matters when the median ratio is closer to 1 than to
+    proportional: pruning to a width below a multiple then buys little or no time. 1 when none does.
+    """
     top = shape.c_out
     widths = list(range(max(1, top - span + 1), top + 1))
     times = {c: table.latency(shape.with_channels(shape.c_in, c)) for c in widths}
     for m in candidates:
-        ratios = [times[c] / times[-(-c // m) * m] for c in widths if c % m and -(-c // m) * m in times]
-        if ratios and float(np.median(ratios)) >= tolerance:
+        pairs = [(c, -(-c // m) * m) for c in widths if c % m and -(-c // m) * m in times]
+        if not pairs:
+            continue
+        measured = float(np.median([times[c] / times[up] for c, up in pairs]))
+        proportional = float(np.median([c / up for c, up in pairs]))
+        if measured >= proportional + 0.5 * (1.0 - proportional):
             return m
     return 1

@@ -1,0 +1,137 @@
+"""Latency lookup tables measured on ORT, and the latency-aware allocation that reads them."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from edgebench.backends.base import BackendSettings
+from edgebench.models import create_model
+from edgebench.profile.lut import LatencyTable, LayerShape, backend_layer_timer, channel_multiple
+from edgebench.prune import count_macs, create_criterion
+from edgebench.prune.latency_allocation import (
+    allocate_for_latency,
+    estimate_ms,
+    macs_at,
+    model_layers,
+    original_widths,
+    prune_to_keep,
+)
+from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return create_model("resnet56_cifar", num_classes=10, in_channels=3, depth=8).eval(), torch.randn(1, *SHAPE)
+
+
+def test_layers_know_which_groups_set_their_channels(resnet) -> None:
+    model, example = resnet
+    layers = {layer.name: layer for layer in model_layers(model, example)}
+    # the stem, stage 0's conv2 and stage 1's shortcut input share the residual group rooted at the stem
+    assert layers["stages.0.conv2"].out_group == layers["stem.0"].out_group == "stem.0"
+    assert layers["stages.0.conv2"].in_group == "stages.0.conv1"
+    assert layers["stages.1.shortcut.0"].in_group == "stem.0"
+    assert layers["fc"].out_group is None  # the classes are never pruned
+    keep = original_widths(list(layers.values()))
+    assert macs_at(list(layers.values()), keep) == count_macs(model, SHAPE)
+
+
+def test_table_measures_once_caches_per_runtime_version(tmp_path: Path) -> None:
+    calls: list[LayerShape] = []
+    timer = backend_layer_timer("onnxruntime", BackendSettings(threads=1))
+
+    def counted(shape: LayerShape) -> float:
+        calls.append(shape)
+        return timer(shape)
+
+    path = tmp_path / "lut.json"
+    shape = LayerShape("Conv", 8, 16, (3, 3), (1, 1), (1, 1), (8, 8))
+    table = LatencyTable(path, "local-cpu", "onnxruntime", onnxruntime.__version__, counted)
+    first = table.latency(shape)
+    assert first > 0 and table.latency(shape) == first and len(calls) == 1
+    assert table.latency(LayerShape("Gemm", 32, 10)) > 0
+    table.save()
+    reread = LatencyTable(path, "local-cpu", "onnxruntime", onnxruntime.__version__, counted)
+    assert reread.latency(shape) == first and len(calls) == 2  # the Gemm was the only other measurement
+    other_version = LatencyTable(path, "local-cpu", "onnxruntime", "0.0-other", counted)
+    assert other_version.entries == {}  # a table from another runtime version is not reused
+    assert json.loads(path.read_text())["header"]["target"] == "local-cpu"
+
+
+def _synthetic_table(step: int) -> LatencyTable:
+    """Latency in whole blocks of ``step`` output channels, proportional to MACs otherwise: a runtime whose
+    kernels process channels ``step`` at a time (this is a stand-in for the ORT table, for the search logic)."""
+    def latency(shape: LayerShape) -> float:
+        blocks = -(-shape.c_out // step) * step
+        return 1e-6 * shape.macs * blocks / shape.c_out
+
+    return LatencyTable(None, "t", "r", "v", latency)
+
+
+def test_channel_multiple_is_read_from_the_table() -> None:
+    shape = LayerShape("Conv", 32, 64, (3, 3), (1, 1), (1, 1), (8, 8))
+    assert channel_multiple(_synthetic_table(8), shape) == 8
+    assert channel_multiple(_synthetic_table(1), shape) == 1
+
+
+def test_allocation_meets_budget_keeps_multiples_and_prunes_to_it(resnet) -> None:
+    model, example = resnet
+    layers = model_layers(model, example)
+    table = _synthetic_table(8)
+    original = original_widths(layers)
+    full_ms = estimate_ms(layers, original, table, 0.0) + 0.5  # 0.5 ms of fixed per-model overhead
+    allocation = allocate_for_latency(layers, table, 0.6 * full_ms, full_ms, step=8)
+    assert allocation.estimated_ms <= 0.6 * full_ms
+    assert all(k % 8 == 0 and k >= 8 for k in allocation.keep.values())
+    assert allocation.macs < macs_at(layers, original)
+    pruned = copy.deepcopy(model)
+    prune_to_keep(pruned, create_criterion("l1"), allocation.keep, example)
+    assert count_macs(pruned, SHAPE) == allocation.macs  # the estimate's MACs are the pruned model's
+    widths = {name: m.out_channels for name, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert all(widths[root] == kept for root, kept in allocation.keep.items())
+
+
+def test_measured_latency_corrects_the_estimate(resnet) -> None:
+    model, example = resnet
+    layers = model_layers(model, example)
+    table = _synthetic_table(1)
+    full_ms = estimate_ms(layers, original_widths(layers), table, 0.0)
+    budget = 0.7 * full_ms
+    # a runtime 20 % slower than the table says: the first answer misses, the corrected one meets the budget
+    allocation = allocate_for_latency(layers, table, budget, full_ms, step=4,
+                                      measure=lambda keep: 1.2 * estimate_ms(layers, keep, table, 0.0))
+    assert len(allocation.rounds) >= 2 and allocation.rounds[0]["measured_ms"] > budget
+    assert allocation.rounds[-1]["measured_ms"] <= budget
+
+
+def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path: Path) -> None:
+    from edgebench.export.onnx_export import export_fp32_onnx
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    x[0] *= 20  # one outlier image: minmax stretches its ranges to it, entropy clips it
+    export_fp32_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx")
+    scales = {}
+    for calibrator in ("minmax", "entropy"):
+        settings = quantize_qdq(tmp_path / "fp32.onnx", tmp_path / f"{calibrator}.onnx", x, calibrator=calibrator)
+        assert settings["calibrator"] == calibrator and settings["reduce_range"] and settings["float_logits"]
+        graph = onnx.load(str(tmp_path / f"{calibrator}.onnx")).graph
+        scales[calibrator] = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer
+                              if i.name == "input_scale"}["input_scale"]
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        assert producer[graph.output[0].name] == "Gemm"  # logits leave the Gemm as float, not through Q/DQ
+        weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_quantized")]
+        assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)  # 7 bits, not 127
+    assert scales["entropy"] < 0.5 * scales["minmax"]  # a real KL search, not minmax's full range
