@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgebench.backends.base import BackendSettings, get_backend
-from edgebench.export.onnx_export import export_fp32_onnx
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.profile.table import LayerProfile, format_profile, macs_time_gaps
 from edgebench.prune import create_criterion, prune_model
+from edgebench.runtimes.base import BackendSettings, get_backend
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 SHAPE = (3, 32, 32)
 TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=1.0, max_time_s=10.0)
@@ -62,8 +62,6 @@ def main() -> None:
     parser.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    if args.runtime == "openvino":
-        import edgebench.runtimes.openvino  # noqa: F401  (registers the backend until runtimes are discovered)
     print(f"{args.runtime}, {args.threads} thread(s), batch 1, fp32; load {os.getloadavg()[0]:.2f} (2 cores)")
     for name in args.models:
         torch.manual_seed(0)

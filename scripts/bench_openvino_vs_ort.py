@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import edgebench.runtimes.openvino  # noqa: F401  (registers the backend until runtimes are discovered)
-from edgebench.backends.base import BackendSettings, get_backend
-from edgebench.export.onnx_export import export_fp32_onnx
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
 from edgebench.models import create_model
+from edgebench.runtimes.base import BackendSettings, get_backend
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 SHAPE = (3, 32, 32)
 TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=1.0, max_time_s=10.0)

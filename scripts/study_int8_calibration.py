@@ -22,13 +22,12 @@ import numpy as np
 import onnx
 import torch
 
-from edgebench.backends.base import BackendSettings, get_backend
 from edgebench.config import load_experiment
 from edgebench.data import load_dataset
-from edgebench.export.base import get_exporter
-from edgebench.export.onnx_export import export_fp32_onnx
 from edgebench.pipeline import ModelCache, build_models
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.variants import QuantSpec
 
 BEFORE = {"reduce_range": False, "float_logits": False}  # edgebench's int8 ONNX before this study

@@ -12,10 +12,10 @@ import onnxruntime
 import pytest
 import torch
 
-from edgebench.backends.base import BackendSettings
 from edgebench.models import create_model
+from edgebench.models.cost import count_macs
 from edgebench.profile.lut import LatencyTable, LayerShape, backend_layer_timer, channel_multiple
-from edgebench.prune import count_macs, create_criterion
+from edgebench.prune import create_criterion
 from edgebench.prune.latency_allocation import (
     allocate_for_latency,
     estimate_ms,
@@ -24,6 +24,7 @@ from edgebench.prune.latency_allocation import (
     original_widths,
     prune_to_keep,
 )
+from edgebench.runtimes.base import BackendSettings
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 
 SHAPE = (3, 16, 16)
@@ -116,7 +117,7 @@ def test_measured_latency_corrects_the_estimate(resnet) -> None:
 
 
 def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path: Path) -> None:
-    from edgebench.export.onnx_export import export_fp32_onnx
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
     torch.manual_seed(0)
     model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()

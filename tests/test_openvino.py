@@ -11,13 +11,12 @@ from torch import nn
 
 pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
 
-import edgebench.runtimes.openvino  # noqa: F401  (registers the backend)
-from edgebench.backends.base import BackendSettings, get_backend
 from edgebench.errors import ArtifactError
-from edgebench.export.base import get_exporter
+from edgebench.executor.runners import runner_for
 from edgebench.measure.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
-from edgebench.targets import get_target, target_unavailable_reason
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
+from edgebench.targets import get_target
 from edgebench.variants import QuantSpec
 
 FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)
@@ -81,4 +80,4 @@ def test_missing_artifact_is_one_clear_error(tmp_path: Path) -> None:
 def test_local_openvino_target_is_available() -> None:
     target = get_target("local-openvino")
     assert target.backends == ["openvino"] and target.threads == 1
-    assert target_unavailable_reason(target) is None
+    assert runner_for(target).available() is None

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from edgebench.export.hls4ml_report import write_synthesis
-from edgebench.export.onnx_export import export_fp32_onnx
 from edgebench.models import create_model
+from edgebench.models.cost import count_macs
 from edgebench.profile.hls4ml_profile import profile_hls4ml
 from edgebench.profile.litert_profile import profile_litert
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.onnxruntime_profile import profile_onnxruntime
 from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerProfile, LayerRow, format_profile, macs_time_gaps
 from edgebench.profile.torch_profile import profile_torch
-from edgebench.prune import count_macs
+from edgebench.runtimes.hls4ml.report import write_synthesis
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 SHAPE = (3, 16, 16)
 
@@ -69,8 +69,8 @@ def test_onnxruntime_profile_maps_every_operator_to_a_layer(resnet, precision: s
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the 'openvino' extra is not installed")
 def test_openvino_profile_from_performance_counters(resnet) -> None:
-    from edgebench.backends.base import BackendSettings
     from edgebench.profile.openvino_profile import profile_openvino
+    from edgebench.runtimes.base import BackendSettings
 
     model, paths, x = resnet
     profile = profile_openvino(paths["fp32"], x[:1], BackendSettings(threads=1), runs=10, warmup_runs=2)
@@ -158,8 +158,8 @@ def test_litert_profile_is_not_available_with_reason() -> None:
 @pytest.mark.hardware
 def test_tensorrt_layer_profiler(resnet) -> None:
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU machine)")
-    from edgebench.backends.base import BackendSettings, get_backend
     from edgebench.profile.tensorrt_profile import profile_tensorrt
+    from edgebench.runtimes.base import BackendSettings, get_backend
 
     model, paths, x = resnet
     reason = get_backend("tensorrt").available()

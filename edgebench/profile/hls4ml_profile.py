@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgebench.export.hls4ml_report import find_csynth_report, parse_csynth_report, read_synthesis
 from edgebench.profile.table import LayerInfo, LayerProfile, OpTime, build_profile, not_available
+from edgebench.runtimes.hls4ml.report import find_csynth_report, parse_csynth_report, read_synthesis
 
 _CALL = re.compile(r"nnet::(\w+)<[^;]*?config(\d+)>\s*\([^;]*\);\s*//\s*(\S+)")
 _CONFIG = re.compile(r"config(\d+)")

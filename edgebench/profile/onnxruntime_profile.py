@@ -71,7 +71,7 @@ def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: i
     import onnx
     import onnxruntime as ort
 
-    from edgebench.backends.onnxruntime_backend import make_session_options
+    from edgebench.runtimes.onnxruntime.backend import make_session_options
 
     layers = OnnxLayerMap.from_file(artifact)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.backends.base import BackendSettings
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import LayerProfile, OpTime, build_profile
+from edgebench.runtimes.base import BackendSettings
 
 
 def profile_openvino(artifact: Path, batch: np.ndarray, settings: BackendSettings, runs: int = 50,

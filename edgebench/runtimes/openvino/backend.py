@@ -4,33 +4,28 @@ OpenVINO compiles a static-shape model faster than a dynamic one, so the batch
 the target asks for is fixed at load; a call with another batch (the accuracy
 pass's last chunk) compiles that shape once more and keeps it. The target's
 ``threads`` become ``INFERENCE_NUM_THREADS``; ``backend_options.openvino.streams``
-(default 1: single-stream latency) becomes ``NUM_STREAMS``.
+(default 1: single-stream latency) becomes ``NUM_STREAMS``. OpenVINO gives each stream at least one
+thread, so more streams than threads run as that many streams.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from edgebench.backends.base import BACKENDS, Backend, BackendSettings, MissingExtraError, Session
-from edgebench.errors import ArtifactError
+from edgebench.errors import ArtifactError, require_module
+from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
+from edgebench.runtimes.openvino import OPENVINO
 
 log = logging.getLogger(__name__)
 
 #: OpenVINO's own names of the properties edgebench sets
 THREADS, STREAMS, HINT, PRECISION, PERF_COUNT = (
     "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "PERF_COUNT")
-
-
-def openvino_unavailable_reason() -> str | None:
-    """Why OpenVINO cannot run here, or None."""
-    if importlib.util.find_spec("openvino") is None:
-        return "openvino is not installed (extra 'openvino')"
-    return None
 
 
 def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[str, Any]:
@@ -120,17 +115,22 @@ class OpenVinoSession(Session):
 class OpenVinoBackend(Backend):
     """ONNX artifacts (fp32, QDQ int8) on OpenVINO's CPU plugin."""
 
+    class Options(BaseModel):
+        """``backend_options.openvino`` of a target."""
+
+        model_config = ConfigDict(extra="forbid")
+        streams: int = Field(1, ge=1, description="NUM_STREAMS (parallel inference requests); at most threads")
+        performance_hint: str | None = Field(None, description="PERFORMANCE_HINT: LATENCY or THROUGHPUT; "
+                                             "threads and streams are set explicitly, so none is needed")
+
     name = "openvino"
     formats = ("onnx",)
-    extra = "openvino"
-
-    def available(self) -> str | None:
-        return openvino_unavailable_reason()
+    needs = (OPENVINO,)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        if openvino_unavailable_reason():
-            raise MissingExtraError(self.name, "openvino", "openvino")
-        import openvino as ov
-
+        ov = require_module("openvino", "openvino", "backend 'openvino'")
+        options = self.Options.model_validate(settings.options)
+        settings = BackendSettings(settings.threads, settings.batch_size, settings.device, settings.precision,
+                                   options.model_dump(exclude_none=True))
         core = ov.Core()
         return OpenVinoSession(core, read_onnx(core, artifact), settings)
