@@ -13,7 +13,7 @@ from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.preflight import check_experiment
 from edgebench.store.metrics import get_metric
-from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, spec_hash
+from edgebench.variants import DEFAULT_CALIBRATOR, Calibrator, Precision, Schedule, TrainSpec, VariantSpec, spec_hash
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
@@ -75,6 +75,9 @@ class QuantizationConfig(_Strict):
     calibration_samples: int = Field(256, ge=1)
     fixed_point: str = "ap_fixed<16,6>"
     reuse_factor: int = Field(1, ge=1)
+    calibrator: Calibrator = Field(
+        DEFAULT_CALIBRATOR, description="int8 ONNX activation ranges: minmax | entropy | percentile "
+        "(scripts/study_int8_calibration.py measures them)")
 
 
 class TargetSelection(_Strict):

@@ -11,10 +11,15 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
 Schedule = Literal["while_training", "oneshot_finetune", "iterative", "scratch"]
+#: int8 static ONNX activation-range calibrators (edgebench.runtimes.onnxruntime.calibration)
+Calibrator = Literal["minmax", "entropy", "percentile"]
+#: the calibrator that measured best on the default run's variants (scripts/study_int8_calibration.py):
+#: smallest max |logit diff| at equal accuracy; entropy clips activations too hard on these models
+DEFAULT_CALIBRATOR: Calibrator = "minmax"
 
 
 class _Frozen(BaseModel):
@@ -56,6 +61,15 @@ class QuantSpec(_Frozen):
     calibration_samples: int = Field(256, ge=1, description="int8 static: training images used to calibrate")
     fixed_point: str | None = Field(None, description="fixed: default ap_fixed<W,I> for hls4ml")
     reuse_factor: int = Field(1, ge=1, description="fixed: hls4ml reuse factor")
+    calibrator: Calibrator | None = Field(
+        None, description="int8 (static ONNX QDQ): activation-range calibrator; only int8 has one, so it is part "
+        "of int8 artifacts' identity only")
+
+    @model_validator(mode="after")
+    def _calibrator_only_for_int8(self) -> QuantSpec:
+        if self.calibrator is not None and self.precision != "int8":
+            raise ValueError(f"calibrator applies to int8 static quantization only, not to {self.precision}")
+        return self
 
 
 class VariantSpec(_Frozen):
@@ -72,7 +86,10 @@ class VariantSpec(_Frozen):
     @property
     def id(self) -> str:
         """Content hash of the spec (12 hex chars)."""
-        return spec_hash(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data["quant"]["calibrator"] is None:  # ids of variants without a calibrator stay what they were
+            del data["quant"]["calibrator"]
+        return spec_hash(data)
 
     @property
     def weights_spec(self) -> VariantSpec:

@@ -6,8 +6,6 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
-import onnx
 import onnxruntime
 import pytest
 import torch
@@ -25,7 +23,6 @@ from edgebench.prune.latency_allocation import (
     prune_to_keep,
 )
 from edgebench.runtimes.base import BackendSettings
-from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 
 SHAPE = (3, 16, 16)
 
@@ -114,25 +111,3 @@ def test_measured_latency_corrects_the_estimate(resnet) -> None:
                                       measure=lambda keep: 1.2 * estimate_ms(layers, keep, table, 0.0))
     assert len(allocation.rounds) >= 2 and allocation.rounds[0]["measured_ms"] > budget
     assert allocation.rounds[-1]["measured_ms"] <= budget
-
-
-def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path: Path) -> None:
-    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-
-    torch.manual_seed(0)
-    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()
-    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
-    x[0] *= 20  # one outlier image: minmax stretches its ranges to it, entropy clips it
-    export_fp32_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx")
-    scales = {}
-    for calibrator in ("minmax", "entropy"):
-        settings = quantize_qdq(tmp_path / "fp32.onnx", tmp_path / f"{calibrator}.onnx", x, calibrator=calibrator)
-        assert settings["calibrator"] == calibrator and settings["reduce_range"] and settings["float_logits"]
-        graph = onnx.load(str(tmp_path / f"{calibrator}.onnx")).graph
-        scales[calibrator] = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer
-                              if i.name == "input_scale"}["input_scale"]
-        producer = {o: n.op_type for n in graph.node for o in n.output}
-        assert producer[graph.output[0].name] == "Gemm"  # logits leave the Gemm as float, not through Q/DQ
-        weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_quantized")]
-        assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)  # 7 bits, not 127
-    assert scales["entropy"] < 0.5 * scales["minmax"]  # a real KL search, not minmax's full range

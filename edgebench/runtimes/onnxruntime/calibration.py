@@ -14,14 +14,12 @@ import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-Calibrator = Literal["minmax", "entropy", "percentile"]
-CALIBRATORS: tuple[Calibrator, ...] = ("minmax", "entropy", "percentile")
-#: measured best on the default run's variants (scripts/study_int8_calibration.py)
-DEFAULT_CALIBRATOR: Calibrator = "minmax"
+from edgebench.variants import DEFAULT_CALIBRATOR, Calibrator
+
 #: images per calibration call: the exported graph has a dynamic batch, and histograms are built per call
 CALIBRATION_BATCH = 32
 
