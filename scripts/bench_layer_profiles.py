@@ -43,11 +43,11 @@ def measure(model: torch.nn.Module, runtime: str, threads: int, runs: int) -> tu
         p50 = float(np.median(time_session(session, x, TIMING).samples_ns)) / 1e6
         session.close()
         if runtime == "openvino":
-            from edgebench.profile.openvino_profile import profile_openvino
+            from edgebench.runtimes.openvino.profile import profile_openvino
 
             profile = profile_openvino(path, x, settings, runs=runs)
         else:
-            from edgebench.profile.onnxruntime_profile import profile_onnxruntime
+            from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
 
             profile = profile_onnxruntime(path, x, threads, runs=runs)
     return p50, profile

@@ -11,15 +11,15 @@ import torch
 
 from edgebench.models import create_model
 from edgebench.models.cost import count_macs
-from edgebench.profile.hls4ml_profile import profile_hls4ml
-from edgebench.profile.litert_profile import profile_litert
 from edgebench.profile.onnx_layers import OnnxLayerMap
-from edgebench.profile.onnxruntime_profile import profile_onnxruntime
 from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerProfile, LayerRow, format_profile, macs_time_gaps
-from edgebench.profile.torch_profile import profile_torch
+from edgebench.runtimes.hls4ml.profile import profile_hls4ml
 from edgebench.runtimes.hls4ml.report import write_synthesis
+from edgebench.runtimes.litert.profile import profile_litert
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
+from edgebench.runtimes.torch.profile import profile_torch
 
 SHAPE = (3, 16, 16)
 
@@ -69,8 +69,8 @@ def test_onnxruntime_profile_maps_every_operator_to_a_layer(resnet, precision: s
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the 'openvino' extra is not installed")
 def test_openvino_profile_from_performance_counters(resnet) -> None:
-    from edgebench.profile.openvino_profile import profile_openvino
     from edgebench.runtimes.base import BackendSettings
+    from edgebench.runtimes.openvino.profile import profile_openvino
 
     model, paths, x = resnet
     profile = profile_openvino(paths["fp32"], x[:1], BackendSettings(threads=1), runs=10, warmup_runs=2)
@@ -158,8 +158,8 @@ def test_litert_profile_is_not_available_with_reason() -> None:
 @pytest.mark.hardware
 def test_tensorrt_layer_profiler(resnet) -> None:
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU machine)")
-    from edgebench.profile.tensorrt_profile import profile_tensorrt
     from edgebench.runtimes.base import BackendSettings, get_backend
+    from edgebench.runtimes.tensorrt.profile import profile_tensorrt
 
     model, paths, x = resnet
     reason = get_backend("tensorrt").available()
@@ -171,3 +171,24 @@ def test_tensorrt_layer_profiler(resnet) -> None:
     profile = profile_tensorrt(trt, session._context, lambda: (session.run(x[:1]), session.sync()),
                                OnnxLayerMap.from_file(paths["fp32"]), runs=5, warmup_runs=1)
     assert profile.status == "ok" and {r.layer for r in profile.rows} >= _conv_linear_paths(model)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_worker_records_the_profile_after_the_timed_window(resnet, tmp_path: Path, backend: str) -> None:
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("the 'openvino' extra is not installed")
+    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.measure.worker import execute
+
+    model, paths, x = resnet
+    np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(len(x), dtype=np.int64))
+    measure = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, profile_layers=True, profile_runs=5)
+    job = Job(job_id="j", variant_id="v", target="t", backend=backend, artifact=str(paths["int8"]), precision="int8",
+              eval_data=str(tmp_path / "eval.npz"), measure=measure)
+    result = execute(job)
+    assert result.status == "ok", result.error
+    profile = LayerProfile.from_dict(result.layer_profile)
+    assert profile.runtime == backend and profile.runs == 5
+    _check_rows(profile, model)
+    without = execute(job.model_copy(update={"measure": measure.model_copy(update={"profile_layers": False})}))
+    assert without.layer_profile is None

@@ -25,6 +25,8 @@ class MeasureSettings(BaseModel):
     max_time_s: float = Field(30.0, gt=0)
     accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
+    profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
+    profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")
 
     @property
     def effective_batch_size(self) -> int:
@@ -82,3 +84,4 @@ class JobResult(BaseModel):
     idle_power_w: float | None = None
     runtime: dict[str, str] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict, description="the session's target-specific facts")
+    layer_profile: dict[str, Any] | None = Field(None, description="per-layer profile (LayerProfile.to_dict)")

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import ArtifactError, require_module
+from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.openvino import OPENVINO
 
@@ -73,8 +74,8 @@ def compile_for_batch(core: Any, model: Any, batch: int, config: dict[str, Any])
 class OpenVinoSession(Session):
     """A synchronous infer request per compiled batch size; numpy NCHW float32 in, float32 logits out."""
 
-    def __init__(self, core: Any, model: Any, settings: BackendSettings) -> None:
-        self._core, self._model = core, model
+    def __init__(self, core: Any, model: Any, settings: BackendSettings, artifact: Path) -> None:
+        self._core, self._model, self._settings, self._artifact = core, model, settings, artifact
         self._config = compile_config(settings)
         self._requests: dict[int, Any] = {}
         self._request(settings.batch_size)
@@ -107,6 +108,12 @@ class OpenVinoSession(Session):
             "conv_fc_runtime_precisions": precisions,
         }
 
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """The CPU plugin's performance counters, from a second compiled model with PERF_COUNT on."""
+        from edgebench.runtimes.openvino.profile import profile_openvino
+
+        return profile_openvino(self._artifact, batch, self._settings, runs=runs)
+
     def close(self) -> None:
         self._requests.clear()
 
@@ -133,4 +140,4 @@ class OpenVinoBackend(Backend):
         settings = BackendSettings(settings.threads, settings.batch_size, settings.device, settings.precision,
                                    options.model_dump(exclude_none=True))
         core = ov.Core()
-        return OpenVinoSession(core, read_onnx(core, artifact), settings)
+        return OpenVinoSession(core, read_onnx(core, artifact), settings, artifact)

@@ -65,9 +65,9 @@ def _trace_unmapped(name: str, producers: dict[str, Any], optimized: dict[str, A
     return UNMAPPED_ROW
 
 
-def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: int = 50,
-                        warmup_runs: int = 5) -> LayerProfile:
-    """Per-layer profile of ``artifact`` on ORT's CPU provider, ``runs`` inferences of ``batch``."""
+def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: int = 50, warmup_runs: int = 5,
+                        providers: list[str] | None = None) -> LayerProfile:
+    """Per-layer profile of ``artifact`` on ORT (CPU provider unless ``providers``), ``runs`` inferences of ``batch``."""
     import onnx
     import onnxruntime as ort
 
@@ -80,7 +80,7 @@ def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: i
         options.profile_file_prefix = str(Path(tmp) / "ort")
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         options.log_severity_level = 3  # the saved optimised model carries a hardware-specific warning
-        session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(artifact), options, providers=providers or ["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: batch}
         for _ in range(warmup_runs + runs):
             session.run(None, feed)
