@@ -192,3 +192,12 @@ def test_worker_records_the_profile_after_the_timed_window(resnet, tmp_path: Pat
     _check_rows(profile, model)
     without = execute(job.model_copy(update={"measure": measure.model_copy(update={"profile_layers": False})}))
     assert without.layer_profile is None
+
+
+def test_profiling_fields_stay_out_of_json_when_unused() -> None:
+    """Workers and controllers of an older edgebench (a device not yet upgraded) forbid unknown fields."""
+    from edgebench.measure.job import JobResult, MeasureSettings
+
+    assert "profile" not in MeasureSettings().model_dump_json()
+    assert MeasureSettings(profile_layers=True).model_dump()["profile_runs"] == 50
+    assert "layer_profile" not in JobResult(job_id="j", status="ok").model_dump_json()
