@@ -75,9 +75,10 @@ def main() -> None:
     table = LatencyTable(args.lut or default_table_path(f"local-{args.threads}t", "onnxruntime"), "local",
                          "onnxruntime", onnxruntime.__version__,
                          backend_layer_timer("onnxruntime", BackendSettings(threads=args.threads)))
-    biggest = max(layers, key=lambda layer: layer.shape.macs)
-    step = channel_multiple(table, biggest.shape, span=min(32, biggest.shape.c_out))
-    print(f"channel multiple the table shows on {biggest.name} ({biggest.shape.c_in}->{biggest.shape.c_out}): {step}")
+    # the widest conv shows the runtime's channel blocking best (narrow layers leave few widths to compare)
+    widest = max((layer for layer in layers if layer.shape.op == "Conv"), key=lambda la: (la.shape.c_out, la.shape.macs))
+    step = channel_multiple(table, widest.shape, span=min(32, widest.shape.c_out))
+    print(f"channel multiple the table shows on {widest.name} ({widest.shape.c_in}->{widest.shape.c_out}): {step}")
 
     def measure(keep: dict[str, int]) -> float:
         model = copy.deepcopy(base)
