@@ -16,36 +16,39 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Conv + linear MACs of one forward pass of a single sample of shape ``input_shape`` (C, H, W)."""
-    total = 0
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Conv and linear MACs per layer (module path) of one forward pass of a single sample of ``input_shape``.
 
-    def conv_hook(module: nn.Conv2d, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = module.kernel_size
-        total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
+    A module called more than once (shared weights) counts every call.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
 
-    def linear_hook(module: nn.Linear, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        total += output[0].numel() * module.in_features
-
-    handles = []
-    for module in model.modules():
+    def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+            kh, kw = module.kernel_size
+            n = output[0].numel() * (module.in_channels // module.groups) * kh * kw
+        else:
+            n = output[0].numel() * module.in_features
+        macs[names[module]] = macs.get(names[module], 0) + int(n)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        weight = next(model.parameters())  # fp16 modules take fp16 inputs
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
+            model(torch.zeros(1, *input_shape, device=weight.device, dtype=weight.dtype))
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return int(total)
+    return macs
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Conv + linear MACs of one forward pass of a single sample of shape ``input_shape`` (C, H, W)."""
+    return sum(layer_macs(model, input_shape).values())
 
 
 def conv_filters(model: nn.Module) -> dict[str, int]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from edgebench.models.cost import layer_macs
 from edgebench.profile.table import INPUT_ROW, LayerInfo, LayerProfile, OpTime, build_profile
 
 OUTSIDE_ROW = "(outside modules)"
@@ -25,28 +26,24 @@ def layer_infos(model: nn.Module, example: Any) -> tuple[dict[str, LayerInfo], l
     """Conv/linear layers with MACs per sample and channels, and the execution order of leaf modules."""
     import torch
 
-    infos: dict[str, LayerInfo] = {}
+    macs = layer_macs(model, tuple(example.shape[1:]))
     order: list[str] = []
     names = {m: n for n, m in model.named_modules()}
-
-    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
-        path = names[module]
-        order.append(path)
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs = output[0].numel() * (module.in_channels // module.groups) * kh * kw
-            infos[path] = LayerInfo(path, "Conv", macs, module.in_channels, module.out_channels)
-        elif isinstance(module, nn.Linear):
-            infos[path] = LayerInfo(path, "Gemm", output[0].numel() * module.in_features, module.in_features,
-                                    module.out_features)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda module, _i, _o: order.append(names[module]))
+               for m in model.modules() if not list(m.children())]
     try:
         with torch.inference_mode():
             model(example[:1])
     finally:
         for h in handles:
             h.remove()
+    infos = {}
+    for path, n in macs.items():
+        module = model.get_submodule(path)
+        if isinstance(module, nn.Conv2d):
+            infos[path] = LayerInfo(path, "Conv", n, module.in_channels, module.out_channels)
+        else:
+            infos[path] = LayerInfo(path, "Gemm", n, module.in_features, module.out_features)
     return infos, order
 
 
