@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet56_cifar")
     parser.add_argument("--budget", type=float, default=0.5, help="fraction of the unpruned p50")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--floor", type=int, default=4, help="fewest channels a group keeps")
     parser.add_argument("--lut", type=Path, default=None, help="latency table file (default: the user cache)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -85,7 +86,7 @@ def main() -> None:
         prune_to_keep(model, create_criterion("l1"), keep, example)
         return ort_p50_ms(model, calibration, args.threads)
 
-    allocation = allocate_for_latency(layers, table, budget, base_ms, step=step, measure=measure)
+    allocation = allocate_for_latency(layers, table, budget, base_ms, step=step, floor=args.floor, measure=measure)
     aware = copy.deepcopy(base)
     prune_to_keep(aware, create_criterion("l1"), allocation.keep, example)
     print(f"latency-aware search: {table.measured} table entries measured, {len(allocation.rounds)} rounds "

@@ -114,6 +114,15 @@ def macs_at(layers: list[ModelLayer], keep: dict[str, int]) -> int:
     return sum(layer_shape(layer, keep).macs for layer in layers)
 
 
+def _next_width_down(width: int, step: int) -> int:
+    """The next narrower width: the largest multiple of ``step`` below ``width``; a group already at or below
+    ``step`` halves the step (a 16-channel layer can still go to 8), since the runtime's blocking cannot be
+    kept there anyway."""
+    while step > 1 and width <= step:
+        step //= 2
+    return (width - 1) // step * step
+
+
 def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTable, overhead_ms: float,
             budget_ms: float, step: int, floor: int) -> dict[str, int]:
     keep = dict(original)
@@ -122,7 +131,7 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTa
         best: tuple[float, str, float] | None = None
         base_macs = macs_at(layers, keep)
         for group in keep:
-            target = (keep[group] - 1) // step * step if keep[group] % step else keep[group] - step
+            target = _next_width_down(keep[group], step)
             if target < floor:
                 continue
             trial = {**keep, group: target}
@@ -146,7 +155,7 @@ def allocate_for_latency(
     full_model_ms: float,
     *,
     step: int = 1,
-    floor: int | None = None,
+    floor: int = 1,
     measure: Callable[[dict[str, int]], float] | None = None,
     rounds: int = 3,
 ) -> Allocation:
@@ -154,8 +163,9 @@ def allocate_for_latency(
 
     Args:
         full_model_ms: measured latency of the unpruned model (calibrates the constant overhead).
-        step: channel multiple to keep (see :func:`edgebench.profile.lut.channel_multiple`).
-        floor: fewest channels a group keeps (default ``step``).
+        step: channel multiple to keep (see :func:`edgebench.profile.lut.channel_multiple`); groups at or
+            below it step down by halves of it.
+        floor: fewest channels a group keeps.
         measure: measured latency of the model pruned to a ``keep``; when given and the measurement misses
             the budget, the estimate's aim is lowered by measured/estimated and the search re-run, up to
             ``rounds`` measurements.
@@ -164,7 +174,7 @@ def allocate_for_latency(
     overhead = full_model_ms - estimate_ms(layers, original, table, 0.0)
     aim = budget_ms
     history: list[dict[str, float]] = []
-    keep = _greedy(layers, original, table, overhead, aim, step, floor or step)
+    keep = _greedy(layers, original, table, overhead, aim, step, floor)
     for _ in range(rounds if measure else 0):
         estimated = estimate_ms(layers, keep, table, overhead)
         measured = measure(keep)  # type: ignore[misc]
@@ -173,7 +183,7 @@ def allocate_for_latency(
             break
         # the table misjudges this model by measured/estimated: aim the estimate that much lower
         aim = min(0.98 * aim, budget_ms * estimated / measured)
-        keep = _greedy(layers, original, table, overhead, aim, step, floor or step)
+        keep = _greedy(layers, original, table, overhead, aim, step, floor)
     table.save()
     return Allocation(keep, original, estimate_ms(layers, keep, table, overhead), macs_at(layers, keep), history)
 
