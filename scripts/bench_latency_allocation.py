@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.5, help="fraction of the unpruned p50")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--floor", type=int, default=4, help="fewest channels a group keeps")
-    parser.add_argument("--lut", type=Path, default=None, help="latency table file (default: the user cache)")
+    parser.add_argument("--lut", type=Path, default=None, help="latency table file (default: the user cache; "
+                        "a table measured under another load misleads the estimate)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
@@ -86,7 +87,11 @@ def main() -> None:
         prune_to_keep(model, create_criterion("l1"), keep, example)
         return ort_p50_ms(model, calibration, args.threads)
 
-    allocation = allocate_for_latency(layers, table, budget, base_ms, step=step, floor=args.floor, measure=measure)
+    # the estimate's constant overhead is calibrated on the whole model measured now, next to the table's
+    # entries: on a shared machine a p50 from minutes ago may have run under another load
+    calibration_ms = ort_p50_ms(base, calibration, args.threads)
+    allocation = allocate_for_latency(layers, table, budget, calibration_ms, step=step, floor=args.floor,
+                                      measure=measure)
     aware = copy.deepcopy(base)
     prune_to_keep(aware, create_criterion("l1"), allocation.keep, example)
     print(f"latency-aware search: {table.measured} table entries measured, {len(allocation.rounds)} rounds "
