@@ -4,7 +4,7 @@ the model meets a latency budget on a target while removing the fewest MACs.
 1. :func:`model_layers` reads every conv/linear layer's shape and which prunable group (a root conv and
    everything coupled to it: BN, the next layer's inputs, residual partners) sets its output and input
    channels.
-2. A :class:`~edgebench.profile.lut.LatencyTable` measured on the target gives each layer's latency at
+2. A :class:`~edgebench.prune.latency_table.LatencyTable` measured on the target gives each layer's latency at
    any channel count; the model estimate is their sum plus an overhead calibrated on one measurement
    of the whole model.
 3. :func:`allocate_for_latency` removes channels greedily, one runtime-friendly step (the channel
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from edgebench.profile.lut import LatencyTable, LayerShape
 from edgebench.prune.criteria import Criterion, ScoringData
+from edgebench.prune.latency_table import LatencyTable, LayerShape
 from edgebench.prune.structured import _graph, _groups, default_ignored, remove_channels, score_groups
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def allocate_for_latency(
 
     Args:
         full_model_ms: measured latency of the unpruned model (calibrates the constant overhead).
-        step: channel multiple to keep (see :func:`edgebench.profile.lut.channel_multiple`); groups at or
+        step: channel multiple to keep (see :func:`edgebench.prune.latency_table.channel_multiple`); groups at or
             below it step down by halves of it.
         floor: fewest channels a group keeps.
         measure: measured latency of the model pruned to a ``keep``; when given and the measurement misses
