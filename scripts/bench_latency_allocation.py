@@ -50,9 +50,9 @@ def main() -> None:
     base = create_model(args.model, num_classes=10, in_channels=3).eval()
     base_macs, base_params = count_macs(base, SHAPE), count_params(base)
     print(f"load before: {os.getloadavg()[0]:.2f} (2 cores, shared)")
-    base_ms = ort_p50_ms(base, calibration, args.threads)
+    base_ms = float(np.median([ort_p50_ms(base, calibration, args.threads) for _ in range(3)]))
     budget = args.budget * base_ms
-    print(f"{args.model}: unpruned p50 {base_ms:.3f} ms, {base_macs / 1e6:.1f} MMACs, {base_params:,} params; "
+    print(f"{args.model}: unpruned p50 {base_ms:.3f} ms (median of 3), {base_macs / 1e6:.1f} MMACs, {base_params:,} params; "
           f"budget {budget:.3f} ms ({args.budget:.0%}); ORT {onnxruntime.__version__}, {args.threads} thread(s)")
 
     def pruned_uniform(ratio: float) -> torch.nn.Module:
@@ -87,8 +87,8 @@ def main() -> None:
         prune_to_keep(model, create_criterion("l1"), keep, example)
         return ort_p50_ms(model, calibration, args.threads)
 
-    # the estimate's constant overhead is calibrated on the whole model measured now, next to the table's
-    # entries: on a shared machine a p50 from minutes ago may have run under another load
+    # the estimate is scaled to the whole model measured now, next to the table's entries: on a shared
+    # machine a p50 from minutes ago may have run under another load
     calibration_ms = ort_p50_ms(base, calibration, args.threads)
     allocation = allocate_for_latency(layers, table, budget, calibration_ms, step=step, floor=args.floor,
                                       measure=measure)

@@ -88,7 +88,7 @@ def test_allocation_meets_budget_keeps_multiples_and_prunes_to_it(resnet) -> Non
     layers = model_layers(model, example)
     table = _synthetic_table(8)
     original = original_widths(layers)
-    full_ms = estimate_ms(layers, original, table, 0.0) + 0.5  # 0.5 ms of fixed per-model overhead
+    full_ms = 1.2 * estimate_ms(layers, original, table)  # the whole model runs 20 % slower than its layers' sum
     allocation = allocate_for_latency(layers, table, 0.6 * full_ms, full_ms, step=8, floor=2)
     assert allocation.estimated_ms <= 0.6 * full_ms
     # multiples of 8 while a group is wider than 8; below that the step halves (a 16-wide group can reach 8, 4)
@@ -105,10 +105,14 @@ def test_measured_latency_corrects_the_estimate(resnet) -> None:
     model, example = resnet
     layers = model_layers(model, example)
     table = _synthetic_table(1)
-    full_ms = estimate_ms(layers, original_widths(layers), table, 0.0)
+    full_ms = estimate_ms(layers, original_widths(layers), table)
     budget = 0.7 * full_ms
-    # a runtime 20 % slower than the table says: the first answer misses, the corrected one meets the budget
-    allocation = allocate_for_latency(layers, table, budget, full_ms, step=4,
-                                      measure=lambda keep: 1.2 * estimate_ms(layers, keep, table, 0.0))
+
+    def slower_when_pruned(keep: dict[str, int]) -> float:
+        # a runtime whose pruned models run 20 % slower than the table says (fixed per-op costs)
+        return 1.2 * estimate_ms(layers, keep, table)
+
+    allocation = allocate_for_latency(layers, table, budget, full_ms, step=4, measure=slower_when_pruned)
     assert len(allocation.rounds) >= 2 and allocation.rounds[0]["measured_ms"] > budget
-    assert allocation.rounds[-1]["measured_ms"] <= budget
+    assert slower_when_pruned(allocation.keep) <= budget  # the answer returned is one that met the budget
+    assert any(r["measured_ms"] <= budget for r in allocation.rounds)

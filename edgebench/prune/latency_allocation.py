@@ -5,8 +5,7 @@ the model meets a latency budget on a target while removing the fewest MACs.
    everything coupled to it: BN, the next layer's inputs, residual partners) sets its output and input
    channels.
 2. A :class:`~edgebench.prune.latency_table.LatencyTable` measured on the target gives each layer's latency at
-   any channel count; the model estimate is their sum plus an overhead calibrated on one measurement
-   of the whole model.
+   any channel count; the model estimate is their sum, scaled to one measurement of the whole model.
 3. :func:`allocate_for_latency` removes channels greedily, one runtime-friendly step (the channel
    multiple the table shows the runtime rewards) at a time, always from the group that saves the most
    estimated latency per MAC removed, until the estimate meets the budget. A ``measure`` callback
@@ -104,9 +103,9 @@ def layer_shape(layer: ModelLayer, keep: dict[str, int]) -> LayerShape:
     return layer.shape.with_channels(c_in, c_out)
 
 
-def estimate_ms(layers: list[ModelLayer], keep: dict[str, int], table: LatencyTable, overhead_ms: float) -> float:
-    """Estimated model latency: the table's layer latencies plus the calibrated overhead."""
-    return overhead_ms + sum(table.latency(layer_shape(layer, keep)) for layer in layers)
+def estimate_ms(layers: list[ModelLayer], keep: dict[str, int], table: LatencyTable, scale: float = 1.0) -> float:
+    """Estimated model latency: the table's layer latencies times the calibrated ``scale``."""
+    return scale * sum(table.latency(layer_shape(layer, keep)) for layer in layers)
 
 
 def macs_at(layers: list[ModelLayer], keep: dict[str, int]) -> int:
@@ -123,10 +122,10 @@ def _next_width_down(width: int, step: int) -> int:
     return (width - 1) // step * step
 
 
-def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTable, overhead_ms: float,
+def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTable, scale: float,
             budget_ms: float, step: int, floor: int) -> dict[str, int]:
     keep = dict(original)
-    current = estimate_ms(layers, keep, table, overhead_ms)
+    current = estimate_ms(layers, keep, table, scale)
     while current > budget_ms:
         best: tuple[float, str, float] | None = None
         base_macs = macs_at(layers, keep)
@@ -135,7 +134,7 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTa
             if target < floor:
                 continue
             trial = {**keep, group: target}
-            saved_ms = current - estimate_ms(layers, trial, table, overhead_ms)
+            saved_ms = current - estimate_ms(layers, trial, table, scale)
             lost_macs = base_macs - macs_at(layers, trial)
             score = saved_ms / max(lost_macs, 1)
             if saved_ms > 0 and (best is None or score > best[0]):
@@ -144,7 +143,7 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTa
             log.warning("latency budget %.3f ms not reachable by pruning (estimate %.3f ms)", budget_ms, current)
             break
         keep[best[1]] = int(best[2])
-        current = estimate_ms(layers, keep, table, overhead_ms)
+        current = estimate_ms(layers, keep, table, scale)
     return keep
 
 
@@ -162,30 +161,38 @@ def allocate_for_latency(
     """Channels each group keeps so the model's latency meets ``budget_ms`` with the most MACs kept.
 
     Args:
-        full_model_ms: measured latency of the unpruned model (calibrates the constant overhead).
+        full_model_ms: measured latency of the unpruned model. It calibrates the estimate as a factor on the
+            table's sum (the runtime's per-model overhead, and on a shared machine its load, scale with it)
+            rather than as a constant, which a load change between table and model would turn into nonsense.
         step: channel multiple to keep (see :func:`edgebench.prune.latency_table.channel_multiple`); groups at or
             below it step down by halves of it.
         floor: fewest channels a group keeps.
-        measure: measured latency of the model pruned to a ``keep``; when given and the measurement misses
-            the budget, the estimate's aim is lowered by measured/estimated and the search re-run, up to
-            ``rounds`` measurements.
+        measure: measured latency of the model pruned to a ``keep``. When given, the estimate's aim is
+            corrected by measured/estimated and the search re-run (up to ``rounds`` measurements) while the
+            measurement misses the budget or undershoots it by more than 10 %; the feasible answer that keeps
+            the most MACs is returned.
     """
     original = original_widths(layers)
-    overhead = full_model_ms - estimate_ms(layers, original, table, 0.0)
+    scale = full_model_ms / estimate_ms(layers, original, table)
     aim = budget_ms
     history: list[dict[str, float]] = []
-    keep = _greedy(layers, original, table, overhead, aim, step, floor)
+    keep = _greedy(layers, original, table, scale, aim, step, floor)
+    best: dict[str, int] | None = None
     for _ in range(rounds if measure else 0):
-        estimated = estimate_ms(layers, keep, table, overhead)
+        estimated = estimate_ms(layers, keep, table, scale)
         measured = measure(keep)  # type: ignore[misc]
         history.append({"aim_ms": aim, "estimated_ms": estimated, "measured_ms": measured})
-        if measured <= budget_ms:
+        if measured <= budget_ms and (best is None or macs_at(layers, keep) > macs_at(layers, best)):
+            best = keep
+        if 0.9 * budget_ms <= measured <= budget_ms:
             break
-        # the table misjudges this model by measured/estimated: aim the estimate that much lower
-        aim = min(0.98 * aim, budget_ms * estimated / measured)
-        keep = _greedy(layers, original, table, overhead, aim, step, floor)
+        # the table misjudges this model by measured/estimated: aim the estimate that much lower (or higher)
+        corrected = budget_ms * estimated / measured
+        aim = min(0.98 * aim, corrected) if measured > budget_ms else corrected
+        keep = _greedy(layers, original, table, scale, aim, step, floor)
+    keep = best if best is not None else keep
     table.save()
-    return Allocation(keep, original, estimate_ms(layers, keep, table, overhead), macs_at(layers, keep), history)
+    return Allocation(keep, original, estimate_ms(layers, keep, table, scale), macs_at(layers, keep), history)
 
 
 def prune_to_keep(model: nn.Module, criterion: Criterion, keep: dict[str, int], example: torch.Tensor,
