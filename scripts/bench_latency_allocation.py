@@ -91,7 +91,7 @@ def main() -> None:
     # machine a p50 from minutes ago may have run under another load
     calibration_ms = ort_p50_ms(base, calibration, args.threads)
     allocation = allocate_for_latency(layers, table, budget, calibration_ms, step=step, floor=args.floor,
-                                      measure=measure)
+                                      measure=measure, rounds=5)
     aware = copy.deepcopy(base)
     prune_to_keep(aware, create_criterion("l1"), allocation.keep, example)
     print(f"latency-aware search: {table.measured} table entries measured, {len(allocation.rounds)} rounds "

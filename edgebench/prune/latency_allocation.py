@@ -168,9 +168,9 @@ def allocate_for_latency(
             below it step down by halves of it.
         floor: fewest channels a group keeps.
         measure: measured latency of the model pruned to a ``keep``. When given, the estimate's aim is
-            corrected by measured/estimated and the search re-run (up to ``rounds`` measurements) while the
-            measurement misses the budget or undershoots it by more than 10 %; the feasible answer that keeps
-            the most MACs is returned.
+            corrected by measured/estimated, kept between aims already seen to meet and to miss the budget,
+            and the search re-run (up to ``rounds`` measurements) while the measurement misses the budget or
+            undershoots it by more than 10 %; the feasible answer that keeps the most MACs is returned.
     """
     original = original_widths(layers)
     scale = full_model_ms / estimate_ms(layers, original, table)
@@ -178,17 +178,24 @@ def allocate_for_latency(
     history: list[dict[str, float]] = []
     keep = _greedy(layers, original, table, scale, aim, step, floor)
     best: dict[str, int] | None = None
+    feasible_aim, infeasible_aim = 0.0, float("inf")  # aims known to meet / miss the budget when measured
     for _ in range(rounds if measure else 0):
         estimated = estimate_ms(layers, keep, table, scale)
         measured = measure(keep)  # type: ignore[misc]
         history.append({"aim_ms": aim, "estimated_ms": estimated, "measured_ms": measured})
-        if measured <= budget_ms and (best is None or macs_at(layers, keep) > macs_at(layers, best)):
-            best = keep
-        if 0.9 * budget_ms <= measured <= budget_ms:
-            break
-        # the table misjudges this model by measured/estimated: aim the estimate that much lower (or higher)
-        corrected = budget_ms * estimated / measured
-        aim = min(0.98 * aim, corrected) if measured > budget_ms else corrected
+        if measured <= budget_ms:
+            feasible_aim = max(feasible_aim, aim)
+            if best is None or macs_at(layers, keep) > macs_at(layers, best):
+                best = keep
+            if measured >= 0.9 * budget_ms:
+                break
+        else:
+            infeasible_aim = min(infeasible_aim, aim)
+        # the table misjudges this model by measured/estimated: aim the estimate that much lower (or higher),
+        # inside the bracket of aims already measured (bisect when the correction would leave it)
+        aim = budget_ms * estimated / measured
+        if not feasible_aim < aim < infeasible_aim:
+            aim = (feasible_aim + infeasible_aim) / 2 if infeasible_aim < float("inf") else 2 * feasible_aim
         keep = _greedy(layers, original, table, scale, aim, step, floor)
     keep = best if best is not None else keep
     table.save()
