@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import console
-from edgebench.errors import ConfigError
+from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
 from edgebench.profile.table import LayerProfile
 
 
@@ -109,12 +109,11 @@ def profile(
 
     spec = get_target(target)
     if not artifact.exists():
-        raise ConfigError(f"artifact not found: {artifact}")
+        raise ArtifactError(f"artifact not found: {artifact}")
     name = _backend_for(artifact, spec.backends, backend)
     runner = runner_for(spec)
-    reason = runner.available()
-    if reason:
-        raise ConfigError(f"target {spec.name} is not available here: {reason}")
+    if reason := runner.available():
+        raise NothingToRunError(f"nothing could run: target {spec.name}: {reason}")
     shape = check_eval_input(data, input_shape)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = write_eval_input(data, shape, Path(tmp))
@@ -123,9 +122,8 @@ def profile(
                   eval_data=str(data_file.resolve()),
                   measure=MeasureSettings(min_time_s=0.5, accuracy_samples=1, profile_layers=True, profile_runs=runs))
         result = runner.run(job, [artifact, data_file])
-    if result.status != "ok":
-        console.print(f"[bold red]profiling failed:[/] {result.error}", highlight=False)
-        raise typer.Exit(1)
+    if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
+        raise ArtifactError(f"profiling {artifact.name} on {spec.name} failed: {result.error}")
     console.print(f"{artifact.name} on {spec.name} ({name}, {spec.threads} thread(s)): "
                   f"p50 {result.latency_ms['p50']:.4f} ms in the timed window", highlight=False)
     print_profile(result.layer_profile or {}, result.latency_ms["p50"], top)
