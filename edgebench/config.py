@@ -13,7 +13,16 @@ from edgebench.errors import ConfigError, format_validation_error
 from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
-from edgebench.variants import Precision, Schedule, TrainSpec, VariantSpec, hash_payload, spec_hash
+from edgebench.variants import (
+    DEFAULT_CALIBRATOR,
+    Calibrator,
+    Precision,
+    Schedule,
+    TrainSpec,
+    VariantSpec,
+    hash_payload,
+    spec_hash,
+)
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
@@ -121,6 +130,9 @@ class QuantizationConfig(_Strict):
     calibration_samples: int = Field(256, ge=1)
     fixed_point: str = "ap_fixed<16,6>"
     reuse_factor: int = Field(1, ge=1)
+    calibrator: Calibrator = Field(
+        DEFAULT_CALIBRATOR, description="int8 ONNX activation ranges: minmax | entropy | percentile "
+        "(scripts/study_int8_calibration.py measures them)")
 
 
 class TargetSelection(_Strict):
@@ -223,7 +235,8 @@ class Experiment(_Strict):
     def hash(self) -> str:
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
         later count only when set, so runs stored before them still resume)."""
-        added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}}}
+        added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
+                 "quantization": {"calibrator": DEFAULT_CALIBRATOR}}
         data = self.model_dump(mode="json")
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         return spec_hash(hash_payload(data, added))

@@ -75,7 +75,7 @@ def quantized(spec: VariantSpec, precision: str, exp: Experiment) -> VariantSpec
     q = exp.quantization
     quant = QuantSpec(precision=precision)
     if precision == "int8":
-        quant = QuantSpec(precision="int8", calibration_samples=q.calibration_samples)
+        quant = QuantSpec(precision="int8", calibration_samples=q.calibration_samples, calibrator=q.calibrator)
     elif precision == "fixed":
         quant = QuantSpec(precision="fixed", fixed_point=q.fixed_point, reuse_factor=q.reuse_factor)
     return spec.model_copy(update={"quant": quant})
@@ -112,6 +112,8 @@ class PlannedJob:
             "export_options": dict(self.export_options),
             "artifact_format": self.artifact_format,
             "artifact_precision": self.export_quant.precision,
+            # recorded with every int8 measurement; absent elsewhere so other jobs keep their keys
+            **({"calibrator": self.export_quant.calibrator} if self.export_quant.calibrator else {}),
         }
 
     @property

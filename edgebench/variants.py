@@ -19,6 +19,11 @@ Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
 Schedule = Literal["while_training", "oneshot_finetune", "iterative", "scratch"]
 #: how a variant differs from the trained baseline
 Kind = Literal["baseline", "structured", "sparse", "lowrank"]
+#: int8 static ONNX activation-range calibrators (edgebench.runtimes.onnxruntime.calibration)
+Calibrator = Literal["minmax", "entropy", "percentile"]
+#: the calibrator that measured best on the default run's variants (scripts/study_int8_calibration.py):
+#: smallest max |logit diff| at equal accuracy; entropy clips activations too hard on these models
+DEFAULT_CALIBRATOR: Calibrator = "minmax"
 
 
 class _Frozen(BaseModel):
@@ -81,6 +86,15 @@ class QuantSpec(_Frozen):
     calibration_samples: int = Field(256, ge=1, description="int8 static: training images used to calibrate")
     fixed_point: str | None = Field(None, description="fixed: default ap_fixed<W,I> for hls4ml")
     reuse_factor: int = Field(1, ge=1, description="fixed: hls4ml reuse factor")
+    calibrator: Calibrator | None = Field(
+        None, description="int8 (static ONNX QDQ): activation-range calibrator; only int8 has one, so it is part "
+        "of int8 artifacts' identity only")
+
+    @model_validator(mode="after")
+    def _calibrator_only_for_int8(self) -> QuantSpec:
+        if self.calibrator is not None and self.precision != "int8":
+            raise ValueError(f"calibrator applies to int8 static quantization only, not to {self.precision}")
+        return self
 
 
 class VariantSpec(_Frozen):
@@ -154,6 +168,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "sparse": None,
     "lowrank": None,
     "prune": {"allocation": None, "allocation_kwargs": {}},
+    "quant": {"calibrator": None},
 }
 
 

@@ -12,8 +12,9 @@ from torch import nn
 
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
-from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession, create_ort_session
-from edgebench.runtimes.onnxruntime.export import export_fp32_onnx, quantize_int8_static
+from edgebench.runtimes.base import BackendSettings, get_backend
+from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 SETTINGS = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=1.0, max_time_s=10.0)
 
@@ -25,8 +26,8 @@ def ort_p50_ms(model: nn.Module, calibration: np.ndarray, threads: int = 1, int8
         path = Path(tmp) / "fp32.onnx"
         export_fp32_onnx(model.eval(), example, path)
         if int8:
-            quantize_int8_static(path, Path(tmp) / "int8.onnx", calibration)
+            quantize_qdq(path, Path(tmp) / "int8.onnx", calibration)
             path = Path(tmp) / "int8.onnx"
-        session = OnnxRuntimeSession(create_ort_session(path, threads, ["CPUExecutionProvider"]))
+        session = get_backend("onnxruntime").load(path, BackendSettings(threads=threads))
         timing = time_session(session, example.numpy(), SETTINGS)
     return float(np.median(timing.samples_ns)) / 1e6

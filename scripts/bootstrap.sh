@@ -32,7 +32,7 @@ fi
 
 [[ -d .venv ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-extras="litert,fpga,remote,postgres,parquet,cuda"  # cuda: NVML bindings only (small)
+extras="litert,fpga,openvino,remote,postgres,parquet,cuda"  # cuda: NVML bindings only (small)
 (( with_tests )) && extras+=",test"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 echo "edgebench installed in .venv ($(.venv/bin/edgebench --help >/dev/null && echo ok))"

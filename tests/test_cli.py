@@ -20,7 +20,7 @@ def _run(*args: str):
 
 
 def test_every_command_has_help():
-    for command in ("run", "variants", "bench", "report", "compare", "history", "targets", "doctor", "export"):
+    for command in ("run", "variants", "bench", "profile", "report", "compare", "history", "targets", "doctor", "export"):
         result = _run(command, "--help")
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output

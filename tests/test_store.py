@@ -166,6 +166,8 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
     Store.open(path).close()
     with sqlite3.connect(path) as conn:  # make it look like a version-1 (foundation) store
         conn.execute("drop table run_tags")
+        conn.execute("drop table layer_profile_rows")
+        conn.execute("drop table layer_profiles")
         conn.execute("alter table measurements drop column details")
         conn.execute("alter table measurements drop column error_detail")
         conn.execute("delete from schema_version")
@@ -181,7 +183,7 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
     assert df.loc["k", "details"] == details and df.loc["f", "error_detail"].endswith("ValueError: x")
     store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4]
+        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4, 5]
         conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
     with pytest.raises(StoreError, match="newer than this edgebench"):
         Store.open(path)
@@ -199,3 +201,29 @@ def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> No
     row = sqlite_store.measurements(run_id).iloc[0]
     assert row["label"] == "abc123" and row["n_samples"] == 0 and row["status"] == "failed"
     assert sqlite_store.samples(int(row["id"])).size == 0
+
+
+def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:  # noqa: F811
+    from edgebench.profile.table import LayerInfo, OpTime, build_profile, not_available
+
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    layers = {"conv1": LayerInfo("conv1", "Conv", 3000, 3, 16), "fc": LayerInfo("fc", "Gemm", 1000, 16, 10)}
+    ops = [OpTime("node_Conv_1", "FusedConv", 0.3, "conv1"), OpTime("reorder", "ReorderInput", 0.1, "conv1"),
+           OpTime("node_linear", "Gemm", 0.1, "fc")]
+    profile = build_profile("onnxruntime", ops, layers, run_ms=0.6, runs=20)
+    result = JobResult(job_id="k", status="ok", layer_profile=profile.to_dict())
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "k", "v", "t", "onnxruntime", result))
+    unavailable = JobResult(job_id="l", status="ok", layer_profile=not_available("litert", "no profiler").to_dict())
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "l", "v", "t", "litert", unavailable))
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "m", "v", "t", "torch", JobResult(job_id="m", status="ok")))
+    ids = sqlite_store.measurements(run_id).set_index("job_key")["id"]
+    stored = sqlite_store.layer_profiles(ids.tolist())
+    assert set(stored) == {ids["k"], ids["l"]}  # the measurement that asked for none has none
+    back = stored[ids["k"]]
+    assert back.to_dict() == profile.to_dict()
+    assert back.rows[0].time_share == pytest.approx(0.8) and back.rows[0].compute_ms == pytest.approx(0.3)
+    assert stored[ids["l"]].status == "not available" and stored[ids["l"]].reason == "no profiler"
+    # a retried job replaces the measurement: its old profile goes with it
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "k", "v", "t", "onnxruntime", JobResult(job_id="k", status="ok")))
+    new_id = sqlite_store.measurements(run_id).set_index("job_key")["id"]["k"]
+    assert sqlite_store.layer_profiles([ids["k"], new_id]) == {}

@@ -1,8 +1,8 @@
 """edgebench's command line (Typer + rich). Library code logs; only this package prints.
 
 Commands live beside what they drive: ``run.py`` (run, variants, bench), ``store.py`` (report, compare,
-history, tag, runs, export, import), ``targets.py`` (targets, doctor); ``common.py`` has the shared console
-and the one-line error wrapper.
+history, tag, runs, export, import), ``targets.py`` (targets, doctor), ``profile.py`` (profile);
+``common.py`` has the shared console and the one-line error wrapper.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from edgebench.cli import run, store, targets
+from edgebench.cli import profile, run, store, targets
 from edgebench.cli.common import friendly_errors
 
 app = typer.Typer(
@@ -35,5 +35,5 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
     )
 
 
-for _module in (run, store, targets):
+for _module in (run, store, targets, profile):
     _module.register(app, friendly_errors)

@@ -109,14 +109,14 @@ def bench(
     threads: Annotated[int, typer.Option(min=1)] = 1,
     min_time_s: Annotated[float, typer.Option(min=0)] = 1.0,
     timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
+    profile_layers: Annotated[bool, typer.Option(
+        "--profile-layers", help="also record a per-layer profile, in its own window after the timed one")] = False,
 ) -> None:
     """Measure one existing artifact in an isolated worker (no training or export)."""
     import tempfile
 
-    import numpy as np
-
-    from edgebench.data.files import read_eval_data
-    from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
+    from edgebench.cli.profile import check_eval_input, print_profile, write_eval_input
+    from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
     from edgebench.measure.job import Job, MeasureSettings
     from edgebench.targets import TargetSpec
@@ -125,27 +125,15 @@ def bench(
     target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
-    if data is not None:
-        if not data.is_file():
-            raise ConfigError(f"data file not found: {data}")
-        read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
-    elif not input_shape:
-        raise ConfigError("give --data NPZ or --input-shape C,H,W")
-    else:
-        try:
-            shape = tuple(int(v) for v in input_shape.split(","))
-        except ValueError:
-            raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+    shape = check_eval_input(data, input_shape)
     runner = LocalRunner(target, timeout_s)
     if reason := runner.available():
         raise NothingToRunError(f"nothing could run: backend {backend}: {reason}")
     with tempfile.TemporaryDirectory() as tmp:
-        if data is None:
-            data = Path(tmp) / "random.npz"
-            rng = np.random.default_rng(0)
-            np.savez(data, x=rng.standard_normal((1, *shape)).astype(np.float32), y=np.zeros(1, dtype=np.int64))
+        data = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
-                  threads=threads, eval_data=str(data.resolve()), measure=MeasureSettings(min_time_s=min_time_s))
+                  threads=threads, eval_data=str(data.resolve()),
+                  measure=MeasureSettings(min_time_s=min_time_s, profile_layers=profile_layers))
         result = runner.run(job, [artifact, data])
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
         raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
@@ -158,7 +146,8 @@ def bench(
     console.print(table)
     if input_shape is None:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
-
+    if result.layer_profile is not None:
+        print_profile(result.layer_profile, result.latency_ms["p50"], top=None)
 
 
 def register(app: typer.Typer, wrap: Any) -> None:

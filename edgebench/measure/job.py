@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 
 class MeasureSettings(BaseModel):
@@ -25,6 +25,19 @@ class MeasureSettings(BaseModel):
     max_time_s: float = Field(30.0, gt=0)
     accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
+    profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
+    profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")
+
+    @model_serializer(mode="wrap")
+    def _omit_profiling_when_off(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # workers on devices may run an older edgebench whose MeasureSettings forbids unknown fields, and
+        # experiment hashes must not change for runs that never asked for profiles: the profiling fields
+        # exist in the JSON only when profiling is on
+        data = handler(self)
+        if not self.profile_layers:
+            data.pop("profile_layers", None)
+            data.pop("profile_runs", None)
+        return data
 
     @property
     def effective_batch_size(self) -> int:
@@ -82,3 +95,13 @@ class JobResult(BaseModel):
     idle_power_w: float | None = None
     runtime: dict[str, str] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict, description="the session's target-specific facts")
+    layer_profile: dict[str, Any] | None = Field(None, description="per-layer profile (LayerProfile.to_dict)")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_profile(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # a controller running an older edgebench reads this JSON with extra="forbid": only a result that
+        # carries a profile has the field
+        data = handler(self)
+        if self.layer_profile is None:
+            data.pop("layer_profile", None)
+        return data

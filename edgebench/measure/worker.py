@@ -8,6 +8,7 @@ that started the worker goes on.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +27,10 @@ from edgebench.measure.job import Job, JobResult, thread_env
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import summarize_ns
+from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
+
+log = logging.getLogger(__name__)
 
 #: a failed job's one-line error; the full traceback is kept in ``error_detail``
 ERROR_CHARS = 300
@@ -90,6 +95,7 @@ def execute(job: Job) -> JobResult:
         ref = np.load(job.reference)["logits"]
         n = min(len(ref), job.measure.reference_samples)
         max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max())
+    layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
     session.close()
 
     return JobResult(
@@ -111,7 +117,19 @@ def execute(job: Job) -> JobResult:
         idle_power_w=idle_w,
         runtime=runtime_versions(),
         details=details,
+        layer_profile=layer_profile,
     )
+
+
+def _profile_layers(session: Session, batch: np.ndarray, job: Job) -> dict[str, Any]:
+    """The per-layer profile, in its own window after the timed one; a profiler failure never fails the job."""
+    try:
+        profile = session.profile_layers(np.ascontiguousarray(batch), job.measure.profile_runs)
+    except Exception as exc:  # a runtime's profiler is optional equipment: record why there is no profile
+        log.warning("per-layer profiling failed on %s: %s", job.backend, exc)
+        profile = not_available(job.backend, f"profiling failed: {type(exc).__name__}: {exc}")
+    profile.runtime = job.backend
+    return profile.to_dict()
 
 
 def _measure_energy(session: Session, batch: np.ndarray, meter: EnergyMeter, job: Job) -> tuple[EnergyReading, int]:

@@ -23,33 +23,38 @@ def count_nonzero_params(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> int:
-    """Conv + linear MACs of one forward pass of a single sample of shape ``input_shape`` (C, H, W).
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> dict[str, int]:
+    """Conv and linear MACs per layer (module path) of one forward pass of a single sample of ``input_shape``.
 
     Each weight is used once per output position, so a layer costs ``positions * weights``; ``nonzero``
-    counts only its non-zero weights.
+    counts only its non-zero weights. A module called more than once (shared weights) counts every call.
     """
-    total = 0
+    names = {m: n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
 
     def hook(module: nn.Conv2d | nn.Linear, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
         channels = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
         positions = output[0].numel() // channels
         weights = int(torch.count_nonzero(module.weight)) if nonzero else module.weight.numel()
-        total += positions * weights
+        macs[names[module]] = macs.get(names[module], 0) + positions * weights
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        weight = next(model.parameters())  # fp16 modules take fp16 inputs
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
+            model(torch.zeros(1, *input_shape, device=weight.device, dtype=weight.dtype))
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return int(total)
+    return macs
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> int:
+    """Conv + linear MACs of one forward pass of a single sample of shape ``input_shape`` (C, H, W)."""
+    return sum(layer_macs(model, input_shape, nonzero).values())
 
 
 def conv_filters(model: nn.Module) -> dict[str, int]:

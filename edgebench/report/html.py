@@ -15,6 +15,7 @@ from edgebench.report import plots
 from edgebench.report.compression import compression_section
 from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
+from edgebench.report.layers import layer_profile_section
 from edgebench.report.page import esc, table_html, write_page
 from edgebench.report.tables import (
     best_under_budget,
@@ -219,6 +220,13 @@ def render_report(
             sections.append(
                 "<h2>FPGA (hls4ml)</h2><p class=muted>Accuracy of the fixed-point C simulation on the test split; "
                 "cycle latency and resources come from a synthesis report only.</p>" + fpga
+            )
+        layers = layer_profile_section(ok, store.layer_profiles(ok["id"].tolist()))
+        if layers is not None:
+            sections.append(
+                "<h2>Where the time goes, per layer</h2><p class=muted>Time share vs MACs share of every layer, "
+                "from each runtime's profiler in its own window after the timed one (measurement.profile_layers)."
+                "</p>" + layers
             )
         flags = pareto_flags(ok, pairs)
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.components import Component, missing_reason
+from edgebench.profile.table import LayerProfile, not_available
 from edgebench.registry import Registry
 
 if TYPE_CHECKING:
@@ -90,6 +91,14 @@ class Session(ABC):
     def details(self) -> dict[str, Any]:
         """Target-specific facts about the loaded artifact (FPGA synthesis figures, engine build time)."""
         return {}
+
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """Per-layer times of ``runs`` inferences of ``batch``, mapped to the PyTorch layers.
+
+        Called after the timed window, never during it: runtimes profile through a separate profiling
+        session or counters that cost time. Runtimes without per-operator timing say why.
+        """
+        return not_available("", "this runtime exposes no per-operator timing")
 
     def close(self) -> None:
         """Release runtime resources."""

@@ -147,6 +147,37 @@ samples = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+# one per measurement that asked for a per-layer profile (measurement.profile_layers): which runtime profiled,
+# whether it could, and the raw operator times; its layers are rows of layer_profile_rows
+layer_profiles = Table(
+    "layer_profiles",
+    metadata,
+    Column("measurement_id", Integer, ForeignKey("measurements.id", ondelete="CASCADE"), primary_key=True),
+    Column("runtime", String(100), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("reason", Text),
+    Column("run_ms", Float),
+    Column("runs", Integer),
+    Column("ops", JSON),
+)
+
+layer_profile_rows = Table(
+    "layer_profile_rows",
+    metadata,
+    Column("measurement_id", Integer, ForeignKey("measurements.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("layer", String(300), nullable=False),
+    Column("op", String(64)),
+    Column("time_ms", Float),
+    Column("time_share", Float),
+    Column("compute_ms", Float),
+    Column("macs", BigInteger),
+    Column("macs_share", Float),
+    Column("c_in", Integer),
+    Column("c_out", Integer),
+    Column("ops", Integer),
+)
+
 
 def utc_now() -> str:
     """Current time as a sortable ISO-8601 UTC string (microsecond resolution)."""
@@ -165,14 +196,20 @@ def _add_error_detail(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE measurements ADD COLUMN error_detail TEXT"))
 
 
+def _create_layer_profiles(conn: Connection) -> None:
+    layer_profiles.create(conn, checkfirst=True)
+    layer_profile_rows.create(conn, checkfirst=True)
+
+
 # (version, description, step): step upgrades a database at version-1 to version.
 # Version 1 is the foundation store (runs, variants, measurements, samples).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "run tags for baselines and history", _create_run_tags),
     (3, "target-specific details per measurement (FPGA synthesis, engine build)", _add_measurement_details),
     (4, "a failed job's traceback or stderr tail", _add_error_detail),
+    (5, "per-layer profiles of measurements", _create_layer_profiles),
 ]
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def current_version(conn: Connection) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from sqlalchemy.pool import StaticPool
 import edgebench
 from edgebench.errors import first_line
 from edgebench.paths import why_unwritable
+from edgebench.profile.table import LayerProfile
+from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.schema import (
     StoreError,
@@ -367,6 +369,7 @@ class Store:
             key = and_(measurements.c.run_id == run_id, measurements.c.job_key == job_key)
             old_id = conn.execute(select(measurements.c.id).where(key)).scalar()
             if old_id is not None:
+                delete_profile(conn, old_id)
                 conn.execute(delete(samples).where(samples.c.measurement_id == old_id))
                 conn.execute(delete(measurements).where(measurements.c.id == old_id))
             new_id = conn.execute(insert(measurements).values(**row)).inserted_primary_key[0]
@@ -376,6 +379,13 @@ class Store:
                         measurement_id=new_id, n=len(raw), encoding=SAMPLES_ENCODING, data=encode_samples(raw)
                     )
                 )
+            if record.result.layer_profile is not None:
+                insert_profile(conn, new_id, record.result.layer_profile)
+
+    def layer_profiles(self, measurement_ids: Iterable[int]) -> dict[int, LayerProfile]:
+        """Per-layer profiles of the given measurements (those that recorded one)."""
+        with self.engine.connect() as conn:
+            return read_profiles(conn, measurement_ids)
 
     def measurements(self, run_id: str) -> pd.DataFrame:
         """One row per measurement of ``run_id`` joined with its variant's columns and spec fields."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.errors import ArtifactError
+from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, read_synthesis
@@ -33,7 +34,9 @@ def to_hls_layout(x: np.ndarray, layout: str) -> np.ndarray:
 class Hls4mlSession(Session):
     """The compiled C simulation; each sample is one call of the top function."""
 
-    def __init__(self, library: Any, function: Any, metadata: dict[str, Any], synthesis: dict[str, Any]) -> None:
+    def __init__(self, library: Any, function: Any, metadata: dict[str, Any], synthesis: dict[str, Any],
+                 artifact: Path) -> None:
+        self._artifact = artifact
         self._library = library  # keeps the shared object loaded
         self._function = function
         self._details = {"hls4ml": metadata, "synthesis": synthesis}
@@ -47,6 +50,12 @@ class Hls4mlSession(Session):
         for i in range(len(x)):
             self._function(x[i], out[i])
         return out
+
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """Per-layer latency from the C-synthesis reports (C-simulation time says nothing about the FPGA)."""
+        from edgebench.runtimes.hls4ml.profile import profile_hls4ml
+
+        return profile_hls4ml(self._artifact, self._details["hls4ml"]["project"])
 
     def details(self) -> dict[str, Any]:
         """Project settings and the synthesis record: figures, or "not synthesised" and why."""
@@ -75,4 +84,4 @@ class Hls4mlBackend(Backend):
         pointer = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
         function.argtypes = [pointer, pointer]
         function.restype = None
-        return Hls4mlSession(library, function, metadata, read_synthesis(artifact))
+        return Hls4mlSession(library, function, metadata, read_synthesis(artifact), artifact)

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import ArtifactError, require_module
+from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.litert import AI_EDGE_LITERT
 from edgebench.runtimes.litert.sparse_inference import xnnpack_sparse_inference
@@ -85,6 +86,12 @@ class LiteRTSession(Session):
         self._interp.invoke()
         out = self._interp.get_output_details()[0]
         return dequantize_output(self._interp.get_tensor(out["index"]), out)
+
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """Not available from ai-edge-litert's Python API (see runtimes/litert/profile.py)."""
+        from edgebench.runtimes.litert.profile import profile_litert
+
+        return profile_litert()
 
 
 @BACKENDS.register("litert")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import ArtifactError
+from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 
@@ -14,13 +15,20 @@ from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 class OnnxRuntimeSession(Session):
     """Wraps an ``InferenceSession``; the input/output names are read once at load."""
 
-    def __init__(self, session) -> None:  # onnxruntime.InferenceSession
-        self._session = session
+    def __init__(self, session, artifact: Path, threads: int) -> None:  # onnxruntime.InferenceSession
+        self._session, self._artifact, self._threads = session, artifact, threads
         self._input = session.get_inputs()[0].name
         self._outputs = [session.get_outputs()[0].name]
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         return self._session.run(self._outputs, {self._input: inputs})[0]
+
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """ORT session profiling in a second session on the same providers."""
+        from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
+
+        return profile_onnxruntime(self._artifact, batch, self._threads, runs=runs,
+                                   providers=self._session.get_providers())
 
 
 def make_session_options(threads: int):
@@ -56,4 +64,5 @@ class OnnxRuntimeBackend(Backend):
     needs = (ONNXRUNTIME,)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        return OnnxRuntimeSession(create_ort_session(artifact, settings.threads, ["CPUExecutionProvider"]))
+        session = create_ort_session(artifact, settings.threads, ["CPUExecutionProvider"])
+        return OnnxRuntimeSession(session, artifact, settings.threads)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.errors import ArtifactError
+from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.tensorrt import TENSORRT
 from edgebench.runtimes.torch import NVIDIA_DRIVER
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 class TensorRTSession(Session):
     """One execution context with the first input and output bound to GPU tensors."""
 
-    def __init__(self, trt: Any, engine: Any, device: Any, build_s: float | None) -> None:
+    def __init__(self, trt: Any, engine: Any, device: Any, build_s: float | None, onnx_path: Path | None) -> None:
         import torch
+
+        self._trt, self._onnx_path = trt, onnx_path
 
         self._torch, self._engine, self._device = torch, engine, device
         self._details = {"engine_build_s": build_s, "tensorrt": trt.__version__}
@@ -90,6 +93,19 @@ class TensorRTSession(Session):
         """Engine build time on this device (None when a prebuilt engine was loaded)."""
         return self._details
 
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """IProfiler layer times; engine layers map to PyTorch layers when the engine was built from ONNX here."""
+        from edgebench.profile.onnx_layers import OnnxLayerMap
+        from edgebench.runtimes.tensorrt.profile import profile_tensorrt
+
+        layers = OnnxLayerMap.from_file(self._onnx_path) if self._onnx_path is not None else None
+
+        def run() -> None:
+            self.run(batch)
+            self.sync()
+
+        return profile_tensorrt(self._trt, self._context, run, layers, runs=runs)
+
     def sync(self) -> None:
         self._stream.synchronize()
 
@@ -125,4 +141,5 @@ class TensorRTBackend(Backend):
                 f"TensorRT cannot deserialize {artifact}: engines only run on the GPU and TensorRT version that "
                 "built them; re-export on this machine or pass the ONNX artifact"
             )
-        return TensorRTSession(trt, engine, torch_device(settings), build_s)
+        return TensorRTSession(trt, engine, torch_device(settings), build_s,
+                               artifact if artifact.suffix == ".onnx" else None)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import ArtifactError
+from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.torch import TORCH
 
@@ -40,6 +41,12 @@ class TorchSession(Session):
         with torch.inference_mode():
             out = self._module(torch.from_numpy(inputs).to(self._dtype))
         return out.float().numpy()
+
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """torch.profiler ranges around every leaf module."""
+        from edgebench.runtimes.torch.profile import profile_torch
+
+        return profile_torch(self._module, batch, runs=runs)
 
 
 @BACKENDS.register("torch")

@@ -1,0 +1,134 @@
+"""``edgebench profile``: where the time goes, per layer, for one artifact on one target."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from edgebench.cli.common import console
+from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
+from edgebench.profile.table import LayerProfile
+
+
+def check_eval_input(data: Path | None, input_shape: str | None) -> tuple[int, ...] | None:
+    """Check ``--data`` (read as the worker will) or parse ``--input-shape`` ("C,H,W"), before any measuring."""
+    from edgebench.data.files import read_eval_data
+
+    if data is not None:
+        if not data.is_file():
+            raise ConfigError(f"data file not found: {data}")
+        read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
+        return None
+    if not input_shape:
+        raise ConfigError("give --data NPZ or --input-shape C,H,W")
+    try:
+        return tuple(int(v) for v in input_shape.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+
+
+def write_eval_input(data: Path | None, shape: tuple[int, ...] | None, tmp: Path) -> Path:
+    """``data`` itself, or one random image of ``shape`` written under ``tmp`` for the worker."""
+    if data is not None:
+        return data
+    assert shape is not None  # check_eval_input returned it
+    path = tmp / "random.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.standard_normal((1, *shape)).astype(np.float32), y=np.zeros(1, dtype=np.int64))
+    return path
+
+
+def print_profile(profile_dict: dict[str, Any], p50_ms: float | None, top: int | None) -> None:
+    """The per-layer table: time and share next to MACs and share, then what is not conv/gemm compute."""
+    profile = LayerProfile.from_dict(profile_dict)
+    if profile.status != "ok":
+        console.print(f"per-layer profile ({profile.runtime}) not available: {profile.reason}", highlight=False)
+        return
+    rows = profile.top(top) if top else profile.rows
+    table = Table(title=f"per-layer profile: {profile.runtime}, {profile.runs} runs in its own window"
+                        + (f" (top {top} by time)" if top else ""))
+    for col in ("layer", "op", "c_in", "c_out", "ms", "time %", "conv/gemm ms", "MMACs", "MACs %"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for r in rows:
+        table.add_row(r.layer, r.op, str(r.c_in or ""), str(r.c_out or ""), f"{r.time_ms:.4f}",
+                      f"{100 * r.time_share:.1f}", f"{r.compute_ms:.4f}", f"{r.macs / 1e6:.2f}",
+                      f"{100 * r.macs_share:.1f}")
+    console.print(table)
+    shares = [f"{100 * (profile.non_compute_operator_share() or 0):.1f}% of operator time",
+              f"{100 * (profile.non_compute_share() or 0):.1f}% of the profiled run ({profile.run_ms:.3f} ms)"]
+    if p50_ms:
+        shares.append(f"{100 * (profile.non_compute_share(p50_ms) or 0):.1f}% of the timed p50 ({p50_ms:.3f} ms)")
+    console.print("not conv/gemm compute: " + "; ".join(shares), highlight=False)
+
+
+def _backend_for(artifact: Path, backends: list[str], backend: str | None) -> str:
+    """The target's backend that reads ``artifact`` (``backend`` when given)."""
+    from edgebench.runtimes.base import get_backend
+
+    if backend is not None:
+        if backend not in backends:
+            raise ConfigError(f"backend '{backend}' is not one of the target's ({', '.join(backends)})")
+        return backend
+    suffix = artifact.suffix or ""
+    for name in backends:
+        formats = get_backend(name).formats
+        if any(suffix == _suffix(fmt) for fmt in formats):
+            return name
+    raise ConfigError(f"none of the target's backends ({', '.join(backends)}) reads {artifact.name}; "
+                      "pass --backend or pick another target")
+
+
+def _suffix(fmt: str) -> str:
+    from edgebench.runtimes.base import get_exporter
+
+    try:
+        return get_exporter(fmt).suffix
+    except KeyError:
+        return {"tensorrt": ".engine"}.get(fmt, f".{fmt}")
+
+
+def profile(
+    artifact: Annotated[Path, typer.Argument(help="an exported model (.onnx, .pt, .tflite, hls4ml project dir)")],
+    target: Annotated[str, typer.Option(help="target name or YAML file (see `edgebench targets`)")] = "local-cpu",
+    backend: Annotated[str | None, typer.Option(help="one of the target's backends (default: the one that "
+                                                     "reads the artifact)")] = None,
+    data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32): the first image is profiled")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="C,H,W of a random input when --data is not given")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="inferences in the profiling window")] = 100,
+    top: Annotated[int | None, typer.Option(min=1, help="show only the slowest N layers")] = None,
+) -> None:
+    """Per-layer profile of ARTIFACT on a target: time share vs MACs share, mapped to the PyTorch layers."""
+    from edgebench.executor.runners import runner_for
+    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.targets import get_target
+
+    spec = get_target(target)
+    if not artifact.exists():
+        raise ArtifactError(f"artifact not found: {artifact}")
+    name = _backend_for(artifact, spec.backends, backend)
+    runner = runner_for(spec)
+    if reason := runner.available():
+        raise NothingToRunError(f"nothing could run: target {spec.name}: {reason}")
+    shape = check_eval_input(data, input_shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = write_eval_input(data, shape, Path(tmp))
+        job = Job(job_id="profile", variant_id="-", target=spec.name, backend=name, artifact=str(artifact.resolve()),
+                  threads=spec.threads, device=spec.device, backend_options=spec.backend_options.get(name, {}),
+                  eval_data=str(data_file.resolve()),
+                  measure=MeasureSettings(min_time_s=0.5, accuracy_samples=1, profile_layers=True, profile_runs=runs))
+        result = runner.run(job, [artifact, data_file])
+    if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
+        raise ArtifactError(f"profiling {artifact.name} on {spec.name} failed: {result.error}")
+    console.print(f"{artifact.name} on {spec.name} ({name}, {spec.threads} thread(s)): "
+                  f"p50 {result.latency_ms['p50']:.4f} ms in the timed window", highlight=False)
+    print_profile(result.layer_profile or {}, result.latency_ms["p50"], top)
+
+
+def register(app: typer.Typer, wrap: Any) -> None:
+    """Add ``profile`` to ``app``, wrapped by ``wrap`` (one-line errors)."""
+    app.command()(wrap(profile))

@@ -1,0 +1,219 @@
+"""Latency-aware per-layer allocation (NetAdapt-style): how many filters each prunable group keeps so
+the model meets a latency budget on a target while removing the fewest MACs.
+
+1. :func:`model_layers` reads every conv/linear layer's shape and which prunable group (a root conv and
+   everything coupled to it: BN, the next layer's inputs, residual partners) sets its output and input
+   channels.
+2. A :class:`~edgebench.prune.latency_table.LatencyTable` measured on the target gives each layer's latency at
+   any channel count; the model estimate is their sum, scaled to one measurement of the whole model.
+3. :func:`allocate_for_latency` removes channels greedily, one runtime-friendly step (the channel
+   multiple the table shows the runtime rewards) at a time, always from the group that saves the most
+   estimated latency per MAC removed, until the estimate meets the budget. A ``measure`` callback
+   (the real model on the target) corrects the estimate and the search re-runs, as NetAdapt does.
+
+Which filters go inside each group is the criterion's business (:func:`prune_to_keep`), so the
+allocation composes with every criterion and schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edgebench.prune.criteria import Criterion, ScoringData
+from edgebench.prune.latency_table import LatencyTable, LayerShape
+from edgebench.prune.structured import _graph, _groups, default_ignored, remove_channels, score_groups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelLayer:
+    """A conv/linear layer, the groups that set its channels, and its shape at full width."""
+
+    name: str
+    shape: LayerShape
+    out_group: str | None  # root of the group pruning its output channels (None: fixed, e.g. the classifier)
+    in_group: str | None  # root of the group pruning its input channels (None: the image, fixed)
+    in_per_channel: int = 1  # a linear after flatten: input features per channel of the group
+
+
+@dataclass
+class Allocation:
+    """Channels kept per group, with the estimate it was chosen on."""
+
+    keep: dict[str, int]
+    original: dict[str, int]
+    estimated_ms: float
+    macs: int
+    rounds: list[dict[str, float]] = field(default_factory=list)  # per measure round: estimate, measured, budget
+
+
+def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[ModelLayer]:
+    """Every conv/linear layer of ``model`` with its shape and coupling to the prunable groups."""
+    shapes: dict[str, LayerShape] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            shapes[names[module]] = LayerShape("Conv", module.in_channels, module.out_channels, module.kernel_size,
+                                               module.stride, module.padding, tuple(inputs[0].shape[2:]),
+                                               module.groups)
+        elif isinstance(module, nn.Linear):
+            shapes[names[module]] = LayerShape("Gemm", module.in_features, module.out_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    graph = _graph(model, example)
+    out_group: dict[str, str] = {}
+    in_group: dict[str, tuple[str, int]] = {}
+    for root, group in _groups(model, graph, ignored if ignored is not None else default_ignored(model)):
+        width = len(group[0].idxs)
+        for item in group:
+            module = item.dep.target.module
+            name = names.get(module)
+            if name not in shapes:
+                continue
+            if graph.is_out_channel_pruning_fn(item.dep.handler):
+                out_group[name] = root
+            else:
+                in_group[name] = (root, max(1, shapes[name].c_in // width))
+    return [ModelLayer(name, shape, out_group.get(name), in_group.get(name, (None, 1))[0],
+                       in_group.get(name, (None, 1))[1]) for name, shape in shapes.items()]
+
+
+def original_widths(layers: list[ModelLayer]) -> dict[str, int]:
+    """Group root -> its channels at full width."""
+    return {layer.out_group: layer.shape.c_out for layer in layers if layer.out_group is not None}
+
+
+def layer_shape(layer: ModelLayer, keep: dict[str, int]) -> LayerShape:
+    """``layer``'s shape when each group keeps ``keep[group]`` channels."""
+    c_out = keep[layer.out_group] if layer.out_group else layer.shape.c_out
+    c_in = keep[layer.in_group] * layer.in_per_channel if layer.in_group else layer.shape.c_in
+    return layer.shape.with_channels(c_in, c_out)
+
+
+def estimate_ms(layers: list[ModelLayer], keep: dict[str, int], table: LatencyTable, scale: float = 1.0) -> float:
+    """Estimated model latency: the table's layer latencies times the calibrated ``scale``."""
+    return scale * sum(table.latency(layer_shape(layer, keep)) for layer in layers)
+
+
+def macs_at(layers: list[ModelLayer], keep: dict[str, int]) -> int:
+    """Conv/linear MACs per sample when each group keeps ``keep[group]`` channels."""
+    return sum(layer_shape(layer, keep).macs for layer in layers)
+
+
+def _next_width_down(width: int, step: int) -> int:
+    """The next narrower width: the largest multiple of ``step`` below ``width``; a group already at or below
+    ``step`` halves the step (a 16-channel layer can still go to 8), since the runtime's blocking cannot be
+    kept there anyway."""
+    while step > 1 and width <= step:
+        step //= 2
+    return (width - 1) // step * step
+
+
+def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTable, scale: float,
+            budget_ms: float, step: int, floor: int) -> dict[str, int]:
+    keep = dict(original)
+    current = estimate_ms(layers, keep, table, scale)
+    while current > budget_ms:
+        best: tuple[float, str, float] | None = None
+        base_macs = macs_at(layers, keep)
+        for group in keep:
+            target = _next_width_down(keep[group], step)
+            if target < floor:
+                continue
+            trial = {**keep, group: target}
+            saved_ms = current - estimate_ms(layers, trial, table, scale)
+            lost_macs = base_macs - macs_at(layers, trial)
+            score = saved_ms / max(lost_macs, 1)
+            if saved_ms > 0 and (best is None or score > best[0]):
+                best = (score, group, target)
+        if best is None:
+            log.warning("latency budget %.3f ms not reachable by pruning (estimate %.3f ms)", budget_ms, current)
+            break
+        keep[best[1]] = int(best[2])
+        current = estimate_ms(layers, keep, table, scale)
+    return keep
+
+
+def allocate_for_latency(
+    layers: list[ModelLayer],
+    table: LatencyTable,
+    budget_ms: float,
+    full_model_ms: float,
+    *,
+    step: int = 1,
+    floor: int = 1,
+    measure: Callable[[dict[str, int]], float] | None = None,
+    rounds: int = 3,
+) -> Allocation:
+    """Channels each group keeps so the model's latency meets ``budget_ms`` with the most MACs kept.
+
+    Args:
+        full_model_ms: measured latency of the unpruned model. It calibrates the estimate as a factor on the
+            table's sum (the runtime's per-model overhead, and on a shared machine its load, scale with it)
+            rather than as a constant, which a load change between table and model would turn into nonsense.
+        step: channel multiple to keep (see :func:`edgebench.prune.latency_table.channel_multiple`); groups at or
+            below it step down by halves of it.
+        floor: fewest channels a group keeps.
+        measure: measured latency of the model pruned to a ``keep``. When given, the estimate's aim is
+            corrected by measured/estimated, kept between aims already seen to meet and to miss the budget,
+            and the search re-run (up to ``rounds`` measurements) while the measurement misses the budget or
+            undershoots it by more than 10 %; the feasible answer that keeps the most MACs is returned.
+    """
+    original = original_widths(layers)
+    scale = full_model_ms / estimate_ms(layers, original, table)
+    aim = budget_ms
+    history: list[dict[str, float]] = []
+    keep = _greedy(layers, original, table, scale, aim, step, floor)
+    best: dict[str, int] | None = None
+    feasible_aim, infeasible_aim = 0.0, float("inf")  # aims known to meet / miss the budget when measured
+    for _ in range(rounds if measure else 0):
+        estimated = estimate_ms(layers, keep, table, scale)
+        measured = measure(keep)  # type: ignore[misc]
+        history.append({"aim_ms": aim, "estimated_ms": estimated, "measured_ms": measured})
+        if measured <= budget_ms:
+            feasible_aim = max(feasible_aim, aim)
+            if best is None or macs_at(layers, keep) > macs_at(layers, best):
+                best = keep
+            if measured >= 0.9 * budget_ms:
+                break
+        else:
+            infeasible_aim = min(infeasible_aim, aim)
+        # the table misjudges this model by measured/estimated: aim the estimate that much lower (or higher),
+        # inside the bracket of aims already measured (bisect when the correction would leave it)
+        aim = budget_ms * estimated / measured
+        if not feasible_aim < aim < infeasible_aim:
+            aim = (feasible_aim + infeasible_aim) / 2 if infeasible_aim < float("inf") else 2 * feasible_aim
+        keep = _greedy(layers, original, table, scale, aim, step, floor)
+    keep = best if best is not None else keep
+    table.save()
+    return Allocation(keep, original, estimate_ms(layers, keep, table, scale), macs_at(layers, keep), history)
+
+
+def prune_to_keep(model: nn.Module, criterion: Criterion, keep: dict[str, int], example: torch.Tensor,
+                  data: ScoringData | None = None) -> dict[str, list[int]]:
+    """Physically prune ``model`` so each group keeps ``keep[root]`` channels; the criterion picks which go."""
+    criterion.prepare(model, example, data)
+    try:
+        groups = score_groups(model, criterion, example)
+    finally:
+        criterion.release()
+    plan = {}
+    for g in groups:
+        n_remove = len(g.scores) - keep.get(g.root, len(g.scores))
+        if n_remove > 0:
+            plan[g.root] = sorted(int(i) for i in torch.argsort(g.scores, stable=True)[:n_remove])
+    remove_channels(model, example, plan)
+    return plan

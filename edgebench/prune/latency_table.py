@@ -1,0 +1,176 @@
+"""Per-layer latency lookup tables (NetAdapt-style), measured on one target's runtime and cached.
+
+A layer is described by its shape (:class:`LayerShape`: op, channels in/out, kernel, stride, input
+size, groups). Its latency at any channel count is measured once, as a one-layer ONNX model (the
+conv with its ReLU, as runtimes fuse them) timed by edgebench's harness on the target's backend,
+and stored in a JSON file per target and runtime; a different runtime version starts a new table.
+A model's latency is then estimated as the sum of its layers' entries plus a constant overhead
+calibrated against one measurement of the whole model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.measure.harness import time_session
+from edgebench.measure.job import MeasureSettings
+from edgebench.runtimes.base import BackendSettings, get_backend
+
+log = logging.getLogger(__name__)
+
+#: short timing window per table entry: one small layer takes tens of microseconds
+LUT_TIMING = MeasureSettings(warmup_iters=10, min_iters=50, min_time_s=0.05, max_time_s=2.0)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What a conv/linear layer's latency depends on."""
+
+    op: str  # "Conv" or "Gemm"
+    c_in: int
+    c_out: int
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    in_hw: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @property
+    def key(self) -> str:
+        """Stable text key of the table entry."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def with_channels(self, c_in: int, c_out: int) -> LayerShape:
+        """The same layer with other channel counts (a depthwise conv keeps groups == channels)."""
+        groups = c_in if self.groups > 1 and self.groups == self.c_in else self.groups
+        return replace(self, c_in=c_in, c_out=c_out, groups=groups)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Output spatial size."""
+        return tuple((s + 2 * p - k) // st + 1 for s, p, k, st in  # type: ignore[return-value]
+                     zip(self.in_hw, self.padding, self.kernel, self.stride))
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per sample."""
+        if self.op == "Gemm":
+            return self.c_in * self.c_out
+        h, w = self.out_hw
+        return self.c_out * (self.c_in // self.groups) * self.kernel[0] * self.kernel[1] * h * w
+
+
+def layer_onnx(shape: LayerShape, path: Path, seed: int = 0) -> None:
+    """Write a one-layer ONNX model of ``shape`` (Conv + Relu, or Gemm) with random weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    if shape.op == "Gemm":
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shape.c_in])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.c_out])
+        w = numpy_helper.from_array(rng.standard_normal((shape.c_out, shape.c_in)).astype(np.float32), "w")
+        b = numpy_helper.from_array(np.zeros(shape.c_out, np.float32), "b")
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    else:
+        h, w_ = shape.out_hw
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shape.c_in, *shape.in_hw])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.c_out, h, w_])
+        weight = rng.standard_normal((shape.c_out, shape.c_in // shape.groups, *shape.kernel)).astype(np.float32)
+        w = numpy_helper.from_array(weight * 0.1, "w")
+        b = numpy_helper.from_array(np.zeros(shape.c_out, np.float32), "b")
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(shape.kernel),
+                                  strides=list(shape.stride), pads=[*shape.padding, *shape.padding],
+                                  group=shape.groups),
+                 helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "layer", [x], [y], initializer=[w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def backend_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
+    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings``."""
+    runtime = get_backend(backend)
+
+    def measure(shape: LayerShape) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "layer.onnx"
+            layer_onnx(shape, path)
+            session = runtime.load(path, settings)
+            x = np.random.default_rng(0).standard_normal((1, shape.c_in, *shape.in_hw) if shape.op == "Conv"
+                                                         else (1, shape.c_in)).astype(np.float32)
+            timing = time_session(session, x, LUT_TIMING)
+            session.close()
+        return float(np.median(timing.samples_ns)) / 1e6
+
+    return measure
+
+
+class LatencyTable:
+    """Layer latencies (ms) on one target and runtime, measured on demand and kept in ``path``."""
+
+    def __init__(self, path: Path | None, target: str, runtime: str, version: str,
+                 measure: Callable[[LayerShape], float]) -> None:
+        self.path, self._measure = path, measure
+        self.header = {"target": target, "runtime": runtime, "version": version}
+        self.entries: dict[str, float] = {}
+        self.measured = 0
+        if path is not None and path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("header") == self.header:
+                self.entries = data["entries"]
+            else:
+                log.info("latency table %s was measured for %s; starting a new one", path, data.get("header"))
+
+    def latency(self, shape: LayerShape) -> float:
+        """p50 in ms of ``shape``, measured the first time it is asked for."""
+        key = shape.key
+        if key not in self.entries:
+            self.entries[key] = self._measure(shape)
+            self.measured += 1
+        return self.entries[key]
+
+    def save(self) -> None:
+        """Write the table (atomically) when it has a path."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"header": self.header, "entries": self.entries}, indent=0))
+        tmp.replace(self.path)
+
+
+def default_table_path(target: str, runtime: str, root: Path | None = None) -> Path:
+    """Where the table of ``target``/``runtime`` is cached (``~/.cache/edgebench/lut`` by default)."""
+    base = root or Path.home() / ".cache" / "edgebench" / "lut"
+    return base / f"{target}--{runtime}.json"
+
+
+def channel_multiple(table: LatencyTable, shape: LayerShape, span: int = 32,
+                     candidates: tuple[int, ...] = (16, 8, 4, 2)) -> int:
+    """The channel multiple this runtime rewards on ``shape``, read from its measured latencies.
+
+    For each candidate ``m`` (largest first), the output widths in the top ``span`` channels that are not
+    multiples of ``m`` are compared with the next multiple up. If latency fell with every channel, their
+    ratio would be about ``c / ceil_m(c)``; a runtime computing ``m`` channels at a time gives ~1 (or more:
+    ragged widths can take slower kernels). ``m`` matters when the median ratio is closer to 1 than to
+    proportional: pruning to a width below a multiple then buys little or no time. 1 when none does.
+    """
+    top = shape.c_out
+    widths = list(range(max(1, top - span + 1), top + 1))
+    times = {c: table.latency(shape.with_channels(shape.c_in, c)) for c in widths}
+    for m in candidates:
+        pairs = [(c, -(-c // m) * m) for c in widths if c % m and -(-c // m) * m in times]
+        if not pairs:
+            continue
+        measured = float(np.median([times[c] / times[up] for c, up in pairs]))
+        proportional = float(np.median([c / up for c, up in pairs]))
+        if measured >= proportional + 0.5 * (1.0 - proportional):
+            return m
+    return 1

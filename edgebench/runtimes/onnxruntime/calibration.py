@@ -1,0 +1,121 @@
+"""int8 QDQ quantization for ONNX Runtime with a chosen activation-range calibrator.
+
+``minmax`` takes each activation's observed extremes: one outlier among the calibration
+images stretches the scale for every input. ``entropy`` (KL divergence of the histogram,
+as TensorRT's calibrator) and ``percentile`` (the 99.999th percentile of |x|) clip the
+rare tail instead, which is what LiteRT's PT2E histogram observer does too; which one
+is best is measured by ``scripts/study_int8_calibration.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebench.variants import DEFAULT_CALIBRATOR, Calibrator
+
+#: images per calibration call: the exported graph has a dynamic batch, and histograms are built per call
+CALIBRATION_BATCH = 32
+
+
+class ArrayCalibrationReader:
+    """onnxruntime ``CalibrationDataReader`` over a float32 NCHW array, ``batch`` images per call."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch: int = CALIBRATION_BATCH) -> None:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        self._batches: Iterator[np.ndarray] = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+        self._input = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self._batches, None)
+        return None if chunk is None else {self._input: chunk}
+
+
+def _entropy_ranges(prepped: Path, reader: ArrayCalibrationReader, tmp: Path) -> dict[str, list[dict[str, Any]]]:
+    """Activation ranges by KL-divergence search over a 2048-bin histogram (TensorRT's recipe).
+
+    ``quantize_static`` builds its entropy histogram with 128 bins and 128 quantized bins, so its
+    search has a single candidate: the full range, the same scales as minmax (measured here). The
+    calibrator is therefore run directly with more bins and its ranges passed as tensor overrides.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    calibrator = create_calibrator(prepped, augmented_model_path=str(tmp / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": 2048, "num_quantized_bins": 128})
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+    return {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+            for name, (lo, hi) in ((n, ranges[n].range_value) for n in ranges.data)}
+
+
+def output_op_types(model_path: Path) -> list[str]:
+    """Op types of the nodes that produce the graph outputs (the logits)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    outputs = {o.name for o in graph.output}
+    return sorted({n.op_type for n in graph.node if outputs & set(n.output)})
+
+
+def quantize_qdq(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: np.ndarray,
+    *,
+    calibrator: Calibrator = DEFAULT_CALIBRATOR,
+    per_channel: bool = True,
+    reduce_range: bool = True,
+    symmetric_activations: bool = False,
+    signed_activations: bool = False,
+    float_logits: bool = True,
+    nodes_to_quantize: list[str] | None = None,
+) -> dict[str, Any]:
+    """Static int8 QDQ model of ``fp32_path`` calibrated on ``calibration`` (NCHW float32 images).
+
+    Defaults are edgebench's artifact settings, each measured by the calibration study:
+    s8 per-channel weights in 7 bits (``reduce_range``: x86 CPUs without VNNI multiply u8 x s8 pairs
+    into saturating 16-bit sums, which 8-bit weights overflow), u8 asymmetric activations, and
+    float logits (``float_logits``: quantizing the output clips every logit outside the range the
+    calibration images reached). Returns the settings used, to be recorded with the artifact.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    settings = {"calibrator": calibrator, "per_channel": per_channel, "reduce_range": reduce_range,
+                "symmetric_activations": symmetric_activations, "signed_activations": signed_activations,
+                "float_logits": float_logits, "calibration_images": len(calibration)}
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    extra: dict[str, Any] = {"ActivationSymmetric": symmetric_activations}
+    if float_logits:
+        extra["OpTypesToExcludeOutputQuantization"] = output_op_types(fp32_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        method = CalibrationMethod.Percentile if calibrator == "percentile" else CalibrationMethod.MinMax
+        if calibrator == "entropy":
+            extra["TensorQuantOverrides"] = _entropy_ranges(prepped, ArrayCalibrationReader(calibration, input_name),
+                                                            Path(tmp))
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(prepped),
+                str(out_path),
+                ArrayCalibrationReader(calibration, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QInt8 if signed_activations else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                nodes_to_quantize=nodes_to_quantize,
+                extra_options=extra,
+            )
+    return settings

@@ -1,0 +1,143 @@
+"""OpenVINO CPU backend: one compiled model per batch size, threads and streams from the target.
+
+OpenVINO compiles a static-shape model faster than a dynamic one, so the batch
+the target asks for is fixed at load; a call with another batch (the accuracy
+pass's last chunk) compiles that shape once more and keeps it. The target's
+``threads`` become ``INFERENCE_NUM_THREADS``; ``backend_options.openvino.streams``
+(default 1: single-stream latency) becomes ``NUM_STREAMS``. OpenVINO gives each stream at least one
+thread, so more streams than threads run as that many streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgebench.errors import ArtifactError, require_module
+from edgebench.profile.table import LayerProfile
+from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
+from edgebench.runtimes.openvino import OPENVINO
+
+log = logging.getLogger(__name__)
+
+#: OpenVINO's own names of the properties edgebench sets
+THREADS, STREAMS, HINT, PRECISION, PERF_COUNT = (
+    "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "PERF_COUNT")
+
+
+def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[str, Any]:
+    """CPU plugin properties for ``settings``; ``perf_count`` turns on per-node counters (profiling only).
+
+    Threads and streams are set explicitly, so no performance hint is needed; one given in the target's
+    options is passed on. Each stream needs a thread: OpenVINO caps streams at the thread count.
+    """
+    streams = int(settings.options.get("streams", 1))
+    if streams > settings.threads:
+        log.warning("openvino: %d streams on %d thread(s) run as %d stream(s)", streams, settings.threads,
+                    settings.threads)
+    config: dict[str, Any] = {
+        THREADS: settings.threads,
+        STREAMS: streams,
+        # fp32 artifacts must run in fp32: CPUs with bf16/AMX would otherwise downcast by default.
+        # int8 QDQ models still run their quantized layers as int8 under this hint.
+        PRECISION: "f32",
+        PERF_COUNT: perf_count,
+    }
+    if "performance_hint" in settings.options:
+        config[HINT] = str(settings.options["performance_hint"])
+    return config
+
+
+def read_onnx(core: Any, artifact: Path) -> Any:
+    """The ``ov.Model`` of an ONNX artifact, with a clear error when it is missing or unreadable."""
+    if not artifact.is_file():
+        raise ArtifactError(f"ONNX model not found: {artifact}; re-run the export stage (edgebench run)")
+    try:
+        return core.read_model(str(artifact))
+    except RuntimeError as exc:
+        raise ArtifactError(f"OpenVINO cannot read {artifact}: {exc}. Delete it and re-export.") from exc
+
+
+def compile_for_batch(core: Any, model: Any, batch: int, config: dict[str, Any]) -> Any:
+    """Fix the model's batch dimension to ``batch`` and compile it for the CPU."""
+    shaped = model.clone()
+    shape = shaped.input(0).get_partial_shape()
+    shape[0] = batch
+    shaped.reshape({shaped.input(0): shape})
+    return core.compile_model(shaped, "CPU", config)
+
+
+class OpenVinoSession(Session):
+    """A synchronous infer request per compiled batch size; numpy NCHW float32 in, float32 logits out."""
+
+    def __init__(self, core: Any, model: Any, settings: BackendSettings, artifact: Path) -> None:
+        self._core, self._model, self._settings, self._artifact = core, model, settings, artifact
+        self._config = compile_config(settings)
+        self._requests: dict[int, Any] = {}
+        self._request(settings.batch_size)
+
+    def _request(self, batch: int) -> Any:
+        if batch not in self._requests:
+            self._requests[batch] = compile_for_batch(self._core, self._model, batch, self._config).create_infer_request()
+        return self._requests[batch]
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        request = self._request(inputs.shape[0])
+        request.infer({0: inputs})
+        return request.get_output_tensor(0).data.astype(np.float32, copy=True)
+
+    def details(self) -> dict[str, Any]:
+        """OpenVINO version, the compiled streams/threads, and the precisions its kernels actually run in."""
+        import openvino as ov
+
+        compiled = next(iter(self._requests.values())).get_compiled_model()
+        precisions: dict[str, int] = {}
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str).startswith(("Convolution", "FullyConnected", "GroupConvolution")):
+                runtime = info["runtimePrecision"].astype(str)
+                precisions[runtime] = precisions.get(runtime, 0) + 1
+        return {
+            "openvino": ov.__version__,
+            "threads": int(compiled.get_property(THREADS)),
+            "streams": int(compiled.get_property(STREAMS)),
+            "conv_fc_runtime_precisions": precisions,
+        }
+
+    def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
+        """The CPU plugin's performance counters, from a second compiled model with PERF_COUNT on."""
+        from edgebench.runtimes.openvino.profile import profile_openvino
+
+        return profile_openvino(self._artifact, batch, self._settings, runs=runs)
+
+    def close(self) -> None:
+        self._requests.clear()
+
+
+@BACKENDS.register("openvino")
+class OpenVinoBackend(Backend):
+    """ONNX artifacts (fp32, QDQ int8) on OpenVINO's CPU plugin."""
+
+    class Options(BaseModel):
+        """``backend_options.openvino`` of a target."""
+
+        model_config = ConfigDict(extra="forbid")
+        streams: int = Field(1, ge=1, description="NUM_STREAMS (parallel inference requests); at most threads")
+        performance_hint: str | None = Field(None, description="PERFORMANCE_HINT: LATENCY or THROUGHPUT; "
+                                             "threads and streams are set explicitly, so none is needed")
+
+    name = "openvino"
+    formats = ("onnx",)
+    needs = (OPENVINO,)
+
+    def load(self, artifact: Path, settings: BackendSettings) -> Session:
+        ov = require_module("openvino", "openvino", "backend 'openvino'")
+        options = self.Options.model_validate(settings.options)
+        settings = BackendSettings(settings.threads, settings.batch_size, settings.device, settings.precision,
+                                   options.model_dump(exclude_none=True))
+        core = ov.Core()
+        return OpenVinoSession(core, read_onnx(core, artifact), settings, artifact)

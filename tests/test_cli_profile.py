@@ -1,0 +1,51 @@
+"""``edgebench profile`` and ``bench --profile-layers``: per-layer tables in the terminal, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from edgebench.cli import app
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 8 * 8, 3)).eval()
+    path = tmp_path_factory.mktemp("cli") / "m.onnx"
+    export_fp32_onnx(model, torch.zeros(1, 1, 8, 8), path)
+    return path
+
+
+def test_profile_prints_layers_of_the_artifact_on_a_target(onnx_file: Path) -> None:
+    result = runner.invoke(app, ["profile", str(onnx_file), "--target", "local-cpu", "--input-shape", "1,8,8",
+                                 "--runs", "10"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "m.onnx on local-cpu (onnxruntime, 1 thread(s))" in result.output
+    for layer in ("0", "2", "5"):  # the Sequential's conv, conv and linear module paths
+        assert f"│ {layer} " in result.output
+    assert "not conv/gemm compute" in result.output and "of the timed p50" in result.output
+
+
+def test_bench_profile_layers_adds_the_table(onnx_file: Path) -> None:
+    result = runner.invoke(app, ["bench", str(onnx_file), "--input-shape", "1,8,8", "--min-time-s", "0.05",
+                                 "--profile-layers"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "p50 ms" in result.output and "per-layer profile: onnxruntime" in result.output
+
+
+def test_profile_wrong_backend_is_one_line(onnx_file: Path) -> None:
+    result = runner.invoke(app, ["profile", str(onnx_file), "--target", "local-cpu", "--backend", "litert",
+                                 "--input-shape", "1,8,8"])
+    assert result.exit_code == 2 and "not one of the target's (torch, onnxruntime)" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["profile", str(onnx_file), "--target", "local-litert", "--input-shape", "1,8,8"])
+    assert result.exit_code == 2 and "none of the target's backends (litert) reads m.onnx" in result.output

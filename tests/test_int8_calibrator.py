@@ -1,0 +1,69 @@
+"""The int8 calibrator setting: validated in the experiment, in int8 artifacts' identity only, applied by the
+ONNX exporter (entropy ranges, float logits, 7-bit weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+
+from edgebench.config import load_experiment
+from edgebench.errors import ConfigError
+from edgebench.models import create_model
+from edgebench.plan import plan_fp32_variants, quantized
+from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.variants import QuantSpec, spec_hash
+
+
+def _experiment(tmp_path: Path, quantization: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "quantization": quantization}))
+    return path
+
+
+def test_calibrator_is_validated_with_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"quantization.calibrator.*'minmax', 'entropy' or 'percentile'"):
+        load_experiment(_experiment(tmp_path, {"calibrator": "kl"}))
+    assert load_experiment(_experiment(tmp_path, {"calibrator": "percentile"})).quantization.calibrator == "percentile"
+    with pytest.raises(ValueError, match="int8 static quantization only"):
+        QuantSpec(precision="fp32", calibrator="minmax")
+
+
+def test_calibrator_changes_int8_artifacts_only(tmp_path: Path) -> None:
+    minmax = load_experiment(_experiment(tmp_path, {"calibrator": "minmax"}))
+    entropy = load_experiment(_experiment(tmp_path, {"calibrator": "entropy"}))
+    base = plan_fp32_variants(minmax)[0]
+    for precision in ("fp32", "fixed", "int8_dynamic"):
+        spec = quantized(base, precision, minmax)
+        assert spec.id == quantized(base, precision, entropy).id
+        legacy = spec.model_dump(mode="json")
+        del legacy["quant"]["calibrator"]
+        assert spec.id == spec_hash(legacy)  # ids (and cached artifacts) of other precisions did not change
+    int8 = quantized(base, "int8", minmax)
+    assert int8.quant.calibrator == "minmax" and int8.id != quantized(base, "int8", entropy).id
+
+
+def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path: Path) -> None:
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    x[0] *= 20  # one outlier image: minmax stretches its ranges to it, entropy clips it
+    export_fp32_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx")
+    scales = {}
+    for calibrator in ("minmax", "entropy"):
+        settings = quantize_qdq(tmp_path / "fp32.onnx", tmp_path / f"{calibrator}.onnx", x, calibrator=calibrator)
+        assert settings["calibrator"] == calibrator and settings["reduce_range"] and settings["float_logits"]
+        graph = onnx.load(str(tmp_path / f"{calibrator}.onnx")).graph
+        scales[calibrator] = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer
+                              if i.name == "input_scale"}["input_scale"]
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        assert producer[graph.output[0].name] == "Gemm"  # logits leave the Gemm as float, not through Q/DQ
+        weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_quantized")]
+        assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)  # 7 bits, not 127
+    assert scales["entropy"] < 0.5 * scales["minmax"]  # a real KL search, not minmax's full range

@@ -1,0 +1,83 @@
+"""OpenVINO runtime: the ONNX artifacts (fp32 and QDQ int8) through the worker, threads/streams from settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
+
+from edgebench.errors import ArtifactError
+from edgebench.executor.runners import runner_for
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.measure.worker import execute
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
+from edgebench.targets import get_target
+from edgebench.variants import QuantSpec
+
+FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 4)).eval()
+    tmp = tmp_path_factory.mktemp("ov")
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    np.savez(tmp / "eval.npz", x=x, y=logits.argmax(1))  # labels = fp32 predictions: fp32 accuracy must be 1
+    np.savez(tmp / "ref.npz", logits=logits[:16])
+    exporter = get_exporter("onnx")
+    paths = {p: exporter.export(model, QuantSpec(precision=p, calibration_samples=64), x, tmp / f"{p}.onnx")
+             for p in ("fp32", "int8")}
+    return {**paths, "eval": tmp / "eval.npz", "ref": tmp / "ref.npz"}
+
+
+def _job(artifacts: dict[str, Path], precision: str) -> Job:
+    return Job(job_id=precision, variant_id="v", target="local-openvino", backend="openvino", precision=precision,
+               artifact=str(artifacts[precision]), eval_data=str(artifacts["eval"]), reference=str(artifacts["ref"]),
+               measure=FAST)
+
+
+def test_fp32_matches_pytorch_with_target_threads_and_streams(artifacts: dict[str, Path]) -> None:
+    result = execute(_job(artifacts, "fp32"))
+    assert result.status == "ok", result.error
+    assert result.accuracy == 1.0 and result.max_abs_diff < 1e-4
+    assert result.latency_ms["p50"] > 0 and len(result.samples_ns) >= FAST.min_iters
+    assert result.details["threads"] == 1 and result.details["streams"] == 1
+    assert result.details["conv_fc_runtime_precisions"] == {"f32": 3}  # fp32 really runs in fp32
+
+
+def test_int8_qdq_runs_integer_kernels(artifacts: dict[str, Path]) -> None:
+    result = execute(_job(artifacts, "int8"))
+    assert result.status == "ok", result.error
+    precisions = result.details["conv_fc_runtime_precisions"]
+    assert set(precisions) & {"u8", "i8"}, precisions  # the convolutions execute quantized
+    assert 0 < result.max_abs_diff < 0.5 and result.accuracy >= 0.85
+
+
+def test_other_batch_sizes_and_streams_setting(artifacts: dict[str, Path]) -> None:
+    session = get_backend("openvino").load(artifacts["fp32"], BackendSettings(threads=2, batch_size=4,
+                                                                              options={"streams": 2}))
+    x = np.load(artifacts["eval"])["x"]
+    full = session.run(x[:4])
+    assert full.shape == (4, 4) and full.dtype == np.float32
+    np.testing.assert_allclose(session.run(x[:3]), full[:3], atol=1e-5)  # a second compiled shape
+    assert session.details()["streams"] == 2
+
+
+def test_missing_artifact_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="ONNX model not found"):
+        get_backend("openvino").load(tmp_path / "nope.onnx", BackendSettings())
+
+
+def test_local_openvino_target_is_available() -> None:
+    target = get_target("local-openvino")
+    assert target.backends == ["openvino"] and target.threads == 1
+    assert runner_for(target).available() is None

@@ -1,0 +1,203 @@
+"""Per-layer profiles: real ORT / OpenVINO / torch.profiler runs mapped to PyTorch layers, hls4ml reports."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgebench.models import create_model
+from edgebench.models.cost import count_macs
+from edgebench.profile.onnx_layers import OnnxLayerMap
+from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerProfile, LayerRow, format_profile, macs_time_gaps
+from edgebench.runtimes.hls4ml.profile import profile_hls4ml
+from edgebench.runtimes.hls4ml.report import write_synthesis
+from edgebench.runtimes.litert.profile import profile_litert
+from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
+from edgebench.runtimes.torch.profile import profile_torch
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, dict[str, Path], np.ndarray]:
+    """ResNet-8 (residual adds, 1x1 projections, BN folded by the exporter) as fp32 and QDQ int8 ONNX."""
+    torch.manual_seed(0)
+    model = create_model("resnet56_cifar", num_classes=10, in_channels=3, depth=8).eval()
+    x = np.random.default_rng(0).standard_normal((16, *SHAPE)).astype(np.float32)
+    tmp = tmp_path_factory.mktemp("profile")
+    paths = {"fp32": tmp / "fp32.onnx", "int8": tmp / "int8.onnx"}
+    export_fp32_onnx(model, torch.from_numpy(x[:1]), paths["fp32"])
+    quantize_qdq(paths["fp32"], paths["int8"], x)
+    return model, paths, x
+
+
+def _conv_linear_paths(model: torch.nn.Module) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
+
+
+def _check_rows(profile: LayerProfile, model: torch.nn.Module) -> None:
+    """Every conv/linear is one row with the right MACs, measured time, and shares adding up to 1."""
+    assert profile.status == "ok" and profile.run_ms > 0
+    rows = {r.layer: r for r in profile.rows}
+    layers = _conv_linear_paths(model)
+    assert layers <= set(rows), layers - set(rows)
+    assert sum(rows[name].macs for name in layers) == count_macs(model, SHAPE)
+    assert all(rows[name].time_ms > 0 and rows[name].compute_ms > 0 for name in layers if "fc" not in name)
+    assert sum(r.time_share for r in profile.rows) == pytest.approx(1.0)
+    assert sum(r.macs_share for r in profile.rows) == pytest.approx(1.0)
+    assert rows["stages.1.conv1"].c_in == 16 and rows["stages.1.conv1"].c_out == 32  # depth 8: widths 16/32/64
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnxruntime_profile_maps_every_operator_to_a_layer(resnet, precision: str) -> None:
+    model, paths, x = resnet
+    profile = profile_onnxruntime(paths[precision], x[:1], threads=1, runs=10, warmup_runs=2)
+    _check_rows(profile, model)
+    assert profile.runs == 10
+    unmapped = [o for o in profile.ops if o.layer == UNMAPPED_ROW]
+    assert not unmapped, unmapped  # NCHWc reorders, QLinear nodes and inserted transposes all resolve
+    if precision == "int8":
+        assert {o.op_type for o in profile.ops} >= {"QLinearConv"}
+        assert any(o.layer == INPUT_ROW and o.op_type == "QuantizeLinear" for o in profile.ops)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the 'openvino' extra is not installed")
+def test_openvino_profile_from_performance_counters(resnet) -> None:
+    from edgebench.runtimes.base import BackendSettings
+    from edgebench.runtimes.openvino.profile import profile_openvino
+
+    model, paths, x = resnet
+    profile = profile_openvino(paths["fp32"], x[:1], BackendSettings(threads=1), runs=10, warmup_runs=2)
+    _check_rows(profile, model)
+    assert {o.op_type for o in profile.ops} >= {"Convolution"}
+
+
+def test_torch_profile_attributes_bn_and_relu_to_their_conv(resnet) -> None:
+    model, _, x = resnet
+    profile = profile_torch(model, x[:1], runs=5, warmup_runs=1)
+    _check_rows(profile, model)
+    ops = {o.name: o for o in profile.ops}
+    assert ops["stages.0.bn1"].layer == "stages.0.conv1" and ops["stem.1"].layer == "stem.0"
+    assert "(outside modules)" in {r.layer for r in profile.rows}  # the residual "+" is functional code
+    assert "not conv/gemm compute" in format_profile(profile, top=3, p50_ms=profile.run_ms)
+
+
+def test_runtime_decorated_names_resolve(resnet) -> None:
+    layers = OnnxLayerMap.from_file(resnet[1]["fp32"])
+    conv = next(name for name, layer in layers.node_layer.items() if layer == "stages.0.conv1")
+    relu_out = next(t for t, layer in layers.tensor_layer.items() if layer == "stages.0.conv1" and "relu" in t)
+    assert layers.layer_of(f"{relu_out}_nchwc_kernel_time") == "stages.0.conv1"  # ORT NCHWc
+    assert layers.layer_of(f"{conv}_token_4") == "stages.0.conv1"  # ORT QDQ fusion
+    assert layers.layer_of(f"input_abcd_acdb_{conv}") == "stages.0.conv1"  # OpenVINO reorder into the conv
+    assert layers.layer_of(f"{conv} + node_relu_1") == "stages.0.conv1"  # TensorRT fusion
+    assert layers.layer_of("Convert_5908") == UNMAPPED_ROW
+
+
+def _row(layer: str, ms: float, macs: int) -> LayerRow:
+    return LayerRow(layer, "Conv", ms, 0.0, ms, macs, 0.0, 8, 8, 1)
+
+
+def test_gaps_list_layers_whose_removed_macs_stayed_time() -> None:
+    base = LayerProfile("onnxruntime", "ok", rows=[_row("a", 1.0, 1000), _row("b", 1.0, 1000), _row("c", 1.0, 1000)])
+    pruned = LayerProfile("onnxruntime", "ok", rows=[_row("a", 0.5, 500), _row("b", 0.95, 500), _row("c", 1.0, 1000)])
+    gaps = macs_time_gaps(base, pruned)
+    assert [g.layer for g in gaps] == ["b"]  # a: proportional; c: nothing removed
+    assert gaps[0].realised == pytest.approx(0.1)
+
+
+def test_hls4ml_without_synthesis_says_why(tmp_path: Path) -> None:
+    write_synthesis(tmp_path, None, "vitis_hls not on PATH")
+    profile = profile_hls4ml(tmp_path)
+    assert profile.status == "not available" and "vitis_hls not on PATH" in profile.reason
+    assert not profile.rows
+
+
+CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
+<profile><UserAssignments><Part>xczu9eg-ffvb1156-2-e</Part><TopModelName>{top}</TopModelName>
+<TargetClockPeriod>5.00</TargetClockPeriod></UserAssignments>
+<PerformanceEstimates><SummaryOfOverallLatency><Best-caseLatency>{cycles}</Best-caseLatency>
+<Worst-caseLatency>{cycles}</Worst-caseLatency><Interval-min>1</Interval-min><Interval-max>1</Interval-max>
+</SummaryOfOverallLatency></PerformanceEstimates><AreaEstimates><Resources><LUT>10</LUT></Resources>
+<AvailableResources><LUT>100</LUT></AvailableResources></AreaEstimates></profile>"""
+
+FIRMWARE = """
+    nnet::conv_2d_cl<input_t, layer2_t, config2>(input_1, layer2_out, w2, b2); // _0
+    nnet::relu<layer2_t, layer3_t, relu_config3>(layer2_out, layer3_out); // _1
+    nnet::dense<layer3_t, result_t, config6>(layer5_out, layer6_out, w6, b6); // _4
+"""
+
+
+def test_hls4ml_per_layer_latency_from_synthesis_reports(tmp_path: Path) -> None:
+    report_dir = tmp_path / "edgebench_prj" / "solution1" / "syn" / "report"
+    report_dir.mkdir(parents=True)
+    (report_dir / "edgebench_csynth.xml").write_text(CSYNTH.format(top="edgebench", cycles=300))
+    for module, cycles in (("conv_2d_cl_ap_fixed_config2_s", 200), ("relu_ap_fixed_relu_config3_s", 20),
+                           ("dense_latency_config6_s", 80), ("fill_buffer_1", 5)):
+        (report_dir / f"{module}_csynth.xml").write_text(CSYNTH.format(top=module, cycles=cycles))
+    (tmp_path / "firmware").mkdir()
+    (tmp_path / "firmware" / "edgebench.cpp").write_text(FIRMWARE)
+    (tmp_path / "synthesis.json").write_text('{"status": "synthesised"}')
+    profile = profile_hls4ml(tmp_path)
+    rows = {r.layer: r for r in profile.rows}
+    assert profile.status == "ok" and set(rows) == {"_0", "_1", "_4"}  # helper functions below layers dropped
+    assert rows["_0"].time_ms == pytest.approx(200 * 5.0 / 1e6) and profile.run_ms == pytest.approx(300 * 5.0 / 1e6)
+    assert rows["_0"].time_share == pytest.approx(200 / 300)
+
+
+def test_litert_profile_is_not_available_with_reason() -> None:
+    profile = profile_litert()
+    assert profile.status == "not available" and "benchmark_model" in profile.reason
+
+
+@pytest.mark.hardware
+def test_tensorrt_layer_profiler(resnet) -> None:
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU machine)")
+    from edgebench.runtimes.base import BackendSettings, get_backend
+    from edgebench.runtimes.tensorrt.profile import profile_tensorrt
+
+    model, paths, x = resnet
+    reason = get_backend("tensorrt").available()
+    if reason:
+        pytest.skip(reason)
+    import tensorrt as trt
+
+    session = get_backend("tensorrt").load(paths["fp32"], BackendSettings(device="cuda"))
+    profile = profile_tensorrt(trt, session._context, lambda: (session.run(x[:1]), session.sync()),
+                               OnnxLayerMap.from_file(paths["fp32"]), runs=5, warmup_runs=1)
+    assert profile.status == "ok" and {r.layer for r in profile.rows} >= _conv_linear_paths(model)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_worker_records_the_profile_after_the_timed_window(resnet, tmp_path: Path, backend: str) -> None:
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("the 'openvino' extra is not installed")
+    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.measure.worker import execute
+
+    model, paths, x = resnet
+    np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(len(x), dtype=np.int64))
+    measure = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, profile_layers=True, profile_runs=5)
+    job = Job(job_id="j", variant_id="v", target="t", backend=backend, artifact=str(paths["int8"]), precision="int8",
+              eval_data=str(tmp_path / "eval.npz"), measure=measure)
+    result = execute(job)
+    assert result.status == "ok", result.error
+    profile = LayerProfile.from_dict(result.layer_profile)
+    assert profile.runtime == backend and profile.runs == 5
+    _check_rows(profile, model)
+    without = execute(job.model_copy(update={"measure": measure.model_copy(update={"profile_layers": False})}))
+    assert without.layer_profile is None
+
+
+def test_profiling_fields_stay_out_of_json_when_unused() -> None:
+    """Workers and controllers of an older edgebench (a device not yet upgraded) forbid unknown fields."""
+    from edgebench.measure.job import JobResult, MeasureSettings
+
+    assert "profile" not in MeasureSettings().model_dump_json()
+    assert MeasureSettings(profile_layers=True).model_dump()["profile_runs"] == 50
+    assert "layer_profile" not in JobResult(job_id="j", status="ok").model_dump_json()
