@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 
@@ -17,15 +16,6 @@ def pid_after(seconds: float) -> int:
     """Sleep (a stand-in for a remote board's timed window) and say which process ran it."""
     time.sleep(seconds)
     return os.getpid()
-
-
-def segfault() -> None:
-    """Dereference a null pointer: the worker dies of SIGSEGV."""
-    ctypes.string_at(0)
-
-
-def raise_value_error() -> None:
-    raise ValueError("bad value inside the job")
 
 
 def allocate_and_report_peak(megabytes: int, keep: bool = False) -> tuple[int, float]:

@@ -19,7 +19,7 @@ from edgebench.measure.job import Job, MeasureSettings
 
 pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
 
-from edgebench.executor.ray_executor import RayExecutor  # noqa: E402
+from edgebench.executor.ray_executor import RayExecutor
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,10 @@ class LaneScheduler:
         """Free the lane ``task`` held."""
         self.running.pop(id(task), None)
 
+    def running_tasks(self) -> list[Task]:
+        """The tasks started and not yet finished."""
+        return [r.task for r in self.running.values()]
+
     def take_queued(self, predicate: Callable[[Task], bool]) -> list[Task]:
         """Remove and return the queued (not running) tasks matching ``predicate``."""
         taken = [task for task in self.queue if predicate(task)]

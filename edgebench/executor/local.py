@@ -2,8 +2,8 @@
 
 Workers are spawned (not forked: no copies of torch's thread pools), import what they need once, and
 take tasks over a pipe. Isolation is per process: a crash (SIGSEGV), a hang past the task's timeout or
-an exception fails only that task, with the signal or exception and the worker's stderr tail recorded;
-a crashed or killed worker is replaced by a fresh one for the next task. A worker is recycled after
+an exception fails only that task, with the signal or traceback and the worker's stderr tail recorded;
+the worker of a failed task is replaced by a fresh one for the next task. A worker is recycled after
 ``max_tasks_per_worker`` tasks or once its RSS exceeds ``max_rss_mb``, so a leak cannot creep into
 later peak-RSS figures. Worker kinds are kept apart (one per runtime and thread count), so a runtime's
 resident memory never shows up in another runtime's peak RSS.
@@ -225,7 +225,9 @@ class LocalExecutor(Executor):
         worker.tasks_done += 1
         worker.task, worker.last_used = None, time.monotonic()
         reason = None
-        if worker.tasks_done >= self.max_tasks_per_worker:
+        if outcome.status != "ok":
+            reason = "its task raised: the runtime may have been left half set up"
+        elif worker.tasks_done >= self.max_tasks_per_worker:
             reason = f"after {worker.tasks_done} tasks"
         elif outcome.rss_mb is not None and outcome.rss_mb > self.max_rss_mb:
             reason = f"RSS {outcome.rss_mb:.0f} MiB > {self.max_rss_mb:g} MiB"
