@@ -1,112 +1,26 @@
-"""A real Ray cluster for the executor tests: a head and a second node started with `ray start`.
-
-One cluster per test session (started on first use), on its own ports and temp directories, on the
-loopback address 127.0.0.2 (Ray turns 127.0.0.1 into the machine's network address), torn down after.
-Tests that need a node they can kill add one of their own with ``RayCluster.add_node``.
-"""
+"""Shared fixtures: one real Ray cluster per test session (a head and a node with two fake boards)."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import json
-import os
-import random
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ray_cluster import RayCluster, start_cluster
 
-TESTS = Path(__file__).resolve().parent
-NODE_IP = "127.0.0.2"
 #: the second node's fake boards
 BOARDS = {"board:a": 1, "board:b": 1}
 
 
-@dataclass
-class RayCluster:
-    """A head started by the tests, plus the nodes added to it."""
-
-    address: str
-    temp_root: Path
-    env: dict[str, str]
-    ports: Iterator[int]
-    processes: list[subprocess.Popen] = field(default_factory=list)
-
-    def _start(self, args: list[str], log_name: str) -> subprocess.Popen:
-        temp_dir = self.temp_root / log_name
-        temp_dir.mkdir()
-        p = self.ports
-        base = next(p)
-        command = [
-            str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats",
-            f"--node-ip-address={NODE_IP}", f"--temp-dir={temp_dir}", f"--node-manager-port={base}",
-            f"--object-manager-port={base + 1}", f"--metrics-export-port={base + 2}",
-            f"--dashboard-agent-listen-port={base + 3}", f"--dashboard-agent-grpc-port={base + 4}",
-            f"--runtime-env-agent-port={base + 5}", f"--min-worker-port={base + 10}", f"--max-worker-port={base + 60}",
-            "--object-store-memory=100000000", *args,
-        ]
-        log = (self.temp_root / f"{log_name}.log").open("w")
-        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes.append(process)
-        return process
-
-    def add_node(self, name: str, resources: dict[str, float], num_cpus: int = 0, timeout_s: float = 60) -> subprocess.Popen:
-        """Start a node joining the head with ``resources``; returns once the cluster lists it."""
-        import ray
-
-        process = self._start(["--address", self.address, f"--num-cpus={num_cpus}",
-                               f"--resources={json.dumps(resources)}"], name)
-        deadline = time.monotonic() + timeout_s
-        key = next(iter(resources))
-        while ray.cluster_resources().get(key, 0) < resources[key]:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray node {name} did not join: see {self.temp_root / name}.log")
-            time.sleep(0.2)
-        return process
-
-    def kill(self, process: subprocess.Popen) -> None:
-        """Stop one node the way a board dropping out would look: its processes end."""
-        process.terminate()
-        try:
-            process.wait(30)
-        finally:
-            with contextlib.suppress(ProcessLookupError):  # whatever the node left behind (its session only)
-                os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
+    """Started on first use; tests that must kill a node add one of their own with ``add_node``."""
+    pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
     temp_root = Path(tmp_path_factory.mktemp("ray"))
-    base = random.Random().randrange(20000, 60000, 100)
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
-               PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    head_port = base
-    cluster = RayCluster(f"{NODE_IP}:{head_port}", temp_root, env, itertools.count(base + 100, 100))
-    head = cluster._start(["--head", f"--port={head_port}", "--num-cpus=2", "--include-dashboard=false",
-                           f"--ray-client-server-port={base + 1}"], "head")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
-                break
-            except Exception:
-                if head.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"ray head did not start: see {temp_root}/head.log") from None
-                time.sleep(0.5)
-        cluster.add_node("boards", BOARDS, num_cpus=1)
-        yield cluster
+        with start_cluster(temp_root, head_cpus=2, extra_paths=(Path(__file__).resolve().parent,)) as cluster:
+            cluster.add_node("boards", BOARDS, num_cpus=1)
+            yield cluster
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        for process in reversed(cluster.processes):
-            cluster.kill(process)
         shutil.rmtree(temp_root, ignore_errors=True)
