@@ -148,3 +148,22 @@ def test_scheduler_lets_measurements_on_cores_pinned_apart_run_together_and_boar
     assert started == ["m0", "m1", "a1", "b1"]  # disjoint cores and different boards at once; a2 waits for a1
     scheduler.finished(next(t for t in list(scheduler.running_tasks()) if t.key == "a1"))
     assert [t.key for t, _ in scheduler.start_ready()] == ["a2"]  # the export still waits for both measurements
+
+
+def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
+    tasks = [
+        call_task("build", "build", pid_after, 0.3),
+        Task(key="export", kind="export", fn=pid_after, args=(0,), after=("build",)),
+        Task(key="measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("export",)),
+        Task(key="broken-export", kind="export", fn=allocate_and_report_peak, args=("not a size",), after=("build",)),
+        Task(key="orphan-measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("broken-export",)),
+    ]
+    with LocalExecutor(workers=2) as executor:
+        results = list(executor.run(tasks))
+    order = [r.key for r in results]
+    assert sorted(order) == sorted(t.key for t in tasks)
+    assert order.index("build") < order.index("export") < order.index("measure")
+    span = {r.key: (r.started, r.ended) for r in results if r.started}
+    assert span["export"][0] >= span["build"][1]
+    orphan = next(r for r in results if r.key == "orphan-measure")
+    assert not orphan.ok and orphan.error.startswith("export broken-export failed: TypeError")

@@ -75,6 +75,8 @@ class Task:
     resources: dict[str, float] = field(default_factory=dict)
     #: what the caller wants back with the result (e.g. the planned job); never sent to a worker
     context: Any = None
+    #: keys of tasks that must have finished ok first (the export a measurement reads)
+    after: tuple[str, ...] = ()
     attempts: int = 0
 
 
@@ -126,10 +128,35 @@ class Executor(ABC):
         """Stop every worker this executor started."""
 
     def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
-        """Submit ``tasks`` and yield their results as they finish."""
-        for task in tasks:
-            self.submit(task)
-        yield from self.results()
+        """Submit ``tasks`` and yield their results as they finish.
+
+        A task whose ``after`` names other tasks is submitted once they all finished ok; when one of them
+        failed, the task is not run and yields a failed result that says which and why.
+        """
+        waiting: list[Task] = []
+        done: dict[str, TaskResult] = {}
+
+        def release() -> Iterator[TaskResult]:
+            while True:
+                blocked = next(((t, done[k]) for t in waiting for k in t.after if k in done and not done[k].ok), None)
+                if blocked is None:
+                    break
+                task, cause = blocked
+                waiting.remove(task)
+                done[task.key] = TaskResult(task, "failed", error=f"{cause.task.kind} {cause.key} failed: {cause.error}")
+                yield done[task.key]
+            for task in [t for t in waiting if all(k in done for k in t.after)]:
+                waiting.remove(task)
+                self.submit(task)
+
+        waiting.extend(tasks)
+        yield from release()
+        for result in self.results():  # dependents submitted by release() are picked up by the same loop
+            done[result.key] = result
+            yield result
+            yield from release()
+        for task in waiting:  # a prerequisite that was not among the tasks
+            yield TaskResult(task, "failed", error=f"prerequisites never ran: {', '.join(task.after)}")
 
     def __enter__(self) -> Executor:
         return self
