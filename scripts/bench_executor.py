@@ -115,7 +115,7 @@ def _build_tasks(n: int) -> list[Task]:
     exp = load_experiment(None)
     ratios = [round(0.1 + 0.8 * i / 5, 2) for i in range(6)]
     exp = exp.model_copy(update={"pruning": exp.pruning.model_copy(update={"ratios": ratios}),
-                                 "training": exp.training.model_copy(update={"epochs": 6})})
+                                 "training": exp.training.model_copy(update={"epochs": 8})})
     specs = [s for s in plan_fp32_variants(exp) if s.prune is not None][:n]
     splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
     return [call_task(spec.id, "build", build_fp32_model, spec, splits) for spec in specs]
@@ -142,7 +142,7 @@ def bench_builds(n: int) -> None:
         with RayExecutor() as executor:
             ray_s, results = _makespan(executor, _build_tasks(n))
     nodes = {r.where.split(" node ")[1].split()[0] for r in results}
-    print(f"builds: {n} variant builds (digits_cnn, pruned while training, 6 epochs), 2 CPUs either way "
+    print(f"builds: {n} variant builds (digits_cnn, pruned while training, 8 epochs), 2 CPUs either way "
           f"(load {load()}): local executor {local_s:.1f} s, Ray 2-node cluster {ray_s:.1f} s on {len(nodes)} nodes, "
           f"local/Ray {local_s / ray_s:.2f}x")
 

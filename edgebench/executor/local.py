@@ -156,6 +156,9 @@ class LocalExecutor(Executor):
         self._processes.remove(worker)
 
     def _worker_for(self, kind: WorkerKind) -> _Worker:
+        for worker in [w for w in self._idle if not w.process.is_alive()]:  # died while idle (OOM killer)
+            self._idle.remove(worker)
+            self._retire(worker, kill=True)
         for worker in self._idle:
             if worker.kind == kind:
                 self._idle.remove(worker)

@@ -182,10 +182,10 @@ class RayExecutor(Executor):
             if self._lane_gone(flight.lane, flight.task):
                 return self._lost(flight, "its node left the cluster")
             return TaskResult(flight.task, "failed", error=f"Ray worker crashed: {str(exc).splitlines()[0]}",
-                              detail=str(exc), where="ray", wall_s=wall)
+                              detail=str(exc), where=f"ray {flight.lane}", wall_s=wall)
         except exceptions.RayError as exc:
             return TaskResult(flight.task, "failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                              detail=str(exc), where="ray", wall_s=wall)
+                              detail=str(exc), where=f"ray {flight.lane}", wall_s=wall)
         return TaskResult(flight.task, "ok" if outcome.status == "ok" else "failed", value=outcome.value,
                           error=outcome.error, detail=outcome.detail, where=f"ray {outcome.host} pid {outcome.pid}",
                           started=outcome.started, ended=outcome.ended, wall_s=wall)

@@ -25,7 +25,11 @@ STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this worker when the sweep's process dies (a `kill -9` of the driver)."""
+    """Have the kernel kill this worker when the sweep's process dies (a `kill -9` of the driver).
+
+    The kernel ties this to the thread that started the worker: executors are driven from one thread
+    that lives as long as the sweep.
+    """
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the worker still exits on the pipe's EOF
         ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
