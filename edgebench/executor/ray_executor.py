@@ -136,6 +136,8 @@ class RayExecutor(Executor):
                                                                 "EDGEBENCH_WORKER_KIND": task.worker.name}}}
         if task.resources:
             options.update(num_cpus=0, resources=task.resources)
+        elif not lane.name.startswith(NODE_PREFIX):  # a board without a Ray resource: this driver serialises it
+            options.update(num_cpus=0)
         else:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
