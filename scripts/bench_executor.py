@@ -49,8 +49,8 @@ def digits_onnx(root: Path) -> tuple[Path, Path]:
     import torch
 
     from edgebench.data import load_dataset
-    from edgebench.export.base import get_exporter
     from edgebench.models import create_model
+    from edgebench.runtimes.base import get_exporter
     from edgebench.variants import QuantSpec
 
     splits = load_dataset("digits", seed=0)

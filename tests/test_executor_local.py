@@ -15,8 +15,8 @@ from torch import nn
 from edgebench.executor.base import HOST, Lane, LaneScheduler, Task
 from edgebench.executor.local import LocalExecutor
 from edgebench.executor.tasks import call_task, job_result, measure_task
-from edgebench.export.base import get_exporter
 from edgebench.measure.job import Job, MeasureSettings
+from edgebench.runtimes.base import get_exporter
 from edgebench.variants import QuantSpec
 
 FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)

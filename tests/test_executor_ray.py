@@ -14,8 +14,8 @@ from torch import nn
 
 from edgebench.executor.base import Lane, Task
 from edgebench.executor.tasks import call_task, job_result, measure_task
-from edgebench.export.onnx_export import export_fp32_onnx
 from edgebench.measure.job import Job, MeasureSettings
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
 

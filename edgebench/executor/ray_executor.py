@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edgebench.errors import require_module
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult
 from edgebench.executor.inprocess import Outcome, run_task
 
@@ -29,13 +30,7 @@ NODE_PREFIX = "node:"
 
 def import_ray() -> Any:
     """The ray module, or an error naming the extra to install."""
-    try:
-        import ray
-    except ImportError:
-        from edgebench.backends.base import MissingExtraError
-
-        raise MissingExtraError("executor ray", "ray", "ray") from None
-    return ray
+    return require_module("ray", "ray", "the ray executor")
 
 
 def _run_on_node(fn: Any, args: tuple[Any, ...]) -> Outcome:

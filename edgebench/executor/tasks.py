@@ -6,13 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from edgebench.executor.base import HOST, Lane, Task, TaskKind, TaskResult, WorkerKind
-from edgebench.measure.job import Job, JobResult
+from edgebench.measure.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
-
-
-def thread_env(threads: int) -> tuple[tuple[str, str], ...]:
-    """The environment that sizes the runtimes' thread pools (read when they are imported)."""
-    return (("OMP_NUM_THREADS", str(threads)), ("MKL_NUM_THREADS", str(threads)))
 
 
 def measure_lane(resources: dict[str, float] | None = None, cpus: frozenset[int] | None = None) -> Lane:
@@ -39,7 +34,7 @@ def measure_task(
         cpus: cores the target is pinned to; measurements on disjoint pinned cores may run side by side.
         fn, args: another way to run the job (e.g. over SSH on the board), defaults to ``execute(job)``.
     """
-    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t", env=thread_env(job.threads),
+    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t", env=tuple(thread_env(job.threads).items()),
                         preload=("edgebench.measure.worker",))
     return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args,
                 lane=measure_lane(resources, cpus), timed=True, timeout_s=timeout_s, worker=worker,
@@ -49,7 +44,7 @@ def measure_task(
 def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, timeout_s: float = 3600.0,
               threads: int = 1, context: Any = None) -> Task:
     """An untimed task (build a variant, export an artifact) sharing the host's cores with others of its kind."""
-    worker = WorkerKind(name=f"{kind}-{threads}t", env=thread_env(threads))
+    worker = WorkerKind(name=f"{kind}-{threads}t", env=tuple(thread_env(threads).items()))
     return Task(key=key, kind=kind, fn=fn, args=args, timeout_s=timeout_s, worker=worker, context=context)
 
 
