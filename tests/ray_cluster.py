@@ -11,9 +11,11 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,10 +34,12 @@ class RayCluster:
     env: dict[str, str]
     ports: Iterator[int]
     processes: list[subprocess.Popen] = field(default_factory=list)
+    temp_dirs: list[Path] = field(default_factory=list)
 
     def _start(self, args: list[str], log_name: str) -> subprocess.Popen:
-        temp_dir = self.temp_root / log_name
-        temp_dir.mkdir()
+        # Ray's socket paths live under the temp dir and must fit in 107 bytes: keep it short
+        temp_dir = Path(tempfile.mkdtemp(prefix="ebray-"))
+        self.temp_dirs.append(temp_dir)
         p = self.ports
         base = next(p)
         command = [
@@ -61,7 +65,8 @@ class RayCluster:
         key = next(iter(resources))
         while ray.cluster_resources().get(key, 0) < resources[key]:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray node {name} did not join: see {self.temp_root / name}.log")
+                log_tail = (self.temp_root / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"ray node {name} did not join:\n{log_tail}")
             time.sleep(0.2)
         return process
 
@@ -111,3 +116,5 @@ def start_cluster(temp_root: Path, head_cpus: int = 2, head_resources: dict[str,
             ray.shutdown()
         for process in reversed(cluster.processes):
             cluster.kill(process)
+        for temp_dir in cluster.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -93,7 +93,7 @@ def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh
     assert not raised.ok and "cannot load" in raised.error
     assert "Traceback" in raised.detail and "execute" in raised.detail  # the full traceback is kept
     assert pid["ok-5"] != pid["raises"]  # a fresh worker after the failure
-    assert job_result(segv).status == "failed" and job_result(segv).details["error_detail"] == segv.detail
+    assert job_result(segv).status == "failed" and job_result(segv).error_detail == segv.detail
 
 
 def test_peak_rss_is_per_task_in_a_reused_worker():

@@ -95,6 +95,8 @@ class TaskResult:
     ended: float | None = None
     #: seconds from handing the task to a worker until its result was back
     wall_s: float | None = None
+    #: failed because its node or board left the cluster, not because of the job: worth running again
+    lost: bool = False
 
     @property
     def key(self) -> str:
@@ -143,7 +145,8 @@ class Executor(ABC):
                     break
                 task, cause = blocked
                 waiting.remove(task)
-                done[task.key] = TaskResult(task, "failed", error=f"{cause.task.kind} {cause.key} failed: {cause.error}")
+                done[task.key] = TaskResult(task, "failed", error=f"{cause.task.kind} {cause.key} failed: {cause.error}",
+                                            lost=cause.lost)
                 yield done[task.key]
             for task in [t for t in waiting if all(k in done for k in t.after)]:
                 waiting.remove(task)

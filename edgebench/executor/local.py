@@ -32,12 +32,9 @@ from pathlib import Path
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
 from edgebench.executor.inprocess import Outcome
 from edgebench.executor.warm_worker import STACK_DUMP_SIGNAL, worker_main
+from edgebench.measure.worker import stderr_tail
 
 log = logging.getLogger(__name__)
-
-#: lines of a dead worker's stderr kept with its failure
-STDERR_TAIL_LINES = 40
-
 
 @dataclass
 class _Worker:
@@ -78,15 +75,14 @@ def _exit_reason(code: int | None) -> str:
     return f"worker exited with code {code}"
 
 
-def _tail(path: Path, offset: int, lines: int = STDERR_TAIL_LINES) -> str:
-    """The last ``lines`` lines the worker wrote to its log since ``offset`` (this task's output)."""
+def _tail(path: Path, offset: int) -> str:
+    """What the worker wrote to its log since ``offset`` (this task's output), its last lines."""
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
-            text = fh.read().decode(errors="replace")
+            return stderr_tail(fh.read()) or ""
     except OSError:
         return ""
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
 def _innermost(tail: str) -> str:

@@ -205,7 +205,8 @@ class RayExecutor(Executor):
             self.scheduler.add(task, front=True)
             return None
         return TaskResult(task, "failed", error=f"lost: {flight.lane} left the cluster during the task ({why}); "
-                          f"{task.attempts} attempt(s)", where=where, wall_s=time.monotonic() - flight.dispatched)
+                          f"{task.attempts} attempt(s)", where=where, wall_s=time.monotonic() - flight.dispatched,
+                          lost=True)
 
     def _expire(self) -> Iterator[TaskResult]:
         """Cancel tasks past their deadline, and tasks whose board vanished under them."""
@@ -240,7 +241,7 @@ class RayExecutor(Executor):
             return
         for task in self.scheduler.take_queued(lambda t: t.lane in expired and not self._lanes_of(t)):
             needs = task.resources or "a node with CPUs"
-            yield TaskResult(task, "failed", where=f"ray {task.lane}",
+            yield TaskResult(task, "failed", where=f"ray {task.lane}", lost=True,
                              error=f"no node of the Ray cluster offers {needs} (gone for more than "
                                    f"{self.lost_grace_s:g} s): start the board's node with `ray start --address=... "
                                    f"--resources=...` and run the same command again to measure what is missing")

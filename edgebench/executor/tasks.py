@@ -9,20 +9,16 @@ from edgebench.executor.base import HOST, Lane, Task, TaskKind, TaskResult, Work
 from edgebench.measure.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
 
-
-def measure_lane(resources: dict[str, float] | None = None, cpus: frozenset[int] | None = None) -> Lane:
-    """The lane of a measurement: its board when the target names one, else this host's cores."""
-    if resources:
-        return Lane(",".join(sorted(resources)))
-    return Lane(HOST, cpus)
+#: the cores of the machine that runs the task
+HOST_LANE = Lane(HOST)
 
 
 def measure_task(
     job: Job,
     timeout_s: float,
     *,
+    lane: Lane = HOST_LANE,
     resources: dict[str, float] | None = None,
-    cpus: frozenset[int] | None = None,
     fn: Callable[..., JobResult] = execute,
     args: tuple[Any, ...] | None = None,
     context: Any = None,
@@ -30,21 +26,25 @@ def measure_task(
     """A timed task that measures ``job``: ``execute(job)`` in a warm worker of the job's runtime.
 
     Args:
-        resources: the board's Ray resources (e.g. ``{"board:jetson-a": 1}``): the board is the lane.
-        cpus: cores the target is pinned to; measurements on disjoint pinned cores may run side by side.
-        fn, args: another way to run the job (e.g. over SSH on the board), defaults to ``execute(job)``.
+        lane: what the measurement holds alone: this host's cores (all, or the ones the target is pinned
+            to), or the board it runs on.
+        resources: the board's Ray resources (e.g. ``{"board:jetson-a": 1}``), for the Ray executor.
+        fn, args: another way to run the job (the target's runner, e.g. over SSH on the board).
     """
     worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t", env=tuple(thread_env(job.threads).items()),
                         preload=("edgebench.measure.worker",))
-    return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args,
-                lane=measure_lane(resources, cpus), timed=True, timeout_s=timeout_s, worker=worker,
-                resources=dict(resources or {}), context=context)
+    return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args, lane=lane,
+                timed=True, timeout_s=timeout_s, worker=worker, resources=dict(resources or {}), context=context)
 
 
 def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, timeout_s: float = 3600.0,
               threads: int = 1, context: Any = None) -> Task:
-    """An untimed task (build a variant, export an artifact) sharing the host's cores with others of its kind."""
-    worker = WorkerKind(name=f"{kind}-{threads}t", env=tuple(thread_env(threads).items()))
+    """An untimed task (build a variant, export an artifact) sharing the host's cores with other untimed tasks.
+
+    Builds and exports share warm workers (both import torch; nobody reads their peak RSS), so a sweep
+    starts one torch process per core for them, not one per kind.
+    """
+    worker = WorkerKind(name=f"untimed-{threads}t", env=tuple(thread_env(threads).items()))
     return Task(key=key, kind=kind, fn=fn, args=args, timeout_s=timeout_s, worker=worker, context=context)
 
 
@@ -53,7 +53,16 @@ def job_result(result: TaskResult) -> JobResult:
     if result.ok and isinstance(result.value, JobResult):
         job = result.value
     else:
-        details = {"error_detail": result.detail} if result.detail else {}
-        job = JobResult(job_id=result.key, status="failed", error=result.error or "no result", details=details)
+        job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
+                        error_detail=result.detail)
     job.details["ran_on"] = result.where
     return job
+
+
+def run_one(job: Job, timeout_s: float) -> JobResult:
+    """Measure ``job`` in a fresh isolated worker process (``edgebench bench``): a crash or hang is a failed result."""
+    from edgebench.executor.local import LocalExecutor
+
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run([measure_task(job, timeout_s)])
+    return job_result(result)
