@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from edgebench.errors import ArtifactError
 from edgebench.executor.base import HOST, Lane, Task
 from edgebench.executor.runners import LocalRunner, Runner
 from edgebench.executor.tasks import call_task, measure_task
-from edgebench.measure.job import JobResult
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.run_cache import ModelCache, reference_path, write_reference
@@ -57,11 +55,6 @@ def reference_for(spec: VariantSpec, workdir: str, eval_data: str, n: int) -> st
     if built is None:
         raise ArtifactError(f"variant {spec.label} is not in the model cache under {workdir}/models")
     return str(write_reference(spec, built, np.load(eval_data)["x"], n, Path(workdir)))
-
-
-def measure_on(runner: Runner, job: object, files: Sequence[Path]) -> JobResult:
-    """Run a measurement through the target's runner (in a worker that holds the target's lane)."""
-    return runner.run(job, files)  # type: ignore[arg-type]
 
 
 def measure_lane(target: TargetSpec, runner: Runner) -> tuple[Lane, dict[str, float]]:
@@ -140,7 +133,7 @@ def sweep_tasks(
         lane, resources = measure_lane(job.target, runner)
         worker_job = job.to_job(artifact, eval_path, reference)
         task = measure_task(worker_job, _timeout(job.target, exp.run.job_timeout_s), lane=lane, resources=resources,
-                            fn=measure_on, args=(runner, worker_job, (artifact, eval_path, reference)), context=job)
+                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=job)
         task.after = tuple(after)
         measures.append(task)
     return [*builds.values(), *prepared.values(), *measures]

@@ -54,13 +54,13 @@ def time_default_run(workdir: Path) -> float:
 
 def harness_overhead(model: Path, data: Path, iters: int) -> tuple[float, float]:
     """p50 ms of edgebench's worker and of a bare ORT loop, each in a fresh process."""
+    from edgebench.executor.tasks import run_one
     from edgebench.measure.job import Job, MeasureSettings
-    from edgebench.measure.worker import run_isolated
 
     settings = MeasureSettings(warmup_iters=200, min_iters=iters, min_time_s=0, max_iters=iters)
     job = Job(job_id="overhead", variant_id="-", target="local-cpu", backend="onnxruntime", artifact=str(model),
               eval_data=str(data), measure=settings, threads=1)
-    result = run_isolated(job, timeout_s=600)
+    result = run_one(job, timeout_s=600)
     if result.status != "ok":
         raise SystemExit(f"edgebench worker failed: {result.error}")
     env = dict(os.environ, OMP_NUM_THREADS="1")

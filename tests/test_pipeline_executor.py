@@ -26,7 +26,7 @@ def _experiment(tmp_path: Path, targets: list[str], **extra: object) -> Path:
         "name": "executor", "training": {"epochs": 1},
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
         "quantization": {"precisions": ["fp32"]}, "targets": targets,
-        "measurement": {"min_iters": 20, "min_time_s": 0.5, "warmup_iters": 2},
+        "measurement": {"min_iters": 20, "min_time_s": 1.0, "warmup_iters": 2},
         "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")}, **extra,
     }
     path = tmp_path / "exp.yaml"
@@ -43,7 +43,9 @@ def _stored(db: Path) -> int:
 
 
 def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_once(tmp_path: Path) -> None:
-    exp_file = _experiment(tmp_path, ["local-cpu"])
+    target = tmp_path / "ort.yaml"
+    target.write_text(yaml.safe_dump({"backends": ["onnxruntime"]}))
+    exp_file = _experiment(tmp_path, [str(target)])
     command = [sys.executable, "-c", "from edgebench.cli import app; app()", "run", str(exp_file)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     db = tmp_path / "runs" / "results.db"
@@ -67,7 +69,7 @@ def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_onc
         runs = store.runs()
         assert len(runs) == 1  # the killed run was resumed
         df = store.measurements(runs["id"].iloc[0])
-    assert len(df) == 4 and df["job_key"].is_unique and set(df["status"]) == {"ok"}  # 2 variants x (torch, ORT)
+    assert len(df) == 2 and df["job_key"].is_unique and set(df["status"]) == {"ok"}  # 2 variants
     assert all(d["ran_on"].startswith("local ") for d in df["details"])
     assert "where the jobs ran" in finished.stdout
 

@@ -29,7 +29,8 @@ def measure_task(
         lane: what the measurement holds alone: this host's cores (all, or the ones the target is pinned
             to), or the board it runs on.
         resources: the board's Ray resources (e.g. ``{"board:jetson-a": 1}``), for the Ray executor.
-        fn, args: another way to run the job (the target's runner, e.g. over SSH on the board).
+        fn, args: another way to run the job: the target's runner (``runner.run``, over SSH on a board).
+            Keep it in a module that does not import torch, or every measurement worker would carry it.
     """
     worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t", env=tuple(thread_env(job.threads).items()),
                         preload=("edgebench.measure.worker",))

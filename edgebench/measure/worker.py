@@ -70,7 +70,8 @@ def execute(job: Job) -> JobResult:
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
-    details = {**session.details(), "device": device_context()}
+    # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
+    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9}
     energy_j = energy_source = energy_note = idle_w = None
     meter = create_meter(job.energy)
     if meter is not None:
