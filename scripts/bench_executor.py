@@ -12,7 +12,11 @@ builds    >= 16 variant builds (digits_cnn pruned while training) with the local
 farm      16 timed jobs that each hold a board for a fixed time (sleep 1 s, standing in for a remote
           board's measurement) on 4 board resources vs 1; makespan ratio. Target: >= 3.5x.
 
-Usage: python scripts/bench_executor.py [overhead|harness|builds|farm ...] (default: all)
+ssh       what a real farm adds per job: SSH connect and the SFTP copy of each artifact kind (digits_cnn
+          ONNX/torch, and a VGG-16-CIFAR ONNX for a realistic size) to a key-only sshd on 127.0.0.1 (the
+          remote-target tests' server); the loopback has no network latency, a board's link adds it.
+
+Usage: python scripts/bench_executor.py [overhead|harness|builds|farm|ssh ...] (default: all)
 """
 
 from __future__ import annotations
@@ -169,9 +173,50 @@ def bench_farm(jobs: int, boards: int, seconds: float) -> None:
           f"{boards} boards {many:.2f} s, ratio {one / many:.2f}x  (target >= 3.5x; ideal {min(boards, jobs)}x)")
 
 
+def bench_ssh(root: Path, files: list[Path], repeats: int = 5) -> None:
+    from test_remote_ssh import start_sshd
+
+    from edgebench.executor.ssh import _put, connect
+
+    (root / "sshd").mkdir()
+    with start_sshd(root / "sshd") as server:
+        ssh = server.spec().ssh
+        assert ssh is not None
+        connects, copies = [], {f: [] for f in files}
+        for i in range(repeats):
+            start = time.perf_counter()
+            client = connect(ssh)
+            sftp = client.open_sftp()
+            connects.append(time.perf_counter() - start)
+            for f in files:
+                start = time.perf_counter()
+                _put(sftp, f, f"{root}/copy-{i}-{f.name}")
+                copies[f].append(time.perf_counter() - start)
+            client.close()
+    print(f"ssh: loopback sshd, median of {repeats} (load {load()}): connect + SFTP session "
+          f"{statistics.median(connects) * 1e3:.0f} ms")
+    for f, times in copies.items():
+        size = f.stat().st_size
+        print(f"  copy {f.name} ({size / 1024:.0f} KiB): {statistics.median(times) * 1e3:.1f} ms "
+              f"({size / statistics.median(times) / 2**20:.0f} MiB/s)")
+
+
+def vgg16_onnx(root: Path) -> Path:
+    """VGG-16 at CIFAR shape (untrained) as ONNX: the size of a real board's artifact."""
+    import torch
+
+    from edgebench.models import create_model
+    from edgebench.runtimes.base import get_exporter
+    from edgebench.variants import QuantSpec
+
+    torch.manual_seed(0)
+    model = create_model("vgg16_cifar", num_classes=10, in_channels=3).eval()
+    return get_exporter("onnx").export(model, QuantSpec(), np.zeros((1, 3, 32, 32), np.float32), root / "vgg16.onnx")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", default=["overhead", "harness", "builds", "farm"])
+    parser.add_argument("parts", nargs="*", default=["overhead", "harness", "builds", "farm", "ssh"])
     parser.add_argument("--jobs", type=int, default=12, help="measurement jobs for 'overhead'")
     parser.add_argument("--iters", type=int, default=5000, help="timed iterations for 'harness'")
     parser.add_argument("--builds", type=int, default=16)
@@ -183,6 +228,8 @@ def main() -> None:
             bench_overhead(artifact, data, args.jobs)
         if "harness" in args.parts:
             bench_harness(artifact, data, args.iters)
+        if "ssh" in args.parts:
+            bench_ssh(Path(tmp), [artifact, data, vgg16_onnx(Path(tmp))])
     if "builds" in args.parts:
         bench_builds(args.builds)
     if "farm" in args.parts:
