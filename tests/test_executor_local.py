@@ -167,3 +167,17 @@ def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
     assert span["export"][0] >= span["build"][1]
     orphan = next(r for r in results if r.key == "orphan-measure")
     assert not orphan.ok and orphan.error.startswith("export broken-export failed: TypeError")
+
+
+def test_a_measurement_pinned_to_a_core_runs_in_a_worker_pinned_there():
+    import os
+
+    from edgebench.executor.tasks import HOST_LANE
+
+    core = min(os.sched_getaffinity(0))
+    task = measure_task(Job(job_id="p", variant_id="v", target="t", backend="onnxruntime", artifact="-",
+                            eval_data="-"), 30, lane=Lane(HOST, frozenset({core})))
+    task.fn, task.args = os.sched_getaffinity, (0,)
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run([task])
+    assert result.value == {core} and task.worker.cpus == {core} and HOST_LANE.cpus is None

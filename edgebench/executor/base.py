@@ -57,6 +57,8 @@ class WorkerKind:
     env: tuple[tuple[str, str], ...] = ()
     #: modules imported when the worker starts, outside any timed window
     preload: tuple[str, ...] = ()
+    #: cores the worker process is pinned to (a target pinned apart); None = wherever the OS puts it
+    cpus: frozenset[int] | None = None
 
 
 @dataclass

@@ -94,6 +94,11 @@ def _innermost(tail: str) -> str:
     return " | ".join(line.strip() for line in lines[-3:])
 
 
+#: idle workers kept besides one per untimed slot: the measurement kinds of a sweep (torch, ONNX Runtime, LiteRT,
+#: hls4ml, OpenVINO...) each keep their warm worker between jobs
+MAX_IDLE_KINDS = 6
+
+
 class LocalExecutor(Executor):
     """Warm worker processes on this machine, one lane per host (and one per board driven from here).
 
@@ -133,7 +138,7 @@ class LocalExecutor(Executor):
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=worker_main, name=f"edgebench-{kind.name}", daemon=False,
-            args=(child_conn, dict(kind.env), kind.preload, str(log_path), os.getpid()),
+            args=(child_conn, dict(kind.env), kind.preload, str(log_path), os.getpid(), kind.cpus),
         )
         process.start()
         child_conn.close()
@@ -159,8 +164,9 @@ class LocalExecutor(Executor):
             if worker.kind == kind:
                 self._idle.remove(worker)
                 return worker
-        # idle workers of other kinds cost only memory: keep a few, retiring the least recently used
-        while len(self._idle) >= self.workers + 2:
+        # idle workers of other kinds cost only memory (100-400 MiB each), a respawn costs seconds of imports:
+        # keep one per kind of a usual sweep, retiring the least recently used beyond that
+        while len(self._idle) >= self.workers + MAX_IDLE_KINDS:
             oldest = min(self._idle, key=lambda w: w.last_used)
             self._idle.remove(oldest)
             self._retire(oldest)

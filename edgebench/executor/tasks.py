@@ -32,8 +32,9 @@ def measure_task(
         fn, args: another way to run the job: the target's runner (``runner.run``, over SSH on a board).
             Keep it in a module that does not import torch, or every measurement worker would carry it.
     """
-    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t", env=tuple(thread_env(job.threads).items()),
-                        preload=("edgebench.measure.worker",))
+    pinned = f"-cpus{'_'.join(map(str, sorted(lane.cpus)))}" if lane.cpus else ""
+    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}", env=tuple(thread_env(job.threads).items()),
+                        preload=("edgebench.measure.worker",), cpus=lane.cpus)
     return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args, lane=lane,
                 timed=True, timeout_s=timeout_s, worker=worker, resources=dict(resources or {}), context=context)
 

@@ -43,10 +43,13 @@ def _redirect_output(log_path: str) -> None:
     os.dup2(log_file.fileno(), 2)
 
 
-def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...], log_path: str, parent_pid: int) -> None:
+def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...], log_path: str, parent_pid: int,
+                cpus: frozenset[int] | None = None) -> None:
     """Serve tasks until the pipe closes or an empty message asks the worker to stop."""
     _die_with_parent(parent_pid)
     os.environ.update(env)
+    if cpus:  # before any runtime starts its threads: they inherit the mask
+        os.sched_setaffinity(0, cpus)
     _redirect_output(log_path)
     faulthandler.enable()  # a SIGSEGV/SIGABRT leaves the Python stack in the log before the process dies
     faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
