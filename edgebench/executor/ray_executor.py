@@ -137,7 +137,12 @@ class RayExecutor(Executor):
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             node_id = lane.name.removeprefix(NODE_PREFIX)
-            options.update(num_cpus=self._nodes[node_id].cpus if task.timed else 1,
+            node = self._nodes.get(node_id)
+            if node is None:  # it left since the lane was granted: queue the task again, in its place
+                self.scheduler.finished(task)
+                self.scheduler.add(task, front=True)
+                return
+            options.update(num_cpus=node.cpus if task.timed else 1,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
         task.attempts += 1
         ref = self._remote.options(**options).remote(task.fn, task.args)
