@@ -1,18 +1,13 @@
-"""The export stage: every planned artifact, cached by content hash, built in worker processes.
+"""Exported artifacts: where each lives in the cache, whether it is complete, and how one is built.
 
-Exports run in a process pool (one process per core): LiteRT conversion and the hls4ml g++ build
-take seconds per variant, and a converter that crashes takes down its worker, not the run. All
-exports finish before any measurement starts, so they never disturb timing.
+``run_export`` runs as an executor task (``edgebench.sweep``): LiteRT conversion and the hls4ml g++
+build take seconds per variant, and a converter that crashes takes down its worker, not the run.
+Exports never run beside a timed measurement on the same cores (the executor's lanes).
 """
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +17,6 @@ from edgebench.plan import PlannedJob
 from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import QuantSpec
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,23 +53,13 @@ def artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _init_worker(log_dir: Path) -> None:
-    # converters write to stderr from C++ (TensorFlow/absl notices, g++ output): keep it in a log file
-    # per worker instead of the terminal; a failure's message still comes back as the task's error
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_dir / f"export-{os.getpid()}.log", "a")  # noqa: SIM115 - lives as long as the worker
-    os.dup2(log_file.fileno(), 2)
-    import torch
-
-    torch.set_num_threads(1)  # one export per core
-
-
 def run_export(task: ExportTask) -> Path:
     """Build one artifact (in a worker process); written under a temporary name, then renamed."""
     import torch
 
     model = torch.load(task.model_path, map_location="cpu", weights_only=False).eval()
     calibration = np.load(task.calibration_path)["x"]
+    task.out_path.parent.mkdir(parents=True, exist_ok=True)
     exporter = get_exporter(task.fmt, task.target)
     reason = exporter.available()
     if reason:
@@ -90,37 +73,3 @@ def run_export(task: ExportTask) -> Path:
     if task.out_path.is_dir():
         (task.out_path / COMPLETE_MARKER).touch()
     return task.out_path
-
-
-def export_all(
-    tasks: Iterable[ExportTask],
-    log_dir: Path,
-    processes: int | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict[Path, str | None]:
-    """Build every missing artifact; returns artifact path -> None on success or the error text.
-
-    The workers' stderr (converter output) goes to ``log_dir/export-<pid>.log``.
-    """
-    todo = {t.out_path: t for t in tasks if not artifact_ready(t.out_path)}
-    status: dict[Path, str | None] = {}
-    if not todo:
-        return status
-    next(iter(todo)).parent.mkdir(parents=True, exist_ok=True)
-    processes = processes or min(len(todo), os.cpu_count() or 1)
-    context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=(log_dir,)) as pool:
-        futures = {pool.submit(run_export, task): path for path, task in todo.items()}
-        for done, future in enumerate(as_completed(futures), 1):
-            path = futures[future]
-            try:
-                future.result()
-                status[path] = None
-            except BrokenProcessPool:
-                status[path] = f"the export process crashed; see the converter's output in {log_dir}/export-*.log"
-            except Exception as exc:
-                status[path] = f"{type(exc).__name__}: {exc}"
-                log.warning("export %s failed: %s", path.name, exc)
-            if progress:
-                progress(done, len(todo), path.name)
-    return status

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
+from edgebench.executor.settings import ExecutorConfig
 from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
@@ -219,6 +220,7 @@ class Experiment(_Strict):
     store: StoreConfig = StoreConfig()
     report: ReportConfig = ReportConfig()
     run: RunConfig = RunConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -234,10 +236,11 @@ class Experiment(_Strict):
     @property
     def hash(self) -> str:
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
-        later count only when set, so runs stored before them still resume)."""
+        later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
+        is left out: a run started locally resumes on Ray and back."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR}}
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude={"executor"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         return spec_hash(hash_payload(data, added))
 

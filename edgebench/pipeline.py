@@ -1,39 +1,39 @@
-"""Runs an experiment: variants -> artifacts -> isolated measurements -> store -> report.
+"""Runs an experiment: plan -> tasks on an executor (build, export, measure) -> store -> report.
 
-Each stage reads only what the previous one wrote. Trained models and exported
-artifacts are cached by content hash under the run directory, and finished
-jobs are skipped when an interrupted run of the same experiment is resumed.
+The pipeline plans and stores; where and when each job runs is the executor's business (warm local
+workers or a Ray cluster), so the pipeline never starts a process itself. Trained models and exported
+artifacts are cached by content hash under the run directory, every result is stored as it arrives,
+and finished jobs are skipped when an interrupted run of the same experiment is resumed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from edgebench import archive
 from edgebench.archive import compressed_size
-from edgebench.artifacts import ExportTask, artifact_path, artifact_size, export_all
+from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
 from edgebench.config import Experiment, TargetSelection
-from edgebench.data import DatasetSplits, load_dataset
+from edgebench.data import load_dataset
 from edgebench.errors import NothingToRunError
+from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
+from edgebench.executor.settings import create_executor
+from edgebench.executor.tasks import job_result
 from edgebench.measure.job import JobResult
 from edgebench.measure.machine import machine_info
 from edgebench.plan import PlannedJob, plan_fp32_variants, plan_jobs
 from edgebench.preflight import check_model_fits_data, check_output_paths
-from edgebench.prune import BuiltModel, build_fp32_model
+from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
+from edgebench.sweep import sweep_tasks
 from edgebench.targets import TargetSpec, get_target
-from edgebench.variants import VariantSpec, spec_hash
+from edgebench.variants import VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,101 +53,6 @@ class RunOutcome:
     failed: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    """Write via a temporary file so a killed run never leaves a half-written cache entry."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    if isinstance(obj, torch.nn.Module):
-        torch.save(obj, tmp)
-    else:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-class ModelCache:
-    """Trained/pruned fp32 models cached by variant id under ``<workdir>/models``."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "models"
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def model_path(self, spec: VariantSpec) -> Path:
-        """The pickled module of ``spec`` (exporters load it in their own processes)."""
-        return self.dir / f"{spec.id}.pt"
-
-    def get(self, spec: VariantSpec) -> BuiltModel | None:
-        model_path, facts_path = self.model_path(spec), self.dir / f"{spec.id}.json"
-        if not (model_path.is_file() and facts_path.is_file()):
-            return None
-        try:
-            model = torch.load(model_path, map_location="cpu", weights_only=False).eval()
-            facts = json.loads(facts_path.read_text())
-        except Exception as exc:  # a corrupt cache entry is rebuilt, not fatal
-            log.warning("cached model %s unreadable (%s); rebuilding", model_path, exc)
-            return None
-        return BuiltModel(model=model, **facts)
-
-    def put(self, spec: VariantSpec, built: BuiltModel) -> None:
-        facts = {k: v for k, v in vars(built).items() if k != "model"}
-        _atomic_save(built.model, self.model_path(spec))
-        _atomic_save(facts, self.dir / f"{spec.id}.json")
-
-
-def build_models(
-    exp: Experiment, splits: DatasetSplits, cache: ModelCache, progress: ProgressFn | None = None
-) -> dict[str, tuple[VariantSpec, BuiltModel]]:
-    """Train the baseline and every pruned fp32 variant (cached), keyed by variant id."""
-    specs = plan_fp32_variants(exp)
-    built: dict[str, tuple[VariantSpec, BuiltModel]] = {}
-    baseline: BuiltModel | None = None
-    for i, spec in enumerate(specs):
-        if progress:
-            progress("variants", i, len(specs), spec.label)
-        model = cache.get(spec)
-        if model is None:
-            model = build_fp32_model(spec, splits, baseline=baseline)
-            cache.put(spec, model)
-        if spec.kind == "baseline":
-            baseline = model
-        built[spec.id] = (spec, model)
-    if progress:
-        progress("variants", len(specs), len(specs), "done")
-    return built
-
-
-def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) -> Path:
-    """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **make_arrays())
-        os.replace(tmp, path)
-    return path
-
-
-def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
-    """The test split as the npz every worker reads (written once per dataset content)."""
-    key = spec_hash([splits.name, splits.x_test.shape, float(splits.x_test.sum()), int(splits.y_test.sum())])
-    return _cached_npz(workdir / "data" / f"test-{key}.npz",
-                       lambda: {"x": splits.x_test.astype(np.float32), "y": splits.y_test.astype(np.int64)})
-
-
-def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int, workdir: Path) -> Path:
-    """fp32 PyTorch logits on the first ``n`` test images, for the max-output-difference check."""
-
-    def logits() -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            return {"logits": built.model.eval()(torch.from_numpy(x[:n])).numpy()}
-
-    return _cached_npz(workdir / "reference" / f"{spec.id}.npz", logits)
-
-
-def write_calibration(x_train: np.ndarray, n: int, workdir: Path) -> Path:
-    """The first ``n`` training images, read by exporters that calibrate (int8)."""
-    x = np.ascontiguousarray(x_train[:n], dtype=np.float32)
-    return _cached_npz(workdir / "data" / f"calibration-{spec_hash([x.shape, float(x.sum())])}.npz",
-                       lambda: {"x": x})
 
 
 def available_targets(
@@ -178,13 +83,16 @@ def run_experiment(
 
     Everything decidable before work is checked before training or a store write: the output paths, which
     targets can run now and which jobs they get (NothingToRunError when none), the data, and the model on it.
+    Every build, export and measurement is then a task of the experiment's executor (``exp.executor``);
+    results are stored as they arrive, so a killed run loses only the jobs that were running.
     """
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     check_output_paths(exp)
     workdir = exp.workdir()
     runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
     ready, unavailable = available_targets(targets, runners)
-    jobs, unsupported = plan_jobs(exp, plan_fp32_variants(exp), ready)
+    specs = plan_fp32_variants(exp)
+    jobs, unsupported = plan_jobs(exp, specs, ready)
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
@@ -201,12 +109,10 @@ def run_experiment(
                 store.tag_run(run_id, tag)
         outcome = RunOutcome(run_id=run_id, store_url=exp.store_url(), report_path=None)
 
-        clock = time.perf_counter()
         cache = ModelCache(workdir)
-        fp32 = build_models(exp, splits, cache, progress)
-        outcome.stage_seconds["variants"] = time.perf_counter() - clock
-        for spec, built in fp32.values():  # every quantized variant's parent is stored, measured or not
-            store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, _facts(built))
+        for spec in specs:  # every quantized variant's parent is stored, measured or not (built ones as they land)
+            if cache.has(spec):
+                store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, cache.facts(spec))
         eval_path = write_eval_data(splits, workdir)
         calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
         outcome.unsupported = unavailable + unsupported
@@ -214,33 +120,31 @@ def run_experiment(
         todo = [job for job in jobs if job.key not in done]
         outcome.skipped = len(jobs) - len(todo)
 
-        tasks = [
-            ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(job.variant.weights_spec),
-                       calibration, artifact_path(job, workdir))
-            for job in todo
-        ]
-        clock = time.perf_counter()
-        export_errors = export_all(tasks, workdir / "logs", progress=_stage(progress, "export"))
-        outcome.stage_seconds["export"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-
-        for i, job in enumerate(todo):
-            if progress:
-                progress("measure", i, len(todo), f"{job.variant.label} on {job.target.name}/{job.backend}")
-            result, size = _measure_job(job, runners[job.target.name], fp32, splits, eval_path, export_errors, workdir)
-            built = fp32[job.variant.weights_spec.id][1]
-            store.upsert_variant(job.variant.id, job.variant.model_dump(mode="json"), job.variant.label,
-                                 job.variant.parent_id, _facts(built))
-            store.add_measurement(MeasurementRecord(run_id, job.key, job.variant.id, job.target.name, job.backend,
-                                                    result, job.settings, size))
-            if result.status == "ok":
-                outcome.measured += 1
-            else:
-                outcome.failed.append(f"{job.variant.label} on {job.target.name}/{job.backend}: {result.error}")
-        if progress:
-            progress("measure", len(todo), len(todo), "done")
-        outcome.stage_seconds["measure"] = time.perf_counter() - clock
-        store.finish_run(run_id)
+        tasks = sweep_tasks(exp, specs, todo, runners, workdir, eval_path, calibration)
+        sweep = _SweepProgress(tasks, progress)
+        lost = 0
+        with create_executor(exp.executor, log_dir=workdir / "logs") as executor:
+            for result in executor.run(tasks):
+                if result.task.kind == "measure" and result.lost:  # not stored: the next run measures it
+                    lost += 1
+                    job: PlannedJob = result.task.context
+                    outcome.failed.append(f"{job.variant.label} on {job.target.name}/{job.backend}: {result.error} "
+                                          "(not stored; run the same command again to measure it)")
+                elif result.task.kind == "measure":
+                    _store_result(store, run_id, result.task.context, job_result(result), cache, workdir, outcome)
+                elif result.task.kind == "build" and result.ok:
+                    spec: VariantSpec = result.task.context
+                    store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
+                                         cache.facts(spec))
+                elif not result.ok:
+                    log.warning("%s failed: %s", result.key, result.error)
+                sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
+        sweep.close()
+        outcome.stage_seconds.update(sweep.stage_seconds)
+        if lost:  # left open: the same command resumes this run and measures what a lost board could not
+            log.warning("%d jobs lost with their node or board; run the same command again to measure them", lost)
+        else:
+            store.finish_run(run_id)
         if render:
             from edgebench.report import render_report
 
@@ -262,34 +166,81 @@ def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> l
     ]
 
 
-def _stage(progress: ProgressFn | None, stage: str) -> Callable[[int, int, str], None] | None:
-    if progress is None:
-        return None
-    return lambda done, total, detail: progress(stage, done, total, detail)
-
-
-def _facts(built: BuiltModel) -> dict[str, object]:
-    return {k: v for k, v in vars(built).items() if k not in ("model", "history")}
-
-
-def _measure_job(
-    job: PlannedJob,
-    runner: Runner,
-    fp32: dict[str, tuple[VariantSpec, BuiltModel]],
-    splits: DatasetSplits,
-    eval_path: Path,
-    export_errors: dict[Path, str | None],
-    workdir: Path,
-) -> tuple[JobResult, int | None]:
-    """Measure one job; a failed export becomes a failed result, like a crashed worker."""
+def _store_result(store: Store, run_id: str, job: PlannedJob, result: JobResult, cache: ModelCache, workdir: Path,
+                  outcome: RunOutcome) -> None:
+    """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
     artifact = artifact_path(job, workdir)
-    error = export_errors.get(artifact)
-    if error is not None:
-        return JobResult(job_id=job.key, status="failed", error=f"export failed: {error}"), None
-    weights_spec = job.variant.weights_spec
-    reference = write_reference(weights_spec, fp32[weights_spec.id][1], splits.x_test,
-                                job.measure.reference_samples, workdir)
-    result = runner.run(job.to_job(artifact, eval_path, reference), [artifact, eval_path, reference])
-    # what sparsity buys on disk shows only compressed: zeros take their full width in a dense artifact
-    packed = {"compressed_bytes": compressed_size(artifact), "encoding": archive.ENCODING}
-    return result.model_copy(update={"details": {**result.details, "artifact": packed}}), artifact_size(artifact)
+    weights = job.variant.weights_spec
+    if cache.has(weights):
+        store.upsert_variant(job.variant.id, job.variant.model_dump(mode="json"), job.variant.label,
+                             job.variant.parent_id, cache.facts(weights))
+    size = artifact_size(artifact) if artifact_ready(artifact) else None
+    if size is not None:  # what sparsity buys on disk shows only compressed: zeros take their full width in a dense artifact
+        packed = {"compressed_bytes": compressed_size(artifact), "encoding": archive.ENCODING}
+        result = result.model_copy(update={"details": {**result.details, "artifact": packed}})
+    store.add_measurement(MeasurementRecord(run_id, job.key, job.variant.id, job.target.name, job.backend,
+                                            result, job.settings, size))
+    if result.status == "ok":
+        outcome.measured += 1
+    else:
+        outcome.failed.append(f"{job.variant.label} on {job.target.name}/{job.backend}: {result.error}")
+
+
+#: stage names of the progress bars and of ``RunOutcome.stage_seconds``, by task kind
+STAGES = {"build": "variants", "export": "export", "measure": "measure"}
+
+
+class _SweepProgress:
+    """Progress per stage (and per measurement lane when there are several boards), and each stage's span.
+
+    Stages overlap (a variant's exports start as soon as it is built), so a stage's seconds are the span
+    from its first task's start to its last result.
+    """
+
+    def __init__(self, tasks: list[Task], progress: ProgressFn | None) -> None:
+        self.progress = progress
+        self.totals: dict[str, int] = {}
+        for task in tasks:
+            for bar in self._bars(task, per_lane=True):
+                self.totals[bar] = self.totals.get(bar, 0) + 1
+        self.lanes = {str(t.lane) for t in tasks if t.kind == "measure"}
+        self.done = dict.fromkeys(self.totals, 0)
+        self.spans: dict[str, tuple[float, float]] = {}
+        for bar, total in self.totals.items():
+            if self.progress and (" " not in bar or len(self.lanes) > 1):
+                self.progress(bar, 0, total, "")
+
+    def _bars(self, task: Task, per_lane: bool) -> list[str]:
+        stage = STAGES[task.kind]
+        return [stage, f"{stage} {task.lane}"] if task.kind == "measure" and per_lane else [stage]
+
+    def finished(self, result: TaskResult) -> None:
+        now = time.perf_counter()
+        stage = STAGES[result.task.kind]
+        start = now - (result.wall_s or 0.0)
+        first, _ = self.spans.get(stage, (start, now))
+        self.spans[stage] = (min(first, start), now)
+        for bar in self._bars(result.task, per_lane=len(self.lanes) > 1):
+            self.done[bar] += 1
+            if self.progress:
+                detail = _describe(result)
+                self.progress(bar, self.done[bar], self.totals[bar], detail)
+
+    def close(self) -> None:
+        if self.progress:
+            for bar, total in self.totals.items():
+                if " " not in bar or len(self.lanes) > 1:
+                    self.progress(bar, total, total, "done")
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        return {stage: end - start for stage, (start, end) in self.spans.items()}
+
+
+def _describe(result: TaskResult) -> str:
+    context = result.task.context
+    if isinstance(context, PlannedJob):
+        return f"{context.variant.label} on {context.target.name}/{context.backend}"
+    if isinstance(context, VariantSpec):
+        return context.label
+    return str(context or result.key)

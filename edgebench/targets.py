@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgebench import yaml_file
 from edgebench.errors import ConfigError
+from edgebench.executor.settings import TargetRay
 from edgebench.options import validate_options
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import Precision
@@ -64,6 +65,7 @@ class TargetSpec(BaseModel):
     ssh: SSHSpec | None = None
     fpga: FPGASpec | None = None
     notes: dict[str, Any] = Field(default_factory=dict, description="power mode, board, part...")
+    ray: TargetRay | None = Field(None, description="placement: the board's Ray resource, or the cores it is pinned to")
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetSpec:

@@ -1,4 +1,4 @@
-"""The export stage: parallel worker processes, caching, and failures kept per artifact."""
+"""Exports as executor tasks: parallel warm workers, caching, and failures kept per artifact."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.artifacts import COMPLETE_MARKER, ExportTask, artifact_ready, export_all
+from edgebench.artifacts import COMPLETE_MARKER, ExportTask, artifact_ready, run_export
+from edgebench.executor.local import LocalExecutor
+from edgebench.executor.tasks import call_task
 from edgebench.targets import get_target
 from edgebench.variants import QuantSpec
 
@@ -27,6 +29,13 @@ def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     return tmp_path / "good.pt", tmp_path / "depthwise.pt", tmp_path / "calib.npz"
 
 
+def _export(tasks: list[ExportTask], log_dir: Path) -> dict[Path, str | None]:
+    """Artifact -> None or the error, each export a task of warm workers logging to ``log_dir``."""
+    with LocalExecutor(workers=2, log_dir=log_dir) as executor:
+        results = executor.run(call_task(str(t.out_path), "export", run_export, t) for t in tasks)
+        return {Path(r.key): None if r.ok else r.error for r in results}
+
+
 def test_failures_stay_per_artifact_and_successes_are_cached(inputs, tmp_path: Path):
     good, depthwise, calib = inputs
     corrupt = tmp_path / "corrupt.pt"
@@ -40,13 +49,13 @@ def test_failures_stay_per_artifact_and_successes_are_cached(inputs, tmp_path: P
     ]
     if importlib.util.find_spec("hls4ml"):  # the fpga extra: a depthwise conv must fail with the layer named
         tasks.append(ExportTask("hls4ml", fpga, QuantSpec(precision="fixed"), depthwise, calib, out / "dw"))
-    status = export_all(tasks, tmp_path / "logs")
+    status = _export(tasks, tmp_path / "logs")
     assert status[out / "good.onnx"] is None and status[out / "good-int8.onnx"] is None
     assert artifact_ready(out / "good.onnx") and not artifact_ready(out / "corrupt.onnx")
     assert "UnpicklingError" in status[out / "corrupt.onnx"] or "pickle" in status[out / "corrupt.onnx"]
     if out / "dw" in status:
         assert "depthwise" in status[out / "dw"] and not (out / "dw" / COMPLETE_MARKER).exists()
-    assert list((tmp_path / "logs").glob("export-*.log"))  # converter output kept, not on the terminal
-    # a second pass rebuilds only what failed
-    again = export_all(tasks, tmp_path / "logs")
-    assert set(again) == {t.out_path for t in tasks if status[t.out_path] is not None}
+    assert list((tmp_path / "logs").glob("*.log"))  # converter output kept, not on the terminal
+    # what succeeded is complete and is not built again; what failed left nothing that looks complete
+    assert {t.out_path for t in tasks if not artifact_ready(t.out_path)} == {
+        t.out_path for t in tasks if status[t.out_path] is not None}

@@ -6,6 +6,7 @@ so the ONNX Runtime backend measures an ONNX model the test exports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -64,11 +65,9 @@ class Sshd:
         return TargetSpec(name="loopback", kind="ssh", backends=["onnxruntime"], ssh=SSHSpec(**ssh))
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if not SSHD.exists() or shutil.which("ssh-keygen") is None:
-        pytest.skip("openssh-server not installed (apt-get install -y openssh-server)")
-    root = tmp_path_factory.mktemp("sshd")
+@contextlib.contextmanager
+def start_sshd(root: Path) -> Iterator[Sshd]:
+    """A key-only sshd on 127.0.0.1 with its keys and known_hosts under ``root`` (also used by scripts)."""
     host_key = keygen(root / "host_ed25519")
     client_key = keygen(root / "client_ed25519")
     (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
@@ -92,14 +91,24 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"sshd did not start: {proc.stderr.read() if proc.stderr else ''}")
+                raise RuntimeError(f"sshd did not start: {proc.stderr.read() if proc.stderr else ''}") from None
             time.sleep(0.05)
     known_hosts = root / "known_hosts"
     key_type, key_b64 = (root / "host_ed25519.pub").read_text().split()[:2]
     known_hosts.write_text(f"[127.0.0.1]:{port} {key_type} {key_b64}\n")
-    yield Sshd(port, client_key, known_hosts, host_key, root)
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield Sshd(port, client_key, known_hosts, host_key, root)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if not SSHD.exists() or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-server not installed (apt-get install -y openssh-server)")
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Worker isolation: real ORT/torch jobs, and a crash or hang becoming a recorded failure."""
+"""Measurement jobs in an isolated worker: real ORT/torch jobs, and a crash or hang becoming a recorded failure."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from edgebench.executor.tasks import run_one
 from edgebench.measure.job import Job, MeasureSettings
-from edgebench.measure.worker import run_isolated
 from edgebench.runtimes.base import get_exporter
 from edgebench.variants import QuantSpec
 
@@ -50,7 +50,7 @@ def test_fp32_job_measures_real_latency_and_matches_pytorch(eval_files, tmp_path
     eval_npz, ref, model = eval_files
     exporter = get_exporter(fmt)
     artifact = exporter.export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / f"m{exporter.suffix}")
-    result = run_isolated(_job(artifact, eval_npz, ref, backend), timeout_s=120)
+    result = run_one(_job(artifact, eval_npz, ref, backend), timeout_s=120)
     assert result.status == "ok", result.error
     assert result.accuracy == 1.0
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
@@ -73,7 +73,7 @@ def test_int8_onnx_is_smaller_and_close(eval_files, tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
-    result = run_isolated(_job(int8, eval_npz, ref, "onnxruntime"), timeout_s=120)
+    result = run_one(_job(int8, eval_npz, ref, "onnxruntime"), timeout_s=120)
     assert result.status == "ok", result.error
     assert 0 < result.max_abs_diff < 0.5  # quantized: changed, but close
     assert result.accuracy >= 0.8
@@ -94,7 +94,7 @@ def test_crash_becomes_recorded_failure(eval_files, tmp_path):
     eval_npz, _, _ = eval_files
     artifact = tmp_path / "crash.pt"
     artifact.write_bytes(pickle.dumps(_Crash()))  # unpickling it kills the worker process
-    result = run_isolated(_job(artifact, eval_npz, None, "torch"), timeout_s=60)
+    result = run_one(_job(artifact, eval_npz, None, "torch"), timeout_s=60)
     assert result.status == "failed"
     assert "exited with code 7" in result.error
 
@@ -104,7 +104,7 @@ def test_hang_becomes_timeout_failure(eval_files, tmp_path):
     artifact = tmp_path / "hang.pt"
     artifact.write_bytes(pickle.dumps(_Hang()))
     start = time.monotonic()
-    result = run_isolated(_job(artifact, eval_npz, None, "torch"), timeout_s=5)
+    result = run_one(_job(artifact, eval_npz, None, "torch"), timeout_s=5)
     assert time.monotonic() - start < 30
     assert result.status == "failed" and "timed out after 5 s" in result.error
 
@@ -113,7 +113,7 @@ def test_corrupt_onnx_gives_clear_error(eval_files, tmp_path):
     eval_npz, _, _ = eval_files
     artifact = tmp_path / "bad.onnx"
     artifact.write_bytes(b"not a protobuf")
-    result = run_isolated(_job(artifact, eval_npz, None, "onnxruntime"), timeout_s=60)
+    result = run_one(_job(artifact, eval_npz, None, "onnxruntime"), timeout_s=60)
     assert result.status == "failed"
     assert "cannot load" in result.error and "re-export" in result.error
 
@@ -128,7 +128,7 @@ def test_energy_from_external_meter_log_is_per_inference_and_labelled(eval_files
     log_csv.write_text("timestamp,power_w\n" + "\n".join(rows) + "\n")
     job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(
         update={"energy": {"type": "external_csv", "path": str(log_csv), "min_window_s": 0.5}})
-    result = run_isolated(job, timeout_s=120)
+    result = run_one(job, timeout_s=120)
     assert result.status == "ok", result.error
     assert result.energy_source == "measured:external-csv"
     assert result.idle_power_w == pytest.approx(5.0, rel=0.02)
@@ -142,7 +142,7 @@ def test_unreadable_meter_leaves_energy_null_with_reason(eval_files, tmp_path):
     artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
     job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(
         update={"energy": {"type": "rapl", "root": str(tmp_path / "no-powercap")}})
-    result = run_isolated(job, timeout_s=120)
+    result = run_one(job, timeout_s=120)
     assert result.status == "ok", result.error
     assert result.energy_j_per_inference is None and result.energy_source is None
     assert result.energy_note
@@ -153,7 +153,7 @@ def test_offline_scenario_times_batches_and_counts_images(eval_files, tmp_path):
     artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
     offline = FAST.model_copy(update={"scenario": "offline", "batch_size": 16})
     job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(update={"measure": offline})
-    result = run_isolated(job, timeout_s=120)
+    result = run_one(job, timeout_s=120)
     assert result.status == "ok", result.error
     assert result.batch_size == 16
     assert result.throughput_ips == pytest.approx(16 * 1e3 / result.latency_ms["mean"])

@@ -31,15 +31,24 @@ def run(
         Path | None, typer.Argument(help="experiment YAML; omitted: the built-in default (digits, no downloads)")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="tag the run (e.g. a git ref); repeatable")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="where jobs run: local (warm worker processes) or ray (the cluster at the "
+                                      "experiment's executor.address, default auto); overrides the experiment")
+    ] = None,
 ) -> None:
     """Train, prune, quantize, export, measure on every target, store and report."""
     from edgebench.config import load_experiment
+    from edgebench.errors import ConfigError
     from edgebench.pipeline import run_experiment
     from edgebench.store.store import validate_tag
 
     exp = load_experiment(experiment)
     for name in tag or ():
         validate_tag(name)
+    if executor is not None:
+        if executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray, got '{executor}'")
+        exp = exp.model_copy(update={"executor": exp.executor.model_copy(update={"type": executor})})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
@@ -49,6 +58,21 @@ def run(
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
         raise typer.Exit(INTERRUPTED) from None
     _print_summary(outcome)
+
+
+def _print_where(df: Any) -> None:
+    """Where each target's jobs ran (host, Ray node or board), from what every result recorded."""
+    import re
+
+    if df.empty:
+        return
+    where = df["details"].map(lambda d: re.sub(r" pid \d+$", "", (d or {}).get("ran_on") or "unknown"))
+    table = Table(title="where the jobs ran")
+    for col in ("target", "ran on", "jobs"):
+        table.add_column(col, justify="right" if col == "jobs" else "left")
+    for (target, place), n in df.assign(where=where).groupby(["target", "where"]).size().items():
+        table.add_row(str(target), str(place), str(n))
+    console.print(table)
 
 
 def _print_summary(outcome: Any) -> None:
@@ -72,6 +96,7 @@ def _print_summary(outcome: Any) -> None:
             table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}",
                           f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
     console.print(table)
+    _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
     for failure in outcome.failed:
@@ -118,6 +143,7 @@ def bench(
     from edgebench.cli.profile import check_eval_input, print_profile, write_eval_input
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
+    from edgebench.executor.tasks import run_one
     from edgebench.measure.job import Job, MeasureSettings
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
@@ -134,7 +160,7 @@ def bench(
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
                   threads=threads, eval_data=str(data.resolve()),
                   measure=MeasureSettings(min_time_s=min_time_s, profile_layers=profile_layers))
-        result = runner.run(job, [artifact, data])
+        result = run_one(job, timeout_s)
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
         raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
     table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")

@@ -2,7 +2,7 @@
 
 The pipeline never branches on where a target lives: it asks the target's runner whether it can run now
 (``available``), what it needs (``needs``, for ``edgebench doctor``) and to run a job (``run``). A local
-target runs each job in an isolated worker process on this machine; an SSH target copies the artifact and
+target's job runs in the executor's worker process on this machine; an SSH target copies the artifact and
 job to the device and runs the same worker there.
 """
 
@@ -48,7 +48,7 @@ class Runner(ABC):
 
 
 class LocalRunner(Runner):
-    """Jobs run on this machine, each in its own worker process with a timeout."""
+    """Jobs run on this machine, in an executor's warm worker process (a crash or hang fails that job only)."""
 
     @property
     def lane(self) -> str:
@@ -74,9 +74,10 @@ class LocalRunner(Runner):
         return found + self._synthesis_tool()
 
     def run(self, job: Job, files: Sequence[Path]) -> JobResult:
-        from edgebench.measure.worker import run_isolated
+        """Measure in this process: the executor's worker, which holds the host's lane, is the isolation."""
+        from edgebench.measure.worker import execute
 
-        return run_isolated(job, self.timeout_s)
+        return execute(job)
 
 
 class SSHRunner(Runner):

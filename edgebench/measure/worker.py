@@ -1,18 +1,16 @@
 """Measurement worker: runs one Job in its own process and writes a JobResult.
 
-``python -m edgebench.measure.worker JOB.json RESULT.json`` is the entry point
-used locally (through ``run_isolated``) and on remote devices over SSH. A crash
-or hang of the runtime becomes a failed result with the error text; the sweep
-that started the worker goes on.
+``execute(job)`` runs in an executor's warm worker process (``edgebench.executor``),
+which provides the isolation: a crash or hang of the runtime becomes a failed
+result with the error text and the sweep goes on. ``python -m
+edgebench.measure.worker JOB.json RESULT.json`` is the entry point on remote
+devices over SSH.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 from edgebench.errors import one_line
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import Job, JobResult, thread_env
+from edgebench.measure.job import Job, JobResult
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import summarize_ns
@@ -77,7 +75,8 @@ def execute(job: Job) -> JobResult:
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
-    details = {**session.details(), "device": device_context()}
+    # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
+    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9}
     energy_j = energy_source = energy_note = idle_w = None
     meter = create_meter(job.energy)
     if meter is not None:
@@ -160,29 +159,6 @@ def runtime_versions() -> dict[str, str]:
             if module is not None:
                 versions[package.module] = getattr(module, "__version__", "unknown")
     return versions
-
-
-def run_isolated(job: Job, timeout_s: float, workdir: Path | None = None) -> JobResult:
-    """Run ``job`` in a fresh Python process; a crash, hang or timeout becomes a failed result."""
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(job.model_dump_json())
-        env = {**os.environ, **thread_env(job.threads)}
-        cmd = [sys.executable, "-m", "edgebench.measure.worker", str(job_path), str(result_path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-        except subprocess.TimeoutExpired as exc:
-            return JobResult(job_id=job.job_id, status="failed", error=f"worker timed out after {timeout_s:g} s",
-                             error_detail=stderr_tail(exc.stderr))
-        if result_path.exists():
-            return JobResult.model_validate_json(result_path.read_text())
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return JobResult(
-            job_id=job.job_id,
-            status="failed",
-            error=f"worker exited with code {proc.returncode}: " + " | ".join(tail),
-            error_detail=stderr_tail(proc.stderr or proc.stdout),
-        )
 
 
 def stderr_tail(output: str | bytes | None, lines: int = 40) -> str | None:

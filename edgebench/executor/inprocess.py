@@ -1,0 +1,79 @@
+"""Running one task inside a worker process (a warm local worker or a Ray worker).
+
+Peak RSS is made per task: before each task the kernel's high-water mark (VmHWM) is reset to the
+current RSS by writing 5 to /proc/self/clear_refs, after the previous task's garbage is collected and
+returned to the OS, so ``peak_rss_mb()`` in a measurement sees only what this task added on top of the
+warm worker's imports. Where the reset is refused (not Linux, or a kernel without it), the worker says
+so and the executor gives each measurement a fresh process instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS; False where the kernel does not allow it."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # give freed heap back: the reset starts from what is in use
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size of this process in MiB (None where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class Outcome:
+    """What one task did in a worker; plain data so it crosses a pipe or Ray's object store."""
+
+    status: str
+    value: Any = None
+    error: str | None = None
+    detail: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    rss_mb: float | None = None
+    peak_reset: bool = False
+    host: str = ""
+    pid: int = 0
+
+
+def run_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+    """Run ``fn(*args)`` here; an exception becomes a failed outcome carrying its traceback."""
+    peak_reset = reset_peak_rss()
+    started = time.time()
+    try:
+        value = fn(*args)
+        outcome = Outcome("ok", value=value)
+    except Exception as exc:  # any task error is data for the sweep, not a reason to stop the worker
+        summary = traceback.format_exception_only(exc)[-1].strip()
+        outcome = Outcome("failed", error=summary, detail=traceback.format_exc())
+    outcome.started, outcome.ended = started, time.time()
+    outcome.rss_mb, outcome.peak_reset = current_rss_mb(), peak_reset
+    outcome.host, outcome.pid = socket.gethostname(), os.getpid()
+    return outcome

@@ -1,0 +1,77 @@
+"""Tasks of a sweep: measurements (timed, alone on their lane) and builds/exports (untimed, shared lane)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebench.executor.base import HOST, Lane, Task, TaskKind, TaskResult, WorkerKind
+from edgebench.measure.job import Job, JobResult, thread_env
+from edgebench.measure.worker import execute
+
+if TYPE_CHECKING:
+    from edgebench.executor.runners import Runner
+
+#: the cores of the machine that runs the task
+HOST_LANE = Lane(HOST)
+
+
+def measure_task(
+    job: Job,
+    timeout_s: float,
+    *,
+    lane: Lane = HOST_LANE,
+    resources: dict[str, float] | None = None,
+    fn: Callable[..., JobResult] = execute,
+    args: tuple[Any, ...] | None = None,
+    context: Any = None,
+) -> Task:
+    """A timed task that measures ``job``: ``execute(job)`` in a warm worker of the job's runtime.
+
+    Args:
+        lane: what the measurement holds alone: this host's cores (all, or the ones the target is pinned
+            to), or the board it runs on.
+        resources: the board's Ray resources (e.g. ``{"board:jetson-a": 1}``), for the Ray executor.
+        fn, args: another way to run the job: the target's runner (``runner.run``, over SSH on a board).
+            Keep it in a module that does not import torch, or every measurement worker would carry it.
+    """
+    pinned = f"-cpus{'_'.join(map(str, sorted(lane.cpus)))}" if lane.cpus else ""
+    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}", env=tuple(thread_env(job.threads).items()),
+                        preload=("edgebench.measure.worker",), cpus=lane.cpus)
+    return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args, lane=lane,
+                timed=True, timeout_s=timeout_s, worker=worker, resources=dict(resources or {}), context=context)
+
+
+def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, timeout_s: float = 3600.0,
+              threads: int = 1, context: Any = None) -> Task:
+    """An untimed task (build a variant, export an artifact) sharing the host's cores with other untimed tasks.
+
+    Builds and exports share warm workers (both import torch; nobody reads their peak RSS), so a sweep
+    starts one torch process per core for them, not one per kind.
+    """
+    worker = WorkerKind(name=f"untimed-{threads}t", env=tuple(thread_env(threads).items()))
+    return Task(key=key, kind=kind, fn=fn, args=args, timeout_s=timeout_s, worker=worker, context=context)
+
+
+def job_result(result: TaskResult) -> JobResult:
+    """A measurement task's JobResult, with where it ran; a task that died becomes a failed JobResult."""
+    if result.ok and isinstance(result.value, JobResult):
+        job = result.value
+    else:
+        job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
+                        error_detail=result.detail)
+    job.details["ran_on"] = result.where
+    return job
+
+
+def run_one(job: Job, timeout_s: float, runner: Runner | None = None, files: Sequence[Path] = ()) -> JobResult:
+    """Measure one ``job`` (``edgebench bench``, ``edgebench profile``) from a fresh isolated worker process, where
+    ``runner`` runs it (default: in that worker); a crash or hang is a failed result."""
+    from edgebench.executor.local import LocalExecutor
+
+    task = measure_task(job, timeout_s) if runner is None else measure_task(
+        job, timeout_s, fn=runner.run, args=(job, list(files)))
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run([task])
+    return job_result(result)

@@ -1,0 +1,81 @@
+"""The child side of a warm local worker: a spawned process that runs tasks sent over a pipe.
+
+Kept free of heavy imports at module level: the worker sets its environment (thread counts) before
+any runtime is imported, because runtimes size their thread pools from it at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import importlib
+import os
+import pickle
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+from edgebench.executor.inprocess import Outcome, run_task
+
+PR_SET_PDEATHSIG = 1
+#: the executor sends this to a hung worker before killing it: the worker writes every thread's stack
+STACK_DUMP_SIGNAL = signal.SIGUSR1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker when the sweep's process dies (a `kill -9` of the driver).
+
+    The kernel ties this to the thread that started the worker: executors are driven from one thread
+    that lives as long as the sweep.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the worker still exits on the pipe's EOF
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _redirect_output(log_path: str) -> None:
+    """Send fd 1 and 2 (runtimes and converters write there from C/C++) to this worker's log."""
+    log_file = open(log_path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the worker
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+
+
+def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...], log_path: str, parent_pid: int,
+                cpus: frozenset[int] | None = None) -> None:
+    """Serve tasks until the pipe closes or an empty message asks the worker to stop."""
+    _die_with_parent(parent_pid)
+    os.environ.update(env)
+    if cpus:  # before any runtime starts its threads: they inherit the mask
+        os.sched_setaffinity(0, cpus)
+    _redirect_output(log_path)
+    faulthandler.enable()  # a SIGSEGV/SIGABRT leaves the Python stack in the log before the process dies
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
+    for module in preload:
+        try:
+            importlib.import_module(module)
+        except Exception:  # the task that needs it will fail with the real error
+            traceback.print_exc()
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not data:
+            return
+        try:
+            fn, args = pickle.loads(data)
+        except Exception as exc:
+            outcome = Outcome("failed", error=f"cannot unpickle the task: {exc}", detail=traceback.format_exc())
+        else:
+            outcome = run_task(fn, args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            payload = pickle.dumps(outcome)
+        except Exception as exc:  # e.g. a build returning an open file
+            payload = pickle.dumps(Outcome("failed", error=f"the task's result cannot be sent back: {exc}",
+                                           started=outcome.started, ended=outcome.ended))
+        conn.send_bytes(payload)

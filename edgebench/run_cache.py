@@ -1,0 +1,113 @@
+"""The files a run keeps in its workdir: trained models by variant id, eval data, references, calibration.
+
+Every file is written under a temporary name and renamed, so a killed run never leaves a half-written
+entry, and each is keyed by its content so a resumed or repeated run reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgebench.data import DatasetSplits
+from edgebench.prune import BuiltModel
+from edgebench.variants import VariantSpec, spec_hash
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    """Write via a temporary file so a killed run never leaves a half-written cache entry."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    if isinstance(obj, torch.nn.Module):
+        torch.save(obj, tmp)
+    else:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class ModelCache:
+    """Trained/pruned fp32 models cached by variant id under ``<workdir>/models``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "models"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def model_path(self, spec: VariantSpec) -> Path:
+        """The pickled module of ``spec`` (exporters load it in their own processes)."""
+        return self.dir / f"{spec.id}.pt"
+
+    def get(self, spec: VariantSpec) -> BuiltModel | None:
+        model_path, facts_path = self.model_path(spec), self.facts_path(spec)
+        if not (model_path.is_file() and facts_path.is_file()):
+            return None
+        try:
+            model = torch.load(model_path, map_location="cpu", weights_only=False).eval()
+            facts = json.loads(facts_path.read_text())
+        except Exception as exc:  # a corrupt cache entry is rebuilt, not fatal
+            log.warning("cached model %s unreadable (%s); rebuilding", model_path, exc)
+            return None
+        return BuiltModel(model=model, **facts)
+
+    def put(self, spec: VariantSpec, built: BuiltModel) -> None:
+        facts = {k: v for k, v in vars(built).items() if k != "model"}
+        _atomic_save(built.model, self.model_path(spec))
+        _atomic_save(facts, self.facts_path(spec))
+
+    def facts_path(self, spec: VariantSpec) -> Path:
+        """The built model's facts (accuracy, filters, training MACs...) as JSON."""
+        return self.dir / f"{spec.id}.json"
+
+    def has(self, spec: VariantSpec) -> bool:
+        """Whether ``spec`` was built and cached."""
+        return self.model_path(spec).is_file() and self.facts_path(spec).is_file()
+
+    def facts(self, spec: VariantSpec) -> dict[str, object]:
+        """The cached facts of ``spec`` without loading its model (history left out: it is not stored)."""
+        facts = json.loads(self.facts_path(spec).read_text())
+        return {k: v for k, v in facts.items() if k != "history"}
+
+
+def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) -> Path:
+    """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, **make_arrays())
+        os.replace(tmp, path)
+    return path
+
+
+def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
+    """The test split as the npz every worker reads (written once per dataset content)."""
+    key = spec_hash([splits.name, splits.x_test.shape, float(splits.x_test.sum()), int(splits.y_test.sum())])
+    return _cached_npz(workdir / "data" / f"test-{key}.npz",
+                       lambda: {"x": splits.x_test.astype(np.float32), "y": splits.y_test.astype(np.int64)})
+
+
+def reference_path(spec: VariantSpec, workdir: Path) -> Path:
+    """Where the fp32 PyTorch logits of ``spec`` are kept."""
+    return workdir / "reference" / f"{spec.id}.npz"
+
+
+def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int, workdir: Path) -> Path:
+    """fp32 PyTorch logits on the first ``n`` test images, for the max-output-difference check."""
+
+    def logits() -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            return {"logits": built.model.eval()(torch.from_numpy(x[:n])).numpy()}
+
+    return _cached_npz(reference_path(spec, workdir), logits)
+
+
+def write_calibration(x_train: np.ndarray, n: int, workdir: Path) -> Path:
+    """The first ``n`` training images, read by exporters that calibrate (int8)."""
+    x = np.ascontiguousarray(x_train[:n], dtype=np.float32)
+    return _cached_npz(workdir / "data" / f"calibration-{spec_hash([x.shape, float(x.sum())])}.npz",
+                       lambda: {"x": x})

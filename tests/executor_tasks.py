@@ -1,0 +1,27 @@
+"""Task bodies for the executor tests: importable by name in spawned workers and in Ray workers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from edgebench.measure.memory import peak_rss_mb
+
+_kept: list[np.ndarray] = []
+
+
+def pid_after(seconds: float) -> int:
+    """Sleep (a stand-in for a remote board's timed window) and say which process ran it."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def allocate_and_report_peak(megabytes: int, keep: bool = False) -> tuple[int, float]:
+    """Touch ``megabytes`` of memory (kept alive if ``keep``) and return (pid, peak RSS MiB of this process)."""
+    block = np.ones(megabytes * 1024 * 1024 // 8)
+    if keep:
+        _kept.append(block)
+    del block
+    return os.getpid(), peak_rss_mb()

@@ -1,0 +1,183 @@
+"""The local executor: warm isolated workers running real measurement jobs, and the lane rules."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from executor_tasks import allocate_and_report_peak, pid_after
+from torch import nn
+
+from edgebench.executor.base import HOST, Lane, LaneScheduler, Task
+from edgebench.executor.local import LocalExecutor
+from edgebench.executor.tasks import call_task, job_result, measure_task
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.runtimes.base import get_exporter
+from edgebench.variants import QuantSpec
+
+FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)
+
+
+class _Segfault:
+    """Unpickling it (when the torch backend loads the 'model') dereferences a null pointer."""
+
+    def __reduce__(self):
+        import ctypes
+
+        return (ctypes.string_at, (0,))
+
+
+class _Hang:
+    def __reduce__(self):
+        return (time.sleep, (60,))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("local executor")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
+    x = torch.randn(24, 3, 8, 8)
+    with torch.no_grad():
+        np.savez(root / "eval.npz", x=x.numpy(), y=model(x).numpy().argmax(1))
+    good = get_exporter("torch").export(model, QuantSpec(), x.numpy(), root / "model.pt")
+    (root / "segv.pt").write_bytes(pickle.dumps(_Segfault()))
+    (root / "hang.pt").write_bytes(pickle.dumps(_Hang()))
+    (root / "garbage.pt").write_bytes(b"not a pickled model")
+    return {"good": good, "segv": root / "segv.pt", "hang": root / "hang.pt", "garbage": root / "garbage.pt",
+            "eval": root / "eval.npz"}
+
+
+def _measure(files: dict[str, Path], key: str, artifact: str, timeout_s: float = 60) -> Task:
+    job = Job(job_id=key, variant_id="v", target="local-cpu", backend="torch", artifact=str(files[artifact]),
+              eval_data=str(files["eval"]), measure=FAST)
+    return measure_task(job, timeout_s)
+
+
+def _pid(where: str) -> int:
+    return int(where.rsplit("pid ", 1)[1])
+
+
+def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh_worker(files, tmp_path):
+    tasks = [
+        _measure(files, "ok-1", "good"), _measure(files, "ok-2", "good"),
+        _measure(files, "segv", "segv"), _measure(files, "ok-3", "good"),
+        _measure(files, "hang", "hang", timeout_s=4), _measure(files, "ok-4", "good"),
+        _measure(files, "raises", "garbage"), _measure(files, "ok-5", "good"),
+    ]
+    with LocalExecutor(workers=1, log_dir=tmp_path / "logs") as executor:  # one worker: strictly in order
+        results = {r.key: r for r in executor.run(tasks)}
+    assert sorted(results) == sorted(t.key for t in tasks)
+    ok = {k: job_result(r) for k, r in results.items() if k.startswith("ok-")}
+    assert all(r.status == "ok" and r.accuracy == 1.0 for r in ok.values()), {k: r.error for k, r in ok.items()}
+    pid = {k: _pid(r.where) for k, r in results.items()}
+    assert pid["ok-1"] == pid["ok-2"]  # warm: the second job reused the first one's worker
+
+    segv = results["segv"]
+    assert not segv.ok and "killed by SIGSEGV" in segv.error and "string_at" in segv.error
+    assert "Segmentation fault" in segv.detail  # faulthandler's stack, from the worker's stderr
+    assert pid["ok-3"] != pid["ok-2"]
+
+    hang = results["hang"]
+    assert not hang.ok and "timed out after 4 s" in hang.error
+    # where it hung (torch unpickling the 'model'), from the stack the worker dumped before the kill
+    assert "torch/serialization.py" in hang.error and "most recent call first" in hang.detail
+    assert 4 <= hang.wall_s < 15
+    assert pid["ok-4"] not in (pid["ok-3"], pid["hang"])
+
+    raised = results["raises"]  # the torch backend raises on a file that is no model
+    assert not raised.ok and "cannot load" in raised.error
+    assert "Traceback" in raised.detail and "execute" in raised.detail  # the full traceback is kept
+    assert pid["ok-5"] != pid["raises"]  # a fresh worker after the failure
+    assert job_result(segv).status == "failed" and job_result(segv).error_detail == segv.detail
+
+
+def test_peak_rss_is_per_task_in_a_reused_worker():
+    with LocalExecutor(workers=1) as executor:
+        big, small = (r.value for r in executor.run([
+            call_task("big", "build", allocate_and_report_peak, 400),
+            call_task("small", "build", allocate_and_report_peak, 1),
+        ]))
+    assert big[0] == small[0]  # the same warm worker ran both
+    assert big[1] > 400 and small[1] < big[1] - 300  # the 400 MiB peak of the first task is not the second's
+
+
+def test_workers_are_recycled_after_n_tasks_and_past_an_rss_bound():
+    with LocalExecutor(workers=1, max_tasks_per_worker=2) as executor:
+        pids = [r.value for r in executor.run([call_task(f"t{i}", "build", pid_after, 0) for i in range(3)])]
+    assert pids[0] == pids[1] != pids[2]
+    with LocalExecutor(workers=1, max_rss_mb=300) as executor:
+        results = list(executor.run([call_task("leak", "build", allocate_and_report_peak, 400, True),
+                                     call_task("after", "build", allocate_and_report_peak, 1)]))
+    assert results[0].value[0] != results[1].value[0]  # the worker holding 400 MiB was replaced
+
+
+def test_timed_tasks_never_share_the_host_and_untimed_ones_do():
+    timed = [Task(key=f"measure-{i}", kind="measure", fn=pid_after, args=(0.4,), timed=True) for i in range(2)]
+    untimed = [call_task(f"export-{i}", "export", pid_after, 0.4) for i in range(4)]
+    queue = [*untimed[:2], timed[0], *untimed[2:], timed[1]]
+    with LocalExecutor(workers=2) as executor:
+        results = list(executor.run(queue))
+    span = {r.key: (r.started, r.ended) for r in results}
+
+    def overlap(a: str, b: str) -> bool:
+        return span[a][0] < span[b][1] and span[b][0] < span[a][1]
+
+    for t in timed:
+        assert not any(overlap(t.key, other) for other in span if other != t.key), f"{t.key} shared the host"
+    assert overlap("export-0", "export-1") and overlap("export-2", "export-3")  # two workers, two exports at once
+    assert span["measure-0"][0] >= max(span["export-0"][1], span["export-1"][1])  # in queue order
+    assert span["export-2"][0] >= span["measure-0"][1]  # and not overtaking the waiting measurement
+
+
+def _task(key: str, lane: Lane, timed: bool) -> Task:
+    return Task(key=key, kind="measure" if timed else "export", fn=print, lane=lane, timed=timed)
+
+
+def test_scheduler_lets_measurements_on_cores_pinned_apart_run_together_and_boards_in_parallel():
+    scheduler = LaneScheduler(capacity=lambda lane: 2)
+    core0, core1, board_a, board_b = Lane(HOST, frozenset({0})), Lane(HOST, frozenset({1})), Lane("board:a"), Lane("board:b")
+    for task in [_task("m0", core0, True), _task("m1", core1, True), _task("a1", board_a, True),
+                 _task("a2", board_a, True), _task("b1", board_b, True), _task("e", Lane(HOST), False)]:
+        scheduler.add(task)
+    started = [t.key for t, _ in scheduler.start_ready()]
+    assert started == ["m0", "m1", "a1", "b1"]  # disjoint cores and different boards at once; a2 waits for a1
+    scheduler.finished(next(t for t in list(scheduler.running_tasks()) if t.key == "a1"))
+    assert [t.key for t, _ in scheduler.start_ready()] == ["a2"]  # the export still waits for both measurements
+
+
+def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
+    tasks = [
+        call_task("build", "build", pid_after, 0.3),
+        Task(key="export", kind="export", fn=pid_after, args=(0,), after=("build",)),
+        Task(key="measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("export",)),
+        Task(key="broken-export", kind="export", fn=allocate_and_report_peak, args=("not a size",), after=("build",)),
+        Task(key="orphan-measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("broken-export",)),
+    ]
+    with LocalExecutor(workers=2) as executor:
+        results = list(executor.run(tasks))
+    order = [r.key for r in results]
+    assert sorted(order) == sorted(t.key for t in tasks)
+    assert order.index("build") < order.index("export") < order.index("measure")
+    span = {r.key: (r.started, r.ended) for r in results if r.started}
+    assert span["export"][0] >= span["build"][1]
+    orphan = next(r for r in results if r.key == "orphan-measure")
+    assert not orphan.ok and orphan.error.startswith("export broken-export failed: TypeError")
+
+
+def test_a_measurement_pinned_to_a_core_runs_in_a_worker_pinned_there():
+    import os
+
+    from edgebench.executor.tasks import HOST_LANE
+
+    core = min(os.sched_getaffinity(0))
+    task = measure_task(Job(job_id="p", variant_id="v", target="t", backend="onnxruntime", artifact="-",
+                            eval_data="-"), 30, lane=Lane(HOST, frozenset({core})))
+    task.fn, task.args = os.sched_getaffinity, (0,)
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run([task])
+    assert result.value == {core} and task.worker.cpus == {core} and HOST_LANE.cpus is None

@@ -1,0 +1,74 @@
+"""The Ray executor on a real two-node cluster (conftest's `ray start` head + a node with two fake boards).
+
+A node lost mid-sweep is tested with the whole pipeline (test_pipeline_executor.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import BOARDS, RayCluster
+from executor_tasks import pid_after
+from torch import nn
+
+from edgebench.executor.base import Lane
+from edgebench.executor.tasks import call_task, job_result, measure_task
+from edgebench.measure.job import Job, MeasureSettings
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
+
+from edgebench.executor.ray_executor import RayExecutor
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
+    root = tmp_path_factory.mktemp("onnx")
+    x = torch.randn(32, 3, 8, 8)
+    export_fp32_onnx(model, x[:1], root / "model.onnx")
+    with torch.no_grad():
+        np.savez(root / "eval.npz", x=x.numpy(), y=model(x).numpy().argmax(1))
+    return root / "model.onnx", root / "eval.npz"
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_one_measurement_per_board_and_boards_in_parallel(ray_cluster: RayCluster, onnx_files: tuple[Path, Path]) -> None:
+    model, data = onnx_files
+    settings = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.4)
+    tasks = []
+    for board in BOARDS:
+        for i in range(3):
+            job = Job(job_id=f"{board}-{i}", variant_id="v", target=board, backend="onnxruntime", artifact=str(model),
+                      eval_data=str(data), measure=settings)
+            tasks.append(measure_task(job, timeout_s=120, lane=Lane(board), resources={board: 1}))
+    with RayExecutor(lost_grace_s=10) as executor:
+        results = list(executor.run(tasks))
+
+    assert sorted(r.key for r in results) == sorted(t.key for t in tasks)  # every result, once
+    assert all(r.ok and job_result(r).status == "ok" for r in results), [r.error for r in results]
+    assert all(job_result(r).accuracy == 1.0 for r in results)  # real ONNX Runtime runs on the board's node
+    windows = {board: [(r.started, r.ended) for r in results if r.key.startswith(board)] for board in BOARDS}
+    for board, spans in windows.items():
+        assert not any(_overlap(a, b) for i, a in enumerate(spans) for b in spans[i + 1:]), f"{board} ran two at once"
+    a, b = windows.values()
+    assert any(_overlap(x, y) for x in a for y in b), "the two boards never measured at the same time"
+    board_node = {r.where.split(" node ")[1].split()[0] for r in results}
+    assert len(board_node) == 1  # both boards live on the second node
+    assert all(job_result(r).details["ran_on"].startswith("ray ") for r in results)
+
+
+def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:
+    tasks = [call_task(f"build-{i}", "build", pid_after, 0.5) for i in range(6)]
+    with RayExecutor() as executor:
+        results = list(executor.run(tasks))
+    assert sorted(r.key for r in results) == sorted(t.key for t in tasks) and all(r.ok for r in results)
+    nodes = {r.where.split(" node ")[1].split()[0] for r in results}
+    assert len(nodes) == 2  # the head's 2 CPUs and the board node's 1 CPU both took builds

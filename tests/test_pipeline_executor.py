@@ -1,0 +1,103 @@
+"""Resume and exactly-once across executors: the driver killed with SIGKILL, a Ray node lost mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+from conftest import RayCluster
+
+from edgebench.config import load_experiment
+from edgebench.pipeline import run_experiment
+from edgebench.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _experiment(tmp_path: Path, targets: list[str], **extra: object) -> Path:
+    data = {
+        "name": "executor", "training": {"epochs": 1},
+        "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
+        "quantization": {"precisions": ["fp32"]}, "targets": targets,
+        "measurement": {"min_iters": 20, "min_time_s": 1.0, "warmup_iters": 2},
+        "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")}, **extra,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _stored(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select count(*) from measurements").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_once(tmp_path: Path) -> None:
+    target = tmp_path / "ort.yaml"
+    target.write_text(yaml.safe_dump({"backends": ["onnxruntime"]}))
+    exp_file = _experiment(tmp_path, [str(target)])
+    command = [sys.executable, "-c", "from edgebench.cli import app; app()", "run", str(exp_file)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    db = tmp_path / "runs" / "results.db"
+    driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while _stored(db) < 1:
+        assert driver.poll() is None, driver.stderr.read().decode() if driver.stderr else ""
+        assert time.monotonic() < deadline, "no measurement was stored in time"
+        time.sleep(0.1)
+    workers = psutil.Process(driver.pid).children(recursive=True)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(30)
+    stored_before = _stored(db)
+    assert workers and psutil.wait_procs(workers, timeout=10)[1] == []  # the workers died with the driver
+
+    finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert f"reused {stored_before} stored" in finished.stdout  # resumed, not started over
+    exp = load_experiment(exp_file)
+    with Store.open(exp.store_url()) as store:
+        runs = store.runs()
+        assert len(runs) == 1  # the killed run was resumed
+        df = store.measurements(runs["id"].iloc[0])
+    assert len(df) == 2 and df["job_key"].is_unique and set(df["status"]) == {"ok"}  # 2 variants
+    assert all(d["ran_on"].startswith("local ") for d in df["details"])
+    assert "where the jobs ran" in finished.stdout
+
+
+def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    resource = {"board:sim": 1}
+    target = tmp_path / "sim-board.yaml"
+    target.write_text(yaml.safe_dump({"backends": ["onnxruntime"], "ray": {"resources": resource}}))
+    exp_file = _experiment(tmp_path, [str(target)],
+                           executor={"type": "ray", "address": ray_cluster.address, "on_lost": "retry",
+                                     "max_retries": 1, "lost_grace_s": 3})
+    exp = load_experiment(exp_file)
+    node = ray_cluster.add_node("sim-board", resource, num_cpus=1)
+
+    def kill_node_after_first_measurement(stage: str, done: int, total: int, detail: str) -> None:
+        if stage == "measure" and done == 1 and node.poll() is None:
+            ray_cluster.kill(node)
+
+    start = time.monotonic()
+    first = run_experiment(exp, progress=kill_node_after_first_measurement, render=False)
+    assert time.monotonic() - start < 150  # the sweep ended although the board never came back
+    assert first.measured >= 1 and first.failed and first.measured + len(first.failed) == 2
+    assert all("board:sim" in failure and "run the same command again" in failure for failure in first.failed)
+
+    ray_cluster.add_node("sim-board-again", resource, num_cpus=1)
+    second = run_experiment(exp, render=False)
+    assert second.run_id == first.run_id and second.skipped == first.measured and second.failed == []
+    with Store.open(exp.store_url()) as store:
+        df = store.measurements(second.run_id)
+    assert len(df) == 2 and df["job_key"].is_unique and set(df["status"]) == {"ok"}
+    assert all(d["ran_on"].startswith("ray ") for d in df["details"])
