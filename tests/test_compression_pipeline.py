@@ -12,19 +12,13 @@ import yaml
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
 from edgebench.errors import ConfigError
 from edgebench.pipeline import run_experiment
-from edgebench.plan import plan_fp32_variants, quantized
+from edgebench.plan import plan_fp32_variants
 from edgebench.store import Store
 from edgebench.variants import LowRankSpec, SparseSpec, VariantSpec
 
-#: ids of the default experiment's variants and its hash as published before sparse / low-rank / allocation
-#: fields existed (computed on main at 84f8b1a); stored runs and caches are keyed by them
-PUBLISHED_IDS = {
-    "baseline/fp32": ("3696f7040495", "5acdfb4c1280"),
-    "l1-0.25-while_training/fp32": ("04a0230a24f3", "55add5706a5c"),
-    "l1-0.5-while_training/fp32": ("186f01984b26", "4ef4a79ff564"),
-    "mean_activation-0.8-while_training/fp32": ("a06646379502", "c0e2787cd84f"),
-    "random-0.5-while_training/fp32": ("799897c28a77", "8bf8447e69fb"),
-}
+#: the default experiment's hash as published before the sparse / low-rank / allocation / calibrator / executor
+#: sections existed (main at 84f8b1a): an interrupted run stored before them still resumes. Variant ids are
+#: pinned in test_variant_ids.py.
 PUBLISHED_EXPERIMENT_HASH = "a61ab6d7ad47"
 
 
@@ -36,12 +30,8 @@ def _write(tmp_path: Path, **sections: object) -> Path:
     return path
 
 
-def test_existing_variant_ids_and_experiment_hash_do_not_change() -> None:
-    exp = load_experiment(None)
-    assert exp.hash == PUBLISHED_EXPERIMENT_HASH
-    ids = {v.label: (v.id, quantized(v, "int8", exp).id) for v in plan_fp32_variants(exp)}
-    for label, expected in PUBLISHED_IDS.items():
-        assert ids[label] == expected, label
+def test_existing_experiment_hash_does_not_change() -> None:
+    assert load_experiment(None).hash == PUBLISHED_EXPERIMENT_HASH
 
 
 def test_uniform_and_global_allocations_keep_the_scope_ids(tmp_path: Path) -> None:
