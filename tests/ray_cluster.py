@@ -75,6 +75,8 @@ class RayCluster:
         process.terminate()
         try:
             process.wait(30)
+        except subprocess.TimeoutExpired:
+            pass  # a node slow to stop on SIGTERM (a loaded machine) is killed below, as a dead board would be
         finally:
             with contextlib.suppress(ProcessLookupError):  # whatever the node left behind (its session only)
                 os.killpg(process.pid, signal.SIGKILL)

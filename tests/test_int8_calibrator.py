@@ -16,7 +16,7 @@ from edgebench.errors import ConfigError
 from edgebench.models import create_model
 from edgebench.plan import plan_fp32_variants, quantized
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
-from edgebench.variants import QuantSpec, spec_hash
+from edgebench.variants import QuantSpec
 
 
 def _experiment(tmp_path: Path, quantization: dict) -> Path:
@@ -39,10 +39,7 @@ def test_calibrator_changes_int8_artifacts_only(tmp_path: Path) -> None:
     base = plan_fp32_variants(minmax)[0]
     for precision in ("fp32", "fixed", "int8_dynamic"):
         spec = quantized(base, precision, minmax)
-        assert spec.id == quantized(base, precision, entropy).id
-        legacy = spec.model_dump(mode="json")
-        del legacy["quant"]["calibrator"]
-        assert spec.id == spec_hash(legacy)  # ids (and cached artifacts) of other precisions did not change
+        assert spec.id == quantized(base, precision, entropy).id  # (the ids themselves: test_variant_ids.py)
     int8 = quantized(base, "int8", minmax)
     assert int8.quant.calibrator == "minmax" and int8.id != quantized(base, "int8", entropy).id
 

@@ -47,13 +47,17 @@ def _ratio(value: object, ref: object) -> str:
         return "—"
 
 
+def _scaled(value: object, scale: float) -> str:
+    """A table cell of ``value * scale``; a missing value (no artifact size, no MAC count) shows as a dash."""
+    return fmt_cell(float(value) * scale if pd.notna(value) else None)  # type: ignore[arg-type]
+
+
 def _row(kind: str, why: str, r: pd.Series, base: pd.Series) -> str:
     cells = [
         esc(_KIND_NAMES[kind]), esc(why), esc(r["label"]),
         f"{r['accuracy']:.4f} ({100 * (r['accuracy'] - base['accuracy']):+.1f})",
-        fmt_cell(r["nonzero_params"]), fmt_cell(r["size_bytes"] / 1024),
-        fmt_cell(r["compressed_size_bytes"] / 1024 if pd.notna(r["compressed_size_bytes"]) else None),
-        fmt_cell(r["macs"] / 1e6), fmt_cell(r["nonzero_macs"] / 1e6 if pd.notna(r["nonzero_macs"]) else None),
+        fmt_cell(r["nonzero_params"]), _scaled(r["size_bytes"], 1 / 1024), _scaled(r["compressed_size_bytes"], 1 / 1024),
+        _scaled(r["macs"], 1e-6), _scaled(r["nonzero_macs"], 1e-6),
         fmt_cell(r["p50_ms"]), _ratio(base["p50_ms"], r["p50_ms"]),
     ]
     return "<tr>" + "".join(f"<td class=l>{c}</td>" if i < 3 else f"<td>{esc(c)}</td>" for i, c in enumerate(cells)) + "</tr>"
