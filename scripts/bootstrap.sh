@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up edgebench from scratch: a .venv with edgebench and its CPU runtimes.
 #   bash scripts/bootstrap.sh          # edgebench + LiteRT + hls4ml C-simulation extras
-#   bash scripts/bootstrap.sh --test   # also the test extras and the system services the tests start
-#                                      # (sshd for the remote-target test, PostgreSQL for the shared store)
+#   bash scripts/bootstrap.sh --test   # also the test extras and the system packages the tests use
+#                                      # (sshd, PostgreSQL, chromium for the report in a real browser)
 # torch is pinned by constraints.txt: an unpinned resolve pulls gigabytes of CUDA wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 
 system_packages=(g++)                       # hls4ml compiles its C simulation with g++
-(( with_tests )) && system_packages+=(openssh-server openssh-client postgresql)
+(( with_tests )) && system_packages+=(openssh-server openssh-client postgresql chromium)  # chromium: report in a real browser
 missing=()
 for pkg in "${system_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
