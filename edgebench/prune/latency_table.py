@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: short timing window per table entry: one small layer takes tens of microseconds
 LUT_TIMING = MeasureSettings(warmup_iters=10, min_iters=50, min_time_s=0.05, max_time_s=2.0)
+#: timing window of a whole model (the unpruned one, and each pruned candidate the allocation measures)
+MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.5, max_time_s=10.0)
 
 
 @dataclass(frozen=True)
@@ -94,22 +98,47 @@ def layer_onnx(shape: LayerShape, path: Path, seed: int = 0) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.ndarray,
+                timing: MeasureSettings) -> float:
+    """p50 in ms of the ONNX model at ``path`` run on ``backend`` by edgebench's harness."""
+    session = get_backend(backend).load(path, settings)
+    try:
+        return float(np.median(time_session(session, batch, timing).samples_ns)) / 1e6
+    finally:
+        session.close()
+
+
+def model_p50_ms(model: nn.Module, example: torch.Tensor, backend: str, settings: BackendSettings,
+                 timing: MeasureSettings = MODEL_TIMING) -> float:
+    """p50 in ms of ``model`` exported to fp32 ONNX (as the pipeline exports it) and run on ``backend``."""
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_fp32_onnx(model.eval(), example[:1], path)
+        return onnx_p50_ms(path, backend, settings, example[:1].numpy(), timing)
+
+
 def backend_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
     """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings``."""
-    runtime = get_backend(backend)
 
     def measure(shape: LayerShape) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
             layer_onnx(shape, path)
-            session = runtime.load(path, settings)
             x = np.random.default_rng(0).standard_normal((1, shape.c_in, *shape.in_hw) if shape.op == "Conv"
                                                          else (1, shape.c_in)).astype(np.float32)
-            timing = time_session(session, x, LUT_TIMING)
-            session.close()
-        return float(np.median(timing.samples_ns)) / 1e6
+            return onnx_p50_ms(path, backend, settings, x, LUT_TIMING)
 
     return measure
+
+
+def runtime_version(backend: str) -> str:
+    """Installed versions of the packages ``backend`` needs: a table is only valid for them."""
+    from edgebench.components import Package
+
+    found = [f"{c.dist} {c.found()}" for c in get_backend(backend).needs if isinstance(c, Package) and c.found()]
+    return ", ".join(found) or "unknown"
 
 
 class LatencyTable:
