@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
@@ -29,8 +27,6 @@ log = logging.getLogger(__name__)
 
 #: short timing window per table entry: one small layer takes tens of microseconds
 LUT_TIMING = MeasureSettings(warmup_iters=10, min_iters=50, min_time_s=0.05, max_time_s=2.0)
-#: timing window of a whole model (the unpruned one, and each pruned candidate the allocation measures)
-MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.5, max_time_s=10.0)
 
 
 @dataclass(frozen=True)
@@ -106,17 +102,6 @@ def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.n
         return float(np.median(time_session(session, batch, timing).samples_ns)) / 1e6
     finally:
         session.close()
-
-
-def model_p50_ms(model: nn.Module, example: torch.Tensor, backend: str, settings: BackendSettings,
-                 timing: MeasureSettings = MODEL_TIMING) -> float:
-    """p50 in ms of ``model`` exported to fp32 ONNX (as the pipeline exports it) and run on ``backend``."""
-    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_fp32_onnx(model.eval(), example[:1], path)
-        return onnx_p50_ms(path, backend, settings, example[:1].numpy(), timing)
 
 
 def backend_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
