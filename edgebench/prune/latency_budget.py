@@ -48,7 +48,7 @@ from edgebench.prune.latency_table import (
 from edgebench.prune.structured import GroupScores
 from edgebench.runtimes.base import BACKENDS, BackendSettings, get_backend
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-from edgebench.targets import get_target
+from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import PruneSpec, spec_hash
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,12 @@ log = logging.getLogger(__name__)
 #: the format the tables' one-layer models and the measured candidates are written in
 ONNX = "onnx"
 #: timing window of a whole model (the unpruned one, and each pruned candidate)
-MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.5, max_time_s=10.0)
+MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0)
 
 
-def onnx_backend(target: str, backend: str | None) -> tuple[str, str]:
-    """``(target, backend)`` checked for measuring latency tables here: a local target and one of its backends
-    that loads ONNX (default: the first). ConfigError naming the problem and what to do."""
+def onnx_backend(target: str, backend: str | None) -> tuple[TargetSpec, str]:
+    """The target (a name or a YAML path) and backend to measure latency tables on here: a local target and one
+    of its backends that loads ONNX (default: the first). ConfigError naming the problem and what to do."""
     spec = get_target(target)
     if spec.kind != "local":
         raise ConfigError(f"target '{target}' runs over SSH, and latency tables are measured on the machine that "
@@ -79,7 +79,7 @@ def onnx_backend(target: str, backend: str | None) -> tuple[str, str]:
     reason = get_backend(backend).available()
     if reason:
         raise ConfigError(f"backend '{backend}' of target '{target}' cannot run here: {reason}")
-    return target, backend
+    return spec, backend
 
 
 class PairedTimer:
@@ -153,8 +153,8 @@ class LatencyBudget(Allocation):
             raise ConfigError(f"budget_ms must be a positive number of milliseconds, got {budget_ms}")
         if rounds < 1 or min_channels < 1:
             raise ConfigError(f"rounds and min_channels must be at least 1, got {rounds} and {min_channels}")
-        self.target, self.backend = onnx_backend(target, backend)
-        spec = get_target(self.target)
+        spec, self.backend = onnx_backend(target, backend)
+        self.target = spec.name
         self.settings = BackendSettings(threads=spec.threads, device=spec.device,
                                         options=spec.backend_options.get(self.backend, {}))
         self.budget_ms, self.rounds, self.min_channels = budget_ms, rounds, min_channels
@@ -256,12 +256,12 @@ class LatencyBudget(Allocation):
             "final_pairs_ms": final,
             "estimated_ms": result.estimated_ms, "channel_multiple": step, "keep": result.keep, "original": original,
             "conv_linear_macs_kept": result.macs / macs_at(layers, original), "rounds": result.rounds,
-            "table_entries_measured": table.measured,
         }
         if not record["met"]:
             record["why_not"] = self._why_not(layers, table, original, floor, unpruned_ms, budget_ms, record["p50_ms"])
             log.warning("latency allocation on %s/%s: budget %.4f ms not met (%.4f ms measured): %s", self.target,
                         self.backend, budget_ms, record["p50_ms"], record["why_not"])
+        record["table_entries_measured"] = table.measured
         table.save()
         log.info("latency allocation on %s/%s: budget %.4f ms, unpruned %.4f ms, pruned %.4f ms (x%.3f), widths %s",
                  self.target, self.backend, budget_ms, unpruned_ms, record["p50_ms"], latency_ratio, result.keep)
