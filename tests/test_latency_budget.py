@@ -171,3 +171,18 @@ def test_experiment_file_prunes_to_a_measured_budget(tmp_path: Path) -> None:
     assert pruned["accuracy"] > 0.3  # the pruned artifact still classifies (two epochs of training)
     table = json.loads((workdir / "latency" / "ort-only--onnxruntime.json").read_text())
     assert table["header"]["target"] == "ort-only" and len(table["entries"]) == record["table_entries_measured"]
+
+
+def test_run_summary_lists_missed_budgets_once() -> None:
+    import pandas as pd
+
+    from edgebench.cli.common import console
+    from edgebench.cli.run import _print_budget_misses
+
+    missed = {"met": False, "p50_ms": 0.03, "budget_ms": 0.02, "target": "local-cpu", "backend": "onnxruntime",
+              "keep": {"0": 4}, "why_not": "out of reach: with every group at 4 channels ..."}
+    df = pd.DataFrame({"facts": [{"allocation": missed}, {"allocation": missed}, {"allocation": {"met": True}}, None]})
+    with console.capture() as captured:
+        _print_budget_misses(df)
+    lines = [line for line in captured.get().splitlines() if line.strip()]
+    assert len(lines) == 1 and "budget missed:" in lines[0] and "out of reach" in lines[0]
