@@ -131,8 +131,9 @@ class LatencyBudget(Allocation):
     fraction ``r / ratio`` of the way from its original width to its final one, linearly in channels. Only the
     last step's model is held to the budget.
 
-    Widths move in the channel multiple the table shows the runtime rewards on the widest conv (16 for ONNX
-    Runtime's AVX-512 blocks here; 1 when no multiple pays), and in ``pruning.round_to`` when set.
+    Widths move in the channel multiple the table shows the runtime rewards on the widest conv (e.g. ONNX
+    Runtime's blocks of 8 or 16 channels, depending on the CPU's vector width; 1 when no multiple pays), and in
+    ``pruning.round_to`` when set.
 
     Args:
         target: local target file name to measure on; a remote (SSH) target is refused, as its tables would
