@@ -301,9 +301,26 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
                   f"{source}: pruning.criterion_kwargs", "pruning.criteria", ())
     _check_kwargs(exp.pruning.allocation_kwargs, exp.pruning.allocation or [], ALLOCATIONS.get,
                   f"{source}: pruning.allocation_kwargs", "pruning.allocation", ())
+    _check_allocations(exp.pruning, source)
     if exp.sparse is not None:
         _check_kwargs(exp.sparse.method_kwargs, exp.sparse.methods, SPARSE_METHODS.get,
                       f"{source}: sparse.method_kwargs", "sparse.methods", ("sparsity",))
+
+
+def _check_allocations(pruning: PruningConfig, source: str) -> None:
+    """Each allocation built with its options (which checks their values: a target it measures on, a budget), and
+    the ratio unit it fixes, so a bad value fails at load rather than in the middle of a sweep."""
+    from edgebench.prune.allocation import ALLOCATIONS
+
+    for name in pruning.allocation or []:
+        cls = ALLOCATIONS.get(name)
+        if cls.ratio_of is not None and pruning.unit != "filters":
+            raise ConfigError(f"{source}: pruning.unit: {pruning.unit} does not apply to allocation {name}, whose "
+                              f"ratios are fractions of {cls.ratio_of} removed; remove unit or that allocation")
+        try:
+            cls(**pruning.allocation_kwargs.get(name, {}))
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"{source}: pruning.allocation_kwargs.{name}: {exc}") from None
 
 
 def _check_kwargs(kwargs_by_name: dict[str, dict[str, Any]], names: list[str], get: Any, where: str, listed_in: str,

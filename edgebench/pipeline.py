@@ -132,7 +132,7 @@ def run_experiment(
                                           "(not stored; run the same command again to measure it)")
                 elif result.task.kind == "measure":
                     _store_result(store, run_id, result.task.context, job_result(result), cache, workdir, outcome)
-                elif result.task.kind == "build" and result.ok:
+                elif result.task.kind == "build" and result.ok and isinstance(result.task.context, VariantSpec):
                     spec: VariantSpec = result.task.context
                     store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
                                          cache.facts(spec))

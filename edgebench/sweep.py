@@ -1,4 +1,5 @@
-"""A run's work as executor tasks: build each variant, export each artifact, write references, measure.
+"""A run's work as executor tasks: build each variant (after a timed task for an allocation that measures latency),
+export each artifact, write references, measure.
 
 Tasks hand their products to each other through the run's cache files (``run_cache``, ``artifacts``),
 never through return values, so any worker can run any task: a warm local process, or a Ray node that
@@ -24,9 +25,11 @@ from edgebench.executor.runners import LocalRunner, Runner
 from edgebench.executor.tasks import call_task, measure_task
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
+from edgebench.prune.allocation import ALLOCATIONS
+from edgebench.prune.build import prepare_allocation
 from edgebench.run_cache import ModelCache, reference_path, write_reference
 from edgebench.targets import TargetSpec
-from edgebench.variants import VariantSpec
+from edgebench.variants import VariantSpec, spec_hash
 
 #: a variant build may train for a long time; the experiment's job timeout is for measurements
 BUILD_TIMEOUT_S = 24 * 3600.0
@@ -45,8 +48,29 @@ def build_variant(spec: VariantSpec, dataset: str, dataset_kwargs_json: str, wor
     if not cache.has(spec):  # a build queued again after its node was lost may have finished there
         splits = _dataset(dataset, dataset_kwargs_json)
         base = cache.get(baseline) if baseline is not None else None
-        cache.put(spec, build_fp32_model(spec, splits, baseline=base))
+        cache.put(spec, build_fp32_model(spec, splits, baseline=base, workdir=Path(workdir)))
     return spec.id
+
+
+def allocate_variant(spec: VariantSpec, dataset: str, dataset_kwargs_json: str, workdir: str) -> str:
+    """Let ``spec``'s allocation measure what it needs on the unpruned model (in a worker holding the host's
+    cores); it keeps the result under ``workdir`` for the builds."""
+    prepare_allocation(spec, _dataset(dataset, dataset_kwargs_json), Path(workdir))
+    return spec.id
+
+
+def _allocation_task(spec: VariantSpec, dataset: str, dataset_kwargs: str, workdir: Path) -> Task | None:
+    """A timed task for an allocation that times models (the latency allocation), shared by the variants whose
+    architecture, allocation and ratio are the same; None for the others."""
+    prune = spec.prune
+    if prune is None or not prune.allocation or not ALLOCATIONS.get(prune.allocation).timed:
+        return None
+    key = spec_hash([spec.model, spec.model_kwargs, spec.dataset, spec.dataset_kwargs, prune.allocation,
+                     prune.allocation_kwargs, prune.ratio, prune.round_to])
+    task = call_task(f"allocate:{key}", "build", allocate_variant, spec, dataset, dataset_kwargs, str(workdir),
+                     timeout_s=BUILD_TIMEOUT_S, context=f"{prune.allocation} allocation of {spec.label}")
+    task.timed = True  # it measures latency: nothing else may run on this host's cores meanwhile
+    return task
 
 
 def reference_for(spec: VariantSpec, workdir: str, eval_data: str, n: int) -> str:
@@ -101,8 +125,12 @@ def sweep_tasks(
         uses_baseline = spec.kind != "baseline" and not (spec.prune is not None and spec.prune.schedule == "while_training")
         task = call_task(f"build:{spec.id}", "build", build_variant, spec, exp.dataset.name, dataset_kwargs,
                          str(workdir), baseline if uses_baseline else None, timeout_s=BUILD_TIMEOUT_S, context=spec)
-        if uses_baseline and baseline is not None and not cache.has(baseline):
-            task.after = (f"build:{baseline.id}",)
+        after = [f"build:{baseline.id}"] if uses_baseline and baseline is not None and not cache.has(baseline) else []
+        allocation = _allocation_task(spec, exp.dataset.name, dataset_kwargs, workdir)
+        if allocation is not None:
+            builds.setdefault(allocation.key, allocation)
+            after.append(allocation.key)
+        task.after = tuple(after)
         builds[task.key] = task
 
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.measure.harness import time_session
 from edgebench.measure.job import MeasureSettings
-from edgebench.runtimes.base import BackendSettings, get_backend
+from edgebench.prune.latency_table import onnx_p50_ms
+from edgebench.runtimes.base import BackendSettings
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
@@ -28,6 +28,4 @@ def ort_p50_ms(model: nn.Module, calibration: np.ndarray, threads: int = 1, int8
         if int8:
             quantize_qdq(path, Path(tmp) / "int8.onnx", calibration)
             path = Path(tmp) / "int8.onnx"
-        session = get_backend("onnxruntime").load(path, BackendSettings(threads=threads))
-        timing = time_session(session, example.numpy(), SETTINGS)
-    return float(np.median(timing.samples_ns)) / 1e6
+        return onnx_p50_ms(path, "onnxruntime", BackendSettings(threads=threads), example.numpy(), SETTINGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +76,17 @@ def _print_where(df: Any) -> None:
     console.print(table)
 
 
+def _print_budget_misses(df: Any) -> None:
+    """Variants whose latency allocation missed its budget, and why (as their builds recorded it)."""
+    seen: set[str] = set()
+    for facts in df["facts"] if not df.empty else ():
+        record = (facts or {}).get("allocation") or {}
+        if record.get("met") is False and json.dumps(record, sort_keys=True) not in seen:
+            seen.add(json.dumps(record, sort_keys=True))
+            print_line("budget missed:", "yellow", f"{record['p50_ms']:.4f} ms > {record['budget_ms']:.4f} ms on "
+                       f"{record['target']}/{record['backend']} (widths {record['keep']}): {record['why_not']}")
+
+
 def _print_summary(outcome: Any) -> None:
     from edgebench.report.pareto import pareto_mask
     from edgebench.store import Store
@@ -103,6 +115,7 @@ def _print_summary(outcome: Any) -> None:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
         print_line("not run:", "yellow", note)
+    _print_budget_misses(df)
     print_line("store:", "", outcome.store_url)
     if outcome.report_path:
         print_line("report:", "", outcome.report_path)

@@ -4,7 +4,8 @@ An allocation turns the requested ratio into a ratio per prunable group (named b
 ``select_channels`` then removes each group's lowest-scored channels - so every allocation composes with every
 criterion and schedule. Registered: ``uniform`` (every layer loses the same fraction of its filters),
 ``global`` (all channels ranked together on mean-normalised scores), ``gradient_bound`` (each layer's share
-follows the maximum safe compression estimated from its gradient matrix). Another allocation registers with
+follows the maximum safe compression estimated from its gradient matrix), ``latency`` (each layer's width from
+a latency budget measured on a target: ``prune/latency_budget.py``). Another allocation registers with
 ``@ALLOCATIONS.register("name")`` on an :class:`Allocation` subclass in a module listed in ``ALLOCATIONS``.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from edgebench.registry import Registry
 
 if TYPE_CHECKING:
     from edgebench.prune.structured import GroupScores
+    from edgebench.variants import PruneSpec
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,20 @@ class Allocation:
 
     #: True when :meth:`prepare` needs ``ScoringData``
     needs_data: bool = False
+    #: True when the allocation times models on a target: a sweep runs :meth:`prepare` on the unpruned model
+    #: first as a timed task holding this host's cores (no build or export shares them while it measures)
+    timed: ClassVar[bool] = False
+    #: what the experiment's ratios are fractions of, for an allocation that decides it (None: ``pruning.unit``)
+    ratio_of: ClassVar[str | None] = None
+
+    def begin(self, spec: PruneSpec, workdir: Path | None = None) -> None:
+        """Called once before a schedule's first step: ramped schedules (while_training, iterative) then ask
+        :meth:`ratios` for ratios growing to ``spec.ratio``; ``workdir`` is where an allocation may keep what it
+        measured (None: the user cache)."""
+
+    def record(self) -> dict[str, Any] | None:
+        """What the allocation decided and measured, kept with the built variant (None: nothing to keep)."""
+        return None
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         """Collect what the allocation needs from ``model`` (called before the groups are scored)."""
@@ -44,7 +61,8 @@ class Allocation:
         raise NotImplementedError
 
 
-ALLOCATIONS: Registry[type[Allocation]] = Registry("allocation")
+#: the latency allocation's module imports structured pruning, which imports this one: loaded on first lookup
+ALLOCATIONS: Registry[type[Allocation]] = Registry("allocation", modules=("edgebench.prune.latency_budget",))
 
 
 def create_allocation(name: str, **kwargs: object) -> Allocation:

@@ -8,6 +8,8 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +45,9 @@ class BuiltModel:
     #: None in cache entries written before they were recorded
     nonzero_params: int | None = None
     nonzero_macs: int | None = None
+    #: what the per-layer allocation decided and measured (the latency allocation: budget, measured p50, whether
+    #: it was met and why not); None without one that records anything
+    allocation: dict[str, Any] | None = None
 
 
 def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
@@ -55,7 +60,8 @@ def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
     return create_model(spec.model, splits.num_classes, splits.input_shape[0], **kwargs)
 
 
-def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: float, history: list[dict]) -> BuiltModel:
+def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: float, history: list[dict],
+           allocation: dict[str, Any] | None = None) -> BuiltModel:
     model.eval()
     return BuiltModel(
         model=model,
@@ -67,6 +73,7 @@ def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: flo
         history=history,
         nonzero_params=count_nonzero_params(model),
         nonzero_macs=count_macs(model, tuple(splits.input_shape), nonzero=True),
+        allocation=allocation,
     )
 
 
@@ -88,13 +95,15 @@ def build_fp32_model(
     splits: DatasetSplits,
     baseline: BuiltModel | None = None,
     progress: StageProgress = None,
+    workdir: Path | None = None,
 ) -> BuiltModel:
     """Train the baseline, or run the prune schedule, sparse method or low-rank training of ``spec``.
 
     ``baseline`` (a trained unpruned BuiltModel of the same model/dataset/training) is reused - deep-copied,
     never mutated - by oneshot_finetune, iterative and sparse methods that prune a trained network, and
     scored by scratch; it is trained here when missing. A criterion that needs a training-time term (bn_scale's
-    L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does.
+    L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does. ``workdir``
+    (the run's) is where a per-layer allocation keeps what it measures (the latency allocation's tables).
     """
     if spec.sparse is not None:
         return _build_sparse(spec, splits, baseline, progress)
@@ -110,8 +119,8 @@ def build_fp32_model(
     criterion = create_criterion(prune.criterion, **prune.criterion_kwargs)
     if prune.schedule == "while_training":
         model = new_model(spec, splits)
-        res = schedules.while_training(model, splits, spec.train, criterion, prune, _stage(progress, "train"))
-        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
+        res = schedules.while_training(model, splits, spec.train, criterion, prune, _stage(progress, "train"), workdir)
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history, res.allocation)
 
     hook = criterion.training_hook()
     if hook is not None or baseline is None:
@@ -119,14 +128,32 @@ def build_fp32_model(
     model = copy.deepcopy(baseline.model)
     if prune.schedule == "scratch":
         original = conv_filters(model)
+        allocation = schedules.schedule_allocation(prune, workdir)
         schedules.apply_prune(model, criterion, prune, prune.ratio, splits, original,
-                              count_macs(model, tuple(splits.input_shape)), seed=spec.train.seed)
+                              count_macs(model, tuple(splits.input_shape)), allocation, seed=spec.train.seed)
         res: ScheduleResult = schedules.scratch(model, splits, spec.train, _stage(progress, "train"))
-        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history,
+                      allocation.record() if allocation is not None else None)
     steps = prune.steps if prune.schedule == "iterative" else 1
-    res = schedules.prune_and_finetune(model, splits, spec.train, criterion, prune, steps, _stage(progress, "finetune"))
+    res = schedules.prune_and_finetune(model, splits, spec.train, criterion, prune, steps, _stage(progress, "finetune"),
+                                       workdir)
     return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
-                  baseline.history + res.history)
+                  baseline.history + res.history, res.allocation)
+
+
+def prepare_allocation(spec: VariantSpec, splits: DatasetSplits, workdir: Path | None = None) -> None:
+    """Run the ``prepare`` of ``spec``'s allocation on the unpruned model, before any training.
+
+    For allocations that time models (``Allocation.timed``) the sweep runs this as a timed task, so their
+    measurements hold the host alone; what they measure depends only on the architecture, so they keep it under
+    ``workdir`` and the variant's build (and every other variant with the same allocation) reads it back.
+    """
+    if spec.prune is None or not spec.prune.allocation:
+        return
+    allocation = schedules.schedule_allocation(spec.prune, workdir)
+    model = new_model(spec, splits).eval()
+    allocation.prepare(model, torch.as_tensor(splits.x_train[:1]), None)
+    allocation.release()
 
 
 def _build_sparse(spec: VariantSpec, splits: DatasetSplits, baseline: BuiltModel | None,

@@ -26,7 +26,13 @@ from torch import nn
 
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.latency_table import LatencyTable, LayerShape
-from edgebench.prune.structured import _graph, _groups, default_ignored, remove_channels, score_groups
+from edgebench.prune.structured import (
+    dependency_graph,
+    prunable_groups,
+    remove_channels,
+    score_groups,
+    select_channels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +79,10 @@ def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modul
     finally:
         for h in handles:
             h.remove()
-    graph = _graph(model, example)
+    graph = dependency_graph(model, example)
     out_group: dict[str, str] = {}
     in_group: dict[str, tuple[str, int]] = {}
-    for root, group in _groups(model, graph, ignored if ignored is not None else default_ignored(model)):
+    for root, group in prunable_groups(model, graph, ignored):
         width = len(group[0].idxs)
         for item in group:
             module = item.dep.target.module
@@ -210,10 +216,6 @@ def prune_to_keep(model: nn.Module, criterion: Criterion, keep: dict[str, int], 
         groups = score_groups(model, criterion, example)
     finally:
         criterion.release()
-    plan = {}
-    for g in groups:
-        n_remove = len(g.scores) - keep.get(g.root, len(g.scores))
-        if n_remove > 0:
-            plan[g.root] = sorted(int(i) for i in torch.argsort(g.scores, stable=True)[:n_remove])
+    plan = select_channels(groups, {g.root: 1 - keep.get(g.root, g.original) / g.original for g in groups})
     remove_channels(model, example, plan)
     return plan

@@ -94,22 +94,36 @@ def layer_onnx(shape: LayerShape, path: Path, seed: int = 0) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.ndarray,
+                timing: MeasureSettings) -> float:
+    """p50 in ms of the ONNX model at ``path`` run on ``backend`` by edgebench's harness."""
+    session = get_backend(backend).load(path, settings)
+    try:
+        return float(np.median(time_session(session, batch, timing).samples_ns)) / 1e6
+    finally:
+        session.close()
+
+
 def backend_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
     """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings``."""
-    runtime = get_backend(backend)
 
     def measure(shape: LayerShape) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
             layer_onnx(shape, path)
-            session = runtime.load(path, settings)
             x = np.random.default_rng(0).standard_normal((1, shape.c_in, *shape.in_hw) if shape.op == "Conv"
                                                          else (1, shape.c_in)).astype(np.float32)
-            timing = time_session(session, x, LUT_TIMING)
-            session.close()
-        return float(np.median(timing.samples_ns)) / 1e6
+            return onnx_p50_ms(path, backend, settings, x, LUT_TIMING)
 
     return measure
+
+
+def runtime_version(backend: str) -> str:
+    """Installed versions of the packages ``backend`` needs: a table is only valid for them."""
+    from edgebench.components import Package
+
+    found = [f"{c.dist} {c.found()}" for c in get_backend(backend).needs if isinstance(c, Package) and c.found()]
+    return ", ".join(found) or "unknown"
 
 
 class LatencyTable:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from edgebench.data import DatasetSplits
 from edgebench.models.cost import conv_filters, count_macs
-from edgebench.prune.allocation import create_allocation
+from edgebench.prune.allocation import Allocation, create_allocation
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.structured import prune_model
 from edgebench.train import TrainHook, TrainResult, TrainState, evaluate, train
@@ -38,6 +40,16 @@ def default_prune_epochs(epochs: int) -> tuple[int, ...]:
     return tuple(sorted(picks))
 
 
+def schedule_allocation(spec: PruneSpec, workdir: Path | None = None) -> Allocation | None:
+    """The spec's per-layer allocation, created once per schedule so that the steps of a ramp share what it
+    decided (``workdir``: where it may keep what it measures)."""
+    if not spec.allocation:
+        return None
+    allocation = create_allocation(spec.allocation, **spec.allocation_kwargs)
+    allocation.begin(spec, workdir)
+    return allocation
+
+
 def scoring_data(x: torch.Tensor, y: torch.Tensor, seed: int, n: int = SCORING_SAMPLES) -> ScoringData:
     """A fixed-seed sample of the training split for data-dependent criteria."""
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
@@ -49,13 +61,16 @@ class PruneWhileTraining(TrainHook):
 
     After step ``k`` of ``n`` the network has lost ``ratio * k / n`` of its original filters (or MACs),
     so the ratio ramps to the target and no separate retraining follows. The optimizer is rebuilt after
-    each removal because the parameter tensors changed.
+    each removal because the parameter tensors changed. ``workdir``: where the spec's allocation may keep what
+    it measures.
     """
 
-    def __init__(self, criterion: Criterion, spec: PruneSpec, prune_epochs: Sequence[int]) -> None:
+    def __init__(self, criterion: Criterion, spec: PruneSpec, prune_epochs: Sequence[int],
+                 workdir: Path | None = None) -> None:
         self.criterion = criterion
         self.spec = spec
         self.prune_epochs = tuple(sorted(set(prune_epochs)))
+        self.allocation = schedule_allocation(spec, workdir)
         self._original: dict[str, int] = {}
         self._original_macs = 0
 
@@ -71,10 +86,12 @@ class PruneWhileTraining(TrainHook):
             return
         step = self.prune_epochs.index(state.epoch) + 1
         ratio = self.spec.ratio * step / len(self.prune_epochs)
-        apply_prune(state.model, self.criterion, self.spec, ratio, state, self._original, self._original_macs)
+        apply_prune(state.model, self.criterion, self.spec, ratio, state, self._original, self._original_macs,
+                    self.allocation)
         state.rebuild_optimizer()
         state.history[-1]["pruned_ratio"] = ratio
-        log.info("epoch %d: pruned to %.0f%% of %s", state.epoch, 100 * ratio, self.spec.unit)
+        unit = self.allocation.ratio_of if self.allocation is not None and self.allocation.ratio_of else self.spec.unit
+        log.info("epoch %d: pruned to %.0f%% of %s", state.epoch, 100 * ratio, unit)
 
 
 def apply_prune(
@@ -85,13 +102,13 @@ def apply_prune(
     state_or_splits: TrainState | DatasetSplits,
     original: dict[str, int],
     original_macs: int,
+    allocation: Allocation | None,
     seed: int = 0,
 ) -> None:
-    """Prune ``model`` to ``ratio`` of its original filters/MACs, scoring on a training sample, with the spec's
-    per-layer allocation when it names one."""
+    """Prune ``model`` to ``ratio`` of its original filters/MACs, scoring on a training sample, split between
+    layers by ``allocation`` (the spec's, from :func:`schedule_allocation`; None: ``spec.scope``)."""
     x = torch.as_tensor(state_or_splits.x_train)
     y = torch.as_tensor(state_or_splits.y_train)
-    allocation = create_allocation(spec.allocation, **spec.allocation_kwargs) if spec.allocation else None
     needs_data = criterion.needs_data or (allocation is not None and allocation.needs_data)
     data = scoring_data(x, y, seed) if needs_data else None
     prune_model(
@@ -116,6 +133,7 @@ class ScheduleResult:
     history: list[dict]
     training_macs: int
     val_accuracy: float
+    allocation: dict[str, Any] | None = None  # what the per-layer allocation decided and measured
 
 
 def _hooks(criterion: Criterion) -> list[TrainHook]:
@@ -123,15 +141,20 @@ def _hooks(criterion: Criterion) -> list[TrainHook]:
     return [hook] if hook is not None else []
 
 
+def _record(allocation: Allocation | None) -> dict[str, Any] | None:
+    return allocation.record() if allocation is not None else None
+
+
 def while_training(
     model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, criterion: Criterion, spec: PruneSpec,
-    progress: Progress = None,
+    progress: Progress = None, workdir: Path | None = None,
 ) -> ScheduleResult:
-    """Train from scratch, removing filters at ``spec.prune_epochs`` (default: ~25/50/75% of the run)."""
+    """Train from scratch, removing filters at ``spec.prune_epochs`` (default: ~25/50/75% of the run);
+    ``workdir``: where the spec's allocation may keep what it measures."""
     epochs = spec.prune_epochs or default_prune_epochs(train_spec.epochs)
-    hook = PruneWhileTraining(criterion, spec, epochs)
+    hook = PruneWhileTraining(criterion, spec, epochs, workdir)
     result = train(model, splits, train_spec, hooks=[*_hooks(criterion), hook], progress=progress)
-    return ScheduleResult(result.history, result.training_macs, result.val_accuracy)
+    return ScheduleResult(result.history, result.training_macs, result.val_accuracy, _record(hook.allocation))
 
 
 def _finetune(model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, criterion: Criterion,
@@ -144,24 +167,27 @@ def _finetune(model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, cr
 
 def prune_and_finetune(
     model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, criterion: Criterion, spec: PruneSpec,
-    steps: int, progress: Progress = None,
+    steps: int, progress: Progress = None, workdir: Path | None = None,
 ) -> ScheduleResult:
     """Prune a trained ``model`` in ``steps`` equal ratio steps, each followed by ``spec.finetune_epochs``.
 
     ``steps=1`` is train -> prune once -> finetune (Li et al., Han et al.); more steps is Molchanov's
-    iterative prune/finetune. ``training_macs`` counts only the finetuning here.
+    iterative prune/finetune. ``training_macs`` counts only the finetuning here. ``workdir``: where the spec's
+    allocation may keep what it measures.
     """
     original, original_macs = conv_filters(model), count_macs(model, tuple(splits.input_shape))
+    allocation = schedule_allocation(spec, workdir)
     history: list[dict] = []
     macs = 0
     for step in range(1, steps + 1):
         ratio = spec.ratio * step / steps
-        apply_prune(model, criterion, spec, ratio, splits, original, original_macs, seed=train_spec.seed + step)
+        apply_prune(model, criterion, spec, ratio, splits, original, original_macs, allocation,
+                    seed=train_spec.seed + step)
         result = _finetune(model, splits, train_spec, criterion, spec.finetune_epochs, progress)
         if result is not None:
             history += [{**h, "step": step, "pruned_ratio": ratio} for h in result.history]
             macs += result.training_macs
-    return ScheduleResult(history, macs, evaluate(model, splits.x_val, splits.y_val))
+    return ScheduleResult(history, macs, evaluate(model, splits.x_val, splits.y_val), _record(allocation))
 
 
 def reinitialise(model: nn.Module, seed: int) -> None:

@@ -68,13 +68,16 @@ def _channel_groups(group: tp.dependency.Group) -> int:
     return max(counts, default=1)
 
 
-def _graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``model`` traced on ``example_input``."""
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
-def _groups(
+def prunable_groups(
     model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn.Module] | None
 ) -> list[tuple[str, tp.dependency.Group]]:
+    """Every group whose root is a conv's output channels, named by that conv; ``ignored`` layers (default: the
+    classifier, :func:`default_ignored`) are never pruned."""
     names = {m: n for n, m in model.named_modules()}
     skip = ignored if ignored is not None else default_ignored(model)
     return [
@@ -94,9 +97,9 @@ def score_groups(
 
     ``original`` maps conv names to their channel counts before pruning began (defaults to now).
     """
-    graph = _graph(model, example_input)
+    graph = dependency_graph(model, example_input)
     result = []
-    for root, group in _groups(model, graph, ignored):
+    for root, group in prunable_groups(model, graph, ignored):
         scores = criterion(group)
         if scores is None:
             log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
@@ -159,8 +162,8 @@ def remove_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[st
     """Physically remove the planned root channels (and everything coupled to them) from ``model``."""
     if not plan:
         return
-    graph = _graph(model, example_input)
-    for root, group in _groups(model, graph, ignored=[]):
+    graph = dependency_graph(model, example_input)
+    for root, group in prunable_groups(model, graph, ignored=[]):
         if root in plan:
             group.prune(idxs=plan[root])
 

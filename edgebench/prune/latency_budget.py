@@ -1,0 +1,291 @@
+"""The ``latency`` allocation: every layer's width chosen to meet a latency budget on a target's runtime.
+
+The search itself (per-layer latency tables, the NetAdapt-style greedy corrected by measurements) lives in
+``latency_table.py`` and ``latency_allocation.py``; this module makes it a registered per-layer allocation of
+the pipeline: options checked when the experiment loads, tables and decisions cached under the run's workdir,
+a ramp for the schedules that prune in steps, and a record of what was measured kept with the variant.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgebench.errors import ConfigError
+from edgebench.measure.job import MeasureSettings
+from edgebench.measure.machine import cpu_model
+from edgebench.prune.allocation import ALLOCATIONS, Allocation
+from edgebench.prune.criteria import ScoringData
+from edgebench.prune.criteria.magnitude import L1Norm
+from edgebench.prune.latency_allocation import (
+    ModelLayer,
+    allocate_for_latency,
+    estimate_ms,
+    macs_at,
+    model_layers,
+    original_widths,
+    prune_to_keep,
+)
+from edgebench.prune.latency_table import (
+    LatencyTable,
+    backend_layer_timer,
+    channel_multiple,
+    default_table_path,
+    onnx_p50_ms,
+    runtime_version,
+)
+from edgebench.prune.structured import GroupScores
+from edgebench.runtimes.base import BACKENDS, BackendSettings, get_backend
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+from edgebench.targets import TargetSpec, get_target
+from edgebench.variants import PruneSpec, spec_hash
+
+log = logging.getLogger(__name__)
+
+#: the format the tables' one-layer models and the measured candidates are written in
+ONNX = "onnx"
+#: timing window of a whole model (the unpruned one, and each pruned candidate)
+MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0)
+
+
+def onnx_backend(target: str, backend: str | None) -> tuple[TargetSpec, str]:
+    """The target (a name or a YAML path) and backend to measure latency tables on here: a local target and one
+    of its backends that loads ONNX (default: the first). ConfigError naming the problem and what to do."""
+    spec = get_target(target)
+    if spec.kind != "local":
+        raise ConfigError(f"target '{target}' runs over SSH, and latency tables are measured on the machine that "
+                          "builds the variants; name a local target with the same runtime (e.g. local-cpu for "
+                          "onnxruntime on this CPU) or run edgebench on the device itself")
+    loads_onnx = [b for b in spec.backends if ONNX in BACKENDS.get(b).formats]
+    if backend is None:
+        if not loads_onnx:
+            raise ConfigError(f"target '{target}' has no backend that loads ONNX ({', '.join(spec.backends)}); "
+                              "name a target with onnxruntime or openvino")
+        backend = loads_onnx[0]
+    elif backend not in loads_onnx:
+        raise ConfigError(f"backend '{backend}' is not a backend of target '{target}' that loads ONNX "
+                          f"({', '.join(loads_onnx) or 'none'})")
+    reason = get_backend(backend).available()
+    if reason:
+        raise ConfigError(f"backend '{backend}' of target '{target}' cannot run here: {reason}")
+    return spec, backend
+
+
+class PairedTimer:
+    """Times pruned copies of a model on a backend, each right after the unpruned model.
+
+    On a shared machine the load moves between one minute and the next, so a p50 alone drifts; a candidate's p50
+    divided by the unpruned model's measured alongside it does not, and is what the budget is checked with.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, backend: str, settings: BackendSettings,
+                 tmp: Path) -> None:
+        self.model, self.example, self.backend, self.settings, self.tmp = model, example, backend, settings, tmp
+        self.unpruned = tmp / "unpruned.onnx"
+        export_fp32_onnx(model.eval(), example, self.unpruned)
+
+    def _p50(self, path: Path) -> float:
+        return onnx_p50_ms(path, self.backend, self.settings, self.example.numpy(), MODEL_TIMING)
+
+    def unpruned_ms(self) -> float:
+        """p50 of the unpruned model now."""
+        return self._p50(self.unpruned)
+
+    def pairs(self, keep: dict[str, int], n: int) -> list[tuple[float, float]]:
+        """``n`` times (candidate p50, unpruned p50 right after it) for the model pruned to ``keep``."""
+        pruned = copy.deepcopy(self.model)
+        prune_to_keep(pruned, L1Norm(), keep, self.example)  # which filters go does not change the time
+        path = self.tmp / "candidate.onnx"
+        export_fp32_onnx(pruned, self.example, path)
+        return [(self._p50(path), self.unpruned_ms()) for _ in range(n)]
+
+
+@ALLOCATIONS.register("latency")
+class LatencyBudget(Allocation):
+    """Per-layer widths that meet a latency budget on a target while keeping the most MACs (NetAdapt-style).
+
+    The budget is ``budget_ms`` when given; otherwise ``(1 - ratio)`` times the measured p50 of the unpruned
+    model, so for this allocation the experiment's ``pruning.ratios`` are *fractions of latency removed* (0.5:
+    the pruned model should run in half the time), not fractions of filters. Everything is measured on
+    ``target``'s runtime on this machine: a per-layer latency table (one-layer ONNX models), the unpruned model,
+    and the pruned candidates whose measured/estimated ratio corrects the search. Each candidate is timed right
+    after the unpruned model and scaled to the unpruned p50 measured first (median of 3), so a change of load
+    during the search (the machine may be shared) does not move the answer. The table and the decision are
+    kept under ``<workdir>/latency`` keyed by target, backend, runtime version, settings and CPU, so a re-run
+    reuses them. The decision depends only on the architecture: every criterion and schedule with the same
+    allocation and ratio gets the same per-layer widths, and the criterion chooses only which filters go.
+
+    Ramped schedules (while_training, iterative): the final widths are decided before the first step, on the
+    unpruned model; the step at ratio ``r`` (``r = ratio * k / n`` for step ``k`` of ``n``) takes every group the
+    fraction ``r / ratio`` of the way from its original width to its final one, linearly in channels. Only the
+    last step's model is held to the budget.
+
+    Widths move in the channel multiple the table shows the runtime rewards on the widest conv (e.g. ONNX
+    Runtime's blocks of 8 or 16 channels, depending on the CPU's vector width; 1 when no multiple pays), and in
+    ``pruning.round_to`` when set.
+
+    Args:
+        target: local target file name to measure on; a remote (SSH) target is refused, as its tables would
+            have to be measured on the device.
+        backend: one of the target's backends that loads ONNX (default: its first).
+        budget_ms: p50 budget in ms (then every ratio builds the same widths); default ``(1 - ratio)`` times
+            the unpruned model's measured p50.
+        rounds: pruned candidates measured to correct the table's estimate.
+        min_channels: fewest channels a group keeps.
+    """
+
+    timed = True
+    ratio_of = "latency"
+
+    def __init__(self, target: str = "local-cpu", backend: str | None = None, budget_ms: float | None = None,
+                 rounds: int = 3, min_channels: int = 4) -> None:
+        if budget_ms is not None and not budget_ms > 0:
+            raise ConfigError(f"budget_ms must be a positive number of milliseconds, got {budget_ms}")
+        if rounds < 1 or min_channels < 1:
+            raise ConfigError(f"rounds and min_channels must be at least 1, got {rounds} and {min_channels}")
+        spec, self.backend = onnx_backend(target, backend)
+        self.target = spec.name
+        self.settings = BackendSettings(threads=spec.threads, device=spec.device,
+                                        options=spec.backend_options.get(self.backend, {}))
+        self.budget_ms, self.rounds, self.min_channels = budget_ms, rounds, min_channels
+        self.final_ratio: float | None = None
+        self.round_to: int | None = None
+        self.table_path = default_table_path(self.target, self.backend)
+        self.keep: dict[str, int] | None = None
+        self._record: dict[str, Any] | None = None
+        self._model: nn.Module | None = None
+        self._example: torch.Tensor | None = None
+
+    def begin(self, spec: PruneSpec, workdir: Path | None = None) -> None:
+        self.final_ratio, self.round_to = spec.ratio, spec.round_to
+        if workdir is not None:
+            self.table_path = default_table_path(self.target, self.backend, workdir / "latency")
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
+        self._model, self._example = model, example_input[:1]
+        if self.final_ratio is not None:  # in a schedule: decide on the model as it is before the first step
+            self._decide()
+
+    def release(self) -> None:
+        self._model, self._example = None, None
+
+    def record(self) -> dict[str, Any] | None:
+        return self._record
+
+    def ratios(self, groups: Sequence[GroupScores], ratio: float) -> dict[str, float]:
+        if self.final_ratio is None:  # prune_model called outside a schedule: this ratio is the final one
+            self.final_ratio = ratio
+        keep = self._decide()
+        fraction = min(1.0, ratio / self.final_ratio)
+        ratios = {}
+        for g in groups:
+            final = keep.get(g.root, g.original)
+            ratios[g.root] = 1 - round(g.original - (g.original - final) * fraction) / g.original
+        return ratios
+
+    # ---- the decision ------------------------------------------------------------------------------------------
+    def _context(self) -> dict[str, Any]:
+        """What a measured latency is only valid for."""
+        return {"runtime": runtime_version(self.backend), "cpu": cpu_model(), "threads": self.settings.threads,
+                "device": self.settings.device, "options": self.settings.options}
+
+    def _decide(self) -> dict[str, int]:
+        """Final widths per group, read from the decision file or measured and written there."""
+        if self.keep is not None:
+            return self.keep
+        if self._model is None or self._example is None:
+            raise RuntimeError("latency allocation: prepare() must run before the ratios are asked for")
+        layers = model_layers(self._model, self._example)
+        context = self._context()
+        budget = {"budget_ms": self.budget_ms} if self.budget_ms is not None else {"ratio": self.final_ratio}
+        key = spec_hash([[(la.name, la.shape.key, la.out_group, la.in_group, la.in_per_channel) for la in layers],
+                         list(self._example.shape), self.target, self.backend, context, budget,
+                         self.rounds, self.min_channels, self.round_to])
+        path = self.table_path.parent / f"allocation-{key}.json"
+        if path.is_file():
+            self._record = json.loads(path.read_text())
+            log.info("latency allocation: widths decided earlier (%s)", path)
+        else:
+            self._record = self._measure_and_allocate(self._model, self._example, layers, context)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._record, indent=1))
+            os.replace(tmp, path)
+        self.keep = self._record["keep"]
+        return self.keep
+
+    def _measure_and_allocate(self, model: nn.Module, example: torch.Tensor, layers: list[ModelLayer],
+                              context: dict[str, Any]) -> dict[str, Any]:
+        ratio = self.final_ratio or 0.0  # set by begin() or the first ratios() call before anything is decided
+        table = LatencyTable(self.table_path, self.target, self.backend, json.dumps(context, sort_keys=True),
+                             backend_layer_timer(self.backend, self.settings))
+        with tempfile.TemporaryDirectory() as tmp:
+            timer = PairedTimer(model, example, self.backend, self.settings, Path(tmp))
+            unpruned_ms = float(np.median([timer.unpruned_ms() for _ in range(3)]))
+            budget_ms = self.budget_ms if self.budget_ms is not None else (1 - ratio) * unpruned_ms
+
+            def measure(keep: dict[str, int]) -> float:
+                """The candidate's p50 at the load ``unpruned_ms`` was measured under."""
+                ((candidate, alongside),) = timer.pairs(keep, 1)
+                return candidate / alongside * unpruned_ms
+
+            original = original_widths(layers)
+            step, floor = self._step(layers, table), max(self.min_channels, self.round_to or 1)
+            result = allocate_for_latency(layers, table, budget_ms, unpruned_ms, step=step, floor=floor,
+                                          measure=measure, rounds=self.rounds)
+            final = timer.pairs(result.keep, 3)  # the chosen widths again, as the figures kept with the variant
+        latency_ratio = float(np.median([c / u for c, u in final]))
+        record: dict[str, Any] = {
+            "allocation": "latency", "target": self.target, "backend": self.backend, "context": context,
+            "budget_ms": budget_ms,
+            "budget_from": "budget_ms" if self.budget_ms is not None else f"(1 - {ratio}) x unpruned p50",
+            "unpruned_p50_ms": unpruned_ms,
+            "latency_ratio": latency_ratio,
+            "p50_ms": latency_ratio * unpruned_ms,
+            "met": latency_ratio * unpruned_ms <= budget_ms,
+            "final_pairs_ms": final,
+            "estimated_ms": result.estimated_ms, "channel_multiple": step, "keep": result.keep, "original": original,
+            "conv_linear_macs_kept": result.macs / macs_at(layers, original), "rounds": result.rounds,
+        }
+        if not record["met"]:
+            record["why_not"] = self._why_not(layers, table, original, floor, unpruned_ms, budget_ms, record["p50_ms"])
+            log.warning("latency allocation on %s/%s: budget %.4f ms not met (%.4f ms measured): %s", self.target,
+                        self.backend, budget_ms, record["p50_ms"], record["why_not"])
+        record["table_entries_measured"] = table.measured
+        table.save()
+        log.info("latency allocation on %s/%s: budget %.4f ms, unpruned %.4f ms, pruned %.4f ms (x%.3f), widths %s",
+                 self.target, self.backend, budget_ms, unpruned_ms, record["p50_ms"], latency_ratio, result.keep)
+        return record
+
+    def _step(self, layers: list[ModelLayer], table: LatencyTable) -> int:
+        """The channel multiple widths move in: the runtime's (read on the widest prunable conv) and round_to."""
+        convs = [la for la in layers if la.shape.op == "Conv" and la.out_group is not None]
+        step = 1
+        if convs:  # the widest conv shows the runtime's channel blocking best (narrow ones leave few widths)
+            widest = max(convs, key=lambda la: (la.shape.c_out, la.shape.macs))
+            step = channel_multiple(table, widest.shape, span=min(32, widest.shape.c_out))
+        return math.lcm(step, self.round_to or 1)
+
+    def _why_not(self, layers: list[ModelLayer], table: LatencyTable, original: dict[str, int], floor: int,
+                 unpruned_ms: float, budget_ms: float, measured_ms: float) -> str:
+        """One line: the budget is beyond what pruning can reach, or the search's measurements missed it."""
+        scale = unpruned_ms / estimate_ms(layers, original, table)
+        narrowest = estimate_ms(layers, {g: min(floor, w) for g, w in original.items()}, table, scale)
+        if narrowest > budget_ms:
+            return (f"out of reach: with every group at {floor} channels the table estimates {narrowest:.4f} ms, "
+                    f"the rest is fixed cost (unpruned layers, per-operator overhead); lower the ratio or raise "
+                    f"budget_ms")
+        return (f"{self.rounds} measured rounds ended at {measured_ms:.4f} ms: the table misjudges this model on "
+                f"{self.backend}, or the machine's load changed while measuring; raise rounds or measure on a "
+                f"quieter machine")
