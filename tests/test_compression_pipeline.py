@@ -15,19 +15,12 @@ from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
 from edgebench.store import Store
 from edgebench.variants import LowRankSpec, SparseSpec, VariantSpec
+from tests.experiment_files import default_with
 
 #: the default experiment's hash as published before the sparse / low-rank / allocation / calibrator / executor
 #: sections existed (main at 84f8b1a): an interrupted run stored before them still resumes. Variant ids are
 #: pinned in test_variant_ids.py.
 PUBLISHED_EXPERIMENT_HASH = "a61ab6d7ad47"
-
-
-def _write(tmp_path: Path, **sections: object) -> Path:
-    data = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
-    data.update(sections)
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_existing_experiment_hash_does_not_change() -> None:
@@ -36,9 +29,9 @@ def test_existing_experiment_hash_does_not_change() -> None:
 
 def test_uniform_and_global_allocations_keep_the_scope_ids(tmp_path: Path) -> None:
     pruning = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())["pruning"]
-    by_scope = {s: plan_fp32_variants(load_experiment(_write(tmp_path, pruning={**pruning, "scope": s})))
+    by_scope = {s: plan_fp32_variants(load_experiment(default_with(tmp_path, pruning={**pruning, "scope": s})))
                 for s in ("layer", "global")}
-    both = load_experiment(_write(tmp_path, pruning={**pruning, "allocation": ["uniform", "global"]}))
+    both = load_experiment(default_with(tmp_path, pruning={**pruning, "allocation": ["uniform", "global"]}))
     ids = [v.id for v in plan_fp32_variants(both)]
     assert ids == [by_scope["layer"][0].id] + [v.id for v in by_scope["layer"][1:] + by_scope["global"][1:]]
 
@@ -74,7 +67,7 @@ def test_new_kinds_get_their_own_ids_lineage_and_labels() -> None:
 )
 def test_bad_sections_fail_with_one_line(tmp_path: Path, sections: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_experiment(_write(tmp_path, **sections))
+        load_experiment(default_with(tmp_path, **sections))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -83,7 +76,7 @@ def compressed_run(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("compress")
     target = tmp / "ort-only.yaml"  # one backend keeps the run short; the others share the export/measure path
     target.write_text("description: ONNX Runtime only\nkind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
-    path = _write(
+    path = default_with(
         tmp, name="compress", training={"epochs": 2, "batch_size": 128},
         pruning={"criteria": []},
         sparse={"methods": ["magnitude"], "sparsities": [0.8],

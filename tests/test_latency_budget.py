@@ -25,6 +25,7 @@ from edgebench.prune.latency_table import LayerShape
 from edgebench.store import Store
 from edgebench.sweep import sweep_tasks
 from edgebench.variants import PruneSpec
+from tests.experiment_files import default_with
 
 EXAMPLE = torch.ones(1, 1, 4, 4)
 
@@ -97,14 +98,6 @@ def test_expensive_layer_loses_channels_first_and_the_ramp_reaches_the_widths(sy
     assert again.keep == {"0": 5, "2": 8} and synthetic_runtime.calls == calls  # read back, nothing measured
 
 
-def _write(tmp_path: Path, **sections: object) -> Path:
-    data = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
-    data.update(sections)
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.mark.parametrize(
     ("kwargs", "unit", "message"),
     [
@@ -119,14 +112,14 @@ def _write(tmp_path: Path, **sections: object) -> Path:
 def test_bad_latency_options_fail_at_load_in_one_line(tmp_path: Path, kwargs: dict, unit: str, message: str) -> None:
     pruning = {"allocation": ["latency"], "allocation_kwargs": {"latency": kwargs}, "unit": unit}
     with pytest.raises(ConfigError) as err:
-        load_experiment(_write(tmp_path, pruning=pruning))
+        load_experiment(default_with(tmp_path, pruning=pruning))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_latency_variants_add_ids_and_share_one_timed_task(tmp_path: Path) -> None:
     pruning = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())["pruning"]
-    before = {v.label: v.id for v in plan_fp32_variants(load_experiment(_write(tmp_path, pruning=pruning)))}
-    exp = load_experiment(_write(tmp_path, pruning={**pruning, "allocation": ["uniform", "latency"]}))
+    before = {v.label: v.id for v in plan_fp32_variants(load_experiment(default_with(tmp_path, pruning=pruning)))}
+    exp = load_experiment(default_with(tmp_path, pruning={**pruning, "allocation": ["uniform", "latency"]}))
     specs = plan_fp32_variants(exp)
     uniform = {v.label: v.id for v in specs if not (v.prune and v.prune.allocation)}
     assert uniform == before  # the variants that existed keep their ids
@@ -146,7 +139,7 @@ def test_experiment_file_prunes_to_a_measured_budget(tmp_path: Path) -> None:
     target = tmp_path / "ort-only.yaml"
     target.write_text("description: ONNX Runtime only\nkind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
     workdir = tmp_path / "runs"
-    path = _write(
+    path = default_with(
         tmp_path, name="latency", training={"epochs": 2, "batch_size": 128},
         pruning={"criteria": ["l1"], "ratios": [0.3], "schedules": ["while_training"], "prune_epochs": [0, 1],
                  "allocation": ["latency"],
