@@ -11,16 +11,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgebench import yaml_file
 from edgebench.errors import ConfigError
-from edgebench.executor.settings import TargetRay
 from edgebench.options import validate_options
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import Precision
 
 REPO_TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+
+class TargetRay(BaseModel):
+    """How a target's measurements are placed: its board's Ray resource, or cores it is pinned to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="the board's Ray custom resource, e.g. {'board:jetson-a': 1}; one measurement per board at a time",
+    )
+    cores: list[int] | None = Field(
+        None, description="cores this target's measurements are pinned to; targets pinned to disjoint cores "
+        "measure side by side (builds and exports still wait for them)")
+
+    @field_validator("resources")
+    @classmethod
+    def _positive(cls, resources: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in resources.items() if v <= 0}
+        if bad:
+            raise ValueError(f"resource quantities must be positive, got {bad}")
+        return resources
 
 
 class SSHSpec(BaseModel):

@@ -1,11 +1,12 @@
-"""The ``executor:`` block of an experiment and the ``ray:`` block of a target, and the factory they feed."""
+"""The ``executor:`` block of an experiment and the executor it describes (a target's ``ray:`` placement block
+is part of the target file: ``targets.TargetRay``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.executor.base import Executor
 
@@ -23,28 +24,6 @@ class ExecutorConfig(BaseModel):
     on_lost: Literal["retry", "fail"] = Field("retry", description="ray: a task whose node/board left mid-task")
     max_retries: int = Field(1, ge=0, description="ray: how often a lost task is queued again")
     lost_grace_s: float = Field(30.0, ge=0, description="ray: how long jobs wait for a missing board before failing")
-
-
-class TargetRay(BaseModel):
-    """How a target's measurements are placed: its board's Ray resource, or cores it is pinned to."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    resources: dict[str, float] = Field(
-        default_factory=dict,
-        description="the board's Ray custom resource, e.g. {'board:jetson-a': 1}; one measurement per board at a time",
-    )
-    cores: list[int] | None = Field(
-        None, description="cores this target's measurements are pinned to; targets pinned to disjoint cores "
-        "measure side by side (builds and exports still wait for them)")
-
-    @field_validator("resources")
-    @classmethod
-    def _positive(cls, resources: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in resources.items() if v <= 0}
-        if bad:
-            raise ValueError(f"resource quantities must be positive, got {bad}")
-        return resources
 
 
 def create_executor(config: ExecutorConfig, log_dir: Path | None = None) -> Executor:
