@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,41 @@ def test_only_unreachable_ssh_target_is_nothing_to_run(tmp_path: Path) -> None:
     with pytest.raises(NothingToRunError, match=r"nothing could run: target dead-board: host 127\.0\.0\.1:\d+ unreachable"):
         run_experiment(load_experiment(exp_file), render=False)
     assert not (tmp_path / "runs" / "results.db").exists() and not (tmp_path / "runs" / "models").exists()
+
+
+def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, ray_cluster, tmp_path: Path) -> None:  # noqa: F811
+    """A board that cannot run Ray: its resource lives on the Ray node that can reach it, and the measurement
+    runs there as a Ray task that drives the board over SSH (the real sshd on 127.0.0.1 plays the board)."""
+    pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
+    from conftest import BOARDS
+
+    # the board's python: logs each command it is given, so the test sees what really went over SSH
+    calls = tmp_path / "board-python.log"
+    board_python = tmp_path / "board-python"
+    board_python.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    board_python.chmod(0o755)
+    board = next(iter(BOARDS))
+    target = sshd.spec().model_dump(mode="json", exclude={"name"})
+    target["ssh"]["python"] = str(board_python)
+    target["ray"] = {"resources": {board: 1}}
+    target_file = tmp_path / "pi-board.yaml"
+    target_file.write_text(yaml.safe_dump(target))
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "name": "ray-ssh", "training": {"epochs": 1},
+        "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
+        "quantization": {"precisions": ["fp32"]}, "targets": [str(target_file)],
+        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
+        "executor": {"type": "ray", "address": ray_cluster.address},
+        "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
+    }))
+    outcome = run_experiment(load_experiment(exp_file), render=False)
+    assert outcome.failed == [] and outcome.unsupported == []
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id)
+    assert len(df) == 2 and set(df["target"]) == {"pi-board"} and set(df["status"]) == {"ok"}
+    assert (df["max_abs_diff"] < 1e-4).all() and (df["accuracy"] > 0.3).all()
+    assert all(d["ran_on"].startswith("ray ") for d in df["details"])  # from a Ray task ...
+    lines = calls.read_text().splitlines()
+    assert lines.count("-c import edgebench.measure.worker") == 1  # the login check before any work
+    assert lines.count("-m edgebench.measure.worker job.json result.json") == 2  # each job through the board's sshd
