@@ -83,3 +83,29 @@ def test_ctrl_c_exits_130_on_every_command(monkeypatch):
     monkeypatch.setattr("edgebench.doctor.list_targets", interrupted)
     result = _run("targets")
     assert result.exit_code == 130 and "interrupted" in result.output
+
+
+def test_run_whose_every_job_failed_exits_4_and_keeps_the_errors(tmp_path: Path):
+    import yaml
+
+    from edgebench.store import Store
+
+    target = tmp_path / "ort.yaml"
+    target.write_text(yaml.safe_dump({"backends": ["onnxruntime"]}))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "doomed", "training": {"epochs": 1},
+        "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
+        "quantization": {"precisions": ["fp32"]}, "targets": [str(target)],
+        "run": {"workdir": str(tmp_path / "runs"), "job_timeout_s": 0.001},  # no measurement finishes in 1 ms
+        "report": {"dir": str(tmp_path / "report")},
+    }))
+    result = _run("run", str(exp))
+    assert result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    assert "measured 0 jobs, reused 0 stored, failed 2" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: every job of run ") and "nothing was measured" in last
+    with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:
+        df = store.measurements(store.runs()["id"].iloc[0])
+    assert len(df) == 2 and set(df["status"]) == {"failed"} and df["error"].str.contains("timed out").all()

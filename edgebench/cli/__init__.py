@@ -20,7 +20,8 @@ app = typer.Typer(
     help="Benchmark pruned and quantized CNN variants on real deployment runtimes.\n\n"
     "Exit codes: 0 ok; 1 `compare` found a regression; 2 bad input (a file, field, option or path, named in "
     "one line; nothing stored is changed); 3 nothing could run (every job of `run` or `bench` was \"not run\": "
-    "no target available, no export for any precision); 130 interrupted (finished jobs are kept).",
+    "no target available, no export for any precision); 4 every job of `run` failed (nothing measured; the "
+    "errors are printed and stored); 130 interrupted (finished jobs are kept).",
     no_args_is_help=True,
     add_completion=False,
 )

@@ -18,6 +18,8 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 #: exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)
 INTERRUPTED = 130
+#: exit code of a run whose every job failed, so the store holds no measurement of it (a CI gate must not pass)
+ALL_FAILED = 4
 
 
 def print_line(label: str, style: str, text: object) -> None:

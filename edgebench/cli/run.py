@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli.common import INTERRUPTED, console, print_line
+from edgebench.cli.common import ALL_FAILED, INTERRUPTED, console, print_line
 
 
 class _RichProgress:
@@ -59,6 +59,10 @@ def run(
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
         raise typer.Exit(INTERRUPTED) from None
     _print_summary(outcome)
+    if outcome.failed and not outcome.measured and not outcome.skipped:
+        print_line("error:", "bold red", f"every job of run {outcome.run_id} failed ({len(outcome.failed)} listed "
+                   "above, their errors kept in the store): nothing was measured")
+        raise typer.Exit(ALL_FAILED)
 
 
 def _print_where(df: Any) -> None:
