@@ -10,6 +10,7 @@ import yaml
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
+from conftest import BOARDS, RayCluster
 from test_remote_ssh import Sshd, free_port, sshd  # noqa: F401  (the real-sshd fixture)
 
 from edgebench.config import load_experiment
@@ -63,12 +64,11 @@ def test_only_unreachable_ssh_target_is_nothing_to_run(tmp_path: Path) -> None:
     assert not (tmp_path / "runs" / "results.db").exists() and not (tmp_path / "runs" / "models").exists()
 
 
-def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, ray_cluster, tmp_path: Path) -> None:  # noqa: F811
+def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, ray_cluster: RayCluster,  # noqa: F811
+                                                                    tmp_path: Path) -> None:
     """A board that cannot run Ray: its resource lives on the Ray node that can reach it, and the measurement
-    runs there as a Ray task that drives the board over SSH (the real sshd on 127.0.0.1 plays the board)."""
-    pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
-    from conftest import BOARDS
-
+    runs there as a Ray task that drives the board over SSH (the real sshd on 127.0.0.1 plays the board).
+    Skipped with the reason when the 'ray' extra is missing (the ray_cluster fixture)."""
     # the board's python: logs each command it is given, so the test sees what really went over SSH
     calls = tmp_path / "board-python.log"
     board_python = tmp_path / "board-python"
