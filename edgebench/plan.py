@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgebench.config import Experiment, TargetSelection
 from edgebench.measure.job import Job, MeasureSettings
+from edgebench.models.source import model_ref
 from edgebench.runtimes.base import get_backend, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
@@ -22,9 +23,11 @@ _SCOPE_ALLOCATIONS = {"uniform": "layer", "global": "global"}
 def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
     """The baseline, one fp32 variant per criterion x ratio x schedule x allocation, per sparse method x
     sparsity and per rank ratio."""
+    source = exp.model_source()
     base = VariantSpec(
-        model=exp.model.name,
+        model=model_ref(exp.model, source),
         model_kwargs=exp.model.kwargs,
+        source=source,
         dataset=exp.dataset.name,
         dataset_kwargs=exp.dataset.kwargs,
         train=exp.training,

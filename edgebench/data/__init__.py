@@ -13,7 +13,7 @@ from edgebench.data.splits import DatasetSplits
 from edgebench.errors import DatasetError, first_line
 from edgebench.registry import Registry
 
-DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset", group="edgebench.datasets")
 
 # Loader modules register themselves on import.
 from edgebench.data import cifar, digits, files  # noqa: E402,F401
