@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -14,11 +14,16 @@ from edgebench.executor.settings import ExecutorConfig
 from edgebench.measure.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
+
+if TYPE_CHECKING:
+    from edgebench.data import DatasetSplits
+
 from edgebench.variants import (
     DEFAULT_CALIBRATOR,
     Calibrator,
     ModelSource,
     Precision,
+    Preprocess,
     Schedule,
     TrainSpec,
     VariantSpec,
@@ -43,10 +48,24 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
-    """Which dataset and how to split it."""
+    """Which dataset (a registered name, or an import path to the user's loader: ``edgebench.data.user``), its
+    loader's options, and the preprocessing the model's weights expect."""
 
     name: str = "digits"
     kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. path, seed, val_fraction")
+    preprocess: Preprocess | None = Field(None, description="resize, center_crop, normalize: {mean, std}; applied "
+                                          "to every split (training, calibration, every target's accuracy)")
+
+    @field_validator("preprocess")
+    @classmethod
+    def _nothing_declared_is_none(cls, value: Preprocess | None) -> Preprocess | None:
+        return None if value == Preprocess() else value
+
+    def load(self) -> DatasetSplits:
+        """The dataset's splits, preprocessed (in the process that calls this: the driver, a build worker)."""
+        from edgebench.data import load_dataset
+
+        return load_dataset(self.name, self.preprocess, **self.kwargs)
 
 
 class ModelConfig(_Strict):
@@ -259,7 +278,8 @@ class Experiment(_Strict):
         is left out: a run started locally resumes on Ray and back."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR}, "plugins": [],
-                 "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False}}
+                 "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
+                 "dataset": {"preprocess": None}}
         data = self.model_dump(mode="json", exclude={"executor"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
@@ -271,7 +291,7 @@ class Experiment(_Strict):
         """The user's model file, weights and plug-ins behind ``model``, with their digests (None: a zoo model)."""
         from edgebench.models.source import model_source
 
-        return model_source(self.model, self.plugins)
+        return model_source(self.model, self.plugins, self.dataset.name)
 
     def workdir(self) -> Path:
         """Run directory (artifact cache, eval data, default store)."""

@@ -30,6 +30,7 @@ def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
         source=source,
         dataset=exp.dataset.name,
         dataset_kwargs=exp.dataset.kwargs,
+        preprocess=exp.dataset.preprocess,
         train=exp.training,
     )
     p = exp.pruning

@@ -98,6 +98,41 @@ class QuantSpec(_Frozen):
         return self
 
 
+class Normalize(_Frozen):
+    """Per-channel ``(x - mean) / std`` on pixel values scaled to [0, 1] (torchvision's ``Normalize``)."""
+
+    mean: tuple[float, ...] = Field(min_length=1, description="one value per channel (or one for all)")
+    std: tuple[float, ...] = Field(min_length=1, description="one value per channel (or one for all)")
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> Normalize:
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {list(self.std)}")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values, std {len(self.std)}; give one per channel")
+        return self
+
+
+class Preprocess(_Frozen):
+    """What trained weights expect of their input, applied in this order to every split (so training, int8
+    calibration and every target's accuracy see the same images): ``resize``, ``center_crop``, ``normalize``.
+    Without ``normalize`` images are standardised with the training split's per-channel statistics."""
+
+    resize: int | tuple[int, int] | None = Field(
+        None, description="N: the shorter side to N, keeping the aspect ratio; [H, W]: exactly (bilinear, antialiased)")
+    center_crop: int | tuple[int, int] | None = Field(None, description="N or [H, W]: the central window")
+    normalize: Normalize | None = None
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> Preprocess:
+        for name in ("resize", "center_crop"):
+            value = getattr(self, name)
+            sizes = value if isinstance(value, tuple) else (value,) if value is not None else ()
+            if any(v < 1 for v in sizes):
+                raise ValueError(f"{name} must be positive sizes, got {value}")
+        return self
+
+
 #: what a trained-weights file holds: a state dict (or a checkpoint dict holding one), a TorchScript program,
 #: or a ``torch.export`` ExportedProgram (``.pt2``)
 WeightsFormat = Literal["state_dict", "torchscript", "exported_program"]
@@ -141,6 +176,7 @@ class VariantSpec(_Frozen):
     sparse: SparseSpec | None = None
     lowrank: LowRankSpec | None = None
     source: ModelSource | None = Field(None, description="the user's model file and weights (None: a zoo model)")
+    preprocess: Preprocess | None = Field(None, description="declared input preprocessing (None: standardised)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> VariantSpec:
@@ -206,6 +242,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "prune": {"allocation": None, "allocation_kwargs": {}},
     "quant": {"calibrator": None},
     "source": None,
+    "preprocess": None,
 }
 
 

@@ -214,6 +214,27 @@ def scripted(path: Path) -> None:
 
 
 NETS = {"file": "nets.py", "factory": "build_net"}
+DATA_PLUGIN = """
+from edgebench.data import DATASETS
+
+
+@DATASETS.register("bucket_data")
+def bucket_data():
+    raise RuntimeError("no such bucket: s3://team/data")
+
+
+@DATASETS.register("list_data")
+def list_data():
+    return [1, 2, 3]
+"""
+
+
+def data_plugin(dataset: dict[str, Any]) -> Callable[[Ctx], list[str]]:
+    """A run whose dataset comes from a loader a ``plugins:`` file registers."""
+    return lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("team_data.py", DATA_PLUGIN))],
+                                                    "dataset": dataset}))]
+
+
 UNDER_FILE = "plain-file.txt/"
 PICKLED = {"x_train": np.array([{"a": 1}], dtype=object), "y_train": labels(1),
            "x_test": images(4), "y_test": labels(4)}
@@ -283,6 +304,20 @@ CASES = [
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("mine.py", "x = 1\ndef f(:\n"))]}))],
          ("plugins", "mine.py:2", "syntax error")),
     Case("run-plugin-missing", "run", run_exp({"plugins": ["gone_plugins.py"]}), ("plugins", "gone_plugins.py")),
+    Case("run-dataset-module-not-found", "run", run_exp({"dataset": {"name": "team_data_gone:load"}}),
+         ("dataset.name", "team_data_gone", "not found")),
+    Case("run-dataset-loader-raises", "run", data_plugin({"name": "bucket_data"}),
+         ("bucket_data", "RuntimeError", "no such bucket")),
+    Case("run-dataset-loader-returns-a-list", "run", data_plugin({"name": "list_data"}),
+         ("list_data", "the loader returned a list")),
+    Case("run-dataset-normalize-channels", "run",
+         run_exp({"dataset": {"preprocess": {"normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}}}),
+         ("normalize", "3 mean/std values for 1-channel images")),
+    Case("run-dataset-normalize-std-zero", "run",
+         run_exp({"dataset": {"preprocess": {"normalize": {"mean": [0.5], "std": [0.0]}}}}),
+         ("dataset.preprocess.normalize", "std must be positive")),
+    Case("run-dataset-crop-larger-than-images", "run", run_exp({"dataset": {"preprocess": {"center_crop": 16}}}),
+         ("center_crop", "16x16", "8x8")),
     # --- run: cross-field constraints ------------------------------------------------------------------
     Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
          ("prune_epochs", "training.epochs")),

@@ -89,11 +89,15 @@ def program_conflict(model: ModelConfig, fmt: str) -> str | None:
             "model.kwargs, or give a state dict as weights")
 
 
-def model_source(model: ModelConfig, plugin_files: Sequence[str] = ()) -> ModelSource | None:
-    """The user's files behind ``model`` with their digests; None for a zoo model without weights or plug-ins."""
+def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: str | None = None) -> ModelSource | None:
+    """The user's files behind ``model`` with their digests (the code digest covers the factory's file, the plug-in
+    files and the source of a ``dataset`` loader that is not edgebench's); None for a zoo model on edgebench's data."""
+    from edgebench.data import DATASETS
     from edgebench.models.weights import detect_format
 
     code_files: list[str] = [str(Path(p).resolve()) for p in plugin_files]
+    loader_file = _code_file(DATASETS.get(dataset)) if dataset is not None else None
+    code_files += [loader_file] if loader_file else []
     weights = Path(model.weights).resolve() if model.weights else None
     fmt = detect_format(weights) if weights is not None else None
     if fmt in (None, "state_dict"):
