@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.config import Experiment, TargetSelection
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.runtimes.base import get_backend, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
