@@ -231,7 +231,7 @@ def list_data():
 
 def data_plugin(dataset: dict[str, Any]) -> Callable[[Ctx], list[str]]:
     """A run whose dataset comes from a loader a ``plugins:`` file registers."""
-    return lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("team_data.py", DATA_PLUGIN))],
+    return lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("team_loaders.py", DATA_PLUGIN))],
                                                     "dataset": dataset}))]
 
 
@@ -251,6 +251,8 @@ CASES = [
     Case("run-experiment-top-level-scalar", "run", lambda ctx: ["run", str(ctx.file("scalar.yaml", "hello\n"))],
          ("scalar.yaml", "mapping")),
     Case("run-experiment-missing", "run", lambda ctx: ["run", str(ctx.tmp / "nope.yaml")], ("nope.yaml",)),
+    Case("run-experiment-empty", "run", lambda ctx: ["run", str(ctx.file("empty.yaml", "# to do\n"))],
+         ("empty.yaml", "is empty")),
     Case("run-several-problems", "run", run_exp({"training": {"epochs": -1, "lr": "fast", "momentum": 2}}),
          ("training.epochs", "2 more")),
     # --- run: factory kwargs, names and types ----------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgebench.data.splits import DatasetSplits
 from edgebench.errors import DatasetError, first_line
+from edgebench.plugins import PluginError
 from edgebench.registry import Registry
 from edgebench.variants import Preprocess
 
@@ -33,7 +34,7 @@ def load_dataset(name: str, preprocess: Preprocess | None = None, **kwargs: Any)
     """
     try:
         loaded = DATASETS.get(name)(**kwargs)
-    except DatasetError:
+    except (DatasetError, PluginError):  # already one line naming the file or module
         raise
     except Exception as exc:  # the loader's own error (often the user's code) is the cause
         raise DatasetError(f"dataset {name} {kwargs}: {type(exc).__name__}: {first_line(exc)}") from None
