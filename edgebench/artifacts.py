@@ -33,7 +33,7 @@ class ExportTask:
 
 def artifact_path(job: PlannedJob, workdir: Path) -> Path:
     """Where ``job``'s artifact lives in the cache."""
-    suffix = get_exporter(job.artifact_format, job.target).suffix
+    suffix = get_exporter(job.artifact_format, job.target.blocks).suffix
     return workdir / "artifacts" / f"{job.artifact_key}{suffix}"
 
 
@@ -60,7 +60,7 @@ def run_export(task: ExportTask) -> Path:
     model = torch.load(task.model_path, map_location="cpu", weights_only=False).eval()
     calibration = np.load(task.calibration_path)["x"]
     task.out_path.parent.mkdir(parents=True, exist_ok=True)
-    exporter = get_exporter(task.fmt, task.target)
+    exporter = get_exporter(task.fmt, task.target.blocks)
     reason = exporter.available()
     if reason:
         raise RuntimeError(f"{task.fmt} export unavailable: {reason}")
