@@ -62,6 +62,8 @@ def job_result(result: TaskResult) -> JobResult:
         job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
                         error_detail=result.detail)
     job.details["ran_on"] = result.where
+    if result.task.host_lane is not None:  # waited for another edgebench process's window, or had no host lock
+        job.details["host_lane"] = result.task.host_lane
     return job
 
 

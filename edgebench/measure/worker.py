@@ -72,11 +72,15 @@ def execute(job: Job) -> JobResult:
         x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
     batch = np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0)) if len(x) < batch_size else x[:batch_size]
 
+    window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
+    window_to = time.time()
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
-    # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
-    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9}
+    # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead;
+    # its wall-clock span shows which other processes' work it overlapped
+    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9,
+               "timed_window": [window_from, window_to]}
     energy_j = energy_source = energy_note = idle_w = None
     meter = create_meter(job.energy)
     if meter is not None:
