@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.measure.stats import summarize_ns
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord

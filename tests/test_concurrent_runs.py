@@ -28,7 +28,7 @@ def test_host_lanes_queue_first_come_first_served(tmp_path: Path) -> None:
     assert not second.acquire(b, Lane())  # first holds every core: b takes a ticket and waits
     first.release(a)
     assert not first.acquire(c, Lane())  # first wants the cores again, but b has waited longer
-    assert second.acquire(b, Lane()) and second.note(b)["waited_s"] > 0
+    assert second.acquire(b, Lane()) and second.note(b).waited_s > 0
     second.release(b)
     assert first.acquire(c, Lane())
     first.release(c)
@@ -58,7 +58,8 @@ def test_unusable_lock_directory_is_said_in_the_results(tmp_path: Path) -> None:
     lanes = HostLanes(directory=blocker / "locks")
     task = _timed("t")
     assert lanes.acquire(task, Lane())  # runs anyway...
-    assert lanes.note(task)["lock"] == "none" and "unavailable" in str(lanes.note(task)["why"])  # ...and says so
+    note = lanes.note(task)
+    assert note.lock == "none" and "unavailable" in str(note.why)  # ...and says so
 
 
 @pytest.mark.slow

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from edgebench.executor.host_lanes import HostLanes
+    from edgebench.job import HostLane
+
+from edgebench.job import Placement
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ class Task:
     after: tuple[str, ...] = ()
     attempts: int = 0
     #: what the host-wide lane lock did for a timed task (how long it waited, or why there was none)
-    host_lane: dict[str, Any] | None = None
+    host_lane: HostLane | None = None
 
     def __post_init__(self) -> None:
         if self.context is not None and self.context.kind != self.kind:
@@ -113,7 +116,7 @@ class TaskResult:
     error: str | None = None
     #: the full Python traceback, or the worker's stderr tail for a crash or a hang
     detail: str | None = None
-    where: str = ""
+    where: Placement | None = None
     started: float | None = None
     ended: float | None = None
     #: seconds from handing the task to a worker until its result was back

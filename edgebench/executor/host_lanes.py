@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from edgebench.executor.base import HOST, Lane, Task
+from edgebench.job import HostLane
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,11 @@ class HostLanes:
             handle.close()
         self._drop_ticket(claim)
 
-    def note(self, task: Task) -> dict[str, object]:
+    def note(self, task: Task) -> HostLane:
         """What a result records about the host lane: the wait, or why there was no lock."""
         if self.unavailable:
-            return {"lock": "none", "why": self.unavailable}
-        return {"lock": "held", "waited_s": round(self.waited.pop(task.key, 0.0), 3)}
+            return HostLane(lock="none", why=self.unavailable)
+        return HostLane(lock="held", waited_s=round(self.waited.pop(task.key, 0.0), 3))
 
     # ---- tickets and locks ------------------------------------------------------------------------
     def _take_ticket(self, claim: _Claim) -> None:
