@@ -188,7 +188,7 @@ def plan_target_jobs(
     for backend_name in target.backends:
         backend = get_backend(backend_name)
         fmt = target.artifact_format(backend_name)
-        exporter = get_exporter(fmt, target)
+        exporter = get_exporter(fmt, target.blocks)
         options = tuple(sorted(exporter.options().items()))
         for precision in exp.quantization.precisions:
             if target.precisions is not None and precision not in target.precisions:
