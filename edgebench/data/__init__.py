@@ -13,10 +13,9 @@ from edgebench.data.splits import DatasetSplits
 from edgebench.errors import DatasetError, first_line
 from edgebench.registry import Registry
 
-DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
-
-# Loader modules register themselves on import.
-from edgebench.data import cifar, digits, files  # noqa: E402,F401
+#: loader modules register themselves when first looked up (they import this module: no import back)
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry(
+    "dataset", modules=("edgebench.data.cifar", "edgebench.data.digits", "edgebench.data.files"))
 
 
 def load_dataset(name: str, **kwargs: Any) -> DatasetSplits:
