@@ -193,7 +193,7 @@ class Exporter(ABC):
         """
 
 
-BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"))
+BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"), group="edgebench.backends")
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter", modules=lambda: _modules("exporter_modules"))
 
 
