@@ -22,6 +22,7 @@ from edgebench.prune.criteria import create_criterion
 from edgebench.prune.lowrank import train_lowrank
 from edgebench.prune.schedules import ScheduleResult
 from edgebench.prune.sparse import create_sparse_method
+from edgebench.quantization.qat import QuantizationAwareTraining, default_start_epoch
 from edgebench.train import TrainHook, train
 from edgebench.variants import VariantSpec
 
@@ -105,6 +106,9 @@ def build_fp32_model(
     L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does. ``workdir``
     (the run's) is where a per-layer allocation keeps what it measures (the latency allocation's tables).
     """
+    if spec.quant.qat is not None and not qat_joins(spec):
+        raise ValueError(f"{spec.label}: quantization-aware training joins a training run from scratch (the baseline "
+                         "or while_training pruning), not this variant's")
     if spec.sparse is not None:
         return _build_sparse(spec, splits, baseline, progress)
     if spec.lowrank is not None:
@@ -114,12 +118,14 @@ def build_fp32_model(
                             _stage(progress, "train"))
         return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
     prune = spec.prune
+    qat = _qat_hooks(spec)
     if prune is None:
-        return train_baseline(spec, splits, progress=progress)
+        return train_baseline(spec, splits, hooks=qat, progress=progress)
     criterion = create_criterion(prune.criterion, **prune.criterion_kwargs)
     if prune.schedule == "while_training":
         model = new_model(spec, splits)
-        res = schedules.while_training(model, splits, spec.train, criterion, prune, _stage(progress, "train"), workdir)
+        res = schedules.while_training(model, splits, spec.train, criterion, prune, _stage(progress, "train"), workdir,
+                                       hooks=qat)
         return _built(model, splits, res.training_macs, res.val_accuracy, res.history, res.allocation)
 
     hook = criterion.training_hook()
@@ -139,6 +145,27 @@ def build_fp32_model(
                                        workdir)
     return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
                   baseline.history + res.history, res.allocation)
+
+
+def qat_joins(spec: VariantSpec) -> bool:
+    """Whether ``spec``'s training run can host quantization-aware training: one that trains from scratch with the
+    training loop's hooks (the baseline, pruning while training)."""
+    if spec.sparse is not None or spec.lowrank is not None:
+        return False
+    return spec.prune is None or spec.prune.schedule == "while_training"
+
+
+def _qat_hooks(spec: VariantSpec) -> list[TrainHook]:
+    """The quantization-aware-training hook of a QAT spec's training run (none for float specs): quantizers are
+    inserted after the last pruning step, into the final architecture."""
+    qat = spec.quant.qat
+    if qat is None:
+        return []
+    prune_epochs = ()
+    if spec.prune is not None and spec.prune.schedule == "while_training":
+        prune_epochs = spec.prune.prune_epochs or schedules.default_prune_epochs(spec.train.epochs)
+    start = qat.start_epoch if qat.start_epoch is not None else default_start_epoch(spec.train.epochs, prune_epochs)
+    return [QuantizationAwareTraining(qat, start, max(prune_epochs) if prune_epochs else None)]
 
 
 def prepare_allocation(spec: VariantSpec, splits: DatasetSplits, workdir: Path | None = None) -> None:

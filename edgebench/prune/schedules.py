@@ -147,13 +147,14 @@ def _record(allocation: Allocation | None) -> dict[str, Any] | None:
 
 def while_training(
     model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, criterion: Criterion, spec: PruneSpec,
-    progress: Progress = None, workdir: Path | None = None,
+    progress: Progress = None, workdir: Path | None = None, hooks: Sequence[TrainHook] = (),
 ) -> ScheduleResult:
     """Train from scratch, removing filters at ``spec.prune_epochs`` (default: ~25/50/75% of the run);
-    ``workdir``: where the spec's allocation may keep what it measures."""
+    ``workdir``: where the spec's allocation may keep what it measures; ``hooks``: more of the same run's hooks,
+    called after the pruning step (quantization-aware training joins here)."""
     epochs = spec.prune_epochs or default_prune_epochs(train_spec.epochs)
     hook = PruneWhileTraining(criterion, spec, epochs, workdir)
-    result = train(model, splits, train_spec, hooks=[*_hooks(criterion), hook], progress=progress)
+    result = train(model, splits, train_spec, hooks=[*_hooks(criterion), hook, *hooks], progress=progress)
     return ScheduleResult(result.history, result.training_macs, result.val_accuracy, _record(hook.allocation))
 
 
