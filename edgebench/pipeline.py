@@ -26,7 +26,7 @@ from edgebench.executor.settings import create_executor
 from edgebench.executor.tasks import job_result
 from edgebench.measure.job import JobResult
 from edgebench.measure.machine import machine_info
-from edgebench.plan import PlannedJob, plan_fp32_variants, plan_jobs
+from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
@@ -87,12 +87,14 @@ def run_experiment(
     results are stored as they arrive, so a killed run loses only the jobs that were running.
     """
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
+    check_qat_targets(exp, targets)
     check_output_paths(exp)
     workdir = exp.workdir()
     runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
     ready, unavailable = available_targets(targets, runners)
     specs = plan_fp32_variants(exp)
     jobs, unsupported = plan_jobs(exp, specs, ready)
+    models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
@@ -110,7 +112,7 @@ def run_experiment(
         outcome = RunOutcome(run_id=run_id, store_url=exp.store_url(), report_path=None)
 
         cache = ModelCache(workdir)
-        for spec in specs:  # every quantized variant's parent is stored, measured or not (built ones as they land)
+        for spec in models:  # every quantized variant's parent is stored, measured or not (built ones as they land)
             if cache.has(spec):
                 store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, cache.facts(spec))
         eval_path = write_eval_data(splits, workdir)
@@ -120,7 +122,7 @@ def run_experiment(
         todo = [job for job in jobs if job.key not in done]
         outcome.skipped = len(jobs) - len(todo)
 
-        tasks = sweep_tasks(exp, specs, todo, runners, workdir, eval_path, calibration)
+        tasks = sweep_tasks(exp, models, todo, runners, workdir, eval_path, calibration)
         sweep = _SweepProgress(tasks, progress)
         lost = 0
         with create_executor(exp.executor, log_dir=workdir / "logs") as executor:

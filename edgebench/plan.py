@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.config import Experiment, TargetSelection
+from edgebench.errors import ConfigError
 from edgebench.measure.job import Job, MeasureSettings
 from edgebench.runtimes.base import get_backend, get_exporter
 from edgebench.targets import TargetSpec
@@ -81,6 +82,22 @@ def quantized(spec: VariantSpec, precision: str, exp: Experiment) -> VariantSpec
     return spec.model_copy(update={"quant": quant})
 
 
+def qat_models(exp: Experiment, fp32_specs: list[VariantSpec]) -> list[VariantSpec]:
+    """The quantization-trained models to build: one per QAT setting for each variant whose training run hosts it."""
+    return [spec.model_copy(update={"quant": QuantSpec(qat=qat)})
+            for qat in exp.quantization.qat for spec in fp32_specs if spec.hosts_qat]
+
+
+def _variants_at(exp: Experiment, fp32_specs: list[VariantSpec], precision: str, qat_ok: bool) -> list[VariantSpec]:
+    """Every variant at ``precision``: each fp32 spec calibrated (or as is), plus, where the exporter takes trained
+    quantizers (``qat_ok``), each QAT setting that exports to it."""
+    variants = [quantized(spec, precision, exp) for spec in fp32_specs]
+    if qat_ok:
+        variants += [model.model_copy(update={"quant": QuantSpec(precision=precision, qat=model.quant.qat)})
+                     for model in qat_models(exp, fp32_specs) if precision in model.quant.qat.precisions]
+    return variants
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     """A (variant, target, backend) measurement to run."""
@@ -140,6 +157,20 @@ class PlannedJob:
         )
 
 
+def check_qat_targets(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> None:
+    """ConfigError (one line) for a QAT setting that none of the experiment's targets can take: no backend of
+    theirs exports its precisions from trained quantizers (float scales on an hls4ml-only experiment, say)."""
+    for i, qat in enumerate(exp.quantization.qat):
+        wanted = set(qat.precisions) & set(exp.quantization.precisions)
+        takers = [target.name for _, target in targets for backend in target.backends
+                  if wanted & set(get_exporter(target.artifact_format(backend), target).qat_precisions)
+                  & set(target.precisions or wanted)]
+        if not takers:
+            raise ConfigError(f"quantization.qat.{i} ({qat.tag}): no target of the experiment takes a quantization-"
+                              f"trained {' or '.join(sorted(wanted))} artifact ({', '.join(t.name for _, t in targets)}); "
+                              "ONNX Runtime/OpenVINO take int8, hls4ml takes fixed from scales: power_of_two")
+
+
 def plan_jobs(
     exp: Experiment, fp32_specs: list[VariantSpec], targets: list[tuple[TargetSelection, TargetSpec]]
 ) -> tuple[list[PlannedJob], list[str]]:
@@ -170,8 +201,7 @@ def plan_target_jobs(
             if precision not in exporter.precisions and not runtime_applied:
                 unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                 continue
-            for spec in fp32_specs:
-                variant = quantized(spec, precision, exp)
+            for variant in _variants_at(exp, fp32_specs, precision, precision in exporter.qat_precisions):
                 export_quant = QuantSpec() if runtime_applied else variant.quant
                 if selection.includes(variant):
                     jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))

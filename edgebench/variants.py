@@ -114,6 +114,12 @@ class QatSpec(_Frozen):
         pow2 = "-pow2" if self.scales == "power_of_two" else ""
         return f"qat-w{self.weight_bits}a{self.activation_bits}{pow2}" + ("-layers" if self.layer_bits else "")
 
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The artifact precisions its trained quantizers export to: int8 always, fixed point (hls4ml) only from
+        power-of-two scales."""
+        return ("int8", "fixed") if self.scales == "power_of_two" else ("int8",)
+
     def bits(self, layer: str) -> tuple[int, int]:
         """(weight bits, activation bits) of the layer named ``layer``."""
         return self.layer_bits.get(layer, (self.weight_bits, self.activation_bits))
@@ -182,6 +188,14 @@ class VariantSpec(_Frozen):
         return self.model_copy(update={"quant": QuantSpec(qat=self.quant.qat)})
 
     @property
+    def hosts_qat(self) -> bool:
+        """Whether this variant's training run can host quantization-aware training: a run from scratch with the
+        training loop's hooks (the baseline, pruning while training)."""
+        if self.sparse is not None or self.lowrank is not None:
+            return False
+        return self.prune is None or self.prune.schedule == "while_training"
+
+    @property
     def fp32_spec(self) -> VariantSpec:
         """The fp32 variant this variant is a quantization of (itself when it is one)."""
         return self.model_copy(update={"quant": QuantSpec()})
@@ -209,8 +223,11 @@ class VariantSpec(_Frozen):
             base = f"{self.lowrank.method}-r{self.lowrank.rank_ratio:g}"
         else:
             base = "baseline"
-        qat = f"-{self.quant.qat.tag}" if self.quant.qat is not None else ""
-        return f"{base}/{self.quant.precision}{qat}"
+        if self.quant.qat is None:
+            return f"{base}/{self.quant.precision}"
+        if self.quant.precision == "fp32":  # the quantization-trained model its artifacts are exported from
+            return f"{base}/{self.quant.qat.tag}"
+        return f"{base}/{self.quant.precision}-{self.quant.qat.tag}"
 
 
 _ABSENT = object()

@@ -106,7 +106,7 @@ def build_fp32_model(
     L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does. ``workdir``
     (the run's) is where a per-layer allocation keeps what it measures (the latency allocation's tables).
     """
-    if spec.quant.qat is not None and not qat_joins(spec):
+    if spec.quant.qat is not None and not spec.hosts_qat:
         raise ValueError(f"{spec.label}: quantization-aware training joins a training run from scratch (the baseline "
                          "or while_training pruning), not this variant's")
     if spec.sparse is not None:
@@ -145,14 +145,6 @@ def build_fp32_model(
                                        workdir)
     return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
                   baseline.history + res.history, res.allocation)
-
-
-def qat_joins(spec: VariantSpec) -> bool:
-    """Whether ``spec``'s training run can host quantization-aware training: one that trains from scratch with the
-    training loop's hooks (the baseline, pruning while training)."""
-    if spec.sparse is not None or spec.lowrank is not None:
-        return False
-    return spec.prune is None or spec.prune.schedule == "while_training"
 
 
 def _qat_hooks(spec: VariantSpec) -> list[TrainHook]:

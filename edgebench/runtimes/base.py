@@ -131,6 +131,8 @@ class Exporter(ABC):
     format: ClassVar[str] = ""
     #: precisions this exporter can produce
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: precisions it writes from a quantization-trained model's own quantizers (QAT variants), not recalibrated
+    qat_precisions: ClassVar[tuple[str, ...]] = ()
     #: file name suffix of the artifact ("" for a directory)
     suffix: ClassVar[str] = ""
     #: packages and tools the export needs

@@ -120,6 +120,7 @@ class Hls4mlExporter(Exporter):
 
     format = "hls4ml"
     precisions = ("fixed",)
+    qat_precisions = ("fixed",)
     suffix = ""  # the artifact is a directory
     relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
     needs = (HLS4ML, GXX)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgebench.quantization.qat import deployable, is_quantization_trained
+from edgebench.quantization.qdq import write_qdq
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.variants import DEFAULT_CALIBRATOR, QuantSpec
@@ -36,10 +38,13 @@ class OnnxExporter(Exporter):
 
     format = "onnx"
     precisions = ("fp32", "int8", "int8_dynamic")
+    qat_precisions = ("int8",)
     suffix = ".onnx"
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
+        if quant.qat is not None:
+            return export_qat_qdq(model, example, quant, out_path)
         if quant.precision == "fp32":
             export_fp32_onnx(model, example, out_path)
             return out_path
@@ -55,6 +60,19 @@ class OnnxExporter(Exporter):
             else:
                 raise ValueError(f"ONNX exporter cannot produce precision '{quant.precision}'")
         return out_path
+
+
+def export_qat_qdq(model: nn.Module, example: torch.Tensor, quant: QuantSpec, out_path: Path) -> Path:
+    """QDQ int8 ONNX with the scales and zero points a quantization-trained ``model`` learned (no calibration)."""
+    if quant.precision not in OnnxExporter.qat_precisions or not is_quantization_trained(model):
+        raise ValueError(f"a quantization-trained ONNX export is int8 of a QAT model, not {quant.precision}")
+    plain, layers = deployable(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = Path(tmp) / "fp32.onnx"
+        export_fp32_onnx(plain, example, fp32_path)
+        write_qdq(fp32_path, layers, out_path)
+    log.info("int8 QDQ %s from trained quantizers (%s)", out_path.name, quant.qat.tag)
+    return out_path
 
 
 def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) -> None:
