@@ -58,17 +58,20 @@ def run_export(task: ExportTask) -> Path:
     import torch
 
     model = torch.load(task.model_path, map_location="cpu", weights_only=False).eval()
-    calibration = np.load(task.calibration_path)["x"]
+    data = np.load(task.calibration_path)
+    calibration = data["x"]
+    # an accuracy budget is checked on the validation split, kept beside the calibration images
+    extra = {"validation": (data["x_val"], data["y_val"])} if task.quant.max_drop is not None else {}
     task.out_path.parent.mkdir(parents=True, exist_ok=True)
     exporter = get_exporter(task.fmt, task.target)
     reason = exporter.available()
     if reason:
         raise RuntimeError(f"{task.fmt} export unavailable: {reason}")
     if not exporter.relocatable:
-        result = exporter.export(model, task.quant, calibration, task.out_path)
+        result = exporter.export(model, task.quant, calibration, task.out_path, **extra)
     else:
         tmp = task.out_path.with_name(f"tmp-{os.getpid()}-{task.out_path.name}")
-        result = exporter.export(model, task.quant, calibration, tmp)
+        result = exporter.export(model, task.quant, calibration, tmp, **extra)
         os.replace(result, task.out_path)
     if task.out_path.is_dir():
         (task.out_path / COMPLETE_MARKER).touch()

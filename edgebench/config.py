@@ -135,6 +135,10 @@ class QuantizationConfig(_Strict):
     calibrator: Calibrator = Field(
         DEFAULT_CALIBRATOR, description="int8 ONNX activation ranges: minmax | entropy | percentile "
         "(scripts/study_int8_calibration.py measures them)")
+    max_drop: float | None = Field(
+        None, gt=0, lt=1, description="adds mixed-precision int8 variants (ONNX Runtime, OpenVINO): int8 except the "
+        "layers whose quantization costs most, kept fp32 one at a time until the validation accuracy is within "
+        "max_drop of fp32 (a fraction: 0.005 = 0.5 points)")
     qat: list[QatSpec] = Field(
         default_factory=list, description="quantization-aware-training settings, each a lineage of variants beside "
         "the calibrated ones: {weight_bits, activation_bits: 2..8, scales: float | power_of_two, layer_bits, "
@@ -146,6 +150,8 @@ class QuantizationConfig(_Strict):
             if not set(qat.precisions) & set(self.precisions):
                 raise ValueError(f"qat.{i} ({qat.tag}) exports to {' or '.join(qat.precisions)}, none of precisions "
                                  f"({', '.join(self.precisions)}); add one, or scales: power_of_two for fixed point")
+        if self.max_drop is not None and "int8" not in self.precisions:
+            raise ValueError("max_drop keeps layers of int8 variants in fp32; add int8 to precisions")
         return self
 
 
@@ -252,7 +258,7 @@ class Experiment(_Strict):
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
         is left out: a run started locally resumes on Ray and back."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
-                 "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": []}}
+                 "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}}
         data = self.model_dump(mode="json", exclude={"executor"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         return spec_hash(hash_payload(data, added))

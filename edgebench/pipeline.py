@@ -116,7 +116,8 @@ def run_experiment(
             if cache.has(spec):
                 store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, cache.facts(spec))
         eval_path = write_eval_data(splits, workdir)
-        calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
+        calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir,
+                                        (splits.x_val, splits.y_val))
         outcome.unsupported = unavailable + unsupported
         done = store.done_job_keys(run_id)
         todo = [job for job in jobs if job.key not in done]

@@ -12,7 +12,7 @@ from pathlib import Path
 from edgebench.config import Experiment, TargetSelection
 from edgebench.errors import ConfigError
 from edgebench.measure.job import Job, MeasureSettings
-from edgebench.runtimes.base import get_backend, get_exporter
+from edgebench.runtimes.base import Exporter, get_backend, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
 
@@ -88,10 +88,15 @@ def qat_models(exp: Experiment, fp32_specs: list[VariantSpec]) -> list[VariantSp
             for qat in exp.quantization.qat for spec in fp32_specs if spec.hosts_qat]
 
 
-def _variants_at(exp: Experiment, fp32_specs: list[VariantSpec], precision: str, qat_ok: bool) -> list[VariantSpec]:
-    """Every variant at ``precision``: each fp32 spec calibrated (or as is), plus, where the exporter takes trained
-    quantizers (``qat_ok``), each QAT setting that exports to it."""
+def _variants_at(exp: Experiment, fp32_specs: list[VariantSpec], precision: str, exporter: Exporter) -> list[VariantSpec]:
+    """Every variant at ``precision``: each fp32 spec calibrated (or as is); where the exporter takes them, its
+    mixed-precision int8 (``max_drop``) and each QAT setting that exports to ``precision``."""
     variants = [quantized(spec, precision, exp) for spec in fp32_specs]
+    max_drop = exp.quantization.max_drop
+    if precision == "int8" and max_drop is not None and exporter.takes_max_drop:
+        variants += [v.model_copy(update={"quant": v.quant.model_copy(update={"max_drop": max_drop})})
+                     for v in variants[: len(fp32_specs)]]
+    qat_ok = precision in exporter.qat_precisions
     if qat_ok:
         variants += [model.model_copy(update={"quant": QuantSpec(precision=precision, qat=model.quant.qat)})
                      for model in qat_models(exp, fp32_specs) if precision in model.quant.qat.precisions]
@@ -201,7 +206,7 @@ def plan_target_jobs(
             if precision not in exporter.precisions and not runtime_applied:
                 unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                 continue
-            for variant in _variants_at(exp, fp32_specs, precision, precision in exporter.qat_precisions):
+            for variant in _variants_at(exp, fp32_specs, precision, exporter):
                 export_quant = QuantSpec() if runtime_applied else variant.quant
                 if selection.includes(variant):
                     jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))

@@ -135,6 +135,9 @@ class QuantSpec(_Frozen):
     calibrator: Calibrator | None = Field(
         None, description="int8 (static ONNX QDQ): activation-range calibrator; only int8 has one, so it is part "
         "of int8 artifacts' identity only")
+    max_drop: float | None = Field(
+        None, gt=0, lt=1, description="int8 (static ONNX QDQ): accuracy drop allowed on the validation split; the "
+        "layers whose quantization costs most stay fp32 until it holds (runtimes/onnxruntime/mixed_precision.py)")
     qat: QatSpec | None = Field(
         None, description="int8 / fixed exported from quantizers trained with the model (no calibration); with "
         "precision fp32 it names the quantization-trained model those artifacts are exported from")
@@ -145,6 +148,8 @@ class QuantSpec(_Frozen):
             raise ValueError(f"calibrator applies to int8 static quantization only, not to {self.precision}")
         if self.qat is not None and self.calibrator is not None:
             raise ValueError("a QAT variant uses its trained quantizers; it has no calibrator")
+        if self.max_drop is not None and (self.precision != "int8" or self.qat is not None):
+            raise ValueError("max_drop applies to calibrated int8 (mixed precision), not to QAT or other precisions")
         return self
 
 
@@ -223,6 +228,8 @@ class VariantSpec(_Frozen):
             base = f"{self.lowrank.method}-r{self.lowrank.rank_ratio:g}"
         else:
             base = "baseline"
+        if self.quant.max_drop is not None:
+            return f"{base}/int8-maxdrop{self.quant.max_drop:g}"
         if self.quant.qat is None:
             return f"{base}/{self.quant.precision}"
         if self.quant.precision == "fp32":  # the quantization-trained model its artifacts are exported from
@@ -237,7 +244,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "sparse": None,
     "lowrank": None,
     "prune": {"allocation": None, "allocation_kwargs": {}},
-    "quant": {"calibrator": None, "qat": None},
+    "quant": {"calibrator": None, "qat": None, "max_drop": None},
 }
 
 

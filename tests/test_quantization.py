@@ -82,8 +82,9 @@ def test_bn_folded_and_eval_equals_deployable() -> None:
     plain, layers = deployable(model)
     assert [layer.name for layer in layers] == ["0.0", "1.0", "3.0", "6"]
     # the plain model on each layer's quantized input: run it with the input quantizers as forward pre-hooks
-    hooks = [plain.get_submodule(layer.name).register_forward_pre_hook(
-        lambda _m, args, q=model.get_submodule(layer.name).input_quant: (q(args[0]),)) for layer in layers]
+    quantizers = {layer.name: model.get_submodule(layer.name).input_quant for layer in layers}
+    hooks = [plain.get_submodule(name).register_forward_pre_hook(lambda _m, args, q=q: (q(args[0]),))
+             for name, q in quantizers.items()]
     x = torch.rand(32, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(plain(x), model(x), atol=1e-5)

@@ -23,6 +23,7 @@ from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.quantization.qdq import write_qdq
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.mixed_precision import search_mixed_precision, stamp
 from edgebench.variants import DEFAULT_CALIBRATOR, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ class OnnxExporter(Exporter):
     format = "onnx"
     precisions = ("fp32", "int8", "int8_dynamic")
     qat_precisions = ("int8",)
+    takes_max_drop = True
     suffix = ".onnx"
 
-    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
+               validation: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
         example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
         if quant.qat is not None:
             return export_qat_qdq(model, example, quant, out_path)
@@ -51,7 +54,14 @@ class OnnxExporter(Exporter):
         with tempfile.TemporaryDirectory() as tmp:
             fp32_path = Path(tmp) / "fp32.onnx"
             export_fp32_onnx(model, example, fp32_path)
-            if quant.precision == "int8":
+            if quant.precision == "int8" and quant.max_drop is not None:
+                if validation is None:
+                    raise ValueError("a max_drop export needs the validation split (validation=(x, y))")
+                decision = search_mixed_precision(fp32_path, out_path, calibration[: quant.calibration_samples],
+                                                  *validation, quant.max_drop, quant.calibrator or DEFAULT_CALIBRATOR)
+                log.info("mixed int8 %s: fp32 layers %s, accuracy %.4f (fp32 %.4f, int8 %.4f)", out_path.name,
+                         decision.float_layers, decision.accuracy, decision.fp32_accuracy, decision.int8_accuracy)
+            elif quant.precision == "int8":
                 settings = quantize_qdq(fp32_path, out_path, calibration[: quant.calibration_samples],
                                         calibrator=quant.calibrator or DEFAULT_CALIBRATOR)
                 log.info("int8 QDQ %s: %s", out_path.name, settings)
@@ -71,6 +81,11 @@ def export_qat_qdq(model: nn.Module, example: torch.Tensor, quant: QuantSpec, ou
         fp32_path = Path(tmp) / "fp32.onnx"
         export_fp32_onnx(plain, example, fp32_path)
         write_qdq(fp32_path, layers, out_path)
+    stamp(out_path, {"qat": {"setting": quant.qat.tag, "layers": {
+        layer.name: {"weight_bits": layer.weight.bits, "input_bits": layer.input.bits,
+                     "weight_scales": "per channel" if layer.weight.axis is not None else float(layer.weight.scale),
+                     "input_scale": float(layer.input.scale), "input_zero_point": int(layer.input.zero_point)}
+        for layer in layers}}})
     log.info("int8 QDQ %s from trained quantizers (%s)", out_path.name, quant.qat.tag)
     return out_path
 
