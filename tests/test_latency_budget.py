@@ -128,7 +128,7 @@ def test_latency_variants_add_ids_and_share_one_timed_task(tmp_path: Path) -> No
 
     tasks = {t.key: t for t in sweep_tasks(exp, specs, [], {}, tmp_path, tmp_path / "eval.npz", tmp_path / "c.npz")}
     timed = [t for t in tasks.values() if t.key.startswith("allocate:")]
-    assert all(t.timed and t.kind == "build" for t in timed)
+    assert all(t.timed and t.kind == "allocate" for t in timed)
     assert len(timed) == len(exp.pruning.ratios)  # one per ratio, shared by every criterion of it
     for spec in latency:
         (allocate,) = [k for k in tasks[f"build:{spec.id}"].after if k.startswith("allocate:")]
