@@ -94,7 +94,7 @@ def _print_budget_misses(df: Any) -> None:
 def _print_summary(outcome: Any) -> None:
     from edgebench.report.pareto import pareto_mask
     from edgebench.store import Store
-    from edgebench.store.metrics import METRICS
+    from edgebench.store.metrics import METRICS, fpga_cost_metric
 
     store = Store.open(outcome.store_url)
     try:
@@ -102,15 +102,20 @@ def _print_summary(outcome: Any) -> None:
     finally:
         store.close()
     ok = df[df["status"] == "ok"].copy()
-    table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
-    for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
-        numeric = col not in ("target", "backend", "variant")
+    table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants per target (accuracy vs p50 latency; "
+                        "FPGA C simulation: vs bit operations counted from the firmware, not synthesised)")
+    for col in ("target", "backend", "variant", "accuracy", "front on", "p50 ms", "size KiB", "MACs"):
+        numeric = col not in ("target", "backend", "variant", "front on")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for target, group in ok.groupby("target"):
-        mask = pareto_mask(group, [(m.column, m.direction) for m in (METRICS["accuracy"], METRICS["latency"])])
-        for _, row in group[mask].sort_values("p50_ms").iterrows():
-            table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}",
-                          f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+        cost = fpga_cost_metric(group)
+        mask = pareto_mask(group, [(m.column, m.direction) for m in (METRICS["accuracy"], cost)])
+        for _, row in group[mask].sort_values(cost.column).iterrows():
+            axis = {"bops": f"{row['bops'] / 1e6:,.2f} MBOPs (counted)",
+                    "fpga_latency": f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"}.get(cost.name, "p50")
+            p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
+            table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
+                          f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
     console.print(table)
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")

@@ -143,9 +143,14 @@ _FACT_COLUMNS = ("nonzero_params", "nonzero_macs")
 def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
     facts = facts if isinstance(facts, dict) else {}
     details = details if isinstance(details, dict) else {}
+    hls4ml = details.get("hls4ml") or {}
     return {
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
+        # FPGA cost proxies counted from the hls4ml model (not synthesised), for C-simulation targets' fronts
+        "bops": (hls4ml.get("bit_operations") or {}).get("bops"),
+        "fpga_multipliers": (hls4ml.get("multipliers") or {}).get("multipliers"),
+        "fpga_latency_cycles": (details.get("synthesis") or {}).get("latency_cycles_worst"),
     }
 
 

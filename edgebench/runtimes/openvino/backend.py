@@ -44,8 +44,9 @@ def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[
         THREADS: settings.threads,
         STREAMS: streams,
         # fp32 artifacts must run in fp32: CPUs with bf16/AMX would otherwise downcast by default.
-        # int8 QDQ models still run their quantized layers as int8 under this hint.
-        PRECISION: "f32",
+        # int8 QDQ models still run their quantized layers as int8 under this hint. An fp16 variant is the fp32
+        # artifact run under the f16 hint; CPUs without fp16 arithmetic run it in f32, which details() records.
+        PRECISION: "f16" if settings.precision == "fp16" else "f32",
         PERF_COUNT: perf_count,
     }
     if "performance_hint" in settings.options:
@@ -136,6 +137,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     formats = ("onnx",)
     needs = (OPENVINO,)
+    builds_from_fp32 = ("fp16",)  # the inference precision hint on the fp32 ONNX
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         ov = require_module("openvino", "openvino", "backend 'openvino'")
