@@ -29,7 +29,7 @@ import torch
 from edgebench.data import DatasetSplits, load_dataset
 from edgebench.measure.job import MeasureSettings
 from edgebench.prune import build_fp32_model
-from edgebench.prune.latency_table import onnx_p50_ms
+from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.prune.schedules import FINETUNE_LR_FACTOR
 from edgebench.quantization.qat import prepare_qat
 from edgebench.runtimes.base import BackendSettings

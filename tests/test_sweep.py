@@ -31,7 +31,7 @@ def _board(tmp_path: Path) -> Path:
 def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = ()) -> tuple[Experiment, dict[str, Task]]:
     exp = load_experiment(default_with(
         tmp_path, pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training", "oneshot_finetune"],
-                           "prune_epochs": [1]},
+                           "prune_epochs": [1], "scope": "layer"},
         quantization={"precisions": ["fp32", "int8"]}, targets=targets, run={"workdir": str(tmp_path / "runs")}))
     specs = plan_fp32_variants(exp)
     selected = [(selection, get_target(selection.name)) for selection in exp.targets]

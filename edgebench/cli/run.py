@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,15 +79,16 @@ def _print_where(df: Any) -> None:
     console.print(table)
 
 
-def _print_budget_misses(df: Any) -> None:
-    """Variants whose latency allocation missed its budget, and why (as their builds recorded it)."""
+def _print_allocation_notes(df: Any) -> None:
+    """What per-layer allocations recorded that the user should hear (a latency budget missed, and why), once each."""
+    from edgebench.prune.allocation import record_summary
+
     seen: set[str] = set()
     for facts in df["facts"] if not df.empty else ():
-        record = (facts or {}).get("allocation") or {}
-        if record.get("met") is False and json.dumps(record, sort_keys=True) not in seen:
-            seen.add(json.dumps(record, sort_keys=True))
-            print_line("budget missed:", "yellow", f"{record['p50_ms']:.4f} ms > {record['budget_ms']:.4f} ms on "
-                       f"{record['target']}/{record['backend']} (widths {record['keep']}): {record['why_not']}")
+        line = record_summary((facts or {}).get("allocation"))
+        if line is not None and line not in seen:
+            seen.add(line)
+            print_line("allocation:", "yellow", line)
 
 
 def _print_summary(outcome: Any) -> None:
@@ -124,7 +124,7 @@ def _print_summary(outcome: Any) -> None:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
         print_line("not run:", "yellow", note)
-    _print_budget_misses(df)
+    _print_allocation_notes(df)
     print_line("store:", "", outcome.store_url)
     if outcome.report_path:
         print_line("report:", "", outcome.report_path)
