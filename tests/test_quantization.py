@@ -142,7 +142,8 @@ def test_qat_settings_checked_at_load() -> None:
 
 
 def test_qat_variants_planned_per_runtime() -> None:
-    exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [1]}, training={"epochs": 4},
+    exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [1], "scope": "layer"},
+                     training={"epochs": 4},
                      quantization={"precisions": ["fp32", "int8", "fixed"],
                                    "qat": [{"weight_bits": 4, "activation_bits": 4, "scales": "power_of_two"}]},
                      targets=["local-cpu", "local-hls4ml-csim"])

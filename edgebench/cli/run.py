@@ -111,8 +111,11 @@ def _print_summary(outcome: Any) -> None:
         cost = fpga_cost_metric(group)
         mask = pareto_mask(group, [(m.column, m.direction) for m in (METRICS["accuracy"], cost)])
         for _, row in group[mask].sort_values(cost.column).iterrows():
-            axis = {"bops": f"{row['bops'] / 1e6:,.2f} MBOPs (counted)",
-                    "fpga_latency": f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"}.get(cost.name, "p50")
+            axis = "p50"
+            if cost.name == "bops":
+                axis = f"{row['bops'] / 1e6:,.2f} MBOPs (counted)"
+            elif cost.name == "fpga_latency":
+                axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
             table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
                           f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
