@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench import archive
 from edgebench.archive import compressed_size
 from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
 from edgebench.config import Experiment, TargetSelection
@@ -222,12 +221,11 @@ class _OpenRun:
         measured = job_result(result)
         self.store_variant(job.variant)
         artifact = artifact_path(job, self.workdir)
-        size = artifact_size(artifact) if artifact_ready(artifact) else None
-        if size is not None:  # what sparsity buys on disk shows only compressed: zeros take their full width in a dense artifact
-            packed = {"compressed_bytes": compressed_size(artifact), "encoding": archive.ENCODING}
-            measured = measured.model_copy(update={"details": {**measured.details, "artifact": packed}})
-        self.store.add_measurement(MeasurementRecord(self.run_id, job.key, job.variant.id, job.target.name,
-                                                     job.backend, measured, job.settings, size))
+        ready = artifact_ready(artifact)
+        self.store.add_measurement(MeasurementRecord(
+            self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
+            size_bytes=artifact_size(artifact) if ready else None,
+            compressed_bytes=compressed_size(artifact) if ready else None))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:

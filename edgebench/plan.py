@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgebench.config import Experiment, PruningConfig, TargetSelection
 from edgebench.errors import ConfigError
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.prune.allocation.base import PAPER
 from edgebench.prune.criteria import CRITERIA
 from edgebench.prune.schedules import SCHEDULES

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from edgebench.data import DatasetSplits, load_dataset
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.prune.schedules import FINETUNE_LR_FACTOR

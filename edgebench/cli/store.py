@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
+from edgebench.errors import ExitCode
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
 from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK
@@ -122,7 +123,7 @@ def compare(
         _print_comparison(cmp)
     if output:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    raise typer.Exit(1 if cmp.regressions else 0)
+    raise typer.Exit(ExitCode.REGRESSION if cmp.regressions else ExitCode.OK)
 
 
 def _print_comparison(cmp: Comparison) -> None:

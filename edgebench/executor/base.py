@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+from edgebench.job import Placement
+
 log = logging.getLogger(__name__)
 
 #: what a task does, in its caller's words ("build", "export", "measure", ...); "measure" tasks are the ones
@@ -108,7 +110,7 @@ class TaskResult:
     error: str | None = None
     #: the full Python traceback, or the worker's stderr tail for a crash or a hang
     detail: str | None = None
-    where: str = ""
+    where: Placement | None = None
     started: float | None = None
     ended: float | None = None
     #: seconds from handing the task to a worker until its result was back

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgebench.errors import ConfigError
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.measure.machine import cpu_model
 from edgebench.prune.allocation.base import ALLOCATIONS, Allocation, AllocationRecord
 from edgebench.prune.allocation.latency.search import (
