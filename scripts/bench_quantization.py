@@ -76,18 +76,18 @@ def ptq_vs_qat(splits: DatasetSplits, train: TrainSpec, tmp: Path) -> None:
           f"QAT int8 (w8a8, one run) {trained:.4f} (drop {100 * (base - trained):+.2f} pt)")
 
 
-def joined_vs_sequential(splits: DatasetSplits, train: TrainSpec, qat_epochs: int, tmp: Path) -> None:
+def joined_vs_sequential(splits: DatasetSplits, train_spec: TrainSpec, qat_epochs: int, tmp: Path) -> None:
     prune = PruneSpec(criterion="l1", ratio=0.5, prune_epochs=(2, 4, 6))
-    joined = build_fp32_model(spec(train, prune, W8A8), splits)
-    pruned = build_fp32_model(spec(train, prune), splits)
+    joined = build_fp32_model(spec(train_spec, prune, W8A8), splits)
+    pruned = build_fp32_model(spec(train_spec, prune), splits)
     model = prepare_qat(copy.deepcopy(pruned.model), W8A8)
-    finetune = train.model_copy(update={"lr": train.lr * FINETUNE_LR_FACTOR})
+    finetune = train_spec.model_copy(update={"lr": train_spec.lr * FINETUNE_LR_FACTOR})
     qat_phase = train(model, splits, finetune, epochs=qat_epochs)
     quant = QuantSpec(precision="int8", qat=W8A8)
     acc_joined = test_accuracy(int8_onnx(joined.model, quant, splits, tmp / "j.onnx"), splits)
     acc_seq = test_accuracy(int8_onnx(model, quant, splits, tmp / "s.onnx"), splits)
     seq_macs = pruned.training_macs + qat_phase.training_macs
-    print(f"\n2. L1 50 % of filters + QAT int8 (digits_cnn, {train.epochs} epochs, pruned at epochs 2/4/6)")
+    print(f"\n2. L1 50 % of filters + QAT int8 (digits_cnn, {train_spec.epochs} epochs, pruned at epochs 2/4/6)")
     print(f"   one run (QAT from epoch 7): accuracy {acc_joined:.4f}, training {joined.training_macs / 1e9:.2f} GMACs")
     print(f"   prune, then {qat_epochs} QAT epochs: accuracy {acc_seq:.4f}, training {seq_macs / 1e9:.2f} GMACs "
           f"({seq_macs / joined.training_macs:.2f}x)")
