@@ -35,6 +35,7 @@ from edgebench.quantization.qat import prepare_qat
 from edgebench.runtimes.base import BackendSettings
 from edgebench.runtimes.onnxruntime.export import OnnxExporter, export_fp32_onnx
 from edgebench.runtimes.onnxruntime.mixed_precision import onnx_accuracy, search_mixed_precision
+from edgebench.train import train
 from edgebench.variants import PruneSpec, QatSpec, QuantSpec, TrainSpec, VariantSpec
 
 TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=1.0, max_time_s=10.0)
