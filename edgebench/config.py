@@ -280,6 +280,7 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     from edgebench.models import MODELS, list_models
     from edgebench.prune import CRITERIA, SCHEDULES
     from edgebench.prune.allocation import ALLOCATIONS, PAPER
+    from edgebench.prune.criteria.base import RETIRED_CRITERIA
     from edgebench.prune.sparse import SPARSE_METHODS
 
     for i, target in enumerate(experiment.targets):
@@ -295,6 +296,9 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
         ("pruning.allocation", experiment.pruning.allocation or [], [PAPER, *ALLOCATIONS.names()]),
         ("sparse.methods", experiment.sparse.methods if experiment.sparse else [], SPARSE_METHODS.names()),
     ]
+    for value in experiment.pruning.criteria:
+        if value in RETIRED_CRITERIA:
+            raise ConfigError(f"{source}: pruning.criteria: '{value}' {RETIRED_CRITERIA[value]}")
     for field, values, allowed in checks:
         for value in values:
             if value not in allowed:
