@@ -8,6 +8,7 @@ github.com/NVlabs/Taylor_pruning (pruning_engine.py, methods 0 and 31), matched 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import spearmanr
 from torch import nn
@@ -263,3 +264,111 @@ def test_nisp_propagates_the_frl_inf_fs_scores_through_absolute_weights() -> Non
     torch.testing.assert_close(crit.module_scores(net[2], "out"), s_frl, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(crit.module_scores(net[0], "out"), w1.abs().double().T @ s_frl, rtol=1e-6,
                                atol=1e-9)
+
+
+# ---- Han et al. 2015 / Deep Compression 2016 -------------------------------------------------------------------
+
+
+def test_han_per_layer_quality_times_std_thresholds_by_hand() -> None:
+    """Layer a's weights are spread (std 2), layer b's narrow (std 0.5, 4x smaller): with one quality parameter q,
+    a weight goes when |w| < q std. Asking for 50 % of the 8 weights, by hand: |w| / std =
+    a: 0.5, 1.0, 1.5, 2.0 (values 1, 2, 3, 4 over std 2) and
+    b: 0.4, 0.6, 0.8, 1.2 (0.2, 0.3, 0.4, 0.6 over 0.5); the 4 smallest are b's 0.4, a's 0.5, b's 0.6, b's 0.8, so
+    a loses 1 weight and b 3 - the per-layer pattern a single magnitude threshold (a 0, b 4) or equal sparsity
+    (2 and 2) would not give - and q = 1.0, the smallest kept ratio."""
+    from edgebench.prune.sparse.magnitude import quality_masks
+
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0], [3.0, -4.0]]))
+        net[1].weight.copy_(torch.tensor([[0.2, -0.3], [0.4, -0.6]]))
+    masks, quality = quality_masks(net, 0.5, {"0": 2.0, "1": 0.5})
+    assert masks["0"].tolist() == [[False, True], [True, True]]
+    assert masks["1"].tolist() == [[False, False], [False, True]]
+    assert quality == pytest.approx(1.0)
+
+
+def test_huffman_code_lengths_of_a_known_histogram() -> None:
+    """The textbook example (Cormen et al., 16.3): a:45 b:13 c:12 d:16 e:9 f:5 -> lengths 1,3,3,3,4,4, 224 bits."""
+    from edgebench.prune.sparse.storage import huffman_bits, huffman_code_lengths
+
+    counts = {"a": 45, "b": 13, "c": 12, "d": 16, "e": 9, "f": 5}
+    assert huffman_code_lengths(counts) == {"a": 1, "b": 3, "c": 3, "d": 3, "e": 4, "f": 4}
+    assert huffman_bits("a" * 45 + "b" * 13 + "c" * 12 + "d" * 16 + "e" * 9 + "f" * 5) == 224
+    assert huffman_code_lengths({"x": 7}) == {"x": 1}
+
+
+def test_relative_positions_with_filler_zeros_as_in_the_paper() -> None:
+    """Deep Compression fig. 2 with 3-bit differences (at most 8): non-zeros at 1, 4 and 15 are stored as
+    differences 2, 3, then 8 (a filler zero at 12) and 3."""
+    from edgebench.prune.sparse.storage import relative_positions
+
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[[1, 4, 15]] = True
+    assert relative_positions(mask, 3) == ([2, 3, 8, 3], [False, False, True, False])
+
+
+def test_layer_storage_and_compression_ratio_by_hand() -> None:
+    """A 1x16 fully connected layer (5-bit differences: no filler needed) with 4 non-zeros shared on a 2-entry
+    codebook {0.5, -1}: 0.5, 0.5, 0.5, -1 at positions 0, 1, 2, 10.
+    dense 16 x 32 = 512 bits (+ no bias); pruned 4 x (32 + 5) = 148; shared 4 x (1 + 5) + 2 x 32 = 88;
+    Huffman: weights {0.5: 3, -1: 1} -> 1 bit each = 4, differences {1: 3, 8: 1} -> 4, + codebook 64 = 72."""
+    from edgebench.prune.sparse.storage import deep_compression_size
+
+    net = nn.Sequential(nn.Linear(16, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, [0, 1, 2, 10]] = torch.tensor([0.5, 0.5, 0.5, -1.0])
+    size = deep_compression_size(net, {"0": 1})
+    assert (size["dense_bits"], size["pruned_bits"], size["shared_bits"], size["huffman_bits"]) == (512, 148, 88, 72)
+    assert size["ratio"] == pytest.approx(512 / 72)
+
+
+# ---- SCL (Tang et al. 2022) ------------------------------------------------------------------------------------
+
+
+def test_scl_scores_step_on_their_own_optimizer_without_weight_decay() -> None:
+    """One step: the weights' optimizer no longer holds the scores; each score moves by exactly
+    -lr_s (normalised gradient + lam), the weight decay and momentum of the weights' optimizer notwithstanding."""
+    from edgebench.prune.sparse.scl import SparseConnectivityLearning, attach_masks, normalise_feature_grads
+    from edgebench.train import TrainState, make_optimizer
+    from edgebench.variants import TrainSpec
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2))
+    masks = attach_masks(net, 0.05)
+    spec = TrainSpec(lr=0.5, momentum=0.9, weight_decay=0.5)
+    state = TrainState(net, make_optimizer(net, spec, spec.lr), spec, *(torch.zeros(1),) * 4, input_shape=(3,),
+                       epochs=1, lr=spec.lr)
+    hook = SparseConnectivityLearning(masks, 0.5, lam=0.01, gain=0.0, score_lr_scale=0.2, mask_epochs=1)
+    hook.on_train_start(state)
+    scores = masks["0"].scores
+    assert all(p is not scores for group in state.optimizer.param_groups for p in group["params"])
+    before = scores.detach().clone()
+    net(torch.tensor([[1.0, -2.0, 0.5]])).pow(2).sum().backward()
+    expected = before - 0.2 * 0.5 * (normalise_feature_grads(scores.grad.detach().clone()) + 0.01)
+    hook.after_backward(state)
+    state.optimizer.step()
+    hook.on_batch_end(state)
+    torch.testing.assert_close(scores.detach(), expected)
+
+
+# ---- what is edgebench's reading, and says so -------------------------------------------------------------------
+
+
+def test_constructions_from_abstracts_are_labelled_as_edgebenchs_reading() -> None:
+    import pandas as pd
+
+    from edgebench.prune import CRITERIA
+    from edgebench.prune.allocation import ALLOCATIONS
+    from edgebench.prune.sparse import SPARSE_METHODS
+    from edgebench.report.plots import series_name
+
+    readings = {n for n in CRITERIA.names() if CRITERIA.get(n).reading}
+    assert readings == {"hessian_radius", "firing", "bn_stats"}
+    assert {n for n in ALLOCATIONS.names() if ALLOCATIONS.get(n).reading} == {"gradient_bound", "sensitivity"}
+    assert {n for n in SPARSE_METHODS.names() if SPARSE_METHODS.get(n).reading} == {"scl"}
+    row = pd.Series({"method": "hessian_radius", "kind": "structured", "precision": "fp32",
+                     "method_note": CRITERIA.get("hessian_radius").reading})
+    assert series_name(row) == "hessian_radius (edgebench's reading)/fp32"
+    assert series_name(row.drop("method_note")) == "hessian_radius/fp32"

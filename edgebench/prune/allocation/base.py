@@ -54,6 +54,8 @@ class Allocation:
     ratio_of: ClassVar[str | None] = None
     #: the type its :meth:`record` returns (read back from a stored variant by :func:`record_summary`)
     record_type: ClassVar[type[AllocationRecord]] = AllocationRecord
+    #: set when the allocation is edgebench's construction where its paper gives none (shown in the report)
+    reading: ClassVar[str | None] = None
 
     def begin(self, spec: PruneSpec, workdir: Path | None = None) -> None:
         """Called once before a schedule's first step: ramped schedules (while_training, iterative) then ask

@@ -137,11 +137,14 @@ class FiringPattern(PreparedScores):
     ``r_ck = E|w_kc * x_c| / (sum_m E|w_km * x_m| + |b_k|)`` (for a conv, ``w_kc * x_c`` is channel ``c``'s
     partial convolution into output ``k``, averaged over positions). A channel's score is the total share it
     provides to the next layer, ``s_c = sum_k r_ck`` - channels that rarely fire into anything are pruned.
-    The paper applies it iteratively (``schedule: iterative``), re-scoring after each finetuning step.
+    The paper applies it iteratively (``schedule: iterative``), re-scoring after each finetuning step. The lift
+    from connections to channels is **edgebench's reading** (the paper scores connections; only its abstract was
+    available to us).
     """
 
     needs_data = True
     roles = ("in",)
+    reading = "edgebench's reading of Dekhovich et al. 2024 (abstract only): connection scores lifted to channels"
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data("firing", data)

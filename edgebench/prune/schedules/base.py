@@ -46,6 +46,7 @@ class ScheduleResult:
     training_macs: int
     val_accuracy: float
     allocation: dict[str, Any] | None = None  # what the per-layer allocation decided and measured
+    compression: dict[str, Any] | None = None  # Deep Compression's storage of a sparse model (sizes, ratios)
 
 
 class Schedule(ABC):
