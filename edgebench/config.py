@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.executor.settings import ExecutorConfig
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
 from edgebench.variants import (

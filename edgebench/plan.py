@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.config import Experiment, PruningConfig, TargetSelection
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.prune.allocation.base import PAPER
 from edgebench.prune.criteria import CRITERIA
 from edgebench.prune.schedules import SCHEDULES

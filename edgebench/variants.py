@@ -141,13 +141,20 @@ class VariantSpec(_Frozen):
         return self.model_copy(update={"quant": QuantSpec()})
 
     @property
-    def parent_id(self) -> str | None:
-        """Lineage: a quantized variant's parent is its fp32 variant; a pruned fp32's is the baseline."""
+    def parent(self) -> VariantSpec | None:
+        """Lineage: a quantized variant's parent is its fp32 variant; a pruned, sparse or low-rank fp32's is the
+        baseline; the baseline has none."""
         if self.quant.precision != "fp32":
-            return self.weights_spec.id
+            return self.weights_spec
         if self.kind != "baseline":
-            return self.model_copy(update={"prune": None, "sparse": None, "lowrank": None}).id
+            return self.model_copy(update={"prune": None, "sparse": None, "lowrank": None})
         return None
+
+    @property
+    def parent_id(self) -> str | None:
+        """Id of :attr:`parent`."""
+        parent = self.parent
+        return None if parent is None else parent.id
 
     @property
     def label(self) -> str:

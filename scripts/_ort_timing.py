@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.runtimes.base import BackendSettings
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq

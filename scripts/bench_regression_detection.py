@@ -49,8 +49,8 @@ def measure(args: tuple[str, int, float]) -> list[int]:
     """One run in this (fresh) process: load a session, time it, return raw samples in ns."""
     import onnxruntime as ort
 
+    from edgebench.job import MeasureSettings
     from edgebench.measure.harness import time_session
-    from edgebench.measure.job import MeasureSettings
     from edgebench.runtimes.base import Session
 
     model_path, delay_ns, min_time_s = args
@@ -108,7 +108,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from edgebench.measure.job import JobResult
+    from edgebench.job import JobResult
     from edgebench.store import Store
     from edgebench.store.compare import compare_runs
     from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_MIN_EFFECT

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from store_fixtures import PNG_MAGIC, fill_run, sqlite_store  # noqa: F401
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.report import render_report
 from edgebench.store import Store
 from edgebench.store.history import detect_change_points, history_frame, series_change_points

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.store import SCHEMA_VERSION, Store, StoreError
 from edgebench.store.record import MeasurementRecord
 

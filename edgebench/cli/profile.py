@@ -105,7 +105,7 @@ def profile(
     """Per-layer profile of ARTIFACT on a target: time share vs MACs share, mapped to the PyTorch layers."""
     from edgebench.executor.runners import runner_for
     from edgebench.executor.tasks import run_one
-    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.job import Job, MeasureSettings
     from edgebench.targets import get_target
 
     spec = get_target(target)

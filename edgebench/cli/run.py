@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli.common import ALL_FAILED, INTERRUPTED, console, print_line
+from edgebench.cli.common import console, print_line
+from edgebench.errors import ExitCode
 
 
 class _RichProgress:
@@ -56,25 +57,22 @@ def run(
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
-        raise typer.Exit(INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     _print_summary(outcome)
     if outcome.failed and not outcome.measured and not outcome.skipped:
         print_line("error:", "bold red", f"every job of run {outcome.run_id} failed ({len(outcome.failed)} listed "
                    "above, their errors kept in the store): nothing was measured")
-        raise typer.Exit(ALL_FAILED)
+        raise typer.Exit(ExitCode.ALL_FAILED)  # the store holds no measurement of it: a CI gate must not pass
 
 
 def _print_where(df: Any) -> None:
     """Where each target's jobs ran (host, Ray node or board), from what every result recorded."""
-    import re
-
     if df.empty:
         return
-    where = df["details"].map(lambda d: re.sub(r" pid \d+$", "", (d or {}).get("ran_on") or "unknown"))
     table = Table(title="where the jobs ran")
     for col in ("target", "ran on", "jobs"):
         table.add_column(col, justify="right" if col == "jobs" else "left")
-    for (target, place), n in df.assign(where=where).groupby(["target", "where"]).size().items():
+    for (target, place), n in df.assign(where=df["ran_on"].fillna("unknown")).groupby(["target", "where"]).size().items():
         table.add_row(str(target), str(place), str(n))
     console.print(table)
 
@@ -161,7 +159,7 @@ def bench(
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
     from edgebench.executor.tasks import run_one
-    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.job import Job, MeasureSettings
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 

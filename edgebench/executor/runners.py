@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgebench.components import Component, Tool, missing_reason
 from edgebench.executor.base import HOST, Lane
-from edgebench.measure.job import Job, JobResult
+from edgebench.job import Job, JobResult
 from edgebench.runtimes.base import get_backend
 from edgebench.targets import TargetSpec
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebench.executor.base import HOST, Lane, Task, TaskContext, TaskKind, TaskResult, WorkerKind
-from edgebench.measure.job import Job, JobResult, thread_env
+from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
 
 if TYPE_CHECKING:
@@ -61,8 +61,8 @@ def job_result(result: TaskResult) -> JobResult:
     else:
         job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
                         error_detail=result.detail)
-    job.details["ran_on"] = result.where
-    return job
+    # waited for another edgebench process's window, or had no host lock: the result says so
+    return job.model_copy(update={"ran_on": result.where, "host_lane": result.task.host_lane})
 
 
 def run_one(job: Job, timeout_s: float, runner: Runner | None = None, files: Sequence[Path] = ()) -> JobResult:

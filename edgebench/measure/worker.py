@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from edgebench.errors import one_line
+from edgebench.errors import summarize
+from edgebench.job import EnergyWindow, Job, JobResult
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import Job, JobResult
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import summarize_ns
@@ -29,10 +29,6 @@ from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
 
 log = logging.getLogger(__name__)
-
-#: a failed job's one-line error; the full traceback is kept in ``error_detail``
-ERROR_CHARS = 300
-
 
 def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
     outs = []
@@ -72,18 +68,18 @@ def execute(job: Job) -> JobResult:
         x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
     batch = np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0)) if len(x) < batch_size else x[:batch_size]
 
+    window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
+    window_to = time.time()
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
-    # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
-    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9}
-    energy_j = energy_source = energy_note = idle_w = None
+    energy_j = energy_source = energy_note = idle_w = energy_window = None
     meter = create_meter(job.energy)
     if meter is not None:
         idle_w = measure_idle_power(meter)
         reading, n_runs = _measure_energy(session, batch, meter, job)
         energy_source, energy_note = reading.source, reading.note
-        details["energy_window"] = {"seconds": reading.seconds, "inferences": n_runs * batch_size}
+        energy_window = EnergyWindow(seconds=reading.seconds, inferences=n_runs * batch_size)
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
@@ -115,8 +111,13 @@ def execute(job: Job) -> JobResult:
         energy_note=energy_note,
         idle_power_w=idle_w,
         runtime=runtime_versions(),
-        details=details,
+        details=session.details(),
         layer_profile=layer_profile,
+        device=device_context(),
+        # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
+        timed_window_s=timing.wall_ns / 1e9,
+        timed_window=(window_from, window_to),
+        energy_window=energy_window,
     )
 
 
@@ -180,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         result = execute(job)
     except Exception as exc:  # any runtime error becomes a recorded failure, its traceback kept in the store
         # runtimes raise messages of many lines: the result gets one line (the file and the reason), the store all
-        error = f"{type(exc).__name__}: {one_line(exc, ERROR_CHARS)}"
-        result = JobResult(job_id=job.job_id, status="failed", error=error, error_detail=traceback.format_exc())
+        result = JobResult(job_id=job.job_id, status="failed", error=summarize(exc), error_detail=traceback.format_exc())
     Path(args[1]).write_text(result.model_dump_json())
     return 0
 

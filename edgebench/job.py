@@ -1,0 +1,184 @@
+"""The job/result contract between the planner, a measurement worker and the store (a leaf: it imports no
+other edgebench module, so ``measure/``, ``executor/`` and ``store/`` all read it without reaching into each other).
+
+Jobs and results are plain JSON so the same worker runs locally in a subprocess or on a remote device over
+SSH, where an older or newer edgebench may run: see :class:`JobResult` for how its JSON keeps its shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+
+class MeasureSettings(BaseModel):
+    """How long and how to time (MLPerf LoadGen / trtexec style rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: Literal["single_stream", "offline"] = "single_stream"
+    batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
+    warmup_iters: int = Field(10, ge=0)
+    min_iters: int = Field(100, ge=1)
+    min_time_s: float = Field(1.0, ge=0)
+    max_iters: int = Field(100_000, ge=1)
+    max_time_s: float = Field(30.0, gt=0)
+    accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
+    reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
+    profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
+    profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")
+
+    @model_serializer(mode="wrap")
+    def _omit_profiling_when_off(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # workers on devices may run an older edgebench whose MeasureSettings forbids unknown fields, and
+        # experiment hashes must not change for runs that never asked for profiles: the profiling fields
+        # exist in the JSON only when profiling is on
+        data = handler(self)
+        if not self.profile_layers:
+            data.pop("profile_layers", None)
+            data.pop("profile_runs", None)
+        return data
+
+    @property
+    def effective_batch_size(self) -> int:
+        """The batch each timed inference runs: ``batch_size`` offline, always 1 single-stream."""
+        return self.batch_size if self.scenario == "offline" else 1
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps the OpenMP/MKL pools of a worker at ``threads`` (set before the runtime loads)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+class Job(BaseModel):
+    """One (variant, target, settings) measurement."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    variant_id: str
+    target: str
+    backend: str
+    artifact: str
+    threads: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    eval_data: str = Field(description="npz with float32 'x' (NCHW) and int 'y' of the test split")
+    reference: str | None = Field(None, description="npz with 'logits' of the fp32 PyTorch model on x[:n]")
+    measure: MeasureSettings = MeasureSettings()
+    energy: dict[str, Any] | None = Field(None, description="energy meter spec; None = no meter")
+
+
+class Placement(BaseModel):
+    """Where a task ran: the executor, the machine (a Ray node's address, or the lane it waited for) and process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executor: str = Field(description="local or ray")
+    host: str
+    node: str | None = Field(None, description="the Ray node id (short)")
+    pid: int | None = None
+
+    @property
+    def machine(self) -> str:
+        """Where, without the process: what jobs of one target share."""
+        return " ".join([self.executor, self.host, *([f"node {self.node}"] if self.node else [])])
+
+    def __str__(self) -> str:
+        return self.machine + (f" pid {self.pid}" if self.pid is not None else "")
+
+
+class EnergyWindow(BaseModel):
+    """The window an energy reading covers (longer than the timed one when the meter updates slowly)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float
+    inferences: int
+
+
+class HostLane(BaseModel):
+    """What the host-wide lane lock did for a measurement: how long it waited for another edgebench process's
+    timed window, or why there was no lock (then other processes' windows may have overlapped this one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lock: Literal["held", "none"]
+    waited_s: float | None = None
+    why: str | None = None
+
+
+#: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
+_IN_DETAILS = ("device", "timed_window_s", "timed_window", "energy_window", "ran_on", "host_lane")
+
+
+class JobResult(BaseModel):
+    """What a worker reports back; ``status='failed'`` carries the error text.
+
+    ``details`` holds what the runtime's session says about itself (engine build time, FPGA synthesis);
+    what edgebench itself records has typed fields. In JSON those typed fields sit inside ``details``, as
+    they always have, so a controller and a device worker of different versions read each other's results
+    and stored rows keep one shape.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    error_detail: str | None = Field(None, description="a failure's traceback or the worker's stderr tail")
+    accuracy: float | None = None
+    n_eval: int | None = None
+    max_abs_diff: float | None = None
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    throughput_ips: float | None = None
+    samples_ns: list[int] = Field(default_factory=list)
+    batch_size: int = 1
+    peak_rss_mb: float | None = None
+    energy_j_per_inference: float | None = None
+    energy_source: str | None = None
+    energy_note: str | None = None
+    idle_power_w: float | None = None
+    runtime: dict[str, str] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict, description="the session's target-specific facts")
+    layer_profile: dict[str, Any] | None = Field(None, description="per-layer profile (LayerProfile.to_dict)")
+    device: dict[str, Any] | None = Field(None, description="what sets the device's speed: CPU, governor, power mode")
+    timed_window_s: float | None = Field(None, description="wall time of the timed loop")
+    timed_window: tuple[float, float] | None = Field(None, description="the timed loop's span in UNIX seconds")
+    energy_window: EnergyWindow | None = None
+    ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
+    host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_fields_from_details(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("details"), dict):
+            details = dict(data["details"])
+            lifted = {key: details.pop(key) for key in _IN_DETAILS if key in details and data.get(key) is None}
+            data = {**data, **lifted, "details": details}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _typed_fields_into_details(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # a controller running an older edgebench reads this JSON with extra="forbid": the typed fields go where
+        # it reads them (details), and only a result that carries a profile has the field
+        data = handler(self)
+        for key in _IN_DETAILS:
+            value = data.pop(key, None)
+            if value is not None:
+                data["details"] = {**data["details"], key: value}
+        if self.layer_profile is None:
+            data.pop("layer_profile", None)
+        return data
