@@ -72,7 +72,11 @@ def compare(
     baseline: Annotated[str, typer.Argument(help="baseline run id or tag")],
     candidate: Annotated[str, typer.Argument(help="candidate run id or tag")],
     store: StoreOpt = None,
-    fmt: Annotated[Literal["table", "markdown", "json"], typer.Option("--format", help="output format")] = "table",
+    fmt: Annotated[
+        Literal["table", "markdown", "json", "html"],
+        typer.Option("--format", help="output format; html: a page with each run's latency distribution (--output "
+                     "names it, default reports/compare/index.html)"),
+    ] = "table",
     min_effect: Annotated[
         list[str] | None,
         typer.Option("--min-effect", help="METRIC=PERCENT (accuracy: points), e.g. latency=3; repeatable"),
@@ -126,10 +130,17 @@ def compare(
     effects = min_effects(thresholds, min_effect)
     if output:
         writable_file(output, "--output")
+    if fmt == "html":
+        output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
     with open_store(store) as st:
         cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
                            lookback=lookback)
-    gate = evaluate(cmp, thresholds)
+        gate = evaluate(cmp, thresholds)
+        if fmt == "html":
+            from edgebench.report.compare_page import render_comparison
+
+            print_line("compare page:", "", render_comparison(st, cmp, gate, thresholds, output))
+            raise typer.Exit(gate.exit_code)
     if fmt == "json":
         text = json.dumps({**cmp.to_json(), "gate": gate.to_json()}, indent=2, allow_nan=False)
         console.print_json(text)

@@ -157,7 +157,8 @@ def evaluate(cmp: Comparison, thresholds: Thresholds) -> GateResult:
     return GateResult(overall, findings, unstable, undecided)
 
 
-def _threshold_text(thresholds: Thresholds) -> str:
+def threshold_text(thresholds: Thresholds) -> str:
+    """The thresholds in one line: ``latency warn 2% / fail 5%; every other metric: any regression fails``."""
     metrics = sorted(thresholds.warn.keys() | thresholds.fail.keys())
     parts = [f"{m} " + " / ".join(f"{kind} {levels[m]:g}{' pp' if m == 'accuracy' else '%'}"
                                   for kind, levels in (("warn", thresholds.warn), ("fail", thresholds.fail)) if m in levels)
@@ -166,12 +167,22 @@ def _threshold_text(thresholds: Thresholds) -> str:
     return "; ".join([*parts, others])
 
 
+def unstable_lines(gate: GateResult) -> list[str]:
+    """One line per unstable result: its runs and each metric's spread, change and verdict."""
+    by_result: dict[tuple[str, str], list[MetricChange]] = {}
+    for r, c in gate.unstable:
+        by_result.setdefault((r.label, r.context), []).append(c)
+    return [f"{label} on {context}, {changes[0].runs[0]}+{changes[0].runs[1]} runs: "
+            + ", ".join(f"{c.metric} spread {c.noise_pct:.1f}% (change {fmt_change(c)}, {c.verdict})" for c in changes)
+            for (label, context), changes in by_result.items()]
+
+
 def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
     """The gate's section of the pull-request comment: level, thresholds, each regression's level, then the
     unstable and the undecided measurements by name."""
     title = {"fail": "❌ fails", "warn": "⚠️ warns", "ok": "✅ passes"}[gate.level]
     lines = [f"### edgebench deployment-cost gate {title}",
-             f"Thresholds: {_threshold_text(thresholds)}. Unstable: run-to-run spread >= {thresholds.unstable_pct:g}%."]
+             f"Thresholds: {threshold_text(thresholds)}. Unstable: run-to-run spread >= {thresholds.unstable_pct:g}%."]
     if gate.findings:
         lines += ["", "| level | variant | target | metric | change [CI] | evidence | why |", "|---|---|---|---|---|---|---|"]
         order = sorted(gate.findings, key=lambda f: ("fail", "warn", "ok").index(f.level))
@@ -180,13 +191,7 @@ def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
     if gate.unstable:
         lines += ["", f"**Unstable measurements** (spread across repeats >= {thresholds.unstable_pct:g}%; shown, not "
                   "blamed: measure them again or on a quieter machine):"]
-        by_result: dict[tuple[str, str], list[MetricChange]] = {}
-        for r, c in gate.unstable:
-            by_result.setdefault((r.label, r.context), []).append(c)
-        for (label, context), changes in by_result.items():
-            spreads = ", ".join(f"{c.metric} spread {c.noise_pct:.1f}% (change {fmt_change(c)}, {c.verdict})"
-                                for c in changes)
-            lines.append(f"- {label} on {context}, {changes[0].runs[0]}+{changes[0].runs[1]} runs: {spreads}")
+        lines += [f"- {line}" for line in unstable_lines(gate)]
     if gate.undecided:
         lines += ["", "**Not judged** (disturbed measurements):"]
         lines += [f"- {r.label} on {r.context}: {c.metric}: {c.note}" for r, c in gate.undecided]

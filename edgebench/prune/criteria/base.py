@@ -142,7 +142,7 @@ class PreparedScores(Criterion):
         return self._scores.get(module) if role in self.roles else None
 
 
-CRITERIA: Registry[type[Criterion]] = Registry("criterion")
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", group="edgebench.criteria")
 
 #: criterion names that no longer exist, with what replaced them (a load-time error says so)
 RETIRED_CRITERIA = {

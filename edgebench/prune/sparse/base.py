@@ -48,7 +48,7 @@ class SparseMethod(ABC):
         ``from_baseline``) and return its training history and compute."""
 
 
-SPARSE_METHODS: Registry[type[SparseMethod]] = Registry("sparse method")
+SPARSE_METHODS: Registry[type[SparseMethod]] = Registry("sparse method", group="edgebench.sparse_methods")
 
 
 def create_sparse_method(name: str, sparsity: float, **kwargs: object) -> SparseMethod:
