@@ -9,7 +9,7 @@ from edgebench.config import Experiment
 from edgebench.plan import plan_fp32_variants, plan_jobs
 from edgebench.report.quantization import quant_method, quantization_rows
 from edgebench.runtimes.base import BackendSettings
-from edgebench.runtimes.openvino.backend import compile_config
+from edgebench.runtimes.openvino.compile import compile_config
 from edgebench.store.metrics import METRICS, fpga_cost_metric
 from edgebench.targets import get_target
 
