@@ -85,10 +85,9 @@ def search_mixed_precision(fp32_path: Path, out_path: Path, calibration: np.ndar
         trial = Path(tmp) / "trial.onnx"
 
         def accuracy_with_float(kept: list[str], path: Path = trial) -> float:
-            quantized = [n for n in nodes if n not in kept]
-            if quantized:
-                quantize_qdq(fp32_path, path, calibration, calibrator=calibrator, nodes_to_quantize=quantized)
-            else:  # an empty list would mean "all" to quantize_static
+            if len(kept) < len(nodes):  # excluding (not listing) nodes keeps every other operator int8 as in full int8
+                quantize_qdq(fp32_path, path, calibration, calibrator=calibrator, nodes_to_exclude=kept or None)
+            else:
                 shutil.copyfile(fp32_path, path)
             return onnx_accuracy(path, x_val, y_val)
 
