@@ -83,7 +83,7 @@ def compressed_run(tmp_path_factory: pytest.TempPathFactory):
                 "method_kwargs": {"magnitude": {"steps": 1, "finetune_epochs": 1}}},
         lowrank={"rank_ratios": [0.5]},
         quantization={"precisions": ["fp32"]}, targets=[str(target)],
-        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3},
+        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None},
         run={"workdir": str(tmp / "runs")}, report={"dir": str(tmp / "report")},
     )
     outcome = run_experiment(load_experiment(path))

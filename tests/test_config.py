@@ -84,7 +84,7 @@ def test_target_selection_filters_and_overrides(tmp_path):
     assert all(everything.includes(s) for s in specs)
     chosen = [s.label for s in specs if hls.includes(s)]
     assert chosen == ["baseline/fp32", "l1-0.5-while_training/fp32"]
-    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 100
+    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 50
 
 
 def test_bad_target_measurement_override(tmp_path):

@@ -98,7 +98,7 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
         assert counted["multipliers"] <= counted["dense_multipliers"] and len(counted["layers"]) == 4
         job = Job(job_id=width, variant_id="v", target="local-hls4ml-csim", backend="hls4ml", artifact=str(artifact),
                   precision="fixed", eval_data=str(eval_path),
-                  measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05))
+                  measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None))
         result = execute(job)
         assert result.status == "ok", result.error
         accuracies[width] = result.accuracy

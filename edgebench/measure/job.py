@@ -19,10 +19,16 @@ class MeasureSettings(BaseModel):
     scenario: Literal["single_stream", "offline"] = "single_stream"
     batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
     warmup_iters: int = Field(10, ge=0)
-    min_iters: int = Field(100, ge=1)
-    min_time_s: float = Field(1.0, ge=0)
+    min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples")
+    min_time_s: float = Field(0.1, ge=0, description="the floor's duration: no window is shorter")
     max_iters: int = Field(100_000, ge=1)
-    max_time_s: float = Field(30.0, gt=0)
+    max_time_s: float = Field(10.0, gt=0, description="the cap: a window that never reaches the precision ends here")
+    precision: float | None = Field(
+        0.01, gt=0, lt=1, description="after the floor, time until the 95 % confidence interval of each of "
+        "precision_percentiles lies within this fraction of it; null: a fixed window (the floor alone)")
+    precision_percentiles: list[Literal["p50", "p90", "p99"]] = Field(
+        default_factory=lambda: ["p50"], min_length=1, description="the percentiles the precision rule bounds")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the reported percentile intervals")
     accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
@@ -85,6 +91,9 @@ class JobResult(BaseModel):
     load_ms: float | None = None
     first_inference_ms: float | None = None
     latency_ms: dict[str, float] = Field(default_factory=dict)
+    latency_ci_ms: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="each percentile's order-statistic confidence interval (low, high) in ms "
+        "at measure.confidence; a percentile with too few samples for one is absent")
     throughput_ips: float | None = None
     samples_ns: list[int] = Field(default_factory=list)
     batch_size: int = 1

@@ -20,11 +20,11 @@ import numpy as np
 
 from edgebench.errors import one_line
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
-from edgebench.measure.harness import time_session
-from edgebench.measure.job import Job, JobResult
+from edgebench.measure.harness import Timing, time_session
+from edgebench.measure.job import Job, JobResult, MeasureSettings
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
-from edgebench.measure.stats import summarize_ns
+from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
 
@@ -74,9 +74,11 @@ def execute(job: Job) -> JobResult:
 
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
+    intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
     # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
-    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9}
+    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9,
+               "window": window_record(timing, job.measure)}
     energy_j = energy_source = energy_note = idle_w = None
     meter = create_meter(job.energy)
     if meter is not None:
@@ -106,6 +108,7 @@ def execute(job: Job) -> JobResult:
         load_ms=load_ms,
         first_inference_ms=timing.first_inference_ns / 1e6,
         latency_ms=latency,
+        latency_ci_ms=intervals,
         throughput_ips=throughput,
         samples_ns=timing.samples_ns,
         batch_size=batch_size,
@@ -118,6 +121,12 @@ def execute(job: Job) -> JobResult:
         details=details,
         layer_profile=layer_profile,
     )
+
+
+def window_record(timing: Timing, settings: MeasureSettings) -> dict[str, Any]:
+    """How the timed window ended and what it was asked for: kept with the measurement's details."""
+    return {"stopped": timing.stopped, "samples": len(timing.samples_ns), "precision": settings.precision,
+            "percentiles": settings.precision_percentiles, "confidence": settings.confidence}
 
 
 def _profile_layers(session: Session, batch: np.ndarray, job: Job) -> dict[str, Any]:

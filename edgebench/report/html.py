@@ -113,6 +113,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             text = fmt_cell(value * metric.scale if isinstance(value, int | float) else value)
             if metric.name == "energy" and str(row["energy_source"]).startswith("estimated"):
                 text += " (estimated)"
+            text += _interval_note(row, metric)
             cells.append(f"<td>{esc(text)}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
@@ -122,6 +123,18 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
         )
     headers = ["variant", "id", "target", *(m.short for m in _TABLE_METRICS), "Pareto-optimal for"]
     return table_html(headers, body, left=3, sortable=True)
+
+
+def _interval_note(row: pd.Series, metric: Metric) -> str:
+    """`` ±0.4%``: the larger side of a latency percentile's confidence interval, relative to it."""
+    ends = plots.interval_columns(metric.column)
+    value = row.get(metric.column)
+    if ends is None or not isinstance(value, int | float) or not value > 0:
+        return ""
+    low, high = row.get(ends[0]), row.get(ends[1])
+    if not isinstance(low, int | float) or not isinstance(high, int | float) or pd.isna(low) or pd.isna(high):
+        return ""
+    return f" ±{max(value - low, high - value) / value:.1%}"
 
 
 def failed_table(failed: pd.DataFrame) -> str:

@@ -50,6 +50,7 @@ class MeasurementRecord:
             "load_ms": r.load_ms,
             "first_inference_ms": r.first_inference_ms,
             **{f"{key}_ms": r.latency_ms.get(key) for key in LATENCY_KEYS},
+            **self.interval_columns(),
             "throughput_ips": r.throughput_ips,
             "peak_rss_mb": r.peak_rss_mb,
             "size_bytes": self.size_bytes,
@@ -61,3 +62,14 @@ class MeasurementRecord:
             "details": r.details,
             "created_at": created_at,
         }
+
+    def interval_columns(self) -> dict[str, Any]:
+        """``p50_low_ms`` ... ``p99_high_ms`` and ``ci_confidence`` (null when the result carries no interval)."""
+        intervals = self.result.latency_ci_ms
+        columns: dict[str, Any] = {}
+        for name in ("p50", "p90", "p99"):
+            low, high = intervals.get(name, (None, None))
+            columns[f"{name}_low_ms"], columns[f"{name}_high_ms"] = low, high
+        window = self.result.details.get("window") or {}
+        columns["ci_confidence"] = window.get("confidence") if intervals else None
+        return columns
