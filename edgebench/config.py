@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.executor.settings import ExecutorConfig
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
 from edgebench.variants import (
@@ -62,15 +62,19 @@ class PruningConfig(_Strict):
     ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.8])
     schedules: list[Schedule] = Field(default_factory=lambda: ["while_training"])
     unit: Literal["filters", "macs"] = "filters"
-    scope: Literal["layer", "global"] = "layer"
+    scope: Literal["layer", "global"] | None = Field(
+        None, description="layer: every layer loses the same fraction (allocation uniform); global: one ranking of "
+        "layer-normalised scores (allocation global); neither scope nor allocation: each criterion's paper allocation"
+    )
     round_to: int | None = Field(None, ge=1)
     prune_epochs: list[int] = Field(default_factory=list, description="while_training: epochs after which to prune")
     finetune_epochs: int = Field(10, ge=0)
     steps: int = Field(3, ge=1)
     criterion_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     allocation: list[str] | None = Field(
-        None, description="per-layer ratio allocations, each a grid value: uniform | global | gradient_bound | ... "
-        "(replaces scope; uniform = scope layer, global = scope global)"
+        None, description="per-layer ratio allocations, each a grid value: paper (each criterion's own, the default) | "
+        "uniform | global_raw | global | sensitivity | gradient_bound | latency (replaces scope; uniform = scope "
+        "layer, global = scope global)"
     )
     allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -86,7 +90,7 @@ class PruningConfig(_Strict):
 
     @model_validator(mode="after")
     def _scope_or_allocation(self) -> PruningConfig:
-        if self.allocation is not None and self.scope != "layer":
+        if self.allocation is not None and self.scope == "global":
             raise ValueError("set either scope or allocation (allocation: global is scope: global)")
         return self
 
@@ -274,8 +278,8 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     """Names and options of registered plug-ins are checked here so a typo fails before any training."""
     from edgebench.data import DATASETS, list_datasets
     from edgebench.models import MODELS, list_models
-    from edgebench.prune import CRITERIA
-    from edgebench.prune.allocation import ALLOCATIONS
+    from edgebench.prune import CRITERIA, SCHEDULES
+    from edgebench.prune.allocation import ALLOCATIONS, PAPER
     from edgebench.prune.sparse import SPARSE_METHODS
 
     for i, target in enumerate(experiment.targets):
@@ -287,7 +291,8 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
         ("dataset.name", [experiment.dataset.name], list_datasets()),
         ("model.name", [experiment.model.name], list_models()),
         ("pruning.criteria", experiment.pruning.criteria, CRITERIA.names()),
-        ("pruning.allocation", experiment.pruning.allocation or [], ALLOCATIONS.names()),
+        ("pruning.schedules", experiment.pruning.schedules, SCHEDULES.names()),
+        ("pruning.allocation", experiment.pruning.allocation or [], [PAPER, *ALLOCATIONS.names()]),
         ("sparse.methods", experiment.sparse.methods if experiment.sparse else [], SPARSE_METHODS.names()),
     ]
     for field, values, allowed in checks:
@@ -299,12 +304,28 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     validate_options(MODELS.get(exp.model.name), exp.model.kwargs, f"{source}: model.kwargs", _MODEL_ARGS_FROM_DATA)
     _check_kwargs(exp.pruning.criterion_kwargs, exp.pruning.criteria, CRITERIA.get,
                   f"{source}: pruning.criterion_kwargs", "pruning.criteria", ())
-    _check_kwargs(exp.pruning.allocation_kwargs, exp.pruning.allocation or [], ALLOCATIONS.get,
-                  f"{source}: pruning.allocation_kwargs", "pruning.allocation", ())
+    _check_kwargs(exp.pruning.allocation_kwargs, _allocations_used(exp.pruning), ALLOCATIONS.get,
+                  f"{source}: pruning.allocation_kwargs", "pruning.allocation (or the criteria's paper allocations)",
+                  ())
     _check_allocations(exp.pruning, source)
     if exp.sparse is not None:
         _check_kwargs(exp.sparse.method_kwargs, exp.sparse.methods, SPARSE_METHODS.get,
                       f"{source}: sparse.method_kwargs", "sparse.methods", ("sparsity",))
+
+
+def _allocations_used(pruning: PruningConfig) -> list[str]:
+    """The registered allocations the experiment's variants use: the listed ones, with ``paper`` (listed, or the
+    default when neither allocation nor scope is set) standing for the criteria's own."""
+    from edgebench.prune import CRITERIA
+    from edgebench.prune.allocation import PAPER
+
+    listed = pruning.allocation or ([PAPER] if pruning.scope is None else [])
+    used: list[str] = []
+    for name in listed:
+        for resolved in [CRITERIA.get(c).paper_allocation for c in pruning.criteria] if name == PAPER else [name]:
+            if resolved not in used:
+                used.append(resolved)
+    return used
 
 
 def _check_allocations(pruning: PruningConfig, source: str) -> None:
@@ -312,7 +333,7 @@ def _check_allocations(pruning: PruningConfig, source: str) -> None:
     the ratio unit it fixes, so a bad value fails at load rather than in the middle of a sweep."""
     from edgebench.prune.allocation import ALLOCATIONS
 
-    for name in pruning.allocation or []:
+    for name in _allocations_used(pruning):
         cls = ALLOCATIONS.get(name)
         if cls.ratio_of is not None and pruning.unit != "filters":
             raise ConfigError(f"{source}: pruning.unit: {pruning.unit} does not apply to allocation {name}, whose "

@@ -62,10 +62,17 @@ class TargetStatus:
     reason: str | None
     needs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    #: the file does not load (``reason`` says why): bad input, not a target that cannot run here
+    broken: bool = False
 
     @property
     def available(self) -> bool:
         return self.reason is None
+
+    @property
+    def state(self) -> str:
+        """available, unavailable or broken."""
+        return "broken" if self.broken else "available" if self.available else "unavailable"
 
 
 def target_statuses(extra_dir: Path | None = None, check: bool = True) -> list[TargetStatus]:
@@ -75,7 +82,7 @@ def target_statuses(extra_dir: Path | None = None, check: bool = True) -> list[T
         try:
             spec = load_target_file(path)
         except ConfigError as exc:  # a malformed target file is shown with its error
-            statuses.append(TargetStatus(name, None, f"invalid target file: {exc}"))
+            statuses.append(TargetStatus(name, None, f"invalid target file: {exc}", broken=True))
             continue
         runner = runner_for(spec)
         needs = runner.needs()

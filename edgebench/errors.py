@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import importlib
+from enum import IntEnum
 from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
 
+class ExitCode(IntEnum):
+    """The ``edgebench`` command's exit statuses (``--help`` lists them with :func:`exit_codes_help`)."""
+
+    OK = 0
+    REGRESSION = 1
+    BAD_INPUT = 2
+    NOTHING_RAN = 3
+    ALL_FAILED = 4
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+_EXIT_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.REGRESSION: "`compare` found a regression",
+    ExitCode.BAD_INPUT: "bad input (a file, field, option or path, named in one line; nothing stored is changed)",
+    ExitCode.NOTHING_RAN: 'nothing could run (every job of `run` or `bench` was "not run": no target available, '
+    "no export for any precision)",
+    ExitCode.ALL_FAILED: "every job of `run` failed (nothing measured; the errors are printed and stored)",
+    ExitCode.INTERRUPTED: "interrupted (finished jobs are kept)",
+}
+
+
+def exit_codes_help() -> str:
+    """Every exit status with its meaning, for ``edgebench --help``."""
+    return "Exit codes: " + "; ".join(f"{code.value} {_EXIT_MEANINGS[code]}" for code in ExitCode) + "."
+
+
 class EdgebenchError(Exception):
     """Base class of errors the CLI prints as one line, without a traceback, exiting with ``exit_code``."""
 
-    #: the CLI's exit status for this error: 2 is bad input (see ``edgebench --help``)
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.BAD_INPUT
 
 
 class ConfigError(EdgebenchError, ValueError):
@@ -37,9 +64,9 @@ class OutputPathError(EdgebenchError):
 
 
 class NothingToRunError(EdgebenchError):
-    """Every job of a run is "not run" (no target available, no exporter for any precision): exit code 3."""
+    """Every job of a run is "not run" (no target available, no exporter for any precision)."""
 
-    exit_code = 3
+    exit_code = ExitCode.NOTHING_RAN
 
 
 def first_line(text: object) -> str:
@@ -53,6 +80,21 @@ def one_line(text: object, limit: int | None = None) -> str:
     the detail on the lines after the first: "invalid dimensions for input ...\n index: 1 Got: 3 Expected: 1")."""
     line = " ".join(str(text).split())
     return line if limit is None or len(line) <= limit else line[: limit - 2].rstrip() + " …"
+
+
+#: how long a failure's stored one-line error may be; its full traceback is kept beside it
+SUMMARY_CHARS = 300
+
+
+def summarize(exc: BaseException, limit: int = SUMMARY_CHARS) -> str:
+    """A failure in one line, the same whichever executor or worker caught it: ``Type: message``.
+
+    Runtimes put the detail on the lines after the first, so the message is folded onto one line (then cut to
+    ``limit``). Notes added with ``add_note`` (Python 3.11) are not the message and stay in the traceback; an
+    exception without a message is its type alone.
+    """
+    message = one_line(exc, limit)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

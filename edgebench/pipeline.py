@@ -13,25 +13,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from edgebench import archive
 from edgebench.archive import compressed_size
 from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
 from edgebench.config import Experiment, TargetSelection
-from edgebench.data import load_dataset
+from edgebench.data import DatasetSplits, load_dataset
 from edgebench.errors import NothingToRunError
 from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.tasks import job_result
-from edgebench.measure.job import JobResult
 from edgebench.measure.machine import machine_info
 from edgebench.plan import PlannedJob, plan_fp32_variants, plan_jobs
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
-from edgebench.sweep import sweep_tasks
+from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
 
@@ -73,6 +72,18 @@ def available_targets(
     return ready, unavailable
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What a run will do, decided before anything is trained or stored."""
+
+    runners: dict[str, Runner]
+    specs: list[VariantSpec]
+    jobs: list[PlannedJob]
+    #: why targets or jobs will not run (reported with the outcome)
+    unsupported: list[str]
+    splits: DatasetSplits
+
+
 def run_experiment(
     exp: Experiment,
     tags: tuple[str, ...] = (),
@@ -86,9 +97,17 @@ def run_experiment(
     Every build, export and measurement is then a task of the experiment's executor (``exp.executor``);
     results are stored as they arrive, so a killed run loses only the jobs that were running.
     """
+    prepared = _prepare(exp)
+    with Store.open(exp.store_url()) as store:
+        run = _OpenRun.open(store, exp, prepared, tags)
+        run.drain(prepared, progress)
+        return run.finish(render)
+
+
+def _prepare(exp: Experiment) -> _Prepared:
+    """Plan ``exp`` and check what can be checked before any work; NothingToRunError when no job can run."""
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     check_output_paths(exp)
-    workdir = exp.workdir()
     runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
     ready, unavailable = available_targets(targets, runners)
     specs = plan_fp32_variants(exp)
@@ -97,63 +116,7 @@ def run_experiment(
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
     check_model_fits_data(exp, splits)
-
-    store = Store.open(exp.store_url())
-    try:
-        run_id = store.find_resumable_run(exp.hash)
-        if run_id is None:
-            run_id = store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine_info(), tags)
-        else:
-            log.info("resuming run %s", run_id)
-            for tag in tags:
-                store.tag_run(run_id, tag)
-        outcome = RunOutcome(run_id=run_id, store_url=exp.store_url(), report_path=None)
-
-        cache = ModelCache(workdir)
-        for spec in specs:  # every quantized variant's parent is stored, measured or not (built ones as they land)
-            if cache.has(spec):
-                store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, cache.facts(spec))
-        eval_path = write_eval_data(splits, workdir)
-        calibration = write_calibration(splits.x_train, exp.quantization.calibration_samples, workdir)
-        outcome.unsupported = unavailable + unsupported
-        done = store.done_job_keys(run_id)
-        todo = [job for job in jobs if job.key not in done]
-        outcome.skipped = len(jobs) - len(todo)
-
-        tasks = sweep_tasks(exp, specs, todo, runners, workdir, eval_path, calibration)
-        sweep = _SweepProgress(tasks, progress)
-        lost = 0
-        with create_executor(exp.executor, log_dir=workdir / "logs") as executor:
-            for result in executor.run(tasks):
-                if result.task.kind == "measure" and result.lost:  # not stored: the next run measures it
-                    lost += 1
-                    job: PlannedJob = result.task.context
-                    outcome.failed.append(f"{job.variant.label} on {job.target.name}/{job.backend}: {result.error} "
-                                          "(not stored; run the same command again to measure it)")
-                elif result.task.kind == "measure":
-                    _store_result(store, run_id, result.task.context, job_result(result), cache, workdir, outcome)
-                elif result.task.kind == "build" and result.ok and isinstance(result.task.context, VariantSpec):
-                    spec: VariantSpec = result.task.context
-                    store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
-                                         cache.facts(spec))
-                elif not result.ok:
-                    log.warning("%s failed: %s", result.key, result.error)
-                sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
-        sweep.close()
-        outcome.stage_seconds.update(sweep.stage_seconds)
-        if lost:  # left open: the same command resumes this run and measures what a lost board could not
-            log.warning("%d jobs lost with their node or board; run the same command again to measure them", lost)
-        else:
-            store.finish_run(run_id)
-        if render:
-            from edgebench.report import render_report
-
-            clock = time.perf_counter()
-            outcome.report_path = render_report(store, run_id, exp.report_dir(), exp.report.objectives)
-            outcome.stage_seconds["report"] = time.perf_counter() - clock
-        return outcome
-    finally:
-        store.close()
+    return _Prepared(runners, specs, jobs, unavailable + unsupported, splits)
 
 
 def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> list[str]:
@@ -166,28 +129,113 @@ def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> l
     ]
 
 
-def _store_result(store: Store, run_id: str, job: PlannedJob, result: JobResult, cache: ModelCache, workdir: Path,
-                  outcome: RunOutcome) -> None:
-    """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
-    artifact = artifact_path(job, workdir)
-    weights = job.variant.weights_spec
-    if cache.has(weights):
-        store.upsert_variant(job.variant.id, job.variant.model_dump(mode="json"), job.variant.label,
-                             job.variant.parent_id, cache.facts(weights))
-    size = artifact_size(artifact) if artifact_ready(artifact) else None
-    if size is not None:  # what sparsity buys on disk shows only compressed: zeros take their full width in a dense artifact
-        packed = {"compressed_bytes": compressed_size(artifact), "encoding": archive.ENCODING}
-        result = result.model_copy(update={"details": {**result.details, "artifact": packed}})
-    store.add_measurement(MeasurementRecord(run_id, job.key, job.variant.id, job.target.name, job.backend,
-                                            result, job.settings, size))
-    if result.status == "ok":
-        outcome.measured += 1
-    else:
-        outcome.failed.append(f"{job.variant.label} on {job.target.name}/{job.backend}: {result.error}")
+class _OpenRun:
+    """A run started (or resumed) in the store; each finished task is handled by its kind's handler."""
+
+    def __init__(self, store: Store, exp: Experiment, outcome: RunOutcome) -> None:
+        self.store = store
+        self.exp = exp
+        self.run_id = outcome.run_id
+        self.outcome = outcome
+        self.workdir = exp.workdir()
+        self.cache = ModelCache(self.workdir)
+        self.lost = 0
+
+    @classmethod
+    def open(cls, store: Store, exp: Experiment, prepared: _Prepared, tags: tuple[str, ...]) -> _OpenRun:
+        """Resume the unfinished run of ``exp`` (adding ``tags``) or start one; store the variants already built."""
+        run_id = store.find_resumable_run(exp.hash)
+        if run_id is None:
+            run_id = store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine_info(), tags)
+        else:
+            log.info("resuming run %s", run_id)
+            for tag in tags:
+                store.tag_run(run_id, tag)
+        run = cls(store, exp, RunOutcome(run_id, exp.store_url(), None, unsupported=prepared.unsupported))
+        for spec in prepared.specs:  # every quantized variant's parent is stored, measured or not (built ones as they land)
+            run.store_variant(spec)
+        return run
+
+    def drain(self, prepared: _Prepared, progress: ProgressFn | None) -> None:
+        """Run the tasks of the jobs not stored yet on the experiment's executor, handling results as they finish."""
+        eval_path = write_eval_data(prepared.splits, self.workdir)
+        calibration = write_calibration(prepared.splits.x_train, self.exp.quantization.calibration_samples, self.workdir)
+        done = self.store.done_job_keys(self.run_id)
+        todo = [job for job in prepared.jobs if job.key not in done]
+        self.outcome.skipped = len(prepared.jobs) - len(todo)
+        tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration)
+        sweep = _SweepProgress(tasks, progress)
+        with create_executor(self.exp.executor, log_dir=self.workdir / "logs") as executor:
+            for result in executor.run(tasks):
+                context = result.task.context
+                RESULT_HANDLERS[type(context)](self, result, context)
+                sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
+        sweep.close()
+        self.outcome.stage_seconds.update(sweep.stage_seconds)
+
+    def finish(self, render: bool) -> RunOutcome:
+        """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
+        if self.lost:  # left open: the same command resumes this run and measures what a lost board could not
+            log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.lost)
+        else:
+            self.store.finish_run(self.run_id)
+        if render:
+            from edgebench.report import render_report
+
+            clock = time.perf_counter()
+            self.outcome.report_path = render_report(self.store, self.run_id, self.exp.report_dir(),
+                                                     self.exp.report.objectives)
+            self.outcome.stage_seconds["report"] = time.perf_counter() - clock
+        return self.outcome
+
+    def store_variant(self, spec: VariantSpec) -> None:
+        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights)."""
+        weights = spec.weights_spec
+        if self.cache.has(weights):
+            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
+                                      self.cache.facts(weights))
+
+    def _variant_built(self, result: TaskResult, context: BuildVariant) -> None:
+        if result.ok:
+            self.store_variant(context.spec)
+        else:
+            log.warning("%s failed: %s", result.key, result.error)
+
+    def _made_file(self, result: TaskResult, context: Allocate | Export | Reference) -> None:
+        """An allocation, export or reference: its product is a file the measurements read; only a failure is news."""
+        if not result.ok:
+            log.warning("%s failed: %s", result.key, result.error)
+
+    def _measured(self, result: TaskResult, context: Measure) -> None:
+        """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
+        job = context.job
+        where = f"{job.variant.label} on {job.target.name}/{job.backend}"
+        if result.lost:  # not stored: the next run measures it
+            self.lost += 1
+            self.outcome.failed.append(f"{where}: {result.error} (not stored; run the same command again to measure it)")
+            return
+        measured = job_result(result)
+        self.store_variant(job.variant)
+        artifact = artifact_path(job, self.workdir)
+        ready = artifact_ready(artifact)
+        self.store.add_measurement(MeasurementRecord(
+            self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
+            size_bytes=artifact_size(artifact) if ready else None,
+            compressed_bytes=compressed_size(artifact) if ready else None))
+        if measured.status == "ok":
+            self.outcome.measured += 1
+        else:
+            self.outcome.failed.append(f"{where}: {measured.error}")
 
 
-#: stage names of the progress bars and of ``RunOutcome.stage_seconds``, by task kind
-STAGES = {"build": "variants", "export": "export", "measure": "measure"}
+#: one handler per kind of task (``sweep.KINDS``), called with the result and the task's typed context
+RESULT_HANDLERS: dict[type, Callable[[_OpenRun, TaskResult, Any], None]] = {
+    BuildVariant: _OpenRun._variant_built,
+    Allocate: _OpenRun._made_file,
+    Export: _OpenRun._made_file,
+    Reference: _OpenRun._made_file,
+    Measure: _OpenRun._measured,
+}
 
 
 class _SweepProgress:
@@ -211,19 +259,19 @@ class _SweepProgress:
                 self.progress(bar, 0, total, "")
 
     def _bars(self, task: Task, per_lane: bool) -> list[str]:
-        stage = STAGES[task.kind]
+        stage = task.context.stage
         return [stage, f"{stage} {task.lane}"] if task.kind == "measure" and per_lane else [stage]
 
     def finished(self, result: TaskResult) -> None:
         now = time.perf_counter()
-        stage = STAGES[result.task.kind]
+        stage = result.task.context.stage
         start = now - (result.wall_s or 0.0)
         first, _ = self.spans.get(stage, (start, now))
         self.spans[stage] = (min(first, start), now)
         for bar in self._bars(result.task, per_lane=len(self.lanes) > 1):
             self.done[bar] += 1
             if self.progress:
-                detail = _describe(result)
+                detail = result.task.context.describe()
                 self.progress(bar, self.done[bar], self.totals[bar], detail)
 
     def close(self) -> None:
@@ -235,12 +283,3 @@ class _SweepProgress:
     @property
     def stage_seconds(self) -> dict[str, float]:
         return {stage: end - start for stage, (start, end) in self.spans.items()}
-
-
-def _describe(result: TaskResult) -> str:
-    context = result.task.context
-    if isinstance(context, PlannedJob):
-        return f"{context.variant.label} on {context.target.name}/{context.backend}"
-    if isinstance(context, VariantSpec):
-        return context.label
-    return str(context or result.key)

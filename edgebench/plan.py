@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgebench.config import Experiment, TargetSelection
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.config import Experiment, PruningConfig, TargetSelection
+from edgebench.job import Job, MeasureSettings
+from edgebench.prune.allocation.base import PAPER
+from edgebench.prune.criteria import CRITERIA
+from edgebench.prune.schedules import SCHEDULES
+from edgebench.prune.sparse import SPARSE_METHODS
 from edgebench.runtimes.base import get_backend, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
@@ -19,9 +23,41 @@ from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, Va
 _SCOPE_ALLOCATIONS = {"uniform": "layer", "global": "global"}
 
 
+def resolved_allocation(p: PruningConfig, allocation: str | None, criterion: str) -> str | None:
+    """The allocation a criterion's variants use: the listed one, ``paper`` resolved to the criterion's own
+    (``Criterion.paper_allocation``), or - with neither an allocation nor a scope set - the paper's; None means
+    ``scope`` decides."""
+    name = allocation or (PAPER if p.scope is None else None)
+    return CRITERIA.get(criterion).paper_allocation if name == PAPER else name
+
+
+def prune_spec(p: PruningConfig, criterion: str, ratio: float, schedule: str, allocation: str | None) -> PruneSpec:
+    """One structured variant's spec: only the fields its schedule reads are set (the others cannot change its
+    artifact, so they stay out of its id), and ``uniform`` / ``global`` are expressed as ``scope``."""
+    name = resolved_allocation(p, allocation, criterion)
+    scope = _SCOPE_ALLOCATIONS.get(name, "layer") if name else (p.scope or "layer")
+    named = None if name is None or name in _SCOPE_ALLOCATIONS else name
+    reads = SCHEDULES.get(schedule).reads
+    return PruneSpec(
+        criterion=criterion,
+        ratio=ratio,
+        schedule=schedule,
+        unit=p.unit,
+        scope=scope,
+        round_to=p.round_to,
+        prune_epochs=tuple(p.prune_epochs) if "prune_epochs" in reads else (),
+        finetune_epochs=p.finetune_epochs if "finetune_epochs" in reads else 0,
+        steps=p.steps if "steps" in reads else 1,
+        criterion_kwargs=p.criterion_kwargs.get(criterion, {}),
+        allocation=named,
+        allocation_kwargs=p.allocation_kwargs.get(named, {}) if named else {},
+        revision=CRITERIA.get(criterion).revision,
+    )
+
+
 def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
-    """The baseline, one fp32 variant per criterion x ratio x schedule x allocation, per sparse method x
-    sparsity and per rank ratio."""
+    """The baseline, one fp32 variant per criterion x ratio x schedule x allocation (each once, however many
+    allocation entries resolve to it), per sparse method x sparsity and per rank ratio."""
     base = VariantSpec(
         model=exp.model.name,
         model_kwargs=exp.model.kwargs,
@@ -32,30 +68,17 @@ def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
     p = exp.pruning
     variants = [base]
     for allocation in p.allocation or [None]:
-        scope = _SCOPE_ALLOCATIONS.get(allocation, "layer") if allocation else p.scope
-        named = None if allocation is None or allocation in _SCOPE_ALLOCATIONS else allocation
         for schedule in p.schedules:
             for criterion in p.criteria:
                 for ratio in p.ratios:
-                    prune = PruneSpec(
-                        criterion=criterion,
-                        ratio=ratio,
-                        schedule=schedule,
-                        unit=p.unit,
-                        scope=scope,
-                        round_to=p.round_to,
-                        prune_epochs=tuple(p.prune_epochs) if schedule == "while_training" else (),
-                        finetune_epochs=p.finetune_epochs if schedule in ("oneshot_finetune", "iterative") else 0,
-                        steps=p.steps if schedule == "iterative" else 1,
-                        criterion_kwargs=p.criterion_kwargs.get(criterion, {}),
-                        allocation=named,
-                        allocation_kwargs=p.allocation_kwargs.get(named, {}) if named else {},
-                    )
-                    variants.append(base.model_copy(update={"prune": prune}))
+                    spec = base.model_copy(update={"prune": prune_spec(p, criterion, ratio, schedule, allocation)})
+                    if spec.id not in {v.id for v in variants}:
+                        variants.append(spec)
     if exp.sparse is not None:
         for method in exp.sparse.methods:
             for sparsity in exp.sparse.sparsities:
-                sparse = SparseSpec(method=method, sparsity=sparsity, kwargs=exp.sparse.method_kwargs.get(method, {}))
+                sparse = SparseSpec(method=method, sparsity=sparsity, kwargs=exp.sparse.method_kwargs.get(method, {}),
+                                    revision=SPARSE_METHODS.get(method).revision)
                 variants.append(base.model_copy(update={"sparse": sparse}))
     if exp.lowrank is not None:
         lr = exp.lowrank

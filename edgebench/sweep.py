@@ -1,6 +1,8 @@
-"""A run's work as executor tasks: build each variant (after a timed task for an allocation that measures latency),
-export each artifact, write references, measure.
+"""A run's work as executor tasks, one kind per step: build each variant (after an ``allocate`` task for an
+allocation that measures latency), ``export`` each artifact, write each ``reference``, ``measure``.
 
+Every task carries a context of its kind's type (:class:`BuildVariant`, :class:`Allocate`, :class:`Export`,
+:class:`Reference`, :class:`Measure`), so the pipeline handles each finished task by its kind without guessing.
 Tasks hand their products to each other through the run's cache files (``run_cache``, ``artifacts``),
 never through return values, so any worker can run any task: a warm local process, or a Ray node that
 sees the run directory at the same path. Each task names what it needs first (``after``): a measurement
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -20,19 +25,93 @@ from edgebench.artifacts import ExportTask, artifact_path, artifact_ready, run_e
 from edgebench.config import Experiment
 from edgebench.data import DatasetSplits, load_dataset
 from edgebench.errors import ArtifactError
-from edgebench.executor.base import HOST, Lane, Task
-from edgebench.executor.runners import LocalRunner, Runner
+from edgebench.executor.base import Task, TaskContext
+from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
 from edgebench.prune.build import prepare_allocation
 from edgebench.run_cache import ModelCache, reference_path, write_reference
-from edgebench.targets import TargetSpec
 from edgebench.variants import VariantSpec, spec_hash
 
 #: a variant build may train for a long time; the experiment's job timeout is for measurements
 BUILD_TIMEOUT_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class BuildVariant:
+    """Train/prune one fp32 variant into the model cache."""
+
+    kind: ClassVar[str] = "build"
+    #: the progress bar (and ``RunOutcome.stage_seconds`` entry) the task counts in
+    stage: ClassVar[str] = "variants"
+    spec: VariantSpec
+
+    def describe(self) -> str:
+        return self.spec.label
+
+
+@dataclass(frozen=True)
+class Allocate:
+    """Measure what an allocation needs (the latency allocation's tables), shared by the variants that use it."""
+
+    kind: ClassVar[str] = "allocate"
+    stage: ClassVar[str] = "variants"
+    #: the first variant that asked for it
+    spec: VariantSpec
+    allocation: str
+
+    def describe(self) -> str:
+        return f"{self.allocation} allocation of {self.spec.label}"
+
+
+@dataclass(frozen=True)
+class Export:
+    """Export one artifact (shared by the measurements that read it)."""
+
+    kind: ClassVar[str] = "export"
+    stage: ClassVar[str] = "export"
+    artifact: Path
+
+    def describe(self) -> str:
+        return self.artifact.name
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Write the fp32 PyTorch logits that measurements compare a variant's artifacts with."""
+
+    kind: ClassVar[str] = "reference"
+    stage: ClassVar[str] = "export"
+    spec: VariantSpec
+
+    def describe(self) -> str:
+        return f"reference {self.spec.label}"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Measure one planned job on its target."""
+
+    kind: ClassVar[str] = "measure"
+    stage: ClassVar[str] = "measure"
+    job: PlannedJob
+
+    def describe(self) -> str:
+        return f"{self.job.variant.label} on {self.job.target.name}/{self.job.backend}"
+
+
+#: every kind of task a sweep makes; the pipeline has one result handler for each
+SweepContext = BuildVariant | Allocate | Export | Reference | Measure
+KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Export, Reference, Measure)
+
+
+def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
+             timeout_s: float = BUILD_TIMEOUT_S, after: tuple[str, ...] = ()) -> Task:
+    task = call_task(key, context.kind, fn, *args, timeout_s=timeout_s, context=context)
+    task.after = after
+    return task
 
 
 @functools.lru_cache(maxsize=2)
@@ -67,8 +146,8 @@ def _allocation_task(spec: VariantSpec, dataset: str, dataset_kwargs: str, workd
         return None
     key = spec_hash([spec.model, spec.model_kwargs, spec.dataset, spec.dataset_kwargs, prune.allocation,
                      prune.allocation_kwargs, prune.ratio, prune.round_to])
-    task = call_task(f"allocate:{key}", "build", allocate_variant, spec, dataset, dataset_kwargs, str(workdir),
-                     timeout_s=BUILD_TIMEOUT_S, context=f"{prune.allocation} allocation of {spec.label}")
+    task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, dataset, dataset_kwargs,
+                    str(workdir))
     task.timed = True  # it measures latency: nothing else may run on this host's cores meanwhile
     return task
 
@@ -81,29 +160,6 @@ def reference_for(spec: VariantSpec, workdir: str, eval_data: str, n: int) -> st
     return str(write_reference(spec, built, np.load(eval_data)["x"], n, Path(workdir)))
 
 
-def measure_lane(target: TargetSpec, runner: Runner) -> tuple[Lane, dict[str, float]]:
-    """What a target's measurement holds alone, and the Ray resources that stand for it.
-
-    A local target holds this host's cores (only those it is pinned to, with ``ray: {cores: [...]}``); a
-    remote board is its own lane, named by its Ray resource when the target declares one.
-    """
-    resources = dict(target.ray.resources) if target.ray else {}
-    if resources:
-        return Lane(",".join(sorted(resources))), resources
-    if isinstance(runner, LocalRunner):
-        cores = frozenset(target.ray.cores) if target.ray and target.ray.cores else None
-        return Lane(HOST, cores), resources
-    return Lane(runner.lane), resources
-
-
-def _timeout(target: TargetSpec, job_timeout_s: float) -> float:
-    """How long a measurement task may take: a remote board's own command timeout and retries bound it."""
-    if target.ssh is None:
-        return job_timeout_s
-    ssh = target.ssh
-    return (ssh.command_timeout_s + 3 * ssh.connect_timeout_s) * (ssh.retries + 1) + 60.0
-
-
 def sweep_tasks(
     exp: Experiment,
     specs: list[VariantSpec],
@@ -114,6 +170,36 @@ def sweep_tasks(
     calibration: Path,
 ) -> list[Task]:
     """The tasks that build, export and measure what ``jobs`` still need, each after what it reads."""
+    builds = _build_tasks(exp, specs, workdir)
+    cache = ModelCache(workdir)
+    prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
+    measures: list[Task] = []
+    for job in jobs:
+        weights = job.variant.weights_spec
+        built_by = tuple(k for k in (f"build:{weights.id}",) if k in builds)
+        artifact = artifact_path(job, workdir)
+        reference = reference_path(weights, workdir)
+        if not artifact_ready(artifact):
+            export = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
+                                calibration, artifact)
+            prepared.setdefault(f"export:{artifact.name}",
+                                _untimed(Export(artifact), f"export:{artifact.name}", run_export, export, after=built_by))
+        if not reference.is_file():
+            prepared.setdefault(f"reference:{weights.id}", _untimed(
+                Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
+                job.measure.reference_samples, timeout_s=3600.0, after=built_by))
+        runner = runners[job.target.name]
+        worker_job = job.to_job(artifact, eval_path, reference)
+        task = measure_task(worker_job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
+                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job))
+        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}")
+                                   if key in prepared))
+        measures.append(task)
+    return [*builds.values(), *prepared.values(), *measures]
+
+
+def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:
+    """A build task per variant not in the model cache, after the baseline it starts from and its allocation."""
     cache = ModelCache(workdir)
     dataset_kwargs = json.dumps(exp.dataset.kwargs, sort_keys=True)
     baseline = next((s for s in specs if s.kind == "baseline"), None)
@@ -123,45 +209,12 @@ def sweep_tasks(
             continue
         # pruning while training trains from scratch; every other kind starts from the trained baseline
         uses_baseline = spec.kind != "baseline" and not (spec.prune is not None and spec.prune.schedule == "while_training")
-        task = call_task(f"build:{spec.id}", "build", build_variant, spec, exp.dataset.name, dataset_kwargs,
-                         str(workdir), baseline if uses_baseline else None, timeout_s=BUILD_TIMEOUT_S, context=spec)
         after = [f"build:{baseline.id}"] if uses_baseline and baseline is not None and not cache.has(baseline) else []
         allocation = _allocation_task(spec, exp.dataset.name, dataset_kwargs, workdir)
         if allocation is not None:
             builds.setdefault(allocation.key, allocation)
             after.append(allocation.key)
-        task.after = tuple(after)
-        builds[task.key] = task
-
-    prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
-    measures: list[Task] = []
-    for job in jobs:
-        weights = job.variant.weights_spec
-        built_by = tuple(k for k in (f"build:{weights.id}",) if k in builds)
-        after = list(built_by)
-        artifact = artifact_path(job, workdir)
-        if not artifact_ready(artifact):
-            key = f"export:{artifact.name}"
-            if key not in prepared:
-                spec_task = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
-                                       calibration, artifact)
-                prepared[key] = call_task(key, "export", run_export, spec_task, timeout_s=BUILD_TIMEOUT_S,
-                                          context=artifact.name)
-                prepared[key].after = built_by
-            after.append(key)
-        reference = reference_path(weights, workdir)
-        if not reference.is_file():
-            key = f"reference:{weights.id}"
-            if key not in prepared:
-                prepared[key] = call_task(key, "export", reference_for, weights, str(workdir), str(eval_path),
-                                          job.measure.reference_samples, context=f"reference {weights.label}")
-                prepared[key].after = built_by
-            after.append(key)
-        runner = runners[job.target.name]
-        lane, resources = measure_lane(job.target, runner)
-        worker_job = job.to_job(artifact, eval_path, reference)
-        task = measure_task(worker_job, _timeout(job.target, exp.run.job_timeout_s), lane=lane, resources=resources,
-                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=job)
-        task.after = tuple(after)
-        measures.append(task)
-    return [*builds.values(), *prepared.values(), *measures]
+        builds[f"build:{spec.id}"] = _untimed(BuildVariant(spec), f"build:{spec.id}", build_variant, spec,
+                                              exp.dataset.name, dataset_kwargs, str(workdir),
+                                              baseline if uses_baseline else None, after=tuple(after))
+    return builds

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
-Schedule = Literal["while_training", "oneshot_finetune", "iterative", "scratch"]
+#: a registered schedule name (``edgebench.prune.schedules.SCHEDULES``: while_training, oneshot_finetune, iterative,
+#: scratch, scratch_b), checked when the experiment loads
+Schedule = str
 #: how a variant differs from the trained baseline
 Kind = Literal["baseline", "structured", "sparse", "lowrank"]
 #: int8 static ONNX activation-range calibrators (edgebench.runtimes.onnxruntime.calibration)
@@ -60,6 +62,8 @@ class PruneSpec(_Frozen):
         None, description="per-layer ratio allocation (prune/allocation.py) other than uniform/global (= scope)"
     )
     allocation_kwargs: dict[str, Any] = Field(default_factory=dict)
+    revision: int = Field(0, ge=0, description="the criterion's definition revision (Criterion.revision): a "
+                          "changed definition builds a different artifact, so it gets another id")
 
 
 class SparseSpec(_Frozen):
@@ -68,6 +72,7 @@ class SparseSpec(_Frozen):
     method: str = Field(description="registered sparse method: magnitude, snip, rigl, scl")
     sparsity: float = Field(gt=0, lt=1, description="fraction of conv/linear weights removed")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="the method's options")
+    revision: int = Field(0, ge=0, description="the method's definition revision (SparseMethod.revision)")
 
 
 class LowRankSpec(_Frozen):
@@ -136,13 +141,20 @@ class VariantSpec(_Frozen):
         return self.model_copy(update={"quant": QuantSpec()})
 
     @property
-    def parent_id(self) -> str | None:
-        """Lineage: a quantized variant's parent is its fp32 variant; a pruned fp32's is the baseline."""
+    def parent(self) -> VariantSpec | None:
+        """Lineage: a quantized variant's parent is its fp32 variant; a pruned, sparse or low-rank fp32's is the
+        baseline; the baseline has none."""
         if self.quant.precision != "fp32":
-            return self.weights_spec.id
+            return self.weights_spec
         if self.kind != "baseline":
-            return self.model_copy(update={"prune": None, "sparse": None, "lowrank": None}).id
+            return self.model_copy(update={"prune": None, "sparse": None, "lowrank": None})
         return None
+
+    @property
+    def parent_id(self) -> str | None:
+        """Id of :attr:`parent`."""
+        parent = self.parent
+        return None if parent is None else parent.id
 
     @property
     def label(self) -> str:
@@ -163,22 +175,35 @@ class VariantSpec(_Frozen):
 
 _ABSENT = object()
 
+
+class AddedObject(NamedTuple):
+    """An added sub-object: left out of the hash while it is ``absent``; when set, its own ``fields`` added later
+    than it are left out while they hold their defaults."""
+
+    absent: Any
+    fields: dict[str, Any]
+
+
 #: fields added after variant ids were first published, with the value that leaves them out of the hash
 _ADDED_FIELDS: dict[str, Any] = {
-    "sparse": None,
+    "sparse": AddedObject(None, {"revision": 0}),
     "lowrank": None,
-    "prune": {"allocation": None, "allocation_kwargs": {}},
+    "prune": {"allocation": None, "allocation_kwargs": {}, "revision": 0},
     "quant": {"calibrator": None},
 }
 
 
 def hash_payload(data: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` without the ``added`` fields that hold their default (nested: a mapping of a sub-object's
-    added fields), so adding an optional field to a spec does not change the hash of specs that leave it unset."""
+    added fields, or an :class:`AddedObject`), so adding an optional field to a spec does not change the hash of
+    specs that leave it unset."""
     out = {}
     for key, value in data.items():
         default = added.get(key, _ABSENT)
-        if isinstance(default, dict) and default and isinstance(value, dict):
+        if isinstance(default, AddedObject):
+            if value != default.absent:
+                out[key] = hash_payload(value, default.fields) if isinstance(value, dict) else value
+        elif isinstance(default, dict) and default and isinstance(value, dict):
             out[key] = hash_payload(value, default)
         elif default is _ABSENT or value != default:
             out[key] = value

@@ -1,7 +1,7 @@
 """Reading the YAML files users write (experiments, targets) into validated pydantic models, one way.
 
-Every problem is one line naming the file: not found, not UTF-8, a YAML syntax error (with line:column),
-a top level that is not a mapping, or a field that fails validation.
+Every problem is one line naming the file: not found, not UTF-8, empty, a YAML syntax error (with
+line:column), a top level that is not a mapping, or a field that fails validation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
-    """The top-level mapping of the YAML file ``path`` (an empty file is an empty mapping)."""
+    """The top-level mapping of the YAML file ``path`` (an empty file is an error: write ``{}`` for all defaults)."""
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
@@ -34,8 +34,8 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         reason = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{where}: not valid YAML: {reason}") from None
-    if data is None:
-        return {}
+    if data is None:  # nothing but comments, or nothing at all: more likely a slip than a wish for every default
+        raise ConfigError(f"{path}: the {what} is empty; give at least one field (an empty mapping {{}} takes every default)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of fields, got a {type(data).__name__}")
     return data

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.measure.job import MeasureSettings
-from edgebench.prune.latency_table import onnx_p50_ms
+from edgebench.job import MeasureSettings
+from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.runtimes.base import BackendSettings
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx

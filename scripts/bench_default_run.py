@@ -83,7 +83,7 @@ def machine_line() -> str:
 def harness_overhead(model: Path, data: Path, iters: int) -> tuple[float, float]:
     """p50 ms of edgebench's worker and of a bare ORT loop, each in a fresh process."""
     from edgebench.executor.tasks import run_one
-    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.job import Job, MeasureSettings
 
     settings = MeasureSettings(warmup_iters=200, min_iters=iters, min_time_s=0, max_iters=iters)
     job = Job(job_id="overhead", variant_id="-", target="local-cpu", backend="onnxruntime", artifact=str(model),

@@ -42,7 +42,7 @@ from edgebench.config import load_experiment  # noqa: E402
 from edgebench.executor.base import Lane, Task  # noqa: E402
 from edgebench.executor.local import LocalExecutor  # noqa: E402
 from edgebench.executor.tasks import call_task, job_result, measure_task  # noqa: E402
-from edgebench.measure.job import Job, JobResult, MeasureSettings  # noqa: E402
+from edgebench.job import Job, JobResult, MeasureSettings  # noqa: E402
 
 
 def load() -> str:
@@ -74,7 +74,7 @@ def _job(key: str, artifact: Path, data: Path, settings: MeasureSettings) -> Job
 
 
 def _outside_window(wall_s: float, result: JobResult) -> float:
-    return wall_s - result.details["timed_window_s"]
+    return wall_s - result.timed_window_s
 
 
 def _overheads(executor: LocalExecutor, artifact: Path, data: Path, settings: MeasureSettings, n: int) -> list[float]:
@@ -144,7 +144,7 @@ def bench_builds(n: int) -> None:
         cluster.add_node("second", {"second-node": 1}, num_cpus=1)
         with RayExecutor() as executor:
             ray_s, results = _makespan(executor, _build_tasks(n))
-    nodes = {r.where.split(" node ")[1].split()[0] for r in results}
+    nodes = {r.where.node for r in results}
     print(f"builds: {n} variant builds (digits_cnn, pruned while training, 8 epochs), 2 CPUs either way "
           f"(load {load()}): local executor {local_s:.1f} s, Ray 2-node cluster {ray_s:.1f} s on {len(nodes)} nodes, "
           f"local/Ray {local_s / ray_s:.2f}x")

@@ -27,8 +27,8 @@ from _ort_timing import ort_p50_ms
 from edgebench.models import create_model
 from edgebench.models.cost import count_macs, count_params
 from edgebench.prune import create_criterion, prune_model
-from edgebench.prune.latency_allocation import allocate_for_latency, model_layers, prune_to_keep
-from edgebench.prune.latency_table import LatencyTable, backend_layer_timer, channel_multiple, default_table_path
+from edgebench.prune.allocation.latency.search import allocate_for_latency, model_layers, prune_to_keep
+from edgebench.prune.allocation.latency.table import LatencyTable, backend_layer_timer, channel_multiple, default_table_path
 from edgebench.runtimes.base import BackendSettings
 
 SHAPE = (3, 32, 32)

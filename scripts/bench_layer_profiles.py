@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.profile.table import LayerProfile, format_profile, macs_time_gaps
 from edgebench.prune import create_criterion, prune_model

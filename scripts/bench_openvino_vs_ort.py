@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.runtimes.base import BackendSettings, get_backend
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq

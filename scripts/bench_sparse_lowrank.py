@@ -26,8 +26,8 @@ from torch import nn
 
 from edgebench.archive import compressed_size
 from edgebench.data import load_dataset
+from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.models.cost import count_macs, count_nonzero_params
 from edgebench.prune import build_fp32_model

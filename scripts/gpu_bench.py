@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import MeasureSettings
 from edgebench.measure.stats import latency_intervals
 from edgebench.models import create_model
 from edgebench.runtimes.base import BackendSettings, Session, get_backend, get_exporter

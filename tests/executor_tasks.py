@@ -25,3 +25,10 @@ def allocate_and_report_peak(megabytes: int, keep: bool = False) -> tuple[int, f
         _kept.append(block)
     del block
     return os.getpid(), peak_rss_mb()
+
+
+def raise_noted(message: str) -> None:
+    """Fail with a multi-line ``message`` and a Python 3.11 note (which a one-line summary must not pick)."""
+    exc = ValueError(message)
+    exc.add_note("a note added on the way up")
+    raise exc

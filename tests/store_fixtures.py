@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.measure.stats import summarize_ns
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
@@ -116,10 +116,12 @@ def fill_run(
     fail_one: bool = True,
     threads: int = 1,
     targets: dict[str, float] | None = None,
+    profiles: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """Store a full synthetic run and return its id.
 
-    ``slowdown`` maps variant label -> latency factor; ``targets`` maps target name -> latency factor.
+    ``slowdown`` maps variant label -> latency factor; ``targets`` maps target name -> latency factor;
+    ``profiles`` maps variant label -> a per-layer profile (``LayerProfile.to_dict()``) stored with it.
     """
     rng = np.random.default_rng(seed)
     slowdown = slowdown or {}
@@ -130,6 +132,8 @@ def fill_run(
         for target, factor in (targets or {"local-cpu": 1.0}).items():
             key = f"{spec.id}:{target}:onnxruntime:t{threads}"
             result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0) * factor)
+            if spec.label in (profiles or {}):
+                result = result.model_copy(update={"layer_profile": profiles[spec.label]})  # type: ignore[index]
             store.add_measurement(
                 MeasurementRecord(run_id, key, spec.id, target, "onnxruntime", result, settings, artifact_size(spec))
             )

@@ -197,6 +197,8 @@ CASES = [
     Case("run-experiment-top-level-scalar", "run", lambda ctx: ["run", str(ctx.file("scalar.yaml", "hello\n"))],
          ("scalar.yaml", "mapping")),
     Case("run-experiment-missing", "run", lambda ctx: ["run", str(ctx.tmp / "nope.yaml")], ("nope.yaml",)),
+    Case("run-experiment-empty", "run", lambda ctx: ["run", str(ctx.file("empty.yaml", "# to do\n"))],
+         ("empty.yaml", "is empty")),
     Case("run-several-problems", "run", run_exp({"training": {"epochs": 0, "lr": "fast", "momentum": 2}}),
          ("training.epochs", "2 more")),
     # --- run: factory kwargs, names and types ----------------------------------------------------------

@@ -83,7 +83,8 @@ def test_target_selection_filters_and_overrides(tmp_path):
     specs = plan_fp32_variants(exp)
     assert all(everything.includes(s) for s in specs)
     chosen = [s.label for s in specs if hls.includes(s)]
-    assert chosen == ["baseline/fp32", "l1-0.5-while_training/fp32"]
+    # no scope or allocation set: l1 runs with its paper's allocation (Li et al.'s sensitivity analysis)
+    assert chosen == ["baseline/fp32", "l1-0.5-while_training-sensitivity/fp32"]
     assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 50
 
 

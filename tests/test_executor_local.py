@@ -15,7 +15,7 @@ from torch import nn
 from edgebench.executor.base import HOST, Lane, LaneScheduler, Task
 from edgebench.executor.local import LocalExecutor
 from edgebench.executor.tasks import call_task, job_result, measure_task
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.runtimes.base import get_exporter
 from edgebench.variants import QuantSpec
 
@@ -58,10 +58,6 @@ def _measure(files: dict[str, Path], key: str, artifact: str, timeout_s: float =
     return measure_task(job, timeout_s)
 
 
-def _pid(where: str) -> int:
-    return int(where.rsplit("pid ", 1)[1])
-
-
 def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh_worker(files, tmp_path):
     tasks = [
         _measure(files, "ok-1", "good"), _measure(files, "ok-2", "good"),
@@ -74,7 +70,7 @@ def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh
     assert sorted(results) == sorted(t.key for t in tasks)
     ok = {k: job_result(r) for k, r in results.items() if k.startswith("ok-")}
     assert all(r.status == "ok" and r.accuracy == 1.0 for r in ok.values()), {k: r.error for k, r in ok.items()}
-    pid = {k: _pid(r.where) for k, r in results.items()}
+    pid = {k: r.where.pid for k, r in results.items()}
     assert pid["ok-1"] == pid["ok-2"]  # warm: the second job reused the first one's worker
 
     segv = results["segv"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from edgebench.executor.base import Lane
 from edgebench.executor.tasks import call_task, job_result, measure_task
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 pytest.importorskip("ray", reason="the 'ray' extra is not installed: pip install -c constraints.txt -e '.[ray]'")
@@ -60,9 +60,9 @@ def test_one_measurement_per_board_and_boards_in_parallel(ray_cluster: RayCluste
         assert not any(_overlap(a, b) for i, a in enumerate(spans) for b in spans[i + 1:]), f"{board} ran two at once"
     a, b = windows.values()
     assert any(_overlap(x, y) for x in a for y in b), "the two boards never measured at the same time"
-    board_node = {r.where.split(" node ")[1].split()[0] for r in results}
+    board_node = {r.where.node for r in results}
     assert len(board_node) == 1  # both boards live on the second node
-    assert all(job_result(r).details["ran_on"].startswith("ray ") for r in results)
+    assert all(job_result(r).ran_on.executor == "ray" for r in results)
 
 
 def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:
@@ -70,5 +70,5 @@ def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:
     with RayExecutor() as executor:
         results = list(executor.run(tasks))
     assert sorted(r.key for r in results) == sorted(t.key for t in tasks) and all(r.ok for r in results)
-    nodes = {r.where.split(" node ")[1].split()[0] for r in results}
+    nodes = {r.where.node for r in results}
     assert len(nodes) == 2  # the head's 2 CPUs and the board node's 1 CPU both took builds

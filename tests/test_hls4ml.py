@@ -17,7 +17,7 @@ if shutil.which("g++") is None:
     pytest.skip("g++ not on PATH: hls4ml's C simulation needs it (apt-get install g++)", allow_module_level=True)
 
 from edgebench.errors import UnsupportedModelError
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.runtimes.base import BackendSettings, get_backend
 from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported

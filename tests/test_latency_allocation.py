@@ -13,7 +13,7 @@ import torch
 from edgebench.models import create_model
 from edgebench.models.cost import count_macs
 from edgebench.prune import create_criterion
-from edgebench.prune.latency_allocation import (
+from edgebench.prune.allocation.latency.search import (
     allocate_for_latency,
     estimate_ms,
     macs_at,
@@ -21,7 +21,7 @@ from edgebench.prune.latency_allocation import (
     original_widths,
     prune_to_keep,
 )
-from edgebench.prune.latency_table import LatencyTable, LayerShape, backend_layer_timer, channel_multiple
+from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape, backend_layer_timer, channel_multiple
 from edgebench.runtimes.base import BackendSettings
 
 SHAPE = (3, 16, 16)

@@ -18,10 +18,10 @@ from edgebench.models.cost import conv_filters
 from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
 from edgebench.prune import create_criterion, prune_model
-from edgebench.prune import latency_budget as lb
 from edgebench.prune.allocation import create_allocation
-from edgebench.prune.latency_allocation import layer_shape, model_layers
-from edgebench.prune.latency_table import LayerShape
+from edgebench.prune.allocation.latency import budget as lb
+from edgebench.prune.allocation.latency.search import layer_shape, model_layers
+from edgebench.prune.allocation.latency.table import LayerShape
 from edgebench.store import Store
 from edgebench.sweep import sweep_tasks
 from edgebench.variants import PruneSpec
@@ -84,8 +84,8 @@ def test_expensive_layer_loses_channels_first_and_the_ramp_reaches_the_widths(sy
     halfway = net[0].out_channels
     prune_model(net, create_criterion("l1"), 0.3, EXAMPLE, original=original, allocation=allocation)
     record = allocation.record()
-    assert record["keep"] == {"0": 5, "2": 8} and record["met"] and record["p50_ms"] <= record["budget_ms"]
-    assert record["budget_ms"] == pytest.approx(0.7 * 0.020992)
+    assert record.keep == {"0": 5, "2": 8} and record.met and record.p50_ms <= record.budget_ms
+    assert record.budget_ms == pytest.approx(0.7 * 0.020992) and record.summary() is None
     assert 5 < halfway < 8  # the first of two steps goes part of the way, linearly in channels
     assert (net[0].out_channels, net[2].out_channels, net[2].in_channels) == (5, 8, 5)
     # the criterion chose which stem filters went: the five largest L1 norms (filters 3..7) are left
@@ -128,7 +128,7 @@ def test_latency_variants_add_ids_and_share_one_timed_task(tmp_path: Path) -> No
 
     tasks = {t.key: t for t in sweep_tasks(exp, specs, [], {}, tmp_path, tmp_path / "eval.npz", tmp_path / "c.npz")}
     timed = [t for t in tasks.values() if t.key.startswith("allocate:")]
-    assert all(t.timed and t.kind == "build" for t in timed)
+    assert all(t.timed and t.kind == "allocate" for t in timed)
     assert len(timed) == len(exp.pruning.ratios)  # one per ratio, shared by every criterion of it
     for spec in latency:
         (allocate,) = [k for k in tasks[f"build:{spec.id}"].after if k.startswith("allocate:")]
@@ -170,12 +170,17 @@ def test_run_summary_lists_missed_budgets_once() -> None:
     import pandas as pd
 
     from edgebench.cli.common import console
-    from edgebench.cli.run import _print_budget_misses
+    from edgebench.cli.run import _print_allocation_notes
 
-    missed = {"met": False, "p50_ms": 0.03, "budget_ms": 0.02, "target": "local-cpu", "backend": "onnxruntime",
-              "keep": {"0": 4}, "why_not": "out of reach: with every group at 4 channels ..."}
-    df = pd.DataFrame({"facts": [{"allocation": missed}, {"allocation": missed}, {"allocation": {"met": True}}, None]})
+    missed = lb.LatencyRecord(
+        allocation="latency", target="local-cpu", backend="onnxruntime", context={}, budget_ms=0.02,
+        budget_from="budget_ms", unpruned_p50_ms=0.04, latency_ratio=0.75, p50_ms=0.03, met=False,
+        final_pairs_ms=[(0.03, 0.04)], estimated_ms=0.02, channel_multiple=1, keep={"0": 4}, original={"0": 8},
+        conv_linear_macs_kept=0.5, rounds=[], why_not="out of reach: with every group at 4 channels ...",
+    ).model_dump(mode="json")
+    met = {**missed, "met": True, "why_not": None}
+    df = pd.DataFrame({"facts": [{"allocation": missed}, {"allocation": missed}, {"allocation": met}, None]})
     with console.capture() as captured:
-        _print_budget_misses(df)
+        _print_allocation_notes(df)
     lines = [line for line in captured.get().splitlines() if line.strip()]
-    assert len(lines) == 1 and "budget missed:" in lines[0] and "out of reach" in lines[0]
+    assert len(lines) == 1 and "latency budget missed: 0.0300 ms > 0.0200 ms" in lines[0] and "out of reach" in lines[0]

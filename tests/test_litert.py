@@ -13,7 +13,7 @@ pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is
 pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
 
 from edgebench.data.digits import digits
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.models import create_model
 from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter

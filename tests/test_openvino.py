@@ -13,7 +13,7 @@ pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
 
 from edgebench.errors import ArtifactError
 from edgebench.executor.runners import runner_for
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.targets import get_target

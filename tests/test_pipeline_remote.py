@@ -95,7 +95,7 @@ def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, 
         df = store.measurements(outcome.run_id)
     assert len(df) == 2 and set(df["target"]) == {"pi-board"} and set(df["status"]) == {"ok"}
     assert (df["max_abs_diff"] < 1e-4).all() and (df["accuracy"] > 0.3).all()
-    assert all(d["ran_on"].startswith("ray ") for d in df["details"])  # from a Ray task ...
+    assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])  # from a Ray task ...
     lines = calls.read_text().splitlines()
     assert lines.count("-c import edgebench.measure.worker") == 1  # the login check before any work
     assert lines.count("-m edgebench.measure.worker job.json result.json") == 2  # each job through the board's sshd

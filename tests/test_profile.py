@@ -177,7 +177,7 @@ def test_tensorrt_layer_profiler(resnet) -> None:
 def test_worker_records_the_profile_after_the_timed_window(resnet, tmp_path: Path, backend: str) -> None:
     if backend == "openvino" and importlib.util.find_spec("openvino") is None:
         pytest.skip("the 'openvino' extra is not installed")
-    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.job import Job, MeasureSettings
     from edgebench.measure.worker import execute
 
     model, paths, x = resnet
@@ -197,7 +197,7 @@ def test_worker_records_the_profile_after_the_timed_window(resnet, tmp_path: Pat
 
 def test_profiling_fields_stay_out_of_json_when_unused() -> None:
     """Workers and controllers of an older edgebench (a device not yet upgraded) forbid unknown fields."""
-    from edgebench.measure.job import JobResult, MeasureSettings
+    from edgebench.job import JobResult, MeasureSettings
 
     assert "profile" not in MeasureSettings().model_dump_json()
     assert MeasureSettings(profile_layers=True).model_dump()["profile_runs"] == 50

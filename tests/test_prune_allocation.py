@@ -8,15 +8,10 @@ import torch
 from torch import nn
 
 from edgebench.prune import create_criterion, prune_model, select_channels
-from edgebench.prune.allocation import (
-    ALLOCATIONS,
-    GradientBound,
-    create_allocation,
-    effective_rank,
-    output_gradient_grams,
-)
+from edgebench.prune.allocation import ALLOCATIONS, create_allocation
+from edgebench.prune.allocation.gradient_bound import GradientBound, effective_rank, output_gradient_grams
 from edgebench.prune.criteria.base import ScoringData
-from edgebench.prune.structured import GroupScores
+from edgebench.prune.groups import GroupScores
 
 EXAMPLE = torch.ones(1, 1, 4, 4)
 
@@ -26,7 +21,7 @@ def _groups() -> list[GroupScores]:
 
 
 def test_registry_lists_the_allocations() -> None:
-    assert {"uniform", "global", "gradient_bound"} <= set(ALLOCATIONS.names())
+    assert set(ALLOCATIONS.names()) == {"uniform", "global", "global_raw", "gradient_bound", "sensitivity", "latency"}
 
 
 def test_select_channels_takes_a_ratio_per_layer() -> None:
@@ -42,7 +37,6 @@ def test_uniform_and_global_allocations() -> None:
     # normalised scores: a = [0..7]/3.5, b = [3..0]/1.5; the 6 highest of 12 are a's 5,6,7 (1.43..2) and b's 3, 2
     # (2, 1.33), then a's 4 (1.14) -> a keeps 4 of 8, b keeps 2 of 4
     assert ratios == {"a": 0.5, "b": 0.5}
-    assert select_channels(_groups(), ratios) == select_channels(_groups(), 0.5, scope="global")
 
 
 def _data(n: int = 64) -> ScoringData:
@@ -97,3 +91,95 @@ def test_gradient_bound_splits_the_ratio_in_proportion_to_the_bounds() -> None:
     beyond = alloc.ratios(_groups(), 0.6)  # more than the total bound (5/12): cut beyond, capped at 1 - 1/n
     assert sum(beyond[g.root] * g.original for g in _groups()) == pytest.approx(0.6 * 12)
     assert beyond["a"] <= 7 / 8 and beyond["a"] > 0.5
+
+
+def _two_bn_layers(gamma1: list[float], gamma2: list[float]) -> nn.Sequential:
+    """conv(1->6)-BN-ReLU-conv(6->4)-BN-ReLU-classifier with the given BN scales."""
+    net = nn.Sequential(nn.Conv2d(1, 6, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.Conv2d(6, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor(gamma1))
+        net[4].weight.copy_(torch.tensor(gamma2))
+    return net
+
+
+def test_network_slimming_global_threshold_prunes_three_of_layer_one_and_none_of_layer_two() -> None:
+    """Network Slimming (Liu et al. 2017): one threshold on all |gamma|. The 3 smallest of the 10 scales
+    (0.05, 0.1, 0.2) are all in layer 1, so removing 30 % of the filters takes 3 from layer 1 and none from layer 2;
+    a uniform allocation would take 2 and 1, the mean-normalised one a different split."""
+    gamma1, gamma2 = [0.1, 0.2, 0.05, 0.9, 0.8, 0.7], [0.5, 0.6, 0.4, 0.3]
+    net = _two_bn_layers(gamma1, gamma2)
+    plan = prune_model(net, create_criterion("bn_scale"), 0.3, EXAMPLE, allocation=create_allocation("global_raw"))
+    assert plan == {"0": [0, 1, 2]}
+    assert (net[0].out_channels, net[3].out_channels) == (3, 4)
+    torch.testing.assert_close(net[1].weight.detach(), torch.tensor([0.9, 0.8, 0.7]))
+    assert prune_model(_two_bn_layers(gamma1, gamma2), create_criterion("bn_scale"), 0.3, EXAMPLE) == {
+        "0": [0, 2], "3": [3]}  # uniform: round(6 * 0.7) = 4 and round(4 * 0.7) = 3 kept
+
+
+def test_raw_global_ranking_keeps_a_safety_floor_per_layer() -> None:
+    groups = [GroupScores("a", torch.tensor([1.0, 2.0, 3.0, 4.0]), 4), GroupScores("b", torch.tensor([10.0, 20.0]), 2)]
+    # 50 % of 6 filters kept = 3: the raw ranking would keep b's 20, 10 and a's 4 ...
+    assert create_allocation("global_raw").ratios(groups, 0.5) == {"a": 0.75, "b": 0.0}
+    # ... and 84 % removed (1 kept) would empty a: the floor keeps a's best channel and b's, one filter over budget
+    assert create_allocation("global_raw").ratios(groups, 0.84) == {"a": 0.75, "b": 0.5}
+    with pytest.raises(ValueError, match="min_channels must be at least 1"):
+        create_allocation("global_raw", min_channels=0)
+
+
+def test_sensitivity_ratio_within_interpolates_the_curve() -> None:
+    from edgebench.prune.allocation.sensitivity import ratio_within
+
+    curve = [(0.0, 0.0), (0.25, 0.0), (0.5, 0.02), (0.75, 0.1)]
+    assert ratio_within(curve, 0.0) == 0.25  # flat start: pruned to the end of the flat part
+    assert ratio_within(curve, 0.01) == pytest.approx(0.375)  # halfway up the 0.25 -> 0.5 segment
+    assert ratio_within(curve, 0.06) == pytest.approx(0.625)
+    assert ratio_within(curve, 1.0) == 0.75  # never past the last measured ratio
+
+
+def test_sensitivity_allocation_solves_one_tolerance_for_the_requested_ratio() -> None:
+    """Li et al.'s curves, read with one tolerance for every layer. Layer a (8 filters) keeps its accuracy up to
+    50 % removed and then drops 0.2 per 25 %; layer b (4 filters) drops 0.4 at 25 %. Removing 4 of 12 filters:
+    a alone at 50 % removes exactly 4, at tolerance 0 - b is left whole (the paper's "skip sensitive layers")."""
+    alloc = create_allocation("sensitivity", grid=[0.25, 0.5, 0.75])
+    groups = _groups()
+    alloc.curves = {"a": [(0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.75, 0.2)],
+                    "b": [(0.0, 0.0), (0.25, 0.4), (0.5, 0.6), (0.75, 0.6)]}
+    assert alloc.ratios(groups, 4 / 12) == {"a": pytest.approx(0.5), "b": pytest.approx(0.0)}
+    # 6 of 12: a must go to 75 % (6 filters) before b's first step pays: tolerance 0.2 -> a at 0.75, b at 0.125 would
+    # remove 6.5; the solved tolerance t gives a = 0.5 + 0.25 t / 0.2 and b = 0.25 t / 0.4, 8 a + 4 b = 6
+    t = 2 / (10 + 2.5)
+    got = alloc.ratios(groups, 6 / 12)
+    assert got == {"a": pytest.approx(0.5 + 0.25 * t / 0.2, abs=1e-6), "b": pytest.approx(0.25 * t / 0.4, abs=1e-6)}
+    assert alloc.record().tolerance == pytest.approx(t, abs=1e-6)
+
+
+def test_sensitivity_curves_measure_each_layer_alone() -> None:
+    """conv0's channels 0..2 feed nothing (conv1 reads only channels 3..5), so pruning its 3 lowest-L1 channels
+    (0..2 by construction) costs no accuracy, while pruning conv1 (the only path to the classifier) does."""
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 1), nn.ReLU(), nn.Conv2d(6, 2, 1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(2 * 4 * 4, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([0.1, 0.2, 0.3, 1.0, 1.0, 1.0]).view(6, 1, 1, 1))
+        net[0].bias.zero_()
+        net[2].weight.zero_()
+        net[2].weight[:, 3:] = 1.0
+        net[2].bias.zero_()
+        net[5].weight.zero_()
+        net[5].weight[0, : 16] = 1.0  # class 0 scores conv1's first map, class 1 nothing
+        net[5].bias.copy_(torch.tensor([0.0, 8.0]))
+    x = torch.rand(64, 1, 4, 4, generator=g) * 2
+    y = (net(x).argmax(1)).long()  # labels the unpruned net gets right: accuracy 1
+    data = ScoringData(x, y, x_val=x, y_val=y)
+    crit = create_criterion("l1")
+    crit.prepare(net, EXAMPLE, data)
+    from edgebench.prune import score_groups
+
+    groups = score_groups(net, crit, EXAMPLE, ignored=[net[5]])
+    alloc = create_allocation("sensitivity", grid=[0.5])
+    alloc.prepare(net, EXAMPLE, data)
+    curves = alloc.layer_curves(groups)
+    assert curves["0"] == [(0.0, 0.0), (0.5, 0.0)]
+    assert curves["2"][1][1] > 0  # removing conv1's first map changes the predictions

@@ -94,3 +94,57 @@ def test_macs_unit_while_training(baseline, digits) -> None:
     built = build_fp32_model(_spec(criterion="random", ratio=0.5, unit="macs", prune_epochs=(1,)), digits)
     assert 0.4 <= built.macs / baseline.macs <= 0.5
     assert built.macs == count_macs(built.model, digits.input_shape)
+
+
+def test_scratch_b_trains_for_the_baselines_compute(baseline, digits) -> None:
+    """Liu et al. 2019's Scratch-B: the pruned architecture gets the large model's training computation, i.e.
+    epochs x MACs_large / MACs_small epochs (here the 50 % filter cut leaves about a quarter of the MACs)."""
+    built = build_fp32_model(_spec(criterion="l1", ratio=0.5, schedule="scratch_b"), digits, baseline)
+    assert built.filters == HALF
+    epochs = round(TRAIN.epochs * baseline.macs / built.macs)
+    assert epochs > TRAIN.epochs and len(built.history) == epochs
+    assert built.training_macs == 3 * epochs * built.macs * len(digits.x_train)
+    assert abs(built.training_macs - baseline.training_macs) <= 3 * built.macs * len(digits.x_train) / 2
+
+
+def test_schedules_are_registered_plugins_and_plan_sets_only_what_each_reads(tmp_path) -> None:
+    from edgebench.config import load_experiment
+    from edgebench.plan import plan_fp32_variants
+    from edgebench.prune import SCHEDULES
+    from tests.experiment_files import default_with
+
+    assert SCHEDULES.names() == ["iterative", "oneshot_finetune", "scratch", "scratch_b", "while_training"]
+    exp = load_experiment(default_with(tmp_path, pruning={
+        "criteria": ["l1"], "ratios": [0.5], "schedules": SCHEDULES.names(), "scope": "layer",
+        "prune_epochs": [1], "finetune_epochs": 2, "steps": 4}))
+    specs = {s.prune.schedule: s.prune for s in plan_fp32_variants(exp)[1:]}
+    assert (specs["while_training"].prune_epochs, specs["while_training"].finetune_epochs) == ((1,), 0)
+    assert (specs["iterative"].steps, specs["iterative"].finetune_epochs) == (4, 2)
+    assert (specs["oneshot_finetune"].steps, specs["oneshot_finetune"].finetune_epochs) == (1, 2)
+    assert specs["scratch_b"].model_dump() == {**specs["scratch"].model_dump(), "schedule": "scratch_b"}
+    from edgebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pruning.schedules: unknown value 'scratch_c'; allowed: iterative"):
+        load_experiment(default_with(tmp_path, pruning={"schedules": ["scratch_c"]}))
+
+
+def test_each_criterion_runs_with_its_papers_allocation_by_default(tmp_path) -> None:
+    """No scope and no allocation: every criterion gets its paper's allocation; ``scope: layer`` keeps uniform
+    (and the ids of variants planned before allocations existed); ``paper`` next to an allocation it resolves to
+    plans that variant once."""
+    from edgebench.config import load_experiment
+    from edgebench.plan import plan_fp32_variants
+    from tests.experiment_files import default_with
+
+    criteria = ["l1", "random", "bn_scale", "sosp_h", "thinet"]
+    paper = load_experiment(default_with(tmp_path, pruning={"criteria": criteria, "ratios": [0.5]}))
+    labels = [s.label for s in plan_fp32_variants(paper)[1:]]
+    assert labels == ["l1-0.5-while_training-sensitivity/fp32", "random-0.5-while_training/fp32",
+                      "bn_scale-0.5-while_training-global_raw/fp32", "sosp_h-0.5-while_training-global_raw/fp32",
+                      "thinet-0.5-while_training/fp32"]
+    both = load_experiment(default_with(tmp_path, targets=["local-cpu"], pruning={
+        "criteria": ["random"], "ratios": [0.5], "allocation": ["paper", "uniform"]}))
+    assert [s.label for s in plan_fp32_variants(both)[1:]] == ["random-0.5-while_training/fp32"]
+    kwargs = load_experiment(default_with(tmp_path, targets=["local-cpu"], pruning={
+        "criteria": ["bn_scale"], "ratios": [0.5], "allocation_kwargs": {"global_raw": {"min_channels": 2}}}))
+    assert plan_fp32_variants(kwargs)[1].prune.allocation_kwargs == {"min_channels": 2}

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
 from edgebench.executor.ssh import RemoteError, remote_job, run_job_remote
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.targets import SSHSpec, TargetSpec
 
 SSHD = Path("/usr/sbin/sshd")

@@ -16,7 +16,7 @@ from edgebench.store.metrics import METRICS
 
 
 def _rows(page: str) -> list[str]:
-    return re.findall(r"<tr( class=pareto)?><td class=l>([^<]+)</td><td class=l><code>", page)
+    return re.findall(r"<tr( class=pareto)? data-i=\d+><td class=l>([^<]+)</td><td class=l><code>", page)
 
 
 def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
@@ -27,8 +27,9 @@ def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], 
         png = index.parent / f"{stem}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
         assert (index.parent / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
-        assert f'src="{stem}.png"' in page
+        assert f'"{stem}.png"' in page  # shown (speedup) or linked (the interactive plots' static copies)
     assert not re.search(r'(src|href)="https?:', page)  # nothing fetched from the network
+    assert '<script src="bokeh-' in page and (index.parent / re.search(r'src="(bokeh-[^"]+)"', page)[1]).is_file()
     assert MACHINE["cpu_model"] in page and "abc1234" in page
     assert "worker timed out after 60 s" in page and "Failed jobs (1)" in page
     assert "never 0" in page  # energy absent is said, not invented

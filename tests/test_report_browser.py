@@ -1,16 +1,25 @@
 """The HTML report in a real headless browser (Debian's chromium driven by Playwright): it loads offline
-without script errors, every plot image decodes, the measurement table sorts on click, and it renders."""
+without script errors or network requests, the table sorts, and the interactive trade-off plots work as a
+user drives them: hover, legend toggles, the target selector, linked selection with the table, and a click
+from a point to its lineage and per-layer profile (a real ONNX Runtime profile)."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
-from store_fixtures import filled_store, sqlite_store  # noqa: F401
+import torch
+from store_fixtures import fill_run, filled_store, sqlite_store  # noqa: F401
 
+from edgebench.models import create_model
+from edgebench.prune import create_criterion, prune_model
 from edgebench.report import render_report
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
 from edgebench.store import Store
 
 CHROMIUM = shutil.which("chromium")
@@ -20,35 +29,93 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 #: the flags this machine's closed network needs (no background fetches), as root in a container
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
+LATENCY_PLOT = "eb-plot-accuracy-latency"
+#: screen position of source row i in a plot, from BokehJS's own scales (the plot is scrolled into view first)
+POINT_JS = """([plot, i]) => {
+  const view = Object.values(Bokeh.index).find(v => v.model.name === plot);
+  view.el.scrollIntoView({block: 'center'});
+  const points = [...view.renderer_views.values()].find(r => r.model.name === 'eb-points').model;
+  const data = points.data_source.data;
+  const sx = view.frame.x_scale.compute(data[points.glyph.x.field][i]);
+  const sy = view.frame.y_scale.compute(data[points.glyph.y.field][i]);
+  const box = view.canvas_view.el.getBoundingClientRect();
+  return [box.left + sx, box.top + sy];
+}"""
+TOOLTIP_JS = "() => [...document.querySelectorAll('.bk-Tooltip')].map(t => t.shadowRoot.querySelector('.bk-tooltip-content')?.innerText ?? '').join('').replace(/\t/g, ' ')"
+MODEL_JS = "name => Bokeh.documents[0].get_model_by_name(name)"
+
+
+class Page:
+    """An opened report page that records script errors and every request."""
+
+    def __init__(self, browser: Any, index: Path) -> None:
+        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+        self.page.on("request", lambda req: self.requests.append(req.url))
+        self.page.goto(index.as_uri())
+        self.page.wait_for_load_state("load")
+        self.page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0 && Object.keys(Bokeh.index).length >= 3")
+
+    def column(self, name: str) -> list[Any]:
+        return self.page.evaluate(f"() => ({MODEL_JS})('eb-measurements').data[{name!r}]")
+
+    def row_of(self, label: str, context_prefix: str = "local-cpu") -> int:
+        return next(i for i, (lab, ctx) in enumerate(zip(self.column("label"), self.column("context")))
+                    if lab == label and ctx.startswith(context_prefix))
+
+    def hover(self, i: int, plot: str = LATENCY_PLOT) -> str:
+        """Tooltip text with the mouse over source row ``i`` ('' when no point is there)."""
+        self.page.mouse.move(1, 1)
+        x, y = self.page.evaluate(POINT_JS, [plot, i])
+        self.page.mouse.move(x, y)
+        self.page.wait_for_timeout(250)
+        return self.page.evaluate(TOOLTIP_JS)
+
+    def click_point(self, i: int, plot: str = LATENCY_PLOT) -> None:
+        x, y = self.page.evaluate(POINT_JS, [plot, i])
+        self.page.mouse.click(x, y)
+        self.page.wait_for_timeout(250)
+
+    def selected(self) -> list[int]:
+        return self.page.evaluate(f"() => ({MODEL_JS})('eb-measurements').selected.indices")
+
+    def close(self) -> None:
+        assert self.errors == []
+        assert self.requests and all(url.startswith("file://") for url in self.requests)  # nothing from a network
+        self.page.close()
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Any]:
     with playwright.sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
 
 
+@pytest.fixture
+def two_target_report(sqlite_store: Store, tmp_path: Path) -> Path:  # noqa: F811
+    run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
+    return render_report(sqlite_store, run_id, tmp_path / "report")
+
+
 def test_report_renders_offline_with_working_images_and_sorting(
-    browser: object, filled_store: tuple[Store, str], tmp_path: Path  # noqa: F811
+    browser: Any, filled_store: tuple[Store, str], tmp_path: Path  # noqa: F811
 ) -> None:
     store, run_id = filled_store
     index = render_report(store, run_id, tmp_path / "report")
-    page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("request", lambda req: requests.append(req.url))
-    page.goto(index.as_uri())
-    page.wait_for_load_state("load")
-
-    assert errors == []
-    assert all(url.startswith("file://") for url in requests)  # nothing fetched from a network
+    view = Page(browser, index)
+    page = view.page
     images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.naturalWidth])")
-    assert len(images) >= 4 and all(width > 100 for _, width in images), images
+    assert images and all(width > 100 for _, width in images), images
+    links = page.eval_on_selector_all("a[href$='.png'], a[href$='.svg']", "as => as.map(a => a.getAttribute('href'))")
+    assert {"accuracy_vs_latency.png", "accuracy_vs_latency.svg"} <= set(links)  # static figures for papers
+    assert all((index.parent / link).is_file() for link in links)
     assert "Failed jobs (1)" in page.inner_text("body")
+    assert page.locator(".bk-Canvas, .bk-canvas").count() >= 3  # the three objective plots drew
 
     table = page.locator("table.sortable").first
     headers = table.locator("th").all_inner_texts()
@@ -67,4 +134,123 @@ def test_report_renders_offline_with_working_images_and_sorting(
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 50_000  # a rendered page with plots, not a blank one
-    page.close()
+    view.close()
+
+
+def test_hover_shows_the_points_label_p50_and_figures(
+    browser: Any, filled_store: tuple[Store, str], tmp_path: Path  # noqa: F811
+) -> None:
+    store, run_id = filled_store
+    ok = store.measurements(run_id).query("status == 'ok' and backend == 'onnxruntime'").set_index("label")
+    view = Page(browser, render_report(store, run_id, tmp_path / "report"))
+    for label in ("l1-0.5-while_training/int8", "baseline/fp32"):
+        text = view.hover(view.row_of(label))
+        row = ok.loc[label]
+        assert f"variant: {label}" in text
+        assert f"latency p50 / p90 / p99: {row['p50_ms']:.3g} / " in text
+        assert f"accuracy: {row['accuracy']:.3g}" in text and "peak RSS:" in text and "KiB" in text
+        assert "energy: — (not measured)" in text
+    view.close()
+
+
+def test_legend_click_hides_that_criterions_points(browser: Any, two_target_report: Path) -> None:
+    view = Page(browser, two_target_report)
+    target = view.row_of("random-0.5-while_training/fp32")
+    other = view.row_of("l1-0.5-while_training/fp32")
+    assert "random-0.5" in view.hover(target)
+    view.page.click("button.chip[data-group=random]")
+    assert view.hover(target) == ""  # no point there any more
+    assert "l1-0.5" in view.hover(other)
+    shown = view.page.evaluate(f"() => ({MODEL_JS})('eb-shown').booleans")
+    assert shown == [g != "random" for g in view.column("group")]
+    view.page.click("button.chip[data-precision=int8]")  # precisions toggle too
+    shown = view.page.evaluate(f"() => ({MODEL_JS})('eb-shown').booleans")
+    assert not any(s for s, p in zip(shown, view.column("precision")) if p == "int8")
+    view.page.click("button.chip[data-group=random]")
+    assert "random-0.5" in view.hover(target)  # shown again
+    view.close()
+
+
+def test_target_selector_switches_points_fronts_and_table_rows(browser: Any, two_target_report: Path) -> None:
+    view = Page(browser, two_target_report)
+    page = view.page
+    local, remote = view.row_of("baseline/fp32", "local-cpu"), view.row_of("baseline/fp32", "rpi5")
+    assert "local-cpu" in view.hover(local) and view.hover(remote) == ""
+    assert page.locator("tr[data-i]:visible").count() == 20
+    page.select_option("#eb-target", "rpi5 · onnxruntime")
+    assert view.hover(local) == "" and "rpi5" in view.hover(remote)
+    assert page.locator("tr[data-i]:visible").count() == 20
+    assert page.locator(f"tr[data-i='{remote}']").is_visible() and not page.locator(f"tr[data-i='{local}']").is_visible()
+    fronts = page.evaluate("() => [...Bokeh.documents[0].all_models].filter(m => m.type === 'GlyphRenderer' && "
+                           "m.data_source.name !== 'eb-measurements').map(m => m.visible)")
+    assert sum(fronts) == 3 * 2  # one step line and one ring set per plot, of the selected target only
+    page.select_option("#eb-target", "all targets")
+    assert page.locator("tr[data-i]:visible").count() == 40 and "rpi5" in view.hover(remote)
+    view.close()
+
+
+def test_selection_links_points_and_table_rows(browser: Any, two_target_report: Path) -> None:
+    view = Page(browser, two_target_report)
+    page = view.page
+    i = view.row_of("mean_activation-0.8-while_training/int8")
+    view.click_point(i)
+    assert view.selected() == [i]
+    rows = page.locator("tr.selected")
+    assert rows.count() == 1 and rows.first.get_attribute("data-i") == str(i)
+    assert rows.first.locator("td").first.inner_text() == "mean_activation-0.8-while_training/int8"
+    assert rows.first.is_visible()  # scrolled into view
+    j = view.row_of("l1-0.25-while_training/fp32")
+    page.locator(f"tr[data-i='{j}'] td").first.click()  # and back: a row selects its point
+    assert view.selected() == [j]
+    assert page.locator("tr.selected").get_attribute("data-i") == str(j)
+    assert "l1-0.25-while_training/fp32" in page.inner_text("#eb-detail")
+    view.close()
+
+
+@pytest.fixture
+def profiled_report(sqlite_store: Store, tmp_path: Path) -> Path:  # noqa: F811
+    """A run whose baseline/fp32 and l1-0.5/fp32 carry real ONNX Runtime per-layer profiles of digits_cnn."""
+    torch.manual_seed(0)
+    base = create_model("digits_cnn", num_classes=10, in_channels=1).eval()
+    example = torch.randn(1, 1, 8, 8)
+    pruned = create_model("digits_cnn", num_classes=10, in_channels=1).eval()
+    prune_model(pruned, create_criterion("l1"), 0.5, example)
+    profiles = {}
+    for label, model in (("baseline/fp32", base), ("l1-0.5-while_training/fp32", pruned)):
+        path = tmp_path / f"{label.replace('/', '_')}.onnx"
+        export_fp32_onnx(model, example, path)
+        profiles[label] = profile_onnxruntime(path, example.numpy(), threads=1, runs=10, warmup_runs=2).to_dict()
+    run_id = fill_run(sqlite_store, profiles=profiles)
+    return render_report(sqlite_store, run_id, tmp_path / "report")
+
+
+def test_click_opens_the_variants_layer_profile_and_lineage(browser: Any, profiled_report: Path) -> None:
+    view = Page(browser, profiled_report)
+    page = view.page
+    view.click_point(view.row_of("l1-0.5-while_training/fp32"))
+    detail = page.locator("#eb-detail")
+    lineage = detail.locator("ol.lineage li").all_inner_texts()
+    assert lineage[0].startswith("l1-0.5-while_training/fp32") and "filter pruning: l1, 50% of filters removed" in lineage[0]
+    assert lineage[1].startswith("baseline/fp32") and "trained digits_cnn on digits" in lineage[1]
+    layers = detail.locator("table.profile tbody tr td:first-child").all_inner_texts()
+    assert {"0.0", "1.0", "3.0", "6"} <= set(layers), layers  # digits_cnn's three convs and its classifier
+    shares = detail.locator("table.profile tbody tr td:nth-child(4)").all_inner_texts()
+    assert sum(float(s.rstrip("%")) for s in shares) == pytest.approx(100, abs=1)
+    view.click_point(view.row_of("l1-0.5-while_training/int8"))  # not profiled: says so
+    assert "No per-layer profile recorded" in detail.inner_text()
+    assert detail.locator("ol.lineage li").count() == 3  # int8 <- pruned fp32 <- baseline
+    view.close()
+
+
+def test_500_measurement_report_stays_small_and_offline(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+    targets = {f"board-{k:02d}": 1.0 + 0.1 * k for k in range(25)}  # 20 variants x 25 targets
+    run_id = fill_run(sqlite_store, targets=targets, fail_one=False)
+    index = render_report(sqlite_store, run_id, tmp_path / "report")
+    view = Page(browser, index)
+    assert len(view.column("label")) == 500
+    loaded = {Path(unquote(urlparse(url).path)) for url in view.requests}
+    size = sum(p.stat().st_size for p in loaded)
+    print(f"500 measurements: page {index.stat().st_size / 1e6:.2f} MB, with everything it loads {size / 1e6:.2f} MB")
+    assert size <= 5e6
+    assert "board-00" in view.hover(view.row_of("baseline/fp32", "board-00"))
+    view.close()

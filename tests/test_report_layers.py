@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from store_fixtures import MACHINE
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.models import create_model
 from edgebench.profile.table import not_available
 from edgebench.prune import create_criterion, prune_model

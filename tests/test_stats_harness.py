@@ -7,8 +7,8 @@ from math import comb
 import numpy as np
 import pytest
 
+from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import MeasureSettings
 from edgebench.measure.stats import (
     PrecisionRule,
     coverage,

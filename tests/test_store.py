@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.measure.stats import latency_intervals, order_statistic_ranks
 from edgebench.store import SCHEMA_VERSION, Store, StoreError, sample_codec
 from edgebench.store.record import MeasurementRecord
@@ -117,8 +117,7 @@ def test_legacy_sample_blobs_still_decode() -> None:
 def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Store) -> None:  # noqa: F811
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = [1_000_000 + i * 1000 for i in range(100)]  # 1.000 .. 1.099 ms
-    result = _ok_result("j", raw).model_copy(update={
-        "latency_ci_ms": latency_intervals(raw), "details": {"window": {"confidence": 0.95}}})
+    result = _ok_result("j", raw).model_copy(update={"latency_ci_ms": latency_intervals(raw)})
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", result))
     sqlite_store.add_measurement(MeasurementRecord(run_id, "old", "v", "t", "b", _ok_result("old", raw)))
     df = sqlite_store.measurements(run_id).set_index("job_key")

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from store_fixtures import MACHINE, fill_run, postgres_url, variant_specs  # noqa: F401
 
-from edgebench.measure.job import JobResult
+from edgebench.job import JobResult
 from edgebench.store import SCHEMA_VERSION, Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.schema import metadata

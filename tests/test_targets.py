@@ -130,3 +130,22 @@ def test_cli_commands() -> None:
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "packages and tools" in result.output and "hls4ml" in result.output
+
+
+@pytest.mark.parametrize("command", ["targets", "doctor"])
+def test_a_broken_target_file_is_listed_as_broken_and_exits_2(tmp_path: Path, command: str) -> None:
+    (tmp_path / "listed.yaml").write_text("- onnxruntime\n- torch\n")  # a list, not a mapping of fields
+    (tmp_path / "ok-board.yaml").write_text("backends: [onnxruntime]\n")
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    register(app, friendly_errors)
+    result = CliRunner().invoke(app, [command, "--targets-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    row = next(line for line in result.output.splitlines() if "listed" in line and "│" in line)
+    assert "broken" in row and "unavailable" not in row
+    assert "ok-board" in result.output  # the other targets are still listed
+    assert result.output.strip().splitlines()[-1].startswith("error: 1 target file(s) do not load: listed;")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgebench.executor.tasks import run_one
-from edgebench.measure.job import Job, MeasureSettings
+from edgebench.job import Job, MeasureSettings
 from edgebench.runtimes.base import get_exporter
 from edgebench.variants import QuantSpec
 
@@ -132,9 +132,9 @@ def test_energy_from_external_meter_log_is_per_inference_and_labelled(eval_files
     assert result.status == "ok", result.error
     assert result.energy_source == "measured:external-csv"
     assert result.idle_power_w == pytest.approx(5.0, rel=0.02)
-    window = result.details["energy_window"]
-    assert window["seconds"] >= 0.5  # lengthened to the meter's minimum window
-    assert result.energy_j_per_inference == pytest.approx(5.0 * window["seconds"] / window["inferences"], rel=0.02)
+    window = result.energy_window
+    assert window is not None and window.seconds >= 0.5  # lengthened to the meter's minimum window
+    assert result.energy_j_per_inference == pytest.approx(5.0 * window.seconds / window.inferences, rel=0.02)
 
 
 def test_unreadable_meter_leaves_energy_null_with_reason(eval_files, tmp_path):

@@ -15,13 +15,10 @@ import typer
 
 from edgebench.cli import profile, run, store, targets
 from edgebench.cli.common import friendly_errors
+from edgebench.errors import exit_codes_help
 
 app = typer.Typer(
-    help="Benchmark pruned and quantized CNN variants on real deployment runtimes.\n\n"
-    "Exit codes: 0 ok; 1 `compare` found a regression; 2 bad input (a file, field, option or path, named in "
-    "one line; nothing stored is changed); 3 nothing could run (every job of `run` or `bench` was \"not run\": "
-    "no target available, no export for any precision); 4 every job of `run` failed (nothing measured; the "
-    "errors are printed and stored); 130 interrupted (finished jobs are kept).",
+    help="Benchmark pruned and quantized CNN variants on real deployment runtimes.\n\n" + exit_codes_help(),
     no_args_is_help=True,
     add_completion=False,
 )

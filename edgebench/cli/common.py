@@ -11,15 +11,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from edgebench.errors import EdgebenchError, one_line
+from edgebench.errors import EdgebenchError, ExitCode, one_line
 
 # logs and CI capture are not terminals; rich would wrap tables at 80 columns there
 console = Console(width=None if sys.stdout.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
-#: exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)
-INTERRUPTED = 130
-#: exit code of a run whose every job failed, so the store holds no measurement of it (a CI gate must not pass)
-ALL_FAILED = 4
 
 
 def print_line(label: str, style: str, text: object) -> None:
@@ -28,8 +24,8 @@ def print_line(label: str, style: str, text: object) -> None:
 
 
 def friendly_errors(fn: F) -> F:
-    """Print EdgebenchError as one red line (no traceback) and exit with its code (2: bad input, 3: nothing ran);
-    Ctrl-C exits 130."""
+    """Print EdgebenchError as one red line (no traceback) and exit with its code (bad input, nothing ran);
+    Ctrl-C exits with ExitCode.INTERRUPTED."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,6 +36,6 @@ def friendly_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # click would print "Aborted!" and exit 1, the code of a found regression
             print_line("interrupted", "yellow", "")
-            raise typer.Exit(INTERRUPTED) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -105,7 +105,7 @@ def profile(
     """Per-layer profile of ARTIFACT on a target: time share vs MACs share, mapped to the PyTorch layers."""
     from edgebench.executor.runners import runner_for
     from edgebench.executor.tasks import run_one
-    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.job import Job, MeasureSettings
     from edgebench.targets import get_target
 
     spec = get_target(target)
@@ -122,7 +122,7 @@ def profile(
                   threads=spec.threads, device=spec.device, backend_options=spec.backend_options.get(name, {}),
                   eval_data=str(data_file.resolve()),
                   measure=MeasureSettings(min_time_s=0.5, accuracy_samples=1, profile_layers=True, profile_runs=runs))
-        result = run_one(job, runner.timeout_s, runner, [artifact, data_file])
+        result = run_one(job, runner.task_timeout(), runner, [artifact, data_file])
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
         raise ArtifactError(f"profiling {artifact.name} on {spec.name} failed: {result.error}")
     console.print(f"{artifact.name} on {spec.name} ({name}, {spec.threads} thread(s)): "

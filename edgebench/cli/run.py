@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli.common import ALL_FAILED, INTERRUPTED, console, print_line
+from edgebench.cli.common import console, print_line
+from edgebench.errors import ExitCode
 
 
 class _RichProgress:
@@ -57,38 +57,36 @@ def run(
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
-        raise typer.Exit(INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     _print_summary(outcome)
     if outcome.failed and not outcome.measured and not outcome.skipped:
         print_line("error:", "bold red", f"every job of run {outcome.run_id} failed ({len(outcome.failed)} listed "
                    "above, their errors kept in the store): nothing was measured")
-        raise typer.Exit(ALL_FAILED)
+        raise typer.Exit(ExitCode.ALL_FAILED)  # the store holds no measurement of it: a CI gate must not pass
 
 
 def _print_where(df: Any) -> None:
     """Where each target's jobs ran (host, Ray node or board), from what every result recorded."""
-    import re
-
     if df.empty:
         return
-    where = df["details"].map(lambda d: re.sub(r" pid \d+$", "", (d or {}).get("ran_on") or "unknown"))
     table = Table(title="where the jobs ran")
     for col in ("target", "ran on", "jobs"):
         table.add_column(col, justify="right" if col == "jobs" else "left")
-    for (target, place), n in df.assign(where=where).groupby(["target", "where"]).size().items():
+    for (target, place), n in df.assign(where=df["ran_on"].fillna("unknown")).groupby(["target", "where"]).size().items():
         table.add_row(str(target), str(place), str(n))
     console.print(table)
 
 
-def _print_budget_misses(df: Any) -> None:
-    """Variants whose latency allocation missed its budget, and why (as their builds recorded it)."""
+def _print_allocation_notes(df: Any) -> None:
+    """What per-layer allocations recorded that the user should hear (a latency budget missed, and why), once each."""
+    from edgebench.prune.allocation import record_summary
+
     seen: set[str] = set()
     for facts in df["facts"] if not df.empty else ():
-        record = (facts or {}).get("allocation") or {}
-        if record.get("met") is False and json.dumps(record, sort_keys=True) not in seen:
-            seen.add(json.dumps(record, sort_keys=True))
-            print_line("budget missed:", "yellow", f"{record['p50_ms']:.4f} ms > {record['budget_ms']:.4f} ms on "
-                       f"{record['target']}/{record['backend']} (widths {record['keep']}): {record['why_not']}")
+        line = record_summary((facts or {}).get("allocation"))
+        if line is not None and line not in seen:
+            seen.add(line)
+            print_line("allocation:", "yellow", line)
 
 
 def _print_summary(outcome: Any) -> None:
@@ -119,7 +117,7 @@ def _print_summary(outcome: Any) -> None:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
         print_line("not run:", "yellow", note)
-    _print_budget_misses(df)
+    _print_allocation_notes(df)
     print_line("store:", "", outcome.store_url)
     if outcome.report_path:
         print_line("report:", "", outcome.report_path)
@@ -163,7 +161,7 @@ def bench(
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
     from edgebench.executor.tasks import run_one
-    from edgebench.measure.job import Job, MeasureSettings
+    from edgebench.job import Job, MeasureSettings
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
@@ -183,19 +181,17 @@ def bench(
         result = run_one(job, timeout_s)
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
         raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
-    window = result.details.get("window", {})
     table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
     for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
         table.add_column(col, justify="right")
-    lat = result.latency_ms
-    table.add_row(*(_with_interval(lat[k], result.latency_ci_ms.get(k)) for k in ("p50", "p90", "p99")),
+    lat, intervals = result.latency_ms, result.latency_ci_ms or {}
+    table.add_row(*(_with_interval(lat[k], intervals.get(k)) for k in ("p50", "p90", "p99")),
                   *(f"{lat[k]:.4f}" for k in ("mean", "std")),
                   f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
     console.print(table)
-    confidence = window.get("confidence", 0.95)
-    if p50 := result.latency_ci_ms.get("p50"):
-        console.print(f"p50 interval ({confidence:.0%}): [{p50[0]:.4f}, {p50[1]:.4f}] ms; "
-                      f"window ended by {window.get('stopped', '?')}")
+    if (p50 := intervals.get("p50")) and result.window:
+        console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.4f}, {p50[1]:.4f}] ms; "
+                      f"window ended by {result.window.stopped}")
     if input_shape is None:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
     if result.layer_profile is not None:

@@ -14,8 +14,10 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
+from edgebench.errors import ExitCode
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
+from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK
 
 if TYPE_CHECKING:
     from edgebench.store.compare import Comparison
@@ -81,11 +83,26 @@ def compare(
         bool,
         typer.Option(
             "--repeats",
-            help="a tag names all its runs; per result the least-disturbed repeat is compared (noisy machines)",
+            help="a tag names all its runs: each side's runs are the evidence (measure each side 2-3 times on a "
+            "noisy machine)",
         ),
     ] = False,
+    allowance: Annotated[
+        float,
+        typer.Option(
+            min=0, help="percent a timing or energy figure may move between single runs here: called only beyond "
+            "it while the run-to-run spread is unknown (one run a side, too few earlier runs)",
+        ),
+    ] = DEFAULT_ALLOWANCE,
+    lookback: Annotated[
+        int, typer.Option(min=0, help="earlier runs on this machine whose spread per result counts (0: none)")
+    ] = DEFAULT_LOOKBACK,
 ) -> None:
-    """Compare two runs; exit code 1 when any metric regressed, 0 otherwise."""
+    """Compare two runs; exit code 1 when any metric regressed, 0 otherwise.
+
+    Measured metrics are decided per run, never on the samples inside one run: with one run a side and too
+    little history on this machine the confidence is unknown and only changes beyond --allowance count.
+    """
     from edgebench.store.compare import compare_runs, parse_min_effects
     from edgebench.store.compare_markdown import to_markdown
 
@@ -93,7 +110,8 @@ def compare(
     if output:
         writable_file(output, "--output")
     with open_store(store) as st:
-        cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats)
+        cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
+                           lookback=lookback)
     if fmt == "json":
         text = json.dumps(cmp.to_json(), indent=2, allow_nan=False)
         console.print_json(text)
@@ -105,15 +123,15 @@ def compare(
         _print_comparison(cmp)
     if output:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    raise typer.Exit(1 if cmp.regressions else 0)
+    raise typer.Exit(ExitCode.REGRESSION if cmp.regressions else ExitCode.OK)
 
 
 def _print_comparison(cmp: Comparison) -> None:
-    from edgebench.store.compare_markdown import fmt_change, fmt_confidence
+    from edgebench.store.compare_markdown import fmt_change, fmt_confidence, fmt_evidence
 
-    colors = {"regression": "red", "improvement": "green", "unchanged": "white", "n/a": "dim"}
+    colors = {"regression": "red", "improvement": "green", "unchanged": "white", "undecided": "yellow", "n/a": "dim"}
     table = Table(title=f"baseline {cmp.baseline_run} → candidate {cmp.candidate_run}")
-    for column in ("variant", "target", "p50 change [CI]", "confidence", "p50 verdict", "other changes"):
+    for column in ("variant", "target", "p50 change [CI]", "confidence", "evidence", "p50 verdict", "other changes"):
         table.add_column(column, overflow="fold")
     for result in sorted(cmp.results, key=lambda r: not r.regressed):
         by_metric = {c.metric: c for c in result.changes}
@@ -124,10 +142,11 @@ def _print_comparison(cmp: Comparison) -> None:
             if c.metric != "latency" and c.verdict in ("regression", "improvement")
         ]
         table.add_row(
-            result.label, result.context, fmt_change(p50), fmt_confidence(p50),
+            result.label, result.context, fmt_change(p50), fmt_confidence(p50), fmt_evidence(p50),
             f"[{colors[p50.verdict]}]{p50.verdict}[/]", "; ".join(others) or "—",
         )  # fmt: skip
     console.print(table)
+    console.print(f"how: {cmp.method}", style="dim", highlight=False)
     for warning in dict.fromkeys(cmp.warnings + [w for r in cmp.results for w in r.warnings] + cmp.unmatched):
         print_line("context:", "yellow", warning)
     if cmp.regressions:

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgebench.cli.common import console
-from edgebench.doctor import components, kind, target_statuses
+from edgebench.cli.common import console, print_line
+from edgebench.doctor import TargetStatus, components, kind, target_statuses
+from edgebench.errors import ExitCode
 from edgebench.targets import targets_dirs
 
 TargetsDir = Annotated[Path | None, typer.Option("--targets-dir", help="extra directory of target YAML files")]
@@ -19,27 +20,45 @@ def _energy_label(meter: dict | None) -> str:
     return "-" if not meter else str(meter.get("type", "?"))
 
 
+_STATE_STYLE = {"available": "green", "unavailable": "red", "broken": "bold red"}
+
+
+def _state(status: TargetStatus) -> str:
+    return f"[{_STATE_STYLE[status.state]}]{status.state}[/]"
+
+
+def _fail_if_broken(statuses: list[TargetStatus]) -> None:
+    """After the table: a broken target file is bad input (exit 2), not a target that cannot run here."""
+    broken = [s.name for s in statuses if s.broken]
+    if broken:
+        print_line("error:", "bold red", f"{len(broken)} target file(s) do not load: {', '.join(broken)}; "
+                   "fix or remove them (the reason of each is listed above)")
+        raise typer.Exit(ExitCode.BAD_INPUT)
+
+
 def targets(targets_dir: TargetsDir = None) -> None:
-    """List every target with available / unavailable and the reason."""
+    """List every target with available / unavailable / broken and the reason; exit 2 when a file is broken."""
     table = Table(title="edgebench targets", show_lines=False)
     for column in ("target", "kind", "backends", "energy", "status", "reason"):
         table.add_column(column, overflow="fold")
-    for status in target_statuses(targets_dir):
+    statuses = target_statuses(targets_dir)
+    for status in statuses:
         spec = status.spec
-        state = "[green]available[/]" if status.available else "[red]unavailable[/]"
         table.add_row(
             status.name,
             spec.kind if spec else "?",
             ", ".join(spec.backends) if spec else "?",
             _energy_label(spec.energy) if spec else "?",
-            state,
+            _state(status),
             status.reason or "",
         )
     console.print(table)
+    _fail_if_broken(statuses)
 
 
 def doctor(targets_dir: TargetsDir = None) -> None:
-    """Print what is installed, what each target needs and what is missing (with the install command)."""
+    """Print what is installed, what each target needs and what is missing (with the install command); exit 2
+    when a target file is broken."""
     targets_dirs(targets_dir)  # a wrong --targets-dir fails before the tables
     found = components()
     table = Table(title="packages and tools")
@@ -55,11 +74,13 @@ def doctor(targets_dir: TargetsDir = None) -> None:
     needs = Table(title="targets: needs and missing")
     for column in ("target", "needs", "missing", "status"):
         needs.add_column(column, overflow="fold")
-    for status in target_statuses(targets_dir):
+    statuses = target_statuses(targets_dir)
+    for status in statuses:
         missing = "; ".join(f"{m} ({hints.get(m, '')})" for m in status.missing) or "-"
-        state = "[green]available[/]" if status.available else f"[red]unavailable[/]: {status.reason}"
+        state = _state(status) + (f": {status.reason}" if status.reason else "")
         needs.add_row(status.name, ", ".join(status.needs) or "-", missing, state)
     console.print(needs)
+    _fail_if_broken(statuses)
 
 
 def register(app: typer.Typer, wrap: Any) -> None:

@@ -14,11 +14,25 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
+
+from edgebench.job import Placement
 
 log = logging.getLogger(__name__)
 
-TaskKind = Literal["build", "export", "measure"]
+#: what a task does, in its caller's words ("build", "export", "measure", ...); "measure" tasks are the ones
+#: whose peak RSS is read, so a worker that cannot reset its high-water mark is not reused after one
+TaskKind = str
+
+
+class TaskContext(Protocol):
+    """What a caller attaches to a task to recognise its result: one type per task kind (``edgebench.sweep``)."""
+
+    kind: ClassVar[TaskKind]
+
+    def describe(self) -> str:
+        """A few words for progress displays and logs."""
+        ...
 
 #: the lane of tasks that run on the machine of the sweep itself (any machine with free cores under Ray)
 HOST = "host"
@@ -76,10 +90,14 @@ class Task:
     #: Ray custom resources the task needs, e.g. {"board:jetson-a": 1}; the local executor uses the lane
     resources: dict[str, float] = field(default_factory=dict)
     #: what the caller wants back with the result (e.g. the planned job); never sent to a worker
-    context: Any = None
+    context: TaskContext | None = None
     #: keys of tasks that must have finished ok first (the export a measurement reads)
     after: tuple[str, ...] = ()
     attempts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.context is not None and self.context.kind != self.kind:
+            raise ValueError(f"task {self.key} of kind {self.kind} carries a {self.context.kind} context")
 
 
 @dataclass
@@ -92,7 +110,7 @@ class TaskResult:
     error: str | None = None
     #: the full Python traceback, or the worker's stderr tail for a crash or a hang
     detail: str | None = None
-    where: str = ""
+    where: Placement | None = None
     started: float | None = None
     ended: float | None = None
     #: seconds from handing the task to a worker until its result was back

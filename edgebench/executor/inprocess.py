@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgebench.errors import summarize
+
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -60,6 +62,8 @@ class Outcome:
     rss_mb: float | None = None
     peak_reset: bool = False
     host: str = ""
+    #: the Ray node that ran it (None outside Ray)
+    node: str | None = None
     pid: int = 0
 
 
@@ -71,8 +75,7 @@ def run_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
         value = fn(*args)
         outcome = Outcome("ok", value=value)
     except Exception as exc:  # any task error is data for the sweep, not a reason to stop the worker
-        summary = traceback.format_exception_only(exc)[-1].strip()
-        outcome = Outcome("failed", error=summary, detail=traceback.format_exc())
+        outcome = Outcome("failed", error=summarize(exc), detail=traceback.format_exc())
     outcome.started, outcome.ended = started, time.time()
     outcome.rss_mb, outcome.peak_reset = current_rss_mb(), peak_reset
     outcome.host, outcome.pid = socket.gethostname(), os.getpid()

@@ -32,6 +32,7 @@ from pathlib import Path
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
 from edgebench.executor.inprocess import Outcome
 from edgebench.executor.warm_worker import STACK_DUMP_SIGNAL, worker_main
+from edgebench.job import Placement
 from edgebench.measure.worker import stderr_tail
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,8 @@ class LocalExecutor(Executor):
         else:
             self._idle.append(worker)
         return TaskResult(task, "ok" if outcome.status == "ok" else "failed", value=outcome.value,
-                          error=outcome.error, detail=outcome.detail, where=f"local {outcome.host} pid {outcome.pid}",
+                          error=outcome.error, detail=outcome.detail,
+                          where=Placement(executor="local", host=outcome.host, pid=outcome.pid),
                           started=outcome.started, ended=outcome.ended, wall_s=wall)
 
     def _failed(self, worker: _Worker, task: Task, summary: str) -> TaskResult:
@@ -253,7 +255,7 @@ class LocalExecutor(Executor):
         error = f"{summary}: {last}" if last else summary
         log.warning("task %s failed: %s", task.key, summary)
         return TaskResult(task, "failed", error=error, detail=tail or None,
-                          where=f"local {self._host} pid {worker.process.pid}",
+                          where=Placement(executor="local", host=self._host, pid=worker.process.pid),
                           wall_s=time.monotonic() - worker.dispatched)
 
     def _crashed(self, worker: _Worker, task: Task) -> TaskResult:

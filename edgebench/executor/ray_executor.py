@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgebench.errors import require_module
+from edgebench.errors import require_module, summarize
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult
 from edgebench.executor.inprocess import Outcome, run_task
+from edgebench.job import Placement
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,13 @@ def _run_on_node(fn: Any, args: tuple[Any, ...]) -> Outcome:
 
     outcome = run_task(fn, args)
     context = ray.get_runtime_context()
-    outcome.host = f"{ray.util.get_node_ip_address()} node {context.get_node_id()[:8]}"
+    outcome.host, outcome.node = ray.util.get_node_ip_address(), context.get_node_id()[:8]
     return outcome
+
+
+def _waited_on(lane: Lane) -> Placement:
+    """Where a task that never reported back was: the lane it was sent to (its node or board is gone)."""
+    return Placement(executor="ray", host=str(lane))
 
 
 @dataclass
@@ -179,17 +185,18 @@ class RayExecutor(Executor):
             outcome: Outcome = self.ray.get(ref)
         except (exceptions.NodeDiedError, exceptions.TaskUnschedulableError, exceptions.ObjectLostError,
                 exceptions.OwnerDiedError, exceptions.LocalRayletDiedError) as exc:
-            return self._lost(flight, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            return self._lost(flight, summarize(exc))
         except exceptions.WorkerCrashedError as exc:
             if self._lane_gone(flight.lane, flight.task):
                 return self._lost(flight, "its node left the cluster")
-            return TaskResult(flight.task, "failed", error=f"Ray worker crashed: {str(exc).splitlines()[0]}",
-                              detail=str(exc), where=f"ray {flight.lane}", wall_s=wall)
+            return TaskResult(flight.task, "failed", error=summarize(exc),
+                              detail=str(exc), where=_waited_on(flight.lane), wall_s=wall)
         except exceptions.RayError as exc:
-            return TaskResult(flight.task, "failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                              detail=str(exc), where=f"ray {flight.lane}", wall_s=wall)
+            return TaskResult(flight.task, "failed", error=summarize(exc),
+                              detail=str(exc), where=_waited_on(flight.lane), wall_s=wall)
         return TaskResult(flight.task, "ok" if outcome.status == "ok" else "failed", value=outcome.value,
-                          error=outcome.error, detail=outcome.detail, where=f"ray {outcome.host} pid {outcome.pid}",
+                          error=outcome.error, detail=outcome.detail,
+                          where=Placement(executor="ray", host=outcome.host, node=outcome.node, pid=outcome.pid),
                           started=outcome.started, ended=outcome.ended, wall_s=wall)
 
     def _lane_gone(self, lane: Lane, task: Task, wait_s: float = 3.0) -> bool:
@@ -204,7 +211,7 @@ class RayExecutor(Executor):
 
     def _lost(self, flight: _InFlight, why: str) -> TaskResult | None:
         task = flight.task
-        where = f"ray {flight.lane}"
+        where = _waited_on(flight.lane)
         if self.on_lost == "retry" and task.attempts <= self.max_retries:
             log.warning("task %s lost on %s (%s): queued again", task.key, flight.lane, why)
             self.scheduler.add(task, front=True)
@@ -225,7 +232,7 @@ class RayExecutor(Executor):
                 del self._in_flight[ref]
                 self.scheduler.finished(flight.task)
                 if now > flight.deadline:
-                    yield TaskResult(flight.task, "failed", where=f"ray {flight.lane}", wall_s=now - flight.dispatched,
+                    yield TaskResult(flight.task, "failed", where=_waited_on(flight.lane), wall_s=now - flight.dispatched,
                                      error=f"timed out after {flight.task.timeout_s:g} s (Ray task cancelled)")
                 else:
                     result = self._lost(flight, "its resource is no longer offered")
@@ -246,7 +253,7 @@ class RayExecutor(Executor):
             return
         for task in self.scheduler.take_queued(lambda t: t.lane in expired and not self._lanes_of(t)):
             needs = task.resources or "a node with CPUs"
-            yield TaskResult(task, "failed", where=f"ray {task.lane}", lost=True,
+            yield TaskResult(task, "failed", where=_waited_on(task.lane), lost=True,
                              error=f"no node of the Ray cluster offers {needs} (gone for more than "
                                    f"{self.lost_grace_s:g} s): start the board's node with `ray start --address=... "
                                    f"--resources=...` and run the same command again to measure what is missing")

@@ -1,7 +1,8 @@
 """Runners: where a target's measurement jobs run, behind one interface (LoadGen's system under test).
 
 The pipeline never branches on where a target lives: it asks the target's runner whether it can run now
-(``available``), what it needs (``needs``, for ``edgebench doctor``) and to run a job (``run``). A local
+(``available``), what it needs (``needs``, for ``edgebench doctor``), what a measurement holds alone
+(``lane``, ``resources``), how long one may take (``task_timeout``) and to run a job (``run``). A local
 target's job runs in the executor's worker process on this machine; an SSH target copies the artifact and
 job to the device and runs the same worker there.
 """
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgebench.components import Component, Tool, missing_reason
-from edgebench.measure.job import Job, JobResult
+from edgebench.executor.base import HOST, Lane
+from edgebench.job import Job, JobResult
 from edgebench.runtimes.base import get_backend
 from edgebench.targets import TargetSpec
 
@@ -29,10 +31,19 @@ class Runner(ABC):
         self.target = target
         self.timeout_s = timeout_s
 
-    @property
-    def lane(self) -> str:
-        """Jobs in one lane never time at the same moment: the host or board whose cores they use."""
-        return f"target:{self.target.name}"
+    def resources(self) -> dict[str, float]:
+        """The Ray resources that stand for the target's board (``ray: {resources: ...}``); {} when none."""
+        return dict(self.target.ray.resources) if self.target.ray else {}
+
+    def lane(self) -> Lane:
+        """What a measurement holds alone (no two time on it at once): the board, named by its Ray resource
+        when the target declares one."""
+        resources = self.resources()
+        return Lane(",".join(sorted(resources))) if resources else Lane(f"board:{self.target.name}")
+
+    def task_timeout(self) -> float:
+        """How long a measurement task of this target may take, from hand-over to result."""
+        return self.timeout_s
 
     @abstractmethod
     def available(self) -> str | None:
@@ -50,9 +61,13 @@ class Runner(ABC):
 class LocalRunner(Runner):
     """Jobs run on this machine, in an executor's warm worker process (a crash or hang fails that job only)."""
 
-    @property
-    def lane(self) -> str:
-        return "host:local"
+    def lane(self) -> Lane:
+        """This host's cores (only those the target is pinned to, with ``ray: {cores: [...]}``), unless the
+        target names a Ray resource of its own."""
+        if self.resources():
+            return super().lane()
+        cores = self.target.ray.cores if self.target.ray else None
+        return Lane(HOST, frozenset(cores) if cores else None)
 
     def _synthesis_tool(self) -> list[Component]:
         fpga = self.target.fpga
@@ -90,9 +105,10 @@ class SSHRunner(Runner):
         self.ssh = target.ssh
         self.connect_timeout_s = connect_timeout_s
 
-    @property
-    def lane(self) -> str:
-        return f"board:{self.target.name}"
+    def task_timeout(self) -> float:
+        """The device's command timeout and reconnect attempts bound a job, not the experiment's job timeout."""
+        ssh = self.ssh
+        return (ssh.command_timeout_s + 3 * ssh.connect_timeout_s) * (ssh.retries + 1) + 60.0
 
     def needs(self) -> list[Component]:
         from edgebench.executor.ssh import PARAMIKO

@@ -21,7 +21,7 @@ from typing import Any
 
 from edgebench.components import Package
 from edgebench.errors import EdgebenchError, require_module
-from edgebench.measure.job import Job, JobResult, thread_env
+from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import stderr_tail
 from edgebench.targets import SSHSpec, TargetSpec
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebench.executor.base import HOST, Lane, Task, TaskKind, TaskResult, WorkerKind
-from edgebench.measure.job import Job, JobResult, thread_env
+from edgebench.executor.base import HOST, Lane, Task, TaskContext, TaskKind, TaskResult, WorkerKind
+from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def measure_task(
     resources: dict[str, float] | None = None,
     fn: Callable[..., JobResult] = execute,
     args: tuple[Any, ...] | None = None,
-    context: Any = None,
+    context: TaskContext | None = None,
 ) -> Task:
     """A timed task that measures ``job``: ``execute(job)`` in a warm worker of the job's runtime.
 
@@ -44,7 +44,7 @@ def measure_task(
 
 
 def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, timeout_s: float = 3600.0,
-              threads: int = 1, context: Any = None) -> Task:
+              threads: int = 1, context: TaskContext | None = None) -> Task:
     """An untimed task (build a variant, export an artifact) sharing the host's cores with other untimed tasks.
 
     Builds and exports share warm workers (both import torch; nobody reads their peak RSS), so a sweep
@@ -61,8 +61,7 @@ def job_result(result: TaskResult) -> JobResult:
     else:
         job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
                         error_detail=result.detail)
-    job.details["ran_on"] = result.where
-    return job
+    return job.model_copy(update={"ran_on": result.where})
 
 
 def run_one(job: Job, timeout_s: float, runner: Runner | None = None, files: Sequence[Path] = ()) -> JobResult:

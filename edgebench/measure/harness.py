@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.measure.stats import PrecisionRule
 from edgebench.runtimes.base import Session
 

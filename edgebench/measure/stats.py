@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
+from edgebench.job import CONFIDENCE
+
 #: the percentiles a latency summary reports, by name
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
-CONFIDENCE = 0.95
 
 
 def summarize_ns(samples_ns: Sequence[int], batch_size: int = 1) -> tuple[dict[str, float], float]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from edgebench.errors import one_line
+from edgebench.errors import summarize
+from edgebench.job import EnergyWindow, Job, JobResult, TimedWindow
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
-from edgebench.measure.harness import Timing, time_session
-from edgebench.measure.job import Job, JobResult, MeasureSettings
+from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
 from edgebench.measure.stats import latency_intervals, summarize_ns
@@ -29,10 +29,6 @@ from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
 
 log = logging.getLogger(__name__)
-
-#: a failed job's one-line error; the full traceback is kept in ``error_detail``
-ERROR_CHARS = 300
-
 
 def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
     outs = []
@@ -76,16 +72,13 @@ def execute(job: Job) -> JobResult:
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
-    # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
-    details = {**session.details(), "device": device_context(), "timed_window_s": timing.wall_ns / 1e9,
-               "window": window_record(timing, job.measure)}
-    energy_j = energy_source = energy_note = idle_w = None
+    energy_j = energy_source = energy_note = idle_w = energy_window = None
     meter = create_meter(job.energy)
     if meter is not None:
         idle_w = measure_idle_power(meter)
         reading, n_runs = _measure_energy(session, batch, meter, job)
         energy_source, energy_note = reading.source, reading.note
-        details["energy_window"] = {"seconds": reading.seconds, "inferences": n_runs * batch_size}
+        energy_window = EnergyWindow(seconds=reading.seconds, inferences=n_runs * batch_size)
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
@@ -118,15 +111,15 @@ def execute(job: Job) -> JobResult:
         energy_note=energy_note,
         idle_power_w=idle_w,
         runtime=runtime_versions(),
-        details=details,
+        details=session.details(),
         layer_profile=layer_profile,
+        device=device_context(),
+        # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
+        timed_window_s=timing.wall_ns / 1e9,
+        window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
+                           percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
+        energy_window=energy_window,
     )
-
-
-def window_record(timing: Timing, settings: MeasureSettings) -> dict[str, Any]:
-    """How the timed window ended and what it was asked for: kept with the measurement's details."""
-    return {"stopped": timing.stopped, "samples": len(timing.samples_ns), "precision": settings.precision,
-            "percentiles": settings.precision_percentiles, "confidence": settings.confidence}
 
 
 def _profile_layers(session: Session, batch: np.ndarray, job: Job) -> dict[str, Any]:
@@ -189,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         result = execute(job)
     except Exception as exc:  # any runtime error becomes a recorded failure, its traceback kept in the store
         # runtimes raise messages of many lines: the result gets one line (the file and the reason), the store all
-        error = f"{type(exc).__name__}: {one_line(exc, ERROR_CHARS)}"
-        result = JobResult(job_id=job.job_id, status="failed", error=error, error_detail=traceback.format_exc())
+        result = JobResult(job_id=job.job_id, status="failed", error=summarize(exc), error_detail=traceback.format_exc())
     Path(args[1]).write_text(result.model_dump_json())
     return 0
 

@@ -17,10 +17,9 @@ from torch import nn
 from edgebench.data import DatasetSplits
 from edgebench.models import MODELS, create_model
 from edgebench.models.cost import conv_filters, count_macs, count_nonzero_params, count_params
-from edgebench.prune import schedules
 from edgebench.prune.criteria import create_criterion
 from edgebench.prune.lowrank import train_lowrank
-from edgebench.prune.schedules import ScheduleResult
+from edgebench.prune.schedules import SCHEDULES, schedule_allocation
 from edgebench.prune.sparse import create_sparse_method
 from edgebench.train import TrainHook, train
 from edgebench.variants import VariantSpec
@@ -100,8 +99,8 @@ def build_fp32_model(
     """Train the baseline, or run the prune schedule, sparse method or low-rank training of ``spec``.
 
     ``baseline`` (a trained unpruned BuiltModel of the same model/dataset/training) is reused - deep-copied,
-    never mutated - by oneshot_finetune, iterative and sparse methods that prune a trained network, and
-    scored by scratch; it is trained here when missing. A criterion that needs a training-time term (bn_scale's
+    never mutated - by the schedules that start from it (``Schedule.from_baseline``) and by sparse methods that
+    prune a trained network; it is trained here when missing. A criterion that needs a training-time term (bn_scale's
     L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does. ``workdir``
     (the run's) is where a per-layer allocation keeps what it measures (the latency allocation's tables).
     """
@@ -117,28 +116,18 @@ def build_fp32_model(
     if prune is None:
         return train_baseline(spec, splits, progress=progress)
     criterion = create_criterion(prune.criterion, **prune.criterion_kwargs)
-    if prune.schedule == "while_training":
+    schedule = SCHEDULES.get(prune.schedule)()
+    if schedule.from_baseline:
+        hook = criterion.training_hook()
+        if hook is not None or baseline is None:
+            baseline = train_baseline(spec, splits, hooks=[hook] if hook else None, progress=progress)
+        model = copy.deepcopy(baseline.model)
+    else:
         model = new_model(spec, splits)
-        res = schedules.while_training(model, splits, spec.train, criterion, prune, _stage(progress, "train"), workdir)
-        return _built(model, splits, res.training_macs, res.val_accuracy, res.history, res.allocation)
-
-    hook = criterion.training_hook()
-    if hook is not None or baseline is None:
-        baseline = train_baseline(spec, splits, hooks=[hook] if hook else None, progress=progress)
-    model = copy.deepcopy(baseline.model)
-    if prune.schedule == "scratch":
-        original = conv_filters(model)
-        allocation = schedules.schedule_allocation(prune, workdir)
-        schedules.apply_prune(model, criterion, prune, prune.ratio, splits, original,
-                              count_macs(model, tuple(splits.input_shape)), allocation, seed=spec.train.seed)
-        res: ScheduleResult = schedules.scratch(model, splits, spec.train, _stage(progress, "train"))
-        return _built(model, splits, res.training_macs, res.val_accuracy, res.history,
-                      allocation.record() if allocation is not None else None)
-    steps = prune.steps if prune.schedule == "iterative" else 1
-    res = schedules.prune_and_finetune(model, splits, spec.train, criterion, prune, steps, _stage(progress, "finetune"),
-                                       workdir)
-    return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
-                  baseline.history + res.history, res.allocation)
+    res = schedule.run(model, splits, spec.train, criterion, prune, _stage(progress, schedule.stage), workdir)
+    counted = baseline if schedule.counts_baseline and baseline is not None else None
+    return _built(model, splits, (counted.training_macs if counted else 0) + res.training_macs, res.val_accuracy,
+                  (counted.history if counted else []) + res.history, res.allocation)
 
 
 def prepare_allocation(spec: VariantSpec, splits: DatasetSplits, workdir: Path | None = None) -> None:
@@ -150,7 +139,7 @@ def prepare_allocation(spec: VariantSpec, splits: DatasetSplits, workdir: Path |
     """
     if spec.prune is None or not spec.prune.allocation:
         return
-    allocation = schedules.schedule_allocation(spec.prune, workdir)
+    allocation = schedule_allocation(spec.prune, workdir)
     model = new_model(spec, splits).eval()
     allocation.prepare(model, torch.as_tensor(splits.x_train[:1]), None)
     allocation.release()

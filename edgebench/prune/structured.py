@@ -5,13 +5,14 @@ Three separable steps, so each can be tested and reused:
 1. :func:`score_groups` - build the dependency graph, score every prunable group's channels with a
    criterion (a group = a conv's filters plus everything coupled to them: BN, next layer's inputs,
    residual partners, depthwise convs);
-2. :func:`select_channels` - choose which channels go, at one ratio for every layer, a ratio per layer (from an
-   allocation: ``prune/allocation.py``) or globally, as a fraction of the *original* filters (so repeated
-   steps ramp towards a target), with ``round_to``;
+2. :func:`select_channels` - choose which channels go, given a ratio per group (from an allocation:
+   ``prune/allocation/``) as a fraction of the group's *original* channels (so repeated steps ramp towards a
+   target), with ``round_to``;
 3. :func:`remove_channels` - physically remove them (smaller tensors, not masks).
 
 :func:`prune_model` runs the three, and for ``unit="macs"`` searches the filter ratio whose MACs cut
-meets the requested one.
+meets the requested one. A criterion that prunes layer by layer (ThiNet) re-scores each group on the network as
+pruned so far and may correct the next layer after each removal (:func:`remove_layer_by_layer`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -27,25 +27,17 @@ import torch_pruning as tp
 from torch import nn
 
 from edgebench.models.cost import count_macs
-from edgebench.prune.allocation import Allocation, GlobalRanking
+from edgebench.prune.allocation.base import Allocation
+from edgebench.prune.allocation.ranking import GlobalRanking
+from edgebench.prune.allocation.uniform import Uniform
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.criteria.magnitude import L1Norm
+from edgebench.prune.groups import GroupScores
 
 log = logging.getLogger(__name__)
 
 #: ranks groups a criterion cannot score (e.g. bn_scale on a conv without BatchNorm)
 _L1_FALLBACK = L1Norm()
-
-
-@dataclass
-class GroupScores:
-    """Scores of one prunable group's channels, named by its root conv."""
-
-    root: str
-    scores: torch.Tensor  # one per current channel of the root (per channel slot when grouped)
-    original: int  # root's channels before any pruning
-    channel_groups: int = 1  # grouped conv: channels come in this many equal slices pruned alike
-    convs: int = 1  # conv layers whose filters this group removes together (residual partners, depthwise)
 
 
 def default_ignored(model: nn.Module) -> list[nn.Module]:
@@ -86,6 +78,27 @@ def prunable_groups(
     ]
 
 
+def score_group(
+    root: str, group: tp.dependency.Group, criterion: Criterion, graph: tp.DependencyGraph, original: int | None = None
+) -> GroupScores:
+    """Score one prunable group (named ``root``) with a prepared criterion; ``original``: its channels before pruning
+    began (default: now)."""
+    scores = criterion(group)
+    if scores is None:
+        log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
+        scores = _L1_FALLBACK(group)
+    ch_groups = _channel_groups(group)
+    if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
+        scores = scores.view(ch_groups, -1).mean(0)
+    n = len(group[0].idxs)
+    convs = sum(
+        1
+        for item in group
+        if isinstance(item.dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler)
+    )
+    return GroupScores(root, scores.float(), original if original is not None else n, ch_groups, max(convs, 1))
+
+
 def score_groups(
     model: nn.Module,
     criterion: Criterion,
@@ -98,23 +111,8 @@ def score_groups(
     ``original`` maps conv names to their channel counts before pruning began (defaults to now).
     """
     graph = dependency_graph(model, example_input)
-    result = []
-    for root, group in prunable_groups(model, graph, ignored):
-        scores = criterion(group)
-        if scores is None:
-            log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
-            scores = _L1_FALLBACK(group)
-        ch_groups = _channel_groups(group)
-        if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
-            scores = scores.view(ch_groups, -1).mean(0)
-        n = len(group[0].idxs)
-        convs = sum(
-            1
-            for item in group
-            if isinstance(item.dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler)
-        )
-        result.append(GroupScores(root, scores.float(), (original or {}).get(root, n), ch_groups, max(convs, 1)))
-    return result
+    return [score_group(root, group, criterion, graph, (original or {}).get(root))
+            for root, group in prunable_groups(model, graph, ignored)]
 
 
 def _keep_count(target: float, current: int, round_to: int | None, floor: int) -> int:
@@ -124,38 +122,36 @@ def _keep_count(target: float, current: int, round_to: int | None, floor: int) -
     return max(min(keep, current), min(floor, current))
 
 
-def select_channels(
-    groups: list[GroupScores],
-    ratio: float | Mapping[str, float],
-    scope: Literal["layer", "global"] = "layer",
-    round_to: int | None = None,
-) -> dict[str, list[int]]:
-    """Channels (root indices) to remove so each group keeps ``1 - ratio`` of its *original* channels - or
-    ``1 - ratio[root]`` with a ratio per group, or all groups together with ``scope="global"``; the
-    lowest-scored go. Every group keeps at least ``round_to`` (or 1).
-    """
-    if isinstance(ratio, Mapping):
-        if scope != "layer":
-            raise ValueError("per-layer ratios already say how much each layer loses; use scope='layer'")
-        missing = sorted({g.root for g in groups} - set(ratio))
-        if missing:
-            raise ValueError(f"no ratio for the groups of {', '.join(missing)}")
-        ratios = dict(ratio)
-    elif scope == "global":
-        ratios = GlobalRanking().ratios(groups, ratio)
-    else:
-        ratios = {g.root: ratio for g in groups}
+def lowest_channels(g: GroupScores, n_remove: int) -> list[int]:
+    """The ``n_remove`` lowest-scored channel slots of ``g`` as root channel indices (every slice of a grouped
+    conv loses the same slots)."""
+    if n_remove <= 0:
+        return []
+    slot = torch.argsort(g.scores, stable=True)[:n_remove]
+    width = len(g.scores)
+    return sorted(int(i) + k * width for k in range(g.channel_groups) for i in slot)
+
+
+def removal_counts(groups: list[GroupScores], ratios: Mapping[str, float], round_to: int | None = None) -> dict[str, int]:
+    """Channel slots each group loses so it keeps ``1 - ratios[root]`` of its *original* slots (rounded to
+    ``round_to``); every group keeps at least ``round_to`` (or 1)."""
+    missing = sorted({g.root for g in groups} - set(ratios))
+    if missing:
+        raise ValueError(f"no ratio for the groups of {', '.join(missing)}")
     floor = round_to or 1
-    plan = {}
-    for g in groups:
-        keep = _keep_count(g.original / g.channel_groups * (1 - ratios[g.root]), len(g.scores), round_to, floor)
-        n_remove = len(g.scores) - keep
-        if n_remove <= 0:
-            continue
-        slot = torch.argsort(g.scores, stable=True)[:n_remove]
-        width = len(g.scores)
-        plan[g.root] = sorted(int(i) + k * width for k in range(g.channel_groups) for i in slot)
-    return plan
+    return {g.root: len(g.scores) - _keep_count(g.slots * (1 - ratios[g.root]), len(g.scores), round_to, floor)
+            for g in groups}
+
+
+def select_channels(
+    groups: list[GroupScores], ratios: Mapping[str, float], round_to: int | None = None
+) -> dict[str, list[int]]:
+    """Channels (root indices) to remove so each group keeps ``1 - ratios[root]`` of its *original* channels; the
+    lowest-scored go. Every group keeps at least ``round_to`` (or 1). Per-group ratios come from an allocation
+    (``prune/allocation/``): a single network-wide ratio is ``Uniform().ratios(groups, r)``."""
+    counts = removal_counts(groups, ratios, round_to)
+    plan = {g.root: lowest_channels(g, counts[g.root]) for g in groups}
+    return {root: idxs for root, idxs in plan.items() if idxs}
 
 
 def remove_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str, list[int]]) -> None:
@@ -189,11 +185,16 @@ def prune_model(
         data: training samples for data-dependent criteria (and allocations).
         original: conv name -> channels before pruning began; a ramp of calls with growing ``ratio``
             reaches ``ratio`` of these, not of the current (already pruned) widths.
+        scope: without an allocation, ``layer`` is :class:`Uniform` and ``global`` the normalised
+            :class:`GlobalRanking`.
         original_macs: MACs per sample before pruning began (``unit="macs"``).
-        allocation: splits ``ratio`` into per-layer ratios (``prune/allocation.py``); replaces ``scope``.
+        allocation: splits ``ratio`` into per-layer ratios (``prune/allocation/``); replaces ``scope``.
     Returns:
-        The removal plan that was applied (root conv name -> removed channel indices).
+        The removal plan that was applied (root conv name -> removed channel indices; for a layer-by-layer
+        criterion, indices of each group as it was when its turn came).
     """
+    if allocation is None:
+        allocation = GlobalRanking() if scope == "global" else Uniform()
     model.eval()
     input_shape = tuple(example_input.shape[1:])
     criterion.prepare(model, example_input, data)
@@ -203,23 +204,52 @@ def prune_model(
         criterion.release()
 
     def plan_for(r: float) -> dict[str, list[int]]:
-        if allocation is None:
-            return select_channels(groups, r, scope, round_to)
-        return select_channels(groups, allocation.ratios(groups, r), "layer", round_to)
+        return select_channels(groups, allocation.ratios(groups, r), round_to)
 
-    if allocation is not None:
-        allocation.prepare(model, example_input, data)
+    allocation.prepare(model, example_input, data)
     try:
         if unit == "filters":
             plan = plan_for(ratio)
         else:
             plan = _plan_for_macs(model, plan_for, ratio, example_input, original_macs, input_shape)
     finally:
-        if allocation is not None:
-            allocation.release()
-    remove_channels(model, example_input, plan)
+        allocation.release()
+    if criterion.layer_by_layer:
+        plan = remove_layer_by_layer(model, criterion, {r: len(idxs) for r, idxs in plan.items()}, example_input,
+                                     data, ignored)
+    else:
+        remove_channels(model, example_input, plan)
     log.debug("pruned %d channels in %d groups", sum(map(len, plan.values())), len(plan))
     return plan
+
+
+def remove_layer_by_layer(
+    model: nn.Module,
+    criterion: Criterion,
+    counts: Mapping[str, int],
+    example_input: torch.Tensor,
+    data: ScoringData | None = None,
+    ignored: list[nn.Module] | None = None,
+) -> dict[str, list[int]]:
+    """Remove ``counts[root]`` channel slots of each group, one group at a time in network order: the criterion is
+    prepared again on the network as pruned so far, scores only that group, its lowest channels go, and
+    :meth:`Criterion.after_removal` may then correct what reads them (ThiNet's least-squares rescaling)."""
+    removed: dict[str, list[int]] = {}
+    roots = [root for root, _ in prunable_groups(model, dependency_graph(model, example_input), ignored)]
+    for root in roots:
+        if counts.get(root, 0) <= 0:
+            continue
+        criterion.prepare(model, example_input, data)
+        try:
+            graph = dependency_graph(model, example_input)
+            group = dict(prunable_groups(model, graph, ignored))[root]
+            idxs = lowest_channels(score_group(root, group, criterion, graph), counts[root])
+            group.prune(idxs=idxs)
+            criterion.after_removal(model, root, idxs)
+        finally:
+            criterion.release()
+        removed[root] = idxs
+    return removed
 
 
 def _plan_for_macs(

@@ -1,4 +1,5 @@
-"""Offline HTML report of one run: index.html with PNG/SVG figures beside it, no CDN.
+"""Offline HTML report of one run: index.html with interactive trade-off plots (BokehJS written once beside
+it, no CDN) and PNG/SVG figures for papers and slides.
 
 Re-rendering reads only the store, so ``edgebench report`` works on any stored run.
 """
@@ -13,10 +14,11 @@ import pandas as pd
 
 from edgebench.report import plots
 from edgebench.report.compression import compression_section
+from edgebench.report.explore import explore_script, explorer_html
 from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
 from edgebench.report.layers import layer_profile_section
-from edgebench.report.page import esc, table_html, write_page
+from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
 from edgebench.report.tables import (
     best_under_budget,
     context_titles,
@@ -103,8 +105,13 @@ def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
 
 
 def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
-    """Every measured variant, Pareto-optimal rows highlighted; headers sort on click."""
+    """Every measured variant, Pareto-optimal rows highlighted; headers sort on click.
+
+    Each row carries ``data-i``, its position in ``ok`` (the interactive plots' source row), so a point and
+    its row select each other.
+    """
     titles = context_titles(ok)
+    position = {idx: i for i, idx in enumerate(ok.index)}
     body = []
     for idx, row in ok.sort_values(["target", "backend", "p50_ms"]).iterrows():
         cells = []
@@ -118,7 +125,8 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
         body.append(
-            f"<tr{cls}><td class=l>{esc(row['label'])}</td><td class=l><code>{esc(row['variant_id'])}</code></td>"
+            f"<tr{cls} data-i={position[idx]}><td class=l>{esc(row['label'])}</td>"
+            f"<td class=l><code>{esc(row['variant_id'])}</code></td>"
             f"<td class=l>{esc(titles[idx])}</td>{''.join(cells)}<td class=l>{esc(marks or '—')}</td></tr>"
         )
     headers = ["variant", "id", "target", *(m.short for m in _TABLE_METRICS), "Pareto-optimal for"]
@@ -203,19 +211,23 @@ def render_report(
     pairs = resolve_objectives(objectives)
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
-    sections = [f"<h2>Context</h2>{context_panel(run, df)}"]
+    sections = []
 
     if ok.empty:
         sections.append("<h2>Trade-offs</h2><p>No successful measurement in this run.</p>")
     else:
+        profiles = store.layer_profiles(ok["id"].tolist())
         figs = []
         for x, y in pairs:
             fig = plots.tradeoff_figure(ok, x, y, panels(ok))
             figs.append(plots.save(fig, out_dir, f"{y.name}_vs_{x.name}"))
+        static = ", ".join(f'<a href="{esc(f)}">{esc(f)}</a> (<a href="{esc(f[:-4])}.svg">SVG</a>)' for f in figs)
         sections.append(
-            "<h2>Trade-offs per target</h2><p class=muted>One series per pruning criterion or method / precision; "
-            "Pareto-optimal points are ringed in red and joined by the dashed front.</p>"
-            + "".join(f'<img src="{esc(f)}" alt="{esc(f)}">' for f in figs)
+            "<h2>Trade-offs per target</h2><p class=muted>Colour: pruning criterion or method; marker: precision. "
+            "Pareto-optimal points of the selected target are ringed in red and joined by the dashed front. Hover "
+            "a point for its figures; click it (or a table row) for its lineage and per-layer profile; the legend "
+            f"hides and shows criteria and precisions. Static figures with a panel per target: {static}.</p>"
+            + explorer_html(ok, pairs, profiles)
         )
         sections.append(f"<h2>Best variant under a budget, across targets</h2>{_budget_section(ok, budgets)}")
         speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok)) if t != "all targets"])
@@ -234,7 +246,7 @@ def render_report(
                 "<h2>FPGA (hls4ml)</h2><p class=muted>Accuracy of the fixed-point C simulation on the test split; "
                 "cycle latency and resources come from a synthesis report only.</p>" + fpga
             )
-        layers = layer_profile_section(ok, store.layer_profiles(ok["id"].tolist()))
+        layers = layer_profile_section(ok, profiles)
         if layers is not None:
             sections.append(
                 "<h2>Where the time goes, per layer</h2><p class=muted>Time share vs MACs share of every layer, "
@@ -244,8 +256,10 @@ def render_report(
         flags = pareto_flags(ok, pairs)
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")
     sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
+    sections.append(f"<h2>Context</h2>{context_panel(run, df)}")
     if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"]) is not None:
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
-    index = write_page(out_dir / "index.html", f"edgebench report — {run['name']} ({run['id']})", "".join(sections))
-    return index
+    title = f"edgebench report — {run['name']} ({run['id']})"
+    return write_page(out_dir / "index.html", title, "".join(sections), scripts=[write_bokeh_js(out_dir)],
+                      inline_js=explore_script())

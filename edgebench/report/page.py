@@ -1,11 +1,16 @@
-"""Shared HTML scaffolding of the report pages: one stylesheet, escaping, tables, page writing."""
+"""Shared HTML scaffolding of the report pages: one stylesheet, escaping, tables, page writing, and BokehJS
+written once beside the pages (no CDN: the pages open offline from the file system)."""
 
 from __future__ import annotations
 
 import html
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
+
+import bokeh
+from bokeh.util.paths import bokehjs_path
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +23,12 @@ tr.pareto td{background:#fff4e5;font-weight:600} tr:hover td{background:#eef5ff}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-size:13px}
 .ctx{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em}
 .err{color:#a00;font-family:monospace;text-align:left;white-space:pre-wrap}
+.controls{display:flex;flex-wrap:wrap;gap:.6em;align-items:center;margin:.5em 0}
+.chip{border:1px solid #ccc;border-radius:1em;background:#fff;padding:2px 9px;cursor:pointer;font-size:13px}
+.chip.off{opacity:.35;text-decoration:line-through} .chip i{font-style:normal}
+.plots{display:flex;flex-wrap:wrap;gap:.5em} tr.selected td{background:#cfe3ff!important;outline:1px solid #5b8fd9}
+.detail{border:1px solid #ddd;padding:.3em 1em;margin:.5em 0;background:#fafafa}
+.bar{display:inline-block;height:.8em;background:#5b8fd9;margin-right:.4em;vertical-align:middle}
 """
 # click a header to sort (numbers numerically, '—' last); inline so the page works offline
 SORT_JS = """
@@ -41,11 +52,28 @@ def table_html(headers: Sequence[str], rows: Sequence[str], left: int = 0, sorta
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def write_page(path: Path, title: str, body: str) -> Path:
-    """Write a self-contained page (inline CSS and JS, images by relative path)."""
+def write_bokeh_js(out_dir: Path) -> str:
+    """Copy BokehJS (from the installed bokeh package) beside the pages once; return its file name.
+
+    The name carries the version, so pages rendered by another bokeh never load a library they were not
+    built for; a copy of the same size is kept.
+    """
+    name = f"bokeh-{bokeh.__version__}.min.js"
+    library, copy = Path(bokehjs_path()) / "js" / "bokeh.min.js", Path(out_dir) / name
+    if not copy.is_file() or copy.stat().st_size != library.stat().st_size:
+        shutil.copyfile(library, copy)
+    return name
+
+
+def write_page(path: Path, title: str, body: str, *, scripts: Sequence[str] = (), inline_js: str = "") -> Path:
+    """Write a page: inline CSS and JS; ``scripts`` are files beside it (BokehJS), images by relative path.
+
+    ``inline_js`` runs at the end of the body, after every element of ``body`` exists.
+    """
+    head = "".join(f'<script src="{esc(src)}"></script>' for src in scripts)
     page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{esc(title)}</title><style>{CSS}</style></head>"
-        f"<body><h1>{esc(title)}</h1>{body}<script>{SORT_JS}</script></body></html>"
+        f"<!doctype html><html><head><meta charset=utf-8><title>{esc(title)}</title><style>{CSS}</style>{head}"
+        f"</head><body><h1>{esc(title)}</h1>{body}<script>{SORT_JS}{inline_js}</script></body></html>"
     )
     path.write_text(page, encoding="utf-8")
     log.info("wrote %s", path)

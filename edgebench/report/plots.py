@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from edgebench.report.pareto import pareto_mask
 from edgebench.store.metrics import Metric
 
-MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "P"}
+MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "h"}
 BASELINE = "baseline"
 
 
@@ -35,13 +35,13 @@ def series_name(row: pd.Series) -> str:
     return f"{method}/{row['precision']}"
 
 
-def _colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+def palette(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """One colour per criterion or method, stable across figures of a report."""
     criteria = sorted({n.rsplit("/", 1)[0] for n in names} - {BASELINE})
     tab = matplotlib.colormaps["tab10"]
-    palette = {c: tab(i % 10) for i, c in enumerate(criteria)}
-    palette[BASELINE] = (0.0, 0.0, 0.0, 1.0)
-    return {n: palette[n.rsplit("/", 1)[0]] for n in names}
+    by_group = {c: tab(i % 10) for i, c in enumerate(criteria)}
+    by_group[BASELINE] = (0.0, 0.0, 0.0, 1.0)
+    return {n: by_group[n.rsplit("/", 1)[0]] for n in names}
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> str:
@@ -123,7 +123,7 @@ def tradeoff_figure(
     df: pd.DataFrame, x: Metric, y: Metric, panels: Sequence[tuple[str, pd.DataFrame]]
 ) -> Figure:
     """One figure for an objective pair with a panel per target context (and an all-targets panel)."""
-    colors = _colors(sorted(set(df.apply(series_name, axis=1))))
+    colors = palette(sorted(set(df.apply(series_name, axis=1))))
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig = Figure(figsize=(5.0 * ncols + 1.8, 4.0 * nrows), layout="constrained")
@@ -154,7 +154,7 @@ def speedup_figure(panels: Sequence[tuple[str, pd.DataFrame]]) -> Figure | None:
     if not parts:
         return None
     names = sorted({n for _, p in parts for n in p.apply(series_name, axis=1)})
-    colors = _colors(names)
+    colors = palette(names)
     hi = max(float(max(p["macs_reduction"].max(), p["speedup"].max())) for _, p in parts) * 1.3
     lo = min(float(min(p["macs_reduction"].min(), p["speedup"].min())) for _, p in parts) / 1.3
     fig = Figure(figsize=(5.0 * len(parts) + 1.8, 4.6), layout="constrained")

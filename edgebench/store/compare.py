@@ -1,10 +1,12 @@
 """Regression comparison of two stored runs (``edgebench compare BASELINE CANDIDATE``).
 
-Results are matched by (variant id, target, backend, settings). Per metric the
-change is reported with its confidence; latency is decided on raw samples (see
-``significance``), other metrics on their single values against a per-metric
-minimum effect. Differences in machine, library versions or settings are
-listed as context warnings rather than silently compared.
+Results are matched by (variant id, target, backend, settings). Every measured metric (p50, p99,
+throughput, energy, peak RSS) is decided on per-run values against the run-to-run spread of that result
+(``significance``): the runs of each side with ``repeats``, and earlier runs of the same result on the same
+machine (the lookback). With one run a side and too little history the spread is unknown: only a change
+beyond the noise allowance is called, without a confidence. Artifact size is compared exactly, accuracy
+against a minimum effect. Differences in machine, library versions or settings are listed as context
+warnings rather than silently compared.
 """
 
 from __future__ import annotations
@@ -18,36 +20,57 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgebench.store.metrics import DEFAULT_MIN_EFFECT, context_label, get_metric
+from edgebench.store.metrics import (
+    DEFAULT_ALLOWANCE,
+    DEFAULT_LOOKBACK,
+    DEFAULT_MIN_EFFECT,
+    RUN_METRICS,
+    TIMING_METRICS,
+    context_label,
+    get_metric,
+)
 from edgebench.store.schema import StoreError
-from edgebench.store.significance import Estimate, Verdict, decide, mean_ratio, proportion_change_p, quantile_ratio
+from edgebench.store.significance import (
+    MIN_SERIES_RUNS,
+    Basis,
+    Decision,
+    Noise,
+    Verdict,
+    at_least,
+    decide_runs,
+    decide_threshold,
+    p50_log_se,
+    pool,
+    proportion_change_p,
+    replicate_noise,
+    series_noise,
+)
 from edgebench.store.store import Store
 
-#: default minimum effects: percent of relative change, accuracy in percentage points
 COMPARED = tuple(DEFAULT_MIN_EFFECT)
-#: the lowest quantile whose ratio decides latency verdicts (robust to contention on shared machines) ...
-FLOOR_QUANTILE = 0.02
-#: ... raised so that at least this many samples lie below it
-FLOOR_MIN_SAMPLES = 20
 _MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
+#: what makes two runs "the same machine" for the lookback
+_SAME_MACHINE = ("hostname", "cpu_model")
 _SETTING_KEYS = ("threads", "batch_size", "scenario", "settings_precision")
 
 
 @dataclass
 class MetricChange:
-    """One metric of one matched result."""
+    """One metric of one matched result: the change, the verdict, and what the verdict rests on."""
 
     metric: str
-    baseline: float | None
+    baseline: float | None  # geometric mean over the side's runs
     candidate: float | None
     change: float | None  # percent (accuracy: percentage points)
     ci_low: float | None
     ci_high: float | None
-    confidence: float | None  # 1 - p-value of the test, where one applies
+    confidence: float | None  # 1 - p of the run-level test; None where the run-to-run spread is unknown
     verdict: Verdict
     min_effect: float
-    method: str
+    basis: Basis
     note: str = ""
+    runs: tuple[int, int] = (1, 1)  # runs of each side the verdict rests on
+    noise_pct: float | None = None  # the run-to-run spread used (percent of the value)
 
 
 @dataclass
@@ -68,7 +91,7 @@ class MatchedResult:
 
 @dataclass
 class Comparison:
-    """Everything ``edgebench compare`` prints."""
+    """Everything ``edgebench compare`` prints, and what its verdicts rest on."""
 
     baseline_run: str
     candidate_run: str
@@ -77,6 +100,9 @@ class Comparison:
     warnings: list[str]
     min_effect: dict[str, float]
     alpha: float
+    allowance: float = DEFAULT_ALLOWANCE
+    #: how the verdicts were reached, in one sentence (the Markdown and the table say it)
+    method: str = ""
 
     @property
     def regressions(self) -> list[MatchedResult]:
@@ -96,7 +122,7 @@ def _finite(obj: Any) -> Any:
         return None
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+    if isinstance(obj, list | tuple):
         return [_finite(v) for v in obj]
     return obj
 
@@ -128,121 +154,101 @@ def _value(row: pd.Series, column: str) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _pct(est: Estimate) -> tuple[float, float, float]:
-    return (est.ratio - 1) * 100, (est.ci_low - 1) * 100, (est.ci_high - 1) * 100
+def _column(metric: str) -> str:
+    return get_metric(metric).column
 
 
-def _from_estimate(
-    metric: str, a: float | None, b: float | None, est: Estimate, effect: float, alpha: float, method: str
-) -> MetricChange:
-    higher = get_metric(metric).direction == "max"
-    change, lo, hi = _pct(est)
-    confidence = None if est.p_value is None else 1 - est.p_value
-    verdict = decide(est, higher, effect / 100, alpha)
-    return MetricChange(metric, a, b, change, lo, hi, confidence, verdict, effect, method)
+def _geomean(values: list[float]) -> float | None:
+    positive = [v for v in values if v > 0]
+    return float(np.exp(np.mean(np.log(positive)))) if positive else None
 
 
-def _threshold(metric: str, a: float | None, b: float | None, effect: float, alpha: float) -> MetricChange:
-    if a is None or b is None or a == 0:
-        return MetricChange(metric, a, b, None, None, None, None, "n/a", effect, "missing value")
-    ratio = b / a
-    return _from_estimate(metric, a, b, Estimate(ratio, ratio, ratio, None), effect, alpha, "threshold")
+def metric_change(metric: str, base: list[float], cand: list[float], decision: Decision, effect: float,
+                  noise: Noise | None = None) -> MetricChange:
+    """A :class:`MetricChange` from a decision on per-run (or per-round) values of both sides."""
+    def pct(ratio: float | None) -> float | None:
+        return None if ratio is None else (ratio - 1) * 100
+
+    a, b = _geomean(base), _geomean(cand)
+    return MetricChange(metric, a, b, pct(decision.ratio), pct(decision.ci_low),
+                        pct(decision.ci_high), decision.confidence, decision.verdict, effect, decision.basis,
+                        decision.note, (len(base), len(cand)), None if noise is None else noise.pct)  # fmt: skip
 
 
 def _accuracy(base: pd.Series, cand: pd.Series, effect: float) -> MetricChange:
     a, b = _value(base, "accuracy"), _value(cand, "accuracy")
     if a is None or b is None:
-        return MetricChange("accuracy", a, b, None, None, None, None, "n/a", effect, "missing value")
+        return MetricChange("accuracy", a, b, None, None, None, None, "n/a", effect, "missing", "missing value")
     change = (b - a) * 100
     n_a, n_b = _value(base, "n_eval"), _value(cand, "n_eval")
     p = proportion_change_p(a, int(n_a), b, int(n_b)) if n_a and n_b else None
     verdict: Verdict = "regression" if -change >= effect else "improvement" if change >= effect else "unchanged"
-    return MetricChange(
-        "accuracy", a, b, change, None, None, None if p is None else 1 - p, verdict, effect,
-        "threshold on the same test set (confidence: two-proportion z-test)",
-    )  # fmt: skip
+    return MetricChange("accuracy", a, b, change, None, None, None if p is None else 1 - p, verdict, effect, "threshold",
+                        "threshold on the same test set (confidence: two-proportion z-test)")  # fmt: skip
 
 
-def _column(metric: str) -> str:
-    return get_metric(metric).column
+@dataclass
+class Side:
+    """The runs of one side of a comparison for one result: their rows and raw samples, oldest first."""
+
+    rows: list[pd.Series]
+    samples: list[np.ndarray]
+
+    def values(self, metric: str) -> list[float]:
+        """The metric's value in each run that has one."""
+        column = _column(metric)
+        return [v for row in self.rows if (v := _value(row, column)) is not None]
 
 
-def compare_pair(
-    base: pd.Series,
-    cand: pd.Series,
-    base_samples: np.ndarray,
-    cand_samples: np.ndarray,
-    min_effect: Mapping[str, float],
-    alpha: float = 0.01,
-    floor_quantile: float = FLOOR_QUANTILE,
-) -> list[MetricChange]:
-    """Per-metric changes between two measurements of the same variant/target/settings."""
-    if len(base_samples) > 1 and len(cand_samples) > 1:
-        changes = _latency_changes(base, cand, base_samples, cand_samples, min_effect, alpha, floor_quantile)
-    else:
-        changes = [
-            _threshold(metric, _value(base, _column(metric)), _value(cand, _column(metric)), min_effect[metric], alpha)
-            for metric in ("latency", "p99", "throughput")
-        ]
-    energy_a, energy_b = _value(base, _column("energy")), _value(cand, _column("energy"))
-    source_a, source_b = base.get("energy_source"), cand.get("energy_source")
-    if source_a != source_b and energy_a is not None and energy_b is not None:
-        changes.append(MetricChange("energy", energy_a, energy_b, None, None, None, None, "n/a", min_effect["energy"],
-                                    f"energy sources differ: {source_a} vs {source_b}"))  # fmt: skip
-    else:
-        changes.append(_threshold("energy", energy_a, energy_b, min_effect["energy"], alpha))
-    for metric in ("memory", "size"):
-        changes.append(_threshold(metric, _value(base, _column(metric)), _value(cand, _column(metric)),
-                                  min_effect[metric], alpha))
-    changes.append(_accuracy(base, cand, min_effect["accuracy"]))
+def run_metric_change(
+    metric: str,
+    base: Side,
+    cand: Side,
+    history: list[float],
+    effect: float,
+    alpha: float,
+    allowance: float,
+) -> MetricChange:
+    """Decide one measured metric on the runs of both sides, with the run-to-run spread from the runs
+    themselves and ``history`` (earlier runs of this result on this machine, oldest first)."""
+    a, b = base.values(metric), cand.values(metric)
+    lookback = series_noise(history) if len(history) >= MIN_SERIES_RUNS else None
+    noise = pool(replicate_noise([a, b], "runs a side"), lookback)
+    if metric == "latency" and noise is not None:  # never more alike than each run's own p50 interval allows
+        se = [s for s in (p50_log_se(x) for x in base.samples + cand.samples) if s is not None]
+        noise = at_least(noise, float(np.sqrt(np.mean(np.square(se)))) if se else 0.0, "the runs' own p50 intervals")
+    higher = get_metric(metric).direction == "max"
+    allowed = allowance if metric in TIMING_METRICS else 0.0
+    decision = decide_runs(a, b, noise, higher_is_better=higher, min_effect=effect / 100, alpha=alpha,
+                           allowance=allowed / 100)
+    if noise is None and 0 < len(history) < MIN_SERIES_RUNS:
+        decision = Decision(decision.verdict, decision.ratio, None, None, None, decision.basis,
+                            f"{decision.note} ({len(history)} earlier run(s) here, {MIN_SERIES_RUNS} needed)")
+    return metric_change(metric, a, b, decision, effect, noise)
+
+
+def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min_effect: Mapping[str, float],
+                 alpha: float = 0.01, allowance: float = DEFAULT_ALLOWANCE) -> list[MetricChange]:
+    """Per-metric changes between the runs of both sides of one result (same variant, target, settings)."""
+    changes = []
+    for metric in RUN_METRICS:
+        if metric == "energy" and _energy_sources_differ(base, cand):
+            changes.append(MetricChange("energy", None, None, None, None, None, None, "n/a", min_effect["energy"],
+                                        "missing", "energy sources differ: "
+                                        f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"))
+            continue
+        changes.append(run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha,
+                                         allowance))
+    size = decide_threshold(_value(base.rows[-1], _column("size")), _value(cand.rows[-1], _column("size")),
+                            higher_is_better=False, min_effect=min_effect["size"] / 100)
+    changes.append(metric_change("size", base.values("size")[-1:], cand.values("size")[-1:], size, min_effect["size"]))
+    changes.append(_accuracy(base.rows[-1], cand.rows[-1], min_effect["accuracy"]))
     return changes
 
 
-def floor_quantile_for(n_samples: int, floor_quantile: float = FLOOR_QUANTILE) -> float:
-    """The decision quantile for ``n_samples``: ``floor_quantile``, raised to keep FLOOR_MIN_SAMPLES below it."""
-    return min(0.5, max(floor_quantile, FLOOR_MIN_SAMPLES / max(n_samples, 1)))
-
-
-def _latency_changes(
-    base: pd.Series,
-    cand: pd.Series,
-    a: np.ndarray,
-    b: np.ndarray,
-    min_effect: Mapping[str, float],
-    alpha: float,
-    floor_quantile: float,
-) -> list[MetricChange]:
-    """p50, p99 and throughput changes; verdicts must be confirmed by the fast tail (the floor quantile).
-
-    Contention on a shared machine inflates the median, tail and mean of a run but not its fastest
-    iterations, while a real slowdown shifts them all. So the p50 verdict is decided on the floor
-    quantile's ratio, and a p99 or throughput verdict stands only when the floor agrees. (On this
-    project's 2-core shared machine, p10 gave 3 false alarms in 100 A/A pairs, p2 one; see
-    scripts/bench_regression_detection.py.)
-    """
-    q = floor_quantile_for(min(len(a), len(b)), floor_quantile)
-    floor = quantile_ratio(a, b, q=q, confidence=1 - alpha)
-    floor_verdict = decide(floor, False, min_effect["latency"] / 100, alpha)
-    floor_text = f"p{100 * q:.3g} {100 * (floor.ratio - 1):+.1f}%"
-    mw = "Mann-Whitney U + bootstrap CI"
-    p50 = _from_estimate("latency", _value(base, "p50_ms"), _value(cand, "p50_ms"),
-                         quantile_ratio(a, b, q=0.5, confidence=1 - alpha), min_effect["latency"], alpha,
-                         f"{mw}; decided on the p{100 * q:.3g} ratio (contention-robust)")  # fmt: skip
-    p50.note = floor_text
-    if p50.verdict != floor_verdict and floor_verdict == "unchanged":
-        p50.note += ": the p50 shift is not in the fastest iterations (contention in one run?)"
-    p50.verdict = floor_verdict
-    p99 = _from_estimate("p99", _value(base, "p99_ms"), _value(cand, "p99_ms"),
-                         quantile_ratio(a, b, q=0.99, confidence=1 - alpha), min_effect["p99"], alpha, mw)  # fmt: skip
-    lat = mean_ratio(a, b, confidence=1 - alpha)
-    est = Estimate(1 / lat.ratio, 1 / lat.ci_high, 1 / lat.ci_low, lat.p_value)
-    throughput = _from_estimate("throughput", _value(base, "throughput_ips"), _value(cand, "throughput_ips"), est,
-                                min_effect["throughput"], alpha, "Welch t on mean latency")  # fmt: skip
-    for change in (p99, throughput):
-        if change.verdict != "unchanged" and change.verdict != floor_verdict:
-            change.note = f"not confirmed by the fastest iterations ({floor_text}): contention in one run?"
-            change.verdict = "unchanged"
-    return [p50, p99, throughput]
+def _energy_sources_differ(base: Side, cand: Side) -> bool:
+    sources = {row.get("energy_source") for row in base.rows + cand.rows if _value(row, _column("energy")) is not None}
+    return len(sources) > 1
 
 
 def _dict_diff(what: str, a: Mapping[str, Any], b: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
@@ -261,53 +267,90 @@ def compare_runs(
     candidate: str,
     min_effect: Mapping[str, float] | None = None,
     alpha: float = 0.01,
-    floor_quantile: float = FLOOR_QUANTILE,
     repeats: bool = False,
+    allowance: float = DEFAULT_ALLOWANCE,
+    lookback: int = DEFAULT_LOOKBACK,
 ) -> Comparison:
     """Compare every result of ``candidate`` with the same result of ``baseline`` (run ids or tags).
 
-    With ``repeats`` a tag names all its runs, and per result the repeat with the fastest floor
-    (the least disturbed by other work on the machine) is compared: contention only ever slows a
-    run down, so the best of k runs measured at different times is the most faithful one.
+    With ``repeats`` a tag names all its runs, and each side's runs are the evidence (their spread is
+    the run-to-run noise). ``lookback`` earlier runs on the candidate's machine add their spread per
+    result (0: none); ``allowance`` (percent) is the change a single-run comparison must exceed when
+    that spread is unknown.
     """
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
-    base_run, base_df, base_by_key = _side(store, baseline, repeats, floor_quantile)
-    cand_run, cand_df, cand_by_key = _side(store, candidate, repeats, floor_quantile)
+    base_ids = store.resolve_runs(baseline) if repeats else [store.resolve_run(baseline)]
+    cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
+    base_run, base_df, base_by_key = _side(store, base_ids)
+    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
+    history = lookback_values(store, cand_run, exclude=set(cand_ids), limit=lookback)
     warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
     results, unmatched = [], []
-    for key, (cand, cand_samples) in cand_by_key.items():
-        context = context_label(cand["target"], cand["backend"], cand["threads"])
+    for key, cand in cand_by_key.items():
+        row = cand.rows[-1]
+        context = context_label(row["target"], row["backend"], row["threads"])
         if key not in base_by_key:
-            unmatched.append(_unmatched_reason(cand, base_df))
+            unmatched.append(_unmatched_reason(row, base_df))
             continue
-        base, base_samples = base_by_key[key]
-        changes = compare_pair(base, cand, base_samples, cand_samples, effects, alpha, floor_quantile)
-        row_warnings = _dict_diff("runtime", base["runtime"] or {}, cand["runtime"] or {})
-        results.append(MatchedResult(str(cand["label"]), str(cand["variant_id"]), context, changes, row_warnings))
-    for key, (base, _) in base_by_key.items():
-        if key not in cand_by_key and _same_job(base, cand_df).empty:  # settings mismatches are listed once above
-            unmatched.append(f"{base['label']} on {base['target']}/{base['backend']}: only in the baseline run")
-    return Comparison(base_run["id"], cand_run["id"], results, unmatched, warnings, effects, alpha)
+        base = base_by_key[key]
+        changes = compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance)
+        row_warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
+        results.append(MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, row_warnings))
+    for key, base in base_by_key.items():
+        if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
+            row = base.rows[-1]
+            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run")
+    method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
+              f"run(s), run-to-run spread from the runs of each side and up to {lookback} earlier runs on this "
+              f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
+              f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
+    return Comparison(base_run["id"], cand_run["id"], results, unmatched, warnings, effects, alpha, allowance, method)
 
 
-def _side(
-    store: Store, ref: str, repeats: bool, floor_quantile: float
-) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, tuple[pd.Series, np.ndarray]]]:
-    """Latest run of one side, its ok results, and per result key the least-disturbed repeat with samples."""
-    run_ids = store.resolve_runs(ref) if repeats else [store.resolve_run(ref)]
-    df = pd.concat([store.measurements(r).query("status == 'ok'") for r in run_ids], ignore_index=True)
-    best: dict[tuple, tuple[pd.Series, np.ndarray, float]] = {}
+def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:
+    """The latest run of one side (all its ids joined), its ok results, and per result key its runs."""
+    df = pd.concat([_ok(store.measurements(r)) for r in run_ids], ignore_index=True)
+    sides: dict[tuple, Side] = {}
     for _, row in df.iterrows():
-        samples = store.samples(int(row["id"]))
-        floor = float(np.quantile(samples, floor_quantile_for(len(samples), floor_quantile))) if len(samples) else np.inf
-        key = _key(row)
-        if key not in best or floor < best[key][2]:
-            best[key] = (row, samples, floor)
+        side = sides.setdefault(_key(row), Side([], []))
+        side.rows.append(row)
+        side.samples.append(store.samples(int(row["id"])))
     run = store.get_run(run_ids[-1])
     if len(run_ids) > 1:
         run = {**run, "id": ", ".join(run_ids)}
-    return run, df, {k: (row, samples) for k, (row, samples, _) in best.items()}
+    return run, df, sides
+
+
+def lookback_values(
+    store: Store, run: Mapping[str, Any], exclude: set[str], limit: int = DEFAULT_LOOKBACK
+) -> dict[tuple, dict[str, list[float]]]:
+    """Per result key and measured metric, its values in up to ``limit`` earlier runs on ``run``'s machine.
+
+    Earlier: started before ``run``; same machine: the same hostname and CPU model; runs in ``exclude``
+    (the candidate side) left out. Oldest first.
+    """
+    if limit <= 0:
+        return {}
+    runs = store.runs()
+    runs = runs[(runs["started_at"] < run["started_at"]) & ~runs["id"].isin(exclude)]
+    same = [rid for rid in reversed(runs["id"].tolist()) if _same_machine(store.get_run(rid)["machine"], run["machine"])]
+    values: dict[tuple, dict[str, list[float]]] = {}
+    for rid in reversed(same[:limit]):
+        for _, row in _ok(store.measurements(rid)).iterrows():
+            per_metric = values.setdefault(_key(row), {})
+            for metric in RUN_METRICS:
+                if (v := _value(row, _column(metric))) is not None:
+                    per_metric.setdefault(metric, []).append(v)
+    return values
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def _same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in _SAME_MACHINE)
 
 
 def _same_job(row: pd.Series, other: pd.DataFrame) -> pd.DataFrame:

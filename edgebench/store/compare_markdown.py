@@ -1,14 +1,18 @@
 """Markdown rendering of a :class:`Comparison`, sized for a pull-request comment.
 
 Regressions and improvements come first as a table; every compared result is
-in a collapsed ``<details>`` block so the comment stays short.
+in a collapsed ``<details>`` block so the comment stays short. The summary line
+says what the verdicts rest on (runs, earlier runs, interleaved rounds or the
+noise allowance), so a reader can judge them.
 """
 
 from __future__ import annotations
 
 from edgebench.store.compare import Comparison, MetricChange
 
-_ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "n/a": "·"}
+_ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "undecided": "🟡", "n/a": "·"}
+#: confidences are never printed as certainty: run-level tests on a few runs cannot give it
+_MAX_SHOWN_CONFIDENCE = 0.999
 
 
 def fmt_change(c: MetricChange) -> str:
@@ -23,20 +27,36 @@ def fmt_change(c: MetricChange) -> str:
 
 
 def fmt_confidence(c: MetricChange) -> str:
-    """Confidence of the test as a percentage, or the method when no test applies."""
-    return "—" if c.confidence is None else f"{100 * c.confidence:.1f}%"
+    """Confidence of the run-level test, "unknown" where the run-to-run spread is, or a dash where no test applies."""
+    if c.confidence is None:
+        return "unknown" if c.basis == "allowance" else "—"
+    if c.confidence > _MAX_SHOWN_CONFIDENCE:
+        return f">{100 * _MAX_SHOWN_CONFIDENCE:.1f}%"
+    return f"{100 * c.confidence:.1f}%"
+
+
+def fmt_evidence(c: MetricChange) -> str:
+    """What the verdict rests on, in a few words."""
+    if c.basis == "rounds":
+        return f"{c.runs[0]} rounds"
+    if c.basis in ("runs", "lookback"):
+        return f"{c.runs[0]}+{c.runs[1]} runs, spread {c.noise_pct:.1f}%" if c.noise_pct is not None else "runs"
+    if c.basis == "allowance":
+        return f"{c.runs[0]}+{c.runs[1]} runs, allowance"
+    return c.basis
 
 
 def _row(label: str, context: str, c: MetricChange) -> str:
     return (
         f"| {_ICON[c.verdict]} {c.verdict} | {label} | {context} | {c.metric} | {fmt_change(c)} | "
-        f"{fmt_confidence(c)} | {c.min_effect:g}{' pp' if c.metric == 'accuracy' else '%'} | {c.note} |"
+        f"{fmt_confidence(c)} | {fmt_evidence(c)} | {c.min_effect:g}{' pp' if c.metric == 'accuracy' else '%'} | "
+        f"{c.note} |"
     )
 
 
 _HEADER = (
-    "| verdict | variant | target | metric | change [CI] | confidence | min effect | note |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| verdict | variant | target | metric | change [CI] | confidence | evidence | min effect | note |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -45,16 +65,17 @@ def to_markdown(cmp: Comparison) -> str:
     n_reg = len(cmp.regressions)
     lines = [
         f"### edgebench compare: {'🔴 ' + str(n_reg) + ' regressed' if n_reg else '✅ no regression'}",
-        f"baseline `{cmp.baseline_run}` → candidate `{cmp.candidate_run}`; {len(cmp.results)} results compared "
-        f"(latency: Mann-Whitney U, α={cmp.alpha:g}, with a minimum effect per metric).",
+        f"baseline `{cmp.baseline_run}` → candidate `{cmp.candidate_run}`; {len(cmp.results)} results compared.",
+        "",
+        f"How: {cmp.method}.",
     ]
     notes = cmp.warnings + [w for r in cmp.results for w in r.warnings]
     if notes or cmp.unmatched:
         lines.append("\n**⚠ Context differences (results may not be comparable):**")
         lines += [f"- {w}" for w in dict.fromkeys(notes)]
         lines += [f"- {u}" for u in cmp.unmatched]
-    notable = [(r, c) for r in cmp.results for c in r.changes if c.verdict in ("regression", "improvement")]
-    notable.sort(key=lambda rc: rc[1].verdict != "regression")
+    notable = [(r, c) for r in cmp.results for c in r.changes if c.verdict in ("regression", "improvement", "undecided")]
+    notable.sort(key=lambda rc: ("regression", "undecided", "improvement").index(rc[1].verdict))
     if notable:
         lines += ["", _HEADER] + [_row(r.label, r.context, c) for r, c in notable]
     lines += ["", "<details><summary>All compared results</summary>", "", _HEADER]

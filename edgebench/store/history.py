@@ -1,11 +1,13 @@
 """A metric over tagged runs per (variant, target context), with detected change points.
 
-Change points come from binary segmentation on the per-run values: split where
-the medians of the two sides differ most (weighted by the sides' sizes), keep the split when that difference
-reaches the metric's minimum effect, then recurse on
-each side. Medians of segments keep one noisy run from creating a change. For
-latency the series searched is each run's floor quantile of raw samples (the
-contention-robust statistic ``edgebench compare`` decides on); the page plots p50.
+Change points come from binary segmentation on the per-run values: split where the medians of the two
+sides differ most (weighted by the sides' sizes), keep the split when the difference passes the same
+run-level rule ``edgebench compare`` uses, then recurse on each side. The run is the unit of evidence:
+the test compares the segments' medians against the run-to-run spread of the series itself (robust to
+the steps it looks for; never below the runs' own p50 intervals), Bonferroni-corrected for the splits
+tried. A series too short to estimate its spread (fewer than ``MIN_SERIES_RUNS`` runs) calls only steps
+beyond the noise allowance; a deterministic metric (size, MACs) has no spread, so any step of at least the
+minimum effect counts.
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from edgebench.store.compare import floor_quantile_for
-from edgebench.store.metrics import DEFAULT_MIN_EFFECT, context_label, get_metric
+from edgebench.store.metrics import (
+    DEFAULT_ALLOWANCE,
+    DEFAULT_MIN_EFFECT,
+    RUN_METRICS,
+    TIMING_METRICS,
+    context_label,
+    get_metric,
+)
+from edgebench.store.significance import MIN_SERIES_RUNS, Noise, at_least, p50_log_se, series_noise
 from edgebench.store.store import Store
 
 
@@ -72,22 +82,55 @@ def history_frame(
     return pd.concat(frames, ignore_index=True)[columns].rename(columns={"id": "measurement_id"})
 
 
-def detect_change_points(values: Sequence[float], min_effect_pct: float, higher_is_better: bool = False) -> list[ChangePoint]:
-    """Change points of a per-run series (see module docstring)."""
+def detect_change_points(
+    values: Sequence[float],
+    min_effect_pct: float,
+    higher_is_better: bool = False,
+    *,
+    noisy: bool = True,
+    allowance_pct: float = 0.0,
+    alpha: float = 0.01,
+    sigma_floor: float = 0.0,
+) -> list[ChangePoint]:
+    """Change points of a per-run series (see module docstring).
+
+    ``noisy``: the metric differs between runs of the same artifact (timing, energy, memory), so steps are
+    tested against the series' spread (at least ``sigma_floor``, a log sd) or, for a short series, must
+    reach ``allowance_pct``; otherwise every step of ``min_effect_pct`` counts.
+    """
     vals = np.asarray(values, dtype=np.float64)
+    noise = None
+    if noisy and len(vals) >= MIN_SERIES_RUNS:
+        noise = at_least(series_noise(vals, "runs", basis="runs"), sigma_floor, "the runs' own p50 intervals")
+    floor = min_effect_pct if noise is not None or not noisy else max(min_effect_pct, allowance_pct)
+    rule = _Rule(noise, floor / 100, higher_is_better, alpha / max(1, len(vals) - 1))
     found: list[ChangePoint] = []
-    _segment(vals, 0, len(vals), min_effect_pct / 100, higher_is_better, found)
+    _segment(vals, 0, len(vals), rule, found)
     return sorted(found, key=lambda c: c.index)
 
 
-def _segment(
-    vals: np.ndarray,
-    lo: int,
-    hi: int,
-    effect: float,
-    higher: bool,
-    found: list[ChangePoint],
-) -> None:
+@dataclass(frozen=True)
+class _Rule:
+    """When a split of a series is a change: its step reaches ``effect`` and, with a known spread, is significant."""
+
+    noise: Noise | None
+    effect: float
+    higher: bool
+    alpha: float
+
+    def verdict(self, left: np.ndarray, right: np.ndarray) -> str | None:
+        ratio = np.nanmedian(right) / np.nanmedian(left)
+        worse = 1 / ratio if self.higher else ratio
+        verdict = "regression" if worse - 1 >= self.effect else "improvement" if 1 - worse >= self.effect else None
+        if verdict is None or self.noise is None:
+            return verdict
+        # the median of k runs has a standard error of about 1.2533 sigma / sqrt(k)
+        se = 1.2533 * self.noise.sigma * np.sqrt(1 / len(left) + 1 / len(right))
+        p = 2 * stats.t.sf(abs(np.log(ratio)) / se, self.noise.df) if se > 0 else 0.0
+        return verdict if p < self.alpha else None
+
+
+def _segment(vals: np.ndarray, lo: int, hi: int, rule: _Rule, found: list[ChangePoint]) -> None:
     if hi - lo < 2:
         return
     best_k, best_score = None, 0.0
@@ -99,22 +142,27 @@ def _segment(
             best_k, best_score = k, score
     if best_k is None:
         return
-    ratio = np.nanmedian(vals[best_k:hi]) / np.nanmedian(vals[lo:best_k])
-    worse = 1 / ratio if higher else ratio
-    verdict = "regression" if worse - 1 >= effect else "improvement" if 1 - worse >= effect else None
+    verdict = rule.verdict(vals[lo:best_k], vals[best_k:hi])
     if verdict is None:
         return
+    ratio = np.nanmedian(vals[best_k:hi]) / np.nanmedian(vals[lo:best_k])
     found.append(ChangePoint(best_k, float((ratio - 1) * 100), verdict))
-    _segment(vals, lo, best_k, effect, higher, found)
-    _segment(vals, best_k, hi, effect, higher, found)
+    _segment(vals, lo, best_k, rule, found)
+    _segment(vals, best_k, hi, rule, found)
 
 
-def _floor(samples: np.ndarray) -> float | None:
-    return float(np.quantile(samples, floor_quantile_for(len(samples)))) if len(samples) else None
+def _p50_interval_floor(store: Store, measurement_ids: Sequence[int]) -> float:
+    """The root-mean-square of the runs' own p50 standard errors (log scale): the least spread runs can have."""
+    se = [s for s in (p50_log_se(store.samples(int(i))) for i in measurement_ids) if s is not None]
+    return float(np.sqrt(np.mean(np.square(se)))) if se else 0.0
 
 
 def series_change_points(
-    store: Store, hist: pd.DataFrame, metric: str = "latency", min_effect_pct: float | None = None
+    store: Store,
+    hist: pd.DataFrame,
+    metric: str = "latency",
+    min_effect_pct: float | None = None,
+    allowance_pct: float = DEFAULT_ALLOWANCE,
 ) -> pd.DataFrame:
     """Detected change points per (variant, context) of a :func:`history_frame` table."""
     m = get_metric(metric)
@@ -122,11 +170,11 @@ def series_change_points(
     rows = []
     for (label, context), part in hist.groupby(["label", "context"], sort=True):
         part = part.sort_values("position").dropna(subset=["value"])
-        values = part["value"].to_list()
-        if m.name == "latency":  # detect on the contention-robust floor of each run's samples, as compare decides
-            floors = [_floor(store.samples(int(i))) for i in part["measurement_id"]]
-            values = [f if f is not None else v for f, v in zip(floors, values)]
-        for cp in detect_change_points(values, effect, m.direction == "max"):
+        floor = _p50_interval_floor(store, part["measurement_id"].tolist()) if m.name == "latency" else 0.0
+        found = detect_change_points(part["value"].to_list(), effect, m.direction == "max", noisy=m.name in RUN_METRICS,
+                                     allowance_pct=allowance_pct if m.name in TIMING_METRICS else 0.0,
+                                     sigma_floor=floor)  # fmt: skip
+        for cp in found:
             at = part.iloc[cp.index]
             rows.append({"label": label, "context": context, "position": at["position"], "run_label": at["run_label"],
                          "run_id": at["run_id"], "change_pct": cp.change_pct, "verdict": cp.verdict})  # fmt: skip

@@ -56,6 +56,15 @@ _BY_OTHER_NAME = {name: m for m in METRICS.values() for name in (m.column, *m.al
 METRIC_NAMES = tuple(sorted({*METRICS, *_BY_OTHER_NAME}))
 #: metrics ``edgebench compare`` judges, with their default minimum effects
 DEFAULT_MIN_EFFECT: dict[str, float] = {m.name: m.min_effect for m in METRICS.values() if m.min_effect is not None}
+#: metrics every run measures anew, so identical artifacts differ between runs: decided on per-run values
+RUN_METRICS = ("latency", "p99", "throughput", "energy", "memory")
+#: of those, the ones that move with the machine's speed and load (the noise allowance applies to them)
+TIMING_METRICS = ("latency", "p99", "throughput", "energy")
+#: percent a timing or energy figure of identical artifacts may move between two single runs on a shared machine:
+#: compare calls a change only beyond it while the run-to-run spread is unknown (scripts/bench_regression_detection.py)
+DEFAULT_ALLOWANCE = 20.0
+#: earlier runs on the same machine whose per-result spread compare consults (conbench's lookback)
+DEFAULT_LOOKBACK = 20
 
 
 def get_metric(name: str) -> Metric:

@@ -1,6 +1,6 @@
 """The typed record the store keeps for one measurement job (asv's result object).
 
-Built from the worker's :class:`~edgebench.measure.job.JobResult` and the planned job's identity in one
+Built from the worker's :class:`~edgebench.job.JobResult` and the planned job's identity in one
 place; :meth:`Store.add_measurement` maps it onto the ``measurements`` and ``samples`` tables.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgebench.measure.job import JobResult
+from edgebench.archive import ENCODING
+from edgebench.job import CONFIDENCE, JobResult
 
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
@@ -25,7 +26,10 @@ class MeasurementRecord:
     backend: str
     result: JobResult
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the artifact on disk, and ZIP-compressed (what sparsity buys shows only there: zeros take their full
+    #: width in a dense artifact)
     size_bytes: int | None = None
+    compressed_bytes: int | None = None
 
     def row(self, created_at: str) -> dict[str, Any]:
         """The ``measurements`` row (raw samples go to their own table)."""
@@ -59,17 +63,25 @@ class MeasurementRecord:
             "energy_note": r.energy_note,
             "idle_power_w": r.idle_power_w,
             "runtime": r.runtime,
-            "details": r.details,
+            "details": self.details(),
             "created_at": created_at,
         }
 
+    def details(self) -> dict[str, Any]:
+        """The ``details`` JSON: the session's facts with the result's typed fields inside (JobResult's JSON
+        shape) and the compressed artifact size."""
+        details = self.result.model_dump(mode="json")["details"]
+        if self.compressed_bytes is not None:
+            details["artifact"] = {"compressed_bytes": self.compressed_bytes, "encoding": ENCODING}
+        return details
+
     def interval_columns(self) -> dict[str, Any]:
         """``p50_low_ms`` ... ``p99_high_ms`` and ``ci_confidence`` (null when the result carries no interval)."""
-        intervals = self.result.latency_ci_ms
+        intervals = self.result.latency_ci_ms or {}
         columns: dict[str, Any] = {}
         for name in ("p50", "p90", "p99"):
             low, high = intervals.get(name, (None, None))
             columns[f"{name}_low_ms"], columns[f"{name}_high_ms"] = low, high
-        window = self.result.details.get("window") or {}
-        columns["ci_confidence"] = window.get("confidence") if intervals else None
+        window = self.result.window
+        columns["ci_confidence"] = (window.confidence if window else CONFIDENCE) if intervals else None
         return columns

@@ -1,77 +1,216 @@
-"""Statistics that decide whether a latency change is real: tests on raw samples plus an effect floor.
+"""Statistics that decide whether a change is real: the run, not the sample, is the unit of evidence.
 
-A change counts only when a test on the raw per-iteration samples says it is
-unlikely to be noise *and* its size reaches a minimum effect. With thousands of
-samples any difference is "significant", so the effect floor is what keeps
-run-to-run machine noise (frequency, other tenants) from failing a CI job.
+Thousands of per-iteration samples inside one run say how precisely that run measured, not how much a
+second run of the same artifact will differ: on a shared machine the p50 of identical artifacts moves by
+several percent between runs (process placement, memory layout, frequency, other tenants). So a change
+between two sides is tested against the *run-to-run* spread of the statistic:
 
-Quantile confidence intervals use the exact bootstrap distribution of an order
-statistic: the k-th smallest of n draws from the empirical distribution is the
-empirical quantile at a Beta(k, n-k+1) variate, so no resampling of the
-samples themselves is needed (fast for 100k samples).
+* several runs a side: the pooled spread of the runs within each side;
+* earlier runs of the same result on the same machine (a lookback, as conbench and Bencher keep): the
+  spread of successive runs of the series, estimated robustly (median absolute successive difference,
+  so a real step or one disturbed run in the history does not shrink or blow up the estimate);
+* interleaved rounds (``compare --remeasure``): the spread of the paired per-round differences.
+
+Never tighter than the per-measurement intervals: the spread is at least the within-run standard error
+of the p50. With one run a side and no history the spread cannot be known on this machine: no confidence
+is given, and only a change beyond a stated noise allowance is called.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy import stats
 
-Verdict = Literal["regression", "improvement", "unchanged", "n/a"]
+#: ``undecided``: the evidence was disturbed (a contended measurement), so no call is made either way
+Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a"]
+#: what a verdict rests on (see the module docstring); ``threshold``: a deterministic value (size, accuracy)
+Basis = Literal["runs", "lookback", "rounds", "allowance", "threshold", "contended", "missing"]
+
+#: efficiency of the median absolute deviation against the standard deviation for normal data: the
+#: degrees of freedom a robust spread estimate is worth
+MAD_EFFICIENCY = 0.37
+#: runs a series needs before its own spread is trusted more than the noise allowance
+MIN_SERIES_RUNS = 8
+_MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """Candidate/baseline ratio of a statistic with its confidence interval and test p-value."""
+class Noise:
+    """Expected spread between runs of one result: sd of the log of its per-run value, and its degrees of freedom."""
 
-    ratio: float
-    ci_low: float
-    ci_high: float
-    p_value: float | None
+    sigma: float
+    df: float
+    source: str
+    #: ``runs`` when the runs being compared are among the evidence, ``lookback`` when only earlier runs are
+    basis: Basis = "runs"
 
-
-def bootstrap_quantile(sorted_x: np.ndarray, q: float, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``draws`` bootstrap replicates of the q-quantile of the sample ``sorted_x`` (ascending)."""
-    n = len(sorted_x)
-    k = min(n, max(1, int(np.ceil(q * n))))  # the quantile is the k-th order statistic
-    u = rng.beta(k, n - k + 1, size=draws)
-    idx = np.clip(np.ceil(u * n).astype(np.int64) - 1, 0, n - 1)
-    return sorted_x[idx]
+    @property
+    def pct(self) -> float:
+        """The spread as a percentage of the value."""
+        return 100 * float(np.expm1(self.sigma))
 
 
-def quantile_ratio(
-    baseline: np.ndarray,
-    candidate: np.ndarray,
-    q: float = 0.5,
-    confidence: float = 0.99,
-    draws: int = 4000,
-    seed: int = 0,
-) -> Estimate:
-    """Ratio candidate/baseline of the q-quantile, a bootstrap CI, and a two-sided Mann-Whitney U p-value."""
-    a = np.sort(np.asarray(baseline, dtype=np.float64))
-    b = np.sort(np.asarray(candidate, dtype=np.float64))
-    if len(a) == 0 or len(b) == 0:
-        raise ValueError("both sides need samples")
-    rng = np.random.default_rng(seed)
-    ratios = bootstrap_quantile(b, q, draws, rng) / bootstrap_quantile(a, q, draws, rng)
-    tail = (1 - confidence) / 2
-    point = float(np.quantile(b, q, method="inverted_cdf") / np.quantile(a, q, method="inverted_cdf"))
-    p = float(stats.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue) if min(len(a), len(b)) > 1 else None
-    return Estimate(point, float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail)), p)
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one comparison: ``ratio`` is candidate / baseline, with its interval where one is known."""
+
+    verdict: Verdict
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float | None  # 1 - p of the run-level test; None where the spread is unknown
+    basis: Basis
+    note: str = ""
 
 
-def mean_ratio(baseline: np.ndarray, candidate: np.ndarray, confidence: float = 0.99) -> Estimate:
-    """Ratio candidate/baseline of the mean with a delta-method CI on the log ratio and Welch's p-value."""
-    a = np.asarray(baseline, dtype=np.float64)
-    b = np.asarray(candidate, dtype=np.float64)
-    ma, mb = a.mean(), b.mean()
-    se = np.sqrt(a.var(ddof=1) / (len(a) * ma**2) + b.var(ddof=1) / (len(b) * mb**2)) if min(len(a), len(b)) > 1 else 0.0
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    ratio = float(mb / ma)
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else None
-    return Estimate(ratio, float(ratio * np.exp(-z * se)), float(ratio * np.exp(z * se)), p)
+def _logs(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    return np.log(x[np.isfinite(x) & (x > 0)])
+
+
+def replicate_noise(groups: Sequence[Sequence[float]], what: str = "runs") -> Noise | None:
+    """Pooled within-group spread of log values; each group holds runs that measured the same thing."""
+    logs = [_logs(g) for g in groups]
+    df = sum(len(g) - 1 for g in logs if len(g) > 1)
+    if df < 1:
+        return None
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in logs if len(g) > 1)
+    sizes = "+".join(str(len(g)) for g in logs)
+    return Noise(float(np.sqrt(ss / df)), df, f"{sizes} {what}")
+
+
+def series_noise(values: Sequence[float], what: str = "earlier runs", basis: Basis = "lookback") -> Noise | None:
+    """Spread of one run from a time-ordered series of runs: robust to a step or an outlier in the series.
+
+    sigma = 1.4826 * median |successive log difference| / sqrt(2); its degrees of freedom are the
+    differences' count scaled by the MAD's efficiency (at least one).
+    """
+    logs = _logs(values)
+    if len(logs) < 3:
+        return None
+    diffs = np.abs(np.diff(logs))
+    sigma = _MAD_TO_SD * float(np.median(diffs)) / np.sqrt(2)
+    return Noise(sigma, max(1.0, MAD_EFFICIENCY * len(diffs)), f"{len(logs)} {what}", basis)
+
+
+def pool(*noises: Noise | None) -> Noise | None:
+    """One spread from several estimates of it, weighted by their degrees of freedom."""
+    found = [n for n in noises if n is not None]
+    if not found:
+        return None
+    df = sum(n.df for n in found)
+    sigma = float(np.sqrt(sum(n.df * n.sigma**2 for n in found) / df))
+    basis: Basis = "runs" if any(n.basis == "runs" for n in found) else "lookback"
+    return Noise(sigma, df, " + ".join(n.source for n in found), basis)
+
+
+def at_least(noise: Noise | None, sigma_floor: float, why: str) -> Noise | None:
+    """``noise`` raised to ``sigma_floor`` (the per-measurement intervals): runs never look more alike than
+    each run is precise."""
+    if noise is None or noise.sigma >= sigma_floor:
+        return noise
+    return Noise(sigma_floor, noise.df, f"{noise.source}; raised to {why}", noise.basis)
+
+
+def p50_log_se(samples: np.ndarray) -> float | None:
+    """Standard error of log(p50) of one run's samples, from the order statistics bracketing the median."""
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = len(x)
+    if n < 20 or x[0] <= 0:
+        return None
+    half = 0.5 * np.sqrt(n)  # +-1 standard error of the median's rank
+    lo, hi = x[max(0, int(np.floor(n / 2 - half)))], x[min(n - 1, int(np.ceil(n / 2 + half)))]
+    return float(np.log(hi / lo) / 2)
+
+
+def _call(ratio: float, higher_is_better: bool, min_effect: float) -> Verdict:
+    """Regression or improvement when the change reaches ``min_effect`` in the bad or the good direction."""
+    worse = 1 / ratio if higher_is_better else ratio
+    if worse - 1 >= min_effect:
+        return "regression"
+    if 1 - worse >= min_effect:
+        return "improvement"
+    return "unchanged"
+
+
+def _tested(log_ratio: float, se: float, df: float, higher_is_better: bool, min_effect: float, alpha: float,
+            basis: Basis, note: str) -> Decision:
+    """Verdict of a t-test on a log ratio: significant at ``alpha`` *and* at least ``min_effect``."""
+    ratio = float(np.exp(log_ratio))
+    if se <= 0:
+        return Decision(_call(ratio, higher_is_better, min_effect) if log_ratio else "unchanged",
+                        ratio, ratio, ratio, None, basis, note)
+    p = float(2 * stats.t.sf(abs(log_ratio) / se, df))
+    half = float(stats.t.ppf(1 - alpha / 2, df)) * se
+    verdict = _call(ratio, higher_is_better, min_effect) if p < alpha else "unchanged"
+    return Decision(verdict, ratio, float(np.exp(log_ratio - half)), float(np.exp(log_ratio + half)), 1 - p, basis, note)
+
+
+def decide_runs(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    noise: Noise | None,
+    *,
+    higher_is_better: bool,
+    min_effect: float,
+    alpha: float,
+    allowance: float,
+) -> Decision:
+    """Decide on per-run values of both sides (geometric means compared) with the run-to-run ``noise``.
+
+    ``min_effect`` and ``allowance`` are fractions (0.05 = 5 %). Without a known spread only a change of at
+    least ``max(min_effect, allowance)`` is called, and no confidence is given.
+    """
+    a, b = _logs(baseline), _logs(candidate)
+    if not len(a) or not len(b):
+        return Decision("n/a", None, None, None, None, "missing", "no value on one side")
+    log_ratio = float(b.mean() - a.mean())
+    if noise is None:
+        ratio = float(np.exp(log_ratio))
+        floor = max(min_effect, allowance)
+        note = (f"{len(a)}+{len(b)} run(s) and no history on this machine: the run-to-run spread, and so the "
+                f"confidence, cannot be known; decided against the noise allowance of {100 * floor:g}%")
+        return Decision(_call(ratio, higher_is_better, floor), ratio, None, None, None, "allowance", note)
+    se = noise.sigma * float(np.sqrt(1 / len(a) + 1 / len(b)))
+    note = f"run-to-run spread {noise.pct:.1f}% ({noise.source}; t-test, {noise.df:g} df)"
+    return _tested(log_ratio, se, noise.df, higher_is_better, min_effect, alpha, noise.basis, note)
+
+
+def decide_rounds(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    higher_is_better: bool,
+    min_effect: float,
+    alpha: float,
+    sigma_floor: float = 0.0,
+) -> Decision:
+    """Decide on interleaved rounds: ``baseline[i]`` and ``candidate[i]`` were measured back to back.
+
+    A paired t-test on the per-round log ratios; the machine's slow drift cancels within each pair.
+    """
+    a, b = np.asarray(baseline, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
+    d = np.log(b[ok] / a[ok])
+    if len(d) < 2:
+        return Decision("n/a", None, None, None, None, "missing", "fewer than two complete rounds")
+    sd = max(float(d.std(ddof=1)), sigma_floor * np.sqrt(2))
+    note = f"{len(d)} interleaved rounds, per-round spread {100 * np.expm1(sd):.1f}% (paired t-test, {len(d) - 1} df)"
+    return _tested(float(d.mean()), sd / np.sqrt(len(d)), len(d) - 1, higher_is_better, min_effect, alpha, "rounds",
+                   note)
+
+
+def decide_threshold(baseline: float | None, candidate: float | None, *, higher_is_better: bool,
+                     min_effect: float) -> Decision:
+    """A deterministic value (artifact size): any change of at least ``min_effect`` counts."""
+    if baseline is None or candidate is None or baseline == 0:
+        return Decision("n/a", None, None, None, None, "missing", "missing value")
+    ratio = candidate / baseline
+    return Decision(_call(ratio, higher_is_better, min_effect), ratio, ratio, ratio, None, "threshold")
 
 
 def proportion_change_p(p_a: float, n_a: int, p_b: float, n_b: int) -> float | None:
@@ -81,20 +220,3 @@ def proportion_change_p(p_a: float, n_a: int, p_b: float, n_b: int) -> float | N
     if se == 0:
         return None if p_a == p_b else 0.0
     return float(2 * stats.norm.sf(abs(p_b - p_a) / se))
-
-
-def decide(
-    est: Estimate, higher_is_better: bool, min_effect: float, alpha: float
-) -> Verdict:
-    """Regression/improvement only when the test, the whole CI and the effect floor agree.
-
-    ``min_effect`` is a fraction (0.05 = 5 %) of relative change in the bad or good direction.
-    """
-    significant = est.p_value is None or est.p_value < alpha
-    worse_lo, worse = (est.ci_low, est.ratio) if not higher_is_better else (1 / est.ci_high, 1 / est.ratio)
-    better_hi = est.ci_high if not higher_is_better else 1 / est.ci_low
-    if significant and worse_lo > 1 and worse - 1 >= min_effect:
-        return "regression"
-    if significant and better_hi < 1 and 1 - worse >= min_effect:
-        return "improvement"
-    return "unchanged"

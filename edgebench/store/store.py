@@ -24,6 +24,7 @@ from sqlalchemy.pool import StaticPool
 
 import edgebench
 from edgebench.errors import first_line
+from edgebench.job import Placement
 from edgebench.paths import why_unwritable
 from edgebench.profile.table import LayerProfile
 from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
@@ -129,9 +130,12 @@ _FACT_COLUMNS = ("nonzero_params", "nonzero_macs")
 def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
     facts = facts if isinstance(facts, dict) else {}
     details = details if isinstance(details, dict) else {}
+    ran_on = details.get("ran_on")
     return {
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
+        # where the job ran, without the worker process (rows stored before it was typed keep their text)
+        "ran_on": Placement.model_validate(ran_on).machine if isinstance(ran_on, dict) else ran_on,
     }
 
 

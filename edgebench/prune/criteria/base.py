@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch_pruning as tp
@@ -28,11 +28,14 @@ Role = Literal["out", "in", "bn"]
 
 @dataclass
 class ScoringData:
-    """Training samples a data-dependent criterion may look at (never the test split)."""
+    """Training samples a data-dependent criterion may look at (never the test split), and the validation split
+    when the schedule passes it (Li et al.'s sensitivity analysis reads accuracy there)."""
 
     x: torch.Tensor
     y: torch.Tensor
     batch_size: int = 128
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Mini-batches in a fixed order."""
@@ -54,6 +57,13 @@ class Criterion(tp.importance.Importance):
 
     #: True when :meth:`prepare` needs ``ScoringData``
     needs_data: bool = False
+    #: the per-layer allocation the criterion's paper uses, picked by ``allocation: paper`` (the default)
+    paper_allocation: ClassVar[str] = "uniform"
+    #: bumped when what the criterion computes changes, so variants built with the old definition get new ids
+    #: (their cached models and artifacts are not reused); 0 leaves earlier ids as they were
+    revision: ClassVar[int] = 0
+    #: True when the criterion prunes one group at a time, re-scored on the network as pruned so far (ThiNet)
+    layer_by_layer: ClassVar[bool] = False
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         """Collect what the scores need (activations, gradients...) from ``model`` on ``data``.
@@ -67,6 +77,10 @@ class Criterion(tp.importance.Importance):
     def training_hook(self) -> TrainHook | None:
         """A hook the criterion needs during training (e.g. Network Slimming's L1 on BN scales)."""
         return None
+
+    def after_removal(self, model: nn.Module, root: str, removed: list[int]) -> None:
+        """Layer-by-layer criteria only: called (still prepared) right after ``removed`` channels of the group
+        ``root`` were physically removed, to correct what reads them (ThiNet rescales the next layer)."""
 
     def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
         """Scores of all channels of ``module`` along the dimension ``role`` names, or None to abstain."""

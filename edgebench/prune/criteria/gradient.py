@@ -30,6 +30,7 @@ def _scored_params(model: nn.Module) -> dict[nn.Module, dict[str, nn.Parameter]]
 class _ParamCriterion(PreparedScores):
     needs_data = True
     roles = ("out", "bn")
+    paper_allocation = "global_raw"
 
 
 @CRITERIA.register("taylor")

@@ -16,7 +16,10 @@ _BN = nn.modules.batchnorm._BatchNorm
 @CRITERIA.register("l1")
 class L1Norm(Criterion):
     """L1 norm of each filter, ``s_j = sum_{c,k,l} |W[j, c, k, l]|`` (Li et al., "Pruning Filters for
-    Efficient ConvNets", ICLR 2017). Filters with small weights produce weak feature maps."""
+    Efficient ConvNets", ICLR 2017). Filters with small weights produce weak feature maps. Its paper allocation is
+    the paper's per-layer sensitivity analysis (``allocation/sensitivity.py``)."""
+
+    paper_allocation = "sensitivity"
 
     def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
         if role != "out":
@@ -60,7 +63,9 @@ class BNL1Penalty(TrainHook):
 class BNScale(Criterion):
     """Network Slimming (Liu et al., ICCV 2017): ``s_j = |gamma_j|`` of the BN following the conv, trained
     with the L1 penalty ``lam * sum |gamma|`` (the :meth:`training_hook`) so unimportant channels' scales
-    are driven towards zero."""
+    are driven towards zero. The paper prunes with one global threshold on the raw scales (``global_raw``)."""
+
+    paper_allocation = "global_raw"
 
     def __init__(self, lam: float = 1e-4) -> None:
         self.lam = lam

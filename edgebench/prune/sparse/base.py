@@ -9,6 +9,7 @@ training costs what dense training costs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +30,10 @@ class SparseMethod(ABC):
 
     #: True when the method prunes a trained dense network (Han et al.); False when it trains from scratch
     from_baseline: bool = False
+    #: how the paper spreads the sparsity over layers (documentation; the method's own options pick another)
+    paper_allocation: ClassVar[str] = "global"
+    #: bumped when what the method builds changes, so variants built with the old definition get new ids
+    revision: ClassVar[int] = 0
 
     def __init__(self, sparsity: float) -> None:
         if not 0 < sparsity < 1:

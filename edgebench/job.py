@@ -1,14 +1,26 @@
-"""The job/result contract between the planner and a measurement worker.
+"""The job/result contract between the planner, a measurement worker and the store (a leaf: it imports no
+other edgebench module, so ``measure/``, ``executor/`` and ``store/`` all read it without reaching into each other).
 
-Jobs and results are plain JSON so the same worker runs locally in a
-subprocess or on a remote device over SSH.
+Jobs and results are plain JSON so the same worker runs locally in a subprocess or on a remote device over
+SSH, where an older or newer edgebench may run: see :class:`JobResult` for how its JSON keeps its shape.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+#: the default confidence level of the percentile intervals every measurement reports
+CONFIDENCE = 0.95
 
 
 class MeasureSettings(BaseModel):
@@ -28,7 +40,7 @@ class MeasureSettings(BaseModel):
         "precision_percentiles lies within this fraction of it; null: a fixed window (the floor alone)")
     precision_percentiles: list[Literal["p50", "p90", "p99"]] = Field(
         default_factory=lambda: ["p50"], min_length=1, description="the percentiles the precision rule bounds")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the reported percentile intervals")
+    confidence: float = Field(CONFIDENCE, gt=0, lt=1, description="confidence level of the reported percentile intervals")
     accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
@@ -76,8 +88,57 @@ class Job(BaseModel):
     energy: dict[str, Any] | None = Field(None, description="energy meter spec; None = no meter")
 
 
+class Placement(BaseModel):
+    """Where a task ran: the executor, the machine (a Ray node's address, or the lane it waited for) and process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executor: str = Field(description="local or ray")
+    host: str
+    node: str | None = Field(None, description="the Ray node id (short)")
+    pid: int | None = None
+
+    @property
+    def machine(self) -> str:
+        """Where, without the process: what jobs of one target share."""
+        return " ".join([self.executor, self.host, *([f"node {self.node}"] if self.node else [])])
+
+    def __str__(self) -> str:
+        return self.machine + (f" pid {self.pid}" if self.pid is not None else "")
+
+
+class EnergyWindow(BaseModel):
+    """The window an energy reading covers (longer than the timed one when the meter updates slowly)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float
+    inferences: int
+
+
+class TimedWindow(BaseModel):
+    """Why the timed window ended, and the precision it was asked for (``measurement.precision``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stopped: Literal["precision", "fixed_window", "max_time", "max_iters"]
+    precision: float | None = Field(None, description="relative half-width asked of the percentiles' intervals")
+    percentiles: list[str] = Field(default_factory=lambda: ["p50"])
+    confidence: float = CONFIDENCE
+
+
+#: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
+_IN_DETAILS = ("device", "timed_window_s", "window", "latency_ci_ms", "energy_window", "ran_on")
+
+
 class JobResult(BaseModel):
-    """What a worker reports back; ``status='failed'`` carries the error text."""
+    """What a worker reports back; ``status='failed'`` carries the error text.
+
+    ``details`` holds what the runtime's session says about itself (engine build time, FPGA synthesis);
+    what edgebench itself records has typed fields. In JSON those typed fields sit inside ``details``, as
+    they always have, so a controller and a device worker of different versions read each other's results
+    and stored rows keep one shape.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -91,9 +152,9 @@ class JobResult(BaseModel):
     load_ms: float | None = None
     first_inference_ms: float | None = None
     latency_ms: dict[str, float] = Field(default_factory=dict)
-    latency_ci_ms: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="each percentile's order-statistic confidence interval (low, high) in ms "
-        "at measure.confidence; a percentile with too few samples for one is absent")
+    latency_ci_ms: dict[str, tuple[float, float]] | None = Field(
+        None, description="each percentile's order-statistic confidence interval (low, high) in ms at "
+        "window.confidence; a percentile with too few samples for one is absent")
     throughput_ips: float | None = None
     samples_ns: list[int] = Field(default_factory=list)
     batch_size: int = 1
@@ -105,12 +166,30 @@ class JobResult(BaseModel):
     runtime: dict[str, str] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict, description="the session's target-specific facts")
     layer_profile: dict[str, Any] | None = Field(None, description="per-layer profile (LayerProfile.to_dict)")
+    device: dict[str, Any] | None = Field(None, description="what sets the device's speed: CPU, governor, power mode")
+    timed_window_s: float | None = Field(None, description="wall time of the timed loop")
+    window: TimedWindow | None = None
+    energy_window: EnergyWindow | None = None
+    ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_fields_from_details(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("details"), dict):
+            details = dict(data["details"])
+            lifted = {key: details.pop(key) for key in _IN_DETAILS if key in details and data.get(key) is None}
+            data = {**data, **lifted, "details": details}
+        return data
 
     @model_serializer(mode="wrap")
-    def _omit_absent_profile(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        # a controller running an older edgebench reads this JSON with extra="forbid": only a result that
-        # carries a profile has the field
+    def _typed_fields_into_details(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # a controller running an older edgebench reads this JSON with extra="forbid": the typed fields go where
+        # it reads them (details), and only a result that carries a profile has the field
         data = handler(self)
+        for key in _IN_DETAILS:
+            value = data.pop(key, None)
+            if value is not None:
+                data["details"] = {**data["details"], key: value}
         if self.layer_profile is None:
             data.pop("layer_profile", None)
         return data

@@ -1,7 +1,7 @@
 """The ``latency`` allocation: every layer's width chosen to meet a latency budget on a target's runtime.
 
 The search itself (per-layer latency tables, the NetAdapt-style greedy corrected by measurements) lives in
-``latency_table.py`` and ``latency_allocation.py``; this module makes it a registered per-layer allocation of
+``table.py`` and ``search.py`` beside this module; this module makes it a registered per-layer allocation of
 the pipeline: options checked when the experiment loads, tables and decisions cached under the run's workdir,
 a ramp for the schedules that prune in steps, and a record of what was measured kept with the variant.
 """
@@ -23,12 +23,10 @@ import torch
 from torch import nn
 
 from edgebench.errors import ConfigError
-from edgebench.measure.job import MeasureSettings
+from edgebench.job import MeasureSettings
 from edgebench.measure.machine import cpu_model
-from edgebench.prune.allocation import ALLOCATIONS, Allocation
-from edgebench.prune.criteria import ScoringData
-from edgebench.prune.criteria.magnitude import L1Norm
-from edgebench.prune.latency_allocation import (
+from edgebench.prune.allocation.base import ALLOCATIONS, Allocation, AllocationRecord
+from edgebench.prune.allocation.latency.search import (
     ModelLayer,
     allocate_for_latency,
     estimate_ms,
@@ -37,7 +35,7 @@ from edgebench.prune.latency_allocation import (
     original_widths,
     prune_to_keep,
 )
-from edgebench.prune.latency_table import (
+from edgebench.prune.allocation.latency.table import (
     LatencyTable,
     backend_layer_timer,
     channel_multiple,
@@ -45,7 +43,9 @@ from edgebench.prune.latency_table import (
     onnx_p50_ms,
     runtime_version,
 )
-from edgebench.prune.structured import GroupScores
+from edgebench.prune.criteria import ScoringData
+from edgebench.prune.criteria.magnitude import L1Norm
+from edgebench.prune.groups import GroupScores
 from edgebench.runtimes.base import BACKENDS, BackendSettings, get_backend
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.targets import TargetSpec, get_target
@@ -111,6 +111,38 @@ class PairedTimer:
         return [(self._p50(path), self.unpruned_ms()) for _ in range(n)]
 
 
+class LatencyRecord(AllocationRecord):
+    """What the latency allocation decided and measured: kept with the variant (and as a decision file under
+    ``<workdir>/latency``), and read back by ``edgebench run`` to list the budgets that were missed."""
+
+    target: str
+    backend: str
+    context: dict[str, Any]
+    budget_ms: float
+    budget_from: str
+    unpruned_p50_ms: float
+    #: median over the final pairs of (pruned p50 / unpruned p50 measured right after it)
+    latency_ratio: float
+    p50_ms: float
+    met: bool
+    final_pairs_ms: list[tuple[float, float]]
+    estimated_ms: float
+    channel_multiple: int
+    keep: dict[str, int]
+    original: dict[str, int]
+    conv_linear_macs_kept: float
+    rounds: list[dict[str, float]]
+    why_not: str | None = None
+    table_entries_measured: int = 0
+
+    def summary(self) -> str | None:
+        """A line when the budget was missed: what was measured against what was asked, and why."""
+        if self.met:
+            return None
+        return (f"latency budget missed: {self.p50_ms:.4f} ms > {self.budget_ms:.4f} ms on {self.target}/"
+                f"{self.backend} (widths {self.keep}): {self.why_not}")
+
+
 @ALLOCATIONS.register("latency")
 class LatencyBudget(Allocation):
     """Per-layer widths that meet a latency budget on a target while keeping the most MACs (NetAdapt-style).
@@ -147,6 +179,7 @@ class LatencyBudget(Allocation):
 
     timed = True
     ratio_of = "latency"
+    record_type = LatencyRecord
 
     def __init__(self, target: str = "local-cpu", backend: str | None = None, budget_ms: float | None = None,
                  rounds: int = 3, min_channels: int = 4) -> None:
@@ -163,7 +196,7 @@ class LatencyBudget(Allocation):
         self.round_to: int | None = None
         self.table_path = default_table_path(self.target, self.backend)
         self.keep: dict[str, int] | None = None
-        self._record: dict[str, Any] | None = None
+        self._record: LatencyRecord | None = None
         self._model: nn.Module | None = None
         self._example: torch.Tensor | None = None
 
@@ -180,7 +213,7 @@ class LatencyBudget(Allocation):
     def release(self) -> None:
         self._model, self._example = None, None
 
-    def record(self) -> dict[str, Any] | None:
+    def record(self) -> LatencyRecord | None:
         return self._record
 
     def ratios(self, groups: Sequence[GroupScores], ratio: float) -> dict[str, float]:
@@ -214,19 +247,19 @@ class LatencyBudget(Allocation):
                          self.rounds, self.min_channels, self.round_to])
         path = self.table_path.parent / f"allocation-{key}.json"
         if path.is_file():
-            self._record = json.loads(path.read_text())
+            self._record = LatencyRecord.model_validate_json(path.read_text())
             log.info("latency allocation: widths decided earlier (%s)", path)
         else:
             self._record = self._measure_and_allocate(self._model, self._example, layers, context)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._record, indent=1))
+            tmp.write_text(self._record.model_dump_json(indent=1))
             os.replace(tmp, path)
-        self.keep = self._record["keep"]
+        self.keep = self._record.keep
         return self.keep
 
     def _measure_and_allocate(self, model: nn.Module, example: torch.Tensor, layers: list[ModelLayer],
-                              context: dict[str, Any]) -> dict[str, Any]:
+                              context: dict[str, Any]) -> LatencyRecord:
         ratio = self.final_ratio or 0.0  # set by begin() or the first ratios() call before anything is decided
         table = LatencyTable(self.table_path, self.target, self.backend, json.dumps(context, sort_keys=True),
                              backend_layer_timer(self.backend, self.settings))
@@ -246,26 +279,22 @@ class LatencyBudget(Allocation):
                                           measure=measure, rounds=self.rounds)
             final = timer.pairs(result.keep, 3)  # the chosen widths again, as the figures kept with the variant
         latency_ratio = float(np.median([c / u for c, u in final]))
-        record: dict[str, Any] = {
-            "allocation": "latency", "target": self.target, "backend": self.backend, "context": context,
-            "budget_ms": budget_ms,
-            "budget_from": "budget_ms" if self.budget_ms is not None else f"(1 - {ratio}) x unpruned p50",
-            "unpruned_p50_ms": unpruned_ms,
-            "latency_ratio": latency_ratio,
-            "p50_ms": latency_ratio * unpruned_ms,
-            "met": latency_ratio * unpruned_ms <= budget_ms,
-            "final_pairs_ms": final,
-            "estimated_ms": result.estimated_ms, "channel_multiple": step, "keep": result.keep, "original": original,
-            "conv_linear_macs_kept": result.macs / macs_at(layers, original), "rounds": result.rounds,
-        }
-        if not record["met"]:
-            record["why_not"] = self._why_not(layers, table, original, floor, unpruned_ms, budget_ms, record["p50_ms"])
+        p50_ms = latency_ratio * unpruned_ms
+        met = p50_ms <= budget_ms
+        why_not = None if met else self._why_not(layers, table, original, floor, unpruned_ms, budget_ms, p50_ms)
+        record = LatencyRecord(
+            allocation="latency", target=self.target, backend=self.backend, context=context, budget_ms=budget_ms,
+            budget_from="budget_ms" if self.budget_ms is not None else f"(1 - {ratio}) x unpruned p50",
+            unpruned_p50_ms=unpruned_ms, latency_ratio=latency_ratio, p50_ms=p50_ms, met=met, final_pairs_ms=final,
+            estimated_ms=result.estimated_ms, channel_multiple=step, keep=result.keep, original=original,
+            conv_linear_macs_kept=result.macs / macs_at(layers, original), rounds=result.rounds, why_not=why_not,
+            table_entries_measured=table.measured)
+        if not met:
             log.warning("latency allocation on %s/%s: budget %.4f ms not met (%.4f ms measured): %s", self.target,
-                        self.backend, budget_ms, record["p50_ms"], record["why_not"])
-        record["table_entries_measured"] = table.measured
+                        self.backend, budget_ms, p50_ms, why_not)
         table.save()
         log.info("latency allocation on %s/%s: budget %.4f ms, unpruned %.4f ms, pruned %.4f ms (x%.3f), widths %s",
-                 self.target, self.backend, budget_ms, unpruned_ms, record["p50_ms"], latency_ratio, result.keep)
+                 self.target, self.backend, budget_ms, unpruned_ms, p50_ms, latency_ratio, result.keep)
         return record
 
     def _step(self, layers: list[ModelLayer], table: LatencyTable) -> int:

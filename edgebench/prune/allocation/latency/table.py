@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.job import MeasureSettings
 from edgebench.runtimes.base import BackendSettings, get_backend
 
 log = logging.getLogger(__name__)

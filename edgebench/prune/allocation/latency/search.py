@@ -4,7 +4,7 @@ the model meets a latency budget on a target while removing the fewest MACs.
 1. :func:`model_layers` reads every conv/linear layer's shape and which prunable group (a root conv and
    everything coupled to it: BN, the next layer's inputs, residual partners) sets its output and input
    channels.
-2. A :class:`~edgebench.prune.latency_table.LatencyTable` measured on the target gives each layer's latency at
+2. A :class:`~edgebench.prune.allocation.latency.table.LatencyTable` measured on the target gives each layer's latency at
    any channel count; the model estimate is their sum, scaled to one measurement of the whole model.
 3. :func:`allocate_for_latency` removes channels greedily, one runtime-friendly step (the channel
    multiple the table shows the runtime rewards) at a time, always from the group that saves the most
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
 from edgebench.prune.criteria import Criterion, ScoringData
-from edgebench.prune.latency_table import LatencyTable, LayerShape
 from edgebench.prune.structured import (
     dependency_graph,
     prunable_groups,
@@ -49,7 +49,7 @@ class ModelLayer:
 
 
 @dataclass
-class Allocation:
+class WidthChoice:
     """Channels kept per group, with the estimate it was chosen on."""
 
     keep: dict[str, int]
@@ -163,14 +163,14 @@ def allocate_for_latency(
     floor: int = 1,
     measure: Callable[[dict[str, int]], float] | None = None,
     rounds: int = 3,
-) -> Allocation:
+) -> WidthChoice:
     """Channels each group keeps so the model's latency meets ``budget_ms`` with the most MACs kept.
 
     Args:
         full_model_ms: measured latency of the unpruned model. It calibrates the estimate as a factor on the
             table's sum (the runtime's per-model overhead, and on a shared machine its load, scale with it)
             rather than as a constant, which a load change between table and model would turn into nonsense.
-        step: channel multiple to keep (see :func:`edgebench.prune.latency_table.channel_multiple`); groups at or
+        step: channel multiple to keep (see :func:`edgebench.prune.allocation.latency.table.channel_multiple`); groups at or
             below it step down by halves of it.
         floor: fewest channels a group keeps.
         measure: measured latency of the model pruned to a ``keep``. When given, the estimate's aim is
@@ -205,7 +205,7 @@ def allocate_for_latency(
         keep = _greedy(layers, original, table, scale, aim, step, floor)
     keep = best if best is not None else keep
     table.save()
-    return Allocation(keep, original, estimate_ms(layers, keep, table, scale), macs_at(layers, keep), history)
+    return WidthChoice(keep, original, estimate_ms(layers, keep, table, scale), macs_at(layers, keep), history)
 
 
 def prune_to_keep(model: nn.Module, criterion: Criterion, keep: dict[str, int], example: torch.Tensor,

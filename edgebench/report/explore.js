@@ -1,0 +1,72 @@
+// The report's interactive parts around the Bokeh plots (edgebench/report/explore.py builds the models).
+// One shared data source: row i of it is the measurement table's <tr data-i=i>. The target selector shows the
+// renderers of one option (a target context's points and Pareto front, or every context's points with the
+// front across all targets); the legend toggles criteria and precisions through one shared BooleanFilter.
+window.ebReport = (() => {
+  let models = null;  // {source, shown, layers}: set by init() once BokehJS has built the document
+  const hidden = {group: new Set(), precision: new Set()};
+  const details = () => JSON.parse(document.getElementById('eb-details').textContent);
+  const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
+  const pct = v => v == null ? '—' : (100 * v).toFixed(1) + '%';
+  const bar = v => `<span class=bar style="width:${v == null ? 0 : Math.round(100 * v)}px"></span>${pct(v)}`;
+  const target = () => document.getElementById('eb-target').value;
+
+  function apply() {
+    const data = models.source.data, option = target(), all = option === 'all targets';
+    models.shown.booleans = data.group.map((g, i) => !hidden.group.has(g) && !hidden.precision.has(data.precision[i]));
+    Object.values(models.layers).flat().forEach(r => { r.visible = false; });
+    models.layers[option].forEach(r => { r.visible = true; });
+    document.querySelectorAll('tr[data-i]').forEach(tr => {
+      tr.hidden = !all && data.context[+tr.dataset.i] !== option;
+    });
+  }
+
+  function profileHtml(p) {
+    if (!p) return '<p class=muted>No per-layer profile recorded for this measurement (set measurement.profile_layers).</p>';
+    if (p.status !== 'ok') return `<p>Per-layer profile not available (${esc(p.runtime)}): ${esc(p.reason)}</p>`;
+    const rows = p.rows.map(r => `<tr><td class=l>${esc(r[0])}</td><td class=l>${esc(r[1])}</td>` +
+      `<td>${r[2] == null ? '—' : r[2].toFixed(4)}</td><td class=l>${bar(r[3])}</td><td class=l>${bar(r[4])}</td></tr>`);
+    return `<h4>Per-layer profile (${esc(p.runtime)}, ${p.run_ms == null ? '—' : p.run_ms.toFixed(4)} ms per inference)</h4>` +
+      '<table class=profile><thead><tr><th class=l>layer</th><th class=l>op</th><th>time ms</th>' +
+      `<th class=l>time share</th><th class=l>MACs share</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
+  }
+
+  function detailHtml(d, count) {
+    const steps = d.lineage.map(s => `<li><b>${esc(s.label ?? 'unknown')}</b> <code>${esc(s.id ?? '')}</code>: ${esc(s.step)}</li>`);
+    const more = count > 1 ? `<p class=muted>${count} measurements selected; showing the first.</p>` : '';
+    return `${more}<h3>${esc(d.label)} <code>${esc(d.id)}</code> on ${esc(d.context)}</h3>` +
+      `<h4>Lineage (this variant first, then what it was made from)</h4><ol class=lineage>${steps.join('')}</ol>` +
+      profileHtml(d.profile);
+  }
+
+  function select(indices) {
+    const chosen = new Set(indices);
+    let first = null;
+    document.querySelectorAll('tr[data-i]').forEach(tr => {
+      const on = chosen.has(+tr.dataset.i);
+      tr.classList.toggle('selected', on);
+      if (on && first === null) first = tr;
+    });
+    if (first) first.scrollIntoView({block: 'nearest'});
+    const panel = document.getElementById('eb-detail');
+    panel.innerHTML = indices.length ? detailHtml(details()[indices[0]], indices.length)
+      : '<p class=muted>Nothing selected.</p>';
+  }
+
+  function init(m) {
+    models = m;
+    document.getElementById('eb-target').addEventListener('change', apply);
+    document.querySelectorAll('.legend .chip').forEach(chip => chip.addEventListener('click', () => {
+      const [kind, value] = chip.dataset.group !== undefined ? ['group', chip.dataset.group] : ['precision', chip.dataset.precision];
+      hidden[kind].has(value) ? hidden[kind].delete(value) : hidden[kind].add(value);
+      chip.classList.toggle('off', hidden[kind].has(value));
+      apply();
+    }));
+    document.querySelectorAll('tr[data-i]').forEach(tr => tr.addEventListener('click', () => {
+      models.source.selected.indices = [+tr.dataset.i];
+    }));
+    apply();
+  }
+
+  return {init, select};
+})();

@@ -1,0 +1,251 @@
+"""The report's interactive trade-off plots (Bokeh): hover, legend toggles, a target selector, linked selection
+and a click from a point to its lineage and per-layer profile.
+
+Every plot draws from one ColumnDataSource of the run's successful measurements (row ``i`` of the source is
+the measurement table's row with ``data-i=i``), so a selection in one plot is a selection in every plot and
+in the table. Each plot has one points renderer and one Pareto front per target context (plus a front across
+all targets); the page's script (``explore.js``) shows the selected option's renderers, and hides the legend's
+toggled criteria and precisions through one BooleanFilter shared by every points renderer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from bokeh.document import Document
+from bokeh.embed import components
+from bokeh.models import (
+    BooleanFilter,
+    CDSView,
+    ColumnDataSource,
+    CustomJS,
+    GroupFilter,
+    HoverTool,
+    LogTickFormatter,
+    Model,
+)
+from bokeh.plotting import figure
+from matplotlib.colors import to_hex
+
+from edgebench.profile.table import LayerProfile
+from edgebench.report.lineage import lineage
+from edgebench.report.page import esc
+from edgebench.report.pareto import pareto_mask
+from edgebench.report.plots import BASELINE, MARKERS, palette, series_name
+from edgebench.report.tables import context_titles, fmt_cell
+from edgebench.store.metrics import METRICS, Metric
+
+ALL_TARGETS = "all targets"
+#: matplotlib marker codes of ``plots.MARKERS`` as Bokeh marker names (one marker per precision in both)
+_BOKEH_MARKERS = {"o": "circle", "^": "triangle", "s": "square", "D": "diamond", "h": "hex"}
+#: what a point's hover shows: (line title, source column)
+TOOLTIP = (
+    ("variant", "@label"), ("made by", "@how"), ("precision", "@precision"), ("target", "@context"),
+    ("accuracy", "@t_accuracy"), ("latency p50 / p90 / p99", "@t_latency"), ("size", "@t_size"),
+    ("MACs", "@t_macs"), ("energy", "@t_energy"), ("peak RSS", "@t_memory"),
+)  # fmt: skip
+
+
+def explore_script() -> str:
+    """The page script that wires the selector, legend, table and detail panel to the Bokeh models."""
+    return files("edgebench.report").joinpath("explore.js").read_text(encoding="utf-8")
+
+
+def _how(row: pd.Series) -> str:
+    """Criterion or method with its ratio, sparsity or rank ratio (the short form of the lineage)."""
+    if row["kind"] == "structured":
+        return f"{row['criterion']} · {row['ratio']:.0%} of filters removed · {row['schedule']}"
+    if row["kind"] == "sparse":
+        return f"{row['method']} · {row['sparsity']:.0%} of weights zero (unstructured)"
+    if row["kind"] == "lowrank":
+        return f"{row['method']} · rank ratio {row['rank_ratio']:g}"
+    return "trained baseline" if row["kind"] == "baseline" else "—"
+
+
+def _text(value: object, unit: str, scale: float = 1.0) -> str:
+    number = None if value is None or pd.isna(value) else float(value) * scale  # type: ignore[arg-type]
+    return "—" if number is None else f"{fmt_cell(number)} {unit}"
+
+
+def _energy(row: pd.Series) -> str:
+    text = _text(row["energy_j_per_inference"], "mJ", 1e3)
+    if text == "—":
+        return "— (not measured)"
+    source = str(row["energy_source"] or "")
+    return text + (" (estimated)" if source.startswith("estimated") else f" ({source})" if source else "")
+
+
+def _latency(row: pd.Series) -> str:
+    parts = [_text(row[c], "").strip() for c in ("p50_ms", "p90_ms", "p99_ms")]
+    return " / ".join(parts) + " ms"
+
+
+def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[Any]]:
+    """Columns of the shared source: numbers for the axes (display units), texts for the hover, groups for
+    the legend and selector. Row order is ``ok``'s."""
+    series = ok.apply(series_name, axis=1)
+    colors = {name: to_hex(c) for name, c in palette(sorted(set(series))).items()}
+    data: dict[str, list[Any]] = {
+        "label": ok["label"].astype(str).tolist(),
+        "variant_id": ok["variant_id"].astype(str).tolist(),
+        "context": context_titles(ok).tolist(),
+        "group": [s.rsplit("/", 1)[0] for s in series],
+        "precision": ok["precision"].astype(str).tolist(),
+        "color": [colors[s] for s in series],
+        "marker": [_BOKEH_MARKERS.get(MARKERS.get(p, "o"), "circle") for p in ok["precision"]],
+        "how": ok.apply(_how, axis=1).tolist(),
+        "t_accuracy": [_text(v, "").strip() for v in ok["accuracy"]],
+        "t_latency": ok.apply(_latency, axis=1).tolist(),
+        "t_size": [_text(v, "KiB", 1 / 1024) for v in ok["size_bytes"]],
+        "t_macs": [_text(v, "M", 1e-6) for v in ok["macs"]],
+        "t_energy": ok.apply(_energy, axis=1).tolist(),
+        "t_memory": [_text(v, "MB") for v in ok["peak_rss_mb"]],
+    }
+    for m in metrics:
+        values = pd.to_numeric(ok[m.column], errors="coerce").astype(float) * m.scale
+        data[m.name] = values.tolist()
+    return data
+
+
+def _axis_type(values: Sequence[float]) -> str:
+    """Log when the positive values span more than 20x (as the static figures do)."""
+    finite = np.asarray([v for v in values if np.isfinite(v) and v > 0])
+    return "log" if len(finite) and finite.max() / finite.min() > 20 else "linear"
+
+
+def _front(part: pd.DataFrame, x: Metric, y: Metric) -> tuple[list[float], list[float]]:
+    """The Pareto-optimal points of ``part`` for (x, y), sorted along x (display units)."""
+    data = part.dropna(subset=[x.column, y.column])
+    if data.empty:
+        return [], []
+    front = data[pareto_mask(data, [x.column, y.column], [x.direction, y.direction])]
+    xs, ys = front[x.column].astype(float) * x.scale, front[y.column].astype(float) * y.scale
+    order = np.lexsort((ys.to_numpy(), xs.to_numpy()))
+    return xs.to_numpy()[order].tolist(), ys.to_numpy()[order].tolist()
+
+
+def selector_options(ok: pd.DataFrame) -> list[str]:
+    """The target selector's options: each target context, then all targets together when there are several."""
+    contexts = sorted(set(context_titles(ok)))
+    return contexts + ([ALL_TARGETS] if len(contexts) > 1 else [])
+
+
+def _tradeoff_figure(
+    source: ColumnDataSource, shown: BooleanFilter, ok: pd.DataFrame, x: Metric, y: Metric, options: Sequence[str]
+) -> tuple[Any, dict[str, list[Model]]]:
+    """One objective pair, and per selector option the renderers it shows: the option's points and its Pareto
+    front (step line and rings). Axis ranges follow the visible renderers only, so each target gets its own
+    scale."""
+    fig = figure(
+        width=440, height=360, title=f"{y.label} vs {x.label}", x_axis_label=x.label, y_axis_label=y.label,
+        x_axis_type=_axis_type(source.data[x.name]), tools="pan,wheel_zoom,box_select,tap,reset,save",
+        name=f"eb-plot-{y.name}-{x.name}",
+    )  # fmt: skip
+    fig.toolbar.logo = None
+    fig.x_range.only_visible = fig.y_range.only_visible = True
+    if isinstance(fig.xaxis[0].formatter, LogTickFormatter):
+        fig.xaxis[0].formatter = LogTickFormatter(min_exponent=4)  # 0.1, 1, 10 rather than 10^-1 ...
+    titles = context_titles(ok)
+    step_mode = "after" if (x.direction == "min") == (y.direction == "max") else "before"
+    layers: dict[str, list[Model]] = {option: [] for option in options}
+    for option in options:
+        visible = option == options[0]
+        if option != ALL_TARGETS:
+            view = CDSView(filter=GroupFilter(column_name="context", group=option) & shown)
+            points = fig.scatter(
+                x.name, y.name, source=source, view=view, marker="marker", color="color", size=10, fill_alpha=0.75,
+                selection_line_color="black", selection_line_width=2, nonselection_fill_alpha=0.15,
+                nonselection_line_alpha=0.25, name="eb-points", visible=visible,
+            )  # fmt: skip
+            layers[option].append(points)
+            layers.get(ALL_TARGETS, []).append(points)
+        fx, fy = _front(ok if option == ALL_TARGETS else ok[titles == option], x, y)
+        front = ColumnDataSource({"x": fx, "y": fy})
+        line = fig.step("x", "y", source=front, mode=step_mode, line_dash="dashed", color="#444", visible=visible)
+        rings = fig.scatter("x", "y", source=front, size=15, fill_color=None, line_color="crimson", line_width=2,
+                            visible=visible)  # fmt: skip
+        layers[option] += [line, rings]
+    points = [r for r in fig.renderers if r.name == "eb-points"]
+    fig.add_tools(HoverTool(renderers=points, tooltips=list(TOOLTIP)))
+    return fig, layers
+
+
+def _finite(value: float | None, digits: int = 6) -> float | None:
+    """A JSON-safe number: NaN and infinities become null."""
+    return round(float(value), digits) if value is not None and np.isfinite(value) else None
+
+
+def details_payload(ok: pd.DataFrame, profiles: dict[int, LayerProfile]) -> list[dict[str, Any]]:
+    """Per source row: its lineage and, when recorded, its per-layer profile (what a click on a point opens)."""
+    out = []
+    for _, row in ok.iterrows():
+        profile = profiles.get(int(row["id"]))
+        item: dict[str, Any] = {
+            "label": str(row["label"]),
+            "id": str(row["variant_id"]),
+            "context": str(row["target"]) + " · " + str(row["backend"]),
+            "lineage": lineage(row["spec"], row["parent_id"] if isinstance(row["parent_id"], str) else None),
+        }
+        if profile is not None:
+            item["profile"] = {
+                "runtime": profile.runtime, "status": profile.status, "reason": profile.reason,
+                "run_ms": _finite(profile.run_ms),
+                "rows": [[r.layer, r.op, _finite(r.time_ms, 5), _finite(r.time_share, 4), _finite(r.macs_share, 4)]
+                         for r in profile.rows],
+            }  # fmt: skip
+        out.append(item)
+    return out
+
+
+def _controls(ok: pd.DataFrame, options: Sequence[str]) -> str:
+    """Target selector and the legend: one toggle per criterion/method (its colour), one per precision (marker)."""
+    select = "".join(f'<option value="{esc(o)}">{esc(o)}</option>' for o in options)
+    series = ok.apply(series_name, axis=1)
+    colors = palette(sorted(set(series)))
+    groups = sorted({s.rsplit("/", 1)[0] for s in series}, key=lambda g: (g != BASELINE, g))
+    group_color = {s.rsplit("/", 1)[0]: to_hex(c) for s, c in colors.items()}
+    symbols = {"o": "●", "^": "▲", "s": "■", "D": "◆", "h": "⬢"}
+    chips = [f'<button class=chip data-group="{esc(g)}"><i style="color:{group_color[g]}">●</i> {esc(g)}</button>'
+             for g in groups]
+    chips += [f'<button class=chip data-precision="{esc(p)}"><i>{symbols.get(MARKERS.get(p, "o"), "●")}</i> '
+              f"{esc(p)}</button>" for p in sorted(set(ok["precision"].astype(str)))]
+    return (f'<div class=controls><label>target <select id=eb-target>{select}</select></label>'
+            f'<span class=legend title="click to hide or show">{"".join(chips)}</span></div>')
+
+
+def explorer_html(
+    ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]], profiles: dict[int, LayerProfile]
+) -> str:
+    """The interactive section: controls, one plot per objective pair, the detail panel and its data."""
+    options = selector_options(ok)
+    metrics = list({m.name: m for pair in pairs for m in pair}.values())
+    if METRICS["accuracy"] not in metrics:
+        metrics.append(METRICS["accuracy"])
+    source = ColumnDataSource(source_data(ok, metrics), name="eb-measurements")
+    shown = BooleanFilter(booleans=[True] * len(ok), name="eb-shown")  # the legend's toggles
+    doc = Document()
+    layers: dict[str, list[Model]] = {o: [] for o in options}
+    for x, y in pairs:
+        fig, fig_layers = _tradeoff_figure(source, shown, ok, x, y, options)
+        doc.add_root(fig)
+        for option, renderers in fig_layers.items():
+            layers[option] += renderers
+    models = {"source": source, "shown": shown, "layers": layers}
+    source.selected.js_on_change("indices", CustomJS(args=models, code="window.ebReport.select(source.selected.indices)"))
+    doc.js_on_event("document_ready", CustomJS(args=models, code="window.ebReport.init({source, shown, layers})"))
+    script, divs = components(doc.roots)
+    # "<" escaped so no string in the data can close the script element
+    details = json.dumps(details_payload(ok, profiles), separators=(",", ":"), default=str).replace("<", "\\u003c")
+    return (
+        _controls(ok, options)
+        + f"<div class=plots>{''.join(divs)}</div>"
+        + "<div id=eb-detail class=detail><p class=muted>Click a point (or a table row) for the variant's "
+          "lineage and per-layer profile; drag with the box tool to select several.</p></div>"
+        + f'<script type="application/json" id=eb-details>{details}</script>'
+        + script
+    )  # fmt: skip

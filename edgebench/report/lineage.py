@@ -1,0 +1,73 @@
+"""How a variant was made: its chain of parents up to the trained baseline, each step in words.
+
+Read from the stored spec alone (a variant's parent is derived from its spec: a quantized variant comes from
+its fp32 weights, a pruned, sparse or low-rank fp32 variant from the trained baseline), so a report needs
+nothing but the store. A spec this version cannot read (written by another edgebench) gets one step that
+says so, with its stored parent id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgebench.variants import DEFAULT_CALIBRATOR, PruneSpec, QuantSpec, VariantSpec
+
+_QUANT_WORDS = {
+    "fp16": "weights and activations cast to fp16",
+    "int8_dynamic": "int8 dynamic: weights int8, activations quantized at run time",
+}
+
+
+def _quantized(q: QuantSpec) -> str:
+    if q.precision == "int8":
+        calibrator = q.calibrator or DEFAULT_CALIBRATOR
+        return f"int8 static, per-channel, {calibrator} calibration on {q.calibration_samples} training images"
+    if q.precision == "fixed":
+        return f"fixed point {q.fixed_point or '(target default)'}, reuse factor {q.reuse_factor} (hls4ml)"
+    return _QUANT_WORDS.get(q.precision, q.precision)
+
+
+def _pruned(p: PruneSpec) -> str:
+    text = f"filter pruning: {p.criterion}, {p.ratio:.0%} of {p.unit} removed, schedule {p.schedule}"
+    if p.schedule == "while_training" and p.prune_epochs:
+        text += f" (pruned after epochs {', '.join(map(str, p.prune_epochs))})"
+    if p.finetune_epochs:
+        text += f", {p.finetune_epochs} finetune epochs"
+    allocation = p.allocation or ("global" if p.scope == "global" else "uniform")
+    return text + f", allocation {allocation}"
+
+
+def made_how(spec: VariantSpec) -> str:
+    """The step that made ``spec`` from its parent (or, for the baseline, its training recipe)."""
+    if spec.quant.precision != "fp32":
+        return f"quantized: {_quantized(spec.quant)}"
+    if spec.prune is not None:
+        return _pruned(spec.prune)
+    if spec.sparse is not None:
+        return f"unstructured sparsity: {spec.sparse.method}, {spec.sparse.sparsity:.0%} of weights zero"
+    if spec.lowrank is not None:
+        return f"low rank: {spec.lowrank.method}, rank ratio {spec.lowrank.rank_ratio:g}"
+    t = spec.train
+    return (f"trained {spec.model} on {spec.dataset}: {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}, "
+            f"seed {t.seed}")
+
+
+def lineage(spec: dict[str, Any] | None, parent_id: str | None = None) -> list[dict[str, str | None]]:
+    """``[{id, label, step}, ...]`` from this variant up to the trained baseline.
+
+    Args:
+        spec: the stored variant spec (JSON form).
+        parent_id: the stored parent id, shown when the spec cannot be read.
+    """
+    try:
+        current: VariantSpec | None = VariantSpec.model_validate(spec or {})
+    except ValidationError as exc:
+        why = f"spec not readable by this edgebench ({exc.error_count()} field error(s))"
+        return [{"id": None, "label": None, "step": why + (f"; parent {parent_id}" if parent_id else "")}]
+    chain = []
+    while current is not None:
+        chain.append({"id": current.id, "label": current.label, "step": made_how(current)})
+        current = current.parent
+    return chain

@@ -1,0 +1,76 @@
+"""The interactive report's data: lineage in words, hover texts and axis values, selector options, detail payload
+(the browser behaviour is in test_report_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from store_fixtures import fill_run, sqlite_store  # noqa: F401
+
+from edgebench.report import render_report
+from edgebench.report.explore import ALL_TARGETS, details_payload, selector_options, source_data
+from edgebench.report.lineage import lineage
+from edgebench.store import Store
+from edgebench.store.metrics import METRICS
+from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec
+
+BASE = VariantSpec(model="digits_cnn", dataset="digits")
+
+
+def test_lineage_walks_from_the_variant_to_the_trained_baseline() -> None:
+    spec = BASE.model_copy(update={
+        "prune": PruneSpec(criterion="l1", ratio=0.5, prune_epochs=(2, 4, 6)),
+        "quant": QuantSpec(precision="int8", calibrator="entropy", calibration_samples=128),
+    })  # fmt: skip
+    chain = lineage(spec.model_dump(mode="json"))
+    assert [c["label"] for c in chain] == ["l1-0.5-while_training/int8", "l1-0.5-while_training/fp32", "baseline/fp32"]
+    assert [c["id"] for c in chain] == [spec.id, spec.parent_id, BASE.id]
+    assert chain[0]["step"] == "quantized: int8 static, per-channel, entropy calibration on 128 training images"
+    assert chain[1]["step"] == ("filter pruning: l1, 50% of filters removed, schedule while_training "
+                                "(pruned after epochs 2, 4, 6), allocation uniform")
+    assert chain[2]["step"] == "trained digits_cnn on digits: 8 epochs, batch 64, lr 0.05, seed 0"
+
+
+def test_lineage_of_sparse_lowrank_fixed_point_and_unreadable_specs() -> None:
+    sparse = BASE.model_copy(update={"sparse": SparseSpec(method="magnitude", sparsity=0.8)})
+    assert lineage(sparse.model_dump(mode="json"))[0]["step"] == "unstructured sparsity: magnitude, 80% of weights zero"
+    low = BASE.model_copy(update={"lowrank": LowRankSpec(rank_ratio=0.25),
+                                  "quant": QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>")})
+    steps = [c["step"] for c in lineage(low.model_dump(mode="json"))]
+    assert steps[:2] == ["quantized: fixed point ap_fixed<16,6>, reuse factor 1 (hls4ml)", "low rank: lrpet, rank ratio 0.25"]
+    odd = lineage({"model": "x", "dataset": "y", "from_the_future": 1}, parent_id="abc")
+    assert len(odd) == 1 and odd[0]["step"].startswith("spec not readable by this edgebench") and "parent abc" in odd[0]["step"]
+
+
+def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # noqa: F811
+    run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
+    ok = sqlite_store.measurements(run_id).query("status == 'ok'").copy()
+    ok.loc[ok.index[0], ["energy_j_per_inference", "energy_source"]] = [0.0025, "estimated:tdp"]
+    ok.loc[ok.index[1], ["energy_j_per_inference", "energy_source"]] = [0.001, "measured:rapl"]
+    data = source_data(ok, [METRICS["latency"], METRICS["size"], METRICS["accuracy"]])
+    assert data["t_energy"][:3] == ["2.5 mJ (estimated)", "1 mJ (measured:rapl)", "— (not measured)"]
+    first = ok.iloc[0]
+    assert data["size"][0] == first["size_bytes"] / 1024 and data["latency"][0] == first["p50_ms"]
+    assert data["t_latency"][0] == f"{first['p50_ms']:.3g} / {first['p90_ms']:.3g} / {first['p99_ms']:.3g} ms"
+    assert data["context"][:2] == ["local-cpu · onnxruntime", "rpi5 · onnxruntime"]
+    assert set(data["marker"]) == {"circle", "square"}  # fp32, int8
+    structured = ok["kind"] == "structured"
+    assert data["how"][list(structured).index(True)].startswith(ok.loc[structured, "criterion"].iloc[0] + " · ")
+    assert selector_options(ok) == ["local-cpu · onnxruntime", "rpi5 · onnxruntime", ALL_TARGETS]
+    assert selector_options(ok[ok["target"] == "rpi5"]) == ["rpi5 · onnxruntime"]
+
+
+def test_details_payload_is_safe_json_in_the_page(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+    run_id = fill_run(sqlite_store)
+    ok = sqlite_store.measurements(run_id).query("status == 'ok'")
+    payload = details_payload(ok, {})
+    assert len(payload) == len(ok) and all("profile" not in item for item in payload)
+    assert payload[0]["lineage"][-1]["label"] == "baseline/fp32"
+    page = render_report(sqlite_store, run_id, tmp_path / "r").read_text()
+    embedded = re.search(r'<script type="application/json" id=eb-details>(.*?)</script>', page, re.S)[1]
+    assert "<" not in embedded and json.loads(embedded) == json.loads(json.dumps(payload, default=str))
+    rows = re.findall(r"<tr(?: class=pareto)? data-i=(\d+)><td class=l>([^<]+)</td>", page)
+    assert sorted(int(i) for i, _ in rows) == list(range(len(ok)))  # every source row has its table row
+    assert all(payload[int(i)]["label"] == label for i, label in rows)

@@ -1,0 +1,113 @@
+"""The sweep's task graph on a planned experiment, read directly: which tasks it becomes, of which kind, on which
+lane, after which others (the pipeline and the executors only follow this graph)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from experiment_files import default_with
+
+from edgebench.config import Experiment, load_experiment
+from edgebench.executor.base import HOST, Lane, Task
+from edgebench.executor.runners import runner_for
+from edgebench.pipeline import RESULT_HANDLERS
+from edgebench.plan import plan_fp32_variants, plan_jobs
+from edgebench.run_cache import ModelCache
+from edgebench.sweep import KINDS, Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
+from edgebench.targets import get_target
+
+
+def _board(tmp_path: Path) -> Path:
+    """An SSH board that declares its Ray resource, and a tight command timeout."""
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump({
+        "kind": "ssh", "backends": ["onnxruntime"], "ray": {"resources": {"board:pi-a": 1}},
+        "ssh": {"host": "127.0.0.1", "command_timeout_s": 100, "connect_timeout_s": 2, "retries": 1},
+    }))
+    return path
+
+
+def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = ()) -> tuple[Experiment, dict[str, Task]]:
+    exp = load_experiment(default_with(
+        tmp_path, pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training", "oneshot_finetune"],
+                           "prune_epochs": [1], "scope": "layer"},
+        quantization={"precisions": ["fp32", "int8"]}, targets=targets, run={"workdir": str(tmp_path / "runs")}))
+    specs = plan_fp32_variants(exp)
+    selected = [(selection, get_target(selection.name)) for selection in exp.targets]
+    jobs, _ = plan_jobs(exp, specs, selected)
+    runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in selected}
+    cache = ModelCache(exp.workdir())
+    for spec in specs:  # a resumed run: these variants are in the model cache already
+        if spec.label in cached:
+            cache.dir.mkdir(parents=True, exist_ok=True)
+            cache.model_path(spec).write_bytes(b"")
+            cache.facts_path(spec).write_text("{}")
+    tasks = sweep_tasks(exp, specs, jobs, runners, exp.workdir(), tmp_path / "eval.npz", tmp_path / "calib.npz")
+    by_key = {task.key: task for task in tasks}
+    assert len(by_key) == len(tasks)  # keys are unique: shared exports and references are one task each
+    return exp, by_key
+
+
+def _of(tasks: dict[str, Task], context: type) -> list[Task]:
+    return [task for task in tasks.values() if isinstance(task.context, context)]
+
+
+def test_every_task_carries_the_context_of_its_kind_and_the_pipeline_handles_each_kind(tmp_path: Path) -> None:
+    _, tasks = _sweep(tmp_path, ["local-cpu"])
+    assert {task.kind for task in tasks.values()} == {"build", "export", "reference", "measure"}
+    assert all(task.context is not None and task.context.kind == task.kind for task in tasks.values())
+    assert all(task.context.describe() for task in tasks.values())
+    assert {kind.kind for kind in KINDS} == {"build", "allocate", "export", "reference", "measure"}
+    assert set(RESULT_HANDLERS) == set(KINDS)
+
+
+def test_the_graph_orders_build_export_reference_measure(tmp_path: Path) -> None:
+    _, tasks = _sweep(tmp_path, ["local-cpu"])
+    builds = {task.context.spec.label: task for task in _of(tasks, BuildVariant)}
+    assert set(builds) == {"baseline/fp32", "l1-0.5-while_training/fp32", "l1-0.5-oneshot_finetune/fp32"}
+    baseline = builds["baseline/fp32"]
+    assert baseline.after == () and builds["l1-0.5-while_training/fp32"].after == ()  # trains from scratch
+    assert builds["l1-0.5-oneshot_finetune/fp32"].after == (baseline.key,)  # fine-tunes the trained baseline
+
+    measures = _of(tasks, Measure)
+    # 3 variants x (torch fp32, ORT fp32, ORT int8): torch has no int8 export
+    assert len(measures) == 9 and all(task.timed and task.lane == Lane(HOST) for task in measures)
+    for task in measures:
+        job = task.context.job
+        weights = builds[job.variant.weights_spec.label]
+        export, reference = (tasks[key] for key in task.after[1:])
+        assert task.after[0] == weights.key and isinstance(export.context, Export)
+        assert isinstance(reference.context, Reference) and reference.context.spec == job.variant.weights_spec
+        assert export.after == reference.after == (weights.key,) and not export.timed and not reference.timed
+    assert len(_of(tasks, Export)) == 9 and len(_of(tasks, Reference)) == 3  # one reference per fp32 weights
+
+
+def test_a_resumed_sweep_makes_tasks_only_for_what_is_missing(tmp_path: Path) -> None:
+    _, tasks = _sweep(tmp_path, ["local-cpu"], cached=("baseline/fp32",))
+    builds = {task.context.spec.label: task for task in _of(tasks, BuildVariant)}
+    assert set(builds) == {"l1-0.5-while_training/fp32", "l1-0.5-oneshot_finetune/fp32"}
+    assert builds["l1-0.5-oneshot_finetune/fp32"].after == ()  # its baseline is built already
+    baseline_measures = [t for t in _of(tasks, Measure) if t.context.job.variant.weights_spec.label == "baseline/fp32"]
+    assert baseline_measures and all(not t.after[0].startswith("build:") for t in baseline_measures)
+
+
+def test_a_board_measures_on_its_own_lane_within_its_ssh_timeout(tmp_path: Path) -> None:
+    _, tasks = _sweep(tmp_path, ["local-cpu", str(_board(tmp_path))])
+    on_board = [t for t in _of(tasks, Measure) if t.context.job.target.name == "board"]
+    assert len(on_board) == 6  # 3 variants x ORT fp32, int8
+    assert all(t.lane == Lane("board:pi-a") and t.resources == {"board:pi-a": 1} for t in on_board)
+    assert all(t.timeout_s == (100 + 3 * 2) * 2 + 60 for t in on_board)  # the board's own timeouts bound it
+    local = [t for t in _of(tasks, Measure) if t.context.job.target.name == "local-cpu"]
+    assert all(t.lane == Lane(HOST) and t.resources == {} for t in local)
+
+
+def test_latency_allocation_is_one_timed_allocate_task_before_its_builds(tmp_path: Path) -> None:
+    exp = load_experiment(default_with(tmp_path, pruning={
+        "criteria": ["l1", "random"], "ratios": [0.5], "allocation": ["latency"], "prune_epochs": [1]}))
+    specs = plan_fp32_variants(exp)
+    tasks = {t.key: t for t in sweep_tasks(exp, specs, [], {}, tmp_path, tmp_path / "e.npz", tmp_path / "c.npz")}
+    (allocate,) = _of(tasks, Allocate)
+    assert allocate.timed and allocate.kind == "allocate" and allocate.context.allocation == "latency"
+    assert [t.context.spec.label for t in _of(tasks, BuildVariant) if allocate.key in t.after] == [
+        s.label for s in specs if s.prune is not None]
