@@ -7,12 +7,12 @@ Exports never run beside a timed measurement on the same cores (the executor's l
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgebench.cache_files import exclusive, replacing
 from edgebench.plan import PlannedJob
 from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
@@ -33,7 +33,7 @@ class ExportTask:
 
 def artifact_path(job: PlannedJob, workdir: Path) -> Path:
     """Where ``job``'s artifact lives in the cache."""
-    suffix = get_exporter(job.artifact_format, job.target).suffix
+    suffix = get_exporter(job.artifact_format, job.target.blocks).suffix
     return workdir / "artifacts" / f"{job.artifact_key}{suffix}"
 
 
@@ -54,22 +54,25 @@ def artifact_size(path: Path) -> int:
 
 
 def run_export(task: ExportTask) -> Path:
-    """Build one artifact (in a worker process); written under a temporary name, then renamed."""
+    """Build one artifact (in a worker process), holding its lock file: a run beside this one that wants the
+    same artifact waits and then finds it done. A relocatable artifact is written under a temporary name of
+    this process and renamed into place; the others are built in place."""
     import torch
 
-    model = torch.load(task.model_path, map_location="cpu", weights_only=False).eval()
-    calibration = np.load(task.calibration_path)["x"]
-    task.out_path.parent.mkdir(parents=True, exist_ok=True)
-    exporter = get_exporter(task.fmt, task.target)
+    exporter = get_exporter(task.fmt, task.target.blocks)
     reason = exporter.available()
     if reason:
         raise RuntimeError(f"{task.fmt} export unavailable: {reason}")
-    if not exporter.relocatable:
-        result = exporter.export(model, task.quant, calibration, task.out_path)
-    else:
-        tmp = task.out_path.with_name(f"tmp-{os.getpid()}-{task.out_path.name}")
-        result = exporter.export(model, task.quant, calibration, tmp)
-        os.replace(result, task.out_path)
-    if task.out_path.is_dir():
-        (task.out_path / COMPLETE_MARKER).touch()
+    with exclusive(task.out_path):
+        if artifact_ready(task.out_path):
+            return task.out_path
+        model = torch.load(task.model_path, map_location="cpu", weights_only=False).eval()
+        calibration = np.load(task.calibration_path)["x"]
+        if not exporter.relocatable:
+            exporter.export(model, task.quant, calibration, task.out_path)
+        else:
+            with replacing(task.out_path) as tmp:
+                exporter.export(model, task.quant, calibration, tmp)
+        if task.out_path.is_dir():
+            (task.out_path / COMPLETE_MARKER).touch()
     return task.out_path

@@ -127,8 +127,20 @@ class TimedWindow(BaseModel):
     confidence: float = CONFIDENCE
 
 
+class HostLane(BaseModel):
+    """What the host-wide lane lock did for a measurement: how long it waited for another edgebench process's
+    timed window, or why there was no lock (then other processes' windows may have overlapped this one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lock: Literal["held", "none"]
+    waited_s: float | None = None
+    why: str | None = None
+
+
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
-_IN_DETAILS = ("device", "timed_window_s", "window", "latency_ci_ms", "energy_window", "ran_on")
+_IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
+               "host_lane")
 
 
 class JobResult(BaseModel):
@@ -168,9 +180,11 @@ class JobResult(BaseModel):
     layer_profile: dict[str, Any] | None = Field(None, description="per-layer profile (LayerProfile.to_dict)")
     device: dict[str, Any] | None = Field(None, description="what sets the device's speed: CPU, governor, power mode")
     timed_window_s: float | None = Field(None, description="wall time of the timed loop")
-    window: TimedWindow | None = None
+    timed_window: tuple[float, float] | None = Field(None, description="the timed loop's span in UNIX seconds")
+    window: TimedWindow | None = Field(None, description="why the timed loop ended, and the precision asked of it")
     energy_window: EnergyWindow | None = None
     ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
+    host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
 
     @model_validator(mode="before")
     @classmethod

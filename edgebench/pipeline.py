@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edgebench.archive import compressed_size
 from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
+from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
-from edgebench.data import DatasetSplits, load_dataset
+from edgebench.data import DatasetSplits
 from edgebench.errors import NothingToRunError
 from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
@@ -30,6 +31,7 @@ from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
+from edgebench.store.store import new_run_id
 from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
@@ -114,7 +116,7 @@ def _prepare(exp: Experiment) -> _Prepared:
     jobs, unsupported = plan_jobs(exp, specs, ready)
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
-    splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
+    splits = exp.dataset.load()
     check_model_fits_data(exp, splits)
     return _Prepared(runners, specs, jobs, unavailable + unsupported, splits)
 
@@ -132,8 +134,9 @@ def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> l
 class _OpenRun:
     """A run started (or resumed) in the store; each finished task is handled by its kind's handler."""
 
-    def __init__(self, store: Store, exp: Experiment, outcome: RunOutcome) -> None:
+    def __init__(self, store: Store, exp: Experiment, outcome: RunOutcome, lock: IO[str] | None) -> None:
         self.store = store
+        self.lock = lock  # held while this process drives the run: a second process beside it starts its own
         self.exp = exp
         self.run_id = outcome.run_id
         self.outcome = outcome
@@ -144,14 +147,25 @@ class _OpenRun:
     @classmethod
     def open(cls, store: Store, exp: Experiment, prepared: _Prepared, tags: tuple[str, ...]) -> _OpenRun:
         """Resume the unfinished run of ``exp`` (adding ``tags``) or start one; store the variants already built."""
-        run_id = store.find_resumable_run(exp.hash)
+        locks = exp.workdir() / "locks"
+        held: list[IO[str]] = []
+
+        def claim(run_id: str) -> bool:  # an unfinished run nobody drives any more (killed, or lost jobs)
+            lock = try_lock(locks / f"run-{run_id}")
+            held.extend([lock] if lock else [])
+            return lock is not None
+
+        run_id = store.find_resumable_run(exp.hash, claim)
         if run_id is None:
-            run_id = store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine_info(), tags)
+            run_id = new_run_id()
+            claim(run_id)  # before the run is visible to a process started beside this one
+            store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine_info(), tags, run_id)
         else:
             log.info("resuming run %s", run_id)
             for tag in tags:
                 store.tag_run(run_id, tag)
-        run = cls(store, exp, RunOutcome(run_id, exp.store_url(), None, unsupported=prepared.unsupported))
+        run = cls(store, exp, RunOutcome(run_id, exp.store_url(), None, unsupported=prepared.unsupported),
+                  held[0] if held else None)
         for spec in prepared.specs:  # every quantized variant's parent is stored, measured or not (built ones as they land)
             run.store_variant(spec)
         return run
@@ -175,6 +189,8 @@ class _OpenRun:
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
+        if self.lock is not None:
+            self.lock.close()
         if self.lost:  # left open: the same command resumes this run and measures what a lost board could not
             log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.lost)
         else:

@@ -1,20 +1,21 @@
 """The files a run keeps in its workdir: trained models by variant id, eval data, references, calibration.
 
-Every file is written under a temporary name and renamed, so a killed run never leaves a half-written
-entry, and each is keyed by its content so a resumed or repeated run reuses it.
+Every file is written under a temporary name of its writer and renamed (``cache_files``), so a killed run
+never leaves a half-written entry and two runs sharing the directory never break each other; each is keyed
+by its content so a resumed or repeated run reuses it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgebench.cache_files import replacing
 from edgebench.data import DatasetSplits
 from edgebench.prune import BuiltModel
 from edgebench.variants import VariantSpec, spec_hash
@@ -23,13 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    """Write via a temporary file so a killed run never leaves a half-written cache entry."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    if isinstance(obj, torch.nn.Module):
-        torch.save(obj, tmp)
-    else:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    """Write via a temporary file of this process, so a killed run never leaves a half-written cache entry and
+    a run beside this one never renames this one's file away."""
+    with replacing(path) as tmp:
+        if isinstance(obj, torch.nn.Module):
+            torch.save(obj, tmp)
+        else:
+            tmp.write_text(json.dumps(obj, indent=1, default=str))
 
 
 class ModelCache:
@@ -77,10 +78,8 @@ class ModelCache:
 def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) -> Path:
     """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file."""
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **make_arrays())
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            np.savez(tmp, **make_arrays())
     return path
 
 

@@ -14,9 +14,9 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
-from edgebench.errors import ExitCode
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
+from edgebench.store.gate import DEFAULT_UNSTABLE_PCT
 from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK
 
 if TYPE_CHECKING:
@@ -72,7 +72,11 @@ def compare(
     baseline: Annotated[str, typer.Argument(help="baseline run id or tag")],
     candidate: Annotated[str, typer.Argument(help="candidate run id or tag")],
     store: StoreOpt = None,
-    fmt: Annotated[Literal["table", "markdown", "json"], typer.Option("--format", help="output format")] = "table",
+    fmt: Annotated[
+        Literal["table", "markdown", "json", "html"],
+        typer.Option("--format", help="output format; html: a page with each run's latency distribution (--output "
+                     "names it, default reports/compare/index.html)"),
+    ] = "table",
     min_effect: Annotated[
         list[str] | None,
         typer.Option("--min-effect", help="METRIC=PERCENT (accuracy: points), e.g. latency=3; repeatable"),
@@ -97,33 +101,59 @@ def compare(
     lookback: Annotated[
         int, typer.Option(min=0, help="earlier runs on this machine whose spread per result counts (0: none)")
     ] = DEFAULT_LOOKBACK,
+    warn: Annotated[
+        list[str] | None,
+        typer.Option("--warn", help="METRIC=PERCENT: a regression this large only warns (exit 5); repeatable"),
+    ] = None,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option("--fail", help="METRIC=PERCENT: a regression this large fails (exit 1); repeatable. A metric "
+                     "with neither --warn nor --fail fails on any regression"),
+    ] = None,
+    unstable: Annotated[
+        float,
+        typer.Option(min=0, help="run-to-run spread (percent) from which a result is unstable: its regressions are "
+                     "named and only warn"),
+    ] = DEFAULT_UNSTABLE_PCT,
 ) -> None:
-    """Compare two runs; exit code 1 when any metric regressed, 0 otherwise.
+    """Compare two runs and gate on the result: exit 1 when a regression fails the gate, 5 when regressions only
+    warn (--warn thresholds, unstable measurements), 0 otherwise.
 
     Measured metrics are decided per run, never on the samples inside one run: with one run a side and too
     little history on this machine the confidence is unknown and only changes beyond --allowance count.
     """
-    from edgebench.store.compare import compare_runs, parse_min_effects
+    from edgebench.store.compare import compare_runs
     from edgebench.store.compare_markdown import to_markdown
+    from edgebench.store.gate import evaluate, gate_markdown, min_effects, parse_thresholds
 
-    effects = parse_min_effects(min_effect)
+    thresholds = parse_thresholds(warn, fail, unstable)
+    effects = min_effects(thresholds, min_effect)
     if output:
         writable_file(output, "--output")
+    if fmt == "html":
+        output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
     with open_store(store) as st:
         cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
                            lookback=lookback)
+        gate = evaluate(cmp, thresholds)
+        if fmt == "html":
+            from edgebench.report.compare_page import render_comparison
+
+            print_line("compare page:", "", render_comparison(st, cmp, gate, thresholds, output))
+            raise typer.Exit(gate.exit_code)
     if fmt == "json":
-        text = json.dumps(cmp.to_json(), indent=2, allow_nan=False)
+        text = json.dumps({**cmp.to_json(), "gate": gate.to_json()}, indent=2, allow_nan=False)
         console.print_json(text)
     elif fmt == "markdown":
-        text = to_markdown(cmp)
+        text = gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp)
         console.print(text, markup=False, highlight=False, soft_wrap=True)
     else:
-        text = to_markdown(cmp)
+        text = gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp)
         _print_comparison(cmp)
+        console.print(gate_markdown(gate, thresholds), markup=False, highlight=False, soft_wrap=True)
     if output:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    raise typer.Exit(ExitCode.REGRESSION if cmp.regressions else ExitCode.OK)
+    raise typer.Exit(gate.exit_code)
 
 
 def _print_comparison(cmp: Comparison) -> None:

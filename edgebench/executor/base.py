@@ -14,7 +14,11 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    from edgebench.executor.host_lanes import HostLanes
+    from edgebench.job import HostLane
 
 from edgebench.job import Placement
 
@@ -94,6 +98,8 @@ class Task:
     #: keys of tasks that must have finished ok first (the export a measurement reads)
     after: tuple[str, ...] = ()
     attempts: int = 0
+    #: what the host-wide lane lock did for a timed task (how long it waited, or why there was none)
+    host_lane: HostLane | None = None
 
     def __post_init__(self) -> None:
         if self.context is not None and self.context.kind != self.kind:
@@ -200,12 +206,16 @@ class LaneScheduler:
     Args:
         capacity: how many untimed tasks a lane runs at once.
         lanes_of: the lanes a task may run on, best first (one lane locally; any node with cores under Ray).
+        host: the host-wide locks a timed task must also hold, so other edgebench processes' timed windows
+            never overlap this one's (None: this process only).
     """
 
     def __init__(self, capacity: Callable[[Lane], int],
-                 lanes_of: Callable[[Task], list[Lane]] = lambda task: [task.lane]) -> None:
+                 lanes_of: Callable[[Task], list[Lane]] = lambda task: [task.lane],
+                 host: HostLanes | None = None) -> None:
         self.capacity = capacity
         self.lanes_of = lanes_of
+        self.host = host
         self.queue: list[Task] = []
         self.running: dict[int, _Running] = {}
 
@@ -222,7 +232,7 @@ class LaneScheduler:
     def _admits(self, task: Task, lane: Lane) -> bool:
         overlapping = [r for r in self.running.values() if r.lane.overlaps(lane)]
         if task.timed:
-            return not overlapping
+            return not overlapping and (self.host is None or self.host.acquire(task, lane))
         if any(r.task.timed for r in overlapping):
             return False
         return sum(r.lane == lane for r in overlapping) < self.capacity(lane)
@@ -245,8 +255,16 @@ class LaneScheduler:
         return started
 
     def finished(self, task: Task) -> None:
-        """Free the lane ``task`` held."""
+        """Free the lane ``task`` held (and its host-wide locks, noting the wait on the task)."""
         self.running.pop(id(task), None)
+        if self.host is not None and task.timed:
+            task.host_lane = self.host.note(task)
+            self.host.release(task)
+
+    @property
+    def waiting_for_host(self) -> bool:
+        """Whether a queued timed task waits for cores another process holds (poll again soon)."""
+        return self.host is not None and any(t.timed for t in self.queue)
 
     def running_tasks(self) -> list[Task]:
         """The tasks started and not yet finished."""
@@ -256,4 +274,7 @@ class LaneScheduler:
         """Remove and return the queued (not running) tasks matching ``predicate``."""
         taken = [task for task in self.queue if predicate(task)]
         self.queue = [task for task in self.queue if not predicate(task)]
+        if self.host is not None:
+            for task in taken:
+                self.host.release(task)
         return taken

@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
+from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome
 from edgebench.executor.warm_worker import STACK_DUMP_SIGNAL, worker_main
 from edgebench.job import Placement
@@ -95,6 +96,9 @@ def _innermost(tail: str) -> str:
     return " | ".join(line.strip() for line in lines[-3:])
 
 
+#: how often a measurement waiting for cores held by another edgebench process asks again
+HOST_POLL_S = 0.2
+
 #: idle workers kept besides one per untimed slot: the measurement kinds of a sweep (torch, ONNX Runtime, LiteRT,
 #: hls4ml, OpenVINO...) each keep their warm worker between jobs
 MAX_IDLE_KINDS = 6
@@ -124,7 +128,8 @@ class LocalExecutor(Executor):
         self._own_log_dir = log_dir is None
         self.log_dir = Path(tempfile.mkdtemp(prefix="edgebench-workers-")) if log_dir is None else Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.scheduler = LaneScheduler(capacity=lambda lane: self.workers if lane.name == HOST else 1)
+        self.scheduler = LaneScheduler(capacity=lambda lane: self.workers if lane.name == HOST else 1,
+                                       host=HostLanes((HOST,)))
         self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []
         self._busy: list[_Worker] = []
@@ -135,7 +140,9 @@ class LocalExecutor(Executor):
 
     # ---- worker processes -------------------------------------------------------------------------
     def _spawn(self, kind: WorkerKind) -> _Worker:
-        log_path = self.log_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', kind.name)}-{next(self._seq)}.log"
+        # the driver's pid in the name: two runs sharing a run directory never write into each other's logs
+        name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', kind.name)}-{os.getpid()}-{next(self._seq)}.log"
+        log_path = self.log_dir / name
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=worker_main, name=f"edgebench-{kind.name}", daemon=False,
@@ -199,9 +206,12 @@ class LocalExecutor(Executor):
                 if refused is not None:
                     self.scheduler.finished(task)
                     yield refused
-            if not self._busy:
+            if not self._busy:  # only a measurement waiting for cores another process holds
+                time.sleep(HOST_POLL_S)
                 continue
             timeout = max(0.0, min(w.deadline for w in self._busy) - time.monotonic())
+            if self.scheduler.waiting_for_host:
+                timeout = min(timeout, HOST_POLL_S)
             wait([w.conn for w in self._busy] + [w.process.sentinel for w in self._busy], timeout)
             for worker in list(self._busy):
                 result = self._collect(worker)

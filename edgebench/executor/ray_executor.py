@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from edgebench.errors import require_module, summarize
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult
+from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome, run_task
 from edgebench.job import Placement
 
@@ -97,7 +98,8 @@ class RayExecutor(Executor):
         self._refreshed = 0.0
         self._missing_since: dict[Lane, float] = {}
         self._in_flight: dict[Any, _InFlight] = {}
-        self.scheduler = LaneScheduler(capacity=self._capacity, lanes_of=self._lanes_of)
+        self.scheduler = LaneScheduler(capacity=self._capacity, lanes_of=self._lanes_of,
+                                       host=HostLanes((HOST, NODE_PREFIX + self.driver_node)))
         self._refresh_nodes(force=True)
 
     # ---- cluster view -----------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def job_result(result: TaskResult) -> JobResult:
     else:
         job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
                         error_detail=result.detail)
-    return job.model_copy(update={"ran_on": result.where})
+    # waited for another edgebench process's window, or had no host lock: the result says so
+    return job.model_copy(update={"ran_on": result.where, "host_lane": result.task.host_lane})
 
 
 def run_one(job: Job, timeout_s: float, runner: Runner | None = None, files: Sequence[Path] = ()) -> JobResult:

@@ -68,7 +68,9 @@ def execute(job: Job) -> JobResult:
         x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
     batch = np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0)) if len(x) < batch_size else x[:batch_size]
 
+    window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
+    window_to = time.time()
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
@@ -116,6 +118,7 @@ def execute(job: Job) -> JobResult:
         device=device_context(),
         # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
         timed_window_s=timing.wall_ns / 1e9,
+        timed_window=(window_from, window_to),
         window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
                            percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
         energy_window=energy_window,

@@ -82,6 +82,8 @@ class MatchedResult:
     context: str
     changes: list[MetricChange]
     warnings: list[str] = field(default_factory=list)
+    #: the stored measurements behind each side (baseline's, candidate's), oldest run first
+    measurement_ids: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
 
     @property
     def regressed(self) -> bool:
@@ -296,7 +298,8 @@ def compare_runs(
         base = base_by_key[key]
         changes = compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance)
         row_warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
-        results.append(MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, row_warnings))
+        ids = ([int(r["id"]) for r in base.rows], [int(r["id"]) for r in cand.rows])
+        results.append(MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, row_warnings, ids))
     for key, base in base_by_key.items():
         if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
             row = base.rows[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,11 @@ def validate_tag(tag: str) -> str:
     if len(tag) > TAG_MAX_CHARS:
         raise StoreError(f"tag {tag[:20]!r}...: {len(tag)} characters, at most {TAG_MAX_CHARS}")
     return tag
+
+
+def new_run_id() -> str:
+    """A run id: sortable by start time, then a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def _make_engine(url: str) -> Engine:
@@ -176,12 +181,13 @@ class Store:
 
     # ---- runs -------------------------------------------------------------------------------
     def start_run(
-        self, name: str, experiment: dict, experiment_hash: str, machine: dict, tags: Sequence[str] = ()
+        self, name: str, experiment: dict, experiment_hash: str, machine: dict, tags: Sequence[str] = (),
+        run_id: str | None = None,
     ) -> str:
-        """Record a new run and return its id (sortable: start time then a random suffix)."""
+        """Record a new run and return its id (``run_id``, or a :func:`new_run_id`)."""
         for tag in tags:
             validate_tag(tag)
-        run_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        run_id = run_id or new_run_id()
         with self.engine.begin() as conn:
             conn.execute(
                 insert(runs).values(
@@ -209,15 +215,19 @@ class Store:
             if done.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self.url}")
 
-    def find_resumable_run(self, experiment_hash: str) -> str | None:
-        """Latest unfinished run of the same experiment, so an interrupted run continues."""
+    def find_resumable_run(self, experiment_hash: str, claim: Callable[[str], bool] | None = None) -> str | None:
+        """Latest unfinished run of the same experiment, so an interrupted run continues.
+
+        ``claim`` (optional) is asked for each unfinished run, newest first, and may refuse one: a run another
+        live process is still driving is not resumed by a second process started beside it.
+        """
         with self.engine.connect() as conn:
-            return conn.execute(
+            unfinished = conn.execute(
                 select(runs.c.id)
                 .where(runs.c.experiment_hash == experiment_hash, runs.c.finished_at.is_(None))
                 .order_by(runs.c.started_at.desc(), runs.c.id.desc())
-                .limit(1)
-            ).scalar()
+            ).scalars().all()
+        return next((run_id for run_id in unfinished if claim is None or claim(run_id)), None)
 
     def tag_run(self, run_id: str, tag: str) -> None:
         """Attach ``tag`` (e.g. a git ref or 'release-1.2'); a tag names its latest run."""

@@ -12,7 +12,6 @@ import copy
 import json
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgebench.cache_files import replacing
 from edgebench.errors import ConfigError
 from edgebench.job import MeasureSettings
 from edgebench.measure.machine import cpu_model
@@ -251,10 +251,8 @@ class LatencyBudget(Allocation):
             log.info("latency allocation: widths decided earlier (%s)", path)
         else:
             self._record = self._measure_and_allocate(self._model, self._example, layers, context)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(self._record.model_dump_json(indent=1))
-            os.replace(tmp, path)
+            with replacing(path) as tmp:
+                tmp.write_text(self._record.model_dump_json(indent=1))
         self.keep = self._record.keep
         return self.keep
 

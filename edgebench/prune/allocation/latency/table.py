@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.cache_files import replacing
 from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
 from edgebench.runtimes.base import BackendSettings, get_backend
@@ -154,10 +155,8 @@ class LatencyTable:
         """Write the table (atomically) when it has a path."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"header": self.header, "entries": self.entries}, indent=0))
-        tmp.replace(self.path)
+        with replacing(self.path) as tmp:  # a temporary file of this process: runs beside it write the same table
+            tmp.write_text(json.dumps({"header": self.header, "entries": self.entries}, indent=0))
 
 
 def default_table_path(target: str, runtime: str, root: Path | None = None) -> Path:

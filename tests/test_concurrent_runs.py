@@ -1,0 +1,111 @@
+"""Two edgebench processes on one host: shared cache files and host-wide lanes (real runs, real subprocesses)."""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from experiment_files import default_with
+
+from edgebench.executor.base import Lane, Task
+from edgebench.executor.host_lanes import LOCK_DIR_ENV, HostLanes
+from edgebench.store import Store
+
+
+def _timed(key: str, lane: Lane | None = None) -> Task:
+    return Task(key=key, kind="measure", fn=print, lane=lane or Lane(), timed=True)
+
+
+def test_host_lanes_queue_first_come_first_served(tmp_path: Path) -> None:
+    first, second = HostLanes(directory=tmp_path), HostLanes(directory=tmp_path)  # as two processes would
+    a, b, c = _timed("a"), _timed("b"), _timed("c")
+    assert first.acquire(a, Lane())
+    assert not second.acquire(b, Lane())  # first holds every core: b takes a ticket and waits
+    first.release(a)
+    assert not first.acquire(c, Lane())  # first wants the cores again, but b has waited longer
+    assert second.acquire(b, Lane()) and second.note(b).waited_s > 0
+    second.release(b)
+    assert first.acquire(c, Lane())
+    first.release(c)
+
+
+def test_host_lanes_lock_cores_not_the_whole_host(tmp_path: Path) -> None:
+    one, other = HostLanes(directory=tmp_path), HostLanes(directory=tmp_path)
+    pinned0, pinned1 = _timed("p0", Lane(cpus=frozenset({0}))), _timed("p1", Lane(cpus=frozenset({1})))
+    assert one.acquire(pinned0, Lane(cpus=frozenset({0})))
+    assert other.acquire(pinned1, Lane(cpus=frozenset({1})))  # disjoint cores measure side by side
+    assert not other.acquire(_timed("all"), Lane())  # an unpinned lane needs every core
+    assert other.names(Lane("board:jetson-a")) == ["board_jetson-a"]
+
+
+def test_a_dead_waiter_does_not_block_the_line(tmp_path: Path) -> None:
+    lanes = HostLanes(directory=tmp_path)
+    stale = tmp_path / f"ticket-{1:020d}-999999-abcdef-cpu0"  # a ticket left by a killed process: nobody locks it
+    stale.touch()
+    task = _timed("t", Lane(cpus=frozenset({0})))
+    assert lanes.acquire(task, Lane(cpus=frozenset({0}))) and not stale.exists()
+    lanes.release(task)
+
+
+def test_unusable_lock_directory_is_said_in_the_results(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    lanes = HostLanes(directory=blocker / "locks")
+    task = _timed("t")
+    assert lanes.acquire(task, Lane())  # runs anyway...
+    note = lanes.note(task)
+    assert note.lock == "none" and "unavailable" in str(note.why)  # ...and says so
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_in_one_directory(tmp_path: Path) -> None:
+    exp = default_with(
+        tmp_path, "conc.yaml",
+        training={"epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "seed": 0},
+        pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training"], "prune_epochs": [1]},
+        quantization={"precisions": ["fp32", "int8"], "calibration_samples": 64},
+        targets=["local-cpu"],
+        measurement={"min_iters": 50, "min_time_s": 0.3, "warmup_iters": 5},
+        executor={"type": "local", "workers": 1},
+    )  # fmt: skip
+    env = {**os.environ, LOCK_DIR_ENV: str(tmp_path / "lanes")}
+    command = [str(Path(sys.executable).parent / "edgebench"), "run", str(exp)]  # the installed command
+    procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=900)[0].decode(errors="replace") for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+
+    with Store.open(tmp_path / "runs" / "default" / "results.db") as store:
+        run_ids = store.runs()["id"].tolist()
+        frames = [store.measurements(run_id) for run_id in run_ids]
+    assert len(run_ids) == 2  # two runs, not one run driven by both processes
+    for df in frames:
+        # every job of each run succeeded, once: baseline and l1-0.5 x (fp32: torch + ORT, int8: ORT)
+        assert len(df) == 6 and df["job_key"].is_unique and set(df["status"]) == {"ok"}, df[["label", "error"]]
+        assert all(d["host_lane"]["lock"] == "held" for d in df["details"])
+    windows = sorted((d["timed_window"][0], d["timed_window"][1], i) for i, df in enumerate(frames)
+                     for d in df["details"])
+    for (_, end, run_a), (start, _, run_b) in itertools.pairwise(windows):
+        assert end <= start, f"timed windows of run {run_a} and run {run_b} overlap"
+    assert not list((tmp_path / "runs").rglob("*.tmp*"))  # no temporary file left behind
+
+
+def test_export_waits_for_a_build_in_place(tmp_path: Path) -> None:
+    """A second process exporting the same artifact waits on its lock file rather than deleting the project."""
+    from edgebench.cache_files import exclusive, lock_file
+
+    target = tmp_path / "artifact"
+    with exclusive(target):
+        probe = subprocess.run(
+            [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+             "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(lock_file(target))],
+            capture_output=True, timeout=60)  # fmt: skip
+        assert probe.returncode != 0 and b"BlockingIOError" in probe.stderr
+    with open(lock_file(target), "a") as handle:  # released when the block ends
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the lock were still held
