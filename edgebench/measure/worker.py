@@ -92,6 +92,7 @@ def execute(job: Job) -> JobResult:
         n = min(len(ref), job.measure.reference_samples)
         max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max())
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
+    details = session.details()  # before close: a closed session may no longer describe itself (OpenVINO)
     session.close()
 
     return JobResult(
@@ -113,7 +114,7 @@ def execute(job: Job) -> JobResult:
         energy_note=energy_note,
         idle_power_w=idle_w,
         runtime=runtime_versions(),
-        details=session.details(),
+        details=details,
         layer_profile=layer_profile,
         device=device_context(),
         # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
