@@ -120,8 +120,8 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             text = fmt_cell(value * metric.scale if isinstance(value, int | float) else value)
             if metric.name == "energy" and str(row["energy_source"]).startswith("estimated"):
                 text += " (estimated)"
-            text += _interval_note(row, metric)
-            cells.append(f"<td>{esc(text)}</td>")
+            note = _interval_note(row, metric)  # in the cell's tooltip: the cell itself stays a sortable number
+            cells.append(f"<td title=\"{esc(note)}\">{esc(text)}</td>" if note else f"<td>{esc(text)}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
         body.append(
@@ -134,7 +134,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
 
 
 def _interval_note(row: pd.Series, metric: Metric) -> str:
-    """`` ±0.4%``: the larger side of a latency percentile's confidence interval, relative to it."""
+    """``95% interval [0.0210, 0.0215] ms (±1.2%)`` of a latency percentile ('' when none was recorded)."""
     ends = plots.interval_columns(metric.column)
     value = row.get(metric.column)
     if ends is None or not isinstance(value, int | float) or not value > 0:
@@ -142,7 +142,9 @@ def _interval_note(row: pd.Series, metric: Metric) -> str:
     low, high = row.get(ends[0]), row.get(ends[1])
     if not isinstance(low, int | float) or not isinstance(high, int | float) or pd.isna(low) or pd.isna(high):
         return ""
-    return f" ±{max(value - low, high - value) / value:.1%}"
+    confidence = row.get("ci_confidence")
+    level = f"{confidence:.0%} " if isinstance(confidence, int | float) and not pd.isna(confidence) else ""
+    return f"{level}interval [{low:.4g}, {high:.4g}] ms (±{max(value - low, high - value) / value:.1%})"
 
 
 def failed_table(failed: pd.DataFrame) -> str:
