@@ -313,10 +313,20 @@ class Experiment(_Strict):
 def load_experiment(path: Path | None = None) -> Experiment:
     """Read and validate an experiment file; ``None`` loads the built-in default."""
     path = DEFAULT_EXPERIMENT if path is None else Path(path)
-    experiment = _paths_from(yaml_file.load(path, Experiment, "experiment file"), path.resolve().parent)
-    _check_user_files(experiment, str(path))
-    _check_registered_names(experiment, str(path))
-    check_experiment(experiment, str(path))
+    return _checked(yaml_file.load(path, Experiment, "experiment file"), path.resolve().parent, str(path))
+
+
+def check_loaded(experiment: Experiment, source: str = "experiment") -> Experiment:
+    """An Experiment built in Python, given the checks a file gets at load (relative paths: from the working
+    directory); ConfigError naming ``source`` and the field."""
+    return _checked(experiment, Path.cwd(), source)
+
+
+def _checked(experiment: Experiment, base: Path, source: str) -> Experiment:
+    experiment = _paths_from(experiment, base)
+    _check_user_files(experiment, source)
+    _check_registered_names(experiment, source)
+    check_experiment(experiment, source)
     return experiment
 
 
@@ -392,6 +402,7 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     from edgebench.plugins import PluginError
     from edgebench.prune import CRITERIA, SCHEDULES
     from edgebench.prune.allocation import ALLOCATIONS, PAPER
+    from edgebench.prune.criteria.base import RETIRED_CRITERIA
     from edgebench.prune.sparse import SPARSE_METHODS
 
     for i, target in enumerate(experiment.targets):
@@ -399,6 +410,9 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
             experiment.measurement_for(target)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement")) from None
+    for value in experiment.pruning.criteria:
+        if value in RETIRED_CRITERIA:
+            raise ConfigError(f"{source}: pruning.criteria: '{value}' {RETIRED_CRITERIA[value]}")
     exp = experiment
     checks = [
         ("dataset.name", [exp.dataset.name], DATASETS, []),

@@ -74,6 +74,7 @@ def execute(job: Job) -> JobResult:
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
+    session_details = session.details()  # while the session is open: some runtimes read it from the compiled model
     energy_j = energy_source = energy_note = idle_w = energy_window = None
     meter = create_meter(job.energy)
     if meter is not None:
@@ -92,7 +93,6 @@ def execute(job: Job) -> JobResult:
         n = min(len(ref), job.measure.reference_samples)
         max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max())
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
-    details = session.details()  # before close: a closed session may no longer describe itself (OpenVINO)
     session.close()
 
     return JobResult(
@@ -114,7 +114,7 @@ def execute(job: Job) -> JobResult:
         energy_note=energy_note,
         idle_power_w=idle_w,
         runtime=runtime_versions(),
-        details=details,
+        details=session_details,
         layer_profile=layer_profile,
         device=device_context(),
         # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead

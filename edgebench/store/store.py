@@ -129,7 +129,7 @@ def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
 #: the allocation a structured spec's scope stands for
 _SCOPE_ALLOCATION = {"layer": "uniform", "global": "global"}
 #: columns read out of a variant's facts and a measurement's details (JSON), for reports and metrics
-_FACT_COLUMNS = ("nonzero_params", "nonzero_macs")
+_FACT_COLUMNS = ("nonzero_params", "nonzero_macs", "method_note")
 
 
 def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
