@@ -88,7 +88,7 @@ def test_target_selection_filters_and_overrides(tmp_path):
     chosen = [s.label for s in specs if hls.includes(s)]
     # no scope or allocation set: l1 runs with its paper's allocation (Li et al.'s sensitivity analysis)
     assert chosen == ["baseline/fp32", "l1-0.5-while_training-sensitivity/fp32"]
-    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 100
+    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 50
 
 
 def test_bad_target_measurement_override(tmp_path):

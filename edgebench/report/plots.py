@@ -88,6 +88,7 @@ def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, 
             xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), color=colors[name], alpha=0.8, label=name,
             zorder=3,
         )  # fmt: skip
+    _error_bars(ax, data, x, y, xs, ys)
     front = pareto_mask(data, [x.column, y.column], [x.direction, y.direction])
     fx, fy = xs[front].to_numpy(), ys[front].to_numpy()
     order = np.lexsort((fy, fx))
@@ -99,6 +100,29 @@ def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, 
     ax.set_ylabel(y.label)
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3, which="both")
+
+
+def interval_columns(column: str) -> tuple[str, str] | None:
+    """The store columns of a percentile column's confidence interval (``p50_ms`` -> ``p50_low_ms``,
+    ``p50_high_ms``); None for a column without one."""
+    name = column.removesuffix("_ms")
+    return (f"{name}_low_ms", f"{name}_high_ms") if name in ("p50", "p90", "p99") else None
+
+
+def _error_bars(ax: Axes, data: pd.DataFrame, x: Metric, y: Metric, xs: pd.Series, ys: pd.Series) -> None:
+    """Each latency percentile's confidence interval as an error bar (often narrower than the marker)."""
+    for axis, metric, values in (("x", x, xs), ("y", y, ys)):
+        ends = interval_columns(metric.column)
+        if ends is None or not set(ends) <= set(data.columns):
+            continue
+        low = data[ends[0]].astype(float) * metric.scale
+        high = data[ends[1]].astype(float) * metric.scale
+        known = low.notna() & high.notna()
+        if not known.any():
+            continue
+        spread = np.vstack([(values - low)[known].clip(lower=0), (high - values)[known].clip(lower=0)])
+        ax.errorbar(xs[known], ys[known], **{f"{axis}err": spread}, fmt="none", ecolor="0.35", elinewidth=0.9,
+                    capsize=2, zorder=2.5)
 
 
 def tradeoff_figure(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from edgebench.paths import why_unwritable
 from edgebench.profile.table import LayerProfile
 from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
+from edgebench.store.sample_codec import ENCODING, decode_samples, encode_samples
 from edgebench.store.schema import (
     StoreError,
     ensure_schema,
@@ -42,8 +42,6 @@ from edgebench.store.schema import (
 )
 
 log = logging.getLogger(__name__)
-
-SAMPLES_ENCODING = "i8le-zlib"
 
 
 def store_url(url_or_path: str | Path) -> str:
@@ -102,18 +100,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
-
-
-def encode_samples(samples_ns: Sequence[int] | np.ndarray) -> bytes:
-    """Pack latency samples as zlib-compressed little-endian int64."""
-    return zlib.compress(np.asarray(samples_ns, dtype="<i8").tobytes(), 6)
-
-
-def decode_samples(blob: bytes, encoding: str) -> np.ndarray:
-    """Inverse of :func:`encode_samples`."""
-    if encoding != SAMPLES_ENCODING:
-        raise StoreError(f"unknown samples encoding {encoding!r}")
-    return np.frombuffer(zlib.decompress(blob), dtype="<i8").astype(np.int64)
 
 
 def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -395,7 +381,7 @@ class Store:
             if len(raw):
                 conn.execute(
                     insert(samples).values(
-                        measurement_id=new_id, n=len(raw), encoding=SAMPLES_ENCODING, data=encode_samples(raw)
+                        measurement_id=new_id, n=len(raw), encoding=ENCODING, data=encode_samples(raw)
                     )
                 )
             if record.result.layer_profile is not None:

@@ -30,6 +30,7 @@ from edgebench.quantization.modules import LayerQuant
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter, TargetBlock
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
+from edgebench.runtimes.hls4ml.csim import CFLAGS, compile_csim, cxx_standard
 from edgebench.runtimes.hls4ml.multipliers import bit_operations, count_multipliers
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
@@ -159,16 +160,14 @@ class Hls4mlExporter(Exporter):
 
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            hls_model.compile()  # writes the project and builds the C simulation with g++
+            hls_model.write()
+        library = compile_csim(out_path, PROJECT, hls_model.config.get_config_value("Stamp"))
         compile_s = time.perf_counter() - t0
-        libraries = sorted((out_path / "firmware").glob(f"{PROJECT}-*.so"), key=lambda p: p.stat().st_mtime)
-        if not libraries:
-            raise UnsupportedModelError(f"hls4ml compiled no C-simulation library in {out_path / 'firmware'}")
 
         out_vars = hls_model.get_output_variables()
         metadata = {
             "project": PROJECT,
-            "library": str(libraries[-1].relative_to(out_path)),
+            "library": str(library.relative_to(out_path)),
             "io_type": fpga.io_type,
             "input_layout": "NCHW" if fpga.io_type == "io_parallel" or len(input_shape) != 3 else "NHWC",
             "input_shape": list(input_shape),
@@ -181,6 +180,7 @@ class Hls4mlExporter(Exporter):
             "clock_period_ns": fpga.clock_period_ns,
             "convert_s": round(convert_s, 3),
             "compile_s": round(compile_s, 3),
+            "compile_flags": " ".join([*CFLAGS, cxx_standard()]),
             "multipliers": count_multipliers(hls_model),
             "bit_operations": bit_operations(hls_model),
         }
