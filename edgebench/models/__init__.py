@@ -13,7 +13,7 @@ from torch import nn
 
 from edgebench.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", group="edgebench.models")
 
 # Model modules register themselves on import.
 from edgebench.models import cifar, digits_cnn  # noqa: E402,F401
