@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from edgebench.job import JobResult
-from edgebench.measure.stats import summarize_ns
+from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.variants import PruneSpec, QuantSpec, VariantSpec
@@ -93,6 +93,7 @@ def synthetic_result(
         load_ms=5.0,
         first_inference_ms=median_ns / 1e6 * 3,
         latency_ms=latency,
+        latency_ci_ms=latency_intervals(samples),
         throughput_ips=throughput,
         samples_ns=samples.tolist(),
         peak_rss_mb=120.0 + 10 * (1 - ratio),

@@ -79,7 +79,7 @@ class Ctx:
             "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
             "quantization": {"precisions": ["fp32"]},
             "targets": ["local-cpu"],
-            "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+            "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},
             "run": {"workdir": str(self.tmp / "runs")},
             "store": {"url": str(self.store)},
             "report": {"dir": str(self.tmp / "report")},

@@ -42,6 +42,8 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
         ("quantization: {precisions: [int4]}\n", "quantization.precisions.0: Input should be 'fp32'"),
         ("pruning: {criteria: [l2]}\n", "pruning.criteria: unknown value 'l2'; allowed:"),
+        ("pruning: {criteria: [taylor]}\n", "pruning.criteria: 'taylor' was split into the methods the papers define: "
+         "taylor_weight"),
         ("model: {name: resnet9000}\n", "model.name: unknown value 'resnet9000'"),
         ("- just a list\n", "the top level must be a mapping"),
     ],
@@ -86,7 +88,7 @@ def test_target_selection_filters_and_overrides(tmp_path):
     chosen = [s.label for s in specs if hls.includes(s)]
     # no scope or allocation set: l1 runs with its paper's allocation (Li et al.'s sensitivity analysis)
     assert chosen == ["baseline/fp32", "l1-0.5-while_training-sensitivity/fp32"]
-    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 100
+    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 50
 
 
 def test_bad_target_measurement_override(tmp_path):

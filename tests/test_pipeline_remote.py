@@ -33,7 +33,7 @@ def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Pat
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [1]},
         "quantization": {"precisions": ["fp32", "int8"]},
         "targets": [str(target_file), str(dead_file)],
-        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
+        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None},
         "run": {"workdir": str(tmp_path / "runs")},
         "report": {"dir": str(tmp_path / "report")},
     }))
@@ -85,7 +85,7 @@ def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, 
         "name": "ray-ssh", "training": {"epochs": 1},
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
         "quantization": {"precisions": ["fp32"]}, "targets": [str(target_file)],
-        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
+        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None},
         "executor": {"type": "ray", "address": ray_cluster.address},
         "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
     }))

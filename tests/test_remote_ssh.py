@@ -137,7 +137,7 @@ def onnx_job_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Job, list[
         artifact=str(onnx_path),
         eval_data=str(eval_path),
         reference=str(ref_path),
-        measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05),
+        measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None),
     )
     return job, [onnx_path, eval_path, ref_path]
 

@@ -28,6 +28,8 @@ def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], 
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
         assert (index.parent / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
         assert f'"{stem}.png"' in page  # shown (speedup) or linked (the interactive plots' static copies)
+    # each p50 cell carries its confidence interval in its tooltip (the fixtures' samples give one)
+    assert re.search(r'<td title="95% interval \[[0-9.e-]+, [0-9.e-]+\] ms \(±[0-9.]+%\)">', page)
     assert not re.search(r'(src|href)="https?:', page)  # nothing fetched from the network
     assert '<script src="bokeh-' in page and (index.parent / re.search(r'src="(bokeh-[^"]+)"', page)[1]).is_file()
     assert MACHINE["cpu_model"] in page and "abc1234" in page

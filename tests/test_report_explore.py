@@ -54,6 +54,11 @@ def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # no
     first = ok.iloc[0]
     assert data["size"][0] == first["size_bytes"] / 1024 and data["latency"][0] == first["p50_ms"]
     assert data["t_latency"][0] == f"{first['p50_ms']:.3g} / {first['p90_ms']:.3g} / {first['p99_ms']:.3g} ms"
+    # the p50's interval: the error bar's ends on the latency axis, and the hover's line
+    low, high = first["p50_low_ms"], first["p50_high_ms"]
+    assert low < first["p50_ms"] < high and (data["latency_low"][0], data["latency_high"][0]) == (low, high)
+    assert data["t_interval"][0] == f"[{low:.4g}, {high:.4g}] ms (±{max(first['p50_ms'] - low, high - first['p50_ms']) / first['p50_ms']:.1%})"
+    assert "size_low" not in data  # only latency percentiles have intervals
     assert data["context"][:2] == ["local-cpu · onnxruntime", "rpi5 · onnxruntime"]
     assert set(data["marker"]) == {"circle", "square"}  # fp32, int8
     structured = ok["kind"] == "structured"

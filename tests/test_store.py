@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
 
 from edgebench.job import JobResult
-from edgebench.store import SCHEMA_VERSION, Store, StoreError
+from edgebench.measure.stats import latency_intervals, order_statistic_ranks
+from edgebench.store import SCHEMA_VERSION, Store, StoreError, sample_codec
 from edgebench.store.record import MeasurementRecord
+from edgebench.store.schema import INTERVAL_COLUMNS
 
 
 def _ok_result(job_id: str, samples: list[int]) -> JobResult:
@@ -83,6 +87,46 @@ def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F81
     with sqlite_store.engine.connect() as conn:
         blob_len = conn.exec_driver_sql("select length(data) from samples").scalar()
     assert blob_len < 8 * len(raw)
+
+
+def test_samples_read_back_exactly_in_order_and_smaller_than_before(sqlite_store: Store) -> None:  # noqa: F811
+    rng = np.random.default_rng(3)
+    # a 20 us model's samples: a few hundred ns of jitter and rare 10x spikes (a preempted iteration)
+    raw = (20_000 + rng.integers(-300, 300, 5000) + (rng.random(5000) < 0.01) * 200_000).tolist()
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", _ok_result("j", raw)))
+    mid = int(sqlite_store.measurements(run_id)["id"].iloc[0])
+    assert sqlite_store.samples(mid).tolist() == raw
+    with sqlite_store.engine.connect() as conn:
+        encoding, blob = conn.exec_driver_sql("select encoding, data from samples").one()
+    assert encoding == sample_codec.ENCODING
+    assert len(blob) < 0.8 * len(zlib.compress(np.asarray(raw, dtype="<i8").tobytes(), 6))  # the legacy encoding
+
+
+def test_legacy_sample_blobs_still_decode() -> None:
+    raw = np.array([5, -3, 2**40, 0], dtype=np.int64)
+    legacy = zlib.compress(raw.astype("<i8").tobytes(), 6)
+    assert sample_codec.decode_samples(legacy, "i8le-zlib").tolist() == raw.tolist()
+    extremes = np.array([0, 2**62, -(2**63) + 1, 127, 128, 16384, -1], dtype=np.int64)
+    assert sample_codec.decode_samples(sample_codec.encode_samples(extremes), sample_codec.ENCODING).tolist() == \
+        extremes.tolist()
+    with pytest.raises(StoreError, match="unknown samples encoding"):
+        sample_codec.decode_samples(legacy, "f8-gzip")
+
+
+def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Store) -> None:  # noqa: F811
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    raw = [1_000_000 + i * 1000 for i in range(100)]  # 1.000 .. 1.099 ms
+    result = _ok_result("j", raw).model_copy(update={"latency_ci_ms": latency_intervals(raw)})
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", result))
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "old", "v", "t", "b", _ok_result("old", raw)))
+    df = sqlite_store.measurements(run_id).set_index("job_key")
+    lower, upper = order_statistic_ranks(100, 0.5)
+    assert df.loc["j", "p50_low_ms"] == pytest.approx(1 + (lower - 1) * 0.001)
+    assert df.loc["j", "p50_high_ms"] == pytest.approx(1 + (upper - 1) * 0.001)
+    assert df.loc["j", "ci_confidence"] == 0.95
+    assert pd.isna(df.loc["j", "p99_low_ms"])  # 100 samples are too few for a p99 interval
+    assert pd.isna(df.loc["old", "p50_low_ms"])  # a result without intervals (an older worker's) stores none
 
 
 def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:  # noqa: F811
@@ -170,6 +214,8 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
         conn.execute("drop table layer_profiles")
         conn.execute("alter table measurements drop column details")
         conn.execute("alter table measurements drop column error_detail")
+        for column in (*INTERVAL_COLUMNS, "ci_confidence"):
+            conn.execute(f"alter table measurements drop column {column}")
         conn.execute("delete from schema_version")
         conn.execute("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')")
     store = Store.open(path)
@@ -183,7 +229,7 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
     assert df.loc["k", "details"] == details and df.loc["f", "error_detail"].endswith("ValueError: x")
     store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4, 5]
+        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4, 5, 6]
         conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
     with pytest.raises(StoreError, match="newer than this edgebench"):
         Store.open(path)

@@ -38,9 +38,9 @@ def run(
     ] = None,
 ) -> None:
     """Train, prune, quantize, export, measure on every target, store and report."""
+    from edgebench import api
     from edgebench.config import load_experiment
     from edgebench.errors import ConfigError
-    from edgebench.pipeline import run_experiment
     from edgebench.store.store import validate_tag
 
     exp = load_experiment(experiment)
@@ -53,12 +53,14 @@ def run(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            outcome = run_experiment(exp, tags=tuple(tag or ()), progress=_RichProgress(progress))
+            results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
-    _print_summary(outcome)
+    _print_summary(results)
+    outcome = results.outcome
+    assert outcome is not None  # api.run always returns what this process's run did
     if outcome.failed and not outcome.measured and not outcome.skipped:
         print_line("error:", "bold red", f"every job of run {outcome.run_id} failed ({len(outcome.failed)} listed "
                    "above, their errors kept in the store): nothing was measured")
@@ -89,26 +91,17 @@ def _print_allocation_notes(df: Any) -> None:
             print_line("allocation:", "yellow", line)
 
 
-def _print_summary(outcome: Any) -> None:
-    from edgebench.report.pareto import pareto_mask
-    from edgebench.store import Store
-    from edgebench.store.metrics import METRICS
-
-    store = Store.open(outcome.store_url)
-    try:
-        df = store.measurements(outcome.run_id)
-    finally:
-        store.close()
-    ok = df[df["status"] == "ok"].copy()
+def _print_summary(results: Any) -> None:
+    outcome = results.outcome
+    df = results.stored()
     table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
     for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
         numeric = col not in ("target", "backend", "variant")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
-    for target, group in ok.groupby("target"):
-        mask = pareto_mask(group, [(m.column, m.direction) for m in (METRICS["accuracy"], METRICS["latency"])])
-        for _, row in group[mask].sort_values("p50_ms").iterrows():
-            table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}",
-                          f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+    front = results.pareto("latency", "accuracy")
+    for _, row in front.sort_values(["target", "latency_p50_ms"], kind="stable").iterrows():
+        table.add_row(str(row["target"]), row["backend"], row["label"], f"{row['accuracy']:.3f}",
+                      f"{row['latency_p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
     console.print(table)
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
@@ -147,7 +140,9 @@ def bench(
     data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32) and y: also measures accuracy")] = None,
     input_shape: Annotated[str | None, typer.Option(help="C,H,W of random input when --data is not given")] = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
-    min_time_s: Annotated[float, typer.Option(min=0)] = 1.0,
+    min_time_s: Annotated[float, typer.Option(min=0, help="the timed window's floor")] = 0.1,
+    precision: Annotated[float, typer.Option(
+        min=0, max=0.5, help="time until the p50's 95 % interval is within this fraction of it (0: fixed window)")] = 0.01,
     timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
     profile_layers: Annotated[bool, typer.Option(
         "--profile-layers", help="also record a per-layer profile, in its own window after the timed one")] = False,
@@ -174,21 +169,33 @@ def bench(
         data = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
                   threads=threads, eval_data=str(data.resolve()),
-                  measure=MeasureSettings(min_time_s=min_time_s, profile_layers=profile_layers))
+                  measure=MeasureSettings(min_time_s=min_time_s, precision=precision or None,
+                                          profile_layers=profile_layers))
         result = run_one(job, timeout_s)
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
         raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
     table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
     for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
         table.add_column(col, justify="right")
-    lat = result.latency_ms
-    table.add_row(*(f"{lat[k]:.4f}" for k in ("p50", "p90", "p99", "mean", "std")),
+    lat, intervals = result.latency_ms, result.latency_ci_ms or {}
+    table.add_row(*(_with_interval(lat[k], intervals.get(k)) for k in ("p50", "p90", "p99")),
+                  *(f"{lat[k]:.4f}" for k in ("mean", "std")),
                   f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
     console.print(table)
+    if (p50 := intervals.get("p50")) and result.window:
+        console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.4f}, {p50[1]:.4f}] ms; "
+                      f"window ended by {result.window.stopped}")
     if input_shape is None:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
     if result.layer_profile is not None:
         print_profile(result.layer_profile, result.latency_ms["p50"], top=None)
+
+
+def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    """``0.0213 ±0.4%``: a percentile and the larger side of its confidence interval (none: too few runs)."""
+    if interval is None or value <= 0:
+        return f"{value:.4f}"
+    return f"{value:.4f} ±{max(value - interval[0], interval[1] - value) / value:.1%}"
 
 
 def register(app: typer.Typer, wrap: Any) -> None:

@@ -8,21 +8,15 @@ data came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+from edgebench.data.preprocess import apply_preprocess
+from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits
+from edgebench.data.user import splits_from
 from edgebench.errors import DatasetError, first_line
 from edgebench.plugins import PluginError
-from edgebench.registry import Registry
 from edgebench.variants import Preprocess
-
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset", group="edgebench.datasets")
-
-# Loader modules register themselves on import.
-from edgebench.data import cifar, digits, files  # noqa: E402,F401
-from edgebench.data.preprocess import apply_preprocess  # noqa: E402
-from edgebench.data.user import splits_from  # noqa: E402
 
 
 def load_dataset(name: str, preprocess: Preprocess | None = None, **kwargs: Any) -> DatasetSplits:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.data import DATASETS
+from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
 from edgebench.errors import DatasetError, first_line
 
