@@ -126,7 +126,8 @@ def _variants_at(exp: Experiment, fp32_specs: list[VariantSpec], precision: str,
     qat_ok = precision in exporter.qat_precisions
     if qat_ok:
         variants += [model.model_copy(update={"quant": QuantSpec(precision=precision, qat=model.quant.qat)})
-                     for model in qat_models(exp, fp32_specs) if precision in model.quant.qat.precisions]
+                     for model in qat_models(exp, fp32_specs)
+                     if precision in model.quant.qat.precisions and exporter.takes_qat(model.quant.qat)]
     return variants
 
 
@@ -191,16 +192,18 @@ class PlannedJob:
 
 def check_qat_targets(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> None:
     """ConfigError (one line) for a QAT setting that none of the experiment's targets can take: no backend of
-    theirs exports its precisions from trained quantizers (float scales on an hls4ml-only experiment, say)."""
+    theirs exports its precisions from trained quantizers (float scales on an hls4ml-only experiment, 4 bits on a
+    LiteRT-only one, say)."""
     for i, qat in enumerate(exp.quantization.qat):
         wanted = set(qat.precisions) & set(exp.quantization.precisions)
-        takers = [target.name for _, target in targets for backend in target.backends
-                  if wanted & set(get_exporter(target.artifact_format(backend), target.blocks).qat_precisions)
-                  & set(target.precisions or wanted)]
+        exporters = [(target, get_exporter(target.artifact_format(backend), target.blocks))
+                     for _, target in targets for backend in target.backends]
+        takers = [target.name for target, exporter in exporters
+                  if wanted & set(exporter.qat_precisions) & set(target.precisions or wanted) and exporter.takes_qat(qat)]
         if not takers:
             raise ConfigError(f"quantization.qat.{i} ({qat.tag}): no target of the experiment takes a quantization-"
                               f"trained {' or '.join(sorted(wanted))} artifact ({', '.join(t.name for _, t in targets)}); "
-                              "ONNX Runtime/OpenVINO take int8, hls4ml takes fixed from scales: power_of_two")
+                              "ONNX Runtime/OpenVINO take int8, LiteRT int8 at 8 bits, hls4ml fixed from scales: power_of_two")
 
 
 def plan_jobs(

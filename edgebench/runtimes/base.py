@@ -34,7 +34,7 @@ from edgebench.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from edgebench.variants import QuantSpec
+    from edgebench.variants import QatSpec, QuantSpec
 
 
 class TargetBlock(BaseModel):
@@ -180,6 +180,10 @@ class Exporter(ABC):
     def for_target(cls, block: TargetBlock | None) -> Exporter:
         """The exporter configured by a target's ``target_block`` (e.g. an FPGA part), None when the target has none."""
         return cls()
+
+    def takes_qat(self, qat: QatSpec) -> bool:
+        """Whether it can write ``qat``'s trained quantizers at its ``qat_precisions`` (LiteRT: 8-bit ones only)."""
+        return bool(self.qat_precisions)
 
     def options(self) -> dict[str, Any]:
         """Target settings that change the artifact; part of the artifact cache key."""
