@@ -122,7 +122,8 @@ def test_report_renders_offline_with_working_images_and_sorting(
     assert "Failed jobs (1)" in page.inner_text("body")
     assert page.locator(".bk-Canvas, .bk-canvas").count() >= 3  # the three objective plots drew
 
-    table = page.locator("table.sortable").first
+    # the measurement table (the quantization summary above it sorts too)
+    table = page.locator("table.sortable").filter(has=page.get_by_role("columnheader", name="p50 ms", exact=True))
     headers = table.locator("th").all_inner_texts()
     column = headers.index("p50 ms")
 
