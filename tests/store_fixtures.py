@@ -1,7 +1,7 @@
 """Shared fixtures for store, compare and report tests: synthetic JobResult-shaped runs.
 
-Import the fixtures into a test module (``from tests.store_fixtures import ...``)
-— pytest finds them there without a conftest.py. The PostgreSQL fixture starts a
+A pytest plugin (conftest.py's ``pytest_plugins``): test modules use its fixtures by name and import only its
+helpers (``fill_run``, ``MACHINE``...). ``filled_store`` is one filled run: (store, run id). The PostgreSQL fixture starts a
 real server with initdb + pg_ctl in a temp dir on a free port, as a non-root
 user, and skips with the reason when that cannot be done.
 """

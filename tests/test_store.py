@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
+from store_fixtures import MACHINE, fill_run, variant_specs
 
 from edgebench.job import JobResult
 from edgebench.store import SCHEMA_VERSION, Store, StoreError
@@ -39,7 +39,7 @@ def test_open_creates_parent_dir_and_schema(tmp_path: Path) -> None:
     Store.open(f"sqlite:///{path}").close()  # a URL to the same file reopens it
 
 
-def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
+def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
     assert sqlite_store.find_resumable_run("h1") == run_id
     assert sqlite_store.find_resumable_run("other") is None
@@ -57,7 +57,7 @@ def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
         sqlite_store.finish_run("does-not-exist")
 
 
-def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:  # noqa: F811
+def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = [1_000_000 + i * 17 for i in range(1000)]
     args = (run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 2, "batch_size": 1, "scenario": "single_stream"})
@@ -74,7 +74,7 @@ def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) ->
         assert conn.exec_driver_sql("select count(*) from samples").scalar() == 1
 
 
-def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F811
+def test_samples_are_stored_compactly(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = np.random.default_rng(0).integers(900_000, 1_100_000, 20_000).tolist()
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", _ok_result("j", raw)))
@@ -85,7 +85,7 @@ def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F81
     assert blob_len < 8 * len(raw)
 
 
-def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:  # noqa: F811
+def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:
     store, run_id = filled_store
     df = store.measurements(run_id)
     specs = variant_specs()
@@ -103,7 +103,7 @@ def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> N
     assert set(ok["schedule"].dropna()) == {"while_training"}
 
 
-def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
+def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:
     sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"params": 10, "macs": 100.0})
     sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"val_accuracy": 0.9})
     with sqlite_store.engine.connect() as conn:
@@ -112,7 +112,7 @@ def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
     assert '"val_accuracy": 0.9' in rows[0][2] and '"params": 10' in rows[0][2]
 
 
-def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:  # noqa: F811
+def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:
     first = fill_run(sqlite_store, seed=1, tags=("main",))
     second = fill_run(sqlite_store, seed=2)
     sqlite_store.tag_run(second, "main")
@@ -194,7 +194,7 @@ def test_bad_url_is_one_clear_error() -> None:
         Store.open("nosuchdialect://x/y")
 
 
-def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:  # noqa: F811
+def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     failed = JobResult(job_id="j", status="failed", error=None)
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "abc123", "t", "b", failed))
@@ -203,7 +203,7 @@ def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> No
     assert sqlite_store.samples(int(row["id"])).size == 0
 
 
-def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:  # noqa: F811
+def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:
     from edgebench.profile.table import LayerInfo, OpTime, build_profile, not_available
 
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)

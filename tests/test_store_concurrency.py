@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
-from store_fixtures import postgres_url  # noqa: F401  (the real-PostgreSQL fixture)
 
 from edgebench.store import SCHEMA_VERSION, Store
 
@@ -73,7 +72,7 @@ def versions(url: str) -> list[int]:
     return found
 
 
-def test_postgres_schema_created_and_migrated_once_under_concurrency(postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_postgres_schema_created_and_migrated_once_under_concurrency(postgres_url: str, tmp_path: Path) -> None:
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     urls = []
     with admin.connect() as conn:
