@@ -102,7 +102,9 @@ def test_sparse_and_lowrank_variants_measured_and_stored(compressed_run) -> None
     # sparsity: same dense shapes and MACs, 80 % of conv/linear weights zero, ZIP size far below the dense one
     assert sparse["params"] == base["params"] and sparse["macs"] == base["macs"]
     assert sparse["nonzero_params"] < 0.25 * base["nonzero_params"]
-    assert sparse["nonzero_macs"] == pytest.approx(0.2 * base["macs"], rel=0.01)
+    # Han et al.'s per-layer q x std thresholds spread the 80 % unevenly over the layers, so the MACs of the
+    # non-zero weights are near 20 % of the dense MACs, not exactly at it
+    assert sparse["nonzero_macs"] == pytest.approx(0.2 * base["macs"], rel=0.1)
     assert sparse["size_bytes"] == pytest.approx(base["size_bytes"], rel=0.01)
     assert sparse["compressed_size_bytes"] < 0.5 * base["compressed_size_bytes"]
     # low rank: genuinely fewer weights and MACs in the dense artifact

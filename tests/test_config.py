@@ -42,6 +42,8 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
         ("quantization: {precisions: [int4]}\n", "quantization.precisions.0: Input should be 'fp32'"),
         ("pruning: {criteria: [l2]}\n", "pruning.criteria: unknown value 'l2'; allowed:"),
+        ("pruning: {criteria: [taylor]}\n", "pruning.criteria: 'taylor' was split into the methods the papers define: "
+         "taylor_weight"),
         ("model: {name: resnet9000}\n", "model.name: unknown value 'resnet9000'"),
         ("- just a list\n", "the top level must be a mapping"),
     ],

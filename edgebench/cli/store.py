@@ -50,7 +50,7 @@ def report(
     ] = None,
 ) -> None:
     """Re-render the HTML report of a stored run without measuring anything."""
-    from edgebench.report import render_report
+    from edgebench import api
     from edgebench.report.html import resolve_objectives
 
     pairs = []
@@ -63,9 +63,9 @@ def report(
         resolve_objectives(pairs)  # an unknown metric fails before anything is read or written
     with open_store(store) as st:
         info = st.get_run(run)
-        out_dir = writable_dir(out or Path("reports") / info["name"], "--out")
-        index = render_report(st, info["id"], out_dir, pairs or None)
-    print_line("report:", "", index)
+        url = st.url
+    out_dir = writable_dir(out or Path("reports") / info["name"], "--out")
+    print_line("report:", "", api.Results(url, info["id"]).report(out_dir, pairs or None))
 
 
 def compare(

@@ -19,6 +19,7 @@ from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
 from edgebench.report.layers import layer_profile_section
 from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
+from edgebench.report.quantization import quantization_section
 from edgebench.report.tables import (
     best_under_budget,
     context_titles,
@@ -36,7 +37,7 @@ DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("latency", "accuracy"), ("si
 #: the measurement table's columns, in order
 _TABLE_METRICS = tuple(METRICS[name] for name in (
     "accuracy", "latency", "p99", "throughput", "size", "compressed_size", "params", "nonzero_params", "macs",
-    "training_macs", "energy", "memory", "output_error",
+    "bops", "fpga_multipliers", "training_macs", "energy", "memory", "output_error",
 ))
 
 
@@ -120,6 +121,8 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             text = fmt_cell(value * metric.scale if isinstance(value, int | float) else value)
             if metric.name == "energy" and str(row["energy_source"]).startswith("estimated"):
                 text += " (estimated)"
+            if metric.name == "latency" and pd.notna(row.get("bops")):
+                text += " (host C-sim)"  # the FPGA simulation's time on this CPU, not the FPGA's latency
             cells.append(f"<td>{esc(text)}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
@@ -227,6 +230,10 @@ def render_report(
         compared = compression_section(ok)
         if compared is not None:
             sections.append("<h2>Filter pruning, sparsity and low rank at equal accuracy</h2>" + compared)
+        quantized = quantization_section(ok)
+        if quantized is not None:
+            sections.append("<h2>Quantization</h2><p class=muted>Accuracy of each deployed artifact on the test split; "
+                            "drops against the fp32 artifact of the same variant on the same target.</p>" + quantized)
         fpga = fpga_section(ok)
         if fpga is not None:
             sections.append(

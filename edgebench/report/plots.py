@@ -20,18 +20,20 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from edgebench.report.pareto import pareto_mask
-from edgebench.store.metrics import Metric
+from edgebench.store.metrics import Metric, fpga_cost_metric
 
 MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "h"}
 BASELINE = "baseline"
 
 
 def series_name(row: pd.Series) -> str:
-    """Legend entry of a measurement: its pruning criterion, sparse or low-rank method (or 'baseline') and
-    precision."""
+    """Legend entry of a measurement: its pruning criterion, sparse or low-rank method (or 'baseline'), marked when
+    it is edgebench's reading of its paper, and precision."""
     method = row["method"] if isinstance(row["method"], str) else BASELINE
     if row["kind"] in ("sparse", "lowrank"):
         method = f"{row['kind']}:{method}"
+    if isinstance(row.get("method_note"), str):  # the method is (partly) edgebench's reading of its paper
+        method = f"{method} (edgebench's reading)"
     return f"{method}/{row['precision']}"
 
 
@@ -67,7 +69,11 @@ def _plain_log(ax: Axes, axis: str) -> None:
 
 
 def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
-    """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined."""
+    """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined. An FPGA C simulation's
+    latency is host CPU time, so its panel puts the counted FPGA cost (or synthesised cycles) on that axis."""
+    if x.name == "latency" and fpga_cost_metric(df) is not x:
+        x = fpga_cost_metric(df)
+        title += "\n(FPGA cost counted from the firmware, not host C-sim time)"
     data = df.dropna(subset=[x.column, y.column])
     if data.empty:
         ax.text(0.5, 0.5, f"no {x.name} / {y.name} values", ha="center", va="center", transform=ax.transAxes)

@@ -161,6 +161,11 @@ class Exporter(ABC):
     format: ClassVar[str] = ""
     #: precisions this exporter can produce
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: precisions it writes from a quantization-trained model's own quantizers (QAT variants), not recalibrated
+    qat_precisions: ClassVar[tuple[str, ...]] = ()
+    #: whether it writes mixed-precision int8 to an accuracy budget (``QuantSpec.max_drop``); such exports get the
+    #: validation split as ``validation=(x, y)``
+    takes_max_drop: ClassVar[bool] = False
     #: file name suffix of the artifact ("" for a directory)
     suffix: ClassVar[str] = ""
     #: packages and tools the export needs

@@ -143,18 +143,23 @@ def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
 #: the allocation a structured spec's scope stands for
 _SCOPE_ALLOCATION = {"layer": "uniform", "global": "global"}
 #: columns read out of a variant's facts and a measurement's details (JSON), for reports and metrics
-_FACT_COLUMNS = ("nonzero_params", "nonzero_macs")
+_FACT_COLUMNS = ("nonzero_params", "nonzero_macs", "method_note")
 
 
 def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
     facts = facts if isinstance(facts, dict) else {}
     details = details if isinstance(details, dict) else {}
+    hls4ml = details.get("hls4ml") or {}
     ran_on = details.get("ran_on")
     return {
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
         # where the job ran, without the worker process (rows stored before it was typed keep their text)
         "ran_on": Placement.model_validate(ran_on).machine if isinstance(ran_on, dict) else ran_on,
+        # FPGA cost proxies counted from the hls4ml model (not synthesised), for C-simulation targets' fronts
+        "bops": (hls4ml.get("bit_operations") or {}).get("bops"),
+        "fpga_multipliers": (hls4ml.get("multipliers") or {}).get("multipliers"),
+        "fpga_latency_cycles": (details.get("synthesis") or {}).get("latency_cycles_worst"),
     }
 
 
