@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import typer
-from store_fixtures import fill_run, filled_store, sqlite_store  # noqa: F401
+from store_fixtures import fill_run
 from typer.testing import CliRunner
 
 from edgebench.cli.common import friendly_errors
@@ -44,7 +44,7 @@ def _children(client, parent) -> list:
                               max_results=1000)
 
 
-def test_run_logged_with_nested_runs_metrics_params_and_artifacts(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+def test_run_logged_with_nested_runs_metrics_params_and_artifacts(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, run_id = filled_store
     report = render_report(store, run_id, tmp_path / "report").parent
     uri = _sqlite_uri(tmp_path)
@@ -125,7 +125,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_export_to_a_real_mlflow_server_over_http(sqlite_store: Store, mlflow_server: str, tmp_path: Path) -> None:  # noqa: F811
+def test_export_to_a_real_mlflow_server_over_http(sqlite_store: Store, mlflow_server: str, tmp_path: Path) -> None:
     first = fill_run(sqlite_store, seed=1, tags=("main",))
     second = fill_run(sqlite_store, seed=2, tags=("pr",), fail_one=False)
     app = typer.Typer()
@@ -151,7 +151,7 @@ def test_export_to_a_real_mlflow_server_over_http(sqlite_store: Store, mlflow_se
     assert len(client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` IS NULL")) == 2
 
 
-def test_export_needs_a_file_or_mlflow(sqlite_store: Store) -> None:  # noqa: F811
+def test_export_needs_a_file_or_mlflow(sqlite_store: Store) -> None:
     app = typer.Typer()
     register(app, friendly_errors)
     fill_run(sqlite_store)
