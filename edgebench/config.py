@@ -253,6 +253,19 @@ class ReportConfig(_Strict):
     )
 
 
+class MlflowConfig(_Strict):
+    """Log every finished run to MLflow (extra ``mlflow``)."""
+
+    uri: str = Field(description="tracking URI: http://host:5000, sqlite:///mlflow.db, file:///path/mlruns")
+    experiment: str | None = Field(None, description="MLflow experiment name; default: this experiment's name")
+
+
+class TrackingConfig(_Strict):
+    """Where results are logged besides the store and the report."""
+
+    mlflow: MlflowConfig | None = None
+
+
 class RunConfig(_Strict):
     """Worker isolation and caching."""
 
@@ -281,6 +294,7 @@ class Experiment(_Strict):
     measurement: MeasureSettings = MeasureSettings()
     store: StoreConfig = StoreConfig()
     report: ReportConfig = ReportConfig()
+    tracking: TrackingConfig = TrackingConfig()
     run: RunConfig = RunConfig()
     executor: ExecutorConfig = ExecutorConfig()
     artifacts: list[ArtifactConfig] = Field(default_factory=list, description="files other tools made, measured as "
@@ -301,12 +315,12 @@ class Experiment(_Strict):
     def hash(self) -> str:
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
-        is left out: a run started locally resumes on Ray and back."""
+        is left out: a run started locally resumes on Ray and back; so is where results are logged (``tracking``)."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
                  "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
                  "dataset": {"preprocess": None}, "artifacts": []}
-        data = self.model_dump(mode="json", exclude={"executor"})
+        data = self.model_dump(mode="json", exclude={"executor", "tracking"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one

@@ -219,6 +219,14 @@ class _OpenRun:
             self.outcome.report_path = render_report(self.store, self.run_id, self.exp.report_dir(),
                                                      self.exp.report.objectives)
             self.outcome.stage_seconds["report"] = time.perf_counter() - clock
+        if self.exp.tracking.mlflow is not None and not self.lost:
+            from edgebench.tracking.mlflow_log import log_run
+
+            clock = time.perf_counter()
+            mlflow = self.exp.tracking.mlflow
+            log_run(self.store, self.run_id, mlflow.uri, mlflow.experiment or self.exp.name, self.outcome.report_path
+                    and self.outcome.report_path.parent)
+            self.outcome.stage_seconds["mlflow"] = time.perf_counter() - clock
         return self.outcome
 
     def store_variant(self, spec: VariantSpec) -> None:

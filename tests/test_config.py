@@ -125,3 +125,16 @@ def test_jetson_plan_builds_engines_on_the_device_from_onnx():
     assert {j.export_quant.precision for j in int8} == {"int8"}  # from the Q/DQ ONNX
     assert len({j.artifact_key for j in jobs}) == len(jobs) - len(specs) * 2  # ORT and TRT share fp32/int8 files
     assert unsupported == ["jetson-orin-nano/onnxruntime: no fp16 onnx export"]
+
+
+def test_tracking_section_loads_and_leaves_the_experiment_hash(tmp_path: Path) -> None:
+    from experiment_files import default_with
+
+    plain = load_experiment(default_with(tmp_path, "plain.yaml"))
+    tracked = load_experiment(default_with(tmp_path, "tracked.yaml",
+                                           tracking={"mlflow": {"uri": "sqlite:///m.db", "experiment": "edge"}}))
+    assert tracked.tracking.mlflow.uri == "sqlite:///m.db" and tracked.tracking.mlflow.experiment == "edge"
+    assert plain.tracking.mlflow is None
+    assert tracked.hash == plain.hash  # where results are logged does not change what is measured: runs resume
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow\.url: unknown field"):
+        load_experiment(default_with(tmp_path, "bad.yaml", tracking={"mlflow": {"uri": "x", "url": "y"}}))

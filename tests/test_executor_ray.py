@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BOARDS, RayCluster
 from executor_tasks import pid_after
+from ray_cluster import BOARDS, RayCluster
 from torch import nn
 
 from edgebench.executor.base import Lane

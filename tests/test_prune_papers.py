@@ -365,7 +365,7 @@ def test_constructions_from_abstracts_are_labelled_as_edgebenchs_reading() -> No
     from edgebench.report.plots import series_name
 
     readings = {n for n in CRITERIA.names() if CRITERIA.get(n).reading}
-    assert readings == {"hessian_radius", "firing", "bn_stats"}
+    assert readings == {"hessian_radius", "firing", "bn_stats", "sosp_h"}
     assert {n for n in ALLOCATIONS.names() if ALLOCATIONS.get(n).reading} == {"gradient_bound", "sensitivity"}
     assert {n for n in SPARSE_METHODS.names() if SPARSE_METHODS.get(n).reading} == {"scl"}
     row = pd.Series({"method": "hessian_radius", "kind": "structured", "precision": "fp32",

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from store_fixtures import fill_run, sqlite_store  # noqa: F401
+from store_fixtures import fill_run
 
 from edgebench.report import render_report
 from edgebench.report.explore import ALL_TARGETS, details_payload, selector_options, source_data
@@ -44,7 +44,7 @@ def test_lineage_of_sparse_lowrank_fixed_point_and_unreadable_specs() -> None:
     assert len(odd) == 1 and odd[0]["step"].startswith("spec not readable by this edgebench") and "parent abc" in odd[0]["step"]
 
 
-def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # noqa: F811
+def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:
     run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
     ok = sqlite_store.measurements(run_id).query("status == 'ok'").copy()
     ok.loc[ok.index[0], ["energy_j_per_inference", "energy_source"]] = [0.0025, "estimated:tdp"]
@@ -67,7 +67,7 @@ def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # no
     assert selector_options(ok[ok["target"] == "rpi5"]) == ["rpi5 · onnxruntime"]
 
 
-def test_details_payload_is_safe_json_in_the_page(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_details_payload_is_safe_json_in_the_page(sqlite_store: Store, tmp_path: Path) -> None:
     run_id = fill_run(sqlite_store)
     ok = sqlite_store.measurements(run_id).query("status == 'ok'")
     payload = details_payload(ok, {})

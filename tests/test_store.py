@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
+from store_fixtures import MACHINE, fill_run, make_foundation_store, variant_specs
 
 from edgebench.job import JobResult
 from edgebench.measure.stats import latency_intervals, order_statistic_ranks
 from edgebench.store import SCHEMA_VERSION, Store, StoreError, sample_codec
 from edgebench.store.record import MeasurementRecord
-from edgebench.store.schema import INTERVAL_COLUMNS
 
 
 def _ok_result(job_id: str, samples: list[int]) -> JobResult:
@@ -43,7 +42,7 @@ def test_open_creates_parent_dir_and_schema(tmp_path: Path) -> None:
     Store.open(f"sqlite:///{path}").close()  # a URL to the same file reopens it
 
 
-def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
+def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
     assert sqlite_store.find_resumable_run("h1") == run_id
     assert sqlite_store.find_resumable_run("other") is None
@@ -61,7 +60,7 @@ def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
         sqlite_store.finish_run("does-not-exist")
 
 
-def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:  # noqa: F811
+def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = [1_000_000 + i * 17 for i in range(1000)]
     args = (run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 2, "batch_size": 1, "scenario": "single_stream"})
@@ -78,7 +77,7 @@ def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) ->
         assert conn.exec_driver_sql("select count(*) from samples").scalar() == 1
 
 
-def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F811
+def test_samples_are_stored_compactly(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = np.random.default_rng(0).integers(900_000, 1_100_000, 20_000).tolist()
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", _ok_result("j", raw)))
@@ -89,7 +88,7 @@ def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F81
     assert blob_len < 8 * len(raw)
 
 
-def test_samples_read_back_exactly_in_order_and_smaller_than_before(sqlite_store: Store) -> None:  # noqa: F811
+def test_samples_read_back_exactly_in_order_and_smaller_than_before(sqlite_store: Store) -> None:
     rng = np.random.default_rng(3)
     # a 20 us model's samples: a few hundred ns of jitter and rare 10x spikes (a preempted iteration)
     raw = (20_000 + rng.integers(-300, 300, 5000) + (rng.random(5000) < 0.01) * 200_000).tolist()
@@ -114,7 +113,7 @@ def test_legacy_sample_blobs_still_decode() -> None:
         sample_codec.decode_samples(legacy, "f8-gzip")
 
 
-def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Store) -> None:  # noqa: F811
+def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = [1_000_000 + i * 1000 for i in range(100)]  # 1.000 .. 1.099 ms
     result = _ok_result("j", raw).model_copy(update={"latency_ci_ms": latency_intervals(raw)})
@@ -129,7 +128,7 @@ def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Stor
     assert pd.isna(df.loc["old", "p50_low_ms"])  # a result without intervals (an older worker's) stores none
 
 
-def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:  # noqa: F811
+def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:
     store, run_id = filled_store
     df = store.measurements(run_id)
     specs = variant_specs()
@@ -147,7 +146,7 @@ def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> N
     assert set(ok["schedule"].dropna()) == {"while_training"}
 
 
-def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
+def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:
     sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"params": 10, "macs": 100.0})
     sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"val_accuracy": 0.9})
     with sqlite_store.engine.connect() as conn:
@@ -156,7 +155,7 @@ def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
     assert '"val_accuracy": 0.9' in rows[0][2] and '"params": 10' in rows[0][2]
 
 
-def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:  # noqa: F811
+def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:
     first = fill_run(sqlite_store, seed=1, tags=("main",))
     second = fill_run(sqlite_store, seed=2)
     sqlite_store.tag_run(second, "main")
@@ -207,17 +206,7 @@ def test_killed_writer_loses_nothing_and_resume_does_not_duplicate(tmp_path: Pat
 
 def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None:
     path = tmp_path / "results.db"
-    Store.open(path).close()
-    with sqlite3.connect(path) as conn:  # make it look like a version-1 (foundation) store
-        conn.execute("drop table run_tags")
-        conn.execute("drop table layer_profile_rows")
-        conn.execute("drop table layer_profiles")
-        conn.execute("alter table measurements drop column details")
-        conn.execute("alter table measurements drop column error_detail")
-        for column in (*INTERVAL_COLUMNS, "ci_confidence"):
-            conn.execute(f"alter table measurements drop column {column}")
-        conn.execute("delete from schema_version")
-        conn.execute("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')")
+    make_foundation_store(f"sqlite:///{path}")
     store = Store.open(path)
     run_id = store.start_run("exp", {}, "h", MACHINE, tags=("v1",))
     assert store.resolve_run("v1") == run_id
@@ -240,7 +229,7 @@ def test_bad_url_is_one_clear_error() -> None:
         Store.open("nosuchdialect://x/y")
 
 
-def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:  # noqa: F811
+def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     failed = JobResult(job_id="j", status="failed", error=None)
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "abc123", "t", "b", failed))
@@ -249,7 +238,7 @@ def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> No
     assert sqlite_store.samples(int(row["id"])).size == 0
 
 
-def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:  # noqa: F811
+def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:
     from edgebench.profile.table import LayerInfo, OpTime, build_profile, not_available
 
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)

@@ -135,12 +135,14 @@ class SOSPH(PreparedScores):
     ``s_j = | -theta_s . g + 1/2 theta_s . (H theta)_s |`` over the channel's full parameter set. ``H`` is the
     Gauss-Newton approximation the paper uses (:func:`gauss_newton_products`); the first-order term is kept as the
     paper does (a trained network is not exactly at a minimum). Ranked globally (``global_raw``), as the paper
-    prunes. edgebench takes the absolute value of the summed estimate; see the report for how that compares."""
+    prunes. The absolute value is taken of the whole estimate, first- and second-order terms together: that
+    combination is edgebench's reading (the formula as printed in the paper was not at hand when this was written)."""
 
     needs_data = True
     roles = ("out", "bn")
     paper_allocation = "global_raw"
     revision = 1  # was |theta H theta| with the exact Hessian, conv and BN parts taken apart and averaged
+    reading = "SOSP-H's Gauss-Newton saliency; one absolute value over both orders is edgebench's reading"
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data("sosp_h", data)
