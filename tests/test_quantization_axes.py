@@ -31,6 +31,43 @@ def test_csim_fronts_use_counted_bops_then_synthesised_cycles() -> None:
     assert fpga_cost_metric(pd.concat([cpu, csim])) is METRICS["latency"]  # a mixed panel keeps latency
 
 
+def _cpu_and_csim() -> pd.DataFrame:
+    """On the C simulation, a is faster on the host but b costs fewer bit operations at the same accuracy."""
+    return pd.DataFrame({
+        "target": ["cpu", "cpu", "csim", "csim"], "backend": ["onnxruntime", "onnxruntime", "hls4ml", "hls4ml"],
+        "label": ["c1", "c2", "a", "b"], "accuracy": [0.9, 0.95, 0.97, 0.97], "p50_ms": [1.0, 2.0, 4.0, 8.0],
+        "bops": [np.nan, np.nan, 1e8, 4e7], "fpga_multipliers": [np.nan, np.nan, 400, 90],
+        "fpga_latency_cycles": [np.nan] * 4, "size_bytes": [2048] * 4, "macs": [1000] * 4, "status": ["ok"] * 4,
+    })  # fmt: skip
+
+
+def test_terminal_fronts_put_csim_targets_on_counted_bit_operations() -> None:
+    from rich.console import Console
+
+    from edgebench.cli.run import _fronts_table
+    from edgebench.report.tables import target_fronts
+
+    fronts = {target: (cost.name, list(front["label"])) for target, cost, front in
+              target_fronts(_cpu_and_csim(), METRICS["accuracy"])}
+    assert fronts == {"cpu": ("latency", ["c1", "c2"]), "csim": ("bops", ["b"])}  # on host time a would win
+    console = Console(width=250, record=True)
+    console.print(_fronts_table("r1", _cpu_and_csim()))
+    text = console.export_text()
+    assert "40.00 MBOPs (counted)" in text and "8.0000 (host C-sim)" in text and "not synthesised" in text
+
+
+def test_explore_page_plots_csim_targets_on_their_own_fpga_axis() -> None:
+    from edgebench.report.explore import figure_axes
+
+    ok = _cpu_and_csim().assign(threads=1, scenario="single_stream", batch_size=1)
+    pairs = [(METRICS["latency"], METRICS["accuracy"]), (METRICS["size"], METRICS["accuracy"])]
+    axes = [(x.name, y.name, contexts) for x, y, contexts in figure_axes(ok, pairs)]
+    assert axes == [("latency", "accuracy", ["cpu · onnxruntime"]), ("bops", "accuracy", ["csim · hls4ml"]),
+                    ("size", "accuracy", ["cpu · onnxruntime", "csim · hls4ml"])]
+    explicit = [(METRICS["latency"], METRICS["accuracy"]), (METRICS["bops"], METRICS["accuracy"])]
+    assert [x.name for x, _, _ in figure_axes(ok, explicit)] == ["latency", "bops"]  # no second bops plot
+
+
 def test_openvino_fp16_is_the_fp32_onnx_under_the_f16_hint() -> None:
     exp = Experiment(pruning={"criteria": []}, quantization={"precisions": ["fp32", "fp16"]}, targets=["local-openvino"])
     jobs, _ = plan_jobs(exp, plan_fp32_variants(exp), [(s, get_target(s.name)) for s in exp.targets])
