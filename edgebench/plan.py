@@ -232,7 +232,8 @@ def plan_target_jobs(
         for precision in exp.quantization.precisions:
             if target.precisions is not None and precision not in target.precisions:
                 continue
-            runtime_applied = precision not in exporter.precisions and precision in backend.builds_from_fp32
+            # the runtime's own fp16 (TensorRT, OpenVINO's hint) from the fp32 file, even where an fp16 file exists
+            runtime_applied = precision in backend.builds_from_fp32
             if precision not in exporter.precisions and not runtime_applied:
                 unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                 continue
