@@ -188,7 +188,8 @@ def fp16_points(label: str, model: torch.nn.Module, splits: DatasetSplits, tmp: 
         accuracy, details = session_accuracy(backend, path, settings, splits)
         p50 = onnx_p50_ms(path, backend, settings, batch, TIMING)
         note = (details.get("fp16") or {}).get("computes") or (
-            "the fp32 ONNX under the f16 inference hint" if backend == "openvino" and precision == "fp16" else
+            f"the fp32 ONNX under the f16 hint; conv/fc kernels ran in {details.get('conv_fc_runtime_precisions')}"
+            if backend == "openvino" and precision == "fp16" else
             f"{details['fp16_weight_tensors']} fp16 weight tensors, upcast by the CPU kernels"
             if "fp16_weight_tensors" in details else "")
         print(f"      {backend:11} {precision:9} {path.stat().st_size / 1024:8.1f} {accuracy:8.4f} {p50:8.4f}  {note}")
