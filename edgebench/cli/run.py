@@ -94,6 +94,8 @@ def _print_allocation_notes(df: Any) -> None:
 def _fronts_table(run_id: str, df: Any) -> Table:
     """Each target's Pareto-optimal variants, on its honest cost axis: p50 latency, or for an FPGA C simulation
     (whose p50 is host CPU time) the bit operations counted from the firmware or synthesised cycles."""
+    import pandas as pd
+
     from edgebench.report.tables import target_fronts
     from edgebench.store.metrics import METRICS
 
@@ -104,11 +106,12 @@ def _fronts_table(run_id: str, df: Any) -> Table:
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for target, cost, front in target_fronts(df[df["status"] == "ok"], METRICS["accuracy"]):
         for _, row in front.iterrows():
-            axis = {"bops": f"{row['bops'] / 1e6:,.2f} MBOPs (counted)",
-                    "fpga_latency": f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"}.get(cost.name, "p50")
+            axis = ("p50" if cost.name not in ("bops", "fpga_latency")  # an ONNX row has no bit operations counted
+                    else f"{row['bops'] / 1e6:,.2f} MBOPs (counted)" if cost.name == "bops"
+                    else f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)")
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
             table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
-                          f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+                          f"{row['size_bytes'] / 1024:.1f}", "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")
     return table
 
 
