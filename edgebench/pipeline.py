@@ -237,7 +237,7 @@ class _OpenRun:
         self.store.add_measurement(MeasurementRecord(
             self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
             size_bytes=artifact_size(artifact) if ready else None,
-            compressed_bytes=compressed_size(artifact) if ready else None))
+            compressed_bytes=compressed_size(artifact) if ready else None, job=context.worker_job))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:

@@ -28,6 +28,7 @@ from edgebench.errors import ArtifactError
 from edgebench.executor.base import Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
+from edgebench.job import Job
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
@@ -97,6 +98,8 @@ class Measure:
     kind: ClassVar[str] = "measure"
     stage: ClassVar[str] = "measure"
     job: PlannedJob
+    #: the worker's job (its files on this machine): stored with the result, so `compare --remeasure` can run it again
+    worker_job: Job | None = None
 
     def describe(self) -> str:
         return f"{self.job.variant.label} on {self.job.target.name}/{self.job.backend}"
@@ -191,7 +194,7 @@ def sweep_tasks(
         runner = runners[job.target.name]
         worker_job = job.to_job(artifact, eval_path, reference)
         task = measure_task(worker_job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
-                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job))
+                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job, worker_job))
         task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}")
                                    if key in prepared))
         measures.append(task)

@@ -17,7 +17,7 @@ from edgebench.cli.common import console, print_line
 from edgebench.errors import ExitCode
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
-from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK
+from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK, DEFAULT_ROUNDS
 
 if TYPE_CHECKING:
     from edgebench.store.compare import Comparison
@@ -71,6 +71,15 @@ def report(
 def compare(
     baseline: Annotated[str, typer.Argument(help="baseline run id or tag")],
     candidate: Annotated[str, typer.Argument(help="candidate run id or tag")],
+    remeasure: Annotated[
+        bool,
+        typer.Option("--remeasure", help="re-time both runs' stored artifacts here, alternately, in --rounds fresh "
+                     "processes each, and decide on the paired rounds (the way for CI on a shared machine)"),
+    ] = False,
+    rounds: Annotated[int, typer.Option(min=2, help="--remeasure: rounds per result and side")] = DEFAULT_ROUNDS,
+    min_time: Annotated[
+        float | None, typer.Option("--min-time", min=0, help="--remeasure: timed seconds per round (default: the run's)")
+    ] = None,
     store: StoreOpt = None,
     fmt: Annotated[Literal["table", "markdown", "json"], typer.Option("--format", help="output format")] = "table",
     min_effect: Annotated[
@@ -100,8 +109,12 @@ def compare(
 ) -> None:
     """Compare two runs; exit code 1 when any metric regressed, 0 otherwise.
 
-    Measured metrics are decided per run, never on the samples inside one run: with one run a side and too
-    little history on this machine the confidence is unknown and only changes beyond --allowance count.
+    In CI use --remeasure: both runs' artifacts are timed again here, alternately
+    (asv continuous), and the paired rounds decide, so drift between the runs cancels.
+
+    Without it, measured metrics are decided per run, never on one run's samples;
+    with one run a side and little history here the confidence is unknown and
+    only changes beyond --allowance count.
     """
     from edgebench.store.compare import compare_runs, parse_min_effects
     from edgebench.store.compare_markdown import to_markdown
@@ -110,8 +123,11 @@ def compare(
     if output:
         writable_file(output, "--output")
     with open_store(store) as st:
-        cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
-                           lookback=lookback)
+        if remeasure:
+            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha)
+        else:
+            cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
+                               lookback=lookback)
     if fmt == "json":
         text = json.dumps(cmp.to_json(), indent=2, allow_nan=False)
         console.print_json(text)
@@ -124,6 +140,24 @@ def compare(
     if output:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     raise typer.Exit(ExitCode.REGRESSION if cmp.regressions else ExitCode.OK)
+
+
+def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time: float | None,
+                effects: dict[str, float], alpha: float) -> Comparison:
+    """``compare --remeasure`` with a progress bar over the rounds."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgebench.remeasure import remeasure_runs
+
+    columns = (TextColumn("re-measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("", total=None)
+
+        def advance(done: int, total: int, what: str) -> None:
+            progress.update(bar, completed=done, total=total, description=what)
+
+        return remeasure_runs(st, baseline, candidate, rounds, min_time, effects, alpha, advance)
 
 
 def _print_comparison(cmp: Comparison) -> None:

@@ -232,21 +232,31 @@ def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min
     """Per-metric changes between the runs of both sides of one result (same variant, target, settings)."""
     changes = []
     for metric in RUN_METRICS:
-        if metric == "energy" and _energy_sources_differ(base, cand):
-            changes.append(MetricChange("energy", None, None, None, None, None, None, "n/a", min_effect["energy"],
-                                        "missing", "energy sources differ: "
-                                        f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"))
+        if metric == "energy" and has_energy_of_two_meters(base, cand):
+            changes.append(energy_sources_differ(base, cand, min_effect["energy"]))
             continue
         changes.append(run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha,
                                          allowance))
+    return changes + fixed_changes(base, cand, min_effect)
+
+
+def energy_sources_differ(base: Side, cand: Side, effect: float) -> MetricChange:
+    """Energy of two sides read by different meters: not compared."""
+    sources = f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"
+    return MetricChange("energy", None, None, None, None, None, None, "n/a", effect, "missing",
+                        f"energy sources differ: {sources}")
+
+
+def fixed_changes(base: Side, cand: Side, min_effect: Mapping[str, float]) -> list[MetricChange]:
+    """The metrics every run of an artifact reports alike: its size (exactly) and accuracy (on the same test set)."""
     size = decide_threshold(_value(base.rows[-1], _column("size")), _value(cand.rows[-1], _column("size")),
                             higher_is_better=False, min_effect=min_effect["size"] / 100)
-    changes.append(metric_change("size", base.values("size")[-1:], cand.values("size")[-1:], size, min_effect["size"]))
-    changes.append(_accuracy(base.rows[-1], cand.rows[-1], min_effect["accuracy"]))
-    return changes
+    return [metric_change("size", base.values("size")[-1:], cand.values("size")[-1:], size, min_effect["size"]),
+            _accuracy(base.rows[-1], cand.rows[-1], min_effect["accuracy"])]
 
 
-def _energy_sources_differ(base: Side, cand: Side) -> bool:
+def has_energy_of_two_meters(base: Side, cand: Side) -> bool:
+    """Whether the two sides' energy figures come from different meters."""
     sources = {row.get("energy_source") for row in base.rows + cand.rows if _value(row, _column("energy")) is not None}
     return len(sources) > 1
 
@@ -281,31 +291,54 @@ def compare_runs(
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
     base_ids = store.resolve_runs(baseline) if repeats else [store.resolve_run(baseline)]
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
-    base_run, base_df, base_by_key = _side(store, base_ids)
-    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
-    history = lookback_values(store, cand_run, exclude=set(cand_ids), limit=lookback)
-    warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
-    warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
-    results, unmatched = [], []
-    for key, cand in cand_by_key.items():
-        row = cand.rows[-1]
-        context = context_label(row["target"], row["backend"], row["threads"])
-        if key not in base_by_key:
-            unmatched.append(_unmatched_reason(row, base_df))
-            continue
-        base = base_by_key[key]
-        changes = compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance)
-        row_warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
-        results.append(MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, row_warnings))
-    for key, base in base_by_key.items():
-        if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
-            row = base.rows[-1]
-            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run")
+    matching = match_runs(store, base_ids, cand_ids)
+    history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
+    results = [matched_result(base, cand, compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance))
+               for key, base, cand in matching.pairs]
     method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
               f"run(s), run-to-run spread from the runs of each side and up to {lookback} earlier runs on this "
               f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
               f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
-    return Comparison(base_run["id"], cand_run["id"], results, unmatched, warnings, effects, alpha, allowance, method)
+    return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
+                      matching.warnings, effects, alpha, allowance, method)
+
+
+@dataclass
+class Matching:
+    """Two sides' results paired by (variant, target, backend, settings), and what could not be paired."""
+
+    baseline_run: dict[str, Any]
+    candidate_run: dict[str, Any]
+    pairs: list[tuple[tuple, Side, Side]]
+    unmatched: list[str]
+    warnings: list[str]
+
+
+def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
+    """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings."""
+    base_run, base_df, base_by_key = _side(store, base_ids)
+    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
+    warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
+    warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
+    pairs, unmatched = [], []
+    for key, cand in cand_by_key.items():
+        if key in base_by_key:
+            pairs.append((key, base_by_key[key], cand))
+        else:
+            unmatched.append(_unmatched_reason(cand.rows[-1], base_df))
+    for key, base in base_by_key.items():
+        if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
+            row = base.rows[-1]
+            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run")
+    return Matching(base_run, cand_run, pairs, unmatched, warnings)
+
+
+def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> MatchedResult:
+    """One compared result: its label and context, its changes, and runtime version differences."""
+    row = cand.rows[-1]
+    context = context_label(row["target"], row["backend"], row["threads"])
+    warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
+    return MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, warnings)
 
 
 def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:
