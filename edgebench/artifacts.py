@@ -33,7 +33,7 @@ class ExportTask:
 
 def artifact_path(job: PlannedJob, workdir: Path) -> Path:
     """Where ``job``'s artifact lives in the cache."""
-    suffix = get_exporter(job.artifact_format, job.target).suffix
+    suffix = get_exporter(job.artifact_format, job.target.blocks).suffix
     return workdir / "artifacts" / f"{job.artifact_key}{suffix}"
 
 
@@ -59,7 +59,7 @@ def run_export(task: ExportTask) -> Path:
     this process and renamed into place; the others are built in place."""
     import torch
 
-    exporter = get_exporter(task.fmt, task.target)
+    exporter = get_exporter(task.fmt, task.target.blocks)
     reason = exporter.available()
     if reason:
         raise RuntimeError(f"{task.fmt} export unavailable: {reason}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -14,10 +14,16 @@ from edgebench.executor.settings import ExecutorConfig
 from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
+
+if TYPE_CHECKING:
+    from edgebench.data import DatasetSplits
+
 from edgebench.variants import (
     DEFAULT_CALIBRATOR,
     Calibrator,
+    ModelSource,
     Precision,
+    Preprocess,
     Schedule,
     TrainSpec,
     VariantSpec,
@@ -42,17 +48,47 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
-    """Which dataset and how to split it."""
+    """Which dataset (a registered name, or an import path to the user's loader: ``edgebench.data.user``), its
+    loader's options, and the preprocessing the model's weights expect."""
 
     name: str = "digits"
     kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. path, seed, val_fraction")
+    preprocess: Preprocess | None = Field(None, description="resize, center_crop, normalize: {mean, std}; applied "
+                                          "to every split (training, calibration, every target's accuracy)")
+
+    @field_validator("preprocess")
+    @classmethod
+    def _nothing_declared_is_none(cls, value: Preprocess | None) -> Preprocess | None:
+        return None if value == Preprocess() else value
+
+    def load(self) -> DatasetSplits:
+        """The dataset's splits, preprocessed (in the process that calls this: the driver, a build worker)."""
+        from edgebench.data import load_dataset
+
+        return load_dataset(self.name, self.preprocess, **self.kwargs)
 
 
 class ModelConfig(_Strict):
-    """Which zoo model."""
+    """Which model (``edgebench.models.source``): a registered name or an import path, or a factory in a Python
+    file; optionally trained weights to start from. Relative paths are read from the experiment file's directory."""
 
-    name: str = "digits_cnn"
+    name: str = Field("digits_cnn", description="zoo or entry-point name, or an import path my_pkg.models:build_net")
+    file: str | None = Field(None, description="a Python file defining the factory (with factory:)")
+    factory: str | None = Field(None, description="the function (or class) in file that builds the model")
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(None, description="trained weights: a state dict or checkpoint (torch.save), or a "
+                                "TorchScript / torch.export (.pt2) program that is the model itself")
+    trust_checkpoint: bool = Field(False, description="let the checkpoint unpickle arbitrary Python objects "
+                                   "(only for files from a source you trust)")
+
+    @model_validator(mode="after")
+    def _one_factory(self) -> ModelConfig:
+        if (self.file is None) != (self.factory is None):
+            raise ValueError("model.file and model.factory go together: the Python file and the name of the "
+                             "function in it that builds the model")
+        if self.file is not None and "name" in self.model_fields_set:
+            raise ValueError("give model.name or model.file (with factory), not both")
+        return self
 
 
 class PruningConfig(_Strict):
@@ -208,6 +244,8 @@ class Experiment(_Strict):
     """A whole experiment file."""
 
     name: str = "default"
+    plugins: list[str] = Field(default_factory=list, description="Python files imported first: they register "
+                               "models, datasets, criteria, backends or energy meters of their own")
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     training: TrainSpec = TrainSpec()
@@ -243,10 +281,21 @@ class Experiment(_Strict):
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
         is left out: a run started locally resumes on Ray and back."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
-                 "quantization": {"calibrator": DEFAULT_CALIBRATOR}}
+                 "quantization": {"calibrator": DEFAULT_CALIBRATOR}, "plugins": [],
+                 "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
+                 "dataset": {"preprocess": None}}
         data = self.model_dump(mode="json", exclude={"executor"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
+        source = self.model_source()
+        if source is not None:  # edited code or retrained weights start a new run rather than resume the old one
+            data["source"] = [source.code_digest, source.weights_digest]
         return spec_hash(hash_payload(data, added))
+
+    def model_source(self) -> ModelSource | None:
+        """The user's model file, weights and plug-ins behind ``model``, with their digests (None: a zoo model)."""
+        from edgebench.models.source import model_source
+
+        return model_source(self.model, self.plugins, self.dataset.name)
 
     def workdir(self) -> Path:
         """Run directory (artifact cache, eval data, default store)."""
@@ -264,20 +313,93 @@ class Experiment(_Strict):
 def load_experiment(path: Path | None = None) -> Experiment:
     """Read and validate an experiment file; ``None`` loads the built-in default."""
     path = DEFAULT_EXPERIMENT if path is None else Path(path)
-    experiment = yaml_file.load(path, Experiment, "experiment file")
-    _check_registered_names(experiment, str(path))
-    check_experiment(experiment, str(path))
+    return _checked(yaml_file.load(path, Experiment, "experiment file"), path.resolve().parent, str(path))
+
+
+def check_loaded(experiment: Experiment, source: str = "experiment") -> Experiment:
+    """An Experiment built in Python, given the checks a file gets at load (relative paths: from the working
+    directory); ConfigError naming ``source`` and the field."""
+    return _checked(experiment, Path.cwd(), source)
+
+
+def _checked(experiment: Experiment, base: Path, source: str) -> Experiment:
+    experiment = _paths_from(experiment, base)
+    _check_user_files(experiment, source)
+    _check_registered_names(experiment, source)
+    check_experiment(experiment, source)
     return experiment
 
 
-#: model factory parameters the pipeline sets from the dataset
-_MODEL_ARGS_FROM_DATA = ("num_classes", "in_channels")
+def _paths_from(exp: Experiment, base: Path) -> Experiment:
+    """``exp`` with the relative paths of the user's files (model file and weights, plug-ins) made absolute from
+    ``base``, the experiment file's directory, so they do not depend on where edgebench runs."""
+
+    def absolute(value: str | None) -> str | None:
+        return None if value is None else str((base / Path(value).expanduser()).resolve())
+
+    model = exp.model.model_copy(update={k: absolute(getattr(exp.model, k)) for k in ("file", "weights")
+                                         if getattr(exp.model, k) is not None})
+    return exp.model_copy(update={"model": model, "plugins": [absolute(p) for p in exp.plugins]})
+
+
+def _check_user_files(exp: Experiment, source: str) -> None:
+    """The plug-in files import, the model's factory resolves and its weights file exists and can go with it."""
+    from edgebench.models.source import program_conflict, resolve_factory
+    from edgebench.models.weights import detect_format
+    from edgebench.plugins import PluginError, use_plugin_files
+
+    try:
+        use_plugin_files(exp.plugins, [exp.model.file] if exp.model.file else [])
+    except PluginError as exc:
+        raise ConfigError(f"{source}: plugins: {exc}") from None
+    model = exp.model
+    fmt = None
+    if model.weights is not None:
+        if not Path(model.weights).is_file():
+            raise ConfigError(f"{source}: model.weights: {model.weights} is not a file")
+        fmt = detect_format(Path(model.weights))
+        conflict = program_conflict(model, fmt)
+        if conflict:
+            raise ConfigError(f"{source}: model.weights: {conflict}")
+    if fmt in (None, "state_dict"):
+        try:
+            resolve_factory(model)
+        except PluginError as exc:
+            raise ConfigError(f"{source}: {'model.file' if model.file else 'model.name'}: {exc}") from None
+    _check_starting_point(exp, fmt, source)
+
+
+def _check_starting_point(exp: Experiment, fmt: str | None, source: str) -> None:
+    """Training from scratch needs epochs; trained weights may be measured as given; a program is not trained."""
+    epochs = exp.training.epochs
+    if fmt is None and epochs == 0:
+        raise ConfigError(f"{source}: training.epochs: 0 would measure untrained weights; give model.weights (trained "
+                          "weights to start from) or train for at least 1 epoch")
+    prunes = bool(exp.pruning.criteria and exp.pruning.ratios and exp.pruning.schedules)
+    if fmt in ("torchscript", "exported_program"):
+        kind = "TorchScript" if fmt == "torchscript" else "torch.export (.pt2)"
+        name = Path(exp.model.weights or "").name
+        program = f"model.weights: {name} is a {kind} program: edgebench measures and quantizes it as given"
+        code = "give the model's Python code (model.name or model.file) with a state dict as weights"
+        if epochs:
+            raise ConfigError(f"{source}: {program}, but cannot fine-tune it (an exported graph cannot switch to "
+                              f"training mode); set training.epochs: 0, or {code}")
+        if prunes or exp.sparse is not None or exp.lowrank is not None:
+            raise ConfigError(f"{source}: {program}, but cannot prune it (its layers are compiled into the program, "
+                              f"where torch-pruning cannot cut filters); set pruning.criteria: [] and leave out sparse: "
+                              f"and lowrank:, or {code}")
+    if epochs == 0 and prunes and "while_training" in exp.pruning.schedules:
+        raise ConfigError(f"{source}: pruning.schedules: while_training prunes during the training run (with "
+                          "model.weights: during fine-tuning), and training.epochs is 0; train for at least 1 epoch "
+                          "or use schedule oneshot_finetune")
 
 
 def _check_registered_names(experiment: Experiment, source: str) -> None:
     """Names and options of registered plug-ins are checked here so a typo fails before any training."""
-    from edgebench.data import DATASETS, list_datasets
-    from edgebench.models import MODELS, list_models
+    from edgebench.data import DATASETS
+    from edgebench.models.source import ARGS_FROM_DATA, resolve_factory
+    from edgebench.models.weights import detect_format
+    from edgebench.plugins import PluginError
     from edgebench.prune import CRITERIA, SCHEDULES
     from edgebench.prune.allocation import ALLOCATIONS, PAPER
     from edgebench.prune.sparse import SPARSE_METHODS
@@ -287,21 +409,27 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
             experiment.measurement_for(target)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement")) from None
-    checks = [
-        ("dataset.name", [experiment.dataset.name], list_datasets()),
-        ("model.name", [experiment.model.name], list_models()),
-        ("pruning.criteria", experiment.pruning.criteria, CRITERIA.names()),
-        ("pruning.schedules", experiment.pruning.schedules, SCHEDULES.names()),
-        ("pruning.allocation", experiment.pruning.allocation or [], [PAPER, *ALLOCATIONS.names()]),
-        ("sparse.methods", experiment.sparse.methods if experiment.sparse else [], SPARSE_METHODS.names()),
-    ]
-    for field, values, allowed in checks:
-        for value in values:
-            if value not in allowed:
-                raise ConfigError(f"{source}: {field}: unknown value '{value}'; allowed: {', '.join(allowed)}")
     exp = experiment
+    checks = [
+        ("dataset.name", [exp.dataset.name], DATASETS, []),
+        ("pruning.criteria", exp.pruning.criteria, CRITERIA, []),
+        ("pruning.schedules", exp.pruning.schedules, SCHEDULES, []),
+        ("pruning.allocation", exp.pruning.allocation or [], ALLOCATIONS, [PAPER]),
+        ("sparse.methods", exp.sparse.methods if exp.sparse else [], SPARSE_METHODS, []),
+    ]
+    for field, values, registry, also in checks:
+        for value in (v for v in values if v not in also):
+            try:
+                registry.get(value)
+            except KeyError:
+                allowed = ", ".join([*also, *registry.names()])
+                raise ConfigError(f"{source}: {field}: unknown value '{value}'; allowed: {allowed} "
+                                  "(or an import path module:attribute)") from None
+            except PluginError as exc:
+                raise ConfigError(f"{source}: {field}: {exc}") from None
     validate_options(DATASETS.get(exp.dataset.name), exp.dataset.kwargs, f"{source}: dataset.kwargs")
-    validate_options(MODELS.get(exp.model.name), exp.model.kwargs, f"{source}: model.kwargs", _MODEL_ARGS_FROM_DATA)
+    if exp.model.weights is None or detect_format(Path(exp.model.weights)) == "state_dict":
+        validate_options(resolve_factory(exp.model), exp.model.kwargs, f"{source}: model.kwargs", ARGS_FROM_DATA)
     _check_kwargs(exp.pruning.criterion_kwargs, exp.pruning.criteria, CRITERIA.get,
                   f"{source}: pruning.criterion_kwargs", "pruning.criteria", ())
     _check_kwargs(exp.pruning.allocation_kwargs, _allocations_used(exp.pruning), ALLOCATIONS.get,

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2
     NOTHING_RAN = 3
     ALL_FAILED = 4
+    WARNING = 5
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
@@ -28,6 +29,8 @@ _EXIT_MEANINGS = {
     ExitCode.NOTHING_RAN: 'nothing could run (every job of `run` or `bench` was "not run": no target available, '
     "no export for any precision)",
     ExitCode.ALL_FAILED: "every job of `run` failed (nothing measured; the errors are printed and stored)",
+    ExitCode.WARNING: "`compare` found regressions only past a --warn threshold or on unstable measurements "
+    "(none that fails the gate)",
     ExitCode.INTERRUPTED: "interrupted (finished jobs are kept)",
 }
 

@@ -19,7 +19,7 @@ from edgebench.archive import compressed_size
 from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
 from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
-from edgebench.data import DatasetSplits, load_dataset
+from edgebench.data import DatasetSplits
 from edgebench.errors import NothingToRunError
 from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
@@ -116,7 +116,7 @@ def _prepare(exp: Experiment) -> _Prepared:
     jobs, unsupported = plan_jobs(exp, specs, ready)
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
-    splits = load_dataset(exp.dataset.name, **exp.dataset.kwargs)
+    splits = exp.dataset.load()
     check_model_fits_data(exp, splits)
     return _Prepared(runners, specs, jobs, unavailable + unsupported, splits)
 

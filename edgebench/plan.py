@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgebench.config import Experiment, PruningConfig, TargetSelection
 from edgebench.job import Job, MeasureSettings
+from edgebench.models.source import model_ref
 from edgebench.prune.allocation.base import PAPER
 from edgebench.prune.criteria import CRITERIA
 from edgebench.prune.schedules import SCHEDULES
@@ -58,11 +59,14 @@ def prune_spec(p: PruningConfig, criterion: str, ratio: float, schedule: str, al
 def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
     """The baseline, one fp32 variant per criterion x ratio x schedule x allocation (each once, however many
     allocation entries resolve to it), per sparse method x sparsity and per rank ratio."""
+    source = exp.model_source()
     base = VariantSpec(
-        model=exp.model.name,
+        model=model_ref(exp.model, source),
         model_kwargs=exp.model.kwargs,
+        source=source,
         dataset=exp.dataset.name,
         dataset_kwargs=exp.dataset.kwargs,
+        preprocess=exp.dataset.preprocess,
         train=exp.training,
     )
     p = exp.pruning
@@ -184,7 +188,7 @@ def plan_target_jobs(
     for backend_name in target.backends:
         backend = get_backend(backend_name)
         fmt = target.artifact_format(backend_name)
-        exporter = get_exporter(fmt, target)
+        exporter = get_exporter(fmt, target.blocks)
         options = tuple(sorted(exporter.options().items()))
         for precision in exp.quantization.precisions:
             if target.precisions is not None and precision not in target.precisions:

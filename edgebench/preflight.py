@@ -16,6 +16,9 @@ from edgebench.paths import writable_dir, writable_file
 from edgebench.plan import plan_fp32_variants
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from edgebench.config import Experiment
     from edgebench.data import DatasetSplits
 
@@ -32,21 +35,92 @@ def check_output_paths(exp: Experiment) -> None:
 
 
 def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> None:
-    """One forward pass of the untrained baseline on two training images: the model and the data agree."""
+    """The baseline model builds (the factory, the trained weights), runs on one and on two training images and
+    gives (batch, classes) logits; and when the experiment prunes filters, it can be pruned."""
     import torch
 
+    from edgebench.models.source import FactoryError
+    from edgebench.models.weights import WeightsError
     from edgebench.prune.build import new_model  # torch: imported only when a run starts
 
     baseline = plan_fp32_variants(exp)[0]
     shape = "x".join(map(str, splits.input_shape))
-    what = f"model {exp.model.name}" + (f" with {exp.model.kwargs}" if exp.model.kwargs else "")
+    what = f"model {baseline.model}" + (f" with {exp.model.kwargs}" if exp.model.kwargs else "")
     with torch.random.fork_rng(devices=[]):  # training seeds itself; this check must not move its RNG
         try:
             model = new_model(baseline, splits).eval()
-            with torch.inference_mode():
-                out = model(torch.from_numpy(splits.x_train[:2]))
-        except Exception as exc:  # whatever the factory or forward raises, the cause is this pairing
-            raise ConfigError(f"{what} does not run on dataset {splits.name} ({shape} images): {first_line(exc)}") from None
-    if tuple(out.shape) != (len(splits.x_train[:2]), splits.num_classes):
-        raise ConfigError(f"{what} gives outputs of shape {tuple(out.shape)} on dataset {splits.name}; expected "
-                          f"(batch, {splits.num_classes}) logits")
+        except (FactoryError, WeightsError):
+            raise
+        except Exception as exc:  # a factory import that fails in a way the file check could not see
+            raise ConfigError(f"{what}: building it failed: {type(exc).__name__}: {first_line(exc)}") from None
+        for n in (1, 2):  # batch 1 is what single-stream timing runs; 2 catches a batch dimension fixed at 1
+            try:
+                with torch.inference_mode():
+                    out = model(torch.from_numpy(splits.x_train[:n]))
+            except Exception as exc:  # whatever the forward raises, the cause is this pairing
+                raise ConfigError(f"{what} does not run on dataset {splits.name} ({shape} images, batch {n}): "
+                                  f"{first_line(exc)}") from None
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, splits.num_classes):
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ConfigError(f"{what} gives outputs of shape {got} on dataset {splits.name}; expected "
+                                  f"(batch, {splits.num_classes}) logits")
+        if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
+            check_prunable(model, torch.from_numpy(splits.x_train[:2]), what)
+
+
+def check_prunable(model: nn.Module, example: torch.Tensor, what: str) -> None:
+    """A copy of ``model`` loses a quarter of its filters (L1, every layer) and still gives logits of the same shape;
+    ConfigError naming the operation or layer that stops it (torch-pruning cannot trace it, or the layer after the
+    cut breaks: a reshape to a hard-coded size, an op that mixes channels)."""
+    import copy
+
+    import torch
+
+    from edgebench.prune.criteria.magnitude import L1Norm
+    from edgebench.prune.structured import prune_model
+
+    pruned = copy.deepcopy(model).eval()
+    try:
+        prune_model(pruned, L1Norm(), 0.25, example[:1])
+    except Exception as exc:
+        raise ConfigError(f"{what} cannot be pruned: torch-pruning cannot trace it ({type(exc).__name__}: "
+                          f"{first_line(exc)}); remove pruning.criteria or make the model traceable") from None
+    failing = _failing_layer(pruned, example)
+    if failing is not None:
+        raise ConfigError(f"{what} breaks when filters are removed: {failing}; compute sizes from the input "
+                          "(x.flatten(1), adaptive pooling) instead of hard-coding them, or remove pruning.criteria")
+    with torch.inference_mode():
+        before, after = model(example), pruned(example)
+    if before.shape != after.shape:
+        raise ConfigError(f"{what} gives outputs of shape {tuple(after.shape)} after pruning instead of "
+                          f"{tuple(before.shape)}: its classifier was cut; remove pruning.criteria")
+
+
+def _failing_layer(model: nn.Module, example: torch.Tensor) -> str | None:
+    """Run ``model``; if it raises, the innermost layer that was running (or the last that finished) and the error;
+    None when it runs."""
+    import torch
+
+    names = {m: n for n, m in model.named_modules()}
+    running: list[str] = []
+    finished: list[str] = []
+
+    def enter(module: nn.Module, _inputs: object) -> None:
+        running.append(f"{names[module]} ({type(module).__name__})")
+
+    def leave(*_: object) -> None:
+        finished.append(running.pop())
+
+    layers = [m for m in model.modules() if m is not model]
+    hooks = [m.register_forward_pre_hook(enter) for m in layers] + [m.register_forward_hook(leave) for m in layers]
+    try:
+        with torch.inference_mode():
+            model(example)
+    except Exception as exc:
+        # an op between layers (a reshape to a fixed size) fails outside any layer: name the layer it follows
+        where = f"layer {running[-1]}" if running else f"the forward after layer {finished[-1] if finished else '(none)'}"
+        return f"{where} raises {type(exc).__name__}: {first_line(exc)}"
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return None

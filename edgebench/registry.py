@@ -1,18 +1,27 @@
 """A small name -> object registry, one per kind (models, criteria, backends...).
 
-Follows timm's habit: lowercase names, duplicates raise, unknown names list the
-allowed ones so a typo in an experiment file is easy to fix.
+Follows timm's habit: lowercase names, duplicates raise, unknown names list the allowed ones so a typo in an
+experiment file is easy to fix. Every kind takes the user's plug-ins the same way (``edgebench.plugins``): an
+import path ``package.module:attribute`` in place of a name, the experiment's ``plugins:`` files, and the
+entry points of installed packages in the registry's ``group``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+from edgebench import plugins
 
 Modules = Sequence[str] | Callable[[], Sequence[str]]
 
 T = TypeVar("T")
+
+
+def _source_file(obj: object) -> str | None:
+    return getattr(sys.modules.get(getattr(obj, "__module__", "") or ""), "__file__", None)
 
 
 class Registry(Generic[T]):
@@ -20,11 +29,13 @@ class Registry(Generic[T]):
 
     ``modules`` (a list, or a function returning one, for registries filled by discovered plug-ins) are
     imported on the first lookup: the modules that register entries can keep their heavy imports
-    (runtimes, converters) without slowing down ``import edgebench``.
+    (runtimes, converters) without slowing down ``import edgebench``. Then the plug-in files a parent
+    process passed on and the entry points of ``group`` (e.g. ``edgebench.models``) are loaded.
     """
 
-    def __init__(self, kind: str, modules: Modules = ()) -> None:
+    def __init__(self, kind: str, modules: Modules = (), group: str | None = None) -> None:
         self.kind = kind
+        self.group = group
         self._items: dict[str, T] = {}
         self._modules = modules
         self._loaded = False
@@ -34,13 +45,22 @@ class Registry(Generic[T]):
             self._loaded = True
             for module in self._modules() if callable(self._modules) else self._modules:
                 importlib.import_module(module)
+            plugins.load_env_plugins()
+            for name, obj, dist in plugins.entry_point_objects(self.group) if self.group else ():
+                if not isinstance(obj, type(plugins)) and self._items.get(name.lower()) is not obj:
+                    if name.lower() in self._items:
+                        raise plugins.PluginError(f"entry point '{name}' of {dist} (group {self.group}): {self.kind} "
+                                                  f"'{name.lower()}' is already registered; rename the entry point")
+                    self._items[name.lower()] = obj
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``; a duplicate name raises."""
+        """Decorator registering ``obj`` under ``name``; a duplicate name raises, unless it comes from the same
+        source file (a plug-in file edited and imported again in a notebook replaces its entries)."""
         key = name.lower()
 
         def decorator(obj: T) -> T:
-            if key in self._items:
+            old = self._items.get(key)
+            if old is not None and (_source_file(old) is None or _source_file(old) != _source_file(obj)):
                 raise ValueError(f"{self.kind} '{key}' is already registered")
             self._items[key] = obj
             return obj
@@ -48,13 +68,17 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        """Return the object registered as ``name`` or raise naming the allowed names."""
+        """The object registered as ``name``, or the one an import path ``module:attribute`` names; KeyError
+        naming the allowed names, PluginError (one line) when user code cannot be imported."""
+        if plugins.is_import_path(name):
+            return plugins.import_object(name)
         self._load()
         try:
             return self._items[name.lower()]
         except KeyError:
             allowed = ", ".join(self.names()) or "(none registered)"
-            raise KeyError(f"unknown {self.kind} '{name}'; allowed: {allowed}") from None
+            raise KeyError(f"unknown {self.kind} '{name}'; allowed: {allowed} (or an import path module:attribute)") \
+                from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -62,5 +86,12 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is registered, or is an import path that resolves."""
+        if isinstance(name, str) and plugins.is_import_path(name):
+            try:
+                self.get(name)
+            except plugins.PluginError:
+                return False
+            return True
         self._load()
         return isinstance(name, str) and name.lower() in self._items

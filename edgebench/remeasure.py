@@ -154,8 +154,15 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
         floor = _p50_floor([r for pair_ in complete for r in pair_]) if metric == "latency" else 0.0
         decision = decide_rounds(a, b, higher_is_better=get_metric(metric).direction == "max",
                                  min_effect=effects[metric] / 100, alpha=alpha, sigma_floor=floor)
-        changes.append(metric_change(metric, a, b, decision, effects[metric]))
+        changes.append(metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b)))
     return changes + fixed_changes(pair.base, pair.cand, effects)
+
+
+def _round_spread_pct(base: list[float], cand: list[float]) -> float | None:
+    """The spread of one round's value (percent): the per-round log ratios' sd over sqrt(2)."""
+    if len(base) < 2 or min(base + cand) <= 0:
+        return None
+    return 100 * float(np.expm1(np.std(np.log(np.divide(cand, base)), ddof=1) / np.sqrt(2)))
 
 
 def _p50_floor(results: list[JobResult]) -> float:

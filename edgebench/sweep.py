@@ -13,7 +13,6 @@ the baseline. Only what is missing becomes a task: a resumed run rebuilds nothin
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import ClassVar
 import numpy as np
 
 from edgebench.artifacts import ExportTask, artifact_path, artifact_ready, run_export
-from edgebench.config import Experiment
-from edgebench.data import DatasetSplits, load_dataset
+from edgebench.config import DatasetConfig, Experiment
+from edgebench.data import DatasetSplits
 from edgebench.errors import ArtifactError
 from edgebench.executor.base import Task, TaskContext
 from edgebench.executor.runners import Runner
@@ -118,30 +117,30 @@ def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: o
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, kwargs_json: str) -> DatasetSplits:
-    """The dataset, loaded once per warm worker."""
-    return load_dataset(name, **json.loads(kwargs_json))
+def _dataset(dataset_json: str) -> DatasetSplits:
+    """The experiment's dataset (its ``dataset:`` section as JSON), loaded and preprocessed once per warm worker."""
+    return DatasetConfig.model_validate_json(dataset_json).load()
 
 
-def build_variant(spec: VariantSpec, dataset: str, dataset_kwargs_json: str, workdir: str,
+def build_variant(spec: VariantSpec, dataset_json: str, workdir: str,
                   baseline: VariantSpec | None) -> str:
     """Train/prune ``spec`` into the model cache (in a worker); ``baseline`` is read from the cache if built."""
     cache = ModelCache(Path(workdir))
     if not cache.has(spec):  # a build queued again after its node was lost may have finished there
-        splits = _dataset(dataset, dataset_kwargs_json)
+        splits = _dataset(dataset_json)
         base = cache.get(baseline) if baseline is not None else None
         cache.put(spec, build_fp32_model(spec, splits, baseline=base, workdir=Path(workdir)))
     return spec.id
 
 
-def allocate_variant(spec: VariantSpec, dataset: str, dataset_kwargs_json: str, workdir: str) -> str:
+def allocate_variant(spec: VariantSpec, dataset_json: str, workdir: str) -> str:
     """Let ``spec``'s allocation measure what it needs on the unpruned model (in a worker holding the host's
     cores); it keeps the result under ``workdir`` for the builds."""
-    prepare_allocation(spec, _dataset(dataset, dataset_kwargs_json), Path(workdir))
+    prepare_allocation(spec, _dataset(dataset_json), Path(workdir))
     return spec.id
 
 
-def _allocation_task(spec: VariantSpec, dataset: str, dataset_kwargs: str, workdir: Path) -> Task | None:
+def _allocation_task(spec: VariantSpec, dataset_json: str, workdir: Path) -> Task | None:
     """A timed task for an allocation that times models (the latency allocation), shared by the variants whose
     architecture, allocation and ratio are the same; None for the others."""
     prune = spec.prune
@@ -149,7 +148,7 @@ def _allocation_task(spec: VariantSpec, dataset: str, dataset_kwargs: str, workd
         return None
     key = spec_hash([spec.model, spec.model_kwargs, spec.dataset, spec.dataset_kwargs, prune.allocation,
                      prune.allocation_kwargs, prune.ratio, prune.round_to])
-    task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, dataset, dataset_kwargs,
+    task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, dataset_json,
                     str(workdir))
     task.timed = True  # it measures latency: nothing else may run on this host's cores meanwhile
     return task
@@ -204,7 +203,7 @@ def sweep_tasks(
 def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:
     """A build task per variant not in the model cache, after the baseline it starts from and its allocation."""
     cache = ModelCache(workdir)
-    dataset_kwargs = json.dumps(exp.dataset.kwargs, sort_keys=True)
+    dataset_json = exp.dataset.model_dump_json()
     baseline = next((s for s in specs if s.kind == "baseline"), None)
     builds: dict[str, Task] = {}
     for spec in specs:
@@ -213,11 +212,11 @@ def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> di
         # pruning while training trains from scratch; every other kind starts from the trained baseline
         uses_baseline = spec.kind != "baseline" and not (spec.prune is not None and spec.prune.schedule == "while_training")
         after = [f"build:{baseline.id}"] if uses_baseline and baseline is not None and not cache.has(baseline) else []
-        allocation = _allocation_task(spec, exp.dataset.name, dataset_kwargs, workdir)
+        allocation = _allocation_task(spec, dataset_json, workdir)
         if allocation is not None:
             builds.setdefault(allocation.key, allocation)
             after.append(allocation.key)
         builds[f"build:{spec.id}"] = _untimed(BuildVariant(spec), f"build:{spec.id}", build_variant, spec,
-                                              exp.dataset.name, dataset_kwargs, str(workdir),
+                                              dataset_json, str(workdir),
                                               baseline if uses_baseline else None, after=tuple(after))
     return builds

@@ -2,21 +2,36 @@
 
 One file per target in ``targets/``. A user adds a device by adding a file; an unknown or wrong field,
 an unknown backend, a backend option or energy-meter option the plug-in does not take: each is reported
-when the file loads, with the file and field named. Whether a target can run *now* (packages, GPU, a
-reachable host) is the runner's question (``edgebench.executor.runners``), not the file's.
+when the file loads, with the file and field named. Runtimes add blocks of their own (hls4ml's ``fpga:``),
+validated by the runtime's model (``Runtime.target_blocks``): this module knows no runtime, only the
+registries. Whether a target can run *now* (packages, GPU, a reachable host) is the runner's question
+(``edgebench.executor.runners``), not the file's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from edgebench import yaml_file
 from edgebench.errors import ConfigError
 from edgebench.options import validate_options
-from edgebench.runtimes.hls4ml.target import FPGASpec
+from edgebench.runtimes.base import BACKENDS, TargetBlock, target_blocks
 from edgebench.variants import Precision
 
 REPO_TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
@@ -63,7 +78,7 @@ class SSHSpec(BaseModel):
 
 
 class TargetSpec(BaseModel):
-    """A device/runtime combination measurements run on."""
+    """A device/runtime combination measurements run on; runtimes' own blocks (``fpga:``) are in :attr:`blocks`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -84,30 +99,59 @@ class TargetSpec(BaseModel):
     )
     energy: dict[str, Any] | None = Field(None, description="energy meter spec, e.g. {type: rapl}")
     ssh: SSHSpec | None = None
-    fpga: FPGASpec | None = None
     notes: dict[str, Any] = Field(default_factory=dict, description="power mode, board, part...")
     ray: TargetRay | None = Field(None, description="placement: the board's Ray resource, or the cores it is pinned to")
+    _blocks: dict[str, TargetBlock] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetSpec:
         if self.kind == "ssh" and self.ssh is None:
             raise ValueError("kind: ssh needs an 'ssh:' block with at least 'host'")
-        if "hls4ml" in self.backends and self.fpga is None:
-            raise ValueError("backend hls4ml needs an 'fpga:' block with at least 'part'")
         _check_plugins(self)
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _runtime_blocks(cls, data: Any, handler: ModelWrapValidatorHandler[TargetSpec]) -> TargetSpec:
+        """Validate the blocks runtimes declare by their own models, and require them where a backend needs one."""
+        if not isinstance(data, Mapping):
+            return handler(data)
+        declared = target_blocks()
+        spec = handler({key: value for key, value in data.items() if key not in declared})
+        errors: list[Any] = []
+        for key in declared.keys() & data.keys():
+            try:
+                spec._blocks[key] = declared[key].model_validate(data[key])
+            except ValidationError as exc:  # reported with the block's key in front of each field, like any field
+                errors += [{"type": e["type"], "loc": (key, *e["loc"]), "input": e["input"], "ctx": e.get("ctx", {})}
+                           for e in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        for key, model in declared.items():
+            needing = [name for name in spec.backends if name in model.required_by]
+            if needing and key not in spec._blocks:
+                least = ", ".join(f"'{name}'" for name, f in model.model_fields.items() if f.is_required())
+                raise ValueError(f"backend {needing[0]} needs an '{key}:' block" + (f" with at least {least}" if least else ""))
+        return spec
+
+    @model_serializer(mode="wrap")
+    def _blocks_at_top_level(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # written back where the file has them, so a dumped target loads again
+        return {**handler(self), **{key: block.model_dump(mode=info.mode) for key, block in self._blocks.items()}}
+
+    @property
+    def blocks(self) -> dict[str, TargetBlock]:
+        """The runtimes' blocks this target sets, by key (``fpga`` -> the hls4ml runtime's FPGASpec)."""
+        return dict(self._blocks)
+
     def artifact_format(self, backend: str) -> str:
         """The artifact format ``backend`` receives on this target."""
-        from edgebench.runtimes.base import BACKENDS
-
         return self.artifact_formats.get(backend, BACKENDS.get(backend).formats[0])
 
 
 def _check_plugins(spec: TargetSpec) -> None:
     """Backend names, their options and formats, and the energy meter's options exist and have the right types."""
     from edgebench.measure.energy import METERS
-    from edgebench.runtimes.base import BACKENDS
 
     known = BACKENDS.names()
     for name in spec.backends:

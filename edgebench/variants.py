@@ -35,7 +35,8 @@ class _Frozen(BaseModel):
 class TrainSpec(_Frozen):
     """Training recipe shared by every variant of an experiment."""
 
-    epochs: int = Field(8, ge=1, description="epochs of the (baseline) training run")
+    epochs: int = Field(8, ge=0, description="epochs of the (baseline) training run; with model.weights, of "
+                        "fine-tuning them (0: the weights as given)")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -102,6 +103,71 @@ class QuantSpec(_Frozen):
         return self
 
 
+class Normalize(_Frozen):
+    """Per-channel ``(x - mean) / std`` on pixel values scaled to [0, 1] (torchvision's ``Normalize``)."""
+
+    mean: tuple[float, ...] = Field(min_length=1, description="one value per channel (or one for all)")
+    std: tuple[float, ...] = Field(min_length=1, description="one value per channel (or one for all)")
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> Normalize:
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {list(self.std)}")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values, std {len(self.std)}; give one per channel")
+        return self
+
+
+class Preprocess(_Frozen):
+    """What trained weights expect of their input, applied in this order to every split (so training, int8
+    calibration and every target's accuracy see the same images): ``resize``, ``center_crop``, ``normalize``.
+    Without ``normalize`` images are standardised with the training split's per-channel statistics."""
+
+    resize: int | tuple[int, int] | None = Field(
+        None, description="N: the shorter side to N, keeping the aspect ratio; [H, W]: exactly (bilinear, antialiased)")
+    center_crop: int | tuple[int, int] | None = Field(None, description="N or [H, W]: the central window")
+    normalize: Normalize | None = None
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> Preprocess:
+        for name in ("resize", "center_crop"):
+            value = getattr(self, name)
+            sizes = value if isinstance(value, tuple) else (value,) if value is not None else ()
+            if any(v < 1 for v in sizes):
+                raise ValueError(f"{name} must be positive sizes, got {value}")
+        return self
+
+
+#: what a trained-weights file holds: a state dict (or a checkpoint dict holding one), a TorchScript program,
+#: or a ``torch.export`` ExportedProgram (``.pt2``)
+WeightsFormat = Literal["state_dict", "torchscript", "exported_program"]
+
+
+class ModelSource(_Frozen):
+    """A model from outside the zoo: the user's code and trained weights, identified by their content.
+
+    ``file`` and ``weights`` say where to read them on this machine; they are not part of the variant id (a moved
+    checkout keeps its cache), the digests are (an edited model file or retrained weights never reuse a cached
+    model). ``trust_checkpoint`` changes how a checkpoint is read, not what it holds, so it is not in the id either.
+    """
+
+    file: str | None = Field(None, description="absolute path of the Python file defining the factory")
+    code_digest: str | None = Field(None, description="sha256 of the factory's source file and the plug-in files")
+    weights: str | None = Field(None, description="absolute path of the trained weights")
+    weights_digest: str | None = Field(None, description="sha256 of the weights file")
+    weights_format: WeightsFormat | None = None
+    trust_checkpoint: bool = Field(False, description="unpickle arbitrary objects from the checkpoint")
+
+    @property
+    def program(self) -> bool:
+        """Whether the model is a compiled program (TorchScript or ExportedProgram) with no Python class."""
+        return self.weights_format in ("torchscript", "exported_program")
+
+
+#: ModelSource fields that say where to read a file or how, not what it holds: left out of variant ids
+_SOURCE_LOCATIONS = ("file", "weights", "trust_checkpoint")
+
+
 class VariantSpec(_Frozen):
     """Everything that determines a variant; its hash is the variant id."""
 
@@ -114,6 +180,8 @@ class VariantSpec(_Frozen):
     quant: QuantSpec = QuantSpec()
     sparse: SparseSpec | None = None
     lowrank: LowRankSpec | None = None
+    source: ModelSource | None = Field(None, description="the user's model file and weights (None: a zoo model)")
+    preprocess: Preprocess | None = Field(None, description="declared input preprocessing (None: standardised)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> VariantSpec:
@@ -123,8 +191,12 @@ class VariantSpec(_Frozen):
 
     @property
     def id(self) -> str:
-        """Content hash of the spec (12 hex chars); fields added later count only when set."""
-        return spec_hash(hash_payload(self.model_dump(mode="json"), _ADDED_FIELDS))
+        """Content hash of the spec (12 hex chars); fields added later count only when set, and where the user's
+        files lie does not count (their content does)."""
+        data = self.model_dump(mode="json")
+        if data["source"] is not None:
+            data["source"] = {k: v for k, v in data["source"].items() if k not in _SOURCE_LOCATIONS}
+        return spec_hash(hash_payload(data, _ADDED_FIELDS))
 
     @property
     def kind(self) -> Kind:
@@ -190,6 +262,8 @@ _ADDED_FIELDS: dict[str, Any] = {
     "lowrank": None,
     "prune": {"allocation": None, "allocation_kwargs": {}, "revision": 0},
     "quant": {"calibrator": None},
+    "source": None,
+    "preprocess": None,
 }
 
 

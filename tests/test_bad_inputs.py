@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from store_fixtures import fill_run
 from test_remote_ssh import Sshd, free_port, keygen, sshd  # noqa: F401  (the real-sshd fixture)
 from typer.testing import CliRunner
+from user_code import import_file, write_nets
 
 from edgebench.cli import app
 from edgebench.store import Store
@@ -181,6 +183,58 @@ def with_file(fn: Callable[[Ctx], list[str]]) -> Callable[[Ctx], list[str]]:
     return build
 
 
+def user_model(model: dict[str, Any], weights: Callable[[Path], None] | None = None,
+               **over: Any) -> Callable[[Ctx], list[str]]:
+    """A run of the team's model file (``tests/user_code.py``) beside the experiment, with ``weights`` written by
+    the case into ``weights.pt``; relative paths, read from the experiment's directory."""
+
+    def build(ctx: Ctx) -> list[str]:
+        write_nets(ctx.tmp)
+        if weights is not None:
+            weights(ctx.tmp / "weights.pt")
+        return ["run", str(ctx.experiment({"model": model, **over}))]
+
+    return build
+
+
+def _nets(ctx_dir: Path) -> Any:
+    return import_file(ctx_dir / "nets.py")
+
+
+def whole_module(path: Path) -> None:
+    torch.save(_nets(path.parent).build_net(), path)
+
+
+def wider_weights(path: Path) -> None:
+    torch.save(_nets(path.parent).build_net(width=16).state_dict(), path)
+
+
+def scripted(path: Path) -> None:
+    torch.jit.save(torch.jit.script(_nets(path.parent).build_net()), path)
+
+
+NETS = {"file": "nets.py", "factory": "build_net"}
+DATA_PLUGIN = """
+from edgebench.data import DATASETS
+
+
+@DATASETS.register("bucket_data")
+def bucket_data():
+    raise RuntimeError("no such bucket: s3://team/data")
+
+
+@DATASETS.register("list_data")
+def list_data():
+    return [1, 2, 3]
+"""
+
+
+def data_plugin(dataset: dict[str, Any]) -> Callable[[Ctx], list[str]]:
+    """A run whose dataset comes from a loader a ``plugins:`` file registers."""
+    return lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("team_loaders.py", DATA_PLUGIN))],
+                                                    "dataset": dataset}))]
+
+
 UNDER_FILE = "plain-file.txt/"
 PICKLED = {"x_train": np.array([{"a": 1}], dtype=object), "y_train": labels(1),
            "x_test": images(4), "y_test": labels(4)}
@@ -199,7 +253,7 @@ CASES = [
     Case("run-experiment-missing", "run", lambda ctx: ["run", str(ctx.tmp / "nope.yaml")], ("nope.yaml",)),
     Case("run-experiment-empty", "run", lambda ctx: ["run", str(ctx.file("empty.yaml", "# to do\n"))],
          ("empty.yaml", "is empty")),
-    Case("run-several-problems", "run", run_exp({"training": {"epochs": 0, "lr": "fast", "momentum": 2}}),
+    Case("run-several-problems", "run", run_exp({"training": {"epochs": -1, "lr": "fast", "momentum": 2}}),
          ("training.epochs", "2 more")),
     # --- run: factory kwargs, names and types ----------------------------------------------------------
     Case("run-dataset-kwarg-unknown", "run", run_exp({"dataset": {"kwargs": {"sed": 1}}}), ("dataset.kwargs", "sed")),
@@ -218,6 +272,54 @@ CASES = [
          ("criterion_kwargs.random", "seed")),
     Case("run-fixed-point-format", "run", run_exp({"quantization": {"fixed_point": "ap_fixed16"}}),
          ("quantization.fixed_point", "ap_fixed16")),
+    # --- run: the team's model, weights and plug-ins ---------------------------------------------------
+    Case("run-model-module-not-found", "run", run_exp({"model": {"name": "team_pkg.nets:build_net"}}),
+         ("model.name", "team_pkg.nets", "not found")),
+    Case("run-model-import-path-attribute-missing", "run", run_exp({"model": {"name": "edgebench.models:resnet18"}}),
+         ("model.name", "edgebench.models", "resnet18")),
+    Case("run-model-file-missing", "run", run_exp({"model": {"file": "gone.py", "factory": "build_net"}}),
+         ("model.file", "gone.py")),
+    Case("run-model-file-without-factory", "run", run_exp({"model": {"file": "nets.py"}}), ("model.factory",)),
+    Case("run-model-factory-missing", "run", user_model({"file": "nets.py", "factory": "build_nett"}),
+         ("nets.py", "build_nett", "build_net")),
+    Case("run-model-factory-raises", "run", user_model({"file": "nets.py", "factory": "build_raises"}),
+         ("build_raises", "ValueError", "multiple of 8")),
+    Case("run-model-factory-not-a-module", "run", user_model({"file": "nets.py", "factory": "build_dict"}),
+         ("build_dict", "dict", "torch.nn.Module")),
+    Case("run-model-wrong-output-shape", "run", user_model({"file": "nets.py", "factory": "build_three_classes"}),
+         ("build_three_classes", "(1, 3)", "(batch, 10)")),
+    Case("run-model-not-prunable", "run", user_model({"file": "nets.py", "factory": "HardCodedFlatten"}),
+         ("HardCodedFlatten", "after layer pool (MaxPool2d)", "[-1, 128]", "filters are removed")),
+    Case("run-weights-missing", "run", user_model({**NETS, "weights": "nope.pt"}), ("model.weights", "nope.pt")),
+    Case("run-weights-not-a-checkpoint", "run",
+         lambda ctx: user_model({**NETS, "weights": str(ctx.file("junk.pt", "not a checkpoint\n"))})(ctx),
+         ("junk.pt", "torch.load")),
+    Case("run-weights-pickled-module", "run", user_model({**NETS, "weights": "weights.pt"}, whole_module),
+         ("weights.pt", "SmallNet", "trust_checkpoint")),
+    Case("run-weights-shape-mismatch", "run", user_model({**NETS, "weights": "weights.pt"}, wider_weights),
+         ("weights.pt", "features.0.weight", "(16, 1, 3, 3)", "(8, 1, 3, 3)")),
+    Case("run-weights-program-with-a-factory", "run", user_model({**NETS, "weights": "weights.pt"}, scripted),
+         ("model.weights", "torchscript", "model.name")),
+    Case("run-weights-program-trained", "run", user_model({"weights": "weights.pt"}, scripted),
+         ("TorchScript", "training.epochs: 0")),
+    Case("run-plugin-syntax-error", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("mine.py", "x = 1\ndef f(:\n"))]}))],
+         ("plugins", "mine.py:2", "syntax error")),
+    Case("run-plugin-missing", "run", run_exp({"plugins": ["gone_plugins.py"]}), ("plugins", "gone_plugins.py")),
+    Case("run-dataset-module-not-found", "run", run_exp({"dataset": {"name": "team_data_gone:load"}}),
+         ("dataset.name", "team_data_gone", "not found")),
+    Case("run-dataset-loader-raises", "run", data_plugin({"name": "bucket_data"}),
+         ("bucket_data", "RuntimeError", "no such bucket")),
+    Case("run-dataset-loader-returns-a-list", "run", data_plugin({"name": "list_data"}),
+         ("list_data", "the loader returned a list")),
+    Case("run-dataset-normalize-channels", "run",
+         run_exp({"dataset": {"preprocess": {"normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}}}),
+         ("normalize", "3 mean/std values for 1-channel images")),
+    Case("run-dataset-normalize-std-zero", "run",
+         run_exp({"dataset": {"preprocess": {"normalize": {"mean": [0.5], "std": [0.0]}}}}),
+         ("dataset.preprocess.normalize", "std must be positive")),
+    Case("run-dataset-crop-larger-than-images", "run", run_exp({"dataset": {"preprocess": {"center_crop": 16}}}),
+         ("center_crop", "16x16", "8x8")),
     # --- run: cross-field constraints ------------------------------------------------------------------
     Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
          ("prune_epochs", "training.epochs")),

@@ -37,7 +37,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     "text,expected",
     [
         ("trainig: {epochs: 3}\n", "trainig: unknown field"),
-        ("training: {epochs: 0}\n", "training.epochs: Input should be greater than or equal to 1"),
+        ("training: {epochs: 0}\n", "training.epochs: 0 would measure untrained weights; give model.weights"),
+        ("training: {epochs: -1}\n", "training.epochs: Input should be greater than or equal to 0"),
         ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
         ("quantization: {precisions: [int4]}\n", "quantization.precisions.0: Input should be 'fp32'"),
         ("pruning: {criteria: [l2]}\n", "pruning.criteria: unknown value 'l2'; allowed:"),

@@ -13,8 +13,13 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
+import typer
 from store_fixtures import fill_run, filled_store, sqlite_store  # noqa: F401
+from test_gate import LARGE, _runs
+from typer.testing import CliRunner
 
+from edgebench.cli.common import friendly_errors
+from edgebench.cli.store import register
 from edgebench.models import create_model
 from edgebench.prune import create_criterion, prune_model
 from edgebench.report import render_report
@@ -48,7 +53,7 @@ MODEL_JS = "name => Bokeh.documents[0].get_model_by_name(name)"
 class Page:
     """An opened report page that records script errors and every request."""
 
-    def __init__(self, browser: Any, index: Path) -> None:
+    def __init__(self, browser: Any, index: Path, plots: int = 3) -> None:
         self.page = browser.new_page(viewport={"width": 1400, "height": 900})
         self.errors: list[str] = []
         self.requests: list[str] = []
@@ -57,7 +62,7 @@ class Page:
         self.page.on("request", lambda req: self.requests.append(req.url))
         self.page.goto(index.as_uri())
         self.page.wait_for_load_state("load")
-        self.page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0 && Object.keys(Bokeh.index).length >= 3")
+        self.page.wait_for_function(f"window.Bokeh && Bokeh.documents.length > 0 && Object.keys(Bokeh.index).length >= {plots}")
 
     def column(self, name: str) -> list[Any]:
         return self.page.evaluate(f"() => ({MODEL_JS})('eb-measurements').data[{name!r}]")
@@ -253,4 +258,31 @@ def test_500_measurement_report_stays_small_and_offline(browser: Any, sqlite_sto
     print(f"500 measurements: page {index.stat().st_size / 1e6:.2f} MB, with everything it loads {size / 1e6:.2f} MB")
     assert size <= 5e6
     assert "board-00" in view.hover(view.row_of("baseline/fp32", "board-00"))
+    view.close()
+
+
+def test_compare_page_renders_each_runs_distribution(browser: Any, tmp_path: Path) -> None:
+    db = tmp_path / "results.db"
+    with Store.open(db) as store:
+        _runs(store, "base", 2, 0.003, seed=1)
+        _runs(store, "cand", 2, 0.003, seed=2, slowdown={LARGE: 1.08})
+        medians = {side: sorted(store.measurements(r).set_index("label").loc[LARGE, "p50_ms"]
+                                for r in store.resolve_runs(tag)) for side, tag in (("baseline", "base"), ("candidate", "cand"))}
+    page_path = tmp_path / "cmp" / "index.html"
+    app = typer.Typer()
+    register(app, friendly_errors)
+    done = CliRunner().invoke(app, ["compare", "base", "cand", "--store", str(db), "--repeats", "--lookback", "0",
+                                    "--fail", "latency=5", "--format", "html", "-o", str(page_path)])
+    assert done.exit_code == 1 and page_path.is_file(), done.output
+    view = Page(browser, page_path, plots=1)
+    rows = view.page.locator("tr.regression").all_inner_texts()
+    assert any(LARGE in r and "latency" in r for r in rows)
+    curves = view.page.evaluate("""() => [...Bokeh.documents[0].all_models]
+        .filter(m => m.type === 'GlyphRenderer' && /run \\d/.test(m.name))
+        .map(m => [m.name, m.data_source.data.x[100], m.data_source.data.y[100]])""")
+    assert sorted(name for name, _, _ in curves) == ["baseline run 1", "baseline run 2", "candidate run 1", "candidate run 2"]
+    for side in ("baseline", "candidate"):  # each curve's median is its run's stored p50
+        drawn = sorted(x for name, x, y in curves if name.startswith(side) and y == 0.5)
+        assert drawn == pytest.approx(medians[side], rel=1e-6)
+    assert min(medians["candidate"]) > max(medians["baseline"])  # why it is a regression: every red curve is right
     view.close()

@@ -15,6 +15,7 @@ from edgebench.cli.targets import register
 from edgebench.doctor import components, target_statuses
 from edgebench.errors import ConfigError
 from edgebench.executor.runners import SSHRunner, runner_for
+from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.targets import REPO_TARGETS_DIR, SSHSpec, TargetSpec, get_target, list_targets, load_target_file
 
 SHIPPED = {
@@ -32,9 +33,9 @@ def test_every_shipped_target_validates() -> None:
         if spec.kind == "ssh":
             assert spec.ssh is not None and spec.ssh.host
         if "hls4ml" in spec.backends:
-            assert spec.fpga is not None and spec.precisions == ["fixed"]
-    assert get_target("zcu102").fpga.part == "xczu9eg-ffvb1156-2-e"  # type: ignore[union-attr]
-    assert get_target("zcu102").fpga.hls_tool == "vitis_hls"  # type: ignore[union-attr]
+            assert "fpga" in spec.blocks and spec.precisions == ["fixed"]
+    fpga = get_target("zcu102").blocks["fpga"]
+    assert isinstance(fpga, FPGASpec) and fpga.part == "xczu9eg-ffvb1156-2-e" and fpga.hls_tool == "vitis_hls"
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,9 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [hls4ml]\n", "needs an 'fpga:' block"),
         ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'float'}\n", "ap_fixed<16,6>"),
         ("backends: [hls4ml]\nfpga: {part: x, io_type: io_serial}\n", "fpga.io_type"),
+        ("backends: [hls4ml]\nfpga: {part: x, clock_period_ns: 0}\n", "fpga.clock_period_ns: Input should be greater than 0"),
+        ("backends: [hls4ml]\nfpga: {prat: x}\n", "fpga.part: Field required"),
+        ("backends: [onnxruntime]\ngpu: {arch: sm_87}\n", "gpu: unknown field"),
         ("backends: []\n", "backends"),
         ("backends: [onnxruntime, no_such_runtime]\n", "unknown backend 'no_such_runtime'; known: hls4ml"),
         ("backends: [litert]\nbackend_options: {litert: {xnnpak: false}}\n",

@@ -38,9 +38,9 @@ def run(
     ] = None,
 ) -> None:
     """Train, prune, quantize, export, measure on every target, store and report."""
+    from edgebench import api
     from edgebench.config import load_experiment
     from edgebench.errors import ConfigError
-    from edgebench.pipeline import run_experiment
     from edgebench.store.store import validate_tag
 
     exp = load_experiment(experiment)
@@ -53,12 +53,14 @@ def run(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            outcome = run_experiment(exp, tags=tuple(tag or ()), progress=_RichProgress(progress))
+            results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
-    _print_summary(outcome)
+    _print_summary(results)
+    outcome = results.outcome
+    assert outcome is not None  # api.run always returns what this process's run did
     if outcome.failed and not outcome.measured and not outcome.skipped:
         print_line("error:", "bold red", f"every job of run {outcome.run_id} failed ({len(outcome.failed)} listed "
                    "above, their errors kept in the store): nothing was measured")
@@ -89,26 +91,17 @@ def _print_allocation_notes(df: Any) -> None:
             print_line("allocation:", "yellow", line)
 
 
-def _print_summary(outcome: Any) -> None:
-    from edgebench.report.pareto import pareto_mask
-    from edgebench.store import Store
-    from edgebench.store.metrics import METRICS
-
-    store = Store.open(outcome.store_url)
-    try:
-        df = store.measurements(outcome.run_id)
-    finally:
-        store.close()
-    ok = df[df["status"] == "ok"].copy()
+def _print_summary(results: Any) -> None:
+    outcome = results.outcome
+    df = results.stored()
     table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
     for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
         numeric = col not in ("target", "backend", "variant")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
-    for target, group in ok.groupby("target"):
-        mask = pareto_mask(group, [(m.column, m.direction) for m in (METRICS["accuracy"], METRICS["latency"])])
-        for _, row in group[mask].sort_values("p50_ms").iterrows():
-            table.add_row(str(target), row["backend"], row["label"], f"{row['accuracy']:.3f}",
-                          f"{row['p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+    front = results.pareto("latency", "accuracy")
+    for _, row in front.sort_values(["target", "latency_p50_ms"], kind="stable").iterrows():
+        table.add_row(str(row["target"]), row["backend"], row["label"], f"{row['accuracy']:.3f}",
+                      f"{row['latency_p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
     console.print(table)
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")

@@ -14,9 +14,9 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
-from edgebench.errors import ExitCode
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
+from edgebench.store.gate import DEFAULT_UNSTABLE_PCT
 from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK, DEFAULT_ROUNDS
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def report(
     ] = None,
 ) -> None:
     """Re-render the HTML report of a stored run without measuring anything."""
-    from edgebench.report import render_report
+    from edgebench import api
     from edgebench.report.html import resolve_objectives
 
     pairs = []
@@ -63,9 +63,9 @@ def report(
         resolve_objectives(pairs)  # an unknown metric fails before anything is read or written
     with open_store(store) as st:
         info = st.get_run(run)
-        out_dir = writable_dir(out or Path("reports") / info["name"], "--out")
-        index = render_report(st, info["id"], out_dir, pairs or None)
-    print_line("report:", "", index)
+        url = st.url
+    out_dir = writable_dir(out or Path("reports") / info["name"], "--out")
+    print_line("report:", "", api.Results(url, info["id"]).report(out_dir, pairs or None))
 
 
 def compare(
@@ -81,7 +81,11 @@ def compare(
         float | None, typer.Option("--min-time", min=0, help="--remeasure: timed seconds per round (default: the run's)")
     ] = None,
     store: StoreOpt = None,
-    fmt: Annotated[Literal["table", "markdown", "json"], typer.Option("--format", help="output format")] = "table",
+    fmt: Annotated[
+        Literal["table", "markdown", "json", "html"],
+        typer.Option("--format", help="output format; html: a page with each run's latency distribution (--output "
+                     "names it, default reports/compare/index.html)"),
+    ] = "table",
     min_effect: Annotated[
         list[str] | None,
         typer.Option("--min-effect", help="METRIC=PERCENT (accuracy: points), e.g. latency=3; repeatable"),
@@ -106,8 +110,23 @@ def compare(
     lookback: Annotated[
         int, typer.Option(min=0, help="earlier runs on this machine whose spread per result counts (0: none)")
     ] = DEFAULT_LOOKBACK,
+    warn: Annotated[
+        list[str] | None,
+        typer.Option("--warn", help="METRIC=PERCENT: a regression this large only warns (exit 5); repeatable"),
+    ] = None,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option("--fail", help="METRIC=PERCENT: a regression this large fails (exit 1); repeatable. A metric "
+                     "with neither --warn nor --fail fails on any regression"),
+    ] = None,
+    unstable: Annotated[
+        float,
+        typer.Option(min=0, help="run-to-run spread (percent) from which a result is unstable: its regressions are "
+                     "named and only warn"),
+    ] = DEFAULT_UNSTABLE_PCT,
 ) -> None:
-    """Compare two runs; exit code 1 when any metric regressed, 0 otherwise.
+    """Compare two runs and gate on the result: exit 1 when a regression fails the gate, 5 when regressions only
+    warn (--warn thresholds, unstable measurements), 0 otherwise.
 
     In CI use --remeasure: both runs' artifacts are timed again here, alternately
     (asv continuous), and the paired rounds decide, so drift between the runs cancels.
@@ -116,30 +135,41 @@ def compare(
     with one run a side and little history here the confidence is unknown and
     only changes beyond --allowance count.
     """
-    from edgebench.store.compare import compare_runs, parse_min_effects
+    from edgebench.store.compare import compare_runs
     from edgebench.store.compare_markdown import to_markdown
+    from edgebench.store.gate import evaluate, gate_markdown, min_effects, parse_thresholds
 
-    effects = parse_min_effects(min_effect)
+    thresholds = parse_thresholds(warn, fail, unstable)
+    effects = min_effects(thresholds, min_effect)
     if output:
         writable_file(output, "--output")
+    if fmt == "html":
+        output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
     with open_store(store) as st:
         if remeasure:
             cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha)
         else:
             cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
                                lookback=lookback)
+        gate = evaluate(cmp, thresholds)
+        if fmt == "html":
+            from edgebench.report.compare_page import render_comparison
+
+            print_line("compare page:", "", render_comparison(st, cmp, gate, thresholds, output))
+            raise typer.Exit(gate.exit_code)
     if fmt == "json":
-        text = json.dumps(cmp.to_json(), indent=2, allow_nan=False)
+        text = json.dumps({**cmp.to_json(), "gate": gate.to_json()}, indent=2, allow_nan=False)
         console.print_json(text)
     elif fmt == "markdown":
-        text = to_markdown(cmp)
+        text = gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp)
         console.print(text, markup=False, highlight=False, soft_wrap=True)
     else:
-        text = to_markdown(cmp)
+        text = gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp)
         _print_comparison(cmp)
+        console.print(gate_markdown(gate, thresholds), markup=False, highlight=False, soft_wrap=True)
     if output:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    raise typer.Exit(ExitCode.REGRESSION if cmp.regressions else ExitCode.OK)
+    raise typer.Exit(gate.exit_code)
 
 
 def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time: float | None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.data import DATASETS
+from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits
 from edgebench.errors import DatasetError
 

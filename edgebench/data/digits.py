@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
-from edgebench.data import DATASETS
+from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
 
 

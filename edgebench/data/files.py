@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.data import DATASETS
+from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
 from edgebench.errors import DatasetError, first_line
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
-def _to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+def to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     """Accept (N,H,W), NCHW or NHWC images; uint8 is scaled to [0, 1]."""
     if x.ndim == 3:
         x = x[:, None]
@@ -79,12 +79,12 @@ def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1
     file = Path(path).expanduser()
     data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], file)
-    x_val = _to_nchw(data["x_val"], "x_val", file) if "x_val" in data else None
+    x_val = to_nchw(data["x_val"], "x_val", file) if "x_val" in data else None
     return make_splits(
         file.stem,
-        _to_nchw(data["x_train"], "x_train", file),
+        to_nchw(data["x_train"], "x_train", file),
         data["y_train"],
-        _to_nchw(data["x_test"], "x_test", file),
+        to_nchw(data["x_test"], "x_test", file),
         data["y_test"],
         val_fraction,
         seed,

@@ -10,7 +10,8 @@ from sklearn.model_selection import train_test_split
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """Train/val/test arrays of one dataset, ready for training (float32 NCHW normalised, int64 labels)."""
+    """Train/val/test arrays of one dataset (float32 NCHW, int64 labels): as a loader returns them, pixel values in
+    [0, 1]; as ``load_dataset`` returns them, preprocessed (normalised or standardised), ready for training."""
 
     name: str
     num_classes: int
@@ -40,15 +41,6 @@ def stratified_split(
     return x_keep, y_keep, x_held, y_held
 
 
-def standardise(
-    x_train: np.ndarray, *others: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    """Per-channel standardisation with statistics of the training split only (no test leakage)."""
-    mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
-    std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
-    return tuple(((a - mean) / std).astype(np.float32) for a in (x_train, *others))
-
-
 def make_splits(
     name: str,
     x_train: np.ndarray,
@@ -61,18 +53,17 @@ def make_splits(
     y_val: np.ndarray | None = None,
     num_classes: int | None = None,
 ) -> DatasetSplits:
-    """Hold out a validation split from train (unless given), standardise, and pack a DatasetSplits.
+    """Hold out a validation split from train (unless given) and pack a DatasetSplits.
 
-    Images must be NCHW floats in [0, 1] (or any consistent scale); labels integer class ids.
+    Images must be NCHW floats in [0, 1] (or any consistent scale); labels integer class ids. They are left as they
+    are: ``load_dataset`` applies the declared preprocessing (or standardisation) to every loader's splits.
     """
     y_train = np.asarray(y_train, dtype=np.int64)
     y_test = np.asarray(y_test, dtype=np.int64)
     if x_val is None or y_val is None:
         x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
     y_val = np.asarray(y_val, dtype=np.int64)
-    x_train, x_val, x_test = standardise(
-        x_train.astype(np.float32), x_val.astype(np.float32), x_test.astype(np.float32)
-    )
+    x_train, x_val, x_test = (a.astype(np.float32, copy=False) for a in (x_train, x_val, x_test))
     classes = num_classes or int(max(y_train.max(), y_val.max(), y_test.max())) + 1
     return DatasetSplits(
         name=name,

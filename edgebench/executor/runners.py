@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgebench.components import Component, Tool, missing_reason
+from edgebench.components import Component, missing_reason
 from edgebench.executor.base import HOST, Lane
 from edgebench.job import Job, JobResult
 from edgebench.runtimes.base import get_backend
@@ -69,24 +69,21 @@ class LocalRunner(Runner):
         cores = self.target.ray.cores if self.target.ray else None
         return Lane(HOST, frozenset(cores) if cores else None)
 
-    def _synthesis_tool(self) -> list[Component]:
-        fpga = self.target.fpga
-        if fpga is None or not fpga.synthesize:
-            return []
-        return [Tool(fpga.hls_tool, f"synthesis for {fpga.part}",
-                     f"install {fpga.hls_backend} HLS and source its settings64.sh (or use local-hls4ml-csim)")]
+    def _build_steps(self) -> list[Component]:
+        """What the target's runtime blocks ask of this machine (an FPGA target that synthesises: its HLS tool)."""
+        return [component for block in self.target.blocks.values() for component in block.needs()]
 
     def available(self) -> str | None:
         reasons = [f"{name}: {reason}" for name in self.target.backends if (reason := get_backend(name).available())]
-        if synthesis := missing_reason(self._synthesis_tool()):
-            reasons.append(synthesis)
+        if build := missing_reason(self._build_steps()):
+            reasons.append(build)
         return "; ".join(reasons) or None
 
     def needs(self) -> list[Component]:
         found: list[Component] = []
         for name in self.target.backends:
             found += [c for c in get_backend(name).needs if c not in found]
-        return found + self._synthesis_tool()
+        return found + self._build_steps()
 
     def run(self, job: Job, files: Sequence[Path]) -> JobResult:
         """Measure in this process: the executor's worker, which holds the host's lane, is the isolation."""

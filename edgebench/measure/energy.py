@@ -56,6 +56,7 @@ METERS: Registry[type[EnergyMeter]] = Registry(
         "edgebench.measure.energy_csv",
         "edgebench.measure.energy_estimated",
     ),
+    group="edgebench.energy_meters",
 )
 
 

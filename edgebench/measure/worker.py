@@ -86,6 +86,7 @@ def execute(job: Job) -> JobResult:
     window_to = time.time()
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
 
+    session_details = session.details()  # while the session is open: some runtimes read it from the compiled model
     energy_j = energy_source = energy_note = idle_w = energy_window = None
     meter = create_meter(job.energy)
     if meter is not None:
@@ -129,7 +130,7 @@ def execute(job: Job) -> JobResult:
         energy_note=energy_note,
         idle_power_w=idle_w,
         runtime=runtime_versions(),
-        details=session.details(),
+        details=session_details,
         layer_profile=layer_profile,
         device=device_context(),
         # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead

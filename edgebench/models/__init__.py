@@ -13,10 +13,9 @@ from torch import nn
 
 from edgebench.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-
-# Model modules register themselves on import.
-from edgebench.models import cifar, digits_cnn  # noqa: E402,F401
+#: model modules register themselves when first looked up (they import this module: no import back)
+MODELS: Registry[Callable[..., nn.Module]] = Registry(
+    "model", modules=("edgebench.models.cifar", "edgebench.models.digits_cnn"), group="edgebench.models")
 
 
 def create_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:

@@ -39,6 +39,8 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = F
         macs[names[module]] = macs.get(names[module], 0) + positions * weights
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not handles:  # a compiled program (TorchScript, torch.export) has no layer modules to hook
+        return {"(program)": _program_macs(model, input_shape)}
     was_training = model.training
     model.eval()
     try:
@@ -50,6 +52,16 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = F
         for h in handles:
             h.remove()
     return macs
+
+
+def _program_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Convolution and matmul MACs of a compiled program, counted from the operators it dispatches (every weight
+    counts: a program's layers cannot be inspected for zeros)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape))
+    return counter.get_total_flops() // 2  # a multiply-accumulate is two floating-point operations
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = False) -> int:

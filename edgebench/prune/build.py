@@ -4,7 +4,6 @@ structured, sparse or low-rank variant of it."""
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +14,8 @@ import torch
 from torch import nn
 
 from edgebench.data import DatasetSplits
-from edgebench.models import MODELS, create_model
 from edgebench.models.cost import conv_filters, count_macs, count_nonzero_params, count_params
+from edgebench.models.source import new_model
 from edgebench.prune.criteria import create_criterion
 from edgebench.prune.lowrank import train_lowrank
 from edgebench.prune.schedules import SCHEDULES, schedule_allocation
@@ -47,16 +46,6 @@ class BuiltModel:
     #: what the per-layer allocation decided and measured (the latency allocation: budget, measured p50, whether
     #: it was met and why not); None without one that records anything
     allocation: dict[str, Any] | None = None
-
-
-def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
-    """Fresh model of ``spec`` for ``splits`` (seeded by ``spec.train.seed``); passes ``input_size`` when
-    the factory takes one and the experiment did not set it."""
-    torch.manual_seed(spec.train.seed)
-    kwargs = dict(spec.model_kwargs)
-    if "input_size" in inspect.signature(MODELS.get(spec.model)).parameters:
-        kwargs.setdefault("input_size", splits.input_shape[-1])
-    return create_model(spec.model, splits.num_classes, splits.input_shape[0], **kwargs)
 
 
 def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: float, history: list[dict],

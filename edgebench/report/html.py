@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from edgebench.report import plots
+import edgebench.report.plots as plots
 from edgebench.report.compression import compression_section
 from edgebench.report.explore import explore_script, explorer_html
 from edgebench.report.fpga import fpga_section

@@ -29,6 +29,9 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-s
 .plots{display:flex;flex-wrap:wrap;gap:.5em} tr.selected td{background:#cfe3ff!important;outline:1px solid #5b8fd9}
 .detail{border:1px solid #ddd;padding:.3em 1em;margin:.5em 0;background:#fafafa}
 .bar{display:inline-block;height:.8em;background:#5b8fd9;margin-right:.4em;vertical-align:middle}
+tr.regression td,tr.fail td{background:#fde8e8} tr.improvement td{background:#e6f6ea}
+tr.warn td,tr.undecided td{background:#fff6db}
+.gate-fail{color:#b00020} .gate-warn{color:#9a6700} .gate-ok{color:#1a7f37}
 """
 # click a header to sort (numbers numerically, '—' last); inline so the page works offline
 SORT_JS = """

@@ -2,9 +2,11 @@
 
 One folder per runtime (hls4ml's habit): ``edgebench/runtimes/<name>/`` holds that runtime's exporter
 (``export.py``), backend/session (``backend.py``, ``cuda.py``...), report parser, and in ``__init__.py`` a
-``RUNTIME`` record of what it needs. Runtime folders are discovered, so adding a runtime means adding its
-folder (plus a target file, the extra in pyproject.toml and a test): doctor, availability checks, the
-registries and the version context recorded with results all read the folders' declarations.
+``RUNTIME`` record of what it needs and of the blocks it adds to target files (hls4ml's ``fpga:``, typed like
+a backend's ``Options``; runtimes never see the rest of a target). Runtime folders are discovered, so adding
+a runtime means adding its folder (plus a target file, the extra in pyproject.toml and a test): doctor,
+availability checks, target files, the registries and the version context recorded with results all read
+the folders' declarations.
 
 A backend only loads an artifact and runs it: the measurement harness does all timing, so every runtime is
 timed the same way. Heavy runtime imports happen inside ``load()`` / ``export()`` so that importing a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,19 +34,34 @@ from edgebench.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from edgebench.targets import TargetSpec
     from edgebench.variants import QuantSpec
+
+
+class TargetBlock(BaseModel):
+    """A block of target files that a runtime owns (hls4ml's ``fpga:``), validated when the target file loads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: backends that cannot run a target without this block
+    required_by: ClassVar[tuple[str, ...]] = ()
+
+    def needs(self) -> list[Component]:
+        """What a target with this block needs on the machine that runs its jobs besides its backends: the tool of a
+        build step such as FPGA synthesis."""
+        return []
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """A runtime's declaration: what it needs here and which of its modules register backends/exporters."""
+    """A runtime's declaration: what it needs here, which of its modules register backends/exporters, and the
+    blocks it adds to target files (key -> model)."""
 
     name: str
     summary: str
     needs: tuple[Component, ...] = ()
     backend_modules: tuple[str, ...] = ("backend",)
     exporter_modules: tuple[str, ...] = ("export",)
+    target_blocks: Mapping[str, type[TargetBlock]] = field(default_factory=dict)
 
 
 @cache
@@ -54,6 +72,18 @@ def list_runtimes() -> dict[str, Runtime]:
         if info.ispkg:
             package = f"{__package__}.{info.name}"
             found[package] = importlib.import_module(package).RUNTIME
+    return found
+
+
+@cache
+def target_blocks() -> dict[str, type[TargetBlock]]:
+    """Every runtime's target-file blocks by key; two runtimes claiming one key is a programming error."""
+    found: dict[str, type[TargetBlock]] = {}
+    for package, runtime in list_runtimes().items():
+        for key, model in runtime.target_blocks.items():
+            if key in found:
+                raise ValueError(f"target block '{key}:' is declared twice (again by {package})")
+            found[key] = model
     return found
 
 
@@ -144,10 +174,12 @@ class Exporter(ABC):
     #: False when the artifact embeds its own absolute path (hls4ml's compiled C simulation loads
     #: its weights from where it was built), so it must be written in place, not moved there
     relocatable: ClassVar[bool] = True
+    #: the key of its runtime's target block that configures it (``fpga`` for hls4ml); None: no target settings
+    target_block: ClassVar[str | None] = None
 
     @classmethod
-    def for_target(cls, target: TargetSpec | None) -> Exporter:
-        """The exporter configured for ``target`` (e.g. an FPGA part); most formats need no target settings."""
+    def for_target(cls, block: TargetBlock | None) -> Exporter:
+        """The exporter configured by a target's ``target_block`` (e.g. an FPGA part), None when the target has none."""
         return cls()
 
     def options(self) -> dict[str, Any]:
@@ -167,7 +199,7 @@ class Exporter(ABC):
         """
 
 
-BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"))
+BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"), group="edgebench.backends")
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter", modules=lambda: _modules("exporter_modules"))
 
 
@@ -181,6 +213,7 @@ def list_backends() -> list[str]:
     return BACKENDS.names()
 
 
-def get_exporter(fmt: str, target: TargetSpec | None = None) -> Exporter:
-    """The exporter of artifact format ``fmt``, configured for ``target`` when given."""
-    return EXPORTERS.get(fmt).for_target(target)
+def get_exporter(fmt: str, blocks: Mapping[str, TargetBlock] | None = None) -> Exporter:
+    """The exporter of artifact format ``fmt``, configured by the target's runtime blocks when given."""
+    exporter = EXPORTERS.get(fmt)
+    return exporter.for_target((blocks or {}).get(exporter.target_block or ""))

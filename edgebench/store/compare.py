@@ -34,7 +34,6 @@ from edgebench.store.significance import (
     MIN_SERIES_RUNS,
     Basis,
     Decision,
-    Noise,
     Verdict,
     at_least,
     decide_runs,
@@ -82,6 +81,8 @@ class MatchedResult:
     context: str
     changes: list[MetricChange]
     warnings: list[str] = field(default_factory=list)
+    #: the stored measurements behind each side (baseline's, candidate's), oldest run first
+    measurement_ids: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
 
     @property
     def regressed(self) -> bool:
@@ -164,15 +165,16 @@ def _geomean(values: list[float]) -> float | None:
 
 
 def metric_change(metric: str, base: list[float], cand: list[float], decision: Decision, effect: float,
-                  noise: Noise | None = None) -> MetricChange:
-    """A :class:`MetricChange` from a decision on per-run (or per-round) values of both sides."""
+                  noise_pct: float | None = None) -> MetricChange:
+    """A :class:`MetricChange` from a decision on per-run (or per-round) values of both sides, with the spread of
+    one run (or round) the decision assumed."""
     def pct(ratio: float | None) -> float | None:
         return None if ratio is None else (ratio - 1) * 100
 
     a, b = _geomean(base), _geomean(cand)
     return MetricChange(metric, a, b, pct(decision.ratio), pct(decision.ci_low),
                         pct(decision.ci_high), decision.confidence, decision.verdict, effect, decision.basis,
-                        decision.note, (len(base), len(cand)), None if noise is None else noise.pct)  # fmt: skip
+                        decision.note, (len(base), len(cand)), noise_pct)  # fmt: skip
 
 
 def _accuracy(base: pd.Series, cand: pd.Series, effect: float) -> MetricChange:
@@ -224,7 +226,7 @@ def run_metric_change(
     if noise is None and 0 < len(history) < MIN_SERIES_RUNS:
         decision = Decision(decision.verdict, decision.ratio, None, None, None, decision.basis,
                             f"{decision.note} ({len(history)} earlier run(s) here, {MIN_SERIES_RUNS} needed)")
-    return metric_change(metric, a, b, decision, effect, noise)
+    return metric_change(metric, a, b, decision, effect, None if noise is None else noise.pct)
 
 
 def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min_effect: Mapping[str, float],
@@ -338,7 +340,8 @@ def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> Match
     row = cand.rows[-1]
     context = context_label(row["target"], row["backend"], row["threads"])
     warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
-    return MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, warnings)
+    ids = ([int(r["id"]) for r in base.rows], [int(r["id"]) for r in cand.rows])
+    return MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, warnings, ids)
 
 
 def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:

@@ -135,7 +135,7 @@ class PreparedScores(Criterion):
         return self._scores.get(module) if role in self.roles else None
 
 
-CRITERIA: Registry[type[Criterion]] = Registry("criterion")
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", group="edgebench.criteria")
 
 
 def create_criterion(name: str, **kwargs: object) -> Criterion:

@@ -2,6 +2,7 @@
 
 from edgebench.components import Package, Tool
 from edgebench.runtimes.base import Runtime
+from edgebench.runtimes.hls4ml.target import FPGASpec
 
 HLS4ML = Package("hls4ml", "hls4ml", "FPGA conversion and C simulation", extra="fpga")
 GXX = Tool("g++", "hls4ml C simulation", "apt-get install g++")
@@ -12,4 +13,5 @@ RUNTIME = Runtime(
     name="hls4ml",
     summary="hls4ml projects (ap_fixed, reuse factor), g++ C simulation, Vitis/Vivado HLS synthesis reports",
     needs=(HLS4ML, GXX, VITIS_HLS, VIVADO_HLS),
+    target_blocks={"fpga": FPGASpec},
 )

@@ -19,21 +19,18 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from edgebench.errors import UnsupportedModelError, require_module
-from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.runtimes.base import EXPORTERS, Exporter, TargetBlock
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
 from edgebench.runtimes.hls4ml.multipliers import count_multipliers
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import QuantSpec
-
-if TYPE_CHECKING:
-    from edgebench.targets import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +113,16 @@ class Hls4mlExporter(Exporter):
     suffix = ""  # the artifact is a directory
     relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
     needs = (HLS4ML, GXX)
+    target_block = "fpga"
 
     def __init__(self, fpga: FPGASpec | None = None) -> None:
         self.fpga = fpga or DEFAULT_FPGA
 
     @classmethod
-    def for_target(cls, target: TargetSpec | None) -> Hls4mlExporter:
-        return cls(target.fpga if target is not None else None)
+    def for_target(cls, block: TargetBlock | None) -> Hls4mlExporter:
+        if block is not None and not isinstance(block, FPGASpec):
+            raise TypeError(f"the hls4ml exporter reads an fpga: block, got {type(block).__name__}")
+        return cls(block)
 
     def options(self) -> dict[str, Any]:
         return self.fpga.model_dump(mode="json")

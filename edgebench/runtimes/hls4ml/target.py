@@ -1,16 +1,20 @@
-"""The ``fpga:`` block of a target file: what the hls4ml exporter needs to know about the FPGA."""
+"""The ``fpga:`` block of a target file, which the hls4ml runtime declares: what its exporter needs to know about
+the FPGA, and the synthesis tool a target that synthesises needs."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from edgebench.components import Component, Tool
+from edgebench.runtimes.base import TargetBlock
 
 
-class FPGASpec(BaseModel):
+class FPGASpec(TargetBlock):
     """hls4ml settings of an FPGA target: part, clock, I/O style and whether to synthesise."""
 
-    model_config = ConfigDict(extra="forbid")
+    required_by: ClassVar[tuple[str, ...]] = ("hls4ml",)
 
     part: str = Field(description="FPGA part, e.g. xczu9eg-ffvb1156-2-e")
     board: str | None = Field(None, description="board name, informational (e.g. zcu102)")
@@ -32,3 +36,10 @@ class FPGASpec(BaseModel):
     def hls_tool(self) -> str:
         """Executable that synthesises for ``hls_backend``."""
         return "vitis_hls" if self.hls_backend == "Vitis" else "vivado_hls"
+
+    def needs(self) -> list[Component]:
+        """Synthesis (``synthesize: true``) is a build step on this machine: it needs the HLS tool."""
+        if not self.synthesize:
+            return []
+        return [Tool(self.hls_tool, f"synthesis for {self.part}",
+                     f"install {self.hls_backend} HLS and source its settings64.sh (or use local-hls4ml-csim)")]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.errors import ArtifactError
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
+from edgebench.runtimes.onnxruntime.session import create_ort_session
 
 
 class OnnxRuntimeSession(Session):
@@ -29,30 +29,6 @@ class OnnxRuntimeSession(Session):
 
         return profile_onnxruntime(self._artifact, batch, self._threads, runs=runs,
                                    providers=self._session.get_providers())
-
-
-def make_session_options(threads: int):
-    """Session options used by every ORT backend: fixed intra-op threads, sequential graph."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
-
-
-def create_ort_session(artifact: Path, threads: int, providers: list[str]):
-    """Open ``artifact`` with ORT, turning a missing or corrupt file into an ArtifactError."""
-    import onnxruntime as ort
-
-    if not artifact.is_file():
-        raise ArtifactError(f"ONNX model not found: {artifact}; re-run the export stage (edgebench run)")
-    try:
-        return ort.InferenceSession(str(artifact), make_session_options(threads), providers=providers)
-    except Exception as exc:  # ORT raises its own exception types for bad protobufs
-        raise ArtifactError(f"ONNX Runtime cannot load {artifact}: {exc}. Delete it and re-export.") from exc
 
 
 @BACKENDS.register("onnxruntime")

@@ -12,7 +12,8 @@ from pathlib import Path
 from edgebench.errors import ArtifactError
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME_GPU
-from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession, create_ort_session
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession
+from edgebench.runtimes.onnxruntime.session import create_ort_session
 from edgebench.runtimes.torch import NVIDIA_DRIVER
 
 CUDA_PROVIDER = "CUDAExecutionProvider"

@@ -59,7 +59,7 @@ class OnnxExporter(Exporter):
 
 def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) -> None:
     """Export with a dynamic batch axis (offline scenario runs batch N)."""
-    model = model.eval()
+    model = getattr(model, "onnx_exportable", model).eval()  # a user's TorchScript program goes in as itself
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

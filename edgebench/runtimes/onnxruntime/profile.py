@@ -19,6 +19,7 @@ import numpy as np
 
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile
+from edgebench.runtimes.onnxruntime.session import make_session_options
 
 KERNEL_SUFFIX = "_kernel_time"
 
@@ -70,8 +71,6 @@ def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: i
     """Per-layer profile of ``artifact`` on ORT (CPU provider unless ``providers``), ``runs`` inferences of ``batch``."""
     import onnx
     import onnxruntime as ort
-
-    from edgebench.runtimes.onnxruntime.backend import make_session_options
 
     layers = OnnxLayerMap.from_file(artifact)
     with tempfile.TemporaryDirectory() as tmp:

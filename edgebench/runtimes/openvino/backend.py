@@ -17,59 +17,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgebench.errors import ArtifactError, require_module
+from edgebench.errors import require_module
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.openvino import OPENVINO
+from edgebench.runtimes.openvino.compile import STREAMS, THREADS, compile_config, compile_for_batch, read_onnx
 
 log = logging.getLogger(__name__)
-
-#: OpenVINO's own names of the properties edgebench sets
-THREADS, STREAMS, HINT, PRECISION, PERF_COUNT = (
-    "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "PERF_COUNT")
-
-
-def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[str, Any]:
-    """CPU plugin properties for ``settings``; ``perf_count`` turns on per-node counters (profiling only).
-
-    Threads and streams are set explicitly, so no performance hint is needed; one given in the target's
-    options is passed on. Each stream needs a thread: OpenVINO caps streams at the thread count.
-    """
-    streams = int(settings.options.get("streams", 1))
-    if streams > settings.threads:
-        log.warning("openvino: %d streams on %d thread(s) run as %d stream(s)", streams, settings.threads,
-                    settings.threads)
-    config: dict[str, Any] = {
-        THREADS: settings.threads,
-        STREAMS: streams,
-        # fp32 artifacts must run in fp32: CPUs with bf16/AMX would otherwise downcast by default.
-        # int8 QDQ models still run their quantized layers as int8 under this hint.
-        PRECISION: "f32",
-        PERF_COUNT: perf_count,
-    }
-    if "performance_hint" in settings.options:
-        config[HINT] = str(settings.options["performance_hint"])
-    return config
-
-
-def read_onnx(core: Any, artifact: Path) -> Any:
-    """The ``ov.Model`` of an ONNX artifact, with a clear error when it is missing or unreadable."""
-    if not artifact.is_file():
-        raise ArtifactError(f"ONNX model not found: {artifact}; re-run the export stage (edgebench run)")
-    try:
-        return core.read_model(str(artifact))
-    except RuntimeError as exc:
-        raise ArtifactError(f"OpenVINO cannot read {artifact}: {exc}. Delete it and re-export.") from exc
-
-
-def compile_for_batch(core: Any, model: Any, batch: int, config: dict[str, Any]) -> Any:
-    """Fix the model's batch dimension to ``batch`` and compile it for the CPU."""
-    shaped = model.clone()
-    shape = shaped.input(0).get_partial_shape()
-    shape[0] = batch
-    shaped.reshape({shaped.input(0): shape})
-    return core.compile_model(shaped, "CPU", config)
-
 
 class OpenVinoSession(Session):
     """A synchronous infer request per compiled batch size; numpy NCHW float32 in, float32 logits out."""

@@ -17,14 +17,13 @@ import numpy as np
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import LayerProfile, OpTime, build_profile
 from edgebench.runtimes.base import BackendSettings
+from edgebench.runtimes.openvino.compile import compile_config, compile_for_batch, read_onnx
 
 
 def profile_openvino(artifact: Path, batch: np.ndarray, settings: BackendSettings, runs: int = 50,
                      warmup_runs: int = 5) -> LayerProfile:
     """Per-layer profile of an ONNX ``artifact`` on OpenVINO's CPU plugin, ``runs`` inferences of ``batch``."""
     import openvino as ov
-
-    from edgebench.runtimes.openvino.backend import compile_config, compile_for_batch, read_onnx
 
     core = ov.Core()
     compiled = compile_for_batch(core, read_onnx(core, artifact), len(batch), compile_config(settings, perf_count=True))

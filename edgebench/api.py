@@ -1,0 +1,153 @@
+"""edgebench's Python API: run an experiment, load a stored run, and read its results as pandas DataFrames.
+
+    import edgebench
+
+    results = edgebench.run("my_experiment.yaml")          # or an Experiment object, or None for the default
+    df = results.measurements()                             # one row per measurement, units in the column names
+    front = results.pareto("latency", "accuracy", target="local-cpu")
+    results.report("reports/mine")
+
+    later = edgebench.load("runs/my_experiment/results.db", run="latest")
+
+The CLI is a layer over these functions: ``edgebench run`` is :func:`run` plus printing, ``edgebench report`` is
+:meth:`Results.report`. Bad input raises :class:`~edgebench.errors.EdgebenchError` (one line, as the CLI prints it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from edgebench.config import Experiment, check_loaded, load_experiment
+
+if TYPE_CHECKING:
+    from edgebench.pipeline import ProgressFn, RunOutcome
+
+#: store columns renamed so that every quantity carries its unit (latency in ms, sizes in bytes, memory in MB)
+_UNITS = {f"{k}_ms": f"latency_{k}_ms" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")}
+#: what ``measurements()`` returns, in this order: identity, the variant's fields flattened, settings, figures
+COLUMNS = (
+    "run_id", "measurement_id", "variant_id", "label", "parent_id", "origin", "target", "backend", "status", "error",
+    "model", "dataset", "kind", "criterion", "ratio", "schedule", "allocation", "method", "sparsity", "rank_ratio",
+    "precision", "threads", "batch_size", "scenario",
+    "accuracy", "n_eval", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
+    "latency_min_ms", "latency_max_ms", "first_inference_ms", "load_ms", "throughput_ips", "n_samples",
+    "size_bytes", "compressed_size_bytes", "params", "nonzero_params", "macs", "nonzero_macs", "training_macs",
+    "peak_rss_mb", "energy_j_per_inference", "energy_source", "max_abs_diff", "ran_on",
+)
+
+
+@dataclass(frozen=True)
+class Results:
+    """One stored run: where it is, and (for a run made by this process) what the run did."""
+
+    store_url: str
+    run_id: str
+    #: this process's run outcome (failed jobs, targets not run, stage times); None for a run read with :func:`load`
+    outcome: RunOutcome | None = None
+
+    def stored(self) -> pd.DataFrame:
+        """The store's own rows for this run: every column, failed jobs included, the variant spec, build facts,
+        settings and the session's details as JSON (what :meth:`measurements` flattens)."""
+        from edgebench.store import Store
+
+        with Store.open(self.store_url) as store:
+            return store.measurements(self.run_id)
+
+    def measurements(self, include_failed: bool = False) -> pd.DataFrame:
+        """One row per measurement: the variant's fields flattened (criterion, ratio, precision...), the target
+        settings, and every figure with its unit in the column name (``latency_p50_ms``, ``size_bytes``,
+        ``peak_rss_mb``, ``energy_j_per_inference``); ``accuracy`` is a fraction, ``macs`` per inference.
+        Failed jobs (with their ``error``) only when ``include_failed``."""
+        return _public(self.stored(), include_failed)
+
+    def pareto(self, x: str = "latency", y: str = "accuracy", target: str | None = None) -> pd.DataFrame:
+        """The measurements on the Pareto front of ``x`` against ``y`` (metric names as in reports and ``compare``:
+        ``latency``, ``accuracy``, ``size``, ``macs``, ``energy``, ``memory``... or their columns), per target (its
+        backends compete), or only ``target``'s; sorted by ``x``. Each metric's better direction is its own."""
+        from edgebench.report.pareto import pareto_mask
+        from edgebench.store.metrics import get_metric
+
+        mx, my = get_metric(x), get_metric(y)
+        raw = self.stored()
+        raw = raw[(raw["status"] == "ok") & raw[mx.column].notna() & raw[my.column].notna()]
+        if target is not None:
+            if target not in set(raw["target"]):
+                from edgebench.store.schema import StoreError
+
+                known = ", ".join(sorted(set(raw["target"]))) or "none"
+                raise StoreError(f"run {self.run_id} has no measurements on target {target!r}; it has: {known}")
+            raw = raw[raw["target"] == target]
+        fronts = [group[pareto_mask(group, [(mx.column, mx.direction), (my.column, my.direction)])]
+                  for _, group in raw.groupby("target")]
+        front = pd.concat(fronts) if fronts else raw.iloc[0:0]
+        return _public(front, include_failed=False).sort_values(_UNITS.get(mx.column, mx.column), ignore_index=True)
+
+    def report(self, directory: str | Path, objectives: Sequence[tuple[str, str]] | None = None) -> Path:
+        """Render the HTML report (and its PNG/SVG figures) of this run into ``directory``; its ``index.html``."""
+        from edgebench.paths import writable_dir
+        from edgebench.report import render_report
+        from edgebench.store import Store
+
+        out = writable_dir(Path(directory), "report directory")
+        with Store.open(self.store_url) as store:
+            return render_report(store, self.run_id, out, objectives)
+
+    @property
+    def report_path(self) -> Path | None:
+        """The report the run rendered, when it was made by :func:`run` with ``render=True``."""
+        return self.outcome.report_path if self.outcome is not None else None
+
+
+def _public(raw: pd.DataFrame, include_failed: bool) -> pd.DataFrame:
+    df = raw if include_failed else raw[raw["status"] == "ok"]
+    df = df.rename(columns={"id": "measurement_id", **_UNITS})
+    df = df.assign(origin=[_origin(spec) for spec in df["spec"]])
+    return df.reindex(columns=list(COLUMNS)).reset_index(drop=True)
+
+
+def _origin(spec: object) -> str:
+    """Who made the variant's artifact: edgebench, or the tool an external artifact names (``artifacts:``)."""
+    external = (spec or {}).get("external") if isinstance(spec, dict) else None
+    return f"external:{external.get('label')}" if isinstance(external, dict) else "edgebench"
+
+
+def run(
+    experiment: Experiment | str | Path | None = None,
+    *,
+    tags: Sequence[str] = (),
+    progress: ProgressFn | None = None,
+    render: bool = True,
+) -> Results:
+    """Run (or resume) an experiment end to end - a YAML path, an :class:`~edgebench.config.Experiment`, or None
+    for the built-in default - and return its stored results.
+
+    An Experiment built in Python gets the same checks as a file (paths relative to the working directory).
+    Tags name the run for ``compare`` and ``history``; ``progress(stage, done, total, detail)`` is called as tasks
+    finish; ``render=False`` skips the HTML report.
+    """
+    from edgebench.pipeline import run_experiment
+    from edgebench.store.store import validate_tag
+
+    exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
+    for tag in tags:
+        validate_tag(tag)
+    outcome = run_experiment(exp, tags=tuple(tags), progress=progress, render=render)
+    return Results(outcome.store_url, outcome.run_id, outcome)
+
+
+def load(store: str | Path, run: str = "latest") -> Results:
+    """A stored run: ``store`` is a results file or database URL, ``run`` an id, a tag, an id prefix or 'latest'."""
+    from edgebench.store import Store
+    from edgebench.store.schema import StoreError
+    from edgebench.store.store import store_url
+
+    if "://" not in str(store) and not Path(store).is_file():  # reading must not create an empty store
+        raise StoreError(f"no results store at {store}: run an experiment first, or give its results.db or URL")
+    url = store_url(store)
+    with Store.open(url) as opened:
+        return Results(url, opened.resolve_run(run))

@@ -1,0 +1,87 @@
+"""Declared input preprocessing (``dataset.preprocess``), applied once to every split of a dataset.
+
+Every consumer reads the same arrays - training and validation, the int8 calibration images (drawn from the
+training split), and the test split every target's accuracy is measured on - so the preprocessing the trained
+weights expect is applied identically everywhere, once, in the process that loads the data. Resizing is
+bilinear with antialiasing (torchvision's tensor ``Resize`` default), cropping central, normalising per channel;
+without ``normalize`` images are standardised with the training split's statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from edgebench.data.splits import DatasetSplits
+from edgebench.errors import DatasetError
+from edgebench.variants import Preprocess
+
+#: images resized per call (bounds the float copy interpolation makes)
+_CHUNK = 256
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resized_shape(shape: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) after ``resize``: an int sets the shorter side (aspect ratio kept), a pair the exact size."""
+    if not isinstance(resize, int):
+        return _pair(resize)
+    h, w = shape
+    short, long_ = (h, w) if h <= w else (w, h)
+    scaled = int(resize * long_ / short)
+    return (resize, scaled) if h <= w else (scaled, resize)
+
+
+def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import torch
+    from torch.nn import functional
+
+    if tuple(x.shape[2:]) == size:
+        return x
+    out = [functional.interpolate(torch.from_numpy(np.ascontiguousarray(x[i : i + _CHUNK])), size=size,
+                                  mode="bilinear", align_corners=False, antialias=True).numpy()
+           for i in range(0, len(x), _CHUNK)]
+    return np.concatenate(out) if out else np.zeros((0, x.shape[1], *size), dtype=np.float32)
+
+
+def _center_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = x.shape[2:]
+    ch, cw = size
+    if ch > h or cw > w:
+        raise DatasetError(f"dataset.preprocess.center_crop: {ch}x{cw} is larger than the {h}x{w} images it crops; "
+                           "resize first or crop smaller")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[:, :, top : top + ch, left : left + cw]
+
+
+def _normalized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((x - mean) / std).astype(np.float32)
+
+
+def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetSplits:
+    """``splits`` (pixel values in [0, 1]) resized, cropped and normalised as ``prep`` declares; standardised with
+    the training split's per-channel statistics when it declares no ``normalize``. DatasetError for a crop
+    larger than the images, or a normalisation with the wrong number of channels."""
+    arrays = {"x_train": splits.x_train, "x_val": splits.x_val, "x_test": splits.x_test}
+    prep = prep or Preprocess()
+    if prep.resize is not None:
+        size = resized_shape(tuple(splits.x_train.shape[2:]), prep.resize)
+        arrays = {k: _resize(v.astype(np.float32, copy=False), size) for k, v in arrays.items()}
+    if prep.center_crop is not None:
+        arrays = {k: _center_crop(v, _pair(prep.center_crop)) for k, v in arrays.items()}
+    channels = splits.x_train.shape[1]
+    if prep.normalize is not None:
+        mean, std = (np.asarray(v, dtype=np.float32) for v in (prep.normalize.mean, prep.normalize.std))
+        if len(mean) not in (1, channels):
+            raise DatasetError(f"dataset.preprocess.normalize: {len(mean)} mean/std values for {channels}-channel "
+                               "images; give one per channel (or one for all)")
+    else:  # statistics of the training split only: nothing of the test split leaks into training
+        mean = arrays["x_train"].mean(axis=(0, 2, 3))
+        std = arrays["x_train"].std(axis=(0, 2, 3)) + 1e-6
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    arrays = {k: np.ascontiguousarray(_normalized(v, mean, std)) for k, v in arrays.items()}
+    shape = tuple(int(d) for d in arrays["x_train"].shape[1:])
+    return dataclasses.replace(splits, input_shape=shape, **arrays)  # type: ignore[arg-type]

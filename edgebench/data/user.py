@@ -1,0 +1,93 @@
+"""A team's own dataset loader (``dataset: {name: my_pkg.data:load}``, an entry point, or a ``plugins:`` file).
+
+The loader returns its splits in whichever form it has them, and :func:`splits_from` turns that into the arrays
+edgebench trains and measures on (the whole dataset in memory, as every built-in loader does):
+
+- ``{"train": ..., "test": ..., "val": ...}`` (``val`` optional), each a torch ``Dataset`` of ``(image, label)``
+  items - a tensor, numpy array or PIL image per image - or an ``(x, y)`` pair of arrays;
+- arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``), as in an ``.npz``;
+- a :class:`~edgebench.data.splits.DatasetSplits`.
+
+Images may be (N,H,W), NCHW or NHWC; uint8 is scaled to [0, 1]. Declare normalisation, resizing and cropping
+in ``dataset.preprocess`` rather than in the loader, so edgebench applies them to every split it measures on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebench.data.files import check_labelled, to_nchw
+from edgebench.data.splits import DatasetSplits, make_splits
+from edgebench.errors import DatasetError
+
+#: validation share held out of ``train`` when the loader gives no ``val`` split, and its seed
+VAL_FRACTION, SEED = 0.1, 0
+_SPLITS = ("train", "val", "test")
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _image(item: Any) -> np.ndarray:
+    """One image as a numpy array (a tensor, a PIL image or an array)."""
+    if hasattr(item, "detach"):  # a torch tensor
+        return item.detach().cpu().numpy()
+    return np.asarray(item)
+
+
+def _from_dataset(dataset: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a torch ``Dataset`` (or any sequence of (image, label) pairs), read item by item."""
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+    except Exception as exc:
+        raise DatasetError(f"dataset {name}: reading its '{split}' split failed: {type(exc).__name__}: {exc}") from None
+    if not items or not all(isinstance(it, Sequence) and len(it) >= 2 for it in items):
+        raise DatasetError(f"dataset {name}: its '{split}' split must yield (image, label) pairs; got "
+                           f"{type(items[0]).__name__ if items else 'no items'}")
+    shapes = {np.shape(_image(it[0])) for it in items}
+    if len(shapes) > 1:
+        raise DatasetError(f"dataset {name}: its '{split}' images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}"
+                           "); resize them in the loader to one shape, then declare dataset.preprocess")
+    return np.stack([_image(it[0]) for it in items]), np.asarray([int(it[1]) for it in items], dtype=np.int64)
+
+
+def _pair(value: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(value, tuple | list) and len(value) == 2 and all(hasattr(v, "__len__") for v in value) \
+            and not isinstance(value[0], tuple | list):
+        return np.asarray(value[0]), np.asarray(value[1])
+    if hasattr(value, "__getitem__") and hasattr(value, "__len__"):
+        return _from_dataset(value, split, name)
+    raise DatasetError(f"dataset {name}: its '{split}' split is a {type(value).__name__}; give a torch Dataset of "
+                       "(image, label) items or an (x, y) pair of arrays")
+
+
+def _num_classes(loaded: Mapping[str, Any]) -> int | None:
+    if isinstance(loaded.get("num_classes"), int):
+        return loaded["num_classes"]
+    classes = getattr(loaded.get("train"), "classes", None)  # torchvision-style datasets name their classes
+    return len(classes) if isinstance(classes, Sequence) and classes else None
+
+
+def splits_from(loaded: Any, name: str) -> DatasetSplits:
+    """The splits a user's loader returned, as arrays in [0, 1]; DatasetError naming what is wrong."""
+    if isinstance(loaded, DatasetSplits):
+        return loaded
+    where = Path(name)
+    if isinstance(loaded, Mapping) and all(k in loaded for k in _ARRAYS):
+        data = {k: np.asarray(v) for k, v in loaded.items() if k != "num_classes"}
+    elif isinstance(loaded, Mapping) and "train" in loaded and "test" in loaded:
+        data = {}
+        for split in _SPLITS:
+            if loaded.get(split) is not None:
+                data[f"x_{split}"], data[f"y_{split}"] = _pair(loaded[split], split, name)
+    else:
+        raise DatasetError(f"dataset {name}: the loader returned a {type(loaded).__name__}; return "
+                           "{'train': ..., 'test': ...} (torch Datasets or (x, y) arrays) or a mapping of arrays "
+                           "x_train, y_train, x_test, y_test")
+    check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], where)
+    nchw = {k: to_nchw(v, k, where) for k, v in data.items() if k.startswith("x_")}
+    return make_splits(name, nchw["x_train"], data["y_train"], nchw["x_test"], data["y_test"], VAL_FRACTION, SEED,
+                       x_val=nchw.get("x_val"), y_val=data.get("y_val"),
+                       num_classes=_num_classes(loaded) if isinstance(loaded, Mapping) else None)

@@ -1,0 +1,162 @@
+"""Where a variant's starting model comes from: the zoo, the user's code, and trained weights.
+
+``model:`` in an experiment names a factory three ways - a registered name (the zoo, or an installed package's
+``edgebench.models`` entry point), an import path ``my_pkg.models:build_net``, or ``file: nets/resnet.py`` with
+``factory: build_net`` - and may add ``weights:`` (a state dict or checkpoint, or a TorchScript / ``.pt2``
+program that is the model itself). :func:`model_source` turns that into the :class:`ModelSource` a variant spec
+carries (content digests in its id, paths to read); :func:`new_model` builds the model from a spec in any process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebench import plugins
+from edgebench.errors import ConfigError, first_line
+from edgebench.models import MODELS
+from edgebench.plugins import PluginError, file_digest
+from edgebench.variants import ModelSource, VariantSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgebench.config import ModelConfig
+    from edgebench.data import DatasetSplits
+
+_EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
+#: factory parameters edgebench fills from the dataset (when the factory takes them); ``input_size`` too, unless
+#: the experiment sets it
+ARGS_FROM_DATA = ("num_classes", "in_channels")
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return file_digest(Path(path))
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of a file (cached while its size and modification time stay the same)."""
+    stat = Path(path).stat()
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def _code_file(factory: Callable[..., Any]) -> str | None:
+    """The source file of a factory that is not edgebench's own (zoo ids stay as they were)."""
+    try:
+        file = inspect.getsourcefile(factory)
+    except TypeError:  # a builtin or a C extension: nothing to hash
+        return None
+    return None if file is None or Path(file).resolve().is_relative_to(_EDGEBENCH_DIR) else file
+
+
+def resolve_factory(model: ModelConfig) -> Callable[..., Any]:
+    """The callable ``model`` names; PluginError naming the file or module and the attribute."""
+    if model.file is not None:
+        factory = plugins.file_object(model.file, model.factory or "")
+        where = f"{model.file}:{model.factory}"
+    else:
+        try:
+            factory = MODELS.get(model.name)
+        except KeyError:
+            raise PluginError(f"unknown value '{model.name}'; allowed: {', '.join(MODELS.names())} (or an import path "
+                              "module:factory, or model.file with model.factory)") from None
+        where = model.name
+    if not callable(factory):
+        raise PluginError(f"{where} is a {type(factory).__name__}, not a function or class that builds the model")
+    return factory
+
+
+def model_ref(model: ModelConfig, source: ModelSource | None) -> str:
+    """The ``model`` of variant specs: the registered name or import path, ``file.py:factory``, or for a program
+    the weights file's name."""
+    if source is not None and source.program and model.file is None and "name" not in model.model_fields_set:
+        return Path(source.weights or "").name
+    if model.file is not None:
+        return f"{Path(model.file).name}:{model.factory}"
+    return model.name
+
+
+def program_conflict(model: ModelConfig, fmt: str) -> str | None:
+    """Why a program given as weights cannot go with ``model``'s other fields, or None."""
+    if fmt == "state_dict" or (model.file is None and "name" not in model.model_fields_set and not model.kwargs):
+        return None
+    return (f"{model.weights} is a {fmt.replace('_', ' ')}, the model itself: leave out model.name, model.file and "
+            "model.kwargs, or give a state dict as weights")
+
+
+def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: str | None = None) -> ModelSource | None:
+    """The user's files behind ``model`` with their digests (the code digest covers the factory's file, the plug-in
+    files and the source of a ``dataset`` loader that is not edgebench's); None for a zoo model on edgebench's data."""
+    from edgebench.data import DATASETS
+    from edgebench.models.weights import detect_format
+
+    code_files: list[str] = [str(Path(p).resolve()) for p in plugin_files]
+    loader_file = _code_file(DATASETS.get(dataset)) if dataset is not None else None
+    code_files += [loader_file] if loader_file else []
+    weights = Path(model.weights).resolve() if model.weights else None
+    fmt = detect_format(weights) if weights is not None else None
+    if fmt in (None, "state_dict"):
+        file = _code_file(resolve_factory(model))
+        code_files = [*([file] if file else []), *code_files]
+    if not code_files and weights is None:
+        return None
+    code = hashlib.sha256("".join(content_digest(f) for f in code_files).encode()).hexdigest()[:16] if code_files else None
+    return ModelSource(
+        file=str(Path(model.file).resolve()) if model.file else None,
+        code_digest=code,
+        weights=str(weights) if weights else None,
+        weights_digest=content_digest(weights) if weights else None,
+        weights_format=fmt,
+        trust_checkpoint=model.trust_checkpoint,
+    )
+
+
+def spec_factory(spec: VariantSpec) -> Callable[..., Any]:
+    """The factory of ``spec``'s model, in whichever process builds it."""
+    if spec.source is not None and spec.source.file is not None:
+        return plugins.file_object(spec.source.file, spec.model.rpartition(":")[2])
+    return MODELS.get(spec.model)
+
+
+def _call_factory(factory: Callable[..., Any], spec: VariantSpec, splits: DatasetSplits) -> Any:
+    """``factory`` called with the spec's kwargs and what it takes of num_classes, in_channels and input_size."""
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    from_data = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0],
+                 "input_size": splits.input_shape[-1]}
+    kwargs = {k: v for k, v in from_data.items() if k in params or (takes_any and k != "input_size")}
+    return factory(**{**kwargs, **spec.model_kwargs})
+
+
+class FactoryError(ConfigError):
+    """The user's factory raised, or returned something that is not a module."""
+
+
+def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
+    """The model of ``spec`` for ``splits``: the factory's fresh model (seeded by ``spec.train.seed``) with the
+    trained weights loaded when given, or the weights' program itself."""
+    import torch
+    from torch import nn
+
+    from edgebench.models.weights import load_into, load_program, read_state_dict
+
+    torch.manual_seed(spec.train.seed)
+    source = spec.source
+    if source is not None and source.program and source.weights:
+        return load_program(Path(source.weights), source.weights_format or "torchscript")
+    factory = spec_factory(spec)
+    try:
+        model = _call_factory(factory, spec, splits)
+    except Exception as exc:  # the user's code: whatever it raises is the cause
+        raise FactoryError(f"model {spec.model}: the factory raised {type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise FactoryError(f"model {spec.model}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+    if source is not None and source.weights:
+        path = Path(source.weights)
+        load_into(model, read_state_dict(path, source.trust_checkpoint), path)
+    return model

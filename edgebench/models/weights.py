@@ -1,0 +1,164 @@
+"""Trained weights as the starting point: state dicts, checkpoint dicts, TorchScript and ``torch.export`` programs.
+
+A checkpoint is data, not code: it is read with torch's safe unpickler (``weights_only=True``), which refuses
+anything but tensors and plain containers. A checkpoint that needs arbitrary pickled objects (a whole pickled
+module, a custom class) is refused with the class it needs, unless the experiment opts in with
+``model.trust_checkpoint: true``. Every problem is one :class:`WeightsError` line naming the file and, for
+mismatches, the first key and both shapes.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgebench.errors import ConfigError, first_line
+from edgebench.variants import WeightsFormat
+
+#: keys under which training scripts commonly keep the state dict inside a checkpoint dict, in the order tried
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net")
+#: prefixes wrappers add to every key: DataParallel / DistributedDataParallel, torch.compile
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: buffers older checkpoints lack; BatchNorm works without them
+_OPTIONAL_KEYS = re.compile(r"(^|\.)num_batches_tracked$")
+
+
+class WeightsError(ConfigError):
+    """A weights file cannot be read, or does not fit the model."""
+
+
+def detect_format(path: Path) -> WeightsFormat:
+    """What ``path`` holds, from the archive's layout: an ExportedProgram (``archive_format`` entry), a
+    TorchScript program (``code/`` and ``constants.pkl``), else a ``torch.save`` checkpoint."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(n == "archive_format" or n.endswith("/archive_format") for n in names):
+            return "exported_program"
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+    return "state_dict"
+
+
+def _refused_global(exc: Exception) -> str:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f"the Python object {found.group(1)}" if found else "arbitrary Python objects"
+
+
+def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``: a state dict, a checkpoint dict holding one, or (trusted only) a pickled module."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise WeightsError(f"{path}: cannot unpickle it: {first_line(exc)}") from None
+        raise WeightsError(f"{path}: needs {_refused_global(exc)} to load, and a checkpoint is read as data "
+                           "(torch.load weights_only=True); save model.state_dict() instead, or set "
+                           "model.trust_checkpoint: true if you trust where the file came from") from None
+    except Exception as exc:  # a truncated zip, a text file, a foreign format
+        raise WeightsError(f"{path}: not a checkpoint torch.load can read ({type(exc).__name__}: {first_line(exc)})") \
+            from None
+    return _state_dict_of(obj, path)
+
+
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in CHECKPOINT_KEYS:
+            if isinstance(obj.get(key), Mapping | nn.Module):
+                return _state_dict_of(obj[key], path)
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return _strip_prefixes({str(k): v for k, v in obj.items()})
+        keys = ", ".join(map(str, list(obj)[:6])) or "none"
+        raise WeightsError(f"{path}: a dict that is not a state dict (keys {keys}); expected tensors by parameter "
+                           f"name, or a checkpoint with one under {' / '.join(CHECKPOINT_KEYS)}")
+    raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")"
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Copy ``state`` into ``model``; WeightsError naming the first missing, unexpected or mis-shaped key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not _OPTIONAL_KEYS.search(k)]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"the model's '{missing[0]}' {_shape(own[missing[0]])} is not in the weights"
+                         + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+        if unexpected:
+            parts.append(f"the weights' '{unexpected[0]}' {_shape(state[unexpected[0]])} is not in the model"
+                         + (f" ({len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        raise WeightsError(f"{path}: keys do not match the model: {'; '.join(parts)}")
+    for key, tensor in own.items():
+        if key in state and tuple(state[key].shape) != tuple(tensor.shape):
+            raise WeightsError(f"{path}: '{key}' has shape {_shape(state[key])} in the weights but {_shape(tensor)} "
+                               "in the model (another width, depth or number of classes?)")
+    model.load_state_dict(state, strict=False)
+
+
+class ProgramModule(nn.Module):
+    """A compiled program (TorchScript, or a ``torch.export`` ExportedProgram) as a module that pickles as the
+    program's own archive bytes, so the run's model cache, the exporters and the PyTorch artifact hold it like any
+    other model. Programs run in eval mode only: an exported graph has its BatchNorm and dropout fixed."""
+
+    def __init__(self, program: torch.jit.ScriptModule | torch.export.ExportedProgram) -> None:
+        super().__init__()
+        self.program = program
+        self.graph = program if isinstance(program, torch.jit.ScriptModule) else program.module()
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    @property
+    def onnx_exportable(self) -> nn.Module:
+        """What ``torch.onnx.export`` takes: a TorchScript module itself (its legacy exporter reads the scripted
+        graph; tracing through a wrapper cannot), an exported graph through this wrapper."""
+        return self.graph if isinstance(self.program, torch.jit.ScriptModule) else self
+
+    def train(self, mode: bool = True) -> ProgramModule:
+        """Stays in eval mode (exporters switch modes and back); the experiment check refuses training a program."""
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, bool]]:
+        buffer = io.BytesIO()
+        scripted = isinstance(self.program, torch.jit.ScriptModule)
+        (torch.jit.save if scripted else torch.export.save)(self.program, buffer)
+        return _load_program_bytes, (buffer.getvalue(), scripted)
+
+
+def _load_program_bytes(data: bytes, scripted: bool) -> ProgramModule:
+    buffer = io.BytesIO(data)
+    return ProgramModule(torch.jit.load(buffer, map_location="cpu").eval() if scripted else torch.export.load(buffer))
+
+
+def load_program(path: Path, fmt: WeightsFormat) -> ProgramModule:
+    """The TorchScript module or ExportedProgram in ``path``, ready to run in eval mode."""
+    try:
+        if fmt == "torchscript":
+            return ProgramModule(torch.jit.load(str(path), map_location="cpu").eval())
+        return ProgramModule(torch.export.load(str(path)))
+    except Exception as exc:
+        kind = "TorchScript" if fmt == "torchscript" else "torch.export (.pt2)"
+        raise WeightsError(f"{path}: cannot load the {kind} program ({type(exc).__name__}: {first_line(exc)})") \
+            from None

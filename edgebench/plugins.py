@@ -1,0 +1,194 @@
+"""Plug-ins from the user's code, for every registry kind: import paths, Python files and entry points.
+
+Three ways in, one mechanism (``edgebench.registry.Registry`` calls these):
+
+- an import path ``package.module:attribute`` wherever a registered name is accepted (``model.name``,
+  ``dataset.name``, ``pruning.criteria``, a target's ``backends``, ``energy.type``);
+- ``plugins: [my_plugins.py]`` in an experiment: each file is imported once per process (the run's warm
+  workers inherit the list through ``EDGEBENCH_PLUGINS``), and registers what it defines with the usual
+  decorators (``@MODELS.register("my_net")``);
+- entry points of installed packages, in the groups ``edgebench.models``, ``edgebench.datasets``,
+  ``edgebench.criteria``, ``edgebench.backends`` and ``edgebench.energy_meters``: ``my_net =
+  my_pkg.nets:build`` registers ``build`` as ``my_net``; an entry point naming a module only imports it.
+
+Every failure is a :class:`PluginError` of one line naming the file or module and the attribute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from edgebench.errors import ConfigError, first_line
+
+#: plug-in files of the running experiment, separated by os.pathsep; spawned workers inherit it
+PLUGINS_ENV = "EDGEBENCH_PLUGINS"
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class PluginError(ConfigError):
+    """User code cannot be imported or is not what edgebench expects (a one-line bad input)."""
+
+
+def is_import_path(ref: str) -> bool:
+    """Whether ``ref`` is ``package.module:attribute`` rather than a registered name."""
+    return bool(_IMPORT_PATH.match(ref))
+
+
+def _cwd_importable() -> None:
+    """Let ``my_pkg.models:build`` find a package in the working directory, as ``python -m`` would (the
+    ``edgebench`` script's own directory is on sys.path, the user's is not)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def _attribute(module: ModuleType, attribute: str, where: str) -> Any:
+    obj: Any = module
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in vars(obj) if not n.startswith("_") and callable(getattr(obj, n)))
+            hint = f"; it defines {', '.join(public[:8])}" if public else ""
+            raise PluginError(f"{where} has no attribute '{attribute}'{hint}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def import_module(name: str) -> ModuleType:
+    """Import ``name``; PluginError when it is missing or raises while importing."""
+    _cwd_importable()
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise PluginError(f"module '{name}' not found (is its package installed, or its directory the working "
+                              "directory?)") from None
+        raise PluginError(f"importing module '{name}' failed: {type(exc).__name__}: {first_line(exc)}") from None
+    except Exception as exc:  # user code: anything it raises is the cause
+        raise PluginError(f"importing module '{name}' failed: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def import_object(ref: str) -> Any:
+    """The object an import path ``package.module:attribute`` names."""
+    module_name, _, attribute = ref.partition(":")
+    return _attribute(import_module(module_name), attribute, f"module '{module_name}'")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (16 hex digits), for content-addressed ids."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _module_name(file: Path) -> str:
+    """The module name of a user's file: its stem and content digest, so an edited file is a new module."""
+    stem = re.sub(r"\W", "_", file.stem)
+    return f"edgebench_plugin_{stem}_{file_digest(file)}"
+
+
+def _env_files() -> list[Path]:
+    return [Path(f) for f in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if f]
+
+
+class _UserFileFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules of the user's files (``EDGEBENCH_PLUGINS``) by name, so a model pickled in one process
+    (its class lives in ``edgebench_plugin_<stem>_<digest>``) unpickles in another: an exporter, a worker."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        if not name.startswith("edgebench_plugin_"):
+            return None
+        for file in _env_files():
+            if file.is_file() and _module_name(file) == name:
+                if str(file.parent) not in sys.path:  # its own imports of neighbouring files, also when unpickling
+                    sys.path.append(str(file.parent))
+                return importlib.util.spec_from_file_location(name, file)
+        return None
+
+
+sys.meta_path.append(_UserFileFinder())
+
+
+def load_file(path: str | Path) -> ModuleType:
+    """Import the Python file ``path`` (once per content: an edited file is imported again)."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise PluginError(f"{path}: no such Python file")
+    if file.suffix != ".py":
+        raise PluginError(f"{path}: not a Python file (give a .py file)")
+    name = _module_name(file)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"{path}: not a Python file edgebench can import (give a .py file)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    _cwd_importable()
+    if str(file.parent) not in sys.path:  # a plug-in file may import its neighbours
+        sys.path.append(str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        raise PluginError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:
+        del sys.modules[name]
+        raise PluginError(f"{path}: importing it raised {type(exc).__name__}: {first_line(exc)}") from None
+    return module
+
+
+def file_object(path: str | Path, attribute: str) -> Any:
+    """``attribute`` of the Python file ``path``."""
+    return _attribute(load_file(path), attribute, str(path))
+
+
+def use_plugin_files(paths: Iterable[str | Path], code_files: Iterable[str | Path] = ()) -> None:
+    """Import the experiment's ``plugins:`` files here, and let every worker spawned from now on import them and
+    the other ``code_files`` (the model's file) - to register plug-ins, and to unpickle models whose class is there."""
+    files = [str(Path(p).expanduser().resolve()) for p in paths]
+    for file in files:
+        load_file(file)
+    every = list(dict.fromkeys([*files, *(str(Path(p).expanduser().resolve()) for p in code_files)]))
+    if every:
+        os.environ[PLUGINS_ENV] = os.pathsep.join(every)
+    else:
+        os.environ.pop(PLUGINS_ENV, None)
+
+
+def load_env_plugins() -> None:
+    """Import the files a parent process listed in ``EDGEBENCH_PLUGINS`` (a warm worker's registries call this
+    before their first lookup)."""
+    for file in _env_files():
+        load_file(file)
+
+
+def entry_point_objects(group: str) -> list[tuple[str, Any, str]]:
+    """(name, loaded object, distribution) of every installed entry point in ``group``.
+
+    A broken plug-in package is named in a PluginError rather than ignored: its names would otherwise be
+    reported as unknown with no hint why.
+    """
+    found = []
+    for ep in entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else "an installed package"
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise PluginError(f"entry point '{ep.name} = {ep.value}' (group {group}, from {dist}) failed to load: "
+                              f"{type(exc).__name__}: {first_line(exc)}") from None
+        found.append((ep.name, obj, dist))
+    return found

@@ -1,0 +1,198 @@
+"""The CI gate over a comparison: per-metric warn and fail thresholds, unstable measurements named, one exit code.
+
+``edgebench compare`` decides *whether* a metric changed (``store.compare``: per-run values against the
+run-to-run spread). The gate only decides *how much that matters* to a pull request:
+
+- a regression at least as large as the metric's ``--fail`` threshold fails the gate;
+- one at least as large as its ``--warn`` threshold (and below any ``--fail``) warns;
+- a metric given neither threshold keeps compare's meaning: any regression fails;
+- a regression on an **unstable** measurement (its run-to-run spread across repeats, or across earlier runs,
+  at least ``unstable_pct``) is named as unstable and only warns: the spread says the runs disagree among
+  themselves, so the change is shown, not blamed;
+- ``undecided`` results (contended measurements) are listed, never gated.
+
+Thresholds are percent of the baseline value (accuracy: percentage points), like ``--min-effect``; compare
+is asked to call changes down to the smallest threshold of each metric (:func:`min_effects`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgebench.errors import ExitCode
+from edgebench.store.compare import COMPARED, Comparison, MatchedResult, MetricChange, parse_min_effects
+from edgebench.store.compare_markdown import fmt_change, fmt_evidence
+from edgebench.store.metrics import get_metric
+from edgebench.store.schema import StoreError
+
+Level = Literal["ok", "warn", "fail"]
+#: run-to-run spread (percent) from which a measurement counts as unstable
+DEFAULT_UNSTABLE_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-metric warn and fail levels (percent; accuracy: points) and the spread that makes a result unstable."""
+
+    warn: Mapping[str, float] = field(default_factory=dict)
+    fail: Mapping[str, float] = field(default_factory=dict)
+    unstable_pct: float = DEFAULT_UNSTABLE_PCT
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One regressed metric of one result, with the gate's level and why."""
+
+    label: str
+    context: str
+    change: MetricChange
+    level: Level
+    reason: str
+
+
+@dataclass
+class GateResult:
+    """The gate's verdict: its level, every regression with its level, and what it did not judge."""
+
+    level: Level
+    findings: list[Finding]
+    unstable: list[tuple[MatchedResult, MetricChange]]
+    undecided: list[tuple[MatchedResult, MetricChange]]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """REGRESSION when the gate fails, WARNING when it only warns, OK otherwise."""
+        return {"fail": ExitCode.REGRESSION, "warn": ExitCode.WARNING, "ok": ExitCode.OK}[self.level]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-dict form (``compare --format json`` puts it under ``gate``)."""
+        def named(pairs: list[tuple[MatchedResult, MetricChange]]) -> list[dict[str, Any]]:
+            return [{"label": r.label, "context": r.context, "metric": c.metric, "change": c.change,
+                     "spread_pct": c.noise_pct, "runs": list(c.runs), "verdict": c.verdict, "note": c.note}
+                    for r, c in pairs]
+
+        findings = [{"label": f.label, "context": f.context, "metric": f.change.metric, "change": f.change.change,
+                     "level": f.level, "reason": f.reason} for f in self.findings]
+        return {"level": self.level, "exit_code": int(self.exit_code), "findings": findings,
+                "unstable": named(self.unstable), "undecided": named(self.undecided)}
+
+
+def _parse(option: str, items: Sequence[str] | None) -> dict[str, float]:
+    """``["latency=2", ...]`` -> ``{"latency": 2.0}``; a bad item is one error naming the option and the form."""
+    levels = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        try:
+            metric, number = get_metric(name.strip()).name, float(value.strip().rstrip("%"))
+        except (StoreError, ValueError):
+            metric, number = "", -1.0
+        if metric not in COMPARED or number < 0:
+            raise StoreError(f"{option} {item!r}: use METRIC=PERCENT (accuracy: points), a number >= 0, with METRIC "
+                             f"one of {', '.join(COMPARED)}")
+        levels[metric] = number
+    return levels
+
+
+def parse_thresholds(
+    warn: Sequence[str] | None, fail: Sequence[str] | None, unstable_pct: float = DEFAULT_UNSTABLE_PCT
+) -> Thresholds:
+    """``--warn latency=2 --fail latency=5`` -> :class:`Thresholds`; a warn level above its fail level is an error."""
+    warns, fails = _parse("--warn", warn), _parse("--fail", fail)
+    for metric in warns.keys() & fails.keys():
+        if warns[metric] > fails[metric]:
+            raise StoreError(f"--warn {metric}={warns[metric]:g} is above --fail {metric}={fails[metric]:g}: "
+                             "the warn level must not exceed the fail level")
+    return Thresholds(warns, fails, unstable_pct)
+
+
+def min_effects(thresholds: Thresholds, min_effect: Sequence[str] | None = None) -> dict[str, float]:
+    """Compare's minimum effect per metric: ``--min-effect`` where given, else the metric's smallest threshold
+    (so a 2 % warn level is not hidden by a 5 % default), else compare's default."""
+    given = {get_metric(item.partition("=")[0].strip()).name for item in min_effect or [] if "=" in item}
+    effects = parse_min_effects(list(min_effect or []))
+    for metric in (thresholds.warn.keys() | thresholds.fail.keys()) - given:
+        effects[metric] = min(v for v in (thresholds.warn.get(metric), thresholds.fail.get(metric)) if v is not None)
+    return effects
+
+
+def _level(change: MetricChange, thresholds: Thresholds) -> tuple[Level, str]:
+    size = abs(change.change) if change.change is not None else float("inf")
+    unit = " pp" if change.metric == "accuracy" else "%"
+    warn, fail = thresholds.warn.get(change.metric), thresholds.fail.get(change.metric)
+    if fail is not None and size >= fail:
+        return "fail", f"at or past --fail {change.metric}={fail:g}{unit}"
+    if warn is not None and size >= warn:
+        return "warn", f"at or past --warn {change.metric}={warn:g}{unit}" + (
+            f", below --fail {fail:g}{unit}" if fail is not None else "")
+    if warn is None and fail is None:
+        return "fail", "a regression (no threshold set for this metric)"
+    return "ok", f"below --warn {change.metric}={warn:g}{unit}" if warn is not None else "below its thresholds"
+
+
+def is_unstable(change: MetricChange, thresholds: Thresholds) -> bool:
+    """Whether the run-to-run spread behind a verdict is at least ``unstable_pct`` (unknown spread: not unstable)."""
+    return change.noise_pct is not None and change.noise_pct >= thresholds.unstable_pct
+
+
+def evaluate(cmp: Comparison, thresholds: Thresholds) -> GateResult:
+    """The gate's level over every regression of ``cmp``."""
+    findings, unstable, undecided = [], [], []
+    for result in cmp.results:
+        for change in result.changes:
+            if change.verdict == "undecided":
+                undecided.append((result, change))
+            if is_unstable(change, thresholds) and change.verdict in ("regression", "unchanged", "improvement"):
+                unstable.append((result, change))
+            if change.verdict != "regression":
+                continue
+            level, reason = _level(change, thresholds)
+            if is_unstable(change, thresholds) and level == "fail":
+                level, reason = "warn", (f"unstable: run-to-run spread {change.noise_pct:.1f}% >= "
+                                         f"{thresholds.unstable_pct:g}%, not blamed ({reason})")
+            findings.append(Finding(result.label, result.context, change, level, reason))
+    levels = {f.level for f in findings}
+    overall: Level = "fail" if "fail" in levels else "warn" if "warn" in levels else "ok"
+    return GateResult(overall, findings, unstable, undecided)
+
+
+def threshold_text(thresholds: Thresholds) -> str:
+    """The thresholds in one line: ``latency warn 2% / fail 5%; every other metric: any regression fails``."""
+    metrics = sorted(thresholds.warn.keys() | thresholds.fail.keys())
+    parts = [f"{m} " + " / ".join(f"{kind} {levels[m]:g}{' pp' if m == 'accuracy' else '%'}"
+                                  for kind, levels in (("warn", thresholds.warn), ("fail", thresholds.fail)) if m in levels)
+             for m in metrics]
+    others = "every other metric: any regression fails" if metrics else "any regression fails"
+    return "; ".join([*parts, others])
+
+
+def unstable_lines(gate: GateResult) -> list[str]:
+    """One line per unstable result: its runs and each metric's spread, change and verdict."""
+    by_result: dict[tuple[str, str], list[MetricChange]] = {}
+    for r, c in gate.unstable:
+        by_result.setdefault((r.label, r.context), []).append(c)
+    return [f"{label} on {context}, {changes[0].runs[0]}+{changes[0].runs[1]} runs: "
+            + ", ".join(f"{c.metric} spread {c.noise_pct:.1f}% (change {fmt_change(c)}, {c.verdict})" for c in changes)
+            for (label, context), changes in by_result.items()]
+
+
+def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
+    """The gate's section of the pull-request comment: level, thresholds, each regression's level, then the
+    unstable and the undecided measurements by name."""
+    title = {"fail": "❌ fails", "warn": "⚠️ warns", "ok": "✅ passes"}[gate.level]
+    lines = [f"### edgebench deployment-cost gate {title}",
+             f"Thresholds: {threshold_text(thresholds)}. Unstable: run-to-run spread >= {thresholds.unstable_pct:g}%."]
+    if gate.findings:
+        lines += ["", "| level | variant | target | metric | change [CI] | evidence | why |", "|---|---|---|---|---|---|---|"]
+        order = sorted(gate.findings, key=lambda f: ("fail", "warn", "ok").index(f.level))
+        lines += [f"| {f.level} | {f.label} | {f.context} | {f.change.metric} | {fmt_change(f.change)} | "
+                  f"{fmt_evidence(f.change)} | {f.reason} |" for f in order]
+    if gate.unstable:
+        lines += ["", f"**Unstable measurements** (spread across repeats >= {thresholds.unstable_pct:g}%; shown, not "
+                  "blamed: measure them again or on a quieter machine):"]
+        lines += [f"- {line}" for line in unstable_lines(gate)]
+    if gate.undecided:
+        lines += ["", "**Not judged** (disturbed measurements):"]
+        lines += [f"- {r.label} on {r.context}: {c.metric}: {c.note}" for r, c in gate.undecided]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""The Python API: ``edgebench.run`` on an Experiment built in Python, ``edgebench.load``, ``Results.measurements``
+(one row per measurement, units in the column names), ``Results.pareto`` against a front worked out by hand, and
+``Results.report``."""
+
+from __future__ import annotations
+
+import pytest
+
+import edgebench
+from edgebench.config import Experiment
+from edgebench.errors import ConfigError
+from edgebench.job import JobResult
+from edgebench.store import Store
+from edgebench.store.record import MeasurementRecord
+from edgebench.store.schema import StoreError
+from edgebench.variants import PruneSpec, VariantSpec
+
+#: (label, target, p50 ms, accuracy): on local-cpu, c is dominated by b (slower and less accurate)
+POINTS = [("a", "local-cpu", 1.0, 0.90), ("b", "local-cpu", 2.0, 0.95), ("c", "local-cpu", 3.0, 0.93),
+          ("d", "local-cpu", 0.5, 0.80), ("e", "board", 4.0, 0.70), ("f", "board", 5.0, 0.60)]
+
+
+@pytest.fixture
+def hand_made_store(tmp_path):
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        run_id = store.start_run("hand", {"name": "hand"}, "h", {"cpu_model": "test"})
+        for i, (label, target, p50, accuracy) in enumerate(POINTS):
+            spec = VariantSpec(model="digits_cnn", dataset="digits", prune=PruneSpec(criterion="l1", ratio=0.1 + i / 10))
+            store.upsert_variant(spec.id, spec.model_dump(mode="json"), label, None, {"macs": 1000 - i, "params": 10})
+            result = JobResult(job_id=label, status="ok", accuracy=accuracy, latency_ms={"p50": p50, "p99": 2 * p50},
+                               samples_ns=[int(p50 * 1e6)] * 3, peak_rss_mb=100.0 + i)
+            store.add_measurement(MeasurementRecord(run_id, label, spec.id, target, "onnxruntime", result,
+                                                    {"threads": 1, "precision": "fp32"}, 2048 + i))
+        store.add_measurement(MeasurementRecord(run_id, "failed", spec.id, "local-cpu", "torch",
+                                                JobResult(job_id="failed", status="failed", error="boom"), {}, None))
+    return path
+
+
+def test_pareto_is_the_front_worked_out_by_hand(hand_made_store):
+    results = edgebench.load(hand_made_store)
+    front = results.pareto("latency", "accuracy")
+    assert list(front["label"]) == ["d", "a", "b", "e"]  # per target, sorted by latency; c and f are dominated
+    assert list(results.pareto("latency", "accuracy", target="board")["label"]) == ["e"]
+    assert list(results.pareto("memory", "accuracy", target="local-cpu")["label"]) == ["a", "b"]
+    with pytest.raises(StoreError, match="no measurements on target 'jetson'; it has: board, local-cpu"):
+        results.pareto(target="jetson")
+
+
+def test_measurements_one_row_each_with_units_in_column_names(hand_made_store):
+    results = edgebench.load(hand_made_store, run="latest")
+    df = results.measurements()
+    assert len(df) == len(POINTS) and set(df["status"]) == {"ok"}
+    assert len(results.measurements(include_failed=True)) == len(POINTS) + 1
+    row = df.set_index("label").loc["c"]
+    assert row["latency_p50_ms"] == 3.0 and row["latency_p99_ms"] == 6.0 and row["size_bytes"] == 2050
+    assert row["peak_rss_mb"] == 102.0 and row["macs"] == 998 and row["n_samples"] == 3
+    assert row["criterion"] == "l1" and row["ratio"] == pytest.approx(0.3) and row["kind"] == "structured"
+    assert row["origin"] == "edgebench" and row["precision"] == "fp32"
+    assert not {"spec", "facts", "details", "settings", "p50_ms"} & set(df.columns)  # flattened, units named
+
+
+def test_load_of_a_missing_store_creates_nothing(tmp_path):
+    with pytest.raises(StoreError, match="no results store"):
+        edgebench.load(tmp_path / "nothing.db")
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def test_experiment_built_in_python_gets_the_file_checks(tmp_path):
+    with pytest.raises(ConfigError, match=r"experiment: model.name: unknown value 'resnet9000'"):
+        edgebench.run(Experiment.model_validate({"model": {"name": "resnet9000"}}))
+
+
+@pytest.mark.slow
+def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = Experiment.model_validate({
+        "name": "api", "training": {"epochs": 1}, "pruning": {"criteria": []},
+        "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+    })
+    results = edgebench.run(exp, tags=["api-test"], render=False)
+    assert results.outcome is not None and results.outcome.failed == [] and results.report_path is None
+    df = results.measurements()
+    assert sorted(df["backend"]) == ["onnxruntime", "torch"] and (df["latency_p50_ms"] > 0).all()
+    assert (df["label"] == "baseline/fp32").all() and df["accuracy"].between(0.1, 1).all()
+    again = edgebench.load(tmp_path / "runs" / "api" / "results.db", run="api-test")
+    assert again.run_id == results.run_id and again.measurements().equals(df)
+    index = again.report(tmp_path / "report")
+    assert index == tmp_path / "report" / "index.html" and index.stat().st_size > 1000

@@ -1,0 +1,163 @@
+"""The CI gate: warn and fail thresholds per metric, unstable measurements named and not blamed, exit codes —
+on comparisons of real synthetic runs in a SQLite store, through the CLI as a CI job calls it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from store_fixtures import MACHINE, synthetic_result, variant_specs
+from typer.testing import CliRunner
+
+from edgebench.cli.common import friendly_errors
+from edgebench.cli.store import register
+from edgebench.errors import ExitCode
+from edgebench.store import Store, StoreError
+from edgebench.store.compare import Comparison, MatchedResult, MetricChange
+from edgebench.store.gate import Thresholds, evaluate, gate_markdown, min_effects, parse_thresholds
+from edgebench.store.record import MeasurementRecord
+
+runner = CliRunner()
+SMALL, LARGE, SAME = "l1-0.5-while_training/fp32", "l1-0.5-while_training/int8", "baseline/fp32"
+
+
+def _runs(store: Store, tag: str, n: int, sigma: float, seed: int, slowdown: dict[str, float] | None = None) -> None:
+    """``n`` runs tagged ``tag``; each result moves by its own run-to-run factor (sd ``sigma`` in log)."""
+    rng = np.random.default_rng(seed)
+    specs = [s for s in variant_specs() if s.label in (SMALL, LARGE, SAME)]
+    for _ in range(n):
+        run_id = store.start_run("gate", {}, "h-gate", MACHINE, (tag,))
+        for spec in specs:
+            store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, None, {"params": 1})
+            factor = (slowdown or {}).get(spec.label, 1.0) * float(np.exp(rng.normal(0, sigma)))
+            result = synthetic_result(spec.id, spec, rng, factor)
+            store.add_measurement(MeasurementRecord(run_id, spec.id, spec.id, "local-cpu", "onnxruntime", result,
+                                                    {"threads": 1}, 1000))
+        store.finish_run(run_id)
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app, friendly_errors)
+    return app
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """Three runs a side, quiet (0.3 % run-to-run): the candidate is 3 % slower on SMALL, 8 % on LARGE."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        _runs(store, "base", 3, 0.003, seed=1)
+        _runs(store, "cand", 3, 0.003, seed=2, slowdown={SMALL: 1.03, LARGE: 1.08})
+    return path
+
+
+def _compare(app: typer.Typer, db: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["compare", "base", "cand", "--store", str(db), "--repeats", "--lookback", "0",
+                                 "--format", "markdown", *args])
+    return result.exit_code, result.output
+
+
+def test_warn_and_fail_levels_give_their_exit_codes(app: typer.Typer, db: Path) -> None:
+    both = ["--warn", "latency=2", "--fail", "latency=5", "--warn", "throughput=2", "--fail", "throughput=5"]
+    code, out = _compare(app, db, *both)
+    assert code == ExitCode.REGRESSION == 1, out
+    assert "### edgebench deployment-cost gate ❌ fails" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| warn |", "| fail |"))]
+    assert any(r.startswith(f"| fail | {LARGE} |") and "| latency |" in r for r in rows)
+    assert any(r.startswith(f"| warn | {SMALL} |") and "| latency |" in r for r in rows)
+    assert not any(SAME in r for r in rows)
+
+    code, out = _compare(app, db, "--warn", "latency=2", "--warn", "throughput=2")  # warn levels only: advisory
+    assert code == ExitCode.WARNING == 5, out
+    assert "gate ⚠️ warns" in out and f"| warn | {LARGE} |" in out
+
+    code, out = _compare(app, db, "--fail", "latency=10", "--fail", "throughput=10")  # 8 % is below both
+    assert code == ExitCode.OK == 0, out
+    assert "gate ✅ passes" in out
+
+
+def test_without_thresholds_any_regression_fails_as_before(app: typer.Typer, db: Path) -> None:
+    code, out = _compare(app, db, "--min-effect", "latency=2", "--min-effect", "throughput=2")
+    assert code == ExitCode.REGRESSION, out
+    assert "a regression (no threshold set for this metric)" in out
+
+
+def test_json_carries_the_gate(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c.json"
+    code, _ = _compare(app, db, "--warn", "latency=2", "--fail", "latency=5", "--fail", "throughput=5",
+                       "--format", "json", "-o", str(out))
+    gate = json.loads(out.read_text())["gate"]
+    assert code == 1 and gate["level"] == "fail" and gate["exit_code"] == 1
+    levels = {(f["label"], f["metric"]): f["level"] for f in gate["findings"]}
+    assert levels[(LARGE, "latency")] == "fail" and levels[(SMALL, "latency")] == "warn"
+
+
+def test_unstable_measurements_are_named_not_blamed(app: typer.Typer, tmp_path: Path) -> None:
+    path = tmp_path / "noisy.db"
+    with Store.open(path) as store:  # 15 % run-to-run spread; the candidate is 2x slower on LARGE
+        _runs(store, "base", 3, 0.15, seed=3)
+        _runs(store, "cand", 3, 0.15, seed=4, slowdown={LARGE: 2.0})
+    code, out = _compare(app, path, "--fail", "latency=5", "--fail", "throughput=5")
+    assert code == ExitCode.WARNING, out
+    assert f"| warn | {LARGE} |" in out and "unstable: run-to-run spread" in out and "not blamed" in out
+    unstable = out[out.index("**Unstable measurements**"):]
+    assert f"- {LARGE} on local-cpu · onnxruntime · 1 threads, 3+3 runs: latency spread" in unstable
+    code, out = _compare(app, path, "--fail", "latency=5", "--fail", "throughput=5", "--unstable", "50")
+    assert code == ExitCode.REGRESSION, out  # the user says 15 % spread is stable enough here: it fails
+
+
+def _change(metric: str, change: float, noise: float | None = None, verdict: str = "regression") -> MetricChange:
+    return MetricChange(metric, 1.0, 1.0 + change / 100, change, None, None, None, verdict, 1.0, "runs",  # type: ignore[arg-type]
+                        runs=(3, 3), noise_pct=noise)
+
+
+def _gate(changes: list[MetricChange], thresholds: Thresholds) -> list[tuple[str, str]]:
+    cmp = Comparison("b", "c", [MatchedResult("v", "t", "ctx", changes)], [], [], {}, 0.01)
+    return [(f.change.metric, f.level) for f in evaluate(cmp, thresholds).findings]
+
+
+def test_levels_by_hand() -> None:
+    t = parse_thresholds(["latency=2", "accuracy=0.5"], ["latency=5", "memory=10"])
+    assert _gate([_change("latency", 2.0), _change("latency", 4.99), _change("latency", 5.0)], t) == [
+        ("latency", "warn"), ("latency", "warn"), ("latency", "fail")]
+    assert _gate([_change("latency", 1.5)], t) == [("latency", "ok")]  # called by compare, below --warn
+    assert _gate([_change("memory", 9.0), _change("memory", 12.0)], t) == [("memory", "ok"), ("memory", "fail")]
+    assert _gate([_change("accuracy", -0.6)], t) == [("accuracy", "warn")]  # points, either sign of change
+    assert _gate([_change("p99", 16.0)], t) == [("p99", "fail")]  # no threshold: compare's meaning
+    assert _gate([_change("latency", 9.0, noise=12.0)], t) == [("latency", "warn")]  # unstable
+    assert _gate([_change("latency", 9.0, noise=9.9)], t) == [("latency", "fail")]
+    assert _gate([_change("latency", 9.0, verdict="undecided")], t) == []
+    cmp = Comparison("b", "c", [MatchedResult("v", "t", "ctx", [_change("latency", 9.0, verdict="undecided")])], [],
+                     [], {}, 0.01)
+    gate = evaluate(cmp, t)
+    assert gate.level == "ok" and gate.exit_code == ExitCode.OK and len(gate.undecided) == 1
+    assert "**Not judged**" in gate_markdown(gate, t)
+
+
+def test_thresholds_set_compares_minimum_effects() -> None:
+    t = parse_thresholds(["latency=2"], ["latency=5", "size=0"])
+    assert min_effects(t)["latency"] == 2 and min_effects(t)["size"] == 0
+    assert min_effects(t, ["latency=3"])["latency"] == 3  # an explicit --min-effect wins
+    assert min_effects(Thresholds())["latency"] == 5.0  # compare's default
+
+
+@pytest.mark.parametrize(("warn", "fail", "message"), [
+    (["speed=2"], [], "--warn 'speed=2': use METRIC=PERCENT"),
+    (["latency"], [], "--warn 'latency': use METRIC=PERCENT"),
+    ([], ["latency=-1"], "--fail 'latency=-1': use METRIC=PERCENT"),
+    ([], ["output_error=1"], "with METRIC one of accuracy"),
+    (["latency=6"], ["latency=5"], "--warn latency=6 is above --fail latency=5"),
+])  # fmt: skip
+def test_bad_thresholds_are_one_line_errors(warn: list[str], fail: list[str], message: str) -> None:
+    with pytest.raises(StoreError, match=message.replace("[", r"\[")):
+        parse_thresholds(warn, fail)
+
+
+def test_bad_threshold_on_the_command_line_exits_2(app: typer.Typer, db: Path) -> None:
+    code, out = _compare(app, db, "--warn", "latency=6", "--fail", "latency=5")
+    assert code == ExitCode.BAD_INPUT and "is above --fail" in out and "Traceback" not in out

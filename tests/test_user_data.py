@@ -1,0 +1,176 @@
+"""The team's own dataset loader and the preprocessing its weights expect: a loader module written by the test
+(a torch Dataset of uint8 HWC images, and arrays), loaded by import path, preprocessed as declared, and the same
+arrays reaching training, int8 calibration and the accuracy every target measures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from edgebench.config import load_experiment
+from edgebench.data import load_dataset
+from edgebench.data.preprocess import resized_shape
+from edgebench.errors import DatasetError
+from edgebench.pipeline import run_experiment
+from edgebench.plan import plan_fp32_variants
+from edgebench.run_cache import ModelCache
+from edgebench.store import Store
+from edgebench.variants import Normalize, Preprocess
+
+TEAM_DATA_PY = '''
+import numpy as np
+from torch.utils.data import Dataset
+
+
+def _images(n, size, seed):
+    """Class k = which quadrant of a noisy RGB image is bright (learnable at any resolution)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
+    h = size // 2
+    for i, k in enumerate(y):
+        r, c = divmod(int(k), 2)
+        x[i, r * h:(r + 1) * h, c * h:(c + 1) * h] += 150
+    return x, y
+
+
+class Quadrants(Dataset):
+    classes = ["top-left", "top-right", "bottom-left", "bottom-right"]
+
+    def __init__(self, n, size, seed):
+        self.x, self.y = _images(n, size, seed)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def load(n: int = 120, size: int = 16) -> dict:
+    """Training images as a torch Dataset, test images as arrays (NHWC uint8), as teams have them."""
+    return {"train": Quadrants(n, size, seed=0), "test": _images(n // 3, size, seed=1)}
+
+
+def broken(n: int = 10) -> list:
+    return [1, 2, 3]
+'''
+
+TINY_NET_PY = '''
+from torch import nn
+
+
+def build(num_classes: int = 4, in_channels: int = 3) -> nn.Module:
+    """Strided enough that a 224x224 input costs little."""
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 7, stride=4, padding=3), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+'''
+
+
+@pytest.fixture
+def team_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "team_data.py").write_text(TEAM_DATA_PY)
+    (tmp_path / "tiny_net.py").write_text(TINY_NET_PY)
+    monkeypatch.chdir(tmp_path)  # the loader's import path resolves from the working directory
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("team_data")]:
+        del sys.modules[name]
+
+
+def _raw(team_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test split as the team's loader makes it, read independently of edgebench."""
+    sys.path.insert(0, str(team_dir))
+    try:
+        import team_data
+    finally:
+        sys.path.remove(str(team_dir))
+    return team_data.load()["test"]
+
+
+def test_user_loader_preprocessed_as_declared_matches_pillow(team_dir):
+    """resize 16 -> 32 (bilinear), center crop 28, normalize: each test image equals Pillow's resize of the raw
+    uint8 image, cropped by hand and normalised with the declared mean/std (to Pillow's uint8 rounding)."""
+    mean, std = (0.4, 0.5, 0.6), (0.25, 0.2, 0.3)
+    prep = Preprocess(resize=32, center_crop=28, normalize=Normalize(mean=mean, std=std))
+    splits = load_dataset("team_data:load", prep)
+    assert splits.input_shape == (3, 28, 28) and splits.num_classes == 4
+    assert len(splits.x_train) + len(splits.x_val) == 120 and len(splits.x_val) == 12
+    x_raw, y_raw = _raw(team_dir)
+    np.testing.assert_array_equal(splits.y_test, y_raw)
+    for i in (0, 7):
+        big = np.asarray(Image.fromarray(x_raw[i]).resize((32, 32), Image.BILINEAR), dtype=np.float32) / 255
+        expected = (big[2:30, 2:30] - np.array(mean)) / np.array(std)
+        np.testing.assert_allclose(splits.x_test[i].transpose(1, 2, 0), expected, atol=1.5 / 255 / min(std))
+
+
+def test_without_normalize_images_are_standardised_on_the_training_split(team_dir):
+    splits = load_dataset("team_data:load")
+    np.testing.assert_allclose(splits.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(splits.x_train.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    assert abs(float(splits.x_test.mean())) > 1e-4  # the test split keeps the training split's statistics
+
+
+def test_resize_keeps_the_aspect_ratio_of_the_shorter_side():
+    assert resized_shape((240, 320), 224) == (224, 298)
+    assert resized_shape((320, 240), 224) == (298, 224)
+    assert resized_shape((8, 8), (224, 112)) == (224, 112)
+
+
+@pytest.mark.parametrize("prep,message", [
+    (Preprocess(normalize=Normalize(mean=(0.5, 0.5), std=(0.2, 0.2))), "2 mean/std values for 3-channel images"),
+    (Preprocess(center_crop=20), "center_crop: 20x20 is larger than the 16x16 images"),
+])
+def test_preprocessing_that_does_not_fit_the_images_is_one_line(team_dir, prep, message):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("team_data:load", prep)
+
+
+def test_loader_returning_something_else_is_named(team_dir):
+    with pytest.raises(DatasetError, match=r"dataset team_data:broken: the loader returned a list"):
+        load_dataset("team_data:broken")
+
+
+@pytest.mark.slow
+def test_imagenet_sized_inputs_reach_training_calibration_and_every_measurement_identically(team_dir):
+    """3x16x16 images resized to 256 and cropped to 224 (the ImageNet recipe): the arrays the worker measures
+    accuracy on and the int8 calibration images are exactly the preprocessed test and training splits."""
+    data = {
+        "name": "team-224",
+        "dataset": {"name": "team_data:load", "kwargs": {"n": 60},
+                    "preprocess": {"resize": 256, "center_crop": 224,
+                                   "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}},
+        "model": {"file": "tiny_net.py", "factory": "build"},
+        "training": {"epochs": 2, "batch_size": 16, "lr": 0.05},
+        "pruning": {"criteria": []},
+        "quantization": {"precisions": ["fp32", "int8"], "calibration_samples": 8},
+        "targets": ["local-cpu"],
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+    }
+    path = team_dir / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    exp = load_experiment(path)
+    outcome = run_experiment(exp, render=False)
+    assert outcome.failed == []
+    splits = load_dataset("team_data:load", exp.dataset.preprocess, n=60)
+    assert splits.input_shape == (3, 224, 224)
+    workdir = exp.workdir()
+    (eval_file,) = (workdir / "data").glob("test-*.npz")
+    (calibration_file,) = (workdir / "data").glob("calibration-*.npz")
+    np.testing.assert_array_equal(np.load(eval_file)["x"], splits.x_test)
+    np.testing.assert_array_equal(np.load(calibration_file)["x"], splits.x_train[:8])
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id)
+    assert set(df["status"]) == {"ok"} and len(df) == 3
+    (spec,) = plan_fp32_variants(exp)
+    model = ModelCache(workdir).get(spec).model
+    with torch.inference_mode():
+        expected = float((model(torch.from_numpy(splits.x_test)).argmax(1).numpy() == splits.y_test).mean())
+    torch_row = df[(df["backend"] == "torch")].iloc[0]
+    assert torch_row["accuracy"] == pytest.approx(expected, abs=1e-12)

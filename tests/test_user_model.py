@@ -1,0 +1,286 @@
+"""The team's own model, weights and plug-ins: a model file, checkpoints saved as training scripts save them,
+TorchScript and torch.export programs, a plug-in criterion, an installed package's entry points - all written
+by the test, run through the real pipeline on real runtimes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+from user_code import PLUGINS_PY, import_file, write_nets
+
+from edgebench.config import load_experiment
+from edgebench.data import load_dataset
+from edgebench.models.cost import count_macs
+from edgebench.models.weights import WeightsError, load_into, read_state_dict
+from edgebench.pipeline import run_experiment
+from edgebench.plan import plan_fp32_variants
+from edgebench.store import Store
+from edgebench.train import TRAIN_MACS_FACTOR
+
+MEASURE = {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0}
+
+
+def _team_training(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 4) -> None:
+    """How the team trained its weights: its own loop, not edgebench's."""
+    torch.manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, len(xt), 32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[i : i + 32]), yt[i : i + 32]).backward()
+            opt.step()
+    model.eval()
+
+
+def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.inference_mode():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A trained model saved as a DataParallel checkpoint dict, a TorchScript file and a .pt2, with its accuracy on
+    the digits test split that edgebench's default loader makes."""
+    root = tmp_path_factory.mktemp("team")
+    nets = import_file(write_nets(root))
+    splits = load_dataset("digits")
+    model = nets.build_net(num_classes=10, in_channels=1, width=8)
+    _team_training(model, splits.x_train, splits.y_train)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}  # saved from nn.DataParallel
+    torch.save({"state_dict": state, "epoch": 4, "best_acc": 0.9}, root / "ckpt.pt")
+    torch.jit.save(torch.jit.script(model), root / "net.ts")
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (torch.from_numpy(splits.x_train[:2]),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, root / "net.pt2")
+    (root / "plugins.py").write_text(PLUGINS_PY)
+    return {"root": root, "model": model, "accuracy": _accuracy(model, splits.x_test, splits.y_test),
+            "n_test": len(splits.y_test), "n_train": len(splits.y_train), "macs": count_macs(model, (1, 8, 8))}
+
+
+def _experiment(root: Path, name: str, **sections: object) -> Path:
+    data = {"name": name, "training": {"epochs": 0, "lr": 0.01}, "quantization": {"precisions": ["fp32", "int8"]},
+            "targets": ["local-cpu"], "measurement": MEASURE, "run": {"workdir": f"runs/{name}"},
+            "report": {"dir": f"reports/{name}"}, **sections}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _measured(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    monkeypatch.chdir(path.parent)  # workdir and report are relative: they land beside the experiment
+    outcome = run_experiment(load_experiment(path), render=False)
+    with Store.open(outcome.store_url) as store:
+        return outcome, store.measurements(outcome.run_id)
+
+
+@pytest.mark.slow
+def test_trained_weights_measured_as_given_then_pruned_by_a_plugin_criterion(team, monkeypatch):
+    """The checkpoint is the baseline with no training: the deployed PyTorch model scores exactly what the team
+    measured; oneshot pruning fine-tunes it one epoch; the plug-in criterion (L1 under another name) prunes in the
+    build workers exactly as l1 does."""
+    path = _experiment(
+        team["root"], "from-weights",
+        plugins=["plugins.py"],
+        model={"file": "nets.py", "factory": "build_net", "kwargs": {"width": 8}, "weights": "ckpt.pt"},
+        pruning={"criteria": ["l1", "team_l1"], "ratios": [0.5], "schedules": ["oneshot_finetune"], "finetune_epochs": 1},
+    )
+    outcome, df = _measured(path, monkeypatch)
+    assert outcome.failed == [] and set(df["status"]) == {"ok"}
+    base = df[df["label"] == "baseline/fp32"].set_index("backend")
+    assert base.loc["torch", "accuracy"] == pytest.approx(team["accuracy"], abs=1e-12)
+    assert abs(base.loc["onnxruntime", "accuracy"] - team["accuracy"]) <= 1 / team["n_test"]
+    assert base.loc["torch", "training_macs"] == 0 and base.loc["torch", "macs"] == team["macs"]
+
+    pruned = df[(df["criterion"].notna()) & (df["backend"] == "onnxruntime") & (df["precision"] == "fp32")]
+    assert sorted(pruned["criterion"]) == ["l1", "team_l1"]
+    l1, team_l1 = (pruned[pruned["criterion"] == c].iloc[0] for c in ("l1", "team_l1"))
+    assert l1["macs"] == team_l1["macs"] < team["macs"] and l1["accuracy"] == team_l1["accuracy"]
+    # one epoch of fine-tuning the pruned model on the training split (batches of 64; BatchNorm skips a batch of 1)
+    seen = team["n_train"] - (1 if team["n_train"] % 64 == 1 else 0)
+    assert l1["training_macs"] == TRAIN_MACS_FACTOR * l1["macs"] * seen
+    int8 = df[df["precision"] == "int8"]
+    assert len(int8) == 3 and set(int8["criterion"].fillna("baseline")) == {"baseline", "l1", "team_l1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program", ["net.ts", "net.pt2"])
+def test_program_without_python_class_is_measured_and_quantized(team, monkeypatch, program):
+    """A TorchScript or torch.export file is the model: measured on PyTorch and ONNX Runtime as given, and
+    quantized to int8 by edgebench's ONNX Runtime path."""
+    path = _experiment(team["root"], f"program-{program.replace('.', '-')}", model={"weights": program},
+                       pruning={"criteria": []})
+    outcome, df = _measured(path, monkeypatch)
+    assert outcome.failed == [] and set(df["status"]) == {"ok"}
+    assert set(df["label"]) == {"baseline/fp32", "baseline/int8"}
+    fp32 = df[df["precision"] == "fp32"].set_index("backend")
+    assert fp32.loc["torch", "accuracy"] == pytest.approx(team["accuracy"], abs=1e-12)
+    assert abs(fp32.loc["onnxruntime", "accuracy"] - team["accuracy"]) <= 1 / team["n_test"]
+    assert (df["macs"] == team["macs"]).all()  # counted from the program's dispatched convolutions and matmuls
+    int8 = df[df["precision"] == "int8"].iloc[0]
+    # quantized: its logits move off the fp32 program's (fp32 ONNX stays at rounding error), its accuracy barely
+    assert int8["max_abs_diff"] > 100 * fp32.loc["onnxruntime", "max_abs_diff"]
+    assert int8["accuracy"] > team["accuracy"] - 0.05
+
+
+def test_variant_ids_follow_file_contents_not_locations(team, tmp_path):
+    """A moved copy of the same files keeps every id (cached models are reused); an edited model file or other
+    weights give new ids (a cached model is never silently reused)."""
+    model = {"file": "nets.py", "factory": "build_net", "weights": "ckpt.pt"}
+    pruning = {"criteria": ["l1"], "ratios": [0.5], "schedules": ["oneshot_finetune"]}
+
+    def ids(root: Path) -> list[str]:
+        return [s.id for s in plan_fp32_variants(load_experiment(_experiment(root, "ids", model=model, pruning=pruning)))]
+
+    copy = tmp_path / "moved"
+    for name in ("nets.py", "ckpt.pt"):
+        (copy / name).parent.mkdir(exist_ok=True)
+        shutil.copy(team["root"] / name, copy / name)
+    original = ids(copy)
+    assert ids(team["root"]) == original
+    (copy / "nets.py").write_text((copy / "nets.py").read_text() + "\n# tuned the stem\n")
+    edited = ids(copy)
+    assert not set(edited) & set(original)
+    torch.save({k: v + 1 for k, v in torch.load(copy / "ckpt.pt")["state_dict"].items()}, copy / "ckpt.pt")
+    assert not set(ids(copy)) & set(edited + original)
+
+
+def test_checkpoint_layouts_load_into_the_model(team, tmp_path):
+    """A plain state dict, {'model': ...} with an optimizer beside it, DataParallel and torch.compile prefixes: the
+    same weights; a pickled module is refused unless trusted."""
+    model = team["model"]
+    state = model.state_dict()
+    layouts = {
+        "plain.pt": state,
+        "model_key.pt": {"model": state, "optimizer": {"lr": 0.1}, "epoch": 3},
+        "compiled.pt": {f"_orig_mod.{k}": v for k, v in state.items()},
+        "dp.pt": {"state_dict": {f"module.{k}": v for k, v in state.items()}},
+    }
+    x = torch.randn(4, 1, 8, 8)
+    for name, obj in layouts.items():
+        torch.save(obj, tmp_path / name)
+        fresh = type(model)(10, 1, 8).eval()
+        load_into(fresh, read_state_dict(tmp_path / name), tmp_path / name)
+        assert torch.equal(fresh(x), model(x)), name
+    torch.save(model, tmp_path / "whole.pt")
+    with pytest.raises(WeightsError, match=r"whole.pt: needs the Python object \S*SmallNet .*trust_checkpoint"):
+        read_state_dict(tmp_path / "whole.pt")
+    assert read_state_dict(tmp_path / "whole.pt", trust=True).keys() == state.keys()
+
+
+def test_mismatched_weights_name_the_first_key_and_both_shapes(team, tmp_path):
+    nets = import_file(team["root"] / "nets.py")
+    torch.save(nets.build_net(width=16).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(WeightsError, match=r"'features.0.weight' has shape \(16, 1, 3, 3\) in the weights but "
+                                           r"\(8, 1, 3, 3\) in the model"):
+        load_into(nets.build_net(width=8), read_state_dict(tmp_path / "wide.pt"), tmp_path / "wide.pt")
+    state = nets.build_net().state_dict()
+    state["head.weight"] = state.pop("fc.weight")
+    torch.save(state, tmp_path / "renamed.pt")
+    with pytest.raises(WeightsError, match=r"the model's 'fc.weight' \(10, 16\) is not in the weights.*the weights' "
+                                           r"'head.weight' \(10, 16\) is not in the model"):
+        load_into(nets.build_net(), read_state_dict(tmp_path / "renamed.pt"), tmp_path / "renamed.pt")
+
+
+PACKAGE_PYPROJECT = """
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "team-nets"
+version = "1.0"
+
+[project.entry-points."edgebench.models"]
+team_small = "team_nets:build_net"
+
+[project.entry-points."edgebench.criteria"]
+team_l1 = "team_nets.criteria:TeamL1"
+
+[tool.setuptools]
+packages = ["team_nets"]
+"""
+
+
+@pytest.fixture(scope="module")
+def installed_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package declaring a model and a criterion as entry points, built and installed by pip into its own
+    directory (put on PYTHONPATH by the tests that use it, so this test process and its venv stay as they are)."""
+    src = tmp_path_factory.mktemp("team-nets")
+    (src / "pyproject.toml").write_text(PACKAGE_PYPROJECT)
+    write_nets(src / "team_nets", "__init__.py")
+    (src / "team_nets" / "criteria.py").write_text(PLUGINS_PY.replace('@CRITERIA.register("team_l1")\n', ""))
+    site = src / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(src)], check=True, capture_output=True, timeout=300)
+    return site
+
+
+def _cli(args: list[str], cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed ``edgebench`` script, as a user runs it (its own directory on sys.path, not the cwd)."""
+    env = {k: v for k, v in os.environ.items() if k != "EDGEBENCH_PLUGINS"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([str(Path(sys.executable).with_name("edgebench")), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_installed_package_adds_model_and_criterion_by_entry_point(installed_package, tmp_path):
+    """``pip install`` of a package is all it takes: its entry points name a model and a criterion."""
+    exp = _experiment(tmp_path, "entry-points", model={"name": "team_small", "kwargs": {"width": 8}},
+                      training={"epochs": 2}, pruning={"criteria": ["team_l1"], "ratios": [0.5], "prune_epochs": [0]})
+    listed = _cli(["variants", str(exp)], tmp_path, installed_package)
+    assert listed.returncode == 0, listed.stderr + listed.stdout
+    assert "team_l1-0.5-while_training" in listed.stdout
+    missing = _cli(["variants", str(exp)], tmp_path)  # the same experiment without the package installed
+    assert missing.returncode == 2 and "model.name: unknown value 'team_small'" in missing.stdout
+
+
+def test_import_path_names_a_factory_in_the_working_directory(team, tmp_path):
+    """``model.name: nets:build_net`` imports the team's module as ``python -m`` would, from where edgebench runs."""
+    shutil.copy(team["root"] / "nets.py", tmp_path / "nets.py")
+    exp = _experiment(tmp_path, "import-path", model={"name": "nets:build_net", "kwargs": {"width": 4}},
+                      training={"epochs": 1}, pruning={"criteria": []})
+    listed = _cli(["variants", str(exp)], tmp_path)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "baseline/fp32" in listed.stdout and "baseline/int8" in listed.stdout
+
+
+def test_broken_installed_plugin_is_named(tmp_path):
+    """An installed package whose entry point raises on import is named with the error, not ignored."""
+    site = tmp_path / "site"
+    dist = site / "broken_nets-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-nets\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[edgebench.models]\nbroken = broken_nets:build\n")
+    (site / "broken_nets.py").write_text("raise ImportError('needs timm')\n")
+    exp = _experiment(tmp_path, "broken", model={"name": "digits_cnn"}, training={"epochs": 1})
+    listed = _cli(["variants", str(exp)], tmp_path, site)
+    assert listed.returncode == 2
+    assert "entry point 'broken = broken_nets:build' (group edgebench.models, from broken-nets)" in listed.stdout
+    assert "needs timm" in listed.stdout and len(listed.stdout.strip().splitlines()) <= 2
+
+
+def test_plugin_file_is_loaded_in_spawned_workers(team, tmp_path, monkeypatch):
+    """A criterion registered by a ``plugins:`` file resolves in a fresh process started with the run's environment
+    (as the warm workers are), not only in the process that read the experiment."""
+    monkeypatch.setenv("EDGEBENCH_PLUGINS", "")  # restored when the test ends: reading the experiment sets it
+    load_experiment(_experiment(team["root"], "plugin-env", plugins=["plugins.py"], training={"epochs": 1},
+                                pruning={"criteria": ["team_l1"], "ratios": [0.5], "prune_epochs": [0]}))
+    code = textwrap.dedent("""
+        from edgebench.prune.criteria import CRITERIA
+        print(CRITERIA.get("team_l1").__mro__[1].__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "L1Norm", out.stderr
