@@ -67,12 +67,15 @@ def run_export(task: ExportTask) -> Path:
         if artifact_ready(task.out_path):
             return task.out_path
         model = torch.load(task.model_path, map_location="cpu", weights_only=False).eval()
-        calibration = np.load(task.calibration_path)["x"]
+        data = np.load(task.calibration_path)
+        calibration = data["x"]
+        # an accuracy budget is checked on the validation split, kept beside the calibration images
+        extra = {"validation": (data["x_val"], data["y_val"])} if task.quant.max_drop is not None else {}
         if not exporter.relocatable:
-            exporter.export(model, task.quant, calibration, task.out_path)
+            exporter.export(model, task.quant, calibration, task.out_path, **extra)
         else:
             with replacing(task.out_path) as tmp:
-                exporter.export(model, task.quant, calibration, tmp)
+                exporter.export(model, task.quant, calibration, tmp, **extra)
         if task.out_path.is_dir():
             (task.out_path / COMPLETE_MARKER).touch()
     return task.out_path

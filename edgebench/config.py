@@ -24,6 +24,7 @@ from edgebench.variants import (
     ModelSource,
     Precision,
     Preprocess,
+    QatSpec,
     Schedule,
     TrainSpec,
     VariantSpec,
@@ -174,6 +175,24 @@ class QuantizationConfig(_Strict):
     calibrator: Calibrator = Field(
         DEFAULT_CALIBRATOR, description="int8 ONNX activation ranges: minmax | entropy | percentile "
         "(scripts/study_int8_calibration.py measures them)")
+    max_drop: float | None = Field(
+        None, gt=0, lt=1, description="adds mixed-precision int8 variants (ONNX Runtime, OpenVINO): int8 except the "
+        "layers whose quantization costs most, kept fp32 one at a time until the validation accuracy is within "
+        "max_drop of fp32 (a fraction: 0.005 = 0.5 points)")
+    qat: list[QatSpec] = Field(
+        default_factory=list, description="quantization-aware-training settings, each a lineage of variants beside "
+        "the calibrated ones: {weight_bits, activation_bits: 2..8, scales: float | power_of_two, layer_bits, "
+        "start_epoch}; trained in the baseline's and each while_training variant's own training run")
+
+    @model_validator(mode="after")
+    def _qat_exports_somewhere(self) -> QuantizationConfig:
+        for i, qat in enumerate(self.qat):
+            if not set(qat.precisions) & set(self.precisions):
+                raise ValueError(f"qat.{i} ({qat.tag}) exports to {' or '.join(qat.precisions)}, none of precisions "
+                                 f"({', '.join(self.precisions)}); add one, or scales: power_of_two for fixed point")
+        if self.max_drop is not None and "int8" not in self.precisions:
+            raise ValueError("max_drop keeps layers of int8 variants in fp32; add int8 to precisions")
+        return self
 
 
 class TargetSelection(_Strict):
@@ -233,6 +252,19 @@ class ReportConfig(_Strict):
     )
 
 
+class MlflowConfig(_Strict):
+    """Log every finished run to MLflow (extra ``mlflow``)."""
+
+    uri: str = Field(description="tracking URI: http://host:5000, sqlite:///mlflow.db, file:///path/mlruns")
+    experiment: str | None = Field(None, description="MLflow experiment name; default: this experiment's name")
+
+
+class TrackingConfig(_Strict):
+    """Where results are logged besides the store and the report."""
+
+    mlflow: MlflowConfig | None = None
+
+
 class RunConfig(_Strict):
     """Worker isolation and caching."""
 
@@ -261,6 +293,7 @@ class Experiment(_Strict):
     measurement: MeasureSettings = MeasureSettings()
     store: StoreConfig = StoreConfig()
     report: ReportConfig = ReportConfig()
+    tracking: TrackingConfig = TrackingConfig()
     run: RunConfig = RunConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
@@ -279,12 +312,12 @@ class Experiment(_Strict):
     def hash(self) -> str:
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
-        is left out: a run started locally resumes on Ray and back."""
+        is left out: a run started locally resumes on Ray and back; so is where results are logged (``tracking``)."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
-                 "quantization": {"calibrator": DEFAULT_CALIBRATOR}, "plugins": [],
+                 "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
                  "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
                  "dataset": {"preprocess": None}}
-        data = self.model_dump(mode="json", exclude={"executor"})
+        data = self.model_dump(mode="json", exclude={"executor", "tracking"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one
@@ -402,6 +435,7 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     from edgebench.plugins import PluginError
     from edgebench.prune import CRITERIA, SCHEDULES
     from edgebench.prune.allocation import ALLOCATIONS, PAPER
+    from edgebench.prune.criteria.base import RETIRED_CRITERIA
     from edgebench.prune.sparse import SPARSE_METHODS
 
     for i, target in enumerate(experiment.targets):
@@ -409,6 +443,9 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
             experiment.measurement_for(target)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement")) from None
+    for value in experiment.pruning.criteria:
+        if value in RETIRED_CRITERIA:
+            raise ConfigError(f"{source}: pruning.criteria: '{value}' {RETIRED_CRITERIA[value]}")
     exp = experiment
     checks = [
         ("dataset.name", [exp.dataset.name], DATASETS, []),
@@ -492,6 +529,7 @@ def check_experiment(exp: Experiment, source: str) -> None:
     if late and "while_training" in pruning.schedules:
         raise ConfigError(f"{source}: pruning.prune_epochs: {late} outside the training run (training.epochs: {epochs}, "
                           f"so epochs 0..{epochs - 1}); lower them or train longer")
+    _check_qat_epochs(exp, source)
     if not FIXED_POINT.match(exp.quantization.fixed_point):
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "
                           "type; use e.g. ap_fixed<16,6> (width, integer bits)")
@@ -512,3 +550,21 @@ def check_experiment(exp: Experiment, source: str) -> None:
                 raise ConfigError(f"{source}: targets.{i}.{field}: {', '.join(map(str, extra))} not in {grid_field} "
                                   f"({', '.join(map(str, grid)) or 'empty'}), so target '{selection.name}' would "
                                   "measure nothing for it")
+
+
+def _check_qat_epochs(exp: Experiment, source: str) -> None:
+    """Each QAT start epoch within the run, and after the last pruning step of while_training variants (the
+    quantizers wrap the final architecture)."""
+    from edgebench.prune.schedules import default_prune_epochs
+
+    epochs = exp.training.epochs
+    prune_epochs = exp.pruning.prune_epochs or default_prune_epochs(epochs)
+    last = max(prune_epochs) if "while_training" in exp.pruning.schedules and prune_epochs else None
+    for i, qat in enumerate(exp.quantization.qat):
+        start = qat.start_epoch
+        if start is not None and start >= epochs:
+            raise ConfigError(f"{source}: quantization.qat.{i}.start_epoch: {start} is outside the training run "
+                              f"(training.epochs: {epochs}, so epochs 0..{epochs - 1})")
+        if start is not None and last is not None and start <= last:
+            raise ConfigError(f"{source}: quantization.qat.{i}.start_epoch: {start} is not after the last pruning "
+                              f"step (epoch {last}); quantizers wrap the pruned architecture, so start at {last + 1} or later")

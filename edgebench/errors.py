@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from enum import IntEnum
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -129,8 +130,12 @@ class MissingExtraError(EdgebenchError):
 
 
 def extra_install_hint(extra: str) -> str:
-    """The command that installs one of edgebench's pip extras."""
-    return f"pip install -c constraints.txt -e '.[{extra}]'"
+    """The command that installs one of edgebench's pip extras: in the checkout edgebench runs from (editable), or
+    next to an installed wheel (torch, already pinned there, stays as it is)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "constraints.txt").is_file():
+        return f"pip install -c constraints.txt -e '.[{extra}]'"
+    return f"pip install 'edgebench[{extra}]'"
 
 
 def require_module(module: str, extra: str | None, component: str, package: str | None = None) -> ModuleType:

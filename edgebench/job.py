@@ -19,6 +19,9 @@ from pydantic import (
     model_validator,
 )
 
+#: the default confidence level of the percentile intervals every measurement reports
+CONFIDENCE = 0.95
+
 
 class MeasureSettings(BaseModel):
     """How long and how to time (MLPerf LoadGen / trtexec style rules)."""
@@ -28,10 +31,16 @@ class MeasureSettings(BaseModel):
     scenario: Literal["single_stream", "offline"] = "single_stream"
     batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
     warmup_iters: int = Field(10, ge=0)
-    min_iters: int = Field(100, ge=1)
-    min_time_s: float = Field(1.0, ge=0)
+    min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples")
+    min_time_s: float = Field(0.1, ge=0, description="the floor's duration: no window is shorter")
     max_iters: int = Field(100_000, ge=1)
-    max_time_s: float = Field(30.0, gt=0)
+    max_time_s: float = Field(10.0, gt=0, description="the cap: a window that never reaches the precision ends here")
+    precision: float | None = Field(
+        0.01, gt=0, lt=1, description="after the floor, time until the 95 % confidence interval of each of "
+        "precision_percentiles lies within this fraction of it; null: a fixed window (the floor alone)")
+    precision_percentiles: list[Literal["p50", "p90", "p99"]] = Field(
+        default_factory=lambda: ["p50"], min_length=1, description="the percentiles the precision rule bounds")
+    confidence: float = Field(CONFIDENCE, gt=0, lt=1, description="confidence level of the reported percentile intervals")
     accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
@@ -107,6 +116,17 @@ class EnergyWindow(BaseModel):
     inferences: int
 
 
+class TimedWindow(BaseModel):
+    """Why the timed window ended, and the precision it was asked for (``measurement.precision``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stopped: Literal["precision", "fixed_window", "max_time", "max_iters"]
+    precision: float | None = Field(None, description="relative half-width asked of the percentiles' intervals")
+    percentiles: list[str] = Field(default_factory=lambda: ["p50"])
+    confidence: float = CONFIDENCE
+
+
 class HostLane(BaseModel):
     """What the host-wide lane lock did for a measurement: how long it waited for another edgebench process's
     timed window, or why there was no lock (then other processes' windows may have overlapped this one)."""
@@ -119,7 +139,8 @@ class HostLane(BaseModel):
 
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
-_IN_DETAILS = ("device", "timed_window_s", "timed_window", "energy_window", "ran_on", "host_lane")
+_IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
+               "host_lane")
 
 
 class JobResult(BaseModel):
@@ -143,6 +164,9 @@ class JobResult(BaseModel):
     load_ms: float | None = None
     first_inference_ms: float | None = None
     latency_ms: dict[str, float] = Field(default_factory=dict)
+    latency_ci_ms: dict[str, tuple[float, float]] | None = Field(
+        None, description="each percentile's order-statistic confidence interval (low, high) in ms at "
+        "window.confidence; a percentile with too few samples for one is absent")
     throughput_ips: float | None = None
     samples_ns: list[int] = Field(default_factory=list)
     batch_size: int = 1
@@ -157,6 +181,7 @@ class JobResult(BaseModel):
     device: dict[str, Any] | None = Field(None, description="what sets the device's speed: CPU, governor, power mode")
     timed_window_s: float | None = Field(None, description="wall time of the timed loop")
     timed_window: tuple[float, float] | None = Field(None, description="the timed loop's span in UNIX seconds")
+    window: TimedWindow | None = Field(None, description="why the timed loop ended, and the precision asked of it")
     energy_window: EnergyWindow | None = None
     ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
     host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")

@@ -26,7 +26,7 @@ from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.tasks import job_result
 from edgebench.measure.machine import machine_info
-from edgebench.plan import PlannedJob, plan_fp32_variants, plan_jobs
+from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
@@ -109,6 +109,7 @@ def run_experiment(
 def _prepare(exp: Experiment) -> _Prepared:
     """Plan ``exp`` and check what can be checked before any work; NothingToRunError when no job can run."""
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
+    check_qat_targets(exp, targets)
     check_output_paths(exp)
     runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
     ready, unavailable = available_targets(targets, runners)
@@ -118,7 +119,8 @@ def _prepare(exp: Experiment) -> _Prepared:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = exp.dataset.load()
     check_model_fits_data(exp, splits)
-    return _Prepared(runners, specs, jobs, unavailable + unsupported, splits)
+    models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
+    return _Prepared(runners, models, jobs, unavailable + unsupported, splits)
 
 
 def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> list[str]:
@@ -173,7 +175,9 @@ class _OpenRun:
     def drain(self, prepared: _Prepared, progress: ProgressFn | None) -> None:
         """Run the tasks of the jobs not stored yet on the experiment's executor, handling results as they finish."""
         eval_path = write_eval_data(prepared.splits, self.workdir)
-        calibration = write_calibration(prepared.splits.x_train, self.exp.quantization.calibration_samples, self.workdir)
+        splits = prepared.splits
+        calibration = write_calibration(splits.x_train, self.exp.quantization.calibration_samples, self.workdir,
+                                        (splits.x_val, splits.y_val))
         done = self.store.done_job_keys(self.run_id)
         todo = [job for job in prepared.jobs if job.key not in done]
         self.outcome.skipped = len(prepared.jobs) - len(todo)
@@ -202,6 +206,14 @@ class _OpenRun:
             self.outcome.report_path = render_report(self.store, self.run_id, self.exp.report_dir(),
                                                      self.exp.report.objectives)
             self.outcome.stage_seconds["report"] = time.perf_counter() - clock
+        if self.exp.tracking.mlflow is not None and not self.lost:
+            from edgebench.tracking.mlflow_log import log_run
+
+            clock = time.perf_counter()
+            mlflow = self.exp.tracking.mlflow
+            log_run(self.store, self.run_id, mlflow.uri, mlflow.experiment or self.exp.name, self.outcome.report_path
+                    and self.outcome.report_path.parent)
+            self.outcome.stage_seconds["mlflow"] = time.perf_counter() - clock
         return self.outcome
 
     def store_variant(self, spec: VariantSpec) -> None:

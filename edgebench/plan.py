@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.config import Experiment, PruningConfig, TargetSelection
+from edgebench.errors import ConfigError
 from edgebench.job import Job, MeasureSettings
 from edgebench.models.source import model_ref
 from edgebench.prune.allocation.base import PAPER
 from edgebench.prune.criteria import CRITERIA
 from edgebench.prune.schedules import SCHEDULES
 from edgebench.prune.sparse import SPARSE_METHODS
-from edgebench.runtimes.base import get_backend, get_exporter
+from edgebench.runtimes.base import Exporter, get_backend, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
 
@@ -108,6 +109,28 @@ def quantized(spec: VariantSpec, precision: str, exp: Experiment) -> VariantSpec
     return spec.model_copy(update={"quant": quant})
 
 
+def qat_models(exp: Experiment, fp32_specs: list[VariantSpec]) -> list[VariantSpec]:
+    """The quantization-trained models to build: one per QAT setting for each variant whose training run hosts it."""
+    return [spec.model_copy(update={"quant": QuantSpec(qat=qat)})
+            for qat in exp.quantization.qat for spec in fp32_specs if spec.hosts_qat]
+
+
+def _variants_at(exp: Experiment, fp32_specs: list[VariantSpec], precision: str, exporter: Exporter) -> list[VariantSpec]:
+    """Every variant at ``precision``: each fp32 spec calibrated (or as is); where the exporter takes them, its
+    mixed-precision int8 (``max_drop``) and each QAT setting that exports to ``precision``."""
+    variants = [quantized(spec, precision, exp) for spec in fp32_specs]
+    max_drop = exp.quantization.max_drop
+    if precision == "int8" and max_drop is not None and exporter.takes_max_drop:
+        variants += [v.model_copy(update={"quant": v.quant.model_copy(update={"max_drop": max_drop})})
+                     for v in variants[: len(fp32_specs)]]
+    qat_ok = precision in exporter.qat_precisions
+    if qat_ok:
+        variants += [model.model_copy(update={"quant": QuantSpec(precision=precision, qat=model.quant.qat)})
+                     for model in qat_models(exp, fp32_specs)
+                     if precision in model.quant.qat.precisions and exporter.takes_qat(model.quant.qat)]
+    return variants
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     """A (variant, target, backend) measurement to run."""
@@ -167,6 +190,22 @@ class PlannedJob:
         )
 
 
+def check_qat_targets(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> None:
+    """ConfigError (one line) for a QAT setting that none of the experiment's targets can take: no backend of
+    theirs exports its precisions from trained quantizers (float scales on an hls4ml-only experiment, 4 bits on a
+    LiteRT-only one, say)."""
+    for i, qat in enumerate(exp.quantization.qat):
+        wanted = set(qat.precisions) & set(exp.quantization.precisions)
+        exporters = [(target, get_exporter(target.artifact_format(backend), target.blocks))
+                     for _, target in targets for backend in target.backends]
+        takers = [target.name for target, exporter in exporters
+                  if wanted & set(exporter.qat_precisions) & set(target.precisions or wanted) and exporter.takes_qat(qat)]
+        if not takers:
+            raise ConfigError(f"quantization.qat.{i} ({qat.tag}): no target of the experiment takes a quantization-"
+                              f"trained {' or '.join(sorted(wanted))} artifact ({', '.join(t.name for _, t in targets)}); "
+                              "ONNX Runtime/OpenVINO take int8, LiteRT int8 at 8 bits, hls4ml fixed from scales: power_of_two")
+
+
 def plan_jobs(
     exp: Experiment, fp32_specs: list[VariantSpec], targets: list[tuple[TargetSelection, TargetSpec]]
 ) -> tuple[list[PlannedJob], list[str]]:
@@ -197,8 +236,7 @@ def plan_target_jobs(
             if precision not in exporter.precisions and not runtime_applied:
                 unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                 continue
-            for spec in fp32_specs:
-                variant = quantized(spec, precision, exp)
+            for variant in _variants_at(exp, fp32_specs, precision, exporter):
                 export_quant = QuantSpec() if runtime_applied else variant.quant
                 if selection.includes(variant):
                     jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgebench.errors import ConfigError, first_line
+from edgebench.errors import ConfigError, first_line, require_module
 from edgebench.paths import writable_dir, writable_file
 from edgebench.plan import plan_fp32_variants
 
@@ -32,6 +32,8 @@ def check_output_paths(exp: Experiment) -> None:
         writable_file(Path(url), "store.url")
     elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         writable_file(Path(url.removeprefix("sqlite:///")), "store.url")
+    if exp.tracking.mlflow is not None:  # before any training: a run must not end unable to log
+        require_module("mlflow", "mlflow", "tracking.mlflow")
 
 
 def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> None:

@@ -105,8 +105,14 @@ def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int,
     return _cached_npz(reference_path(spec, workdir), logits)
 
 
-def write_calibration(x_train: np.ndarray, n: int, workdir: Path) -> Path:
-    """The first ``n`` training images, read by exporters that calibrate (int8)."""
+def write_calibration(x_train: np.ndarray, n: int, workdir: Path,
+                      validation: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """The first ``n`` training images, read by exporters that calibrate (int8), and the ``validation`` split
+    (``x_val``, ``y_val``) that a mixed-precision export checks its accuracy budget on."""
     x = np.ascontiguousarray(x_train[:n], dtype=np.float32)
-    return _cached_npz(workdir / "data" / f"calibration-{spec_hash([x.shape, float(x.sum())])}.npz",
-                       lambda: {"x": x})
+    arrays = {"x": x}
+    if validation is not None:
+        arrays |= {"x_val": np.ascontiguousarray(validation[0], dtype=np.float32),
+                   "y_val": np.asarray(validation[1], dtype=np.int64)}
+    key = spec_hash([x.shape, float(x.sum()), *[[a.shape, float(a.sum())] for a in arrays.values()][1:]])
+    return _cached_npz(workdir / "data" / f"calibration-{key}.npz", lambda: arrays)

@@ -1,6 +1,7 @@
 """Targets: YAML-described places to run (a backend set, a host, limits, a meter).
 
-One file per target in ``targets/``. A user adds a device by adding a file; an unknown or wrong field,
+One file per target: edgebench ships its own in ``edgebench/target_files/`` (package data); a user's ``./targets/``
+or ``--targets-dir`` come first. A user adds a device by adding a file; an unknown or wrong field,
 an unknown backend, a backend option or energy-meter option the plug-in does not take: each is reported
 when the file loads, with the file and field named. Runtimes add blocks of their own (hls4ml's ``fpga:``),
 validated by the runtime's model (``Runtime.target_blocks``): this module knows no runtime, only the
@@ -34,7 +35,8 @@ from edgebench.options import validate_options
 from edgebench.runtimes.base import BACKENDS, TargetBlock, target_blocks
 from edgebench.variants import Precision
 
-REPO_TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+#: the target files edgebench ships, as package data: found the same way from a checkout and from a wheel install
+SHIPPED_TARGETS_DIR = Path(__file__).resolve().parent / "target_files"
 
 
 class TargetRay(BaseModel):
@@ -175,11 +177,12 @@ def _check_plugins(spec: TargetSpec) -> None:
 
 
 def targets_dirs(extra: Path | None = None) -> list[Path]:
-    """Directories searched for target files: ``extra`` (which must be a directory), ./targets, the repo's targets/."""
+    """Directories searched for target files, the first holding a name winning: ``extra`` (``--targets-dir``, which
+    must be a directory), ``./targets`` in the working directory, then the files edgebench ships."""
     if extra is not None and not extra.is_dir():
         state = "is a file" if extra.exists() else "does not exist"
         raise ConfigError(f"targets directory {extra} {state}; give a directory of target YAML files")
-    dirs = [d for d in (extra, Path.cwd() / "targets", REPO_TARGETS_DIR) if d is not None]
+    dirs = [d for d in (extra, Path.cwd() / "targets", SHIPPED_TARGETS_DIR) if d is not None]
     seen: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in seen:

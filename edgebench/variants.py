@@ -85,6 +85,52 @@ class LowRankSpec(_Frozen):
     bn_rectification: bool = True
 
 
+#: bit widths quantization-aware training can train (weights and activations)
+QAT_BITS = range(2, 9)
+
+
+class QatSpec(_Frozen):
+    """Quantization-aware training (``edgebench.quantization.qat``): fake quantizers trained in the training run.
+
+    Weights are symmetric, activations (each Conv/Linear input) per tensor. ``scales: float`` gives per-channel
+    weight scales for int8 runtimes (ONNX QDQ, LiteRT); ``power_of_two`` gives one power-of-two scale per
+    tensor, which is exactly an ``ap_fixed`` type per layer, so the hls4ml firmware computes bit for bit what
+    the fake-quantized PyTorch model computes.
+    """
+
+    weight_bits: int = Field(8, ge=min(QAT_BITS), le=max(QAT_BITS))
+    activation_bits: int = Field(8, ge=min(QAT_BITS), le=max(QAT_BITS))
+    scales: Literal["float", "power_of_two"] = "float"
+    layer_bits: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="per-layer (weight bits, activation bits) by module name, overriding the defaults")
+    start_epoch: int | None = Field(
+        None, ge=0, description="epoch (0-based) at which fake quantizers are inserted; default: after the last "
+        "pruning step, or half-way through an unpruned run")
+
+    @model_validator(mode="after")
+    def _bits_in_range(self) -> QatSpec:
+        bad = {name: bits for name, bits in self.layer_bits.items() if not all(b in QAT_BITS for b in bits)}
+        if bad:
+            raise ValueError(f"layer_bits {bad}: bit widths must be 2..8")
+        return self
+
+    @property
+    def tag(self) -> str:
+        """Short name, e.g. ``qat-w8a8``, ``qat-w4a4-pow2``."""
+        pow2 = "-pow2" if self.scales == "power_of_two" else ""
+        return f"qat-w{self.weight_bits}a{self.activation_bits}{pow2}" + ("-layers" if self.layer_bits else "")
+
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The artifact precisions its trained quantizers export to: int8 always, fixed point (hls4ml) only from
+        power-of-two scales."""
+        return ("int8", "fixed") if self.scales == "power_of_two" else ("int8",)
+
+    def bits(self, layer: str) -> tuple[int, int]:
+        """(weight bits, activation bits) of the layer named ``layer``."""
+        return self.layer_bits.get(layer, (self.weight_bits, self.activation_bits))
+
+
 class QuantSpec(_Frozen):
     """Numeric precision of the deployed artifact."""
 
@@ -95,11 +141,21 @@ class QuantSpec(_Frozen):
     calibrator: Calibrator | None = Field(
         None, description="int8 (static ONNX QDQ): activation-range calibrator; only int8 has one, so it is part "
         "of int8 artifacts' identity only")
+    max_drop: float | None = Field(
+        None, gt=0, lt=1, description="int8 (static ONNX QDQ): accuracy drop allowed on the validation split; the "
+        "layers whose quantization costs most stay fp32 until it holds (runtimes/onnxruntime/mixed_precision.py)")
+    qat: QatSpec | None = Field(
+        None, description="int8 / fixed exported from quantizers trained with the model (no calibration); with "
+        "precision fp32 it names the quantization-trained model those artifacts are exported from")
 
     @model_validator(mode="after")
     def _calibrator_only_for_int8(self) -> QuantSpec:
         if self.calibrator is not None and self.precision != "int8":
             raise ValueError(f"calibrator applies to int8 static quantization only, not to {self.precision}")
+        if self.qat is not None and self.calibrator is not None:
+            raise ValueError("a QAT variant uses its trained quantizers; it has no calibrator")
+        if self.max_drop is not None and (self.precision != "int8" or self.qat is not None):
+            raise ValueError("max_drop applies to calibrated int8 (mixed precision), not to QAT or other precisions")
         return self
 
 
@@ -209,15 +265,29 @@ class VariantSpec(_Frozen):
 
     @property
     def weights_spec(self) -> VariantSpec:
-        """The fp32 spec whose trained weights this variant is quantized from."""
+        """The spec of the trained model this variant is exported from: the fp32 variant, or for QAT the model
+        trained with its fake quantizers (one per QAT setting, shared by its int8 and fixed-point artifacts)."""
+        return self.model_copy(update={"quant": QuantSpec(qat=self.quant.qat)})
+
+    @property
+    def hosts_qat(self) -> bool:
+        """Whether this variant's training run can host quantization-aware training: a run from scratch with the
+        training loop's hooks (the baseline, pruning while training)."""
+        if self.sparse is not None or self.lowrank is not None:
+            return False
+        return self.prune is None or self.prune.schedule == "while_training"
+
+    @property
+    def fp32_spec(self) -> VariantSpec:
+        """The fp32 variant this variant is a quantization of (itself when it is one)."""
         return self.model_copy(update={"quant": QuantSpec()})
 
     @property
     def parent(self) -> VariantSpec | None:
-        """Lineage: a quantized variant's parent is its fp32 variant; a pruned, sparse or low-rank fp32's is the
-        baseline; the baseline has none."""
-        if self.quant.precision != "fp32":
-            return self.weights_spec
+        """Lineage: a quantized (PTQ or QAT) variant's parent is its fp32 variant; a pruned, sparse or low-rank
+        fp32's is the baseline; the baseline has none."""
+        if self.quant.precision != "fp32" or self.quant.qat is not None:
+            return self.fp32_spec
         if self.kind != "baseline":
             return self.model_copy(update={"prune": None, "sparse": None, "lowrank": None})
         return None
@@ -242,7 +312,13 @@ class VariantSpec(_Frozen):
             base = f"{self.lowrank.method}-r{self.lowrank.rank_ratio:g}"
         else:
             base = "baseline"
-        return f"{base}/{self.quant.precision}"
+        if self.quant.max_drop is not None:
+            return f"{base}/int8-maxdrop{self.quant.max_drop:g}"
+        if self.quant.qat is None:
+            return f"{base}/{self.quant.precision}"
+        if self.quant.precision == "fp32":  # the quantization-trained model its artifacts are exported from
+            return f"{base}/{self.quant.qat.tag}"
+        return f"{base}/{self.quant.precision}-{self.quant.qat.tag}"
 
 
 _ABSENT = object()
@@ -261,7 +337,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "sparse": AddedObject(None, {"revision": 0}),
     "lowrank": None,
     "prune": {"allocation": None, "allocation_kwargs": {}, "revision": 0},
-    "quant": {"calibrator": None},
+    "quant": {"calibrator": None, "qat": None, "max_drop": None},
     "source": None,
     "preprocess": None,
 }

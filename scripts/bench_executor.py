@@ -174,7 +174,7 @@ def bench_farm(jobs: int, boards: int, seconds: float) -> None:
 
 
 def bench_ssh(root: Path, files: list[Path], repeats: int = 5) -> None:
-    from test_remote_ssh import start_sshd
+    from sshd_fixtures import start_sshd
 
     from edgebench.executor.ssh import _put, connect
 

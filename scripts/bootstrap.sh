@@ -33,6 +33,6 @@ fi
 [[ -d .venv ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras="litert,fpga,openvino,remote,postgres,parquet,cuda"  # cuda: NVML bindings only (small)
-(( with_tests )) && extras+=",test,ray"  # ray: the executor tests start a real two-node Ray cluster
+(( with_tests )) && extras+=",test,ray,mlflow"  # ray: a real two-node Ray cluster; mlflow: a real mlflow server
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 echo "edgebench installed in .venv ($(.venv/bin/edgebench --help >/dev/null && echo ok))"

@@ -1,4 +1,6 @@
-"""Shared fixtures: one real Ray cluster per test session (a head and a node with two fake boards)."""
+"""Shared fixtures: one real Ray cluster per test session (a head and a node with two fake boards); the store
+fixtures (``store_fixtures``: sqlite_store, filled_store, postgres_url) and the real sshd (``sshd_fixtures``)
+come in as plugins, so test modules use them without importing them."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_cluster import RayCluster, start_cluster
+from ray_cluster import BOARDS, RayCluster, start_cluster
 
-#: the second node's fake boards
-BOARDS = {"board:a": 1, "board:b": 1}
+pytest_plugins = ("store_fixtures", "sshd_fixtures")
 
 
 @pytest.fixture(scope="session")

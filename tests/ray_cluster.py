@@ -23,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_IP = "127.0.0.2"
+#: the fake boards of the second node of the tests' session cluster (conftest's ``ray_cluster``)
+BOARDS = {"board:a": 1, "board:b": 1}
 
 
 @dataclass

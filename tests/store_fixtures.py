@@ -1,7 +1,7 @@
 """Shared fixtures for store, compare and report tests: synthetic JobResult-shaped runs.
 
-Import the fixtures into a test module (``from tests.store_fixtures import ...``)
-— pytest finds them there without a conftest.py. The PostgreSQL fixture starts a
+A pytest plugin (conftest.py's ``pytest_plugins``): test modules use its fixtures by name and import only its
+helpers (``fill_run``, ``MACHINE``...). ``filled_store`` is one filled run: (store, run id). The PostgreSQL fixture starts a
 real server with initdb + pg_ctl in a temp dir on a free port, as a non-root
 user, and skips with the reason when that cannot be done.
 """
@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, text
 
 from edgebench.job import JobResult
-from edgebench.measure.stats import summarize_ns
+from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
+from edgebench.store.schema import INTERVAL_COLUMNS
 from edgebench.variants import PruneSpec, QuantSpec, VariantSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,6 +46,29 @@ MACHINE = {
     "packages": {"onnxruntime": "1.20.0", "torch": "2.13.0"},
     "edgebench_commit": "abc1234",
 }
+
+
+def make_foundation_store(url: str) -> None:
+    """Create a store at ``url`` and take it back to schema version 1, what every migration starts from.
+
+    Each migration's objects are dropped here; a new migration adds its own line (the migration tests then
+    check every step ran once).
+    """
+    Store.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in (
+            "drop table run_tags",  # 2
+            "alter table measurements drop column details",  # 3
+            "alter table measurements drop column error_detail",  # 4
+            "drop table layer_profile_rows",  # 5
+            "drop table layer_profiles",
+            *(f"alter table measurements drop column {c}" for c in (*INTERVAL_COLUMNS, "ci_confidence")),  # 6
+            "delete from schema_version",
+            "insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')",
+        ):
+            conn.execute(text(statement))
+    engine.dispose()
 
 
 def variant_specs() -> list[VariantSpec]:
@@ -93,6 +118,7 @@ def synthetic_result(
         load_ms=5.0,
         first_inference_ms=median_ns / 1e6 * 3,
         latency_ms=latency,
+        latency_ci_ms=latency_intervals(samples),
         throughput_ips=throughput,
         samples_ns=samples.tolist(),
         peak_rss_mb=120.0 + 10 * (1 - ratio),

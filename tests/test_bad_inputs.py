@@ -2,7 +2,7 @@
 
 Every case runs the real CLI (in-process, through Typer) on a tiny experiment, a real SQLite store filled
 with two synthetic runs, a real ONNX file, real npz/CSV files and, for SSH targets, the real sshd on
-127.0.0.1 that ``test_remote_ssh`` starts. Each asserts: the exit code; no traceback (no exception escaped
+127.0.0.1 that ``sshd_fixtures`` starts. Each asserts: the exit code; no traceback (no exception escaped
 the command); at most two non-blank lines of output, naming the file or field; and the store file
 byte-identical afterwards. Validation happens before training, so no case trains.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from sshd_fixtures import Sshd, free_port, keygen
 from store_fixtures import fill_run
-from test_remote_ssh import Sshd, free_port, keygen, sshd  # noqa: F401  (the real-sshd fixture)
 from typer.testing import CliRunner
 from user_code import import_file, write_nets
 
@@ -79,7 +79,7 @@ class Ctx:
             "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
             "quantization": {"precisions": ["fp32"]},
             "targets": ["local-cpu"],
-            "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+            "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},
             "run": {"workdir": str(self.tmp / "runs")},
             "store": {"url": str(self.store)},
             "report": {"dir": str(self.tmp / "report")},
@@ -490,7 +490,8 @@ def _newer_schema(ctx: Ctx) -> Path:
 
 
 @pytest.fixture(scope="module")
-def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_tagged_runs_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results file with two tagged runs (v1, v2); each case works on its own copy."""
     path = tmp_path_factory.mktemp("store") / "results.db"
     with Store.open(path) as store:
         fill_run(store, seed=1, tags=("v1",))
@@ -525,9 +526,9 @@ def test_battery_covers_every_command() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path, filled_store: Path, tiny_onnx: Path, request: pytest.FixtureRequest) -> None:
+def test_bad_input(case: Case, tmp_path: Path, two_tagged_runs_db: Path, tiny_onnx: Path, request: pytest.FixtureRequest) -> None:
     store = tmp_path / "results.db"
-    shutil.copy(filled_store, store)
+    shutil.copy(two_tagged_runs_db, store)
     ctx = Ctx(tmp_path, store, tiny_onnx, request)
     args = case.build(ctx)
     before = store.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,8 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     result = _run("bench", str(path), "--input-shape", "1,8,8", "--min-time-s", "0.05")
     assert result.exit_code == 0, result.output
     assert "p50 ms" in result.output and "m.onnx on onnxruntime" in result.output
+    assert re.search(r"p50 interval \(95%\): \[[0-9.]+, [0-9.]+\] ms; window ended by (precision|max_time)",
+                     result.output)
     data = tmp_path / "d.npz"
     x = np.random.default_rng(0).standard_normal((10, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
-from store_fixtures import MACHINE, fill_run, sqlite_store, synthetic_result, variant_specs  # noqa: F401
+from store_fixtures import MACHINE, fill_run, synthetic_result, variant_specs
 
 from edgebench.store import Store, StoreError
 from edgebench.store.compare import compare_runs, parse_min_effects
@@ -21,7 +21,7 @@ def _verdicts(cmp, metric: str) -> dict[str, str]:
     return {r.label: next(c.verdict for c in r.changes if c.metric == metric) for r in cmp.results}
 
 
-def test_aa_has_no_regression(sqlite_store: Store) -> None:  # noqa: F811
+def test_aa_has_no_regression(sqlite_store: Store) -> None:
     base = fill_run(sqlite_store, seed=1, tags=("main",))
     cand = fill_run(sqlite_store, seed=2)
     cmp = compare_runs(sqlite_store, "main", cand)
@@ -51,7 +51,7 @@ def _noisy_runs(store: Store, tag: str, n: int, sigma: float, seed: int, slowdow
     return ids
 
 
-def test_one_run_a_side_decides_only_beyond_the_allowance(sqlite_store: Store) -> None:  # noqa: F811
+def test_one_run_a_side_decides_only_beyond_the_allowance(sqlite_store: Store) -> None:
     base = fill_run(sqlite_store, seed=1)
     cand = fill_run(sqlite_store, seed=2, slowdown={"l1-0.5-while_training/int8": 1.10, "baseline/int8": 1.30})
     cmp = compare_runs(sqlite_store, base, cand)
@@ -69,7 +69,7 @@ def test_one_run_a_side_decides_only_beyond_the_allowance(sqlite_store: Store) -
     assert len(compare_runs(sqlite_store, base, cand, allowance=5).regressions) == 2
 
 
-def test_repeats_decide_on_the_runs(sqlite_store: Store) -> None:  # noqa: F811
+def test_repeats_decide_on_the_runs(sqlite_store: Store) -> None:
     _noisy_runs(sqlite_store, "base", 3, sigma=0.01, seed=1, variants=6)
     _noisy_runs(sqlite_store, "cand", 3, sigma=0.01, seed=2, slowdown=1.10, variants=6)
     cmp = compare_runs(sqlite_store, "base", "cand", repeats=True, lookback=0)
@@ -83,7 +83,7 @@ def test_repeats_decide_on_the_runs(sqlite_store: Store) -> None:  # noqa: F811
         "allowance"}
 
 
-def test_repeats_with_a_disturbed_run_are_not_a_regression(sqlite_store: Store) -> None:  # noqa: F811
+def test_repeats_with_a_disturbed_run_are_not_a_regression(sqlite_store: Store) -> None:
     _noisy_runs(sqlite_store, "base", 2, sigma=0.01, seed=1)
     _noisy_runs(sqlite_store, "cand", 1, sigma=0.01, seed=2)
     _noisy_runs(sqlite_store, "cand", 1, sigma=0.01, seed=3, slowdown=1.15)  # a neighbour slowed one run down
@@ -91,7 +91,7 @@ def test_repeats_with_a_disturbed_run_are_not_a_regression(sqlite_store: Store) 
     assert cmp.regressions == []
 
 
-def test_lookback_gives_the_run_to_run_spread(sqlite_store: Store) -> None:  # noqa: F811
+def test_lookback_gives_the_run_to_run_spread(sqlite_store: Store) -> None:
     _noisy_runs(sqlite_store, "main", 20, sigma=0.01, seed=1)
     _noisy_runs(sqlite_store, "pr", 1, sigma=0.01, seed=2, slowdown=1.10)
     cmp = compare_runs(sqlite_store, "main", "pr")
@@ -110,7 +110,7 @@ def test_lookback_gives_the_run_to_run_spread(sqlite_store: Store) -> None:  # n
     assert {c.basis for r in elsewhere.results for c in r.changes if c.metric == "latency"} == {"allowance"}
 
 
-def test_lookback_of_a_noisy_machine_is_not_fooled(sqlite_store: Store) -> None:  # noqa: F811
+def test_lookback_of_a_noisy_machine_is_not_fooled(sqlite_store: Store) -> None:
     _noisy_runs(sqlite_store, "main", 12, sigma=0.06, seed=5)  # results move by ~6 % between runs here
     verdicts = []
     for seed in range(6, 16):  # A/A pairs of fresh runs, each with the history before it
@@ -121,7 +121,7 @@ def test_lookback_of_a_noisy_machine_is_not_fooled(sqlite_store: Store) -> None:
     assert len(verdicts) == 30 and verdicts.count("regression") <= 1  # nominal 0.5 % at alpha 0.01
 
 
-def test_speedup_is_an_improvement(sqlite_store: Store) -> None:  # noqa: F811
+def test_speedup_is_an_improvement(sqlite_store: Store) -> None:
     base = fill_run(sqlite_store, seed=1)
     cand = fill_run(sqlite_store, seed=2, slowdown={"baseline/fp32": 0.7})
     assert _verdicts(compare_runs(sqlite_store, base, cand), "latency")["baseline/fp32"] == "improvement"
@@ -138,7 +138,7 @@ def _store_one(store: Store, samples: np.ndarray, size: int = 1000, accuracy: fl
     return run_id
 
 
-def test_size_and_accuracy_thresholds(sqlite_store: Store) -> None:  # noqa: F811
+def test_size_and_accuracy_thresholds(sqlite_store: Store) -> None:
     samples = (100_000 * np.random.default_rng(0).lognormal(0, 0.02, 500)).astype(np.int64)
     base = _store_one(sqlite_store, samples, size=1000, accuracy=0.950)
     bigger = _store_one(sqlite_store, samples, size=1100, accuracy=0.940)
@@ -152,7 +152,7 @@ def test_size_and_accuracy_thresholds(sqlite_store: Store) -> None:  # noqa: F81
     assert lenient.regressions == []
 
 
-def test_context_mismatches_are_flagged(sqlite_store: Store) -> None:  # noqa: F811
+def test_context_mismatches_are_flagged(sqlite_store: Store) -> None:
     base = fill_run(sqlite_store, seed=1)
     other_machine = {**MACHINE, "cpu_model": "Other CPU", "packages": {"onnxruntime": "1.21.0", "torch": "2.13.0"}}
     cand = fill_run(sqlite_store, seed=2, machine=other_machine, threads=2)
@@ -165,7 +165,7 @@ def test_context_mismatches_are_flagged(sqlite_store: Store) -> None:  # noqa: F
     assert "Context differences" in to_markdown(cmp)
 
 
-def test_outputs_markdown_and_json(sqlite_store: Store) -> None:  # noqa: F811
+def test_outputs_markdown_and_json(sqlite_store: Store) -> None:
     base = fill_run(sqlite_store, seed=1)
     cand = fill_run(sqlite_store, seed=2, slowdown={"baseline/int8": 1.25})
     cmp = compare_runs(sqlite_store, base, cand)

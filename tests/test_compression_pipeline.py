@@ -17,10 +17,12 @@ from edgebench.store import Store
 from edgebench.variants import LowRankSpec, SparseSpec, VariantSpec
 from tests.experiment_files import default_with
 
-#: the default experiment's hash as published before the sparse / low-rank / allocation / calibrator / executor
-#: sections existed (main at 84f8b1a): an interrupted run stored before them still resumes. Variant ids are
-#: pinned in test_variant_ids.py.
-PUBLISHED_EXPERIMENT_HASH = "a61ab6d7ad47"
+#: the default experiment's hash: sections added later (sparse / low-rank / allocation / calibrator / executor)
+#: leave it alone, so an interrupted run stored before them still resumes. It moved once on purpose, when the
+#: default measurement became an adaptive window (issue 22; a61ab6d7ad47 before): a run timed with fixed windows
+#: is not resumed under the new rule, which would mix two timing rules in one run. Variant ids are pinned in
+#: test_variant_ids.py and did not move.
+PUBLISHED_EXPERIMENT_HASH = "3e891b0b9ab4"
 
 
 def test_existing_experiment_hash_does_not_change() -> None:
@@ -83,7 +85,7 @@ def compressed_run(tmp_path_factory: pytest.TempPathFactory):
                 "method_kwargs": {"magnitude": {"steps": 1, "finetune_epochs": 1}}},
         lowrank={"rank_ratios": [0.5]},
         quantization={"precisions": ["fp32"]}, targets=[str(target)],
-        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3},
+        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None},
         run={"workdir": str(tmp / "runs")}, report={"dir": str(tmp / "report")},
     )
     outcome = run_experiment(load_experiment(path))
@@ -102,7 +104,9 @@ def test_sparse_and_lowrank_variants_measured_and_stored(compressed_run) -> None
     # sparsity: same dense shapes and MACs, 80 % of conv/linear weights zero, ZIP size far below the dense one
     assert sparse["params"] == base["params"] and sparse["macs"] == base["macs"]
     assert sparse["nonzero_params"] < 0.25 * base["nonzero_params"]
-    assert sparse["nonzero_macs"] == pytest.approx(0.2 * base["macs"], rel=0.01)
+    # Han et al.'s per-layer q x std thresholds spread the 80 % unevenly over the layers, so the MACs of the
+    # non-zero weights are near 20 % of the dense MACs, not exactly at it
+    assert sparse["nonzero_macs"] == pytest.approx(0.2 * base["macs"], rel=0.1)
     assert sparse["size_bytes"] == pytest.approx(base["size_bytes"], rel=0.01)
     assert sparse["compressed_size_bytes"] < 0.5 * base["compressed_size_bytes"]
     # low rank: genuinely fewer weights and MACs in the dense artifact

@@ -42,6 +42,8 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
         ("quantization: {precisions: [int4]}\n", "quantization.precisions.0: Input should be 'fp32'"),
         ("pruning: {criteria: [l2]}\n", "pruning.criteria: unknown value 'l2'; allowed:"),
+        ("pruning: {criteria: [taylor]}\n", "pruning.criteria: 'taylor' was split into the methods the papers define: "
+         "taylor_weight"),
         ("model: {name: resnet9000}\n", "model.name: unknown value 'resnet9000'"),
         ("- just a list\n", "the top level must be a mapping"),
     ],
@@ -86,7 +88,7 @@ def test_target_selection_filters_and_overrides(tmp_path):
     chosen = [s.label for s in specs if hls.includes(s)]
     # no scope or allocation set: l1 runs with its paper's allocation (Li et al.'s sensitivity analysis)
     assert chosen == ["baseline/fp32", "l1-0.5-while_training-sensitivity/fp32"]
-    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 100
+    assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 50
 
 
 def test_bad_target_measurement_override(tmp_path):
@@ -123,3 +125,16 @@ def test_jetson_plan_builds_engines_on_the_device_from_onnx():
     assert {j.export_quant.precision for j in int8} == {"int8"}  # from the Q/DQ ONNX
     assert len({j.artifact_key for j in jobs}) == len(jobs) - len(specs) * 2  # ORT and TRT share fp32/int8 files
     assert unsupported == ["jetson-orin-nano/onnxruntime: no fp16 onnx export"]
+
+
+def test_tracking_section_loads_and_leaves_the_experiment_hash(tmp_path: Path) -> None:
+    from experiment_files import default_with
+
+    plain = load_experiment(default_with(tmp_path, "plain.yaml"))
+    tracked = load_experiment(default_with(tmp_path, "tracked.yaml",
+                                           tracking={"mlflow": {"uri": "sqlite:///m.db", "experiment": "edge"}}))
+    assert tracked.tracking.mlflow.uri == "sqlite:///m.db" and tracked.tracking.mlflow.experiment == "edge"
+    assert plain.tracking.mlflow is None
+    assert tracked.hash == plain.hash  # where results are logged does not change what is measured: runs resume
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow\.url: unknown field"):
+        load_experiment(default_with(tmp_path, "bad.yaml", tracking={"mlflow": {"uri": "x", "url": "y"}}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def reduced_run(tmp_path_factory: pytest.TempPathFactory):
     data["targets"] = ["local-cpu"]  # LiteRT and hls4ml have their own tests
     data["run"] = {"workdir": str(tmp / "runs")}
     data["report"]["dir"] = str(tmp / "report")
+    if importlib.util.find_spec("mlflow") is not None:  # the 'mlflow' extra (bootstrap.sh --test): log the run too
+        from mlflow.tracking import MlflowClient
+
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        MlflowClient(tracking_uri=uri).create_experiment("e2e", artifact_location=(tmp / "mlartifacts").as_uri())
+        data["tracking"] = {"mlflow": {"uri": uri}}
     path = tmp / "exp.yaml"
     path.write_text(yaml.safe_dump(data))
     exp = load_experiment(path)
@@ -81,6 +88,22 @@ def test_report_and_store_agree(reduced_run):
     pngs = list(exp.report_dir().glob("*.png"))
     assert len(pngs) >= 3 and all(p.stat().st_size > 5000 for p in pngs)
     assert "http://" not in html and "https://" not in html  # opens offline
+
+
+def test_run_is_logged_to_mlflow(reduced_run):
+    exp, outcome, df = reduced_run
+    if exp.tracking.mlflow is None:
+        pytest.skip("mlflow is not installed (the 'mlflow' extra; bootstrap.sh --test installs it)")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=exp.tracking.mlflow.uri)
+    experiment = client.get_experiment_by_name("e2e").experiment_id
+    parents = client.search_runs([experiment], f"tags.`edgebench.run_id` = '{outcome.run_id}'")
+    assert len(parents) == 1 and "mlflow" in outcome.stage_seconds
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert sorted(c.data.tags["edgebench.label"] for c in children) == sorted(df["label"])
+    assert all(c.data.metrics["latency_p50_ms"] > 0 for c in children if c.info.status == "FINISHED")
+    assert "report" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
 
 
 def test_rerun_reuses_everything(reduced_run):

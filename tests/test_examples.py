@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
-from edgebench.plan import plan_fp32_variants
+from edgebench.plan import plan_fp32_variants, qat_models
 
 EXAMPLES = sorted(DEFAULT_EXPERIMENT.parent.glob("*.yaml"))
 
@@ -16,7 +16,7 @@ EXAMPLES = sorted(DEFAULT_EXPERIMENT.parent.glob("*.yaml"))
 def _kinds(path: Path) -> set[str]:
     variants = plan_fp32_variants(load_experiment(path))
     assert len({v.id for v in variants}) == len(variants), "two variants of the grid share an id"
-    kinds = set()
+    kinds = {"qat"} if qat_models(load_experiment(path), variants) else set()
     for v in variants:
         if v.prune is not None:
             kinds.add(v.prune.allocation or "structured")
@@ -32,5 +32,5 @@ def test_examples_are_found() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_loads_and_plans_its_kind(path: Path) -> None:
     promised = {"sparse_digits": "sparse", "lowrank_digits": "lowrank", "allocation_digits": "gradient_bound",
-                "latency_allocation_digits": "latency"}.get(path.stem, "structured")
+                "latency_allocation_digits": "latency", "qat_digits": "qat"}.get(path.stem, "structured")
     assert promised in _kinds(path)

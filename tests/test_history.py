@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from store_fixtures import PNG_MAGIC, fill_run, sqlite_store  # noqa: F401
+from store_fixtures import PNG_MAGIC, fill_run
 
 from edgebench.job import JobResult
 from edgebench.report import render_report
@@ -44,7 +44,7 @@ def _latency_runs(store: Store, factors: list[float], seed: int = 0) -> None:
         store.add_measurement(MeasurementRecord(run_id, "k", "v", "local-cpu", "onnxruntime", result, {"threads": 1}))
 
 
-def test_history_of_identical_artifacts_has_no_change_points(sqlite_store: Store) -> None:  # noqa: F811
+def test_history_of_identical_artifacts_has_no_change_points(sqlite_store: Store) -> None:
     # four back-to-back runs of the same artifact on a shared machine: its p50 moves by several percent per run
     _latency_runs(sqlite_store, [1.0, 1.09, 0.97, 1.12])
     hist = history_frame(sqlite_store, "latency")
@@ -52,7 +52,7 @@ def test_history_of_identical_artifacts_has_no_change_points(sqlite_store: Store
     assert series_change_points(sqlite_store, hist, "latency").empty  # too few runs to know the spread: allowance
 
 
-def test_history_tests_steps_against_the_series_spread(sqlite_store: Store) -> None:  # noqa: F811
+def test_history_tests_steps_against_the_series_spread(sqlite_store: Store) -> None:
     rng = np.random.default_rng(1)
     noise = np.exp(rng.normal(0, 0.02, 16))
     _latency_runs(sqlite_store, list(noise * np.r_[np.ones(8), np.full(8, 1.12)]))
@@ -64,7 +64,7 @@ def test_history_tests_steps_against_the_series_spread(sqlite_store: Store) -> N
     assert detect_change_points(list(loud), 5) == []
 
 
-def test_history_over_tagged_runs_and_report_page(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_history_over_tagged_runs_and_report_page(sqlite_store: Store, tmp_path: Path) -> None:
     for i, factor in enumerate([1.0, 1.0, 1.3, 1.3]):
         fill_run(sqlite_store, seed=i, tags=(f"v0.{i}",), slowdown={"baseline/fp32": factor})
     untagged = fill_run(sqlite_store, seed=9)

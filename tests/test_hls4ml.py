@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -73,6 +74,22 @@ def test_multichannel_layout_matches_pytorch(io_type: str, tmp_path: Path) -> No
     assert "resources" not in synthesis  # no invented figures
 
 
+def test_one_unity_build_is_bit_exact_with_hls4mls_build_lib(tmp_path: Path) -> None:
+    model = three_channel_cnn()
+    x = np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32) * 2
+    ours = Hls4mlExporter().export(model, FIXED, x, tmp_path / "ours")
+    meta = json.loads((ours / "edgebench.json").read_text())
+    assert meta["compile_flags"].startswith("-O1 ")
+    theirs = tmp_path / "theirs"  # the same written project, built by hls4ml's own script (-O3, two units)
+    shutil.copytree(ours, theirs)
+    subprocess.run(["bash", "build_lib.sh"], cwd=theirs, check=True, capture_output=True)
+    backend = get_backend("hls4ml")
+    got = backend.load(ours, BackendSettings()).run(x)
+    reference = backend.load(theirs, BackendSettings()).run(x)
+    assert np.abs(reference).max() > 0.1  # outputs that say something
+    assert np.array_equal(got.view(np.uint32), reference.view(np.uint32))  # every bit of every output
+
+
 def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
     from edgebench.data.digits import digits
     from edgebench.models import create_model
@@ -98,7 +115,7 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
         assert counted["multipliers"] <= counted["dense_multipliers"] and len(counted["layers"]) == 4
         job = Job(job_id=width, variant_id="v", target="local-hls4ml-csim", backend="hls4ml", artifact=str(artifact),
                   precision="fixed", eval_data=str(eval_path),
-                  measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05))
+                  measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None))
         result = execute(job)
         assert result.status == "ok", result.error
         accuracies[width] = result.accuracy

@@ -145,7 +145,7 @@ def test_experiment_file_prunes_to_a_measured_budget(tmp_path: Path) -> None:
                  "allocation": ["latency"],
                  "allocation_kwargs": {"latency": {"target": str(target), "rounds": 1, "min_channels": 8}}},
         quantization={"precisions": ["fp32"]}, targets=[str(target)],
-        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3},
+        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None},
         run={"workdir": str(workdir)}, report={"dir": str(tmp_path / "report")},
     )
     outcome = run_experiment(load_experiment(path), render=False)

@@ -105,7 +105,7 @@ def test_worker_measures_the_int8_artifact(trained: tuple, artifacts: dict[str, 
     np.savez(ref_path, logits=model(torch.from_numpy(splits.x_test[:16])).detach().numpy())
     job = Job(job_id="j", variant_id="v", target="local-litert", backend="litert", artifact=str(artifacts["int8"]),
               precision="int8", eval_data=str(eval_path), reference=str(ref_path),
-              measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05))
+              measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None))
     result = execute(job)
     assert result.status == "ok", result.error
     assert result.accuracy is not None and result.accuracy > 0.8 and result.n_eval == len(splits.y_test)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-from conftest import RayCluster
+from ray_cluster import RayCluster
 
 from edgebench.config import load_experiment
 from edgebench.pipeline import run_experiment

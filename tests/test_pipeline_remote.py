@@ -10,8 +10,8 @@ import yaml
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
-from conftest import BOARDS, RayCluster
-from test_remote_ssh import Sshd, free_port, sshd  # noqa: F401  (the real-sshd fixture)
+from ray_cluster import BOARDS, RayCluster
+from sshd_fixtures import Sshd, free_port
 
 from edgebench.config import load_experiment
 from edgebench.errors import NothingToRunError
@@ -19,7 +19,7 @@ from edgebench.pipeline import run_experiment
 from edgebench.store import Store
 
 
-def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Path) -> None:
     target = sshd.spec().model_dump(mode="json", exclude={"name"})
     target_file = tmp_path / "loopback-board.yaml"
     target_file.write_text(yaml.safe_dump(target))
@@ -33,7 +33,7 @@ def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Pat
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [1]},
         "quantization": {"precisions": ["fp32", "int8"]},
         "targets": [str(target_file), str(dead_file)],
-        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
+        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None},
         "run": {"workdir": str(tmp_path / "runs")},
         "report": {"dir": str(tmp_path / "report")},
     }))
@@ -64,7 +64,7 @@ def test_only_unreachable_ssh_target_is_nothing_to_run(tmp_path: Path) -> None:
     assert not (tmp_path / "runs" / "results.db").exists() and not (tmp_path / "runs" / "models").exists()
 
 
-def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, ray_cluster: RayCluster,  # noqa: F811
+def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, ray_cluster: RayCluster,
                                                                     tmp_path: Path) -> None:
     """A board that cannot run Ray: its resource lives on the Ray node that can reach it, and the measurement
     runs there as a Ray task that drives the board over SSH (the real sshd on 127.0.0.1 plays the board).
@@ -85,7 +85,7 @@ def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, 
         "name": "ray-ssh", "training": {"epochs": 1},
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
         "quantization": {"precisions": ["fp32"]}, "targets": [str(target_file)],
-        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2},
+        "measurement": {"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None},
         "executor": {"type": "ray", "address": ray_cluster.address},
         "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
     }))

@@ -182,7 +182,8 @@ def test_worker_records_the_profile_after_the_timed_window(resnet, tmp_path: Pat
 
     model, paths, x = resnet
     np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(len(x), dtype=np.int64))
-    measure = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, profile_layers=True, profile_runs=5)
+    measure = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None, profile_layers=True,
+                              profile_runs=5)
     job = Job(job_id="j", variant_id="v", target="t", backend=backend, artifact=str(paths["int8"]), precision="int8",
               eval_data=str(tmp_path / "eval.npz"), measure=measure)
     result = execute(job)

@@ -51,36 +51,14 @@ def test_l1_ranks_by_filter_norm_and_ignores_downstream() -> None:
     torch.testing.assert_close(scores, torch.tensor([3.0, 5.0, 0.0, 1.0, 2.0, 4.0]))
 
 
-def test_taylor_is_zero_for_zero_and_for_unused_filters() -> None:
+def test_taylor_weight_is_zero_for_zero_and_for_unused_filters() -> None:
     net = downstream_net()
     with torch.no_grad():
         net[0].weight[3] = 0.0  # zero filter: theta = 0
-    scores = _scores(net, "taylor")
+    scores = _scores(net, "taylor_weight")
     assert set(_order(scores)[:2]) == {0, 3}
     assert float(scores[0]) == pytest.approx(0.0, abs=1e-12) and float(scores[3]) == pytest.approx(0.0, abs=1e-12)
     assert (scores[[1, 2, 4, 5]] > 0).all()
-
-
-def test_sosp_h_matches_explicit_hessian() -> None:
-    """On a tiny net, |theta_s . (H theta)_s| from the HVP equals the product with the explicit Hessian."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 3, 1, bias=False), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
-    data = positive_data(16)
-    data.batch_size = 16
-    crit = create_criterion("sosp_h")
-    crit.prepare(net, EXAMPLE, data)
-    got = crit.module_scores(net[0], "out")
-    params = [p.detach().clone() for p in (net[0].weight, net[3].weight, net[3].bias)]
-
-    def loss_all(w: torch.Tensor, lw: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(nn.functional.conv2d(data.x, w)).flatten(1)
-        return nn.functional.cross_entropy(h @ lw.T + lb, data.y)
-
-    hess = torch.autograd.functional.hessian(loss_all, tuple(params))
-    # (H theta) restricted to the conv weight: sum over all parameter blocks j of H[conv, j] . theta_j
-    h_theta = sum((hess[0][j] * params[j]).flatten(start_dim=params[0].dim()).sum(-1) for j in range(3))
-    expected = (params[0] * h_theta).flatten(1).sum(1).abs()
-    torch.testing.assert_close(got.float(), expected, rtol=1e-4, atol=1e-7)
 
 
 def test_bn_scale_and_bn_stats_rank_from_bn_parameters() -> None:
@@ -139,5 +117,7 @@ def test_pruning_k_removes_exactly_the_k_lowest_scored(name: str, k: int) -> Non
     plan = prune_model(net, crit, k / CHANNELS, EXAMPLE, data=positive_data(), ignored=[net[2], net[5]])
     assert plan == {"0": sorted(_order(scores)[:k])}
     assert net[0].out_channels == CHANNELS - k
-    # conv1's input columns that survive are exactly the kept channels, in order
-    torch.testing.assert_close(net[2].weight, conv1_before[:, expected_kept])
+    # conv1's input columns that survive are exactly the kept channels, in order (ThiNet then rescales them:
+    # tests/test_prune_papers.py)
+    if name != "thinet":
+        torch.testing.assert_close(net[2].weight, conv1_before[:, expected_kept])

@@ -64,7 +64,7 @@ def test_oneshot_finetune_reuses_baseline_without_mutating_it(baseline, digits) 
 
 def test_iterative_steps_reach_target(baseline, digits) -> None:
     built = build_fp32_model(
-        _spec(criterion="taylor", ratio=0.75, schedule="iterative", steps=3, finetune_epochs=1), digits, baseline
+        _spec(criterion="taylor_bn", ratio=0.75, schedule="iterative", steps=3, finetune_epochs=1), digits, baseline
     )
     assert built.filters == {"0.0": 4, "1.0": 8, "3.0": 16}
     assert [h["pruned_ratio"] for h in built.history[-3:]] == [0.25, 0.5, 0.75]

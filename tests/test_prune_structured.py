@@ -55,7 +55,7 @@ def test_every_criterion_prunes_and_exports(criterion: str, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("name", "kwargs", "criterion"),
-    [("resnet56_cifar", {"depth": 8}, "taylor"), ("mobilenet_cifar", {"width": 0.125}, "thinet"),
+    [("resnet56_cifar", {"depth": 8}, "taylor_weight"), ("mobilenet_cifar", {"width": 0.125}, "thinet"),
      ("resnet56_cifar", {"depth": 8}, "nisp"), ("mobilenet_cifar", {"width": 0.125}, "l1")],
 )
 def test_residual_and_depthwise_models_prune_and_export(name: str, kwargs: dict, criterion: str, tmp_path: Path) -> None:

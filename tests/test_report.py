@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_fixtures import MACHINE, PNG_MAGIC, fill_run, filled_store, sqlite_store  # noqa: F401
+from store_fixtures import MACHINE, PNG_MAGIC, fill_run
 
 from edgebench.report import pareto_mask, render_report
 from edgebench.report.tables import best_under_budget, default_budgets, panels, with_speedup
@@ -19,7 +19,7 @@ def _rows(page: str) -> list[str]:
     return re.findall(r"<tr( class=pareto)? data-i=\d+><td class=l>([^<]+)</td><td class=l><code>", page)
 
 
-def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, run_id = filled_store
     index = render_report(store, run_id, tmp_path / "report")
     page = index.read_text()
@@ -28,6 +28,8 @@ def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], 
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
         assert (index.parent / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
         assert f'"{stem}.png"' in page  # shown (speedup) or linked (the interactive plots' static copies)
+    # each p50 cell carries its confidence interval in its tooltip (the fixtures' samples give one)
+    assert re.search(r'<td title="95% interval \[[0-9.e-]+, [0-9.e-]+\] ms \(±[0-9.]+%\)">', page)
     assert not re.search(r'(src|href)="https?:', page)  # nothing fetched from the network
     assert '<script src="bokeh-' in page and (index.parent / re.search(r'src="(bokeh-[^"]+)"', page)[1]).is_file()
     assert MACHINE["cpu_model"] in page and "abc1234" in page
@@ -35,7 +37,7 @@ def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], 
     assert "never 0" in page  # energy absent is said, not invented
 
 
-def test_report_marks_exactly_the_pareto_rows(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+def test_report_marks_exactly_the_pareto_rows(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, run_id = filled_store
     page = render_report(store, run_id, tmp_path / "r").read_text()
     ok = store.measurements(run_id).query("status == 'ok'")
@@ -50,7 +52,7 @@ def test_report_marks_exactly_the_pareto_rows(filled_store: tuple[Store, str], t
     assert "baseline/fp32" in expected  # the most accurate point is always on the front
 
 
-def test_multi_target_panels_and_budget_table(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_multi_target_panels_and_budget_table(sqlite_store: Store, tmp_path: Path) -> None:
     run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
     ok = sqlite_store.measurements(run_id).query("status == 'ok'")
     titles = [title for title, _ in panels(ok)]
@@ -75,7 +77,7 @@ def test_multi_target_panels_and_budget_table(sqlite_store: Store, tmp_path: Pat
     assert "≤ 0.5" in page and "≤ 2" in page and "rpi5 · onnxruntime" in page
 
 
-def test_speedup_is_relative_to_unpruned_variant_of_same_context(filled_store: tuple[Store, str]) -> None:  # noqa: F811
+def test_speedup_is_relative_to_unpruned_variant_of_same_context(filled_store: tuple[Store, str]) -> None:
     store, run_id = filled_store
     ok = with_speedup(store.measurements(run_id).query("status == 'ok'"))
     for precision in ("fp32", "int8"):
@@ -88,7 +90,7 @@ def test_speedup_is_relative_to_unpruned_variant_of_same_context(filled_store: t
         assert pruned["macs_reduction"] > 1 and pruned["speedup"] > 1
 
 
-def test_custom_objectives_and_missing_metric(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+def test_custom_objectives_and_missing_metric(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, run_id = filled_store
     index = render_report(store, run_id, tmp_path / "r", objectives=[("energy", "accuracy"), ("memory", "p99")])
     assert (index.parent / "accuracy_vs_energy.png").exists() and (index.parent / "p99_vs_memory.png").exists()
@@ -96,7 +98,7 @@ def test_custom_objectives_and_missing_metric(filled_store: tuple[Store, str], t
         render_report(store, run_id, tmp_path / "r", objectives=[("speed", "accuracy")])
 
 
-def test_run_without_measurements_renders(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_run_without_measurements_renders(sqlite_store: Store, tmp_path: Path) -> None:
     run_id = sqlite_store.start_run("empty", {}, "h", MACHINE)
     page = render_report(sqlite_store, run_id, tmp_path / "r").read_text()
     assert "No successful measurement" in page and "(unfinished)" in page

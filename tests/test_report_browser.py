@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 import typer
-from store_fixtures import fill_run, filled_store, sqlite_store  # noqa: F401
+from store_fixtures import fill_run
 from test_gate import LARGE, _runs
 from typer.testing import CliRunner
 
@@ -102,13 +102,13 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def two_target_report(sqlite_store: Store, tmp_path: Path) -> Path:  # noqa: F811
+def two_target_report(sqlite_store: Store, tmp_path: Path) -> Path:
     run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
     return render_report(sqlite_store, run_id, tmp_path / "report")
 
 
 def test_report_renders_offline_with_working_images_and_sorting(
-    browser: Any, filled_store: tuple[Store, str], tmp_path: Path  # noqa: F811
+    browser: Any, filled_store: tuple[Store, str], tmp_path: Path
 ) -> None:
     store, run_id = filled_store
     index = render_report(store, run_id, tmp_path / "report")
@@ -122,7 +122,8 @@ def test_report_renders_offline_with_working_images_and_sorting(
     assert "Failed jobs (1)" in page.inner_text("body")
     assert page.locator(".bk-Canvas, .bk-canvas").count() >= 3  # the three objective plots drew
 
-    table = page.locator("table.sortable").first
+    # the measurement table (the quantization summary above it sorts too)
+    table = page.locator("table.sortable").filter(has=page.get_by_role("columnheader", name="p50 ms", exact=True))
     headers = table.locator("th").all_inner_texts()
     column = headers.index("p50 ms")
 
@@ -143,7 +144,7 @@ def test_report_renders_offline_with_working_images_and_sorting(
 
 
 def test_hover_shows_the_points_label_p50_and_figures(
-    browser: Any, filled_store: tuple[Store, str], tmp_path: Path  # noqa: F811
+    browser: Any, filled_store: tuple[Store, str], tmp_path: Path
 ) -> None:
     store, run_id = filled_store
     ok = store.measurements(run_id).query("status == 'ok' and backend == 'onnxruntime'").set_index("label")
@@ -213,7 +214,7 @@ def test_selection_links_points_and_table_rows(browser: Any, two_target_report: 
 
 
 @pytest.fixture
-def profiled_report(sqlite_store: Store, tmp_path: Path) -> Path:  # noqa: F811
+def profiled_report(sqlite_store: Store, tmp_path: Path) -> Path:
     """A run whose baseline/fp32 and l1-0.5/fp32 carry real ONNX Runtime per-layer profiles of digits_cnn."""
     torch.manual_seed(0)
     base = create_model("digits_cnn", num_classes=10, in_channels=1).eval()
@@ -247,7 +248,7 @@ def test_click_opens_the_variants_layer_profile_and_lineage(browser: Any, profil
     view.close()
 
 
-def test_500_measurement_report_stays_small_and_offline(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_500_measurement_report_stays_small_and_offline(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:
     targets = {f"board-{k:02d}": 1.0 + 0.1 * k for k in range(25)}  # 20 variants x 25 targets
     run_id = fill_run(sqlite_store, targets=targets, fail_one=False)
     index = render_report(sqlite_store, run_id, tmp_path / "report")

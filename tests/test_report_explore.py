@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from store_fixtures import fill_run, sqlite_store  # noqa: F401
+from store_fixtures import fill_run
 
 from edgebench.report import render_report
 from edgebench.report.explore import ALL_TARGETS, details_payload, selector_options, source_data
@@ -44,7 +44,7 @@ def test_lineage_of_sparse_lowrank_fixed_point_and_unreadable_specs() -> None:
     assert len(odd) == 1 and odd[0]["step"].startswith("spec not readable by this edgebench") and "parent abc" in odd[0]["step"]
 
 
-def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # noqa: F811
+def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:
     run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
     ok = sqlite_store.measurements(run_id).query("status == 'ok'").copy()
     ok.loc[ok.index[0], ["energy_j_per_inference", "energy_source"]] = [0.0025, "estimated:tdp"]
@@ -54,6 +54,11 @@ def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # no
     first = ok.iloc[0]
     assert data["size"][0] == first["size_bytes"] / 1024 and data["latency"][0] == first["p50_ms"]
     assert data["t_latency"][0] == f"{first['p50_ms']:.3g} / {first['p90_ms']:.3g} / {first['p99_ms']:.3g} ms"
+    # the p50's interval: the error bar's ends on the latency axis, and the hover's line
+    low, high = first["p50_low_ms"], first["p50_high_ms"]
+    assert low < first["p50_ms"] < high and (data["latency_low"][0], data["latency_high"][0]) == (low, high)
+    assert data["t_interval"][0] == f"[{low:.4g}, {high:.4g}] ms (±{max(first['p50_ms'] - low, high - first['p50_ms']) / first['p50_ms']:.1%})"
+    assert "size_low" not in data  # only latency percentiles have intervals
     assert data["context"][:2] == ["local-cpu · onnxruntime", "rpi5 · onnxruntime"]
     assert set(data["marker"]) == {"circle", "square"}  # fp32, int8
     structured = ok["kind"] == "structured"
@@ -62,7 +67,7 @@ def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:  # no
     assert selector_options(ok[ok["target"] == "rpi5"]) == ["rpi5 · onnxruntime"]
 
 
-def test_details_payload_is_safe_json_in_the_page(sqlite_store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_details_payload_is_safe_json_in_the_page(sqlite_store: Store, tmp_path: Path) -> None:
     run_id = fill_run(sqlite_store)
     ok = sqlite_store.measurements(run_id).query("status == 'ok'")
     payload = details_payload(ok, {})

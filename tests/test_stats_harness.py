@@ -1,13 +1,22 @@
-"""Timed-loop rules and summary statistics."""
+"""Timed-loop rules, summary statistics and the order-statistic confidence intervals of percentiles."""
 
 from __future__ import annotations
+
+from math import comb
 
 import numpy as np
 import pytest
 
 from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
-from edgebench.measure.stats import summarize_ns
+from edgebench.measure.stats import (
+    PrecisionRule,
+    coverage,
+    latency_intervals,
+    order_statistic_ranks,
+    percentile_interval,
+    summarize_ns,
+)
 from edgebench.runtimes.base import Session
 
 
@@ -34,12 +43,94 @@ def test_summary_rejects_empty():
         summarize_ns([])
 
 
+# ---- order-statistic confidence intervals: known answers ---------------------------------------------------------
+
+def _binomial_cdf(k: int, n: int, q: float) -> float:
+    """P(B <= k) for B ~ Binomial(n, q), summed term by term from the definition."""
+    return sum(comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k + 1))
+
+
+def test_median_ranks_of_ten_and_twenty_samples_are_the_textbook_ones():
+    # n = 10: P(B <= 1) = (1 + 10) / 1024 = 0.0107 <= 0.025 < P(B <= 2) = 56 / 1024, so l = 2 and, by symmetry,
+    # u = 9: [x_(2), x_(9)] covers the median with 1 - 2 * 11 / 1024 = 0.978515625
+    assert order_statistic_ranks(10, 0.5) == (2, 9)
+    assert coverage(10, 0.5, 2, 9) == pytest.approx(1 - 22 / 1024, abs=1e-12)
+    # n = 20: P(B <= 5) = (1 + 20 + 190 + 1140 + 4845 + 15504) / 2^20 = 21700 / 1048576 = 0.0207 <= 0.025,
+    # P(B <= 6) = (21700 + 38760) / 2^20 = 0.0577: [x_(6), x_(15)], coverage 1 - 2 * 21700 / 2^20
+    assert order_statistic_ranks(20, 0.5) == (6, 15)
+    assert coverage(20, 0.5, 6, 15) == pytest.approx(1 - 43400 / 1048576, abs=1e-12)
+
+
+def test_too_few_samples_give_no_interval():
+    # the widest pair [x_(1), x_(n)] misses the median with 2 * 0.5^n: 2/32 > 0.05 at n = 5, 2/64 <= 0.05 at 6
+    assert order_statistic_ranks(5, 0.5) is None
+    assert order_statistic_ranks(6, 0.5) == (1, 6)
+    # a p99 needs P(all n below it) = 0.99^n <= 0.025: n >= ln 0.025 / ln 0.99 = 367.04
+    assert order_statistic_ranks(367, 0.99) is None
+    assert order_statistic_ranks(368, 0.99) == (360, 368)
+
+
+@pytest.mark.parametrize("n,q", [(100, 0.9), (250, 0.5), (500, 0.99), (37, 0.9)])
+def test_ranks_match_the_binomial_definition(n, q):
+    lower, upper = order_statistic_ranks(n, q)
+    tail = 0.025
+    # l is the largest rank whose lower tail P(B <= l - 1) is at most 2.5 %, u the smallest with P(B >= u) <= 2.5 %
+    assert _binomial_cdf(lower - 1, n, q) <= tail < _binomial_cdf(lower, n, q)
+    assert 1 - _binomial_cdf(upper - 1, n, q) <= tail < 1 - _binomial_cdf(upper - 2, n, q)
+    assert coverage(n, q, lower, upper) >= 0.95
+
+
+def test_p90_of_a_hundred_samples_is_bracketed_by_ranks_84_and_96():
+    assert order_statistic_ranks(100, 0.9) == (84, 96)
+    samples = np.arange(1, 101) * 1_000_000  # 1..100 ms, shuffled: the interval reads ranks, not positions
+    np.random.default_rng(0).shuffle(samples)
+    interval = percentile_interval(samples, 90)
+    assert (interval.low, interval.high) == (84e6, 96e6)
+    assert interval.estimate == pytest.approx(np.percentile(samples, 90))
+
+
+def test_interval_covers_the_true_median_at_least_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    true_median = np.log(2)  # of the exponential distribution with rate 1: skewed, like latencies
+    hits = 0
+    trials = 2000
+    for _ in range(trials):
+        interval = percentile_interval(rng.exponential(size=60), 50)
+        hits += interval.low <= true_median <= interval.high
+    # exact coverage at n = 60 is coverage(60, .5, l, u) >= 0.95; 2000 trials put 3 sigma at 0.015 around it
+    assert hits / trials >= coverage(60, 0.5, *order_statistic_ranks(60, 0.5)) - 0.015
+
+
+def test_latency_intervals_are_in_ms_and_omit_percentiles_with_too_few_samples():
+    samples = (np.arange(1, 101) * 10_000).tolist()  # 0.01..1 ms
+    found = latency_intervals(samples)
+    assert set(found) == {"p50", "p90"}  # 100 samples are too few for a p99 interval
+    low, high = found["p50"]
+    lower, upper = order_statistic_ranks(100, 0.5)
+    assert (low, high) == (lower * 0.01, upper * 0.01)
+
+
+def test_precision_rule_uses_the_widest_of_its_percentiles():
+    rng = np.random.default_rng(2)
+    tight = rng.normal(1_000_000, 1_000, size=2000)  # spread 0.1 %: p50 pinned well within 1 %
+    assert PrecisionRule(0.01).met(tight)
+    assert not PrecisionRule(0.00001).met(tight)
+    heavy_tail = np.concatenate([tight, rng.uniform(1e6, 3e6, size=100)])
+    assert PrecisionRule(0.01, ["p50"]).met(heavy_tail)
+    assert not PrecisionRule(0.01, ["p50", "p99"]).met(heavy_tail)
+    with pytest.raises(ValueError, match="unknown percentiles"):
+        PrecisionRule(0.01, ["p95"])
+
+
+# ---- the timed loop --------------------------------------------------------------------------------------------
+
 def test_min_count_and_duration_both_required():
     session = _Counting()
     timing = time_session(session, np.zeros(1), MeasureSettings(warmup_iters=3, min_iters=5, min_time_s=0.05,
-                                                                     max_iters=10**9))
+                                                                     max_iters=10**9, precision=None))
     assert len(timing.samples_ns) >= 5
     assert timing.wall_ns >= 0.05e9
+    assert timing.stopped == "fixed_window"
     assert session.calls == 1 + 3 + len(timing.samples_ns)  # first inference and warm-up are untimed
 
 
@@ -47,3 +138,35 @@ def test_max_iters_caps_the_loop():
     timing = time_session(_Counting(), np.zeros(1), MeasureSettings(warmup_iters=0, min_iters=1, min_time_s=60,
                                                                      max_iters=50))
     assert len(timing.samples_ns) == 50
+    assert timing.stopped == "max_iters"
+
+
+class _Sleeping(Session):
+    """Sleeps a fixed time per run, every ``spike_every``-th run ``spike`` times longer: a known spread."""
+
+    def __init__(self, seconds: float, spike_every: int = 0, spike: float = 1.0) -> None:
+        self.seconds, self.spike_every, self.spike, self.calls = seconds, spike_every, spike, 0
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        import time
+
+        self.calls += 1
+        slow = self.spike_every and self.calls % self.spike_every == 0
+        time.sleep(self.seconds * (self.spike if slow else 1.0))
+        return inputs
+
+
+def test_adaptive_window_stops_at_the_precision_after_the_floor():
+    settings = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.0, max_time_s=20, precision=0.05)
+    timing = time_session(_Sleeping(0.002), np.zeros(1), settings)
+    assert timing.stopped == "precision"
+    assert len(timing.samples_ns) >= 20
+    assert PrecisionRule(0.05).met(timing.samples_ns)
+
+
+def test_a_precision_out_of_reach_ends_at_the_time_cap():
+    # every other run 10x slower: the median sits on a cliff between two modes and is never pinned within 0.1 %
+    settings = MeasureSettings(warmup_iters=0, min_iters=10, min_time_s=0.0, max_time_s=0.3, precision=0.001)
+    timing = time_session(_Sleeping(0.001, spike_every=2, spike=10.0), np.zeros(1), settings)
+    assert timing.stopped == "max_time"
+    assert timing.wall_ns >= 0.3e9

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-from store_fixtures import MACHINE, fill_run, filled_store, sqlite_store, variant_specs  # noqa: F401
+from store_fixtures import MACHINE, fill_run, make_foundation_store, variant_specs
 
 from edgebench.job import JobResult
-from edgebench.store import SCHEMA_VERSION, Store, StoreError
+from edgebench.measure.stats import latency_intervals, order_statistic_ranks
+from edgebench.store import SCHEMA_VERSION, Store, StoreError, sample_codec
 from edgebench.store.record import MeasurementRecord
 
 
@@ -39,7 +42,7 @@ def test_open_creates_parent_dir_and_schema(tmp_path: Path) -> None:
     Store.open(f"sqlite:///{path}").close()  # a URL to the same file reopens it
 
 
-def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
+def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
     assert sqlite_store.find_resumable_run("h1") == run_id
     assert sqlite_store.find_resumable_run("other") is None
@@ -57,7 +60,7 @@ def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:  # noqa: F811
         sqlite_store.finish_run("does-not-exist")
 
 
-def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:  # noqa: F811
+def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = [1_000_000 + i * 17 for i in range(1000)]
     args = (run_id, "job-a", "v1", "local-cpu", "onnxruntime", {"threads": 2, "batch_size": 1, "scenario": "single_stream"})
@@ -74,7 +77,7 @@ def test_add_measurement_is_idempotent_and_keeps_samples(sqlite_store: Store) ->
         assert conn.exec_driver_sql("select count(*) from samples").scalar() == 1
 
 
-def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F811
+def test_samples_are_stored_compactly(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     raw = np.random.default_rng(0).integers(900_000, 1_100_000, 20_000).tolist()
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", _ok_result("j", raw)))
@@ -85,7 +88,47 @@ def test_samples_are_stored_compactly(sqlite_store: Store) -> None:  # noqa: F81
     assert blob_len < 8 * len(raw)
 
 
-def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:  # noqa: F811
+def test_samples_read_back_exactly_in_order_and_smaller_than_before(sqlite_store: Store) -> None:
+    rng = np.random.default_rng(3)
+    # a 20 us model's samples: a few hundred ns of jitter and rare 10x spikes (a preempted iteration)
+    raw = (20_000 + rng.integers(-300, 300, 5000) + (rng.random(5000) < 0.01) * 200_000).tolist()
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", _ok_result("j", raw)))
+    mid = int(sqlite_store.measurements(run_id)["id"].iloc[0])
+    assert sqlite_store.samples(mid).tolist() == raw
+    with sqlite_store.engine.connect() as conn:
+        encoding, blob = conn.exec_driver_sql("select encoding, data from samples").one()
+    assert encoding == sample_codec.ENCODING
+    assert len(blob) < 0.8 * len(zlib.compress(np.asarray(raw, dtype="<i8").tobytes(), 6))  # the legacy encoding
+
+
+def test_legacy_sample_blobs_still_decode() -> None:
+    raw = np.array([5, -3, 2**40, 0], dtype=np.int64)
+    legacy = zlib.compress(raw.astype("<i8").tobytes(), 6)
+    assert sample_codec.decode_samples(legacy, "i8le-zlib").tolist() == raw.tolist()
+    extremes = np.array([0, 2**62, -(2**63) + 1, 127, 128, 16384, -1], dtype=np.int64)
+    assert sample_codec.decode_samples(sample_codec.encode_samples(extremes), sample_codec.ENCODING).tolist() == \
+        extremes.tolist()
+    with pytest.raises(StoreError, match="unknown samples encoding"):
+        sample_codec.decode_samples(legacy, "f8-gzip")
+
+
+def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Store) -> None:
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    raw = [1_000_000 + i * 1000 for i in range(100)]  # 1.000 .. 1.099 ms
+    result = _ok_result("j", raw).model_copy(update={"latency_ci_ms": latency_intervals(raw)})
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "v", "t", "b", result))
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "old", "v", "t", "b", _ok_result("old", raw)))
+    df = sqlite_store.measurements(run_id).set_index("job_key")
+    lower, upper = order_statistic_ranks(100, 0.5)
+    assert df.loc["j", "p50_low_ms"] == pytest.approx(1 + (lower - 1) * 0.001)
+    assert df.loc["j", "p50_high_ms"] == pytest.approx(1 + (upper - 1) * 0.001)
+    assert df.loc["j", "ci_confidence"] == 0.95
+    assert pd.isna(df.loc["j", "p99_low_ms"])  # 100 samples are too few for a p99 interval
+    assert pd.isna(df.loc["old", "p50_low_ms"])  # a result without intervals (an older worker's) stores none
+
+
+def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:
     store, run_id = filled_store
     df = store.measurements(run_id)
     specs = variant_specs()
@@ -103,7 +146,7 @@ def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> N
     assert set(ok["schedule"].dropna()) == {"while_training"}
 
 
-def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
+def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:
     sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"params": 10, "macs": 100.0})
     sqlite_store.upsert_variant("v1", {"model": "m"}, "baseline/fp32", None, {"val_accuracy": 0.9})
     with sqlite_store.engine.connect() as conn:
@@ -112,7 +155,7 @@ def test_upsert_variant_merges_facts(sqlite_store: Store) -> None:  # noqa: F811
     assert '"val_accuracy": 0.9' in rows[0][2] and '"params": 10' in rows[0][2]
 
 
-def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:  # noqa: F811
+def test_tags_resolve_to_latest_run(sqlite_store: Store) -> None:
     first = fill_run(sqlite_store, seed=1, tags=("main",))
     second = fill_run(sqlite_store, seed=2)
     sqlite_store.tag_run(second, "main")
@@ -163,15 +206,7 @@ def test_killed_writer_loses_nothing_and_resume_does_not_duplicate(tmp_path: Pat
 
 def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None:
     path = tmp_path / "results.db"
-    Store.open(path).close()
-    with sqlite3.connect(path) as conn:  # make it look like a version-1 (foundation) store
-        conn.execute("drop table run_tags")
-        conn.execute("drop table layer_profile_rows")
-        conn.execute("drop table layer_profiles")
-        conn.execute("alter table measurements drop column details")
-        conn.execute("alter table measurements drop column error_detail")
-        conn.execute("delete from schema_version")
-        conn.execute("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')")
+    make_foundation_store(f"sqlite:///{path}")
     store = Store.open(path)
     run_id = store.start_run("exp", {}, "h", MACHINE, tags=("v1",))
     assert store.resolve_run("v1") == run_id
@@ -183,7 +218,7 @@ def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None
     assert df.loc["k", "details"] == details and df.loc["f", "error_detail"].endswith("ValueError: x")
     store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4, 5]
+        assert [r[0] for r in conn.execute("select version from schema_version order by version")] == [1, 2, 3, 4, 5, 6]
         conn.execute("insert into schema_version values (99, '2030-01-01T00:00:00Z', 'future')")
     with pytest.raises(StoreError, match="newer than this edgebench"):
         Store.open(path)
@@ -194,7 +229,7 @@ def test_bad_url_is_one_clear_error() -> None:
         Store.open("nosuchdialect://x/y")
 
 
-def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:  # noqa: F811
+def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
     failed = JobResult(job_id="j", status="failed", error=None)
     sqlite_store.add_measurement(MeasurementRecord(run_id, "j", "abc123", "t", "b", failed))
@@ -203,7 +238,7 @@ def test_result_without_variant_row_is_labelled_by_id(sqlite_store: Store) -> No
     assert sqlite_store.samples(int(row["id"])).size == 0
 
 
-def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:  # noqa: F811
+def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_store: Store) -> None:
     from edgebench.profile.table import LayerInfo, OpTime, build_profile, not_available
 
     run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)

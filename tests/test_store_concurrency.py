@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
-from store_fixtures import postgres_url  # noqa: F401  (the real-PostgreSQL fixture)
+from store_fixtures import make_foundation_store
 
-from edgebench.store import SCHEMA_VERSION, Store
+from edgebench.store import SCHEMA_VERSION
 
 PROCESSES = 4
 ROUNDS = 4
@@ -52,19 +52,6 @@ def open_at_once(urls: list[str], tmp: Path) -> list[str]:
     return [line for p in procs for line in p.communicate(timeout=240)[0].splitlines()]
 
 
-def make_old(url: str) -> None:
-    """Turn a fresh store at ``url`` into a version-1 store (what the migrations start from)."""
-    Store.open(url).close()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("drop table run_tags"))
-        conn.execute(text("alter table measurements drop column details"))
-        conn.execute(text("alter table measurements drop column error_detail"))
-        conn.execute(text("delete from schema_version"))
-        conn.execute(text("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')"))
-    engine.dispose()
-
-
 def versions(url: str) -> list[int]:
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -73,7 +60,7 @@ def versions(url: str) -> list[int]:
     return found
 
 
-def test_postgres_schema_created_and_migrated_once_under_concurrency(postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_postgres_schema_created_and_migrated_once_under_concurrency(postgres_url: str, tmp_path: Path) -> None:
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     urls = []
     with admin.connect() as conn:
@@ -84,7 +71,7 @@ def test_postgres_schema_created_and_migrated_once_under_concurrency(postgres_ur
             urls.append(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
     try:
         for url in urls[ROUNDS:]:  # the second half race to migrate an old store
-            make_old(url)
+            make_foundation_store(url)
         lines = open_at_once(urls, tmp_path)
         assert sorted(lines) == sorted(f"round {r}: ok" for r in range(2 * ROUNDS) for _ in range(PROCESSES)), lines
         for url in urls[:ROUNDS]:
@@ -102,7 +89,7 @@ def test_sqlite_schema_created_and_migrated_once_under_concurrency(tmp_path: Pat
     paths = [tmp_path / f"new-{i}.db" for i in range(ROUNDS)] + [tmp_path / f"old-{i}.db" for i in range(ROUNDS)]
     urls = [f"sqlite:///{p}" for p in paths]
     for url in urls[ROUNDS:]:
-        make_old(url)
+        make_foundation_store(url)
     lines = open_at_once(urls, tmp_path)
     assert sorted(lines) == sorted(f"round {r}: ok" for r in range(2 * ROUNDS) for _ in range(PROCESSES)), lines
     assert all(versions(url) == [SCHEMA_VERSION] for url in urls[:ROUNDS])

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
-from store_fixtures import MACHINE, fill_run, postgres_url, variant_specs  # noqa: F401
+from store_fixtures import MACHINE, fill_run, make_foundation_store, variant_specs
 
 from edgebench.job import JobResult
 from edgebench.store import SCHEMA_VERSION, Store
@@ -18,7 +18,7 @@ from edgebench.store.schema import metadata
 
 
 @pytest.fixture
-def pg_store(postgres_url: str) -> Iterator[Store]:  # noqa: F811
+def pg_store(postgres_url: str) -> Iterator[Store]:
     engine = create_engine(postgres_url)
     metadata.drop_all(engine)
     with engine.begin() as conn:
@@ -54,13 +54,9 @@ def test_postgres_resume_is_idempotent(pg_store: Store) -> None:
     assert len(pg_store.measurements(run_id)) == 1
 
 
-def test_postgres_migrates_old_schema(pg_store: Store, postgres_url: str) -> None:  # noqa: F811
-    with pg_store.engine.begin() as conn:
-        conn.execute(text("drop table run_tags"))
-        conn.execute(text("alter table measurements drop column details"))
-        conn.execute(text("alter table measurements drop column error_detail"))
-        conn.execute(text("delete from schema_version"))
-        conn.execute(text("insert into schema_version values (1, '2024-01-01T00:00:00Z', 'initial schema')"))
+def test_postgres_migrates_old_schema(pg_store: Store, postgres_url: str) -> None:
+    pg_store.close()
+    make_foundation_store(postgres_url)
     reopened = Store.open(postgres_url)
     run_id = reopened.start_run("exp", {}, "h", MACHINE, tags=("v2",))
     assert reopened.resolve_run("v2") == run_id

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from store_fixtures import fill_run, filled_store, sqlite_store  # noqa: F401
+from store_fixtures import fill_run
 
 from edgebench.store import Store, StoreError
 from edgebench.store.transfer import export_runs, import_runs
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_export_round_trips(filled_store: tuple[Store, str], tmp_path: Path, suffix: str) -> None:  # noqa: F811
+def test_export_round_trips(filled_store: tuple[Store, str], tmp_path: Path, suffix: str) -> None:
     store, run_id = filled_store
     store.tag_run(run_id, "release-1.2")
     files = export_runs(store, tmp_path / f"out{suffix}", ["release-1.2"], with_samples=True)
@@ -33,7 +33,7 @@ def test_export_round_trips(filled_store: tuple[Store, str], tmp_path: Path, suf
     assert np.array_equal(got, store.samples(first))
 
 
-def test_export_rejects_unknown_format(filled_store: tuple[Store, str], tmp_path: Path) -> None:  # noqa: F811
+def test_export_rejects_unknown_format(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, _ = filled_store
     with pytest.raises(StoreError, match="unknown export format"):
         export_runs(store, tmp_path / "x.xlsx", fmt="xlsx")  # type: ignore[arg-type]

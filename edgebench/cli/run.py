@@ -140,7 +140,9 @@ def bench(
     data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32) and y: also measures accuracy")] = None,
     input_shape: Annotated[str | None, typer.Option(help="C,H,W of random input when --data is not given")] = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
-    min_time_s: Annotated[float, typer.Option(min=0)] = 1.0,
+    min_time_s: Annotated[float, typer.Option(min=0, help="the timed window's floor")] = 0.1,
+    precision: Annotated[float, typer.Option(
+        min=0, max=0.5, help="time until the p50's 95 % interval is within this fraction of it (0: fixed window)")] = 0.01,
     timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
     profile_layers: Annotated[bool, typer.Option(
         "--profile-layers", help="also record a per-layer profile, in its own window after the timed one")] = False,
@@ -167,21 +169,33 @@ def bench(
         data = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
                   threads=threads, eval_data=str(data.resolve()),
-                  measure=MeasureSettings(min_time_s=min_time_s, profile_layers=profile_layers))
+                  measure=MeasureSettings(min_time_s=min_time_s, precision=precision or None,
+                                          profile_layers=profile_layers))
         result = run_one(job, timeout_s)
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
         raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
     table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
     for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
         table.add_column(col, justify="right")
-    lat = result.latency_ms
-    table.add_row(*(f"{lat[k]:.4f}" for k in ("p50", "p90", "p99", "mean", "std")),
+    lat, intervals = result.latency_ms, result.latency_ci_ms or {}
+    table.add_row(*(_with_interval(lat[k], intervals.get(k)) for k in ("p50", "p90", "p99")),
+                  *(f"{lat[k]:.4f}" for k in ("mean", "std")),
                   f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
     console.print(table)
+    if (p50 := intervals.get("p50")) and result.window:
+        console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.4f}, {p50[1]:.4f}] ms; "
+                      f"window ended by {result.window.stopped}")
     if input_shape is None:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
     if result.layer_profile is not None:
         print_profile(result.layer_profile, result.latency_ms["p50"], top=None)
+
+
+def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    """``0.0213 ±0.4%``: a percentile and the larger side of its confidence interval (none: too few runs)."""
+    if interval is None or value <= 0:
+        return f"{value:.4f}"
+    return f"{value:.4f} ±{max(value - interval[0], interval[1] - value) / value:.1%}"
 
 
 def register(app: typer.Typer, wrap: Any) -> None:

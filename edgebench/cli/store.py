@@ -291,20 +291,46 @@ def runs(store: StoreOpt = None) -> None:
 
 
 def export(
-    out: Annotated[Path, typer.Argument(help="output file: .csv or .parquet")],
+    out: Annotated[Path | None, typer.Argument(help="output file: .csv or .parquet (not needed with --mlflow)")] = None,
     store: StoreOpt = None,
     run: Annotated[list[str] | None, typer.Option("--run", help="run id or tag; repeatable (default: all)")] = None,
     fmt: Annotated[Literal["csv", "parquet"] | None, typer.Option("--format", help="default: from the suffix")] = None,
     samples: Annotated[bool, typer.Option("--samples", help="also write raw per-iteration samples")] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option("--mlflow", help="log the runs to this MLflow tracking URI instead (extra mlflow): one MLflow "
+                     "run each, a nested run per measurement; runs already logged there are skipped"),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="with --mlflow: the MLflow experiment (default: the run's name)")
+    ] = None,
 ) -> None:
-    """Export measurements (joined with variants and runs) to CSV or Parquet."""
+    """Export measurements (joined with variants and runs) to CSV or Parquet, or log them to MLflow."""
     from edgebench.store.transfer import export_runs
 
+    if mlflow is not None:
+        _export_mlflow(store, run, mlflow, experiment)
+        return
+    if out is None:
+        raise StoreError("export needs an output file (.csv or .parquet) or --mlflow URI")
     writable_file(out, "export file")
     with open_store(store) as st:
         files = export_runs(st, out, run, fmt, samples)
     for path in files:
         print_line("wrote", "", path)
+
+
+def _export_mlflow(store: str | None, runs_: list[str] | None, uri: str, experiment: str | None) -> None:
+    from edgebench.tracking.mlflow_log import log_run
+
+    with open_store(store) as st:
+        run_ids = list(dict.fromkeys(r for ref in runs_ for r in st.resolve_runs(ref))) if runs_ else st.runs()["id"].tolist()
+        for run_id in run_ids:
+            name = st.get_run(run_id)["name"]
+            report = Path("reports") / name
+            mlflow_id, logged = log_run(st, run_id, uri, experiment, report if (report / "index.html").is_file() else None)
+            state = f"{logged} nested runs" if logged else "already there, skipped"
+            print_line("mlflow:", "", f"run {run_id} -> MLflow run {mlflow_id} ({state})")
 
 
 def import_(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
@@ -50,7 +51,7 @@ def targets(targets_dir: TargetsDir = None) -> None:
             ", ".join(spec.backends) if spec else "?",
             _energy_label(spec.energy) if spec else "?",
             _state(status),
-            status.reason or "",
+            escape(status.reason or ""),  # install hints hold '[extra]', which rich would read as markup
         )
     console.print(table)
     _fail_if_broken(statuses)
@@ -67,7 +68,7 @@ def doctor(targets_dir: TargetsDir = None) -> None:
     for f in found:
         c = f.component
         table.add_row(c.name, kind(c), c.purpose, f"[green]{f.found}[/]" if f.present else "[red]missing[/]",
-                      "" if f.present else c.install_hint)
+                      "" if f.present else escape(c.install_hint))
     console.print(table)
 
     hints = {f.component.name: f.component.install_hint for f in found}
@@ -78,7 +79,7 @@ def doctor(targets_dir: TargetsDir = None) -> None:
     for status in statuses:
         missing = "; ".join(f"{m} ({hints.get(m, '')})" for m in status.missing) or "-"
         state = _state(status) + (f": {status.reason}" if status.reason else "")
-        needs.add_row(status.name, ", ".join(status.needs) or "-", missing, state)
+        needs.add_row(status.name, ", ".join(status.needs) or "-", escape(missing), escape(state))
     console.print(needs)
     _fail_if_broken(statuses)
 

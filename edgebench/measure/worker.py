@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from edgebench.errors import summarize
-from edgebench.job import EnergyWindow, Job, JobResult
+from edgebench.job import EnergyWindow, Job, JobResult, TimedWindow
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
-from edgebench.measure.stats import summarize_ns
+from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
 
@@ -85,6 +85,7 @@ def execute(job: Job) -> JobResult:
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     window_to = time.time()
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
+    intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
     session_details = session.details()  # while the session is open: some runtimes read it from the compiled model
     energy_j = energy_source = energy_note = idle_w = energy_window = None
@@ -121,6 +122,7 @@ def execute(job: Job) -> JobResult:
         load_ms=load_ms,
         first_inference_ms=timing.first_inference_ns / 1e6,
         latency_ms=latency,
+        latency_ci_ms=intervals,
         throughput_ips=throughput,
         samples_ns=timing.samples_ns,
         batch_size=batch_size,
@@ -136,6 +138,8 @@ def execute(job: Job) -> JobResult:
         # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
         timed_window_s=timing.wall_ns / 1e9,
         timed_window=(window_from, window_to),
+        window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
+                           percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
         energy_window=energy_window,
     )
 

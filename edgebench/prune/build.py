@@ -16,10 +16,12 @@ from torch import nn
 from edgebench.data import DatasetSplits
 from edgebench.models.cost import conv_filters, count_macs, count_nonzero_params, count_params
 from edgebench.models.source import new_model
+from edgebench.prune.allocation import ALLOCATIONS
 from edgebench.prune.criteria import create_criterion
 from edgebench.prune.lowrank import train_lowrank
-from edgebench.prune.schedules import SCHEDULES, schedule_allocation
+from edgebench.prune.schedules import SCHEDULES, default_prune_epochs, schedule_allocation
 from edgebench.prune.sparse import create_sparse_method
+from edgebench.quantization.qat import QuantizationAwareTraining, default_start_epoch
 from edgebench.train import TrainHook, train
 from edgebench.variants import VariantSpec
 
@@ -46,10 +48,17 @@ class BuiltModel:
     #: what the per-layer allocation decided and measured (the latency allocation: budget, measured p50, whether
     #: it was met and why not); None without one that records anything
     allocation: dict[str, Any] | None = None
+    #: Han et al.'s Deep Compression size of a magnitude-pruned model (pruned / shared / Huffman-coded bits and the
+    #: compression ratios); None for other variants
+    compression: dict[str, Any] | None = None
+    #: what of the method is edgebench's reading rather than its paper's (criterion, allocation or sparse method);
+    #: the report marks such series
+    method_note: str | None = None
 
 
 def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: float, history: list[dict],
-           allocation: dict[str, Any] | None = None) -> BuiltModel:
+           allocation: dict[str, Any] | None = None, compression: dict[str, Any] | None = None,
+           method_note: str | None = None) -> BuiltModel:
     model.eval()
     return BuiltModel(
         model=model,
@@ -62,6 +71,8 @@ def _built(model: nn.Module, splits: DatasetSplits, training_macs: int, val: flo
         nonzero_params=count_nonzero_params(model),
         nonzero_macs=count_macs(model, tuple(splits.input_shape), nonzero=True),
         allocation=allocation,
+        compression=compression,
+        method_note=method_note,
     )
 
 
@@ -93,6 +104,9 @@ def build_fp32_model(
     L1 on BN scales) always trains its own sparsity-regularised baseline, as Network Slimming does. ``workdir``
     (the run's) is where a per-layer allocation keeps what it measures (the latency allocation's tables).
     """
+    if spec.quant.qat is not None and not spec.hosts_qat:
+        raise ValueError(f"{spec.label}: quantization-aware training joins a training run from scratch (the baseline "
+                         "or while_training pruning), not this variant's")
     if spec.sparse is not None:
         return _build_sparse(spec, splits, baseline, progress)
     if spec.lowrank is not None:
@@ -102,8 +116,9 @@ def build_fp32_model(
                             _stage(progress, "train"))
         return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
     prune = spec.prune
+    qat = _qat_hooks(spec)
     if prune is None:
-        return train_baseline(spec, splits, progress=progress)
+        return train_baseline(spec, splits, hooks=qat, progress=progress)
     criterion = create_criterion(prune.criterion, **prune.criterion_kwargs)
     schedule = SCHEDULES.get(prune.schedule)()
     if schedule.from_baseline:
@@ -113,10 +128,26 @@ def build_fp32_model(
         model = copy.deepcopy(baseline.model)
     else:
         model = new_model(spec, splits)
-    res = schedule.run(model, splits, spec.train, criterion, prune, _stage(progress, schedule.stage), workdir)
+    joined = {"hooks": qat} if qat else {}  # quantization-aware training joins the schedule's own training run
+    res = schedule.run(model, splits, spec.train, criterion, prune, _stage(progress, schedule.stage), workdir, **joined)
     counted = baseline if schedule.counts_baseline and baseline is not None else None
+    allocation = prune.allocation or ("global" if prune.scope == "global" else "uniform")
+    note = "; ".join(r for r in (criterion.reading, ALLOCATIONS.get(allocation).reading) if r) or None
     return _built(model, splits, (counted.training_macs if counted else 0) + res.training_macs, res.val_accuracy,
-                  (counted.history if counted else []) + res.history, res.allocation)
+                  (counted.history if counted else []) + res.history, res.allocation, method_note=note)
+
+
+def _qat_hooks(spec: VariantSpec) -> list[TrainHook]:
+    """The quantization-aware-training hook of a QAT spec's training run (none for float specs): quantizers are
+    inserted after the last pruning step, into the final architecture."""
+    qat = spec.quant.qat
+    if qat is None:
+        return []
+    prune_epochs = ()
+    if spec.prune is not None and spec.prune.schedule == "while_training":
+        prune_epochs = spec.prune.prune_epochs or default_prune_epochs(spec.train.epochs)
+    start = qat.start_epoch if qat.start_epoch is not None else default_start_epoch(spec.train.epochs, prune_epochs)
+    return [QuantizationAwareTraining(qat, start, max(prune_epochs) if prune_epochs else None)]
 
 
 def prepare_allocation(spec: VariantSpec, splits: DatasetSplits, workdir: Path | None = None) -> None:
@@ -141,10 +172,10 @@ def _build_sparse(spec: VariantSpec, splits: DatasetSplits, baseline: BuiltModel
     if not method.from_baseline:
         model = new_model(spec, splits)
         res = method.run(model, splits, spec.train, _stage(progress, "train"))
-        return _built(model, splits, res.training_macs, res.val_accuracy, res.history)
+        return _built(model, splits, res.training_macs, res.val_accuracy, res.history, method_note=method.reading)
     if baseline is None:
         baseline = train_baseline(spec, splits, progress=progress)
     model = copy.deepcopy(baseline.model)
     res = method.run(model, splits, spec.train, _stage(progress, "finetune"))
     return _built(model, splits, baseline.training_macs + res.training_macs, res.val_accuracy,
-                  baseline.history + res.history)
+                  baseline.history + res.history, compression=res.compression, method_note=method.reading)

@@ -235,7 +235,9 @@ def remove_layer_by_layer(
     prepared again on the network as pruned so far, scores only that group, its lowest channels go, and
     :meth:`Criterion.after_removal` may then correct what reads them (ThiNet's least-squares rescaling)."""
     removed: dict[str, list[int]] = {}
-    roots = [root for root, _ in prunable_groups(model, dependency_graph(model, example_input), ignored)]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    roots = sorted((root for root, _ in prunable_groups(model, dependency_graph(model, example_input), ignored)),
+                   key=order.__getitem__)
     for root in roots:
         if counts.get(root, 0) <= 0:
             continue

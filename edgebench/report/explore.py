@@ -36,7 +36,7 @@ from edgebench.profile.table import LayerProfile
 from edgebench.report.lineage import lineage
 from edgebench.report.page import esc
 from edgebench.report.pareto import pareto_mask
-from edgebench.report.plots import BASELINE, MARKERS, palette, series_name
+from edgebench.report.plots import BASELINE, MARKERS, interval_columns, palette, series_name
 from edgebench.report.tables import context_titles, fmt_cell
 from edgebench.store.metrics import METRICS, Metric
 
@@ -46,7 +46,8 @@ _BOKEH_MARKERS = {"o": "circle", "^": "triangle", "s": "square", "D": "diamond",
 #: what a point's hover shows: (line title, source column)
 TOOLTIP = (
     ("variant", "@label"), ("made by", "@how"), ("precision", "@precision"), ("target", "@context"),
-    ("accuracy", "@t_accuracy"), ("latency p50 / p90 / p99", "@t_latency"), ("size", "@t_size"),
+    ("accuracy", "@t_accuracy"), ("latency p50 / p90 / p99", "@t_latency"), ("p50 95% interval", "@t_interval"),
+    ("size", "@t_size"),
     ("MACs", "@t_macs"), ("energy", "@t_energy"), ("peak RSS", "@t_memory"),
 )  # fmt: skip
 
@@ -85,6 +86,14 @@ def _latency(row: pd.Series) -> str:
     return " / ".join(parts) + " ms"
 
 
+def _interval(row: pd.Series) -> str:
+    """The p50's confidence interval and its larger side relative to the p50 ('—' when none was recorded)."""
+    p50, low, high = (row.get(c) for c in ("p50_ms", "p50_low_ms", "p50_high_ms"))
+    if any(not isinstance(v, int | float) or not np.isfinite(v) for v in (p50, low, high)) or not p50 > 0:
+        return "—"
+    return f"[{low:.4g}, {high:.4g}] ms (±{max(p50 - low, high - p50) / p50:.1%})"
+
+
 def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[Any]]:
     """Columns of the shared source: numbers for the axes (display units), texts for the hover, groups for
     the legend and selector. Row order is ``ok``'s."""
@@ -101,6 +110,7 @@ def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[A
         "how": ok.apply(_how, axis=1).tolist(),
         "t_accuracy": [_text(v, "").strip() for v in ok["accuracy"]],
         "t_latency": ok.apply(_latency, axis=1).tolist(),
+        "t_interval": ok.apply(_interval, axis=1).tolist(),
         "t_size": [_text(v, "KiB", 1 / 1024) for v in ok["size_bytes"]],
         "t_macs": [_text(v, "M", 1e-6) for v in ok["macs"]],
         "t_energy": ok.apply(_energy, axis=1).tolist(),
@@ -109,6 +119,10 @@ def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[A
     for m in metrics:
         values = pd.to_numeric(ok[m.column], errors="coerce").astype(float) * m.scale
         data[m.name] = values.tolist()
+        ends = interval_columns(m.column)  # a latency percentile: its confidence interval, for the error bars
+        if ends is not None and set(ends) <= set(ok.columns):
+            for end, column in zip(("low", "high"), ends):
+                data[f"{m.name}_{end}"] = (pd.to_numeric(ok[column], errors="coerce").astype(float) * m.scale).tolist()
     return data
 
 
@@ -162,8 +176,9 @@ def _tradeoff_figure(
                 selection_line_color="black", selection_line_width=2, nonselection_fill_alpha=0.15,
                 nonselection_line_alpha=0.25, name="eb-points", visible=visible,
             )  # fmt: skip
-            layers[option].append(points)
-            layers.get(ALL_TARGETS, []).append(points)
+            bars = _error_bars(fig, source, view, x, y, visible)
+            layers[option] += [points, *bars]
+            layers.get(ALL_TARGETS, []).extend([points, *bars])
         fx, fy = _front(ok if option == ALL_TARGETS else ok[titles == option], x, y)
         front = ColumnDataSource({"x": fx, "y": fy})
         line = fig.step("x", "y", source=front, mode=step_mode, line_dash="dashed", color="#444", visible=visible)
@@ -173,6 +188,18 @@ def _tradeoff_figure(
     points = [r for r in fig.renderers if r.name == "eb-points"]
     fig.add_tools(HoverTool(renderers=points, tooltips=list(TOOLTIP)))
     return fig, layers
+
+
+def _error_bars(fig: Any, source: ColumnDataSource, view: CDSView, x: Metric, y: Metric, visible: bool) -> list[Model]:
+    """Segments from each point's interval low to high, on the axes that show a latency percentile."""
+    bars = []
+    if f"{x.name}_low" in source.data:
+        bars.append(fig.segment(f"{x.name}_low", y.name, f"{x.name}_high", y.name, source=source, view=view,
+                                color="color", line_width=1.5, visible=visible))
+    if f"{y.name}_low" in source.data:
+        bars.append(fig.segment(x.name, f"{y.name}_low", x.name, f"{y.name}_high", source=source, view=view,
+                                color="color", line_width=1.5, visible=visible))
+    return bars
 
 
 def _finite(value: float | None, digits: int = 6) -> float | None:

@@ -19,6 +19,7 @@ from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
 from edgebench.report.layers import layer_profile_section
 from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
+from edgebench.report.quantization import quantization_section
 from edgebench.report.tables import (
     best_under_budget,
     context_titles,
@@ -36,7 +37,7 @@ DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("latency", "accuracy"), ("si
 #: the measurement table's columns, in order
 _TABLE_METRICS = tuple(METRICS[name] for name in (
     "accuracy", "latency", "p99", "throughput", "size", "compressed_size", "params", "nonzero_params", "macs",
-    "training_macs", "energy", "memory", "output_error",
+    "bops", "fpga_multipliers", "training_macs", "energy", "memory", "output_error",
 ))
 
 
@@ -120,7 +121,10 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             text = fmt_cell(value * metric.scale if isinstance(value, int | float) else value)
             if metric.name == "energy" and str(row["energy_source"]).startswith("estimated"):
                 text += " (estimated)"
-            cells.append(f"<td>{esc(text)}</td>")
+            if metric.name == "latency" and pd.notna(row.get("bops")):
+                text += " (host C-sim)"  # the FPGA simulation's time on this CPU, not the FPGA's latency
+            note = _interval_note(row, metric)  # in the cell's tooltip: the cell itself stays a sortable number
+            cells.append(f"<td title=\"{esc(note)}\">{esc(text)}</td>" if note else f"<td>{esc(text)}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
         body.append(
@@ -130,6 +134,20 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
         )
     headers = ["variant", "id", "target", *(m.short for m in _TABLE_METRICS), "Pareto-optimal for"]
     return table_html(headers, body, left=3, sortable=True)
+
+
+def _interval_note(row: pd.Series, metric: Metric) -> str:
+    """``95% interval [0.0210, 0.0215] ms (±1.2%)`` of a latency percentile ('' when none was recorded)."""
+    ends = plots.interval_columns(metric.column)
+    value = row.get(metric.column)
+    if ends is None or not isinstance(value, int | float) or not value > 0:
+        return ""
+    low, high = row.get(ends[0]), row.get(ends[1])
+    if not isinstance(low, int | float) or not isinstance(high, int | float) or pd.isna(low) or pd.isna(high):
+        return ""
+    confidence = row.get("ci_confidence")
+    level = f"{confidence:.0%} " if isinstance(confidence, int | float) and not pd.isna(confidence) else ""
+    return f"{level}interval [{low:.4g}, {high:.4g}] ms (±{max(value - low, high - value) / value:.1%})"
 
 
 def failed_table(failed: pd.DataFrame) -> str:
@@ -227,6 +245,10 @@ def render_report(
         compared = compression_section(ok)
         if compared is not None:
             sections.append("<h2>Filter pruning, sparsity and low rank at equal accuracy</h2>" + compared)
+        quantized = quantization_section(ok)
+        if quantized is not None:
+            sections.append("<h2>Quantization</h2><p class=muted>Accuracy of each deployed artifact on the test split; "
+                            "drops against the fp32 artifact of the same variant on the same target.</p>" + quantized)
         fpga = fpga_section(ok)
         if fpga is not None:
             sections.append(

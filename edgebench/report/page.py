@@ -33,10 +33,11 @@ tr.regression td,tr.fail td{background:#fde8e8} tr.improvement td{background:#e6
 tr.warn td,tr.undecided td{background:#fff6db}
 .gate-fail{color:#b00020} .gate-warn{color:#9a6700} .gate-ok{color:#1a7f37}
 """
-# click a header to sort (numbers numerically, '—' last); inline so the page works offline
+# click a header to sort its own table by that column (numbers numerically, '—' last); inline so the page works
+# offline
 SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
- const tb=th.closest('table').tBodies[0], rows=[...tb.rows], asc=th.dataset.asc!=='1'; th.dataset.asc=asc?'1':'0';
+document.querySelectorAll('table.sortable th').forEach(th=>th.addEventListener('click',()=>{
+ const i=th.cellIndex, tb=th.closest('table').tBodies[0], rows=[...tb.rows], asc=th.dataset.asc!=='1'; th.dataset.asc=asc?'1':'0';
  const key=r=>{const t=r.cells[i].innerText.replace(/,/g,''); const n=parseFloat(t); return isNaN(n)?t:n};
  rows.sort((a,b)=>{const x=key(a),y=key(b); if(x==='—')return 1; if(y==='—')return -1;
   return (x<y?-1:x>y?1:0)*(asc?1:-1)}); rows.forEach(r=>tb.appendChild(r));}));

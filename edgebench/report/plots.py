@@ -20,18 +20,20 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from edgebench.report.pareto import pareto_mask
-from edgebench.store.metrics import Metric
+from edgebench.store.metrics import Metric, fpga_cost_metric
 
 MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "h"}
 BASELINE = "baseline"
 
 
 def series_name(row: pd.Series) -> str:
-    """Legend entry of a measurement: its pruning criterion, sparse or low-rank method (or 'baseline') and
-    precision."""
+    """Legend entry of a measurement: its pruning criterion, sparse or low-rank method (or 'baseline'), marked when
+    it is edgebench's reading of its paper, and precision."""
     method = row["method"] if isinstance(row["method"], str) else BASELINE
     if row["kind"] in ("sparse", "lowrank"):
         method = f"{row['kind']}:{method}"
+    if isinstance(row.get("method_note"), str):  # the method is (partly) edgebench's reading of its paper
+        method = f"{method} (edgebench's reading)"
     return f"{method}/{row['precision']}"
 
 
@@ -67,7 +69,11 @@ def _plain_log(ax: Axes, axis: str) -> None:
 
 
 def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
-    """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined."""
+    """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined. An FPGA C simulation's
+    latency is host CPU time, so its panel puts the counted FPGA cost (or synthesised cycles) on that axis."""
+    if x.name == "latency" and fpga_cost_metric(df) is not x:
+        x = fpga_cost_metric(df)
+        title += "\n(FPGA cost counted from the firmware, not host C-sim time)"
     data = df.dropna(subset=[x.column, y.column])
     if data.empty:
         ax.text(0.5, 0.5, f"no {x.name} / {y.name} values", ha="center", va="center", transform=ax.transAxes)
@@ -82,6 +88,7 @@ def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, 
             xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), color=colors[name], alpha=0.8, label=name,
             zorder=3,
         )  # fmt: skip
+    _error_bars(ax, data, x, y, xs, ys)
     front = pareto_mask(data, [x.column, y.column], [x.direction, y.direction])
     fx, fy = xs[front].to_numpy(), ys[front].to_numpy()
     order = np.lexsort((fy, fx))
@@ -93,6 +100,29 @@ def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, 
     ax.set_ylabel(y.label)
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3, which="both")
+
+
+def interval_columns(column: str) -> tuple[str, str] | None:
+    """The store columns of a percentile column's confidence interval (``p50_ms`` -> ``p50_low_ms``,
+    ``p50_high_ms``); None for a column without one."""
+    name = column.removesuffix("_ms")
+    return (f"{name}_low_ms", f"{name}_high_ms") if name in ("p50", "p90", "p99") else None
+
+
+def _error_bars(ax: Axes, data: pd.DataFrame, x: Metric, y: Metric, xs: pd.Series, ys: pd.Series) -> None:
+    """Each latency percentile's confidence interval as an error bar (often narrower than the marker)."""
+    for axis, metric, values in (("x", x, xs), ("y", y, ys)):
+        ends = interval_columns(metric.column)
+        if ends is None or not set(ends) <= set(data.columns):
+            continue
+        low = data[ends[0]].astype(float) * metric.scale
+        high = data[ends[1]].astype(float) * metric.scale
+        known = low.notna() & high.notna()
+        if not known.any():
+            continue
+        spread = np.vstack([(values - low)[known].clip(lower=0), (high - values)[known].clip(lower=0)])
+        ax.errorbar(xs[known], ys[known], **{f"{axis}err": spread}, fmt="none", ecolor="0.35", elinewidth=0.9,
+                    capsize=2, zorder=2.5)
 
 
 def tradeoff_figure(

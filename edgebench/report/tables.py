@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from edgebench.report.pareto import pareto_mask
-from edgebench.store.metrics import Metric
+from edgebench.store.metrics import Metric, fpga_cost_metric
 
 #: columns that make two measurements of one variant incomparable (a "target context")
 CONTEXT = ("target", "backend", "threads", "scenario", "batch_size")
@@ -41,9 +41,10 @@ def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> pd
     for x, y in pairs:
         for title in set(titles):
             part = ok[titles == title]
-            mask = pareto_mask(part, [x.column, y.column], [x.direction, y.direction])
+            cost = fpga_cost_metric(part) if x.name == "latency" else x  # C-sim time is host time, not FPGA latency
+            mask = pareto_mask(part, [cost.column, y.column], [cost.direction, y.direction])
             for idx in mask.index[mask]:
-                flags[idx] = [*flags[idx], f"{y.name}/{x.name}"]
+                flags[idx] = [*flags[idx], f"{y.name}/{cost.name}"]
     return flags
 
 

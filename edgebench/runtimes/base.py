@@ -34,7 +34,7 @@ from edgebench.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from edgebench.variants import QuantSpec
+    from edgebench.variants import QatSpec, QuantSpec
 
 
 class TargetBlock(BaseModel):
@@ -167,6 +167,11 @@ class Exporter(ABC):
     format: ClassVar[str] = ""
     #: precisions this exporter can produce
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: precisions it writes from a quantization-trained model's own quantizers (QAT variants), not recalibrated
+    qat_precisions: ClassVar[tuple[str, ...]] = ()
+    #: whether it writes mixed-precision int8 to an accuracy budget (``QuantSpec.max_drop``); such exports get the
+    #: validation split as ``validation=(x, y)``
+    takes_max_drop: ClassVar[bool] = False
     #: file name suffix of the artifact ("" for a directory)
     suffix: ClassVar[str] = ""
     #: packages and tools the export needs
@@ -181,6 +186,10 @@ class Exporter(ABC):
     def for_target(cls, block: TargetBlock | None) -> Exporter:
         """The exporter configured by a target's ``target_block`` (e.g. an FPGA part), None when the target has none."""
         return cls()
+
+    def takes_qat(self, qat: QatSpec) -> bool:
+        """Whether it can write ``qat``'s trained quantizers at its ``qat_precisions`` (LiteRT: 8-bit ones only)."""
+        return bool(self.qat_precisions)
 
     def options(self) -> dict[str, Any]:
         """Target settings that change the artifact; part of the artifact cache key."""

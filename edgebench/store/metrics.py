@@ -8,7 +8,7 @@ agree on what "better" means for every metric and on the names users type
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from edgebench.store.schema import StoreError
 
@@ -48,6 +48,12 @@ METRICS: dict[str, Metric] = {
         Metric("energy", "energy_j_per_inference", "min", "energy per inference (mJ)", "energy mJ", 1e3,
                min_effect=5.0),
         Metric("memory", "peak_rss_mb", "min", "peak RSS (MB)", "peak RSS MB", min_effect=10.0),
+        Metric("bops", "bops", "min", "bit operations (M; counted from the hls4ml model, not synthesised)",
+               "MBOPs (counted)", 1e-6),
+        Metric("fpga_multipliers", "fpga_multipliers", "min",
+               "FPGA multipliers at their reuse factor (counted, not synthesised)", "multipliers (counted)"),
+        Metric("fpga_latency", "fpga_latency_cycles", "min", "FPGA latency (clock cycles, worst case, HLS synthesis)",
+               "FPGA cycles"),
         Metric("output_error", "max_abs_diff", "min", "max |logit difference| vs PyTorch fp32", "max |Δ| vs torch"),
     )
 }
@@ -80,3 +86,13 @@ def get_metric(name: str) -> Metric:
 def context_label(target: str, backend: str, threads: object) -> str:
     """How a measurement's target context is named in comparisons and histories."""
     return f"{target} · {backend} · {threads} threads"
+
+
+def fpga_cost_metric(rows: Any) -> Metric:
+    """The cost axis of a target's Pareto front: p50 latency, except for an FPGA C simulation, whose p50 is host CPU
+    time: there the front is on the synthesised latency in cycles where every row has one, else on the bit
+    operations counted from the firmware; host time stays a detail."""
+    if not len(rows) or "bops" not in rows or not rows["bops"].notna().all():
+        return METRICS["latency"]
+    cycles = rows.get("fpga_latency_cycles")
+    return METRICS["fpga_latency"] if cycles is not None and cycles.notna().all() else METRICS["bops"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgebench.archive import ENCODING
-from edgebench.job import Job, JobResult
+from edgebench.job import CONFIDENCE, Job, JobResult
 
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
@@ -56,6 +56,7 @@ class MeasurementRecord:
             "load_ms": r.load_ms,
             "first_inference_ms": r.first_inference_ms,
             **{f"{key}_ms": r.latency_ms.get(key) for key in LATENCY_KEYS},
+            **self.interval_columns(),
             "throughput_ips": r.throughput_ips,
             "peak_rss_mb": r.peak_rss_mb,
             "size_bytes": self.size_bytes,
@@ -77,3 +78,14 @@ class MeasurementRecord:
         if self.job is not None:
             details["job"] = self.job.model_dump(mode="json")
         return details
+
+    def interval_columns(self) -> dict[str, Any]:
+        """``p50_low_ms`` ... ``p99_high_ms`` and ``ci_confidence`` (null when the result carries no interval)."""
+        intervals = self.result.latency_ci_ms or {}
+        columns: dict[str, Any] = {}
+        for name in ("p50", "p90", "p99"):
+            low, high = intervals.get(name, (None, None))
+            columns[f"{name}_low_ms"], columns[f"{name}_high_ms"] = low, high
+        window = self.result.window
+        columns["ci_confidence"] = (window.confidence if window else CONFIDENCE) if intervals else None
+        return columns

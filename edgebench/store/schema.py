@@ -49,6 +49,9 @@ class StoreError(EdgebenchError):
 
 metadata = MetaData()
 
+#: the columns of each measurement's percentile confidence intervals: p50_low_ms, p50_high_ms, ... p99_high_ms
+INTERVAL_COLUMNS = tuple(f"{name}_{end}_ms" for name in ("p50", "p90", "p99") for end in ("low", "high"))
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -123,6 +126,9 @@ measurements = Table(
     Column("std_ms", Float),
     Column("min_ms", Float),
     Column("max_ms", Float),
+    # each percentile's order-statistic confidence interval at ci_confidence (null: too few samples for one)
+    *(Column(name, Float) for name in INTERVAL_COLUMNS),
+    Column("ci_confidence", Float),
     Column("throughput_ips", Float),
     Column("peak_rss_mb", Float),
     Column("size_bytes", BigInteger),
@@ -201,6 +207,11 @@ def _create_layer_profiles(conn: Connection) -> None:
     layer_profile_rows.create(conn, checkfirst=True)
 
 
+def _add_percentile_intervals(conn: Connection) -> None:
+    for column in (*INTERVAL_COLUMNS, "ci_confidence"):
+        conn.execute(text(f"ALTER TABLE measurements ADD COLUMN {column} FLOAT"))
+
+
 # (version, description, step): step upgrades a database at version-1 to version.
 # Version 1 is the foundation store (runs, variants, measurements, samples).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
@@ -208,8 +219,9 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (3, "target-specific details per measurement (FPGA synthesis, engine build)", _add_measurement_details),
     (4, "a failed job's traceback or stderr tail", _add_error_detail),
     (5, "per-layer profiles of measurements", _create_layer_profiles),
+    (6, "confidence intervals of p50/p90/p99 per measurement", _add_percentile_intervals),
 ]
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def current_version(conn: Connection) -> int | None:

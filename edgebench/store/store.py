@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from edgebench.paths import why_unwritable
 from edgebench.profile.table import LayerProfile
 from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
+from edgebench.store.sample_codec import ENCODING, decode_samples, encode_samples
 from edgebench.store.schema import (
     StoreError,
     ensure_schema,
@@ -42,8 +42,6 @@ from edgebench.store.schema import (
 )
 
 log = logging.getLogger(__name__)
-
-SAMPLES_ENCODING = "i8le-zlib"
 
 
 def store_url(url_or_path: str | Path) -> str:
@@ -104,18 +102,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def encode_samples(samples_ns: Sequence[int] | np.ndarray) -> bytes:
-    """Pack latency samples as zlib-compressed little-endian int64."""
-    return zlib.compress(np.asarray(samples_ns, dtype="<i8").tobytes(), 6)
-
-
-def decode_samples(blob: bytes, encoding: str) -> np.ndarray:
-    """Inverse of :func:`encode_samples`."""
-    if encoding != SAMPLES_ENCODING:
-        raise StoreError(f"unknown samples encoding {encoding!r}")
-    return np.frombuffer(zlib.decompress(blob), dtype="<i8").astype(np.int64)
-
-
 def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
     """The spec fields reports group by: kind (baseline / structured / sparse / lowrank), criterion, ratio,
     schedule, allocation, sparse method and sparsity, rank ratio, precision, model, dataset."""
@@ -143,18 +129,23 @@ def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
 #: the allocation a structured spec's scope stands for
 _SCOPE_ALLOCATION = {"layer": "uniform", "global": "global"}
 #: columns read out of a variant's facts and a measurement's details (JSON), for reports and metrics
-_FACT_COLUMNS = ("nonzero_params", "nonzero_macs")
+_FACT_COLUMNS = ("nonzero_params", "nonzero_macs", "method_note")
 
 
 def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
     facts = facts if isinstance(facts, dict) else {}
     details = details if isinstance(details, dict) else {}
+    hls4ml = details.get("hls4ml") or {}
     ran_on = details.get("ran_on")
     return {
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
         # where the job ran, without the worker process (rows stored before it was typed keep their text)
         "ran_on": Placement.model_validate(ran_on).machine if isinstance(ran_on, dict) else ran_on,
+        # FPGA cost proxies counted from the hls4ml model (not synthesised), for C-simulation targets' fronts
+        "bops": (hls4ml.get("bit_operations") or {}).get("bops"),
+        "fpga_multipliers": (hls4ml.get("multipliers") or {}).get("multipliers"),
+        "fpga_latency_cycles": (details.get("synthesis") or {}).get("latency_cycles_worst"),
     }
 
 
@@ -390,7 +381,7 @@ class Store:
             if len(raw):
                 conn.execute(
                     insert(samples).values(
-                        measurement_id=new_id, n=len(raw), encoding=SAMPLES_ENCODING, data=encode_samples(raw)
+                        measurement_id=new_id, n=len(raw), encoding=ENCODING, data=encode_samples(raw)
                     )
                 )
             if record.result.layer_profile is not None:

@@ -54,6 +54,8 @@ class Allocation:
     ratio_of: ClassVar[str | None] = None
     #: the type its :meth:`record` returns (read back from a stored variant by :func:`record_summary`)
     record_type: ClassVar[type[AllocationRecord]] = AllocationRecord
+    #: set when the allocation is edgebench's construction where its paper gives none (shown in the report)
+    reading: ClassVar[str | None] = None
 
     def begin(self, spec: PruneSpec, workdir: Path | None = None) -> None:
         """Called once before a schedule's first step: ramped schedules (while_training, iterative) then ask
@@ -81,7 +83,7 @@ ALLOCATIONS: Registry[type[Allocation]] = Registry("allocation", modules=(
     "edgebench.prune.allocation.gradient_bound",
     "edgebench.prune.allocation.sensitivity",
     "edgebench.prune.allocation.latency.budget",
-))
+), group="edgebench.allocations")
 
 
 def create_allocation(name: str, **kwargs: object) -> Allocation:

@@ -75,6 +75,7 @@ class GradientBound(Allocation):
     """
 
     needs_data = True
+    reading = "edgebench's reading of Zhou et al. 2022 (abstract only): gradient-rank bound per layer"
 
     def __init__(self, eps: float = 0.01) -> None:
         if not 0 <= eps < 1:

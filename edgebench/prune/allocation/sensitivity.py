@@ -70,6 +70,7 @@ class Sensitivity(Allocation):
 
     needs_data = True
     record_type = SensitivityRecord
+    reading = "Li et al. 2017's curves; one tolerance for all layers is edgebench's reading of their manual choice"
 
     def __init__(self, grid: Sequence[float] = DEFAULT_GRID) -> None:
         grid = tuple(float(r) for r in grid)

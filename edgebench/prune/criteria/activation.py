@@ -1,4 +1,5 @@
-"""Criteria computed from feature maps on training samples: mean activation, CHIP, firing pattern."""
+"""Criteria computed from feature maps on training samples: mean activation, Molchanov et al. 2017's Taylor
+criterion on activations, CHIP, firing pattern."""
 
 from __future__ import annotations
 
@@ -58,6 +59,42 @@ class MeanActivation(_FeatureMapCriterion):
         return activation.mean(dim=(0, 2, 3))
 
 
+@CRITERIA.register("taylor_activation")
+class TaylorActivation(_FeatureMapCriterion):
+    """Taylor criterion on feature maps (Molchanov, Tyree, Karras, Aila and Kautz, "Pruning Convolutional Neural
+    Networks for Resource Efficient Inference", ICLR 2017, eqs. 7-8): the first-order change of the cost when
+    feature map ``z_j`` (after the non-linearity, M positions) is zeroed, per example ``n``,
+    ``|1/M sum_m dC_n/dz_{j,m} z_{j,m}|``, averaged over the examples, then L2-normalised per layer,
+    ``s_j = Theta_j / sqrt(sum_i Theta_i^2)``, so that layers can be ranked together (``global_raw``; the paper
+    prunes the globally smallest). ``C_n`` is example ``n``'s own cross-entropy. The map is the BN output after
+    ReLU (the conv output after ReLU in a group without BN), as for ``mean_activation``."""
+
+    paper_allocation = "global_raw"
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
+        data = require_data("taylor_activation", data)
+        modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | _BN)]
+        outputs: dict[nn.Module, torch.Tensor] = {}
+        handles = [m.register_forward_hook(lambda mod, _i, out: outputs.__setitem__(mod, out)) for m in modules]
+        sums: dict[nn.Module, torch.Tensor] = {}
+        was_training = model.training
+        model.eval()
+        try:
+            for x, y in data.batches():
+                outputs.clear()
+                loss = F.cross_entropy(model(x), y, reduction="sum")  # sum: each example's gradient is its own cost's
+                mods = [m for m in modules if m in outputs and outputs[m].requires_grad]
+                for m, g in zip(mods, torch.autograd.grad(loss, [outputs[m] for m in mods])):
+                    per_example = (torch.relu(outputs[m].detach()) * g).mean(dim=(2, 3)).abs().sum(0).double()
+                    sums[m] = sums[m] + per_example if m in sums else per_example
+        finally:
+            model.train(was_training)
+            for h in handles:
+                h.remove()
+        theta = {m: s / len(data.x) for m, s in sums.items()}
+        self._scores = {m: t / (t.norm() + 1e-12) for m, t in theta.items()}
+
+
 @CRITERIA.register("chip")
 class ChannelIndependence(_FeatureMapCriterion):
     """CHIP (Sui et al., "CHIP: CHannel Independence-based Pruning", NeurIPS 2021): for each sample, the
@@ -100,11 +137,14 @@ class FiringPattern(PreparedScores):
     ``r_ck = E|w_kc * x_c| / (sum_m E|w_km * x_m| + |b_k|)`` (for a conv, ``w_kc * x_c`` is channel ``c``'s
     partial convolution into output ``k``, averaged over positions). A channel's score is the total share it
     provides to the next layer, ``s_c = sum_k r_ck`` - channels that rarely fire into anything are pruned.
-    The paper applies it iteratively (``schedule: iterative``), re-scoring after each finetuning step.
+    The paper applies it iteratively (``schedule: iterative``), re-scoring after each finetuning step. The lift
+    from connections to channels is **edgebench's reading** (the paper scores connections; only its abstract was
+    available to us).
     """
 
     needs_data = True
     roles = ("in",)
+    reading = "edgebench's reading of Dekhovich et al. 2024 (abstract only): connection scores lifted to channels"
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data("firing", data)

@@ -64,6 +64,9 @@ class Criterion(tp.importance.Importance):
     revision: ClassVar[int] = 0
     #: True when the criterion prunes one group at a time, re-scored on the network as pruned so far (ThiNet)
     layer_by_layer: ClassVar[bool] = False
+    #: set when the criterion is edgebench's construction from a paper's abstract (or extends the paper): what is
+    #: ours, shown beside its name in the report
+    reading: ClassVar[str | None] = None
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         """Collect what the scores need (activations, gradients...) from ``model`` on ``data``.
@@ -86,13 +89,11 @@ class Criterion(tp.importance.Importance):
         """Scores of all channels of ``module`` along the dimension ``role`` names, or None to abstain."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
-        """Per-root-channel importance: mean over the group's scoring layers of their channel scores; None when
-        no layer of the group has what the criterion needs (e.g. a BN criterion on a conv without BN)."""
+    def layer_scores(self, group: tp.dependency.Group) -> list[torch.Tensor]:
+        """Each scoring layer's channel scores mapped onto the group's root channels (a flatten's several features
+        of one channel averaged)."""
         n_root = len(group[0].idxs)
-        total = torch.zeros(n_root, dtype=torch.float64)
-        layers = 0
+        mapped = []
         for item in group:
             layer = item.dep.target.module
             role = item_role(layer, item.dep.handler)
@@ -108,11 +109,17 @@ class Criterion(tp.importance.Importance):
             local = scores.detach().double().flatten()[idxs]
             acc = torch.zeros(n_root, dtype=torch.float64).index_add_(0, root, local)
             count = torch.zeros(n_root, dtype=torch.float64).index_add_(0, root, torch.ones_like(local))
-            total += acc / count.clamp(min=1)  # flatten maps several features to one channel: average them
-            layers += 1
-        if layers == 0:
+            mapped.append(acc / count.clamp(min=1))
+        return mapped
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        """Per-root-channel importance: mean over the group's scoring layers of their channel scores; None when
+        no layer of the group has what the criterion needs (e.g. a BN criterion on a conv without BN)."""
+        mapped = self.layer_scores(group)
+        if not mapped:
             return None
-        return (total / layers).float()
+        return (torch.stack(mapped).sum(0) / len(mapped)).float()
 
 
 class PreparedScores(Criterion):
@@ -136,6 +143,13 @@ class PreparedScores(Criterion):
 
 
 CRITERIA: Registry[type[Criterion]] = Registry("criterion", group="edgebench.criteria")
+
+#: criterion names that no longer exist, with what replaced them (a load-time error says so)
+RETIRED_CRITERIA = {
+    "taylor": "was split into the methods the papers define: taylor_weight (Molchanov et al. 2019, (g w)^2 per "
+              "weight summed per filter), taylor_bn (their recommended BN-gate form) and taylor_activation "
+              "(Molchanov et al. 2017); name one of them",
+}
 
 
 def create_criterion(name: str, **kwargs: object) -> Criterion:

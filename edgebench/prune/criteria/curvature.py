@@ -1,5 +1,8 @@
-"""Neuron pruning guided by the spectral radius of the Hessian (Ebrahimi and Klabjan, "Neuron-based Pruning
-of Deep Neural Networks with Better Generalization using Kronecker Factored Curvature Approximation", 2021).
+"""**edgebench's reading** of neuron pruning guided by the spectral radius of the Hessian (Ebrahimi and Klabjan,
+"Neuron-based Pruning of Deep Neural Networks with Better Generalization using Kronecker Factored Curvature
+Approximation", 2021). Only the paper's abstract was available to us: the penalty and the score below are
+edgebench's construction from it (the abstract's ingredients - K-FAC, the Hessian's spectral radius, training and
+pruning at once - put together our way), not the paper's algorithm, and are labelled so in the report.
 
 The paper trains and prunes at once (no pre-trained network), steering the parameters towards a flat minimum -
 small Hessian spectral radius ``rho(H)`` - which generalises better, with the Hessian in Kronecker-factored
@@ -161,7 +164,8 @@ class SpectralRadiusPenalty(TrainHook):
 
 @CRITERIA.register("hessian_radius")
 class HessianSpectralRadius(PreparedScores):
-    """K-FAC bound of the loss increase of removing each neuron, trained with the spectral-radius penalty.
+    """K-FAC bound of the loss increase of removing each neuron, trained with the spectral-radius penalty
+    (edgebench's reading of Ebrahimi and Klabjan 2021; see the module docstring).
 
     Args:
         lam: weight of the spectral-radius penalty during training (0: scores only, no penalty).
@@ -170,6 +174,7 @@ class HessianSpectralRadius(PreparedScores):
     """
 
     needs_data = True
+    reading = "edgebench's reading of Ebrahimi & Klabjan 2021 (abstract only): penalty and bound are ours"
 
     def __init__(self, lam: float = 1e-2, every: int = 1, batch_size: int = 64) -> None:
         if lam < 0 or every < 1 or batch_size < 2:

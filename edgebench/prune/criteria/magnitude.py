@@ -84,7 +84,10 @@ class BNStatistics(Criterion):
     """Data-free criterion from the BN parameters (Oh et al., "Batch Normalization Tells You Which Filter is
     Important", WACV 2022): after BN a channel's pre-activation is modelled as ``N(beta, gamma^2)``, and
     its score is the expected ReLU output ``E[max(0, z)] = beta * Phi(beta/|gamma|) + |gamma| * phi(beta/|gamma|)``.
-    Channels whose activations are almost always zero after ReLU carry little information."""
+    Channels whose activations are almost always zero after ReLU carry little information. The closed form is
+    **edgebench's reading** of the paper's abstract ("BN parameters estimate the activation's distribution")."""
+
+    reading = "edgebench's reading of Oh et al. 2022 (abstract only): E[ReLU(N(beta, gamma^2))]"
 
     def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
         if role != "bn" or module.weight is None:

@@ -46,6 +46,7 @@ class ScheduleResult:
     training_macs: int
     val_accuracy: float
     allocation: dict[str, Any] | None = None  # what the per-layer allocation decided and measured
+    compression: dict[str, Any] | None = None  # Deep Compression's storage of a sparse model (sizes, ratios)
 
 
 class Schedule(ABC):
@@ -68,7 +69,7 @@ class Schedule(ABC):
         train it as the schedule says; ``workdir``: where the spec's allocation may keep what it measures."""
 
 
-SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", group="edgebench.schedules")
 
 
 def schedule_allocation(spec: PruneSpec, workdir: Path | None = None) -> Allocation | None:

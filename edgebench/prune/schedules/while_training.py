@@ -82,9 +82,12 @@ class WhileTraining(Schedule):
     reads = frozenset({"prune_epochs"})
 
     def run(self, model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, criterion: Criterion,
-            spec: PruneSpec, progress: Progress = None, workdir: Path | None = None) -> ScheduleResult:
+            spec: PruneSpec, progress: Progress = None, workdir: Path | None = None,
+            hooks: Sequence[TrainHook] = ()) -> ScheduleResult:
+        """``hooks``: more of the same run's hooks, called after the pruning step (quantization-aware training
+        joins here, after the last pruning step)."""
         epochs = spec.prune_epochs or default_prune_epochs(train_spec.epochs)
         hook = PruneWhileTraining(criterion, spec, epochs, workdir)
-        result = train(model, splits, train_spec, hooks=[*criterion_hooks(criterion), hook], progress=progress)
+        result = train(model, splits, train_spec, hooks=[*criterion_hooks(criterion), hook, *hooks], progress=progress)
         return ScheduleResult(result.history, result.training_macs, result.val_accuracy,
                               allocation_record(hook.allocation))

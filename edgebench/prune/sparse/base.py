@@ -34,6 +34,8 @@ class SparseMethod(ABC):
     paper_allocation: ClassVar[str] = "global"
     #: bumped when what the method builds changes, so variants built with the old definition get new ids
     revision: ClassVar[int] = 0
+    #: set when (part of) the method is edgebench's construction rather than the paper's (shown in the report)
+    reading: ClassVar[str | None] = None
 
     def __init__(self, sparsity: float) -> None:
         if not 0 < sparsity < 1:
@@ -46,7 +48,7 @@ class SparseMethod(ABC):
         ``from_baseline``) and return its training history and compute."""
 
 
-SPARSE_METHODS: Registry[type[SparseMethod]] = Registry("sparse method")
+SPARSE_METHODS: Registry[type[SparseMethod]] = Registry("sparse method", group="edgebench.sparse_methods")
 
 
 def create_sparse_method(name: str, sparsity: float, **kwargs: object) -> SparseMethod:

@@ -9,6 +9,11 @@ different features are very unbalanced, so each output feature's mask gradient i
 by its root mean square), and the number of connections ``sum H(m)`` enters the objective as
 ``L + lam * sum H(m)``, whose straight-through gradient adds ``lam`` to every score's gradient.
 
+The mask scores are not weights: they have their own optimizer, plain SGD at a constant rate (``score_lr_scale``
+times the weights' initial rate) with neither momentum nor weight decay - decay would pull every score towards
+the step's threshold at zero and switch connections off for no reason of the loss. (The paper's own optimizer for
+the masks is not in its abstract; this choice is edgebench's reading.)
+
 The paper lets ``lam`` pick the sparsity. edgebench compares methods at a requested sparsity, so during mask
 learning (the first ``mask_fraction`` of the epochs) ``lam`` is multiplied by ``exp(gain * (sparsity - s_t))``
 after every step, ``s_t`` being the learned sparsity (scores not positive). Masked weights stop learning, so the
@@ -71,6 +76,20 @@ class SparseConnectivityLearning(TrainHook):
         self.lam, self.gain, self.score_lr_scale, self.mask_epochs = lam, gain, score_lr_scale, mask_epochs
         self.fixed: MaskedWeights | None = None
         self.learned_sparsity = 0.0
+        self.score_optimizer: torch.optim.Optimizer | None = None
+
+    def scores(self) -> list[nn.Parameter]:
+        """The mask scores of every layer."""
+        return [m.scores for m in self.step_masks.values()]
+
+    def on_train_start(self, state: TrainState) -> None:
+        """The weights' optimizer without the scores; the scores' own: SGD, no momentum, no weight decay."""
+        ids = {id(p) for p in self.scores()}
+        spec = state.spec
+        state.optimizer = torch.optim.SGD([p for p in state.model.parameters() if id(p) not in ids], lr=state.lr,
+                                          momentum=spec.momentum, weight_decay=spec.weight_decay)
+        self.score_optimizer = torch.optim.SGD(self.scores(), lr=self.score_lr_scale * spec.lr, momentum=0.0,
+                                               weight_decay=0.0)
 
     def current_sparsity(self) -> float:
         """Fraction of connections whose score is not positive."""
@@ -81,18 +100,19 @@ class SparseConnectivityLearning(TrainHook):
         if self.fixed is not None:
             self.fixed.after_backward(state)
             return
-        # the scores move at score_lr_scale times the *initial* learning rate: the cosine decay of the weights'
-        # rate would otherwise freeze the masks before the sparsity target is reached
-        scale = self.score_lr_scale * state.spec.lr / max(state.lr, 1e-12)
         for m in self.step_masks.values():
             if m.scores.grad is not None:
-                m.scores.grad.copy_(scale * (normalise_feature_grads(m.scores.grad) + self.lam))
+                m.scores.grad.copy_(normalise_feature_grads(m.scores.grad) + self.lam)
         self.learned_sparsity = self.current_sparsity()
         self.lam *= math.exp(self.gain * (self.sparsity - self.learned_sparsity))
 
     def on_batch_end(self, state: TrainState) -> None:
         if self.fixed is not None:
             self.fixed.on_batch_end(state)
+        elif self.score_optimizer is not None:
+            # a constant rate: the cosine decay of the weights' rate would freeze the masks before the target
+            self.score_optimizer.step()
+            self.score_optimizer.zero_grad(set_to_none=True)
 
     def on_epoch_end(self, state: TrainState) -> None:
         state.history[-1]["learned_sparsity"] = self.current_sparsity() if self.fixed is None else self.learned_sparsity
@@ -108,6 +128,7 @@ class SparseConnectivityLearning(TrainHook):
                 parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         self.fixed = MaskedWeights(masks)
         self.fixed.on_train_start(state)
+        self.score_optimizer = None
         state.rebuild_optimizer()  # the scores are gone from the parameters
 
 
@@ -123,6 +144,9 @@ class SCL(SparseMethod):
         score_init: initial score (positive: every connection starts on).
         mask_fraction: fraction of the epochs spent learning masks.
     """
+
+    revision = 1  # the scores on their own optimizer (they shared the weights' momentum and weight decay)
+    reading = "edgebench's reading of Tang et al. 2022: adaptive lam for the requested sparsity, the mask optimizer"
 
     def __init__(self, sparsity: float, lam: float = 0.01, gain: float = 0.1, score_lr_scale: float = 0.02,
                  score_init: float = 0.05, mask_fraction: float = 0.75) -> None:

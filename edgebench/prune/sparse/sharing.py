@@ -11,6 +11,8 @@ its weights' SGD updates - which keeps exactly ``k`` distinct values and the zer
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -41,21 +43,26 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = KMEANS_ITERS) -> tuple[
 
 
 class SharedWeights(TrainHook):
-    """Clusters each layer's non-zero weights (``bits`` per index) and keeps them shared while training."""
+    """Clusters each layer's non-zero weights (``bits`` per index: one width for every layer, or a width per layer
+    name, None leaving that layer unshared) and keeps them shared while training."""
 
-    def __init__(self, model: nn.Module, bits: int) -> None:
-        if not 1 <= bits <= 16:
-            raise ValueError(f"weight sharing bits must be between 1 and 16, got {bits}")
-        self.bits = bits
+    def __init__(self, model: nn.Module, bits: int | Mapping[str, int | None]) -> None:
+        layers = prunable_layers(model)
+        widths = dict.fromkeys(layers, bits) if isinstance(bits, int) else dict(bits)
+        bad = [b for b in widths.values() if b is not None and not 1 <= b <= 16]
+        if bad:
+            raise ValueError(f"weight sharing bits must be between 1 and 16, got {bad[0]}")
+        #: layer name -> codebook size
+        self.sizes = {n: 2**b for n, b in widths.items() if b is not None}
         #: layer name -> (flat indices of the non-zero weights, their cluster per index)
         self.clusters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
-            for name, layer in prunable_layers(model).items():
+            for name, layer in layers.items():
                 flat = layer.weight.view(-1)
                 idx = torch.nonzero(flat, as_tuple=True)[0]
-                if len(idx) == 0:
+                if len(idx) == 0 or name not in self.sizes:
                     continue
-                centroids, assign = kmeans_1d(flat[idx], 2**bits)
+                centroids, assign = kmeans_1d(flat[idx], self.sizes[name])
                 flat[idx] = centroids[assign].to(flat.dtype)
                 self.clusters[name] = (idx, assign)
 
@@ -64,7 +71,7 @@ class SharedWeights(TrainHook):
         layers = prunable_layers(state.model)
         for name, (idx, assign) in self.clusters.items():
             flat = layers[name].weight.view(-1)
-            k = 2**self.bits
+            k = self.sizes[name]
             sums = torch.zeros(k, dtype=flat.dtype).index_add_(0, assign, flat[idx])
             counts = torch.bincount(assign, minlength=k).clamp(min=1).to(flat.dtype)
             mask = torch.zeros_like(flat, dtype=torch.bool)

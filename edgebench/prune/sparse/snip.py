@@ -57,6 +57,8 @@ class SNIP(SparseMethod):
         batch_size: size of the single scoring batch (default: the training batch size).
     """
 
+    paper_allocation = "global"
+
     def __init__(self, sparsity: float, batch_size: int | None = None) -> None:
         super().__init__(sparsity)
         self.batch_size = batch_size

@@ -25,9 +25,13 @@ import numpy as np
 from torch import nn
 
 from edgebench.errors import UnsupportedModelError, require_module
+from edgebench.quantization.fixed_point import apply_precisions, hls_precisions
+from edgebench.quantization.modules import LayerQuant
+from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter, TargetBlock
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
-from edgebench.runtimes.hls4ml.multipliers import count_multipliers
+from edgebench.runtimes.hls4ml.csim import CFLAGS, compile_csim, cxx_standard
+from edgebench.runtimes.hls4ml.multipliers import bit_operations, count_multipliers
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import QuantSpec
@@ -74,8 +78,9 @@ def check_supported(model: nn.Module) -> None:
 
 
 def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec,
-                fpga: FPGASpec) -> dict[str, Any]:
-    """Per-layer config ('name' granularity): the variant's ap_fixed default, reuse factor and strategy."""
+                fpga: FPGASpec, layers: list[LayerQuant] | None = None) -> dict[str, Any]:
+    """Per-layer config ('name' granularity): the variant's ap_fixed default, reuse factor and strategy; with the
+    ``layers`` of a quantization-trained model, each layer's exact types from its trained quantizers."""
     config = hls4ml.utils.config_from_pytorch_model(
         model,
         input_shape,
@@ -86,14 +91,17 @@ def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], qua
         channels_last_conversion="full" if fpga.io_type == "io_parallel" else "internal",
     )
     config["Model"]["Strategy"] = fpga.strategy
+    if layers is not None:
+        apply_precisions(config, hls_precisions(model, layers))
     return config
 
 
 def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec, fpga: FPGASpec,
-                  out_path: Path) -> Any:
-    """The hls4ml model of ``model`` (converted, not yet written or compiled) for ``fpga`` at ``quant``."""
+                  out_path: Path, layers: list[LayerQuant] | None = None) -> Any:
+    """The hls4ml model of ``model`` (converted, not yet written or compiled) for ``fpga`` at ``quant``; ``layers``:
+    the trained quantizers of a quantization-trained model (``model`` is then its ``qat.deployable`` copy)."""
     hls4ml = require_module("hls4ml", "fpga", "the hls4ml exporter")
-    config = _hls_config(hls4ml, model, input_shape, quant, fpga)
+    config = _hls_config(hls4ml, model, input_shape, quant, fpga, layers)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return hls4ml.converters.convert_from_pytorch_model(
@@ -110,6 +118,7 @@ class Hls4mlExporter(Exporter):
 
     format = "hls4ml"
     precisions = ("fixed",)
+    qat_precisions = ("fixed",)
     suffix = ""  # the artifact is a directory
     relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
     needs = (HLS4ML, GXX)
@@ -133,6 +142,12 @@ class Hls4mlExporter(Exporter):
         if reason:
             raise UnsupportedModelError(reason)
         model = model.eval()
+        layers = None
+        if is_quantization_trained(model):  # the trained quantizers set every type; nothing is re-chosen
+            if quant.qat is None or quant.qat.scales != "power_of_two":
+                raise UnsupportedModelError("hls4ml takes quantization-trained models with power-of-two scales only "
+                                            "(qat scales: power_of_two): other scales are no fixed-point type")
+            model, layers = deployable(model)
         check_supported(model)
         fpga = self.fpga
         input_shape = tuple(int(d) for d in calibration.shape[1:])
@@ -140,26 +155,24 @@ class Hls4mlExporter(Exporter):
             shutil.rmtree(out_path)  # a half-written project from an interrupted run
 
         t0 = time.perf_counter()
-        hls_model = convert_model(model, input_shape, quant, fpga, out_path)
+        hls_model = convert_model(model, input_shape, quant, fpga, out_path, layers)
         convert_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            hls_model.compile()  # writes the project and builds the C simulation with g++
+            hls_model.write()
+        library = compile_csim(out_path, PROJECT, hls_model.config.get_config_value("Stamp"))
         compile_s = time.perf_counter() - t0
-        libraries = sorted((out_path / "firmware").glob(f"{PROJECT}-*.so"), key=lambda p: p.stat().st_mtime)
-        if not libraries:
-            raise UnsupportedModelError(f"hls4ml compiled no C-simulation library in {out_path / 'firmware'}")
 
         out_vars = hls_model.get_output_variables()
         metadata = {
             "project": PROJECT,
-            "library": str(libraries[-1].relative_to(out_path)),
+            "library": str(library.relative_to(out_path)),
             "io_type": fpga.io_type,
             "input_layout": "NCHW" if fpga.io_type == "io_parallel" or len(input_shape) != 3 else "NHWC",
             "input_shape": list(input_shape),
             "output_size": int(np.prod(out_vars[0].shape)),
-            "precision": quant.fixed_point or fpga.default_precision,
+            "precision": f"per layer, trained ({quant.qat.tag})" if layers else quant.fixed_point or fpga.default_precision,
             "reuse_factor": quant.reuse_factor,
             "strategy": fpga.strategy,
             "part": fpga.part,
@@ -167,7 +180,9 @@ class Hls4mlExporter(Exporter):
             "clock_period_ns": fpga.clock_period_ns,
             "convert_s": round(convert_s, 3),
             "compile_s": round(compile_s, 3),
+            "compile_flags": " ".join([*CFLAGS, cxx_standard()]),
             "multipliers": count_multipliers(hls_model),
+            "bit_operations": bit_operations(hls_model),
         }
         (out_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         self._synthesise(hls_model, out_path)

@@ -52,3 +52,40 @@ def count_multipliers(hls_model: Any) -> dict[str, Any]:
         "dense_multipliers": sum(v["dense_multipliers"] for v in layers.values()),
         "layers": layers,
     }
+
+
+#: how the bit operations were obtained, stored with them
+BOPS_METHOD = ("counted from the hls4ml model, not synthesised: MACs x weight bits x input bits per Conv/Dense "
+               "layer (Baskin et al.'s BOPs)")
+
+
+def _layer_macs(layer: Any) -> int | None:
+    """Multiply-accumulates of one Conv/Dense layer of an hls4ml model per sample, from its shape attributes."""
+    attr = layer.get_attr
+    if attr("n_in") is not None and attr("n_out") is not None and attr("n_filt") is None:
+        return int(attr("n_in")) * int(attr("n_out"))
+    if attr("n_filt") is None:
+        return None
+    outputs = int(attr("out_height") or 1) * int(attr("out_width") or 1) * int(attr("n_filt"))
+    return outputs * int(attr("n_chan")) * int(attr("filt_height") or 1) * int(attr("filt_width") or 1)
+
+
+def bit_operations(hls_model: Any) -> dict[str, Any]:
+    """Bit operations (BOPs) per Conv/Dense layer and in total, and the multipliers grouped by their operand widths
+    (``"4x4"``: a 4-bit weight times a 4-bit input) at reuse factor 1: the FPGA cost proxy that needs no synthesis."""
+    layers, by_width = {}, {}
+    for layer in hls_model.get_layers():
+        weight = layer.weights.get("weight") if hasattr(layer, "weights") else None
+        if weight is None or np.ndim(weight.data) < 2:
+            continue
+        macs = _layer_macs(layer)
+        if macs is None:
+            continue
+        w_bits = int(getattr(weight.type.precision, "width", 0) or 0)
+        x_bits = int(getattr(layer.get_input_variable().type.precision, "width", 0) or 0)
+        key = f"{w_bits}x{x_bits}"
+        multipliers = quantised_nonzero(weight.data, weight.type.precision)
+        by_width[key] = by_width.get(key, 0) + multipliers
+        layers[layer.name] = {"macs": macs, "weight_bits": w_bits, "input_bits": x_bits, "bops": macs * w_bits * x_bits}
+    return {"method": BOPS_METHOD, "bops": sum(v["bops"] for v in layers.values()), "multipliers_by_width": by_width,
+            "layers": layers}

@@ -1,8 +1,8 @@
 """TFLite artifacts through litert-torch (extra ``litert``): fp32, and int8 via its PT2E quantizer.
 
-int8 is static, symmetric per-channel weights, calibrated on training images;
-the converted model has int8 input and output tensors, which the LiteRT backend
-quantizes/dequantizes with each tensor's scale and zero point. litert-torch keeps
+int8 is static, symmetric per-channel weights, calibrated on training images, or - for a quantization-trained
+model - holding the trained scales (``_trained_int8``); the converted model has int8 input and output tensors,
+which the LiteRT backend quantizes/dequantizes with each tensor's scale and zero point. litert-torch keeps
 the PyTorch NCHW input layout (it inserts the transposes itself).
 tflite-runtime is not used: its last wheels (2.14) do not work with numpy 2.
 """
@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 from edgebench.errors import require_module
+from edgebench.quantization.fake_quant import QParams
+from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.litert import LITERT_TORCH
-from edgebench.variants import QuantSpec
+from edgebench.variants import QatSpec, QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,10 @@ def _import_litert_torch():
     return litert_torch
 
 
-def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
-    """PT2E: export, insert observers, run calibration images, convert to a quantized graph."""
+def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
+    """PT2E: export, insert observers (symmetric per-channel int8 weights), run the calibration images."""
     from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
+    from torchao.quantization.pt2e import quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
@@ -49,20 +51,92 @@ def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.nd
     with torch.no_grad():
         for image in calibration:  # the exported graph has a static batch of one
             prepared(torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))
+    return prepared, quantizer
+
+
+def _converted(prepared: nn.Module) -> nn.Module:
+    """The quantized graph of a prepared (observed) one."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
+
     converted = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     # exported graphs keep training=True even with inference ops; litert-torch warns on the flag alone
     converted.training = False
-    return converted, quantizer
+    return converted
+
+
+def _calibrated_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
+    """PT2E: export, insert observers, run calibration images, convert to a quantized graph."""
+    prepared, quantizer = _prepared(model, example, calibration)
+    return _converted(prepared), quantizer
+
+
+def takes_trained(qat: QatSpec) -> bool:
+    """Whether LiteRT's int8 graph holds ``qat``'s trained quantizers exactly: 8 bits for the weights and inputs of
+    every layer (float or power-of-two scales alike; narrower codes would need a clip the int8 graph has not)."""
+    return qat.weight_bits == qat.activation_bits == 8 and all(bits == (8, 8) for bits in qat.layer_bits.values())
+
+
+def _held_weights(observer: nn.Module, q: QParams, channels: int) -> nn.Module:
+    """A per-channel weight observer whose scales are ``q``'s trained ones (one power-of-two scale repeated)."""
+    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+
+    held = PerChannelMinMaxObserver(ch_axis=0, dtype=observer.dtype, qscheme=observer.qscheme,
+                                    quant_min=observer.quant_min, quant_max=observer.quant_max)
+    bound = q.qmax * q.scale.float().reshape(-1).expand(channels)  # symmetric: scale = bound / qmax
+    held(torch.stack([-bound, bound], dim=1))
+    return held
+
+
+def _hold_input(prepared: nn.Module, observer: torch.fx.Node, q: QParams) -> None:
+    """Replace ``observer`` (and those above the max-pools and flattens that feed it: quantizing commutes with
+    them) by observers of ``q``'s trained range: int8 codes ``zero_point - 128`` on the same grid as QAT's u8 ones."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    commuting = (torch.ops.aten.max_pool2d.default, torch.ops.aten.flatten.using_ints)
+    lo, hi = ((bound - int(q.zero_point)) * float(q.scale) for bound in (q.qmin, q.qmax))
+    while observer.op == "call_module":
+        old = getattr(prepared, observer.target)
+        held = MinMaxObserver(dtype=old.dtype, qscheme=torch.per_tensor_affine, quant_min=old.quant_min,
+                              quant_max=old.quant_max)
+        held(torch.tensor([lo, hi]))
+        setattr(prepared, observer.target, held)
+        producer = observer.args[0]
+        if producer.op != "call_function" or producer.target not in commuting:
+            return
+        observer = producer.args[0]
+
+
+def _trained_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
+    """PT2E int8 of a quantization-trained ``model`` holding its trained quantizers, not recalibrated: each
+    layer's weight observer holds the trained weight scales (the deployable model's weights lie on that grid, so
+    the int8 codes are the trained ones) and its input observer the trained range. Only the logits' range comes
+    from the calibration images: LiteRT's int8 graph quantizes its output too."""
+    plain, layers = deployable(model)
+    by_weight = {f"{layer.name}.weight": layer for layer in layers}
+    prepared, quantizer = _prepared(plain, example, calibration)
+    layer_ops = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+    for node in list(prepared.graph.nodes):
+        if node.op == "call_function" and node.target in layer_ops:
+            weight_observer = node.args[1]
+            layer = by_weight[str(weight_observer.args[0].target)]
+            old = getattr(prepared, weight_observer.target)
+            setattr(prepared, weight_observer.target, _held_weights(old, layer.weight, len(layer.weight_q)))
+            _hold_input(prepared, node.args[0], layer.input)
+    return _converted(prepared), quantizer
 
 
 @EXPORTERS.register("tflite")
 class TfliteExporter(Exporter):
-    """fp32 and int8 (PT2E static, per-channel) .tflite files."""
+    """fp32 and int8 (PT2E static, per-channel; from the trained quantizers for QAT variants) .tflite files."""
 
     format = "tflite"
     precisions = ("fp32", "int8")
+    qat_precisions = ("int8",)
     suffix = ".tflite"
     needs = (LITERT_TORCH,)
+
+    def takes_qat(self, qat: QatSpec) -> bool:
+        return takes_trained(qat)
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         litert_torch = _import_litert_torch()
@@ -75,7 +149,11 @@ class TfliteExporter(Exporter):
             elif quant.precision == "int8":
                 from litert_torch.quantize.quant_config import QuantConfig
 
-                graph, quantizer = _calibrated_int8(model, example, calibration[: quant.calibration_samples])
+                if quant.qat is not None and not (takes_trained(quant.qat) and is_quantization_trained(model)):
+                    raise ValueError(f"LiteRT int8 of {quant.qat.tag} takes a quantization-trained model with 8-bit "
+                                     "weights and inputs")
+                make = _trained_int8 if quant.qat is not None else _calibrated_int8
+                graph, quantizer = make(model, example, calibration[: quant.calibration_samples])
                 edge_model = litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             else:
                 raise ValueError(f"TFLite exporter cannot produce precision '{quant.precision}'; use fp32 or int8")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
+from edgebench.runtimes.onnxruntime.mixed_precision import METADATA_KEY
 from edgebench.runtimes.onnxruntime.session import create_ort_session
 
 
@@ -22,6 +25,11 @@ class OnnxRuntimeSession(Session):
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         return self._session.run(self._outputs, {self._input: inputs})[0]
+
+    def details(self) -> dict[str, Any]:
+        """The exporter's quantization record (QAT scales, mixed-precision decision) when the artifact has one."""
+        record = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        return {"quantization": json.loads(record)} if record else {}
 
     def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
         """ORT session profiling in a second session on the same providers."""

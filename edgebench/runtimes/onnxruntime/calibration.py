@@ -77,6 +77,7 @@ def quantize_qdq(
     signed_activations: bool = False,
     float_logits: bool = True,
     nodes_to_quantize: list[str] | None = None,
+    nodes_to_exclude: list[str] | None = None,
 ) -> dict[str, Any]:
     """Static int8 QDQ model of ``fp32_path`` calibrated on ``calibration`` (NCHW float32 images).
 
@@ -116,6 +117,7 @@ def quantize_qdq(
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
                 nodes_to_quantize=nodes_to_quantize,
+                nodes_to_exclude=nodes_to_exclude,
                 extra_options=extra,
             )
     return settings

@@ -19,8 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgebench.quantization.qat import deployable, is_quantization_trained
+from edgebench.quantization.qdq import write_qdq
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.mixed_precision import search_mixed_precision, stamp
 from edgebench.variants import DEFAULT_CALIBRATOR, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -36,17 +39,29 @@ class OnnxExporter(Exporter):
 
     format = "onnx"
     precisions = ("fp32", "int8", "int8_dynamic")
+    qat_precisions = ("int8",)
+    takes_max_drop = True
     suffix = ".onnx"
 
-    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
+               validation: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
         example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
+        if quant.qat is not None:
+            return export_qat_qdq(model, example, quant, out_path)
         if quant.precision == "fp32":
             export_fp32_onnx(model, example, out_path)
             return out_path
         with tempfile.TemporaryDirectory() as tmp:
             fp32_path = Path(tmp) / "fp32.onnx"
             export_fp32_onnx(model, example, fp32_path)
-            if quant.precision == "int8":
+            if quant.precision == "int8" and quant.max_drop is not None:
+                if validation is None:
+                    raise ValueError("a max_drop export needs the validation split (validation=(x, y))")
+                decision = search_mixed_precision(fp32_path, out_path, calibration[: quant.calibration_samples],
+                                                  *validation, quant.max_drop, quant.calibrator or DEFAULT_CALIBRATOR)
+                log.info("mixed int8 %s: fp32 layers %s, accuracy %.4f (fp32 %.4f, int8 %.4f)", out_path.name,
+                         decision.float_layers, decision.accuracy, decision.fp32_accuracy, decision.int8_accuracy)
+            elif quant.precision == "int8":
                 settings = quantize_qdq(fp32_path, out_path, calibration[: quant.calibration_samples],
                                         calibrator=quant.calibrator or DEFAULT_CALIBRATOR)
                 log.info("int8 QDQ %s: %s", out_path.name, settings)
@@ -55,6 +70,24 @@ class OnnxExporter(Exporter):
             else:
                 raise ValueError(f"ONNX exporter cannot produce precision '{quant.precision}'")
         return out_path
+
+
+def export_qat_qdq(model: nn.Module, example: torch.Tensor, quant: QuantSpec, out_path: Path) -> Path:
+    """QDQ int8 ONNX with the scales and zero points a quantization-trained ``model`` learned (no calibration)."""
+    if quant.precision not in OnnxExporter.qat_precisions or not is_quantization_trained(model):
+        raise ValueError(f"a quantization-trained ONNX export is int8 of a QAT model, not {quant.precision}")
+    plain, layers = deployable(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = Path(tmp) / "fp32.onnx"
+        export_fp32_onnx(plain, example, fp32_path)
+        write_qdq(fp32_path, layers, out_path)
+    stamp(out_path, {"qat": {"setting": quant.qat.tag, "layers": {
+        layer.name: {"weight_bits": layer.weight.bits, "input_bits": layer.input.bits,
+                     "weight_scales": "per channel" if layer.weight.axis is not None else float(layer.weight.scale),
+                     "input_scale": float(layer.input.scale), "input_zero_point": int(layer.input.zero_point)}
+        for layer in layers}}})
+    log.info("int8 QDQ %s from trained quantizers (%s)", out_path.name, quant.qat.tag)
+    return out_path
 
 
 def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgebench.errors import require_module
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
+from edgebench.runtimes.onnxruntime.mixed_precision import read_decision
 from edgebench.runtimes.openvino import OPENVINO
 from edgebench.runtimes.openvino.compile import STREAMS, THREADS, compile_config, compile_for_batch, read_onnx
 
@@ -55,11 +56,13 @@ class OpenVinoSession(Session):
             if info["layerType"].astype(str).startswith(("Convolution", "FullyConnected", "GroupConvolution")):
                 runtime = info["runtimePrecision"].astype(str)
                 precisions[runtime] = precisions.get(runtime, 0) + 1
+        record = read_decision(self._artifact)
         return {
             "openvino": ov.__version__,
             "threads": int(compiled.get_property(THREADS)),
             "streams": int(compiled.get_property(STREAMS)),
             "conv_fc_runtime_precisions": precisions,
+            **({"quantization": record} if record else {}),
         }
 
     def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
@@ -87,6 +90,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     formats = ("onnx",)
     needs = (OPENVINO,)
+    builds_from_fp32 = ("fp16",)  # the inference precision hint on the fp32 ONNX
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         ov = require_module("openvino", "openvino", "backend 'openvino'")

@@ -32,7 +32,9 @@ def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[
         STREAMS: streams,
         # fp32 artifacts must run in fp32: CPUs with bf16/AMX would otherwise downcast by default.
         # int8 QDQ models still run their quantized layers as int8 under this hint.
-        PRECISION: "f32",
+        # an fp16 variant is the fp32 artifact under the f16 hint; CPUs without fp16 arithmetic run it otherwise,
+        # which the session's details record (conv_fc_runtime_precisions)
+        PRECISION: "f16" if settings.precision == "fp16" else "f32",
         PERF_COUNT: perf_count,
     }
     if "performance_hint" in settings.options:

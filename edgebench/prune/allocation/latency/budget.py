@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 #: the format the tables' one-layer models and the measured candidates are written in
 ONNX = "onnx"
 #: timing window of a whole model (the unpruned one, and each pruned candidate)
-MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0)
+MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0, precision=None)
 
 
 def onnx_backend(target: str, backend: str | None) -> tuple[TargetSpec, str]:

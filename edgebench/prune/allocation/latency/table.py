@@ -27,7 +27,7 @@ from edgebench.runtimes.base import BackendSettings, get_backend
 log = logging.getLogger(__name__)
 
 #: short timing window per table entry: one small layer takes tens of microseconds
-LUT_TIMING = MeasureSettings(warmup_iters=10, min_iters=50, min_time_s=0.05, max_time_s=2.0)
+LUT_TIMING = MeasureSettings(warmup_iters=10, min_iters=50, min_time_s=0.05, max_time_s=2.0, precision=None)
 
 
 @dataclass(frozen=True)

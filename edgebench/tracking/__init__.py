@@ -1,0 +1,1 @@
+"""Results in the places teams already look: experiment trackers (MLflow, extra ``mlflow``)."""

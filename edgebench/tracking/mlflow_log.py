@@ -1,0 +1,126 @@
+"""Log stored edgebench runs to MLflow (extra ``mlflow``): one MLflow run per edgebench run, a nested run per
+measurement (variant x target x backend x settings).
+
+Nested runs carry the variant spec and the target settings as params, and accuracy, p50/p90/p99, throughput,
+size, MACs, energy (only where measured: null is never logged as 0), peak RSS as metrics; the parent carries
+the run's context and, as artifacts, the HTML report directory and the CSV export. Everything goes through
+``MlflowClient`` (no global active run), in batches. A run already logged to the tracking server (its parent's
+tag ``edgebench.run_id``) is not logged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from edgebench.errors import require_module
+from edgebench.store import Store
+from edgebench.store.transfer import export_runs
+
+log = logging.getLogger(__name__)
+
+RUN_TAG = "edgebench.run_id"
+#: MLflow metric name -> store column (values as stored: ms, bytes, joules, MB)
+METRIC_COLUMNS = {
+    "accuracy": "accuracy", "latency_p50_ms": "p50_ms", "latency_p90_ms": "p90_ms", "latency_p99_ms": "p99_ms",
+    "throughput_ips": "throughput_ips", "size_bytes": "size_bytes", "macs": "macs", "params": "params",
+    "energy_j_per_inference": "energy_j_per_inference", "peak_rss_mb": "peak_rss_mb",
+}  # fmt: skip
+_SETTINGS = ("target", "backend", "threads", "batch_size", "scenario")
+
+
+def _client(uri: str) -> Any:
+    mlflow = require_module("mlflow", "mlflow", "MLflow tracking")
+    return mlflow.tracking.MlflowClient(tracking_uri=uri)
+
+
+def flat_params(spec: dict[str, Any] | None, prefix: str = "") -> dict[str, str]:
+    """A nested spec as MLflow params: dotted keys, JSON for lists, values cut to MLflow's 6000 characters."""
+    out: dict[str, str] = {}
+    for key, value in (spec or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flat_params(value, f"{name}."))
+        elif value is not None and value != {}:
+            text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
+            out[name] = text[:6000]
+    return out
+
+
+def _metrics(row: pd.Series) -> dict[str, float]:
+    return {name: float(row[column]) for name, column in METRIC_COLUMNS.items()
+            if column in row and row[column] is not None and pd.notna(row[column])}  # fmt: skip
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found is not None else client.create_experiment(name)
+
+
+def already_logged(client: Any, experiment_id: str, run_id: str) -> str | None:
+    """The MLflow run id holding edgebench run ``run_id`` in this experiment, if any."""
+    hits = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'", max_results=1)
+    return hits[0].info.run_id if hits else None
+
+
+def log_run(
+    store: Store, run_id: str, uri: str, experiment: str | None = None, report_dir: Path | None = None
+) -> tuple[str, int]:
+    """Log one stored run; return (the parent MLflow run id, nested runs logged; 0 when it was already there).
+
+    Args:
+        store: the results store.
+        run_id: run id, tag, id prefix or 'latest'.
+        uri: MLflow tracking URI (``http://127.0.0.1:5000``, ``sqlite:///mlflow.db``, ``file:///.../mlruns``).
+        experiment: MLflow experiment name (created if missing); default: the edgebench run's name.
+        report_dir: the rendered report to attach (its index.html and figures), if any.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(uri)
+    now = int(time.time() * 1000)
+    run = store.get_run(run_id)
+    experiment_id = _experiment_id(client, experiment or run["name"])
+    existing = already_logged(client, experiment_id, run["id"])
+    if existing is not None:
+        log.info("edgebench run %s is already MLflow run %s", run["id"], existing)
+        return existing, 0
+    machine = run["machine"] or {}
+    parent = client.create_run(experiment_id, run_name=f"{run['name']} {run['id']}", tags={
+        RUN_TAG: run["id"], "edgebench.tags": ",".join(run["tags"]), "edgebench.commit": str(run["edgebench_commit"]),
+        "cpu_model": str(machine.get("cpu_model")), "hostname": str(machine.get("hostname")),
+    })  # fmt: skip
+    parent_id = parent.info.run_id
+    client.log_batch(parent_id, params=[Param(k, v) for k, v in {
+        "experiment_hash": run["experiment_hash"], "edgebench_version": str(run["edgebench_version"]),
+    }.items()])  # fmt: skip
+    df = store.measurements(run["id"])
+    for _, row in df.iterrows():
+        settings = {k: row[k] for k in _SETTINGS if pd.notna(row[k])}
+        context = " · ".join(str(settings[k]) for k in ("target", "backend") if k in settings)
+        child = client.create_run(experiment_id, run_name=f"{row['label']} @ {context}", tags={
+            "mlflow.parentRunId": parent_id, "edgebench.variant_id": str(row["variant_id"]),
+            "edgebench.label": str(row["label"]),
+        })  # fmt: skip
+        params = {**flat_params(row["spec"] if isinstance(row["spec"], dict) else {}, "variant."),
+                  **{k: str(v) for k, v in settings.items()}}
+        tags = [RunTag("energy_source", str(row["energy_source"]))] if pd.notna(row["energy_source"]) else []
+        if row["status"] != "ok":
+            tags.append(RunTag("edgebench.error", str(row["error"])[:5000]))
+        client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in _metrics(row).items()],
+                         params=[Param(k, v) for k, v in params.items()], tags=tags)
+        client.set_terminated(child.info.run_id, "FINISHED" if row["status"] == "ok" else "FAILED")
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = export_runs(store, Path(tmp) / f"{run['id']}.csv", [run["id"]], "csv")
+        for path in csv:
+            client.log_artifact(parent_id, str(path))
+    if report_dir is not None and Path(report_dir).is_dir():
+        client.log_artifacts(parent_id, str(report_dir), "report")
+    client.set_terminated(parent_id, "FINISHED")
+    return parent_id, len(df)

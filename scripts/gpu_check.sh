@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Check edgebench's CUDA, TensorRT and NVML paths on a machine with an NVIDIA GPU, in about 10 minutes:
+#   1. a venv of its own (.venv-gpu) with a CUDA build of torch, onnxruntime-gpu, TensorRT (tensorrt-cu<N> for
+#      torch's CUDA major N, where its wheels can be had) and nvidia-ml-py; a CUDA torch the machine's python
+#      already has is reused (venv --system-site-packages) instead of downloading ~3 GB again;
+#   2. the GPU tests (pytest -m hardware in tests/test_cuda.py, tests/test_tensorrt.py): any skipped is a failure;
+#   3. scripts/gpu_bench.py: VGG-16 at CIFAR shape, torch CUDA / ORT CUDA EP / TensorRT fp16 and int8 p50 by the
+#      harness vs by CUDA events.
+# Without a GPU it says so in one line and exits 0. Offline machine: point pip at a wheel folder,
+#   PIP_NO_INDEX=1 PIP_FIND_LINKS=/path/to/wheels bash scripts/gpu_check.sh
+# Environment: PYTHON (default python3), GPU_VENV (default .venv-gpu), GPU_CHECK_OUT (reports; default gpu-check/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    echo "gpu_check: no NVIDIA GPU on this machine (nvidia-smi lists none): nothing to check"
+    exit 0
+fi
+
+budget_s=${GPU_CHECK_BUDGET_S:-600}
+python=${PYTHON:-python3}
+venv=${GPU_VENV:-.venv-gpu}
+out=${GPU_CHECK_OUT:-gpu-check}
+mkdir -p "$out"
+left() { echo $(( budget_s - SECONDS > 30 ? budget_s - SECONDS : 30 )); }
+step() { echo "== [$((SECONDS))s] $*"; }
+
+step "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+if "$python" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' 2>/dev/null; then
+    torch_version=$("$python" -c 'import torch; print(torch.__version__.split("+")[0])')
+    step "reusing $python's CUDA torch $torch_version"
+    [[ -d "$venv" ]] || "$python" -m venv --system-site-packages "$venv"
+else
+    torch_version=$(sed -n 's/^torch==//p' constraints.txt)  # PyPI's Linux x86_64 torch wheel is the CUDA build
+    step "installing torch $torch_version (CUDA build) into $venv"
+    [[ -d "$venv" ]] || "$python" -m venv "$venv"
+    timeout "$(left)" "$venv/bin/python" -m pip install -q "torch==$torch_version"
+fi
+pin="$out/torch-pin.txt"
+echo "torch==$torch_version" > "$pin"  # nothing below may replace this torch
+cuda_major=$("$venv/bin/python" -c 'import torch; print(torch.version.cuda.split(".")[0])')
+
+step "installing edgebench (without its CPU onnxruntime and pinned torch), onnxruntime-gpu, nvidia-ml-py"
+mapfile -t deps < <("$venv/bin/python" - <<'EOF'
+import re, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+for req in project["dependencies"] + extras["cuda"] + ["pytest>=8", "pytest-timeout>=2.2"]:
+    if re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0] not in ("torch", "onnxruntime"):
+        print(req)
+EOF
+)
+timeout "$(left)" "$venv/bin/python" -m pip install -q -c "$pin" "${deps[@]}" onnxruntime-gpu
+timeout "$(left)" "$venv/bin/python" -m pip install -q --no-deps -e .
+step "installing TensorRT for CUDA $cuda_major (tensorrt-cu$cuda_major)"
+if ! timeout "$(left)" "$venv/bin/python" -m pip install -q -c "$pin" "tensorrt-cu$cuda_major"; then
+    echo "gpu_check: no TensorRT wheel for CUDA $cuda_major could be installed: its tests will fail as skipped"
+fi
+"$venv/bin/python" - <<'EOF'
+import importlib
+for name in ("torch", "onnxruntime", "tensorrt", "pynvml"):
+    try:
+        module = importlib.import_module(name)
+        print(f"  {name} {getattr(module, '__version__', '?')}")
+    except Exception as exc:
+        print(f"  {name}: not importable ({type(exc).__name__}: {exc})")
+import onnxruntime, torch
+print(f"  torch sees {torch.cuda.device_count()} GPU(s); ORT providers {onnxruntime.get_available_providers()}")
+EOF
+
+status=0
+step "GPU tests (pytest -m hardware): none may skip"
+set +e
+timeout "$(left)" "$venv/bin/python" -m pytest -q -rs -m hardware -p no:cacheprovider \
+    tests/test_cuda.py tests/test_tensorrt.py --junitxml="$out/gpu-tests.xml"
+tests_rc=$?
+set -e
+skipped=$("$venv/bin/python" -c "
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+for case in root.iter('testcase'):
+    for skip in case.iter('skipped'):
+        print(f\"  skipped: {case.get('name')}: {skip.get('message')}\")
+" "$out/gpu-tests.xml" 2>/dev/null || echo "  (no test report: pytest did not finish)")
+if [[ $tests_rc -ne 0 || -n "$skipped" ]]; then
+    echo "gpu_check: GPU tests did not all pass unskipped (pytest exit $tests_rc)"
+    [[ -n "$skipped" ]] && echo "$skipped"
+    status=1
+fi
+
+step "benchmark: VGG-16 at CIFAR shape (scripts/gpu_bench.py)"
+if ! timeout "$(left)" "$venv/bin/python" scripts/gpu_bench.py --out "$out" | tee "$out/gpu-bench.txt"; then
+    echo "gpu_check: the benchmark failed or ran out of time"
+    status=1
+fi
+step "done in ${SECONDS}s (budget ${budget_s}s); reports in $out/"
+exit $status

@@ -1,0 +1,159 @@
+"""MLflow tracking: stored runs logged to a real MLflow tracking store (SQLite backend) and to a real `mlflow server`
+on 127.0.0.1 (the HTTP path, through `edgebench export --mlflow`), read back through MLflow's own client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from store_fixtures import fill_run
+from typer.testing import CliRunner
+
+from edgebench.cli.common import friendly_errors
+from edgebench.cli.store import register
+from edgebench.report import render_report
+from edgebench.store import Store
+from edgebench.tracking.mlflow_log import RUN_TAG, flat_params, log_run
+
+mlflow = pytest.importorskip("mlflow", reason="mlflow is the 'mlflow' extra (bootstrap.sh --test installs it)")
+
+
+def _client(uri: str):
+    return mlflow.tracking.MlflowClient(tracking_uri=uri)
+
+
+def _sqlite_uri(tmp_path: Path) -> str:
+    """A SQLite tracking store whose experiment keeps its artifacts under tmp_path (not in the working directory)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _client(uri).create_experiment("synthetic", artifact_location=(tmp_path / "artifacts").as_uri())
+    return uri
+
+
+def _children(client, parent) -> list:
+    return client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              max_results=1000)
+
+
+def test_run_logged_with_nested_runs_metrics_params_and_artifacts(filled_store: tuple[Store, str], tmp_path: Path) -> None:
+    store, run_id = filled_store
+    report = render_report(store, run_id, tmp_path / "report").parent
+    uri = _sqlite_uri(tmp_path)
+    parent_id, logged = log_run(store, run_id, uri, report_dir=report)
+    df = store.measurements(run_id)
+    assert logged == len(df) == 21
+
+    client = _client(uri)
+    parent = client.get_run(parent_id)
+    assert parent.data.tags[RUN_TAG] == run_id and parent.info.status == "FINISHED"
+    assert parent.data.tags["cpu_model"] == "Synthetic CPU @ 2.0GHz"
+    children = _children(client, parent)
+    assert len(children) == 21
+    by_name = {c.info.run_name: c for c in children}
+    row = df[(df["label"] == "l1-0.5-while_training/int8") & (df["backend"] == "onnxruntime")].iloc[0]
+    child = by_name["l1-0.5-while_training/int8 @ local-cpu · onnxruntime"]
+    assert child.data.params["variant.prune.criterion"] == "l1" and child.data.params["variant.prune.ratio"] == "0.5"
+    assert child.data.params["variant.quant.precision"] == "int8" and child.data.params["threads"] == "1"
+    metrics = child.data.metrics
+    assert metrics["latency_p50_ms"] == pytest.approx(row["p50_ms"]) and metrics["accuracy"] == pytest.approx(row["accuracy"])
+    assert metrics["latency_p99_ms"] == pytest.approx(row["p99_ms"]) and metrics["size_bytes"] == row["size_bytes"]
+    assert metrics["macs"] == pytest.approx(row["macs"]) and metrics["peak_rss_mb"] == pytest.approx(row["peak_rss_mb"])
+    assert "energy_j_per_inference" not in metrics  # not measured here: never logged as 0
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1 and failed[0].data.tags["edgebench.error"] == "worker timed out after 60 s"
+
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert f"{run_id}.csv" in artifacts and "report" in artifacts
+    assert "report/index.html" in {a.path for a in client.list_artifacts(parent_id, "report")}
+    csv = pd.read_csv(client.download_artifacts(parent_id, f"{run_id}.csv", str(tmp_path / "dl")))
+    assert len(csv) == 21 and set(csv["variant_id"]) == set(df["variant_id"])
+
+    assert log_run(store, run_id, uri, report_dir=report) == (parent_id, 0)  # logged once, not twice
+
+
+def test_flat_params() -> None:
+    spec = {"model": "m", "prune": {"criterion": "l1", "prune_epochs": [2, 4], "criterion_kwargs": {}}, "sparse": None}
+    assert flat_params(spec, "variant.") == {"variant.model": "m", "variant.prune.criterion": "l1",
+                                             "variant.prune.prune_epochs": "[2, 4]"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifacts under tmp_path), stopped after."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "server-artifacts")]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:  # the server and the workers it started: its own process group
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
+def test_export_to_a_real_mlflow_server_over_http(sqlite_store: Store, mlflow_server: str, tmp_path: Path) -> None:
+    first = fill_run(sqlite_store, seed=1, tags=("main",))
+    second = fill_run(sqlite_store, seed=2, tags=("pr",), fail_one=False)
+    app = typer.Typer()
+    register(app, friendly_errors)
+    args = ["export", "--store", sqlite_store.url.removeprefix("sqlite:///"), "--mlflow", mlflow_server,
+            "--experiment", "edgebench-ci"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert f"run {first} -> MLflow run" in done.output and "21 nested runs" in done.output and "20 nested runs" in done.output
+
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name("edgebench-ci")
+    parents = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` IS NULL")
+    assert sorted(p.data.tags[RUN_TAG] for p in parents) == sorted([first, second])
+    pr = next(p for p in parents if p.data.tags[RUN_TAG] == second)
+    children = _children(client, pr)
+    assert len(children) == 20 and all("latency_p50_ms" in c.data.metrics for c in children)
+    csv = client.download_artifacts(pr.info.run_id, f"{second}.csv", str(tmp_path / "dl"))
+    assert len(pd.read_csv(csv)) == 20  # the artifact went through the server's proxy
+
+    again = CliRunner().invoke(app, [*args, "--run", "pr"])
+    assert again.exit_code == 0 and "already there, skipped" in again.output
+    assert len(client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` IS NULL")) == 2
+
+
+def test_export_needs_a_file_or_mlflow(sqlite_store: Store) -> None:
+    app = typer.Typer()
+    register(app, friendly_errors)
+    fill_run(sqlite_store)
+    done = CliRunner().invoke(app, ["export", "--store", sqlite_store.url.removeprefix("sqlite:///")])
+    assert done.exit_code == 2 and "export needs an output file (.csv or .parquet) or --mlflow URI" in done.output
