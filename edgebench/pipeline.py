@@ -25,14 +25,16 @@ from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.tasks import job_result
+from edgebench.job import Job
 from edgebench.measure.machine import machine_info
+from edgebench.measure.reference_workload import speed_record
 from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
-from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
+from edgebench.sweep import Allocate, BuildVariant, Export, MachineSpeed, Measure, Reference, sweep_tasks
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
 
@@ -234,6 +236,14 @@ class _OpenRun:
         if not result.ok:
             log.warning("%s failed: %s", result.key, result.error)
 
+    def _machine_speed(self, result: TaskResult, context: MachineSpeed) -> None:
+        """The reference workload's figure: stored with the run's machine (every reading, a resumed run adds one)."""
+        record = speed_record(job_result(result))
+        if record is None:
+            log.warning("the machine-speed reference could not be measured: %s", result.error or "no latency")
+            return
+        self.store.add_machine_speed(self.run_id, record)
+
     def _measured(self, result: TaskResult, context: Measure) -> None:
         """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
         job = context.job
@@ -249,15 +259,25 @@ class _OpenRun:
         self.store.add_measurement(MeasurementRecord(
             self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
             size_bytes=artifact_size(artifact) if ready else None,
-            compressed_bytes=compressed_size(artifact) if ready else None, job=context.worker_job))
+            compressed_bytes=compressed_size(artifact) if ready else None, job=_absolute(context.worker_job)))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:
             self.outcome.failed.append(f"{where}: {measured.error}")
 
 
+def _absolute(job: Job | None) -> Job | None:
+    """``job`` with absolute file paths: `compare --remeasure` may run from another directory (a CI checkout)."""
+    if job is None:
+        return None
+    files = {key: str(Path(path).resolve()) for key in ("artifact", "eval_data", "reference")
+             if (path := getattr(job, key))}
+    return job.model_copy(update=files)
+
+
 #: one handler per kind of task (``sweep.KINDS``), called with the result and the task's typed context
 RESULT_HANDLERS: dict[type, Callable[[_OpenRun, TaskResult, Any], None]] = {
+    MachineSpeed: _OpenRun._machine_speed,
     BuildVariant: _OpenRun._variant_built,
     Allocate: _OpenRun._made_file,
     Export: _OpenRun._made_file,

@@ -5,9 +5,10 @@ machine, and slow drift (another tenant, the machine's thermal state) moves whol
 ``continuous`` does, the stored jobs of both sides are measured again in one session, alternately: each
 round measures every matched result's baseline and candidate back to back (which goes first alternates),
 each in a fresh process forked from a clean worker. The decision is a paired test on the per-round
-differences (``significance.decide_rounds``), so drift shared by a pair cancels. Size and accuracy come
+differences (``significance.decide_rounds``), so drift shared by a pair cancels; a round in which another
+process disturbed either side (``measure.contention``) is left out of the timing decisions. Size and accuracy come
 from the stored runs. A result is re-measured when both sides stored the job they ran and its files are
-still there (a run directory shared by both sides, as in the CI recipe).
+still there; any other is compared on its stored runs, and says so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,13 +30,14 @@ from edgebench.store.compare import (
     Comparison,
     MetricChange,
     Side,
+    compare_runs,
     fixed_changes,
     match_runs,
     matched_result,
     metric_change,
 )
-from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, get_metric
-from edgebench.store.significance import decide_rounds, p50_log_se
+from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
+from edgebench.store.significance import Decision, decide_rounds, p50_log_se
 from edgebench.targets import get_target
 
 #: per-round value of each metric decided on the rounds
@@ -83,19 +86,25 @@ def remeasure_runs(
     min_effect: Mapping[str, float] | None = None,
     alpha: float = 0.01,
     progress: RoundsProgress | None = None,
+    stored_rule: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Measure the stored jobs of ``baseline`` and ``candidate`` (run ids or tags) again, ``rounds`` times each,
-    interleaved, and compare them on the paired rounds (``min_time_s`` overrides each job's timed window)."""
+    interleaved, and compare them on the paired rounds (``min_time_s`` overrides each job's timed window).
+
+    A result that cannot be measured again here (no stored job, its files gone) is compared on the stored runs
+    instead, with ``compare_runs`` and ``stored_rule`` (its ``repeats``, ``allowance``, ``lookback``), and says so.
+    """
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
     matching = match_runs(store, [store.resolve_run(baseline)], [store.resolve_run(candidate)])
     pairs: list[_Pair] = []
-    unmatched = list(matching.unmatched)
+    stored_only: dict[tuple[str, str], str] = {}
     for _, base, cand in matching.pairs:
         (base_job, why_base), (cand_job, why_cand) = stored_job(base), stored_job(cand)
         if base_job is None or cand_job is None:
             row = cand.rows[-1]
-            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: not re-measured: "
-                             f"{'baseline' if base_job is None else 'candidate'} {why_base or why_cand}")
+            context = context_label(row["target"], row["backend"], row["threads"])
+            stored_only[(str(row["variant_id"]), context)] = (
+                f"{'baseline' if base_job is None else 'candidate'} {why_base or why_cand}")
             continue
         if min_time_s is not None:
             base_job, cand_job = (j.model_copy(update={"measure": j.measure.model_copy(
@@ -106,7 +115,15 @@ def remeasure_runs(
     method = (f"both sides' stored artifacts re-measured here in {rounds} interleaved rounds (each a fresh "
               f"process, the order alternating); measured metrics decided by a paired t-test on the per-round "
               f"log ratios at alpha={alpha:g} plus a minimum effect; size and accuracy from the stored runs")
-    return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, unmatched,
+    if stored_only:
+        stored = compare_runs(store, baseline, candidate, effects, alpha, **(stored_rule or {}))
+        for result in stored.results:
+            why = stored_only.get((result.variant_id, result.context))
+            if why is not None:
+                result.warnings.append(f"not re-measured ({why}): decided on the stored runs")
+                results.append(result)
+        method += f"; {len(stored_only)} result(s) that could not be re-measured: {stored.method}"
+    return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
                       matching.warnings, effects, alpha, method=method)
 
 
@@ -145,17 +162,29 @@ def _run_rounds(pairs: list[_Pair], rounds: int, progress: RoundsProgress | None
 def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[MetricChange]:
     """Per-metric decisions on the complete rounds of one pair, then size and accuracy from the stored runs."""
     complete = [(b, c) for b, c in zip(pair.measured["base"], pair.measured["cand"]) if b is not None and c is not None]
+    calm = [(b, c) for b, c in complete if not _contended(b) and not _contended(c)]
     changes = []
     for metric in RUN_METRICS:
-        base = [_FROM_RESULT[metric](b) for b, _ in complete]
-        cand = [_FROM_RESULT[metric](c) for _, c in complete]
+        rounds = calm if metric in TIMING_METRICS else complete
+        if len(rounds) < 2 <= len(complete):
+            decision = Decision("undecided", None, None, None, None, "contended",
+                                f"not decided: other processes disturbed {len(complete) - len(calm)} of "
+                                f"{len(complete)} rounds")
+            changes.append(metric_change(metric, [], [], decision, effects[metric]))
+            continue
+        base = [_FROM_RESULT[metric](b) for b, _ in rounds]
+        cand = [_FROM_RESULT[metric](c) for _, c in rounds]
         both = [(b, c) for b, c in zip(base, cand) if b is not None and c is not None]
         a, b = [float(x) for x, _ in both], [float(y) for _, y in both]
-        floor = _p50_floor([r for pair_ in complete for r in pair_]) if metric == "latency" else 0.0
+        floor = _p50_floor([r for pair_ in rounds for r in pair_]) if metric == "latency" else 0.0
         decision = decide_rounds(a, b, higher_is_better=get_metric(metric).direction == "max",
                                  min_effect=effects[metric] / 100, alpha=alpha, sigma_floor=floor)
         changes.append(metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b)))
     return changes + fixed_changes(pair.base, pair.cand, effects)
+
+
+def _contended(result: JobResult) -> bool:
+    return result.contention is not None and result.contention.flagged
 
 
 def _round_spread_pct(base: list[float], cand: list[float]) -> float | None:

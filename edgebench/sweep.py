@@ -28,6 +28,7 @@ from edgebench.executor.base import Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
 from edgebench.job import Job
+from edgebench.measure import reference_workload
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
@@ -104,9 +105,20 @@ class Measure:
         return f"{self.job.variant.label} on {self.job.target.name}/{self.job.backend}"
 
 
+@dataclass(frozen=True)
+class MachineSpeed:
+    """Time the shipped reference workload before the run's measurements: the machine's speed during the run."""
+
+    kind: ClassVar[str] = "measure"
+    stage: ClassVar[str] = "measure"
+
+    def describe(self) -> str:
+        return f"machine speed ({reference_workload.NAME})"
+
+
 #: every kind of task a sweep makes; the pipeline has one result handler for each
-SweepContext = BuildVariant | Allocate | Export | Reference | Measure
-KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Export, Reference, Measure)
+SweepContext = BuildVariant | Allocate | Export | Reference | Measure | MachineSpeed
+KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Export, Reference, Measure, MachineSpeed)
 
 
 def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
@@ -197,7 +209,9 @@ def sweep_tasks(
         task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}")
                                    if key in prepared))
         measures.append(task)
-    return [*builds.values(), *prepared.values(), *measures]
+    # first in line for the host's cores, so it runs before the builds start
+    speed = [measure_task(reference_workload.reference_job(workdir), 300.0, context=MachineSpeed())] if measures else []
+    return [*speed, *builds.values(), *prepared.values(), *measures]
 
 
 def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:

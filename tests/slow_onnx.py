@@ -3,7 +3,8 @@
 The busy work (a chain of ``Sin`` over a small vector started from the input's mean) feeds the output
 through a multiplication by zero, so the outputs are unchanged and no optimiser can drop it; its length is
 chosen from measured ONNX Runtime times so each inference takes about ``fraction`` longer. Used by the
-compare tests and by ``scripts/bench_regression_detection.py``.
+compare tests and by ``scripts/bench_regression_detection.py``, which put such a model in place of a stored
+run's artifact with :func:`copy_run`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
+
+from edgebench.job import Job, JobResult
+from edgebench.store import Store
+from edgebench.store.record import MeasurementRecord
 
 VECTOR = 64
 
@@ -67,3 +72,22 @@ def slowed(src: Path, dst: Path, fraction: float, x: np.ndarray) -> tuple[Path, 
     steps = max(1, round(short + (base * (1 + fraction) - t_short) / per_step))
     with_busy_work(src, dst, steps)
     return dst, p50_ms(dst, x) / p50_ms(src, x) - 1
+
+
+def copy_run(store: Store, run_id: str, tag: str, artifacts: dict[str, Path]) -> str:
+    """A new run holding ``run_id``'s results, its stored jobs reading ``artifacts`` (by job key) instead."""
+    info = store.get_run(run_id)
+    new = store.start_run(info["name"], info["experiment"], "copy-" + info["experiment_hash"], info["machine"], (tag,))
+    rows = store.measurements(run_id)
+    for _, row in rows[rows["status"] == "ok"].iterrows():
+        job = Job.model_validate(row["details"]["job"])
+        if row["job_key"] in artifacts:
+            job = job.model_copy(update={"artifact": str(artifacts[row["job_key"]])})
+        result = JobResult(job_id=row["job_key"], status="ok", accuracy=row["accuracy"], n_eval=row["n_eval"],
+                           latency_ms={"p50": row["p50_ms"], "p99": row["p99_ms"]},
+                           throughput_ips=row["throughput_ips"], peak_rss_mb=row["peak_rss_mb"],
+                           samples_ns=store.samples(int(row["id"])).tolist())
+        store.add_measurement(MeasurementRecord(new, row["job_key"], row["variant_id"], row["target"], row["backend"],
+                                                result, row["settings"], int(row["size_bytes"]), job=job))
+    store.finish_run(new)
+    return new

@@ -147,7 +147,8 @@ def compare(
         output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
     with open_store(store) as st:
         if remeasure:
-            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha)
+            stored_rule = {"repeats": repeats, "allowance": allowance, "lookback": lookback}
+            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha, stored_rule)
         else:
             cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
                                lookback=lookback)
@@ -173,7 +174,7 @@ def compare(
 
 
 def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time: float | None,
-                effects: dict[str, float], alpha: float) -> Comparison:
+                effects: dict[str, float], alpha: float, stored_rule: dict[str, Any]) -> Comparison:
     """``compare --remeasure`` with a progress bar over the rounds."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -187,7 +188,7 @@ def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time:
         def advance(done: int, total: int, what: str) -> None:
             progress.update(bar, completed=done, total=total, description=what)
 
-        return remeasure_runs(st, baseline, candidate, rounds, min_time, effects, alpha, advance)
+        return remeasure_runs(st, baseline, candidate, rounds, min_time, effects, alpha, advance, stored_rule)
 
 
 def _print_comparison(cmp: Comparison) -> None:
@@ -211,6 +212,8 @@ def _print_comparison(cmp: Comparison) -> None:
         )  # fmt: skip
     console.print(table)
     console.print(f"how: {cmp.method}", style="dim", highlight=False)
+    if cmp.speed_note:
+        print_line("machine speed:", "yellow", cmp.speed_note)
     for warning in dict.fromkeys(cmp.warnings + [w for r in cmp.results for w in r.warnings] + cmp.unmatched):
         print_line("context:", "yellow", warning)
     if cmp.regressions:

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgebench.errors import summarize
 from edgebench.job import EnergyWindow, Job, JobResult, TimedWindow
+from edgebench.measure.contention import ContentionProbe
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
@@ -81,9 +82,11 @@ def execute(job: Job) -> JobResult:
     first = _leading_images(job.eval_data, min(batch_size, job.measure.accuracy_samples or batch_size))
     batch = np.repeat(first[:1], batch_size, axis=0) if len(first) < batch_size else first
 
+    probe = ContentionProbe.start(job.threads)
     window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     window_to = time.time()
+    contention = probe.stop(window_to - window_from)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
@@ -140,6 +143,7 @@ def execute(job: Job) -> JobResult:
         timed_window=(window_from, window_to),
         window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
                            percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
+        contention=contention,
         energy_window=energy_window,
     )
 

@@ -50,6 +50,8 @@ COMPARED = tuple(DEFAULT_MIN_EFFECT)
 _MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
 #: what makes two runs "the same machine" for the lookback
 _SAME_MACHINE = ("hostname", "cpu_model")
+#: machine-speed differences below this (percent) are reported as the same speed
+SAME_SPEED_PCT = 2.0
 _SETTING_KEYS = ("threads", "batch_size", "scenario", "settings_precision")
 
 
@@ -104,6 +106,19 @@ class Comparison:
     allowance: float = DEFAULT_ALLOWANCE
     #: how the verdicts were reached, in one sentence (the Markdown and the table say it)
     method: str = ""
+    #: each side's machine-speed index (reference workload inferences/s; ``measure.reference_workload``)
+    machine_speed: tuple[float | None, float | None] = (None, None)
+
+    @property
+    def speed_note(self) -> str:
+        """How the machine's own speed differed between the sides' runs, in words ("" when unknown)."""
+        base, cand = self.machine_speed
+        if not base or not cand:
+            return ""
+        change = 100 * (base / cand - 1)  # positive: the candidate's run took longer on the same workload
+        how = (f"the machine was {abs(change):.1f}% {'slower' if change > 0 else 'faster'} during the candidate run"
+               if abs(change) >= SAME_SPEED_PCT else "the machine ran at the same speed")
+        return f"{how} (reference workload: baseline {base:.0f}/s, candidate {cand:.0f}/s)"
 
     @property
     def regressions(self) -> list[MatchedResult]:
@@ -201,6 +216,19 @@ class Side:
         column = _column(metric)
         return [v for row in self.rows if (v := _value(row, column)) is not None]
 
+    def uncontended(self) -> Side:
+        """The runs whose timed window no other process disturbed (see ``measure.contention``)."""
+        kept = [i for i, row in enumerate(self.rows) if contention_flag(row.get("details")) is None]
+        return Side([self.rows[i] for i in kept], [self.samples[i] for i in kept])
+
+
+def contention_flag(details: Any) -> str | None:
+    """Why a stored measurement is contended (other processes' CPU use in its timed window), or None."""
+    found = details.get("contention") if isinstance(details, dict) else None
+    if not found or not found.get("flagged"):
+        return None
+    return f"other processes kept {found['other_cores']:.2f} cores busy during its timed window"
+
 
 def run_metric_change(
     metric: str,
@@ -212,7 +240,15 @@ def run_metric_change(
     allowance: float,
 ) -> MetricChange:
     """Decide one measured metric on the runs of both sides, with the run-to-run spread from the runs
-    themselves and ``history`` (earlier runs of this result on this machine, oldest first)."""
+    themselves and ``history`` (earlier runs of this result on this machine, oldest first).
+
+    Timing and energy are decided on uncontended runs only; a side left without one is not decided.
+    """
+    if metric in TIMING_METRICS:
+        all_base, all_cand = base, cand
+        base, cand = base.uncontended(), cand.uncontended()
+        if not base.rows or not cand.rows:
+            return _undecided(metric, all_base, all_cand, effect)
     a, b = base.values(metric), cand.values(metric)
     lookback = series_noise(history) if len(history) >= MIN_SERIES_RUNS else None
     noise = pool(replicate_noise([a, b], "runs a side"), lookback)
@@ -227,6 +263,17 @@ def run_metric_change(
         decision = Decision(decision.verdict, decision.ratio, None, None, None, decision.basis,
                             f"{decision.note} ({len(history)} earlier run(s) here, {MIN_SERIES_RUNS} needed)")
     return metric_change(metric, a, b, decision, effect, None if noise is None else noise.pct)
+
+
+def _undecided(metric: str, base: Side, cand: Side, effect: float) -> MetricChange:
+    """A timing metric with no undisturbed run on one side: the change is shown, never called."""
+    side, rows = ("baseline", base.rows) if not base.uncontended().rows else ("candidate", cand.rows)
+    why = contention_flag(rows[-1].get("details"))
+    a, b = base.values(metric), cand.values(metric)
+    mean_a, mean_b = _geomean(a), _geomean(b)
+    ratio = mean_b / mean_a if mean_a and mean_b else None
+    decision = Decision("undecided", ratio, None, None, None, "contended", f"not decided: the {side}'s {why}")
+    return metric_change(metric, a, b, decision, effect)
 
 
 def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min_effect: Mapping[str, float],
@@ -297,12 +344,21 @@ def compare_runs(
     history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
     results = [matched_result(base, cand, compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance))
                for key, base, cand in matching.pairs]
+    speeds = (machine_speed(store, base_ids), machine_speed(store, cand_ids))
     method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
               f"run(s), run-to-run spread from the runs of each side and up to {lookback} earlier runs on this "
               f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
               f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
     return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
-                      matching.warnings, effects, alpha, allowance, method)
+                      matching.warnings, effects, alpha, allowance, method, speeds)
+
+
+def machine_speed(store: Store, run_ids: list[str]) -> float | None:
+    """The machine-speed index of runs (median of their uncontended reference readings; all if none is)."""
+    readings = [r for run_id in run_ids for r in store.get_run(run_id)["machine"].get("speed", [])]
+    calm = [r for r in readings if not (r.get("contention") or {}).get("flagged")]
+    values = [r["index"] for r in calm or readings]
+    return float(np.median(values)) if values else None
 
 
 @dataclass
@@ -364,7 +420,7 @@ def lookback_values(
     """Per result key and measured metric, its values in up to ``limit`` earlier runs on ``run``'s machine.
 
     Earlier: started before ``run``; same machine: the same hostname and CPU model; runs in ``exclude``
-    (the candidate side) left out. Oldest first.
+    (the candidate side) left out, and so are contended timing figures. Oldest first.
     """
     if limit <= 0:
         return {}
@@ -375,7 +431,10 @@ def lookback_values(
     for rid in reversed(same[:limit]):
         for _, row in _ok(store.measurements(rid)).iterrows():
             per_metric = values.setdefault(_key(row), {})
+            contended = contention_flag(row.get("details")) is not None
             for metric in RUN_METRICS:
+                if contended and metric in TIMING_METRICS:
+                    continue
                 if (v := _value(row, _column(metric))) is not None:
                     per_metric.setdefault(metric, []).append(v)
     return values
