@@ -110,7 +110,7 @@ class MachineSpeed:
     """Time the shipped reference workload before the run's measurements: the machine's speed during the run."""
 
     kind: ClassVar[str] = "measure"
-    stage: ClassVar[str] = "measure"
+    stage: ClassVar[str] = "speed"  # a stage of its own: "measure" counts the experiment's measurements only
 
     def describe(self) -> str:
         return f"machine speed ({reference_workload.NAME})"

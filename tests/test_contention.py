@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_fixtures import MACHINE, sqlite_store, synthetic_result, variant_specs  # noqa: F401
+from store_fixtures import MACHINE, synthetic_result, variant_specs
 
 from edgebench.job import Contention
 from edgebench.measure import contention
@@ -80,7 +80,7 @@ def _one(store: Store, run_id: str, factor: float, flagged: bool) -> None:
                                             1000))
 
 
-def test_a_contended_measurement_is_never_decided(sqlite_store: Store) -> None:  # noqa: F811
+def test_a_contended_measurement_is_never_decided(sqlite_store: Store) -> None:
     base = sqlite_store.start_run("c", {}, "h", MACHINE, ("base",))
     _one(sqlite_store, base, 1.0, flagged=False)
     cand = sqlite_store.start_run("c", {}, "h", MACHINE, ("cand",))
@@ -94,7 +94,7 @@ def test_a_contended_measurement_is_never_decided(sqlite_store: Store) -> None: 
     assert memory.verdict != "undecided"  # memory does not depend on who else ran
 
 
-def test_history_leaves_contended_runs_out_of_timing_series(sqlite_store: Store) -> None:  # noqa: F811
+def test_history_leaves_contended_runs_out_of_timing_series(sqlite_store: Store) -> None:
     for i, (factor, flagged) in enumerate([(1.0, False)] * 3 + [(1.5, True)] * 3):
         _one(sqlite_store, sqlite_store.start_run("c", {}, "h", MACHINE, (f"r{i}",)), factor, flagged)
     hist = history_frame(sqlite_store, "latency")
