@@ -134,16 +134,20 @@ def variants(
 ) -> None:
     """List the variants an experiment would produce (no training)."""
     from edgebench.config import load_experiment
+    from edgebench.external import external_specs
     from edgebench.plan import plan_fp32_variants, quantized
 
     exp = load_experiment(experiment)
     table = Table(title=f"variants of '{exp.name}'")
     for col in ("id", "label", "parent"):
         table.add_column(col)
-    for spec in plan_fp32_variants(exp):
+    specs = plan_fp32_variants(exp)
+    for spec in specs:
         for precision in exp.quantization.precisions:
             v = quantized(spec, precision, exp)
             table.add_row(v.id, v.label, v.parent_id or "")
+    for v in external_specs(exp.artifacts, specs, str(experiment or "the default experiment")):
+        table.add_row(v.id, v.label, v.parent_id or "")
     console.print(table)
 
 

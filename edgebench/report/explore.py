@@ -67,6 +67,8 @@ def _how(row: pd.Series) -> str:
         return f"{row['method']} · {row['sparsity']:.0%} of weights zero (unstructured)"
     if row["kind"] == "lowrank":
         return f"{row['method']} · rank ratio {row['rank_ratio']:g}"
+    if row["kind"] == "external":
+        return f"made outside edgebench ({row['method']}), measured as given"
     return "trained baseline" if row["kind"] == "baseline" else "—"
 
 

@@ -30,7 +30,7 @@ def series_name(row: pd.Series) -> str:
     """Legend entry of a measurement: its pruning criterion, sparse or low-rank method (or 'baseline'), marked when
     it is edgebench's reading of its paper, and precision."""
     method = row["method"] if isinstance(row["method"], str) else BASELINE
-    if row["kind"] in ("sparse", "lowrank"):
+    if row["kind"] in ("sparse", "lowrank", "external"):
         method = f"{row['kind']}:{method}"
     if isinstance(row.get("method_note"), str):  # the method is (partly) edgebench's reading of its paper
         method = f"{method} (edgebench's reading)"
