@@ -25,10 +25,18 @@ from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.tasks import job_result
+from edgebench.external import check_inputs, external_specs
 from edgebench.job import Job
 from edgebench.measure.machine import machine_info
 from edgebench.measure.reference_workload import speed_record
-from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
+from edgebench.plan import (
+    PlannedJob,
+    check_qat_targets,
+    plan_external_jobs,
+    plan_fp32_variants,
+    plan_jobs,
+    qat_models,
+)
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
@@ -117,10 +125,15 @@ def _prepare(exp: Experiment) -> _Prepared:
     ready, unavailable = available_targets(targets, runners)
     specs = plan_fp32_variants(exp)
     jobs, unsupported = plan_jobs(exp, specs, ready)
+    externals = external_specs(exp.artifacts, specs, f"experiment '{exp.name}'")
+    external_jobs, external_unsupported = plan_external_jobs(exp, externals, ready)
+    jobs, unsupported = jobs + external_jobs, unsupported + external_unsupported
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = exp.dataset.load()
     check_model_fits_data(exp, splits)
+    for spec in externals:
+        check_inputs(spec, splits.input_shape)
     models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
     return _Prepared(runners, models, jobs, unavailable + unsupported, splits)
 
@@ -219,7 +232,13 @@ class _OpenRun:
         return self.outcome
 
     def store_variant(self, spec: VariantSpec) -> None:
-        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights)."""
+        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights);
+        an external artifact with where it came from."""
+        if spec.external is not None:
+            facts = {"origin": f"external:{spec.external.label}", "sha256": spec.external.digest,
+                     "source_path": spec.external.path}
+            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, facts)
+            return
         weights = spec.weights_spec
         if self.cache.has(weights):
             self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,

@@ -27,6 +27,7 @@ from edgebench.errors import ArtifactError
 from edgebench.executor.base import Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
+from edgebench.external import import_artifact
 from edgebench.job import Job
 from edgebench.measure import reference_workload
 from edgebench.plan import PlannedJob
@@ -188,26 +189,33 @@ def sweep_tasks(
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
     measures: list[Task] = []
+    by_id = {spec.id: spec for spec in specs}
     for job in jobs:
-        weights = job.variant.weights_spec
-        built_by = tuple(k for k in (f"build:{weights.id}",) if k in builds)
+        external = job.variant.external
+        # an external artifact is compared with the PyTorch model it was made from (its parent), when it names one
+        weights = job.variant.weights_spec if external is None else by_id.get(external.parent_id or "")
+        built_by = tuple(k for k in (f"build:{weights.id}",) if weights is not None and k in builds)
         artifact = artifact_path(job, workdir)
-        reference = reference_path(weights, workdir)
-        if not artifact_ready(artifact):
+        reference = reference_path(weights, workdir) if weights is not None else None
+        if not artifact_ready(artifact) and external is not None:  # its "export" is a copy into the cache
+            prepared.setdefault(f"export:{artifact.name}", _untimed(
+                Export(artifact), f"export:{artifact.name}", import_artifact, job.variant, artifact))
+        elif not artifact_ready(artifact):
             export = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
                                 calibration, artifact)
             prepared.setdefault(f"export:{artifact.name}",
                                 _untimed(Export(artifact), f"export:{artifact.name}", run_export, export, after=built_by))
-        if not reference.is_file():
+        if weights is not None and reference is not None and not reference.is_file():
             prepared.setdefault(f"reference:{weights.id}", _untimed(
                 Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
                 job.measure.reference_samples, timeout_s=3600.0, after=built_by))
         runner = runners[job.target.name]
         worker_job = job.to_job(artifact, eval_path, reference)
+        files = tuple(f for f in (artifact, eval_path, reference) if f is not None)
         task = measure_task(worker_job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
-                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job, worker_job))
-        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}")
-                                   if key in prepared))
+                            fn=runner.run, args=(worker_job, files), context=Measure(job, worker_job))
+        reference_key = f"reference:{weights.id}" if weights is not None else ""
+        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key) if key in prepared))
         measures.append(task)
     # first in line for the host's cores, so it runs before the builds start
     speed = [measure_task(reference_workload.reference_job(workdir), 300.0, context=MachineSpeed())] if measures else []
