@@ -45,6 +45,9 @@ class MeasureSettings(BaseModel):
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
     profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")
+    predict_latency: bool = Field(
+        False, description="predict each pruned fp32 variant's p50 from per-layer latency tables before it is "
+        "measured, and store the prediction beside the measurement (local targets, runtimes that load ONNX)")
 
     @model_serializer(mode="wrap")
     def _omit_profiling_when_off(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
@@ -55,6 +58,8 @@ class MeasureSettings(BaseModel):
         if not self.profile_layers:
             data.pop("profile_layers", None)
             data.pop("profile_runs", None)
+        if not self.predict_latency:  # the same for predictions: jobs of runs without them keep their ids
+            data.pop("predict_latency", None)
         return data
 
     @property
@@ -138,9 +143,22 @@ class HostLane(BaseModel):
     why: str | None = None
 
 
+class LatencyPrediction(BaseModel):
+    """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
+    the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p50_ms: float = Field(description="the prediction: unpruned_p50_ms * table_ms / unpruned_table_ms")
+    table_ms: float = Field(description="sum of the variant's conv/linear layers' table entries")
+    unpruned_table_ms: float = Field(description="the same sum for the unpruned model")
+    unpruned_p50_ms: float = Field(description="the unpruned model's p50 measured on the target (calibration)")
+    layers: int = Field(description="conv/linear layers summed")
+
+
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
 _IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
-               "host_lane")
+               "host_lane", "latency_prediction")
 
 
 class JobResult(BaseModel):
@@ -185,6 +203,8 @@ class JobResult(BaseModel):
     energy_window: EnergyWindow | None = None
     ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
     host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
+    latency_prediction: LatencyPrediction | None = Field(
+        None, description="the p50 the latency tables predicted (set by the controller; measurement.predict_latency)")
 
     @model_validator(mode="before")
     @classmethod

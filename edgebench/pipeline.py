@@ -25,14 +25,16 @@ from edgebench.executor.base import Task, TaskResult
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.tasks import job_result
+from edgebench.job import LatencyPrediction
 from edgebench.measure.machine import machine_info
 from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
 from edgebench.preflight import check_model_fits_data, check_output_paths
+from edgebench.prune.allocation.latency.predict import prediction_path
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
-from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
+from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Predict, Reference, sweep_tasks
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
 
@@ -234,6 +236,13 @@ class _OpenRun:
         if not result.ok:
             log.warning("%s failed: %s", result.key, result.error)
 
+    def _predicted(self, result: TaskResult, context: Predict) -> None:
+        """A latency prediction: a file its measurement's record reads, or why there is none (logged)."""
+        if not result.ok:
+            log.warning("%s failed: %s", result.key, result.error)
+        elif not Path(str(result.value)).is_file():
+            log.warning("%s", result.value)
+
     def _measured(self, result: TaskResult, context: Measure) -> None:
         """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
         job = context.job
@@ -243,6 +252,10 @@ class _OpenRun:
             self.outcome.failed.append(f"{where}: {result.error} (not stored; run the same command again to measure it)")
             return
         measured = job_result(result)
+        prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
+        if measured.status == "ok" and job.measure.predict_latency and prediction.is_file():
+            measured = measured.model_copy(update={
+                "latency_prediction": LatencyPrediction.model_validate_json(prediction.read_text())})
         self.store_variant(job.variant)
         artifact = artifact_path(job, self.workdir)
         ready = artifact_ready(artifact)
@@ -260,6 +273,7 @@ class _OpenRun:
 RESULT_HANDLERS: dict[type, Callable[[_OpenRun, TaskResult, Any], None]] = {
     BuildVariant: _OpenRun._variant_built,
     Allocate: _OpenRun._made_file,
+    Predict: _OpenRun._predicted,
     Export: _OpenRun._made_file,
     Reference: _OpenRun._made_file,
     Measure: _OpenRun._measured,

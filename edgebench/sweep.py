@@ -19,19 +19,24 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from edgebench.artifacts import ExportTask, artifact_path, artifact_ready, run_export
+from edgebench.cache_files import replacing
 from edgebench.config import DatasetConfig, Experiment
 from edgebench.data import DatasetSplits
-from edgebench.errors import ArtifactError
+from edgebench.errors import ArtifactError, first_line
 from edgebench.executor.base import Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
+from edgebench.models.source import new_model
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
+from edgebench.prune.allocation.latency.predict import TargetLatencyModel, prediction_path
 from edgebench.prune.build import prepare_allocation
 from edgebench.run_cache import ModelCache, reference_path, write_reference
+from edgebench.targets import TargetSpec
 from edgebench.variants import VariantSpec, spec_hash
 
 #: a variant build may train for a long time; the experiment's job timeout is for measurements
@@ -63,6 +68,20 @@ class Allocate:
 
     def describe(self) -> str:
         return f"{self.allocation} allocation of {self.spec.label}"
+
+
+@dataclass(frozen=True)
+class Predict:
+    """Predict a variant's p50 on a target from the latency tables, before it is measured."""
+
+    kind: ClassVar[str] = "predict"
+    stage: ClassVar[str] = "predict"
+    spec: VariantSpec
+    target: str
+    backend: str
+
+    def describe(self) -> str:
+        return f"predict {self.spec.label} on {self.target}/{self.backend}"
 
 
 @dataclass(frozen=True)
@@ -102,8 +121,8 @@ class Measure:
 
 
 #: every kind of task a sweep makes; the pipeline has one result handler for each
-SweepContext = BuildVariant | Allocate | Export | Reference | Measure
-KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Export, Reference, Measure)
+SweepContext = BuildVariant | Allocate | Predict | Export | Reference | Measure
+KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export, Reference, Measure)
 
 
 def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
@@ -151,6 +170,45 @@ def _allocation_task(spec: VariantSpec, dataset_json: str, workdir: Path) -> Tas
     return task
 
 
+def predict_variant(spec: VariantSpec, dataset_json: str, workdir: str, target: TargetSpec, backend: str) -> str:
+    """Write ``spec``'s p50 on ``target``/``backend`` predicted by the latency tables (in a worker holding the
+    host's cores: the tables and the unpruned model are timed), calibrated on the unpruned architecture.
+
+    Returns the prediction's path, or why there is none: a prediction that cannot be made (a layer the runtime
+    cannot load alone) must not cost the measurement that waits for it, so it is reported, not raised.
+    """
+    built = ModelCache(Path(workdir)).get(spec)
+    if built is None:
+        raise ArtifactError(f"variant {spec.label} is not in the model cache under {workdir}/models")
+    splits = _dataset(dataset_json)
+    example = torch.as_tensor(splits.x_train[:1])
+    try:
+        model = TargetLatencyModel(target, backend, Path(workdir) / "latency")
+        prediction = model.predict(built.model, new_model(spec, splits), example)
+    except Exception as exc:  # any failure of the model is news, never the end of the measurement
+        return f"no latency prediction for {spec.label} on {target.name}/{backend}: {first_line(exc)}"
+    path = prediction_path(Path(workdir), spec.id, target.name, backend)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.write_text(prediction.model_dump_json())
+    return str(path)
+
+
+def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tuple[str, ...]) -> Task | None:
+    """A timed task predicting ``job``'s p50 when its experiment asks (``measurement.predict_latency``) and the
+    prediction applies: a pruned fp32 variant, ONNX on a local target; None otherwise."""
+    weights = job.variant.weights_spec
+    if (not job.measure.predict_latency or weights.kind == "baseline" or job.variant.quant.precision != "fp32"
+            or job.artifact_format != "onnx" or job.target.kind != "local"
+            or prediction_path(workdir, weights.id, job.target.name, job.backend).is_file()):
+        return None
+    task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"
+                    f"{job.backend}", predict_variant, weights, dataset_json, str(workdir), job.target, job.backend,
+                    after=after)
+    task.timed = True  # it times layers and the unpruned model: nothing else may run on this host's cores meanwhile
+    return task
+
+
 def reference_for(spec: VariantSpec, workdir: str, eval_data: str, n: int) -> str:
     """Write the fp32 PyTorch logits of ``spec`` on the first ``n`` eval images (in a worker)."""
     built = ModelCache(Path(workdir)).get(spec)
@@ -187,11 +245,15 @@ def sweep_tasks(
             prepared.setdefault(f"reference:{weights.id}", _untimed(
                 Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
                 job.measure.reference_samples, timeout_s=3600.0, after=built_by))
+        predict = _predict_task(job, exp.dataset.model_dump_json(), workdir, built_by)
+        if predict is not None:
+            prepared.setdefault(predict.key, predict)
         runner = runners[job.target.name]
         worker_job = job.to_job(artifact, eval_path, reference)
         task = measure_task(worker_job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
                             fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job))
-        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}")
+        predicted = predict.key if predict is not None else ""
+        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}", predicted)
                                    if key in prepared))
         measures.append(task)
     return [*builds.values(), *prepared.values(), *measures]

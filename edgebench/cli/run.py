@@ -91,6 +91,20 @@ def _print_allocation_notes(df: Any) -> None:
             print_line("allocation:", "yellow", line)
 
 
+def _print_prediction_error(df: Any) -> None:
+    """How far the latency tables' predictions were from the measured p50s (``measurement.predict_latency``):
+    mean absolute percentage error and the worst variant, per target and backend."""
+    if df.empty:
+        return
+    predicted = df.dropna(subset=["prediction_error_pct"])
+    for (target, backend), part in predicted.groupby(["target", "backend"]):
+        errors = part["prediction_error_pct"].astype(float)
+        worst = part.loc[errors.abs().idxmax()]
+        console.print(f"latency model on {target}/{backend}: MAPE {errors.abs().mean():.1f} % over {len(part)} "
+                      f"variants (worst {worst['label']}: predicted {worst['predicted_p50_ms']:.4f} ms, measured "
+                      f"{worst['p50_ms']:.4f} ms, {worst['prediction_error_pct']:+.1f} %)")
+
+
 def _print_summary(results: Any) -> None:
     outcome = results.outcome
     df = results.stored()
@@ -106,6 +120,7 @@ def _print_summary(results: Any) -> None:
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
+    _print_prediction_error(df)
     for failure in outcome.failed:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
