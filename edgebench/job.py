@@ -45,6 +45,10 @@ class MeasureSettings(BaseModel):
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
     profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")
+    parallel_lanes: bool = Field(
+        False, description="single-thread measurements of a local target on every core at once, one pinned lane "
+        "per core, after an interference check (refused, with the reason, when a busy neighbour moves the p50 by "
+        "more than the precision)")
     predict_latency: bool = Field(
         False, description="predict each pruned fp32 variant's p50 from per-layer latency tables before it is "
         "measured, and store the prediction beside the measurement (local targets, runtimes that load ONNX)")
@@ -58,8 +62,9 @@ class MeasureSettings(BaseModel):
         if not self.profile_layers:
             data.pop("profile_layers", None)
             data.pop("profile_runs", None)
-        if not self.predict_latency:  # the same for predictions: jobs of runs without them keep their ids
-            data.pop("predict_latency", None)
+        for flag in ("predict_latency", "parallel_lanes"):  # the same for the controller's own switches
+            if not data.get(flag):
+                data.pop(flag, None)
         return data
 
     @property

@@ -15,26 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from edgebench.archive import compressed_size
 from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
 from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
 from edgebench.errors import NothingToRunError
-from edgebench.executor.base import Task, TaskResult
+from edgebench.executor.base import HOST, Lane, Task, TaskResult
+from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
+from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
 from edgebench.job import LatencyPrediction
 from edgebench.measure.machine import machine_info
 from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.prune.allocation.latency.predict import prediction_path
+from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
-from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Predict, Reference, sweep_tasks
+from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Predict, Reference, sweep_tasks, wants_side_by_side
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
 
@@ -56,6 +61,8 @@ class RunOutcome:
     failed: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: the interference check of side-by-side lanes, when measurements asked for them
+    side_by_side: SideBySide | None = None
 
 
 def available_targets(
@@ -183,7 +190,9 @@ class _OpenRun:
         done = self.store.done_job_keys(self.run_id)
         todo = [job for job in prepared.jobs if job.key not in done]
         self.outcome.skipped = len(prepared.jobs) - len(todo)
-        tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration)
+        lanes = self._side_by_side([job for job in todo if wants_side_by_side(job, prepared.runners[job.target.name].lane())])
+        tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
+                            side_by_side=lanes)
         sweep = _SweepProgress(tasks, progress)
         with create_executor(self.exp.executor, log_dir=self.workdir / "logs") as executor:
             for result in executor.run(tasks):
@@ -192,6 +201,34 @@ class _OpenRun:
                 sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
         sweep.close()
         self.outcome.stage_seconds.update(sweep.stage_seconds)
+
+    def _side_by_side(self, jobs: list[PlannedJob]) -> list[int] | None:
+        """The cores ``jobs`` (which asked for parallel lanes) may measure on at once, or None when the
+        interference check refuses them (the reason goes into the outcome). The check holds every core's
+        host-wide lane lock: no other edgebench process measures meanwhile."""
+        if not jobs:
+            return None
+        check_dir = self.workdir / "side-by-side"
+        check_dir.mkdir(parents=True, exist_ok=True)
+        artifact = check_dir / "conv32x16x16.onnx"
+        shape = LayerShape("Conv", 32, 32, (3, 3), (1, 1), (1, 1), (16, 16))
+        layer_onnx(shape, artifact)
+        batch = np.random.default_rng(0).standard_normal((1, 32, 16, 16)).astype(np.float32)
+        timing = jobs[0].measure.model_copy(update={"max_time_s": min(jobs[0].measure.max_time_s, 5.0)})
+        host, holder = HostLanes(), Task(key="side-by-side interference check", kind="measure", fn=print)
+        while not host.acquire(holder, Lane(HOST)):
+            time.sleep(0.5)
+        try:
+            verdict = interference_check(lane_cores(), artifact, "onnxruntime", batch, timing)
+        finally:
+            host.release(holder)
+        self.outcome.side_by_side = verdict
+        if not verdict.ok:
+            log.warning("side-by-side lanes refused: %s", verdict.reason)
+            self.outcome.unsupported.append(f"side-by-side lanes refused (measured one at a time): {verdict.reason}")
+            return None
+        log.info("side-by-side lanes on cores %s: %s", verdict.cores, verdict.reason)
+        return list(verdict.cores)
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""

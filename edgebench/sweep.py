@@ -26,7 +26,7 @@ from edgebench.cache_files import replacing
 from edgebench.config import DatasetConfig, Experiment
 from edgebench.data import DatasetSplits
 from edgebench.errors import ArtifactError, first_line
-from edgebench.executor.base import Task, TaskContext
+from edgebench.executor.base import HOST, Lane, Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
 from edgebench.models.source import new_model
@@ -225,8 +225,14 @@ def sweep_tasks(
     workdir: Path,
     eval_path: Path,
     calibration: Path,
+    side_by_side: list[int] | None = None,
 ) -> list[Task]:
-    """The tasks that build, export and measure what ``jobs`` still need, each after what it reads."""
+    """The tasks that build, export and measure what ``jobs`` still need, each after what it reads.
+
+    ``side_by_side``: cores that passed the interference check (``executor.side_by_side``); the measurements
+    that asked for parallel lanes and can have them (:func:`wants_side_by_side`) take one core each, in turn.
+    """
+    turn = 0
     builds = _build_tasks(exp, specs, workdir)
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
@@ -249,14 +255,23 @@ def sweep_tasks(
         if predict is not None:
             prepared.setdefault(predict.key, predict)
         runner = runners[job.target.name]
+        lane = runner.lane()
+        if side_by_side and wants_side_by_side(job, lane):
+            lane, turn = Lane(HOST, frozenset({side_by_side[turn % len(side_by_side)]})), turn + 1
         worker_job = job.to_job(artifact, eval_path, reference)
-        task = measure_task(worker_job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
+        task = measure_task(worker_job, runner.task_timeout(), lane=lane, resources=runner.resources(),
                             fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job))
         predicted = predict.key if predict is not None else ""
         task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}", predicted)
                                    if key in prepared))
         measures.append(task)
     return [*builds.values(), *prepared.values(), *measures]
+
+
+def wants_side_by_side(job: PlannedJob, lane: Lane) -> bool:
+    """Whether ``job`` asked for a pinned side-by-side lane and can have one: single-thread, on this host's cores
+    (not a board, not a target already pinned to cores of its own)."""
+    return job.measure.parallel_lanes and job.target.threads == 1 and lane == Lane(HOST)
 
 
 def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:

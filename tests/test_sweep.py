@@ -28,8 +28,9 @@ def _board(tmp_path: Path) -> Path:
     return path
 
 
-def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = (),
-           measurement: dict | None = None) -> tuple[Experiment, dict[str, Task]]:
+def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = (), measurement: dict | None = None,
+           side_by_side: list[int] | None = None) -> tuple[Experiment, dict[str, Task]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     exp = load_experiment(default_with(
         tmp_path, pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training", "oneshot_finetune"],
                            "prune_epochs": [1], "scope": "layer"},
@@ -45,7 +46,8 @@ def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = (),
             cache.dir.mkdir(parents=True, exist_ok=True)
             cache.model_path(spec).write_bytes(b"")
             cache.facts_path(spec).write_text("{}")
-    tasks = sweep_tasks(exp, specs, jobs, runners, exp.workdir(), tmp_path / "eval.npz", tmp_path / "calib.npz")
+    tasks = sweep_tasks(exp, specs, jobs, runners, exp.workdir(), tmp_path / "eval.npz", tmp_path / "calib.npz",
+                        side_by_side=side_by_side)
     by_key = {task.key: task for task in tasks}
     assert len(by_key) == len(tasks)  # keys are unique: shared exports and references are one task each
     return exp, by_key

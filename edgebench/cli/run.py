@@ -121,6 +121,9 @@ def _print_summary(results: Any) -> None:
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
     _print_prediction_error(df)
+    if outcome.side_by_side is not None and outcome.side_by_side.ok:
+        cores = ",".join(map(str, outcome.side_by_side.cores))
+        console.print(f"side-by-side lanes on cores {cores}: {outcome.side_by_side.reason}")
     for failure in outcome.failed:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
