@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
 from edgebench.executor.settings import ExecutorConfig
+from edgebench.external import ArtifactConfig, check_artifacts
 from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.store.metrics import get_metric
@@ -296,6 +297,8 @@ class Experiment(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     run: RunConfig = RunConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    artifacts: list[ArtifactConfig] = Field(default_factory=list, description="files other tools made, measured as "
+                                            "variants: {path, label, precision, parent}")
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -316,12 +319,16 @@ class Experiment(_Strict):
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
                  "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
-                 "dataset": {"preprocess": None}}
+                 "dataset": {"preprocess": None}, "artifacts": []}
         data = self.model_dump(mode="json", exclude={"executor", "tracking"})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one
             data["source"] = [source.code_digest, source.weights_digest]
+        if self.artifacts:  # so do other contents under an artifact's path
+            from edgebench.models.source import content_digest
+
+            data["artifact_digests"] = [content_digest(a.path) for a in self.artifacts if Path(a.path).is_file()]
         return spec_hash(hash_payload(data, added))
 
     def model_source(self) -> ModelSource | None:
@@ -372,11 +379,13 @@ def _paths_from(exp: Experiment, base: Path) -> Experiment:
 
     model = exp.model.model_copy(update={k: absolute(getattr(exp.model, k)) for k in ("file", "weights")
                                          if getattr(exp.model, k) is not None})
-    return exp.model_copy(update={"model": model, "plugins": [absolute(p) for p in exp.plugins]})
+    artifacts = [a.model_copy(update={"path": absolute(a.path)}) for a in exp.artifacts]
+    return exp.model_copy(update={"model": model, "plugins": [absolute(p) for p in exp.plugins], "artifacts": artifacts})
 
 
 def _check_user_files(exp: Experiment, source: str) -> None:
-    """The plug-in files import, the model's factory resolves and its weights file exists and can go with it."""
+    """The plug-in files import, the model's factory resolves, its weights file exists and can go with it, and the
+    external artifacts are files edgebench measures."""
     from edgebench.models.source import program_conflict, resolve_factory
     from edgebench.models.weights import detect_format
     from edgebench.plugins import PluginError, use_plugin_files
@@ -400,6 +409,7 @@ def _check_user_files(exp: Experiment, source: str) -> None:
         except PluginError as exc:
             raise ConfigError(f"{source}: {'model.file' if model.file else 'model.name'}: {exc}") from None
     _check_starting_point(exp, fmt, source)
+    check_artifacts(exp.artifacts, source)
 
 
 def _check_starting_point(exp: Experiment, fmt: str | None, source: str) -> None:

@@ -29,9 +29,17 @@ from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
+from edgebench.external import check_inputs, external_specs
 from edgebench.job import LatencyPrediction
 from edgebench.measure.machine import machine_info
-from edgebench.plan import PlannedJob, check_qat_targets, plan_fp32_variants, plan_jobs, qat_models
+from edgebench.plan import (
+    PlannedJob,
+    check_qat_targets,
+    plan_external_jobs,
+    plan_fp32_variants,
+    plan_jobs,
+    qat_models,
+)
 from edgebench.preflight import check_model_fits_data, check_output_paths
 from edgebench.prune.allocation.latency.predict import prediction_path
 from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
@@ -124,10 +132,15 @@ def _prepare(exp: Experiment) -> _Prepared:
     ready, unavailable = available_targets(targets, runners)
     specs = plan_fp32_variants(exp)
     jobs, unsupported = plan_jobs(exp, specs, ready)
+    externals = external_specs(exp.artifacts, specs, f"experiment '{exp.name}'")
+    external_jobs, external_unsupported = plan_external_jobs(exp, externals, ready)
+    jobs, unsupported = jobs + external_jobs, unsupported + external_unsupported
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = exp.dataset.load()
     check_model_fits_data(exp, splits)
+    for spec in externals:
+        check_inputs(spec, splits.input_shape)
     models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
     return _Prepared(runners, models, jobs, unavailable + unsupported, splits)
 
@@ -256,7 +269,13 @@ class _OpenRun:
         return self.outcome
 
     def store_variant(self, spec: VariantSpec) -> None:
-        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights)."""
+        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights);
+        an external artifact with where it came from."""
+        if spec.external is not None:
+            facts = {"origin": f"external:{spec.external.label}", "sha256": spec.external.digest,
+                     "source_path": spec.external.path}
+            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, facts)
+            return
         weights = spec.weights_spec
         if self.cache.has(weights):
             self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
@@ -289,10 +308,11 @@ class _OpenRun:
             self.outcome.failed.append(f"{where}: {result.error} (not stored; run the same command again to measure it)")
             return
         measured = job_result(result)
-        prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
-        if measured.status == "ok" and job.measure.predict_latency and prediction.is_file():
-            measured = measured.model_copy(update={
-                "latency_prediction": LatencyPrediction.model_validate_json(prediction.read_text())})
+        if measured.status == "ok" and job.measure.predict_latency and job.variant.external is None:
+            prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
+            if prediction.is_file():
+                measured = measured.model_copy(update={
+                    "latency_prediction": LatencyPrediction.model_validate_json(prediction.read_text())})
         self.store_variant(job.variant)
         artifact = artifact_path(job, self.workdir)
         ready = artifact_ready(artifact)

@@ -233,7 +233,8 @@ def plan_target_jobs(
         for precision in exp.quantization.precisions:
             if target.precisions is not None and precision not in target.precisions:
                 continue
-            runtime_applied = precision not in exporter.precisions and precision in backend.builds_from_fp32
+            # the runtime's own fp16 (TensorRT, OpenVINO's hint) from the fp32 file, even where an fp16 file exists
+            runtime_applied = precision in backend.builds_from_fp32
             if precision not in exporter.precisions and not runtime_applied:
                 unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                 continue
@@ -241,4 +242,26 @@ def plan_target_jobs(
                 export_quant = QuantSpec() if runtime_applied else variant.quant
                 if selection.includes(variant):
                     jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))
+    return jobs, unsupported
+
+
+def plan_external_jobs(
+    exp: Experiment, externals: list[VariantSpec], targets: list[tuple[TargetSelection, TargetSpec]]
+) -> tuple[list[PlannedJob], list[str]]:
+    """A job for every external artifact on every backend of every target that loads its format (and runs its
+    precision); plus the artifacts no target can load."""
+    jobs, unsupported = [], []
+    for spec in externals:
+        assert spec.external is not None
+        found = [
+            PlannedJob(spec, target, backend, spec.external.format, (), exp.measurement_for(selection), spec.quant)
+            for selection, target in targets
+            if selection.includes(spec) and (target.precisions is None or spec.quant.precision in target.precisions)
+            for backend in target.backends
+            if spec.external.format in get_backend(backend).formats
+        ]
+        if not found:
+            unsupported.append(f"artifact {spec.external.label}: no available target loads {spec.external.format} at "
+                               f"{spec.quant.precision}")
+        jobs += found
     return jobs, unsupported

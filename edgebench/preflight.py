@@ -3,7 +3,7 @@
 Constraints between the experiment's own fields are checked when it loads (``config.py``); what needs the
 machine or the data is checked here: the directories the run will write (:func:`check_output_paths`) and
 whether the model can run on the dataset's images (:func:`check_model_fits_data`, one forward pass of the
-untrained model).
+untrained model), and whether per-layer QAT bit widths name its layers (:func:`check_qat_layers`).
 """
 
 from __future__ import annotations
@@ -66,8 +66,23 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> None:
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ConfigError(f"{what} gives outputs of shape {got} on dataset {splits.name}; expected "
                                   f"(batch, {splits.num_classes}) logits")
+        check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what)
+
+
+def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:
+    """Every layer a QAT setting's ``layer_bits`` names is a Conv2d/Linear layer of the model (pruning keeps the
+    names), else ConfigError naming the unknown layers and the valid ones."""
+    from edgebench.quantization.qat import quantizable_layers
+
+    layers = quantizable_layers(model)
+    for i, qat in enumerate(exp.quantization.qat):
+        unknown = sorted(set(qat.layer_bits) - set(layers))
+        if unknown:
+            raise ConfigError(f"quantization.qat.{i}.layer_bits: {', '.join(map(repr, unknown))} "
+                              f"{'is no layer' if len(unknown) == 1 else 'are no layers'} of {what} that QAT quantizes; "
+                              f"its Conv2d/Linear layers: {', '.join(layers)}")
 
 
 def check_prunable(model: nn.Module, example: torch.Tensor, what: str) -> None:

@@ -29,6 +29,7 @@ from edgebench.errors import ArtifactError, first_line
 from edgebench.executor.base import HOST, Lane, Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
+from edgebench.external import import_artifact
 from edgebench.models.source import new_model
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
@@ -197,8 +198,10 @@ def predict_variant(spec: VariantSpec, dataset_json: str, workdir: str, target: 
 def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tuple[str, ...]) -> Task | None:
     """A timed task predicting ``job``'s p50 when its experiment asks (``measurement.predict_latency``) and the
     prediction applies: a pruned fp32 variant, ONNX on a local target; None otherwise."""
+    if not job.measure.predict_latency or job.variant.external is not None:  # another tool's artifact: no model
+        return None
     weights = job.variant.weights_spec
-    if (not job.measure.predict_latency or weights.kind == "baseline" or job.variant.quant.precision != "fp32"
+    if (weights.kind == "baseline" or job.variant.quant.precision != "fp32"
             or job.artifact_format != "onnx" or job.target.kind != "local"
             or prediction_path(workdir, weights.id, job.target.name, job.backend).is_file()):
         return None
@@ -237,17 +240,23 @@ def sweep_tasks(
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
     measures: list[Task] = []
+    by_id = {spec.id: spec for spec in specs}
     for job in jobs:
-        weights = job.variant.weights_spec
-        built_by = tuple(k for k in (f"build:{weights.id}",) if k in builds)
+        external = job.variant.external
+        # an external artifact is compared with the PyTorch model it was made from (its parent), when it names one
+        weights = job.variant.weights_spec if external is None else by_id.get(external.parent_id or "")
+        built_by = tuple(k for k in (f"build:{weights.id}",) if weights is not None and k in builds)
         artifact = artifact_path(job, workdir)
-        reference = reference_path(weights, workdir)
-        if not artifact_ready(artifact):
+        reference = reference_path(weights, workdir) if weights is not None else None
+        if not artifact_ready(artifact) and external is not None:  # its "export" is a copy into the cache
+            prepared.setdefault(f"export:{artifact.name}", _untimed(
+                Export(artifact), f"export:{artifact.name}", import_artifact, job.variant, artifact))
+        elif not artifact_ready(artifact):
             export = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
                                 calibration, artifact)
             prepared.setdefault(f"export:{artifact.name}",
                                 _untimed(Export(artifact), f"export:{artifact.name}", run_export, export, after=built_by))
-        if not reference.is_file():
+        if weights is not None and reference is not None and not reference.is_file():
             prepared.setdefault(f"reference:{weights.id}", _untimed(
                 Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
                 job.measure.reference_samples, timeout_s=3600.0, after=built_by))
@@ -259,10 +268,12 @@ def sweep_tasks(
         if side_by_side and wants_side_by_side(job, lane):
             lane, turn = Lane(HOST, frozenset({side_by_side[turn % len(side_by_side)]})), turn + 1
         worker_job = job.to_job(artifact, eval_path, reference)
+        files = tuple(f for f in (artifact, eval_path, reference) if f is not None)
         task = measure_task(worker_job, runner.task_timeout(), lane=lane, resources=runner.resources(),
-                            fn=runner.run, args=(worker_job, (artifact, eval_path, reference)), context=Measure(job))
+                            fn=runner.run, args=(worker_job, files), context=Measure(job))
+        reference_key = f"reference:{weights.id}" if weights is not None else ""
         predicted = predict.key if predict is not None else ""
-        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", f"reference:{weights.id}", predicted)
+        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key, predicted)
                                    if key in prepared))
         measures.append(task)
     return [*builds.values(), *prepared.values(), *measures]

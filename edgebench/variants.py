@@ -20,7 +20,7 @@ Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
 #: scratch, scratch_b), checked when the experiment loads
 Schedule = str
 #: how a variant differs from the trained baseline
-Kind = Literal["baseline", "structured", "sparse", "lowrank"]
+Kind = Literal["baseline", "structured", "sparse", "lowrank", "external"]
 #: int8 static ONNX activation-range calibrators (edgebench.runtimes.onnxruntime.calibration)
 Calibrator = Literal["minmax", "entropy", "percentile"]
 #: the calibrator that measured best on the default run's variants (scripts/study_int8_calibration.py):
@@ -224,6 +224,24 @@ class ModelSource(_Frozen):
 _SOURCE_LOCATIONS = ("file", "weights", "trust_checkpoint")
 
 
+class ExternalSpec(_Frozen):
+    """An artifact another tool made (an NNCF, Olive or ONNX Runtime int8 ONNX, a TFLite file), measured as it is.
+
+    Its identity is its content (``digest``), its format and the name it is shown under; where the file lies and
+    which variant it was made from (``parent_id``, lineage) are not part of the variant id.
+    """
+
+    label: str = Field(description="the name it is shown under, e.g. nncf-int8")
+    format: str = Field(description="artifact format: onnx, tflite")
+    digest: str = Field(description="sha256 of the file")
+    path: str | None = Field(None, description="absolute path of the file; not part of the id")
+    parent_id: str | None = Field(None, description="the variant it was made from; not part of the id")
+
+
+#: ExternalSpec fields that are not what the artifact is
+_EXTERNAL_LOCATIONS = ("path", "parent_id")
+
+
 class VariantSpec(_Frozen):
     """Everything that determines a variant; its hash is the variant id."""
 
@@ -238,11 +256,12 @@ class VariantSpec(_Frozen):
     lowrank: LowRankSpec | None = None
     source: ModelSource | None = Field(None, description="the user's model file and weights (None: a zoo model)")
     preprocess: Preprocess | None = Field(None, description="declared input preprocessing (None: standardised)")
+    external: ExternalSpec | None = Field(None, description="an artifact made by another tool (artifacts: section)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> VariantSpec:
-        if sum(x is not None for x in (self.prune, self.sparse, self.lowrank)) > 1:
-            raise ValueError("a variant is structured (prune), sparse or low-rank, not several at once")
+        if sum(x is not None for x in (self.prune, self.sparse, self.lowrank, self.external)) > 1:
+            raise ValueError("a variant is structured (prune), sparse, low-rank or external, not several at once")
         return self
 
     @property
@@ -252,6 +271,8 @@ class VariantSpec(_Frozen):
         data = self.model_dump(mode="json")
         if data["source"] is not None:
             data["source"] = {k: v for k, v in data["source"].items() if k not in _SOURCE_LOCATIONS}
+        if data["external"] is not None:
+            data["external"] = {k: v for k, v in data["external"].items() if k not in _EXTERNAL_LOCATIONS}
         return spec_hash(hash_payload(data, _ADDED_FIELDS))
 
     @property
@@ -261,6 +282,8 @@ class VariantSpec(_Frozen):
             return "structured"
         if self.sparse is not None:
             return "sparse"
+        if self.external is not None:
+            return "external"
         return "lowrank" if self.lowrank is not None else "baseline"
 
     @property
@@ -285,7 +308,9 @@ class VariantSpec(_Frozen):
     @property
     def parent(self) -> VariantSpec | None:
         """Lineage: a quantized (PTQ or QAT) variant's parent is its fp32 variant; a pruned, sparse or low-rank
-        fp32's is the baseline; the baseline has none."""
+        fp32's is the baseline; the baseline has none, nor has an external artifact (its parent is named by id)."""
+        if self.external is not None:
+            return None
         if self.quant.precision != "fp32" or self.quant.qat is not None:
             return self.fp32_spec
         if self.kind != "baseline":
@@ -294,7 +319,9 @@ class VariantSpec(_Frozen):
 
     @property
     def parent_id(self) -> str | None:
-        """Id of :attr:`parent`."""
+        """Id of :attr:`parent`; an external artifact's, the variant the experiment says it was made from."""
+        if self.external is not None:
+            return self.external.parent_id
         parent = self.parent
         return None if parent is None else parent.id
 
@@ -310,6 +337,8 @@ class VariantSpec(_Frozen):
             base = f"{self.sparse.method}-{self.sparse.sparsity:g}-sparse"
         elif self.lowrank is not None:
             base = f"{self.lowrank.method}-r{self.lowrank.rank_ratio:g}"
+        elif self.external is not None:
+            base = f"external:{self.external.label}"
         else:
             base = "baseline"
         if self.quant.max_drop is not None:
@@ -340,6 +369,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "quant": {"calibrator": None, "qat": None, "max_drop": None},
     "source": None,
     "preprocess": None,
+    "external": None,
 }
 
 

@@ -8,6 +8,8 @@
    from the hls4ml model, not synthesised).
 4. max_drop 0.5 points: layers left in fp32, accuracy, ONNX Runtime and OpenVINO p50 vs full int8 (digits CNN, and
    ResNet-20 on digits upsampled to 3x32x32, where there is compute to time).
+5. fp16 on the CPU: ONNX Runtime's fp16 ONNX, OpenVINO's f16 hint on the fp32 ONNX, LiteRT's fp16-weight .tflite
+   against fp32: file size, test accuracy of each artifact on its runtime, p50, and what ORT computes in.
 
 Every accuracy is of the exported artifact run by its runtime on the test split. Speed figures say the CPU model
 and the load average. Run: ``.venv/bin/python scripts/bench_quantization.py`` (about 10 minutes on a quiet
@@ -32,7 +34,7 @@ from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.prune.schedules import FINETUNE_LR_FACTOR
 from edgebench.quantization.qat import prepare_qat
-from edgebench.runtimes.base import BackendSettings
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.runtimes.onnxruntime.export import OnnxExporter, export_fp32_onnx
 from edgebench.runtimes.onnxruntime.mixed_precision import onnx_accuracy, search_mixed_precision
 from edgebench.train import train
@@ -153,6 +155,46 @@ def max_drop(label: str, model: torch.nn.Module, splits: DatasetSplits, tmp: Pat
               f"{t['mixed']:.4f} (mixed/int8 {t['mixed'] / t['int8']:.2f}x)")
 
 
+def session_accuracy(backend: str, path: Path, settings: BackendSettings,
+                     splits: DatasetSplits) -> tuple[float, dict]:
+    """Test accuracy of the artifact at ``path`` run by ``backend`` itself, one image at a time (LiteRT's batch), and
+    the session's details."""
+    session = get_backend(backend).load(path, settings)
+    try:
+        logits = np.concatenate([session.run(splits.x_test[i : i + 1]) for i in range(len(splits.x_test))])
+        details = session.details()
+    finally:
+        session.close()
+    return float((logits.argmax(1) == splits.y_test).mean()), details
+
+
+def fp16_points(label: str, model: torch.nn.Module, splits: DatasetSplits, tmp: Path) -> None:
+    calibration = splits.x_train[:8]
+    files = {(fmt, precision): get_exporter(fmt).export(model.eval(), QuantSpec(precision=precision), calibration,
+                                                        tmp / f"{label}-{precision}{get_exporter(fmt).suffix}")
+             for fmt in ("onnx", "tflite") if get_exporter(fmt).available() is None for precision in ("fp32", "fp16")}
+    points = [("onnxruntime", "onnx", "fp32", "fp32"), ("onnxruntime", "onnx", "fp16", "fp16"),
+              ("openvino", "onnx", "fp32", "fp32"), ("openvino", "onnx", "fp32", "fp16"),
+              ("litert", "tflite", "fp32", "fp32"), ("litert", "tflite", "fp16", "fp16")]
+    batch = np.ascontiguousarray(splits.x_test[:1], dtype=np.float32)
+    print(f"   {label}: {'runtime':11} {'precision':9} {'file KiB':>8} {'accuracy':>8} {'p50 ms':>8}  note")
+    for backend, fmt, file_precision, precision in points:
+        path = files.get((fmt, file_precision))
+        if path is None or get_backend(backend).available() is not None:
+            reason = get_exporter(fmt).available() or get_backend(backend).available()
+            print(f"      {backend:11} {precision:9} not run ({reason})")
+            continue
+        settings = BackendSettings(threads=1, precision=precision)
+        accuracy, details = session_accuracy(backend, path, settings, splits)
+        p50 = onnx_p50_ms(path, backend, settings, batch, TIMING)
+        note = (details.get("fp16") or {}).get("computes") or (
+            f"the fp32 ONNX under the f16 hint; conv/fc kernels ran in {details.get('conv_fc_runtime_precisions')}"
+            if backend == "openvino" and precision == "fp16" else
+            f"{details['fp16_weight_tensors']} fp16 weight tensors, upcast by the CPU kernels"
+            if "fp16_weight_tensors" in details else "")
+        print(f"      {backend:11} {precision:9} {path.stat().st_size / 1024:8.1f} {accuracy:8.4f} {p50:8.4f}  {note}")
+
+
 def cifar_shaped(splits: DatasetSplits) -> DatasetSplits:
     """Digits upsampled 4x to 3x32x32: ResNet-20 at CIFAR shape with data that needs no download."""
     def up(x: np.ndarray) -> np.ndarray:
@@ -183,12 +225,18 @@ def main() -> None:
             fpga(splits, train_spec, tmp)
         print(f"\n4. max_drop {100 * args.max_drop:g} points (validation split), ONNX artifacts timed at 1 thread; "
               f"machine: {machine()}")
-        max_drop("digits_cnn", build_fp32_model(spec(train_spec), splits).model, splits, tmp, args.max_drop)
+        digits_fp32 = build_fp32_model(spec(train_spec), splits).model
+        max_drop("digits_cnn", digits_fp32, splits, tmp, args.max_drop)
         if not args.no_resnet:
             big = cifar_shaped(splits)
             resnet = VariantSpec(model="resnet56_cifar", model_kwargs={"depth": 20}, dataset="digits32",
                                  train=TrainSpec(epochs=args.resnet_epochs, batch_size=64, lr=0.05))
-            max_drop("resnet20 @3x32x32", build_fp32_model(resnet, big).model, big, tmp, args.max_drop)
+            resnet20 = build_fp32_model(resnet, big).model
+            max_drop("resnet20 @3x32x32", resnet20, big, tmp, args.max_drop)
+        print(f"\n5. fp16 on the CPU (test split, 1 thread, batch 1); machine: {machine()}")
+        fp16_points("digits_cnn", digits_fp32, splits, tmp)
+        if not args.no_resnet:
+            fp16_points("resnet20 @3x32x32", resnet20, big, tmp)
 
 
 if __name__ == "__main__":

@@ -320,6 +320,15 @@ CASES = [
          ("dataset.preprocess.normalize", "std must be positive")),
     Case("run-dataset-crop-larger-than-images", "run", run_exp({"dataset": {"preprocess": {"center_crop": 16}}}),
          ("center_crop", "16x16", "8x8")),
+    Case("run-artifact-missing", "run",
+         run_exp({"artifacts": [{"path": "nncf_int8.onnx", "label": "nncf", "precision": "int8"}]}),
+         ("artifacts.0.path", "nncf_int8.onnx", "not a file")),
+    Case("run-artifact-pickle", "run", lambda ctx: ["run", str(ctx.experiment({"artifacts": [
+         {"path": str(ctx.file("model.pt", b"PK pickle")), "label": "theirs", "precision": "fp32"}]}))],
+         ("artifacts.0.path", "model.pt", ".onnx and .tflite")),
+    Case("run-artifact-label-twice", "run", lambda ctx: ["run", str(ctx.experiment({"artifacts": [
+         {"path": str(ctx.onnx), "label": "theirs", "precision": "fp32"},
+         {"path": str(ctx.onnx), "label": "theirs", "precision": "int8"}]}))], ("artifacts.1.label", "theirs")),
     # --- run: cross-field constraints ------------------------------------------------------------------
     Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
          ("prune_epochs", "training.epochs")),

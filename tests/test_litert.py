@@ -1,4 +1,4 @@
-"""LiteRT: litert-torch conversion (fp32, int8 PT2E) and the ai-edge-litert backend on the digits CNN."""
+"""LiteRT: litert-torch conversion (fp32, fp16 weights, int8 PT2E) and the ai-edge-litert backend on the digits CNN."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def artifacts(trained: tuple[torch.nn.Module, object], tmp_path_factory: pytest.
     exporter = get_exporter("tflite")
     assert exporter.available() is None
     paths = {}
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "fp16", "int8"):
         t0 = time.perf_counter()
         paths[precision] = exporter.export(model, QuantSpec(precision=precision, calibration_samples=128),
                                            splits.x_train, out / f"digits-{precision}.tflite")
@@ -111,6 +111,33 @@ def test_worker_measures_the_int8_artifact(trained: tuple, artifacts: dict[str, 
     assert result.accuracy is not None and result.accuracy > 0.8 and result.n_eval == len(splits.y_test)
     assert result.max_abs_diff is not None and result.max_abs_diff > 0
     assert result.latency_ms["p50"] > 0 and "ai_edge_litert" in result.runtime
+
+
+def test_fp16_file_holds_fp16_weights_and_is_measured_on_itself(trained: tuple, artifacts: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, splits = trained
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight") and p.dim() > 1]
+    stored = [t for t in Interpreter(model_path=str(artifacts["fp16"])).get_tensor_details() if t["dtype"] == np.float16]
+    assert sorted(int(np.prod(t["shape"])) for t in stored) == sorted(p.numel() for p in weights)
+    saved = artifacts["fp32"].stat().st_size - artifacts["fp16"].stat().st_size
+    assert saved > 0.9 * 2 * sum(p.numel() for p in weights)  # two bytes fewer per weight
+
+    eval_path, ref_path = tmp_path / "eval.npz", tmp_path / "ref.npz"
+    np.savez(eval_path, x=splits.x_test, y=splits.y_test)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(splits.x_test)).numpy()
+    np.savez(ref_path, logits=ref[:16])
+    job = Job(job_id="j", variant_id="v", target="local-litert", backend="litert", artifact=str(artifacts["fp16"]),
+              precision="fp16", eval_data=str(eval_path), reference=str(ref_path),
+              measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None))
+    result = execute(job)
+    assert result.status == "ok", result.error
+    assert result.details["fp16_weight_tensors"] == len(weights)
+    fp32_accuracy = float((ref.argmax(1) == splits.y_test).mean())
+    assert result.accuracy is not None and abs(result.accuracy - fp32_accuracy) <= 0.01  # fp16 rounding: near-ties
+    assert result.max_abs_diff is not None and 0 < result.max_abs_diff < 0.01 * np.abs(ref).max()
 
 
 def test_fixed_batch_model_explains_offline_limit(artifacts: dict[str, Path]) -> None:

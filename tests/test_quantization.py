@@ -9,7 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from experiment_files import default_with
+from typer.testing import CliRunner
 
+from edgebench.cli import app
 from edgebench.config import Experiment, QuantizationConfig, TargetSelection, check_experiment
 from edgebench.data import load_dataset
 from edgebench.errors import ConfigError
@@ -139,6 +142,19 @@ def test_qat_settings_checked_at_load() -> None:
                      quantization={"qat": [{"start_epoch": 5}]})
     with pytest.raises(ConfigError, match="not after the last pruning step"):
         check_experiment(exp, "exp.yaml")
+
+
+def test_unknown_layer_in_layer_bits_is_one_line_at_load_and_stores_nothing(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    exp = default_with(tmp_path, pruning={"criteria": []}, targets=["local-cpu"], run={"workdir": str(workdir)},
+                       quantization={"precisions": ["fp32", "int8"], "qat": [{"layer_bits": {"0.0": [6, 8],
+                                                                                        "conv9": [4, 4]}}]})
+    result = CliRunner().invoke(app, ["run", str(exp)])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "quantization.qat.0.layer_bits: 'conv9' is no layer of model digits_cnn" in line
+    assert "its Conv2d/Linear layers: 0.0, 1.0, 3.0, 6" in line and "Traceback" not in result.output
+    assert not (workdir / "results.db").exists()  # nothing stored, not even the run
 
 
 def test_qat_variants_planned_per_runtime() -> None:

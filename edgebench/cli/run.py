@@ -105,18 +105,31 @@ def _print_prediction_error(df: Any) -> None:
                       f"{worst['p50_ms']:.4f} ms, {worst['prediction_error_pct']:+.1f} %)")
 
 
+def _fronts_table(run_id: str, df: Any) -> Table:
+    """Each target's Pareto-optimal variants, on its honest cost axis: p50 latency, or for an FPGA C simulation
+    (whose p50 is host CPU time) the bit operations counted from the firmware or synthesised cycles."""
+    from edgebench.report.tables import target_fronts
+    from edgebench.store.metrics import METRICS
+
+    table = Table(title=f"run {run_id}: Pareto-optimal variants per target (accuracy vs p50 latency; FPGA C "
+                        "simulation: vs bit operations counted from the firmware, not synthesised)")
+    for col in ("target", "backend", "variant", "accuracy", "front on", "p50 ms", "size KiB", "MACs"):
+        numeric = col not in ("target", "backend", "variant", "front on")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for target, cost, front in target_fronts(df[df["status"] == "ok"], METRICS["accuracy"]):
+        for _, row in front.iterrows():
+            axis = {"bops": f"{row['bops'] / 1e6:,.2f} MBOPs (counted)",
+                    "fpga_latency": f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"}.get(cost.name, "p50")
+            p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
+            table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
+                          f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+    return table
+
+
 def _print_summary(results: Any) -> None:
     outcome = results.outcome
     df = results.stored()
-    table = Table(title=f"run {outcome.run_id}: Pareto-optimal variants (accuracy vs p50 latency) per target")
-    for col in ("target", "backend", "variant", "accuracy", "p50 ms", "size KiB", "MACs"):
-        numeric = col not in ("target", "backend", "variant")
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
-    front = results.pareto("latency", "accuracy")
-    for _, row in front.sort_values(["target", "latency_p50_ms"], kind="stable").iterrows():
-        table.add_row(str(row["target"]), row["backend"], row["label"], f"{row['accuracy']:.3f}",
-                      f"{row['latency_p50_ms']:.4f}", f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
-    console.print(table)
+    console.print(_fronts_table(outcome.run_id, df))
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
@@ -139,16 +152,20 @@ def variants(
 ) -> None:
     """List the variants an experiment would produce (no training)."""
     from edgebench.config import load_experiment
+    from edgebench.external import external_specs
     from edgebench.plan import plan_fp32_variants, quantized
 
     exp = load_experiment(experiment)
     table = Table(title=f"variants of '{exp.name}'")
     for col in ("id", "label", "parent"):
         table.add_column(col)
-    for spec in plan_fp32_variants(exp):
+    specs = plan_fp32_variants(exp)
+    for spec in specs:
         for precision in exp.quantization.precisions:
             v = quantized(spec, precision, exp)
             table.add_row(v.id, v.label, v.parent_id or "")
+    for v in external_specs(exp.artifacts, specs, str(experiment or "the default experiment")):
+        table.add_row(v.id, v.label, v.parent_id or "")
     console.print(table)
 
 

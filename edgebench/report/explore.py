@@ -1,11 +1,13 @@
 """The report's interactive trade-off plots (Bokeh): hover, legend toggles, a target selector, linked selection
 and a click from a point to its lineage and per-layer profile.
 
-Every plot draws from one ColumnDataSource of the run's successful measurements (row ``i`` of the source is
-the measurement table's row with ``data-i=i``), so a selection in one plot is a selection in every plot and
-in the table. Each plot has one points renderer and one Pareto front per target context (plus a front across
-all targets); the page's script (``explore.js``) shows the selected option's renderers, and hides the legend's
-toggled criteria and precisions through one BooleanFilter shared by every points renderer.
+Every plot draws from one ColumnDataSource of the run's successful measurements (row ``i`` of the source is the
+measurement table's row with ``data-i=i``), so a selection in one plot is a selection in every plot and in the
+table. A latency plot leaves out FPGA C-simulation targets, whose p50 is host CPU time: they get a plot of their
+own on the counted FPGA cost (bit operations, or synthesised cycles), as the static figures do. Each plot has one
+points renderer and one Pareto front per target context (plus a front across all targets); the page's script
+(``explore.js``) shows the selected option's renderers, and hides the legend's toggled criteria and precisions
+through one BooleanFilter shared by every points renderer.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from edgebench.report.page import esc
 from edgebench.report.pareto import pareto_mask
 from edgebench.report.plots import BASELINE, MARKERS, interval_columns, palette, series_name
 from edgebench.report.tables import context_titles, fmt_cell
-from edgebench.store.metrics import METRICS, Metric
+from edgebench.store.metrics import METRICS, Metric, fpga_cost_metric
 
 ALL_TARGETS = "all targets"
 #: matplotlib marker codes of ``plots.MARKERS`` as Bokeh marker names (one marker per precision in both)
@@ -48,7 +50,7 @@ TOOLTIP = (
     ("variant", "@label"), ("made by", "@how"), ("precision", "@precision"), ("target", "@context"),
     ("accuracy", "@t_accuracy"), ("latency p50 / p90 / p99", "@t_latency"), ("p50 95% interval", "@t_interval"),
     ("size", "@t_size"),
-    ("MACs", "@t_macs"), ("energy", "@t_energy"), ("peak RSS", "@t_memory"),
+    ("MACs", "@t_macs"), ("FPGA cost", "@t_fpga"), ("energy", "@t_energy"), ("peak RSS", "@t_memory"),
 )  # fmt: skip
 
 
@@ -65,6 +67,8 @@ def _how(row: pd.Series) -> str:
         return f"{row['method']} · {row['sparsity']:.0%} of weights zero (unstructured)"
     if row["kind"] == "lowrank":
         return f"{row['method']} · rank ratio {row['rank_ratio']:g}"
+    if row["kind"] == "external":
+        return f"made outside edgebench ({row['method']}), measured as given"
     return "trained baseline" if row["kind"] == "baseline" else "—"
 
 
@@ -83,7 +87,15 @@ def _energy(row: pd.Series) -> str:
 
 def _latency(row: pd.Series) -> str:
     parts = [_text(row[c], "").strip() for c in ("p50_ms", "p90_ms", "p99_ms")]
-    return " / ".join(parts) + " ms"
+    return " / ".join(parts) + " ms" + (" (host C-sim)" if pd.notna(row.get("bops")) else "")
+
+
+def _fpga(row: pd.Series) -> str:
+    """The FPGA cost counted from an hls4ml model ('—' elsewhere)."""
+    if pd.isna(row.get("bops")):
+        return "—"
+    return (f"{_text(row['bops'], 'MBOPs', 1e-6)}, {_text(row.get('fpga_multipliers'), 'multipliers')} "
+            "(counted, not synthesised)")
 
 
 def _interval(row: pd.Series) -> str:
@@ -113,6 +125,7 @@ def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[A
         "t_interval": ok.apply(_interval, axis=1).tolist(),
         "t_size": [_text(v, "KiB", 1 / 1024) for v in ok["size_bytes"]],
         "t_macs": [_text(v, "M", 1e-6) for v in ok["macs"]],
+        "t_fpga": ok.apply(_fpga, axis=1).tolist(),
         "t_energy": ok.apply(_energy, axis=1).tolist(),
         "t_memory": [_text(v, "MB") for v in ok["peak_rss_mb"]],
     }
@@ -149,14 +162,37 @@ def selector_options(ok: pd.DataFrame) -> list[str]:
     return contexts + ([ALL_TARGETS] if len(contexts) > 1 else [])
 
 
+def figure_axes(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> list[tuple[Metric, Metric, list[str]]]:
+    """(x, y, the target contexts it plots) per figure: each objective pair over every context, except that an x of
+    latency leaves out FPGA C-simulation contexts (host CPU time); those get a figure of their own on their counted
+    FPGA cost, unless the pairs already have one."""
+    titles = context_titles(ok)
+    contexts = sorted(set(titles))
+    out: list[tuple[Metric, Metric, list[str]]] = []
+    for x, y in pairs:
+        if x.name != "latency":
+            out.append((x, y, contexts))
+            continue
+        by_cost: dict[str, tuple[Metric, list[str]]] = {}
+        for context in contexts:
+            cost = fpga_cost_metric(ok[titles == context])
+            by_cost.setdefault(cost.name, (cost, []))[1].append(context)
+        out.append((x, y, by_cost.pop(x.name, (x, []))[1]))
+        out += [(cost, y, drawn) for cost, drawn in by_cost.values() if (cost, y) not in pairs]
+    return out
+
+
 def _tradeoff_figure(
-    source: ColumnDataSource, shown: BooleanFilter, ok: pd.DataFrame, x: Metric, y: Metric, options: Sequence[str]
+    source: ColumnDataSource, shown: BooleanFilter, ok: pd.DataFrame, x: Metric, y: Metric, contexts: Sequence[str],
+    selected: str,
 ) -> tuple[Any, dict[str, list[Model]]]:
-    """One objective pair, and per selector option the renderers it shows: the option's points and its Pareto
-    front (step line and rings). Axis ranges follow the visible renderers only, so each target gets its own
-    scale."""
+    """One objective pair over ``contexts``, and per selector option the renderers it shows: the option's points
+    and its Pareto front (step line and rings); ``selected`` is the option shown first. Axis ranges follow the
+    visible renderers only, so each target gets its own scale."""
+    fpga = x.name in ("bops", "fpga_latency")
+    title = f"{y.label} vs {x.label}" + (" — FPGA C simulation (its p50 is host CPU time: in the table)" if fpga else "")
     fig = figure(
-        width=440, height=360, title=f"{y.label} vs {x.label}", x_axis_label=x.label, y_axis_label=y.label,
+        width=440, height=360, title=title, x_axis_label=x.label, y_axis_label=y.label,
         x_axis_type=_axis_type(source.data[x.name]), tools="pan,wheel_zoom,box_select,tap,reset,save",
         name=f"eb-plot-{y.name}-{x.name}",
     )  # fmt: skip
@@ -166,9 +202,10 @@ def _tradeoff_figure(
         fig.xaxis[0].formatter = LogTickFormatter(min_exponent=4)  # 0.1, 1, 10 rather than 10^-1 ...
     titles = context_titles(ok)
     step_mode = "after" if (x.direction == "min") == (y.direction == "max") else "before"
+    options = [*contexts, *([ALL_TARGETS] if len(set(titles)) > 1 else [])]
     layers: dict[str, list[Model]] = {option: [] for option in options}
     for option in options:
-        visible = option == options[0]
+        visible = option == selected
         if option != ALL_TARGETS:
             view = CDSView(filter=GroupFilter(column_name="context", group=option) & shown)
             points = fig.scatter(
@@ -179,7 +216,7 @@ def _tradeoff_figure(
             bars = _error_bars(fig, source, view, x, y, visible)
             layers[option] += [points, *bars]
             layers.get(ALL_TARGETS, []).extend([points, *bars])
-        fx, fy = _front(ok if option == ALL_TARGETS else ok[titles == option], x, y)
+        fx, fy = _front(ok[titles.isin(contexts)] if option == ALL_TARGETS else ok[titles == option], x, y)
         front = ColumnDataSource({"x": fx, "y": fy})
         line = fig.step("x", "y", source=front, mode=step_mode, line_dash="dashed", color="#444", visible=visible)
         rings = fig.scatter("x", "y", source=front, size=15, fill_color=None, line_color="crimson", line_width=2,
@@ -250,15 +287,16 @@ def explorer_html(
 ) -> str:
     """The interactive section: controls, one plot per objective pair, the detail panel and its data."""
     options = selector_options(ok)
-    metrics = list({m.name: m for pair in pairs for m in pair}.values())
+    axes = [(x, y, contexts) for x, y, contexts in figure_axes(ok, pairs) if contexts]
+    metrics = list({m.name: m for x, y, _ in axes for m in (x, y)}.values())
     if METRICS["accuracy"] not in metrics:
         metrics.append(METRICS["accuracy"])
     source = ColumnDataSource(source_data(ok, metrics), name="eb-measurements")
     shown = BooleanFilter(booleans=[True] * len(ok), name="eb-shown")  # the legend's toggles
     doc = Document()
     layers: dict[str, list[Model]] = {o: [] for o in options}
-    for x, y in pairs:
-        fig, fig_layers = _tradeoff_figure(source, shown, ok, x, y, options)
+    for x, y, contexts in axes:
+        fig, fig_layers = _tradeoff_figure(source, shown, ok, x, y, contexts, options[0])
         doc.add_root(fig)
         for option, renderers in fig_layers.items():
             layers[option] += renderers

@@ -48,6 +48,19 @@ def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> pd
     return flags
 
 
+def target_fronts(ok: pd.DataFrame, y: Metric) -> list[tuple[str, Metric, pd.DataFrame]]:
+    """Per target (its backends compete), the cost axis and the rows on its Pareto front of ``y`` against that cost,
+    sorted along it: p50 latency, or for an FPGA C simulation the counted bit operations (synthesised cycles where
+    every row has them), since its p50 is host CPU time."""
+    fronts = []
+    for target, part in ok.groupby("target", sort=True):
+        cost = fpga_cost_metric(part)
+        data = part.dropna(subset=[cost.column, y.column])
+        mask = pareto_mask(data, [cost.column, y.column], [cost.direction, y.direction])
+        fronts.append((str(target), cost, data[mask].sort_values(cost.column, kind="stable")))
+    return fronts
+
+
 def with_speedup(ok: pd.DataFrame) -> pd.DataFrame:
     """Add ``macs_reduction`` and ``speedup`` relative to the unpruned variant of the same context and precision.
 

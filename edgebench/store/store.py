@@ -103,14 +103,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
-    """The spec fields reports group by: kind (baseline / structured / sparse / lowrank), criterion, ratio,
+    """The spec fields reports group by: kind (baseline / structured / sparse / lowrank / external: made by another
+    tool, its label as method), criterion, ratio,
     schedule, allocation, sparse method and sparsity, rank ratio, precision, model, dataset."""
     spec = spec or {}
     prune = spec.get("prune") or {}
     sparse = spec.get("sparse") or {}
     lowrank = spec.get("lowrank") or {}
+    external = spec.get("external") or {}
     quant = spec.get("quant") or {}
-    kind = "structured" if prune else "sparse" if sparse else "lowrank" if lowrank else "baseline"
+    kind = "structured" if prune else "sparse" if sparse else "lowrank" if lowrank else "external" if external \
+        else "baseline"
     return {
         "model": spec.get("model"),
         "dataset": spec.get("dataset"),
@@ -119,7 +122,7 @@ def _flatten_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
         "ratio": float(prune.get("ratio", 0.0)) if spec else None,
         "schedule": prune.get("schedule"),
         "allocation": prune.get("allocation") or (prune.get("scope") and _SCOPE_ALLOCATION[prune["scope"]]),
-        "method": prune.get("criterion") or sparse.get("method") or lowrank.get("method"),
+        "method": prune.get("criterion") or sparse.get("method") or lowrank.get("method") or external.get("label"),
         "sparsity": sparse.get("sparsity"),
         "rank_ratio": lowrank.get("rank_ratio"),
         "precision": quant.get("precision"),

@@ -48,11 +48,14 @@ class LiteRTSession(Session):
         self._in = interpreter.get_input_details()[0]
         self._batch = int(self._in["shape"][0])
         self._details = {"xnnpack_sparse_inference": xnnpack_sparse_inference(interpreter)}
+        fp16 = sum(1 for t in interpreter.get_tensor_details() if t["dtype"] == np.float16)
+        if fp16:  # fp16 weights (the fp16 export): dequantized to fp32 by the CPU kernels
+            self._details["fp16_weight_tensors"] = fp16
         if self._batch != batch_size:
             self._resize(batch_size)
 
     def details(self) -> dict[str, Any]:
-        """Whether the model could run XNNPACK's sparse kernels, and why not."""
+        """Whether the model could run XNNPACK's sparse kernels, and why not; how many tensors the file holds in fp16."""
         return self._details
 
     def _resize(self, batch: int) -> None:

@@ -1,4 +1,9 @@
-"""TFLite artifacts through litert-torch (extra ``litert``): fp32, and int8 via its PT2E quantizer.
+"""TFLite artifacts through litert-torch (extra ``litert``): fp32, fp16 weights, and int8 via its PT2E quantizer.
+
+fp16 is TFLite's float16 quantization (litert-torch's fp16 recipe, applied by ai-edge-quantizer): weights stored
+as fp16 and dequantized in the graph. As TFLite's documentation says, the CPU interpreter dequantizes them to fp32
+and computes in fp32 (a GPU delegate would compute in fp16), so on a CPU target fp16 halves the file, not the
+arithmetic; the LiteRT session reports the fp16 tensors it found.
 
 int8 is static, symmetric per-channel weights, calibrated on training images, or - for a quantization-trained
 model - holding the trained scales (``_trained_int8``); the converted model has int8 input and output tensors,
@@ -127,10 +132,11 @@ def _trained_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarr
 
 @EXPORTERS.register("tflite")
 class TfliteExporter(Exporter):
-    """fp32 and int8 (PT2E static, per-channel; from the trained quantizers for QAT variants) .tflite files."""
+    """fp32, fp16 (weights) and int8 (PT2E static, per-channel; from the trained quantizers for QAT variants) .tflite
+    files."""
 
     format = "tflite"
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "fp16", "int8")
     qat_precisions = ("int8",)
     suffix = ".tflite"
     needs = (LITERT_TORCH,)
@@ -146,6 +152,10 @@ class TfliteExporter(Exporter):
             warnings.simplefilter("ignore")
             if quant.precision == "fp32":
                 edge_model = litert_torch.convert(model, (example,))
+            elif quant.precision == "fp16":
+                from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+                edge_model = litert_torch.convert(model, (example,), quant_config=full_fp16_recipe())
             elif quant.precision == "int8":
                 from litert_torch.quantize.quant_config import QuantConfig
 
@@ -156,7 +166,7 @@ class TfliteExporter(Exporter):
                 graph, quantizer = make(model, example, calibration[: quant.calibration_samples])
                 edge_model = litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             else:
-                raise ValueError(f"TFLite exporter cannot produce precision '{quant.precision}'; use fp32 or int8")
+                raise ValueError(f"TFLite exporter cannot produce precision '{quant.precision}'; use fp32, fp16 or int8")
             edge_model.export(str(out_path))
         log.info("wrote %s (%s, %d bytes)", out_path, quant.precision, out_path.stat().st_size)
         return out_path

@@ -9,7 +9,7 @@ ONNXRUNTIME_GPU = Package("onnxruntime-gpu", None, "ONNX Runtime CUDA backend (r
 
 RUNTIME = Runtime(
     name="onnxruntime",
-    summary="ONNX export (fp32, int8 static QDQ, int8 dynamic) and ONNX Runtime (CPU, CUDA execution providers)",
+    summary="ONNX export (fp32, fp16, int8 static QDQ, int8 dynamic) and ONNX Runtime (CPU, CUDA execution providers)",
     needs=(ONNXRUNTIME, ONNXRUNTIME_GPU),
     backend_modules=("backend", "cuda"),
 )

@@ -18,8 +18,8 @@ from edgebench.runtimes.onnxruntime.session import create_ort_session
 class OnnxRuntimeSession(Session):
     """Wraps an ``InferenceSession``; the input/output names are read once at load."""
 
-    def __init__(self, session, artifact: Path, threads: int) -> None:  # onnxruntime.InferenceSession
-        self._session, self._artifact, self._threads = session, artifact, threads
+    def __init__(self, session, artifact: Path, threads: int, precision: str = "fp32") -> None:  # ort.InferenceSession
+        self._session, self._artifact, self._threads, self._precision = session, artifact, threads, precision
         self._input = session.get_inputs()[0].name
         self._outputs = [session.get_outputs()[0].name]
 
@@ -27,9 +27,17 @@ class OnnxRuntimeSession(Session):
         return self._session.run(self._outputs, {self._input: inputs})[0]
 
     def details(self) -> dict[str, Any]:
-        """The exporter's quantization record (QAT scales, mixed-precision decision) when the artifact has one."""
+        """The exporter's quantization record (QAT scales, mixed-precision decision) when the artifact has one; for
+        an fp16 artifact, whether ORT kept its weights in fp16 or computes in fp32."""
         record = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        return {"quantization": json.loads(record)} if record else {}
+        out: dict[str, Any] = {"quantization": json.loads(record)} if record else {}
+        if self._precision == "fp16":
+            from edgebench.runtimes.onnxruntime.fp16 import fp16_execution
+
+            options = self._session.get_provider_options()
+            providers = [(name, options.get(name, {})) for name in self._session.get_providers()]
+            out["fp16"] = fp16_execution(self._artifact, self._threads, providers)
+        return out
 
     def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
         """ORT session profiling in a second session on the same providers."""
@@ -41,7 +49,7 @@ class OnnxRuntimeSession(Session):
 
 @BACKENDS.register("onnxruntime")
 class OnnxRuntimeBackend(Backend):
-    """CPUExecutionProvider; int8 QDQ models run its VNNI kernels."""
+    """CPUExecutionProvider; int8 QDQ models run its VNNI kernels, fp16 models its fp16 kernels where it has them."""
 
     name = "onnxruntime"
     formats = ("onnx",)
@@ -49,4 +57,4 @@ class OnnxRuntimeBackend(Backend):
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         session = create_ort_session(artifact, settings.threads, ["CPUExecutionProvider"])
-        return OnnxRuntimeSession(session, artifact, settings.threads)
+        return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision)

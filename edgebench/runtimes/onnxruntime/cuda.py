@@ -48,4 +48,4 @@ class OnnxRuntimeCudaBackend(Backend):
                 f"ONNX Runtime could not start the CUDA provider for {artifact} (got {session.get_providers()}); "
                 "check that CUDA and cuDNN libraries matching onnxruntime-gpu are installed"
             )
-        return OnnxRuntimeSession(session, artifact, settings.threads)
+        return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision)

@@ -1,7 +1,8 @@
-"""ONNX artifacts: fp32 export and ONNX Runtime int8 quantization.
+"""ONNX artifacts: fp32 export, fp16 conversion and ONNX Runtime int8 quantization.
 
 fp32 uses the dynamo exporter (``external_data=False`` keeps one file) with the
-TorchScript exporter as fallback. int8 static uses QDQ (:mod:`calibration`: per-channel
+TorchScript exporter as fallback. fp16 is the fp32 model's float tensors in fp16 with
+fp32 input and logits (:mod:`fp16`). int8 static uses QDQ (:mod:`calibration`: per-channel
 7-bit weights, u8 activations, float logits, the quant spec's calibrator) calibrated on
 training images; QOperator with s8 activations was 25x slower than QDQ here.
 """
@@ -23,6 +24,7 @@ from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.quantization.qdq import write_qdq
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
 from edgebench.runtimes.onnxruntime.mixed_precision import search_mixed_precision, stamp
 from edgebench.variants import DEFAULT_CALIBRATOR, QuantSpec
 
@@ -35,10 +37,10 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 @EXPORTERS.register("onnx")
 class OnnxExporter(Exporter):
-    """fp32, int8 static (QDQ, per-channel) and int8 dynamic ONNX models."""
+    """fp32, fp16, int8 static (QDQ, per-channel) and int8 dynamic ONNX models."""
 
     format = "onnx"
-    precisions = ("fp32", "int8", "int8_dynamic")
+    precisions = ("fp32", "fp16", "int8", "int8_dynamic")
     qat_precisions = ("int8",)
     takes_max_drop = True
     suffix = ".onnx"
@@ -67,6 +69,8 @@ class OnnxExporter(Exporter):
                 log.info("int8 QDQ %s: %s", out_path.name, settings)
             elif quant.precision == "int8_dynamic":
                 quantize_int8_dynamic(fp32_path, out_path)
+            elif quant.precision == "fp16":
+                convert_fp16(fp32_path, out_path)
             else:
                 raise ValueError(f"ONNX exporter cannot produce precision '{quant.precision}'")
         return out_path

@@ -1,0 +1,133 @@
+"""Artifacts other tools made (NNCF, Olive, ModelOpt, ONNX Runtime's quantizer, another team's TFLite converter) as
+first-class variants: an experiment's ``artifacts:`` section lists them, and each is measured on every target
+whose backends load its format, with accuracy on the experiment's test split, stored with its content hash and
+lineage (``parent``), and drawn on the same Pareto fronts as edgebench's own variants, labelled by origin.
+
+edgebench measures them as they are: it neither converts nor re-quantizes them, so a file that does not take the
+experiment's input shape is refused at load (ONNX) or fails its measurement with the runtime's error (TFLite).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgebench.errors import ConfigError, first_line
+from edgebench.variants import ExternalSpec, Precision, QuantSpec, VariantSpec
+
+#: the formats edgebench measures as given, by file suffix (PyTorch pickles are code, not data: not accepted)
+FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+class ArtifactConfig(BaseModel):
+    """One file another tool made: ``{path: resnet_nncf_int8.onnx, label: nncf-int8, precision: int8}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="the file (.onnx or .tflite); relative paths: from the experiment file's directory")
+    label: str = Field(description="the name it is shown under, e.g. nncf-int8 (letters, digits, . _ -)")
+    precision: Precision = Field(description="what it computes in: fp32, fp16, int8, int8_dynamic")
+    parent: str | None = Field("baseline", description="the fp32 variant it was made from, by label "
+                               "(baseline, l1-0.5-while_training...), for lineage and the output-error check; "
+                               "null: none")
+
+    @field_validator("label")
+    @classmethod
+    def _plain_label(cls, label: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", label):
+            raise ValueError(f"label '{label}': use letters, digits, '.', '_' and '-'")
+        return label
+
+
+def artifact_format(path: Path) -> str:
+    """The format of an external artifact, from its suffix; ConfigError for one edgebench does not take as given."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{path.name}: edgebench measures {' and '.join(FORMATS)} files as given; convert it to "
+                          "one of them (a PyTorch pickle is code, not data: give the model and its state dict instead)")
+    return fmt
+
+
+def check_artifacts(artifacts: list[ArtifactConfig], source: str) -> None:
+    """Each file exists and has a format edgebench measures; labels are unique."""
+    seen: set[str] = set()
+    for i, artifact in enumerate(artifacts):
+        where = f"{source}: artifacts.{i}"
+        if artifact.label in seen:
+            raise ConfigError(f"{where}.label: '{artifact.label}' is used twice; give each artifact its own label")
+        seen.add(artifact.label)
+        path = Path(artifact.path)
+        if not path.is_file():
+            raise ConfigError(f"{where}.path: {artifact.path} is not a file")
+        try:
+            artifact_format(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.path: {exc}") from None
+
+
+def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec], source: str) -> list[VariantSpec]:
+    """A variant per artifact: the experiment's dataset and preprocessing (what its accuracy is measured on), its
+    content, and its parent resolved among the experiment's fp32 variants by label."""
+    from edgebench.models.source import content_digest
+
+    base = fp32_specs[0]
+    by_label = {s.label.removesuffix("/fp32"): s for s in fp32_specs if s.quant.precision == "fp32"}
+    specs = []
+    for i, artifact in enumerate(artifacts):
+        parent = None
+        if artifact.parent is not None:
+            parent = by_label.get(artifact.parent.removesuffix("/fp32"))
+            if parent is None:
+                raise ConfigError(f"{source}: artifacts.{i}.parent: no fp32 variant '{artifact.parent}'; the experiment "
+                                  f"has {', '.join(by_label)} (or null)")
+        path = Path(artifact.path)
+        external = ExternalSpec(label=artifact.label, format=artifact_format(path), digest=content_digest(path),
+                                path=str(path), parent_id=parent.id if parent else None)
+        specs.append(VariantSpec(model=base.model, dataset=base.dataset, dataset_kwargs=base.dataset_kwargs,
+                                 preprocess=base.preprocess, quant=QuantSpec(precision=artifact.precision),
+                                 external=external))
+    return specs
+
+
+def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...]) -> None:
+    """An external ONNX artifact takes the experiment's (C, H, W) images with any batch (or batch 1); ConfigError
+    naming the file and both shapes otherwise."""
+    external = spec.external
+    if external is None or external.format != "onnx" or external.path is None:
+        return
+    import onnx
+
+    try:
+        graph = onnx.load(external.path, load_external_data=False).graph
+    except Exception as exc:
+        raise ConfigError(f"{external.path}: not an ONNX model onnx can read ({first_line(exc)})") from None
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ConfigError(f"{external.path}: has {len(inputs)} inputs; edgebench feeds one batch of images")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 1 + len(input_shape) or any(d is not None and d != s for d, s in zip(dims[1:], input_shape)):
+        shown = "x".join("?" if d is None else str(d) for d in dims)
+        raise ConfigError(f"{external.path}: its input '{inputs[0].name}' is {shown}, the experiment's images are "
+                          f"Nx{'x'.join(map(str, input_shape))}")
+
+
+def import_artifact(spec: VariantSpec, destination: Path) -> Path:
+    """Copy the user's file into the run's artifact cache (in a worker), under a temporary name then renamed; an
+    error if the file changed since the experiment was read (its content is the variant's identity)."""
+    from edgebench.plugins import file_digest
+
+    external = spec.external
+    assert external is not None and external.path is not None
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f"tmp-{os.getpid()}-{destination.name}")
+    shutil.copyfile(external.path, tmp)
+    if file_digest(tmp) != external.digest:
+        tmp.unlink()
+        raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
+    os.replace(tmp, destination)
+    return destination

@@ -1,0 +1,165 @@
+"""Artifacts made outside edgebench, measured as variants: an ONNX model the test exports with torch.onnx and
+quantizes with ONNX Runtime's own quantizer, and a TFLite file it converts with litert-torch directly (with an NHWC
+input, as other converters write them). Each is measured on the targets whose backends load its format, with the
+accuracy the test computes by running the same runtime itself, and stored with its hash and parent."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+from user_code import import_file, write_nets
+
+import edgebench
+from edgebench.config import load_experiment
+from edgebench.data import load_dataset
+from edgebench.errors import ConfigError
+from edgebench.pipeline import run_experiment
+from edgebench.plan import plan_fp32_variants
+
+pytestmark = pytest.mark.slow
+
+
+class _Images:
+    """ONNX Runtime's calibration reader over the training images (the team's own script would write one)."""
+
+    def __init__(self, x: np.ndarray, name: str) -> None:
+        self.batches = iter([{name: x[i : i + 1]} for i in range(len(x))])
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def _ort_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    predicted = [int(session.run(None, {name: x[i : i + 1]})[0].argmax()) for i in range(len(x))]
+    return float((np.array(predicted) == y).mean())
+
+
+def _tflite_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    predicted = []
+    for i in range(len(x)):
+        interpreter.set_tensor(inp["index"], np.transpose(x[i : i + 1], (0, 2, 3, 1)))
+        interpreter.invoke()
+        predicted.append(int(interpreter.get_tensor(out["index"]).argmax()))
+    return float((np.array(predicted) == y).mean())
+
+
+class _NHWC(nn.Module):
+    """What another converter hands over: the same network taking channels-last images."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+@pytest.fixture(scope="module")
+def made_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("elsewhere")
+    nets = import_file(write_nets(root))
+    splits = load_dataset("digits")
+    model = nets.build_net(width=8)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        for i in range(0, len(splits.x_train), 32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(torch.from_numpy(splits.x_train[i : i + 32])),
+                                        torch.from_numpy(splits.y_train[i : i + 32])).backward()
+            opt.step()
+    model.eval()
+    torch.save(model.state_dict(), root / "weights.pt")
+
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    example = torch.from_numpy(splits.x_train[:1])
+    torch.onnx.export(model, (example,), root / "fp32.onnx", dynamo=False, input_names=["pixels"],
+                      output_names=["scores"], dynamic_axes={"pixels": {0: "n"}, "scores": {0: "n"}})
+    quantize_static(str(root / "fp32.onnx"), str(root / "ort_int8.onnx"), _Images(splits.x_train[:64], "pixels"),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    files = {"root": root, "onnx": root / "ort_int8.onnx", "splits": splits}
+    try:
+        import litert_torch
+    except ImportError:
+        return files
+    nhwc = torch.from_numpy(np.transpose(splits.x_train[:1], (0, 2, 3, 1)).copy())
+    litert_torch.convert(_NHWC(model).eval(), (nhwc,)).export(str(root / "team.tflite"))
+    return {**files, "tflite": root / "team.tflite"}
+
+
+def _experiment(root: Path, artifacts: list[dict], targets: list[str]) -> Path:
+    data = {"name": "external", "model": {"file": "nets.py", "factory": "build_net", "kwargs": {"width": 8},
+                                          "weights": "weights.pt"},
+            "training": {"epochs": 0}, "pruning": {"criteria": []}, "quantization": {"precisions": ["fp32"]},
+            "targets": targets, "artifacts": artifacts, "run": {"workdir": str(root / "runs")},
+            "report": {"dir": str(root / "report")},
+            "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0}}
+    path = root / "external.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_artifacts_from_other_tools_measured_beside_edgebench_variants(made_elsewhere):
+    root, splits = made_elsewhere["root"], made_elsewhere["splits"]
+    artifacts = [{"path": "ort_int8.onnx", "label": "ort-int8", "precision": "int8", "parent": "baseline"}]
+    targets = ["local-cpu"]
+    if "tflite" in made_elsewhere:
+        artifacts.append({"path": "team.tflite", "label": "team-tflite", "precision": "fp32", "parent": "baseline"})
+        targets.append("local-litert")
+    exp = load_experiment(_experiment(root, artifacts, targets))
+    outcome = run_experiment(exp)
+    assert outcome.failed == []
+    df = edgebench.load(outcome.store_url, outcome.run_id).measurements()
+    baseline_id = plan_fp32_variants(exp)[0].id
+
+    ort = df[df["origin"] == "external:ort-int8"]
+    assert list(zip(ort["target"], ort["backend"])) == [("local-cpu", "onnxruntime")]  # torch cannot load ONNX
+    row = ort.iloc[0]
+    assert row["label"] == "external:ort-int8/int8" and row["kind"] == "external" and row["precision"] == "int8"
+    assert row["parent_id"] == baseline_id
+    assert row["accuracy"] == _ort_accuracy(made_elsewhere["onnx"], splits.x_test, splits.y_test)
+    assert row["max_abs_diff"] > 1e-3  # int8 against the PyTorch fp32 parent: measurably different
+    assert row["size_bytes"] == made_elsewhere["onnx"].stat().st_size
+    stored = edgebench.load(outcome.store_url, outcome.run_id).stored()
+    facts = stored[stored["variant_id"] == row["variant_id"]].iloc[0]["facts"]
+    assert facts["sha256"] == hashlib.sha256(made_elsewhere["onnx"].read_bytes()).hexdigest()[:16]
+    assert "external:ort-int8/int8" in (root / "report" / "index.html").read_text()  # on the same fronts
+
+    if "tflite" in made_elsewhere:
+        lite = df[df["origin"] == "external:team-tflite"]
+        assert list(zip(lite["target"], lite["backend"])) == [("local-litert", "litert")]
+        assert lite.iloc[0]["accuracy"] == _tflite_accuracy(made_elsewhere["tflite"], splits.x_test, splits.y_test)
+        assert lite.iloc[0]["max_abs_diff"] < 1e-3  # fp32 conversion: the parent's logits up to rounding
+
+
+def test_artifact_that_does_not_take_the_experiments_images_is_one_line(made_elsewhere, tmp_path):
+    root = made_elsewhere["root"]
+    wide = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    torch.onnx.export(wide, (torch.zeros(1, 3, 32, 32),), root / "rgb32.onnx", dynamo=False)
+    exp = load_experiment(_experiment(root, [{"path": "rgb32.onnx", "label": "rgb", "precision": "fp32"}],
+                                      ["local-cpu"]))
+    with pytest.raises(ConfigError, match=r"rgb32.onnx: its input '\S+' is 1x3x32x32, the experiment's images are Nx1x8x8"):
+        run_experiment(exp)
+    bad_parent = _experiment(root, [{"path": "ort_int8.onnx", "label": "x", "precision": "int8", "parent": "l9"}],
+                             ["local-cpu"])
+    with pytest.raises(ConfigError, match=r"artifacts.0.parent: no fp32 variant 'l9'; the experiment has baseline"):
+        run_experiment(load_experiment(bad_parent))
