@@ -46,6 +46,7 @@ def test_the_flag_stays_out_of_old_jobs_json() -> None:
 
 
 def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error(tmp_path: Path) -> None:
+    """One tiny run for both of the run's switches: predictions, and side-by-side lanes (used or refused)."""
     target = tmp_path / "ort-only.yaml"
     target.write_text("description: ONNX Runtime only\nkind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
     path = default_with(
@@ -53,11 +54,14 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
         pruning={"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0], "allocation": ["uniform"]},
         quantization={"precisions": ["fp32"]}, targets=[str(target)],
         measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None,
-                     "predict_latency": True},
+                     "predict_latency": True, "parallel_lanes": True},
         run={"workdir": str(tmp_path / "runs")}, report={"dir": str(tmp_path / "report")},
     )
     outcome = run_experiment(load_experiment(path))
     assert outcome.failed == [] and "predict" in outcome.stage_seconds
+    verdict = outcome.side_by_side  # the interference check ran before the sweep; a refusal is said, not hidden
+    assert verdict is not None and verdict.reason
+    assert verdict.ok or any(note.startswith("side-by-side lanes refused") for note in outcome.unsupported)
     with Store.open(outcome.store_url) as store:
         df = store.measurements(outcome.run_id).set_index("kind")
     base, pruned = df.loc["baseline"], df.loc["structured"]
