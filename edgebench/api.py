@@ -38,7 +38,8 @@ COLUMNS = (
     "latency_min_ms", "latency_max_ms", "first_inference_ms", "load_ms", "throughput_ips", "n_samples",
     "size_bytes", "compressed_size_bytes", "params", "nonzero_params", "macs", "nonzero_macs", "training_macs",
     "bops", "fpga_multipliers", "fpga_latency_cycles",  # FPGA cost counted from hls4ml (cycles: synthesised)
-    "peak_rss_mb", "energy_j_per_inference", "energy_source", "max_abs_diff", "ran_on",
+    "peak_rss_mb", "energy_j_per_inference", "energy_source", "max_abs_diff", "ran_on", "predicted_p50_ms",
+    "prediction_error_pct",
 )
 
 

@@ -45,6 +45,13 @@ class MeasureSettings(BaseModel):
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
     profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")
+    parallel_lanes: bool = Field(
+        False, description="single-thread measurements of a local target on every core at once, one pinned lane "
+        "per core, after an interference check (refused, with the reason, when a busy neighbour moves the p50 by "
+        "more than the precision)")
+    predict_latency: bool = Field(
+        False, description="predict each pruned fp32 variant's p50 from per-layer latency tables before it is "
+        "measured, and store the prediction beside the measurement (local targets, runtimes that load ONNX)")
 
     @model_serializer(mode="wrap")
     def _omit_profiling_when_off(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
@@ -55,6 +62,9 @@ class MeasureSettings(BaseModel):
         if not self.profile_layers:
             data.pop("profile_layers", None)
             data.pop("profile_runs", None)
+        for flag in ("predict_latency", "parallel_lanes"):  # the same for the controller's own switches
+            if not data.get(flag):
+                data.pop(flag, None)
         return data
 
     @property
@@ -138,9 +148,36 @@ class HostLane(BaseModel):
     why: str | None = None
 
 
+class Contention(BaseModel):
+    """CPU time other processes took on the measurement's cores during its timed window (``measure.contention``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    other_cores: float = Field(description="others' CPU time over the window's length: cores they kept busy")
+    other_cpu_s: float
+    window_s: float
+    cores: list[int] = Field(description="the cores counted: those the measuring process could run on")
+    spare_cores: int = Field(0, description="cores of those the measurement left free (cores - its threads)")
+    threshold: float = Field(description="other_cores beyond the spare cores above this flags the window")
+    flagged: bool = Field(description="contended: compare and history never call a change on it")
+
+
+class LatencyPrediction(BaseModel):
+    """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
+    the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p50_ms: float = Field(description="the prediction: unpruned_p50_ms * table_ms / unpruned_table_ms")
+    table_ms: float = Field(description="sum of the variant's conv/linear layers' table entries")
+    unpruned_table_ms: float = Field(description="the same sum for the unpruned model")
+    unpruned_p50_ms: float = Field(description="the unpruned model's p50 measured on the target (calibration)")
+    layers: int = Field(description="conv/linear layers summed")
+
+
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
 _IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
-               "host_lane")
+               "host_lane", "latency_prediction", "contention")
 
 
 class JobResult(BaseModel):
@@ -185,6 +222,9 @@ class JobResult(BaseModel):
     energy_window: EnergyWindow | None = None
     ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
     host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
+    contention: Contention | None = Field(None, description="other processes' CPU use during the timed window")
+    latency_prediction: LatencyPrediction | None = Field(
+        None, description="the p50 the latency tables predicted (set by the controller; measurement.predict_latency)")
 
     @model_validator(mode="before")
     @classmethod

@@ -15,18 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from edgebench.archive import compressed_size
 from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
 from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
 from edgebench.errors import NothingToRunError
-from edgebench.executor.base import Task, TaskResult
+from edgebench.executor.base import HOST, Lane, Task, TaskResult
+from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
+from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_specs
+from edgebench.job import Job, LatencyPrediction
 from edgebench.measure.machine import machine_info
+from edgebench.measure.reference_workload import speed_record
 from edgebench.plan import (
     PlannedJob,
     check_qat_targets,
@@ -36,11 +42,23 @@ from edgebench.plan import (
     qat_models,
 )
 from edgebench.preflight import check_model_fits_data, check_output_paths
+from edgebench.prune.allocation.latency.predict import prediction_path
+from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
-from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
+from edgebench.sweep import (
+    Allocate,
+    BuildVariant,
+    Export,
+    MachineSpeed,
+    Measure,
+    Predict,
+    Reference,
+    sweep_tasks,
+    wants_side_by_side,
+)
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
 
@@ -62,6 +80,8 @@ class RunOutcome:
     failed: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: the interference check of side-by-side lanes, when measurements asked for them
+    side_by_side: SideBySide | None = None
 
 
 def available_targets(
@@ -194,7 +214,9 @@ class _OpenRun:
         done = self.store.done_job_keys(self.run_id)
         todo = [job for job in prepared.jobs if job.key not in done]
         self.outcome.skipped = len(prepared.jobs) - len(todo)
-        tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration)
+        lanes = self._side_by_side([job for job in todo if wants_side_by_side(job, prepared.runners[job.target.name].lane())])
+        tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
+                            side_by_side=lanes)
         sweep = _SweepProgress(tasks, progress)
         with create_executor(self.exp.executor, log_dir=self.workdir / "logs") as executor:
             for result in executor.run(tasks):
@@ -203,6 +225,34 @@ class _OpenRun:
                 sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
         sweep.close()
         self.outcome.stage_seconds.update(sweep.stage_seconds)
+
+    def _side_by_side(self, jobs: list[PlannedJob]) -> list[int] | None:
+        """The cores ``jobs`` (which asked for parallel lanes) may measure on at once, or None when the
+        interference check refuses them (the reason goes into the outcome). The check holds every core's
+        host-wide lane lock: no other edgebench process measures meanwhile."""
+        if not jobs:
+            return None
+        check_dir = self.workdir / "side-by-side"
+        check_dir.mkdir(parents=True, exist_ok=True)
+        artifact = check_dir / "conv32x16x16.onnx"
+        shape = LayerShape("Conv", 32, 32, (3, 3), (1, 1), (1, 1), (16, 16))
+        layer_onnx(shape, artifact)
+        batch = np.random.default_rng(0).standard_normal((1, 32, 16, 16)).astype(np.float32)
+        timing = jobs[0].measure.model_copy(update={"max_time_s": min(jobs[0].measure.max_time_s, 5.0)})
+        host, holder = HostLanes(), Task(key="side-by-side interference check", kind="measure", fn=print)
+        while not host.acquire(holder, Lane(HOST)):
+            time.sleep(0.5)
+        try:
+            verdict = interference_check(lane_cores(), artifact, "onnxruntime", batch, timing)
+        finally:
+            host.release(holder)
+        self.outcome.side_by_side = verdict
+        if not verdict.ok:
+            log.warning("side-by-side lanes refused: %s", verdict.reason)
+            self.outcome.unsupported.append(f"side-by-side lanes refused (measured one at a time): {verdict.reason}")
+            return None
+        log.info("side-by-side lanes on cores %s: %s", verdict.cores, verdict.reason)
+        return list(verdict.cores)
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
@@ -253,6 +303,21 @@ class _OpenRun:
         if not result.ok:
             log.warning("%s failed: %s", result.key, result.error)
 
+    def _machine_speed(self, result: TaskResult, context: MachineSpeed) -> None:
+        """The reference workload's figure: stored with the run's machine (every reading, a resumed run adds one)."""
+        record = speed_record(job_result(result))
+        if record is None:
+            log.warning("the machine-speed reference could not be measured: %s", result.error or "no latency")
+            return
+        self.store.add_machine_speed(self.run_id, record)
+
+    def _predicted(self, result: TaskResult, context: Predict) -> None:
+        """A latency prediction: a file its measurement's record reads, or why there is none (logged)."""
+        if not result.ok:
+            log.warning("%s failed: %s", result.key, result.error)
+        elif not Path(str(result.value)).is_file():
+            log.warning("%s", result.value)
+
     def _measured(self, result: TaskResult, context: Measure) -> None:
         """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
         job = context.job
@@ -262,23 +327,39 @@ class _OpenRun:
             self.outcome.failed.append(f"{where}: {result.error} (not stored; run the same command again to measure it)")
             return
         measured = job_result(result)
+        if measured.status == "ok" and job.measure.predict_latency and job.variant.external is None:
+            prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
+            if prediction.is_file():
+                measured = measured.model_copy(update={
+                    "latency_prediction": LatencyPrediction.model_validate_json(prediction.read_text())})
         self.store_variant(job.variant)
         artifact = artifact_path(job, self.workdir)
         ready = artifact_ready(artifact)
         self.store.add_measurement(MeasurementRecord(
             self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
             size_bytes=artifact_size(artifact) if ready else None,
-            compressed_bytes=compressed_size(artifact) if ready else None))
+            compressed_bytes=compressed_size(artifact) if ready else None, job=_absolute(context.worker_job)))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:
             self.outcome.failed.append(f"{where}: {measured.error}")
 
 
+def _absolute(job: Job | None) -> Job | None:
+    """``job`` with absolute file paths: `compare --remeasure` may run from another directory (a CI checkout)."""
+    if job is None:
+        return None
+    files = {key: str(Path(path).resolve()) for key in ("artifact", "eval_data", "reference")
+             if (path := getattr(job, key))}
+    return job.model_copy(update=files)
+
+
 #: one handler per kind of task (``sweep.KINDS``), called with the result and the task's typed context
 RESULT_HANDLERS: dict[type, Callable[[_OpenRun, TaskResult, Any], None]] = {
+    MachineSpeed: _OpenRun._machine_speed,
     BuildVariant: _OpenRun._variant_built,
     Allocate: _OpenRun._made_file,
+    Predict: _OpenRun._predicted,
     Export: _OpenRun._made_file,
     Reference: _OpenRun._made_file,
     Measure: _OpenRun._measured,

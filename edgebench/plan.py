@@ -185,7 +185,8 @@ class PlannedJob:
             backend_options=self.target.backend_options.get(self.backend, {}),
             eval_data=str(eval_data.resolve()),
             reference=str(reference.resolve()) if reference else None,
-            measure=self.measure,
+            # predictions and lanes are the controller's business: a device's worker never sees the flags
+            measure=self.measure.model_copy(update={"predict_latency": False, "parallel_lanes": False}),
             energy=self.target.energy,
         )
 

@@ -19,20 +19,27 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from edgebench.artifacts import ExportTask, artifact_path, artifact_ready, run_export
+from edgebench.cache_files import replacing
 from edgebench.config import DatasetConfig, Experiment
 from edgebench.data import DatasetSplits
-from edgebench.errors import ArtifactError
-from edgebench.executor.base import Task, TaskContext
+from edgebench.errors import ArtifactError, first_line
+from edgebench.executor.base import HOST, Lane, Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
 from edgebench.external import import_artifact
+from edgebench.job import Job
+from edgebench.measure import reference_workload
+from edgebench.models.source import new_model
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
+from edgebench.prune.allocation.latency.predict import TargetLatencyModel, prediction_path
 from edgebench.prune.build import prepare_allocation
 from edgebench.run_cache import ModelCache, reference_path, write_reference
+from edgebench.targets import TargetSpec
 from edgebench.variants import VariantSpec, spec_hash
 
 #: a variant build may train for a long time; the experiment's job timeout is for measurements
@@ -67,6 +74,20 @@ class Allocate:
 
 
 @dataclass(frozen=True)
+class Predict:
+    """Predict a variant's p50 on a target from the latency tables, before it is measured."""
+
+    kind: ClassVar[str] = "predict"
+    stage: ClassVar[str] = "predict"
+    spec: VariantSpec
+    target: str
+    backend: str
+
+    def describe(self) -> str:
+        return f"predict {self.spec.label} on {self.target}/{self.backend}"
+
+
+@dataclass(frozen=True)
 class Export:
     """Export one artifact (shared by the measurements that read it)."""
 
@@ -97,14 +118,27 @@ class Measure:
     kind: ClassVar[str] = "measure"
     stage: ClassVar[str] = "measure"
     job: PlannedJob
+    #: the worker's job (its files on this machine): stored with the result, so `compare --remeasure` can run it again
+    worker_job: Job | None = None
 
     def describe(self) -> str:
         return f"{self.job.variant.label} on {self.job.target.name}/{self.job.backend}"
 
 
+@dataclass(frozen=True)
+class MachineSpeed:
+    """Time the shipped reference workload before the run's measurements: the machine's speed during the run."""
+
+    kind: ClassVar[str] = "measure"
+    stage: ClassVar[str] = "speed"  # a stage of its own: "measure" counts the experiment's measurements only
+
+    def describe(self) -> str:
+        return f"machine speed ({reference_workload.NAME})"
+
+
 #: every kind of task a sweep makes; the pipeline has one result handler for each
-SweepContext = BuildVariant | Allocate | Export | Reference | Measure
-KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Export, Reference, Measure)
+SweepContext = BuildVariant | Allocate | Predict | Export | Reference | Measure | MachineSpeed
+KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export, Reference, Measure, MachineSpeed)
 
 
 def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
@@ -152,6 +186,47 @@ def _allocation_task(spec: VariantSpec, dataset_json: str, workdir: Path) -> Tas
     return task
 
 
+def predict_variant(spec: VariantSpec, dataset_json: str, workdir: str, target: TargetSpec, backend: str) -> str:
+    """Write ``spec``'s p50 on ``target``/``backend`` predicted by the latency tables (in a worker holding the
+    host's cores: the tables and the unpruned model are timed), calibrated on the unpruned architecture.
+
+    Returns the prediction's path, or why there is none: a prediction that cannot be made (a layer the runtime
+    cannot load alone) must not cost the measurement that waits for it, so it is reported, not raised.
+    """
+    built = ModelCache(Path(workdir)).get(spec)
+    if built is None:
+        raise ArtifactError(f"variant {spec.label} is not in the model cache under {workdir}/models")
+    splits = _dataset(dataset_json)
+    example = torch.as_tensor(splits.x_train[:1])
+    try:
+        model = TargetLatencyModel(target, backend, Path(workdir) / "latency")
+        prediction = model.predict(built.model, new_model(spec, splits), example)
+    except Exception as exc:  # any failure of the model is news, never the end of the measurement
+        return f"no latency prediction for {spec.label} on {target.name}/{backend}: {first_line(exc)}"
+    path = prediction_path(Path(workdir), spec.id, target.name, backend)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.write_text(prediction.model_dump_json())
+    return str(path)
+
+
+def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tuple[str, ...]) -> Task | None:
+    """A timed task predicting ``job``'s p50 when its experiment asks (``measurement.predict_latency``) and the
+    prediction applies: a pruned fp32 variant, ONNX on a local target; None otherwise."""
+    if not job.measure.predict_latency or job.variant.external is not None:  # another tool's artifact: no model
+        return None
+    weights = job.variant.weights_spec
+    if (weights.kind == "baseline" or job.variant.quant.precision != "fp32"
+            or job.artifact_format != "onnx" or job.target.kind != "local"
+            or prediction_path(workdir, weights.id, job.target.name, job.backend).is_file()):
+        return None
+    task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"
+                    f"{job.backend}", predict_variant, weights, dataset_json, str(workdir), job.target, job.backend,
+                    after=after)
+    task.timed = True  # it times layers and the unpruned model: nothing else may run on this host's cores meanwhile
+    return task
+
+
 def reference_for(spec: VariantSpec, workdir: str, eval_data: str, n: int) -> str:
     """Write the fp32 PyTorch logits of ``spec`` on the first ``n`` eval images (in a worker)."""
     built = ModelCache(Path(workdir)).get(spec)
@@ -168,8 +243,14 @@ def sweep_tasks(
     workdir: Path,
     eval_path: Path,
     calibration: Path,
+    side_by_side: list[int] | None = None,
 ) -> list[Task]:
-    """The tasks that build, export and measure what ``jobs`` still need, each after what it reads."""
+    """The tasks that build, export and measure what ``jobs`` still need, each after what it reads.
+
+    ``side_by_side``: cores that passed the interference check (``executor.side_by_side``); the measurements
+    that asked for parallel lanes and can have them (:func:`wants_side_by_side`) take one core each, in turn.
+    """
+    turn = 0
     builds = _build_tasks(exp, specs, workdir)
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
@@ -195,15 +276,31 @@ def sweep_tasks(
             prepared.setdefault(f"reference:{weights.id}", _untimed(
                 Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
                 job.measure.reference_samples, timeout_s=3600.0, after=built_by))
+        predict = _predict_task(job, exp.dataset.model_dump_json(), workdir, built_by)
+        if predict is not None:
+            prepared.setdefault(predict.key, predict)
         runner = runners[job.target.name]
+        lane = runner.lane()
+        if side_by_side and wants_side_by_side(job, lane):
+            lane, turn = Lane(HOST, frozenset({side_by_side[turn % len(side_by_side)]})), turn + 1
         worker_job = job.to_job(artifact, eval_path, reference)
         files = tuple(f for f in (artifact, eval_path, reference) if f is not None)
-        task = measure_task(worker_job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
-                            fn=runner.run, args=(worker_job, files), context=Measure(job))
+        task = measure_task(worker_job, runner.task_timeout(), lane=lane, resources=runner.resources(),
+                            fn=runner.run, args=(worker_job, files), context=Measure(job, worker_job))
         reference_key = f"reference:{weights.id}" if weights is not None else ""
-        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key) if key in prepared))
+        predicted = predict.key if predict is not None else ""
+        task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key, predicted)
+                                   if key in prepared))
         measures.append(task)
-    return [*builds.values(), *prepared.values(), *measures]
+    # first in line for the host's cores, so it runs before the builds start
+    speed = [measure_task(reference_workload.reference_job(workdir), 300.0, context=MachineSpeed())] if measures else []
+    return [*speed, *builds.values(), *prepared.values(), *measures]
+
+
+def wants_side_by_side(job: PlannedJob, lane: Lane) -> bool:
+    """Whether ``job`` asked for a pinned side-by-side lane and can have one: single-thread, on this host's cores
+    (not a board, not a target already pinned to cores of its own)."""
+    return job.measure.parallel_lanes and job.target.threads == 1 and lane == Lane(HOST)
 
 
 def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:

@@ -140,6 +140,23 @@ def test_fp16_file_holds_fp16_weights_and_is_measured_on_itself(trained: tuple, 
     assert result.max_abs_diff is not None and 0 < result.max_abs_diff < 0.01 * np.abs(ref).max()
 
 
+def test_fp16_model_with_pointwise_convs_loads_and_reads_their_fp16_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        model[2].weight[:, :4] = 0  # half of the 1x1 weights zero
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    path = get_exporter("tflite").export(model, QuantSpec(precision="fp16"), x, tmp_path / "pointwise.tflite")
+    session = get_backend("litert").load(path, BackendSettings(threads=1))
+    details = session.details()
+    assert details["fp16_weight_tensors"] == 3
+    assert [c["zero_fraction"] for c in details["xnnpack_sparse_inference"]["pointwise_convs"]] == [0.5]
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(x[:1]), model(torch.from_numpy(x[:1])).numpy(), atol=1e-2)
+
+
 def test_fixed_batch_model_explains_offline_limit(artifacts: dict[str, Path]) -> None:
     from edgebench.errors import ArtifactError
 

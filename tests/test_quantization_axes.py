@@ -56,6 +56,19 @@ def test_terminal_fronts_put_csim_targets_on_counted_bit_operations() -> None:
     assert "40.00 MBOPs (counted)" in text and "8.0000 (host C-sim)" in text and "not synthesised" in text
 
 
+def test_static_latency_panel_across_targets_leaves_csim_out() -> None:
+    from matplotlib.figure import Figure
+
+    from edgebench.report.plots import palette, series_name, tradeoff_axes
+
+    df = _cpu_and_csim().assign(method=None, kind="baseline", precision="fp32")
+    ax = Figure().subplots()
+    tradeoff_axes(ax, df, METRICS["latency"], METRICS["accuracy"], "all targets",
+                  palette(sorted(set(df.apply(series_name, axis=1)))))
+    plotted = [float(v) for c in ax.collections for v in np.asarray(c.get_offsets())[:, 0]]
+    assert "C simulations left out" in ax.get_title() and plotted and max(plotted) <= 2.0  # not 4 or 8 ms host time
+
+
 def test_explore_page_plots_csim_targets_on_their_own_fpga_axis() -> None:
     from edgebench.report.explore import figure_axes
 

@@ -14,7 +14,7 @@ from edgebench.executor.runners import runner_for
 from edgebench.pipeline import RESULT_HANDLERS
 from edgebench.plan import plan_fp32_variants, plan_jobs
 from edgebench.run_cache import ModelCache
-from edgebench.sweep import KINDS, Allocate, BuildVariant, Export, Measure, Reference, sweep_tasks
+from edgebench.sweep import KINDS, Allocate, BuildVariant, Export, Measure, Predict, Reference, sweep_tasks
 from edgebench.targets import get_target
 
 
@@ -28,11 +28,14 @@ def _board(tmp_path: Path) -> Path:
     return path
 
 
-def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = ()) -> tuple[Experiment, dict[str, Task]]:
+def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = (), measurement: dict | None = None,
+           side_by_side: list[int] | None = None) -> tuple[Experiment, dict[str, Task]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     exp = load_experiment(default_with(
         tmp_path, pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training", "oneshot_finetune"],
                            "prune_epochs": [1], "scope": "layer"},
-        quantization={"precisions": ["fp32", "int8"]}, targets=targets, run={"workdir": str(tmp_path / "runs")}))
+        quantization={"precisions": ["fp32", "int8"]}, targets=targets, run={"workdir": str(tmp_path / "runs")},
+        **({"measurement": measurement} if measurement else {})))
     specs = plan_fp32_variants(exp)
     selected = [(selection, get_target(selection.name)) for selection in exp.targets]
     jobs, _ = plan_jobs(exp, specs, selected)
@@ -43,7 +46,8 @@ def _sweep(tmp_path: Path, targets: list[str], cached: tuple[str, ...] = ()) -> 
             cache.dir.mkdir(parents=True, exist_ok=True)
             cache.model_path(spec).write_bytes(b"")
             cache.facts_path(spec).write_text("{}")
-    tasks = sweep_tasks(exp, specs, jobs, runners, exp.workdir(), tmp_path / "eval.npz", tmp_path / "calib.npz")
+    tasks = sweep_tasks(exp, specs, jobs, runners, exp.workdir(), tmp_path / "eval.npz", tmp_path / "calib.npz",
+                        side_by_side=side_by_side)
     by_key = {task.key: task for task in tasks}
     assert len(by_key) == len(tasks)  # keys are unique: shared exports and references are one task each
     return exp, by_key
@@ -58,7 +62,7 @@ def test_every_task_carries_the_context_of_its_kind_and_the_pipeline_handles_eac
     assert {task.kind for task in tasks.values()} == {"build", "export", "reference", "measure"}
     assert all(task.context is not None and task.context.kind == task.kind for task in tasks.values())
     assert all(task.context.describe() for task in tasks.values())
-    assert {kind.kind for kind in KINDS} == {"build", "allocate", "export", "reference", "measure"}
+    assert {kind.kind for kind in KINDS} == {"build", "allocate", "predict", "export", "reference", "measure"}
     assert set(RESULT_HANDLERS) == set(KINDS)
 
 
@@ -81,6 +85,21 @@ def test_the_graph_orders_build_export_reference_measure(tmp_path: Path) -> None
         assert isinstance(reference.context, Reference) and reference.context.spec == job.variant.weights_spec
         assert export.after == reference.after == (weights.key,) and not export.timed and not reference.timed
     assert len(_of(tasks, Export)) == 9 and len(_of(tasks, Reference)) == 3  # one reference per fp32 weights
+
+
+def test_latency_predictions_are_timed_tasks_that_their_measurements_wait_for(tmp_path: Path) -> None:
+    _, tasks = _sweep(tmp_path, ["local-cpu"], measurement={"predict_latency": True})
+    predicts = _of(tasks, Predict)
+    # the two pruned variants on ORT, fp32 only: not the baseline, not torch's artifact, not int8
+    assert sorted((t.context.spec.label, t.context.backend) for t in predicts) == [
+        ("l1-0.5-oneshot_finetune/fp32", "onnxruntime"), ("l1-0.5-while_training/fp32", "onnxruntime")]
+    assert all(task.timed and task.kind == "predict" for task in predicts)
+    for task in _of(tasks, Measure):
+        job = task.context.job
+        waits = [key for key in task.after if key.startswith("predict:")]
+        expected = job.backend == "onnxruntime" and job.variant.quant.precision == "fp32" and job.variant.prune
+        assert len(waits) == (1 if expected else 0)
+        assert task.args[0].measure.predict_latency is False  # the worker never sees the flag
 
 
 def test_a_resumed_sweep_makes_tasks_only_for_what_is_missing(tmp_path: Path) -> None:

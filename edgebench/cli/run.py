@@ -91,6 +91,20 @@ def _print_allocation_notes(df: Any) -> None:
             print_line("allocation:", "yellow", line)
 
 
+def _print_prediction_error(df: Any) -> None:
+    """How far the latency tables' predictions were from the measured p50s (``measurement.predict_latency``):
+    mean absolute percentage error and the worst variant, per target and backend."""
+    if df.empty:
+        return
+    predicted = df.dropna(subset=["prediction_error_pct"])
+    for (target, backend), part in predicted.groupby(["target", "backend"]):
+        errors = part["prediction_error_pct"].astype(float)
+        worst = part.loc[errors.abs().idxmax()]
+        console.print(f"latency model on {target}/{backend}: MAPE {errors.abs().mean():.1f} % over {len(part)} "
+                      f"variants (worst {worst['label']}: predicted {worst['predicted_p50_ms']:.4f} ms, measured "
+                      f"{worst['p50_ms']:.4f} ms, {worst['prediction_error_pct']:+.1f} %)")
+
+
 def _fronts_table(run_id: str, df: Any) -> Table:
     """Each target's Pareto-optimal variants, on its honest cost axis: p50 latency, or for an FPGA C simulation
     (whose p50 is host CPU time) the bit operations counted from the firmware or synthesised cycles."""
@@ -106,12 +120,15 @@ def _fronts_table(run_id: str, df: Any) -> Table:
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for target, cost, front in target_fronts(df[df["status"] == "ok"], METRICS["accuracy"]):
         for _, row in front.iterrows():
-            axis = ("p50" if cost.name not in ("bops", "fpga_latency")  # an ONNX row has no bit operations counted
-                    else f"{row['bops'] / 1e6:,.2f} MBOPs (counted)" if cost.name == "bops"
-                    else f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)")
+            axis = "p50"  # the FPGA columns are null on every other target: formatted only where they are the axis
+            if cost.name == "bops":
+                axis = f"{row['bops'] / 1e6:,.2f} MBOPs (counted)"
+            elif cost.name == "fpga_latency":
+                axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
             table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
-                          f"{row['size_bytes'] / 1024:.1f}", "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")
+                          f"{row['size_bytes'] / 1024:.1f}",  # an external artifact's MACs are not counted: "?"
+                          "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")
     return table
 
 
@@ -122,6 +139,10 @@ def _print_summary(results: Any) -> None:
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
+    _print_prediction_error(df)
+    if outcome.side_by_side is not None and outcome.side_by_side.ok:
+        cores = ",".join(map(str, outcome.side_by_side.cores))
+        console.print(f"side-by-side lanes on cores {cores}: {outcome.side_by_side.reason}")
     for failure in outcome.failed:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:

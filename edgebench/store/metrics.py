@@ -55,6 +55,10 @@ METRICS: dict[str, Metric] = {
         Metric("fpga_latency", "fpga_latency_cycles", "min", "FPGA latency (clock cycles, worst case, HLS synthesis)",
                "FPGA cycles"),
         Metric("output_error", "max_abs_diff", "min", "max |logit difference| vs PyTorch fp32", "max |Δ| vs torch"),
+        Metric("predicted_latency", "predicted_p50_ms", "min", "p50 predicted by the latency tables (ms)",
+               "predicted p50 ms"),
+        Metric("prediction_error", "prediction_error_pct", "min",
+               "latency model error (% of the measured p50; + predicted slower)", "prediction error %"),
     )
 }
 _BY_OTHER_NAME = {name: m for m in METRICS.values() for name in (m.column, *m.aliases)}
@@ -71,6 +75,8 @@ TIMING_METRICS = ("latency", "p99", "throughput", "energy")
 DEFAULT_ALLOWANCE = 20.0
 #: earlier runs on the same machine whose per-result spread compare consults (conbench's lookback)
 DEFAULT_LOOKBACK = 20
+#: interleaved rounds per result and side of ``compare --remeasure``
+DEFAULT_ROUNDS = 5
 
 
 def get_metric(name: str) -> Metric:

@@ -135,11 +135,12 @@ _SCOPE_ALLOCATION = {"layer": "uniform", "global": "global"}
 _FACT_COLUMNS = ("nonzero_params", "nonzero_macs", "method_note")
 
 
-def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
+def _derived_columns(facts: Any, details: Any, p50_ms: Any = None) -> dict[str, Any]:
     facts = facts if isinstance(facts, dict) else {}
     details = details if isinstance(details, dict) else {}
     hls4ml = details.get("hls4ml") or {}
     ran_on = details.get("ran_on")
+    predicted = (details.get("latency_prediction") or {}).get("p50_ms")
     return {
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
@@ -149,6 +150,11 @@ def _derived_columns(facts: Any, details: Any) -> dict[str, Any]:
         "bops": (hls4ml.get("bit_operations") or {}).get("bops"),
         "fpga_multipliers": (hls4ml.get("multipliers") or {}).get("multipliers"),
         "fpga_latency_cycles": (details.get("synthesis") or {}).get("latency_cycles_worst"),
+        # the latency tables' prediction made before the measurement (measurement.predict_latency), and its
+        # error in percent of the measured p50 (positive: the model predicted slower than measured)
+        "predicted_p50_ms": predicted,
+        "prediction_error_pct": (100 * (predicted / p50_ms - 1) if isinstance(predicted, int | float)
+                                 and isinstance(p50_ms, int | float) and p50_ms > 0 else None),
     }
 
 
@@ -236,6 +242,15 @@ class Store:
                 .order_by(runs.c.started_at.desc(), runs.c.id.desc())
             ).scalars().all()
         return next((run_id for run_id in unfinished if claim is None or claim(run_id)), None)
+
+    def add_machine_speed(self, run_id: str, record: dict[str, Any]) -> None:
+        """Append a reading of the reference workload (``measure.reference_workload``) to the run's ``machine.speed``."""
+        with self.engine.begin() as conn:
+            machine = conn.execute(select(runs.c.machine).where(runs.c.id == run_id)).scalar()
+            if machine is None:
+                raise StoreError(f"no run {run_id!r} in {self.url}")
+            speed = [*machine.get("speed", []), record]
+            conn.execute(update(runs).where(runs.c.id == run_id).values(machine={**machine, "speed": speed}))
 
     def tag_run(self, run_id: str, tag: str) -> None:
         """Attach ``tag`` (e.g. a git ref or 'release-1.2'); a tag names its latest run."""
@@ -416,7 +431,8 @@ class Store:
             return pd.DataFrame(columns=columns)
         df = pd.DataFrame(rows)
         flat = pd.DataFrame([_flatten_spec(s) for s in df["spec"]], index=df.index)
-        derived = pd.DataFrame([_derived_columns(f, d) for f, d in zip(df["facts"], df["details"])], index=df.index)
+        derived = pd.DataFrame([_derived_columns(f, d, p) for f, d, p in zip(df["facts"], df["details"], df["p50_ms"])],
+                               index=df.index)
         df = pd.concat([df, flat, derived], axis=1)
         df["precision"] = df["precision"].fillna(df["settings_precision"])
         df["label"] = df["label"].fillna(df["variant_id"])  # a result whose variant was never upserted

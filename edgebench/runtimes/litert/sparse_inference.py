@@ -34,9 +34,11 @@ def xnnpack_sparse_inference(interpreter: Any) -> dict[str, Any]:
         unmet.append("the graph does not start with a 3x3 CONV_2D on 3 input channels")
     if not names & {"MEAN", "DEPTH_TO_SPACE"}:
         unmet.append("no spatial MEAN (or DEPTH_TO_SPACE) to end a sparse subgraph")
+    # fp16 weights reach the conv through a DEQUANTIZE whose output holds no data: read its constant input
+    dequantized = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
     pointwise, zeros, total = [], 0, 0
     for op in convs:
-        index = op["inputs"][1]
+        index = dequantized.get(op["inputs"][1], op["inputs"][1])
         if tuple(tensors[index]["shape"][1:3]) != (1, 1):
             continue
         weights = interpreter.get_tensor(index)

@@ -24,7 +24,6 @@ from torch import nn
 from edgebench.cache_files import replacing
 from edgebench.errors import ConfigError
 from edgebench.job import MeasureSettings
-from edgebench.measure.machine import cpu_model
 from edgebench.prune.allocation.base import ALLOCATIONS, Allocation, AllocationRecord
 from edgebench.prune.allocation.latency.search import (
     ModelLayer,
@@ -41,7 +40,7 @@ from edgebench.prune.allocation.latency.table import (
     channel_multiple,
     default_table_path,
     onnx_p50_ms,
-    runtime_version,
+    table_context,
 )
 from edgebench.prune.criteria import ScoringData
 from edgebench.prune.criteria.magnitude import L1Norm
@@ -59,10 +58,11 @@ ONNX = "onnx"
 MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0, precision=None)
 
 
-def onnx_backend(target: str, backend: str | None) -> tuple[TargetSpec, str]:
-    """The target (a name or a YAML path) and backend to measure latency tables on here: a local target and one
-    of its backends that loads ONNX (default: the first). ConfigError naming the problem and what to do."""
-    spec = get_target(target)
+def onnx_backend(target: str | TargetSpec, backend: str | None) -> tuple[TargetSpec, str]:
+    """The target (a name, a YAML path or the target itself) and backend to measure latency tables on here: a
+    local target and one of its backends that loads ONNX (default: the first). ConfigError naming the problem
+    and what to do."""
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
     if spec.kind != "local":
         raise ConfigError(f"target '{target}' runs over SSH, and latency tables are measured on the machine that "
                           "builds the variants; name a local target with the same runtime (e.g. local-cpu for "
@@ -228,11 +228,6 @@ class LatencyBudget(Allocation):
         return ratios
 
     # ---- the decision ------------------------------------------------------------------------------------------
-    def _context(self) -> dict[str, Any]:
-        """What a measured latency is only valid for."""
-        return {"runtime": runtime_version(self.backend), "cpu": cpu_model(), "threads": self.settings.threads,
-                "device": self.settings.device, "options": self.settings.options}
-
     def _decide(self) -> dict[str, int]:
         """Final widths per group, read from the decision file or measured and written there."""
         if self.keep is not None:
@@ -240,7 +235,7 @@ class LatencyBudget(Allocation):
         if self._model is None or self._example is None:
             raise RuntimeError("latency allocation: prepare() must run before the ratios are asked for")
         layers = model_layers(self._model, self._example)
-        context = self._context()
+        context = table_context(self.backend, self.settings)
         budget = {"budget_ms": self.budget_ms} if self.budget_ms is not None else {"ratio": self.final_ratio}
         key = spec_hash([[(la.name, la.shape.key, la.out_group, la.in_group, la.in_per_channel) for la in layers],
                          list(self._example.shape), self.target, self.backend, context, budget,

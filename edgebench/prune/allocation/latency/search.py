@@ -59,8 +59,8 @@ class WidthChoice:
     rounds: list[dict[str, float]] = field(default_factory=list)  # per measure round: estimate, measured, budget
 
 
-def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[ModelLayer]:
-    """Every conv/linear layer of ``model`` with its shape and coupling to the prunable groups."""
+def layer_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerShape]:
+    """Every conv/linear layer of ``model`` by name, with its shape on ``example``'s first sample."""
     shapes: dict[str, LayerShape] = {}
     names = {m: n for n, m in model.named_modules()}
 
@@ -79,6 +79,13 @@ def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modul
     finally:
         for h in handles:
             h.remove()
+    return shapes
+
+
+def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[ModelLayer]:
+    """Every conv/linear layer of ``model`` with its shape and coupling to the prunable groups."""
+    shapes = layer_shapes(model, example)
+    names = {m: n for n, m in model.named_modules()}
     graph = dependency_graph(model, example)
     out_group: dict[str, str] = {}
     in_group: dict[str, tuple[str, int]] = {}

@@ -16,12 +16,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgebench.cache_files import replacing
 from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
+from edgebench.measure.machine import cpu_model
 from edgebench.runtimes.base import BackendSettings, get_backend
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,12 @@ def runtime_version(backend: str) -> str:
 
     found = [f"{c.dist} {c.found()}" for c in get_backend(backend).needs if isinstance(c, Package) and c.found()]
     return ", ".join(found) or "unknown"
+
+
+def table_context(backend: str, settings: BackendSettings) -> dict[str, Any]:
+    """What a measured latency is only valid for: runtime versions, CPU, threads, device and options."""
+    return {"runtime": runtime_version(backend), "cpu": cpu_model(), "threads": settings.threads,
+            "device": settings.device, "options": settings.options}
 
 
 class LatencyTable:

@@ -1,0 +1,98 @@
+"""A variant's p50 predicted from the per-layer latency tables before it is measured (issue 22, part 4).
+
+The tables the ``latency`` allocation searches on (``table.py``: one-layer ONNX models timed on the target's
+runtime) are a latency model: a model's conv/linear layers looked up and summed. The sum misses what is not
+a conv or linear layer (residual adds, pooling, the runtime's per-inference overhead) and counts each layer's
+own call overhead, so it is calibrated as NetAdapt's search calibrates it: the unpruned model's p50 measured
+on the target, times the ratio of the two models' table sums. The prediction never reads the variant's own
+measurement; the pipeline stores it beside that measurement (``measurement.predict_latency``), so every run
+reports how far the model is off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgebench.cache_files import replacing
+from edgebench.job import LatencyPrediction
+from edgebench.prune.allocation.latency.budget import MODEL_TIMING, onnx_backend
+from edgebench.prune.allocation.latency.search import layer_shapes
+from edgebench.prune.allocation.latency.table import (
+    LatencyTable,
+    LayerShape,
+    backend_layer_timer,
+    default_table_path,
+    onnx_p50_ms,
+    table_context,
+)
+from edgebench.runtimes.base import BackendSettings
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+from edgebench.targets import TargetSpec
+from edgebench.variants import spec_hash
+
+log = logging.getLogger(__name__)
+
+
+def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
+                unpruned_p50_ms: float) -> LatencyPrediction:
+    """``unpruned_p50_ms`` scaled by the ratio of the table sums of ``shapes`` and ``unpruned`` (the layers'
+    entries are measured now when the table lacks them)."""
+    table_ms = sum(table.latency(shape) for shape in shapes)
+    unpruned_table_ms = sum(table.latency(shape) for shape in unpruned)
+    return LatencyPrediction(p50_ms=unpruned_p50_ms * table_ms / unpruned_table_ms, table_ms=table_ms,
+                             unpruned_table_ms=unpruned_table_ms, unpruned_p50_ms=unpruned_p50_ms, layers=len(shapes))
+
+
+class TargetLatencyModel:
+    """The latency model of one local target's ONNX runtime: its table and the unpruned model's measured p50,
+    both kept under ``directory`` (the run's ``<workdir>/latency``, shared with the latency allocation)."""
+
+    def __init__(self, target: str | TargetSpec, backend: str, directory: Path) -> None:
+        spec, self.backend = onnx_backend(target, backend)
+        self.target = spec.name
+        self.settings = BackendSettings(threads=spec.threads, device=spec.device,
+                                        options=spec.backend_options.get(self.backend, {}))
+        self.directory = directory
+        self.context = table_context(self.backend, self.settings)
+        self.table = LatencyTable(default_table_path(self.target, self.backend, directory), self.target,
+                                  self.backend, json.dumps(self.context, sort_keys=True),
+                                  backend_layer_timer(self.backend, self.settings))
+
+    def unpruned_p50_ms(self, unpruned: nn.Module, example: torch.Tensor) -> float:
+        """The unpruned model's p50 on the target (median of 3 windows), measured once and kept."""
+        shapes = sorted((name, shape.key) for name, shape in layer_shapes(unpruned, example).items())
+        key = spec_hash([shapes, list(example.shape), self.target, self.backend, self.context])
+        path = self.directory / f"unpruned-{key}.json"
+        if path.is_file():
+            return float(json.loads(path.read_text())["p50_ms"])
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = Path(tmp) / "unpruned.onnx"
+            export_fp32_onnx(unpruned.eval(), example, onnx)
+            p50 = float(np.median([onnx_p50_ms(onnx, self.backend, self.settings, example.numpy(), MODEL_TIMING)
+                                   for _ in range(3)]))
+        with replacing(path) as tmp_path:
+            tmp_path.write_text(json.dumps({"p50_ms": p50, "target": self.target, "backend": self.backend}))
+        return p50
+
+    def predict(self, model: nn.Module, unpruned: nn.Module, example: torch.Tensor) -> LatencyPrediction:
+        """``model``'s p50 on the target predicted from the table, calibrated on ``unpruned``."""
+        example = example[:1]
+        calibration = self.unpruned_p50_ms(unpruned, example)
+        shapes = list(layer_shapes(model, example).values())
+        prediction = predict_p50(shapes, list(layer_shapes(unpruned, example).values()), self.table, calibration)
+        self.table.save()
+        log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %d table entries measured now)",
+                 self.target, self.backend, prediction.p50_ms, prediction.layers, self.table.measured)
+        return prediction
+
+
+def prediction_path(workdir: Path, variant_id: str, target: str, backend: str) -> Path:
+    """Where the sweep keeps a variant's prediction for one target and backend until its measurement is stored."""
+    return workdir / "latency" / "predictions" / f"{variant_id}--{target}--{backend}.json"

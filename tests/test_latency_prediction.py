@@ -1,0 +1,85 @@
+"""The latency tables as a model that predicts a variant's p50 (issue 22, part 4): the arithmetic on a table
+written by hand, and a run that stores each prediction beside its measurement, reports its error and prints it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgebench.config import load_experiment
+from edgebench.job import LatencyPrediction, MeasureSettings
+from edgebench.pipeline import run_experiment
+from edgebench.prune.allocation.latency.predict import predict_p50
+from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
+from edgebench.store import Store
+from tests.experiment_files import default_with
+
+STEM, STEM_HALF = LayerShape("Conv", 3, 16, (3, 3), (1, 1), (1, 1), (8, 8)), LayerShape("Conv", 3, 8, (3, 3), (1, 1), (1, 1), (8, 8))
+BODY, BODY_HALF = LayerShape("Conv", 16, 16, (3, 3), (1, 1), (1, 1), (8, 8)), LayerShape("Conv", 8, 8, (3, 3), (1, 1), (1, 1), (8, 8))
+FC, FC_HALF = LayerShape("Gemm", 16, 10), LayerShape("Gemm", 8, 10)
+#: a table written by hand (ms): what a runtime measured for each layer alone
+ENTRIES = {STEM: 0.10, BODY: 0.50, FC: 0.02, STEM_HALF: 0.06, BODY_HALF: 0.15, FC_HALF: 0.01}
+
+
+def test_prediction_is_the_unpruned_p50_scaled_by_the_table_sums() -> None:
+    measured: list[LayerShape] = []
+
+    def lookup(shape: LayerShape) -> float:
+        measured.append(shape)
+        return ENTRIES[shape]
+
+    table = LatencyTable(None, "t", "r", "v", lookup)
+    prediction = predict_p50([STEM_HALF, BODY_HALF, FC_HALF], [STEM, BODY, FC], table, unpruned_p50_ms=1.24)
+    # by hand: the pruned layers sum to 0.06 + 0.15 + 0.01 = 0.22 ms, the unpruned ones to 0.10 + 0.50 + 0.02 =
+    # 0.62 ms; the unpruned model measured 1.24 ms, twice its table sum, so the prediction is 2 x 0.22 = 0.44 ms
+    assert prediction.table_ms == pytest.approx(0.22)
+    assert prediction.unpruned_table_ms == pytest.approx(0.62)
+    assert prediction.p50_ms == pytest.approx(0.44)
+    assert prediction.layers == 3 and prediction.unpruned_p50_ms == 1.24
+    assert len(measured) == 6  # each entry measured once
+
+
+def test_the_flag_stays_out_of_old_jobs_json() -> None:
+    assert "predict_latency" not in MeasureSettings().model_dump()
+    assert MeasureSettings(predict_latency=True).model_dump()["predict_latency"] is True
+
+
+def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error(tmp_path: Path) -> None:
+    """One tiny run for both of the run's switches: predictions, and side-by-side lanes (used or refused)."""
+    target = tmp_path / "ort-only.yaml"
+    target.write_text("description: ONNX Runtime only\nkind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
+    path = default_with(
+        tmp_path, name="predict", training={"epochs": 1, "batch_size": 128},
+        pruning={"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0], "allocation": ["uniform"]},
+        quantization={"precisions": ["fp32"]}, targets=[str(target)],
+        measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None,
+                     "predict_latency": True, "parallel_lanes": True},
+        run={"workdir": str(tmp_path / "runs")}, report={"dir": str(tmp_path / "report")},
+    )
+    outcome = run_experiment(load_experiment(path))
+    assert outcome.failed == [] and "predict" in outcome.stage_seconds
+    verdict = outcome.side_by_side  # the interference check ran before the sweep; a refusal is said, not hidden
+    assert verdict is not None and verdict.reason
+    assert verdict.ok or any(note.startswith("side-by-side lanes refused") for note in outcome.unsupported)
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id).set_index("kind")
+    base, pruned = df.loc["baseline"], df.loc["structured"]
+    assert base["predicted_p50_ms"] is None or base["predicted_p50_ms"] != base["predicted_p50_ms"]  # not predicted
+    prediction = LatencyPrediction.model_validate(pruned["details"]["latency_prediction"])
+    # the digits CNN's 4 conv/linear layers, each timed alone (a few microseconds each: which sum is the larger is
+    # the runtime's noise here, so only the arithmetic and where it is stored are checked)
+    assert prediction.layers == 4 and prediction.table_ms > 0 and prediction.unpruned_table_ms > 0
+    assert pruned["predicted_p50_ms"] == prediction.p50_ms == pytest.approx(
+        prediction.unpruned_p50_ms * prediction.table_ms / prediction.unpruned_table_ms)
+    assert pruned["prediction_error_pct"] == pytest.approx(100 * (prediction.p50_ms / pruned["p50_ms"] - 1))
+    html = outcome.report_path.read_text()
+    assert "prediction error %" in html and "predicted p50 ms" in html
+
+    from edgebench.cli.common import console
+    from edgebench.cli.run import _print_prediction_error
+
+    with console.capture() as captured:
+        _print_prediction_error(df.reset_index())
+    line = captured.get()
+    assert f"latency model on ort-only/onnxruntime: MAPE {abs(pruned['prediction_error_pct']):.1f} % over 1" in line
