@@ -148,6 +148,20 @@ class HostLane(BaseModel):
     why: str | None = None
 
 
+class Contention(BaseModel):
+    """CPU time other processes took on the measurement's cores during its timed window (``measure.contention``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    other_cores: float = Field(description="others' CPU time over the window's length: cores they kept busy")
+    other_cpu_s: float
+    window_s: float
+    cores: list[int] = Field(description="the cores counted: those the measuring process could run on")
+    spare_cores: int = Field(0, description="cores of those the measurement left free (cores - its threads)")
+    threshold: float = Field(description="other_cores beyond the spare cores above this flags the window")
+    flagged: bool = Field(description="contended: compare and history never call a change on it")
+
+
 class LatencyPrediction(BaseModel):
     """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
     the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate)."""
@@ -163,7 +177,7 @@ class LatencyPrediction(BaseModel):
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
 _IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
-               "host_lane", "latency_prediction")
+               "host_lane", "latency_prediction", "contention")
 
 
 class JobResult(BaseModel):
@@ -208,6 +222,7 @@ class JobResult(BaseModel):
     energy_window: EnergyWindow | None = None
     ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
     host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
+    contention: Contention | None = Field(None, description="other processes' CPU use during the timed window")
     latency_prediction: LatencyPrediction | None = Field(
         None, description="the p50 the latency tables predicted (set by the controller; measurement.predict_latency)")
 

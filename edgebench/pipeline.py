@@ -30,8 +30,9 @@ from edgebench.executor.settings import create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_specs
-from edgebench.job import LatencyPrediction
+from edgebench.job import Job, LatencyPrediction
 from edgebench.measure.machine import machine_info
+from edgebench.measure.reference_workload import speed_record
 from edgebench.plan import (
     PlannedJob,
     check_qat_targets,
@@ -47,7 +48,17 @@ from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
-from edgebench.sweep import Allocate, BuildVariant, Export, Measure, Predict, Reference, sweep_tasks, wants_side_by_side
+from edgebench.sweep import (
+    Allocate,
+    BuildVariant,
+    Export,
+    MachineSpeed,
+    Measure,
+    Predict,
+    Reference,
+    sweep_tasks,
+    wants_side_by_side,
+)
 from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import VariantSpec
 
@@ -292,6 +303,14 @@ class _OpenRun:
         if not result.ok:
             log.warning("%s failed: %s", result.key, result.error)
 
+    def _machine_speed(self, result: TaskResult, context: MachineSpeed) -> None:
+        """The reference workload's figure: stored with the run's machine (every reading, a resumed run adds one)."""
+        record = speed_record(job_result(result))
+        if record is None:
+            log.warning("the machine-speed reference could not be measured: %s", result.error or "no latency")
+            return
+        self.store.add_machine_speed(self.run_id, record)
+
     def _predicted(self, result: TaskResult, context: Predict) -> None:
         """A latency prediction: a file its measurement's record reads, or why there is none (logged)."""
         if not result.ok:
@@ -319,15 +338,25 @@ class _OpenRun:
         self.store.add_measurement(MeasurementRecord(
             self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
             size_bytes=artifact_size(artifact) if ready else None,
-            compressed_bytes=compressed_size(artifact) if ready else None))
+            compressed_bytes=compressed_size(artifact) if ready else None, job=_absolute(context.worker_job)))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:
             self.outcome.failed.append(f"{where}: {measured.error}")
 
 
+def _absolute(job: Job | None) -> Job | None:
+    """``job`` with absolute file paths: `compare --remeasure` may run from another directory (a CI checkout)."""
+    if job is None:
+        return None
+    files = {key: str(Path(path).resolve()) for key in ("artifact", "eval_data", "reference")
+             if (path := getattr(job, key))}
+    return job.model_copy(update=files)
+
+
 #: one handler per kind of task (``sweep.KINDS``), called with the result and the task's typed context
 RESULT_HANDLERS: dict[type, Callable[[_OpenRun, TaskResult, Any], None]] = {
+    MachineSpeed: _OpenRun._machine_speed,
     BuildVariant: _OpenRun._variant_built,
     Allocate: _OpenRun._made_file,
     Predict: _OpenRun._predicted,

@@ -30,6 +30,8 @@ from edgebench.executor.base import HOST, Lane, Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
 from edgebench.external import import_artifact
+from edgebench.job import Job
+from edgebench.measure import reference_workload
 from edgebench.models.source import new_model
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
@@ -116,14 +118,27 @@ class Measure:
     kind: ClassVar[str] = "measure"
     stage: ClassVar[str] = "measure"
     job: PlannedJob
+    #: the worker's job (its files on this machine): stored with the result, so `compare --remeasure` can run it again
+    worker_job: Job | None = None
 
     def describe(self) -> str:
         return f"{self.job.variant.label} on {self.job.target.name}/{self.job.backend}"
 
 
+@dataclass(frozen=True)
+class MachineSpeed:
+    """Time the shipped reference workload before the run's measurements: the machine's speed during the run."""
+
+    kind: ClassVar[str] = "measure"
+    stage: ClassVar[str] = "speed"  # a stage of its own: "measure" counts the experiment's measurements only
+
+    def describe(self) -> str:
+        return f"machine speed ({reference_workload.NAME})"
+
+
 #: every kind of task a sweep makes; the pipeline has one result handler for each
-SweepContext = BuildVariant | Allocate | Predict | Export | Reference | Measure
-KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export, Reference, Measure)
+SweepContext = BuildVariant | Allocate | Predict | Export | Reference | Measure | MachineSpeed
+KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export, Reference, Measure, MachineSpeed)
 
 
 def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
@@ -245,7 +260,8 @@ def sweep_tasks(
         external = job.variant.external
         # an external artifact is compared with the PyTorch model it was made from (its parent), when it names one
         weights = job.variant.weights_spec if external is None else by_id.get(external.parent_id or "")
-        built_by = tuple(k for k in (f"build:{weights.id}",) if weights is not None and k in builds)
+        build_key = f"build:{weights.id}" if weights is not None else None  # none: an artifact with parent null
+        built_by = (build_key,) if build_key in builds else ()
         artifact = artifact_path(job, workdir)
         reference = reference_path(weights, workdir) if weights is not None else None
         if not artifact_ready(artifact) and external is not None:  # its "export" is a copy into the cache
@@ -270,13 +286,15 @@ def sweep_tasks(
         worker_job = job.to_job(artifact, eval_path, reference)
         files = tuple(f for f in (artifact, eval_path, reference) if f is not None)
         task = measure_task(worker_job, runner.task_timeout(), lane=lane, resources=runner.resources(),
-                            fn=runner.run, args=(worker_job, files), context=Measure(job))
+                            fn=runner.run, args=(worker_job, files), context=Measure(job, worker_job))
         reference_key = f"reference:{weights.id}" if weights is not None else ""
         predicted = predict.key if predict is not None else ""
         task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key, predicted)
                                    if key in prepared))
         measures.append(task)
-    return [*builds.values(), *prepared.values(), *measures]
+    # first in line for the host's cores, so it runs before the builds start
+    speed = [measure_task(reference_workload.reference_job(workdir), 300.0, context=MachineSpeed())] if measures else []
+    return [*speed, *builds.values(), *prepared.values(), *measures]
 
 
 def wants_side_by_side(job: PlannedJob, lane: Lane) -> bool:

@@ -1,23 +1,25 @@
 """How often does ``edgebench compare`` cry wolf, and how often does it catch a real 10 % slowdown?
 
-Builds a tiny CNN, exports it to ONNX, and measures it in separate processes
-(a fresh ONNX Runtime session per run, timed by edgebench's harness), storing
-every run in a temporary edgebench store. Three arms are interleaved in random
-order so slow machine drift hits all of them alike:
+Three arms (``python scripts/bench_regression_detection.py [interleaved] [recipe] [remeasure]``, default: all):
 
-* A and A2: the same model (A/A pairs: any latency regression is a false alarm);
-* B: the same model with a busy-wait of 10 % of A's calibrated median added to
-  every inference (A/B pairs: a latency regression is a detection).
+interleaved  A tiny CNN exported to ONNX, measured in separate fresh processes by edgebench's harness and
+             stored as runs; arms A and A2 (the same model: A/A pairs) and B (a busy-wait of 10 % of A's
+             median after every inference: A/B pairs) interleaved in random order, so slow drift hits all
+             alike. ``--pairs``, ``--repeats`` (runs a side), ``--min-time``.
+recipe       README's CI recipe followed literally: separate ``edgebench run EXPERIMENT --tag ...``
+             invocations ``--gap`` seconds apart, A/A pairs of identical code and artifacts, in ``--workdir``
+             (resumable: pairs already stored are kept). Each pair is compared with compare's rule (with the
+             lookback of the earlier pairs' runs, and without it: the allowance alone) and with the
+             sample-level rule edgebench used before; prints false alarms per result compared, the runs'
+             machine-speed index and the peak RSS of one artifact across the runs. ``--experiment`` tiny (a
+             2-epoch digits run with one pruned variant, fp32 and int8 on local-cpu; a few minutes a pair) or
+             a path (``edgebench/experiments/default.yaml`` for the issue's figure).
+remeasure    ``compare --remeasure`` on the latest run of the recipe arm's store against a copy of it whose
+             ONNX Runtime artifacts are made ``--slowdown`` slower by busy work (detections), and against a
+             copy with the same artifacts (A/A), ``--trials`` times. ``--ignore-contention`` counts rounds
+             other processes disturbed instead of leaving them out (a shared machine flags most of them).
 
-Prints the false-alarm rate and the detection rate of the p50 latency decision
-under the default minimum effect (and of any latency metric: p50, p99, throughput),
-with compare's run-level rule (each run one piece of evidence; with one run a side
-and no history only changes beyond the noise allowance count) and, for contrast,
-the sample-level rule edgebench used before (a test on the thousands of samples of
-the two runs, decided on their p2 floor).
-
-    python scripts/bench_regression_detection.py --pairs 100            # one run per side
-    python scripts/bench_regression_detection.py --pairs 100 --repeats 3  # three runs per side
+Every figure line starts with the machine (``lscpu`` model) and the load average.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import random
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -96,18 +99,15 @@ def sample_rule_regressed(a: np.ndarray, b: np.ndarray, min_effect: float = 0.05
     return bool(p < alpha and low > 1 and ratio - 1 >= min_effect)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=40, help="A/A and A/B comparisons each (>= 20)")
-    parser.add_argument("--min-time", type=float, default=1.0, help="timed seconds per run")
-    parser.add_argument("--slowdown", type=float, default=0.10, help="injected slowdown of B as a fraction")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--repeats", type=int, default=1,
-        help="runs per side of each comparison (compare --repeats: the runs are the evidence)",
-    )  # fmt: skip
-    args = parser.parse_args()
+def machine() -> str:
+    """``lscpu`` model and the load average, for every figure line."""
+    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    return f"[{model}; load {Path('/proc/loadavg').read_text().split()[0]}]"
 
+
+def interleaved(args: argparse.Namespace) -> None:
+    """The interleaved arm (module docstring)."""
     from edgebench.job import JobResult
     from edgebench.store import Store
     from edgebench.store.compare import compare_runs
@@ -157,7 +157,7 @@ def main() -> None:
     aa_changes = np.array([c for _, _, c, _ in aa])
     ab_changes = np.array([c for _, _, c, _ in ab])
     n = args.pairs
-    print(f"{n} A/A and {n} A/B comparisons, {args.repeats} run(s) of {args.min_time:g} s per side, interleaved")
+    print(f"{machine()} {n} A/A and {n} A/B comparisons, {args.repeats} run(s) of {args.min_time:g} s per side, interleaved")
     print(f"min effect (default): latency {DEFAULT_MIN_EFFECT['latency']}%, p99 {DEFAULT_MIN_EFFECT['p99']}%, "
           f"throughput {DEFAULT_MIN_EFFECT['throughput']}%; noise allowance {DEFAULT_ALLOWANCE:g}%")  # fmt: skip
     print(f"A/A p50 change across runs: mean {aa_changes.mean():+.2f}%, sd {aa_changes.std(ddof=1):.2f}%, "
@@ -171,6 +171,33 @@ def main() -> None:
     print(f"run-level rule, any latency metric: false alarms {sum(f for _, f, _, _ in aa)}/{n}")
     print("run-level regression verdicts per metric: " + ", ".join(f"{k} {m}: {c}/{n}" for (k, m), c in alarms.items()))
     store.close()
+
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arms", nargs="*", choices=[[], "interleaved", "recipe", "remeasure"], default=[])
+    parser.add_argument("--pairs", type=int, default=20, help="interleaved: A/A and A/B comparisons each")
+    parser.add_argument("--min-time", type=float, default=1.0, help="interleaved: timed seconds per run")
+    parser.add_argument("--slowdown", type=float, default=0.10, help="injected slowdown as a fraction")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved: runs per side of each comparison")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-regression"),
+                        help="recipe/remeasure: where runs, artifacts and the store live (resumable)")
+    parser.add_argument("--experiment", default="tiny", help="recipe: 'tiny' or an experiment file")
+    parser.add_argument("--recipe-pairs", type=int, default=3, help="recipe: A/A pairs of separate runs in all")
+    parser.add_argument("--gap", type=float, default=60, help="recipe: seconds between the two runs of a pair")
+    parser.add_argument("--trials", type=int, default=3, help="remeasure: slowed and identical copies compared")
+    parser.add_argument("--rounds", type=int, default=5, help="remeasure: rounds per result and side")
+    parser.add_argument("--round-time", type=float, default=0.5, help="remeasure: timed seconds per round")
+    parser.add_argument("--ignore-contention", action="store_true",
+                        help="remeasure: decide on rounds other processes disturbed too")
+    args = parser.parse_args()
+    from bench_regression_recipe import recipe, remeasure
+
+    for arm in args.arms or ["interleaved", "recipe", "remeasure"]:
+        {"interleaved": interleaved, "recipe": recipe, "remeasure": remeasure}[arm](args)
 
 
 def _measurement_id(store: object, tag: str) -> int:

@@ -17,7 +17,7 @@ from edgebench.cli.common import console, print_line
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
 from edgebench.store.gate import DEFAULT_UNSTABLE_PCT
-from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK
+from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK, DEFAULT_ROUNDS
 
 if TYPE_CHECKING:
     from edgebench.store.compare import Comparison
@@ -71,6 +71,15 @@ def report(
 def compare(
     baseline: Annotated[str, typer.Argument(help="baseline run id or tag")],
     candidate: Annotated[str, typer.Argument(help="candidate run id or tag")],
+    remeasure: Annotated[
+        bool,
+        typer.Option("--remeasure", help="re-time both runs' stored artifacts here, alternately, in --rounds fresh "
+                     "processes each, and decide on the paired rounds (the way for CI on a shared machine)"),
+    ] = False,
+    rounds: Annotated[int, typer.Option(min=2, help="--remeasure: rounds per result and side")] = DEFAULT_ROUNDS,
+    min_time: Annotated[
+        float | None, typer.Option("--min-time", min=0, help="--remeasure: timed seconds per round (default: the run's)")
+    ] = None,
     store: StoreOpt = None,
     fmt: Annotated[
         Literal["table", "markdown", "json", "html"],
@@ -119,8 +128,12 @@ def compare(
     """Compare two runs and gate on the result: exit 1 when a regression fails the gate, 5 when regressions only
     warn (--warn thresholds, unstable measurements), 0 otherwise.
 
-    Measured metrics are decided per run, never on the samples inside one run: with one run a side and too
-    little history on this machine the confidence is unknown and only changes beyond --allowance count.
+    In CI use --remeasure: both runs' artifacts are timed again here, alternately
+    (asv continuous), and the paired rounds decide, so drift between the runs cancels.
+
+    Without it, measured metrics are decided per run, never on one run's samples;
+    with one run a side and little history here the confidence is unknown and
+    only changes beyond --allowance count.
     """
     from edgebench.store.compare import compare_runs
     from edgebench.store.compare_markdown import to_markdown
@@ -133,8 +146,12 @@ def compare(
     if fmt == "html":
         output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
     with open_store(store) as st:
-        cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
-                           lookback=lookback)
+        if remeasure:
+            stored_rule = {"repeats": repeats, "allowance": allowance, "lookback": lookback}
+            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha, stored_rule)
+        else:
+            cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
+                               lookback=lookback)
         gate = evaluate(cmp, thresholds)
         if fmt == "html":
             from edgebench.report.compare_page import render_comparison
@@ -154,6 +171,24 @@ def compare(
     if output:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     raise typer.Exit(gate.exit_code)
+
+
+def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time: float | None,
+                effects: dict[str, float], alpha: float, stored_rule: dict[str, Any]) -> Comparison:
+    """``compare --remeasure`` with a progress bar over the rounds."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgebench.remeasure import remeasure_runs
+
+    columns = (TextColumn("re-measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("", total=None)
+
+        def advance(done: int, total: int, what: str) -> None:
+            progress.update(bar, completed=done, total=total, description=what)
+
+        return remeasure_runs(st, baseline, candidate, rounds, min_time, effects, alpha, advance, stored_rule)
 
 
 def _print_comparison(cmp: Comparison) -> None:
@@ -177,6 +212,8 @@ def _print_comparison(cmp: Comparison) -> None:
         )  # fmt: skip
     console.print(table)
     console.print(f"how: {cmp.method}", style="dim", highlight=False)
+    if cmp.speed_note:
+        print_line("machine speed:", "yellow", cmp.speed_note)
     for warning in dict.fromkeys(cmp.warnings + [w for r in cmp.results for w in r.warnings] + cmp.unmatched):
         print_line("context:", "yellow", warning)
     if cmp.regressions:

@@ -1,10 +1,11 @@
 """Running one task inside a worker process (a warm local worker or a Ray worker).
 
-Peak RSS is made per task: before each task the kernel's high-water mark (VmHWM) is reset to the
-current RSS by writing 5 to /proc/self/clear_refs, after the previous task's garbage is collected and
-returned to the OS, so ``peak_rss_mb()`` in a measurement sees only what this task added on top of the
-warm worker's imports. Where the reset is refused (not Linux, or a kernel without it), the worker says
-so and the executor gives each measurement a fresh process instead.
+In a worker that runs tasks itself (builds, exports) peak RSS is made per task as far as a long-lived
+process allows: before each task the kernel's high-water mark (VmHWM) is reset to the current RSS by writing
+5 to /proc/self/clear_refs, after the previous task's garbage is collected and returned to the OS. What
+earlier tasks left resident still counts, so measurements run in forked children instead (``forked``).
+Where the reset is refused (not Linux, or a kernel without it), the worker says so and the executor gives
+each such task's successor a fresh process.
 """
 
 from __future__ import annotations

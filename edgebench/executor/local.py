@@ -30,9 +30,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
+from edgebench.executor.forked import STACK_DUMP_SIGNAL
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome
-from edgebench.executor.warm_worker import STACK_DUMP_SIGNAL, worker_main
+from edgebench.executor.warm_worker import worker_main
 from edgebench.job import Placement
 from edgebench.measure.worker import stderr_tail
 
@@ -146,7 +147,7 @@ class LocalExecutor(Executor):
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=worker_main, name=f"edgebench-{kind.name}", daemon=False,
-            args=(child_conn, dict(kind.env), kind.preload, str(log_path), os.getpid(), kind.cpus),
+            args=(child_conn, dict(kind.env), kind.preload, str(log_path), os.getpid(), kind.cpus, kind.fork_per_task),
         )
         process.start()
         child_conn.close()

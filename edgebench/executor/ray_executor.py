@@ -14,6 +14,7 @@ failure; with ``on_lost="retry"`` a task lost with its node is queued again up t
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 from edgebench.errors import require_module, summarize
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult
+from edgebench.executor.forked import run_forked
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome, run_task
 from edgebench.job import Placement
@@ -35,11 +37,12 @@ def import_ray() -> Any:
     return require_module("ray", "ray", "the ray executor")
 
 
-def _run_on_node(fn: Any, args: tuple[Any, ...]) -> Outcome:
-    """The Ray task body: run the task in this Ray worker and say which node it was."""
+def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False) -> Outcome:
+    """The Ray task body: run the task in this Ray worker (in a child forked from it with ``fork``: a measurement's
+    peak RSS is then its own, whatever the Ray worker ran before) and say which node it was."""
     import ray
 
-    outcome = run_task(fn, args)
+    outcome = pickle.loads(run_forked(fn, args)) if fork else run_task(fn, args)
     context = ray.get_runtime_context()
     outcome.host, outcome.node = ray.util.get_node_ip_address(), context.get_node_id()[:8]
     return outcome
@@ -153,7 +156,7 @@ class RayExecutor(Executor):
             options.update(num_cpus=node.cpus if task.timed else 1,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
         task.attempts += 1
-        ref = self._remote.options(**options).remote(task.fn, task.args)
+        ref = self._remote.options(**options).remote(task.fn, task.args, task.worker.fork_per_task)
         now = time.monotonic()
         self._in_flight[ref] = _InFlight(task, lane, now, now + task.timeout_s + self.start_slack_s)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edgebench.executor.base import HOST, Lane, Task, TaskContext, TaskKind, TaskResult, WorkerKind
 from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
+from edgebench.runtimes.base import get_backend
 
 if TYPE_CHECKING:
     from edgebench.executor.runners import Runner
@@ -37,8 +39,11 @@ def measure_task(
             Keep it in a module that does not import torch, or every measurement worker would carry it.
     """
     pinned = f"-cpus{'_'.join(map(str, sorted(lane.cpus)))}" if lane.cpus else ""
+    # the runtime is imported once by the worker; each measurement runs in a child forked from it, so its peak
+    # RSS is the runtime's import plus its own model and inference, whatever the worker measured before
+    runtime = tuple(m for m in get_backend(job.backend).imports() if importlib.util.find_spec(m))  # a board's: not here
     worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}", env=tuple(thread_env(job.threads).items()),
-                        preload=("edgebench.measure.worker",), cpus=lane.cpus)
+                        preload=("edgebench.measure.worker", *runtime), cpus=lane.cpus, fork_per_task=True)
     return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args, lane=lane,
                 timed=True, timeout_s=timeout_s, worker=worker, resources=dict(resources or {}), context=context)
 

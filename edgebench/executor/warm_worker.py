@@ -17,11 +17,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
+from edgebench.executor.forked import PR_SET_PDEATHSIG, STACK_DUMP_SIGNAL, forward_stack_dumps, outcome_bytes, run_forked
 from edgebench.executor.inprocess import Outcome, run_task
-
-PR_SET_PDEATHSIG = 1
-#: the executor sends this to a hung worker before killing it: the worker writes every thread's stack
-STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -44,15 +41,22 @@ def _redirect_output(log_path: str) -> None:
 
 
 def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...], log_path: str, parent_pid: int,
-                cpus: frozenset[int] | None = None) -> None:
-    """Serve tasks until the pipe closes or an empty message asks the worker to stop."""
+                cpus: frozenset[int] | None = None, fork_per_task: bool = False) -> None:
+    """Serve tasks until the pipe closes or an empty message asks the worker to stop.
+
+    With ``fork_per_task`` every task runs in a child forked from this worker (``forked``), which itself only
+    ever imports ``preload``: a measurement's peak RSS then never carries what an earlier task left behind.
+    """
     _die_with_parent(parent_pid)
     os.environ.update(env)
     if cpus:  # before any runtime starts its threads: they inherit the mask
         os.sched_setaffinity(0, cpus)
     _redirect_output(log_path)
     faulthandler.enable()  # a SIGSEGV/SIGABRT leaves the Python stack in the log before the process dies
-    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
+    if fork_per_task:
+        forward_stack_dumps()
+    else:
+        faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
     for module in preload:
         try:
             importlib.import_module(module)
@@ -68,14 +72,10 @@ def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...],
         try:
             fn, args = pickle.loads(data)
         except Exception as exc:
-            outcome = Outcome("failed", error=f"cannot unpickle the task: {exc}", detail=traceback.format_exc())
+            payload = outcome_bytes(Outcome("failed", error=f"cannot unpickle the task: {exc}",
+                                            detail=traceback.format_exc()))
         else:
-            outcome = run_task(fn, args)
+            payload = run_forked(fn, args) if fork_per_task else outcome_bytes(run_task(fn, args))
         sys.stdout.flush()
         sys.stderr.flush()
-        try:
-            payload = pickle.dumps(outcome)
-        except Exception as exc:  # e.g. a build returning an open file
-            payload = pickle.dumps(Outcome("failed", error=f"the task's result cannot be sent back: {exc}",
-                                           started=outcome.started, ended=outcome.ended))
         conn.send_bytes(payload)

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from edgebench.errors import summarize
 from edgebench.job import EnergyWindow, Job, JobResult, TimedWindow
+from edgebench.measure.contention import ContentionProbe
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
@@ -43,6 +45,20 @@ def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.nda
     return np.concatenate(outs)
 
 
+def _leading_images(eval_data: str, n: int) -> np.ndarray:
+    """The first ``n`` images (float32) of the eval npz, without reading the others."""
+    with zipfile.ZipFile(eval_data) as archive, archive.open("x.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(member)
+        if fortran_order or not shape:
+            return np.ascontiguousarray(np.load(eval_data)["x"][:n], dtype=np.float32)
+        rows = min(n, shape[0])
+        count = rows * int(np.prod(shape[1:], dtype=np.int64))
+        images = np.frombuffer(member.read(count * dtype.itemsize), dtype=dtype, count=count)
+    return np.ascontiguousarray(images.reshape(rows, *shape[1:]), dtype=np.float32)
+
+
 def execute(job: Job) -> JobResult:
     """Run ``job`` in this process (the caller provides isolation)."""
     backend = get_backend(job.backend)
@@ -62,15 +78,15 @@ def execute(job: Job) -> JobResult:
     session = backend.load(Path(job.artifact), settings)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
 
-    data = np.load(job.eval_data)
-    x, y = data["x"].astype(np.float32), data["y"]
-    if job.measure.accuracy_samples:
-        x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
-    batch = np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0)) if len(x) < batch_size else x[:batch_size]
+    # the timed batch is read alone: the test set, loaded after the peak RSS is read, is the harness's, not the job's
+    first = _leading_images(job.eval_data, min(batch_size, job.measure.accuracy_samples or batch_size))
+    batch = np.repeat(first[:1], batch_size, axis=0) if len(first) < batch_size else first
 
+    probe = ContentionProbe.start(job.threads)
     window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     window_to = time.time()
+    contention = probe.stop(window_to - window_from)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
@@ -85,6 +101,11 @@ def execute(job: Job) -> JobResult:
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
+    peak_rss = peak_rss_mb()  # runtime import, model load, first inference, warm-up and the timed loop
+    data = np.load(job.eval_data)
+    x, y = data["x"].astype(np.float32), data["y"]
+    if job.measure.accuracy_samples:
+        x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
     logits = _batched_predict(session, x, batch_size)
     accuracy = float((logits.argmax(axis=1) == y).mean())
     max_diff = None
@@ -108,7 +129,7 @@ def execute(job: Job) -> JobResult:
         throughput_ips=throughput,
         samples_ns=timing.samples_ns,
         batch_size=batch_size,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=peak_rss,
         energy_j_per_inference=energy_j,
         energy_source=energy_source,
         energy_note=energy_note,
@@ -122,6 +143,7 @@ def execute(job: Job) -> JobResult:
         timed_window=(window_from, window_to),
         window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
                            percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
+        contention=contention,
         energy_window=energy_window,
     )
 

@@ -129,6 +129,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
                 text += " (host C-sim)"  # the FPGA simulation's time on this CPU, not the FPGA's latency
             note = _interval_note(row, metric)  # in the cell's tooltip: the cell itself stays a sortable number
             cells.append(f"<td title=\"{esc(note)}\">{esc(text)}</td>" if note else f"<td>{esc(text)}</td>")
+        cells.append(f"<td>{esc(_contention_cell(row['details']))}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
         body.append(
@@ -136,7 +137,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
             f"<td class=l><code>{esc(row['variant_id'])}</code></td>"
             f"<td class=l>{esc(titles[idx])}</td>{''.join(cells)}<td class=l>{esc(marks or '—')}</td></tr>"
         )
-    headers = ["variant", "id", "target", *(m.short for m in metrics), "Pareto-optimal for"]
+    headers = ["variant", "id", "target", *(m.short for m in metrics), "others' CPU (cores)", "Pareto-optimal for"]
     return table_html(headers, body, left=3, sortable=True)
 
 
@@ -152,6 +153,14 @@ def _interval_note(row: pd.Series, metric: Metric) -> str:
     confidence = row.get("ci_confidence")
     level = f"{confidence:.0%} " if isinstance(confidence, int | float) and not pd.isna(confidence) else ""
     return f"{level}interval [{low:.4g}, {high:.4g}] ms (±{max(value - low, high - value) / value:.1%})"
+
+
+def _contention_cell(details: object) -> str:
+    """Other processes' CPU use during the timed window (cores), flagged when it made the figure undecidable."""
+    found = details.get("contention") if isinstance(details, dict) else None
+    if not found:
+        return "—"
+    return f"{found['other_cores']:.2f}" + (" ⚠ contended" if found.get("flagged") else "")
 
 
 def failed_table(failed: pd.DataFrame) -> str:

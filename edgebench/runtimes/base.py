@@ -146,6 +146,12 @@ class Backend(ABC):
     #: the ``backend_options`` a target may set for this backend, validated when the target file loads
     Options: ClassVar[type[BaseModel]] = NoOptions
 
+    @classmethod
+    def imports(cls) -> tuple[str, ...]:
+        """Modules its sessions import: a measurement worker imports them once, before it forks each job, so
+        they count in every job's peak RSS as the runtime's import. Default: the modules of ``needs``."""
+        return tuple(module for package in cls.needs if (module := getattr(package, "module", None)))
+
     def available(self) -> str | None:
         """None when usable here, else the reason it is not (a missing package, no GPU)."""
         return missing_reason(self.needs)

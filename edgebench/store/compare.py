@@ -34,7 +34,6 @@ from edgebench.store.significance import (
     MIN_SERIES_RUNS,
     Basis,
     Decision,
-    Noise,
     Verdict,
     at_least,
     decide_runs,
@@ -51,6 +50,8 @@ COMPARED = tuple(DEFAULT_MIN_EFFECT)
 _MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
 #: what makes two runs "the same machine" for the lookback
 _SAME_MACHINE = ("hostname", "cpu_model")
+#: machine-speed differences below this (percent) are reported as the same speed
+SAME_SPEED_PCT = 2.0
 _SETTING_KEYS = ("threads", "batch_size", "scenario", "settings_precision")
 
 
@@ -105,6 +106,19 @@ class Comparison:
     allowance: float = DEFAULT_ALLOWANCE
     #: how the verdicts were reached, in one sentence (the Markdown and the table say it)
     method: str = ""
+    #: each side's machine-speed index (reference workload inferences/s; ``measure.reference_workload``)
+    machine_speed: tuple[float | None, float | None] = (None, None)
+
+    @property
+    def speed_note(self) -> str:
+        """How the machine's own speed differed between the sides' runs, in words ("" when unknown)."""
+        base, cand = self.machine_speed
+        if not base or not cand:
+            return ""
+        change = 100 * (base / cand - 1)  # positive: the candidate's run took longer on the same workload
+        how = (f"the machine was {abs(change):.1f}% {'slower' if change > 0 else 'faster'} during the candidate run"
+               if abs(change) >= SAME_SPEED_PCT else "the machine ran at the same speed")
+        return f"{how} (reference workload: baseline {base:.0f}/s, candidate {cand:.0f}/s)"
 
     @property
     def regressions(self) -> list[MatchedResult]:
@@ -166,15 +180,16 @@ def _geomean(values: list[float]) -> float | None:
 
 
 def metric_change(metric: str, base: list[float], cand: list[float], decision: Decision, effect: float,
-                  noise: Noise | None = None) -> MetricChange:
-    """A :class:`MetricChange` from a decision on per-run (or per-round) values of both sides."""
+                  noise_pct: float | None = None) -> MetricChange:
+    """A :class:`MetricChange` from a decision on per-run (or per-round) values of both sides, with the spread of
+    one run (or round) the decision assumed."""
     def pct(ratio: float | None) -> float | None:
         return None if ratio is None else (ratio - 1) * 100
 
     a, b = _geomean(base), _geomean(cand)
     return MetricChange(metric, a, b, pct(decision.ratio), pct(decision.ci_low),
                         pct(decision.ci_high), decision.confidence, decision.verdict, effect, decision.basis,
-                        decision.note, (len(base), len(cand)), None if noise is None else noise.pct)  # fmt: skip
+                        decision.note, (len(base), len(cand)), noise_pct)  # fmt: skip
 
 
 def _accuracy(base: pd.Series, cand: pd.Series, effect: float) -> MetricChange:
@@ -201,6 +216,19 @@ class Side:
         column = _column(metric)
         return [v for row in self.rows if (v := _value(row, column)) is not None]
 
+    def uncontended(self) -> Side:
+        """The runs whose timed window no other process disturbed (see ``measure.contention``)."""
+        kept = [i for i, row in enumerate(self.rows) if contention_flag(row.get("details")) is None]
+        return Side([self.rows[i] for i in kept], [self.samples[i] for i in kept])
+
+
+def contention_flag(details: Any) -> str | None:
+    """Why a stored measurement is contended (other processes' CPU use in its timed window), or None."""
+    found = details.get("contention") if isinstance(details, dict) else None
+    if not found or not found.get("flagged"):
+        return None
+    return f"other processes kept {found['other_cores']:.2f} cores busy during its timed window"
+
 
 def run_metric_change(
     metric: str,
@@ -212,7 +240,15 @@ def run_metric_change(
     allowance: float,
 ) -> MetricChange:
     """Decide one measured metric on the runs of both sides, with the run-to-run spread from the runs
-    themselves and ``history`` (earlier runs of this result on this machine, oldest first)."""
+    themselves and ``history`` (earlier runs of this result on this machine, oldest first).
+
+    Timing and energy are decided on uncontended runs only; a side left without one is not decided.
+    """
+    if metric in TIMING_METRICS:
+        all_base, all_cand = base, cand
+        base, cand = base.uncontended(), cand.uncontended()
+        if not base.rows or not cand.rows:
+            return _undecided(metric, all_base, all_cand, effect)
     a, b = base.values(metric), cand.values(metric)
     lookback = series_noise(history) if len(history) >= MIN_SERIES_RUNS else None
     noise = pool(replicate_noise([a, b], "runs a side"), lookback)
@@ -226,7 +262,18 @@ def run_metric_change(
     if noise is None and 0 < len(history) < MIN_SERIES_RUNS:
         decision = Decision(decision.verdict, decision.ratio, None, None, None, decision.basis,
                             f"{decision.note} ({len(history)} earlier run(s) here, {MIN_SERIES_RUNS} needed)")
-    return metric_change(metric, a, b, decision, effect, noise)
+    return metric_change(metric, a, b, decision, effect, None if noise is None else noise.pct)
+
+
+def _undecided(metric: str, base: Side, cand: Side, effect: float) -> MetricChange:
+    """A timing metric with no undisturbed run on one side: the change is shown, never called."""
+    side, rows = ("baseline", base.rows) if not base.uncontended().rows else ("candidate", cand.rows)
+    why = contention_flag(rows[-1].get("details"))
+    a, b = base.values(metric), cand.values(metric)
+    mean_a, mean_b = _geomean(a), _geomean(b)
+    ratio = mean_b / mean_a if mean_a and mean_b else None
+    decision = Decision("undecided", ratio, None, None, None, "contended", f"not decided: the {side}'s {why}")
+    return metric_change(metric, a, b, decision, effect)
 
 
 def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min_effect: Mapping[str, float],
@@ -234,21 +281,31 @@ def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min
     """Per-metric changes between the runs of both sides of one result (same variant, target, settings)."""
     changes = []
     for metric in RUN_METRICS:
-        if metric == "energy" and _energy_sources_differ(base, cand):
-            changes.append(MetricChange("energy", None, None, None, None, None, None, "n/a", min_effect["energy"],
-                                        "missing", "energy sources differ: "
-                                        f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"))
+        if metric == "energy" and has_energy_of_two_meters(base, cand):
+            changes.append(energy_sources_differ(base, cand, min_effect["energy"]))
             continue
         changes.append(run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha,
                                          allowance))
+    return changes + fixed_changes(base, cand, min_effect)
+
+
+def energy_sources_differ(base: Side, cand: Side, effect: float) -> MetricChange:
+    """Energy of two sides read by different meters: not compared."""
+    sources = f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"
+    return MetricChange("energy", None, None, None, None, None, None, "n/a", effect, "missing",
+                        f"energy sources differ: {sources}")
+
+
+def fixed_changes(base: Side, cand: Side, min_effect: Mapping[str, float]) -> list[MetricChange]:
+    """The metrics every run of an artifact reports alike: its size (exactly) and accuracy (on the same test set)."""
     size = decide_threshold(_value(base.rows[-1], _column("size")), _value(cand.rows[-1], _column("size")),
                             higher_is_better=False, min_effect=min_effect["size"] / 100)
-    changes.append(metric_change("size", base.values("size")[-1:], cand.values("size")[-1:], size, min_effect["size"]))
-    changes.append(_accuracy(base.rows[-1], cand.rows[-1], min_effect["accuracy"]))
-    return changes
+    return [metric_change("size", base.values("size")[-1:], cand.values("size")[-1:], size, min_effect["size"]),
+            _accuracy(base.rows[-1], cand.rows[-1], min_effect["accuracy"])]
 
 
-def _energy_sources_differ(base: Side, cand: Side) -> bool:
+def has_energy_of_two_meters(base: Side, cand: Side) -> bool:
+    """Whether the two sides' energy figures come from different meters."""
     sources = {row.get("energy_source") for row in base.rows + cand.rows if _value(row, _column("energy")) is not None}
     return len(sources) > 1
 
@@ -283,32 +340,64 @@ def compare_runs(
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
     base_ids = store.resolve_runs(baseline) if repeats else [store.resolve_run(baseline)]
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
-    base_run, base_df, base_by_key = _side(store, base_ids)
-    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
-    history = lookback_values(store, cand_run, exclude=set(cand_ids), limit=lookback)
-    warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
-    warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
-    results, unmatched = [], []
-    for key, cand in cand_by_key.items():
-        row = cand.rows[-1]
-        context = context_label(row["target"], row["backend"], row["threads"])
-        if key not in base_by_key:
-            unmatched.append(_unmatched_reason(row, base_df))
-            continue
-        base = base_by_key[key]
-        changes = compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance)
-        row_warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
-        ids = ([int(r["id"]) for r in base.rows], [int(r["id"]) for r in cand.rows])
-        results.append(MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, row_warnings, ids))
-    for key, base in base_by_key.items():
-        if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
-            row = base.rows[-1]
-            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run")
+    matching = match_runs(store, base_ids, cand_ids)
+    history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
+    results = [matched_result(base, cand, compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance))
+               for key, base, cand in matching.pairs]
+    speeds = (machine_speed(store, base_ids), machine_speed(store, cand_ids))
     method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
               f"run(s), run-to-run spread from the runs of each side and up to {lookback} earlier runs on this "
               f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
               f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
-    return Comparison(base_run["id"], cand_run["id"], results, unmatched, warnings, effects, alpha, allowance, method)
+    return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
+                      matching.warnings, effects, alpha, allowance, method, speeds)
+
+
+def machine_speed(store: Store, run_ids: list[str]) -> float | None:
+    """The machine-speed index of runs (median of their uncontended reference readings; all if none is)."""
+    readings = [r for run_id in run_ids for r in store.get_run(run_id)["machine"].get("speed", [])]
+    calm = [r for r in readings if not (r.get("contention") or {}).get("flagged")]
+    values = [r["index"] for r in calm or readings]
+    return float(np.median(values)) if values else None
+
+
+@dataclass
+class Matching:
+    """Two sides' results paired by (variant, target, backend, settings), and what could not be paired."""
+
+    baseline_run: dict[str, Any]
+    candidate_run: dict[str, Any]
+    pairs: list[tuple[tuple, Side, Side]]
+    unmatched: list[str]
+    warnings: list[str]
+
+
+def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
+    """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings."""
+    base_run, base_df, base_by_key = _side(store, base_ids)
+    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
+    warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
+    warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
+    pairs, unmatched = [], []
+    for key, cand in cand_by_key.items():
+        if key in base_by_key:
+            pairs.append((key, base_by_key[key], cand))
+        else:
+            unmatched.append(_unmatched_reason(cand.rows[-1], base_df))
+    for key, base in base_by_key.items():
+        if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
+            row = base.rows[-1]
+            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run")
+    return Matching(base_run, cand_run, pairs, unmatched, warnings)
+
+
+def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> MatchedResult:
+    """One compared result: its label and context, its changes, and runtime version differences."""
+    row = cand.rows[-1]
+    context = context_label(row["target"], row["backend"], row["threads"])
+    warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
+    ids = ([int(r["id"]) for r in base.rows], [int(r["id"]) for r in cand.rows])
+    return MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, warnings, ids)
 
 
 def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:
@@ -331,7 +420,7 @@ def lookback_values(
     """Per result key and measured metric, its values in up to ``limit`` earlier runs on ``run``'s machine.
 
     Earlier: started before ``run``; same machine: the same hostname and CPU model; runs in ``exclude``
-    (the candidate side) left out. Oldest first.
+    (the candidate side) left out, and so are contended timing figures. Oldest first.
     """
     if limit <= 0:
         return {}
@@ -342,7 +431,10 @@ def lookback_values(
     for rid in reversed(same[:limit]):
         for _, row in _ok(store.measurements(rid)).iterrows():
             per_metric = values.setdefault(_key(row), {})
+            contended = contention_flag(row.get("details")) is not None
             for metric in RUN_METRICS:
+                if contended and metric in TIMING_METRICS:
+                    continue
                 if (v := _value(row, _column(metric))) is not None:
                     per_metric.setdefault(metric, []).append(v)
     return values

@@ -69,6 +69,8 @@ def to_markdown(cmp: Comparison) -> str:
         "",
         f"How: {cmp.method}.",
     ]
+    if cmp.speed_note:
+        lines += ["", f"Machine speed: {cmp.speed_note}."]
     notes = cmp.warnings + [w for r in cmp.results for w in r.warnings]
     if notes or cmp.unmatched:
         lines.append("\n**⚠ Context differences (results may not be comparable):**")

@@ -5,7 +5,8 @@ sides differ most (weighted by the sides' sizes), keep the split when the differ
 run-level rule ``edgebench compare`` uses, then recurse on each side. The run is the unit of evidence:
 the test compares the segments' medians against the run-to-run spread of the series itself (robust to
 the steps it looks for; never below the runs' own p50 intervals), Bonferroni-corrected for the splits
-tried. A series too short to estimate its spread (fewer than ``MIN_SERIES_RUNS`` runs) calls only steps
+tried; contended runs (``measure.contention``) are left out of timing series. A series too short to
+estimate its spread (fewer than ``MIN_SERIES_RUNS`` runs) calls only steps
 beyond the noise allowance; a deterministic metric (size, MACs) has no spread, so any step of at least the
 minimum effect counts.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from edgebench.store.compare import contention_flag
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_MIN_EFFECT,
@@ -73,10 +75,11 @@ def history_frame(
             run_started_at=run["started_at"],
             value=df[m.column].astype(float) * m.scale,
             context=[context_label(t, b, n) for t, b, n in zip(df["target"], df["backend"], df["threads"])],
+            contended=[contention_flag(d) is not None for d in df["details"]],
         )
         frames.append(df)
     columns = ["position", "run_id", "run_label", "run_started_at", "variant_id", "label", "target", "context", "value",
-               "id"]
+               "contended", "id"]
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns].rename(columns={"id": "measurement_id"})
@@ -170,6 +173,8 @@ def series_change_points(
     rows = []
     for (label, context), part in hist.groupby(["label", "context"], sort=True):
         part = part.sort_values("position").dropna(subset=["value"])
+        if m.name in TIMING_METRICS:  # a contended run's timing is shown, never a change point's evidence
+            part = part[~part["contended"].astype(bool)]
         floor = _p50_interval_floor(store, part["measurement_id"].tolist()) if m.name == "latency" else 0.0
         found = detect_change_points(part["value"].to_list(), effect, m.direction == "max", noisy=m.name in RUN_METRICS,
                                      allowance_pct=allowance_pct if m.name in TIMING_METRICS else 0.0,

@@ -75,6 +75,8 @@ TIMING_METRICS = ("latency", "p99", "throughput", "energy")
 DEFAULT_ALLOWANCE = 20.0
 #: earlier runs on the same machine whose per-result spread compare consults (conbench's lookback)
 DEFAULT_LOOKBACK = 20
+#: interleaved rounds per result and side of ``compare --remeasure``
+DEFAULT_ROUNDS = 5
 
 
 def get_metric(name: str) -> Metric:

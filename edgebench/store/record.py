@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgebench.archive import ENCODING
-from edgebench.job import CONFIDENCE, JobResult
+from edgebench.job import CONFIDENCE, Job, JobResult
 
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
@@ -30,6 +30,8 @@ class MeasurementRecord:
     #: width in a dense artifact)
     size_bytes: int | None = None
     compressed_bytes: int | None = None
+    #: the job the worker ran (artifact, data, settings): what ``compare --remeasure`` runs again
+    job: Job | None = None
 
     def row(self, created_at: str) -> dict[str, Any]:
         """The ``measurements`` row (raw samples go to their own table)."""
@@ -73,6 +75,8 @@ class MeasurementRecord:
         details = self.result.model_dump(mode="json")["details"]
         if self.compressed_bytes is not None:
             details["artifact"] = {"compressed_bytes": self.compressed_bytes, "encoding": ENCODING}
+        if self.job is not None:
+            details["job"] = self.job.model_dump(mode="json")
         return details
 
     def interval_columns(self) -> dict[str, Any]:

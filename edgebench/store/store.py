@@ -243,6 +243,15 @@ class Store:
             ).scalars().all()
         return next((run_id for run_id in unfinished if claim is None or claim(run_id)), None)
 
+    def add_machine_speed(self, run_id: str, record: dict[str, Any]) -> None:
+        """Append a reading of the reference workload (``measure.reference_workload``) to the run's ``machine.speed``."""
+        with self.engine.begin() as conn:
+            machine = conn.execute(select(runs.c.machine).where(runs.c.id == run_id)).scalar()
+            if machine is None:
+                raise StoreError(f"no run {run_id!r} in {self.url}")
+            speed = [*machine.get("speed", []), record]
+            conn.execute(update(runs).where(runs.c.id == run_id).values(machine={**machine, "speed": speed}))
+
     def tag_run(self, run_id: str, tag: str) -> None:
         """Attach ``tag`` (e.g. a git ref or 'release-1.2'); a tag names its latest run."""
         validate_tag(tag)

@@ -70,6 +70,11 @@ class Hls4mlBackend(Backend):
     formats = ("hls4ml",)
     needs = (HLS4ML, GXX)  # the compiled C simulation is loaded with ctypes; g++ built it
 
+    @classmethod
+    def imports(cls) -> tuple[str, ...]:
+        """The C simulation is a compiled library loaded with ctypes: no Python runtime to import."""
+        return ()
+
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         meta_path = artifact / METADATA_FILE
         if not meta_path.is_file():

@@ -1,0 +1,107 @@
+"""Running a task in a child forked from a clean worker, so the task's memory is its own.
+
+A measurement worker imports its runtime once and then never runs a task itself: each task runs in a
+child forked from it, which exits afterwards. The kernel starts a forked child's high-water mark (VmHWM)
+at what it has resident, the worker's imports, so its peak RSS is the runtime's import plus what this
+task added, whatever tasks the worker ran before (a reset of the high-water mark in a long-lived process
+keeps whatever the earlier tasks left resident). The worker passes the child's pickled outcome on unread,
+so its own heap does not grow with results.
+
+A child killed by a signal takes the worker down with the same signal, and a child that exits without a
+result takes it down with the same code, so the executor records a crash exactly as before; a request for
+the stacks of a hung task is passed on to the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from edgebench.executor.inprocess import Outcome, run_task
+
+PR_SET_PDEATHSIG = 1
+#: the executor sends this to a hung worker before killing it: the worker writes every thread's stack
+STACK_DUMP_SIGNAL = signal.SIGUSR1
+#: the child's exit code when it failed before it could send a result
+_NO_RESULT = 70
+
+_child_pid = 0
+
+
+def outcome_bytes(outcome: Outcome) -> bytes:
+    """``outcome`` pickled; a value that cannot be pickled becomes a failed outcome saying so."""
+    try:
+        return pickle.dumps(outcome)
+    except Exception as exc:  # e.g. a build returning an open file
+        return pickle.dumps(Outcome("failed", error=f"the task's result cannot be sent back: {exc}",
+                                    started=outcome.started, ended=outcome.ended))
+
+
+def forward_stack_dumps() -> None:
+    """In the worker: pass a stack-dump request on to the running child (the worker's own stack says nothing)."""
+
+    def forward(signum: int, _frame: object) -> None:
+        if _child_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(_child_pid, signum)
+
+    signal.signal(STACK_DUMP_SIGNAL, forward)
+
+
+def run_forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
+    """Run ``fn(*args)`` in a forked child; return its pickled :class:`Outcome` (see the module docstring)."""
+    global _child_pid
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(fn, args, write_fd)
+    os.close(write_fd)
+    _child_pid = pid
+    try:
+        with os.fdopen(read_fd, "rb") as source:
+            payload = source.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        _child_pid = 0
+    if os.WIFSIGNALED(status):
+        _die_by(os.WTERMSIG(status))
+    if not payload:
+        os._exit(os.WEXITSTATUS(status) or _NO_RESULT)
+    return payload
+
+
+def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -> None:
+    """The child's whole life: run the task, write the outcome, exit without the worker's clean-up."""
+    code = _NO_RESULT
+    try:
+        with contextlib.suppress(OSError, AttributeError):  # dies with its worker (a timeout kills the worker)
+            ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
+        outcome = run_task(fn, args)
+        outcome.peak_reset = True  # a new process: its high-water mark started at the fork
+        outcome.pid = os.getppid()  # where it ran, for the executor: the warm worker (a child lives one task)
+        with os.fdopen(write_fd, "wb") as sink:
+            sink.write(outcome_bytes(outcome))
+        code = 0
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_by(signum: int) -> None:
+    """End this worker by ``signum``, as its child ended, with nothing of its own written to the log."""
+    faulthandler.disable()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal whose default is not to terminate

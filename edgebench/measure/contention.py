@@ -1,0 +1,80 @@
+"""How much CPU other processes took during a timed window: measured, stored and flagged, never decided on.
+
+The kernel counts busy time per core (``/proc/stat``: user, nice, system, irq, softirq, steal); the
+measuring process counts its own (``os.times``: every thread of it). Over the timed window, the busy time of
+the cores the measurement may run on, less its own, is what everything else took there: other tenants'
+processes, another benchmark, a hypervisor stealing the core (``steal``). Others may use the cores the
+measurement leaves free (a one-thread job on two cores leaves one); what they took beyond those, averaged
+over the window, preempted the measurement. Above ``CONTENDED_CORES`` of it (a tenth of a core; the
+environment variable ``EDGEBENCH_CONTENDED_CORES`` overrides it) the measurement is flagged: compare and
+history do not call a regression or an improvement on it. The kernel's tick is 10 ms, so a window shorter
+than a few ticks cannot be judged and is never flagged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebench.job import Contention
+
+PROC_STAT = Path("/proc/stat")
+#: other processes' CPU use beyond the measurement's spare cores (cores, averaged over the window) from which a
+#: timed window counts as contended
+CONTENDED_CORES = 0.1
+THRESHOLD_ENV = "EDGEBENCH_CONTENDED_CORES"
+#: below this much CPU time taken by others the tick-based counters cannot tell it from their own error
+_RESOLUTION_S = 0.03
+#: /proc/stat columns that are work (not idle or iowait); guest time is already inside user
+_BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
+
+
+def _busy_seconds(cores: frozenset[int]) -> float | None:
+    """Busy CPU seconds of ``cores`` since boot, or None where /proc/stat cannot be read."""
+    try:
+        lines = PROC_STAT.read_text().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            fields = rest.split()
+            ticks += sum(int(fields[i]) for i in _BUSY_COLUMNS if i < len(fields))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+@dataclass
+class ContentionProbe:
+    """Counters read at the start of a timed window; :meth:`stop` at its end says what others took."""
+
+    cores: frozenset[int]
+    threads: int
+    busy: float | None
+    own: float
+
+    @classmethod
+    def start(cls, threads: int) -> ContentionProbe:
+        """Read the counters of the cores this process may run on; the measurement uses ``threads`` of them."""
+        cores = frozenset(os.sched_getaffinity(0))
+        return cls(cores, threads, _busy_seconds(cores), _own_seconds())
+
+    def stop(self, window_s: float) -> Contention | None:
+        """Other processes' CPU use over the last ``window_s`` seconds; None where the counters cannot be read."""
+        busy = _busy_seconds(self.cores)
+        if self.busy is None or busy is None or window_s <= 0:
+            return None
+        others = max(0.0, (busy - self.busy) - (_own_seconds() - self.own))
+        spare = max(0, len(self.cores) - self.threads)
+        preempting = max(0.0, others / window_s - spare)
+        threshold = float(os.environ.get(THRESHOLD_ENV) or CONTENDED_CORES)
+        return Contention(other_cores=round(others / window_s, 4), other_cpu_s=round(others, 4),
+                          window_s=round(window_s, 4), cores=sorted(self.cores), spare_cores=spare,
+                          threshold=threshold,
+                          flagged=preempting > threshold and preempting * window_s >= _RESOLUTION_S)

@@ -1,0 +1,200 @@
+"""``edgebench compare BASE CAND --remeasure``: both sides' stored artifacts timed again, interleaved.
+
+Two runs measured minutes or days apart differ by more than most regressions worth catching on a shared
+machine, and slow drift (another tenant, the machine's thermal state) moves whole runs. So, as asv's
+``continuous`` does, the stored jobs of both sides are measured again in one session, alternately: each
+round measures every matched result's baseline and candidate back to back (which goes first alternates),
+each in a fresh process forked from a clean worker. The decision is a paired test on the per-round
+differences (``significance.decide_rounds``), so drift shared by a pair cancels; a round in which another
+process disturbed either side (``measure.contention``) is left out of the timing decisions. Size and accuracy come
+from the stored runs. A result is re-measured when both sides stored the job they ran and its files are
+still there; any other is compared on its stored runs, and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgebench.executor.base import Task
+from edgebench.executor.local import LocalExecutor
+from edgebench.executor.runners import runner_for
+from edgebench.executor.tasks import job_result, measure_task
+from edgebench.job import Job, JobResult
+from edgebench.store import Store
+from edgebench.store.compare import (
+    Comparison,
+    MetricChange,
+    Side,
+    compare_runs,
+    fixed_changes,
+    match_runs,
+    matched_result,
+    metric_change,
+)
+from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
+from edgebench.store.significance import Decision, decide_rounds, p50_log_se
+from edgebench.targets import get_target
+
+#: per-round value of each metric decided on the rounds
+_FROM_RESULT: dict[str, Callable[[JobResult], float | None]] = {
+    "latency": lambda r: r.latency_ms.get("p50"),
+    "p99": lambda r: r.latency_ms.get("p99"),
+    "throughput": lambda r: r.throughput_ips,
+    "energy": lambda r: r.energy_j_per_inference,
+    "memory": lambda r: r.peak_rss_mb,
+}
+
+#: progress callback: (done, total, what)
+RoundsProgress = Callable[[int, int, str], None]
+
+
+@dataclass
+class _Pair:
+    """One matched result: the jobs both sides ran, and what their rounds measured."""
+
+    base: Side
+    cand: Side
+    jobs: tuple[Job, Job]
+    #: per side, each round's result (None: that round's measurement failed)
+    measured: dict[str, list[JobResult | None]] = field(default_factory=dict)
+
+
+def stored_job(side: Side) -> tuple[Job | None, str]:
+    """The job the side's latest run stored for this result, or why it cannot run again here."""
+    row = side.rows[-1]
+    raw = (row.get("details") or {}).get("job")
+    if raw is None:
+        return None, "its run stored no job (measured before edgebench kept them)"
+    job = Job.model_validate(raw)
+    missing = [p for p in (job.artifact, job.eval_data, job.reference) if p and not Path(p).exists()]
+    if missing:
+        return None, f"{missing[0]} is gone (re-measuring needs the run directory of both sides)"
+    return job, ""
+
+
+def remeasure_runs(
+    store: Store,
+    baseline: str,
+    candidate: str,
+    rounds: int = DEFAULT_ROUNDS,
+    min_time_s: float | None = None,
+    min_effect: Mapping[str, float] | None = None,
+    alpha: float = 0.01,
+    progress: RoundsProgress | None = None,
+    stored_rule: Mapping[str, Any] | None = None,
+) -> Comparison:
+    """Measure the stored jobs of ``baseline`` and ``candidate`` (run ids or tags) again, ``rounds`` times each,
+    interleaved, and compare them on the paired rounds (``min_time_s`` overrides each job's timed window).
+
+    A result that cannot be measured again here (no stored job, its files gone) is compared on the stored runs
+    instead, with ``compare_runs`` and ``stored_rule`` (its ``repeats``, ``allowance``, ``lookback``), and says so.
+    """
+    effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
+    matching = match_runs(store, [store.resolve_run(baseline)], [store.resolve_run(candidate)])
+    pairs: list[_Pair] = []
+    stored_only: dict[tuple[str, str], str] = {}
+    for _, base, cand in matching.pairs:
+        (base_job, why_base), (cand_job, why_cand) = stored_job(base), stored_job(cand)
+        if base_job is None or cand_job is None:
+            row = cand.rows[-1]
+            context = context_label(row["target"], row["backend"], row["threads"])
+            stored_only[(str(row["variant_id"]), context)] = (
+                f"{'baseline' if base_job is None else 'candidate'} {why_base or why_cand}")
+            continue
+        if min_time_s is not None:
+            base_job, cand_job = (j.model_copy(update={"measure": j.measure.model_copy(
+                update={"min_time_s": min_time_s})}) for j in (base_job, cand_job))
+        pairs.append(_Pair(base, cand, (base_job, cand_job)))
+    _run_rounds(pairs, rounds, progress)
+    results = [matched_result(p.base, p.cand, _changes(p, effects, alpha)) for p in pairs]
+    method = (f"both sides' stored artifacts re-measured here in {rounds} interleaved rounds (each a fresh "
+              f"process, the order alternating); measured metrics decided by a paired t-test on the per-round "
+              f"log ratios at alpha={alpha:g} plus a minimum effect; size and accuracy from the stored runs")
+    if stored_only:
+        stored = compare_runs(store, baseline, candidate, effects, alpha, **(stored_rule or {}))
+        for result in stored.results:
+            why = stored_only.get((result.variant_id, result.context))
+            if why is not None:
+                result.warnings.append(f"not re-measured ({why}): decided on the stored runs")
+                results.append(result)
+        method += f"; {len(stored_only)} result(s) that could not be re-measured: {stored.method}"
+    return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
+                      matching.warnings, effects, alpha, method=method)
+
+
+def _task(job: Job, key: str) -> Task:
+    """A measurement of ``job`` on its target (locally, or on its board through the target's runner)."""
+    runner = runner_for(get_target(job.target))
+    job = job.model_copy(update={"job_id": key})
+    files = [Path(p) for p in (job.artifact, job.eval_data, job.reference) if p]
+    return measure_task(job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
+                        fn=runner.run, args=(job, files))
+
+
+def _run_rounds(pairs: list[_Pair], rounds: int, progress: RoundsProgress | None) -> None:
+    """Every round measures each pair's two sides back to back, the first of them alternating."""
+    tasks: list[Task] = []
+    owner: dict[str, tuple[_Pair, str]] = {}
+    for r in range(rounds):
+        for i, pair in enumerate(pairs):
+            sides = ("base", "cand") if (r + i) % 2 == 0 else ("cand", "base")
+            for side in sides:
+                key = f"round{r}:{i}:{side}"
+                tasks.append(_task(pair.jobs[0 if side == "base" else 1], key))
+                owner[key] = (pair, side)
+    for pair in pairs:
+        pair.measured = {"base": [None] * rounds, "cand": [None] * rounds}
+    with LocalExecutor() as executor:
+        for done, result in enumerate(executor.run(tasks), 1):
+            pair, side = owner[result.key]
+            measured = job_result(result)
+            pair.measured[side][int(result.key.split(":")[0].removeprefix("round"))] = (
+                measured if measured.status == "ok" else None)
+            if progress is not None:
+                progress(done, len(tasks), f"{pair.cand.rows[-1]['label']} ({side})")
+
+
+def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[MetricChange]:
+    """Per-metric decisions on the complete rounds of one pair, then size and accuracy from the stored runs."""
+    complete = [(b, c) for b, c in zip(pair.measured["base"], pair.measured["cand"]) if b is not None and c is not None]
+    calm = [(b, c) for b, c in complete if not _contended(b) and not _contended(c)]
+    changes = []
+    for metric in RUN_METRICS:
+        rounds = calm if metric in TIMING_METRICS else complete
+        if len(rounds) < 2 <= len(complete):
+            decision = Decision("undecided", None, None, None, None, "contended",
+                                f"not decided: other processes disturbed {len(complete) - len(calm)} of "
+                                f"{len(complete)} rounds")
+            changes.append(metric_change(metric, [], [], decision, effects[metric]))
+            continue
+        base = [_FROM_RESULT[metric](b) for b, _ in rounds]
+        cand = [_FROM_RESULT[metric](c) for _, c in rounds]
+        both = [(b, c) for b, c in zip(base, cand) if b is not None and c is not None]
+        a, b = [float(x) for x, _ in both], [float(y) for _, y in both]
+        floor = _p50_floor([r for pair_ in rounds for r in pair_]) if metric == "latency" else 0.0
+        decision = decide_rounds(a, b, higher_is_better=get_metric(metric).direction == "max",
+                                 min_effect=effects[metric] / 100, alpha=alpha, sigma_floor=floor)
+        changes.append(metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b)))
+    return changes + fixed_changes(pair.base, pair.cand, effects)
+
+
+def _contended(result: JobResult) -> bool:
+    return result.contention is not None and result.contention.flagged
+
+
+def _round_spread_pct(base: list[float], cand: list[float]) -> float | None:
+    """The spread of one round's value (percent): the per-round log ratios' sd over sqrt(2)."""
+    if len(base) < 2 or min(base + cand) <= 0:
+        return None
+    return 100 * float(np.expm1(np.std(np.log(np.divide(cand, base)), ddof=1) / np.sqrt(2)))
+
+
+def _p50_floor(results: list[JobResult]) -> float:
+    """The rounds' own p50 standard error (log scale, root mean square): rounds never agree better than that."""
+    se = [s for s in (p50_log_se(np.asarray(r.samples_ns)) for r in results) if s is not None]
+    return float(np.sqrt(np.mean(np.square(se)))) if se else 0.0

@@ -1,0 +1,111 @@
+"""Contention during timed windows (measured, flagged, never decided on) and the machine-speed reference."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from store_fixtures import MACHINE, synthetic_result, variant_specs
+
+from edgebench.job import Contention
+from edgebench.measure import contention
+from edgebench.measure.contention import ContentionProbe
+from edgebench.measure.reference_workload import reference_job, speed_record
+from edgebench.measure.worker import execute
+from edgebench.store import Store
+from edgebench.store.compare import compare_runs
+from edgebench.store.compare_markdown import to_markdown
+from edgebench.store.history import history_frame, series_change_points
+from edgebench.store.record import MeasurementRecord
+
+
+def _stat(busy_ticks: tuple[int, int]) -> str:
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {t} 0 0 1000 7 0 0 0 0 0" for i, t in enumerate(busy_ticks)]  # user=t, idle, iowait ignored
+    return "\n".join(lines) + "\n"
+
+
+def test_probe_counts_others_beyond_the_spare_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(contention, "PROC_STAT", stat)
+    monkeypatch.setattr(contention.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(contention.os, "sysconf", lambda name: 100)  # 100 ticks a second
+    own = iter([10.0, 11.0])  # the measurement itself: one core for the 1 s window
+    monkeypatch.setattr(contention, "_own_seconds", lambda: next(own))
+    stat.write_text(_stat((0, 0)))
+    probe = ContentionProbe.start(threads=1)
+    stat.write_text(_stat((100, 80)))  # 1.8 core-seconds busy: 1.0 ours, 0.8 others'
+    quiet = probe.stop(1.0)
+    assert quiet is not None and quiet.other_cores == pytest.approx(0.8) and quiet.spare_cores == 1
+    assert not quiet.flagged  # others stayed on the core the measurement left free
+
+    own = iter([10.0, 11.0])
+    monkeypatch.setattr(contention, "_own_seconds", lambda: next(own))
+    stat.write_text(_stat((0, 0)))
+    probe = ContentionProbe.start(threads=1)
+    stat.write_text(_stat((100, 130)))  # others took 1.3 cores: 0.3 of them preempted the measurement
+    busy = probe.stop(1.0)
+    assert busy is not None and busy.other_cores == pytest.approx(1.3) and busy.flagged
+
+
+def test_real_busy_processes_flag_a_measurement(tmp_path: Path) -> None:
+    job = reference_job(tmp_path)
+    cores = len(os.sched_getaffinity(0))
+    spin = "import time\nend = time.time() + 6\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)
+        result = execute(job)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert result.status == "ok" and result.contention is not None
+    assert result.contention.flagged and result.contention.other_cores > 0.5
+
+
+def _one(store: Store, run_id: str, factor: float, flagged: bool) -> None:
+    spec = variant_specs()[0]
+    store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, None, {"params": 1})
+    result = synthetic_result("k", spec, np.random.default_rng(int(factor * 100)), factor)
+    result.contention = Contention(other_cores=1.6, other_cpu_s=1.6, window_s=1.0, cores=[0, 1], spare_cores=1,
+                                   threshold=0.1, flagged=flagged)
+    store.add_measurement(MeasurementRecord(run_id, "k", spec.id, "local-cpu", "onnxruntime", result, {"threads": 1},
+                                            1000))
+
+
+def test_a_contended_measurement_is_never_decided(sqlite_store: Store) -> None:
+    base = sqlite_store.start_run("c", {}, "h", MACHINE, ("base",))
+    _one(sqlite_store, base, 1.0, flagged=False)
+    cand = sqlite_store.start_run("c", {}, "h", MACHINE, ("cand",))
+    _one(sqlite_store, cand, 1.5, flagged=True)  # 50 % slower, but other processes took the cores meanwhile
+    cmp = compare_runs(sqlite_store, "base", "cand")
+    latency = next(c for c in cmp.results[0].changes if c.metric == "latency")
+    assert latency.verdict == "undecided" and latency.basis == "contended" and latency.change > 40
+    assert "candidate" in latency.note and "1.60 cores" in latency.note
+    assert cmp.regressions == [] and "🟡 undecided" in to_markdown(cmp)
+    memory = next(c for c in cmp.results[0].changes if c.metric == "memory")
+    assert memory.verdict != "undecided"  # memory does not depend on who else ran
+
+
+def test_history_leaves_contended_runs_out_of_timing_series(sqlite_store: Store) -> None:
+    for i, (factor, flagged) in enumerate([(1.0, False)] * 3 + [(1.5, True)] * 3):
+        _one(sqlite_store, sqlite_store.start_run("c", {}, "h", MACHINE, (f"r{i}",)), factor, flagged)
+    hist = history_frame(sqlite_store, "latency")
+    assert hist["contended"].tolist() == [False] * 3 + [True] * 3
+    assert series_change_points(sqlite_store, hist, "latency").empty
+    assert not series_change_points(sqlite_store, hist.assign(contended=False), "latency").empty  # they would be one
+
+
+def test_reference_workload_is_the_same_bytes_everywhere_and_gives_a_speed(tmp_path: Path) -> None:
+    a, b = reference_job(tmp_path / "a"), reference_job(tmp_path / "b")
+    digest = [hashlib.sha256(Path(j.artifact).read_bytes()).hexdigest() for j in (a, b)]
+    assert digest[0] == digest[1]
+    record = speed_record(execute(a))
+    assert record is not None and record["index"] == pytest.approx(1e3 / record["p50_ms"])
