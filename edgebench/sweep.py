@@ -260,7 +260,8 @@ def sweep_tasks(
         external = job.variant.external
         # an external artifact is compared with the PyTorch model it was made from (its parent), when it names one
         weights = job.variant.weights_spec if external is None else by_id.get(external.parent_id or "")
-        built_by = tuple(k for k in (f"build:{weights.id}",) if weights is not None and k in builds)
+        build_key = f"build:{weights.id}" if weights is not None else None  # none: an artifact with parent null
+        built_by = (build_key,) if build_key in builds else ()
         artifact = artifact_path(job, workdir)
         reference = reference_path(weights, workdir) if weights is not None else None
         if not artifact_ready(artifact) and external is not None:  # its "export" is a copy into the cache

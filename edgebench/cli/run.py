@@ -108,6 +108,8 @@ def _print_prediction_error(df: Any) -> None:
 def _fronts_table(run_id: str, df: Any) -> Table:
     """Each target's Pareto-optimal variants, on its honest cost axis: p50 latency, or for an FPGA C simulation
     (whose p50 is host CPU time) the bit operations counted from the firmware or synthesised cycles."""
+    import pandas as pd
+
     from edgebench.report.tables import target_fronts
     from edgebench.store.metrics import METRICS
 
@@ -125,7 +127,8 @@ def _fronts_table(run_id: str, df: Any) -> Table:
                 axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
             table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
-                          f"{row['size_bytes'] / 1024:.1f}", f"{int(row['macs']):,}")
+                          f"{row['size_bytes'] / 1024:.1f}",  # an external artifact's MACs are not counted: "?"
+                          "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")
     return table
 
 
