@@ -51,6 +51,7 @@ def time_default_run(workdir: Path) -> tuple[float, str]:
     stage seconds it printed."""
     for sub in ("runs/default", "reports/default"):
         shutil.rmtree(workdir / sub, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("edgebench")
     start = time.perf_counter()
     done = subprocess.run([str(exe), "run"], cwd=workdir, check=True, capture_output=True, text=True)
