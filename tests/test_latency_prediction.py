@@ -40,6 +40,18 @@ def test_prediction_is_the_unpruned_p50_scaled_by_the_table_sums() -> None:
     assert len(measured) == 6  # each entry measured once
 
 
+def test_the_call_overhead_is_counted_once_per_inference_not_once_per_layer() -> None:
+    table = LatencyTable(None, "t", "r", "v", ENTRIES.__getitem__)
+    prediction = predict_p50([STEM_HALF, BODY_HALF, FC_HALF], [STEM, BODY, FC], table, unpruned_p50_ms=1.24,
+                             call_overhead_ms=0.02)
+    # by hand: less 0.02 ms of call per entry, the pruned layers compute 0.04 + 0.13 + 0 = 0.17 ms (FC_HALF's 0.01
+    # is all call), the unpruned ones 0.08 + 0.48 + 0 = 0.56 ms; the unpruned model's 1.24 ms is one 0.02 ms call
+    # and 1.22 ms that scales with the layers, so the prediction is 0.02 + 1.22 x 0.17 / 0.56 = 0.3904 ms
+    assert prediction.table_ms == pytest.approx(0.17) and prediction.unpruned_table_ms == pytest.approx(0.56)
+    assert prediction.p50_ms == pytest.approx(0.02 + 1.22 * 0.17 / 0.56)
+    assert prediction.call_overhead_ms == 0.02
+
+
 def test_the_flag_stays_out_of_old_jobs_json() -> None:
     assert "predict_latency" not in MeasureSettings().model_dump()
     assert MeasureSettings(predict_latency=True).model_dump()["predict_latency"] is True
@@ -69,9 +81,12 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     prediction = LatencyPrediction.model_validate(pruned["details"]["latency_prediction"])
     # the digits CNN's 4 conv/linear layers, each timed alone (a few microseconds each: which sum is the larger is
     # the runtime's noise here, so only the arithmetic and where it is stored are checked)
-    assert prediction.layers == 4 and prediction.table_ms > 0 and prediction.unpruned_table_ms > 0
-    assert pruned["predicted_p50_ms"] == prediction.p50_ms == pytest.approx(
-        prediction.unpruned_p50_ms * prediction.table_ms / prediction.unpruned_table_ms)
+    # (net of the call overhead a digits layer's sum can be 0: then the prediction is that one call)
+    assert prediction.layers == 4 and prediction.table_ms >= 0 and prediction.unpruned_table_ms >= 0
+    overhead, unpruned = prediction.call_overhead_ms, prediction.unpruned_p50_ms
+    assert 0 < overhead <= unpruned  # the smallest one-layer model, timed on the same runtime
+    scaled = (unpruned - overhead) * prediction.table_ms / prediction.unpruned_table_ms if prediction.unpruned_table_ms else None
+    assert pruned["predicted_p50_ms"] == prediction.p50_ms == pytest.approx(unpruned if scaled is None else overhead + scaled)
     assert pruned["prediction_error_pct"] == pytest.approx(100 * (prediction.p50_ms / pruned["p50_ms"] - 1))
     html = outcome.report_path.read_text()
     assert "prediction error %" in html and "predicted p50 ms" in html
