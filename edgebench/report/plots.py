@@ -50,7 +50,7 @@ def save(fig: Figure, out_dir: Path, stem: str) -> str:
     """Write ``stem.png`` and ``stem.svg``; return the PNG file name."""
     FigureCanvasAgg(fig)
     fig.savefig(out_dir / f"{stem}.png", dpi=110)
-    fig.set_layout_engine("none")  # keep the layout the PNG computed: with many panels it is most of the time
+    fig.set_layout_engine("none")  # the SVG keeps the layout the PNG computed: constrained layout runs once
     fig.savefig(out_dir / f"{stem}.svg")
     return f"{stem}.png"
 
