@@ -116,3 +116,17 @@ def test_measured_latency_corrects_the_estimate(resnet) -> None:
     assert len(allocation.rounds) >= 2 and allocation.rounds[0]["measured_ms"] > budget
     assert slower_when_pruned(allocation.keep) <= budget  # the answer returned is one that met the budget
     assert any(r["measured_ms"] <= budget for r in allocation.rounds)
+
+
+def test_a_table_within_noise_still_prunes_toward_the_budget(resnet) -> None:
+    """Every entry the same (a tiny model's layers are within the runtime's noise of each other): no step saves time
+    by the table, so each step narrows the group whose step removes the most MACs, down to the floor."""
+    model, example = resnet
+    layers = model_layers(model, example)
+    flat = LatencyTable(None, "t", "r", "v", lambda shape: 0.01)
+    original = original_widths(layers)
+    full_ms = estimate_ms(layers, original, flat)
+    allocation = allocate_for_latency(layers, flat, 0.5 * full_ms, full_ms, step=4, floor=4)
+    # by hand: the estimate never falls, so the search narrows until no group can go below the floor of 4
+    assert allocation.keep == dict.fromkeys(original, 4)
+    assert allocation.macs < macs_at(layers, original)
