@@ -7,8 +7,8 @@ own call overhead, so it is calibrated as NetAdapt's search calibrates it: the u
 on the target, times the ratio of the two models' table sums. A table entry is one call of a one-layer model:
 its call overhead (``call_overhead_ms``, the smallest possible layer timed the same way) is taken off every
 entry before the sums and counted once per inference instead, or a 16-layer model pruned hard would keep 16
-calls' worth of overhead in its prediction (measured: VGG-16 at 75 % pruned on OpenVINO, predicted 3.4x its
-p50 without this). The prediction never reads the variant's own
+calls' worth of overhead in its prediction (VGG-16 pruned 75 % on OpenVINO: 3.6x its p50 that way, 2.5x with
+it, in one run: the error that remains is in README). The prediction never reads the variant's own
 measurement; the pipeline stores it beside that measurement (``measurement.predict_latency``), so every run
 reports how far the model is off.
 """
