@@ -134,6 +134,7 @@ def test_cli_commands() -> None:
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "packages and tools" in result.output and "hls4ml" in result.output
+    assert "unavailable" in result.output and "[/]" not in result.output  # styles rendered, not printed as text
 
 
 @pytest.mark.parametrize("command", ["targets", "doctor"])
