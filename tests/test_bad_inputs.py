@@ -221,6 +221,13 @@ def wider_weights(path: Path) -> None:
     torch.save(_nets(path.parent).build_net(width=16).state_dict(), path)
 
 
+def corrupt_weights(path: Path) -> None:
+    """A real state dict whose first bytes were overwritten (a bad copy): not a zip, and not a pickle either."""
+    torch.save(_nets(path.parent).build_net().state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes(bytes(100) + data[100:])
+
+
 def scripted(path: Path) -> None:
     torch.jit.save(torch.jit.script(_nets(path.parent).build_net()), path)
 
@@ -306,6 +313,8 @@ CASES = [
     Case("run-weights-not-a-checkpoint", "run",
          lambda ctx: user_model({**NETS, "weights": str(ctx.file("junk.pt", "not a checkpoint\n"))})(ctx),
          ("junk.pt", "torch.load")),
+    Case("run-weights-corrupt", "run", user_model({**NETS, "weights": "weights.pt"}, corrupt_weights),
+         ("weights.pt", "corrupt, truncated", "Unsupported operand")),
     Case("run-weights-pickled-module", "run", user_model({**NETS, "weights": "weights.pt"}, whole_module),
          ("weights.pt", "SmallNet", "trust_checkpoint")),
     Case("run-weights-shape-mismatch", "run", user_model({**NETS, "weights": "weights.pt"}, wider_weights),
