@@ -155,6 +155,24 @@ def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:
         check_supported(model)
 
 
+class SizedView(nn.Module):
+    """Flattens with ``x.view(x.size(0), -1)``: hls4ml's tracer has no ``size``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    with pytest.raises(UnsupportedModelError, match=r"Unsupported function size \(.*write x.flatten\(1\)\)"):
+        Hls4mlExporter().export(SizedView().eval(), QuantSpec(precision="fixed"), x, tmp_path / "sized")
+
+
 VITIS_CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
 <profile>
   <ReportVersion>

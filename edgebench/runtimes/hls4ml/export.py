@@ -53,6 +53,10 @@ _KNOWN_UNSUPPORTED = {
     "Identity": "remove it",
 }
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+#: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
+_UNSUPPORTED_FUNCTIONS = {
+    "size": " (x.view(x.size(0), -1) in forward: write x.flatten(1))",
+}
 
 
 def check_supported(model: nn.Module) -> None:
@@ -101,15 +105,16 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
     """The hls4ml model of ``model`` (converted, not yet written or compiled) for ``fpga`` at ``quant``; ``layers``:
     the trained quantizers of a quantization-trained model (``model`` is then its ``qat.deployable`` copy)."""
     hls4ml = require_module("hls4ml", "fpga", "the hls4ml exporter")
-    config = _hls_config(hls4ml, model, input_shape, quant, fpga, layers)
-    try:
+    try:  # the config already traces the model: an op hls4ml lacks fails here
+        config = _hls_config(hls4ml, model, input_shape, quant, fpga, layers)
         with contextlib.redirect_stdout(io.StringIO()):
             return hls4ml.converters.convert_from_pytorch_model(
                 model, output_dir=str(out_path), project_name=PROJECT, backend=fpga.hls_backend,
                 hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
             )
     except Exception as exc:  # hls4ml raises bare Exceptions for unsupported graphs
-        raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}") from exc
+        hint = _UNSUPPORTED_FUNCTIONS.get(str(exc).removeprefix("Unsupported function "), "")
+        raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}{hint}") from exc
 
 
 @EXPORTERS.register("hls4ml")
