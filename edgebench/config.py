@@ -115,6 +115,11 @@ class PruningConfig(_Strict):
         "layer, global = scope global)"
     )
     allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    check_removal: bool = Field(
+        True, description="before any training, check that removing filters gives the outputs of zeroing what reads "
+        "them (false: prune a model whose ops reduce over channels, e.g. x.mean(1), which that check cannot tell "
+        "from channels torch-pruning maps wrongly)"
+    )
 
     @field_validator("ratios")
     @classmethod

@@ -68,7 +68,7 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> None:
                                   f"(batch, {splits.num_classes}) logits")
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
-            check_prunable(model, torch.from_numpy(splits.x_train[:2]), what)
+            check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal)
 
 
 def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:
@@ -85,10 +85,12 @@ def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:
                               f"its Conv2d/Linear layers: {', '.join(layers)}")
 
 
-def check_prunable(model: nn.Module, example: torch.Tensor, what: str) -> None:
+def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bool = True) -> None:
     """A copy of ``model`` loses a quarter of its filters (L1, every layer) and still gives logits of the same shape;
     ConfigError naming the operation or layer that stops it (torch-pruning cannot trace it, or the layer after the
-    cut breaks: a reshape to a hard-coded size, an op that mixes channels)."""
+    cut breaks: a reshape to a hard-coded size, an op that mixes channels). With ``exact``, the pruned copy must
+    also give the outputs of a copy whose layers ignore the removed channels (:func:`zero_channels`): else
+    torch-pruning removed other inputs than the removed filters fed, and every pruned variant would be wrong."""
     import copy
 
     import torch
@@ -98,19 +100,80 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str) -> None:
 
     pruned = copy.deepcopy(model).eval()
     try:
-        prune_model(pruned, L1Norm(), 0.25, example[:1])
+        plan = prune_model(pruned, L1Norm(), 0.25, example[:1])
     except Exception as exc:
-        raise ConfigError(f"{what} cannot be pruned: torch-pruning cannot trace it ({type(exc).__name__}: "
-                          f"{first_line(exc)}); remove pruning.criteria or make the model traceable") from None
+        where = _inexact_layer(model, example) or ("", "")
+        raise ConfigError(f"{what} cannot be pruned{where[0]}: torch-pruning cannot map its channels "
+                          f"({type(exc).__name__}: {first_line(exc)}); remove pruning.criteria") from None
     failing = _failing_layer(pruned, example)
     if failing is not None:
-        raise ConfigError(f"{what} breaks when filters are removed: {failing}; compute sizes from the input "
-                          "(x.flatten(1), adaptive pooling) instead of hard-coding them, or remove pruning.criteria")
+        where = _inexact_layer(model, example)
+        cut = f" (cutting the filters of{where[0].removeprefix(' at')})" if where else ""
+        raise ConfigError(f"{what} breaks when filters are removed{cut}: {failing}; compute sizes from the input "
+                          "(x.flatten(1), adaptive pooling) instead of hard-coding them; if none is hard-coded, "
+                          "torch-pruning maps the channels wrongly (a channel shuffle, or a concatenation flattened "
+                          "into a Linear: pool or convolve it first); or remove pruning.criteria")
     with torch.inference_mode():
         before, after = model(example), pruned(example)
     if before.shape != after.shape:
         raise ConfigError(f"{what} gives outputs of shape {tuple(after.shape)} after pruning instead of "
                           f"{tuple(before.shape)}: its classifier was cut; remove pruning.criteria")
+    if exact and _removal_gap(model, pruned, example, plan) > _EXACT:
+        layer, gap = _inexact_layer(model, example) or (f" at layer '{next(iter(plan))}'", "")
+        raise ConfigError(
+            f"{what} is pruned wrongly{layer}: removing its filters changes the logits{gap} against zeroing what reads "
+            "them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or a permute before a "
+            "flatten, in between); keep NCHW channel order up to x.flatten(1), or remove pruning.criteria "
+            "(pruning.check_removal: false when an op over channels, e.g. x.mean(1), causes it)")
+
+
+#: relative difference (of the logits' scale) above which a removal is not the zeroing it should equal
+_EXACT = 1e-4
+
+
+def _removal_gap(model: nn.Module, pruned: nn.Module, example: torch.Tensor, plan: dict[str, list[int]]) -> float:
+    """max |logit difference| between ``pruned`` and a copy of ``model`` with ``plan``'s channels zeroed where they
+    are read, relative to the logits' scale (at least 1)."""
+    import copy
+
+    import torch
+
+    from edgebench.prune.structured import zero_channels
+
+    zeroed = copy.deepcopy(model).eval()
+    zero_channels(zeroed, example[:1], plan)
+    with torch.inference_mode():
+        expected, got = zeroed(example), pruned(example)
+    return float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
+
+
+def _inexact_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, str] | None:
+    """The first prunable group (by its conv) whose removal alone fails or is not exact: `` at layer 'name'`` and
+    what went wrong; None when each group alone is fine."""
+    import copy
+
+    from edgebench.prune.criteria.magnitude import L1Norm
+    from edgebench.prune.structured import (
+        dependency_graph,
+        lowest_channels,
+        prunable_groups,
+        remove_channels,
+        score_group,
+    )
+
+    graph = dependency_graph(model, example[:1])
+    for root, group in prunable_groups(model, graph, None):
+        pruned = copy.deepcopy(model).eval()
+        try:
+            scores = score_group(root, group, L1Norm(), graph)  # the lowest quarter, in even slices when grouped
+            plan = {root: lowest_channels(scores, max(len(scores.scores) // 4, 1))}
+            remove_channels(pruned, example[:1], plan)
+            gap = _removal_gap(model, pruned, example, plan)
+        except Exception as exc:
+            return f" at layer '{root}'", f" ({type(exc).__name__}: {first_line(exc)})"
+        if gap > _EXACT:
+            return f" at layer '{root}'", f" by {gap:.2g} of the logits' scale"
+    return None
 
 
 def _failing_layer(model: nn.Module, example: torch.Tensor) -> str | None:

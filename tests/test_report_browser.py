@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pytest
 import torch
 import typer
-from store_fixtures import fill_run
+from store_fixtures import fill_run, synthetic_result, variant_specs
 from test_gate import LARGE, _runs
 from typer.testing import CliRunner
 
@@ -26,6 +27,7 @@ from edgebench.report import render_report
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
 from edgebench.store import Store
+from edgebench.store.record import MeasurementRecord
 
 CHROMIUM = shutil.which("chromium")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the 'test' extra")
@@ -245,6 +247,33 @@ def test_click_opens_the_variants_layer_profile_and_lineage(browser: Any, profil
     view.click_point(view.row_of("l1-0.5-while_training/int8"))  # not profiled: says so
     assert "No per-layer profile recorded" in detail.inner_text()
     assert detail.locator("ol.lineage li").count() == 3  # int8 <- pruned fp32 <- baseline
+    view.close()
+
+
+def test_a_plot_with_nothing_for_the_selected_target_is_hidden(browser: Any, sqlite_store: Store,
+                                                               tmp_path: Path) -> None:
+    """The FPGA cost plot (bit operations) shows for the C-simulation target and all targets, not for a CPU
+    target; the latency plot, which leaves C simulations out, the other way round."""
+    run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0}, fail_one=False)
+    rng = np.random.default_rng(1)
+    for spec in variant_specs()[:4]:
+        details = {"hls4ml": {"bit_operations": {"bops": 1e6 * (1 + rng.random())}}}
+        result = synthetic_result(f"{spec.id}:csim", spec, rng).model_copy(update={"details": details})
+        settings = {"threads": 1, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
+        sqlite_store.add_measurement(MeasurementRecord(run_id, f"{spec.id}:csim", spec.id, "local-hls4ml-csim",
+                                                       "hls4ml", result, settings))
+    view = Page(browser, render_report(sqlite_store, run_id, tmp_path / "report"), plots=4)
+    shown = "() => Object.values(Bokeh.index).filter(v => v.model.visible).map(v => v.model.name).sort()"
+    options = view.page.evaluate("() => [...document.querySelectorAll('#eb-target option')].map(o => o.value)")
+    assert options == ["local-cpu · onnxruntime", "local-hls4ml-csim · hls4ml", "all targets"]
+    plots = {}
+    for option in options:
+        view.page.select_option("#eb-target", option)
+        plots[option.split(" ")[0]] = view.page.evaluate(shown)
+    bops, latency = "eb-plot-accuracy-bops", LATENCY_PLOT
+    assert latency in plots["local-cpu"] and bops not in plots["local-cpu"]
+    assert bops in plots["local-hls4ml-csim"] and latency not in plots["local-hls4ml-csim"]
+    assert {bops, latency} <= set(plots["all"])
     view.close()
 
 

@@ -60,6 +60,22 @@ def _channel_groups(group: tp.dependency.Group) -> int:
     return max(counts, default=1)
 
 
+def _uneven_grouped_conv(group: tp.dependency.Group) -> nn.Module | None:
+    """A grouped (not depthwise) conv of ``group`` whose input or output channels are not the group's channels, one
+    to one and in order (a concatenation joins them, say): removing a root channel slot from every equal slice
+    (:func:`lowest_channels`) would not cut its groups evenly, so the group cannot be pruned."""
+    n = len(group[0].idxs)
+    for item in group:
+        layer = item.dep.target.module
+        if isinstance(layer, nn.Conv2d) and 1 < layer.groups < layer.in_channels:
+            root = [int(i) for i in (item.root_idxs if item.root_idxs is not None else range(n))]
+            own = [int(getattr(i, "idx", i)) for i in item.idxs]
+            side = layer.out_channels if item.dep.handler.__name__ == "prune_out_channels" else layer.in_channels
+            if root != list(range(n)) or own != list(range(n)) or side != n:
+                return layer
+    return None
+
+
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of ``model`` traced on ``example_input``."""
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
@@ -69,13 +85,25 @@ def prunable_groups(
     model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn.Module] | None
 ) -> list[tuple[str, tp.dependency.Group]]:
     """Every group whose root is a conv's output channels, named by that conv; ``ignored`` layers (default: the
-    classifier, :func:`default_ignored`) are never pruned."""
+    classifier, :func:`default_ignored`) are never pruned, nor a group a grouped conv reads unevenly (a warning
+    names it: :func:`_uneven_grouped_conv`)."""
     names = {m: n for n, m in model.named_modules()}
     skip = ignored if ignored is not None else default_ignored(model)
-    return [
-        (names[g[0].dep.target.module], g)
-        for g in graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d])
-    ]
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]):
+        root, uneven = names[group[0].dep.target.module], _uneven_grouped_conv(group)
+        if uneven is None:
+            groups.append((root, group))
+        elif root not in _WARNED:
+            _WARNED.add(root)
+            log.warning("the filters of %s are not pruned: grouped conv %s (groups=%d) does not see them one to one "
+                        "(a concatenation between them), so its groups cannot lose channels evenly",
+                        root, names[uneven], uneven.groups)
+    return groups
+
+
+#: groups already reported as unprunable (every pruning step lists the groups again)
+_WARNED: set[str] = set()
 
 
 def score_group(
@@ -162,6 +190,30 @@ def remove_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[st
     for root, group in prunable_groups(model, graph, ignored=[]):
         if root in plan:
             group.prune(idxs=plan[root])
+
+
+def zero_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str, list[int]]) -> None:
+    """Zero the weights through which every layer that reads the planned root channels sees them (the input
+    channels :func:`remove_channels` would remove from each Conv2d/Linear of the group), leaving shapes alone.
+
+    Removing channels that no layer reads changes nothing, so a correct removal must give the outputs of this
+    zeroed copy; a difference means torch-pruning mapped a group's channels wrongly (a channel shuffle, or a
+    permute before a flatten, between producer and reader).
+    """
+    graph = dependency_graph(model, example_input)
+    for root, group in prunable_groups(model, graph, ignored=[]):
+        if root not in plan:
+            continue
+        for item in graph.get_pruning_group(group[0].dep.target.module, group[0].dep.handler, plan[root]):
+            layer = item.dep.target.module
+            if not isinstance(layer, nn.Conv2d | nn.Linear) or not graph.is_in_channel_pruning_fn(item.dep.handler):
+                continue
+            per_group = layer.weight.shape[1]  # input channels each filter sees (all but for grouped convs)
+            filters = layer.weight.shape[0] // getattr(layer, "groups", 1)  # filters per group of a grouped conv
+            with torch.no_grad():
+                for idx in (int(i) for i in item.idxs):
+                    g = idx // per_group
+                    layer.weight[g * filters:(g + 1) * filters, idx % per_group] = 0
 
 
 def prune_model(

@@ -3,7 +3,7 @@
 // renderers of one option (a target context's points and Pareto front, or every context's points with the
 // front across all targets); the legend toggles criteria and precisions through one shared BooleanFilter.
 window.ebReport = (() => {
-  let models = null;  // {source, shown, layers}: set by init() once BokehJS has built the document
+  let models = null;  // {source, shown, layers, plots}: set by init() once BokehJS has built the document
   const hidden = {group: new Set(), precision: new Set()};
   const details = () => JSON.parse(document.getElementById('eb-details').textContent);
   const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
@@ -16,6 +16,8 @@ window.ebReport = (() => {
     models.shown.booleans = data.group.map((g, i) => !hidden.group.has(g) && !hidden.precision.has(data.precision[i]));
     Object.values(models.layers).flat().forEach(r => { r.visible = false; });
     models.layers[option].forEach(r => { r.visible = true; });
+    // a plot with no point for this option (an FPGA cost axis for a CPU target) is hidden, not shown empty
+    Object.values(models.plots).flat().forEach(p => { p.visible = models.plots[option].includes(p); });
     document.querySelectorAll('tr[data-i]').forEach(tr => {
       tr.hidden = !all && data.context[+tr.dataset.i] !== option;
     });

@@ -295,14 +295,17 @@ def explorer_html(
     shown = BooleanFilter(booleans=[True] * len(ok), name="eb-shown")  # the legend's toggles
     doc = Document()
     layers: dict[str, list[Model]] = {o: [] for o in options}
+    plots: dict[str, list[Model]] = {o: [] for o in options}  # per option, the plots that have points for it
     for x, y, contexts in axes:
         fig, fig_layers = _tradeoff_figure(source, shown, ok, x, y, contexts, options[0])
+        fig.visible = bool(fig_layers.get(options[0]))
         doc.add_root(fig)
         for option, renderers in fig_layers.items():
             layers[option] += renderers
-    models = {"source": source, "shown": shown, "layers": layers}
+            plots[option].append(fig)
+    models = {"source": source, "shown": shown, "layers": layers, "plots": plots}
     source.selected.js_on_change("indices", CustomJS(args=models, code="window.ebReport.select(source.selected.indices)"))
-    doc.js_on_event("document_ready", CustomJS(args=models, code="window.ebReport.init({source, shown, layers})"))
+    doc.js_on_event("document_ready", CustomJS(args=models, code="window.ebReport.init({source, shown, layers, plots})"))
     script, divs = components(doc.roots)
     # "<" escaped so no string in the data can close the script element
     details = json.dumps(details_payload(ok, profiles), separators=(",", ":"), default=str).replace("<", "\\u003c")

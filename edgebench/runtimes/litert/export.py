@@ -43,6 +43,19 @@ def _import_litert_torch():
     return litert_torch
 
 
+def _without_dropout(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``graph`` without its inference-mode dropouts (``aten.dropout(x, p, train=False)``, which an eval-mode
+    ``nn.Dropout`` or ``F.dropout`` exports as): a no-op, but PT2E quantizes around it and litert-torch's int8
+    conversion of it left the logits off by a quarter of their scale (a Linear after Dropout(0.2): |diff| 0.044 on
+    logits of 0.16 against 0.0013 for PT2E's own simulation of the same graph)."""
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target == torch.ops.aten.dropout.default and node.args[2:3] == (False,):
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
+
+
 def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     """PT2E: export, insert observers (symmetric per-channel int8 weights), run the calibration images."""
     from litert_torch.quantize import pt2e_quantizer
@@ -51,7 +64,7 @@ def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     )
-    graph = torch.export.export(model, (example,)).module()
+    graph = _without_dropout(torch.export.export(model, (example,)).module())
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for image in calibration:  # the exported graph has a static batch of one

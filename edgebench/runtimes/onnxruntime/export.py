@@ -1,6 +1,7 @@
 """ONNX artifacts: fp32 export, fp16 conversion and ONNX Runtime int8 quantization.
 
-fp32 uses the dynamo exporter (``external_data=False`` keeps one file) with the
+fp32 uses the dynamo exporter (``external_data=False`` keeps one file; one torchlib registry per process,
+:mod:`torchlib_registry`) with the
 TorchScript exporter as fallback. fp16 is the fp32 model's float tensors in fp16 with
 fp32 input and logits (:mod:`fp16`). int8 static uses QDQ (:mod:`calibration`: per-channel
 7-bit weights, u8 activations, float logits, the quant spec's calibrator) calibrated on
@@ -26,6 +27,7 @@ from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
 from edgebench.runtimes.onnxruntime.mixed_precision import search_mixed_precision, stamp
+from edgebench.runtimes.onnxruntime.torchlib_registry import share_torchlib_registry
 from edgebench.variants import DEFAULT_CALIBRATOR, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ def export_qat_qdq(model: nn.Module, example: torch.Tensor, quant: QuantSpec, ou
 def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) -> None:
     """Export with a dynamic batch axis (offline scenario runs batch N)."""
     model = getattr(model, "onnx_exportable", model).eval()  # a user's TorchScript program goes in as itself
+    share_torchlib_registry()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

@@ -1,0 +1,41 @@
+"""The dynamo ONNX export with one torchlib registry per process writes what torch.onnx's own path writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from edgebench.models.digits_cnn import digits_cnn
+from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+from edgebench.runtimes.onnxruntime.torchlib_registry import share_torchlib_registry
+
+registration = pytest.importorskip("torch.onnx._internal.exporter._registration")
+
+
+def test_a_shared_registry_exports_the_same_bytes_as_a_fresh_one(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model, example = digits_cnn().eval(), torch.randn(1, 1, 8, 8)
+    assert share_torchlib_registry()
+    shared = [tmp_path / "shared-1.onnx", tmp_path / "shared-2.onnx"]
+    for path in shared:  # the first builds the registry, the second gets a copy of it
+        export_fp32_onnx(model, example, path)
+    unshared = registration.ONNXRegistry.from_torchlib.unshared
+    monkeypatch.setattr(registration.ONNXRegistry, "from_torchlib", classmethod(unshared.__func__))
+    monkeypatch.setattr("edgebench.runtimes.onnxruntime.export.share_torchlib_registry", lambda: False)
+    export_fp32_onnx(model, example, tmp_path / "fresh.onnx")
+    fresh = (tmp_path / "fresh.onnx").read_bytes()
+    assert [path.read_bytes() == fresh for path in shared] == [True, True]
+    assert [node.op_type for node in onnx.load(tmp_path / "fresh.onnx").graph.node].count("Conv") == 3
+
+
+def test_an_op_registered_into_one_export_s_registry_does_not_leak_into_the_next() -> None:
+    assert share_torchlib_registry()
+    first = registration.ONNXRegistry.from_torchlib()
+    target = torch.ops.aten.relu.default
+    before = len(first.get_decomps(target))
+    first.register_op(target, lambda x: x)  # what torch.onnx does with a custom_translation_table
+    assert len(first.get_decomps(target)) == before + 1
+    assert len(registration.ONNXRegistry.from_torchlib().get_decomps(target)) == before

@@ -1,0 +1,175 @@
+"""Filter removal is exact: a pruned model gives the outputs of the unpruned one with the removed channels zeroed
+where they are read (``zero_channels``), through depthwise and grouped convs, residual adds, concatenation, a
+squeeze-and-excitation multiply and a flatten; where torch-pruning maps channels wrongly (a permute before the
+flatten, a channel shuffle) the check before any training names the layer instead of pruning wrongly."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from edgebench.errors import ConfigError
+from edgebench.preflight import check_prunable
+from edgebench.prune.criteria.magnitude import L1Norm
+from edgebench.prune.structured import prune_model, zero_channels
+
+
+class Mixed(nn.Module):
+    """An inverted residual (1x1 expand, grouped conv, depthwise, squeeze-and-excitation gate, 1x1 project, add), a
+    dense concatenation mixed by a 1x1 conv, and an NCHW flatten into the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.squeeze, self.excite = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.project = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.dense = nn.Conv2d(8, 4, 3, padding=1)
+        self.mix = nn.Conv2d(12, 8, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = nn.functional.relu6(self.depthwise(torch.relu(self.grouped(nn.functional.relu6(self.expand(x))))))
+        y = y * torch.sigmoid(self.excite(torch.relu(self.squeeze(y.mean((2, 3), keepdim=True)))))
+        x = x + self.project(y)
+        x = torch.relu(self.mix(torch.cat([x, torch.relu(self.dense(x))], 1)))
+        return self.fc(nn.functional.max_pool2d(x, 2).flatten(1))
+
+
+class ConcatFlatten(nn.Module):
+    """A concatenation flattened into the classifier: torch-pruning maps the classifier's inputs wrongly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.dense = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+        self.fc = nn.Linear(12 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        return self.fc(torch.cat([x, torch.relu(self.dense(x))], 1).flatten(1))
+
+
+class PermutedFlatten(nn.Module):
+    """Flattens NHWC: torch-pruning removes the classifier's inputs as if it were NCHW."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=4, padding=1)
+        self.fc = nn.Linear(8 * 2 * 2, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.fc(x.permute(0, 2, 3, 1).flatten(1))
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet v2's unit: half the channels pass, half go through a branch, then the halves are interleaved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.branch = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.relu(self.stem(x)).chunk(2, dim=1)
+        x = torch.cat([a, torch.relu(self.branch(b))], 1)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(x.mean((2, 3)))
+
+
+class ChannelMean(nn.Module):
+    """A spatial attention map from the mean over channels (CBAM): removing a channel changes the mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x * torch.sigmoid(x.mean(1, keepdim=True))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _example() -> torch.Tensor:
+    return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_removal_equals_zeroing_what_reads_the_removed_channels() -> None:
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # not the identity of a fresh BN
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.bias.data.uniform_(-1, 1)
+    x = _example()
+    pruned = copy.deepcopy(model)
+    plan = prune_model(pruned, L1Norm(), 0.5, x[:1])
+    assert pruned.grouped.out_channels < 16 and pruned.grouped.groups == 4
+    assert pruned.depthwise.groups == pruned.depthwise.out_channels < 16
+    assert pruned.squeeze.out_channels < 4 and pruned.dense.out_channels < 4 and pruned.mix.in_channels < 12
+    assert pruned.fc.in_features < 8 * 4 * 4
+    zeroed = copy.deepcopy(model)
+    zero_channels(zeroed, x[:1], plan)
+    with torch.no_grad():
+        want, got, unpruned = zeroed(x), pruned(x), model(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert (unpruned - want).abs().max() > 1e-3  # the zeroing did remove something the outputs depend on
+    check_prunable(model, x, "model Mixed")
+
+
+@pytest.mark.parametrize(("net", "what"), [(PermutedFlatten, "is pruned wrongly at layer 'c2'"),
+                                           (ChannelShuffle, "breaks when filters are removed (cutting the filters of layer 'branch')"),
+                                           (ConcatFlatten, "breaks when filters are removed (cutting the filters of layer 'dense')")])
+def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module], what: str) -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError) as err:
+        check_prunable(net().eval(), _example(), f"model {net.__name__}")
+    message = str(err.value)
+    assert what in message and "\n" not in message
+    assert "remove pruning.criteria" in message
+
+
+def test_an_op_over_channels_is_flagged_and_can_be_let_through() -> None:
+    torch.manual_seed(0)
+    model = ChannelMean().eval()
+    with pytest.raises(ConfigError, match="pruning.check_removal: false"):
+        check_prunable(model, _example(), "model ChannelMean")
+    check_prunable(model, _example(), "model ChannelMean", exact=False)
+
+
+class GroupedAfterConcat(nn.Module):
+    """A grouped conv reading a concatenation: its two groups see 6 channels each, which no slot of either input
+    group lines up with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.dense = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+        self.grouped = nn.Conv2d(12, 12, 3, padding=1, groups=2)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.grouped(torch.cat([x, torch.relu(self.dense(x))], 1)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_groups_a_grouped_conv_cannot_cut_evenly_are_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model, x = GroupedAfterConcat().eval(), _example()
+    pruned = copy.deepcopy(model)
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        plan = prune_model(pruned, L1Norm(), 0.5, x[:1])
+    assert pruned.grouped.out_channels == 6 and pruned.grouped.in_channels == 12  # its own filters: evenly
+    assert set(plan) == {"grouped"}
+    assert "grouped conv grouped (groups=2)" in caplog.text
+    zeroed = copy.deepcopy(model)
+    zero_channels(zeroed, x[:1], plan)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed(x), atol=1e-5, rtol=1e-4)
