@@ -468,6 +468,10 @@ CASES = [
          ("contacts.db",)),
     # --- history ------------------------------------------------------------------------------------------
     Case("history-unknown-metric", "history", store_cmd("history", "--metric", "speed"), ("speed",)),
+    Case("history-unknown-variant", "history", store_cmd("history", "--variant", "l2-0.5"),
+         ("variant 'l2-0.5'", "they have: baseline")),
+    Case("history-unknown-target", "history", store_cmd("history", "--target", "local-cpuu"),
+         ("target 'local-cpuu'", "they have: ")),
     Case("history-out-under-a-file", "history", with_file(store_cmd("history", "--out", "{file}/h")),
          ("plain-file.txt",)),
     Case("history-store-is-a-directory", "history", store_cmd("history", store=lambda ctx: ctx.tmp), ("is a directory",),
