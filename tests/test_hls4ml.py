@@ -21,7 +21,7 @@ from edgebench.errors import UnsupportedModelError
 from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.runtimes.base import BackendSettings, get_backend
-from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported
+from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported, overflowing_layers
 from edgebench.runtimes.hls4ml.report import parse_csynth_report, read_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import QuantSpec
@@ -171,6 +171,17 @@ def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(tmp_path: Path) -
     x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
     with pytest.raises(UnsupportedModelError, match=r"Unsupported function size \(.*write x.flatten\(1\)\)"):
         Hls4mlExporter().export(SizedView().eval(), QuantSpec(precision="fixed"), x, tmp_path / "sized")
+
+
+def test_layers_beyond_the_fixed_point_range_are_named() -> None:
+    """ap_fixed<16,6> holds [-32, 32): a classifier whose logits reach ~100 wraps around in the C simulation."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).eval()
+    x = np.random.default_rng(0).standard_normal((8, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        model[3].weight.mul_(100 / model(torch.from_numpy(x)).abs().max())
+    assert overflowing_layers(model, x, "ap_fixed<16,9>") == []  # +-256
+    assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_fixed<16, 6>")] == ["3"]
 
 
 VITIS_CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>

@@ -16,12 +16,14 @@ import contextlib
 import io
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from edgebench.errors import UnsupportedModelError, require_module
@@ -79,6 +81,30 @@ def check_supported(model: nn.Module) -> None:
         if kind not in supported:
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
+
+
+def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str) -> list[str]:
+    """The Conv2d, Linear and BatchNorm layers whose outputs on (up to 256) calibration images leave the range of
+    ``precision`` (``ap_fixed<W,I>`` holds [-2^(I-1), 2^(I-1))), each with its largest |output|: hls4ml's default
+    types wrap around there (AP_WRAP), so the C simulation's outputs are garbage, not a rounding error."""
+    match = re.fullmatch(r"ap_fixed<(\d+),(-?\d+)>", precision.replace(" ", ""))
+    if match is None:
+        return []
+    limit = 2.0 ** (int(match[2]) - 1)
+    peaks: dict[str, float] = {}
+
+    def record(name: str, output: torch.Tensor) -> None:
+        peaks[name] = max(peaks.get(name, 0.0), float(output.abs().max()))
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)]
+    hooks = [m.register_forward_hook(lambda _m, _i, out, name=n: record(name, out)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(calibration[:256], dtype=np.float32)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [f"{name} reaches {peak:.3g}" for name, peak in peaks.items() if peak >= limit]
 
 
 def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec,
@@ -189,6 +215,13 @@ class Hls4mlExporter(Exporter):
             "multipliers": count_multipliers(hls_model),
             "bit_operations": bit_operations(hls_model),
         }
+        if layers is None:  # a quantization-trained model's types come from its own ranges
+            precision = quant.fixed_point or fpga.default_precision
+            overflow = overflowing_layers(model, calibration, precision)
+            if overflow:
+                metadata["overflow"] = overflow
+                log.warning("hls4ml %s wraps around in %s on the calibration images: give quantization.fixed_point "
+                            "more integer bits", precision, ", ".join(overflow))
         (out_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         self._synthesise(hls_model, out_path)
         log.info("hls4ml project %s: convert %.2f s, C-sim compile %.2f s", out_path, convert_s, compile_s)
