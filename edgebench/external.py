@@ -99,21 +99,27 @@ def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...]) -> None:
     external = spec.external
     if external is None or external.format != "onnx" or external.path is None:
         return
+    name, dims = onnx_image_input(Path(external.path))
+    if len(dims) != 1 + len(input_shape) or any(d is not None and d != s for d, s in zip(dims[1:], input_shape)):
+        shown = "x".join("?" if d is None else str(d) for d in dims)
+        raise ConfigError(f"{external.path}: its input '{name}' is {shown}, the experiment's images are "
+                          f"Nx{'x'.join(map(str, input_shape))}")
+
+
+def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
+    """The name and dims (None where symbolic) of an ONNX model's one input; ConfigError for an unreadable file or
+    a model with more or fewer inputs than one batch of images."""
     import onnx
 
     try:
-        graph = onnx.load(external.path, load_external_data=False).graph
+        graph = onnx.load(path, load_external_data=False).graph
     except Exception as exc:
-        raise ConfigError(f"{external.path}: not an ONNX model onnx can read ({first_line(exc)})") from None
+        raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)})") from None
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1:
-        raise ConfigError(f"{external.path}: has {len(inputs)} inputs; edgebench feeds one batch of images")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 1 + len(input_shape) or any(d is not None and d != s for d, s in zip(dims[1:], input_shape)):
-        shown = "x".join("?" if d is None else str(d) for d in dims)
-        raise ConfigError(f"{external.path}: its input '{inputs[0].name}' is {shown}, the experiment's images are "
-                          f"Nx{'x'.join(map(str, input_shape))}")
+        raise ConfigError(f"{path}: has {len(inputs)} inputs; edgebench feeds one batch of images")
+    return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
 
 
 def import_artifact(spec: VariantSpec, destination: Path) -> Path:

@@ -36,8 +36,9 @@ def test_profile_prints_layers_of_the_artifact_on_a_target(onnx_file: Path) -> N
 
 
 def test_bench_profile_layers_adds_the_table(onnx_file: Path) -> None:
-    result = runner.invoke(app, ["bench", str(onnx_file), "--input-shape", "1,8,8", "--min-time-s", "0.05",
-                                 "--profile-layers"], terminal_width=200)
+    """As README writes it, `bench ARTIFACT --profile-layers`: an ONNX input with fixed C,H,W needs no --input-shape."""
+    result = runner.invoke(app, ["bench", str(onnx_file), "--min-time-s", "0.05", "--profile-layers"],
+                           terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "p50 ms" in result.output and "per-layer profile: onnxruntime" in result.output
 
@@ -49,3 +50,17 @@ def test_profile_wrong_backend_is_one_line(onnx_file: Path) -> None:
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["profile", str(onnx_file), "--target", "local-litert", "--input-shape", "1,8,8"])
     assert result.exit_code == 2 and "none of the target's backends (litert) reads m.onnx" in result.output
+
+
+def test_an_onnx_input_of_unknown_size_asks_for_the_shape(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "any",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])])
+    path = tmp_path / "any.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = runner.invoke(app, ["bench", str(path)])
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()) == "error: give --data NPZ or --input-shape C,H,W (any.onnx's input 'x' is ?x?x?x?)"

@@ -15,9 +15,11 @@ from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
 from edgebench.profile.table import LayerProfile
 
 
-def check_eval_input(data: Path | None, input_shape: str | None) -> tuple[int, ...] | None:
-    """Check ``--data`` (read as the worker will) or parse ``--input-shape`` ("C,H,W"), before any measuring."""
+def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path) -> tuple[int, ...] | None:
+    """Check ``--data`` (read as the worker will) or parse ``--input-shape`` ("C,H,W"), before any measuring; an
+    ONNX artifact whose input has fixed C,H,W needs neither."""
     from edgebench.data.files import read_eval_data
+    from edgebench.external import onnx_image_input
 
     if data is not None:
         if not data.is_file():
@@ -25,6 +27,12 @@ def check_eval_input(data: Path | None, input_shape: str | None) -> tuple[int, .
         read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
         return None
     if not input_shape:
+        if artifact.suffix == ".onnx" and artifact.is_file():
+            name, dims = onnx_image_input(artifact)
+            if len(dims) > 1 and all(d for d in dims[1:]):
+                return tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
+            shown = "x".join("?" if d is None else str(d) for d in dims)
+            raise ConfigError(f"give --data NPZ or --input-shape C,H,W ({artifact.name}'s input '{name}' is {shown})")
         raise ConfigError("give --data NPZ or --input-shape C,H,W")
     try:
         return tuple(int(v) for v in input_shape.split(","))
@@ -115,7 +123,7 @@ def profile(
     runner = runner_for(spec)
     if reason := runner.available():
         raise NothingToRunError(f"nothing could run: target {spec.name}: {reason}")
-    shape = check_eval_input(data, input_shape)
+    shape = check_eval_input(data, input_shape, artifact)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="profile", variant_id="-", target=spec.name, backend=name, artifact=str(artifact.resolve()),

@@ -202,7 +202,7 @@ def bench(
     target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
-    shape = check_eval_input(data, input_shape)
+    shape = check_eval_input(data, input_shape, artifact)
     runner = LocalRunner(target, timeout_s)
     if reason := runner.available():
         raise NothingToRunError(f"nothing could run: backend {backend}: {reason}")
