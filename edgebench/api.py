@@ -2,12 +2,13 @@
 
     import edgebench
 
-    results = edgebench.run("my_experiment.yaml")          # or an Experiment object, or None for the default
-    df = results.measurements()                             # one row per measurement, units in the column names
-    front = results.pareto("latency", "accuracy", target="local-cpu")
-    results.report("reports/mine")
+    if __name__ == "__main__":  # a script's workers import it; a notebook needs no guard
+        results = edgebench.run("my_experiment.yaml")      # or an Experiment object, or None for the default
+        df = results.measurements()                         # one row per measurement, units in the column names
+        front = results.pareto("latency", "accuracy", target="local-cpu")
+        results.report("reports/mine")
 
-    later = edgebench.load("runs/my_experiment/results.db", run="latest")
+        later = edgebench.load("runs/my_experiment/results.db", run="latest")
 
 The CLI is a layer over these functions: ``edgebench run`` is :func:`run` plus printing, ``edgebench report`` is
 :meth:`Results.report`. Bad input raises :class:`~edgebench.errors.EdgebenchError` (one line, as the CLI prints it).
@@ -15,6 +16,10 @@ The CLI is a layer over these functions: ``edgebench run`` is :func:`run` plus p
 
 from __future__ import annotations
 
+import ast
+import multiprocessing
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from edgebench.config import Experiment, check_loaded, load_experiment
+from edgebench.errors import EdgebenchError
 
 if TYPE_CHECKING:
     from edgebench.pipeline import ProgressFn, RunOutcome
@@ -118,6 +124,48 @@ def _origin(spec: object) -> str:
     return f"external:{external.get('label')}" if isinstance(external, dict) else "edgebench"
 
 
+def _refuse_unguarded_script() -> None:
+    """Refuse a run that a script starts at its top level outside ``if __name__ == "__main__":``.
+
+    edgebench's workers are spawned processes, and a spawned process imports the main script before it takes a
+    task (as multiprocessing does): the script's run would start again in every worker and wait for the host's
+    cores, which the parent run holds while it waits for that worker. Checked in the parent from the script's
+    source, and, should that miss, in the worker while it imports (multiprocessing marks it ``_inheriting``).
+    """
+    fix = ("put the script's calls under `if __name__ == \"__main__\":` (edgebench's worker processes import "
+           "the main script, as multiprocessing's spawn does, and would run it again)")
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(f"error: edgebench.run() was called while a worker process imported your script: {fix}")
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:  # an interactive session or a notebook: nothing is imported again
+        return
+    script = os.path.abspath(path)
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>"
+                                     and os.path.abspath(frame.f_code.co_filename) == script):
+        frame = frame.f_back
+    if frame is None:  # not called from the script's own top-level code
+        return
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    if not _under_main_guard(tree.body, frame.f_lineno):
+        raise EdgebenchError(f"{path}:{frame.f_lineno}: edgebench.run() is called at the script's top level: {fix}")
+
+
+def _under_main_guard(body: list[ast.stmt], line: int) -> bool:
+    """Whether ``line`` lies in an ``if`` on ``__name__`` among the statements of ``body`` (nested blocks too)."""
+    for stmt in body:
+        if stmt.lineno <= line <= (stmt.end_lineno or stmt.lineno):
+            if isinstance(stmt, ast.If) and any(isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(stmt.test)):
+                return True
+            blocks = [getattr(stmt, field, None) for field in ("body", "orelse", "finalbody", "handlers")]
+            return any(_under_main_guard(block, line) for block in blocks if isinstance(block, list))
+    return False
+
+
 def run(
     experiment: Experiment | str | Path | None = None,
     *,
@@ -135,6 +183,7 @@ def run(
     from edgebench.pipeline import run_experiment
     from edgebench.store.store import validate_tag
 
+    _refuse_unguarded_script()
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
     for tag in tags:
         validate_tag(tag)

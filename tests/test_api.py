@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import edgebench
@@ -88,3 +91,45 @@ def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
     assert again.run_id == results.run_id and again.measurements().equals(df)
     index = again.report(tmp_path / "report")
     assert index == tmp_path / "report" / "index.html" and index.stat().st_size > 1000
+
+
+SCRIPTS = {
+    "unguarded.py": "import edgebench\n\nedgebench.run('missing.yaml')\n",
+    "unguarded_main_function.py": "import edgebench\n\ndef main():\n    edgebench.run('missing.yaml')\n\nmain()\n",
+    "guarded.py": "import edgebench\n\nif __name__ == '__main__':\n    edgebench.run('missing.yaml')\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_a_script_that_runs_at_its_top_level_is_refused_naming_the_line(tmp_path, name):
+    """Spawned workers import the main script: an unguarded run() would start again in each and wait for the
+    cores its parent holds. The refusal comes before any work; a guarded script gets on to its real problem."""
+    script = tmp_path / name
+    script.write_text(SCRIPTS[name])
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1
+    if name == "guarded.py":
+        assert "missing.yaml" in last and "__main__" not in last, last
+    else:
+        line = 3 if name == "unguarded.py" else 6
+        assert f"{script}:{line}: edgebench.run() is called at the script's top level" in last, last
+        assert 'if __name__ == "__main__":' in last and not (tmp_path / "runs").exists()
+
+
+def test_a_worker_importing_an_unguarded_script_exits_with_the_fix(tmp_path):
+    """The backstop: a run() the source check cannot see (here: only in spawned children) ends the child with one
+    line instead of waiting forever."""
+    script = tmp_path / "spawns.py"
+    script.write_text(
+        "import multiprocessing, edgebench\n"
+        "if multiprocessing.current_process().name != 'MainProcess':  # the spawned child\n"
+        "    edgebench.run('missing.yaml')\n"
+        "if __name__ == '__main__':\n"
+        "    child = multiprocessing.get_context('spawn').Process(target=print)\n"
+        "    child.start(); child.join(60)\n"
+        "    print('child exit', child.exitcode)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert "child exit 1" in done.stdout, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: edgebench.run() was called while a worker process imported your script"), done.stderr

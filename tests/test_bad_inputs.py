@@ -99,6 +99,13 @@ class Ctx:
         np.savez(path, **arrays)
         return path
 
+    def another_store(self) -> Path:
+        """A results file with one run the filled store does not have."""
+        path = self.tmp / "other.db"
+        with Store.open(path) as store:
+            fill_run(store, seed=3, tags=("v3",))
+        return path
+
     def sqlite(self, name: str, *statements: str) -> Path:
         path = self.tmp / name
         with sqlite3.connect(path) as conn:
@@ -147,7 +154,7 @@ def run_ssh(**ssh: Any) -> Callable[[Ctx], list[str]]:
     return build
 
 
-def store_cmd(*args: str, store: Callable[[Ctx], Path] | None = None) -> Callable[[Ctx], list[str]]:
+def store_cmd(*args: str, store: Callable[[Ctx], Path | str] | None = None) -> Callable[[Ctx], list[str]]:
     """A store command with ``--store`` (the filled copy unless ``store`` builds another)."""
 
     def build(ctx: Ctx) -> list[str]:
@@ -159,6 +166,11 @@ def store_cmd(*args: str, store: Callable[[Ctx], Path] | None = None) -> Callabl
 
 def garbage_store(ctx: Ctx) -> Path:
     return ctx.file("garbage.db", b"this is not a database, it is a text file\n" * 100)
+
+
+def read_only_store(ctx: Ctx) -> str:
+    """The filled store opened read-only (SQLite's own mode=ro: as root, file permissions would not refuse)."""
+    return f"sqlite:///file:{ctx.store}?mode=ro&uri=true"
 
 
 def foreign_sqlite(ctx: Ctx) -> Path:
@@ -207,6 +219,13 @@ def whole_module(path: Path) -> None:
 
 def wider_weights(path: Path) -> None:
     torch.save(_nets(path.parent).build_net(width=16).state_dict(), path)
+
+
+def corrupt_weights(path: Path) -> None:
+    """A real state dict whose first bytes were overwritten (a bad copy): not a zip, and not a pickle either."""
+    torch.save(_nets(path.parent).build_net().state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes(bytes(100) + data[100:])
 
 
 def scripted(path: Path) -> None:
@@ -294,6 +313,8 @@ CASES = [
     Case("run-weights-not-a-checkpoint", "run",
          lambda ctx: user_model({**NETS, "weights": str(ctx.file("junk.pt", "not a checkpoint\n"))})(ctx),
          ("junk.pt", "torch.load")),
+    Case("run-weights-corrupt", "run", user_model({**NETS, "weights": "weights.pt"}, corrupt_weights),
+         ("weights.pt", "corrupt, truncated", "Unsupported operand")),
     Case("run-weights-pickled-module", "run", user_model({**NETS, "weights": "weights.pt"}, whole_module),
          ("weights.pt", "SmallNet", "trust_checkpoint")),
     Case("run-weights-shape-mismatch", "run", user_model({**NETS, "weights": "weights.pt"}, wider_weights),
@@ -366,6 +387,8 @@ CASES = [
     # --- run: the store and output paths --------------------------------------------------------------
     Case("run-store-not-a-database", "run",
          lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(garbage_store(ctx))}}))], ("garbage.db", "database")),
+    Case("run-store-read-only", "run", lambda ctx: ["run", str(ctx.experiment({"store": {"url": read_only_store(ctx)}}))],
+         ("results.db", "readonly", "writable")),
     Case("run-store-foreign-sqlite", "run",
          lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(foreign_sqlite(ctx))}}))], ("contacts.db", "people")),
     Case("run-store-under-a-file", "run",
@@ -459,6 +482,8 @@ CASES = [
     Case("tag-reserved-name", "tag", store_cmd("tag", "v1", "latest"), ("latest",)),
     Case("tag-empty-name", "tag", store_cmd("tag", "v1", " "), ("tag",)),
     Case("tag-store-not-a-database", "tag", store_cmd("tag", "v1", "x", store=garbage_store), ("garbage.db",)),
+    Case("tag-store-read-only", "tag", store_cmd("tag", "v1", "x", store=read_only_store),
+         ("results.db", "readonly", "writable")),
     # --- export -------------------------------------------------------------------------------------------
     Case("export-out-under-a-file", "export", with_file(store_cmd("export", "{file}/all.csv")), ("plain-file.txt",)),
     Case("export-out-is-a-directory", "export", store_cmd("export", "{tmp}"), ()),
@@ -475,6 +500,8 @@ CASES = [
     Case("import-dest-under-a-file", "import",
          with_file(lambda ctx: ["import", str(ctx.store), "--store", str(ctx.tmp / UNDER_FILE / "lab.db")]),
          ("plain-file.txt",)),
+    Case("import-into-read-only", "import",
+         lambda ctx: ["import", str(ctx.another_store()), "--store", read_only_store(ctx)], ("results.db", "readonly")),
     Case("import-unknown-run", "import",
          lambda ctx: ["import", str(ctx.store), "--store", str(ctx.tmp / "lab.db"), "--run", "nope"], ("nope",)),
     # --- targets and doctor -------------------------------------------------------------------------------

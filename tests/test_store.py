@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import event
 from store_fixtures import MACHINE, fill_run, make_foundation_store, variant_specs
 
 from edgebench.job import JobResult
@@ -262,3 +263,20 @@ def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_s
     sqlite_store.add_measurement(MeasurementRecord(run_id, "k", "v", "t", "onnxruntime", JobResult(job_id="k", status="ok")))
     new_id = sqlite_store.measurements(run_id).set_index("job_key")["id"]["k"]
     assert sqlite_store.layer_profiles([ids["k"], new_id]) == {}
+
+
+def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" (here: the page count capped at what the file holds, as a full
+    filesystem leaves it) becomes one StoreError line; the transaction rolls back and what was stored stays."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        run_id = fill_run(store, seed=1)
+        before = store.measurements(run_id)
+        pages = sqlite3.connect(path).execute("pragma page_count").fetchone()[0]
+        event.listen(store.engine, "connect", lambda conn, _: conn.execute(f"pragma max_page_count = {pages}"))
+        store.engine.dispose()  # new connections get the cap
+        with pytest.raises(StoreError, match="disk is full: free space on its filesystem; what it holds is unchanged"):
+            fill_run(store, seed=2)
+    with Store.open(path) as store:
+        pd.testing.assert_frame_equal(store.measurements(run_id), before)
+        assert run_id in store.runs()["id"].tolist()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,7 @@ def test_cli_commands() -> None:
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "packages and tools" in result.output and "hls4ml" in result.output
+    assert "unavailable" in result.output and "[/]" not in result.output  # styles rendered, not printed as text
 
 
 @pytest.mark.parametrize("command", ["targets", "doctor"])
@@ -153,3 +156,21 @@ def test_a_broken_target_file_is_listed_as_broken_and_exits_2(tmp_path: Path, co
     assert "broken" in row and "unavailable" not in row
     assert "ok-board" in result.output  # the other targets are still listed
     assert result.output.strip().splitlines()[-1].startswith("error: 1 target file(s) do not load: listed;")
+
+
+def test_a_port_that_is_not_ssh_is_one_reason_without_paramikos_traceback(tmp_path: Path) -> None:
+    """A port that accepts TCP and says nothing (a web app's, say): paramiko logs the failed handshake's traceback
+    from its transport thread; `edgebench targets` shows the one-line reason only (run as a user would)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # connections complete in the backlog; nothing ever answers
+        port = listener.getsockname()[1]
+        (tmp_path / "silent-board.yaml").write_text(
+            f"kind: ssh\nbackends: [onnxruntime]\nssh: {{host: 127.0.0.1, port: {port}, connect_timeout_s: 1, retries: 0}}\n")
+        done = subprocess.run([str(Path(sys.executable).parent / "edgebench"), "targets", "--targets-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and "paramiko" not in done.stderr, done.stderr
+    words = " ".join(done.stdout.split())
+    assert "silent-board" in words and f"SSH handshake with 127.0.0.1:{port} failed" in words, done.stdout
+    assert "is an SSH server listening on that port?" in words, done.stdout

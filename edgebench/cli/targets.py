@@ -78,8 +78,8 @@ def doctor(targets_dir: TargetsDir = None) -> None:
     statuses = target_statuses(targets_dir)
     for status in statuses:
         missing = "; ".join(f"{m} ({hints.get(m, '')})" for m in status.missing) or "-"
-        state = _state(status) + (f": {status.reason}" if status.reason else "")
-        needs.add_row(status.name, ", ".join(status.needs) or "-", escape(missing), escape(state))
+        state = _state(status) + escape(f": {status.reason}" if status.reason else "")  # the style stays markup
+        needs.add_row(status.name, ", ".join(status.needs) or "-", escape(missing), state)
     console.print(needs)
     _fail_if_broken(statuses)
 

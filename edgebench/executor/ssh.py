@@ -40,7 +40,12 @@ class _Dropped(Exception):
 
 
 def _import_paramiko() -> Any:
-    return require_module("paramiko", "remote", "SSH targets")
+    paramiko = require_module("paramiko", "remote", "SSH targets")
+    # paramiko's transport thread logs a failed handshake's traceback at ERROR before connect() raises; connect()
+    # turns that exception into one line naming the host, so the traceback shows only with debug logging
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+    return paramiko
 
 
 def _known_hosts_path(ssh: SSHSpec) -> Path:
@@ -93,7 +98,7 @@ def connect(ssh: SSHSpec) -> Any:
                 f"unknown host key for {where}: it is not in {known_hosts}. Check the fingerprint, then add it: "
                 f"ssh-keyscan {port}{shlex.quote(ssh.host)} >> {known_hosts}"
             ) from None
-        raise _Dropped(f"SSH handshake with {where} failed: {exc}") from exc
+        raise _Dropped(f"SSH handshake with {where} failed: {exc} (is an SSH server listening on that port?)") from exc
     except (OSError, EOFError) as exc:  # refused, unreachable, timed out, name not resolved
         client.close()
         raise _Dropped(f"cannot connect to {where}: {exc}") from exc

@@ -48,9 +48,19 @@ def detect_format(path: Path) -> WeightsFormat:
     return "state_dict"
 
 
-def _refused_global(exc: Exception) -> str:
+def _refused_global(exc: Exception) -> str | None:
+    """The Python class a weights-only load refused, or None where the pickle itself is broken."""
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-    return f"the Python object {found.group(1)}" if found else "arbitrary Python objects"
+    return found.group(1) if found else None
+
+
+_UNREADABLE = "corrupt, truncated or not written by torch.save"
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """torch's weights-only unpickler puts its own reason after a paragraph about ``weights_only``."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc), re.DOTALL)
+    return first_line(found.group(1) if found else exc)
 
 
 def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
@@ -58,14 +68,16 @@ def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if trust:
-            raise WeightsError(f"{path}: cannot unpickle it: {first_line(exc)}") from None
-        raise WeightsError(f"{path}: needs {_refused_global(exc)} to load, and a checkpoint is read as data "
+        refused = _refused_global(exc)
+        if trust or refused is None:  # a corrupt or truncated file, or not a torch.save file at all
+            raise WeightsError(f"{path}: not a checkpoint torch.load can read; {_UNREADABLE} "
+                               f"({_unpickler_reason(exc)})") from None
+        raise WeightsError(f"{path}: needs the Python object {refused} to load, and a checkpoint is read as data "
                            "(torch.load weights_only=True); save model.state_dict() instead, or set "
                            "model.trust_checkpoint: true if you trust where the file came from") from None
     except Exception as exc:  # a truncated zip, a text file, a foreign format
-        raise WeightsError(f"{path}: not a checkpoint torch.load can read ({type(exc).__name__}: {first_line(exc)})") \
-            from None
+        raise WeightsError(f"{path}: not a checkpoint torch.load can read; {_UNREADABLE} ({type(exc).__name__}: "
+                           f"{first_line(exc)})") from None
     return _state_dict_of(obj, path)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, ExceptionContext, and_, case, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
@@ -83,6 +83,7 @@ def _make_engine(url: str) -> Engine:
             else:  # in-memory: one shared connection or every connection sees an empty database
                 engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "handle_error", _unwritable_store)
             return engine
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ModuleNotFoundError) as exc:
@@ -94,6 +95,23 @@ def _make_parent(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         raise StoreError(f"cannot create the store {path}: {why_unwritable(path.parent)}") from None
+
+
+#: SQLite's reasons a store cannot be written, and what to do about each
+_UNWRITABLE = {
+    "readonly database": "make the file and its directory writable, or copy the store to a writable place",
+    "disk is full": "free space on its filesystem",
+    "disk I/O error": "check the filesystem it is on",
+}
+
+
+def _unwritable_store(context: ExceptionContext) -> None:
+    """A write the filesystem refused becomes one StoreError line (SQLite rolled the transaction back)."""
+    reason = first_line(context.original_exception)
+    fix = next((fix for needle, fix in _UNWRITABLE.items() if needle in reason), None)
+    if fix is not None:
+        where = context.engine.url.render_as_string(hide_password=True) if context.engine else "results store"
+        raise StoreError(f"cannot write to store {where}: {reason}: {fix}; what it holds is unchanged")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
