@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -540,8 +540,9 @@ FIXED_POINT = re.compile(r"^(ap_)?u?(fixed<\s*\d+\s*,\s*-?\d+\s*(,\s*\w+\s*){0,3
 def check_experiment(exp: Experiment, source: str) -> None:
     """Constraints between fields of ``exp``; ConfigError naming ``source`` and the fields."""
     pruning, epochs = exp.pruning, exp.training.epochs
+    _check_grids_not_empty(exp, source)
     late = [e for e in pruning.prune_epochs if not 0 <= e < epochs]
-    if late and "while_training" in pruning.schedules:
+    if late and pruning.criteria and "while_training" in pruning.schedules:
         raise ConfigError(f"{source}: pruning.prune_epochs: {late} outside the training run (training.epochs: {epochs}, "
                           f"so epochs 0..{epochs - 1}); lower them or train longer")
     _check_qat_epochs(exp, source)
@@ -565,6 +566,18 @@ def check_experiment(exp: Experiment, source: str) -> None:
                 raise ConfigError(f"{source}: targets.{i}.{field}: {', '.join(map(str, extra))} not in {grid_field} "
                                   f"({', '.join(map(str, grid)) or 'empty'}), so target '{selection.name}' would "
                                   "measure nothing for it")
+
+
+def _check_grids_not_empty(exp: Experiment, source: str) -> None:
+    """An empty list that silently drops variants: criteria without ratios or schedules, no precision at all."""
+    pruning = exp.pruning
+    for field in ("ratios", "schedules"):
+        if pruning.criteria and not getattr(pruning, field):
+            raise ConfigError(f"{source}: pruning.{field} is empty, so criteria {', '.join(pruning.criteria)} make no "
+                              f"variant; list {field}, or set pruning.criteria: [] for no pruned variants")
+    if not exp.quantization.precisions and not exp.artifacts:
+        raise ConfigError(f"{source}: quantization.precisions is empty, so nothing is exported; list at least one of "
+                          f"{', '.join(get_args(Precision))}")
 
 
 def _check_qat_epochs(exp: Experiment, source: str) -> None:

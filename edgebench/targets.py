@@ -11,6 +11,7 @@ registries. Whether a target can run *now* (packages, GPU, a reachable host) is 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -211,5 +212,7 @@ def get_target(name: str, extra_dir: Path | None = None) -> TargetSpec:
     files = list_targets(extra_dir)
     if name not in files:
         allowed = ", ".join(sorted(files)) or "(none found)"
-        raise ConfigError(f"unknown target '{name}'; available: {allowed}. Add targets/{name}.yaml to define it.")
+        close = difflib.get_close_matches(name, files, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown target '{name}'; {guess}available: {allowed}. Add targets/{name}.yaml to define it.")
     return load_target_file(files[name])

@@ -2,7 +2,8 @@
 
 Each export of the default run's formats (PyTorch, ONNX fp32 and int8, LiteRT fp32 and int8, hls4ml fixed
 point with its g++ C simulation) runs ``--repeats`` times in this process; the script prints wall seconds
-and CPU seconds (this process and its children, so hls4ml's g++ counts) per export: on a shared machine the
+and CPU seconds (this process and its children, so hls4ml's g++ counts) per export (ONNX fp32 also as torch.onnx
+does it alone, with its registry built per export): on a shared machine the
 CPU seconds are the figure to compare, wall seconds grow with the load. For hls4ml it also splits conversion
 and compile and says which compile mode built the C simulation.
 
@@ -54,6 +55,29 @@ def quant_for(precision: str) -> QuantSpec:
     return QuantSpec(precision=precision)
 
 
+def registry_per_export(model: torch.nn.Module, example: np.ndarray, repeats: int, tmp: Path) -> None:
+    """ONNX fp32 as torch.onnx does it alone, its torchlib registry built for every export (edgebench builds
+    one per process: ``torchlib_registry``), in the same process for the ratio."""
+    from torch.onnx._internal.exporter import _registration
+
+    import edgebench.runtimes.onnxruntime.export as onnx_export
+
+    shared = _registration.ONNXRegistry.from_torchlib
+    if not hasattr(shared, "unshared"):
+        print("onnx     fp32      registry not shared in this torch: nothing to compare")
+        return
+    _registration.ONNXRegistry.from_torchlib = classmethod(shared.unshared.__func__)
+    onnx_export.share_torchlib_registry = lambda: False
+    walls, cpus = [], []
+    for i in range(repeats):
+        wall0, cpu0 = time.perf_counter(), cpu_seconds()
+        onnx_export.export_fp32_onnx(model, torch.from_numpy(example), tmp / f"per-export-{i}.onnx")
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(cpu_seconds() - cpu0)
+    print(f"{'onnx':<8} {'fp32':<9} {np.median(walls):>8.2f} {np.median(cpus):>8.2f}  torchlib registry built per "
+          "export (torch.onnx alone)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -85,6 +109,8 @@ def main() -> None:
                         notes = (f"convert {meta['convert_s']:.1f} s, compile {meta['compile_s']:.1f} s wall "
                                  f"(g++ {meta.get('compile_flags', 'by hls4ml build_lib.sh')})")
                 print(f"{fmt:<8} {precision:<9} {np.median(walls):>8.2f} {np.median(cpus):>8.2f}  {notes}")
+        if "onnx" in args.formats.split(","):
+            registry_per_export(model, calibration[:1], args.repeats, Path(tmp))
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
 
 

@@ -363,6 +363,11 @@ CASES = [
          run_exp({"targets": [{"name": "local-cpu", "schedules": ["iterative"]}]}), ("targets.0.schedules", "iterative")),
     Case("run-duplicate-target", "run", run_exp({"targets": ["local-cpu", "local-cpu"]}), ("targets", "local-cpu")),
     Case("run-unknown-target", "run", run_exp({"targets": ["no-such-board"]}), ("no-such-board",)),
+    Case("run-target-typo", "run", run_exp({"targets": ["local-cpuu"]}), ("local-cpuu", "did you mean 'local-cpu'?")),
+    Case("run-ratios-empty", "run", run_exp({"pruning": {"ratios": []}}), ("pruning.ratios is empty", "criteria l1")),
+    Case("run-schedules-empty", "run", run_exp({"pruning": {"schedules": []}}), ("pruning.schedules is empty",)),
+    Case("run-precisions-empty", "run", run_exp({"quantization": {"precisions": []}}),
+         ("quantization.precisions is empty", "fp32, fp16, int8")),
     Case("run-reserved-tag", "run", lambda ctx: ["run", str(ctx.experiment()), "--tag", "latest"], ("latest",)),
     # --- run: target files ----------------------------------------------------------------------------
     Case("run-target-not-utf8", "run", run_target(b"backends: [onnxruntime]\ndescription: caf\xe9\n"),
@@ -463,6 +468,10 @@ CASES = [
          ("contacts.db",)),
     # --- history ------------------------------------------------------------------------------------------
     Case("history-unknown-metric", "history", store_cmd("history", "--metric", "speed"), ("speed",)),
+    Case("history-unknown-variant", "history", store_cmd("history", "--variant", "l2-0.5"),
+         ("variant 'l2-0.5'", "they have: baseline")),
+    Case("history-unknown-target", "history", store_cmd("history", "--target", "local-cpuu"),
+         ("target 'local-cpuu'", "they have: ")),
     Case("history-out-under-a-file", "history", with_file(store_cmd("history", "--out", "{file}/h")),
          ("plain-file.txt",)),
     Case("history-store-is-a-directory", "history", store_cmd("history", store=lambda ctx: ctx.tmp), ("is a directory",),

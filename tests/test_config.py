@@ -139,3 +139,11 @@ def test_tracking_section_loads_and_leaves_the_experiment_hash(tmp_path: Path) -
     assert tracked.hash == plain.hash  # where results are logged does not change what is measured: runs resume
     with pytest.raises(ConfigError, match=r"tracking\.mlflow\.url: unknown field"):
         load_experiment(default_with(tmp_path, "bad.yaml", tracking={"mlflow": {"uri": "x", "url": "y"}}))
+
+
+def test_prune_epochs_are_not_checked_when_nothing_is_pruned(tmp_path):
+    """default.yaml copied with criteria: [] and one epoch: its prune_epochs [2, 4, 6] prune nothing, so no error."""
+    exp = load_experiment(_write(tmp_path, "training: {epochs: 1}\npruning: {criteria: [], prune_epochs: [2, 4, 6]}\n"))
+    assert exp.pruning.criteria == [] and exp.training.epochs == 1
+    with pytest.raises(ConfigError, match=r"prune_epochs: \[2, 4, 6\] outside the training run"):
+        load_experiment(_write(tmp_path, "training: {epochs: 1}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgebench.data import DatasetSplits, list_datasets, load_dataset
+from edgebench.data.splits import stratified_split
 from edgebench.errors import DatasetError
 
 
@@ -106,3 +107,16 @@ def test_imagefolder_reads_png_classes(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="class sub-folders"):
         (tmp_path / "empty").mkdir()
         load_dataset("imagefolder", path=tmp_path / "empty")
+
+
+def test_a_tiny_dataset_is_split_at_random_when_strata_do_not_fit():
+    """30 training images of 10 classes: 10 % held out is 3 images, too few for one per class, so the split is at
+    random rather than sklearn's "test_size = 3 should be greater or equal to the number of classes = 10"."""
+    y = np.arange(30) % 10
+    x_keep, y_keep, x_held, y_held = stratified_split(np.arange(30.0)[:, None], y, 0.1, seed=0)
+    assert len(y_held) == 3 and len(y_keep) == 27
+    assert sorted(np.concatenate([x_keep, x_held])[:, 0]) == list(np.arange(30.0))  # every image, once
+    _, _, _, y_held = stratified_split(np.zeros((300, 1)), np.arange(300) % 10, 0.1, seed=0)
+    assert np.bincount(y_held).tolist() == [3] * 10  # stratified where it fits
+    with pytest.raises(ValueError, match="1 image.s. are too few to split 10% off"):
+        stratified_split(np.zeros((1, 1)), np.zeros(1, dtype=np.int64), 0.1, seed=0)

@@ -12,7 +12,7 @@ import torch
 from executor_tasks import allocate_and_report_peak, pid_after
 from torch import nn
 
-from edgebench.executor.base import HOST, Lane, LaneScheduler, Task
+from edgebench.executor.base import HOST, Lane, LaneScheduler, Task, WorkerKind
 from edgebench.executor.local import LocalExecutor
 from edgebench.executor.tasks import call_task, job_result, measure_task
 from edgebench.job import Job, MeasureSettings
@@ -128,6 +128,21 @@ def test_timed_tasks_never_share_the_host_and_untimed_ones_do():
     assert overlap("export-0", "export-1") and overlap("export-2", "export-3")  # two workers, two exports at once
     assert span["measure-0"][0] >= max(span["export-0"][1], span["export-1"][1])  # in queue order
     assert span["export-2"][0] >= span["measure-0"][1]  # and not overtaking the waiting measurement
+
+
+def test_a_measurement_worker_starts_beside_untimed_work_not_in_the_measurements_own_turn(tmp_path):
+    """The worker of a timed kind imports its runtime (here a 2 s preload) while an export runs, not after it."""
+    note = tmp_path / "imported"
+    kind = WorkerKind(name="measure-slow-import", env=(("EDGEBENCH_TEST_PRELOAD_NOTE", str(note)),),
+                      preload=("slow_preload",), fork_per_task=True)
+    untimed = call_task("export", "export", pid_after, 6.0)
+    timed = Task(key="measure", kind="measure", fn=pid_after, args=(0.1,), timed=True, worker=kind)
+    with LocalExecutor(workers=2) as executor:
+        results = {r.key: r for r in executor.run([untimed, timed])}
+    assert set(results) == {"export", "measure"} and all(r.ok for r in results.values())  # no warm-up result
+    export, measure = results["export"], results["measure"]
+    assert float(note.read_text()) < export.ended  # the runtime was imported during the export...
+    assert measure.started >= export.ended  # ...and the measurement still had the host alone
 
 
 def _task(key: str, lane: Lane, timed: bool) -> Task:

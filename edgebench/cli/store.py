@@ -20,6 +20,8 @@ from edgebench.store.gate import DEFAULT_UNSTABLE_PCT
 from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK, DEFAULT_ROUNDS
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from edgebench.store.compare import Comparison
 
 StoreOpt = Annotated[
@@ -241,12 +243,15 @@ def history(
         writable_dir(out, "--out")
     with open_store(store) as st:
         hist = history_frame(st, m.name, name=name, tagged_only=not all_runs)
-        if variant:
-            hist = hist[(hist["label"] == variant) | (hist["variant_id"] == variant)]
-        if target:
-            hist = hist[hist["target"] == target]
         if hist.empty:
-            raise StoreError("no matching results: tag runs with `edgebench tag RUN TAG` or pass --all-runs")
+            runs = f"runs of experiment '{name}'" if name else "runs"
+            raise StoreError(f"no {runs} with {m.name} results" + ("" if all_runs else " among tagged runs: tag runs "
+                             "with `edgebench tag RUN TAG` or pass --all-runs"))
+        if variant:
+            hist = _only(hist, (hist["label"] == variant) | (hist["variant_id"] == variant), f"variant '{variant}'",
+                         hist["label"])
+        if target:
+            hist = _only(hist, hist["target"] == target, f"target '{target}'", hist["target"])
         changes = series_change_points(st, hist, m.name)
         if out:
             render_history(st, out, m.name, name=name)
@@ -266,6 +271,14 @@ def history(
         table.add_row(str(label), str(context), *cells)
     console.print(table)
     console.print(f"{len(changes)} change point(s) detected")
+
+
+def _only(hist: pd.DataFrame, keep: pd.Series, what: str, have: pd.Series) -> pd.DataFrame:
+    """The rows of ``hist`` that ``keep`` selects; StoreError naming what the runs do have when none are left."""
+    if not keep.any():
+        names = sorted(set(have.astype(str)))
+        raise StoreError(f"no {what} in these runs; they have: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}")
+    return hist[keep]
 
 
 def tag(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +34,14 @@ def stratified_split(
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    held = math.ceil(fraction * len(y))
+    if held >= len(y):
+        raise ValueError(f"{len(y)} image(s) are too few to split {fraction:.0%} off with images left on both sides; "
+                         "give more images")
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
+    classes = int((counts > 0).sum())
+    # stratified only where every class can appear on both sides; a tiny dataset is split at random instead
+    stratify = y if counts[counts > 0].min() >= 2 and min(held, len(y) - held) >= classes else None
     x_keep, x_held, y_keep, y_held = train_test_split(
         x, y, test_size=fraction, random_state=seed, stratify=stratify
     )

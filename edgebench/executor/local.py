@@ -24,7 +24,7 @@ import socket
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -33,7 +33,7 @@ from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, T
 from edgebench.executor.forked import STACK_DUMP_SIGNAL
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome
-from edgebench.executor.warm_worker import worker_main
+from edgebench.executor.warm_worker import ready, worker_main
 from edgebench.job import Placement
 from edgebench.measure.worker import stderr_tail
 
@@ -103,6 +103,10 @@ HOST_POLL_S = 0.2
 #: idle workers kept besides one per untimed slot: the measurement kinds of a sweep (torch, ONNX Runtime, LiteRT,
 #: hls4ml, OpenVINO...) each keep their warm worker between jobs
 MAX_IDLE_KINDS = 6
+
+#: the kind of the tasks that start a timed task's worker ahead of it (never yielded as results)
+WARM_UP = "warm-up"
+WARM_UP_TIMEOUT_S = 300.0
 
 
 class LocalExecutor(Executor):
@@ -184,6 +188,22 @@ class LocalExecutor(Executor):
     # ---- Executor ---------------------------------------------------------------------------------
     def submit(self, task: Task) -> None:
         self.scheduler.add(task)
+
+    def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
+        """As :meth:`Executor.run`, with each timed worker kind started ahead: a worker's start-up (seconds of
+        runtime imports) is untimed work, so it shares the cores with builds and exports instead of holding
+        them alone as the first measurement of its kind would."""
+        tasks = list(tasks)
+        if any(not t.timed for t in tasks):  # something to overlap with
+            for kind in dict.fromkeys(t.worker for t in tasks if t.timed):
+                if not any(w.kind == kind for w in self._processes):
+                    self.submit(Task(key=f"{WARM_UP}:{kind.name}", kind=WARM_UP, fn=ready, lane=Lane(HOST),
+                                     timeout_s=WARM_UP_TIMEOUT_S, worker=kind))
+        for result in super().run(tasks):
+            if result.task.kind != WARM_UP:
+                yield result
+            elif not result.ok:  # the measurement of this kind starts its own worker and reports what fails
+                log.debug("warm-up of %s failed: %s", result.key, result.error)
 
     def _dispatch(self, task: Task, lane: Lane) -> TaskResult | None:
         try:

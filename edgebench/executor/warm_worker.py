@@ -40,6 +40,10 @@ def _redirect_output(log_path: str) -> None:
     os.dup2(log_file.fileno(), 2)
 
 
+def ready() -> None:
+    """A warm-up task: nothing to do, the worker imported its ``preload`` before taking it (see ``LocalExecutor``)."""
+
+
 def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...], log_path: str, parent_pid: int,
                 cpus: frozenset[int] | None = None, fork_per_task: bool = False) -> None:
     """Serve tasks until the pipe closes or an empty message asks the worker to stop.
