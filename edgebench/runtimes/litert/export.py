@@ -56,6 +56,23 @@ def _without_dropout(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
+def _unfused_shared_convs(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``graph`` with a clone between each conv whose output has other users and the BatchNorm that reads it:
+    PT2E's conv-BN fusion folds such a BN into the conv anyway, so the other users (DenseNet's concatenation of a
+    block's input, ``cat([x, conv(relu(bn(x)))])``) read normalised values; a trained DenseNet-style model's int8
+    logits were off by 4.1 on logits of 1.0 (0.033 with the clone)."""
+    batch_norms = (torch.ops.aten.batch_norm.default, torch.ops.aten._native_batch_norm_legit_no_training.default)
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.conv2d.default or len(node.users) < 2:
+            continue
+        for user in [u for u in node.users if u.target in batch_norms]:
+            with graph.graph.inserting_after(node):
+                clone = graph.graph.call_function(torch.ops.aten.clone.default, (node,))
+            user.replace_input_with(node, clone)
+    graph.recompile()
+    return graph
+
+
 def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     """PT2E: export, insert observers (symmetric per-channel int8 weights), run the calibration images."""
     from litert_torch.quantize import pt2e_quantizer
@@ -64,7 +81,7 @@ def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     )
-    graph = _without_dropout(torch.export.export(model, (example,)).module())
+    graph = _unfused_shared_convs(_without_dropout(torch.export.export(model, (example,)).module()))
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for image in calibration:  # the exported graph has a static batch of one
