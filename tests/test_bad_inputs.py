@@ -168,6 +168,13 @@ def garbage_store(ctx: Ctx) -> Path:
     return ctx.file("garbage.db", b"this is not a database, it is a text file\n" * 100)
 
 
+def empty_store(ctx: Ctx) -> Path:
+    """A results store with its schema and no run (as a fresh `edgebench run` that failed its checks leaves none)."""
+    path = ctx.tmp / "empty.db"
+    Store.open(path).close()
+    return path
+
+
 def read_only_store(ctx: Ctx) -> str:
     """The filled store opened read-only (SQLite's own mode=ro: as root, file permissions would not refuse)."""
     return f"sqlite:///file:{ctx.store}?mode=ro&uri=true"
@@ -497,6 +504,8 @@ CASES = [
     Case("export-out-under-a-file", "export", with_file(store_cmd("export", "{file}/all.csv")), ("plain-file.txt",)),
     Case("export-out-is-a-directory", "export", store_cmd("export", "{tmp}"), ()),
     Case("export-out-unwritable", "export", store_cmd("export", UNWRITABLE + ".csv"), (UNWRITABLE,)),
+    Case("export-empty-store", "export", store_cmd("export", "{tmp}/all.csv", store=lambda ctx: empty_store(ctx)),
+         ("has no runs yet", "nothing to export")),
     Case("export-unknown-run", "export", store_cmd("export", "{tmp}/a.csv", "--run", "nope"), ("nope",)),
     # --- import -------------------------------------------------------------------------------------------
     Case("import-a-csv-file", "import",

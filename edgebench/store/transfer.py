@@ -62,6 +62,8 @@ def export_runs(
     if fmt not in ("csv", "parquet"):
         raise StoreError(f"unknown export format {fmt!r}; allowed: csv, parquet")
     ids = [store.resolve_run(r) for r in run_ids] if run_ids else list(store.runs()["id"])
+    if not ids:  # an empty file would look like an export that worked
+        raise StoreError(f"store {store.url} has no runs yet: nothing to export")
     table = export_table(store, ids)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = [out]
