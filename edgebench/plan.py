@@ -147,7 +147,9 @@ class PlannedJob:
     @property
     def artifact_key(self) -> str:
         """Cache key of the exported artifact: the variant, the format and target settings that change it."""
-        return spec_hash([self.variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision])
+        revision = get_exporter(self.artifact_format, self.target.blocks).revision
+        return spec_hash([self.variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision,
+                          *([revision] if revision else [])])  # revision 0 keeps the keys artifacts had before it
 
     @property
     def settings(self) -> dict[str, object]:

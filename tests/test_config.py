@@ -147,3 +147,28 @@ def test_prune_epochs_are_not_checked_when_nothing_is_pruned(tmp_path):
     assert exp.pruning.criteria == [] and exp.training.epochs == 1
     with pytest.raises(ConfigError, match=r"prune_epochs: \[2, 4, 6\] outside the training run"):
         load_experiment(_write(tmp_path, "training: {epochs: 1}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
+
+
+def test_an_exporter_revision_moves_its_artifact_keys_and_no_others(monkeypatch):
+    """A fix that changes what an exporter writes bumps its revision: a workdir exported before is exported again."""
+    from edgebench.config import TargetSelection
+    from edgebench.plan import plan_target_jobs
+    from edgebench.runtimes.base import get_exporter
+
+    exp = load_experiment()
+    specs = plan_fp32_variants(exp)[:2]
+
+    def keys() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for name in ("local-cpu", "local-litert"):
+            jobs, _ = plan_target_jobs(exp, specs, TargetSelection(name=name), get_target(name))
+            for job in jobs:
+                out.setdefault(job.artifact_format, set()).add(job.artifact_key)
+        return out
+
+    before = keys()
+    tflite = type(get_exporter("tflite", {}))
+    monkeypatch.setattr(tflite, "revision", tflite.revision + 1)
+    after = keys()
+    assert after["onnx"] == before["onnx"] and after["torch"] == before["torch"]
+    assert after["tflite"].isdisjoint(before["tflite"]) and len(after["tflite"]) == len(before["tflite"])

@@ -181,6 +181,9 @@ class Exporter(ABC):
     relocatable: ClassVar[bool] = True
     #: the key of its runtime's target block that configures it (``fpga`` for hls4ml); None: no target settings
     target_block: ClassVar[str | None] = None
+    #: bumped when a fix changes what it writes for the same model and settings: part of the artifact cache key
+    #: (from 1 on), so a workdir exported by an earlier edgebench is exported again, not reused as it was
+    revision: ClassVar[int] = 0
 
     @classmethod
     def for_target(cls, block: TargetBlock | None) -> Exporter:

@@ -170,6 +170,7 @@ class TfliteExporter(Exporter):
     qat_precisions = ("int8",)
     suffix = ".tflite"
     needs = (LITERT_TORCH,)
+    revision = 1  # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads
 
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)
