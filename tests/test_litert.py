@@ -164,6 +164,16 @@ def test_fixed_batch_model_explains_offline_limit(artifacts: dict[str, Path]) ->
         get_backend("litert").load(artifacts["fp32"], BackendSettings(threads=1, batch_size=8))
 
 
+def _int8_and_pytorch_logits(model: torch.nn.Module, shape: tuple[int, ...], out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``model``'s LiteRT int8 logits (calibrated on 64 random images) and its own, on 8 of those images."""
+    x = np.random.default_rng(0).standard_normal((64, *shape)).astype(np.float32)
+    path = get_exporter("tflite").export(model, QuantSpec(precision="int8", calibration_samples=64), x, out)
+    session = get_backend("litert").load(path, BackendSettings(threads=1))
+    got = np.concatenate([session.run(x[i : i + 1]) for i in range(8)])
+    with torch.no_grad():
+        return got, model(torch.from_numpy(x[:8])).numpy()
+
+
 def test_int8_of_a_model_with_dropout_agrees_with_pytorch(tmp_path: Path) -> None:
     """An eval-mode Dropout before the classifier is a no-op; litert-torch's int8 conversion of it once left the
     logits off by a quarter of their scale (edgebench now drops it from the exported graph before quantizing)."""
@@ -171,13 +181,7 @@ def test_int8_of_a_model_with_dropout_agrees_with_pytorch(tmp_path: Path) -> Non
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3),
                                 torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                 torch.nn.Dropout(0.2), torch.nn.Linear(16, 4)).eval()
-    x = np.random.default_rng(0).standard_normal((64, 3, 6, 8)).astype(np.float32)
-    path = get_exporter("tflite").export(model, QuantSpec(precision="int8", calibration_samples=64), x,
-                                         tmp_path / "dropout.tflite")
-    session = get_backend("litert").load(path, BackendSettings(threads=1))
-    got = np.concatenate([session.run(x[i : i + 1]) for i in range(8)])
-    with torch.no_grad():
-        want = model(torch.from_numpy(x[:8])).numpy()
+    got, want = _int8_and_pytorch_logits(model, (3, 6, 8), tmp_path / "dropout.tflite")
     # int8 rounding of weights, activations and logits: a few per cent of the logits' scale
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
 
@@ -206,12 +210,6 @@ def test_int8_keeps_a_batchnorm_apart_from_a_conv_whose_output_is_also_concatena
     with torch.no_grad():  # a trained BN: far from the identity
         model.bn.running_mean.uniform_(-2, 2), model.bn.running_var.uniform_(0.05, 0.2)
         model.bn.weight.uniform_(0.5, 2), model.bn.bias.uniform_(-1, 1)
-    x = np.random.default_rng(0).standard_normal((64, 3, 6, 6)).astype(np.float32)
-    path = get_exporter("tflite").export(model, QuantSpec(precision="int8", calibration_samples=64), x,
-                                         tmp_path / "dense.tflite")
-    session = get_backend("litert").load(path, BackendSettings(threads=1))
-    got = np.concatenate([session.run(x[i : i + 1]) for i in range(8)])
-    with torch.no_grad():
-        want = model(torch.from_numpy(x[:8])).numpy()
+    got, want = _int8_and_pytorch_logits(model, (3, 6, 6), tmp_path / "dense.tflite")
     # measured: 7.8 % of the logits' scale (int8 rounding, the BN now a layer of its own); with the BN folded, 4.5x it
     assert np.abs(got - want).max() <= 0.15 * np.abs(want).max()
