@@ -1,9 +1,8 @@
 """ONNX artifacts: fp32 export, fp16 conversion and ONNX Runtime int8 quantization.
 
 fp32 uses the dynamo exporter (``external_data=False`` keeps one file; one torchlib registry per process,
-:mod:`torchlib_registry`) with the
-TorchScript exporter as fallback. fp16 is the fp32 model's float tensors in fp16 with
-fp32 input and logits (:mod:`fp16`). int8 static uses QDQ (:mod:`calibration`: per-channel
+:mod:`torchlib_registry`) with the TorchScript exporter as fallback. fp16 is the fp32 model's float tensors in
+fp16 with fp32 input and logits (:mod:`fp16`). int8 static uses QDQ (:mod:`calibration`: per-channel
 7-bit weights, u8 activations, float logits, the quant spec's calibrator) calibrated on
 training images; QOperator with s8 activations was 25x slower than QDQ here.
 """
