@@ -50,6 +50,7 @@ POINT_JS = """([plot, i]) => {
 }"""
 TOOLTIP_JS = "() => [...document.querySelectorAll('.bk-Tooltip')].map(t => t.shadowRoot.querySelector('.bk-tooltip-content')?.innerText ?? '').join('').replace(/\t/g, ' ')"
 MODEL_JS = "name => Bokeh.documents[0].get_model_by_name(name)"
+BOKEH_DOUBLETAP_MS = 300  # UIGestures.doubletap_threshold in BokehJS
 
 
 class Page:
@@ -82,9 +83,12 @@ class Page:
         return self.page.evaluate(TOOLTIP_JS)
 
     def click_point(self, i: int, plot: str = LATENCY_PLOT) -> None:
+        # Bokeh turns two taps less than 300 ms apart into one double tap, which selects nothing: on a fast
+        # machine a test's second click came that soon after its first.
+        self.page.wait_for_timeout(BOKEH_DOUBLETAP_MS + 50)
         x, y = self.page.evaluate(POINT_JS, [plot, i])
         self.page.mouse.click(x, y)
-        self.page.wait_for_timeout(250)
+        self.page.wait_for_function(f"i => ({MODEL_JS})('eb-measurements').selected.indices.includes(i)", arg=i)
 
     def selected(self) -> list[int]:
         return self.page.evaluate(f"() => ({MODEL_JS})('eb-measurements').selected.indices")
