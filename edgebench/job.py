@@ -162,6 +162,29 @@ class Contention(BaseModel):
     flagged: bool = Field(description="contended: compare and history never call a change on it")
 
 
+class SpeedProbe(BaseModel):
+    """The machine's speed just before and just after the timed window: a fixed kernel's median time
+    (``measure.speed_probe``); the slower the machine, the larger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before_us: float
+    after_us: float
+    tolerance: float = Field(description="probes further apart than this (relative) are different speeds")
+
+    @property
+    def level_us(self) -> float:
+        """The machine's speed over the window (the mean of both probes)."""
+        return (self.before_us + self.after_us) / 2
+
+    @property
+    def changed(self) -> float | None:
+        """How much slower (or, negative, faster) the machine was after the window than before it, when that is
+        beyond the tolerance; None while it ran at one speed."""
+        change = self.after_us / self.before_us - 1
+        return change if abs(change) > self.tolerance else None
+
+
 class LatencyPrediction(BaseModel):
     """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
     the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate), with
@@ -182,7 +205,7 @@ class LatencyPrediction(BaseModel):
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
 _IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
-               "host_lane", "latency_prediction", "contention")
+               "host_lane", "latency_prediction", "contention", "speed_probe")
 
 
 class JobResult(BaseModel):
@@ -228,6 +251,7 @@ class JobResult(BaseModel):
     ran_on: Placement | None = Field(None, description="where the executor ran the job (set by the controller)")
     host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
     contention: Contention | None = Field(None, description="other processes' CPU use during the timed window")
+    speed_probe: SpeedProbe | None = Field(None, description="the machine's speed just before and after the window")
     latency_prediction: LatencyPrediction | None = Field(
         None, description="the p50 the latency tables predicted (set by the controller; measurement.predict_latency)")
 

@@ -6,9 +6,9 @@ machine, and slow drift (another tenant, the machine's thermal state) moves whol
 round measures every matched result's baseline and candidate back to back (which goes first alternates),
 each in a fresh process forked from a clean worker. The decision is a paired test on the per-round
 differences (``significance.decide_rounds``), so drift shared by a pair cancels; a round in which another
-process disturbed either side (``measure.contention``) is left out of the timing decisions. Size and accuracy come
-from the stored runs. A result is re-measured when both sides stored the job they ran and its files are
-still there; any other is compared on its stored runs, and says so.
+process disturbed either side (``measure.contention``) or the machine's speed changed (``measure.speed_probe``) is
+left out of the timing decisions. Size and accuracy come from the stored runs. A result is re-measured when both
+sides stored the job they ran and its files are still there; any other is compared on its stored runs, and says so.
 """
 
 from __future__ import annotations
@@ -162,14 +162,14 @@ def _run_rounds(pairs: list[_Pair], rounds: int, progress: RoundsProgress | None
 def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[MetricChange]:
     """Per-metric decisions on the complete rounds of one pair, then size and accuracy from the stored runs."""
     complete = [(b, c) for b, c in zip(pair.measured["base"], pair.measured["cand"]) if b is not None and c is not None]
-    calm = [(b, c) for b, c in complete if not _contended(b) and not _contended(c)]
+    calm = [(b, c) for b, c in complete if not _disturbed(b, c)]
     changes = []
     for metric in RUN_METRICS:
         rounds = calm if metric in TIMING_METRICS else complete
         if len(rounds) < 2 <= len(complete):
             decision = Decision("undecided", None, None, None, None, "contended",
-                                f"not decided: other processes disturbed {len(complete) - len(calm)} of "
-                                f"{len(complete)} rounds")
+                                f"not decided: other processes or a change of the machine's speed disturbed "
+                                f"{len(complete) - len(calm)} of {len(complete)} rounds")
             changes.append(metric_change(metric, [], [], decision, effects[metric]))
             continue
         base = [_FROM_RESULT[metric](b) for b, _ in rounds]
@@ -183,8 +183,18 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
     return changes + fixed_changes(pair.base, pair.cand, effects)
 
 
-def _contended(result: JobResult) -> bool:
-    return result.contention is not None and result.contention.flagged
+def _disturbed(base: JobResult, cand: JobResult) -> bool:
+    """Whether another process took either side's cores, or the machine's speed changed within the round
+    (across either window, or between the two: ``measure.speed_probe``)."""
+    if any(r.contention is not None and r.contention.flagged for r in (base, cand)):
+        return True
+    probes = [r.speed_probe for r in (base, cand) if r.speed_probe is not None]
+    if any(p.changed is not None for p in probes):
+        return True
+    if len(probes) == 2:
+        slow, fast = max(p.level_us for p in probes), min(p.level_us for p in probes)
+        return slow > fast * (1 + max(p.tolerance for p in probes))
+    return False
 
 
 def _round_spread_pct(base: list[float], cand: list[float]) -> float | None:

@@ -26,6 +26,7 @@ from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, m
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
+from edgebench.measure.speed_probe import WindowSpeed
 from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
@@ -82,11 +83,13 @@ def execute(job: Job) -> JobResult:
     first = _leading_images(job.eval_data, min(batch_size, job.measure.accuracy_samples or batch_size))
     batch = np.repeat(first[:1], batch_size, axis=0) if len(first) < batch_size else first
 
+    speed = WindowSpeed()
     probe = ContentionProbe.start(job.threads)
     window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     window_to = time.time()
     contention = probe.stop(window_to - window_from)
+    speed_probe = speed.stop()
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
@@ -144,6 +147,7 @@ def execute(job: Job) -> JobResult:
         window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
                            percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
         contention=contention,
+        speed_probe=speed_probe,
         energy_window=energy_window,
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgebench.job import SpeedProbe
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_LOOKBACK,
@@ -216,18 +217,50 @@ class Side:
         column = _column(metric)
         return [v for row in self.rows if (v := _value(row, column)) is not None]
 
-    def uncontended(self) -> Side:
-        """The runs whose timed window no other process disturbed (see ``measure.contention``)."""
-        kept = [i for i, row in enumerate(self.rows) if contention_flag(row.get("details")) is None]
-        return Side([self.rows[i] for i in kept], [self.samples[i] for i in kept])
+    def undisturbed(self) -> Side:
+        """The runs whose timed window nothing disturbed (``disturbance``)."""
+        return self._kept([disturbance(row.get("details")) is None for row in self.rows])
+
+    def _kept(self, keep: list[bool]) -> Side:
+        return Side([r for r, k in zip(self.rows, keep) if k], [s for s, k in zip(self.samples, keep) if k])
 
 
-def contention_flag(details: Any) -> str | None:
-    """Why a stored measurement is contended (other processes' CPU use in its timed window), or None."""
+def disturbance(details: Any) -> str | None:
+    """Why a stored measurement's timed window cannot be decided on, or None: other processes' CPU use in it
+    (``measure.contention``), or the machine's speed changing across it (``measure.speed_probe``)."""
     found = details.get("contention") if isinstance(details, dict) else None
-    if not found or not found.get("flagged"):
-        return None
-    return f"other processes kept {found['other_cores']:.2f} cores busy during its timed window"
+    if found and found.get("flagged"):
+        return f"other processes kept {found['other_cores']:.2f} cores busy during its timed window"
+    probe = _speed_probe(details)
+    if probe is not None and probe.changed is not None:
+        return f"the machine's speed changed during its timed window (speed probe {probe.changed:+.0%})"
+    return None
+
+
+def _speed_probe(details: Any) -> SpeedProbe | None:
+    found = details.get("speed_probe") if isinstance(details, dict) else None
+    return SpeedProbe.model_validate(found) if found else None
+
+
+def at_one_speed(base: Side, cand: Side) -> tuple[Side, Side, str | None]:
+    """Both sides without the runs the machine ran slower in than in the fastest of them (by their speed
+    probes, beyond the tolerance; runs stored without a probe stay), and why a side was left with none."""
+    probes = {id(row): p for row in base.rows + cand.rows if (p := _speed_probe(row.get("details")))}
+    if not probes:
+        return base, cand, None
+    levels = {key: p.level_us for key, p in probes.items()}
+    fastest, tol = min(levels.values()), max(p.tolerance for p in probes.values())
+
+    def same(row: pd.Series) -> bool:
+        return levels.get(id(row), fastest) <= fastest * (1 + tol)
+
+    kept = base._kept([same(r) for r in base.rows]), cand._kept([same(r) for r in cand.rows])
+    for (name, side), left in zip((("baseline", base), ("candidate", cand)), kept):
+        if not left.rows:
+            slower = min(levels[id(r)] for r in side.rows) / fastest - 1
+            return base, cand, (f"the machine ran {slower:.0%} slower during the {name}'s timed window than during "
+                                "the other side's (speed probe)")
+    return kept[0], kept[1], None
 
 
 def run_metric_change(
@@ -246,9 +279,13 @@ def run_metric_change(
     """
     if metric in TIMING_METRICS:
         all_base, all_cand = base, cand
-        base, cand = base.uncontended(), cand.uncontended()
+        base, cand = base.undisturbed(), cand.undisturbed()
         if not base.rows or not cand.rows:
-            return _undecided(metric, all_base, all_cand, effect)
+            side, rows = ("baseline", all_base.rows) if not base.rows else ("candidate", all_cand.rows)
+            return _undecided(metric, all_base, all_cand, effect, f"the {side}'s {disturbance(rows[-1].get('details'))}")
+        base, cand, slower = at_one_speed(base, cand)
+        if slower is not None:
+            return _undecided(metric, all_base, all_cand, effect, slower)
     a, b = base.values(metric), cand.values(metric)
     lookback = series_noise(history) if len(history) >= MIN_SERIES_RUNS else None
     noise = pool(replicate_noise([a, b], "runs a side"), lookback)
@@ -265,14 +302,12 @@ def run_metric_change(
     return metric_change(metric, a, b, decision, effect, None if noise is None else noise.pct)
 
 
-def _undecided(metric: str, base: Side, cand: Side, effect: float) -> MetricChange:
-    """A timing metric with no undisturbed run on one side: the change is shown, never called."""
-    side, rows = ("baseline", base.rows) if not base.uncontended().rows else ("candidate", cand.rows)
-    why = contention_flag(rows[-1].get("details"))
+def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str) -> MetricChange:
+    """A timing metric with no run on one side that can be decided on (``why``): the change is shown, never called."""
     a, b = base.values(metric), cand.values(metric)
     mean_a, mean_b = _geomean(a), _geomean(b)
     ratio = mean_b / mean_a if mean_a and mean_b else None
-    decision = Decision("undecided", ratio, None, None, None, "contended", f"not decided: the {side}'s {why}")
+    decision = Decision("undecided", ratio, None, None, None, "contended", f"not decided: {why}")
     return metric_change(metric, a, b, decision, effect)
 
 
@@ -431,7 +466,7 @@ def lookback_values(
     for rid in reversed(same[:limit]):
         for _, row in _ok(store.measurements(rid)).iterrows():
             per_metric = values.setdefault(_key(row), {})
-            contended = contention_flag(row.get("details")) is not None
+            contended = disturbance(row.get("details")) is not None
             for metric in RUN_METRICS:
                 if contended and metric in TIMING_METRICS:
                     continue

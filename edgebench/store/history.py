@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from edgebench.store.compare import contention_flag
+from edgebench.store.compare import disturbance
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_MIN_EFFECT,
@@ -75,7 +75,7 @@ def history_frame(
             run_started_at=run["started_at"],
             value=df[m.column].astype(float) * m.scale,
             context=[context_label(t, b, n) for t, b, n in zip(df["target"], df["backend"], df["threads"])],
-            contended=[contention_flag(d) is not None for d in df["details"]],
+            contended=[disturbance(d) is not None for d in df["details"]],
         )
         frames.append(df)
     columns = ["position", "run_id", "run_label", "run_started_at", "variant_id", "label", "target", "context", "value",
