@@ -89,3 +89,13 @@ def test_remeasure_leaves_out_rounds_at_two_speeds() -> None:
     assert _disturbed(measured(11, 11.5), measured(16, 16.2))  # the candidate's window ran on a slower machine
     assert _disturbed(measured(11, 16), measured(11, 11))  # the speed changed within the baseline's window
     assert not _disturbed(JobResult(job_id="k", status="ok"), measured(16, 16))  # one probe: nothing to compare
+
+
+def test_the_reports_table_shows_a_window_the_machine_changed_speed_in() -> None:
+    from edgebench.report.html import _contention_cell
+
+    contention = {"other_cores": 0.01, "flagged": False}
+    steady = {"contention": contention, "speed_probe": {"before_us": 11.0, "after_us": 11.4, "tolerance": 0.15}}
+    assert _contention_cell(steady) == "0.01"
+    changed = {**steady, "speed_probe": {"before_us": 11.0, "after_us": 16.0, "tolerance": 0.15}}
+    assert _contention_cell(changed) == "0.01 ⚠ machine speed +45% across the window"

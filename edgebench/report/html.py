@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 import edgebench.report.plots as plots
+from edgebench.job import SpeedProbe
 from edgebench.report.compression import compression_section
 from edgebench.report.explore import explore_script, explorer_html
 from edgebench.report.fpga import fpga_section
@@ -156,11 +157,13 @@ def _interval_note(row: pd.Series, metric: Metric) -> str:
 
 
 def _contention_cell(details: object) -> str:
-    """Other processes' CPU use during the timed window (cores), flagged when it made the figure undecidable."""
+    """Other processes' CPU use during the timed window (cores), flagged when it made the figure undecidable, and
+    a change of the machine's speed across the window (``measure.speed_probe``)."""
     found = details.get("contention") if isinstance(details, dict) else None
-    if not found:
-        return "—"
-    return f"{found['other_cores']:.2f}" + (" ⚠ contended" if found.get("flagged") else "")
+    cell = "—" if not found else f"{found['other_cores']:.2f}" + (" ⚠ contended" if found.get("flagged") else "")
+    probe = details.get("speed_probe") if isinstance(details, dict) else None
+    change = SpeedProbe.model_validate(probe).changed if probe else None
+    return cell if change is None else f"{cell} ⚠ machine speed {change:+.0%} across the window"
 
 
 def failed_table(failed: pd.DataFrame) -> str:
