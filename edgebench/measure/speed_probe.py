@@ -46,7 +46,7 @@ def tolerance() -> float:
 
 
 class WindowSpeed:
-    """Probes read around one timed window: ``start`` before it, ``stop`` after it."""
+    """Probes read around one timed window: made just before it, ``stop`` just after it."""
 
     def __init__(self) -> None:
         self.before_us = probe_us()
