@@ -184,6 +184,10 @@ class SpeedProbe(BaseModel):
         change = self.after_us / self.before_us - 1
         return change if abs(change) > self.tolerance else None
 
+    def slower_than(self, fastest_us: float) -> bool:
+        """Whether the machine ran beyond the tolerance slower in this window than at the level ``fastest_us``."""
+        return self.level_us > fastest_us * (1 + self.tolerance)
+
 
 class LatencyPrediction(BaseModel):
     """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):

@@ -191,10 +191,7 @@ def _disturbed(base: JobResult, cand: JobResult) -> bool:
     probes = [r.speed_probe for r in (base, cand) if r.speed_probe is not None]
     if any(p.changed is not None for p in probes):
         return True
-    if len(probes) == 2:
-        slow, fast = max(p.level_us for p in probes), min(p.level_us for p in probes)
-        return slow > fast * (1 + max(p.tolerance for p in probes))
-    return False
+    return len(probes) == 2 and any(p.slower_than(min(q.level_us for q in probes)) for p in probes)
 
 
 def _round_spread_pct(base: list[float], cand: list[float]) -> float | None:

@@ -248,16 +248,15 @@ def at_one_speed(base: Side, cand: Side) -> tuple[Side, Side, str | None]:
     probes = {id(row): p for row in base.rows + cand.rows if (p := _speed_probe(row.get("details")))}
     if not probes:
         return base, cand, None
-    levels = {key: p.level_us for key, p in probes.items()}
-    fastest, tol = min(levels.values()), max(p.tolerance for p in probes.values())
+    fastest = min(p.level_us for p in probes.values())
 
     def same(row: pd.Series) -> bool:
-        return levels.get(id(row), fastest) <= fastest * (1 + tol)
+        return id(row) not in probes or not probes[id(row)].slower_than(fastest)
 
     kept = base._kept([same(r) for r in base.rows]), cand._kept([same(r) for r in cand.rows])
     for (name, side), left in zip((("baseline", base), ("candidate", cand)), kept):
         if not left.rows:
-            slower = min(levels[id(r)] for r in side.rows) / fastest - 1
+            slower = min(probes[id(r)].level_us for r in side.rows) / fastest - 1
             return base, cand, (f"the machine ran {slower:.0%} slower during the {name}'s timed window than during "
                                 "the other side's (speed probe)")
     return kept[0], kept[1], None
