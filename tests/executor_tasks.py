@@ -32,3 +32,10 @@ def raise_noted(message: str) -> None:
     exc = ValueError(message)
     exc.add_note("a note added on the way up")
     raise exc
+
+
+def torch_threads() -> int:
+    """The size of torch's intra-op pool in this worker."""
+    import torch
+
+    return torch.get_num_threads()

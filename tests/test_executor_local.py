@@ -192,3 +192,38 @@ def test_a_measurement_pinned_to_a_core_runs_in_a_worker_pinned_there():
     with LocalExecutor(workers=1) as executor:
         (result,) = executor.run([task])
     assert result.value == {core} and task.worker.cpus == {core} and HOST_LANE.cpus is None
+
+
+DRIVER_IMPORTING_TORCH = """
+import sys
+import torch  # a user's driver script imports torch before edgebench starts its workers
+
+from executor_tasks import torch_threads
+from edgebench.executor.base import Task, WorkerKind
+from edgebench.executor.local import LocalExecutor
+
+if __name__ == "__main__":
+    task = Task(key="threads", kind="build", fn=torch_threads,
+                worker=WorkerKind(name="untimed-1t", env=(("OMP_NUM_THREADS", "1"),)))
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run([task])
+    print("driver", torch.get_num_threads(), "worker", result.value, result.error)
+"""
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2,
+                    reason="one core: torch's default pool is one thread, so the worker's cap cannot show")
+def test_a_worker_gets_its_thread_cap_even_when_the_drivers_main_module_imports_torch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER_IMPORTING_TORCH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    words = out.stdout.split()
+    assert int(words[words.index("driver") + 1]) >= 2  # the driver's own pool: the cap is not inherited from it
+    assert words[words.index("worker") + 1] == "1", out.stdout

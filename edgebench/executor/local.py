@@ -97,6 +97,24 @@ def _innermost(tail: str) -> str:
     return " | ".join(line.strip() for line in lines[-3:])
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` set while a worker is spawned, then as it was: a spawned child imports the
+    driver's main module before ``worker_main`` runs, and a user's script that imports torch there would size
+    torch's OpenMP pool from the driver's environment (two builds of two threads each on two cores trained 3x
+    slower than one thread each)."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 #: how often a measurement waiting for cores held by another edgebench process asks again
 HOST_POLL_S = 0.2
 
@@ -151,9 +169,10 @@ class LocalExecutor(Executor):
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=worker_main, name=f"edgebench-{kind.name}", daemon=False,
-            args=(child_conn, dict(kind.env), kind.preload, str(log_path), os.getpid(), kind.cpus, kind.fork_per_task),
+            args=(child_conn, kind.preload, str(log_path), os.getpid(), kind.cpus, kind.fork_per_task),
         )
-        process.start()
+        with _environment(dict(kind.env)):
+            process.start()
         child_conn.close()
         worker = _Worker(kind, process, parent_conn, log_path)
         self._processes.append(worker)

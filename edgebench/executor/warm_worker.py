@@ -1,7 +1,8 @@
 """The child side of a warm local worker: a spawned process that runs tasks sent over a pipe.
 
-Kept free of heavy imports at module level: the worker sets its environment (thread counts) before
-any runtime is imported, because runtimes size their thread pools from it at import time.
+Kept free of heavy imports at module level. Its environment (thread counts) is set by ``LocalExecutor`` when it
+spawns the process, before the driver's main module or any runtime is imported: runtimes size their thread pools
+from it at import time.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def ready() -> None:
     """A warm-up task: nothing to do, the worker imported its ``preload`` before taking it (see ``LocalExecutor``)."""
 
 
-def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...], log_path: str, parent_pid: int,
+def worker_main(conn: Connection, preload: tuple[str, ...], log_path: str, parent_pid: int,
                 cpus: frozenset[int] | None = None, fork_per_task: bool = False) -> None:
     """Serve tasks until the pipe closes or an empty message asks the worker to stop.
 
@@ -52,7 +53,6 @@ def worker_main(conn: Connection, env: dict[str, str], preload: tuple[str, ...],
     ever imports ``preload``: a measurement's peak RSS then never carries what an earlier task left behind.
     """
     _die_with_parent(parent_pid)
-    os.environ.update(env)
     if cpus:  # before any runtime starts its threads: they inherit the mask
         os.sched_setaffinity(0, cpus)
     _redirect_output(log_path)
