@@ -53,10 +53,15 @@ class _Worker:
     log_offset: int = 0
 
 
-def _stop(worker: _Worker, grace_s: float = 2.0) -> None:
-    """Ask ``worker`` to exit, and kill it if it does not within ``grace_s``."""
+def _ask_to_stop(worker: _Worker) -> None:
+    """Send ``worker`` the empty message that ends its loop (it may already be gone)."""
     with contextlib.suppress(OSError):
         worker.conn.send_bytes(b"")
+
+
+def _stop(worker: _Worker, grace_s: float = 2.0) -> None:
+    """Ask ``worker`` to exit, and kill it if it does not within ``grace_s``."""
+    _ask_to_stop(worker)
     worker.process.join(grace_s)
     if worker.process.is_alive():
         worker.process.kill()
@@ -327,6 +332,8 @@ class LocalExecutor(Executor):
         return result
 
     def close(self) -> None:
+        for worker in self._idle:  # all at once: each takes ~0.7 s to unload its runtimes, one after another 5 s
+            _ask_to_stop(worker)
         for worker in list(self._processes):
             self._retire(worker, kill=worker in self._busy)
         self._idle.clear()
