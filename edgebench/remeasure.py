@@ -49,6 +49,9 @@ _FROM_RESULT: dict[str, Callable[[JobResult], float | None]] = {
     "memory": lambda r: r.peak_rss_mb,
 }
 
+#: a disturbed round is measured again until a result has its rounds undisturbed or this many times its rounds
+MAX_ROUNDS_FACTOR = 3
+
 #: progress callback: (done, total, what)
 RoundsProgress = Callable[[int, int, str], None]
 
@@ -87,9 +90,11 @@ def remeasure_runs(
     alpha: float = 0.01,
     progress: RoundsProgress | None = None,
     stored_rule: Mapping[str, Any] | None = None,
+    max_rounds: int | None = None,
 ) -> Comparison:
     """Measure the stored jobs of ``baseline`` and ``candidate`` (run ids or tags) again, ``rounds`` times each,
-    interleaved, and compare them on the paired rounds (``min_time_s`` overrides each job's timed window).
+    interleaved, and compare them on the paired rounds (``min_time_s`` overrides each job's timed window). A
+    disturbed round is measured again, up to ``max_rounds`` rounds in all (default: ``MAX_ROUNDS_FACTOR`` x rounds).
 
     A result that cannot be measured again here (no stored job, its files gone) is compared on the stored runs
     instead, with ``compare_runs`` and ``stored_rule`` (its ``repeats``, ``allowance``, ``lookback``), and says so.
@@ -110,10 +115,12 @@ def remeasure_runs(
             base_job, cand_job = (j.model_copy(update={"measure": j.measure.model_copy(
                 update={"min_time_s": min_time_s})}) for j in (base_job, cand_job))
         pairs.append(_Pair(base, cand, (base_job, cand_job)))
-    _run_rounds(pairs, rounds, progress)
+    max_rounds = max(rounds, max_rounds or MAX_ROUNDS_FACTOR * rounds)
+    _run_rounds(pairs, rounds, max_rounds, progress)
     results = [matched_result(p.base, p.cand, _changes(p, effects, alpha)) for p in pairs]
     method = (f"both sides' stored artifacts re-measured here in {rounds} interleaved rounds (each a fresh "
-              f"process, the order alternating); measured metrics decided by a paired t-test on the per-round "
+              f"process, the order alternating; a round disturbed by other processes or a change of the machine's "
+              f"speed measured again, up to {max_rounds} rounds); measured metrics decided by a paired t-test on the per-round "
               f"log ratios at alpha={alpha:g} plus a minimum effect; size and accuracy from the stored runs")
     if stored_only:
         stored = compare_runs(store, baseline, candidate, effects, alpha, **(stored_rule or {}))
@@ -136,33 +143,60 @@ def _task(job: Job, key: str) -> Task:
                         fn=runner.run, args=(job, files))
 
 
-def _run_rounds(pairs: list[_Pair], rounds: int, progress: RoundsProgress | None) -> None:
-    """Every round measures each pair's two sides back to back, the first of them alternating."""
-    tasks: list[Task] = []
-    owner: dict[str, tuple[_Pair, str]] = {}
-    for r in range(rounds):
-        for i, pair in enumerate(pairs):
-            sides = ("base", "cand") if (r + i) % 2 == 0 else ("cand", "base")
-            for side in sides:
-                key = f"round{r}:{i}:{side}"
-                tasks.append(_task(pair.jobs[0 if side == "base" else 1], key))
-                owner[key] = (pair, side)
+def _run_rounds(pairs: list[_Pair], rounds: int, max_rounds: int, progress: RoundsProgress | None) -> None:
+    """Every round measures each pair's two sides back to back, the first of them alternating; a round that other
+    processes or a change of the machine's speed disturbed is measured again, up to ``max_rounds`` in all. How
+    many rounds a pair gets depends on disturbances only, never on what its rounds measured, so the paired test
+    keeps its error rate."""
     for pair in pairs:
-        pair.measured = {"base": [None] * rounds, "cand": [None] * rounds}
+        pair.measured = {"base": [], "cand": []}
+    done = 0
     with LocalExecutor() as executor:
-        for done, result in enumerate(executor.run(tasks), 1):
-            pair, side = owner[result.key]
-            measured = job_result(result)
-            pair.measured[side][int(result.key.split(":")[0].removeprefix("round"))] = (
-                measured if measured.status == "ok" else None)
-            if progress is not None:
-                progress(done, len(tasks), f"{pair.cand.rows[-1]['label']} ({side})")
+        while True:
+            short = {i: min(_disturbed_rounds(pair) + rounds - len(pair.measured["base"]),
+                            max_rounds - len(pair.measured["base"])) for i, pair in enumerate(pairs)}
+            tasks: list[Task] = []
+            owner: dict[str, tuple[_Pair, str, int]] = {}
+            for i, missing in short.items():
+                pair = pairs[i]
+                for r in range(len(pair.measured["base"]), len(pair.measured["base"]) + max(missing, 0)):
+                    for side in (("base", "cand") if (r + i) % 2 == 0 else ("cand", "base")):
+                        key = f"round{r}:{i}:{side}"
+                        tasks.append(_task(pair.jobs[0 if side == "base" else 1], key))
+                        owner[key] = (pair, side, r)
+            if not tasks:
+                return
+            for pair, _, r in owner.values():
+                for side in ("base", "cand"):
+                    pair.measured[side] += [None] * (r + 1 - len(pair.measured[side]))
+            total = done + len(tasks)
+            for result in executor.run(tasks):
+                pair, side, r = owner[result.key]
+                measured = job_result(result)
+                pair.measured[side][r] = measured if measured.status == "ok" else None
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{pair.cand.rows[-1]['label']} ({side})")
+
+
+def _disturbed_rounds(pair: _Pair) -> int:
+    """How many of ``pair``'s complete rounds were disturbed (a failed round is not measured again)."""
+    return len(_complete(pair)) - len(_calm(pair))
+
+
+def _complete(pair: _Pair) -> list[tuple[JobResult, JobResult]]:
+    """The rounds of ``pair`` both of whose measurements succeeded."""
+    return [(b, c) for b, c in zip(pair.measured["base"], pair.measured["cand"]) if b is not None and c is not None]
+
+
+def _calm(pair: _Pair) -> list[tuple[JobResult, JobResult]]:
+    """The complete rounds of ``pair`` that nothing disturbed (timing metrics are decided on these only)."""
+    return [(b, c) for b, c in _complete(pair) if not _disturbed(b, c)]
 
 
 def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[MetricChange]:
     """Per-metric decisions on the complete rounds of one pair, then size and accuracy from the stored runs."""
-    complete = [(b, c) for b, c in zip(pair.measured["base"], pair.measured["cand"]) if b is not None and c is not None]
-    calm = [(b, c) for b, c in complete if not _disturbed(b, c)]
+    complete, calm = _complete(pair), _calm(pair)
     changes = []
     for metric in RUN_METRICS:
         rounds = calm if metric in TIMING_METRICS else complete

@@ -87,3 +87,20 @@ def test_remeasure_finds_a_constructed_slowdown(two_runs: tuple[Path, str, str],
     latency = next(c for c in hit.changes if c.metric == "latency")
     assert latency.verdict == "regression", (latency, measured)
     assert [(r.label, r.context) for r in cmp.regressions] == [(hit.label, hit.context)]
+
+
+def test_remeasure_measures_disturbed_rounds_again_up_to_max_rounds(two_runs: tuple[Path, str, str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db, base, cand = two_runs
+    monkeypatch.setenv(TOLERANCE_ENV, "-1")  # every window counts as one the machine changed speed in
+    with Store.open(db) as store:
+        cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05, max_rounds=3)
+    latency = [c for r in cmp.results for c in r.changes if c.metric == "latency"]
+    assert len(latency) == 4 and all(c.verdict == "undecided" and "disturbed 3 of 3 rounds" in c.note for c in latency)
+    assert "up to 3 rounds" in cmp.method
+    monkeypatch.setenv(TOLERANCE_ENV, "1000")  # nothing disturbed: exactly the rounds asked for
+    monkeypatch.setenv(THRESHOLD_ENV, "1000")
+    with Store.open(db) as store:
+        cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05, max_rounds=3)
+    latency = [c for r in cmp.results for c in r.changes if c.metric == "latency"]
+    assert len(latency) == 4 and all(c.basis == "rounds" and c.runs == (2, 2) for c in latency)

@@ -79,6 +79,9 @@ def compare(
                      "processes each, and decide on the paired rounds (the way for CI on a shared machine)"),
     ] = False,
     rounds: Annotated[int, typer.Option(min=2, help="--remeasure: rounds per result and side")] = DEFAULT_ROUNDS,
+    max_rounds: Annotated[int | None, typer.Option(
+        "--max-rounds", min=2, help="--remeasure: rounds at most, a round that other processes or a change of the "
+        "machine's speed disturbed being measured again (default: 3 x --rounds)")] = None,
     min_time: Annotated[
         float | None, typer.Option("--min-time", min=0, help="--remeasure: timed seconds per round (default: the run's)")
     ] = None,
@@ -150,7 +153,7 @@ def compare(
     with open_store(store) as st:
         if remeasure:
             stored_rule = {"repeats": repeats, "allowance": allowance, "lookback": lookback}
-            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha, stored_rule)
+            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha, stored_rule, max_rounds)
         else:
             cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
                                lookback=lookback)
@@ -176,7 +179,8 @@ def compare(
 
 
 def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time: float | None,
-                effects: dict[str, float], alpha: float, stored_rule: dict[str, Any]) -> Comparison:
+                effects: dict[str, float], alpha: float, stored_rule: dict[str, Any],
+                max_rounds: int | None) -> Comparison:
     """``compare --remeasure`` with a progress bar over the rounds."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -190,7 +194,8 @@ def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time:
         def advance(done: int, total: int, what: str) -> None:
             progress.update(bar, completed=done, total=total, description=what)
 
-        return remeasure_runs(st, baseline, candidate, rounds, min_time, effects, alpha, advance, stored_rule)
+        return remeasure_runs(st, baseline, candidate, rounds, min_time, effects, alpha, advance, stored_rule,
+                              max_rounds)
 
 
 def _print_comparison(cmp: Comparison) -> None:
