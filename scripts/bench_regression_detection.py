@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3, help="remeasure: slowed and identical copies compared")
     parser.add_argument("--rounds", type=int, default=5, help="remeasure: rounds per result and side")
     parser.add_argument("--round-time", type=float, default=0.5, help="remeasure: timed seconds per round")
+    parser.add_argument("--max-rounds", type=int, default=None,
+                        help="remeasure: rounds at most, disturbed ones measured again (default 3 x --rounds)")
     parser.add_argument("--ignore-contention", action="store_true",
                         help="remeasure: decide on rounds other processes disturbed too")
     args = parser.parse_args()

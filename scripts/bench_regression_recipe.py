@@ -127,7 +127,7 @@ def _one_artifact_rss(store: Store, run_ids: list[str]) -> tuple[str, list[float
 def remeasure(args: argparse.Namespace) -> None:
     """``compare --remeasure`` against slowed and identical copies of the recipe arm's latest run."""
     from edgebench.measure.contention import THRESHOLD_ENV
-    from edgebench.remeasure import remeasure_runs
+    from edgebench.remeasure import MAX_ROUNDS_FACTOR, remeasure_runs
 
     if args.ignore_contention:
         os.environ[THRESHOLD_ENV] = "1000"
@@ -153,7 +153,8 @@ def remeasure(args: argparse.Namespace) -> None:
                 achieved.append(measured)
             slow, same = copy_run(store, base, f"slow{trial}", artifacts), copy_run(store, base, f"same{trial}", {})
             for candidate, kind in ((slow, "slow"), (same, "same")):
-                cmp = remeasure_runs(store, base, candidate, args.rounds, args.round_time)
+                cmp = remeasure_runs(store, base, candidate, args.rounds, args.round_time,
+                                     max_rounds=args.max_rounds)
                 for result in cmp.results:
                     latency = next(c for c in result.changes if c.metric == "latency")
                     if kind == "slow" and "onnxruntime" in result.context:
@@ -167,7 +168,8 @@ def remeasure(args: argparse.Namespace) -> None:
             print(f"  trial {trial + 1}/{args.trials} done {machine()}", flush=True)
     t = tally
     print(f"{machine()} remeasure arm: {args.trials} trials, {args.rounds} rounds of {args.round_time:g} s per result "
-          f"and side, contention {'ignored' if args.ignore_contention else 'flagged rounds left out'}")
+          f"and side, contention {'ignored' if args.ignore_contention else 'flagged rounds left out'}; disturbed "
+          f"rounds measured again up to {args.max_rounds or MAX_ROUNDS_FACTOR * args.rounds} rounds")
     print(f"  constructed slowdown of the ONNX Runtime artifacts: asked {args.slowdown:.0%}, measured in calibration "
           f"median {np.median(achieved):.1%} (range {min(achieved):.1%}..{max(achieved):.1%})")
     print(f"  detections (p50 regression): {t['detected']}/{t['slowed']} = {t['detected'] / max(t['slowed'], 1):.1%} "
