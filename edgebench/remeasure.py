@@ -153,22 +153,20 @@ def _run_rounds(pairs: list[_Pair], rounds: int, max_rounds: int, progress: Roun
     done = 0
     with LocalExecutor() as executor:
         while True:
-            short = {i: min(_disturbed_rounds(pair) + rounds - len(pair.measured["base"]),
-                            max_rounds - len(pair.measured["base"])) for i, pair in enumerate(pairs)}
             tasks: list[Task] = []
             owner: dict[str, tuple[_Pair, str, int]] = {}
-            for i, missing in short.items():
-                pair = pairs[i]
-                for r in range(len(pair.measured["base"]), len(pair.measured["base"]) + max(missing, 0)):
+            for i, pair in enumerate(pairs):
+                start = len(pair.measured["base"])
+                missing = max(0, min(_disturbed_rounds(pair) + rounds - start, max_rounds - start))
+                for r in range(start, start + missing):
                     for side in (("base", "cand") if (r + i) % 2 == 0 else ("cand", "base")):
                         key = f"round{r}:{i}:{side}"
                         tasks.append(_task(pair.jobs[0 if side == "base" else 1], key))
                         owner[key] = (pair, side, r)
+                for side in ("base", "cand"):
+                    pair.measured[side] += [None] * missing
             if not tasks:
                 return
-            for pair, _, r in owner.values():
-                for side in ("base", "cand"):
-                    pair.measured[side] += [None] * (r + 1 - len(pair.measured[side]))
             total = done + len(tasks)
             for result in executor.run(tasks):
                 pair, side, r = owner[result.key]
