@@ -14,9 +14,10 @@ recipe       README's CI recipe followed literally: separate ``edgebench run EXP
              machine-speed index and the peak RSS of one artifact across the runs. ``--experiment`` tiny (a
              2-epoch digits run with one pruned variant, fp32 and int8 on local-cpu; a few minutes a pair) or
              a path (``edgebench/experiments/default.yaml`` for the issue's figure).
-remeasure    ``compare --remeasure`` on the latest run of the recipe arm's store against a copy of it whose
-             ONNX Runtime artifacts are made ``--slowdown`` slower by busy work (detections), and against a
-             copy with the same artifacts (A/A), ``--trials`` times. ``--ignore-contention`` counts rounds
+remeasure    ``compare --remeasure`` between two copies of the latest run of the recipe arm's store whose ONNX
+             Runtime artifacts carry busy work, the candidate's ``--slowdown`` slower than the baseline's
+             (``tests/slow_onnx.py``: detections), and between that run and a copy with the same artifacts
+             (A/A), ``--trials`` times. ``--ignore-contention`` counts rounds
              other processes disturbed instead of leaving them out (a shared machine flags most of them).
 
 Every figure line starts with the machine (``lscpu`` model) and the load average.

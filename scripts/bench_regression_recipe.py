@@ -17,7 +17,7 @@ SCRIPTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent / "tests")]
 
 from bench_regression_detection import machine, sample_rule_regressed  # noqa: E402
-from slow_onnx import copy_run, slowed  # noqa: E402
+from slow_onnx import copy_run, slowed_pair  # noqa: E402
 
 from edgebench.config import DEFAULT_EXPERIMENT  # noqa: E402
 from edgebench.job import Job  # noqa: E402
@@ -125,7 +125,7 @@ def _one_artifact_rss(store: Store, run_ids: list[str]) -> tuple[str, list[float
 
 
 def remeasure(args: argparse.Namespace) -> None:
-    """``compare --remeasure`` against slowed and identical copies of the recipe arm's latest run."""
+    """``compare --remeasure`` between busy and slowed copies of the recipe arm's latest run, and A/A."""
     from edgebench.measure.contention import THRESHOLD_ENV
     from edgebench.remeasure import MAX_ROUNDS_FACTOR, remeasure_runs
 
@@ -140,20 +140,22 @@ def remeasure(args: argparse.Namespace) -> None:
     tally = {"detected": 0, "slowed": 0, "undecided": 0, "aa_alarms": 0, "aa_total": 0, "aa_undecided": 0}
     achieved = []
     with Store.open(db) as store:
-        base = store.resolve_run("latest")
+        runs = store.runs()
+        base = runs[~runs["experiment_hash"].str.startswith("copy-")]["id"].iloc[-1]  # not a copy made below
         rows = store.measurements(base)
         ort = rows[(rows["backend"] == "onnxruntime") & (rows["status"] == "ok")]
         for trial in range(args.trials):
-            artifacts = {}
+            busy, slowed = {}, {}  # base side: the busy work's fixed part; candidate: ``--slowdown`` more
             for _, row in ort.iterrows():
                 job = Job.model_validate(row["details"]["job"])
                 x = np.load(job.eval_data)["x"][:1].astype(np.float32)
-                path, measured = slowed(Path(job.artifact), slow_dir / f"{trial}-{row['job_key']}.onnx", args.slowdown, x)
-                artifacts[row["job_key"]] = path
-                achieved.append(measured)
-            slow, same = copy_run(store, base, f"slow{trial}", artifacts), copy_run(store, base, f"same{trial}", {})
-            for candidate, kind in ((slow, "slow"), (same, "same")):
-                cmp = remeasure_runs(store, base, candidate, args.rounds, args.round_time,
+                key = row["job_key"]
+                busy[key], slowed[key] = slow_dir / f"{trial}-{key}-base.onnx", slow_dir / f"{trial}-{key}-slow.onnx"
+                achieved.append(slowed_pair(Path(job.artifact), busy[key], slowed[key], args.slowdown, x))
+            pairs = ((copy_run(store, base, f"busy{trial}", busy), copy_run(store, base, f"slow{trial}", slowed),
+                      "slow"), (base, copy_run(store, base, f"same{trial}", {}), "same"))
+            for baseline, candidate, kind in pairs:
+                cmp = remeasure_runs(store, baseline, candidate, args.rounds, args.round_time,
                                      max_rounds=args.max_rounds)
                 for result in cmp.results:
                     latency = next(c for c in result.changes if c.metric == "latency")
@@ -165,12 +167,17 @@ def remeasure(args: argparse.Namespace) -> None:
                         tally["aa_total"] += 1
                         tally["aa_alarms"] += latency.verdict == "regression"
                         tally["aa_undecided"] += latency.verdict == "undecided"
+                    if (kind == "slow") != (latency.verdict == "regression") and "onnxruntime" in result.context:
+                        change = "n/a" if latency.change is None else f"{latency.change:+.1f}%"
+                        print(f"    {kind}: {result.label} called {latency.verdict} ({change}; {latency.note})",
+                              flush=True)
             print(f"  trial {trial + 1}/{args.trials} done {machine()}", flush=True)
     t = tally
     print(f"{machine()} remeasure arm: {args.trials} trials, {args.rounds} rounds of {args.round_time:g} s per result "
           f"and side, contention {'ignored' if args.ignore_contention else 'flagged rounds left out'}; disturbed "
           f"rounds measured again up to {args.max_rounds or MAX_ROUNDS_FACTOR * args.rounds} rounds")
-    print(f"  constructed slowdown of the ONNX Runtime artifacts: asked {args.slowdown:.0%}, measured in calibration "
+    print(f"  constructed slowdown of the ONNX Runtime artifacts (candidate over a baseline with the busy work's fixed "
+          f"part): asked {args.slowdown:.0%}, measured in calibration "
           f"median {np.median(achieved):.1%} (range {min(achieved):.1%}..{max(achieved):.1%})")
     print(f"  detections (p50 regression): {t['detected']}/{t['slowed']} = {t['detected'] / max(t['slowed'], 1):.1%} "
           f"(goal >= 95 %); undecided (contended) {t['undecided']}")

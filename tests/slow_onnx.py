@@ -1,10 +1,13 @@
 """A constructed slowdown: an ONNX model with busy work added to every inference, calibrated to a fraction.
 
-The busy work (a chain of ``Sin`` over a small vector started from the input's mean) feeds the output
-through a multiplication by zero, so the outputs are unchanged and no optimiser can drop it; its length is
-chosen from measured ONNX Runtime times so each inference takes about ``fraction`` longer. Used by the
-compare tests and by ``scripts/bench_regression_detection.py``, which put such a model in place of a stored
-run's artifact with :func:`copy_run`.
+The busy work (``Sin`` over a vector of ``length`` copies of the input's mean) feeds the output through a
+multiplication by zero, so the outputs are unchanged and no optimiser can drop it. Its cost is a fixed part
+(six more nodes to dispatch: ~4-5 us, 15-20 % of a 25 us digits model) plus a part linear in ``length``, so a
+fraction smaller than the fixed part cannot be added to the bare model: :func:`slowed_pair` gives both sides the
+fixed part (a baseline with a short vector) and chooses the candidate's length from measured ONNX Runtime times,
+so the candidate is ``fraction`` slower than that baseline. Used by the compare tests and by
+``scripts/bench_regression_detection.py``, which put such models in place of a stored run's artifacts with
+:func:`copy_run`.
 """
 
 from __future__ import annotations
@@ -21,57 +24,91 @@ from edgebench.job import Job, JobResult
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 
-VECTOR = 64
+#: the baseline's busy vector in :func:`slowed_pair` (the fixed part's cost, next to nothing of the linear one)
+SHORT = 16
+#: alternations of the two models whose median ratio a calibration step uses, each side timed this long
+ALTERNATIONS = 7
+SIDE_S = 0.05
 
 
-def with_busy_work(src: Path, dst: Path, steps: int) -> Path:
-    """``src`` with ``steps`` busy operations added to every inference, written to ``dst``."""
+def with_busy_work(src: Path, dst: Path, length: int) -> Path:
+    """``src`` with busy work over ``length`` floats added to every inference, written to ``dst``."""
     model = onnx.load(str(src))
     graph = model.graph
     x, y = graph.input[0].name, graph.output[0].name
     for node in graph.node:
         node.output[:] = ["busy_pre" if o == y else o for o in node.output]
     graph.initializer.extend([
-        numpy_helper.from_array(np.array([VECTOR], dtype=np.int64), "busy_shape"),
+        numpy_helper.from_array(np.array([length], dtype=np.int64), "busy_shape"),
         numpy_helper.from_array(np.array(0.0, dtype=np.float32), "busy_zero"),
     ])  # fmt: skip
-    nodes = [helper.make_node("ReduceMean", [x], ["busy_mean"], keepdims=0),
-             helper.make_node("Expand", ["busy_mean", "busy_shape"], ["busy_0"])]
-    nodes += [helper.make_node("Sin", [f"busy_{i}"], [f"busy_{i + 1}"]) for i in range(steps)]
-    nodes += [helper.make_node("ReduceSum", [f"busy_{steps}"], ["busy_sum"], keepdims=0),
-              helper.make_node("Mul", ["busy_sum", "busy_zero"], ["busy_nothing"]),
-              helper.make_node("Add", ["busy_pre", "busy_nothing"], [y])]
-    graph.node.extend(nodes)
+    graph.node.extend([
+        helper.make_node("ReduceMean", [x], ["busy_mean"], keepdims=0),
+        helper.make_node("Expand", ["busy_mean", "busy_shape"], ["busy_vector"]),
+        helper.make_node("Sin", ["busy_vector"], ["busy_sin"]),
+        helper.make_node("ReduceSum", ["busy_sin"], ["busy_sum"], keepdims=0),
+        helper.make_node("Mul", ["busy_sum", "busy_zero"], ["busy_nothing"]),
+        helper.make_node("Add", ["busy_pre", "busy_nothing"], [y]),
+    ])  # fmt: skip
     onnx.save(model, str(dst))
     return dst
 
 
-def p50_ms(path: Path, x: np.ndarray, iters: int = 300) -> float:
-    """p50 of ONNX Runtime (one thread) on ``x``."""
+def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _p50_ms(session: ort.InferenceSession, x: np.ndarray) -> float:
+    """p50 over ``SIDE_S`` seconds (at least 50 inferences) after a few warm-up ones."""
     name = session.get_inputs()[0].name
-    for _ in range(30):
+    for _ in range(5):
         session.run(None, {name: x})
-    times = []
-    for _ in range(iters):
+    times: list[float] = []
+    end = time.perf_counter() + SIDE_S
+    while len(times) < 50 or time.perf_counter() < end:
         start = time.perf_counter()
         session.run(None, {name: x})
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1e3)
 
 
+def ratio(reference: Path, other: Path, x: np.ndarray) -> float:
+    """p50 of ``other`` over p50 of ``reference``: the median over ``ALTERNATIONS`` back-to-back pairs, so the
+    machine's changes of speed (seconds apart on a shared VM) hit both sides of a pair alike."""
+    a, b = _session(reference), _session(other)
+    return float(np.median([_p50_ms(b, x) / _p50_ms(a, x) for _ in range(ALTERNATIONS)]))
+
+
+def _calibrated(reference: Path, src: Path, dst: Path, fraction: float, x: np.ndarray, start: int) -> float:
+    """Write ``dst`` = ``src`` with the busy length that makes it ``fraction`` slower than ``reference`` (at
+    least ``start`` floats); return the slowdown measured (interleaved with the reference)."""
+    probe = max(4 * start, 4096)
+    base = ratio(reference, with_busy_work(src, dst, start), x) - 1
+    per_float = max((ratio(reference, with_busy_work(src, dst, probe), x) - 1 - base) / (probe - start), 1e-9)
+    tried: dict[int, float] = {}
+    for _ in range(3):  # a line through two probes, then secant steps from where it landed
+        length = max(start, round(start + (fraction - base) / per_float))
+        tried[length] = ratio(reference, with_busy_work(src, dst, length), x) - 1
+        if length > start and tried[length] > base:
+            per_float = (tried[length] - base) / (length - start)
+    best = min(tried, key=lambda n: abs(tried[n] - fraction))  # a speed change can mislead the last step
+    with_busy_work(src, dst, best)
+    return tried[best]
+
+
 def slowed(src: Path, dst: Path, fraction: float, x: np.ndarray) -> tuple[Path, float]:
     """``src`` made about ``fraction`` slower per inference by busy work, written to ``dst``; and the slowdown
-    measured here (the busy work's fixed cost is fitted, so the step count is a line through two probes)."""
-    base = p50_ms(src, x)
-    short, long = 1, 200
-    t_short, t_long = p50_ms(with_busy_work(src, dst, short), x), p50_ms(with_busy_work(src, dst, long), x)
-    per_step = max((t_long - t_short) / (long - short), 1e-9)
-    steps = max(1, round(short + (base * (1 + fraction) - t_short) / per_step))
-    with_busy_work(src, dst, steps)
-    return dst, p50_ms(dst, x) / p50_ms(src, x) - 1
+    measured here (never less than the busy work's fixed part: see the module docstring)."""
+    return dst, _calibrated(src, src, dst, fraction, x, 1)
+
+
+def slowed_pair(src: Path, base_dst: Path, slow_dst: Path, fraction: float, x: np.ndarray) -> float:
+    """``base_dst``: ``src`` with the busy work's fixed part; ``slow_dst``: with enough more busy work to be
+    ``fraction`` slower than ``base_dst``. Returns the slowdown measured (interleaved)."""
+    with_busy_work(src, base_dst, SHORT)
+    return _calibrated(base_dst, src, slow_dst, fraction, x, SHORT)
 
 
 def copy_run(store: Store, run_id: str, tag: str, artifacts: dict[str, Path]) -> str:
