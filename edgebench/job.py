@@ -164,13 +164,17 @@ class Contention(BaseModel):
 
 class SpeedProbe(BaseModel):
     """The machine's speed just before and just after the timed window: a fixed kernel's median time
-    (``measure.speed_probe``); the slower the machine, the larger."""
+    (``measure.speed_probe``), the slower the machine, the larger; and the window's own samples' drift."""
 
     model_config = ConfigDict(extra="forbid")
 
     before_us: float
     after_us: float
     tolerance: float = Field(description="probes further apart than this (relative) are different speeds")
+    within: float | None = Field(
+        None, description="the slowest over the fastest median of the window's own consecutive segments of "
+                          "samples, less 1 (negative when the fastest came later): a change of speed inside the "
+                          "window that the probes at its ends miss; None for too few samples")
 
     @property
     def level_us(self) -> float:
@@ -179,10 +183,18 @@ class SpeedProbe(BaseModel):
 
     @property
     def changed(self) -> float | None:
-        """How much slower (or, negative, faster) the machine was after the window than before it, when that is
-        beyond the tolerance; None while it ran at one speed."""
+        """How much slower (or, negative, faster) the machine ran late in the window than early in it, when that
+        is beyond the tolerance: by the probes around the window or, where they agree, by its own samples; None
+        while it ran at one speed."""
         change = self.after_us / self.before_us - 1
-        return change if abs(change) > self.tolerance else None
+        if abs(change) > self.tolerance:
+            return change
+        return self.within if self.within is not None and abs(self.within) > self.tolerance else None
+
+    @property
+    def seen_by(self) -> str:
+        """What showed the change: the probes around the window, or its own samples."""
+        return "speed probe" if abs(self.after_us / self.before_us - 1) > self.tolerance else "its own samples"
 
     def slower_than(self, fastest_us: float) -> bool:
         """Whether the machine ran beyond the tolerance slower in this window than at the level ``fastest_us``."""

@@ -10,6 +10,7 @@ from store_fixtures import MACHINE, synthetic_result, variant_specs
 
 from edgebench.job import JobResult, SpeedProbe
 from edgebench.measure.reference_workload import reference_job
+from edgebench.measure.speed_probe import within_window
 from edgebench.measure.worker import execute
 from edgebench.remeasure import _disturbed
 from edgebench.store import Store
@@ -25,10 +26,24 @@ def test_a_window_changed_speed_only_beyond_the_tolerance() -> None:
     assert SpeedProbe(before_us=10.0, after_us=11.0, tolerance=0.15).level_us == pytest.approx(10.5)
 
 
+def test_a_change_of_speed_inside_the_window_is_read_from_its_own_samples() -> None:
+    # eight segments of 25 samples: the first four at 10 us, the last four at 20 us (slowest / fastest - 1 = 1)
+    assert within_window([10_000] * 100 + [20_000] * 100) == pytest.approx(1.0)
+    assert within_window([20_000] * 100 + [10_000] * 100) == pytest.approx(-1.0)  # faster later
+    steady = np.random.default_rng(0).normal(25_000, 500, 4000)  # 2 % noise: segment medians agree to ~0.2 %
+    assert abs(within_window(steady)) < 0.01
+    assert within_window([10_000] * 49) is None  # one segment's worth: nothing to compare
+    probe = SpeedProbe(before_us=11.0, after_us=11.4, tolerance=0.15, within=0.7)  # probes agree, samples do not
+    assert probe.changed == pytest.approx(0.7) and probe.seen_by == "its own samples"
+    assert SpeedProbe(before_us=11.0, after_us=11.4, tolerance=0.15, within=0.1).changed is None
+    assert "(its own samples +70%)" in disturbance({"speed_probe": probe.model_dump()})
+
+
 def test_a_real_measurement_stores_its_probes(tmp_path: Path, sqlite_store: Store) -> None:
     result = execute(reference_job(tmp_path))
     assert result.status == "ok" and result.speed_probe is not None
     assert 0 < result.speed_probe.before_us < 1e4 and 0 < result.speed_probe.after_us < 1e4
+    assert result.speed_probe.within == within_window(result.samples_ns)
     run_id = sqlite_store.start_run("p", {}, "h", MACHINE, ("p",))
     sqlite_store.add_measurement(MeasurementRecord(run_id, "ref", "ref", "local-cpu", "onnxruntime", result,
                                                    {"threads": 1}))
@@ -99,3 +114,5 @@ def test_the_reports_table_shows_a_window_the_machine_changed_speed_in() -> None
     assert _contention_cell(steady) == "0.01"
     changed = {**steady, "speed_probe": {"before_us": 11.0, "after_us": 16.0, "tolerance": 0.15}}
     assert _contention_cell(changed) == "0.01 ⚠ machine speed +45% across the window"
+    inside = {**steady, "speed_probe": {**steady["speed_probe"], "within": -0.3}}
+    assert _contention_cell(inside) == "0.01 ⚠ machine speed -30% within the window (its own samples)"

@@ -8,15 +8,21 @@ sd 34 %, -54 %..+112 %. A fixed kernel timed for a few milliseconds tracks that 
 11 us fast, 15-17 us slow, while the reference CNN took 65 vs 95-108 us). Numpy only: no BLAS threads to
 wake, nothing the job's peak RSS notices.
 
-Timing is compared only between windows the machine ran at one speed: a window whose two probes differ by
-more than ``SPEED_TOLERANCE`` is disturbed (like a contended one), and compare leaves out the runs whose probe
-is that much slower than the fastest of the runs it compares (``store.compare``).
+The probes miss a change that comes and goes inside the window (the recipe arm of
+``scripts/bench_regression_detection.py`` stored windows whose samples ran at 25 us for six eighths of the window
+and 43 us for the rest, probes 14 and 16 us), so the window's own samples are read too: cut in time order into up
+to ``SEGMENTS`` consecutive segments, their medians may not differ by more than the tolerance either.
+
+Timing is compared only between windows the machine ran at one speed: a window whose two probes, or whose own
+segments, differ by more than ``SPEED_TOLERANCE`` is disturbed (like a contended one), and compare leaves out the
+runs whose probe is that much slower than the fastest of the runs it compares (``store.compare``).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,6 +32,10 @@ from edgebench.job import SpeedProbe
 SPEED_TOLERANCE = 0.15
 TOLERANCE_ENV = "EDGEBENCH_SPEED_TOLERANCE"
 _REPS = 150
+#: the window's own samples are cut into at most this many segments, of at least ``SEGMENT_SAMPLES`` each (a
+#: median of fewer is too noisy to tell speeds the tolerance apart)
+SEGMENTS = 8
+SEGMENT_SAMPLES = 25
 _DATA = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
 
 
@@ -45,12 +55,26 @@ def tolerance() -> float:
     return float(os.environ.get(TOLERANCE_ENV) or SPEED_TOLERANCE)
 
 
+def within_window(samples_ns: Sequence[int]) -> float | None:
+    """The slowest over the fastest median of the window's consecutive segments of samples (time order), less 1,
+    negative when the fastest came later; None for fewer than two segments' worth of samples."""
+    segments = min(SEGMENTS, len(samples_ns) // SEGMENT_SAMPLES)
+    if segments < 2:
+        return None
+    medians = [float(np.median(part)) for part in np.array_split(np.asarray(samples_ns, dtype=np.float64), segments)]
+    slowest, fastest = int(np.argmax(medians)), int(np.argmin(medians))
+    spread = medians[slowest] / medians[fastest] - 1
+    return round(spread if slowest > fastest else -spread, 4)
+
+
 class WindowSpeed:
     """Probes read around one timed window: made just before it, ``stop`` just after it."""
 
     def __init__(self) -> None:
         self.before_us = probe_us()
 
-    def stop(self) -> SpeedProbe:
+    def stop(self, samples_ns: Sequence[int]) -> SpeedProbe:
+        """The probe after the window, with the window's samples (time order) read for a change inside it."""
         after = probe_us()
-        return SpeedProbe(before_us=round(self.before_us, 3), after_us=round(after, 3), tolerance=tolerance())
+        return SpeedProbe(before_us=round(self.before_us, 3), after_us=round(after, 3), tolerance=tolerance(),
+                          within=within_window(samples_ns))

@@ -89,7 +89,7 @@ def execute(job: Job) -> JobResult:
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     window_to = time.time()
     contention = probe.stop(window_to - window_from)
-    speed_probe = speed.stop()
+    speed_probe = speed.stop(timing.samples_ns)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 

@@ -162,8 +162,11 @@ def _contention_cell(details: object) -> str:
     found = details.get("contention") if isinstance(details, dict) else None
     cell = "—" if not found else f"{found['other_cores']:.2f}" + (" ⚠ contended" if found.get("flagged") else "")
     probe = details.get("speed_probe") if isinstance(details, dict) else None
-    change = SpeedProbe.model_validate(probe).changed if probe else None
-    return cell if change is None else f"{cell} ⚠ machine speed {change:+.0%} across the window"
+    probe = SpeedProbe.model_validate(probe) if probe else None
+    if probe is None or probe.changed is None:
+        return cell
+    return f"{cell} ⚠ machine speed {probe.changed:+.0%} " + (
+        "across the window" if probe.seen_by == "speed probe" else "within the window (its own samples)")
 
 
 def failed_table(failed: pd.DataFrame) -> str:

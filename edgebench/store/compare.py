@@ -233,7 +233,7 @@ def disturbance(details: Any) -> str | None:
         return f"other processes kept {found['other_cores']:.2f} cores busy during its timed window"
     probe = _speed_probe(details)
     if probe is not None and probe.changed is not None:
-        return f"the machine's speed changed during its timed window (speed probe {probe.changed:+.0%})"
+        return f"the machine's speed changed during its timed window ({probe.seen_by} {probe.changed:+.0%})"
     return None
 
 
