@@ -74,6 +74,14 @@ def test_one_side_on_a_slower_machine_is_not_decided(sqlite_store: Store) -> Non
     assert "candidate" in latency.note and "speed probe" in latency.note
 
 
+def test_a_side_whose_window_changed_speed_is_named_in_the_note(sqlite_store: Store) -> None:
+    _one(sqlite_store, "base", 1.0, (11.0, 16.0))  # the baseline's own window: probes 45 % apart
+    _one(sqlite_store, "cand", 1.0, (11.0, 11.1))
+    latency = _latency(sqlite_store)
+    assert latency.verdict == "undecided"
+    assert "the machine's speed changed during the baseline's timed window (speed probe +45%)" in latency.note
+
+
 def test_both_sides_at_one_speed_are_decided(sqlite_store: Store) -> None:
     _one(sqlite_store, "base", 1.0, (11.0, 11.2))
     _one(sqlite_store, "cand", 1.6, (11.3, 11.1))  # the same machine speed: the 60 % is the artifact's

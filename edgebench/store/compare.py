@@ -225,15 +225,16 @@ class Side:
         return Side([r for r, k in zip(self.rows, keep) if k], [s for s, k in zip(self.samples, keep) if k])
 
 
-def disturbance(details: Any) -> str | None:
+def disturbance(details: Any, whose: str = "its") -> str | None:
     """Why a stored measurement's timed window cannot be decided on, or None: other processes' CPU use in it
-    (``measure.contention``), or the machine's speed changing across it (``measure.speed_probe``)."""
+    (``measure.contention``), or the machine's speed changing across it (``measure.speed_probe``); ``whose``
+    names the window's owner in the sentence ("the baseline's")."""
     found = details.get("contention") if isinstance(details, dict) else None
     if found and found.get("flagged"):
-        return f"other processes kept {found['other_cores']:.2f} cores busy during its timed window"
+        return f"other processes kept {found['other_cores']:.2f} cores busy during {whose} timed window"
     probe = _speed_probe(details)
     if probe is not None and probe.changed is not None:
-        return f"the machine's speed changed during its timed window ({probe.seen_by} {probe.changed:+.0%})"
+        return f"the machine's speed changed during {whose} timed window ({probe.seen_by} {probe.changed:+.0%})"
     return None
 
 
@@ -281,7 +282,7 @@ def run_metric_change(
         base, cand = base.undisturbed(), cand.undisturbed()
         if not base.rows or not cand.rows:
             side, rows = ("baseline", all_base.rows) if not base.rows else ("candidate", all_cand.rows)
-            return _undecided(metric, all_base, all_cand, effect, f"the {side}'s {disturbance(rows[-1].get('details'))}")
+            return _undecided(metric, all_base, all_cand, effect, disturbance(rows[-1].get("details"), f"the {side}'s"))
         base, cand, slower = at_one_speed(base, cand)
         if slower is not None:
             return _undecided(metric, all_base, all_cand, effect, slower)
