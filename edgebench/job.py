@@ -172,9 +172,9 @@ class SpeedProbe(BaseModel):
     after_us: float
     tolerance: float = Field(description="probes further apart than this (relative) are different speeds")
     within: float | None = Field(
-        None, description="the slowest over the fastest median of the window's own consecutive segments of "
-                          "samples, less 1 (negative when the fastest came later): a change of speed inside the "
-                          "window that the probes at its ends miss; None for too few samples")
+        None, description="the later over the earlier of the slowest and fastest medians of the window's own "
+                          "consecutive segments of samples, less 1 (negative when the fastest came later): a change "
+                          "of speed inside the window that the probes at its ends miss; None for too few samples")
 
     @property
     def level_us(self) -> float:
@@ -187,14 +187,20 @@ class SpeedProbe(BaseModel):
         is beyond the tolerance: by the probes around the window or, where they agree, by its own samples; None
         while it ran at one speed."""
         change = self.after_us / self.before_us - 1
-        if abs(change) > self.tolerance:
+        if self._apart(change):
             return change
-        return self.within if self.within is not None and abs(self.within) > self.tolerance else None
+        return self.within if self.within is not None and self._apart(self.within) else None
 
     @property
     def seen_by(self) -> str:
         """What showed the change: the probes around the window, or its own samples."""
-        return "speed probe" if abs(self.after_us / self.before_us - 1) > self.tolerance else "its own samples"
+        return "speed probe" if self._apart(self.after_us / self.before_us - 1) else "its own samples"
+
+    def _apart(self, change: float) -> bool:
+        """Whether two speeds ``change`` apart (later over earlier, less 1) differ beyond the tolerance either
+        way: a window 20 % slower later and one 20 % slower earlier are both flagged."""
+        ratio = 1 + change
+        return ratio > 0 and max(ratio, 1 / ratio) - 1 > self.tolerance
 
     def slower_than(self, fastest_us: float) -> bool:
         """Whether the machine ran beyond the tolerance slower in this window than at the level ``fastest_us``."""

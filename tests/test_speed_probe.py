@@ -27,9 +27,11 @@ def test_a_window_changed_speed_only_beyond_the_tolerance() -> None:
 
 
 def test_a_change_of_speed_inside_the_window_is_read_from_its_own_samples() -> None:
-    # eight segments of 25 samples: the first four at 10 us, the last four at 20 us (slowest / fastest - 1 = 1)
+    # eight segments of 25 samples: the first four at 10 us, the last four at 20 us (later / earlier - 1 = 1)
     assert within_window([10_000] * 100 + [20_000] * 100) == pytest.approx(1.0)
-    assert within_window([20_000] * 100 + [10_000] * 100) == pytest.approx(-1.0)  # faster later
+    assert within_window([20_000] * 100 + [10_000] * 100) == pytest.approx(-0.5)  # twice as fast later
+    # a burst in one segment: 30 us between 10 us segments; fastest (first) before slowest (fourth)
+    assert within_window([10_000] * 75 + [30_000] * 25 + [10_000] * 100) == pytest.approx(2.0)
     steady = np.random.default_rng(0).normal(25_000, 500, 4000)  # 2 % noise: segment medians agree to ~0.2 %
     assert abs(within_window(steady)) < 0.01
     assert within_window([10_000] * 49) is None  # one segment's worth: nothing to compare
@@ -37,6 +39,14 @@ def test_a_change_of_speed_inside_the_window_is_read_from_its_own_samples() -> N
     assert probe.changed == pytest.approx(0.7) and probe.seen_by == "its own samples"
     assert SpeedProbe(before_us=11.0, after_us=11.4, tolerance=0.15, within=0.1).changed is None
     assert "(its own samples +70%)" in disturbance({"speed_probe": probe.model_dump()})
+
+
+def test_speeds_apart_beyond_the_tolerance_are_flagged_either_way() -> None:
+    # 20 % slower early than late is as far apart as 20 % slower late: 1 / 1.2 - 1 = -0.1667
+    assert SpeedProbe(before_us=12.0, after_us=10.0, tolerance=0.15).changed == pytest.approx(-1 / 6)
+    assert SpeedProbe(before_us=10.0, after_us=12.0, tolerance=0.15).changed == pytest.approx(0.2)
+    assert SpeedProbe(before_us=11.0, after_us=10.0, tolerance=0.15).changed is None  # 10 % apart
+    assert SpeedProbe(before_us=11.0, after_us=11.0, tolerance=0.15, within=-1 / 6).changed == pytest.approx(-1 / 6)
 
 
 def test_a_real_measurement_stores_its_probes(tmp_path: Path, sqlite_store: Store) -> None:

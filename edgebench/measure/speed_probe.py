@@ -56,15 +56,16 @@ def tolerance() -> float:
 
 
 def within_window(samples_ns: Sequence[int]) -> float | None:
-    """The slowest over the fastest median of the window's consecutive segments of samples (time order), less 1,
-    negative when the fastest came later; None for fewer than two segments' worth of samples."""
+    """How much slower the later of the window's slowest and fastest segment ran than the earlier one (medians of
+    its consecutive segments of samples, time order), less 1: as the probes' after over before, so -0.5 is twice as
+    fast later; None for fewer than two segments' worth of samples."""
     segments = min(SEGMENTS, len(samples_ns) // SEGMENT_SAMPLES)
     if segments < 2:
         return None
     medians = [float(np.median(part)) for part in np.array_split(np.asarray(samples_ns, dtype=np.float64), segments)]
     slowest, fastest = int(np.argmax(medians)), int(np.argmin(medians))
-    spread = medians[slowest] / medians[fastest] - 1
-    return round(spread if slowest > fastest else -spread, 4)
+    early, late = sorted((slowest, fastest))
+    return round(medians[late] / medians[early] - 1, 4)
 
 
 class WindowSpeed:
