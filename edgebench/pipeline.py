@@ -41,7 +41,7 @@ from edgebench.plan import (
     plan_jobs,
     qat_models,
 )
-from edgebench.preflight import check_model_fits_data, check_output_paths
+from edgebench.preflight import check_model_fits_data, check_output_paths, drop_refused
 from edgebench.prune.allocation.latency.predict import prediction_path
 from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
@@ -149,7 +149,10 @@ def _prepare(exp: Experiment) -> _Prepared:
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = exp.dataset.load()
-    check_model_fits_data(exp, splits)
+    jobs, refused = drop_refused(jobs, check_model_fits_data(exp, splits))
+    if not jobs:
+        raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + refused))
+    unsupported += refused
     for spec in externals:
         check_inputs(spec, splits.input_shape)
     models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models

@@ -3,7 +3,8 @@
 Constraints between the experiment's own fields are checked when it loads (``config.py``); what needs the
 machine or the data is checked here: the directories the run will write (:func:`check_output_paths`) and
 whether the model can run on the dataset's images (:func:`check_model_fits_data`, one forward pass of the
-untrained model), and whether per-layer QAT bit widths name its layers (:func:`check_qat_layers`).
+untrained model), whether per-layer QAT bit widths name its layers (:func:`check_qat_layers`), and which
+targets' exporters cannot convert it at all (:func:`drop_refused`: those targets are "not run", with the reason).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from edgebench.errors import ConfigError, first_line, require_module
 from edgebench.paths import writable_dir, writable_file
-from edgebench.plan import plan_fp32_variants
+from edgebench.plan import PlannedJob, plan_fp32_variants
+from edgebench.runtimes.base import get_exporter
 
 if TYPE_CHECKING:
     import torch
@@ -36,9 +38,9 @@ def check_output_paths(exp: Experiment) -> None:
         require_module("mlflow", "mlflow", "tracking.mlflow")
 
 
-def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> None:
+def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
     """The baseline model builds (the factory, the trained weights), runs on one and on two training images and
-    gives (batch, classes) logits; and when the experiment prunes filters, it can be pruned."""
+    gives (batch, classes) logits; and when the experiment prunes filters, it can be pruned. Returns the model."""
     import torch
 
     from edgebench.models.source import FactoryError
@@ -69,6 +71,24 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> None:
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal)
+    return model
+
+
+def drop_refused(jobs: list[PlannedJob], model: nn.Module) -> tuple[list[PlannedJob], list[str]]:
+    """The jobs whose exporter can convert ``model`` (the baseline), and a line per target and backend whose
+    exporter refuses it (``Exporter.refuses``: hls4ml and a layer type it has no conversion for). Artifacts other
+    tools made are not exported, so their jobs stay."""
+    reasons: dict[tuple[str, str], str | None] = {}
+    kept, refused = [], []
+    for job in jobs:
+        key = (job.target.name, job.backend)
+        if job.variant.external is None and key not in reasons:
+            reasons[key] = get_exporter(job.artifact_format, job.target.blocks).refuses(model)
+            if reasons[key]:
+                refused.append(f"{job.target.name}/{job.backend}: {reasons[key]}")
+        if job.variant.external is not None or reasons[key] is None:
+            kept.append(job)
+    return kept, refused
 
 
 def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:

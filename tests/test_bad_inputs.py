@@ -416,6 +416,10 @@ CASES = [
     # --- run: nothing could run (exit 3) --------------------------------------------------------------
     Case("run-no-export-for-any-job", "run",
          run_exp({"quantization": {"precisions": ["fixed"]}}), ("nothing could run", "fixed"), code=3),
+    Case("run-model-no-target-converts", "run",
+         user_model({"file": "nets.py", "factory": "build_hardswish"}, quantization={"precisions": ["fixed"]},
+                    targets=["local-hls4ml-csim"]),
+         ("nothing could run", "local-hls4ml-csim", "features.2", "Hardswish"), code=3),
     Case("run-ssh-dead-port", "run", run_ssh(port=lambda ctx: free_port(), retries=0),
          ("nothing could run", "loopback-board", "unreachable"), code=3),
     Case("run-ssh-unknown-host-key", "run",

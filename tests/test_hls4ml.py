@@ -17,13 +17,17 @@ pytest.importorskip("hls4ml", reason="the 'fpga' extra (hls4ml) is not installed
 if shutil.which("g++") is None:
     pytest.skip("g++ not on PATH: hls4ml's C simulation needs it (apt-get install g++)", allow_module_level=True)
 
+from edgebench.config import Experiment
 from edgebench.errors import UnsupportedModelError
 from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
+from edgebench.plan import plan_fp32_variants, plan_jobs
+from edgebench.preflight import drop_refused
 from edgebench.runtimes.base import BackendSettings, get_backend
 from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported, overflowing_layers
 from edgebench.runtimes.hls4ml.report import parse_csynth_report, read_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
+from edgebench.targets import get_target
 from edgebench.variants import QuantSpec
 
 FIXED = QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>")
@@ -153,6 +157,19 @@ def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), layer, nn.Flatten(), nn.LazyLinear(10))
     with pytest.raises(UnsupportedModelError, match=message):
         check_supported(model)
+
+
+def test_a_model_hls4ml_cannot_convert_drops_only_the_fpga_jobs_before_training() -> None:
+    exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5]}, quantization={"precisions": ["fp32", "fixed"]},
+                     targets=["local-cpu", "local-hls4ml-csim"])
+    jobs, _ = plan_jobs(exp, plan_fp32_variants(exp), [(s, get_target(s.name)) for s in exp.targets])
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Hardswish(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    kept, refused = drop_refused(jobs, model)
+    assert refused == ["local-hls4ml-csim/hls4ml: hls4ml cannot convert layer '1' (Hardswish): use ReLU"]
+    assert {j.target.name for j in kept} == {"local-cpu"}
+    assert len(kept) == len([j for j in jobs if j.target.name == "local-cpu"]) > 0
+    kept, refused = drop_refused(jobs, nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 10)))
+    assert refused == [] and kept == jobs
 
 
 class SizedView(nn.Module):

@@ -45,6 +45,13 @@ def build_three_classes(in_channels: int = 1) -> nn.Module:
     return SmallNet(3, in_channels)
 
 
+def build_hardswish(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """SmallNet with a Hardswish where its first ReLU was: a layer hls4ml has no conversion for."""
+    net = SmallNet(num_classes, in_channels)
+    net.features[2] = nn.Hardswish()
+    return net
+
+
 class HardCodedFlatten(nn.Module):
     """Flattens to a size fixed when the model was written: removing filters breaks the classifier's input."""
 

@@ -202,6 +202,12 @@ class Exporter(ABC):
         """None when the exporter's dependencies are installed, else the reason."""
         return missing_reason(self.needs)
 
+    def refuses(self, model: nn.Module) -> str | None:
+        """Why this exporter can convert no variant of ``model`` (a layer type it has no conversion for), or None;
+        asked of the untrained baseline before any training, so such a target is "not run" instead of failing
+        after the training. Pruning keeps the layer types, so the baseline stands for every variant."""
+        return None
+
     @abstractmethod
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         """Export ``model`` (fp32, eval mode) at ``quant`` precision to ``out_path`` and return the artifact path.

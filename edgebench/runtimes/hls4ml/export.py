@@ -167,6 +167,13 @@ class Hls4mlExporter(Exporter):
     def options(self) -> dict[str, Any]:
         return self.fpga.model_dump(mode="json")
 
+    def refuses(self, model: nn.Module) -> str | None:
+        try:
+            check_supported(model)
+        except UnsupportedModelError as exc:
+            return str(exc)
+        return None
+
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         require_module("hls4ml", "fpga", "the hls4ml exporter")
         reason = self.available()
