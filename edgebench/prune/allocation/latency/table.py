@@ -28,8 +28,13 @@ from edgebench.runtimes.base import BackendSettings, get_backend
 
 log = logging.getLogger(__name__)
 
-#: short timing window per table entry: one small layer takes tens of microseconds
-LUT_TIMING = MeasureSettings(warmup_iters=10, min_iters=50, min_time_s=0.05, max_time_s=2.0, precision=None)
+#: short timing window per table entry: one small layer takes tens of microseconds. 100 warm-up calls, not 10:
+#: OpenVINO's first calls in a session run slow for longer (a 16->16 3x3 conv at 32x32 timed in 16 fresh sessions
+#: of a new process: 0.20-0.23 ms with 100, 0.21-0.34 ms with 10; ONNX Runtime the same either way)
+LUT_TIMING = MeasureSettings(warmup_iters=100, min_iters=50, min_time_s=0.02, max_time_s=2.0, precision=None)
+#: sessions per table entry, the median kept: the same OpenVINO layer measured in three rounds of fresh sessions
+#: came out up to 2.1x apart between rounds
+LUT_SESSIONS = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class LayerShape:
         """Output spatial size."""
         return tuple((s + 2 * p - k) // st + 1 for s, p, k, st in  # type: ignore[return-value]
                      zip(self.in_hw, self.padding, self.kernel, self.stride))
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of its fp32 weights and bias (what one inference reads of this layer's parameters)."""
+        if self.op == "Gemm":
+            return 4 * (self.c_in + 1) * self.c_out
+        return 4 * self.c_out * (self.c_in // self.groups * self.kernel[0] * self.kernel[1] + 1)
 
     @property
     def macs(self) -> int:
@@ -97,6 +109,12 @@ def layer_onnx(shape: LayerShape, path: Path, seed: int = 0) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+def layer_input(shape: LayerShape) -> np.ndarray:
+    """A random batch of one for the one-layer model of ``shape``."""
+    dims = (1, shape.c_in, *shape.in_hw) if shape.op == "Conv" else (1, shape.c_in)
+    return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+
 def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.ndarray,
                 timing: MeasureSettings) -> float:
     """p50 in ms of the ONNX model at ``path`` run on ``backend`` by edgebench's harness."""
@@ -108,15 +126,15 @@ def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.n
 
 
 def backend_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
-    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings``."""
+    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings``: the median of
+    ``LUT_SESSIONS`` sessions' p50s."""
 
     def measure(shape: LayerShape) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
             layer_onnx(shape, path)
-            x = np.random.default_rng(0).standard_normal((1, shape.c_in, *shape.in_hw) if shape.op == "Conv"
-                                                         else (1, shape.c_in)).astype(np.float32)
-            return onnx_p50_ms(path, backend, settings, x, LUT_TIMING)
+            x = layer_input(shape)
+            return float(np.median([onnx_p50_ms(path, backend, settings, x, LUT_TIMING) for _ in range(LUT_SESSIONS)]))
 
     return measure
 
