@@ -210,19 +210,24 @@ class SpeedProbe(BaseModel):
 class LatencyPrediction(BaseModel):
     """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
     the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate), with
-    the runtime's call overhead counted once per inference rather than once per table entry."""
+    the runtime's call overhead counted once per inference rather than once per table entry, and each sum holding
+    what its layers pay when the model's weights outgrow the caches."""
 
     model_config = ConfigDict(extra="forbid")
 
     p50_ms: float = Field(description="the prediction: call_overhead_ms + (unpruned_p50_ms - call_overhead_ms) "
                                       "* table_ms / unpruned_table_ms")
     table_ms: float = Field(description="sum of the variant's conv/linear layers' table entries, each less the "
-                                        "call overhead")
+                                        "call overhead, plus cache_fraction of their cold excess")
     unpruned_table_ms: float = Field(description="the same sum for the unpruned model")
     unpruned_p50_ms: float = Field(description="the unpruned model's p50 measured on the target (calibration)")
     layers: int = Field(description="conv/linear layers summed")
     call_overhead_ms: float = Field(0.0, description="one call of the smallest one-layer model (predictions "
                                                      "stored before it was measured: 0)")
+    weights_mib: float = Field(0.0, description="MiB of the variant's fp32 conv/linear weights (0: stored before)")
+    cache_fraction: float = Field(0.0, description="the part of its layers' cold excess (weights evicted) added to "
+                                                   "table_ms: 0 while its weights stay cached")
+    unpruned_cache_fraction: float = Field(0.0, description="the same for the unpruned model")
 
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)

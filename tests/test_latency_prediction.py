@@ -83,6 +83,9 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     # the runtime's noise here, so only the arithmetic and where it is stored are checked)
     # (net of the call overhead a digits layer's sum can be 0: then the prediction is that one call)
     assert prediction.layers == 4 and prediction.table_ms >= 0 and prediction.unpruned_table_ms >= 0
+    # a few KiB of weights stay cached: no cache term, and no cache curve or cold entry measured for it
+    assert 0 < prediction.weights_mib < 1 and prediction.cache_fraction == prediction.unpruned_cache_fraction == 0
+    assert not list((tmp_path / "runs").rglob("*-cold.json"))
     overhead, unpruned = prediction.call_overhead_ms, prediction.unpruned_p50_ms
     assert 0 < overhead <= unpruned  # the smallest one-layer model, timed on the same runtime
     scaled = (unpruned - overhead) * prediction.table_ms / prediction.unpruned_table_ms if prediction.unpruned_table_ms else None

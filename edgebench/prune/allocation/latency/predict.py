@@ -8,9 +8,11 @@ on the target, times the ratio of the two models' table sums. A table entry is o
 its call overhead (``call_overhead_ms``, the smallest possible layer timed the same way) is taken off every
 entry before the sums and counted once per inference instead, or a 16-layer model pruned hard would keep 16
 calls' worth of overhead in its prediction (VGG-16 pruned 75 % on OpenVINO: 3.6x its p50 that way, 2.5x with
-it, in one run: the error that remains is in README). The prediction never reads the variant's own
-measurement; the pipeline stores it beside that measurement (``measurement.predict_latency``), so every run
-reports how far the model is off.
+it, in one run: the error that remains is in README). A model whose weights outgrow the caches pays more than
+its layers' entries, which keep their weights cached: the part of each layer's cold excess its weight size
+implies (:mod:`cache`) is added to its sum. The prediction never reads the variant's own measurement; the
+pipeline stores it beside that measurement (``measurement.predict_latency``), so every run reports how far the
+model is off.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from edgebench.cache_files import replacing
 from edgebench.job import LatencyPrediction
 from edgebench.prune.allocation.latency.budget import MODEL_TIMING, onnx_backend
+from edgebench.prune.allocation.latency.cache import CacheCosts, cold_layer_timer, weights_mib
 from edgebench.prune.allocation.latency.search import layer_shapes
 from edgebench.prune.allocation.latency.table import (
     LatencyTable,
@@ -49,18 +52,23 @@ CALL_OVERHEAD_SHAPE = LayerShape("Conv", 1, 1)
 
 
 def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
-                unpruned_p50_ms: float, call_overhead_ms: float = 0.0) -> LatencyPrediction:
+                unpruned_p50_ms: float, call_overhead_ms: float = 0.0,
+                cache: CacheCosts | None = None) -> LatencyPrediction:
     """The prediction: ``c + (unpruned_p50_ms - c) * S / S_unpruned`` with ``c = call_overhead_ms`` and ``S`` the
-    sum over the layers of ``max(entry - c, 0)`` (the layers' entries are measured now when the table lacks them)."""
+    sum over the layers of ``max(entry - c, 0)``, plus, with ``cache``, the cold excess their weight size implies
+    (the entries are measured now when the tables lack them)."""
 
-    def compute_ms(layers: list[LayerShape]) -> float:
-        return sum(max(table.latency(shape) - call_overhead_ms, 0.0) for shape in layers)
+    def compute_ms(layers: list[LayerShape]) -> tuple[float, float]:
+        fraction, excess = cache.excess_ms(layers) if cache is not None else (0.0, 0.0)
+        return sum(max(table.latency(shape) - call_overhead_ms, 0.0) for shape in layers) + excess, fraction
 
-    table_ms, unpruned_table_ms = compute_ms(shapes), compute_ms(unpruned)
+    (table_ms, fraction), (unpruned_table_ms, unpruned_fraction) = compute_ms(shapes), compute_ms(unpruned)
     overhead = min(call_overhead_ms, unpruned_p50_ms)
     p50 = overhead + (unpruned_p50_ms - overhead) * table_ms / unpruned_table_ms if unpruned_table_ms > 0 else unpruned_p50_ms
     return LatencyPrediction(p50_ms=p50, table_ms=table_ms, unpruned_table_ms=unpruned_table_ms,
-                             unpruned_p50_ms=unpruned_p50_ms, layers=len(shapes), call_overhead_ms=overhead)
+                             unpruned_p50_ms=unpruned_p50_ms, layers=len(shapes), call_overhead_ms=overhead,
+                             weights_mib=weights_mib(shapes), cache_fraction=fraction,
+                             unpruned_cache_fraction=unpruned_fraction)
 
 
 class TargetLatencyModel:
@@ -74,9 +82,12 @@ class TargetLatencyModel:
                                         options=spec.backend_options.get(self.backend, {}))
         self.directory = directory
         self.context = table_context(self.backend, self.settings)
+        version = json.dumps(self.context, sort_keys=True)
         self.table = LatencyTable(default_table_path(self.target, self.backend, directory), self.target,
-                                  self.backend, json.dumps(self.context, sort_keys=True),
-                                  backend_layer_timer(self.backend, self.settings))
+                                  self.backend, version, backend_layer_timer(self.backend, self.settings))
+        self.cold = LatencyTable(default_table_path(self.target, f"{self.backend}-cold", directory), self.target,
+                                 f"{self.backend} (caches evicted before each call)", version,
+                                 cold_layer_timer(self.backend, self.settings))
 
     def unpruned_p50_ms(self, unpruned: nn.Module, example: torch.Tensor) -> float:
         """The unpruned model's p50 on the target (median of 3 windows), measured once and kept."""
@@ -100,10 +111,15 @@ class TargetLatencyModel:
         calibration = self.unpruned_p50_ms(unpruned, example)
         shapes = list(layer_shapes(model, example).values())
         prediction = predict_p50(shapes, list(layer_shapes(unpruned, example).values()), self.table, calibration,
-                                 self.table.latency(CALL_OVERHEAD_SHAPE))
+                                 self.table.latency(CALL_OVERHEAD_SHAPE),
+                                 CacheCosts(self.table, self.cold, CALL_OVERHEAD_SHAPE))
         self.table.save()
-        log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %d table entries measured now)",
-                 self.target, self.backend, prediction.p50_ms, prediction.layers, self.table.measured)
+        if self.cold.measured:  # only models whose weights outgrow the caches need cold entries
+            self.cold.save()
+        log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %.1f MiB of weights, cache fraction "
+                 "%.2f; %d table and %d cold entries measured now)", self.target, self.backend, prediction.p50_ms,
+                 prediction.layers, prediction.weights_mib, prediction.cache_fraction, self.table.measured,
+                 self.cold.measured)
         return prediction
 
 
