@@ -5,14 +5,21 @@ options of the shipped targets (local-cpu for ONNX Runtime, local-openvino for O
 unpruned model and ``--ratios`` uniform L1 variants plus ``--random`` variants with random per-group widths
 (non-uniform, as the latency and global allocations make). Each variant's p50 is predicted exactly as a run
 with ``measurement.predict_latency`` does (``TargetLatencyModel``: the unpruned model's measured p50 scaled by
-the ratio of the table sums, the call overhead counted once), then measured with the harness's default
-adaptive window (1 % precision). Prints per variant predicted vs measured, the MAPE per model/runtime (and that
-of the raw, uncalibrated table sum, and of the calibration with each entry's call overhead left in,
-"per-call"), and which layers carry the error: each layer's table entry (scaled like the prediction) against its time inside
-the whole model (the runtime's per-layer profile, scaled to the measured p50), averaged over the variants,
-beside the time the tables do not model (residual adds, pooling, the runtime between operators).
+the ratio of the table sums, the call overhead counted once, the cache term added where the weights outgrow
+the caches), then measured with the harness's default adaptive window (1 % precision) in ``--rounds`` fresh
+sessions, interleaved over the variants and the unpruned model: the measured p50 is their median, and their
+spread (largest over smallest, less 1) is how far apart the same artifact measures here. A host whose speed
+drifts between the calibration and the rounds moves every error alike, so each variant is also put at the
+calibration's speed: the calibration p50 times the median over rounds of the variant's p50 over the unpruned
+model's in the same round ("@cal"). Prints per variant predicted vs measured, the MAPE per model/runtime (and
+that of the same calibration without the cache term, and of the raw, uncalibrated table sum), and which layers
+carry the error: each layer's table entry (scaled like the prediction)
+against its time inside the whole model (the runtime's per-layer profile, scaled to the measured p50), averaged
+over the variants, beside the time the tables do not model (residual adds, pooling, the runtime between
+operators).
 
     python scripts/bench_latency_model.py [--models resnet56_cifar vgg16_cifar] [--runtimes onnxruntime openvino]
+        [--rounds 3]
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ import torch
 from edgebench.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.prune import create_criterion, prune_model
-from edgebench.prune.allocation.latency.predict import TargetLatencyModel, predict_p50
+from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
+from edgebench.prune.allocation.latency.predict import CALL_OVERHEAD_SHAPE, TargetLatencyModel, predict_p50
 from edgebench.prune.allocation.latency.search import layer_shapes, model_layers, original_widths, prune_to_keep
 from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.prune.criteria.magnitude import L1Norm
@@ -77,12 +85,24 @@ def profile(path: Path, runtime: str, x: np.ndarray, model: TargetLatencyModel) 
     return {**{row.layer: row.time_ms for row in prof.rows}, "run_ms": prof.run_ms or 0.0}
 
 
+def measure_rounds(paths: dict[str, Path], runtime: str, model: TargetLatencyModel, x: np.ndarray,
+                   rounds: int) -> dict[str, list[float]]:
+    """Each ONNX file's p50 in ``rounds`` fresh sessions, the files interleaved in every round."""
+    window = MeasureSettings()  # what a run measures with: adaptive, 1 % precision of the p50
+    measured: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for label, path in paths.items():
+            measured[label].append(onnx_p50_ms(path, runtime, model.settings, x, window))
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet56_cifar", "vgg16_cifar"])
     parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"], choices=list(TARGETS))
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.25, 0.5, 0.75])
     parser.add_argument("--random", type=int, default=1, help="variants with random per-group widths")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh sessions per variant, interleaved (median)")
     parser.add_argument("--top", type=int, default=5, help="layers listed as carrying the error")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -92,7 +112,6 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (shared machine)")
     x = np.random.default_rng(0).standard_normal((1, *SHAPE)).astype(np.float32)
     example = torch.from_numpy(x)
-    window = MeasureSettings()  # what a run measures with: adaptive, 1 % precision of the p50
     summary = []
     started = time.perf_counter()
     for name in args.models:
@@ -103,57 +122,72 @@ def main() -> None:
             clock = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 lm = TargetLatencyModel(target, runtime, Path(tmp))
-                print(f"\n{name} on {target.name}/{runtime} ({target.threads} thread): unpruned p50 "
-                      f"{lm.unpruned_p50_ms(base, example):.4f} ms (calibration, median of 3)")
-                print(f"{'variant':<14} {'predicted ms':>12} {'measured ms':>11} {'error %':>8} {'raw sum ms':>10} "
-                      f"{'raw err %':>9} {'per-call err %':>14}")
-                errors, raw_errors, per_call_errors = [], [], []
+                calibration = lm.unpruned_p50_ms(base, example)
+                predictions, paths = {}, {}
+                for label, model in models.items():
+                    paths[label] = Path(tmp) / f"{label.replace(' ', '-')}.onnx"
+                    export_fp32_onnx(model.eval(), example, paths[label])
+                    if label != "unpruned":
+                        predictions[label] = lm.predict(model, base, example)
+                measured = measure_rounds(paths, runtime, lm, x, args.rounds)
+                unpruned = measured.pop("unpruned")
+                first = next(iter(predictions.values()))
                 unpruned_shapes = list(layer_shapes(base, example).values())
+                print(f"\n{name} on {target.name}/{runtime} ({target.threads} thread): unpruned p50 {calibration:.4f} ms "
+                      f"(calibration, median of 3), {np.median(unpruned):.4f} ms in the rounds (spread "
+                      f"{100 * (max(unpruned) / min(unpruned) - 1):.0f} %); cache fraction "
+                      f"{first.unpruned_cache_fraction:.2f} at its {weights_mib(unpruned_shapes):.1f} MiB")
+                print(f"{'variant':<14} {'predicted ms':>12} {'measured ms':>11} {'spread %':>8} {'error %':>8} "
+                      f"{'@cal ms':>8} {'error @cal %':>12} {'no-cache @cal %':>15} {'raw err %':>9} {'MiB':>5} {'f':>4}")
+                errors, raw_errors, plain_errors, cal_errors, plain_cal_errors = [], [], [], [], []
+                overhead = lm.table.latency(CALL_OVERHEAD_SHAPE)
+                cache = CacheCosts(lm.table, lm.cold, CALL_OVERHEAD_SHAPE)
                 layer_gap: dict[str, list[float]] = defaultdict(list)
                 untabled: list[float] = []
-                for label, model in models.items():
-                    if label == "unpruned":
-                        continue
-                    prediction = lm.predict(model, base, example)
-                    path = Path(tmp) / "variant.onnx"
-                    export_fp32_onnx(model.eval(), example, path)
-                    measured = onnx_p50_ms(path, runtime, lm.settings, x, window)
-                    error = 100 * (prediction.p50_ms / measured - 1)
-                    shapes = list(layer_shapes(model, example).values())
-                    raw_ms = sum(lm.table.latency(shape) for shape in shapes)
-                    raw = 100 * (raw_ms / measured - 1)
-                    # the same calibration with each entry's call overhead left in (the estimate before it was taken out)
-                    per_call = predict_p50(shapes, unpruned_shapes, lm.table, prediction.unpruned_p50_ms).p50_ms
-                    per_call_errors.append(100 * (per_call / measured - 1))
-                    errors.append(error)
-                    raw_errors.append(raw)
-                    print(f"{label:<14} {prediction.p50_ms:>12.4f} {measured:>11.4f} {error:>+8.1f} "
-                          f"{raw_ms:>10.4f} {raw:>+9.1f} {per_call_errors[-1]:>+14.1f}")
+                for label, prediction in predictions.items():
+                    p50 = float(np.median(measured[label]))
+                    spread = 100 * (max(measured[label]) / min(measured[label]) - 1)
+                    at_cal = calibration * float(np.median([v / u for v, u in zip(measured[label], unpruned, strict=True)]))
+                    shapes = layer_shapes(models[label], example)
+                    raw_ms = sum(lm.table.latency(shape) for shape in shapes.values())
+                    # the same calibration without the cache term (the prediction before it was added)
+                    plain = predict_p50(list(shapes.values()), unpruned_shapes, lm.table, calibration, overhead).p50_ms
+                    errors.append(100 * (prediction.p50_ms / p50 - 1))
+                    raw_errors.append(100 * (raw_ms / p50 - 1))
+                    plain_errors.append(100 * (plain / p50 - 1))
+                    cal_errors.append(100 * (prediction.p50_ms / at_cal - 1))
+                    plain_cal_errors.append(100 * (plain / at_cal - 1))
+                    print(f"{label:<14} {prediction.p50_ms:>12.4f} {p50:>11.4f} {spread:>8.1f} {errors[-1]:>+8.1f} "
+                          f"{at_cal:>8.4f} {cal_errors[-1]:>+12.1f} {plain_cal_errors[-1]:>+15.1f} {raw_errors[-1]:>+9.1f} "
+                          f"{prediction.weights_mib:>5.1f} {prediction.cache_fraction:>4.2f}")
                     # which layers: each layer's scaled entry vs its time inside the model (profile scaled to p50)
-                    times = profile(path, runtime, x, lm)
-                    k = measured / times.pop("run_ms") if times.get("run_ms") else 1.0
-                    overhead = prediction.call_overhead_ms
-                    scale = (prediction.unpruned_p50_ms - overhead) / prediction.unpruned_table_ms
+                    times = profile(paths[label], runtime, x, lm)
+                    k = p50 / times.pop("run_ms") if times.get("run_ms") else 1.0
+                    scale = (prediction.unpruned_p50_ms - prediction.call_overhead_ms) / prediction.unpruned_table_ms
                     in_layers = 0.0
-                    for layer, shape in layer_shapes(model, example).items():
+                    for layer, shape in shapes.items():
                         inside = k * times.get(layer, 0.0)
                         in_layers += inside
-                        layer_gap[layer].append(scale * max(lm.table.latency(shape) - overhead, 0.0) - inside)
-                    untabled.append(measured - in_layers)
-                mape, raw_mape = float(np.mean(np.abs(errors))), float(np.mean(np.abs(raw_errors)))
-                per_call_mape = float(np.mean(np.abs(per_call_errors)))
-                summary.append((name, runtime, len(errors), mape, raw_mape, per_call_mape, time.perf_counter() - clock))
-                print(f"MAPE {mape:.1f} % over {len(errors)} variants (raw table sum: {raw_mape:.1f} %); "
-                      f"{lm.table.measured} table entries measured")
+                        entry = max(lm.table.latency(shape) - overhead, 0.0)
+                        if prediction.cache_fraction:
+                            entry += prediction.cache_fraction * cache.layer_excess_ms(shape)
+                        layer_gap[layer].append(scale * entry - inside)
+                    untabled.append(p50 - in_layers)
+                mapes = [float(np.mean(np.abs(e))) for e in (errors, cal_errors, plain_errors, plain_cal_errors, raw_errors)]
+                summary.append((name, runtime, len(errors), *mapes, time.perf_counter() - clock))
+                print(f"MAPE {mapes[0]:.1f} % over {len(errors)} variants, {mapes[1]:.1f} % at the calibration's speed "
+                      f"(without the cache term {mapes[2]:.1f} / {mapes[3]:.1f} %, raw table sum {mapes[4]:.1f} %); "
+                      f"{lm.table.measured} table and {lm.cold.measured} cold entries measured")
                 ranked = sorted(layer_gap.items(), key=lambda kv: -float(np.mean(np.abs(kv[1]))))[: args.top]
                 print(f"layers carrying the error (scaled table entry - time inside the model, ms, mean over "
                       f"variants); time outside conv/linear layers: {np.mean(untabled):.4f} ms per inference")
                 for layer, gaps in ranked:
                     print(f"  {layer:<28} {np.mean(gaps):+.4f}  (|mean| {np.mean(np.abs(gaps)):.4f})")
-    print(f"\n{'model':<16} {'runtime':<12} {'variants':>8} {'MAPE %':>7} {'raw MAPE %':>10} {'per-call MAPE %':>15} "
-          f"{'seconds':>8}")
-    for name, runtime, n, mape, raw_mape, per_call_mape, seconds in summary:
-        print(f"{name:<16} {runtime:<12} {n:>8} {mape:>7.1f} {raw_mape:>10.1f} {per_call_mape:>15.1f} {seconds:>8.0f}")
+    print(f"\n{'model':<16} {'runtime':<12} {'variants':>8} {'MAPE %':>7} {'@cal %':>7} {'no-cache %':>10} "
+          f"{'no-cache @cal %':>15} {'raw %':>7} {'seconds':>8}")
+    for name, runtime, n, mape, cal, plain, plain_cal, raw, seconds in summary:
+        print(f"{name:<16} {runtime:<12} {n:>8} {mape:>7.1f} {cal:>7.1f} {plain:>10.1f} {plain_cal:>15.1f} {raw:>7.1f} "
+              f"{seconds:>8.0f}")
     print(f"total {time.perf_counter() - started:.0f} s; load after {os.getloadavg()[0]:.2f}")
 
 
