@@ -84,9 +84,12 @@ def _evict_bytes() -> int:
 
 def cold_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
     """A function measuring one layer's median ms on ``backend`` with its weights evicted before each call."""
-    evict = np.ones(_evict_bytes() // 8)
+    buffer: list[np.ndarray] = []  # allocated at the first measurement: most models never need one
 
     def measure(shape: LayerShape) -> float:
+        if not buffer:
+            buffer.append(np.ones(_evict_bytes() // 8))
+        evict = buffer[0]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
             layer_onnx(shape, path)
