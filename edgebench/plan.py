@@ -244,6 +244,10 @@ def plan_target_jobs(
                 export_quant = QuantSpec() if runtime_applied else variant.quant
                 if selection.includes(variant):
                     jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))
+    if target.precisions is not None and not set(target.precisions) & set(exp.quantization.precisions):
+        # listed by the experiment, yet none of its precisions is one this target runs: say so, not nothing
+        unsupported.append(f"{target.name}: it runs {', '.join(target.precisions)}, which quantization.precisions "
+                           f"({', '.join(exp.quantization.precisions)}) does not list")
     return jobs, unsupported
 
 

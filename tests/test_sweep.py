@@ -130,3 +130,16 @@ def test_latency_allocation_is_one_timed_allocate_task_before_its_builds(tmp_pat
     assert allocate.timed and allocate.kind == "allocate" and allocate.context.allocation == "latency"
     assert [t.context.spec.label for t in _of(tasks, BuildVariant) if allocate.key in t.after] == [
         s.label for s in specs if s.prune is not None]
+
+
+def test_a_target_none_of_whose_precisions_the_experiment_lists_is_named_not_silently_empty() -> None:
+    exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5]}, quantization={"precisions": ["fp32", "int8"]},
+                     targets=["local-cpu", "local-hls4ml-csim"])
+    targets = [(selection, get_target(selection.name)) for selection in exp.targets]
+    jobs, unsupported = plan_jobs(exp, plan_fp32_variants(exp), targets)
+    assert {job.target.name for job in jobs} == {"local-cpu"}
+    assert "local-hls4ml-csim: it runs fixed, which quantization.precisions (fp32, int8) does not list" in unsupported
+    exp = exp.model_copy(update={"quantization": exp.quantization.model_copy(update={"precisions": ["fp32", "fixed"]})})
+    jobs, unsupported = plan_jobs(exp, plan_fp32_variants(exp), targets)
+    assert "local-hls4ml-csim" in {job.target.name for job in jobs}
+    assert not [line for line in unsupported if line.startswith("local-hls4ml-csim")]
