@@ -117,8 +117,8 @@ class PruningConfig(_Strict):
     allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     check_removal: bool = Field(
         True, description="before any training, check that removing filters gives the outputs of zeroing what reads "
-        "them (false: prune a model whose ops reduce over channels, e.g. x.mean(1), which that check cannot tell "
-        "from channels torch-pruning maps wrongly)"
+        "them, for every group no LayerNorm/GroupNorm normalises (false: prune a model whose other ops reduce over "
+        "channels, e.g. x.mean(1), which that check cannot tell from channels torch-pruning maps wrongly)"
     )
 
     @field_validator("ratios")

@@ -9,6 +9,7 @@ targets' exporters cannot convert it at all (:func:`drop_refused`: those targets
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
     from edgebench.config import Experiment
     from edgebench.data import DatasetSplits
+
+log = logging.getLogger(__name__)
 
 
 def check_output_paths(exp: Experiment) -> None:
@@ -116,7 +119,7 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     import torch
 
     from edgebench.prune.criteria.magnitude import L1Norm
-    from edgebench.prune.structured import prune_model
+    from edgebench.prune.structured import normalised_roots, prune_model, remove_channels
 
     pruned = copy.deepcopy(model).eval()
     try:
@@ -138,8 +141,17 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     if before.shape != after.shape:
         raise ConfigError(f"{what} gives outputs of shape {tuple(after.shape)} after pruning instead of "
                           f"{tuple(before.shape)}: its classifier was cut; remove pruning.criteria")
-    if exact and _removal_gap(model, pruned, example, plan) > _EXACT:
-        layer, gap = _inexact_layer(model, example) or (f" at layer '{next(iter(plan))}'", "")
+    if not exact:
+        return
+    normalised = normalised_roots(model, example[:1])
+    checked = {root: channels for root, channels in plan.items() if root not in normalised}
+    if normalised:  # the other groups are checked on a copy that loses only their filters
+        log.info("%s: removing filters is not checked against zeroing for the groups a LayerNorm/GroupNorm "
+                 "normalises together (%s)", what, ", ".join(sorted(normalised)))
+        pruned = copy.deepcopy(model).eval()
+        remove_channels(pruned, example[:1], checked)
+    if checked and _removal_gap(model, pruned, example, checked) > _EXACT:
+        layer, gap = _inexact_layer(model, example, normalised) or (f" at layer '{next(iter(checked))}'", "")
         raise ConfigError(
             f"{what} is pruned wrongly{layer}: removing its filters changes the logits{gap} against zeroing what reads "
             "them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or a permute before a "
@@ -167,9 +179,9 @@ def _removal_gap(model: nn.Module, pruned: nn.Module, example: torch.Tensor, pla
     return float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
 
 
-def _inexact_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, str] | None:
-    """The first prunable group (by its conv) whose removal alone fails or is not exact: `` at layer 'name'`` and
-    what went wrong; None when each group alone is fine."""
+def _inexact_layer(model: nn.Module, example: torch.Tensor, skip: set[str] | None = None) -> tuple[str, str] | None:
+    """The first prunable group (by its conv; none in ``skip``) whose removal alone fails or is not exact: `` at
+    layer 'name'`` and what went wrong; None when each group alone is fine."""
     import copy
 
     from edgebench.prune.criteria.magnitude import L1Norm
@@ -183,6 +195,8 @@ def _inexact_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, str] |
 
     graph = dependency_graph(model, example[:1])
     for root, group in prunable_groups(model, graph, None):
+        if root in (skip or set()):
+            continue
         pruned = copy.deepcopy(model).eval()
         try:
             scores = score_group(root, group, L1Norm(), graph)  # the lowest quarter, in even slices when grouped

@@ -173,3 +173,45 @@ def test_groups_a_grouped_conv_cannot_cut_evenly_are_kept_and_named(caplog: pyte
     zero_channels(zeroed, x[:1], plan)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), zeroed(x), atol=1e-5, rtol=1e-4)
+
+
+class NormalisedChannels(nn.Module):
+    """ConvNeXt's block (depthwise 7x7, channels-last LayerNorm, Linear-GELU-Linear, layer scale, residual), a
+    GroupNorm after a conv, and optionally an NHWC flatten into the classifier (a wrong mapping elsewhere)."""
+
+    def __init__(self, nhwc_flatten: bool = False) -> None:
+        super().__init__()
+        self.nhwc_flatten = nhwc_flatten
+        self.stem = nn.Conv2d(3, 8, 2, 2)
+        self.dw, self.norm = nn.Conv2d(8, 8, 7, padding=3, groups=8), nn.LayerNorm(8)
+        self.pw1, self.pw2 = nn.Linear(8, 32), nn.Linear(32, 8)
+        self.gamma = nn.Parameter(torch.full((8,), 0.5))
+        self.down, self.gn = nn.Conv2d(8, 8, 2, 2), nn.GroupNorm(2, 8)
+        self.head = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 2 * 2, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.pw2(nn.functional.gelu(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1)))))
+        x = x + (self.gamma * y).permute(0, 3, 1, 2)
+        x = torch.relu(self.head(self.gn(self.down(x))))
+        return self.fc((x.permute(0, 2, 3, 1) if self.nhwc_flatten else x).flatten(1))
+
+
+def test_channels_a_layernorm_or_groupnorm_normalises_together_are_pruned_not_refused() -> None:
+    # removing a channel a LayerNorm/GroupNorm normalises changes the others' statistics, so it can never equal
+    # zeroing what reads it: the check leaves those groups out instead of calling the mapping wrong
+    torch.manual_seed(0)
+    model = NormalisedChannels().eval()
+    check_prunable(model, _example(), "model NormalisedChannels")
+    pruned = copy.deepcopy(model)
+    prune_model(pruned, L1Norm(), 0.5, _example()[:1])
+    assert pruned.norm.normalized_shape[0] == pruned.dw.out_channels == pruned.gamma.numel() < 8
+    assert pruned.gn.num_channels == pruned.down.out_channels < 8
+    assert pruned(_example()).shape == (2, 5)
+
+
+def test_a_wrong_mapping_beside_normalised_channels_is_still_named() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match="is pruned wrongly at layer 'head'"):
+        check_prunable(NormalisedChannels(nhwc_flatten=True).eval(), _example(), "model NormalisedChannels")

@@ -192,6 +192,19 @@ def remove_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[st
             group.prune(idxs=plan[root])
 
 
+#: layers whose statistics span a group's channels: removing a channel there changes the others' normalisation
+CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm)
+
+
+def normalised_roots(model: nn.Module, example_input: torch.Tensor) -> set[str]:
+    """Roots of the prunable groups whose channels a LayerNorm or GroupNorm normalises together (ConvNeXt's
+    channels-last LayerNorm): removing one of them changes the others' mean and variance, so it cannot give the
+    outputs of :func:`zero_channels` however right torch-pruning's mapping is."""
+    graph = dependency_graph(model, example_input)
+    return {root for root, group in prunable_groups(model, graph, ignored=[])
+            if any(isinstance(item.dep.target.module, CHANNEL_NORMS) for item in group)}
+
+
 def zero_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str, list[int]]) -> None:
     """Zero the weights through which every layer that reads the planned root channels sees them (the input
     channels :func:`remove_channels` would remove from each Conv2d/Linear of the group), leaving shapes alone.
