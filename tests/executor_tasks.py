@@ -39,3 +39,17 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+#: pids of the processes that ran ``fill_once`` (a ``module:function`` preload entry)
+_filled_by: list[int] = []
+
+
+def fill_once() -> None:
+    """A preload function: records the process that called it."""
+    _filled_by.append(os.getpid())
+
+
+def filled_by() -> tuple[int, list[int]]:
+    """This process's pid and the pids that had called ``fill_once`` before it ran (a forked child: its worker's)."""
+    return os.getpid(), list(_filled_by)

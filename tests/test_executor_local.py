@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from executor_tasks import allocate_and_report_peak, pid_after
+from executor_tasks import allocate_and_report_peak, filled_by, pid_after
 from torch import nn
 
 from edgebench.executor.base import HOST, Lane, LaneScheduler, Task, WorkerKind
@@ -143,6 +143,20 @@ def test_a_measurement_worker_starts_beside_untimed_work_not_in_the_measurements
     export, measure = results["export"], results["measure"]
     assert float(note.read_text()) < export.ended  # the runtime was imported during the export...
     assert measure.started >= export.ended  # ...and the measurement still had the host alone
+
+
+def test_a_preload_function_runs_once_in_the_worker_and_every_forked_measurement_inherits_it():
+    """``module:function`` in a preload is called in the warm worker, not again in each child forked from it."""
+    kind = WorkerKind(name="measure-filled", preload=("executor_tasks:fill_once",), fork_per_task=True)
+    tasks = [Task(key=f"m{i}", kind="measure", fn=filled_by, timed=True, worker=kind) for i in range(3)]
+    with LocalExecutor(workers=1) as executor:
+        results = [r for r in executor.run(tasks)]
+    assert all(r.ok for r in results), [r.error for r in results]
+    children = {r.value[0] for r in results}
+    fillers = {tuple(r.value[1]) for r in results}
+    assert len(children) == 3  # each measurement ran in its own child...
+    assert len(fillers) == 1 and len(next(iter(fillers))) == 1  # ...all forked from one worker that filled once
+    assert next(iter(fillers))[0] not in children and all(r.where.pid == next(iter(fillers))[0] for r in results)
 
 
 def _task(key: str, lane: Lane, timed: bool) -> Task:

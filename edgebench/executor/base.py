@@ -73,7 +73,8 @@ class WorkerKind:
 
     name: str = "default"
     env: tuple[tuple[str, str], ...] = ()
-    #: modules imported when the worker starts, outside any timed window
+    #: modules imported when the worker starts, outside any timed window; ``module:function`` also calls
+    #: ``function()`` (a registry filled once in the worker, not in every child forked from it)
     preload: tuple[str, ...] = ()
     #: cores the worker process is pinned to (a target pinned apart); None = wherever the OS puts it
     cpus: frozenset[int] | None = None

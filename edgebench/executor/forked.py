@@ -87,8 +87,7 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -> None
         with contextlib.suppress(OSError, AttributeError):  # dies with its worker (a timeout kills the worker)
             ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
-        outcome = run_task(fn, args)
-        outcome.peak_reset = True  # a new process: its high-water mark started at the fork
+        outcome = run_task(fn, args, reset_peak=False)  # a new process: its high-water mark started at the fork
         outcome.pid = os.getppid()  # where it ran, for the executor: the warm worker (a child lives one task)
         with os.fdopen(write_fd, "wb") as sink:
             sink.write(outcome_bytes(outcome))

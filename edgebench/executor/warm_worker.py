@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import gc
 import importlib
 import multiprocessing.util
 import os
@@ -72,11 +73,16 @@ def worker_main(conn: Connection, preload: tuple[str, ...], log_path: str, paren
         forward_stack_dumps()
     else:
         faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
-    for module in preload:
+    for entry in preload:
+        module, _, function = entry.partition(":")
         try:
-            importlib.import_module(module)
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
         except Exception:  # the task that needs it will fail with the real error
             traceback.print_exc()
+    if fork_per_task:  # a forked child's collections then skip the imported objects instead of copying their pages
+        gc.freeze()
     while True:
         try:
             data = conn.recv_bytes()
