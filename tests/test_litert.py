@@ -213,3 +213,22 @@ def test_int8_keeps_a_batchnorm_apart_from_a_conv_whose_output_is_also_concatena
     got, want = _int8_and_pytorch_logits(model, (3, 6, 6), tmp_path / "dense.tflite")
     # measured: 7.8 % of the logits' scale (int8 rounding, the BN now a layer of its own); with the BN folded, 4.5x it
     assert np.abs(got - want).max() <= 0.15 * np.abs(want).max()
+
+
+def test_int8_conversion_skips_the_move_to_eval_rewrite_only_where_it_would_change_nothing(
+        trained: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchao's move-to-eval rewrite traces its patterns on every call (about 1 s of a digits int8 conversion);
+    a graph exported in eval mode has nothing for it to rewrite, one exported in train mode has."""
+    import edgebench.runtimes.litert.export as litert_export
+
+    block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5))
+    example = (torch.rand(1, 1, 6, 6),)
+    assert not litert_export._training_mode_ops(torch.export.export(block.eval(), example).module())
+    assert litert_export._training_mode_ops(torch.export.export(block.train(), example).module())
+
+    model, splits = trained
+    quant = QuantSpec(precision="int8", calibration_samples=32)
+    skipped = get_exporter("tflite").export(model, quant, splits.x_train, tmp_path / "skipped.tflite")
+    monkeypatch.setattr(litert_export, "_training_mode_ops", lambda graph: True)
+    rewritten = get_exporter("tflite").export(model, quant, splits.x_train, tmp_path / "rewritten.tflite")
+    assert skipped.read_bytes() == rewritten.read_bytes()
