@@ -53,3 +53,10 @@ def fill_once() -> None:
 def filled_by() -> tuple[int, list[int]]:
     """This process's pid and the pids that had called ``fill_once`` before it ran (a forked child: its worker's)."""
     return os.getpid(), list(_filled_by)
+
+
+def imported(*modules: str) -> dict[str, bool]:
+    """Which of ``modules`` this worker process has imported."""
+    import sys
+
+    return {name: name in sys.modules for name in modules}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +115,29 @@ def test_run_whose_every_job_failed_exits_4_and_keeps_the_errors(tmp_path: Path)
     with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:
         df = store.measurements(store.runs()["id"].iloc[0])
     assert len(df) == 2 and set(df["status"]) == {"failed"} and df["error"].str.contains("timed out").all()
+
+
+_CONSOLE_SCRIPT = '''import sys
+from edgebench.cli import app
+if __name__ == "__main__":
+    app(["targets"], standalone_mode=False)
+    from executor_tasks import imported
+    from edgebench.executor.base import Task
+    from edgebench.executor.local import LocalExecutor
+    with LocalExecutor(workers=1) as executor:
+        for result in executor.run([Task(key="probe", kind="export", fn=imported,
+                                         args=("edgebench.cli", "pandas", "scipy", "typer"))]):
+            print(sorted(name for name, done in (result.value or {}).items() if done), result.error)
+'''
+
+
+def test_workers_of_the_console_script_do_not_import_the_cli(tmp_path: Path) -> None:
+    """A spawned worker imports the driver's main module; the console script's (``from edgebench.cli import app``)
+    cost each worker 2 s of typer, pandas and scipy imports, and each measurement 90 MiB of peak RSS."""
+    script = tmp_path / "edgebench_script.py"  # what pip writes as bin/edgebench, run as the main module
+    script.write_text(_CONSOLE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[] None"
