@@ -14,7 +14,8 @@ from torch import nn
 
 from edgebench.executor.tasks import run_one
 from edgebench.job import Job, MeasureSettings
-from edgebench.runtimes.base import get_exporter
+from edgebench.measure.worker import predict_all
+from edgebench.runtimes.base import Session, get_exporter
 from edgebench.variants import QuantSpec
 
 FAST = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, max_time_s=2.0)
@@ -158,3 +159,27 @@ def test_offline_scenario_times_batches_and_counts_images(eval_files, tmp_path):
     assert result.batch_size == 16
     assert result.throughput_ips == pytest.approx(16 * 1e3 / result.latency_ms["mean"])
     assert result.accuracy == 1.0 and result.n_eval == 40  # 2 batches of 16 and a padded tail of 8
+
+
+class _PidStampingSession(Session):
+    """Logits that say which process computed them (column 1) beside a function of the input (column 0)."""
+
+    def __init__(self, forkable: bool) -> None:
+        self.forkable = forkable
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        flat = inputs.reshape(len(inputs), -1).astype(np.float32)
+        return np.stack([flat.sum(axis=1), np.full(len(inputs), os.getpid(), dtype=np.float32)], axis=1)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="splitting the accuracy pass needs two cores")
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_forkable_sessions_accuracy_pass_is_split_over_the_cores_in_order(batch_size: int) -> None:
+    x = np.random.default_rng(0).random((37, 1, 3, 3), dtype=np.float32)  # not a multiple of the batch
+    split = predict_all(_PidStampingSession(forkable=True), x, batch_size)
+    alone = predict_all(_PidStampingSession(forkable=False), x, batch_size)
+    assert split.shape == alone.shape == (37, 2)
+    np.testing.assert_array_equal(split[:, 0], alone[:, 0])  # same logits, same order
+    assert set(alone[:, 1]) == {os.getpid()}
+    assert len(set(split[:, 1])) > 1  # parts scored in other processes, this one scoring the first
+    assert split[0, 1] == os.getpid()

@@ -111,6 +111,10 @@ class BackendSettings:
 class Session(ABC):
     """A loaded artifact ready to run."""
 
+    #: the loaded session works in a process forked from this one (no runtime threads, device handles or sockets):
+    #: the accuracy pass after the timed window then scores the test split on every core the measurement holds
+    forkable: ClassVar[bool] = False
+
     @abstractmethod
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """Run one batch (NCHW float32) and return the logits as a float32 array."""

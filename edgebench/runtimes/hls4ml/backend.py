@@ -34,6 +34,8 @@ def to_hls_layout(x: np.ndarray, layout: str) -> np.ndarray:
 class Hls4mlSession(Session):
     """The compiled C simulation; each sample is one call of the top function."""
 
+    forkable = True  # plain C called through ctypes, milliseconds per image: its accuracy pass splits over cores
+
     def __init__(self, library: Any, function: Any, metadata: dict[str, Any], synthesis: dict[str, Any],
                  artifact: Path) -> None:
         self._artifact = artifact
