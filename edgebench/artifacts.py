@@ -29,6 +29,8 @@ class ExportTask:
     model_path: Path
     calibration_path: Path
     out_path: Path
+    #: the same model's fp32 artifact in this format, for an exporter that ``derives_from_fp32`` (used when ready)
+    fp32_source: Path | None = None
 
 
 def artifact_path(job: PlannedJob, workdir: Path) -> Path:
@@ -70,7 +72,9 @@ def run_export(task: ExportTask) -> Path:
         data = np.load(task.calibration_path)
         calibration = data["x"]
         # an accuracy budget is checked on the validation split, kept beside the calibration images
-        extra = {"validation": (data["x_val"], data["y_val"])} if task.quant.max_drop is not None else {}
+        extra: dict = {"validation": (data["x_val"], data["y_val"])} if task.quant.max_drop is not None else {}
+        if exporter.derives_from_fp32 and task.fp32_source is not None and artifact_ready(task.fp32_source):
+            extra["fp32_source"] = task.fp32_source
         if not exporter.relocatable:
             exporter.export(model, task.quant, calibration, task.out_path, **extra)
         else:

@@ -39,6 +39,7 @@ from edgebench.prune.allocation import ALLOCATIONS
 from edgebench.prune.allocation.latency.predict import TargetLatencyModel, prediction_path
 from edgebench.prune.build import prepare_allocation
 from edgebench.run_cache import ModelCache, reference_path, write_reference
+from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import VariantSpec, spec_hash
 
@@ -254,6 +255,8 @@ def sweep_tasks(
     builds = _build_tasks(exp, specs, workdir)
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
+    fp32_artifacts = _fp32_artifacts(jobs, workdir)
+    derived: set[str] = set()  # exports that start from an fp32 artifact: queued after the exports that write them
     measures: list[Task] = []
     by_id = {spec.id: spec for spec in specs}
     for job in jobs:
@@ -268,8 +271,13 @@ def sweep_tasks(
             prepared.setdefault(f"export:{artifact.name}", _untimed(
                 Export(artifact), f"export:{artifact.name}", import_artifact, job.variant, artifact))
         elif not artifact_ready(artifact):
+            derives = get_exporter(job.artifact_format, job.target.blocks).derives_from_fp32
+            source = (fp32_artifacts.get(_model_format(job))
+                      if derives and job.export_quant.precision != "fp32" and job.export_quant.qat is None else None)
             export = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
-                                calibration, artifact)
+                                calibration, artifact, fp32_source=source)
+            if source is not None:
+                derived.add(f"export:{artifact.name}")
             prepared.setdefault(f"export:{artifact.name}",
                                 _untimed(Export(artifact), f"export:{artifact.name}", run_export, export, after=built_by))
         if weights is not None and reference is not None and not reference.is_file():
@@ -294,7 +302,23 @@ def sweep_tasks(
         measures.append(task)
     # first in line for the host's cores, so it runs before the builds start
     speed = [measure_task(reference_workload.reference_job(workdir), 300.0, context=MachineSpeed())] if measures else []
-    return [*speed, *builds.values(), *prepared.values(), *measures]
+    ordered = sorted(prepared, key=lambda key: key in derived)  # stable: queue order within each group
+    return [*speed, *builds.values(), *(prepared[key] for key in ordered), *measures]
+
+
+def _model_format(job: PlannedJob) -> tuple[str, str, tuple[tuple[str, object], ...]]:
+    """The trained model, artifact format and exporter settings of ``job``'s artifact, whatever its precision."""
+    return job.variant.weights_spec.id, job.artifact_format, job.export_options
+
+
+def _fp32_artifacts(jobs: list[PlannedJob], workdir: Path) -> dict[tuple[str, str, tuple[tuple[str, object], ...]], Path]:
+    """The fp32 artifact the sweep has or writes for each (model, format, exporter settings): where an exporter that
+    ``derives_from_fp32`` starts the model's other precisions, when that file is ready by then."""
+    found: dict[tuple[str, str, tuple[tuple[str, object], ...]], Path] = {}
+    for job in jobs:
+        if job.variant.external is None and job.export_quant.precision == "fp32" and job.export_quant.qat is None:
+            found.setdefault(_model_format(job), artifact_path(job, workdir))
+    return found
 
 
 def wants_side_by_side(job: PlannedJob, lane: Lane) -> bool:

@@ -59,3 +59,23 @@ def test_failures_stay_per_artifact_and_successes_are_cached(inputs, tmp_path: P
     # what succeeded is complete and is not built again; what failed left nothing that looks complete
     assert {t.out_path for t in tasks if not artifact_ready(t.out_path)} == {
         t.out_path for t in tasks if status[t.out_path] is not None}
+
+
+def test_an_int8_onnx_export_quantizes_the_variants_fp32_file_when_it_is_ready(inputs, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """The fp32 export is most of an int8 one: with the sweep's fp32 file ready, int8 starts from it (the same file
+    the exporter would write again); with none ready, it exports the model itself."""
+    import edgebench.runtimes.onnxruntime.export as onnx_export
+
+    good, _, calib = inputs
+    cpu, int8 = get_target("local-cpu"), QuantSpec(precision="int8", calibration_samples=8)
+    fp32 = run_export(ExportTask("onnx", cpu, QuantSpec(), good, calib, tmp_path / "fp32.onnx"))
+    exported = run_export(ExportTask("onnx", cpu, int8, good, calib, tmp_path / "exported.onnx"))
+    fresh_exports = []
+    real_export = onnx_export.export_fp32_onnx
+    monkeypatch.setattr(onnx_export, "export_fp32_onnx", lambda *a: fresh_exports.append(a) or real_export(*a))
+    from_file = run_export(ExportTask("onnx", cpu, int8, good, calib, tmp_path / "from-file.onnx", fp32_source=fp32))
+    assert fresh_exports == [] and from_file.read_bytes() == exported.read_bytes()
+    missing = tmp_path / "not-yet.onnx"  # the fp32 export failed or has not run: nothing to wait for
+    run_export(ExportTask("onnx", cpu, int8, good, calib, tmp_path / "alone.onnx", fp32_source=missing))
+    assert len(fresh_exports) == 1 and (tmp_path / "alone.onnx").read_bytes() == exported.read_bytes()

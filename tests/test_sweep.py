@@ -87,6 +87,22 @@ def test_the_graph_orders_build_export_reference_measure(tmp_path: Path) -> None
     assert len(_of(tasks, Export)) == 9 and len(_of(tasks, Reference)) == 3  # one reference per fp32 weights
 
 
+def test_an_int8_onnx_export_starts_from_the_variants_fp32_onnx_queued_after_every_export_that_writes_one(
+        tmp_path: Path) -> None:
+    _, tasks = _sweep(tmp_path, ["local-cpu", "local-litert"])
+    exports = [task for task in tasks.values() if isinstance(task.context, Export)]
+    fp32_onnx = {task.args[0].model_path: task.args[0].out_path for task in exports
+                 if task.args[0].fmt == "onnx" and task.args[0].quant.precision == "fp32"}
+    int8_onnx = [task for task in exports if task.args[0].fmt == "onnx" and task.args[0].quant.precision == "int8"]
+    assert len(fp32_onnx) == len(int8_onnx) == 3
+    for task in int8_onnx:  # the same trained model's fp32 file, not another variant's
+        assert task.args[0].fp32_source == fp32_onnx[task.args[0].model_path]
+    others = [task for task in exports if task not in int8_onnx]
+    assert all(task.args[0].fp32_source is None for task in others)  # TFLite converts each precision itself
+    order = list(tasks)
+    assert min(order.index(t.key) for t in int8_onnx) > max(order.index(t.key) for t in others)
+
+
 def test_latency_predictions_are_timed_tasks_that_their_measurements_wait_for(tmp_path: Path) -> None:
     _, tasks = _sweep(tmp_path, ["local-cpu"], measurement={"predict_latency": True})
     predicts = _of(tasks, Predict)

@@ -176,6 +176,9 @@ class Exporter(ABC):
     #: whether it writes mixed-precision int8 to an accuracy budget (``QuantSpec.max_drop``); such exports get the
     #: validation split as ``validation=(x, y)``
     takes_max_drop: ClassVar[bool] = False
+    #: whether its other precisions start from its own fp32 artifact; such exports get the variant's fp32 artifact,
+    #: when the sweep has one ready, as ``fp32_source=path`` instead of converting the model again
+    derives_from_fp32: ClassVar[bool] = False
     #: file name suffix of the artifact ("" for a directory)
     suffix: ClassVar[str] = ""
     #: packages and tools the export needs
