@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
+import signal
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +186,23 @@ def test_a_forkable_sessions_accuracy_pass_is_split_over_the_cores_in_order(batc
     assert set(alone[:, 1]) == {os.getpid()}
     assert len(set(split[:, 1])) > 1  # parts scored in other processes, this one scoring the first
     assert split[0, 1] == os.getpid()
+
+
+class _CrashingInForkSession(_PidStampingSession):
+    """Dies by SIGSEGV in any process but the one that loaded it (a C simulation crashing in a forked part)."""
+
+    def __init__(self) -> None:
+        super().__init__(forkable=True)
+        self.loaded_in = os.getpid()
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        if os.getpid() != self.loaded_in:
+            faulthandler.disable()  # pytest's stack dump of an intended crash says nothing
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().run(inputs)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="splitting the accuracy pass needs two cores")
+def test_a_part_of_the_accuracy_pass_that_crashes_fails_the_pass_instead_of_hanging_it() -> None:
+    with pytest.raises(BrokenProcessPool):
+        predict_all(_CrashingInForkSession(), np.zeros((8, 1, 2, 2), dtype=np.float32), 1)

@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,11 @@ def predict_all(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
     parts = [x[i : i + step] for i in range(0, len(x), step)]
     _forked_session = session
     try:
-        with multiprocessing.get_context("fork").Pool(len(parts) - 1) as pool:
-            rest = [pool.apply_async(_predict_part, (part, batch_size)) for part in parts[1:]]
+        # a process that dies (a C simulation's crash) breaks the pool: the job fails with that, it does not hang
+        with ProcessPoolExecutor(len(parts) - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+            rest = [pool.submit(_predict_part, part, batch_size) for part in parts[1:]]
             first = _batched_predict(session, parts[0], batch_size)
-            return np.concatenate([first, *(r.get() for r in rest)])
+            return np.concatenate([first, *(future.result() for future in rest)])
     finally:
         _forked_session = None
 
