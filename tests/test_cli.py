@@ -133,7 +133,7 @@ if __name__ == "__main__":
 
 def test_workers_of_the_console_script_do_not_import_the_cli(tmp_path: Path) -> None:
     """A spawned worker imports the driver's main module; the console script's (``from edgebench.cli import app``)
-    cost each worker 2 s of typer, pandas and scipy imports, and each measurement 90 MiB of peak RSS."""
+    cost each worker 2 s of typer, pandas and scipy imports, and each measurement about 50 MiB of peak RSS."""
     script = tmp_path / "edgebench_script.py"  # what pip writes as bin/edgebench, run as the main module
     script.write_text(_CONSOLE_SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
