@@ -90,15 +90,19 @@ def available_targets(
     """The targets whose runner can run jobs now; plus, for the others, why not.
 
     An unavailable target (a missing extra, no GPU, an unreachable host) is reported, not failed:
-    the default experiment lists targets whose extras a lean install does not have.
+    the default experiment lists targets whose extras a lean install does not have. An available target
+    keeps only the backends that can run here; each other one is reported the same way.
     """
     ready, unavailable = [], []
     for selection, target in targets:
-        reason = runners[target.name].available()
-        if reason:
+        runner = runners[target.name]
+        if reason := runner.available():
             unavailable.append(f"target {target.name}: {reason}")
-        else:
-            ready.append((selection, target))
+            continue
+        missing = runner.unavailable_backends()
+        unavailable += [f"target {target.name}/{name}: {why}" for name, why in missing.items()]
+        ready.append((selection, target.model_copy(
+            update={"backends": [name for name in target.backends if name not in missing]})))
     return ready, unavailable
 
 

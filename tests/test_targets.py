@@ -88,6 +88,26 @@ def test_local_reasons() -> None:
         assert reason is not None and "vitis_hls not on PATH" in reason and "local-hls4ml-csim" in reason
 
 
+def test_a_local_target_runs_the_backends_this_machine_has_and_names_the_others() -> None:
+    from edgebench.config import TargetSelection
+    from edgebench.pipeline import available_targets
+    from edgebench.runtimes.base import get_backend
+
+    missing = get_backend("tensorrt").available()
+    if missing is None:
+        pytest.skip("TensorRT runs here: no backend of this target is missing")
+    mixed = TargetSpec(name="mixed", kind="local", backends=["onnxruntime", "tensorrt"])
+    runner = runner_for(mixed)
+    assert runner.available() is None and runner.unavailable_backends() == {"tensorrt": missing}
+    ready, unavailable = available_targets([(TargetSelection(name="mixed"), mixed)], {"mixed": runner})
+    assert [target.backends for _, target in ready] == [["onnxruntime"]]  # its jobs: ONNX Runtime's only
+    assert unavailable == [f"target mixed/tensorrt: {missing}"]  # listed as not run, with why
+
+    none_here = TargetSpec(name="gpu", kind="local", backends=["tensorrt"])
+    ready, unavailable = available_targets([(TargetSelection(name="gpu"), none_here)], {"gpu": runner_for(none_here)})
+    assert ready == [] and unavailable == [f"target gpu: tensorrt: {missing}"]
+
+
 def test_ssh_reachability() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

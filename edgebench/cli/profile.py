@@ -123,6 +123,8 @@ def profile(
     runner = runner_for(spec)
     if reason := runner.available():
         raise NothingToRunError(f"nothing could run: target {spec.name}: {reason}")
+    if reason := runner.unavailable_backends().get(name):
+        raise NothingToRunError(f"nothing could run: target {spec.name}: {name}: {reason}")
     shape = check_eval_input(data, input_shape, artifact)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = write_eval_input(data, shape, Path(tmp))

@@ -49,6 +49,11 @@ class Runner(ABC):
     def available(self) -> str | None:
         """None when jobs can run now, else why not (a missing package, no GPU, an unreachable host)."""
 
+    def unavailable_backends(self) -> dict[str, str]:
+        """Backends of an available target that cannot run here, with why; its other backends still run.
+        None here: a remote target's backends live on the device, where a job that lacks one fails saying so."""
+        return {}
+
     @abstractmethod
     def needs(self) -> list[Component]:
         """Packages and tools this machine needs to run the target's jobs."""
@@ -74,10 +79,17 @@ class LocalRunner(Runner):
         return [component for block in self.target.blocks.values() for component in block.needs()]
 
     def available(self) -> str | None:
-        reasons = [f"{name}: {reason}" for name in self.target.backends if (reason := get_backend(name).available())]
+        """Why none of the target's backends can run here (or its build tool is missing); None when one can."""
+        missing = self.unavailable_backends()
+        reasons = [f"{name}: {reason}" for name, reason in missing.items()] if len(missing) == len(self.target.backends) else []
         if build := missing_reason(self._build_steps()):
             reasons.append(build)
         return "; ".join(reasons) or None
+
+    def unavailable_backends(self) -> dict[str, str]:
+        # a GPU target lists torch_cuda, onnxruntime_cuda and tensorrt: a machine with a CUDA torch and no
+        # TensorRT still measures on torch_cuda
+        return {name: reason for name in self.target.backends if (reason := get_backend(name).available())}
 
     def needs(self) -> list[Component]:
         found: list[Component] = []
