@@ -4,8 +4,10 @@ Runs by ``scripts/gpu_check.sh`` (which installs a CUDA torch, onnxruntime-gpu, 
 Random weights (speed does not depend on them), batch 1. For each of torch CUDA fp32/fp16, ONNX Runtime's
 CUDA execution provider fp32, and TensorRT fp16 (from the fp32 ONNX) and int8 (from the Q/DQ int8 ONNX), it
 prints the harness's p50 (host clock around ``run`` + ``sync``: copies in and out included, what a
-deployment sees per request) and the p50 of CUDA events recorded on the stream the work runs on around the
-same call (the GPU's view of the same interval). Their difference is what host-side timing adds.
+deployment sees per request) in a window before and one after, then times the same calls by both clocks at
+once: the host clock around each call and CUDA events recorded on the stream the work runs on around it (the
+GPU's view of the same interval). Per call, their difference is what host-side timing adds; timing both on
+the same calls keeps a GPU or host whose speed drifts between two windows out of that difference.
 
     python scripts/gpu_bench.py [--runs 300] [--out DIR]
 """
@@ -32,17 +34,22 @@ SHAPE = (3, 32, 32)
 TIMING = MeasureSettings(warmup_iters=50, min_iters=200, min_time_s=0.5, max_time_s=20.0)
 
 
-def event_p50_ms(call: Callable[[], object], stream: torch.cuda.Stream, runs: int) -> float:
-    """p50 of CUDA-event intervals recorded on ``stream`` around ``call()`` (each waited for before the next)."""
-    times = []
-    for _ in range(runs):
+def paired_ms(call: Callable[[], object], sync: Callable[[], object], stream: torch.cuda.Stream,
+              runs: int) -> tuple[float, float, float]:
+    """Medians of the host clock around ``call(); sync()``, of CUDA events on ``stream`` around the same call,
+    and of their per-call difference (ms)."""
+    host, events = np.empty(runs), np.empty(runs)
+    for i in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter_ns()
         start.record(stream)
         call()
         end.record(stream)
+        sync()
+        host[i] = (time.perf_counter_ns() - t0) / 1e6
         end.synchronize()
-        times.append(start.elapsed_time(end))
-    return float(np.median(times))
+        events[i] = start.elapsed_time(end)
+    return float(np.median(host)), float(np.median(events)), float(np.median(host - events))
 
 
 def harness_p50(session: Session, x: np.ndarray) -> tuple[float, str]:
@@ -53,7 +60,7 @@ def harness_p50(session: Session, x: np.ndarray) -> tuple[float, str]:
     return p50, f"[{low:.4f}, {high:.4f}]"
 
 
-def ort_event_p50(artifact: Path, x: np.ndarray, runs: int) -> float:
+def ort_on_torch_stream(artifact: Path, x: np.ndarray) -> Callable[[], object]:
     """ORT's CUDA provider on torch's current stream (``user_compute_stream``), so CUDA events bracket its kernels."""
     import onnxruntime as ort
 
@@ -63,7 +70,7 @@ def ort_event_p50(artifact: Path, x: np.ndarray, runs: int) -> float:
     name = session.get_inputs()[0].name
     for _ in range(TIMING.warmup_iters):
         session.run(None, {name: x})
-    return event_p50_ms(lambda: session.run(None, {name: x}), stream, runs)
+    return lambda: session.run(None, {name: x})
 
 
 def main() -> None:
@@ -90,7 +97,10 @@ def main() -> None:
         ("TensorRT fp16", "tensorrt", fp32, "fp16"),
         ("TensorRT int8 (Q/DQ)", "tensorrt", int8, "int8"),
     ]
-    print(f"{'runtime':<22} {'harness p50 ms':>15} {'95% interval':>20} {'CUDA events p50 ms':>19} {'host adds':>10}")
+    print(f"{args.runs} calls timed by both clocks per runtime; ms")
+    print(f"{'runtime':<22} {'harness p50':>11} {'95% interval':>20} {'after':>8} | {'host p50':>8} "
+          f"{'events p50':>10} {'host adds':>9} {'':>6}")
+    stream = torch.cuda.current_stream()
     for label, backend, artifact, precision in cases:
         reason = get_backend(backend).available()
         if reason:
@@ -99,13 +109,13 @@ def main() -> None:
         started = time.perf_counter()
         session = get_backend(backend).load(artifact, BackendSettings(device="cuda:0", precision=precision))
         p50, interval = harness_p50(session, x)
-        if backend == "onnxruntime_cuda":
-            events = ort_event_p50(artifact, x, args.runs)
-        else:  # torch and TensorRT sessions enqueue on torch's current stream
-            events = event_p50_ms(lambda s=session: s.run(x), torch.cuda.current_stream(), args.runs)
+        # torch and TensorRT sessions enqueue on torch's current stream; ORT's own session is put on it
+        call = ort_on_torch_stream(artifact, x) if backend == "onnxruntime_cuda" else lambda s=session: s.run(x)
+        host, events, adds = paired_ms(call, session.sync, stream, args.runs)
+        after, _ = harness_p50(session, x)
         session.close()
-        print(f"{label:<22} {p50:>15.4f} {interval:>20} {events:>19.4f} {p50 / events - 1:>9.1%}"
-              f"   ({time.perf_counter() - started:.0f} s incl. load/build)")
+        print(f"{label:<22} {p50:>11.4f} {interval:>20} {after:>8.4f} | {host:>8.4f} {events:>10.4f} {adds:>9.4f} "
+              f"{adds / events:>6.1%}   ({time.perf_counter() - started:.0f} s incl. load/build)")
 
 
 if __name__ == "__main__":
