@@ -62,20 +62,31 @@ def imported(*modules: str) -> dict[str, bool]:
     return {name: name in sys.modules for name in modules}
 
 
-def measure_after_meeting(job: object, here: str, other: str, wait_s: float = 90.0) -> object:
-    """Measure ``job`` once the task that writes ``other`` is running too (it writes ``here`` for that one).
+def _meet(here: str, other: str, wait_s: float) -> None:
+    """Write ``here``, then wait until the task that writes ``other`` has started too.
 
-    Two lanes that really run at once meet within seconds; two that run one after the other never meet, and the
-    task fails saying so, instead of a parallelism check that depends on how fast each lane's worker started.
+    Two tasks that really run at once meet within seconds; two that run one after the other never meet, and the
+    task fails saying so, instead of a parallelism check that depends on how fast each worker started.
     """
     from pathlib import Path
-
-    from edgebench.measure.worker import execute
 
     Path(here).touch()
     deadline = time.monotonic() + wait_s
     while not Path(other).exists():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{other} was not written within {wait_s} s: the other lane never ran beside this one")
+            raise TimeoutError(f"{other} was not written within {wait_s} s: the other task never ran beside this one")
         time.sleep(0.02)
+
+
+def pid_after_meeting(here: str, other: str, seconds: float, wait_s: float = 90.0) -> int:
+    """``pid_after(seconds)`` once the task writing ``other`` runs too (see ``_meet``)."""
+    _meet(here, other, wait_s)
+    return pid_after(seconds)
+
+
+def measure_after_meeting(job: object, here: str, other: str, wait_s: float = 90.0) -> object:
+    """Measure ``job`` once the task writing ``other`` runs too (see ``_meet``)."""
+    from edgebench.measure.worker import execute
+
+    _meet(here, other, wait_s)
     return execute(job)

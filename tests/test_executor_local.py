@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from executor_tasks import allocate_and_report_peak, filled_by, pid_after
+from executor_tasks import allocate_and_report_peak, filled_by, pid_after, pid_after_meeting
 from torch import nn
 
 from edgebench.executor.base import HOST, Lane, LaneScheduler, Task, WorkerKind
@@ -112,9 +112,11 @@ def test_workers_are_recycled_after_n_tasks_and_past_an_rss_bound():
     assert results[0].value[0] != results[1].value[0]  # the worker holding 400 MiB was replaced
 
 
-def test_timed_tasks_never_share_the_host_and_untimed_ones_do():
+def test_timed_tasks_never_share_the_host_and_untimed_ones_do(tmp_path):
     timed = [Task(key=f"measure-{i}", kind="measure", fn=pid_after, args=(0.4,), timed=True) for i in range(2)]
-    untimed = [call_task(f"export-{i}", "export", pid_after, 0.4) for i in range(4)]
+    # exports 0 and 1 (2 and 3) each wait for the other to start: they can only finish by running at once
+    marks = [str(tmp_path / f"export-{i}") for i in range(4)]
+    untimed = [call_task(f"export-{i}", "export", pid_after_meeting, marks[i], marks[i ^ 1], 0.4) for i in range(4)]
     queue = [*untimed[:2], timed[0], *untimed[2:], timed[1]]
     with LocalExecutor(workers=2) as executor:
         results = list(executor.run(queue))
