@@ -110,3 +110,37 @@ def test_grouped_conv_prunes_equal_slices(tmp_path: Path) -> None:
     prune_model(net, create_criterion("l1"), 0.5, torch.randn(1, 1, 4, 4), data=positive_data())
     assert net[2].in_channels == 4 and net[2].groups == 2 and net[2].out_channels == 4
     _matches_onnxruntime(net, (1, 4, 4), tmp_path)
+
+
+class _ConcatIntoResidual(nn.Module):
+    """Two convs concatenated, then added to a conv of the same width: one group whose channels come from both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 3, 1), nn.Conv2d(1, 2, 1)
+        self.project = nn.Conv2d(5, 5, 1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(5 * 4 * 4, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        joined = torch.cat([self.a(x), self.b(x)], dim=1)
+        return self.head(joined + self.project(joined))
+
+
+def test_each_input_of_a_concatenation_keeps_a_filter_however_hard_its_group_is_pruned(tmp_path: Path) -> None:
+    from edgebench.prune.groups import GroupScores
+    from edgebench.prune.structured import lowest_channels, score_groups
+
+    # by hand: slots 0-2 are a's, 3-4 b's; ranked 3, 4, 0, 1, 2. Removing 4: 3 goes, 4 is b's last and stays,
+    # then 0 and 1 go and 2 is a's last: only 3 can go. Without parts the 4 lowest go.
+    scores = torch.tensor([3.0, 4.0, 5.0, 1.0, 2.0])
+    assert lowest_channels(GroupScores("p", scores, 5, parts=((0, 1, 2), (3, 4))), 4) == [0, 1, 3]
+    assert lowest_channels(GroupScores("p", scores, 5), 4) == [0, 1, 3, 4]
+
+    model = _randomise_bn(_ConcatIntoResidual())
+    example = torch.randn(1, 1, 4, 4)
+    (group,) = score_groups(model, create_criterion("l1"), example)
+    assert sorted(group.parts) == [(0, 1, 2), (3, 4)]  # the concatenation's inputs, in root channels
+    prune_model(model, create_criterion("l1"), 0.8, example, data=_data((1, 4, 4)))
+    assert model.a.out_channels >= 1 and model.b.out_channels >= 1  # 0.8 of 5 alone would empty one of them
+    assert model.a.out_channels + model.b.out_channels == model.project.out_channels == 2
+    _matches_onnxruntime(model, (1, 4, 4), tmp_path)

@@ -20,6 +20,9 @@ class GroupScores:
     original: int  # root's channels before any pruning
     channel_groups: int = 1  # grouped conv: channels come in this many equal slices pruned alike
     convs: int = 1  # conv layers whose filters this group removes together (residual partners, depthwise)
+    #: channel slots of each conv that produces only part of the group's channels (the inputs of a concatenation
+    #: that a residual add couples): each must keep one, or that conv would be left with no filters
+    parts: tuple[tuple[int, ...], ...] = ()
 
     @property
     def slots(self) -> int:

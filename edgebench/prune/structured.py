@@ -119,12 +119,13 @@ def score_group(
     if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
         scores = scores.view(ch_groups, -1).mean(0)
     n = len(group[0].idxs)
-    convs = sum(
-        1
-        for item in group
-        if isinstance(item.dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler)
-    )
-    return GroupScores(root, scores.float(), original if original is not None else n, ch_groups, max(convs, 1))
+    producers = [item for item in group
+                 if isinstance(item.dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler)]
+    width = n // ch_groups
+    parts = tuple(sorted({int(i) % width for i in item.root_idxs}) for item in producers
+                  if item.root_idxs is not None and len(item.idxs) < n)
+    return GroupScores(root, scores.float(), original if original is not None else n, ch_groups,
+                       max(len(producers), 1), tuple(tuple(part) for part in parts))
 
 
 def score_groups(
@@ -152,12 +153,23 @@ def _keep_count(target: float, current: int, round_to: int | None, floor: int) -
 
 def lowest_channels(g: GroupScores, n_remove: int) -> list[int]:
     """The ``n_remove`` lowest-scored channel slots of ``g`` as root channel indices (every slice of a grouped
-    conv loses the same slots)."""
+    conv loses the same slots). A slot that is the last one left of a part (``GroupScores.parts``) is kept and the
+    next-lowest goes instead; where no other is left, fewer go."""
     if n_remove <= 0:
         return []
-    slot = torch.argsort(g.scores, stable=True)[:n_remove]
+    left = [len(part) for part in g.parts]
+    owners = {slot: [k for k, part in enumerate(g.parts) if slot in part] for part in g.parts for slot in part}
+    slots: list[int] = []
+    for slot in torch.argsort(g.scores, stable=True).tolist():
+        if len(slots) == n_remove:
+            break
+        if any(left[k] == 1 for k in owners.get(slot, ())):
+            continue
+        for k in owners.get(slot, ()):
+            left[k] -= 1
+        slots.append(slot)
     width = len(g.scores)
-    return sorted(int(i) + k * width for k in range(g.channel_groups) for i in slot)
+    return sorted(slot + k * width for k in range(g.channel_groups) for slot in slots)
 
 
 def removal_counts(groups: list[GroupScores], ratios: Mapping[str, float], round_to: int | None = None) -> dict[str, int]:
