@@ -175,6 +175,36 @@ def test_groups_a_grouped_conv_cannot_cut_evenly_are_kept_and_named(caplog: pyte
         torch.testing.assert_close(pruned(x), zeroed(x), atol=1e-5, rtol=1e-4)
 
 
+class DepthwiseMultiplier(nn.Module):
+    """A depthwise conv with channel multiplier 2 (8 inputs, 16 outputs) between two pointwise convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.dw, self.bn = nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.BatchNorm2d(16)
+        self.pw = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.dw(torch.relu(self.stem(x)))))
+        return self.fc(torch.relu(self.pw(x)).mean((2, 3)))
+
+
+def test_a_depthwise_conv_with_a_channel_multiplier_is_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model, x = DepthwiseMultiplier().eval(), _example()
+    pruned = copy.deepcopy(model)
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        plan = prune_model(pruned, L1Norm(), 0.5, x[:1])
+    assert set(plan) == {"pw"} and pruned.pw.out_channels == 6  # the rest of the network is still pruned
+    assert (pruned.stem.out_channels, pruned.dw.in_channels, pruned.dw.out_channels) == (8, 8, 16)
+    assert "depthwise conv dw has a channel multiplier (16 outputs from 8 inputs)" in caplog.text
+    zeroed = copy.deepcopy(model)
+    zero_channels(zeroed, x[:1], plan)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed(x), atol=1e-5, rtol=1e-4)
+
+
 class NormalisedChannels(nn.Module):
     """ConvNeXt's block (depthwise 7x7, channels-last LayerNorm, Linear-GELU-Linear, layer scale, residual), a
     GroupNorm after a conv, and optionally an NHWC flatten into the classifier (a wrong mapping elsewhere)."""

@@ -60,19 +60,31 @@ def _channel_groups(group: tp.dependency.Group) -> int:
     return max(counts, default=1)
 
 
-def _uneven_grouped_conv(group: tp.dependency.Group) -> nn.Module | None:
-    """A grouped (not depthwise) conv of ``group`` whose input or output channels are not the group's channels, one
-    to one and in order (a concatenation joins them, say): removing a root channel slot from every equal slice
-    (:func:`lowest_channels`) would not cut its groups evenly, so the group cannot be pruned."""
+def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str] | None:
+    """A grouped conv of ``group`` that cannot lose the group's channels, with why (``{conv}`` for its name):
+
+    - a depthwise conv with a channel multiplier (``groups == in_channels``, ``out_channels = k * in_channels``):
+      input channel ``i`` feeds outputs ``k*i .. k*i+k-1``, which torch-pruning's depthwise rule (one output per
+      input) does not remove together;
+    - a grouped (not depthwise) conv whose input or output channels are not the group's channels, one to one and
+      in order (a concatenation joins them, say): removing a root channel slot from every equal slice
+      (:func:`lowest_channels`) would not cut its groups evenly.
+    """
     n = len(group[0].idxs)
     for item in group:
         layer = item.dep.target.module
-        if isinstance(layer, nn.Conv2d) and 1 < layer.groups < layer.in_channels:
+        if not isinstance(layer, nn.Conv2d) or layer.groups == 1:
+            continue
+        if layer.groups == layer.in_channels and layer.out_channels != layer.in_channels:
+            return layer, (f"depthwise conv {{conv}} has a channel multiplier ({layer.out_channels} outputs from "
+                           f"{layer.in_channels} inputs), which torch-pruning cannot cut")
+        if layer.groups < layer.in_channels:
             root = [int(i) for i in (item.root_idxs if item.root_idxs is not None else range(n))]
             own = [int(getattr(i, "idx", i)) for i in item.idxs]
             side = layer.out_channels if item.dep.handler.__name__ == "prune_out_channels" else layer.in_channels
             if root != list(range(n)) or own != list(range(n)) or side != n:
-                return layer
+                return layer, (f"grouped conv {{conv}} (groups={layer.groups}) does not see them one to one (a "
+                               "concatenation between them), so its groups cannot lose channels evenly")
     return None
 
 
@@ -85,20 +97,19 @@ def prunable_groups(
     model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn.Module] | None
 ) -> list[tuple[str, tp.dependency.Group]]:
     """Every group whose root is a conv's output channels, named by that conv; ``ignored`` layers (default: the
-    classifier, :func:`default_ignored`) are never pruned, nor a group a grouped conv reads unevenly (a warning
-    names it: :func:`_uneven_grouped_conv`)."""
+    classifier, :func:`default_ignored`) are never pruned, nor a group a grouped conv cannot cut (a warning
+    names it: :func:`_uncuttable_grouped_conv`)."""
     names = {m: n for n, m in model.named_modules()}
     skip = ignored if ignored is not None else default_ignored(model)
     groups = []
     for group in graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]):
-        root, uneven = names[group[0].dep.target.module], _uneven_grouped_conv(group)
-        if uneven is None:
+        root, uncuttable = names[group[0].dep.target.module], _uncuttable_grouped_conv(group)
+        if uncuttable is None:
             groups.append((root, group))
         elif root not in _WARNED:
             _WARNED.add(root)
-            log.warning("the filters of %s are not pruned: grouped conv %s (groups=%d) does not see them one to one "
-                        "(a concatenation between them), so its groups cannot lose channels evenly",
-                        root, names[uneven], uneven.groups)
+            layer, why = uncuttable
+            log.warning("the filters of %s are not pruned: %s", root, why.format(conv=names[layer]))
     return groups
 
 
