@@ -70,9 +70,12 @@ def test_tflite_holds_the_trained_quantizers(qat: QatSpec, splits, tmp_path: Pat
     error = np.abs(got - want) / step
     # The bound: the graph quantizes the logits too (half a step of rounding); inside it, LiteRT's integer
     # requantization rounds a near-tie the other way on a few codes in 10^4 (measured: 1..12 codes of 10^5 per
-    # layer on these 360 images), which moves some logits by a few steps (measured: at most 5.8).
+    # layer on these 360 images), which moves a few logits by several steps: measured at most 5.8 steps on one
+    # machine, 6.1 to 14.2 on an AVX2-only AMD EPYC (2 of 3600 logits beyond 2 steps), where the logits span
+    # about 260 steps. XNNPACK's int8 kernels differ by instruction set, so the tail is bounded by the span.
     assert np.mean(error <= 0.5 + 1e-3) >= 0.98
-    assert error.max() <= 8
+    span = (want.max() - want.min()) / step
+    assert error.max() <= 0.1 * span
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
 
 
