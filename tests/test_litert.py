@@ -232,3 +232,54 @@ def test_int8_conversion_skips_the_move_to_eval_rewrite_only_where_it_would_chan
     monkeypatch.setattr(litert_export, "_training_mode_ops", lambda graph: True)
     rewritten = get_exporter("tflite").export(model, quant, splits.x_train, tmp_path / "rewritten.tflite")
     assert skipped.read_bytes() == rewritten.read_bytes()
+
+
+class _LinearExcitation(torch.nn.Module):
+    """SE-ResNet's squeeze-and-excitation as commonly written: Linear layers, then ``view`` and ``expand_as``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1, self.fc2 = torch.nn.Linear(8, 2), torch.nn.Linear(2, 8)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        b, c, _, _ = x.size()
+        w = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3)))))).view(b, c, 1, 1)
+        return self.head((x * w.expand_as(x)).mean((2, 3)))
+
+
+def test_a_broadcast_expand_is_dropped_only_where_the_op_broadcasts_to_the_same_shape() -> None:
+    from edgebench.runtimes.litert.export import _without_broadcast_expands
+
+    class Kept(torch.nn.Module):  # expanded to feed a conv, which does not broadcast: the expand must stay
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.conv2d(x.expand(1, 2, 4, 4), torch.ones(1, 2, 1, 1))
+
+    example = (torch.randn(1, 1, 4, 4),)
+    graph = torch.export.export(Kept(), example).module()
+    assert _without_broadcast_expands(graph) == 0
+    excitation = _LinearExcitation().eval()
+    graph = torch.export.export(excitation, (torch.randn(1, 3, 6, 6),)).module()
+    assert _without_broadcast_expands(graph) == 1
+    x = torch.randn(1, 3, 6, 6)
+    torch.testing.assert_close(graph(x), excitation(x))  # the multiply broadcasts to the same result
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_squeeze_and_excitation_with_expand_as_converts_and_agrees_with_pytorch(precision: str, tmp_path: Path) -> None:
+    """litert-torch alone fails the fp32 conversion ('tfl.mul' op operands don't have broadcast-compatible shapes) and
+    writes an int8 file whose BROADCAST_TO does not load."""
+    torch.manual_seed(0)
+    model = _LinearExcitation().eval()
+    if precision == "int8":
+        got, want = _int8_and_pytorch_logits(model, (3, 6, 6), tmp_path / "se.tflite")
+        assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()  # int8 rounding
+        return
+    x = np.random.default_rng(0).standard_normal((8, 3, 6, 6)).astype(np.float32)
+    path = get_exporter("tflite").export(model, QuantSpec(precision="fp32"), x, tmp_path / "se.tflite")
+    session = get_backend("litert").load(path, BackendSettings(threads=1))
+    got = np.concatenate([session.run(x[i : i + 1]) for i in range(8)])
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-5)

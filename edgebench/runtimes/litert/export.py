@@ -73,6 +73,53 @@ def _unfused_shared_convs(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
+#: elementwise ops that broadcast their operands themselves
+_BROADCASTING = (torch.ops.aten.mul.Tensor, torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor,
+                 torch.ops.aten.div.Tensor)
+
+
+def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
+    """Drop from ``graph`` each ``expand``/``expand_as`` that only feeds ops which broadcast to the same shape
+    without it (a squeeze-and-excitation block's ``x * w.view(b, c, 1, 1).expand_as(x)``); return how many went.
+
+    litert-torch moves the ``mul`` to NHWC but leaves the expanded operand NCHW: the fp32 conversion fails ("'tfl.mul'
+    op operands don't have broadcast-compatible shapes") and the int8 one writes a file whose BROADCAST_TO fails
+    to load. Without the expand, the multiply broadcasts (b, c, 1, 1) as it does for a 1x1-conv excitation."""
+    def shape(arg: object) -> tuple[int, ...]:
+        return tuple(arg.meta["val"].shape) if isinstance(arg, torch.fx.Node) else ()
+
+    dropped = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target not in (torch.ops.aten.expand.default,
+                                                              torch.ops.aten.expand_as.default):
+            continue
+        source = node.args[0]
+        if all(user.op == "call_function" and user.target in _BROADCASTING
+               and torch.broadcast_shapes(*(shape(source if a is node else a) for a in user.args[:2])) == shape(user)
+               for user in node.users):
+            node.replace_all_uses_with(source)
+            graph.graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        graph.recompile()
+    return dropped
+
+
+def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **options):
+    """litert-torch's conversion of ``model``; where it fails on a broadcast expand (``_without_broadcast_expands``),
+    that of its exported graph without them. The model as written goes first: exporting it to look for expands
+    would cost every conversion a second export."""
+    try:
+        return litert_torch.convert(model, (example,), **options)
+    except ValueError:
+        graph = torch.export.export(model, (example,)).module()
+        if not _without_broadcast_expands(graph):
+            raise
+        graph.training = False
+        log.info("litert-torch could not convert the model as written; converting it without its broadcast expands")
+        return litert_torch.convert(graph, (example,), **options)
+
+
 def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     """PT2E: export, insert observers (symmetric per-channel int8 weights), run the calibration images."""
     from litert_torch.quantize import pt2e_quantizer
@@ -81,7 +128,9 @@ def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
     )
-    graph = _unfused_shared_convs(_without_dropout(torch.export.export(model, (example,)).module()))
+    graph = torch.export.export(model, (example,)).module()
+    _without_broadcast_expands(graph)  # first: the passes below add nodes without shape metadata
+    graph = _unfused_shared_convs(_without_dropout(graph))
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for image in calibration:  # the exported graph has a static batch of one
@@ -193,7 +242,9 @@ class TfliteExporter(Exporter):
     qat_precisions = ("int8",)
     suffix = ".tflite"
     needs = (LITERT_TORCH,)
-    revision = 1  # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads
+    # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads (1), broadcast
+    # expands dropped (2)
+    revision = 2
 
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)
@@ -205,11 +256,11 @@ class TfliteExporter(Exporter):
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             if quant.precision == "fp32":
-                edge_model = litert_torch.convert(model, (example,))
+                edge_model = _float_converted(litert_torch, model, example)
             elif quant.precision == "fp16":
                 from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
 
-                edge_model = litert_torch.convert(model, (example,), quant_config=full_fp16_recipe())
+                edge_model = _float_converted(litert_torch, model, example, quant_config=full_fp16_recipe())
             elif quant.precision == "int8":
                 from litert_torch.quantize.quant_config import QuantConfig
 
