@@ -160,19 +160,26 @@ class GroupedAfterConcat(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def test_groups_a_grouped_conv_cannot_cut_evenly_are_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
-    torch.manual_seed(0)
-    model, x = GroupedAfterConcat().eval(), _example()
+def _halved_as_zeroed(model: nn.Module, caplog: pytest.LogCaptureFixture) -> tuple[nn.Module, dict[str, list[int]]]:
+    """A copy of ``model`` pruned by half (L1, warnings captured) and its plan, checked to give the outputs of
+    zeroing the same channels."""
+    x = _example()
     pruned = copy.deepcopy(model)
     with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
         plan = prune_model(pruned, L1Norm(), 0.5, x[:1])
-    assert pruned.grouped.out_channels == 6 and pruned.grouped.in_channels == 12  # its own filters: evenly
-    assert set(plan) == {"grouped"}
-    assert "grouped conv grouped (groups=2)" in caplog.text
     zeroed = copy.deepcopy(model)
     zero_channels(zeroed, x[:1], plan)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), zeroed(x), atol=1e-5, rtol=1e-4)
+    return pruned, plan
+
+
+def test_groups_a_grouped_conv_cannot_cut_evenly_are_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    pruned, plan = _halved_as_zeroed(GroupedAfterConcat().eval(), caplog)
+    assert pruned.grouped.out_channels == 6 and pruned.grouped.in_channels == 12  # its own filters: evenly
+    assert set(plan) == {"grouped"}
+    assert "grouped conv grouped (groups=2)" in caplog.text
 
 
 class DepthwiseMultiplier(nn.Module):
@@ -192,17 +199,10 @@ class DepthwiseMultiplier(nn.Module):
 
 def test_a_depthwise_conv_with_a_channel_multiplier_is_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
-    model, x = DepthwiseMultiplier().eval(), _example()
-    pruned = copy.deepcopy(model)
-    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
-        plan = prune_model(pruned, L1Norm(), 0.5, x[:1])
+    pruned, plan = _halved_as_zeroed(DepthwiseMultiplier().eval(), caplog)
     assert set(plan) == {"pw"} and pruned.pw.out_channels == 6  # the rest of the network is still pruned
     assert (pruned.stem.out_channels, pruned.dw.in_channels, pruned.dw.out_channels) == (8, 8, 16)
     assert "depthwise conv dw has a channel multiplier (16 outputs from 8 inputs)" in caplog.text
-    zeroed = copy.deepcopy(model)
-    zero_channels(zeroed, x[:1], plan)
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(x), zeroed(x), atol=1e-5, rtol=1e-4)
 
 
 class NormalisedChannels(nn.Module):
