@@ -115,6 +115,10 @@ class PruningConfig(_Strict):
         "layer, global = scope global)"
     )
     allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    keep: list[str] = Field(
+        default_factory=list, description="conv layers (model.named_modules() names) whose filters are never "
+        "removed: those torch-pruning cannot cut (a channel split, a shuffle), which a refused run names"
+    )
     check_removal: bool = Field(
         True, description="before any training, check that removing filters gives the outputs of zeroing what reads "
         "them, for every group no LayerNorm/GroupNorm normalises (false: prune a model whose other ops reduce over "

@@ -54,6 +54,7 @@ def prune_spec(p: PruningConfig, criterion: str, ratio: float, schedule: str, al
         allocation=named,
         allocation_kwargs=p.allocation_kwargs.get(named, {}) if named else {},
         revision=CRITERIA.get(criterion).revision,
+        keep=tuple(p.keep),
     )
 
 

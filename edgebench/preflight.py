@@ -10,6 +10,7 @@ targets' exporters cannot convert it at all (:func:`drop_refused`: those targets
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,7 +74,8 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
                                   f"(batch, {splits.num_classes}) logits")
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
-            check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal)
+            check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal,
+                           exp.pruning.keep)
     return model
 
 
@@ -108,34 +110,41 @@ def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:
                               f"its Conv2d/Linear layers: {', '.join(layers)}")
 
 
-def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bool = True) -> None:
-    """A copy of ``model`` loses a quarter of its filters (L1, every layer) and still gives logits of the same shape;
-    ConfigError naming the operation or layer that stops it (torch-pruning cannot trace it, or the layer after the
-    cut breaks: a reshape to a hard-coded size, an op that mixes channels). With ``exact``, the pruned copy must
-    also give the outputs of a copy whose layers ignore the removed channels (:func:`zero_channels`): else
-    torch-pruning removed other inputs than the removed filters fed, and every pruned variant would be wrong."""
+def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bool = True,
+                   keep: Sequence[str] = ()) -> None:
+    """A copy of ``model`` loses a quarter of its filters (L1, every layer but the classifier and ``keep``) and still
+    gives logits of the same shape; ConfigError naming the operation or layer that stops it (torch-pruning cannot
+    trace it, or the layer after the cut breaks: a reshape to a hard-coded size, an op that mixes channels), and
+    every layer that fails alone, for ``pruning.keep``. With ``exact``, the pruned copy must also give the outputs
+    of a copy whose layers ignore the removed channels (:func:`zero_channels`): else torch-pruning removed other
+    inputs than the removed filters fed, and every pruned variant would be wrong."""
     import copy
 
     import torch
 
     from edgebench.prune.criteria.magnitude import L1Norm
-    from edgebench.prune.structured import normalised_roots, prune_model, remove_channels
+    from edgebench.prune.structured import kept_layers, normalised_roots, prune_model, remove_channels
 
     pruned = copy.deepcopy(model).eval()
     try:
-        plan = prune_model(pruned, L1Norm(), 0.25, example[:1])
+        ignored = kept_layers(pruned, keep)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    try:
+        plan = prune_model(pruned, L1Norm(), 0.25, example[:1], ignored=ignored)
     except Exception as exc:
-        where = _inexact_layer(model, example) or ("", "")
-        raise ConfigError(f"{what} cannot be pruned{where[0]}: torch-pruning cannot map its channels "
-                          f"({type(exc).__name__}: {first_line(exc)}); remove pruning.criteria") from None
+        bad, remedy = _inexact_layers(model, example, keep)
+        where = f" at layer '{next(iter(bad))}'" if bad else ""
+        raise ConfigError(f"{what} cannot be pruned{where}: torch-pruning cannot map its channels "
+                          f"({type(exc).__name__}: {first_line(exc)}); {remedy}") from None
     failing = _failing_layer(pruned, example)
     if failing is not None:
-        where = _inexact_layer(model, example)
-        cut = f" (cutting the filters of{where[0].removeprefix(' at')})" if where else ""
+        bad, remedy = _inexact_layers(model, example, keep)
+        cut = f" (cutting the filters of layer '{next(iter(bad))}')" if bad else ""
         raise ConfigError(f"{what} breaks when filters are removed{cut}: {failing}; compute sizes from the input "
                           "(x.flatten(1), adaptive pooling) instead of hard-coding them; if none is hard-coded, "
-                          "torch-pruning maps the channels wrongly (a channel shuffle, or a concatenation flattened "
-                          "into a Linear: pool or convolve it first); or remove pruning.criteria")
+                          "torch-pruning maps the channels wrongly (a channel shuffle, a split, or a concatenation "
+                          f"flattened into a Linear: pool or convolve it first); {remedy}")
     with torch.inference_mode():
         before, after = model(example), pruned(example)
     if before.shape != after.shape:
@@ -151,11 +160,13 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         pruned = copy.deepcopy(model).eval()
         remove_channels(pruned, example[:1], checked)
     if checked and _removal_gap(model, pruned, example, checked) > _EXACT:
-        layer, gap = _inexact_layer(model, example, normalised) or (f" at layer '{next(iter(checked))}'", "")
+        bad, remedy = _inexact_layers(model, example, (*keep, *normalised))
+        layer = next(iter(bad), next(iter(checked)))
+        gap = bad.get(layer, "") if bad.get(layer, "").startswith(" by") else ""
         raise ConfigError(
-            f"{what} is pruned wrongly{layer}: removing its filters changes the logits{gap} against zeroing what reads "
-            "them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or a permute before a "
-            "flatten, in between); keep NCHW channel order up to x.flatten(1), or remove pruning.criteria "
+            f"{what} is pruned wrongly at layer '{layer}': removing its filters changes the logits{gap} against "
+            "zeroing what reads them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or "
+            f"a permute before a flatten, in between); keep NCHW channel order up to x.flatten(1), or {remedy} "
             "(pruning.check_removal: false when an op over channels, e.g. x.mean(1), causes it)")
 
 
@@ -179,24 +190,27 @@ def _removal_gap(model: nn.Module, pruned: nn.Module, example: torch.Tensor, pla
     return float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
 
 
-def _inexact_layer(model: nn.Module, example: torch.Tensor, skip: set[str] | None = None) -> tuple[str, str] | None:
-    """The first prunable group (by its conv; none in ``skip``) whose removal alone fails or is not exact: `` at
-    layer 'name'`` and what went wrong; None when each group alone is fine."""
+def _inexact_layers(model: nn.Module, example: torch.Tensor,
+                    keep: Sequence[str] = ()) -> tuple[dict[str, str], str]:
+    """Each prunable group (by its conv; none in ``keep``) whose removal alone fails or is not exact, with what went
+    wrong (`` (error)`` or `` by <gap> of the logits' scale``), and what to do: keep those layers
+    (``pruning.keep``), or remove pruning.criteria."""
     import copy
 
     from edgebench.prune.criteria.magnitude import L1Norm
     from edgebench.prune.structured import (
         dependency_graph,
+        kept_layers,
         lowest_channels,
         prunable_groups,
+        prune_model,
         remove_channels,
         score_group,
     )
 
     graph = dependency_graph(model, example[:1])
-    for root, group in prunable_groups(model, graph, None):
-        if root in (skip or set()):
-            continue
+    bad: dict[str, str] = {}
+    for root, group in prunable_groups(model, graph, kept_layers(model, keep)):
         pruned = copy.deepcopy(model).eval()
         try:
             scores = score_group(root, group, L1Norm(), graph)  # the lowest quarter, in even slices when grouped
@@ -204,10 +218,23 @@ def _inexact_layer(model: nn.Module, example: torch.Tensor, skip: set[str] | Non
             remove_channels(pruned, example[:1], plan)
             gap = _removal_gap(model, pruned, example, plan)
         except Exception as exc:
-            return f" at layer '{root}'", f" ({type(exc).__name__}: {first_line(exc)})"
+            bad[root] = f" ({type(exc).__name__}: {first_line(exc)})"
+            continue
         if gap > _EXACT:
-            return f" at layer '{root}'", f" by {gap:.2g} of the logits' scale"
-    return None
+            bad[root] = f" by {gap:.2g} of the logits' scale"
+    if not bad:
+        return bad, "remove pruning.criteria"
+    kept = [*keep, *bad]
+    trial = copy.deepcopy(model).eval()
+    try:  # suggest keeping them only where the rest then prunes and runs
+        prune_model(trial, L1Norm(), 0.25, example[:1], ignored=kept_layers(trial, kept))
+        works = _failing_layer(trial, example) is None
+    except Exception:
+        works = False
+    if not works:
+        return bad, (f"remove pruning.criteria (keeping {', '.join(bad)} with pruning.keep does not make the rest "
+                     "prunable either)")
+    return bad, f"keep those layers and prune the rest: pruning.keep: [{', '.join(kept)}]; or remove pruning.criteria"
 
 
 def _failing_layer(model: nn.Module, example: torch.Tensor) -> str | None:

@@ -65,6 +65,7 @@ class PruneSpec(_Frozen):
     allocation_kwargs: dict[str, Any] = Field(default_factory=dict)
     revision: int = Field(0, ge=0, description="the criterion's definition revision (Criterion.revision): a "
                           "changed definition builds a different artifact, so it gets another id")
+    keep: tuple[str, ...] = Field((), description="conv layers whose filters are never removed")
 
 
 class SparseSpec(_Frozen):
@@ -365,7 +366,7 @@ class AddedObject(NamedTuple):
 _ADDED_FIELDS: dict[str, Any] = {
     "sparse": AddedObject(None, {"revision": 0}),
     "lowrank": None,
-    "prune": {"allocation": None, "allocation_kwargs": {}, "revision": 0},
+    "prune": {"allocation": None, "allocation_kwargs": {}, "revision": 0, "keep": []},  # JSON: a tuple dumps as []
     "quant": {"calibrator": None, "qat": None, "max_drop": None},
     "source": None,
     "preprocess": None,

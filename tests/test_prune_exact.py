@@ -14,7 +14,8 @@ from torch import nn
 from edgebench.errors import ConfigError
 from edgebench.preflight import check_prunable
 from edgebench.prune.criteria.magnitude import L1Norm
-from edgebench.prune.structured import prune_model, zero_channels
+from edgebench.prune.structured import kept_layers, prune_model, zero_channels
+from edgebench.variants import _ADDED_FIELDS, TrainSpec, hash_payload
 
 
 class Mixed(nn.Module):
@@ -129,11 +130,39 @@ def test_removal_equals_zeroing_what_reads_the_removed_channels() -> None:
                                            (ConcatFlatten, "breaks when filters are removed (cutting the filters of layer 'dense')")])
 def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module], what: str) -> None:
     torch.manual_seed(0)
+    model = net().eval()
     with pytest.raises(ConfigError) as err:
-        check_prunable(net().eval(), _example(), f"model {net.__name__}")
+        check_prunable(model, _example(), f"model {net.__name__}")
     message = str(err.value)
     assert what in message and "\n" not in message
     assert "remove pruning.criteria" in message
+    # ...and the layers to keep so that the rest (whatever torch-pruning can still cut) prunes exactly
+    layer = what.split("'")[1]
+    assert f"pruning.keep: [{layer}]" in message
+    check_prunable(model, _example(), f"model {net.__name__}", keep=[layer])
+    pruned = copy.deepcopy(model)
+    plan = prune_model(pruned, L1Norm(), 0.5, _example()[:1], ignored=kept_layers(pruned, [layer]))
+    assert layer not in plan and getattr(pruned, layer).out_channels == getattr(model, layer).out_channels
+    assert pruned(_example()).shape == (2, 5)
+
+
+def test_keep_names_a_layer_the_model_does_not_have() -> None:
+    with pytest.raises(ConfigError, match=r"pruning.keep: conv9 is not a conv layer of the model \(its conv layers: c1, c2"):
+        check_prunable(PermutedFlatten().eval(), _example(), "model PermutedFlatten", keep=["conv9"])
+
+
+def test_keep_enters_a_variants_id_only_when_set() -> None:
+    from edgebench.config import PruningConfig
+    from edgebench.plan import prune_spec
+    from edgebench.variants import VariantSpec
+
+    def variant(**pruning: object) -> VariantSpec:
+        spec = prune_spec(PruningConfig(**pruning), "l1", 0.5, "while_training", None)
+        return VariantSpec(model="digits_cnn", dataset="digits", train=TrainSpec(), prune=spec)
+
+    assert variant(keep=["c2"]).prune.keep == ("c2",)
+    assert variant(keep=["c2"]).id != variant().id
+    assert "keep" not in hash_payload(variant().model_dump(mode="json"), _ADDED_FIELDS)["prune"]  # earlier ids stand
 
 
 def test_an_op_over_channels_is_flagged_and_can_be_let_through() -> None:

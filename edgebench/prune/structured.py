@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -47,6 +47,17 @@ def default_ignored(model: nn.Module) -> list[nn.Module]:
         return [linears[-1]]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1:]
+
+
+def kept_layers(model: nn.Module, keep: Sequence[str] = ()) -> list[nn.Module]:
+    """The layers whose filters are never removed: the classifier (:func:`default_ignored`) and the conv layers
+    named in ``keep`` (``pruning.keep``); ValueError naming one that is not a conv layer of ``model``."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if unknown := [name for name in keep if name not in convs]:
+        shown = ", ".join(list(convs)[:12]) + (" ..." if len(convs) > 12 else "")
+        raise ValueError(f"pruning.keep: {', '.join(unknown)} is not a conv layer of the model (its conv layers: "
+                         f"{shown})")
+    return default_ignored(model) + [convs[name] for name in keep]
 
 
 def _channel_groups(group: tp.dependency.Group) -> int:

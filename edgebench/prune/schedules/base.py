@@ -23,7 +23,7 @@ from torch import nn
 from edgebench.data import DatasetSplits
 from edgebench.prune.allocation.base import Allocation, create_allocation
 from edgebench.prune.criteria import Criterion, ScoringData
-from edgebench.prune.structured import prune_model
+from edgebench.prune.structured import kept_layers, prune_model
 from edgebench.registry import Registry
 from edgebench.train import TrainHook, TrainState
 from edgebench.variants import PruneSpec, TrainSpec
@@ -120,6 +120,7 @@ def apply_prune(
         scope=spec.scope,
         round_to=spec.round_to,
         original_macs=original_macs,
+        ignored=kept_layers(model, spec.keep),
         allocation=allocation,
     )
 
