@@ -274,3 +274,25 @@ def test_a_wrong_mapping_beside_normalised_channels_is_still_named() -> None:
     torch.manual_seed(0)
     with pytest.raises(ConfigError, match="is pruned wrongly at layer 'head'"):
         check_prunable(NormalisedChannels(nhwc_flatten=True).eval(), _example(), "model NormalisedChannels")
+
+
+class TransposedReader(nn.Module):
+    """A conv read by a transposed conv (a decoder's upsampling), whose weight holds its inputs on dim 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.up(torch.relu(self.down(x)))).mean((2, 3)))
+
+
+def test_a_transposed_conv_reading_removed_channels_is_zeroed_on_its_input_dim(
+        caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model = TransposedReader().eval()
+    check_prunable(model, _example(), "model TransposedReader")  # was "pruned wrongly at layer 'down'"
+    pruned, plan = _halved_as_zeroed(model, caplog)
+    assert plan.keys() == {"down"} and pruned.down.out_channels == pruned.up.in_channels == 4

@@ -241,7 +241,8 @@ def normalised_roots(model: nn.Module, example_input: torch.Tensor) -> set[str]:
 
 def zero_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str, list[int]]) -> None:
     """Zero the weights through which every layer that reads the planned root channels sees them (the input
-    channels :func:`remove_channels` would remove from each Conv2d/Linear of the group), leaving shapes alone.
+    channels :func:`remove_channels` would remove from each Conv2d/ConvTranspose2d/Linear of the group), leaving
+    shapes alone.
 
     Removing channels that no layer reads changes nothing, so a correct removal must give the outputs of this
     zeroed copy; a difference means torch-pruning mapped a group's channels wrongly (a channel shuffle, or a
@@ -253,7 +254,13 @@ def zero_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str,
             continue
         for item in graph.get_pruning_group(group[0].dep.target.module, group[0].dep.handler, plan[root]):
             layer = item.dep.target.module
-            if not isinstance(layer, nn.Conv2d | nn.Linear) or not graph.is_in_channel_pruning_fn(item.dep.handler):
+            if not graph.is_in_channel_pruning_fn(item.dep.handler):
+                continue
+            if isinstance(layer, nn.ConvTranspose2d):  # weight (in_channels, out_channels / groups, kH, kW)
+                with torch.no_grad():
+                    layer.weight[[int(i) for i in item.idxs]] = 0
+                continue
+            if not isinstance(layer, nn.Conv2d | nn.Linear):
                 continue
             per_group = layer.weight.shape[1]  # input channels each filter sees (all but for grouped convs)
             filters = layer.weight.shape[0] // getattr(layer, "groups", 1)  # filters per group of a grouped conv
