@@ -10,7 +10,7 @@ targets' exporters cannot convert it at all (:func:`drop_refused`: those targets
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,9 +160,10 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         pruned = copy.deepcopy(model).eval()
         remove_channels(pruned, example[:1], checked)
     if checked and _removal_gap(model, pruned, example, checked) > _EXACT:
-        bad, remedy = _inexact_layers(model, example, (*keep, *normalised))
+        bad, remedy = _inexact_layers(model, example, keep, skip=normalised)
         layer = next(iter(bad), next(iter(checked)))
-        gap = bad.get(layer, "") if bad.get(layer, "").startswith(" by") else ""
+        why = bad.get(layer, "")
+        gap = why if why.startswith(" by") else ""
         raise ConfigError(
             f"{what} is pruned wrongly at layer '{layer}': removing its filters changes the logits{gap} against "
             "zeroing what reads them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or "
@@ -190,10 +191,10 @@ def _removal_gap(model: nn.Module, pruned: nn.Module, example: torch.Tensor, pla
     return float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
 
 
-def _inexact_layers(model: nn.Module, example: torch.Tensor,
-                    keep: Sequence[str] = ()) -> tuple[dict[str, str], str]:
-    """Each prunable group (by its conv; none in ``keep``) whose removal alone fails or is not exact, with what went
-    wrong (`` (error)`` or `` by <gap> of the logits' scale``), and what to do: keep those layers
+def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = (),
+                    skip: Collection[str] = ()) -> tuple[dict[str, str], str]:
+    """Each prunable group (by its conv; none kept, none in ``skip``) whose removal alone fails or is not exact, with
+    what went wrong (`` (error)`` or `` by <gap> of the logits' scale``), and what to do: keep those layers too
     (``pruning.keep``), or remove pruning.criteria."""
     import copy
 
@@ -211,6 +212,8 @@ def _inexact_layers(model: nn.Module, example: torch.Tensor,
     graph = dependency_graph(model, example[:1])
     bad: dict[str, str] = {}
     for root, group in prunable_groups(model, graph, kept_layers(model, keep)):
+        if root in skip:
+            continue
         pruned = copy.deepcopy(model).eval()
         try:
             scores = score_group(root, group, L1Norm(), graph)  # the lowest quarter, in even slices when grouped
