@@ -144,10 +144,10 @@ def score_group(
     producers = [item for item in group
                  if isinstance(item.dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler)]
     width = n // ch_groups
-    parts = tuple(sorted({int(i) % width for i in item.root_idxs}) for item in producers
+    parts = tuple(tuple(sorted({int(i) % width for i in item.root_idxs})) for item in producers
                   if item.root_idxs is not None and len(item.idxs) < n)
     return GroupScores(root, scores.float(), original if original is not None else n, ch_groups,
-                       max(len(producers), 1), tuple(tuple(part) for part in parts))
+                       max(len(producers), 1), parts)
 
 
 def score_groups(
