@@ -320,3 +320,44 @@ def test_synthesis_with_vitis_hls(tmp_path: Path) -> None:
     artifact = Hls4mlExporter(fpga).export(model, FIXED, x, tmp_path / "synth")
     record = read_synthesis(artifact)
     assert record["status"] == "synthesised" and record["resources"]["LUT"] > 0
+
+
+class _WithInferenceNoOps(nn.Module):
+    """A classifier head as user code often writes it: Dropout (and an Identity) inside an nn.Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = three_channel_cnn()[:8]
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Identity(), nn.Linear(8 * 2 * 2, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def test_dropout_and_identity_in_a_sequential_are_dropped_not_refused(tmp_path: Path) -> None:
+    from edgebench.runtimes.hls4ml.export import without_inference_no_ops
+
+    model = _WithInferenceNoOps().eval()
+    stripped = without_inference_no_ops(model)
+    assert not any(isinstance(m, nn.Dropout | nn.Identity) for m in stripped.modules())
+    assert any(isinstance(m, nn.Dropout) for m in model.modules())  # the variant itself is left alone
+    assert {"features.0", "head.3"} <= dict(stripped.named_modules()).keys()  # layers keep their names
+    assert Hls4mlExporter().refuses(model) is None
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
+        model, FIXED, x, tmp_path / "prj")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(got - expected).max() < 0.06  # as the same network without them (test above)
+
+
+def test_a_no_op_called_by_name_is_still_named() -> None:
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.drop, self.fc = nn.Conv2d(3, 4, 3), nn.Dropout(0.1), nn.Linear(4 * 6 * 6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.drop(self.conv(x)).flatten(1))
+
+    assert "'drop' (Dropout): remove it" in Hls4mlExporter().refuses(Named())

@@ -13,6 +13,7 @@ wrong outputs as soon as there is more than one channel.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -51,14 +52,33 @@ _KNOWN_UNSUPPORTED = {
     "Hardsigmoid": "use Sigmoid or ReLU",
     "SiLU": "use ReLU",
     "GELU": "use ReLU",
-    "Dropout": "remove it (a no-op at inference)",
-    "Identity": "remove it",
+    "Dropout": "remove it (a no-op at inference; edgebench drops it only from an nn.Sequential)",
+    "Identity": "remove it (edgebench drops it only from an nn.Sequential)",
 }
+#: layers that do nothing at inference, which hls4ml 1.3 has no converter for
+_INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
 _UNSUPPORTED_FUNCTIONS = {
     "size": " (x.view(x.size(0), -1) in forward: write x.flatten(1))",
 }
+
+
+def without_inference_no_ops(model: nn.Module) -> nn.Module:
+    """``model`` itself when no ``nn.Sequential`` in it holds a layer of ``_INFERENCE_NO_OPS`` (a Dropout before the
+    classifier); else a copy without them. The other layers keep their names (a Sequential runs whatever children it
+    has left), which per-layer fixed-point types are matched by. A no-op a forward calls by name stays: hls4ml
+    refuses it, naming it."""
+    def no_ops(of: nn.Module) -> list[tuple[nn.Sequential, str]]:
+        return [(seq, key) for seq in of.modules() if isinstance(seq, nn.Sequential)
+                for key, child in seq._modules.items() if isinstance(child, _INFERENCE_NO_OPS)]
+
+    if not no_ops(model):
+        return model
+    model = copy.deepcopy(model)
+    for seq, key in no_ops(model):
+        del seq._modules[key]
+    return model
 
 
 def check_supported(model: nn.Module) -> None:
@@ -169,7 +189,7 @@ class Hls4mlExporter(Exporter):
 
     def refuses(self, model: nn.Module) -> str | None:
         try:
-            check_supported(model)
+            check_supported(without_inference_no_ops(model))
         except UnsupportedModelError as exc:
             return str(exc)
         return None
@@ -186,6 +206,7 @@ class Hls4mlExporter(Exporter):
                 raise UnsupportedModelError("hls4ml takes quantization-trained models with power-of-two scales only "
                                             "(qat scales: power_of_two): other scales are no fixed-point type")
             model, layers = deployable(model)
+        model = without_inference_no_ops(model)
         check_supported(model)
         fpga = self.fpga
         input_shape = tuple(int(d) for d in calibration.shape[1:])
