@@ -34,14 +34,19 @@ if TYPE_CHECKING:
     from edgebench.pipeline import ProgressFn, RunOutcome
 
 #: store columns renamed so that every quantity carries its unit (latency in ms, sizes in bytes, memory in MB)
-_UNITS = {f"{k}_ms": f"latency_{k}_ms" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")}
+_UNITS = {f"{k}_ms": f"latency_{k}_ms" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")} | {
+    f"{k}_{end}_ms": f"latency_{k}_{end}_ms" for k in ("p50", "p90", "p99") for end in ("low", "high")
+} | {"ci_confidence": "latency_ci_confidence"}
 #: what ``measurements()`` returns, in this order: identity, the variant's fields flattened, settings, figures
 COLUMNS = (
     "run_id", "measurement_id", "variant_id", "label", "parent_id", "origin", "target", "backend", "status", "error",
     "model", "dataset", "kind", "criterion", "ratio", "schedule", "allocation", "method", "sparsity", "rank_ratio",
     "precision", "threads", "batch_size", "scenario",
     "accuracy", "n_eval", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
-    "latency_min_ms", "latency_max_ms", "first_inference_ms", "load_ms", "throughput_ips", "n_samples",
+    "latency_min_ms", "latency_max_ms",
+    # each percentile's distribution-free confidence interval (None where too few runs), at this confidence
+    "latency_p50_low_ms", "latency_p50_high_ms", "latency_p90_low_ms", "latency_p90_high_ms", "latency_p99_low_ms",
+    "latency_p99_high_ms", "latency_ci_confidence", "first_inference_ms", "load_ms", "throughput_ips", "n_samples",
     "size_bytes", "compressed_size_bytes", "params", "nonzero_params", "macs", "nonzero_macs", "training_macs",
     "bops", "fpga_multipliers", "fpga_latency_cycles",  # FPGA cost counted from hls4ml (cycles: synthesised)
     "peak_rss_mb", "energy_j_per_inference", "energy_source", "max_abs_diff", "ran_on", "predicted_p50_ms",

@@ -32,7 +32,8 @@ def hand_made_store(tmp_path):
             spec = VariantSpec(model="digits_cnn", dataset="digits", prune=PruneSpec(criterion="l1", ratio=0.1 + i / 10))
             store.upsert_variant(spec.id, spec.model_dump(mode="json"), label, None, {"macs": 1000 - i, "params": 10})
             result = JobResult(job_id=label, status="ok", accuracy=accuracy, latency_ms={"p50": p50, "p99": 2 * p50},
-                               samples_ns=[int(p50 * 1e6)] * 3, peak_rss_mb=100.0 + i)
+                               latency_ci_ms={"p50": (0.99 * p50, 1.02 * p50)}, samples_ns=[int(p50 * 1e6)] * 3,
+                               peak_rss_mb=100.0 + i)
             store.add_measurement(MeasurementRecord(run_id, label, spec.id, target, "onnxruntime", result,
                                                     {"threads": 1, "precision": "fp32"}, 2048 + i))
         store.add_measurement(MeasurementRecord(run_id, "failed", spec.id, "local-cpu", "torch",
@@ -57,6 +58,8 @@ def test_measurements_one_row_each_with_units_in_column_names(hand_made_store):
     assert len(results.measurements(include_failed=True)) == len(POINTS) + 1
     row = df.set_index("label").loc["c"]
     assert row["latency_p50_ms"] == 3.0 and row["latency_p99_ms"] == 6.0 and row["size_bytes"] == 2050
+    assert (row["latency_p50_low_ms"], row["latency_p50_high_ms"]) == pytest.approx((2.97, 3.06))  # its interval
+    assert row["latency_p99_low_ms"] is None or row["latency_p99_low_ms"] != row["latency_p99_low_ms"]  # none kept
     assert row["peak_rss_mb"] == 102.0 and row["macs"] == 998 and row["n_samples"] == 3
     assert row["criterion"] == "l1" and row["ratio"] == pytest.approx(0.3) and row["kind"] == "structured"
     assert row["origin"] == "edgebench" and row["precision"] == "fp32"
