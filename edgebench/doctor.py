@@ -64,6 +64,8 @@ class TargetStatus:
     missing: list[str] = field(default_factory=list)
     #: the file does not load (``reason`` says why): bad input, not a target that cannot run here
     broken: bool = False
+    #: an available target's backends that cannot run here, with why (its jobs on them are "not run")
+    partial: str | None = None
 
     @property
     def available(self) -> bool:
@@ -87,6 +89,7 @@ def target_statuses(extra_dir: Path | None = None, check: bool = True) -> list[T
         runner = runner_for(spec)
         needs = runner.needs()
         reason = runner.available() if check else None
+        partial = "; ".join(f"{b}: {why}" for b, why in runner.unavailable_backends().items()) if check else ""
         statuses.append(TargetStatus(name, spec, reason, [c.name for c in needs],
-                                     [c.name for c in needs if c.found() is None]))
+                                     [c.name for c in needs if c.found() is None], partial=partial or None))
     return statuses

@@ -88,7 +88,7 @@ def test_local_reasons() -> None:
         assert reason is not None and "vitis_hls not on PATH" in reason and "local-hls4ml-csim" in reason
 
 
-def test_a_local_target_runs_the_backends_this_machine_has_and_names_the_others() -> None:
+def test_a_local_target_runs_the_backends_this_machine_has_and_names_the_others(tmp_path: Path) -> None:
     from edgebench.config import TargetSelection
     from edgebench.pipeline import available_targets
     from edgebench.runtimes.base import get_backend
@@ -102,6 +102,10 @@ def test_a_local_target_runs_the_backends_this_machine_has_and_names_the_others(
     ready, unavailable = available_targets([(TargetSelection(name="mixed"), mixed)], {"mixed": runner})
     assert [target.backends for _, target in ready] == [["onnxruntime"]]  # its jobs: ONNX Runtime's only
     assert unavailable == [f"target mixed/tensorrt: {missing}"]  # listed as not run, with why
+
+    (tmp_path / "mixed.yaml").write_text("kind: local\nbackends: [onnxruntime, tensorrt]\n")
+    status = {s.name: s for s in target_statuses(tmp_path)}["mixed"]  # `edgebench targets` says the same
+    assert status.state == "available" and status.partial == f"tensorrt: {missing}"
 
     none_here = TargetSpec(name="gpu", kind="local", backends=["tensorrt"])
     ready, unavailable = available_targets([(TargetSelection(name="gpu"), none_here)], {"gpu": runner_for(none_here)})

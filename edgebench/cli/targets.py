@@ -51,7 +51,8 @@ def targets(targets_dir: TargetsDir = None) -> None:
             ", ".join(spec.backends) if spec else "?",
             _energy_label(spec.energy) if spec else "?",
             _state(status),
-            escape(status.reason or ""),  # install hints hold '[extra]', which rich would read as markup
+            # install hints hold '[extra]', which rich would read as markup
+            escape(status.reason or (f"not run here: {status.partial}" if status.partial else "")),
         )
     console.print(table)
     _fail_if_broken(statuses)
