@@ -325,7 +325,8 @@ class Experiment(_Strict):
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
         is left out: a run started locally resumes on Ray and back; so is where results are logged (``tracking``)."""
-        added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}, "check_removal": True},
+        added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}, "check_removal": True,
+                             "keep": []},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
                  "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
                  "dataset": {"preprocess": None}, "artifacts": []}
