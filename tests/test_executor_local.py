@@ -92,14 +92,19 @@ def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh
     assert job_result(segv).status == "failed" and job_result(segv).error_detail == segv.detail
 
 
-def test_peak_rss_is_per_task_in_a_reused_worker():
-    with LocalExecutor(workers=1) as executor:
-        big, small = (r.value for r in executor.run([
-            call_task("big", "build", allocate_and_report_peak, 400),
-            call_task("small", "build", allocate_and_report_peak, 1),
-        ]))
-    assert big[0] == small[0]  # the same warm worker ran both
+def test_peak_rss_is_per_measurement_in_a_reused_worker_and_untimed_tasks_skip_the_reset():
+    def sequence(timed: bool) -> tuple[tuple[int, float], tuple[int, float]]:
+        tasks = [Task(key=key, kind="measure" if timed else "build", fn=allocate_and_report_peak, args=(mib,),
+                      timed=timed) for key, mib in (("big", 400), ("small", 1))]
+        with LocalExecutor(workers=1) as executor:
+            big, small = (r.value for r in executor.run(tasks))
+        assert big[0] == small[0]  # the same warm worker ran both
+        return big, small
+
+    big, small = sequence(timed=True)
     assert big[1] > 400 and small[1] < big[1] - 300  # the 400 MiB peak of the first task is not the second's
+    big, small = sequence(timed=False)  # a build's peak is read by nobody: no 0.4 s collection to reset it
+    assert small[1] >= big[1] > 400
 
 
 def test_workers_are_recycled_after_n_tasks_and_past_an_rss_bound():

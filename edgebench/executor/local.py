@@ -231,7 +231,7 @@ class LocalExecutor(Executor):
 
     def _dispatch(self, task: Task, lane: Lane) -> TaskResult | None:
         try:
-            payload = pickle.dumps((task.fn, task.args))
+            payload = pickle.dumps((task.fn, task.args, task.timed))  # only a measurement's peak RSS is read
         except Exception as exc:
             return TaskResult(task, "failed", error=f"the task cannot be sent to a worker: {exc}")
         worker = self._worker_for(task.worker)

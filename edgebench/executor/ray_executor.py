@@ -37,12 +37,13 @@ def import_ray() -> Any:
     return require_module("ray", "ray", "the ray executor")
 
 
-def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False) -> Outcome:
+def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool = True) -> Outcome:
     """The Ray task body: run the task in this Ray worker (in a child forked from it with ``fork``: a measurement's
-    peak RSS is then its own, whatever the Ray worker ran before) and say which node it was."""
+    peak RSS is then its own, whatever the Ray worker ran before; an untimed task's peak is not reset, nobody reads
+    it) and say which node it was."""
     import ray
 
-    outcome = pickle.loads(run_forked(fn, args)) if fork else run_task(fn, args)
+    outcome = pickle.loads(run_forked(fn, args)) if fork else run_task(fn, args, reset_peak=timed)
     context = ray.get_runtime_context()
     outcome.host, outcome.node = ray.util.get_node_ip_address(), context.get_node_id()[:8]
     return outcome
@@ -156,7 +157,7 @@ class RayExecutor(Executor):
             options.update(num_cpus=node.cpus if task.timed else 1,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
         task.attempts += 1
-        ref = self._remote.options(**options).remote(task.fn, task.args, task.worker.fork_per_task)
+        ref = self._remote.options(**options).remote(task.fn, task.args, task.worker.fork_per_task, task.timed)
         now = time.monotonic()
         self._in_flight[ref] = _InFlight(task, lane, now, now + task.timeout_s + self.start_slack_s)
 

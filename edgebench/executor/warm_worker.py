@@ -91,12 +91,12 @@ def worker_main(conn: Connection, preload: tuple[str, ...], log_path: str, paren
         if not data:
             _exit_now()
         try:
-            fn, args = pickle.loads(data)
+            fn, args, timed = pickle.loads(data)
         except Exception as exc:
             payload = outcome_bytes(Outcome("failed", error=f"cannot unpickle the task: {exc}",
                                             detail=traceback.format_exc()))
         else:
-            payload = run_forked(fn, args) if fork_per_task else outcome_bytes(run_task(fn, args))
+            payload = run_forked(fn, args) if fork_per_task else outcome_bytes(run_task(fn, args, reset_peak=timed))
         sys.stdout.flush()
         sys.stderr.flush()
         conn.send_bytes(payload)
