@@ -256,7 +256,7 @@ def sweep_tasks(
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
     fp32_artifacts = _fp32_artifacts(jobs, workdir)
-    derived: set[str] = set()  # exports that start from an fp32 artifact: queued after the exports that write them
+    derived: dict[str, str] = {}  # export that starts from an fp32 artifact -> the export that writes that file
     measures: list[Task] = []
     by_id = {spec.id: spec for spec in specs}
     for job in jobs:
@@ -277,7 +277,7 @@ def sweep_tasks(
             export = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
                                 calibration, artifact, fp32_source=source)
             if source is not None:
-                derived.add(f"export:{artifact.name}")
+                derived[f"export:{artifact.name}"] = f"export:{source.name}"
             prepared.setdefault(f"export:{artifact.name}",
                                 _untimed(Export(artifact), f"export:{artifact.name}", run_export, export, after=built_by))
         if weights is not None and reference is not None and not reference.is_file():
@@ -302,6 +302,9 @@ def sweep_tasks(
         measures.append(task)
     # first in line for the host's cores, so it runs before the builds start
     speed = [measure_task(reference_workload.reference_job(workdir), 300.0, context=MachineSpeed())] if measures else []
+    for key, source_key in derived.items():
+        if source_key in prepared:  # this sweep writes the fp32 file: wait for it rather than convert the model again
+            prepared[key].after, prepared[key].continues = (*prepared[key].after, source_key), source_key
     ordered = sorted(prepared, key=lambda key: key in derived)  # stable: queue order within each group
     return [*speed, *builds.values(), *(prepared[key] for key in ordered), *measures]
 

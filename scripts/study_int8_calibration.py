@@ -2,7 +2,7 @@
 
 Trains (or reuses from the cache) the default experiment's fp32 variants (digits_cnn baseline + 9 pruned),
 quantizes each to ONNX QDQ int8 under several settings (calibrator, activation symmetry/sign, per-channel
-weights, reduce_range) and to LiteRT int8 (PT2E) as the reference, runs every artifact on the test split
+weights, reduce_range) and to LiteRT int8 (ai-edge-quantizer, min-max) as the reference, runs every artifact on the test split
 and prints max |logit - fp32 logit| (first 16 test images, as the pipeline stores it; and over the whole
 test split) and accuracy. Then, for the baseline, quantizes one layer at a time to show which layers
 carry the error.
@@ -82,7 +82,7 @@ def main() -> None:
     x, y = splits.x_test.astype(np.float32), splits.y_test
     litert = not args.no_litert and importlib.util.find_spec("litert_torch") is not None
 
-    names = list(SETTINGS) + (["LiteRT int8 (PT2E histogram, s8 sym)"] if litert else [])
+    names = list(SETTINGS) + (["LiteRT int8 (min-max, s8 asym)"] if litert else [])
     table: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     float_qdq: dict[str, list[float]] = {n: [] for n in SETTINGS}
     fp32_acc: list[float] = []

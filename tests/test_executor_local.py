@@ -182,6 +182,37 @@ def test_scheduler_lets_measurements_on_cores_pinned_apart_run_together_and_boar
     assert [t.key for t, _ in scheduler.start_ready()] == ["a2"]  # the export still waits for both measurements
 
 
+def test_a_task_that_continues_another_takes_its_place_in_line_ahead_of_measurements_queued_since():
+    scheduler = LaneScheduler(capacity=lambda lane: 2)
+    fp32, other = _task("fp32", Lane(HOST), False), _task("other", Lane(HOST), False)
+    scheduler.add(fp32), scheduler.add(other)
+    assert [t.key for t, _ in scheduler.start_ready()] == ["fp32", "other"]
+    scheduler.add(_task("measure", Lane(HOST), True))
+    plain = _task("plain", Lane(HOST), False)
+    scheduler.add(plain)
+    scheduler.finished(fp32)
+    int8 = _task("int8", Lane(HOST), False)
+    int8.line = fp32.line  # as Executor.run sets it for Task.continues
+    scheduler.add(int8)
+    assert [t.key for t in scheduler.queue] == ["int8", "measure", "plain"]
+    assert [t.key for t, _ in scheduler.start_ready()] == ["int8"]  # beside "other"; the measurement waits for both
+
+
+def test_executor_queues_a_continuing_task_in_its_prerequisites_place(tmp_path: Path):
+    """Two workers: while "fp32" and "slow" run, a measurement is queued; "int8", which continues "fp32", runs
+    before that measurement, beside "slow", instead of after it."""
+    tasks = [
+        call_task("fp32", "export", pid_after, 0.2),
+        call_task("slow", "export", pid_after, 1.5),
+        Task(key="measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("fp32",)),
+        Task(key="int8", kind="export", fn=pid_after, args=(0,), after=("fp32",), continues="fp32"),
+    ]
+    with LocalExecutor(workers=2) as executor:
+        results = {r.key: r for r in executor.run(tasks)}
+    assert all(r.ok for r in results.values())
+    assert results["int8"].ended <= results["slow"].ended < results["measure"].started
+
+
 def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
     tasks = [
         call_task("build", "build", pid_after, 0.3),

@@ -83,24 +83,30 @@ def test_the_graph_orders_build_export_reference_measure(tmp_path: Path) -> None
         export, reference = (tasks[key] for key in task.after[1:])
         assert task.after[0] == weights.key and isinstance(export.context, Export)
         assert isinstance(reference.context, Reference) and reference.context.spec == job.variant.weights_spec
-        assert export.after == reference.after == (weights.key,) and not export.timed and not reference.timed
+        assert reference.after == export.after[:1] == (weights.key,) and not export.timed and not reference.timed
+        if job.export_quant.precision == "int8":  # and after the fp32 export it quantizes
+            assert tasks[export.after[1]].args[0].out_path == export.args[0].fp32_source
     assert len(_of(tasks, Export)) == 9 and len(_of(tasks, Reference)) == 3  # one reference per fp32 weights
 
 
-def test_an_int8_onnx_export_starts_from_the_variants_fp32_onnx_queued_after_every_export_that_writes_one(
+def test_an_int8_export_starts_from_the_variants_fp32_file_and_waits_for_the_export_that_writes_it(
         tmp_path: Path) -> None:
     _, tasks = _sweep(tmp_path, ["local-cpu", "local-litert"])
     exports = [task for task in tasks.values() if isinstance(task.context, Export)]
-    fp32_onnx = {task.args[0].model_path: task.args[0].out_path for task in exports
-                 if task.args[0].fmt == "onnx" and task.args[0].quant.precision == "fp32"}
-    int8_onnx = [task for task in exports if task.args[0].fmt == "onnx" and task.args[0].quant.precision == "int8"]
-    assert len(fp32_onnx) == len(int8_onnx) == 3
-    for task in int8_onnx:  # the same trained model's fp32 file, not another variant's
-        assert task.args[0].fp32_source == fp32_onnx[task.args[0].model_path]
-    others = [task for task in exports if task not in int8_onnx]
-    assert all(task.args[0].fp32_source is None for task in others)  # TFLite converts each precision itself
+    for fmt in ("onnx", "tflite"):  # both quantize their own fp32 file
+        fp32 = {task.args[0].model_path: task for task in exports
+                if task.args[0].fmt == fmt and task.args[0].quant.precision == "fp32"}
+        int8 = [task for task in exports if task.args[0].fmt == fmt and task.args[0].quant.precision == "int8"]
+        assert len(fp32) == len(int8) == 3
+        for task in int8:  # the same trained model's fp32 file, not another variant's, written first
+            source = fp32[task.args[0].model_path]
+            assert task.args[0].fp32_source == source.args[0].out_path
+            assert task.after == (*source.after, source.key) and task.continues == source.key
+    others = [task for task in exports if task.args[0].quant.precision != "int8"]
+    assert others and all(task.args[0].fp32_source is None for task in others)
     order = list(tasks)
-    assert min(order.index(t.key) for t in int8_onnx) > max(order.index(t.key) for t in others)
+    derived = [task for task in exports if task not in others]
+    assert min(order.index(t.key) for t in derived) > max(order.index(t.key) for t in others)
 
 
 def test_latency_predictions_are_timed_tasks_that_their_measurements_wait_for(tmp_path: Path) -> None:

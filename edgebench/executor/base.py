@@ -5,11 +5,14 @@ target) given as a picklable module-level callable and its arguments. Every task
 occupies: the cores of a host, or a board. A *timed* task (a measurement) holds its lane alone, so no
 other task runs on those cores during its timed window; untimed tasks (builds, exports) share a lane up
 to its capacity. Lanes are granted first come, first served: a task that must wait holds back the tasks
-queued after it on the same lane, so a measurement is never starved by a stream of exports.
+queued after it on the same lane, so a measurement is never starved by a stream of exports. A task that
+carries on another's work (an int8 export of the fp32 file another export wrote) takes that task's place in
+line: on a host, untimed work queued before a measurement is done before it, on both cores.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -101,6 +104,11 @@ class Task:
     context: TaskContext | None = None
     #: keys of tasks that must have finished ok first (the export a measurement reads)
     after: tuple[str, ...] = ()
+    #: the key of one of ``after`` whose work this task carries on (an int8 export of the fp32 file that export
+    #: writes): it is queued in that task's place in line, not behind the measurements queued since
+    continues: str | None = None
+    #: its place in line, given when it is first queued
+    line: int | None = None
     attempts: int = 0
     #: what the host-wide lane lock did for a timed task (how long it waited, or why there was none)
     host_lane: HostLane | None = None
@@ -180,6 +188,8 @@ class Executor(ABC):
                 yield done[task.key]
             for task in [t for t in waiting if all(k in done for k in t.after)]:
                 waiting.remove(task)
+                if task.continues in done:
+                    task.line = done[task.continues].task.line
                 self.submit(task)
 
         waiting.extend(tasks)
@@ -222,12 +232,18 @@ class LaneScheduler:
         self.host = host
         self.queue: list[Task] = []
         self.running: dict[int, _Running] = {}
+        self._lines = itertools.count()
 
     def add(self, task: Task, front: bool = False) -> None:
-        """Queue ``task`` (at the front for a retry, which keeps its place in line)."""
+        """Queue ``task``: at the front for a retry, which keeps its place in line; a task that already has a
+        place (``Task.continues``) ahead of the tasks queued after it; any other at the back."""
         if front:
             self.queue.insert(0, task)
+        elif task.line is not None:
+            at = next((i for i, queued in enumerate(self.queue) if (queued.line or 0) > task.line), len(self.queue))
+            self.queue.insert(at, task)
         else:
+            task.line = next(self._lines)
             self.queue.append(task)
 
     def __len__(self) -> int:

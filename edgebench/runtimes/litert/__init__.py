@@ -1,9 +1,9 @@
-"""LiteRT (TFLite): litert-torch conversion (fp32, fp16 weights, int8 PT2E) and ai-edge-litert's interpreter."""
+"""LiteRT (TFLite): litert-torch conversion (fp32, fp16 weights), ai-edge-quantizer int8 and ai-edge-litert's interpreter."""
 
 from edgebench.components import Package
 from edgebench.runtimes.base import Runtime
 
-LITERT_TORCH = Package("litert-torch", "litert_torch", "TFLite conversion (fp32, fp16 weights, int8 PT2E)", extra="litert")
+LITERT_TORCH = Package("litert-torch", "litert_torch", "TFLite conversion (fp32, fp16 weights, int8)", extra="litert")
 AI_EDGE_LITERT = Package("ai-edge-litert", "ai_edge_litert", "LiteRT interpreter (XNNPACK)", extra="litert")
 
 RUNTIME = Runtime(

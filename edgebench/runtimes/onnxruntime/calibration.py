@@ -3,8 +3,8 @@
 ``minmax`` takes each activation's observed extremes: one outlier among the calibration
 images stretches the scale for every input. ``entropy`` (KL divergence of the histogram,
 as TensorRT's calibrator) and ``percentile`` (the 99.999th percentile of |x|) clip the
-rare tail instead, which is what LiteRT's PT2E histogram observer does too; which one
-is best is measured by ``scripts/study_int8_calibration.py``.
+rare tail instead (as PyTorch's PT2E histogram observer does); which one is best is
+measured by ``scripts/study_int8_calibration.py``.
 """
 
 from __future__ import annotations
