@@ -1,7 +1,8 @@
 """Where the export stage's time goes, per exporter, for the default run's model (digits CNN, one thread).
 
 Each export of the default run's formats (PyTorch, ONNX fp32 and int8, LiteRT fp32 and int8, hls4ml fixed
-point with its g++ C simulation) runs ``--repeats`` times in this process; the script prints wall seconds
+point with its g++ C simulation) runs ``--repeats`` times in this process, an int8 export from the fp32 file
+written before it where the exporter derives from it (as in a sweep); the script prints wall seconds
 and CPU seconds (this process and its children, so hls4ml's g++ counts) per export (ONNX fp32 also as torch.onnx
 does it alone, with its registry built per export): on a shared machine the
 CPU seconds are the figure to compare, wall seconds grow with the load. For hls4ml it also splits conversion
@@ -100,8 +101,11 @@ def main() -> None:
                 walls, cpus, notes = [], [], ""
                 for i in range(args.repeats):
                     out = Path(tmp) / f"{fmt}-{precision}-{i}{exporter.suffix}"
+                    # as the sweep does it: an exporter that derives from its fp32 file gets the one written above
+                    fp32 = Path(tmp) / f"{fmt}-fp32-{i}{exporter.suffix}"
+                    derived = {"fp32_source": fp32} if exporter.derives_from_fp32 and precision != "fp32" else {}
                     wall0, cpu0 = time.perf_counter(), cpu_seconds()
-                    exporter.export(model, quant_for(precision), calibration, out)
+                    exporter.export(model, quant_for(precision), calibration, out, **derived)
                     walls.append(time.perf_counter() - wall0)
                     cpus.append(cpu_seconds() - cpu0)
                     if fmt == "hls4ml":
