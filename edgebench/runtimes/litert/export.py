@@ -195,7 +195,7 @@ def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Pa
     images = [{input_name: np.ascontiguousarray(image[None], dtype=np.float32)} for image in calibration]
     ranges.calibrate({signature: images}, manager)
     quantized = quantizer.Quantizer(str(fp32_path), int8).quantize(ranges.get_model_qsvs())
-    quantized.export_model(str(out_path), overwrite=True)
+    out_path.write_bytes(quantized.quantized_model)  # its export_model makes the file executable
 
 
 def takes_trained(qat: QatSpec) -> bool:
