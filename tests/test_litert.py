@@ -84,6 +84,23 @@ def test_int8_is_quantized_smaller_and_accurate(trained: tuple, artifacts: dict[
     assert 0 < np.abs(logits - ref).max() < 0.5 * np.abs(ref).max()  # quantized, not garbage
 
 
+def test_int8_from_the_sweeps_fp32_file_is_the_int8_converted_on_its_own(
+        trained: tuple, artifacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep hands the int8 export the variant's fp32 file, and nothing is converted again; without it the
+    exporter converts one itself: the same bytes either way (conversion and min-max calibration are deterministic)."""
+    import edgebench.runtimes.litert.export as litert_export
+
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted the model although the fp32 file was given")
+
+    monkeypatch.setattr(litert_export, "_float_converted", no_conversion)
+    model, splits = trained
+    quant = QuantSpec(precision="int8", calibration_samples=128)
+    derived = get_exporter("tflite").export(model, quant, splits.x_train, tmp_path / "derived.tflite",
+                                            fp32_source=artifacts["fp32"])
+    assert derived.read_bytes() == artifacts["int8"].read_bytes()
+
+
 def test_nhwc_model_gets_transposed_input(trained: tuple, tmp_path: Path) -> None:
     import litert_torch
 
