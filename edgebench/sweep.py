@@ -305,8 +305,7 @@ def sweep_tasks(
     for key, source_key in derived.items():
         if source_key in prepared:  # this sweep writes the fp32 file: wait for it rather than convert the model again
             prepared[key].after, prepared[key].continues = (*prepared[key].after, source_key), source_key
-    ordered = sorted(prepared, key=lambda key: key in derived)  # stable: queue order within each group
-    return [*speed, *builds.values(), *(prepared[key] for key in ordered), *measures]
+    return [*speed, *builds.values(), *prepared.values(), *measures]
 
 
 def _model_format(job: PlannedJob) -> tuple[str, str, tuple[tuple[str, object], ...]]:
@@ -316,7 +315,7 @@ def _model_format(job: PlannedJob) -> tuple[str, str, tuple[tuple[str, object], 
 
 def _fp32_artifacts(jobs: list[PlannedJob], workdir: Path) -> dict[tuple[str, str, tuple[tuple[str, object], ...]], Path]:
     """The fp32 artifact the sweep has or writes for each (model, format, exporter settings): where an exporter that
-    ``derives_from_fp32`` starts the model's other precisions, when that file is ready by then."""
+    ``derives_from_fp32`` starts the model's other precisions (after the export that writes it, if any)."""
     found: dict[tuple[str, str, tuple[tuple[str, object], ...]], Path] = {}
     for job in jobs:
         if job.variant.external is None and job.export_quant.precision == "fp32" and job.export_quant.qat is None:
