@@ -13,6 +13,7 @@ from edgebench.models import create_model
 from edgebench.models.cost import count_macs
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerProfile, LayerRow, format_profile, macs_time_gaps
+from edgebench.runtimes.base import get_exporter
 from edgebench.runtimes.hls4ml.profile import profile_hls4ml
 from edgebench.runtimes.hls4ml.report import write_synthesis
 from edgebench.runtimes.litert.profile import profile_litert
@@ -20,13 +21,14 @@ from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
 from edgebench.runtimes.torch.profile import profile_torch
+from edgebench.variants import QuantSpec
 
 SHAPE = (3, 16, 16)
 
 
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, dict[str, Path], np.ndarray]:
-    """ResNet-8 (residual adds, 1x1 projections, BN folded by the exporter) as fp32 and QDQ int8 ONNX."""
+    """ResNet-8 (residual adds, 1x1 projections, BN folded by the exporter) as fp32, fp16 and QDQ int8 ONNX."""
     torch.manual_seed(0)
     model = create_model("resnet56_cifar", num_classes=10, in_channels=3, depth=8).eval()
     x = np.random.default_rng(0).standard_normal((16, *SHAPE)).astype(np.float32)
@@ -34,6 +36,7 @@ def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, d
     paths = {"fp32": tmp / "fp32.onnx", "int8": tmp / "int8.onnx"}
     export_fp32_onnx(model, torch.from_numpy(x[:1]), paths["fp32"])
     quantize_qdq(paths["fp32"], paths["int8"], x)
+    paths["fp16"] = get_exporter("onnx").export(model, QuantSpec(precision="fp16"), x, tmp / "fp16.onnx")
     return model, paths, x
 
 
@@ -54,14 +57,14 @@ def _check_rows(profile: LayerProfile, model: torch.nn.Module) -> None:
     assert rows["stages.1.conv1"].c_in == 16 and rows["stages.1.conv1"].c_out == 32  # depth 8: widths 16/32/64
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_onnxruntime_profile_maps_every_operator_to_a_layer(resnet, precision: str) -> None:
     model, paths, x = resnet
     profile = profile_onnxruntime(paths[precision], x[:1], threads=1, runs=10, warmup_runs=2)
     _check_rows(profile, model)
     assert profile.runs == 10
     unmapped = [o for o in profile.ops if o.layer == UNMAPPED_ROW]
-    assert not unmapped, unmapped  # NCHWc reorders, QLinear nodes and inserted transposes all resolve
+    assert not unmapped, unmapped  # NCHWc reorders, QLinear nodes, inserted transposes and casts all resolve
     if precision == "int8":
         assert {o.op_type for o in profile.ops} >= {"QLinearConv"}
         assert any(o.layer == INPUT_ROW and o.op_type == "QuantizeLinear" for o in profile.ops)

@@ -4,7 +4,8 @@ The exporter names every weight initializer after its module (``stages.0.conv1.w
 quantizer keeps that name with ``_quantized``), so a Conv/Gemm node's layer is its weight's module
 path, even where BatchNorm was folded into it. Every other node (activation, pooling, residual add,
 Q/DQ) belongs to the layer that produced its first input, as runtimes fuse them into that layer.
-Runtimes rename what they execute (ORT: ``relu_1_nchwc``, ``node_Conv_142_token_4``; OpenVINO:
+Runtimes rename what they execute (ORT: ``relu_1_nchwc``, ``node_Conv_142_token_4``,
+``InsertedPrecisionFreeCast_relu_nchwc``; OpenVINO:
 ``input_abcd_acdb_node_Conv_139`` for a reorder); :meth:`OnnxLayerMap.layer_of` strips those
 decorations and matches original node and tensor names.
 """
@@ -20,7 +21,10 @@ from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerInfo
 _COMPUTE_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
                 "QLinearMatMul": 3}  # op -> index of its weight input
 _PASS_THROUGH = {"DequantizeLinear", "QuantizeLinear", "Transpose", "Reshape", "Identity", "Cast"}
-_DECORATIONS = (re.compile(r"_kernel_time$"), re.compile(r"_nchwc$"), re.compile(r"_token_\d+$"),
+# ORT names a cast it inserts for an fp16 operator without an fp16 kernel "InsertedPrecisionFreeCast_<tensor>", and a
+# node fused after it takes that name (fp16 ONNX on the CPU: "InsertedPrecisionFreeCast_relu_nchwc")
+_DECORATIONS = (re.compile(r"^InsertedPrecisionFreeCast_"), re.compile(r"_kernel_time$"), re.compile(r"_nchwc$"),
+                re.compile(r"_token_\d+$"),
                 re.compile(r"_(quantized|DequantizeLinear|QuantizeLinear)(_Output)?$"))
 _WEIGHT_SUFFIX = re.compile(r"(\.weight)?(_quantized|_DequantizeLinear_Output)*$")
 
