@@ -70,6 +70,23 @@ def test_onnxruntime_cuda_matches_cpu(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, model(torch.from_numpy(x)).detach().numpy(), atol=1e-3)
 
 
+@pytest.mark.hardware
+@pytest.mark.skipif(NO_ORT_CUDA is not None, reason=f"ONNX Runtime CUDA: {NO_ORT_CUDA}")
+def test_onnxruntime_cuda_records_node_placement_and_gives_no_host_timed_layer_profile(tmp_path: Path) -> None:
+    model = small_cnn()
+    x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    onnx = get_exporter("onnx")
+    fp32 = onnx.export(model, QuantSpec(precision="fp32"), x, tmp_path / "fp32.onnx")
+    int8 = onnx.export(model, QuantSpec(precision="int8", calibration_samples=16), x, tmp_path / "int8.onnx")
+    backend = get_backend("onnxruntime_cuda")
+    session = backend.load(fp32, BackendSettings(device="cuda:0"))
+    assert list(session.details()["placement"]) == ["CUDAExecutionProvider"]  # a plain CNN runs wholly on the GPU
+    profile = session.profile_layers(x[:1], runs=5)
+    assert profile.status == "not available" and "on the host" in profile.reason
+    placement = backend.load(int8, BackendSettings(device="cuda:0", precision="int8")).details()["placement"]
+    assert any("Conv" in op for op in placement["CUDAExecutionProvider"]), placement  # Q/DQ around fp32 convs
+
+
 @needs_gpu
 @pytest.mark.hardware
 def test_nvml_measures_gpu_energy() -> None:

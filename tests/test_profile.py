@@ -13,13 +13,14 @@ from edgebench.models import create_model
 from edgebench.models.cost import count_macs
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerProfile, LayerRow, format_profile, macs_time_gaps
-from edgebench.runtimes.base import get_exporter
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.runtimes.hls4ml.profile import profile_hls4ml
 from edgebench.runtimes.hls4ml.report import write_synthesis
 from edgebench.runtimes.litert.profile import profile_litert
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
+from edgebench.runtimes.onnxruntime.profile import host_timed_reason, node_placement, profile_onnxruntime
+from edgebench.runtimes.onnxruntime.session import make_session_options
 from edgebench.runtimes.torch.profile import profile_torch
 from edgebench.variants import QuantSpec
 
@@ -205,3 +206,45 @@ def test_profiling_fields_stay_out_of_json_when_unused() -> None:
     assert "profile" not in MeasureSettings().model_dump_json()
     assert MeasureSettings(profile_layers=True).model_dump()["profile_runs"] == 50
     assert "layer_profile" not in JobResult(job_id="j", status="ok").model_dump_json()
+
+
+def _ort_events(path: Path, x: np.ndarray) -> list[dict]:
+    """ORT's own profile of two CPU runs of ``path``, as its profiler writes it."""
+    import json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.parent / "events")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(2):
+        session.run(None, {session.get_inputs()[0].name: x})
+    return json.loads(Path(session.end_profiling()).read_text())
+
+
+def test_ort_node_times_on_a_gpu_provider_are_not_taken_as_layer_times(resnet) -> None:
+    _, paths, x = resnet
+    events = _ort_events(paths["fp32"], x[:1])
+    assert host_timed_reason(events) is None  # every node on the CPU: its profiler's times are the nodes' own
+    node = next(e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
+    node["args"]["provider"] = "CUDAExecutionProvider"  # what ORT writes for a node its CUDA provider ran
+    reason = host_timed_reason(events)
+    assert reason is not None and "CUDAExecutionProvider on the host" in reason
+
+
+def test_ort_node_placement_counts_every_node_of_one_run(resnet, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    _, paths, x = resnet
+    placement = node_placement(paths["int8"], x[:1], 1, ["CPUExecutionProvider"])
+    options = make_session_options(1)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(paths["int8"]), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    expected: dict[str, int] = {}
+    for n in graph.node:
+        expected[n.op_type] = expected.get(n.op_type, 0) + 1
+    assert placement == {"CPUExecutionProvider": dict(sorted(expected.items()))}
+    assert "placement" not in get_backend("onnxruntime").load(paths["int8"], BackendSettings()).details()

@@ -12,6 +12,7 @@ from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 from edgebench.runtimes.onnxruntime.mixed_precision import METADATA_KEY
+from edgebench.runtimes.onnxruntime.profile import CPU_PROVIDER, node_placement, profile_onnxruntime
 from edgebench.runtimes.onnxruntime.session import create_ort_session
 
 
@@ -26,25 +27,33 @@ class OnnxRuntimeSession(Session):
     def run(self, inputs: np.ndarray) -> np.ndarray:
         return self._session.run(self._outputs, {self._input: inputs})[0]
 
+    def _providers(self) -> list[tuple[str, dict[str, Any]]]:
+        """This session's execution providers with their options (device id), for a second session like it."""
+        options = self._session.get_provider_options()
+        return [(name, options.get(name, {})) for name in self._session.get_providers()]
+
     def details(self) -> dict[str, Any]:
         """The exporter's quantization record (QAT scales, mixed-precision decision) when the artifact has one; for
-        an fp16 artifact, whether ORT kept its weights in fp16 or computes in fp32."""
+        an fp16 artifact, whether ORT kept its weights in fp16 or computes in fp32; on a GPU provider, which nodes
+        ORT ran on which provider (one it has no kernel for runs on the CPU)."""
         record = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         out: dict[str, Any] = {"quantization": json.loads(record)} if record else {}
         if self._precision == "fp16":
             from edgebench.runtimes.onnxruntime.fp16 import fp16_execution
 
-            options = self._session.get_provider_options()
-            providers = [(name, options.get(name, {})) for name in self._session.get_providers()]
-            out["fp16"] = fp16_execution(self._artifact, self._threads, providers)
+            out["fp16"] = fp16_execution(self._artifact, self._threads, self._providers())
+        if self._session.get_providers()[0] != CPU_PROVIDER:
+            out["placement"] = node_placement(self._artifact, self._example(), self._threads, self._providers())
         return out
+
+    def _example(self) -> np.ndarray:
+        """Zeros of the input's shape (batch 1 where a dimension is symbolic): enough to see where nodes run."""
+        shape = [d if isinstance(d, int) else 1 for d in self._session.get_inputs()[0].shape]
+        return np.zeros(shape, np.float32)
 
     def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
         """ORT session profiling in a second session on the same providers."""
-        from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
-
-        return profile_onnxruntime(self._artifact, batch, self._threads, runs=runs,
-                                   providers=self._session.get_providers())
+        return profile_onnxruntime(self._artifact, batch, self._threads, runs=runs, providers=self._providers())
 
 
 @BACKENDS.register("onnxruntime")

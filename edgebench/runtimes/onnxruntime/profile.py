@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.profile.onnx_layers import OnnxLayerMap
-from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile
+from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile, not_available
 from edgebench.runtimes.onnxruntime.session import make_session_options
 
 KERNEL_SUFFIX = "_kernel_time"
@@ -35,8 +35,8 @@ def parse_ort_profile(events: list[dict[str, Any]], warmup_runs: int) -> tuple[d
     counted = runs[warmup_runs:]
     totals: dict[str, float] = defaultdict(float)
     types: dict[str, str] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith(KERNEL_SUFFIX) and e["ts"] >= start:
+    for e in _node_events(events):
+        if e["ts"] >= start:
             node = e["name"][: -len(KERNEL_SUFFIX)]
             totals[node] += float(e["dur"])
             types[node] = e.get("args", {}).get("op_name", "")
@@ -66,25 +66,76 @@ def _trace_unmapped(name: str, producers: dict[str, Any], optimized: dict[str, A
     return UNMAPPED_ROW
 
 
-def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: int = 50, warmup_runs: int = 5,
-                        providers: list[str] | None = None) -> LayerProfile:
-    """Per-layer profile of ``artifact`` on ORT (CPU provider unless ``providers``), ``runs`` inferences of ``batch``."""
-    import onnx
+CPU_PROVIDER = "CPUExecutionProvider"
+
+#: a provider as ORT takes it: its name, or (name, options)
+Provider = str | tuple[str, dict[str, Any]]
+
+
+def _profiled_events(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider], n_runs: int,
+                     optimized: Path | None = None) -> list[dict[str, Any]]:
+    """ORT's profile events of ``n_runs`` inferences of ``batch`` in a profiling session of its own (its
+    optimised graph saved to ``optimized`` when given)."""
     import onnxruntime as ort
 
-    layers = OnnxLayerMap.from_file(artifact)
     with tempfile.TemporaryDirectory() as tmp:
         options = make_session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        if optimized is not None:
+            options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the saved optimised model carries a hardware-specific warning
-        session = ort.InferenceSession(str(artifact), options, providers=providers or ["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(artifact), options, providers=providers)
         feed = {session.get_inputs()[0].name: batch}
-        for _ in range(warmup_runs + runs):
+        for _ in range(n_runs):
             session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-        optimized_graph = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False).graph
+        return json.loads(Path(session.end_profiling()).read_text())
+
+
+def _node_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("cat") == "Node" and e["name"].endswith(KERNEL_SUFFIX)]
+
+
+def host_timed_reason(events: list[dict[str, Any]]) -> str | None:
+    """Why ORT's per-node times are not the device's: nodes ran on a GPU provider, whose kernels ORT only
+    launches (its profiler times each node on the host), or None when every node ran on the CPU."""
+    devices = sorted({e.get("args", {}).get("provider") or CPU_PROVIDER for e in _node_events(events)} - {CPU_PROVIDER})
+    if not devices:
+        return None
+    return (f"ONNX Runtime's profiler times the nodes on {', '.join(devices)} on the host: it records how long each "
+            "node took to launch its kernels, not how long they ran on the device (per-kernel GPU times need an "
+            "ORT built with --enable_cuda_profiling, or Nsight Systems)")
+
+
+def node_placement(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider]) -> dict[str, dict[str, int]]:
+    """Per execution provider, how many nodes of each operator type ORT ran on it in one inference (after one
+    warm-up): a node a GPU provider has no kernel for runs on the CPU, with copies to and from the device."""
+    events = _profiled_events(artifact, batch, threads, providers, n_runs=2)
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    placement: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in _node_events(events):
+        if e["ts"] >= runs[-1]["ts"]:
+            args = e.get("args", {})
+            placement[args.get("provider") or CPU_PROVIDER][args.get("op_name", "")] += 1
+    return {provider: dict(sorted(ops.items())) for provider, ops in sorted(placement.items())}
+
+
+def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: int = 50, warmup_runs: int = 5,
+                        providers: list[Provider] | None = None) -> LayerProfile:
+    """Per-layer profile of ``artifact`` on ORT (CPU provider unless ``providers``), ``runs`` inferences of
+    ``batch``; not available when nodes ran on a GPU provider (see ``host_timed_reason``)."""
+    import onnx
+
+    layers = OnnxLayerMap.from_file(artifact)
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized_path = Path(tmp) / "optimized.onnx"
+        events = _profiled_events(artifact, batch, threads, providers or [CPU_PROVIDER], warmup_runs + runs,
+                                  optimized_path)
+        optimized_graph = onnx.load(str(optimized_path), load_external_data=False).graph
+    reason = host_timed_reason(events)
+    if reason is not None:
+        return not_available("onnxruntime", reason)
     per_node, n_runs, run_us = parse_ort_profile(events, warmup_runs)
     optimized = {node.name: node for node in optimized_graph.node}
     producers = {out: node for node in optimized_graph.node for out in node.output}
