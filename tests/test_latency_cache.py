@@ -51,6 +51,18 @@ def test_cache_fraction_is_where_a_gemm_of_that_size_sits_between_cached_and_mem
     assert curve.fraction(1000) == 1.0  # beyond the curve: all from memory
 
 
+def test_the_curve_never_falls_with_size() -> None:
+    bump = dict(zip(CURVE_MIB, (0.02, 0.02, 0.02, 0.05, 0.03, 0.03, 0.04, 0.06), strict=True))  # slow at 8 MiB
+    entries = {gemm_shape(mib): 0.01 + per * gemm_shape(mib).weight_bytes / 2**20 for mib, per in bump.items()}
+    curve = CacheCurve(LatencyTable(None, "t", "r", "v", entries.__getitem__), call_overhead_ms=0.01)
+    # by hand: read as never falling, the curve is 0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 0.05, 0.06 ms/MiB: cached
+    # 0.02, memory 0.06, so 8 MiB and everything up to 64 MiB sit at (0.05 - 0.02) / 0.04 = 0.75, and 96 MiB,
+    # halfway from 64 to 128, at (0.055 - 0.02) / 0.04
+    assert curve.fraction(8) == pytest.approx(0.75)
+    assert curve.fraction(48) == pytest.approx(0.75)  # the raw curve would say (0.035 - 0.02) / 0.04 = 0.375
+    assert curve.fraction(96) == pytest.approx((0.055 - 0.02) / 0.04)
+
+
 def test_a_runtime_whose_gemms_show_no_cache_effect_adds_nothing() -> None:
     flat = {gemm_shape(mib): 0.01 + 0.02 * gemm_shape(mib).weight_bytes / 2**20 for mib in CURVE_MIB}
     curve = CacheCurve(LatencyTable(None, "t", "r", "v", flat.__getitem__), call_overhead_ms=0.01)
