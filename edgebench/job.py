@@ -228,6 +228,8 @@ class LatencyPrediction(BaseModel):
     cache_fraction: float = Field(0.0, description="the part of its layers' cold excess (weights evicted) added to "
                                                    "table_ms: 0 while its weights stay cached")
     unpruned_cache_fraction: float = Field(0.0, description="the same for the unpruned model")
+    boundary_ms: float = Field(0.0, description="what the variant's one-layer models pay at their edges (layout "
+                                                "conversions in and out), taken off its entries (0: stored before)")
 
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)

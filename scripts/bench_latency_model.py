@@ -41,6 +41,7 @@ import torch
 from edgebench.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.prune import create_criterion, prune_model
+from edgebench.prune.allocation.latency.boundary import BoundaryCosts
 from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
 from edgebench.prune.allocation.latency.predict import CALL_OVERHEAD_SHAPE, TargetLatencyModel, predict_p50
 from edgebench.prune.allocation.latency.search import layer_shapes, model_layers, original_widths, prune_to_keep
@@ -138,10 +139,12 @@ def main() -> None:
                       f"{100 * (max(unpruned) / min(unpruned) - 1):.0f} %); cache fraction "
                       f"{first.unpruned_cache_fraction:.2f} at its {weights_mib(unpruned_shapes):.1f} MiB")
                 print(f"{'variant':<14} {'predicted ms':>12} {'measured ms':>11} {'spread %':>8} {'error %':>8} "
-                      f"{'@cal ms':>8} {'error @cal %':>12} {'no-cache @cal %':>15} {'raw err %':>9} {'MiB':>5} {'f':>4}")
-                errors, raw_errors, plain_errors, cal_errors, plain_cal_errors = [], [], [], [], []
+                      f"{'@cal ms':>8} {'error @cal %':>12} {'no-cache @cal %':>15} {'no-edges @cal %':>15} "
+                      f"{'raw err %':>9} {'MiB':>5} {'f':>4} {'edges ms':>8}")
+                errors, raw_errors, plain_errors, cal_errors, plain_cal_errors, edgeless_cal_errors = [], [], [], [], [], []
                 overhead = lm.table.latency(CALL_OVERHEAD_SHAPE)
                 cache = CacheCosts(lm.table, lm.cold, CALL_OVERHEAD_SHAPE)
+                boundary = BoundaryCosts(lm.table, lm.chains, overhead)
                 layer_gap: dict[str, list[float]] = defaultdict(list)
                 untabled: list[float] = []
                 for label, prediction in predictions.items():
@@ -150,16 +153,21 @@ def main() -> None:
                     at_cal = calibration * float(np.median([v / u for v, u in zip(measured[label], unpruned, strict=True)]))
                     shapes = layer_shapes(models[label], example)
                     raw_ms = sum(lm.table.latency(shape) for shape in shapes.values())
-                    # the same calibration without the cache term (the prediction before it was added)
-                    plain = predict_p50(list(shapes.values()), unpruned_shapes, lm.table, calibration, overhead).p50_ms
+                    # the same calibration without the cache term, and without the one-layer models' edges taken off
+                    plain = predict_p50(list(shapes.values()), unpruned_shapes, lm.table, calibration, overhead,
+                                        boundary=boundary).p50_ms
+                    edgeless = predict_p50(list(shapes.values()), unpruned_shapes, lm.table, calibration, overhead,
+                                           cache).p50_ms
                     errors.append(100 * (prediction.p50_ms / p50 - 1))
                     raw_errors.append(100 * (raw_ms / p50 - 1))
                     plain_errors.append(100 * (plain / p50 - 1))
                     cal_errors.append(100 * (prediction.p50_ms / at_cal - 1))
                     plain_cal_errors.append(100 * (plain / at_cal - 1))
+                    edgeless_cal_errors.append(100 * (edgeless / at_cal - 1))
                     print(f"{label:<14} {prediction.p50_ms:>12.4f} {p50:>11.4f} {spread:>8.1f} {errors[-1]:>+8.1f} "
-                          f"{at_cal:>8.4f} {cal_errors[-1]:>+12.1f} {plain_cal_errors[-1]:>+15.1f} {raw_errors[-1]:>+9.1f} "
-                          f"{prediction.weights_mib:>5.1f} {prediction.cache_fraction:>4.2f}")
+                          f"{at_cal:>8.4f} {cal_errors[-1]:>+12.1f} {plain_cal_errors[-1]:>+15.1f} "
+                          f"{edgeless_cal_errors[-1]:>+15.1f} {raw_errors[-1]:>+9.1f} {prediction.weights_mib:>5.1f} "
+                          f"{prediction.cache_fraction:>4.2f} {prediction.boundary_ms:>8.4f}")
                     # which layers: each layer's scaled entry vs its time inside the model (profile scaled to p50)
                     times = profile(paths[label], runtime, x, lm)
                     k = p50 / times.pop("run_ms") if times.get("run_ms") else 1.0
@@ -168,26 +176,28 @@ def main() -> None:
                     for layer, shape in shapes.items():
                         inside = k * times.get(layer, 0.0)
                         in_layers += inside
-                        entry = max(lm.table.latency(shape) - overhead, 0.0)
+                        entry = max(lm.table.latency(shape) - overhead - boundary.layer_ms(shape), 0.0)
                         if prediction.cache_fraction:
                             entry += prediction.cache_fraction * cache.layer_excess_ms(shape)
                         layer_gap[layer].append(scale * entry - inside)
                     untabled.append(p50 - in_layers)
-                mapes = [float(np.mean(np.abs(e))) for e in (errors, cal_errors, plain_errors, plain_cal_errors, raw_errors)]
+                mapes = [float(np.mean(np.abs(e))) for e in (errors, cal_errors, plain_errors, plain_cal_errors,
+                                                             edgeless_cal_errors, raw_errors)]
                 summary.append((name, runtime, len(errors), *mapes, time.perf_counter() - clock))
                 print(f"MAPE {mapes[0]:.1f} % over {len(errors)} variants, {mapes[1]:.1f} % at the calibration's speed "
-                      f"(without the cache term {mapes[2]:.1f} / {mapes[3]:.1f} %, raw table sum {mapes[4]:.1f} %); "
-                      f"{lm.table.measured} table and {lm.cold.measured} cold entries measured")
+                      f"(without the cache term {mapes[2]:.1f} / {mapes[3]:.1f} %, without the edges taken off "
+                      f"{mapes[4]:.1f} % at the calibration's speed, raw table sum {mapes[5]:.1f} %); "
+                      f"{lm.table.measured} table, {lm.chains.measured} chain and {lm.cold.measured} cold entries measured")
                 ranked = sorted(layer_gap.items(), key=lambda kv: -float(np.mean(np.abs(kv[1]))))[: args.top]
                 print(f"layers carrying the error (scaled table entry - time inside the model, ms, mean over "
                       f"variants); time outside conv/linear layers: {np.mean(untabled):.4f} ms per inference")
                 for layer, gaps in ranked:
                     print(f"  {layer:<28} {np.mean(gaps):+.4f}  (|mean| {np.mean(np.abs(gaps)):.4f})")
     print(f"\n{'model':<16} {'runtime':<12} {'variants':>8} {'MAPE %':>7} {'@cal %':>7} {'no-cache %':>10} "
-          f"{'no-cache @cal %':>15} {'raw %':>7} {'seconds':>8}")
-    for name, runtime, n, mape, cal, plain, plain_cal, raw, seconds in summary:
-        print(f"{name:<16} {runtime:<12} {n:>8} {mape:>7.1f} {cal:>7.1f} {plain:>10.1f} {plain_cal:>15.1f} {raw:>7.1f} "
-              f"{seconds:>8.0f}")
+          f"{'no-cache @cal %':>15} {'no-edges @cal %':>15} {'raw %':>7} {'seconds':>8}")
+    for name, runtime, n, mape, cal, plain, plain_cal, edgeless_cal, raw, seconds in summary:
+        print(f"{name:<16} {runtime:<12} {n:>8} {mape:>7.1f} {cal:>7.1f} {plain:>10.1f} {plain_cal:>15.1f} "
+              f"{edgeless_cal:>15.1f} {raw:>7.1f} {seconds:>8.0f}")
     print(f"total {time.perf_counter() - started:.0f} s; load after {os.getloadavg()[0]:.2f}")
 
 

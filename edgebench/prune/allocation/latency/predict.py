@@ -8,11 +8,12 @@ on the target, times the ratio of the two models' table sums. A table entry is o
 its call overhead (``call_overhead_ms``, the smallest possible layer timed the same way) is taken off every
 entry before the sums and counted once per inference instead, or a 16-layer model pruned hard would keep 16
 calls' worth of overhead in its prediction (VGG-16 pruned 75 % on OpenVINO: 3.6x its p50 that way, 2.5x with
-it, in one run: the error that remains is in README). A model whose weights outgrow the caches pays more than
-its layers' entries, which keep their weights cached: the part of each layer's cold excess its weight size
-implies (:mod:`cache`) is added to its sum. The prediction never reads the variant's own measurement; the
-pipeline stores it beside that measurement (``measurement.predict_latency``), so every run reports how far the
-model is off.
+it, in one run: the error that remains is in README). What a one-layer model pays at its edges (its input and
+output converted to and from the runtime's layout on every call, :mod:`boundary`) is taken off each entry too.
+A model whose weights outgrow the caches pays more than its layers' entries, which keep their weights cached: the
+part of each layer's cold excess its weight size implies (:mod:`cache`) is added to its sum. The prediction never
+reads the variant's own measurement; the pipeline stores it beside that measurement
+(``measurement.predict_latency``), so every run reports how far the model is off.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 
 from edgebench.cache_files import replacing
 from edgebench.job import LatencyPrediction
+from edgebench.prune.allocation.latency.boundary import CHAIN_COPIES, BoundaryCosts
 from edgebench.prune.allocation.latency.budget import MODEL_TIMING, onnx_backend
 from edgebench.prune.allocation.latency.cache import CacheCosts, cold_layer_timer, weights_mib
 from edgebench.prune.allocation.latency.search import layer_shapes
@@ -53,14 +55,18 @@ CALL_OVERHEAD_SHAPE = LayerShape("Conv", 1, 1)
 
 def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
                 unpruned_p50_ms: float, call_overhead_ms: float = 0.0,
-                cache: CacheCosts | None = None) -> LatencyPrediction:
+                cache: CacheCosts | None = None, boundary: BoundaryCosts | None = None) -> LatencyPrediction:
     """The prediction: ``c + (unpruned_p50_ms - c) * S / S_unpruned`` with ``c = call_overhead_ms`` and ``S`` the
-    sum over the layers of ``max(entry - c, 0)``, plus, with ``cache``, the cold excess their weight size implies
-    (the entries are measured now when the tables lack them)."""
+    sum over the layers of ``max(entry - c - edges, 0)`` (``edges``: with ``boundary``, what the layer's one-layer
+    model pays at its edges), plus, with ``cache``, the cold excess their weight size implies (the entries are
+    measured now when the tables lack them)."""
+
+    def edges_ms(shape: LayerShape) -> float:
+        return boundary.layer_ms(shape) if boundary is not None else 0.0
 
     def compute_ms(layers: list[LayerShape]) -> tuple[float, float]:
         fraction, excess = cache.excess_ms(layers) if cache is not None else (0.0, 0.0)
-        return sum(max(table.latency(shape) - call_overhead_ms, 0.0) for shape in layers) + excess, fraction
+        return sum(max(table.latency(shape) - call_overhead_ms - edges_ms(shape), 0.0) for shape in layers) + excess, fraction
 
     (table_ms, fraction), (unpruned_table_ms, unpruned_fraction) = compute_ms(shapes), compute_ms(unpruned)
     overhead = min(call_overhead_ms, unpruned_p50_ms)
@@ -68,7 +74,8 @@ def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: Lat
     return LatencyPrediction(p50_ms=p50, table_ms=table_ms, unpruned_table_ms=unpruned_table_ms,
                              unpruned_p50_ms=unpruned_p50_ms, layers=len(shapes), call_overhead_ms=overhead,
                              weights_mib=weights_mib(shapes), cache_fraction=fraction,
-                             unpruned_cache_fraction=unpruned_fraction)
+                             unpruned_cache_fraction=unpruned_fraction,
+                             boundary_ms=sum(edges_ms(shape) for shape in shapes))
 
 
 class TargetLatencyModel:
@@ -88,6 +95,9 @@ class TargetLatencyModel:
         self.cold = LatencyTable(default_table_path(self.target, f"{self.backend}-cold", directory), self.target,
                                  f"{self.backend} (caches evicted before each call)", version,
                                  cold_layer_timer(self.backend, self.settings))
+        self.chains = LatencyTable(default_table_path(self.target, f"{self.backend}-chain", directory), self.target,
+                                   f"{self.backend} (chains of {CHAIN_COPIES} layers)", version,
+                                   backend_layer_timer(self.backend, self.settings, copies=CHAIN_COPIES))
 
     def unpruned_p50_ms(self, unpruned: nn.Module, example: torch.Tensor) -> float:
         """The unpruned model's p50 on the target (median of 3 windows), measured once and kept."""
@@ -110,15 +120,18 @@ class TargetLatencyModel:
         example = example[:1]
         calibration = self.unpruned_p50_ms(unpruned, example)
         shapes = list(layer_shapes(model, example).values())
+        overhead = self.table.latency(CALL_OVERHEAD_SHAPE)
         prediction = predict_p50(shapes, list(layer_shapes(unpruned, example).values()), self.table, calibration,
-                                 self.table.latency(CALL_OVERHEAD_SHAPE),
-                                 CacheCosts(self.table, self.cold, CALL_OVERHEAD_SHAPE))
+                                 overhead, CacheCosts(self.table, self.cold, CALL_OVERHEAD_SHAPE),
+                                 BoundaryCosts(self.table, self.chains, overhead))
         self.table.save()
+        self.chains.save()
         if self.cold.measured:  # only models whose weights outgrow the caches need cold entries
             self.cold.save()
         log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %.1f MiB of weights, cache fraction "
-                 "%.2f; %d table and %d cold entries measured now)", self.target, self.backend, prediction.p50_ms,
-                 prediction.layers, prediction.weights_mib, prediction.cache_fraction, self.table.measured,
+                 "%.2f, %.4f ms of one-layer models' edges left out; %d table, %d chain and %d cold entries measured "
+                 "now)", self.target, self.backend, prediction.p50_ms, prediction.layers, prediction.weights_mib,
+                 prediction.cache_fraction, prediction.boundary_ms, self.table.measured, self.chains.measured,
                  self.cold.measured)
         return prediction
 

@@ -82,8 +82,9 @@ class LayerShape:
         return self.c_out * (self.c_in // self.groups) * self.kernel[0] * self.kernel[1] * h * w
 
 
-def layer_onnx(shape: LayerShape, path: Path, seed: int = 0) -> None:
-    """Write a one-layer ONNX model of ``shape`` (Conv + Relu, or Gemm) with random weights."""
+def layer_onnx(shape: LayerShape, path: Path, seed: int = 0, copies: int = 1) -> None:
+    """Write a one-layer ONNX model of ``shape`` (Conv + Relu, or Gemm) with random weights; with ``copies`` > 1, a
+    chain of that many such conv layers (``shape`` must keep its tensor's shape: c_in == c_out, same size out)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -93,19 +94,25 @@ def layer_onnx(shape: LayerShape, path: Path, seed: int = 0) -> None:
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.c_out])
         w = numpy_helper.from_array(rng.standard_normal((shape.c_out, shape.c_in)).astype(np.float32), "w")
         b = numpy_helper.from_array(np.zeros(shape.c_out, np.float32), "b")
-        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+        nodes, weights = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], [w, b]
     else:
+        if copies > 1 and (shape.c_in != shape.c_out or shape.out_hw != shape.in_hw):
+            raise ValueError(f"a chain of {copies} layers needs a layer that keeps its tensor's shape, not {shape}")
         h, w_ = shape.out_hw
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shape.c_in, *shape.in_hw])
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.c_out, h, w_])
-        weight = rng.standard_normal((shape.c_out, shape.c_in // shape.groups, *shape.kernel)).astype(np.float32)
-        w = numpy_helper.from_array(weight * 0.1, "w")
-        b = numpy_helper.from_array(np.zeros(shape.c_out, np.float32), "b")
-        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(shape.kernel),
-                                  strides=list(shape.stride), pads=[*shape.padding, *shape.padding],
-                                  group=shape.groups),
-                 helper.make_node("Relu", ["c"], ["y"])]
-    graph = helper.make_graph(nodes, "layer", [x], [y], initializer=[w, b])
+        nodes, weights, tensor = [], [], "x"
+        for i in range(copies):
+            weight = rng.standard_normal((shape.c_out, shape.c_in // shape.groups, *shape.kernel)).astype(np.float32)
+            weights += [numpy_helper.from_array(weight * 0.1, f"w{i}"),
+                        numpy_helper.from_array(np.zeros(shape.c_out, np.float32), f"b{i}")]
+            out = "y" if i == copies - 1 else f"r{i}"
+            nodes += [helper.make_node("Conv", [tensor, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=list(shape.kernel),
+                                       strides=list(shape.stride), pads=[*shape.padding, *shape.padding],
+                                       group=shape.groups),
+                      helper.make_node("Relu", [f"c{i}"], [out])]
+            tensor = out
+    graph = helper.make_graph(nodes, "layer", [x], [y], initializer=weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -125,14 +132,14 @@ def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.n
         session.close()
 
 
-def backend_layer_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float]:
-    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings``: the median of
-    ``LUT_SESSIONS`` sessions' p50s."""
+def backend_layer_timer(backend: str, settings: BackendSettings, copies: int = 1) -> Callable[[LayerShape], float]:
+    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings`` (a chain of
+    ``copies`` of it: ``layer_onnx``): the median of ``LUT_SESSIONS`` sessions' p50s."""
 
     def measure(shape: LayerShape) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
-            layer_onnx(shape, path)
+            layer_onnx(shape, path, copies=copies)
             x = layer_input(shape)
             return float(np.median([onnx_p50_ms(path, backend, settings, x, LUT_TIMING) for _ in range(LUT_SESSIONS)]))
 
