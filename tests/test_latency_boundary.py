@@ -42,6 +42,11 @@ def test_a_tensors_edges_are_one_layer_alone_less_its_share_of_a_chain_and_the_c
     cheaper_alone = BoundaryCosts(LatencyTable(None, "t", "r", "v", lambda _: 0.05),
                                   LatencyTable(None, "t", "r-chain", "v", lambda _: 0.20), CALL_MS)
     assert cheaper_alone.tensor_ms(8, (4, 4)) == 0.0  # 0.05 - 0.075 - 0.0351 < 0: no edges, never negative
+    chain_faster = BoundaryCosts(LatencyTable(None, "t", "r", "v", lambda _: 0.06),
+                                 LatencyTable(None, "t", "r-chain", "v", lambda _: 0.05), CALL_MS)
+    # three layers timed faster than one (noise): a layer in the chain costs at least nothing, so all but the call
+    # is edges: 0.06 - 0 - 0.0351
+    assert chain_faster.tensor_ms(8, (4, 4)) == pytest.approx(0.06 - CALL_MS)
 
 
 def test_the_prediction_takes_each_layers_edges_off_its_entry() -> None:

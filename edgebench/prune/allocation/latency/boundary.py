@@ -7,7 +7,7 @@ a 64->64 3x3 conv at 32x32 took 0.742 ms alone and 0.448 ms per layer inside a c
 (0.438 and 0.421 ms on ONNX Runtime), and the gap fell with the tensor's size (512 channels at 4x4: 0.011 ms).
 So each tensor's *boundary cost* is measured apart, with a layer that keeps the tensor's shape: a 1x1 conv C->C at
 H x W alone (``T1``, a table entry) and three of them in a chain (``T3``), less the call overhead ``c``:
-``b(C, H, W) = max(T1 - (T3 - T1) / 2 - c, 0)``, one conversion in and one out. A conv layer's entry then loses
+``b(C, H, W) = max(T1 - max((T3 - T1) / 2, 0) - c, 0)``, one conversion in and one out. A conv layer's entry then loses
 half the boundary cost of its input tensor and half that of its output tensor.
 """
 
@@ -34,7 +34,7 @@ class BoundaryCosts:
         """``b``: converting a (channels, *hw) tensor in and out of the runtime's layout, once each."""
         probe = tensor_probe(channels, hw)
         alone, chained = self.table.latency(probe), self.chains.latency(probe)
-        per_layer = (chained - alone) / (CHAIN_COPIES - 1)
+        per_layer = max((chained - alone) / (CHAIN_COPIES - 1), 0.0)  # a chain timed faster than one layer: noise
         return max(alone - per_layer - self.call_overhead_ms, 0.0)
 
     def layer_ms(self, shape: LayerShape) -> float:
