@@ -50,7 +50,7 @@ COLUMNS = (
     "size_bytes", "compressed_size_bytes", "params", "nonzero_params", "macs", "nonzero_macs", "training_macs",
     "bops", "fpga_multipliers", "fpga_latency_cycles",  # FPGA cost counted from hls4ml (cycles: synthesised)
     "peak_rss_mb", "energy_j_per_inference", "energy_source", "max_abs_diff", "ran_on", "predicted_p50_ms",
-    "prediction_error_pct",
+    "prediction_error_pct", "nodes_on_cpu",  # nodes a GPU runtime left to the CPU (ORT's placement)
 )
 
 

@@ -129,6 +129,20 @@ def test_percentile_intervals_are_stored_with_the_measurement(sqlite_store: Stor
     assert pd.isna(df.loc["old", "p50_low_ms"])  # a result without intervals (an older worker's) stores none
 
 
+def test_nodes_a_gpu_runtime_left_to_the_cpu_are_a_column(sqlite_store: Store) -> None:
+    run_id = sqlite_store.start_run("exp", {}, "h", MACHINE)
+    # what ORT's CUDA provider recorded for the digits CNN's int8 file on an H200 (README)
+    int8 = {"CPUExecutionProvider": {"DequantizeLinear": 4},
+            "CUDAExecutionProvider": {"Conv": 3, "DequantizeLinear": 11, "MemcpyFromHost": 4, "QuantizeLinear": 7}}
+    for key, details in (("int8", {"placement": int8}), ("fp32", {"placement": {"CUDAExecutionProvider": {"Conv": 3}}}),
+                         ("cpu", {})):
+        result = _ok_result(key, [1_000_000] * 10).model_copy(update={"details": details})
+        sqlite_store.add_measurement(MeasurementRecord(run_id, key, "v", "t", "onnxruntime_cuda", result))
+    df = sqlite_store.measurements(run_id).set_index("job_key")
+    assert df.loc["int8", "nodes_on_cpu"] == 4 and df.loc["fp32", "nodes_on_cpu"] == 0
+    assert pd.isna(df.loc["cpu", "nodes_on_cpu"])  # no placement recorded: unknown, not zero
+
+
 def test_measurements_join_variant_columns(filled_store: tuple[Store, str]) -> None:
     store, run_id = filled_store
     df = store.measurements(run_id)

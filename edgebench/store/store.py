@@ -27,6 +27,7 @@ from edgebench.errors import first_line
 from edgebench.job import Placement
 from edgebench.paths import why_unwritable
 from edgebench.profile.table import LayerProfile
+from edgebench.runtimes.onnxruntime.profile import CPU_PROVIDER
 from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.sample_codec import ENCODING, decode_samples, encode_samples
@@ -159,6 +160,7 @@ def _derived_columns(facts: Any, details: Any, p50_ms: Any = None) -> dict[str, 
     hls4ml = details.get("hls4ml") or {}
     ran_on = details.get("ran_on")
     predicted = (details.get("latency_prediction") or {}).get("p50_ms")
+    placement = details.get("placement") or {}
     return {
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
@@ -173,6 +175,8 @@ def _derived_columns(facts: Any, details: Any, p50_ms: Any = None) -> dict[str, 
         "predicted_p50_ms": predicted,
         "prediction_error_pct": (100 * (predicted / p50_ms - 1) if isinstance(predicted, int | float)
                                  and isinstance(p50_ms, int | float) and p50_ms > 0 else None),
+        # nodes a GPU provider of ONNX Runtime left to the CPU in one inference (None: no placement recorded)
+        "nodes_on_cpu": sum(placement.get(CPU_PROVIDER, {}).values()) if placement else None,
     }
 
 
