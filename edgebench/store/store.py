@@ -27,7 +27,7 @@ from edgebench.errors import first_line
 from edgebench.job import Placement
 from edgebench.paths import why_unwritable
 from edgebench.profile.table import LayerProfile
-from edgebench.runtimes.onnxruntime.profile import CPU_PROVIDER
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER
 from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.sample_codec import ENCODING, decode_samples, encode_samples

@@ -12,8 +12,8 @@ from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 from edgebench.runtimes.onnxruntime.mixed_precision import METADATA_KEY
-from edgebench.runtimes.onnxruntime.profile import CPU_PROVIDER, node_placement, profile_onnxruntime
-from edgebench.runtimes.onnxruntime.session import create_ort_session
+from edgebench.runtimes.onnxruntime.profile import node_placement, profile_onnxruntime
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, create_ort_session
 
 
 class OnnxRuntimeSession(Session):
@@ -65,5 +65,5 @@ class OnnxRuntimeBackend(Backend):
     needs = (ONNXRUNTIME,)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        session = create_ort_session(artifact, settings.threads, ["CPUExecutionProvider"])
+        session = create_ort_session(artifact, settings.threads, [CPU_PROVIDER])
         return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision)

@@ -13,7 +13,7 @@ from edgebench.errors import ArtifactError
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME_GPU
 from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession
-from edgebench.runtimes.onnxruntime.session import create_ort_session
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, create_ort_session
 from edgebench.runtimes.torch import NVIDIA_DRIVER
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -41,7 +41,7 @@ class OnnxRuntimeCudaBackend(Backend):
         return None
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        providers = [(CUDA_PROVIDER, {"device_id": _device_id(settings.device)}), "CPUExecutionProvider"]
+        providers = [(CUDA_PROVIDER, {"device_id": _device_id(settings.device)}), CPU_PROVIDER]
         session = create_ort_session(artifact, settings.threads, providers)  # type: ignore[arg-type]
         if session.get_providers()[0] != CUDA_PROVIDER:
             raise ArtifactError(

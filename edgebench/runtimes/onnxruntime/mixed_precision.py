@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER
 from edgebench.variants import Calibrator
 
 #: key of the decision in the artifact's ONNX metadata_props
@@ -67,7 +68,7 @@ def onnx_accuracy(model_path: Path, x: np.ndarray, y: np.ndarray, batch: int = 2
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), options, providers=[CPU_PROVIDER])
     name = session.get_inputs()[0].name
     correct = 0
     for i in range(0, len(x), batch):

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile, not_available
-from edgebench.runtimes.onnxruntime.session import make_session_options
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, make_session_options
 
 KERNEL_SUFFIX = "_kernel_time"
 
@@ -65,8 +65,6 @@ def _trace_unmapped(name: str, producers: dict[str, Any], optimized: dict[str, A
                 frontier.append(producer.name)
     return UNMAPPED_ROW
 
-
-CPU_PROVIDER = "CPUExecutionProvider"
 
 #: a provider as ORT takes it: its name, or (name, options)
 Provider = str | tuple[str, dict[str, Any]]

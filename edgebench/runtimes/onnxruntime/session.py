@@ -6,6 +6,9 @@ from pathlib import Path
 
 from edgebench.errors import ArtifactError
 
+#: ONNX Runtime's CPU execution provider: every session's fallback, and where a GPU provider leaves nodes it has no kernel for
+CPU_PROVIDER = "CPUExecutionProvider"
+
 
 def make_session_options(threads: int):
     """Session options used by every ORT backend: fixed intra-op threads, sequential graph."""
