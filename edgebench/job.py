@@ -218,16 +218,16 @@ class LatencyPrediction(BaseModel):
     p50_ms: float = Field(description="the prediction: call_overhead_ms + (unpruned_p50_ms - call_overhead_ms) "
                                       "* table_ms / unpruned_table_ms")
     table_ms: float = Field(description="sum of the variant's conv/linear layers' table entries, each less the "
-                                        "call overhead, plus cache_fraction of their cold excess")
+                                        "call overhead and its edges, plus cache_ms")
     unpruned_table_ms: float = Field(description="the same sum for the unpruned model")
     unpruned_p50_ms: float = Field(description="the unpruned model's p50 measured on the target (calibration)")
     layers: int = Field(description="conv/linear layers summed")
     call_overhead_ms: float = Field(0.0, description="one call of the smallest one-layer model (predictions "
                                                      "stored before it was measured: 0)")
     weights_mib: float = Field(0.0, description="MiB of the variant's fp32 conv/linear weights (0: stored before)")
-    cache_fraction: float = Field(0.0, description="the part of its layers' cold excess (weights evicted) added to "
-                                                   "table_ms: 0 while its weights stay cached")
-    unpruned_cache_fraction: float = Field(0.0, description="the same for the unpruned model")
+    cache_ms: float = Field(0.0, description="what its layers pay beyond their entries to read their weights from "
+                                             "the cache level holding the whole model (in table_ms)")
+    unpruned_cache_ms: float = Field(0.0, description="the same for the unpruned model")
     boundary_ms: float = Field(0.0, description="what the variant's one-layer models pay at their edges (layout "
                                                 "conversions in and out), taken off its entries (0: stored before)")
 

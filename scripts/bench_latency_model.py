@@ -5,9 +5,10 @@ options of the shipped targets (local-cpu for ONNX Runtime, local-openvino for O
 unpruned model and ``--ratios`` uniform L1 variants plus ``--random`` variants with random per-group widths
 (non-uniform, as the latency and global allocations make). Each variant's p50 is predicted exactly as a run
 with ``measurement.predict_latency`` does (``TargetLatencyModel``: the unpruned model's measured p50 scaled by
-the ratio of the table sums, the call overhead counted once, the cache term added where the weights outgrow
-the caches), then measured with the harness's default adaptive window (1 % precision) in ``--rounds`` fresh
-sessions, interleaved over the variants and the unpruned model: the measured p50 is their median, and their
+the ratio of the table sums, the call overhead counted once, the one-layer models' edges taken off, the cache
+term added for layers whose weights come from a slower cache inside the model than alone), then measured with
+the harness's default adaptive window (1 % precision) in ``--rounds`` fresh sessions, interleaved over the
+variants and the unpruned model: the measured p50 is their median, and their
 spread (largest over smallest, less 1) is how far apart the same artifact measures here. A host whose speed
 drifts between the calibration and the rounds moves every error alike, so each variant is also put at the
 calibration's speed: the calibration p50 times the median over rounds of the variant's p50 over the unpruned
@@ -136,14 +137,14 @@ def main() -> None:
                 unpruned_shapes = list(layer_shapes(base, example).values())
                 print(f"\n{name} on {target.name}/{runtime} ({target.threads} thread): unpruned p50 {calibration:.4f} ms "
                       f"(calibration, median of 3), {np.median(unpruned):.4f} ms in the rounds (spread "
-                      f"{100 * (max(unpruned) / min(unpruned) - 1):.0f} %); cache fraction "
-                      f"{first.unpruned_cache_fraction:.2f} at its {weights_mib(unpruned_shapes):.1f} MiB")
+                      f"{100 * (max(unpruned) / min(unpruned) - 1):.0f} %); cache term "
+                      f"{first.unpruned_cache_ms:.4f} ms at its {weights_mib(unpruned_shapes):.1f} MiB")
                 print(f"{'variant':<14} {'predicted ms':>12} {'measured ms':>11} {'spread %':>8} {'error %':>8} "
                       f"{'@cal ms':>8} {'error @cal %':>12} {'no-cache @cal %':>15} {'no-edges @cal %':>15} "
-                      f"{'raw err %':>9} {'MiB':>5} {'f':>4} {'edges ms':>8}")
+                      f"{'raw err %':>9} {'MiB':>5} {'cache ms':>8} {'edges ms':>8}")
                 errors, raw_errors, plain_errors, cal_errors, plain_cal_errors, edgeless_cal_errors = [], [], [], [], [], []
                 overhead = lm.table.latency(CALL_OVERHEAD_SHAPE)
-                cache = CacheCosts(lm.table, lm.cold, CALL_OVERHEAD_SHAPE)
+                cache = CacheCosts(lm.table, overhead)
                 boundary = BoundaryCosts(lm.table, lm.chains, overhead)
                 layer_gap: dict[str, list[float]] = defaultdict(list)
                 untabled: list[float] = []
@@ -167,18 +168,17 @@ def main() -> None:
                     print(f"{label:<14} {prediction.p50_ms:>12.4f} {p50:>11.4f} {spread:>8.1f} {errors[-1]:>+8.1f} "
                           f"{at_cal:>8.4f} {cal_errors[-1]:>+12.1f} {plain_cal_errors[-1]:>+15.1f} "
                           f"{edgeless_cal_errors[-1]:>+15.1f} {raw_errors[-1]:>+9.1f} {prediction.weights_mib:>5.1f} "
-                          f"{prediction.cache_fraction:>4.2f} {prediction.boundary_ms:>8.4f}")
+                          f"{prediction.cache_ms:>8.4f} {prediction.boundary_ms:>8.4f}")
                     # which layers: each layer's scaled entry vs its time inside the model (profile scaled to p50)
                     times = profile(paths[label], runtime, x, lm)
                     k = p50 / times.pop("run_ms") if times.get("run_ms") else 1.0
                     scale = (prediction.unpruned_p50_ms - prediction.call_overhead_ms) / prediction.unpruned_table_ms
-                    in_layers = 0.0
+                    in_layers, model_mib = 0.0, weights_mib(shapes.values())
                     for layer, shape in shapes.items():
                         inside = k * times.get(layer, 0.0)
                         in_layers += inside
                         entry = max(lm.table.latency(shape) - overhead - boundary.layer_ms(shape), 0.0)
-                        if prediction.cache_fraction:
-                            entry += prediction.cache_fraction * cache.layer_excess_ms(shape)
+                        entry += cache.layer_ms(shape, model_mib)
                         layer_gap[layer].append(scale * entry - inside)
                     untabled.append(p50 - in_layers)
                 mapes = [float(np.mean(np.abs(e))) for e in (errors, cal_errors, plain_errors, plain_cal_errors,
@@ -187,7 +187,7 @@ def main() -> None:
                 print(f"MAPE {mapes[0]:.1f} % over {len(errors)} variants, {mapes[1]:.1f} % at the calibration's speed "
                       f"(without the cache term {mapes[2]:.1f} / {mapes[3]:.1f} %, without the edges taken off "
                       f"{mapes[4]:.1f} % at the calibration's speed, raw table sum {mapes[5]:.1f} %); "
-                      f"{lm.table.measured} table, {lm.chains.measured} chain and {lm.cold.measured} cold entries measured")
+                      f"{lm.table.measured} table and {lm.chains.measured} chain entries measured")
                 ranked = sorted(layer_gap.items(), key=lambda kv: -float(np.mean(np.abs(kv[1]))))[: args.top]
                 print(f"layers carrying the error (scaled table entry - time inside the model, ms, mean over "
                       f"variants); time outside conv/linear layers: {np.mean(untabled):.4f} ms per inference")

@@ -3,6 +3,7 @@ written by hand, and a run that stores each prediction beside its measurement, r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from edgebench.config import load_experiment
 from edgebench.job import LatencyPrediction, MeasureSettings
 from edgebench.pipeline import run_experiment
+from edgebench.prune.allocation.latency.cache import CURVE_MIB, gemm_shape
 from edgebench.prune.allocation.latency.predict import predict_p50
 from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
 from edgebench.store import Store
@@ -83,9 +85,10 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     # the runtime's noise here, so only the arithmetic and where it is stored are checked)
     # (net of the call overhead a digits layer's sum can be 0: then the prediction is that one call)
     assert prediction.layers == 4 and prediction.table_ms >= 0 and prediction.unpruned_table_ms >= 0
-    # a few KiB of weights stay cached: no cache term, and no cache curve or cold entry measured for it
-    assert 0 < prediction.weights_mib < 1 and prediction.cache_fraction == prediction.unpruned_cache_fraction == 0
-    assert not list((tmp_path / "runs").rglob("*-cold.json"))
+    # a few KiB of weights stay where one layer's do: no cache term, and no cache curve Gemm measured for it
+    assert 0 < prediction.weights_mib < 1 and prediction.cache_ms == prediction.unpruned_cache_ms == 0
+    tables = list((tmp_path / "runs").rglob("latency/*--onnxruntime.json"))  # the tables, not the predictions
+    assert tables and all(gemm_shape(CURVE_MIB[0]).key not in json.loads(t.read_text())["entries"] for t in tables)
     overhead, unpruned = prediction.call_overhead_ms, prediction.unpruned_p50_ms
     assert 0 < overhead <= unpruned  # the smallest one-layer model, timed on the same runtime
     scaled = (unpruned - overhead) * prediction.table_ms / prediction.unpruned_table_ms if prediction.unpruned_table_ms else None

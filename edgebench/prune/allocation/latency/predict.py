@@ -10,8 +10,9 @@ entry before the sums and counted once per inference instead, or a 16-layer mode
 calls' worth of overhead in its prediction (VGG-16 pruned 75 % on OpenVINO: 3.6x its p50 that way, 2.5x with
 it, in one run: the error that remains is in README). What a one-layer model pays at its edges (its input and
 output converted to and from the runtime's layout on every call, :mod:`boundary`) is taken off each entry too.
-A model whose weights outgrow the caches pays more than its layers' entries, which keep their weights cached: the
-part of each layer's cold excess its weight size implies (:mod:`cache`) is added to its sum. The prediction never
+A layer inside a model reads its weights from the cache level that holds the whole model, slower than its entry
+did if the model outgrows the level that holds the layer alone: that extra time (:mod:`cache`) is added to each
+sum. The prediction never
 reads the variant's own measurement; the pipeline stores it beside that measurement
 (``measurement.predict_latency``), so every run reports how far the model is off.
 """
@@ -31,7 +32,7 @@ from edgebench.cache_files import replacing
 from edgebench.job import LatencyPrediction
 from edgebench.prune.allocation.latency.boundary import CHAIN_COPIES, BoundaryCosts
 from edgebench.prune.allocation.latency.budget import MODEL_TIMING, onnx_backend
-from edgebench.prune.allocation.latency.cache import CacheCosts, cold_layer_timer, weights_mib
+from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
 from edgebench.prune.allocation.latency.search import layer_shapes
 from edgebench.prune.allocation.latency.table import (
     LatencyTable,
@@ -58,23 +59,27 @@ def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: Lat
                 cache: CacheCosts | None = None, boundary: BoundaryCosts | None = None) -> LatencyPrediction:
     """The prediction: ``c + (unpruned_p50_ms - c) * S / S_unpruned`` with ``c = call_overhead_ms`` and ``S`` the
     sum over the layers of ``max(entry - c - edges, 0)`` (``edges``: with ``boundary``, what the layer's one-layer
-    model pays at its edges), plus, with ``cache``, the cold excess their weight size implies (the entries are
+    model pays at its edges), plus, with ``cache``, what they pay for the model's weight size (the entries are
     measured now when the tables lack them)."""
 
     def edges_ms(shape: LayerShape) -> float:
         return boundary.layer_ms(shape) if boundary is not None else 0.0
 
-    def compute_ms(layers: list[LayerShape]) -> tuple[float, float]:
-        fraction, excess = cache.excess_ms(layers) if cache is not None else (0.0, 0.0)
-        return sum(max(table.latency(shape) - call_overhead_ms - edges_ms(shape), 0.0) for shape in layers) + excess, fraction
+    def cache_ms(layers: list[LayerShape]) -> float:
+        return cache.excess_ms(layers) if cache is not None else 0.0
 
-    (table_ms, fraction), (unpruned_table_ms, unpruned_fraction) = compute_ms(shapes), compute_ms(unpruned)
+    def layers_ms(layers: list[LayerShape]) -> float:
+        return sum(max(table.latency(shape) - call_overhead_ms - edges_ms(shape), 0.0) for shape in layers)
+
+    variant_cache_ms, unpruned_cache_ms = cache_ms(shapes), cache_ms(unpruned)
+    table_ms = layers_ms(shapes) + variant_cache_ms
+    unpruned_table_ms = layers_ms(unpruned) + unpruned_cache_ms
     overhead = min(call_overhead_ms, unpruned_p50_ms)
     p50 = overhead + (unpruned_p50_ms - overhead) * table_ms / unpruned_table_ms if unpruned_table_ms > 0 else unpruned_p50_ms
     return LatencyPrediction(p50_ms=p50, table_ms=table_ms, unpruned_table_ms=unpruned_table_ms,
                              unpruned_p50_ms=unpruned_p50_ms, layers=len(shapes), call_overhead_ms=overhead,
-                             weights_mib=weights_mib(shapes), cache_fraction=fraction,
-                             unpruned_cache_fraction=unpruned_fraction,
+                             weights_mib=weights_mib(shapes), cache_ms=variant_cache_ms,
+                             unpruned_cache_ms=unpruned_cache_ms,
                              boundary_ms=sum(edges_ms(shape) for shape in shapes))
 
 
@@ -92,9 +97,6 @@ class TargetLatencyModel:
         version = json.dumps(self.context, sort_keys=True)
         self.table = LatencyTable(default_table_path(self.target, self.backend, directory), self.target,
                                   self.backend, version, backend_layer_timer(self.backend, self.settings))
-        self.cold = LatencyTable(default_table_path(self.target, f"{self.backend}-cold", directory), self.target,
-                                 f"{self.backend} (caches evicted before each call)", version,
-                                 cold_layer_timer(self.backend, self.settings))
         self.chains = LatencyTable(default_table_path(self.target, f"{self.backend}-chain", directory), self.target,
                                    f"{self.backend} (chains of {CHAIN_COPIES} layers)", version,
                                    backend_layer_timer(self.backend, self.settings, copies=CHAIN_COPIES))
@@ -122,20 +124,22 @@ class TargetLatencyModel:
         shapes = list(layer_shapes(model, example).values())
         overhead = self.table.latency(CALL_OVERHEAD_SHAPE)
         prediction = predict_p50(shapes, list(layer_shapes(unpruned, example).values()), self.table, calibration,
-                                 overhead, CacheCosts(self.table, self.cold, CALL_OVERHEAD_SHAPE),
+                                 overhead, CacheCosts(self.table, overhead),
                                  BoundaryCosts(self.table, self.chains, overhead))
         self.table.save()
         self.chains.save()
-        if self.cold.measured:  # only models whose weights outgrow the caches need cold entries
-            self.cold.save()
-        log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %.1f MiB of weights, cache fraction "
-                 "%.2f, %.4f ms of one-layer models' edges left out; %d table, %d chain and %d cold entries measured "
-                 "now)", self.target, self.backend, prediction.p50_ms, prediction.layers, prediction.weights_mib,
-                 prediction.cache_fraction, prediction.boundary_ms, self.table.measured, self.chains.measured,
-                 self.cold.measured)
+        log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %.1f MiB of weights, %.4f ms for them "
+                 "beyond the layers' own caches, %.4f ms of one-layer models' edges left out; %d table and %d chain "
+                 "entries measured now)", self.target, self.backend, prediction.p50_ms, prediction.layers,
+                 prediction.weights_mib, prediction.cache_ms, prediction.boundary_ms, self.table.measured,
+                 self.chains.measured)
         return prediction
+
+
+#: the form of the model (and of its stored prediction): a workdir's predictions made by another form are made again
+MODEL_FORM = 2
 
 
 def prediction_path(workdir: Path, variant_id: str, target: str, backend: str) -> Path:
     """Where the sweep keeps a variant's prediction for one target and backend until its measurement is stored."""
-    return workdir / "latency" / "predictions" / f"{variant_id}--{target}--{backend}.json"
+    return workdir / "latency" / f"predictions-v{MODEL_FORM}" / f"{variant_id}--{target}--{backend}.json"
