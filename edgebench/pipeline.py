@@ -30,7 +30,7 @@ from edgebench.executor.settings import create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_specs
-from edgebench.job import Job, LatencyPrediction
+from edgebench.job import Job
 from edgebench.measure.machine import machine_info
 from edgebench.measure.reference_workload import speed_record
 from edgebench.plan import (
@@ -42,7 +42,7 @@ from edgebench.plan import (
     qat_models,
 )
 from edgebench.preflight import check_model_fits_data, check_output_paths, drop_refused
-from edgebench.prune.allocation.latency.predict import prediction_path
+from edgebench.prune.allocation.latency.predict import prediction_path, read_prediction
 from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.store import Store
@@ -337,8 +337,7 @@ class _OpenRun:
         if measured.status == "ok" and job.measure.predict_latency and job.variant.external is None:
             prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
             if prediction.is_file():
-                measured = measured.model_copy(update={
-                    "latency_prediction": LatencyPrediction.model_validate_json(prediction.read_text())})
+                measured = measured.model_copy(update={"latency_prediction": read_prediction(prediction)})
         self.store_variant(job.variant)
         artifact = artifact_path(job, self.workdir)
         ready = artifact_ready(artifact)

@@ -12,7 +12,7 @@ from edgebench.config import load_experiment
 from edgebench.job import LatencyPrediction, MeasureSettings
 from edgebench.pipeline import run_experiment
 from edgebench.prune.allocation.latency.cache import CURVE_MIB, gemm_shape
-from edgebench.prune.allocation.latency.predict import predict_p50
+from edgebench.prune.allocation.latency.predict import predict_p50, read_prediction
 from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
 from edgebench.store import Store
 from tests.experiment_files import default_with
@@ -104,3 +104,15 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
         _print_prediction_error(df.reset_index())
     line = captured.get()
     assert f"latency model on ort-only/onnxruntime: MAPE {abs(pruned['prediction_error_pct']):.1f} % over 1" in line
+
+
+def test_a_damaged_prediction_file_costs_the_prediction_not_the_measurement(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    good = LatencyPrediction(p50_ms=1.0, table_ms=2.0, unpruned_table_ms=4.0, unpruned_p50_ms=2.0, layers=3)
+    path = tmp_path / "p.json"
+    path.write_text(good.model_dump_json())
+    assert read_prediction(path) == good
+    path.write_text(good.model_dump_json()[:20])  # cut short
+    assert read_prediction(path) is None and "unreadable" in caplog.text and str(path) in caplog.text
+    path.write_text(good.model_dump_json().replace('"layers"', '"cache_fraction":0.5,"layers"'))  # an older form
+    assert read_prediction(path) is None

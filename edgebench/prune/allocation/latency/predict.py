@@ -12,8 +12,7 @@ it, in one run: the error that remains is in README). What a one-layer model pay
 output converted to and from the runtime's layout on every call, :mod:`boundary`) is taken off each entry too.
 A layer inside a model reads its weights from the cache level that holds the whole model, slower than its entry
 did if the model outgrows the level that holds the layer alone: that extra time (:mod:`cache`) is added to each
-sum. The prediction never
-reads the variant's own measurement; the pipeline stores it beside that measurement
+sum. The prediction never reads the variant's own measurement; the pipeline stores it beside that measurement
 (``measurement.predict_latency``), so every run reports how far the model is off.
 """
 
@@ -143,3 +142,14 @@ MODEL_FORM = 2
 def prediction_path(workdir: Path, variant_id: str, target: str, backend: str) -> Path:
     """Where the sweep keeps a variant's prediction for one target and backend until its measurement is stored."""
     return workdir / "latency" / f"predictions-v{MODEL_FORM}" / f"{variant_id}--{target}--{backend}.json"
+
+
+def read_prediction(path: Path) -> LatencyPrediction | None:
+    """The prediction stored at ``path``, or None (logged) when the file cannot be read as one: a damaged file
+    costs its measurement the prediction, never the measurement."""
+    try:
+        return LatencyPrediction.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        log.warning("latency prediction %s is unreadable (%s): its measurement is stored without a prediction",
+                    path, str(exc).splitlines()[0])
+        return None
