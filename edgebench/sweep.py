@@ -143,8 +143,8 @@ KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export
 
 
 def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
-             timeout_s: float = BUILD_TIMEOUT_S, after: tuple[str, ...] = ()) -> Task:
-    task = call_task(key, context.kind, fn, *args, timeout_s=timeout_s, context=context)
+             timeout_s: float = BUILD_TIMEOUT_S, after: tuple[str, ...] = (), times_runtime: str | None = None) -> Task:
+    task = call_task(key, context.kind, fn, *args, timeout_s=timeout_s, context=context, times_runtime=times_runtime)
     task.after = after
     return task
 
@@ -223,7 +223,7 @@ def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tupl
         return None
     task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"
                     f"{job.backend}", predict_variant, weights, dataset_json, str(workdir), job.target, job.backend,
-                    after=after)
+                    after=after, times_runtime=job.backend)
     task.timed = True  # it times layers and the unpruned model: nothing else may run on this host's cores meanwhile
     return task
 
