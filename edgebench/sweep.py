@@ -143,8 +143,8 @@ KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export
 
 
 def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
-             timeout_s: float = BUILD_TIMEOUT_S, after: tuple[str, ...] = (), times_runtime: str | None = None) -> Task:
-    task = call_task(key, context.kind, fn, *args, timeout_s=timeout_s, context=context, times_runtime=times_runtime)
+             timeout_s: float = BUILD_TIMEOUT_S, after: tuple[str, ...] = (), times: str | None = None) -> Task:
+    task = call_task(key, context.kind, fn, *args, timeout_s=timeout_s, context=context, times=times)
     task.after = after
     return task
 
@@ -181,8 +181,10 @@ def _allocation_task(spec: VariantSpec, dataset_json: str, workdir: Path) -> Tas
         return None
     key = spec_hash([spec.model, spec.model_kwargs, spec.dataset, spec.dataset_kwargs, prune.allocation,
                      prune.allocation_kwargs, prune.ratio, prune.round_to])
+    # its own workers per allocation and the settings that pick its target and runtime: never an export's
+    where = spec_hash([prune.allocation_kwargs.get(name) for name in ("target", "backend")])[:8]
     task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, dataset_json,
-                    str(workdir))
+                    str(workdir), times=f"{prune.allocation}-{where}")
     task.timed = True  # it measures latency: nothing else may run on this host's cores meanwhile
     return task
 
@@ -223,7 +225,7 @@ def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tupl
         return None
     task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"
                     f"{job.backend}", predict_variant, weights, dataset_json, str(workdir), job.target, job.backend,
-                    after=after, times_runtime=job.backend)
+                    after=after, times=job.backend)
     task.timed = True  # it times layers and the unpruned model: nothing else may run on this host's cores meanwhile
     return task
 

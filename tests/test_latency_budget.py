@@ -130,6 +130,9 @@ def test_latency_variants_add_ids_and_share_one_timed_task(tmp_path: Path) -> No
     timed = [t for t in tasks.values() if t.key.startswith("allocate:")]
     assert all(t.timed and t.kind == "allocate" for t in timed)
     assert len(timed) == len(exp.pruning.ratios)  # one per ratio, shared by every criterion of it
+    # they time a runtime: in workers of their own, not the builds' (which exports share: they import ONNX Runtime)
+    builds = {t.worker for t in tasks.values() if t.key.startswith("build:")}
+    assert builds and len({t.worker for t in timed}) == 1 and not {t.worker for t in timed} & builds
     for spec in latency:
         (allocate,) = [k for k in tasks[f"build:{spec.id}"].after if k.startswith("allocate:")]
         assert tasks[allocate].args[0].prune.ratio == spec.prune.ratio

@@ -140,7 +140,7 @@ print(model.predict(half, full, torch.randn(1, 1, 8, 8)).p50_ms > 0, "onnxruntim
 def test_a_prediction_times_its_runtime_in_workers_that_never_imported_another() -> None:
     pytest.importorskip("openvino")
     build = call_task("b", "build", print)
-    predictions = {rt: call_task("p", "predict", print, times_runtime=rt).worker for rt in ("openvino", "onnxruntime")}
+    predictions = {rt: call_task("p", "predict", print, times=rt).worker for rt in ("openvino", "onnxruntime")}
     assert len({build.worker, *predictions.values()}) == 3  # no worker shared with builds/exports or between runtimes
     out = subprocess.run([sys.executable, "-c", _OPENVINO_PREDICTION], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -51,16 +51,17 @@ def measure_task(
 
 
 def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, timeout_s: float = 3600.0,
-              threads: int = 1, context: TaskContext | None = None, times_runtime: str | None = None) -> Task:
+              threads: int = 1, context: TaskContext | None = None, times: str | None = None) -> Task:
     """An untimed task (build a variant, export an artifact) sharing the host's cores with other untimed tasks.
 
     Builds and exports share warm workers (both import torch; nobody reads their peak RSS), so a sweep
-    starts one torch process per core for them, not one per kind. A task that times ``times_runtime`` (a
-    latency prediction) gets workers of its own per runtime: a runtime can run slower in a process that
-    imported another (OpenVINO's smallest call took 0.057 ms instead of 0.030 ms once ``onnxruntime`` was
-    imported in the process, on an Intel Xeon guest), and exports import ONNX Runtime.
+    starts one torch process per core for them, not one per kind. A task that times a runtime (a latency
+    prediction or allocation) gets workers of their own per ``times`` (its runtime, or what pins it): a runtime
+    can run slower in a process that imported another (OpenVINO's smallest call took 0.057 ms instead of
+    0.030 ms once ``onnxruntime`` was imported in the process, on an Intel Xeon guest), and exports import ONNX
+    Runtime.
     """
-    apart = f"-times-{times_runtime}" if times_runtime else ""
+    apart = f"-times-{times}" if times else ""
     worker = WorkerKind(name=f"untimed-{threads}t{apart}", env=tuple(thread_env(threads).items()))
     return Task(key=key, kind=kind, fn=fn, args=args, timeout_s=timeout_s, worker=worker, context=context)
 
