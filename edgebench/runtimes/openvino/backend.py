@@ -22,7 +22,7 @@ from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime.mixed_precision import read_decision
 from edgebench.runtimes.openvino import OPENVINO
-from edgebench.runtimes.openvino.compile import STREAMS, THREADS, compile_config, compile_for_batch, read_onnx
+from edgebench.runtimes.openvino.compile import STREAMS, THREADS, compile_config, compile_for_batch, infer, read_onnx
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class OpenVinoSession(Session):
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         request = self._request(inputs.shape[0])
-        request.infer({0: inputs})
+        infer(request, inputs)
         return request.get_output_tensor(0).data.astype(np.float32, copy=True)
 
     def details(self) -> dict[str, Any]:

@@ -59,3 +59,12 @@ def compile_for_batch(core: Any, model: Any, batch: int, config: dict[str, Any])
     shape[0] = batch
     shaped.reshape({shaped.input(0): shape})
     return core.compile_model(shaped, "CPU", config)
+
+
+def infer(request: Any, batch: Any) -> None:
+    """One synchronous inference of ``batch`` (a numpy array) on ``request``, its input and outputs shared with
+    OpenVINO rather than copied, as an application sets its own buffers on the request. The copying default cost a
+    1-channel 1x1 conv 0.033 instead of 0.018 ms per call on an Intel Xeon guest, and 0.064 ms once onnxruntime
+    was imported in the process (that path throws and catches a C++ exception per call, whose unwinding slows with
+    the libraries loaded). Outputs are views into the request: copy them before the next call."""
+    request.infer({0: batch}, share_inputs=True, share_outputs=True)

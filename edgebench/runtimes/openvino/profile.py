@@ -17,7 +17,7 @@ import numpy as np
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import LayerProfile, OpTime, build_profile
 from edgebench.runtimes.base import BackendSettings
-from edgebench.runtimes.openvino.compile import compile_config, compile_for_batch, read_onnx
+from edgebench.runtimes.openvino.compile import compile_config, compile_for_batch, infer, read_onnx
 
 
 def profile_openvino(artifact: Path, batch: np.ndarray, settings: BackendSettings, runs: int = 50,
@@ -29,13 +29,13 @@ def profile_openvino(artifact: Path, batch: np.ndarray, settings: BackendSetting
     compiled = compile_for_batch(core, read_onnx(core, artifact), len(batch), compile_config(settings, perf_count=True))
     request = compiled.create_infer_request()
     for _ in range(warmup_runs):
-        request.infer({0: batch})
+        infer(request, batch)
     totals: dict[str, float] = defaultdict(float)
     types: dict[str, str] = {}
     wall_ns = 0
     for _ in range(runs):
         t0 = time.perf_counter_ns()
-        request.infer({0: batch})
+        infer(request, batch)
         wall_ns += time.perf_counter_ns() - t0
         for info in request.get_profiling_info():
             if info.status == info.Status.EXECUTED:
