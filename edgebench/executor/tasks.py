@@ -57,9 +57,9 @@ def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, time
     Builds and exports share warm workers (both import torch; nobody reads their peak RSS), so a sweep
     starts one torch process per core for them, not one per kind. A task that times a runtime (a latency
     prediction or allocation) gets workers of their own per ``times`` (its runtime, or what pins it): a runtime
-    can run slower in a process that imported another (OpenVINO's smallest call took 0.057 ms instead of
-    0.030 ms once ``onnxruntime`` was imported in the process, on an Intel Xeon guest), and exports import ONNX
-    Runtime.
+    can run slower in a process that imported another (OpenVINO's copying call took 0.057 ms instead of 0.030 ms
+    for its smallest model once ``onnxruntime`` was imported in the process, on an Intel Xeon guest), and exports
+    import ONNX Runtime.
     """
     apart = f"-times-{times}" if times else ""
     worker = WorkerKind(name=f"untimed-{threads}t{apart}", env=tuple(thread_env(threads).items()))
