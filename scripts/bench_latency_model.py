@@ -199,7 +199,7 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (shared machine)")
     summary = []
     started = time.perf_counter()
-    # each model and runtime in a fresh process: OpenVINO ran its smallest call in 0.057 ms instead of 0.030 ms
+    # each model and runtime in a fresh process: OpenVINO's copying call ran its smallest model in 0.057 ms, not 0.030
     # in a process that had imported onnxruntime (as this script would have, timing ORT first)
     spawn = multiprocessing.get_context("spawn")
     for name in args.models:

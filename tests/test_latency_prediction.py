@@ -122,7 +122,7 @@ def test_a_damaged_prediction_file_costs_the_prediction_not_the_measurement(tmp_
 
 
 #: an OpenVINO prediction in a fresh process, as a predict worker makes it: ``onnxruntime`` imported next to
-#: OpenVINO nearly doubled OpenVINO's smallest call (0.030 -> 0.057 ms) on an Intel Xeon guest
+#: OpenVINO nearly doubled its copying call on the smallest model (0.030 -> 0.057 ms, Intel Xeon guest)
 _OPENVINO_PREDICTION = """
 import sys, tempfile
 from pathlib import Path
