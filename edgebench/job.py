@@ -230,6 +230,8 @@ class LatencyPrediction(BaseModel):
     unpruned_cache_ms: float = Field(0.0, description="the same for the unpruned model")
     boundary_ms: float = Field(0.0, description="what the variant's one-layer models pay at their edges (layout "
                                                 "conversions in and out), taken off its entries (0: stored before)")
+    entries: str = Field("one-layer model's p50", description="what a table entry times: a one-layer model's p50, "
+                                                              "or the layer's own time by the runtime's counters")
 
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)

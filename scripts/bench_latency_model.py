@@ -44,9 +44,8 @@ import torch
 from edgebench.job import MeasureSettings
 from edgebench.models import create_model
 from edgebench.prune import create_criterion, prune_model
-from edgebench.prune.allocation.latency.boundary import BoundaryCosts
-from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
-from edgebench.prune.allocation.latency.predict import CALL_OVERHEAD_SHAPE, TargetLatencyModel, predict_p50
+from edgebench.prune.allocation.latency.cache import weights_mib
+from edgebench.prune.allocation.latency.predict import TargetLatencyModel
 from edgebench.prune.allocation.latency.search import layer_shapes, model_layers, original_widths, prune_to_keep
 from edgebench.prune.allocation.latency.table import onnx_p50_ms
 from edgebench.prune.criteria.magnitude import L1Norm
@@ -129,9 +128,7 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
               f"{'@cal ms':>8} {'error @cal %':>12} {'no-cache @cal %':>15} {'no-edges @cal %':>15} "
               f"{'raw err %':>9} {'MiB':>5} {'cache ms':>8} {'edges ms':>8}")
         errors, raw_errors, plain_errors, cal_errors, plain_cal_errors, edgeless_cal_errors = [], [], [], [], [], []
-        overhead = lm.table.latency(CALL_OVERHEAD_SHAPE)
-        cache = CacheCosts(lm.table, overhead)
-        boundary = BoundaryCosts(lm.table, lm.chains, overhead)
+        overhead, cache, boundary = lm.call_overhead_ms, lm.cache(), lm.boundary()
         layer_gap: dict[str, list[float]] = defaultdict(list)
         untabled: list[float] = []
         for label, prediction in predictions.items():
@@ -141,10 +138,8 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
             shapes = layer_shapes(models[label], example)
             raw_ms = sum(lm.table.latency(shape) for shape in shapes.values())
             # the same calibration without the cache term, and without the one-layer models' edges taken off
-            plain = predict_p50(list(shapes.values()), unpruned_shapes, lm.table, calibration, overhead,
-                                boundary=boundary).p50_ms
-            edgeless = predict_p50(list(shapes.values()), unpruned_shapes, lm.table, calibration, overhead,
-                                   cache).p50_ms
+            plain = lm.predict_shapes(list(shapes.values()), unpruned_shapes, calibration, cache=False).p50_ms
+            edgeless = lm.predict_shapes(list(shapes.values()), unpruned_shapes, calibration, edges=False).p50_ms
             errors.append(100 * (prediction.p50_ms / p50 - 1))
             raw_errors.append(100 * (raw_ms / p50 - 1))
             plain_errors.append(100 * (plain / p50 - 1))
@@ -163,7 +158,8 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
             for layer, shape in shapes.items():
                 inside = k * times.get(layer, 0.0)
                 in_layers += inside
-                entry = max(lm.table.latency(shape) - overhead - boundary.layer_ms(shape), 0.0)
+                edges = boundary.layer_ms(shape) if boundary is not None else 0.0
+                entry = max(lm.table.latency(shape) - overhead - edges, 0.0)
                 entry += cache.layer_ms(shape, model_mib)
                 layer_gap[layer].append(scale * entry - inside)
             untabled.append(p50 - in_layers)
@@ -173,7 +169,7 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
         print(f"MAPE {mapes[0]:.1f} % over {len(errors)} variants, {mapes[1]:.1f} % at the calibration's speed "
               f"(without the cache term {mapes[2]:.1f} / {mapes[3]:.1f} %, without the edges taken off "
               f"{mapes[4]:.1f} % at the calibration's speed, raw table sum {mapes[5]:.1f} %); "
-              f"{lm.table.measured} table and {lm.chains.measured} chain entries measured")
+              f"entries: {lm.entries}, {lm.table.measured + (lm.chains.measured if lm.chains else 0)} measured")
         ranked = sorted(layer_gap.items(), key=lambda kv: -float(np.mean(np.abs(kv[1]))))[: args.top]
         print(f"layers carrying the error (scaled table entry - time inside the model, ms, mean over "
               f"variants); time outside conv/linear layers: {np.mean(untabled):.4f} ms per inference")

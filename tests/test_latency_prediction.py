@@ -94,6 +94,7 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     assert tables and all(gemm_shape(CURVE_MIB[0]).key not in json.loads(t.read_text())["entries"] for t in tables)
     overhead, unpruned = prediction.call_overhead_ms, prediction.unpruned_p50_ms
     assert 0 < overhead <= unpruned  # the smallest one-layer model, timed on the same runtime
+    assert prediction.entries == "one-layer model's p50"  # ONNX Runtime's entries time one-layer models
     scaled = (unpruned - overhead) * prediction.table_ms / prediction.unpruned_table_ms if prediction.unpruned_table_ms else None
     assert pruned["predicted_p50_ms"] == prediction.p50_ms == pytest.approx(unpruned if scaled is None else overhead + scaled)
     assert pruned["prediction_error_pct"] == pytest.approx(100 * (prediction.p50_ms / pruned["p50_ms"] - 1))
@@ -145,3 +146,35 @@ def test_a_prediction_times_its_runtime_in_workers_that_never_imported_another()
     out = subprocess.run([sys.executable, "-c", _OPENVINO_PREDICTION], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["True", "False"]  # predicted, and ONNX Runtime never loaded
+
+
+def test_openvino_entries_are_the_layers_own_time_with_no_call_or_edges_to_take_off(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import torch
+    from torch import nn
+
+    from edgebench.prune.allocation.latency.predict import CALL_OVERHEAD_SHAPE, TargetLatencyModel
+    from edgebench.prune.allocation.latency.table import layer_input, layer_onnx, onnx_p50_ms, own_time_timer
+
+    def net(width: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(width, 10))
+
+    full, quarter = net(64), net(16)
+    model = TargetLatencyModel("local-openvino", "openvino", tmp_path)
+    assert model.entries == "layer's own time" and model.chains is None and model.boundary() is None
+    assert model.call_overhead_ms == 0.0
+    prediction = model.predict(quarter, full, torch.randn(1, 3, 32, 32))
+    assert prediction.entries == "layer's own time" and prediction.call_overhead_ms == prediction.boundary_ms == 0
+    assert 0 < prediction.table_ms < prediction.unpruned_table_ms  # a quarter of the conv's 1.8 M multiply-adds
+    assert prediction.p50_ms == pytest.approx(prediction.unpruned_p50_ms * prediction.table_ms
+                                              / prediction.unpruned_table_ms)
+    saved = json.loads((tmp_path / "local-openvino--openvino-own.json").read_text())
+    assert len(saved["entries"]) == 4 and "own time" in saved["header"]["runtime"]
+    # the smallest layer's own time is a sliver of its one-layer model's call: the call is not in the entry
+    own = own_time_timer("openvino", model.settings)
+    assert own is not None and own_time_timer("onnxruntime", model.settings) is None
+    layer_onnx(CALL_OVERHEAD_SHAPE, tmp_path / "smallest.onnx")
+    wall = onnx_p50_ms(tmp_path / "smallest.onnx", "openvino", model.settings, layer_input(CALL_OVERHEAD_SHAPE),
+                       MeasureSettings(warmup_iters=100, min_iters=200, min_time_s=0.05, precision=None))
+    assert 0 <= own(CALL_OVERHEAD_SHAPE) < wall / 2  # (the counters say whole microseconds: 0 is possible)

@@ -39,6 +39,7 @@ from edgebench.prune.allocation.latency.table import (
     backend_layer_timer,
     default_table_path,
     onnx_p50_ms,
+    own_time_timer,
     table_context,
 )
 from edgebench.runtimes.base import BackendSettings
@@ -84,7 +85,10 @@ def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: Lat
 
 class TargetLatencyModel:
     """The latency model of one local target's ONNX runtime: its table and the unpruned model's measured p50,
-    both kept under ``directory`` (the run's ``<workdir>/latency``, shared with the latency allocation)."""
+    both kept under ``directory`` (the run's ``<workdir>/latency``, shared with the latency allocation).
+
+    On a runtime with per-node counters (OpenVINO: ``own_time_timer``) an entry is the layer's own time, so there
+    is no call overhead or edge to take off; otherwise it is a one-layer model's p50, with both taken off."""
 
     def __init__(self, target: str | TargetSpec, backend: str, directory: Path) -> None:
         spec, self.backend = onnx_backend(target, backend)
@@ -94,11 +98,32 @@ class TargetLatencyModel:
         self.directory = directory
         self.context = table_context(self.backend, self.settings)
         version = json.dumps(self.context, sort_keys=True)
+        own_time = own_time_timer(self.backend, self.settings)
+        self.chains: LatencyTable | None = None
+        if own_time is not None:
+            self.entries = "layer's own time"
+            self.table = LatencyTable(default_table_path(self.target, f"{self.backend}-own", directory), self.target,
+                                      f"{self.backend} (layers' own time)", version, own_time)
+            return
+        self.entries = "one-layer model's p50"
         self.table = LatencyTable(default_table_path(self.target, self.backend, directory), self.target,
                                   self.backend, version, backend_layer_timer(self.backend, self.settings))
         self.chains = LatencyTable(default_table_path(self.target, f"{self.backend}-chain", directory), self.target,
                                    f"{self.backend} (chains of {CHAIN_COPIES} layers)", version,
                                    backend_layer_timer(self.backend, self.settings, copies=CHAIN_COPIES))
+
+    @property
+    def call_overhead_ms(self) -> float:
+        """What an entry holds of the runtime's call (measured the first time; none in own-time entries)."""
+        return 0.0 if self.chains is None else self.table.latency(CALL_OVERHEAD_SHAPE)
+
+    def boundary(self) -> BoundaryCosts | None:
+        """What one-layer models pay at their edges (None for own-time entries, which hold none)."""
+        return None if self.chains is None else BoundaryCosts(self.table, self.chains, self.call_overhead_ms)
+
+    def cache(self) -> CacheCosts:
+        """What layers pay for the model's weight size beyond their entries."""
+        return CacheCosts(self.table, self.call_overhead_ms)
 
     def unpruned_p50_ms(self, unpruned: nn.Module, example: torch.Tensor) -> float:
         """The unpruned model's p50 on the target (median of 3 windows), measured once and kept."""
@@ -116,27 +141,37 @@ class TargetLatencyModel:
             tmp_path.write_text(json.dumps({"p50_ms": p50, "target": self.target, "backend": self.backend}))
         return p50
 
+    def predict_shapes(self, shapes: list[LayerShape], unpruned: list[LayerShape], unpruned_p50_ms: float,
+                       cache: bool = True, edges: bool = True) -> LatencyPrediction:
+        """The prediction for a model of layers ``shapes`` calibrated on ``unpruned``'s (``cache``/``edges``
+        False: without the cache term / without taking the edges off, as the benchmark compares)."""
+        prediction = predict_p50(shapes, unpruned, self.table, unpruned_p50_ms, self.call_overhead_ms,
+                                 self.cache() if cache else None, self.boundary() if edges else None)
+        return prediction.model_copy(update={"entries": self.entries})
+
     def predict(self, model: nn.Module, unpruned: nn.Module, example: torch.Tensor) -> LatencyPrediction:
         """``model``'s p50 on the target predicted from the table, calibrated on ``unpruned``."""
         example = example[:1]
         calibration = self.unpruned_p50_ms(unpruned, example)
-        shapes = list(layer_shapes(model, example).values())
-        overhead = self.table.latency(CALL_OVERHEAD_SHAPE)
-        prediction = predict_p50(shapes, list(layer_shapes(unpruned, example).values()), self.table, calibration,
-                                 overhead, CacheCosts(self.table, overhead),
-                                 BoundaryCosts(self.table, self.chains, overhead))
-        self.table.save()
-        self.chains.save()
+        prediction = self.predict_shapes(list(layer_shapes(model, example).values()),
+                                         list(layer_shapes(unpruned, example).values()), calibration)
+        self.save()
         log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %.1f MiB of weights, %.4f ms for them "
-                 "beyond the layers' own caches, %.4f ms of one-layer models' edges left out; %d table and %d chain "
-                 "entries measured now)", self.target, self.backend, prediction.p50_ms, prediction.layers,
-                 prediction.weights_mib, prediction.cache_ms, prediction.boundary_ms, self.table.measured,
-                 self.chains.measured)
+                 "beyond the layers' own caches, %.4f ms of one-layer models' edges left out; entries: %s, %d "
+                 "measured now)", self.target, self.backend, prediction.p50_ms, prediction.layers,
+                 prediction.weights_mib, prediction.cache_ms, prediction.boundary_ms, self.entries,
+                 self.table.measured + (self.chains.measured if self.chains else 0))
         return prediction
+
+    def save(self) -> None:
+        """Keep the tables' entries for the next prediction."""
+        self.table.save()
+        if self.chains is not None:
+            self.chains.save()
 
 
 #: the form of the model (and of its stored prediction): a workdir's predictions made by another form are made again
-MODEL_FORM = 2
+MODEL_FORM = 3
 
 
 def prediction_path(workdir: Path, variant_id: str, target: str, backend: str) -> Path:

@@ -132,18 +132,40 @@ def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.n
         session.close()
 
 
-def backend_layer_timer(backend: str, settings: BackendSettings, copies: int = 1) -> Callable[[LayerShape], float]:
-    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings`` (a chain of
-    ``copies`` of it: ``layer_onnx``): the median of ``LUT_SESSIONS`` sessions' p50s."""
+def _layer_timer(time_file: Callable[[Path, np.ndarray], float], copies: int = 1) -> Callable[[LayerShape], float]:
+    """A function timing ``shape``'s one-layer model (a chain of ``copies``: ``layer_onnx``) with ``time_file``:
+    the median of ``LUT_SESSIONS`` sessions."""
 
     def measure(shape: LayerShape) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
             layer_onnx(shape, path, copies=copies)
             x = layer_input(shape)
-            return float(np.median([onnx_p50_ms(path, backend, settings, x, LUT_TIMING) for _ in range(LUT_SESSIONS)]))
+            return float(np.median([time_file(path, x) for _ in range(LUT_SESSIONS)]))
 
     return measure
+
+
+def backend_layer_timer(backend: str, settings: BackendSettings, copies: int = 1) -> Callable[[LayerShape], float]:
+    """A function measuring one layer's p50 in ms on ``backend`` (an ONNX runtime) with ``settings`` (a chain of
+    ``copies`` of it: ``layer_onnx``): the median of ``LUT_SESSIONS`` sessions' p50s."""
+    return _layer_timer(lambda path, x: onnx_p50_ms(path, backend, settings, x, LUT_TIMING), copies)
+
+
+def own_time_timer(backend: str, settings: BackendSettings) -> Callable[[LayerShape], float] | None:
+    """A function measuring one layer's *own time* in ms on ``backend``: what its nodes take by the runtime's
+    per-node counters, without the call and the layout conversions at the one-layer model's edges (median of
+    ``LUT_SESSIONS`` sessions); None for a runtime whose tables time whole one-layer models.
+
+    OpenVINO only: its counters gave each conv the same time alone as inside ResNet-56 (within their 1 us
+    resolution, for 50 of 58 layers); ONNX Runtime's profiler, used the same way, predicted ResNet-56's variants
+    worse than its one-layer p50s (see README's latency section)."""
+    if backend != "openvino":
+        return None
+    from edgebench.runtimes.openvino.profile import own_time_ms
+
+    return _layer_timer(lambda path, x: own_time_ms(path, x, settings, LUT_TIMING.warmup_iters, LUT_TIMING.min_iters,
+                                                    LUT_TIMING.min_time_s))
 
 
 def runtime_version(backend: str) -> str:
