@@ -210,8 +210,8 @@ class SpeedProbe(BaseModel):
 class LatencyPrediction(BaseModel):
     """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
     the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate), with
-    the runtime's call overhead counted once per inference rather than once per table entry, and each sum holding
-    what its layers pay when the model's weights outgrow the caches."""
+    the runtime's call overhead (where entries hold one) counted once per inference rather than once per table
+    entry, and each sum holding what its layers pay when the model's weights outgrow the caches."""
 
     model_config = ConfigDict(extra="forbid")
 

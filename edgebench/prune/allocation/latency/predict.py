@@ -1,15 +1,18 @@
 """A variant's p50 predicted from the per-layer latency tables before it is measured (issue 22, part 4).
 
-The tables the ``latency`` allocation searches on (``table.py``: one-layer ONNX models timed on the target's
-runtime) are a latency model: a model's conv/linear layers looked up and summed. The sum misses what is not
-a conv or linear layer (residual adds, pooling, the runtime's per-inference overhead) and counts each layer's
-own call overhead, so it is calibrated as NetAdapt's search calibrates it: the unpruned model's p50 measured
-on the target, times the ratio of the two models' table sums. A table entry is one call of a one-layer model:
-its call overhead (``call_overhead_ms``, the smallest possible layer timed the same way) is taken off every
-entry before the sums and counted once per inference instead, or a 16-layer model pruned hard would keep 16
-calls' worth of overhead in its prediction (VGG-16 pruned 75 % on OpenVINO: 3.6x its p50 that way, 2.5x with
-it, in one run: the error that remains is in README). What a one-layer model pays at its edges (its input and
-output converted to and from the runtime's layout on every call, :mod:`boundary`) is taken off each entry too.
+The tables the ``latency`` allocation searches on (``table.py``) are a latency model: a model's conv/linear layers
+looked up and summed, calibrated as NetAdapt's search calibrates it: the unpruned model's p50 measured on the
+target, times the ratio of the two models' sums. What an entry holds depends on the runtime:
+
+- OpenVINO: the layer's *own time*, what its nodes take by the CPU plugin's counters in a one-layer model, without
+  the call or the layout conversions at that model's edges (``own_time_timer``).
+- Other runtimes (ONNX Runtime): one call of a one-layer model. Its call overhead (``call_overhead_ms``, the
+  smallest possible layer timed the same way) is taken off every entry before the sums and counted once per
+  inference instead, or a 16-layer model pruned hard would keep 16 calls' worth of overhead in its prediction
+  (VGG-16 pruned 75 % on OpenVINO: 3.6x its p50 that way, 2.5x with it, in one run); what the one-layer model pays
+  at its edges (its input and output converted to and from the runtime's layout on every call, :mod:`boundary`) is
+  taken off each entry too.
+
 A layer inside a model reads its weights from the cache level that holds the whole model, slower than its entry
 did if the model outgrows the level that holds the layer alone: that extra time (:mod:`cache`) is added to each
 sum. The prediction never reads the variant's own measurement; the pipeline stores it beside that measurement
