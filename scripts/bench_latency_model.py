@@ -5,8 +5,9 @@ options of the shipped targets (local-cpu for ONNX Runtime, local-openvino for O
 unpruned model and ``--ratios`` uniform L1 variants plus ``--random`` variants with random per-group widths
 (non-uniform, as the latency and global allocations make). Each variant's p50 is predicted exactly as a run
 with ``measurement.predict_latency`` does (``TargetLatencyModel``: the unpruned model's measured p50 scaled by
-the ratio of the table sums, the call overhead counted once, the one-layer models' edges taken off, the cache
-term added for layers whose weights come from a slower cache inside the model than alone), then measured with
+the ratio of the table sums; OpenVINO's entries the layers' own times, ONNX Runtime's one-layer p50s with the call
+overhead counted once and the edges taken off; the cache term added for layers whose weights come from a slower
+cache inside the model than alone), then measured with
 the harness's default adaptive window (1 % precision) in ``--rounds`` fresh sessions, interleaved over the
 variants and the unpruned model: the measured p50 is their median, and their
 spread (largest over smallest, less 1) is how far apart the same artifact measures here. A host whose speed
@@ -169,7 +170,7 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
         print(f"MAPE {mapes[0]:.1f} % over {len(errors)} variants, {mapes[1]:.1f} % at the calibration's speed "
               f"(without the cache term {mapes[2]:.1f} / {mapes[3]:.1f} %, without the edges taken off "
               f"{mapes[4]:.1f} % at the calibration's speed, raw table sum {mapes[5]:.1f} %); "
-              f"entries: {lm.entries}, {lm.table.measured + (lm.chains.measured if lm.chains else 0)} measured")
+              f"entries: {lm.entries}, {lm.measured} measured")
         ranked = sorted(layer_gap.items(), key=lambda kv: -float(np.mean(np.abs(kv[1]))))[: args.top]
         print(f"layers carrying the error (scaled table entry - time inside the model, ms, mean over "
               f"variants); time outside conv/linear layers: {np.mean(untabled):.4f} ms per inference")

@@ -162,9 +162,13 @@ class TargetLatencyModel:
         log.info("latency model on %s/%s: predicted p50 %.4f ms (%d layers, %.1f MiB of weights, %.4f ms for them "
                  "beyond the layers' own caches, %.4f ms of one-layer models' edges left out; entries: %s, %d "
                  "measured now)", self.target, self.backend, prediction.p50_ms, prediction.layers,
-                 prediction.weights_mib, prediction.cache_ms, prediction.boundary_ms, self.entries,
-                 self.table.measured + (self.chains.measured if self.chains else 0))
+                 prediction.weights_mib, prediction.cache_ms, prediction.boundary_ms, self.entries, self.measured)
         return prediction
+
+    @property
+    def measured(self) -> int:
+        """Entries this model measured (the others were in its tables' files)."""
+        return self.table.measured + (self.chains.measured if self.chains is not None else 0)
 
     def save(self) -> None:
         """Keep the tables' entries for the next prediction."""
