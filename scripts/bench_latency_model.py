@@ -5,9 +5,9 @@ options of the shipped targets (local-cpu for ONNX Runtime, local-openvino for O
 unpruned model and ``--ratios`` uniform L1 variants plus ``--random`` variants with random per-group widths
 (non-uniform, as the latency and global allocations make). Each variant's p50 is predicted exactly as a run
 with ``measurement.predict_latency`` does (``TargetLatencyModel``: the unpruned model's measured p50 scaled by
-the ratio of the table sums; OpenVINO's entries the layers' own times, ONNX Runtime's one-layer p50s with the call
-overhead counted once and the edges taken off; the cache term added for layers whose weights come from a slower
-cache inside the model than alone), then measured with
+the ratio of the table sums, the call counted once per inference; OpenVINO's entries the layers' own times, ONNX
+Runtime's one-layer p50s less the call and their edges; the cache term added for layers whose weights come from a
+slower cache inside the model than alone), then measured with
 the harness's default adaptive window (1 % precision) in ``--rounds`` fresh sessions, interleaved over the
 variants and the unpruned model: the measured p50 is their median, and their
 spread (largest over smallest, less 1) is how far apart the same artifact measures here. A host whose speed
@@ -129,7 +129,7 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
               f"{'@cal ms':>8} {'error @cal %':>12} {'no-cache @cal %':>15} {'no-edges @cal %':>15} "
               f"{'raw err %':>9} {'MiB':>5} {'cache ms':>8} {'edges ms':>8}")
         errors, raw_errors, plain_errors, cal_errors, plain_cal_errors, edgeless_cal_errors = [], [], [], [], [], []
-        overhead, cache, boundary = lm.call_overhead_ms, lm.cache(), lm.boundary()
+        entry_call, cache, boundary = lm.entry_call_ms, lm.cache(), lm.boundary()
         layer_gap: dict[str, list[float]] = defaultdict(list)
         untabled: list[float] = []
         for label, prediction in predictions.items():
@@ -160,7 +160,7 @@ def evaluate(name: str, runtime: str, args: argparse.Namespace) -> tuple:
                 inside = k * times.get(layer, 0.0)
                 in_layers += inside
                 edges = boundary.layer_ms(shape) if boundary is not None else 0.0
-                entry = max(lm.table.latency(shape) - overhead - edges, 0.0)
+                entry = max(lm.table.latency(shape) - entry_call - edges, 0.0)
                 entry += cache.layer_ms(shape, model_mib)
                 layer_gap[layer].append(scale * entry - inside)
             untabled.append(p50 - in_layers)

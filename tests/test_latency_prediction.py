@@ -57,6 +57,16 @@ def test_the_call_overhead_is_counted_once_per_inference_not_once_per_layer() ->
     assert prediction.call_overhead_ms == 0.02
 
 
+def test_own_time_entries_lose_no_call_but_the_call_is_still_counted_once() -> None:
+    table = LatencyTable(None, "t", "r", "v", ENTRIES.__getitem__)
+    prediction = predict_p50([STEM_HALF, BODY_HALF, FC_HALF], [STEM, BODY, FC], table, unpruned_p50_ms=1.24,
+                             call_overhead_ms=0.02, entries_hold_call=False)
+    # by hand: entries that hold no call sum as they are, 0.22 and 0.62 ms; the unpruned model's 1.24 ms is one
+    # 0.02 ms call and 1.22 ms that scales with the layers: 0.02 + 1.22 x 0.22 / 0.62 = 0.452903 ms
+    assert prediction.table_ms == pytest.approx(0.22) and prediction.unpruned_table_ms == pytest.approx(0.62)
+    assert prediction.p50_ms == pytest.approx(0.452903, abs=1e-6)
+
+
 def test_the_flag_stays_out_of_old_jobs_json() -> None:
     assert "predict_latency" not in MeasureSettings().model_dump()
     assert MeasureSettings(predict_latency=True).model_dump()["predict_latency"] is True
@@ -163,14 +173,19 @@ def test_openvino_entries_are_the_layers_own_time_with_no_call_or_edges_to_take_
     full, quarter = net(64), net(16)
     model = TargetLatencyModel("local-openvino", "openvino", tmp_path)
     assert model.entries == "layer's own time" and model.chains is None and model.boundary() is None
-    assert model.call_overhead_ms == 0.0
     prediction = model.predict(quarter, full, torch.randn(1, 3, 32, 32))
-    assert prediction.entries == "layer's own time" and prediction.call_overhead_ms == prediction.boundary_ms == 0
+    assert prediction.entries == "layer's own time" and prediction.boundary_ms == 0
+    own = json.loads((tmp_path / "local-openvino--openvino-own.json").read_text())
+    walls = json.loads((tmp_path / "local-openvino--openvino.json").read_text())["entries"]
+    assert "own time" in own["header"]["runtime"] and list(walls) == [CALL_OVERHEAD_SHAPE.key]  # only the call
+    # c: the smallest one-layer model's p50 less that layer's own time; the entries are summed as they are
+    c = walls[CALL_OVERHEAD_SHAPE.key] - own["entries"][CALL_OVERHEAD_SHAPE.key]
+    assert prediction.call_overhead_ms == pytest.approx(c) and c > 0
+    conv, fc = LayerShape("Conv", 3, 16, (3, 3), (1, 1), (1, 1), (32, 32)), LayerShape("Gemm", 16, 10)
+    assert prediction.table_ms == pytest.approx(own["entries"][conv.key] + own["entries"][fc.key])
     assert 0 < prediction.table_ms < prediction.unpruned_table_ms  # a quarter of the conv's 1.8 M multiply-adds
-    assert prediction.p50_ms == pytest.approx(prediction.unpruned_p50_ms * prediction.table_ms
+    assert prediction.p50_ms == pytest.approx(c + (prediction.unpruned_p50_ms - c) * prediction.table_ms
                                               / prediction.unpruned_table_ms)
-    saved = json.loads((tmp_path / "local-openvino--openvino-own.json").read_text())
-    assert len(saved["entries"]) == 4 and "own time" in saved["header"]["runtime"]
     # the smallest layer's own time is a sliver of its one-layer model's call: the call is not in the entry
     own = own_time_timer("openvino", model.settings)
     assert own is not None and own_time_timer("onnxruntime", model.settings) is None

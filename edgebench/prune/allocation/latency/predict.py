@@ -5,7 +5,8 @@ looked up and summed, calibrated as NetAdapt's search calibrates it: the unprune
 target, times the ratio of the two models' sums. What an entry holds depends on the runtime:
 
 - OpenVINO: the layer's *own time*, what its nodes take by the CPU plugin's counters in a one-layer model, without
-  the call or the layout conversions at that model's edges (``own_time_timer``).
+  the call or the layout conversions at that model's edges (``own_time_timer``); the call (the smallest one-layer
+  model's p50 less its own time) is counted once per inference.
 - Other runtimes (ONNX Runtime): one call of a one-layer model. Its call overhead (``call_overhead_ms``, the
   smallest possible layer timed the same way) is taken off every entry before the sums and counted once per
   inference instead, or a 16-layer model pruned hard would keep 16 calls' worth of overhead in its prediction
@@ -59,11 +60,14 @@ CALL_OVERHEAD_SHAPE = LayerShape("Conv", 1, 1)
 
 def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
                 unpruned_p50_ms: float, call_overhead_ms: float = 0.0,
-                cache: CacheCosts | None = None, boundary: BoundaryCosts | None = None) -> LatencyPrediction:
+                cache: CacheCosts | None = None, boundary: BoundaryCosts | None = None,
+                entries_hold_call: bool = True) -> LatencyPrediction:
     """The prediction: ``c + (unpruned_p50_ms - c) * S / S_unpruned`` with ``c = call_overhead_ms`` and ``S`` the
-    sum over the layers of ``max(entry - c - edges, 0)`` (``edges``: with ``boundary``, what the layer's one-layer
-    model pays at its edges), plus, with ``cache``, what they pay for the model's weight size (the entries are
-    measured now when the tables lack them)."""
+    sum over the layers of ``max(entry - c - edges, 0)`` (``entries_hold_call`` False: entries that hold no call,
+    own times, lose no ``c``; ``edges``: with ``boundary``, what the layer's one-layer model pays at its edges),
+    plus, with ``cache``, what they pay for the model's weight size (the entries are measured now when the tables
+    lack them)."""
+    entry_call_ms = call_overhead_ms if entries_hold_call else 0.0
 
     def edges_ms(shape: LayerShape) -> float:
         return boundary.layer_ms(shape) if boundary is not None else 0.0
@@ -72,7 +76,7 @@ def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: Lat
         return cache.excess_ms(layers) if cache is not None else 0.0
 
     def layers_ms(layers: list[LayerShape]) -> float:
-        return sum(max(table.latency(shape) - call_overhead_ms - edges_ms(shape), 0.0) for shape in layers)
+        return sum(max(table.latency(shape) - entry_call_ms - edges_ms(shape), 0.0) for shape in layers)
 
     variant_cache_ms, unpruned_cache_ms = cache_ms(shapes), cache_ms(unpruned)
     table_ms = layers_ms(shapes) + variant_cache_ms
@@ -90,8 +94,9 @@ class TargetLatencyModel:
     """The latency model of one local target's ONNX runtime: its table and the unpruned model's measured p50,
     both kept under ``directory`` (the run's ``<workdir>/latency``, shared with the latency allocation).
 
-    On a runtime with per-node counters (OpenVINO: ``own_time_timer``) an entry is the layer's own time, so there
-    is no call overhead or edge to take off; otherwise it is a one-layer model's p50, with both taken off."""
+    On a runtime with per-node counters (OpenVINO: ``own_time_timer``) an entry is the layer's own time, with no call
+    or edges to take off; otherwise it is a one-layer model's p50, with both taken off. Either way the call is
+    counted once per inference."""
 
     def __init__(self, target: str | TargetSpec, backend: str, directory: Path) -> None:
         spec, self.backend = onnx_backend(target, backend)
@@ -101,24 +106,33 @@ class TargetLatencyModel:
         self.directory = directory
         self.context = table_context(self.backend, self.settings)
         version = json.dumps(self.context, sort_keys=True)
+        # one-layer p50s: ONNX Runtime's entries, and on OpenVINO the smallest layer's call (its ``c``)
+        self.walls = LatencyTable(default_table_path(self.target, self.backend, directory), self.target, self.backend,
+                                  version, backend_layer_timer(self.backend, self.settings))
         own_time = own_time_timer(self.backend, self.settings)
+        self.own_time = own_time is not None
         self.chains: LatencyTable | None = None
         if own_time is not None:
             self.entries = "layer's own time"
             self.table = LatencyTable(default_table_path(self.target, f"{self.backend}-own", directory), self.target,
                                       f"{self.backend} (layers' own time)", version, own_time)
-            return
-        self.entries = "one-layer model's p50"
-        self.table = LatencyTable(default_table_path(self.target, self.backend, directory), self.target,
-                                  self.backend, version, backend_layer_timer(self.backend, self.settings))
-        self.chains = LatencyTable(default_table_path(self.target, f"{self.backend}-chain", directory), self.target,
-                                   f"{self.backend} (chains of {CHAIN_COPIES} layers)", version,
-                                   backend_layer_timer(self.backend, self.settings, copies=CHAIN_COPIES))
+        else:
+            self.entries, self.table = "one-layer model's p50", self.walls
+            self.chains = LatencyTable(default_table_path(self.target, f"{self.backend}-chain", directory),
+                                       self.target, f"{self.backend} (chains of {CHAIN_COPIES} layers)", version,
+                                       backend_layer_timer(self.backend, self.settings, copies=CHAIN_COPIES))
 
     @property
     def call_overhead_ms(self) -> float:
-        """What an entry holds of the runtime's call (measured the first time; none in own-time entries)."""
-        return 0.0 if self.chains is None else self.table.latency(CALL_OVERHEAD_SHAPE)
+        """``c``, the runtime's cost of one call, counted once per inference: the smallest one-layer model's p50
+        (less that layer's own time where entries are own times), measured the first time."""
+        call = self.walls.latency(CALL_OVERHEAD_SHAPE)
+        return max(call - self.table.latency(CALL_OVERHEAD_SHAPE), 0.0) if self.own_time else call
+
+    @property
+    def entry_call_ms(self) -> float:
+        """What each entry holds of the call: ``c``, or none in own-time entries."""
+        return 0.0 if self.own_time else self.call_overhead_ms
 
     def boundary(self) -> BoundaryCosts | None:
         """What one-layer models pay at their edges (None for own-time entries, which hold none)."""
@@ -126,7 +140,7 @@ class TargetLatencyModel:
 
     def cache(self) -> CacheCosts:
         """What layers pay for the model's weight size beyond their entries."""
-        return CacheCosts(self.table, self.call_overhead_ms)
+        return CacheCosts(self.table, self.entry_call_ms)
 
     def unpruned_p50_ms(self, unpruned: nn.Module, example: torch.Tensor) -> float:
         """The unpruned model's p50 on the target (median of 3 windows), measured once and kept."""
@@ -149,7 +163,8 @@ class TargetLatencyModel:
         """The prediction for a model of layers ``shapes`` calibrated on ``unpruned``'s (``cache``/``edges``
         False: without the cache term / without taking the edges off, as the benchmark compares)."""
         prediction = predict_p50(shapes, unpruned, self.table, unpruned_p50_ms, self.call_overhead_ms,
-                                 self.cache() if cache else None, self.boundary() if edges else None)
+                                 self.cache() if cache else None, self.boundary() if edges else None,
+                                 entries_hold_call=not self.own_time)
         return prediction.model_copy(update={"entries": self.entries})
 
     def predict(self, model: nn.Module, unpruned: nn.Module, example: torch.Tensor) -> LatencyPrediction:
@@ -168,13 +183,15 @@ class TargetLatencyModel:
     @property
     def measured(self) -> int:
         """Entries this model measured (the others were in its tables' files)."""
-        return self.table.measured + (self.chains.measured if self.chains is not None else 0)
+        return sum(table.measured for table in self._tables())
 
     def save(self) -> None:
         """Keep the tables' entries for the next prediction."""
-        self.table.save()
-        if self.chains is not None:
-            self.chains.save()
+        for table in self._tables():
+            table.save()
+
+    def _tables(self) -> list[LatencyTable]:
+        return [self.walls, self.chains] if self.chains is not None else [self.table, self.walls]
 
 
 #: the form of the model (and of its stored prediction): a workdir's predictions made by another form are made again
