@@ -217,13 +217,15 @@ class LatencyPrediction(BaseModel):
 
     p50_ms: float = Field(description="the prediction: call_overhead_ms + (unpruned_p50_ms - call_overhead_ms) "
                                       "* table_ms / unpruned_table_ms")
-    table_ms: float = Field(description="sum of the variant's conv/linear layers' table entries, each less the "
-                                        "call overhead and its edges, plus cache_ms")
+    table_ms: float = Field(description="sum of the variant's conv/linear layers' table entries (one-layer p50s "
+                                        "each less the call overhead and its edges; own times as they are), plus "
+                                        "cache_ms")
     unpruned_table_ms: float = Field(description="the same sum for the unpruned model")
     unpruned_p50_ms: float = Field(description="the unpruned model's p50 measured on the target (calibration)")
     layers: int = Field(description="conv/linear layers summed")
-    call_overhead_ms: float = Field(0.0, description="one call of the smallest one-layer model (predictions "
-                                                     "stored before it was measured: 0)")
+    call_overhead_ms: float = Field(0.0, description="the runtime's cost of one call, counted once per inference: "
+                                                     "the smallest one-layer model's p50, less its own time with "
+                                                     "own-time entries (predictions stored before it was measured: 0)")
     weights_mib: float = Field(0.0, description="MiB of the variant's fp32 conv/linear weights (0: stored before)")
     cache_ms: float = Field(0.0, description="what its layers pay beyond their entries to read their weights from "
                                              "the cache level holding the whole model (in table_ms)")
