@@ -207,6 +207,10 @@ class SpeedProbe(BaseModel):
         return self.level_us > fastest_us * (1 + self.tolerance)
 
 
+#: what a latency table entry times: a one-layer model's p50 (call and edges in it), or the layer's own time
+ONE_LAYER_P50, OWN_TIME = "one-layer model's p50", "layer's own time"
+
+
 class LatencyPrediction(BaseModel):
     """A variant's p50 predicted from per-layer latency tables before it was measured (set by the controller):
     the unpruned model's measured p50 times the ratio of the two models' table sums (NetAdapt's estimate), with
@@ -232,7 +236,7 @@ class LatencyPrediction(BaseModel):
     unpruned_cache_ms: float = Field(0.0, description="the same for the unpruned model")
     boundary_ms: float = Field(0.0, description="what the variant's one-layer models pay at their edges (layout "
                                                 "conversions in and out), taken off its entries (0: stored before)")
-    entries: str = Field("one-layer model's p50", description="what a table entry times: a one-layer model's p50, "
+    entries: str = Field(ONE_LAYER_P50, description="what a table entry times: a one-layer model's p50, "
                                                               "or the layer's own time by the runtime's counters")
 
 

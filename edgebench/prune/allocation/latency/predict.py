@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from edgebench.cache_files import replacing
-from edgebench.job import LatencyPrediction
+from edgebench.job import ONE_LAYER_P50, OWN_TIME, LatencyPrediction
 from edgebench.prune.allocation.latency.boundary import CHAIN_COPIES, BoundaryCosts
 from edgebench.prune.allocation.latency.budget import MODEL_TIMING, onnx_backend
 from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
@@ -110,17 +110,21 @@ class TargetLatencyModel:
         self.walls = LatencyTable(default_table_path(self.target, self.backend, directory), self.target, self.backend,
                                   version, backend_layer_timer(self.backend, self.settings))
         own_time = own_time_timer(self.backend, self.settings)
-        self.own_time = own_time is not None
         self.chains: LatencyTable | None = None
         if own_time is not None:
-            self.entries = "layer's own time"
+            self.entries = OWN_TIME
             self.table = LatencyTable(default_table_path(self.target, f"{self.backend}-own", directory), self.target,
                                       f"{self.backend} (layers' own time)", version, own_time)
         else:
-            self.entries, self.table = "one-layer model's p50", self.walls
+            self.entries, self.table = ONE_LAYER_P50, self.walls
             self.chains = LatencyTable(default_table_path(self.target, f"{self.backend}-chain", directory),
                                        self.target, f"{self.backend} (chains of {CHAIN_COPIES} layers)", version,
                                        backend_layer_timer(self.backend, self.settings, copies=CHAIN_COPIES))
+
+    @property
+    def own_time(self) -> bool:
+        """Whether the entries are the layers' own times (no call or edges in them)."""
+        return self.entries == OWN_TIME
 
     @property
     def call_overhead_ms(self) -> float:
