@@ -3,8 +3,9 @@
 ResNet-56 at CIFAR shape (random weights: speed does not depend on them), ONNX Runtime CPU, batch 1,
 fixed threads. The budget is a fraction of the unpruned model's measured p50. Uniform: the same L1
 ratio in every group, bisected until the measured p50 meets the budget. Latency-aware: per-layer
-latency table measured on ORT (cached), channel multiple read from it, greedy NetAdapt-style
-allocation corrected by measuring the pruned model. Prints MACs and parameters kept by each, measured
+latency tables measured on ORT (cached), channel multiple read from them, greedy NetAdapt-style
+allocation on the target's latency model (the predictor a run stores beside each measurement) corrected by
+measuring the pruned model. Prints MACs and parameters kept by each, measured
 p50, speedup, MACs reduction and their ratio (realisation), and the latency-aware/uniform MACs ratio.
 
     python scripts/bench_latency_allocation.py [--budget 0.5] [--threads 1] [--model resnet56_cifar]
@@ -27,9 +28,10 @@ from _ort_timing import ort_p50_ms
 from edgebench.models import create_model
 from edgebench.models.cost import count_macs, count_params
 from edgebench.prune import create_criterion, prune_model
+from edgebench.prune.allocation.latency.predict import TargetLatencyModel
 from edgebench.prune.allocation.latency.search import allocate_for_latency, model_layers, prune_to_keep
-from edgebench.prune.allocation.latency.table import LatencyTable, backend_layer_timer, channel_multiple, default_table_path
-from edgebench.runtimes.base import BackendSettings
+from edgebench.prune.allocation.latency.table import channel_multiple, default_table_path
+from edgebench.targets import get_target
 
 SHAPE = (3, 32, 32)
 
@@ -40,8 +42,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.5, help="fraction of the unpruned p50")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--floor", type=int, default=4, help="fewest channels a group keeps")
-    parser.add_argument("--lut", type=Path, default=None, help="latency table file (default: the user cache; "
-                        "a table measured under another load misleads the estimate)")
+    parser.add_argument("--tables", type=Path, default=None, help="folder of the latency tables (default: the user "
+                        "cache; tables measured under another load mislead the estimate)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
@@ -74,9 +76,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     layers = model_layers(base, example)
-    table = LatencyTable(args.lut or default_table_path(f"local-{args.threads}t", "onnxruntime"), "local",
-                         "onnxruntime", onnxruntime.__version__,
-                         backend_layer_timer("onnxruntime", BackendSettings(threads=args.threads)))
+    target = get_target("local-cpu").model_copy(update={"name": f"local-{args.threads}t", "threads": args.threads})
+    latency_model = TargetLatencyModel(target, "onnxruntime",
+                                       args.tables or default_table_path(target.name, "onnxruntime").parent)
+    table = latency_model.table
     # the widest conv shows the runtime's channel blocking best (narrow layers leave few widths to compare)
     widest = max((layer for layer in layers if layer.shape.op == "Conv"), key=lambda la: (la.shape.c_out, la.shape.macs))
     step = channel_multiple(table, widest.shape, span=min(32, widest.shape.c_out))
@@ -90,11 +93,12 @@ def main() -> None:
     # the estimate is scaled to the whole model measured now, next to the table's entries: on a shared
     # machine a p50 from minutes ago may have run under another load
     calibration_ms = ort_p50_ms(base, calibration, args.threads)
-    allocation = allocate_for_latency(layers, table, budget, calibration_ms, step=step, floor=args.floor,
-                                      measure=measure, rounds=5)
+    estimate = latency_model.estimator([layer.shape for layer in layers], calibration_ms)
+    allocation = allocate_for_latency(layers, estimate, budget, step=step, floor=args.floor, measure=measure, rounds=5)
+    latency_model.save()
     aware = copy.deepcopy(base)
     prune_to_keep(aware, create_criterion("l1"), allocation.keep, example)
-    print(f"latency-aware search: {table.measured} table entries measured, {len(allocation.rounds)} rounds "
+    print(f"latency-aware search: {latency_model.measured} table entries measured, {len(allocation.rounds)} rounds "
           f"{allocation.rounds}, {time.perf_counter() - t0:.0f} s")
 
     # final figures: the unpruned model and both results measured again, interleaved three times (median)

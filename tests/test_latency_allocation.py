@@ -14,6 +14,7 @@ from edgebench.models import create_model
 from edgebench.models.cost import count_macs
 from edgebench.prune import create_criterion
 from edgebench.prune.allocation.latency.search import (
+    Estimator,
     allocate_for_latency,
     estimate_ms,
     macs_at,
@@ -77,6 +78,11 @@ def _synthetic_table(step: int) -> LatencyTable:
     return LatencyTable(None, "t", "r", "v", latency)
 
 
+def _summed(table: LatencyTable, factor: float = 1.0) -> Estimator:
+    """A stand-in latency model: ``factor`` times the sum of the layers' entries."""
+    return lambda shapes: factor * sum(table.latency(shape) for shape in shapes)
+
+
 def test_channel_multiple_is_read_from_the_table() -> None:
     shape = LayerShape("Conv", 32, 64, (3, 3), (1, 1), (1, 1), (8, 8))
     assert channel_multiple(_synthetic_table(8), shape) == 8
@@ -86,10 +92,10 @@ def test_channel_multiple_is_read_from_the_table() -> None:
 def test_allocation_meets_budget_keeps_multiples_and_prunes_to_it(resnet) -> None:
     model, example = resnet
     layers = model_layers(model, example)
-    table = _synthetic_table(8)
+    estimate = _summed(_synthetic_table(8), 1.2)  # the whole model runs 20 % slower than its layers' sum
     original = original_widths(layers)
-    full_ms = 1.2 * estimate_ms(layers, original, table)  # the whole model runs 20 % slower than its layers' sum
-    allocation = allocate_for_latency(layers, table, 0.6 * full_ms, full_ms, step=8, floor=2)
+    full_ms = estimate_ms(layers, original, estimate)
+    allocation = allocate_for_latency(layers, estimate, 0.6 * full_ms, step=8, floor=2)
     assert allocation.estimated_ms <= 0.6 * full_ms
     # multiples of 8 while a group is wider than 8; below that the step halves (a 16-wide group can reach 8, 4)
     assert all((k % 8 == 0 if k > 8 else k in (2, 4, 8)) for k in allocation.keep.values()), allocation.keep
@@ -104,15 +110,14 @@ def test_allocation_meets_budget_keeps_multiples_and_prunes_to_it(resnet) -> Non
 def test_measured_latency_corrects_the_estimate(resnet) -> None:
     model, example = resnet
     layers = model_layers(model, example)
-    table = _synthetic_table(1)
-    full_ms = estimate_ms(layers, original_widths(layers), table)
-    budget = 0.7 * full_ms
+    estimate = _summed(_synthetic_table(1))
+    budget = 0.7 * estimate_ms(layers, original_widths(layers), estimate)
 
     def slower_when_pruned(keep: dict[str, int]) -> float:
-        # a runtime whose pruned models run 20 % slower than the table says (fixed per-op costs)
-        return 1.2 * estimate_ms(layers, keep, table)
+        # a runtime whose pruned models run 20 % slower than the estimate says (fixed per-op costs)
+        return 1.2 * estimate_ms(layers, keep, estimate)
 
-    allocation = allocate_for_latency(layers, table, budget, full_ms, step=4, measure=slower_when_pruned)
+    allocation = allocate_for_latency(layers, estimate, budget, step=4, measure=slower_when_pruned)
     assert len(allocation.rounds) >= 2 and allocation.rounds[0]["measured_ms"] > budget
     assert slower_when_pruned(allocation.keep) <= budget  # the answer returned is one that met the budget
     assert any(r["measured_ms"] <= budget for r in allocation.rounds)
@@ -123,10 +128,9 @@ def test_a_table_within_noise_still_prunes_toward_the_budget(resnet) -> None:
     by the table, so each step narrows the group whose step removes the most MACs, down to the floor."""
     model, example = resnet
     layers = model_layers(model, example)
-    flat = LatencyTable(None, "t", "r", "v", lambda shape: 0.01)
+    flat = _summed(LatencyTable(None, "t", "r", "v", lambda shape: 0.01))
     original = original_widths(layers)
-    full_ms = estimate_ms(layers, original, flat)
-    allocation = allocate_for_latency(layers, flat, 0.5 * full_ms, full_ms, step=4, floor=4)
+    allocation = allocate_for_latency(layers, flat, 0.5 * estimate_ms(layers, original, flat), step=4, floor=4)
     # by hand: the estimate never falls, so the search narrows until no group can go below the floor of 4
     assert allocation.keep == dict.fromkeys(original, 4)
     assert allocation.macs < macs_at(layers, original)

@@ -14,14 +14,15 @@ from torch import nn
 
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
 from edgebench.errors import ConfigError
+from edgebench.job import ONE_LAYER_P50, OWN_TIME
 from edgebench.models.cost import conv_filters
 from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
 from edgebench.prune import create_criterion, prune_model
 from edgebench.prune.allocation import create_allocation
 from edgebench.prune.allocation.latency import budget as lb
-from edgebench.prune.allocation.latency.search import layer_shape, model_layers
-from edgebench.prune.allocation.latency.table import LayerShape
+from edgebench.prune.allocation.latency.search import Estimator, estimate_ms, layer_shape, model_layers
+from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
 from edgebench.store import Store
 from edgebench.sweep import sweep_tasks
 from edgebench.variants import PruneSpec
@@ -64,9 +65,24 @@ class _SyntheticTimer:
         return [(self._ms(keep), self._ms(self.full)) for _ in range(n)]
 
 
+class _SyntheticLatencyModel:
+    """Stands in for TargetLatencyModel: a model's estimate is the sum of its layers' synthetic times."""
+
+    entries, measured = "synthetic", 0
+
+    def __init__(self, *_: object) -> None:
+        self.table = LatencyTable(None, "t", "r", "v", _synthetic_ms)
+
+    def estimator(self, _unpruned: list[LayerShape], _unpruned_ms: float) -> Estimator:
+        return lambda shapes: sum(_synthetic_ms(shape) for shape in shapes)
+
+    def save(self) -> None:
+        pass
+
+
 @pytest.fixture
 def synthetic_runtime(monkeypatch: pytest.MonkeyPatch) -> type[_SyntheticTimer]:
-    monkeypatch.setattr(lb, "backend_layer_timer", lambda *_: _synthetic_ms)
+    monkeypatch.setattr(lb, "TargetLatencyModel", _SyntheticLatencyModel)
     monkeypatch.setattr(lb, "PairedTimer", _SyntheticTimer)
     _SyntheticTimer.calls = 0
     return _SyntheticTimer
@@ -165,8 +181,12 @@ def test_experiment_file_prunes_to_a_measured_budget(tmp_path: Path) -> None:
     assert {k: v for k, v in pruned["facts"]["filters"].items() if k in record["keep"]} == record["keep"]
     assert min(record["keep"].values()) >= 8 and pruned["macs"] < base["macs"]
     assert pruned["accuracy"] > 0.3  # the pruned artifact still classifies (two epochs of training)
-    table = json.loads((workdir / "latency" / "ort-only--onnxruntime.json").read_text())
-    assert table["header"]["target"] == "ort-only" and len(table["entries"]) == record["table_entries_measured"]
+    # the search ran on the latency model a run predicts with: ONNX Runtime's one-layer p50s and its chains
+    assert record["entries"] == ONE_LAYER_P50
+    tables = [json.loads((workdir / "latency" / f"ort-only--{name}.json").read_text())
+              for name in ("onnxruntime", "onnxruntime-chain")]
+    assert {table["header"]["target"] for table in tables} == {"ort-only"}
+    assert sum(len(table["entries"]) for table in tables) == record["table_entries_measured"]
 
 
 def test_run_summary_lists_missed_budgets_once() -> None:
@@ -187,3 +207,27 @@ def test_run_summary_lists_missed_budgets_once() -> None:
         _print_allocation_notes(df)
     lines = [line for line in captured.get().splitlines() if line.strip()]
     assert len(lines) == 1 and "latency budget missed: 0.0300 ms > 0.0200 ms" in lines[0] and "out of reach" in lines[0]
+
+
+def test_on_openvino_the_search_estimates_with_the_latency_model_runs_predict_with(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from edgebench.prune.allocation.latency.predict import TargetLatencyModel
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+
+    example = torch.randn(1, 3, 16, 16)
+    allocation = create_allocation("latency", target="local-openvino", rounds=1, min_channels=8)
+    allocation.begin(PruneSpec(criterion="l1", ratio=0.3, allocation="latency"), tmp_path)
+    prune_model(net(), create_criterion("l1"), 0.3, example, allocation=allocation)
+    record = allocation.record()
+    assert record.backend == "openvino" and record.entries == OWN_TIME
+    # the estimate the search kept is the run's latency model's prediction for the chosen widths: the same tables
+    # (read back from the files the search wrote, nothing measured again) and the same calibration
+    latency_model = TargetLatencyModel("local-openvino", "openvino", tmp_path / "latency")
+    layers = model_layers(net(), example)
+    estimate = latency_model.estimator([layer.shape for layer in layers], record.unpruned_p50_ms)
+    assert estimate_ms(layers, record.keep, estimate) == pytest.approx(record.estimated_ms)
+    assert latency_model.measured == 0 and record.table_entries_measured > 0

@@ -9,7 +9,6 @@ a ramp for the schedules that prune in steps, and a record of what was measured 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import tempfile
@@ -23,9 +22,10 @@ from torch import nn
 
 from edgebench.cache_files import replacing
 from edgebench.errors import ConfigError
-from edgebench.job import MeasureSettings
 from edgebench.prune.allocation.base import ALLOCATIONS, Allocation, AllocationRecord
+from edgebench.prune.allocation.latency.predict import MODEL_FORM, TargetLatencyModel, onnx_backend
 from edgebench.prune.allocation.latency.search import (
+    Estimator,
     ModelLayer,
     allocate_for_latency,
     estimate_ms,
@@ -35,8 +35,8 @@ from edgebench.prune.allocation.latency.search import (
     prune_to_keep,
 )
 from edgebench.prune.allocation.latency.table import (
+    MODEL_TIMING,
     LatencyTable,
-    backend_layer_timer,
     channel_multiple,
     default_table_path,
     onnx_p50_ms,
@@ -45,42 +45,11 @@ from edgebench.prune.allocation.latency.table import (
 from edgebench.prune.criteria import ScoringData
 from edgebench.prune.criteria.magnitude import L1Norm
 from edgebench.prune.groups import GroupScores
-from edgebench.runtimes.base import BACKENDS, BackendSettings, get_backend
+from edgebench.runtimes.base import BackendSettings
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import PruneSpec, spec_hash
 
 log = logging.getLogger(__name__)
-
-#: the format the tables' one-layer models and the measured candidates are written in
-ONNX = "onnx"
-#: timing window of a whole model (the unpruned one, and each pruned candidate)
-MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0, precision=None)
-
-
-def onnx_backend(target: str | TargetSpec, backend: str | None) -> tuple[TargetSpec, str]:
-    """The target (a name, a YAML path or the target itself) and backend to measure latency tables on here: a
-    local target and one of its backends that loads ONNX (default: the first). ConfigError naming the problem
-    and what to do."""
-    spec = target if isinstance(target, TargetSpec) else get_target(target)
-    if spec.kind != "local":
-        raise ConfigError(f"target '{target}' runs over SSH, and latency tables are measured on the machine that "
-                          "builds the variants; name a local target with the same runtime (e.g. local-cpu for "
-                          "onnxruntime on this CPU) or run edgebench on the device itself")
-    loads_onnx = [b for b in spec.backends if ONNX in BACKENDS.get(b).formats]
-    if backend is None:
-        if not loads_onnx:
-            raise ConfigError(f"target '{target}' has no backend that loads ONNX ({', '.join(spec.backends)}); "
-                              "name a target with onnxruntime or openvino")
-        backend = loads_onnx[0]
-    elif backend not in loads_onnx:
-        raise ConfigError(f"backend '{backend}' is not a backend of target '{target}' that loads ONNX "
-                          f"({', '.join(loads_onnx) or 'none'})")
-    reason = get_backend(backend).available()
-    if reason:
-        raise ConfigError(f"backend '{backend}' of target '{target}' cannot run here: {reason}")
-    return spec, backend
-
 
 class PairedTimer:
     """Times pruned copies of a model on a backend, each right after the unpruned model.
@@ -127,6 +96,9 @@ class LatencyRecord(AllocationRecord):
     met: bool
     final_pairs_ms: list[tuple[float, float]]
     estimated_ms: float
+    #: what the latency model's table entries held (``job.OWN_TIME`` / ``ONE_LAYER_P50``; None in records made
+    #: before the allocation searched on the latency model)
+    entries: str | None = None
     channel_multiple: int
     keep: dict[str, int]
     original: dict[str, int]
@@ -150,13 +122,15 @@ class LatencyBudget(Allocation):
     The budget is ``budget_ms`` when given; otherwise ``(1 - ratio)`` times the measured p50 of the unpruned
     model, so for this allocation the experiment's ``pruning.ratios`` are *fractions of latency removed* (0.5:
     the pruned model should run in half the time), not fractions of filters. Everything is measured on
-    ``target``'s runtime on this machine: a per-layer latency table (one-layer ONNX models), the unpruned model,
-    and the pruned candidates whose measured/estimated ratio corrects the search. Each candidate is timed right
-    after the unpruned model and scaled to the unpruned p50 measured first (median of 3), so a change of load
-    during the search (the machine may be shared) does not move the answer. The table and the decision are
-    kept under ``<workdir>/latency`` keyed by target, backend, runtime version, settings and CPU, so a re-run
-    reuses them. The decision depends only on the architecture: every criterion and schedule with the same
-    allocation and ratio gets the same per-layer widths, and the criterion chooses only which filters go.
+    ``target``'s runtime on this machine: the target's latency model (``TargetLatencyModel``, the one that
+    predicts a variant's p50 in a run: per-layer tables, the call counted once, calibrated on the unpruned
+    model), the unpruned model, and the pruned candidates whose measured/estimated ratio corrects the search.
+    Each candidate is timed right after the unpruned model and scaled to the unpruned p50 measured first
+    (median of 3), so a change of load during the search (the machine may be shared) does not move the answer.
+    The tables and the decision are kept under ``<workdir>/latency`` keyed by target, backend, runtime version,
+    settings and CPU, so a re-run reuses them. The decision depends only on the architecture: every criterion and
+    schedule with the same allocation and ratio gets the same per-layer widths, and the criterion chooses only
+    which filters go.
 
     Ramped schedules (while_training, iterative): the final widths are decided before the first step, on the
     unpruned model; the step at ratio ``r`` (``r = ratio * k / n`` for step ``k`` of ``n``) takes every group the
@@ -173,7 +147,7 @@ class LatencyBudget(Allocation):
         backend: one of the target's backends that loads ONNX (default: its first).
         budget_ms: p50 budget in ms (then every ratio builds the same widths); default ``(1 - ratio)`` times
             the unpruned model's measured p50.
-        rounds: pruned candidates measured to correct the table's estimate.
+        rounds: pruned candidates measured to correct the latency model's estimate.
         min_channels: fewest channels a group keeps.
     """
 
@@ -187,14 +161,14 @@ class LatencyBudget(Allocation):
             raise ConfigError(f"budget_ms must be a positive number of milliseconds, got {budget_ms}")
         if rounds < 1 or min_channels < 1:
             raise ConfigError(f"rounds and min_channels must be at least 1, got {rounds} and {min_channels}")
-        spec, self.backend = onnx_backend(target, backend)
-        self.target = spec.name
+        self.spec, self.backend = onnx_backend(target, backend)
+        spec, self.target = self.spec, self.spec.name
         self.settings = BackendSettings(threads=spec.threads, device=spec.device,
                                         options=spec.backend_options.get(self.backend, {}))
         self.budget_ms, self.rounds, self.min_channels = budget_ms, rounds, min_channels
         self.final_ratio: float | None = None
         self.round_to: int | None = None
-        self.table_path = default_table_path(self.target, self.backend)
+        self.directory = default_table_path(self.target, self.backend).parent  # the tables' and decisions' folder
         self.keep: dict[str, int] | None = None
         self._record: LatencyRecord | None = None
         self._model: nn.Module | None = None
@@ -203,7 +177,7 @@ class LatencyBudget(Allocation):
     def begin(self, spec: PruneSpec, workdir: Path | None = None) -> None:
         self.final_ratio, self.round_to = spec.ratio, spec.round_to
         if workdir is not None:
-            self.table_path = default_table_path(self.target, self.backend, workdir / "latency")
+            self.directory = workdir / "latency"
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         self._model, self._example = model, example_input[:1]
@@ -239,8 +213,8 @@ class LatencyBudget(Allocation):
         budget = {"budget_ms": self.budget_ms} if self.budget_ms is not None else {"ratio": self.final_ratio}
         key = spec_hash([[(la.name, la.shape.key, la.out_group, la.in_group, la.in_per_channel) for la in layers],
                          list(self._example.shape), self.target, self.backend, context, budget,
-                         self.rounds, self.min_channels, self.round_to])
-        path = self.table_path.parent / f"allocation-{key}.json"
+                         self.rounds, self.min_channels, self.round_to, MODEL_FORM])
+        path = self.directory / f"allocation-{key}.json"
         if path.is_file():
             self._record = LatencyRecord.model_validate_json(path.read_text())
             log.info("latency allocation: widths decided earlier (%s)", path)
@@ -254,12 +228,12 @@ class LatencyBudget(Allocation):
     def _measure_and_allocate(self, model: nn.Module, example: torch.Tensor, layers: list[ModelLayer],
                               context: dict[str, Any]) -> LatencyRecord:
         ratio = self.final_ratio or 0.0  # set by begin() or the first ratios() call before anything is decided
-        table = LatencyTable(self.table_path, self.target, self.backend, json.dumps(context, sort_keys=True),
-                             backend_layer_timer(self.backend, self.settings))
+        latency_model = TargetLatencyModel(self.spec, self.backend, self.directory)
         with tempfile.TemporaryDirectory() as tmp:
             timer = PairedTimer(model, example, self.backend, self.settings, Path(tmp))
             unpruned_ms = float(np.median([timer.unpruned_ms() for _ in range(3)]))
             budget_ms = self.budget_ms if self.budget_ms is not None else (1 - ratio) * unpruned_ms
+            estimate = latency_model.estimator([layer.shape for layer in layers], unpruned_ms)
 
             def measure(keep: dict[str, int]) -> float:
                 """The candidate's p50 at the load ``unpruned_ms`` was measured under."""
@@ -267,25 +241,25 @@ class LatencyBudget(Allocation):
                 return candidate / alongside * unpruned_ms
 
             original = original_widths(layers)
-            step, floor = self._step(layers, table), max(self.min_channels, self.round_to or 1)
-            result = allocate_for_latency(layers, table, budget_ms, unpruned_ms, step=step, floor=floor,
-                                          measure=measure, rounds=self.rounds)
+            step, floor = self._step(layers, latency_model.table), max(self.min_channels, self.round_to or 1)
+            result = allocate_for_latency(layers, estimate, budget_ms, step=step, floor=floor, measure=measure,
+                                          rounds=self.rounds)
             final = timer.pairs(result.keep, 3)  # the chosen widths again, as the figures kept with the variant
         latency_ratio = float(np.median([c / u for c, u in final]))
         p50_ms = latency_ratio * unpruned_ms
         met = p50_ms <= budget_ms
-        why_not = None if met else self._why_not(layers, table, original, floor, unpruned_ms, budget_ms, p50_ms)
+        why_not = None if met else self._why_not(layers, estimate, original, floor, budget_ms, p50_ms)
         record = LatencyRecord(
             allocation="latency", target=self.target, backend=self.backend, context=context, budget_ms=budget_ms,
             budget_from="budget_ms" if self.budget_ms is not None else f"(1 - {ratio}) x unpruned p50",
             unpruned_p50_ms=unpruned_ms, latency_ratio=latency_ratio, p50_ms=p50_ms, met=met, final_pairs_ms=final,
-            estimated_ms=result.estimated_ms, channel_multiple=step, keep=result.keep, original=original,
-            conv_linear_macs_kept=result.macs / macs_at(layers, original), rounds=result.rounds, why_not=why_not,
-            table_entries_measured=table.measured)
+            estimated_ms=result.estimated_ms, entries=latency_model.entries, channel_multiple=step, keep=result.keep,
+            original=original, conv_linear_macs_kept=result.macs / macs_at(layers, original), rounds=result.rounds,
+            why_not=why_not, table_entries_measured=latency_model.measured)
         if not met:
             log.warning("latency allocation on %s/%s: budget %.4f ms not met (%.4f ms measured): %s", self.target,
                         self.backend, budget_ms, p50_ms, why_not)
-        table.save()
+        latency_model.save()
         log.info("latency allocation on %s/%s: budget %.4f ms, unpruned %.4f ms, pruned %.4f ms (x%.3f), widths %s",
                  self.target, self.backend, budget_ms, unpruned_ms, p50_ms, latency_ratio, result.keep)
         return record
@@ -299,15 +273,14 @@ class LatencyBudget(Allocation):
             step = channel_multiple(table, widest.shape, span=min(32, widest.shape.c_out))
         return math.lcm(step, self.round_to or 1)
 
-    def _why_not(self, layers: list[ModelLayer], table: LatencyTable, original: dict[str, int], floor: int,
-                 unpruned_ms: float, budget_ms: float, measured_ms: float) -> str:
+    def _why_not(self, layers: list[ModelLayer], estimate: Estimator, original: dict[str, int], floor: int,
+                 budget_ms: float, measured_ms: float) -> str:
         """One line: the budget is beyond what pruning can reach, or the search's measurements missed it."""
-        scale = unpruned_ms / estimate_ms(layers, original, table)
-        narrowest = estimate_ms(layers, {g: min(floor, w) for g, w in original.items()}, table, scale)
+        narrowest = estimate_ms(layers, {g: min(floor, w) for g, w in original.items()}, estimate)
         if narrowest > budget_ms:
-            return (f"out of reach: with every group at {floor} channels the table estimates {narrowest:.4f} ms, "
-                    f"the rest is fixed cost (unpruned layers, per-operator overhead); lower the ratio or raise "
-                    f"budget_ms")
-        return (f"{self.rounds} measured rounds ended at {measured_ms:.4f} ms: the table misjudges this model on "
-                f"{self.backend}, or the machine's load changed while measuring; raise rounds or measure on a "
-                f"quieter machine")
+            return (f"out of reach: with every group at {floor} channels the latency model estimates "
+                    f"{narrowest:.4f} ms, the rest is fixed cost (unpruned layers, per-operator overhead); lower the "
+                    f"ratio or raise budget_ms")
+        return (f"{self.rounds} measured rounds ended at {measured_ms:.4f} ms: the latency model misjudges this "
+                f"model on {self.backend}, or the machine's load changed while measuring; raise rounds or measure "
+                f"on a quieter machine")

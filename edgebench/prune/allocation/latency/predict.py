@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 from edgebench.cache_files import replacing
+from edgebench.errors import ConfigError
 from edgebench.job import ONE_LAYER_P50, OWN_TIME, LatencyPrediction
 from edgebench.prune.allocation.latency.boundary import CHAIN_COPIES, BoundaryCosts
-from edgebench.prune.allocation.latency.budget import MODEL_TIMING, onnx_backend
 from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
-from edgebench.prune.allocation.latency.search import layer_shapes
+from edgebench.prune.allocation.latency.search import Estimator, layer_shapes
 from edgebench.prune.allocation.latency.table import (
+    MODEL_TIMING,
     LatencyTable,
     LayerShape,
     backend_layer_timer,
@@ -46,9 +47,9 @@ from edgebench.prune.allocation.latency.table import (
     own_time_timer,
     table_context,
 )
-from edgebench.runtimes.base import BackendSettings
+from edgebench.runtimes.base import BACKENDS, BackendSettings, get_backend
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
-from edgebench.targets import TargetSpec
+from edgebench.targets import TargetSpec, get_target
 from edgebench.variants import spec_hash
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,34 @@ log = logging.getLogger(__name__)
 
 #: the smallest layer there is (one channel, 1x1, at 1x1): its table entry is the runtime's cost of one call
 CALL_OVERHEAD_SHAPE = LayerShape("Conv", 1, 1)
+
+
+#: the format the tables' one-layer models and the measured candidates are written in
+ONNX = "onnx"
+
+
+def onnx_backend(target: str | TargetSpec, backend: str | None) -> tuple[TargetSpec, str]:
+    """The target (a name, a YAML path or the target itself) and backend to measure latency tables on here: a
+    local target and one of its backends that loads ONNX (default: the first). ConfigError naming the problem
+    and what to do."""
+    spec = target if isinstance(target, TargetSpec) else get_target(target)
+    if spec.kind != "local":
+        raise ConfigError(f"target '{target}' runs over SSH, and latency tables are measured on the machine that "
+                          "builds the variants; name a local target with the same runtime (e.g. local-cpu for "
+                          "onnxruntime on this CPU) or run edgebench on the device itself")
+    loads_onnx = [b for b in spec.backends if ONNX in BACKENDS.get(b).formats]
+    if backend is None:
+        if not loads_onnx:
+            raise ConfigError(f"target '{target}' has no backend that loads ONNX ({', '.join(spec.backends)}); "
+                              "name a target with onnxruntime or openvino")
+        backend = loads_onnx[0]
+    elif backend not in loads_onnx:
+        raise ConfigError(f"backend '{backend}' is not a backend of target '{target}' that loads ONNX "
+                          f"({', '.join(loads_onnx) or 'none'})")
+    reason = get_backend(backend).available()
+    if reason:
+        raise ConfigError(f"backend '{backend}' of target '{target}' cannot run here: {reason}")
+    return spec, backend
 
 
 def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
@@ -170,6 +199,11 @@ class TargetLatencyModel:
                                  self.cache() if cache else None, self.boundary() if edges else None,
                                  entries_hold_call=not self.own_time)
         return prediction.model_copy(update={"entries": self.entries})
+
+    def estimator(self, unpruned: list[LayerShape], unpruned_p50_ms: float) -> Estimator:
+        """The predicted p50 of any model of layer shapes, calibrated on ``unpruned``'s measured p50: what the
+        latency allocation searches on."""
+        return lambda shapes: self.predict_shapes(shapes, unpruned, unpruned_p50_ms).p50_ms
 
     def predict(self, model: nn.Module, unpruned: nn.Module, example: torch.Tensor) -> LatencyPrediction:
         """``model``'s p50 on the target predicted from the table, calibrated on ``unpruned``."""

@@ -4,8 +4,9 @@ the model meets a latency budget on a target while removing the fewest MACs.
 1. :func:`model_layers` reads every conv/linear layer's shape and which prunable group (a root conv and
    everything coupled to it: BN, the next layer's inputs, residual partners) sets its output and input
    channels.
-2. A :class:`~edgebench.prune.allocation.latency.table.LatencyTable` measured on the target gives each layer's latency at
-   any channel count; the model estimate is their sum, scaled to one measurement of the whole model.
+2. The target's latency model (:class:`~edgebench.prune.allocation.latency.predict.TargetLatencyModel`: per-layer
+   tables measured on the target, calibrated on one measurement of the whole model) estimates the model's p50 at
+   any channel counts.
 3. :func:`allocate_for_latency` removes channels greedily, one runtime-friendly step (the channel
    multiple the table shows the runtime rewards) at a time, always from the group that saves the most
    estimated latency per MAC removed, until the estimate meets the budget. A ``measure`` callback
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
+from edgebench.prune.allocation.latency.table import LayerShape
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.structured import (
     dependency_graph,
@@ -116,9 +117,14 @@ def layer_shape(layer: ModelLayer, keep: dict[str, int]) -> LayerShape:
     return layer.shape.with_channels(c_in, c_out)
 
 
-def estimate_ms(layers: list[ModelLayer], keep: dict[str, int], table: LatencyTable, scale: float = 1.0) -> float:
-    """Estimated model latency: the table's layer latencies times the calibrated ``scale``."""
-    return scale * sum(table.latency(layer_shape(layer, keep)) for layer in layers)
+#: a model's p50 from its conv/linear layers' shapes: a latency model calibrated on the unpruned model
+#: (``TargetLatencyModel.estimator``)
+Estimator = Callable[[list[LayerShape]], float]
+
+
+def estimate_ms(layers: list[ModelLayer], keep: dict[str, int], estimate: Estimator) -> float:
+    """The estimated p50 of the model whose groups keep ``keep[group]`` channels."""
+    return estimate([layer_shape(layer, keep) for layer in layers])
 
 
 def macs_at(layers: list[ModelLayer], keep: dict[str, int]) -> int:
@@ -135,14 +141,14 @@ def _next_width_down(width: int, step: int) -> int:
     return (width - 1) // step * step
 
 
-def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTable, scale: float,
-            budget_ms: float, step: int, floor: int) -> dict[str, int]:
+def _greedy(layers: list[ModelLayer], original: dict[str, int], estimate: Estimator, budget_ms: float, step: int,
+            floor: int) -> dict[str, int]:
     """Narrow one group a step at a time, the step that saves the most estimated time per MAC lost first. When no
-    step saves time by the table (a tiny model's entries lie within the runtime's noise of each other), the step
+    step saves time by the estimate (a tiny model's entries lie within the runtime's noise of each other), the step
     that removes the most MACs is taken, so the search still moves toward the budget and the measured rounds
     judge where it lands."""
     keep = dict(original)
-    current = estimate_ms(layers, keep, table, scale)
+    current = estimate_ms(layers, keep, estimate)
     while current > budget_ms:
         best: tuple[float, str, float] | None = None
         most_macs: tuple[int, str, int] | None = None
@@ -152,7 +158,7 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTa
             if target < floor:
                 continue
             trial = {**keep, group: target}
-            saved_ms = current - estimate_ms(layers, trial, table, scale)
+            saved_ms = current - estimate_ms(layers, trial, estimate)
             lost_macs = base_macs - macs_at(layers, trial)
             score = saved_ms / max(lost_macs, 1)
             if saved_ms > 0 and (best is None or score > best[0]):
@@ -164,15 +170,14 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], table: LatencyTa
             log.warning("latency budget %.3f ms not reachable by pruning (estimate %.3f ms)", budget_ms, current)
             break
         keep[chosen[1]] = int(chosen[2])
-        current = estimate_ms(layers, keep, table, scale)
+        current = estimate_ms(layers, keep, estimate)
     return keep
 
 
 def allocate_for_latency(
     layers: list[ModelLayer],
-    table: LatencyTable,
+    estimate: Estimator,
     budget_ms: float,
-    full_model_ms: float,
     *,
     step: int = 1,
     floor: int = 1,
@@ -182,9 +187,8 @@ def allocate_for_latency(
     """Channels each group keeps so the model's latency meets ``budget_ms`` with the most MACs kept.
 
     Args:
-        full_model_ms: measured latency of the unpruned model. It calibrates the estimate as a factor on the
-            table's sum (the runtime's per-model overhead, and on a shared machine its load, scale with it)
-            rather than as a constant, which a load change between table and model would turn into nonsense.
+        estimate: the model's p50 from its layers' shapes, calibrated on the unpruned model measured now (on a
+            shared machine a p50 from minutes ago may have run under another load).
         step: channel multiple to keep (see :func:`edgebench.prune.allocation.latency.table.channel_multiple`); groups at or
             below it step down by halves of it.
         floor: fewest channels a group keeps.
@@ -194,14 +198,13 @@ def allocate_for_latency(
             undershoots it by more than 10 %; the feasible answer that keeps the most MACs is returned.
     """
     original = original_widths(layers)
-    scale = full_model_ms / estimate_ms(layers, original, table)
     aim = budget_ms
     history: list[dict[str, float]] = []
-    keep = _greedy(layers, original, table, scale, aim, step, floor)
+    keep = _greedy(layers, original, estimate, aim, step, floor)
     best: dict[str, int] | None = None
     feasible_aim, infeasible_aim = 0.0, float("inf")  # aims known to meet / miss the budget when measured
     for _ in range(rounds if measure else 0):
-        estimated = estimate_ms(layers, keep, table, scale)
+        estimated = estimate_ms(layers, keep, estimate)
         measured = measure(keep)  # type: ignore[misc]
         history.append({"aim_ms": aim, "estimated_ms": estimated, "measured_ms": measured})
         if measured <= budget_ms:
@@ -212,15 +215,14 @@ def allocate_for_latency(
                 break
         else:
             infeasible_aim = min(infeasible_aim, aim)
-        # the table misjudges this model by measured/estimated: aim the estimate that much lower (or higher),
+        # the estimate misjudges this model by measured/estimated: aim the estimate that much lower (or higher),
         # inside the bracket of aims already measured (bisect when the correction would leave it)
         aim = budget_ms * estimated / measured
         if not feasible_aim < aim < infeasible_aim:
             aim = (feasible_aim + infeasible_aim) / 2 if infeasible_aim < float("inf") else 2 * feasible_aim
-        keep = _greedy(layers, original, table, scale, aim, step, floor)
+        keep = _greedy(layers, original, estimate, aim, step, floor)
     keep = best if best is not None else keep
-    table.save()
-    return WidthChoice(keep, original, estimate_ms(layers, keep, table, scale), macs_at(layers, keep), history)
+    return WidthChoice(keep, original, estimate_ms(layers, keep, estimate), macs_at(layers, keep), history)
 
 
 def prune_to_keep(model: nn.Module, criterion: Criterion, keep: dict[str, int], example: torch.Tensor,

@@ -35,6 +35,8 @@ LUT_TIMING = MeasureSettings(warmup_iters=100, min_iters=50, min_time_s=0.02, ma
 #: sessions per table entry, the median kept: the same OpenVINO layer measured in three rounds of fresh sessions
 #: came out up to 2.1x apart between rounds
 LUT_SESSIONS = 3
+#: timing window of a whole model (the unpruned one, and each pruned candidate of the latency allocation)
+MODEL_TIMING = MeasureSettings(warmup_iters=20, min_iters=200, min_time_s=0.2, max_time_s=10.0, precision=None)
 
 
 @dataclass(frozen=True)
