@@ -15,6 +15,7 @@ from edgebench.models.cost import count_macs
 from edgebench.prune import create_criterion
 from edgebench.prune.allocation.latency.search import (
     Estimator,
+    _next_width_up,
     allocate_for_latency,
     estimate_ms,
     macs_at,
@@ -134,3 +135,23 @@ def test_a_table_within_noise_still_prunes_toward_the_budget(resnet) -> None:
     # by hand: the estimate never falls, so the search narrows until no group can go below the floor of 4
     assert allocation.keep == dict.fromkeys(original, 4)
     assert allocation.macs < macs_at(layers, original)
+
+
+def test_channels_are_given_back_while_the_estimate_stays_within_the_budget(resnet) -> None:
+    """The narrowing's last step can take a whole block of channels past the budget; the search then widens groups
+    again while the estimate allows, so no group can take one step back without breaking the budget."""
+    model, example = resnet
+    layers = model_layers(model, example)
+    estimate = _summed(_synthetic_table(8))
+    original = original_widths(layers)
+    budget = 0.6 * estimate_ms(layers, original, estimate)
+    allocation = allocate_for_latency(layers, estimate, budget, step=8, floor=2)
+    assert allocation.estimated_ms <= budget
+    widened = 0
+    for group, width in allocation.keep.items():
+        if width < original[group]:
+            wider = {**allocation.keep, group: min(_next_width_up(width, 8), original[group])}
+            assert estimate_ms(layers, wider, estimate) > budget, (group, width)
+            widened += 1
+    assert widened  # the budget made the search narrow something
+    assert [_next_width_up(w, 8) for w in (2, 4, 8, 12, 16)] == [4, 8, 16, 16, 24]  # _next_width_down's inverse

@@ -141,6 +141,13 @@ def _next_width_down(width: int, step: int) -> int:
     return (width - 1) // step * step
 
 
+def _next_width_up(width: int, step: int) -> int:
+    """The next wider width, the inverse of :func:`_next_width_down` (8 channels at a step of 16 go back to 16)."""
+    while step > 1 and width < step:
+        step //= 2
+    return (width // step + 1) * step
+
+
 def _greedy(layers: list[ModelLayer], original: dict[str, int], estimate: Estimator, budget_ms: float, step: int,
             floor: int) -> dict[str, int]:
     """Narrow one group a step at a time, the step that saves the most estimated time per MAC lost first. When no
@@ -171,7 +178,31 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], estimate: Estima
             break
         keep[chosen[1]] = int(chosen[2])
         current = estimate_ms(layers, keep, estimate)
-    return keep
+    return _widen_within(layers, original, keep, estimate, budget_ms, step) if current <= budget_ms else keep
+
+
+def _widen_within(layers: list[ModelLayer], original: dict[str, int], keep: dict[str, int], estimate: Estimator,
+                  budget_ms: float, step: int) -> dict[str, int]:
+    """Give back channels while the estimate stays within the budget, the step that adds the most MACs per ms
+    first: the narrowing's last step may take a whole block of channels past the budget (ResNet-56 at CIFAR shape
+    on ONNX Runtime, 16-channel steps: an estimate of 0.862 ms for a 0.949 ms budget, in one run)."""
+    current = estimate_ms(layers, keep, estimate)
+    while True:
+        best: tuple[float, str, int, float] | None = None
+        base_macs = macs_at(layers, keep)
+        for group, width in keep.items():
+            if width >= original[group]:
+                continue
+            trial = {**keep, group: min(_next_width_up(width, step), original[group])}
+            trial_ms = estimate_ms(layers, trial, estimate)
+            if trial_ms > budget_ms:
+                continue
+            score = (macs_at(layers, trial) - base_macs) / max(trial_ms - current, 1e-12)
+            if best is None or score > best[0]:
+                best = (score, group, trial[group], trial_ms)
+        if best is None:
+            return keep
+        keep, current = {**keep, best[1]: best[2]}, best[3]
 
 
 def allocate_for_latency(
