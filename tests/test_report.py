@@ -77,6 +77,18 @@ def test_multi_target_panels_and_budget_table(sqlite_store: Store, tmp_path: Pat
     assert "≤ 0.5" in page and "≤ 2" in page and "rpi5 · onnxruntime" in page
 
 
+def test_many_targets_wrap_into_rows_of_three_panels(sqlite_store: Store) -> None:
+    from edgebench.report import plots
+
+    run_id = fill_run(sqlite_store, targets={f"board-{k}": 1.0 + 0.1 * k for k in range(7)})
+    ok = sqlite_store.measurements(run_id).query("status == 'ok'")
+    speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok)) if t != "all targets"])
+    shown = [ax for ax in speed.axes if ax.get_visible()]
+    assert len(shown) == 7 and len({round(ax.get_position().y0, 3) for ax in shown}) == 3  # 3 + 3 + 1
+    assert speed.get_figwidth() == pytest.approx(3 * 5.0 + 1.8)  # not 7 panels side by side
+    assert [ax.get_title() for ax in shown] == [f"board-{k} · onnxruntime" for k in range(7)]
+
+
 def test_speedup_is_relative_to_unpruned_variant_of_same_context(filled_store: tuple[Store, str]) -> None:
     store, run_id = filled_store
     ok = with_speedup(store.measurements(run_id).query("status == 'ok'"))

@@ -130,25 +130,36 @@ def _error_bars(ax: Axes, data: pd.DataFrame, x: Metric, y: Metric, xs: pd.Serie
                     capsize=2, zorder=2.5)
 
 
+def panel_grid(count: int, panel_height: float) -> tuple[Figure, list[Axes]]:
+    """A figure of ``count`` panels in rows of at most three (a lab's 25 boards would otherwise make one row
+    125 inches wide) with room on the right for the legend; the panels in reading order."""
+    ncols = min(3, count)
+    nrows = -(-count // ncols)
+    fig = Figure(figsize=(5.0 * ncols + 1.8, panel_height * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
+    """One legend right of the panels, each label once."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+
+
 def tradeoff_figure(
     df: pd.DataFrame, x: Metric, y: Metric, panels: Sequence[tuple[str, pd.DataFrame]]
 ) -> Figure:
     """One figure for an objective pair with a panel per target context (and an all-targets panel)."""
     colors = palette(sorted(set(df.apply(series_name, axis=1))))
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(5.0 * ncols + 1.8, 4.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, (title, part) in zip(axes.flat, panels):
+    fig, axes = panel_grid(len(panels), panel_height=4.0)
+    for ax, (title, part) in zip(axes, panels):
         tradeoff_axes(ax, part, x, y, title, colors)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    handles, labels = {}, {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-            labels[lab] = lab
-    fig.legend(list(handles.values()), list(labels), loc="outside right upper", fontsize=8)
+    _shared_legend(fig, axes)
     fig.suptitle(f"{y.label} vs {x.label}", fontsize=11)
     return fig
 
@@ -168,8 +179,8 @@ def speedup_figure(panels: Sequence[tuple[str, pd.DataFrame]]) -> Figure | None:
     colors = palette(names)
     hi = max(float(max(p["macs_reduction"].max(), p["speedup"].max())) for _, p in parts) * 1.3
     lo = min(float(min(p["macs_reduction"].min(), p["speedup"].min())) for _, p in parts) / 1.3
-    fig = Figure(figsize=(5.0 * len(parts) + 1.8, 4.6), layout="constrained")
-    for ax, (title, data) in zip(fig.subplots(1, len(parts), squeeze=False)[0], parts):
+    fig, axes = panel_grid(len(parts), panel_height=4.6)
+    for ax, (title, data) in zip(axes, parts):
         series = data.apply(series_name, axis=1)
         for name in sorted(set(series)):
             sel = series == name
@@ -187,10 +198,6 @@ def speedup_figure(panels: Sequence[tuple[str, pd.DataFrame]]) -> Figure | None:
         ax.set_ylabel("measured speedup (baseline p50 / variant p50)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, alpha=0.3, which="both")
-    handles: dict[str, Any] = {}
-    for ax in fig.axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+    _shared_legend(fig, axes)
     fig.suptitle("Does removing MACs make it faster? (speedup vs the unpruned variant, same precision)", fontsize=10)
     return fig
