@@ -107,10 +107,13 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-@pytest.fixture
-def two_target_report(sqlite_store: Store, tmp_path: Path) -> Path:
-    run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0})
-    return render_report(sqlite_store, run_id, tmp_path / "report")
+@pytest.fixture(scope="module")
+def two_target_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Rendered once for the tests that only click around in it (each opens its own page)."""
+    tmp = tmp_path_factory.mktemp("two-targets")
+    with Store.open(tmp / "results.db") as store:
+        run_id = fill_run(store, targets={"local-cpu": 1.0, "rpi5": 4.0})
+        return render_report(store, run_id, tmp / "report")
 
 
 def test_report_renders_offline_with_working_images_and_sorting(
