@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import cached_property
 
 import numpy as np
 
@@ -53,11 +54,16 @@ class CacheCurve:
         return [max(self.table.latency(gemm_shape(mib)) - self.call_overhead_ms, 0.0) * _MIB
                 / gemm_shape(mib).weight_bytes for mib in CURVE_MIB]
 
+    @cached_property
+    def _rising(self) -> np.ndarray:
+        """The curve read as never falling with size (OpenVINO's Gemms on an Intel guest ran slower per MiB at 4-8
+        MiB than at 32-128 MiB in two runs); read once: ``speed`` is asked twice per layer per estimate."""
+        return np.maximum.accumulate(self.per_mib_ms())
+
     def speed(self, mib: float) -> float:
-        """``g(mib)``: ms per MiB of weights read with ``mib`` MiB in the working set, the curve read as never
-        falling with size (OpenVINO's Gemms on an Intel guest ran slower per MiB at 4-8 MiB than at 32-128 MiB in
-        two runs), linear between its points and flat beyond its ends."""
-        return float(np.interp(mib, CURVE_MIB, np.maximum.accumulate(self.per_mib_ms())))
+        """``g(mib)``: ms per MiB of weights read with ``mib`` MiB in the working set, linear between the curve's
+        points and flat beyond its ends."""
+        return float(np.interp(mib, CURVE_MIB, self._rising))
 
 
 class CacheCosts:
