@@ -87,36 +87,61 @@ def onnx_backend(target: str | TargetSpec, backend: str | None) -> tuple[TargetS
     return spec, backend
 
 
+class CalibratedTables:
+    """The tables calibrated on one unpruned model: its sum worked out once, then any model of layer shapes
+    predicted as ``c + (unpruned_p50_ms - c) * S / S_unpruned`` with ``c = call_overhead_ms`` and ``S`` the sum over
+    the layers of ``max(entry - c - edges, 0)`` (``entries_hold_call`` False: entries that hold no call, own times,
+    lose no ``c``; ``edges``: with ``boundary``, what the layer's one-layer model pays at its edges), plus, with
+    ``cache``, what they pay for the model's weight size (the entries are measured now when the tables lack them).
+    The latency allocation asks for hundreds of candidates per narrowing step, so the unpruned sum is not redone."""
+
+    def __init__(self, unpruned: list[LayerShape], table: LatencyTable, unpruned_p50_ms: float,
+                 call_overhead_ms: float = 0.0, cache: CacheCosts | None = None,
+                 boundary: BoundaryCosts | None = None, entries_hold_call: bool = True) -> None:
+        self.table, self.cache, self.boundary = table, cache, boundary
+        self.entry_call_ms = call_overhead_ms if entries_hold_call else 0.0
+        self.unpruned_p50_ms = unpruned_p50_ms
+        self.overhead_ms = min(call_overhead_ms, unpruned_p50_ms)
+        self.unpruned_cache_ms = self._cache_ms(unpruned)
+        self.unpruned_table_ms = self._layers_ms(unpruned) + self.unpruned_cache_ms
+
+    def _edges_ms(self, shape: LayerShape) -> float:
+        return self.boundary.layer_ms(shape) if self.boundary is not None else 0.0
+
+    def _cache_ms(self, layers: list[LayerShape]) -> float:
+        return self.cache.excess_ms(layers) if self.cache is not None else 0.0
+
+    def _layers_ms(self, layers: list[LayerShape]) -> float:
+        return sum(max(self.table.latency(shape) - self.entry_call_ms - self._edges_ms(shape), 0.0) for shape in layers)
+
+    def _scaled(self, table_ms: float) -> float:
+        if self.unpruned_table_ms <= 0:
+            return self.unpruned_p50_ms
+        return self.overhead_ms + (self.unpruned_p50_ms - self.overhead_ms) * table_ms / self.unpruned_table_ms
+
+    def p50_ms(self, shapes: list[LayerShape]) -> float:
+        """The predicted p50 alone: what the latency allocation searches on (an ``Estimator``)."""
+        return self._scaled(self._layers_ms(shapes) + self._cache_ms(shapes))
+
+    def predict(self, shapes: list[LayerShape]) -> LatencyPrediction:
+        """The prediction with the figures behind it."""
+        cache_ms = self._cache_ms(shapes)
+        table_ms = self._layers_ms(shapes) + cache_ms
+        return LatencyPrediction(p50_ms=self._scaled(table_ms), table_ms=table_ms,
+                                 unpruned_table_ms=self.unpruned_table_ms, unpruned_p50_ms=self.unpruned_p50_ms,
+                                 layers=len(shapes), call_overhead_ms=self.overhead_ms,
+                                 weights_mib=weights_mib(shapes), cache_ms=cache_ms,
+                                 unpruned_cache_ms=self.unpruned_cache_ms,
+                                 boundary_ms=sum(self._edges_ms(shape) for shape in shapes))
+
+
 def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
                 unpruned_p50_ms: float, call_overhead_ms: float = 0.0,
                 cache: CacheCosts | None = None, boundary: BoundaryCosts | None = None,
                 entries_hold_call: bool = True) -> LatencyPrediction:
-    """The prediction: ``c + (unpruned_p50_ms - c) * S / S_unpruned`` with ``c = call_overhead_ms`` and ``S`` the
-    sum over the layers of ``max(entry - c - edges, 0)`` (``entries_hold_call`` False: entries that hold no call,
-    own times, lose no ``c``; ``edges``: with ``boundary``, what the layer's one-layer model pays at its edges),
-    plus, with ``cache``, what they pay for the model's weight size (the entries are measured now when the tables
-    lack them)."""
-    entry_call_ms = call_overhead_ms if entries_hold_call else 0.0
-
-    def edges_ms(shape: LayerShape) -> float:
-        return boundary.layer_ms(shape) if boundary is not None else 0.0
-
-    def cache_ms(layers: list[LayerShape]) -> float:
-        return cache.excess_ms(layers) if cache is not None else 0.0
-
-    def layers_ms(layers: list[LayerShape]) -> float:
-        return sum(max(table.latency(shape) - entry_call_ms - edges_ms(shape), 0.0) for shape in layers)
-
-    variant_cache_ms, unpruned_cache_ms = cache_ms(shapes), cache_ms(unpruned)
-    table_ms = layers_ms(shapes) + variant_cache_ms
-    unpruned_table_ms = layers_ms(unpruned) + unpruned_cache_ms
-    overhead = min(call_overhead_ms, unpruned_p50_ms)
-    p50 = overhead + (unpruned_p50_ms - overhead) * table_ms / unpruned_table_ms if unpruned_table_ms > 0 else unpruned_p50_ms
-    return LatencyPrediction(p50_ms=p50, table_ms=table_ms, unpruned_table_ms=unpruned_table_ms,
-                             unpruned_p50_ms=unpruned_p50_ms, layers=len(shapes), call_overhead_ms=overhead,
-                             weights_mib=weights_mib(shapes), cache_ms=variant_cache_ms,
-                             unpruned_cache_ms=unpruned_cache_ms,
-                             boundary_ms=sum(edges_ms(shape) for shape in shapes))
+    """``shapes``' prediction from the tables calibrated on ``unpruned`` (:class:`CalibratedTables`)."""
+    return CalibratedTables(unpruned, table, unpruned_p50_ms, call_overhead_ms, cache, boundary,
+                            entries_hold_call).predict(shapes)
 
 
 class TargetLatencyModel:
@@ -195,15 +220,21 @@ class TargetLatencyModel:
                        cache: bool = True, edges: bool = True) -> LatencyPrediction:
         """The prediction for a model of layers ``shapes`` calibrated on ``unpruned``'s (``cache``/``edges``
         False: without the cache term / without taking the edges off, as the benchmark compares)."""
-        prediction = predict_p50(shapes, unpruned, self.table, unpruned_p50_ms, self.call_overhead_ms,
-                                 self.cache() if cache else None, self.boundary() if edges else None,
-                                 entries_hold_call=not self.own_time)
+        prediction = self.calibrated(unpruned, unpruned_p50_ms, cache, edges).predict(shapes)
         return prediction.model_copy(update={"entries": self.entries})
+
+    def calibrated(self, unpruned: list[LayerShape], unpruned_p50_ms: float, cache: bool = True,
+                   edges: bool = True) -> CalibratedTables:
+        """This target's tables calibrated on ``unpruned``'s measured p50 (``cache``/``edges`` as in
+        :meth:`predict_shapes`)."""
+        return CalibratedTables(unpruned, self.table, unpruned_p50_ms, self.call_overhead_ms,
+                                self.cache() if cache else None, self.boundary() if edges else None,
+                                entries_hold_call=not self.own_time)
 
     def estimator(self, unpruned: list[LayerShape], unpruned_p50_ms: float) -> Estimator:
         """The predicted p50 of any model of layer shapes, calibrated on ``unpruned``'s measured p50: what the
         latency allocation searches on."""
-        return lambda shapes: self.predict_shapes(shapes, unpruned, unpruned_p50_ms).p50_ms
+        return self.calibrated(unpruned, unpruned_p50_ms).p50_ms
 
     def predict(self, model: nn.Module, unpruned: nn.Module, example: torch.Tensor) -> LatencyPrediction:
         """``model``'s p50 on the target predicted from the table, calibrated on ``unpruned``."""
