@@ -153,6 +153,17 @@ def test_sensitivity_allocation_solves_one_tolerance_for_the_requested_ratio() -
     got = alloc.ratios(groups, 6 / 12)
     assert got == {"a": pytest.approx(0.5 + 0.25 * t / 0.2, abs=1e-6), "b": pytest.approx(0.25 * t / 0.4, abs=1e-6)}
     assert alloc.record().tolerance == pytest.approx(t, abs=1e-6)
+    # 2 of 12: fewer than a's flat part removes at tolerance 0, so a goes only part of the way: 25 % of 8 filters
+    assert alloc.ratios(groups, 2 / 12) == {"a": pytest.approx(0.25), "b": pytest.approx(0.0)}
+
+
+def test_sensitivity_with_every_curve_flat_removes_the_ratio_not_every_layers_end() -> None:
+    """A model whose accuracy no removal changes (stuck at chance, or layers that feed nothing): every layer may go
+    to its last grid ratio at tolerance 0; a ratio of 0.25 cuts each layer 25 %, not 75 %."""
+    alloc = create_allocation("sensitivity", grid=[0.25, 0.5, 0.75])
+    alloc.curves = {"a": [(0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.75, 0.0)],
+                    "b": [(0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.75, 0.0)]}
+    assert alloc.ratios(_groups(), 0.25) == {"a": pytest.approx(0.25), "b": pytest.approx(0.25)}
 
 
 def test_sensitivity_curves_measure_each_layer_alone() -> None:

@@ -120,7 +120,10 @@ class Sensitivity(Allocation):
         def at(tolerance: float) -> dict[str, float]:
             return {g.root: min(ratio_within(self.curves[g.root], tolerance), caps[g.root]) for g in groups}
 
-        lo, hi = 0.0, max(d for c in self.curves.values() for _, d in c) + 1e-9
+        # below every drop (they start at 0), so at(lo) removes nothing: layers whose curves are flat at zero drop
+        # share the ratio like any other jump, rather than all going to their ends at tolerance 0 (a model whose
+        # accuracy no removal changes had every layer cut ~90 % for any ratio)
+        lo, hi = -1.0, max(d for c in self.curves.values() for _, d in c) + 1e-9
         if filters_removed(groups, at(hi)) < ratio:
             log.warning("sensitivity: ratio %.2f exceeds what the measured curves allow (%.2f); every layer is cut "
                         "uniformly instead", ratio, filters_removed(groups, at(hi)))
