@@ -14,6 +14,7 @@ pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is
 pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
 
 from edgebench.data.digits import digits
+from edgebench.errors import ArtifactError
 from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.models import create_model
@@ -220,6 +221,44 @@ def test_int8_of_a_model_with_dropout_agrees_with_pytorch(path: str, bound: floa
     got, want = _int8_and_pytorch_logits(model, (3, 6, 8), tmp_path / "dropout.tflite", path)
     # int8 rounding of weights, activations and logits; measured 0.7 % of the logits' scale (calibrated)
     assert np.abs(got - want).max() <= bound * np.abs(want).max()
+
+
+class _DeadGate(torch.nn.Module):
+    """A squeeze-and-excitation gate whose ReLU never fires (its bias far below its inputs, as a pruned one may be):
+    the calibration sees that tensor at exactly zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.gate = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
+        self.excite, self.fc = torch.nn.Conv2d(4, 8, 1), torch.nn.Linear(8, 4)
+        with torch.no_grad():
+            self.gate.bias.fill_(-100.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x * torch.sigmoid(self.excite(torch.relu(self.gate(x.mean((2, 3), keepdim=True)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_int8_of_a_tensor_that_never_moves_loads_on_xnnpack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead gate's tensor gets a scale XNNPACK accepts and the logits agree with PyTorch's; with
+    ai-edge-quantizer's own floor (scale 4e-12) XNNPACK refuses the file, and the error says the built-in kernels
+    load it and which option measures it with them, not to re-export it."""
+    import edgebench.runtimes.litert.export as litert_export
+
+    torch.manual_seed(0)
+    model = _DeadGate().eval()
+    got, want = _int8_and_pytorch_logits(model, (3, 6, 6), tmp_path / "floored.tflite")
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()  # measured 0.4 %
+
+    monkeypatch.setattr(litert_export, "_with_scale_floor", lambda qsvs: qsvs)
+    with pytest.raises(ArtifactError) as err:
+        _int8_and_pytorch_logits(model, (3, 6, 6), tmp_path / "unfloored.tflite")
+    message = str(err.value)
+    assert message.startswith(f"XNNPACK cannot run {tmp_path / 'unfloored.tflite'} (failed to create XNNPACK runtime")
+    assert "set backend_options: {litert: {xnnpack: false}}" in message and "re-export" not in message
+    builtin = get_backend("litert").load(tmp_path / "unfloored.tflite", BackendSettings(options={"xnnpack": False}))
+    assert builtin.run(np.zeros((1, 3, 6, 6), np.float32)).shape == (1, 4)
 
 
 class _PreActivationDense(torch.nn.Module):

@@ -9,6 +9,7 @@ input (e.g. by another converter) get their input transposed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,22 @@ class LiteRTSession(Session):
         return profile_litert()
 
 
+def _load_failure(interpreter_module: Any, artifact: Path, exc: Exception, xnnpack: bool) -> str:
+    """Why LiteRT cannot load ``artifact`` and what to do. Where XNNPACK refuses a file that LiteRT's built-in kernels
+    load, a re-export would write the same file: the message says so and names the option that measures it."""
+    detail = re.sub(r"(failed to create XNNPACK runtime)+", r"\1: ", str(exc)).strip()
+    if xnnpack:
+        builtin = interpreter_module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interpreter_module.Interpreter(model_path=str(artifact), experimental_op_resolver_type=builtin).allocate_tensors()
+        except (ValueError, RuntimeError):
+            pass
+        else:
+            return (f"XNNPACK cannot run {artifact} ({detail}); LiteRT's built-in kernels load it: to measure it with "
+                    "them, set backend_options: {litert: {xnnpack: false}} on the target")
+    return f"LiteRT cannot load {artifact}: {detail}. Delete it and re-export."
+
+
 @BACKENDS.register("litert")
 class LiteRTBackend(Backend):
     """ai-edge-litert Interpreter with XNNPACK (``xnnpack: false`` runs the built-in kernels instead)."""
@@ -124,5 +141,5 @@ class LiteRTBackend(Backend):
                                                          experimental_op_resolver_type=resolver)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"LiteRT cannot load {artifact}: {exc}. Delete it and re-export.") from exc
+            raise ArtifactError(_load_failure(interpreter_module, artifact, exc, options.xnnpack)) from exc
         return LiteRTSession(interpreter, settings.batch_size)

@@ -25,6 +25,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,6 +177,24 @@ def _converted(prepared: nn.Module) -> nn.Module:
     return converted
 
 
+#: the narrowest calibrated range an int8 activation keeps: a scale of at least float32's eps over 255 steps, the
+#: floor PyTorch's observers use
+MIN_RANGE = 255 * float(np.finfo(np.float32).eps)
+
+
+def _with_scale_floor(qsvs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``qsvs`` (tensor name -> calibrated ``min``/``max``) with every range narrower than :data:`MIN_RANGE` widened
+    to it. A tensor no calibration image moves (a ReLU that never fires, e.g. a pruned squeeze-and-excitation
+    layer) otherwise gets ai-edge-quantizer's 1e-9 floor, a scale of 4e-12, and the conv that reads it a
+    requantization scale XNNPACK refuses at load ("failed to prepare")."""
+    widened = {}
+    for name, qsv in qsvs.items():
+        low, high = np.asarray(qsv["min"]), np.asarray(qsv["max"])
+        narrow = high - low < MIN_RANGE
+        widened[name] = {**qsv, "max": np.where(narrow, low + MIN_RANGE, high).astype(high.dtype)} if narrow.any() else qsv
+    return widened
+
+
 def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> None:
     """Write to ``out_path`` ai-edge-quantizer's static int8 of the float .tflite at ``fp32_path``.
 
@@ -194,7 +213,7 @@ def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Pa
     ranges = calibrator.Calibrator(str(fp32_path), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
     images = [{input_name: np.ascontiguousarray(image[None], dtype=np.float32)} for image in calibration]
     ranges.calibrate({signature: images}, manager)
-    quantized = quantizer.Quantizer(str(fp32_path), int8).quantize(ranges.get_model_qsvs())
+    quantized = quantizer.Quantizer(str(fp32_path), int8).quantize(_with_scale_floor(ranges.get_model_qsvs()))
     out_path.write_bytes(quantized.quantized_model)  # its export_model makes the file executable
 
 
@@ -265,8 +284,9 @@ class TfliteExporter(Exporter):
     needs = (LITERT_TORCH,)
     derives_from_fp32 = True  # int8 quantizes the fp32 file (fp16 is converted anew: litert-torch's own recipe)
     # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads (1), broadcast
-    # expands dropped (2), ai-edge-quantizer's int8 of the fp32 file (3)
-    revision = 3
+    # expands dropped (2), ai-edge-quantizer's int8 of the fp32 file (3), a floor on its calibrated ranges (4: a
+    # file cached before it may be one XNNPACK refuses)
+    revision = 4
 
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)
