@@ -10,6 +10,8 @@ targets' exporters cannot convert it at all (:func:`drop_refused`: those targets
 from __future__ import annotations
 
 import logging
+import os
+import traceback
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,7 +138,7 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         bad, remedy = _inexact_layers(model, example, keep)
         where = f" at layer '{next(iter(bad))}'" if bad else ""
         raise ConfigError(f"{what} cannot be pruned{where}: torch-pruning cannot map its channels "
-                          f"({type(exc).__name__}: {first_line(exc)}); {remedy}") from None
+                          f"({type(exc).__name__}{_raised_in(exc)}: {first_line(exc)}); {remedy}") from None
     failing = _failing_layer(pruned, example)
     if failing is not None:
         bad, remedy = _inexact_layers(model, example, keep)
@@ -191,6 +193,13 @@ def _removal_gap(model: nn.Module, pruned: nn.Module, example: torch.Tensor, pla
     return float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
 
 
+def _raised_in(exc: BaseException) -> str:
+    """`` in torch-pruning's <function>`` where ``exc`` came from inside torch-pruning (its function names the op it
+    was mapping, e.g. ``update_reshape_index_mapping`` for a view over channels), else ''."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if f"{os.sep}torch_pruning{os.sep}" in frame.filename]
+    return f" in torch-pruning's {frames[-1].name}" if frames else ""
+
+
 def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = (),
                     skip: Collection[str] = ()) -> tuple[dict[str, str], str]:
     """Each prunable group (by its conv; none kept, none in ``skip``) whose removal alone fails or is not exact, with
@@ -209,7 +218,10 @@ def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str]
         score_group,
     )
 
-    graph = dependency_graph(model, example[:1])
+    try:
+        graph = dependency_graph(model, example[:1])
+    except Exception:  # torch-pruning cannot trace the model at all (the caller names its error): no layer to keep
+        return {}, "remove pruning.criteria (torch-pruning cannot trace this model, so no layer can be kept apart)"
     bad: dict[str, str] = {}
     for root, group in prunable_groups(model, graph, kept_layers(model, keep)):
         if root in skip:

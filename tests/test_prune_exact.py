@@ -86,6 +86,42 @@ class ChannelShuffle(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class _ShuffleUnit(nn.Module):
+    """ShuffleNet v2's unit: a downsampling one concatenates two branches, a plain one passes half its channels and
+    sends half through a branch; both interleave the halves after."""
+
+    def __init__(self, channels: int, down: bool) -> None:
+        super().__init__()
+        half = channels // 2
+        self.down = down
+        self.left = nn.Conv2d(channels, half, 3, stride=2, padding=1) if down else nn.Identity()
+        self.right = nn.Sequential(nn.Conv2d(channels if down else half, half, 1), nn.ReLU(),
+                                   nn.Conv2d(half, half, 3, stride=2 if down else 1, padding=1, groups=half),
+                                   nn.Conv2d(half, half, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.down:
+            x = torch.cat([self.left(x), self.right(x)], 1)
+        else:
+            a, b = x.chunk(2, dim=1)
+            x = torch.cat([a, self.right(b)], 1)
+        n, c, h, w = x.shape
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleStage(nn.Module):
+    """A downsampling shuffle unit and two plain ones: torch-pruning cannot even build its dependency graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.units = nn.Sequential(_ShuffleUnit(8, True), _ShuffleUnit(8, False), _ShuffleUnit(8, False))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.units(torch.relu(self.stem(x))).mean((2, 3)))
+
+
 class ChannelMean(nn.Module):
     """A spatial attention map from the mean over channels (CBAM): removing a channel changes the mean."""
 
@@ -144,6 +180,19 @@ def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module
     plan = prune_model(pruned, L1Norm(), 0.5, _example()[:1], ignored=kept_layers(pruned, [layer]))
     assert layer not in plan and getattr(pruned, layer).out_channels == getattr(model, layer).out_channels
     assert pruned(_example()).shape == (2, 5)
+
+
+def test_a_model_torch_pruning_cannot_trace_is_one_line_not_its_traceback() -> None:
+    """torch-pruning raises while building ShuffleStage's graph (a ZeroDivisionError in its reshape mapping): the
+    check says so in one line with what to do, and does not build the graph again to look for layers to keep."""
+    with pytest.raises(ConfigError) as err:
+        check_prunable(ShuffleStage().eval(), _example(), "model ShuffleStage")
+    message = str(err.value)
+    assert message.startswith("model ShuffleStage cannot be pruned: torch-pruning cannot map its channels "
+                              "(ZeroDivisionError in torch-pruning's update_reshape_index_mapping: ")
+    assert "\n" not in message
+    assert message.endswith("remove pruning.criteria (torch-pruning cannot trace this model, so no layer can be kept "
+                            "apart)")
 
 
 def test_keep_names_a_layer_the_model_does_not_have() -> None:

@@ -20,7 +20,9 @@ from user_code import PLUGINS_PY, import_file, write_nets
 
 from edgebench.config import load_experiment
 from edgebench.data import load_dataset
+from edgebench.errors import ConfigError
 from edgebench.models.cost import count_macs
+from edgebench.models.source import new_model
 from edgebench.models.weights import WeightsError, load_into, read_state_dict
 from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
@@ -255,6 +257,27 @@ def test_import_path_names_a_factory_in_the_working_directory(team, tmp_path):
     listed = _cli(["variants", str(exp)], tmp_path)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert "baseline/fp32" in listed.stdout and "baseline/int8" in listed.stdout
+
+
+def test_a_factory_may_require_what_edgebench_fills_from_the_data(tmp_path):
+    """``build(num_classes: int, in_channels: int, input_size: int)`` without defaults passes the experiment check (edgebench fills
+    all three from the dataset: 10, 1 and 8 for digits), and the model it builds is sized for the data; an
+    ``input_size`` set in model.kwargs is still type-checked."""
+    (tmp_path / "sized.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def build(num_classes: int, in_channels: int, input_size: int):
+            return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(4 * input_size * input_size, num_classes))
+    """))
+    exp = load_experiment(_experiment(tmp_path, "sized", model={"file": "sized.py", "factory": "build"},
+                                      training={"epochs": 1}, pruning={"criteria": []}))
+    (spec,) = plan_fp32_variants(exp)
+    model = new_model(spec, load_dataset("digits"))
+    assert (model[0].in_channels, model[3].in_features, model[3].out_features) == (1, 4 * 8 * 8, 10)
+    with pytest.raises(ConfigError, match=r"model.kwargs: option 'input_size': Input should be a valid integer"):
+        load_experiment(_experiment(tmp_path, "sized-str", training={"epochs": 1}, pruning={"criteria": []},
+                                    model={"file": "sized.py", "factory": "build", "kwargs": {"input_size": "8"}}))
 
 
 def test_broken_installed_plugin_is_named(tmp_path):

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from edgebench.data import DatasetSplits
 
 _EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
-#: factory parameters edgebench fills from the dataset (when the factory takes them); ``input_size`` too, unless
-#: the experiment sets it
-ARGS_FROM_DATA = ("num_classes", "in_channels")
+#: factory parameters edgebench fills from the dataset when the factory takes them and ``model.kwargs`` does not
+#: set them (so a factory may require them)
+ARGS_FROM_DATA = ("num_classes", "in_channels", "input_size")
 
 
 @functools.lru_cache(maxsize=64)

@@ -76,8 +76,9 @@ def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
                            "(torch.load weights_only=True); save model.state_dict() instead, or set "
                            "model.trust_checkpoint: true if you trust where the file came from") from None
     except Exception as exc:  # a truncated zip, a text file, a foreign format
+        reason = first_line(exc).split(". ")[0]  # torch adds sentences of advice to a truncated zip's reason
         raise WeightsError(f"{path}: not a checkpoint torch.load can read; {_UNREADABLE} ({type(exc).__name__}: "
-                           f"{first_line(exc)})") from None
+                           f"{reason})") from None
     return _state_dict_of(obj, path)
 
 
