@@ -285,7 +285,7 @@ class RunConfig(_Strict):
 class Experiment(_Strict):
     """A whole experiment file."""
 
-    name: str = "default"
+    name: str = Field("default", description="names the run's directories, runs/<name>/ and reports/<name>/")
     plugins: list[str] = Field(default_factory=list, description="Python files imported first: they register "
                                "models, datasets, criteria, backends or energy meters of their own")
     dataset: DatasetConfig = DatasetConfig()
@@ -308,6 +308,16 @@ class Experiment(_Strict):
     executor: ExecutorConfig = ExecutorConfig()
     artifacts: list[ArtifactConfig] = Field(default_factory=list, description="files other tools made, measured as "
                                             "variants: {path, label, precision, parent}")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # a path here would put the store and the report outside runs/ and reports/ (name: ../../x)
+        if not value.strip() or value in (".", "..") or any(sep in value for sep in ("/", "\\")):
+            raise ValueError(f"'{value}' is not a plain name; it names the directories runs/<name>/ and "
+                             "reports/<name>/: use letters, digits, '-', '_' or '.' (set run.workdir or report.dir "
+                             "for other places)")
+        return value
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -457,12 +467,16 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
     from edgebench.prune.allocation import ALLOCATIONS, PAPER
     from edgebench.prune.criteria.base import RETIRED_CRITERIA
     from edgebench.prune.sparse import SPARSE_METHODS
+    from edgebench.targets import unknown_target
 
     for i, target in enumerate(experiment.targets):
+        if problem := unknown_target(target.name):  # before any work, naming the experiment file
+            raise ConfigError(f"{source}: targets.{i}: {problem}")
         try:
             experiment.measurement_for(target)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement")) from None
+            raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement",
+                                                      model=MeasureSettings)) from None
     for value in experiment.pruning.criteria:
         if value in RETIRED_CRITERIA:
             raise ConfigError(f"{source}: pruning.criteria: '{value}' {RETIRED_CRITERIA[value]}")
@@ -486,7 +500,8 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
                 raise ConfigError(f"{source}: {field}: {exc}") from None
     validate_options(DATASETS.get(exp.dataset.name), exp.dataset.kwargs, f"{source}: dataset.kwargs")
     if exp.model.weights is None or detect_format(Path(exp.model.weights)) == "state_dict":
-        validate_options(resolve_factory(exp.model), exp.model.kwargs, f"{source}: model.kwargs", ARGS_FROM_DATA)
+        filled = [arg for arg in ARGS_FROM_DATA if arg not in exp.model.kwargs]  # a value set there is checked
+        validate_options(resolve_factory(exp.model), exp.model.kwargs, f"{source}: model.kwargs", filled)
     _check_kwargs(exp.pruning.criterion_kwargs, exp.pruning.criteria, CRITERIA.get,
                   f"{source}: pruning.criterion_kwargs", "pruning.criteria", ())
     _check_kwargs(exp.pruning.allocation_kwargs, _allocations_used(exp.pruning), ALLOCATIONS.get,
@@ -554,6 +569,10 @@ def check_experiment(exp: Experiment, source: str) -> None:
     if not FIXED_POINT.match(exp.quantization.fixed_point):
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "
                           "type; use e.g. ap_fixed<16,6> (width, integer bits)")
+    # a target's ratios select pruning ratios, sparsities and rank ratios alike
+    ratio_grids = [("pruning.ratios", pruning.ratios),
+                   *([("sparse.sparsities", exp.sparse.sparsities)] if exp.sparse is not None else []),
+                   *([("lowrank.rank_ratios", exp.lowrank.rank_ratios)] if exp.lowrank is not None else [])]
     seen: set[str] = set()
     for i, selection in enumerate(exp.targets):
         if selection.name in seen:
@@ -561,7 +580,8 @@ def check_experiment(exp: Experiment, source: str) -> None:
         seen.add(selection.name)
         grids = (
             ("criteria", selection.criteria, "pruning.criteria", pruning.criteria),
-            ("ratios", selection.ratios, "pruning.ratios", pruning.ratios),
+            ("ratios", selection.ratios, " or ".join(name for name, _ in ratio_grids),
+             [ratio for _, grid in ratio_grids for ratio in grid]),
             ("schedules", selection.schedules, "pruning.schedules", pruning.schedules),
             ("precisions", selection.precisions, "quantization.precisions", exp.quantization.precisions),
         )

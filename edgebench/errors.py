@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 class ExitCode(IntEnum):
@@ -101,13 +102,16 @@ def summarize(exc: BaseException, limit: int = SUMMARY_CHARS) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line: ``source: field.path: message (got value)`` for the first problem, then the other fields named."""
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One line: ``source: field.path: message (got value)`` for the first problem, then the other fields named; an
+    unknown field of ``model`` (the model validated) with the fields allowed there."""
     errors = exc.errors()
     err = errors[0]
     msg = first_line(err["msg"].removeprefix("Value error, "))
     if err["type"] == "extra_forbidden":
-        msg = "unknown field (check its spelling; see the default experiment for allowed fields)"
+        allowed = _fields_at(model, err["loc"][:-1]) if model is not None else None
+        msg = (f"unknown field (check its spelling); allowed: {', '.join(allowed)}" if allowed else
+               "unknown field (check its spelling; see the default experiment for allowed fields)")
     got = err.get("input")
     got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
     where = _loc(err) if err["loc"] or err["type"] != "value_error" else ""  # a model check names its own fields
@@ -116,6 +120,27 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         others = list(dict.fromkeys(_loc(e) for e in errors[1:]))
         line += f"; and {len(errors) - 1} more ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
     return line
+
+
+def _fields_at(model: type[BaseModel], path: Sequence[Any]) -> list[str] | None:
+    """The fields of the model at ``path`` (field names, list indexes, union members' names) inside ``model``; None
+    where the path leads to no model (a dict of options)."""
+    current: type[BaseModel] | None = model
+    for key in path:
+        if current is None:
+            return None
+        if isinstance(key, int) or (key not in current.model_fields and key == current.__name__):
+            continue  # a list item or the union member pydantic tried: the model found for it stays
+        field = current.model_fields.get(key)
+        current = _model_in(field.annotation) if field is not None else None
+    return list(current.model_fields) if current is not None else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds: itself, or one inside ``list[...]`` or ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in get_args(annotation) if (found := _model_in(arg)) is not None), None)
 
 
 def _loc(err: Any) -> str:

@@ -205,14 +205,24 @@ def list_targets(extra_dir: Path | None = None) -> dict[str, Path]:
     return found
 
 
+def unknown_target(name: str, extra_dir: Path | None = None) -> str | None:
+    """Why ``name`` (a file stem or a path to a YAML file) names no target, with the names there are; None if it
+    names one."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return None
+    files = list_targets(extra_dir)
+    if name in files:
+        return None
+    allowed = ", ".join(sorted(files)) or "(none found)"
+    close = difflib.get_close_matches(name, files, n=1)
+    guess = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown target '{name}'; {guess}available: {allowed}. Add targets/{name}.yaml to define it."
+
+
 def get_target(name: str, extra_dir: Path | None = None) -> TargetSpec:
     """Load the target called ``name`` (a file stem or a path to a YAML file)."""
+    if problem := unknown_target(name, extra_dir):
+        raise ConfigError(problem)
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return load_target_file(Path(name))
-    files = list_targets(extra_dir)
-    if name not in files:
-        allowed = ", ".join(sorted(files)) or "(none found)"
-        close = difflib.get_close_matches(name, files, n=1)
-        guess = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"unknown target '{name}'; {guess}available: {allowed}. Add targets/{name}.yaml to define it.")
-    return load_target_file(files[name])
+    return load_target_file(list_targets(extra_dir)[name])

@@ -19,6 +19,8 @@ M = TypeVar("M", bound=BaseModel)
 
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
     """The top-level mapping of the YAML file ``path`` (an empty file is an error: write ``{}`` for all defaults)."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give the {what} in it (a .yaml file)")
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
@@ -46,7 +48,7 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=source)) from None
+        raise ConfigError(format_validation_error(exc, source=source, model=model)) from None
 
 
 def load(path: Path, model: type[M], what: str, defaults: dict[str, Any] | None = None) -> M:

@@ -37,6 +37,9 @@ def _write(tmp_path: Path, text: str) -> Path:
     "text,expected",
     [
         ("trainig: {epochs: 3}\n", "trainig: unknown field"),
+        ("training: {epoch: 1}\n", "training.epoch: unknown field (check its spelling); allowed: epochs, batch_size, lr"),
+        ("targets:\n  - {name: local-cpu, critera: [l1]}\n",
+         "targets.0.critera: unknown field (check its spelling); allowed: name, criteria, ratios"),
         ("training: {epochs: 0}\n", "training.epochs: 0 would measure untrained weights; give model.weights"),
         ("training: {epochs: -1}\n", "training.epochs: Input should be greater than or equal to 0"),
         ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
@@ -46,6 +49,7 @@ def _write(tmp_path: Path, text: str) -> Path:
          "taylor_weight"),
         ("model: {name: resnet9000}\n", "model.name: unknown value 'resnet9000'"),
         ("- just a list\n", "the top level must be a mapping"),
+        ("name: ../../escape\n", "name: '../../escape' is not a plain name; it names the directories runs/<name>/"),
     ],
 )
 def test_bad_experiment_field_names_field_and_allowed_values(tmp_path, text, expected):
@@ -59,6 +63,8 @@ def test_bad_experiment_field_names_field_and_allowed_values(tmp_path, text, exp
 def test_missing_experiment_file(tmp_path):
     with pytest.raises(ConfigError, match="experiment file not found"):
         load_experiment(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path} is a directory; give the experiment file in it \(a .yaml file\)$"):
+        load_experiment(tmp_path)
 
 
 def test_default_yaml_is_shipped_and_complete():
@@ -76,6 +82,8 @@ def test_local_cpu_target_and_bad_target_field(tmp_path):
         load_target_file(bad)
     with pytest.raises(ConfigError, match="unknown target 'nope'; available: .*local-cpu"):
         get_target("nope")
+    with pytest.raises(ConfigError, match=r"exp.yaml: targets.1: unknown target 'local-cpuu'; did you mean 'local-cpu'"):
+        load_experiment(_write(tmp_path, "targets: [local-cpu, local-cpuu]\n"))  # at load, naming the file
 
 
 def test_target_selection_filters_and_overrides(tmp_path):
@@ -91,8 +99,23 @@ def test_target_selection_filters_and_overrides(tmp_path):
     assert exp.measurement_for(hls).min_iters == 5 and exp.measurement_for(everything).min_iters == 50
 
 
+def test_a_targets_ratios_select_sparsities_and_rank_ratios_too(tmp_path):
+    """README's ``{name: ..., methods: [magnitude], ratios: [0.9]}``: 0.9 is a sparsity, not a pruning ratio."""
+    exp = load_experiment(_write(tmp_path, (
+        "pruning: {ratios: [0.5]}\nsparse: {methods: [magnitude], sparsities: [0.9]}\n"
+        "targets:\n  - local-cpu\n  - {name: local-litert, methods: [magnitude], ratios: [0.9]}\n")))
+    chosen = [s.label for s in plan_fp32_variants(exp) if exp.targets[1].includes(s)]
+    assert chosen == ["baseline/fp32", "magnitude-0.9-sparse/fp32"], chosen
+    with pytest.raises(ConfigError, match=r"targets.1.ratios: 0.7 not in pruning.ratios or sparse.sparsities "
+                                          r"\(0.5, 0.9\), so target 'local-litert' would measure nothing for it"):
+        load_experiment(_write(tmp_path, (
+            "pruning: {ratios: [0.5]}\nsparse: {methods: [magnitude], sparsities: [0.9]}\n"
+            "targets:\n  - local-cpu\n  - {name: local-litert, ratios: [0.7]}\n")))
+
+
 def test_bad_target_measurement_override(tmp_path):
-    with pytest.raises(ConfigError, match=r"targets.0.measurement: min_itrs: unknown field"):
+    with pytest.raises(ConfigError, match=r"targets.0.measurement: min_itrs: unknown field \(check its spelling\); "
+                                          r"allowed: scenario, batch_size"):
         load_experiment(_write(tmp_path, "targets:\n  - {name: local-cpu, measurement: {min_itrs: 5}}\n"))
 
 

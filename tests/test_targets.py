@@ -125,6 +125,7 @@ def test_ssh_reachability() -> None:
         assert "key_file /nonexistent/key does not exist" in (runner_for(missing_key).available() or "")
     down = SSHRunner(up, connect_timeout_s=0.5).available()  # the listener is closed now
     assert down is not None and f"127.0.0.1:{port} unreachable" in down
+    assert down.endswith("; check ssh.host and ssh.port in the target file, and that the board is up and runs sshd")
     rpi = SSHRunner(get_target("rpi5"), connect_timeout_s=0.5).available()
     assert rpi is not None and "rpi5.local:22 unreachable" in rpi
 
