@@ -66,9 +66,11 @@ def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
 
 
 def test_missing_or_wrong_cifar_path_names_path_and_expectation(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"data_batch_1") as err:
+    with pytest.raises(DatasetError, match=rf"cifar10: {tmp_path / 'nowhere'} is not a directory; give the extracted "
+                                           r"python-version batch directory \(data_batch_1"):
         load_dataset("cifar10", path=tmp_path / "nowhere")
-    assert "nowhere" in str(err.value)
+    with pytest.raises(DatasetError, match=rf"cifar10: {tmp_path} lacks data_batch_1"):
+        load_dataset("cifar10", path=tmp_path)
     (tmp_path / "test").write_bytes(b"not a pickle")
     (tmp_path / "train").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="not a CIFAR python batch"):
@@ -90,6 +92,11 @@ def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="x_train"):
         np.savez(tmp_path / "bad.npz", x=np.zeros(3))
         load_dataset("npz", path=tmp_path / "bad.npz")
+    np.savez(tmp_path / "negative.npz", x_train=np.zeros((4, 1, 2, 2)), y_train=np.array([0, 1, -1, 1]),
+             x_test=np.zeros((2, 1, 2, 2)), y_test=np.array([0, 1]))
+    with pytest.raises(DatasetError, match=r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(4,\), int64, "
+                                           "lowest -1"):
+        load_dataset("npz", path=tmp_path / "negative.npz")
 
 
 def test_imagefolder_reads_png_classes(tmp_path: Path) -> None:
@@ -107,6 +114,43 @@ def test_imagefolder_reads_png_classes(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="class sub-folders"):
         (tmp_path / "empty").mkdir()
         load_dataset("imagefolder", path=tmp_path / "empty")
+
+
+def test_imagefolder_refuses_an_empty_class_folder_and_an_unreadable_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "c").mkdir()  # a class with no image would still get a logit
+    with pytest.raises(DatasetError, match=rf"imagefolder: class folder {tmp_path / 'c'} has no .* images; add some or "
+                                           "remove the folder"):
+        load_dataset("imagefolder", path=tmp_path, image_size=8)
+    (tmp_path / "c").rmdir()
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=rf"imagefolder: {tmp_path / 'b' / 'broken.png'} is not an image PIL can "
+                                           r"read \(cannot identify image file .*\); replace or remove it"):
+        load_dataset("imagefolder", path=tmp_path, image_size=8)
+
+
+def _npz(path: Path, x_train: np.ndarray, y_train: np.ndarray) -> Path:
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=np.zeros((4, 1, 4, 4), np.float32), y_test=np.arange(4) % 2)
+    return path
+
+
+def test_nan_pixels_and_a_single_class_are_refused_naming_the_split(tmp_path: Path) -> None:
+    """NaN reaches every logit (a run would end at chance with no error); one class leaves nothing to classify."""
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 4, 4)).astype(np.float32)
+    x[7, 0, 1, 2] = np.nan
+    x[9, 0, 0, 0] = np.inf
+    with pytest.raises(DatasetError, match=r"dataset npz: [12] image\(s\) of the (train|val) split hold NaN or infinite "
+                                           "values; remove them or fill the gaps"):
+        load_dataset("npz", path=_npz(tmp_path / "nan.npz", x, np.arange(40) % 2))
+    with pytest.raises(DatasetError, match=r"the training split holds only class \[0\]; a classifier needs images of "
+                                           "at least two classes"):
+        load_dataset("npz", path=_npz(tmp_path / "one.npz", np.nan_to_num(x, posinf=1.0), np.zeros(40, np.int64)))
 
 
 def test_a_tiny_dataset_is_split_at_random_when_strata_do_not_fit():

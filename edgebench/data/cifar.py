@@ -36,6 +36,9 @@ def _check_dir(path: str | Path | None, files: tuple[str, ...], name: str) -> Pa
     if path is None:
         raise DatasetError(f"{name}: give `path` = the extracted python-version batch directory ({', '.join(files)})")
     root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{name}: {root} is not a directory; give the extracted python-version batch directory "
+                           f"({', '.join(files)})")
     missing = [f for f in files if not (root / f).is_file()]
     if missing:
         raise DatasetError(

@@ -54,7 +54,9 @@ def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]
         x, y = data[x_key], data[y_key]
         integral = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
         if y.ndim != 1 or not integral or (len(y) and y.min() < 0):
-            raise DatasetError(f"{path}: '{y_key}' must be a 1-D array of class ids 0..K-1; got shape {y.shape}, {y.dtype}")
+            negative = f", lowest {y.min()}" if y.ndim == 1 and integral and len(y) and y.min() < 0 else ""
+            raise DatasetError(f"{path}: '{y_key}' must be a 1-D array of class ids 0..K-1; got shape {y.shape}, "
+                               f"{y.dtype}{negative}")
         if len(x) != len(y):
             raise DatasetError(f"{path}: '{x_key}' has {len(x)} images but '{y_key}' has {len(y)} labels")
         if len(x) == 0:
@@ -93,17 +95,27 @@ def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1
     )
 
 
-def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: str,
+                 every_class: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The images of ``root/<class>/`` as NCHW floats in [0, 1] with their class ids; with ``every_class``, a class
+    folder without images is a DatasetError (a test folder may lack a class)."""
     from PIL import Image
 
     images, labels = [], []
     for label, cls in enumerate(classes):
-        for file in sorted((root / cls).iterdir()):
-            if file.suffix.lower() in _IMAGE_SUFFIXES:
+        files = [f for f in sorted((root / cls).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
+        if not files and every_class:  # else a class no image can ever teach, and a logit for it
+            raise DatasetError(f"imagefolder: class folder {root / cls} has no {'/'.join(sorted(_IMAGE_SUFFIXES))} "
+                               "images; add some or remove the folder (class ids follow the sorted folder names)")
+        for file in files:
+            try:
                 with Image.open(file) as img:
                     arr = np.asarray(img.convert(mode).resize(size[::-1]), dtype=np.uint8)
-                images.append(arr if arr.ndim == 3 else arr[:, :, None])
-                labels.append(label)
+            except OSError as exc:  # PIL's UnidentifiedImageError included: a truncated or mislabelled file
+                raise DatasetError(f"imagefolder: {file} is not an image PIL can read ({first_line(exc)}); replace "
+                                   "or remove it") from None
+            images.append(arr if arr.ndim == 3 else arr[:, :, None])
+            labels.append(label)
     if not images:
         raise DatasetError(f"imagefolder: no {'/'.join(sorted(_IMAGE_SUFFIXES))} images under {root}")
     return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64)
@@ -134,7 +146,7 @@ def imagefolder(
         raise DatasetError(f"imagefolder: {base} has no class sub-folders; expected {base}/<class>/<image>.png")
     x, y = _read_folder(base, classes, size, mode)
     if split_dirs:
-        x_test, y_test = _read_folder(root / "test", classes, size, mode)
+        x_test, y_test = _read_folder(root / "test", classes, size, mode, every_class=False)
     else:
         x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed)
     return make_splits(root.name, x, y, x_test, y_test, val_fraction, seed, num_classes=len(classes))
