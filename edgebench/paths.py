@@ -38,3 +38,19 @@ def why_unwritable(directory: Path) -> str | None:
     except OSError as exc:
         return f"cannot write in {directory} ({exc.strerror or exc})"
     return None
+
+
+def missing_dirs(*paths: Path) -> list[Path]:
+    """The directories among ``paths`` and their parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for path in paths:
+        missing += [p for p in (Path(path).expanduser(), *Path(path).expanduser().parents)
+                    if not p.exists() and p not in missing]
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove those of ``directories`` (deepest first) that are empty: what a refused run created and left bare."""
+    for directory in directories:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()

@@ -33,6 +33,7 @@ from edgebench.external import check_inputs, external_specs
 from edgebench.job import Job
 from edgebench.measure.machine import machine_info
 from edgebench.measure.reference_workload import speed_record
+from edgebench.paths import missing_dirs, remove_empty
 from edgebench.plan import (
     PlannedJob,
     check_qat_targets,
@@ -106,6 +107,14 @@ def available_targets(
     return ready, unavailable
 
 
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the report of a run whose every job is stored was rendered: nothing is left to resume."""
+
+    def __init__(self, run_id: str, store_url: str) -> None:
+        super().__init__(run_id)
+        self.run_id, self.store_url = run_id, store_url
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """What a run will do, decided before anything is trained or stored."""
@@ -142,7 +151,17 @@ def _prepare(exp: Experiment) -> _Prepared:
     """Plan ``exp`` and check what can be checked before any work; NothingToRunError when no job can run."""
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     check_qat_targets(exp, targets)
+    created = missing_dirs(exp.workdir(), exp.report_dir())
     check_output_paths(exp)
+    try:
+        return _planned(exp, targets)
+    except BaseException:  # refused before any work: no bare runs/<name>/ or reports/<name>/ left behind
+        remove_empty(created)
+        raise
+
+
+def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> _Prepared:
+    """The jobs of ``exp`` on ``targets`` (whose output paths were checked), with its data loaded and checked."""
     runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
     ready, unavailable = available_targets(targets, runners)
     specs = plan_fp32_variants(exp)
@@ -273,8 +292,11 @@ class _OpenRun:
             from edgebench.report import render_report
 
             clock = time.perf_counter()
-            self.outcome.report_path = render_report(self.store, self.run_id, self.exp.report_dir(),
-                                                     self.exp.report.objectives)
+            try:
+                self.outcome.report_path = render_report(self.store, self.run_id, self.exp.report_dir(),
+                                                         self.exp.report.objectives)
+            except KeyboardInterrupt:
+                raise ReportInterrupted(self.run_id, self.outcome.store_url) from None
             self.outcome.stage_seconds["report"] = time.perf_counter() - clock
         if self.exp.tracking.mlflow is not None and not self.lost:
             from edgebench.tracking.mlflow_log import log_run

@@ -198,7 +198,8 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
     changes = []
     for metric in RUN_METRICS:
         rounds = calm if metric in TIMING_METRICS else complete
-        if len(rounds) < 2 <= len(complete):
+        measured = any(_FROM_RESULT[metric](b) is not None and _FROM_RESULT[metric](c) is not None for b, c in complete)
+        if len(rounds) < 2 <= len(complete) and measured:  # a figure never measured (energy here) is not "contended"
             decision = Decision("undecided", None, None, None, None, "contended",
                                 f"not decided: other processes or a change of the machine's speed disturbed "
                                 f"{len(complete) - len(calm)} of {len(complete)} rounds")

@@ -235,6 +235,14 @@ def corrupt_weights(path: Path) -> None:
     path.write_bytes(bytes(100) + data[100:])
 
 
+def truncated_weights(path: Path) -> None:
+    """A small state dict without its last 100 bytes (an interrupted copy): a zip without its central directory (a
+    larger file cut so gives torch's "OSError: [Errno 22] Invalid argument" instead)."""
+    torch.save({"features.0.weight": torch.zeros(8, 1, 3, 3)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])
+
+
 def scripted(path: Path) -> None:
     torch.jit.save(torch.jit.script(_nets(path.parent).build_net()), path)
 
@@ -322,6 +330,8 @@ CASES = [
          ("junk.pt", "torch.load")),
     Case("run-weights-corrupt", "run", user_model({**NETS, "weights": "weights.pt"}, corrupt_weights),
          ("weights.pt", "corrupt, truncated", "Unsupported operand")),
+    Case("run-weights-truncated", "run", user_model({**NETS, "weights": "weights.pt"}, truncated_weights),
+         ("weights.pt", "corrupt, truncated", "failed finding central directory)")),
     Case("run-weights-pickled-module", "run", user_model({**NETS, "weights": "weights.pt"}, whole_module),
          ("weights.pt", "SmallNet", "trust_checkpoint")),
     Case("run-weights-shape-mismatch", "run", user_model({**NETS, "weights": "weights.pt"}, wider_weights),

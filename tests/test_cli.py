@@ -42,17 +42,29 @@ def test_wrong_field_is_one_line_without_traceback(tmp_path: Path):
 def test_missing_dataset_path_names_the_path(tmp_path: Path):
     exp = tmp_path / "exp.yaml"
     missing = tmp_path / "nowhere" / "cifar-10-batches-py"
-    exp.write_text(f"dataset: {{name: cifar10, kwargs: {{path: '{missing}'}}}}\nrun: {{workdir: '{tmp_path}/runs'}}\n")
+    (tmp_path / "kept").mkdir()  # a directory that was there before stays, even empty
+    exp.write_text(f"dataset: {{name: cifar10, kwargs: {{path: '{missing}'}}}}\nrun: {{workdir: '{tmp_path}/runs/c10'}}\n"
+                   f"report: {{dir: '{tmp_path}/kept/report'}}\n")
     result = _run("run", str(exp))
     assert result.exit_code == 2
     assert str(missing) in result.output.replace("\n", "") and "Traceback" not in result.output
+    # refused before any work: the run's and the report's directories it had made are gone again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "kept"] and not any((tmp_path / "kept").iterdir())
 
 
 def test_variants_lists_ids_and_lineage():
+    """The variants the experiment's targets measure: the FPGA target takes only L1's fixed point; QAT settings are
+    variants of their own."""
     result = _run("variants")
     assert result.exit_code == 0
-    for label in ("baseline/fp32", "l1-0.5-while_training/int8", "random-0.8-while_training/fixed"):
+    for label in ("baseline/fp32", "l1-0.5-while_training/int8", "l1-0.8-while_training/fixed",
+                  "random-0.8-while_training/int8"):
         assert label in result.output
+    assert "random-0.8-while_training/fixed" not in result.output
+    from edgebench.config import DEFAULT_EXPERIMENT
+
+    qat = _run("variants", str(DEFAULT_EXPERIMENT.parent / "qat_digits.yaml"))
+    assert qat.exit_code == 0 and "l1-0.5-while_training/int8-qat-w8a8" in qat.output
 
 
 def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
@@ -65,6 +77,8 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     assert "p50 ms" in result.output and "m.onnx on onnxruntime" in result.output
     assert re.search(r"p50 interval \(95%\): \[[0-9.]+, [0-9.]+\] ms; window ended by (precision|max_time)",
                      result.output)
+    inferred = _run("bench", str(path), "--min-time-s", "0.05")  # the input shape read off the model: random input
+    assert inferred.exit_code == 0 and "p50 ms" in inferred.output and "accuracy" not in inferred.output
     data = tmp_path / "d.npz"
     x = np.random.default_rng(0).standard_normal((10, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():
@@ -141,3 +155,54 @@ def test_workers_of_the_console_script_do_not_import_the_cli(tmp_path: Path) -> 
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[] None"
+
+
+def _tiny_experiment(tmp_path: Path) -> Path:
+    import yaml
+
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "tiny", "training": {"epochs": 1}, "pruning": {"criteria": []},
+        "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
+        "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0},
+        "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
+    }))
+    return exp
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    """A write that meets a full disk (here the run's first file) is the path and the reason, exit 2, no traceback."""
+    import errno
+
+    import edgebench.pipeline
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "eval.npz"))
+
+    monkeypatch.setattr(edgebench.pipeline, "write_eval_data", full)
+    result = _run("run", str(_tiny_experiment(tmp_path)))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: cannot write {tmp_path / 'runs' / 'eval.npz'}: No space left on device; free some space or choose "
+        "another path (run.workdir, report.dir, --out)")
+
+
+def test_ctrl_c_during_the_report_says_the_run_is_stored_and_how_to_render_it(tmp_path: Path, monkeypatch) -> None:
+    """Every job is stored and the run finished before the report: the same command would measure a new run, so the
+    line gives the report command instead."""
+    import edgebench.report
+    from edgebench.store import Store
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgebench.report, "render_report", interrupted)
+    result = _run("run", str(_tiny_experiment(tmp_path)))
+    assert result.exit_code == 130, result.output
+    with Store.open(tmp_path / "runs" / "results.db") as store:
+        run = store.runs().iloc[0]
+    assert run["finished_at"] is not None
+    assert result.output.strip().splitlines()[-1] == (
+        f"interrupted while rendering the report: run {run['id']} is stored in full; render it with: edgebench "
+        f"report --store {tmp_path / 'runs' / 'results.db'} --run {run['id']}")

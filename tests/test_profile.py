@@ -248,3 +248,16 @@ def test_ort_node_placement_counts_every_node_of_one_run(resnet, tmp_path: Path)
         expected[n.op_type] = expected.get(n.op_type, 0) + 1
     assert placement == {"CPUExecutionProvider": dict(sorted(expected.items()))}
     assert "placement" not in get_backend("onnxruntime").load(paths["int8"], BackendSettings()).details()
+
+
+def test_the_share_of_a_timed_p50_is_none_where_the_profiled_kernels_took_longer() -> None:
+    """0.3 ms of conv/gemm kernels in a 0.5 ms profiled run: 40 % of it is not compute, 50 % of a 0.6 ms p50; a
+    0.25 ms p50 from a faster window has no share (it once printed 0.0 %)."""
+    profile = LayerProfile("onnxruntime", "ok", run_ms=0.5, rows=[_row("a", 0.3, 1000), _row("b", 0.1, 1000)])
+    profile.rows[1].compute_ms = 0.0  # b (a pool) is not a conv/gemm kernel
+    assert profile.non_compute_share() == pytest.approx(0.4)
+    assert profile.non_compute_share(0.6) == pytest.approx(0.5)
+    assert profile.p50_share_text(0.6) == "50.0% of the timed p50 (0.600 ms)"
+    assert profile.non_compute_share(0.25) is None
+    assert profile.p50_share_text(0.25) == ("none of the timed p50 (0.250 ms): the profiled conv/gemm kernels alone took "
+                                            "0.300 ms, the windows ran at different speeds")

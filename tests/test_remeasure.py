@@ -105,3 +105,24 @@ def test_remeasure_measures_disturbed_rounds_again_up_to_max_rounds(two_runs: tu
         cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05, max_rounds=3)
     latency = [c for r in cmp.results for c in r.changes if c.metric == "latency"]
     assert len(latency) == 4 and all(c.basis == "rounds" and c.runs == (2, 2) for c in latency)
+
+
+def test_a_figure_no_round_measured_is_missing_not_undecided_for_contention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every round disturbed: the timing figures are undecided (contended); energy, which no round measured (a CPU
+    without counters), is 'n/a' as on an undisturbed pair, not listed as undecided for contention."""
+    from types import SimpleNamespace
+
+    import edgebench.remeasure as remeasure
+    from edgebench.store.metrics import DEFAULT_MIN_EFFECT
+
+    monkeypatch.setattr(remeasure, "fixed_changes", lambda *_args: [])  # size and accuracy: from stored runs
+
+    def disturbed(p50: float) -> SimpleNamespace:
+        return SimpleNamespace(latency_ms={"p50": p50, "p99": 1.2 * p50}, throughput_ips=1e3 / p50, peak_rss_mb=100.0,
+                               energy_j_per_inference=None, contention=SimpleNamespace(flagged=True), speed_probe=None)
+
+    pair = remeasure._Pair(base=None, cand=None, jobs=(None, None),  # type: ignore[arg-type]
+                           measured={"base": [disturbed(1.0)] * 3, "cand": [disturbed(1.0)] * 3})
+    verdicts = {c.metric: (c.verdict, c.basis) for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05)}
+    assert verdicts["latency"] == verdicts["throughput"] == ("undecided", "contended")
+    assert verdicts["energy"] == ("n/a", "missing") and verdicts["memory"] == ("unchanged", "rounds")

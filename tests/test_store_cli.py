@@ -49,11 +49,18 @@ def test_compare_exit_codes_and_formats(app: typer.Typer, db: Path, tmp_path: Pa
     assert md.exit_code == 0 and "no regression" in md.output and "| verdict |" in md.output
 
 
-def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = runner.invoke(app, ["compare", "v1", "nope", "--store", str(db)])
     assert missing.exit_code == 2 and "no run or tag 'nope'" in missing.output and "Traceback" not in missing.output
     no_store = runner.invoke(app, ["runs", "--store", str(tmp_path / "absent.db")])
     assert no_store.exit_code == 2 and "no results store" in no_store.output
+    (tmp_path / "runs" / "mine").mkdir(parents=True)  # only another experiment's store where the default's would be
+    Store.open(tmp_path / "runs" / "mine" / "results.db").close()
+    monkeypatch.chdir(tmp_path)
+    elsewhere = runner.invoke(app, ["runs"])
+    assert elsewhere.exit_code == 2 and "\n" not in elsewhere.output.strip()
+    assert "no results store at runs/default/results.db (the default experiment's); this directory has " \
+           "runs/mine/results.db: pass one with --store" in elsewhere.output
     bad_effect = runner.invoke(app, ["compare", "v1", "v2", "--store", str(db), "--min-effect", "speed=3"])
     assert bad_effect.exit_code == 2 and "unknown metric 'speed'" in bad_effect.output
 

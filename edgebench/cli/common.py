@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -23,6 +24,10 @@ def print_line(label: str, style: str, text: object) -> None:
     console.print(Text.assemble((label, style), " ", one_line(text)), soft_wrap=True, highlight=False)
 
 
+#: errors of writing to a path that is full or may not be written, where the path is the whole story
+_UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def friendly_errors(fn: F) -> F:
     """Print EdgebenchError as one red line (no traceback) and exit with its code (bad input, nothing ran);
     Ctrl-C exits with ExitCode.INTERRUPTED."""
@@ -37,5 +42,11 @@ def friendly_errors(fn: F) -> F:
         except KeyboardInterrupt:  # click would print "Aborted!" and exit 1, the code of a found regression
             print_line("interrupted", "yellow", "")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except OSError as exc:  # a full or read-only disk met while writing: the path, not a traceback
+            if exc.errno not in _UNWRITABLE:
+                raise
+            print_line("error:", "bold red", f"cannot write {exc.filename or 'a file'}: {exc.strerror}; free some space "
+                       "or choose another path (run.workdir, report.dir, --out)")
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]

@@ -70,7 +70,7 @@ def print_profile(profile_dict: dict[str, Any], p50_ms: float | None, top: int |
     shares = [f"{100 * (profile.non_compute_operator_share() or 0):.1f}% of operator time",
               f"{100 * (profile.non_compute_share() or 0):.1f}% of the profiled run ({profile.run_ms:.3f} ms)"]
     if p50_ms:
-        shares.append(f"{100 * (profile.non_compute_share(p50_ms) or 0):.1f}% of the timed p50 ({p50_ms:.3f} ms)")
+        shares.append(profile.p50_share_text(p50_ms))
     console.print("not conv/gemm compute: " + "; ".join(shares), highlight=False)
 
 

@@ -41,6 +41,7 @@ def run(
     from edgebench import api
     from edgebench.config import load_experiment
     from edgebench.errors import ConfigError
+    from edgebench.pipeline import ReportInterrupted
     from edgebench.store.store import validate_tag
 
     exp = load_experiment(experiment)
@@ -54,6 +55,10 @@ def run(
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))
+    except ReportInterrupted as stopped:  # the run is complete in the store: running it again would measure anew
+        print_line("interrupted", "yellow", f"while rendering the report: run {stopped.run_id} is stored in full; "
+                   f"render it with: edgebench report --store {stopped.store_url} --run {stopped.run_id}")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
@@ -156,20 +161,25 @@ def _print_summary(results: Any) -> None:
 def variants(
     experiment: Annotated[Path | None, typer.Argument(help="experiment YAML; omitted: the default")] = None,
 ) -> None:
-    """List the variants an experiment would produce (no training)."""
+    """List the variants an experiment would produce (no training): those its targets measure, QAT and
+    mixed-precision ones included, each after the fp32 variant it comes from."""
     from edgebench.config import load_experiment
     from edgebench.external import external_specs
-    from edgebench.plan import plan_fp32_variants, quantized
+    from edgebench.plan import plan_fp32_variants, plan_target_jobs
+    from edgebench.targets import get_target
 
     exp = load_experiment(experiment)
     table = Table(title=f"variants of '{exp.name}'")
     for col in ("id", "label", "parent"):
         table.add_column(col)
     specs = plan_fp32_variants(exp)
-    for spec in specs:
-        for precision in exp.quantization.precisions:
-            v = quantized(spec, precision, exp)
-            table.add_row(v.id, v.label, v.parent_id or "")
+    planned: dict[str, Any] = {}
+    for selection in exp.targets:
+        for job in plan_target_jobs(exp, specs, selection, get_target(selection.name))[0]:
+            planned.setdefault(job.variant.id, job.variant)
+    order = {spec.id: i for i, spec in enumerate(specs)}
+    for v in sorted(planned.values(), key=lambda v: order.get(v.id, order.get(v.parent_id or "", len(order)))):
+        table.add_row(v.id, v.label, v.parent_id or "")
     for v in external_specs(exp.artifacts, specs, str(experiment or "the default experiment")):
         table.add_row(v.id, v.label, v.parent_id or "")
     console.print(table)
@@ -203,6 +213,7 @@ def bench(
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
     shape = check_eval_input(data, input_shape, artifact)
+    labelled = data is not None  # else random input (its shape given or read off the artifact): no accuracy to show
     runner = LocalRunner(target, timeout_s)
     if reason := runner.available():
         raise NothingToRunError(f"nothing could run: backend {backend}: {reason}")
@@ -226,7 +237,7 @@ def bench(
     if (p50 := intervals.get("p50")) and result.window:
         console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.4f}, {p50[1]:.4f}] ms; "
                       f"window ended by {result.window.stopped}")
-    if input_shape is None:
+    if labelled:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
     if result.layer_profile is not None:
         print_profile(result.layer_profile, result.latency_ms["p50"], top=None)

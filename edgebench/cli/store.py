@@ -31,7 +31,9 @@ StoreOpt = Annotated[
 
 
 def open_store(store: str | None, must_exist: bool = True) -> Store:
-    """Open ``store`` (default: the built-in experiment's); a missing SQLite file is an error for readers."""
+    """Open ``store`` (default: the built-in experiment's); a missing SQLite file is an error for readers, which
+    names the stores of other experiments in this directory when the default is missing."""
+    default = store is None
     if store is None:
         from edgebench.config import load_experiment
 
@@ -39,6 +41,10 @@ def open_store(store: str | None, must_exist: bool = True) -> Store:
     if must_exist and "://" not in store and Path(store).is_dir():
         raise StoreError(f"--store {store} is a directory; give the results database in it (e.g. runs/<name>/results.db)")
     if must_exist and "://" not in store and not Path(store).is_file():
+        others = sorted(str(p) for p in Path(store).parent.parent.glob("*/results.db")) if default else []
+        if others:
+            raise StoreError(f"no results store at {store} (the default experiment's); this directory has "
+                             f"{', '.join(others)}: pass one with --store")
         raise StoreError(f"no results store at {store}: run `edgebench run` first or pass --store PATH|URL")
     return Store.open(store)
 

@@ -131,7 +131,8 @@ class SSHRunner(Runner):
             with socket.create_connection((self.ssh.host, self.ssh.port), timeout=self.connect_timeout_s):
                 pass
         except OSError as exc:
-            return f"host {self.ssh.host}:{self.ssh.port} unreachable ({exc.strerror or exc})"
+            return (f"host {self.ssh.host}:{self.ssh.port} unreachable ({exc.strerror or exc}); check ssh.host and "
+                    "ssh.port in the target file, and that the board is up and runs sshd")
         if self.ssh.key_file and not Path(self.ssh.key_file).expanduser().is_file():
             return f"ssh key_file {self.ssh.key_file} does not exist"
         from edgebench.executor.ssh import probe

@@ -91,7 +91,17 @@ class LayerProfile:
         counts as non-compute); against a p50 from another window it assumes the kernels ran as fast there.
         """
         total = p50_ms or self.run_ms
-        return None if not total else max(0.0, 1.0 - self.compute_ms / total)
+        # kernels that took longer in the profiled window than the whole timed p50: the two windows ran at different
+        # speeds (host load, the profiler's cost), and no share can be read off them
+        return None if not total or self.compute_ms > total else 1.0 - self.compute_ms / total
+
+    def p50_share_text(self, p50_ms: float) -> str:
+        """The non-compute share of a timed ``p50_ms`` as printed, or why there is none."""
+        share = self.non_compute_share(p50_ms)
+        if share is None:
+            return (f"none of the timed p50 ({p50_ms:.3f} ms): the profiled conv/gemm kernels alone took "
+                    f"{self.compute_ms:.3f} ms, the windows ran at different speeds")
+        return f"{100 * share:.1f}% of the timed p50 ({p50_ms:.3f} ms)"
 
     def non_compute_operator_share(self) -> float | None:
         """Share of the operators' own time that is not conv/gemm kernels (a lower bound: no overhead)."""
@@ -189,6 +199,6 @@ def format_profile(profile: LayerProfile, top: int | None = None, p50_ms: float 
     shares = [f"{100 * (profile.non_compute_operator_share() or 0):.1f}% of operator time (lower bound)",
               f"{100 * (profile.non_compute_share() or 0):.1f}% of the profiled run (upper bound)"]
     if p50_ms:
-        shares.append(f"{100 * (profile.non_compute_share(p50_ms) or 0):.1f}% of the timed p50 {p50_ms:.3f} ms")
+        shares.append(profile.p50_share_text(p50_ms))
     lines.append("not conv/gemm compute: " + "; ".join(shares))
     return "\n".join(lines)
