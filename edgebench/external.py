@@ -1,7 +1,8 @@
 """Artifacts other tools made (NNCF, Olive, ModelOpt, ONNX Runtime's quantizer, another team's TFLite converter) as
 first-class variants: an experiment's ``artifacts:`` section lists them, and each is measured on every target
 whose backends load its format, with accuracy on the experiment's test split, stored with its content hash and
-lineage (``parent``), and drawn on the same Pareto fronts as edgebench's own variants, labelled by origin.
+lineage (``parent``) and its parameters and MACs counted from its graph, and drawn on the same Pareto fronts as
+edgebench's own variants, labelled by origin.
 
 edgebench measures them as they are: it neither converts nor re-quantizes them, so a file that does not take the
 experiment's input shape is refused at load (ONNX) or fails its measurement with the runtime's error (TFLite).
@@ -9,6 +10,7 @@ experiment's input shape is refused at load (ONNX) or fails its measurement with
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -17,7 +19,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgebench.errors import ConfigError, first_line
+from edgebench.models.graph_cost import graph_cost
 from edgebench.variants import ExternalSpec, Precision, QuantSpec, VariantSpec
+
+log = logging.getLogger(__name__)
 
 #: the formats edgebench measures as given, by file suffix (PyTorch pickles are code, not data: not accepted)
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
@@ -137,3 +142,17 @@ def import_artifact(spec: VariantSpec, destination: Path) -> Path:
         raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
     os.replace(tmp, destination)
     return destination
+
+
+def external_facts(spec: VariantSpec, input_shape: tuple[int, ...]) -> dict[str, object]:
+    """What is stored for an external artifact: where it came from, its hash, and its parameters and MACs counted
+    from its graph for one image of ``input_shape`` (None where they cannot be counted; logged, never fatal)."""
+    external = spec.external
+    assert external is not None
+    facts: dict[str, object] = {"origin": f"external:{external.label}", "sha256": external.digest,
+                                "source_path": external.path}
+    try:
+        facts.update(graph_cost(Path(external.path or ""), external.format, input_shape))
+    except Exception as exc:  # a graph another tool wrote may hold what the counter cannot read
+        log.warning("%s: parameters and MACs not counted (%s)", external.path, first_line(exc))
+    return facts

@@ -29,7 +29,7 @@ from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
-from edgebench.external import check_inputs, external_specs
+from edgebench.external import check_inputs, external_facts, external_specs
 from edgebench.job import Job
 from edgebench.measure.machine import machine_info
 from edgebench.measure.reference_workload import speed_record
@@ -195,7 +195,8 @@ def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> l
 class _OpenRun:
     """A run started (or resumed) in the store; each finished task is handled by its kind's handler."""
 
-    def __init__(self, store: Store, exp: Experiment, outcome: RunOutcome, lock: IO[str] | None) -> None:
+    def __init__(self, store: Store, exp: Experiment, outcome: RunOutcome, lock: IO[str] | None,
+                 input_shape: tuple[int, ...]) -> None:
         self.store = store
         self.lock = lock  # held while this process drives the run: a second process beside it starts its own
         self.exp = exp
@@ -204,6 +205,8 @@ class _OpenRun:
         self.workdir = exp.workdir()
         self.cache = ModelCache(self.workdir)
         self.lost = 0
+        self.input_shape = input_shape  # of one image: an external artifact's MACs are counted for it
+        self.external_facts: dict[str, dict[str, object]] = {}  # by variant id: each graph is read once
 
     @classmethod
     def open(cls, store: Store, exp: Experiment, prepared: _Prepared, tags: tuple[str, ...]) -> _OpenRun:
@@ -226,7 +229,7 @@ class _OpenRun:
             for tag in tags:
                 store.tag_run(run_id, tag)
         run = cls(store, exp, RunOutcome(run_id, exp.store_url(), None, unsupported=prepared.unsupported),
-                  held[0] if held else None)
+                  held[0] if held else None, prepared.splits.input_shape)
         for spec in prepared.specs:  # every quantized variant's parent is stored, measured or not (built ones as they land)
             run.store_variant(spec)
         return run
@@ -312,9 +315,10 @@ class _OpenRun:
         """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights);
         an external artifact with where it came from."""
         if spec.external is not None:
-            facts = {"origin": f"external:{spec.external.label}", "sha256": spec.external.digest,
-                     "source_path": spec.external.path}
-            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, facts)
+            if spec.id not in self.external_facts:
+                self.external_facts[spec.id] = external_facts(spec, self.input_shape)
+            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
+                                      self.external_facts[spec.id])
             return
         weights = spec.weights_spec
         if self.cache.has(weights):

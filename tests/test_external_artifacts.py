@@ -139,6 +139,8 @@ def test_artifacts_from_other_tools_measured_beside_edgebench_variants(made_else
     assert row["accuracy"] == _ort_accuracy(made_elsewhere["onnx"], splits.x_test, splits.y_test)
     assert row["max_abs_diff"] > 1e-3  # int8 against the PyTorch fp32 parent: measurably different
     assert row["size_bytes"] == made_elsewhere["onnx"].stat().st_size
+    baseline = df[df["variant_id"] == baseline_id].iloc[0]
+    assert row["macs"] == baseline["macs"]  # counted from the int8 graph; PyTorch's hooks counted the parent
     stored = edgebench.load(outcome.store_url, outcome.run_id).stored()
     facts = stored[stored["variant_id"] == row["variant_id"]].iloc[0]["facts"]
     assert facts["sha256"] == hashlib.sha256(made_elsewhere["onnx"].read_bytes()).hexdigest()[:16]
@@ -149,6 +151,7 @@ def test_artifacts_from_other_tools_measured_beside_edgebench_variants(made_else
         assert list(zip(lite["target"], lite["backend"])) == [("local-litert", "litert")]
         assert lite.iloc[0]["accuracy"] == _tflite_accuracy(made_elsewhere["tflite"], splits.x_test, splits.y_test)
         assert lite.iloc[0]["max_abs_diff"] < 1e-3  # fp32 conversion: the parent's logits up to rounding
+        assert lite.iloc[0]["macs"] == baseline["macs"]
 
 
 def test_artifact_that_does_not_take_the_experiments_images_is_one_line(made_elsewhere, tmp_path):

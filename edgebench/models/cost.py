@@ -1,7 +1,8 @@
 """Inference cost of a model: parameter count and multiply-accumulates (MACs) per sample.
 
 MACs count only the layers that dominate compute on every target: convolutions
-(out_elements * in_channels / groups * kh * kw) and linear layers (in * out). Pooling, BN
+(out_elements * in_channels / groups * kh * kw; a transposed one: in_elements * out_channels / groups * kh * kw)
+and linear layers (in * out). Pooling, BN
 (foldable into the conv) and activations are not counted. Dense runtimes execute every MAC, zero weights
 included; ``nonzero=True`` counts only the MACs of non-zero weights - what a sparse kernel, or hls4ml's
 firmware at reuse factor 1, has to compute.
@@ -11,6 +12,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+#: the layers whose MACs are counted
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *_TRANSPOSED, nn.Linear)
 
 
 def count_params(model: nn.Module) -> int:
@@ -32,13 +38,15 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...], nonzero: bool = F
     names = {m: n for n, m in model.named_modules()}
     macs: dict[str, int] = {}
 
-    def hook(module: nn.Conv2d | nn.Linear, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        channels = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-        positions = output[0].numel() // channels
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if isinstance(module, _TRANSPOSED):  # each weight meets every input position
+            positions = inputs[0][0].numel() // module.in_channels
+        else:  # each weight meets every output position
+            positions = output[0].numel() // (module.out_features if isinstance(module, nn.Linear) else module.out_channels)
         weights = int(torch.count_nonzero(module.weight)) if nonzero else module.weight.numel()
         macs[names[module]] = macs.get(names[module], 0) + positions * weights
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _LAYERS)]
     if not handles:  # a compiled program (TorchScript, torch.export) has no layer modules to hook
         return {"(program)": _program_macs(model, input_shape)}
     was_training = model.training

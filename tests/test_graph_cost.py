@@ -1,0 +1,107 @@
+"""Parameters and MACs of artifacts other tools made, counted from their graphs, against counts done by hand.
+
+The network: a 3x3 conv 1->4 (padding 1) on 1x8x8, a 3x3 depthwise conv on 4 channels without bias, a 2x2
+stride-2 transposed conv 4->2 (to 2x16x16) and a Linear 512->10. By hand, MACs: 4*64*9 = 2304, 4*64*9 = 2304,
+(4*8*8 input elements) * (2*2*2) = 2048, 512*10 = 5120, total 11,776; parameters: 36+4, 36, 32+2, 5120+10 = 5240.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from edgebench.models.cost import count_macs, count_params
+from edgebench.models.graph_cost import graph_cost
+
+MACS, PARAMS = 11_776, 5_240
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
+        self.fc = nn.Linear(2 * 16 * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.up(self.depthwise(torch.relu(self.conv(x)))).flatten(1))
+
+
+class _Images:
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.batches = iter([{"x": rng.random((1, 1, 8, 8), dtype=np.float32)} for _ in range(4)])
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("graphs") / "net.onnx"
+    torch.onnx.export(_Net().eval(), (torch.zeros(1, 1, 8, 8),), path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+def test_pytorch_counter_agrees_with_the_hand_count():
+    assert (count_params(_Net()), count_macs(_Net(), (1, 8, 8))) == (PARAMS, MACS)
+
+
+def test_fp32_onnx_with_a_symbolic_batch(fp32_onnx):
+    assert graph_cost(fp32_onnx, "onnx", (1, 8, 8)) == {"params": PARAMS, "macs": MACS}
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_onnx_runtime_int8_counts_as_its_float_twin(fp32_onnx, fmt):
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    out = fp32_onnx.with_name(f"int8-{fmt}.onnx")
+    quantize_static(str(fp32_onnx), str(out), _Images(), quant_format=getattr(QuantFormat, fmt))
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert ("QGemm" in ops) == (fmt == "QOperator")  # ONNX Runtime's own op, whose shapes onnx cannot infer
+    assert graph_cost(out, "onnx", (1, 8, 8)) == {"params": PARAMS, "macs": MACS}
+
+
+def test_dynamic_int8_counts_its_matmul(fp32_onnx):
+    from onnxruntime.quantization import quantize_dynamic
+
+    out = fp32_onnx.with_name("dynamic.onnx")
+    quantize_dynamic(str(fp32_onnx), str(out))
+    assert graph_cost(out, "onnx", (1, 8, 8))["macs"] == MACS
+
+
+def test_a_fixed_batch_is_counted_per_image(tmp_path):
+    path = tmp_path / "batch4.onnx"
+    torch.onnx.export(_Net().eval(), (torch.zeros(4, 1, 8, 8),), path, dynamo=False)
+    assert graph_cost(path, "onnx", (1, 8, 8))["macs"] == MACS
+
+
+def test_an_unknown_op_that_may_multiply_makes_the_macs_unknown_not_partial(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("TeamConv", ["y"], ["z"], domain="team.ops")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], [0.0] * 18)])
+    path = tmp_path / "custom.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("team.ops", 1)]),
+              path)
+    assert graph_cost(path, "onnx", (1, 8, 8)) == {"params": 18, "macs": None}
+
+
+def test_tflite_from_litert_torch(tmp_path):
+    litert_torch = pytest.importorskip("litert_torch", reason="the 'litert' extra is not installed")
+    path = tmp_path / "net.tflite"
+    litert_torch.convert(_Net().eval(), (torch.zeros(1, 1, 8, 8),)).export(str(path))
+    cost = graph_cost(path, "tflite", (1, 8, 8))
+    assert cost["macs"] == MACS
+    # the converter stores a zero bias for the bias-free depthwise conv: 4 more constants than PyTorch's parameters
+    assert cost["params"] == PARAMS + 4
