@@ -77,6 +77,8 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     assert "p50 ms" in result.output and "m.onnx on onnxruntime" in result.output
     assert re.search(r"p50 interval \(95%\): \[[0-9.]+, [0-9.]+\] ms; window ended by (precision|max_time)",
                      result.output)
+    # by hand: conv 4x1x3x3 + 4 and linear 3x256 + 3 parameters; 4*64*9 + 256*3 MACs
+    assert "counted from the graph: 811 parameters, 3,072 MACs per image" in result.output
     inferred = _run("bench", str(path), "--min-time-s", "0.05")  # the input shape read off the model: random input
     assert inferred.exit_code == 0 and "p50 ms" in inferred.output and "accuracy" not in inferred.output
     data = tmp_path / "d.npz"
@@ -86,6 +88,7 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     np.savez(data, x=x, y=y)
     result = _run("bench", str(path), "--data", str(data), "--min-time-s", "0.05")
     assert result.exit_code == 0 and "accuracy on d.npz: 1.0000 (10 images)" in result.output
+    assert "3,072 MACs per image" in result.output  # the image shape read off the data
 
 
 def test_bench_corrupt_model_fails_clearly(tmp_path: Path):

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
-from edgebench.errors import ExitCode
+from edgebench.errors import ExitCode, first_line
 
 
 class _RichProgress:
@@ -202,6 +202,7 @@ def bench(
     import tempfile
 
     from edgebench.cli.profile import check_eval_input, print_profile, write_eval_input
+    from edgebench.data.files import read_eval_data
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
     from edgebench.executor.tasks import run_one
@@ -213,6 +214,7 @@ def bench(
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
     shape = check_eval_input(data, input_shape, artifact)
+    cost = _graph_cost(artifact, shape or read_eval_data(data)[0].shape[1:])  # type: ignore[arg-type]
     labelled = data is not None  # else random input (its shape given or read off the artifact): no accuracy to show
     runner = LocalRunner(target, timeout_s)
     if reason := runner.available():
@@ -239,8 +241,25 @@ def bench(
                       f"window ended by {result.window.stopped}")
     if labelled:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
+    if cost is not None:
+        console.print(cost)
     if result.layer_profile is not None:
         print_profile(result.layer_profile, result.latency_ms["p50"], top=None)
+
+
+def _graph_cost(artifact: Path, image: tuple[int, ...]) -> str | None:
+    """The parameters and MACs of an ONNX or TFLite artifact, counted from its graph for one image, as a line."""
+    from edgebench.external import FORMATS
+    from edgebench.models.graph_cost import graph_cost
+
+    if artifact.suffix not in FORMATS:
+        return None
+    try:
+        cost = graph_cost(artifact, FORMATS[artifact.suffix], tuple(image))
+    except Exception as exc:  # the measurement says whether the file is usable; the count is a side note
+        return f"parameters and MACs not counted: {first_line(exc)}"
+    shown = {k: "unknown" if v is None else f"{v:,}" for k, v in cost.items()}
+    return f"counted from the graph: {shown['params']} parameters, {shown['macs']} MACs per image"
 
 
 def _with_interval(value: float, interval: tuple[float, float] | None) -> str:

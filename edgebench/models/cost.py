@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 #: the layers whose MACs are counted
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *_TRANSPOSED, nn.Linear)
