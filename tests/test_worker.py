@@ -17,7 +17,8 @@ from torch import nn
 
 from edgebench.executor.tasks import run_one
 from edgebench.job import Job, MeasureSettings
-from edgebench.measure.worker import predict_all
+from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading
+from edgebench.measure.worker import execute, predict_all
 from edgebench.runtimes.base import Session, get_exporter
 from edgebench.variants import QuantSpec
 
@@ -206,3 +207,38 @@ class _CrashingInForkSession(_PidStampingSession):
 def test_a_part_of_the_accuracy_pass_that_crashes_fails_the_pass_instead_of_hanging_it() -> None:
     with pytest.raises(BrokenProcessPool):
         predict_all(_CrashingInForkSession(), np.zeros((8, 1, 2, 2), dtype=np.float32), 1)
+
+
+class _BrokenMeter(EnergyMeter):
+    source = "measured:test-counter"
+
+    def start(self) -> None:
+        raise RuntimeError("meter broke")
+
+    def stop(self) -> EnergyReading:
+        raise AssertionError("never started")
+
+
+class _UnlabelledMeter(EnergyMeter):
+    """Returns joules without saying whether a counter or a model stands behind them."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(joules=0.5, seconds=0.1, source=None)
+
+
+@pytest.mark.parametrize("meter,note", [(_BrokenMeter, "energy meter test-broken-meter failed: RuntimeError: meter broke"),
+                                        (_UnlabelledMeter, "gave 0.5 J with source None, not 'measured:<counter>'")])
+def test_a_meter_that_fails_or_does_not_label_its_joules_costs_the_energy_only(eval_files, tmp_path, meter, note):
+    name = {_BrokenMeter: "test-broken-meter", _UnlabelledMeter: "test-unlabelled-meter"}[meter]
+    if name not in METERS.names():
+        METERS.register(name)(meter)
+    eval_npz, ref, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    job = _job(artifact, eval_npz, ref, "onnxruntime").model_copy(update={"energy": {"type": name}})
+    result = execute(job)  # in this process, where the meter is registered
+    assert result.status == "ok" and result.accuracy == 1.0 and result.latency_ms["p50"] > 0
+    assert result.energy_j_per_inference is None and result.energy_source is None and result.idle_power_w is None
+    assert note in result.energy_note

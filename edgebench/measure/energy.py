@@ -32,6 +32,8 @@ class EnergyReading:
 class EnergyMeter(ABC):
     """Start/stop energy counter around a timed window."""
 
+    #: what stands behind a reading: ``measured:<counter>`` or ``estimated:<model>``; a reading with any other
+    #: source is not kept (an unlabelled figure would be shown as measured)
     source: str = ""
     #: shortest window this meter resolves; the worker repeats inferences to exceed it
     min_window_s: float = 0.0
