@@ -352,10 +352,18 @@ class Experiment(_Strict):
         return spec_hash(hash_payload(data, added))
 
     def model_source(self) -> ModelSource | None:
-        """The user's model file, weights and plug-ins behind ``model``, with their digests (None: a zoo model)."""
+        """The user's model file, weights and plug-ins behind ``model``, with their digests (None: a zoo model on
+        edgebench's own data, criteria, schedules, allocations and sparse methods)."""
         from edgebench.models.source import model_source
+        from edgebench.prune import CRITERIA, SCHEDULES
+        from edgebench.prune.allocation import ALLOCATIONS
+        from edgebench.prune.sparse import SPARSE_METHODS
 
-        return model_source(self.model, self.plugins, self.dataset.name)
+        # the code that decides what a variant is, wherever it comes from (plug-in file, import path, entry point)
+        components = [*map(CRITERIA.get, self.pruning.criteria), *map(SCHEDULES.get, self.pruning.schedules),
+                      *map(ALLOCATIONS.get, _allocations_used(self.pruning)),
+                      *map(SPARSE_METHODS.get, self.sparse.methods if self.sparse else [])]
+        return model_source(self.model, self.plugins, self.dataset.name, components)
 
     def workdir(self) -> Path:
         """Run directory (artifact cache, eval data, default store)."""

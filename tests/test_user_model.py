@@ -158,6 +158,27 @@ def test_variant_ids_follow_file_contents_not_locations(team, tmp_path):
     assert not set(ids(copy)) & set(edited + original)
 
 
+def test_an_edited_criterion_gives_new_ids_however_it_was_named(tmp_path, monkeypatch):
+    """A criterion by import path (or entry point) is code that decides what a variant is: editing its file must
+    not reuse models built by the old code, while the zoo model's own ids stay as they were."""
+    module = "team_crit_ids"
+    (tmp_path / f"{module}.py").write_text(PLUGINS_PY.replace('@CRITERIA.register("team_l1")\n', ""))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pruning = {"criteria": [f"{module}:TeamL1"], "ratios": [0.5], "schedules": ["oneshot_finetune"]}
+
+    def ids() -> list[str]:
+        exp = _experiment(tmp_path, "crit", pruning=pruning, training={"epochs": 1})
+        return [s.id for s in plan_fp32_variants(load_experiment(exp))]
+
+    original = ids()
+    assert ids() == original
+    (tmp_path / f"{module}.py").write_text((tmp_path / f"{module}.py").read_text() + "\n# scores changed\n")
+    assert not set(ids()) & set(original)
+    zoo = _experiment(tmp_path, "zoo", pruning={"criteria": ["l1"], "ratios": [0.5]}, training={"epochs": 1})
+    assert load_experiment(zoo).model_source() is None  # edgebench's own criterion: nothing of the user's to hash
+
+
 def test_checkpoint_layouts_load_into_the_model(team, tmp_path):
     """A plain state dict, {'model': ...} with an optimizer beside it, DataParallel and torch.compile prefixes: the
     same weights; a pickled module is refused unless trusted."""

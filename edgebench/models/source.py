@@ -89,15 +89,20 @@ def program_conflict(model: ModelConfig, fmt: str) -> str | None:
             "model.kwargs, or give a state dict as weights")
 
 
-def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: str | None = None) -> ModelSource | None:
+def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: str | None = None,
+                 components: Sequence[Callable[..., Any]] = ()) -> ModelSource | None:
     """The user's files behind ``model`` with their digests (the code digest covers the factory's file, the plug-in
-    files and the source of a ``dataset`` loader that is not edgebench's); None for a zoo model on edgebench's data."""
+    files, the source of a ``dataset`` loader and of ``components`` - criteria, schedules... - that are not
+    edgebench's, however they were registered); None for a zoo model with edgebench's own data and components."""
     from edgebench.data import DATASETS
     from edgebench.models.weights import detect_format
 
     code_files: list[str] = [str(Path(p).resolve()) for p in plugin_files]
     loader_file = _code_file(DATASETS.get(dataset)) if dataset is not None else None
     code_files += [loader_file] if loader_file else []
+    for file in filter(None, map(_code_file, components)):  # one already hashed (a plug-in file) counts once
+        if str(Path(file).resolve()) not in {str(Path(f).resolve()) for f in code_files}:
+            code_files.append(file)
     weights = Path(model.weights).resolve() if model.weights else None
     fmt = detect_format(weights) if weights is not None else None
     if fmt in (None, "state_dict"):
