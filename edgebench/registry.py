@@ -38,13 +38,19 @@ class Registry(Generic[T]):
         self.group = group
         self._items: dict[str, T] = {}
         self._modules = modules
+        self._builtins_loaded = False
         self._loaded = False
+
+    def _load_builtins(self) -> None:
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            for module in self._modules() if callable(self._modules) else self._modules:
+                importlib.import_module(module)
 
     def _load(self) -> None:
         if not self._loaded:
+            self._load_builtins()
             self._loaded = True
-            for module in self._modules() if callable(self._modules) else self._modules:
-                importlib.import_module(module)
             plugins.load_env_plugins()
             for name, obj, dist in plugins.entry_point_objects(self.group) if self.group else ():
                 if not isinstance(obj, type(plugins)) and self._items.get(name.lower()) is not obj:
@@ -59,9 +65,12 @@ class Registry(Generic[T]):
         key = name.lower()
 
         def decorator(obj: T) -> T:
+            if not (getattr(obj, "__module__", None) or "").startswith("edgebench."):
+                self._load_builtins()  # a user's name that clashes with edgebench's fails here, in the user's file
             old = self._items.get(key)
             if old is not None and (_source_file(old) is None or _source_file(old) != _source_file(obj)):
-                raise ValueError(f"{self.kind} '{key}' is already registered")
+                raise ValueError(f"{self.kind} '{key}' is already registered (by {getattr(old, '__module__', '?')}); "
+                                 "register yours under another name")
             self._items[key] = obj
             return obj
 

@@ -138,6 +138,22 @@ def npz_dataset(ctx: Ctx, name: str, **arrays: Any) -> list[str]:
     return ["run", str(ctx.experiment({"dataset": {"name": "npz", "kwargs": {"path": str(path)}}}))]
 
 
+#: plug-in files that register names edgebench already has (the clash is named in the user's file, whichever
+#: registry loaded first)
+CLASHING_DATASET = """from edgebench.data.registry import DATASETS
+
+@DATASETS.register("digits")
+def mine(seed=0):
+    raise RuntimeError("never called")
+"""
+CLASHING_BACKEND = """from edgebench.runtimes.base import BACKENDS
+
+@BACKENDS.register("onnxruntime")
+class Mine:
+    pass
+"""
+
+
 def run_exp(over: dict[str, Any]) -> Callable[[Ctx], list[str]]:
     return lambda ctx: ["run", str(ctx.experiment(over))]
 
@@ -344,6 +360,12 @@ CASES = [
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("mine.py", "x = 1\ndef f(:\n"))]}))],
          ("plugins", "mine.py:2", "syntax error")),
     Case("run-plugin-missing", "run", run_exp({"plugins": ["gone_plugins.py"]}), ("plugins", "gone_plugins.py")),
+    Case("run-plugin-takes-a-builtin-dataset-name", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("clash.py", CLASHING_DATASET))]}))],
+         ("plugins", "clash.py", "dataset 'digits' is already registered (by edgebench.data.digits)")),
+    Case("run-plugin-takes-a-builtin-backend-name", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("clash_be.py", CLASHING_BACKEND))]}))],
+         ("plugins", "clash_be.py", "backend 'onnxruntime' is already registered")),
     Case("run-dataset-module-not-found", "run", run_exp({"dataset": {"name": "team_data_gone:load"}}),
          ("dataset.name", "team_data_gone", "not found")),
     Case("run-dataset-loader-raises", "run", data_plugin({"name": "bucket_data"}),
