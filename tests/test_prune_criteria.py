@@ -12,6 +12,7 @@ from torch import nn
 
 from edgebench.prune import CRITERIA, create_criterion, prune_model, score_groups
 from edgebench.prune.criteria.activation import ChannelIndependence
+from edgebench.prune.criteria.base import Criterion, CriterionError
 
 EXAMPLE = torch.ones(1, 1, 4, 4)
 
@@ -121,3 +122,27 @@ def test_pruning_k_removes_exactly_the_k_lowest_scored(name: str, k: int) -> Non
     # tests/test_prune_papers.py)
     if name != "thinet":
         torch.testing.assert_close(net[2].weight, conv1_before[:, expected_kept])
+
+
+class _TeamScores(Criterion):
+    """A user's criterion that gets its scores wrong in the way ``mode`` says."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def module_scores(self, module: nn.Module, role: str) -> torch.Tensor | None:
+        if role != "out":
+            return None
+        scores = module.weight.detach().abs().flatten(1).sum(1)
+        return scores[:-1] if self.mode == "short" else torch.full_like(scores, math.nan)
+
+
+@pytest.mark.parametrize("mode,message", [
+    # the first group scored is the last conv's (3 filters)
+    ("short", r"criterion _TeamScores gave 2 scores for the out channels of Conv2d \(weight \(3, 6, 1, 1\)\), which "
+              r"has 3: module_scores must give one score per channel"),
+    ("nan", r"criterion _TeamScores gave 3 non-finite \(NaN or infinite\) scores of 3 for the out channels of Conv2d"),
+])
+def test_scores_that_cannot_rank_the_channels_name_the_criterion(mode: str, message: str) -> None:
+    with pytest.raises(CriterionError, match=message):
+        score_groups(downstream_net(), _TeamScores(mode), EXAMPLE)

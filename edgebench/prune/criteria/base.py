@@ -106,11 +106,26 @@ class Criterion(tp.importance.Importance):
             root = torch.as_tensor(
                 item.root_idxs if item.root_idxs is not None else range(n_root), dtype=torch.long
             )
-            local = scores.detach().double().flatten()[idxs]
+            local = self._checked(scores, layer, role, idxs)[idxs]
             acc = torch.zeros(n_root, dtype=torch.float64).index_add_(0, root, local)
             count = torch.zeros(n_root, dtype=torch.float64).index_add_(0, root, torch.ones_like(local))
             mapped.append(acc / count.clamp(min=1))
         return mapped
+
+    def _checked(self, scores: torch.Tensor, layer: nn.Module, role: Role, idxs: torch.Tensor) -> torch.Tensor:
+        """``scores`` flattened, or CriterionError where they cannot rank the channels ``idxs``: too few would fail
+        deep in the mapping, and a NaN would rank channels arbitrarily with no error."""
+        flat = torch.as_tensor(scores).detach().double().flatten()
+        name = type(self).__name__
+        if len(idxs) and flat.numel() <= int(idxs.max()):
+            raise CriterionError(f"criterion {name} gave {flat.numel()} scores for the {role} channels of "
+                                 f"{type(layer).__name__} (weight {tuple(getattr(layer, 'weight', torch.empty(0)).shape)}"
+                                 f"), which has {_channels(layer, role)}: module_scores must give one score per channel")
+        if not torch.isfinite(flat[idxs]).all():
+            bad = int((~torch.isfinite(flat[idxs])).sum())
+            raise CriterionError(f"criterion {name} gave {bad} non-finite (NaN or infinite) scores of {len(idxs)} "
+                                 f"for the {role} channels of {type(layer).__name__}; scores must be finite numbers")
+        return flat
 
     @torch.no_grad()
     def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
@@ -120,6 +135,19 @@ class Criterion(tp.importance.Importance):
         if not mapped:
             return None
         return (torch.stack(mapped).sum(0) / len(mapped)).float()
+
+
+class CriterionError(ValueError):
+    """A criterion's scores cannot rank the channels (wrong count, not finite)."""
+
+
+def _channels(layer: nn.Module, role: Role) -> int | None:
+    """How many channels ``layer`` has along ``role`` (None where the layer does not say)."""
+    if role == "bn":
+        return getattr(layer, "num_features", None)
+    if isinstance(layer, nn.Linear):
+        return layer.out_features if role == "out" else layer.in_features
+    return getattr(layer, "out_channels" if role == "out" else "in_channels", None)
 
 
 class PreparedScores(Criterion):
