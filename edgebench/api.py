@@ -84,17 +84,22 @@ class Results:
         backends compete), or only ``target``'s; sorted by ``x``. Each metric's better direction is its own."""
         from edgebench.report.pareto import pareto_mask
         from edgebench.store.metrics import get_metric
+        from edgebench.store.schema import StoreError
 
         mx, my = get_metric(x), get_metric(y)
         raw = self.stored()
-        raw = raw[(raw["status"] == "ok") & raw[mx.column].notna() & raw[my.column].notna()]
+        raw = raw[raw["status"] == "ok"]
         if target is not None:
             if target not in set(raw["target"]):
-                from edgebench.store.schema import StoreError
-
                 known = ", ".join(sorted(set(raw["target"]))) or "none"
                 raise StoreError(f"run {self.run_id} has no measurements on target {target!r}; it has: {known}")
             raw = raw[raw["target"] == target]
+        missing = [m.name for m in (mx, my) if raw[m.column].isna().all()]
+        if missing and len(raw):  # a front of nothing: say which figure no measurement has
+            where = f" on target {target!r}" if target is not None else ""
+            raise StoreError(f"no measurement of run {self.run_id}{where} has {' or '.join(missing)} (null where it "
+                             "was not measured: energy needs an energy meter on the target)")
+        raw = raw[raw[mx.column].notna() & raw[my.column].notna()]
         fronts = [group[pareto_mask(group, [(mx.column, mx.direction), (my.column, my.direction)])]
                   for _, group in raw.groupby("target")]
         front = pd.concat(fronts) if fronts else raw.iloc[0:0]
@@ -174,7 +179,7 @@ def _under_main_guard(body: list[ast.stmt], line: int) -> bool:
 def run(
     experiment: Experiment | str | Path | None = None,
     *,
-    tags: Sequence[str] = (),
+    tags: Sequence[str] | str = (),
     progress: ProgressFn | None = None,
     render: bool = True,
 ) -> Results:
@@ -190,6 +195,7 @@ def run(
 
     _refuse_unguarded_script()
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
+    tags = (tags,) if isinstance(tags, str) else tags  # one tag, not one per letter
     for tag in tags:
         validate_tag(tag)
     outcome = run_experiment(exp, tags=tuple(tags), progress=progress, render=render)

@@ -49,6 +49,8 @@ def test_pareto_is_the_front_worked_out_by_hand(hand_made_store):
     assert list(results.pareto("memory", "accuracy", target="local-cpu")["label"]) == ["a", "b"]
     with pytest.raises(StoreError, match="no measurements on target 'jetson'; it has: board, local-cpu"):
         results.pareto(target="jetson")
+    with pytest.raises(StoreError, match="no measurement of run .* on target 'board' has energy .*energy meter"):
+        results.pareto("energy", "accuracy", target="board")  # the target exists; no energy was measured there
 
 
 def test_measurements_one_row_each_with_units_in_column_names(hand_made_store):
@@ -85,12 +87,14 @@ def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
         "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
         "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
     })
-    results = edgebench.run(exp, tags=["api-test"], render=False)
+    results = edgebench.run(exp, tags="api-test", render=False)  # one tag, as a bare string
     assert results.outcome is not None and results.outcome.failed == [] and results.report_path is None
     df = results.measurements()
     assert sorted(df["backend"]) == ["onnxruntime", "torch"] and (df["latency_p50_ms"] > 0).all()
     assert (df["label"] == "baseline/fp32").all() and df["accuracy"].between(0.1, 1).all()
     again = edgebench.load(tmp_path / "runs" / "api" / "results.db", run="api-test")
+    with Store.open(again.store_url) as store:
+        assert store.runs()["tags"].tolist() == ["api-test"]
     assert again.run_id == results.run_id and again.measurements().equals(df)
     index = again.report(tmp_path / "report")
     assert index == tmp_path / "report" / "index.html" and index.stat().st_size > 1000
