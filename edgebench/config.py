@@ -63,6 +63,12 @@ class DatasetConfig(_Strict):
     def _nothing_declared_is_none(cls, value: Preprocess | None) -> Preprocess | None:
         return None if value == Preprocess() else value
 
+    def digest(self) -> str | None:
+        """What the files and directories named in ``kwargs`` hold (None: no paths, as for the bundled datasets)."""
+        from edgebench.data.fingerprint import data_digest
+
+        return data_digest(self.kwargs)
+
     def load(self) -> DatasetSplits:
         """The dataset's splits, preprocessed (in the process that calls this: the driver, a build worker)."""
         from edgebench.data import load_dataset
@@ -345,6 +351,8 @@ class Experiment(_Strict):
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one
             data["source"] = [source.code_digest, source.weights_digest]
+        if (digest := self.dataset.digest()) is not None:  # so does rewritten data
+            data["data_digest"] = digest
         if self.artifacts:  # so do other contents under an artifact's path
             from edgebench.models.source import content_digest
 

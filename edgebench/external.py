@@ -93,6 +93,7 @@ def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec
         external = ExternalSpec(label=artifact.label, format=artifact_format(path), digest=content_digest(path),
                                 path=str(path), parent_id=parent.id if parent else None)
         specs.append(VariantSpec(model=base.model, dataset=base.dataset, dataset_kwargs=base.dataset_kwargs,
+                                 data_digest=base.data_digest,
                                  preprocess=base.preprocess, quant=QuantSpec(precision=artifact.precision),
                                  external=external))
     return specs

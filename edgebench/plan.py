@@ -68,6 +68,7 @@ def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
         source=source,
         dataset=exp.dataset.name,
         dataset_kwargs=exp.dataset.kwargs,
+        data_digest=exp.dataset.digest(),
         preprocess=exp.dataset.preprocess,
         train=exp.training,
     )

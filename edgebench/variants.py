@@ -258,6 +258,8 @@ class VariantSpec(_Frozen):
     source: ModelSource | None = Field(None, description="the user's model file and weights (None: a zoo model)")
     preprocess: Preprocess | None = Field(None, description="declared input preprocessing (None: standardised)")
     external: ExternalSpec | None = Field(None, description="an artifact made by another tool (artifacts: section)")
+    data_digest: str | None = Field(None, description="digest of the files the dataset's options name (None: none, "
+                                    "as for the bundled datasets)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> VariantSpec:
@@ -371,6 +373,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "source": None,
     "preprocess": None,
     "external": None,
+    "data_digest": None,
 }
 
 

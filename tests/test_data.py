@@ -164,3 +164,32 @@ def test_a_tiny_dataset_is_split_at_random_when_strata_do_not_fit():
     assert np.bincount(y_held).tolist() == [3] * 10  # stratified where it fits
     with pytest.raises(ValueError, match="1 image.s. are too few to split 10% off"):
         stratified_split(np.zeros((1, 1)), np.zeros(1, dtype=np.int64), 0.1, seed=0)
+
+
+def test_rewritten_data_gives_new_variant_ids_and_a_new_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models trained on the old data are never reused for new data under the same path; the same bytes written
+    again keep every id, and the bundled digits have no digest (their ids stay as they were)."""
+    from edgebench.config import Experiment
+    from edgebench.plan import plan_fp32_variants
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+
+    def write(path: Path, shift: int) -> None:
+        y = (np.arange(40) + shift) % 4
+        np.savez(path, x_train=rng.random((40, 1, 8, 8), dtype=np.float32), y_train=y,
+                 x_test=rng.random((8, 1, 8, 8), dtype=np.float32), y_test=y[:8])
+
+    def planned(path: str) -> tuple[list[str], str]:
+        exp = Experiment.model_validate({"dataset": {"name": "npz", "kwargs": {"path": path}},
+                                         "pruning": {"criteria": ["l1"], "ratios": [0.5]}})
+        return [s.id for s in plan_fp32_variants(exp)], exp.hash
+
+    write(tmp_path / "data.npz", 0)
+    ids, run = planned("data.npz")
+    (tmp_path / "data.npz").write_bytes((tmp_path / "data.npz").read_bytes())  # a new modification time
+    assert planned("data.npz") == (ids, run)
+    write(tmp_path / "data.npz", 1)  # relabelled in place
+    new_ids, new_run = planned("data.npz")
+    assert not set(new_ids) & set(ids) and new_run != run
+    assert plan_fp32_variants(Experiment())[0].data_digest is None
