@@ -11,6 +11,7 @@ import pytest
 from edgebench.data import DatasetSplits, list_datasets, load_dataset
 from edgebench.data.splits import stratified_split
 from edgebench.errors import DatasetError
+from edgebench.variants import Preprocess
 
 
 def test_registry_lists_loaders() -> None:
@@ -193,3 +194,34 @@ def test_rewritten_data_gives_new_variant_ids_and_a_new_run(tmp_path: Path, monk
     new_ids, new_run = planned("data.npz")
     assert not set(new_ids) & set(ids) and new_run != run
     assert plan_fp32_variants(Experiment())[0].data_digest is None
+
+
+def test_splits_that_do_not_fit_the_training_split_are_refused_before_training(tmp_path: Path) -> None:
+    """A label past the dataset's classes, a test split of another size or other channels fail at load, naming the
+    split, instead of after training (or, for channels, being broadcast over by the standardisation)."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "cifar").mkdir()
+    for i in range(1, 6):
+        _write_batch(tmp_path / "cifar" / f"data_batch_{i}", 20, b"labels", rng, 10)
+    _write_batch(tmp_path / "cifar" / "test_batch", 10, b"labels", rng, 10)
+    with open(tmp_path / "cifar" / "data_batch_3", "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    batch[b"labels"][4] = 12
+    with open(tmp_path / "cifar" / "data_batch_3", "wb") as f:
+        pickle.dump(batch, f)
+    with pytest.raises(DatasetError, match=r"the train split has label 12, outside its 10 classes 0\.\.9"):
+        load_dataset("cifar10", path=str(tmp_path / "cifar"))
+
+    y = np.arange(40) % 4
+
+    def npz(test: np.ndarray) -> str:
+        np.savez(tmp_path / "d.npz", x_train=rng.random((40, 3, 8, 8), dtype=np.float32), y_train=y,
+                 x_test=test, y_test=y[: len(test)])
+        return str(tmp_path / "d.npz")
+
+    with pytest.raises(DatasetError, match=r"the test split's images are 3x16x16, the training split's 3x8x8"):
+        load_dataset("npz", path=npz(rng.random((8, 3, 16, 16), dtype=np.float32)))
+    with pytest.raises(DatasetError, match=r"the test split's images have 1 channel\(s\), the training split's 3"):
+        load_dataset("npz", path=npz(rng.random((8, 1, 8, 8), dtype=np.float32)))
+    resized = load_dataset("npz", Preprocess(resize=[8, 8]), path=npz(rng.random((8, 3, 16, 16), dtype=np.float32)))
+    assert resized.x_test.shape[1:] == resized.x_train.shape[1:] == (3, 8, 8)  # declared resizing makes them fit

@@ -34,23 +34,45 @@ def load_dataset(name: str, preprocess: Preprocess | None = None, **kwargs: Any)
         raise
     except Exception as exc:  # the loader's own error (often the user's code) is the cause
         raise DatasetError(f"dataset {name} {kwargs}: {type(exc).__name__}: {first_line(exc)}") from None
-    return apply_preprocess(_usable(splits_from(loaded, name), name), preprocess)
+    return _one_image_shape(apply_preprocess(_usable(splits_from(loaded, name), name), preprocess), name)
 
 
 def _usable(splits: DatasetSplits, name: str) -> DatasetSplits:
     """``splits`` unless no classifier could learn or be scored on them: NaN or infinite pixels (they reach every
-    logit and leave the accuracy at chance, with no error) or a training split with one class; DatasetError."""
+    logit and leave the accuracy at chance, with no error), a split whose channels or labels do not fit the training
+    split's (checked before preprocessing, whose per-channel statistics would broadcast over other channels), or a
+    training split with one class; DatasetError."""
     for split in ("train", "val", "test"):
-        images = getattr(splits, f"x_{split}")
+        images, labels = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
         # a NaN or an infinity makes its image's sum non-finite (float64: no finite float32 pixels overflow it)
         bad = ~np.isfinite(images.sum(axis=tuple(range(1, images.ndim)), dtype=np.float64))
         if bad.any():
             raise DatasetError(f"dataset {name}: {int(bad.sum())} image(s) of the {split} split hold NaN or infinite "
                                "values; remove them or fill the gaps before edgebench reads them")
+        if images.shape[1] != splits.input_shape[0]:
+            raise DatasetError(f"dataset {name}: the {split} split's images have {images.shape[1]} channel(s), the "
+                               f"training split's {splits.input_shape[0]}; every split needs the same channels")
+        outside = labels[(labels < 0) | (labels >= splits.num_classes)]
+        if len(outside):
+            raise DatasetError(f"dataset {name}: the {split} split has label {int(outside[0])}, outside its "
+                               f"{splits.num_classes} classes 0..{splits.num_classes - 1}")
     present = np.unique(splits.y_train)
     if len(present) < 2:
         raise DatasetError(f"dataset {name}: the training split holds only class {present.tolist()}; a classifier "
                            "needs images of at least two classes")
+    return splits
+
+
+def _one_image_shape(splits: DatasetSplits, name: str) -> DatasetSplits:
+    """``splits`` when every split's images have the training split's shape (after preprocessing, which may resize
+    them); DatasetError naming the split otherwise - a model built for one shape fails on the other after training."""
+    for split in ("val", "test"):
+        shape = tuple(getattr(splits, f"x_{split}").shape[1:])
+        if shape != tuple(splits.input_shape):
+            shown = "x".join(map(str, shape)), "x".join(map(str, splits.input_shape))
+            raise DatasetError(f"dataset {name}: the {split} split's images are {shown[0]}, the training split's "
+                               f"{shown[1]}; give every split one size, or declare dataset.preprocess: "
+                               "{resize: [H, W]}")
     return splits
 
 
