@@ -340,13 +340,15 @@ class Experiment(_Strict):
     def hash(self) -> str:
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
-        is left out: a run started locally resumes on Ray and back; so is where results are logged (``tracking``)."""
+        is left out: a run started locally resumes on Ray and back; so are where results are logged (``tracking``),
+        how they are drawn (``report``) and how long a job may take (``run.job_timeout_s``)."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}, "check_removal": True,
                              "keep": []},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
                  "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
                  "dataset": {"preprocess": None}, "artifacts": []}
-        data = self.model_dump(mode="json", exclude={"executor", "tracking"})
+        data = self.model_dump(mode="json", exclude={"executor": True, "tracking": True, "report": True,
+                                                     "run": {"job_timeout_s"}})
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one

@@ -160,6 +160,9 @@ def test_tracking_section_loads_and_leaves_the_experiment_hash(tmp_path: Path) -
     assert tracked.tracking.mlflow.uri == "sqlite:///m.db" and tracked.tracking.mlflow.experiment == "edge"
     assert plain.tracking.mlflow is None
     assert tracked.hash == plain.hash  # where results are logged does not change what is measured: runs resume
+    drawn = load_experiment(default_with(tmp_path, "drawn.yaml", report={"objectives": [["accuracy", "size_bytes"]]},
+                                         run={"job_timeout_s": 60}))
+    assert drawn.hash == plain.hash  # nor do the report's objectives or the job timeout
     with pytest.raises(ConfigError, match=r"tracking\.mlflow\.url: unknown field"):
         load_experiment(default_with(tmp_path, "bad.yaml", tracking={"mlflow": {"uri": "x", "url": "y"}}))
 
