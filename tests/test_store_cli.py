@@ -65,11 +65,15 @@ def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path, monkeyp
     assert bad_effect.exit_code == 2 and "unknown metric 'speed'" in bad_effect.output
 
 
-def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path) -> None:
+def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "rep"
     result = runner.invoke(app, ["report", "--store", str(db), "--run", "v3", "--out", str(out), "--objective", "size:accuracy"])
     assert result.exit_code == 0, result.output
     assert (out / "index.html").exists() and (out / "accuracy_vs_size.png").exists() and (out / "history.html").exists()
+    old = runner.invoke(app, ["report", "--store", str(db), "--run", "v1"])  # no --out: beside, not over, the latest's
+    assert old.exit_code == 0, old.output
+    assert [p.name.startswith("synthetic-") for p in (tmp_path / "reports").iterdir()] == [True]
     assert runner.invoke(app, ["tag", "v3", "release-1.0", "--store", str(db)]).exit_code == 0
     listing = runner.invoke(app, ["runs", "--store", str(db)], env={"COLUMNS": "200"})
     assert "release-1.0" in listing.output and listing.output.count("synthetic") == 3

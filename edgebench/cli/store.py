@@ -52,7 +52,8 @@ def open_store(store: str | None, must_exist: bool = True) -> Store:
 def report(
     store: StoreOpt = None,
     run: Annotated[str, typer.Option("--run", help="run id, tag, id prefix or 'latest'")] = "latest",
-    out: Annotated[Path | None, typer.Option("--out", help="output directory (default: reports/<run name>)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output directory (default: reports/<run name> for the "
+                                              "latest run of its name, reports/<run name>-<run id> for an older one)")] = None,
     objective: Annotated[
         list[str] | None, typer.Option("--objective", help="Pareto pair X:Y, e.g. latency:accuracy; repeatable")
     ] = None,
@@ -72,7 +73,11 @@ def report(
     with open_store(store) as st:
         info = st.get_run(run)
         url = st.url
-    out_dir = writable_dir(out or Path("reports") / info["name"], "--out")
+        runs = st.runs()
+    # reports/<name> holds the latest run's report (edgebench run writes it there); an older run's goes beside it
+    latest = runs[runs["name"] == info["name"]]["id"].iloc[-1]
+    default = Path("reports") / (info["name"] if info["id"] == latest else f"{info['name']}-{info['id']}")
+    out_dir = writable_dir(out or default, "--out")
     print_line("report:", "", api.Results(url, info["id"]).report(out_dir, pairs or None))
 
 
