@@ -39,3 +39,28 @@ def test_an_op_registered_into_one_export_s_registry_does_not_leak_into_the_next
     first.register_op(target, lambda x: x)  # what torch.onnx does with a custom_translation_table
     assert len(first.get_decomps(target)) == before + 1
     assert len(registration.ONNXRegistry.from_torchlib().get_decomps(target)) == before
+
+
+def test_the_artifact_holds_the_graph_and_weights_not_the_exporters_debugging_notes(tmp_path: Path) -> None:
+    """The dynamo exporter records each node's stack trace (the model file's path), module and FX node; left in, they
+    outweighed a small model's weights and shipped the build machine's paths in the deployed file."""
+    import inspect
+
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model, example = digits_cnn().eval(), torch.randn(1, 1, 8, 8)
+    export_fp32_onnx(model, example, tmp_path / "m.onnx")
+    proto = onnx.load(tmp_path / "m.onnx")
+    values = [*proto.graph.value_info, *proto.graph.input, *proto.graph.output]
+    assert [len(n.metadata_props) for n in proto.graph.node] == [0] * len(proto.graph.node)
+    assert sum(len(v.metadata_props) for v in values) == 0 and len(proto.graph.metadata_props) == 0
+    assert inspect.getsourcefile(digits_cnn).encode() not in (tmp_path / "m.onnx").read_bytes()
+    weights = sum(t.ByteSize() for t in proto.graph.initializer)
+    assert (tmp_path / "m.onnx").stat().st_size < weights + 16_384  # the weights plus a graph's worth of bytes
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0],
+                                   model(torch.from_numpy(x)).numpy(), atol=1e-5)
