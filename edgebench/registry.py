@@ -20,6 +20,16 @@ Modules = Sequence[str] | Callable[[], Sequence[str]]
 T = TypeVar("T")
 
 
+#: every registry made, so a driver can tell whether its main script registered anything its workers need
+_REGISTRIES: list[Registry] = []
+
+
+def main_script_registers() -> bool:
+    """Whether the running script (``__main__``) registered a model, criterion, backend... of its own: only then
+    do spawned workers need to import it (otherwise its imports would only weigh on every worker's memory)."""
+    return any(getattr(obj, "__module__", None) == "__main__" for r in _REGISTRIES for obj in r._items.values())
+
+
 def _source_file(obj: object) -> str | None:
     return getattr(sys.modules.get(getattr(obj, "__module__", "") or ""), "__file__", None)
 
@@ -40,6 +50,7 @@ class Registry(Generic[T]):
         self._modules = modules
         self._builtins_loaded = False
         self._loaded = False
+        _REGISTRIES.append(self)
 
     def _load_builtins(self) -> None:
         if not self._builtins_loaded:

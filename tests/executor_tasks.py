@@ -90,3 +90,11 @@ def measure_after_meeting(job: object, here: str, other: str, wait_s: float = 90
 
     _meet(here, other, wait_s)
     return execute(job)
+
+
+def main_script_imported() -> bool:
+    """Whether this spawned worker ran the driver's script (imported as ``__mp_main__``; the script sets
+    ``SCRIPT_RAN``: without the script that name is the interpreter's own main module)."""
+    import sys
+
+    return getattr(sys.modules.get("__mp_main__"), "SCRIPT_RAN", False)

@@ -279,3 +279,41 @@ def test_a_worker_gets_its_thread_cap_even_when_the_drivers_main_module_imports_
     words = out.stdout.split()
     assert int(words[words.index("driver") + 1]) >= 2  # the driver's own pool: the cap is not inherited from it
     assert words[words.index("worker") + 1] == "1", out.stdout
+
+
+DRIVER_SCRIPT = """
+import sys
+from executor_tasks import main_script_imported
+from edgebench.executor.base import Task
+from edgebench.executor.local import LocalExecutor
+
+SCRIPT_RAN = True
+if sys.argv[1] == "registers":  # a criterion of the script's own: its workers need the script
+    from edgebench.prune import CRITERIA
+    from edgebench.prune.criteria.magnitude import L1Norm
+
+    @CRITERIA.register("script_l1")
+    class ScriptL1(L1Norm):
+        pass
+
+if __name__ == "__main__":
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run([Task(key="main", kind="build", fn=main_script_imported)])
+    print("imported", result.value, result.error)
+"""
+
+
+@pytest.mark.parametrize("mode,imported", [("plain", False), ("registers", True)])
+def test_workers_import_the_drivers_script_only_when_it_registers_a_plugin(tmp_path, mode, imported):
+    """A script's own imports (pandas, torch...) would weigh on every worker's peak RSS, so a worker leaves the
+    script out unless the script registered something the worker may need."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"imported {imported} None" in out.stdout, out.stdout + out.stderr[-2000:]

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.spawn
 import os
 import pickle
 import re
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any
 
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
 from edgebench.executor.forked import STACK_DUMP_SIGNAL
@@ -36,6 +38,7 @@ from edgebench.executor.inprocess import Outcome
 from edgebench.executor.warm_worker import ready, worker_main
 from edgebench.job import Placement
 from edgebench.measure.worker import stderr_tail
+from edgebench.registry import main_script_registers
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,29 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _main_script_only_where_needed() -> Iterator[None]:
+    """While a worker is spawned: leave the driver's main script out of what the child imports first, unless the
+    script registered a plug-in of its own. A script that imports pandas and torch made every ONNX Runtime
+    worker's peak RSS 265 MiB instead of 109 (the same artifact), so memory figures would follow the caller."""
+    if main_script_registers():
+        yield
+        return
+    original = multiprocessing.spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    multiprocessing.spawn.get_preparation_data = without_main
+    try:
+        yield
+    finally:
+        multiprocessing.spawn.get_preparation_data = original
+
+
 #: how often a measurement waiting for cores held by another edgebench process asks again
 HOST_POLL_S = 0.2
 
@@ -176,7 +202,7 @@ class LocalExecutor(Executor):
             target=worker_main, name=f"edgebench-{kind.name}", daemon=False,
             args=(child_conn, kind.preload, str(log_path), os.getpid(), kind.cpus, kind.fork_per_task),
         )
-        with _environment(dict(kind.env)):
+        with _environment(dict(kind.env)), _main_script_only_where_needed():
             process.start()
         child_conn.close()
         worker = _Worker(kind, process, parent_conn, log_path)
