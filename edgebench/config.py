@@ -37,7 +37,12 @@ DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.
 
 
 def _known_metric(name: str) -> str:
-    get_metric(name)  # raises naming the allowed metrics
+    from edgebench.store.schema import StoreError
+
+    try:
+        get_metric(name)
+    except StoreError as exc:  # as a ValueError, so the message names the file and field
+        raise ValueError(str(exc)) from None
     return name
 
 
@@ -184,7 +189,8 @@ class LowRankConfig(_Strict):
 class QuantizationConfig(_Strict):
     """The precision grid applied to every pruned (and the baseline) model."""
 
-    precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"])
+    precisions: Annotated[list[Precision], AfterValidator(yaml_file.no_repeats)] = Field(
+        default_factory=lambda: ["fp32", "int8"])
     calibration_samples: int = Field(256, ge=1)
     fixed_point: str = "ap_fixed<16,6>"
     reuse_factor: int = Field(1, ge=1)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -88,7 +89,8 @@ class TargetSpec(BaseModel):
     name: str
     description: str = ""
     kind: Literal["local", "ssh"] = "local"
-    backends: list[str] = Field(min_length=1, description="backend names, e.g. torch, onnxruntime")
+    backends: Annotated[list[str], AfterValidator(yaml_file.no_repeats)] = Field(
+        min_length=1, description="backend names, e.g. torch, onnxruntime")
     device: str = "cpu"
     threads: int = Field(1, ge=1)
     precisions: list[Precision] | None = Field(None, description="precisions this target runs; None = all")

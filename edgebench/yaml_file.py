@@ -1,7 +1,8 @@
 """Reading the YAML files users write (experiments, targets) into validated pydantic models, one way.
 
 Every problem is one line naming the file: not found, not UTF-8, empty, a YAML syntax error (with
-line:column), a top level that is not a mapping, or a field that fails validation.
+line:column), a key given twice in one mapping (YAML would keep the last silently), a top level that is not a
+mapping, or a field that fails validation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,35 @@ from edgebench.errors import ConfigError, first_line, format_validation_error
 M = TypeVar("M", bound=BaseModel)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping."""
+
+
+def _mapping_without_repeats(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges a mapping; its keys may be overridden
+            continue
+        key = loader.construct_object(key_node)
+        if isinstance(key, str) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice in one mapping; keep one",
+                                                    key_node.start_mark)
+        seen.add(key if isinstance(key, str) else id(key_node))
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
+def no_repeats(values: list[Any] | None) -> list[Any] | None:
+    """A list field's values when none is listed twice (a second fp32 or onnxruntime would be measured twice
+    and stored once)."""
+    repeated = sorted({str(v) for v in values or [] if list(values or []).count(v) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed twice; give each once")
+    return values
+
+
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
     """The top-level mapping of the YAML file ``path`` (an empty file is an error: write ``{}`` for all defaults)."""
     if path.is_dir():
@@ -30,7 +60,7 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
