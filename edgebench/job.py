@@ -53,6 +53,15 @@ class MeasureSettings(BaseModel):
         False, description="predict each pruned fp32 variant's p50 from per-layer latency tables before it is "
         "measured, and store the prediction beside the measurement (local targets, runtimes that load ONNX)")
 
+    @model_validator(mode="after")
+    def _floor_under_cap(self) -> MeasureSettings:
+        if self.min_time_s > self.max_time_s:
+            raise ValueError(f"min_time_s ({self.min_time_s:g}) exceeds max_time_s ({self.max_time_s:g}): the "
+                             "window's floor must fit under its cap")
+        if self.min_iters > self.max_iters:
+            raise ValueError(f"min_iters ({self.min_iters}) exceeds max_iters ({self.max_iters})")
+        return self
+
     @model_serializer(mode="wrap")
     def _omit_profiling_when_off(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         # workers on devices may run an older edgebench whose MeasureSettings forbids unknown fields, and

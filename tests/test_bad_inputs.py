@@ -308,6 +308,8 @@ CASES = [
          ("quantization.precisions", "fp32 listed twice")),
     Case("run-target-backend-twice", "run", run_target({"name": "my-board", "backends": ["onnxruntime", "onnxruntime"]}),
          ("my-board.yaml", "backends", "onnxruntime listed twice")),
+    Case("run-measurement-floor-over-cap", "run", run_exp({"measurement": {"min_time_s": 2, "max_time_s": 0.5}}),
+         ("measurement", "min_time_s (2) exceeds max_time_s (0.5)")),
     Case("run-report-objective-unknown", "run", run_exp({"report": {"objectives": [["accuracy", "speed"]]}}),
          ("report.objectives", "unknown metric 'speed'")),
     Case("run-experiment-empty", "run", lambda ctx: ["run", str(ctx.file("empty.yaml", "# to do\n"))],
