@@ -60,6 +60,10 @@ class ArtifactError(EdgebenchError):
     """A model file or exported artifact is missing or corrupt."""
 
 
+#: what to do about an artifact a runtime cannot load: a cached export is made again, a user's file is theirs
+REEXPORT_HINT = "re-export it (one in a run's artifact cache: delete it, and the next run exports it again)"
+
+
 class UnsupportedModelError(EdgebenchError):
     """A backend or exporter cannot handle a layer of the model."""
 

@@ -97,6 +97,12 @@ def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
     result = _run("bench", str(path), "--input-shape", "1,8,8")
     assert result.exit_code == 2  # bad input: the file is not a model
     assert "measuring broken.onnx on onnxruntime failed" in result.output and "re-export" in result.output
+    tflite = tmp_path / "broken.tflite"
+    tflite.write_bytes(b"\x00garbage")
+    by_suffix = _run("bench", str(tflite), "--input-shape", "1,8,8")  # no --backend: the one that reads .tflite
+    assert by_suffix.exit_code in (2, 3) and ("on litert" in by_suffix.output or "litert" in by_suffix.output)
+    unknown = _run("bench", str(path), "--backend", "onnxrt", "--input-shape", "1,8,8")
+    assert unknown.exit_code == 2 and "backend 'onnxrt' is not one of" in unknown.output
 
 
 def test_ctrl_c_exits_130_on_every_command(monkeypatch):

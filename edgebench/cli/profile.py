@@ -74,7 +74,7 @@ def print_profile(profile_dict: dict[str, Any], p50_ms: float | None, top: int |
     console.print("not conv/gemm compute: " + "; ".join(shares), highlight=False)
 
 
-def _backend_for(artifact: Path, backends: list[str], backend: str | None) -> str:
+def backend_for(artifact: Path, backends: list[str], backend: str | None) -> str:
     """The target's backend that reads ``artifact`` (``backend`` when given)."""
     from edgebench.runtimes.base import get_backend
 
@@ -119,7 +119,7 @@ def profile(
     spec = get_target(target)
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
-    name = _backend_for(artifact, spec.backends, backend)
+    name = backend_for(artifact, spec.backends, backend)
     runner = runner_for(spec)
     if reason := runner.available():
         raise NothingToRunError(f"nothing could run: target {spec.name}: {reason}")

@@ -185,9 +185,14 @@ def variants(
     console.print(table)
 
 
+#: the backends ``bench`` tries, in this order, for a file whose backend is not given (the CPU runtimes first)
+BENCH_BACKENDS = ("onnxruntime", "litert", "torch", "hls4ml")
+
+
 def bench(
     artifact: Annotated[Path, typer.Argument(help="an exported model file (.onnx, .pt, .tflite ...)")],
-    backend: Annotated[str, typer.Option(help="backend name (see `edgebench doctor`)")] = "onnxruntime",
+    backend: Annotated[str | None, typer.Option(help="backend name (see `edgebench doctor`; default: the first of "
+                                                     "onnxruntime, litert, torch, hls4ml that reads the file)")] = None,
     data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32) and y: also measures accuracy")] = None,
     input_shape: Annotated[str | None, typer.Option(help="C,H,W of random input when --data is not given")] = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
@@ -201,18 +206,20 @@ def bench(
     """Measure one existing artifact in an isolated worker (no training or export)."""
     import tempfile
 
-    from edgebench.cli.profile import check_eval_input, print_profile, write_eval_input
+    from edgebench.cli.profile import backend_for, check_eval_input, print_profile, write_eval_input
     from edgebench.data.files import read_eval_data
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
     from edgebench.executor.tasks import run_one
     from edgebench.job import Job, MeasureSettings
+    from edgebench.runtimes.base import list_backends
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
-    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
+    backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend)
+    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
     shape = check_eval_input(data, input_shape, artifact)
     cost = _graph_cost(artifact, shape or read_eval_data(data)[0].shape[1:])  # type: ignore[arg-type]
     labelled = data is not None  # else random input (its shape given or read off the artifact): no accuracy to show

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgebench.errors import ArtifactError, require_module
+from edgebench.errors import REEXPORT_HINT, ArtifactError, require_module
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.litert import AI_EDGE_LITERT
@@ -111,7 +111,7 @@ def _load_failure(interpreter_module: Any, artifact: Path, exc: Exception, xnnpa
         else:
             return (f"XNNPACK cannot run {artifact} ({detail}); LiteRT's built-in kernels load it: to measure it with "
                     "them, set backend_options: {litert: {xnnpack: false}} on the target")
-    return f"LiteRT cannot load {artifact}: {detail}. Delete it and re-export."
+    return f"LiteRT cannot load {artifact}: {detail} ({REEXPORT_HINT})"
 
 
 @BACKENDS.register("litert")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgebench.errors import ArtifactError
+from edgebench.errors import REEXPORT_HINT, ArtifactError
 
 #: ONNX Runtime's CPU execution provider: every session's fallback, and where a GPU provider leaves nodes it has no kernel for
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -31,4 +31,4 @@ def create_ort_session(artifact: Path, threads: int, providers: list[str]):
     try:
         return ort.InferenceSession(str(artifact), make_session_options(threads), providers=providers)
     except Exception as exc:  # ORT raises its own exception types for bad protobufs
-        raise ArtifactError(f"ONNX Runtime cannot load {artifact}: {exc}. Delete it and re-export.") from exc
+        raise ArtifactError(f"ONNX Runtime cannot load {artifact}: {exc} ({REEXPORT_HINT})") from exc

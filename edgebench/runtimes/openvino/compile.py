@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgebench.errors import ArtifactError
+from edgebench.errors import REEXPORT_HINT, ArtifactError
 from edgebench.runtimes.base import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def read_onnx(core: Any, artifact: Path) -> Any:
     try:
         return core.read_model(str(artifact))
     except RuntimeError as exc:
-        raise ArtifactError(f"OpenVINO cannot read {artifact}: {exc}. Delete it and re-export.") from exc
+        raise ArtifactError(f"OpenVINO cannot read {artifact}: {exc} ({REEXPORT_HINT})") from exc
 
 
 def compile_for_batch(core: Any, model: Any, batch: int, config: dict[str, Any]) -> Any:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.errors import ArtifactError
+from edgebench.errors import REEXPORT_HINT, ArtifactError
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.torch import TORCH
@@ -23,7 +23,7 @@ def load_torch_module(artifact: Path):
         # only load artifacts edgebench itself wrote
         return torch.load(artifact, map_location="cpu", weights_only=False).eval()
     except Exception as exc:
-        raise ArtifactError(f"cannot load PyTorch model {artifact}: {exc}. Delete it and re-export.") from exc
+        raise ArtifactError(f"cannot load PyTorch model {artifact}: {exc} ({REEXPORT_HINT})") from exc
 
 
 class TorchSession(Session):
