@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -99,22 +100,27 @@ def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec
     return specs
 
 
-def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...]) -> None:
-    """An external ONNX artifact takes the experiment's (C, H, W) images with any batch (or batch 1); ConfigError
-    naming the file and both shapes otherwise."""
+def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Collection[int] = (1,)) -> None:
+    """An external ONNX artifact takes the experiment's (C, H, W) images at every batch size it is measured at
+    (``batches``: 1 for single-stream, the offline scenario's batch), and gives one output; ConfigError naming the
+    file and what does not fit otherwise."""
     external = spec.external
     if external is None or external.format != "onnx" or external.path is None:
         return
     name, dims = onnx_image_input(Path(external.path))
+    shown = "x".join("?" if d is None else str(d) for d in dims)
     if len(dims) != 1 + len(input_shape) or any(d is not None and d != s for d, s in zip(dims[1:], input_shape)):
-        shown = "x".join("?" if d is None else str(d) for d in dims)
         raise ConfigError(f"{external.path}: its input '{name}' is {shown}, the experiment's images are "
                           f"Nx{'x'.join(map(str, input_shape))}")
+    if dims[0] is not None and (other := sorted(b for b in batches if b != dims[0])):
+        raise ConfigError(f"{external.path}: its input '{name}' has a fixed batch of {dims[0]}, and the experiment "
+                          f"measures it at batch {other[0]} (single_stream: 1; offline: measurement.batch_size); "
+                          "export it with a dynamic batch axis, or measure it at that batch")
 
 
 def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
     """The name and dims (None where symbolic) of an ONNX model's one input; ConfigError for an unreadable file or
-    a model with more or fewer inputs than one batch of images."""
+    a model with more or fewer inputs than one batch of images, or more outputs than one (which to score?)."""
     import onnx
 
     try:
@@ -125,6 +131,10 @@ def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1:
         raise ConfigError(f"{path}: has {len(inputs)} inputs; edgebench feeds one batch of images")
+    if len(graph.output) != 1:
+        names = ", ".join(o.name for o in graph.output)
+        raise ConfigError(f"{path}: has {len(graph.output)} outputs ({names}); edgebench scores one output of "
+                          "class scores: export the model with its logits alone")
     return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
 
 

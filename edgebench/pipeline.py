@@ -176,8 +176,9 @@ def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]])
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + refused))
     unsupported += refused
-    for spec in externals:
-        check_inputs(spec, splits.input_shape)
+    for spec in externals:  # at the batch each of its jobs feeds it
+        check_inputs(spec, splits.input_shape, {1 if j.measure.scenario == "single_stream" else j.measure.batch_size
+                                                for j in jobs if j.variant.id == spec.id})
     models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
     return _Prepared(runners, models, jobs, unavailable + unsupported, splits)
 

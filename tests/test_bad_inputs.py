@@ -400,6 +400,13 @@ CASES = [
     Case("run-artifact-label-twice", "run", lambda ctx: ["run", str(ctx.experiment({"artifacts": [
          {"path": str(ctx.onnx), "label": "theirs", "precision": "fp32"},
          {"path": str(ctx.onnx), "label": "theirs", "precision": "int8"}]}))], ("artifacts.1.label", "theirs")),
+    Case("run-artifact-fixed-batch-offline", "run", lambda ctx: ["run", str(ctx.experiment({
+         "artifacts": [{"path": str(other_onnx(ctx, "batch1.onnx", batch=1)), "label": "theirs", "precision": "fp32"}],
+         "measurement": {"scenario": "offline", "batch_size": 4}}))],
+         ("batch1.onnx", "fixed batch of 1", "batch 4", "dynamic batch axis")),
+    Case("run-artifact-two-outputs", "run", lambda ctx: ["run", str(ctx.experiment({"artifacts": [
+         {"path": str(other_onnx(ctx, "aux.onnx", outputs=2)), "label": "theirs", "precision": "fp32"}]}))],
+         ("aux.onnx", "2 outputs (logits, aux)", "logits alone")),
     # --- run: cross-field constraints ------------------------------------------------------------------
     Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
          ("prune_epochs", "training.epochs")),
@@ -597,6 +604,24 @@ def two_tagged_runs_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Store.open(path) as store:
         fill_run(store, seed=1, tags=("v1",))
         fill_run(store, seed=2, tags=("v2",))
+    return path
+
+
+def other_onnx(ctx: Ctx, name: str, batch: int | str = "batch", outputs: int = 1) -> Path:
+    """Another tool's ONNX of 1x8x8 images: a fixed batch, or a second output beside the logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Gemm", ["flat", "w"], ["logits"])]
+    results = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])]
+    if outputs == 2:
+        nodes.append(helper.make_node("Relu", ["logits"], ["aux"]))
+        results.append(helper.make_tensor_value_info("aux", TensorProto.FLOAT, [batch, 3]))
+    graph = helper.make_graph(nodes, "other", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
+                              results, [weights])
+    path = ctx.tmp / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
