@@ -194,8 +194,13 @@ def targets_dirs(extra: Path | None = None) -> list[Path]:
 
 
 def load_target_file(path: Path) -> TargetSpec:
-    """Parse and validate one target file (its name defaults to the file name)."""
-    return yaml_file.load(path, TargetSpec, "target file", defaults={"name": path.stem})
+    """Parse and validate one target file; its name is the file's (``targets/my-board.yaml``: ``my-board``), so
+    what ``edgebench targets`` lists, what an experiment names and what the store records are one name."""
+    data = yaml_file.read_mapping(path, "target file")
+    if "name" in data and data["name"] != path.stem:
+        raise ConfigError(f"{path}: name: '{data['name']}' differs from the file's name '{path.stem}'; a target is "
+                          f"named by its file: rename the file to {data['name']}.yaml or drop the name field")
+    return yaml_file.validate(TargetSpec, {"name": path.stem, **data}, str(path))
 
 
 def list_targets(extra_dir: Path | None = None) -> dict[str, Path]:

@@ -306,6 +306,8 @@ CASES = [
          ("twice.yaml:2:1", "'training' is given twice")),
     Case("run-precision-twice", "run", run_exp({"quantization": {"precisions": ["fp32", "fp32"]}}),
          ("quantization.precisions", "fp32 listed twice")),
+    Case("run-target-named-otherwise", "run", run_target({"name": "local-cpu", "backends": ["onnxruntime"]}),
+         ("my-board.yaml", "name: 'local-cpu' differs from the file's name 'my-board'")),
     Case("run-target-backend-twice", "run", run_target({"name": "my-board", "backends": ["onnxruntime", "onnxruntime"]}),
          ("my-board.yaml", "backends", "onnxruntime listed twice")),
     Case("run-measurement-floor-over-cap", "run", run_exp({"measurement": {"min_time_s": 2, "max_time_s": 0.5}}),
