@@ -10,25 +10,26 @@ import torch
 from torch import nn
 
 from edgebench.models import MODELS
-from edgebench.models.layers import conv_bn_relu, scaled
+from edgebench.models.layers import conv_bn_relu, image_size, scaled
 
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
 @MODELS.register("vgg16_cifar")
-def vgg16_cifar(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, input_size: int = 32) -> nn.Sequential:
+def vgg16_cifar(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                input_size: int | tuple[int, int] = 32) -> nn.Sequential:
     """VGG-16 with BatchNorm, five max-pools and a single linear classifier."""
     layers: list[nn.Module] = []
-    cin, side = in_channels, input_size
+    cin, (height, width_px) = in_channels, image_size(input_size)
     for item in _VGG16:
         if item == "M":
             layers.append(nn.MaxPool2d(2))
-            side //= 2
+            height, width_px = height // 2, width_px // 2
         else:
             cout = scaled(int(item), width)
             layers.append(conv_bn_relu(cin, cout))
             cin = cout
-    layers += [nn.Flatten(), nn.Linear(cin * side * side, num_classes)]
+    layers += [nn.Flatten(), nn.Linear(cin * height * width_px, num_classes)]
     return nn.Sequential(*layers)
 
 

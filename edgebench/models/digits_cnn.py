@@ -9,14 +9,15 @@ from __future__ import annotations
 from torch import nn
 
 from edgebench.models import MODELS
-from edgebench.models.layers import conv_bn_relu, scaled
+from edgebench.models.layers import conv_bn_relu, image_size, scaled
 
 
 @MODELS.register("digits_cnn")
-def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0, input_size: int = 8) -> nn.Sequential:
+def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0,
+               input_size: int | tuple[int, int] = 8) -> nn.Sequential:
     """conv16 - conv32 - pool - conv64 - pool - fc (channels times ``width``)."""
     c1, c2, c3 = scaled(16, width), scaled(32, width), scaled(64, width)
-    side = input_size // 4
+    height, width_px = image_size(input_size)
     return nn.Sequential(
         conv_bn_relu(in_channels, c1),
         conv_bn_relu(c1, c2),
@@ -24,5 +25,5 @@ def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0, 
         conv_bn_relu(c2, c3),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(c3 * side * side, num_classes),
+        nn.Linear(c3 * (height // 4) * (width_px // 4), num_classes),
     )

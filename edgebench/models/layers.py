@@ -14,6 +14,15 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: 
     )
 
 
+def image_size(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the images a factory is built for: edgebench passes ``input_size`` as one number for
+    square images and as (height, width) otherwise."""
+    if isinstance(input_size, int):
+        return input_size, input_size
+    height, width = input_size
+    return int(height), int(width)
+
+
 def scaled(channels: int, width: float) -> int:
     """Channel count multiplied by a width factor, at least 1."""
     return max(1, round(channels * width))

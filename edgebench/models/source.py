@@ -129,11 +129,13 @@ def spec_factory(spec: VariantSpec) -> Callable[..., Any]:
 
 
 def _call_factory(factory: Callable[..., Any], spec: VariantSpec, splits: DatasetSplits) -> Any:
-    """``factory`` called with the spec's kwargs and what it takes of num_classes, in_channels and input_size."""
+    """``factory`` called with the spec's kwargs and what it takes of num_classes, in_channels and input_size (one
+    number for square images, (height, width) otherwise)."""
     params = inspect.signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    height, width = splits.input_shape[1:]
     from_data = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0],
-                 "input_size": splits.input_shape[-1]}
+                 "input_size": height if height == width else (height, width)}
     kwargs = {k: v for k, v in from_data.items() if k in params or (takes_any and k != "input_size")}
     return factory(**{**kwargs, **spec.model_kwargs})
 
