@@ -172,7 +172,7 @@ def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]])
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = exp.dataset.load()
-    jobs, refused = drop_refused(jobs, check_model_fits_data(exp, splits))
+    jobs, refused = drop_refused(jobs, check_model_fits_data(exp, splits), splits.input_shape)
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + refused))
     unsupported += refused

@@ -81,7 +81,7 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
     return model
 
 
-def drop_refused(jobs: list[PlannedJob], model: nn.Module) -> tuple[list[PlannedJob], list[str]]:
+def drop_refused(jobs: list[PlannedJob], model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[PlannedJob], list[str]]:
     """The jobs whose exporter can convert ``model`` (the baseline), and a line per target and backend whose
     exporter refuses it (``Exporter.refuses``: hls4ml and a layer type it has no conversion for). Artifacts other
     tools made are not exported, so their jobs stay."""
@@ -90,7 +90,7 @@ def drop_refused(jobs: list[PlannedJob], model: nn.Module) -> tuple[list[Planned
     for job in jobs:
         key = (job.target.name, job.backend)
         if job.variant.external is None and key not in reasons:
-            reasons[key] = get_exporter(job.artifact_format, job.target.blocks).refuses(model)
+            reasons[key] = get_exporter(job.artifact_format, job.target.blocks).refuses(model, input_shape)
             if reasons[key]:
                 refused.append(f"{job.target.name}/{job.backend}: {reasons[key]}")
         if job.variant.external is not None or reasons[key] is None:

@@ -164,11 +164,12 @@ def test_a_model_hls4ml_cannot_convert_drops_only_the_fpga_jobs_before_training(
                      targets=["local-cpu", "local-hls4ml-csim"])
     jobs, _ = plan_jobs(exp, plan_fp32_variants(exp), [(s, get_target(s.name)) for s in exp.targets])
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Hardswish(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-    kept, refused = drop_refused(jobs, model)
+    kept, refused = drop_refused(jobs, model, (1, 8, 8))
     assert refused == ["local-hls4ml-csim/hls4ml: hls4ml cannot convert layer '1' (Hardswish): use ReLU"]
     assert {j.target.name for j in kept} == {"local-cpu"}
     assert len(kept) == len([j for j in jobs if j.target.name == "local-cpu"]) > 0
-    kept, refused = drop_refused(jobs, nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 10)))
+    kept, refused = drop_refused(jobs, nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 10)),
+                                 (1, 8, 8))
     assert refused == [] and kept == jobs
 
 
@@ -342,7 +343,7 @@ def test_dropout_and_identity_in_a_sequential_are_dropped_not_refused(tmp_path: 
     assert not any(isinstance(m, nn.Dropout | nn.Identity) for m in stripped.modules())
     assert any(isinstance(m, nn.Dropout) for m in model.modules())  # the variant itself is left alone
     assert {"features.0", "head.3"} <= dict(stripped.named_modules()).keys()  # layers keep their names
-    assert Hls4mlExporter().refuses(model) is None
+    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
     x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
     artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
         model, FIXED, x, tmp_path / "prj")
@@ -360,4 +361,24 @@ def test_a_no_op_called_by_name_is_still_named() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.drop(self.conv(x)).flatten(1))
 
-    assert "'drop' (Dropout): remove it" in Hls4mlExporter().refuses(Named())
+    assert "'drop' (Dropout): remove it" in Hls4mlExporter().refuses(Named(), (3, 8, 8))
+
+
+class _Fire(nn.Module):
+    """SqueezeNet's Fire module as often written: torch.cat(xs, 1), the dim given positionally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.squeeze, self.expand = nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.squeeze(x))
+        return self.fc(torch.flatten(torch.cat([s, self.expand(s)], 1), 1))
+
+
+def test_a_graph_hls4mls_parser_fails_on_is_refused_before_training_naming_the_parser() -> None:
+    """Every layer type is supported, but hls4ml's concatenation parser reads only ``dim=``: the conversion is
+    tried on the untrained model, so the target is "not run" with the fix, not failed after training."""
+    reason = Hls4mlExporter().refuses(_Fire().eval(), (1, 8, 8))
+    assert reason is not None and "in hls4ml's parse_concat_layer" in reason and "torch.cat(xs, dim=1)" in reason

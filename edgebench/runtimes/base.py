@@ -209,10 +209,11 @@ class Exporter(ABC):
         """None when the exporter's dependencies are installed, else the reason."""
         return missing_reason(self.needs)
 
-    def refuses(self, model: nn.Module) -> str | None:
-        """Why this exporter can convert no variant of ``model`` (a layer type it has no conversion for), or None;
-        asked of the untrained baseline before any training, so such a target is "not run" instead of failing
-        after the training. Pruning keeps the layer types, so the baseline stands for every variant."""
+    def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+        """Why this exporter can convert no variant of ``model`` taking (C, H, W) ``input_shape`` images (a layer
+        type or a graph it has no conversion for), or None; asked of the untrained baseline before any training, so
+        such a target is "not run" instead of failing after the training. Pruning keeps the layer types, so the
+        baseline stands for every variant."""
         return None
 
     @abstractmethod
