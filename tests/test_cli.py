@@ -215,3 +215,15 @@ def test_ctrl_c_during_the_report_says_the_run_is_stored_and_how_to_render_it(tm
     assert result.output.strip().splitlines()[-1] == (
         f"interrupted while rendering the report: run {run['id']} is stored in full; render it with: edgebench "
         f"report --store {tmp_path / 'runs' / 'results.db'} --run {run['id']}")
+
+
+def test_jobs_that_failed_for_one_reason_are_listed_once():
+    from edgebench.cli.run import grouped_failures
+
+    failed = [f"{label} on local-litert/litert: RuntimeError: Lowering not found" for label in "abcde"]
+    failed.append("external:theirs/fp32 on local-cpu/onnxruntime: ArtifactError: cannot load")
+    assert grouped_failures(failed) == [
+        "5 jobs (a on local-litert/litert; b on local-litert/litert; c on local-litert/litert and 2 more): "
+        "RuntimeError: Lowering not found",
+        "external:theirs/fp32 on local-cpu/onnxruntime: ArtifactError: cannot load",
+    ]

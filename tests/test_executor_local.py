@@ -220,6 +220,8 @@ def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
         Task(key="measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("export",)),
         Task(key="broken-export", kind="export", fn=allocate_and_report_peak, args=("not a size",), after=("build",)),
         Task(key="orphan-measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("broken-export",)),
+        Task(key="derived-export", kind="export", fn=pid_after, args=(0,), after=("broken-export",)),
+        Task(key="derived-measure", kind="measure", fn=pid_after, args=(0,), timed=True, after=("derived-export",)),
     ]
     with LocalExecutor(workers=2) as executor:
         results = list(executor.run(tasks))
@@ -230,6 +232,8 @@ def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
     assert span["export"][0] >= span["build"][1]
     orphan = next(r for r in results if r.key == "orphan-measure")
     assert not orphan.ok and orphan.error.startswith("export broken-export failed: TypeError")
+    derived = next(r for r in results if r.key == "derived-measure")  # two links down: the task that failed
+    assert derived.blocked and derived.error == orphan.error
 
 
 def test_a_measurement_pinned_to_a_core_runs_in_a_worker_pinned_there():

@@ -137,6 +137,23 @@ def _fronts_table(run_id: str, df: Any) -> Table:
     return table
 
 
+def grouped_failures(failed: list[str]) -> list[str]:
+    """``where: error`` lines with jobs that failed for one reason (a conversion every variant fails) as one line
+    naming them: fifteen copies of a 400-character error hid the other failures."""
+    by_error: dict[str, list[str]] = {}
+    for line in failed:
+        where, _, error = line.partition(": ")
+        by_error.setdefault(error, []).append(where)
+    lines = []
+    for error, places in by_error.items():
+        if len(places) == 1:
+            lines.append(f"{places[0]}: {error}")
+        else:
+            shown = "; ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+            lines.append(f"{len(places)} jobs ({shown}): {error}")
+    return lines
+
+
 def _print_summary(results: Any) -> None:
     outcome = results.outcome
     df = results.stored()
@@ -148,7 +165,7 @@ def _print_summary(results: Any) -> None:
     if outcome.side_by_side is not None and outcome.side_by_side.ok:
         cores = ",".join(map(str, outcome.side_by_side.cores))
         console.print(f"side-by-side lanes on cores {cores}: {outcome.side_by_side.reason}")
-    for failure in outcome.failed:
+    for failure in grouped_failures(outcome.failed):
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
         print_line("not run:", "yellow", note)

@@ -135,6 +135,8 @@ class TaskResult:
     wall_s: float | None = None
     #: failed because its node or board left the cluster, not because of the job: worth running again
     lost: bool = False
+    #: not run because a task it needed failed (``error`` says which, and why)
+    blocked: bool = False
 
     @property
     def key(self) -> str:
@@ -183,8 +185,9 @@ class Executor(ABC):
                     break
                 task, cause = blocked
                 waiting.remove(task)
-                done[task.key] = TaskResult(task, "failed", error=f"{cause.task.kind} {cause.key} failed: {cause.error}",
-                                            lost=cause.lost)
+                # a chain of blocked tasks names the task that failed, not every link in between
+                error = cause.error if cause.blocked else f"{cause.task.kind} {cause.key} failed: {cause.error}"
+                done[task.key] = TaskResult(task, "failed", error=error, lost=cause.lost, blocked=True)
                 yield done[task.key]
             for task in [t for t in waiting if all(k in done for k in t.after)]:
                 waiting.remove(task)
