@@ -225,3 +225,23 @@ def test_splits_that_do_not_fit_the_training_split_are_refused_before_training(t
         load_dataset("npz", path=npz(rng.random((8, 1, 8, 8), dtype=np.float32)))
     resized = load_dataset("npz", Preprocess(resize=[8, 8]), path=npz(rng.random((8, 3, 16, 16), dtype=np.float32)))
     assert resized.x_test.shape[1:] == resized.x_train.shape[1:] == (3, 8, 8)  # declared resizing makes them fit
+
+
+def test_imagefolder_skips_hidden_entries_and_checks_the_test_folders_classes(tmp_path: Path) -> None:
+    """A notebook's .ipynb_checkpoints folder and macOS's ._ files are not classes or images; a test folder may
+    lack a class but not hold one the training folders do not (its images had been dropped without a word)."""
+    from PIL import Image
+
+    for split, classes in (("train", ("cat", "dog", "eel")), ("test", ("cat", "dog"))):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+        (tmp_path / split / ".ipynb_checkpoints").mkdir()
+        (tmp_path / split / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    s = load_dataset("imagefolder", path=tmp_path, image_size=8)
+    assert s.num_classes == 3 and len(s.x_test) == 12 and set(s.y_test.tolist()) == {0, 1}
+    (tmp_path / "test" / "zebra").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "test" / "zebra" / "0.png")
+    with pytest.raises(DatasetError, match=r"test has class folders that .*train lacks \(zebra\)"):
+        load_dataset("imagefolder", path=tmp_path, image_size=8)

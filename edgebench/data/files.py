@@ -103,7 +103,10 @@ def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: st
 
     images, labels = [], []
     for label, cls in enumerate(classes):
-        files = [f for f in sorted((root / cls).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
+        folder = root / cls
+        # hidden files (macOS's ._img.png resource forks, editors' backups) are not images of the class
+        files = [f for f in sorted(folder.iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES
+                 and not f.name.startswith(".")] if folder.is_dir() else []
         if not files and every_class:  # else a class no image can ever teach, and a logit for it
             raise DatasetError(f"imagefolder: class folder {root / cls} has no {'/'.join(sorted(_IMAGE_SUFFIXES))} "
                                "images; add some or remove the folder (class ids follow the sorted folder names)")
@@ -119,6 +122,11 @@ def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: st
     if not images:
         raise DatasetError(f"imagefolder: no {'/'.join(sorted(_IMAGE_SUFFIXES))} images under {root}")
     return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64)
+
+
+def _class_folders(base: Path) -> list[str]:
+    """The class sub-folders of ``base``, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
+    return sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 @DATASETS.register("imagefolder")
@@ -141,11 +149,15 @@ def imagefolder(
     mode, size = ("L" if grayscale else "RGB"), (image_size, image_size)
     split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
     base = root / "train" if split_dirs else root
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    classes = _class_folders(base)
     if not classes:
         raise DatasetError(f"imagefolder: {base} has no class sub-folders; expected {base}/<class>/<image>.png")
     x, y = _read_folder(base, classes, size, mode)
     if split_dirs:
+        unknown = sorted(set(_class_folders(root / "test")) - set(classes))
+        if unknown:  # their images would be dropped, or scored against the wrong class
+            raise DatasetError(f"imagefolder: {root / 'test'} has class folders that {base} lacks "
+                               f"({', '.join(unknown)}); the classes are the training folders' names")
         x_test, y_test = _read_folder(root / "test", classes, size, mode, every_class=False)
     else:
         x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed)
