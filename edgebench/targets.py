@@ -12,6 +12,7 @@ registries. Whether a target can run *now* (packages, GPU, a reachable host) is 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -179,9 +180,16 @@ def _check_plugins(spec: TargetSpec) -> None:
         validate_options(METERS.get(kind), {k: v for k, v in spec.energy.items() if k != "type"}, "energy")
 
 
+#: the environment variable ``--targets-dir`` sets: every later lookup in this process (and its workers) sees it
+TARGETS_DIR_ENV = "EDGEBENCH_TARGETS_DIR"
+
+
 def targets_dirs(extra: Path | None = None) -> list[Path]:
-    """Directories searched for target files, the first holding a name winning: ``extra`` (``--targets-dir``, which
-    must be a directory), ``./targets`` in the working directory, then the files edgebench ships."""
+    """Directories searched for target files, the first holding a name winning: ``extra`` (``--targets-dir``, or
+    ``$EDGEBENCH_TARGETS_DIR``; a directory), ``./targets`` in the working directory, then the files edgebench
+    ships."""
+    if extra is None and os.environ.get(TARGETS_DIR_ENV):
+        extra = Path(os.environ[TARGETS_DIR_ENV])
     if extra is not None and not extra.is_dir():
         state = "is a file" if extra.exists() else "does not exist"
         raise ConfigError(f"targets directory {extra} {state}; give a directory of target YAML files")
@@ -203,11 +211,19 @@ def load_target_file(path: Path) -> TargetSpec:
     return yaml_file.validate(TargetSpec, {"name": path.stem, **data}, str(path))
 
 
+def use_targets_dir(extra: Path | None) -> None:
+    """Make ``extra`` (``--targets-dir`` of ``run``, ``variants``) the first directory of every later lookup, in this
+    process and the workers it starts."""
+    if extra is not None:
+        targets_dirs(extra)  # a missing directory fails here, in one line
+        os.environ[TARGETS_DIR_ENV] = str(extra.resolve())
+
+
 def list_targets(extra_dir: Path | None = None) -> dict[str, Path]:
     """Map target name -> file, earlier directories winning."""
     found: dict[str, Path] = {}
     for d in targets_dirs(extra_dir):
-        for path in sorted(d.glob("*.yaml")):
+        for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
             found.setdefault(path.stem, path)
     return found
 

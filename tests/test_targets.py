@@ -199,3 +199,22 @@ def test_a_port_that_is_not_ssh_is_one_reason_without_paramikos_traceback(tmp_pa
     words = " ".join(done.stdout.split())
     assert "silent-board" in words and f"SSH handshake with 127.0.0.1:{port} failed" in words, done.stdout
     assert "is an SSH server listening on that port?" in words, done.stdout
+
+
+def test_targets_dir_reaches_run_and_variants_and_yml_files_count(tmp_path: Path, monkeypatch) -> None:
+    """``--targets-dir`` works where README says (``run``, ``variants``, ``targets``, ``doctor``), and a target
+    file may end in .yml."""
+    from edgebench.cli import app
+    from edgebench.targets import TARGETS_DIR_ENV
+
+    monkeypatch.setenv(TARGETS_DIR_ENV, "")  # restored after the test: --targets-dir sets it for the process
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "lab-ort.yml").write_text("backends: [onnxruntime]\n")
+    (tmp_path / "exp.yaml").write_text("name: lab\ntraining: {epochs: 1}\npruning: {criteria: []}\ntargets: [lab-ort]\n")
+    listed = CliRunner().invoke(app, ["variants", "exp.yaml", "--targets-dir", "boards"])
+    assert listed.exit_code == 0 and "baseline/fp32" in listed.output, listed.output
+    assert "lab-ort" in list_targets() and get_target("lab-ort").backends == ["onnxruntime"]
+    monkeypatch.setenv(TARGETS_DIR_ENV, "")
+    missing = CliRunner().invoke(app, ["variants", "exp.yaml"])
+    assert missing.exit_code == 2 and "unknown target 'lab-ort'" in missing.output

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgebench.cli.common import console, print_line
+from edgebench.cli.targets import TargetsDir
 from edgebench.errors import ExitCode, first_line
 
 
@@ -36,6 +37,7 @@ def run(
         str | None, typer.Option(help="where jobs run: local (warm worker processes) or ray (the cluster at the "
                                       "experiment's executor.address, default auto); overrides the experiment")
     ] = None,
+    targets_dir: TargetsDir = None,
 ) -> None:
     """Train, prune, quantize, export, measure on every target, store and report."""
     from edgebench import api
@@ -43,7 +45,9 @@ def run(
     from edgebench.errors import ConfigError
     from edgebench.pipeline import ReportInterrupted
     from edgebench.store.store import validate_tag
+    from edgebench.targets import use_targets_dir
 
+    use_targets_dir(targets_dir)
     exp = load_experiment(experiment)
     for name in tag or ():
         validate_tag(name)
@@ -177,14 +181,16 @@ def _print_summary(results: Any) -> None:
 
 def variants(
     experiment: Annotated[Path | None, typer.Argument(help="experiment YAML; omitted: the default")] = None,
+    targets_dir: TargetsDir = None,
 ) -> None:
     """List the variants an experiment would produce (no training): those its targets measure, QAT and
     mixed-precision ones included, each after the fp32 variant it comes from."""
     from edgebench.config import load_experiment
     from edgebench.external import external_specs
     from edgebench.plan import plan_fp32_variants, plan_target_jobs
-    from edgebench.targets import get_target
+    from edgebench.targets import get_target, use_targets_dir
 
+    use_targets_dir(targets_dir)
     exp = load_experiment(experiment)
     table = Table(title=f"variants of '{exp.name}'")
     for col in ("id", "label", "parent"):
