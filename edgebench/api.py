@@ -125,7 +125,10 @@ def _public(raw: pd.DataFrame, include_failed: bool) -> pd.DataFrame:
     df = raw if include_failed else raw[raw["status"] == "ok"]
     df = df.rename(columns={"id": "measurement_id", **_UNITS})
     df = df.assign(origin=[_origin(spec) for spec in df["spec"]])
-    return df.reindex(columns=list(COLUMNS)).reset_index(drop=True)
+    df = df.reindex(columns=list(COLUMNS)).reset_index(drop=True)
+    # a figure nothing measured (energy without a meter) is NaN in a float column, not None in an object one
+    figures = [c for c in COLUMNS[COLUMNS.index("accuracy"):] if c not in ("energy_source", "ran_on")]
+    return df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in figures if df[c].dtype == object})
 
 
 def _origin(spec: object) -> str:

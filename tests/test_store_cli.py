@@ -85,6 +85,9 @@ def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     csv = tmp_path / "all.csv"
     assert runner.invoke(app, ["export", str(csv), "--store", str(db), "--run", "v1"]).exit_code == 0
     assert len(pd.read_csv(csv)) == 21
+    text = runner.invoke(app, ["export", str(tmp_path / "all.txt"), "--store", str(db)])
+    assert text.exit_code == 2 and "name it .csv or .parquet, or give --format" in text.output
+    assert not (tmp_path / "all.txt").exists()
     lab = tmp_path / "lab.db"
     first = runner.invoke(app, ["import", str(db), "--store", str(lab)])
     assert first.exit_code == 0 and "imported 3 run(s)" in first.output

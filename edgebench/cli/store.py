@@ -298,7 +298,7 @@ def _only(hist: pd.DataFrame, keep: pd.Series, what: str, have: pd.Series) -> pd
 
 
 def tag(
-    run: Annotated[str, typer.Argument(help="run id, id prefix, existing tag or 'latest'")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="run id, id prefix, existing tag or 'latest'")],
     tag_name: Annotated[str, typer.Argument(metavar="TAG", help="e.g. a git ref or release-1.2")],
     store: StoreOpt = None,
 ) -> None:

@@ -58,7 +58,9 @@ def export_runs(
     given. Samples go to ``<stem>.samples.<ext>`` with one row per timed iteration.
     """
     out = Path(out)
-    fmt = fmt or ("parquet" if out.suffix == ".parquet" else "csv")
+    if fmt is None and out.suffix.lower() not in (".csv", ".parquet"):
+        raise StoreError(f"export file {out}: name it .csv or .parquet, or give --format (csv, parquet)")
+    fmt = fmt or ("parquet" if out.suffix.lower() == ".parquet" else "csv")
     if fmt not in ("csv", "parquet"):
         raise StoreError(f"unknown export format {fmt!r}; allowed: csv, parquet")
     ids = [store.resolve_run(r) for r in run_ids] if run_ids else list(store.runs()["id"])
