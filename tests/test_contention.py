@@ -92,6 +92,8 @@ def test_a_contended_measurement_is_never_decided(sqlite_store: Store) -> None:
     assert cmp.regressions == [] and "🟡 undecided" in to_markdown(cmp)
     memory = next(c for c in cmp.results[0].changes if c.metric == "memory")
     assert memory.verdict != "undecided"  # memory does not depend on who else ran
+    energy = next(c for c in cmp.results[0].changes if c.metric == "energy")
+    assert energy.verdict == "n/a" and energy.note == "not measured on either side"  # no meter: not "undecided"
 
 
 def test_history_leaves_contended_runs_out_of_timing_series(sqlite_store: Store) -> None:

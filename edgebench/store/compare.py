@@ -275,8 +275,12 @@ def run_metric_change(
     """Decide one measured metric on the runs of both sides, with the run-to-run spread from the runs
     themselves and ``history`` (earlier runs of this result on this machine, oldest first).
 
-    Timing and energy are decided on uncontended runs only; a side left without one is not decided.
+    Timing and energy are decided on uncontended runs only; a side left without one is not decided. A metric
+    neither side measured (energy on a target without a meter) is n/a, whatever disturbed the runs.
     """
+    if not base.values(metric) and not cand.values(metric):
+        return metric_change(metric, [], [], Decision("n/a", None, None, None, None, "missing",
+                                                      "not measured on either side"), effect)
     if metric in TIMING_METRICS:
         all_base, all_cand = base, cand
         base, cand = base.undisturbed(), cand.undisturbed()
