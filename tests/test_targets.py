@@ -218,3 +218,31 @@ def test_targets_dir_reaches_run_and_variants_and_yml_files_count(tmp_path: Path
     monkeypatch.setenv(TARGETS_DIR_ENV, "")
     missing = CliRunner().invoke(app, ["variants", "exp.yaml"])
     assert missing.exit_code == 2 and "unknown target 'lab-ort'" in missing.output
+
+
+PLUGIN_BACKEND = '''
+from edgebench.runtimes.base import BACKENDS
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend
+
+
+@BACKENDS.register("team_ort")
+class TeamOrt(OnnxRuntimeBackend):
+    """The team's backend (here: ONNX Runtime under another name)."""
+'''
+
+
+def test_targets_and_doctor_see_a_backend_from_a_plugins_file(tmp_path: Path, monkeypatch) -> None:
+    """A target using a plug-in backend is 'available' to ``targets --plugins`` (without it: broken, exit 2)."""
+    from edgebench.cli import app
+    from edgebench.plugins import PLUGINS_ENV
+
+    monkeypatch.setenv(PLUGINS_ENV, "")  # --plugins sets it for the process; restored after the test
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "team-board.yaml").write_text("backends: [team_ort]\n")
+    (tmp_path / "team_backends.py").write_text(PLUGIN_BACKEND)
+    without = CliRunner().invoke(app, ["targets"], env={"COLUMNS": "250"})
+    assert without.exit_code == 2 and "do not load: team-board" in without.output
+    listed = CliRunner().invoke(app, ["targets", "--plugins", "team_backends.py"], env={"COLUMNS": "250"})
+    row = next(line for line in listed.output.splitlines() if "team-board" in line)
+    assert listed.exit_code == 0 and "available" in row, listed.output

@@ -6,13 +6,30 @@ import errno
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from edgebench.errors import EdgebenchError, ExitCode, one_line
+
+#: plug-in files for commands that take no experiment (an experiment lists them under ``plugins:``)
+PluginFiles = Annotated[list[Path] | None, typer.Option(
+    "--plugins", help="a Python file that registers backends, energy meters... (as an experiment's plugins:); "
+    "repeatable")]
+
+
+def use_plugins(files: list[Path] | None) -> None:
+    """Import ``--plugins`` files here and in every worker started from now on; ConfigError naming a bad one."""
+    from edgebench.errors import ConfigError
+    from edgebench.plugins import PluginError, use_plugin_files
+
+    try:
+        use_plugin_files(files or [])
+    except PluginError as exc:
+        raise ConfigError(f"--plugins: {exc}") from None
 
 # logs and CI capture are not terminals; rich would wrap tables at 80 columns there
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli.common import console, print_line
+from edgebench.cli.common import PluginFiles, console, print_line, use_plugins
 from edgebench.cli.targets import TargetsDir
 from edgebench.errors import ExitCode, first_line
 
@@ -225,6 +225,7 @@ def bench(
     timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
     profile_layers: Annotated[bool, typer.Option(
         "--profile-layers", help="also record a per-layer profile, in its own window after the timed one")] = False,
+    plugins: PluginFiles = None,
 ) -> None:
     """Measure one existing artifact in an isolated worker (no training or export)."""
     import tempfile
@@ -239,6 +240,7 @@ def bench(
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
+    use_plugins(plugins)
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
     backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgebench.cli.common import console, print_line
+from edgebench.cli.common import PluginFiles, console, print_line, use_plugins
 from edgebench.doctor import TargetStatus, components, kind, target_statuses
 from edgebench.errors import ExitCode
 from edgebench.targets import targets_dirs
@@ -37,8 +37,9 @@ def _fail_if_broken(statuses: list[TargetStatus]) -> None:
         raise typer.Exit(ExitCode.BAD_INPUT)
 
 
-def targets(targets_dir: TargetsDir = None) -> None:
+def targets(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
     """List every target with available / unavailable / broken and the reason; exit 2 when a file is broken."""
+    use_plugins(plugins)
     table = Table(title="edgebench targets", show_lines=False)
     for column in ("target", "kind", "backends", "energy", "status", "reason"):
         table.add_column(column, overflow="fold")
@@ -58,9 +59,10 @@ def targets(targets_dir: TargetsDir = None) -> None:
     _fail_if_broken(statuses)
 
 
-def doctor(targets_dir: TargetsDir = None) -> None:
+def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
     """Print what is installed, what each target needs and what is missing (with the install command); exit 2
     when a target file is broken."""
+    use_plugins(plugins)
     targets_dirs(targets_dir)  # a wrong --targets-dir fails before the tables
     found = components()
     table = Table(title="packages and tools")
