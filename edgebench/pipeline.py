@@ -312,9 +312,10 @@ class _OpenRun:
             self.outcome.stage_seconds["mlflow"] = time.perf_counter() - clock
         return self.outcome
 
-    def store_variant(self, spec: VariantSpec) -> None:
-        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights);
-        an external artifact with where it came from."""
+    def store_variant(self, spec: VariantSpec, unbuilt_too: bool = False) -> None:
+        """Store ``spec`` with the facts of its weights once they are built (a quantized variant: its fp32 weights),
+        or with none when ``unbuilt_too`` (a job that failed is then listed under the variant's label); an external
+        artifact with where it came from."""
         if spec.external is not None:
             if spec.id not in self.external_facts:
                 self.external_facts[spec.id] = external_facts(spec, self.input_shape)
@@ -322,9 +323,9 @@ class _OpenRun:
                                       self.external_facts[spec.id])
             return
         weights = spec.weights_spec
-        if self.cache.has(weights):
-            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id,
-                                      self.cache.facts(weights))
+        if self.cache.has(weights) or unbuilt_too:
+            facts = self.cache.facts(weights) if self.cache.has(weights) else {}
+            self.store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, facts)
 
     def _variant_built(self, result: TaskResult, context: BuildVariant) -> None:
         if result.ok:
@@ -365,7 +366,7 @@ class _OpenRun:
             prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
             if prediction.is_file():
                 measured = measured.model_copy(update={"latency_prediction": read_prediction(prediction)})
-        self.store_variant(job.variant)
+        self.store_variant(job.variant, unbuilt_too=True)
         artifact = artifact_path(job, self.workdir)
         ready = artifact_ready(artifact)
         self.store.add_measurement(MeasurementRecord(

@@ -138,6 +138,7 @@ def test_run_whose_every_job_failed_exits_4_and_keeps_the_errors(tmp_path: Path)
     with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:
         df = store.measurements(store.runs()["id"].iloc[0])
     assert len(df) == 2 and set(df["status"]) == {"failed"} and df["error"].str.contains("timed out").all()
+    assert sorted(df["label"]) == ["baseline/fp32", "l1-0.5-while_training-sensitivity/fp32"]  # by label, not id
 
 
 _CONSOLE_SCRIPT = '''import sys
@@ -227,3 +228,29 @@ def test_jobs_that_failed_for_one_reason_are_listed_once():
         "RuntimeError: Lowering not found",
         "external:theirs/fp32 on local-cpu/onnxruntime: ArtifactError: cannot load",
     ]
+
+
+def test_a_variant_whose_build_failed_is_listed_by_its_label(tmp_path: Path):
+    """Its jobs fail without a model to measure; they are stored under the variant's label, not a bare id."""
+    import yaml
+
+    from edgebench.store import Store
+
+    (tmp_path / "boom.py").write_text(
+        "from edgebench.prune.criteria import CRITERIA\nfrom edgebench.prune.criteria.magnitude import L1Norm\n\n"
+        "@CRITERIA.register('boom')\nclass Boom(L1Norm):\n    def module_scores(self, module, role):\n"
+        "        raise RuntimeError('the team criterion broke')\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "boom", "plugins": ["boom.py"], "training": {"epochs": 1},
+        "pruning": {"criteria": ["boom"], "ratios": [0.5], "prune_epochs": [0], "scope": "layer"},
+        "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},
+        "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
+    }))
+    result = _run("run", str(exp))
+    assert result.exit_code == 0 and "the team criterion broke" in result.output, result.output
+    with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:
+        df = store.measurements(store.runs()["id"].iloc[0])
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 2 and set(failed["label"]) == {"boom-0.5-while_training/fp32"}  # torch and onnxruntime

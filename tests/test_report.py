@@ -76,6 +76,12 @@ def test_multi_target_panels_and_budget_table(sqlite_store: Store, tmp_path: Pat
     page = render_report(sqlite_store, run_id, tmp_path / "r", budgets={"latency": [0.5, 2.0]}).read_text()
     assert "≤ 0.5" in page and "≤ 2" in page and "rpi5 · onnxruntime" in page
 
+    # an estimate keeps its label in the budget table: an energy model's figure beside a meter's
+    cpu = ok["target"] == "local-cpu"
+    energy = ok.assign(energy_j_per_inference=1e-3, energy_source=["estimated:tdp" if c else "measured:rapl" for c in cpu])
+    cells = best_under_budget(energy, METRICS["energy"], [10.0]).set_index("target")["≤ 10"]
+    assert cells["local-cpu · onnxruntime"].endswith(", 1 estimated)") and cells["rpi5 · onnxruntime"].endswith(", 1)")
+
 
 def test_many_targets_wrap_into_rows_of_three_panels(sqlite_store: Store) -> None:
     from edgebench.report import plots

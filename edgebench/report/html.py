@@ -95,8 +95,11 @@ def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
     versions = {lib: ", ".join(sorted(v)) for lib, v in sorted(runtimes.items())}
     sources = df["energy_source"].dropna().unique().tolist()
     notes = df["energy_note"].dropna().unique().tolist()
+    by_target = {target: ", ".join(sorted(group["energy_source"].dropna().unique())) or "none (not measured)"
+                 for target, group in df.groupby("target")}  # a source read on one target says nothing of another
     energy = {
-        "energy source": ", ".join(sources) or "none (energy not measured; shown as —, never 0)",
+        "energy source": "; ".join(f"{t}: {s}" for t, s in by_target.items()) if sources
+        else "none (energy not measured; shown as —, never 0)",
         "energy notes": "; ".join(notes) or "—",
     }
     return (

@@ -112,7 +112,9 @@ def best_under_budget(ok: pd.DataFrame, metric: Metric, budgets: Sequence[float]
                 continue
             best = fits.sort_values(["accuracy", metric.column], ascending=[False, True]).iloc[0]
             value = best[metric.column] * metric.scale
-            row[f"≤ {budget:g}"] = f"{best['label']} (acc {best['accuracy']:.3f}, {_fmt(value)})"
+            estimated = metric.name == "energy" and str(best.get("energy_source") or "").startswith("estimated")
+            row[f"≤ {budget:g}"] = f"{best['label']} (acc {best['accuracy']:.3f}, {_fmt(value)}" + \
+                (" estimated)" if estimated else ")")
         rows.append(row)
     return pd.DataFrame(rows)
 
