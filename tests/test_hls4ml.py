@@ -352,16 +352,20 @@ def test_dropout_and_identity_in_a_sequential_are_dropped_not_refused(tmp_path: 
     assert np.abs(got - expected).max() < 0.06  # as the same network without them (test above)
 
 
-def test_a_no_op_called_by_name_is_still_named() -> None:
+@pytest.mark.parametrize("no_op,refused", [(nn.Dropout, None), (nn.Dropout2d, "'drop' (Dropout2d): remove it")])
+def test_a_no_op_called_by_name_is_judged_by_the_conversion(no_op: type[nn.Module], refused: str | None) -> None:
+    """hls4ml's parser passes a Dropout through (its C simulation then matches the model) but has no Dropout2d:
+    only the conversion tells, and it names the layer."""
     class Named(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv, self.drop, self.fc = nn.Conv2d(3, 4, 3), nn.Dropout(0.1), nn.Linear(4 * 6 * 6, 10)
+            self.conv, self.drop, self.fc = nn.Conv2d(3, 4, 3), no_op(0.1), nn.Linear(4 * 6 * 6, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.drop(self.conv(x)).flatten(1))
 
-    assert "'drop' (Dropout): remove it" in Hls4mlExporter().refuses(Named(), (3, 8, 8))
+    reason = Hls4mlExporter().refuses(Named().eval(), (3, 8, 8))
+    assert reason is None if refused is None else refused in reason
 
 
 class _Fire(nn.Module):
@@ -382,3 +386,15 @@ def test_a_graph_hls4mls_parser_fails_on_is_refused_before_training_naming_the_p
     tried on the untrained model, so the target is "not run" with the fix, not failed after training."""
     reason = Hls4mlExporter().refuses(_Fire().eval(), (1, 8, 8))
     assert reason is not None and "in hls4ml's parse_concat_layer" in reason and "torch.cat(xs, dim=1)" in reason
+
+
+def test_a_no_op_the_forward_never_calls_is_not_refused() -> None:
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.drop, self.fc = nn.Conv2d(3, 4, 3), nn.Dropout2d(0.1), nn.Linear(4 * 6 * 6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).flatten(1))
+
+    assert Hls4mlExporter().refuses(Unused().eval(), (3, 8, 8)) is None

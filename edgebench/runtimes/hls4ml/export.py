@@ -57,6 +57,8 @@ _KNOWN_UNSUPPORTED = {
     "Dropout": "remove it (a no-op at inference; edgebench drops it only from an nn.Sequential)",
     "Identity": "remove it (edgebench drops it only from an nn.Sequential)",
 }
+_KNOWN_UNSUPPORTED.update({kind: _KNOWN_UNSUPPORTED["Dropout"] for kind in
+                           ("Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")})
 #: layers that do nothing at inference, which hls4ml 1.3 has no converter for
 _INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -96,6 +98,8 @@ def check_supported(model: nn.Module) -> None:
         if module is model and not isinstance(module, _CONTAINERS):
             continue  # the user's top-level class; its children are checked
         if isinstance(module, _CONTAINERS) or list(module.children()):
+            continue
+        if isinstance(module, _INFERENCE_NO_OPS):  # refused by the conversion only where the forward calls it
             continue
         kind = type(module).__name__
         if isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1:
@@ -165,6 +169,12 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
                 hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
             )
     except Exception as exc:  # hls4ml raises bare Exceptions for unsupported graphs
+        if layer := re.fullmatch(r"Unsupported layer (\w+)", str(exc)):  # one the forward calls: name it
+            kind = layer[1]
+            names = [name for name, m in model.named_modules() if type(m).__name__ == kind]
+            advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
+            raise UnsupportedModelError(f"hls4ml cannot convert layer '{names[0] if names else '?'}' ({kind}): "
+                                        f"{advice}") from exc
         hint = _UNSUPPORTED_FUNCTIONS.get(str(exc).removeprefix("Unsupported function "), "") or _raised_where(exc)
         raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}{hint}") from exc
 
