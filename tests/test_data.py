@@ -90,6 +90,12 @@ def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
     )
     s = load_dataset("npz", path=file)
     assert s.input_shape == (3, 6, 6) and s.num_classes == 4 and len(s.x_val) == 4
+    from edgebench.data.files import to_nchw
+
+    # tiny images whose dims could be either layout: the one that makes the images square
+    assert to_nchw(np.zeros((2, 4, 4, 3), np.uint8), "x", file).shape == (2, 3, 4, 4)  # 4x4 RGB, not 4 ch of 4x3
+    assert to_nchw(np.zeros((2, 3, 4, 4), np.uint8), "x", file).shape == (2, 3, 4, 4)
+    assert to_nchw(np.zeros((2, 1, 3, 3), np.uint8), "x", file).shape == (2, 1, 3, 3)
     with pytest.raises(DatasetError, match="x_train"):
         np.savez(tmp_path / "bad.npz", x=np.zeros(3))
         load_dataset("npz", path=tmp_path / "bad.npz")

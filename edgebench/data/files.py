@@ -16,12 +16,15 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 def to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
-    """Accept (N,H,W), NCHW or NHWC images; uint8 is scaled to [0, 1]."""
+    """Accept (N,H,W), NCHW or NHWC images (channels: 1, 3 or 4); uint8 is scaled to [0, 1]."""
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
         raise DatasetError(f"{path}: '{key}' must be images (N,H,W), (N,C,H,W) or (N,H,W,C); got shape {x.shape}")
-    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+    channels_last = x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] in (1, 3, 4):  # tiny images (4x4x3): the layout whose images are square
+        channels_last = x.shape[1] == x.shape[2] and x.shape[2] != x.shape[3]
+    if channels_last:
         x = x.transpose(0, 3, 1, 2)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return x.astype(np.float32) / scale
