@@ -321,3 +321,20 @@ def test_workers_import_the_drivers_script_only_when_it_registers_a_plugin(tmp_p
     out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"imported {imported} None" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_measurement_workers_leave_plugin_files_out_unless_the_job_needs_them():
+    """A plug-in file imports what it likes (torch, pandas); an ONNX Runtime worker measuring with edgebench's own
+    backend and meter does not load it, so its peak RSS is the runtime's. A pickled PyTorch module (its class may
+    live in the user's files) or a plug-in backend or meter keeps them."""
+    from edgebench.executor.tasks import measure_task
+    from edgebench.job import Job
+    from edgebench.plugins import PLUGINS_ENV
+
+    def env(backend: str, energy: dict | None = None) -> dict:
+        job = Job(job_id="j", variant_id="v", target="t", backend=backend, artifact="a", eval_data="e", energy=energy)
+        return dict(measure_task(job, timeout_s=60).worker.env)
+
+    assert env("onnxruntime")[PLUGINS_ENV] == "" and env("litert", {"type": "rapl"})[PLUGINS_ENV] == ""
+    assert PLUGINS_ENV not in env("torch")
+    assert PLUGINS_ENV not in env("onnxruntime", {"type": "executor_tasks:ConstantMeter"})

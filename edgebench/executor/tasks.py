@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edgebench.executor.base import HOST, Lane, Task, TaskContext, TaskKind, TaskResult, WorkerKind
 from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
+from edgebench.plugins import PLUGINS_ENV
 from edgebench.runtimes.base import get_backend
 
 if TYPE_CHECKING:
@@ -43,11 +44,26 @@ def measure_task(
     # RSS is the runtime's import plus its own model and inference, whatever the worker measured before. The
     # backend registry is filled there too: in each child it took 0.16 s of every ONNX Runtime measurement.
     runtime = tuple(m for m in get_backend(job.backend).imports() if importlib.util.find_spec(m))  # a board's: not here
-    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}", env=tuple(thread_env(job.threads).items()),
+    env = thread_env(job.threads)
+    if not _needs_user_code(job):  # the user's plug-in files (and what they import) stay out of its peak RSS
+        env[PLUGINS_ENV] = ""
+    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}{'-plugins' if PLUGINS_ENV not in env else ''}",
+                        env=tuple(env.items()),
                         preload=("edgebench.measure.worker", *runtime, "edgebench.runtimes.base:list_backends"),
                         cpus=lane.cpus, fork_per_task=True)
     return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args, lane=lane,
                 timed=True, timeout_s=timeout_s, worker=worker, resources=dict(resources or {}), context=context)
+
+
+def _needs_user_code(job: Job) -> bool:
+    """Whether measuring ``job`` may need the user's plug-in files: a backend or energy meter they register, or a
+    pickled PyTorch module whose class lives in them."""
+    from edgebench.measure.energy import METERS
+
+    meter = (job.energy or {}).get("type")
+    components = [type(get_backend(job.backend)), *([METERS.get(meter)] if meter not in (None, "none") else [])]
+    return "torch" in get_backend(job.backend).formats or not all(
+        (getattr(c, "__module__", "") or "").startswith("edgebench.") for c in components)
 
 
 def call_task(key: str, kind: TaskKind, fn: Callable[..., Any], *args: Any, timeout_s: float = 3600.0,
