@@ -362,7 +362,7 @@ class Experiment(_Strict):
         if (digest := self.dataset.digest()) is not None:  # so does rewritten data
             data["data_digest"] = digest
         if self.artifacts:  # so do other contents under an artifact's path
-            from edgebench.models.source import content_digest
+            from edgebench.plugins import content_digest
 
             data["artifact_digests"] = [content_digest(a.path) for a in self.artifacts if Path(a.path).is_file()]
         return spec_hash(hash_payload(data, added))

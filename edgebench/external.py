@@ -78,7 +78,7 @@ def check_artifacts(artifacts: list[ArtifactConfig], source: str) -> None:
 def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec], source: str) -> list[VariantSpec]:
     """A variant per artifact: the experiment's dataset and preprocessing (what its accuracy is measured on), its
     content, and its parent resolved among the experiment's fp32 variants by label."""
-    from edgebench.models.source import content_digest
+    from edgebench.plugins import content_digest
 
     base = fp32_specs[0]
     by_label = {s.label.removesuffix("/fp32"): s for s in fp32_specs if s.quant.precision == "fp32"}

@@ -16,6 +16,7 @@ Every failure is a :class:`PluginError` of one line naming the file or module an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.abc
@@ -92,6 +93,17 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return file_digest(Path(path))
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of a file (cached while its size and modification time stay the same)."""
+    stat = Path(path).stat()
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def _module_name(file: Path) -> str:

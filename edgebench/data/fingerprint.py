@@ -18,7 +18,7 @@ from typing import Any
 def data_digest(kwargs: Mapping[str, Any]) -> str | None:
     """A digest of the files and directories that ``kwargs``' string values name (read from the working directory,
     ``~`` expanded, as loaders read them); None when they name none."""
-    from edgebench.models.source import content_digest
+    from edgebench.plugins import content_digest
 
     parts = []
     for key, value in sorted(kwargs.items()):

@@ -9,7 +9,6 @@ carries (content digests in its id, paths to read); :func:`new_model` builds the
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgebench import plugins
 from edgebench.errors import ConfigError, first_line
 from edgebench.models import MODELS
-from edgebench.plugins import PluginError, file_digest
+from edgebench.plugins import PluginError, content_digest
 from edgebench.variants import ModelSource, VariantSpec
 
 if TYPE_CHECKING:
@@ -32,17 +31,6 @@ _EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
 #: factory parameters edgebench fills from the dataset when the factory takes them and ``model.kwargs`` does not
 #: set them (so a factory may require them)
 ARGS_FROM_DATA = ("num_classes", "in_channels", "input_size")
-
-
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    return file_digest(Path(path))
-
-
-def content_digest(path: str | Path) -> str:
-    """sha256 of a file (cached while its size and modification time stay the same)."""
-    stat = Path(path).stat()
-    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def _code_file(factory: Callable[..., Any]) -> str | None:
