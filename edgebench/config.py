@@ -353,8 +353,10 @@ class Experiment(_Strict):
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
                  "model": {"file": None, "factory": None, "weights": None, "trust_checkpoint": False},
                  "dataset": {"preprocess": None}, "artifacts": []}
-        data = self.model_dump(mode="json", exclude={"executor": True, "tracking": True, "report": True,
-                                                     "run": {"job_timeout_s"}})
+        data = self.model_dump(mode="json", exclude={"executor", "tracking"})
+        # how results are drawn and how long a job may take count as their defaults (published hashes stay)
+        data["report"] = ReportConfig().model_dump(mode="json")
+        data["run"]["job_timeout_s"] = RunConfig().job_timeout_s
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one
