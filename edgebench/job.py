@@ -55,11 +55,16 @@ class MeasureSettings(BaseModel):
 
     @model_validator(mode="after")
     def _floor_under_cap(self) -> MeasureSettings:
-        if self.min_time_s > self.max_time_s:
-            raise ValueError(f"min_time_s ({self.min_time_s:g}) exceeds max_time_s ({self.max_time_s:g}): the "
-                             "window's floor must fit under its cap")
-        if self.min_iters > self.max_iters:
-            raise ValueError(f"min_iters ({self.min_iters}) exceeds max_iters ({self.max_iters})")
+        """A floor above its cap: an error when both were given; a floor given alone lengthens the cap (a 30 s
+        energy window asks for no other field), a cap given alone wins."""
+        for floor, cap in (("min_time_s", "max_time_s"), ("min_iters", "max_iters")):
+            low, high = getattr(self, floor), getattr(self, cap)
+            if low <= high:
+                continue
+            if {floor, cap} <= self.model_fields_set:
+                raise ValueError(f"{floor} ({low:g}) exceeds {cap} ({high:g}): the window's floor must fit under its cap")
+            if floor in self.model_fields_set:
+                object.__setattr__(self, cap, low)
         return self
 
     @model_serializer(mode="wrap")
