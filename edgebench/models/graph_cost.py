@@ -33,7 +33,7 @@ _ONNX_MATMULS = {"Gemm": 1, "FusedGemm": 1, "MatMul": 1, "FusedMatMul": 1, "MatM
 #: words in the name of an op that multiplies-accumulates: one of them outside the list above makes the MACs unknown
 _MAC_WORDS = ("conv", "matmul", "gemm", "einsum", "attention")
 #: TFLite ops whose inputs 1 (weights) and 2 (bias) are parameters
-_TFLITE_LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
+_TFLITE_LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
 def graph_cost(path: Path, fmt: str, input_shape: tuple[int, ...]) -> dict[str, int | None]:
@@ -130,10 +130,12 @@ def _tflite_cost(path: Path) -> dict[str, int | None]:
 
     interpreter = Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops = [op for op in interpreter._get_ops_details() if op["op_name"] in _TFLITE_LAYERS]
+    every = interpreter._get_ops_details()
+    ops = [op for op in every if op["op_name"] in _TFLITE_LAYERS]
+    unknown = any(any(w in op["op_name"].lower() for w in (*_MAC_WORDS, "fully")) for op in every
+                  if op["op_name"] not in _TFLITE_LAYERS)  # CONV_3D, BATCH_MATMUL...: MACs not counted, not partial
     # fp16 and sparse weights reach their layer through a DEQUANTIZE / DENSIFY op: count the stored constant
-    stored = {op["outputs"][0]: op["inputs"][0] for op in interpreter._get_ops_details()
-              if op["op_name"] in ("DEQUANTIZE", "DENSIFY")}
+    stored = {op["outputs"][0]: op["inputs"][0] for op in every if op["op_name"] in ("DEQUANTIZE", "DENSIFY")}
     params = macs = 0
     for op in ops:
         inputs = op["inputs"]
@@ -148,4 +150,4 @@ def _tflite_cost(path: Path) -> dict[str, int | None]:
         out = tensors[op["outputs"][0]]["shape"]  # CONV_2D (O, kh, kw, I), DEPTHWISE (1, kh, kw, C), FC (O, I)
         per_output = math.prod(weight[1:3]) if op["op_name"] == "DEPTHWISE_CONV_2D" else math.prod(weight[1:])
         macs += math.prod(out[1:]) * per_output
-    return {"params": params, "macs": int(macs)}
+    return {"params": params, "macs": None if unknown else int(macs)}
