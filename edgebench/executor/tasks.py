@@ -45,10 +45,10 @@ def measure_task(
     # backend registry is filled there too: in each child it took 0.16 s of every ONNX Runtime measurement.
     runtime = tuple(m for m in get_backend(job.backend).imports() if importlib.util.find_spec(m))  # a board's: not here
     env = thread_env(job.threads)
-    if not _needs_user_code(job):  # the user's plug-in files (and what they import) stay out of its peak RSS
+    plugins = "-plugins" if _needs_user_code(job) else ""
+    if not plugins:  # the user's plug-in files (and what they import) stay out of its peak RSS
         env[PLUGINS_ENV] = ""
-    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}{'-plugins' if PLUGINS_ENV not in env else ''}",
-                        env=tuple(env.items()),
+    worker = WorkerKind(name=f"measure-{job.backend}-{job.threads}t{pinned}{plugins}", env=tuple(env.items()),
                         preload=("edgebench.measure.worker", *runtime, "edgebench.runtimes.base:list_backends"),
                         cpus=lane.cpus, fork_per_task=True)
     return Task(key=job.job_id, kind="measure", fn=fn, args=(job,) if args is None else args, lane=lane,
@@ -60,9 +60,10 @@ def _needs_user_code(job: Job) -> bool:
     pickled PyTorch module whose class lives in them."""
     from edgebench.measure.energy import METERS
 
+    backend = get_backend(job.backend)
     meter = (job.energy or {}).get("type")
-    components = [type(get_backend(job.backend)), *([METERS.get(meter)] if meter not in (None, "none") else [])]
-    return "torch" in get_backend(job.backend).formats or not all(
+    components = [type(backend), *([METERS.get(meter)] if meter not in (None, "none") else [])]
+    return "torch" in backend.formats or not all(
         (getattr(c, "__module__", "") or "").startswith("edgebench.") for c in components)
 
 
