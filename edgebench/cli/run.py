@@ -255,8 +255,7 @@ def bench(
         data = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
                   threads=threads, eval_data=str(data.resolve()),
-                  measure=MeasureSettings(min_time_s=min_time_s, max_time_s=max(min_time_s, MeasureSettings().max_time_s),
-                                          precision=precision or None,
+                  measure=MeasureSettings(min_time_s=min_time_s, precision=precision or None,
                                           profile_layers=profile_layers))
         result = run_one(job, timeout_s)
     if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
