@@ -33,13 +33,15 @@ log = logging.getLogger(__name__)
 
 def check_output_paths(exp: Experiment) -> None:
     """The run directory, the report directory and a SQLite store's directory can be written."""
+    from edgebench.store.store import sqlite_file
+
     writable_dir(exp.workdir(), "run.workdir")
     writable_dir(exp.report_dir(), "report.dir")
     url = exp.store_url()
     if "://" not in url:
         writable_file(Path(url), "store.url")
-    elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        writable_file(Path(url.removeprefix("sqlite:///")), "store.url")
+    elif (path := sqlite_file(url)) is not None:
+        writable_file(path, "store.url")
     if exp.tracking.mlflow is not None:  # before any training: a run must not end unable to log
         require_module("mlflow", "mlflow", "tracking.mlflow")
 

@@ -43,6 +43,16 @@ def test_open_creates_parent_dir_and_schema(tmp_path: Path) -> None:
     Store.open(f"sqlite:///{path}").close()  # a URL to the same file reopens it
 
 
+def test_sqlite_uri_filename_opens_the_file_and_makes_no_stray_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "results.db"
+    Store.open(path).close()
+    monkeypatch.chdir(tmp_path)
+    with Store.open(f"sqlite:///file:{path}?mode=ro&uri=true") as store:
+        assert store.runs().empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]  # no ./file:/... directories
+
+
 def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
     assert sqlite_store.find_resumable_run("h1") == run_id

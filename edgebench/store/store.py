@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, ExceptionContext, and_, case, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
@@ -53,6 +55,19 @@ def store_url(url_or_path: str | Path) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory or a server database. A SQLite URI filename
+    (``sqlite:///file:/path/x.db?mode=ro&uri=true``) names ``/path/x.db``, not a directory called ``file:``."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if database and database.startswith("file:"):
+        database = urlparse(database).path
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
 #: names ``resolve_run`` gives a meaning of its own, so a tag spelt so could never be looked up
 RESERVED_TAGS = ("latest",)
 TAG_MAX_CHARS = 200  # the tag column's width
@@ -77,9 +92,9 @@ def new_run_id() -> str:
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
-            path = url.split(":///", 1)[1] if ":///" in url else ""
-            if path and path != ":memory:":
-                _make_parent(Path(path))
+            path = sqlite_file(url)
+            if path is not None:
+                _make_parent(path)
                 engine = create_engine(url, connect_args={"timeout": 30})
             else:  # in-memory: one shared connection or every connection sees an empty database
                 engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
