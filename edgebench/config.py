@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
@@ -32,6 +33,8 @@ from edgebench.variants import (
     hash_payload,
     spec_hash,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
@@ -591,6 +594,10 @@ def check_experiment(exp: Experiment, source: str) -> None:
     if late and pruning.criteria and "while_training" in pruning.schedules:
         raise ConfigError(f"{source}: pruning.prune_epochs: {late} outside the training run (training.epochs: {epochs}, "
                           f"so epochs 0..{epochs - 1}); lower them or train longer")
+    if epochs - 1 in pruning.prune_epochs and pruning.criteria and "while_training" in pruning.schedules:
+        log.warning("%s: pruning.prune_epochs includes the last epoch (%d): filters removed then get no training "
+                    "after, so those variants lose accuracy a later pruning step would recover; prune earlier or train "
+                    "longer", source, epochs - 1)
     _check_qat_epochs(exp, source)
     if not FIXED_POINT.match(exp.quantization.fixed_point):
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "

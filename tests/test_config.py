@@ -175,6 +175,18 @@ def test_prune_epochs_are_not_checked_when_nothing_is_pruned(tmp_path):
         load_experiment(_write(tmp_path, "training: {epochs: 1}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
 
 
+def test_pruning_at_the_last_epoch_is_warned(tmp_path, caplog):
+    """A step after the last epoch leaves its filters' removal without recovery training: allowed, but said."""
+    with caplog.at_level("WARNING", logger="edgebench.config"):
+        load_experiment(_write(tmp_path, "training: {epochs: 8}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
+        assert not caplog.records
+        load_experiment(_write(tmp_path, "training: {epochs: 7}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'exp.yaml'}: pruning.prune_epochs includes the last epoch (6): filters removed then get no "
+        "training after, so those variants lose accuracy a later pruning step would recover; prune earlier or train "
+        "longer"]
+
+
 def test_an_exporter_revision_moves_its_artifact_keys_and_no_others(monkeypatch):
     """A fix that changes what an exporter writes bumps its revision: a workdir exported before is exported again."""
     from edgebench.config import TargetSelection
