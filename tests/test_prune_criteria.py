@@ -12,7 +12,7 @@ from torch import nn
 
 from edgebench.prune import CRITERIA, create_criterion, prune_model, score_groups
 from edgebench.prune.criteria.activation import ChannelIndependence
-from edgebench.prune.criteria.base import Criterion, CriterionError
+from edgebench.prune.criteria.base import Criterion, CriterionError, ScoringData
 
 EXAMPLE = torch.ones(1, 1, 4, 4)
 
@@ -76,6 +76,20 @@ def test_mean_activation_uses_post_relu_bn_output() -> None:
     # conv weight is random but BN scale 0 makes the BN output its shift beta: mean relu = max(beta, 0)
     net = bn_net([0.0, 0.0, 0.0, 0.0], [0.3, -1.0, 2.0, 0.1])
     torch.testing.assert_close(_scores(net, "mean_activation"), torch.tensor([0.3, 0.0, 2.0, 0.1]))
+
+
+def test_mean_activation_averages_samples_not_batches() -> None:
+    """Ten samples in batches of 4, 4 and 2: eight of value 1, then two of value 10. Channel 0 passes its input
+    (mean relu over the samples = (8 x 1 + 2 x 10) / 10 = 2.8; the mean of the batch means would be 4), channel 1
+    its negation (relu: 0), channel 2 three times it (8.4)."""
+    net = nn.Sequential(nn.Conv2d(1, 3, 1, bias=False), nn.ReLU(), nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(32, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -1.0, 3.0]).view(3, 1, 1, 1))
+    x = torch.cat([torch.ones(8, 1, 4, 4), torch.full((2, 1, 4, 4), 10.0)])
+    crit = create_criterion("mean_activation")
+    crit.prepare(net, x[:1], ScoringData(x, torch.zeros(10, dtype=torch.long), batch_size=4))
+    scores = {g.root: g.scores for g in score_groups(net, crit, x[:1])}["0"]
+    torch.testing.assert_close(scores, torch.tensor([2.8, 0.0, 8.4]), rtol=1e-6, atol=1e-6)
 
 
 def test_chip_ranks_zero_then_duplicate_then_independent() -> None:

@@ -191,9 +191,9 @@ def run_hooked(
     modules: list[nn.Module],
     hook: Callable[[nn.Module, torch.Tensor], None],
     on_input: bool = False,
-) -> int:
+) -> None:
     """Run ``data`` through ``model`` (eval mode, no grad) calling ``hook(module, tensor)`` with each listed
-    module's output (or its input when ``on_input``); returns the number of batches."""
+    module's output (or its input when ``on_input``)."""
 
     def on_output(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         hook(module, output.detach())
@@ -206,17 +206,14 @@ def run_hooked(
     ]
     was_training = model.training
     model.eval()
-    batches = 0
     try:
         with torch.no_grad():
             for x, _ in data.batches():
                 model(x)
-                batches += 1
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return batches
 
 
 def record_outputs(
@@ -226,17 +223,20 @@ def record_outputs(
     fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
     on_input: bool = False,
 ) -> dict[nn.Module, torch.Tensor]:
-    """Mean over batches of ``fn(module, output)`` (or of its input when ``on_input``) per listed module."""
+    """Mean over the samples of ``fn(module, output)`` (or of its input when ``on_input``) per listed module:
+    ``fn`` gives one batch's mean, weighted here by the batch's size, so a short last batch counts as its samples."""
     sums: dict[nn.Module, torch.Tensor] = {}
+    samples: dict[nn.Module, int] = {}
 
     def hook(module: nn.Module, tensor: torch.Tensor) -> None:
         value = fn(module, tensor)
         if value is not None:
-            value = value.double()
+            value = value.double() * len(tensor)
             sums[module] = sums[module] + value if module in sums else value
+            samples[module] = samples.get(module, 0) + len(tensor)
 
-    batches = run_hooked(model, data, modules, hook, on_input)
-    return {m: s / max(batches, 1) for m, s in sums.items()}
+    run_hooked(model, data, modules, hook, on_input)
+    return {m: s / samples[m] for m, s in sums.items()}
 
 
 def require_data(name: str, data: ScoringData | None) -> ScoringData:
