@@ -266,6 +266,43 @@ def test_nisp_propagates_the_frl_inf_fs_scores_through_absolute_weights() -> Non
                                atol=1e-9)
 
 
+def test_nisp_scores_a_channels_response_so_folding_its_bn_changes_nothing() -> None:
+    """conv0 -> BN0 -> ReLU -> conv1 (W1) -> BN1 -> ReLU -> classifier on 1x1 maps. A neuron is a channel's response
+    (the BN output): s_BN1 = s_FRL and s_BN0 = |W1|^T (|gamma1| / sigma1 * s_FRL), whatever BN0's scale, so conv0
+    with BN0 folded into it ranks its channels as before (the offset at the conv output would multiply each
+    score by |gamma0_j| / sigma0_j: [2, 0.1, 1, 0.5] here, reordering them)."""
+    torch.manual_seed(0)
+    w1 = torch.tensor([[1.0, -2.0, 0.5, 0.3], [-0.5, 0.25, 3.0, 1.0]])
+    gamma0, gamma1 = torch.tensor([2.0, 0.1, 1.0, 0.5]), torch.tensor([4.0, -0.5])
+    net = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, 0.5, 2.0, -1.0]).view(4, 1, 1, 1))
+        net[1].weight.copy_(gamma0)
+        net[1].running_var.copy_(torch.tensor([1.0, 4.0, 0.25, 1.0]))
+        net[3].weight.copy_(w1.view(2, 4, 1, 1))
+        net[4].weight.copy_(gamma1)
+        net[4].running_var.copy_(torch.tensor([4.0, 1.0]))
+        net[4].bias.copy_(torch.tensor([1.0, 2.0]))
+    data = _data(40, (1, 1, 1), batch=40)
+    frl = net[:6](data.x).flatten(1).detach().double()
+    s_frl = torch.as_tensor(_inf_fs_by_formula(frl.numpy()))
+    sigma1 = torch.sqrt(net[4].running_var + net[4].eps).double()
+    expected = w1.abs().double().T @ (gamma1.abs().double() / sigma1 * s_frl)
+    crit = create_criterion("nisp")
+    crit.prepare(net, data.x[:1], data)
+    torch.testing.assert_close(crit.module_scores(net[4], "bn"), s_frl, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(crit.module_scores(net[1], "bn"), expected, rtol=1e-5, atol=1e-9)
+    folded = nn.Sequential(nn.Conv2d(1, 4, 1), *list(net)[2:]).eval()
+    with torch.no_grad():
+        scale = net[1].weight / torch.sqrt(net[1].running_var + net[1].eps)
+        folded[0].weight.copy_(net[0].weight * scale.view(4, 1, 1, 1))
+        folded[0].bias.copy_((net[0].bias - net[1].running_mean) * scale + net[1].bias)
+    torch.testing.assert_close(folded(data.x), net(data.x))
+    crit.prepare(folded, data.x[:1], data)
+    torch.testing.assert_close(crit.module_scores(folded[0], "out"), expected, rtol=1e-5, atol=1e-9)
+
+
 # ---- Han et al. 2015 / Deep Compression 2016 -------------------------------------------------------------------
 
 

@@ -4,14 +4,13 @@ criterion on activations, CHIP, firing pattern."""
 from __future__ import annotations
 
 import torch
-import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
 from edgebench.prune.criteria.base import (
     CRITERIA,
     PreparedScores,
-    Role,
+    ResponseScores,
     ScoringData,
     record_outputs,
     require_data,
@@ -20,15 +19,11 @@ from edgebench.prune.criteria.base import (
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-class _FeatureMapCriterion(PreparedScores):
+class _FeatureMapCriterion(ResponseScores):
     """Scores a channel from the feature map after ReLU: the BN output when the group has a BN, else the
     conv output (the ReLU is applied here, so the statistic is that of the activation map)."""
 
     needs_data = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._group_has_bn = False
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
         """Per-channel statistic of one batch's post-ReLU activations (N, C, H, W)."""
@@ -38,16 +33,6 @@ class _FeatureMapCriterion(PreparedScores):
         data = require_data(type(self).__name__, data)
         modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | _BN)]
         self._scores = record_outputs(model, data, modules, lambda m, out: self.statistic(m, torch.relu(out)))
-
-    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
-        # The BN output is what the ReLU sees; a conv's own output counts only in groups without a BN.
-        if role == "bn" or (role == "out" and not self._group_has_bn):
-            return self._scores.get(module)
-        return None
-
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor:
-        self._group_has_bn = any(isinstance(item.dep.target.module, _BN) for item in group)
-        return super().__call__(group)
 
 
 @CRITERIA.register("mean_activation")

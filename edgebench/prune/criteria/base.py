@@ -170,6 +170,24 @@ class PreparedScores(Criterion):
         return self._scores.get(module) if role in self.roles else None
 
 
+class ResponseScores(PreparedScores):
+    """Scores of a channel's response, the map the next layer reads: kept for every conv and BN, a group with a BN
+    takes the BN's (it rescales the conv's output before anything reads it), one without takes the conv's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._group_has_bn = False
+
+    def module_scores(self, module: nn.Module, role: Role) -> torch.Tensor | None:
+        if role == "bn" or (role == "out" and not self._group_has_bn):
+            return self._scores.get(module)
+        return None
+
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        self._group_has_bn = any(isinstance(item.dep.target.module, nn.modules.batchnorm._BatchNorm) for item in group)
+        return super().__call__(group)
+
+
 CRITERIA: Registry[type[Criterion]] = Registry("criterion", group="edgebench.criteria")
 
 #: criterion names that no longer exist, with what replaced them (a load-time error says so)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from edgebench.prune.criteria.base import (
     CRITERIA,
     Criterion,
-    PreparedScores,
+    ResponseScores,
     Role,
     ScoringData,
     item_role,
@@ -211,7 +211,7 @@ def classifier_inputs(model: nn.Module, data: ScoringData) -> tuple[nn.Linear, t
 
 
 @CRITERIA.register("nisp")
-class NISP(PreparedScores):
+class NISP(ResponseScores):
     """NISP (Yu, Li, Chen, Lai, Morariu, Han, Gao, Lin and Davis, "NISP: Pruning Networks using Neuron Importance
     Score Propagation", CVPR 2018): the neurons of the final response layer (FRL, the classifier's input) are
     ranked with Inf-FS (:func:`inf_fs`) on their responses to training samples, and these scores are propagated
@@ -220,9 +220,12 @@ class NISP(PreparedScores):
 
     The propagation runs on a copy of the network with every conv/linear weight replaced by ``|W|``, biases zeroed
     and each BN reduced to its scale ``|gamma| / sqrt(var + eps)``, fed an all-ones input: the gradient of
-    ``sum_f s_FRL[f] * FRL_f`` with respect to a per-channel offset added to each conv's output is ``s`` for that
-    conv's channels (pooling routes it spatially, a channel's total is kept). The paper prunes each layer by a
-    predefined ratio (``uniform``).
+    ``sum_f s_FRL[f] * FRL_f`` with respect to a per-channel offset added to a layer's output is ``s`` for its
+    channels (pooling routes it spatially, a channel's total is kept). A neuron is a channel's response, so where a
+    BN follows the conv the offset is added to the BN's output: a layer's score depends on the weights after it
+    (the next BN folded into the next conv, as in the paper's fully-connected layers), not on its own BN's scale,
+    and folding a BN into its conv leaves the ranking as it was. The paper prunes each layer by a predefined ratio
+    (``uniform``).
 
     Args:
         alpha: Inf-FS mixing weight of the standard-deviation and correlation terms.
@@ -230,7 +233,9 @@ class NISP(PreparedScores):
     """
 
     needs_data = True
-    revision = 1  # the FRL was weighted uniformly (sum of |classifier weights|) before Inf-FS
+    # 1: the FRL was weighted uniformly (sum of |classifier weights|) before Inf-FS; 2: a channel's score took in its
+    # own BN's scale (the offset was added before the BN)
+    revision = 2
 
     def __init__(self, alpha: float = 0.5, factor: float = 0.9) -> None:
         if not 0 <= alpha <= 1 or not 0 < factor < 1:
@@ -248,7 +253,8 @@ class NISP(PreparedScores):
 
 def propagate_importance(model: nn.Module, classifier: nn.Module, frl_scores: torch.Tensor,
                          example_input: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
-    """NISP's backward propagation of the FRL scores to every conv's output channels (see :class:`NISP`)."""
+    """NISP's backward propagation of the FRL scores to the output channels of every conv and BN (see
+    :class:`NISP`)."""
     absnet = copy.deepcopy(model).eval()
     originals = dict(model.named_modules())
     absolute = dict(absnet.named_modules())
@@ -267,9 +273,11 @@ def propagate_importance(model: nn.Module, classifier: nn.Module, frl_scores: to
             m.eps = 0.0
             m.weight = nn.Parameter(scale * torch.ones_like(m.running_var))
             m.bias = nn.Parameter(torch.zeros_like(m.running_var))
-        if isinstance(m, nn.Conv2d):
-            probes[name] = torch.zeros(m.out_channels, requires_grad=True)
-            handles.append(m.register_forward_hook(lambda _m, _i, out, p=probes[name]: out + p.view(1, -1, 1, 1)))
+        if isinstance(m, nn.Conv2d | _BN):
+            probes[name] = torch.zeros(m.out_channels if isinstance(m, nn.Conv2d) else m.num_features,
+                                       requires_grad=True)
+            handles.append(m.register_forward_hook(
+                lambda _m, _i, out, p=probes[name]: out + p.view(1, -1, *[1] * (out.dim() - 2))))
     frl: list[torch.Tensor] = []
     handles.append(absolute[frl_name].register_forward_pre_hook(lambda _m, inputs: frl.append(inputs[0])))
     try:
