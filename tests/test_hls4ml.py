@@ -145,6 +145,39 @@ def test_multipliers_counted_from_quantised_nonzero_weights(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("type_text", "weights", "nonzero"),
+    [  # ap_fixed<8,3>: 5 fractional bits, steps of 2**-5 = 0.03125, signed range [-4, 4 - 2**-5]
+        ("fixed<8,3,TRN,WRAP>", [-0.01, 0.01, 0.03], 1),  # floor: -0.01 -> -1 step, 0.01 and 0.03 -> 0
+        ("fixed<8,3,TRN_ZERO,WRAP>", [-0.01, 0.01, 0.03], 0),  # towards zero: all three -> 0
+        ("fixed<8,3,RND,WRAP>", [0.015625, -0.015625, 0.01], 1),  # half a step: +0.5 -> 1, -0.5 -> 0
+        ("fixed<8,3,RND_ZERO,WRAP>", [0.015625, -0.015625, 0.02], 1),  # halves -> 0, 0.64 steps -> 1
+        ("fixed<8,3,RND_MIN_INF,WRAP>", [0.015625, -0.015625], 1),  # +0.5 -> 0, -0.5 -> -1
+        ("fixed<8,3,RND_INF,WRAP>", [0.015625, -0.015625, 0.01], 2),  # halves away from zero
+        ("fixed<8,3,RND_CONV,WRAP>", [0.015625, 0.046875], 1),  # 0.5 -> 0 (even), 1.5 -> 2
+        ("fixed<8,3,TRN,WRAP>", [4.0, 8.0, -4.0, 5.0], 3),  # 256 steps wrap to 0 in 8 bits, 128 to -4
+        ("fixed<8,3,TRN,SAT>", [4.0, 8.0, -8.0], 3),  # clipped to the ends, never 0
+        ("fixed<8,3,TRN,SAT_ZERO>", [4.0, -8.0, 1.0], 1),  # an overflow becomes 0
+        ("ufixed<8,3,TRN,SAT>", [-1.0, 0.5, 9.0], 2),  # unsigned: a negative clips to 0
+        ("ufixed<8,3,TRN,WRAP>", [8.0, 0.5], 1),  # 256 steps wrap to 0
+    ],
+)
+def test_a_weight_counts_as_zero_by_the_ap_types_rounding_and_overflow(type_text: str, weights: list[float],
+                                                                      nonzero: int) -> None:
+    """Vivado HLS's AP quantisation (TRN floor, TRN_ZERO towards zero, RND halves up, RND_ZERO halves towards zero,
+    RND_MIN_INF halves down, RND_INF halves away from zero, RND_CONV halves to even) and overflow (WRAP keeps the
+    low 8 bits, SAT clips, SAT_ZERO zeroes), counted by hand in steps of 2**-5."""
+    from hls4ml.model.types import FixedPrecisionType, RoundingMode, SaturationMode
+
+    from edgebench.runtimes.hls4ml.multipliers import quantised_nonzero
+
+    signed = not type_text.startswith("u")
+    width, integer, rounding, saturation = type_text.split("<")[1].rstrip(">").split(",")
+    precision = FixedPrecisionType(int(width), int(integer), signed, RoundingMode.from_string(rounding),
+                                   SaturationMode.from_string(saturation))
+    assert quantised_nonzero(np.array(weights), precision) == nonzero
+
+
+@pytest.mark.parametrize(
     ("layer", "message"),
     [
         (nn.Conv2d(8, 8, 3, padding=1, groups=8), r"'1' \(Conv2d with groups=8, depthwise"),

@@ -3,9 +3,10 @@
 With the latency strategy each weight of a Conv/Dense layer gets its own multiplier at reuse factor 1, and a
 weight is a compile-time constant of the firmware, so HLS removes every multiplication by a constant zero:
 a layer needs ``ceil(non-zero weights / reuse factor)`` multipliers, against ``ceil(weights / reuse factor)``
-dense. A weight counts as zero when it is zero *after* quantisation to the layer's ``ap_fixed`` weight type
-(truncation, hls4ml's default, sends ``0 <= w < 2**-fractional_bits`` to zero). These are counts from the
-hls4ml model, labelled as such in the report; DSP/LUT figures come only from a synthesis report.
+dense. A weight counts as zero when it is zero *after* quantisation to the layer's ``ap_fixed`` weight type, by
+its rounding and overflow modes (truncation, hls4ml's default, sends ``0 <= w < 2**-fractional_bits`` to zero).
+These are counts from the hls4ml model, labelled as such in the report; DSP/LUT figures come only from a synthesis
+report.
 """
 
 from __future__ import annotations
@@ -19,15 +20,43 @@ import numpy as np
 METHOD = "counted from the hls4ml model, not synthesised: one multiplier per non-zero quantised weight / reuse factor"
 
 
+#: AP quantisation modes: the integer a scaled value ``x`` (weight x 2**fractional_bits) becomes
+_ROUNDING = {
+    "TRN": np.floor,  # towards minus infinity (the AP default)
+    "TRN_ZERO": np.trunc,
+    "RND": lambda x: np.floor(x + 0.5),  # halves towards plus infinity
+    "RND_ZERO": lambda x: np.sign(x) * np.ceil(np.abs(x) - 0.5),
+    "RND_MIN_INF": lambda x: np.ceil(x - 0.5),
+    "RND_INF": lambda x: np.sign(x) * np.floor(np.abs(x) + 0.5),
+    "RND_CONV": np.round,  # halves to even
+}
+
+
+def _mode(value: Any, default: str) -> str:
+    """An hls4ml rounding/saturation mode (enum or text, with or without ``AP_``) as its bare name."""
+    return str(value or default).upper().removeprefix("AP_")
+
+
 def quantised_nonzero(weights: np.ndarray, precision: Any) -> int:
-    """Weights that stay non-zero in ``precision`` (an hls4ml fixed-point type; others: exact zeros only)."""
+    """Weights that stay non-zero in ``precision`` (an hls4ml fixed-point type; others: exact zeros only), by the
+    AP types' rounding (``_ROUNDING``) and overflow: WRAP keeps the low ``width`` bits (a weight of exactly
+    2**integer wraps to 0), SAT and SAT_SYM clip (an unsigned type clips negatives to 0), SAT_ZERO sends an
+    overflow to 0. WRAP with saturation bits is counted as plain WRAP."""
     width, integer = getattr(precision, "width", None), getattr(precision, "integer", None)
     if width is None or integer is None:
         return int(np.count_nonzero(weights))
-    scaled = np.asarray(weights, dtype=np.float64) * 2.0 ** (width - integer)
-    rounding = str(getattr(precision, "rounding_mode", "TRN") or "TRN")
-    quantised = np.floor(scaled) if rounding.startswith("TRN") else np.round(scaled)
-    return int(np.count_nonzero(quantised))
+    rounding = _ROUNDING[_mode(getattr(precision, "rounding_mode", None), "TRN")]
+    q = rounding(np.asarray(weights, dtype=np.float64) * 2.0 ** (width - integer))
+    signed = bool(getattr(precision, "signed", True))
+    low, high = (-(2.0 ** (width - 1)), 2.0 ** (width - 1) - 1) if signed else (0.0, 2.0**width - 1)
+    overflow = _mode(getattr(precision, "saturation_mode", None), "WRAP")
+    if overflow == "WRAP":
+        q = np.mod(q, 2.0**width)  # zero exactly where the wrapped value is
+    elif overflow == "SAT_ZERO":
+        q = np.where((q < low) | (q > high), 0.0, q)
+    else:  # SAT, SAT_SYM: clipped, so zero only where the range's end is (negatives into an unsigned type)
+        q = np.clip(q, low, high)
+    return int(np.count_nonzero(q))
 
 
 def count_multipliers(hls_model: Any) -> dict[str, Any]:
