@@ -35,6 +35,7 @@ from edgebench.store.compare import (
     match_runs,
     matched_result,
     metric_change,
+    one_sided,
 )
 from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
 from edgebench.store.significance import Decision, decide_rounds, p50_log_se
@@ -118,10 +119,11 @@ def remeasure_runs(
     max_rounds = max(rounds, max_rounds or MAX_ROUNDS_FACTOR * rounds)
     _run_rounds(pairs, rounds, max_rounds, progress)
     results = [matched_result(p.base, p.cand, _changes(p, effects, alpha)) for p in pairs]
-    method = (f"both sides' stored artifacts re-measured here in {rounds} interleaved rounds (each a fresh "
-              f"process, the order alternating; a round disturbed by other processes or a change of the machine's "
-              f"speed measured again, up to {max_rounds} rounds); measured metrics decided by a paired t-test on the per-round "
-              f"log ratios at alpha={alpha:g} plus a minimum effect; size and accuracy from the stored runs")
+    method = (f"{len(pairs)} result(s) re-measured here from both sides' stored artifacts in {rounds} interleaved "
+              f"rounds (each a fresh process, the order alternating; a round disturbed by other processes or a change "
+              f"of the machine's speed measured again, up to {max_rounds} rounds); measured metrics decided by a "
+              f"paired t-test on the per-round log ratios at alpha={alpha:g} plus a minimum effect; size and accuracy "
+              f"from the stored runs")
     if stored_only:
         stored = compare_runs(store, baseline, candidate, effects, alpha, **(stored_rule or {}))
         for result in stored.results:
@@ -129,9 +131,10 @@ def remeasure_runs(
             if why is not None:
                 result.warnings.append(f"not re-measured ({why}): decided on the stored runs")
                 results.append(result)
-        method += f"; {len(stored_only)} result(s) that could not be re-measured: {stored.method}"
+        method = (f"{method}; " if pairs else "") + (f"{len(stored_only)} result(s) that could not be re-measured: "
+                                                      f"{stored.method}")
     return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
-                      matching.warnings, effects, alpha, method=method)
+                      matching.warnings, effects, alpha, method=method, missing=matching.missing)
 
 
 def _task(job: Job, key: str) -> Task:
@@ -213,7 +216,7 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
         decision = decide_rounds(a, b, higher_is_better=get_metric(metric).direction == "max",
                                  min_effect=effects[metric] / 100, alpha=alpha, sigma_floor=floor)
         changes.append(metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b)))
-    return changes + fixed_changes(pair.base, pair.cand, effects)
+    return one_sided(changes + fixed_changes(pair.base, pair.cand, effects), pair.base, pair.cand)
 
 
 def _disturbed(base: JobResult, cand: JobResult) -> bool:

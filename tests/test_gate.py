@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 from edgebench.cli.common import friendly_errors
 from edgebench.cli.store import register
 from edgebench.errors import ExitCode
+from edgebench.job import JobResult
 from edgebench.store import Store, StoreError
 from edgebench.store.compare import Comparison, MatchedResult, MetricChange
 from edgebench.store.gate import Thresholds, evaluate, gate_markdown, min_effects, parse_thresholds
 from edgebench.store.record import MeasurementRecord
+from edgebench.variants import QuantSpec, VariantSpec
 
 runner = CliRunner()
 SMALL, LARGE, SAME = "l1-0.5-while_training/fp32", "l1-0.5-while_training/int8", "baseline/fp32"
@@ -161,3 +163,54 @@ def test_bad_thresholds_are_one_line_errors(warn: list[str], fail: list[str], me
 def test_bad_threshold_on_the_command_line_exits_2(app: typer.Typer, db: Path) -> None:
     code, out = _compare(app, db, "--warn", "latency=6", "--fail", "latency=5")
     assert code == ExitCode.BAD_INPUT and "is above --fail" in out and "Traceback" not in out
+
+
+def test_a_rebuilt_variant_is_compared_by_label_and_failed_lost_or_absent_results_are_gated(
+        app: typer.Typer, tmp_path: Path) -> None:
+    """The candidate changed the model (every variant id changed, labels kept), its SMALL job failed, LARGE was not
+    measured and SAME lost its accuracy: SAME is still compared (by label, the new id named), the failure and the
+    lost accuracy fail the gate, the absent result warns. Runs with no label in common fail: nothing was checked."""
+    path = tmp_path / "results.db"
+    rng = np.random.default_rng(0)
+    specs = {s.label: s for s in variant_specs() if s.label in (SMALL, LARGE, SAME)}
+    with Store.open(path) as store:
+        base = store.start_run("gate", {}, "h-gate", MACHINE, ("base",))
+        for spec in specs.values():
+            store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, None, {"params": 1})
+            store.add_measurement(MeasurementRecord(base, spec.id, spec.id, "local-cpu", "onnxruntime",
+                                                    synthetic_result(spec.id, spec, rng), {"threads": 1}, 1000))
+        store.finish_run(base)
+        cand = store.start_run("gate", {}, "h-gate2", MACHINE, ("cand",))
+        rebuilt = {label: spec.model_copy(update={"model_kwargs": {"width": 2.0}}) for label, spec in specs.items()}
+        assert all(rebuilt[label].id != specs[label].id and rebuilt[label].label == label for label in specs)
+        for label in (SAME, SMALL):
+            spec = rebuilt[label]
+            store.upsert_variant(spec.id, spec.model_dump(mode="json"), label, None, {"params": 2})
+        same = synthetic_result(rebuilt[SAME].id, rebuilt[SAME], rng).model_copy(update={"accuracy": None})
+        failed = JobResult(job_id=rebuilt[SMALL].id, status="failed", error="onnxruntime: session crashed")
+        for spec, result in ((rebuilt[SAME], same), (rebuilt[SMALL], failed)):
+            store.add_measurement(MeasurementRecord(cand, spec.id, spec.id, "local-cpu", "onnxruntime", result,
+                                                    {"threads": 1}, 1000))
+        store.finish_run(cand)
+        other = store.start_run("other", {}, "h-other", MACHINE, ("other",))
+        spec = VariantSpec(model="digits_cnn", dataset="digits", quant=QuantSpec(precision="fp16"))
+        store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, None, {"params": 1})
+        store.add_measurement(MeasurementRecord(other, spec.id, spec.id, "local-cpu", "onnxruntime",
+                                                synthetic_result(spec.id, spec, rng), {"threads": 1}, 1000))
+        store.finish_run(other)
+    result = runner.invoke(app, ["compare", "base", "cand", "--store", str(path), "--format", "json"])
+    assert result.exit_code == ExitCode.REGRESSION, result.output
+    out = json.loads(result.output)
+    assert [r["label"] for r in out["results"]] == [SAME]
+    assert any(f"{SAME}: rebuilt from changed inputs" in w and rebuilt[SAME].id in w
+               for w in out["results"][0]["warnings"])
+    gate = out["gate"]
+    assert [(f["label"], f["metric"], f["level"], f["reason"]) for f in gate["findings"]] == [
+        (SAME, "accuracy", "fail", "measured in the baseline, not in the candidate")]
+    assert sorted((m["label"], m["level"], m["reason"]) for m in gate["missing"]) == sorted([
+        (SMALL, "fail", "failed in the candidate run: onnxruntime: session crashed"),
+        (LARGE, "warn", "not measured by the candidate run")])
+    assert gate["nothing_compared"] is False
+    result = runner.invoke(app, ["compare", "base", "other", "--store", str(path), "--format", "markdown"])
+    assert result.exit_code == ExitCode.REGRESSION, result.output
+    assert "gate ❌ fails" in result.output and "Nothing was compared" in result.output

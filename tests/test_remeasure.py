@@ -113,6 +113,7 @@ def test_a_figure_no_round_measured_is_missing_not_undecided_for_contention(monk
     from types import SimpleNamespace
 
     import edgebench.remeasure as remeasure
+    from edgebench.store.compare import Side
     from edgebench.store.metrics import DEFAULT_MIN_EFFECT
 
     monkeypatch.setattr(remeasure, "fixed_changes", lambda *_args: [])  # size and accuracy: from stored runs
@@ -121,7 +122,7 @@ def test_a_figure_no_round_measured_is_missing_not_undecided_for_contention(monk
         return SimpleNamespace(latency_ms={"p50": p50, "p99": 1.2 * p50}, throughput_ips=1e3 / p50, peak_rss_mb=100.0,
                                energy_j_per_inference=None, contention=SimpleNamespace(flagged=True), speed_probe=None)
 
-    pair = remeasure._Pair(base=None, cand=None, jobs=(None, None),  # type: ignore[arg-type]
+    pair = remeasure._Pair(base=Side([], []), cand=Side([], []), jobs=(None, None),  # type: ignore[arg-type]
                            measured={"base": [disturbed(1.0)] * 3, "cand": [disturbed(1.0)] * 3})
     verdicts = {c.metric: (c.verdict, c.basis) for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05)}
     assert verdicts["latency"] == verdicts["throughput"] == ("undecided", "contended")

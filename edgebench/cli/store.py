@@ -212,7 +212,8 @@ def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time:
 def _print_comparison(cmp: Comparison) -> None:
     from edgebench.store.compare_markdown import fmt_change, fmt_confidence, fmt_evidence
 
-    colors = {"regression": "red", "improvement": "green", "unchanged": "white", "undecided": "yellow", "n/a": "dim"}
+    colors = {"regression": "red", "lost": "red", "improvement": "green", "unchanged": "white", "undecided": "yellow",
+              "n/a": "dim"}
     table = Table(title=f"baseline {cmp.baseline_run} → candidate {cmp.candidate_run}")
     for column in ("variant", "target", "p50 change [CI]", "confidence", "evidence", "p50 verdict", "other changes"):
         table.add_column(column, overflow="fold")
@@ -222,7 +223,7 @@ def _print_comparison(cmp: Comparison) -> None:
         others = [
             f"[{colors[c.verdict]}]{c.metric} {fmt_change(c)} {c.verdict}[/]"
             for c in result.changes
-            if c.metric != "latency" and c.verdict in ("regression", "improvement")
+            if c.metric != "latency" and c.verdict in ("regression", "lost", "improvement")
         ]
         table.add_row(
             result.label, result.context, fmt_change(p50), fmt_confidence(p50), fmt_evidence(p50),

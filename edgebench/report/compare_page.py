@@ -17,15 +17,15 @@ from bokeh.plotting import figure
 
 from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
 from edgebench.store import Store
-from edgebench.store.compare import Comparison, MatchedResult, MetricChange
+from edgebench.store.compare import Comparison, MatchedResult, MetricChange, worth_a_row
 from edgebench.store.compare_markdown import fmt_change, fmt_confidence, fmt_evidence
-from edgebench.store.gate import GateResult, Thresholds, threshold_text, unstable_lines
+from edgebench.store.gate import NOTHING_COMPARED, GateResult, Thresholds, missing_lines, threshold_text, unstable_lines
 from edgebench.store.metrics import TIMING_METRICS
 
 #: points per run's CDF curve
 QUANTILES = np.linspace(0.0, 1.0, 201)
 _SIDES = (("baseline", "#1f77b4"), ("candidate", "#d62728"))
-_SHOWN = ("regression", "improvement", "undecided")
+_SHOWN = ("regression", "lost", "improvement", "undecided")
 
 
 def _changes_table(rows: list[tuple[MatchedResult, MetricChange]]) -> str:
@@ -52,6 +52,11 @@ def _gate_html(gate: GateResult, thresholds: Thresholds) -> str:
              f"{thresholds.unstable_pct:g}%.</p>"]
     if rows:
         parts.append(table_html(["level", "variant", "target", "metric", "change [CI]", "why"], rows, left=4))
+    if gate.nothing_compared:
+        parts.append(f"<p class=gate-fail>{esc(NOTHING_COMPARED[0].upper() + NOTHING_COMPARED[1:])}.</p>")
+    if gate.missing:
+        parts.append("<h3>Baseline results the candidate failed or did not measure</h3><ul>"
+                     + "".join(f"<li>{esc(line)}</li>" for line in missing_lines(gate)) + "</ul>")
     if gate.unstable:
         parts.append("<h3>Unstable measurements (shown, not blamed)</h3><ul>"
                      + "".join(f"<li>{esc(line)}</li>" for line in unstable_lines(gate)) + "</ul>")
@@ -103,7 +108,7 @@ def render_comparison(
     figures = [f for f in (distribution_figure(store, r) for r in shown) if f is not None]
     script, divs = components(figures) if figures else ("", [])
     notes = list(dict.fromkeys(cmp.warnings + [w for r in cmp.results for w in r.warnings] + cmp.unmatched))
-    others = [(r, c) for r in cmp.results for c in r.changes if c.verdict not in (*_SHOWN, "n/a")]
+    others = [(r, c) for r in cmp.results for c in r.changes if c.verdict not in _SHOWN and worth_a_row(c)]
     body = (
         f"<p>baseline <code>{esc(cmp.baseline_run)}</code> → candidate <code>{esc(cmp.candidate_run)}</code>; "
         f"{len(cmp.results)} results compared. How: {esc(cmp.method)}.</p>"

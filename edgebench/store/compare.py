@@ -1,6 +1,9 @@
 """Regression comparison of two stored runs (``edgebench compare BASELINE CANDIDATE``).
 
-Results are matched by (variant id, target, backend, settings). Every measured metric (p50, p99,
+Results are matched by (variant label, target, backend, settings): a variant rebuilt from a changed model, dataset
+or build keeps its label and is compared with what it replaces (its new id is listed as context), and the lookback
+reads earlier runs of the same variant id only. A baseline result the candidate failed or lacks, and a metric the
+baseline measured and the candidate did not ("lost"), are listed for the gate. Every measured metric (p50, p99,
 throughput, energy, peak RSS) is decided on per-run values against the run-to-run spread of that result
 (``significance``): the runs of each side with ``repeats``, and earlier runs of the same result on the same
 machine (the lookback). With one run a side and too little history the spread is unknown: only a change
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,6 +97,16 @@ class MatchedResult:
 
 
 @dataclass
+class MissingResult:
+    """A result the baseline measured and the candidate did not: failed there (with its error), or not in the run."""
+
+    label: str
+    context: str
+    reason: str
+    failed: bool
+
+
+@dataclass
 class Comparison:
     """Everything ``edgebench compare`` prints, and what its verdicts rest on."""
 
@@ -109,6 +122,8 @@ class Comparison:
     method: str = ""
     #: each side's machine-speed index (reference workload inferences/s; ``measure.reference_workload``)
     machine_speed: tuple[float | None, float | None] = (None, None)
+    #: baseline results the candidate failed or lacks (also in ``unmatched``, as text)
+    missing: list[MissingResult] = field(default_factory=list)
 
     @property
     def speed_note(self) -> str:
@@ -162,6 +177,25 @@ def parse_min_effects(items: list[str] | None) -> dict[str, float]:
 
 
 def _key(row: pd.Series) -> tuple:
+    """What pairs results across runs: the variant's label, so a variant rebuilt from changed inputs is compared
+    with the one it replaces (``_keys`` adds the id where one run gives two variants one label)."""
+    settings = json.dumps(row["settings"], sort_keys=True, default=str)
+    return (row["label"], row["target"], row["backend"], settings)
+
+
+def _keys(df: pd.DataFrame) -> list[tuple]:
+    """``_key`` of each row, with the variant id added where one run measured two variants under one key."""
+    keys = [_key(row) for _, row in df.iterrows()]
+    ids: dict[tuple, set[str]] = {}
+    for key, (_, row) in zip(keys, df.iterrows()):
+        ids.setdefault((row["run_id"], *key), set()).add(row["variant_id"])
+    return [(*key, row["variant_id"]) if len(ids[(row["run_id"], *key)]) > 1 else key
+            for key, (_, row) in zip(keys, df.iterrows())]
+
+
+def _history_key(row: pd.Series) -> tuple:
+    """What makes an earlier run's figure part of a result's run-to-run spread: the same variant id (a changed
+    model's earlier figures are another population)."""
     settings = json.dumps(row["settings"], sort_keys=True, default=str)
     return (row["variant_id"], row["target"], row["backend"], settings)
 
@@ -325,7 +359,26 @@ def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min
             continue
         changes.append(run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha,
                                          allowance))
-    return changes + fixed_changes(base, cand, min_effect)
+    return one_sided(changes + fixed_changes(base, cand, min_effect), base, cand)
+
+
+def one_sided(changes: list[MetricChange], base: Side, cand: Side) -> list[MetricChange]:
+    """``changes`` with each metric that only one side measured said so: "lost" where the baseline has it and
+    the candidate not (a gated loss, not an unknown), a note where only the candidate has it."""
+    out = []
+    for c in changes:
+        had, has = bool(base.values(c.metric)), bool(cand.values(c.metric))
+        if c.verdict == "n/a" and had and not has:
+            c = replace(c, verdict="lost", note="measured in the baseline, not in the candidate")
+        elif c.verdict == "n/a" and has and not had:
+            c = replace(c, note="not measured in the baseline (new in the candidate)")
+        out.append(c)
+    return out
+
+
+def worth_a_row(change: MetricChange) -> bool:
+    """Whether a compared metric is worth a row: anything but an n/a with no value on either side."""
+    return change.verdict != "n/a" or change.baseline is not None or change.candidate is not None
 
 
 def energy_sources_differ(base: Side, cand: Side, effect: float) -> MetricChange:
@@ -381,15 +434,16 @@ def compare_runs(
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
     matching = match_runs(store, base_ids, cand_ids)
     history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
-    results = [matched_result(base, cand, compare_pair(base, cand, history.get(key, {}), effects, alpha, allowance))
-               for key, base, cand in matching.pairs]
+    results = [matched_result(base, cand, compare_pair(base, cand, history.get(_history_key(cand.rows[-1]), {}),
+                                                       effects, alpha, allowance))
+               for _, base, cand in matching.pairs]
     speeds = (machine_speed(store, base_ids), machine_speed(store, cand_ids))
     method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
               f"run(s), run-to-run spread from the runs of each side and up to {lookback} earlier runs on this "
               f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
               f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
     return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
-                      matching.warnings, effects, alpha, allowance, method, speeds)
+                      matching.warnings, effects, alpha, allowance, method, speeds, matching.missing)
 
 
 def machine_speed(store: Store, run_ids: list[str]) -> float | None:
@@ -402,32 +456,41 @@ def machine_speed(store: Store, run_ids: list[str]) -> float | None:
 
 @dataclass
 class Matching:
-    """Two sides' results paired by (variant, target, backend, settings), and what could not be paired."""
+    """Two sides' results paired by (variant label, target, backend, settings), and what could not be paired."""
 
     baseline_run: dict[str, Any]
     candidate_run: dict[str, Any]
     pairs: list[tuple[tuple, Side, Side]]
     unmatched: list[str]
     warnings: list[str]
+    missing: list[MissingResult] = field(default_factory=list)
 
 
 def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
-    """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings."""
+    """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings,
+    and the baseline's results the candidate failed or lacks as ``missing``."""
     base_run, base_df, base_by_key = _side(store, base_ids)
     cand_run, cand_df, cand_by_key = _side(store, cand_ids)
+    cand_failed = pd.concat([_failed(store.measurements(r)) for r in cand_ids], ignore_index=True)
     warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
-    pairs, unmatched = [], []
+    pairs, unmatched, missing = [], [], []
     for key, cand in cand_by_key.items():
         if key in base_by_key:
             pairs.append((key, base_by_key[key], cand))
         else:
             unmatched.append(_unmatched_reason(cand.rows[-1], base_df))
     for key, base in base_by_key.items():
-        if key not in cand_by_key and _same_job(base.rows[-1], cand_df).empty:  # settings mismatches listed above
-            row = base.rows[-1]
-            unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run")
-    return Matching(base_run, cand_run, pairs, unmatched, warnings)
+        row = base.rows[-1]
+        if key in cand_by_key or not _same_job(row, cand_df).empty:  # settings mismatches listed above
+            continue
+        failed = _same_job(row, cand_failed)
+        reason = (f"failed in the candidate run: {failed.iloc[-1]['error'] or failed.iloc[-1]['status']}"
+                  if not failed.empty else "not measured by the candidate run")
+        missing.append(MissingResult(str(row["label"]), context_label(row["target"], row["backend"], row["threads"]),
+                                     reason, not failed.empty))
+        unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run ({reason})")
+    return Matching(base_run, cand_run, pairs, unmatched, warnings, missing)
 
 
 def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> MatchedResult:
@@ -435,6 +498,9 @@ def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> Match
     row = cand.rows[-1]
     context = context_label(row["target"], row["backend"], row["threads"])
     warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
+    if base.rows[-1]["variant_id"] != row["variant_id"]:
+        warnings.append(f"{row['label']}: rebuilt from changed inputs (model, data or build settings), variant "
+                        f"{base.rows[-1]['variant_id']} -> {row['variant_id']}; compared by its label")
     ids = ([int(r["id"]) for r in base.rows], [int(r["id"]) for r in cand.rows])
     return MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, warnings, ids)
 
@@ -443,8 +509,8 @@ def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFram
     """The latest run of one side (all its ids joined), its ok results, and per result key its runs."""
     df = pd.concat([_ok(store.measurements(r)) for r in run_ids], ignore_index=True)
     sides: dict[tuple, Side] = {}
-    for _, row in df.iterrows():
-        side = sides.setdefault(_key(row), Side([], []))
+    for key, (_, row) in zip(_keys(df), df.iterrows()):
+        side = sides.setdefault(key, Side([], []))
         side.rows.append(row)
         side.samples.append(store.samples(int(row["id"])))
     run = store.get_run(run_ids[-1])
@@ -469,7 +535,7 @@ def lookback_values(
     values: dict[tuple, dict[str, list[float]]] = {}
     for rid in reversed(same[:limit]):
         for _, row in _ok(store.measurements(rid)).iterrows():
-            per_metric = values.setdefault(_key(row), {})
+            per_metric = values.setdefault(_history_key(row), {})
             contended = disturbance(row.get("details")) is not None
             for metric in RUN_METRICS:
                 if contended and metric in TIMING_METRICS:
@@ -483,15 +549,18 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
+def _failed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] != "ok"]
+
+
 def _same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in _SAME_MACHINE)
 
 
 def _same_job(row: pd.Series, other: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``other`` with the same variant, target and backend (any settings)."""
-    return other[
-        (other["variant_id"] == row["variant_id"]) & (other["target"] == row["target"]) & (other["backend"] == row["backend"])
-    ]
+    """Rows of ``other`` with the same variant label, target and backend (any settings)."""
+    return other[(other["label"] == row["label"]) & (other["target"] == row["target"])
+                 & (other["backend"] == row["backend"])]
 
 
 def _unmatched_reason(cand: pd.Series, base_df: pd.DataFrame) -> str:

@@ -8,9 +8,9 @@ noise allowance), so a reader can judge them.
 
 from __future__ import annotations
 
-from edgebench.store.compare import Comparison, MetricChange
+from edgebench.store.compare import Comparison, MetricChange, worth_a_row
 
-_ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "undecided": "🟡", "n/a": "·"}
+_ICON = {"regression": "🔴", "lost": "🟠", "improvement": "🟢", "unchanged": "⚪", "undecided": "🟡", "n/a": "·"}
 #: confidences are never printed as certainty: run-level tests on a few runs cannot give it
 _MAX_SHOWN_CONFIDENCE = 0.999
 
@@ -76,11 +76,12 @@ def to_markdown(cmp: Comparison) -> str:
         lines.append("\n**⚠ Context differences (results may not be comparable):**")
         lines += [f"- {w}" for w in dict.fromkeys(notes)]
         lines += [f"- {u}" for u in cmp.unmatched]
-    notable = [(r, c) for r in cmp.results for c in r.changes if c.verdict in ("regression", "improvement", "undecided")]
-    notable.sort(key=lambda rc: ("regression", "undecided", "improvement").index(rc[1].verdict))
+    order = ("regression", "lost", "undecided", "improvement")
+    notable = [(r, c) for r in cmp.results for c in r.changes if c.verdict in order]
+    notable.sort(key=lambda rc: order.index(rc[1].verdict))
     if notable:
         lines += ["", _HEADER] + [_row(r.label, r.context, c) for r, c in notable]
     lines += ["", "<details><summary>All compared results</summary>", "", _HEADER]
-    lines += [_row(r.label, r.context, c) for r in cmp.results for c in r.changes if c.verdict != "n/a"]
+    lines += [_row(r.label, r.context, c) for r in cmp.results for c in r.changes if worth_a_row(c)]
     lines += ["", "</details>"]
     return "\n".join(lines) + "\n"

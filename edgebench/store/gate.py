@@ -9,7 +9,10 @@ run-to-run spread). The gate only decides *how much that matters* to a pull requ
 - a regression on an **unstable** measurement (its run-to-run spread across repeats, or across earlier runs,
   at least ``unstable_pct``) is named as unstable and only warns: the spread says the runs disagree among
   themselves, so the change is shown, not blamed;
-- ``undecided`` results (contended measurements) are listed, never gated.
+- ``undecided`` results (contended measurements) are listed, never gated;
+- a baseline result the candidate **failed** fails the gate, and so does a metric the baseline measured and the
+  candidate did not ("lost"); one the candidate did not measure at all only warns (a target or variant left out of
+  the run); a comparison in which nothing could be paired fails (nothing was checked).
 
 Thresholds are percent of the baseline value (accuracy: percentage points), like ``--min-effect``; compare
 is asked to call changes down to the smallest threshold of each metric (:func:`min_effects`).
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgebench.errors import ExitCode
-from edgebench.store.compare import COMPARED, Comparison, MatchedResult, MetricChange, parse_min_effects
+from edgebench.store.compare import COMPARED, Comparison, MatchedResult, MetricChange, MissingResult, parse_min_effects
 from edgebench.store.compare_markdown import fmt_change, fmt_evidence
 from edgebench.store.metrics import get_metric
 from edgebench.store.schema import StoreError
@@ -60,6 +63,10 @@ class GateResult:
     findings: list[Finding]
     unstable: list[tuple[MatchedResult, MetricChange]]
     undecided: list[tuple[MatchedResult, MetricChange]]
+    #: baseline results the candidate failed (fail) or did not measure (warn), with their level
+    missing: list[tuple[MissingResult, Level]] = field(default_factory=list)
+    #: nothing could be paired: the gate checked nothing, so it fails
+    nothing_compared: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
@@ -75,8 +82,11 @@ class GateResult:
 
         findings = [{"label": f.label, "context": f.context, "metric": f.change.metric, "change": f.change.change,
                      "level": f.level, "reason": f.reason} for f in self.findings]
+        missing = [{"label": m.label, "context": m.context, "reason": m.reason, "level": level}
+                   for m, level in self.missing]
         return {"level": self.level, "exit_code": int(self.exit_code), "findings": findings,
-                "unstable": named(self.unstable), "undecided": named(self.undecided)}
+                "unstable": named(self.unstable), "undecided": named(self.undecided), "missing": missing,
+                "nothing_compared": self.nothing_compared}
 
 
 def _parse(option: str, items: Sequence[str] | None) -> dict[str, float]:
@@ -145,6 +155,8 @@ def evaluate(cmp: Comparison, thresholds: Thresholds) -> GateResult:
                 undecided.append((result, change))
             if is_unstable(change, thresholds) and change.verdict in ("regression", "unchanged", "improvement"):
                 unstable.append((result, change))
+            if change.verdict == "lost":
+                findings.append(Finding(result.label, result.context, change, "fail", change.note))
             if change.verdict != "regression":
                 continue
             level, reason = _level(change, thresholds)
@@ -152,9 +164,21 @@ def evaluate(cmp: Comparison, thresholds: Thresholds) -> GateResult:
                 level, reason = "warn", (f"unstable: run-to-run spread {change.noise_pct:.1f}% >= "
                                          f"{thresholds.unstable_pct:g}%, not blamed ({reason})")
             findings.append(Finding(result.label, result.context, change, level, reason))
-    levels = {f.level for f in findings}
+    missing: list[tuple[MissingResult, Level]] = [(m, "fail" if m.failed else "warn") for m in cmp.missing]
+    nothing = not cmp.results
+    levels = {f.level for f in findings} | {level for _, level in missing} | ({"fail"} if nothing else set())
     overall: Level = "fail" if "fail" in levels else "warn" if "warn" in levels else "ok"
-    return GateResult(overall, findings, unstable, undecided)
+    return GateResult(overall, findings, unstable, undecided, missing, nothing)
+
+
+#: what the gate says when nothing could be paired
+NOTHING_COMPARED = ("nothing was compared: no candidate result has a baseline result of the same variant label, "
+                    "target, backend and settings")
+
+
+def missing_lines(gate: GateResult) -> list[str]:
+    """One line per baseline result the candidate failed or lacks, with its level."""
+    return [f"{level}: {m.label} on {m.context}: {m.reason}" for m, level in gate.missing]
 
 
 def threshold_text(thresholds: Thresholds) -> str:
@@ -172,7 +196,8 @@ def unstable_lines(gate: GateResult) -> list[str]:
     by_result: dict[tuple[str, str], list[MetricChange]] = {}
     for r, c in gate.unstable:
         by_result.setdefault((r.label, r.context), []).append(c)
-    return [f"{label} on {context}, {changes[0].runs[0]}+{changes[0].runs[1]} runs: "
+    return [f"{label} on {context}, {changes[0].runs[0]}+{changes[0].runs[1]} "
+            f"{'rounds' if changes[0].basis == 'rounds' else 'runs'}: "
             + ", ".join(f"{c.metric} spread {c.noise_pct:.1f}% (change {fmt_change(c)}, {c.verdict})" for c in changes)
             for (label, context), changes in by_result.items()]
 
@@ -189,9 +214,14 @@ def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
         lines += [f"| {f.level} | {f.label} | {f.context} | {f.change.metric} | {fmt_change(f.change)} | "
                   f"{fmt_evidence(f.change)} | {f.reason} |" for f in order]
     if gate.unstable:
-        lines += ["", f"**Unstable measurements** (spread across repeats >= {thresholds.unstable_pct:g}%; shown, not "
+        lines += ["", f"**Unstable measurements** (spread across runs or rounds >= {thresholds.unstable_pct:g}%; shown, not "
                   "blamed: measure them again or on a quieter machine):"]
         lines += [f"- {line}" for line in unstable_lines(gate)]
+    if gate.nothing_compared:
+        lines += ["", f"**{NOTHING_COMPARED[0].upper()}{NOTHING_COMPARED[1:]}.**"]
+    if gate.missing:
+        lines += ["", "**Baseline results the candidate failed or did not measure:**"]
+        lines += [f"- {line}" for line in missing_lines(gate)]
     if gate.undecided:
         lines += ["", "**Not judged** (disturbed measurements):"]
         lines += [f"- {r.label} on {r.context}: {c.metric}: {c.note}" for r, c in gate.undecided]

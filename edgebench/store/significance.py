@@ -26,7 +26,8 @@ import numpy as np
 from scipy import stats
 
 #: ``undecided``: the evidence was disturbed (a contended measurement), so no call is made either way
-Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a"]
+#: "lost": measured in the baseline, not in the candidate (compare's own verdict; no test decides it)
+Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a", "lost"]
 #: what a verdict rests on (see the module docstring); ``threshold``: a deterministic value (size, accuracy)
 Basis = Literal["runs", "lookback", "rounds", "allowance", "threshold", "contended", "missing"]
 
