@@ -280,7 +280,8 @@ class ReportConfig(_Strict):
 class MlflowConfig(_Strict):
     """Log every finished run to MLflow (extra ``mlflow``)."""
 
-    uri: str = Field(description="tracking URI: http://host:5000, sqlite:///mlflow.db, file:///path/mlruns")
+    uri: str = Field(description="tracking URI: http://host:5000, sqlite:///mlflow.db (file:///path/mlruns only with "
+                                 "MLFLOW_ALLOW_FILE_STORE=true: MLflow keeps its file store in maintenance mode)")
     experiment: str | None = Field(None, description="MLflow experiment name; default: this experiment's name")
 
 

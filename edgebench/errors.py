@@ -72,6 +72,10 @@ class OutputPathError(EdgebenchError):
     """A report, export, store or run directory cannot be created or written."""
 
 
+class TrackingError(EdgebenchError):
+    """Logging a stored run to a tracking server (MLflow) failed; the results store still holds the run."""
+
+
 class NothingToRunError(EdgebenchError):
     """Every job of a run is "not run" (no target available, no exporter for any precision)."""
 

@@ -157,3 +157,36 @@ def test_export_needs_a_file_or_mlflow(sqlite_store: Store) -> None:
     fill_run(sqlite_store)
     done = CliRunner().invoke(app, ["export", "--store", sqlite_store.url.removeprefix("sqlite:///")])
     assert done.exit_code == 2 and "export needs an output file (.csv or .parquet) or --mlflow URI" in done.output
+
+
+def test_a_file_store_is_refused_in_one_line_unless_mlflow_allows_it(filled_store: tuple[Store, str], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3 refuses its file store without MLFLOW_ALLOW_FILE_STORE=true: said before logging (and, for a
+    run's tracking section, before training), not as a traceback after the measurements; with it, the run logs."""
+    store, run_id = filled_store
+    app = typer.Typer()
+    register(app, friendly_errors)
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    done = CliRunner().invoke(app, ["export", "--mlflow", uri, "--store", store.url.removeprefix("sqlite:///")])
+    assert done.exit_code == 2, done.output
+    assert "is an MLflow file store" in done.output and "MLFLOW_ALLOW_FILE_STORE=true" in done.output
+    assert "Traceback" not in done.output and not (tmp_path / "mlruns").exists()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    parent_id, logged = log_run(store, run_id, uri, "file-store")
+    assert logged == len(store.measurements(run_id)) and _client(uri).get_run(parent_id).info.status == "FINISHED"
+
+
+def test_a_tracking_server_that_fails_is_one_line_naming_the_stored_run(filled_store: tuple[Store, str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens on the URI's port: a TrackingError (exit 2) saying the run is stored and how to log it later."""
+    from edgebench.errors import TrackingError
+
+    store, run_id = filled_store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError, match=rf"logging run {run_id} to MLflow at {uri} failed: .*the run is stored"):
+        log_run(store, run_id, uri)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 
-from edgebench.errors import require_module
+from edgebench.errors import ConfigError, EdgebenchError, TrackingError, first_line, require_module
 from edgebench.store import Store
 from edgebench.store.transfer import export_runs
 
@@ -33,6 +35,19 @@ METRIC_COLUMNS = {
     "energy_j_per_inference": "energy_j_per_inference", "peak_rss_mb": "peak_rss_mb",
 }  # fmt: skip
 _SETTINGS = ("target", "backend", "threads", "batch_size", "scenario")
+
+
+def check_uri(uri: str, where: str) -> None:
+    """ConfigError naming ``where`` for a tracking URI MLflow would refuse at the end of a run: a file store
+    (``file:`` or a plain path), which MLflow 3 keeps in maintenance mode and opens only with
+    ``MLFLOW_ALLOW_FILE_STORE=true``."""
+    if urlparse(uri).scheme not in ("", "file"):
+        return
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+        return
+    raise ConfigError(f"{where}: '{uri}' is an MLflow file store, which MLflow keeps in maintenance mode and refuses "
+                      "unless MLFLOW_ALLOW_FILE_STORE=true is set; use a database, e.g. sqlite:///mlflow.db, or a "
+                      "tracking server (http://host:5000), or set that variable")
 
 
 def _client(uri: str) -> Any:
@@ -77,15 +92,28 @@ def log_run(
     Args:
         store: the results store.
         run_id: run id, tag, id prefix or 'latest'.
-        uri: MLflow tracking URI (``http://127.0.0.1:5000``, ``sqlite:///mlflow.db``, ``file:///.../mlruns``).
+        uri: MLflow tracking URI (``http://127.0.0.1:5000``, ``sqlite:///mlflow.db``; a ``file:`` store only with
+            ``MLFLOW_ALLOW_FILE_STORE=true``).
         experiment: MLflow experiment name (created if missing); default: the edgebench run's name.
         report_dir: the rendered report to attach (its index.html and figures), if any.
     """
+    run = store.get_run(run_id)
+    check_uri(uri, "MLflow tracking URI")
+    client = _client(uri)
+    try:
+        return _logged(client, store, run, experiment, report_dir)
+    except EdgebenchError:
+        raise
+    except Exception as exc:  # the tracking server's own errors (refused, unreachable, bad URI)
+        raise TrackingError(f"logging run {run['id']} to MLflow at {uri} failed: {first_line(exc)}; the run is "
+                            f"stored: log it again with `edgebench export --mlflow {uri} --run {run['id']}`") from exc
+
+
+def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | None,
+            report_dir: Path | None) -> tuple[str, int]:
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(uri)
     now = int(time.time() * 1000)
-    run = store.get_run(run_id)
     experiment_id = _experiment_id(client, experiment or run["name"])
     existing = already_logged(client, experiment_id, run["id"])
     if existing is not None:
