@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from store_fixtures import MACHINE, PNG_MAGIC, fill_run
 
@@ -158,3 +159,21 @@ def test_fpga_section_shows_synthesis_figures_or_why_not() -> None:
     assert "not synthesised: vitis_hls not on PATH" in html
     assert "baseline/fp32" not in html  # not an FPGA measurement
     assert fpga_section(rows.iloc[2:]) is None
+
+
+def test_equal_accuracy_table_shows_dashes_for_missing_figures_never_nan() -> None:
+    """A baseline whose p50 is missing (its timing failed) and a variant without accuracy: the speedup and the
+    accuracy cells are dashes, as in every other table, not 'nanx' and 'nan (+nan)'."""
+    from edgebench.report.compression import equal_accuracy_table
+
+    def row(label: str, kind: str, accuracy: float, p50: float) -> dict:
+        return {"label": label, "variant_id": label, "kind": kind, "accuracy": accuracy, "nonzero_params": 100,
+                "size_bytes": 4096.0, "compressed_size_bytes": float("nan"), "macs": 1e6, "nonzero_macs": 1e6,
+                "p50_ms": p50}
+
+    base = pd.Series(row("baseline/fp32", "baseline", 0.9, float("nan")))
+    part = pd.DataFrame([row("l1-0.5/fp32", "structured", 0.895, 0.5), row("rigl-0.9-sparse/fp32", "sparse",
+                                                                              float("nan"), 0.4)])
+    html = equal_accuracy_table(part, base)
+    assert "nan" not in html.lower()
+    assert "0.8950 (-0.5)" in html and html.count("—") >= 3  # speedups against a missing p50, zip sizes

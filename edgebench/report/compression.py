@@ -10,6 +10,8 @@ kernels could engage (and why not), and the hls4ml multiplier counts next to the
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from edgebench.report.page import esc, table_html
@@ -41,10 +43,20 @@ def _span(values: pd.Series, fmt: str) -> str:
 
 
 def _ratio(value: object, ref: object) -> str:
+    """``value / ref`` as ``1.23x``; a dash where either is missing (None, NaN) or ``ref`` is zero."""
     try:
-        return f"{float(value) / float(ref):.2f}x"
+        ratio = float(value) / float(ref)
     except (TypeError, ValueError, ZeroDivisionError):
         return "—"
+    return f"{ratio:.2f}x" if math.isfinite(ratio) else "—"
+
+
+def _accuracy(r: pd.Series, base: pd.Series) -> str:
+    """``0.9750 (-0.3)``: the accuracy and its change in points from the baseline's; dashes where one is missing."""
+    if pd.isna(r["accuracy"]):
+        return "—"
+    change = "" if pd.isna(base["accuracy"]) else f" ({100 * (r['accuracy'] - base['accuracy']):+.1f})"
+    return f"{r['accuracy']:.4f}{change}"
 
 
 def _scaled(value: object, scale: float) -> str:
@@ -55,7 +67,7 @@ def _scaled(value: object, scale: float) -> str:
 def _row(kind: str, why: str, r: pd.Series, base: pd.Series) -> str:
     cells = [
         esc(_KIND_NAMES[kind]), esc(why), esc(r["label"]),
-        f"{r['accuracy']:.4f} ({100 * (r['accuracy'] - base['accuracy']):+.1f})",
+        _accuracy(r, base),
         fmt_cell(r["nonzero_params"]), _scaled(r["size_bytes"], 1 / 1024), _scaled(r["compressed_size_bytes"], 1 / 1024),
         _scaled(r["macs"], 1e-6), _scaled(r["nonzero_macs"], 1e-6),
         fmt_cell(r["p50_ms"]), _ratio(base["p50_ms"], r["p50_ms"]),
@@ -76,7 +88,7 @@ def equal_accuracy_table(part: pd.DataFrame, base: pd.Series) -> str:
             best = of_kind.sort_values("accuracy", ascending=False).iloc[0]
             rows.append(f"<tr><td class=l>{esc(_KIND_NAMES[kind])}</td><td class=l colspan=10>none within "
                         f"{EQUAL_ACCURACY_POINTS:g} point of the baseline (most accurate: {esc(best['label'])}, "
-                        f"{best['accuracy']:.4f})</td></tr>")
+                        f"{fmt_cell(best['accuracy'])})</td></tr>")
             continue
         size_col = "compressed_size_bytes" if fit["compressed_size_bytes"].notna().any() else "size_bytes"
         smallest = fit.sort_values([size_col, "p50_ms"]).iloc[0]
