@@ -70,7 +70,24 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: the {what} is empty; give at least one field (an empty mapping {{}} takes every default)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of fields, got a {type(data).__name__}")
+    _refuse_surrogates(data, path, "")
     return data
+
+
+def _refuse_surrogates(value: Any, path: Path, where: str) -> None:
+    """ConfigError for a text holding a lone UTF-16 surrogate: YAML's ``"\\ud83d\\ude80"`` escapes decode to two
+    of them, not one character, and such a text cannot be printed, stored or written to a report."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, path, where)
+            _refuse_surrogates(item, path, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_surrogates(item, path, f"{where}.{i}")
+    elif isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        code = next(f"\\u{ord(c):04x}" for c in value if 0xD800 <= ord(c) <= 0xDFFF)
+        raise ConfigError(f"{path}: {where or 'a key'}: a UTF-16 surrogate escape ({code}) is not a character; write "
+                          "the character itself, or a \\U0001F680-style escape of all 8 digits")
 
 
 def validate(model: type[M], data: dict[str, Any], source: str) -> M:

@@ -210,3 +210,13 @@ def test_an_exporter_revision_moves_its_artifact_keys_and_no_others(monkeypatch)
     after = keys()
     assert after["onnx"] == before["onnx"] and after["torch"] == before["torch"]
     assert after["tflite"].isdisjoint(before["tflite"]) and len(after["tflite"]) == len(before["tflite"])
+
+
+def test_a_surrogate_escape_in_yaml_is_one_error_naming_the_field(tmp_path):
+    """YAML decodes "\\ud83d\\ude80" to two lone surrogates (not the rocket): refused at load, naming the field,
+    instead of a UnicodeEncodeError wherever the text is first printed or stored."""
+    path = _write(tmp_path, 'name: "run-\\ud83d\\ude80"\n')
+    with pytest.raises(ConfigError, match=r"exp\.yaml: name: a UTF-16 surrogate escape \(\\ud83d\) is not a "
+                                          r"character; write the character itself, or a \\U0001F680-style escape"):
+        load_experiment(path)
+    assert load_experiment(_write(tmp_path, 'name: "run-\\U0001F680"\n')).name == "run-\U0001F680"
