@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -177,3 +178,23 @@ def test_equal_accuracy_table_shows_dashes_for_missing_figures_never_nan() -> No
     html = equal_accuracy_table(part, base)
     assert "nan" not in html.lower()
     assert "0.8950 (-0.5)" in html and html.count("—") >= 3  # speedups against a missing p50, zip sizes
+
+
+def test_static_figures_keep_long_labels_short_and_log_axes_readable() -> None:
+    """A 240-character artifact label is cut in the legend (ending with its precision) instead of squeezing the
+    panel to nothing, and a log axis spanning less than a decade is labelled at 1, 2 and 5."""
+    from edgebench.report.plots import LEGEND_CHARS, _plain_log, _shared_legend, panel_grid
+
+    fig, axes = panel_grid(1, 4.0)
+    ax = axes[0]
+    ax.scatter([1.2, 3.9], [1.1, 2.3], label="external:" + "x" * 235 + "/fp32")
+    ax.scatter([1.5], [1.6], label="baseline/fp32")
+    for axis in ("x", "y"):
+        _plain_log(ax, axis)
+    ax.set_xlim(0.9, 5.0)
+    _shared_legend(fig, axes)
+    fig.savefig(io.BytesIO(), format="png")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[1] == "baseline/fp32" and len(labels[0]) == LEGEND_CHARS and labels[0].endswith("…" + "x" * 8 + "/fp32")
+    assert {"1", "2", "5"} <= {t.get_text() for t in ax.get_xticklabels() if 0.9 <= t.get_position()[0] <= 5.0}
+    assert ax.get_position().width > 0.3  # the panel keeps its room

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from edgebench.report.pareto import pareto_mask
 from edgebench.store.metrics import Metric, fpga_cost_metric
@@ -62,9 +62,11 @@ def _axis_scale(ax: Axes, values: np.ndarray, axis: str) -> None:
 
 
 def _plain_log(ax: Axes, axis: str) -> None:
-    """Log scale with plain tick labels (0.1, 1, 10 rather than 10^-1 ...)."""
+    """Log scale with plain tick labels at 1, 2 and 5 of each decade (0.5, 1, 2 rather than 10^0 alone), so an
+    axis spanning less than a decade still has numbers to read."""
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
@@ -142,13 +144,21 @@ def panel_grid(count: int, panel_height: float) -> tuple[Figure, list[Axes]]:
     return fig, axes[:count]
 
 
+#: legend entries longer than this are cut in the middle (a long artifact label would squeeze the panels to nothing;
+#: the end keeps the precision)
+LEGEND_CHARS = 40
+
+
 def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
-    """One legend right of the panels, each label once."""
+    """One legend right of the panels, each label once, long ones cut to ``LEGEND_CHARS`` by an ellipsis."""
     handles: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+    tail = LEGEND_CHARS // 3
+    labels = [label if len(label) <= LEGEND_CHARS else f"{label[: LEGEND_CHARS - tail - 1]}…{label[-tail:]}"
+              for label in handles]
+    fig.legend(list(handles.values()), labels, loc="outside right upper", fontsize=8)
 
 
 def tradeoff_figure(
