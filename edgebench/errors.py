@@ -26,13 +26,14 @@ class ExitCode(IntEnum):
 
 _EXIT_MEANINGS = {
     ExitCode.OK: "ok",
-    ExitCode.REGRESSION: "`compare` found a regression",
+    ExitCode.REGRESSION: "`compare`'s gate fails (a regression, a result the candidate failed or lost a metric of, "
+    "or nothing compared)",
     ExitCode.BAD_INPUT: "bad input (a file, field, option or path, named in one line; nothing stored is changed)",
     ExitCode.NOTHING_RAN: 'nothing could run (every job of `run` or `bench` was "not run": no target available, '
     "no export for any precision)",
     ExitCode.ALL_FAILED: "every job of `run` failed (nothing measured; the errors are printed and stored)",
-    ExitCode.WARNING: "`compare` found regressions only past a --warn threshold or on unstable measurements "
-    "(none that fails the gate)",
+    ExitCode.WARNING: "`compare`'s gate warns (regressions only past a --warn threshold or on unstable "
+    "measurements, results the candidate did not measure; none that fails it)",
     ExitCode.INTERRUPTED: "interrupted (finished jobs are kept)",
 }
 
