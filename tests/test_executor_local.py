@@ -31,6 +31,13 @@ class _Segfault:
         return (ctypes.string_at, (0,))
 
 
+class _Killed:
+    """Unpickling it kills the process with SIGKILL, as the kernel's OOM killer ends one."""
+
+    def __reduce__(self):
+        return (exec, ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",))
+
+
 class _Hang:
     def __reduce__(self):
         return (time.sleep, (60,))
@@ -47,9 +54,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = get_exporter("torch").export(model, QuantSpec(), x.numpy(), root / "model.pt")
     (root / "segv.pt").write_bytes(pickle.dumps(_Segfault()))
     (root / "hang.pt").write_bytes(pickle.dumps(_Hang()))
+    (root / "killed.pt").write_bytes(pickle.dumps(_Killed()))
     (root / "garbage.pt").write_bytes(b"not a pickled model")
     return {"good": good, "segv": root / "segv.pt", "hang": root / "hang.pt", "garbage": root / "garbage.pt",
-            "eval": root / "eval.npz"}
+            "killed": root / "killed.pt", "eval": root / "eval.npz"}
 
 
 def _measure(files: dict[str, Path], key: str, artifact: str, timeout_s: float = 60) -> Task:
@@ -64,6 +72,7 @@ def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh
         _measure(files, "segv", "segv"), _measure(files, "ok-3", "good"),
         _measure(files, "hang", "hang", timeout_s=4), _measure(files, "ok-4", "good"),
         _measure(files, "raises", "garbage"), _measure(files, "ok-5", "good"),
+        _measure(files, "killed", "killed"), _measure(files, "ok-6", "good"),
     ]
     with LocalExecutor(workers=1, log_dir=tmp_path / "logs") as executor:  # one worker: strictly in order
         results = {r.key: r for r in executor.run(tasks)}
@@ -90,6 +99,10 @@ def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh
     assert "Traceback" in raised.detail and "execute" in raised.detail  # the full traceback is kept
     assert pid["ok-5"] != pid["raises"]  # a fresh worker after the failure
     assert job_result(segv).status == "failed" and job_result(segv).error_detail == segv.detail
+
+    killed = results["killed"]  # the worker dies by its child's signal: SIGKILL cannot be re-armed, only sent
+    assert not killed.ok and "killed by SIGKILL" in killed.error, killed.error
+    assert pid["ok-6"] != pid["killed"]
 
 
 def test_peak_rss_is_per_measurement_in_a_reused_worker_and_untimed_tasks_skip_the_reset():

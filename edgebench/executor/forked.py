@@ -101,6 +101,7 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -> None
 def _die_by(signum: int) -> None:
     """End this worker by ``signum``, as its child ended, with nothing of its own written to the log."""
     faulthandler.disable()
-    signal.signal(signum, signal.SIG_DFL)
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):  # their handlers cannot be set (nor changed from the default)
+        signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # a signal whose default is not to terminate
