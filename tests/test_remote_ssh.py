@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from sshd_fixtures import Sshd, free_port, keygen
 
@@ -109,7 +110,49 @@ def test_dead_host_becomes_failed_result_after_retries(onnx_job_files: tuple[Job
     assert time.monotonic() - start < 10
 
 
-def test_remote_command_timeout(sshd: Sshd, onnx_job_files: tuple[Job, list[Path]]) -> None:
+def _remote_workers(workdir: str) -> list[psutil.Process]:
+    """Worker processes the device (this machine's sshd) still runs in ``workdir``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if "edgebench.measure.worker" in " ".join(proc.info["cmdline"] or ()) and (proc.info["cwd"] or "").startswith(
+                workdir):
+            found.append(proc)
+    return found
+
+
+def test_remote_command_timeout_kills_the_worker_on_the_device(sshd: Sshd, onnx_job_files: tuple[Job, list[Path]]
+                                                               ) -> None:
+    """A worker still running at the command timeout is killed there with its directory, so the board's next job
+    is not timed beside it."""
     job, files = onnx_job_files
-    result = run_job_remote(job.model_copy(update={"job_id": "slow"}), sshd.spec(command_timeout_s=0.3), files)
-    assert result.status == "failed" and "timed out after 0.3 s" in (result.error or "")
+    target = sshd.spec(command_timeout_s=0.3)
+    result = run_job_remote(job.model_copy(update={"job_id": "slow"}), target, files)
+    assert result.status == "failed" and "timed out after 0.3 s (killed there" in (result.error or "")
+    workdir = target.ssh.workdir
+    deadline = time.monotonic() + 5
+    while _remote_workers(workdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _remote_workers(workdir) == [] and not (Path(workdir) / "slow").exists()
+
+
+def test_a_worker_killed_by_a_signal_on_the_device_names_it(sshd: Sshd, onnx_job_files: tuple[Job, list[Path]],
+                                                              tmp_path: Path) -> None:
+    """A device python that dies by SIGSEGV: the failure names the signal (paramiko drops SSH's exit-signal)."""
+    job, files = onnx_job_files
+    crashing = tmp_path / "python-segv"
+    crashing.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+    result = run_job_remote(job.model_copy(update={"job_id": "segv"}), sshd.spec(python=str(crashing)), files)
+    assert result.status == "failed" and "remote worker on 127.0.0.1 killed by SIGSEGV" in (result.error or "")
+
+
+def test_two_target_files_for_one_board_share_its_lane(tmp_path: Path) -> None:
+    """One timed job per board: two target files naming the same host and port hold one lane (and one lock)."""
+    from edgebench.executor.runners import SSHRunner
+
+    def target(name: str, port: int) -> TargetSpec:
+        return TargetSpec(name=name, kind="ssh", backends=["onnxruntime"],
+                          ssh=SSHSpec(host="10.0.0.5", port=port, key_file=None, known_hosts=str(tmp_path / "kh")))
+
+    assert SSHRunner(target("board-a", 22)).lane() == SSHRunner(target("board-a-int8", 22)).lane()
+    assert SSHRunner(target("board-a", 22)).lane() != SSHRunner(target("board-b", 2222)).lane()

@@ -35,11 +35,16 @@ class Runner(ABC):
         """The Ray resources that stand for the target's board (``ray: {resources: ...}``); {} when none."""
         return dict(self.target.ray.resources) if self.target.ray else {}
 
+    def board(self) -> str:
+        """What names the device the jobs run on: the target (an SSH runner: its host and port, so two target
+        files for one board share its lane)."""
+        return self.target.name
+
     def lane(self) -> Lane:
         """What a measurement holds alone (no two time on it at once): the board, named by its Ray resource
         when the target declares one."""
         resources = self.resources()
-        return Lane(",".join(sorted(resources))) if resources else Lane(f"board:{self.target.name}")
+        return Lane(",".join(sorted(resources))) if resources else Lane(f"board:{self.board()}")
 
     def task_timeout(self) -> float:
         """How long a measurement task of this target may take, from hand-over to result."""
@@ -113,6 +118,9 @@ class SSHRunner(Runner):
             raise ValueError(f"target {target.name} has no ssh block")
         self.ssh = target.ssh
         self.connect_timeout_s = connect_timeout_s
+
+    def board(self) -> str:
+        return f"{self.ssh.host}:{self.ssh.port}"
 
     def task_timeout(self) -> float:
         """The device's command timeout and reconnect attempts bound a job, not the experiment's job timeout."""

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import posixpath
 import shlex
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from edgebench.targets import SSHSpec, TargetSpec
 log = logging.getLogger(__name__)
 
 JOB_FILE, RESULT_FILE = "job.json", "result.json"
+#: the remote shell's pid, which is also its process group's (sshd starts each command in a session of its own)
+PID_FILE = "worker.pid"
 PARAMIKO = Package("paramiko", "paramiko", "SSH remote targets", extra="remote")
 
 
@@ -199,22 +202,25 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
             raise _Dropped(f"copy to {ssh.host} failed: {exc}") from exc
 
         env = {**thread_env(job.threads), **ssh.env}
-        command = " ".join(
-            ["cd", shlex.quote(remote_dir), "&&", "env"]
-            + [shlex.quote(f"{k}={v}") for k, v in env.items()]
-            + [shlex.quote(ssh.python), "-m", "edgebench.measure.worker", JOB_FILE, RESULT_FILE]
-        )
+        worker = " ".join(["env", *[shlex.quote(f"{k}={v}") for k, v in env.items()], shlex.quote(ssh.python), "-m",
+                           "edgebench.measure.worker", JOB_FILE, RESULT_FILE])
+        # the worker runs as the shell's child, so the shell's status says which signal ended it (paramiko drops
+        # SSH's exit-signal), and the shell's pid names the process group a timeout kills
+        command = f"cd {shlex.quote(remote_dir)} && echo $$ > {PID_FILE} && {worker} & wait $!"
         code, out, err = _exec(client, command, ssh.command_timeout_s)
         if code is None:
+            _kill_and_clean(client, ssh, remote_dir)
             return JobResult(job_id=job.job_id, status="failed",
-                             error=f"remote worker on {ssh.host} timed out after {ssh.command_timeout_s:g} s")
+                             error=f"remote worker on {ssh.host} timed out after {ssh.command_timeout_s:g} s (killed "
+                                   "there, so the board's next job is not timed beside it)")
         try:
             with sftp.open(posixpath.join(remote_dir, RESULT_FILE), "r") as fh:
                 result = JobResult.model_validate_json(fh.read())
         except FileNotFoundError:
             tail = " | ".join((err or out).strip().splitlines()[-5:])
-            return JobResult(job_id=job.job_id, status="failed",
-                             error=f"remote worker on {ssh.host} exited with code {code}: {tail}",
+            how = (f"killed by {signal.Signals(code - 128).name}" if code > 128 and code - 128 in _SIGNALS
+                   else f"exited with code {code}")
+            return JobResult(job_id=job.job_id, status="failed", error=f"remote worker on {ssh.host} {how}: {tail}",
                              error_detail=stderr_tail(err or out))
         except (OSError, EOFError) as exc:
             raise _Dropped(f"fetching the result from {ssh.host} failed: {exc}") from exc
@@ -222,6 +228,18 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
         return result
     finally:
         client.close()
+
+
+_SIGNALS = {int(s) for s in signal.Signals}
+
+
+def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> None:
+    """Kill a timed-out worker's whole process group on the device and remove its directory (best effort: a
+    connection that dropped meanwhile leaves both to the device)."""
+    pid_file = shlex.quote(posixpath.join(remote_dir, PID_FILE))
+    with contextlib.suppress(_Dropped):
+        _exec(client, f"p=$(cat {pid_file}); kill -KILL -- -$p 2>/dev/null || {{ pkill -KILL -P $p; kill -KILL $p; }}; "
+                      f"rm -rf {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
 
 
 def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobResult:
