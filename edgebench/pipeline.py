@@ -26,7 +26,7 @@ from edgebench.errors import NothingToRunError
 from edgebench.executor.base import HOST, Lane, Task, TaskResult
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.runners import Runner, runner_for
-from edgebench.executor.settings import create_executor
+from edgebench.executor.settings import check_executor, create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
 from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_facts, external_specs
@@ -152,8 +152,9 @@ def _prepare(exp: Experiment) -> _Prepared:
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     check_qat_targets(exp, targets)
     created = missing_dirs(exp.workdir(), exp.report_dir())
-    check_output_paths(exp)
     try:
+        check_output_paths(exp)
+        check_executor(exp.executor)
         return _planned(exp, targets)
     except BaseException:  # refused before any work: no bare runs/<name>/ or reports/<name>/ left behind
         remove_empty(created)

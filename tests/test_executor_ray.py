@@ -5,6 +5,7 @@ A node lost mid-sweep is tested with the whole pipeline (test_pipeline_executor.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,28 @@ def test_one_measurement_per_board_and_boards_in_parallel(ray_cluster: RayCluste
     board_node = {r.where.node for r in results}
     assert len(board_node) == 1  # both boards live on the second node
     assert all(job_result(r).ran_on.executor == "ray" for r in results)
+
+
+def test_a_board_without_a_ray_resource_is_driven_from_the_drivers_node(ray_cluster: RayCluster) -> None:
+    """An SSH board with no Ray resource is reached with this machine's key and route: each of its tasks is pinned
+    to the driver's node (Ray would otherwise place a zero-CPU task on any node, a board node included), one at a
+    time."""
+    import dataclasses
+
+    tasks = [dataclasses.replace(call_task(f"board-{i}", "measure", pid_after, 0.3), lane=Lane("board:10.0.0.5:22"),
+                                 timed=True) for i in range(6)]
+    asked: list[dict] = []
+    with RayExecutor() as executor:
+        remote = executor._remote
+        executor._remote = type("Recorded", (), {"options": lambda _self, **o: asked.append(o) or remote.options(**o)})()
+        results = list(executor.run(tasks))
+        driver = executor.driver_node
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert len(asked) == 6 and all(o["num_cpus"] == 0 and o["scheduling_strategy"].node_id == driver
+                                   and o["scheduling_strategy"].soft is False for o in asked)
+    assert {r.where.node for r in results} == {driver[:8]}
+    spans = sorted((r.started, r.ended) for r in results)
+    assert all(a[1] <= b[0] for a, b in pairwise(spans))  # serialised by the driver
 
 
 def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:

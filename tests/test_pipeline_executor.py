@@ -103,3 +103,27 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
         df = store.measurements(second.run_id)
     assert len(df) == 2 and df["job_key"].is_unique and set(df["status"]) == {"ok"}
     assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])
+
+
+def test_no_ray_cluster_at_the_address_is_one_error_before_anything_is_stored(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """Nothing listens at executor.address: a ConfigError naming it within seconds (ray.init would retry for
+    minutes), before training, with no store and no run row left behind."""
+    import pytest
+    import ray
+
+    from edgebench.errors import ConfigError
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exp = load_experiment(_experiment(tmp_path, ["local-cpu"], executor={"type": "ray", "address": f"127.0.0.1:{port}"}))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{port} \(executor\.address: "
+                                          rf"127\.0\.0\.1:{port}\): .*start one with `ray start --head` there"):
+        run_experiment(exp, render=False)
+    assert time.monotonic() - start < 30
+    assert not Path(exp.store_url().removeprefix("sqlite:///")).exists() and not (tmp_path / "runs").exists()

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgebench.errors import require_module, summarize
+from edgebench.errors import ConfigError, require_module, summarize
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult
 from edgebench.executor.forked import run_forked
 from edgebench.executor.host_lanes import HostLanes
@@ -35,6 +36,27 @@ NODE_PREFIX = "node:"
 def import_ray() -> Any:
     """The ray module, or an error naming the extra to install."""
     return require_module("ray", "ray", "the ray executor")
+
+
+def cluster_problem(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why the Ray cluster at ``address`` cannot be joined, found within ``timeout_s`` (``ray.init`` retries an
+    address nothing answers at for minutes), or None. ``auto`` is resolved as Ray resolves it (``RAY_ADDRESS``,
+    then the cluster ``ray start`` last started here)."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        resolved = get_ray_address_from_environment(address, None)
+    except ConnectionError:
+        return (f"no Ray cluster is running on this machine (executor.address: {address}): start one with "
+                "`ray start --head`, or give the head's host:port in executor.address")
+    host_port = resolved.split("://", 1)[1] if "://" in resolved else resolved
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host or host_port, int(port) if port.isdigit() else 10001), timeout_s):
+            return None
+    except OSError as exc:
+        return (f"no Ray cluster answers at {resolved} (executor.address: {address}): {exc.strerror or exc}; start "
+                "one with `ray start --head` there, or fix executor.address")
 
 
 def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool = True) -> Outcome:
@@ -93,6 +115,8 @@ class RayExecutor(Executor):
         self.ray = import_ray()
         self._connected_here = not self.ray.is_initialized()
         if self._connected_here:
+            if problem := cluster_problem(address):
+                raise ConfigError(problem)
             self.ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         self.on_lost, self.max_retries = on_lost, max_retries
         self.lost_grace_s, self.start_slack_s, self.poll_s = lost_grace_s, start_slack_s, poll_s
@@ -143,8 +167,11 @@ class RayExecutor(Executor):
                                                                 "EDGEBENCH_WORKER_KIND": task.worker.name}}}
         if task.resources:
             options.update(num_cpus=0, resources=task.resources)
-        elif not lane.name.startswith(NODE_PREFIX):  # a board without a Ray resource: this driver serialises it
-            options.update(num_cpus=0)
+        elif not lane.name.startswith(NODE_PREFIX):  # a board without a Ray resource: this driver serialises it, and
+            # drives it from its own node (whose SSH key, known_hosts and route to the board the run was checked on)
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options.update(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(self.driver_node, soft=False))
         else:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgebench.errors import ConfigError
 from edgebench.executor.base import Executor
 
 
@@ -24,6 +25,15 @@ class ExecutorConfig(BaseModel):
     on_lost: Literal["retry", "fail"] = Field("retry", description="ray: a task whose node/board left mid-task")
     max_retries: int = Field(1, ge=0, description="ray: how often a lost task is queued again")
     lost_grace_s: float = Field(30.0, ge=0, description="ray: how long jobs wait for a missing board before failing")
+
+
+def check_executor(config: ExecutorConfig) -> None:
+    """ConfigError when the executor cannot start (no Ray cluster at its address), before the run is stored."""
+    if config.type == "ray":
+        from edgebench.executor.ray_executor import cluster_problem, import_ray
+
+        if not import_ray().is_initialized() and (problem := cluster_problem(config.address)):
+            raise ConfigError(problem)
 
 
 def create_executor(config: ExecutorConfig, log_dir: Path | None = None) -> Executor:
