@@ -156,6 +156,28 @@ class _Sleeping(Session):
         return inputs
 
 
+class _Prepared(_Sleeping):
+    """``run`` converts for 5 ms before its 1 ms inference, as LiteRT's run quantizes and re-lays an input;
+    ``timed_call`` prepares once and times the inference alone."""
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.005)
+        return super().run(inputs)
+
+    def timed_call(self, batch: np.ndarray):
+        return lambda: _Sleeping.run(self, batch)
+
+
+def test_the_timed_loop_times_the_sessions_timed_call_not_its_run():
+    settings = MeasureSettings(warmup_iters=1, min_iters=20, min_time_s=0.0, max_time_s=5, precision=None)
+    session = _Prepared(0.001)
+    timing = time_session(session, np.zeros(1), settings)
+    assert session.calls == 1 + 1 + len(timing.samples_ns)  # every call, the first and warm-up included, went there
+    assert 0.001 <= np.median(timing.samples_ns) / 1e9 < 0.004  # the inference's 1 ms, not run's 6 ms
+
+
 def test_adaptive_window_stops_at_the_precision_after_the_floor():
     settings = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.0, max_time_s=20, precision=0.05)
     timing = time_session(_Sleeping(0.002), np.zeros(1), settings)

@@ -47,14 +47,14 @@ def precision_rule(settings: MeasureSettings) -> PrecisionRule | None:
 
 
 def time_session(session: Session, batch: np.ndarray, settings: MeasureSettings) -> Timing:
-    """Time ``session.run(batch)`` repeatedly according to ``settings``."""
-    run, sync, clock = session.run, session.sync, time.perf_counter_ns
+    """Time the session's inference of ``batch`` (``Session.timed_call``) repeatedly according to ``settings``."""
+    call, sync, clock = session.timed_call(batch), session.sync, time.perf_counter_ns
     start = clock()
-    run(batch)
+    call()
     sync()
     first = clock() - start
     for _ in range(settings.warmup_iters):
-        run(batch)
+        call()
     sync()
 
     rule = precision_rule(settings)
@@ -67,7 +67,7 @@ def time_session(session: Session, batch: np.ndarray, settings: MeasureSettings)
     loop_start = clock()
     while True:
         t0 = clock()
-        run(batch)
+        call()
         sync()
         t1 = clock()
         append(t1 - t0)
