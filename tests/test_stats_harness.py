@@ -192,3 +192,27 @@ def test_a_precision_out_of_reach_ends_at_the_time_cap():
     timing = time_session(_Sleeping(0.001, spike_every=2, spike=10.0), np.zeros(1), settings)
     assert timing.stopped == "max_time"
     assert timing.wall_ns >= 0.3e9
+
+
+def test_order_statistic_ranks_equal_scipys_binomial_quantiles():
+    """The binomial tails are computed without scipy (a worker would carry scipy.stats in every job's peak RSS);
+    scipy's ppf/isf give the same ranks, from a handful of samples to a million."""
+    from scipy.stats import binom
+
+    def by_scipy(n: int, q: float) -> tuple[int, int] | None:
+        k = int(binom.ppf(0.025, n, q))
+        lower, upper = (k if binom.cdf(k, n, q) > 0.025 else k + 1), int(binom.isf(0.025, n, q)) + 1
+        return (lower, upper) if lower >= 1 and upper <= n else None
+
+    for q in (0.5, 0.9, 0.99):
+        for n in [*range(1, 400, 7), 1000, 4099, 65536, 10**6]:
+            assert order_statistic_ranks(n, q) == by_scipy(n, q), (n, q)
+    assert coverage(1000, 0.99, 984, 996) == pytest.approx(binom.cdf(995, 1000, 0.99) - binom.cdf(983, 1000, 0.99))
+
+
+def test_a_measurement_worker_does_not_import_scipy():
+    import subprocess
+    import sys
+
+    code = "import sys, edgebench.measure.worker; print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'pandas'}))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

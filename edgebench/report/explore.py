@@ -127,7 +127,7 @@ def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[A
         "t_macs": [_text(v, "M", 1e-6) for v in ok["macs"]],
         "t_fpga": ok.apply(_fpga, axis=1).tolist(),
         "t_energy": ok.apply(_energy, axis=1).tolist(),
-        "t_memory": [_text(v, "MB") for v in ok["peak_rss_mb"]],
+        "t_memory": [_text(v, "MiB") for v in ok["peak_rss_mb"]],
     }
     for m in metrics:
         values = pd.to_numeric(ok[m.column], errors="coerce").astype(float) * m.scale

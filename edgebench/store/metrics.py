@@ -47,7 +47,7 @@ METRICS: dict[str, Metric] = {
         Metric("training_macs", "training_macs", "min", "training compute (GMACs)", "training GMACs", 1e-9),
         Metric("energy", "energy_j_per_inference", "min", "energy per inference (mJ)", "energy mJ", 1e3,
                min_effect=5.0),
-        Metric("memory", "peak_rss_mb", "min", "peak RSS (MB)", "peak RSS MB", min_effect=10.0),
+        Metric("memory", "peak_rss_mb", "min", "peak RSS (MiB)", "peak RSS MiB", min_effect=10.0),
         Metric("bops", "bops", "min", "bit operations (M; counted from the hls4ml model, not synthesised)",
                "MBOPs (counted)", 1e-6),
         Metric("fpga_multipliers", "fpga_multipliers", "min",
