@@ -17,8 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from edgebench.archive import compressed_size
-from edgebench.artifacts import artifact_path, artifact_ready, artifact_size
+from edgebench.artifacts import artifact_path, artifact_ready
 from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
@@ -46,6 +45,7 @@ from edgebench.preflight import check_model_fits_data, check_output_paths, drop_
 from edgebench.prune.allocation.latency.predict import prediction_path, read_prediction
 from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
+from edgebench.runtimes.base import get_exporter
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
@@ -369,11 +369,11 @@ class _OpenRun:
                 measured = measured.model_copy(update={"latency_prediction": read_prediction(prediction)})
         self.store_variant(job.variant, unbuilt_too=True)
         artifact = artifact_path(job, self.workdir)
-        ready = artifact_ready(artifact)
+        size, compressed = get_exporter(job.artifact_format, job.target.blocks).sizes(artifact) if artifact_ready(
+            artifact) else (None, None)
         self.store.add_measurement(MeasurementRecord(
             self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
-            size_bytes=artifact_size(artifact) if ready else None,
-            compressed_bytes=compressed_size(artifact) if ready else None, job=_absolute(context.worker_job)))
+            size_bytes=size, compressed_bytes=compressed, job=_absolute(context.worker_job)))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:

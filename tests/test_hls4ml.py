@@ -116,6 +116,9 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
         print(f"hls4ml digits_cnn {width} export (convert + g++ C-sim): {time.perf_counter() - t0:.2f} s")
         counted = json.loads((artifact / "edgebench.json").read_text())["multipliers"]
         assert counted["dense_multipliers"] == 16 * 9 + 32 * 16 * 9 + 64 * 32 * 9 + 256 * 10  # every conv/linear weight
+        size, compressed = Hls4mlExporter().sizes(artifact)  # the weights at their widths, not the project folder
+        folder = sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file())
+        assert compressed is None and counted["dense_multipliers"] * 5 // 8 <= size < folder / 10
         assert counted["multipliers"] <= counted["dense_multipliers"] and len(counted["layers"]) == 4
         job = Job(job_id=width, variant_id="v", target="local-hls4ml-csim", backend="hls4ml", artifact=str(artifact),
                   precision="fixed", eval_data=str(eval_path),
@@ -142,6 +145,18 @@ def test_multipliers_counted_from_quantised_nonzero_weights(tmp_path: Path) -> N
     counted = count_multipliers(convert_model(model, (4,), FIXED, fpga, tmp_path / "prj"))
     assert (counted["multipliers"], counted["dense_multipliers"]) == (4, 8)
     assert [v["nonzero"] for v in counted["layers"].values()] == [4]
+
+
+def test_weight_bytes_count_every_weight_bias_and_scale_at_its_width(tmp_path: Path) -> None:
+    """Linear(4, 2) at ap_fixed<16,6>: 8 weights and 2 biases of 16 bits, 20 bytes; at ap_fixed<6,2>, 7.5 -> 8."""
+    from edgebench.runtimes.hls4ml.export import convert_model
+    from edgebench.runtimes.hls4ml.multipliers import weight_bytes
+
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    fpga = FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")
+    assert weight_bytes(convert_model(model, (4,), FIXED, fpga, tmp_path / "a")) == 20
+    narrow = QuantSpec(precision="fixed", fixed_point="ap_fixed<6,2>")
+    assert weight_bytes(convert_model(model, (4,), narrow, fpga, tmp_path / "b")) == 8
 
 
 @pytest.mark.parametrize(

@@ -216,6 +216,14 @@ class Exporter(ABC):
         """None when the exporter's dependencies are installed, else the reason."""
         return missing_reason(self.needs)
 
+    def sizes(self, artifact: Path) -> tuple[int, int | None]:
+        """What the artifact's ``size_bytes`` and ``compressed_bytes`` are: its bytes on disk and those of its ZIP
+        archive (a format whose files are mostly not the model, like an hls4ml project, says what stands for it)."""
+        from edgebench.archive import compressed_size
+        from edgebench.artifacts import artifact_size
+
+        return artifact_size(artifact), compressed_size(artifact)
+
     def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
         """Why this exporter can convert no variant of ``model`` taking (C, H, W) ``input_shape`` images (a layer
         type or a graph it has no conversion for), or None; asked of the untrained baseline before any training, so

@@ -59,6 +59,17 @@ def quantised_nonzero(weights: np.ndarray, precision: Any) -> int:
     return int(np.count_nonzero(q))
 
 
+def weight_bytes(hls_model: Any) -> int:
+    """Bytes of every layer's weights, biases and scales at their own fixed-point widths: what the firmware holds
+    of the model (a 16-bit weight counts 2 bytes, a 6-bit one 0.75)."""
+    bits = 0
+    for layer in hls_model.get_layers():
+        for variable in (layer.weights.values() if hasattr(layer, "weights") else ()):
+            width = getattr(variable.type.precision, "width", None)
+            bits += int(np.size(variable.data)) * int(width if width is not None else 32)
+    return math.ceil(bits / 8)
+
+
 def count_multipliers(hls_model: Any) -> dict[str, Any]:
     """Per Conv/Dense layer and in total: weights, non-zero quantised weights, reuse factor, multipliers."""
     layers = {}
