@@ -75,8 +75,10 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     result = _run("bench", str(path), "--input-shape", "1,8,8", "--min-time-s", "0.05")
     assert result.exit_code == 0, result.output
     assert "p50 ms" in result.output and "m.onnx on onnxruntime" in result.output
-    assert re.search(r"p50 interval \(95%\): \[[0-9.]+, [0-9.]+\] ms; window ended by (precision|max_time)",
+    assert re.search(r"p50 interval \(95%\): \[[0-9.e-]+, [0-9.e-]+\] ms; window ended by (precision|max_time)",
                      result.output)
+    assert "the precision of this window's runs: another run of the same file lands further off" in " ".join(
+        result.output.split())
     # by hand: conv 4x1x3x3 + 4 and linear 3x256 + 3 parameters; 4*64*9 + 256*3 MACs
     assert "counted from the graph: 811 parameters, 3,072 MACs per image" in result.output
     inferred = _run("bench", str(path), "--min-time-s", "0.05")  # the input shape read off the model: random input

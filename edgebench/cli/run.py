@@ -269,8 +269,11 @@ def bench(
                   f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
     console.print(table)
     if (p50 := intervals.get("p50")) and result.window:
-        console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.4f}, {p50[1]:.4f}] ms; "
-                      f"window ended by {result.window.stopped}")
+        console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.5g}, {p50[1]:.5g}] ms; window "
+                      f"ended by {result.window.stopped}", highlight=False)
+        console.print("(the precision of this window's runs: another run of the same file lands further off, as "
+                      "the machine's state differs between processes; `edgebench compare` decides on the run-to-run "
+                      "spread)", style="dim", highlight=False)
     if labelled:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
     if cost is not None:
@@ -298,7 +301,7 @@ def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
     """``0.0213 ±0.4%``: a percentile and the larger side of its confidence interval (none: too few runs)."""
     if interval is None or value <= 0:
         return f"{value:.4f}"
-    return f"{value:.4f} ±{max(value - interval[0], interval[1] - value) / value:.1%}"
+    return f"{value:.4f} ±{max(value - interval[0], interval[1] - value) / value:.2%}"
 
 
 def register(app: typer.Typer, wrap: Any) -> None:
