@@ -256,3 +256,23 @@ def test_a_variant_whose_build_failed_is_listed_by_its_label(tmp_path: Path):
         df = store.measurements(store.runs()["id"].iloc[0])
     failed = df[df["status"] == "failed"]
     assert len(failed) == 2 and set(failed["label"]) == {"boom-0.5-while_training/fp32"}  # torch and onnxruntime
+
+
+def test_a_run_says_how_many_timed_windows_were_disturbed_and_marks_them() -> None:
+    """A measurement whose window another process's CPU use disturbed is stored and shown, never silently: the
+    summary counts such windows and the Pareto table marks their p50."""
+    import pandas as pd
+
+    from edgebench.cli.common import console
+    from edgebench.cli.run import _print_disturbed
+
+    busy = {"contention": {"flagged": True, "other_cores": 1.44}}
+    df = pd.DataFrame({"status": ["ok", "ok", "failed"], "details": [busy, {}, {}]})
+    with console.capture() as captured:
+        _print_disturbed(df)
+    text = " ".join(captured.get().split())
+    assert "disturbed: 1 of 2 measurements' timed windows (e.g. other processes kept 1.44 cores busy during its " \
+           "timed window)" in text
+    with console.capture() as quiet:
+        _print_disturbed(df.iloc[1:])
+    assert quiet.get() == ""

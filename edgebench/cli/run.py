@@ -120,6 +120,7 @@ def _fronts_table(run_id: str, df: Any) -> Table:
     import pandas as pd
 
     from edgebench.report.tables import target_fronts
+    from edgebench.store.compare import disturbance
     from edgebench.store.metrics import METRICS
 
     table = Table(title=f"run {run_id}: Pareto-optimal variants per target (accuracy vs p50 latency; FPGA C "
@@ -135,10 +136,24 @@ def _fronts_table(run_id: str, df: Any) -> Table:
             elif cost.name == "fpga_latency":
                 axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
+            p50 += " (disturbed)" if disturbance(row["details"]) is not None else ""
             table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
                           f"{row['size_bytes'] / 1024:.1f}",  # an external artifact's MACs are not counted: "?"
                           "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")
     return table
+
+
+def _print_disturbed(df: Any) -> None:
+    """How many measurements' timed windows other processes or a change of the machine's speed disturbed (their
+    figures are stored and shown, marked; `compare` never decides on them)."""
+    from edgebench.store.compare import disturbance
+
+    ok = df[df["status"] == "ok"]
+    reasons = [why for why in (disturbance(d) for d in ok["details"]) if why is not None]
+    if reasons:
+        print_line("disturbed:", "yellow", f"{len(reasons)} of {len(ok)} measurements' timed windows (e.g. "
+                   f"{reasons[0]}): their p50s are marked, and `edgebench compare` leaves them undecided; measure "
+                   "again on a quieter machine")
 
 
 def grouped_failures(failed: list[str]) -> list[str]:
@@ -162,6 +177,7 @@ def _print_summary(results: Any) -> None:
     outcome = results.outcome
     df = results.stored()
     console.print(_fronts_table(outcome.run_id, df))
+    _print_disturbed(df)
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
