@@ -26,7 +26,7 @@ from edgebench.executor.base import HOST, Lane, Task, TaskResult
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import check_executor, create_executor
-from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores
+from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores, stand_in
 from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_facts, external_specs
 from edgebench.job import Job
@@ -43,7 +43,7 @@ from edgebench.plan import (
 )
 from edgebench.preflight import check_model_fits_data, check_output_paths, drop_refused
 from edgebench.prune.allocation.latency.predict import prediction_path, read_prediction
-from edgebench.prune.allocation.latency.table import LayerShape, layer_onnx
+from edgebench.prune.allocation.latency.table import layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.runtimes.base import get_exporter
 from edgebench.store import Store
@@ -125,6 +125,8 @@ class _Prepared:
     #: why targets or jobs will not run (reported with the outcome)
     unsupported: list[str]
     splits: DatasetSplits
+    #: the baseline model's fp32 weights, for the side-by-side check's stand-in layer
+    weight_bytes: int = 0
 
 
 def run_experiment(
@@ -173,7 +175,8 @@ def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]])
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + _idle(exp, ready)))
     splits = exp.dataset.load()
-    jobs, refused = drop_refused(jobs, check_model_fits_data(exp, splits), splits.input_shape)
+    model = check_model_fits_data(exp, splits)
+    jobs, refused = drop_refused(jobs, model, splits.input_shape)
     if not jobs:
         raise NothingToRunError("nothing could run: " + "; ".join(unavailable + unsupported + refused))
     unsupported += refused
@@ -181,7 +184,8 @@ def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]])
         check_inputs(spec, splits.input_shape, {1 if j.measure.scenario == "single_stream" else j.measure.batch_size
                                                 for j in jobs if j.variant.id == spec.id})
     models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
-    return _Prepared(runners, models, jobs, unavailable + unsupported, splits)
+    weight_bytes = sum(p.numel() for p in model.parameters()) * 4
+    return _Prepared(runners, models, jobs, unavailable + unsupported, splits, weight_bytes)
 
 
 def _idle(exp: Experiment, ready: list[tuple[TargetSelection, TargetSpec]]) -> list[str]:
@@ -245,7 +249,8 @@ class _OpenRun:
         done = self.store.done_job_keys(self.run_id)
         todo = [job for job in prepared.jobs if job.key not in done]
         self.outcome.skipped = len(prepared.jobs) - len(todo)
-        lanes = self._side_by_side([job for job in todo if wants_side_by_side(job, prepared.runners[job.target.name].lane())])
+        lanes = self._side_by_side([job for job in todo if wants_side_by_side(job, prepared.runners[job.target.name].lane())],
+                                   prepared.weight_bytes)
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
                             side_by_side=lanes)
         sweep = _SweepProgress(tasks, progress)
@@ -257,18 +262,19 @@ class _OpenRun:
         sweep.close()
         self.outcome.stage_seconds.update(sweep.stage_seconds)
 
-    def _side_by_side(self, jobs: list[PlannedJob]) -> list[int] | None:
+    def _side_by_side(self, jobs: list[PlannedJob], weight_bytes: int) -> list[int] | None:
         """The cores ``jobs`` (which asked for parallel lanes) may measure on at once, or None when the
         interference check refuses them (the reason goes into the outcome). The check holds every core's
-        host-wide lane lock: no other edgebench process measures meanwhile."""
+        host-wide lane lock: no other edgebench process measures meanwhile. It times a stand-in layer for the
+        baseline model's ``weight_bytes`` (``side_by_side.stand_in``)."""
         if not jobs:
             return None
         check_dir = self.workdir / "side-by-side"
         check_dir.mkdir(parents=True, exist_ok=True)
-        artifact = check_dir / "conv32x16x16.onnx"
-        shape = LayerShape("Conv", 32, 32, (3, 3), (1, 1), (1, 1), (16, 16))
+        shape, input_shape = stand_in(weight_bytes)
+        artifact = check_dir / f"{shape.op.lower()}-{shape.c_in}x{shape.c_out}.onnx"
         layer_onnx(shape, artifact)
-        batch = np.random.default_rng(0).standard_normal((1, 32, 16, 16)).astype(np.float32)
+        batch = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
         timing = jobs[0].measure.model_copy(update={"max_time_s": min(jobs[0].measure.max_time_s, 5.0)})
         host, holder = HostLanes(), Task(key="side-by-side interference check", kind="measure", fn=print)
         while not host.acquire(holder, Lane(HOST)):
