@@ -64,3 +64,24 @@ def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path
         weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_quantized")]
         assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)  # 7 bits, not 127
     assert scales["entropy"] < 0.5 * scales["minmax"]  # a real KL search, not minmax's full range
+
+
+@pytest.mark.parametrize("count", [100, 97])
+def test_histogram_calibrators_take_any_number_of_images(tmp_path: Path, count: int) -> None:
+    """100 images (not a multiple of the 32-image batch) and a prime 97: ORT's histogram calibrators stack the
+    batches' outputs, so the reader feeds batches of one size (25, and 1) and every calibrator writes the file."""
+    from edgebench.runtimes.onnxruntime.calibration import ArrayCalibrationReader
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()
+    x = np.random.default_rng(0).standard_normal((count, 1, 8, 8)).astype(np.float32)
+    reader = ArrayCalibrationReader(x, "x")
+    sizes = []
+    while (chunk := reader.get_next()) is not None:
+        sizes.append(len(chunk["x"]))
+    assert sizes == ([25] * 4 if count == 100 else [1] * 97)
+    export_fp32_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx")
+    for calibrator in ("minmax", "entropy", "percentile"):
+        quantize_qdq(tmp_path / "fp32.onnx", tmp_path / f"{calibrator}.onnx", x, calibrator=calibrator)
+        assert (tmp_path / f"{calibrator}.onnx").is_file()

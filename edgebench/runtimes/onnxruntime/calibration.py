@@ -25,11 +25,15 @@ CALIBRATION_BATCH = 32
 
 
 class ArrayCalibrationReader:
-    """onnxruntime ``CalibrationDataReader`` over a float32 NCHW array, ``batch`` images per call."""
+    """onnxruntime ``CalibrationDataReader`` over a float32 NCHW array, in batches of one size: the largest
+    divisor of the image count up to ``batch`` (ORT's histogram calibrators stack the batches' outputs into one
+    array, which fails on a short last batch: 100 images in batches of 32 did)."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch: int = CALIBRATION_BATCH) -> None:
         images = np.ascontiguousarray(images, dtype=np.float32)
-        self._batches: Iterator[np.ndarray] = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+        n = len(images)
+        batch = max(d for d in range(1, max(1, min(batch, n)) + 1) if n % d == 0) if n else batch
+        self._batches: Iterator[np.ndarray] = iter([images[i : i + batch] for i in range(0, n, batch)])
         self._input = input_name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
