@@ -584,6 +584,8 @@ def _check_kwargs(kwargs_by_name: dict[str, dict[str, Any]], names: list[str], g
 
 
 #: hls4ml's AP notation: ap_fixed<W,I[,Q[,O[,N]]]>, ap_ufixed<...>, ap_int<W>, ap_uint<W> (the ``ap_`` is optional)
+#: the widest AP type Vivado/Vitis HLS builds by default (AP_INT_MAX_W)
+AP_MAX_WIDTH = 1024
 FIXED_POINT = re.compile(r"^(ap_)?u?(fixed<\s*\d+\s*,\s*-?\d+\s*(,\s*\w+\s*){0,3}>|int<\s*\d+\s*>)$")
 
 
@@ -603,6 +605,10 @@ def check_experiment(exp: Experiment, source: str) -> None:
     if not FIXED_POINT.match(exp.quantization.fixed_point):
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "
                           "type; use e.g. ap_fixed<16,6> (width, integer bits)")
+    width = int(re.search(r"<\s*(\d+)", exp.quantization.fixed_point).group(1))  # type: ignore[union-attr]
+    if not 1 <= width <= AP_MAX_WIDTH:
+        raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' has a width of {width} "
+                          f"bits; Vivado HLS's AP types take 1 to {AP_MAX_WIDTH} (e.g. ap_fixed<16,6>)")
     # a target's ratios select pruning ratios, sparsities and rank ratios alike
     ratio_grids = [("pruning.ratios", pruning.ratios),
                    *([("sparse.sparsities", exp.sparse.sparsities)] if exp.sparse is not None else []),
@@ -646,7 +652,8 @@ def _check_qat_epochs(exp: Experiment, source: str) -> None:
 
     epochs = exp.training.epochs
     prune_epochs = exp.pruning.prune_epochs or default_prune_epochs(epochs)
-    last = max(prune_epochs) if "while_training" in exp.pruning.schedules and prune_epochs else None
+    prunes_while_training = bool(exp.pruning.criteria) and "while_training" in exp.pruning.schedules
+    last = max(prune_epochs) if prunes_while_training and prune_epochs else None
     for i, qat in enumerate(exp.quantization.qat):
         start = qat.start_epoch
         if start is not None and start >= epochs:

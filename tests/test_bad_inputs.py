@@ -335,6 +335,10 @@ CASES = [
          ("criterion_kwargs.random", "seed")),
     Case("run-fixed-point-format", "run", run_exp({"quantization": {"fixed_point": "ap_fixed16"}}),
          ("quantization.fixed_point", "ap_fixed16")),
+    Case("run-fixed-point-zero-width", "run", run_exp({"quantization": {"fixed_point": "ap_fixed<0,0>"}}),
+         ("quantization.fixed_point", "width of 0 bits", "1 to 1024")),
+    Case("run-fixed-point-too-wide", "run", run_exp({"quantization": {"fixed_point": "ap_fixed<2000,6>"}}),
+         ("quantization.fixed_point", "width of 2000 bits")),
     # --- run: the team's model, weights and plug-ins ---------------------------------------------------
     Case("run-model-module-not-found", "run", run_exp({"model": {"name": "team_pkg.nets:build_net"}}),
          ("model.name", "team_pkg.nets", "not found")),

@@ -220,3 +220,13 @@ def test_a_surrogate_escape_in_yaml_is_one_error_naming_the_field(tmp_path):
                                           r"character; write the character itself, or a \\U0001F680-style escape"):
         load_experiment(path)
     assert load_experiment(_write(tmp_path, 'name: "run-\\U0001F680"\n')).name == "run-\U0001F680"
+
+
+def test_a_qat_start_epoch_waits_for_pruning_only_where_a_variant_prunes_while_training(tmp_path):
+    """Default prune_epochs of 4 epochs are [0, 1, 2]: a QAT start at epoch 2 collides with them when criteria
+    prune while training, and not when nothing is pruned."""
+    qat = "quantization: {precisions: [fp32, int8], qat: [{weight_bits: 8, activation_bits: 8, start_epoch: 2}]}\n"
+    exp = load_experiment(_write(tmp_path, "training: {epochs: 4}\npruning: {criteria: []}\n" + qat))
+    assert exp.quantization.qat[0].start_epoch == 2
+    with pytest.raises(ConfigError, match=r"start_epoch: 2 is not after the last pruning step \(epoch 2\)"):
+        load_experiment(_write(tmp_path, "training: {epochs: 4}\npruning: {criteria: [l1]}\n" + qat))

@@ -57,6 +57,8 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [litert]\nbackend_options: {litert: {xnnpak: false}}\n",
          "backend_options.litert: unknown option 'xnnpak'; allowed: xnnpack"),
         ("backends: [litert]\nbackend_options: {onnxruntime: {}}\n", "backend_options.onnxruntime: not one of"),
+        ("backends: [openvino]\nbackend_options: {openvino: {performance_hint: FASTEST}}\n",
+         "backend_options.openvino: option 'performance_hint': Input should be 'LATENCY', 'THROUGHPUT'"),
         ("backends: [litert]\nartifact_formats: {litert: onnx}\n", "'onnx' is not a format litert loads"),
         ("backends: [onnxruntime]\nenergy: {type: rapl, zone: [package-0]}\n",
          "energy: unknown option 'zone'; allowed: root, zones"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,8 +84,9 @@ class OpenVinoBackend(Backend):
 
         model_config = ConfigDict(extra="forbid")
         streams: int = Field(1, ge=1, description="NUM_STREAMS (parallel inference requests); at most threads")
-        performance_hint: str | None = Field(None, description="PERFORMANCE_HINT: LATENCY or THROUGHPUT; "
-                                             "threads and streams are set explicitly, so none is needed")
+        performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] | None = Field(
+            None, description="PERFORMANCE_HINT (OpenVINO's three modes); threads and streams are set explicitly, "
+                              "so none is needed")
 
     name = "openvino"
     formats = ("onnx",)
