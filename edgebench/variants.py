@@ -107,6 +107,8 @@ class QatSpec(_Frozen):
     start_epoch: int | None = Field(
         None, ge=0, description="epoch (0-based) at which fake quantizers are inserted; default: after the last "
         "pruning step, or half-way through an unpruned run")
+    revision: int = Field(1, ge=0, description="what QAT trains (1: a BatchNorm1d after a Linear is folded into it, "
+                          "as a BatchNorm2d into its conv), so models trained before get new ids")
 
     @model_validator(mode="after")
     def _bits_in_range(self) -> QatSpec:

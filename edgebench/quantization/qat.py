@@ -28,17 +28,23 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
+#: the BatchNorm a layer's trained quantizers fold in, by the layer's type
+_FOLDED_BN = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
+
+
 def _conv_bn_pairs(model: nn.Module) -> dict[str, str]:
-    """Conv2d -> BatchNorm2d module names where the BN reads only that conv's output, which only it reads."""
+    """Conv2d -> BatchNorm2d and Linear -> BatchNorm1d module names where the BN reads only that layer's output,
+    which only it reads (the ONNX exporter folds such a BN into the layer's weights, so QAT must fold it too)."""
     graph = fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
     pairs = {}
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm1d | nn.BatchNorm2d):
             continue
         source = node.args[0] if node.args else None
-        if (isinstance(source, fx.Node) and source.op == "call_module"
-                and isinstance(modules.get(source.target), nn.Conv2d) and len(source.users) == 1):
+        layer = modules.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
+        if (type(layer) in _FOLDED_BN and isinstance(modules[node.target], _FOLDED_BN[type(layer)])
+                and len(source.users) == 1):
             pairs[source.target] = node.target
     return pairs
 

@@ -110,15 +110,22 @@ def write_qdq(fp32_path: Path, layers: list[LayerQuant], out_path: Path) -> None
     exporter named it otherwise.
     """
     import onnx
+    from onnx import numpy_helper
 
     model = onnx.load(str(fp32_path))
     g = _Graph(model)
     by_weight = {n.input[1]: n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1}
+    initial = {i.name: i for i in model.graph.initializer}
     for layer in layers:
         node = by_weight.get(f"{layer.name}.weight")
         if node is None:
             raise ValueError(f"no Conv/Gemm node reads '{layer.name}.weight' in {fp32_path.name}; cannot place "
                              "its trained quantizers")
+        exported = initial.get(node.input[1])
+        if exported is not None and not np.array_equal(numpy_helper.to_array(exported), layer.weight_q.numpy()):
+            raise ValueError(f"the ONNX exporter folded another layer into '{layer.name}.weight' (a BatchNorm after "
+                             "it that QAT does not fold: its output is read elsewhere too); placing the quantizers "
+                             "there would drop that layer")
         if node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute):
             raise ValueError(f"Gemm of '{layer.name}' does not read its weight as (out, in); cannot quantize it per row")
         tag = layer.name.replace(".", "_") or "layer"
