@@ -199,6 +199,7 @@ def test_a_weight_counts_as_zero_by_the_ap_types_rounding_and_overflow(type_text
         (nn.AdaptiveAvgPool2d(1), r"'1' \(AdaptiveAvgPool2d\)"),
         (nn.Hardswish(), r"'1' \(Hardswish\): use ReLU"),
         (nn.SiLU(), r"'1' \(SiLU\)"),
+        (nn.PReLU(8), r"'1' \(PReLU\) right: .*per element, not per channel: use LeakyReLU"),
     ],
 )
 def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:

@@ -57,6 +57,12 @@ _KNOWN_UNSUPPORTED = {
     "Dropout": "remove it (a no-op at inference; edgebench drops it only from an nn.Sequential)",
     "Identity": "remove it (edgebench drops it only from an nn.Sequential)",
 }
+#: layers hls4ml 1.3 converts to a firmware that computes something else, with what to use instead
+_WRONG_CONVERSIONS = {
+    # it keeps the PyTorch parameter's 1 or C slopes where its kernel reads one per input element: a conv's PReLU
+    # gave max |C-sim - PyTorch| 37.3 against outputs of at most 0.43
+    "PReLU": "hls4ml 1.3 converts it to a firmware that reads its slopes per element, not per channel: use LeakyReLU",
+}
 _KNOWN_UNSUPPORTED.update({kind: _KNOWN_UNSUPPORTED["Dropout"] for kind in
                            ("Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")})
 #: layers that do nothing at inference, which hls4ml 1.3 has no converter for
@@ -108,6 +114,8 @@ def check_supported(model: nn.Module) -> None:
                 f"hls4ml cannot convert layer '{name}' ({kind} with groups={module.groups}, {what} convolution): "
                 "hls4ml's PyTorch converter has no grouped/depthwise convolution"
             )
+        if kind in _WRONG_CONVERSIONS:
+            raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}) right: {_WRONG_CONVERSIONS[kind]}")
         if kind not in supported:
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
