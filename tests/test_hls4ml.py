@@ -24,7 +24,7 @@ from edgebench.measure.worker import execute
 from edgebench.plan import plan_fp32_variants, plan_jobs
 from edgebench.preflight import drop_refused
 from edgebench.runtimes.base import BackendSettings, get_backend
-from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported, overflowing_layers
+from edgebench.runtimes.hls4ml.export import Hls4mlExporter, check_supported, fixed_range, overflowing_layers
 from edgebench.runtimes.hls4ml.report import parse_csynth_report, read_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.targets import get_target
@@ -249,6 +249,37 @@ def test_layers_beyond_the_fixed_point_range_are_named() -> None:
         model[3].weight.mul_(100 / model(torch.from_numpy(x)).abs().max())
     assert overflowing_layers(model, x, "ap_fixed<16,9>") == []  # +-256
     assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_fixed<16, 6>")] == ["3"]
+
+
+class _TwoBranchSum(nn.Module):
+    """Two 1x1 convs whose outputs (each within +-20) are added in the forward: the sum reaches ~36."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(1, 2, 1, bias=False)
+        with torch.no_grad():
+            self.a.weight.fill_(18.0)
+            self.b.weight.fill_(18.0)
+        self.head = nn.Linear(2 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.a(x) + self.b(x)).flatten(1))
+
+
+def test_a_functional_add_and_any_ap_type_spelling_are_checked_for_overflow() -> None:
+    """Each branch reaches 18 (inside ap_fixed<16,6>'s +-32), their sum 36 (outside): the add is named. The type's
+    other spellings are read too: ap_ufixed<16,6> holds [0, 64), so the standardised input's negatives leave it;
+    a saturating type is still out of range (it clips instead of wrapping)."""
+    model = _TwoBranchSum().eval()
+    x = np.full((2, 1, 4, 4), 1.0, dtype=np.float32)
+    x[1] = -0.5
+    assert overflowing_layers(model, x, "ap_fixed<16,6>") == ["add reaches 36"]
+    assert overflowing_layers(model, x, "ap_fixed<16,7,AP_RND,AP_SAT>") == []  # +-64
+    assert overflowing_layers(model, x, "fixed<16,6,AP_RND_CONV,AP_SAT>") == ["add reaches 36"]
+    assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_ufixed<16,6>")][:3] == ["x", "a", "b"]
+    assert fixed_range("ap_ufixed<16,6>") == (0.0, 64.0, False) and fixed_range("ap_fixed<8,3,AP_TRN,AP_SAT>") == (
+        -4.0, 4.0, True)
+    assert fixed_range("ap_int<8>") is None
 
 
 VITIS_CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>

@@ -17,6 +17,7 @@ import copy
 import io
 import json
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -121,28 +122,74 @@ def check_supported(model: nn.Module) -> None:
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
 
 
-def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str) -> list[str]:
-    """The Conv2d, Linear and BatchNorm layers whose outputs on (up to 256) calibration images leave the range of
-    ``precision`` (``ap_fixed<W,I>`` holds [-2^(I-1), 2^(I-1))), each with its largest |output|: hls4ml's default
-    types wrap around there (AP_WRAP), so the C simulation's outputs are garbage, not a rounding error."""
-    match = re.fullmatch(r"ap_fixed<(\d+),(-?\d+)>", precision.replace(" ", ""))
+#: an hls4ml fixed-point type: ap_fixed<W,I[,Q[,O[,N]]]> or ap_ufixed<...> (the ap_ is optional)
+_AP_FIXED = re.compile(r"(?:ap_)?(u?)fixed<(\d+),(-?\d+)(?:,(\w+))?(?:,(\w+))?(?:,\d+)?>")
+
+
+def fixed_range(precision: str) -> tuple[float, float, bool] | None:
+    """``(lowest, end, saturates)`` of an AP fixed-point type: it holds ``lowest <= v < end`` (signed
+    [-2^(I-1), 2^(I-1)), unsigned [0, 2^I)); beyond, its overflow mode saturates or (AP_WRAP, the default) wraps
+    around. None for what is not such a type (ap_int)."""
+    match = _AP_FIXED.fullmatch(precision.replace(" ", ""))
     if match is None:
+        return None
+    unsigned, integer, overflow = match[1] == "u", int(match[3]), (match[5] or "AP_WRAP").upper()
+    end = 2.0 ** integer if unsigned else 2.0 ** (integer - 1)
+    return (0.0 if unsigned else -end), end, "SAT" in overflow
+
+
+def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str) -> list[str]:
+    """The tensors the model computes on (up to 256) calibration images that leave the range of ``precision``
+    (:func:`fixed_range`), each with its furthest value: every node of the traced forward (the input, layers, adds
+    and concatenations), or the Conv2d/Linear/BatchNorm outputs of a model fx cannot trace. With hls4ml's default
+    types (AP_WRAP) the C simulation's outputs there are garbage, not a rounding error."""
+    bounds = fixed_range(precision)
+    if bounds is None:
         return []
-    limit = 2.0 ** (int(match[2]) - 1)
-    peaks: dict[str, float] = {}
+    low, end, _ = bounds
+    extremes: dict[str, tuple[float, float]] = {}
 
-    def record(name: str, output: torch.Tensor) -> None:
-        peaks[name] = max(peaks.get(name, 0.0), float(output.abs().max()))
+    def record(name: str, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+            lo, hi = extremes.get(name, (math.inf, -math.inf))
+            extremes[name] = (min(lo, float(output.min())), max(hi, float(output.max())))
 
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)]
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=n: record(name, out)) for n, m in layers]
-    try:
-        with torch.no_grad():
-            model(torch.from_numpy(np.ascontiguousarray(calibration[:256], dtype=np.float32)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [f"{name} reaches {peak:.3g}" for name, peak in peaks.items() if peak >= limit]
+    x = torch.from_numpy(np.ascontiguousarray(calibration[:256], dtype=np.float32))
+    with torch.no_grad():
+        try:
+            _Recorder(torch.fx.symbolic_trace(model), record).run(x)
+        except Exception:  # a forward fx cannot trace (any error of the tracer): the layers' outputs by hooks
+            extremes.clear()
+            layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)]
+            hooks = [m.register_forward_hook(lambda _m, _i, out, name=n: record(name, out)) for n, m in layers]
+            try:
+                model(x)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+    return [f"{name} reaches {hi if hi >= end else lo:.3g}" for name, (lo, hi) in extremes.items()
+            if hi >= end or lo < low]
+
+
+#: operations that only move values: their outputs repeat what the node before them was found to hold
+_RESHAPES = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "contiguous"}
+
+
+class _Recorder(torch.fx.Interpreter):
+    """Runs a traced model, handing each node's output (but a reshape's) to ``record`` under the module's or the
+    operation's name."""
+
+    def __init__(self, graph: torch.fx.GraphModule, record: Any) -> None:
+        super().__init__(graph)
+        self.record = record
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        out = super().run_node(n)
+        module = self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
+        op = getattr(n.target, "__name__", str(n.target))
+        if n.op != "output" and not isinstance(module, nn.Flatten) and op not in _RESHAPES:
+            self.record(str(n.target) if module is not None else n.name, out)
+        return out
 
 
 def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec,
@@ -298,8 +345,9 @@ class Hls4mlExporter(Exporter):
             overflow = overflowing_layers(model, calibration, precision)
             if overflow:
                 metadata["overflow"] = overflow
-                log.warning("hls4ml %s wraps around in %s on the calibration images: give quantization.fixed_point "
-                            "more integer bits", precision, ", ".join(overflow))
+                how = "saturates" if fixed_range(precision)[2] else "wraps around"  # type: ignore[index]
+                log.warning("hls4ml %s %s in %s on the calibration images: give quantization.fixed_point more integer "
+                            "bits", precision, how, ", ".join(overflow))
         (out_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         self._synthesise(hls_model, out_path)
         log.info("hls4ml project %s: convert %.2f s, C-sim compile %.2f s", out_path, convert_s, compile_s)
