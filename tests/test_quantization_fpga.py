@@ -77,3 +77,32 @@ def test_csim_bit_exact_on_every_test_vector(tmp_path: Path, digits, w4a4) -> No
     assert meta["bit_operations"]["multipliers_by_width"].keys() == {"4x4"}
     macs = 1 * 16 * 9 * 64 + 16 * 32 * 9 * 64 + 32 * 64 * 9 * 16 + 256 * 10  # digits_cnn at 8x8, by hand
     assert meta["bit_operations"]["bops"] == macs * 4 * 4
+
+
+class _Wrapped(torch.nn.Module):
+    """The trained model inside a class of the user's own, whose forward names its input ``x``."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_a_models_own_forward_gets_its_input_type_under_the_name_hls4ml_gives_it(tmp_path: Path, digits,
+                                                                                 w4a4) -> None:
+    """hls4ml names the input layer after fx's placeholder: 'x' here (an nn.Sequential's is 'input_1'); the input
+    quantizer's type goes there and the firmware stays bit-exact."""
+    pytest.importorskip("hls4ml")
+    model = _Wrapped(w4a4).eval()
+    types = hls_precisions(*deployable(model))
+    assert "x" in types and "input_1" not in types
+    exporter = Hls4mlExporter()
+    if reason := exporter.available():
+        pytest.skip(reason)
+    artifact = exporter.export(model, QuantSpec(precision="fixed", qat=W4A4), digits.x_train[:8], tmp_path / "own")
+    x = digits.x_test[:64].astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert np.array_equal(Hls4mlBackend().load(artifact, BackendSettings()).run(x), want)

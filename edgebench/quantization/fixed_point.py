@@ -26,8 +26,6 @@ from edgebench.errors import UnsupportedModelError
 from edgebench.quantization.fake_quant import QParams
 from edgebench.quantization.modules import BIAS_BITS, LayerQuant
 
-#: hls4ml's name for the model input layer of a PyTorch model
-INPUT_LAYER = "input_1"
 #: module types whose result type may carry the next layer's input quantizer
 _CARRIERS = (nn.ReLU, nn.MaxPool2d, nn.Flatten)
 
@@ -84,8 +82,8 @@ def hls_precisions(model: nn.Module, layers: list[LayerQuant]) -> dict[str, dict
         carried = quantizer_type(layer.input)
         source = node.args[0]
         while True:
-            if source.op == "placeholder":
-                settings[INPUT_LAYER] = {"result": carried}
+            if source.op == "placeholder":  # hls4ml names its input layer after fx's node (forward(x): 'x', an
+                settings[source.name] = {"result": carried}  # nn.Sequential's 'input': 'input_1')
                 break
             kind = modules.get(source.target) if source.op == "call_module" else None
             if not isinstance(kind, _CARRIERS) or len(source.users) != 1:
