@@ -478,3 +478,22 @@ def test_a_no_op_the_forward_never_calls_is_not_refused() -> None:
             return self.fc(self.conv(x).flatten(1))
 
     assert Hls4mlExporter().refuses(Unused().eval(), (3, 8, 8)) is None
+
+
+def test_bench_measures_an_hls4ml_project_with_the_part_it_was_built_for(tmp_path: Path) -> None:
+    """`edgebench bench PROJECT/` makes its target from the project's own edgebench.json (part, io_type...): the
+    fpga: block an hls4ml target needs was the reason it could not run one."""
+    from typer.testing import CliRunner
+
+    from edgebench.cli import app
+    from edgebench.runtimes.hls4ml.backend import Hls4mlBackend
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    project = Hls4mlExporter(FPGASpec(part="xc7z020clg400-1")).export(model, FIXED, x, tmp_path / "project")
+    assert Hls4mlBackend().target_blocks(project)["fpga"]["part"] == "xc7z020clg400-1"
+    np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(16, dtype=np.int64))
+    result = CliRunner().invoke(app, ["bench", str(project), "--data", str(tmp_path / "eval.npz"), "--min-time-s", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "project on hls4ml" in result.output and "accuracy on eval.npz" in result.output

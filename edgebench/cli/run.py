@@ -252,7 +252,7 @@ def bench(
     from edgebench.executor.runners import LocalRunner
     from edgebench.executor.tasks import run_one
     from edgebench.job import Job, MeasureSettings
-    from edgebench.runtimes.base import list_backends
+    from edgebench.runtimes.base import get_backend, list_backends
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
@@ -260,7 +260,9 @@ def bench(
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
     backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend)
-    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads}, "edgebench bench")
+    blocks = get_backend(backend).target_blocks(artifact)  # an hls4ml project's fpga: block, from its metadata
+    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads, **blocks},
+                      "edgebench bench")
     shape = check_eval_input(data, input_shape, artifact)
     cost = _graph_cost(artifact, shape or read_eval_data(data)[0].shape[1:])  # type: ignore[arg-type]
     labelled = data is not None  # else random input (its shape given or read off the artifact): no accuracy to show

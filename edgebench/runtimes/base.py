@@ -167,6 +167,11 @@ class Backend(ABC):
         """None when usable here, else the reason it is not (a missing package, no GPU)."""
         return missing_reason(self.needs)
 
+    def target_blocks(self, artifact: Path) -> dict[str, Any]:
+        """The target blocks (``fpga:``...) a lone ``artifact`` of this runtime brings when ``edgebench bench``
+        makes a target for it: none by default; an hls4ml project names its part in its own metadata."""
+        return {}
+
     @abstractmethod
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         """Load ``artifact`` into a ready session; load/compile time is not timed by the harness."""

@@ -77,6 +77,15 @@ class Hls4mlBackend(Backend):
         """The C simulation is a compiled library loaded with ctypes: no Python runtime to import."""
         return ()
 
+    def target_blocks(self, artifact: Path) -> dict[str, Any]:
+        """The ``fpga:`` block the project was built for, from its ``edgebench.json``."""
+        meta_path = artifact / METADATA_FILE
+        if not meta_path.is_file():
+            return {}
+        meta = json.loads(meta_path.read_text())
+        keys = ("part", "hls_backend", "clock_period_ns", "io_type", "strategy")
+        return {"fpga": {key: meta[key] for key in keys if meta.get(key) is not None}}
+
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         meta_path = artifact / METADATA_FILE
         if not meta_path.is_file():
