@@ -36,6 +36,7 @@ from edgebench.paths import missing_dirs, remove_empty
 from edgebench.plan import (
     PlannedJob,
     check_qat_targets,
+    ignored_calibrator,
     plan_external_jobs,
     plan_fp32_variants,
     plan_jobs,
@@ -153,6 +154,8 @@ def _prepare(exp: Experiment) -> _Prepared:
     """Plan ``exp`` and check what can be checked before any work; NothingToRunError when no job can run."""
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     check_qat_targets(exp, targets)
+    for line in ignored_calibrator(exp, targets):
+        log.warning("%s", line)
     created = missing_dirs(exp.workdir(), exp.report_dir())
     try:
         check_output_paths(exp)

@@ -195,6 +195,22 @@ class PlannedJob:
         )
 
 
+def ignored_calibrator(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> list[str]:
+    """A line per target and backend whose int8 export calibrates its own way, not by ``quantization.calibrator``
+    (LiteRT: min and max only): its int8 variants are stored under the experiment's calibrator all the same."""
+    calibrator = exp.quantization.calibrator
+    if "int8" not in exp.quantization.precisions:
+        return []
+    lines = []
+    for _, target in targets:
+        for backend in target.backends:
+            exporter = get_exporter(target.artifact_format(backend), target.blocks)
+            if "int8" in exporter.precisions and exporter.calibrators is not None and calibrator not in exporter.calibrators:
+                lines.append(f"{target.name}/{backend}: int8 is calibrated by {' or '.join(exporter.calibrators)}, not "
+                             f"quantization.calibrator '{calibrator}' (which ONNX Runtime's int8 uses)")
+    return lines
+
+
 def check_qat_targets(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> None:
     """ConfigError (one line) for a QAT setting that none of the experiment's targets can take: no backend of
     theirs exports its precisions from trained quantizers (float scales on an hls4ml-only experiment, 4 bits on a

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 import yaml
+from experiment_files import default_with
 
 from edgebench.config import load_experiment
 from edgebench.errors import ConfigError
@@ -85,3 +86,19 @@ def test_histogram_calibrators_take_any_number_of_images(tmp_path: Path, count: 
     for calibrator in ("minmax", "entropy", "percentile"):
         quantize_qdq(tmp_path / "fp32.onnx", tmp_path / f"{calibrator}.onnx", x, calibrator=calibrator)
         assert (tmp_path / f"{calibrator}.onnx").is_file()
+
+
+def test_a_target_whose_int8_ignores_the_calibrator_is_named(tmp_path: Path) -> None:
+    """LiteRT's int8 is ai-edge-quantizer's min and max: with calibrator entropy its int8 rows would otherwise say
+    entropy about a minmax file. ONNX Runtime takes every calibrator; with minmax nothing is said."""
+    from edgebench.plan import ignored_calibrator
+    from edgebench.targets import get_target
+
+    targets = [(None, get_target("local-cpu")), (None, get_target("local-litert"))]
+    entropy = load_experiment(default_with(tmp_path, "e.yaml", quantization={"precisions": ["fp32", "int8"],
+                                                                               "calibrator": "entropy"}))
+    assert ignored_calibrator(entropy, targets) == [
+        "local-litert/litert: int8 is calibrated by minmax, not quantization.calibrator 'entropy' (which ONNX "
+        "Runtime's int8 uses)"]
+    minmax = load_experiment(default_with(tmp_path, "m.yaml", quantization={"precisions": ["fp32", "int8"]}))
+    assert ignored_calibrator(minmax, targets) == []

@@ -191,6 +191,8 @@ class Exporter(ABC):
     #: whether its other precisions start from its own fp32 artifact; such exports get the variant's fp32 artifact,
     #: when the sweep has one ready, as ``fp32_source=path`` instead of converting the model again
     derives_from_fp32: ClassVar[bool] = False
+    #: the ``quantization.calibrator`` values its int8 honours (None: every one); another is calibrated its own way
+    calibrators: ClassVar[tuple[str, ...] | None] = None
     #: file name suffix of the artifact ("" for a directory)
     suffix: ClassVar[str] = ""
     #: packages and tools the export needs

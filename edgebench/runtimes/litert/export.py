@@ -282,6 +282,7 @@ class TfliteExporter(Exporter):
     qat_precisions = ("int8",)
     suffix = ".tflite"
     needs = (LITERT_TORCH,)
+    calibrators = ("minmax",)  # ai-edge-quantizer's own min and max over the calibration images
     derives_from_fp32 = True  # int8 quantizes the fp32 file (fp16 is converted anew: litert-torch's own recipe)
     # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads (1), broadcast
     # expands dropped (2), ai-edge-quantizer's int8 of the fp32 file (3), a floor on its calibrated ranges (4: a
