@@ -32,6 +32,13 @@ def compress_artifact(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+def artifact_size(path: Path) -> int:
+    """Bytes on disk of a file or a directory artifact."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def compressed_size(path: Path) -> int:
     """Bytes of the artifact's ZIP archive."""
     return len(compress_artifact(path))

@@ -48,13 +48,6 @@ def artifact_ready(path: Path) -> bool:
     return path.is_file() or (path / COMPLETE_MARKER).is_file()
 
 
-def artifact_size(path: Path) -> int:
-    """Bytes on disk of a file or a directory artifact."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
 def run_export(task: ExportTask) -> Path:
     """Build one artifact (in a worker process), holding its lock file: a run beside this one that wants the
     same artifact waits and then finds it done. A relocatable artifact is written under a temporary name of

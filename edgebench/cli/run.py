@@ -136,7 +136,7 @@ def _fronts_table(run_id: str, df: Any) -> Table:
             elif cost.name == "fpga_latency":
                 axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
-            p50 += " (disturbed)" if disturbance(row["details"]) is not None else ""
+            p50 += " (disturbed)" if disturbance(row.get("details")) is not None else ""
             table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
                           f"{row['size_bytes'] / 1024:.1f}",  # an external artifact's MACs are not counted: "?"
                           "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")

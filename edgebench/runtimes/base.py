@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.archive import artifact_size, compressed_size
 from edgebench.components import Component, missing_reason
 from edgebench.profile.table import LayerProfile, not_available
 from edgebench.registry import Registry
@@ -226,9 +227,6 @@ class Exporter(ABC):
     def sizes(self, artifact: Path) -> tuple[int, int | None]:
         """What the artifact's ``size_bytes`` and ``compressed_bytes`` are: its bytes on disk and those of its ZIP
         archive (a format whose files are mostly not the model, like an hls4ml project, says what stands for it)."""
-        from edgebench.archive import compressed_size
-        from edgebench.artifacts import artifact_size
-
         return artifact_size(artifact), compressed_size(artifact)
 
     def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
