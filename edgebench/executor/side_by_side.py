@@ -123,8 +123,8 @@ def _p50_on(ctx: Any, core: int, args: tuple[Any, ...]) -> float:
 def stand_in(weight_bytes: int) -> tuple[LayerShape, tuple[int, ...]]:
     """The layer the check times for a model of ``weight_bytes`` fp32 weights, and its input's shape: a small conv,
     which stays in a core's own cache, or a square Gemm reading as many weight bytes, for a model whose weights do
-    not fit there: a busy neighbour slows most what streams through the shared cache and memory (a VGG-16 at CIFAR
-    shape passed the small conv's check yet ran 5 % slower beside one)."""
+    not fit there: a busy neighbour slows most what streams through the shared cache and memory (in a test session a
+    VGG-16 at CIFAR shape passed the small conv's check yet ran 5 % slower beside one)."""
     from edgebench.prune.allocation.latency.table import LayerShape
 
     if weight_bytes <= CACHED_BYTES:
