@@ -178,6 +178,20 @@ def _check_plugins(spec: TargetSpec) -> None:
         if kind not in METERS:
             raise ValueError(f"energy.type: unknown meter '{kind}'; known: {', '.join(METERS.names())}, none")
         validate_options(METERS.get(kind), {k: v for k, v in spec.energy.items() if k != "type"}, "energy")
+        _check_meter_device(spec)
+
+
+def _check_meter_device(spec: TargetSpec) -> None:
+    """A GPU meter reads the GPU the target measures on (``device: cuda:N`` and ``energy.device_index: N``)."""
+    assert spec.energy is not None
+    index = spec.energy.get("device_index")
+    number = spec.device.partition(":")[2] or "0"
+    if index is None or not spec.device.startswith("cuda") or not number.isdigit():
+        return
+    device_index = int(number)
+    if int(index) != device_index:
+        raise ValueError(f"energy.device_index: {index} reads another GPU than device {spec.device}; set it to "
+                         f"{device_index}")
 
 
 #: the environment variable ``--targets-dir`` sets: every later lookup in this process (and its workers) sees it

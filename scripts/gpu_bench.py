@@ -15,6 +15,7 @@ the same calls keeps a GPU or host whose speed drifts between two windows out of
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,6 +74,23 @@ def ort_on_torch_stream(artifact: Path, x: np.ndarray) -> Callable[[], object]:
     return lambda: session.run(None, {name: x})
 
 
+def measure_case(backend: str, artifact: Path, precision: str, x: np.ndarray, runs: int, label: str) -> str:
+    """One runtime's row: harness p50 before and after, and both clocks on the same calls."""
+    started = time.perf_counter()
+    session = get_backend(backend).load(artifact, BackendSettings(device="cuda:0", precision=precision))
+    try:
+        p50, interval = harness_p50(session, x)
+        # torch sessions enqueue on torch's current stream, TensorRT on its own; ORT's own session is put on torch's
+        stream = getattr(session, "stream", torch.cuda.current_stream())
+        call = ort_on_torch_stream(artifact, x) if backend == "onnxruntime_cuda" else lambda: session.run(x)
+        host, events, adds = paired_ms(call, session.sync, stream, runs)
+        after, _ = harness_p50(session, x)
+    finally:
+        session.close()
+    return (f"{label:<22} {p50:>11.4f} {interval:>20} {after:>8.4f} | {host:>8.4f} {events:>10.4f} {adds:>9.4f} "
+            f"{adds / events:>6.1%}   ({time.perf_counter() - started:.0f} s incl. load/build)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="CUDA-event samples per runtime")
@@ -100,22 +118,19 @@ def main() -> None:
     print(f"{args.runs} calls timed by both clocks per runtime; ms")
     print(f"{'runtime':<22} {'harness p50':>11} {'95% interval':>20} {'after':>8} | {'host p50':>8} "
           f"{'events p50':>10} {'host adds':>9} {'':>6}")
-    stream = torch.cuda.current_stream()
+    failed = 0
     for label, backend, artifact, precision in cases:
         reason = get_backend(backend).available()
         if reason:
             print(f"{label:<22} not run: {reason}")
             continue
-        started = time.perf_counter()
-        session = get_backend(backend).load(artifact, BackendSettings(device="cuda:0", precision=precision))
-        p50, interval = harness_p50(session, x)
-        # torch and TensorRT sessions enqueue on torch's current stream; ORT's own session is put on it
-        call = ort_on_torch_stream(artifact, x) if backend == "onnxruntime_cuda" else lambda s=session: s.run(x)
-        host, events, adds = paired_ms(call, session.sync, stream, args.runs)
-        after, _ = harness_p50(session, x)
-        session.close()
-        print(f"{label:<22} {p50:>11.4f} {interval:>20} {after:>8.4f} | {host:>8.4f} {events:>10.4f} {adds:>9.4f} "
-              f"{adds / events:>6.1%}   ({time.perf_counter() - started:.0f} s incl. load/build)")
+        try:
+            print(measure_case(backend, artifact, precision, x, args.runs, label))
+        except Exception as exc:  # one runtime that fails to load or run must not end the others' rows
+            print(f"{label:<22} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            failed += 1
+    if failed:
+        sys.exit(f"gpu_bench: {failed} runtime(s) failed")
 
 
 if __name__ == "__main__":

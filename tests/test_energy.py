@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
 
-from edgebench.measure.energy import UnavailableMeter, create_meter, measure_idle_power
+from edgebench.measure.energy import MeterUnavailable, UnavailableMeter, create_meter, measure_idle_power
 from edgebench.measure.energy_csv import ExternalCsvMeter
 from edgebench.measure.energy_rapl import RaplMeter, RaplZone, counter_delta_uj, find_zones
 from edgebench.measure.energy_sampling import SamplingMeter, integrate_power
@@ -164,3 +165,28 @@ def test_nvml_meter_unavailable_without_gpu() -> None:
     if not isinstance(meter, UnavailableMeter):
         pytest.skip("an NVIDIA GPU is present: covered by tests/test_cuda.py")
     assert "NVML" in meter.reason
+
+
+@pytest.mark.parametrize(
+    ("index", "visible", "expected"),
+    [
+        (0, None, 0),
+        (1, "", 1),
+        (0, "1", 1),  # cuda:0 is the machine's GPU 1
+        (1, "3, 2", 2),
+        (0, "GPU-8f6b1c2e-0000-1111-2222-333344445555", "GPU-8f6b1c2e-0000-1111-2222-333344445555"),
+    ],
+)
+def test_nvml_reads_the_gpu_cuda_names(index: int, visible: str | None, expected: int | str) -> None:
+    from edgebench.measure.energy_nvml import visible_gpu
+
+    assert visible_gpu(index, visible) == expected
+
+
+@pytest.mark.parametrize(("index", "visible", "needle"), [(1, "0", "shows 1 GPU(s)"),
+                                                          (0, "MIG-1a2b", "no energy counter per instance")])
+def test_nvml_refuses_a_gpu_it_cannot_read(index: int, visible: str, needle: str) -> None:
+    from edgebench.measure.energy_nvml import visible_gpu
+
+    with pytest.raises(MeterUnavailable, match=re.escape(needle)):
+        visible_gpu(index, visible)

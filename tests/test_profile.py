@@ -142,7 +142,9 @@ def test_hls4ml_per_layer_latency_from_synthesis_reports(tmp_path: Path) -> None
     report_dir.mkdir(parents=True)
     (report_dir / "edgebench_csynth.xml").write_text(CSYNTH.format(top="edgebench", cycles=300))
     for module, cycles in (("conv_2d_cl_ap_fixed_config2_s", 200), ("relu_ap_fixed_relu_config3_s", 20),
-                           ("dense_latency_config6_s", 80), ("fill_buffer_1", 5)):
+                           ("dense_latency_config6_s", 80), ("fill_buffer_1", 5),
+                           # helpers inside layers 2 and 6 (names of a real io_stream project), their time in the layer's
+                           ("shift_line_buffer_array_ap_fixed_1u_config2_s", 7), ("dense_latency_config6_mult_s", 30)):
         (report_dir / f"{module}_csynth.xml").write_text(CSYNTH.format(top=module, cycles=cycles))
     (tmp_path / "firmware").mkdir()
     (tmp_path / "firmware" / "edgebench.cpp").write_text(FIRMWARE)
@@ -150,6 +152,7 @@ def test_hls4ml_per_layer_latency_from_synthesis_reports(tmp_path: Path) -> None
     profile = profile_hls4ml(tmp_path)
     rows = {r.layer: r for r in profile.rows}
     assert profile.status == "ok" and set(rows) == {"_0", "_1", "_4"}  # helper functions below layers dropped
+    assert rows["_4"].time_ms == pytest.approx(80 * 5.0 / 1e6)
     assert rows["_0"].time_ms == pytest.approx(200 * 5.0 / 1e6) and profile.run_ms == pytest.approx(300 * 5.0 / 1e6)
     assert rows["_0"].time_share == pytest.approx(200 / 300)
 

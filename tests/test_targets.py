@@ -65,6 +65,8 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
         ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
         ("backends: [onnxruntime]\nprecisions: [int4]\n", "precisions.0"),
+        ("backends: [torch_cuda]\ndevice: cuda:1\nenergy: {type: nvml, device_index: 0}\n",
+         "energy.device_index: 0 reads another GPU than device cuda:1; set it to 1"),
     ],
 )
 def test_wrong_fields_are_named(tmp_path: Path, text: str, needle: str) -> None:

@@ -10,6 +10,7 @@ labelled ``measured:nvml-power`` so the two are never confused.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -22,17 +23,42 @@ log = logging.getLogger(__name__)
 NVML = Package("nvidia-ml-py", "pynvml", "GPU energy (NVML)", extra="cuda")
 
 
+def visible_gpu(device_index: int, visible: str | None) -> int | str:
+    """NVML's name for CUDA's GPU ``device_index``: its NVML index, or its UUID.
+
+    NVML numbers every GPU of the machine and ignores ``CUDA_VISIBLE_DEVICES`` (``visible``), which CUDA and torch
+    number their devices by: with ``CUDA_VISIBLE_DEVICES=1``, ``cuda:0`` is NVML's GPU 1.
+    """
+    if visible is None or not visible.strip():
+        return device_index
+    entries = [entry.strip() for entry in visible.split(",")]
+    if device_index >= len(entries):
+        raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES={visible} shows {len(entries)} GPU(s); there is no GPU "
+                               f"{device_index} to read energy from (energy.device_index)")
+    entry = entries[device_index]
+    if entry.isdigit():
+        return int(entry)
+    if entry.startswith("MIG-"):
+        raise MeterUnavailable(f"GPU {device_index} is a MIG instance ({entry}): NVML has no energy counter per "
+                               "instance, only for the whole GPU")
+    return entry  # a GPU UUID
+
+
 def nvml_handle(device_index: int) -> tuple[Any, Any]:
-    """Initialise NVML and return ``(pynvml module, device handle)``, or raise MeterUnavailable saying why."""
+    """Initialise NVML and return ``(pynvml module, handle of CUDA's GPU device_index)``, or raise MeterUnavailable
+    saying why."""
     try:
         import pynvml
     except ImportError:
         raise MeterUnavailable(f"nvidia-ml-py is not installed: {NVML.install_hint}") from None
+    gpu = visible_gpu(device_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
     try:
         pynvml.nvmlInit()
-        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        if isinstance(gpu, int):
+            return pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu)
+        return pynvml, pynvml.nvmlDeviceGetHandleByUUID(gpu)
     except pynvml.NVMLError as exc:
-        raise MeterUnavailable(f"NVML cannot open GPU {device_index}: {exc} (no NVIDIA driver or GPU here)") from None
+        raise MeterUnavailable(f"NVML cannot open GPU {gpu}: {exc} (no NVIDIA driver or GPU here)") from None
 
 
 class _NvmlPowerSampler(SamplingMeter):

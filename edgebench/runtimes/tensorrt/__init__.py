@@ -6,6 +6,9 @@ from edgebench.runtimes.base import Runtime
 TENSORRT = Package("tensorrt", "tensorrt", "TensorRT engines (NVIDIA's wheel or JetPack)",
                    install="pip install tensorrt (x86-64 + CUDA) or JetPack on Jetson")
 
+#: the engines' optimisation profile takes batches of 1 to this (the offline scenario's batch)
+MAX_BATCH = 64
+
 RUNTIME = Runtime(
     name="tensorrt",
     summary="TensorRT engines from ONNX (fp16 from fp32 ONNX, int8 by calibration or from Q/DQ)",

@@ -2,9 +2,10 @@
 
 Engines only run on the GPU/TensorRT version that built them, so remote Jetsons
 receive the ONNX artifact and build at load (precision from the job; int8 from
-the Q/DQ int8 ONNX). Buffers live in torch CUDA tensors and the engine is
-enqueued on torch's current stream; ``sync`` waits for that stream, so the
-harness's clock brackets the GPU work. TensorRT >= 8.5 uses the named-tensor API
+the Q/DQ int8 ONNX). Buffers live in torch CUDA tensors; the copies and the
+engine run on a stream of the session's own (on the legacy default stream
+TensorRT adds synchronisations of its own to every enqueue), and ``sync`` waits
+for that stream, so the harness's clock brackets the GPU work. TensorRT >= 8.5 uses the named-tensor API
 (``execute_async_v3``), older JetPacks (Nano: 8.2) the bindings API.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from edgebench.errors import ArtifactError
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
-from edgebench.runtimes.tensorrt import TENSORRT
+from edgebench.runtimes.tensorrt import MAX_BATCH, TENSORRT
 from edgebench.runtimes.torch import NVIDIA_DRIVER
 from edgebench.runtimes.torch.cuda import torch_device
 
@@ -37,7 +38,8 @@ class TensorRTSession(Session):
         self._torch, self._engine, self._device = torch, engine, device
         self._details = {"engine_build_s": build_s, "tensorrt": trt.__version__}
         self._context = engine.create_execution_context()
-        self._stream = torch.cuda.current_stream(device)
+        #: where the copies and the engine run (CUDA events recorded on it bracket the GPU work)
+        self.stream = torch.cuda.Stream(device)
         self._v3 = hasattr(self._context, "execute_async_v3")
         names = [engine.get_tensor_name(i) if self._v3 else engine.get_binding_name(i)
                  for i in range(engine.num_io_tensors if self._v3 else engine.num_bindings)]
@@ -67,9 +69,12 @@ class TensorRTSession(Session):
         """(Re)allocate the GPU buffers for a new batch size."""
         torch, context = self._torch, self._context
         if self._v3:
-            context.set_input_shape(self._input, shape)
+            accepted = context.set_input_shape(self._input, shape)
         else:
-            context.set_binding_shape(self._engine.get_binding_index(self._input), shape)
+            accepted = context.set_binding_shape(self._engine.get_binding_index(self._input), shape)
+        if not accepted:
+            raise ArtifactError(f"the TensorRT engine does not take input shape {shape}: engines edgebench builds take "
+                                f"batches of 1 to {MAX_BATCH} (measurement.batch_size)")
         self._x = torch.empty(shape, dtype=self._dtype(self._input), device=self._device)
         self._y = torch.empty(self._shape(self._output), dtype=self._dtype(self._output), device=self._device)
         if self._v3:
@@ -80,14 +85,15 @@ class TensorRTSession(Session):
     def run(self, inputs: np.ndarray) -> np.ndarray:
         if inputs.shape[0] != self._batch:
             self._bind(tuple(inputs.shape))
-        self._x.copy_(self._torch.from_numpy(inputs), non_blocking=False)
-        if self._v3:
-            ok = self._context.execute_async_v3(self._stream.cuda_stream)
-        else:
-            ok = self._context.execute_async_v2([self._x.data_ptr(), self._y.data_ptr()], self._stream.cuda_stream)
-        if not ok:
-            raise RuntimeError("TensorRT execution failed (see the TensorRT log)")
-        return self._y.float().cpu().numpy()
+        with self._torch.cuda.stream(self.stream):  # copies and engine in order on one stream
+            self._x.copy_(self._torch.from_numpy(inputs), non_blocking=False)
+            if self._v3:
+                ok = self._context.execute_async_v3(self.stream.cuda_stream)
+            else:
+                ok = self._context.execute_async_v2([self._x.data_ptr(), self._y.data_ptr()], self.stream.cuda_stream)
+            if not ok:
+                raise RuntimeError("TensorRT execution failed (see the TensorRT log)")
+            return self._y.float().cpu().numpy()
 
     def details(self) -> dict[str, Any]:
         """Engine build time on this device (None when a prebuilt engine was loaded)."""
@@ -107,7 +113,7 @@ class TensorRTSession(Session):
         return profile_tensorrt(self._trt, self._context, run, layers, runs=runs)
 
     def sync(self) -> None:
-        self._stream.synchronize()
+        self.stream.synchronize()
 
 
 @BACKENDS.register("tensorrt")

@@ -1,10 +1,11 @@
-"""TensorRT engines built from the ONNX artifact (fp32, fp16, int8 with entropy calibration).
+"""TensorRT engines built from the ONNX artifact (fp32, fp16, int8 with entropy calibration), TensorRT 8.2 to 11.
 
 Engines are specific to the GPU and TensorRT version that built them, so the
 exporter is for a local GPU; remote Jetsons build on the device (the TensorRT
 backend accepts ``.onnx`` and builds at load). int8 comes either from an
-IInt8EntropyCalibrator2 over training images (fp32 ONNX) or from the Q/DQ nodes
-of the int8 ONNX artifact (explicit quantization, no calibrator). The build time
+IInt8EntropyCalibrator2 over training images (fp32 ONNX; from TensorRT 11, which has
+no calibrators, ONNX Runtime's entropy calibration writes the Q/DQ nodes) or from the
+Q/DQ nodes of the int8 ONNX artifact (explicit quantization, no calibrator). The build time
 is recorded next to the engine in ``<engine>.json``. Device buffers use torch's
 CUDA allocator, so a CUDA build of torch is needed beside TensorRT.
 """
@@ -24,12 +25,11 @@ from torch import nn
 from edgebench.components import missing_reason
 from edgebench.errors import ArtifactError, require_module
 from edgebench.runtimes.base import EXPORTERS, Exporter
-from edgebench.runtimes.tensorrt import TENSORRT
+from edgebench.runtimes.tensorrt import MAX_BATCH, TENSORRT
+from edgebench.runtimes.tensorrt.qdq import write_tensorrt_qdq
 from edgebench.variants import QuantSpec
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 64  # optimisation profile upper bound (offline scenario)
 
 
 def import_tensorrt() -> Any:
@@ -81,45 +81,89 @@ def _calibrator(trt: Any, images: np.ndarray, batch_size: int, cache_file: Path)
     return EntropyCalibrator()
 
 
+def tensorrt_major(trt: Any) -> int:
+    """TensorRT's major version (11 removed weak typing: no FP16/INT8 builder flags, no calibrators)."""
+    return int(trt.__version__.split(".")[0])
+
+
+def _strongly_typed_input(onnx_path: Path, precision: str, calibration: np.ndarray | None, tmp: Path) -> Path:
+    """The ONNX a strongly typed build (TensorRT >= 11) needs for ``precision``: fp16 tensors for fp16, Q/DQ for int8.
+
+    int8 without Q/DQ is quantized here as TensorRT wants it (signed symmetric activations, 8-bit per-channel
+    weights) on the calibration images with the entropy calibrator, the same rule as IInt8EntropyCalibrator2.
+    """
+    if precision == "fp16":
+        from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
+
+        convert_fp16(onnx_path, tmp / "fp16.onnx")
+        return tmp / "fp16.onnx"
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 TensorRT from an fp32 ONNX needs calibration images")
+    from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
+
+    quantize_qdq(onnx_path, tmp / "int8.onnx", calibration.astype(np.float32), calibrator="entropy",
+                 reduce_range=False, symmetric_activations=True, signed_activations=True)
+    return tmp / "int8.onnx"
+
+
+def _set_workspace(trt: Any, config: Any, workspace_mb: int) -> None:
+    """The builder's scratch memory: memory pools from TensorRT 8.4, ``max_workspace_size`` before (JetPack 4)."""
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    else:
+        config.max_workspace_size = workspace_mb << 20
+
+
 def build_engine(onnx_path: Path, precision: str, calibration: np.ndarray | None = None,
                  workspace_mb: int = 1024) -> tuple[bytes, float]:
     """Serialized engine for ``precision`` and its build time in seconds.
 
-    int8 uses the graph's Q/DQ nodes when present, else calibrates on ``calibration``.
+    int8 uses the graph's Q/DQ nodes when present (made signed and symmetric, see ``qdq``), else calibrates on
+    ``calibration``. TensorRT < 11 builds fp16 and int8 with its precision flags (layers int8 cannot run fall back to
+    fp16); TensorRT >= 11 builds strongly typed networks, from an fp16 ONNX or a Q/DQ one (other layers in fp32).
     """
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"TensorRT cannot build precision '{precision}'; use fp32, fp16 or int8")
     trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    trt10 = int(trt.__version__.split(".")[0]) >= 10  # explicit batch is the only mode from 10 on
-    network = builder.create_network(0 if trt10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ArtifactError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    weakly_typed = tensorrt_major(trt) < 11
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        if precision != "fp32" and not weakly_typed and not (precision == "int8" and onnx_has_qdq(onnx_path)):
+            onnx_path = _strongly_typed_input(onnx_path, precision, calibration, tmp)
+        explicit_int8 = precision == "int8" and onnx_has_qdq(onnx_path)
+        if explicit_int8:
+            write_tensorrt_qdq(onnx_path, tmp / "qdq.onnx")
+            onnx_path = tmp / "qdq.onnx"
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        # explicit batch is the only mode from 10 on; before, it is a creation flag
+        network = builder.create_network(0 if tensorrt_major(trt) >= 10
+                                         else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ArtifactError(f"TensorRT cannot parse {onnx_path}: {errors}")
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    tensor = network.get_input(0)
-    chw = tuple(tensor.shape)[1:]
-    profile = builder.create_optimization_profile()
-    profile.set_shape(tensor.name, (1, *chw), (1, *chw), (MAX_BATCH, *chw))
-    config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
-    with tempfile.TemporaryDirectory() as tmp:
-        if precision == "int8":
+        config = builder.create_builder_config()
+        _set_workspace(trt, config, workspace_mb)
+        tensor = network.get_input(0)
+        chw = tuple(tensor.shape)[1:]
+        profile = builder.create_optimization_profile()
+        profile.set_shape(tensor.name, (1, *chw), (1, *chw), (MAX_BATCH, *chw))
+        config.add_optimization_profile(profile)
+        if weakly_typed and precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
+        if weakly_typed and precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-            if not onnx_has_qdq(onnx_path):
+            if not explicit_int8:
                 if calibration is None or len(calibration) == 0:
                     raise ValueError("int8 TensorRT from an fp32 ONNX needs calibration images")
                 batch = min(32, len(calibration))
                 config.int8_calibrator = _calibrator(trt, calibration.astype(np.float32), batch,
-                                                     Path(tmp) / "calibration.cache")
+                                                     tmp / "calibration.cache")
                 calibration_profile = builder.create_optimization_profile()  # calibration runs at kOPT
                 calibration_profile.set_shape(tensor.name, *[(batch, *chw)] * 3)
                 config.set_calibration_profile(calibration_profile)
-        elif precision not in ("fp32", "fp16"):
-            raise ValueError(f"TensorRT cannot build precision '{precision}'; use fp32, fp16 or int8")
         t0 = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
         build_s = time.perf_counter() - t0
