@@ -280,6 +280,15 @@ def test_a_functional_add_and_any_ap_type_spelling_are_checked_for_overflow() ->
     assert fixed_range("ap_ufixed<16,6>") == (0.0, 64.0, False) and fixed_range("ap_fixed<8,3,AP_TRN,AP_SAT>") == (
         -4.0, 4.0, True)
     assert fixed_range("ap_int<8>") is None
+    # rounding to nearest: the top half step (2^-6 for 5 fractional bits) rounds up to 4, out of range
+    assert fixed_range("ap_fixed<8,3,AP_RND>") == (-4.0 - 2**-6, 4.0 - 2**-6, False)
+    edge = np.full((1, 1, 4, 4), 0.999 / 9, dtype=np.float32)  # each branch 1.998, their sum 3.996 rounds to 4
+
+    def adds(precision: str) -> list[str]:
+        return [o for o in overflowing_layers(model, edge, precision) if o.startswith("add ")]
+
+    assert adds("ap_fixed<8,3,AP_RND>") == ["add reaches 4"]  # 3.996 printed to 3 digits
+    assert adds("ap_fixed<8,3>") == []  # truncation keeps 3.96875
 
 
 VITIS_CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>

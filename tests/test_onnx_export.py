@@ -64,3 +64,17 @@ def test_the_artifact_holds_the_graph_and_weights_not_the_exporters_debugging_no
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0],
                                    model(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+def test_the_fp16_file_is_valid_onnx_with_its_macs_counted(tmp_path: Path) -> None:
+    """The fp16 converter appends the input's Cast after the nodes reading it; the file is sorted again, so the
+    ONNX checker takes it and shape inference (which the graph's MAC count needs) sees every node."""
+    from edgebench.models.graph_cost import graph_cost
+    from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
+
+    torch.manual_seed(0)
+    export_fp32_onnx(digits_cnn().eval(), torch.randn(1, 1, 8, 8), tmp_path / "fp32.onnx")
+    convert_fp16(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
+    onnx.checker.check_model(onnx.load(tmp_path / "fp16.onnx"), full_check=True)
+    fp16, fp32 = (graph_cost(tmp_path / f"{name}.onnx", "onnx", (1, 8, 8)) for name in ("fp16", "fp32"))
+    assert fp16["macs"] == fp32["macs"] > 0

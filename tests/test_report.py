@@ -159,6 +159,10 @@ def test_fpga_section_shows_synthesis_figures_or_why_not() -> None:
     assert "1234 cycles / 6.17 µs" in html and "5,000 (1.8%)" in html and "40 (1.6%)" in html
     assert "not synthesised: vitis_hls not on PATH" in html
     assert "baseline/fp32" not in html  # not an FPGA measurement
+    wrapped = {**hls, "overflow": ["conv1 reaches 9.2", "a", "b", "c"]}
+    rows.at[1, "details"] = {"hls4ml": wrapped, "synthesis": {"status": "not synthesised", "reason": "no tool"}}
+    html = fpga_section(rows)
+    assert "4 tensors: conv1 reaches 9.2; a; b; ..." in html and ">none<" in html
     assert fpga_section(rows.iloc[2:]) is None
 
 

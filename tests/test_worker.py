@@ -85,6 +85,24 @@ def test_int8_onnx_is_smaller_and_close(eval_files, tmp_path):
     assert fp32.stat().st_size > 0
 
 
+def test_images_whose_outputs_overflow_are_wrong_not_class_0(eval_files, tmp_path):
+    """Inputs past fp16's 65504 make the fp16 model's logits inf/NaN; argmax of a NaN row is 0, which scored every
+    label-0 image as right. They count as wrong now, how many is stored, and the output error is inf, not null."""
+    _, _, model = eval_files
+    x = np.random.default_rng(1).standard_normal((40, 3, 8, 8)).astype(np.float32) * 1e5
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()  # finite in fp32
+    y = np.arange(40) % 4  # every class, class 0 included
+    np.savez(tmp_path / "big.npz", x=x, y=y)
+    np.savez(tmp_path / "big-ref.npz", logits=logits[:16])
+    artifact = get_exporter("torch").export(model, QuantSpec(precision="fp16"), x, tmp_path / "m.pt")
+    result = run_one(_job(artifact, tmp_path / "big.npz", tmp_path / "big-ref.npz", "torch"), timeout_s=120)
+    assert result.status == "ok", result.error
+    bad = result.details["non_finite_outputs"]
+    assert 0 < bad <= 40 and result.max_abs_diff == float("inf")
+    assert result.accuracy <= (40 - bad) / 40
+
+
 class _Crash:
     def __reduce__(self):
         return (os._exit, (7,))

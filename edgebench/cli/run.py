@@ -156,6 +156,23 @@ def _print_disturbed(df: Any) -> None:
                    "again on a quieter machine")
 
 
+def _print_overflow(df: Any) -> None:
+    """Measurements whose outputs overflowed: images with NaN/inf logits (counted as wrong) and hls4ml fixed-point
+    types the calibration images left (the C simulation wraps around or saturates there)."""
+    ok = df[df["status"] == "ok"]
+    for _, row in ok.iterrows():
+        details = row["details"] if isinstance(row["details"], dict) else {}
+        where = f"{row['label']} on {row['target']}/{row['backend']}"
+        if details.get("non_finite_outputs"):
+            print_line("overflow:", "yellow", f"{where}: {details['non_finite_outputs']} of {row['n_eval']} images gave "
+                       "NaN or inf outputs, counted as wrong (fp16 holds at most 65504: scale the inputs down)")
+        tensors = (details.get("hls4ml") or {}).get("overflow") or []
+        if tensors:
+            print_line("overflow:", "yellow", f"{where}: {len(tensors)} tensors leave "
+                       f"{details['hls4ml'].get('precision', 'the fixed-point type')} on the calibration images (e.g. "
+                       f"{tensors[0]}): give quantization.fixed_point more integer bits")
+
+
 def grouped_failures(failed: list[str]) -> list[str]:
     """``where: error`` lines with jobs that failed for one reason (a conversion every variant fails) as one line
     naming them: fifteen copies of a 400-character error hid the other failures."""
@@ -178,6 +195,7 @@ def _print_summary(results: Any) -> None:
     df = results.stored()
     console.print(_fronts_table(outcome.run_id, df))
     _print_disturbed(df)
+    _print_overflow(df)
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))

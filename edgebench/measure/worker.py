@@ -10,6 +10,7 @@ devices over SSH.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -151,12 +152,18 @@ def execute(job: Job) -> JobResult:
     if job.measure.accuracy_samples:
         x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
     logits = predict_all(session, x, batch_size)
-    accuracy = float((logits.argmax(axis=1) == y).mean())
+    # an image whose logits overflowed (fp16 past 65504, a fixed-point type that wrapped to garbage is finite) is
+    # wrong, not class 0, which argmax of a NaN row says
+    finite = np.isfinite(logits).all(axis=1)
+    accuracy = float(((logits.argmax(axis=1) == y) & finite).mean())
+    if not finite.all():
+        session_details["non_finite_outputs"] = int((~finite).sum())
+        log.warning("%d of %d images gave non-finite outputs (NaN or inf): counted as wrong", (~finite).sum(), len(y))
     max_diff = None
     if job.reference:
         ref = np.load(job.reference)["logits"]
         n = min(len(ref), job.measure.reference_samples)
-        max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max())
+        max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max()) if finite[:n].all() else math.inf
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
     session.close()
 

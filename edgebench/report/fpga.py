@@ -44,11 +44,21 @@ def fpga_section(ok: pd.DataFrame) -> str | None:
             f"<tr><td class=l>{esc(r['label'])}</td><td class=l>{esc(r['target'])}</td>"
             f"<td class=l>{esc(hls.get('part', ''))}</td><td class=l>{esc(hls.get('precision', ''))}</td>"
             f"<td>{esc(hls.get('reuse_factor', ''))}</td><td class=l>{esc(hls.get('io_type', ''))}</td>"
-            f"<td>{r['accuracy']:.4f}</td><td class=l>{esc(latency)}</td><td>{esc(interval)}</td>"
+            f"<td>{r['accuracy']:.4f}</td><td class=l>{esc(_overflow_cell(hls))}</td>"
+            f"<td class=l>{esc(latency)}</td><td>{esc(interval)}</td>"
             + "".join(f"<td>{esc(c)}</td>" for c in resources) + "</tr>"
         )
     if not rows:
         return None
-    header = ["variant", "target", "part", "precision", "reuse", "io", "C-sim accuracy", "latency", "II",
+    header = ["variant", "target", "part", "precision", "reuse", "io", "C-sim accuracy", "overflow", "latency", "II",
               *_RESOURCES]
     return table_html(header, rows, left=6)
+
+
+def _overflow_cell(hls: dict) -> str:
+    """The tensors the calibration images drove out of the fixed-point range (the C simulation's outputs there wrap
+    around or saturate), or "none"."""
+    overflow = hls.get("overflow") or []
+    if not overflow:
+        return "none"
+    return f"{len(overflow)} tensors: " + "; ".join(overflow[:3]) + ("; ..." if len(overflow) > 3 else "")

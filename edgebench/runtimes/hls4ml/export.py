@@ -127,15 +127,19 @@ _AP_FIXED = re.compile(r"(?:ap_)?(u?)fixed<(\d+),(-?\d+)(?:,(\w+))?(?:,(\w+))?(?
 
 
 def fixed_range(precision: str) -> tuple[float, float, bool] | None:
-    """``(lowest, end, saturates)`` of an AP fixed-point type: it holds ``lowest <= v < end`` (signed
+    """``(lowest, end, saturates)`` of an AP fixed-point type: a value ``lowest <= v < end`` stays in range (signed
     [-2^(I-1), 2^(I-1)), unsigned [0, 2^I)); beyond, its overflow mode saturates or (AP_WRAP, the default) wraps
-    around. None for what is not such a type (ap_int)."""
+    around. A rounding mode (AP_RND*) moves both ends down half a step, 2^-(W-I+1): a value in the top half step
+    rounds up to 2^(I-1), out of range (ap_fixed<8,3,AP_RND> sends 3.99 to -4). None for what is not such a type
+    (ap_int)."""
     match = _AP_FIXED.fullmatch(precision.replace(" ", ""))
     if match is None:
         return None
-    unsigned, integer, overflow = match[1] == "u", int(match[3]), (match[5] or "AP_WRAP").upper()
+    unsigned, width, integer = match[1] == "u", int(match[2]), int(match[3])
+    rounding, overflow = (match[4] or "AP_TRN").upper(), (match[5] or "AP_WRAP").upper()
     end = 2.0 ** integer if unsigned else 2.0 ** (integer - 1)
-    return (0.0 if unsigned else -end), end, "SAT" in overflow
+    half_step = 2.0 ** -(width - integer + 1) if rounding.startswith("AP_RND") else 0.0
+    return (0.0 if unsigned else -end) - half_step, end - half_step, "SAT" in overflow
 
 
 def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str) -> list[str]:

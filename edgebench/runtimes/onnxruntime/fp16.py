@@ -21,8 +21,11 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> None:
     fp32 (a Cast at each end), so the harness feeds and reads it like the fp32 model."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(out_path))
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True))
+    model.topological_sort()  # the converter appends the input's Cast after the nodes that read it: invalid ONNX
+    onnx.save(model.model, str(out_path))
 
 
 def _fp16_initializers(graph: Any) -> int:
