@@ -96,6 +96,13 @@ def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
     assert to_nchw(np.zeros((2, 4, 4, 3), np.uint8), "x", file).shape == (2, 3, 4, 4)  # 4x4 RGB, not 4 ch of 4x3
     assert to_nchw(np.zeros((2, 3, 4, 4), np.uint8), "x", file).shape == (2, 3, 4, 4)
     assert to_nchw(np.zeros((2, 1, 3, 3), np.uint8), "x", file).shape == (2, 1, 3, 3)
+    # 16-channel images: no axis is 1, 3 or 4 channels; the layout that makes them square (was read as 8 ch of 8x16)
+    assert to_nchw(np.zeros((2, 8, 8, 16), np.float32), "x", file).shape == (2, 16, 8, 8)
+    assert to_nchw(np.zeros((2, 16, 8, 8), np.float32), "x", file).shape == (2, 16, 8, 8)
+    with pytest.raises(DatasetError, match=r"cannot tell whether 'x' of shape \(2, 8, 8, 8\) is NCHW or NHWC.*layout"):
+        to_nchw(np.zeros((2, 8, 8, 8), np.float32), "x", file)
+    assert to_nchw(np.arange(2 * 8 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 8), "x", file, "NHWC")[0, 1, 0, 0] == 1
+    assert to_nchw(np.zeros((2, 8, 8, 8), np.float32), "x", file, ambiguous="NCHW").shape == (2, 8, 8, 8)
     with pytest.raises(DatasetError, match="x_train"):
         np.savez(tmp_path / "bad.npz", x=np.zeros(3))
         load_dataset("npz", path=tmp_path / "bad.npz")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -14,20 +15,42 @@ from edgebench.errors import DatasetError, first_line
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
+#: how an image array's axes are ordered; ``auto`` reads it from the shape
+Layout = Literal["auto", "NCHW", "NHWC"]
 
-def to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
-    """Accept (N,H,W), NCHW or NHWC images (channels: 1, 3 or 4); uint8 is scaled to [0, 1]."""
+
+def to_nchw(x: np.ndarray, key: str, path: Path, layout: Layout = "auto", ambiguous: Layout | None = None) -> np.ndarray:
+    """(N,H,W), NCHW or NHWC images as NCHW float32; uint8 is scaled to [0, 1].
+
+    ``layout`` ``auto`` reads the layout from the shape (:func:`guess_layout`); where the shape cannot tell,
+    ``ambiguous`` is taken, or without one a DatasetError asks for ``layout``.
+    """
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
         raise DatasetError(f"{path}: '{key}' must be images (N,H,W), (N,C,H,W) or (N,H,W,C); got shape {x.shape}")
-    channels_last = x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4)
-    if x.shape[-1] in (1, 3, 4) and x.shape[1] in (1, 3, 4):  # tiny images (4x4x3): the layout whose images are square
-        channels_last = x.shape[1] == x.shape[2] and x.shape[2] != x.shape[3]
-    if channels_last:
+    if layout == "auto":
+        layout = guess_layout(x.shape) or ambiguous or "auto"
+    if layout == "auto":
+        raise DatasetError(f"{path}: cannot tell whether '{key}' of shape {x.shape} is NCHW or NHWC (neither or both "
+                           "of its first and last image axes look like 1, 3 or 4 channels, and its images are not "
+                           "square one way only); set the dataset's layout: NCHW or NHWC")
+    if layout == "NHWC":
         x = x.transpose(0, 3, 1, 2)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return x.astype(np.float32) / scale
+
+
+def guess_layout(shape: tuple[int, ...]) -> Layout | None:
+    """NCHW or NHWC from an image batch's shape: the axis that looks like 1, 3 or 4 channels when only one does,
+    else the layout whose images are square when only one makes them square; None when neither tells."""
+    first, last = shape[1] in (1, 3, 4), shape[3] in (1, 3, 4)
+    if first != last:
+        return "NCHW" if first else "NHWC"
+    square_nchw, square_nhwc = shape[2] == shape[3], shape[1] == shape[2]
+    if square_nchw != square_nhwc:
+        return "NCHW" if square_nchw else "NHWC"
+    return None
 
 
 def read_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -77,23 +100,24 @@ def read_eval_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @DATASETS.register("npz")
-def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
-    """Arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from one ``.npz`` file."""
+def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1, layout: Layout = "auto") -> DatasetSplits:
+    """Arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from one ``.npz`` file; ``layout``
+    says how the image axes are ordered where the shape cannot (``auto``: from the shape)."""
     if path is None or not Path(path).expanduser().is_file():
         raise DatasetError(f"npz: {path} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
     file = Path(path).expanduser()
     data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], file)
-    x_val = to_nchw(data["x_val"], "x_val", file) if "x_val" in data else None
+    images = {key: to_nchw(data[key], key, file, layout) for key in ("x_train", "x_test", "x_val") if key in data}
     return make_splits(
         file.stem,
-        to_nchw(data["x_train"], "x_train", file),
+        images["x_train"],
         data["y_train"],
-        to_nchw(data["x_test"], "x_test", file),
+        images["x_test"],
         data["y_test"],
         val_fraction,
         seed,
-        x_val=x_val,
+        x_val=images.get("x_val"),
         y_val=data.get("y_val"),
     )
 

@@ -87,7 +87,8 @@ def splits_from(loaded: Any, name: str) -> DatasetSplits:
                            "{'train': ..., 'test': ...} (torch Datasets or (x, y) arrays) or a mapping of arrays "
                            "x_train, y_train, x_test, y_test")
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], where)
-    nchw = {k: to_nchw(v, k, where) for k, v in data.items() if k.startswith("x_")}
+    # a shape that cannot tell its layout is taken as NCHW, torch's own (a loader has no layout option)
+    nchw = {k: to_nchw(v, k, where, ambiguous="NCHW") for k, v in data.items() if k.startswith("x_")}
     return make_splits(name, nchw["x_train"], data["y_train"], nchw["x_test"], data["y_test"], VAL_FRACTION, SEED,
                        x_val=nchw.get("x_val"), y_val=data.get("y_val"),
                        num_classes=_num_classes(loaded) if isinstance(loaded, Mapping) else None)
