@@ -297,3 +297,21 @@ def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
     assert "overflow: b/fixed on local-hls4ml-csim/hls4ml: 2 tensors leave ap_fixed<8,3> on the calibration images " \
            "(e.g. conv1 reaches 9.2)" in text
     assert "c/fp32" not in text
+
+
+def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:
+    """ratio 0.25 at round_to 8 keeps 16 filters (12/8 = 1.5 rounds to 2): the variant is the baseline's model."""
+    import pandas as pd
+
+    from edgebench.cli.common import console
+    from edgebench.cli.run import _print_unpruned
+
+    df = pd.DataFrame({"variant_id": ["b", "p", "q", "p8"], "parent_id": [None, "b", "b", "p"],
+                       "label": ["baseline/fp32", "l1-0.25/fp32", "l1-0.5/fp32", "l1-0.25/int8"],
+                       "kind": ["baseline", "structured", "structured", "structured"], "ratio": [0.0, 0.25, 0.5, 0.25],
+                       "precision": ["fp32", "fp32", "fp32", "int8"], "macs": [601600.0, 601600.0, 153344.0, 601600.0]})
+    with console.capture() as captured:
+        _print_unpruned(df)
+    lines = [" ".join(line.split()) for line in captured.get().splitlines() if line.strip()]
+    assert lines == ["pruned nothing: l1-0.25/fp32 kept every filter of its parent (601,600 MACs): ratio 0.25 rounds "
+                     "back to each layer's width (see pruning.round_to)"]

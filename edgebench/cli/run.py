@@ -173,6 +173,20 @@ def _print_overflow(df: Any) -> None:
                        f"{tensors[0]}): give quantization.fixed_point more integer bits")
 
 
+def _print_unpruned(df: Any) -> None:
+    """Structured variants that removed no filter (a small ratio, or ``round_to`` at least a layer's kept width,
+    rounds every layer back to its width): a "pruned" point that is the baseline under another name."""
+    if df.empty:
+        return
+    macs = dict(zip(df["variant_id"], df["macs"], strict=True))
+    pruned = df[(df["kind"] == "structured") & (df["ratio"].fillna(0) > 0)].drop_duplicates("variant_id")
+    for _, row in pruned.iterrows():
+        parent = macs.get(row["parent_id"])
+        if parent is not None and row["macs"] == parent and row["precision"] == "fp32":
+            print_line("pruned nothing:", "yellow", f"{row['label']} kept every filter of its parent ({parent:,.0f} "
+                       f"MACs): ratio {row['ratio']:g} rounds back to each layer's width (see pruning.round_to)")
+
+
 def grouped_failures(failed: list[str]) -> list[str]:
     """``where: error`` lines with jobs that failed for one reason (a conversion every variant fails) as one line
     naming them: fifteen copies of a 400-character error hid the other failures."""
@@ -196,6 +210,7 @@ def _print_summary(results: Any) -> None:
     console.print(_fronts_table(outcome.run_id, df))
     _print_disturbed(df)
     _print_overflow(df)
+    _print_unpruned(df)
     _print_where(df)
     console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
