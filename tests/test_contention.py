@@ -53,6 +53,15 @@ def test_probe_counts_others_beyond_the_spare_cores(tmp_path: Path, monkeypatch:
     busy = probe.stop(1.0)
     assert busy is not None and busy.other_cores == pytest.approx(1.3) and busy.flagged
 
+    # 4 ticks land in a 1.4 ms window (the counters advance a tick at a time): at most the 2 cores, never flagged
+    own = iter([10.0, 10.0])
+    monkeypatch.setattr(contention, "_own_seconds", lambda: next(own))
+    stat.write_text(_stat((0, 0)))
+    probe = ContentionProbe.start(threads=1)
+    stat.write_text(_stat((2, 2)))
+    short = probe.stop(0.0014)
+    assert short is not None and short.other_cores == 2.0 and not short.flagged
+
 
 def test_real_busy_processes_flag_a_measurement(tmp_path: Path) -> None:
     job = reference_job(tmp_path)

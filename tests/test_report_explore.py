@@ -57,7 +57,10 @@ def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:
     # the p50's interval: the error bar's ends on the latency axis, and the hover's line
     low, high = first["p50_low_ms"], first["p50_high_ms"]
     assert low < first["p50_ms"] < high and (data["latency_low"][0], data["latency_high"][0]) == (low, high)
-    assert data["t_interval"][0] == f"[{low:.4g}, {high:.4g}] ms (±{max(first['p50_ms'] - low, high - first['p50_ms']) / first['p50_ms']:.1%})"
+    side = max(first["p50_ms"] - low, high - first["p50_ms"]) / first["p50_ms"]
+    assert data["t_interval"][0] == f"[{low:.4g}, {high:.4g}] ms (±{side:.1%}, {first['ci_confidence']:.0%} confidence)"
+    ok.loc[ok.index[0], "ci_confidence"] = 0.5  # the hover says the asked confidence, not always 95 %
+    assert source_data(ok, [METRICS["latency"]])["t_interval"][0].endswith(", 50% confidence)")
     assert "size_low" not in data  # only latency percentiles have intervals
     assert data["context"][:2] == ["local-cpu · onnxruntime", "rpi5 · onnxruntime"]
     assert set(data["marker"]) == {"circle", "square"}  # fp32, int8

@@ -26,6 +26,9 @@ CONTENDED_CORES = 0.1
 THRESHOLD_ENV = "EDGEBENCH_CONTENDED_CORES"
 #: below this much CPU time taken by others the tick-based counters cannot tell it from their own error
 _RESOLUTION_S = 0.03
+#: a window shorter than this many kernel ticks cannot be judged: the counters advance a whole tick at a time, and a
+#: tick another process earned before the window can land inside it (4 ticks in a 1.4 ms window read as 29 cores)
+_MIN_TICKS = 5
 #: /proc/stat columns that are work (not idle or iowait); guest time is already inside user
 _BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
 
@@ -72,9 +75,11 @@ class ContentionProbe:
             return None
         others = max(0.0, (busy - self.busy) - (_own_seconds() - self.own))
         spare = max(0, len(self.cores) - self.threads)
-        preempting = max(0.0, others / window_s - spare)
+        other_cores = min(others / window_s, float(len(self.cores)))  # no more cores than there are
+        preempting = max(0.0, other_cores - spare)
         threshold = float(os.environ.get(THRESHOLD_ENV) or CONTENDED_CORES)
-        return Contention(other_cores=round(others / window_s, 4), other_cpu_s=round(others, 4),
+        judged = window_s >= _MIN_TICKS / os.sysconf("SC_CLK_TCK")
+        return Contention(other_cores=round(other_cores, 4), other_cpu_s=round(others, 4),
                           window_s=round(window_s, 4), cores=sorted(self.cores), spare_cores=spare,
                           threshold=threshold,
-                          flagged=preempting > threshold and preempting * window_s >= _RESOLUTION_S)
+                          flagged=judged and preempting > threshold and preempting * window_s >= _RESOLUTION_S)

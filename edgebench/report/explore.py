@@ -48,7 +48,7 @@ _BOKEH_MARKERS = {"o": "circle", "^": "triangle", "s": "square", "D": "diamond",
 #: what a point's hover shows: (line title, source column)
 TOOLTIP = (
     ("variant", "@label"), ("made by", "@how"), ("precision", "@precision"), ("target", "@context"),
-    ("accuracy", "@t_accuracy"), ("latency p50 / p90 / p99", "@t_latency"), ("p50 95% interval", "@t_interval"),
+    ("accuracy", "@t_accuracy"), ("latency p50 / p90 / p99", "@t_latency"), ("p50 interval", "@t_interval"),
     ("size", "@t_size"),
     ("MACs", "@t_macs"), ("FPGA cost", "@t_fpga"), ("energy", "@t_energy"), ("peak RSS", "@t_memory"),
 )  # fmt: skip
@@ -99,11 +99,14 @@ def _fpga(row: pd.Series) -> str:
 
 
 def _interval(row: pd.Series) -> str:
-    """The p50's confidence interval and its larger side relative to the p50 ('—' when none was recorded)."""
+    """The p50's confidence interval, its larger side relative to the p50 and its confidence ('—' when none was
+    recorded)."""
     p50, low, high = (row.get(c) for c in ("p50_ms", "p50_low_ms", "p50_high_ms"))
     if any(not isinstance(v, int | float) or not np.isfinite(v) for v in (p50, low, high)) or not p50 > 0:
         return "—"
-    return f"[{low:.4g}, {high:.4g}] ms (±{max(p50 - low, high - p50) / p50:.1%})"
+    confidence = row.get("ci_confidence")
+    level = f", {confidence:.0%} confidence" if isinstance(confidence, int | float) and np.isfinite(confidence) else ""
+    return f"[{low:.4g}, {high:.4g}] ms (±{max(p50 - low, high - p50) / p50:.1%}{level})"
 
 
 def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[Any]]:
