@@ -7,6 +7,7 @@ SSH, where an older or newer edgebench may run: see :class:`JobResult` for how i
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import (
@@ -21,6 +22,12 @@ from pydantic import (
 
 #: the default confidence level of the percentile intervals every measurement reports
 CONFIDENCE = 0.95
+
+
+def runs_for_an_interval(q: float, confidence: float) -> int:
+    """The fewest runs whose order statistics enclose the ``q``-quantile at ``confidence`` (equal tails: both
+    q^n and (1 - q)^n at most (1 - confidence) / 2; at 95 %: p50 6, p90 36, p99 368)."""
+    return math.ceil(math.log((1.0 - confidence) / 2.0) / math.log(max(q, 1.0 - q)))
 
 
 class MeasureSettings(BaseModel):
@@ -65,6 +72,13 @@ class MeasureSettings(BaseModel):
                 raise ValueError(f"{floor} ({low:g}) exceeds {cap} ({high:g}): the window's floor must fit under its cap")
             if floor in self.model_fields_set:
                 object.__setattr__(self, cap, low)
+        if self.precision is not None:
+            for name in self.precision_percentiles:
+                needed = runs_for_an_interval(int(name[1:]) / 100, self.confidence)
+                if self.max_iters < needed:
+                    raise ValueError(f"max_iters ({self.max_iters}) is under the {needed} runs a {name} interval at "
+                                     f"{self.confidence:.0%} confidence needs: raise max_iters or leave {name} out "
+                                     "of precision_percentiles")
         return self
 
     @model_serializer(mode="wrap")

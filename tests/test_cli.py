@@ -315,3 +315,27 @@ def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:
     lines = [" ".join(line.split()) for line in captured.get().splitlines() if line.strip()]
     assert lines == ["pruned nothing: l1-0.25/fp32 kept every filter of its parent (601,600 MACs): ratio 0.25 rounds "
                      "back to each layer's width (see pruning.round_to)"]
+
+
+def test_a_run_says_which_windows_ended_before_their_rule_was_met() -> None:
+    """README: a window that cannot reach the precision times up to max_time_s "and says so"."""
+    import pandas as pd
+
+    from edgebench.cli.common import console
+    from edgebench.cli.run import _print_unfinished_windows
+
+    def details(stopped: str, min_iters: int = 20) -> dict:
+        return {"window": {"stopped": stopped, "precision": 0.01}, "job": {"measure": {"min_iters": min_iters}}}
+
+    df = pd.DataFrame({"status": ["ok"] * 3, "label": ["a/fp32", "b/fp32", "c/fp32"], "n_samples": [5000, 4, 300],
+                       "details": [details("max_time"), details("max_time", 50), details("precision")]})
+    with console.capture() as captured:
+        _print_unfinished_windows(df)
+    text = " ".join(captured.get().split())
+    assert "timing: 2 of 3 timed windows ended before their interval reached measurement.precision: a/fp32 " \
+           "(max_time), b/fp32 (max_time)" in text
+    assert "timing: 1 of 3 timed windows ended by measurement.max_time_s with fewer runs than min_iters: b/fp32 " \
+           "(4 samples)" in text
+    with console.capture() as quiet:
+        _print_unfinished_windows(df.iloc[2:])
+    assert quiet.get() == ""

@@ -216,3 +216,21 @@ def test_a_measurement_worker_does_not_import_scipy():
 
     code = "import sys, edgebench.measure.worker; print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'pandas'}))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.95, 0.99])
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
+def test_the_fewest_runs_for_an_interval_are_those_the_order_statistics_need(q: float, confidence: float) -> None:
+    from edgebench.job import runs_for_an_interval
+
+    n = runs_for_an_interval(q, confidence)
+    assert order_statistic_ranks(n, q, confidence) is not None and order_statistic_ranks(n - 1, q, confidence) is None
+
+
+def test_a_cap_under_what_a_precision_percentile_needs_is_refused() -> None:
+    """p99's interval needs 368 runs at 95 %: max_iters 100 could never end a window by the precision rule."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_iters \\(100\\) is under the 368 runs a p99 interval"):
+        MeasureSettings(precision_percentiles=["p50", "p99"], max_iters=100)
+    assert MeasureSettings(precision=None, max_iters=100).max_iters == 100  # a fixed window asks no interval

@@ -156,6 +156,26 @@ def _print_disturbed(df: Any) -> None:
                    "again on a quieter machine")
 
 
+def _print_unfinished_windows(df: Any) -> None:
+    """Timed windows that ended before their rule was met: at ``max_time_s``/``max_iters`` short of the asked
+    precision, or with fewer samples than ``min_iters`` (their intervals are wider, or absent, and say so)."""
+    ok = df[df["status"] == "ok"]
+    short_of_precision, short_of_count = [], []
+    for _, row in ok.iterrows():
+        details = row["details"] if isinstance(row["details"], dict) else {}
+        window = details.get("window") or {}
+        if window.get("stopped") in ("max_time", "max_iters") and window.get("precision"):
+            short_of_precision.append(f"{row['label']} ({window['stopped']})")
+        min_iters = ((details.get("job") or {}).get("measure") or {}).get("min_iters")
+        if min_iters and row["n_samples"] is not None and row["n_samples"] < min_iters:
+            short_of_count.append(f"{row['label']} ({row['n_samples']:.0f} samples)")
+    for problem, where in (("ended before their interval reached measurement.precision", short_of_precision),
+                           ("ended by measurement.max_time_s with fewer runs than min_iters", short_of_count)):
+        if where:
+            shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+            print_line("timing:", "yellow", f"{len(where)} of {len(ok)} timed windows {problem}: {shown}")
+
+
 def _print_overflow(df: Any) -> None:
     """Measurements whose outputs overflowed: images with NaN/inf logits (counted as wrong) and hls4ml fixed-point
     types the calibration images left (the C simulation wraps around or saturates there)."""
@@ -209,6 +229,7 @@ def _print_summary(results: Any) -> None:
     df = results.stored()
     console.print(_fronts_table(outcome.run_id, df))
     _print_disturbed(df)
+    _print_unfinished_windows(df)
     _print_overflow(df)
     _print_unpruned(df)
     _print_where(df)
