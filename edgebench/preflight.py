@@ -79,6 +79,7 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ConfigError(f"{what} gives outputs of shape {got} on dataset {splits.name}; expected "
                                   f"(batch, {splits.num_classes}) logits")
+        _check_picklable(model, what)
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal,
@@ -101,6 +102,20 @@ def drop_refused(jobs: list[PlannedJob], model: nn.Module, input_shape: tuple[in
         if job.variant.external is not None or reasons[key] is None:
             kept.append(job)
     return kept, refused
+
+
+def _check_picklable(model: nn.Module, what: str) -> None:
+    """The model can be saved whole (``torch.save`` pickles it, for the workers and the cache): a class defined
+    inside a function, or a lambda kept as an attribute, cannot, and every variant would fail after its training."""
+    import io
+
+    import torch
+
+    try:
+        torch.save(model, io.BytesIO())
+    except Exception as exc:  # pickle's AttributeError/TypeError/PicklingError, whichever the object gives
+        raise ConfigError(f"{what} cannot be saved whole ({type(exc).__name__}: {first_line(exc)}): define its "
+                          "classes at module level and keep no lambdas or local functions as attributes") from None
 
 
 def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:
@@ -130,7 +145,14 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     import torch
 
     from edgebench.prune.criteria.magnitude import L1Norm
-    from edgebench.prune.structured import kept_layers, normalised_roots, prune_model, remove_channels
+    from edgebench.prune.structured import (
+        dependency_graph,
+        kept_layers,
+        normalised_roots,
+        prunable_groups,
+        prune_model,
+        remove_channels,
+    )
 
     pruned = copy.deepcopy(model).eval()
     try:
@@ -144,6 +166,10 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         where = f" at layer '{next(iter(bad))}'" if bad else ""
         raise ConfigError(f"{what} cannot be pruned{where}: torch-pruning cannot map its channels "
                           f"({type(exc).__name__}{_raised_in(exc)}: {first_line(exc)}); {remedy}") from None
+    if not plan and not prunable_groups(model, dependency_graph(model, example[:1]), kept_layers(model, keep)):
+        raise ConfigError(f"{what} has no filters to prune: structured pruning removes the output channels of "
+                          "Conv2d layers other than the classifier and pruning.keep (a Conv1d model has none); "
+                          "remove pruning.criteria")
     failing = _failing_layer(pruned, example)
     if failing is not None:
         bad, remedy = _inexact_layers(model, example, keep)

@@ -161,10 +161,12 @@ def test_removal_equals_zeroing_what_reads_the_removed_channels() -> None:
     check_prunable(model, x, "model Mixed")
 
 
-@pytest.mark.parametrize(("net", "what"), [(PermutedFlatten, "is pruned wrongly at layer 'c2'"),
-                                           (ChannelShuffle, "breaks when filters are removed (cutting the filters of layer 'branch')"),
-                                           (ConcatFlatten, "breaks when filters are removed (cutting the filters of layer 'dense')")])
-def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module], what: str) -> None:
+@pytest.mark.parametrize(("net", "what", "rest"), [
+    (PermutedFlatten, "is pruned wrongly at layer 'c2'", True),
+    (ChannelShuffle, "breaks when filters are removed (cutting the filters of layer 'branch')", False),
+    (ConcatFlatten, "breaks when filters are removed (cutting the filters of layer 'dense')", False),
+])
+def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module], what: str, rest: bool) -> None:
     torch.manual_seed(0)
     model = net().eval()
     with pytest.raises(ConfigError) as err:
@@ -175,7 +177,11 @@ def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module
     # ...and the layers to keep so that the rest (whatever torch-pruning can still cut) prunes exactly
     layer = what.split("'")[1]
     assert f"pruning.keep: [{layer}]" in message
-    check_prunable(model, _example(), f"model {net.__name__}", keep=[layer])
+    if rest:
+        check_prunable(model, _example(), f"model {net.__name__}", keep=[layer])
+    else:  # that layer was all there was to cut: kept, the model has nothing left to prune
+        with pytest.raises(ConfigError, match="has no filters to prune"):
+            check_prunable(model, _example(), f"model {net.__name__}", keep=[layer])
     pruned = copy.deepcopy(model)
     plan = prune_model(pruned, L1Norm(), 0.5, _example()[:1], ignored=kept_layers(pruned, [layer]))
     assert layer not in plan and getattr(pruned, layer).out_channels == getattr(model, layer).out_channels
@@ -345,3 +351,37 @@ def test_a_transposed_conv_reading_removed_channels_is_zeroed_on_its_input_dim(
     check_prunable(model, _example(), "model TransposedReader")  # was "pruned wrongly at layer 'down'"
     pruned, plan = _halved_as_zeroed(model, caplog)
     assert plan.keys() == {"down"} and pruned.down.out_channels == pruned.up.in_channels == 4
+
+
+class Conv1dNet(nn.Module):
+    """An audio-style 1-D net reading edgebench's (N, 1, C, L) image as (N, C, L): no Conv2d filter to remove."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(3, 8, 3), nn.Conv1d(8, 8, 3)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x.flatten(1, 2)))))
+        return self.fc(x.mean(2))
+
+
+def test_a_model_without_conv2d_filters_is_refused_not_pruned_into_itself() -> None:
+    """Its "pruned" variants were the baseline under another name (same params, MACs and file)."""
+    with pytest.raises(ConfigError, match="model Conv1dNet has no filters to prune.*remove pruning.criteria"):
+        check_prunable(Conv1dNet().eval(), torch.randn(2, 1, 3, 16), "model Conv1dNet")
+
+
+def test_a_model_that_cannot_be_saved_whole_is_refused_before_training() -> None:
+    from edgebench.preflight import _check_picklable
+
+    def build() -> nn.Module:
+        class Local(nn.Module):  # defined inside the factory: pickle cannot find it by name
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x
+
+        return Local()
+
+    with pytest.raises(ConfigError, match="model local cannot be saved whole .*define its classes at module level"):
+        _check_picklable(build(), "model local")
+    _check_picklable(Conv1dNet(), "model Conv1dNet")
