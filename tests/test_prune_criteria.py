@@ -160,3 +160,53 @@ class _TeamScores(Criterion):
 def test_scores_that_cannot_rank_the_channels_name_the_criterion(mode: str, message: str) -> None:
     with pytest.raises(CriterionError, match=message):
         score_groups(downstream_net(), _TeamScores(mode), EXAMPLE)
+
+
+class _ChannelsLastMlp(nn.Module):
+    """A ConvNeXt-style block: a conv, then a Linear over the channels of the channels-last map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.mlp = nn.Linear(8, 6)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(torch.relu(self.conv(x)).permute(0, 2, 3, 1))  # (N, H, W, 6)
+        return self.head(y.mean((1, 2)))
+
+
+@pytest.mark.parametrize("name", ["firing", "thinet"])
+def test_criteria_reading_a_linear_over_a_channels_last_map(name: str) -> None:
+    """firing and thinet took a Linear's input as (samples, features); over an NHWC map every position is a sample."""
+    torch.manual_seed(0)
+    net = _ChannelsLastMlp().eval()
+    x = torch.randn(16, 3, 5, 5)
+    plan = prune_model(net, create_criterion(name), 0.5, x[:1], data=ScoringData(x, torch.arange(16) % 4, 8),
+                       ignored=[net.head])
+    assert len(plan["conv"]) == 4 and net.conv.out_channels == 4 and net.mlp.in_features == 4
+    assert net(x).shape == (16, 4)
+
+
+class _GroupedConsumer(nn.Module):
+    """A 1x1 conv read only by a grouped conv (RegNet's bottleneck): ThiNet cannot sample a grouped consumer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(3, 8, 1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.grouped(torch.relu(self.expand(x)))).mean((2, 3)))
+
+
+def test_layer_by_layer_removes_slots_of_a_grouped_group_not_channels_twice() -> None:
+    """ThiNet ranks such a group by L1 instead (it said so), and removes half its filters: counting the plan's
+    channels as slots took both slices twice over, every filter of 'expand', and the next step crashed."""
+    torch.manual_seed(0)
+    net = _GroupedConsumer().eval()
+    x = torch.randn(16, 3, 6, 6)
+    prune_model(net, create_criterion("thinet"), 0.5, x[:1], data=ScoringData(x, torch.arange(16) % 4, 8),
+                ignored=[net.fc])
+    assert net.expand.out_channels == 4 and net.grouped.in_channels == 4 and net(x).shape == (16, 4)

@@ -320,9 +320,10 @@ def prune_model(
             plan = _plan_for_macs(model, plan_for, ratio, example_input, original_macs, input_shape)
     finally:
         allocation.release()
-    if criterion.layer_by_layer:
-        plan = remove_layer_by_layer(model, criterion, {r: len(idxs) for r, idxs in plan.items()}, example_input,
-                                     data, ignored)
+    if criterion.layer_by_layer:  # counts in channel slots: a grouped conv's slot is a channel in every slice
+        slices = {g.root: g.channel_groups for g in groups}
+        plan = remove_layer_by_layer(model, criterion, {r: len(idxs) // slices[r] for r, idxs in plan.items()},
+                                     example_input, data, ignored)
     else:
         remove_channels(model, example_input, plan)
     log.debug("pruned %d channels in %d groups", sum(map(len, plan.values())), len(plan))
@@ -337,9 +338,10 @@ def remove_layer_by_layer(
     data: ScoringData | None = None,
     ignored: list[nn.Module] | None = None,
 ) -> dict[str, list[int]]:
-    """Remove ``counts[root]`` channel slots of each group, one group at a time in network order: the criterion is
-    prepared again on the network as pruned so far, scores only that group, its lowest channels go, and
-    :meth:`Criterion.after_removal` may then correct what reads them (ThiNet's least-squares rescaling)."""
+    """Remove ``counts[root]`` channel slots (a grouped conv's slot is a channel of every slice) of each group, one
+    group at a time in network order: the criterion is prepared again on the network as pruned so far, scores only
+    that group, its lowest channels go, and :meth:`Criterion.after_removal` may then correct what reads them
+    (ThiNet's least-squares rescaling)."""
     removed: dict[str, list[int]] = {}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     roots = sorted((root for root, _ in prunable_groups(model, dependency_graph(model, example_input), ignored)),

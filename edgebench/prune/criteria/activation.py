@@ -141,7 +141,8 @@ def _input_shares(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Per input channel (or feature), the summed share ``sum_k r_ck`` of ``module``'s outputs it drives."""
     w = module.weight.detach()
     if isinstance(module, nn.Linear):
-        contrib = w.abs() * x.abs().mean(0)  # (K, F): E|w_kf x_f| = |w_kf| E|x_f|
+        # (K, F): E|w_kf x_f| = |w_kf| E|x_f|, over samples and (a Linear over a channels-last map) positions
+        contrib = w.abs() * x.abs().reshape(-1, x.shape[-1]).mean(0)
     elif module.groups == 1:
         k, c = w.shape[:2]
         # Channel c's partial convolution into every output k, as one grouped conv: output index c*K + k.

@@ -30,6 +30,7 @@ def _sampled_contributions(module: nn.Module, x: torch.Tensor, rows: int, gen: t
     each input channel/feature to that output value, ``x_hat_c = sum_{kernel} w_kc * x_c``; shape (rows, C)."""
     w = module.weight.detach()
     if isinstance(module, nn.Linear):
+        x = x.reshape(-1, x.shape[-1])  # a Linear over a channels-last map: each position is a sample
         n_idx = torch.randint(len(x), (rows,), generator=gen)
         k_idx = torch.randint(w.shape[0], (rows,), generator=gen)
         return x[n_idx] * w[k_idx]
@@ -108,7 +109,7 @@ class ThiNet(Criterion):
         raise NotImplementedError("ThiNet scores a whole group jointly")
 
     @torch.no_grad()
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor:
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
         n_root = len(group[0].idxs)
         self._scored = []
         for item in group:
@@ -125,8 +126,8 @@ class ThiNet(Criterion):
             for column, channel in zip(idxs, root):
                 columns.setdefault(channel, []).append(column)
             self._scored.append(_ConsumerRows(layer, per_root, columns))
-        if not self._scored:
-            raise ValueError("thinet: no consuming conv/linear layer found for this group")
+        if not self._scored:  # read only by layers ThiNet cannot sample (grouped convs, transposed convs)
+            return None
         return _greedy_removal_order(torch.cat([c.contributions for c in self._scored])).float()
 
     @torch.no_grad()
