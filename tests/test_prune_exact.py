@@ -385,3 +385,31 @@ def test_a_model_that_cannot_be_saved_whole_is_refused_before_training() -> None
     with pytest.raises(ConfigError, match="model local cannot be saved whole .*define its classes at module level"):
         _check_picklable(build(), "model local")
     _check_picklable(Conv1dNet(), "model Conv1dNet")
+
+
+class GroupNormNet(nn.Module):
+    """Two conv + GroupNorm(4) blocks: torch-pruning keeps num_groups, so each group must keep as many channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.c2, self.n2 = nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.n2(self.c2(torch.relu(self.n1(self.c1(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+def test_groupnorm_groups_lose_channels_evenly(ratio: float) -> None:
+    """At 0.3 the 16 channels became 14, not divisible by 4 groups: the pruned variant failed after training. Now
+    every group loses the same number (the same slots of each group's channels), at every ratio a ramp passes."""
+    torch.manual_seed(0)
+    model = GroupNormNet().eval()
+    plan = prune_model(model, L1Norm(), ratio, _example()[:1], ignored=kept_layers(model))
+    removed = plan["c1"]
+    per_group = [sum(1 for c in removed if c // 4 == g) for g in range(4)]
+    assert len(set(per_group)) == 1 and per_group[0] > 0  # 16 channels in 4 groups of 4: the same count from each
+    assert model.n1.num_channels % model.n1.num_groups == 0 and model.n2.num_channels % 4 == 0
+    assert model(_example()).shape == (2, 5)

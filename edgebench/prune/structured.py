@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -61,14 +62,17 @@ def kept_layers(model: nn.Module, keep: Sequence[str] = ()) -> list[nn.Module]:
 
 
 def _channel_groups(group: tp.dependency.Group) -> int:
-    """Grouped (not depthwise) convs force channels to be pruned in equal slices per group."""
-    counts = [
-        item.dep.target.module.groups
-        for item in group
-        if isinstance(item.dep.target.module, nn.Conv2d)
-        and 1 < item.dep.target.module.groups < item.dep.target.module.in_channels
-    ]
-    return max(counts, default=1)
+    """How many equal slices the group's channels are pruned in, the same slots from each: a grouped (not depthwise)
+    conv's groups, and a GroupNorm's (torch-pruning keeps its ``num_groups``, so every group must keep as many
+    channels as the others); both at once, their least common multiple (which divides the channels, as each does)."""
+    counts = [1]
+    for item in group:
+        layer = item.dep.target.module
+        if isinstance(layer, nn.Conv2d) and 1 < layer.groups < layer.in_channels:
+            counts.append(layer.groups)
+        elif isinstance(layer, nn.GroupNorm) and layer.num_groups > 1:
+            counts.append(layer.num_groups)
+    return math.lcm(*counts)
 
 
 def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str] | None:
