@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is not installed")
 pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
@@ -369,3 +370,34 @@ def test_squeeze_and_excitation_with_expand_as_converts_and_agrees_with_pytorch(
     got = np.concatenate([session.run(x[i : i + 1]) for i in range(8)])
     with torch.no_grad():
         np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+class _LayerScaleBlock(nn.Module):
+    """A ConvNeXt block: depthwise 7x7, LayerNorm and an MLP over the channels-last map, then a per-channel layer
+    scale (trained: not uniform). ai-edge-quantizer quantizes such [1,1,1,C] constants per axis on axis 0, which
+    LiteRT refuses to load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 2, 2)
+        self.dw = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.ln = nn.LayerNorm(16)
+        self.fc1, self.fc2 = nn.Linear(16, 64), nn.Linear(64, 16)
+        self.gamma = nn.Parameter(torch.rand(16, 1, 1) * 0.1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.fc2(torch.relu(self.fc1(self.ln(self.dw(x).permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        return self.head((x + self.gamma * y).mean((2, 3)))
+
+
+def test_an_int8_file_litert_cannot_load_fails_its_export_naming_why(tmp_path: Path) -> None:
+    """It failed only at measurement, as if the runtime had broken; the export now fails with LiteRT's reason and
+    leaves no file a later run would measure."""
+    torch.manual_seed(0)
+    calibration = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
+    with pytest.raises(ArtifactError, match=r"ai-edge-quantizer wrote an int8 \.tflite LiteRT cannot load \(.*scale"):
+        get_exporter("tflite").export(_LayerScaleBlock().eval(), QuantSpec(precision="int8", calibration_samples=16),
+                                      calibration, tmp_path / "m-int8.tflite")
+    assert not (tmp_path / "m-int8.tflite").exists()

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.errors import require_module
+from edgebench.errors import ArtifactError, first_line, require_module
 from edgebench.quantization.fake_quant import QParams
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter
@@ -215,6 +215,12 @@ def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Pa
     ranges.calibrate({signature: images}, manager)
     quantized = quantizer.Quantizer(str(fp32_path), int8).quantize(_with_scale_floor(ranges.get_model_qsvs()))
     out_path.write_bytes(quantized.quantized_model)  # its export_model makes the file executable
+    try:  # the quantizer can write parameters LiteRT refuses (a per-axis scale on a [1,1,1,C] constant): fail here
+        Interpreter(model_path=str(out_path)).allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        out_path.unlink()
+        raise ArtifactError(f"ai-edge-quantizer wrote an int8 .tflite LiteRT cannot load ({first_line(exc)}); "
+                            "this model has no LiteRT int8 (its fp32 and fp16 files are not affected)") from None
 
 
 def takes_trained(qat: QatSpec) -> bool:
