@@ -170,6 +170,12 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         raise ConfigError(f"{what} has no filters to prune: structured pruning removes the output channels of "
                           "Conv2d layers other than the classifier and pruning.keep (a Conv1d model has none); "
                           "remove pruning.criteria")
+    coupled = _coupled_filters(model, pruned, plan)
+    if coupled is not None:
+        raise ConfigError(f"{what} cannot be pruned at layer '{coupled[0]}': removing {coupled[1]} of its filters "
+                          f"removed {coupled[2]} (its output is split and the parts combined channel by channel, "
+                          f"as in a gated linear unit), so ratios and scores would be wrong; pruning.keep: "
+                          f"[{coupled[0]}]")
     failing = _failing_layer(pruned, example)
     if failing is not None:
         bad, remedy = _inexact_layers(model, example, keep)
@@ -202,6 +208,16 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
             "zeroing what reads them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or "
             f"a permute before a flatten, in between); keep NCHW channel order up to x.flatten(1), or {remedy} "
             "(pruning.check_removal: false when an op over channels, e.g. x.mean(1), causes it)")
+
+
+def _coupled_filters(model: nn.Module, pruned: nn.Module, plan: dict[str, list[int]]) -> tuple[str, int, int] | None:
+    """A root conv that lost more filters than the plan named (one root channel tied to others of the same conv),
+    as ``(layer, planned, removed)``; None when every root lost exactly its plan."""
+    for root, idxs in plan.items():
+        removed = model.get_submodule(root).out_channels - pruned.get_submodule(root).out_channels
+        if removed != len(idxs):
+            return root, len(idxs), removed
+    return None
 
 
 #: relative difference (of the logits' scale) above which a removal is not the zeroing it should equal

@@ -413,3 +413,27 @@ def test_groupnorm_groups_lose_channels_evenly(ratio: float) -> None:
     assert len(set(per_group)) == 1 and per_group[0] > 0  # 16 channels in 4 groups of 4: the same count from each
     assert model.n1.num_channels % model.n1.num_groups == 0 and model.n2.num_channels % 4 == 0
     assert model(_example()).shape == (2, 5)
+
+
+class GatedConv(nn.Module):
+    """A conv's output chunked into value and gate halves multiplied together (a GLU over channels): each root
+    channel of c1 is tied to another of c1, so removing one filter removes two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.c1(x).chunk(2, 1)
+        return self.fc(torch.relu(self.c2(value * torch.sigmoid(gate))).mean((2, 3)))
+
+
+def test_filters_tied_to_each_other_are_refused_naming_the_layer() -> None:
+    """The check passed (removal equals zeroing: both remove the pair), while l1-0.5 kept 6 of 32 filters and
+    criteria scoring 32 slots removed all of them after training."""
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match=r"model GatedConv cannot be pruned at layer 'c1': removing \d+ of its "
+                                          r"filters removed \d+ .*pruning.keep: \[c1\]"):
+        check_prunable(GatedConv().eval(), _example(), "model GatedConv")
+    check_prunable(GatedConv().eval(), _example(), "model GatedConv", keep=["c1"])
