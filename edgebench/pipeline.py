@@ -23,7 +23,7 @@ from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
 from edgebench.errors import NothingToRunError
 from edgebench.executor.base import HOST, Lane, Task, TaskResult
-from edgebench.executor.host_lanes import HostLanes
+from edgebench.executor.host_lanes import HostLanes, default_lock_dir, open_lock_dir
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import check_executor, create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores, stand_in
@@ -224,15 +224,20 @@ class _OpenRun:
         held: list[IO[str]] = []
 
         def claim(run_id: str) -> bool:  # an unfinished run nobody drives any more (killed, or lost jobs)
-            lock = try_lock(locks / f"run-{run_id}")
+            try:  # host-wide: a process of this experiment in another directory sharing the store sees it too
+                open_lock_dir(default_lock_dir())
+                lock = try_lock(default_lock_dir() / f"run-{run_id}")
+            except OSError:  # no shared lock directory (or another user's lock file): this directory's
+                lock = try_lock(locks / f"run-{run_id}")
             held.extend([lock] if lock else [])
             return lock is not None
 
-        run_id = store.find_resumable_run(exp.hash, claim)
+        machine = machine_info()
+        run_id = store.find_resumable_run(exp.hash, claim, machine)
         if run_id is None:
             run_id = new_run_id()
             claim(run_id)  # before the run is visible to a process started beside this one
-            store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine_info(), tags, run_id)
+            store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine, tags, run_id)
         else:
             log.info("resuming run %s", run_id)
             for tag in tags:

@@ -63,9 +63,14 @@ def test_unusable_lock_directory_is_said_in_the_results(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_in_one_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("directories", [1, 2])
+def test_two_runs_at_once_in_one_directory_or_two_sharing_a_store(tmp_path: Path, directories: int) -> None:
+    """Two processes of one experiment make two runs, in one directory or in two whose experiment files name the
+    same store (a lab's shared store): the second process resumed the first's live run, and one run's rows
+    replaced the other's."""
+    store_url = f"sqlite:///{tmp_path / 'shared.db'}" if directories == 2 else None
     exp = default_with(
-        tmp_path, "conc.yaml",
+        tmp_path, "conc.yaml", **({"store": {"url": store_url}} if store_url else {}),
         training={"epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "seed": 0},
         pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training"], "prune_epochs": [1]},
         quantization={"precisions": ["fp32", "int8"], "calibration_samples": 64},
@@ -75,13 +80,16 @@ def test_two_runs_at_once_in_one_directory(tmp_path: Path) -> None:
     )  # fmt: skip
     env = {**os.environ, LOCK_DIR_ENV: str(tmp_path / "lanes")}
     command = [str(Path(sys.executable).parent / "edgebench"), "run", str(exp)]  # the installed command
-    procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for _ in range(2)]
+    places = [tmp_path / f"dir{i}" for i in range(2)] if directories == 2 else [tmp_path, tmp_path]
+    for place in places:
+        place.mkdir(exist_ok=True)
+    procs = [subprocess.Popen(command, cwd=place, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for place in places]
     outputs = [p.communicate(timeout=900)[0].decode(errors="replace") for p in procs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
 
-    with Store.open(tmp_path / "runs" / "default" / "results.db") as store:
+    with Store.open(store_url or tmp_path / "runs" / "default" / "results.db") as store:
         run_ids = store.runs()["id"].tolist()
         frames = [store.measurements(run_id) for run_id in run_ids]
     assert len(run_ids) == 2  # two runs, not one run driven by both processes
@@ -93,7 +101,7 @@ def test_two_runs_at_once_in_one_directory(tmp_path: Path) -> None:
                      for d in df["details"])
     for (_, end, run_a), (start, _, run_b) in itertools.pairwise(windows):
         assert end <= start, f"timed windows of run {run_a} and run {run_b} overlap"
-    assert not list((tmp_path / "runs").rglob("*.tmp*"))  # no temporary file left behind
+    assert not list(tmp_path.rglob("runs/**/*.tmp*"))  # no temporary file left behind
 
 
 def test_export_waits_for_a_build_in_place(tmp_path: Path) -> None:

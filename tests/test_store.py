@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import event
 from store_fixtures import MACHINE, fill_run, make_foundation_store, variant_specs
 
+import edgebench
 from edgebench.job import JobResult
 from edgebench.measure.stats import latency_intervals, order_statistic_ranks
 from edgebench.store import SCHEMA_VERSION, Store, StoreError, sample_codec
@@ -57,6 +58,12 @@ def test_run_lifecycle_and_resume(sqlite_store: Store) -> None:
     run_id = sqlite_store.start_run("exp", {"epochs": 1}, "h1", MACHINE, tags=("nightly",))
     assert sqlite_store.find_resumable_run("h1") == run_id
     assert sqlite_store.find_resumable_run("other") is None
+    # only its own host and edgebench resume it: another host may still be driving it (its lock is not visible
+    # here), and another edgebench would mix two versions' figures under the first one's commit
+    here = {**MACHINE, "edgebench_version": edgebench.__version__}  # what machine_info records
+    assert sqlite_store.find_resumable_run("h1", machine=here) == run_id
+    assert sqlite_store.find_resumable_run("h1", machine={**here, "hostname": "lab-host-b"}) is None
+    assert sqlite_store.find_resumable_run("h1", machine={**here, "edgebench_commit": "0ldc0mm1t"}) is None
     result = _ok_result("job-a", [5, 6, 7])
     sqlite_store.add_measurement(MeasurementRecord(run_id, "job-a", "v1", "local-cpu", "onnxruntime", result, {"threads": 1}, 10))
     assert sqlite_store.done_job_keys(run_id) == {"job-a"}
@@ -289,6 +296,41 @@ def test_layer_profiles_are_stored_per_measurement_and_replaced_with_it(sqlite_s
     assert sqlite_store.layer_profiles([ids["k"], new_id]) == {}
 
 
+def test_a_store_locked_past_the_wait_is_one_store_error_and_loses_nothing(tmp_path: Path) -> None:
+    """Another process holding the store's write lock past the busy wait (30 s; 0.1 s here) gave a 242-line
+    traceback and exit 1 mid-run; it is one StoreError line, and what was stored stays."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        run_id = fill_run(store, seed=1)
+        event.listen(store.engine, "connect", lambda conn, _: conn.execute("pragma busy_timeout = 100"))
+        store.engine.dispose()
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("begin exclusive")
+        try:
+            with pytest.raises(StoreError, match="database is locked: another process held it locked past the 30 s "
+                                                 "wait .* the same command resumes"):
+                store.tag_run(run_id, "nightly")
+        finally:
+            holder.execute("rollback")
+            holder.close()
+        assert store.runs()["id"].tolist() == [run_id]
+
+
+def test_a_damaged_store_is_one_store_error(tmp_path: Path) -> None:
+    """A damaged page met by a read ('database disk image is malformed') is one line saying to restore a copy."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        fill_run(store, seed=1)
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[2 * page:3 * page] = b"\xff" * page  # a b-tree page of the tables, not the header
+    path.write_bytes(bytes(data))
+    damaged = "database disk image is malformed: the file is damaged: restore a copy"
+    with pytest.raises(StoreError, match=damaged), Store.open(path) as store:
+        for run_id in store.runs()["id"]:
+            store.measurements(run_id)
+
+
 def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> None:
     """SQLite's "database or disk is full" (here: the page count capped at what the file holds, as a full
     filesystem leaves it) becomes one StoreError line; the transaction rolls back and what was stored stays."""
@@ -299,7 +341,8 @@ def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> Non
         pages = sqlite3.connect(path).execute("pragma page_count").fetchone()[0]
         event.listen(store.engine, "connect", lambda conn, _: conn.execute(f"pragma max_page_count = {pages}"))
         store.engine.dispose()  # new connections get the cap
-        with pytest.raises(StoreError, match="disk is full: free space on its filesystem; what it holds is unchanged"):
+        with pytest.raises(StoreError, match="disk is full: cannot write to it: free space on its filesystem; what it "
+                                             "holds is unchanged"):
             fill_run(store, seed=2)
     with Store.open(path) as store:
         pd.testing.assert_frame_equal(store.measurements(run_id), before)

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 LOCK_DIR_ENV = "EDGEBENCH_LOCK_DIR"
 
 
+def open_lock_dir(directory: Path) -> None:
+    """Make ``directory`` (sticky and writable by every user when this process creates it) and check that this
+    process can create files in it; OSError when it cannot."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # only its creator may; everyone else just uses it
+        os.chmod(directory, 0o1777)
+    probe = directory / f".probe-{os.getpid()}"
+    probe.touch()
+    probe.unlink()
+
+
 def default_lock_dir() -> Path:
     """``$EDGEBENCH_LOCK_DIR``, else ``edgebench-lanes`` in the system's temporary directory."""
     return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "edgebench-lanes")
@@ -80,12 +91,7 @@ class HostLanes:
         self.directory = directory or default_lock_dir()
         self.unavailable: str | None = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(OSError):  # only its creator may; everyone else just uses it
-                os.chmod(self.directory, 0o1777)
-            probe = self.directory / f".probe-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
+            open_lock_dir(self.directory)
         except OSError as exc:
             self.unavailable = f"host lane locks unavailable ({self.directory}: {exc.strerror or exc})"
             log.warning("%s: timed windows of other edgebench processes may overlap this run's", self.unavailable)

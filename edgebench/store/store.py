@@ -99,9 +99,11 @@ def _make_engine(url: str) -> Engine:
             else:  # in-memory: one shared connection or every connection sees an empty database
                 engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "handle_error", _unwritable_store)
+            event.listen(engine, "handle_error", _store_problem)
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _store_problem)
+        return engine
     except (ArgumentError, ModuleNotFoundError) as exc:
         raise StoreError(f"cannot open store {url!r}: {exc}") from exc
 
@@ -113,21 +115,31 @@ def _make_parent(path: Path) -> None:
         raise StoreError(f"cannot create the store {path}: {why_unwritable(path.parent)}") from None
 
 
-#: SQLite's reasons a store cannot be written, and what to do about each
-_UNWRITABLE = {
-    "readonly database": "make the file and its directory writable, or copy the store to a writable place",
-    "disk is full": "free space on its filesystem",
-    "disk I/O error": "check the filesystem it is on",
+#: database errors met while a store is in use (SQLite's and PostgreSQL's words for them), with what happened to it
+#: and what to do: one StoreError line each instead of a traceback (the statement was rolled back)
+_STORE_PROBLEMS = {
+    "readonly database": "cannot write to it: make the file and its directory writable, or copy the store to a "
+                         "writable place; what it holds is unchanged",
+    "disk is full": "cannot write to it: free space on its filesystem; what it holds is unchanged",
+    "disk I/O error": "cannot write to it: check the filesystem it is on; what it holds is unchanged",
+    "database is locked": "another process held it locked past the 30 s wait (a long read or a stuck writer); what "
+                          "it holds is unchanged, and the same command resumes",
+    "database disk image is malformed": "the file is damaged: restore a copy (sqlite3's .recover salvages what it "
+                                        "can)",
+    "server closed the connection": "the database server went away: what was stored stands, and the same command "
+                                    "resumes once it is back",
+    "terminating connection": "the database server ended the connection: what was stored stands, and the same "
+                              "command resumes once it is back",
 }
 
 
-def _unwritable_store(context: ExceptionContext) -> None:
-    """A write the filesystem refused becomes one StoreError line (SQLite rolled the transaction back)."""
+def _store_problem(context: ExceptionContext) -> None:
+    """A database error with a known cause becomes one StoreError line naming the store and what to do."""
     reason = first_line(context.original_exception)
-    fix = next((fix for needle, fix in _UNWRITABLE.items() if needle in reason), None)
+    fix = next((fix for needle, fix in _STORE_PROBLEMS.items() if needle in reason), None)
     if fix is not None:
         where = context.engine.url.render_as_string(hide_password=True) if context.engine else "results store"
-        raise StoreError(f"cannot write to store {where}: {reason}: {fix}; what it holds is unchanged")
+        raise StoreError(f"store {where}: {reason}: {fix}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -193,6 +205,16 @@ def _derived_columns(facts: Any, details: Any, p50_ms: Any = None) -> dict[str, 
         # nodes a GPU provider of ONNX Runtime left to the CPU in one inference (None: no placement recorded)
         "nodes_on_cpu": sum(placement.get(CPU_PROVIDER, {}).values()) if placement else None,
     }
+
+
+def _other_starter(started_on: dict[str, Any], version: str | None, commit: str | None,
+                   machine: dict[str, Any]) -> str | None:
+    """How the process that started a run differs from this one (another host, another edgebench), or None."""
+    if started_on.get("hostname") != machine.get("hostname"):
+        return f"on host {started_on.get('hostname')!r}"
+    if (version, commit) != (machine.get("edgebench_version"), machine.get("edgebench_commit")):
+        return f"by edgebench {version} ({commit or 'no commit'})"
+    return None
 
 
 class Store:
@@ -266,19 +288,31 @@ class Store:
             if done.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self.url}")
 
-    def find_resumable_run(self, experiment_hash: str, claim: Callable[[str], bool] | None = None) -> str | None:
+    def find_resumable_run(self, experiment_hash: str, claim: Callable[[str], bool] | None = None,
+                           machine: dict[str, Any] | None = None) -> str | None:
         """Latest unfinished run of the same experiment, so an interrupted run continues.
 
         ``claim`` (optional) is asked for each unfinished run, newest first, and may refuse one: a run another
-        live process is still driving is not resumed by a second process started beside it.
+        live process is still driving is not resumed by a second process started beside it. With ``machine``
+        (this one's ``machine_info``), only a run started on the same host by the same edgebench is resumed: another
+        host's run may still be running there (its lock is not visible from here), and a run resumed by another
+        edgebench would mix two versions' figures under the first one's name.
         """
         with self.engine.connect() as conn:
             unfinished = conn.execute(
-                select(runs.c.id)
+                select(runs.c.id, runs.c.machine, runs.c.edgebench_version, runs.c.edgebench_commit)
                 .where(runs.c.experiment_hash == experiment_hash, runs.c.finished_at.is_(None))
                 .order_by(runs.c.started_at.desc(), runs.c.id.desc())
-            ).scalars().all()
-        return next((run_id for run_id in unfinished if claim is None or claim(run_id)), None)
+            ).all()
+        for run_id, started_on, version, commit in unfinished:
+            if machine is not None:
+                other = _other_starter(started_on or {}, version, commit, machine)
+                if other is not None:
+                    log.info("unfinished run %s was started %s: starting a new run", run_id, other)
+                    continue
+            if claim is None or claim(run_id):
+                return run_id
+        return None
 
     def add_machine_speed(self, run_id: str, record: dict[str, Any]) -> None:
         """Append a reading of the reference workload (``measure.reference_workload``) to the run's ``machine.speed``."""
