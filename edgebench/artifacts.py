@@ -7,6 +7,7 @@ Exports never run beside a timed measurement on the same cores (the executor's l
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import numpy as np
 
 from edgebench.cache_files import exclusive, replacing
 from edgebench.plan import PlannedJob
+from edgebench.plugins import content_digest
 from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import QuantSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,25 @@ def artifact_path(job: PlannedJob, workdir: Path) -> Path:
 COMPLETE_MARKER = ".edgebench-complete"
 
 
+def digest_path(path: Path) -> Path:
+    """Where a file artifact's sha256, written when it was built, is kept."""
+    return path.with_name(path.name + ".sha256")
+
+
 def artifact_ready(path: Path) -> bool:
-    """Whether a complete artifact exists at ``path`` (file, or directory with the marker)."""
-    return path.is_file() or (path / COMPLETE_MARKER).is_file()
+    """Whether a complete artifact exists at ``path`` (file, or directory with the marker). A file whose bytes no
+    longer match the digest written when it was built (replaced or damaged in the cache) is not: it is exported
+    again rather than measured as this variant."""
+    if path.is_dir():
+        return (path / COMPLETE_MARKER).is_file()
+    if not path.is_file():
+        return False
+    digest = digest_path(path)
+    if digest.is_file() and digest.read_text().strip() != content_digest(path):
+        log.warning("%s changed since it was exported (its sha256 is not the one written then): exporting it again",
+                    path)
+        return False
+    return True
 
 
 def run_export(task: ExportTask) -> Path:
@@ -75,4 +95,6 @@ def run_export(task: ExportTask) -> Path:
                 exporter.export(model, task.quant, calibration, tmp, **extra)
         if task.out_path.is_dir():
             (task.out_path / COMPLETE_MARKER).touch()
+        else:
+            digest_path(task.out_path).write_text(content_digest(task.out_path) + "\n")
     return task.out_path

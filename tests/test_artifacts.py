@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.artifacts import COMPLETE_MARKER, ExportTask, artifact_ready, run_export
+from edgebench.artifacts import COMPLETE_MARKER, ExportTask, artifact_ready, digest_path, run_export
 from edgebench.executor.local import LocalExecutor
 from edgebench.executor.tasks import call_task
 from edgebench.targets import get_target
@@ -59,6 +59,21 @@ def test_failures_stay_per_artifact_and_successes_are_cached(inputs, tmp_path: P
     # what succeeded is complete and is not built again; what failed left nothing that looks complete
     assert {t.out_path for t in tasks if not artifact_ready(t.out_path)} == {
         t.out_path for t in tasks if status[t.out_path] is not None}
+
+
+def test_an_artifact_replaced_in_the_cache_is_exported_again_not_measured(inputs, tmp_path: Path):
+    """Another file copied over a cached artifact was measured as the variant (another model's accuracy, stored
+    'ok'); its bytes no longer match the digest written at export, so it is not ready and is built again."""
+    good, _, calib = inputs
+    task = ExportTask("onnx", get_target("local-cpu"), QuantSpec(), good, calib, tmp_path / "a" / "good.onnx")
+    built = run_export(task)
+    original = built.read_bytes()
+    assert artifact_ready(built) and digest_path(built).is_file()
+    built.write_bytes(b"another model's bytes")
+    assert not artifact_ready(built)
+    assert run_export(task).read_bytes() == original and artifact_ready(built)
+    digest_path(built).unlink()  # a cache from before digests: trusted as it was
+    assert artifact_ready(built)
 
 
 def test_an_int8_onnx_export_quantizes_the_variants_fp32_file_when_it_is_ready(inputs, tmp_path: Path,
