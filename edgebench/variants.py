@@ -400,3 +400,13 @@ def spec_hash(obj: Any) -> str:
     """Stable 12-hex-digit hash of a JSON-serialisable object."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+#: settings later releases record, at the value a run from before them had: compared as if absent there
+ADDED_SETTINGS: dict[str, object] = {"calibrator": DEFAULT_CALIBRATOR}
+
+
+def comparable_settings(settings: dict[str, object]) -> dict[str, object]:
+    """``settings`` without the added ones at their earlier value, so a run from before a setting existed pairs
+    with one that records it (int8 was calibrated by min and max before ``calibrator`` was recorded)."""
+    return {k: v for k, v in settings.items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}

@@ -163,6 +163,20 @@ def test_context_mismatches_are_flagged(sqlite_store: Store) -> None:
     assert not any("torch" in w for w in cmp.warnings)  # unchanged versions are not flagged
     assert cmp.unmatched and all("threads 1 -> 2" in u for u in cmp.unmatched)
     assert "Context differences" in to_markdown(cmp)
+    # every baseline result went unjudged: each is missing (a warning, so the gate cannot pass on nothing)
+    ok = sqlite_store.measurements(base).query("status == 'ok'")
+    assert len(cmp.missing) == len(ok) and not any(m.failed for m in cmp.missing)
+    assert all(m.reason == "measured with other settings (threads 1 -> 2)" for m in cmp.missing)
+
+
+def test_a_setting_recorded_since_pairs_with_runs_from_before_it() -> None:
+    """int8 runs from before ``calibrator`` was recorded were calibrated by min and max: they pair with runs that
+    record minmax, not with entropy ones (every int8 result of an older store went unjudged, and the gate passed)."""
+    from edgebench.variants import comparable_settings
+
+    old = {"threads": 1, "precision": "int8"}
+    assert comparable_settings({**old, "calibrator": "minmax"}) == old
+    assert comparable_settings({**old, "calibrator": "entropy"}) == {**old, "calibrator": "entropy"}
 
 
 def test_outputs_markdown_and_json(sqlite_store: Store) -> None:

@@ -49,6 +49,7 @@ from edgebench.store.significance import (
     series_noise,
 )
 from edgebench.store.store import Store
+from edgebench.variants import comparable_settings
 
 COMPARED = tuple(DEFAULT_MIN_EFFECT)
 _MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
@@ -56,7 +57,6 @@ _MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostna
 _SAME_MACHINE = ("hostname", "cpu_model")
 #: machine-speed differences below this (percent) are reported as the same speed
 SAME_SPEED_PCT = 2.0
-_SETTING_KEYS = ("threads", "batch_size", "scenario", "settings_precision")
 
 
 @dataclass
@@ -176,10 +176,15 @@ def parse_min_effects(items: list[str] | None) -> dict[str, float]:
     return effects
 
 
+def _settings_key(row: pd.Series) -> str:
+    """A row's settings as text, those a later release added left out at their earlier value."""
+    return json.dumps(comparable_settings(row["settings"] or {}), sort_keys=True, default=str)
+
+
 def _key(row: pd.Series) -> tuple:
     """What pairs results across runs: the variant's label, so a variant rebuilt from changed inputs is compared
     with the one it replaces (``_keys`` adds the id where one run gives two variants one label)."""
-    settings = json.dumps(row["settings"], sort_keys=True, default=str)
+    settings = _settings_key(row)
     return (row["label"], row["target"], row["backend"], settings)
 
 
@@ -196,7 +201,7 @@ def _keys(df: pd.DataFrame) -> list[tuple]:
 def _history_key(row: pd.Series) -> tuple:
     """What makes an earlier run's figure part of a result's run-to-run spread: the same variant id (a changed
     model's earlier figures are another population)."""
-    settings = json.dumps(row["settings"], sort_keys=True, default=str)
+    settings = _settings_key(row)
     return (row["variant_id"], row["target"], row["backend"], settings)
 
 
@@ -482,7 +487,12 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
             unmatched.append(_unmatched_reason(cand.rows[-1], base_df))
     for key, base in base_by_key.items():
         row = base.rows[-1]
-        if key in cand_by_key or not _same_job(row, cand_df).empty:  # settings mismatches listed above
+        if key in cand_by_key:
+            continue
+        other = _same_job(row, cand_df)
+        if not other.empty:  # measured with other settings (listed above): not compared, so not judged either
+            missing.append(MissingResult(str(row["label"]), context_label(row["target"], row["backend"], row["threads"]),
+                                         f"measured with other settings ({_settings_diff(row, other.iloc[-1])})", False))
             continue
         failed = _same_job(row, cand_failed)
         reason = (f"failed in the candidate run: {failed.iloc[-1]['error'] or failed.iloc[-1]['status']}"
@@ -569,6 +579,11 @@ def _unmatched_reason(cand: pd.Series, base_df: pd.DataFrame) -> str:
     same = _same_job(cand, base_df)
     if same.empty:
         return f"{where}: only in the candidate run"
-    base = same.iloc[0]
-    diffs = [f"{k} {base[k]} -> {cand[k]}" for k in _SETTING_KEYS if str(base[k]) != str(cand[k])]
-    return f"{where}: settings mismatch, not compared ({'; '.join(diffs) or 'other settings differ'})"
+    return f"{where}: settings mismatch, not compared ({_settings_diff(same.iloc[0], cand)})"
+
+
+def _settings_diff(base: pd.Series, cand: pd.Series) -> str:
+    """Each setting that differs between two results, ``name old -> new`` (absent: ``-``)."""
+    a, b = comparable_settings(base["settings"] or {}), comparable_settings(cand["settings"] or {})
+    diffs = [f"{k} {a.get(k, '-')} -> {b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diffs) or "other settings differ"
