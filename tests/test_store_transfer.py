@@ -57,3 +57,35 @@ def test_import_copies_runs_once(tmp_path: Path) -> None:
     assert dest.get_run("nightly")["id"] == first
     src.close()
     dest.close()
+
+
+def test_importing_again_completes_a_run_and_keeps_layer_profiles(tmp_path: Path) -> None:
+    """A host's store imported while its run was unfinished gained nothing when imported again (the run stayed
+    'running' with half its results), and per-layer profiles never crossed."""
+    from edgebench.job import JobResult
+    from edgebench.profile.table import LayerProfile
+    from edgebench.store.record import MeasurementRecord
+
+    profile = LayerProfile("onnxruntime", "not available", reason="no profiler here").to_dict()
+    src = Store.open(tmp_path / "host1.db")
+    run_id = fill_run(src, seed=1, profiles={"baseline/fp32": profile})
+    with src.engine.begin() as conn:  # as the run stood mid-way: unfinished, before its last result and tag
+        conn.exec_driver_sql("update runs set finished_at = null, status = 'running'")
+    src.close()
+    dest = Store.open(tmp_path / "lab.db")
+    assert import_runs(dest, tmp_path / "host1.db") == [run_id]
+    halfway = len(dest.measurements(run_id))
+    src = Store.open(tmp_path / "host1.db")  # the host's run goes on: one more result, a tag, and its end
+    spec_id = src.measurements(run_id).iloc[0]["variant_id"]
+    src.add_measurement(MeasurementRecord(run_id, "late-job", spec_id, "local-cpu", "torch",
+                                          JobResult(job_id="late-job", status="failed", error="boom"), {"threads": 1}))
+    src.tag_run(run_id, "nightly")
+    src.finish_run(run_id)
+    src.close()
+    assert import_runs(dest, tmp_path / "host1.db") == [run_id]
+    assert len(dest.measurements(run_id)) == halfway + 1 and dest.get_run("nightly")["status"] == "finished"
+    assert import_runs(dest, tmp_path / "host1.db") == []  # nothing left to add
+    with_profile = dest.measurements(run_id).query("label == 'baseline/fp32'")["id"]
+    stored = dest.layer_profiles([int(i) for i in with_profile])
+    assert [p.reason for p in stored.values()] == ["no profiler here"]
+    dest.close()

@@ -371,7 +371,7 @@ def import_(
     store: StoreOpt = None,
     run: Annotated[list[str] | None, typer.Option("--run", help="run id or tag to copy; repeatable (default: all)")] = None,
 ) -> None:
-    """Copy runs from another store into this one (runs already present are skipped)."""
+    """Copy runs from another store into this one (a run already present gains only what it lacks)."""
     from edgebench.store.transfer import import_runs
 
     if Path(source).suffix.lower() in (".csv", ".parquet"):

@@ -17,8 +17,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
+from edgebench.store.profiles import insert_profile, read_profiles
 from edgebench.store.schema import StoreError, measurements, run_tags, runs, samples, variants
 from edgebench.store.store import Store
 
@@ -96,35 +97,37 @@ def _write(df: pd.DataFrame, path: Path, fmt: ExportFormat) -> None:
 
 
 def import_runs(dest: Store, source_url: str | Path, run_ids: Sequence[str] | None = None) -> list[str]:
-    """Copy runs (default: all) with their variants, tags, measurements and samples; return the ids copied.
+    """Copy runs (default: all) with their variants, tags, measurements, samples and per-layer profiles; return the
+    ids of the runs that gained anything.
 
-    Runs whose id already exists in ``dest`` are skipped, so importing twice adds nothing.
+    A run already in ``dest`` gains what it lacks (measurements of job keys it has not stored, tags, the end of a
+    run that was unfinished at the last import), so importing twice adds nothing and importing a host's file
+    again completes what it has measured since.
     """
     source = Store.open(source_url)
     try:
         wanted = [source.resolve_run(r) for r in run_ids] if run_ids else list(source.runs()["id"])
-        copied = []
-        for run_id in wanted:
-            with dest.engine.connect() as conn:
-                if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).scalar() is not None:
-                    log.info("run %s already in %s; skipped", run_id, dest.url)
-                    continue
-            _copy_run(source, dest, run_id)
-            copied.append(run_id)
-        return copied
+        return [run_id for run_id in wanted if _copy_run(source, dest, run_id)]
     finally:
         source.close()
 
 
-def _copy_run(source: Store, dest: Store, run_id: str) -> None:
+def _copy_run(source: Store, dest: Store, run_id: str) -> bool:
+    """Copy what ``dest`` lacks of ``source``'s run ``run_id``; whether anything was copied."""
+    with dest.engine.connect() as conn:
+        present = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().one_or_none()
+        have_keys = set(conn.execute(select(measurements.c.job_key).where(measurements.c.run_id == run_id)).scalars())
+        have_tags = set(conn.execute(select(run_tags.c.tag).where(run_tags.c.run_id == run_id)).scalars())
     with source.engine.connect() as src:
         run = dict(src.execute(select(runs).where(runs.c.id == run_id)).mappings().one())
-        tags = [dict(r) for r in src.execute(select(run_tags).where(run_tags.c.run_id == run_id)).mappings()]
+        tags = [dict(r) for r in src.execute(select(run_tags).where(run_tags.c.run_id == run_id)).mappings()
+                if r["tag"] not in have_tags]
         rows = [
             dict(r)
             for r in src.execute(
                 select(measurements).where(measurements.c.run_id == run_id).order_by(measurements.c.id)
             ).mappings()
+            if r["job_key"] not in have_keys
         ]
         variant_ids = sorted({r["variant_id"] for r in rows})
         variant_rows = src.execute(select(variants).where(variants.c.id.in_(variant_ids))).mappings().all()
@@ -134,11 +137,20 @@ def _copy_run(source: Store, dest: Store, run_id: str) -> None:
                 select(samples).where(samples.c.measurement_id.in_([r["id"] for r in rows]))
             ).mappings()
         }
+        profiles = read_profiles(src, [r["id"] for r in rows])
+    ends = present is not None and present["finished_at"] is None and run["finished_at"] is not None
+    if present is not None and not (rows or tags or ends):
+        log.info("run %s already in %s with all the source holds; skipped", run_id, dest.url)
+        return False
     for v in variant_rows:
         facts = {**v["facts"], **{k: v[k] for k in ("params", "macs", "training_macs") if v[k] is not None}}
         dest.upsert_variant(v["id"], v["spec"], v["label"], v["parent_id"], facts)
     with dest.engine.begin() as conn:
-        conn.execute(insert(runs).values(**run))
+        if present is None:
+            conn.execute(insert(runs).values(**run))
+        elif ends:
+            conn.execute(update(runs).where(runs.c.id == run_id)
+                         .values(status=run["status"], finished_at=run["finished_at"]))
         for tag in tags:
             conn.execute(insert(run_tags).values(**tag))
         for row in rows:
@@ -146,3 +158,6 @@ def _copy_run(source: Store, dest: Store, run_id: str) -> None:
             new_id = conn.execute(insert(measurements).values(**row)).inserted_primary_key[0]
             if old_id in blobs:
                 conn.execute(insert(samples).values(**{**blobs[old_id], "measurement_id": new_id}))
+            if old_id in profiles:
+                insert_profile(conn, new_id, profiles[old_id].to_dict())
+    return True
