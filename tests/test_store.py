@@ -236,10 +236,14 @@ def test_killed_writer_loses_nothing_and_resume_does_not_duplicate(tmp_path: Pat
     assert len(df) == len(set(df["job_key"])) == len(stored | {f"job-{i}" for i in range(len(stored) + 5)})
 
 
-def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path) -> None:
+def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "results.db"
     make_foundation_store(f"sqlite:///{path}")
+    # opened read-only, an old store cannot be upgraded: the error says that the upgrade is what needs the write
+    with pytest.raises(StoreError, match="store schema version 1 must be upgraded to .* which writes to it: .*readonly"):
+        Store.open(f"sqlite:///file:{path}?mode=ro&uri=true")
     store = Store.open(path)
+    assert "schema upgraded from version 1 to 2" in caplog.text  # said, not done silently
     run_id = store.start_run("exp", {}, "h", MACHINE, tags=("v1",))
     assert store.resolve_run("v1") == run_id
     details = {"synthesis": {"status": "not synthesised", "reason": "vitis_hls not on PATH"}}

@@ -248,19 +248,33 @@ def ensure_schema(engine: Engine) -> int:
         _refuse_newer(version)
         if version == SCHEMA_VERSION:
             return version
-        with schema_transaction(engine) as conn:
-            version = current_version(conn)
-            if version is None:
-                _refuse_foreign_sqlite(conn, engine)
-                metadata.create_all(conn)
-                _stamp(conn, SCHEMA_VERSION, "initial schema")
-                version = SCHEMA_VERSION
-            elif version < SCHEMA_VERSION:
-                step_version, description, step = next(m for m in MIGRATIONS if m[0] == version + 1)
-                log.info("migrating store schema %d -> %d: %s", version, step_version, description)
-                step(conn)
-                _stamp(conn, step_version, description)
-                version = step_version
+        try:
+            version = _create_or_migrate_one_step(engine)
+        except StoreError as exc:  # a read-only old store: say that the upgrade is what needs the write
+            if version is None or "cannot write" not in str(exc):
+                raise
+            raise StoreError(f"store schema version {version} must be upgraded to {SCHEMA_VERSION} before this "
+                             f"edgebench can read it, which writes to it: {exc}") from None
+
+
+def _create_or_migrate_one_step(engine: Engine) -> int:
+    """Under the schema lock: create the schema of a new store, or apply the next migration; the version after."""
+    with schema_transaction(engine) as conn:
+        version = current_version(conn)
+        if version is None:
+            _refuse_foreign_sqlite(conn, engine)
+            metadata.create_all(conn)
+            _stamp(conn, SCHEMA_VERSION, "initial schema")
+            return SCHEMA_VERSION
+        if version < SCHEMA_VERSION:
+            step_version, description, step = next(m for m in MIGRATIONS if m[0] == version + 1)
+            log.warning("store %s: schema upgraded from version %d to %d (%s); edgebench releases before this step "
+                        "cannot open it any more", engine.url.render_as_string(hide_password=True), version,
+                        step_version, description)
+            step(conn)
+            _stamp(conn, step_version, description)
+            return step_version
+        return version
 
 
 @contextmanager
