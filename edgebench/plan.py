@@ -150,7 +150,11 @@ class PlannedJob:
     def artifact_key(self) -> str:
         """Cache key of the exported artifact: the variant, the format and target settings that change it."""
         revision = get_exporter(self.artifact_format, self.target.blocks).revision
-        return spec_hash([self.variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision,
+        variant = self.variant
+        if self.export_quant.calibrator != variant.quant.calibrator and self.export_quant.precision == variant.quant.precision:
+            # the exporter ignores the asked calibrator: one file for every calibrator, that of the one it uses
+            variant = variant.model_copy(update={"quant": self.export_quant})
+        return spec_hash([variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision,
                           *([revision] if revision else [])])  # revision 0 keeps the keys artifacts had before it
 
     @property
@@ -197,7 +201,7 @@ class PlannedJob:
 
 def ignored_calibrator(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> list[str]:
     """A line per target and backend whose int8 export calibrates its own way, not by ``quantization.calibrator``
-    (LiteRT: min and max only): its int8 variants are stored under the experiment's calibrator all the same."""
+    (LiteRT: min and max only): its int8 measurements record the calibrator its file was made with."""
     calibrator = exp.quantization.calibrator
     if "int8" not in exp.quantization.precisions:
         return []
@@ -239,6 +243,14 @@ def plan_jobs(
     return jobs, unsupported
 
 
+def _as_exported(quant: QuantSpec, exporter: Exporter) -> QuantSpec:
+    """``quant`` as ``exporter`` writes it: an int8 calibrator it has not (LiteRT calibrates by min and max only)
+    becomes the one it uses, so the measurement records the calibrator behind its file."""
+    if quant.calibrator is None or exporter.calibrators is None or quant.calibrator in exporter.calibrators:
+        return quant
+    return quant.model_copy(update={"calibrator": exporter.calibrators[0]})
+
+
 def plan_target_jobs(
     exp: Experiment, fp32_specs: list[VariantSpec], selection: TargetSelection, target: TargetSpec
 ) -> tuple[list[PlannedJob], list[str]]:
@@ -259,7 +271,7 @@ def plan_target_jobs(
                 unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
                 continue
             for variant in _variants_at(exp, fp32_specs, precision, exporter):
-                export_quant = QuantSpec() if runtime_applied else variant.quant
+                export_quant = QuantSpec() if runtime_applied else _as_exported(variant.quant, exporter)
                 if selection.includes(variant):
                     jobs.append(PlannedJob(variant, target, backend_name, fmt, options, measure_settings, export_quant))
     if target.precisions is not None and not set(target.precisions) & set(exp.quantization.precisions):

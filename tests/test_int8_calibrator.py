@@ -102,3 +102,24 @@ def test_a_target_whose_int8_ignores_the_calibrator_is_named(tmp_path: Path) -> 
         "Runtime's int8 uses)"]
     minmax = load_experiment(default_with(tmp_path, "m.yaml", quantization={"precisions": ["fp32", "int8"]}))
     assert ignored_calibrator(minmax, targets) == []
+
+
+def test_litert_int8_records_the_calibrator_its_file_was_made_with(tmp_path: Path) -> None:
+    """With calibrator entropy, LiteRT's int8 measurements were stored as entropy, and each calibrator made another
+    byte-identical file; they record minmax and share minmax's file, while ONNX Runtime's int8 keeps entropy."""
+    from edgebench.plan import plan_jobs
+    from edgebench.targets import get_target
+
+    def int8_jobs(calibrator: str) -> dict[str, object]:
+        exp = load_experiment(default_with(tmp_path, f"{calibrator}.yaml", targets=["local-cpu", "local-litert"],
+                                           quantization={"precisions": ["int8"], "calibrator": calibrator}))
+        jobs, _ = plan_jobs(exp, plan_fp32_variants(exp), [(s, get_target(s.name)) for s in exp.targets])
+        return {f"{j.backend}/{j.variant.label}": j for j in jobs if j.variant.quant.precision == "int8"}
+
+    entropy, minmax = int8_jobs("entropy"), int8_jobs("minmax")
+    litert = [k for k in entropy if k.startswith("litert/")]
+    assert litert and all(entropy[k].settings["calibrator"] == "minmax" for k in litert)
+    assert all(entropy[k].artifact_key == minmax[k].artifact_key for k in litert)  # one file, not one per calibrator
+    ort = [k for k in entropy if k.startswith("onnxruntime/")]
+    assert ort and all(entropy[k].settings["calibrator"] == "entropy" for k in ort)
+    assert all(entropy[k].artifact_key != minmax[k].artifact_key for k in ort)
