@@ -143,8 +143,9 @@ def fill_run(
     threads: int = 1,
     targets: dict[str, float] | None = None,
     profiles: dict[str, dict[str, Any]] | None = None,
+    window_runs: int = 400,
 ) -> str:
-    """Store a full synthetic run and return its id.
+    """Store a full synthetic run and return its id (each timed window of ``window_runs`` runs).
 
     ``slowdown`` maps variant label -> latency factor; ``targets`` maps target name -> latency factor;
     ``profiles`` maps variant label -> a per-layer profile (``LayerProfile.to_dict()``) stored with it.
@@ -157,7 +158,7 @@ def fill_run(
         settings = {"threads": threads, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
         for target, factor in (targets or {"local-cpu": 1.0}).items():
             key = f"{spec.id}:{target}:onnxruntime:t{threads}"
-            result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0) * factor)
+            result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0) * factor, window_runs)
             if spec.label in (profiles or {}):
                 result = result.model_copy(update={"layer_profile": profiles[spec.label]})  # type: ignore[index]
             store.add_measurement(

@@ -69,6 +69,18 @@ def test_one_run_a_side_decides_only_beyond_the_allowance(sqlite_store: Store) -
     assert len(compare_runs(sqlite_store, base, cand, allowance=5).regressions) == 2
 
 
+def test_a_window_too_short_to_bound_its_percentile_is_not_decided_on(sqlite_store: Store) -> None:
+    """50 runs a window bound a p50 (6 needed at 95 %) but not a p99 (368): with one run a side and no history, a
+    p99 change is the slowest run or two of each window, so it is shown undecided, not called against the allowance."""
+    base = fill_run(sqlite_store, seed=1, window_runs=50)
+    cand = fill_run(sqlite_store, seed=2, window_runs=50, slowdown={"baseline/int8": 1.30})
+    cmp = compare_runs(sqlite_store, base, cand)
+    changes = {c.metric: c for r in cmp.results if r.label == "baseline/int8" for c in r.changes}
+    assert changes["latency"].verdict == "regression"
+    assert changes["p99"].verdict == "undecided"
+    assert "has 50 runs, fewer than the 368 a p99 interval needs at 95%" in changes["p99"].note
+
+
 def test_repeats_decide_on_the_runs(sqlite_store: Store) -> None:
     _noisy_runs(sqlite_store, "base", 3, sigma=0.01, seed=1, variants=6)
     _noisy_runs(sqlite_store, "cand", 3, sigma=0.01, seed=2, slowdown=1.10, variants=6)

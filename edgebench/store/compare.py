@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgebench.job import SpeedProbe
+from edgebench.job import CONFIDENCE, SpeedProbe, runs_for_an_interval
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_LOOKBACK,
@@ -332,6 +332,9 @@ def run_metric_change(
     a, b = base.values(metric), cand.values(metric)
     lookback = series_noise(history) if len(history) >= MIN_SERIES_RUNS else None
     noise = pool(replicate_noise([a, b], "runs a side"), lookback)
+    short = _too_few_runs(metric, base, cand) if noise is None else None
+    if short is not None:  # no spread to judge by, and a window that cannot even bound its own percentile
+        return _undecided(metric, base, cand, effect, short)
     if metric == "latency" and noise is not None:  # never more alike than each run's own p50 interval allows
         se = [s for s in (p50_log_se(x) for x in base.samples + cand.samples) if s is not None]
         noise = at_least(noise, float(np.sqrt(np.mean(np.square(se)))) if se else 0.0, "the runs' own p50 intervals")
@@ -343,6 +346,25 @@ def run_metric_change(
         decision = Decision(decision.verdict, decision.ratio, None, None, None, decision.basis,
                             f"{decision.note} ({len(history)} earlier run(s) here, {MIN_SERIES_RUNS} needed)")
     return metric_change(metric, a, b, decision, effect, None if noise is None else noise.pct)
+
+
+#: the quantile each percentile metric is
+_QUANTILE = {"latency": 0.5, "p99": 0.99}
+
+
+def _too_few_runs(metric: str, base: Side, cand: Side) -> str | None:
+    """Why a side's latest window cannot be decided on for a percentile: fewer runs than its interval needs (a p99
+    of 50 runs is the slowest one or two), or None."""
+    q = _QUANTILE.get(metric)
+    if q is None:
+        return None
+    for side, rows in (("baseline", base.rows), ("candidate", cand.rows)):
+        n, confidence = _value(rows[-1], "n_samples"), _value(rows[-1], "ci_confidence") or CONFIDENCE
+        needed = runs_for_an_interval(q, confidence)
+        if n is not None and n < needed:
+            return (f"the {side}'s timed window has {n:.0f} runs, fewer than the {needed} a p{round(q * 100)} "
+                    f"interval needs at {confidence:.0%}, and no run-to-run spread is known")
+    return None
 
 
 def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str) -> MetricChange:
