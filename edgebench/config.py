@@ -589,6 +589,10 @@ AP_MAX_WIDTH = 1024
 FIXED_POINT = re.compile(r"^(ap_)?u?(fixed<\s*\d+\s*,\s*-?\d+\s*(,\s*\w+\s*){0,3}>|int<\s*\d+\s*>)$")
 
 
+#: experiments whose pruning at the last epoch this process has warned about
+_WARNED_LATE_PRUNING: set[str] = set()
+
+
 def check_experiment(exp: Experiment, source: str) -> None:
     """Constraints between fields of ``exp``; ConfigError naming ``source`` and the fields."""
     pruning, epochs = exp.pruning, exp.training.epochs
@@ -597,7 +601,9 @@ def check_experiment(exp: Experiment, source: str) -> None:
     if late and pruning.criteria and "while_training" in pruning.schedules:
         raise ConfigError(f"{source}: pruning.prune_epochs: {late} outside the training run (training.epochs: {epochs}, "
                           f"so epochs 0..{epochs - 1}); lower them or train longer")
-    if epochs - 1 in pruning.prune_epochs and pruning.criteria and "while_training" in pruning.schedules:
+    if (epochs - 1 in pruning.prune_epochs and pruning.criteria and "while_training" in pruning.schedules
+            and exp.hash not in _WARNED_LATE_PRUNING):  # once: the CLI's file load and api.run both check it
+        _WARNED_LATE_PRUNING.add(exp.hash)
         log.warning("%s: pruning.prune_epochs includes the last epoch (%d): filters removed then get no training "
                     "after, so those variants lose accuracy a later pruning step would recover; prune earlier or train "
                     "longer", source, epochs - 1)

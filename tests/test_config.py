@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
+from edgebench.config import DEFAULT_EXPERIMENT, check_loaded, load_experiment
 from edgebench.errors import ConfigError
 from edgebench.plan import plan_fp32_variants
 from edgebench.targets import get_target, load_target_file
@@ -180,7 +180,8 @@ def test_pruning_at_the_last_epoch_is_warned(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="edgebench.config"):
         load_experiment(_write(tmp_path, "training: {epochs: 8}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
         assert not caplog.records
-        load_experiment(_write(tmp_path, "training: {epochs: 7}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
+        late = load_experiment(_write(tmp_path, "training: {epochs: 7}\npruning: {criteria: [l1], prune_epochs: [2, 4, 6]}\n"))
+        check_loaded(late)  # what api.run does with the experiment the CLI loaded: said once, not twice
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'exp.yaml'}: pruning.prune_epochs includes the last epoch (6): filters removed then get no "
         "training after, so those variants lose accuracy a later pruning step would recover; prune earlier or train "

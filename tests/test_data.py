@@ -258,3 +258,15 @@ def test_imagefolder_skips_hidden_entries_and_checks_the_test_folders_classes(tm
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "test" / "zebra" / "0.png")
     with pytest.raises(DatasetError, match=r"test has class folders that .*train lacks \(zebra\)"):
         load_dataset("imagefolder", path=tmp_path, image_size=8)
+
+
+def test_labels_that_skip_class_ids_are_said(caplog: pytest.LogCaptureFixture) -> None:
+    """Labels {3, 7} make an 8-output model, 6 outputs for classes nothing trains: allowed, but said."""
+    from edgebench.data.splits import make_splits
+
+    x = np.zeros((40, 1, 4, 4), np.float32)
+    y = np.where(np.arange(40) % 2 == 0, 3, 7)
+    with caplog.at_level("WARNING", logger="edgebench.data.splits"):
+        splits = make_splits("gaps", x, y, x[:10], y[:10], 0.2, 0)
+    assert splits.num_classes == 8
+    assert "class ids run 0..7 but no image has 0, 1, 2, 4, 5, 6: the model gets 8 outputs, 6 of them" in caplog.text

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ def make_splits(
     y_val = np.asarray(y_val, dtype=np.int64)
     x_train, x_val, x_test = (a.astype(np.float32, copy=False) for a in (x_train, x_val, x_test))
     classes = num_classes or int(max(y_train.max(), y_val.max(), y_test.max())) + 1
+    unused = sorted(set(range(classes)) - set(np.unique(np.concatenate([y_train, y_val, y_test])).tolist()))
+    if unused and num_classes is None:
+        log.warning("dataset %s: class ids run 0..%d but no image has %s: the model gets %d outputs, %d of them for "
+                    "classes nothing trains (label the classes 0..K-1)", name, classes - 1,
+                    ", ".join(map(str, unused[:8])) + (" ..." if len(unused) > 8 else ""), classes, len(unused))
     return DatasetSplits(
         name=name,
         num_classes=classes,
