@@ -546,6 +546,8 @@ CASES = [
     # --- runs ---------------------------------------------------------------------------------------------
     Case("runs-store-not-a-database", "runs", store_cmd("runs", store=garbage_store), ("garbage.db", "database")),
     Case("runs-store-foreign-sqlite", "runs", store_cmd("runs", store=foreign_sqlite), ("contacts.db",)),
+    Case("runs-store-zero-bytes", "runs", store_cmd("runs", store=lambda ctx: ctx.file("zero.db", b"")),
+         ("zero.db", "empty file, not a results store")),
     Case("runs-store-unknown-scheme", "runs", lambda ctx: ["runs", "--store", "nosuchdb://x/y"], ("nosuchdb",),
          store_checked=False),
     Case("runs-store-postgres-unreachable", "runs",

@@ -274,3 +274,14 @@ def test_p50_standard_error_from_order_statistics() -> None:
     # the median of n normal draws has a standard error of sqrt(pi / 2) * sigma / sqrt(n)
     assert p50_log_se(samples) == pytest.approx(np.sqrt(np.pi / 2) * 0.05 / 100, rel=0.25)
     assert p50_log_se(samples[:5]) is None
+
+
+def test_a_run_still_going_is_said(sqlite_store: Store) -> None:
+    """Comparing against a run that is still measuring compared its first results as if they were all of it."""
+    base = fill_run(sqlite_store, seed=1)
+    cand = fill_run(sqlite_store, seed=2)
+    with sqlite_store.engine.begin() as conn:
+        conn.exec_driver_sql("update runs set finished_at = null, status = 'running' where id = ?", (cand,))
+    warnings = compare_runs(sqlite_store, base, cand).warnings
+    assert f"run {cand} is not finished (running): only the results it has stored so far are compared" in warnings
+    assert not any(base in w for w in warnings)

@@ -46,6 +46,8 @@ def open_store(store: str | None, must_exist: bool = True) -> Store:
             raise StoreError(f"no results store at {store} (the default experiment's); this directory has "
                              f"{', '.join(others)}: pass one with --store")
         raise StoreError(f"no results store at {store}: run `edgebench run` first or pass --store PATH|URL")
+    if must_exist and "://" not in store and Path(store).stat().st_size == 0:  # SQLite would take it as a new store
+        raise StoreError(f"{store} is an empty file, not a results store: pass the results.db a run wrote")
     return Store.open(store)
 
 

@@ -501,6 +501,8 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
     cand_failed = pd.concat([_failed(store.measurements(r)) for r in cand_ids], ignore_index=True)
     warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
+    warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
+                 "compared" for run in (base_run, cand_run) if run.get("finished_at") is None]
     pairs, unmatched, missing = [], [], []
     for key, cand in cand_by_key.items():
         if key in base_by_key:
