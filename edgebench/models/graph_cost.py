@@ -79,6 +79,10 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
 
     weights = {constant(node.input[i]) for node in graph.node
                for i in _ONNX_WEIGHT_INPUTS.get(node.op_type, ()) if i < len(node.input) and node.input[i]}
+    # a bias added on its own (ONNX Runtime's dynamic quantizer moves each Gemm's bias into an Add); scalars added
+    # are constants of an op (an epsilon), not parameters
+    weights |= {name for node in graph.node if node.op_type == "Add" for name in map(constant, node.input)
+                if name is not None and math.prod(initializers[name].dims) > 1}
     params = sum(math.prod(initializers[name].dims) for name in weights - {None})
     macs: int | None = 0
     for node in graph.node:
