@@ -377,7 +377,9 @@ class _OpenRun:
             self.outcome.failed.append(f"{where}: {result.error} (not stored; run the same command again to measure it)")
             return
         measured = job_result(result)
-        if measured.status == "ok" and job.measure.predict_latency and job.variant.external is None:
+        # the tables predict fp32 variants (sweep.Predict): an int8 file of the same weights has no prediction
+        if (measured.status == "ok" and job.measure.predict_latency and job.variant.external is None
+                and job.variant.quant.precision == "fp32"):
             prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
             if prediction.is_file():
                 measured = measured.model_copy(update={"latency_prediction": read_prediction(prediction)})

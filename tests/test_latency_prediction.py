@@ -79,7 +79,7 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     path = default_with(
         tmp_path, name="predict", training={"epochs": 1, "batch_size": 128},
         pruning={"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0], "allocation": ["uniform"]},
-        quantization={"precisions": ["fp32"]}, targets=[str(target)],
+        quantization={"precisions": ["fp32", "int8"], "calibration_samples": 32}, targets=[str(target)],
         measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None,
                      "predict_latency": True, "parallel_lanes": True},
         run={"workdir": str(tmp_path / "runs")}, report={"dir": str(tmp_path / "report")},
@@ -90,7 +90,10 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     assert verdict is not None and verdict.reason
     assert verdict.ok or any(note.startswith("side-by-side lanes refused") for note in outcome.unsupported)
     with Store.open(outcome.store_url) as store:
-        df = store.measurements(outcome.run_id).set_index("kind")
+        every = store.measurements(outcome.run_id)
+    # the tables predict fp32 variants: the int8 file of the same weights had the fp32 prediction and its error
+    assert every.query("precision == 'int8'")["predicted_p50_ms"].isna().all()
+    df = every.query("precision == 'fp32'").set_index("kind")
     base, pruned = df.loc["baseline"], df.loc["structured"]
     assert base["predicted_p50_ms"] is None or base["predicted_p50_ms"] != base["predicted_p50_ms"]  # not predicted
     prediction = LatencyPrediction.model_validate(pruned["details"]["latency_prediction"])
