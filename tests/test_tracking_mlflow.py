@@ -188,5 +188,19 @@ def test_a_tracking_server_that_fails_is_one_line_naming_the_stored_run(filled_s
         port = s.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.raises(TrackingError, match=rf"logging run {run_id} to MLflow at {uri} failed: .*the run is stored"):
-        log_run(store, run_id, uri)
+    with pytest.raises(TrackingError, match=rf"logging run {run_id} to MLflow at {uri} failed: .*the run is stored") as err:
+        log_run(store, run_id, uri, experiment="edge-costs")
+    # the command it names runs as printed once a server answers (here a SQLite tracking store stands in for it):
+    # it names the store and the experiment (it lacked both: "no results store at runs/default/results.db")
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from edgebench.cli import app
+
+    command = shlex.split(str(err.value).split("`")[1])
+    assert command[:2] == ["edgebench", "export"] and "--store" in command and "edge-costs" in command
+    working = f"sqlite:///{store.url.removeprefix('sqlite:///')}.mlflow.db"
+    done = CliRunner().invoke(app, [working if arg == uri else arg for arg in command[1:]])
+    assert done.exit_code == 0, done.output
+    assert _client(working).get_experiment_by_name("edge-costs") is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from edgebench.errors import ConfigError, EdgebenchError, TrackingError, first_line, require_module
 from edgebench.store import Store
@@ -105,8 +107,11 @@ def log_run(
     except EdgebenchError:
         raise
     except Exception as exc:  # the tracking server's own errors (refused, unreachable, bad URI)
+        where = make_url(store.url).render_as_string(hide_password=True)  # never print a password
+        again = shlex.join(["edgebench", "export", "--mlflow", uri, "--run", run["id"], "--store", where,
+                            *(["--experiment", experiment] if experiment else [])])
         raise TrackingError(f"logging run {run['id']} to MLflow at {uri} failed: {first_line(exc)}; the run is "
-                            f"stored: log it again with `edgebench export --mlflow {uri} --run {run['id']}`") from exc
+                            f"stored: log it again with `{again}`") from exc
 
 
 def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | None,
