@@ -79,6 +79,11 @@ def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, mon
     assert "release-1.0" in listing.output and listing.output.count("synthetic") == 3
     hist = runner.invoke(app, ["history", "--store", str(db), "--variant", "baseline/int8"], env={"COLUMNS": "200"})
     assert hist.exit_code == 0 and "1 change point(s) detected" in hist.output and "▲" in hist.output
+    # --out writes the page of the runs and variants the table shows (it wrote the tagged runs' page, or nothing)
+    page = runner.invoke(app, ["history", "--store", str(db), "--all-runs", "--variant", "baseline/int8",
+                               "--out", str(tmp_path / "h")], env={"COLUMNS": "200"})
+    assert page.exit_code == 0 and f"history page: {tmp_path / 'h' / 'history.html'}" in page.output
+    assert "baseline/int8" in (tmp_path / "h" / "history.html").read_text()
 
 
 def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:

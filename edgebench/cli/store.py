@@ -272,8 +272,7 @@ def history(
         if target:
             hist = _only(hist, hist["target"] == target, f"target '{target}'", hist["target"])
         changes = series_change_points(st, hist, m.name)
-        if out:
-            render_history(st, out, m.name, name=name)
+        page = render_history(st, out, m.name, name=name, hist=hist) if out else None
     runs = hist.drop_duplicates("position").sort_values("position")
     marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
     table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on)")
@@ -290,6 +289,10 @@ def history(
         table.add_row(str(label), str(context), *cells)
     console.print(table)
     console.print(f"{len(changes)} change point(s) detected")
+    if out and page is not None:
+        print_line("history page:", "", page)
+    elif out:
+        print_line("history page:", "yellow", f"not written: a page needs two runs or more, and {out} would hold one")
 
 
 def _only(hist: pd.DataFrame, keep: pd.Series, what: str, have: pd.Series) -> pd.DataFrame:

@@ -48,10 +48,13 @@ def history_figure(hist: pd.DataFrame, changes: pd.DataFrame, metric: str) -> Fi
 
 
 def render_history(
-    store: Store, out_dir: Path, metric: str = "latency", name: str | None = None, until_run: str | None = None
+    store: Store, out_dir: Path, metric: str = "latency", name: str | None = None, until_run: str | None = None,
+    hist: pd.DataFrame | None = None,
 ) -> Path | None:
-    """Write ``out_dir/history.html`` (+ PNG/SVG) over tagged runs; None when fewer than two runs exist."""
-    hist = history_frame(store, metric, name=name, until_run=until_run)
+    """Write ``out_dir/history.html`` (+ PNG/SVG) over tagged runs, or over ``hist`` (a ``history_frame`` already
+    selected: every run, some variants or targets); None when fewer than two runs are in it."""
+    if hist is None:
+        hist = history_frame(store, metric, name=name, until_run=until_run)
     if hist["position"].nunique() < 2:
         return None
     out_dir = Path(out_dir)
