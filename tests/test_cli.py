@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
 
 from edgebench.cli import app
+from edgebench.measure.speed_probe import TOLERANCE_ENV
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 
 runner = CliRunner()
@@ -91,6 +93,25 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     result = _run("bench", str(path), "--data", str(data), "--min-time-s", "0.05")
     assert result.exit_code == 0 and "accuracy on d.npz: 1.0000 (10 images)" in result.output
     assert "3,072 MACs per image" in result.output  # the image shape read off the data
+
+
+def test_bench_says_when_its_window_was_disturbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A busy machine flagged the window (stored for `run`), while bench printed its p50 as if the window was quiet.
+    A speed tolerance of 0 flags any change of the machine's speed across the window, as a busy host does."""
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    export_fp32_onnx(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval(), torch.zeros(1, 1, 8, 8), path)
+    monkeypatch.setenv(TOLERANCE_ENV, "0")
+    result = _run("bench", str(path), "--input-shape", "1,8,8", "--min-time-s", "0.05")
+    assert result.exit_code == 0, result.output
+    assert "disturbed: the machine's speed changed during its timed window" in " ".join(result.output.split())
+
+
+def test_a_tail_interval_far_from_symmetric_is_shown_by_its_ends():
+    from edgebench.cli.run import _with_interval
+
+    assert _with_interval(0.0630, (0.0610, 9.8)) == "0.0630 [0.061, 9.8]"  # was "0.0630 ±15460.32%"
+    assert _with_interval(0.0200, (0.0199, 0.0202)) == "0.0200 ±1.00%"
 
 
 def test_bench_corrupt_model_fails_clearly(tmp_path: Path):

@@ -307,6 +307,7 @@ def bench(
     from edgebench.executor.tasks import run_one
     from edgebench.job import Job, MeasureSettings
     from edgebench.runtimes.base import get_backend, list_backends
+    from edgebench.store.compare import disturbance
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
@@ -346,6 +347,9 @@ def bench(
         console.print("(the precision of this window's runs: another run of the same file lands further off, as "
                       "the machine's state differs between processes; `edgebench compare` decides on the run-to-run "
                       "spread)", style="dim", highlight=False)
+    why = disturbance(result.model_dump(mode="json")["details"])
+    if why is not None:  # the window's figures stand, but not as this file's speed on a quiet machine
+        print_line("disturbed:", "yellow", f"{why}: measure again on a quieter machine")
     if labelled:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
     if cost is not None:
@@ -370,10 +374,14 @@ def _graph_cost(artifact: Path, image: tuple[int, ...]) -> str | None:
 
 
 def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
-    """``0.0213 ±0.4%``: a percentile and the larger side of its confidence interval (none: too few runs)."""
+    """``0.0213 ±0.4%``: a percentile and the larger side of its confidence interval (none: too few runs); an
+    interval far from symmetric (a tail percentile's) as its ends, ``0.0630 [0.0610, 9.8]``."""
     if interval is None or value <= 0:
         return f"{value:.4f}"
-    return f"{value:.4f} ±{max(value - interval[0], interval[1] - value) / value:.2%}"
+    below, above = value - interval[0], interval[1] - value
+    if max(below, above) > 3 * max(min(below, above), 1e-12) and max(below, above) / value > 0.05:
+        return f"{value:.4f} [{interval[0]:.4g}, {interval[1]:.4g}]"
+    return f"{value:.4f} ±{max(below, above) / value:.2%}"
 
 
 def register(app: typer.Typer, wrap: Any) -> None:
