@@ -70,6 +70,13 @@ def test_gate_step_fails_a_regression_and_comments(workflow: dict, tmp_path: Pat
     assert "### edgebench compare:" in comment  # compare's own verdict table follows
 
 
-def test_gate_step_without_a_baseline_says_so(workflow: dict, tmp_path: Path) -> None:
+def test_gate_step_without_a_cached_baseline_gates_on_the_base_run_of_this_job(workflow: dict, tmp_path: Path) -> None:
+    """Before the first push to main saves a store, every pull request passed unjudged, though the job had just
+    measured the base commit (tag main) beside the change: that run is the baseline now, and the comment says so."""
+    with Store.open(tmp_path / workflow["env"]["STORE"]) as store:  # the base commit's run and the change's two
+        _runs(store, "main", 1, 0.003, seed=1)
+        _runs(store, "candidate", 2, 0.003, seed=2, slowdown={LARGE: 1.30})  # past the 20 % one base run allows
     code, comment = _run_gate_step(workflow, tmp_path)
-    assert code == "0" and "No baseline store for main yet" in comment
+    assert code == "1" and f"| fail | {LARGE} |" in comment
+    assert "No cached store of main yet (the first push there saves one): the base commit measured in this job is " \
+           "the baseline" in comment
