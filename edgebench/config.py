@@ -61,7 +61,8 @@ class DatasetConfig(_Strict):
     """Which dataset (a registered name, or an import path to the user's loader: ``edgebench.data.user``), its
     loader's options, and the preprocessing the model's weights expect."""
 
-    name: str = "digits"
+    name: str = Field("digits", description="digits, cifar10, cifar100, npz, imagefolder, an entry point, or an import path "
+        "my_pkg.data:load to your loader")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. path, seed, val_fraction")
     preprocess: Preprocess | None = Field(None, description="resize, center_crop, normalize: {mean, std}; applied "
                                           "to every split (training, calibration, every target's accuracy)")
@@ -91,7 +92,8 @@ class ModelConfig(_Strict):
     name: str = Field("digits_cnn", description="zoo or entry-point name, or an import path my_pkg.models:build_net")
     file: str | None = Field(None, description="a Python file defining the factory (with factory:)")
     factory: str | None = Field(None, description="the function (or class) in file that builds the model")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory (checked against its "
+        "signature)")
     weights: str | None = Field(None, description="trained weights: a state dict or checkpoint (torch.save), or a "
                                 "TorchScript / torch.export (.pt2) program that is the model itself")
     trust_checkpoint: bool = Field(False, description="let the checkpoint unpickle arbitrary Python objects "
@@ -110,25 +112,34 @@ class ModelConfig(_Strict):
 class PruningConfig(_Strict):
     """The pruning grid: every criterion x ratio x schedule becomes a variant."""
 
-    criteria: list[str] = Field(default_factory=lambda: ["l1", "mean_activation", "random"])
-    ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.8])
-    schedules: list[Schedule] = Field(default_factory=lambda: ["while_training"])
-    unit: Literal["filters", "macs"] = "filters"
+    criteria: list[str] = Field(default_factory=lambda: ["l1", "mean_activation", "random"], description="filter criteria: "
+        "bn_scale, bn_stats, chip, firing, hessian_radius, l1, mean_activation, nisp, random, sosp_h, taylor_activation, "
+        "taylor_bn, taylor_weight, thinet, or a plug-in's")
+    ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.8], description="fraction of the filters (unit: filters) "
+        "or of the MACs (unit: macs) each variant removes")
+    schedules: list[Schedule] = Field(default_factory=lambda: ["while_training"], description="when filters go: while_training, "
+        "oneshot_finetune, iterative, scratch, scratch_b, or a plug-in's")
+    unit: Literal["filters", "macs"] = Field("filters", description="what a ratio counts (macs: the filter ratio that removes "
+        "that share of MACs is searched)")
     scope: Literal["layer", "global"] | None = Field(
         None, description="layer: every layer loses the same fraction (allocation uniform); global: one ranking of "
         "layer-normalised scores (allocation global); neither scope nor allocation: each criterion's paper allocation"
     )
-    round_to: int | None = Field(None, ge=1)
+    round_to: int | None = Field(None, ge=1, description="each layer keeps a multiple of this many filters (widths hardware "
+        "likes), at least this many")
     prune_epochs: list[int] = Field(default_factory=list, description="while_training: epochs after which to prune")
-    finetune_epochs: int = Field(10, ge=0)
-    steps: int = Field(3, ge=1)
-    criterion_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    finetune_epochs: int = Field(10, ge=0, description="oneshot_finetune and iterative: retraining epochs after each pruning "
+        "step")
+    steps: int = Field(3, ge=1, description="iterative: pruning steps, the ratio ramping to the target")
+    criterion_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per criterion, e.g. {thinet: "
+        "{rescale: false}}")
     allocation: list[str] | None = Field(
         None, description="per-layer ratio allocations, each a grid value: paper (each criterion's own, the default) | "
         "uniform | global_raw | global | sensitivity | gradient_bound | latency (replaces scope; uniform = scope "
         "layer, global = scope global)"
     )
-    allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    allocation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per allocation, e.g. "
+        "{latency: {budget_ms: 0.5}}")
     keep: list[str] = Field(
         default_factory=list, description="conv layers (model.named_modules() names) whose filters are never "
         "removed: those torch-pruning cannot cut (a channel split, a shuffle), which a refused run names"
@@ -167,7 +178,7 @@ class SparseConfig(_Strict):
     """Unstructured-sparsity variants: every method x sparsity (``prune/sparse/``)."""
 
     methods: list[str] = Field(default_factory=lambda: ["magnitude"], description="magnitude, snip, rigl, scl")
-    sparsities: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9])
+    sparsities: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9], description="fraction of the weights zeroed")
     method_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per method")
 
     @field_validator("sparsities")
@@ -180,8 +191,8 @@ class LowRankConfig(_Strict):
     """Low-rank variants (LRPET, ``prune/lowrank.py``): one per rank ratio."""
 
     rank_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="kept fraction of full rank")
-    energy_transfer: bool = True
-    bn_rectification: bool = True
+    energy_transfer: bool = Field(True, description="move the cut singular values' energy onto the kept ones")
+    bn_rectification: bool = Field(True, description="project each conv with its following BatchNorm's scale folded in")
 
     @field_validator("rank_ratios")
     @classmethod
@@ -193,10 +204,13 @@ class QuantizationConfig(_Strict):
     """The precision grid applied to every pruned (and the baseline) model."""
 
     precisions: Annotated[list[Precision], AfterValidator(yaml_file.no_repeats)] = Field(
-        default_factory=lambda: ["fp32", "int8"])
-    calibration_samples: int = Field(256, ge=1)
-    fixed_point: str = "ap_fixed<16,6>"
-    reuse_factor: int = Field(1, ge=1)
+        default_factory=lambda: ["fp32", "int8"], description="each variant at these precisions: int8 is static "
+        "(calibrated), int8_dynamic quantizes activations at run time, fixed is hls4ml's fixed point")
+    calibration_samples: int = Field(256, ge=1, description="training images that calibrate int8 ranges and check fixed-point "
+        "overflow")
+    fixed_point: str = Field("ap_fixed<16,6>", description="hls4ml type of the fixed variants (ap_fixed<W,I>, ap_ufixed, "
+        "rounding and overflow modes)")
+    reuse_factor: int = Field(1, ge=1, description="hls4ml reuse factor: multiplications per multiplier (1: fully parallel)")
     calibrator: Calibrator = Field(
         DEFAULT_CALIBRATOR, description="int8 ONNX activation ranges: minmax | entropy | percentile "
         "(scripts/study_int8_calibration.py measures them)")
@@ -227,7 +241,7 @@ class TargetSelection(_Strict):
     is always included so speedups and accuracy drops have a reference.
     """
 
-    name: str
+    name: str = Field(description="a target file's name (`edgebench targets` lists them) or a path to one")
     criteria: list[str] | None = Field(None, description="only these pruning criteria (None = all)")
     ratios: list[float] | None = Field(None, description="only these pruning ratios (None = all)")
     schedules: list[Schedule] | None = Field(None, description="only these schedules (None = all)")
@@ -273,7 +287,8 @@ class ReportConfig(_Strict):
             ("accuracy", "latency_p50_ms"),
             ("accuracy", "size_bytes"),
             ("accuracy", "macs"),
-        ]
+        ],
+        description="the report's Pareto pairs (Y, X): metric names or their store columns",
     )
 
 
@@ -288,14 +303,15 @@ class MlflowConfig(_Strict):
 class TrackingConfig(_Strict):
     """Where results are logged besides the store and the report."""
 
-    mlflow: MlflowConfig | None = None
+    mlflow: MlflowConfig | None = Field(None, description="log every finished run to MLflow")
 
 
 class RunConfig(_Strict):
     """Worker isolation and caching."""
 
     workdir: str | None = Field(None, description="artifact cache and run files; default runs/<name>")
-    job_timeout_s: float = Field(300.0, gt=0)
+    job_timeout_s: float = Field(300.0, gt=0, description="a measurement (load, timed window, accuracy) running longer is "
+        "stopped and stored as failed")
 
 
 class Experiment(_Strict):

@@ -35,12 +35,13 @@ class MeasureSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scenario: Literal["single_stream", "offline"] = "single_stream"
+    scenario: Literal["single_stream", "offline"] = Field("single_stream", description="single_stream: one image a call "
+        "(latency); offline: batches of batch_size (throughput)")
     batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
-    warmup_iters: int = Field(10, ge=0)
+    warmup_iters: int = Field(10, ge=0, description="untimed calls before the window")
     min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples")
     min_time_s: float = Field(0.1, ge=0, description="the floor's duration: no window is shorter")
-    max_iters: int = Field(100_000, ge=1)
+    max_iters: int = Field(100_000, ge=1, description="the cap's count")
     max_time_s: float = Field(10.0, gt=0, description="the cap: a window that never reaches the precision ends here")
     precision: float | None = Field(
         0.01, gt=0, lt=1, description="after the floor, time until the 95 % confidence interval of each of "

@@ -37,11 +37,11 @@ class TrainSpec(_Frozen):
 
     epochs: int = Field(8, ge=0, description="epochs of the (baseline) training run; with model.weights, of "
                         "fine-tuning them (0: the weights as given)")
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    seed: int = 0
+    batch_size: int = Field(64, ge=1, description="training batch size")
+    lr: float = Field(0.05, gt=0, description="SGD learning rate at the start (cosine schedule down to 0)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
+    seed: int = Field(0, description="seed of the initial weights, the data order and random criteria")
 
 
 class PruneSpec(_Frozen):
@@ -99,9 +99,10 @@ class QatSpec(_Frozen):
     the fake-quantized PyTorch model computes.
     """
 
-    weight_bits: int = Field(8, ge=min(QAT_BITS), le=max(QAT_BITS))
-    activation_bits: int = Field(8, ge=min(QAT_BITS), le=max(QAT_BITS))
-    scales: Literal["float", "power_of_two"] = "float"
+    weight_bits: int = Field(8, ge=min(QAT_BITS), le=max(QAT_BITS), description="bits of every layer's weights")
+    activation_bits: int = Field(8, ge=min(QAT_BITS), le=max(QAT_BITS), description="bits of every layer's input")
+    scales: Literal["float", "power_of_two"] = Field("float", description="per-channel float weight scales (int8 runtimes), or "
+        "one power-of-two scale per tensor (shifts: FPGA)")
     layer_bits: dict[str, tuple[int, int]] = Field(
         default_factory=dict, description="per-layer (weight bits, activation bits) by module name, overriding the defaults")
     start_epoch: int | None = Field(

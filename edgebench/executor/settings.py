@@ -17,7 +17,8 @@ class ExecutorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["local", "ray"] = "local"
+    type: Literal["local", "ray"] = Field("local", description="local: worker processes on this machine; ray: the Ray cluster "
+        "at address")
     address: str = Field("auto", description="ray: 'auto', 'host:port' or 'ray://host:10001'")
     workers: int | None = Field(None, ge=1, description="local: builds/exports at once (default: one per core)")
     max_tasks_per_worker: int = Field(50, ge=1, description="local: a worker is replaced after this many tasks")
