@@ -250,3 +250,26 @@ def test_targets_and_doctor_see_a_backend_from_a_plugins_file(tmp_path: Path, mo
     listed = CliRunner().invoke(app, ["targets", "--plugins", "team_backends.py"], env={"COLUMNS": "250"})
     row = next(line for line in listed.output.splitlines() if "team-board" in line)
     assert listed.exit_code == 0 and "available" in row, listed.output
+
+
+def test_profile_takes_the_plugins_file_of_its_target_s_backend(tmp_path: Path, monkeypatch) -> None:
+    """``profile`` had no --plugins: a target of a plug-in backend could not be profiled (its file does not load)."""
+    import torch
+    from torch import nn
+
+    from edgebench.cli import app
+    from edgebench.plugins import PLUGINS_ENV
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    monkeypatch.setenv(PLUGINS_ENV, "")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "team-board.yaml").write_text("backends: [team_ort]\n")
+    (tmp_path / "team_backends.py").write_text(PLUGIN_BACKEND)
+    export_fp32_onnx(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).eval(), torch.zeros(1, 1, 8, 8),
+                     tmp_path / "m.onnx")
+    args = ["profile", "m.onnx", "--target", "team-board", "--input-shape", "1,8,8", "--runs", "5"]
+    assert CliRunner().invoke(app, args).exit_code == 2  # the target file names a backend nothing registered
+    done = CliRunner().invoke(app, [*args, "--plugins", "team_backends.py"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert "m.onnx on team-board (team_ort, 1 thread(s))" in done.output and "per-layer profile: team_ort" in done.output

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from edgebench.cli.common import console
+from edgebench.cli.common import PluginFiles, console, use_plugins
 from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
 from edgebench.profile.table import LayerProfile
 
@@ -109,6 +109,7 @@ def profile(
     input_shape: Annotated[str | None, typer.Option(help="C,H,W of a random input when --data is not given")] = None,
     runs: Annotated[int, typer.Option(min=1, help="inferences in the profiling window")] = 100,
     top: Annotated[int | None, typer.Option(min=1, help="show only the slowest N layers")] = None,
+    plugins: PluginFiles = None,
 ) -> None:
     """Per-layer profile of ARTIFACT on a target: time share vs MACs share, mapped to the PyTorch layers."""
     from edgebench.executor.runners import runner_for
@@ -116,6 +117,7 @@ def profile(
     from edgebench.job import Job, MeasureSettings
     from edgebench.targets import get_target
 
+    use_plugins(plugins)  # a plug-in backend (or a target file naming one) is known from here on
     spec = get_target(target)
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
