@@ -201,7 +201,7 @@ def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Pa
     Its calibrator keeps a moving average of each tensor's per-image min and max by default, which clips every
     image's extremes: on three small models that took the logits 14-20 % of their scale off PyTorch's, against
     0.7-1.4 % with the plain min and max over all images (as ONNX Runtime's minmax calibrator)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
@@ -215,8 +215,11 @@ def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Pa
     ranges.calibrate({signature: images}, manager)
     quantized = quantizer.Quantizer(str(fp32_path), int8).quantize(_with_scale_floor(ranges.get_model_qsvs()))
     out_path.write_bytes(quantized.quantized_model)  # its export_model makes the file executable
-    try:  # the quantizer can write parameters LiteRT refuses (a per-axis scale on a [1,1,1,C] constant): fail here
-        Interpreter(model_path=str(out_path)).allocate_tensors()
+    # the quantizer can write parameters LiteRT refuses (a per-axis scale on a [1,1,1,C] constant): fail here. With
+    # the built-in kernels only: a file XNNPACK alone refuses runs on them (the backend says how)
+    builtin = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        Interpreter(model_path=str(out_path), experimental_op_resolver_type=builtin).allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         out_path.unlink()
         raise ArtifactError(f"ai-edge-quantizer wrote an int8 .tflite LiteRT cannot load ({first_line(exc)}); "
