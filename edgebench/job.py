@@ -26,8 +26,14 @@ CONFIDENCE = 0.95
 
 def runs_for_an_interval(q: float, confidence: float) -> int:
     """The fewest runs whose order statistics enclose the ``q``-quantile at ``confidence`` (equal tails: both
-    q^n and (1 - q)^n at most (1 - confidence) / 2; at 95 %: p50 6, p90 36, p99 368)."""
-    return math.ceil(math.log((1.0 - confidence) / 2.0) / math.log(max(q, 1.0 - q)))
+    q^n and (1 - q)^n at most (1 - confidence) / 2; at 95 %: p50 6, p90 36, p99 368), by the rule the intervals
+    themselves use (``measure.stats.order_statistic_ranks``), so the two never disagree at an exact bound."""
+    from edgebench.measure.stats import order_statistic_ranks  # measure.stats reads this module's CONFIDENCE
+
+    n = max(1, math.floor(math.log((1.0 - confidence) / 2.0) / math.log(max(q, 1.0 - q))) - 1)
+    while order_statistic_ranks(n, q, confidence) is None:
+        n += 1
+    return n
 
 
 class MeasureSettings(BaseModel):
@@ -283,7 +289,8 @@ class JobResult(BaseModel):
     and stored rows keep one shape.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # an output error of inf (logits that overflowed) crosses JSON (SSH workers) as Infinity, not as null
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     job_id: str
     status: Literal["ok", "failed"]

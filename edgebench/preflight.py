@@ -114,8 +114,10 @@ def _check_picklable(model: nn.Module, what: str) -> None:
     try:
         torch.save(model, io.BytesIO())
     except Exception as exc:  # pickle's AttributeError/TypeError/PicklingError, whichever the object gives
-        raise ConfigError(f"{what} cannot be saved whole ({type(exc).__name__}: {first_line(exc)}): define its "
-                          "classes at module level and keep no lambdas or local functions as attributes") from None
+        remedy = ("bake the parametrizations into the weights first (torch.nn.utils.parametrize."
+                  "remove_parametrizations)" if "parametrized" in str(exc) else "define its classes at module level "
+                  "and keep no lambdas or local functions as attributes")
+        raise ConfigError(f"{what} cannot be saved whole ({type(exc).__name__}: {first_line(exc)}): {remedy}") from None
 
 
 def check_qat_layers(exp: Experiment, model: nn.Module, what: str) -> None:

@@ -103,6 +103,9 @@ def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
         to_nchw(np.zeros((2, 8, 8, 8), np.float32), "x", file)
     assert to_nchw(np.arange(2 * 8 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 8), "x", file, "NHWC")[0, 1, 0, 0] == 1
     assert to_nchw(np.zeros((2, 8, 8, 8), np.float32), "x", file, ambiguous="NCHW").shape == (2, 8, 8, 8)
+    # (N, H, W) has one channel whatever the layout says: not transposed into 28 channels of 1x28, nor refused
+    assert to_nchw(np.zeros((2, 28, 28), np.float32), "x", file, "NHWC").shape == (2, 1, 28, 28)
+    assert to_nchw(np.zeros((2, 64, 4), np.float32), "x", file).shape == (2, 1, 64, 4)
     with pytest.raises(DatasetError, match="x_train"):
         np.savez(tmp_path / "bad.npz", x=np.zeros(3))
         load_dataset("npz", path=tmp_path / "bad.npz")

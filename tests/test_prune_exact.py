@@ -385,6 +385,9 @@ def test_a_model_that_cannot_be_saved_whole_is_refused_before_training() -> None
     with pytest.raises(ConfigError, match="model local cannot be saved whole .*define its classes at module level"):
         _check_picklable(build(), "model local")
     _check_picklable(Conv1dNet(), "model Conv1dNet")
+    normed = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3)))
+    with pytest.raises(ConfigError, match="bake the parametrizations into the weights first"):
+        _check_picklable(normed, "model normed")
 
 
 class GroupNormNet(nn.Module):
@@ -437,3 +440,30 @@ def test_filters_tied_to_each_other_are_refused_naming_the_layer() -> None:
                                           r"filters removed \d+ .*pruning.keep: \[c1\]"):
         check_prunable(GatedConv().eval(), _example(), "model GatedConv")
     check_prunable(GatedConv().eval(), _example(), "model GatedConv", keep=["c1"])
+
+
+class ConcatGroupNorm(nn.Module):
+    """Two branches of 6 and 10 filters concatenated into a GroupNorm(4, 16): its groups straddle the branches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 10, 3, padding=1)
+        self.gn, self.c = nn.GroupNorm(4, 16), nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.gn(torch.cat([self.a(x), self.b(x)], 1)))
+        return self.fc(torch.relu(self.c(y)).mean((2, 3)))
+
+
+def test_a_groupnorm_behind_a_concatenation_keeps_those_filters_and_prunes_the_rest(caplog) -> None:
+    """Its num_groups was taken as the branches' slices (4 does not divide 6): the check blamed torch-pruning and
+    refused the model. The branches' filters stay (a warning names the GroupNorm); the other layers prune."""
+    torch.manual_seed(0)
+    model = ConcatGroupNorm().eval()
+    check_prunable(model, _example(), "model ConcatGroupNorm")
+    pruned = copy.deepcopy(model)
+    prune_model(pruned, L1Norm(), 0.5, _example()[:1], ignored=kept_layers(pruned))
+    assert (pruned.a.out_channels, pruned.b.out_channels, pruned.c.out_channels) == (6, 10, 4)
+    assert "GroupNorm gn (num_groups=4) normalises them with other channels" in caplog.text
+    assert pruned(_example()).shape == (2, 5)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edgebench.executor.tasks import run_one
-from edgebench.job import Job, MeasureSettings
+from edgebench.job import Job, JobResult, MeasureSettings
 from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading
 from edgebench.measure.worker import execute, predict_all
 from edgebench.runtimes.base import Session, get_exporter
@@ -101,6 +101,8 @@ def test_images_whose_outputs_overflow_are_wrong_not_class_0(eval_files, tmp_pat
     bad = result.details["non_finite_outputs"]
     assert 0 < bad <= 40 and result.max_abs_diff == float("inf")
     assert result.accuracy <= (40 - bad) / 40
+    # as an SSH worker's result.json carries it: inf, not null ("no output error")
+    assert JobResult.model_validate_json(result.model_dump_json()).max_abs_diff == float("inf")
 
 
 class _Crash:

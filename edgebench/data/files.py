@@ -25,8 +25,8 @@ def to_nchw(x: np.ndarray, key: str, path: Path, layout: Layout = "auto", ambigu
     ``layout`` ``auto`` reads the layout from the shape (:func:`guess_layout`); where the shape cannot tell,
     ``ambiguous`` is taken, or without one a DatasetError asks for ``layout``.
     """
-    if x.ndim == 3:
-        x = x[:, None]
+    if x.ndim == 3:  # one channel: nothing to guess or transpose
+        x, layout = x[:, None], "NCHW"
     if x.ndim != 4:
         raise DatasetError(f"{path}: '{key}' must be images (N,H,W), (N,C,H,W) or (N,H,W,C); got shape {x.shape}")
     if layout == "auto":

@@ -21,7 +21,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
@@ -75,29 +75,38 @@ def _channel_groups(group: tp.dependency.Group) -> int:
     return math.lcm(*counts)
 
 
+def _one_to_one(item: Any, n: int, side: int) -> bool:
+    """Whether a layer of a group sees the group's ``n`` root channels one to one and in order, as all its ``side``."""
+    root = [int(i) for i in (item.root_idxs if item.root_idxs is not None else range(n))]
+    own = [int(getattr(i, "idx", i)) for i in item.idxs]
+    return root == own == list(range(n)) and side == n
+
+
 def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str] | None:
-    """A grouped conv of ``group`` that cannot lose the group's channels, with why (``{conv}`` for its name):
+    """A grouped conv or GroupNorm of ``group`` that cannot lose the group's channels, with why (``{conv}`` for its
+    name):
 
     - a depthwise conv with a channel multiplier (``groups == in_channels``, ``out_channels = k * in_channels``):
       input channel ``i`` feeds outputs ``k*i .. k*i+k-1``, which torch-pruning's depthwise rule (one output per
       input) does not remove together;
-    - a grouped (not depthwise) conv whose input or output channels are not the group's channels, one to one and
+    - a grouped (not depthwise) conv or a GroupNorm whose channels are not the group's channels, one to one and
       in order (a concatenation joins them, say): removing a root channel slot from every equal slice
       (:func:`lowest_channels`) would not cut its groups evenly.
     """
     n = len(group[0].idxs)
     for item in group:
         layer = item.dep.target.module
+        if isinstance(layer, nn.GroupNorm) and layer.num_groups > 1 and not _one_to_one(item, n, layer.num_channels):
+            return layer, (f"GroupNorm {{conv}} (num_groups={layer.num_groups}) normalises them with other channels "
+                           "(a concatenation between them), so its groups cannot lose channels evenly")
         if not isinstance(layer, nn.Conv2d) or layer.groups == 1:
             continue
         if layer.groups == layer.in_channels and layer.out_channels != layer.in_channels:
             return layer, (f"depthwise conv {{conv}} has a channel multiplier ({layer.out_channels} outputs from "
                            f"{layer.in_channels} inputs), which torch-pruning cannot cut")
         if layer.groups < layer.in_channels:
-            root = [int(i) for i in (item.root_idxs if item.root_idxs is not None else range(n))]
-            own = [int(getattr(i, "idx", i)) for i in item.idxs]
             side = layer.out_channels if item.dep.handler.__name__ == "prune_out_channels" else layer.in_channels
-            if root != list(range(n)) or own != list(range(n)) or side != n:
+            if not _one_to_one(item, n, side):
                 return layer, (f"grouped conv {{conv}} (groups={layer.groups}) does not see them one to one (a "
                                "concatenation between them), so its groups cannot lose channels evenly")
     return None
