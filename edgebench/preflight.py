@@ -175,8 +175,9 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     coupled = _coupled_filters(model, pruned, plan)
     if coupled is not None:
         raise ConfigError(f"{what} cannot be pruned at layer '{coupled[0]}': removing {coupled[1]} of its filters "
-                          f"removed {coupled[2]} (its output is split and the parts combined channel by channel, "
-                          f"as in a gated linear unit), so ratios and scores would be wrong; pruning.keep: "
+                          f"removed {coupled[2]} (its channels are tied to each other: its output split and the "
+                          "parts combined channel by channel, as in a gated linear unit, or added to a copy of "
+                          f"itself), so ratios and scores would be wrong; pruning.keep: "
                           f"[{coupled[0]}]")
     failing = _failing_layer(pruned, example)
     if failing is not None:
