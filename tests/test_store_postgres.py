@@ -75,3 +75,28 @@ def test_import_sqlite_host_into_postgres(pg_store: Store, tmp_path: Path) -> No
     assert import_runs(pg_store, tmp_path / "host.db") == []
     df = pg_store.measurements(pg_store.resolve_run("release-1.2"))
     assert len(df) == len(variant_specs()) + 1 and df["n_samples"].max() > 0
+
+
+def test_a_connection_the_server_drops_while_idle_is_replaced(pg_store: Store, postgres_url: str) -> None:
+    """A server that ends idle sessions (idle_session_timeout; PgBouncer and cloud databases do it) dropped the
+    store's pooled connection between two reads: the pool's ping saw it and reconnected, until the store-problem
+    hook turned the ping's failure into 'the server ended the connection' and every long run stopped with exit 2."""
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    fill_run(pg_store, seed=1)
+    database = make_url(postgres_url).database
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"alter database {database} set idle_session_timeout = '500ms'"))
+    try:
+        store = Store.open(postgres_url)  # its connections start with the timeout
+        assert len(store.runs()) == 1
+        time.sleep(1.5)  # the pooled connection sits idle past the timeout: the server ends it
+        assert len(store.runs()) == 1
+        store.close()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"alter database {database} reset idle_session_timeout"))
+        admin.dispose()

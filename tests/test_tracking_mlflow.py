@@ -201,6 +201,7 @@ def test_a_tracking_server_that_fails_is_one_line_naming_the_stored_run(filled_s
     command = shlex.split(str(err.value).split("`")[1])
     assert command[:2] == ["edgebench", "export"] and "--store" in command and "edge-costs" in command
     working = f"sqlite:///{store.url.removeprefix('sqlite:///')}.mlflow.db"
+    monkeypatch.chdir(Path(store.url.removeprefix("sqlite:///")).parent)  # MLflow puts its artifacts in ./mlruns
     done = CliRunner().invoke(app, [working if arg == uri else arg for arg in command[1:]])
     assert done.exit_code == 0, done.output
     assert _client(working).get_experiment_by_name("edge-costs") is not None

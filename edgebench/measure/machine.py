@@ -49,11 +49,17 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """edgebench's git commit when running from a checkout."""
-    repo = Path(edgebench.__file__).resolve().parent.parent
+    """edgebench's git commit when running from its own checkout; None for an installed edgebench, even one whose
+    site-packages lie inside another repository (a project's .venv: that commit is the project's)."""
+    package = Path(edgebench.__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(package.parent), "ls-files", "--full-name", "--error-unmatch", "edgebench/__init__.py"],
+            capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:  # the package is not a file of the repository around it
+            return None
+        out = subprocess.run(
+            ["git", "-C", str(package.parent), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -134,7 +134,10 @@ _STORE_PROBLEMS = {
 
 
 def _store_problem(context: ExceptionContext) -> None:
-    """A database error with a known cause becomes one StoreError line naming the store and what to do."""
+    """A database error with a known cause becomes one StoreError line naming the store and what to do. Not when
+    the pool pings a connection before use: a connection the server dropped while idle is replaced there."""
+    if context.is_pre_ping:
+        return
     reason = first_line(context.original_exception)
     fix = next((fix for needle, fix in _STORE_PROBLEMS.items() if needle in reason), None)
     if fix is not None:
@@ -308,7 +311,8 @@ class Store:
             if machine is not None:
                 other = _other_starter(started_on or {}, version, commit, machine)
                 if other is not None:
-                    log.info("unfinished run %s was started %s: starting a new run", run_id, other)
+                    log.warning("unfinished run %s of this experiment was started %s: it is left as it is and a new "
+                                "run starts", run_id, other)
                     continue
             if claim is None or claim(run_id):
                 return run_id
