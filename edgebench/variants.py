@@ -407,7 +407,15 @@ def spec_hash(obj: Any) -> str:
 ADDED_SETTINGS: dict[str, object] = {"calibrator": DEFAULT_CALIBRATOR}
 
 
+#: artifact formats whose int8 one calibrator makes whatever was asked (LiteRT: ai-edge-quantizer's min and max;
+#: ``Exporter.calibrators``): their calibrator setting tells nothing (releases before this one recorded the asked one)
+ONE_CALIBRATOR_FORMATS = frozenset({"tflite"})
+
+
 def comparable_settings(settings: dict[str, object]) -> dict[str, object]:
     """``settings`` without the added ones at their earlier value, so a run from before a setting existed pairs
-    with one that records it (int8 was calibrated by min and max before ``calibrator`` was recorded)."""
-    return {k: v for k, v in settings.items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
+    with one that records it (int8 was calibrated by min and max before ``calibrator`` was recorded), and without
+    a calibrator the format's int8 does not use."""
+    ignored = {"calibrator"} if settings.get("artifact_format") in ONE_CALIBRATOR_FORMATS else set()
+    return {k: v for k, v in settings.items()
+            if k not in ignored and (k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k])}

@@ -189,6 +189,17 @@ def test_a_setting_recorded_since_pairs_with_runs_from_before_it() -> None:
     old = {"threads": 1, "precision": "int8"}
     assert comparable_settings({**old, "calibrator": "minmax"}) == old
     assert comparable_settings({**old, "calibrator": "entropy"}) == {**old, "calibrator": "entropy"}
+    # LiteRT's int8 is min and max whatever was asked: an older release recorded the asked entropy for it
+    litert = {**old, "artifact_format": "tflite"}
+    assert comparable_settings({**litert, "calibrator": "entropy"}) == comparable_settings(litert) == litert
+
+
+def test_the_formats_whose_int8_ignores_the_calibrator_are_those_whose_exporter_has_one() -> None:
+    from edgebench.runtimes.base import EXPORTERS
+    from edgebench.variants import ONE_CALIBRATOR_FORMATS
+
+    single = {name for name in EXPORTERS.names() if len(EXPORTERS.get(name).calibrators or ()) == 1}
+    assert single == ONE_CALIBRATOR_FORMATS
 
 
 def test_outputs_markdown_and_json(sqlite_store: Store) -> None:

@@ -609,5 +609,6 @@ def _unmatched_reason(cand: pd.Series, base_df: pd.DataFrame) -> str:
 def _settings_diff(base: pd.Series, cand: pd.Series) -> str:
     """Each setting that differs between two results, ``name old -> new`` (absent: ``-``)."""
     a, b = comparable_settings(base["settings"] or {}), comparable_settings(cand["settings"] or {})
-    diffs = [f"{k} {a.get(k, '-')} -> {b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    raw_a, raw_b = base["settings"] or {}, cand["settings"] or {}  # shown as recorded ('-': not recorded)
+    diffs = [f"{k} {raw_a.get(k, '-')} -> {raw_b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return "; ".join(diffs) or "other settings differ"
