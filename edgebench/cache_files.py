@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
 import uuid
@@ -26,17 +27,26 @@ def temporary_sibling(path: Path) -> Path:
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; when the block succeeds it replaces ``path`` atomically, else it is removed."""
+    """Yield a temporary path to write; when the block succeeds it replaces ``path`` atomically, else it is removed.
+    Files written beside it under its name plus a suffix (TensorRT's ``<engine>.json``) go along, as ``path``'s."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
+
+    def sidecars() -> list[Path]:
+        return list(tmp.parent.glob(glob.escape(tmp.name) + ".*"))
+
     try:
         yield tmp
+        for sidecar in sidecars():
+            os.replace(sidecar, path.with_name(path.name + sidecar.name[len(tmp.name):]))
         os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        for sidecar in sidecars():
+            sidecar.unlink(missing_ok=True)
 
 
 def lock_file(path: Path) -> Path:

@@ -94,3 +94,20 @@ def test_an_int8_onnx_export_quantizes_the_variants_fp32_file_when_it_is_ready(i
     missing = tmp_path / "not-yet.onnx"  # the fp32 export failed or has not run: nothing to wait for
     run_export(ExportTask("onnx", cpu, int8, good, calib, tmp_path / "alone.onnx", fp32_source=missing))
     assert len(fresh_exports) == 1 and (tmp_path / "alone.onnx").read_bytes() == exported.read_bytes()
+
+
+def test_a_file_an_exporter_writes_beside_its_artifact_lands_beside_the_artifact(tmp_path: Path):
+    """TensorRT writes ``<engine>.json`` beside what it was handed, the temporary name: the record was left as an
+    orphan '.tmp' file and '<engine>.json' never existed. It moves with the artifact, or goes with a failed one."""
+    from edgebench.cache_files import replacing
+
+    out = tmp_path / "m.engine"
+    with replacing(out) as tmp:
+        tmp.write_bytes(b"engine")
+        tmp.with_name(tmp.name + ".json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]
+    with pytest.raises(RuntimeError), replacing(tmp_path / "n.engine") as tmp:
+        tmp.write_bytes(b"half")
+        tmp.with_name(tmp.name + ".json").write_text("{}")
+        raise RuntimeError("the build died")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]

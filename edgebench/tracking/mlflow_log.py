@@ -107,11 +107,13 @@ def log_run(
     except EdgebenchError:
         raise
     except Exception as exc:  # the tracking server's own errors (refused, unreachable, bad URI)
-        where = make_url(store.url).render_as_string(hide_password=True)  # never print a password
+        url = make_url(store.url)
+        where = url.render_as_string(hide_password=True)  # never print a password
         again = shlex.join(["edgebench", "export", "--mlflow", uri, "--run", run["id"], "--store", where,
                             *(["--experiment", experiment] if experiment else [])])
+        hidden = " (with the store's password where it shows ***)" if url.password else ""
         raise TrackingError(f"logging run {run['id']} to MLflow at {uri} failed: {first_line(exc)}; the run is "
-                            f"stored: log it again with `{again}`") from exc
+                            f"stored: log it again with `{again}`{hidden}") from exc
 
 
 def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | None,
