@@ -1,5 +1,6 @@
-"""The job/result contract between the planner, a measurement worker and the store (a leaf: it imports no
-other edgebench module, so ``measure/``, ``executor/`` and ``store/`` all read it without reaching into each other).
+"""The job/result contract between the planner, a measurement worker and the store (a leaf: it imports no other
+edgebench module but the leaf ``order_statistics``, so ``measure/``, ``executor/`` and ``store/`` all read it without
+reaching into each other).
 
 Jobs and results are plain JSON so the same worker runs locally in a subprocess or on a remote device over
 SSH, where an older or newer edgebench may run: see :class:`JobResult` for how its JSON keeps its shape.
@@ -7,7 +8,6 @@ SSH, where an older or newer edgebench may run: see :class:`JobResult` for how i
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import (
@@ -20,20 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-#: the default confidence level of the percentile intervals every measurement reports
-CONFIDENCE = 0.95
-
-
-def runs_for_an_interval(q: float, confidence: float) -> int:
-    """The fewest runs whose order statistics enclose the ``q``-quantile at ``confidence`` (equal tails: both
-    q^n and (1 - q)^n at most (1 - confidence) / 2; at 95 %: p50 6, p90 36, p99 368), by the rule the intervals
-    themselves use (``measure.stats.order_statistic_ranks``), so the two never disagree at an exact bound."""
-    from edgebench.measure.stats import order_statistic_ranks  # measure.stats reads this module's CONFIDENCE
-
-    n = max(1, math.floor(math.log((1.0 - confidence) / 2.0) / math.log(max(q, 1.0 - q))) - 1)
-    while order_statistic_ranks(n, q, confidence) is None:
-        n += 1
-    return n
+from edgebench.order_statistics import CONFIDENCE, runs_for_an_interval
 
 
 class MeasureSettings(BaseModel):

@@ -221,7 +221,7 @@ def test_a_measurement_worker_does_not_import_scipy():
 @pytest.mark.parametrize("confidence", [0.5, 0.9, 0.95, 0.99])
 @pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
 def test_the_fewest_runs_for_an_interval_are_those_the_order_statistics_need(q: float, confidence: float) -> None:
-    from edgebench.job import runs_for_an_interval
+    from edgebench.order_statistics import runs_for_an_interval
 
     n = runs_for_an_interval(q, confidence)
     assert order_statistic_ranks(n, q, confidence) is not None and order_statistic_ranks(n - 1, q, confidence) is None

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgebench.job import CONFIDENCE, SpeedProbe, runs_for_an_interval
+from edgebench.job import CONFIDENCE, SpeedProbe
+from edgebench.order_statistics import runs_for_an_interval
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_LOOKBACK,
