@@ -185,8 +185,9 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         cut = f" (cutting the filters of layer '{next(iter(bad))}')" if bad else ""
         raise ConfigError(f"{what} breaks when filters are removed{cut}: {failing}; compute sizes from the input "
                           "(x.flatten(1), adaptive pooling) instead of hard-coding them; if none is hard-coded, "
-                          "torch-pruning maps the channels wrongly (a channel shuffle, a split, or a concatenation "
-                          f"flattened into a Linear: pool or convolve it first); {remedy}")
+                          "torch-pruning maps the channels wrongly (a channel shuffle, a split, a gate such as "
+                          "nn.GLU over channels, or a concatenation flattened into a Linear: pool or convolve it "
+                          f"first); {remedy}")
     with torch.inference_mode():
         before, after = model(example), pruned(example)
     if before.shape != after.shape:
@@ -208,8 +209,9 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         gap = why if why.startswith(" by") else ""
         raise ConfigError(
             f"{what} is pruned wrongly at layer '{layer}': removing its filters changes the logits{gap} against "
-            "zeroing what reads them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, or "
-            f"a permute before a flatten, in between); keep NCHW channel order up to x.flatten(1), or {remedy} "
+            "zeroing what reads them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, a "
+            "gate such as nn.GLU over channels, or a permute before a flatten, in between); keep NCHW channel order up "
+            f"to x.flatten(1), or {remedy} "
             "(pruning.check_removal: false when an op over channels, e.g. x.mean(1), causes it)")
 
 
