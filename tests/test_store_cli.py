@@ -94,6 +94,9 @@ def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     assert text.exit_code == 2 and "name it .csv or .parquet, or give --format" in text.output
     assert not (tmp_path / "all.txt").exists()
     lab = tmp_path / "lab.db"
+    failed = runner.invoke(app, ["import", str(db), "--store", str(lab), "--run", "v9"])
+    assert failed.exit_code == 2 and "'v9'" in failed.output
+    assert not lab.exists(), "a failed import into a new file left an empty store behind"
     first = runner.invoke(app, ["import", str(db), "--store", str(lab)])
     assert first.exit_code == 0 and "imported 3 run(s)" in first.output
     again = runner.invoke(app, ["import", str(db), "--store", str(lab)])

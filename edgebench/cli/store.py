@@ -30,14 +30,18 @@ StoreOpt = Annotated[
 ]
 
 
+def _default_store_url() -> str:
+    """The built-in experiment's results store."""
+    from edgebench.config import load_experiment
+
+    return load_experiment(None).store_url()
+
+
 def open_store(store: str | None, must_exist: bool = True) -> Store:
     """Open ``store`` (default: the built-in experiment's); a missing SQLite file is an error for readers, which
     names the stores of other experiments in this directory when the default is missing."""
     default = store is None
-    if store is None:
-        from edgebench.config import load_experiment
-
-        store = load_experiment(None).store_url()
+    store = store or _default_store_url()
     if must_exist and "://" not in store and Path(store).is_dir():
         raise StoreError(f"--store {store} is a directory; give the results database in it (e.g. runs/<name>/results.db)")
     if must_exist and "://" not in store and not Path(store).is_file():
@@ -384,8 +388,15 @@ def import_(
                          "results store (its SQLite file or database URL)")
     with open_store(source) as _src:  # a clear error when the source does not exist
         pass
-    with open_store(store, must_exist=False) as st:
-        copied = import_runs(st, source, run)
+    dest = store or _default_store_url()
+    new_file = "://" not in dest and not Path(dest).exists()
+    try:
+        with open_store(dest, must_exist=False) as st:
+            copied = import_runs(st, source, run)
+    except BaseException:
+        if new_file:  # an empty store left behind would look like an import that worked
+            Path(dest).unlink(missing_ok=True)
+        raise
     console.print(f"imported {len(copied)} run(s)" + (f": {', '.join(copied)}" if copied else " (all already present)"))
 
 
