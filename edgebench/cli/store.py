@@ -394,8 +394,8 @@ def import_(
         with open_store(dest, must_exist=False) as st:
             copied = import_runs(st, source, run)
     except BaseException:
-        if new_file:  # an empty store left behind would look like an import that worked
-            Path(dest).unlink(missing_ok=True)
+        if new_file and Path(dest).is_file():  # an empty store left behind would look like an import that worked
+            Path(dest).unlink()
         raise
     console.print(f"imported {len(copied)} run(s)" + (f": {', '.join(copied)}" if copied else " (all already present)"))
 
