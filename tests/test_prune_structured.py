@@ -144,3 +144,22 @@ def test_each_input_of_a_concatenation_keeps_a_filter_however_hard_its_group_is_
     assert model.a.out_channels >= 1 and model.b.out_channels >= 1  # 0.8 of 5 alone would empty one of them
     assert model.a.out_channels + model.b.out_channels == model.project.out_channels == 2
     _matches_onnxruntime(model, (1, 4, 4), tmp_path)
+
+
+class _Unscorable(type(create_criterion("l1"))):  # type: ignore[misc]
+    """A criterion that cannot score any group: edgebench ranks it by L1 and says so."""
+
+    def __call__(self, group: object) -> None:
+        return None
+
+
+def test_a_group_ranked_by_l1_instead_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    from edgebench.prune.structured import score_groups
+
+    model, example = _ConcatIntoResidual(), torch.randn(1, 1, 4, 4)
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        first = score_groups(model, _Unscorable(), example)
+        second = score_groups(model, _Unscorable(), example)  # allocation and selection both score each group
+    said = [r.getMessage() for r in caplog.records if "cannot score the group" in r.getMessage()]
+    assert len(said) == len(first) == 1 and "ranking it by filter L1 norm" in said[0]
+    assert torch.equal(first[0].scores, second[0].scores)

@@ -139,6 +139,8 @@ def prunable_groups(
 
 #: groups already reported as unprunable (every pruning step lists the groups again)
 _WARNED: set[str] = set()
+#: (criterion, group) pairs already reported as ranked by L1 instead (allocation and selection both score a group)
+_WARNED_FALLBACK: set[tuple[str, str]] = set()
 
 
 def score_group(
@@ -148,7 +150,9 @@ def score_group(
     began (default: now)."""
     scores = criterion(group)
     if scores is None:
-        log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
+        if (type(criterion).__name__, root) not in _WARNED_FALLBACK:
+            _WARNED_FALLBACK.add((type(criterion).__name__, root))
+            log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
         scores = _L1_FALLBACK(group)
     ch_groups = _channel_groups(group)
     if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
