@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 from store_fixtures import MACHINE, fill_run, synthetic_result, variant_specs
 
+import edgebench
 from edgebench.store import Store, StoreError
 from edgebench.store.compare import compare_runs, parse_min_effects
 from edgebench.store.compare_markdown import to_markdown
@@ -296,3 +297,14 @@ def test_a_run_still_going_is_said(sqlite_store: Store) -> None:
     warnings = compare_runs(sqlite_store, base, cand).warnings
     assert f"run {cand} is not finished (running): only the results it has stored so far are compared" in warnings
     assert not any(base in w for w in warnings)
+
+
+def test_another_edgebench_release_is_said(sqlite_store: Store) -> None:
+    """A release that measures differently (e.g. peak RSS) showed its change as the model's, with no word."""
+    base = fill_run(sqlite_store, seed=1)
+    cand = fill_run(sqlite_store, seed=2)
+    assert not any("edgebench differs" in w for w in compare_runs(sqlite_store, base, cand).warnings)
+    with sqlite_store.engine.begin() as conn:
+        conn.exec_driver_sql("update runs set edgebench_version = '0.0.1' where id = ?", (base,))
+    warnings = compare_runs(sqlite_store, base, cand).warnings
+    assert any(w.startswith(f"edgebench differs: 0.0.1 vs {edgebench.__version__}") for w in warnings), warnings

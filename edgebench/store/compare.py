@@ -502,6 +502,9 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
     cand_failed = pd.concat([_failed(store.measurements(r)) for r in cand_ids], ignore_index=True)
     warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
+    if base_run.get("edgebench_version") != cand_run.get("edgebench_version"):
+        warnings.append(f"edgebench differs: {base_run.get('edgebench_version')} vs {cand_run.get('edgebench_version')} "
+                        "(a change in how edgebench measures shows as a change in the figures)")
     warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
                  "compared" for run in (base_run, cand_run) if run.get("finished_at") is None]
     pairs, unmatched, missing = [], [], []
