@@ -58,6 +58,13 @@ def load(n: int = 120, size: int = 16) -> dict:
     return {"train": Quadrants(n, size, seed=0), "test": _images(n // 3, size, seed=1)}
 
 
+def narrow(layout: str | None = None) -> dict:
+    """NCHW images of 8 channels of 8x4 pixels: their shape looks like 8x8 images of 4 channels (NHWC)."""
+    rng = np.random.default_rng(0)
+    split = lambda n: (rng.random((n, 8, 8, 4), dtype=np.float32), np.arange(n) % 2)
+    return {"train": split(20), "test": split(6), **({"layout": layout} if layout else {})}
+
+
 def broken(n: int = 10) -> list:
     return [1, 2, 3]
 '''
@@ -130,6 +137,13 @@ def test_resize_keeps_the_aspect_ratio_of_the_shorter_side():
 def test_preprocessing_that_does_not_fit_the_images_is_one_line(team_dir, prep, message):
     with pytest.raises(DatasetError, match=message):
         load_dataset("team_data:load", prep)
+
+
+def test_a_loader_declares_the_layout_its_shape_misleads_about(team_dir):
+    assert load_dataset("team_data:narrow").input_shape == (4, 8, 8)  # read from the shape: 4 channels last
+    assert load_dataset("team_data:narrow", layout="NCHW").input_shape == (8, 8, 4)
+    with pytest.raises(DatasetError, match=r"team_data:narrow: the loader's 'layout' is 'CHW'; give one of auto, NCHW"):
+        load_dataset("team_data:narrow", layout="CHW")
 
 
 def test_loader_returning_something_else_is_named(team_dir):

@@ -8,7 +8,9 @@ edgebench trains and measures on (the whole dataset in memory, as every built-in
 - arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``), as in an ``.npz``;
 - a :class:`~edgebench.data.splits.DatasetSplits`.
 
-Images may be (N,H,W), NCHW or NHWC; uint8 is scaled to [0, 1]. Declare normalisation, resizing and cropping
+Images may be (N,H,W), NCHW or NHWC; uint8 is scaled to [0, 1]. The layout is read from the shape where it tells
+(NCHW where it cannot); a loader whose shape misleads, e.g. NCHW (N, 8, 8, 4), adds ``"layout": "NCHW"`` to what it
+returns. Declare normalisation, resizing and cropping
 in ``dataset.preprocess`` rather than in the loader, so edgebench applies them to every split it measures on.
 """
 
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
-from edgebench.data.files import check_labelled, to_nchw
+from edgebench.data.files import Layout, check_labelled, to_nchw
 from edgebench.data.splits import DatasetSplits, make_splits
 from edgebench.errors import DatasetError
 
@@ -70,13 +72,21 @@ def _num_classes(loaded: Mapping[str, Any]) -> int | None:
     return len(classes) if isinstance(classes, Sequence) and classes else None
 
 
+def _layout(loaded: Any, name: str) -> Layout:
+    """The image layout the loader declared with a ``"layout"`` entry (default ``auto``: read from the shape)."""
+    layout = loaded.get("layout", "auto") if isinstance(loaded, Mapping) else "auto"
+    if layout not in get_args(Layout):
+        raise DatasetError(f"dataset {name}: the loader's 'layout' is {layout!r}; give one of {', '.join(get_args(Layout))}")
+    return layout
+
+
 def splits_from(loaded: Any, name: str) -> DatasetSplits:
     """The splits a user's loader returned, as arrays in [0, 1]; DatasetError naming what is wrong."""
     if isinstance(loaded, DatasetSplits):
         return loaded
     where = Path(name)
     if isinstance(loaded, Mapping) and all(k in loaded for k in _ARRAYS):
-        data = {k: np.asarray(v) for k, v in loaded.items() if k != "num_classes"}
+        data = {k: np.asarray(v) for k, v in loaded.items() if k not in ("num_classes", "layout")}
     elif isinstance(loaded, Mapping) and "train" in loaded and "test" in loaded:
         data = {}
         for split in _SPLITS:
@@ -87,8 +97,9 @@ def splits_from(loaded: Any, name: str) -> DatasetSplits:
                            "{'train': ..., 'test': ...} (torch Datasets or (x, y) arrays) or a mapping of arrays "
                            "x_train, y_train, x_test, y_test")
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], where)
-    # a shape that cannot tell its layout is taken as NCHW, torch's own (a loader has no layout option)
-    nchw = {k: to_nchw(v, k, where, ambiguous="NCHW") for k, v in data.items() if k.startswith("x_")}
+    layout = _layout(loaded, name)
+    # a shape that cannot tell its layout is taken as NCHW, torch's own, unless the loader says ("layout": ...)
+    nchw = {k: to_nchw(v, k, where, layout, ambiguous="NCHW") for k, v in data.items() if k.startswith("x_")}
     return make_splits(name, nchw["x_train"], data["y_train"], nchw["x_test"], data["y_test"], VAL_FRACTION, SEED,
                        x_val=nchw.get("x_val"), y_val=data.get("y_val"),
                        num_classes=_num_classes(loaded) if isinstance(loaded, Mapping) else None)
