@@ -251,6 +251,40 @@ def test_layers_beyond_the_fixed_point_range_are_named() -> None:
     assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_fixed<16, 6>")] == ["3"]
 
 
+def test_a_layer_hls4ml_gives_a_wider_type_is_not_called_overflowing(tmp_path: Path) -> None:
+    """hls4ml widens a dense layer's result (fixed<W+..,I+..>) and a conv's: logits of ~100 past ap_fixed<16,6>'s
+    +-32 come out of the C simulation exact (the last layer has no narrower type after it), and a conv output
+    of -50 that the ReLU's ap_fixed<16,6> output never holds (it is 0 there) overflows nothing either."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).eval()
+    x = np.random.default_rng(0).uniform(0.5, 1.0, (8, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        model[0].weight[0] = -2.0  # 27 inputs of 0.5-1: channel 0 is -27 to -54 before the ReLU
+        model[0].bias[0] = 0.0
+        model[0].weight[1:].abs_()
+        model[3].weight.mul_(100 / model(torch.from_numpy(x)).abs().max())
+    fixed = QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>")
+    artifact = Hls4mlExporter().export(model, fixed, x, tmp_path / "wide")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(expected).max() > 60 and np.abs(got - expected).max() < 2  # truncation error; a wrap is 64
+    assert "overflow" not in json.loads((artifact / "edgebench.json").read_text())
+    # the check without hls4ml's types reads every tensor at ap_fixed<16,6>: both false alarms
+    assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_fixed<16,6>")] == ["0", "3"]
+
+
+def test_a_weight_past_its_fixed_point_type_is_named(tmp_path: Path) -> None:
+    """A bias of -50 stored as ap_fixed<16,6> (+-32) wraps to 14: every output of the layer is off, whatever the
+    activations' range."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 2, 2)).eval()
+    with torch.no_grad():
+        model[0].bias[0] = -50.0
+    x = np.zeros((2, 1, 2, 2), np.float32)
+    artifact = Hls4mlExporter().export(model, QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>"), x,
+                                       tmp_path / "bias")
+    assert json.loads((artifact / "edgebench.json").read_text())["overflow"] == ["_0 bias reaches -50"]
+
+
 class _TwoBranchSum(nn.Module):
     """Two 1x1 convs whose outputs (each within +-20) are added in the forward: the sum reaches ~36."""
 

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,33 +131,36 @@ def fixed_range(precision: str) -> tuple[float, float, bool] | None:
     """``(lowest, end, saturates)`` of an AP fixed-point type: a value ``lowest <= v < end`` stays in range (signed
     [-2^(I-1), 2^(I-1)), unsigned [0, 2^I)); beyond, its overflow mode saturates or (AP_WRAP, the default) wraps
     around. A rounding mode (AP_RND*) moves both ends down half a step, 2^-(W-I+1): a value in the top half step
-    rounds up to 2^(I-1), out of range (ap_fixed<8,3,AP_RND> sends 3.99 to -4). None for what is not such a type
-    (ap_int)."""
+    rounds up to 2^(I-1), out of range (ap_fixed<8,3,AP_RND> sends 3.99 to -4). hls4ml's own spelling
+    (fixed<21,11,TRN,WRAP,0>) is read too. None for what is not such a type (ap_int)."""
     match = _AP_FIXED.fullmatch(precision.replace(" ", ""))
     if match is None:
         return None
     unsigned, width, integer = match[1] == "u", int(match[2]), int(match[3])
-    rounding, overflow = (match[4] or "AP_TRN").upper(), (match[5] or "AP_WRAP").upper()
+    rounding, overflow = (match[4] or "TRN").upper().removeprefix("AP_"), (match[5] or "WRAP").upper()
     end = 2.0 ** integer if unsigned else 2.0 ** (integer - 1)
-    half_step = 2.0 ** -(width - integer + 1) if rounding.startswith("AP_RND") else 0.0
+    half_step = 2.0 ** -(width - integer + 1) if rounding.startswith("RND") else 0.0
     return (0.0 if unsigned else -end) - half_step, end - half_step, "SAT" in overflow
 
 
-def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str) -> list[str]:
-    """The tensors the model computes on (up to 256) calibration images that leave the range of ``precision``
-    (:func:`fixed_range`), each with its furthest value: every node of the traced forward (the input, layers, adds
-    and concatenations), or the Conv2d/Linear/BatchNorm outputs of a model fx cannot trace. With hls4ml's default
-    types (AP_WRAP) the C simulation's outputs there are garbage, not a rounding error."""
-    bounds = fixed_range(precision)
-    if bounds is None:
+def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str,
+                       types: Mapping[str, str] | None = None) -> list[str]:
+    """The tensors the model computes on (up to 256) calibration images that leave the range of their fixed-point
+    type (:func:`fixed_range`), each with its furthest value: every node of the traced forward (the input, layers,
+    adds and concatenations), or the Conv2d/Linear/BatchNorm outputs of a model fx cannot trace. ``types``: the
+    output type hls4ml gave each layer, by its name (the fx node's); ``precision`` for the others. hls4ml widens
+    the results of convolutions, dense layers and adds, so a value past ``precision`` there overflows only where
+    a narrower type follows (the activation after it), or nowhere for the last layer. With hls4ml's default
+    overflow (AP_WRAP) the C simulation's outputs there are garbage, not a rounding error."""
+    if fixed_range(precision) is None:
         return []
-    low, end, _ = bounds
-    extremes: dict[str, tuple[float, float]] = {}
+    extremes: dict[str, tuple[float, float, str]] = {}
 
-    def record(name: str, output: object) -> None:
+    def record(name: str, node: str, output: object) -> None:
         if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
-            lo, hi = extremes.get(name, (math.inf, -math.inf))
-            extremes[name] = (min(lo, float(output.min())), max(hi, float(output.max())))
+            lo, hi, _ = extremes.get(name, (math.inf, -math.inf, ""))
+            node_type = (types or {}).get(node, precision)
+            extremes[name] = (min(lo, float(output.min())), max(hi, float(output.max())), node_type)
 
     x = torch.from_numpy(np.ascontiguousarray(calibration[:256], dtype=np.float32))
     with torch.no_grad():
@@ -165,14 +169,36 @@ def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str
         except Exception:  # a forward fx cannot trace (any error of the tracer): the layers' outputs by hooks
             extremes.clear()
             layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)]
-            hooks = [m.register_forward_hook(lambda _m, _i, out, name=n: record(name, out)) for n, m in layers]
+            hooks = [m.register_forward_hook(lambda _m, _i, out, name=n: record(name, name.replace(".", "_"), out))
+                     for n, m in layers]
             try:
                 model(x)
             finally:
                 for hook in hooks:
                     hook.remove()
-    return [f"{name} reaches {hi if hi >= end else lo:.3g}" for name, (lo, hi) in extremes.items()
-            if hi >= end or lo < low]
+    found = []
+    for name, (lo, hi, node_type) in extremes.items():
+        low, end, _ = fixed_range(node_type) or (-math.inf, math.inf, False)
+        if hi >= end or lo < low:
+            found.append(f"{name} reaches {hi if hi >= end else lo:.3g}")
+    return found
+
+
+def overflowing_weights(hls_model: Any) -> list[str]:
+    """The weights and biases of an hls4ml model that leave the range of the fixed-point type it stores them in,
+    each with its furthest value (a bias of -50 in ap_fixed<16,6> wraps to 14: every output of that layer is
+    off, whatever the calibration images)."""
+    found = []
+    for layer in hls_model.get_layers():
+        for name, weights in layer.weights.items():
+            bounds, data = fixed_range(str(weights.type.precision)), np.asarray(weights.data, dtype=np.float64)
+            if bounds is None or not data.size:
+                continue
+            low, end, _ = bounds
+            lo, hi = float(data.min()), float(data.max())
+            if hi >= end or lo < low:
+                found.append(f"{layer.name} {name} reaches {hi if hi >= end else lo:.3g}")
+    return found
 
 
 #: operations that only move values: their outputs repeat what the node before them was found to hold
@@ -181,7 +207,7 @@ _RESHAPES = {"flatten", "view", "reshape", "permute", "transpose", "squeeze", "u
 
 class _Recorder(torch.fx.Interpreter):
     """Runs a traced model, handing each node's output (but a reshape's) to ``record`` under the module's or the
-    operation's name."""
+    operation's name, with the node's own name (hls4ml's name for the layer)."""
 
     def __init__(self, graph: torch.fx.GraphModule, record: Any) -> None:
         super().__init__(graph)
@@ -192,7 +218,7 @@ class _Recorder(torch.fx.Interpreter):
         module = self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
         op = getattr(n.target, "__name__", str(n.target))
         if n.op != "output" and not isinstance(module, nn.Flatten) and op not in _RESHAPES:
-            self.record(str(n.target) if module is not None else n.name, out)
+            self.record(str(n.target) if module is not None else n.name, n.name, out)
         return out
 
 
@@ -346,7 +372,8 @@ class Hls4mlExporter(Exporter):
         }
         if layers is None:  # a quantization-trained model's types come from its own ranges
             precision = quant.fixed_point or fpga.default_precision
-            overflow = overflowing_layers(model, calibration, precision)
+            types = {layer.name: str(layer.get_output_variable().type.precision) for layer in hls_model.get_layers()}
+            overflow = overflowing_weights(hls_model) + overflowing_layers(model, calibration, precision, types)
             if overflow:
                 metadata["overflow"] = overflow
                 how = "saturates" if fixed_range(precision)[2] else "wraps around"  # type: ignore[index]
