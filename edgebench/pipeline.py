@@ -146,7 +146,11 @@ def run_experiment(
     prepared = _prepare(exp)
     with Store.open(exp.store_url()) as store:
         run = _OpenRun.open(store, exp, prepared, tags)
-        run.drain(prepared, progress)
+        try:
+            run.drain(prepared, progress)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what `runs` and `compare` show until it is resumed
+            store.mark_run(run.run_id, "interrupted")
+            raise
         return run.finish(render)
 
 
@@ -240,6 +244,7 @@ class _OpenRun:
             store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine, tags, run_id)
         else:
             log.info("resuming run %s", run_id)
+            store.mark_run(run_id, "running")
             for tag in tags:
                 store.tag_run(run_id, tag)
         run = cls(store, exp, RunOutcome(run_id, exp.store_url(), None, unsupported=prepared.unsupported),

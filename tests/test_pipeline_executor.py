@@ -16,6 +16,7 @@ import yaml
 from ray_cluster import RayCluster
 
 from edgebench.config import load_experiment
+from edgebench.errors import ExitCode
 from edgebench.pipeline import run_experiment
 from edgebench.store import Store
 
@@ -74,6 +75,37 @@ def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_onc
     assert all(d["ran_on"]["executor"] == "local" for d in df["details"])
     assert set(df["ran_on"]) == {f"local {socket.gethostname()}"}  # one machine; the worker processes left out
     assert "where the jobs ran" in finished.stdout
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_run_says_interrupted_until_resumed(tmp_path: Path) -> None:
+    """A cancelled CI job sends SIGTERM: the run was left 'running' (compare: "not finished (running)") and its
+    workers were not stopped by the driver."""
+    target = tmp_path / "ort.yaml"
+    target.write_text(yaml.safe_dump({"backends": ["onnxruntime"]}))
+    exp_file = _experiment(tmp_path, [str(target)])
+    command = [sys.executable, "-c", "from edgebench.cli import app; app()", "run", str(exp_file)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    db = tmp_path / "runs" / "results.db"
+    driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while _stored(db) < 1:
+        assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
+        assert time.monotonic() < deadline, "no measurement was stored in time"
+        time.sleep(0.1)
+    workers = psutil.Process(driver.pid).children(recursive=True)
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=60)
+    assert driver.returncode == ExitCode.INTERRUPTED, out + err
+    assert "interrupted: finished jobs are stored; run the same command again to resume" in out
+    assert "Traceback" not in out + err
+    assert workers and psutil.wait_procs(workers, timeout=10)[1] == []  # stopped by the driver, not orphaned
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select status, finished_at from runs").fetchall() == [("interrupted", None)]
+
+    finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select status from runs").fetchall() == [("finished",)]  # the same run, resumed
 
 
 def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_cluster: RayCluster, tmp_path: Path) -> None:

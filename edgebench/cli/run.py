@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +29,23 @@ class _RichProgress:
             self.tasks[stage] = self.progress.add_task(stage, total=total)
         self.progress.update(self.tasks[stage], completed=done, total=total,
                              description=f"{stage:<9} {detail[:48]}")
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a CI job cancelled, ``kill``, a scheduler's stop) stops a run as Ctrl-C does: workers shut down
+    and the run is marked interrupted rather than left 'running'. A worker process forked from this one gets the
+    default again: the executor's own terminate of a hung worker must end it."""
+    driver = os.getpid()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if os.getpid() != driver:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def run(
@@ -56,6 +76,7 @@ def run(
             raise ConfigError(f"--executor must be local or ray, got '{executor}'")
         exp = exp.model_copy(update={"executor": exp.executor.model_copy(update={"type": executor})})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    _terminate_as_interrupt()
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))

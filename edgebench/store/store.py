@@ -291,6 +291,12 @@ class Store:
             if done.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self.url}")
 
+    def mark_run(self, run_id: str, status: str) -> None:
+        """Set an unfinished run's status (``interrupted`` when its process was stopped, ``running`` again when a
+        process resumes it); it stays resumable."""
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id, runs.c.finished_at.is_(None)).values(status=status))
+
     def find_resumable_run(self, experiment_hash: str, claim: Callable[[str], bool] | None = None,
                            machine: dict[str, Any] | None = None) -> str | None:
         """Latest unfinished run of the same experiment, so an interrupted run continues.
