@@ -306,12 +306,14 @@ class _OpenRun:
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
-        if self.lock is not None:
-            self.lock.close()
         if self.lost:  # left open: the same command resumes this run and measures what a lost board could not
             log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.lost)
         else:
             self.store.finish_run(self.run_id)
+        if self.lock is not None:
+            if not self.lost:  # a finished run is never claimed again: its lock file would only pile up
+                Path(self.lock.name).unlink(missing_ok=True)
+            self.lock.close()
         if render:
             from edgebench.report import render_report
 

@@ -6,10 +6,12 @@ import importlib.util
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
+from edgebench.executor.host_lanes import default_lock_dir
 from edgebench.pipeline import run_experiment
 from edgebench.store import Store
 
@@ -126,8 +128,13 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(reduced_run):
 
     with pytest.raises(KeyboardInterrupt):
         run_experiment(exp, progress=interrupt_after_four, render=False)
+    with Store.open(exp.store_url()) as store:
+        interrupted = store.runs().iloc[-1]  # oldest first
+    assert interrupted["status"] == "interrupted" and pd.isna(interrupted["finished_at"])
     resumed = run_experiment(exp, render=False)
+    assert resumed.run_id == interrupted["id"]
     assert resumed.skipped == 4 and resumed.measured == len(df) - 4
+    assert not list(default_lock_dir().glob(f".run-{resumed.run_id}.lock"))  # a finished run's lock file is gone
     with Store.open(resumed.store_url) as store:
         rows = store.measurements(resumed.run_id)
     assert len(rows) == len(df) and rows["job_key"].is_unique
