@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from edgebench.config import Experiment, check_loaded, load_experiment
@@ -81,9 +82,11 @@ class Results:
     def pareto(self, x: str = "latency", y: str = "accuracy", target: str | None = None) -> pd.DataFrame:
         """The measurements on the Pareto front of ``x`` against ``y`` (metric names as in reports and ``compare``:
         ``latency``, ``accuracy``, ``size``, ``macs``, ``energy``, ``memory``... or their columns), per target (its
-        backends compete), or only ``target``'s; sorted by ``x``. Each metric's better direction is its own."""
+        backends compete), or only ``target``'s; sorted by ``x``. Each metric's better direction is its own. An FPGA
+        C simulation's latency front is on its synthesised cycles or counted bit operations (its p50 is host CPU
+        time), and measured and estimated energy never share a front. Non-finite figures are left out."""
         from edgebench.report.pareto import pareto_mask
-        from edgebench.store.metrics import get_metric
+        from edgebench.store.metrics import fpga_cost_metric, get_metric
         from edgebench.store.schema import StoreError
 
         mx, my = get_metric(x), get_metric(y)
@@ -97,11 +100,17 @@ class Results:
         missing = [m.name for m in (mx, my) if raw[m.column].isna().all()]
         if missing and len(raw):  # a front of nothing: say which figure no measurement has
             where = f" on target {target!r}" if target is not None else ""
+            why = ": energy needs an energy meter on the target" if "energy" in missing else ""
             raise StoreError(f"no measurement of run {self.run_id}{where} has {' or '.join(missing)} (null where it "
-                             "was not measured: energy needs an energy meter on the target)")
-        raw = raw[raw[mx.column].notna() & raw[my.column].notna()]
-        fronts = [group[pareto_mask(group, [(mx.column, mx.direction), (my.column, my.direction)])]
-                  for _, group in raw.groupby("target")]
+                             f"was not measured{why})")
+        # an estimated energy never outranks a measured one: each kind has its own front
+        by = ["target", raw["energy_source"].fillna("").str.split(":").str[0]] if "energy" in (mx.name, my.name) \
+            else ["target"]
+        fronts = []
+        for _, group in raw.groupby(by):
+            gx = fpga_cost_metric(group) if mx.name == "latency" else mx  # an FPGA C-simulation's p50 is host time
+            group = group[np.isfinite(group[gx.column].astype(float)) & np.isfinite(group[my.column].astype(float))]
+            fronts.append(group[pareto_mask(group, [(gx.column, gx.direction), (my.column, my.direction)])])
         front = pd.concat(fronts) if fronts else raw.iloc[0:0]
         return _public(front, include_failed=False).sort_values(_UNITS.get(mx.column, mx.column), ignore_index=True)
 

@@ -141,3 +141,40 @@ def test_a_worker_importing_an_unguarded_script_exits_with_the_fix(tmp_path):
     assert "child exit 1" in done.stdout, done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
         "error: edgebench.run() was called while a worker process imported your script"), done.stderr
+
+
+def _store_of(path, rows):
+    """(label, target, p50 ms, accuracy, energy J, energy source, bops) measurements in one run."""
+    with Store.open(path) as store:
+        run_id = store.start_run("hand", {"name": "hand"}, "h", {"cpu_model": "test"})
+        for i, (label, target, p50, accuracy, joules, source, bops) in enumerate(rows):
+            spec = VariantSpec(model="digits_cnn", dataset="digits", prune=PruneSpec(criterion="l1", ratio=0.1 + i / 10))
+            store.upsert_variant(spec.id, spec.model_dump(mode="json"), label, None, {"macs": 1000, "params": 10})
+            result = JobResult(job_id=label, status="ok", accuracy=accuracy, latency_ms={"p50": p50},
+                               samples_ns=[int(p50 * 1e6)] * 3 if p50 < float("inf") else [],
+                               energy_j_per_inference=joules, energy_source=source,
+                               details={"hls4ml": {"bit_operations": {"bops": bops}}} if bops else {})
+            store.add_measurement(MeasurementRecord(run_id, label, spec.id, target, "onnxruntime", result,
+                                                    {"threads": 1, "precision": "fp32"}, 2048))
+    return path
+
+
+def test_fpga_fronts_on_bit_operations_energy_kinds_apart_and_infinite_figures_left_out(tmp_path):
+    """By hand: on the C simulation, host p50 runs opposite to the bit operations, and the front is on the latter
+    (the host's p50 says nothing of the FPGA): x3 (fewest BOPs) and x1 (most accurate); x2 is dominated by neither
+    (fewer BOPs than x1, more accurate than x3): all three. On the board, the estimated 0.5 mJ would dominate the
+    measured 1 mJ of m1 (less accurate): they are on fronts of their own kind. An infinite p50 is no point."""
+    rows = [("x1", "fpga", 0.1, 0.97, None, None, 4e8), ("x2", "fpga", 0.2, 0.96, None, None, 2e8),
+            ("x3", "fpga", 0.3, 0.95, None, None, 1e8),
+            ("m1", "board", 1.0, 0.95, 1e-3, "measured:rapl", None), ("m2", "board", 1.0, 0.90, 2e-3, "measured:rapl", None),
+            ("e1", "board", 1.0, 0.97, 5e-4, "estimated:tdp-x-cpu-util", None),
+            ("inf", "cpu", float("inf"), 0.99, None, None, None), ("c1", "cpu", 1.0, 0.90, None, None, None)]
+    results = edgebench.load(_store_of(tmp_path / "r.db", rows))
+    assert list(results.pareto("latency", "accuracy", target="fpga")["label"]) == ["x1", "x2", "x3"]
+    assert list(results.pareto("latency", "accuracy", target="cpu")["label"]) == ["c1"]
+    energy = results.pareto("energy", "accuracy", target="board")
+    assert sorted(energy["label"]) == ["e1", "m1"]  # m2: more energy, less accurate than m1, both measured
+    with pytest.raises(StoreError, match=r"has energy \(null where it was not measured: energy needs an energy meter"):
+        results.pareto("energy", "accuracy", target="cpu")
+    with pytest.raises(StoreError, match=r"has memory \(null where it was not measured\)$"):
+        results.pareto("memory", "accuracy", target="cpu")
