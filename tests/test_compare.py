@@ -308,3 +308,29 @@ def test_another_edgebench_release_is_said(sqlite_store: Store) -> None:
         conn.exec_driver_sql("update runs set edgebench_version = '0.0.1' where id = ?", (base,))
     warnings = compare_runs(sqlite_store, base, cand).warnings
     assert any(w.startswith(f"edgebench differs: 0.0.1 vs {edgebench.__version__}") for w in warnings), warnings
+
+
+def _set_energy(store: Store, run_id: str, joules: float, source: str) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("update measurements set energy_j_per_inference = ?, energy_source = ? where run_id = ? "
+                             "and status = 'ok'", (joules, source, run_id))
+
+
+def test_energy_of_another_meter_is_shown_and_an_estimate_named(sqlite_store: Store) -> None:
+    """A switch from a RAPL counter to a TDP estimate was said only in JSON (the row had no values), and an
+    estimated energy's regression read like a counter's."""
+    base, cand = fill_run(sqlite_store, seed=1), fill_run(sqlite_store, seed=2)
+    _set_energy(sqlite_store, base, 1e-3, "measured:rapl")
+    _set_energy(sqlite_store, cand, 5e-4, "estimated:tdp-x-cpu-util")
+    cmp = compare_runs(sqlite_store, base, cand)
+    energy = next(c for c in cmp.results[0].changes if c.metric == "energy")
+    assert energy.verdict == "n/a" and (energy.baseline, energy.candidate) == pytest.approx((1e-3, 5e-4))
+    assert any("energy sources differ: measured:rapl vs estimated:tdp-x-cpu-util (its energy is not compared)" in w
+               for w in cmp.results[0].warnings)
+    assert "| energy |" in to_markdown(cmp)  # a row with both figures, no longer dropped as empty
+
+    _set_energy(sqlite_store, base, 1e-3, "estimated:tdp-x-cpu-util")
+    _set_energy(sqlite_store, cand, 2e-3, "estimated:tdp-x-cpu-util")
+    energy = next(c for c in compare_runs(sqlite_store, base, cand).results[0].changes if c.metric == "energy")
+    assert energy.verdict == "regression" and energy.note.startswith("estimated:tdp-x-cpu-util")
+    assert "| energy (estimated) |" in to_markdown(compare_runs(sqlite_store, base, cand))

@@ -79,3 +79,19 @@ def test_history_over_tagged_runs_and_report_page(sqlite_store: Store, tmp_path:
     assert "<td>v0.2</td>" in page and "<td>regression</td>" in page
     assert f"<td>{untagged}</td>" in page and "<td>improvement</td>" in page
     assert (index.parent / "history_latency.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_switch_of_energy_meter_starts_a_series_and_unmeasured_values_are_no_points(sqlite_store: Store) -> None:
+    """A RAPL 1 mJ then a TDP estimate of 0.5 mJ read as an improvement; runs without energy printed 'nan'."""
+    runs = [fill_run(sqlite_store, seed=i, tags=(f"v{i}",)) for i in range(5)]
+    with sqlite_store.engine.begin() as conn:
+        for i, run_id in enumerate(runs[1:], start=1):
+            source, joules = ("measured:rapl", 1e-3) if i < 3 else ("estimated:tdp-x-cpu-util", 5e-4)
+            conn.exec_driver_sql("update measurements set energy_j_per_inference = ?, energy_source = ? where "
+                                 "run_id = ? and status = 'ok'", (joules, source, run_id))
+    hist = history_frame(sqlite_store, "energy")
+    assert set(hist["run_label"]) == {"v1", "v2", "v3", "v4"} and hist["value"].notna().all()  # v0: no energy
+    one = hist[hist["label"] == "baseline/fp32"]
+    assert sorted(set(one["context"])) == ["local-cpu · onnxruntime · 1 threads [estimated:tdp-x-cpu-util]",
+                                           "local-cpu · onnxruntime · 1 threads [measured:rapl]"]
+    assert series_change_points(sqlite_store, hist, "energy").empty

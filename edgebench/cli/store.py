@@ -216,6 +216,7 @@ def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time:
 
 
 def _print_comparison(cmp: Comparison) -> None:
+    from edgebench.store.compare import shown_name
     from edgebench.store.compare_markdown import fmt_change, fmt_confidence, fmt_evidence
 
     colors = {"regression": "red", "lost": "red", "improvement": "green", "unchanged": "white", "undecided": "yellow",
@@ -227,7 +228,7 @@ def _print_comparison(cmp: Comparison) -> None:
         by_metric = {c.metric: c for c in result.changes}
         p50 = by_metric["latency"]
         others = [
-            f"[{colors[c.verdict]}]{c.metric} {fmt_change(c)} {c.verdict}[/]"
+            f"[{colors[c.verdict]}]{shown_name(c)} {fmt_change(c)} {c.verdict}[/]"
             for c in result.changes
             if c.metric != "latency" and c.verdict in ("regression", "lost", "improvement")
         ]

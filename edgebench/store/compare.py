@@ -385,8 +385,11 @@ def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min
         if metric == "energy" and has_energy_of_two_meters(base, cand):
             changes.append(energy_sources_differ(base, cand, min_effect["energy"]))
             continue
-        changes.append(run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha,
-                                         allowance))
+        change = run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha, allowance)
+        source = str(cand.rows[-1].get("energy_source") or "")
+        if metric == "energy" and source.startswith("estimated"):  # a model's figure, never read as a counter's
+            change = replace(change, note=f"{source}" + (f"; {change.note}" if change.note else ""))
+        changes.append(change)
     return one_sided(changes + fixed_changes(base, cand, min_effect), base, cand)
 
 
@@ -404,16 +407,23 @@ def one_sided(changes: list[MetricChange], base: Side, cand: Side) -> list[Metri
     return out
 
 
+def shown_name(change: MetricChange) -> str:
+    """The metric's name as tables show it: an estimated energy says so."""
+    return f"{change.metric} (estimated)" if change.metric == "energy" and change.note.startswith("estimated") \
+        else change.metric
+
+
 def worth_a_row(change: MetricChange) -> bool:
     """Whether a compared metric is worth a row: anything but an n/a with no value on either side."""
     return change.verdict != "n/a" or change.baseline is not None or change.candidate is not None
 
 
 def energy_sources_differ(base: Side, cand: Side, effect: float) -> MetricChange:
-    """Energy of two sides read by different meters: not compared."""
+    """Energy of two sides read by different meters: not compared (a switch from a counter to an estimate is no
+    change of the model), but both figures are shown with the meters that gave them."""
     sources = f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"
-    return MetricChange("energy", None, None, None, None, None, None, "n/a", effect, "missing",
-                        f"energy sources differ: {sources}")
+    return MetricChange("energy", _geomean(base.values("energy")), _geomean(cand.values("energy")), None, None, None,
+                        None, "n/a", effect, "missing", f"energy sources differ: {sources}")
 
 
 def fixed_changes(base: Side, cand: Side, min_effect: Mapping[str, float]) -> list[MetricChange]:
@@ -536,6 +546,9 @@ def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> Match
     row = cand.rows[-1]
     context = context_label(row["target"], row["backend"], row["threads"])
     warnings = _dict_diff("runtime", base.rows[-1]["runtime"] or {}, row["runtime"] or {})
+    energy = next((c for c in changes if c.metric == "energy"), None)
+    if energy is not None and energy.note.startswith("energy sources differ"):  # the table shows no n/a row
+        warnings.append(f"{row['label']} on {context}: {energy.note} (its energy is not compared)")
     if base.rows[-1]["variant_id"] != row["variant_id"]:
         warnings.append(f"{row['label']}: rebuilt from changed inputs (model, data or build settings), variant "
                         f"{base.rows[-1]['variant_id']} -> {row['variant_id']}; compared by its label")

@@ -8,7 +8,7 @@ noise allowance), so a reader can judge them.
 
 from __future__ import annotations
 
-from edgebench.store.compare import Comparison, MetricChange, worth_a_row
+from edgebench.store.compare import Comparison, MetricChange, shown_name, worth_a_row
 
 _ICON = {"regression": "🔴", "lost": "🟠", "improvement": "🟢", "unchanged": "⚪", "undecided": "🟡", "n/a": "·"}
 #: confidences are never printed as certainty: run-level tests on a few runs cannot give it
@@ -48,7 +48,7 @@ def fmt_evidence(c: MetricChange) -> str:
 
 def _row(label: str, context: str, c: MetricChange) -> str:
     return (
-        f"| {_ICON[c.verdict]} {c.verdict} | {label} | {context} | {c.metric} | {fmt_change(c)} | "
+        f"| {_ICON[c.verdict]} {c.verdict} | {label} | {context} | {shown_name(c)} | {fmt_change(c)} | "
         f"{fmt_confidence(c)} | {fmt_evidence(c)} | {c.min_effect:g}{' pp' if c.metric == 'accuracy' else '%'} | "
         f"{c.note} |"
     )

@@ -66,15 +66,18 @@ def history_frame(
     frames = []
     for position, (_, run) in enumerate(runs.iterrows()):
         df = store.measurements(run["id"])
-        df = df[df["status"] == "ok"]
+        df = df[(df["status"] == "ok") & np.isfinite(df[m.column].astype(float))]  # what was not measured is no point
         if df.empty:
             continue
+        context = [context_label(t, b, n) for t, b, n in zip(df["target"], df["backend"], df["threads"])]
+        if m.name == "energy":  # a switch of meter (a counter to an estimate) starts a series, not a change
+            context = [f"{c} [{source}]" for c, source in zip(context, df["energy_source"])]
         df = df.assign(
             position=position,
             run_label=run["tags"].split(", ")[-1] if run["tags"] else run["id"],
             run_started_at=run["started_at"],
             value=df[m.column].astype(float) * m.scale,
-            context=[context_label(t, b, n) for t, b, n in zip(df["target"], df["backend"], df["threads"])],
+            context=context,
             contended=[disturbance(d) is not None for d in df["details"]],
         )
         frames.append(df)
