@@ -291,6 +291,16 @@ class ReportConfig(_Strict):
         description="the report's Pareto pairs (Y, X): metric names or their store columns",
     )
 
+    @field_validator("objectives")
+    @classmethod
+    def _two_metrics_each(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        from edgebench.store.metrics import get_metric
+
+        for a, b in pairs:
+            if get_metric(a).name == get_metric(b).name:
+                raise ValueError(f"({a}, {b}) names one metric twice: a front needs two, e.g. (accuracy, latency)")
+        return pairs
+
 
 class MlflowConfig(_Strict):
     """Log every finished run to MLflow (extra ``mlflow``)."""

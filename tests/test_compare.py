@@ -334,3 +334,14 @@ def test_energy_of_another_meter_is_shown_and_an_estimate_named(sqlite_store: St
     energy = next(c for c in compare_runs(sqlite_store, base, cand).results[0].changes if c.metric == "energy")
     assert energy.verdict == "regression" and energy.note.startswith("estimated:tdp-x-cpu-util")
     assert "| energy (estimated) |" in to_markdown(compare_runs(sqlite_store, base, cand))
+
+
+def test_a_non_finite_figure_is_no_value_to_compare(sqlite_store: Store) -> None:
+    """An inf p50 (an imported or hand-edited store) made compare --format json fail with a traceback, exit 1."""
+    base, cand = fill_run(sqlite_store, seed=1), fill_run(sqlite_store, seed=2)
+    with sqlite_store.engine.begin() as conn:
+        conn.exec_driver_sql("update measurements set p50_ms = ? where run_id = ?", (float("inf"), cand))
+    cmp = compare_runs(sqlite_store, base, cand)
+    json.dumps(cmp.to_json(), allow_nan=False)  # raised ValueError: Out of range float values
+    latency = next(c for c in cmp.results[0].changes if c.metric == "latency")
+    assert latency.candidate is None and latency.verdict in ("lost", "n/a")

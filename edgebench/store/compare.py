@@ -207,8 +207,10 @@ def _history_key(row: pd.Series) -> tuple:
 
 
 def _value(row: pd.Series, column: str) -> float | None:
+    """The row's figure, None where it has none or a non-finite one (an inf p50 from an imported store is no
+    measurement to compare)."""
     value = row.get(column)
-    return None if value is None or pd.isna(value) else float(value)
+    return None if value is None or pd.isna(value) or not math.isfinite(float(value)) else float(value)
 
 
 def _column(metric: str) -> str:
@@ -470,6 +472,10 @@ def compare_runs(
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
     base_ids = store.resolve_runs(baseline) if repeats else [store.resolve_run(baseline)]
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
+    if set(base_ids) & set(cand_ids):  # a gate that compares a run with itself passes whatever the run measured
+        same = ", ".join(sorted(set(base_ids) & set(cand_ids)))
+        raise StoreError(f"baseline {baseline!r} and candidate {candidate!r} are the same run ({same}): compare two "
+                         "different runs (see `edgebench runs`)")
     matching = match_runs(store, base_ids, cand_ids)
     history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
     results = [matched_result(base, cand, compare_pair(base, cand, history.get(_history_key(cand.rows[-1]), {}),
