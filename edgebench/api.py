@@ -75,7 +75,8 @@ class Results:
     def measurements(self, include_failed: bool = False) -> pd.DataFrame:
         """One row per measurement: the variant's fields flattened (criterion, ratio, precision...), the target
         settings, and every figure with its unit in the column name (``latency_p50_ms``, ``size_bytes``,
-        ``peak_rss_mb``, ``energy_j_per_inference``); ``accuracy`` is a fraction, ``macs`` per inference.
+        ``peak_rss_mb`` (in MiB, 2**20 bytes), ``energy_j_per_inference``); ``accuracy`` is a fraction, ``macs`` per
+        inference.
         Failed jobs (with their ``error``) only when ``include_failed``."""
         return _public(self.stored(), include_failed)
 
