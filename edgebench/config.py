@@ -207,7 +207,7 @@ class QuantizationConfig(_Strict):
         default_factory=lambda: ["fp32", "int8"], description="each variant at these precisions: int8 is static "
         "(calibrated), int8_dynamic quantizes activations at run time, fixed is hls4ml's fixed point")
     calibration_samples: int = Field(256, ge=1, description="training images that calibrate int8 ranges and check fixed-point "
-        "overflow")
+        "overflow, drawn at random (seed 0) with each class in its share")
     fixed_point: str = Field("ap_fixed<16,6>", description="hls4ml type of the fixed variants (ap_fixed<W,I>, ap_ufixed, "
         "rounding and overflow modes)")
     reuse_factor: int = Field(1, ge=1, description="hls4ml reuse factor: multiplications per multiplier (1: fully parallel)")

@@ -42,7 +42,8 @@ class MeasureSettings(BaseModel):
     precision_percentiles: list[Literal["p50", "p90", "p99"]] = Field(
         default_factory=lambda: ["p50"], min_length=1, description="the percentiles the precision rule bounds")
     confidence: float = Field(CONFIDENCE, gt=0, lt=1, description="confidence level of the reported percentile intervals")
-    accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy (None = all)")
+    accuracy_samples: int | None = Field(None, ge=1, description="test images used for accuracy, drawn at random (seed 0) with "
+                                              "each class in its share (None = all)")
     reference_samples: int = Field(16, ge=1, description="inputs compared against the fp32 PyTorch outputs")
     profile_layers: bool = Field(False, description="record a per-layer profile in its own window after timing")
     profile_runs: int = Field(50, ge=1, description="inferences in the per-layer profiling window")

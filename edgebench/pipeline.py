@@ -257,7 +257,7 @@ class _OpenRun:
         """Run the tasks of the jobs not stored yet on the experiment's executor, handling results as they finish."""
         eval_path = write_eval_data(prepared.splits, self.workdir)
         splits = prepared.splits
-        calibration = write_calibration(splits.x_train, self.exp.quantization.calibration_samples, self.workdir,
+        calibration = write_calibration(splits.x_train, splits.y_train, self.exp.quantization.calibration_samples, self.workdir,
                                         (splits.x_val, splits.y_val))
         done = self.store.done_job_keys(self.run_id)
         todo = [job for job in prepared.jobs if job.key not in done]

@@ -18,6 +18,7 @@ import torch
 from edgebench.cache_files import replacing
 from edgebench.data import DatasetSplits
 from edgebench.prune import BuiltModel
+from edgebench.sampling import spread_sample
 from edgebench.variants import VariantSpec, spec_hash
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,12 @@ def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int,
     return _cached_npz(reference_path(spec, workdir), logits)
 
 
-def write_calibration(x_train: np.ndarray, n: int, workdir: Path,
+def write_calibration(x_train: np.ndarray, y_train: np.ndarray, n: int, workdir: Path,
                       validation: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
-    """The first ``n`` training images, read by exporters that calibrate (int8), and the ``validation`` split
-    (``x_val``, ``y_val``) that a mixed-precision export checks its accuracy budget on."""
-    x = np.ascontiguousarray(x_train[:n], dtype=np.float32)
+    """``n`` training images spread over the classes (:func:`spread_sample`), read by exporters that calibrate
+    (int8, and the fixed-point range check), and the ``validation`` split (``x_val``, ``y_val``) that a
+    mixed-precision export checks its accuracy budget on."""
+    x = np.ascontiguousarray(x_train[np.sort(spread_sample(y_train, n))], dtype=np.float32)
     arrays = {"x": x}
     if validation is not None:
         arrays |= {"x_val": np.ascontiguousarray(validation[0], dtype=np.float32),

@@ -262,3 +262,25 @@ def test_a_meter_that_fails_or_does_not_label_its_joules_costs_the_energy_only(e
     assert result.status == "ok" and result.accuracy == 1.0 and result.latency_ms["p50"] > 0
     assert result.energy_j_per_inference is None and result.energy_source is None and result.idle_power_w is None
     assert note in result.energy_note
+
+
+def test_an_accuracy_subset_of_a_class_sorted_test_file_is_spread_over_its_classes(tmp_path: Path) -> None:
+    """``accuracy_samples: 10`` took the first 10 images: of a file sorted by class, one class (a stored accuracy
+    of 1.0 for a model right on 0.878 of the split, helper's run). The model here predicts class 0 for every
+    image: on the 10 of 40 images drawn in proportion (3 classes x 12, then 4 of class 3) it is right 3 times,
+    not 10. The reference check compares the images of the subset it has logits for."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    x = np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    y = np.array([0] * 12 + [1] * 12 + [2] * 12 + [3] * 4)
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    np.savez(tmp_path / "ref.npz", logits=np.tile([[1.0, 0.0, 0.0, 0.0]], (16, 1)).astype(np.float32))
+    artifact = get_exporter("onnx").export(model, QuantSpec(), x, tmp_path / "m.onnx")
+    job = _job(artifact, tmp_path / "eval.npz", tmp_path / "ref.npz", "onnxruntime")
+    job = job.model_copy(update={"measure": FAST.model_copy(update={"accuracy_samples": 10})})
+    result = run_one(job, timeout_s=120)
+    assert result.status == "ok", result.error
+    assert result.n_eval == 10 and result.accuracy == pytest.approx(0.3)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-6

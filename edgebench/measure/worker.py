@@ -34,6 +34,7 @@ from edgebench.measure.speed_probe import WindowSpeed
 from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.profile.table import not_available
 from edgebench.runtimes.base import BackendSettings, Session, get_backend
+from edgebench.sampling import spread_sample
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,10 @@ def execute(job: Job) -> JobResult:
     peak_rss = peak_rss_mb()  # runtime import, model load, first inference, warm-up and the timed loop
     data = np.load(job.eval_data)
     x, y = data["x"].astype(np.float32), data["y"]
+    picked = np.arange(len(y))  # a subset spread over the classes: a test file sorted by class has one in front
     if job.measure.accuracy_samples:
-        x, y = x[: job.measure.accuracy_samples], y[: job.measure.accuracy_samples]
+        picked = np.sort(spread_sample(y, job.measure.accuracy_samples))
+        x, y = x[picked], y[picked]
     logits = predict_all(session, x, batch_size)
     # an image whose logits overflowed (fp16 past 65504, a fixed-point type that wrapped to garbage is finite) is
     # wrong, not class 0, which argmax of a NaN row says
@@ -161,9 +164,11 @@ def execute(job: Job) -> JobResult:
         log.warning("%d of %d images gave non-finite outputs (NaN or inf): counted as wrong", (~finite).sum(), len(y))
     max_diff = None
     if job.reference:
-        ref = np.load(job.reference)["logits"]
-        n = min(len(ref), job.measure.reference_samples)
-        max_diff = float(np.abs(logits[:n].astype(np.float64) - ref[:n]).max()) if finite[:n].all() else math.inf
+        ref = np.load(job.reference)["logits"]  # of the first test images
+        kept = picked < min(len(ref), job.measure.reference_samples)  # those of them measured here
+        if kept.any():
+            diff = np.abs(logits[kept].astype(np.float64) - ref[picked[kept]]).max()
+            max_diff = float(diff) if finite[kept].all() else math.inf
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
     session.close()
 

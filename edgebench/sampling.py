@@ -1,0 +1,22 @@
+"""Subsets of a dataset that keep its classes: calibration images and a measurement's accuracy subset.
+
+A leaf module (numpy only): measurement workers import it, and their peak RSS should hold the runtime, not torch
+or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def spread_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` images drawn at random (``seed``) with each class in proportion to its share of ``y``: a
+    file sorted by class gives its first ``n`` images of one class (int8 ranges calibrated on them cost a sorted
+    digits-like set 40 points of accuracy)."""
+    y = np.asarray(y)
+    order = np.random.default_rng(seed).permutation(len(y))
+    ranked = np.empty(len(y))
+    for label in np.unique(y):  # each image's place among its class, as a fraction of the class: interleaves them
+        members = order[y[order] == label]
+        ranked[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return order[np.argsort(ranked[order], kind="stable")][:n]
