@@ -123,3 +123,17 @@ def test_litert_int8_records_the_calibrator_its_file_was_made_with(tmp_path: Pat
     ort = [k for k in entropy if k.startswith("onnxruntime/")]
     assert ort and all(entropy[k].settings["calibrator"] == "entropy" for k in ort)
     assert all(entropy[k].artifact_key != minmax[k].artifact_key for k in ort)
+
+
+def test_dynamic_int8_weights_are_7_bit_too(tmp_path: Path) -> None:
+    """Dynamic int8 had full 8-bit weight codes (+-127): on x86 without VNNI ONNX Runtime adds u8 x s8 pairs in
+    saturating int16, which they can overflow (the calibrated path is 7-bit for this reason)."""
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx, quantize_int8_dynamic
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()
+    export_fp32_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "fp32.onnx")
+    quantize_int8_dynamic(tmp_path / "fp32.onnx", tmp_path / "dynamic.onnx")
+    graph = onnx.load(str(tmp_path / "dynamic.onnx")).graph
+    weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
