@@ -613,6 +613,22 @@ def _check_kwargs(kwargs_by_name: dict[str, dict[str, Any]], names: list[str], g
 #: the widest AP type Vivado/Vitis HLS builds by default (AP_INT_MAX_W)
 AP_MAX_WIDTH = 1024
 FIXED_POINT = re.compile(r"^(ap_)?u?(fixed<\s*\d+\s*,\s*-?\d+\s*(,\s*\w+\s*){0,3}>|int<\s*\d+\s*>)$")
+#: the quantization (rounding) and overflow modes of AP fixed-point types (Vitis HLS's ap_fixed.h), ``AP_`` optional
+ROUNDING_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV", "AP_TRN", "AP_TRN_ZERO")
+OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP", "AP_WRAP_SM")
+
+
+def fixed_point_modes_problem(text: str) -> str | None:
+    """What is wrong with the rounding, overflow and saturation-bit fields of an AP fixed-point type (None: nothing):
+    a misspelt mode passed to hls4ml fails its conversion after training, with an error about an enum."""
+    fields = [f.strip() for f in text[text.index("<") + 1:-1].split(",")][2:] if "fixed<" in text else []
+    allowed = (ROUNDING_MODES, OVERFLOW_MODES)
+    for field, (what, modes) in zip(fields, (("rounding", allowed[0]), ("overflow", allowed[1]))):
+        if f"AP_{field.upper().removeprefix('AP_')}" not in modes:
+            return f"{what} mode '{field}' is not one of {', '.join(modes)}"
+    if len(fields) == 3 and not fields[2].isdigit():
+        return f"saturation bits '{fields[2]}' must be a number"
+    return None
 
 
 #: experiments whose pruning at the last epoch this process has warned about
@@ -637,6 +653,8 @@ def check_experiment(exp: Experiment, source: str) -> None:
     if not FIXED_POINT.match(exp.quantization.fixed_point):
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "
                           "type; use e.g. ap_fixed<16,6> (width, integer bits)")
+    if problem := fixed_point_modes_problem(exp.quantization.fixed_point):
+        raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}': {problem}")
     width = int(re.search(r"<\s*(\d+)", exp.quantization.fixed_point).group(1))  # type: ignore[union-attr]
     if not 1 <= width <= AP_MAX_WIDTH:
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' has a width of {width} "

@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import shutil
+import sysconfig
 import tempfile
 import time
 import traceback
@@ -271,7 +272,9 @@ def _raised_where(exc: BaseException) -> str:
     parsers = [f.name for f in frames if f.name.startswith("parse_") and f.name != "parse_pytorch_model"]
     if parsers:
         return f" (in hls4ml's {parsers[-1]}{_PARSER_HINTS.get(parsers[-1], '')})"
-    library = (str(Path(torch.__file__).parents[1]), str(Path(__file__).parents[2]))
+    paths = sysconfig.get_paths()  # Python's own and installed packages' code is not the model's
+    library = (str(Path(torch.__file__).parents[1]), str(Path(__file__).parents[2]), paths["stdlib"],
+               paths["purelib"], paths["platlib"])
     own = [f for f in frames if not f.filename.startswith(library)]
     return f" (in the model's code, {own[-1].filename}:{own[-1].lineno}, as hls4ml's tracer ran it)" if own else ""
 
