@@ -310,13 +310,13 @@ def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
     wrapped = {"hls4ml": {"precision": "ap_fixed<8,3>", "overflow": ["conv1 reaches 9.2", "add reaches 5"]}}
     df = pd.DataFrame({"status": ["ok", "ok", "ok"], "label": ["a/fp16", "b/fixed", "c/fp32"],
                        "target": ["local-cpu", "local-hls4ml-csim", "local-cpu"], "backend": ["torch", "hls4ml", "torch"],
-                       "n_eval": [297, 297, 297], "details": [{"non_finite_outputs": 297}, wrapped, {}]})
+                       "n_eval": [297.0, 297.0, 297.0], "details": [{"non_finite_outputs": 297}, wrapped, {}]})
     with console.capture() as captured:
         _print_overflow(df)
     text = " ".join(captured.get().split())
     assert "overflow: a/fp16 on local-cpu/torch: 297 of 297 images gave NaN or inf outputs, counted as wrong" in text
-    assert "overflow: b/fixed on local-hls4ml-csim/hls4ml: 2 tensors leave ap_fixed<8,3> on the calibration images " \
-           "(e.g. conv1 reaches 9.2)" in text
+    assert "overflow: b/fixed on local-hls4ml-csim/hls4ml: 2 tensors leave their fixed-point type (ap_fixed<8,3> " \
+           "where hls4ml did not widen it) on the calibration images (e.g. conv1 reaches 9.2)" in text
     assert "c/fp32" not in text
 
 

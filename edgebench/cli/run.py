@@ -205,13 +205,13 @@ def _print_overflow(df: Any) -> None:
         details = row["details"] if isinstance(row["details"], dict) else {}
         where = f"{row['label']} on {row['target']}/{row['backend']}"
         if details.get("non_finite_outputs"):
-            print_line("overflow:", "yellow", f"{where}: {details['non_finite_outputs']} of {row['n_eval']} images gave "
+            print_line("overflow:", "yellow", f"{where}: {details['non_finite_outputs']} of {row['n_eval']:.0f} images gave "
                        "NaN or inf outputs, counted as wrong (fp16 holds at most 65504: scale the inputs down)")
         tensors = (details.get("hls4ml") or {}).get("overflow") or []
         if tensors:
-            print_line("overflow:", "yellow", f"{where}: {len(tensors)} tensors leave "
-                       f"{details['hls4ml'].get('precision', 'the fixed-point type')} on the calibration images (e.g. "
-                       f"{tensors[0]}): give quantization.fixed_point more integer bits")
+            print_line("overflow:", "yellow", f"{where}: {len(tensors)} tensors leave their fixed-point type "
+                       f"({details['hls4ml'].get('precision', 'the fixed-point type')} where hls4ml did not widen it) "
+                       f"on the calibration images (e.g. {tensors[0]}): give quantization.fixed_point more integer bits")
 
 
 def _print_unpruned(df: Any) -> None:
