@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgebench import plugins
 from edgebench.errors import ConfigError, first_line
 from edgebench.models import MODELS
+from edgebench.models.code_closure import user_code_files
 from edgebench.plugins import PluginError, content_digest
 from edgebench.variants import ModelSource, VariantSpec
 
@@ -81,7 +82,8 @@ def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: 
                  components: Sequence[Callable[..., Any]] = ()) -> ModelSource | None:
     """The user's files behind ``model`` with their digests (the code digest covers the factory's file, the plug-in
     files, the source of a ``dataset`` loader and of ``components`` - criteria, schedules... - that are not
-    edgebench's, however they were registered); None for a zoo model with edgebench's own data and components."""
+    edgebench's, however they were registered, and the user's modules those files import); None for a zoo model
+    with edgebench's own data and components."""
     from edgebench.data import DATASETS
     from edgebench.models.weights import detect_format
 
@@ -98,6 +100,7 @@ def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: 
         code_files = [*([file] if file else []), *code_files]
     if not code_files and weights is None:
         return None
+    code_files = user_code_files(code_files)  # and the user's modules they import (a factory's helper module)
     code = hashlib.sha256("".join(content_digest(f) for f in code_files).encode()).hexdigest()[:16] if code_files else None
     return ModelSource(
         file=str(Path(model.file).resolve()) if model.file else None,
