@@ -71,15 +71,48 @@ def check_artifacts(artifacts: list[ArtifactConfig], source: str) -> None:
             raise ConfigError(f"{where}.path: {artifact.path} is not a file")
         try:
             artifact_format(path)
+            external_data_files(path)
         except ConfigError as exc:
             raise ConfigError(f"{where}.path: {exc}") from None
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The files an ONNX model keeps its weights in beside the graph (``torch.onnx.export`` writes ``<name>.data``
+    for a model of any size): part of the artifact's content; ConfigError naming one that is missing."""
+    if artifact_format(path) != "onnx":
+        return []
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)})") from None
+    locations = {entry.value for tensor in _get_all_tensors(model) if uses_external_data(tensor)
+                 for entry in tensor.external_data if entry.key == "location"}
+    files = [path.parent / location for location in sorted(locations)]
+    for file in files:
+        if not file.is_file():
+            raise ConfigError(f"{path}: its weights are in an external data file {file}, which is missing: keep it "
+                              "beside the .onnx, or save the model with its weights inside")
+    return files
+
+
+def artifact_digest(path: Path) -> str:
+    """The content hash of an artifact: its file and, for an ONNX model, the external data files it reads."""
+    from edgebench.plugins import content_digest
+
+    data = external_data_files(path)
+    if not data:
+        return content_digest(path)
+    import hashlib
+
+    return hashlib.sha256("".join(content_digest(f) for f in [path, *data]).encode()).hexdigest()
 
 
 def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec], source: str) -> list[VariantSpec]:
     """A variant per artifact: the experiment's dataset and preprocessing (what its accuracy is measured on), its
     content, and its parent resolved among the experiment's fp32 variants by label."""
-    from edgebench.plugins import content_digest
-
     base = fp32_specs[0]
     by_label = {s.label.removesuffix("/fp32"): s for s in fp32_specs if s.quant.precision == "fp32"}
     specs = []
@@ -91,7 +124,7 @@ def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec
                 raise ConfigError(f"{source}: artifacts.{i}.parent: no fp32 variant '{artifact.parent}'; the experiment "
                                   f"has {', '.join(by_label)} (or null)")
         path = Path(artifact.path)
-        external = ExternalSpec(label=artifact.label, format=artifact_format(path), digest=content_digest(path),
+        external = ExternalSpec(label=artifact.label, format=artifact_format(path), digest=artifact_digest(path),
                                 path=str(path), parent_id=parent.id if parent else None)
         specs.append(VariantSpec(model=base.model, dataset=base.dataset, dataset_kwargs=base.dataset_kwargs,
                                  data_digest=base.data_digest,
@@ -140,15 +173,24 @@ def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
 
 def import_artifact(spec: VariantSpec, destination: Path) -> Path:
     """Copy the user's file into the run's artifact cache (in a worker), under a temporary name then renamed; an
-    error if the file changed since the experiment was read (its content is the variant's identity)."""
-    from edgebench.plugins import file_digest
-
+    error if the file changed since the experiment was read (its content is the variant's identity). An ONNX
+    model's external data is written into the copy: the cache holds one self-contained file per artifact."""
     external = spec.external
     assert external is not None and external.path is not None
+    source = Path(external.path)
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f"tmp-{os.getpid()}-{destination.name}")
-    shutil.copyfile(external.path, tmp)
-    if file_digest(tmp) != external.digest:
+    if external_data_files(source):
+        import onnx
+
+        model = onnx.load(source)  # reads the weights from beside the source file
+        if model.ByteSize() >= 2**31:
+            raise ConfigError(f"{source}: its graph and weights exceed ONNX's 2 GB single file; edgebench measures "
+                              "models that fit one file")
+        onnx.save_model(model, tmp)
+    else:
+        shutil.copyfile(source, tmp)
+    if artifact_digest(source) != external.digest:
         tmp.unlink()
         raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
     os.replace(tmp, destination)

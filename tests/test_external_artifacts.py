@@ -96,7 +96,12 @@ def made_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
     quantize_static(str(root / "fp32.onnx"), str(root / "ort_int8.onnx"), _Images(splits.x_train[:64], "pixels"),
                     quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8)
-    files = {"root": root, "onnx": root / "ort_int8.onnx", "splits": splits}
+    import onnx  # what torch.onnx.export writes by default now: the weights in a file beside the graph
+
+    (root / "ext").mkdir()
+    onnx.save_model(onnx.load(root / "fp32.onnx"), root / "ext" / "fp32_ext.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="fp32_ext.onnx.data", size_threshold=0)
+    files = {"root": root, "onnx": root / "ort_int8.onnx", "splits": splits, "external_data": root / "ext"}
     try:
         import litert_torch
     except ImportError:
@@ -120,7 +125,8 @@ def _experiment(root: Path, artifacts: list[dict], targets: list[str]) -> Path:
 
 def test_artifacts_from_other_tools_measured_beside_edgebench_variants(made_elsewhere):
     root, splits = made_elsewhere["root"], made_elsewhere["splits"]
-    artifacts = [{"path": "ort_int8.onnx", "label": "ort-int8", "precision": "int8", "parent": "baseline"}]
+    artifacts = [{"path": "ort_int8.onnx", "label": "ort-int8", "precision": "int8", "parent": "baseline"},
+                 {"path": "ext/fp32_ext.onnx", "label": "ext-data", "precision": "fp32", "parent": "baseline"}]
     targets = ["local-cpu"]
     if "tflite" in made_elsewhere:
         artifacts.append({"path": "team.tflite", "label": "team-tflite", "precision": "fp32", "parent": "baseline"})
@@ -146,12 +152,31 @@ def test_artifacts_from_other_tools_measured_beside_edgebench_variants(made_else
     assert facts["sha256"] == hashlib.sha256(made_elsewhere["onnx"].read_bytes()).hexdigest()[:16]
     assert "external:ort-int8/int8" in (root / "report" / "index.html").read_text()  # on the same fronts
 
+    # weights in an external data file (failed at measure time: the cache held the graph alone): measured, and the
+    # data file is part of the content hash
+    ext = df[df["origin"] == "external:ext-data"].iloc[0]
+    data = made_elsewhere["external_data"] / "fp32_ext.onnx.data"
+    assert ext["accuracy"] == _ort_accuracy(made_elsewhere["external_data"] / "fp32_ext.onnx", splits.x_test,
+                                            splits.y_test)
+    assert ext["max_abs_diff"] < 1e-4 and ext["size_bytes"] > data.stat().st_size  # the weights are counted
     if "tflite" in made_elsewhere:
         lite = df[df["origin"] == "external:team-tflite"]
         assert list(zip(lite["target"], lite["backend"])) == [("local-litert", "litert")]
         assert lite.iloc[0]["accuracy"] == _tflite_accuracy(made_elsewhere["tflite"], splits.x_test, splits.y_test)
         assert lite.iloc[0]["max_abs_diff"] < 1e-3  # fp32 conversion: the parent's logits up to rounding
         assert lite.iloc[0]["macs"] == baseline["macs"]
+
+
+def test_an_onnx_artifact_whose_external_data_is_missing_is_refused_at_load(made_elsewhere, tmp_path):
+    import shutil
+
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    shutil.copy(made_elsewhere["external_data"] / "fp32_ext.onnx", lost / "fp32_ext.onnx")  # the .data left behind
+    artifacts = [{"path": str(lost / "fp32_ext.onnx"), "label": "lost", "precision": "fp32"}]
+    with pytest.raises(ConfigError, match=r"artifacts.0.path: .*fp32_ext.onnx: its weights are in an external data "
+                                          r"file .*fp32_ext.onnx.data, which is missing"):
+        load_experiment(_experiment(made_elsewhere["root"], artifacts, ["local-cpu"]))
 
 
 def test_artifact_that_does_not_take_the_experiments_images_is_one_line(made_elsewhere, tmp_path):
