@@ -21,7 +21,7 @@ from edgebench.artifacts import artifact_path, artifact_ready
 from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
-from edgebench.errors import NothingToRunError
+from edgebench.errors import NothingToRunError, first_line
 from edgebench.executor.base import HOST, Lane, Task, TaskResult
 from edgebench.executor.host_lanes import HostLanes, default_lock_dir, open_lock_dir
 from edgebench.executor.runners import Runner, runner_for
@@ -29,7 +29,7 @@ from edgebench.executor.settings import check_executor, create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores, stand_in
 from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_facts, external_specs
-from edgebench.job import Job
+from edgebench.job import Job, JobResult
 from edgebench.measure.machine import machine_info
 from edgebench.measure.reference_workload import speed_record
 from edgebench.paths import missing_dirs, remove_empty
@@ -47,7 +47,7 @@ from edgebench.prune.allocation.latency.predict import prediction_path, read_pre
 from edgebench.prune.allocation.latency.table import layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.runtimes.base import get_exporter
-from edgebench.store import Store
+from edgebench.store import Store, StoreError
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.store import new_run_id
 from edgebench.sweep import (
@@ -394,9 +394,20 @@ class _OpenRun:
         artifact = artifact_path(job, self.workdir)
         size, compressed = get_exporter(job.artifact_format, job.target.blocks).sizes(artifact) if artifact_ready(
             artifact) else (None, None)
-        self.store.add_measurement(MeasurementRecord(
-            self.run_id, job.key, job.variant.id, job.target.name, job.backend, measured, job.settings,
-            size_bytes=size, compressed_bytes=compressed, job=_absolute(context.worker_job)))
+        def record(result: JobResult) -> MeasurementRecord:
+            return MeasurementRecord(self.run_id, job.key, job.variant.id, job.target.name, job.backend, result,
+                                     job.settings, size_bytes=size, compressed_bytes=compressed,
+                                     job=_absolute(context.worker_job))
+
+        try:
+            self.store.add_measurement(record(measured))
+        except StoreError:  # the store itself failed (full, locked, gone): the run stops, the same command resumes
+            raise
+        except Exception as exc:  # this result alone cannot be stored (e.g. details a plug-in backend filled with
+            # what JSON cannot hold): its job fails, and a resumed run does not meet it again and stop there
+            measured = JobResult(job_id=measured.job_id, status="failed",
+                                 error=f"its result could not be stored: {type(exc).__name__}: {first_line(exc)}")
+            self.store.add_measurement(record(measured))
         if measured.status == "ok":
             self.outcome.measured += 1
         else:

@@ -345,8 +345,8 @@ def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> Non
         pages = sqlite3.connect(path).execute("pragma page_count").fetchone()[0]
         event.listen(store.engine, "connect", lambda conn, _: conn.execute(f"pragma max_page_count = {pages}"))
         store.engine.dispose()  # new connections get the cap
-        with pytest.raises(StoreError, match="disk is full: cannot write to it: free space on its filesystem; what it "
-                                             "holds is unchanged"):
+        with pytest.raises(StoreError, match="disk is full: cannot write to it: free space on its filesystem; the "
+                                             "write was rolled back, what was stored before stands"):
             fill_run(store, seed=2)
     with Store.open(path) as store:
         pd.testing.assert_frame_equal(store.measurements(run_id), before)

@@ -9,6 +9,7 @@ devices over SSH.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
@@ -49,6 +50,23 @@ def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.nda
         else:
             outs.append(session.run(chunk))
     return np.concatenate(outs)
+
+
+def _json_safe(details: Any) -> dict[str, Any]:
+    """A session's details as JSON holds them: what JSON has no type for as its repr, NaN and infinities as null (a
+    plug-in backend's object or NaN in them failed the run's store, and every resume, at that job)."""
+    safe = json.loads(json.dumps(details or {}, default=repr), parse_constant=lambda _constant: None)
+    return safe if isinstance(safe, dict) else {"details": safe}
+
+
+def _checked_logits(logits: Any, images: int, classes: int, backend: str) -> np.ndarray:
+    """``logits`` as a float (images, >= classes) array; RuntimeError naming the backend otherwise (class ids, a
+    wrong class count or integer scores were scored silently or failed in numpy)."""
+    out = np.asarray(logits)
+    if out.ndim != 2 or out.shape[0] != images or out.shape[1] < classes or out.dtype.kind != "f":
+        raise RuntimeError(f"backend {backend} returned {out.dtype} {out.shape} for {images} images; expected float "
+                           f"scores of shape ({images}, {classes} or more classes): one row of class scores per image")
+    return out
 
 
 #: the session a forked accuracy-pass process scores its part with (set only while such processes run)
@@ -128,7 +146,8 @@ def execute(job: Job) -> JobResult:
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
 
-    session_details = session.details()  # while the session is open: some runtimes read it from the compiled model
+    # while the session is open (some runtimes read it from the compiled model); as JSON the store can hold
+    session_details = _json_safe(session.details())
     energy_j = energy_source = energy_note = idle_w = energy_window = None
     if job.energy and job.energy.get("type") not in (None, "none"):
         name = job.energy["type"]
@@ -154,7 +173,7 @@ def execute(job: Job) -> JobResult:
     if job.measure.accuracy_samples:
         picked = np.sort(spread_sample(y, job.measure.accuracy_samples))
         x, y = x[picked], y[picked]
-    logits = predict_all(session, x, batch_size)
+    logits = _checked_logits(predict_all(session, x, batch_size), len(y), int(y.max()) + 1, job.backend)
     # an image whose logits overflowed (fp16 past 65504, a fixed-point type that wrapped to garbage is finite) is
     # wrong, not class 0, which argmax of a NaN row says
     finite = np.isfinite(logits).all(axis=1)
@@ -165,6 +184,9 @@ def execute(job: Job) -> JobResult:
     max_diff = None
     if job.reference:
         ref = np.load(job.reference)["logits"]  # of the first test images
+        if ref.shape[1] != logits.shape[1]:
+            raise RuntimeError(f"backend {job.backend} returned {logits.shape[1]} class scores per image; the model "
+                               f"has {ref.shape[1]} outputs")
         kept = picked < min(len(ref), job.measure.reference_samples)  # those of them measured here
         if kept.any():
             diff = np.abs(logits[kept].astype(np.float64) - ref[picked[kept]]).max()

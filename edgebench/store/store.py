@@ -119,9 +119,11 @@ def _make_parent(path: Path) -> None:
 #: and what to do: one StoreError line each instead of a traceback (the statement was rolled back)
 _STORE_PROBLEMS = {
     "readonly database": "cannot write to it: make the file and its directory writable, or copy the store to a "
-                         "writable place; what it holds is unchanged",
-    "disk is full": "cannot write to it: free space on its filesystem; what it holds is unchanged",
-    "disk I/O error": "cannot write to it: check the filesystem it is on; what it holds is unchanged",
+                         "writable place; the write was rolled back and what was stored before stands",
+    "disk is full": "cannot write to it: free space on its filesystem; the write was rolled back, what was stored "
+                    "before stands, and the same command resumes",
+    "disk I/O error": "cannot write to it: check the filesystem it is on; the write was rolled back and what was "
+                      "stored before stands",
     "database is locked": "another process held it locked past the 30 s wait (a long read or a stuck writer); what "
                           "it holds is unchanged, and the same command resumes",
     "database disk image is malformed": "the file is damaged: restore a copy (sqlite3's .recover salvages what it "

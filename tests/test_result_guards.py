@@ -1,0 +1,64 @@
+"""What a plug-in backend hands back is checked before it is scored or stored: one job fails, never the run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgebench.config import load_experiment
+from edgebench.measure.worker import _checked_logits, _json_safe
+from edgebench.pipeline import run_experiment
+from edgebench.store import Store
+from edgebench.store.record import MeasurementRecord
+
+
+def test_details_become_json_the_store_holds() -> None:
+    details = {"engine": object(), "gap": math.nan, "peak": math.inf, "nested": {"ok": 1, "bad": -math.inf},
+               "shape": (1, 2)}
+    safe = _json_safe(details)
+    assert safe["gap"] is None and safe["peak"] is None and safe["nested"] == {"ok": 1, "bad": None}
+    assert safe["engine"].startswith("<object object at") and safe["shape"] == [1, 2]
+    assert _json_safe(None) == {} and _json_safe([1]) == {"details": [1]}
+
+
+@pytest.mark.parametrize("logits", [np.zeros(16, np.int64), np.zeros((16, 3), np.float32),
+                                    np.zeros((16, 10), np.int64), np.zeros((15, 10), np.float32)],
+                         ids=["class-ids", "three-classes", "integer-scores", "rows-missing"])
+def test_logits_that_are_not_one_row_of_float_scores_per_image_are_refused(logits: np.ndarray) -> None:
+    """Class ids failed in numpy (AxisError); 3 scores for 10 classes were scored silently (0.095 for 0.31);
+    integer logits were stored ok."""
+    with pytest.raises(RuntimeError, match=r"backend flat returned .* for 16 images; expected float scores of shape "
+                                           r"\(16, 10 or more classes\)"):
+        _checked_logits(logits, 16, 10, "flat")
+    assert _checked_logits(np.zeros((16, 12), np.float16), 16, 10, "wide").shape == (16, 12)
+
+
+def test_a_result_the_store_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL refused a NaN in a result's JSON (DataError): the driver died at that job on every resume."""
+    data = {"name": "guards", "training": {"epochs": 1}, "pruning": {"criteria": ["l1"], "ratios": [0.5]},
+            "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
+            "measurement": {"min_iters": 10, "min_time_s": 0.0, "warmup_iters": 1},
+            "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
+    refused: list[str] = []
+    add = Store.add_measurement
+
+    def refuse_the_first(store: Store, record: MeasurementRecord) -> None:
+        if not refused and record.result.status == "ok":
+            refused.append(record.job_key)
+            raise ValueError('invalid input syntax for type json DETAIL: Token "NaN" is invalid')
+        add(store, record)
+
+    monkeypatch.setattr(Store, "add_measurement", refuse_the_first)
+    outcome = run_experiment(load_experiment(tmp_path / "exp.yaml"), render=False)
+    with Store.open(outcome.store_url) as store:
+        rows = store.measurements(outcome.run_id).set_index("job_key")
+    assert len(rows) == 4 and (rows["status"] == "ok").sum() == 3  # 2 variants x torch and ONNX Runtime
+    failed = rows.loc[refused[0]]
+    assert failed["status"] == "failed" and failed["error"].startswith("its result could not be stored: ValueError")
+    assert len(outcome.failed) == 1
