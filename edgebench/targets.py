@@ -113,6 +113,9 @@ class TargetSpec(BaseModel):
     def _consistent(self) -> TargetSpec:
         if self.kind == "ssh" and self.ssh is None:
             raise ValueError("kind: ssh needs an 'ssh:' block with at least 'host'")
+        if self.kind != "ssh" and self.ssh is not None:  # else it measures this machine, stored as the board
+            raise ValueError(f"an 'ssh:' block (host {self.ssh.host}) needs kind: ssh; kind {self.kind} measures on "
+                             "this machine")
         _check_plugins(self)
         return self
 

@@ -65,6 +65,9 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
         ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
         ("backends: [onnxruntime]\nprecisions: [int4]\n", "precisions.0"),
+        # a copied board file without its kind measured this machine, stored under the board's name
+        ("backends: [onnxruntime]\nssh: {host: 127.0.0.2, user: pi}\n",
+         "an 'ssh:' block (host 127.0.0.2) needs kind: ssh; kind local measures on this machine"),
         ("backends: [torch_cuda]\ndevice: cuda:1\nenergy: {type: nvml, device_index: 0}\n",
          "energy.device_index: 0 reads another GPU than device cuda:1; set it to 1"),
     ],
