@@ -276,3 +276,31 @@ def test_profile_takes_the_plugins_file_of_its_target_s_backend(tmp_path: Path, 
     done = CliRunner().invoke(app, [*args, "--plugins", "team_backends.py"], env={"COLUMNS": "200"})
     assert done.exit_code == 0, done.output
     assert "m.onnx on team-board (team_ort, 1 thread(s))" in done.output and "per-layer profile: team_ort" in done.output
+
+
+PROBE_CRASHING_BACKEND = '''
+from edgebench.runtimes.base import BACKENDS
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend
+
+
+@BACKENDS.register("team_crashing_probe")
+class CrashingProbe(OnnxRuntimeBackend):
+    def available(self):
+        raise RuntimeError("probe crashed")
+'''
+
+
+def test_a_backend_whose_availability_check_raises_is_unavailable_with_that_error(tmp_path: Path, monkeypatch) -> None:
+    """Its RuntimeError stopped every target's run, with a traceback, before anything ran."""
+    from edgebench.cli import app
+    from edgebench.plugins import PLUGINS_ENV
+
+    monkeypatch.setenv(PLUGINS_ENV, "")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "team-board.yaml").write_text("backends: [team_crashing_probe]\n")
+    (tmp_path / "probe.py").write_text(PROBE_CRASHING_BACKEND)
+    listed = CliRunner().invoke(app, ["targets", "--plugins", "probe.py"], env={"COLUMNS": "250"})
+    assert "Traceback" not in listed.output and not isinstance(listed.exception, RuntimeError)
+    row = next(line for line in listed.output.splitlines() if "team-board" in line)
+    assert "unavailable" in row and "its available() raised RuntimeError:" in row and "probe crashed" in listed.output

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgebench.components import Component, missing_reason
+from edgebench.errors import first_line
 from edgebench.executor.base import HOST, Lane
 from edgebench.job import Job, JobResult
 from edgebench.runtimes.base import get_backend
@@ -94,7 +95,7 @@ class LocalRunner(Runner):
     def unavailable_backends(self) -> dict[str, str]:
         # a GPU target lists torch_cuda, onnxruntime_cuda and tensorrt: a machine with a CUDA torch and no
         # TensorRT still measures on torch_cuda
-        return {name: reason for name in self.target.backends if (reason := get_backend(name).available())}
+        return {name: reason for name in self.target.backends if (reason := _availability(name))}
 
     def needs(self) -> list[Component]:
         found: list[Component] = []
@@ -161,3 +162,12 @@ RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner, "ssh": SSHRunner}
 def runner_for(target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S) -> Runner:
     """The runner of ``target`` (by its ``kind``)."""
     return RUNNERS[target.kind](target, timeout_s)
+
+
+def _availability(backend: str) -> str | None:
+    """Why ``backend`` cannot run here (None: it can); a plug-in backend whose check raises is unavailable with that
+    error, rather than stopping every target's run before it starts."""
+    try:
+        return get_backend(backend).available()
+    except Exception as exc:
+        return f"its available() raised {type(exc).__name__}: {first_line(exc)}"
