@@ -249,10 +249,25 @@ class _UnlabelledMeter(EnergyMeter):
         return EnergyReading(joules=0.5, seconds=0.1, source=None)
 
 
+class _NegativeMeter(EnergyMeter):
+    """A counter read wrongly (a wrapped register, an idle power subtracted twice): less than no energy."""
+
+    source = "measured:test-counter"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(joules=-0.3, seconds=0.1, source=self.source)
+
+
 @pytest.mark.parametrize("meter,note", [(_BrokenMeter, "energy meter test-broken-meter failed: RuntimeError: meter broke"),
-                                        (_UnlabelledMeter, "gave 0.5 J with source None, not 'measured:<counter>'")])
+                                        (_UnlabelledMeter, "gave 0.5 J with source None, not 'measured:<counter>'"),
+                                        (_NegativeMeter, "gave -0.3 J: not an amount of energy (NaN, infinite or "
+                                                         "negative), not kept")])
 def test_a_meter_that_fails_or_does_not_label_its_joules_costs_the_energy_only(eval_files, tmp_path, meter, note):
-    name = {_BrokenMeter: "test-broken-meter", _UnlabelledMeter: "test-unlabelled-meter"}[meter]
+    name = {_BrokenMeter: "test-broken-meter", _UnlabelledMeter: "test-unlabelled-meter",
+            _NegativeMeter: "test-negative-meter"}[meter]
     if name not in METERS.names():
         METERS.register(name)(meter)
     eval_npz, ref, model = eval_files

@@ -239,9 +239,13 @@ def _profile_layers(session: Session, batch: np.ndarray, job: Job) -> dict[str, 
 
 
 def _labelled(reading: EnergyReading, meter: str | None) -> EnergyReading:
-    """``reading``, or no energy where the meter did not say whether its joules were measured or estimated: an
-    unlabelled figure would be shown as if a counter stood behind it."""
+    """``reading``, or no energy where the meter did not say whether its joules were measured or estimated (an
+    unlabelled figure would be shown as if a counter stood behind it), or gave no amount of energy (NaN, negative:
+    a negative figure led the energy front)."""
     source = reading.source or ""
+    if reading.joules is not None and not (math.isfinite(reading.joules) and reading.joules >= 0):
+        return EnergyReading(None, reading.seconds, None, f"energy meter {meter} gave {reading.joules:.6g} J: not an "
+                             "amount of energy (NaN, infinite or negative), not kept")
     if reading.joules is None or source.startswith(("measured:", "estimated:")):
         return reading
     return EnergyReading(None, reading.seconds, None, f"energy meter {meter} gave {reading.joules:.6g} J with source "
