@@ -97,6 +97,10 @@ def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
     with Store.open(again.store_url) as store:
         assert store.runs()["tags"].tolist() == ["api-test"]
     assert again.run_id == results.run_id and again.measurements().equals(df)
+    elsewhere = tmp_path / "elsewhere"  # a notebook's %cd: the results are still those of the run's store
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert results.measurements().equals(df) and not (elsewhere / "runs").exists()
     index = again.report(tmp_path / "report")
     assert index == tmp_path / "report" / "index.html" and index.stat().st_size > 1000
 
