@@ -54,7 +54,7 @@ Objective = Annotated[str, AfterValidator(_known_metric)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetConfig(_Strict):

@@ -26,7 +26,7 @@ from edgebench.order_statistics import CONFIDENCE, runs_for_an_interval
 class MeasureSettings(BaseModel):
     """How long and how to time (MLPerf LoadGen / trtexec style rules)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     scenario: Literal["single_stream", "offline"] = Field("single_stream", description="single_stream: one image a call "
         "(latency); offline: batches of batch_size (throughput)")

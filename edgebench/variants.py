@@ -29,7 +29,7 @@ DEFAULT_CALIBRATOR: Calibrator = "minmax"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf lr trained a NaN model
 
 
 class TrainSpec(_Frozen):

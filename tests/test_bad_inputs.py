@@ -337,6 +337,7 @@ CASES = [
          ("criterion_kwargs.random", "seed")),
     Case("run-fixed-point-format", "run", run_exp({"quantization": {"fixed_point": "ap_fixed16"}}),
          ("quantization.fixed_point", "ap_fixed16")),
+    Case("run-learning-rate-infinite", "run", run_exp({"training": {"lr": float("inf")}}), ("training.lr", "finite")),
     Case("run-fixed-point-rounding-misspelt", "run",
          run_exp({"quantization": {"fixed_point": "ap_fixed<16,6,AP_RNDX,AP_SAT>"}}),
          ("quantization.fixed_point", "rounding mode 'AP_RNDX'", "AP_RND_CONV")),
