@@ -215,7 +215,7 @@ class _OpenRun:
         self.exp = exp
         self.run_id = outcome.run_id
         self.outcome = outcome
-        self.workdir = exp.workdir()
+        self.workdir = exp.workdir().resolve()  # tasks on a Ray node run in the raylet's directory, not ours
         self.cache = ModelCache(self.workdir)
         self.lost = 0
         self.input_shape = input_shape  # of one image: an external artifact's MACs are counted for it

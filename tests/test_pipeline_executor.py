@@ -137,6 +137,21 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
     assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])
 
 
+def test_a_ray_run_in_the_default_relative_run_directory(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
+    """Without run.workdir (runs/<name>, relative), tasks on the cluster's nodes looked for the run's files in the
+    raylet's directory: every job failed, and trained models were written there."""
+    project = tmp_path / "project"
+    project.mkdir()
+    exp_file = _experiment(project, ["local-cpu"], executor={"type": "ray", "address": ray_cluster.address})
+    data = yaml.safe_load(exp_file.read_text())
+    del data["run"]  # the default: runs/executor under the working directory
+    exp_file.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(project)
+    outcome = run_experiment(load_experiment(exp_file), render=False)
+    assert outcome.failed == [] and outcome.measured == 4  # 2 variants x torch and ONNX Runtime
+    assert list((project / "runs" / "executor" / "models").glob("*.pt"))
+
+
 def test_no_ray_cluster_at_the_address_is_one_error_before_anything_is_stored(tmp_path: Path,
                                                                                monkeypatch) -> None:
     """Nothing listens at executor.address: a ConfigError naming it within seconds (ray.init would retry for
