@@ -265,7 +265,7 @@ class LatencyPrediction(BaseModel):
 
 #: typed fields of JobResult that travel, and are stored, inside ``details`` (the JSON shape of every version)
 _IN_DETAILS = ("device", "timed_window_s", "timed_window", "window", "latency_ci_ms", "energy_window", "ran_on",
-               "host_lane", "latency_prediction", "contention", "speed_probe")
+               "host_lane", "latency_prediction", "contention", "speed_probe", "unreachable")
 
 
 class JobResult(BaseModel):
@@ -313,6 +313,8 @@ class JobResult(BaseModel):
     host_lane: HostLane | None = Field(None, description="the host-wide lane lock (set by the controller)")
     contention: Contention | None = Field(None, description="other processes' CPU use during the timed window")
     speed_probe: SpeedProbe | None = Field(None, description="the machine's speed just before and after the window")
+    unreachable: bool | None = Field(None, description="the device could not be reached or the connection dropped past "
+                              "its retries (set by the controller): no result of the job, which a resumed run measures")
     latency_prediction: LatencyPrediction | None = Field(
         None, description="the p50 the latency tables predicted (set by the controller; measurement.predict_latency)")
 

@@ -379,11 +379,12 @@ class _OpenRun:
         """Store one measurement (replacing an earlier row of the same job key: exactly once) and count it."""
         job = context.job
         where = f"{job.variant.label} on {job.target.name}/{job.backend}"
-        if result.lost:  # not stored: the next run measures it
-            self.lost += 1
-            self.outcome.failed.append(f"{where}: {result.error} (not stored; run the same command again to measure it)")
-            return
         measured = job_result(result)
+        if result.lost or measured.unreachable:  # its node, board or SSH host went away: the next run measures it
+            self.lost += 1
+            self.outcome.failed.append(f"{where}: {result.error or measured.error} (not stored; run the same command "
+                                       "again to measure it)")
+            return
         # the tables predict fp32 variants (sweep.Predict): an int8 file of the same weights has no prediction
         if (measured.status == "ok" and job.measure.predict_latency and job.variant.external is None
                 and job.variant.quant.precision == "fp32"):

@@ -245,8 +245,8 @@ def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> None:
 def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobResult:
     """Run ``job`` on ``target``'s device; ``files`` are the local artifact/eval/reference paths the job names.
 
-    Unreachable hosts and dropped connections are retried ``ssh.retries`` times,
-    then become a failed result; host-key and authentication problems raise
+    Unreachable hosts and dropped connections are retried ``ssh.retries`` times, then become a failed result
+    marked ``unreachable`` (not stored: the run stays open); host-key and authentication problems raise
     RemoteError at once because retrying cannot fix them.
     """
     if target.ssh is None:
@@ -261,5 +261,5 @@ def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobRe
             log.warning("attempt %d/%d on %s: %s", attempt + 1, ssh.retries + 1, ssh.host, exc)
             if attempt < ssh.retries:
                 time.sleep(min(2.0**attempt, 10.0))
-    return JobResult(job_id=job.job_id, status="failed",
-                     error=f"{last} (after {ssh.retries + 1} attempts)")
+    return JobResult(job_id=job.job_id, status="failed", error=f"{last} (after {ssh.retries + 1} attempts)",
+                     unreachable=True)
