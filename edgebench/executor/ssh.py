@@ -252,6 +252,8 @@ def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobRe
     if target.ssh is None:
         raise ValueError(f"target {target.name} has no ssh block")
     ssh = target.ssh
+    if missing := [str(f) for f in files if not Path(f).is_file()]:  # not the connection's fault: no retry, no resume
+        return JobResult(job_id=job.job_id, status="failed", error=f"cannot copy to {ssh.host}: no file {missing[0]} here")
     last = ""
     for attempt in range(ssh.retries + 1):
         try:
