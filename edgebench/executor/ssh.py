@@ -193,6 +193,7 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
             sftp = client.open_sftp()
         except _import_paramiko().SSHException as exc:
             raise RemoteError(f"{ssh.host} refused SFTP ({exc}): enable `Subsystem sftp` in its sshd_config") from None
+        sftp.get_channel().settimeout(ssh.command_timeout_s)  # a host that freezes mid-copy: a timeout, not a hang
         try:
             for f in files:
                 _put(sftp, Path(f), posixpath.join(remote_dir, Path(f).name))
@@ -209,10 +210,10 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
         command = f"cd {shlex.quote(remote_dir)} && echo $$ > {PID_FILE} && {worker} & wait $!"
         code, out, err = _exec(client, command, ssh.command_timeout_s)
         if code is None:
-            _kill_and_clean(client, ssh, remote_dir)
+            killed = ("killed there, so the board's next job is not timed beside it" if _kill_and_clean(client, ssh, remote_dir)
+                      else "the connection dropped before it could be killed: it may still run there")
             return JobResult(job_id=job.job_id, status="failed",
-                             error=f"remote worker on {ssh.host} timed out after {ssh.command_timeout_s:g} s (killed "
-                                   "there, so the board's next job is not timed beside it)")
+                             error=f"remote worker on {ssh.host} timed out after {ssh.command_timeout_s:g} s ({killed})")
         try:
             with sftp.open(posixpath.join(remote_dir, RESULT_FILE), "r") as fh:
                 result = JobResult.model_validate_json(fh.read())
@@ -233,13 +234,16 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
 _SIGNALS = {int(s) for s in signal.Signals}
 
 
-def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> None:
-    """Kill a timed-out worker's whole process group on the device and remove its directory (best effort: a
-    connection that dropped meanwhile leaves both to the device)."""
+def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> bool:
+    """Kill a timed-out worker's whole process group on the device and remove its directory; False when the
+    connection dropped meanwhile (both are left to the device)."""
     pid_file = shlex.quote(posixpath.join(remote_dir, PID_FILE))
-    with contextlib.suppress(_Dropped):
-        _exec(client, f"p=$(cat {pid_file}); kill -KILL -- -$p 2>/dev/null || {{ pkill -KILL -P $p; kill -KILL $p; }}; "
-                      f"rm -rf {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
+    try:
+        code, _, _ = _exec(client, f"p=$(cat {pid_file}); kill -KILL -- -$p 2>/dev/null || {{ pkill -KILL -P $p; "
+                                   f"kill -KILL $p; }}; rm -rf {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
+    except _Dropped:
+        return False
+    return code is not None
 
 
 def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobResult:
