@@ -16,7 +16,7 @@ from sshd_fixtures import Sshd, free_port, keygen
 
 pytest.importorskip("paramiko", reason="the 'remote' extra (paramiko) is not installed")
 
-from edgebench.executor.ssh import RemoteError, remote_job, run_job_remote
+from edgebench.executor.ssh import RemoteError, probe, remote_job, run_job_remote
 from edgebench.job import Job, MeasureSettings
 from edgebench.targets import SSHSpec, TargetSpec
 
@@ -159,3 +159,19 @@ def test_two_target_files_for_one_board_share_its_lane(tmp_path: Path) -> None:
 
     assert SSHRunner(target("board-a", 22)).lane() == SSHRunner(target("board-a-int8", 22)).lane()
     assert SSHRunner(target("board-a", 22)).lane() != SSHRunner(target("board-b", 2222)).lane()
+
+
+def test_a_probe_of_a_hung_board_leaves_nothing_running_there(sshd: Sshd, tmp_path: Path) -> None:
+    """A python whose import hangs: the probe said so after its timeout, and left the process busy on the board
+    (one more per `targets` or run), beside the jobs timed there later."""
+    hanging = tmp_path / "hanging-python"
+    hanging.write_text("#!/bin/sh\nexec sleep 4242\n")
+    hanging.chmod(0o755)
+    reason = probe(sshd.spec(python=str(hanging), connect_timeout_s=0.5).ssh)
+    assert reason is not None and "importing it did not finish in 1.5 s and was killed" in reason
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any("4242" in " ".join(p.info["cmdline"] or ())
+                                              for p in psutil.process_iter(["cmdline"])):
+        time.sleep(0.1)
+    assert not any("sleep" in " ".join(p.info["cmdline"] or ()) and "4242" in " ".join(p.info["cmdline"] or ())
+                   for p in psutil.process_iter(["cmdline"]))

@@ -116,8 +116,11 @@ def probe(ssh: SSHSpec) -> str | None:
     except (RemoteError, _Dropped) as exc:
         return str(exc)
     try:
-        command = f"{shlex.quote(ssh.python)} -c 'import edgebench.measure.worker'"
-        code, out, err = _exec(client, command, ssh.connect_timeout_s * 3)
+        limit = ssh.connect_timeout_s * 3
+        check = f"{shlex.quote(ssh.python)} -c 'import edgebench.measure.worker'"
+        # a hung import is killed on the board (closing our channel leaves it running there, busy beside later jobs)
+        command = f"if command -v timeout >/dev/null; then exec timeout -s KILL {limit:g} {check}; else exec {check}; fi"
+        code, out, err = _exec(client, command, limit + 2)
     except _Dropped as exc:
         return str(exc)
     finally:
@@ -126,6 +129,8 @@ def probe(ssh: SSHSpec) -> str | None:
         return None
     said = (err or out).strip().splitlines()
     detail = said[-1].strip() if said else f"exit code {code}"  # the last line: the shell's or Python's reason
+    if code in (-1, 124, 128 + signal.SIGKILL) and not said:  # killed by timeout (paramiko: -1 for a signal)
+        detail = f"importing it did not finish in {ssh.connect_timeout_s * 3:g} s and was killed"
     return (f"{ssh.python} on {ssh.host} cannot run edgebench's worker ({detail}); install edgebench there "
             "or set ssh.python to a python that has it")
 
