@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,7 +119,12 @@ class RayExecutor(Executor):
         if self._connected_here:
             if problem := cluster_problem(address):
                 raise ConfigError(problem)
+            handler = signal.getsignal(signal.SIGTERM)
             self.ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            if callable(handler) and threading.current_thread() is threading.main_thread():
+                # Ray's own SIGTERM handler dumps a stack and exits 1 (compare's "regression" code): the CLI's
+                # stops the run as Ctrl-C does
+                signal.signal(signal.SIGTERM, handler)
         self.on_lost, self.max_retries = on_lost, max_retries
         self.lost_grace_s, self.start_slack_s, self.poll_s = lost_grace_s, start_slack_s, poll_s
         self.driver_node = self.ray.get_runtime_context().get_node_id()
