@@ -38,7 +38,7 @@ from edgebench.profile.table import LayerProfile
 from edgebench.report.lineage import lineage
 from edgebench.report.page import esc
 from edgebench.report.pareto import pareto_mask
-from edgebench.report.plots import BASELINE, MARKERS, interval_columns, palette, series_name
+from edgebench.report.plots import BASELINE, MARKERS, interval_columns, palette, series_name, short_label
 from edgebench.report.tables import context_titles, fmt_cell
 from edgebench.store.metrics import METRICS, Metric, fpga_cost_metric
 
@@ -270,17 +270,19 @@ def details_payload(ok: pd.DataFrame, profiles: dict[int, LayerProfile]) -> list
 
 
 def _controls(ok: pd.DataFrame, options: Sequence[str]) -> str:
-    """Target selector and the legend: one toggle per criterion/method (its colour), one per precision (marker)."""
+    """Target selector and the legend: one toggle per criterion/method (its colour), one per precision (marker). A
+    long criterion name is cut as in the static figures' legend (a 300-character label made the page 4000 px wide),
+    whole in its tooltip."""
     select = "".join(f'<option value="{esc(o)}">{esc(o)}</option>' for o in options)
     series = ok.apply(series_name, axis=1)
     colors = palette(sorted(set(series)))
     groups = sorted({s.rsplit("/", 1)[0] for s in series}, key=lambda g: (g != BASELINE, g))
     group_color = {s.rsplit("/", 1)[0]: to_hex(c) for s, c in colors.items()}
     symbols = {"o": "●", "^": "▲", "s": "■", "D": "◆", "h": "⬢"}
-    chips = [f'<button class=chip data-group="{esc(g)}"><i style="color:{group_color[g]}">●</i> {esc(g)}</button>'
-             for g in groups]
-    chips += [f'<button class=chip data-precision="{esc(p)}"><i>{symbols.get(MARKERS.get(p, "o"), "●")}</i> '
-              f"{esc(p)}</button>" for p in sorted(set(ok["precision"].astype(str)))]
+    chips = [f'<button class=chip data-group="{esc(g)}" title="{esc(g)}"><i style="color:{group_color[g]}">●</i> '
+             f"{esc(short_label(g))}</button>" for g in groups]
+    chips += [f'<button class=chip data-precision="{esc(p)}" title="{esc(p)}"><i>{symbols.get(MARKERS.get(p, "o"), "●")}'
+              f"</i> {esc(short_label(p))}</button>" for p in sorted(set(ok["precision"].astype(str)))]
     return (f'<div class=controls><label>target <select id=eb-target>{select}</select></label>'
             f'<span class=legend title="click to hide or show">{"".join(chips)}</span></div>')
 

@@ -288,7 +288,7 @@ def render_report(
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")
     sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
     sections.append(f"<h2>Context</h2>{context_panel(run, df)}")
-    if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"]) is not None:
+    if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"], in_report=True) is not None:
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
     title = f"edgebench report — {run['name']} ({run['id']})"
