@@ -34,6 +34,13 @@ def panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+def finite_rows(part: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``part`` with a finite number in every one of ``columns``: an inf p50 from an imported or
+    hand-edited store is as unknown as a null one, and cannot be placed on an axis or under a budget."""
+    values = part[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    return part[np.isfinite(values).all(axis=1)]
+
+
 def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> pd.Series:
     """Per row, the objective pairs (e.g. 'accuracy/latency') it is Pareto-optimal for within its context."""
     titles = context_titles(ok)
@@ -83,8 +90,8 @@ def default_budgets(values: pd.Series, count: int = 4) -> list[float]:
 
     Rounding up keeps the smallest budget above the best measured value, so no column is empty.
     """
-    finite = values.dropna().astype(float)
-    finite = finite[finite > 0]
+    finite = pd.to_numeric(values, errors="coerce").astype(float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]  # an inf p50 would make every budget inf or nan
     if finite.empty:
         return []
     lo, hi = float(finite.min()), float(finite.max())
@@ -99,7 +106,7 @@ def best_under_budget(ok: pd.DataFrame, metric: Metric, budgets: Sequence[float]
     Ties on accuracy go to the smaller ``metric``. Cells are 'label (accuracy, value)' or '—' when
     nothing fits. Budgets are in the metric's display unit.
     """
-    data = ok.dropna(subset=[metric.column, "accuracy"])
+    data = finite_rows(ok, [metric.column, "accuracy"])
     titles = context_titles(ok).loc[data.index]
     rows = []
     for title in sorted(set(titles)):
