@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from edgebench.report.pareto import pareto_mask
+from edgebench.report.tables import ENERGY, energy_kind, finite_rows, front_mask, is_estimated
 from edgebench.store.metrics import Metric, fpga_cost_metric
 
 MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "h"}
@@ -82,32 +82,51 @@ def _plain_log(ax: Axes, axis: str) -> None:
     target.set_minor_formatter(NullFormatter())
 
 
+def axis_label(metric: Metric, rows: pd.DataFrame) -> str:
+    """The metric's axis label, saying '(estimated)' or '(measured and estimated)' for estimated energy in ``rows``."""
+    kind = energy_kind(rows) if metric.column == ENERGY else None
+    return metric.label if kind is None else f"{metric.label[:-1]}, {kind})"
+
+
+#: the legend entry of the hollow markers that stand for estimated energy
+ESTIMATED = "hollow: energy estimated, not measured"
+
+
 def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
     """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined. An FPGA C simulation's
     latency is host CPU time, so its panel puts the counted FPGA cost (or synthesised cycles) on that axis, and a
-    latency panel across targets leaves C simulations out."""
+    latency panel across targets leaves C simulations out. On an energy axis an estimated figure is a hollow marker
+    and the front is drawn over measured figures only where there are some (``tables.front_rows``)."""
     if x.name == "latency" and fpga_cost_metric(df) is not x:
         x = fpga_cost_metric(df)
         title += "\n(FPGA cost counted from the firmware, not host C-sim time)"
     elif x.name == "latency" and "bops" in df and df["bops"].notna().any():
         df = df[df["bops"].isna()]
         title += "\n(FPGA C simulations left out: their p50 is host CPU time)"
-    data = df.dropna(subset=[x.column, y.column])
+    data = finite_rows(df, [x.column, y.column])
     if data.empty:
         ax.text(0.5, 0.5, f"no {x.name} / {y.name} values", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title, fontsize=9)
         return
     xs, ys = data[x.column].astype(float) * x.scale, data[y.column].astype(float) * y.scale
     names = data.apply(series_name, axis=1)
+    on_energy = ENERGY in (x.column, y.column)
+    hollow = data["energy_source"].map(is_estimated) & on_energy
     for name in sorted(set(names)):
-        sel = names == name
         precision = name.rsplit("/", 1)[1]
-        ax.scatter(
-            xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), color=colors[name], alpha=0.8, label=name,
-            zorder=3,
-        )  # fmt: skip
+        parts = [sel for sel in ((names == name) & ~hollow, (names == name) & hollow) if sel.any()]
+        for k, sel in enumerate(parts):  # filled (measured or no energy axis), then hollow; the series named once
+            ax.scatter(
+                xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), alpha=0.8, zorder=3,
+                label=name if k == 0 else f"_{name}", edgecolors=colors[name],
+                facecolors="none" if hollow[sel].all() else colors[name],
+            )  # fmt: skip
+    if hollow.any():
+        ax.scatter([], [], s=28, marker="o", facecolors="none", edgecolors="0.3", label=ESTIMATED)
+        if not hollow.all():
+            title += "\n(front over measured energy only)"
     _error_bars(ax, data, x, y, xs, ys)
-    front = pareto_mask(data, [x.column, y.column], [x.direction, y.direction])
+    front = front_mask(data, x, y)
     fx, fy = xs[front].to_numpy(), ys[front].to_numpy()
     order = np.lexsort((fy, fx))
     step = "post" if (x.direction == "min") == (y.direction == "max") else "pre"
@@ -115,8 +134,8 @@ def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, 
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="crimson", linewidths=1.6, zorder=4, label="Pareto-optimal")
     _axis_scale(ax, xs.to_numpy(), "x")
     _plain_linear(ax, "y")  # the y axis stays linear (accuracy, throughput)
-    ax.set_xlabel(x.label)
-    ax.set_ylabel(y.label)
+    ax.set_xlabel(axis_label(x, data))
+    ax.set_ylabel(axis_label(y, data))
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3, which="both")
 
@@ -186,7 +205,7 @@ def tradeoff_figure(
     for ax, (title, part) in zip(axes, panels):
         tradeoff_axes(ax, part, x, y, title, colors)
     _shared_legend(fig, axes)
-    fig.suptitle(f"{y.label} vs {x.label}", fontsize=11)
+    fig.suptitle(f"{axis_label(y, df)} vs {axis_label(x, df)}", fontsize=11)
     return fig
 
 
