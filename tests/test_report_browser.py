@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import typer
-from store_fixtures import fill_run, synthetic_result, variant_specs
+from store_fixtures import fill_run, synthetic_result, variant_facts, variant_specs
 from test_gate import LARGE, _runs
 from typer.testing import CliRunner
 
@@ -391,4 +391,24 @@ def test_compare_page_renders_each_runs_distribution(browser: Any, tmp_path: Pat
         drawn = sorted(x for name, x, y in curves if name.startswith(side) and y == 0.5)
         assert drawn == pytest.approx(medians[side], rel=1e-6)
     assert min(medians["candidate"]) > max(medians["baseline"])  # why it is a regression: every red curve is right
+    view.close()
+
+
+def test_a_300_character_label_does_not_widen_the_page(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:
+    """A variant named outside edgebench can be long: its legend chip is cut (whole in the tooltip) and table cells
+    wrap, where the page had been 4000 px wide."""
+    run_id = fill_run(sqlite_store, fail_one=False)
+    spec = variant_specs()[3]
+    long = "L" * 300
+    described = spec.model_dump(mode="json")
+    described["prune"]["criterion"] = long
+    sqlite_store.upsert_variant("long0000", described, f"{long}-0.5/fp32", None, variant_facts(spec))
+    result = synthetic_result("long:local-cpu", spec, np.random.default_rng(3))
+    settings = {"threads": 1, "batch_size": 1, "precision": "fp32", "scenario": "single_stream"}
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "long:local-cpu", "long0000", "local-cpu", "onnxruntime",
+                                                   result, settings))
+    view = Page(browser, render_report(sqlite_store, run_id, tmp_path / "report"))
+    assert view.page.evaluate("document.body.scrollWidth") <= 1400
+    chip = view.page.locator(f"button.chip[data-group='{long}']")
+    assert chip.get_attribute("title") == long and "…" in chip.inner_text()
     view.close()
