@@ -185,3 +185,12 @@ def test_a_plot_is_registered_only_for_targets_with_values_and_a_single_point_ge
     assert fig.x_range.default_span == pytest.approx(0.005) and fig.y_range.default_span == pytest.approx(0.095)
     nothing = explorer_html(ok.assign(peak_rss_mb=None), [(METRICS["memory"], ACCURACY)], {})
     assert "eb-plot" not in nothing and "No values on this target for: top-1 accuracy vs peak RSS (MiB)" in nothing
+
+
+def test_speedup_panels_stay_per_backend(sqlite_store: Store, two_backend_run: str, tmp_path: Path) -> None:
+    """A speedup is against the same backend's unpruned variant, so its figure keeps a panel per backend."""
+    add_measurement(sqlite_store, two_backend_run, "l1-0.5-while_training/fp32", "local-cpu", "torch", p50=30.0)
+    index = render_report(sqlite_store, two_backend_run, tmp_path / "r", objectives=[("latency", "accuracy")])
+    svg = (index.parent / "speedup_vs_macs_reduction.svg").read_text()
+    assert "local-cpu · torch" in svg and "local-cpu · onnxruntime" in svg
+    assert "local-cpu · onnxruntime, torch" in (index.parent / "accuracy_vs_latency.svg").read_text()

@@ -261,7 +261,8 @@ def render_report(
             + explorer_html(ok, pairs, profiles)
         )
         sections.append(f"<h2>Best variant under a budget, across targets</h2>{_budget_section(ok, budgets)}")
-        speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok)) if t != "all targets"])
+        # a panel per target context: each speedup is against its own backend's unpruned variant
+        speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok), context_titles) if t != "all targets"])
         if speed is not None:
             name = plots.save(speed, out_dir, "speedup_vs_macs_reduction")
             sections.append(

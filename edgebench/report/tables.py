@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,10 @@ def target_titles(df: pd.DataFrame) -> pd.Series:
     return df["target"].astype(str) + " · " + df["target"].map(backends)
 
 
-def panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, rows) per target, plus 'all targets' when there is more than one."""
-    titles = target_titles(df)
+def panels(df: pd.DataFrame, titles_of: Callable[[pd.DataFrame], pd.Series] = target_titles) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per target (or per ``titles_of`` group: ``context_titles`` for figures whose values are relative
+    to one backend's baseline), plus 'all targets' when there is more than one."""
+    titles = titles_of(df)
     out = [(title, df[titles == title]) for title in sorted(set(titles))]
     if len(out) > 1:
         out.append((ALL_TARGETS, df))
