@@ -412,3 +412,30 @@ def test_a_300_character_label_does_not_widen_the_page(browser: Any, sqlite_stor
     chip = view.page.locator(f"button.chip[data-group='{long}']")
     assert chip.get_attribute("title") == long and "…" in chip.inner_text()
     view.close()
+
+
+def test_energy_axis_says_estimated_for_the_selected_target(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:
+    """RAPL on local-cpu, a TDP estimate on rpi5: each target's axis says what its figures are, and the front across
+    targets stands on the measured figures only."""
+    run_id = fill_run(sqlite_store, fail_one=False)
+    rng = np.random.default_rng(4)
+    for target, source in (("local-cpu", "measured:rapl"), ("rpi5", "estimated:tdp")):
+        for spec in variant_specs()[:6]:
+            energy = {"energy_j_per_inference": 1e-3 * (1 + rng.random()), "energy_source": source}
+            result = synthetic_result(f"{spec.id}:{target}", spec, rng).model_copy(update=energy)
+            settings = {"threads": 1, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
+            sqlite_store.add_measurement(MeasurementRecord(run_id, f"{spec.id}:{target}", spec.id, target,
+                                                           "onnxruntime", result, settings))
+    view = Page(browser, render_report(sqlite_store, run_id, tmp_path / "report", objectives=[("energy", "accuracy")]),
+                plots=1)
+    label = "() => Bokeh.documents[0].get_model_by_name('eb-plot-accuracy-energy').below[0].axis_label"
+    expected = {"local-cpu · onnxruntime": "energy per inference (mJ)",
+                "rpi5 · onnxruntime": "energy per inference (mJ, estimated)",
+                "all targets": "energy per inference (mJ, measured and estimated)"}
+    for option, text in expected.items():
+        view.page.select_option("#eb-target", option)
+        assert view.page.evaluate(label) == text
+    rows = pd.DataFrame({c: view.column(c) for c in ("energy", "panel")})
+    (xs, _), = view.page.evaluate(FRONTS_JS, "eb-plot-accuracy-energy")
+    assert set(xs) <= set(rows.loc[rows["panel"] == "local-cpu · onnxruntime", "energy"])
+    view.close()

@@ -37,6 +37,8 @@ window.ebReport = (() => {
     models.layers[option].forEach(r => { r.visible = true; });
     // a plot with no point for this option (an FPGA cost axis for a CPU target) is hidden, not shown empty
     Object.values(models.plots).flat().forEach(p => { p.visible = models.plots[option].includes(p); });
+    // an energy axis says whether this option's figures are estimated (explore.py puts the labels in the tags)
+    models.plots[option].forEach(p => { [p.below[0].axis_label, p.left[0].axis_label] = p.tags[0][option]; });
     document.querySelectorAll('.eb-missing').forEach(p => { p.hidden = p.dataset.option !== option; });
     document.querySelectorAll('tr[data-i]').forEach(tr => {
       tr.hidden = !all && data.panel[+tr.dataset.i] !== option;

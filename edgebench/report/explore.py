@@ -248,6 +248,11 @@ def _tradeoff_figure(
     points = [r for r in fig.renderers if r.name == "eb-points"]
     fig.add_tools(HoverTool(renderers=points, tooltips=list(TOOLTIP)))
     has_points = set(titles.loc[drawn.index]) | ({ALL_TARGETS} if ALL_TARGETS in options and len(drawn) else set())
+    labels = {}  # per option, its axis labels: an energy axis says whether its figures are estimated (explore.js)
+    for option in options:
+        part = drawn if option == ALL_TARGETS else drawn[titles.loc[drawn.index] == option]
+        labels[option] = [axis_label(x, part), axis_label(y, part)]
+    fig.tags = [labels]
     return fig, layers, [o for o in options if o in has_points]
 
 
