@@ -122,6 +122,7 @@ def test_interactive_energy_plot_says_estimated_and_fronts_measured_only(sqlite_
     assert fronts[LOCAL].tags[0]["rows"] == [1]  # the page script redraws it from the measured row only
     points = next(r for r in fig.renderers if r.name == "eb-points")
     assert points.glyph.fill_alpha == "energy_fill"  # the source's column
+    assert points.nonselection_glyph.fill_alpha == "energy_fill_faint"  # hollow while another point is selected
     assert source_data(ok, [ENERGY])["energy_fill"][:2] == [0.0, 0.75]  # hollow: the estimate
     page = explorer_html(ok, [(ENERGY, ACCURACY)], {})
     assert "hollow: energy estimated, not measured" in page

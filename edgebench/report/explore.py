@@ -145,6 +145,7 @@ def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[A
         "t_memory": [_text(v, "MiB") for v in ok["peak_rss_mb"]],
         # on an energy axis an estimate is hollow: a model's figure must not read as a meter's
         "energy_fill": [0.0 if is_estimated(s) else 0.75 for s in ok["energy_source"]],
+        "energy_fill_faint": [0.0 if is_estimated(s) else 0.15 for s in ok["energy_source"]],  # while others selected
     }
     for m in metrics:
         values = pd.to_numeric(ok[m.column], errors="coerce").astype(float) * m.scale
@@ -227,14 +228,14 @@ def _tradeoff_figure(
     step_mode = "after" if (x.direction == "min") == (y.direction == "max") else "before"
     options = [*contexts, *([ALL_TARGETS] if len(set(titles)) > 1 else [])]
     layers: dict[str, list[Model]] = {option: [] for option in options}
-    fill = "energy_fill" if ENERGY in (x.column, y.column) else 0.75
+    fill, faint = ("energy_fill", "energy_fill_faint") if ENERGY in (x.column, y.column) else (0.75, 0.15)
     for option in options:
         visible = option == selected
         if option != ALL_TARGETS:
             view = CDSView(filter=GroupFilter(column_name="panel", group=option) & shown)
             points = fig.scatter(
                 x.name, y.name, source=source, view=view, marker="marker", color="color", size=10, fill_alpha=fill,
-                selection_line_color="black", selection_line_width=2, nonselection_fill_alpha=0.15,
+                selection_line_color="black", selection_line_width=2, nonselection_fill_alpha=faint,
                 nonselection_line_alpha=0.25, name="eb-points", visible=visible,
             )  # fmt: skip
             bars = _error_bars(fig, source, view, x, y, visible)
