@@ -12,10 +12,11 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import typer
-from store_fixtures import fill_run, synthetic_result, variant_specs
+from store_fixtures import fill_run, synthetic_result, variant_facts, variant_specs
 from test_gate import LARGE, _runs
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ from edgebench.cli.common import friendly_errors
 from edgebench.cli.store import register
 from edgebench.models import create_model
 from edgebench.prune import create_criterion, prune_model
-from edgebench.report import render_report
+from edgebench.report import pareto_mask, render_report
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.runtimes.onnxruntime.profile import profile_onnxruntime
 from edgebench.store import Store
@@ -59,9 +60,10 @@ class Page:
     def __init__(self, browser: Any, index: Path, plots: int = 3) -> None:
         self.page = browser.new_page(viewport={"width": 1400, "height": 900})
         self.errors: list[str] = []
+        self.warnings: list[str] = []
         self.requests: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+        self.page.on("console", lambda msg: {"error": self.errors, "warning": self.warnings}.get(msg.type, []).append(msg.text))
         self.page.on("request", lambda req: self.requests.append(req.url))
         self.page.goto(index.as_uri())
         self.page.wait_for_load_state("load")
@@ -204,6 +206,73 @@ def test_target_selector_switches_points_fronts_and_table_rows(browser: Any, two
     view.close()
 
 
+FRONTS_JS = """plot => {
+  const view = Object.values(Bokeh.index).find(v => v.model.name === plot);
+  return view.model.renderers.filter(r => r.visible && r.data_source.name === 'eb-front' && r.glyph.mode !== undefined)
+    .map(r => [Array.from(r.data_source.data.x), Array.from(r.data_source.data.y)]);
+}"""
+
+
+def test_hiding_a_precision_redraws_the_front_from_the_points_still_shown(browser: Any, two_target_report: Path) -> None:
+    view = Page(browser, two_target_report)
+    rows = pd.DataFrame({c: view.column(c) for c in ("latency", "accuracy", "precision", "panel")})
+    local = rows[rows["panel"] == "local-cpu · onnxruntime"]
+    (before_x, _), = view.page.evaluate(FRONTS_JS, LATENCY_PLOT)
+    assert set(local.loc[local["precision"] == "int8", "latency"]) & set(before_x)  # fast int8 variants: on it
+    view.page.click("button.chip[data-precision=int8]")
+    fp32 = local[local["precision"] == "fp32"]
+    expected = fp32[pareto_mask(fp32, [("latency", "min"), ("accuracy", "max")])].sort_values("latency")
+    (xs, ys), = view.page.evaluate(FRONTS_JS, LATENCY_PLOT)
+    assert xs == pytest.approx(expected["latency"].tolist()) and ys == pytest.approx(expected["accuracy"].tolist())
+    view.page.click("button.chip[data-precision=int8]")
+    assert view.page.evaluate(FRONTS_JS, LATENCY_PLOT)[0][0] == pytest.approx(before_x)  # shown again: as before
+    view.close()
+
+
+def test_the_tables_pareto_flags_follow_the_selector(browser: Any, two_target_report: Path) -> None:
+    """On a target its own front; under 'all targets' the front across them, where the 4x slower rpi5 is off the
+    latency front."""
+    view = Page(browser, two_target_report)
+    page = view.page
+    remote = view.row_of("baseline/fp32", "rpi5")
+    cell = page.locator(f"tr[data-i='{remote}'] td.eb-flags")
+    page.select_option("#eb-target", "rpi5 · onnxruntime")
+    assert "accuracy/latency" in cell.inner_text()
+    assert page.locator(f"tr[data-i='{remote}']").get_attribute("class") == "pareto"
+    page.select_option("#eb-target", "all targets")
+    # the same artifact as local-cpu's (its size and MACs tie), 4x slower: off the latency front across targets
+    assert cell.inner_text() == "accuracy/size, accuracy/macs"
+    page.select_option("#eb-target", "rpi5 · onnxruntime")
+    assert "accuracy/latency" in cell.inner_text()
+    view.close()
+
+
+def test_a_plot_without_values_for_the_target_is_hidden_and_said(browser: Any, sqlite_store: Store,
+                                                                  tmp_path: Path) -> None:
+    """Energy on local-cpu only: rpi5 hides the energy plot (BokehJS warned 'could not set initial ranges' for every
+    renderer of a plot shown empty) and says why; one target's single point gets a readable axis."""
+    run_id = fill_run(sqlite_store, targets={"rpi5": 4.0}, fail_one=False)
+    rng = np.random.default_rng(2)
+    for spec in variant_specs()[:6]:
+        energy = {"energy_j_per_inference": 1e-3 * (1 + rng.random()), "energy_source": "measured:rapl"}
+        result = synthetic_result(f"{spec.id}:rapl", spec, rng).model_copy(update=energy)
+        settings = {"threads": 1, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
+        sqlite_store.add_measurement(MeasurementRecord(run_id, f"{spec.id}:rapl", spec.id, "local-cpu", "onnxruntime",
+                                                       result, settings))
+    index = render_report(sqlite_store, run_id, tmp_path / "report",
+                          objectives=[("energy", "accuracy"), ("latency", "accuracy")])
+    view = Page(browser, index, plots=2)
+    shown = "() => Object.values(Bokeh.index).filter(v => v.model.visible).map(v => v.model.name).sort()"
+    energy = "eb-plot-accuracy-energy"
+    for option, drawn in (("rpi5 · onnxruntime", False), ("local-cpu · onnxruntime", True), ("all targets", True)):
+        view.page.select_option("#eb-target", option)
+        view.page.wait_for_timeout(200)
+        assert (energy in view.page.evaluate(shown)) is drawn, option
+        assert view.page.locator(".eb-missing:visible").count() == (0 if drawn else 1)
+    assert view.warnings == []
+    view.close()
+
+
 def test_selection_links_points_and_table_rows(browser: Any, two_target_report: Path) -> None:
     view = Page(browser, two_target_report)
     page = view.page
@@ -322,4 +391,51 @@ def test_compare_page_renders_each_runs_distribution(browser: Any, tmp_path: Pat
         drawn = sorted(x for name, x, y in curves if name.startswith(side) and y == 0.5)
         assert drawn == pytest.approx(medians[side], rel=1e-6)
     assert min(medians["candidate"]) > max(medians["baseline"])  # why it is a regression: every red curve is right
+    view.close()
+
+
+def test_a_300_character_label_does_not_widen_the_page(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:
+    """A variant named outside edgebench can be long: its legend chip is cut (whole in the tooltip) and table cells
+    wrap, where the page had been 4000 px wide."""
+    run_id = fill_run(sqlite_store, fail_one=False)
+    spec = variant_specs()[3]
+    long = "L" * 300
+    described = spec.model_dump(mode="json")
+    described["prune"]["criterion"] = long
+    sqlite_store.upsert_variant("long0000", described, f"{long}-0.5/fp32", None, variant_facts(spec))
+    result = synthetic_result("long:local-cpu", spec, np.random.default_rng(3))
+    settings = {"threads": 1, "batch_size": 1, "precision": "fp32", "scenario": "single_stream"}
+    sqlite_store.add_measurement(MeasurementRecord(run_id, "long:local-cpu", "long0000", "local-cpu", "onnxruntime",
+                                                   result, settings))
+    view = Page(browser, render_report(sqlite_store, run_id, tmp_path / "report"))
+    assert view.page.evaluate("document.body.scrollWidth") <= 1400
+    chip = view.page.locator(f"button.chip[data-group='{long}']")
+    assert chip.get_attribute("title") == long and "…" in chip.inner_text()
+    view.close()
+
+
+def test_energy_axis_says_estimated_for_the_selected_target(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:
+    """RAPL on local-cpu, a TDP estimate on rpi5: each target's axis says what its figures are, and the front across
+    targets stands on the measured figures only."""
+    run_id = fill_run(sqlite_store, fail_one=False)
+    rng = np.random.default_rng(4)
+    for target, source in (("local-cpu", "measured:rapl"), ("rpi5", "estimated:tdp")):
+        for spec in variant_specs()[:6]:
+            energy = {"energy_j_per_inference": 1e-3 * (1 + rng.random()), "energy_source": source}
+            result = synthetic_result(f"{spec.id}:{target}", spec, rng).model_copy(update=energy)
+            settings = {"threads": 1, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
+            sqlite_store.add_measurement(MeasurementRecord(run_id, f"{spec.id}:{target}", spec.id, target,
+                                                           "onnxruntime", result, settings))
+    view = Page(browser, render_report(sqlite_store, run_id, tmp_path / "report", objectives=[("energy", "accuracy")]),
+                plots=1)
+    label = "() => Bokeh.documents[0].get_model_by_name('eb-plot-accuracy-energy').below[0].axis_label"
+    expected = {"local-cpu · onnxruntime": "energy per inference (mJ)",
+                "rpi5 · onnxruntime": "energy per inference (mJ, estimated)",
+                "all targets": "energy per inference (mJ, measured and estimated)"}
+    for option, text in expected.items():
+        view.page.select_option("#eb-target", option)
+        assert view.page.evaluate(label) == text
+    rows = pd.DataFrame({c: view.column(c) for c in ("energy", "panel")})
+    (xs, _), = view.page.evaluate(FRONTS_JS, "eb-plot-accuracy-energy")
+    assert set(xs) <= set(rows.loc[rows["panel"] == "local-cpu · onnxruntime", "energy"])
     view.close()

@@ -8,6 +8,7 @@ one side that disagree among themselves. BokehJS is written once beside the page
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ from bokeh.models import HoverTool, Span
 from bokeh.plotting import figure
 
 from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
+from edgebench.report.tables import fmt_cell
 from edgebench.store import Store
 from edgebench.store.compare import Comparison, MatchedResult, MetricChange, worth_a_row
 from edgebench.store.compare_markdown import fmt_change, fmt_confidence, fmt_evidence
 from edgebench.store.gate import NOTHING_COMPARED, GateResult, Thresholds, missing_lines, threshold_text, unstable_lines
-from edgebench.store.metrics import TIMING_METRICS
+from edgebench.store.metrics import TIMING_METRICS, get_metric
 
 #: points per run's CDF curve
 QUANTILES = np.linspace(0.0, 1.0, 201)
@@ -31,8 +33,8 @@ _SHOWN = ("regression", "lost", "improvement", "undecided")
 def _changes_table(rows: list[tuple[MatchedResult, MetricChange]]) -> str:
     body = [
         f"<tr class={c.verdict}><td class=l>{esc(c.verdict)}</td><td class=l>{esc(r.label)}</td>"
-        f"<td class=l>{esc(r.context)}</td><td class=l>{esc(c.metric)}</td><td>{esc(_value(c.baseline))}</td>"
-        f"<td>{esc(_value(c.candidate))}</td><td>{esc(fmt_change(c))}</td><td>{esc(fmt_confidence(c))}</td>"
+        f"<td class=l>{esc(r.context)}</td><td class=l>{esc(c.metric)}</td><td>{esc(_value(c.baseline, c.metric))}</td>"
+        f"<td>{esc(_value(c.candidate, c.metric))}</td><td>{esc(fmt_change(c))}</td><td>{esc(fmt_confidence(c))}</td>"
         f"<td class=l>{esc(fmt_evidence(c))}</td><td class=l>{esc(c.note)}</td></tr>"
         for r, c in rows
     ]
@@ -67,8 +69,15 @@ def _gate_html(gate: GateResult, thresholds: Thresholds) -> str:
     return "".join(parts)
 
 
-def _value(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4g}"
+def _value(v: float | None, metric: str) -> str:
+    """A compared value in the unit the run report shows (energy in mJ, size in KiB) with that unit; a size also in
+    whole bytes, since it is exact and a change of a few bytes must show."""
+    if v is None:
+        return "—"
+    m = get_metric(metric)
+    unit = re.search(r"\(([^;,)]+)", m.label)
+    text = f"{fmt_cell(v * m.scale)} {unit[1] if unit else ''}".strip()
+    return f"{text} ({round(v):,} B)" if m.column.endswith("_bytes") else text
 
 
 def distribution_figure(store: Store, result: MatchedResult) -> object | None:

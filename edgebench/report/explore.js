@@ -1,9 +1,10 @@
 // The report's interactive parts around the Bokeh plots (edgebench/report/explore.py builds the models).
 // One shared data source: row i of it is the measurement table's <tr data-i=i>. The target selector shows the
-// renderers of one option (a target context's points and Pareto front, or every context's points with the
-// front across all targets); the legend toggles criteria and precisions through one shared BooleanFilter.
+// renderers of one option (a target's points and Pareto front, or every target's points with the front across
+// all targets); the legend toggles criteria and precisions through one shared BooleanFilter, and each front is
+// redrawn from the rows still shown, so a hidden point is never ringed.
 window.ebReport = (() => {
-  let models = null;  // {source, shown, layers, plots}: set by init() once BokehJS has built the document
+  let models = null;  // {source, shown, layers, plots, fronts}: set by init() once BokehJS has built the document
   const hidden = {group: new Set(), precision: new Set()};
   const details = () => JSON.parse(document.getElementById('eb-details').textContent);
   const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
@@ -11,15 +12,41 @@ window.ebReport = (() => {
   const bar = v => `<span class=bar style="width:${v == null ? 0 : Math.round(100 * v)}px"></span>${pct(v)}`;
   const target = () => document.getElementById('eb-target').value;
 
+  // The Pareto front of the shown rows among a front's candidates (front.tags[0], from explore.py's _front): as
+  // report/pareto.py decides it, identical points both kept; sorted along x for the step line.
+  function redraw(front, shown) {
+    const spec = front.tags[0], data = models.source.data;
+    const sign = (v, min) => (min ? v : -v);
+    const points = spec.rows.filter(i => shown[i]).map(i => [data[spec.x][i], data[spec.y][i]])
+      .map(([x, y]) => [x, y, sign(x, spec.x_min), sign(y, spec.y_min)])
+      .sort((p, q) => p[2] - q[2] || p[3] - q[3]);
+    const kept = [];
+    let best = Infinity, last = null;
+    for (const p of points) {
+      if (p[3] < best || (last && p[2] === last[2] && p[3] === last[3])) { kept.push(p); best = p[3]; last = p; }
+    }
+    kept.sort((p, q) => p[0] - q[0] || p[1] - q[1]);
+    front.data = {x: kept.map(p => p[0]), y: kept.map(p => p[1])};
+  }
+
   function apply() {
     const data = models.source.data, option = target(), all = option === 'all targets';
     models.shown.booleans = data.group.map((g, i) => !hidden.group.has(g) && !hidden.precision.has(data.precision[i]));
+    models.fronts.forEach(f => redraw(f, models.shown.booleans));
     Object.values(models.layers).flat().forEach(r => { r.visible = false; });
     models.layers[option].forEach(r => { r.visible = true; });
     // a plot with no point for this option (an FPGA cost axis for a CPU target) is hidden, not shown empty
     Object.values(models.plots).flat().forEach(p => { p.visible = models.plots[option].includes(p); });
+    // an energy axis says whether this option's figures are estimated (explore.py puts the labels in the tags)
+    models.plots[option].forEach(p => { [p.below[0].axis_label, p.left[0].axis_label] = p.tags[0][option]; });
+    document.querySelectorAll('.eb-missing').forEach(p => { p.hidden = p.dataset.option !== option; });
     document.querySelectorAll('tr[data-i]').forEach(tr => {
-      tr.hidden = !all && data.context[+tr.dataset.i] !== option;
+      tr.hidden = !all && data.panel[+tr.dataset.i] !== option;
+      // the flags of the front the plots show: on the row's target, or across targets
+      const cell = tr.querySelector('td.eb-flags');
+      if (!cell) return;
+      cell.textContent = all && cell.dataset.across !== undefined ? cell.dataset.across : cell.dataset.target;
+      tr.classList.toggle('pareto', cell.textContent !== '—');
     });
   }
 

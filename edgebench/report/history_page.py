@@ -49,10 +49,12 @@ def history_figure(hist: pd.DataFrame, changes: pd.DataFrame, metric: str) -> Fi
 
 def render_history(
     store: Store, out_dir: Path, metric: str = "latency", name: str | None = None, until_run: str | None = None,
-    hist: pd.DataFrame | None = None,
+    hist: pd.DataFrame | None = None, *, in_report: bool = False,
 ) -> Path | None:
     """Write ``out_dir/history.html`` (+ PNG/SVG) over tagged runs, or over ``hist`` (a ``history_frame`` already
-    selected: every run, some variants or targets); None when fewer than two runs are in it."""
+    selected: every run, some variants or targets); None when fewer than two runs are in it. The page links back to
+    the run report when it is part of one (``in_report``: its index.html is written after) or one is beside it; a
+    ``history --out DIR`` page has none to link to."""
     if hist is None:
         hist = history_frame(store, metric, name=name, until_run=until_run)
     if hist["position"].nunique() < 2:
@@ -72,9 +74,10 @@ def render_history(
     run_list = "".join(
         f"<li>{esc(r.run_label)}: <code>{esc(r.run_id)}</code> ({esc(r.run_started_at)})</li>" for r in runs.itertuples()
     )
+    back = in_report or (out_dir / "index.html").is_file()
     body = (
-        '<p><a href="index.html">back to the run report</a></p>'
-        f'<img src="{png}" alt="history"><h2>Detected change points</h2>{table}'
+        ('<p><a href="index.html">back to the run report</a></p>' if back else "")
+        + f'<img src="{png}" alt="history"><h2>Detected change points</h2>{table}'
         f"<h2>Runs</h2><ol start=0>{run_list}</ol>"
     )
     return write_page(out_dir / "history.html", f"History of {get_metric(metric).label} over tagged runs", body)

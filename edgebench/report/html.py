@@ -26,6 +26,7 @@ from edgebench.report.tables import (
     context_titles,
     default_budgets,
     fmt_cell,
+    is_estimated,
     panels,
     pareto_flags,
     with_speedup,
@@ -112,11 +113,12 @@ def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
     )
 
 
-def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
-    """Every measured variant, Pareto-optimal rows highlighted; headers sort on click.
+def variants_table(ok: pd.DataFrame, flags: pd.Series, across: pd.Series | None = None) -> str:
+    """Every measured variant, rows Pareto-optimal on their target highlighted; headers sort on click.
 
     Each row carries ``data-i``, its position in ``ok`` (the interactive plots' source row), so a point and
-    its row select each other.
+    its row select each other. ``across``, the flags across all targets, rides in the flags cell's
+    ``data-across`` for the page script to show when the selector reads 'all targets'.
     """
     titles = context_titles(ok)
     position = {idx: i for i, idx in enumerate(ok.index)}
@@ -127,7 +129,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
         for metric in metrics:
             value = row[metric.column]
             text = fmt_cell(value * metric.scale if isinstance(value, int | float) else value)
-            if metric.name == "energy" and str(row["energy_source"]).startswith("estimated"):
+            if metric.name == "energy" and is_estimated(row["energy_source"]):
                 text += " (estimated)"
             if metric.name == "latency" and pd.notna(row.get("bops")):
                 text += " (host C-sim)"  # the FPGA simulation's time on this CPU, not the FPGA's latency
@@ -136,10 +138,12 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series) -> str:
         cells.append(f"<td>{esc(_contention_cell(row['details']))}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
+        other = "" if across is None else f' data-across="{esc(", ".join(across[idx]) or "—")}"'
         body.append(
             f"<tr{cls} data-i={position[idx]}><td class=l>{esc(row['label'])}</td>"
             f"<td class=l><code>{esc(row['variant_id'])}</code></td>"
-            f"<td class=l>{esc(titles[idx])}</td>{''.join(cells)}<td class=l>{esc(marks or '—')}</td></tr>"
+            f"<td class=l>{esc(titles[idx])}</td>{''.join(cells)}"
+            f'<td class="l eb-flags" data-target="{esc(marks or "—")}"{other}>{esc(marks or "—")}</td></tr>'
         )
     headers = ["variant", "id", "target", *(m.short for m in metrics), "others' CPU (cores)", "Pareto-optimal for"]
     return table_html(headers, body, left=3, sortable=True)
@@ -257,7 +261,8 @@ def render_report(
             + explorer_html(ok, pairs, profiles)
         )
         sections.append(f"<h2>Best variant under a budget, across targets</h2>{_budget_section(ok, budgets)}")
-        speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok)) if t != "all targets"])
+        # a panel per target context: each speedup is against its own backend's unpruned variant
+        speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok), context_titles) if t != "all targets"])
         if speed is not None:
             name = plots.save(speed, out_dir, "speedup_vs_macs_reduction")
             sections.append(
@@ -284,11 +289,12 @@ def render_report(
                 "from each runtime's profiler in its own window after the timed one (measurement.profile_layers)."
                 "</p>" + layers
             )
-        flags = pareto_flags(ok, pairs)
-        sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{variants_table(ok, flags)}")
+        across = pareto_flags(ok, pairs, across=True) if ok["target"].nunique() > 1 else None
+        table = variants_table(ok, pareto_flags(ok, pairs), across)
+        sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{table}")
     sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
     sections.append(f"<h2>Context</h2>{context_panel(run, df)}")
-    if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"]) is not None:
+    if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"], in_report=True) is not None:
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
     title = f"edgebench report — {run['name']} ({run['id']})"

@@ -5,7 +5,7 @@ every objective and strictly better in one. Consequences kept on purpose:
 identical rows do not dominate each other (all copies are marked), a tie on one
 objective is decided by the others, and a row with a missing value in any
 objective is never marked and never dominates (it was not measured, so it
-cannot be compared).
+cannot be compared); an infinite value (an imported or hand-edited store) counts as missing.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def pareto_mask(
     values = df[list(objectives)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     # turn every objective into "smaller is better"
     values = values * np.array([1.0 if d == "min" else -1.0 for d in directions])
-    complete = ~np.isnan(values).any(axis=1)
+    complete = np.isfinite(values).all(axis=1)
     mask = np.zeros(len(df), dtype=bool)
     points = values[complete]
     if len(points):
@@ -48,7 +48,7 @@ def pareto_mask(
 
 
 def _nondominated(points: np.ndarray) -> np.ndarray:
-    """Minimisation front of ``points`` (n x k, no NaN), blockwise so memory stays O(block * n * k)."""
+    """Minimisation front of ``points`` (n x k, all finite), blockwise so memory stays O(block * n * k)."""
     n = len(points)
     keep = np.ones(n, dtype=bool)
     block = max(1, 2_000_000 // max(1, n * points.shape[1]))

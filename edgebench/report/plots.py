@@ -17,9 +17,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from edgebench.report.pareto import pareto_mask
+from edgebench.report.tables import ENERGY, energy_kind, finite_rows, front_mask, is_estimated
 from edgebench.store.metrics import Metric, fpga_cost_metric
 
 MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8_dynamic": "D", "fixed": "h"}
@@ -56,9 +56,20 @@ def save(fig: Figure, out_dir: Path, stem: str) -> str:
 
 
 def _axis_scale(ax: Axes, values: np.ndarray, axis: str) -> None:
+    """Log scale when the positive values span more than 20x, else linear ticks that stay apart."""
     finite = values[np.isfinite(values) & (values > 0)]
     if len(finite) and finite.max() / finite.min() > 20:
         _plain_log(ax, axis)
+    else:
+        _plain_linear(ax, axis)
+
+
+def _plain_linear(ax: Axes, axis: str) -> None:
+    """At most five ticks at steps of 1, 2 or 5 with plain labels: matplotlib's default put nine labels such as
+    '0.0225' on a panel of latencies in tens of µs, where they ran into each other ('0.02000.0225')."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.4g}"))
 
 
 def _plain_log(ax: Axes, axis: str) -> None:
@@ -71,40 +82,60 @@ def _plain_log(ax: Axes, axis: str) -> None:
     target.set_minor_formatter(NullFormatter())
 
 
+def axis_label(metric: Metric, rows: pd.DataFrame) -> str:
+    """The metric's axis label, saying '(estimated)' or '(measured and estimated)' for estimated energy in ``rows``."""
+    kind = energy_kind(rows) if metric.column == ENERGY else None
+    return metric.label if kind is None else f"{metric.label[:-1]}, {kind})"
+
+
+#: the legend entry of the hollow markers that stand for estimated energy
+ESTIMATED = "hollow: energy estimated, not measured"
+
+
 def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, colors: dict[str, tuple]) -> None:
     """Scatter one panel: a series per criterion/precision, Pareto points ringed and joined. An FPGA C simulation's
     latency is host CPU time, so its panel puts the counted FPGA cost (or synthesised cycles) on that axis, and a
-    latency panel across targets leaves C simulations out."""
+    latency panel across targets leaves C simulations out. On an energy axis an estimated figure is a hollow marker
+    and the front is drawn over measured figures only where there are some (``tables.front_rows``)."""
     if x.name == "latency" and fpga_cost_metric(df) is not x:
         x = fpga_cost_metric(df)
         title += "\n(FPGA cost counted from the firmware, not host C-sim time)"
     elif x.name == "latency" and "bops" in df and df["bops"].notna().any():
         df = df[df["bops"].isna()]
         title += "\n(FPGA C simulations left out: their p50 is host CPU time)"
-    data = df.dropna(subset=[x.column, y.column])
+    data = finite_rows(df, [x.column, y.column])
     if data.empty:
         ax.text(0.5, 0.5, f"no {x.name} / {y.name} values", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title, fontsize=9)
         return
     xs, ys = data[x.column].astype(float) * x.scale, data[y.column].astype(float) * y.scale
     names = data.apply(series_name, axis=1)
+    on_energy = ENERGY in (x.column, y.column)
+    hollow = data["energy_source"].map(is_estimated) & on_energy
     for name in sorted(set(names)):
-        sel = names == name
         precision = name.rsplit("/", 1)[1]
-        ax.scatter(
-            xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), color=colors[name], alpha=0.8, label=name,
-            zorder=3,
-        )  # fmt: skip
+        parts = [sel for sel in ((names == name) & ~hollow, (names == name) & hollow) if sel.any()]
+        for k, sel in enumerate(parts):  # filled (measured or no energy axis), then hollow; the series named once
+            ax.scatter(
+                xs[sel], ys[sel], s=28, marker=MARKERS.get(precision, "o"), alpha=0.8, zorder=3,
+                label=name if k == 0 else f"_{name}", edgecolors=colors[name],
+                facecolors="none" if hollow[sel].all() else colors[name],
+            )  # fmt: skip
+    if hollow.any():
+        ax.scatter([], [], s=28, marker="o", facecolors="none", edgecolors="0.3", label=ESTIMATED)
+        if not hollow.all():
+            title += "\n(front over measured energy only)"
     _error_bars(ax, data, x, y, xs, ys)
-    front = pareto_mask(data, [x.column, y.column], [x.direction, y.direction])
+    front = front_mask(data, x, y)
     fx, fy = xs[front].to_numpy(), ys[front].to_numpy()
     order = np.lexsort((fy, fx))
     step = "post" if (x.direction == "min") == (y.direction == "max") else "pre"
     ax.step(fx[order], fy[order], where=step, color="0.25", lw=1.2, ls="--", zorder=2, label="Pareto front")
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="crimson", linewidths=1.6, zorder=4, label="Pareto-optimal")
     _axis_scale(ax, xs.to_numpy(), "x")
-    ax.set_xlabel(x.label)
-    ax.set_ylabel(y.label)
+    _plain_linear(ax, "y")  # the y axis stays linear (accuracy, throughput)
+    ax.set_xlabel(axis_label(x, data))
+    ax.set_ylabel(axis_label(y, data))
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3, which="both")
 
@@ -149,16 +180,20 @@ def panel_grid(count: int, panel_height: float) -> tuple[Figure, list[Axes]]:
 LEGEND_CHARS = 40
 
 
+def short_label(label: str) -> str:
+    """``label`` cut in the middle to ``LEGEND_CHARS`` by an ellipsis (its end, the precision, kept)."""
+    tail = LEGEND_CHARS // 3
+    return label if len(label) <= LEGEND_CHARS else f"{label[: LEGEND_CHARS - tail - 1]}…{label[-tail:]}"
+
+
 def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
     """One legend right of the panels, each label once, long ones cut to ``LEGEND_CHARS`` by an ellipsis."""
     handles: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    tail = LEGEND_CHARS // 3
-    labels = [label if len(label) <= LEGEND_CHARS else f"{label[: LEGEND_CHARS - tail - 1]}…{label[-tail:]}"
-              for label in handles]
-    fig.legend(list(handles.values()), labels, loc="outside right upper", fontsize=8)
+    fig.legend(list(handles.values()), [short_label(label) for label in handles], loc="outside right upper",
+               fontsize=8)
 
 
 def tradeoff_figure(
@@ -170,7 +205,7 @@ def tradeoff_figure(
     for ax, (title, part) in zip(axes, panels):
         tradeoff_axes(ax, part, x, y, title, colors)
     _shared_legend(fig, axes)
-    fig.suptitle(f"{y.label} vs {x.label}", fontsize=11)
+    fig.suptitle(f"{axis_label(y, df)} vs {axis_label(x, df)}", fontsize=11)
     return fig
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,10 @@ from edgebench.store.metrics import Metric, fpga_cost_metric
 #: columns that make two measurements of one variant incomparable (a "target context")
 CONTEXT = ("target", "backend", "threads", "scenario", "batch_size")
 _OPTIONAL_CONTEXT = {"threads": "{} threads", "scenario": "{}", "batch_size": "batch {}"}
+#: the selector option and panel that shows every target, with fronts across them
+ALL_TARGETS = "all targets"
+#: the energy column: its figures are measured or estimated (``energy_source``), and fronts keep the two apart
+ENERGY = "energy_j_per_inference"
 
 
 def context_titles(df: pd.DataFrame) -> pd.Series:
@@ -25,24 +29,79 @@ def context_titles(df: pd.DataFrame) -> pd.Series:
     return parts
 
 
-def panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, rows) per target context, plus 'all targets' when there is more than one."""
-    titles = context_titles(df)
+def target_titles(df: pd.DataFrame) -> pd.Series:
+    """Panel and selector title per row: its target and the backends the run measured there. The report's fronts are
+    per target, as the terminal summary's and ``Results.pareto``'s: a target's backends compete (on this device,
+    which deployment is best)."""
+    backends = df.groupby("target")["backend"].agg(lambda b: ", ".join(sorted(set(b.astype(str)))))
+    return df["target"].astype(str) + " · " + df["target"].map(backends)
+
+
+def panels(df: pd.DataFrame, titles_of: Callable[[pd.DataFrame], pd.Series] = target_titles) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per target (or per ``titles_of`` group: ``context_titles`` for figures whose values are relative
+    to one backend's baseline), plus 'all targets' when there is more than one."""
+    titles = titles_of(df)
     out = [(title, df[titles == title]) for title in sorted(set(titles))]
     if len(out) > 1:
-        out.append(("all targets", df))
+        out.append((ALL_TARGETS, df))
     return out
 
 
-def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]]) -> pd.Series:
-    """Per row, the objective pairs (e.g. 'accuracy/latency') it is Pareto-optimal for within its context."""
-    titles = context_titles(ok)
+def is_estimated(source: object) -> bool:
+    """Whether an energy figure's source is a model's estimate (``estimated:*``) rather than a meter's reading."""
+    return str(source or "").startswith("estimated")
+
+
+def finite_rows(part: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``part`` with a finite number in every one of ``columns``: an inf p50 from an imported or
+    hand-edited store is as unknown as a null one, and cannot be placed on an axis or under a budget."""
+    values = part[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    return part[np.isfinite(values).all(axis=1)]
+
+
+def front_rows(part: pd.DataFrame, x: Metric, y: Metric) -> pd.DataFrame:
+    """The rows of ``part`` that may stand on a front of (x, y): both values finite, and, on an energy axis,
+    measured energy only when any row has a measured figure. An estimate (TDP times time) is no evidence against a
+    meter's reading, so it must not "dominate" one, and two fronts on one axis would read as one; a front of
+    estimates is drawn only where nothing is measured, and its axis says so (:func:`energy_kind`)."""
+    data = finite_rows(part, [x.column, y.column])
+    if ENERGY in (x.column, y.column):
+        estimated = data["energy_source"].map(is_estimated)
+        if not estimated.all():
+            data = data[~estimated]
+    return data
+
+
+def front_mask(part: pd.DataFrame, x: Metric, y: Metric) -> pd.Series:
+    """True for the rows of ``part`` on the Pareto front of (x, y) among :func:`front_rows` (index of ``part``)."""
+    data = front_rows(part, x, y)
+    mask = pd.Series(False, index=part.index, name="pareto")
+    mask[data.index] = pareto_mask(data, [x.column, y.column], [x.direction, y.direction])
+    return mask
+
+
+def energy_kind(rows: pd.DataFrame) -> str | None:
+    """'estimated', 'measured and estimated' or None (measured, or no energy) for the energy figures in ``rows``:
+    what an energy axis label must say."""
+    known = rows[pd.to_numeric(rows[ENERGY], errors="coerce").notna()]
+    estimated = known["energy_source"].map(is_estimated)
+    if not estimated.any():
+        return None
+    return "estimated" if estimated.all() else "measured and estimated"
+
+
+def pareto_flags(ok: pd.DataFrame, pairs: Sequence[tuple[Metric, Metric]], across: bool = False) -> pd.Series:
+    """Per row, the objective pairs (e.g. 'accuracy/latency') it is Pareto-optimal for on its target (its backends
+    compete), or across all targets when ``across``."""
+    groups = pd.Series("", index=ok.index) if across else ok["target"].astype(str)
     flags = pd.Series([[] for _ in range(len(ok))], index=ok.index, dtype=object)
     for x, y in pairs:
-        for title in set(titles):
-            part = ok[titles == title]
+        for group in set(groups):
+            part = ok[groups == group]
             cost = fpga_cost_metric(part) if x.name == "latency" else x  # C-sim time is host time, not FPGA latency
-            mask = pareto_mask(part, [cost.column, y.column], [cost.direction, y.direction])
+            if cost.name == "latency" and "bops" in part:  # across targets: C simulations left out, as in the plots
+                part = part[part["bops"].isna()]
+            mask = front_mask(part, cost, y)
             for idx in mask.index[mask]:
                 flags[idx] = [*flags[idx], f"{y.name}/{cost.name}"]
     return flags
@@ -55,9 +114,8 @@ def target_fronts(ok: pd.DataFrame, y: Metric) -> list[tuple[str, Metric, pd.Dat
     fronts = []
     for target, part in ok.groupby("target", sort=True):
         cost = fpga_cost_metric(part)
-        data = part.dropna(subset=[cost.column, y.column])
-        mask = pareto_mask(data, [cost.column, y.column], [cost.direction, y.direction])
-        fronts.append((str(target), cost, data[mask].sort_values(cost.column, kind="stable")))
+        front = part[front_mask(part, cost, y)]
+        fronts.append((str(target), cost, front.sort_values(cost.column, kind="stable")))
     return fronts
 
 
@@ -83,8 +141,8 @@ def default_budgets(values: pd.Series, count: int = 4) -> list[float]:
 
     Rounding up keeps the smallest budget above the best measured value, so no column is empty.
     """
-    finite = values.dropna().astype(float)
-    finite = finite[finite > 0]
+    finite = pd.to_numeric(values, errors="coerce").astype(float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]  # an inf p50 would make every budget inf or nan
     if finite.empty:
         return []
     lo, hi = float(finite.min()), float(finite.max())
@@ -99,7 +157,7 @@ def best_under_budget(ok: pd.DataFrame, metric: Metric, budgets: Sequence[float]
     Ties on accuracy go to the smaller ``metric``. Cells are 'label (accuracy, value)' or '—' when
     nothing fits. Budgets are in the metric's display unit.
     """
-    data = ok.dropna(subset=[metric.column, "accuracy"])
+    data = finite_rows(ok, [metric.column, "accuracy"])
     titles = context_titles(ok).loc[data.index]
     rows = []
     for title in sorted(set(titles)):
@@ -112,7 +170,7 @@ def best_under_budget(ok: pd.DataFrame, metric: Metric, budgets: Sequence[float]
                 continue
             best = fits.sort_values(["accuracy", metric.column], ascending=[False, True]).iloc[0]
             value = best[metric.column] * metric.scale
-            estimated = metric.name == "energy" and str(best.get("energy_source") or "").startswith("estimated")
+            estimated = metric.name == "energy" and is_estimated(best.get("energy_source"))
             row[f"≤ {budget:g}"] = f"{best['label']} (acc {best['accuracy']:.3f}, {_fmt(value)}" + \
                 (" estimated)" if estimated else ")")
         rows.append(row)

@@ -1,0 +1,64 @@
+"""Small things that keep the report readable: legend chips of long names, linear tick labels of tiny latencies,
+and the history page's link back to a report only where there is one."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from store_fixtures import fill_run
+
+from edgebench.report import plots
+from edgebench.report.explore import explorer_html
+from edgebench.report.history_page import render_history
+from edgebench.report.tables import panels
+from edgebench.store import Store
+from edgebench.store.metrics import METRICS
+
+ACCURACY, LATENCY = METRICS["accuracy"], METRICS["latency"]
+
+
+def test_history_page_links_back_only_to_a_report_that_exists(sqlite_store: Store, tmp_path: Path) -> None:
+    fill_run(sqlite_store, name="n", tags=("v1",))
+    fill_run(sqlite_store, name="n", seed=1, tags=("v2",))
+    page = render_history(sqlite_store, tmp_path / "h", "latency", name="n")
+    assert page is not None and 'href="index.html"' not in page.read_text()
+    (tmp_path / "h" / "index.html").write_text("report")
+    assert 'href="index.html"' in render_history(sqlite_store, tmp_path / "h", "latency", name="n").read_text()
+
+
+def test_legend_chips_cut_long_names_with_the_whole_name_as_tooltip(sqlite_store: Store) -> None:
+    run_id = fill_run(sqlite_store, fail_one=False)
+    ok = sqlite_store.measurements(run_id).query("status == 'ok'").copy()
+    long = "x" * 300
+    ok.loc[ok["criterion"] == "random", "criterion"] = long
+    ok.loc[ok["criterion"] == long, "method"] = long
+    page = explorer_html(ok, [(LATENCY, ACCURACY)], {})
+    chip = re.search(rf'<button class=chip data-group="{long}" title="{long}">(.*?)</button>', page)
+    assert chip and len(chip[1].split("</i> ", 1)[1]) == plots.LEGEND_CHARS and "…" in chip[1]
+
+
+def test_linear_tick_labels_of_tens_of_microseconds_stay_apart() -> None:
+    """Three panels and a legend of long names, latencies from 6 to 24 µs: matplotlib's default ticks every 2.5 µs
+    printed '0.0200' and '0.0225' 2 px apart in the all-targets panel."""
+    n = 12
+    df = pd.DataFrame({
+        "p50_ms": np.linspace(0.006, 0.024, n), "accuracy": np.linspace(0.9, 0.95, n), "target": ["a", "b", "c"] * 4,
+        "backend": "onnxruntime", "threads": 1, "scenario": "single_stream", "batch_size": 1, "kind": "structured",
+        "method": [f"criterion-with-a-longer-name-{i}" for i in range(n)], "precision": "fp32", "bops": np.nan,
+        "energy_source": None,
+    })  # fmt: skip
+    fig = plots.tradeoff_figure(df, LATENCY, ACCURACY, panels(df))
+    fig.set_dpi(110)  # as plots.save writes the PNG
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes:
+        for axis, (lo, hi) in ((ax.xaxis, (0, 2)), (ax.yaxis, (1, 3))):
+            boxes = [t.get_window_extent(renderer).extents for t in axis.get_ticklabels() if t.get_text()]
+            spans = sorted((b[lo], b[hi]) for b in boxes)
+            gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+            assert len(spans) >= 3 and min(gaps) > 15, (axis.get_ticklabels(), gaps)  # two characters apart at least
