@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from edgebench.config import Experiment, check_loaded, load_experiment
@@ -85,8 +84,9 @@ class Results:
         ``latency``, ``accuracy``, ``size``, ``macs``, ``energy``, ``memory``... or their columns), per target (its
         backends compete), or only ``target``'s; sorted by ``x``. Each metric's better direction is its own. An FPGA
         C simulation's latency front is on its synthesised cycles or counted bit operations (its p50 is host CPU
-        time), and measured and estimated energy never share a front. Non-finite figures are left out."""
-        from edgebench.report.pareto import pareto_mask
+        time); on an energy axis, measured figures only where the target has any (an estimate is no evidence against
+        a meter's reading). Non-finite figures are left out."""
+        from edgebench.report.tables import front_mask
         from edgebench.store.metrics import fpga_cost_metric, get_metric
         from edgebench.store.schema import StoreError
 
@@ -104,14 +104,10 @@ class Results:
             why = ": energy needs an energy meter on the target" if "energy" in missing else ""
             raise StoreError(f"no measurement of run {self.run_id}{where} has {' or '.join(missing)} (null where it "
                              f"was not measured{why})")
-        # an estimated energy never outranks a measured one: each kind has its own front
-        by = ["target", raw["energy_source"].fillna("").str.split(":").str[0]] if "energy" in (mx.name, my.name) \
-            else ["target"]
         fronts = []
-        for _, group in raw.groupby(by):
+        for _, group in raw.groupby("target"):  # the report's and the run summary's rule (report.tables.front_mask)
             gx = fpga_cost_metric(group) if mx.name == "latency" else mx  # an FPGA C-simulation's p50 is host time
-            group = group[np.isfinite(group[gx.column].astype(float)) & np.isfinite(group[my.column].astype(float))]
-            fronts.append(group[pareto_mask(group, [(gx.column, gx.direction), (my.column, my.direction)])])
+            fronts.append(group[front_mask(group, gx, my)])
         front = pd.concat(fronts) if fronts else raw.iloc[0:0]
         return _public(front, include_failed=False).sort_values(_UNITS.get(mx.column, mx.column), ignore_index=True)
 
