@@ -219,6 +219,8 @@ def _column(metric: str) -> str:
 
 def _geomean(values: list[float]) -> float | None:
     positive = [v for v in values if v > 0]
+    if positive and len(set(positive)) == 1:  # exp(log(x)) is not x: a size of 5000 bytes read 5000.000000000004
+        return float(positive[0])
     return float(np.exp(np.mean(np.log(positive)))) if positive else None
 
 
