@@ -157,6 +157,10 @@ def load_file(path: str | Path) -> ModuleType:
     except SyntaxError as exc:
         del sys.modules[name]
         raise PluginError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except SystemExit as exc:  # argparse's parse_args() at import: its usage line looked like edgebench's own
+        del sys.modules[name]
+        raise PluginError(f"{path}: importing it called sys.exit({exc.code}) (parse_args() at import? run it under "
+                          "`if __name__ == \"__main__\":`)") from None
     except Exception as exc:
         del sys.modules[name]
         raise PluginError(f"{path}: importing it raised {type(exc).__name__}: {first_line(exc)}") from None

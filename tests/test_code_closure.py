@@ -1,4 +1,4 @@
-"""A model's code digest covers the user's modules its factory imports: an edited helper module is a new model."""
+"""A model's code digest covers the user's modules its factory imports, and a user's file that exits at import is named."""
 
 from __future__ import annotations
 
@@ -64,3 +64,14 @@ def test_a_model_file_imports_its_sibling_module(tmp_path: Path, monkeypatch: py
     (tmp_path / "sibling_blocks.py").write_text("from torch import nn\n\ndef make():\n    return nn.Conv2d(1, 2, 3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert [Path(f).name for f in user_code_files([tmp_path / "net.py"])] == ["net.py", "sibling_blocks.py"]
+
+
+def test_a_plugin_file_that_exits_at_import_is_named(tmp_path: Path) -> None:
+    """argparse's parse_args() at import exited the command with its own usage line, naming no file."""
+    from edgebench.plugins import PluginError, load_file
+
+    net = tmp_path / "cli_net.py"
+    net.write_text("import argparse\n\nargparse.ArgumentParser().parse_args(['--width', '3'])\n")
+    with pytest.raises(PluginError, match=r"cli_net.py: importing it called sys.exit\(2\) \(parse_args\(\) at import\? "
+                                          r"run it under `if __name__ == \"__main__\":`\)"):
+        load_file(net)

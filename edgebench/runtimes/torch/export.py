@@ -29,6 +29,7 @@ class TorchExporter(Exporter):
         module = model.eval()
         if quant.precision == "fp16":
             module = copy.deepcopy(module).half()
-        torch.save(module, out_path)
+        with open(out_path, "wb") as fh:  # torch names the archive's folder after a path: the same bytes whatever
+            torch.save(module, fh)          # temporary name (process id) the file is written under
         return out_path
 
