@@ -328,3 +328,17 @@ def test_plugin_file_is_loaded_in_spawned_workers(team, tmp_path, monkeypatch):
     """)
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "L1Norm", out.stderr
+
+
+def test_trusted_pickle_whose_module_is_missing_names_the_module(tmp_path):
+    """A whole pickled model whose class's package is not installed here is not 'corrupt': the module is named."""
+    (tmp_path / "teamproj_gone").mkdir()
+    (tmp_path / "teamproj_gone" / "__init__.py").write_text(
+        "from torch import nn\nclass TeamNet(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(2, 2)\n")
+    subprocess.run([sys.executable, "-c", "import torch, teamproj_gone; torch.save(teamproj_gone.TeamNet(), 'm.pt')"],
+                   cwd=tmp_path, check=True)
+    with pytest.raises(WeightsError, match=r"m.pt: pickles a model whose module 'teamproj_gone' is not importable "
+                                           r"here; install it .*model.state_dict\(\)") as caught:
+        read_state_dict(tmp_path / "m.pt", trust=True)
+    assert "corrupt" not in str(caught.value)

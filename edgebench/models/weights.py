@@ -75,6 +75,9 @@ def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: needs the Python object {refused} to load, and a checkpoint is read as data "
                            "(torch.load weights_only=True); save model.state_dict() instead, or set "
                            "model.trust_checkpoint: true if you trust where the file came from") from None
+    except ModuleNotFoundError as exc:  # a trusted whole-model pickle whose class lives in a module not installed
+        raise WeightsError(f"{path}: pickles a model whose module '{exc.name}' is not importable here; install it "
+                           "(or put it on PYTHONPATH), or save model.state_dict() and give the model's code") from None
     except Exception as exc:  # a truncated zip, a text file, a foreign format
         reason = first_line(exc).split(". ")[0]  # torch adds sentences of advice to a truncated zip's reason
         raise WeightsError(f"{path}: not a checkpoint torch.load can read; {_UNREADABLE} ({type(exc).__name__}: "
