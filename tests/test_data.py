@@ -273,3 +273,12 @@ def test_labels_that_skip_class_ids_are_said(caplog: pytest.LogCaptureFixture) -
         splits = make_splits("gaps", x, y, x[:10], y[:10], 0.2, 0)
     assert splits.num_classes == 8
     assert "class ids run 0..7 but no image has 0, 1, 2, 4, 5, 6: the model gets 8 outputs, 6 of them" in caplog.text
+
+
+@pytest.mark.parametrize(("name", "kind"), [("imagefolder", "directory"), ("npz", "file"), ("cifar10", "directory")])
+def test_a_missing_relative_dataset_path_is_named_absolute_and_where_it_was_read_from(
+        name: str, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match=rf"^{name}: {tmp_path / 'data' / 'imgs'} \(relative dataset paths are read "
+                                           rf"from the working directory\) is not a {kind}"):
+        load_dataset(name, path="data/imgs")

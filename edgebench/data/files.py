@@ -41,6 +41,16 @@ def to_nchw(x: np.ndarray, key: str, path: Path, layout: Layout = "auto", ambigu
     return x.astype(np.float32) / scale
 
 
+def missing_path(path: str | Path | None) -> str:
+    """A dataset path that is not there, as an error names it: absolute, saying where a relative one was read from
+    (the working directory, unlike the model's files, which are read from the experiment file's folder)."""
+    if path is None:
+        return "no path (dataset.kwargs.path)"
+    given = Path(path).expanduser()
+    shown = str(given.absolute())
+    return shown if given.is_absolute() else f"{shown} (relative dataset paths are read from the working directory)"
+
+
 def guess_layout(shape: tuple[int, ...]) -> Layout | None:
     """NCHW or NHWC from an image batch's shape: the axis that looks like 1, 3 or 4 channels when only one does,
     else the layout whose images are square when only one makes them square; None when neither tells."""
@@ -104,7 +114,7 @@ def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1
     """Arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from one ``.npz`` file; ``layout``
     says how the image axes are ordered where the shape cannot (``auto``: from the shape)."""
     if path is None or not Path(path).expanduser().is_file():
-        raise DatasetError(f"npz: {path} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
+        raise DatasetError(f"npz: {missing_path(path)} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
     file = Path(path).expanduser()
     data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], file)
@@ -172,7 +182,7 @@ def imagefolder(
     """
     root = Path(path).expanduser() if path is not None else None
     if root is None or not root.is_dir():
-        raise DatasetError(f"imagefolder: {path} is not a directory; expected one sub-folder of images per class")
+        raise DatasetError(f"imagefolder: {missing_path(path)} is not a directory; expected one sub-folder of images per class")
     mode, size = ("L" if grayscale else "RGB"), (image_size, image_size)
     split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
     base = root / "train" if split_dirs else root
