@@ -23,7 +23,7 @@ from edgebench.data import load_dataset
 from edgebench.errors import ConfigError
 from edgebench.models.cost import count_macs
 from edgebench.models.source import new_model
-from edgebench.models.weights import WeightsError, load_into, read_state_dict
+from edgebench.models.weights import WeightsError, load_into, load_program, read_state_dict
 from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
 from edgebench.store import Store
@@ -342,3 +342,14 @@ def test_trusted_pickle_whose_module_is_missing_names_the_module(tmp_path):
                                            r"here; install it .*model.state_dict\(\)") as caught:
         read_state_dict(tmp_path / "m.pt", trust=True)
     assert "corrupt" not in str(caught.value)
+
+
+def test_a_torch_export_program_of_a_fixed_batch_is_refused_at_load(tmp_path):
+    """A .pt2 exported without a dynamic batch guards x.size()[0] == 1: every batch of training, evaluation and
+    measurement failed with the guard; it is refused when read, saying how to export it."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10)).eval()
+    net(torch.randn(1, 1, 8, 8))
+    torch.export.save(torch.export.export(net, (torch.randn(1, 1, 8, 8),)), tmp_path / "fixed.pt2")
+    with pytest.raises(WeightsError, match=r"fixed.pt2: the torch.export program takes a fixed batch of 1; export the "
+                                           r"program with a dynamic batch dimension \(dynamic_shapes="):
+        load_program(tmp_path / "fixed.pt2", "exported_program")

@@ -173,8 +173,25 @@ def load_program(path: Path, fmt: WeightsFormat) -> ProgramModule:
     try:
         if fmt == "torchscript":
             return ProgramModule(torch.jit.load(str(path), map_location="cpu").eval())
-        return ProgramModule(torch.export.load(str(path)))
+        program = torch.export.load(str(path))
     except Exception as exc:
         kind = "TorchScript" if fmt == "torchscript" else "torch.export (.pt2)"
         raise WeightsError(f"{path}: cannot load the {kind} program ({type(exc).__name__}: {first_line(exc)})") \
             from None
+    batch = _fixed_batch(program)
+    if batch is not None:  # its guard refuses every other batch: training, evaluation and measurement batch images
+        raise WeightsError(f"{path}: the torch.export program takes a fixed batch of {batch}; export the program with "
+                           "a dynamic batch dimension (dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    return ProgramModule(program)
+
+
+def _fixed_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size an ExportedProgram was exported for where it is fixed (its first input's first dimension
+    is a plain int, not a symbol), else None."""
+    inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in inputs:
+            value = node.meta.get("val")
+            shape = getattr(value, "shape", ())
+            return int(shape[0]) if len(shape) and isinstance(shape[0], int) else None
+    return None
