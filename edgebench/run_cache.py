@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import shutil
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -63,9 +62,9 @@ def _atomic_save(obj: object, path: Path) -> None:
 
 def _intact(path: Path) -> bool:
     """Whether the model file ``path`` holds what was written: its sha256 matches the one written with it (a file
-    cached before digests were written: it is still a whole zip archive, as torch.save writes)."""
+    cached before digests were written is taken as it is, as artifacts are)."""
     digest = digest_path(path)
-    whole = digest.read_text().strip() == content_digest(path) if digest.is_file() else zipfile.is_zipfile(path)
+    whole = not digest.is_file() or digest.read_text().strip() == content_digest(path)
     if not whole:
         log.warning("cached model %s is damaged (not the file that was written): building it again", path)
     return whole

