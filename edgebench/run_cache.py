@@ -7,16 +7,22 @@ by its content so a resumed or repeated run reuses it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgebench.artifacts import digest_path
 from edgebench.cache_files import replacing
 from edgebench.data import DatasetSplits
+from edgebench.errors import OutputPathError
+from edgebench.plugins import content_digest
 from edgebench.prune import BuiltModel
 from edgebench.sampling import spread_sample
 from edgebench.variants import VariantSpec, spec_hash
@@ -24,14 +30,44 @@ from edgebench.variants import VariantSpec, spec_hash
 log = logging.getLogger(__name__)
 
 
+#: free bytes under which a failed write is taken to have filled its disk (torch.save says only "unexpected pos")
+_FULL_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def _replacing_on_disk(path: Path) -> Iterator[Path]:
+    """:func:`replacing`, with a write that failed on a full disk said as such (torch.save's own error on a full
+    disk is ``[enforce fail at inline_container.cc] unexpected pos``); checked before the partial file is removed."""
+    with replacing(path) as tmp:
+        try:
+            yield tmp
+        except (OSError, RuntimeError) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < _FULL_BYTES:
+                raise OutputPathError(f"no space left on {path.parent} (writing {path.name}); free some space or "
+                                      "set run.workdir on a larger disk") from exc
+            raise
+
+
 def _atomic_save(obj: object, path: Path) -> None:
     """Write via a temporary file of this process, so a killed run never leaves a half-written cache entry and
-    a run beside this one never renames this one's file away."""
-    with replacing(path) as tmp:
+    a run beside this one never renames this one's file away. A model gets its sha256 beside it (moved into place
+    with it), so a file damaged later is rebuilt, not exported (:meth:`ModelCache.has`)."""
+    with _replacing_on_disk(path) as tmp:
         if isinstance(obj, torch.nn.Module):
             torch.save(obj, tmp)
+            digest_path(tmp).write_text(content_digest(tmp) + "\n")
         else:
             tmp.write_text(json.dumps(obj, indent=1, default=str))
+
+
+def _intact(path: Path) -> bool:
+    """Whether the model file ``path`` holds what was written: its sha256 matches the one written with it (a file
+    cached before digests were written is taken as it is, as artifacts are)."""
+    digest = digest_path(path)
+    whole = not digest.is_file() or digest.read_text().strip() == content_digest(path)
+    if not whole:
+        log.warning("cached model %s is damaged (not the file that was written): building it again", path)
+    return whole
 
 
 class ModelCache:
@@ -47,7 +83,7 @@ class ModelCache:
 
     def get(self, spec: VariantSpec) -> BuiltModel | None:
         model_path, facts_path = self.model_path(spec), self.facts_path(spec)
-        if not (model_path.is_file() and facts_path.is_file()):
+        if not self.has(spec):
             return None
         try:
             model = torch.load(model_path, map_location="cpu", weights_only=False).eval()
@@ -67,8 +103,10 @@ class ModelCache:
         return self.dir / f"{spec.id}.json"
 
     def has(self, spec: VariantSpec) -> bool:
-        """Whether ``spec`` was built and cached."""
-        return self.model_path(spec).is_file() and self.facts_path(spec).is_file()
+        """Whether ``spec`` was built and cached, and its model file is intact (a damaged one is built again: every
+        export of it would fail, on every later run)."""
+        model_path = self.model_path(spec)
+        return model_path.is_file() and self.facts_path(spec).is_file() and _intact(model_path)
 
     def facts(self, spec: VariantSpec) -> dict[str, object]:
         """The cached facts of ``spec`` without loading its model (history left out: it is not stored)."""
@@ -79,7 +117,7 @@ class ModelCache:
 def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) -> Path:
     """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file."""
     if not path.is_file():
-        with replacing(path) as tmp:
+        with _replacing_on_disk(path) as tmp:
             np.savez(tmp, **make_arrays())
     return path
 

@@ -18,10 +18,15 @@ import torch
 from torch import nn
 
 from edgebench.data import DatasetSplits
+from edgebench.errors import ConfigError
 from edgebench.models.cost import count_macs, count_params
 from edgebench.variants import TrainSpec
 
 log = logging.getLogger(__name__)
+
+class TrainingError(ConfigError):
+    """Training cannot go on (a loss that is no longer finite); the experiment's training settings are the fix."""
+
 
 #: backward pass ~ 2x forward, so a training step costs ~ 3x the forward MACs per sample
 TRAIN_MACS_FACTOR = 3
@@ -114,6 +119,14 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     return correct / len(xt)
 
 
+def _check_finite(loss: torch.Tensor, epoch: int, n_epochs: int, lr: float) -> None:
+    """Stop on a NaN or infinite loss: its weights become NaN, and a model of NaNs would be exported and measured
+    (at chance accuracy) as if it were this variant."""
+    if not torch.isfinite(loss.detach()):
+        raise TrainingError(f"training stopped in epoch {epoch + 1}/{n_epochs}: the loss is {float(loss.detach())} "
+                            f"(training.lr {lr}); lower training.lr")
+
+
 def train(
     model: nn.Module,
     splits: DatasetSplits,
@@ -166,6 +179,7 @@ def train(
                 continue
             state.optimizer.zero_grad(set_to_none=True)
             state.loss = loss_fn(model(state.x_train[idx]), state.y_train[idx])
+            _check_finite(state.loss, epoch, n_epochs, spec.lr)
             state.loss.backward()
             for hook in hooks:
                 hook.after_backward(state)

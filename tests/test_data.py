@@ -273,3 +273,69 @@ def test_labels_that_skip_class_ids_are_said(caplog: pytest.LogCaptureFixture) -
         splits = make_splits("gaps", x, y, x[:10], y[:10], 0.2, 0)
     assert splits.num_classes == 8
     assert "class ids run 0..7 but no image has 0, 1, 2, 4, 5, 6: the model gets 8 outputs, 6 of them" in caplog.text
+
+
+@pytest.mark.parametrize(("name", "kind"), [("imagefolder", "directory"), ("npz", "file"), ("cifar10", "directory")])
+def test_a_missing_relative_dataset_path_is_named_absolute_and_where_it_was_read_from(
+        name: str, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match=rf"^{name}: {tmp_path / 'data' / 'imgs'} \(relative dataset paths are read "
+                                           rf"from the working directory\) is not a {kind}"):
+        load_dataset(name, path="data/imgs")
+
+
+def _photos(root: Path, shapes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
+    """Noise RGB photos of (height, width) ``shapes`` under two classes; the files, in the loader's order."""
+    from PIL import Image
+
+    rng, files = np.random.default_rng(seed), []
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i, (h, w) in enumerate(shapes):
+            files.append(root / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(files[-1])
+    return files
+
+
+def _pixels(file: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(file).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+
+
+def test_imagefolder_images_are_sized_by_the_declared_preprocess_not_squared_first(tmp_path: Path) -> None:
+    """96x64 photos with resize 64 and center_crop 64 are their own central 64x64 windows (resize is the identity),
+    not 32x32 squares stretched and scaled up; photos of several sizes are each sized before they are stacked."""
+    files = _photos(tmp_path / "same", [(64, 96)] * 4)
+    prep = Preprocess(resize=64, center_crop=64, normalize={"mean": [0], "std": [1]})
+    s = load_dataset("imagefolder", prep, path=tmp_path / "same", test_fraction=0.5, val_fraction=0.25)
+    crops = [_pixels(f)[:, :, 16:80] for f in files]
+    assert s.input_shape == (3, 64, 64)
+    for image in (*s.x_train, *s.x_test):
+        assert min(np.abs(image - crop).max() for crop in crops) < 1e-6
+    _photos(tmp_path / "mixed", [(64, 96), (128, 128), (80, 64)])
+    s = load_dataset("imagefolder", Preprocess(resize=32, center_crop=32), path=tmp_path / "mixed", test_fraction=0.34)
+    assert s.input_shape == (3, 32, 32)
+    with pytest.raises(DatasetError, match=r"imagefolder: \S+0.png is 64x96 but \S+1.png is 128x128; give image_size"):
+        load_dataset("imagefolder", path=tmp_path / "mixed", image_size=None)
+    assert load_dataset("imagefolder", path=tmp_path / "same", image_size=None).input_shape == (3, 64, 96)
+
+
+def test_imagefolder_reads_16_bit_pngs_at_their_depth(tmp_path: Path) -> None:
+    """A 16-bit PNG's pixels are scaled by 65535 (converting to 8 bits clipped them at 255: near black and white)."""
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(ramp).save(tmp_path / cls / f"{i}.png")
+    assert Image.open(tmp_path / "a" / "0.png").mode.startswith("I")
+    for grayscale in (True, False):
+        s = load_dataset("imagefolder", Preprocess(normalize={"mean": [0], "std": [1]}), path=tmp_path, image_size=8,
+                         grayscale=grayscale, test_fraction=0.34)
+        assert s.input_shape == (1 if grayscale else 3, 8, 8)
+        np.testing.assert_allclose(s.x_train[0, 0], ramp / 65535, atol=1e-3)
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "a" / "float.png", format="TIFF")  # PIL reads content
+    with pytest.raises(DatasetError, match=r"float.png has floating-point pixels \(PIL mode F\) .*8- or 16-bit"):
+        load_dataset("imagefolder", path=tmp_path, image_size=8)

@@ -401,3 +401,21 @@ def test_an_int8_file_litert_cannot_load_fails_its_export_naming_why(tmp_path: P
         get_exporter("tflite").export(_LayerScaleBlock().eval(), QuantSpec(precision="int8", calibration_samples=16),
                                       calibration, tmp_path / "m-int8.tflite")
     assert not (tmp_path / "m-int8.tflite").exists()
+
+
+def test_a_torchscript_program_is_refused_before_training_and_an_exported_one_is_not(tmp_path: Path) -> None:
+    """litert-torch converts through torch.export, which cannot trace TorchScript: its export failed after the run's
+    checks ('ScriptModule has not been initialized'); the exporter's refusal says so before any training."""
+    from edgebench.models.weights import load_program
+
+    model = create_model("digits_cnn", num_classes=10, in_channels=1, width=0.5).eval()
+    torch.jit.save(torch.jit.trace(model, torch.randn(1, 1, 8, 8)), tmp_path / "net.ts")
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(model, (torch.randn(2, 1, 8, 8),), dynamic_shapes=({0: batch},)),
+                      tmp_path / "net.pt2")
+    exporter = get_exporter("tflite")
+    assert exporter.refuses(load_program(tmp_path / "net.ts", "torchscript"), (1, 8, 8)) == (
+        "a TorchScript program cannot go through torch.export (LiteRT's converter): give the model's code and a state "
+        "dict, or a torch.export (.pt2) program")
+    assert exporter.refuses(load_program(tmp_path / "net.pt2", "exported_program"), (1, 8, 8)) is None
+    assert exporter.refuses(model, (1, 8, 8)) is None

@@ -20,6 +20,7 @@ from edgebench.errors import DatasetError
 from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
 from edgebench.run_cache import ModelCache
+from edgebench.sampling import spread_sample
 from edgebench.store import Store
 from edgebench.variants import Normalize, Preprocess
 
@@ -178,7 +179,8 @@ def test_imagenet_sized_inputs_reach_training_calibration_and_every_measurement_
     (eval_file,) = (workdir / "data").glob("test-*.npz")
     (calibration_file,) = (workdir / "data").glob("calibration-*.npz")
     np.testing.assert_array_equal(np.load(eval_file)["x"], splits.x_test)
-    np.testing.assert_array_equal(np.load(calibration_file)["x"], splits.x_train[:8])
+    # the calibration images are drawn over the classes (spread_sample), in the training split's order
+    np.testing.assert_array_equal(np.load(calibration_file)["x"], splits.x_train[np.sort(spread_sample(splits.y_train, 8))])
     with Store.open(outcome.store_url) as store:
         df = store.measurements(outcome.run_id)
     assert set(df["status"]) == {"ok"} and len(df) == 3

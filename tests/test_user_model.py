@@ -23,7 +23,7 @@ from edgebench.data import load_dataset
 from edgebench.errors import ConfigError
 from edgebench.models.cost import count_macs
 from edgebench.models.source import new_model
-from edgebench.models.weights import WeightsError, load_into, read_state_dict
+from edgebench.models.weights import WeightsError, load_into, load_program, read_state_dict
 from edgebench.pipeline import run_experiment
 from edgebench.plan import plan_fp32_variants
 from edgebench.store import Store
@@ -328,3 +328,28 @@ def test_plugin_file_is_loaded_in_spawned_workers(team, tmp_path, monkeypatch):
     """)
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "L1Norm", out.stderr
+
+
+def test_trusted_pickle_whose_module_is_missing_names_the_module(tmp_path):
+    """A whole pickled model whose class's package is not installed here is not 'corrupt': the module is named."""
+    (tmp_path / "teamproj_gone").mkdir()
+    (tmp_path / "teamproj_gone" / "__init__.py").write_text(
+        "from torch import nn\nclass TeamNet(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(2, 2)\n")
+    subprocess.run([sys.executable, "-c", "import torch, teamproj_gone; torch.save(teamproj_gone.TeamNet(), 'm.pt')"],
+                   cwd=tmp_path, check=True)
+    with pytest.raises(WeightsError, match=r"m.pt: pickles a model whose module 'teamproj_gone' is not importable "
+                                           r"here; install it .*model.state_dict\(\)") as caught:
+        read_state_dict(tmp_path / "m.pt", trust=True)
+    assert "corrupt" not in str(caught.value)
+
+
+def test_a_torch_export_program_of_a_fixed_batch_is_refused_at_load(tmp_path):
+    """A .pt2 exported without a dynamic batch guards x.size()[0] == 1: every batch of training, evaluation and
+    measurement failed with the guard; it is refused when read, saying how to export it."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10)).eval()
+    net(torch.randn(1, 1, 8, 8))
+    torch.export.save(torch.export.export(net, (torch.randn(1, 1, 8, 8),)), tmp_path / "fixed.pt2")
+    with pytest.raises(WeightsError, match=r"fixed.pt2: the torch.export program takes a fixed batch of 1; export the "
+                                           r"program with a dynamic batch dimension \(dynamic_shapes="):
+        load_program(tmp_path / "fixed.pt2", "exported_program")

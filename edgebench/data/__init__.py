@@ -8,17 +8,23 @@ data came from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from edgebench.data.preprocess import apply_preprocess
+from edgebench.data.files import imagefolder, sized_imagefolder
+from edgebench.data.preprocess import apply_preprocess, declares_sizing, without_sizing
 from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits
 from edgebench.data.user import splits_from
 from edgebench.errors import DatasetError, first_line
 from edgebench.plugins import PluginError
 from edgebench.variants import Preprocess
+
+#: loaders whose images may differ in size, with the variant that sizes each image as it reads it, as
+#: dataset.preprocess declares (images of several sizes cannot be stacked for :func:`apply_preprocess`)
+_SIZE_WHILE_READING: dict[Callable[..., Any], Callable[..., DatasetSplits]] = {imagefolder: sized_imagefolder}
 
 
 def load_dataset(name: str, preprocess: Preprocess | None = None, **kwargs: Any) -> DatasetSplits:
@@ -29,7 +35,12 @@ def load_dataset(name: str, preprocess: Preprocess | None = None, **kwargs: Any)
     splits) is a DatasetError naming the dataset.
     """
     try:
-        loaded = DATASETS.get(name)(**kwargs)
+        loader = DATASETS.get(name)
+        sizing = _SIZE_WHILE_READING.get(loader) if preprocess is not None and declares_sizing(preprocess) else None
+        if sizing is not None:  # the loader sizes each image as it reads it; normalising is all that is left
+            loaded, preprocess = sizing(preprocess, **kwargs), without_sizing(preprocess)
+        else:
+            loaded = loader(**kwargs)
     except (DatasetError, PluginError):  # already one line naming the file or module
         raise
     except Exception as exc:  # the loader's own error (often the user's code) is the cause

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.data.files import missing_path
 from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits
 from edgebench.errors import DatasetError
@@ -37,7 +38,7 @@ def _check_dir(path: str | Path | None, files: tuple[str, ...], name: str) -> Pa
         raise DatasetError(f"{name}: give `path` = the extracted python-version batch directory ({', '.join(files)})")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"{name}: {root} is not a directory; give the extracted python-version batch directory "
+        raise DatasetError(f"{name}: {missing_path(path)} is not a directory; give the extracted python-version batch directory "
                            f"({', '.join(files)})")
     missing = [f for f in files if not (root / f).is_file()]
     if missing:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from edgebench.data.preprocess import size_image
 from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
 from edgebench.errors import DatasetError, first_line
+from edgebench.variants import Preprocess
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -39,6 +41,16 @@ def to_nchw(x: np.ndarray, key: str, path: Path, layout: Layout = "auto", ambigu
         x = x.transpose(0, 3, 1, 2)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return x.astype(np.float32) / scale
+
+
+def missing_path(path: str | Path | None) -> str:
+    """A dataset path that is not there, as an error names it: absolute, saying where a relative one was read from
+    (the working directory, unlike the model's files, which are read from the experiment file's folder)."""
+    if path is None:
+        return "no path (dataset.kwargs.path)"
+    given = Path(path).expanduser()
+    shown = str(given.absolute())
+    return shown if given.is_absolute() else f"{shown} (relative dataset paths are read from the working directory)"
 
 
 def guess_layout(shape: tuple[int, ...]) -> Layout | None:
@@ -104,7 +116,7 @@ def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1
     """Arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``) from one ``.npz`` file; ``layout``
     says how the image axes are ordered where the shape cannot (``auto``: from the shape)."""
     if path is None or not Path(path).expanduser().is_file():
-        raise DatasetError(f"npz: {path} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
+        raise DatasetError(f"npz: {missing_path(path)} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
     file = Path(path).expanduser()
     data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], file)
@@ -122,13 +134,42 @@ def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1
     )
 
 
-def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: str,
-                 every_class: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The images of ``root/<class>/`` as NCHW floats in [0, 1] with their class ids; with ``every_class``, a class
-    folder without images is a DatasetError (a test folder may lack a class)."""
+#: PIL modes of more than 8 bits per pixel, by the value their pixels' full scale reaches
+_HIGH_BIT_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def _high_bit_pixels(img: Any, file: Path) -> np.ndarray:
+    """A 16-bit image's pixels as an HxW float32 plane in [0, 1]; PIL's ``convert`` to 8 bits clips them at 255,
+    leaving a near black-and-white image. 32-bit integer and float images are refused: their full scale is unknown."""
+    if img.mode in _HIGH_BIT_SCALE:
+        return np.asarray(img, dtype=np.float32) / _HIGH_BIT_SCALE[img.mode]
+    if img.mode == "I" and img.format == "PNG":  # PNG holds at most 16 bits; PIL may open 16-bit grey as mode I
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    raise DatasetError(f"imagefolder: {file} has {'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels "
+                       f"(PIL mode {img.mode}) whose full scale edgebench cannot know; save it as an 8- or 16-bit image")
+
+
+def _read_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """``file`` as an HxWxC float32 image in [0, 1] (C: 1 for ``L``, 3 for ``RGB``), resized to ``size`` (H, W)
+    when given."""
     from PIL import Image
 
-    images, labels = [], []
+    with Image.open(file) as img:
+        if img.mode in _HIGH_BIT_SCALE or img.mode in ("I", "F"):
+            plane = Image.fromarray(_high_bit_pixels(img, file), mode="F")
+            plane = plane.resize(size[::-1]) if size else plane
+            return np.repeat(np.asarray(plane, dtype=np.float32)[:, :, None], 1 if mode == "L" else 3, axis=2)
+        img = img.convert(mode)
+        arr = np.asarray(img.resize(size[::-1]) if size else img, dtype=np.float32) / 255.0
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def _read_folder(root: Path, classes: list[str], mode: str, size: tuple[int, int] | None, prep: Preprocess | None,
+                 every_class: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The images of ``root/<class>/`` as NCHW floats in [0, 1] with their class ids, each resized to ``size`` or
+    sized as ``prep`` declares; with ``every_class``, a class folder without images is a DatasetError (a test folder
+    may lack a class)."""
+    images, labels, first = [], [], {}
     for label, cls in enumerate(classes):
         folder = root / cls
         # hidden files (macOS's ._img.png resource forks, editors' backups) are not images of the class
@@ -139,16 +180,26 @@ def _read_folder(root: Path, classes: list[str], size: tuple[int, int], mode: st
                                "images; add some or remove the folder (class ids follow the sorted folder names)")
         for file in files:
             try:
-                with Image.open(file) as img:
-                    arr = np.asarray(img.convert(mode).resize(size[::-1]), dtype=np.uint8)
+                image = _read_image(file, mode, size).transpose(2, 0, 1)
             except OSError as exc:  # PIL's UnidentifiedImageError included: a truncated or mislabelled file
                 raise DatasetError(f"imagefolder: {file} is not an image PIL can read ({first_line(exc)}); replace "
                                    "or remove it") from None
-            images.append(arr if arr.ndim == 3 else arr[:, :, None])
+            image = size_image(image, prep) if prep is not None else image
+            first.setdefault(image.shape, file)
+            images.append(image)
             labels.append(label)
     if not images:
         raise DatasetError(f"imagefolder: no {'/'.join(sorted(_IMAGE_SUFFIXES))} images under {root}")
-    return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64)
+    if len(first) > 1:  # np.stack would fail naming no file
+        (shape_a, file_a), (shape_b, file_b) = list(first.items())[:2]
+        raise DatasetError(f"imagefolder: {file_a} is {_hxw(shape_a)} but {file_b} is {_hxw(shape_b)}"
+                           f"{' after dataset.preprocess' if prep is not None else ''}; give image_size, or declare "
+                           "dataset.preprocess center_crop (or resize: [H, W]) to make every image one size")
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def _hxw(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape[1:]))
 
 
 def _class_folders(base: Path) -> list[str]:
@@ -159,33 +210,51 @@ def _class_folders(base: Path) -> list[str]:
 @DATASETS.register("imagefolder")
 def imagefolder(
     path: str | Path | None = None,
-    image_size: int = 32,
+    image_size: int | None = 32,
     grayscale: bool = False,
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
 ) -> DatasetSplits:
-    """Images in ``path/<class>/*.png|jpg`` (or ``path/train/<class>`` + ``path/test/<class>``), resized square.
+    """Images in ``path/<class>/*.png|jpg`` (or ``path/train/<class>`` + ``path/test/<class>``), resized to
+    ``image_size`` square (None: their native size, which they must share); 16-bit images keep their 16 bits.
 
     Class ids follow the sorted sub-folder names; without train/test folders the test split is drawn
-    stratified with ``seed``.
+    stratified with ``seed``. Where ``dataset.preprocess`` resizes or crops, :func:`~edgebench.data.load_dataset`
+    reads the folder with :func:`sized_imagefolder` instead.
     """
+    size = (image_size, image_size) if image_size is not None else None
+    return _image_folder(path, grayscale, seed, val_fraction, test_fraction, size=size)
+
+
+def sized_imagefolder(prep: Preprocess, path: str | Path | None = None, image_size: int | None = 32,
+                      grayscale: bool = False, seed: int = 0, val_fraction: float = 0.1,
+                      test_fraction: float = 0.2) -> DatasetSplits:
+    """:func:`imagefolder` for a preprocessing that resizes or crops: each image is read at its native size and
+    sized as ``prep`` declares (squaring it to ``image_size`` first would stretch and blur it; ``image_size`` is not
+    used), so the arrays hold sized images and only ``prep``'s normalisation is left to apply."""
+    return _image_folder(path, grayscale, seed, val_fraction, test_fraction, prep=prep)
+
+
+def _image_folder(path: str | Path | None, grayscale: bool, seed: int, val_fraction: float, test_fraction: float,
+                  size: tuple[int, int] | None = None, prep: Preprocess | None = None) -> DatasetSplits:
     root = Path(path).expanduser() if path is not None else None
     if root is None or not root.is_dir():
-        raise DatasetError(f"imagefolder: {path} is not a directory; expected one sub-folder of images per class")
-    mode, size = ("L" if grayscale else "RGB"), (image_size, image_size)
+        raise DatasetError(f"imagefolder: {missing_path(path)} is not a directory; expected one sub-folder of images "
+                           "per class")
+    mode = "L" if grayscale else "RGB"
     split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
     base = root / "train" if split_dirs else root
     classes = _class_folders(base)
     if not classes:
         raise DatasetError(f"imagefolder: {base} has no class sub-folders; expected {base}/<class>/<image>.png")
-    x, y = _read_folder(base, classes, size, mode)
+    x, y = _read_folder(base, classes, mode, size, prep)
     if split_dirs:
         unknown = sorted(set(_class_folders(root / "test")) - set(classes))
         if unknown:  # their images would be dropped, or scored against the wrong class
             raise DatasetError(f"imagefolder: {root / 'test'} has class folders that {base} lacks "
                                f"({', '.join(unknown)}); the classes are the training folders' names")
-        x_test, y_test = _read_folder(root / "test", classes, size, mode, every_class=False)
+        x_test, y_test = _read_folder(root / "test", classes, mode, size, prep, every_class=False)
     else:
         x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed)
     return make_splits(root.name, x, y, x_test, y_test, val_fraction, seed, num_classes=len(classes))

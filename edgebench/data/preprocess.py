@@ -57,6 +57,27 @@ def _center_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[:, :, top : top + ch, left : left + cw]
 
 
+def declares_sizing(prep: Preprocess | None) -> bool:
+    """Whether ``prep`` resizes or crops (what makes images of several sizes one size)."""
+    return prep is not None and (prep.resize is not None or prep.center_crop is not None)
+
+
+def without_sizing(prep: Preprocess) -> Preprocess:
+    """``prep`` less its resize and crop, for images a loader has already sized with :func:`size_image`."""
+    return prep.model_copy(update={"resize": None, "center_crop": None})
+
+
+def size_image(image: np.ndarray, prep: Preprocess) -> np.ndarray:
+    """One CHW float image resized and cropped as ``prep`` declares - what :func:`apply_preprocess` does to a batch
+    of images of this size - for a loader whose images differ in size and so cannot be stacked before."""
+    x = image[None].astype(np.float32, copy=False)
+    if prep.resize is not None:
+        x = _resize(x, resized_shape(tuple(x.shape[2:]), prep.resize))
+    if prep.center_crop is not None:
+        x = _center_crop(x, _pair(prep.center_crop))
+    return x[0]
+
+
 def _normalized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 

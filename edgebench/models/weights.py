@@ -75,6 +75,9 @@ def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: needs the Python object {refused} to load, and a checkpoint is read as data "
                            "(torch.load weights_only=True); save model.state_dict() instead, or set "
                            "model.trust_checkpoint: true if you trust where the file came from") from None
+    except ModuleNotFoundError as exc:  # a trusted whole-model pickle whose class lives in a module not installed
+        raise WeightsError(f"{path}: pickles a model whose module '{exc.name}' is not importable here; install it "
+                           "(or put it on PYTHONPATH), or save model.state_dict() and give the model's code") from None
     except Exception as exc:  # a truncated zip, a text file, a foreign format
         reason = first_line(exc).split(". ")[0]  # torch adds sentences of advice to a truncated zip's reason
         raise WeightsError(f"{path}: not a checkpoint torch.load can read; {_UNREADABLE} ({type(exc).__name__}: "
@@ -170,8 +173,25 @@ def load_program(path: Path, fmt: WeightsFormat) -> ProgramModule:
     try:
         if fmt == "torchscript":
             return ProgramModule(torch.jit.load(str(path), map_location="cpu").eval())
-        return ProgramModule(torch.export.load(str(path)))
+        program = torch.export.load(str(path))
     except Exception as exc:
         kind = "TorchScript" if fmt == "torchscript" else "torch.export (.pt2)"
         raise WeightsError(f"{path}: cannot load the {kind} program ({type(exc).__name__}: {first_line(exc)})") \
             from None
+    batch = _fixed_batch(program)
+    if batch is not None:  # its guard refuses every other batch: training, evaluation and measurement batch images
+        raise WeightsError(f"{path}: the torch.export program takes a fixed batch of {batch}; export the program with "
+                           "a dynamic batch dimension (dynamic_shapes=({0: torch.export.Dim('batch')},))")
+    return ProgramModule(program)
+
+
+def _fixed_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size an ExportedProgram was exported for where it is fixed (its first input's first dimension
+    is a plain int, not a symbol), else None."""
+    inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in inputs:
+            value = node.meta.get("val")
+            shape = getattr(value, "shape", ())
+            return int(shape[0]) if len(shape) and isinstance(shape[0], int) else None
+    return None

@@ -301,6 +301,14 @@ class TfliteExporter(Exporter):
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)
 
+    def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+        """A TorchScript program (``model.weights``): litert-torch converts through torch.export, which cannot trace
+        a ScriptModule (it fails at export with "ScriptModule has not been initialized")."""
+        if any(isinstance(module, torch.jit.ScriptModule) for module in model.modules()):
+            return ("a TorchScript program cannot go through torch.export (LiteRT's converter): give the model's code "
+                    "and a state dict, or a torch.export (.pt2) program")
+        return None
+
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                fp32_source: Path | None = None) -> Path:
         litert_torch = _import_litert_torch()

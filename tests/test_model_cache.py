@@ -1,0 +1,81 @@
+"""The run's model cache: a damaged cached model is built again, and a full disk is said as such."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgebench.errors import OutputPathError
+from edgebench.prune import BuiltModel
+from edgebench.run_cache import ModelCache
+from edgebench.variants import VariantSpec
+
+SPEC = VariantSpec(model="digits_cnn", dataset="digits")
+
+
+def _built() -> BuiltModel:
+    return BuiltModel(model=nn.Linear(64, 10).eval(), params=650, macs=640, training_macs=0, filters={},
+                      val_accuracy=0.5)
+
+
+def test_a_truncated_cached_model_is_built_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A cached model damaged after it was written (a crash, a full disk, a sync tool) is not there: exporting it
+    would fail on every later run. Its sha256 is written beside it; an entry from before digests is taken as it is."""
+    cache = ModelCache(tmp_path)
+    cache.put(SPEC, _built())
+    path = cache.model_path(SPEC)
+    assert path.with_name(path.name + ".sha256").is_file() and cache.has(SPEC)
+    assert isinstance(cache.get(SPEC).model, nn.Linear)
+    with open(path, "r+b") as file:  # same size, one byte changed
+        file.seek(100)
+        byte = file.read(1)
+        file.seek(100)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(1, 1))
+    with caplog.at_level(logging.WARNING):
+        assert not cache.has(SPEC) and cache.get(SPEC) is None
+    assert f"cached model {path} is damaged" in caplog.text
+    cache.put(SPEC, _built())  # the rebuild replaces file and digest
+    assert cache.has(SPEC)
+    os.truncate(path, 3000)
+    assert not cache.has(SPEC)
+    path.with_name(path.name + ".sha256").unlink()  # as cached before digests were written
+    assert cache.has(SPEC)
+
+
+@pytest.mark.parametrize("failure", ["torch", "enospc"])
+def test_a_full_disk_while_saving_a_model_says_no_space_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            failure: str) -> None:
+    """torch.save on a full disk says only '[enforce fail at inline_container.cc] unexpected pos'; the free space
+    left (or the errno) tells what happened."""
+    def full_save(obj: object, path: Path) -> None:
+        Path(path).write_bytes(b"PK" * 100)
+        if failure == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8576 vs 8472")
+
+    usage = shutil.disk_usage(tmp_path)
+    free = 0 if failure == "torch" else usage.free
+    monkeypatch.setattr(torch, "save", full_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=free))
+    cache = ModelCache(tmp_path)
+    with pytest.raises(OutputPathError, match=rf"^no space left on {tmp_path / 'models'} \(writing "
+                                              rf"{SPEC.id}.pt\); free some space or set run.workdir"):
+        cache.put(SPEC, _built())
+    assert list((tmp_path / "models").iterdir()) == []  # the partial file is gone
+
+
+def test_another_save_failure_is_not_called_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_save(obj: object, path: Path) -> None:
+        raise RuntimeError("cannot pickle this")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(RuntimeError, match="cannot pickle this"):
+        ModelCache(tmp_path).put(SPEC, _built())
