@@ -14,6 +14,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+#: bumped when reading an image directory changes what the arrays hold (1: images kept at their native size for
+#: a declared resize/crop instead of squashed to image_size first, 16-bit PNGs scaled by 65535)
+DIRECTORY_READER_REVISION = 1
+
 
 def data_digest(kwargs: Mapping[str, Any]) -> str | None:
     """A digest of the files and directories that ``kwargs``' string values name (read from the working directory,
@@ -26,8 +30,8 @@ def data_digest(kwargs: Mapping[str, Any]) -> str | None:
             path = Path(text).expanduser()
             if path.is_file():
                 parts.append(f"{key}:file:{content_digest(path)}")
-            elif path.is_dir():
-                parts.append(f"{key}:dir:{_tree_digest(path)}")
+            elif path.is_dir():  # with how directories of images are read: models cached before a change retrain
+                parts.append(f"{key}:dir:r{DIRECTORY_READER_REVISION}:{_tree_digest(path)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] if parts else None
 
 
