@@ -351,3 +351,16 @@ def test_measurement_workers_leave_plugin_files_out_unless_the_job_needs_them():
     assert env("onnxruntime")[PLUGINS_ENV] == "" and env("litert", {"type": "rapl"})[PLUGINS_ENV] == ""
     assert PLUGINS_ENV not in env("torch")
     assert PLUGINS_ENV not in env("onnxruntime", {"type": "executor_tasks:ConstantMeter"})
+
+
+def test_a_task_that_exits_fails_saying_so_and_the_next_task_runs() -> None:
+    """sys.exit(3) in a task was stored as 'worker exited with code 70' with no detail; os._exit(0) the same."""
+    from executor_tasks import exit_with
+
+    tasks = [call_task("exits", "build", exit_with, 3), call_task("quits", "build", exit_with, -1),
+             call_task("after", "build", pid_after, 0)]
+    with LocalExecutor(workers=1) as executor:
+        results = {r.key: r for r in executor.run(tasks)}
+    assert results["exits"].error == "the task called sys.exit(3)"
+    assert "ended without a result (os._exit in its code?)" in (results["quits"].error or "")
+    assert results["after"].ok

@@ -30,7 +30,7 @@ PR_SET_PDEATHSIG = 1
 #: the executor sends this to a hung worker before killing it: the worker writes every thread's stack
 STACK_DUMP_SIGNAL = signal.SIGUSR1
 #: the child's exit code when it failed before it could send a result
-_NO_RESULT = 70
+NO_RESULT_EXIT = 70
 
 _child_pid = 0
 
@@ -76,13 +76,13 @@ def run_forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
     if os.WIFSIGNALED(status):
         _die_by(os.WTERMSIG(status))
     if not payload:
-        os._exit(os.WEXITSTATUS(status) or _NO_RESULT)
+        os._exit(os.WEXITSTATUS(status) or NO_RESULT_EXIT)
     return payload
 
 
 def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -> None:
     """The child's whole life: run the task, write the outcome, exit without the worker's clean-up."""
-    code = _NO_RESULT
+    code = NO_RESULT_EXIT
     try:
         with contextlib.suppress(OSError, AttributeError):  # dies with its worker (a timeout kills the worker)
             ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -84,6 +84,8 @@ def run_task(fn: Callable[..., Any], args: tuple[Any, ...], reset_peak: bool = T
         outcome = Outcome("ok", value=value)
     except Exception as exc:  # any task error is data for the sweep, not a reason to stop the worker
         outcome = Outcome("failed", error=summarize(exc), detail=traceback.format_exc())
+    except SystemExit as exc:  # a plug-in that calls sys.exit: that task fails, saying so, and the worker lives on
+        outcome = Outcome("failed", error=f"the task called sys.exit({exc.code})", detail=traceback.format_exc())
     outcome.started, outcome.ended = started, time.time()
     outcome.rss_mb, outcome.peak_reset = current_rss_mb(), peak_reset
     outcome.host, outcome.pid = socket.gethostname(), os.getpid()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
-from edgebench.executor.forked import STACK_DUMP_SIGNAL
+from edgebench.executor.forked import NO_RESULT_EXIT, STACK_DUMP_SIGNAL
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome
 from edgebench.executor.warm_worker import ready, worker_main
@@ -83,6 +83,8 @@ def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         sig = signal.Signals(-code)
         return f"worker killed by {sig.name} ({signal.strsignal(sig)})"
+    if code in (0, NO_RESULT_EXIT):  # the worker, or a measurement's forked child, ended without writing a result
+        return f"worker exited with code {code}: the task's process ended without a result (os._exit in its code?)"
     return f"worker exited with code {code}"
 
 
