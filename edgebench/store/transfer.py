@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import insert, select, update
 
+from edgebench.errors import extra_install_hint
 from edgebench.store.profiles import insert_profile, read_profiles
 from edgebench.store.schema import StoreError, measurements, run_tags, runs, samples, variants
 from edgebench.store.store import Store
@@ -93,7 +94,7 @@ def _write(df: pd.DataFrame, path: Path, fmt: ExportFormat) -> None:
     try:
         df.to_parquet(path, index=False)
     except ImportError as exc:
-        raise StoreError("Parquet export needs pyarrow: pip install -c constraints.txt -e '.[parquet]'") from exc
+        raise StoreError(f"Parquet export needs pyarrow: {extra_install_hint('parquet')}") from exc
 
 
 def import_runs(dest: Store, source_url: str | Path, run_ids: Sequence[str] | None = None) -> list[str]:
