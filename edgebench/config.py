@@ -428,8 +428,17 @@ class Experiment(_Strict):
 
 def load_experiment(path: Path | None = None) -> Experiment:
     """Read and validate an experiment file; ``None`` loads the built-in default."""
-    path = DEFAULT_EXPERIMENT if path is None else Path(path)
+    path = DEFAULT_EXPERIMENT if path is None else _shipped_or(Path(path))
     return _checked(yaml_file.load(path, Experiment, "experiment file"), path.resolve().parent, str(path))
+
+
+def _shipped_or(path: Path) -> Path:
+    """``path``, or where it names none, the experiment shipped with edgebench under that name (``qat_digits``,
+    ``qat_digits.yaml`` or README's ``edgebench/experiments/qat_digits.yaml``: a wheel install has no checkout)."""
+    if path.exists() or path.parent not in (Path("."), Path("edgebench/experiments")):  # another folder: a typo
+        return path
+    shipped = DEFAULT_EXPERIMENT.parent / path.with_suffix(".yaml").name
+    return shipped if shipped.is_file() and path.suffix in ("", ".yaml") else path
 
 
 def check_loaded(experiment: Experiment, source: str = "experiment") -> Experiment:

@@ -231,3 +231,12 @@ def test_a_qat_start_epoch_waits_for_pruning_only_where_a_variant_prunes_while_t
     assert exp.quantization.qat[0].start_epoch == 2
     with pytest.raises(ConfigError, match=r"start_epoch: 2 is not after the last pruning step \(epoch 2\)"):
         load_experiment(_write(tmp_path, "training: {epochs: 4}\npruning: {criteria: [l1]}\n" + qat))
+
+
+def test_a_shipped_experiment_is_found_by_name_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    """A wheel install has no checkout: README's edgebench/experiments/qat_digits.yaml was 'not found'."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("qat_digits", "qat_digits.yaml", "edgebench/experiments/qat_digits.yaml"):
+        assert load_experiment(Path(name)).name == load_experiment(DEFAULT_EXPERIMENT.parent / "qat_digits.yaml").name
+    with pytest.raises(ConfigError, match="experiment file not found: mine/qat_digits.yaml"):
+        load_experiment(Path("mine/qat_digits.yaml"))  # a folder of the user's: not silently the shipped one
