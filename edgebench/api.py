@@ -134,6 +134,7 @@ def _public(raw: pd.DataFrame, include_failed: bool) -> pd.DataFrame:
     df = df.reindex(columns=list(COLUMNS)).reset_index(drop=True)
     # a figure nothing measured (energy without a meter) is NaN in a float column, not None in an object one
     figures = [c for c in COLUMNS[COLUMNS.index("accuracy"):] if c not in ("energy_source", "ran_on")]
+    figures += ["ratio", "sparsity", "rank_ratio"]  # None in a run without that kind of variant: NaN, float dtype
     return df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in figures if df[c].dtype == object})
 
 

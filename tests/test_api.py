@@ -67,6 +67,7 @@ def test_measurements_one_row_each_with_units_in_column_names(hand_made_store):
     assert row["origin"] == "edgebench" and row["precision"] == "fp32"
     assert not {"spec", "facts", "details", "settings", "p50_ms"} & set(df.columns)  # flattened, units named
     assert df["energy_j_per_inference"].isna().all() and df["energy_j_per_inference"].dtype.kind == "f"  # no meter
+    assert df["sparsity"].dtype.kind == df["rank_ratio"].dtype.kind == df["ratio"].dtype.kind == "f"  # none: NaN
 
 
 def test_load_of_a_missing_store_creates_nothing(tmp_path):
