@@ -31,6 +31,10 @@ def test_lineage_walks_from_the_variant_to_the_trained_baseline() -> None:
     assert chain[1]["step"] == ("filter pruning: l1, 50% of filters removed, schedule while_training "
                                 "(pruned after epochs 2, 4, 6), allocation uniform")
     assert chain[2]["step"] == "trained digits_cnn on digits: 8 epochs, batch 64, lr 0.05, seed 0"
+    # the LiteRT measurement of this variant recorded minmax (LiteRT's int8 is made from min/max ranges)
+    litert = lineage(spec.model_dump(mode="json"), calibrator="minmax")
+    assert litert[0]["step"] == "quantized: int8 static, per-channel, minmax calibration on 128 training images"
+    assert [c["id"] for c in litert] == [c["id"] for c in chain] and litert[1:] == chain[1:]
 
 
 def test_lineage_of_sparse_lowrank_fixed_point_and_unreadable_specs() -> None:

@@ -294,7 +294,8 @@ def details_payload(ok: pd.DataFrame, profiles: dict[int, LayerProfile]) -> list
             "label": str(row["label"]),
             "id": str(row["variant_id"]),
             "context": str(row["target"]) + " · " + str(row["backend"]),
-            "lineage": lineage(row["spec"], row["parent_id"] if isinstance(row["parent_id"], str) else None),
+            "lineage": lineage(row["spec"], row["parent_id"] if isinstance(row["parent_id"], str) else None,
+                               (row["settings"] if isinstance(row["settings"], dict) else {}).get("calibrator")),
         }
         if profile is not None:
             item["profile"] = {

@@ -54,20 +54,27 @@ def made_how(spec: VariantSpec) -> str:
             f"seed {t.seed}")
 
 
-def lineage(spec: dict[str, Any] | None, parent_id: str | None = None) -> list[dict[str, str | None]]:
+def lineage(spec: dict[str, Any] | None, parent_id: str | None = None,
+            calibrator: str | None = None) -> list[dict[str, str | None]]:
     """``[{id, label, step}, ...]`` from this variant up to the trained baseline.
 
     Args:
         spec: the stored variant spec (JSON form).
         parent_id: the stored parent id, shown when the spec cannot be read.
+        calibrator: the int8 calibrator the measurement recorded (its settings), where it is not the spec's: a
+            LiteRT int8 file is made from min and max ranges whatever ONNX Runtime's variant was calibrated with.
     """
     try:
         current: VariantSpec | None = VariantSpec.model_validate(spec or {})
     except ValidationError as exc:
         why = f"spec not readable by this edgebench ({exc.error_count()} field error(s))"
         return [{"id": None, "label": None, "step": why + (f"; parent {parent_id}" if parent_id else "")}]
+    measured = current
+    if calibrator is not None and current.quant.precision == "int8" and current.quant.calibrator != calibrator:
+        measured = current.model_copy(update={"quant": current.quant.model_copy(update={"calibrator": calibrator})})
     chain = []
     while current is not None:
         chain.append({"id": current.id, "label": current.label, "step": made_how(current)})
         current = current.parent
+    chain[0]["step"] = made_how(measured)  # the variant's id stays the stored one
     return chain
