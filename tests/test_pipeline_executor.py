@@ -44,19 +44,27 @@ def _stored(db: Path) -> int:
         return 0
 
 
-def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_once(tmp_path: Path) -> None:
+def _driver_past_its_first_measurement(tmp_path: Path) -> tuple[list[str], dict[str, str], Path, Path,
+                                                                      subprocess.Popen]:
+    """``edgebench run`` of a 2-job experiment started as a process, returned once one measurement is stored:
+    (its command, environment, experiment file, store file, process)."""
     target = tmp_path / "ort.yaml"
     target.write_text(yaml.safe_dump({"backends": ["onnxruntime"]}))
     exp_file = _experiment(tmp_path, [str(target)])
     command = [sys.executable, "-c", "from edgebench.cli import app; app()", "run", str(exp_file)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     db = tmp_path / "runs" / "results.db"
-    driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while _stored(db) < 1:
-        assert driver.poll() is None, driver.stderr.read().decode() if driver.stderr else ""
+        assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
         assert time.monotonic() < deadline, "no measurement was stored in time"
         time.sleep(0.1)
+    return command, env, exp_file, db, driver
+
+
+def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_once(tmp_path: Path) -> None:
+    command, env, exp_file, db, driver = _driver_past_its_first_measurement(tmp_path)
     workers = psutil.Process(driver.pid).children(recursive=True)
     driver.send_signal(signal.SIGKILL)
     driver.wait(30)
@@ -80,18 +88,7 @@ def test_driver_killed_with_sigkill_then_the_same_command_finishes_every_job_onc
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_run_says_interrupted_until_resumed(tmp_path: Path) -> None:
     """A cancelled CI job sends SIGTERM: the run was left 'running' (compare: "not finished (running)") and its
     workers were not stopped by the driver."""
-    target = tmp_path / "ort.yaml"
-    target.write_text(yaml.safe_dump({"backends": ["onnxruntime"]}))
-    exp_file = _experiment(tmp_path, [str(target)])
-    command = [sys.executable, "-c", "from edgebench.cli import app; app()", "run", str(exp_file)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    db = tmp_path / "runs" / "results.db"
-    driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while _stored(db) < 1:
-        assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
-        assert time.monotonic() < deadline, "no measurement was stored in time"
-        time.sleep(0.1)
+    command, env, _, db, driver = _driver_past_its_first_measurement(tmp_path)
     workers = psutil.Process(driver.pid).children(recursive=True)
     driver.send_signal(signal.SIGTERM)
     out, err = driver.communicate(timeout=60)

@@ -295,12 +295,19 @@ def test_a_backend_whose_availability_check_raises_is_unavailable_with_that_erro
     from edgebench.cli import app
     from edgebench.plugins import PLUGINS_ENV
 
-    monkeypatch.setenv(PLUGINS_ENV, "")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "targets").mkdir()
-    (tmp_path / "targets" / "team-board.yaml").write_text("backends: [team_crashing_probe]\n")
+    monkeypatch.setenv(PLUGINS_ENV, "")  # --plugins sets it for the process; restored after the test
     (tmp_path / "probe.py").write_text(PROBE_CRASHING_BACKEND)
-    listed = CliRunner().invoke(app, ["targets", "--plugins", "probe.py"], env={"COLUMNS": "250"})
+    listed = CliRunner().invoke(app, ["targets", "--plugins", str(tmp_path / "probe.py"),
+                                      "--targets-dir", str(_board_of(tmp_path, "team_crashing_probe"))],
+                                env={"COLUMNS": "250"})
     assert "Traceback" not in listed.output and not isinstance(listed.exception, RuntimeError)
     row = next(line for line in listed.output.splitlines() if "team-board" in line)
     assert "unavailable" in row and "its available() raised RuntimeError:" in row and "probe crashed" in listed.output
+
+
+def _board_of(tmp_path: Path, backend: str) -> Path:
+    """A targets directory with one target, team-board, measured by ``backend``."""
+    directory = tmp_path / "board-targets"
+    directory.mkdir()
+    (directory / "team-board.yaml").write_text(f"backends: [{backend}]\n")
+    return directory
