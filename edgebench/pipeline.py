@@ -308,6 +308,7 @@ class _OpenRun:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
         if self.lost:  # left open: the same command resumes this run and measures what a lost board could not
             log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.lost)
+            self.store.mark_run(self.run_id, "incomplete")  # not 'running': no process drives it now
         else:
             self.store.finish_run(self.run_id)
         if self.lock is not None:

@@ -124,6 +124,8 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
     assert time.monotonic() - start < 150  # the sweep ended although the board never came back
     assert first.measured >= 1 and first.failed and first.measured + len(first.failed) == 2
     assert all("board:sim" in failure and "run the same command again" in failure for failure in first.failed)
+    with Store.open(exp.store_url()) as store:
+        assert store.runs()["status"].tolist() == ["incomplete"]  # not 'running': nothing drives it until resumed
 
     ray_cluster.add_node("sim-board-again", resource, num_cpus=1)
     second = run_experiment(exp, render=False)
