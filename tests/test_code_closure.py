@@ -75,3 +75,17 @@ def test_a_plugin_file_that_exits_at_import_is_named(tmp_path: Path) -> None:
     with pytest.raises(PluginError, match=r"cli_net.py: importing it called sys.exit\(2\) \(parse_args\(\) at import\? "
                                           r"run it under `if __name__ == \"__main__\":`\)"):
         load_file(net)
+
+
+def test_following_imports_runs_none_of_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_spec imported a dotted name's parent: a lazy GPU import's package raised (the run died before any
+    work) and a heavy library started while hashing."""
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "__init__.py").write_text("raise RuntimeError('CUDA driver too old')\n")
+    (tmp_path / "gpu" / "kernels.py").write_text("X = 1\n")
+    (tmp_path / "net.py").write_text("def build():\n    from gpu import kernels\n    return kernels.X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = user_code_files([tmp_path / "net.py"])
+    assert [Path(f).relative_to(tmp_path).as_posix() for f in files] == ["net.py", "gpu/__init__.py",
+                                                                          "gpu/kernels.py"]
+    assert "gpu" not in sys.modules

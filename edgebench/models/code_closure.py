@@ -3,14 +3,15 @@
 A variant's id carries a digest of its code so that an edited file never reuses a cached model; a factory that
 builds its layers from a helper module (``from teamnet.blocks import Block``) is as much that model as its own
 file. Imports are read from each file's source (``ast``), resolved to files through the modules already loaded
-(or, for an import not run yet, ``importlib.util.find_spec``), and followed while they stay in the user's code:
-files outside Python's standard library and installed packages, or inside the package of a file given.
+(or, for an import not run yet, the path finder, which imports nothing), and followed while they stay in the
+user's code: files outside Python's standard library and installed packages, or inside the package of a file
+given.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib.machinery
 import sys
 import sysconfig
 from collections.abc import Iterator, Sequence
@@ -33,17 +34,39 @@ def _package_root(file: Path) -> Path:
     return root
 
 
+def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Where module ``name`` would be imported from, found on ``sys.path`` (or its parent package's path) without
+    importing anything: hashing must not run a package's ``__init__`` (a GPU claimed, a platform assert)."""
+    parent, _, _ = name.rpartition(".")
+    if not parent:
+        return importlib.machinery.PathFinder.find_spec(name)
+    loaded = sys.modules.get(parent)
+    path = getattr(loaded, "__path__", None) if loaded is not None else None
+    if path is None:
+        spec = _spec(parent)
+        path = spec.submodule_search_locations if spec is not None else None
+    return importlib.machinery.PathFinder.find_spec(name, list(path)) if path else None
+
+
 def _module_file(name: str) -> Path | None:
     """The source file of module ``name``, loaded or findable; None for a builtin, an extension or no module."""
     module = sys.modules.get(name)
     file = getattr(module, "__file__", None) if module is not None else None
     if file is None and module is None:
         try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError, AttributeError):  # a parent that fails to import, or no such module
+            spec = _spec(name)
+        except Exception:  # a name the finder cannot take (relative, malformed): not a file to follow
             return None
         file = spec.origin if spec is not None and spec.has_location else None
     return Path(file).resolve() if file and str(file).endswith(".py") else None
+
+
+def _package_of(file: Path) -> str | None:
+    """The dotted package ``file`` belongs to, read from the ``__init__.py`` files around it (None: in none)."""
+    root = _package_root(file)
+    if not (file.parent / "__init__.py").is_file():
+        return None
+    return ".".join(file.parent.relative_to(root.parent).parts)
 
 
 def _imported_names(file: Path) -> Iterator[str]:
@@ -53,8 +76,7 @@ def _imported_names(file: Path) -> Iterator[str]:
         tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
     except (OSError, SyntaxError, ValueError):
         return
-    package = next((getattr(m, "__package__", None) for m in list(sys.modules.values())
-                    if getattr(m, "__file__", None) and Path(m.__file__).resolve() == file), None)
+    package = _package_of(file)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
