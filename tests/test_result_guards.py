@@ -62,3 +62,8 @@ def test_a_result_the_store_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_pa
     failed = rows.loc[refused[0]]
     assert failed["status"] == "failed" and failed["error"].startswith("its result could not be stored: ValueError")
     assert len(outcome.failed) == 1
+
+
+def test_numpy_values_in_details_stay_numbers() -> None:
+    assert _json_safe({"mem_kb": np.int64(1234), "shape": np.array([1, 3]), "t": np.float32(0.5)}) == {
+        "mem_kb": 1234, "shape": [1, 3], "t": 0.5}

@@ -283,7 +283,7 @@ def test_an_accuracy_subset_of_a_class_sorted_test_file_is_spread_over_its_class
     """``accuracy_samples: 10`` took the first 10 images: of a file sorted by class, one class (a stored accuracy
     of 1.0 for a model right on 0.878 of the split, helper's run). The model here predicts class 0 for every
     image: on the 10 of 40 images drawn in proportion (3 classes x 12, then 4 of class 3) it is right 3 times,
-    not 10. The reference check compares the images of the subset it has logits for."""
+    not 10. The reference check still compares the first 16 images, which the subset need not hold."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
     with torch.no_grad():
         model[1].weight.zero_()

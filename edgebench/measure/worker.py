@@ -55,8 +55,15 @@ def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.nda
 def _json_safe(details: Any) -> dict[str, Any]:
     """A session's details as JSON holds them: what JSON has no type for as its repr, NaN and infinities as null (a
     plug-in backend's object or NaN in them failed the run's store, and every resume, at that job)."""
-    safe = json.loads(json.dumps(details or {}, default=repr), parse_constant=lambda _constant: None)
+    safe = json.loads(json.dumps(details or {}, default=_json_value), parse_constant=lambda _constant: None)
     return safe if isinstance(safe, dict) else {"details": safe}
+
+
+def _json_value(value: Any) -> Any:
+    """A numpy number or array as its Python value; anything else JSON has no type for as its repr."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return repr(value)
 
 
 def _checked_logits(logits: Any, images: int, classes: int, backend: str) -> np.ndarray:
@@ -169,8 +176,9 @@ def execute(job: Job) -> JobResult:
     peak_rss = peak_rss_mb()  # runtime import, model load, first inference, warm-up and the timed loop
     data = np.load(job.eval_data)
     x, y = data["x"].astype(np.float32), data["y"]
-    picked = np.arange(len(y))  # a subset spread over the classes: a test file sorted by class has one in front
-    if job.measure.accuracy_samples:
+    leading = x[: job.measure.reference_samples]  # the images the fp32 reference logits are of
+    subset = bool(job.measure.accuracy_samples) and job.measure.accuracy_samples < len(y)
+    if subset:  # spread over the classes: a test file sorted by class has one class in front
         picked = np.sort(spread_sample(y, job.measure.accuracy_samples))
         x, y = x[picked], y[picked]
     logits = _checked_logits(predict_all(session, x, batch_size), len(y), int(y.max()) + 1, job.backend)
@@ -187,10 +195,10 @@ def execute(job: Job) -> JobResult:
         if ref.shape[1] != logits.shape[1]:
             raise RuntimeError(f"backend {job.backend} returned {logits.shape[1]} class scores per image; the model "
                                f"has {ref.shape[1]} outputs")
-        kept = picked < min(len(ref), job.measure.reference_samples)  # those of them measured here
-        if kept.any():
-            diff = np.abs(logits[kept].astype(np.float64) - ref[picked[kept]]).max()
-            max_diff = float(diff) if finite[kept].all() else math.inf
+        n = min(len(ref), len(leading))
+        mine = logits[:n] if not subset else _checked_logits(  # the subset need not hold them: scored too
+            predict_all(session, leading[:n], batch_size), n, logits.shape[1], job.backend)
+        max_diff = float(np.abs(mine.astype(np.float64) - ref[:n]).max()) if np.isfinite(mine).all() else math.inf
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
     session.close()
 
