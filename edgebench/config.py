@@ -393,10 +393,10 @@ class Experiment(_Strict):
             data["source"] = [source.code_digest, source.weights_digest]
         if (digest := self.dataset.digest()) is not None:  # so does rewritten data
             data["data_digest"] = digest
-        if self.artifacts:  # so do other contents under an artifact's path
-            from edgebench.plugins import content_digest
+        if self.artifacts:  # so do other contents under an artifact's path (an ONNX file's external data too)
+            from edgebench.external import artifact_digest
 
-            data["artifact_digests"] = [content_digest(a.path) for a in self.artifacts if Path(a.path).is_file()]
+            data["artifact_digests"] = [artifact_digest(Path(a.path)) for a in self.artifacts if Path(a.path).is_file()]
         return spec_hash(hash_payload(data, added))
 
     def model_source(self) -> ModelSource | None:

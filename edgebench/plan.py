@@ -18,6 +18,7 @@ from edgebench.prune.criteria import CRITERIA
 from edgebench.prune.schedules import SCHEDULES
 from edgebench.prune.sparse import SPARSE_METHODS
 from edgebench.runtimes.base import Exporter, get_backend, get_exporter
+from edgebench.sampling import CALIBRATION_DRAW
 from edgebench.targets import TargetSpec
 from edgebench.variants import LowRankSpec, PruneSpec, QuantSpec, SparseSpec, VariantSpec, spec_hash
 
@@ -154,8 +155,10 @@ class PlannedJob:
         if self.export_quant.calibrator != variant.quant.calibrator and self.export_quant.precision == variant.quant.precision:
             # the exporter ignores the asked calibrator: one file for every calibrator, that of the one it uses
             variant = variant.model_copy(update={"quant": self.export_quant})
+        calibrated = self.export_quant.precision in ("int8", "fixed") and self.export_quant.qat is None
         return spec_hash([variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision,
-                          *([revision] if revision else [])])  # revision 0 keeps the keys artifacts had before it
+                          *([revision] if revision else []),  # revision 0 keeps the keys artifacts had before it
+                          *([f"calibration-draw-{CALIBRATION_DRAW}"] if calibrated else [])])
 
     @property
     def settings(self) -> dict[str, object]:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: bumped when which calibration images are drawn changes (1: spread over the classes, was the first N): part of
+#: the cache key of every artifact made from them, so none calibrated on the old draw is reused
+CALIBRATION_DRAW = 1
+
 
 def spread_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Indices of ``n`` images drawn at random (``seed``) with each class in proportion to its share of ``y``: a

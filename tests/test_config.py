@@ -240,3 +240,26 @@ def test_a_shipped_experiment_is_found_by_name_from_any_directory(tmp_path: Path
         assert load_experiment(Path(name)).name == load_experiment(DEFAULT_EXPERIMENT.parent / "qat_digits.yaml").name
     with pytest.raises(ConfigError, match="experiment file not found: mine/qat_digits.yaml"):
         load_experiment(Path("mine/qat_digits.yaml"))  # a folder of the user's: not silently the shipped one
+
+
+def test_a_new_calibration_draw_moves_the_keys_of_calibrated_artifacts_only(monkeypatch):
+    """The calibration images changed (spread over the classes): an int8 file calibrated on the old draw is not
+    reused, and nothing else is exported again."""
+    import edgebench.plan
+    from edgebench.config import TargetSelection
+    from edgebench.plan import plan_target_jobs
+
+    exp = load_experiment()
+    specs = plan_fp32_variants(exp)[:2]
+
+    def keys() -> dict[str, set[str]]:
+        jobs, _ = plan_target_jobs(exp, specs, TargetSelection(name="local-cpu"), get_target("local-cpu"))
+        out: dict[str, set[str]] = {}
+        for job in jobs:
+            out.setdefault(job.export_quant.precision, set()).add(job.artifact_key)
+        return out
+
+    before = keys()
+    monkeypatch.setattr(edgebench.plan, "CALIBRATION_DRAW", edgebench.plan.CALIBRATION_DRAW + 1)
+    after = keys()
+    assert after["fp32"] == before["fp32"] and after["int8"].isdisjoint(before["int8"])

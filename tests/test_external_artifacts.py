@@ -191,3 +191,16 @@ def test_artifact_that_does_not_take_the_experiments_images_is_one_line(made_els
                              ["local-cpu"])
     with pytest.raises(ConfigError, match=r"artifacts.0.parent: no fp32 variant 'l9'; the experiment has baseline"):
         run_experiment(load_experiment(bad_parent))
+
+
+def test_rewritten_external_data_starts_a_new_run(made_elsewhere, tmp_path):
+    """The run hash read the .onnx alone: retrained weights in its data file resumed the old run."""
+    import shutil
+
+    copy = tmp_path / "ext"
+    shutil.copytree(made_elsewhere["external_data"], copy)
+    artifacts = [{"path": str(copy / "fp32_ext.onnx"), "label": "ext", "precision": "fp32"}]
+    before = load_experiment(_experiment(made_elsewhere["root"], artifacts, ["local-cpu"])).hash
+    data = copy / "fp32_ext.onnx.data"
+    data.write_bytes(bytes(b ^ 1 for b in data.read_bytes()))  # other weights, same graph file
+    assert load_experiment(_experiment(made_elsewhere["root"], artifacts, ["local-cpu"])).hash != before
