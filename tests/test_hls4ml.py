@@ -273,6 +273,25 @@ def test_a_layer_hls4ml_gives_a_wider_type_is_not_called_overflowing(tmp_path: P
     assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_fixed<16,6>")] == ["0", "3"]
 
 
+def test_a_batchnorm_hls4ml_folds_into_its_conv_is_judged_by_the_convs_type(tmp_path: Path) -> None:
+    """Conv -> BatchNorm -> ReLU: hls4ml has no layer of the BatchNorm's name (folded into the widened conv), which
+    was judged at the narrow default type: a channel at -27..-54 that the ReLU makes 0 was reported as wrapping."""
+    from edgebench.runtimes.hls4ml.export import DEFAULT_FPGA, convert_model
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    x = np.random.default_rng(0).uniform(0.5, 1.0, (8, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        model[0].weight[0], model[0].bias[0] = -2.0, 0.0
+        model[0].weight[1:].abs_().mul_(0.1)
+    model.eval()
+    fixed = QuantSpec(precision="fixed", fixed_point="ap_fixed<16,6>")
+    hls = convert_model(model, x.shape[1:], fixed, DEFAULT_FPGA, tmp_path / "bn")
+    types = {layer.name: str(layer.get_output_variable().type.precision) for layer in hls.get_layers()}
+    assert "_1" not in types  # the BatchNorm: folded away
+    assert overflowing_layers(model, x, "ap_fixed<16,6>", types) == []
+    assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_fixed<16,6>")] == ["0", "1"]
+
+
 def test_a_weight_past_its_fixed_point_type_is_named(tmp_path: Path) -> None:
     """A bias of -50 stored as ap_fixed<16,6> (+-32) wraps to 14: every output of the layer is off, whatever the
     activations' range."""

@@ -149,18 +149,21 @@ def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str
     """The tensors the model computes on (up to 256) calibration images that leave the range of their fixed-point
     type (:func:`fixed_range`), each with its furthest value: every node of the traced forward (the input, layers,
     adds and concatenations), or the Conv2d/Linear/BatchNorm outputs of a model fx cannot trace. ``types``: the
-    output type hls4ml gave each layer, by its name (the fx node's); ``precision`` for the others. hls4ml widens
+    output type hls4ml gave each layer, by its name (the fx node's); a node it has no layer for (folded into the one
+    before) the type of the node before; without ``types``, ``precision`` for every tensor. hls4ml widens
     the results of convolutions, dense layers and adds, so a value past ``precision`` there overflows only where
     a narrower type follows (the activation after it), or nowhere for the last layer. With hls4ml's default
     overflow (AP_WRAP) the C simulation's outputs there are garbage, not a rounding error."""
     if fixed_range(precision) is None:
         return []
     extremes: dict[str, tuple[float, float, str]] = {}
+    previous = [precision]  # the type of the node run before: a node hls4ml folded away (a BatchNorm into its conv)
 
     def record(name: str, node: str, output: object) -> None:
         if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
             lo, hi, _ = extremes.get(name, (math.inf, -math.inf, ""))
-            node_type = (types or {}).get(node, precision)
+            node_type = precision if types is None else types.get(node, previous[0])
+            previous[0] = node_type
             extremes[name] = (min(lo, float(output.min())), max(hi, float(output.max())), node_type)
 
     x = torch.from_numpy(np.ascontiguousarray(calibration[:256], dtype=np.float32))
