@@ -360,3 +360,15 @@ def test_a_run_says_which_windows_ended_before_their_rule_was_met() -> None:
     with console.capture() as quiet:
         _print_unfinished_windows(df.iloc[2:])
     assert quiet.get() == ""
+
+
+def test_sigterm_is_an_interrupt_only_while_a_run_runs() -> None:
+    """The handler stayed after `run` returned: a notebook's later SIGTERM raised KeyboardInterrupt in other code."""
+    import signal
+
+    from edgebench.cli.run import _terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _terminate_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before

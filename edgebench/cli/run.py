@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,10 +33,15 @@ class _RichProgress:
                              description=f"{stage:<9} {detail[:48]}")
 
 
-def _terminate_as_interrupt() -> None:
-    """SIGTERM (a CI job cancelled, ``kill``, a scheduler's stop) stops a run as Ctrl-C does: workers shut down
-    and the run is marked interrupted rather than left 'running'. A worker process forked from this one gets the
-    default again: the executor's own terminate of a hung worker must end it."""
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (a CI job cancelled, ``kill``, a scheduler's stop) stops a run as Ctrl-C does:
+    workers shut down and the run is marked interrupted rather than left 'running'. A worker process forked from
+    this one gets the default again (the executor's own terminate of a hung worker must end it), and so does a
+    process that goes on after the block (a notebook)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     driver = os.getpid()
 
     def handler(signum: int, _frame: Any) -> None:
@@ -44,8 +51,11 @@ def _terminate_as_interrupt() -> None:
             return
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(
@@ -76,9 +86,8 @@ def run(
             raise ConfigError(f"--executor must be local or ray, got '{executor}'")
         exp = exp.model_copy(update={"executor": exp.executor.model_copy(update={"type": executor})})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    _terminate_as_interrupt()
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with _terminate_as_interrupt(), Progress(*columns, console=console, transient=False) as progress:
             results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))
     except ReportInterrupted as stopped:  # the run is complete in the store: running it again would measure anew
         print_line("interrupted", "yellow", f"while rendering the report: run {stopped.run_id} is stored in full; "
