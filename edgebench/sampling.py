@@ -19,8 +19,12 @@ def spread_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     digits-like set 40 points of accuracy)."""
     y = np.asarray(y)
     order = np.random.default_rng(seed).permutation(len(y))
-    ranked = np.empty(len(y))
-    for label in np.unique(y):  # each image's place among its class, as a fraction of the class: interleaves them
-        members = order[y[order] == label]
-        ranked[members] = (np.arange(len(members)) + 0.5) / len(members)
-    return order[np.argsort(ranked[order], kind="stable")][:n]
+    if not len(y):
+        return order
+    _, classes = np.unique(y[order], return_inverse=True)
+    by_class = np.argsort(classes, kind="stable")  # the shuffled images grouped by class, each group in shuffle order
+    sizes = np.bincount(classes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    place = np.empty(len(y))  # each image's place among its class, as a fraction of the class: interleaves them
+    place[by_class] = (np.arange(len(y)) - np.repeat(starts, sizes) + 0.5) / np.repeat(sizes, sizes)
+    return order[np.argsort(place, kind="stable")][:n]
