@@ -36,6 +36,7 @@ from edgebench.store.compare import (
     matched_result,
     metric_change,
     one_sided,
+    refuse_shared_runs,
 )
 from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
 from edgebench.store.significance import Decision, decide_rounds, p50_log_se
@@ -101,7 +102,9 @@ def remeasure_runs(
     instead, with ``compare_runs`` and ``stored_rule`` (its ``repeats``, ``allowance``, ``lookback``), and says so.
     """
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
-    matching = match_runs(store, [store.resolve_run(baseline)], [store.resolve_run(candidate)])
+    base_id, cand_id = store.resolve_run(baseline), store.resolve_run(candidate)
+    refuse_shared_runs([base_id], [cand_id], baseline, candidate)  # before any round is measured
+    matching = match_runs(store, [base_id], [cand_id])
     pairs: list[_Pair] = []
     stored_only: dict[tuple[str, str], str] = {}
     for _, base, cand in matching.pairs:

@@ -538,7 +538,9 @@ CASES = [
          ("speed",)),
     # --- compare ------------------------------------------------------------------------------------------
     Case("compare-unknown-run", "compare", store_cmd("compare", "v1", "nope"), ("nope",)),
-    Case("compare-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1"), ("same run", "v1")),
+    Case("compare-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1"), ("share run", "v1")),
+    Case("compare-remeasure-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1", "--remeasure"),
+         ("share run", "v1")),
     Case("compare-bad-min-effect", "compare", store_cmd("compare", "v1", "v2", "--min-effect", "latency=fast"),
          ("latency=fast",)),
     Case("compare-output-under-a-file", "compare", with_file(store_cmd("compare", "v1", "v2", "-o", "{file}/c.md")),

@@ -474,10 +474,7 @@ def compare_runs(
     effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
     base_ids = store.resolve_runs(baseline) if repeats else [store.resolve_run(baseline)]
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
-    if set(base_ids) & set(cand_ids):  # a gate that compares a run with itself passes whatever the run measured
-        same = ", ".join(sorted(set(base_ids) & set(cand_ids)))
-        raise StoreError(f"baseline {baseline!r} and candidate {candidate!r} are the same run ({same}): compare two "
-                         "different runs (see `edgebench runs`)")
+    refuse_shared_runs(base_ids, cand_ids, baseline, candidate)
     matching = match_runs(store, base_ids, cand_ids)
     history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
     results = [matched_result(base, cand, compare_pair(base, cand, history.get(_history_key(cand.rows[-1]), {}),
@@ -510,6 +507,14 @@ class Matching:
     unmatched: list[str]
     warnings: list[str]
     missing: list[MissingResult] = field(default_factory=list)
+
+
+def refuse_shared_runs(base_ids: list[str], cand_ids: list[str], baseline: str, candidate: str) -> None:
+    """StoreError when the two sides share a run: a gate that compares a run with itself passes whatever the run
+    measured (one run tagged with both names, e.g. an open run the other side's command resumed and tagged)."""
+    if shared := sorted(set(base_ids) & set(cand_ids)):
+        raise StoreError(f"baseline {baseline!r} and candidate {candidate!r} share run {', '.join(shared)}: compare "
+                         "two different runs (see `edgebench runs`)")
 
 
 def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
