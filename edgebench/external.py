@@ -14,8 +14,9 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -82,13 +83,13 @@ def external_data_files(path: Path) -> list[Path]:
     if artifact_format(path) != "onnx":
         return []
     import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    from onnx.external_data_helper import uses_external_data
 
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:
         raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)})") from None
-    locations = {entry.value for tensor in _get_all_tensors(model) if uses_external_data(tensor)
+    locations = {entry.value for tensor in _tensors(model.graph) if uses_external_data(tensor)
                  for entry in tensor.external_data if entry.key == "location"}
     files = [path.parent / location for location in sorted(locations)]
     for file in files:
@@ -96,6 +97,17 @@ def external_data_files(path: Path) -> list[Path]:
             raise ConfigError(f"{path}: its weights are in an external data file {file}, which is missing: keep it "
                               "beside the .onnx, or save the model with its weights inside")
     return files
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor an ONNX graph holds: its initializers and its nodes' tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from ([attribute.t] if attribute.HasField("t") else [])
+            yield from attribute.tensors
+            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                yield from _tensors(subgraph)
 
 
 def artifact_digest(path: Path) -> str:
