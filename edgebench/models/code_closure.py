@@ -20,7 +20,8 @@ from pathlib import Path
 _EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
 
 
-def _library_dirs() -> tuple[Path, ...]:
+def library_dirs() -> tuple[Path, ...]:
+    """Where code that is not the user's lives: edgebench, Python's standard library and installed packages."""
     paths = sysconfig.get_paths()
     dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
     return (_EDGEBENCH_DIR, *(Path(d).resolve() for d in dirs))
@@ -96,7 +97,7 @@ def user_code_files(files: Sequence[str | Path]) -> list[str]:
     """``files`` (in order) and after them, sorted, the user's source files they import, directly or not."""
     roots = [Path(f).resolve() for f in files]
     packages = {_package_root(f) for f in roots}
-    library = _library_dirs()
+    library = library_dirs()
 
     def is_users(file: Path) -> bool:
         return any(file.is_relative_to(p) for p in packages) or not any(file.is_relative_to(d) for d in library)

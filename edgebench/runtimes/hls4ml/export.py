@@ -20,7 +20,6 @@ import logging
 import math
 import re
 import shutil
-import sysconfig
 import tempfile
 import time
 import traceback
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from edgebench.errors import UnsupportedModelError, require_module
+from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.fixed_point import apply_precisions, hls_precisions
 from edgebench.quantization.modules import LayerQuant
 from edgebench.quantization.qat import deployable, is_quantization_trained
@@ -275,9 +275,7 @@ def _raised_where(exc: BaseException) -> str:
     parsers = [f.name for f in frames if f.name.startswith("parse_") and f.name != "parse_pytorch_model"]
     if parsers:
         return f" (in hls4ml's {parsers[-1]}{_PARSER_HINTS.get(parsers[-1], '')})"
-    paths = sysconfig.get_paths()  # Python's own and installed packages' code is not the model's
-    library = (str(Path(torch.__file__).parents[1]), str(Path(__file__).parents[2]), paths["stdlib"],
-               paths["purelib"], paths["platlib"])
+    library = tuple(map(str, library_dirs()))  # edgebench's, Python's and installed packages' code is not the model's
     own = [f for f in frames if not f.filename.startswith(library)]
     return f" (in the model's code, {own[-1].filename}:{own[-1].lineno}, as hls4ml's tracer ran it)" if own else ""
 
