@@ -6,6 +6,7 @@ so the ONNX Runtime backend measures an ONNX model the test exports.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -164,14 +165,17 @@ def test_two_target_files_for_one_board_share_its_lane(tmp_path: Path) -> None:
 def test_a_probe_of_a_hung_board_leaves_nothing_running_there(sshd: Sshd, tmp_path: Path) -> None:
     """A python whose import hangs: the probe said so after its timeout, and left the process busy on the board
     (one more per `targets` or run), beside the jobs timed there later."""
+    marker = f"4242.{os.getpid()}{time.monotonic_ns() % 100000}"  # this test's sleep, not another process's
     hanging = tmp_path / "hanging-python"
-    hanging.write_text("#!/bin/sh\nexec sleep 4242\n")
+    hanging.write_text(f"#!/bin/sh\nexec sleep {marker}\n")
     hanging.chmod(0o755)
     reason = probe(sshd.spec(python=str(hanging), connect_timeout_s=0.5).ssh)
     assert reason is not None and "importing it did not finish in 1.5 s and was killed" in reason
+
+    def left() -> bool:
+        return any(marker in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"]))
+
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any("4242" in " ".join(p.info["cmdline"] or ())
-                                              for p in psutil.process_iter(["cmdline"])):
+    while time.monotonic() < deadline and left():
         time.sleep(0.1)
-    assert not any("sleep" in " ".join(p.info["cmdline"] or ()) and "4242" in " ".join(p.info["cmdline"] or ())
-                   for p in psutil.process_iter(["cmdline"]))
+    assert not left()

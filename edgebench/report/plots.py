@@ -111,7 +111,7 @@ def tradeoff_axes(ax: Axes, df: pd.DataFrame, x: Metric, y: Metric, title: str, 
     xs, ys = data[x.column].astype(float) * x.scale, data[y.column].astype(float) * y.scale
     names = data.apply(series_name, axis=1)
     on_energy = ENERGY in (x.column, y.column)
-    hollow = data["energy_source"].map(is_estimated) & on_energy
+    hollow = data["energy_source"].map(is_estimated) if on_energy else pd.Series(False, index=data.index)
     for name in sorted(set(names)):
         precision = name.rsplit("/", 1)[1]
         parts = [sel for sel in ((names == name) & ~hollow, (names == name) & hollow) if sel.any()]
