@@ -438,7 +438,10 @@ def _shipped_or(path: Path) -> Path:
     if path.exists() or path.parent not in (Path("."), Path("edgebench/experiments")):  # another folder: a typo
         return path
     shipped = DEFAULT_EXPERIMENT.parent / path.with_suffix(".yaml").name
-    return shipped if shipped.is_file() and path.suffix in ("", ".yaml") else path
+    if not shipped.is_file() or path.suffix not in ("", ".yaml"):
+        return path
+    log.warning("%s is not a file here: running edgebench's shipped experiment %s", path, shipped.stem)
+    return shipped
 
 
 def check_loaded(experiment: Experiment, source: str = "experiment") -> Experiment:
@@ -622,9 +625,10 @@ def _check_kwargs(kwargs_by_name: dict[str, dict[str, Any]], names: list[str], g
 #: the widest AP type Vivado/Vitis HLS builds by default (AP_INT_MAX_W)
 AP_MAX_WIDTH = 1024
 FIXED_POINT = re.compile(r"^(ap_)?u?(fixed<\s*\d+\s*,\s*-?\d+\s*(,\s*\w+\s*){0,3}>|int<\s*\d+\s*>)$")
-#: the quantization (rounding) and overflow modes of AP fixed-point types (Vitis HLS's ap_fixed.h), ``AP_`` optional
+#: the quantization (rounding) and overflow modes of AP fixed-point types that hls4ml converts (its RoundingMode and
+#: SaturationMode: Vitis HLS's AP_WRAP_SM is not among them), ``AP_`` optional
 ROUNDING_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV", "AP_TRN", "AP_TRN_ZERO")
-OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP", "AP_WRAP_SM")
+OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP")
 
 
 def fixed_point_modes_problem(text: str) -> str | None:
