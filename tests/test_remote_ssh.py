@@ -179,3 +179,19 @@ def test_a_probe_of_a_hung_board_leaves_nothing_running_there(sshd: Sshd, tmp_pa
     while time.monotonic() < deadline and left():
         time.sleep(0.1)
     assert not left()
+
+
+def test_a_file_the_board_refuses_fails_the_job_and_is_not_retried_as_a_lost_connection(
+        sshd: Sshd, onnx_job_files: tuple[Job, list[Path]]) -> None:
+    """A board whose disk is full answered 'size mismatch in put': taken for a dropped connection, the job was
+    never stored and every run met it again. Here the board's copy of the model cannot be written (a directory
+    stands in its place)."""
+    job, files = onnx_job_files
+    target = sshd.spec()
+    blocked = Path(target.ssh.workdir) / "refused" / files[0].name
+    blocked.mkdir(parents=True)
+    result = run_job_remote(job.model_copy(update={"job_id": "refused"}), target, files)
+    assert result.status == "failed" and not result.unreachable
+    assert result.error.startswith(f"copy to 127.0.0.1:{target.ssh.workdir}/refused failed:")
+    assert "disk full, or its ssh.workdir not writable" in result.error
+    assert not blocked.parent.exists()  # the job's directory removed from the board

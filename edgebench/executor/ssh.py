@@ -205,7 +205,14 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
             with sftp.open(posixpath.join(remote_dir, JOB_FILE), "w") as fh:
                 fh.write(remote_job(job, files, remote_dir).model_dump_json())
         except (OSError, EOFError) as exc:
-            raise _Dropped(f"copy to {ssh.host} failed: {exc}") from exc
+            if not _connected(client, exc):
+                raise _Dropped(f"copy to {ssh.host} failed: {exc}") from exc
+            # the board answered and refused the file (its disk full, its workdir not writable): a failure of this
+            # job, which retrying or a resumed run would meet again
+            _exec(client, f"rm -rf {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
+            return JobResult(job_id=job.job_id, status="failed",
+                             error=f"copy to {ssh.host}:{remote_dir} failed: {exc or type(exc).__name__} (is the "
+                                   "board's disk full, or its ssh.workdir not writable?)")
 
         env = {**thread_env(job.threads), **ssh.env}
         worker = " ".join(["env", *[shlex.quote(f"{k}={v}") for k, v in env.items()], shlex.quote(ssh.python), "-m",
@@ -237,6 +244,14 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
 
 
 _SIGNALS = {int(s) for s in signal.Signals}
+
+
+def _connected(client: Any, exc: BaseException) -> bool:
+    """Whether an SFTP error came from a board still connected (it refused the write) rather than from the
+    connection (closed, timed out)."""
+    transport = client.get_transport()
+    return (transport is not None and transport.is_active() and not isinstance(exc, EOFError | TimeoutError)
+            and not isinstance(exc, _import_paramiko().SSHException))
 
 
 def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> bool:
