@@ -80,6 +80,8 @@ class RunOutcome:
     measured: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    #: of ``failed``, the jobs lost with their node, board or SSH host: not stored, measured by a resumed run
+    lost: int = 0
     unsupported: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: the interference check of side-by-side lanes, when measurements asked for them
@@ -383,6 +385,7 @@ class _OpenRun:
         measured = job_result(result)
         if result.lost or measured.unreachable:  # its node, board or SSH host went away: the next run measures it
             self.lost += 1
+            self.outcome.lost += 1
             self.outcome.failed.append(f"{where}: {result.error or measured.error} (not stored; run the same command "
                                        "again to measure it)")
             return

@@ -157,7 +157,7 @@ def test_run_whose_every_job_failed_exits_4_and_keeps_the_errors(tmp_path: Path)
     assert "Traceback" not in result.output
     assert "measured 0 jobs, reused 0 stored, failed 2" in result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("error: every job of run ") and "nothing was measured" in last
+    assert last.startswith("error: every job of run ") and "; 2 kept in the store): nothing was measured" in last
     with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:
         df = store.measurements(store.runs()["id"].iloc[0])
     assert len(df) == 2 and set(df["status"]) == {"failed"} and df["error"].str.contains("timed out").all()

@@ -101,8 +101,12 @@ def run(
     outcome = results.outcome
     assert outcome is not None  # api.run always returns what this process's run did
     if outcome.failed and not outcome.measured and not outcome.skipped:
+        kept = len(outcome.failed) - outcome.lost
+        stored = ("none stored: every one was lost with its board or host, and the same command measures them"
+                  if not kept else f"{kept} kept in the store" + (f", {outcome.lost} lost and not stored" if outcome.lost
+                                                                 else ""))
         print_line("error:", "bold red", f"every job of run {outcome.run_id} failed ({len(outcome.failed)} listed "
-                   "above, their errors kept in the store): nothing was measured")
+                   f"above; {stored}): nothing was measured")
         raise typer.Exit(ExitCode.ALL_FAILED)  # the store holds no measurement of it: a CI gate must not pass
 
 
