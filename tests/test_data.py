@@ -319,6 +319,10 @@ def test_imagefolder_images_are_sized_by_the_declared_preprocess_not_squared_fir
     with pytest.raises(DatasetError, match=r"imagefolder: \S+0.png is 64x96 but \S+1.png is 128x128; give image_size"):
         load_dataset("imagefolder", path=tmp_path / "mixed", image_size=None)
     assert load_dataset("imagefolder", path=tmp_path / "same", image_size=None).input_shape == (3, 64, 96)
+    # resize alone keeps each aspect ratio: what makes them one size is a crop (image_size is not used then)
+    with pytest.raises(DatasetError, match=r"is 32x32 after dataset.preprocess; declare a center_crop in "
+                                           r"dataset.preprocess .*image_size is not used"):
+        load_dataset("imagefolder", Preprocess(resize=32), path=tmp_path / "mixed", image_size=32)
 
 
 def test_imagefolder_reads_16_bit_pngs_at_their_depth(tmp_path: Path) -> None:

@@ -192,9 +192,12 @@ def _read_folder(root: Path, classes: list[str], mode: str, size: tuple[int, int
         raise DatasetError(f"imagefolder: no {'/'.join(sorted(_IMAGE_SUFFIXES))} images under {root}")
     if len(first) > 1:  # np.stack would fail naming no file
         (shape_a, file_a), (shape_b, file_b) = list(first.items())[:2]
+        advice = ("declare a center_crop in dataset.preprocess (or resize: [H, W]) to make every image one size "
+                  "(image_size is not used where preprocess resizes or crops)" if prep is not None else
+                  "give image_size, or declare dataset.preprocess center_crop (or resize: [H, W]) to make every "
+                  "image one size")
         raise DatasetError(f"imagefolder: {file_a} is {_hxw(shape_a)} but {file_b} is {_hxw(shape_b)}"
-                           f"{' after dataset.preprocess' if prep is not None else ''}; give image_size, or declare "
-                           "dataset.preprocess center_crop (or resize: [H, W]) to make every image one size")
+                           f"{' after dataset.preprocess' if prep is not None else ''}; {advice}")
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
