@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import yaml
 from ray_cluster import RayCluster
@@ -138,10 +139,16 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
 
 def test_a_ray_run_in_the_default_relative_run_directory(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
     """Without run.workdir (runs/<name>, relative), tasks on the cluster's nodes looked for the run's files in the
-    raylet's directory: every job failed, and trained models were written there."""
+    raylet's directory: every job failed, and trained models were written there. A relative dataset path too."""
+    from sklearn.datasets import load_digits
+
     project = tmp_path / "project"
     project.mkdir()
-    exp_file = _experiment(project, ["local-cpu"], executor={"type": "ray", "address": ray_cluster.address})
+    x, y = load_digits(return_X_y=True)
+    x = (x.reshape(-1, 8, 8) / 16).astype("float32")
+    np.savez(project / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+    exp_file = _experiment(project, ["local-cpu"], executor={"type": "ray", "address": ray_cluster.address},
+                           dataset={"name": "npz", "kwargs": {"path": "digits.npz"}})
     data = yaml.safe_load(exp_file.read_text())
     del data["run"]  # the default: runs/executor under the working directory
     exp_file.write_text(yaml.safe_dump(data))

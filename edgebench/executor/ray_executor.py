@@ -14,6 +14,7 @@ failure; with ``on_lost="retry"`` a task lost with its node is queued again up t
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -61,12 +62,16 @@ def cluster_problem(address: str, timeout_s: float = 5.0) -> str | None:
                 "one with `ray start --head` there, or fix executor.address")
 
 
-def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool = True) -> Outcome:
+def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool = True,
+                 driver_dir: str | None = None) -> Outcome:
     """The Ray task body: run the task in this Ray worker (in a child forked from it with ``fork``: a measurement's
     peak RSS is then its own, whatever the Ray worker ran before; an untimed task's peak is not reset, nobody reads
-    it) and say which node it was."""
+    it) and say which node it was. It runs in ``driver_dir``, the driver's working directory, where this node has
+    it (a shared filesystem): the experiment's relative paths (a dataset's) are read from there, as on the driver."""
     import ray
 
+    if driver_dir is not None and os.path.isdir(driver_dir):
+        os.chdir(driver_dir)
     outcome = pickle.loads(run_forked(fn, args)) if fork else run_task(fn, args, reset_peak=timed)
     context = ray.get_runtime_context()
     outcome.host, outcome.node = ray.util.get_node_ip_address(), context.get_node_id()[:8]
@@ -191,7 +196,8 @@ class RayExecutor(Executor):
             options.update(num_cpus=node.cpus if task.timed else 1,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
         task.attempts += 1
-        ref = self._remote.options(**options).remote(task.fn, task.args, task.worker.fork_per_task, task.timed)
+        ref = self._remote.options(**options).remote(task.fn, task.args, task.worker.fork_per_task, task.timed,
+                                                     os.getcwd())
         now = time.monotonic()
         self._in_flight[ref] = _InFlight(task, lane, now, now + task.timeout_s + self.start_slack_s)
 
