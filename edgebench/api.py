@@ -201,7 +201,7 @@ def run(
     finish; ``render=False`` skips the HTML report.
     """
     from edgebench.pipeline import run_experiment
-    from edgebench.store.store import store_url, validate_tag
+    from edgebench.store.store import absolute_store_url, validate_tag
 
     _refuse_unguarded_script()
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
@@ -210,7 +210,7 @@ def run(
         validate_tag(tag)
     outcome = run_experiment(exp, tags=tuple(tags), progress=progress, render=render)
     # absolute: a notebook's %cd afterwards must not read (and create) another directory's runs/<name>/results.db
-    return Results(store_url(outcome.store_url), outcome.run_id, outcome)
+    return Results(absolute_store_url(outcome.store_url), outcome.run_id, outcome)
 
 
 def load(store: str | Path, run: str = "latest") -> Results:

@@ -351,3 +351,14 @@ def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> Non
     with Store.open(path) as store:
         pd.testing.assert_frame_equal(store.measurements(run_id), before)
         assert run_id in store.runs()["id"].tolist()
+
+
+def test_a_relative_sqlite_store_is_named_absolute_for_readers_that_may_chdir(tmp_path: Path, monkeypatch) -> None:
+    """store.url: sqlite:///runs/rel.db stayed relative in Results: after a chdir it read (and created) another."""
+    from edgebench.store.store import absolute_store_url
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_store_url("sqlite:///runs/rel.db") == f"sqlite:///{tmp_path / 'runs' / 'rel.db'}"
+    assert absolute_store_url("runs/rel.db") == f"sqlite:///{tmp_path / 'runs' / 'rel.db'}"
+    assert absolute_store_url("sqlite:////data/x.db") == "sqlite:////data/x.db"
+    assert absolute_store_url("postgresql://lab/results") == "postgresql://lab/results"

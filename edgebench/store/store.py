@@ -55,6 +55,14 @@ def store_url(url_or_path: str | Path) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
+def absolute_store_url(url_or_path: str | Path) -> str:
+    """:func:`store_url`, a relative SQLite file (a path, or ``sqlite:///runs/x.db``) made absolute from the working
+    directory: the same store after a chdir."""
+    url = store_url(url_or_path)
+    file = sqlite_file(url)
+    return store_url(file) if file is not None and not file.is_absolute() else url
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file a SQLite URL names; None for an in-memory or a server database. A SQLite URI filename
     (``sqlite:///file:/path/x.db?mode=ro&uri=true``) names ``/path/x.db``, not a directory called ``file:``."""
