@@ -308,9 +308,10 @@ def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
     from edgebench.cli.run import _print_overflow
 
     wrapped = {"hls4ml": {"precision": "ap_fixed<8,3>", "overflow": ["conv1 reaches 9.2", "add reaches 5"]}}
-    df = pd.DataFrame({"status": ["ok", "ok", "ok"], "label": ["a/fp16", "b/fixed", "c/fp32"],
-                       "target": ["local-cpu", "local-hls4ml-csim", "local-cpu"], "backend": ["torch", "hls4ml", "torch"],
-                       "n_eval": [297.0, 297.0, 297.0], "details": [{"non_finite_outputs": 297}, wrapped, {}]})
+    df = pd.DataFrame({"status": ["ok", "ok", "ok", "ok"], "label": ["a/fp16", "b/fixed", "c/fp32", "d/fp32"],
+                       "target": ["local-cpu", "local-hls4ml-csim", "local-cpu", "local-cpu"],
+                       "backend": ["torch", "hls4ml", "torch", "torch"], "n_eval": [297.0] * 4,
+                       "details": [{"non_finite_outputs": 297}, wrapped, {}, {"non_finite_outputs": 3}]})
     with console.capture() as captured:
         _print_overflow(df)
     text = " ".join(captured.get().split())
@@ -318,6 +319,8 @@ def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
     assert "overflow: b/fixed on local-hls4ml-csim/hls4ml: 2 tensors leave their fixed-point type (ap_fixed<8,3> " \
            "where hls4ml did not widen it) on the calibration images (e.g. conv1 reaches 9.2)" in text
     assert "c/fp32" not in text
+    assert "d/fp32 on local-cpu/torch: 3 of 297 images gave NaN or inf outputs, counted as wrong (the model or " \
+           "runtime computes NaN or inf" in text  # not fp16's advice for an fp32 model
 
 
 def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:

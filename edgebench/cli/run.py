@@ -218,8 +218,10 @@ def _print_overflow(df: Any) -> None:
         details = row["details"] if isinstance(row["details"], dict) else {}
         where = f"{row['label']} on {row['target']}/{row['backend']}"
         if details.get("non_finite_outputs"):
+            why = ("fp16 holds at most 65504: scale the inputs down" if str(row["label"]).endswith("/fp16") else
+                   "the model or runtime computes NaN or inf: check its weights and inputs")
             print_line("overflow:", "yellow", f"{where}: {details['non_finite_outputs']} of {row['n_eval']:.0f} images gave "
-                       "NaN or inf outputs, counted as wrong (fp16 holds at most 65504: scale the inputs down)")
+                       f"NaN or inf outputs, counted as wrong ({why})")
         tensors = (details.get("hls4ml") or {}).get("overflow") or []
         if tensors:
             print_line("overflow:", "yellow", f"{where}: {len(tensors)} tensors leave their fixed-point type "
