@@ -141,6 +141,18 @@ def test_levels_by_hand() -> None:
     assert "**Not judged**" in gate_markdown(gate, t)
 
 
+def test_an_estimated_energy_regression_warns_and_never_fails_on_its_own() -> None:
+    """TDP x utilisation x time: the time is gated as latency; the estimate failed the gate as if a meter read it."""
+    from dataclasses import replace
+
+    t = parse_thresholds([], ["energy=10"])
+    measured = _change("energy", 50.0)
+    estimated = replace(measured, note="estimated:tdp-x-cpu-util")
+    assert _gate([measured], t) == [("energy", "fail")] and _gate([estimated], t) == [("energy", "warn")]
+    cmp = Comparison("b", "c", [MatchedResult("v", "t", "ctx", [estimated])], [], [], {}, 0.01)
+    assert "| energy (estimated) |" in gate_markdown(evaluate(cmp, t), t)
+
+
 def test_thresholds_set_compares_minimum_effects() -> None:
     t = parse_thresholds(["latency=2"], ["latency=5", "size=0"])
     assert min_effects(t)["latency"] == 2 and min_effects(t)["size"] == 0
