@@ -93,6 +93,12 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     result = _run("bench", str(path), "--data", str(data), "--min-time-s", "0.05")
     assert result.exit_code == 0 and "accuracy on d.npz: 1.0000 (10 images)" in result.output
     assert "3,072 MACs per image" in result.output  # the image shape read off the data
+    with torch.no_grad():
+        model[3].bias.fill_(float("nan"))  # every image's scores NaN: accuracy 0.0000 said nothing of why
+    export_fp32_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "nan.onnx")
+    nan = _run("bench", str(tmp_path / "nan.onnx"), "--data", str(data), "--min-time-s", "0.05")
+    assert "accuracy on d.npz: 0.0000 (10 images)" in nan.output
+    assert "overflow: 10 of 10 images gave NaN or inf outputs, counted as wrong" in nan.output
 
 
 def test_bench_says_when_its_window_was_disturbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -388,6 +388,9 @@ def bench(
         print_line("disturbed:", "yellow", f"{why}: measure again on a quieter machine")
     if labelled:
         console.print(f"accuracy on {data.name}: {result.accuracy:.4f} ({result.n_eval} images)")
+        if non_finite := result.details.get("non_finite_outputs"):
+            print_line("overflow:", "yellow", f"{non_finite} of {result.n_eval} images gave NaN or inf outputs, "
+                       "counted as wrong")
     if cost is not None:
         console.print(cost)
     if result.layer_profile is not None:
