@@ -294,11 +294,11 @@ class ReportConfig(_Strict):
     @field_validator("objectives")
     @classmethod
     def _two_metrics_each(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        from edgebench.store.metrics import get_metric
+        from edgebench.store.metrics import one_metric_twice
 
         for a, b in pairs:
-            if get_metric(a).name == get_metric(b).name:
-                raise ValueError(f"({a}, {b}) names one metric twice: a front needs two, e.g. (accuracy, latency)")
+            if problem := one_metric_twice(a, b):
+                raise ValueError(problem)
         return pairs
 
 
@@ -635,8 +635,7 @@ def fixed_point_modes_problem(text: str) -> str | None:
     """What is wrong with the rounding, overflow and saturation-bit fields of an AP fixed-point type (None: nothing):
     a misspelt mode passed to hls4ml fails its conversion after training, with an error about an enum."""
     fields = [f.strip() for f in text[text.index("<") + 1:-1].split(",")][2:] if "fixed<" in text else []
-    allowed = (ROUNDING_MODES, OVERFLOW_MODES)
-    for field, (what, modes) in zip(fields, (("rounding", allowed[0]), ("overflow", allowed[1]))):
+    for field, what, modes in zip(fields, ("rounding", "overflow"), (ROUNDING_MODES, OVERFLOW_MODES)):
         if f"AP_{field.upper().removeprefix('AP_')}" not in modes:
             return f"{what} mode '{field}' is not one of {', '.join(modes)}"
     if len(fields) == 3 and not fields[2].isdigit():

@@ -10,6 +10,7 @@ experiment's input shape is refused at load (ONNX) or fails its measurement with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -110,15 +111,14 @@ def _tensors(graph: Any) -> Iterator[Any]:
                 yield from _tensors(subgraph)
 
 
-def artifact_digest(path: Path) -> str:
-    """The content hash of an artifact: its file and, for an ONNX model, the external data files it reads."""
+def artifact_digest(path: Path, data: list[Path] | None = None) -> str:
+    """The content hash of an artifact: its file and, for an ONNX model, the external data files it reads (``data``
+    when the caller has listed them already)."""
     from edgebench.plugins import content_digest
 
-    data = external_data_files(path)
+    data = external_data_files(path) if data is None else data
     if not data:
         return content_digest(path)
-    import hashlib
-
     return hashlib.sha256("".join(content_digest(f) for f in [path, *data]).encode()).hexdigest()
 
 
@@ -192,7 +192,8 @@ def import_artifact(spec: VariantSpec, destination: Path) -> Path:
     source = Path(external.path)
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f"tmp-{os.getpid()}-{destination.name}")
-    if external_data_files(source):
+    data = external_data_files(source)
+    if data:
         import onnx
 
         model = onnx.load(source)  # reads the weights from beside the source file
@@ -202,7 +203,7 @@ def import_artifact(spec: VariantSpec, destination: Path) -> Path:
         onnx.save_model(model, tmp)
     else:
         shutil.copyfile(source, tmp)
-    if artifact_digest(source) != external.digest:
+    if artifact_digest(source, data) != external.digest:
         tmp.unlink()
         raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
     os.replace(tmp, destination)

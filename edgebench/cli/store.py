@@ -67,15 +67,15 @@ def report(
     """Re-render the HTML report of a stored run without measuring anything."""
     from edgebench import api
     from edgebench.report.html import resolve_objectives
-    from edgebench.store.metrics import get_metric
+    from edgebench.store.metrics import one_metric_twice
 
     pairs = []
     for item in objective or []:
         x, sep, y = item.partition(":")
         if not sep:
             raise StoreError(f"--objective {item!r}: use X:Y, e.g. latency:accuracy")
-        if get_metric(x).name == get_metric(y).name:
-            raise StoreError(f"--objective {item!r} names one metric twice: a front needs two, e.g. latency:accuracy")
+        if problem := one_metric_twice(x, y):
+            raise StoreError(f"--objective {item!r}: {problem}")
         pairs.append((x, y))
     if pairs:
         resolve_objectives(pairs)  # an unknown metric fails before anything is read or written

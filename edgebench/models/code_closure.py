@@ -17,14 +17,15 @@ import sysconfig
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-_EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
+#: edgebench's own package: its code is never the user's
+EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
 
 
 def library_dirs() -> tuple[Path, ...]:
     """Where code that is not the user's lives: edgebench, Python's standard library and installed packages."""
     paths = sysconfig.get_paths()
     dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    return (_EDGEBENCH_DIR, *(Path(d).resolve() for d in dirs))
+    return (EDGEBENCH_DIR, *(Path(d).resolve() for d in dirs))
 
 
 def _package_root(file: Path) -> Path:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgebench import plugins
 from edgebench.errors import ConfigError, first_line
 from edgebench.models import MODELS
-from edgebench.models.code_closure import user_code_files
+from edgebench.models.code_closure import EDGEBENCH_DIR, user_code_files
 from edgebench.plugins import PluginError, content_digest
 from edgebench.variants import ModelSource, VariantSpec
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from edgebench.config import ModelConfig
     from edgebench.data import DatasetSplits
 
-_EDGEBENCH_DIR = Path(__file__).resolve().parent.parent
 #: factory parameters edgebench fills from the dataset when the factory takes them and ``model.kwargs`` does not
 #: set them (so a factory may require them)
 ARGS_FROM_DATA = ("num_classes", "in_channels", "input_size")
@@ -40,7 +39,7 @@ def _code_file(factory: Callable[..., Any]) -> str | None:
         file = inspect.getsourcefile(factory)
     except TypeError:  # a builtin or a C extension: nothing to hash
         return None
-    return None if file is None or Path(file).resolve().is_relative_to(_EDGEBENCH_DIR) else file
+    return None if file is None or Path(file).resolve().is_relative_to(EDGEBENCH_DIR) else file
 
 
 def resolve_factory(model: ModelConfig) -> Callable[..., Any]:

@@ -87,6 +87,13 @@ def get_metric(name: str) -> Metric:
     return found
 
 
+def one_metric_twice(a: str, b: str) -> str | None:
+    """Why the objective pair (a, b) makes no front: both name one metric (``latency`` and ``p50_ms``); None else."""
+    if get_metric(a).name == get_metric(b).name:
+        return f"{a} and {b} name one metric twice: a front needs two, e.g. latency and accuracy"
+    return None
+
+
 def context_label(target: str, backend: str, threads: object) -> str:
     """How a measurement's target context is named in comparisons and histories."""
     return f"{target} · {backend} · {threads} threads"
