@@ -364,3 +364,28 @@ def test_a_task_that_exits_fails_saying_so_and_the_next_task_runs() -> None:
     assert results["exits"].error == "the task called sys.exit(3)"
     assert "ended without a result (os._exit in its code?)" in (results["quits"].error or "")
     assert results["after"].ok
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie waiting for a reaper that never comes, as in a container without init, is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_timed_out_job_takes_the_processes_its_runtime_started_with_it(files, tmp_path) -> None:
+    """A backend that started a helper process and then hung left the helper running after the timeout."""
+    pid_file = tmp_path / "helper.pid"
+
+    class _HangWithHelper:
+        def __reduce__(self):
+            return (exec, (f"import subprocess, time; p = subprocess.Popen(['sleep', '300']); "
+                           f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)",))
+
+    (tmp_path / "helper.pt").write_bytes(pickle.dumps(_HangWithHelper()))
+    with LocalExecutor(workers=1, log_dir=tmp_path / "logs") as executor:
+        [result] = executor.run([_measure({**files, "helper": tmp_path / "helper.pt"}, "hang", "helper", 4)])
+        assert "timed out after 4 s" in (result.error or "")
+        helper = int(pid_file.read_text())
+        assert not _alive(helper), "the runtime's helper process outlived the timed-out job"

@@ -35,6 +35,7 @@ from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, T
 from edgebench.executor.forked import NO_RESULT_EXIT, STACK_DUMP_SIGNAL
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome
+from edgebench.executor.process_tree import kill_tree
 from edgebench.executor.warm_worker import ready, worker_main
 from edgebench.job import Placement
 from edgebench.measure.worker import stderr_tail
@@ -67,7 +68,7 @@ def _stop(worker: _Worker, grace_s: float = 2.0) -> None:
     _ask_to_stop(worker)
     worker.process.join(grace_s)
     if worker.process.is_alive():
-        worker.process.kill()
+        kill_tree(worker.process.pid)
         worker.process.join(grace_s)
     worker.conn.close()
 
@@ -75,7 +76,7 @@ def _stop(worker: _Worker, grace_s: float = 2.0) -> None:
 def _stop_all(workers: list[_Worker]) -> None:
     for worker in workers:
         if worker.process.is_alive():
-            worker.process.kill()
+            kill_tree(worker.process.pid)
         worker.process.join(2)
 
 
@@ -214,7 +215,8 @@ class LocalExecutor(Executor):
 
     def _retire(self, worker: _Worker, kill: bool = False) -> None:
         if kill:
-            worker.process.kill()
+            if worker.process.is_alive():
+                kill_tree(worker.process.pid)
             worker.process.join(5)
             worker.conn.close()
         else:
@@ -353,7 +355,7 @@ class LocalExecutor(Executor):
             time.sleep(0.3)
         except ProcessLookupError:
             pass
-        worker.process.kill()
+        kill_tree(worker.process.pid)
         worker.process.join(5)
         result = self._failed(worker, task, f"timed out after {task.timeout_s:g} s (worker killed)")
         self._retire(worker, kill=True)
