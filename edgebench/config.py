@@ -541,10 +541,11 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
         if problem := unknown_target(target.name):  # before any work, naming the experiment file
             raise ConfigError(f"{source}: targets.{i}: {problem}")
         try:
-            experiment.measurement_for(target)
+            settings = experiment.measurement_for(target)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement",
                                                       model=MeasureSettings)) from None
+        yaml_file.refuse_bools_as_numbers(target.measurement, settings, f"{source}: targets.{i}.measurement")
     for value in experiment.pruning.criteria:
         if value in RETIRED_CRITERIA:
             raise ConfigError(f"{source}: pruning.criteria: '{value}' {RETIRED_CRITERIA[value]}")

@@ -93,9 +93,28 @@ def _refuse_surrogates(value: Any, path: Path, where: str) -> None:
 def validate(model: type[M], data: dict[str, Any], source: str) -> M:
     """``model`` validated from ``data``; ConfigError with one line per problem, each naming ``source``."""
     try:
-        return model.model_validate(data)
+        made = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=source, model=model)) from None
+    refuse_bools_as_numbers(data, made, source)
+    return made
+
+
+def refuse_bools_as_numbers(given: Any, made: Any, source: str, where: str = "") -> None:
+    """ConfigError where a YAML ``true``/``false`` in ``given`` became a number in ``made`` (its validated form):
+    pydantic reads ``epochs: true`` as 1, which is a typo or a misplaced line, not a count."""
+    if isinstance(given, bool):
+        if isinstance(made, int | float) and not isinstance(made, bool):
+            raise ConfigError(f"{source}: {where}: a number is expected, not {str(given).lower()}")
+        return
+    if isinstance(given, dict):
+        for key, item in given.items():
+            inner = getattr(made, str(key), None) if isinstance(made, BaseModel) else (
+                made.get(key) if isinstance(made, dict) else None)
+            refuse_bools_as_numbers(item, inner, source, f"{where}.{key}" if where else str(key))
+    elif isinstance(given, list) and isinstance(made, list | tuple) and len(given) == len(made):
+        for i, (item, inner) in enumerate(zip(given, made, strict=True)):
+            refuse_bools_as_numbers(item, inner, source, f"{where}.{i}")
 
 
 def load(path: Path, model: type[M], what: str, defaults: dict[str, Any] | None = None) -> M:
