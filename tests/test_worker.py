@@ -68,6 +68,18 @@ def test_fp32_job_measures_real_latency_and_matches_pytorch(eval_files, tmp_path
     assert result.energy_j_per_inference is None and result.energy_source is None
 
 
+def test_peak_rss_is_the_jobs_not_its_energy_meters(eval_files, tmp_path):
+    """The peak was read after the energy window: a meter holding 300 MiB put 300 MiB on the job's memory figure."""
+    eval_npz, ref, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    plain = run_one(_job(artifact, eval_npz, ref, "onnxruntime"), timeout_s=120)
+    metered = run_one(_job(artifact, eval_npz, ref, "onnxruntime").model_copy(
+        update={"energy": {"type": "executor_tasks:GreedyMeter"}}), timeout_s=120)
+    assert plain.status == metered.status == "ok", (plain.error, metered.error)
+    assert metered.energy_source == "estimated:constant"  # the meter ran, inside the job
+    assert metered.peak_rss_mb < plain.peak_rss_mb + 100, (plain.peak_rss_mb, metered.peak_rss_mb)
+
+
 def test_int8_onnx_is_smaller_and_close(eval_files, tmp_path):
     eval_npz, ref, model = eval_files
     x = np.load(eval_npz)["x"]

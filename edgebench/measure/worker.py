@@ -152,6 +152,9 @@ def execute(job: Job) -> JobResult:
     speed_probe = speed.stop(timing.samples_ns)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
+    # runtime import, model load, first inference, warm-up and the timed loop: read before the session's details
+    # (fp16 checks open a second session) and the energy window (a meter's log) add what is not the job's
+    peak_rss = peak_rss_mb()
 
     # while the session is open (some runtimes read it from the compiled model); as JSON the store can hold
     session_details = _json_safe(session.details())
@@ -173,7 +176,6 @@ def execute(job: Job) -> JobResult:
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
-    peak_rss = peak_rss_mb()  # runtime import, model load, first inference, warm-up and the timed loop
     data = np.load(job.eval_data)
     x, y = data["x"].astype(np.float32), data["y"]
     leading = x[: job.measure.reference_samples]  # the images the fp32 reference logits are of
