@@ -30,6 +30,7 @@ from edgebench.store.compare import (
     Comparison,
     MetricChange,
     Side,
+    as_metered,
     compare_runs,
     fixed_changes,
     match_runs,
@@ -218,7 +219,8 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
         floor = _p50_floor([r for pair_ in rounds for r in pair_]) if metric == "latency" else 0.0
         decision = decide_rounds(a, b, higher_is_better=get_metric(metric).direction == "max",
                                  min_effect=effects[metric] / 100, alpha=alpha, sigma_floor=floor)
-        changes.append(metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b)))
+        change = metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b))
+        changes.append(as_metered(change, pair.base, pair.cand, effects["energy"]) if metric == "energy" else change)
     return one_sided(changes + fixed_changes(pair.base, pair.cand, effects), pair.base, pair.cand)
 
 

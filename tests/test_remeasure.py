@@ -127,3 +127,38 @@ def test_a_figure_no_round_measured_is_missing_not_undecided_for_contention(monk
     verdicts = {c.metric: (c.verdict, c.basis) for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05)}
     assert verdicts["latency"] == verdicts["throughput"] == ("undecided", "contended")
     assert verdicts["energy"] == ("n/a", "missing") and verdicts["memory"] == ("unchanged", "rounds")
+
+
+def test_a_remeasured_estimated_energy_is_named_so_and_a_second_meter_is_not_one_series(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare --remeasure gated an estimated energy (tdp 15 -> 60 W) as a measured regression (exit 1); the stored
+    compare called it 'energy (estimated)', which warns at most."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    import edgebench.remeasure as remeasure
+    from edgebench.store.compare import Side, shown_name
+    from edgebench.store.metrics import DEFAULT_MIN_EFFECT, get_metric
+
+    monkeypatch.setattr(remeasure, "fixed_changes", lambda *_args: [])
+    column = get_metric("energy").column
+
+    def side(source: str, joules: float) -> Side:
+        return Side([pd.Series({"energy_source": source, column: joules})], [])
+
+    def round_(joules: float, p50: float = 1.0) -> SimpleNamespace:
+        return SimpleNamespace(latency_ms={"p50": p50, "p99": 1.2 * p50}, throughput_ips=1e3 / p50, peak_rss_mb=100.0,
+                               energy_j_per_inference=joules, contention=None, speed_probe=None,
+                               samples_ns=[1_000_000 + 1000 * i for i in range(400)])
+
+    def energy(base: Side, cand: Side):
+        pair = remeasure._Pair(base=base, cand=cand, jobs=(None, None),  # type: ignore[arg-type]
+                               measured={"base": [round_(1e-4), round_(1.01e-4)] * 2,
+                                         "cand": [round_(4e-4), round_(4.02e-4)] * 2})
+        return next(c for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05) if c.metric == "energy")
+
+    estimated = energy(side("estimated:tdp-x-cpu-util", 1e-4), side("estimated:tdp-x-cpu-util", 4e-4))
+    assert estimated.verdict == "regression" and shown_name(estimated) == "energy (estimated)", estimated
+    two_meters = energy(side("measured:rapl", 1e-4), side("estimated:tdp-x-cpu-util", 4e-4))
+    assert two_meters.verdict == "n/a" and "energy sources differ" in two_meters.note, two_meters

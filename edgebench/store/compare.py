@@ -386,15 +386,20 @@ def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min
     """Per-metric changes between the runs of both sides of one result (same variant, target, settings)."""
     changes = []
     for metric in RUN_METRICS:
-        if metric == "energy" and has_energy_of_two_meters(base, cand):
-            changes.append(energy_sources_differ(base, cand, min_effect["energy"]))
-            continue
         change = run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha, allowance)
-        source = str(cand.rows[-1].get("energy_source") or "")
-        if metric == "energy" and source.startswith("estimated"):  # a model's figure, never read as a counter's
-            change = replace(change, note=f"{source}" + (f"; {change.note}" if change.note else ""))
-        changes.append(change)
+        changes.append(as_metered(change, base, cand, min_effect["energy"]) if metric == "energy" else change)
     return one_sided(changes + fixed_changes(base, cand, min_effect), base, cand)
+
+
+def as_metered(change: MetricChange, base: Side, cand: Side, effect: float) -> MetricChange:
+    """The energy ``change`` as its meters allow: two meters' figures are not one series, and an estimate is noted
+    as such (a model's figure, never gated as a counter's); the stored and the re-measured comparison alike."""
+    if has_energy_of_two_meters(base, cand):
+        return energy_sources_differ(base, cand, effect)
+    source = str(cand.rows[-1].get("energy_source") or "")
+    if source.startswith("estimated"):
+        return replace(change, note=f"{source}" + (f"; {change.note}" if change.note else ""))
+    return change
 
 
 def one_sided(changes: list[MetricChange], base: Side, cand: Side) -> list[MetricChange]:
