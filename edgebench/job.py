@@ -156,6 +156,8 @@ class TimedWindow(BaseModel):
 
     stopped: Literal["precision", "fixed_window", "max_time", "max_iters"]
     precision: float | None = Field(None, description="relative half-width asked of the percentiles' intervals")
+    precision_met: bool | None = Field(None, description="whether the intervals were within the precision when the "
+                                       "window ended (a max_time_s cap may end a window that met it); None: no rule")
     percentiles: list[str] = Field(default_factory=lambda: ["p50"])
     confidence: float = CONFIDENCE
 

@@ -116,8 +116,10 @@ def test_bench_says_when_its_window_was_disturbed(tmp_path: Path, monkeypatch: p
 def test_a_tail_interval_far_from_symmetric_is_shown_by_its_ends():
     from edgebench.cli.run import _with_interval
 
-    assert _with_interval(0.0630, (0.0610, 9.8)) == "0.0630 [0.061, 9.8]"  # was "0.0630 ±15460.32%"
-    assert _with_interval(0.0200, (0.0199, 0.0202)) == "0.0200 ±1.00%"
+    assert _with_interval(0.0630, (0.0610, 9.8)) == "0.06300 [0.061, 9.8]"  # was "0.0630 ±15460.32%"
+    assert _with_interval(0.0200, (0.0199, 0.0202)) == "0.02000 ±1.00%"
+    assert _with_interval(0.005748, (0.005747, 0.005749)) == "0.005748 ±0.02%"  # was 0.0057: 0.8 % off
+    assert _with_interval(12.345678, None) == "12.3457"
 
 
 def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
@@ -369,6 +371,10 @@ def test_a_run_says_which_windows_ended_before_their_rule_was_met() -> None:
     with console.capture() as quiet:
         _print_unfinished_windows(df.iloc[2:])
     assert quiet.get() == ""
+    met = df.iloc[:1].assign(details=[{"window": {"stopped": "max_time", "precision": 0.01, "precision_met": True}}])
+    with console.capture() as capped:  # the cap ended a window that had met the precision (min_time_s = max_time_s)
+        _print_unfinished_windows(met)
+    assert capped.get() == ""
 
 
 def test_sigterm_is_an_interrupt_only_while_a_run_runs() -> None:

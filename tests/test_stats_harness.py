@@ -190,8 +190,19 @@ def test_a_precision_out_of_reach_ends_at_the_time_cap():
     # every other run 10x slower: the median sits on a cliff between two modes and is never pinned within 0.1 %
     settings = MeasureSettings(warmup_iters=0, min_iters=10, min_time_s=0.0, max_time_s=0.3, precision=0.001)
     timing = time_session(_Sleeping(0.001, spike_every=2, spike=10.0), np.zeros(1), settings)
-    assert timing.stopped == "max_time"
+    assert timing.stopped == "max_time" and timing.precision_met is False
     assert timing.wall_ns >= 0.3e9
+
+
+def test_a_window_the_cap_ended_after_the_precision_was_met_says_it_was_met():
+    """min_time_s = max_time_s (a fixed window, README's energy recipe) always ended by the cap, and the run then
+    listed it as short of the precision although its p50 interval was well within it."""
+    settings = MeasureSettings(warmup_iters=0, min_iters=10, min_time_s=0.2, max_time_s=0.2, precision=0.05)
+    timing = time_session(_Sleeping(0.002), np.zeros(1), settings)
+    assert timing.stopped == "max_time" and timing.precision_met is True
+    assert PrecisionRule(0.05).met(timing.samples_ns)  # what precision_met claims, checked on its own
+    fixed = time_session(_Sleeping(0.002), np.zeros(1), settings.model_copy(update={"precision": None}))
+    assert fixed.precision_met is None
 
 
 def test_order_statistic_ranks_equal_scipys_binomial_quantiles():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -198,7 +199,10 @@ def _print_unfinished_windows(df: Any) -> None:
     for _, row in ok.iterrows():
         details = row["details"] if isinstance(row["details"], dict) else {}
         window = details.get("window") or {}
-        if window.get("stopped") in ("max_time", "max_iters") and window.get("precision"):
+        met = window.get("precision_met")
+        if met is None:  # a run stored before it was: the stop reason says
+            met = window.get("stopped") not in ("max_time", "max_iters")
+        if window.get("precision") and not met:
             short_of_precision.append(f"{row['label']} ({window['stopped']})")
         min_iters = ((details.get("job") or {}).get("measure") or {}).get("min_iters")
         if min_iters and row["n_samples"] is not None and row["n_samples"] < min_iters:
@@ -374,12 +378,14 @@ def bench(
         table.add_column(col, justify="right")
     lat, intervals = result.latency_ms, result.latency_ci_ms or {}
     table.add_row(*(_with_interval(lat[k], intervals.get(k)) for k in ("p50", "p90", "p99")),
-                  *(f"{lat[k]:.4f}" for k in ("mean", "std")),
+                  *(_ms(lat[k]) for k in ("mean", "std")),
                   f"{result.first_inference_ms:.3f}", f"{result.throughput_ips:.1f}", f"{result.peak_rss_mb:.0f}")
     console.print(table)
     if (p50 := intervals.get("p50")) and result.window:
+        met = {True: " (the precision asked was met)", False: " (short of the precision asked)"}.get(
+            result.window.precision_met, "") if result.window.stopped != "precision" else ""
         console.print(f"p50 interval ({result.window.confidence:.0%}): [{p50[0]:.5g}, {p50[1]:.5g}] ms; window "
-                      f"ended by {result.window.stopped}", highlight=False)
+                      f"ended by {result.window.stopped}{met}", highlight=False)
         console.print("(the precision of this window's runs: another run of the same file lands further off, as "
                       "the machine's state differs between processes; `edgebench compare` decides on the run-to-run "
                       "spread)", style="dim", highlight=False)
@@ -416,11 +422,19 @@ def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
     """``0.0213 ±0.4%``: a percentile and the larger side of its confidence interval (none: too few runs); an
     interval far from symmetric (a tail percentile's) as its ends, ``0.0630 [0.0610, 9.8]``."""
     if interval is None or value <= 0:
-        return f"{value:.4f}"
+        return _ms(value)
     below, above = value - interval[0], interval[1] - value
     if max(below, above) > 3 * max(min(below, above), 1e-12) and max(below, above) / value > 0.05:
-        return f"{value:.4f} [{interval[0]:.4g}, {interval[1]:.4g}]"
-    return f"{value:.4f} ±{max(below, above) / value:.2%}"
+        return f"{_ms(value)} [{interval[0]:.4g}, {interval[1]:.4g}]"
+    return f"{_ms(value)} ±{max(below, above) / value:.2%}"
+
+
+def _ms(value: float) -> str:
+    """Milliseconds to 4 decimals, or to 4 significant digits below 1 ms (0.0057 for 0.005748 is 0.8 % off, more
+    than the interval printed beside it)."""
+    if not math.isfinite(value) or value <= 0:
+        return f"{value:.4f}"
+    return f"{value:.{max(4, 3 - math.floor(math.log10(value)))}f}"
 
 
 def register(app: typer.Typer, wrap: Any) -> None:

@@ -37,6 +37,8 @@ class Timing:
     samples_ns: list[int]
     wall_ns: int
     stopped: StopReason = "fixed_window"
+    #: whether the precision rule held over the final samples (None: no rule); a cap may end a window that met it
+    precision_met: bool | None = None
 
 
 def precision_rule(settings: MeasureSettings) -> PrecisionRule | None:
@@ -88,4 +90,6 @@ def time_session(session: Session, batch: np.ndarray, settings: MeasureSettings)
             stopped = "precision"
             break
         next_check = n + max(1, int(n * CHECK_GROWTH))
-    return Timing(first_inference_ns=first, samples_ns=samples, wall_ns=clock() - loop_start, stopped=stopped)
+    wall_ns = clock() - loop_start
+    met = None if rule is None else stopped == "precision" or rule.met(samples)
+    return Timing(first_inference_ns=first, samples_ns=samples, wall_ns=wall_ns, stopped=stopped, precision_met=met)

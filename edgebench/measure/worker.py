@@ -229,7 +229,7 @@ def execute(job: Job) -> JobResult:
         # the timed loop's wall time: what a job costs beyond it is the harness's and the executor's overhead
         timed_window_s=timing.wall_ns / 1e9,
         timed_window=(window_from, window_to),
-        window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision,
+        window=TimedWindow(stopped=timing.stopped, precision=job.measure.precision, precision_met=timing.precision_met,
                            percentiles=job.measure.precision_percentiles, confidence=job.measure.confidence),
         contention=contention,
         speed_probe=speed_probe,
