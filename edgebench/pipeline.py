@@ -58,6 +58,7 @@ from edgebench.sweep import (
     Measure,
     Predict,
     Reference,
+    meter_keeps_lanes_apart,
     sweep_tasks,
     wants_side_by_side,
 )
@@ -266,6 +267,11 @@ class _OpenRun:
         self.outcome.skipped = len(prepared.jobs) - len(todo)
         lanes = self._side_by_side([job for job in todo if wants_side_by_side(job, prepared.runners[job.target.name].lane())],
                                    prepared.weight_bytes)
+        if metered := sorted({f"{job.target.name} (energy.type: {job.target.energy['type']})" for job in todo
+                              if job.measure.parallel_lanes and job.target.energy and not meter_keeps_lanes_apart(job)}):
+            self.outcome.unsupported.append(
+                f"side-by-side lanes not used for {', '.join(metered)}: the meter reads more than the job's own "
+                "process (a package, board or wall), so lanes measured at once would count each other's energy")
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
                             side_by_side=lanes)
         sweep = _SweepProgress(tasks, progress)
@@ -395,6 +401,11 @@ class _OpenRun:
             prediction = prediction_path(self.workdir, job.variant.weights_spec.id, job.target.name, job.backend)
             if prediction.is_file():
                 measured = measured.model_copy(update={"latency_prediction": read_prediction(prediction)})
+        lanes = self.outcome.side_by_side
+        if context.side_by_side_core is not None and lanes is not None and measured.status == "ok":
+            # measured at once with the other lanes: which core, and the check that allowed it (its three p50s)
+            measured.details["side_by_side"] = {"core": context.side_by_side_core, "lanes": list(lanes.cores),
+                                                "check": lanes.reason}
         self.store_variant(job.variant, unbuilt_too=True)
         artifact = artifact_path(job, self.workdir)
         size, compressed = get_exporter(job.artifact_format, job.target.blocks).sizes(artifact) if artifact_ready(

@@ -32,6 +32,7 @@ from edgebench.executor.tasks import call_task, measure_task
 from edgebench.external import import_artifact
 from edgebench.job import Job
 from edgebench.measure import reference_workload
+from edgebench.measure.energy import reads_one_process
 from edgebench.models.source import new_model
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
@@ -121,6 +122,8 @@ class Measure:
     job: PlannedJob
     #: the worker's job (its files on this machine): stored with the result, so `compare --remeasure` can run it again
     worker_job: Job | None = None
+    #: the core of its side-by-side lane, where it measures beside the other lanes (None: one at a time)
+    side_by_side_core: int | None = None
 
     def describe(self) -> str:
         return f"{self.job.variant.label} on {self.job.target.name}/{self.job.backend}"
@@ -291,12 +294,14 @@ def sweep_tasks(
             prepared.setdefault(predict.key, predict)
         runner = runners[job.target.name]
         lane = runner.lane()
+        core = None
         if side_by_side and wants_side_by_side(job, lane):
-            lane, turn = Lane(HOST, frozenset({side_by_side[turn % len(side_by_side)]})), turn + 1
+            core, turn = side_by_side[turn % len(side_by_side)], turn + 1
+            lane = Lane(HOST, frozenset({core}))
         worker_job = job.to_job(artifact, eval_path, reference)
         files = tuple(f for f in (artifact, eval_path, reference) if f is not None)
         task = measure_task(worker_job, runner.task_timeout(), lane=lane, resources=runner.resources(),
-                            fn=runner.run, args=(worker_job, files), context=Measure(job, worker_job))
+                            fn=runner.run, args=(worker_job, files), context=Measure(job, worker_job, core))
         reference_key = f"reference:{weights.id}" if weights is not None else ""
         predicted = predict.key if predict is not None else ""
         task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key, predicted)
@@ -327,8 +332,16 @@ def _fp32_artifacts(jobs: list[PlannedJob], workdir: Path) -> dict[tuple[str, st
 
 def wants_side_by_side(job: PlannedJob, lane: Lane) -> bool:
     """Whether ``job`` asked for a pinned side-by-side lane and can have one: single-thread, on this host's cores
-    (not a board, not a target already pinned to cores of its own)."""
-    return job.measure.parallel_lanes and job.target.threads == 1 and lane == Lane(HOST)
+    (not a board, not a target already pinned to cores of its own), with no energy meter that would count the
+    other lanes' energy in its reading (:func:`meter_keeps_lanes_apart`)."""
+    return (job.measure.parallel_lanes and job.target.threads == 1 and lane == Lane(HOST)
+            and meter_keeps_lanes_apart(job))
+
+
+def meter_keeps_lanes_apart(job: PlannedJob) -> bool:
+    """Whether ``job``'s energy meter (if any) reads its own process alone: a package, board or wall meter reads
+    every lane's work at once."""
+    return reads_one_process(job.target.energy)
 
 
 def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:

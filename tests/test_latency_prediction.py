@@ -91,6 +91,10 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     assert verdict.ok or any(note.startswith("side-by-side lanes refused") for note in outcome.unsupported)
     with Store.open(outcome.store_url) as store:
         every = store.measurements(outcome.run_id)
+    # which measurements ran side by side is stored with each (the core, and the check that allowed it)
+    lanes = [row.get("side_by_side") for row in every["details"]]
+    assert all(lane is not None and lane["core"] in verdict.cores and lane["check"] == verdict.reason
+               for lane in lanes) if verdict.ok else all(lane is None for lane in lanes)
     # the tables predict fp32 variants: the int8 file of the same weights had the fp32 prediction and its error
     assert every.query("precision == 'int8'")["predicted_p50_ms"].isna().all()
     df = every.query("precision == 'fp32'").set_index("kind")

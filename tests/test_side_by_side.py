@@ -69,3 +69,24 @@ def test_the_check_times_a_stand_in_as_large_as_the_models_weights() -> None:
     assert small.op == "Conv" and small_input == (1, 32, 16, 16)
     big, big_input = stand_in(14_999_882 * 4)
     assert (big.op, big.c_in, big.c_out, big_input) == ("Gemm", 3873, 3873, (1, 3873))
+
+
+def test_a_meter_reading_more_than_its_process_keeps_its_jobs_out_of_the_lanes(tmp_path: Path) -> None:
+    """A wall or package meter reads every lane's work at once: its jobs measured side by side were stored as
+    measured energy of each. A per-process estimate may share the lanes."""
+    import yaml
+
+    def target(name: str, energy: dict) -> str:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"kind": "local", "backends": ["onnxruntime"], "device": "cpu", "threads": 1,
+                                        "energy": energy}))
+        return str(path)
+
+    wall = target("wall", {"type": "external_csv", "path": str(tmp_path / "power.csv")})
+    estimate = target("estimate", {"type": "estimated", "tdp_w": 15})
+    _, tasks = _sweep(tmp_path / "lanes", [wall, estimate], measurement={"parallel_lanes": True}, side_by_side=[0, 1])
+    measures = _of(tasks, Measure)
+    by_target = {name: [t for t in measures if t.context.job.target.name == name] for name in ("wall", "estimate")}
+    assert by_target["wall"] and all(t.lane == Lane(HOST) and t.context.side_by_side_core is None
+                                     for t in by_target["wall"])
+    assert by_target["estimate"] and all(t.lane.cpus == {t.context.side_by_side_core} for t in by_target["estimate"])

@@ -37,6 +37,9 @@ class EnergyMeter(ABC):
     source: str = ""
     #: shortest window this meter resolves; the worker repeats inferences to exceed it
     min_window_s: float = 0.0
+    #: whether a reading counts this process alone (a per-process estimate), not a package, board or wall socket:
+    #: only such a meter may read two side-by-side lanes' overlapping windows
+    per_process: ClassVar[bool] = False
     #: packages and tools the meter reads through, for ``edgebench doctor``
     needs: ClassVar[tuple[Component, ...]] = ()
 
@@ -95,6 +98,13 @@ def create_meter(spec: dict[str, Any] | None) -> EnergyMeter | None:
     except MeterUnavailable as exc:
         log.info("energy meter %s unavailable: %s", spec["type"], exc)
         return UnavailableMeter(f"{spec['type']}: {exc}")
+
+
+def reads_one_process(spec: dict[str, Any] | None) -> bool:
+    """Whether the meter ``spec`` names (or its absence) leaves other processes' energy out of a reading."""
+    if not spec or spec.get("type") in (None, "none"):
+        return True
+    return METERS.get(spec["type"]).per_process
 
 
 def measure_idle_power(meter: EnergyMeter, seconds: float = 1.0) -> float | None:

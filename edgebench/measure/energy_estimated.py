@@ -18,6 +18,7 @@ class TdpUtilisationEstimate(EnergyMeter):
 
     source = "estimated:tdp-x-cpu-util"
     min_window_s = 0.5
+    per_process = True  # this process's CPU time
 
     def __init__(self, tdp_w: float, idle_w: float = 0.0, cores: int | None = None) -> None:
         if tdp_w <= 0 or not 0 <= idle_w <= tdp_w:
