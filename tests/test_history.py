@@ -95,3 +95,12 @@ def test_a_switch_of_energy_meter_starts_a_series_and_unmeasured_values_are_no_p
     assert sorted(set(one["context"])) == ["local-cpu · onnxruntime · 1 threads [estimated:tdp-x-cpu-util]",
                                            "local-cpu · onnxruntime · 1 threads [measured:rapl]"]
     assert series_change_points(sqlite_store, hist, "energy").empty
+
+    from typer.testing import CliRunner
+
+    from edgebench.cli import app
+
+    shown = CliRunner().invoke(app, ["history", "--metric", "energy", "--store",
+                                     str(sqlite_store.engine.url.database)], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0, shown.output  # rich read "[measured:rapl]" as markup and dropped the meter
+    assert "[estimated:tdp-x-cpu-util]" in shown.output and "[measured:rapl]" in shown.output

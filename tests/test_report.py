@@ -202,3 +202,11 @@ def test_static_figures_keep_long_labels_short_and_log_axes_readable() -> None:
     assert labels[1] == "baseline/fp32" and len(labels[0]) == LEGEND_CHARS and labels[0].endswith("…" + "x" * 8 + "/fp32")
     assert {"1", "2", "5"} <= {t.get_text() for t in ax.get_xticklabels() if 0.9 <= t.get_position()[0] <= 5.0}
     assert ax.get_position().width > 0.3  # the panel keeps its room
+
+
+def test_table_cells_keep_huge_figures_short() -> None:
+    """A plug-in meter's 1e300 J was printed as a 301-digit number in the report's tables."""
+    from edgebench.report.tables import fmt_cell
+
+    assert fmt_cell(1e300) == "1e+300" and fmt_cell(123456.7) == "123,457" and fmt_cell(0.012345) == "0.0123"
+    assert fmt_cell(float("nan")) == "—" and fmt_cell(None) == "—"

@@ -205,3 +205,16 @@ def test_a_tracking_server_that_fails_is_one_line_naming_the_stored_run(filled_s
     done = CliRunner().invoke(app, [working if arg == uri else arg for arg in command[1:]])
     assert done.exit_code == 0, done.output
     assert _client(working).get_experiment_by_name("edge-costs") is not None
+
+
+def test_an_estimated_energy_is_logged_under_a_metric_of_its_own() -> None:
+    """An estimate was logged as energy_j_per_inference, the metric a counter's reading goes to (a tag apart)."""
+    from edgebench.tracking.mlflow_log import _metrics
+
+    def row(source: str | None, joules: float | None) -> pd.Series:
+        return pd.Series({"accuracy": 0.9, "energy_j_per_inference": joules, "energy_source": source})
+
+    assert _metrics(row("estimated:tdp-x-cpu-util", 1.5e-4)) == {"accuracy": 0.9,
+                                                                 "energy_estimated_j_per_inference": 1.5e-4}
+    assert _metrics(row("measured:rapl", 2e-4)) == {"accuracy": 0.9, "energy_j_per_inference": 2e-4}
+    assert _metrics(row(None, None)) == {"accuracy": 0.9}

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from edgebench.cli.common import PluginFiles, console, use_plugins
 from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
@@ -63,7 +64,7 @@ def print_profile(profile_dict: dict[str, Any], p50_ms: float | None, top: int |
     for col in ("layer", "op", "c_in", "c_out", "ms", "time %", "conv/gemm ms", "MMACs", "MACs %"):
         table.add_column(col, justify="left" if col in ("layer", "op") else "right")
     for r in rows:
-        table.add_row(r.layer, r.op, str(r.c_in or ""), str(r.c_out or ""), f"{r.time_ms:.4f}",
+        table.add_row(Text(r.layer), r.op, str(r.c_in or ""), str(r.c_out or ""), f"{r.time_ms:.4f}",
                       f"{100 * r.time_share:.1f}", f"{r.compute_ms:.4f}", f"{r.macs / 1e6:.2f}",
                       f"{100 * r.macs_share:.1f}")
     console.print(table)

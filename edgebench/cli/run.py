@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from edgebench.cli.common import PluginFiles, console, print_line, use_plugins
 from edgebench.cli.targets import TargetsDir
@@ -172,7 +173,7 @@ def _fronts_table(run_id: str, df: Any) -> Table:
                 axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
             p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
             p50 += " (disturbed)" if disturbance(row.get("details")) is not None else ""
-            table.add_row(target, row["backend"], row["label"], f"{row['accuracy']:.3f}", axis, p50,
+            table.add_row(Text(target), row["backend"], Text(row["label"]), f"{row['accuracy']:.3f}", axis, p50,
                           f"{row['size_bytes'] / 1024:.1f}",  # an external artifact's MACs are not counted: "?"
                           "?" if pd.isna(row["macs"]) else f"{int(row['macs']):,}")
     return table
@@ -312,9 +313,9 @@ def variants(
             planned.setdefault(job.variant.id, job.variant)
     order = {spec.id: i for i, spec in enumerate(specs)}
     for v in sorted(planned.values(), key=lambda v: order.get(v.id, order.get(v.parent_id or "", len(order)))):
-        table.add_row(v.id, v.label, v.parent_id or "")
+        table.add_row(v.id, Text(v.label), v.parent_id or "")
     for v in external_specs(exp.artifacts, specs, str(experiment or "the default experiment")):
-        table.add_row(v.id, v.label, v.parent_id or "")
+        table.add_row(v.id, Text(v.label), v.parent_id or "")
     console.print(table)
 
 

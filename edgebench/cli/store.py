@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from edgebench.cli.common import console, print_line
 from edgebench.paths import writable_dir, writable_file
@@ -236,7 +237,7 @@ def _print_comparison(cmp: Comparison) -> None:
             if c.metric != "latency" and c.verdict in ("regression", "lost", "improvement")
         ]
         table.add_row(
-            result.label, result.context, fmt_change(p50), fmt_confidence(p50), fmt_evidence(p50),
+            Text(result.label), Text(result.context), fmt_change(p50), fmt_confidence(p50), fmt_evidence(p50),
             f"[{colors[p50.verdict]}]{p50.verdict}[/]", "; ".join(others) or "—",
         )  # fmt: skip
     console.print(table)
@@ -294,7 +295,7 @@ def history(
         for pos in runs["position"]:
             mark = {"regression": " [red]▲[/]", "improvement": " [green]▼[/]"}.get(marks.get((label, context, pos), ""), "")
             cells.append("—" if pos not in values else f"{values[pos]:.4g}{mark}")
-        table.add_row(str(label), str(context), *cells)
+        table.add_row(Text(str(label)), Text(str(context)), *cells)  # "[estimated:...]" is no markup
     console.print(table)
     console.print(f"{len(changes)} change point(s) detected")
     if out and page is not None:
@@ -331,7 +332,8 @@ def runs(store: StoreOpt = None) -> None:
     for column in ("id", "name", "status", "started", "tags", "measurements", "failed", "commit"):
         table.add_column(column, overflow="fold")
     for r in df.itertuples():
-        table.add_row(r.id, r.name, r.status, r.started_at[:19], r.tags, str(r.n_measurements), str(r.n_failed),
+        table.add_row(r.id, Text(r.name or ""), r.status, r.started_at[:19], Text(r.tags or ""), str(r.n_measurements),
+                      str(r.n_failed),
                       r.edgebench_commit or "")  # fmt: skip
     console.print(table)
 

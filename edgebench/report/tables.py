@@ -180,9 +180,9 @@ def best_under_budget(ok: pd.DataFrame, metric: Metric, budgets: Sequence[float]
 def _fmt(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    if abs(value) >= 100:
+    if 100 <= abs(value) < 1e9:
         return f"{value:,.0f}"
-    return f"{value:.3g}"
+    return f"{value:.3g}"  # beyond 1e9 as 1.23e+300, not 300 digits
 
 
 def fmt_cell(value: object) -> str:

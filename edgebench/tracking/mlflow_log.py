@@ -2,7 +2,8 @@
 measurement (variant x target x backend x settings).
 
 Nested runs carry the variant spec and the target settings as params, and accuracy, p50/p90/p99, throughput,
-size, MACs, energy (only where measured: null is never logged as 0), peak RSS as metrics; the parent carries
+size, MACs, energy (null is never logged as 0; an estimate as ``energy_estimated_j_per_inference``), peak RSS as
+metrics; the parent carries
 the run's context and, as artifacts, the HTML report directory and the CSV export. Everything goes through
 ``MlflowClient`` (no global active run), in batches. A run already logged to the tracking server (its parent's
 tag ``edgebench.run_id``) is not logged twice.
@@ -70,9 +71,16 @@ def flat_params(spec: dict[str, Any] | None, prefix: str = "") -> dict[str, str]
     return out
 
 
+#: the metric an estimated energy is logged as: a chart of ``energy_j_per_inference`` holds counters' readings only
+ESTIMATED_ENERGY = "energy_estimated_j_per_inference"
+
+
 def _metrics(row: pd.Series) -> dict[str, float]:
-    return {name: float(row[column]) for name, column in METRIC_COLUMNS.items()
-            if column in row and row[column] is not None and pd.notna(row[column])}  # fmt: skip
+    found = {name: float(row[column]) for name, column in METRIC_COLUMNS.items()
+             if column in row and row[column] is not None and pd.notna(row[column])}  # fmt: skip
+    if "energy_j_per_inference" in found and str(row.get("energy_source") or "").startswith("estimated"):
+        found[ESTIMATED_ENERGY] = found.pop("energy_j_per_inference")
+    return found
 
 
 def _experiment_id(client: Any, name: str) -> str:
