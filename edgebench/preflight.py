@@ -84,6 +84,9 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal,
                            exp.pruning.keep)
+        if "nisp" in exp.pruning.criteria and not any(isinstance(m, torch.nn.Linear) for m in model.modules()):
+            raise ConfigError(f"pruning.criteria: nisp scores the inputs of the last Linear layer (the final response "
+                              f"layer), and {what} has no Linear layer (a conv classifier); choose another criterion")
     return model
 
 

@@ -41,7 +41,8 @@ class TrainSpec(_Frozen):
     lr: float = Field(0.05, gt=0, description="SGD learning rate at the start (cosine schedule down to 0)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
-    seed: int = Field(0, description="seed of the initial weights, the data order and random criteria")
+    seed: int = Field(0, description="seed of the initial weights, the data order and the criteria's scoring samples "
+                      "(the random criterion has its own: pruning.criterion_kwargs: {random: {seed: N}})")
 
 
 class PruneSpec(_Frozen):

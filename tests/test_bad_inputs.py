@@ -264,6 +264,15 @@ def scripted(path: Path) -> None:
 
 
 NETS = {"file": "nets.py", "factory": "build_net"}
+#: a digits model whose classifier is a 1x1 conv: no Linear layer for NISP's final response layer
+CONV_CLASSIFIER = """
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 10, 1), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten())
+"""
 DATA_PLUGIN = """
 from edgebench.data import DATASETS
 
@@ -338,6 +347,9 @@ CASES = [
     Case("run-fixed-point-format", "run", run_exp({"quantization": {"fixed_point": "ap_fixed16"}}),
          ("quantization.fixed_point", "ap_fixed16")),
     Case("run-learning-rate-infinite", "run", run_exp({"training": {"lr": float("inf")}}), ("training.lr", "finite")),
+    Case("run-nisp-without-a-linear-classifier", "run", lambda ctx: ["run", str(ctx.experiment({
+        "model": {"file": str(ctx.file("fcn.py", CONV_CLASSIFIER)), "factory": "build"},
+        "pruning": {"criteria": ["nisp"]}}))], ("pruning.criteria", "nisp", "no Linear layer")),
     Case("run-epochs-a-boolean", "run", run_exp({"training": {"epochs": True}}),
          ("training.epochs", "a number is expected, not true")),
     Case("run-target-measurement-boolean", "run",

@@ -316,6 +316,9 @@ def prune_model(
         The removal plan that was applied (root conv name -> removed channel indices; for a layer-by-layer
         criterion, indices of each group as it was when its turn came).
     """
+    if not 0 < ratio < 1:  # 50 meant as percent would leave one filter a layer
+        raise ValueError(f"prune_model: ratio is the fraction of filters (or MACs) to remove, strictly between 0 and "
+                         f"1 (0.5 removes half), got {ratio}")
     if allocation is None:
         allocation = GlobalRanking() if scope == "global" else Uniform()
     model.eval()
@@ -369,7 +372,9 @@ def remove_layer_by_layer(
         criterion.prepare(model, example_input, data)
         try:
             graph = dependency_graph(model, example_input)
-            group = dict(prunable_groups(model, graph, ignored))[root]
+            group = dict(prunable_groups(model, graph, ignored)).get(root)
+            if group is None:  # an earlier layer's cut left a grouped conv it feeds uncuttable (warned by name)
+                continue
             idxs = lowest_channels(score_group(root, group, criterion, graph), counts[root])
             group.prune(idxs=idxs)
             criterion.after_removal(model, root, idxs)
