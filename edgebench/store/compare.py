@@ -174,6 +174,8 @@ def parse_min_effects(items: list[str] | None) -> dict[str, float]:
             effects[name] = float(value.rstrip("%"))
         except ValueError:
             raise StoreError(f"--min-effect {item!r}: {value!r} is not a number") from None
+        if not 0 <= effects[name] < float("inf"):  # nan turned the gate off, a negative one on for any change
+            raise StoreError(f"--min-effect {item!r}: a percent (accuracy: points) >= 0 is expected")
     return effects
 
 

@@ -106,7 +106,7 @@ def _parse(option: str, items: Sequence[str] | None) -> dict[str, float]:
             metric, number = get_metric(name.strip()).name, float(value.strip().rstrip("%"))
         except (StoreError, ValueError):
             metric, number = "", -1.0
-        if metric not in COMPARED or number < 0:
+        if metric not in COMPARED or not number >= 0 or number == float("inf"):  # nan passed `number < 0`
             raise StoreError(f"{option} {item!r}: use METRIC=PERCENT (accuracy: points), a number >= 0, with METRIC "
                              f"one of {', '.join(COMPARED)}")
         levels[metric] = number
