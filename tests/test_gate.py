@@ -133,12 +133,18 @@ def test_levels_by_hand() -> None:
     assert _gate([_change("p99", 16.0)], t) == [("p99", "fail")]  # no threshold: compare's meaning
     assert _gate([_change("latency", 9.0, noise=12.0)], t) == [("latency", "warn")]  # unstable
     assert _gate([_change("latency", 9.0, noise=9.9)], t) == [("latency", "fail")]
-    assert _gate([_change("latency", 9.0, verdict="undecided")], t) == []
-    cmp = Comparison("b", "c", [MatchedResult("v", "t", "ctx", [_change("latency", 9.0, verdict="undecided")])], [],
+    # undecided (disturbed): never failed; a busy runner passed a +791 % p50 without a word, so one past the
+    # metric's smallest threshold (none: compare's minimum effect) warns
+    assert _gate([_change("latency", 9.0, verdict="undecided")], t) == [("latency", "warn")]
+    assert _gate([_change("latency", 1.9, verdict="undecided"), _change("latency", -9.0, verdict="undecided"),
+                  _change("p99", 0.5, verdict="undecided")], t) == []
+    assert _gate([_change("p99", 1.0, verdict="undecided"), _change("throughput", -3.0, verdict="undecided")],
+                 t) == [("p99", "warn"), ("throughput", "warn")]  # min_effect 1 %; throughput: lower is worse
+    cmp = Comparison("b", "c", [MatchedResult("v", "t", "ctx", [_change("latency", 1.5, verdict="undecided")])], [],
                      [], {}, 0.01)
     gate = evaluate(cmp, t)
     assert gate.level == "ok" and gate.exit_code == ExitCode.OK and len(gate.undecided) == 1
-    assert "**Not judged**" in gate_markdown(gate, t)
+    assert "**Not judged**" in gate_markdown(gate, t) and "latency +1.5" in gate_markdown(gate, t)
 
 
 def test_an_estimated_energy_regression_warns_and_never_fails_on_its_own() -> None:

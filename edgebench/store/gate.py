@@ -9,7 +9,9 @@ run-to-run spread). The gate only decides *how much that matters* to a pull requ
 - a regression on an **unstable** measurement (its run-to-run spread across repeats, or across earlier runs,
   at least ``unstable_pct``) is named as unstable and only warns: the spread says the runs disagree among
   themselves, so the change is shown, not blamed;
-- ``undecided`` results (contended measurements) are listed, never gated;
+- ``undecided`` results (contended measurements) are listed and never fail; one whose change is worse than the
+  metric's smallest threshold (or, with none, compare's minimum effect) warns, so a busy runner cannot pass a
+  +800 % p50 without a word;
 - a baseline result the candidate **failed** fails the gate, and so does a metric the baseline measured and the
   candidate did not ("lost"); one the candidate did not measure at all only warns (a target or variant left out of
   the run); a comparison in which nothing could be paired fails (nothing was checked).
@@ -149,6 +151,21 @@ def _level(change: MetricChange, thresholds: Thresholds) -> tuple[Level, str]:
     return "ok", f"below --warn {change.metric}={warn:g}{unit}" if warn is not None else "below its thresholds"
 
 
+def _undecided_past(change: MetricChange, thresholds: Thresholds) -> str | None:
+    """Why an undecided ``change`` warns: it is worse than the metric's smallest threshold (none set: compare's
+    minimum effect); None when it is not, or its size is unknown."""
+    if change.change is None:
+        return None
+    worse = change.change if get_metric(change.metric).direction == "min" else -change.change
+    levels = [v for v in (thresholds.warn.get(change.metric), thresholds.fail.get(change.metric)) if v is not None]
+    level, what = (min(levels), "its smallest threshold") if levels else (change.min_effect, "the minimum effect")
+    if worse < max(level, 1e-9):
+        return None
+    unit = " pp" if change.metric == "accuracy" else "%"
+    return (f"undecided ({change.note.removeprefix('not decided: ')}), but {fmt_change(change)} is past {what} "
+            f"{level:g}{unit}: not failed without a decision; measure again on a quieter machine")
+
+
 def is_unstable(change: MetricChange, thresholds: Thresholds) -> bool:
     """Whether the run-to-run spread behind a verdict is at least ``unstable_pct`` (unknown spread: not unstable)."""
     return change.noise_pct is not None and change.noise_pct >= thresholds.unstable_pct
@@ -161,6 +178,8 @@ def evaluate(cmp: Comparison, thresholds: Thresholds) -> GateResult:
         for change in result.changes:
             if change.verdict == "undecided":
                 undecided.append((result, change))
+                if (past := _undecided_past(change, thresholds)) is not None:
+                    findings.append(Finding(result.label, result.context, change, "warn", past))
             if is_unstable(change, thresholds) and change.verdict in ("regression", "unchanged", "improvement"):
                 unstable.append((result, change))
             if change.verdict == "lost":
@@ -234,5 +253,5 @@ def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
         lines += [f"- {line}" for line in missing_lines(gate)]
     if gate.undecided:
         lines += ["", "**Not judged** (disturbed measurements):"]
-        lines += [f"- {r.label} on {r.context}: {c.metric}: {c.note}" for r, c in gate.undecided]
+        lines += [f"- {r.label} on {r.context}: {c.metric} {fmt_change(c)}: {c.note}" for r, c in gate.undecided]
     return "\n".join(lines) + "\n"
