@@ -218,3 +218,35 @@ def test_an_estimated_energy_is_logged_under_a_metric_of_its_own() -> None:
                                                                  "energy_estimated_j_per_inference": 1.5e-4}
     assert _metrics(row("measured:rapl", 2e-4)) == {"accuracy": 0.9, "energy_j_per_inference": 2e-4}
     assert _metrics(row(None, None)) == {"accuracy": 0.9}
+
+
+def test_a_log_that_failed_part_way_is_completed_by_the_command_it_prints(filled_store: tuple[Store, str],
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The printed `edgebench export --mlflow` said 'already there, skipped' and left 3 of 21 nested runs."""
+    from mlflow.tracking import MlflowClient
+
+    from edgebench.errors import TrackingError
+    from edgebench.tracking.mlflow_log import JOB_TAG
+
+    store, run_id = filled_store
+    uri = _sqlite_uri(tmp_path)
+    real, calls = MlflowClient.log_batch, []
+
+    def reset_on_the_fifth(self, run_id_, *args, **kwargs):
+        calls.append(run_id_)
+        if len(calls) == 5:
+            raise ConnectionResetError("connection reset by peer")
+        return real(self, run_id_, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", reset_on_the_fifth)
+    with pytest.raises(TrackingError, match="log it again with `edgebench export --mlflow"):
+        log_run(store, run_id, uri)
+    monkeypatch.setattr(MlflowClient, "log_batch", real)
+    parent_id, logged = log_run(store, run_id, uri)
+    client = _client(uri)
+    children = _children(client, client.get_run(parent_id))
+    assert logged == 21 - 3 and client.get_run(parent_id).info.status == "FINISHED"  # 3 were in before the reset
+    # each measurement once, in full; the nested run the reset interrupted is gone
+    assert sorted(c.data.tags[JOB_TAG] for c in children) == sorted(store.measurements(run_id)["job_key"])
+    assert log_run(store, run_id, uri) == (parent_id, 0)

@@ -6,7 +6,8 @@ size, MACs, energy (null is never logged as 0; an estimate as ``energy_estimated
 metrics; the parent carries
 the run's context and, as artifacts, the HTML report directory and the CSV export. Everything goes through
 ``MlflowClient`` (no global active run), in batches. A run already logged to the tracking server (its parent's
-tag ``edgebench.run_id``) is not logged twice.
+tag ``edgebench.run_id``) is not logged twice; a log that failed part-way, or of a run since resumed, is completed
+(each nested run's tag ``edgebench.job_key`` says which measurement it holds).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from edgebench.store.transfer import export_runs
 log = logging.getLogger(__name__)
 
 RUN_TAG = "edgebench.run_id"
+#: a nested run's measurement (set once it is logged in full): a repeated log adds only the missing ones
+JOB_TAG = "edgebench.job_key"
 #: MLflow metric name -> store column (values as stored: ms, bytes, joules, MB)
 METRIC_COLUMNS = {
     "accuracy": "accuracy", "latency_p50_ms": "p50_ms", "latency_p90_ms": "p90_ms", "latency_p99_ms": "p99_ms",
@@ -109,9 +112,8 @@ def log_run(
     """
     run = store.get_run(run_id)
     check_uri(uri, "MLflow tracking URI")
-    client = _client(uri)
     try:
-        return _logged(client, store, run, experiment, report_dir)
+        return _logged(_client(uri), store, run, experiment, report_dir)  # a new store's migrations may fail too
     except EdgebenchError:
         raise
     except Exception as exc:  # the tracking server's own errors (refused, unreachable, bad URI)
@@ -130,21 +132,27 @@ def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | No
 
     now = int(time.time() * 1000)
     experiment_id = _experiment_id(client, experiment or run["name"])
-    existing = already_logged(client, experiment_id, run["id"])
-    if existing is not None:
-        log.info("edgebench run %s is already MLflow run %s", run["id"], existing)
-        return existing, 0
-    machine = run["machine"] or {}
-    parent = client.create_run(experiment_id, run_name=f"{run['name']} {run['id']}", tags={
-        RUN_TAG: run["id"], "edgebench.tags": ",".join(run["tags"]), "edgebench.commit": str(run["edgebench_commit"]),
-        "cpu_model": str(machine.get("cpu_model")), "hostname": str(machine.get("hostname")),
-    })  # fmt: skip
-    parent_id = parent.info.run_id
-    client.log_batch(parent_id, params=[Param(k, v) for k, v in {
-        "experiment_hash": run["experiment_hash"], "edgebench_version": str(run["edgebench_version"]),
-    }.items()])  # fmt: skip
+    parent_id = already_logged(client, experiment_id, run["id"])
     df = store.measurements(run["id"])
-    for _, row in df.iterrows():
+    if parent_id is None:
+        machine = run["machine"] or {}
+        parent_id = client.create_run(experiment_id, run_name=f"{run['name']} {run['id']}", tags={
+            RUN_TAG: run["id"], "edgebench.tags": ",".join(run["tags"]),
+            "edgebench.commit": str(run["edgebench_commit"]),
+            "cpu_model": str(machine.get("cpu_model")), "hostname": str(machine.get("hostname")),
+        }).info.run_id  # fmt: skip
+        client.log_batch(parent_id, params=[Param(k, v) for k, v in {
+            "experiment_hash": run["experiment_hash"], "edgebench_version": str(run["edgebench_version"]),
+        }.items()])  # fmt: skip
+    # an earlier call that failed part-way, or logged a run since resumed, left measurements out: those are logged
+    logged, strays = _nested_runs(client, experiment_id, parent_id)
+    for stray in strays:  # a nested run a failure interrupted: logged again below, in full
+        client.delete_run(stray)
+    todo = df[~df["job_key"].isin(logged)]
+    if todo.empty and client.get_run(parent_id).info.status == "FINISHED":
+        log.info("edgebench run %s is already MLflow run %s", run["id"], parent_id)
+        return parent_id, 0
+    for _, row in todo.iterrows():
         settings = {k: row[k] for k in _SETTINGS if pd.notna(row[k])}
         context = " · ".join(str(settings[k]) for k in ("target", "backend") if k in settings)
         child = client.create_run(experiment_id, run_name=f"{row['label']} @ {context}", tags={
@@ -159,11 +167,30 @@ def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | No
         client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in _metrics(row).items()],
                          params=[Param(k, v) for k, v in params.items()], tags=tags)
         client.set_terminated(child.info.run_id, "FINISHED" if row["status"] == "ok" else "FAILED")
-    with tempfile.TemporaryDirectory() as tmp:
+        client.set_tag(child.info.run_id, JOB_TAG, str(row["job_key"]))  # last: a child without it is logged again
+    with tempfile.TemporaryDirectory() as tmp:  # the whole run as it now is (replaces an earlier, shorter CSV)
         csv = export_runs(store, Path(tmp) / f"{run['id']}.csv", [run["id"]], "csv")
         for path in csv:
             client.log_artifact(parent_id, str(path))
     if report_dir is not None and Path(report_dir).is_dir():
         client.log_artifacts(parent_id, str(report_dir), "report")
-    client.set_terminated(parent_id, "FINISHED")
-    return parent_id, len(df)
+    # an interrupted run is not over: its parent says so until the resumed run logs the rest
+    client.set_terminated(parent_id, "FINISHED" if run["status"] == "finished" else "KILLED")
+    return parent_id, len(todo)
+
+
+def _nested_runs(client: Any, experiment_id: str, parent_id: str) -> tuple[set[str], list[str]]:
+    """The edgebench job keys of the nested runs under ``parent_id`` that were logged in full, and the ids of those
+    that were not (no job-key tag)."""
+    found, strays, token = set(), [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                  max_results=1000, page_token=token)
+        for nested in page:
+            if JOB_TAG in nested.data.tags:
+                found.add(nested.data.tags[JOB_TAG])
+            else:
+                strays.append(nested.info.run_id)
+        token = page.token
+        if not token:
+            return found, strays
