@@ -89,3 +89,18 @@ def test_importing_again_completes_a_run_and_keeps_layer_profiles(tmp_path: Path
     stored = dest.layer_profiles([int(i) for i in with_profile])
     assert [p.reason for p in stored.values()] == ["no profiler here"]
     dest.close()
+
+
+def test_a_tag_names_every_run_that_carries_it_in_import_and_export(tmp_path: Path) -> None:
+    """A CI job's repeats share a tag: `import --run main` copied the latest one only, and `export --run main`
+    wrote one run, while compare --repeats reads them all."""
+    src = Store.open(tmp_path / "ci.db")
+    repeats = [fill_run(src, seed=i, tags=("main",)) for i in range(2)]
+    other = fill_run(src, seed=5, tags=("pr",))
+    csv = export_runs(src, tmp_path / "main.csv", ["main"])[0]
+    assert sorted(set(pd.read_csv(csv)["run_id"])) == sorted(repeats)
+    src.close()
+    dest = Store.open(tmp_path / "lab.db")
+    assert sorted(import_runs(dest, tmp_path / "ci.db", ["main"])) == sorted(repeats)
+    assert other not in set(dest.runs()["id"])
+    dest.close()

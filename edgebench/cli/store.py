@@ -341,7 +341,8 @@ def runs(store: StoreOpt = None) -> None:
 def export(
     out: Annotated[Path | None, typer.Argument(help="output file: .csv or .parquet (not needed with --mlflow)")] = None,
     store: StoreOpt = None,
-    run: Annotated[list[str] | None, typer.Option("--run", help="run id or tag; repeatable (default: all)")] = None,
+    run: Annotated[list[str] | None, typer.Option(
+        "--run", help="run id, or a tag (every run carrying it); repeatable (default: all)")] = None,
     fmt: Annotated[Literal["csv", "parquet"] | None, typer.Option("--format", help="default: from the suffix")] = None,
     samples: Annotated[bool, typer.Option("--samples", help="also write raw per-iteration samples")] = False,
     mlflow: Annotated[
@@ -384,7 +385,8 @@ def _export_mlflow(store: str | None, runs_: list[str] | None, uri: str, experim
 def import_(
     source: Annotated[str, typer.Argument(help="the store to copy from: SQLite path or database URL")],
     store: StoreOpt = None,
-    run: Annotated[list[str] | None, typer.Option("--run", help="run id or tag to copy; repeatable (default: all)")] = None,
+    run: Annotated[list[str] | None, typer.Option(
+        "--run", help="run id, or a tag (every run carrying it), to copy; repeatable (default: all)")] = None,
 ) -> None:
     """Copy runs from another store into this one (a run already present gains only what it lacks)."""
     from edgebench.store.transfer import import_runs

@@ -65,7 +65,8 @@ def export_runs(
     fmt = fmt or ("parquet" if out.suffix.lower() == ".parquet" else "csv")
     if fmt not in ("csv", "parquet"):
         raise StoreError(f"unknown export format {fmt!r}; allowed: csv, parquet")
-    ids = [store.resolve_run(r) for r in run_ids] if run_ids else list(store.runs()["id"])
+    # a tag names every run carrying it (a CI job's repeats), as compare --repeats reads them
+    ids = list(dict.fromkeys(i for r in run_ids for i in store.resolve_runs(r))) if run_ids else list(store.runs()["id"])
     if not ids:  # an empty file would look like an export that worked
         raise StoreError(f"store {store.url} has no runs yet: nothing to export")
     table = export_table(store, ids)
@@ -107,7 +108,8 @@ def import_runs(dest: Store, source_url: str | Path, run_ids: Sequence[str] | No
     """
     source = Store.open(source_url)
     try:
-        wanted = [source.resolve_run(r) for r in run_ids] if run_ids else list(source.runs()["id"])
+        wanted = list(dict.fromkeys(i for r in run_ids for i in source.resolve_runs(r))) if run_ids else \
+            list(source.runs()["id"])
         return [run_id for run_id in wanted if _copy_run(source, dest, run_id)]
     finally:
         source.close()
