@@ -49,7 +49,7 @@ from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.runtimes.base import get_exporter
 from edgebench.store import Store, StoreError
 from edgebench.store.record import MeasurementRecord
-from edgebench.store.store import new_run_id
+from edgebench.store.store import new_run_id, shown_url
 from edgebench.sweep import (
     Allocate,
     BuildVariant,
@@ -244,7 +244,10 @@ class _OpenRun:
         if run_id is None:
             run_id = new_run_id()
             claim(run_id)  # before the run is visible to a process started beside this one
-            store.start_run(exp.name, exp.model_dump(mode="json"), exp.hash, machine, tags, run_id)
+            recorded = exp.model_dump(mode="json")
+            if recorded["store"]["url"]:  # the run's own record (copied by `import`) holds no database password
+                recorded["store"]["url"] = shown_url(recorded["store"]["url"])
+            store.start_run(exp.name, recorded, exp.hash, machine, tags, run_id)
         else:
             log.info("resuming run %s", run_id)
             store.mark_run(run_id, "running")

@@ -362,3 +362,17 @@ def test_a_relative_sqlite_store_is_named_absolute_for_readers_that_may_chdir(tm
     assert absolute_store_url("runs/rel.db") == f"sqlite:///{tmp_path / 'runs' / 'rel.db'}"
     assert absolute_store_url("sqlite:////data/x.db") == "sqlite:////data/x.db"
     assert absolute_store_url("postgresql://lab/results") == "postgresql://lab/results"
+
+
+def test_messages_never_show_the_databases_password(tmp_path: Path) -> None:
+    """`no run or tag 'x' in postgresql+psycopg://postgres:s3cret@...` printed the password into CI logs."""
+    from edgebench.store.store import shown_url
+
+    url = "postgresql+psycopg://postgres:s3cret@127.0.0.1:5432/eb"
+    assert shown_url(url) == "postgresql+psycopg://postgres:***@127.0.0.1:5432/eb"
+    assert shown_url("runs/results.db") == "runs/results.db"
+    with Store.open(tmp_path / "r.db") as store:
+        store.url = url  # the messages' path, without a server: the engine stays the SQLite file's
+        with pytest.raises(StoreError) as raised:
+            store.resolve_run("nosuch")
+    assert "s3cret" not in str(raised.value) and "postgres:***@" in str(raised.value)

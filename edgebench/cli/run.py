@@ -76,7 +76,7 @@ def run(
     from edgebench.config import load_experiment
     from edgebench.errors import ConfigError
     from edgebench.pipeline import ReportInterrupted
-    from edgebench.store.store import validate_tag
+    from edgebench.store.store import shown_url, validate_tag
     from edgebench.targets import use_targets_dir
 
     use_targets_dir(targets_dir)
@@ -93,7 +93,7 @@ def run(
             results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))
     except ReportInterrupted as stopped:  # the run is complete in the store: running it again would measure anew
         print_line("interrupted", "yellow", f"while rendering the report: run {stopped.run_id} is stored in full; "
-                   f"render it with: edgebench report --store {stopped.store_url} --run {stopped.run_id}")
+                   f"render it with: edgebench report --store {shown_url(stopped.store_url)} --run {stopped.run_id}")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     except KeyboardInterrupt:
         # every finished job is already committed to the store; the same command resumes the run
@@ -266,6 +266,8 @@ def grouped_failures(failed: list[str]) -> list[str]:
 
 
 def _print_summary(results: Any) -> None:
+    from edgebench.store.store import shown_url
+
     outcome = results.outcome
     df = results.stored()
     console.print(_fronts_table(outcome.run_id, df))
@@ -285,7 +287,7 @@ def _print_summary(results: Any) -> None:
     for note in outcome.unsupported:
         print_line("not run:", "yellow", note)
     _print_allocation_notes(df)
-    print_line("store:", "", outcome.store_url)
+    print_line("store:", "", shown_url(outcome.store_url))  # printed to CI logs: no password
     if outcome.report_path:
         print_line("report:", "", outcome.report_path)
 

@@ -47,6 +47,14 @@ from edgebench.store.schema import (
 log = logging.getLogger(__name__)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as messages and logs show it: a database password as ``***`` (CI logs are read by many)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def store_url(url_or_path: str | Path) -> str:
     """Turn a file path into a SQLite URL; URLs pass through unchanged."""
     text = str(url_or_path)
@@ -113,7 +121,7 @@ def _make_engine(url: str) -> Engine:
         event.listen(engine, "handle_error", _store_problem)
         return engine
     except (ArgumentError, ModuleNotFoundError) as exc:
-        raise StoreError(f"cannot open store {url!r}: {exc}") from exc
+        raise StoreError(f"cannot open store {shown_url(url)!r}: {exc}") from exc
 
 
 def _make_parent(path: Path) -> None:
@@ -299,7 +307,7 @@ class Store:
                 update(runs).where(runs.c.id == run_id).values(status=status, finished_at=utc_now())
             )
             if done.rowcount == 0:
-                raise StoreError(f"no run {run_id!r} in {self.url}")
+                raise StoreError(f"no run {run_id!r} in {shown_url(self.url)}")
 
     def mark_run(self, run_id: str, status: str) -> None:
         """Set an unfinished run's status (``interrupted`` when its process was stopped, ``running`` again when a
@@ -339,7 +347,7 @@ class Store:
         with self.engine.begin() as conn:
             machine = conn.execute(select(runs.c.machine).where(runs.c.id == run_id)).scalar()
             if machine is None:
-                raise StoreError(f"no run {run_id!r} in {self.url}")
+                raise StoreError(f"no run {run_id!r} in {shown_url(self.url)}")
             speed = [*machine.get("speed", []), record]
             conn.execute(update(runs).where(runs.c.id == run_id).values(machine={**machine, "speed": speed}))
 
@@ -348,7 +356,7 @@ class Store:
         validate_tag(tag)
         with self.engine.begin() as conn:
             if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).scalar() is None:
-                raise StoreError(f"no run {run_id!r} in {self.url}")
+                raise StoreError(f"no run {run_id!r} in {shown_url(self.url)}")
             exists = conn.execute(
                 select(run_tags.c.tag).where(run_tags.c.run_id == run_id, run_tags.c.tag == tag)
             ).scalar()
@@ -361,7 +369,7 @@ class Store:
             if run_id_or_tag == "latest":
                 found = conn.execute(select(runs.c.id).order_by(runs.c.started_at.desc()).limit(1)).scalar()
                 if found is None:
-                    raise StoreError(f"store {self.url} has no runs yet")
+                    raise StoreError(f"store {shown_url(self.url)} has no runs yet")
                 return found
             if conn.execute(select(runs.c.id).where(runs.c.id == run_id_or_tag)).scalar() is not None:
                 return run_id_or_tag
@@ -380,7 +388,7 @@ class Store:
             return matches[0]
         if len(matches) > 1:
             raise StoreError(f"run id prefix {run_id_or_tag!r} is ambiguous: {', '.join(matches[:5])}")
-        raise StoreError(f"no run or tag {run_id_or_tag!r} in {self.url} (see `edgebench runs`)")
+        raise StoreError(f"no run or tag {run_id_or_tag!r} in {shown_url(self.url)} (see `edgebench runs`)")
 
     def resolve_runs(self, run_id_or_tag: str) -> list[str]:
         """Every run carrying a tag (oldest first), or the one run an id, prefix or 'latest' names."""

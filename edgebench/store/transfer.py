@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, update
 from edgebench.errors import extra_install_hint
 from edgebench.store.profiles import insert_profile, read_profiles
 from edgebench.store.schema import StoreError, measurements, run_tags, runs, samples, variants
-from edgebench.store.store import Store
+from edgebench.store.store import Store, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def export_runs(
     # a tag names every run carrying it (a CI job's repeats), as compare --repeats reads them
     ids = list(dict.fromkeys(i for r in run_ids for i in store.resolve_runs(r))) if run_ids else list(store.runs()["id"])
     if not ids:  # an empty file would look like an export that worked
-        raise StoreError(f"store {store.url} has no runs yet: nothing to export")
+        raise StoreError(f"store {shown_url(store.url)} has no runs yet: nothing to export")
     table = export_table(store, ids)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = [out]
