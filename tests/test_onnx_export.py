@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from torch import nn
 
 from edgebench.models.digits_cnn import digits_cnn
+from edgebench.runtimes.base import get_exporter
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.runtimes.onnxruntime.torchlib_registry import share_torchlib_registry
+from edgebench.variants import QuantSpec
 
 registration = pytest.importorskip("torch.onnx._internal.exporter._registration")
 
@@ -78,3 +84,55 @@ def test_the_fp16_file_is_valid_onnx_with_its_macs_counted(tmp_path: Path) -> No
     onnx.checker.check_model(onnx.load(tmp_path / "fp16.onnx"), full_check=True)
     fp16, fp32 = (graph_cost(tmp_path / f"{name}.onnx", "onnx", (1, 8, 8)) for name in ("fp16", "fp32"))
     assert fp16["macs"] == fp32["macs"] > 0
+
+
+class _BranchOnValue(nn.Module):
+    """forward takes one of two branches by the features' sign: a trace keeps the one its example took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).mean((2, 3))
+        if y.mean() > 0:
+            y = -y
+        return self.fc(y)
+
+
+def test_a_branch_on_a_tensors_value_is_refused_naming_the_line_not_exported_half(tmp_path: Path) -> None:
+    """The TorchScript fallback kept the branch the example took, with its TracerWarning silenced: a wrong file."""
+    import inspect
+
+    from edgebench.errors import UnsupportedModelError
+
+    line = inspect.getsourcelines(_BranchOnValue.forward)[1] + 2  # the `if`
+    with pytest.raises(UnsupportedModelError, match=rf"branch at {re.escape(__file__)}:{line} "):
+        export_fp32_onnx(_BranchOnValue().eval(), torch.randn(2, 1, 8, 8), tmp_path / "branch.onnx")
+    assert not (tmp_path / "branch.onnx").exists()
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.attn, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.MultiheadAttention(8, 2, batch_first=True), \
+            nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv(x).flatten(2).transpose(1, 2)
+        return self.fc(self.attn(tokens, tokens, tokens, need_weights=False)[0].mean(1))
+
+
+def test_an_attention_model_keeps_a_dynamic_batch_and_int8_calibrates_on_batches(tmp_path: Path) -> None:
+    """torch.export fixed an attention model's batch at the one example image: static int8 calibration on 32 images
+    then failed in ONNX Runtime ('Got: 32 Expected: 1'), as did the offline scenario."""
+    model, x = _Attention().eval(), np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    exporter = get_exporter("onnx")
+    for quant in (QuantSpec(), QuantSpec(precision="int8", calibration_samples=32)):
+        path = exporter.export(model, quant, x, tmp_path / f"{quant.precision}.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert not isinstance(session.get_inputs()[0].shape[0], int)  # symbolic: any batch
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x[:8])).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x[:8]})[0]
+        assert got.shape == (8, 4) and np.abs(got - expected).max() < (1e-4 if quant.precision == "fp32" else 0.5)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgebench.errors import UnsupportedModelError
+from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.quantization.qdq import write_qdq
 from edgebench.runtimes.base import EXPORTERS, Exporter
@@ -48,12 +50,13 @@ class OnnxExporter(Exporter):
     takes_max_drop = True
     derives_from_fp32 = True  # the fp32 export is most of an int8 one (0.7 of 0.8 s for the digits CNN)
     suffix = ".onnx"
-    # 1: without the dynamo exporter's debugging metadata; 2: fp16 files topologically sorted; 3: dynamic int8 7-bit
-    revision = 3
+    # 1: without the dynamo exporter's debugging metadata; 2: fp16 files topologically sorted; 3: dynamic int8 7-bit;
+    # 4: traced on two images (one let torch.export fix the batch of attention and LSTM models at 1)
+    revision = 4
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                validation: tuple[np.ndarray, np.ndarray] | None = None, fp32_source: Path | None = None) -> Path:
-        example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
+        example = torch.from_numpy(np.ascontiguousarray(calibration[:2], dtype=np.float32))
         if quant.qat is not None:
             return export_qat_qdq(model, example, quant, out_path)
         if quant.precision == "fp32":
@@ -121,11 +124,14 @@ def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) ->
                 verbose=False,
             )
             _without_debug_metadata(program.model)
+            if program.model.graph.inputs[0].shape[0] != "batch" or program.model.graph.outputs[0].shape[0] != "batch":
+                raise ValueError("torch.export fixed the batch size")  # the TorchScript exporter keeps it dynamic
             program.save(str(out_path), external_data=False)
     except Exception as exc:  # dynamo cannot trace some graphs; the TorchScript exporter usually can
         log.info("dynamo ONNX export failed (%s); falling back to the TorchScript exporter", exc)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore")
+            warnings.simplefilter("always", torch.jit.TracerWarning)  # the tracer's word on what it could not keep
             torch.onnx.export(
                 model,
                 (example,),
@@ -136,6 +142,22 @@ def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) ->
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 opset_version=17,
             )
+        _refuse_traced_branches(caught, out_path)
+
+
+def _refuse_traced_branches(caught: list[warnings.WarningMessage], out_path: Path) -> None:
+    """UnsupportedModelError where the tracer turned a tensor into a Python bool in the model's own code: an ``if``
+    on a tensor's value in ``forward``, of which the file keeps the branch the example image took and answers other
+    inputs wrongly (torch's own checks of that kind, in library code, are left to it)."""
+    library = tuple(map(str, library_dirs()))
+    for warning in caught:
+        if (issubclass(warning.category, torch.jit.TracerWarning) and "Python boolean" in str(warning.message)
+                and not warning.filename.startswith(library)):
+            Path(out_path).unlink(missing_ok=True)
+            raise UnsupportedModelError(
+                f"ONNX export cannot keep the data-dependent branch at {warning.filename}:{warning.lineno} (a Python "
+                "`if` on a tensor's value in forward): the file would hold only the branch the example image took and "
+                "answer other inputs wrongly; write it with torch.where (or torch.cond)")
 
 
 def _without_debug_metadata(model: Any) -> None:
