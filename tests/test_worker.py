@@ -311,3 +311,17 @@ def test_an_accuracy_subset_of_a_class_sorted_test_file_is_spread_over_its_class
     assert result.status == "ok", result.error
     assert result.n_eval == 10 and result.accuracy == pytest.approx(0.3)
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-6
+
+
+def test_an_onnx_file_with_float16_inputs_and_outputs_is_fed_and_read_as_it_expects(eval_files, tmp_path):
+    """An fp16 file with fp16 I/O (Olive's fp16 pass, onnxconverter's keep_io_types=False) failed on ONNX Runtime:
+    'Unexpected input data type. Actual: (tensor(float)), expected: (tensor(float16))'."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    eval_npz, ref, model = eval_files
+    fp32 = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "fp32.onnx")
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=False), str(tmp_path / "io16.onnx"))
+    result = run_one(_job(tmp_path / "io16.onnx", eval_npz, ref, "onnxruntime"), timeout_s=120)
+    assert result.status == "ok", result.error
+    assert result.accuracy >= 0.95 and result.max_abs_diff < 0.05  # fp16 arithmetic against the fp32 reference
