@@ -106,3 +106,15 @@ def test_tflite_from_litert_torch(tmp_path):
     assert cost["macs"] == MACS
     # the converter stores a zero bias for the bias-free depthwise conv: 4 more constants than PyTorch's parameters
     assert cost["params"] == PARAMS + 4
+
+
+def test_a_recurrent_op_leaves_the_macs_unknown_not_partial(tmp_path: Path) -> None:
+    """An LSTM node was skipped: the conv and the classifier alone were given as the file's MACs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 64, 8], np.zeros(512, np.float32))
+    r = helper.make_tensor("r", TensorProto.FLOAT, [1, 64, 16], np.zeros(1024, np.float32))
+    lstm = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=16)
+    path = tmp_path / "lstm.onnx"
+    onnx.save(helper.make_model(helper.make_graph([lstm], "g", [x], [y], [w, r])), path)
+    assert graph_cost(path, "onnx", (5, 8))["macs"] is None

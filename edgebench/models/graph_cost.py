@@ -31,7 +31,7 @@ _ONNX_CONVS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1
 _ONNX_MATMULS = {"Gemm": 1, "FusedGemm": 1, "MatMul": 1, "FusedMatMul": 1, "MatMulInteger": 1,
                  "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1, "QLinearMatMul": 3, "QGemm": 3}
 #: words in the name of an op that multiplies-accumulates: one of them outside the list above makes the MACs unknown
-_MAC_WORDS = ("conv", "matmul", "gemm", "einsum", "attention")
+_MAC_WORDS = ("conv", "matmul", "gemm", "einsum", "attention", "lstm", "gru", "rnn")
 #: TFLite ops whose inputs 1 (weights) and 2 (bias) are parameters
 _TFLITE_LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
