@@ -177,6 +177,19 @@ def test_a_file_store_is_refused_in_one_line_unless_mlflow_allows_it(filled_stor
     assert logged == len(store.measurements(run_id)) and _client(uri).get_run(parent_id).info.status == "FINISHED"
 
 
+@pytest.mark.parametrize("uri,named", [("htp://127.0.0.1:5000", "no tracking URI MLflow knows (scheme 'htp')"),
+                                       ("mysql://u@127.0.0.1/db", "needs a database driver")])
+def test_a_tracking_uri_mlflow_cannot_open_is_one_line_before_anything_is_logged(
+        filled_store: tuple[Store, str], uri: str, named: str) -> None:
+    """A typo of http (or a database without its driver) passed the check and ended a finished run in a traceback
+    with exit 1, the exit code of a failed gate."""
+    store, _ = filled_store
+    app = typer.Typer()
+    register(app, friendly_errors)
+    done = CliRunner().invoke(app, ["export", "--mlflow", uri, "--store", store.url.removeprefix("sqlite:///")])
+    assert done.exit_code == 2 and named in done.output and "Traceback" not in done.output, done.output
+
+
 def test_a_tracking_server_that_fails_is_one_line_naming_the_stored_run(filled_store: tuple[Store, str],
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing listens on the URI's port: a TrackingError (exit 2) saying the run is stored and how to log it later."""

@@ -48,12 +48,32 @@ def check_uri(uri: str, where: str) -> None:
     (``file:`` or a plain path), which MLflow 3 keeps in maintenance mode and opens only with
     ``MLFLOW_ALLOW_FILE_STORE=true``."""
     if urlparse(uri).scheme not in ("", "file"):
+        _check_scheme(uri, where)
         return
     if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
         return
     raise ConfigError(f"{where}: '{uri}' is an MLflow file store, which MLflow keeps in maintenance mode and refuses "
                       "unless MLFLOW_ALLOW_FILE_STORE=true is set; use a database, e.g. sqlite:///mlflow.db, or a "
                       "tracking server (http://host:5000), or set that variable")
+
+
+def _check_scheme(uri: str, where: str) -> None:
+    """ConfigError for a URI MLflow has no store for (a typo: ``htp://``) or whose database driver is missing."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    except ImportError:  # the missing extra is reported on its own
+        return
+    try:
+        builder = _tracking_store_registry.get_store_builder(uri)
+    except Exception:
+        raise ConfigError(f"{where}: '{uri}' is no tracking URI MLflow knows (scheme '{urlparse(uri).scheme}'); use "
+                          "http(s)://host:port, sqlite:///mlflow.db or another database URL") from None
+    if builder.__name__ == "_get_sqlalchemy_store":  # a database: its driver must be importable
+        try:
+            make_url(uri).get_dialect().import_dbapi()
+        except Exception as exc:
+            raise ConfigError(f"{where}: '{uri}' needs a database driver that cannot be loaded here "
+                              f"({type(exc).__name__}: {first_line(exc)}); install it") from None
 
 
 def _client(uri: str) -> Any:
