@@ -243,6 +243,10 @@ def plan_jobs(
         target_jobs, target_unsupported = plan_target_jobs(exp, fp32_specs, selection, target)
         jobs += target_jobs
         unsupported += target_unsupported
+    if targets and (nowhere := [p for p in exp.quantization.precisions
+                                if all(t.precisions is not None and p not in t.precisions for _, t in targets)]):
+        unsupported.append(f"{', '.join(nowhere)}: no target of the experiment runs "
+                           f"{'it' if len(nowhere) == 1 else 'them'} (each target file lists its precisions)")
     return jobs, unsupported
 
 

@@ -162,3 +162,16 @@ def test_a_target_none_of_whose_precisions_the_experiment_lists_is_named_not_sil
     jobs, unsupported = plan_jobs(exp, plan_fp32_variants(exp), targets)
     assert "local-hls4ml-csim" in {job.target.name for job in jobs}
     assert not [line for line in unsupported if line.startswith("local-hls4ml-csim")]
+
+
+def test_a_precision_no_target_runs_is_named_not_silently_dropped() -> None:
+    """[fp32, int8_dynamic] on local-litert measured fp32 only, without a word about int8_dynamic."""
+    exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5]},
+                     quantization={"precisions": ["fp32", "int8_dynamic"]}, targets=["local-litert"])
+    targets = [(selection, get_target(selection.name)) for selection in exp.targets]
+    jobs, unsupported = plan_jobs(exp, plan_fp32_variants(exp), targets)
+    assert {job.variant.quant.precision for job in jobs} == {"fp32"}
+    assert "int8_dynamic: no target of the experiment runs it (each target file lists its precisions)" in unsupported
+    both = exp.model_copy(update={"targets": [*exp.targets, *Experiment(targets=["local-cpu"]).targets]})
+    targets = [(selection, get_target(selection.name)) for selection in both.targets]
+    assert not any("no target of the experiment" in line for line in plan_jobs(both, plan_fp32_variants(both), targets)[1])
