@@ -387,3 +387,21 @@ def test_sigterm_is_an_interrupt_only_while_a_run_runs() -> None:
     with _terminate_as_interrupt():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_python_m_edgebench_runs_the_command_and_its_workers(tmp_path: Path) -> None:
+    """`python -m edgebench` had no __main__: the fallback where the console script is not on PATH."""
+    import subprocess
+    import sys
+
+    import torch
+    from torch import nn
+
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    path = tmp_path / "tiny.onnx"
+    export_fp32_onnx(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).eval(), torch.randn(2, 1, 8, 8),
+                     path)
+    done = subprocess.run([sys.executable, "-m", "edgebench", "bench", str(path), "--input-shape", "1,8,8",
+                           "--min-time-s", "0.05"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0 and "tiny.onnx on onnxruntime" in done.stdout, done.stdout + done.stderr
