@@ -351,6 +351,14 @@ class Experiment(_Strict):
     artifacts: list[ArtifactConfig] = Field(default_factory=list, description="files other tools made, measured as "
                                             "variants: {path, label, precision, parent}")
 
+    def __init__(self, **data: Any) -> None:
+        """``Experiment(training={...}, ...)`` in Python: a bad field is the ConfigError (an EdgebenchError) a file's
+        would be, its one line naming the field, not pydantic's multi-line ValidationError."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source="Experiment(...)", model=Experiment)) from None
+
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:

@@ -183,3 +183,16 @@ def test_fpga_fronts_on_bit_operations_energy_kinds_apart_and_infinite_figures_l
         results.pareto("energy", "accuracy", target="cpu")
     with pytest.raises(StoreError, match=r"has memory \(null where it was not measured\)$"):
         results.pareto("memory", "accuracy", target="cpu")
+
+
+def test_an_experiment_built_in_python_with_a_bad_field_raises_the_one_line_error() -> None:
+    """README: bad input raises EdgebenchError with the CLI's one line; Experiment(training={"epochs": -1}) raised
+    pydantic's multi-line ValidationError, which `except EdgebenchError` does not catch."""
+    from edgebench.config import Experiment
+    from edgebench.errors import ConfigError, EdgebenchError
+
+    with pytest.raises(EdgebenchError, match=r"^Experiment\(\.\.\.\): training\.epochs: .*greater than or equal to 0"):
+        Experiment(training={"epochs": -1})
+    with pytest.raises(ConfigError, match="training.epoch: unknown field .* allowed: epochs"):
+        Experiment(training={"epoch": 3})
+    assert Experiment(training={"epochs": 2}).training.epochs == 2
