@@ -524,6 +524,8 @@ CASES = [
     Case("variants-model-kwarg-type", "variants",
          lambda ctx: ["variants", str(ctx.experiment({"model": {"kwargs": {"width": [1]}}}))], ("model.kwargs", "width")),
     # --- bench --------------------------------------------------------------------------------------------
+    Case("bench-backend-of-another-format", "bench", bench("{onnx}", "--backend", "litert", "--input-shape", "1,8,8"),
+         ("backend 'litert' does not read .onnx files", "onnxruntime")),
     Case("bench-artifact-missing", "bench", bench("{tmp}/missing.onnx", "--input-shape", "1,8,8"), ("missing.onnx",),
          store_checked=False),
     Case("bench-corrupt-onnx", "bench",

@@ -79,15 +79,18 @@ def backend_for(artifact: Path, backends: list[str], backend: str | None) -> str
     """The target's backend that reads ``artifact`` (``backend`` when given)."""
     from edgebench.runtimes.base import get_backend
 
+    suffix = artifact.suffix or ""
+    readers = [name for name in backends if any(suffix == _suffix(fmt) for fmt in get_backend(name).formats)]
     if backend is not None:
         if backend not in backends:
             raise ConfigError(f"backend '{backend}' is not one of the target's ({', '.join(backends)})")
+        if readers and backend not in readers:  # else the runtime calls a good file damaged
+            raise ConfigError(f"backend '{backend}' does not read {suffix} files like {artifact.name} (it reads "
+                              f"{', '.join(_suffix(f) or 'project folders' for f in get_backend(backend).formats)}); "
+                              f"{' or '.join(readers)} does")
         return backend
-    suffix = artifact.suffix or ""
-    for name in backends:
-        formats = get_backend(name).formats
-        if any(suffix == _suffix(fmt) for fmt in formats):
-            return name
+    if readers:
+        return readers[0]
     raise ConfigError(f"none of the target's backends ({', '.join(backends)}) reads {artifact.name}; "
                       "pass --backend or pick another target")
 
