@@ -376,3 +376,15 @@ def test_messages_never_show_the_databases_password(tmp_path: Path) -> None:
         with pytest.raises(StoreError) as raised:
             store.resolve_run("nosuch")
     assert "s3cret" not in str(raised.value) and "postgres:***@" in str(raised.value)
+
+
+def test_a_tag_that_starts_another_runs_id_is_refused(sqlite_store: Store) -> None:
+    """Tags are looked up before id prefixes: tagging run B with the start of run A's id made that prefix name B."""
+    first, second = fill_run(sqlite_store, seed=1), fill_run(sqlite_store, seed=2)
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    prefix = first[:shared + 1]  # names the first alone
+    with pytest.raises(StoreError, match=f"tag '{prefix}' is the start of run {first}'s id"):
+        sqlite_store.tag_run(second, prefix)
+    assert sqlite_store.resolve_run(prefix) == first
+    sqlite_store.tag_run(first, prefix)  # its own id's start names it either way
+    assert sqlite_store.resolve_run(prefix) == first
