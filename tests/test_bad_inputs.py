@@ -605,6 +605,10 @@ CASES = [
     Case("tag-store-read-only", "tag", store_cmd("tag", "v1", "x", store=read_only_store),
          ("results.db", "readonly", "writable")),
     # --- export -------------------------------------------------------------------------------------------
+    Case("export-file-and-mlflow", "export", store_cmd("export", "{tmp}/all.csv", "--mlflow", "sqlite:///{tmp}/m.db"),
+         ("--mlflow", "not both")),
+    Case("export-experiment-without-mlflow", "export", store_cmd("export", "{tmp}/all.csv", "--experiment", "foo"),
+         ("--experiment", "--mlflow")),
     Case("export-out-under-a-file", "export", with_file(store_cmd("export", "{file}/all.csv")), ("plain-file.txt",)),
     Case("export-out-is-a-directory", "export", store_cmd("export", "{tmp}"), ()),
     Case("export-out-unwritable", "export", store_cmd("export", UNWRITABLE + ".csv"), (UNWRITABLE,)),

@@ -358,8 +358,13 @@ def export(
     from edgebench.store.transfer import export_runs
 
     if mlflow is not None:
+        if out is not None or fmt is not None or samples:  # else the file asked for is silently not written
+            raise StoreError("export: --mlflow logs to MLflow and writes no file; give either an output file "
+                             "(--format, --samples) or --mlflow, not both")
         _export_mlflow(store, run, mlflow, experiment)
         return
+    if experiment is not None:
+        raise StoreError("export: --experiment names the MLflow experiment, so it goes with --mlflow")
     if out is None:
         raise StoreError("export needs an output file (.csv or .parquet) or --mlflow URI")
     writable_file(out, "export file")
