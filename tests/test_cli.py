@@ -405,3 +405,21 @@ def test_python_m_edgebench_runs_the_command_and_its_workers(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-m", "edgebench", "bench", str(path), "--input-shape", "1,8,8",
                            "--min-time-s", "0.05"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0 and "tiny.onnx on onnxruntime" in done.stdout, done.stdout + done.stderr
+
+
+def test_bench_reads_a_tflite_files_input_shape_as_an_onnx_one(tmp_path: Path) -> None:
+    """README's `edgebench bench ARTIFACT` of the default run's .tflite asked for --input-shape."""
+    pytest.importorskip("litert_torch", reason="LiteRT export is the extra 'litert'")
+    import numpy as np
+    from torch import nn
+
+    from edgebench.runtimes.base import get_exporter
+    from edgebench.variants import QuantSpec
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 10, 5)).eval()
+    path = get_exporter("tflite").export(model, QuantSpec(), np.zeros((2, 3, 8, 12), np.float32), tmp_path / "m.tflite")
+    result = _run("bench", str(path), "--min-time-s", "0.05")
+    assert result.exit_code == 0 and "m.tflite on litert" in result.output, result.output
+    from edgebench.cli.profile import _tflite_image
+
+    assert _tflite_image(path) == (3, 8, 12)

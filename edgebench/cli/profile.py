@@ -34,11 +34,27 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
                 return tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
             shown = "x".join("?" if d is None else str(d) for d in dims)
             raise ConfigError(f"give --data NPZ or --input-shape C,H,W ({artifact.name}'s input '{name}' is {shown})")
+        if artifact.suffix == ".tflite" and artifact.is_file() and (dims := _tflite_image(artifact)) is not None:
+            return dims
         raise ConfigError("give --data NPZ or --input-shape C,H,W")
     try:
         return tuple(int(v) for v in input_shape.split(","))
     except ValueError:
         raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+
+
+def _tflite_image(artifact: Path) -> tuple[int, ...] | None:
+    """(C, H, W) of a TFLite file's one 4-d image input, NCHW or NHWC (fewer channels than rows: the backend feeds
+    either layout); None where the interpreter is missing, the file unreadable or the input not 4-d."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        shape = [int(d) for d in Interpreter(model_path=str(artifact)).get_input_details()[0]["shape"]]
+    except Exception:  # the backend's own load then says what is wrong with the file
+        return None
+    if len(shape) != 4:
+        return None
+    return (shape[3], shape[1], shape[2]) if shape[3] < shape[1] else (shape[1], shape[2], shape[3])
 
 
 def write_eval_input(data: Path | None, shape: tuple[int, ...] | None, tmp: Path) -> Path:
