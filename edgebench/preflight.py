@@ -44,9 +44,10 @@ def check_output_paths(exp: Experiment) -> None:
         writable_file(path, "store.url")
     if exp.tracking.mlflow is not None:  # before any training: a run must not end unable to log
         require_module("mlflow", "mlflow", "tracking.mlflow")
-        from edgebench.tracking.mlflow_log import check_uri
+        from edgebench.tracking.mlflow_log import check_server, check_uri
 
         check_uri(exp.tracking.mlflow.uri, "tracking.mlflow.uri")
+        check_server(exp.tracking.mlflow.uri, "tracking.mlflow.uri")
 
 
 def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:

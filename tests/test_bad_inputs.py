@@ -347,6 +347,10 @@ CASES = [
     Case("run-fixed-point-format", "run", run_exp({"quantization": {"fixed_point": "ap_fixed16"}}),
          ("quantization.fixed_point", "ap_fixed16")),
     Case("run-learning-rate-infinite", "run", run_exp({"training": {"lr": float("inf")}}), ("training.lr", "finite")),
+    Case("run-mlflow-server-down", "run", run_exp({"tracking": {"mlflow": {"uri": "http://127.0.0.1:1"}}}),
+         ("tracking.mlflow.uri", "no MLflow tracking server answers at http://127.0.0.1:1")),
+    Case("run-mlflow-uri-typo", "run", run_exp({"tracking": {"mlflow": {"uri": "htp://127.0.0.1:5000"}}}),
+         ("tracking.mlflow.uri", "scheme 'htp'")),
     Case("run-nisp-without-a-linear-classifier", "run", lambda ctx: ["run", str(ctx.experiment({
         "model": {"file": str(ctx.file("fcn.py", CONV_CLASSIFIER)), "factory": "build"},
         "pruning": {"criteria": ["nisp"]}}))], ("pruning.criteria", "nisp", "no Linear layer")),

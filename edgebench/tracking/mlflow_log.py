@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +58,21 @@ def check_uri(uri: str, where: str) -> None:
                       "tracking server (http://host:5000), or set that variable")
 
 
+def check_server(uri: str, where: str) -> None:
+    """ConfigError where nothing listens at an http(s) tracking URI (checked before a run's training: a server that
+    is down would otherwise be met only after the whole run)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    try:
+        with socket.create_connection((parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)),
+                                      timeout=5):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{where}: no MLflow tracking server answers at {uri} ({exc.strerror or exc}); start it, "
+                          "or correct the host and port") from None
+
+
 def _check_scheme(uri: str, where: str) -> None:
     """ConfigError for a URI MLflow has no store for (a typo: ``htp://``) or whose database driver is missing."""
     try:
@@ -76,8 +92,16 @@ def _check_scheme(uri: str, where: str) -> None:
                               f"({type(exc).__name__}: {first_line(exc)}); install it") from None
 
 
+#: MLflow's HTTP retry defaults (7 retries, backoff factor 2) spent 4 minutes on a server that went away before
+#: saying so; a user's own settings of these variables win
+_HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def _client(uri: str) -> Any:
     mlflow = require_module("mlflow", "mlflow", "MLflow tracking")
+    for name, value in _HTTP_RETRIES.items():
+        os.environ.setdefault(name, value)
     return mlflow.tracking.MlflowClient(tracking_uri=uri)
 
 
