@@ -266,7 +266,8 @@ class LatencyBudget(Allocation):
 
     def _step(self, layers: list[ModelLayer], table: LatencyTable) -> int:
         """The channel multiple widths move in: the runtime's (read on the widest prunable conv) and round_to."""
-        convs = [la for la in layers if la.shape.op == "Conv" and la.out_group is not None]
+        # a grouped conv takes only widths its groups divide: the blocking is read on ungrouped ones
+        convs = [la for la in layers if la.shape.op == "Conv" and la.out_group is not None and la.shape.groups == 1]
         step = 1
         if convs:  # the widest conv shows the runtime's channel blocking best (narrow ones leave few widths)
             widest = max(convs, key=lambda la: (la.shape.c_out, la.shape.macs))
