@@ -192,3 +192,13 @@ def test_prune_model_refuses_a_ratio_that_is_no_fraction(ratio: float) -> None:
     """50 (meant as percent) left one filter per layer, without a word."""
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         prune_model(_GroupedBlock().eval(), create_criterion("l1"), ratio, torch.randn(1, 3, 8, 8))
+
+
+def test_round_to_counts_a_grouped_convs_channels_not_its_slots() -> None:
+    """round_to rounded the slot count (channels / groups): groups=4 with 4 slots at round_to=8 kept all 16 filters
+    without a word; keeping 2 slots of 4 slices is 8 filters, a multiple of 8."""
+    torch.manual_seed(0)
+    model = _GroupedBlock().eval()
+    prune_model(model, create_criterion("l1"), 0.5, torch.randn(1, 3, 8, 8), round_to=8)
+    widths = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert widths["g"] == 8 and all(w % 8 == 0 for w in widths.values()), widths

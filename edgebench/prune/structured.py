@@ -212,14 +212,17 @@ def lowest_channels(g: GroupScores, n_remove: int) -> list[int]:
 
 
 def removal_counts(groups: list[GroupScores], ratios: Mapping[str, float], round_to: int | None = None) -> dict[str, int]:
-    """Channel slots each group loses so it keeps ``1 - ratios[root]`` of its *original* slots (rounded to
-    ``round_to``); every group keeps at least ``round_to`` (or 1)."""
+    """Channel slots each group loses so it keeps ``1 - ratios[root]`` of its *original* slots, its channels a
+    multiple of ``round_to`` (a grouped conv's slot is a channel in each of its slices: the slot count is rounded
+    so that slots x slices is); every group keeps at least ``round_to`` channels (or 1 slot)."""
     missing = sorted({g.root for g in groups} - set(ratios))
     if missing:
         raise ValueError(f"no ratio for the groups of {', '.join(missing)}")
-    floor = round_to or 1
-    return {g.root: len(g.scores) - _keep_count(g.slots * (1 - ratios[g.root]), len(g.scores), round_to, floor)
-            for g in groups}
+    counts = {}
+    for g in groups:
+        step = math.lcm(round_to, g.channel_groups) // g.channel_groups if round_to else None
+        counts[g.root] = len(g.scores) - _keep_count(g.slots * (1 - ratios[g.root]), len(g.scores), step, step or 1)
+    return counts
 
 
 def select_channels(
