@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebench import yaml_file
-from edgebench.errors import ConfigError, format_validation_error
+from edgebench.errors import ConfigError, InvalidFields, format_validation_error
 from edgebench.executor.settings import ExecutorConfig
 from edgebench.external import ArtifactConfig, check_artifacts
 from edgebench.job import MeasureSettings
@@ -352,12 +352,12 @@ class Experiment(_Strict):
                                             "variants: {path, label, precision, parent}")
 
     def __init__(self, **data: Any) -> None:
-        """``Experiment(training={...}, ...)`` in Python: a bad field is the ConfigError (an EdgebenchError) a file's
-        would be, its one line naming the field, not pydantic's multi-line ValidationError."""
+        """``Experiment(training={...}, ...)`` in Python: a bad field is an EdgebenchError with the one line a file's
+        would have, not pydantic's multi-line ValidationError."""
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, source="Experiment(...)", model=Experiment)) from None
+            raise InvalidFields(exc, Experiment) from None
 
     @field_validator("name")
     @classmethod

@@ -53,6 +53,15 @@ class ConfigError(EdgebenchError, ValueError):
     """An experiment or target file has a wrong field or value (a ValueError, so pydantic validators may raise it)."""
 
 
+class InvalidFields(EdgebenchError):
+    """A model built in Python (``Experiment(...)``) with a bad field: the one line, and pydantic's error for a
+    caller that names its own source (a file). Not a ValueError: pydantic would wrap it as one of its own."""
+
+    def __init__(self, validation: Any, model: Any) -> None:
+        super().__init__(format_validation_error(validation, source=f"{model.__name__}(...)", model=model))
+        self.validation = validation
+
+
 class DatasetError(EdgebenchError):
     """A dataset path is missing or not in the expected format."""
 
@@ -123,6 +132,8 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
                "unknown field (check its spelling; see the default experiment for allowed fields)")
     got = err.get("input")
     got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    if isinstance(got, bool) and err["type"] == "string_type":  # `name: off` is YAML 1.1's false
+        got_txt += "; YAML reads yes/no/on/off/true/false as booleans: quote the text"
     where = _loc(err) if err["loc"] or err["type"] != "value_error" else ""  # a model check names its own fields
     line = f"{source}: {where + ': ' if where else ''}{msg}{got_txt}"
     if len(errors) > 1:

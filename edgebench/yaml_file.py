@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgebench.errors import ConfigError, first_line, format_validation_error
+from edgebench.errors import ConfigError, InvalidFields, first_line, format_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,6 +96,8 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
         made = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=source, model=model)) from None
+    except InvalidFields as exc:  # a model whose __init__ words its own errors: named by the file here
+        raise ConfigError(format_validation_error(exc.validation, source=source, model=model)) from None
     refuse_bools_as_numbers(data, made, source)
     return made
 

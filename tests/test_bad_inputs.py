@@ -354,6 +354,8 @@ CASES = [
     Case("run-nisp-without-a-linear-classifier", "run", lambda ctx: ["run", str(ctx.experiment({
         "model": {"file": str(ctx.file("fcn.py", CONV_CLASSIFIER)), "factory": "build"},
         "pruning": {"criteria": ["nisp"]}}))], ("pruning.criteria", "nisp", "no Linear layer")),
+    Case("run-name-read-as-a-boolean", "run", run_exp({"name": False}),
+         ("name", "valid string", "YAML reads yes/no/on/off/true/false as booleans: quote the text")),
     Case("run-epochs-a-boolean", "run", run_exp({"training": {"epochs": True}}),
          ("training.epochs", "a number is expected, not true")),
     Case("run-target-measurement-boolean", "run",
