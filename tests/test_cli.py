@@ -164,6 +164,7 @@ def test_run_whose_every_job_failed_exits_4_and_keeps_the_errors(tmp_path: Path)
     assert result.exit_code == 4, result.output
     assert "Traceback" not in result.output
     assert "measured 0 jobs, reused 0 stored, failed 2" in result.output
+    assert "Pareto-optimal variants" not in result.output  # an empty front table said nothing
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: every job of run ") and "; 2 kept in the store): nothing was measured" in last
     with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:

@@ -270,7 +270,8 @@ def _print_summary(results: Any) -> None:
 
     outcome = results.outcome
     df = results.stored()
-    console.print(_fronts_table(outcome.run_id, df))
+    if (df["status"] == "ok").any():  # a run with nothing measured has no front to show (its errors follow)
+        console.print(_fronts_table(outcome.run_id, df))
     _print_disturbed(df)
     _print_unfinished_windows(df)
     _print_overflow(df)
