@@ -1,7 +1,8 @@
 """What is installed here, what each target needs, and what is missing.
 
-Nothing here is a hand-kept list: the components are what the runtime folders, the energy meters and the
-SSH runner declare (``edgebench.components``), and a target's needs are its runner's. Checks use package
+The components are what the runtime folders, the energy meters and the SSH runner declare
+(``edgebench.components``), and the extras of the features beside them (``FEATURE_EXTRAS``); a target's needs are
+its runner's. Checks use package
 metadata and PATH lookups rather than imports, so ``edgebench doctor`` stays fast even where heavy
 runtimes (LiteRT, TensorRT) are installed.
 """
@@ -18,6 +19,14 @@ from edgebench.executor.ssh import PARAMIKO
 from edgebench.measure.energy import METERS
 from edgebench.runtimes.base import list_runtimes
 from edgebench.targets import TargetSpec, list_targets, load_target_file
+
+#: the extras of features beside the targets: the results store, exports, the cluster and tracking
+FEATURE_EXTRAS = (
+    Package("psycopg", "psycopg", "PostgreSQL results store (store.url: postgresql+psycopg://...)", extra="postgres"),
+    Package("pyarrow", "pyarrow", "Parquet export (edgebench export FILE.parquet)", extra="parquet"),
+    Package("ray", "ray", "Ray cluster executor (executor.type: ray)", extra="ray"),
+    Package("mlflow", "mlflow", "MLflow tracking (tracking.mlflow, edgebench export --mlflow)", extra="mlflow"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ def declared_components() -> list[Component]:
         declared += runtime.needs
     for name in METERS.names():
         declared += METERS.get(name).needs
-    declared.append(PARAMIKO)
+    declared += [PARAMIKO, *FEATURE_EXTRAS]
     return list(dict.fromkeys(declared))
 
 

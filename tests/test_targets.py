@@ -142,6 +142,9 @@ def test_doctor_lists_components_and_needs() -> None:
     assert found["torch"].present and found["onnxruntime"].present
     assert found["tensorrt"].component.install_hint and found["paramiko"].component.extra == "remote"
     assert {"nvidia-ml-py", "tegrastats", "g++", "litert-torch"} <= set(found)  # meters' and runtimes' needs
+    # the features' extras beside the targets (the store, exports, the cluster, tracking), each with its extra
+    assert {found[n].component.extra for n in ("psycopg", "pyarrow", "ray", "mlflow")} == {"postgres", "parquet", "ray",
+                                                                                         "mlflow"}
     statuses = {s.name: s for s in target_statuses()}
     assert set(statuses) >= SHIPPED
     assert statuses["local-cpu"].available
