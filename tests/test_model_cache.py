@@ -79,3 +79,24 @@ def test_another_save_failure_is_not_called_a_full_disk(tmp_path: Path, monkeypa
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(RuntimeError, match="cannot pickle this"):
         ModelCache(tmp_path).put(SPEC, _built())
+
+
+def test_a_model_file_edited_during_a_run_is_named_not_called_missing(tmp_path, monkeypatch) -> None:
+    """Editing the model file mid-run: every later job failed 'variant ... is not in the model cache', with the file
+    right there (its class's module, named by the file's old content, cannot be imported any more)."""
+    import sys
+
+    from edgebench.errors import ArtifactError
+    from edgebench.plugins import PLUGINS_ENV, load_file
+
+    nets = tmp_path / "nets.py"
+    nets.write_text("from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                    "        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n        return self.fc(x)\n")
+    module = load_file(nets)
+    monkeypatch.setenv(PLUGINS_ENV, str(nets))
+    cache, built = ModelCache(tmp_path / "run"), _built()
+    cache.put(SPEC, BuiltModel(**{**vars(built), "model": module.Net()}))
+    nets.write_text(nets.read_text() + "\n\ndef helper():\n    return nn.ReLU()\n")  # an edit, mid-run
+    del sys.modules[module.__name__]  # a fresh worker process has only the file as it is now
+    with pytest.raises(ArtifactError, match=r"needs the code of the user's file nets\.py as it was when this run"):
+        cache.get(SPEC)
