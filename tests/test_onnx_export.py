@@ -136,3 +136,16 @@ def test_an_attention_model_keeps_a_dynamic_batch_and_int8_calibrates_on_batches
             expected = model(torch.from_numpy(x[:8])).numpy()
         got = session.run(None, {session.get_inputs()[0].name: x[:8]})[0]
         assert got.shape == (8, 4) and np.abs(got - expected).max() < (1e-4 if quant.precision == "fp32" else 0.5)
+
+
+def test_litert_refuses_the_same_branch_naming_the_line(tmp_path: Path) -> None:
+    """LiteRT's torch.export failed with a GuardOnDataDependentSymNode message cut mid-sentence in the store."""
+    pytest.importorskip("litert_torch", reason="LiteRT export is the extra 'litert'")
+    import inspect
+
+    from edgebench.errors import UnsupportedModelError
+
+    line = inspect.getsourcelines(_BranchOnValue.forward)[1] + 2
+    with pytest.raises(UnsupportedModelError, match=rf"tensor's value at {re.escape(__file__)}:{line} "):
+        get_exporter("tflite").export(_BranchOnValue().eval(), QuantSpec(), np.ones((2, 1, 8, 8), np.float32),
+                                      tmp_path / "branch.tflite")

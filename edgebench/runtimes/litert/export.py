@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.errors import ArtifactError, first_line, require_module
+from edgebench.errors import ArtifactError, UnsupportedModelError, first_line, require_module
+from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.fake_quant import QParams
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter
@@ -111,13 +113,31 @@ def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
     return dropped
 
 
+def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
+    """The one-line refusal for torch.export meeting a Python branch on a tensor's value (a 'data-dependent'
+    guard), naming the model's own file:line where the message shows it; None for any other failure."""
+    text = str(exc)
+    if "data-dependent" not in text and "DataDependent" not in type(exc).__name__:
+        return None
+    library = tuple(map(str, library_dirs()))
+    own = [f"{file}:{line}" for file, line in re.findall(r'File "([^"]+)", line (\d+)', text)
+           if not file.startswith(library)]
+    where = f" at {own[0]}" if own else ""
+    return UnsupportedModelError(f"LiteRT conversion (torch.export) cannot trace the branch on a tensor's value"
+                                 f"{where} (a Python `if` in forward); write it with torch.where (or torch.cond)")
+
+
 def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **options):
     """litert-torch's conversion of ``model``; where it fails on a broadcast expand (``_without_broadcast_expands``),
     that of its exported graph without them. The model as written goes first: exporting it to look for expands
     would cost every conversion a second export."""
     try:
         return litert_torch.convert(model, (example,), **options)
-    except ValueError:
+    except Exception as exc:
+        if (branch := _data_dependent_branch(exc)) is not None:
+            raise branch from None
+        if not isinstance(exc, ValueError):
+            raise
         graph = torch.export.export(model, (example,)).module()
         if not _without_broadcast_expands(graph):
             raise
