@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from layer_nets import GroupedBlock
 from torch import nn
 
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
@@ -233,24 +234,12 @@ def test_on_openvino_the_search_estimates_with_the_latency_model_runs_predict_wi
     assert latency_model.measured == 0 and record.table_entries_measured > 0
 
 
-class _ResNeXtBlock(nn.Module):
-    """conv -> grouped conv (groups=4, the widest) -> conv: ONNX Runtime refuses a grouped conv whose width its
-    groups do not divide."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1, self.g = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1, groups=4)
-        self.c3, self.fc = nn.Conv2d(16, 8, 1), nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.c3(torch.relu(self.g(torch.relu(self.c1(x)))))).mean((2, 3)))
-
 
 def test_the_channel_blocking_is_read_on_an_ungrouped_conv_when_the_widest_is_grouped(tmp_path: Path) -> None:
     """The blocking probe timed the widest conv (grouped) at every width of its top span: 'Output channels M is not
     divisible by group' inside ONNX Runtime, and the latency allocation failed."""
     torch.manual_seed(0)
-    net = _ResNeXtBlock().eval()
+    net = GroupedBlock().eval()
     allocation = create_allocation("latency", rounds=1)
     allocation.begin(PruneSpec(criterion="l1", ratio=0.5, allocation="latency"), tmp_path)
     prune_model(net, create_criterion("l1"), 0.5, torch.randn(1, 3, 16, 16), allocation=allocation)

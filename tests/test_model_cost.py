@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from layer_nets import AttentionNet
 from torch import nn
 
 from edgebench.models.cost import conv_filters, count_macs, count_params, layer_macs
@@ -22,16 +23,6 @@ def test_strided_grouped_conv_macs() -> None:
     assert count_macs(net, (4, 8, 8)) == 16 * 8 * 2 * 9
 
 
-class _Attention(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c, self.a, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.MultiheadAttention(8, 2, batch_first=True), \
-            nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.c(x).flatten(2).transpose(1, 2)
-        return self.fc(self.a(tokens, tokens, tokens, need_weights=False)[0].mean(1))
-
 
 class _Recurrent(nn.Module):
     def __init__(self) -> None:
@@ -48,6 +39,6 @@ def test_attention_and_recurrent_layers_count_their_macs_by_hand() -> None:
     counted 0: an attention model's MACs were 2.3x under. Known answers on 4x4 images (16 tokens of 8 channels)."""
     conv = 16 * 8 * 3 * 3 * 3
     # q, k, v projections 3 x 16 x 8 x 8, Q K^T and attention x V 2 x 16 x 16 x 8, out_proj 16 x 8 x 8
-    assert layer_macs(_Attention(), (3, 4, 4)) == {"c": conv, "a": 3072 + 4096 + 1024, "fc": 32}
+    assert layer_macs(AttentionNet(), (3, 4, 4)) == {"c": conv, "a": 3072 + 4096 + 1024, "fc": 32}
     # 16 steps x gates 4 x hidden 16 x (input + hidden): layer 1 (8 + 16), layer 2 (16 + 16)
     assert layer_macs(_Recurrent(), (3, 4, 4)) == {"c": conv, "r": 16 * 4 * 16 * (24 + 32), "fc": 64}

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from layer_nets import AttentionNet
 from torch import nn
 
 from edgebench.models.digits_cnn import digits_cnn
@@ -112,21 +113,11 @@ def test_a_branch_on_a_tensors_value_is_refused_naming_the_line_not_exported_hal
     assert not (tmp_path / "branch.onnx").exists()
 
 
-class _Attention(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv, self.attn, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.MultiheadAttention(8, 2, batch_first=True), \
-            nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.conv(x).flatten(2).transpose(1, 2)
-        return self.fc(self.attn(tokens, tokens, tokens, need_weights=False)[0].mean(1))
-
 
 def test_an_attention_model_keeps_a_dynamic_batch_and_int8_calibrates_on_batches(tmp_path: Path) -> None:
     """torch.export fixed an attention model's batch at the one example image: static int8 calibration on 32 images
     then failed in ONNX Runtime ('Got: 32 Expected: 1'), as did the offline scenario."""
-    model, x = _Attention().eval(), np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    model, x = AttentionNet().eval(), np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
     exporter = get_exporter("onnx")
     for quant in (QuantSpec(), QuantSpec(precision="int8", calibration_samples=32)):
         path = exporter.export(model, quant, x, tmp_path / f"{quant.precision}.onnx")

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from layer_nets import GroupedBlock
 from prune_nets import positive_data
 from torch import nn
 
@@ -165,24 +166,13 @@ def test_a_group_ranked_by_l1_instead_is_reported_once(caplog: pytest.LogCapture
     assert torch.equal(first[0].scores, second[0].scores)
 
 
-class _GroupedBlock(nn.Module):
-    """A ResNeXt-style conv -> grouped conv (groups=4, 2 inputs per group) -> conv."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1, self.g = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1, groups=4)
-        self.c3, self.fc = nn.Conv2d(16, 8, 1), nn.Linear(8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.c3(torch.relu(self.g(torch.relu(self.c1(x)))))).mean((2, 3)))
-
 
 def test_a_layer_by_layer_criterion_skips_a_grouped_conv_an_earlier_cut_made_uncuttable() -> None:
     """ThiNet cut c1 to one channel per group of g, after which g's group was gone: a bare KeyError 'g'."""
     from edgebench.prune.criteria import ScoringData
 
     torch.manual_seed(0)
-    model, x = _GroupedBlock().eval(), torch.randn(16, 3, 8, 8)
+    model, x = GroupedBlock().eval(), torch.randn(16, 3, 8, 8)
     prune_model(model, create_criterion("thinet"), 0.5, x[:1], data=ScoringData(x, torch.randint(0, 10, (16,))))
     assert model(x).shape == (16, 10) and model.c1.out_channels == 4 and model.c3.out_channels == 4
 
@@ -191,14 +181,14 @@ def test_a_layer_by_layer_criterion_skips_a_grouped_conv_an_earlier_cut_made_unc
 def test_prune_model_refuses_a_ratio_that_is_no_fraction(ratio: float) -> None:
     """50 (meant as percent) left one filter per layer, without a word."""
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        prune_model(_GroupedBlock().eval(), create_criterion("l1"), ratio, torch.randn(1, 3, 8, 8))
+        prune_model(GroupedBlock().eval(), create_criterion("l1"), ratio, torch.randn(1, 3, 8, 8))
 
 
 def test_round_to_counts_a_grouped_convs_channels_not_its_slots() -> None:
     """round_to rounded the slot count (channels / groups): groups=4 with 4 slots at round_to=8 kept all 16 filters
     without a word; keeping 2 slots of 4 slices is 8 filters, a multiple of 8."""
     torch.manual_seed(0)
-    model = _GroupedBlock().eval()
+    model = GroupedBlock().eval()
     prune_model(model, create_criterion("l1"), 0.5, torch.randn(1, 3, 8, 8), round_to=8)
     widths = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert widths["g"] == 8 and all(w % 8 == 0 for w in widths.values()), widths
