@@ -263,3 +263,18 @@ def test_a_log_that_failed_part_way_is_completed_by_the_command_it_prints(filled
     # each measurement once, in full; the nested run the reset interrupted is gone
     assert sorted(c.data.tags[JOB_TAG] for c in children) == sorted(store.measurements(run_id)["job_key"])
     assert log_run(store, run_id, uri) == (parent_id, 0)
+
+
+def test_a_run_logged_in_full_before_job_key_tags_is_left_as_it_is(filled_store: tuple[Store, str],
+                                                                    tmp_path: Path) -> None:
+    """Nested runs an earlier edgebench logged carry no job key: a finished parent's are not logged again."""
+    from edgebench.tracking.mlflow_log import JOB_TAG
+
+    store, run_id = filled_store
+    uri = _sqlite_uri(tmp_path)
+    parent_id, _ = log_run(store, run_id, uri)
+    client = _client(uri)
+    for child in _children(client, client.get_run(parent_id)):
+        client.delete_tag(child.info.run_id, JOB_TAG)
+    assert log_run(store, run_id, uri) == (parent_id, 0)
+    assert len(_children(client, client.get_run(parent_id))) == len(store.measurements(run_id))

@@ -190,10 +190,13 @@ def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | No
         }.items()])  # fmt: skip
     # an earlier call that failed part-way, or logged a run since resumed, left measurements out: those are logged
     logged, strays = _nested_runs(client, experiment_id, parent_id)
+    finished = client.get_run(parent_id).info.status == "FINISHED"
+    if finished and strays and not logged:  # logged in full by an edgebench before job-key tags: left as it is
+        logged, strays = set(df["job_key"]), []
     for stray in strays:  # a nested run a failure interrupted: logged again below, in full
         client.delete_run(stray)
     todo = df[~df["job_key"].isin(logged)]
-    if todo.empty and client.get_run(parent_id).info.status == "FINISHED":
+    if todo.empty and finished:
         log.info("edgebench run %s is already MLflow run %s", run["id"], parent_id)
         return parent_id, 0
     for _, row in todo.iterrows():
