@@ -150,7 +150,12 @@ def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Colle
     (``batches``: 1 for single-stream, the offline scenario's batch), and gives one output; ConfigError naming the
     file and what does not fit otherwise."""
     external = spec.external
-    if external is None or external.format != "onnx" or external.path is None:
+    if external is None or external.path is None:
+        return
+    if external.format == "tflite":
+        _check_tflite(Path(external.path), input_shape)
+        return
+    if external.format != "onnx":
         return
     name, dims = onnx_image_input(Path(external.path))
     shown = "x".join("?" if d is None else str(d) for d in dims)
@@ -161,6 +166,29 @@ def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Colle
         raise ConfigError(f"{external.path}: its input '{name}' has a fixed batch of {dims[0]}, and the experiment "
                           f"measures it at batch {other[0]} (single_stream: 1; offline: measurement.batch_size); "
                           "export it with a dynamic batch axis, or measure it at that batch")
+
+
+def _check_tflite(path: Path, input_shape: tuple[int, ...]) -> None:
+    """A TFLite artifact has one input taking the experiment's images (NCHW or NHWC, as the LiteRT backend feeds
+    them) and one output; ConfigError naming the file otherwise (a second output would be scored as logits or not,
+    by its order). Unchecked where the LiteRT interpreter is not installed (its target is then not run)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return
+    try:
+        interpreter = Interpreter(model_path=str(path))
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a TFLite model LiteRT can read ({first_line(exc)})") from None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(f"{path}: has {len(inputs)} inputs and {len(outputs)} outputs; edgebench feeds one batch of "
+                          "images and scores one output of class scores: convert the model with its logits alone")
+    dims = tuple(int(d) for d in inputs[0]["shape"][1:])
+    nhwc = (*input_shape[1:], input_shape[0]) if len(input_shape) == 3 else input_shape
+    if dims not in (tuple(input_shape), tuple(nhwc)):
+        raise ConfigError(f"{path}: its input is Nx{'x'.join(map(str, dims))}, the experiment's images are "
+                          f"Nx{'x'.join(map(str, input_shape))} (NCHW, or NHWC for LiteRT)")
 
 
 def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:

@@ -204,3 +204,29 @@ def test_rewritten_external_data_starts_a_new_run(made_elsewhere, tmp_path):
     data = copy / "fp32_ext.onnx.data"
     data.write_bytes(bytes(b ^ 1 for b in data.read_bytes()))  # other weights, same graph file
     assert load_experiment(_experiment(made_elsewhere["root"], artifacts, ["local-cpu"])).hash != before
+
+
+def test_a_tflite_artifact_with_two_outputs_or_other_images_is_one_line(made_elsewhere):
+    """Only ONNX files were checked: a 2-output TFLite was scored on whichever output came first."""
+    if "tflite" not in made_elsewhere:
+        pytest.skip("LiteRT conversion is the extra 'litert'")
+    import litert_torch
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.fc(x.flatten(1))
+            return logits, logits.softmax(1)
+
+    root = made_elsewhere["root"]
+    litert_torch.convert(TwoHeads().eval(), (torch.zeros(1, 1, 8, 8),)).export(str(root / "two.tflite"))
+    rgb = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
+    litert_torch.convert(rgb, (torch.zeros(1, 3, 8, 8),)).export(str(root / "rgb.tflite"))
+    for name, message in (("two.tflite", r"two.tflite: has 1 inputs and 2 outputs"),
+                          ("rgb.tflite", r"rgb.tflite: its input is Nx3x8x8, the experiment's images are Nx1x8x8")):
+        exp = load_experiment(_experiment(root, [{"path": name, "label": "x", "precision": "fp32"}], ["local-litert"]))
+        with pytest.raises(ConfigError, match=message):
+            run_experiment(exp)
