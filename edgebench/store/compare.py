@@ -398,7 +398,7 @@ def as_metered(change: MetricChange, base: Side, cand: Side, effect: float) -> M
     as such (a model's figure, never gated as a counter's); the stored and the re-measured comparison alike."""
     if has_energy_of_two_meters(base, cand):
         return energy_sources_differ(base, cand, effect)
-    source = str(cand.rows[-1].get("energy_source") or "")
+    source = str(cand.rows[-1].get("energy_source") or "") if cand.rows else ""
     if source.startswith("estimated"):
         return replace(change, note=f"{source}" + (f"; {change.note}" if change.note else ""))
     return change
