@@ -273,13 +273,22 @@ class _NegativeMeter(EnergyMeter):
         return EnergyReading(joules=-0.3, seconds=0.1, source=self.source)
 
 
-@pytest.mark.parametrize("meter,note", [(_BrokenMeter, "energy meter test-broken-meter failed: RuntimeError: meter broke"),
+class _StuckMeter(_NegativeMeter):
+    """A counter that did not advance over the window (its update period is longer, or it reads another device)."""
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(joules=0.0, seconds=0.1, source=self.source)
+
+
+@pytest.mark.parametrize("meter,note", [(_StuckMeter, "read 0 J over 0.1 s of inference: a counter that did not "
+                                                     "advance"),
+                                        (_BrokenMeter, "energy meter test-broken-meter failed: RuntimeError: meter broke"),
                                         (_UnlabelledMeter, "gave 0.5 J with source None, not 'measured:<counter>'"),
                                         (_NegativeMeter, "gave -0.3 J: not an amount of energy (NaN, infinite or "
                                                          "negative), not kept")])
 def test_a_meter_that_fails_or_does_not_label_its_joules_costs_the_energy_only(eval_files, tmp_path, meter, note):
     name = {_BrokenMeter: "test-broken-meter", _UnlabelledMeter: "test-unlabelled-meter",
-            _NegativeMeter: "test-negative-meter"}[meter]
+            _NegativeMeter: "test-negative-meter", _StuckMeter: "test-stuck-meter"}[meter]
     if name not in METERS.names():
         METERS.register(name)(meter)
     eval_npz, ref, model = eval_files

@@ -251,11 +251,15 @@ def _profile_layers(session: Session, batch: np.ndarray, job: Job) -> dict[str, 
 def _labelled(reading: EnergyReading, meter: str | None) -> EnergyReading:
     """``reading``, or no energy where the meter did not say whether its joules were measured or estimated (an
     unlabelled figure would be shown as if a counter stood behind it), or gave no amount of energy (NaN, negative:
-    a negative figure led the energy front)."""
+    a negative figure led the energy front; a counter's 0 J for a window of inferences)."""
     source = reading.source or ""
     if reading.joules is not None and not (math.isfinite(reading.joules) and reading.joules >= 0):
         return EnergyReading(None, reading.seconds, None, f"energy meter {meter} gave {reading.joules:.6g} J: not an "
                              "amount of energy (NaN, infinite or negative), not kept")
+    if reading.joules == 0 and source.startswith("measured:") and reading.seconds > 0:
+        return EnergyReading(None, reading.seconds, None, f"energy meter {meter} read 0 J over {reading.seconds:.3g} s "
+                             "of inference: a counter that did not advance (an update period longer than the window, "
+                             "or a counter of another device), not kept")
     if reading.joules is None or source.startswith(("measured:", "estimated:")):
         return reading
     return EnergyReading(None, reading.seconds, None, f"energy meter {meter} gave {reading.joules:.6g} J with source "
