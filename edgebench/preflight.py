@@ -10,8 +10,6 @@ targets' exporters cannot convert it at all (:func:`drop_refused`: those targets
 from __future__ import annotations
 
 import logging
-import os
-import traceback
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,6 +156,7 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         prunable_groups,
         prune_model,
         remove_channels,
+        torch_pruning_failure,
     )
 
     pruned = copy.deepcopy(model).eval()
@@ -171,7 +170,7 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         bad, remedy = _inexact_layers(model, example, keep)
         where = f" at layer '{next(iter(bad))}'" if bad else ""
         raise ConfigError(f"{what} cannot be pruned{where}: torch-pruning cannot map its channels "
-                          f"({type(exc).__name__}{_raised_in(exc)}: {first_line(exc)}); {remedy}") from None
+                          f"({torch_pruning_failure(exc)}); {remedy}") from None
     if not plan and not prunable_groups(model, dependency_graph(model, example[:1]), kept_layers(model, keep)):
         raise ConfigError(f"{what} has no filters to prune: structured pruning removes the output channels of "
                           "Conv2d layers other than the classifier and pruning.keep (a Conv1d model has none); "
@@ -247,13 +246,6 @@ def _removal_gap(model: nn.Module, pruned: nn.Module, example: torch.Tensor, pla
     with torch.inference_mode():
         expected, got = zeroed(example), pruned(example)
     return float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
-
-
-def _raised_in(exc: BaseException) -> str:
-    """`` in torch-pruning's <function>`` where ``exc`` came from inside torch-pruning (its function names the op it
-    was mapping, e.g. ``update_reshape_index_mapping`` for a view over channels), else ''."""
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if f"{os.sep}torch_pruning{os.sep}" in frame.filename]
-    return f" in torch-pruning's {frames[-1].name}" if frames else ""
 
 
 def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = (),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.errors import ConfigError
+from edgebench.errors import ConfigError, UnsupportedModelError
 from edgebench.preflight import check_prunable
 from edgebench.prune.criteria.magnitude import L1Norm
 from edgebench.prune.structured import kept_layers, prune_model, zero_channels
@@ -199,6 +199,16 @@ def test_a_model_torch_pruning_cannot_trace_is_one_line_not_its_traceback() -> N
     assert "\n" not in message
     assert message.endswith("remove pruning.criteria (torch-pruning cannot trace this model, so no layer can be kept "
                             "apart)")
+
+
+def test_prune_model_on_a_model_torch_pruning_cannot_trace_raises_one_clear_error() -> None:
+    """A direct API caller gets UnsupportedModelError naming torch-pruning's failure (it was its bare
+    ZeroDivisionError), with the cause kept for a traceback reader."""
+    with pytest.raises(UnsupportedModelError) as err:
+        prune_model(ShuffleStage().eval(), L1Norm(), 0.3, _example()[:1])
+    assert str(err.value).startswith("torch-pruning cannot map this model's channels (ZeroDivisionError in "
+                                     "torch-pruning's update_reshape_index_mapping: ")
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
 
 
 def test_keep_names_a_layer_the_model_does_not_have() -> None:

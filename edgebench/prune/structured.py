@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -27,6 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgebench.errors import UnsupportedModelError, first_line
 from edgebench.models.cost import count_macs
 from edgebench.prune.allocation.base import Allocation
 from edgebench.prune.allocation.ranking import GlobalRanking
@@ -113,8 +116,27 @@ def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str
 
 
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """torch-pruning's dependency graph of ``model`` traced on ``example_input``."""
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    """torch-pruning's dependency graph of ``model`` traced on ``example_input``; UnsupportedModelError (its cause
+    kept) where torch-pruning fails to map the channels (ShuffleNet's shuffle: a ZeroDivisionError in its reshape
+    mapping), so a direct caller of :func:`prune_model` gets what failed and what to do instead of a bare error."""
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"torch-pruning cannot map this model's channels ({torch_pruning_failure(exc)}): an operation between "
+            "convs reshapes, splits or shuffles channels in a way it cannot follow, so no filter of this model can be "
+            "removed (quantize it without pruning)") from exc
+
+
+def torch_pruning_failure(exc: BaseException) -> str:
+    """``<error type> in torch-pruning's <function>: <first line>``: the function names the op it was mapping (e.g.
+    ``update_reshape_index_mapping`` for a view over channels); an UnsupportedModelError is read from its cause."""
+    if isinstance(exc, UnsupportedModelError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if f"{os.sep}torch_pruning{os.sep}" in frame.filename]
+    where = f" in torch-pruning's {frames[-1].name}" if frames else ""
+    return f"{type(exc).__name__}{where}: {first_line(exc)}"
 
 
 def prunable_groups(
