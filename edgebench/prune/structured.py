@@ -435,4 +435,13 @@ def _plan_for_macs(
             hi, best = mid, plan
         else:
             lo = mid
+    removed = 1 - macs_after(best) / base
+    if removed - ratio > _MACS_OVERSHOOT:  # coarse filter steps (few wide or grouped convs): say how far off
+        log.warning("asked to remove %.1f%% of the MACs, removed %.1f%%: the next smaller step of whole filters "
+                    "removes %.1f%%, short of the ask", 100 * ratio, 100 * removed,
+                    100 * (1 - macs_after(plan_for(lo)) / base))
     return best
+
+
+#: how far past the asked MACs share a unit: macs pruning may land before a warning says so
+_MACS_OVERSHOOT = 0.05
