@@ -87,6 +87,8 @@ class RunOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: the interference check of side-by-side lanes, when measurements asked for them
     side_by_side: SideBySide | None = None
+    #: ``<task>: <warning>`` for what a worker warned while building, exporting or measuring (once each)
+    warnings: list[str] = field(default_factory=list)
 
 
 def available_targets(
@@ -282,6 +284,8 @@ class _OpenRun:
             for result in executor.run(tasks):
                 context = result.task.context
                 RESULT_HANDLERS[type(context)](self, result, context)
+                self.outcome.warnings += [line for line in (f"{context.describe()}: {w}" for w in result.warnings)
+                                          if line not in self.outcome.warnings]
                 sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
         sweep.close()
         self.outcome.stage_seconds.update(sweep.stage_seconds)

@@ -131,3 +131,15 @@ def exit_with(code: int) -> None:
     if code < 0:
         os._exit(0)
     sys.exit(code)
+
+
+def warn_twice_and_fail(fail: bool) -> int:
+    """Log a warning under edgebench's logger twice (as a prune step repeated) and one under another library's."""
+    import logging
+
+    for _ in range(2):
+        logging.getLogger("edgebench.prune.build").warning("asked %d%%, removed %d%%", 10, 22)
+    logging.getLogger("somelib").warning("not edgebench's")
+    if fail:
+        raise ValueError("after warning")
+    return os.getpid()

@@ -366,6 +366,21 @@ def test_a_task_that_exits_fails_saying_so_and_the_next_task_runs() -> None:
     assert results["after"].ok
 
 
+def test_what_edgebench_warns_in_a_worker_comes_back_with_the_result_once() -> None:
+    """A worker's log is a file under the run directory, not the user's console: edgebench's warnings there (a
+    MACs cut far past the ask) were never seen. They come back with the task's result, deduplicated, failed or not;
+    other libraries' stay in the log."""
+    from executor_tasks import warn_twice_and_fail
+
+    tasks = [call_task("ok", "build", warn_twice_and_fail, False), call_task("bad", "build", warn_twice_and_fail, True),
+             call_task("quiet", "build", pid_after, 0)]
+    with LocalExecutor(workers=1) as executor:
+        results = {r.key: r for r in executor.run(tasks)}
+    assert results["ok"].warnings == ("asked 10%, removed 22%",)
+    assert results["bad"].warnings == ("asked 10%, removed 22%",) and not results["bad"].ok
+    assert results["quiet"].warnings == ()  # the handler of an earlier task is gone
+
+
 def _alive(pid: int) -> bool:
     """``pid`` runs (a zombie waiting for a reaper that never comes, as in a container without init, is dead)."""
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from executor_tasks import measure_after_meeting, pid_after
+from executor_tasks import measure_after_meeting, pid_after, warn_twice_and_fail
 from ray_cluster import BOARDS, RayCluster
 from torch import nn
 
@@ -96,8 +96,10 @@ def test_a_board_without_a_ray_resource_is_driven_from_the_drivers_node(ray_clus
 
 def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:
     tasks = [call_task(f"build-{i}", "build", pid_after, 0.5) for i in range(6)]
+    tasks.append(call_task("warns", "build", warn_twice_and_fail, False))
     with RayExecutor() as executor:
         results = list(executor.run(tasks))
     assert sorted(r.key for r in results) == sorted(t.key for t in tasks) and all(r.ok for r in results)
     nodes = {r.where.node for r in results}
     assert len(nodes) == 2  # the head's 2 CPUs and the board node's 1 CPU both took builds
+    assert {r.key: r.warnings for r in results}["warns"] == ("asked 10%, removed 22%",)  # back to the driver

@@ -287,6 +287,8 @@ def _print_summary(results: Any) -> None:
         print_line("failed:", "red", failure)
     for note in outcome.unsupported:
         print_line("not run:", "yellow", note)
+    for line in outcome.warnings:
+        print_line("warning:", "yellow", line)
     _print_allocation_notes(df)
     print_line("store:", "", shown_url(outcome.store_url))  # printed to CI logs: no password
     if outcome.report_path:

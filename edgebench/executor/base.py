@@ -137,6 +137,8 @@ class TaskResult:
     lost: bool = False
     #: not run because a task it needed failed (``error`` says which, and why)
     blocked: bool = False
+    #: what edgebench warned in the worker while it ran the task (a build that could not do all that was asked)
+    warnings: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,21 @@ class Outcome:
     #: the Ray node that ran it (None outside Ray)
     node: str | None = None
     pid: int = 0
+    #: what edgebench's own loggers warned during the task (the worker's log is not the user's console)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Warnings(logging.Handler):
+    """Collects the messages of the WARNING-and-above records edgebench logs during one task."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if line not in self.lines:
+            self.lines.append(line)
 
 
 def run_task(fn: Callable[..., Any], args: tuple[Any, ...], reset_peak: bool = True) -> Outcome:
@@ -78,6 +94,8 @@ def run_task(fn: Callable[..., Any], args: tuple[Any, ...], reset_peak: bool = T
     collection took 0.4 s, longer than most of the default run's exports themselves.
     """
     peak_reset = reset_peak_rss() if reset_peak else True
+    warned, logger = _Warnings(), logging.getLogger("edgebench")
+    logger.addHandler(warned)
     started = time.time()
     try:
         value = fn(*args)
@@ -86,7 +104,10 @@ def run_task(fn: Callable[..., Any], args: tuple[Any, ...], reset_peak: bool = T
         outcome = Outcome("failed", error=summarize(exc), detail=traceback.format_exc())
     except SystemExit as exc:  # a plug-in that calls sys.exit: that task fails, saying so, and the worker lives on
         outcome = Outcome("failed", error=f"the task called sys.exit({exc.code})", detail=traceback.format_exc())
+    finally:
+        logger.removeHandler(warned)
     outcome.started, outcome.ended = started, time.time()
+    outcome.warnings = warned.lines
     outcome.rss_mb, outcome.peak_reset = current_rss_mb(), peak_reset
     outcome.host, outcome.pid = socket.gethostname(), os.getpid()
     return outcome

@@ -332,7 +332,7 @@ class LocalExecutor(Executor):
         return TaskResult(task, "ok" if outcome.status == "ok" else "failed", value=outcome.value,
                           error=outcome.error, detail=outcome.detail,
                           where=Placement(executor="local", host=outcome.host, pid=outcome.pid),
-                          started=outcome.started, ended=outcome.ended, wall_s=wall)
+                          started=outcome.started, ended=outcome.ended, wall_s=wall, warnings=tuple(outcome.warnings))
 
     def _failed(self, worker: _Worker, task: Task, summary: str) -> TaskResult:
         tail = _tail(worker.log_path, worker.log_offset)

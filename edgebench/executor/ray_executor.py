@@ -243,7 +243,7 @@ class RayExecutor(Executor):
         return TaskResult(flight.task, "ok" if outcome.status == "ok" else "failed", value=outcome.value,
                           error=outcome.error, detail=outcome.detail,
                           where=Placement(executor="ray", host=outcome.host, node=outcome.node, pid=outcome.pid),
-                          started=outcome.started, ended=outcome.ended, wall_s=wall)
+                          started=outcome.started, ended=outcome.ended, wall_s=wall, warnings=tuple(outcome.warnings))
 
     def _lane_gone(self, lane: Lane, task: Task, wait_s: float = 3.0) -> bool:
         """Whether ``lane``'s node or board has left the cluster (Ray may take a moment to notice)."""

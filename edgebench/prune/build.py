@@ -129,12 +129,28 @@ def build_fp32_model(
     else:
         model = new_model(spec, splits)
     joined = {"hooks": qat} if qat else {}  # quantization-aware training joins the schedule's own training run
+    before = count_macs(model, tuple(splits.input_shape))
     res = schedule.run(model, splits, spec.train, criterion, prune, _stage(progress, schedule.stage), workdir, **joined)
+    if prune.unit == "macs":
+        _warn_macs_overshoot(prune.ratio, before, count_macs(model, tuple(splits.input_shape)))
     counted = baseline if schedule.counts_baseline and baseline is not None else None
     allocation = prune.allocation or ("global" if prune.scope == "global" else "uniform")
     note = "; ".join(r for r in (criterion.reading, ALLOCATIONS.get(allocation).reading) if r) or None
     return _built(model, splits, (counted.training_macs if counted else 0) + res.training_macs, res.val_accuracy,
                   (counted.history if counted else []) + res.history, res.allocation, method_note=note)
+
+
+#: how far past the asked share of MACs (``unit: macs``) a pruned model may land before a warning says so
+MACS_OVERSHOOT = 0.05
+
+
+def _warn_macs_overshoot(ratio: float, before: int, after: int) -> None:
+    """Warn where whole filters removed far more MACs than asked (few or grouped filters a layer: coarse steps);
+    the run prints what workers warn."""
+    removed = 1 - after / before
+    if removed - ratio > MACS_OVERSHOOT:
+        log.warning("asked to remove %.1f%% of the MACs, removed %.1f%%: whole filters are coarse steps at these "
+                    "layer widths", 100 * ratio, 100 * removed)
 
 
 def _qat_hooks(spec: VariantSpec) -> list[TrainHook]:

@@ -427,7 +427,7 @@ def _plan_for_macs(
         return count_macs(trial, input_shape)
 
     lo, hi = 0.0, 0.99
-    best = plan_for(hi)
+    best = None  # 0.99's plan only where no tried ratio reaches the target (an allocation may warn about 0.99)
     for _ in range(12):
         mid = (lo + hi) / 2
         plan = plan_for(mid)
@@ -435,13 +435,6 @@ def _plan_for_macs(
             hi, best = mid, plan
         else:
             lo = mid
-    removed = 1 - macs_after(best) / base
-    if removed - ratio > _MACS_OVERSHOOT:  # coarse filter steps (few wide or grouped convs): say how far off
-        log.warning("asked to remove %.1f%% of the MACs, removed %.1f%%: the next smaller step of whole filters "
-                    "removes %.1f%%, short of the ask", 100 * ratio, 100 * removed,
-                    100 * (1 - macs_after(plan_for(lo)) / base))
+    if best is None:
+        best = plan_for(hi)
     return best
-
-
-#: how far past the asked MACs share a unit: macs pruning may land before a warning says so
-_MACS_OVERSHOOT = 0.05
