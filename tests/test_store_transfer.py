@@ -104,3 +104,20 @@ def test_a_tag_names_every_run_that_carries_it_in_import_and_export(tmp_path: Pa
     assert sorted(import_runs(dest, tmp_path / "ci.db", ["main"])) == sorted(repeats)
     assert other not in set(dest.runs()["id"])
     dest.close()
+
+
+def test_an_imported_tag_that_starts_another_runs_id_is_left_out_saying_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Tagging refuses a tag that is the start of another run's id (the tag would capture `--run <prefix>`); import
+    inserted such tags unchecked, so a prefix that named a run of the store named the imported one after it."""
+    dest = Store.open(tmp_path / "lab.db")
+    own = fill_run(dest, seed=1)
+    src = Store.open(tmp_path / "host.db")
+    prefix = own[:-2]
+    imported = fill_run(src, seed=2, tags=(prefix, "nightly"))
+    src.close()
+    with caplog.at_level("WARNING", logger="edgebench.store.transfer"):
+        assert import_runs(dest, tmp_path / "host.db") == [imported]
+    assert dest.resolve_run(prefix) == own and dest.get_run(imported)["tags"] == ["nightly"]
+    assert f"run {imported} imported without its tag: tag '{prefix}' is the start of run {own}'s id" in caplog.text
+    dest.close()

@@ -238,7 +238,7 @@ def _other_starter(started_on: dict[str, Any], version: str | None, commit: str 
     return None
 
 
-def _refuse_shadowing(conn: Any, tag: str, run_id: str) -> None:
+def refuse_shadowing(conn: Any, tag: str, run_id: str) -> None:
     """StoreError where ``tag`` is the start of another run's id: tags are looked up first, so that id prefix
     would then name ``run_id`` instead."""
     other = conn.execute(select(runs.c.id).where(runs.c.id != run_id, runs.c.id.startswith(tag, autoescape=True))
@@ -307,7 +307,7 @@ class Store:
                 )
             )
             for tag in dict.fromkeys(tags):
-                _refuse_shadowing(conn, tag, run_id)
+                refuse_shadowing(conn, tag, run_id)
                 conn.execute(insert(run_tags).values(run_id=run_id, tag=tag, created_at=utc_now()))
         return run_id
 
@@ -372,7 +372,7 @@ class Store:
                 select(run_tags.c.tag).where(run_tags.c.run_id == run_id, run_tags.c.tag == tag)
             ).scalar()
             if exists is None:
-                _refuse_shadowing(conn, tag, run_id)
+                refuse_shadowing(conn, tag, run_id)
                 conn.execute(insert(run_tags).values(run_id=run_id, tag=tag, created_at=utc_now()))
 
     def resolve_run(self, run_id_or_tag: str) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, update
 from edgebench.errors import extra_install_hint
 from edgebench.store.profiles import insert_profile, read_profiles
 from edgebench.store.schema import StoreError, measurements, run_tags, runs, samples, variants
-from edgebench.store.store import Store, shown_url
+from edgebench.store.store import Store, refuse_shadowing, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,21 @@ def import_runs(dest: Store, source_url: str | Path, run_ids: Sequence[str] | No
         source.close()
 
 
+def _without_shadowing(dest: Store, run_id: str, tags: list[dict]) -> list[dict]:
+    """``tags`` but those that start another of ``dest``'s run ids (tags are looked up first, so that id prefix
+    would then name the imported run): each left out with a warning, as tagging refuses it in one store."""
+    kept = []
+    with dest.engine.connect() as conn:
+        for tag in tags:
+            try:
+                refuse_shadowing(conn, tag["tag"], run_id)
+            except StoreError as exc:
+                log.warning("run %s imported without its tag: %s", run_id, exc)
+            else:
+                kept.append(tag)
+    return kept
+
+
 def _copy_run(source: Store, dest: Store, run_id: str) -> bool:
     """Copy what ``dest`` lacks of ``source``'s run ``run_id``; whether anything was copied."""
     with dest.engine.connect() as conn:
@@ -141,6 +156,7 @@ def _copy_run(source: Store, dest: Store, run_id: str) -> bool:
             ).mappings()
         }
         profiles = read_profiles(src, [r["id"] for r in rows])
+    tags = _without_shadowing(dest, run_id, tags)
     ends = present is not None and present["finished_at"] is None and run["finished_at"] is not None
     if present is not None and not (rows or tags or ends):
         log.info("run %s already in %s with all the source holds; skipped", run_id, dest.url)
