@@ -288,7 +288,8 @@ class ReportConfig(_Strict):
             ("accuracy", "size_bytes"),
             ("accuracy", "macs"),
         ],
-        description="the report's Pareto pairs (Y, X): metric names or their store columns",
+        description="the report's Pareto pairs (X, Y): metric names or their store columns; a higher-is-better "
+                    "metric (accuracy, throughput) paired with a lower-is-better one goes on Y either way",
     )
 
     @field_validator("objectives")
