@@ -264,3 +264,27 @@ def test_the_share_of_a_timed_p50_is_none_where_the_profiled_kernels_took_longer
     assert profile.non_compute_share(0.25) is None
     assert profile.p50_share_text(0.25) == ("none of the timed p50 (0.250 ms): the profiled conv/gemm kernels alone took "
                                             "0.300 ms, the windows ran at different speeds")
+
+
+def test_a_share_that_cannot_be_read_off_is_unknown_not_zero() -> None:
+    """Kernels 0.5 + 0.1 ms of 0.8 ms operator time: 25.0 % of operator time is not conv/gemm. A run of 0.5 ms
+    (shorter than its kernels: windows at different speeds) or no run time at all (an hls4ml report without a
+    top-level latency) has no share of the run: it printed 0.0 % ("all compute") or raised on the None."""
+    from edgebench.cli.profile import print_profile
+    from edgebench.profile.table import LayerInfo, OpTime, build_profile
+
+    layers = {"conv": LayerInfo("conv", "Conv", 1000, 1, 8), "fc": LayerInfo("fc", "Gemm", 100, 8, 10)}
+    ops = [OpTime("conv_op", "Conv", 0.50, "conv"), OpTime("relu", "Relu", 0.20, "conv"),
+           OpTime("fc_op", "Gemm", 0.10, "fc")]
+    slow_kernels = build_profile("x", ops, layers, run_ms=0.5, runs=10)
+    assert slow_kernels.non_compute_text() == (
+        "not conv/gemm compute: 25.0% of operator time (lower bound); unknown of the profiled run (0.500 ms): its "
+        "conv/gemm kernels alone took 0.600 ms (the profiler's windows ran at different speeds)")
+    no_run = build_profile("hls4ml", ops, layers, run_ms=None, runs=1)
+    assert format_profile(no_run).splitlines()[-2:] == [
+        "hls4ml: profiled run time unknown = operators 0.800 ms (conv/gemm kernels 0.600 ms) + time between operators",
+        "not conv/gemm compute: 25.0% of operator time (lower bound); unknown of the profiled run (the runtime "
+        "reported no run time)"]
+    print_profile(no_run.to_dict(), None, None)  # raised TypeError formatting the None run time
+    normal = build_profile("x", ops, layers, run_ms=1.0, runs=10)
+    assert "40.0% of the profiled run (1.000 ms) (upper bound)" in normal.non_compute_text()

@@ -84,11 +84,7 @@ def print_profile(profile_dict: dict[str, Any], p50_ms: float | None, top: int |
                       f"{100 * r.time_share:.1f}", f"{r.compute_ms:.4f}", f"{r.macs / 1e6:.2f}",
                       f"{100 * r.macs_share:.1f}")
     console.print(table)
-    shares = [f"{100 * (profile.non_compute_operator_share() or 0):.1f}% of operator time",
-              f"{100 * (profile.non_compute_share() or 0):.1f}% of the profiled run ({profile.run_ms:.3f} ms)"]
-    if p50_ms:
-        shares.append(profile.p50_share_text(p50_ms))
-    console.print("not conv/gemm compute: " + "; ".join(shares), highlight=False)
+    console.print(Text(profile.non_compute_text(p50_ms)), highlight=False)
 
 
 def backend_for(artifact: Path, backends: list[str], backend: str | None) -> str:

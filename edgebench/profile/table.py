@@ -107,6 +107,24 @@ class LayerProfile:
         """Share of the operators' own time that is not conv/gemm kernels (a lower bound: no overhead)."""
         return None if not self.ops_ms else 1.0 - self.compute_ms / self.ops_ms
 
+    def non_compute_text(self, p50_ms: float | None = None) -> str:
+        """The "not conv/gemm compute" line every printer shows: the share of operator time (a lower bound), of the
+        profiled run (an upper bound) and of a timed ``p50_ms``; a share that cannot be read off says why."""
+        ops, run = self.non_compute_operator_share(), self.non_compute_share()
+        run_ms = f" ({self.run_ms:.3f} ms)" if self.run_ms else ""
+        if run is not None:
+            of_run = f"{100 * run:.1f}% of the profiled run{run_ms} (upper bound)"
+        elif not self.run_ms:
+            of_run = "unknown of the profiled run (the runtime reported no run time)"
+        else:
+            of_run = (f"unknown of the profiled run{run_ms}: its conv/gemm kernels alone took {self.compute_ms:.3f} ms "
+                      "(the profiler's windows ran at different speeds)")
+        shares = [f"{100 * ops:.1f}% of operator time (lower bound)" if ops is not None
+                  else "unknown of operator time (no operator times)", of_run]
+        if p50_ms:
+            shares.append(self.p50_share_text(p50_ms))
+        return "not conv/gemm compute: " + "; ".join(shares)
+
     def top(self, n: int) -> list[LayerRow]:
         """The ``n`` rows that took the most time."""
         return sorted(self.rows, key=lambda r: r.time_ms, reverse=True)[:n]
@@ -194,11 +212,8 @@ def format_profile(profile: LayerProfile, top: int | None = None, p50_ms: float 
     for r in rows:
         lines.append(f"{r.layer:<28} {r.op:<6} {r.c_in or '':>5} {r.c_out or '':>5} {r.time_ms:>8.4f} "
                      f"{100 * r.time_share:>6.1f}% {r.compute_ms:>12.4f} {r.macs / 1e6:>8.2f} {100 * r.macs_share:>6.1f}%")
-    lines.append(f"{profile.runtime}: profiled run {profile.run_ms:.3f} ms = operators {profile.ops_ms:.3f} ms "
+    run = f"{profile.run_ms:.3f} ms" if profile.run_ms else "time unknown"
+    lines.append(f"{profile.runtime}: profiled run {run} = operators {profile.ops_ms:.3f} ms "
                  f"(conv/gemm kernels {profile.compute_ms:.3f} ms) + time between operators")
-    shares = [f"{100 * (profile.non_compute_operator_share() or 0):.1f}% of operator time (lower bound)",
-              f"{100 * (profile.non_compute_share() or 0):.1f}% of the profiled run (upper bound)"]
-    if p50_ms:
-        shares.append(profile.p50_share_text(p50_ms))
-    lines.append("not conv/gemm compute: " + "; ".join(shares))
+    lines.append(profile.non_compute_text(p50_ms))
     return "\n".join(lines)
