@@ -220,8 +220,13 @@ def test_parse_min_effects() -> None:
     assert parse_min_effects(["latency=3", "p50_ms=4%"])["latency"] == 4.0
     with pytest.raises(StoreError, match="METRIC=PERCENT"):
         parse_min_effects(["latency"])
-    with pytest.raises(StoreError, match="not a number"):
+    with pytest.raises(StoreError, match="METRIC=PERCENT"):
         parse_min_effects(["size=big"])
+    # an unknown metric, or one compare does not judge, names the option (it was "unknown metric 'foo'", and
+    # macs, which get_metric knows, was then refused as another error)
+    for item in ("foo=3", "macs=3"):
+        with pytest.raises(StoreError, match=rf"^--min-effect '{item}': use METRIC=PERCENT .* with METRIC one of "):
+            parse_min_effects([item])
 
 
 def test_decide_runs_matches_a_two_sample_t_test_on_logs() -> None:

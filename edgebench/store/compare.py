@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -160,23 +160,26 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def parse_min_effects(items: list[str] | None) -> dict[str, float]:
-    """``["latency=3", "accuracy=1"]`` -> defaults overridden; unknown names raise with the allowed ones."""
-    effects = dict(DEFAULT_MIN_EFFECT)
+def parse_levels(option: str, items: Sequence[str] | None) -> dict[str, float]:
+    """``["latency=2", ...]`` -> ``{"latency": 2.0}`` (metric names or store columns); a bad item is one error
+    naming ``option``, the form and the metrics compare judges."""
+    levels = {}
     for item in items or []:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if name not in effects and get_metric(name).name in effects:
-            name = get_metric(name).name
-        if not sep or name not in effects:
-            raise StoreError(f"--min-effect {item!r}: use METRIC=PERCENT with METRIC one of {', '.join(COMPARED)}")
+        name, _, value = item.partition("=")
         try:
-            effects[name] = float(value.rstrip("%"))
-        except ValueError:
-            raise StoreError(f"--min-effect {item!r}: {value!r} is not a number") from None
-        if not 0 <= effects[name] < float("inf"):  # nan turned the gate off, a negative one on for any change
-            raise StoreError(f"--min-effect {item!r}: a percent (accuracy: points) >= 0 is expected")
-    return effects
+            metric, number = get_metric(name.strip()).name, float(value.strip().rstrip("%"))
+        except (StoreError, ValueError):
+            metric, number = "", -1.0
+        if metric not in COMPARED or not number >= 0 or number == float("inf"):  # nan passed `number < 0`
+            raise StoreError(f"{option} {item!r}: use METRIC=PERCENT (accuracy: points), a number >= 0, with METRIC "
+                             f"one of {', '.join(COMPARED)}")
+        levels[metric] = number
+    return levels
+
+
+def parse_min_effects(items: Sequence[str] | None) -> dict[str, float]:
+    """``["latency=3", "accuracy=1"]`` -> compare's defaults overridden (``--min-effect``)."""
+    return {**DEFAULT_MIN_EFFECT, **parse_levels("--min-effect", items)}
 
 
 def _settings_key(row: pd.Series) -> str:

@@ -28,16 +28,15 @@ from typing import Any, Literal
 
 from edgebench.errors import ExitCode
 from edgebench.store.compare import (
-    COMPARED,
     Comparison,
     MatchedResult,
     MetricChange,
     MissingResult,
-    parse_min_effects,
+    parse_levels,
     shown_name,
 )
 from edgebench.store.compare_markdown import fmt_change, fmt_evidence
-from edgebench.store.metrics import get_metric
+from edgebench.store.metrics import DEFAULT_MIN_EFFECT, get_metric
 from edgebench.store.schema import StoreError
 
 Level = Literal["ok", "warn", "fail"]
@@ -99,27 +98,11 @@ class GateResult:
                 "nothing_compared": self.nothing_compared}
 
 
-def _parse(option: str, items: Sequence[str] | None) -> dict[str, float]:
-    """``["latency=2", ...]`` -> ``{"latency": 2.0}``; a bad item is one error naming the option and the form."""
-    levels = {}
-    for item in items or []:
-        name, _, value = item.partition("=")
-        try:
-            metric, number = get_metric(name.strip()).name, float(value.strip().rstrip("%"))
-        except (StoreError, ValueError):
-            metric, number = "", -1.0
-        if metric not in COMPARED or not number >= 0 or number == float("inf"):  # nan passed `number < 0`
-            raise StoreError(f"{option} {item!r}: use METRIC=PERCENT (accuracy: points), a number >= 0, with METRIC "
-                             f"one of {', '.join(COMPARED)}")
-        levels[metric] = number
-    return levels
-
-
 def parse_thresholds(
     warn: Sequence[str] | None, fail: Sequence[str] | None, unstable_pct: float = DEFAULT_UNSTABLE_PCT
 ) -> Thresholds:
     """``--warn latency=2 --fail latency=5`` -> :class:`Thresholds`; a warn level above its fail level is an error."""
-    warns, fails = _parse("--warn", warn), _parse("--fail", fail)
+    warns, fails = parse_levels("--warn", warn), parse_levels("--fail", fail)
     for metric in warns.keys() & fails.keys():
         if warns[metric] > fails[metric]:
             raise StoreError(f"--warn {metric}={warns[metric]:g} is above --fail {metric}={fails[metric]:g}: "
@@ -130,9 +113,9 @@ def parse_thresholds(
 def min_effects(thresholds: Thresholds, min_effect: Sequence[str] | None = None) -> dict[str, float]:
     """Compare's minimum effect per metric: ``--min-effect`` where given, else the metric's smallest threshold
     (so a 2 % warn level is not hidden by a 5 % default), else compare's default."""
-    given = {get_metric(item.partition("=")[0].strip()).name for item in min_effect or [] if "=" in item}
-    effects = parse_min_effects(list(min_effect or []))
-    for metric in (thresholds.warn.keys() | thresholds.fail.keys()) - given:
+    given = parse_levels("--min-effect", min_effect)
+    effects = {**DEFAULT_MIN_EFFECT, **given}
+    for metric in (thresholds.warn.keys() | thresholds.fail.keys()) - given.keys():
         effects[metric] = min(v for v in (thresholds.warn.get(metric), thresholds.fail.get(metric)) if v is not None)
     return effects
 
