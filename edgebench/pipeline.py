@@ -278,7 +278,7 @@ class _OpenRun:
                 f"side-by-side lanes not used for {', '.join(metered)}: the meter reads more than the job's own "
                 "process (a package, board or wall), so lanes measured at once would count each other's energy")
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
-                            side_by_side=lanes)
+                            side_by_side=lanes, data_digest=splits.digest())
         sweep = _SweepProgress(tasks, progress)
         with create_executor(self.exp.executor, log_dir=self.workdir / "logs") as executor:
             for result in executor.run(tasks):

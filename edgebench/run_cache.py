@@ -21,11 +21,12 @@ import torch
 from edgebench.artifacts import digest_path
 from edgebench.cache_files import replacing
 from edgebench.data import DatasetSplits
+from edgebench.data.fingerprint import arrays_digest
 from edgebench.errors import ArtifactError, OutputPathError
 from edgebench.plugins import content_digest
 from edgebench.prune import BuiltModel
 from edgebench.sampling import spread_sample
-from edgebench.variants import VariantSpec, spec_hash
+from edgebench.variants import VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) ->
 
 def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
     """The test split as the npz every worker reads (written once per dataset content)."""
-    key = spec_hash([splits.name, splits.x_test.shape, float(splits.x_test.sum()), int(splits.y_test.sum())])
+    key = arrays_digest(splits.x_test, splits.y_test, prefix=splits.name)
     return _cached_npz(workdir / "data" / f"test-{key}.npz",
                        lambda: {"x": splits.x_test.astype(np.float32), "y": splits.y_test.astype(np.int64)})
 
@@ -162,5 +163,5 @@ def write_calibration(x_train: np.ndarray, y_train: np.ndarray, n: int, workdir:
     if validation is not None:
         arrays |= {"x_val": np.ascontiguousarray(validation[0], dtype=np.float32),
                    "y_val": np.asarray(validation[1], dtype=np.int64)}
-    key = spec_hash([x.shape, float(x.sum()), *[[a.shape, float(a.sum())] for a in arrays.values()][1:]])
+    key = arrays_digest(*arrays.values())
     return _cached_npz(workdir / "data" / f"calibration-{key}.npz", lambda: arrays)

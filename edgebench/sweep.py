@@ -25,7 +25,7 @@ from edgebench.artifacts import ExportTask, artifact_path, artifact_ready, run_e
 from edgebench.cache_files import replacing
 from edgebench.config import DatasetConfig, Experiment
 from edgebench.data import DatasetSplits
-from edgebench.errors import ArtifactError, first_line
+from edgebench.errors import ArtifactError, DatasetError, first_line
 from edgebench.executor.base import HOST, Lane, Task, TaskContext
 from edgebench.executor.runners import Runner
 from edgebench.executor.tasks import call_task, measure_task
@@ -152,31 +152,48 @@ def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: o
     return task
 
 
+@dataclass(frozen=True)
+class DataRef:
+    """The experiment's ``dataset:`` section (JSON) and the digest of the splits the run's process loaded from it
+    (:meth:`DatasetSplits.digest`; None: not checked): every worker loads the data again and must get those."""
+
+    config_json: str
+    digest: str | None = None
+
+
+#: what a worker says when its load of the data differs from the run's process's
+DATA_DIFFERS = ("the data loaded in this worker differs from the run's (an unseeded random split or shuffle?): "
+                "every process of a run loads it again, so the loader must return the same arrays each time; seed it")
+
+
 @functools.lru_cache(maxsize=2)
-def _dataset(dataset_json: str) -> DatasetSplits:
-    """The experiment's dataset (its ``dataset:`` section as JSON), loaded and preprocessed once per warm worker."""
-    return DatasetConfig.model_validate_json(dataset_json).load()
+def _dataset(data: DataRef) -> DatasetSplits:
+    """The experiment's dataset, loaded and preprocessed once per warm worker, checked against the run's."""
+    splits = DatasetConfig.model_validate_json(data.config_json).load()
+    if data.digest is not None and splits.digest() != data.digest:
+        raise DatasetError(DATA_DIFFERS)
+    return splits
 
 
-def build_variant(spec: VariantSpec, dataset_json: str, workdir: str,
+def build_variant(spec: VariantSpec, data: DataRef, workdir: str,
                   baseline: VariantSpec | None) -> str:
     """Train/prune ``spec`` into the model cache (in a worker); ``baseline`` is read from the cache if built."""
     cache = ModelCache(Path(workdir))
     if not cache.has(spec):  # a build queued again after its node was lost may have finished there
-        splits = _dataset(dataset_json)
+        splits = _dataset(data)
         base = cache.get(baseline) if baseline is not None else None
         cache.put(spec, build_fp32_model(spec, splits, baseline=base, workdir=Path(workdir)))
     return spec.id
 
 
-def allocate_variant(spec: VariantSpec, dataset_json: str, workdir: str) -> str:
+def allocate_variant(spec: VariantSpec, data: DataRef, workdir: str) -> str:
     """Let ``spec``'s allocation measure what it needs on the unpruned model (in a worker holding the host's
     cores); it keeps the result under ``workdir`` for the builds."""
-    prepare_allocation(spec, _dataset(dataset_json), Path(workdir))
+    prepare_allocation(spec, _dataset(data), Path(workdir))
     return spec.id
 
 
-def _allocation_task(spec: VariantSpec, dataset_json: str, workdir: Path) -> Task | None:
+def _allocation_task(spec: VariantSpec, data: DataRef, workdir: Path) -> Task | None:
     """A timed task for an allocation that times models (the latency allocation), shared by the variants whose
     architecture, allocation and ratio are the same; None for the others."""
     prune = spec.prune
@@ -186,13 +203,13 @@ def _allocation_task(spec: VariantSpec, dataset_json: str, workdir: Path) -> Tas
                      prune.allocation_kwargs, prune.ratio, prune.round_to])
     # its own workers per allocation and the settings that pick its target and runtime: never an export's
     where = spec_hash([prune.allocation_kwargs.get(name) for name in ("target", "backend")])[:8]
-    task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, dataset_json,
+    task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, data,
                     str(workdir), times=f"{prune.allocation}-{where}")
     task.timed = True  # it measures latency: nothing else may run on this host's cores meanwhile
     return task
 
 
-def predict_variant(spec: VariantSpec, dataset_json: str, workdir: str, target: TargetSpec, backend: str) -> str:
+def predict_variant(spec: VariantSpec, data: DataRef, workdir: str, target: TargetSpec, backend: str) -> str:
     """Write ``spec``'s p50 on ``target``/``backend`` predicted by the latency tables (in a worker holding the
     host's cores: the tables and the unpruned model are timed), calibrated on the unpruned architecture.
 
@@ -202,7 +219,7 @@ def predict_variant(spec: VariantSpec, dataset_json: str, workdir: str, target: 
     built = ModelCache(Path(workdir)).get(spec)
     if built is None:
         raise ArtifactError(f"variant {spec.label} is not in the model cache under {workdir}/models")
-    splits = _dataset(dataset_json)
+    splits = _dataset(data)
     example = torch.as_tensor(splits.x_train[:1])
     try:
         model = TargetLatencyModel(target, backend, Path(workdir) / "latency")
@@ -216,7 +233,7 @@ def predict_variant(spec: VariantSpec, dataset_json: str, workdir: str, target: 
     return str(path)
 
 
-def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tuple[str, ...]) -> Task | None:
+def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[str, ...]) -> Task | None:
     """A timed task predicting ``job``'s p50 when its experiment asks (``measurement.predict_latency``) and the
     prediction applies: a pruned fp32 variant, ONNX on a local target; None otherwise."""
     if not job.measure.predict_latency or job.variant.external is not None:  # another tool's artifact: no model
@@ -227,7 +244,7 @@ def _predict_task(job: PlannedJob, dataset_json: str, workdir: Path, after: tupl
             or prediction_path(workdir, weights.id, job.target.name, job.backend).is_file()):
         return None
     task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"
-                    f"{job.backend}", predict_variant, weights, dataset_json, str(workdir), job.target, job.backend,
+                    f"{job.backend}", predict_variant, weights, data, str(workdir), job.target, job.backend,
                     after=after, times=job.backend)
     task.timed = True  # it times layers and the unpruned model: nothing else may run on this host's cores meanwhile
     return task
@@ -250,14 +267,17 @@ def sweep_tasks(
     eval_path: Path,
     calibration: Path,
     side_by_side: list[int] | None = None,
+    data_digest: str | None = None,
 ) -> list[Task]:
     """The tasks that build, export and measure what ``jobs`` still need, each after what it reads.
 
     ``side_by_side``: cores that passed the interference check (``executor.side_by_side``); the measurements
     that asked for parallel lanes and can have them (:func:`wants_side_by_side`) take one core each, in turn.
+    ``data_digest``: the digest of the splits the run loaded, which every worker's load must match.
     """
     turn = 0
-    builds = _build_tasks(exp, specs, workdir)
+    data = DataRef(exp.dataset.model_dump_json(), data_digest)
+    builds = _build_tasks(specs, data, workdir)
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
     fp32_artifacts = _fp32_artifacts(jobs, workdir)
@@ -289,7 +309,7 @@ def sweep_tasks(
             prepared.setdefault(f"reference:{weights.id}", _untimed(
                 Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
                 job.measure.reference_samples, timeout_s=3600.0, after=built_by))
-        predict = _predict_task(job, exp.dataset.model_dump_json(), workdir, built_by)
+        predict = _predict_task(job, data, workdir, built_by)
         if predict is not None:
             prepared.setdefault(predict.key, predict)
         runner = runners[job.target.name]
@@ -344,10 +364,9 @@ def meter_keeps_lanes_apart(job: PlannedJob) -> bool:
     return reads_one_process(job.target.energy)
 
 
-def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> dict[str, Task]:
+def _build_tasks(specs: list[VariantSpec], data: DataRef, workdir: Path) -> dict[str, Task]:
     """A build task per variant not in the model cache, after the baseline it starts from and its allocation."""
     cache = ModelCache(workdir)
-    dataset_json = exp.dataset.model_dump_json()
     baseline = next((s for s in specs if s.kind == "baseline"), None)
     builds: dict[str, Task] = {}
     for spec in specs:
@@ -356,11 +375,11 @@ def _build_tasks(exp: Experiment, specs: list[VariantSpec], workdir: Path) -> di
         # pruning while training trains from scratch; every other kind starts from the trained baseline
         uses_baseline = spec.kind != "baseline" and not (spec.prune is not None and spec.prune.schedule == "while_training")
         after = [f"build:{baseline.id}"] if uses_baseline and baseline is not None and not cache.has(baseline) else []
-        allocation = _allocation_task(spec, dataset_json, workdir)
+        allocation = _allocation_task(spec, data, workdir)
         if allocation is not None:
             builds.setdefault(allocation.key, allocation)
             after.append(allocation.key)
         builds[f"build:{spec.id}"] = _untimed(BuildVariant(spec), f"build:{spec.id}", build_variant, spec,
-                                              dataset_json, str(workdir),
+                                              data, str(workdir),
                                               baseline if uses_baseline else None, after=tuple(after))
     return builds

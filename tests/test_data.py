@@ -343,3 +343,41 @@ def test_imagefolder_reads_16_bit_pngs_at_their_depth(tmp_path: Path) -> None:
     Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "a" / "float.png", format="TIFF")  # PIL reads content
     with pytest.raises(DatasetError, match=r"float.png has floating-point pixels \(PIL mode F\) .*8- or 16-bit"):
         load_dataset("imagefolder", path=tmp_path, image_size=8)
+
+
+def test_the_test_file_is_keyed_on_its_content_not_its_sums(tmp_path: Path) -> None:
+    """Two test labels swapped keep every sum: the run kept measuring on the old file (stored 1.0, the current
+    labels give 0.9333). Any element changes the key, and the calibration file's too."""
+    from edgebench.run_cache import write_calibration, write_eval_data
+
+    x = np.arange(3 * 4, dtype=np.float32).reshape(3, 1, 2, 2)
+    splits = DatasetSplits("own", 3, (1, 2, 2), x, np.array([0, 1, 2]), x, np.array([0, 1, 2]), x, np.array([0, 1, 2]))
+    swapped = DatasetSplits(*[getattr(splits, f) for f in ("name", "num_classes", "input_shape", "x_train", "y_train",
+                                                          "x_val", "y_val", "x_test")], np.array([1, 0, 2]))
+    first, second = write_eval_data(splits, tmp_path), write_eval_data(swapped, tmp_path)
+    assert first != second and list(np.load(second)["y"]) == [1, 0, 2]
+    assert write_eval_data(splits, tmp_path) == first  # the same content: the same file
+    calibration = [write_calibration(x, np.array([0, 1, 2]), 3, tmp_path, (x, y_val))
+                   for y_val in (np.array([0, 1, 2]), np.array([1, 0, 2]))]
+    assert calibration[0] != calibration[1]  # its validation labels count too
+    assert splits.digest() != swapped.digest()
+
+
+def test_the_data_digest_follows_symlinked_folders_and_paths_in_a_mapping(tmp_path: Path) -> None:
+    """The image-folder reader follows a symlinked class folder but the digest did not (24 images added, the same
+    digest, the old model reused); paths given in a mapping option were not read at all (digest None)."""
+    from edgebench.data.fingerprint import data_digest
+
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "data" / "cat" / "a.png").write_bytes(b"1")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data" / "dog").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "data" / "cat" / "loop").symlink_to(tmp_path / "data")  # a link to a parent folder: no loop
+    before = data_digest({"path": str(tmp_path / "data")})
+    (tmp_path / "elsewhere" / "b.png").write_bytes(b"22")
+    assert data_digest({"path": str(tmp_path / "data")}) != before
+    files = {"files": {"train": str(tmp_path / "data" / "cat" / "a.png")}}
+    digest = data_digest(files)
+    assert digest is not None
+    (tmp_path / "data" / "cat" / "a.png").write_bytes(b"3")
+    assert data_digest(files) != digest

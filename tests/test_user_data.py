@@ -68,6 +68,13 @@ def narrow(layout: str | None = None) -> dict:
 
 def broken(n: int = 10) -> list:
     return [1, 2, 3]
+
+
+def unseeded(n: int = 60, size: int = 8) -> dict:
+    """A random test subset drawn without a seed, as random_split without a generator draws it."""
+    x, y = _images(n, size, seed=0)
+    order = np.random.default_rng().permutation(n)
+    return {"train": (x[order[20:]], y[order[20:]]), "test": (x[order[:20]], y[order[:20]])}
 '''
 
 TINY_NET_PY = '''
@@ -190,3 +197,23 @@ def test_imagenet_sized_inputs_reach_training_calibration_and_every_measurement_
         expected = float((model(torch.from_numpy(splits.x_test)).argmax(1).numpy() == splits.y_test).mean())
     torch_row = df[(df["backend"] == "torch")].iloc[0]
     assert torch_row["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_loader_that_draws_other_data_in_each_process_fails_the_builds_saying_to_seed_it(team_dir):
+    """Every worker loads the data again: an unseeded split trained each build on other images than the run's
+    process wrote as the test file (a tester's loader trained on 50 of its 60 test images, accuracy 1.000)."""
+    from edgebench.sweep import DATA_DIFFERS
+
+    data = {
+        "name": "team-unseeded", "dataset": {"name": "team_data:unseeded"},
+        "model": {"file": "tiny_net.py", "factory": "build"},
+        "training": {"epochs": 1, "batch_size": 16, "lr": 0.05}, "pruning": {"criteria": []},
+        "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+    }
+    path = team_dir / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    outcome = run_experiment(load_experiment(path), render=False)
+    assert outcome.failed and all(DATA_DIFFERS in line for line in outcome.failed)
+    with Store.open(outcome.store_url) as store:
+        assert set(store.measurements(outcome.run_id)["status"]) == {"failed"}

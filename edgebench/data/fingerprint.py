@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: bumped when reading an image directory changes what the arrays hold (1: images kept at their native size for
 #: a declared resize/crop instead of squashed to image_size first, 16-bit PNGs scaled by 65535)
 DIRECTORY_READER_REVISION = 1
@@ -35,18 +37,39 @@ def data_digest(kwargs: Mapping[str, Any]) -> str | None:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] if parts else None
 
 
+def arrays_digest(*arrays: np.ndarray, prefix: str = "") -> str:
+    """sha256 of ``prefix`` and each array's dtype, shape and bytes: a key that changes with any element (a sum
+    does not: two labels swapped kept a stale test file)."""
+    h = hashlib.sha256(prefix.encode())
+    for array in arrays:
+        h.update(f"{array.dtype}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).data)
+    return h.hexdigest()[:16]
+
+
 def _strings(value: Any) -> Iterator[str]:
-    """The strings in an option's value (a path, or a list of paths)."""
+    """The strings in an option's value (a path, or a list or mapping of paths)."""
     if isinstance(value, str) and value:
         yield value
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _strings(item)
+    elif isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            yield from _strings(value[key])
 
 
 def _tree_digest(root: Path) -> str:
+    """Each file's relative path, size and mtime; symlinked folders followed as the image-folder reader follows
+    them (each real folder once: a link to a parent folder does not loop)."""
     h = hashlib.sha256()
-    for directory, dirs, files in os.walk(root):
+    seen: set[str] = set()
+    for directory, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
         dirs.sort()
         for name in sorted(files):
             path = Path(directory, name)

@@ -27,6 +27,13 @@ class DatasetSplits:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    def digest(self) -> str:
+        """sha256 of every array's dtype, shape and bytes (and the name): what two loads must agree on."""
+        from edgebench.data.fingerprint import arrays_digest
+
+        return arrays_digest(self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test,
+                             prefix=self.name)
+
 
 def stratified_split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int
