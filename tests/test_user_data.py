@@ -70,6 +70,35 @@ def broken(n: int = 10) -> list:
     return [1, 2, 3]
 
 
+class Labelled(Dataset):
+    """Quadrant images whose labels go through ``label`` (a string, a one-hot tensor, a float)."""
+
+    def __init__(self, n, label):
+        self.x, self.y = _images(n, 8, seed=0)
+        self.label = label
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.label(int(self.y[i]))
+
+
+def labels_as(kind: str) -> dict:
+    import torch
+
+    label = {"str": lambda k: "abcd"[k], "onehot": lambda k: torch.nn.functional.one_hot(torch.tensor(k), 4),
+             "float": lambda k: k + 0.7, "tensor": lambda k: torch.tensor(k), "int": int}[kind]
+    return {"train": Labelled(40, label), "test": Labelled(12, label)}
+
+
+def python_lists(ragged: bool = False) -> dict:
+    """An (x, y) pair of Python lists of images, as a loop that appended arrays makes it."""
+    x, y = _images(40, 8, seed=0)
+    images = [np.zeros((6, 6, 3), np.uint8) if ragged and i == 3 else a for i, a in enumerate(x)]
+    return {"train": (images, list(y)), "test": (list(x[:12]), list(y[:12]))}
+
+
 def unseeded(n: int = 60, size: int = 8) -> dict:
     """A random test subset drawn without a seed, as random_split without a generator draws it."""
     x, y = _images(n, size, seed=0)
@@ -217,3 +246,24 @@ def test_a_loader_that_draws_other_data_in_each_process_fails_the_builds_saying_
     assert outcome.failed and all(DATA_DIFFERS in line for line in outcome.failed)
     with Store.open(outcome.store_url) as store:
         assert set(store.measurements(outcome.run_id)["status"]) == {"failed"}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"kind": "str"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), <U1"),
+    ({"kind": "onehot"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40, 4\), int64"),
+    ({"kind": "float"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), float64"),
+])
+def test_labels_a_dataset_gives_are_checked_as_an_arrays_are(team_dir, kwargs, message):
+    """String and one-hot labels were a 156-line traceback; float labels 0.7, 1.7... were truncated to classes."""
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("team_data:labels_as", None, **kwargs)
+    as_tensors, as_ints = (load_dataset("team_data:labels_as", None, kind=kind) for kind in ("tensor", "int"))
+    np.testing.assert_array_equal(as_tensors.y_test, as_ints.y_test)
+
+
+def test_an_xy_pair_of_python_lists_is_read_as_images_and_labels(team_dir):
+    """It was taken for a 2-item dataset ("images differ in shape ((), (12, 12, 3))")."""
+    splits = load_dataset("team_data:python_lists", None)
+    assert splits.input_shape == (3, 8, 8) and len(splits.y_test) == 12
+    with pytest.raises(DatasetError, match=r"its 'train' images differ in shape \(\(6, 6, 3\), \(8, 8, 3\)\)"):
+        load_dataset("team_data:python_lists", None, ragged=True)

@@ -45,7 +45,14 @@ def load_dataset(name: str, preprocess: Preprocess | None = None, **kwargs: Any)
         raise
     except Exception as exc:  # the loader's own error (often the user's code) is the cause
         raise DatasetError(f"dataset {name} {kwargs}: {type(exc).__name__}: {first_line(exc)}") from None
-    return _one_image_shape(apply_preprocess(_usable(splits_from(loaded, name), name), preprocess), name)
+    try:
+        splits = splits_from(loaded, name)
+    except DatasetError:
+        raise
+    except Exception as exc:  # what the loader returned cannot be made arrays (images of two sizes in one list)
+        raise DatasetError(f"dataset {name}: what the loader returned cannot be read as images and labels: "
+                           f"{type(exc).__name__}: {first_line(exc)}") from None
+    return _one_image_shape(apply_preprocess(_usable(splits, name), preprocess), name)
 
 
 def _usable(splits: DatasetSplits, name: str) -> DatasetSplits:

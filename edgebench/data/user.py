@@ -48,17 +48,33 @@ def _from_dataset(dataset: Any, split: str, name: str) -> tuple[np.ndarray, np.n
     if not items or not all(isinstance(it, Sequence) and len(it) >= 2 for it in items):
         raise DatasetError(f"dataset {name}: its '{split}' split must yield (image, label) pairs; got "
                            f"{type(items[0]).__name__ if items else 'no items'}")
-    shapes = {np.shape(_image(it[0])) for it in items}
+    # labels as given (tensors as arrays): splits_from checks they are integer class ids, as for arrays
+    return _stacked([it[0] for it in items], split, name), np.asarray([_image(it[1]) for it in items])
+
+
+def _stacked(images: Sequence[Any], split: str, name: str) -> np.ndarray:
+    """One array of a split's images (tensors, PIL images or arrays), which must share one shape."""
+    arrays = [_image(image) for image in images]
+    shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise DatasetError(f"dataset {name}: its '{split}' images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}"
                            "); resize them in the loader to one shape, then declare dataset.preprocess")
-    return np.stack([_image(it[0]) for it in items]), np.asarray([int(it[1]) for it in items], dtype=np.int64)
+    return np.stack(arrays)
+
+
+def _is_xy_pair(value: Any) -> bool:
+    """Whether ``value`` is an ``(x, y)`` pair (images, one scalar label each) rather than a sequence of two
+    ``(image, label)`` items: both have two entries, but only a pair's second entry holds scalars."""
+    if not (isinstance(value, tuple | list) and len(value) == 2 and all(hasattr(v, "__len__") for v in value)):
+        return False
+    x, y = value
+    return len(x) == len(y) and all(np.ndim(_image(label)) == 0 for label in y)
 
 
 def _pair(value: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(value, tuple | list) and len(value) == 2 and all(hasattr(v, "__len__") for v in value) \
-            and not isinstance(value[0], tuple | list):
-        return np.asarray(value[0]), np.asarray(value[1])
+    if _is_xy_pair(value):
+        x = _stacked(value[0], split, name) if isinstance(value[0], list | tuple) else _image(value[0])
+        return x, np.asarray([_image(v) for v in value[1]])
     if hasattr(value, "__getitem__") and hasattr(value, "__len__"):
         return _from_dataset(value, split, name)
     raise DatasetError(f"dataset {name}: its '{split}' split is a {type(value).__name__}; give a torch Dataset of "
@@ -86,7 +102,8 @@ def splits_from(loaded: Any, name: str) -> DatasetSplits:
         return loaded
     where = Path(name)
     if isinstance(loaded, Mapping) and all(k in loaded for k in _ARRAYS):
-        data = {k: np.asarray(v) for k, v in loaded.items() if k not in ("num_classes", "layout")}
+        data = {k: _stacked(v, k.removeprefix("x_"), name) if k.startswith("x_") and isinstance(v, list | tuple)
+                else np.asarray(v) for k, v in loaded.items() if k not in ("num_classes", "layout")}
     elif isinstance(loaded, Mapping) and "train" in loaded and "test" in loaded:
         data = {}
         for split in _SPLITS:
@@ -97,6 +114,7 @@ def splits_from(loaded: Any, name: str) -> DatasetSplits:
                            "{'train': ..., 'test': ...} (torch Datasets or (x, y) arrays) or a mapping of arrays "
                            "x_train, y_train, x_test, y_test")
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], where)
+    data |= {k: v.astype(np.int64) for k, v in data.items() if k.startswith("y_")}  # checked integral above
     layout = _layout(loaded, name)
     # a shape that cannot tell its layout is taken as NCHW, torch's own, unless the loader says ("layout": ...)
     nchw = {k: to_nchw(v, k, where, layout, ambiguous="NCHW") for k, v in data.items() if k.startswith("x_")}
