@@ -381,3 +381,24 @@ def test_the_data_digest_follows_symlinked_folders_and_paths_in_a_mapping(tmp_pa
     assert digest is not None
     (tmp_path / "data" / "cat" / "a.png").write_bytes(b"3")
     assert data_digest(files) != digest
+
+
+def test_a_test_class_no_training_image_has_is_refused(tmp_path: Path) -> None:
+    """Training labels 0..2 and test labels 1..3 (counted from 1): class 3 was scored, never trained, no word."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((30, 1, 4, 4)), y_train=np.arange(30) % 3,
+             x_test=rng.random((9, 1, 4, 4)), y_test=np.arange(9) % 3 + 1)
+    with pytest.raises(DatasetError, match=r"the test split has class\(es\) \[3\] that no training image has"):
+        load_dataset("npz", path=str(tmp_path / "d.npz"))
+
+
+def test_a_class_of_one_image_stays_in_training_and_the_others_stay_stratified(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Classes of 50, 50, 50 images and one of 1: the one turned stratification off for all (a held-out part of
+    [11, 13, 7, 0] at 20 %). Now 10 of each is held out and the single image is trained on, with a warning."""
+    y = np.array([0] * 50 + [1] * 50 + [2] * 50 + [3])
+    with caplog.at_level("WARNING", logger="edgebench.data.splits"):
+        x_keep, y_keep, x_held, y_held = stratified_split(np.arange(151.0)[:, None], y, 0.2, seed=0)
+    assert np.bincount(y_held, minlength=4).tolist() == [10, 10, 10, 0]
+    assert np.bincount(y_keep).tolist() == [40, 40, 40, 1] and x_keep[y_keep == 3, 0].tolist() == [150.0]
+    assert "class(es) 3 have one image each: kept for training" in caplog.text

@@ -78,6 +78,12 @@ def _usable(splits: DatasetSplits, name: str) -> DatasetSplits:
     if len(present) < 2:
         raise DatasetError(f"dataset {name}: the training split holds only class {present.tolist()}; a classifier "
                            "needs images of at least two classes")
+    for split in ("val", "test"):  # scored on classes never trained: an accuracy of 0 on them, unexplained
+        untrained = np.setdiff1d(np.unique(getattr(splits, f"y_{split}")), present)
+        if len(untrained):
+            raise DatasetError(f"dataset {name}: the {split} split has class(es) {untrained.tolist()[:5]} that no "
+                               "training image has (labels counted from 1 in one split and from 0 in another?); "
+                               "give every split the same class ids")
     return splits
 
 

@@ -38,17 +38,25 @@ class DatasetSplits:
 def stratified_split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split off ``fraction`` of (x, y), stratified by label so every class is represented in both parts.
+    """Split off ``fraction`` of (x, y), stratified by label so every class is represented in both parts. A class
+    of one image stays in the kept part (a warning names it): it cannot be on both sides, and it would otherwise
+    have turned stratification off for every class.
 
     Returns ``(x_keep, y_keep, x_held, y_held)``.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    counts = np.bincount(y)
+    single = counts[y] == 1
+    if single.any() and not single.all():
+        log.warning("class(es) %s have one image each: kept for training, none held out to score them",
+                    ", ".join(map(str, np.unique(y[single])[:8].tolist())))
+        x_keep, y_keep, x_held, y_held = stratified_split(x[~single], y[~single], fraction, seed)
+        return np.concatenate([x_keep, x[single]]), np.concatenate([y_keep, y[single]]), x_held, y_held
     held = math.ceil(fraction * len(y))
     if held >= len(y):
         raise ValueError(f"{len(y)} image(s) are too few to split {fraction:.0%} off with images left on both sides; "
                          "give more images")
-    counts = np.bincount(y)
     classes = int((counts > 0).sum())
     # stratified only where every class can appear on both sides; a tiny dataset is split at random instead
     stratify = y if counts[counts > 0].min() >= 2 and min(held, len(y) - held) >= classes else None
