@@ -113,6 +113,12 @@ def available_targets(
     return ready, unavailable
 
 
+def _warning_line(warning: str, tasks: list[str]) -> str:
+    """``<task>: <warning>``, naming how many other tasks gave the same warning."""
+    others = f" and {len(tasks) - 1} other task(s)" if len(tasks) > 1 else ""
+    return f"{tasks[0]}{others}: {warning}"
+
+
 class ReportInterrupted(KeyboardInterrupt):
     """Ctrl-C while the report of a run whose every job is stored was rendered: nothing is left to resume."""
 
@@ -280,12 +286,14 @@ class _OpenRun:
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
                             side_by_side=lanes, data_digest=splits.digest())
         sweep = _SweepProgress(tasks, progress)
+        warned: dict[str, list[str]] = {}  # warning -> the tasks that gave it (every worker loading the data, ...)
         with create_executor(self.exp.executor, log_dir=self.workdir / "logs") as executor:
             for result in executor.run(tasks):
                 context = result.task.context
                 RESULT_HANDLERS[type(context)](self, result, context)
-                self.outcome.warnings += [line for line in (f"{context.describe()}: {w}" for w in result.warnings)
-                                          if line not in self.outcome.warnings]
+                for warning in result.warnings:
+                    warned.setdefault(warning, []).append(context.describe())
+                    self.outcome.warnings = [_warning_line(w, where) for w, where in warned.items()]
                 sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
         sweep.close()
         self.outcome.stage_seconds.update(sweep.stage_seconds)

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.errors import ConfigError
 from edgebench.executor.base import Task
 from edgebench.executor.local import LocalExecutor
-from edgebench.executor.runners import runner_for
+from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.tasks import job_result, measure_task
 from edgebench.job import Job, JobResult
 from edgebench.store import Store
@@ -66,6 +67,8 @@ class _Pair:
     base: Side
     cand: Side
     jobs: tuple[Job, Job]
+    #: the runner of each side's target (its file found as the run found it)
+    runners: tuple[Runner, Runner]
     #: per side, each round's result (None: that round's measurement failed)
     measured: dict[str, list[JobResult | None]] = field(default_factory=dict)
 
@@ -81,6 +84,23 @@ def stored_job(side: Side) -> tuple[Job | None, str]:
     if missing:
         return None, f"{missing[0]} is gone (re-measuring needs the run directory of both sides)"
     return job, ""
+
+
+def _target_files(store: Store, run_id: str) -> dict[str, str]:
+    """Target name -> the path the run's experiment named it by, for targets given as a YAML file's path (a name
+    alone is looked up in the target directories again)."""
+    selections = (store.get_run(run_id).get("experiment") or {}).get("targets") or []
+    names = [s.get("name", "") if isinstance(s, dict) else str(s) for s in selections]
+    return {Path(n).stem: n for n in names if n.endswith((".yaml", ".yml"))}
+
+
+def _runner(job: Job, files: Mapping[str, str]) -> tuple[Runner | None, str]:
+    """The runner of ``job``'s target, or why its target cannot be found here."""
+    try:
+        return runner_for(get_target(files.get(job.target, job.target))), ""
+    except ConfigError:
+        return None, (f"its target {job.target} is not found here: pass the directory of its YAML file with "
+                      "--targets-dir (or set EDGEBENCH_TARGETS_DIR)")
 
 
 def remeasure_runs(
@@ -108,18 +128,22 @@ def remeasure_runs(
     matching = match_runs(store, [base_id], [cand_id])
     pairs: list[_Pair] = []
     stored_only: dict[tuple[str, str], str] = {}
+    files = (_target_files(store, base_id), _target_files(store, cand_id))
     for _, base, cand in matching.pairs:
         (base_job, why_base), (cand_job, why_cand) = stored_job(base), stored_job(cand)
-        if base_job is None or cand_job is None:
+        (base_runner, no_base), (cand_runner, no_cand) = ((_runner(job, f) if job else (None, ""))
+                                                          for job, f in zip((base_job, cand_job), files, strict=True))
+        if base_runner is None or cand_runner is None:
             row = cand.rows[-1]
             context = context_label(row["target"], row["backend"], row["threads"])
             stored_only[(str(row["variant_id"]), context)] = (
-                f"{'baseline' if base_job is None else 'candidate'} {why_base or why_cand}")
+                f"{'baseline' if base_runner is None else 'candidate'} {why_base or no_base or why_cand or no_cand}")
             continue
+        assert base_job is not None and cand_job is not None  # a runner only for a stored job
         if min_time_s is not None:
             base_job, cand_job = (j.model_copy(update={"measure": j.measure.model_copy(
                 update={"min_time_s": min_time_s})}) for j in (base_job, cand_job))
-        pairs.append(_Pair(base, cand, (base_job, cand_job)))
+        pairs.append(_Pair(base, cand, (base_job, cand_job), (base_runner, cand_runner)))
     max_rounds = max(rounds, max_rounds or MAX_ROUNDS_FACTOR * rounds)
     _run_rounds(pairs, rounds, max_rounds, progress)
     results = [matched_result(p.base, p.cand, _changes(p, effects, alpha)) for p in pairs]
@@ -141,9 +165,8 @@ def remeasure_runs(
                       matching.warnings, effects, alpha, method=method, missing=matching.missing)
 
 
-def _task(job: Job, key: str) -> Task:
+def _task(job: Job, runner: Runner, key: str) -> Task:
     """A measurement of ``job`` on its target (locally, or on its board through the target's runner)."""
-    runner = runner_for(get_target(job.target))
     job = job.model_copy(update={"job_id": key})
     files = [Path(p) for p in (job.artifact, job.eval_data, job.reference) if p]
     return measure_task(job, runner.task_timeout(), lane=runner.lane(), resources=runner.resources(),
@@ -168,7 +191,7 @@ def _run_rounds(pairs: list[_Pair], rounds: int, max_rounds: int, progress: Roun
                 for r in range(start, start + missing):
                     for side in (("base", "cand") if (r + i) % 2 == 0 else ("cand", "base")):
                         key = f"round{r}:{i}:{side}"
-                        tasks.append(_task(pair.jobs[0 if side == "base" else 1], key))
+                        tasks.append(_task(pair.jobs[0 if side == "base" else 1], pair.runners[0 if side == "base" else 1], key))
                         owner[key] = (pair, side, r)
                 for side in ("base", "cand"):
                     pair.measured[side] += [None] * missing

@@ -402,3 +402,22 @@ def test_a_class_of_one_image_stays_in_training_and_the_others_stay_stratified(
     assert np.bincount(y_held, minlength=4).tolist() == [10, 10, 10, 0]
     assert np.bincount(y_keep).tolist() == [40, 40, 40, 1] and x_keep[y_keep == 3, 0].tolist() == [150.0]
     assert "class(es) 3 have one image each: kept for training" in caplog.text
+
+
+def test_uint16_pixels_are_scaled_to_one_and_a_normalize_over_0_255_pixels_warns(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A uint16 npz reached the model at 0..65535 under a declared normalize (a 16-bit PNG folder is scaled by
+    65535); float pixels 0..255 under a normalize meant for [0, 1] said nothing."""
+    from edgebench.variants import Normalize
+
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "u16.npz", x_train=np.full((20, 1, 2, 2), 65535, np.uint16), y_train=y,
+             x_test=np.zeros((4, 1, 2, 2), np.uint16), y_test=y[:4])
+    prep = Preprocess(normalize=Normalize(mean=[0.5], std=[0.25]))
+    splits = load_dataset("npz", prep, path=str(tmp_path / "u16.npz"))
+    assert splits.x_train.max() == pytest.approx((1.0 - 0.5) / 0.25) and splits.x_test.min() == -2.0
+    np.savez(tmp_path / "f255.npz", x_train=np.full((20, 1, 2, 2), 255.0, np.float32), y_train=y,
+             x_test=np.zeros((4, 1, 2, 2), np.float32), y_test=y[:4])
+    with caplog.at_level("WARNING", logger="edgebench.data.preprocess"):
+        load_dataset("npz", prep, path=str(tmp_path / "f255.npz"))
+    assert "normalize takes pixels in [0, 1], but the training images reach 255" in caplog.text

@@ -106,6 +106,8 @@ def compare(
     min_time: Annotated[
         float | None, typer.Option("--min-time", min=0, help="--remeasure: timed seconds per round (default: the run's)")
     ] = None,
+    targets_dir: Annotated[Path | None, typer.Option(
+        "--targets-dir", help="--remeasure: extra directory of target YAML files (the runs' own targets)")] = None,
     store: StoreOpt = None,
     fmt: Annotated[
         Literal["table", "markdown", "json", "html"],
@@ -117,7 +119,8 @@ def compare(
         typer.Option("--min-effect", help="METRIC=PERCENT (accuracy: points), e.g. latency=3; repeatable"),
     ] = None,
     alpha: Annotated[float, typer.Option(min=1e-6, max=0.5, help="significance level of the tests")] = 0.01,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the output to this file")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the output to this file (for "
+                                                  "--format table: its Markdown)")] = None,
     repeats: Annotated[
         bool,
         typer.Option(
@@ -164,7 +167,9 @@ def compare(
     from edgebench.store.compare import compare_runs
     from edgebench.store.compare_markdown import to_markdown
     from edgebench.store.gate import evaluate, gate_markdown, min_effects, parse_thresholds
+    from edgebench.targets import use_targets_dir
 
+    use_targets_dir(targets_dir)  # a missing directory fails here, before anything is measured
     thresholds = parse_thresholds(warn, fail, unstable)
     effects = min_effects(thresholds, min_effect)
     if output:

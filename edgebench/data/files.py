@@ -39,7 +39,7 @@ def to_nchw(x: np.ndarray, key: str, path: Path, layout: Layout = "auto", ambigu
                            "square one way only); set the dataset's layout: NCHW or NHWC")
     if layout == "NHWC":
         x = x.transpose(0, 3, 1, 2)
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(x.dtype, 1.0)  # as 8/16-bit PNGs are read
     return x.astype(np.float32) / scale
 
 

@@ -10,12 +10,15 @@ without ``normalize`` images are standardised with the training split's statisti
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
 from edgebench.data.splits import DatasetSplits
 from edgebench.errors import DatasetError
 from edgebench.variants import Preprocess
+
+log = logging.getLogger(__name__)
 
 #: images resized per call (bounds the float copy interpolation makes)
 _CHUNK = 256
@@ -82,6 +85,10 @@ def _normalized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
+#: the largest pixel a normalize declared for [0, 1] images can mean without a warning (resizing overshoots a bit)
+_UNIT_RANGE_TOP = 1.5
+
+
 def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetSplits:
     """``splits`` (pixel values in [0, 1]) resized, cropped and normalised as ``prep`` declares; standardised with
     the training split's per-channel statistics when it declares no ``normalize``. DatasetError for a crop
@@ -96,6 +103,9 @@ def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetS
     channels = splits.x_train.shape[1]
     if prep.normalize is not None:
         mean, std = (np.asarray(v, dtype=np.float32) for v in (prep.normalize.mean, prep.normalize.std))
+        if (top := float(splits.x_train.max())) > _UNIT_RANGE_TOP:  # float pixels 0..255: normalize is for [0, 1]
+            log.warning("dataset.preprocess.normalize takes pixels in [0, 1], but the training images reach %.4g: "
+                        "divide them by their full scale (255) in the loader, or give them as uint8", top)
         if len(mean) not in (1, channels):
             raise DatasetError(f"dataset.preprocess.normalize: {len(mean)} mean/std values for {channels}-channel "
                                "images; give one per channel (or one for all)")
