@@ -123,6 +123,7 @@ def test_a_figure_no_round_measured_is_missing_not_undecided_for_contention(monk
                                energy_j_per_inference=None, contention=SimpleNamespace(flagged=True), speed_probe=None)
 
     pair = remeasure._Pair(base=Side([], []), cand=Side([], []), jobs=(None, None),  # type: ignore[arg-type]
+                           runners=(None, None),  # type: ignore[arg-type]
                            measured={"base": [disturbed(1.0)] * 3, "cand": [disturbed(1.0)] * 3})
     verdicts = {c.metric: (c.verdict, c.basis) for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05)}
     assert verdicts["latency"] == verdicts["throughput"] == ("undecided", "contended")
@@ -154,6 +155,7 @@ def test_a_remeasured_estimated_energy_is_named_so_and_a_second_meter_is_not_one
 
     def energy(base: Side, cand: Side):
         pair = remeasure._Pair(base=base, cand=cand, jobs=(None, None),  # type: ignore[arg-type]
+                               runners=(None, None),  # type: ignore[arg-type]
                                measured={"base": [round_(1e-4), round_(1.01e-4)] * 2,
                                          "cand": [round_(4e-4), round_(4.02e-4)] * 2})
         return next(c for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05) if c.metric == "energy")
@@ -162,3 +164,28 @@ def test_a_remeasured_estimated_energy_is_named_so_and_a_second_meter_is_not_one
     assert estimated.verdict == "regression" and shown_name(estimated) == "energy (estimated)", estimated
     two_meters = energy(side("measured:rapl", 1e-4), side("estimated:tdp-x-cpu-util", 4e-4))
     assert two_meters.verdict == "n/a" and "energy sources differ" in two_meters.note, two_meters
+
+
+def test_remeasure_finds_a_target_the_runs_named_by_its_file_and_says_what_to_pass_when_gone(tmp_path: Path) -> None:
+    """A target named by its YAML file's path was looked up again by its name alone: `compare --remeasure` failed
+    with "unknown target" while plain compare worked. The run's experiment says where the file was; where it is
+    gone, the results are decided on the stored runs, saying to pass --targets-dir."""
+    own = tmp_path / "own targets" / "mycpu.yaml"
+    own.parent.mkdir()
+    own.write_text("kind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
+    path = default_with(
+        tmp_path, "own.yaml", training={"epochs": 1, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "seed": 0},
+        pruning={"criteria": []}, quantization={"precisions": ["fp32"]}, targets=[str(own)],
+        measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 5},
+        run={"workdir": str(tmp_path / "runs")}, report={"dir": str(tmp_path / "report")},
+    )  # fmt: skip
+    exp = load_experiment(path)
+    base, cand = (run_experiment(exp, render=False).run_id for _ in range(2))
+    with Store.open(exp.store_url()) as store:
+        cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05)
+        assert [r.context for r in cmp.results] == ["mycpu · onnxruntime · 1 threads"] and not cmp.results[0].warnings
+        own.rename(own.with_name("moved.yaml"))
+        cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05)
+    assert cmp.results[0].warnings == [
+        "not re-measured (baseline its target mycpu is not found here: pass the directory of its YAML file with "
+        "--targets-dir (or set EDGEBENCH_TARGETS_DIR)): decided on the stored runs"]
