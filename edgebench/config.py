@@ -641,6 +641,19 @@ ROUNDING_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_R
 OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP")
 
 
+def ap_type_problem(text: str) -> str | None:
+    """Why ``text`` is not an AP type hls4ml builds, or None: the grammar, the
+    rounding/overflow modes and the width, so a misspelt type fails before training, not in the conversion after."""
+    if not FIXED_POINT.match(text):
+        return "not an hls4ml fixed-point type; use e.g. ap_fixed<16,6> (width, integer bits)"
+    if problem := fixed_point_modes_problem(text):
+        return problem
+    width = int(re.search(r"<\s*(\d+)", text).group(1))  # type: ignore[union-attr]
+    if not 1 <= width <= AP_MAX_WIDTH:
+        return f"a width of {width} bits; Vivado HLS's AP types take 1 to {AP_MAX_WIDTH} (e.g. ap_fixed<16,6>)"
+    return None
+
+
 def fixed_point_modes_problem(text: str) -> str | None:
     """What is wrong with the rounding, overflow and saturation-bit fields of an AP fixed-point type (None: nothing):
     a misspelt mode passed to hls4ml fails its conversion after training, with an error about an enum."""
@@ -672,15 +685,8 @@ def check_experiment(exp: Experiment, source: str) -> None:
                     "after, so those variants lose accuracy a later pruning step would recover; prune earlier or train "
                     "longer", source, epochs - 1)
     _check_qat_epochs(exp, source)
-    if not FIXED_POINT.match(exp.quantization.fixed_point):
-        raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' is not an hls4ml fixed-point "
-                          "type; use e.g. ap_fixed<16,6> (width, integer bits)")
-    if problem := fixed_point_modes_problem(exp.quantization.fixed_point):
+    if problem := ap_type_problem(exp.quantization.fixed_point):
         raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}': {problem}")
-    width = int(re.search(r"<\s*(\d+)", exp.quantization.fixed_point).group(1))  # type: ignore[union-attr]
-    if not 1 <= width <= AP_MAX_WIDTH:
-        raise ConfigError(f"{source}: quantization.fixed_point: '{exp.quantization.fixed_point}' has a width of {width} "
-                          f"bits; Vivado HLS's AP types take 1 to {AP_MAX_WIDTH} (e.g. ap_fixed<16,6>)")
     # a target's ratios select pruning ratios, sparsities and rank ratios alike
     ratio_grids = [("pruning.ratios", pruning.ratios),
                    *([("sparse.sparsities", exp.sparse.sparsities)] if exp.sparse is not None else []),

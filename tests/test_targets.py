@@ -48,6 +48,13 @@ def test_every_shipped_target_validates() -> None:
         ("kind: ssh\nbackends: [onnxruntime]\n", "needs an 'ssh:' block"),
         ("backends: [hls4ml]\n", "needs an 'fpga:' block"),
         ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'float'}\n", "ap_fixed<16,6>"),
+        # checked as the experiment's fixed_point is (a prefix check let these through to the conversion)
+        ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'ap_fixed<16,6,AP_RNDD>'}\n",
+         "fpga.default_precision: rounding mode 'AP_RNDD' is not one of AP_RND"),
+        ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'ap_fixed<16>'}\n",
+         "fpga.default_precision: not an hls4ml fixed-point type"),
+        ("backends: [hls4ml]\nfpga: {part: x, default_precision: 'ap_fixed<0,0>'}\n",
+         "fpga.default_precision: a width of 0 bits; Vivado HLS's AP types take 1 to 1024"),
         ("backends: [hls4ml]\nfpga: {part: x, io_type: io_serial}\n", "fpga.io_type"),
         ("backends: [hls4ml]\nfpga: {part: x, clock_period_ns: 0}\n", "fpga.clock_period_ns: Input should be greater than 0"),
         ("backends: [hls4ml]\nfpga: {prat: x}\n", "fpga.part: Field required"),

@@ -28,8 +28,10 @@ class FPGASpec(TargetBlock):
     @field_validator("default_precision")
     @classmethod
     def _ap_type(cls, value: str) -> str:
-        if not value.startswith(("ap_fixed<", "ap_ufixed<", "ap_int<", "ap_uint<", "fixed<", "ufixed<")):
-            raise ValueError("must be an HLS type such as ap_fixed<16,6>")
+        from edgebench.config import ap_type_problem  # the experiment's fixed_point is checked the same way
+
+        if problem := ap_type_problem(value):
+            raise ValueError(problem)
         return value
 
     @property
