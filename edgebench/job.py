@@ -32,8 +32,10 @@ class MeasureSettings(BaseModel):
         "(latency); offline: batches of batch_size (throughput)")
     batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
     warmup_iters: int = Field(10, ge=0, description="untimed calls before the window")
-    min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples")
-    min_time_s: float = Field(0.1, ge=0, description="the floor's duration: no window is shorter")
+    min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples "
+                           "unless a cap (max_time_s, max_iters) ends it first, which the run then says")
+    min_time_s: float = Field(0.1, ge=0, description="the floor's duration: no window is shorter "
+                              "unless a cap (max_iters, max_time_s) ends it first")
     max_iters: int = Field(100_000, ge=1, description="the cap's count")
     max_time_s: float = Field(10.0, gt=0, description="the cap: a window that never reaches the precision ends here")
     precision: float | None = Field(

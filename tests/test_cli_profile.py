@@ -64,3 +64,11 @@ def test_an_onnx_input_of_unknown_size_asks_for_the_shape(tmp_path: Path) -> Non
     result = runner.invoke(app, ["bench", str(path)])
     assert result.exit_code == 2, result.output
     assert " ".join(result.output.split()) == "error: give --data NPZ or --input-shape C,H,W (any.onnx's input 'x' is ?x?x?x?)"
+
+
+def test_bench_errors_name_edgebenchs_backends_not_a_target(tmp_path: Path) -> None:
+    """bench has no target: its errors spoke of "the target's backends" and told the user to pick another target."""
+    (tmp_path / "notes.txt").write_text("not a model")
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "notes.txt")])
+    assert result.exit_code == 2 and "none of edgebench's backends (onnxruntime, " in result.output
+    assert "reads notes.txt; pass --backend" in result.output and "target" not in result.output

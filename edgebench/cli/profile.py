@@ -87,15 +87,16 @@ def print_profile(profile_dict: dict[str, Any], p50_ms: float | None, top: int |
     console.print(Text(profile.non_compute_text(p50_ms)), highlight=False)
 
 
-def backend_for(artifact: Path, backends: list[str], backend: str | None) -> str:
-    """The target's backend that reads ``artifact`` (``backend`` when given)."""
+def backend_for(artifact: Path, backends: list[str], backend: str | None, among: str = "the target's") -> str:
+    """The backend of ``backends`` (``among``: whose they are, for errors) that reads ``artifact`` (``backend`` when
+    given)."""
     from edgebench.runtimes.base import get_backend
 
     suffix = artifact.suffix or ""
     readers = [name for name in backends if any(suffix == _suffix(fmt) for fmt in get_backend(name).formats)]
     if backend is not None:
         if backend not in backends:
-            raise ConfigError(f"backend '{backend}' is not one of the target's ({', '.join(backends)})")
+            raise ConfigError(f"backend '{backend}' is not one of {among} ({', '.join(backends)})")
         if readers and backend not in readers:  # else the runtime calls a good file damaged
             raise ConfigError(f"backend '{backend}' does not read {suffix} files like {artifact.name} (it reads "
                               f"{', '.join(_suffix(f) or 'project folders' for f in get_backend(backend).formats)}); "
@@ -103,8 +104,8 @@ def backend_for(artifact: Path, backends: list[str], backend: str | None) -> str
         return backend
     if readers:
         return readers[0]
-    raise ConfigError(f"none of the target's backends ({', '.join(backends)}) reads {artifact.name}; "
-                      "pass --backend or pick another target")
+    raise ConfigError(f"none of {among} backends ({', '.join(backends)}) reads {artifact.name}; pass --backend"
+                      + (" or pick another target" if among == "the target's" else ""))
 
 
 def _suffix(fmt: str) -> str:

@@ -360,7 +360,8 @@ def bench(
     use_plugins(plugins)
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
-    backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend)
+    backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend,
+                          among="edgebench's")
     blocks = get_backend(backend).target_blocks(artifact)  # an hls4ml project's fpga: block, from its metadata
     target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads, **blocks},
                       "edgebench bench")
