@@ -398,7 +398,7 @@ def test_a_class_of_one_image_stays_in_training_and_the_others_stay_stratified(
     [11, 13, 7, 0] at 20 %). Now 10 of each is held out and the single image is trained on, with a warning."""
     y = np.array([0] * 50 + [1] * 50 + [2] * 50 + [3])
     with caplog.at_level("WARNING", logger="edgebench.data.splits"):
-        x_keep, y_keep, x_held, y_held = stratified_split(np.arange(151.0)[:, None], y, 0.2, seed=0)
+        x_keep, y_keep, _, y_held = stratified_split(np.arange(151.0)[:, None], y, 0.2, seed=0)
     assert np.bincount(y_held, minlength=4).tolist() == [10, 10, 10, 0]
     assert np.bincount(y_keep).tolist() == [40, 40, 40, 1] and x_keep[y_keep == 3, 0].tolist() == [150.0]
     assert "class(es) 3 have one image each: kept for training" in caplog.text
