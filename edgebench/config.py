@@ -402,11 +402,21 @@ class Experiment(_Strict):
             data["source"] = [source.code_digest, source.weights_digest]
         if (digest := self.dataset.digest()) is not None:  # so does rewritten data
             data["data_digest"] = digest
+        if user_targets := self._target_digests():  # so does an edited target file (threads 1 -> 2 mixed in one run)
+            data["target_files"] = user_targets
         if self.artifacts:  # so do other contents under an artifact's path (an ONNX file's external data too)
             from edgebench.external import artifact_digest
 
             data["artifact_digests"] = [artifact_digest(Path(a.path)) for a in self.artifacts if Path(a.path).is_file()]
         return spec_hash(hash_payload(data, added))
+
+    def _target_digests(self) -> list[str | None]:
+        """Content digests of the user's own target files (empty when every target is one edgebench ships)."""
+        from edgebench.plugins import content_digest
+        from edgebench.targets import users_target_file
+
+        files = [users_target_file(selection.name) for selection in self.targets]
+        return [content_digest(f) if f else None for f in files] if any(files) else []
 
     def model_source(self) -> ModelSource | None:
         """The user's model file, weights and plug-ins behind ``model``, with their digests (None: a zoo model on

@@ -80,6 +80,8 @@ class RunOutcome:
     report_path: Path | None
     measured: int = 0
     skipped: int = 0
+    #: of the jobs measured, those a resumed run had stored as failed: measured again, the new result replacing it
+    retried: int = 0
     failed: list[str] = field(default_factory=list)
     #: of ``failed``, the jobs lost with their node, board or SSH host: not stored, measured by a resumed run
     lost: int = 0
@@ -111,6 +113,16 @@ def available_targets(
         ready.append((selection, target.model_copy(
             update={"backends": [name for name in target.backends if name not in missing]})))
     return ready, unavailable
+
+
+def _say_passed_over(store: Store, name: str) -> None:
+    """Warn about the unfinished runs of experiment ``name`` a new run does not resume: what they hold stays as it
+    is, and edits to the experiment (its file, a target file, code, weights or data) are the usual reason."""
+    runs = store.runs()
+    for _, run in runs[(runs["name"] == name) & runs["finished_at"].isna()].iterrows():
+        log.warning("unfinished run %s of '%s' (%d result(s) stored) is not resumed: the experiment, a target file, "
+                    "the model's code or weights or the data changed since, it runs elsewhere, or another process "
+                    "drives it; a new run starts and that one stays as it is", run["id"], name, run["n_measurements"])
 
 
 def _warning_line(warning: str, tasks: list[str]) -> str:
@@ -250,6 +262,7 @@ class _OpenRun:
         machine = machine_info()
         run_id = store.find_resumable_run(exp.hash, claim, machine)
         if run_id is None:
+            _say_passed_over(store, exp.name)
             run_id = new_run_id()
             claim(run_id)  # before the run is visible to a process started beside this one
             recorded = exp.model_dump(mode="json")
@@ -273,9 +286,11 @@ class _OpenRun:
         splits = prepared.splits
         calibration = write_calibration(splits.x_train, splits.y_train, self.exp.quantization.calibration_samples, self.workdir,
                                         (splits.x_val, splits.y_val))
-        done = self.store.done_job_keys(self.run_id)
+        # a resumed run measures its stored failures again: what failed may have been the machine's (a full disk)
+        done, stored = self.store.done_job_keys(self.run_id, ok_only=True), self.store.done_job_keys(self.run_id)
         todo = [job for job in prepared.jobs if job.key not in done]
         self.outcome.skipped = len(prepared.jobs) - len(todo)
+        self.outcome.retried = sum(job.key in stored for job in todo)
         lanes = self._side_by_side([job for job in todo if wants_side_by_side(job, prepared.runners[job.target.name].lane())],
                                    prepared.weight_bytes)
         if metered := sorted({f"{job.target.name} (energy.type: {job.target.energy['type']})" for job in todo

@@ -259,6 +259,13 @@ def unknown_target(name: str, extra_dir: Path | None = None) -> str | None:
     return f"unknown target '{name}'; {guess}available: {allowed}. Add targets/{name}.yaml to define it."
 
 
+def users_target_file(name: str) -> Path | None:
+    """The user's YAML file target ``name`` is read from (a path, ``--targets-dir``, ``./targets``); None for a
+    target edgebench ships (it changes only with edgebench) or one not found."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) and Path(name).is_file() else list_targets().get(name)
+    return path if path is not None and path.resolve().parent != SHIPPED_TARGETS_DIR else None
+
+
 def get_target(name: str, extra_dir: Path | None = None) -> TargetSpec:
     """Load the target called ``name`` (a file stem or a path to a YAML file)."""
     if problem := unknown_target(name, extra_dir):

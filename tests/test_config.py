@@ -263,3 +263,31 @@ def test_a_new_calibration_draw_moves_the_keys_of_calibrated_artifacts_only(monk
     monkeypatch.setattr(edgebench.plan, "CALIBRATION_DRAW", edgebench.plan.CALIBRATION_DRAW + 1)
     after = keys()
     assert after["fp32"] == before["fp32"] and after["int8"].isdisjoint(before["int8"])
+
+
+def test_an_edited_target_file_of_the_users_changes_the_hash_and_the_passed_over_run_is_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """threads 1 -> 2 in the user's target file between an interrupt and the resume: the same run resumed and held
+    both settings' measurements (13 rows for a 10-job plan). Now the hash moves, a new run starts, and the run it
+    does not resume is named; the targets edgebench ships leave the hash alone (the published one stays)."""
+    from experiment_files import default_with
+    from store_fixtures import MACHINE
+
+    from edgebench.pipeline import _say_passed_over
+    from edgebench.store import Store
+
+    target = tmp_path / "mine.yaml"
+    target.write_text("kind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
+    exp = load_experiment(default_with(tmp_path, targets=[str(target)]))
+    before = exp.hash
+    target.write_text("kind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 2\n")
+    assert exp.hash != before
+    shipped = load_experiment(default_with(tmp_path, "shipped.yaml", targets=["local-cpu"]))
+    assert "target_files" not in str(shipped.model_dump()) and shipped.hash == load_experiment(
+        default_with(tmp_path, "again.yaml", targets=["local-cpu"])).hash
+    with Store.open(tmp_path / "r.db") as store:
+        old = store.start_run(exp.name, {}, before, MACHINE)
+        with caplog.at_level("WARNING", logger="edgebench.pipeline"):
+            _say_passed_over(store, exp.name)
+    assert f"unfinished run {old} of '{exp.name}' (0 result(s) stored) is not resumed: the experiment, a target " \
+           "file" in caplog.text

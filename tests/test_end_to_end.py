@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from sqlalchemy import update
 
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
 from edgebench.executor.host_lanes import default_lock_dir
 from edgebench.pipeline import run_experiment
 from edgebench.store import Store
+from edgebench.store.schema import measurements
 
 pytestmark = pytest.mark.slow
 
@@ -131,10 +133,16 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(reduced_run):
     with Store.open(exp.store_url()) as store:
         interrupted = store.runs().iloc[-1]  # oldest first
     assert interrupted["status"] == "interrupted" and pd.isna(interrupted["finished_at"])
+    with Store.open(exp.store_url()) as store:  # one of the four failed for the machine's sake (a full disk)
+        first = store.measurements(interrupted["id"]).iloc[0]
+        with store.engine.begin() as conn:
+            conn.execute(update(measurements).where(measurements.c.id == int(first["id"]))
+                         .values(status="failed", error="OSError: [Errno 28] No space left on device"))
     resumed = run_experiment(exp, render=False)
     assert resumed.run_id == interrupted["id"]
-    assert resumed.skipped == 4 and resumed.measured == len(df) - 4
+    # the stored failure is measured again (it was reused: the run ended with a failure it never retried)
+    assert resumed.skipped == 3 and resumed.measured == len(df) - 3 and resumed.retried == 1
     assert not list(default_lock_dir().glob(f".run-{resumed.run_id}.lock"))  # a finished run's lock file is gone
     with Store.open(resumed.store_url) as store:
         rows = store.measurements(resumed.run_id)
-    assert len(rows) == len(df) and rows["job_key"].is_unique
+    assert len(rows) == len(df) and rows["job_key"].is_unique and set(rows["status"]) == {"ok"}

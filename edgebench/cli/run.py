@@ -277,7 +277,9 @@ def _print_summary(results: Any) -> None:
     _print_overflow(df)
     _print_unpruned(df)
     _print_where(df)
-    console.print(f"measured {outcome.measured} jobs, reused {outcome.skipped} stored, failed {len(outcome.failed)}")
+    retried = f" ({outcome.retried} failed before, measured again)" if outcome.retried else ""
+    console.print(f"measured {outcome.measured} jobs{retried}, reused {outcome.skipped} stored, failed "
+                  f"{len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
     _print_prediction_error(df)
     if outcome.side_by_side is not None and outcome.side_by_side.ok:

@@ -485,10 +485,12 @@ class Store:
                     raise
 
     # ---- measurements -------------------------------------------------------------------------
-    def done_job_keys(self, run_id: str) -> set[str]:
-        """Job keys with a stored result (ok or failed) in ``run_id``: a resumed run skips them."""
+    def done_job_keys(self, run_id: str, ok_only: bool = False) -> set[str]:
+        """Job keys with a stored result in ``run_id`` (``ok_only``: a successful one; a resumed run skips those and
+        measures the failed ones again, whose new result replaces the row)."""
+        query = select(measurements.c.job_key).where(measurements.c.run_id == run_id)
         with self.engine.connect() as conn:
-            return set(conn.execute(select(measurements.c.job_key).where(measurements.c.run_id == run_id)).scalars())
+            return set(conn.execute(query.where(measurements.c.status == "ok") if ok_only else query).scalars())
 
     def add_measurement(self, record: MeasurementRecord) -> None:
         """Store one job's result and its raw samples in one transaction.
