@@ -71,6 +71,18 @@ def _intact(path: Path) -> bool:
     return whole
 
 
+def _readable_facts(path: Path) -> bool:
+    """Whether the facts JSON at ``path`` is there and parses (a damaged one is built again, as a damaged model)."""
+    if not path.is_file():
+        return False
+    try:
+        json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        log.warning("cached facts %s are damaged (%s): building the model again", path, exc)
+        return False
+    return True
+
+
 class ModelCache:
     """Trained/pruned fp32 models cached by variant id under ``<workdir>/models``."""
 
@@ -115,7 +127,7 @@ class ModelCache:
         """Whether ``spec`` was built and cached, and its model file is intact (a damaged one is built again: every
         export of it would fail, on every later run)."""
         model_path = self.model_path(spec)
-        return model_path.is_file() and self.facts_path(spec).is_file() and _intact(model_path)
+        return model_path.is_file() and _readable_facts(self.facts_path(spec)) and _intact(model_path)
 
     def facts(self, spec: VariantSpec) -> dict[str, object]:
         """The cached facts of ``spec`` without loading its model (history left out: it is not stored)."""
@@ -124,11 +136,26 @@ class ModelCache:
 
 
 def _cached_npz(path: Path, make_arrays: Callable[[], dict[str, np.ndarray]]) -> Path:
-    """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file."""
+    """Write ``make_arrays()`` to ``path`` once, via a temporary file so a killed run leaves no partial file; a file
+    that no longer reads whole (truncated, overwritten) is written again, not handed to every job of every run."""
+    if path.is_file() and not _reads_whole(path):
+        log.warning("cached %s is damaged (it does not read as the arrays written): writing it again", path)
+        path.unlink()
     if not path.is_file():
         with _replacing_on_disk(path) as tmp:
             np.savez(tmp, **make_arrays())
     return path
+
+
+def _reads_whole(path: Path) -> bool:
+    """Whether every array of the ``.npz`` at ``path`` reads."""
+    try:
+        with np.load(path) as arrays:
+            for name in arrays.files:
+                arrays[name]
+    except Exception:  # a truncated zip, a damaged member: BadZipFile, ValueError, EOFError, OSError...
+        return False
+    return True
 
 
 def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:

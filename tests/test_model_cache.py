@@ -100,3 +100,24 @@ def test_a_model_file_edited_during_a_run_is_named_not_called_missing(tmp_path, 
     del sys.modules[module.__name__]  # a fresh worker process has only the file as it is now
     with pytest.raises(ArtifactError, match=r"needs the code of the user's file nets\.py as it was when this run"):
         cache.get(SPEC)
+
+
+def test_damaged_facts_or_data_files_are_written_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged models/<id>.json made every run a JSONDecodeError traceback; a truncated test/reference .npz
+    failed every job of every later run with "BadZipFile: File is not a zip file"."""
+    import numpy as np
+
+    from edgebench.run_cache import write_calibration
+
+    cache = ModelCache(tmp_path)
+    cache.put(SPEC, _built())
+    cache.facts_path(SPEC).write_text('{"params": 650, "macs"')
+    with caplog.at_level(logging.WARNING):
+        assert not cache.has(SPEC)
+    assert f"cached facts {cache.facts_path(SPEC)} are damaged" in caplog.text
+    x, y = np.ones((4, 1, 2, 2), np.float32), np.arange(4) % 2
+    path = write_calibration(x, y, 4, tmp_path)
+    os.truncate(path, path.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING):
+        assert write_calibration(x, y, 4, tmp_path) == path
+    assert np.array_equal(np.load(path)["x"], x) and f"cached {path} is damaged" in caplog.text

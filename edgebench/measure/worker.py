@@ -106,6 +106,17 @@ def predict_all(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
         _forked_session = None
 
 
+def _arrays(path: str, *names: str) -> tuple[np.ndarray, ...]:
+    """Arrays ``names`` of the run's ``.npz`` at ``path``; an error naming the file where it does not read (numpy's
+    own, "File is not a zip file", names none)."""
+    try:
+        with np.load(path) as arrays:
+            return tuple(arrays[name] for name in names)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise RuntimeError(f"{path} does not read ({type(exc).__name__}: {exc}); the next run writes it again "
+                           "when it is damaged (or delete it)") from None
+
+
 def _leading_images(eval_data: str, n: int) -> np.ndarray:
     """The first ``n`` images (float32) of the eval npz, without reading the others."""
     with zipfile.ZipFile(eval_data) as archive, archive.open("x.npy") as member:
@@ -176,8 +187,8 @@ def execute(job: Job) -> JobResult:
         if reading.joules is not None:
             energy_j = reading.joules / (n_runs * batch_size)
 
-    data = np.load(job.eval_data)
-    x, y = data["x"].astype(np.float32), data["y"]
+    x, y = _arrays(job.eval_data, "x", "y")
+    x = x.astype(np.float32)
     leading = x[: job.measure.reference_samples]  # the images the fp32 reference logits are of
     subset = bool(job.measure.accuracy_samples) and job.measure.accuracy_samples < len(y)
     if subset:  # spread over the classes: a test file sorted by class has one class in front
@@ -193,7 +204,7 @@ def execute(job: Job) -> JobResult:
         log.warning("%d of %d images gave non-finite outputs (NaN or inf): counted as wrong", (~finite).sum(), len(y))
     max_diff = None
     if job.reference:
-        ref = np.load(job.reference)["logits"]  # of the first test images
+        (ref,) = _arrays(job.reference, "logits")  # of the first test images
         if ref.shape[1] != logits.shape[1]:
             raise RuntimeError(f"backend {job.backend} returned {logits.shape[1]} class scores per image; the model "
                                f"has {ref.shape[1]} outputs")
