@@ -231,6 +231,18 @@ def test_int8_of_a_model_with_dropout_agrees_with_pytorch(path: str, bound: floa
     assert np.abs(got - want).max() <= bound * np.abs(want).max()
 
 
+@pytest.mark.parametrize("activation", [torch.nn.ELU(), torch.nn.Mish()])
+def test_int8_of_an_activation_lowered_to_a_select_agrees_with_pytorch(activation: torch.nn.Module,
+                                                                       tmp_path: Path) -> None:
+    """ELU and Mish lower to GREATER + SELECT: the calibrated range of that boolean mask failed edgebench's range
+    floor ("numpy boolean subtract ... not supported") for every variant of such a model."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), activation, torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    got, want = _int8_and_pytorch_logits(model, (3, 6, 8), tmp_path / "select.tflite", "calibrated")
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
 class _DeadGate(torch.nn.Module):
     """A squeeze-and-excitation gate whose ReLU never fires (its bias far below its inputs, as a pruned one may be):
     the calibration sees that tensor at exactly zero."""

@@ -210,6 +210,9 @@ def _with_scale_floor(qsvs: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     widened = {}
     for name, qsv in qsvs.items():
         low, high = np.asarray(qsv["min"]), np.asarray(qsv["max"])
+        if not np.issubdtype(high.dtype, np.floating):  # a boolean mask (ELU's, Mish's GREATER before a SELECT)
+            widened[name] = qsv
+            continue
         narrow = high - low < MIN_RANGE
         widened[name] = {**qsv, "max": np.where(narrow, low + MIN_RANGE, high).astype(high.dtype)} if narrow.any() else qsv
     return widened
