@@ -210,3 +210,26 @@ def test_layer_by_layer_removes_slots_of_a_grouped_group_not_channels_twice() ->
     prune_model(net, create_criterion("thinet"), 0.5, x[:1], data=ScoringData(x, torch.arange(16) % 4, 8),
                 ignored=[net.fc])
     assert net.expand.out_channels == 4 and net.grouped.in_channels == 4 and net(x).shape == (16, 4)
+
+
+class _Chunked(nn.Module):
+    """A conv whose output is chunked in two, one half through another conv, then concatenated again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.ca, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.chunk(torch.relu(self.c1(x)), 2, dim=1)
+        x = torch.relu(self.c2(torch.cat([torch.relu(self.ca(a)), b], 1)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_channel_torch_pruning_maps_out_of_a_layer_blames_the_map_not_the_criterion() -> None:
+    """torch.chunk: torch-pruning maps c1's 8 channels onto ca's 4. The refusal read "criterion L1Norm
+    gave 4 scores for the out channels of Conv2d (...), which has 4: module_scores must give one score per channel":
+    4 for 4, and the criterion blamed."""
+    with pytest.raises(CriterionError, match=r"^torch-pruning mapped channel [4-7] of the (in|out) channels of Conv2d "
+                                             r"\(weight \(4, 4, 3, 3\)\), which has 4: .* \(pruning.keep\)$"):
+        score_groups(_Chunked().eval(), create_criterion("l1"), torch.ones(1, 1, 6, 6))

@@ -118,9 +118,14 @@ class Criterion(tp.importance.Importance):
         flat = torch.as_tensor(scores).detach().double().flatten()
         name = type(self).__name__
         if len(idxs) and flat.numel() <= int(idxs.max()):
-            raise CriterionError(f"criterion {name} gave {flat.numel()} scores for the {role} channels of "
-                                 f"{type(layer).__name__} (weight {tuple(getattr(layer, 'weight', torch.empty(0)).shape)}"
-                                 f"), which has {_channels(layer, role)}: module_scores must give one score per channel")
+            where = (f"the {role} channels of {type(layer).__name__} (weight "
+                     f"{tuple(getattr(layer, 'weight', torch.empty(0)).shape)}), which has {_channels(layer, role)}")
+            if flat.numel() == _channels(layer, role):  # the scores fit the layer: torch-pruning's map does not
+                raise CriterionError(f"torch-pruning mapped channel {int(idxs.max())} of {where}: an operation between "
+                                     "convs (a split or chunk of channels) that it follows wrongly; keep the conv "
+                                     "before it (pruning.keep)")
+            raise CriterionError(f"criterion {name} gave {flat.numel()} scores for {where}: module_scores must give "
+                                 "one score per channel")
         if not torch.isfinite(flat[idxs]).all():
             bad = int((~torch.isfinite(flat[idxs])).sum())
             raise CriterionError(f"criterion {name} gave {bad} non-finite (NaN or infinite) scores of {len(idxs)} "
