@@ -200,6 +200,8 @@ def test_a_weight_counts_as_zero_by_the_ap_types_rounding_and_overflow(type_text
         (nn.Hardswish(), r"'1' \(Hardswish\): use ReLU"),
         (nn.SiLU(), r"'1' \(SiLU\)"),
         (nn.PReLU(8), r"'1' \(PReLU\) right: .*per element, not per channel: use LeakyReLU"),
+        # its own error named no layer ("Padding modes other than \"zeros\" not implemented yet")
+        (nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), r"'1' \(Conv2d with padding_mode='reflect'\)"),
     ],
 )
 def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:

@@ -117,6 +117,10 @@ def check_supported(model: nn.Module) -> None:
                 f"hls4ml cannot convert layer '{name}' ({kind} with groups={module.groups}, {what} convolution): "
                 "hls4ml's PyTorch converter has no grouped/depthwise convolution"
             )
+        if isinstance(module, nn.Conv1d | nn.Conv2d) and module.padding_mode != "zeros":
+            raise UnsupportedModelError(
+                f"hls4ml cannot convert layer '{name}' ({kind} with padding_mode='{module.padding_mode}'): its "
+                "converter pads with zeros only")
         if kind in _WRONG_CONVERSIONS:
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}) right: {_WRONG_CONVERSIONS[kind]}")
         if kind not in supported:
