@@ -353,6 +353,18 @@ def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> Non
         assert run_id in store.runs()["id"].tolist()
 
 
+def test_a_store_deleted_while_open_says_so_not_to_change_permissions(tmp_path: Path) -> None:
+    """`rm -rf runs/x` mid-run: SQLite's "attempt to write a readonly database" became "make the file writable ...
+    what was stored before stands" for a file that no longer exists."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        fill_run(store, seed=1)
+        path.unlink()
+        with pytest.raises(StoreError, match=r"the file was deleted or moved while it was open .* run again to start "
+                                             r"a new store$"):
+            fill_run(store, seed=2)
+
+
 def test_a_relative_sqlite_store_is_named_absolute_for_readers_that_may_chdir(tmp_path: Path, monkeypatch) -> None:
     """store.url: sqlite:///runs/rel.db stayed relative in Results: after a chdir it read (and created) another."""
     from edgebench.store.store import absolute_store_url

@@ -158,8 +158,13 @@ def _store_problem(context: ExceptionContext) -> None:
         return
     reason = first_line(context.original_exception)
     fix = next((fix for needle, fix in _STORE_PROBLEMS.items() if needle in reason), None)
+    engine_url = context.engine.url if context.engine else None
+    if engine_url is not None and engine_url.get_backend_name() == "sqlite" and engine_url.database \
+            and engine_url.database != ":memory:" and not Path(engine_url.database).exists():
+        fix = ("the file was deleted or moved while it was open (its run directory removed?): what this process "
+               "wrote there is gone with it; put it back, or run again to start a new store")
     if fix is not None:
-        where = context.engine.url.render_as_string(hide_password=True) if context.engine else "results store"
+        where = engine_url.render_as_string(hide_password=True) if engine_url is not None else "results store"
         raise StoreError(f"store {where}: {reason}: {fix}")
 
 
