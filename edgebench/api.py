@@ -79,6 +79,14 @@ class Results:
         Failed jobs (with their ``error``) only when ``include_failed``."""
         return _public(self.stored(), include_failed)
 
+    def notes(self) -> list[str]:
+        """What the run's results need said beside their figures, as ``label: text`` lines (the run's summary and
+        the report's Notes say the same): disturbed or unfinished timing windows, overflowing outputs, variants that
+        pruned nothing, missed latency budgets, the latency model's error."""
+        from edgebench.report.run_notes import run_notes
+
+        return [str(note) for note in run_notes(self.stored())]
+
     def pareto(self, x: str = "latency", y: str = "accuracy", target: str | None = None) -> pd.DataFrame:
         """The measurements on the Pareto front of ``x`` against ``y`` (metric names as in reports and ``compare``:
         ``latency``, ``accuracy``, ``size``, ``macs``, ``energy``, ``memory``... or their columns), per target (its
@@ -87,9 +95,11 @@ class Results:
         time); on an energy axis, measured figures only where the target has any (an estimate is no evidence against
         a meter's reading). Non-finite figures are left out."""
         from edgebench.report.tables import front_mask
-        from edgebench.store.metrics import fpga_cost_metric, get_metric
+        from edgebench.store.metrics import fpga_cost_metric, get_metric, one_metric_twice
         from edgebench.store.schema import StoreError
 
+        if problem := one_metric_twice(x, y):
+            raise StoreError(f"pareto({x!r}, {y!r}): {problem}")
         mx, my = get_metric(x), get_metric(y)
         raw = self.stored()
         raw = raw[raw["status"] == "ok"]

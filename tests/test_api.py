@@ -51,6 +51,27 @@ def test_pareto_is_the_front_worked_out_by_hand(hand_made_store):
         results.pareto(target="jetson")
     with pytest.raises(StoreError, match="no measurement of run .* on target 'board' has energy .*energy meter"):
         results.pareto("energy", "accuracy", target="board")  # the target exists; no energy was measured there
+    with pytest.raises(StoreError, match="accuracy and accuracy name one metric twice"):
+        results.pareto("accuracy", "accuracy")  # it returned every point as a "front"
+
+
+def test_notes_say_what_the_run_summary_says(hand_made_store):
+    """The summary's lines (here: a window that ended at max_time_s short of the precision) were printed by the CLI
+    alone; a Python user and a later reader of the report never saw them."""
+    with Store.open(hand_made_store) as store:
+        run_id = store.runs()["id"].iloc[0]
+        spec = VariantSpec(model="digits_cnn", dataset="digits")
+        window = {"stopped": "max_time", "precision": 0.01, "precision_met": False}
+        result = JobResult(job_id="slow", status="ok", accuracy=0.5, latency_ms={"p50": 1.0}, samples_ns=[10**6] * 3,
+                           details={"window": window})
+        store.upsert_variant(spec.id, spec.model_dump(mode="json"), "slow", None, {"macs": 1, "params": 1})
+        store.add_measurement(MeasurementRecord(run_id, "slow", spec.id, "local-cpu", "onnxruntime", result,
+                                                {"threads": 1}, 100))
+    results = edgebench.load(hand_made_store)
+    note = "timing: 1 of 7 timed windows ended before their interval reached measurement.precision: slow (max_time)"
+    assert results.notes() == [note]
+    html = results.report(hand_made_store.parent / "report").read_text()
+    assert "<h2>Notes (1)</h2>" in html and "1 of 7 timed windows ended before their interval reached" in html
 
 
 def test_measurements_one_row_each_with_units_in_column_names(hand_made_store):

@@ -293,19 +293,14 @@ def test_a_run_says_how_many_timed_windows_were_disturbed_and_marks_them() -> No
     summary counts such windows and the Pareto table marks their p50."""
     import pandas as pd
 
-    from edgebench.cli.common import console
-    from edgebench.cli.run import _print_disturbed
+    from edgebench.report.run_notes import _disturbed
 
     busy = {"contention": {"flagged": True, "other_cores": 1.44}}
     df = pd.DataFrame({"status": ["ok", "ok", "failed"], "details": [busy, {}, {}]})
-    with console.capture() as captured:
-        _print_disturbed(df)
-    text = " ".join(captured.get().split())
+    text = " ".join(map(str, _disturbed(df)))
     assert "disturbed: 1 of 2 measurements' timed windows (e.g. other processes kept 1.44 cores busy during its " \
            "timed window)" in text
-    with console.capture() as quiet:
-        _print_disturbed(df.iloc[1:])
-    assert quiet.get() == ""
+    assert _disturbed(df.iloc[1:]) == []
 
 
 def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
@@ -313,17 +308,14 @@ def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
     only in a worker log and the stored details."""
     import pandas as pd
 
-    from edgebench.cli.common import console
-    from edgebench.cli.run import _print_overflow
+    from edgebench.report.run_notes import _overflow
 
     wrapped = {"hls4ml": {"precision": "ap_fixed<8,3>", "overflow": ["conv1 reaches 9.2", "add reaches 5"]}}
     df = pd.DataFrame({"status": ["ok", "ok", "ok", "ok"], "label": ["a/fp16", "b/fixed", "c/fp32", "d/fp32"],
                        "target": ["local-cpu", "local-hls4ml-csim", "local-cpu", "local-cpu"],
                        "backend": ["torch", "hls4ml", "torch", "torch"], "n_eval": [297.0] * 4,
                        "details": [{"non_finite_outputs": 297}, wrapped, {}, {"non_finite_outputs": 3}]})
-    with console.capture() as captured:
-        _print_overflow(df)
-    text = " ".join(captured.get().split())
+    text = " ".join(map(str, _overflow(df)))
     assert "overflow: a/fp16 on local-cpu/torch: 297 of 297 images gave NaN or inf outputs, counted as wrong" in text
     assert "overflow: b/fixed on local-hls4ml-csim/hls4ml: 2 tensors leave their fixed-point type (ap_fixed<8,3> " \
            "where hls4ml did not widen it) on the calibration images (e.g. conv1 reaches 9.2)" in text
@@ -336,17 +328,13 @@ def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:
     """ratio 0.25 at round_to 8 keeps 16 filters (12/8 = 1.5 rounds to 2): the variant is the baseline's model."""
     import pandas as pd
 
-    from edgebench.cli.common import console
-    from edgebench.cli.run import _print_unpruned
+    from edgebench.report.run_notes import _unpruned
 
     df = pd.DataFrame({"variant_id": ["b", "p", "q", "p8"], "parent_id": [None, "b", "b", "p"],
                        "label": ["baseline/fp32", "l1-0.25/fp32", "l1-0.5/fp32", "l1-0.25/int8"],
                        "kind": ["baseline", "structured", "structured", "structured"], "ratio": [0.0, 0.25, 0.5, 0.25],
                        "precision": ["fp32", "fp32", "fp32", "int8"], "macs": [601600.0, 601600.0, 153344.0, 601600.0]})
-    with console.capture() as captured:
-        _print_unpruned(df)
-    lines = [" ".join(line.split()) for line in captured.get().splitlines() if line.strip()]
-    assert lines == ["pruned nothing: l1-0.25/fp32 kept every filter of its parent (601,600 MACs): ratio 0.25 rounds "
+    assert list(map(str, _unpruned(df))) == ["pruned nothing: l1-0.25/fp32 kept every filter of its parent (601,600 MACs): ratio 0.25 rounds "
                      "back to each layer's width (see pruning.round_to)"]
 
 
@@ -354,28 +342,21 @@ def test_a_run_says_which_windows_ended_before_their_rule_was_met() -> None:
     """README: a window that cannot reach the precision times up to max_time_s "and says so"."""
     import pandas as pd
 
-    from edgebench.cli.common import console
-    from edgebench.cli.run import _print_unfinished_windows
+    from edgebench.report.run_notes import _unfinished_windows
 
     def details(stopped: str, min_iters: int = 20) -> dict:
         return {"window": {"stopped": stopped, "precision": 0.01}, "job": {"measure": {"min_iters": min_iters}}}
 
     df = pd.DataFrame({"status": ["ok"] * 3, "label": ["a/fp32", "b/fp32", "c/fp32"], "n_samples": [5000, 4, 300],
                        "details": [details("max_time"), details("max_time", 50), details("precision")]})
-    with console.capture() as captured:
-        _print_unfinished_windows(df)
-    text = " ".join(captured.get().split())
+    text = " ".join(map(str, _unfinished_windows(df)))
     assert "timing: 2 of 3 timed windows ended before their interval reached measurement.precision: a/fp32 " \
            "(max_time), b/fp32 (max_time)" in text
     assert "timing: 1 of 3 timed windows ended by measurement.max_time_s with fewer runs than min_iters: b/fp32 " \
            "(4 samples)" in text
-    with console.capture() as quiet:
-        _print_unfinished_windows(df.iloc[2:])
-    assert quiet.get() == ""
+    assert _unfinished_windows(df.iloc[2:]) == []
     met = df.iloc[:1].assign(details=[{"window": {"stopped": "max_time", "precision": 0.01, "precision_met": True}}])
-    with console.capture() as capped:  # the cap ended a window that had met the precision (min_time_s = max_time_s)
-        _print_unfinished_windows(met)
-    assert capped.get() == ""
+    assert _unfinished_windows(met) == []  # the cap ended a window that had met the precision (min = max time)
 
 
 def test_sigterm_is_an_interrupt_only_while_a_run_runs() -> None:

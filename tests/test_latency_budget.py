@@ -193,8 +193,7 @@ def test_experiment_file_prunes_to_a_measured_budget(tmp_path: Path) -> None:
 def test_run_summary_lists_missed_budgets_once() -> None:
     import pandas as pd
 
-    from edgebench.cli.common import console
-    from edgebench.cli.run import _print_allocation_notes
+    from edgebench.report.run_notes import _allocations
 
     missed = lb.LatencyRecord(
         allocation="latency", target="local-cpu", backend="onnxruntime", context={}, budget_ms=0.02,
@@ -204,9 +203,7 @@ def test_run_summary_lists_missed_budgets_once() -> None:
     ).model_dump(mode="json")
     met = {**missed, "met": True, "why_not": None}
     df = pd.DataFrame({"facts": [{"allocation": missed}, {"allocation": missed}, {"allocation": met}, None]})
-    with console.capture() as captured:
-        _print_allocation_notes(df)
-    lines = [line for line in captured.get().splitlines() if line.strip()]
+    lines = list(map(str, _allocations(df)))
     assert len(lines) == 1 and "latency budget missed: 0.0300 ms > 0.0200 ms" in lines[0] and "out of reach" in lines[0]
 
 

@@ -118,13 +118,11 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     html = outcome.report_path.read_text()
     assert "prediction error %" in html and "predicted p50 ms" in html
 
-    from edgebench.cli.common import console
-    from edgebench.cli.run import _print_prediction_error
+    from edgebench.report.run_notes import run_notes
 
-    with console.capture() as captured:
-        _print_prediction_error(df.reset_index())
-    line = captured.get()
-    assert f"latency model on ort-only/onnxruntime: MAPE {abs(pruned['prediction_error_pct']):.1f} % over 1" in line
+    line = " ".join(map(str, run_notes(df.reset_index())))
+    assert "<b>latency model</b>: on ort-only/onnxruntime: MAPE" in html  # the report says it too
+    assert f"latency model: on ort-only/onnxruntime: MAPE {abs(pruned['prediction_error_pct']):.1f} % over 1" in line
 
 
 def test_a_damaged_prediction_file_costs_the_prediction_not_the_measurement(tmp_path: Path,

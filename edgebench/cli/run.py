@@ -124,32 +124,6 @@ def _print_where(df: Any) -> None:
     console.print(table)
 
 
-def _print_allocation_notes(df: Any) -> None:
-    """What per-layer allocations recorded that the user should hear (a latency budget missed, and why), once each."""
-    from edgebench.prune.allocation import record_summary
-
-    seen: set[str] = set()
-    for facts in df["facts"] if not df.empty else ():
-        line = record_summary((facts or {}).get("allocation"))
-        if line is not None and line not in seen:
-            seen.add(line)
-            print_line("allocation:", "yellow", line)
-
-
-def _print_prediction_error(df: Any) -> None:
-    """How far the latency tables' predictions were from the measured p50s (``measurement.predict_latency``):
-    mean absolute percentage error and the worst variant, per target and backend."""
-    if df.empty:
-        return
-    predicted = df.dropna(subset=["prediction_error_pct"])
-    for (target, backend), part in predicted.groupby(["target", "backend"]):
-        errors = part["prediction_error_pct"].astype(float)
-        worst = part.loc[errors.abs().idxmax()]
-        console.print(f"latency model on {target}/{backend}: MAPE {errors.abs().mean():.1f} % over {len(part)} "
-                      f"variants (worst {worst['label']}: predicted {worst['predicted_p50_ms']:.4f} ms, measured "
-                      f"{worst['p50_ms']:.4f} ms, {worst['prediction_error_pct']:+.1f} %)")
-
-
 def _fronts_table(run_id: str, df: Any) -> Table:
     """Each target's Pareto-optimal variants, on its honest cost axis: p50 latency, or for an FPGA C simulation
     (whose p50 is host CPU time) the bit operations counted from the firmware or synthesised cycles."""
@@ -179,75 +153,6 @@ def _fronts_table(run_id: str, df: Any) -> Table:
     return table
 
 
-def _print_disturbed(df: Any) -> None:
-    """How many measurements' timed windows other processes or a change of the machine's speed disturbed (their
-    figures are stored and shown, marked; `compare` never decides on them)."""
-    from edgebench.store.compare import disturbance
-
-    ok = df[df["status"] == "ok"]
-    reasons = [why for why in (disturbance(d) for d in ok["details"]) if why is not None]
-    if reasons:
-        print_line("disturbed:", "yellow", f"{len(reasons)} of {len(ok)} measurements' timed windows (e.g. "
-                   f"{reasons[0]}): their p50s are marked, and `edgebench compare` leaves them undecided; measure "
-                   "again on a quieter machine")
-
-
-def _print_unfinished_windows(df: Any) -> None:
-    """Timed windows that ended before their rule was met: at ``max_time_s``/``max_iters`` short of the asked
-    precision, or with fewer samples than ``min_iters`` (their intervals are wider, or absent, and say so)."""
-    ok = df[df["status"] == "ok"]
-    short_of_precision, short_of_count = [], []
-    for _, row in ok.iterrows():
-        details = row["details"] if isinstance(row["details"], dict) else {}
-        window = details.get("window") or {}
-        met = window.get("precision_met")
-        if met is None:  # a run stored before it was: the stop reason says
-            met = window.get("stopped") not in ("max_time", "max_iters")
-        if window.get("precision") and not met:
-            short_of_precision.append(f"{row['label']} ({window['stopped']})")
-        min_iters = ((details.get("job") or {}).get("measure") or {}).get("min_iters")
-        if min_iters and row["n_samples"] is not None and row["n_samples"] < min_iters:
-            short_of_count.append(f"{row['label']} ({row['n_samples']:.0f} samples)")
-    for problem, where in (("ended before their interval reached measurement.precision", short_of_precision),
-                           ("ended by measurement.max_time_s with fewer runs than min_iters", short_of_count)):
-        if where:
-            shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
-            print_line("timing:", "yellow", f"{len(where)} of {len(ok)} timed windows {problem}: {shown}")
-
-
-def _print_overflow(df: Any) -> None:
-    """Measurements whose outputs overflowed: images with NaN/inf logits (counted as wrong) and hls4ml fixed-point
-    types the calibration images left (the C simulation wraps around or saturates there)."""
-    ok = df[df["status"] == "ok"]
-    for _, row in ok.iterrows():
-        details = row["details"] if isinstance(row["details"], dict) else {}
-        where = f"{row['label']} on {row['target']}/{row['backend']}"
-        if details.get("non_finite_outputs"):
-            why = ("fp16 holds at most 65504: scale the inputs down" if str(row["label"]).endswith("/fp16") else
-                   "the model or runtime computes NaN or inf: check its weights and inputs")
-            print_line("overflow:", "yellow", f"{where}: {details['non_finite_outputs']} of {row['n_eval']:.0f} images gave "
-                       f"NaN or inf outputs, counted as wrong ({why})")
-        tensors = (details.get("hls4ml") or {}).get("overflow") or []
-        if tensors:
-            print_line("overflow:", "yellow", f"{where}: {len(tensors)} tensors leave their fixed-point type "
-                       f"({details['hls4ml'].get('precision', 'the fixed-point type')} where hls4ml did not widen it) "
-                       f"on the calibration images (e.g. {tensors[0]}): give quantization.fixed_point more integer bits")
-
-
-def _print_unpruned(df: Any) -> None:
-    """Structured variants that removed no filter (a small ratio, or ``round_to`` at least a layer's kept width,
-    rounds every layer back to its width): a "pruned" point that is the baseline under another name."""
-    if df.empty:
-        return
-    macs = dict(zip(df["variant_id"], df["macs"], strict=True))
-    pruned = df[(df["kind"] == "structured") & (df["ratio"].fillna(0) > 0)].drop_duplicates("variant_id")
-    for _, row in pruned.iterrows():
-        parent = macs.get(row["parent_id"])
-        if parent is not None and row["macs"] == parent and row["precision"] == "fp32":
-            print_line("pruned nothing:", "yellow", f"{row['label']} kept every filter of its parent ({parent:,.0f} "
-                       f"MACs): ratio {row['ratio']:g} rounds back to each layer's width (see pruning.round_to)")
-
-
 def grouped_failures(failed: list[str]) -> list[str]:
     """``where: error`` lines with jobs that failed for one reason (a conversion every variant fails) as one line
     naming them: fifteen copies of a 400-character error hid the other failures."""
@@ -266,22 +171,20 @@ def grouped_failures(failed: list[str]) -> list[str]:
 
 
 def _print_summary(results: Any) -> None:
+    from edgebench.report.run_notes import run_notes
     from edgebench.store.store import shown_url
 
     outcome = results.outcome
     df = results.stored()
     if (df["status"] == "ok").any():  # a run with nothing measured has no front to show (its errors follow)
         console.print(_fronts_table(outcome.run_id, df))
-    _print_disturbed(df)
-    _print_unfinished_windows(df)
-    _print_overflow(df)
-    _print_unpruned(df)
+    for note in run_notes(df):  # what the figures above need said (the report and Results.notes() say it too)
+        print_line(f"{note.label}:", "yellow", note.text)
     _print_where(df)
     retried = f" ({outcome.retried} failed before, measured again)" if outcome.retried else ""
     console.print(f"measured {outcome.measured} jobs{retried}, reused {outcome.skipped} stored, failed "
                   f"{len(outcome.failed)}")
     console.print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in outcome.stage_seconds.items()))
-    _print_prediction_error(df)
     if outcome.side_by_side is not None and outcome.side_by_side.ok:
         cores = ",".join(map(str, outcome.side_by_side.cores))
         console.print(f"side-by-side lanes on cores {cores}: {outcome.side_by_side.reason}")
@@ -291,7 +194,6 @@ def _print_summary(results: Any) -> None:
         print_line("not run:", "yellow", note)
     for line in outcome.warnings:
         print_line("warning:", "yellow", line)
-    _print_allocation_notes(df)
     print_line("store:", "", shown_url(outcome.store_url))  # printed to CI logs: no password
     if outcome.report_path:
         print_line("report:", "", outcome.report_path)

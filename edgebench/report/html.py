@@ -21,6 +21,7 @@ from edgebench.report.history_page import render_history
 from edgebench.report.layers import layer_profile_section
 from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
 from edgebench.report.quantization import quantization_section
+from edgebench.report.run_notes import run_notes
 from edgebench.report.tables import (
     best_under_budget,
     context_titles,
@@ -292,6 +293,10 @@ def render_report(
         across = pareto_flags(ok, pairs, across=True) if ok["target"].nunique() > 1 else None
         table = variants_table(ok, pareto_flags(ok, pairs), across)
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{table}")
+    notes = run_notes(df)
+    if notes:  # what the CLI's summary says beside the figures: a report read later says it too
+        items = "".join(f"<li><b>{esc(n.label)}</b>: {esc(n.text)}</li>" for n in notes)
+        sections.append(f"<h2>Notes ({len(notes)})</h2><ul class=notes>{items}</ul>")
     sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
     sections.append(f"<h2>Context</h2>{context_panel(run, df)}")
     if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"], in_report=True) is not None:

@@ -1,0 +1,132 @@
+"""What a stored run's results say the user should hear beside its figures: windows other processes disturbed or
+that ended short of their rule, overflowing outputs, "pruned" variants that removed nothing, what allocations
+recorded, how far the latency model was off. Read from the store alone, so the CLI's summary, the HTML report and
+``Results.notes()`` say the same, for this run or one stored long ago."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from edgebench.store.compare import disturbance
+
+
+class Note(NamedTuple):
+    """One line: a short label (``timing``, ``overflow``...) and what it says."""
+
+    label: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.text}"
+
+
+def run_notes(df: pd.DataFrame) -> list[Note]:
+    """Every note of a run's measurements (``Store.measurements``), in the order the CLI prints them."""
+    if df.empty:
+        return []
+    return [*_disturbed(df), *_unfinished_windows(df), *_overflow(df), *_unpruned(df), *_allocations(df),
+            *_prediction_error(df)]
+
+
+def _details(row: pd.Series) -> dict[str, Any]:
+    return row["details"] if isinstance(row["details"], dict) else {}
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def _disturbed(df: pd.DataFrame) -> list[Note]:
+    """How many timed windows other processes or a change of the machine's speed disturbed (their figures are
+    stored and shown, marked; `compare` never decides on them)."""
+    ok = _ok(df)
+    reasons = [why for why in (disturbance(d) for d in ok["details"]) if why is not None]
+    if not reasons:
+        return []
+    return [Note("disturbed", f"{len(reasons)} of {len(ok)} measurements' timed windows (e.g. {reasons[0]}): their "
+                              "p50s are marked, and `edgebench compare` leaves them undecided; measure again on a "
+                              "quieter machine")]
+
+
+def _unfinished_windows(df: pd.DataFrame) -> list[Note]:
+    """Timed windows that ended before their rule was met: at ``max_time_s``/``max_iters`` short of the asked
+    precision, or with fewer samples than ``min_iters`` (their intervals are wider, or absent, and say so)."""
+    ok = _ok(df)
+    short_of_precision, short_of_count = [], []
+    for _, row in ok.iterrows():
+        details = _details(row)
+        window = details.get("window") or {}
+        met = window.get("precision_met")
+        if met is None:  # a run stored before it was: the stop reason says
+            met = window.get("stopped") not in ("max_time", "max_iters")
+        if window.get("precision") and not met:
+            short_of_precision.append(f"{row['label']} ({window['stopped']})")
+        min_iters = ((details.get("job") or {}).get("measure") or {}).get("min_iters")
+        if min_iters and row["n_samples"] is not None and row["n_samples"] < min_iters:
+            short_of_count.append(f"{row['label']} ({row['n_samples']:.0f} samples)")
+    notes = []
+    for problem, where in (("ended before their interval reached measurement.precision", short_of_precision),
+                           ("ended by measurement.max_time_s with fewer runs than min_iters", short_of_count)):
+        if where:
+            shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+            notes.append(Note("timing", f"{len(where)} of {len(ok)} timed windows {problem}: {shown}"))
+    return notes
+
+
+def _overflow(df: pd.DataFrame) -> list[Note]:
+    """Measurements whose outputs overflowed: images with NaN/inf logits (counted as wrong) and hls4ml fixed-point
+    types the calibration images left (the C simulation wraps around or saturates there)."""
+    notes = []
+    for _, row in _ok(df).iterrows():
+        details = _details(row)
+        where = f"{row['label']} on {row['target']}/{row['backend']}"
+        if details.get("non_finite_outputs"):
+            why = ("fp16 holds at most 65504: scale the inputs down" if str(row["label"]).endswith("/fp16") else
+                   "the model or runtime computes NaN or inf: check its weights and inputs")
+            notes.append(Note("overflow", f"{where}: {details['non_finite_outputs']} of {row['n_eval']:.0f} images "
+                                          f"gave NaN or inf outputs, counted as wrong ({why})"))
+        tensors = (details.get("hls4ml") or {}).get("overflow") or []
+        if tensors:
+            notes.append(Note("overflow", f"{where}: {len(tensors)} tensors leave their fixed-point type "
+                              f"({details['hls4ml'].get('precision', 'the fixed-point type')} where hls4ml did not "
+                              f"widen it) on the calibration images (e.g. {tensors[0]}): give "
+                              "quantization.fixed_point more integer bits"))
+    return notes
+
+
+def _unpruned(df: pd.DataFrame) -> list[Note]:
+    """Structured variants that removed no filter (a small ratio, or ``round_to`` at least a layer's kept width,
+    rounds every layer back to its width): a "pruned" point that is the baseline under another name."""
+    macs = dict(zip(df["variant_id"], df["macs"], strict=True))
+    pruned = df[(df["kind"] == "structured") & (df["ratio"].fillna(0) > 0)].drop_duplicates("variant_id")
+    notes = []
+    for _, row in pruned.iterrows():
+        parent = macs.get(row["parent_id"])
+        if parent is not None and row["macs"] == parent and row["precision"] == "fp32":
+            notes.append(Note("pruned nothing", f"{row['label']} kept every filter of its parent ({parent:,.0f} "
+                              f"MACs): ratio {row['ratio']:g} rounds back to each layer's width (see pruning.round_to)"))
+    return notes
+
+
+def _allocations(df: pd.DataFrame) -> list[Note]:
+    """What per-layer allocations recorded that the user should hear (a latency budget missed, and why), once each."""
+    from edgebench.prune.allocation import record_summary
+
+    lines = dict.fromkeys(line for facts in df["facts"]
+                          if (line := record_summary((facts or {}).get("allocation"))) is not None)
+    return [Note("allocation", line) for line in lines]
+
+
+def _prediction_error(df: pd.DataFrame) -> list[Note]:
+    """How far the latency tables' predictions were from the measured p50s (``measurement.predict_latency``):
+    mean absolute percentage error and the worst variant, per target and backend."""
+    notes = []
+    for (target, backend), part in _ok(df).dropna(subset=["prediction_error_pct"]).groupby(["target", "backend"]):
+        errors = part["prediction_error_pct"].astype(float)
+        worst = part.loc[errors.abs().idxmax()]
+        notes.append(Note("latency model", f"on {target}/{backend}: MAPE {errors.abs().mean():.1f} % over "
+                          f"{len(part)} variants (worst {worst['label']}: predicted {worst['predicted_p50_ms']:.4f} "
+                          f"ms, measured {worst['p50_ms']:.4f} ms, {worst['prediction_error_pct']:+.1f} %)"))
+    return notes
