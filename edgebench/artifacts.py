@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.cache_files import exclusive, replacing
+from edgebench.cache_files import digest_matches, exclusive, replacing, write_digest
 from edgebench.plan import PlannedJob
-from edgebench.plugins import content_digest
 from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import QuantSpec
@@ -47,11 +46,6 @@ def artifact_path(job: PlannedJob, workdir: Path) -> Path:
 COMPLETE_MARKER = ".edgebench-complete"
 
 
-def digest_path(path: Path) -> Path:
-    """Where a file artifact's sha256, written when it was built, is kept."""
-    return path.with_name(path.name + ".sha256")
-
-
 def artifact_ready(path: Path) -> bool:
     """Whether a complete artifact exists at ``path`` (file, or directory with the marker). A file whose bytes no
     longer match the digest written when it was built (replaced or damaged in the cache) is not: it is exported
@@ -60,8 +54,7 @@ def artifact_ready(path: Path) -> bool:
         return (path / COMPLETE_MARKER).is_file()
     if not path.is_file():
         return False
-    digest = digest_path(path)
-    if digest.is_file() and digest.read_text().strip() != content_digest(path):
+    if not digest_matches(path):
         log.warning("%s changed since it was exported (its sha256 is not the one written then): exporting it again",
                     path)
         return False
@@ -96,5 +89,5 @@ def run_export(task: ExportTask) -> Path:
         if task.out_path.is_dir():
             (task.out_path / COMPLETE_MARKER).touch()
         else:
-            digest_path(task.out_path).write_text(content_digest(task.out_path) + "\n")
+            write_digest(task.out_path)
     return task.out_path

@@ -80,3 +80,24 @@ def exclusive(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def digest_path(path: Path) -> Path:
+    """Where a cached file's sha256, written when it was built, is kept."""
+    return path.with_name(path.name + ".sha256")
+
+
+def write_digest(path: Path) -> None:
+    """Write ``path``'s sha256 beside it (:func:`digest_path`)."""
+    from edgebench.plugins import content_digest
+
+    digest_path(path).write_text(content_digest(path) + "\n")
+
+
+def digest_matches(path: Path) -> bool:
+    """Whether ``path`` still holds what was written: its sha256 is the one written then (a file cached before
+    digests were written, without one, is taken as it is)."""
+    from edgebench.plugins import content_digest
+
+    digest = digest_path(path)
+    return not digest.is_file() or digest.read_text().strip() == content_digest(path)

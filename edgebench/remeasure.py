@@ -41,7 +41,7 @@ from edgebench.store.compare import (
     refuse_shared_runs,
 )
 from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
-from edgebench.store.significance import Decision, decide_rounds, p50_log_se
+from edgebench.store.significance import Decision, decide_rounds, p50_se_floor
 from edgebench.targets import get_target
 
 #: per-round value of each metric decided on the rounds
@@ -239,7 +239,8 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
         cand = [_FROM_RESULT[metric](c) for _, c in rounds]
         both = [(b, c) for b, c in zip(base, cand) if b is not None and c is not None]
         a, b = [float(x) for x, _ in both], [float(y) for _, y in both]
-        floor = _p50_floor([r for pair_ in rounds for r in pair_]) if metric == "latency" else 0.0
+        # rounds never agree better than their own p50 intervals allow
+        floor = p50_se_floor(np.asarray(r.samples_ns) for pair_ in rounds for r in pair_) if metric == "latency" else 0.0
         decision = decide_rounds(a, b, higher_is_better=get_metric(metric).direction == "max",
                                  min_effect=effects[metric] / 100, alpha=alpha, sigma_floor=floor)
         change = metric_change(metric, a, b, decision, effects[metric], _round_spread_pct(a, b))
@@ -263,9 +264,3 @@ def _round_spread_pct(base: list[float], cand: list[float]) -> float | None:
     if len(base) < 2 or min(base + cand) <= 0:
         return None
     return 100 * float(np.expm1(np.std(np.log(np.divide(cand, base)), ddof=1) / np.sqrt(2)))
-
-
-def _p50_floor(results: list[JobResult]) -> float:
-    """The rounds' own p50 standard error (log scale, root mean square): rounds never agree better than that."""
-    se = [s for s in (p50_log_se(np.asarray(r.samples_ns)) for r in results) if s is not None]
-    return float(np.sqrt(np.mean(np.square(se)))) if se else 0.0

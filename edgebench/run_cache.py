@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgebench.artifacts import digest_path
-from edgebench.cache_files import replacing
+from edgebench.cache_files import digest_matches, replacing, write_digest
 from edgebench.data import DatasetSplits
 from edgebench.data.fingerprint import arrays_digest
 from edgebench.errors import ArtifactError, OutputPathError
-from edgebench.plugins import content_digest
 from edgebench.prune import BuiltModel
 from edgebench.sampling import spread_sample
 from edgebench.variants import VariantSpec
@@ -56,7 +54,7 @@ def _atomic_save(obj: object, path: Path) -> None:
     with _replacing_on_disk(path) as tmp:
         if isinstance(obj, torch.nn.Module):
             torch.save(obj, tmp)
-            digest_path(tmp).write_text(content_digest(tmp) + "\n")
+            write_digest(tmp)
         else:
             tmp.write_text(json.dumps(obj, indent=1, default=str))
 
@@ -64,8 +62,7 @@ def _atomic_save(obj: object, path: Path) -> None:
 def _intact(path: Path) -> bool:
     """Whether the model file ``path`` holds what was written: its sha256 matches the one written with it (a file
     cached before digests were written is taken as it is, as artifacts are)."""
-    digest = digest_path(path)
-    whole = not digest.is_file() or digest.read_text().strip() == content_digest(path)
+    whole = digest_matches(path)
     if not whole:
         log.warning("cached model %s is damaged (not the file that was written): building it again", path)
     return whole

@@ -62,7 +62,7 @@ def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path, monkeyp
     assert "no results store at runs/default/results.db (the default experiment's); this directory has " \
            "runs/mine/results.db: pass one with --store" in elsewhere.output
     bad_effect = runner.invoke(app, ["compare", "v1", "v2", "--store", str(db), "--min-effect", "speed=3"])
-    assert bad_effect.exit_code == 2 and "unknown metric 'speed'" in bad_effect.output
+    assert bad_effect.exit_code == 2 and "--min-effect 'speed=3': use METRIC=PERCENT" in bad_effect.output
 
 
 def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.errors import summarize
+from edgebench.measure.memory import status_mb
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -42,13 +43,7 @@ def reset_peak_rss() -> bool:
 
 def current_rss_mb() -> float | None:
     """Resident set size of this process in MiB (None where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return status_mb("VmRSS")
 
 
 @dataclass

@@ -43,7 +43,7 @@ from edgebench.store.significance import (
     at_least,
     decide_runs,
     decide_threshold,
-    p50_log_se,
+    p50_se_floor,
     pool,
     proportion_change_p,
     replicate_noise,
@@ -346,8 +346,7 @@ def run_metric_change(
     if short is not None:  # no spread to judge by, and a window that cannot even bound its own percentile
         return _undecided(metric, base, cand, effect, short)
     if metric == "latency" and noise is not None:  # never more alike than each run's own p50 interval allows
-        se = [s for s in (p50_log_se(x) for x in base.samples + cand.samples) if s is not None]
-        noise = at_least(noise, float(np.sqrt(np.mean(np.square(se)))) if se else 0.0, "the runs' own p50 intervals")
+        noise = at_least(noise, p50_se_floor(base.samples + cand.samples), "the runs' own p50 intervals")
     higher = get_metric(metric).direction == "max"
     allowed = allowance if metric in TIMING_METRICS else 0.0
     decision = decide_runs(a, b, noise, higher_is_better=higher, min_effect=effect / 100, alpha=alpha,

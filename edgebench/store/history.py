@@ -29,7 +29,7 @@ from edgebench.store.metrics import (
     context_label,
     get_metric,
 )
-from edgebench.store.significance import MIN_SERIES_RUNS, Noise, at_least, p50_log_se, series_noise
+from edgebench.store.significance import MIN_SERIES_RUNS, Noise, at_least, p50_se_floor, series_noise
 from edgebench.store.store import Store
 
 
@@ -157,12 +157,6 @@ def _segment(vals: np.ndarray, lo: int, hi: int, rule: _Rule, found: list[Change
     _segment(vals, best_k, hi, rule, found)
 
 
-def _p50_interval_floor(store: Store, measurement_ids: Sequence[int]) -> float:
-    """The root-mean-square of the runs' own p50 standard errors (log scale): the least spread runs can have."""
-    se = [s for s in (p50_log_se(store.samples(int(i))) for i in measurement_ids) if s is not None]
-    return float(np.sqrt(np.mean(np.square(se)))) if se else 0.0
-
-
 def series_change_points(
     store: Store,
     hist: pd.DataFrame,
@@ -178,7 +172,7 @@ def series_change_points(
         part = part.sort_values("position").dropna(subset=["value"])
         if m.name in TIMING_METRICS:  # a contended run's timing is shown, never a change point's evidence
             part = part[~part["contended"].astype(bool)]
-        floor = _p50_interval_floor(store, part["measurement_id"].tolist()) if m.name == "latency" else 0.0
+        floor = p50_se_floor(store.samples(int(i)) for i in part["measurement_id"]) if m.name == "latency" else 0.0
         found = detect_change_points(part["value"].to_list(), effect, m.direction == "max", noisy=m.name in RUN_METRICS,
                                      allowance_pct=allowance_pct if m.name in TIMING_METRICS else 0.0,
                                      sigma_floor=floor)  # fmt: skip

@@ -18,7 +18,7 @@ is given, and only a change beyond a stated noise allowance is called.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,6 +126,13 @@ def p50_log_se(samples: np.ndarray) -> float | None:
     half = 0.5 * np.sqrt(n)  # +-1 standard error of the median's rank
     lo, hi = x[max(0, int(np.floor(n / 2 - half)))], x[min(n - 1, int(np.ceil(n / 2 + half)))]
     return float(np.log(hi / lo) / 2)
+
+
+def p50_se_floor(runs: Iterable[np.ndarray]) -> float:
+    """The root mean square of the runs' own p50 standard errors (log scale, :func:`p50_log_se`): runs never agree
+    better than their own intervals allow; 0.0 where no run has enough samples."""
+    se = [s for s in (p50_log_se(samples) for samples in runs) if s is not None]
+    return float(np.sqrt(np.mean(np.square(se)))) if se else 0.0
 
 
 def _call(ratio: float, higher_is_better: bool, min_effect: float) -> Verdict:
