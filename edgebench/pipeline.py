@@ -240,7 +240,6 @@ class _OpenRun:
         self.outcome = outcome
         self.workdir = exp.workdir().resolve()  # tasks on a Ray node run in the raylet's directory, not ours
         self.cache = ModelCache(self.workdir)
-        self.lost = 0
         self.input_shape = input_shape  # of one image: an external artifact's MACs are counted for it
         self.external_facts: dict[str, dict[str, object]] = {}  # by variant id: each graph is read once
 
@@ -344,13 +343,13 @@ class _OpenRun:
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
-        if self.lost:  # left open: the same command resumes this run and measures what a lost board could not
-            log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.lost)
+        if self.outcome.lost:  # left open: the same command resumes this run and measures what a lost board could not
+            log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.outcome.lost)
             self.store.mark_run(self.run_id, "incomplete")  # not 'running': no process drives it now
         else:
             self.store.finish_run(self.run_id)
         if self.lock is not None:
-            if not self.lost:  # a finished run is never claimed again: its lock file would only pile up
+            if not self.outcome.lost:  # a finished run is never claimed again: its lock file would only pile up
                 Path(self.lock.name).unlink(missing_ok=True)
             self.lock.close()
         if render:
@@ -363,7 +362,7 @@ class _OpenRun:
             except KeyboardInterrupt:
                 raise ReportInterrupted(self.run_id, self.outcome.store_url) from None
             self.outcome.stage_seconds["report"] = time.perf_counter() - clock
-        if self.exp.tracking.mlflow is not None and not self.lost:
+        if self.exp.tracking.mlflow is not None and not self.outcome.lost:
             from edgebench.tracking.mlflow_log import log_run
 
             clock = time.perf_counter()
@@ -420,7 +419,6 @@ class _OpenRun:
         where = f"{job.variant.label} on {job.target.name}/{job.backend}"
         measured = job_result(result)
         if result.lost or measured.unreachable:  # its node, board or SSH host went away: the next run measures it
-            self.lost += 1
             self.outcome.lost += 1
             self.outcome.failed.append(f"{where}: {result.error or measured.error} (not stored; run the same command "
                                        "again to measure it)")

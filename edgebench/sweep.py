@@ -1,8 +1,10 @@
 """A run's work as executor tasks, one kind per step: build each variant (after an ``allocate`` task for an
-allocation that measures latency), ``export`` each artifact, write each ``reference``, ``measure``.
+allocation that measures latency), ``export`` each artifact, write each ``reference``, ``predict`` a variant's
+p50 from the latency tables, time the machine's reference workload, ``measure``.
 
-Every task carries a context of its kind's type (:class:`BuildVariant`, :class:`Allocate`, :class:`Export`,
-:class:`Reference`, :class:`Measure`), so the pipeline handles each finished task by its kind without guessing.
+Every task carries a context of its kind's type (:data:`KINDS`: :class:`BuildVariant`, :class:`Allocate`,
+:class:`Predict`, :class:`Export`, :class:`Reference`, :class:`Measure`, :class:`MachineSpeed`), so the pipeline
+handles each finished task by its kind without guessing.
 Tasks hand their products to each other through the run's cache files (``run_cache``, ``artifacts``),
 never through return values, so any worker can run any task: a warm local process, or a Ray node that
 sees the run directory at the same path. Each task names what it needs first (``after``): a measurement

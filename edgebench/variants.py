@@ -61,7 +61,7 @@ class PruneSpec(_Frozen):
     steps: int = Field(1, ge=1, description="iterative: number of prune/finetune steps")
     criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
     allocation: str | None = Field(
-        None, description="per-layer ratio allocation (prune/allocation.py) other than uniform/global (= scope)"
+        None, description="per-layer ratio allocation (prune/allocation/) other than uniform/global (= scope)"
     )
     allocation_kwargs: dict[str, Any] = Field(default_factory=dict)
     revision: int = Field(0, ge=0, description="the criterion's definition revision (Criterion.revision): a "

@@ -186,7 +186,8 @@ def _fmt(value: float) -> str:
 
 
 def fmt_cell(value: object) -> str:
-    """Table cell text: numbers to 3 significant digits, missing as an em dash."""
+    """Table cell text: numbers under 100 (and from 1e9) to 3 significant digits, others whole with thousands
+    separators, missing as an em dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, float | np.floating):

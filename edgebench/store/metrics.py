@@ -62,8 +62,6 @@ METRICS: dict[str, Metric] = {
     )
 }
 _BY_OTHER_NAME = {name: m for m in METRICS.values() for name in (m.column, *m.aliases)}
-#: every name a user may give for a metric (experiment files, CLI options)
-METRIC_NAMES = tuple(sorted({*METRICS, *_BY_OTHER_NAME}))
 #: metrics ``edgebench compare`` judges, with their default minimum effects
 DEFAULT_MIN_EFFECT: dict[str, float] = {m.name: m.min_effect for m in METRICS.values() if m.min_effect is not None}
 #: metrics every run measures anew, so identical artifacts differ between runs: decided on per-run values

@@ -2,9 +2,10 @@
 
 Export flattens a run's measurements (joined with variant and run columns) into
 one table for pandas, spreadsheets or a data warehouse; raw samples go to an
-optional long-format file. Import copies whole runs from another store URL, each
-run in one transaction, skipping runs the destination already has, so a lab can
-merge benchmark hosts' SQLite files into a shared PostgreSQL store repeatedly.
+optional long-format file. Import copies runs from another store URL, each run in
+one transaction; a run the destination already has gains what it lacks (results
+measured since, tags, its end), so a lab can merge benchmark hosts' SQLite files
+into a shared PostgreSQL store repeatedly.
 """
 
 from __future__ import annotations

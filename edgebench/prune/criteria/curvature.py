@@ -137,7 +137,6 @@ class SpectralRadiusPenalty(TrainHook):
     def __init__(self, lam: float, every: int, batch_size: int, seed: int = 0) -> None:
         self.lam, self.every, self.batch_size = lam, every, batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        self.last_value = 0.0
 
     def after_backward(self, state: TrainState) -> None:
         if self.lam == 0 or state.step % self.every:
@@ -159,7 +158,6 @@ class SpectralRadiusPenalty(TrainHook):
             (self.lam * penalty).backward()
         finally:
             model.train()
-        self.last_value = float(penalty.detach())
 
 
 @CRITERIA.register("hessian_radius")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgebench.errors import REEXPORT_HINT, ArtifactError
+
+if TYPE_CHECKING:  # imported where a session is opened: its import costs a worker that never opens one
+    import onnxruntime as ort
 
 #: ONNX Runtime's CPU execution provider: every session's fallback, and where a GPU provider leaves nodes it has no kernel for
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def make_session_options(threads: int):
+def make_session_options(threads: int) -> ort.SessionOptions:
     """Session options used by every ORT backend: fixed intra-op threads, sequential graph."""
     import onnxruntime as ort
 
@@ -22,7 +26,7 @@ def make_session_options(threads: int):
     return options
 
 
-def create_ort_session(artifact: Path, threads: int, providers: list[str]):
+def create_ort_session(artifact: Path, threads: int, providers: list[str]) -> ort.InferenceSession:
     """Open ``artifact`` with ORT, turning a missing or corrupt file into an ArtifactError."""
     import onnxruntime as ort
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,8 +12,11 @@ from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.torch import TORCH
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def load_torch_module(artifact: Path):
+
+def load_torch_module(artifact: Path) -> nn.Module:
     """Load a pickled ``nn.Module`` saved by the torch exporter, with a clear error when corrupt."""
     import torch
 
