@@ -323,6 +323,9 @@ class RunConfig(_Strict):
     workdir: str | None = Field(None, description="artifact cache and run files; default runs/<name>")
     job_timeout_s: float = Field(300.0, gt=0, description="a measurement (load, timed window, accuracy) running longer is "
         "stopped and stored as failed")
+    build_timeout_s: float = Field(24 * 3600.0, gt=0, description="a build, export or reference task (training a "
+        "variant, a conversion) running longer is stopped and fails the jobs that need it; lower it for a plug-in "
+        "that may hang, which otherwise holds the host's measurements back")
 
 
 class Experiment(_Strict):
@@ -386,7 +389,8 @@ class Experiment(_Strict):
         """Content hash of the experiment; a re-run of the same file resumes the same run (sections added
         later count only when set, so runs stored before them still resume). Where the jobs run (``executor``)
         is left out: a run started locally resumes on Ray and back; so are where results are logged (``tracking``),
-        how they are drawn (``report``) and how long a job may take (``run.job_timeout_s``)."""
+        how they are drawn (``report``) and how long a job or build may take (``run.job_timeout_s``,
+        ``run.build_timeout_s``)."""
         added = {"sparse": None, "lowrank": None, "pruning": {"allocation": None, "allocation_kwargs": {}, "check_removal": True,
                              "keep": []},
                  "quantization": {"calibrator": DEFAULT_CALIBRATOR, "qat": [], "max_drop": None}, "plugins": [],
@@ -396,6 +400,7 @@ class Experiment(_Strict):
         # how results are drawn and how long a job may take count as their defaults (published hashes stay)
         data["report"] = ReportConfig().model_dump(mode="json")
         data["run"]["job_timeout_s"] = RunConfig().job_timeout_s
+        data["run"].pop("build_timeout_s", None)
         data["targets"] = [hash_payload(t, {"methods": None}) for t in data["targets"]]
         source = self.model_source()
         if source is not None:  # edited code or retrained weights start a new run rather than resume the old one

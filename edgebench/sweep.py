@@ -46,9 +46,6 @@ from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import VariantSpec, spec_hash
 
-#: a variant build may train for a long time; the experiment's job timeout is for measurements
-BUILD_TIMEOUT_S = 24 * 3600.0
-
 
 @dataclass(frozen=True)
 class BuildVariant:
@@ -147,8 +144,8 @@ SweepContext = BuildVariant | Allocate | Predict | Export | Reference | Measure 
 KINDS: tuple[type[SweepContext], ...] = (BuildVariant, Allocate, Predict, Export, Reference, Measure, MachineSpeed)
 
 
-def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object,
-             timeout_s: float = BUILD_TIMEOUT_S, after: tuple[str, ...] = (), times: str | None = None) -> Task:
+def _untimed(context: TaskContext, key: str, fn: Callable[..., object], *args: object, timeout_s: float,
+             after: tuple[str, ...] = (), times: str | None = None) -> Task:
     task = call_task(key, context.kind, fn, *args, timeout_s=timeout_s, context=context, times=times)
     task.after = after
     return task
@@ -195,7 +192,7 @@ def allocate_variant(spec: VariantSpec, data: DataRef, workdir: str) -> str:
     return spec.id
 
 
-def _allocation_task(spec: VariantSpec, data: DataRef, workdir: Path) -> Task | None:
+def _allocation_task(spec: VariantSpec, data: DataRef, workdir: Path, timeout_s: float) -> Task | None:
     """A timed task for an allocation that times models (the latency allocation), shared by the variants whose
     architecture, allocation and ratio are the same; None for the others."""
     prune = spec.prune
@@ -206,7 +203,7 @@ def _allocation_task(spec: VariantSpec, data: DataRef, workdir: Path) -> Task | 
     # its own workers per allocation and the settings that pick its target and runtime: never an export's
     where = spec_hash([prune.allocation_kwargs.get(name) for name in ("target", "backend")])[:8]
     task = _untimed(Allocate(spec, prune.allocation), f"allocate:{key}", allocate_variant, spec, data,
-                    str(workdir), times=f"{prune.allocation}-{where}")
+                    str(workdir), timeout_s=timeout_s, times=f"{prune.allocation}-{where}")
     task.timed = True  # it measures latency: nothing else may run on this host's cores meanwhile
     return task
 
@@ -235,7 +232,8 @@ def predict_variant(spec: VariantSpec, data: DataRef, workdir: str, target: Targ
     return str(path)
 
 
-def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[str, ...]) -> Task | None:
+def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[str, ...],
+                  timeout_s: float) -> Task | None:
     """A timed task predicting ``job``'s p50 when its experiment asks (``measurement.predict_latency``) and the
     prediction applies: a pruned fp32 variant, ONNX on a local target; None otherwise."""
     if not job.measure.predict_latency or job.variant.external is not None:  # another tool's artifact: no model
@@ -247,7 +245,7 @@ def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[st
         return None
     task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"
                     f"{job.backend}", predict_variant, weights, data, str(workdir), job.target, job.backend,
-                    after=after, times=job.backend)
+                    timeout_s=timeout_s, after=after, times=job.backend)
     task.timed = True  # it times layers and the unpruned model: nothing else may run on this host's cores meanwhile
     return task
 
@@ -279,7 +277,8 @@ def sweep_tasks(
     """
     turn = 0
     data = DataRef(exp.dataset.model_dump_json(), data_digest)
-    builds = _build_tasks(specs, data, workdir)
+    timeout_s = exp.run.build_timeout_s
+    builds = _build_tasks(specs, data, workdir, timeout_s)
     cache = ModelCache(workdir)
     prepared: dict[str, Task] = {}  # exports and references, shared by the jobs that read them
     fp32_artifacts = _fp32_artifacts(jobs, workdir)
@@ -296,7 +295,7 @@ def sweep_tasks(
         reference = reference_path(weights, workdir) if weights is not None else None
         if not artifact_ready(artifact) and external is not None:  # its "export" is a copy into the cache
             prepared.setdefault(f"export:{artifact.name}", _untimed(
-                Export(artifact), f"export:{artifact.name}", import_artifact, job.variant, artifact))
+                Export(artifact), f"export:{artifact.name}", import_artifact, job.variant, artifact, timeout_s=timeout_s))
         elif not artifact_ready(artifact):
             derives = get_exporter(job.artifact_format, job.target.blocks).derives_from_fp32
             source = (fp32_artifacts.get(_model_format(job))
@@ -306,12 +305,13 @@ def sweep_tasks(
             if source is not None:
                 derived[f"export:{artifact.name}"] = f"export:{source.name}"
             prepared.setdefault(f"export:{artifact.name}",
-                                _untimed(Export(artifact), f"export:{artifact.name}", run_export, export, after=built_by))
+                                _untimed(Export(artifact), f"export:{artifact.name}", run_export, export,
+                                         timeout_s=timeout_s, after=built_by))
         if weights is not None and reference is not None and not reference.is_file():
             prepared.setdefault(f"reference:{weights.id}", _untimed(
                 Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
-                job.measure.reference_samples, timeout_s=3600.0, after=built_by))
-        predict = _predict_task(job, data, workdir, built_by)
+                job.measure.reference_samples, timeout_s=timeout_s, after=built_by))
+        predict = _predict_task(job, data, workdir, built_by, timeout_s)
         if predict is not None:
             prepared.setdefault(predict.key, predict)
         runner = runners[job.target.name]
@@ -366,7 +366,7 @@ def meter_keeps_lanes_apart(job: PlannedJob) -> bool:
     return reads_one_process(job.target.energy)
 
 
-def _build_tasks(specs: list[VariantSpec], data: DataRef, workdir: Path) -> dict[str, Task]:
+def _build_tasks(specs: list[VariantSpec], data: DataRef, workdir: Path, timeout_s: float) -> dict[str, Task]:
     """A build task per variant not in the model cache, after the baseline it starts from and its allocation."""
     cache = ModelCache(workdir)
     baseline = next((s for s in specs if s.kind == "baseline"), None)
@@ -377,11 +377,12 @@ def _build_tasks(specs: list[VariantSpec], data: DataRef, workdir: Path) -> dict
         # pruning while training trains from scratch; every other kind starts from the trained baseline
         uses_baseline = spec.kind != "baseline" and not (spec.prune is not None and spec.prune.schedule == "while_training")
         after = [f"build:{baseline.id}"] if uses_baseline and baseline is not None and not cache.has(baseline) else []
-        allocation = _allocation_task(spec, data, workdir)
+        allocation = _allocation_task(spec, data, workdir, timeout_s)
         if allocation is not None:
             builds.setdefault(allocation.key, allocation)
             after.append(allocation.key)
         builds[f"build:{spec.id}"] = _untimed(BuildVariant(spec), f"build:{spec.id}", build_variant, spec,
                                               data, str(workdir),
-                                              baseline if uses_baseline else None, after=tuple(after))
+                                              baseline if uses_baseline else None, timeout_s=timeout_s,
+                                              after=tuple(after))
     return builds

@@ -151,6 +151,19 @@ def test_latency_allocation_is_one_timed_allocate_task_before_its_builds(tmp_pat
         s.label for s in specs if s.prune is not None]
 
 
+def test_builds_and_exports_take_run_build_timeout_s_and_it_leaves_the_hash_alone(tmp_path: Path) -> None:
+    """A plug-in criterion that hung held every measurement of the host back for 24 h (the fixed build timeout)."""
+    exp = load_experiment(default_with(tmp_path, run={"build_timeout_s": 120}))
+    specs = plan_fp32_variants(exp)
+    selected = [(selection, get_target(selection.name)) for selection in exp.targets]
+    jobs, _ = plan_jobs(exp, specs, selected)
+    runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in selected}
+    tasks = sweep_tasks(exp, specs, jobs, runners, exp.workdir(), tmp_path / "e.npz", tmp_path / "c.npz")
+    untimed = [t for t in tasks if isinstance(t.context, BuildVariant | Export | Reference)]
+    assert untimed and all(t.timeout_s == 120 for t in untimed)
+    assert exp.hash == load_experiment(default_with(tmp_path, "plain.yaml")).hash  # a resumed run may change it
+
+
 def test_a_target_none_of_whose_precisions_the_experiment_lists_is_named_not_silently_empty() -> None:
     exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5]}, quantization={"precisions": ["fp32", "int8"]},
                      targets=["local-cpu", "local-hls4ml-csim"])
