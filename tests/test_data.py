@@ -421,3 +421,19 @@ def test_uint16_pixels_are_scaled_to_one_and_a_normalize_over_0_255_pixels_warns
     with caplog.at_level("WARNING", logger="edgebench.data.preprocess"):
         load_dataset("npz", prep, path=str(tmp_path / "f255.npz"))
     assert "normalize takes pixels in [0, 1], but the training images reach 255" in caplog.text
+
+
+def test_half_a_validation_split_is_refused_and_misspelt_split_keys_are_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """x_val without y_val, and x_valid/y_valid, were ignored without a word (the validation split held out of
+    training instead)."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.random((20, 1, 4, 4)), "y_train": np.arange(20) % 2, "x_test": rng.random((4, 1, 4, 4)),
+              "y_test": np.arange(4) % 2}
+    np.savez(tmp_path / "half.npz", **arrays, x_val=rng.random((4, 1, 4, 4)))
+    with pytest.raises(DatasetError, match=r"half.npz: has 'x_val' without 'y_val'; give both"):
+        load_dataset("npz", path=str(tmp_path / "half.npz"))
+    np.savez(tmp_path / "typo.npz", **arrays, x_valid=rng.random((4, 1, 4, 4)), y_valid=np.arange(4) % 2)
+    with caplog.at_level("WARNING", logger="edgebench.data.files"):
+        load_dataset("npz", path=str(tmp_path / "typo.npz"))
+    assert "typo.npz: 'x_valid', 'y_valid' not read (edgebench reads x_train, y_train, x_val, y_val" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,9 @@ from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
 from edgebench.errors import DatasetError, first_line
 from edgebench.variants import Preprocess
+
+log = logging.getLogger(__name__)
+
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -101,6 +105,22 @@ def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]
             raise DatasetError(f"{path}: '{x_key}' is empty")
 
 
+#: the arrays a split file or a loader's mapping holds (``num_classes`` and ``layout`` are a loader's options)
+SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def check_split_keys(keys: Sequence[str], where: object, options: Sequence[str] = ()) -> None:
+    """DatasetError for a validation split given half (``x_val`` without ``y_val``: it was ignored); a warning
+    naming the keys edgebench does not read (``x_valid``: a misspelt split is never used)."""
+    if ("x_val" in keys) != ("y_val" in keys):
+        given, lacking = ("x_val", "y_val") if "x_val" in keys else ("y_val", "x_val")
+        raise DatasetError(f"{where}: has '{given}' without '{lacking}'; give both (a validation split) or neither "
+                           "(one is held out of the training split)")
+    unread = sorted(set(keys) - set(SPLIT_ARRAYS) - set(options))
+    if unread:
+        log.warning("%s: %s not read (edgebench reads %s)", where, ", ".join(map(repr, unread)), ", ".join(SPLIT_ARRAYS))
+
+
 def read_eval_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``x`` (N,C,H,W) and labels ``y`` of an evaluation ``.npz`` as the measurement worker reads it."""
     data = read_npz(path, ("x", "y"))
@@ -119,6 +139,7 @@ def npz(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1
         raise DatasetError(f"npz: {missing_path(path)} is not a file; expected an .npz with x_train, y_train, x_test, y_test")
     file = Path(path).expanduser()
     data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
+    check_split_keys(list(data), file)
     check_labelled(data, [("x_train", "y_train"), ("x_test", "y_test"), ("x_val", "y_val")], file)
     images = {key: to_nchw(data[key], key, file, layout) for key in ("x_train", "x_test", "x_val") if key in data}
     return make_splits(

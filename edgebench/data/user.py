@@ -22,7 +22,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from edgebench.data.files import Layout, check_labelled, to_nchw
+from edgebench.data.files import Layout, check_labelled, check_split_keys, to_nchw
 from edgebench.data.splits import DatasetSplits, make_splits
 from edgebench.errors import DatasetError
 
@@ -102,6 +102,7 @@ def splits_from(loaded: Any, name: str) -> DatasetSplits:
         return loaded
     where = Path(name)
     if isinstance(loaded, Mapping) and all(k in loaded for k in _ARRAYS):
+        check_split_keys(list(loaded), f"dataset {name}", options=("num_classes", "layout"))
         data = {k: _stacked(v, k.removeprefix("x_"), name) if k.startswith("x_") and isinstance(v, list | tuple)
                 else np.asarray(v) for k, v in loaded.items() if k not in ("num_classes", "layout")}
     elif isinstance(loaded, Mapping) and "train" in loaded and "test" in loaded:
