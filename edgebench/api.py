@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -78,6 +78,16 @@ class Results:
         inference.
         Failed jobs (with their ``error``) only when ``include_failed``."""
         return _public(self.stored(), include_failed)
+
+    def input_spec(self) -> dict[str, Any] | None:
+        """What every artifact of the run takes as input: ``shape`` (C, H, W), ``classes``, and ``normalize``
+        (``mean``/``std`` per channel applied to [0, 1] pixels, ``from`` declared or the training split's own
+        statistics): a deployment feeding raw pixels gets another accuracy than the one measured. None for a run
+        stored before it was recorded."""
+        from edgebench.store import Store
+
+        with Store.open(self.store_url) as store:
+            return (store.get_run(self.run_id).get("experiment") or {}).get("input")
 
     def notes(self) -> list[str]:
         """What the run's results need said beside their figures, as ``label: text`` lines (the run's summary and

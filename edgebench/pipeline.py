@@ -115,6 +115,16 @@ def available_targets(
     return ready, unavailable
 
 
+def _input_record(splits: DatasetSplits) -> dict[str, object]:
+    """What every artifact of the run takes as input: its shape (C, H, W), the classes its outputs score, and the
+    normalisation of [0, 1] pixels (the training split's own statistics when none was declared: a deployment must
+    apply the same, and nothing else records them)."""
+    scaling = splits.scaling
+    return {"shape": list(splits.input_shape), "classes": splits.num_classes,
+            "normalize": None if scaling is None else {"mean": scaling.mean, "std": scaling.std,
+                                                       "from": "declared" if scaling.declared else "training split"}}
+
+
 def _say_passed_over(store: Store, name: str) -> None:
     """Warn about the unfinished runs of experiment ``name`` a new run does not resume: what they hold stays as it
     is, and edits to the experiment (its file, a target file, code, weights or data) are the usual reason."""
@@ -267,6 +277,7 @@ class _OpenRun:
             recorded = exp.model_dump(mode="json")
             if recorded["store"]["url"]:  # the run's own record (copied by `import`) holds no database password
                 recorded["store"]["url"] = shown_url(recorded["store"]["url"])
+            recorded["input"] = _input_record(prepared.splits)  # what a deployed artifact must be fed
             store.start_run(exp.name, recorded, exp.hash, machine, tags, run_id)
         else:
             log.info("resuming run %s", run_id)

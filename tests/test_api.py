@@ -125,6 +125,15 @@ def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
     assert results.measurements().equals(df) and not (elsewhere / "runs").exists()
     index = again.report(tmp_path / "report")
     assert index == tmp_path / "report" / "index.html" and index.stat().st_size > 1000
+    # what a deployment must feed the artifacts: the digits training split's own statistics (no normalize declared)
+    from edgebench.data import DATASETS
+
+    raw = DATASETS.get("digits")()  # the loader's [0, 1] pixels, before edgebench standardises them
+    spec = again.input_spec()
+    assert spec["shape"] == [1, 8, 8] and spec["classes"] == 10 and spec["normalize"]["from"] == "training split"
+    assert spec["normalize"]["mean"] == pytest.approx([raw.x_train.mean()], rel=1e-5)
+    assert spec["normalize"]["std"] == pytest.approx([raw.x_train.std() + 1e-6], rel=1e-5)
+    assert "(pixel in [0, 1] - mean) / std" in index.read_text()
 
 
 SCRIPTS = {

@@ -11,7 +11,7 @@ from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
 
 @DATASETS.register("digits")
 def digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2) -> DatasetSplits:
-    """1797 grey 8x8 digits (10 classes) as 1x8x8 images, pixel values scaled to [0, 1] then standardised.
+    """1797 grey 8x8 digits (10 classes) as 1x8x8 images, pixel values scaled to [0, 1] (load_dataset standardises).
 
     The test split is drawn first, then validation from the rest; both stratified with ``seed``.
     """

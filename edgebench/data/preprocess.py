@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from edgebench.data.splits import DatasetSplits
+from edgebench.data.splits import DatasetSplits, InputScaling
 from edgebench.errors import DatasetError
 from edgebench.variants import Preprocess
 
@@ -115,4 +115,6 @@ def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetS
     mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
     arrays = {k: np.ascontiguousarray(_normalized(v, mean, std)) for k, v in arrays.items()}
     shape = tuple(int(d) for d in arrays["x_train"].shape[1:])
-    return dataclasses.replace(splits, input_shape=shape, **arrays)  # type: ignore[arg-type]
+    scaling = InputScaling(mean=[float(m) for m in mean.ravel()], std=[float(d) for d in std.ravel()],
+                           declared=prep.normalize is not None)
+    return dataclasses.replace(splits, input_shape=shape, scaling=scaling, **arrays)  # type: ignore[arg-type]

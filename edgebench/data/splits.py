@@ -13,6 +13,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class InputScaling:
+    """What a deployed artifact's input is: ``(pixel in [0, 1] - mean) / std`` per channel, from the declared
+    ``dataset.preprocess.normalize`` or (``declared`` false) the training split's own statistics."""
+
+    mean: list[float]
+    std: list[float]
+    declared: bool
+
+
+@dataclass(frozen=True)
 class DatasetSplits:
     """Train/val/test arrays of one dataset (float32 NCHW, int64 labels): as a loader returns them, pixel values in
     [0, 1]; as ``load_dataset`` returns them, preprocessed (normalised or standardised), ready for training."""
@@ -26,6 +36,8 @@ class DatasetSplits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    #: how the arrays were normalised (None: as the loader gave them)
+    scaling: InputScaling | None = None
 
     def digest(self) -> str:
         """sha256 of every array's dtype, shape and bytes (and the name): what two loads must agree on."""

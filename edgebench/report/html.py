@@ -62,6 +62,10 @@ def resolve_objectives(objectives: Sequence[tuple[str, str]] | None) -> list[tup
     return pairs
 
 
+def _rounded(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
 def _kv_table(items: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th class=l>{esc(k)}</th><td class=l>{esc(fmt_cell(v))}</td></tr>" for k, v in items.items())
     return f"<table>{rows}</table>"
@@ -88,6 +92,10 @@ def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
         "edgebench": f"{run['edgebench_version']} ({run['edgebench_commit'] or 'commit unknown'})",
         "experiment hash": run["experiment_hash"],
     }
+    fed = (run.get("experiment") or {}).get("input") or {}
+    if scaling := fed.get("normalize"):  # what a deployment must feed each artifact
+        about["input"] = (f"{'x'.join(map(str, fed['shape']))}, {fed['classes']} classes; (pixel in [0, 1] - mean) / "
+                          f"std, mean {_rounded(scaling['mean'])}, std {_rounded(scaling['std'])} ({scaling['from']})")
     machine = _flatten("", run["machine"], {})
     machine.setdefault("power mode", machine.pop("power_mode", "not reported"))
     runtimes: dict[str, set[str]] = {}
