@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,8 @@ from edgebench.cli.common import PluginFiles, console, use_plugins
 from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
 from edgebench.profile.table import LayerProfile
 
+log = logging.getLogger(__name__)
+
 
 def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path) -> tuple[int, ...] | None:
     """Check ``--data`` (read as the worker will) or parse ``--input-shape`` ("C,H,W"), before any measuring; an
@@ -25,7 +28,12 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
     if data is not None:
         if not data.is_file():
             raise ConfigError(f"data file not found: {data}")
-        read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
+        x, _ = read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
+        if np.issubdtype(x.dtype, np.integer) or float(np.abs(x).max(initial=0.0)) > _RAW_PIXELS:
+            log.warning("%s holds raw pixels (%s, up to %g): bench feeds them as they are, while a run's artifacts "
+                        "take normalised images (Results.input_spec(); a run's own runs/<name>/data/test-*.npz "
+                        "holds them so): the accuracy shown is not the one the run measured", data, x.dtype,
+                        float(np.abs(x).max(initial=0.0)))
         return None
     if not input_shape:
         if artifact.suffix == ".onnx" and artifact.is_file():
@@ -41,6 +49,10 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
         return tuple(int(v) for v in input_shape.split(","))
     except ValueError:
         raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+
+
+#: an image value past which --data looks like raw 0..255 pixels rather than normalised ones
+_RAW_PIXELS = 50.0
 
 
 def _tflite_image(artifact: Path) -> tuple[int, ...] | None:
