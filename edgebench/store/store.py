@@ -159,13 +159,19 @@ def _store_problem(context: ExceptionContext) -> None:
     reason = first_line(context.original_exception)
     fix = next((fix for needle, fix in _STORE_PROBLEMS.items() if needle in reason), None)
     engine_url = context.engine.url if context.engine else None
-    if engine_url is not None and engine_url.get_backend_name() == "sqlite" and engine_url.database \
-            and engine_url.database != ":memory:" and not Path(engine_url.database).exists():
+    if fix is not None and engine_url is not None and (file := _sqlite_file(engine_url)) and not file.exists():
         fix = ("the file was deleted or moved while it was open (its run directory removed?): what this process "
                "wrote there is gone with it; put it back, or run again to start a new store")
     if fix is not None:
         where = engine_url.render_as_string(hide_password=True) if engine_url is not None else "results store"
         raise StoreError(f"store {where}: {reason}: {fix}")
+
+
+def _sqlite_file(url: Any) -> Path | None:
+    """The file a SQLite URL opens (``file:...?mode=ro`` URI form too); None for another database or memory."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database.removeprefix("file:").split("?")[0])
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
