@@ -437,3 +437,26 @@ def test_half_a_validation_split_is_refused_and_misspelt_split_keys_are_named(
     with caplog.at_level("WARNING", logger="edgebench.data.files"):
         load_dataset("npz", path=str(tmp_path / "typo.npz"))
     assert "typo.npz: 'x_valid', 'y_valid' not read (edgebench reads x_train, y_train, x_val, y_val" in caplog.text
+
+
+def test_imagefolder_reads_val_folders_of_the_train_val_test_and_imagenet_layouts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """train/ + val/ (ImageNet's layout) took "train" for a class ("has no images"); train/ + val/ + test/ left the
+    6 images of val/ unread (a validation split held out of train/ instead)."""
+    from PIL import Image
+
+    def folder(split: str, n: int) -> None:
+        for c, value in (("cat", 30), ("dog", 220)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8), value + i, dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+
+    folder("train", 10)
+    folder("val", 3)
+    with caplog.at_level("WARNING", logger="edgebench.data.files"):
+        imagenet = load_dataset("imagefolder", path=tmp_path, image_size=8, grayscale=True, val_fraction=0.2)
+    assert len(imagenet.y_test) == 6 and len(imagenet.y_train) + len(imagenet.y_val) == 20  # val/ scored as test
+    assert "has train/ and val/ but no test/: val/ is scored as the test split" in caplog.text
+    folder("test", 2)
+    three = load_dataset("imagefolder", path=tmp_path, image_size=8, grayscale=True)
+    assert (len(three.y_train), len(three.y_val), len(three.y_test)) == (20, 6, 4)

@@ -240,7 +240,8 @@ def imagefolder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
 ) -> DatasetSplits:
-    """Images in ``path/<class>/*.png|jpg`` (or ``path/train/<class>`` + ``path/test/<class>``), resized to
+    """Images in ``path/<class>/*.png|jpg`` (or ``path/train/<class>`` + ``path/test/<class>``, and ``path/val/<class>``
+    as the validation split where it is there; ``train/`` + ``val/`` alone scores ``val/``), resized to
     ``image_size`` square (None: their native size, which they must share); 16-bit images keep their 16 bits.
 
     Class ids follow the sorted sub-folder names; without train/test folders the test split is drawn
@@ -267,18 +268,37 @@ def _image_folder(path: str | Path | None, grayscale: bool, seed: int, val_fract
         raise DatasetError(f"imagefolder: {missing_path(path)} is not a directory; expected one sub-folder of images "
                            "per class")
     mode = "L" if grayscale else "RGB"
-    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
-    base = root / "train" if split_dirs else root
+    test_dir, val_dir = _split_folders(root)
+    base = root / "train" if test_dir is not None else root
     classes = _class_folders(base)
     if not classes:
         raise DatasetError(f"imagefolder: {base} has no class sub-folders; expected {base}/<class>/<image>.png")
     x, y = _read_folder(base, classes, mode, size, prep)
-    if split_dirs:
-        unknown = sorted(set(_class_folders(root / "test")) - set(classes))
+
+    def read_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+        unknown = sorted(set(_class_folders(folder)) - set(classes))
         if unknown:  # their images would be dropped, or scored against the wrong class
-            raise DatasetError(f"imagefolder: {root / 'test'} has class folders that {base} lacks "
+            raise DatasetError(f"imagefolder: {folder} has class folders that {base} lacks "
                                f"({', '.join(unknown)}); the classes are the training folders' names")
-        x_test, y_test = _read_folder(root / "test", classes, mode, size, prep, every_class=False)
-    else:
+        return _read_folder(folder, classes, mode, size, prep, every_class=False)
+
+    if test_dir is None:
         x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed)
-    return make_splits(root.name, x, y, x_test, y_test, val_fraction, seed, num_classes=len(classes))
+    else:
+        x_test, y_test = read_split(test_dir)
+    x_val, y_val = read_split(val_dir) if val_dir is not None else (None, None)
+    return make_splits(root.name, x, y, x_test, y_test, val_fraction, seed, x_val=x_val, y_val=y_val,
+                       num_classes=len(classes))
+
+
+def _split_folders(root: Path) -> tuple[Path | None, Path | None]:
+    """The test and validation folders of a ``train/`` + ``test/`` (+ ``val/``) layout; ImageNet's ``train/`` +
+    ``val/`` scores ``val/`` as the test split, saying so. (None, None) for class folders directly under ``root``."""
+    has = {name: (root / name).is_dir() for name in ("train", "val", "test")}
+    if not has["train"] or not (has["test"] or has["val"]):
+        return None, None
+    if not has["test"]:
+        log.warning("imagefolder: %s has train/ and val/ but no test/: val/ is scored as the test split (a "
+                    "validation split is held out of train/)", root)
+        return root / "val", None
+    return root / "test", root / "val" if has["val"] else None
