@@ -460,3 +460,22 @@ def test_imagefolder_reads_val_folders_of_the_train_val_test_and_imagenet_layout
     folder("test", 2)
     three = load_dataset("imagefolder", path=tmp_path, image_size=8, grayscale=True)
     assert (len(three.y_train), len(three.y_val), len(three.y_test)) == (20, 6, 4)
+
+
+def test_imagefolder_names_what_it_does_not_read_and_the_file_a_crop_does_not_fit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A nested folder's images and a .webp were dropped without a word; a crop larger than one image named no file."""
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((12, 12), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "dog" / "more").mkdir()
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "dog" / "extra.webp")
+    with caplog.at_level("WARNING", logger="edgebench.data.files"):
+        load_dataset("imagefolder", path=tmp_path, image_size=8, grayscale=True)
+    assert "2 entr(ies) not read (extra.webp, more/): only .bmp/.jpeg/.jpg/.png files directly in a class" in caplog.text
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "cat" / "small.png")
+    with pytest.raises(DatasetError, match=r"small.png: .*larger than"):
+        load_dataset("imagefolder", Preprocess(center_crop=10), path=tmp_path, grayscale=True)

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+#: image files PIL may read that an image folder does not (named when skipped, not dropped silently)
+_OTHER_IMAGE_SUFFIXES = {".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 #: how an image array's axes are ordered; ``auto`` reads it from the shape
 Layout = Literal["auto", "NCHW", "NHWC"]
@@ -190,22 +192,32 @@ def _read_folder(root: Path, classes: list[str], mode: str, size: tuple[int, int
     """The images of ``root/<class>/`` as NCHW floats in [0, 1] with their class ids, each resized to ``size`` or
     sized as ``prep`` declares; with ``every_class``, a class folder without images is a DatasetError (a test folder
     may lack a class)."""
+    from PIL import Image
+
     images, labels, first = [], [], {}
     for label, cls in enumerate(classes):
         folder = root / cls
         # hidden files (macOS's ._img.png resource forks, editors' backups) are not images of the class
-        files = [f for f in sorted(folder.iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES
-                 and not f.name.startswith(".")] if folder.is_dir() else []
+        entries = [f for f in sorted(folder.iterdir()) if not f.name.startswith(".")] if folder.is_dir() else []
+        files = [f for f in entries if f.suffix.lower() in _IMAGE_SUFFIXES]
+        skipped = [f.name + ("/" if f.is_dir() else "") for f in entries
+                   if f.is_dir() or f.suffix.lower() in _OTHER_IMAGE_SUFFIXES]
+        if skipped:  # images the user meant to count (a sub-folder, a .webp) would vanish without a word
+            log.warning("imagefolder: %s: %d entr(ies) not read (%s): only %s files directly in a class folder are",
+                        folder, len(skipped), ", ".join(skipped[:3]), "/".join(sorted(_IMAGE_SUFFIXES)))
         if not files and every_class:  # else a class no image can ever teach, and a logit for it
             raise DatasetError(f"imagefolder: class folder {root / cls} has no {'/'.join(sorted(_IMAGE_SUFFIXES))} "
                                "images; add some or remove the folder (class ids follow the sorted folder names)")
         for file in files:
             try:
                 image = _read_image(file, mode, size).transpose(2, 0, 1)
-            except OSError as exc:  # PIL's UnidentifiedImageError included: a truncated or mislabelled file
+            except (OSError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError: a truncated file too
                 raise DatasetError(f"imagefolder: {file} is not an image PIL can read ({first_line(exc)}); replace "
                                    "or remove it") from None
-            image = size_image(image, prep) if prep is not None else image
+            try:
+                image = size_image(image, prep) if prep is not None else image
+            except DatasetError as exc:  # a crop larger than this image: name the file
+                raise DatasetError(f"imagefolder: {file}: {exc}") from None
             first.setdefault(image.shape, file)
             images.append(image)
             labels.append(label)
