@@ -243,6 +243,22 @@ def test_int8_of_an_activation_lowered_to_a_select_agrees_with_pytorch(activatio
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
 
 
+def test_int8_of_a_transposed_conv_with_a_batchnorm_loads_and_agrees_with_pytorch(tmp_path: Path) -> None:
+    """A decoder block (ConvTranspose2d + BatchNorm2d with statistics) had no int8 file: the unfused BN's constant
+    got per-axis scales LiteRT refused ("num_scales must be 1 ... Tensor 3"). The BN is folded into the layer."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                torch.nn.ConvTranspose2d(8, 4, 2, stride=2), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        bn = model[3]
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    got, want = _int8_and_pytorch_logits(model, (3, 8, 8), tmp_path / "decoder.tflite", "calibrated")
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+    assert isinstance(model[3], torch.nn.BatchNorm2d)  # the user's model is left as it was
+
+
 class _DeadGate(torch.nn.Module):
     """A squeeze-and-excitation gate whose ReLU never fires (its bias far below its inputs, as a pruned one may be):
     the calibration sees that tensor at exactly zero."""

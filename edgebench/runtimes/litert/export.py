@@ -19,6 +19,7 @@ tflite-runtime is not used: its last wheels (2.14) do not work with numpy 2.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -144,6 +145,41 @@ def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **op
         graph.training = False
         log.info("litert-torch could not convert the model as written; converting it without its broadcast expands")
         return litert_torch.convert(graph, (example,), **options)
+
+
+def _with_transposed_bns_folded(model: nn.Module) -> nn.Module:
+    """``model`` with each BatchNorm2d that reads only a ConvTranspose2d's output (groups 1: a decoder block) folded
+    into that layer's weights and bias, the BN left an identity (a copy; ``model`` itself is untouched where there is
+    none). litert-torch fuses a BN into a Conv2d, not into a ConvTranspose2d: the BN stays a [1, 1, 1, C] multiply
+    whose constant ai-edge-quantizer gives per-axis scales LiteRT refuses ("num_scales must be 1"), so such a model
+    had no int8 file. The fold is exact up to float rounding: y = (conv(x) - mean) * g / sqrt(var + eps) + b."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # a forward fx cannot trace (data-dependent code): converted as it is
+        return model
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        source = node.args[0] if node.args else None
+        conv = modules.get(source.target) if getattr(source, "op", None) == "call_module" else None
+        if (isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and isinstance(conv, nn.ConvTranspose2d)
+                and conv.groups == 1 and len(source.users) == 1):
+            pairs.append((source.target, node.target))
+    if not pairs:
+        return model
+    model = copy.deepcopy(model)
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        with torch.no_grad():
+            scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight.mul_(scale.view(1, -1, 1, 1))  # (in, out, kH, kW): output channels on axis 1
+            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
+        parent, _, leaf = bn_name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+    return model
 
 
 def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
@@ -335,7 +371,7 @@ class TfliteExporter(Exporter):
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                fp32_source: Path | None = None) -> Path:
         litert_torch = _import_litert_torch()
-        model = model.eval()
+        model = _with_transposed_bns_folded(model.eval())
         example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):  # ai-edge-quantizer's progress bar and summary
