@@ -101,3 +101,22 @@ def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     assert first.exit_code == 0 and "imported 3 run(s)" in first.output
     again = runner.invoke(app, ["import", str(db), "--store", str(lab)])
     assert "imported 0 run(s) (all already present)" in again.output
+
+
+def test_runs_says_a_running_run_has_no_live_process_once_its_lock_is_free(
+        app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a SIGKILL the run stayed 'running' in `edgebench runs` with nothing driving it."""
+    from edgebench.cache_files import try_lock
+    from edgebench.executor.host_lanes import LOCK_DIR_ENV
+    from edgebench.store import Store
+
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
+    with Store.open(tmp_path / "r.db") as store:
+        run_id = store.start_run("killed", {}, "h", {"hostname": "here"})
+    held = try_lock(tmp_path / "locks" / f"run-{run_id}")  # as the driving process holds it
+    runner = CliRunner()
+    alive = runner.invoke(app, ["runs", "--store", str(tmp_path / "r.db")], env={"COLUMNS": "250"})
+    assert "running" in alive.output and "no live process" not in alive.output
+    held.close()  # the process died
+    dead = runner.invoke(app, ["runs", "--store", str(tmp_path / "r.db")], env={"COLUMNS": "250"})
+    assert "running (no live process here: the same command resumes it)" in " ".join(dead.output.split())

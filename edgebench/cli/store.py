@@ -329,6 +329,22 @@ def tag(
     console.print(f"tagged {run_id} as {tag_name}")
 
 
+def _status(run_id: str, status: str) -> str:
+    """A run's stored status; a 'running' one whose host-wide lock this host holds no more is said to have no live
+    process (killed, or its machine rebooted: the same command resumes it)."""
+    from edgebench.cache_files import lock_file, try_lock
+    from edgebench.executor.host_lanes import default_lock_dir
+
+    path = default_lock_dir() / f"run-{run_id}"
+    if status != "running" or not lock_file(path).is_file():  # no lock here: driven from elsewhere, or unknown
+        return status
+    handle = try_lock(path)
+    if handle is None:
+        return status
+    handle.close()
+    return "running (no live process here: the same command resumes it)"
+
+
 def runs(store: StoreOpt = None) -> None:
     """List stored runs with their tags and measurement counts."""
     with open_store(store) as st:
@@ -337,8 +353,8 @@ def runs(store: StoreOpt = None) -> None:
     for column in ("id", "name", "status", "started", "tags", "measurements", "failed", "commit"):
         table.add_column(column, overflow="fold")
     for r in df.itertuples():
-        table.add_row(r.id, Text(r.name or ""), r.status, r.started_at[:19], Text(r.tags or ""), str(r.n_measurements),
-                      str(r.n_failed),
+        table.add_row(r.id, Text(r.name or ""), _status(r.id, r.status), r.started_at[:19], Text(r.tags or ""),
+                      str(r.n_measurements), str(r.n_failed),
                       r.edgebench_commit or "")  # fmt: skip
     console.print(table)
 
