@@ -360,7 +360,9 @@ def prune_model(
     allocation.prepare(model, example_input, data)
     try:
         if unit == "filters":
-            plan = plan_for(ratio) if original is None else _plan_continuing(groups, plan_for, ratio)
+            # a ramp step of a filter share (an allocation of another quantity, a latency budget, decides its own)
+            continuing = original is not None and allocation.ratio_of is None
+            plan = _plan_continuing(groups, plan_for, ratio) if continuing else plan_for(ratio)
         else:
             plan = _plan_for_macs(model, plan_for, ratio, example_input, original_macs, input_shape)
     finally:

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from edgebench.components import Component, Tool
+from edgebench.quantization.ap_types import ap_type_problem  # as the experiment's fixed_point
 from edgebench.runtimes.base import TargetBlock
 
 
@@ -28,8 +29,6 @@ class FPGASpec(TargetBlock):
     @field_validator("default_precision")
     @classmethod
     def _ap_type(cls, value: str) -> str:
-        from edgebench.config import ap_type_problem  # the experiment's fixed_point is checked the same way
-
         if problem := ap_type_problem(value):
             raise ValueError(problem)
         return value
