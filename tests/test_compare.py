@@ -214,6 +214,10 @@ def test_outputs_markdown_and_json(sqlite_store: Store) -> None:
     regressed = next(r for r in data["results"] if r["label"] == "baseline/int8")
     latency = next(c for c in regressed["changes"] if c["metric"] == "latency")
     assert latency["verdict"] == "regression" and latency["change"] > 15
+    # what the numbers are in (the JSON named no unit: ms? s? bytes or KiB?)
+    units = {c["metric"]: (c["unit"], c["change_unit"]) for c in regressed["changes"]}
+    assert units["latency"] == ("ms", "%") and units["accuracy"] == ("fraction", "percentage points")
+    assert units["size"] == ("bytes", "%") and units.get("memory", ("MiB", "%")) == ("MiB", "%")
 
 
 def test_parse_min_effects() -> None:

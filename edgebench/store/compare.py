@@ -31,6 +31,7 @@ from edgebench.store.metrics import (
     DEFAULT_MIN_EFFECT,
     RUN_METRICS,
     TIMING_METRICS,
+    column_unit,
     context_label,
     get_metric,
 )
@@ -146,6 +147,10 @@ class Comparison:
         """Plain-dict form (for ``--format json``)."""
         out = asdict(self)
         out["regression_count"] = len(self.regressions)
+        for result in out["results"]:  # what the numbers are in: a consumer need not know the store's columns
+            for change in result["changes"]:
+                change["unit"] = column_unit(change["metric"])
+                change["change_unit"] = "percentage points" if change["metric"] == "accuracy" else "%"
         return _finite(out)
 
 

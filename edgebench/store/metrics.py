@@ -85,6 +85,18 @@ def get_metric(name: str) -> Metric:
     return found
 
 
+#: the unit of a stored column, by its name's suffix (what compare's JSON values are in)
+_COLUMN_UNITS = (("_ms", "ms"), ("_bytes", "bytes"), ("_ips", "inferences/s"), ("_j_per_inference", "J per inference"),
+                 ("_mb", "MiB"), ("accuracy", "fraction"))
+
+
+def column_unit(metric: str) -> str | None:
+    """The unit a metric's stored values are in (``p50_ms``: ms; ``accuracy``: a fraction); None where the column's
+    name does not say."""
+    column = get_metric(metric).column
+    return next((unit for suffix, unit in _COLUMN_UNITS if column.endswith(suffix)), None)
+
+
 def one_metric_twice(a: str, b: str) -> str | None:
     """Why the objective pair (a, b) makes no front: both name one metric (``latency`` and ``p50_ms``); None else."""
     if get_metric(a).name == get_metric(b).name:
