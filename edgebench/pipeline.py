@@ -318,6 +318,7 @@ class _OpenRun:
                 RESULT_HANDLERS[type(context)](self, result, context)
                 for warning in result.warnings:
                     warned.setdefault(warning, []).append(context.describe())
+                if result.warnings:
                     self.outcome.warnings = [_warning_line(w, where) for w, where in warned.items()]
                 sweep.finished(result)  # after storing: an interrupt from the progress display loses nothing
         sweep.close()
