@@ -53,6 +53,12 @@ AGX_ORIN = (
     "VDD_GPU_SOC 2389mW/2389mW VDD_CPU_CV 398mW/398mW VIN_SYS_5V0 2623mW/2623mW NC 0mW/0mW "
     "VDDQ_VDD2_1V8AO 302mW/302mW NC 0mW/0mW"
 )
+#: an AGX Orin (JetPack 5/6) line from a user's log: one rail reads below zero at idle
+AGX_ORIN_NEGATIVE = (
+    "03-17-2024 18:54:10 RAM 10239/62841MB (lfb 442x4MB) SWAP 1/31421MB (cached 0MB) CPU [0%@1728,0%@1728] "
+    "GR3D_FREQ 0% cpu@37.5C tboard@27C soc2@34.562C tdiode@27.5C tj@37.5C VDD_GPU_SOC 1592mW/1592mW "
+    "VDD_CPU_CV -398mW/-398mW VIN_SYS_5V0 2624mW/2624mW VDDQ_VDD2_1V8AO 403mW/403mW"
+)
 WITH_MAX = "RAM 3000/7620MB (lfb 2x4MB) CPU [5%@1510] VDD_IN 5121mW/4970mW/6012mW VDD_SOC 1500mW/1490mW/1620mW"
 
 
@@ -65,8 +71,11 @@ WITH_MAX = "RAM 3000/7620MB (lfb 2x4MB) CPU [5%@1510] VDD_IN 5121mW/4970mW/6012m
         (AGX_XAVIER, {"GPU": 0, "CPU": 155, "SOC": 1088, "CV": 0, "VDDRQ": 155, "SYS5V": 1572}, 2970),
         (ORIN_NANO, {"VDD_IN": 4813, "VDD_CPU_GPU_CV": 481, "VDD_SOC": 1444}, 4813),
         (AGX_ORIN, {"VDD_GPU_SOC": 2389, "VDD_CPU_CV": 398, "VIN_SYS_5V0": 2623, "VDDQ_VDD2_1V8AO": 302}, 5712),
+        # 1592 - 398 + 2624 + 403: the negative rail was dropped (total 4619)
+        (AGX_ORIN_NEGATIVE, {"VDD_GPU_SOC": 1592, "VDD_CPU_CV": -398, "VIN_SYS_5V0": 2624, "VDDQ_VDD2_1V8AO": 403},
+         4221),
     ],
-    ids=["nano", "tx2", "xavier-nx", "agx-xavier", "orin-nano", "agx-orin"],
+    ids=["nano", "tx2", "xavier-nx", "agx-xavier", "orin-nano", "agx-orin", "agx-orin-negative-rail"],
 )
 def test_tegrastats_formats(line: str, rails: dict[str, int], total: int) -> None:
     sample = parse_tegrastats_line(line)

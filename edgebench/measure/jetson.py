@@ -21,11 +21,12 @@ from pathlib import Path
 
 #: rails that measure the whole module's input, in order of preference
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
-#: labels of unconnected INA3221 channels
+#: labels of unconnected INA3221 channels (a connected rail may read below zero, e.g. AGX Orin's VDD_CPU_CV -398mW at
+#: idle in a user's log: it is summed as tegrastats reports it, not dropped)
 _UNCONNECTED = {"NC", "NA"}
 
 _RAIL_RE = re.compile(
-    r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/(\d+)(?:mW)?)?(?=\s|$)"
+    r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (-?\d+)(?:mW)?/(-?\d+)(?:mW)?(?:/(-?\d+)(?:mW)?)?(?=\s|$)"
 )
 _TIMESTAMP_RE = re.compile(r"^(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s+")
 _NOT_RAILS = {"RAM", "SWAP", "IRAM", "lfb"}
