@@ -190,3 +190,34 @@ def test_nvml_refuses_a_gpu_it_cannot_read(index: int, visible: str, needle: str
 
     with pytest.raises(MeterUnavailable, match=re.escape(needle)):
         visible_gpu(index, visible)
+
+
+class _Nvml:
+    """NVML's device-listing calls over a fixed list of GPU names (the check's only inputs)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.names)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return self.names[handle]
+
+
+@pytest.mark.parametrize(("names", "environ", "refused"), [
+    (["NVIDIA H100 80GB HBM3"] * 8, {}, False),  # one model: both orders are the PCI bus's
+    (["NVIDIA A100-SXM4-40GB", "NVIDIA T4"], {}, True),  # CUDA's fastest-first order need not be NVML's
+    (["NVIDIA A100-SXM4-40GB", "NVIDIA T4"], {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, False),
+])
+def test_nvml_index_only_where_cuda_numbers_gpus_as_nvml(names: list[str], environ: dict[str, str],
+                                                         refused: bool) -> None:
+    from edgebench.measure.energy_nvml import _order_unknown
+
+    reason = _order_unknown(_Nvml(names), environ)
+    assert (reason is not None) == refused
+    if refused:
+        assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in reason and "NVIDIA T4" in reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from edgebench.components import Package
@@ -44,6 +45,19 @@ def visible_gpu(device_index: int, visible: str | None) -> int | str:
     return entry  # a GPU UUID
 
 
+def _order_unknown(pynvml: Any, environ: Mapping[str, str]) -> str | None:
+    """Why CUDA's GPU number may not be NVML's: CUDA numbers GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID,
+    NVML by PCI bus; on a machine with GPUs of different models the two orders can differ."""
+    if environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return None
+    names = {pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())}
+    if len(names) < 2:
+        return None
+    return (f"this machine has GPUs of different models ({', '.join(sorted(map(str, names)))}): CUDA numbers them fastest "
+            "first, NVML by PCI bus, so the energy could be read off another GPU; set CUDA_DEVICE_ORDER=PCI_BUS_ID "
+            "(or CUDA_VISIBLE_DEVICES) for the run")
+
+
 def nvml_handle(device_index: int) -> tuple[Any, Any]:
     """Initialise NVML and return ``(pynvml module, handle of CUDA's GPU device_index)``, or raise MeterUnavailable
     saying why."""
@@ -55,6 +69,8 @@ def nvml_handle(device_index: int) -> tuple[Any, Any]:
     try:
         pynvml.nvmlInit()
         if isinstance(gpu, int):
+            if reason := _order_unknown(pynvml, os.environ):
+                raise MeterUnavailable(reason)
             return pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu)
         return pynvml, pynvml.nvmlDeviceGetHandleByUUID(gpu)
     except pynvml.NVMLError as exc:
