@@ -1,8 +1,12 @@
 """ONNX Runtime with the CUDA execution provider (package ``onnxruntime-gpu``).
 
 ORT silently falls back to the CPU when the CUDA provider cannot load (missing
-CUDA/cuDNN libraries), so the session's providers are checked after creation:
-a CPU figure must never be stored as a GPU one.
+CUDA/cuDNN libraries), so the session's providers are checked after creation, and
+its fallback during a run (``InferenceSession.run`` moves a session whose provider
+failed to the CPU for good) is turned off: a CPU figure must never be stored as a
+GPU one. The CUDA libraries of pip's ``nvidia-*`` wheels are loaded first
+(``onnxruntime.preload_dlls``): the provider's library has no search path to them,
+and a worker measuring ONNX does not import torch, which would load them.
 """
 
 from __future__ import annotations
@@ -41,11 +45,17 @@ class OnnxRuntimeCudaBackend(Backend):
         return None
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
+        import onnxruntime as ort
+
+        if hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21
+            ort.preload_dlls()
         providers = [(CUDA_PROVIDER, {"device_id": _device_id(settings.device)}), CPU_PROVIDER]
         session = create_ort_session(artifact, settings.threads, providers)  # type: ignore[arg-type]
         if session.get_providers()[0] != CUDA_PROVIDER:
             raise ArtifactError(
                 f"ONNX Runtime could not start the CUDA provider for {artifact} (got {session.get_providers()}); "
-                "check that CUDA and cuDNN libraries matching onnxruntime-gpu are installed"
+                "check that CUDA and cuDNN libraries matching onnxruntime-gpu are installed (pip's nvidia-*-cu* "
+                "wheels, or the system's on LD_LIBRARY_PATH)"
             )
+        session.disable_fallback()  # a provider failure mid-window fails the job instead of timing the CPU
         return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision)
