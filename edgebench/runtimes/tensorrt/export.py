@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 from edgebench.components import missing_reason
-from edgebench.errors import ArtifactError, require_module
+from edgebench.errors import ArtifactError, UnsupportedModelError, require_module
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.runtimes.tensorrt import MAX_BATCH, TENSORRT
 from edgebench.runtimes.tensorrt.qdq import write_tensorrt_qdq
@@ -136,6 +136,10 @@ def build_engine(onnx_path: Path, precision: str, calibration: np.ndarray | None
             onnx_path = tmp / "qdq.onnx"
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
+        if weakly_typed and precision != "fp32" and not getattr(builder, f"platform_has_fast_{precision}", True):
+            # TensorRT builds it anyway (a Jetson Nano's int8 runs fp32 kernels): the figure would not be int8's
+            raise UnsupportedModelError(f"this GPU has no fast {precision} (TensorRT's platform_has_fast_{precision} "
+                                        f"is false): drop {precision} from the target's precisions")
         # explicit batch is the only mode from 10 on; before, it is a creation flag
         network = builder.create_network(0 if tensorrt_major(trt) >= 10
                                          else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
