@@ -37,7 +37,7 @@ def test_every_shipped_target_validates() -> None:
         if "hls4ml" in spec.backends:
             assert "fpga" in spec.blocks and spec.precisions == ["fixed"]
     fpga = get_target("zcu102").blocks["fpga"]
-    assert isinstance(fpga, FPGASpec) and fpga.part == "xczu9eg-ffvb1156-2-e" and fpga.hls_tool == "vitis_hls"
+    assert isinstance(fpga, FPGASpec) and fpga.part == "xczu9eg-ffvb1156-2-e" and fpga.hls_tool == "vitis-run"
 
 
 @pytest.mark.parametrize(
@@ -98,8 +98,8 @@ def test_user_target_dir_wins(tmp_path: Path) -> None:
 def test_local_reasons() -> None:
     assert runner_for(get_target("local-cpu")).available() is None
     reason = runner_for(get_target("zcu102")).available()
-    if shutil.which("vitis_hls") is None:
-        assert reason is not None and "vitis_hls not on PATH" in reason and "local-hls4ml-csim" in reason
+    if shutil.which("vitis-run") is None:
+        assert reason is not None and "vitis-run not on PATH" in reason and "local-hls4ml-csim" in reason
 
 
 def test_a_local_target_runs_the_backends_this_machine_has_and_names_the_others(tmp_path: Path) -> None:
@@ -155,10 +155,10 @@ def test_doctor_lists_components_and_needs() -> None:
     statuses = {s.name: s for s in target_statuses()}
     assert set(statuses) >= SHIPPED
     assert statuses["local-cpu"].available
-    assert statuses["zcu102"].needs == ["hls4ml", "g++", "vitis_hls"]
+    assert statuses["zcu102"].needs == ["hls4ml", "g++", "vitis-run"]
     assert statuses["jetson-nano"].needs == ["paramiko"]
-    if shutil.which("vitis_hls") is None:
-        assert "vitis_hls" in statuses["zcu102"].missing
+    if shutil.which("vitis-run") is None:
+        assert "vitis-run" in statuses["zcu102"].missing
 
 
 def test_cli_commands() -> None:

@@ -24,7 +24,7 @@ class FPGASpec(TargetBlock):
     io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
     strategy: Literal["Latency", "Resource"] = "Latency"
     default_precision: str = Field("ap_fixed<16,6>", description="used when a variant gives no fixed_point")
-    synthesize: bool = Field(False, description="run C synthesis (needs vitis_hls / vivado_hls on PATH)")
+    synthesize: bool = Field(False, description="run C synthesis (needs vitis-run / vivado_hls on PATH)")
 
     @field_validator("default_precision")
     @classmethod
@@ -35,8 +35,9 @@ class FPGASpec(TargetBlock):
 
     @property
     def hls_tool(self) -> str:
-        """Executable that synthesises for ``hls_backend``."""
-        return "vitis_hls" if self.hls_backend == "Vitis" else "vivado_hls"
+        """Executable hls4ml runs to synthesise for ``hls_backend``: its Vitis backend runs ``vitis-run --mode hls``
+        (a Vitis release with ``vitis_hls`` only cannot synthesise through hls4ml 1.x)."""
+        return "vitis-run" if self.hls_backend == "Vitis" else "vivado_hls"
 
     def needs(self) -> list[Component]:
         """Synthesis (``synthesize: true``) is a build step on this machine: it needs the HLS tool."""
