@@ -4,7 +4,8 @@ from edgebench.components import Package
 from edgebench.runtimes.base import Runtime
 
 TENSORRT = Package("tensorrt", "tensorrt", "TensorRT engines (NVIDIA's wheel or JetPack)",
-                   install="pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu<torch's CUDA major> (x86-64 + CUDA; PyPI holds only placeholders that fetch from there) or JetPack on Jetson")
+                   install="pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu<torch's CUDA major> "
+                           "(x86-64 + CUDA; PyPI holds only placeholders that fetch from there) or JetPack on Jetson")
 
 #: the engines' optimisation profile takes batches of 1 to this (the offline scenario's batch)
 MAX_BATCH = 64
