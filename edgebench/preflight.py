@@ -1,6 +1,6 @@
 """Checks a run makes before any work, so a bad set-up fails in a second with one line and an untouched store.
 
-Constraints between the experiment's own fields are checked when it loads (``config.py``); what needs the
+Constraints between the experiment's own fields are checked when it loads (``config_checks.py``); what needs the
 machine or the data is checked here: the directories the run will write (:func:`check_output_paths`) and
 whether the model can run on the dataset's images (:func:`check_model_fits_data`, one forward pass of the
 untrained model), whether per-layer QAT bit widths name its layers (:func:`check_qat_layers`), and which
