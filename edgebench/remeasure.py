@@ -30,16 +30,14 @@ from edgebench.store import Store
 from edgebench.store.compare import (
     Comparison,
     MetricChange,
-    Side,
     as_metered,
     compare_runs,
     fixed_changes,
-    match_runs,
     matched_result,
     metric_change,
     one_sided,
-    refuse_shared_runs,
 )
+from edgebench.store.compare_match import Side, match_runs, refuse_shared_runs
 from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
 from edgebench.store.significance import Decision, decide_rounds, p50_se_floor
 from edgebench.targets import get_target

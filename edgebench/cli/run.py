@@ -130,7 +130,7 @@ def _fronts_table(run_id: str, df: Any) -> Table:
     import pandas as pd
 
     from edgebench.report.tables import target_fronts
-    from edgebench.store.compare import disturbance
+    from edgebench.store.compare_match import disturbance
     from edgebench.store.metrics import METRICS
 
     table = Table(title=f"run {run_id}: Pareto-optimal variants per target (accuracy vs p50 latency; FPGA C "
@@ -257,7 +257,7 @@ def bench(
     from edgebench.executor.tasks import run_one
     from edgebench.job import Job, MeasureSettings
     from edgebench.runtimes.base import get_backend, list_backends
-    from edgebench.store.compare import disturbance
+    from edgebench.store.compare_match import disturbance
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from edgebench.store.compare import disturbance
+from edgebench.store.compare_match import disturbance
 
 
 class Note(NamedTuple):

@@ -9,12 +9,12 @@ throughput, energy, peak RSS) is decided on per-run values against the run-to-ru
 machine (the lookback). With one run a side and too little history the spread is unknown: only a change
 beyond the noise allowance is called, without a confidence. Artifact size is compared exactly, accuracy
 against a minimum effect. Differences in machine, library versions or settings are listed as context
-warnings rather than silently compared.
+warnings rather than silently compared. Pairing the results and reading each side's runs and the lookback are
+``compare_match``'s; this module decides.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,8 +23,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgebench.job import CONFIDENCE, SpeedProbe
+from edgebench.job import CONFIDENCE
 from edgebench.order_statistics import runs_for_an_interval
+from edgebench.store.compare_match import Matching as Matching  # match_runs' result, public here before the split
+from edgebench.store.compare_match import (
+    MissingResult,
+    Side,
+    _column,
+    _dict_diff,
+    _history_key,
+    _value,
+    at_one_speed,
+    disturbance,
+    lookback_values,
+    match_runs,
+    refuse_shared_runs,
+)
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_LOOKBACK,
@@ -51,12 +65,8 @@ from edgebench.store.significance import (
     series_noise,
 )
 from edgebench.store.store import Store
-from edgebench.variants import comparable_settings
 
 COMPARED = tuple(DEFAULT_MIN_EFFECT)
-_MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
-#: what makes two runs "the same machine" for the lookback
-_SAME_MACHINE = ("hostname", "cpu_model")
 #: machine-speed differences below this (percent) are reported as the same speed
 SAME_SPEED_PCT = 2.0
 
@@ -96,16 +106,6 @@ class MatchedResult:
     def regressed(self) -> bool:
         """True when any metric regressed."""
         return any(c.verdict == "regression" for c in self.changes)
-
-
-@dataclass
-class MissingResult:
-    """A result the baseline measured and the candidate did not: failed there (with its error), or not in the run."""
-
-    label: str
-    context: str
-    reason: str
-    failed: bool
 
 
 @dataclass
@@ -187,46 +187,6 @@ def parse_min_effects(items: Sequence[str] | None) -> dict[str, float]:
     return {**DEFAULT_MIN_EFFECT, **parse_levels("--min-effect", items)}
 
 
-def _settings_key(row: pd.Series) -> str:
-    """A row's settings as text, those a later release added left out at their earlier value."""
-    return json.dumps(comparable_settings(row["settings"] or {}), sort_keys=True, default=str)
-
-
-def _key(row: pd.Series) -> tuple:
-    """What pairs results across runs: the variant's label, so a variant rebuilt from changed inputs is compared
-    with the one it replaces (``_keys`` adds the id where one run gives two variants one label)."""
-    settings = _settings_key(row)
-    return (row["label"], row["target"], row["backend"], settings)
-
-
-def _keys(df: pd.DataFrame) -> list[tuple]:
-    """``_key`` of each row, with the variant id added where one run measured two variants under one key."""
-    keys = [_key(row) for _, row in df.iterrows()]
-    ids: dict[tuple, set[str]] = {}
-    for key, (_, row) in zip(keys, df.iterrows()):
-        ids.setdefault((row["run_id"], *key), set()).add(row["variant_id"])
-    return [(*key, row["variant_id"]) if len(ids[(row["run_id"], *key)]) > 1 else key
-            for key, (_, row) in zip(keys, df.iterrows())]
-
-
-def _history_key(row: pd.Series) -> tuple:
-    """What makes an earlier run's figure part of a result's run-to-run spread: the same variant id (a changed
-    model's earlier figures are another population)."""
-    settings = _settings_key(row)
-    return (row["variant_id"], row["target"], row["backend"], settings)
-
-
-def _value(row: pd.Series, column: str) -> float | None:
-    """The row's figure, None where it has none or a non-finite one (an inf p50 from an imported store is no
-    measurement to compare)."""
-    value = row.get(column)
-    return None if value is None or pd.isna(value) or not math.isfinite(float(value)) else float(value)
-
-
-def _column(metric: str) -> str:
-    return get_metric(metric).column
-
-
 def _geomean(values: list[float]) -> float | None:
     positive = [v for v in values if v > 0]
     if positive and len(set(positive)) == 1:  # exp(log(x)) is not x: a size of 5000 bytes read 5000.000000000004
@@ -257,64 +217,6 @@ def _accuracy(base: pd.Series, cand: pd.Series, effect: float) -> MetricChange:
     verdict: Verdict = "regression" if -change >= effect else "improvement" if change >= effect else "unchanged"
     return MetricChange("accuracy", a, b, change, None, None, None if p is None else 1 - p, verdict, effect, "threshold",
                         "threshold on the same test set (confidence: two-proportion z-test)")  # fmt: skip
-
-
-@dataclass
-class Side:
-    """The runs of one side of a comparison for one result: their rows and raw samples, oldest first."""
-
-    rows: list[pd.Series]
-    samples: list[np.ndarray]
-
-    def values(self, metric: str) -> list[float]:
-        """The metric's value in each run that has one."""
-        column = _column(metric)
-        return [v for row in self.rows if (v := _value(row, column)) is not None]
-
-    def undisturbed(self) -> Side:
-        """The runs whose timed window nothing disturbed (``disturbance``)."""
-        return self._kept([disturbance(row.get("details")) is None for row in self.rows])
-
-    def _kept(self, keep: list[bool]) -> Side:
-        return Side([r for r, k in zip(self.rows, keep) if k], [s for s, k in zip(self.samples, keep) if k])
-
-
-def disturbance(details: Any, whose: str = "its") -> str | None:
-    """Why a stored measurement's timed window cannot be decided on, or None: other processes' CPU use in it
-    (``measure.contention``), or the machine's speed changing across it (``measure.speed_probe``); ``whose``
-    names the window's owner in the sentence ("the baseline's")."""
-    found = details.get("contention") if isinstance(details, dict) else None
-    if found and found.get("flagged"):
-        return f"other processes kept {found['other_cores']:.2f} cores busy during {whose} timed window"
-    probe = _speed_probe(details)
-    if probe is not None and probe.changed is not None:
-        return f"the machine's speed changed during {whose} timed window ({probe.seen_by} {probe.changed:+.0%})"
-    return None
-
-
-def _speed_probe(details: Any) -> SpeedProbe | None:
-    found = details.get("speed_probe") if isinstance(details, dict) else None
-    return SpeedProbe.model_validate(found) if found else None
-
-
-def at_one_speed(base: Side, cand: Side) -> tuple[Side, Side, str | None]:
-    """Both sides without the runs the machine ran slower in than in the fastest of them (by their speed
-    probes, beyond the tolerance; runs stored without a probe stay), and why a side was left with none."""
-    probes = {id(row): p for row in base.rows + cand.rows if (p := _speed_probe(row.get("details")))}
-    if not probes:
-        return base, cand, None
-    fastest = min(p.level_us for p in probes.values())
-
-    def same(row: pd.Series) -> bool:
-        return id(row) not in probes or not probes[id(row)].slower_than(fastest)
-
-    kept = base._kept([same(r) for r in base.rows]), cand._kept([same(r) for r in cand.rows])
-    for (name, side), left in zip((("baseline", base), ("candidate", cand)), kept):
-        if not left.rows:
-            slower = min(probes[id(r)].level_us for r in side.rows) / fastest - 1
-            return base, cand, (f"the machine ran {slower:.0%} slower during the {name}'s timed window than during "
-                                "the other side's (speed probe)")
-    return kept[0], kept[1], None
 
 
 def run_metric_change(
@@ -458,16 +360,6 @@ def has_energy_of_two_meters(base: Side, cand: Side) -> bool:
     return len(sources) > 1
 
 
-def _dict_diff(what: str, a: Mapping[str, Any], b: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
-    keys = keys or tuple(sorted(set(a) | set(b)))
-    return [f"{what} {k} differs: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
-
-
-def _flat_versions(machine: Mapping[str, Any]) -> dict[str, Any]:
-    libs = machine.get("packages") or {}
-    return dict(libs) if isinstance(libs, Mapping) else {}
-
-
 def compare_runs(
     store: Store,
     baseline: str,
@@ -511,63 +403,6 @@ def machine_speed(store: Store, run_ids: list[str]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-@dataclass
-class Matching:
-    """Two sides' results paired by (variant label, target, backend, settings), and what could not be paired."""
-
-    baseline_run: dict[str, Any]
-    candidate_run: dict[str, Any]
-    pairs: list[tuple[tuple, Side, Side]]
-    unmatched: list[str]
-    warnings: list[str]
-    missing: list[MissingResult] = field(default_factory=list)
-
-
-def refuse_shared_runs(base_ids: list[str], cand_ids: list[str], baseline: str, candidate: str) -> None:
-    """StoreError when the two sides share a run: a gate that compares a run with itself passes whatever the run
-    measured (one run tagged with both names, e.g. an open run the other side's command resumed and tagged)."""
-    if shared := sorted(set(base_ids) & set(cand_ids)):
-        raise StoreError(f"baseline {baseline!r} and candidate {candidate!r} share run {', '.join(shared)}: compare "
-                         "two different runs (see `edgebench runs`)")
-
-
-def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
-    """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings,
-    and the baseline's results the candidate failed or lacks as ``missing``."""
-    base_run, base_df, base_by_key = _side(store, base_ids)
-    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
-    cand_failed = pd.concat([_failed(store.measurements(r)) for r in cand_ids], ignore_index=True)
-    warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
-    warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
-    if base_run.get("edgebench_version") != cand_run.get("edgebench_version"):
-        warnings.append(f"edgebench differs: {base_run.get('edgebench_version')} vs {cand_run.get('edgebench_version')} "
-                        "(a change in how edgebench measures shows as a change in the figures)")
-    warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
-                 "compared" for run in (base_run, cand_run) if run.get("finished_at") is None]
-    pairs, unmatched, missing = [], [], []
-    for key, cand in cand_by_key.items():
-        if key in base_by_key:
-            pairs.append((key, base_by_key[key], cand))
-        else:
-            unmatched.append(_unmatched_reason(cand.rows[-1], base_df))
-    for key, base in base_by_key.items():
-        row = base.rows[-1]
-        if key in cand_by_key:
-            continue
-        other = _same_job(row, cand_df)
-        if not other.empty:  # measured with other settings (listed above): not compared, so not judged either
-            missing.append(MissingResult(str(row["label"]), context_label(row["target"], row["backend"], row["threads"]),
-                                         f"measured with other settings ({_settings_diff(row, other.iloc[-1])})", False))
-            continue
-        failed = _same_job(row, cand_failed)
-        reason = (f"failed in the candidate run: {failed.iloc[-1]['error'] or failed.iloc[-1]['status']}"
-                  if not failed.empty else "not measured by the candidate run")
-        missing.append(MissingResult(str(row["label"]), context_label(row["target"], row["backend"], row["threads"]),
-                                     reason, not failed.empty))
-        unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run ({reason})")
-    return Matching(base_run, cand_run, pairs, unmatched, warnings, missing)
-
-
 def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> MatchedResult:
     """One compared result: its label and context, its changes, and runtime version differences."""
     row = cand.rows[-1]
@@ -581,78 +416,3 @@ def matched_result(base: Side, cand: Side, changes: list[MetricChange]) -> Match
                         f"{base.rows[-1]['variant_id']} -> {row['variant_id']}; compared by its label")
     ids = ([int(r["id"]) for r in base.rows], [int(r["id"]) for r in cand.rows])
     return MatchedResult(str(row["label"]), str(row["variant_id"]), context, changes, warnings, ids)
-
-
-def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:
-    """The latest run of one side (all its ids joined), its ok results, and per result key its runs."""
-    df = pd.concat([_ok(store.measurements(r)) for r in run_ids], ignore_index=True)
-    sides: dict[tuple, Side] = {}
-    for key, (_, row) in zip(_keys(df), df.iterrows()):
-        side = sides.setdefault(key, Side([], []))
-        side.rows.append(row)
-        side.samples.append(store.samples(int(row["id"])))
-    run = store.get_run(run_ids[-1])
-    if len(run_ids) > 1:
-        run = {**run, "id": ", ".join(run_ids)}
-    return run, df, sides
-
-
-def lookback_values(
-    store: Store, run: Mapping[str, Any], exclude: set[str], limit: int = DEFAULT_LOOKBACK
-) -> dict[tuple, dict[str, list[float]]]:
-    """Per result key and measured metric, its values in up to ``limit`` earlier runs on ``run``'s machine.
-
-    Earlier: started before ``run``; same machine: the same hostname and CPU model; runs in ``exclude``
-    (the candidate side) left out, and so are contended timing figures. Oldest first.
-    """
-    if limit <= 0:
-        return {}
-    runs = store.runs()
-    runs = runs[(runs["started_at"] < run["started_at"]) & ~runs["id"].isin(exclude)]
-    same = [rid for rid in reversed(runs["id"].tolist()) if _same_machine(store.get_run(rid)["machine"], run["machine"])]
-    values: dict[tuple, dict[str, list[float]]] = {}
-    for rid in reversed(same[:limit]):
-        for _, row in _ok(store.measurements(rid)).iterrows():
-            per_metric = values.setdefault(_history_key(row), {})
-            contended = disturbance(row.get("details")) is not None
-            for metric in RUN_METRICS:
-                if contended and metric in TIMING_METRICS:
-                    continue
-                if (v := _value(row, _column(metric))) is not None:
-                    per_metric.setdefault(metric, []).append(v)
-    return values
-
-
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
-
-
-def _failed(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] != "ok"]
-
-
-def _same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in _SAME_MACHINE)
-
-
-def _same_job(row: pd.Series, other: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``other`` with the same variant label, target and backend (any settings)."""
-    return other[(other["label"] == row["label"]) & (other["target"] == row["target"])
-                 & (other["backend"] == row["backend"])]
-
-
-def _unmatched_reason(cand: pd.Series, base_df: pd.DataFrame) -> str:
-    """Why a candidate result has no baseline counterpart: a settings difference (flagged) or none measured."""
-    where = f"{cand['label']} on {cand['target']}/{cand['backend']}"
-    same = _same_job(cand, base_df)
-    if same.empty:
-        return f"{where}: only in the candidate run"
-    return f"{where}: settings mismatch, not compared ({_settings_diff(same.iloc[0], cand)})"
-
-
-def _settings_diff(base: pd.Series, cand: pd.Series) -> str:
-    """Each setting that differs between two results, ``name old -> new`` (absent: ``-``)."""
-    a, b = comparable_settings(base["settings"] or {}), comparable_settings(cand["settings"] or {})
-    raw_a, raw_b = base["settings"] or {}, cand["settings"] or {}  # shown as recorded ('-': not recorded)
-    diffs = [f"{k} {raw_a.get(k, '-')} -> {raw_b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return "; ".join(diffs) or "other settings differ"

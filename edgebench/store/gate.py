@@ -31,11 +31,11 @@ from edgebench.store.compare import (
     Comparison,
     MatchedResult,
     MetricChange,
-    MissingResult,
     parse_levels,
     shown_name,
 )
 from edgebench.store.compare_markdown import fmt_change, fmt_evidence
+from edgebench.store.compare_match import MissingResult
 from edgebench.store.metrics import DEFAULT_MIN_EFFECT, get_metric
 from edgebench.store.schema import StoreError
 

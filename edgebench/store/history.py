@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from edgebench.store.compare import disturbance
+from edgebench.store.compare_match import disturbance
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
     DEFAULT_MIN_EFFECT,
