@@ -221,7 +221,8 @@ def run(
     finish; ``render=False`` skips the HTML report.
     """
     from edgebench.pipeline import run_experiment
-    from edgebench.store.store import absolute_store_url, validate_tag
+    from edgebench.store.connection import absolute_store_url
+    from edgebench.store.store import validate_tag
 
     _refuse_unguarded_script()
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
@@ -236,8 +237,8 @@ def run(
 def load(store: str | Path, run: str = "latest") -> Results:
     """A stored run: ``store`` is a results file or database URL, ``run`` an id, a tag, an id prefix or 'latest'."""
     from edgebench.store import Store
+    from edgebench.store.connection import store_url
     from edgebench.store.schema import StoreError
-    from edgebench.store.store import store_url
 
     if "://" not in str(store) and not Path(store).is_file():  # reading must not create an empty store
         raise StoreError(f"no results store at {store}: run an experiment first, or give its results.db or URL")

@@ -48,8 +48,9 @@ from edgebench.prune.allocation.latency.table import layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
 from edgebench.runtimes.base import get_exporter
 from edgebench.store import Store, StoreError
+from edgebench.store.connection import shown_url
 from edgebench.store.record import MeasurementRecord
-from edgebench.store.store import new_run_id, shown_url
+from edgebench.store.store import new_run_id
 from edgebench.sweep import (
     Allocate,
     BuildVariant,

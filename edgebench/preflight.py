@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def check_output_paths(exp: Experiment) -> None:
     """The run directory, the report directory and a SQLite store's directory can be written."""
-    from edgebench.store.store import sqlite_file
+    from edgebench.store.connection import sqlite_file
 
     writable_dir(exp.workdir(), "run.workdir")
     writable_dir(exp.report_dir(), "report.dir")

@@ -76,7 +76,8 @@ def run(
     from edgebench.config import load_experiment
     from edgebench.errors import ConfigError
     from edgebench.pipeline import ReportInterrupted
-    from edgebench.store.store import shown_url, validate_tag
+    from edgebench.store.connection import shown_url
+    from edgebench.store.store import validate_tag
     from edgebench.targets import use_targets_dir
 
     use_targets_dir(targets_dir)
@@ -172,7 +173,7 @@ def grouped_failures(failed: list[str]) -> list[str]:
 
 def _print_summary(results: Any) -> None:
     from edgebench.report.run_notes import run_notes
-    from edgebench.store.store import shown_url
+    from edgebench.store.connection import shown_url
 
     outcome = results.outcome
     df = results.stored()

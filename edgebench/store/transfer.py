@@ -21,9 +21,10 @@ import pandas as pd
 from sqlalchemy import insert, select, update
 
 from edgebench.errors import extra_install_hint
+from edgebench.store.connection import shown_url
 from edgebench.store.profiles import insert_profile, read_profiles
 from edgebench.store.schema import StoreError, measurements, run_tags, runs, samples, variants
-from edgebench.store.store import Store, refuse_shadowing, shown_url
+from edgebench.store.store import Store, refuse_shadowing
 
 log = logging.getLogger(__name__)
 
