@@ -367,7 +367,7 @@ def test_a_store_deleted_while_open_says_so_not_to_change_permissions(tmp_path: 
 
 def test_a_relative_sqlite_store_is_named_absolute_for_readers_that_may_chdir(tmp_path: Path, monkeypatch) -> None:
     """store.url: sqlite:///runs/rel.db stayed relative in Results: after a chdir it read (and created) another."""
-    from edgebench.store.store import absolute_store_url
+    from edgebench.store.connection import absolute_store_url
 
     monkeypatch.chdir(tmp_path)
     assert absolute_store_url("sqlite:///runs/rel.db") == f"sqlite:///{tmp_path / 'runs' / 'rel.db'}"

@@ -25,7 +25,6 @@ import pandas as pd
 
 from edgebench.job import CONFIDENCE
 from edgebench.order_statistics import runs_for_an_interval
-from edgebench.store.compare_match import Matching as Matching  # match_runs' result, public here before the split
 from edgebench.store.compare_match import (
     MissingResult,
     Side,

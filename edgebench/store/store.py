@@ -27,8 +27,6 @@ from edgebench.job import Placement
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER
 from edgebench.store.connection import _make_engine, shown_url, store_url
-from edgebench.store.connection import absolute_store_url as absolute_store_url  # public here before the split
-from edgebench.store.connection import sqlite_file as sqlite_file  # public here before the split
 from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.sample_codec import ENCODING, decode_samples, encode_samples
