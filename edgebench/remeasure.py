@@ -228,10 +228,15 @@ def _changes(pair: _Pair, effects: Mapping[str, float], alpha: float) -> list[Me
         rounds = calm if metric in TIMING_METRICS else complete
         measured = any(_FROM_RESULT[metric](b) is not None and _FROM_RESULT[metric](c) is not None for b, c in complete)
         if len(rounds) < 2 <= len(complete) and measured:  # a figure never measured (energy here) is not "contended"
-            decision = Decision("undecided", None, None, None, None, "contended",
+            # its size (the median round's ratio) is kept: the gate warns where it is past a threshold, so a busy
+            # runner cannot pass a 4x slowdown without a word
+            both = [(float(x), float(y)) for x, y in ((_FROM_RESULT[metric](b), _FROM_RESULT[metric](c))
+                                                      for b, c in complete) if x and y]
+            ratio = float(np.exp(np.median([np.log(y / x) for x, y in both]))) if both else None
+            decision = Decision("undecided", ratio, None, None, None, "contended",
                                 f"not decided: other processes or a change of the machine's speed disturbed "
                                 f"{len(complete) - len(calm)} of {len(complete)} rounds")
-            changes.append(metric_change(metric, [], [], decision, effects[metric]))
+            changes.append(metric_change(metric, [x for x, _ in both], [y for _, y in both], decision, effects[metric]))
             continue
         base = [_FROM_RESULT[metric](b) for b, _ in rounds]
         cand = [_FROM_RESULT[metric](c) for _, c in rounds]

@@ -130,6 +130,32 @@ def test_a_figure_no_round_measured_is_missing_not_undecided_for_contention(monk
     assert verdicts["energy"] == ("n/a", "missing") and verdicts["memory"] == ("unchanged", "rounds")
 
 
+def test_an_undecided_remeasured_slowdown_keeps_its_size_and_the_gate_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every round disturbed and the candidate 4x slower in each (p50 0.1 -> 0.4 ms): `compare --remeasure` passed it
+    (exit 0), the undecided latency carrying no size for the gate to hold against --warn/--fail."""
+    from types import SimpleNamespace
+
+    import edgebench.remeasure as remeasure
+    from edgebench.store.compare import Side
+    from edgebench.store.gate import Thresholds, _undecided_past
+    from edgebench.store.metrics import DEFAULT_MIN_EFFECT
+
+    monkeypatch.setattr(remeasure, "fixed_changes", lambda *_args: [])
+
+    def disturbed(p50: float) -> SimpleNamespace:
+        return SimpleNamespace(latency_ms={"p50": p50, "p99": 1.2 * p50}, throughput_ips=1e3 / p50, peak_rss_mb=100.0,
+                               energy_j_per_inference=None, contention=SimpleNamespace(flagged=True), speed_probe=None)
+
+    pair = remeasure._Pair(base=Side([], []), cand=Side([], []), jobs=(None, None),  # type: ignore[arg-type]
+                           runners=(None, None),  # type: ignore[arg-type]
+                           measured={"base": [disturbed(0.1), disturbed(0.2), disturbed(0.1)],
+                                     "cand": [disturbed(0.4), disturbed(0.8), disturbed(0.4)]})
+    latency = next(c for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05) if c.metric == "latency")
+    assert latency.verdict == "undecided" and latency.change == pytest.approx(300.0)
+    why = _undecided_past(latency, Thresholds(warn={"latency": 2.0}, fail={"latency": 5.0}))
+    assert why is not None and "+300" in why
+
+
 def test_a_remeasured_estimated_energy_is_named_so_and_a_second_meter_is_not_one_series(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """compare --remeasure gated an estimated energy (tdp 15 -> 60 W) as a measured regression (exit 1); the stored
