@@ -5,6 +5,10 @@ A node lost mid-sweep is tested with the whole pipeline (test_pipeline_executor.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -103,3 +107,22 @@ def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:
     nodes = {r.where.node for r in results}
     assert len(nodes) == 2  # the head's 2 CPUs and the board node's 1 CPU both took builds
     assert {r.key: r.warnings for r in results}["warns"] == ("asked 10%, removed 22%",)  # back to the driver
+
+
+def test_a_build_lost_with_its_node_is_built_again_on_a_live_node(ray_cluster: RayCluster) -> None:
+    """A node killed (SIGKILL) during a build: ray.nodes() lists it alive for ~15 s more, so the retry went to the
+    same dead node and failed again ('2 attempt(s)') while the head had free cores."""
+    node = ray_cluster.add_node("doomed", {"doomed": 1}, num_cpus=1)
+    tasks = [call_task(f"build-{i}", "build", pid_after, 4.0) for i in range(6)]  # head 2, board node 1, doomed 1
+
+    def kill_soon() -> None:
+        time.sleep(2.0)
+        os.killpg(node.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    with RayExecutor(on_lost="retry", max_retries=1, lost_grace_s=3) as executor:
+        results = list(executor.run(tasks))
+    killer.join()
+    assert sorted(r.key for r in results) == sorted(t.key for t in tasks)
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]

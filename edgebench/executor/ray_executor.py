@@ -135,6 +135,7 @@ class RayExecutor(Executor):
         self.driver_node = self.ray.get_runtime_context().get_node_id()
         self._remote = self.ray.remote(max_retries=0)(_run_on_node)
         self._nodes: dict[str, _Node] = {}
+        self._dead: set[str] = set()  # nodes a task died with: ray.nodes() says Alive for ~15 s more (ids are not reused)
         self._refreshed = 0.0
         self._missing_since: dict[Lane, float] = {}
         self._in_flight: dict[Any, _InFlight] = {}
@@ -150,7 +151,7 @@ class RayExecutor(Executor):
         self._refreshed = time.monotonic()
         self._nodes = {
             n["NodeID"]: _Node(n["NodeID"], n["NodeManagerAddress"], int(n["Resources"].get("CPU", 0)), n["Resources"])
-            for n in self.ray.nodes() if n["Alive"]
+            for n in self.ray.nodes() if n["Alive"] and n["NodeID"] not in self._dead
         }
 
     def _offered(self, resources: dict[str, float]) -> bool:
@@ -229,8 +230,12 @@ class RayExecutor(Executor):
         wall = time.monotonic() - flight.dispatched
         try:
             outcome: Outcome = self.ray.get(ref)
-        except (exceptions.NodeDiedError, exceptions.TaskUnschedulableError, exceptions.ObjectLostError,
-                exceptions.OwnerDiedError, exceptions.LocalRayletDiedError) as exc:
+        except (exceptions.NodeDiedError, exceptions.TaskUnschedulableError, exceptions.LocalRayletDiedError) as exc:
+            if flight.lane.name.startswith(NODE_PREFIX):  # its retry must not be pinned to the same dead node
+                self._dead.add(flight.lane.name.removeprefix(NODE_PREFIX))
+                self._refresh_nodes(force=True)
+            return self._lost(flight, summarize(exc))
+        except (exceptions.ObjectLostError, exceptions.OwnerDiedError) as exc:
             return self._lost(flight, summarize(exc))
         except exceptions.WorkerCrashedError as exc:
             if self._lane_gone(flight.lane, flight.task):
