@@ -72,12 +72,20 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
                 with torch.inference_mode():
                     out = model(torch.from_numpy(splits.x_train[:n]))
             except Exception as exc:  # whatever the forward raises, the cause is this pairing
+                one_d = any(isinstance(m, torch.nn.Conv1d) for m in model.modules())
                 raise ConfigError(f"{what} does not run on dataset {splits.name} ({shape} images, batch {n}): "
-                                  f"{first_line(exc)}") from None
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, splits.num_classes):
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ConfigError(f"{what} gives outputs of shape {got} on dataset {splits.name}; expected "
-                                  f"(batch, {splits.num_classes}) logits")
+                                  f"{first_line(exc)}" + (
+                                      "; edgebench feeds images (N, C, H, W): an (N, C, L) signal is read as 1xCxL "
+                                      "images, so a Conv1d model takes x.flatten(1, 2) of them" if one_d else ""
+                                  )) from None
+            if not isinstance(out, torch.Tensor):
+                raise ConfigError(f"{what} returns a {type(out).__name__}, not one logits tensor, on dataset "
+                                  f"{splits.name}: return only the (batch, {splits.num_classes}) logits (e.g. a "
+                                  "wrapper whose forward returns out[0] or out['logits'])")
+            if tuple(out.shape) != (n, splits.num_classes):
+                raise ConfigError(f"{what} gives outputs of shape {tuple(out.shape)} on dataset {splits.name}; "
+                                  f"expected (batch, {splits.num_classes}) logits")
+        _warn_probabilities(out, what)
         _check_picklable(model, what)
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
@@ -87,6 +95,17 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
             raise ConfigError(f"pruning.criteria: nisp scores the inputs of the last Linear layer (the final response "
                               f"layer), and {what} has no Linear layer (a conv classifier); choose another criterion")
     return model
+
+
+def _warn_probabilities(out: torch.Tensor, what: str) -> None:
+    """Warn when the model's outputs are already probabilities (a final softmax, as Keras models often end):
+    training applies cross-entropy, which takes logits (a digits CNN lost 30 points of accuracy to it)."""
+    import torch
+
+    if len(out) and out.min() >= 0 and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
+        log.warning("%s gives probabilities (its outputs are >= 0 and sum to 1: a final softmax): training takes logits "
+                    "(cross-entropy applies its own softmax); remove the final nn.Softmax (the argmax, and so the "
+                    "accuracy, is the same without it)", what)
 
 
 def drop_refused(jobs: list[PlannedJob], model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[PlannedJob], list[str]]:
@@ -210,11 +229,16 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         layer = next(iter(bad), next(iter(checked)))
         why = bad.get(layer, "")
         gap = why if why.startswith(" by") else ""
+        import torch
+
+        attention = [name for name, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
+        cause = (f"its filters may be the embed_dim of attention layer(s) {', '.join(map(repr, attention))}, which "
+                 "cannot lose channels exactly (the heads' split and scale change); " if attention else
+                 "torch-pruning cut other inputs than those filters fed (a channel shuffle, a gate such as nn.GLU over "
+                 "channels, or a permute before a flatten, in between); keep NCHW channel order up to x.flatten(1), or ")
         raise ConfigError(
             f"{what} is pruned wrongly at layer '{layer}': removing its filters changes the logits{gap} against "
-            "zeroing what reads them, so torch-pruning cut other inputs than those filters fed (a channel shuffle, a "
-            "gate such as nn.GLU over channels, or a permute before a flatten, in between); keep NCHW channel order up "
-            f"to x.flatten(1), or {remedy} "
+            f"zeroing what reads them: {cause}{remedy} "
             "(pruning.check_removal: false when an op over channels, e.g. x.mean(1), causes it)")
 
 

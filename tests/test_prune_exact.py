@@ -477,3 +477,28 @@ def test_a_groupnorm_behind_a_concatenation_keeps_those_filters_and_prunes_the_r
     assert (pruned.a.out_channels, pruned.b.out_channels, pruned.c.out_channels) == (6, 10, 4)
     assert "GroupNorm gn (num_groups=4) normalises them with other channels" in caplog.text
     assert pruned(_example()).shape == (2, 5)
+
+
+class AttentionOverPositions(nn.Module):
+    """Convs, then self-attention over the feature map's positions (embed_dim = the last conv's filters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(2).transpose(1, 2)
+        a, _ = self.attn(t, t, t, need_weights=False)
+        return self.fc((t + a).mean(1))
+
+
+def test_a_refusal_inside_attention_names_the_attention_layer() -> None:
+    """The refusal blamed a channel shuffle, nn.GLU or a permute, none of which the model has: its cut filters are
+    the attention's embed_dim."""
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match="is pruned wrongly at layer 'c2'") as err:
+        check_prunable(AttentionOverPositions().eval(), _example(), "model AttentionOverPositions")
+    assert "attention layer(s) 'attn'" in str(err.value) and "pruning.keep" in str(err.value)
+    assert "channel shuffle" not in str(err.value)

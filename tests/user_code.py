@@ -45,6 +45,34 @@ def build_three_classes(in_channels: int = 1) -> nn.Module:
     return SmallNet(3, in_channels)
 
 
+class WithAux(SmallNet):
+    """Returns (logits, features), as a model with an auxiliary head does."""
+
+    def forward(self, x):
+        features = self.features(x).flatten(1)
+        return self.fc(features), features
+
+
+def build_tuple(num_classes: int = 10) -> nn.Module:
+    return WithAux(num_classes)
+
+
+class Signal1d(nn.Module):
+    """A keyword-spotting style Conv1d model over (N, C, L) signals."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean(2))
+
+
+def build_conv1d(num_classes: int = 10) -> nn.Module:
+    return Signal1d(num_classes)
+
+
 def build_hardswish(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """SmallNet with a Hardswish where its first ReLU was: a layer hls4ml has no conversion for."""
     net = SmallNet(num_classes, in_channels)
