@@ -447,3 +447,27 @@ def test_a_torchscript_program_is_refused_before_training_and_an_exported_one_is
         "dict, or a torch.export (.pt2) program")
     assert exporter.refuses(load_program(tmp_path / "net.pt2", "exported_program"), (1, 8, 8)) is None
     assert exporter.refuses(model, (1, 8, 8)) is None
+
+
+def test_a_layer_litert_torch_cannot_lower_is_refused_before_training(tmp_path: Path) -> None:
+    """nn.AdaptiveMaxPool2d (a global max pool) failed every LiteRT export after training ('Lowering not found:
+    aten.adaptive_max_pool2d'); the refusal comes before, and the torch.amax form it suggests converts."""
+    class AmaxPool(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.amax(x, dim=(2, 3), keepdim=True)
+
+    def net(pool: nn.Module) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), pool, nn.Flatten(), nn.Linear(4, 3)).eval()
+
+    exporter = get_exporter("tflite")
+    calibration = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    refused = net(nn.AdaptiveMaxPool2d(1))
+    assert "no lowering for layer '2' (AdaptiveMaxPool2d" in (exporter.refuses(refused, (1, 8, 8)) or "")
+    with pytest.raises(Exception, match="adaptive_max_pool2d"):  # what the refusal spares: the real converter fails
+        exporter.export(refused, QuantSpec(precision="fp32"), calibration, tmp_path / "refused.tflite")
+    suggested = net(AmaxPool())
+    assert exporter.refuses(suggested, (1, 8, 8)) is None
+    exporter.export(suggested, QuantSpec(precision="fp32"), calibration, tmp_path / "amax.tflite")
+    session = get_backend("litert").load(tmp_path / "amax.tflite", BackendSettings())
+    expected = suggested(torch.from_numpy(calibration[:1])).detach().numpy()
+    assert np.abs(session.run(calibration[:1]) - expected).max() < 1e-4

@@ -362,10 +362,15 @@ class TfliteExporter(Exporter):
 
     def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
         """A TorchScript program (``model.weights``): litert-torch converts through torch.export, which cannot trace
-        a ScriptModule (it fails at export with "ScriptModule has not been initialized")."""
+        a ScriptModule (it fails at export with "ScriptModule has not been initialized"); a layer litert-torch has no
+        lowering for (found by type, before training: a trial conversion costs seconds a run)."""
         if any(isinstance(module, torch.jit.ScriptModule) for module in model.modules()):
             return ("a TorchScript program cannot go through torch.export (LiteRT's converter): give the model's code "
                     "and a state dict, or a torch.export (.pt2) program")
+        for name, module in model.named_modules():  # litert-torch 0.10: "Lowering not found"
+            if isinstance(module, nn.AdaptiveMaxPool2d):
+                return (f"litert-torch has no lowering for layer '{name}' (AdaptiveMaxPool2d: aten.adaptive_max_pool2d); "
+                        "a global max pool converts as torch.amax(x, dim=(2, 3), keepdim=True)")
         return None
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
