@@ -180,3 +180,42 @@ def test_no_ray_cluster_at_the_address_is_one_error_before_anything_is_stored(tm
         run_experiment(exp, render=False)
     assert time.monotonic() - start < 30
     assert not Path(exp.store_url().removeprefix("sqlite:///")).exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_service_that_is_not_ray_at_the_address_is_one_error_before_anything_is_stored(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """Something other than Ray accepts connections at executor.address (an SSH or web server): ray.init retried it
+    for minutes (then a traceback, exit 1, a run row left 'running'); now one ConfigError before anything is stored."""
+    import threading
+
+    import pytest
+    import ray
+
+    from edgebench.errors import ConfigError
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def greet_and_hang_up() -> None:  # as an SSH server does: a banner line, then nothing a gRPC client expects
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+
+    threading.Thread(target=greet_and_hang_up, daemon=True).start()
+    exp = load_experiment(_experiment(tmp_path, ["local-cpu"], executor={"type": "ray", "address": f"127.0.0.1:{port}"}))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match=rf"something answers at 127\.0\.0\.1:{port} .* but it is not a Ray "
+                                              r"cluster"):
+            run_experiment(exp, render=False)
+    finally:
+        server.close()
+    assert time.monotonic() - start < 30
+    assert not Path(exp.store_url().removeprefix("sqlite:///")).exists() and not (tmp_path / "runs").exists()

@@ -55,11 +55,28 @@ def cluster_problem(address: str, timeout_s: float = 5.0) -> str | None:
     host_port = resolved.split("://", 1)[1] if "://" in resolved else resolved
     host, _, port = host_port.rpartition(":")
     try:
-        with socket.create_connection((host or host_port, int(port) if port.isdigit() else 10001), timeout_s):
-            return None
+        with socket.create_connection((host or host_port, int(port) if port.isdigit() else 10001), timeout_s) as conn:
+            if _speaks_grpc(conn, timeout_s):
+                return None
     except OSError as exc:
         return (f"no Ray cluster answers at {resolved} (executor.address: {address}): {exc.strerror or exc}; start "
                 "one with `ray start --head` there, or fix executor.address")
+    return (f"something answers at {resolved} (executor.address: {address}) but it is not a Ray cluster (no gRPC "
+            "server: ray.init would retry it for minutes); give the head's host:port (`ray start --head` prints it)")
+
+
+def _speaks_grpc(conn: socket.socket, timeout_s: float) -> bool:
+    """Whether the server on ``conn`` answers HTTP/2's connection preface with a SETTINGS frame, as Ray's GCS (a
+    gRPC server) does; an SSH, HTTP/1 or other service does not."""
+    conn.settimeout(timeout_s)
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # + an empty SETTINGS
+    header = b""
+    while len(header) < 9:  # a frame header: length (3 bytes), type (1), flags (1), stream id (4)
+        chunk = conn.recv(9 - len(header))
+        if not chunk:
+            return False
+        header += chunk
+    return header[3] == 4
 
 
 def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool = True,
