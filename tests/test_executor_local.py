@@ -130,6 +130,13 @@ def test_workers_are_recycled_after_n_tasks_and_past_an_rss_bound():
     assert results[0].value[0] != results[1].value[0]  # the worker holding 400 MiB was replaced
 
 
+def test_a_timeout_of_years_is_waited_for_in_steps_not_an_overflow():
+    tasks = [Task(key="long", kind="build", fn=pid_after, args=(0,), timeout_s=1e9)]  # poll() caps at 2**31 ms
+    with LocalExecutor(workers=1) as executor:
+        (result,) = executor.run(tasks)
+    assert result.ok, result.error
+
+
 def test_timed_tasks_never_share_the_host_and_untimed_ones_do(tmp_path):
     timed = [Task(key=f"measure-{i}", kind="measure", fn=pid_after, args=(0.4,), timed=True) for i in range(2)]
     # exports 0 and 1 (2 and 3) each wait for the other to start: they can only finish by running at once

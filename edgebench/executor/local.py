@@ -152,6 +152,10 @@ def _main_script_only_where_needed() -> Iterator[None]:
 #: how often a measurement waiting for cores held by another edgebench process asks again
 HOST_POLL_S = 0.2
 
+#: the longest single wait for a worker: a timeout of days is waited for in steps, since the wait's poll takes at
+#: most 2**31 ms (a longer one raised OverflowError and left the run "running")
+MAX_WAIT_S = 3600.0
+
 #: idle workers kept besides one per untimed slot: the measurement kinds of a sweep (torch, ONNX Runtime, LiteRT,
 #: hls4ml, OpenVINO...) each keep their warm worker between jobs
 MAX_IDLE_KINDS = 6
@@ -284,7 +288,7 @@ class LocalExecutor(Executor):
             if not self._busy:  # only a measurement waiting for cores another process holds
                 time.sleep(HOST_POLL_S)
                 continue
-            timeout = max(0.0, min(w.deadline for w in self._busy) - time.monotonic())
+            timeout = min(MAX_WAIT_S, max(0.0, min(w.deadline for w in self._busy) - time.monotonic()))
             if self.scheduler.waiting_for_host:
                 timeout = min(timeout, HOST_POLL_S)
             wait([w.conn for w in self._busy] + [w.process.sentinel for w in self._busy], timeout)
