@@ -17,6 +17,7 @@ from edgebench.external import check_artifacts
 from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.quantization.ap_types import ap_type_problem
+from edgebench.targets import target_name
 from edgebench.variants import Precision
 
 if TYPE_CHECKING:
@@ -201,11 +202,15 @@ def check_experiment(exp: Experiment, source: str) -> None:
     ratio_grids = [("pruning.ratios", pruning.ratios),
                    *([("sparse.sparsities", exp.sparse.sparsities)] if exp.sparse is not None else []),
                    *([("lowrank.rank_ratios", exp.lowrank.rank_ratios)] if exp.lowrank is not None else [])]
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # target name -> the entry naming it: results are stored per target name
     for i, selection in enumerate(exp.targets):
-        if selection.name in seen:
+        name = target_name(selection.name)
+        if (other := seen.get(name)) == selection.name:
             raise ConfigError(f"{source}: targets: '{selection.name}' is listed twice; give one entry per target")
-        seen.add(selection.name)
+        if other is not None:
+            raise ConfigError(f"{source}: targets: '{other}' and '{selection.name}' both name target {name}, whose "
+                              "results would overwrite each other; keep one, or rename one target file")
+        seen[name] = selection.name
         grids = (
             ("criteria", selection.criteria, "pruning.criteria", pruning.criteria),
             ("ratios", selection.ratios, " or ".join(name for name, _ in ratio_grids),

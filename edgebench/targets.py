@@ -245,6 +245,11 @@ def list_targets(extra_dir: Path | None = None) -> dict[str, Path]:
     return found
 
 
+def target_name(name: str) -> str:
+    """The name of the target ``name`` selects: a YAML file's path names the target called as the file."""
+    return Path(name).stem if name.endswith((".yaml", ".yml")) else name
+
+
 def unknown_target(name: str, extra_dir: Path | None = None) -> str | None:
     """Why ``name`` (a file stem or a path to a YAML file) names no target, with the names there are; None if it
     names one."""

@@ -317,6 +317,9 @@ CASES = [
          ("quantization.precisions", "fp32 listed twice")),
     Case("run-target-named-otherwise", "run", run_target({"name": "local-cpu", "backends": ["onnxruntime"]}),
          ("my-board.yaml", "name: 'local-cpu' differs from the file's name 'my-board'")),
+    Case("run-target-twice-as-name-and-file", "run", lambda ctx: ["run", str(ctx.experiment(
+        {"targets": ["local-cpu", str(ctx.target({"backends": ["onnxruntime"]}, "local-cpu.yaml"))]}))],
+         ("targets", "'local-cpu' and", "both name target local-cpu")),
     Case("run-target-backend-twice", "run", run_target({"name": "my-board", "backends": ["onnxruntime", "onnxruntime"]}),
          ("my-board.yaml", "backends", "onnxruntime listed twice")),
     Case("run-measurement-floor-over-cap", "run", run_exp({"measurement": {"min_time_s": 2, "max_time_s": 0.5}}),
