@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "default.yaml"
 
+#: the longest experiment name, in bytes: file systems take 255 for a name, and file names are built from it
+MAX_NAME_BYTES = 200
+
 
 def _known_metric(name: str) -> str:
     from edgebench.store.schema import StoreError
@@ -370,6 +373,13 @@ class Experiment(_Strict):
             raise ValueError(f"'{value}' is not a plain name; it names the directories runs/<name>/ and "
                              "reports/<name>/: use letters, digits, '-', '_' or '.' (set run.workdir or report.dir "
                              "for other places)")
+        # spaces around it or a newline would not show in listings and messages; a control character or a name
+        # past the file system's 255 bytes would fail only when the first directory is made
+        if (value != value.strip() or any(not c.isprintable() for c in value)
+                or len(value.encode()) > MAX_NAME_BYTES):
+            raise ValueError(f"{value!r} is not a plain name; it names the directories runs/<name>/ and "
+                             f"reports/<name>/: use at most {MAX_NAME_BYTES} letters, digits, '-', '_' or '.', "
+                             "without spaces around it or control characters")
         return value
 
     @field_validator("targets", mode="before")

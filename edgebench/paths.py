@@ -19,25 +19,36 @@ def writable_dir(path: Path, what: str) -> Path:
 def writable_file(path: Path, what: str) -> Path:
     """Check file ``path`` can be written (its directory is created if missing); OutputPathError if not."""
     path = Path(path).expanduser()
+    if problem := why_unwritable(path.parent):  # first: it also says why a path cannot be looked at
+        raise OutputPathError(f"{what} {path}: {problem}")
     if path.is_dir():
         raise OutputPathError(f"{what} {path} is a directory; give a file name")
-    if problem := why_unwritable(path.parent):
-        raise OutputPathError(f"{what} {path}: {problem}")
     return path
 
 
 def why_unwritable(directory: Path) -> str | None:
     """Why no file can be written in ``directory`` (created if missing), or None."""
-    blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        return f"{blocker} is a file, not a directory"
     try:
+        blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, not a directory"
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
-    except OSError as exc:
+    except OSError as exc:  # also a name too long for the file system
         return f"cannot write in {directory} ({exc.strerror or exc})"
+    except ValueError as exc:  # a NUL in the path: no file system takes it
+        return f"cannot write in {str(directory)!r} ({exc})"
     return None
+
+
+def _absent(path: Path) -> bool:
+    """Whether nothing is at ``path``; False for a path no file system takes (too long, a NUL): nothing can be
+    created there, so nothing is left to remove (why_unwritable says what is wrong with it)."""
+    try:
+        return not path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def missing_dirs(*paths: Path) -> list[Path]:
@@ -45,7 +56,7 @@ def missing_dirs(*paths: Path) -> list[Path]:
     missing: list[Path] = []
     for path in paths:
         missing += [p for p in (Path(path).expanduser(), *Path(path).expanduser().parents)
-                    if not p.exists() and p not in missing]
+                    if _absent(p) and p not in missing]
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
 
 
