@@ -70,6 +70,10 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: the {what} is empty; give at least one field (an empty mapping {{}} takes every default)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of fields, got a {type(data).__name__}")
+    # YAML reads 1:, true: and ~: as a number, a boolean and null; a field name is text
+    if (key := next((k for k in data if not isinstance(k, str)), "")) != "":
+        raise ConfigError(f"{path}: {key!r} is not a field name: YAML read it as a {type(key).__name__}, and fields "
+                          "are named by text (quote the key to make it text)")
     _refuse_surrogates(data, path, "")
     return data
 
