@@ -46,9 +46,12 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
             return dims
         raise ConfigError("give --data NPZ or --input-shape C,H,W")
     try:
-        return tuple(int(v) for v in input_shape.split(","))
+        dims = tuple(int(v) for v in input_shape.split(","))
     except ValueError:
-        raise ConfigError(f"--input-shape must be integers like 1,8,8, got '{input_shape}'") from None
+        dims = ()
+    if not dims or min(dims) < 1:  # numpy refuses a negative size, a runtime a 0 one, neither in a clear line
+        raise ConfigError(f"--input-shape must be integers of at least 1 like 1,8,8, got '{input_shape}'")
+    return dims
 
 
 #: an image value past which --data looks like raw 0..255 pixels rather than normalised ones
