@@ -42,7 +42,7 @@ from edgebench.plan import (
     plan_jobs,
     qat_models,
 )
-from edgebench.preflight import check_model_fits_data, check_output_paths, drop_refused
+from edgebench.preflight import check_measurement_env, check_model_fits_data, check_output_paths, drop_refused
 from edgebench.prune.allocation.latency.predict import prediction_path, read_prediction
 from edgebench.prune.allocation.latency.table import layer_onnx
 from edgebench.run_cache import ModelCache, write_calibration, write_eval_data
@@ -197,6 +197,7 @@ def _prepare(exp: Experiment) -> _Prepared:
     created = missing_dirs(exp.workdir(), exp.report_dir())
     try:
         check_output_paths(exp)
+        check_measurement_env()
         check_executor(exp.executor)
         return _planned(exp, targets)
     except BaseException:  # refused before any work: no bare runs/<name>/ or reports/<name>/ left behind

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgebench.errors import ConfigError, first_line, require_module
+from edgebench.measure.contention import contended_cores
+from edgebench.measure.speed_probe import tolerance
 from edgebench.paths import writable_dir, writable_file
 from edgebench.plan import PlannedJob, plan_fp32_variants
 from edgebench.runtimes.base import get_exporter
@@ -46,6 +48,13 @@ def check_output_paths(exp: Experiment) -> None:
 
         check_uri(exp.tracking.mlflow.uri, "tracking.mlflow.uri")
         check_server(exp.tracking.mlflow.uri, "tracking.mlflow.uri")
+
+
+def check_measurement_env() -> None:
+    """ConfigError for a bad EDGEBENCH_SPEED_TOLERANCE or EDGEBENCH_CONTENDED_CORES before any work: each
+    measurement reads them, and would fail on them, every job alike."""
+    tolerance()
+    contended_cores()
 
 
 def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:

@@ -162,6 +162,14 @@ def run_target(data: dict[str, Any] | str | bytes) -> Callable[[Ctx], list[str]]
     return lambda ctx: ["run", str(ctx.experiment({"targets": [str(ctx.target(data))]}))]
 
 
+def with_env(name: str, value: str, build: Callable[[Ctx], list[str]]) -> Callable[[Ctx], list[str]]:
+    """``build`` with the environment variable ``name`` set to ``value`` for the case."""
+    def built(ctx: Ctx) -> list[str]:
+        ctx.request.getfixturevalue("monkeypatch").setenv(name, value)
+        return build(ctx)
+    return built
+
+
 def run_ssh(**ssh: Any) -> Callable[[Ctx], list[str]]:
     def build(ctx: Ctx) -> list[str]:
         resolved = {k: (v(ctx) if callable(v) else v) for k, v in ssh.items()}
@@ -331,6 +339,8 @@ CASES = [
     Case("run-experiment-key-a-number", "run",
          lambda ctx: ["run", str(ctx.file("numkey.yaml", "training: {epochs: 1}\n1: 2\n"))],
          ("numkey.yaml", "1 is not a field name")),
+    Case("run-speed-tolerance-not-a-number", "run", with_env("EDGEBENCH_SPEED_TOLERANCE", "abc", run_exp({})),
+         ("EDGEBENCH_SPEED_TOLERANCE='abc'", "a number >= 0")),
     Case("run-experiment-empty", "run", lambda ctx: ["run", str(ctx.file("empty.yaml", "# to do\n"))],
          ("empty.yaml", "is empty")),
     Case("run-several-problems", "run", run_exp({"training": {"epochs": -1, "lr": "fast", "momentum": 2}}),
@@ -568,6 +578,8 @@ CASES = [
          store_checked=False),
     Case("bench-input-shape-zero", "bench", bench("{onnx}", "--input-shape", "0,8,8"), ("--input-shape", "0,8,8"),
          store_checked=False),
+    Case("bench-contended-cores-nan", "bench", with_env("EDGEBENCH_CONTENDED_CORES", "nan", bench("{onnx}", "--input-shape", "1,8,8")),
+         ("EDGEBENCH_CONTENDED_CORES='nan'", "a number >= 0"), store_checked=False),
     Case("bench-unknown-backend", "bench", bench("{onnx}", "--backend", "tflite_gpu", "--input-shape", "1,8,8"),
          ("tflite_gpu",), store_checked=False),
     Case("bench-npz-pickled-objects", "bench", bench_data(x=np.array([{"a": 1}], dtype=object), y=labels(1)),

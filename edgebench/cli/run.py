@@ -257,12 +257,14 @@ def bench(
     from edgebench.executor.runners import LocalRunner
     from edgebench.executor.tasks import run_one
     from edgebench.job import Job, MeasureSettings
+    from edgebench.preflight import check_measurement_env
     from edgebench.runtimes.base import get_backend, list_backends
     from edgebench.store.compare_match import disturbance
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
     use_plugins(plugins)
+    check_measurement_env()
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
     backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend,

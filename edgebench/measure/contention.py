@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.job import Contention
+from edgebench.measure.speed_probe import env_number
 
 PROC_STAT = Path("/proc/stat")
 #: other processes' CPU use beyond the measurement's spare cores (cores, averaged over the window) from which a
@@ -77,9 +78,14 @@ class ContentionProbe:
         spare = max(0, len(self.cores) - self.threads)
         other_cores = min(others / window_s, float(len(self.cores)))  # no more cores than there are
         preempting = max(0.0, other_cores - spare)
-        threshold = float(os.environ.get(THRESHOLD_ENV) or CONTENDED_CORES)
+        threshold = contended_cores()
         judged = window_s >= _MIN_TICKS / os.sysconf("SC_CLK_TCK")
         return Contention(other_cores=round(other_cores, 4), other_cpu_s=round(others, 4),
                           window_s=round(window_s, 4), cores=sorted(self.cores), spare_cores=spare,
                           threshold=threshold,
                           flagged=judged and preempting > threshold and preempting * window_s >= _RESOLUTION_S)
+
+
+def contended_cores() -> float:
+    """``CONTENDED_CORES``, or the environment's ``EDGEBENCH_CONTENDED_CORES``."""
+    return env_number(THRESHOLD_ENV, CONTENDED_CORES)

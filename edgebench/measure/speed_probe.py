@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgebench.errors import ConfigError
 from edgebench.job import SpeedProbe
 
 #: probes further apart than this (relative) are different machine speeds
@@ -50,9 +51,21 @@ def probe_us() -> float:
     return float(np.median(times)) / 1e3
 
 
+def env_number(name: str, default: float) -> float:
+    """The environment variable ``name`` as a number >= 0, ``default`` when unset; ConfigError naming it if not."""
+    text = os.environ.get(name) or ""
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):  # nan or inf would silently turn the flagging off
+        raise ConfigError(f"{name}={text!r}: give a number >= 0 (default {default}), or unset it")
+    return value
+
+
 def tolerance() -> float:
     """``SPEED_TOLERANCE``, or the environment's ``EDGEBENCH_SPEED_TOLERANCE``."""
-    return float(os.environ.get(TOLERANCE_ENV) or SPEED_TOLERANCE)
+    return env_number(TOLERANCE_ENV, SPEED_TOLERANCE)
 
 
 def within_window(samples_ns: Sequence[int]) -> float | None:
