@@ -267,6 +267,11 @@ def truncated_weights(path: Path) -> None:
     path.write_bytes(data[:-100])
 
 
+def nan_weights(path: Path) -> None:
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in _nets(path.parent).build_net().state_dict().items()}, path)
+
+
 def scripted(path: Path) -> None:
     torch.jit.save(torch.jit.script(_nets(path.parent).build_net()), path)
 
@@ -424,6 +429,8 @@ CASES = [
          ("weights.pt", "SmallNet", "trust_checkpoint")),
     Case("run-weights-shape-mismatch", "run", user_model({**NETS, "weights": "weights.pt"}, wider_weights),
          ("weights.pt", "features.0.weight", "(16, 1, 3, 3)", "(8, 1, 3, 3)")),
+    Case("run-weights-nan", "run", user_model({**NETS, "weights": "weights.pt"}, nan_weights),
+         ("weights.pt", "features.0.weight", "NaN or infinite")),
     Case("run-weights-program-with-a-factory", "run", user_model({**NETS, "weights": "weights.pt"}, scripted),
          ("model.weights", "torchscript", "model.name")),
     Case("run-weights-program-trained", "run", user_model({"weights": "weights.pt"}, scripted),

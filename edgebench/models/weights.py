@@ -129,6 +129,11 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -
         if key in state and tuple(state[key].shape) != tuple(tensor.shape):
             raise WeightsError(f"{path}: '{key}' has shape {_shape(state[key])} in the weights but {_shape(tensor)} "
                                "in the model (another width, depth or number of classes?)")
+    # a diverged training's NaN or inf weights would give variants of accuracy 0 and exports that fail on scales
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise WeightsError(f"{path}: '{bad}' holds NaN or infinite values (a training that diverged?); give weights "
+                           "saved before it did")
     model.load_state_dict(state, strict=False)
 
 
