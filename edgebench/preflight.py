@@ -42,6 +42,9 @@ def check_output_paths(exp: Experiment) -> None:
         writable_file(Path(url), "store.url")
     elif (path := sqlite_file(url)) is not None:
         writable_file(path, "store.url")
+    elif url.startswith("sqlite"):  # in memory: the results would be gone when the run ends, and it could not resume
+        raise ConfigError(f"store.url {url}: an in-memory database keeps nothing after the run; give a file "
+                          "(a path, or sqlite:///path/results.db)")
     if exp.tracking.mlflow is not None:  # before any training: a run must not end unable to log
         require_module("mlflow", "mlflow", "tracking.mlflow")
         from edgebench.tracking.mlflow_log import check_server, check_uri

@@ -517,6 +517,8 @@ CASES = [
     # --- run: the store and output paths --------------------------------------------------------------
     Case("run-store-not-a-database", "run",
          lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(garbage_store(ctx))}}))], ("garbage.db", "database")),
+    Case("run-store-in-memory", "run", run_exp({"store": {"url": "sqlite:///:memory:"}}),
+         ("store.url sqlite:///:memory:", "in-memory")),
     Case("run-store-read-only", "run", lambda ctx: ["run", str(ctx.experiment({"store": {"url": read_only_store(ctx)}}))],
          ("results.db", "readonly", "writable")),
     Case("run-store-foreign-sqlite", "run",
