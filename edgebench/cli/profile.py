@@ -108,6 +108,8 @@ def backend_for(artifact: Path, backends: list[str], backend: str | None, among:
     from edgebench.runtimes.base import get_backend
 
     suffix = artifact.suffix or ""
+    if not suffix and not artifact.is_dir():  # a format without a suffix is a project folder: a file is none
+        suffix = "(no suffix)"
     readers = [name for name in backends if any(suffix == _suffix(fmt) for fmt in get_backend(name).formats)]
     if backend is not None:
         if backend not in backends:
@@ -119,6 +121,9 @@ def backend_for(artifact: Path, backends: list[str], backend: str | None, among:
         return backend
     if readers:
         return readers[0]
+    if suffix == "(no suffix)":
+        raise ConfigError(f"{artifact} has no suffix to tell its format (.onnx, .tflite, ...) and is not a project "
+                          "folder; rename it, or pass --backend")
     raise ConfigError(f"none of {among} backends ({', '.join(backends)}) reads {artifact.name}; pass --backend"
                       + (" or pick another target" if among == "the target's" else ""))
 

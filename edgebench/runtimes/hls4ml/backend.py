@@ -80,8 +80,9 @@ class Hls4mlBackend(Backend):
     def target_blocks(self, artifact: Path) -> dict[str, Any]:
         """The ``fpga:`` block the project was built for, from its ``edgebench.json``."""
         meta_path = artifact / METADATA_FILE
-        if not meta_path.is_file():
-            return {}
+        if not meta_path.is_file():  # any folder is read as a project: say it is none before asking for a part
+            raise ArtifactError(f"{artifact} is not an hls4ml artifact from edgebench (no {METADATA_FILE}); give "
+                                "an exported model file or an hls4ml project folder edgebench wrote")
         meta = json.loads(meta_path.read_text())
         keys = ("part", "hls_backend", "clock_period_ns", "io_type", "strategy")
         return {"fpga": {key: meta[key] for key in keys if meta.get(key) is not None}}
