@@ -200,6 +200,8 @@ def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
         graph = onnx.load(path, load_external_data=False).graph
     except Exception as exc:
         raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)})") from None
+    if not graph.node:  # onnx reads an empty file as an empty model, which would be blamed for its 0 inputs
+        raise ConfigError(f"{path}: holds no ONNX graph (an empty or cut-off file?); export the model again")
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1:

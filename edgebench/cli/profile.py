@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgebench.cli.common import PluginFiles, console, use_plugins
-from edgebench.errors import ArtifactError, ConfigError, NothingToRunError
+from edgebench.errors import ArtifactError, ConfigError, NothingToRunError, first_line
 from edgebench.profile.table import LayerProfile
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,17 @@ _RAW_PIXELS = 50.0
 
 def _tflite_image(artifact: Path) -> tuple[int, ...] | None:
     """(C, H, W) of a TFLite file's one 4-d image input, NCHW or NHWC (fewer channels than rows: the backend feeds
-    either layout); None where the interpreter is missing, the file unreadable or the input not 4-d."""
+    either layout); None where the interpreter is missing or the input not 4-d, ConfigError where the file cannot
+    be read (else the user is asked for a shape the file could not be run with anyway)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
-
-        shape = [int(d) for d in Interpreter(model_path=str(artifact)).get_input_details()[0]["shape"]]
-    except Exception:  # the backend's own load then says what is wrong with the file
+    except ImportError:  # the backend's availability check then says what to install
         return None
+    try:
+        shape = [int(d) for d in Interpreter(model_path=str(artifact)).get_input_details()[0]["shape"]]
+    except Exception as exc:
+        raise ConfigError(f"{artifact}: not a TFLite model LiteRT can read ({first_line(exc)}); export it "
+                          "again") from None
     if len(shape) != 4:
         return None
     return (shape[3], shape[1], shape[2]) if shape[3] < shape[1] else (shape[1], shape[2], shape[3])
