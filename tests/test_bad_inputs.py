@@ -600,6 +600,8 @@ CASES = [
          ("broken.tflite", "not a TFLite model LiteRT can read"), store_checked=False),
     Case("bench-unknown-backend", "bench", bench("{onnx}", "--backend", "tflite_gpu", "--input-shape", "1,8,8"),
          ("tflite_gpu",), store_checked=False),
+    Case("bench-npz-labels-past-the-models-classes", "bench", bench_data(x=images(10), y=np.arange(10)),
+         ("labels in the data go up to 9", "gives 3 scores per image"), store_checked=False),
     Case("bench-npz-pickled-objects", "bench", bench_data(x=np.array([{"a": 1}], dtype=object), y=labels(1)),
          ("eval.npz",), store_checked=False),
     Case("bench-npz-length-mismatch", "bench", bench_data(x=images(10), y=labels(7)), ("eval.npz", "10", "7"),

@@ -70,6 +70,10 @@ def _checked_logits(logits: Any, images: int, classes: int, backend: str) -> np.
     """``logits`` as a float (images, >= classes) array; RuntimeError naming the backend otherwise (class ids, a
     wrong class count or integer scores were scored silently or failed in numpy)."""
     out = np.asarray(logits)
+    if out.ndim == 2 and out.shape[0] == images and out.dtype.kind == "f" and out.shape[1] < classes:
+        # the model's scores are fine: the data's labels are not its classes (bench --data of another dataset)
+        raise RuntimeError(f"labels in the data go up to {classes - 1}, but the model gives {out.shape[1]} scores per "
+                           "image: are these the model's labels and test images?")
     if out.ndim != 2 or out.shape[0] != images or out.shape[1] < classes or out.dtype.kind != "f":
         raise RuntimeError(f"backend {backend} returned {out.dtype} {out.shape} for {images} images; expected float "
                            f"scores of shape ({images}, {classes} or more classes): one row of class scores per image")
