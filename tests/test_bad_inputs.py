@@ -602,6 +602,8 @@ CASES = [
          ("tflite_gpu",), store_checked=False),
     Case("bench-npz-labels-past-the-models-classes", "bench", bench_data(x=images(10), y=np.arange(10)),
          ("labels in the data go up to 9", "gives 3 scores per image"), store_checked=False),
+    Case("bench-npz-nan-pixels", "bench", bench_data(x=np.where(images(10) > 0.5, np.nan, 0).astype(np.float32), y=labels(10)),
+         ("eval.npz", "NaN or infinite"), store_checked=False),
     Case("bench-npz-pickled-objects", "bench", bench_data(x=np.array([{"a": 1}], dtype=object), y=labels(1)),
          ("eval.npz",), store_checked=False),
     Case("bench-npz-length-mismatch", "bench", bench_data(x=images(10), y=labels(7)), ("eval.npz", "10", "7"),

@@ -29,6 +29,9 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
         if not data.is_file():
             raise ConfigError(f"data file not found: {data}")
         x, _ = read_eval_data(data)  # a bad file fails here, in one line, not inside the worker
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():  # scored at chance, without a word
+            raise ConfigError(f"{data}: {int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())} image(s) "
+                              "hold NaN or infinite values; remove them or fill the gaps")
         if np.issubdtype(x.dtype, np.integer) or float(np.abs(x).max(initial=0.0)) > _RAW_PIXELS:
             log.warning("%s holds raw pixels (%s, up to %g): bench feeds them as they are, while a run's artifacts "
                         "take normalised images (Results.input_spec(); a run's own runs/<name>/data/test-*.npz "
