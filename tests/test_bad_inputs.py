@@ -685,6 +685,8 @@ CASES = [
          ("export.csv",)),
     Case("import-source-not-a-database", "import",
          lambda ctx: ["import", str(garbage_store(ctx)), "--store", str(ctx.store)], ("garbage.db",)),
+    Case("import-source-a-directory", "import", lambda ctx: ["import", str(ctx.tmp), "--store", str(ctx.store)],
+         ("SOURCE", "is a directory")),
     Case("import-source-missing", "import", lambda ctx: ["import", str(ctx.tmp / "gone.db"), "--store", str(ctx.store)],
          ("gone.db",)),
     Case("import-dest-under-a-file", "import",

@@ -38,19 +38,20 @@ def _default_store_url() -> str:
     return load_experiment(None).store_url()
 
 
-def open_store(store: str | None, must_exist: bool = True) -> Store:
+def open_store(store: str | None, must_exist: bool = True, what: str = "--store") -> Store:
     """Open ``store`` (default: the built-in experiment's); a missing SQLite file is an error for readers, which
-    names the stores of other experiments in this directory when the default is missing."""
+    names the stores of other experiments in this directory when the default is missing. ``what`` is the argument
+    that gave it, for errors."""
     default = store is None
     store = store or _default_store_url()
     if must_exist and "://" not in store and Path(store).is_dir():
-        raise StoreError(f"--store {store} is a directory; give the results database in it (e.g. runs/<name>/results.db)")
+        raise StoreError(f"{what} {store} is a directory; give the results database in it (e.g. runs/<name>/results.db)")
     if must_exist and "://" not in store and not Path(store).is_file():
         others = sorted(str(p) for p in Path(store).parent.parent.glob("*/results.db")) if default else []
         if others:
             raise StoreError(f"no results store at {store} (the default experiment's); this directory has "
                              f"{', '.join(others)}: pass one with --store")
-        raise StoreError(f"no results store at {store}: run `edgebench run` first or pass --store PATH|URL")
+        raise StoreError(f"no results store at {store}: run `edgebench run` first or pass {what} PATH|URL")
     if must_exist and "://" not in store and Path(store).stat().st_size == 0:  # SQLite would take it as a new store
         raise StoreError(f"{store} is an empty file, not a results store: pass the results.db a run wrote")
     return Store.open(store)
@@ -420,7 +421,7 @@ def import_(
     if Path(source).suffix.lower() in (".csv", ".parquet"):
         raise StoreError(f"{source}: an exported table cannot be imported; `edgebench import` copies runs from another "
                          "results store (its SQLite file or database URL)")
-    with open_store(source) as _src:  # a clear error when the source does not exist
+    with open_store(source, what="SOURCE") as _src:  # a clear error when the source does not exist
         pass
     dest = store or _default_store_url()
     new_file = "://" not in dest and not Path(dest).exists()
