@@ -71,7 +71,7 @@ class SSHSpec(BaseModel):
 
     host: str
     user: str | None = None
-    port: int = 22
+    port: int = Field(22, ge=1, le=65535)
     key_file: str | None = None
     known_hosts: str | None = Field(None, description="known_hosts file; default ~/.ssh/known_hosts")
     python: str = Field("python3", description="python on the device that has edgebench installed")
@@ -94,7 +94,9 @@ class TargetSpec(BaseModel):
         min_length=1, description="backend names, e.g. torch, onnxruntime")
     device: str = "cpu"
     threads: int = Field(1, ge=1)
-    precisions: list[Precision] | None = Field(None, description="precisions this target runs; None = all")
+    # an empty list would refuse every variant, reported as runs of "" at run time
+    precisions: Annotated[list[Precision], Field(min_length=1), AfterValidator(yaml_file.no_repeats)] | None = Field(
+        None, description="precisions this target runs; None = all")
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="backend -> its options, e.g. {litert: {xnnpack: false}}"
     )
@@ -222,6 +224,9 @@ def load_target_file(path: Path) -> TargetSpec:
     """Parse and validate one target file; its name is the file's (``targets/my-board.yaml``: ``my-board``), so
     what ``edgebench targets`` lists, what an experiment names and what the store records are one name."""
     data = yaml_file.read_mapping(path, "target file")
+    if "name" in data and not isinstance(data["name"], str):  # name: null, or a number: nothing to rename to
+        raise ConfigError(f"{path}: name: {data['name']!r} is not the file's name '{path.stem}'; a target is named "
+                          "by its file: drop the name field")
     if "name" in data and data["name"] != path.stem:
         raise ConfigError(f"{path}: name: '{data['name']}' differs from the file's name '{path.stem}'; a target is "
                           f"named by its file: rename the file to {data['name']}.yaml or drop the name field")
