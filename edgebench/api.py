@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from edgebench.config import Experiment, check_loaded, load_experiment
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ConfigError, EdgebenchError
 
 if TYPE_CHECKING:
     from edgebench.pipeline import ProgressFn, RunOutcome
@@ -108,6 +108,9 @@ class Results:
         from edgebench.store.metrics import fpga_cost_metric, get_metric, one_metric_twice
         from edgebench.store.schema import StoreError
 
+        _expect(x, str, "pareto(x=...)", "a metric name like 'latency'")
+        _expect(y, str, "pareto(y=...)", "a metric name like 'accuracy'")
+        _expect(target, (str, type(None)), "pareto(target=...)", "one target's name, or None for every target")
         if problem := one_metric_twice(x, y):
             raise StoreError(f"pareto({x!r}, {y!r}): {problem}")
         mx, my = get_metric(x), get_metric(y)
@@ -137,6 +140,11 @@ class Results:
         from edgebench.report import render_report
         from edgebench.store import Store
 
+        _expect(directory, (str, Path), "report(directory)", "a directory path")
+        if objectives is not None and (isinstance(objectives, str) or not all(
+                isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2 for pair in objectives)):
+            raise ConfigError(f"report(objectives=...): expected (x, y) pairs of metric names like "
+                              f"[('latency', 'accuracy')], got {objectives!r:.80}")
         out = writable_dir(Path(directory), "report directory")
         with Store.open(self.store_url) as store:
             return render_report(store, self.run_id, out, objectives)
@@ -145,6 +153,13 @@ class Results:
     def report_path(self) -> Path | None:
         """The report the run rendered, when it was made by :func:`run` with ``render=True``."""
         return self.outcome.report_path if self.outcome is not None else None
+
+
+def _expect(value: object, types: type | tuple[type, ...], what: str, expected: str) -> None:
+    """ConfigError naming the argument when ``value`` is not one of ``types``: else a TypeError from deep inside
+    pathlib, SQLAlchemy or pandas, or (run="") a silent default."""
+    if not isinstance(value, types) or value == "":
+        raise ConfigError(f"{what}: expected {expected}, got {type(value).__name__} {value!r:.80}")
 
 
 def _public(raw: pd.DataFrame, include_failed: bool) -> pd.DataFrame:
@@ -225,6 +240,10 @@ def run(
     from edgebench.store.store import validate_tag
 
     _refuse_unguarded_script()
+    _expect(experiment, (Experiment, str, Path, type(None)), "run(experiment)",
+            "an Experiment, an experiment file's path, or None for the built-in one")
+    if not isinstance(tags, str) and not (isinstance(tags, Sequence) and all(isinstance(t, str) for t in tags)):
+        raise ConfigError(f"run(tags=...): expected a tag or a list of tags (text), got {tags!r:.80}")
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
     tags = (tags,) if isinstance(tags, str) else tags  # one tag, not one per letter
     for tag in tags:
@@ -240,6 +259,8 @@ def load(store: str | Path, run: str = "latest") -> Results:
     from edgebench.store.connection import store_url
     from edgebench.store.schema import StoreError
 
+    _expect(store, (str, Path), "load(store)", "a results file's path or a database URL")
+    _expect(run, str, "load(run=...)", "a run id, a tag, an id prefix or 'latest'")
     if "://" not in str(store) and not Path(store).is_file():  # reading must not create an empty store
         raise StoreError(f"no results store at {store}: run an experiment first, or give its results.db or URL")
     url = store_url(store)

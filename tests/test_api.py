@@ -226,3 +226,24 @@ def test_an_experiment_built_in_python_with_a_bad_field_raises_the_one_line_erro
     with pytest.raises(EdgebenchError, match="training.epoch: unknown field .* allowed: epochs"):
         Experiment(training={"epoch": 3})
     assert Experiment(training={"epochs": 2}).training.epochs == 2
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda db: edgebench.load(5), r"load\(store\): expected a results file's path .* got int 5"),
+    (lambda db: edgebench.load(db, run=None), r"load\(run=\.\.\.\): expected a run id.* got NoneType"),
+    (lambda db: edgebench.load(db, run=""), r"load\(run=\.\.\.\): expected a run id.* got str ''"),
+    (lambda db: edgebench.load(db).pareto(target=["local-cpu"]), r"pareto\(target=\.\.\.\): expected one target"),
+    (lambda db: edgebench.load(db).report(None), r"report\(directory\): expected a directory path"),
+    (lambda db: edgebench.load(db).report(db.parent / "r", objectives="latency:accuracy"),
+     r"report\(objectives=\.\.\.\): expected \(x, y\) pairs"),
+    (lambda db: edgebench.load(db).report(db.parent / "r", objectives=[("latency", "accuracy", "size")]),
+     r"report\(objectives=\.\.\.\): expected \(x, y\) pairs"),
+    (lambda db: edgebench.run({"name": "x"}), r"run\(experiment\): expected an Experiment.* got dict"),
+    (lambda db: edgebench.run(None, tags=5), r"run\(tags=\.\.\.\): expected a tag or a list of tags"),
+], ids=["load-store-int", "load-run-none", "load-run-empty", "pareto-target-list", "report-dir-none",
+        "report-objectives-text", "report-objectives-triple", "run-dict", "run-tags-int"])
+def test_an_argument_of_the_wrong_type_raises_the_one_line_error_naming_it(hand_made_store, call, message) -> None:
+    """README: bad input raises EdgebenchError; these raised TypeErrors from pathlib, SQLAlchemy and pandas, a
+    ValueError from unpacking, or (run="") loaded the latest run."""
+    with pytest.raises(ConfigError, match=message):
+        call(hand_made_store)
