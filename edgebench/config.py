@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -111,15 +111,21 @@ class ModelConfig(_Strict):
         return self
 
 
+T = TypeVar("T")
+
+#: a grid's values: one listed twice would make the same variants twice, stored once
+Grid = Annotated[list[T], AfterValidator(yaml_file.no_repeats)]
+
+
 class PruningConfig(_Strict):
     """The pruning grid: every criterion x ratio x schedule becomes a variant."""
 
-    criteria: list[str] = Field(default_factory=lambda: ["l1", "mean_activation", "random"], description="filter criteria: "
+    criteria: Grid[str] = Field(default_factory=lambda: ["l1", "mean_activation", "random"], description="filter criteria: "
         "bn_scale, bn_stats, chip, firing, hessian_radius, l1, mean_activation, nisp, random, sosp_h, taylor_activation, "
         "taylor_bn, taylor_weight, thinet, or a plug-in's")
-    ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.8], description="fraction of the filters (unit: filters) "
+    ratios: Grid[float] = Field(default_factory=lambda: [0.25, 0.5, 0.8], description="fraction of the filters (unit: filters) "
         "or of the MACs (unit: macs) each variant removes")
-    schedules: list[Schedule] = Field(default_factory=lambda: ["while_training"], description="when filters go: while_training, "
+    schedules: Grid[Schedule] = Field(default_factory=lambda: ["while_training"], description="when filters go: while_training, "
         "oneshot_finetune, iterative, scratch, scratch_b, or a plug-in's")
     unit: Literal["filters", "macs"] = Field("filters", description="what a ratio counts (macs: the filter ratio that removes "
         "that share of MACs is searched)")
@@ -129,13 +135,13 @@ class PruningConfig(_Strict):
     )
     round_to: int | None = Field(None, ge=1, description="each layer keeps a multiple of this many filters (widths hardware "
         "likes), at least this many")
-    prune_epochs: list[int] = Field(default_factory=list, description="while_training: epochs after which to prune")
+    prune_epochs: Grid[int] = Field(default_factory=list, description="while_training: epochs after which to prune")
     finetune_epochs: int = Field(10, ge=0, description="oneshot_finetune and iterative: retraining epochs after each pruning "
         "step")
     steps: int = Field(3, ge=1, description="iterative: pruning steps, the ratio ramping to the target")
     criterion_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per criterion, e.g. {thinet: "
         "{rescale: false}}")
-    allocation: list[str] | None = Field(
+    allocation: Grid[str] | None = Field(
         None, description="per-layer ratio allocations, each a grid value: paper (each criterion's own, the default) | "
         "uniform | global_raw | global | sensitivity | gradient_bound | latency (replaces scope; uniform = scope "
         "layer, global = scope global)"
@@ -179,8 +185,8 @@ def _fractions(values: list[float], field: str) -> list[float]:
 class SparseConfig(_Strict):
     """Unstructured-sparsity variants: every method x sparsity (``prune/sparse/``)."""
 
-    methods: list[str] = Field(default_factory=lambda: ["magnitude"], description="magnitude, snip, rigl, scl")
-    sparsities: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9], description="fraction of the weights zeroed")
+    methods: Grid[str] = Field(default_factory=lambda: ["magnitude"], description="magnitude, snip, rigl, scl")
+    sparsities: Grid[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9], description="fraction of the weights zeroed")
     method_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per method")
 
     @field_validator("sparsities")
@@ -192,7 +198,7 @@ class SparseConfig(_Strict):
 class LowRankConfig(_Strict):
     """Low-rank variants (LRPET, ``prune/lowrank.py``): one per rank ratio."""
 
-    rank_ratios: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="kept fraction of full rank")
+    rank_ratios: Grid[float] = Field(default_factory=lambda: [0.5, 0.25], description="kept fraction of full rank")
     energy_transfer: bool = Field(True, description="move the cut singular values' energy onto the kept ones")
     bn_rectification: bool = Field(True, description="project each conv with its following BatchNorm's scale folded in")
 

@@ -227,12 +227,22 @@ def check_experiment(exp: Experiment, source: str) -> None:
 
 
 def _check_grids_not_empty(exp: Experiment, source: str) -> None:
-    """An empty list that silently drops variants: criteria without ratios or schedules, no precision at all."""
+    """An empty list that silently drops variants: criteria without ratios or schedules, a sparse: or lowrank:
+    block without values, no precision at all; or silently means a default (allocation: [])."""
     pruning = exp.pruning
     for field in ("ratios", "schedules"):
         if pruning.criteria and not getattr(pruning, field):
             raise ConfigError(f"{source}: pruning.{field} is empty, so criteria {', '.join(pruning.criteria)} make no "
                               f"variant; list {field}, or set pruning.criteria: [] for no pruned variants")
+    if pruning.allocation == []:
+        raise ConfigError(f"{source}: pruning.allocation is empty; list allocations, or leave it out for each "
+                          "criterion's paper allocation")
+    blocks = {"sparse": (exp.sparse, ("methods", "sparsities")), "lowrank": (exp.lowrank, ("rank_ratios",))}
+    for block, (config, fields) in blocks.items():
+        for field in fields:
+            if config is not None and not getattr(config, field):
+                raise ConfigError(f"{source}: {block}.{field} is empty, so the {block}: block makes no variant; list "
+                                  f"{field}, or remove the {block}: block")
     if not exp.quantization.precisions and not exp.artifacts:
         raise ConfigError(f"{source}: quantization.precisions is empty, so nothing is exported; list at least one of "
                           f"{', '.join(get_args(Precision))}")
