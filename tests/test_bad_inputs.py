@@ -680,6 +680,7 @@ CASES = [
     Case("tag-unknown-run", "tag", store_cmd("tag", "nope", "release"), ("nope",)),
     Case("tag-reserved-name", "tag", store_cmd("tag", "v1", "latest"), ("latest",)),
     Case("tag-empty-name", "tag", store_cmd("tag", "v1", " "), ("tag",)),
+    Case("tag-with-a-newline", "tag", store_cmd("tag", "v1", "a\nb"), ("tag 'a\\nb'", "control character")),
     Case("tag-store-not-a-database", "tag", store_cmd("tag", "v1", "x", store=garbage_store), ("garbage.db",)),
     Case("tag-store-read-only", "tag", store_cmd("tag", "v1", "x", store=read_only_store),
          ("results.db", "readonly", "writable")),

@@ -50,9 +50,12 @@ TAG_MAX_CHARS = 200  # the tag column's width
 
 
 def validate_tag(tag: str) -> str:
-    """``tag`` if it can name a run; StoreError saying why not (empty, padded, reserved or too long)."""
+    """``tag`` if it can name a run; StoreError saying why not (empty, padded, a control character, reserved or too
+    long)."""
     if not tag.strip() or tag != tag.strip():
         raise StoreError(f"tag {tag!r}: give a non-empty name without leading or trailing spaces")
+    if not tag.isprintable():  # a newline or tab would break the one-tag-a-line listings of runs and history
+        raise StoreError(f"tag {tag!r}: holds a control character (newline, tab...); give a name on one line")
     if tag in RESERVED_TAGS:
         raise StoreError(f"tag {tag!r} is reserved ({', '.join(RESERVED_TAGS)} always means the newest run); choose another")
     if len(tag) > TAG_MAX_CHARS:
