@@ -642,6 +642,8 @@ CASES = [
     Case("compare-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1"), ("share run", "v1")),
     Case("compare-remeasure-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1", "--remeasure"),
          ("share run", "v1")),
+    Case("compare-rounds-without-remeasure", "compare", store_cmd("compare", "v1", "v2", "--rounds", "9"),
+         ("--rounds", "add --remeasure")),
     Case("compare-bad-min-effect", "compare", store_cmd("compare", "v1", "v2", "--min-effect", "latency=fast"),
          ("latency=fast",)),
     Case("compare-nan-min-effect", "compare", store_cmd("compare", "v1", "v2", "--min-effect", "size=nan"),

@@ -170,6 +170,12 @@ def compare(
     from edgebench.store.gate import evaluate, gate_markdown, min_effects, parse_thresholds
     from edgebench.targets import use_targets_dir
 
+    # without --remeasure nothing is measured: these would be silently ignored
+    given = [name for name, unset in (("--rounds", rounds == DEFAULT_ROUNDS), ("--max-rounds", max_rounds is None),
+                                      ("--min-time", min_time is None)) if not unset]
+    if given and not remeasure:
+        raise StoreError(f"compare: {', '.join(given)} set how --remeasure times the runs again; add --remeasure, or "
+                         "drop them to compare the stored measurements")
     use_targets_dir(targets_dir)  # a missing directory fails here, before anything is measured
     thresholds = parse_thresholds(warn, fail, unstable)
     effects = min_effects(thresholds, min_effect)
