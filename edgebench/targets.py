@@ -246,6 +246,8 @@ def list_targets(extra_dir: Path | None = None) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in targets_dirs(extra_dir):
         for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+            if (other := found.get(path.stem)) is not None and other.parent == path.parent:  # else one is unused
+                raise ConfigError(f"{other} and {path.name} both define target {path.stem}; keep one")
             found.setdefault(path.stem, path)
     return found
 

@@ -95,6 +95,13 @@ def test_user_target_dir_wins(tmp_path: Path) -> None:
         get_target("nope", tmp_path)
 
 
+def test_two_files_of_one_name_in_a_directory_are_refused_not_one_left_unused(tmp_path: Path) -> None:
+    for suffix in (".yaml", ".yml"):
+        (tmp_path / f"dup{suffix}").write_text("backends: [onnxruntime]\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml and dup.yml both define target dup"):
+        list_targets(tmp_path)
+
+
 def test_local_reasons() -> None:
     assert runner_for(get_target("local-cpu")).available() is None
     reason = runner_for(get_target("zcu102")).available()
