@@ -25,6 +25,8 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
     from edgebench.data.files import read_eval_data
     from edgebench.external import onnx_image_input
 
+    if data is not None and input_shape:  # the images in --data have their own shape
+        raise ConfigError("give --data or --input-shape, not both (--data's images have their own shape)")
     if data is not None:
         if not data.is_file():
             raise ConfigError(f"data file not found: {data}")

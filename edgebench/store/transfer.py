@@ -64,6 +64,9 @@ def export_runs(
     out = Path(out)
     if fmt is None and out.suffix.lower() not in (".csv", ".parquet"):
         raise StoreError(f"export file {out}: name it .csv or .parquet, or give --format (csv, parquet)")
+    if fmt is not None and out.suffix.lower() in (".csv", ".parquet") and out.suffix.lower() != f".{fmt}":
+        raise StoreError(f"export file {out}: --format {fmt} would write {fmt} into a {out.suffix} file; name it "
+                         f".{fmt}, or drop --format")
     fmt = fmt or ("parquet" if out.suffix.lower() == ".parquet" else "csv")
     if fmt not in ("csv", "parquet"):
         raise StoreError(f"unknown export format {fmt!r}; allowed: csv, parquet")
