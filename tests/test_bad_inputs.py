@@ -361,6 +361,8 @@ CASES = [
          ("sparse.sparsities is empty", "remove the sparse: block")),
     Case("run-pruning-allocation-empty", "run", run_exp({"pruning": {"allocation": []}}),
          ("pruning.allocation is empty",)),
+    Case("run-executor-rss-infinite", "run", run_exp({"executor": {"max_rss_mb": float("inf")}}),
+         ("executor.max_rss_mb", "finite")),
     Case("run-experiment-empty", "run", lambda ctx: ["run", str(ctx.file("empty.yaml", "# to do\n"))],
          ("empty.yaml", "is empty")),
     Case("run-several-problems", "run", run_exp({"training": {"epochs": -1, "lr": "fast", "momentum": 2}}),

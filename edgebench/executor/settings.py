@@ -15,7 +15,7 @@ from edgebench.executor.base import Executor
 class ExecutorConfig(BaseModel):
     """Where the sweep's tasks run: warm local workers (default) or a Ray cluster."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # as the experiment's other blocks: .inf is no size
 
     type: Literal["local", "ray"] = Field("local", description="local: worker processes on this machine; ray: the Ray cluster "
         "at address")
