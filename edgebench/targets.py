@@ -51,7 +51,8 @@ class TargetRay(BaseModel):
         default_factory=dict,
         description="the board's Ray custom resource, e.g. {'board:jetson-a': 1}; one measurement per board at a time",
     )
-    cores: list[int] | None = Field(
+    # a core id is >= 0; whether it exists is known only on the machine that measures (a Ray node)
+    cores: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), AfterValidator(yaml_file.no_repeats)] | None = Field(
         None, description="cores this target's measurements are pinned to; targets pinned to disjoint cores "
         "measure side by side (builds and exports still wait for them)")
 
