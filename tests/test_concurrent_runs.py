@@ -34,6 +34,24 @@ def test_host_lanes_queue_first_come_first_served(tmp_path: Path) -> None:
     first.release(c)
 
 
+def test_waits_for_one_holder_are_warned_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every job of a sweep beside another process's run warned that it waited (236 lines in one compare)."""
+    import logging
+
+    holder, waiter = HostLanes(directory=tmp_path), HostLanes(directory=tmp_path)
+    a = _timed("a")
+    assert holder.acquire(a, Lane())
+    with caplog.at_level(logging.INFO, logger="edgebench.executor.host_lanes"):
+        for key in ("b", "c", "d"):
+            task = _timed(key)
+            assert not waiter.acquire(task, Lane())
+            waiter.release(task)
+    waits = [r for r in caplog.records if "waits for the host's cores" in r.getMessage()]
+    assert [r.levelno for r in waits] == [logging.WARNING, logging.INFO, logging.INFO]
+    assert "later waits for it are logged at INFO" in waits[0].getMessage()
+    holder.release(a)
+
+
 def test_host_lanes_lock_cores_not_the_whole_host(tmp_path: Path) -> None:
     one, other = HostLanes(directory=tmp_path), HostLanes(directory=tmp_path)
     pinned0, pinned1 = _timed("p0", Lane(cpus=frozenset({0}))), _timed("p1", Lane(cpus=frozenset({1})))

@@ -96,6 +96,7 @@ class HostLanes:
             self.unavailable = f"host lane locks unavailable ({self.directory}: {exc.strerror or exc})"
             log.warning("%s: timed windows of other edgebench processes may overlap this run's", self.unavailable)
         self._claims: dict[int, _Claim] = {}
+        self._holders_named: set[str] = set()  # holders a wait was warned about (later waits: INFO)
         self.waited: dict[str, float] = {}
 
     def names(self, lane: Lane) -> list[str]:
@@ -192,7 +193,13 @@ class HostLanes:
         return True
 
     def _show_wait(self, task: Task, claim: _Claim) -> None:
+        """Say a task waits for another process's timed windows: a warning the first time per holder, then at INFO
+        (a sweep beside another run waited once per job: 236 warning lines in one `compare --remeasure`)."""
         if not claim.warned:
             claim.warned = True
-            log.warning("%s waits for the host's cores (%s): held by %s; timed windows of two processes never "
-                        "overlap", task.key, ", ".join(claim.names), claim.holder)
+            first = claim.holder not in self._holders_named
+            self._holders_named.add(claim.holder)
+            log.log(logging.WARNING if first else logging.INFO,
+                    "%s waits for the host's cores (%s): held by %s; timed windows of two processes never overlap%s",
+                    task.key, ", ".join(claim.names), claim.holder,
+                    " (later waits for it are logged at INFO)" if first else "")
