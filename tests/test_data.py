@@ -162,8 +162,9 @@ def test_nan_pixels_and_a_single_class_are_refused_naming_the_split(tmp_path: Pa
     x = rng.random((40, 1, 4, 4)).astype(np.float32)
     x[7, 0, 1, 2] = np.nan
     x[9, 0, 0, 0] = np.inf
-    with pytest.raises(DatasetError, match=r"dataset npz: [12] image\(s\) of the (train|val) split hold NaN or infinite "
-                                           "values; remove them or fill the gaps"):
+    with pytest.raises(DatasetError, match=r"dataset npz: [12] image\(s\) of the (train split|val split \(held out of "
+                                           r"the training images where the data gives no val split\)) hold NaN or "
+                                           "infinite values; remove them or fill the gaps"):
         load_dataset("npz", path=_npz(tmp_path / "nan.npz", x, np.arange(40) % 2))
     with pytest.raises(DatasetError, match=r"the training split holds only class \[0\]; a classifier needs images of "
                                            "at least two classes"):

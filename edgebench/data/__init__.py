@@ -65,8 +65,9 @@ def _usable(splits: DatasetSplits, name: str) -> DatasetSplits:
         # a NaN or an infinity makes its image's sum non-finite (float64: no finite float32 pixels overflow it)
         bad = ~np.isfinite(images.sum(axis=tuple(range(1, images.ndim)), dtype=np.float64))
         if bad.any():
-            raise DatasetError(f"dataset {name}: {int(bad.sum())} image(s) of the {split} split hold NaN or infinite "
-                               "values; remove them or fill the gaps before edgebench reads them")
+            where = " (held out of the training images where the data gives no val split)" if split == "val" else ""
+            raise DatasetError(f"dataset {name}: {int(bad.sum())} image(s) of the {split} split{where} hold NaN or "
+                               "infinite values; remove them or fill the gaps before edgebench reads them")
         if images.shape[1] != splits.input_shape[0]:
             raise DatasetError(f"dataset {name}: the {split} split's images have {images.shape[1]} channel(s), the "
                                f"training split's {splits.input_shape[0]}; every split needs the same channels")
