@@ -275,7 +275,8 @@ def plan_target_jobs(
             # the runtime's own fp16 (TensorRT, OpenVINO's hint) from the fp32 file, even where an fp16 file exists
             runtime_applied = precision in backend.builds_from_fp32
             if precision not in exporter.precisions and not runtime_applied:
-                unsupported.append(f"{target.name}/{backend_name}: no {precision} {fmt} export")
+                unsupported.append(f"{target.name}/{backend_name}: {precision} not measured, by design (edgebench "
+                                   f"exports {fmt} files in {', '.join(exporter.precisions)} only)")
                 continue
             for variant in _variants_at(exp, fp32_specs, precision, exporter):
                 export_quant = QuantSpec() if runtime_applied else _as_exported(variant.quant, exporter)

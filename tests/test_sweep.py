@@ -188,3 +188,12 @@ def test_a_precision_no_target_runs_is_named_not_silently_dropped() -> None:
     both = exp.model_copy(update={"targets": [*exp.targets, *Experiment(targets=["local-cpu"]).targets]})
     targets = [(selection, get_target(selection.name)) for selection in both.targets]
     assert not any("no target of the experiment" in line for line in plan_jobs(both, plan_fp32_variants(both), targets)[1])
+
+
+def test_a_precision_a_backend_has_no_export_for_is_said_to_be_by_design() -> None:
+    """'local-cpu/torch: no int8 torch export' on every run read as a missing install."""
+    exp = Experiment(quantization={"precisions": ["fp32", "int8"]}, targets=["local-cpu"])
+    targets = [(selection, get_target(selection.name)) for selection in exp.targets]
+    _, unsupported = plan_jobs(exp, plan_fp32_variants(exp), targets)
+    assert "local-cpu/torch: int8 not measured, by design (edgebench exports torch files in fp32, fp16 only)" in (
+        unsupported)
