@@ -232,3 +232,7 @@ def test_a_rebuilt_variant_is_compared_by_label_and_failed_lost_or_absent_result
     result = runner.invoke(app, ["compare", "base", "other", "--store", str(path), "--format", "markdown"])
     assert result.exit_code == ExitCode.REGRESSION, result.output
     assert "gate ❌ fails" in result.output and "Nothing was compared" in result.output
+    assert "### edgebench compare: ⚠ nothing compared" in result.output and "no regression" not in result.output
+    result = runner.invoke(app, ["compare", "base", "other", "--store", str(path)])
+    assert result.exit_code == ExitCode.REGRESSION and "nothing compared" in result.output
+    assert "no regression" not in result.output

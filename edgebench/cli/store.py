@@ -260,8 +260,10 @@ def _print_comparison(cmp: Comparison) -> None:
         print_line("context:", "yellow", warning)
     if cmp.regressions:
         console.print(f"[bold red]{len(cmp.regressions)} result(s) regressed[/]")
-    else:
+    elif cmp.results:
         console.print(f"[green]no regression[/] in {len(cmp.results)} compared results")
+    else:
+        console.print("[yellow]nothing compared[/]: the runs share no result (variant, target and settings)")
 
 
 def history(

@@ -60,11 +60,18 @@ _HEADER = (
 )
 
 
+def _verdict(regressed: int, compared: int) -> str:
+    """The heading's verdict: nothing compared is not "no regression" (the gate fails it)."""
+    if regressed:
+        return f"🔴 {regressed} regressed"
+    return "✅ no regression" if compared else "⚠ nothing compared"
+
+
 def to_markdown(cmp: Comparison) -> str:
     """The comparison as Markdown: summary, context warnings, notable changes, then all details."""
     n_reg = len(cmp.regressions)
     lines = [
-        f"### edgebench compare: {'🔴 ' + str(n_reg) + ' regressed' if n_reg else '✅ no regression'}",
+        f"### edgebench compare: {_verdict(n_reg, len(cmp.results))}",
         f"baseline `{cmp.baseline_run}` → candidate `{cmp.candidate_run}`; {len(cmp.results)} results compared.",
         "",
         f"How: {cmp.method}.",
