@@ -70,6 +70,14 @@ def test_onnxruntime_runs_remotely(sshd: Sshd, onnx_job_files: tuple[Job, list[P
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
     assert len(result.samples_ns) >= 20 and result.latency_ms["p50"] > 0
     assert "onnxruntime" in result.runtime
+    ssh = sshd.spec().ssh
+    assert result.details["board"] == f"{ssh.host}:{ssh.port}"  # type: ignore[union-attr]
+    # "where the jobs ran" named the driving host only ("local vm"), not the board
+    from edgebench.store.store import _ran_on
+
+    placement = {"executor": "local", "host": "vm", "pid": 7}
+    assert _ran_on(placement, result.details["board"]) == f"local vm → ssh {ssh.host}:{ssh.port}"  # type: ignore[union-attr]
+    assert _ran_on(placement, None) == "local vm"
     workdir = Path(sshd.spec().ssh.workdir)  # type: ignore[union-attr]
     assert workdir.is_dir() and not (workdir / job.job_id).exists()  # per-job directory cleaned up
 

@@ -281,7 +281,9 @@ def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobRe
     last = ""
     for attempt in range(ssh.retries + 1):
         try:
-            return _attempt(job, ssh, files)
+            result = _attempt(job, ssh, files)
+            # the executor's placement names the driving host: the result names the board it measured on
+            return result.model_copy(update={"details": {**result.details, "board": f"{ssh.host}:{ssh.port}"}})
         except _Dropped as exc:
             last = str(exc)
             log.warning("attempt %d/%d on %s: %s", attempt + 1, ssh.retries + 1, ssh.host, exc)

@@ -101,6 +101,13 @@ _SCOPE_ALLOCATION = {"layer": "uniform", "global": "global"}
 _FACT_COLUMNS = ("nonzero_params", "nonzero_macs", "method_note")
 
 
+def _ran_on(placement: Any, board: str | None) -> str | None:
+    """Where the job ran, without the worker process (rows stored before it was typed keep their text), and the
+    SSH board it measured on (the placement names the host that drove it)."""
+    where = Placement.model_validate(placement).machine if isinstance(placement, dict) else placement
+    return f"{where} → ssh {board}" if board and where else where
+
+
 def _derived_columns(facts: Any, details: Any, p50_ms: Any = None) -> dict[str, Any]:
     facts = facts if isinstance(facts, dict) else {}
     details = details if isinstance(details, dict) else {}
@@ -112,7 +119,7 @@ def _derived_columns(facts: Any, details: Any, p50_ms: Any = None) -> dict[str, 
         **{name: facts.get(name) for name in _FACT_COLUMNS},
         "compressed_size_bytes": (details.get("artifact") or {}).get("compressed_bytes"),
         # where the job ran, without the worker process (rows stored before it was typed keep their text)
-        "ran_on": Placement.model_validate(ran_on).machine if isinstance(ran_on, dict) else ran_on,
+        "ran_on": _ran_on(ran_on, details.get("board")),
         # FPGA cost proxies counted from the hls4ml model (not synthesised), for C-simulation targets' fronts
         "bops": (hls4ml.get("bit_operations") or {}).get("bops"),
         "fpga_multipliers": (hls4ml.get("multipliers") or {}).get("multipliers"),
