@@ -114,6 +114,22 @@ def test_history_leaves_contended_runs_out_of_timing_series(sqlite_store: Store)
     assert not series_change_points(sqlite_store, hist.assign(contended=False), "latency").empty  # they would be one
 
 
+def test_history_marks_the_disturbed_values_it_leaves_out(sqlite_store: Store, tmp_path: Path) -> None:
+    """A 1.5x jump in disturbed runs printed '0 change point(s) detected' with nothing saying why."""
+    from typer.testing import CliRunner
+
+    from edgebench.cli import app
+
+    for i, (factor, flagged) in enumerate([(1.0, False)] * 3 + [(1.5, True)] * 3):
+        _one(sqlite_store, sqlite_store.start_run("c", {}, "h", MACHINE, (f"r{i}",)), factor, flagged)
+    result = CliRunner().invoke(app, ["history", "--store", str(tmp_path / "sub" / "results.db")],
+                                terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "0 change point(s) detected (3 of 6 values were timed in disturbed windows (~): shown, not evidence" in (
+        " ".join(result.output.split()))
+    assert result.output.count("~") >= 4  # three cells and the title's legend
+
+
 def test_reference_workload_is_the_same_bytes_everywhere_and_gives_a_speed(tmp_path: Path) -> None:
     a, b = reference_job(tmp_path / "a"), reference_job(tmp_path / "b")
     digest = [hashlib.sha256(Path(j.artifact).read_bytes()).hexdigest() for j in (a, b)]

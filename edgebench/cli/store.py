@@ -278,7 +278,7 @@ def history(
     """A metric over tagged runs per (variant, target), with detected change points."""
     from edgebench.report.history_page import render_history
     from edgebench.store.history import history_frame, series_change_points
-    from edgebench.store.metrics import get_metric
+    from edgebench.store.metrics import TIMING_METRICS, get_metric
 
     m = get_metric(metric)
     if out:
@@ -298,20 +298,27 @@ def history(
         page = render_history(st, out, m.name, name=name, hist=hist) if out else None
     runs = hist.drop_duplicates("position").sort_values("position")
     marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
-    table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on)")
+    timing = m.name in TIMING_METRICS
+    table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on"
+                        + ("; ~ disturbed: shown, not evidence)" if timing else ")"))
     table.add_column("variant")
     table.add_column("target")
     for label in runs["run_label"]:
         table.add_column(str(label), justify="right")
     for (label, context), part in hist.groupby(["label", "context"], sort=True):
         values = dict(zip(part["position"], part["value"]))
+        disturbed = set(part["position"][part["contended"].astype(bool)]) if timing else set()
         cells = []
         for pos in runs["position"]:
             mark = {"regression": " [red]▲[/]", "improvement": " [green]▼[/]"}.get(marks.get((label, context, pos), ""), "")
-            cells.append("—" if pos not in values else f"{values[pos]:.4g}{mark}")
+            cells.append("—" if pos not in values else f"{values[pos]:.4g}{'~' if pos in disturbed else ''}{mark}")
         table.add_row(Text(str(label)), Text(str(context)), *cells)  # "[estimated:...]" is no markup
     console.print(table)
-    console.print(f"{len(changes)} change point(s) detected")
+    valued = hist.dropna(subset=["value"])
+    n_disturbed = int(valued["contended"].astype(bool).sum()) if timing else 0
+    console.print(f"{len(changes)} change point(s) detected" + (
+        f" ({n_disturbed} of {len(valued)} values were timed in disturbed windows (~): shown, not evidence; measure "
+        "those runs again on a quiet machine)" if n_disturbed else ""))
     if out and page is not None:
         print_line("history page:", "", page)
     elif out:
