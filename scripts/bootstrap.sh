@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up edgebench from scratch: a .venv with edgebench and its CPU runtimes.
-#   bash scripts/bootstrap.sh          # edgebench + LiteRT + hls4ml C-simulation extras
+#   bash scripts/bootstrap.sh          # edgebench + the CPU runtime extras (LiteRT, hls4ml, OpenVINO, ...)
 #   bash scripts/bootstrap.sh --test   # also the test extras and the system packages the tests use
 #                                      # (sshd, PostgreSQL, chromium for the report in a real browser)
 # torch is pinned by constraints.txt: an unpinned resolve pulls gigabytes of CUDA wheels.
