@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from edgebench.job import JobResult
+from edgebench.job import JobResult, Placement
 from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.store import Store
 from edgebench.store.record import MeasurementRecord
@@ -144,8 +144,10 @@ def fill_run(
     targets: dict[str, float] | None = None,
     profiles: dict[str, dict[str, Any]] | None = None,
     window_runs: int = 400,
+    executor: str | None = None,
 ) -> str:
-    """Store a full synthetic run and return its id (each timed window of ``window_runs`` runs).
+    """Store a full synthetic run and return its id (each timed window of ``window_runs`` runs; ``executor``: the
+    placement each result records, none by default).
 
     ``slowdown`` maps variant label -> latency factor; ``targets`` maps target name -> latency factor;
     ``profiles`` maps variant label -> a per-layer profile (``LayerProfile.to_dict()``) stored with it.
@@ -159,6 +161,8 @@ def fill_run(
         for target, factor in (targets or {"local-cpu": 1.0}).items():
             key = f"{spec.id}:{target}:onnxruntime:t{threads}"
             result = synthetic_result(key, spec, rng, slowdown.get(spec.label, 1.0) * factor, window_runs)
+            if executor is not None:
+                result = result.model_copy(update={"ran_on": Placement(executor=executor, host="h")})
             if spec.label in (profiles or {}):
                 result = result.model_copy(update={"layer_profile": profiles[spec.label]})  # type: ignore[index]
             store.add_measurement(

@@ -175,6 +175,11 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
     if base_run.get("edgebench_version") != cand_run.get("edgebench_version"):
         warnings.append(f"edgebench differs: {base_run.get('edgebench_version')} vs {cand_run.get('edgebench_version')} "
                         "(a change in how edgebench measures shows as a change in the figures)")
+    executors = [sorted({str(where).split()[0] for where in df["ran_on"].dropna()}) for df in (base_df, cand_df)]
+    if executors[0] and executors[1] and executors[0] != executors[1]:
+        warnings.append(f"executors differ: {', '.join(executors[0])} vs {', '.join(executors[1])} (under Ray a "
+                        "measurement is forked from the Ray worker, whose imports count in its peak RSS: +40-60 % for "
+                        "ONNX Runtime and torch jobs; compare memory within one executor)")
     warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
                  "compared" for run in (base_run, cand_run) if run.get("finished_at") is None]
     pairs, unmatched, missing = [], [], []
