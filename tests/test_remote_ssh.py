@@ -116,6 +116,7 @@ def test_dead_host_becomes_failed_result_after_retries(onnx_job_files: tuple[Job
     result = run_job_remote(job, dead, files)
     assert result.status == "failed"
     assert "cannot connect to 127.0.0.1" in (result.error or "") and "after 2 attempts" in (result.error or "")
+    assert "Unable to connect to port" in (result.error or "") and "[Errno None]" not in (result.error or "")
     assert result.unreachable  # not a result of the job: a host that died mid-run leaves the run open to resume
     gone = run_job_remote(job, dead, [*files, tmp_path / "no-such.onnx"])  # a local file: no retry, no resume
     assert gone.error == f"cannot copy to 127.0.0.1: no file {tmp_path / 'no-such.onnx'} here" and not gone.unreachable

@@ -104,7 +104,8 @@ def connect(ssh: SSHSpec) -> Any:
         raise _Dropped(f"SSH handshake with {where} failed: {exc} (is an SSH server listening on that port?)") from exc
     except (OSError, EOFError) as exc:  # refused, unreachable, timed out, name not resolved
         client.close()
-        raise _Dropped(f"cannot connect to {where}: {exc}") from exc
+        # paramiko's NoValidConnectionsError reads "[Errno None] Unable to connect to port ...": its strerror is the text
+        raise _Dropped(f"cannot connect to {where}: {exc.strerror or exc}") from exc
     return client
 
 
