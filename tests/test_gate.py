@@ -86,7 +86,7 @@ def test_warn_and_fail_levels_give_their_exit_codes(app: typer.Typer, db: Path) 
 def test_without_thresholds_any_regression_fails_as_before(app: typer.Typer, db: Path) -> None:
     code, out = _compare(app, db, "--min-effect", "latency=2", "--min-effect", "throughput=2")
     assert code == ExitCode.REGRESSION, out
-    assert "a regression (no threshold set for this metric)" in out
+    assert "a regression (no --warn or --fail level set for this metric)" in out
 
 
 def test_json_carries_the_gate(app: typer.Typer, db: Path, tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def _level(change: MetricChange, thresholds: Thresholds) -> tuple[Level, str]:
         return "warn", f"at or past --warn {change.metric}={warn:g}{unit}" + (
             f", below --fail {fail:g}{unit}" if fail is not None else "")
     if warn is None and fail is None:
-        return "fail", "a regression (no threshold set for this metric)"
+        return "fail", "a regression (no --warn or --fail level set for this metric)"
     return "ok", f"below --warn {change.metric}={warn:g}{unit}" if warn is not None else "below its thresholds"
 
 
