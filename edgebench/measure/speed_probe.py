@@ -20,6 +20,7 @@ runs whose probe is that much slower than the fastest of the runs it compares (`
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -51,21 +52,23 @@ def probe_us() -> float:
     return float(np.median(times)) / 1e3
 
 
-def env_number(name: str, default: float) -> float:
-    """The environment variable ``name`` as a number >= 0, ``default`` when unset; ConfigError naming it if not."""
+def env_number(name: str, default: float, minimum: float = 0.0) -> float:
+    """The environment variable ``name`` as a finite number >= ``minimum``, ``default`` when unset; ConfigError
+    naming it if not (nan or inf would silently turn the flagging off)."""
     text = os.environ.get(name) or ""
     try:
         value = float(text) if text else default
     except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):  # nan or inf would silently turn the flagging off
-        raise ConfigError(f"{name}={text!r}: give a number >= 0 (default {default}), or unset it")
+        value = math.nan
+    if not minimum <= value < math.inf:
+        raise ConfigError(f"{name}={text!r}: give a number >= {minimum:g} (default {default}), or unset it")
     return value
 
 
 def tolerance() -> float:
-    """``SPEED_TOLERANCE``, or the environment's ``EDGEBENCH_SPEED_TOLERANCE``."""
-    return env_number(TOLERANCE_ENV, SPEED_TOLERANCE)
+    """``SPEED_TOLERANCE``, or the environment's ``EDGEBENCH_SPEED_TOLERANCE`` (below 0, down to -1: every window
+    counts as one the machine changed speed in, how tests force it)."""
+    return env_number(TOLERANCE_ENV, SPEED_TOLERANCE, minimum=-1.0)
 
 
 def within_window(samples_ns: Sequence[int]) -> float | None:
