@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ def stratified_split(
     classes = int((counts > 0).sum())
     # stratified only where every class can appear on both sides; a tiny dataset is split at random instead
     stratify = y if counts[counts > 0].min() >= 2 and min(held, len(y) - held) >= classes else None
+    from sklearn.model_selection import train_test_split  # 1.6 s of imports: only where a split is drawn
+
     x_keep, x_held, y_keep, y_held = train_test_split(
         x, y, test_size=fraction, random_state=seed, stratify=stratify
     )

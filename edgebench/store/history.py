@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from edgebench.store.compare_match import disturbance
 from edgebench.store.metrics import (
@@ -29,7 +28,14 @@ from edgebench.store.metrics import (
     context_label,
     get_metric,
 )
-from edgebench.store.significance import MIN_SERIES_RUNS, Noise, at_least, p50_se_floor, series_noise
+from edgebench.store.significance import (
+    MIN_SERIES_RUNS,
+    Noise,
+    at_least,
+    p50_se_floor,
+    series_noise,
+    t_two_sided_p,
+)
 from edgebench.store.store import Store
 
 
@@ -132,7 +138,7 @@ class _Rule:
             return verdict
         # the median of k runs has a standard error of about 1.2533 sigma / sqrt(k)
         se = 1.2533 * self.noise.sigma * np.sqrt(1 / len(left) + 1 / len(right))
-        p = 2 * stats.t.sf(abs(np.log(ratio)) / se, self.noise.df) if se > 0 else 0.0
+        p = t_two_sided_p(np.log(ratio) / se, self.noise.df) if se > 0 else 0.0
         return verdict if p < self.alpha else None
 
 

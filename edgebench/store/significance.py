@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 #: ``undecided``: the evidence was disturbed (a contended measurement), so no call is made either way
 #: "lost": measured in the baseline, not in the candidate (compare's own verdict; no test decides it)
@@ -145,6 +144,14 @@ def _call(ratio: float, higher_is_better: bool, min_effect: float) -> Verdict:
     return "unchanged"
 
 
+def t_two_sided_p(t: float, df: float) -> float:
+    """Two-sided p-value of ``t`` under Student's t with ``df`` degrees of freedom. scipy.stats is imported here,
+    not with this module: it is half a second of every CLI start, and most commands never test."""
+    from scipy import stats
+
+    return float(2 * stats.t.sf(abs(t), df))
+
+
 def _tested(log_ratio: float, se: float, df: float, higher_is_better: bool, min_effect: float, alpha: float,
             basis: Basis, note: str) -> Decision:
     """Verdict of a t-test on a log ratio: significant at ``alpha`` *and* at least ``min_effect``."""
@@ -152,7 +159,9 @@ def _tested(log_ratio: float, se: float, df: float, higher_is_better: bool, min_
     if se <= 0:
         return Decision(_call(ratio, higher_is_better, min_effect) if log_ratio else "unchanged",
                         ratio, ratio, ratio, None, basis, note)
-    p = float(2 * stats.t.sf(abs(log_ratio) / se, df))
+    from scipy import stats  # see t_two_sided_p
+
+    p = t_two_sided_p(log_ratio / se, df)
     half = float(stats.t.ppf(1 - alpha / 2, df)) * se
     verdict = _call(ratio, higher_is_better, min_effect) if p < alpha else "unchanged"
     return Decision(verdict, ratio, float(np.exp(log_ratio - half)), float(np.exp(log_ratio + half)), 1 - p, basis, note)
@@ -227,4 +236,6 @@ def proportion_change_p(p_a: float, n_a: int, p_b: float, n_b: int) -> float | N
     se = np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     if se == 0:
         return None if p_a == p_b else 0.0
+    from scipy import stats  # see t_two_sided_p
+
     return float(2 * stats.norm.sf(abs(p_b - p_a) / se))

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
-from scipy.stats import rankdata
 from torch import nn
 from torch.nn import functional as F
 
@@ -173,6 +172,8 @@ def _greedy_removal_order(x: torch.Tensor) -> torch.Tensor:
 def spearman_matrix(x: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between the columns of ``x`` (samples x features): Pearson's correlation of the
     columns' ranks, ties given their average rank; a constant column correlates 0 with everything."""
+    from scipy.stats import rankdata  # here, not at the top: scipy.stats costs every build process a second
+
     ranks = torch.as_tensor(rankdata(x.double().numpy(), axis=0), dtype=torch.float64)
     centred = ranks - ranks.mean(0)
     norms = centred.norm(dim=0)
