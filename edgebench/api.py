@@ -235,11 +235,11 @@ def run(
     Tags name the run for ``compare`` and ``history``; ``progress(stage, done, total, detail)`` is called as tasks
     finish; ``render=False`` skips the HTML report.
     """
+    _refuse_unguarded_script()  # first: a worker importing the script exits before seconds of imports
     from edgebench.pipeline import run_experiment
     from edgebench.store.connection import absolute_store_url
     from edgebench.store.store import validate_tag
 
-    _refuse_unguarded_script()
     _expect(experiment, (Experiment, str, Path, type(None)), "run(experiment)",
             "an Experiment, an experiment file's path, or None for the built-in one")
     if not isinstance(tags, str) and not (isinstance(tags, Sequence) and all(isinstance(t, str) for t in tags)):
