@@ -118,11 +118,21 @@ def two_target_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return render_report(store, run_id, tmp / "report")
 
 
+@pytest.fixture(scope="module")
+def one_target_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """The synthetic run (with one failed job) rendered once for the two tests that only read it, with its ONNX
+    Runtime measurements by label."""
+    tmp = tmp_path_factory.mktemp("one-target")
+    with Store.open(tmp / "results.db") as store:
+        run_id = fill_run(store)
+        ok = store.measurements(run_id).query("status == 'ok' and backend == 'onnxruntime'").set_index("label")
+        return render_report(store, run_id, tmp / "report"), ok
+
+
 def test_report_renders_offline_with_working_images_and_sorting(
-    browser: Any, filled_store: tuple[Store, str], tmp_path: Path
+    browser: Any, one_target_report: tuple[Path, pd.DataFrame], tmp_path: Path
 ) -> None:
-    store, run_id = filled_store
-    index = render_report(store, run_id, tmp_path / "report")
+    index, _ = one_target_report
     view = Page(browser, index)
     page = view.page
     images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.naturalWidth])")
@@ -154,12 +164,9 @@ def test_report_renders_offline_with_working_images_and_sorting(
     view.close()
 
 
-def test_hover_shows_the_points_label_p50_and_figures(
-    browser: Any, filled_store: tuple[Store, str], tmp_path: Path
-) -> None:
-    store, run_id = filled_store
-    ok = store.measurements(run_id).query("status == 'ok' and backend == 'onnxruntime'").set_index("label")
-    view = Page(browser, render_report(store, run_id, tmp_path / "report"))
+def test_hover_shows_the_points_label_p50_and_figures(browser: Any, one_target_report: tuple[Path, pd.DataFrame]) -> None:
+    index, ok = one_target_report
+    view = Page(browser, index)
     for label in ("l1-0.5-while_training/int8", "baseline/fp32"):
         text = view.hover(view.row_of(label))
         row = ok.loc[label]
