@@ -141,9 +141,10 @@ def test_hang_becomes_timeout_failure(eval_files, tmp_path):
     artifact = tmp_path / "hang.pt"
     artifact.write_bytes(pickle.dumps(_Hang()))
     start = time.monotonic()
-    result = run_one(_job(artifact, eval_npz, None, "torch"), timeout_s=5)
+    # the worker starts (torch) in ~2 s, then the 'model' sleeps 60 s: 3 s still ends in the hang
+    result = run_one(_job(artifact, eval_npz, None, "torch"), timeout_s=3)
     assert time.monotonic() - start < 30
-    assert result.status == "failed" and "timed out after 5 s" in result.error
+    assert result.status == "failed" and "timed out after 3 s" in result.error
 
 
 def test_corrupt_onnx_gives_clear_error(eval_files, tmp_path):
