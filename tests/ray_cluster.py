@@ -97,7 +97,10 @@ def start_cluster(temp_root: Path, head_cpus: int = 2, head_resources: dict[str,
 
     base = random.Random().randrange(20000, 60000, 100)
     paths = [str(REPO), *map(str, extra_paths), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=os.pathsep.join(paths))
+    # a node stopped here stops at once, as a board that drops out does: on SIGTERM `ray start` would first drain
+    # it for up to 30 s while a driver still holds a worker lease there
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+               PYTHONPATH=os.pathsep.join(paths))
     cluster = RayCluster(f"{NODE_IP}:{base}", temp_root, env, itertools.count(base + 100, 100))
     head_args = ["--head", f"--port={base}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
                  f"--ray-client-server-port={base + 1}"]
