@@ -34,7 +34,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 extras="litert,fpga,openvino,remote,postgres,parquet,cuda"  # cuda: NVML bindings only (small)
 (( with_tests )) && extras+=",test,ray,mlflow"  # ray: a real two-node Ray cluster; mlflow: a real mlflow server
-# --no-compile: pip byte-compiles every module it installs (torch alone has thousands) although a run imports a
-# fraction of them, and Python compiles those on first import: 154 s -> 40 s for this install, measured
-.venv/bin/python -m pip install -q --no-compile -c constraints.txt -e ".[${extras}]"
+# byte-compiled by pip (no --no-compile, though that installs 4x faster): where PYTHONDONTWRITEBYTECODE is set, as on
+# this project's CI machines, nothing would ever be compiled and every process would compile its imports anew
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 echo "edgebench installed in .venv ($(.venv/bin/edgebench --help >/dev/null && echo ok))"
