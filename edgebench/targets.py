@@ -179,6 +179,9 @@ def _check_plugins(spec: TargetSpec) -> None:
         formats = BACKENDS.get(name).formats
         if fmt not in formats:
             raise ValueError(f"artifact_formats.{name}: '{fmt}' is not a format {name} loads; allowed: {', '.join(formats)}")
+    if spec.energy and "type" not in spec.energy:  # {kind: rapl} or options alone measured no energy, silently
+        raise ValueError(f"energy: no type given (only {', '.join(map(str, spec.energy))}); name the meter with "
+                         f"energy.type ({', '.join(METERS.names())}), or write energy: null for none")
     if spec.energy and spec.energy.get("type") not in (None, "none"):
         kind = spec.energy["type"]
         if kind not in METERS:

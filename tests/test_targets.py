@@ -71,6 +71,8 @@ def test_every_shipped_target_validates() -> None:
          "energy: unknown option 'zone'; allowed: root, zones"),
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
         ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
+        # a misspelt key (or a meter's options alone) measured no energy and said nothing
+        ("backends: [onnxruntime]\nenergy: {kind: rapl}\n", "energy: no type given (only kind); name the meter"),
         ("backends: [onnxruntime]\nprecisions: [int4]\n", "precisions.0"),
         # a copied board file without its kind measured this machine, stored under the board's name
         ("backends: [onnxruntime]\nssh: {host: 127.0.0.2, user: pi}\n",
