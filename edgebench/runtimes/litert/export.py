@@ -22,6 +22,7 @@ import contextlib
 import copy
 import io
 import logging
+import operator
 import os
 import re
 import tempfile
@@ -114,6 +115,53 @@ def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
     return dropped
 
 
+def _bounds(size: int, out: int) -> list[tuple[int, int]]:
+    """Adaptive pooling's windows along one axis: output i reads [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _without_adaptive_max_pools(graph: torch.fx.GraphModule) -> int:
+    """Replace in ``graph`` each ``adaptive_max_pool2d`` whose indices nothing reads by the same maximum written
+    with ops litert-torch lowers (0.10 has no lowering for it: "Lowering not found"); return how many went.
+
+    Where the input divides into the output, the windows are equal and it is ``max_pool2d`` with kernel = stride
+    = input // output (a global max pool: one window of the whole map); otherwise each output cell is the ``amax``
+    of its own window (adaptive pooling's floor/ceil bounds), concatenated. Both give the same values exactly."""
+    aten = torch.ops.aten
+    replaced = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != aten.adaptive_max_pool2d.default:
+            continue
+        users = list(node.users)  # getitem 0 (the maxima) and 1 (the indices, exported even where unread)
+        if any(u.target is not operator.getitem or (u.args[1] != 0 and u.users) for u in users):
+            continue  # the indices are read (return_indices=True): left, and the conversion fails as before
+        source = node.args[0]
+        height, width = (int(d) for d in source.meta["val"].shape[-2:])
+        out_h, out_w = (int(d) if d is not None else size for d, size in zip(node.args[1], (height, width)))
+        with graph.graph.inserting_before(node):
+            if height % out_h == 0 and width % out_w == 0:
+                kernel = [height // out_h, width // out_w]
+                pooled = graph.graph.call_function(aten.max_pool2d.default, (source, kernel, kernel))
+            else:
+                rows = []
+                for top, bottom in _bounds(height, out_h):
+                    band = graph.graph.call_function(aten.slice.Tensor, (source, -2, top, bottom))
+                    cells = [graph.graph.call_function(aten.amax.default, (
+                        graph.graph.call_function(aten.slice.Tensor, (band, -1, left, right)), [-2, -1], True))
+                        for left, right in _bounds(width, out_w)]
+                    rows.append(graph.graph.call_function(aten.cat.default, (cells, -1)))
+                pooled = graph.graph.call_function(aten.cat.default, (rows, -2))
+        for user in users:
+            if user.args[1] == 0:
+                user.replace_all_uses_with(pooled)
+            graph.graph.erase_node(user)
+        graph.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        graph.recompile()
+    return replaced
+
+
 def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
     """The one-line refusal for torch.export meeting a Python branch on a tensor's value (a 'data-dependent'
     guard), naming the model's own file:line where the message shows it; None for any other failure."""
@@ -129,21 +177,21 @@ def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
 
 
 def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **options):
-    """litert-torch's conversion of ``model``; where it fails on a broadcast expand (``_without_broadcast_expands``),
-    that of its exported graph without them. The model as written goes first: exporting it to look for expands
-    would cost every conversion a second export."""
+    """litert-torch's conversion of ``model``; where it fails, that of its exported graph rewritten where it can be
+    (broadcast expands dropped, ``_without_broadcast_expands``; adaptive max pools in ops it lowers,
+    ``_without_adaptive_max_pools``). The model as written goes first: exporting it to look for either would cost
+    every conversion a second export."""
     try:
         return litert_torch.convert(model, (example,), **options)
     except Exception as exc:
         if (branch := _data_dependent_branch(exc)) is not None:
             raise branch from None
-        if not isinstance(exc, ValueError):
-            raise
         graph = torch.export.export(model, (example,)).module()
-        if not _without_broadcast_expands(graph):
+        if not (_without_broadcast_expands(graph) + _without_adaptive_max_pools(graph)):
             raise
         graph.training = False
-        log.info("litert-torch could not convert the model as written; converting it without its broadcast expands")
+        log.info("litert-torch could not convert the model as written; converting its graph without broadcast "
+                 "expands and adaptive max pools")
         return litert_torch.convert(graph, (example,), **options)
 
 
@@ -192,6 +240,7 @@ def _prepared(model: nn.Module, example: torch.Tensor, calibration: np.ndarray):
     )
     graph = torch.export.export(model, (example,)).module()
     _without_broadcast_expands(graph)  # first: the passes below add nodes without shape metadata
+    _without_adaptive_max_pools(graph)
     graph = _unfused_shared_convs(_without_dropout(graph))
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
@@ -362,15 +411,10 @@ class TfliteExporter(Exporter):
 
     def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
         """A TorchScript program (``model.weights``): litert-torch converts through torch.export, which cannot trace
-        a ScriptModule (it fails at export with "ScriptModule has not been initialized"); a layer litert-torch has no
-        lowering for (found by type, before training: a trial conversion costs seconds a run)."""
+        a ScriptModule (it fails at export with "ScriptModule has not been initialized")."""
         if any(isinstance(module, torch.jit.ScriptModule) for module in model.modules()):
             return ("a TorchScript program cannot go through torch.export (LiteRT's converter): give the model's code "
                     "and a state dict, or a torch.export (.pt2) program")
-        for name, module in model.named_modules():  # litert-torch 0.10: "Lowering not found"
-            if isinstance(module, nn.AdaptiveMaxPool2d):
-                return (f"litert-torch has no lowering for layer '{name}' (AdaptiveMaxPool2d: aten.adaptive_max_pool2d); "
-                        "a global max pool converts as torch.amax(x, dim=(2, 3), keepdim=True)")
         return None
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
