@@ -119,9 +119,11 @@ def available_targets(
 def _input_record(splits: DatasetSplits) -> dict[str, object]:
     """What every artifact of the run takes as input: its shape (C, H, W), the classes its outputs score, and the
     normalisation of [0, 1] pixels (the training split's own statistics when none was declared: a deployment must
-    apply the same, and nothing else records them)."""
+    apply the same, and nothing else records them); and the accuracy of always answering the test split's most
+    common class, the chance level a measured accuracy is read against."""
     scaling = splits.scaling
-    return {"shape": list(splits.input_shape), "classes": splits.num_classes,
+    majority = float(np.bincount(splits.y_test).max() / len(splits.y_test)) if len(splits.y_test) else None
+    return {"shape": list(splits.input_shape), "classes": splits.num_classes, "majority_class_rate": majority,
             "normalize": None if scaling is None else {"mean": scaling.mean, "std": scaling.std,
                                                        "from": "declared" if scaling.declared else "training split"}}
 

@@ -131,6 +131,9 @@ def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
     raw = DATASETS.get("digits")()  # the loader's [0, 1] pixels, before edgebench standardises them
     spec = again.input_spec()
     assert spec["shape"] == [1, 8, 8] and spec["classes"] == 10 and spec["normalize"]["from"] == "training split"
+    # the chance level the run's notes read accuracies against: the test split's most common class's share
+    counts = [int((raw.y_test == c).sum()) for c in range(10)]
+    assert spec["majority_class_rate"] == pytest.approx(max(counts) / len(raw.y_test))
     assert spec["normalize"]["mean"] == pytest.approx([raw.x_train.mean()], rel=1e-5)
     assert spec["normalize"]["std"] == pytest.approx([raw.x_train.std() + 1e-6], rel=1e-5)
     assert "(pixel in [0, 1] - mean) / std" in index.read_text()

@@ -303,6 +303,29 @@ def test_a_run_says_how_many_timed_windows_were_disturbed_and_marks_them() -> No
     assert _disturbed(df.iloc[1:]) == []
 
 
+def test_a_run_whose_baseline_never_learned_says_so() -> None:
+    """Every variant of a run whose baseline sat at 0.250 on a 4-class test split read 0.250 too, and nothing said
+    the model had learned nothing. The bar, by hand: 50 of 200 test images in the largest class, 0.25 + 2 *
+    sqrt(0.25 * 0.75 / 200) = 0.25 + 0.0612 = 0.3112."""
+    import pandas as pd
+
+    from edgebench.report.run_notes import _at_chance
+
+    def run(accuracies: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"status": ["ok"] * len(accuracies) + ["ok"], "kind": ["baseline"] * len(accuracies)
+                             + ["structured"], "accuracy": [*accuracies, 0.9], "n_eval": [200.0] * (len(accuracies) + 1),
+                             "label": [f"baseline/p{i}" for i in range(len(accuracies))] + ["l1-0.5/fp32"],
+                             "target": ["local-cpu"] * (len(accuracies) + 1),
+                             "backend": ["torch"] * (len(accuracies) + 1)})
+
+    text = " ".join(map(str, _at_chance(run([0.25, 0.31]), 0.25)))
+    assert text.startswith("chance: the baseline's best accuracy, 0.310 (baseline/p1 on local-cpu/torch), is no "
+                           "better than always answering the test split's most common class (0.250 of 200 images)")
+    assert _at_chance(run([0.25, 0.32]), 0.25) == []  # above 0.3112: learned something
+    assert _at_chance(run([0.25]), None) == []  # a run stored before the chance level was recorded
+    assert _at_chance(run([]), 0.25) == []  # no baseline measured (a pruned variant's 0.9 is no baseline)
+
+
 def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
     """NaN/inf logits (counted as wrong) and hls4ml tensors past the fixed-point range are said in the summary, not
     only in a worker log and the stored details."""

@@ -179,7 +179,8 @@ def _print_summary(results: Any) -> None:
     df = results.stored()
     if (df["status"] == "ok").any():  # a run with nothing measured has no front to show (its errors follow)
         console.print(_fronts_table(outcome.run_id, df))
-    for note in run_notes(df):  # what the figures above need said (the report and Results.notes() say it too)
+    # what the figures above need said (the report and Results.notes() say it too)
+    for note in run_notes(df, results.input_spec()):
         print_line(f"{note.label}:", "yellow", note.text)
     _print_where(df)
     retried = f" ({outcome.retried} failed before, measured again)" if outcome.retried else ""

@@ -301,7 +301,7 @@ def render_report(
         across = pareto_flags(ok, pairs, across=True) if ok["target"].nunique() > 1 else None
         table = variants_table(ok, pareto_flags(ok, pairs), across)
         sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{table}")
-    notes = run_notes(df)
+    notes = run_notes(df, (run.get("experiment") or {}).get("input"))
     if notes:  # what the CLI's summary says beside the figures: a report read later says it too
         items = "".join(f"<li><b>{esc(n.label)}</b>: {esc(n.text)}</li>" for n in notes)
         sections.append(f"<h2>Notes ({len(notes)})</h2><ul class=notes>{items}</ul>")

@@ -1,7 +1,7 @@
-"""What a stored run's results say the user should hear beside its figures: windows other processes disturbed or
-that ended short of their rule, overflowing outputs, "pruned" variants that removed nothing, what allocations
-recorded, how far the latency model was off. Read from the store alone, so the CLI's summary, the HTML report and
-``Results.notes()`` say the same, for this run or one stored long ago."""
+"""What a stored run's results say the user should hear beside its figures: a baseline at chance level, windows
+other processes disturbed or that ended short of their rule, overflowing outputs, "pruned" variants that removed
+nothing, what allocations recorded, how far the latency model was off. Read from the store alone, so the CLI's
+summary, the HTML report and ``Results.notes()`` say the same, for this run or one stored long ago."""
 
 from __future__ import annotations
 
@@ -22,12 +22,34 @@ class Note(NamedTuple):
         return f"{self.label}: {self.text}"
 
 
-def run_notes(df: pd.DataFrame) -> list[Note]:
-    """Every note of a run's measurements (``Store.measurements``), in the order the CLI prints them."""
+def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]:
+    """Every note of a run's measurements (``Store.measurements``), in the order the CLI prints them; ``fed`` is
+    the run's input record (``Results.input_spec()``), which holds the test split's chance level."""
     if df.empty:
         return []
-    return [*_disturbed(df), *_unfinished_windows(df), *_overflow(df), *_unpruned(df), *_allocations(df),
-            *_prediction_error(df)]
+    return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_disturbed(df), *_unfinished_windows(df),
+            *_overflow(df), *_unpruned(df), *_allocations(df), *_prediction_error(df)]
+
+
+def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
+    """Baselines whose every measured accuracy is within two standard errors of answering the test split's most
+    common class: the model never learned (too few epochs, a learning rate too high or low, labels that do not
+    follow the images) or its weights are fed other inputs than they were trained on, and every variant's accuracy
+    after it means nothing. A run stored before the chance level was recorded gets no note."""
+    ok = _ok(df)
+    baselines = ok[(ok["kind"] == "baseline") & ok["accuracy"].notna()]
+    if majority is None or baselines.empty:
+        return []
+    n = float(baselines["n_eval"].max())
+    bar = majority + 2 * (majority * (1 - majority) / n) ** 0.5
+    best = baselines.loc[baselines["accuracy"].astype(float).idxmax()]
+    if best["accuracy"] > bar:
+        return []
+    return [Note("chance", f"the baseline's best accuracy, {best['accuracy']:.3f} ({best['label']} on "
+                           f"{best['target']}/{best['backend']}), is no better than always answering the test split's "
+                           f"most common class ({majority:.3f} of {n:.0f} images): the model has not learned, so no "
+                           "variant's accuracy here says anything; train longer or at another rate (training.epochs, "
+                           "training.lr), or check the labels, the weights and dataset.preprocess")]
 
 
 def _details(row: pd.Series) -> dict[str, Any]:
