@@ -66,6 +66,8 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [litert]\nbackend_options: {onnxruntime: {}}\n", "backend_options.onnxruntime: not one of"),
         ("backends: [openvino]\nbackend_options: {openvino: {performance_hint: FASTEST}}\n",
          "backend_options.openvino: option 'performance_hint': Input should be 'LATENCY', 'THROUGHPUT'"),
+        ("backends: [onnxruntime]\nbackend_options: {onnxruntime: {graph_optimization_level: fast}}\n",
+         "backend_options.onnxruntime: option 'graph_optimization_level': Input should be 'all', 'extended', 'basic'"),
         ("backends: [litert]\nartifact_formats: {litert: onnx}\n", "'onnx' is not a format litert loads"),
         ("backends: [onnxruntime]\nenergy: {type: rapl, zone: [package-0]}\n",
          "energy: unknown option 'zone'; allowed: root, zones"),

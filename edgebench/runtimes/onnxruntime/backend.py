@@ -5,23 +5,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 from edgebench.runtimes.onnxruntime.mixed_precision import METADATA_KEY
 from edgebench.runtimes.onnxruntime.profile import node_placement, profile_onnxruntime
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, create_ort_session
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphPasses, create_ort_session
 
 
 class OnnxRuntimeSession(Session):
     """Wraps an ``InferenceSession``; the input/output names are read once at load."""
 
-    def __init__(self, session, artifact: Path, threads: int, precision: str = "fp32") -> None:  # ort.InferenceSession
+    def __init__(self, session, artifact: Path, threads: int, precision: str = "fp32",  # ort.InferenceSession
+                 passes: GraphPasses = ORT_DEFAULTS) -> None:
         self._session, self._artifact, self._threads, self._precision = session, artifact, threads, precision
+        self._passes = passes  # the graph optimisations of every second session (profiles, fp16 and placement checks)
         self._input = session.get_inputs()[0].name
         self._outputs = [session.get_outputs()[0].name]
         # a file another tool made may take and give float16 (an fp16 model with fp16 I/O): fed as it expects
@@ -50,9 +53,10 @@ class OnnxRuntimeSession(Session):
         if self._precision == "fp16":
             from edgebench.runtimes.onnxruntime.fp16 import fp16_execution
 
-            out["fp16"] = fp16_execution(self._artifact, self._threads, self._providers())
+            out["fp16"] = fp16_execution(self._artifact, self._threads, self._providers(), self._passes)
         if self._session.get_providers()[0] != CPU_PROVIDER:
-            out["placement"] = node_placement(self._artifact, self._example(), self._threads, self._providers())
+            out["placement"] = node_placement(self._artifact, self._example(), self._threads, self._providers(),
+                                              self._passes)
         return out
 
     def _example(self) -> np.ndarray:
@@ -62,17 +66,31 @@ class OnnxRuntimeSession(Session):
 
     def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
         """ORT session profiling in a second session on the same providers."""
-        return profile_onnxruntime(self._artifact, batch, self._threads, runs=runs, providers=self._providers())
+        return profile_onnxruntime(self._artifact, batch, self._threads, runs=runs, providers=self._providers(),
+                                   passes=self._passes)
+
+
+class GraphOptions(BaseModel):
+    """``backend_options.onnxruntime`` (and ``onnxruntime_cuda``) of a target: ORT's graph optimisations."""
+
+    model_config = ConfigDict(extra="forbid")
+    graph_optimization_level: Literal["all", "extended", "basic", "disabled"] = Field(
+        "all", description="ORT's GraphOptimizationLevel: all (ORT's default, with the CPU's NCHWc layout), "
+                           "extended, basic or disabled")
+    disabled_optimizers: list[str] = Field(
+        [], description="graph passes left out by name (e.g. NchwcTransformer, where it crashes loading a model)")
 
 
 @BACKENDS.register("onnxruntime")
 class OnnxRuntimeBackend(Backend):
     """CPUExecutionProvider; int8 QDQ models run its VNNI kernels, fp16 models its fp16 kernels where it has them."""
 
+    Options = GraphOptions
     name = "onnxruntime"
     formats = ("onnx",)
     needs = (ONNXRUNTIME,)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        session = create_ort_session(artifact, settings.threads, [CPU_PROVIDER])
-        return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision)
+        passes = GraphPasses.of(settings.options)
+        session = create_ort_session(artifact, settings.threads, [CPU_PROVIDER], passes)
+        return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision, passes)

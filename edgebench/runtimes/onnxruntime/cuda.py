@@ -16,8 +16,8 @@ from pathlib import Path
 from edgebench.errors import ArtifactError
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME_GPU
-from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, create_ort_session
+from edgebench.runtimes.onnxruntime.backend import GraphOptions, OnnxRuntimeSession
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, GraphPasses, create_ort_session
 from edgebench.runtimes.torch import NVIDIA_DRIVER
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -31,6 +31,7 @@ def _device_id(device: str) -> int:
 class OnnxRuntimeCudaBackend(Backend):
     """CUDAExecutionProvider on ``settings.device`` (``cuda:N``); outputs are copied back each run."""
 
+    Options = GraphOptions
     name = "onnxruntime_cuda"
     formats = ("onnx",)
     needs = (ONNXRUNTIME_GPU, NVIDIA_DRIVER)
@@ -50,7 +51,8 @@ class OnnxRuntimeCudaBackend(Backend):
         if hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21
             ort.preload_dlls()
         providers = [(CUDA_PROVIDER, {"device_id": _device_id(settings.device)}), CPU_PROVIDER]
-        session = create_ort_session(artifact, settings.threads, providers)  # type: ignore[arg-type]
+        passes = GraphPasses.of(settings.options)
+        session = create_ort_session(artifact, settings.threads, providers, passes)  # type: ignore[arg-type]
         if session.get_providers()[0] != CUDA_PROVIDER:
             raise ArtifactError(
                 f"ONNX Runtime could not start the CUDA provider for {artifact} (got {session.get_providers()}); "
@@ -58,4 +60,4 @@ class OnnxRuntimeCudaBackend(Backend):
                 "wheels, or the system's on LD_LIBRARY_PATH)"
             )
         session.disable_fallback()  # a provider failure mid-window fails the job instead of timing the CPU
-        return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision)
+        return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision, passes)

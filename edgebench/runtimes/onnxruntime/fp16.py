@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgebench.runtimes.onnxruntime.session import make_session_options
+from edgebench.runtimes.onnxruntime.session import ORT_DEFAULTS, GraphPasses, make_session_options, open_session
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
@@ -34,18 +34,18 @@ def _fp16_initializers(graph: Any) -> int:
     return sum(1 for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
 
 
-def fp16_execution(artifact: Path, threads: int, providers: list[str | tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def fp16_execution(artifact: Path, threads: int, providers: list[str | tuple[str, dict[str, Any]]],
+                   passes: GraphPasses = ORT_DEFAULTS) -> dict[str, Any]:
     """How many of the artifact's fp16 initializers (weights, biases) ORT keeps in fp16 once it has optimised the graph for
     ``providers`` (the timed session's options), and what that means for the arithmetic."""
     import onnx
-    import onnxruntime as ort
 
     in_file = _fp16_initializers(onnx.load(str(artifact), load_external_data=False).graph)
     with tempfile.TemporaryDirectory() as tmp:
-        options = make_session_options(threads)
+        options = make_session_options(threads, passes)
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         options.log_severity_level = 3  # saving an NCHWc-optimised graph logs a hardware-specific warning
-        ort.InferenceSession(str(artifact), options, providers=providers)
+        open_session(artifact, options, providers, passes)
         kept = _fp16_initializers(onnx.load(options.optimized_model_filepath, load_external_data=False).graph)
     if kept == 0:
         computes = "fp32: the provider has no fp16 kernels for these layers here, so ORT cast their weights to fp32"

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile, not_available
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, make_session_options
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphPasses, make_session_options, open_session
 
 KERNEL_SUFFIX = "_kernel_time"
 
@@ -71,19 +71,17 @@ Provider = str | tuple[str, dict[str, Any]]
 
 
 def _profiled_events(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider], n_runs: int,
-                     optimized: Path | None = None) -> list[dict[str, Any]]:
+                     optimized: Path | None = None, passes: GraphPasses = ORT_DEFAULTS) -> list[dict[str, Any]]:
     """ORT's profile events of ``n_runs`` inferences of ``batch`` in a profiling session of its own (its
     optimised graph saved to ``optimized`` when given)."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        options = make_session_options(threads)
+        options = make_session_options(threads, passes)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
         if optimized is not None:
             options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the saved optimised model carries a hardware-specific warning
-        session = ort.InferenceSession(str(artifact), options, providers=providers)
+        session = open_session(artifact, options, providers, passes)
         feed = {session.get_inputs()[0].name: batch}
         for _ in range(n_runs):
             session.run(None, feed)
@@ -105,10 +103,11 @@ def host_timed_reason(events: list[dict[str, Any]]) -> str | None:
             "ORT built with --enable_cuda_profiling, or Nsight Systems)")
 
 
-def node_placement(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider]) -> dict[str, dict[str, int]]:
+def node_placement(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider],
+                   passes: GraphPasses = ORT_DEFAULTS) -> dict[str, dict[str, int]]:
     """Per execution provider, how many nodes of each operator type ORT ran on it in one inference (after one
     warm-up): a node a GPU provider has no kernel for runs on the CPU, with copies to and from the device."""
-    events = _profiled_events(artifact, batch, threads, providers, n_runs=2)
+    events = _profiled_events(artifact, batch, threads, providers, n_runs=2, passes=passes)
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
     placement: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -120,7 +119,7 @@ def node_placement(artifact: Path, batch: np.ndarray, threads: int, providers: l
 
 
 def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: int = 50, warmup_runs: int = 5,
-                        providers: list[Provider] | None = None) -> LayerProfile:
+                        providers: list[Provider] | None = None, passes: GraphPasses = ORT_DEFAULTS) -> LayerProfile:
     """Per-layer profile of ``artifact`` on ORT (CPU provider unless ``providers``), ``runs`` inferences of
     ``batch``; not available when nodes ran on a GPU provider (see ``host_timed_reason``)."""
     import onnx
@@ -129,7 +128,7 @@ def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: i
     with tempfile.TemporaryDirectory() as tmp:
         optimized_path = Path(tmp) / "optimized.onnx"
         events = _profiled_events(artifact, batch, threads, providers or [CPU_PROVIDER], warmup_runs + runs,
-                                  optimized_path)
+                                  optimized_path, passes)
         optimized_graph = onnx.load(str(optimized_path), load_external_data=False).graph
     reason = host_timed_reason(events)
     if reason is not None:
