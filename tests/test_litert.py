@@ -402,8 +402,8 @@ def test_squeeze_and_excitation_with_expand_as_converts_and_agrees_with_pytorch(
 
 class _LayerScaleBlock(nn.Module):
     """A ConvNeXt block: depthwise 7x7, LayerNorm and an MLP over the channels-last map, then a per-channel layer
-    scale (trained: not uniform). ai-edge-quantizer quantizes such [1,1,1,C] constants per axis on axis 0, which
-    LiteRT refuses to load."""
+    scale (trained: not uniform). The converter folds the scale into ``fc2``, leaving its bias shaped [1, 1, 1, C],
+    which ai-edge-quantizer quantizes with C scales on an axis of size 1: LiteRT refuses such a file."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -420,9 +420,13 @@ class _LayerScaleBlock(nn.Module):
         return self.head((x + self.gamma * y).mean((2, 3)))
 
 
-def test_an_int8_file_litert_cannot_load_fails_its_export_naming_why(tmp_path: Path) -> None:
+def test_an_int8_file_litert_cannot_load_fails_its_export_naming_why(tmp_path: Path, monkeypatch) -> None:
     """It failed only at measurement, as if the runtime had broken; the export now fails with LiteRT's reason and
-    leaves no file a later run would measure."""
+    leaves no file a later run would measure. The file is the layer-scale block's int8 without the bias reshape
+    that makes it loadable (the next test), as every such model's was before it."""
+    from edgebench.runtimes.litert import export
+
+    monkeypatch.setattr(export, "_with_flat_fc_biases", lambda fp32_path, out_path: False)
     torch.manual_seed(0)
     calibration = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
     with pytest.raises(ArtifactError, match=r"ai-edge-quantizer wrote an int8 \.tflite LiteRT cannot load \(.*scale"):
@@ -483,3 +487,20 @@ def test_adaptive_max_pools_convert_to_ops_litert_lowers(pool: nn.Module, cells:
         session = get_backend("litert").load(path, BackendSettings())
         got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
         assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), precision
+
+
+def test_a_layer_scale_folded_into_a_linear_gets_an_int8_file_litert_loads(tmp_path: Path) -> None:
+    """The ConvNeXt block had no LiteRT int8 (the test above); with the folded bias reshaped to [C] before
+    quantizing, its int8 file loads and gives the model's logits, and the fp32 file is untouched by it."""
+    torch.manual_seed(0)
+    model = _LayerScaleBlock().eval()
+    calibration = np.random.default_rng(0).random((32, 3, 32, 32), dtype=np.float32)
+    exporter = get_exporter("tflite")
+    fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")
+    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=32), calibration,
+                           tmp_path / "int8.tflite", fp32_source=fp32)
+    expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
+    for path, tolerance in ((fp32, 1e-5), (int8, 0.05)):
+        session = get_backend("litert").load(path, BackendSettings())
+        got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
+        assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), path.name

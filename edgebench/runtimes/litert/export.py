@@ -303,6 +303,35 @@ def _with_scale_floor(qsvs: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     return widened
 
 
+def _with_flat_fc_biases(fp32_path: Path, out_path: Path) -> bool:
+    """Write ``fp32_path`` to ``out_path`` with each FULLY_CONNECTED bias of shape [1, ..., 1, C] reshaped to [C]
+    (the same values); False, writing nothing, where it has none.
+
+    The converter leaves such a bias where it folds a per-channel multiply into a Linear (ConvNeXt's layer scale,
+    ``linear(x) * gamma`` on channels-last activations). LiteRT runs the fp32 file, but ai-edge-quantizer gives the
+    4-D bias C scales along an axis of size 1, and LiteRT refuses the int8 file ("num_scales must be 1"): such a
+    model had no LiteRT int8. A 1-D bias is quantized per channel as every other Linear's is."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(fp32_path))
+    fully_connected = {i for i, code in enumerate(model.operatorCodes)
+                       if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED}
+    flattened = 0
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            if op.opcodeIndex not in fully_connected or len(op.inputs) < 3 or op.inputs[2] < 0:
+                continue
+            bias = graph.tensors[op.inputs[2]]
+            shape = [int(d) for d in bias.shape]
+            if len(shape) > 1 and all(d == 1 for d in shape[:-1]):
+                bias.shape = np.array(shape[-1:], dtype=np.int32)
+                flattened += 1
+    if flattened:
+        flatbuffer_utils.write_model(model, str(out_path))
+    return bool(flattened)
+
+
 def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> None:
     """Write to ``out_path`` ai-edge-quantizer's static int8 of the float .tflite at ``fp32_path``.
 
@@ -313,15 +342,18 @@ def _quantized_flatbuffer(fp32_path: Path, calibration: np.ndarray, out_path: Pa
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
-    ((signature, names),) = Interpreter(model_path=str(fp32_path)).get_signature_list().items()
-    (input_name,) = names["inputs"]
-    int8 = recipe.static_wi8_ai8()
-    manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(int8)
-    ranges = calibrator.Calibrator(str(fp32_path), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
-    images = [{input_name: np.ascontiguousarray(image[None], dtype=np.float32)} for image in calibration]
-    ranges.calibrate({signature: images}, manager)
-    quantized = quantizer.Quantizer(str(fp32_path), int8).quantize(_with_scale_floor(ranges.get_model_qsvs()))
+    with tempfile.TemporaryDirectory() as tmp:
+        flat = Path(tmp) / "flat-biases.tflite"
+        source = str(flat if _with_flat_fc_biases(fp32_path, flat) else fp32_path)
+        ((signature, names),) = Interpreter(model_path=source).get_signature_list().items()
+        (input_name,) = names["inputs"]
+        int8 = recipe.static_wi8_ai8()
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(int8)
+        ranges = calibrator.Calibrator(source, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+        images = [{input_name: np.ascontiguousarray(image[None], dtype=np.float32)} for image in calibration]
+        ranges.calibrate({signature: images}, manager)
+        quantized = quantizer.Quantizer(source, int8).quantize(_with_scale_floor(ranges.get_model_qsvs()))
     out_path.write_bytes(quantized.quantized_model)  # its export_model makes the file executable
     # the quantizer can write parameters LiteRT refuses (a per-axis scale on a [1,1,1,C] constant): fail here. With
     # the built-in kernels only: a file XNNPACK alone refuses runs on them (the backend says how)
