@@ -59,6 +59,8 @@ def test_fp32_job_measures_real_latency_and_matches_pytorch(eval_files, tmp_path
     assert result.status == "ok", result.error
     assert result.accuracy == 1.0
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    # the scale the run's notes read the difference against: the reference logits' largest magnitude
+    assert result.details["reference_max_abs"] == pytest.approx(float(np.abs(np.load(ref)["logits"]).max()))
     assert len(result.samples_ns) >= FAST.min_iters
     assert all(isinstance(s, int) and s > 0 for s in result.samples_ns)
     lat = result.latency_ms

@@ -216,6 +216,7 @@ def execute(job: Job) -> JobResult:
         mine = logits[:n] if not subset else _checked_logits(  # the subset need not hold them: scored too
             predict_all(session, leading[:n], batch_size), n, logits.shape[1], job.backend)
         max_diff = float(np.abs(mine.astype(np.float64) - ref[:n]).max()) if np.isfinite(mine).all() else math.inf
+        session_details["reference_max_abs"] = float(np.abs(ref[:n]).max())  # the scale max_diff is read against
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
     session.close()
 

@@ -1,7 +1,8 @@
-"""What a stored run's results say the user should hear beside its figures: a baseline at chance level, windows
-other processes disturbed or that ended short of their rule, overflowing outputs, "pruned" variants that removed
-nothing, what allocations recorded, how far the latency model was off. Read from the store alone, so the CLI's
-summary, the HTML report and ``Results.notes()`` say the same, for this run or one stored long ago."""
+"""What a stored run's results say the user should hear beside its figures: a baseline at chance level, float
+artifacts that do not compute their model, windows other processes disturbed or that ended short of their rule,
+overflowing outputs, "pruned" variants that removed nothing, what allocations recorded, how far the latency model
+was off. Read from the store alone, so the CLI's summary, the HTML report and ``Results.notes()`` say the same, for
+this run or one stored long ago."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]
     the run's input record (``Results.input_spec()``), which holds the test split's chance level."""
     if df.empty:
         return []
-    return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_disturbed(df), *_unfinished_windows(df),
-            *_overflow(df), *_unpruned(df), *_allocations(df), *_prediction_error(df)]
+    return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_not_the_model(df), *_disturbed(df),
+            *_unfinished_windows(df), *_overflow(df), *_unpruned(df), *_allocations(df), *_prediction_error(df)]
 
 
 def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
@@ -58,6 +59,32 @@ def _details(row: pd.Series) -> dict[str, Any]:
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
+
+
+#: the largest |logit difference| from the PyTorch model, as a fraction of its largest |logit| (at least 1), that a
+#: float artifact's rounding explains: fp32 runtimes differ by 1e-7 to 1e-5 of it (TF32 on a GPU by ~1e-3), fp16
+#: ones by ~1e-3
+ROUNDING = {"fp32": 0.01, "fp16": 0.05}
+
+
+def _not_the_model(df: pd.DataFrame) -> list[Note]:
+    """Float artifacts whose outputs differ from their PyTorch model's by more than rounding explains: the runtime
+    ran another function (a converter's error: a channels-last model's LiteRT file scored chance, logits 1.23 off,
+    and nothing failed), so their accuracy and latency are not the model's. Measurements stored before the logits'
+    scale was recorded are not judged."""
+    where = []
+    for _, row in _ok(df).iterrows():
+        scale = _details(row).get("reference_max_abs")
+        share = ROUNDING.get(row["precision"])
+        diff = row["max_abs_diff"]
+        if scale is not None and share is not None and pd.notna(diff) and diff > share * max(1.0, scale):
+            where.append(f"{row['label']} on {row['target']}/{row['backend']}: {diff:.3g} off logits up to {scale:.3g}")
+    if not where:
+        return []
+    shown = "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+    return [Note("not the model", f"{len(where)} float measurements' outputs differ from their PyTorch model's by "
+                                  f"more than rounding explains ({shown}): the runtime ran another function (an "
+                                  "export or conversion error), so their accuracy and latency are not the model's")]
 
 
 def _disturbed(df: pd.DataFrame) -> list[Note]:
