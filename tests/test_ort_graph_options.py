@@ -111,3 +111,24 @@ def test_an_fp16_file_the_nchwc_pass_crashes_on_loads_with_the_pass_left_out(exp
     expected = model(torch.from_numpy(images)).detach().numpy()
     np.testing.assert_allclose(np.array(out["logits"]), expected, atol=5e-3)
     assert out["status"] == "ok" and out["layers"] > 0 and out["computes"]
+
+
+@x86_only
+def test_bench_takes_the_backends_options(exported: tuple) -> None:
+    """`edgebench bench` made its own target with no way to set them, so it could not measure that file at all;
+    `--option KEY=VALUE` sets one as a target file's backend_options does, checked the same way."""
+    from typer.testing import CliRunner
+
+    from edgebench.cli import app
+
+    _, paths, _ = exported
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", str(paths["fp16"]), "--min-time-s", "0.05",
+                                 "--option", "disabled_optimizers=[NchwcTransformer]"])
+    assert result.exit_code == 0, result.output
+    assert "fp16.onnx on onnxruntime" in result.output and "p50 interval" in result.output
+    wrong = runner.invoke(app, ["bench", str(paths["fp32"]), "--option", "graph_optimization_level=fast"])
+    assert wrong.exit_code == 2
+    assert "backend_options.onnxruntime: option 'graph_optimization_level': Input should be 'all'" in wrong.output
+    bare = runner.invoke(app, ["bench", str(paths["fp32"]), "--option", "extended"])
+    assert bare.exit_code == 2 and "--option 'extended': not KEY=VALUE" in bare.output

@@ -234,6 +234,25 @@ def variants(
 BENCH_BACKENDS = ("onnxruntime", "litert", "torch", "hls4ml")
 
 
+def _backend_options(pairs: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs as a backend_options mapping, each VALUE read as YAML (a list, a bool...)."""
+    import yaml
+
+    from edgebench.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"edgebench bench --option {pair!r}: not KEY=VALUE (e.g. --option "
+                              "'graph_optimization_level=extended')")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"edgebench bench --option {pair!r}: its value is not YAML ({first_line(exc)})") from None
+    return options
+
+
 def bench(
     artifact: Annotated[Path, typer.Argument(help="an exported model file (.onnx, .pt, .tflite ...)")],
     backend: Annotated[str | None, typer.Option(help="backend name (see `edgebench doctor`; default: the first of "
@@ -247,6 +266,9 @@ def bench(
     timeout_s: Annotated[float, typer.Option(min=1)] = 300.0,
     profile_layers: Annotated[bool, typer.Option(
         "--profile-layers", help="also record a per-layer profile, in its own window after the timed one")] = False,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="KEY=VALUE, one of the backend's options as a target file's backend_options sets it (VALUE "
+                         "read as YAML: --option 'disabled_optimizers=[NchwcTransformer]'); repeatable")] = None,
     plugins: PluginFiles = None,
 ) -> None:
     """Measure one existing artifact in an isolated worker (no training or export)."""
@@ -271,8 +293,9 @@ def bench(
     backend = backend_for(artifact, [*BENCH_BACKENDS, *(b for b in list_backends() if b not in BENCH_BACKENDS)], backend,
                           among="edgebench's")
     blocks = get_backend(backend).target_blocks(artifact)  # an hls4ml project's fpga: block, from its metadata
-    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads, **blocks},
-                      "edgebench bench")
+    options = _backend_options(option or [])
+    target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads, **blocks,
+                                   "backend_options": {backend: options} if options else {}}, "edgebench bench --option")
     shape = check_eval_input(data, input_shape, artifact)
     cost = _graph_cost(artifact, shape or read_eval_data(data)[0].shape[1:])  # type: ignore[arg-type]
     labelled = data is not None  # else random input (its shape given or read off the artifact): no accuracy to show
@@ -282,7 +305,7 @@ def bench(
     with tempfile.TemporaryDirectory() as tmp:
         data = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="bench", variant_id="-", target="local", backend=backend, artifact=str(artifact.resolve()),
-                  threads=threads, eval_data=str(data.resolve()),
+                  threads=threads, eval_data=str(data.resolve()), backend_options=target.backend_options.get(backend, {}),
                   measure=MeasureSettings(min_time_s=min_time_s, precision=precision or None,
                                           profile_layers=profile_layers))
         result = run_one(job, timeout_s)
