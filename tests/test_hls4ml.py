@@ -530,20 +530,49 @@ def test_dropout_and_identity_in_a_sequential_are_dropped_not_refused(tmp_path: 
     assert np.abs(got - expected).max() < 0.06  # as the same network without them (test above)
 
 
-@pytest.mark.parametrize("no_op,refused", [(nn.Dropout, None), (nn.Dropout2d, "'drop' (Dropout2d): remove it")])
-def test_a_no_op_called_by_name_is_judged_by_the_conversion(no_op: type[nn.Module], refused: str | None) -> None:
-    """hls4ml's parser passes a Dropout through (its C simulation then matches the model) but has no Dropout2d:
-    only the conversion tells, and it names the layer."""
+@pytest.mark.parametrize("no_op", [nn.Dropout, nn.Dropout2d, nn.Identity])
+def test_a_no_op_called_by_name_is_taken_out_of_the_traced_graph(no_op: type[nn.Module], tmp_path: Path) -> None:
+    """``x = self.drop(x)`` in forward, as user code writes a dropout: hls4ml has no Dropout2d (nor Identity), so
+    such a model's hls4ml target was "not run" ("remove it"). The no-op is taken out of the model's traced graph
+    (layers keep their names); the C simulation gives the model's outputs as for the network without it."""
+    from edgebench.runtimes.hls4ml.export import without_inference_no_ops
+
     class Named(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv, self.drop, self.fc = nn.Conv2d(3, 4, 3), no_op(0.1), nn.Linear(4 * 6 * 6, 10)
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 10)
+            self.drop = no_op() if no_op is nn.Identity else no_op(0.1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.drop(self.conv(x)).flatten(1))
+            return self.fc(torch.relu(self.drop(self.conv(x))).flatten(1))
 
-    reason = Hls4mlExporter().refuses(Named().eval(), (3, 8, 8))
-    assert reason is None if refused is None else refused in reason
+    torch.manual_seed(0)
+    model = Named().eval()
+    stripped = without_inference_no_ops(model)
+    assert not any(isinstance(m, no_op) for m in stripped.modules()) and {"conv", "fc"} <= dict(stripped.named_modules()).keys()
+    assert any(isinstance(m, no_op) for m in model.modules())  # the variant itself is left alone
+    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
+        model, FIXED, x, tmp_path / "prj")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 0.06
+
+
+def test_a_no_op_in_a_forward_fx_cannot_trace_is_refused_naming_it() -> None:
+    """A branch on a tensor's value stops torch.fx (and hls4ml's own tracer): the no-op stays, and the refusal says
+    what hls4ml met."""
+    class Branching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.drop, self.fc = nn.Conv2d(3, 4, 3), nn.Dropout2d(0.1), nn.Linear(4 * 6 * 6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.drop(self.conv(x))
+            return self.fc((y if y.sum() > 0 else -y).flatten(1))
+
+    reason = Hls4mlExporter().refuses(Branching().eval(), (3, 8, 8))
+    assert reason is not None and reason.startswith("hls4ml cannot convert")
 
 
 class _Fire(nn.Module):

@@ -58,8 +58,6 @@ _KNOWN_UNSUPPORTED = {
     "Hardsigmoid": "use Sigmoid or ReLU",
     "SiLU": "use ReLU",
     "GELU": "use ReLU",
-    "Dropout": "remove it (a no-op at inference; edgebench drops it only from an nn.Sequential)",
-    "Identity": "remove it (edgebench drops it only from an nn.Sequential)",
 }
 #: layers hls4ml 1.3 converts to a firmware that computes something else, with what to use instead
 _WRONG_CONVERSIONS = {
@@ -67,9 +65,7 @@ _WRONG_CONVERSIONS = {
     # gave max |C-sim - PyTorch| 37.3 against outputs of at most 0.43
     "PReLU": "hls4ml 1.3 converts it to a firmware that reads its slopes per element, not per channel: use LeakyReLU",
 }
-_KNOWN_UNSUPPORTED.update({kind: _KNOWN_UNSUPPORTED["Dropout"] for kind in
-                           ("Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")})
-#: layers that do nothing at inference, which hls4ml 1.3 has no converter for
+#: layers that do nothing at inference, which hls4ml 1.3 has no converter for (but Dropout's, in some graphs)
 _INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
@@ -82,20 +78,26 @@ _PARSER_HINTS = {
 }
 
 
-def without_inference_no_ops(model: nn.Module) -> nn.Module:
-    """``model`` itself when no ``nn.Sequential`` in it holds a layer of ``_INFERENCE_NO_OPS`` (a Dropout before the
-    classifier); else a copy without them. The other layers keep their names (a Sequential runs whatever children it
-    has left), which per-layer fixed-point types are matched by. A no-op a forward calls by name stays: hls4ml
-    refuses it, naming it."""
-    def no_ops(of: nn.Module) -> list[tuple[nn.Sequential, str]]:
-        return [(seq, key) for seq in of.modules() if isinstance(seq, nn.Sequential)
-                for key, child in seq._modules.items() if isinstance(child, _INFERENCE_NO_OPS)]
+class _PassThrough(nn.Module):
+    """What stands for an inference no-op: a module outside ``torch.nn``, so hls4ml's tracer (and torch.fx's) traces
+    through its forward instead of looking for a converter, and no layer is left of it."""
 
-    if not no_ops(model):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def without_inference_no_ops(model: nn.Module) -> nn.Module:
+    """``model`` itself when it holds no layer of ``_INFERENCE_NO_OPS`` (a Dropout before the classifier), which
+    hls4ml 1.3 has no converter for; else a copy with each replaced by a pass-through, in an ``nn.Sequential`` or
+    called by name in a forward (``x = self.dropout(x)``) alike. The other layers keep their names, which per-layer
+    fixed-point types are matched by, and the model stays the user's class (hls4ml writes it into its project)."""
+    if not any(isinstance(m, _INFERENCE_NO_OPS) for m in model.modules()):
         return model
     model = copy.deepcopy(model)
-    for seq, key in no_ops(model):
-        del seq._modules[key]
+    for parent in list(model.modules()):
+        for key, child in list(parent._modules.items()):
+            if isinstance(child, _INFERENCE_NO_OPS):
+                parent._modules[key] = _PassThrough()
     return model
 
 
@@ -109,7 +111,7 @@ def check_supported(model: nn.Module) -> None:
             continue  # the user's top-level class; its children are checked
         if isinstance(module, _CONTAINERS) or list(module.children()):
             continue
-        if isinstance(module, _INFERENCE_NO_OPS):  # refused by the conversion only where the forward calls it
+        if isinstance(module, _PassThrough):  # a no-op's stand-in, traced through
             continue
         kind = type(module).__name__
         if isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1:
