@@ -624,3 +624,32 @@ def test_bench_measures_an_hls4ml_project_with_the_part_it_was_built_for(tmp_pat
     result = CliRunner().invoke(app, ["bench", str(project), "--data", str(tmp_path / "eval.npz"), "--min-time-s", "0.05"])
     assert result.exit_code == 0, result.output
     assert "project on hls4ml" in result.output and "accuracy on eval.npz" in result.output
+
+
+@pytest.mark.parametrize("pool, cells", [(nn.AdaptiveAvgPool2d(1), 1), (nn.AdaptiveMaxPool2d((2, 3)), 6)],
+                         ids=["global-average", "max-2x3"])
+def test_an_adaptive_pool_whose_windows_divide_converts_as_a_fixed_pool(pool: nn.Module, cells: int,
+                                                                         tmp_path: Path) -> None:
+    """A global average pool before the classifier, as most CNNs end: hls4ml 1.3 has no AdaptiveAvgPool2d, so their
+    hls4ml targets were "not run". The 6x6 map's size is read from a forward at the input shape, and the pool
+    becomes the AvgPool2d/MaxPool2d of the same windows (6x6; 3x2); the C simulation gives the model's outputs."""
+    from edgebench.runtimes.hls4ml.export import with_fixed_adaptive_pools
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), pool, nn.Flatten(), nn.Linear(4 * cells, 10)).eval()
+    fixed = with_fixed_adaptive_pools(model, (3, 8, 8))
+    assert type(fixed[2]) is (nn.AvgPool2d if cells == 1 else nn.MaxPool2d) and model[2] is pool  # a copy's
+    assert fixed[2].kernel_size == ((6, 6) if cells == 1 else (3, 2))
+    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
+        model, FIXED, x, tmp_path / "prj")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 0.06
+
+
+def test_an_adaptive_pool_of_uneven_windows_is_still_refused_naming_it() -> None:
+    """4 outputs of a 6-wide map take windows [0,2) [1,3) [3,5) [4,6): no fixed pool has them."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 10)).eval()
+    reason = Hls4mlExporter().refuses(model, (3, 8, 8))
+    assert reason is not None and "'1' (AdaptiveAvgPool2d): use a fixed AvgPool2d" in reason

@@ -101,6 +101,48 @@ def without_inference_no_ops(model: nn.Module) -> nn.Module:
     return model
 
 
+def with_fixed_adaptive_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """``model`` with each ``AdaptiveAvgPool2d``/``AdaptiveMaxPool2d`` (hls4ml 1.3 has no converter for them) that
+    sees one map size which divides into its output replaced by the ``AvgPool2d``/``MaxPool2d`` of kernel = stride =
+    size // output: the same windows, so the same values (a global pool: one window of the whole map). The sizes are
+    read from a forward of zeros at ``input_shape`` (C, H, W). ``model`` itself where none is replaced; a pool whose
+    windows would be uneven stays, and hls4ml's refusal names it."""
+    adaptive = {nn.AdaptiveAvgPool2d: nn.AvgPool2d, nn.AdaptiveMaxPool2d: nn.MaxPool2d}
+    pools = {name: m for name, m in model.named_modules() if type(m) in adaptive and not getattr(m, "return_indices", 0)}
+    if not pools:
+        return model
+    sizes: dict[str, set[tuple[int, int]]] = {name: set() for name in pools}
+    hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: sizes[name].add(tuple(args[0].shape[-2:])))
+             for name, m in pools.items()]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    except Exception:  # a forward that fails on zeros: converted as it is, and hls4ml says what it meets
+        return model
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    fixed = {}
+    for name, pool in pools.items():
+        if len(sizes[name]) != 1:
+            continue  # never called, or called on maps of several sizes
+        ((height, width),) = sizes[name]
+        out = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size, pool.output_size)
+        out_h, out_w = (size if o is None else o for o, size in zip(out, (height, width)))
+        if height % out_h == 0 and width % out_w == 0:
+            kernel = (height // out_h, width // out_w)
+            fixed[name] = adaptive[type(pool)](kernel, kernel)
+    if not fixed:
+        return model
+    model = copy.deepcopy(model)
+    for name, pool in fixed.items():
+        parent, _, leaf = name.rpartition(".")
+        model.get_submodule(parent)._modules[leaf] = pool
+    return model
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise UnsupportedModelError naming the first layer hls4ml cannot convert."""
     from hls4ml.converters import get_supported_pytorch_layers
@@ -333,7 +375,7 @@ class Hls4mlExporter(Exporter):
         """A layer type hls4ml has no converter for, or a graph its parser fails on (converted, not written or
         compiled: about 0.02 s for the digits CNN)."""
         try:
-            plain = without_inference_no_ops(model)
+            plain = with_fixed_adaptive_pools(without_inference_no_ops(model), input_shape)
             check_supported(plain)
             with tempfile.TemporaryDirectory() as tmp:
                 convert_model(plain, input_shape, QuantSpec(precision="fixed"), self.fpga, Path(tmp) / PROJECT)
@@ -353,10 +395,10 @@ class Hls4mlExporter(Exporter):
                 raise UnsupportedModelError("hls4ml takes quantization-trained models with power-of-two scales only "
                                             "(qat scales: power_of_two): other scales are no fixed-point type")
             model, layers = deployable(model)
-        model = without_inference_no_ops(model)
+        input_shape = tuple(int(d) for d in calibration.shape[1:])
+        model = with_fixed_adaptive_pools(without_inference_no_ops(model), input_shape)
         check_supported(model)
         fpga = self.fpga
-        input_shape = tuple(int(d) for d in calibration.shape[1:])
         if out_path.exists():
             shutil.rmtree(out_path)  # a half-written project from an interrupted run
 
