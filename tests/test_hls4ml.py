@@ -243,6 +243,28 @@ def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(tmp_path: Path) -
         Hls4mlExporter().export(SizedView().eval(), QuantSpec(precision="fixed"), x, tmp_path / "sized")
 
 
+class _FunctionalGlobalPool(nn.Module):
+    """A classifier head written with a function, as much user code ends a CNN."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__()
+        self.conv, self.fc, self.pool = nn.Conv2d(3, 4, 3), nn.Linear(4, 2), pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        if self.pool == "mean":
+            return self.fc(x.mean((2, 3)))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@pytest.mark.parametrize("pool, advice", [("mean", "write an nn.AdaptiveAvgPool2d(1) layer and x.flatten(1)"),
+                                          ("adaptive", "write the nn.AdaptiveAvgPool2d layer")])
+def test_a_global_pool_written_as_a_function_is_refused_naming_the_layer_that_converts(pool: str, advice: str) -> None:
+    """hls4ml's tracer has no mean or adaptive_avg_pool2d function; the layer form converts (test below)."""
+    reason = Hls4mlExporter().refuses(_FunctionalGlobalPool(pool).eval(), (3, 8, 8))
+    assert reason is not None and advice in reason
+
+
 def test_layers_beyond_the_fixed_point_range_are_named() -> None:
     """ap_fixed<16,6> holds [-32, 32): a classifier whose logits reach ~100 wraps around in the C simulation."""
     torch.manual_seed(0)

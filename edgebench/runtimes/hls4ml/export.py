@@ -71,6 +71,11 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
 _UNSUPPORTED_FUNCTIONS = {
     "size": " (x.view(x.size(0), -1) in forward: write x.flatten(1))",
+    # global pools written as functions: the layers convert (with_fixed_adaptive_pools)
+    "mean": " (a global average x.mean((2, 3)) in forward: write an nn.AdaptiveAvgPool2d(1) layer and x.flatten(1))",
+    "amax": " (a global maximum x.amax((2, 3)) in forward: write an nn.AdaptiveMaxPool2d(1) layer and x.flatten(1))",
+    "adaptive_avg_pool2d": " (F.adaptive_avg_pool2d in forward: write the nn.AdaptiveAvgPool2d layer)",
+    "adaptive_max_pool2d": " (F.adaptive_max_pool2d in forward: write the nn.AdaptiveMaxPool2d layer)",
 }
 #: hls4ml 1.3 parsers that fail on a form of a supported op, with the form they read
 _PARSER_HINTS = {
