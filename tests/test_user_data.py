@@ -249,8 +249,10 @@ def test_a_loader_that_draws_other_data_in_each_process_fails_the_builds_saying_
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"kind": "str"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), <U1"),
-    ({"kind": "onehot"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40, 4\), int64"),
+    ({"kind": "str"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), <U1 \(class names: "
+                      r"store np.unique\(y, return_inverse=True\)\[1\]"),
+    ({"kind": "onehot"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40, 4\), int64 \(one-hot "
+                         r"rows: store y.argmax\(1\)\)"),
     ({"kind": "float"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), float64"),
 ])
 def test_labels_a_dataset_gives_are_checked_as_an_arrays_are(team_dir, kwargs, message):

@@ -90,6 +90,15 @@ def read_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
         raise DatasetError(f"{path}: cannot read the .npz file ({first_line(exc)})") from None
 
 
+def _label_hint(y: np.ndarray) -> str:
+    """How labels in another common form become class ids: one-hot rows, or class names."""
+    if y.ndim == 2 and y.size and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        return " (one-hot rows: store y.argmax(1))"
+    if y.dtype.kind in "USO":
+        return " (class names: store np.unique(y, return_inverse=True)[1], the names' sorted order)"
+    return ""
+
+
 def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]], path: Path) -> None:
     """Each (images, labels) pair present in ``data`` has as many labels as images, as 1-D integer class ids."""
     for x_key, y_key in pairs:
@@ -100,7 +109,7 @@ def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]
         if y.ndim != 1 or not integral or (len(y) and y.min() < 0):
             negative = f", lowest {y.min()}" if y.ndim == 1 and integral and len(y) and y.min() < 0 else ""
             raise DatasetError(f"{path}: '{y_key}' must be a 1-D array of class ids 0..K-1; got shape {y.shape}, "
-                               f"{y.dtype}{negative}")
+                               f"{y.dtype}{negative}{_label_hint(y)}")
         if len(x) != len(y):
             raise DatasetError(f"{path}: '{x_key}' has {len(x)} images but '{y_key}' has {len(y)} labels")
         if len(x) == 0:
