@@ -552,6 +552,17 @@ def test_dropout_and_identity_in_a_sequential_are_dropped_not_refused(tmp_path: 
     assert np.abs(got - expected).max() < 0.06  # as the same network without them (test above)
 
 
+def _assert_csim_gives_the_models_outputs(model: nn.Module, tmp_path: Path) -> None:
+    """Not refused, and the io_parallel C simulation of its 3x8x8 inputs within ap_fixed<16,6>'s error (0.06, as the
+    plain network's)."""
+    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
+        model, FIXED, x, tmp_path / "prj")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 0.06
+
+
 @pytest.mark.parametrize("no_op", [nn.Dropout, nn.Dropout2d, nn.Identity])
 def test_a_no_op_called_by_name_is_taken_out_of_the_traced_graph(no_op: type[nn.Module], tmp_path: Path) -> None:
     """``x = self.drop(x)`` in forward, as user code writes a dropout: hls4ml has no Dropout2d (nor Identity), so
@@ -573,12 +584,7 @@ def test_a_no_op_called_by_name_is_taken_out_of_the_traced_graph(no_op: type[nn.
     stripped = without_inference_no_ops(model)
     assert not any(isinstance(m, no_op) for m in stripped.modules()) and {"conv", "fc"} <= dict(stripped.named_modules()).keys()
     assert any(isinstance(m, no_op) for m in model.modules())  # the variant itself is left alone
-    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
-    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
-    artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
-        model, FIXED, x, tmp_path / "prj")
-    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
-    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 0.06
+    _assert_csim_gives_the_models_outputs(model, tmp_path)
 
 
 def test_a_no_op_in_a_forward_fx_cannot_trace_is_refused_naming_it() -> None:
@@ -662,12 +668,7 @@ def test_an_adaptive_pool_whose_windows_divide_converts_as_a_fixed_pool(pool: nn
     fixed = with_fixed_adaptive_pools(model, (3, 8, 8))
     assert type(fixed[2]) is (nn.AvgPool2d if cells == 1 else nn.MaxPool2d) and model[2] is pool  # a copy's
     assert fixed[2].kernel_size == ((6, 6) if cells == 1 else (3, 2))
-    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
-    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
-    artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
-        model, FIXED, x, tmp_path / "prj")
-    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
-    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 0.06
+    _assert_csim_gives_the_models_outputs(model, tmp_path)
 
 
 def test_an_adaptive_pool_of_uneven_windows_is_still_refused_naming_it() -> None:
