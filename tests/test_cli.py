@@ -330,23 +330,26 @@ def test_a_float_artifact_that_does_not_compute_its_model_is_named() -> None:
     """A channels-last model's LiteRT file scored chance with logits 1.23 off PyTorch's, and the run said nothing.
     By hand, the bars are 1 % (fp32) and 5 % (fp16) of the larger of 1 and the reference's largest |logit|: fp32
     1.23 off logits up to 3.0 is past 0.03; fp16 0.04 off logits up to 0.5 is within 0.05, 0.06 is past it; int8
-    is not judged (its rounding is the quantization), nor a measurement stored without the scale."""
+    is not judged (its rounding is the quantization), nor a measurement stored without the scale, nor one whose
+    outputs overflowed (the overflow note names it)."""
     import pandas as pd
 
     from edgebench.report.run_notes import _not_the_model
 
     rows = [("a/fp32", "fp32", 1.23, 3.0), ("b/fp32", "fp32", 2e-7, 3.0), ("c/fp16", "fp16", 0.04, 0.5),
-            ("d/fp16", "fp16", 0.06, 0.5), ("e/int8", "int8", 0.5, 0.5), ("f/fp32", "fp32", 1.0, None)]
+            ("d/fp16", "fp16", 0.06, 0.5), ("e/int8", "int8", 0.5, 0.5), ("f/fp32", "fp32", 1.0, None),
+            ("g/fp16", "fp16", float("inf"), 0.5)]
+    details = [{} if r[3] is None else {"reference_max_abs": r[3]} for r in rows]
+    details[-1]["non_finite_outputs"] = 4  # overflowed: the overflow note's, not this one's
     df = pd.DataFrame({"status": ["ok"] * len(rows), "label": [r[0] for r in rows], "precision": [r[1] for r in rows],
                        "max_abs_diff": [r[2] for r in rows], "target": ["local-litert"] * len(rows),
-                       "backend": ["litert"] * len(rows),
-                       "details": [{} if r[3] is None else {"reference_max_abs": r[3]} for r in rows]})
+                       "backend": ["litert"] * len(rows), "details": details})
     assert list(map(str, _not_the_model(df))) == [
         "not the model: 2 float measurements' outputs differ from their PyTorch model's by more than rounding explains "
         "(a/fp32 on local-litert/litert: 1.23 off logits up to 3; d/fp16 on local-litert/litert: 0.06 off logits up to "
         "0.5): the runtime ran another function (an export or conversion error), so their accuracy and latency are not "
         "the model's"]
-    assert _not_the_model(df.iloc[[1, 2, 4, 5]]) == []
+    assert _not_the_model(df.iloc[[1, 2, 4, 5, 6]]) == []
 
 
 def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:

@@ -74,6 +74,8 @@ def _not_the_model(df: pd.DataFrame) -> list[Note]:
     scale was recorded are not judged."""
     where = []
     for _, row in _ok(df).iterrows():
+        if _details(row).get("non_finite_outputs"):
+            continue  # NaN or inf outputs: the overflow note says so, with their count
         scale = _details(row).get("reference_max_abs")
         share = ROUNDING.get(row["precision"])
         diff = row["max_abs_diff"]
