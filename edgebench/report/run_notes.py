@@ -35,8 +35,8 @@ def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]
 def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
     """Baselines whose every measured accuracy is within two standard errors of answering the test split's most
     common class: the model never learned (too few epochs, a learning rate too high or low, labels that do not
-    follow the images) or its weights are fed other inputs than they were trained on, and every variant's accuracy
-    after it means nothing. A run stored before the chance level was recorded gets no note."""
+    follow the images) or its weights are fed other inputs than they were trained on, and the variants' accuracy
+    changes against it mean nothing. A run stored before the chance level was recorded gets no note."""
     ok = _ok(df)
     baselines = ok[(ok["kind"] == "baseline") & ok["accuracy"].notna()]
     if majority is None or baselines.empty:
@@ -48,9 +48,9 @@ def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
         return []
     return [Note("chance", f"the baseline's best accuracy, {best['accuracy']:.3f} ({best['label']} on "
                            f"{best['target']}/{best['backend']}), is no better than always answering the test split's "
-                           f"most common class ({majority:.3f} of {n:.0f} images): the model has not learned, so no "
-                           "variant's accuracy here says anything; train longer or at another rate (training.epochs, "
-                           "training.lr), or check the labels, the weights and dataset.preprocess")]
+                           f"most common class ({majority:.3f} of {n:.0f} images): the baseline has not learned, so "
+                           "the variants' accuracy changes against it mean nothing; train longer or at another rate "
+                           "(training.epochs, training.lr), or check the labels, the weights and dataset.preprocess")]
 
 
 def _details(row: pd.Series) -> dict[str, Any]:
