@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
-from edgebench.runtimes.onnxruntime.session import GraphPasses, make_session_options, open_session
+from edgebench.runtimes.onnxruntime.session import GraphOptions, make_session_options, open_session
 from edgebench.variants import QuantSpec
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
@@ -50,7 +50,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, dict[
     return model, paths, images
 
 
-def _optimised_domains(artifact: Path, passes: GraphPasses, tmp_path: Path) -> set[str]:
+def _optimised_domains(artifact: Path, passes: GraphOptions, tmp_path: Path) -> set[str]:
     options = make_session_options(1, passes)
     options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
     options.log_severity_level = 3
@@ -63,9 +63,9 @@ def test_the_level_and_the_passes_left_out_change_the_graph_ort_runs(exported: t
     """ORT's default (every level) lays the fp32 convolution out in NCHWc blocks on an x86 CPU; the extended level,
     or the NchwcTransformer left out by name, keeps it NCHW."""
     _, paths, _ = exported
-    assert NCHWC_DOMAIN in _optimised_domains(paths["fp32"], GraphPasses(), tmp_path)
-    assert NCHWC_DOMAIN not in _optimised_domains(paths["fp32"], GraphPasses("extended"), tmp_path)
-    assert NCHWC_DOMAIN not in _optimised_domains(paths["fp32"], GraphPasses(disabled=("NchwcTransformer",)), tmp_path)
+    assert NCHWC_DOMAIN in _optimised_domains(paths["fp32"], GraphOptions(), tmp_path)
+    assert NCHWC_DOMAIN not in _optimised_domains(paths["fp32"], GraphOptions(graph_optimization_level="extended"), tmp_path)
+    assert NCHWC_DOMAIN not in _optimised_domains(paths["fp32"], GraphOptions(disabled_optimizers=("NchwcTransformer",)), tmp_path)
 
 
 def test_the_backend_opens_its_session_with_the_targets_options(exported: tuple) -> None:
@@ -75,7 +75,7 @@ def test_the_backend_opens_its_session_with_the_targets_options(exported: tuple)
     settings = BackendSettings(options={"graph_optimization_level": "basic", "disabled_optimizers": ["ConstantFolding"]})
     session = get_backend("onnxruntime").load(paths["fp32"], settings)
     assert session._session.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    assert session._passes == GraphPasses("basic", ("ConstantFolding",))  # and so the profiling and fp16 sessions
+    assert session._passes == GraphOptions(graph_optimization_level="basic", disabled_optimizers=("ConstantFolding",))  # and so the profiling and fp16 sessions
 
 
 LOAD = """

@@ -65,7 +65,7 @@ _WRONG_CONVERSIONS = {
     # gave max |C-sim - PyTorch| 37.3 against outputs of at most 0.43
     "PReLU": "hls4ml 1.3 converts it to a firmware that reads its slopes per element, not per channel: use LeakyReLU",
 }
-#: layers that do nothing at inference, which hls4ml 1.3 has no converter for (but Dropout's, in some graphs)
+#: layers that do nothing at inference, which hls4ml 1.3 has no converter for (Dropout it passes through in some graphs only)
 _INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead

@@ -5,24 +5,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 from edgebench.runtimes.onnxruntime.mixed_precision import METADATA_KEY
 from edgebench.runtimes.onnxruntime.profile import node_placement, profile_onnxruntime
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphPasses, create_ort_session
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphOptions, create_ort_session
 
 
 class OnnxRuntimeSession(Session):
     """Wraps an ``InferenceSession``; the input/output names are read once at load."""
 
     def __init__(self, session, artifact: Path, threads: int, precision: str = "fp32",  # ort.InferenceSession
-                 passes: GraphPasses = ORT_DEFAULTS) -> None:
+                 passes: GraphOptions = ORT_DEFAULTS) -> None:
         self._session, self._artifact, self._threads, self._precision = session, artifact, threads, precision
         self._passes = passes  # the graph optimisations of every second session (profiles, fp16 and placement checks)
         self._input = session.get_inputs()[0].name
@@ -70,17 +69,6 @@ class OnnxRuntimeSession(Session):
                                    passes=self._passes)
 
 
-class GraphOptions(BaseModel):
-    """``backend_options.onnxruntime`` (and ``onnxruntime_cuda``) of a target: ORT's graph optimisations."""
-
-    model_config = ConfigDict(extra="forbid")
-    graph_optimization_level: Literal["all", "extended", "basic", "disabled"] = Field(
-        "all", description="ORT's GraphOptimizationLevel: all (ORT's default, with the CPU's NCHWc layout), "
-                           "extended, basic or disabled")
-    disabled_optimizers: list[str] = Field(
-        [], description="graph passes left out by name (e.g. NchwcTransformer, where it crashes loading a model)")
-
-
 @BACKENDS.register("onnxruntime")
 class OnnxRuntimeBackend(Backend):
     """CPUExecutionProvider; int8 QDQ models run its VNNI kernels, fp16 models its fp16 kernels where it has them."""
@@ -91,6 +79,6 @@ class OnnxRuntimeBackend(Backend):
     needs = (ONNXRUNTIME,)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
-        passes = GraphPasses.of(settings.options)
+        passes = GraphOptions(**settings.options)
         session = create_ort_session(artifact, settings.threads, [CPU_PROVIDER], passes)
         return OnnxRuntimeSession(session, artifact, settings.threads, settings.precision, passes)

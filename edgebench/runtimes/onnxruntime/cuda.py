@@ -16,8 +16,8 @@ from pathlib import Path
 from edgebench.errors import ArtifactError
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME_GPU
-from edgebench.runtimes.onnxruntime.backend import GraphOptions, OnnxRuntimeSession
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, GraphPasses, create_ort_session
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, GraphOptions, create_ort_session
 from edgebench.runtimes.torch import NVIDIA_DRIVER
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -51,7 +51,7 @@ class OnnxRuntimeCudaBackend(Backend):
         if hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21
             ort.preload_dlls()
         providers = [(CUDA_PROVIDER, {"device_id": _device_id(settings.device)}), CPU_PROVIDER]
-        passes = GraphPasses.of(settings.options)
+        passes = GraphOptions(**settings.options)
         session = create_ort_session(artifact, settings.threads, providers, passes)  # type: ignore[arg-type]
         if session.get_providers()[0] != CUDA_PROVIDER:
             raise ArtifactError(

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgebench.runtimes.onnxruntime.session import ORT_DEFAULTS, GraphPasses, make_session_options, open_session
+from edgebench.runtimes.onnxruntime.session import ORT_DEFAULTS, GraphOptions, make_session_options, open_session
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
@@ -35,7 +35,7 @@ def _fp16_initializers(graph: Any) -> int:
 
 
 def fp16_execution(artifact: Path, threads: int, providers: list[str | tuple[str, dict[str, Any]]],
-                   passes: GraphPasses = ORT_DEFAULTS) -> dict[str, Any]:
+                   passes: GraphOptions = ORT_DEFAULTS) -> dict[str, Any]:
     """How many of the artifact's fp16 initializers (weights, biases) ORT keeps in fp16 once it has optimised the graph for
     ``providers`` (the timed session's options), and what that means for the arithmetic."""
     import onnx

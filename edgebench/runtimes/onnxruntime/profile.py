@@ -19,7 +19,7 @@ import numpy as np
 
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile, not_available
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphPasses, make_session_options, open_session
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphOptions, make_session_options, open_session
 
 KERNEL_SUFFIX = "_kernel_time"
 
@@ -71,7 +71,7 @@ Provider = str | tuple[str, dict[str, Any]]
 
 
 def _profiled_events(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider], n_runs: int,
-                     optimized: Path | None = None, passes: GraphPasses = ORT_DEFAULTS) -> list[dict[str, Any]]:
+                     optimized: Path | None = None, passes: GraphOptions = ORT_DEFAULTS) -> list[dict[str, Any]]:
     """ORT's profile events of ``n_runs`` inferences of ``batch`` in a profiling session of its own (its
     optimised graph saved to ``optimized`` when given)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +104,7 @@ def host_timed_reason(events: list[dict[str, Any]]) -> str | None:
 
 
 def node_placement(artifact: Path, batch: np.ndarray, threads: int, providers: list[Provider],
-                   passes: GraphPasses = ORT_DEFAULTS) -> dict[str, dict[str, int]]:
+                   passes: GraphOptions = ORT_DEFAULTS) -> dict[str, dict[str, int]]:
     """Per execution provider, how many nodes of each operator type ORT ran on it in one inference (after one
     warm-up): a node a GPU provider has no kernel for runs on the CPU, with copies to and from the device."""
     events = _profiled_events(artifact, batch, threads, providers, n_runs=2, passes=passes)
@@ -119,7 +119,7 @@ def node_placement(artifact: Path, batch: np.ndarray, threads: int, providers: l
 
 
 def profile_onnxruntime(artifact: Path, batch: np.ndarray, threads: int, runs: int = 50, warmup_runs: int = 5,
-                        providers: list[Provider] | None = None, passes: GraphPasses = ORT_DEFAULTS) -> LayerProfile:
+                        providers: list[Provider] | None = None, passes: GraphOptions = ORT_DEFAULTS) -> LayerProfile:
     """Per-layer profile of ``artifact`` on ORT (CPU provider unless ``providers``), ``runs`` inferences of
     ``batch``; not available when nodes ran on a GPU provider (see ``host_timed_reason``)."""
     import onnx

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import REEXPORT_HINT, ArtifactError
 
@@ -20,26 +21,25 @@ LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
           "all": "ORT_ENABLE_ALL"}
 
 
-@dataclass(frozen=True)
-class GraphPasses:
-    """Which of ORT's graph optimisations a session applies: every level by default, as an application's session
-    does; a target may lower the level or leave passes out by name where one fails on a model (ORT 1.32's NCHWc
-    layout pass crashes loading some fp16 models: README, "Runtimes")."""
+class GraphOptions(BaseModel):
+    """``backend_options.onnxruntime`` (and ``onnxruntime_cuda``) of a target: which of ORT's graph optimisations
+    every session of the backend applies. Every level by default, as an application's session does; a target may
+    lower it or leave passes out by name where one fails on a model (ORT 1.32's NCHWc layout pass crashes loading
+    some fp16 models: README, "Runtimes")."""
 
-    level: str = "all"
-    disabled: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, options: dict[str, Any]) -> GraphPasses:
-        """From a target's validated ``backend_options.onnxruntime`` (or ``onnxruntime_cuda``)."""
-        return cls(options.get("graph_optimization_level", "all"), tuple(options.get("disabled_optimizers", ())))
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    graph_optimization_level: Literal["all", "extended", "basic", "disabled"] = Field(
+        "all", description="ORT's GraphOptimizationLevel: all (ORT's default, with the CPU's NCHWc layout), "
+                           "extended, basic or disabled")
+    disabled_optimizers: tuple[str, ...] = Field(
+        (), description="graph passes left out by name (e.g. NchwcTransformer, where it crashes loading a model)")
 
 
 #: ORT's own defaults: every level, no pass left out
-ORT_DEFAULTS = GraphPasses()
+ORT_DEFAULTS = GraphOptions()
 
 
-def make_session_options(threads: int, passes: GraphPasses = ORT_DEFAULTS) -> ort.SessionOptions:
+def make_session_options(threads: int, passes: GraphOptions = ORT_DEFAULTS) -> ort.SessionOptions:
     """Session options used by every ORT backend: fixed intra-op threads, sequential graph, ``passes``' level."""
     import onnxruntime as ort
 
@@ -47,22 +47,22 @@ def make_session_options(threads: int, passes: GraphPasses = ORT_DEFAULTS) -> or
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[passes.level])
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[passes.graph_optimization_level])
     return options
 
 
 def open_session(artifact: Path, options: ort.SessionOptions, providers: list[Any],
-                 passes: GraphPasses = ORT_DEFAULTS) -> ort.InferenceSession:
+                 passes: GraphOptions = ORT_DEFAULTS) -> ort.InferenceSession:
     """``ort.InferenceSession`` of ``artifact`` without ``passes``' disabled optimisers (an argument of the session,
     not of its options)."""
     import onnxruntime as ort
 
     return ort.InferenceSession(str(artifact), options, providers=providers,
-                                disabled_optimizers=list(passes.disabled) or None)
+                                disabled_optimizers=list(passes.disabled_optimizers) or None)
 
 
 def create_ort_session(artifact: Path, threads: int, providers: list[str],
-                       passes: GraphPasses = ORT_DEFAULTS) -> ort.InferenceSession:
+                       passes: GraphOptions = ORT_DEFAULTS) -> ort.InferenceSession:
     """Open ``artifact`` with ORT, turning a missing or corrupt file into an ArtifactError."""
     if not artifact.is_file():
         raise ArtifactError(f"ONNX model not found: {artifact}; re-run the export stage (edgebench run)")
