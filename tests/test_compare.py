@@ -244,12 +244,13 @@ def test_decide_runs_matches_a_two_sample_t_test_on_logs() -> None:
     assert decision.confidence == pytest.approx(1 - reference.pvalue)
     assert decision.ratio == pytest.approx(np.exp(np.log(cand).mean() - np.log(base).mean()))
     assert decision.verdict == "regression" and decision.ci_low > 1
-    # the same change below the minimum effect, or not significant, is no regression
+    # the same change below the minimum effect is unchanged; past it but not significant, it is left undecided
+    # (no regression, and not "unchanged" either: the spread cannot tell a 10 % change from none)
     assert decide_runs(base, cand, noise, higher_is_better=False, min_effect=0.2, alpha=0.01,
                        allowance=0.2).verdict == "unchanged"
     wide = Noise(0.2, 4, "noisy")
-    assert decide_runs(base, cand, wide, higher_is_better=False, min_effect=0.05, alpha=0.01,
-                       allowance=0.2).verdict == "unchanged"
+    unclear = decide_runs(base, cand, wide, higher_is_better=False, min_effect=0.05, alpha=0.01, allowance=0.2)
+    assert unclear.verdict == "undecided" and unclear.note.startswith("not decided: not significant at alpha=0.01")
     # higher is better (throughput): the same fall is a regression
     assert decide_runs(cand, base, noise, higher_is_better=True, min_effect=0.05, alpha=0.01,
                        allowance=0.2).verdict == "regression"
@@ -263,6 +264,19 @@ def test_decide_rounds_matches_a_paired_t_test() -> None:
     assert decision.confidence == pytest.approx(1 - reference.pvalue) and decision.verdict == "regression"
     same = decide_rounds(base, [1.01, 1.04, 0.98, 1.01, 1.00], higher_is_better=False, min_effect=0.05, alpha=0.01)
     assert same.verdict == "unchanged"
+
+
+def test_a_large_change_two_rounds_cannot_confirm_is_undecided_not_unchanged() -> None:
+    """Two rounds, +50 % and +20 %: d = ln 1.5, ln 1.2; mean 0.29389, sd |ln 1.5 - ln 1.2| / sqrt 2 = 0.15779, se
+    0.11157, t = 2.6341 on 1 df, whose two-sided p is 1 - (2/pi) atan(t) = 0.23098 (Student's t on 1 df is Cauchy).
+    Not significant at 0.05, but a +34.2 % estimate: undecided, its size kept, never "unchanged"."""
+    decision = decide_rounds([1.0, 1.0], [1.5, 1.2], higher_is_better=False, min_effect=0.05, alpha=0.05)
+    assert decision.verdict == "undecided" and decision.basis == "rounds"
+    assert decision.ratio == pytest.approx(np.exp((np.log(1.5) + np.log(1.2)) / 2))
+    assert 1 - decision.confidence == pytest.approx(1 - 2 / np.pi * np.arctan(2.6341), abs=1e-4)
+    assert "p=0.23" in decision.note and "2 interleaved rounds" in decision.note
+    # the same two rounds 1 % apart: below the minimum effect, unchanged whatever the p-value
+    assert decide_rounds([1.0, 1.0], [1.01, 1.0], higher_is_better=False, min_effect=0.05, alpha=0.05).verdict == "unchanged"
 
 
 def test_series_noise_is_robust_to_a_step() -> None:
@@ -286,7 +300,7 @@ def test_run_level_intervals_cover_the_truth() -> None:
         covered += d.ci_low <= 1.05 <= d.ci_high
         aa = np.exp(rng.normal(0, 0.03, 3))
         alarms += decide_runs(base, aa, replicate_noise([base, aa]), higher_is_better=False, min_effect=0.0,
-                              alpha=0.05, allowance=0.2).verdict != "unchanged"
+                              alpha=0.05, allowance=0.2).verdict in ("regression", "improvement")
     assert covered >= 180  # nominal 95 %
     assert alarms <= 20  # nominal 5 % of A/A pairs
 

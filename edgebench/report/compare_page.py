@@ -63,7 +63,7 @@ def _gate_html(gate: GateResult, thresholds: Thresholds) -> str:
         parts.append("<h3>Unstable measurements (shown, not blamed)</h3><ul>"
                      + "".join(f"<li>{esc(line)}</li>" for line in unstable_lines(gate)) + "</ul>")
     if gate.undecided:
-        parts.append("<h3>Not judged (disturbed measurements)</h3><ul>" + "".join(
+        parts.append("<h3>Not judged (disturbed, or too little evidence to decide)</h3><ul>" + "".join(
             f"<li>{esc(r.label)} on {esc(r.context)}: {esc(c.metric)}: {esc(c.note)}</li>" for r, c in gate.undecided)
             + "</ul>")
     return "".join(parts)

@@ -9,9 +9,9 @@ run-to-run spread). The gate only decides *how much that matters* to a pull requ
 - a regression on an **unstable** measurement (its run-to-run spread across repeats, or across earlier runs,
   at least ``unstable_pct``) is named as unstable and only warns: the spread says the runs disagree among
   themselves, so the change is shown, not blamed;
-- ``undecided`` results (contended measurements) are listed and never fail; one whose change is worse than the
-  metric's smallest threshold (or, with none, compare's minimum effect) warns, so a busy runner cannot pass a
-  +800 % p50 without a word;
+- ``undecided`` results (contended measurements, or a change past the minimum effect that the spread cannot
+  confirm) are listed and never fail; one whose change is worse than the metric's smallest threshold (or, with
+  none, compare's minimum effect) warns, so a busy runner cannot pass a +800 % p50 without a word;
 - a baseline result the candidate **failed** fails the gate, and so does a metric the baseline measured and the
   candidate did not ("lost"); one the candidate did not measure at all only warns (a target or variant left out of
   the run); a comparison in which nothing could be paired fails (nothing was checked).
@@ -235,6 +235,6 @@ def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
         lines += ["", "**Baseline results the candidate failed or did not measure:**"]
         lines += [f"- {line}" for line in missing_lines(gate)]
     if gate.undecided:
-        lines += ["", "**Not judged** (disturbed measurements):"]
+        lines += ["", "**Not judged** (disturbed, or too little evidence to decide):"]
         lines += [f"- {r.label} on {r.context}: {c.metric} {fmt_change(c)}: {c.note}" for r, c in gate.undecided]
     return "\n".join(lines) + "\n"

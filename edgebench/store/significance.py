@@ -24,7 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-#: ``undecided``: the evidence was disturbed (a contended measurement), so no call is made either way
+#: ``undecided``: the evidence was disturbed (a contended measurement), or a change past the minimum effect was not
+#: significant (too few or too spread runs or rounds to tell), so no call is made either way
 #: "lost": measured in the baseline, not in the candidate (compare's own verdict; no test decides it)
 Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a", "lost"]
 #: what a verdict rests on (see the module docstring); ``threshold``: a deterministic value (size, accuracy)
@@ -154,7 +155,8 @@ def t_two_sided_p(t: float, df: float) -> float:
 
 def _tested(log_ratio: float, se: float, df: float, higher_is_better: bool, min_effect: float, alpha: float,
             basis: Basis, note: str) -> Decision:
-    """Verdict of a t-test on a log ratio: significant at ``alpha`` *and* at least ``min_effect``."""
+    """Verdict of a t-test on a log ratio: significant at ``alpha`` *and* at least ``min_effect``; ``undecided`` where
+    the estimate reaches ``min_effect`` but is not significant."""
     ratio = float(np.exp(log_ratio))
     if se <= 0:
         return Decision(_call(ratio, higher_is_better, min_effect) if log_ratio else "unchanged",
@@ -163,8 +165,13 @@ def _tested(log_ratio: float, se: float, df: float, higher_is_better: bool, min_
 
     p = t_two_sided_p(log_ratio / se, df)
     half = float(stats.t.ppf(1 - alpha / 2, df)) * se
-    verdict = _call(ratio, higher_is_better, min_effect) if p < alpha else "unchanged"
-    return Decision(verdict, ratio, float(np.exp(log_ratio - half)), float(np.exp(log_ratio + half)), 1 - p, basis, note)
+    call = _call(ratio, higher_is_better, min_effect)
+    if p >= alpha and call != "unchanged":
+        # a change whose best estimate is past the minimum effect but which the spread cannot confirm: too little
+        # evidence either way (two calm rounds of a +35 % slowdown), never "unchanged"
+        call, note = "undecided", f"not decided: not significant at alpha={alpha:g} (p={p:.2f}); {note}"
+    low, high = float(np.exp(log_ratio - half)), float(np.exp(log_ratio + half))
+    return Decision(call, ratio, low, high, 1 - p, basis, note)
 
 
 def decide_runs(
