@@ -101,7 +101,7 @@ def _report_recipe(db: Path, pairs: int, experiment: Path) -> None:
           f"[{min(changes):+.1f}, {max(changes):+.1f}]%")
     for rule, (alarms, total, undecided) in counts.items():
         print(f"  {rule}: false alarms (p50 regression) {alarms}/{total} = {alarms / max(total, 1):.1%}"
-              + (f"; undecided (contended or speed changed) {undecided}" if rule != "sample-level (before)" else ""))
+              + (f"; undecided (contended, speed changed, or not significant) {undecided}" if rule != "sample-level (before)" else ""))
     known = [s for s in speeds if s]
     if known:
         print(f"  machine-speed index over {len(known)} runs: median {np.median(known):.0f}/s, spread (max-min)/median "
@@ -180,5 +180,5 @@ def remeasure(args: argparse.Namespace) -> None:
           f"part): asked {args.slowdown:.0%}, measured in calibration "
           f"median {np.median(achieved):.1%} (range {min(achieved):.1%}..{max(achieved):.1%})")
     print(f"  detections (p50 regression): {t['detected']}/{t['slowed']} = {t['detected'] / max(t['slowed'], 1):.1%} "
-          f"(goal >= 95 %); undecided (contended) {t['undecided']}")
+          f"(goal >= 95 %); undecided (contended or not significant) {t['undecided']}")
     print(f"  A/A false alarms: {t['aa_alarms']}/{t['aa_total']}; undecided {t['aa_undecided']}")
