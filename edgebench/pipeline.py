@@ -343,9 +343,9 @@ class _OpenRun:
         batch = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
         timing = jobs[0].measure.model_copy(update={"max_time_s": min(jobs[0].measure.max_time_s, 5.0)})
         host, holder = HostLanes(), Task(key="side-by-side interference check", kind="measure", fn=print)
-        while not host.acquire(holder, Lane(HOST)):
-            time.sleep(0.5)
         try:
+            while not host.acquire(holder, Lane(HOST)):
+                time.sleep(0.5)
             verdict = interference_check(lane_cores(), artifact, "onnxruntime", batch, timing)
         finally:
             host.release(holder)

@@ -101,7 +101,8 @@ def _report_recipe(db: Path, pairs: int, experiment: Path) -> None:
           f"[{min(changes):+.1f}, {max(changes):+.1f}]%")
     for rule, (alarms, total, undecided) in counts.items():
         print(f"  {rule}: false alarms (p50 regression) {alarms}/{total} = {alarms / max(total, 1):.1%}"
-              + (f"; undecided (contended, speed changed, or not significant) {undecided}" if rule != "sample-level (before)" else ""))
+              + (f"; undecided (contended, speed changed, or not significant) {undecided}"
+                 if rule != "sample-level (before)" else ""))
     known = [s for s in speeds if s]
     if known:
         print(f"  machine-speed index over {len(known)} runs: median {np.median(known):.0f}/s, spread (max-min)/median "

@@ -70,6 +70,34 @@ def test_a_dead_waiter_does_not_block_the_line(tmp_path: Path) -> None:
     lanes.release(task)
 
 
+def test_an_executor_closed_mid_run_frees_its_host_locks_and_tickets(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that stops reading results (an exception, a break) and closes the executor while a timed task on
+    one core still runs (its lock) and one for the other core waits behind another process (its ticket): both
+    were kept while the process lived, so every later executor in the same process (a later test, a notebook
+    cell) waited behind them for ever."""
+    import time
+
+    from edgebench.executor.local import LocalExecutor
+
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path))
+    core0, core1 = Lane(cpus=frozenset({0})), Lane(cpus=frozenset({1}))
+    other_process = HostLanes(directory=tmp_path)
+    held = _timed("theirs", core0)
+    assert other_process.acquire(held, core0)
+    with LocalExecutor(workers=2) as executor:
+        tasks = [Task(key="waits", kind="measure", fn=time.sleep, args=(0.1,), lane=core0, timed=True),
+                 Task(key="runs", kind="measure", fn=time.sleep, args=(5.0,), lane=core1, timed=True),
+                 Task(key="quick", kind="build", fn=time.sleep, args=(0.1,), lane=Lane("elsewhere"))]
+        results = executor.run(tasks)
+        assert next(results).key == "quick"  # and the caller reads no further
+        assert [t.key for t in executor.scheduler.running_tasks()] == ["runs"]  # it holds core 1's lock
+        assert len(list(tmp_path.glob("ticket-*"))) == 1  # "waits" is in line behind the other process
+    assert list(tmp_path.glob("ticket-*")) == []
+    assert HostLanes(directory=tmp_path).acquire(_timed("later", core1), core1)  # "runs" let go of core 1
+    other_process.release(held)
+
+
 def test_unusable_lock_directory_is_said_in_the_results(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -286,6 +286,11 @@ class LaneScheduler:
             task.host_lane = self.host.note(task)
             self.host.release(task)
 
+    def close(self) -> None:
+        """Free the host-wide locks and tickets of every task still running or queued (the executor is closing)."""
+        if self.host is not None:
+            self.host.release_all()
+
     @property
     def waiting_for_host(self) -> bool:
         """Whether a queued timed task waits for cores another process holds (poll again soon)."""

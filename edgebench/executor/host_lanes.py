@@ -127,11 +127,22 @@ class HostLanes:
     def release(self, task: Task) -> None:
         """Free what ``task`` holds or waits with (its locks, or its ticket)."""
         claim = self._claims.pop(id(task), None)
-        if claim is None:
-            return
+        if claim is not None:
+            self._free(claim)
+
+    def release_all(self) -> None:
+        """Free every lock and ticket this object holds: an executor closed with tasks still queued or running (a
+        caller that stopped reading results) must not keep them while its process lives, or every later executor
+        in the same process (a test session, a notebook) would wait behind its own ticket forever."""
+        for claim in self._claims.values():
+            self._free(claim)
+        self._claims.clear()
+
+    def _free(self, claim: _Claim) -> None:
         for handle in claim.locks:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+        claim.locks = []
         self._drop_ticket(claim)
 
     def note(self, task: Task) -> HostLane:

@@ -366,6 +366,7 @@ class LocalExecutor(Executor):
         return result
 
     def close(self) -> None:
+        self.scheduler.close()
         for worker in self._idle:  # all asked first, then joined: their exits overlap
             _ask_to_stop(worker)
         for worker in list(self._processes):

@@ -327,6 +327,7 @@ class RayExecutor(Executor):
                                    f"--resources=...` and run the same command again to measure what is missing")
 
     def close(self) -> None:
+        self.scheduler.close()
         for ref in list(self._in_flight):
             self.ray.cancel(ref, force=True)
         self._in_flight.clear()
