@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebench import yaml_file
-from edgebench.config_checks import _allocations_used, _check_registered_names, _check_user_files, check_experiment
+from edgebench.config_checks import (
+    _allocations_used,
+    _check_registered_names,
+    _check_user_files,
+    check_dataset_beside,
+    check_experiment,
+)
 from edgebench.errors import InvalidFields
 from edgebench.executor.settings import ExecutorConfig
 from edgebench.external import ArtifactConfig
@@ -491,6 +497,7 @@ def check_loaded(experiment: Experiment, source: str = "experiment") -> Experime
 
 def _checked(experiment: Experiment, base: Path, source: str) -> Experiment:
     experiment = _paths_from(experiment, base)
+    check_dataset_beside(experiment, base, source)
     _check_user_files(experiment, source)
     _check_registered_names(experiment, source)
     check_experiment(experiment, source)

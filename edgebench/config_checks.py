@@ -55,6 +55,24 @@ def _check_user_files(exp: Experiment, source: str) -> None:
     check_artifacts(exp.artifacts, source)
 
 
+#: the built-in datasets whose ``kwargs.path`` edgebench itself reads (a user's loader may mean its own thing)
+_PATH_DATASETS = ("npz", "imagefolder", "cifar10", "cifar100")
+
+
+def check_dataset_beside(exp: Experiment, base: Path, source: str) -> None:
+    """A relative dataset path read from the working directory, missing there but present in ``base`` (the
+    experiment file's folder, where the model's files are read from): the likeliest slip, named with both fixes."""
+    value = exp.dataset.kwargs.get("path")
+    if exp.dataset.name not in _PATH_DATASETS or not isinstance(value, str):
+        return
+    given = Path(value).expanduser()
+    if given.is_absolute() or given.exists() or not (base / given).exists():
+        return
+    raise ConfigError(f"{source}: dataset.kwargs.path: {value} is not in the working directory ({Path.cwd()}), "
+                      f"where relative dataset paths are read from, but the experiment file's folder has it: write "
+                      f"path: {(base / given).resolve()}, or run edgebench from {base}")
+
+
 def _check_starting_point(exp: Experiment, fmt: str | None, source: str) -> None:
     """Training from scratch needs epochs; trained weights may be measured as given; a program is not trained."""
     epochs = exp.training.epochs

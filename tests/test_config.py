@@ -291,3 +291,27 @@ def test_an_edited_target_file_of_the_users_changes_the_hash_and_the_passed_over
             _say_passed_over(store, exp.name)
     assert f"unfinished run {old} of '{exp.name}' (0 result(s) stored) is not resumed: the experiment, a target " \
            "file" in caplog.text
+
+
+def test_a_relative_dataset_path_found_only_beside_the_experiment_file_is_named_with_both_fixes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model files are read from the experiment file's folder, dataset paths from the working directory: a data
+    file kept beside the experiment and run from elsewhere is the likeliest slip between the two."""
+    folder, elsewhere = tmp_path / "exp", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "data.npz").write_bytes(b"")
+    (folder / "exp.yaml").write_text("dataset: {name: npz, kwargs: {path: data.npz}}\n")
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(folder / "exp.yaml")
+    assert str(info.value) == (f"{folder / 'exp.yaml'}: dataset.kwargs.path: data.npz is not in the working directory "
+                               f"({elsewhere}), where relative dataset paths are read from, but the experiment file's "
+                               f"folder has it: write path: {folder / 'data.npz'}, or run edgebench from {folder}")
+    # a user's own loader may mean its own thing by "path": not second-guessed
+    (folder / "own.yaml").write_text("dataset: {name: 'my_pkg.data:load', kwargs: {path: data.npz}}\n")
+    with pytest.raises(ConfigError) as other:
+        load_experiment(folder / "own.yaml")
+    assert "dataset.kwargs.path" not in str(other.value) and "my_pkg" in str(other.value)
+    monkeypatch.chdir(folder)  # run from the experiment's folder: the same file loads
+    assert load_experiment(folder / "exp.yaml").dataset.kwargs["path"] == "data.npz"
