@@ -123,6 +123,10 @@ def test_bench_takes_the_backends_options(exported: tuple) -> None:
 
     _, paths, _ = exported
     runner = CliRunner()
+    crashed = runner.invoke(app, ["bench", str(paths["fp16"]), "--min-time-s", "0.05"])
+    assert "worker killed by SIGSEGV" in crashed.output and "_create_inference_session" in crashed.output
+    # the failure itself says what to try (it said only where ORT died)
+    assert "backend_options: {onnxruntime: {disabled_optimizers: [NchwcTransformer]}}" in crashed.output
     result = runner.invoke(app, ["bench", str(paths["fp16"]), "--min-time-s", "0.05",
                                  "--option", "disabled_optimizers=[NchwcTransformer]"])
     assert result.exit_code == 0, result.output

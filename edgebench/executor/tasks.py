@@ -88,10 +88,20 @@ def job_result(result: TaskResult) -> JobResult:
     if result.ok and isinstance(result.value, JobResult):
         job = result.value
     else:
-        job = JobResult(job_id=result.key, status="failed", error=result.error or "no result",
+        job = JobResult(job_id=result.key, status="failed", error=_with_crash_hint(result),
                         error_detail=result.detail)
     # waited for another edgebench process's window, or had no host lock: the result says so
     return job.model_copy(update={"ran_on": result.where, "host_lane": result.task.host_lane})
+
+
+def _with_crash_hint(result: TaskResult) -> str:
+    """The failed task's error, with its runtime's way round the crash where the worker died of a signal."""
+    error = result.error or "no result"
+    job = next((a for a in result.task.args if isinstance(a, Job)), None)
+    if job is None or not error.startswith("worker killed by"):
+        return error
+    hint = get_backend(job.backend).crash_hint(error)
+    return f"{error}; {hint}" if hint else error
 
 
 def run_one(job: Job, timeout_s: float, runner: Runner | None = None, files: Sequence[Path] = ()) -> JobResult:

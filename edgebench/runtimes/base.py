@@ -173,6 +173,11 @@ class Backend(ABC):
         makes a target for it: none by default; an hls4ml project names its part in its own metadata."""
         return {}
 
+    def crash_hint(self, error: str) -> str | None:
+        """What to try when a measurement's process died of a signal (``error``: the signal, and the innermost frame
+        where it died): None by default; a runtime with a known way round its crashes says it."""
+        return None
+
     @abstractmethod
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         """Load ``artifact`` into a ready session; load/compile time is not timed by the harness."""

@@ -14,7 +14,13 @@ from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME
 from edgebench.runtimes.onnxruntime.mixed_precision import METADATA_KEY
 from edgebench.runtimes.onnxruntime.profile import node_placement, profile_onnxruntime
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphOptions, create_ort_session
+from edgebench.runtimes.onnxruntime.session import (
+    CPU_PROVIDER,
+    ORT_DEFAULTS,
+    GraphOptions,
+    create_ort_session,
+    session_crash_hint,
+)
 
 
 class OnnxRuntimeSession(Session):
@@ -77,6 +83,9 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = ("onnx",)
     needs = (ONNXRUNTIME,)
+
+    def crash_hint(self, error: str) -> str | None:
+        return session_crash_hint(self.name, error)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         passes = GraphOptions(**settings.options)

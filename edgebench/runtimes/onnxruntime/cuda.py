@@ -17,7 +17,7 @@ from edgebench.errors import ArtifactError
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime import ONNXRUNTIME_GPU
 from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, GraphOptions, create_ort_session
+from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, GraphOptions, create_ort_session, session_crash_hint
 from edgebench.runtimes.torch import NVIDIA_DRIVER
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -44,6 +44,9 @@ class OnnxRuntimeCudaBackend(Backend):
         if CUDA_PROVIDER not in ort.get_available_providers():
             return "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu instead of onnxruntime)"
         return None
+
+    def crash_hint(self, error: str) -> str | None:
+        return session_crash_hint(self.name, error)
 
     def load(self, artifact: Path, settings: BackendSettings) -> Session:
         import onnxruntime as ort

@@ -39,6 +39,16 @@ class GraphOptions(BaseModel):
 ORT_DEFAULTS = GraphOptions()
 
 
+def session_crash_hint(backend: str, error: str) -> str | None:
+    """The way round a crash while ORT builds its session (where its graph passes run), for ``backend``'s targets."""
+    if "_create_inference_session" not in error:
+        return None
+    return (f"ONNX Runtime died building its session, where its graph optimisation passes run: a target with "
+            f"backend_options: {{{backend}: {{disabled_optimizers: [NchwcTransformer]}}}} (or graph_optimization_level: "
+            f"extended; `edgebench bench --option disabled_optimizers=[NchwcTransformer]`) may load the file (README, "
+            f"Runtimes)")
+
+
 def make_session_options(threads: int, passes: GraphOptions = ORT_DEFAULTS) -> ort.SessionOptions:
     """Session options used by every ORT backend: fixed intra-op threads, sequential graph, ``passes``' level."""
     import onnxruntime as ort
