@@ -8,16 +8,21 @@ Exports never run beside a timed measurement on the same cores (the executor's l
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgebench.cache_files import digest_matches, exclusive, replacing, write_digest
 from edgebench.plan import PlannedJob
-from edgebench.runtimes.base import get_exporter
+from edgebench.runtimes.base import Exporter, get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import QuantSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ class ExportTask:
     out_path: Path
     #: the same model's fp32 artifact in this format, for an exporter that ``derives_from_fp32`` (used when ready)
     fp32_source: Path | None = None
+    #: what the artifact must be fed (the run's input record), written into it where its format has a place
+    input_spec: Mapping[str, Any] | None = None
 
 
 def artifact_path(job: PlannedJob, workdir: Path) -> Path:
@@ -82,12 +89,19 @@ def run_export(task: ExportTask) -> Path:
         if exporter.derives_from_fp32 and task.fp32_source is not None and artifact_ready(task.fp32_source):
             extra["fp32_source"] = task.fp32_source
         if not exporter.relocatable:
-            exporter.export(model, task.quant, calibration, task.out_path, **extra)
+            _export(exporter, model, task, calibration, task.out_path, extra)
         else:
             with replacing(task.out_path) as tmp:
-                exporter.export(model, task.quant, calibration, tmp, **extra)
+                _export(exporter, model, task, calibration, tmp, extra)
         if task.out_path.is_dir():
             (task.out_path / COMPLETE_MARKER).touch()
         else:
             write_digest(task.out_path)
     return task.out_path
+
+
+def _export(exporter: Exporter, model: nn.Module, task: ExportTask, calibration: np.ndarray, path: Path,
+            extra: dict[str, Any]) -> None:
+    exporter.export(model, task.quant, calibration, path, **extra)
+    if task.input_spec is not None:
+        exporter.describe_input(path, dict(task.input_spec))

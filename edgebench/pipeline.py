@@ -128,6 +128,13 @@ def _input_record(splits: DatasetSplits) -> dict[str, object]:
                                                        "from": "declared" if scaling.declared else "training split"}}
 
 
+def artifact_input(splits: DatasetSplits) -> dict[str, object]:
+    """What an exported file must be fed, as it carries it (ONNX metadata ``edgebench.input``, an hls4ml project's
+    ``edgebench.json``): the run's input record but the test split's statistics, plus the layout."""
+    record = {key: value for key, value in _input_record(splits).items() if key != "majority_class_rate"}
+    return {"layout": "NCHW", **record}
+
+
 def _say_passed_over(store: Store, name: str) -> None:
     """Warn about the unfinished runs of experiment ``name`` a new run does not resume: what they hold stays as it
     is, and edits to the experiment (its file, a target file, code, weights or data) are the usual reason."""
@@ -313,7 +320,7 @@ class _OpenRun:
                 f"side-by-side lanes not used for {', '.join(metered)}: the meter reads more than the job's own "
                 "process (a package, board or wall), so lanes measured at once would count each other's energy")
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
-                            side_by_side=lanes, data_digest=splits.digest())
+                            side_by_side=lanes, data_digest=splits.digest(), input_spec=artifact_input(splits))
         sweep = _SweepProgress(tasks, progress)
         warned: dict[str, list[str]] = {}  # warning -> the tasks that gave it (every worker loading the data, ...)
         with create_executor(self.exp.executor, log_dir=self.workdir / "logs") as executor:

@@ -15,10 +15,10 @@ the baseline. Only what is missing becomes a task: a resumed run rebuilds nothin
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -268,12 +268,14 @@ def sweep_tasks(
     calibration: Path,
     side_by_side: list[int] | None = None,
     data_digest: str | None = None,
+    input_spec: Mapping[str, Any] | None = None,
 ) -> list[Task]:
     """The tasks that build, export and measure what ``jobs`` still need, each after what it reads.
 
     ``side_by_side``: cores that passed the interference check (``executor.side_by_side``); the measurements
     that asked for parallel lanes and can have them (:func:`wants_side_by_side`) take one core each, in turn.
     ``data_digest``: the digest of the splits the run loaded, which every worker's load must match.
+    ``input_spec``: what the artifacts must be fed, written into each where its format has a place for it.
     """
     turn = 0
     data = DataRef(exp.dataset.model_dump_json(), data_digest)
@@ -301,7 +303,7 @@ def sweep_tasks(
             source = (fp32_artifacts.get(_model_format(job))
                       if derives and job.export_quant.precision != "fp32" and job.export_quant.qat is None else None)
             export = ExportTask(job.artifact_format, job.target, job.export_quant, cache.model_path(weights),
-                                calibration, artifact, fp32_source=source)
+                                calibration, artifact, fp32_source=source, input_spec=input_spec)
             if source is not None:
                 derived[f"export:{artifact.name}"] = f"export:{source.name}"
             prepared.setdefault(f"export:{artifact.name}",

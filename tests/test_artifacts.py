@@ -112,3 +112,43 @@ def test_a_file_an_exporter_writes_beside_its_artifact_lands_beside_the_artifact
         tmp.with_name(tmp.name + ".json").write_text("{}")
         raise RuntimeError("the build died")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]
+
+
+def _carried(path: Path) -> list[dict]:
+    """Every ``edgebench.input`` entry of an ONNX or .tflite file, read with each format's own reader."""
+    import json
+
+    if path.suffix == ".onnx":
+        import onnx
+
+        return [json.loads(p.value) for p in onnx.load(str(path)).metadata_props if p.key == "edgebench.input"]
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    return [json.loads(model.buffers[m.buffer].data.tobytes()) for m in model.metadata or []
+            if m.name == b"edgebench.input"]
+
+
+@pytest.mark.parametrize(("fmt", "module"), [("onnx", "onnx"), ("tflite", "ai_edge_litert"), ("hls4ml", "hls4ml")])
+def test_an_export_carries_what_the_file_must_be_fed(fmt: str, module: str, inputs, tmp_path: Path):
+    """ONNX metadata ``edgebench.input`` (as ORT hands it to an application), a .tflite file's metadata, or the
+    hls4ml project's ``edgebench.json``; an int8 file quantized from the fp32 one holds it once, not twice."""
+    import json
+
+    if not importlib.util.find_spec(module):
+        pytest.skip(f"{module} is not installed (its extra)")
+    good, _, calib = inputs
+    spec = {"layout": "NCHW", "shape": [1, 8, 8], "classes": 3, "normalize": {"mean": [0.25], "std": [0.5],
+                                                                              "from": "declared"}}
+    if fmt == "hls4ml":
+        built = run_export(ExportTask("hls4ml", get_target("local-hls4ml-csim"), QuantSpec(precision="fixed"), good,
+                                      calib, tmp_path / "fixed", input_spec=spec))
+        assert json.loads((built / "edgebench.json").read_text())["input"] == spec
+        return
+    target = get_target("local-cpu" if fmt == "onnx" else "local-litert")
+    fp32 = run_export(ExportTask(fmt, target, QuantSpec(), good, calib, tmp_path / f"fp32.{fmt}", input_spec=spec))
+    int8 = run_export(ExportTask(fmt, target, QuantSpec(precision="int8", calibration_samples=8), good, calib,
+                                 tmp_path / f"int8.{fmt}", fp32_source=fp32, input_spec=spec))
+    for path in (fp32, int8):
+        assert _carried(path) == [spec]
+        assert artifact_ready(path)  # written before its digest: the cache takes it as it is

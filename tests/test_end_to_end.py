@@ -77,6 +77,27 @@ def test_int8_smaller_and_fp32_matches_pytorch(reduced_run):
     assert (fp32["max_abs_diff"] < 1e-4).all()
 
 
+def test_every_onnx_file_says_what_it_must_be_fed(reduced_run):
+    """A deployed file is fed normalised images: the mean and std the run trained with (here the training split's
+    own) travel inside it, where ONNX Runtime hands them to the application (custom_metadata_map)."""
+    import json
+
+    import onnxruntime as ort
+
+    from edgebench.api import load
+    from edgebench.job import Job
+
+    _, outcome, df = reduced_run
+    spec = load(outcome.store_url, outcome.run_id).input_spec()
+    assert spec is not None and spec["normalize"]["from"] == "training split"
+    ort_rows = df[df["backend"] == "onnxruntime"]
+    for _, row in ort_rows.iterrows():
+        artifact = Job.model_validate(row["details"]["job"]).artifact
+        meta = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"]).get_modelmeta()
+        carried = json.loads(meta.custom_metadata_map["edgebench.input"])
+        assert carried == {"layout": "NCHW", "shape": [1, 8, 8], "classes": 10, "normalize": spec["normalize"]}
+
+
 def test_baseline_accuracy_well_above_chance(reduced_run):
     _, _, df = reduced_run
     base = df[df["criterion"].isna() & (df["precision"] == "fp32")]

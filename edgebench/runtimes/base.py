@@ -183,6 +183,11 @@ class Backend(ABC):
         """Load ``artifact`` into a ready session; load/compile time is not timed by the harness."""
 
 
+#: the key under which an artifact carries what it must be fed (shape, layout, normalisation, classes), in the
+#: metadata of formats that have a place for it (ONNX ``metadata_props``, a .tflite file's ``metadata``)
+INPUT_METADATA_KEY = "edgebench.input"
+
+
 class Exporter(ABC):
     """Writes one artifact format; quantization for that format happens here too."""
 
@@ -248,6 +253,10 @@ class Exporter(ABC):
         ``calibration`` holds training images (NCHW float32); its first image is
         also the example input for tracing.
         """
+
+    def describe_input(self, artifact: Path, spec: dict[str, Any]) -> None:
+        """Write ``spec`` (what the artifact must be fed: shape, layout, normalisation, classes) into the artifact
+        where its format has a place for it, so the file says it to whoever deploys it; nothing by default."""
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"), group="edgebench.backends")

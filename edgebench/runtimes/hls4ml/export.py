@@ -355,7 +355,8 @@ class Hls4mlExporter(Exporter):
     relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
     needs = (HLS4ML, GXX)
     target_block = "fpga"
-    revision = 2  # 1: edgebench.json holds weight_bytes; 2: an MLP on image input reads its pixels in order
+    # 1: edgebench.json holds weight_bytes; 2: an MLP on image input reads its pixels in order; 3: and the input spec
+    revision = 3
 
     def __init__(self, fpga: FPGASpec | None = None) -> None:
         self.fpga = fpga or DEFAULT_FPGA
@@ -368,6 +369,11 @@ class Hls4mlExporter(Exporter):
 
     def options(self) -> dict[str, Any]:
         return self.fpga.model_dump(mode="json")
+
+    def describe_input(self, artifact: Path, spec: dict[str, Any]) -> None:
+        """``spec`` as ``input`` in the project's ``edgebench.json``, beside how the C simulation is called."""
+        meta_path = artifact / METADATA_FILE
+        meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "input": spec}, indent=2))
 
     def sizes(self, artifact: Path) -> tuple[int, int | None]:
         """The firmware's weights at their fixed-point widths (``weight_bytes``, counted at export): the project

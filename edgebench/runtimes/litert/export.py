@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import operator
 import os
@@ -38,7 +39,7 @@ from edgebench.errors import ArtifactError, UnsupportedModelError, first_line, r
 from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.fake_quant import QParams
 from edgebench.quantization.qat import deployable, is_quantization_trained
-from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.runtimes.base import EXPORTERS, INPUT_METADATA_KEY, Exporter
 from edgebench.runtimes.litert import LITERT_TORCH
 from edgebench.variants import QatSpec, QuantSpec
 
@@ -449,8 +450,8 @@ class TfliteExporter(Exporter):
     derives_from_fp32 = True  # int8 quantizes the fp32 file (fp16 is converted anew: litert-torch's own recipe)
     # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads (1), broadcast
     # expands dropped (2), ai-edge-quantizer's int8 of the fp32 file (3), a floor on its calibrated ranges (4: a
-    # file cached before it may be one XNNPACK refuses)
-    revision = 4
+    # file cached before it may be one XNNPACK refuses), the input spec in its metadata (5)
+    revision = 5
 
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)
@@ -462,6 +463,24 @@ class TfliteExporter(Exporter):
             return ("a TorchScript program cannot go through torch.export (LiteRT's converter): give the model's code "
                     "and a state dict, or a torch.export (.pt2) program")
         return None
+
+    def describe_input(self, artifact: Path, spec: dict[str, Any]) -> None:
+        """``spec`` as JSON in the flatbuffer's ``metadata`` under ``edgebench.input`` (a buffer of its own; the
+        interpreter ignores it: ``flatbuffer_utils.read_model(path).metadata`` reads it)."""
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        model = flatbuffer_utils.read_model(str(artifact))
+        data = np.frombuffer(json.dumps(spec).encode(), dtype=np.uint8)
+        entry = next((m for m in model.metadata or [] if m.name in (INPUT_METADATA_KEY, INPUT_METADATA_KEY.encode())),
+                     None)
+        if entry is None:  # an int8 file quantized from the fp32 one may carry the fp32 file's already
+            entry, buffer = schema.MetadataT(), schema.BufferT()
+            model.buffers.append(buffer)
+            entry.name, entry.buffer = INPUT_METADATA_KEY, len(model.buffers) - 1
+            model.metadata = [*(model.metadata or []), entry]
+        model.buffers[entry.buffer].data = data
+        flatbuffer_utils.write_model(model, str(artifact))
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                fp32_source: Path | None = None) -> Path:

@@ -26,7 +26,7 @@ from edgebench.errors import UnsupportedModelError
 from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.quantization.qdq import write_qdq
-from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.runtimes.base import EXPORTERS, INPUT_METADATA_KEY, Exporter
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
 from edgebench.runtimes.onnxruntime.mixed_precision import search_mixed_precision, stamp
@@ -51,8 +51,9 @@ class OnnxExporter(Exporter):
     derives_from_fp32 = True  # the fp32 export is most of an int8 one (0.7 of 0.8 s for the digits CNN)
     suffix = ".onnx"
     # 1: without the dynamo exporter's debugging metadata; 2: fp16 files topologically sorted; 3: dynamic int8 7-bit;
-    # 4: traced on two images (one let torch.export fix the batch of attention and LSTM models at 1)
-    revision = 4
+    # 4: traced on two images (one let torch.export fix the batch of attention and LSTM models at 1); 5: the input
+    # spec in its metadata
+    revision = 5
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                validation: tuple[np.ndarray, np.ndarray] | None = None, fp32_source: Path | None = None) -> Path:
@@ -86,6 +87,10 @@ class OnnxExporter(Exporter):
             else:
                 raise ValueError(f"ONNX exporter cannot produce precision '{quant.precision}'")
         return out_path
+
+    def describe_input(self, artifact: Path, spec: dict[str, Any]) -> None:
+        """``spec`` under ``edgebench.input`` in the file's metadata (``custom_metadata_map`` of an ORT session)."""
+        stamp(artifact, spec, INPUT_METADATA_KEY)
 
 
 def export_qat_qdq(model: nn.Module, example: torch.Tensor, quant: QuantSpec, out_path: Path) -> Path:

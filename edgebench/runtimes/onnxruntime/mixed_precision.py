@@ -110,14 +110,18 @@ def search_mixed_precision(fp32_path: Path, out_path: Path, calibration: np.ndar
     return _stamped(result, out_path)
 
 
-def stamp(path: Path, record: dict[str, Any]) -> None:
-    """Write an exporter's quantization ``record`` into ``path``'s ONNX metadata (read back by
-    :func:`read_decision`; ONNX Runtime and OpenVINO sessions report it with every measurement)."""
+def stamp(path: Path, record: dict[str, Any], key: str = METADATA_KEY) -> None:
+    """Write ``record`` as JSON under ``key`` into ``path``'s ONNX metadata, replacing one there: an exporter's
+    quantization record (read back by :func:`read_decision`; ONNX Runtime and OpenVINO sessions report it with every
+    measurement), or what the file must be fed (``edgebench.input``)."""
     import onnx
 
     model = onnx.load(str(path))
+    kept = [entry for entry in model.metadata_props if entry.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(record)
+    entry.key, entry.value = key, json.dumps(record)
     onnx.save(model, str(path))
 
 
