@@ -109,6 +109,9 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_factory(self) -> ModelConfig:
+        if self.file is not None and self.factory is None and "name" in self.model_fields_set:
+            raise ValueError(f"model.name names a zoo model or an import path; for the function in model.file that "
+                             f"builds the model, write factory: {self.name} instead of name: {self.name}")
         if (self.file is None) != (self.factory is None):
             raise ValueError("model.file and model.factory go together: the Python file and the name of the "
                              "function in it that builds the model")

@@ -97,6 +97,13 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
             if tuple(out.shape) != (n, splits.num_classes):
                 raise ConfigError(f"{what} gives outputs of shape {tuple(out.shape)} on dataset {splits.name}; "
                                   f"expected (batch, {splits.num_classes}) logits")
+            if not bool(torch.isfinite(out).all()):  # every variant's training would stop at its first batch
+                weights = " with its weights" if exp.model.weights else " as its factory builds it"
+                raise ConfigError(f"{what}{weights} gives NaN or infinite outputs on dataset {splits.name}'s first "
+                                  f"training image(s): check its forward{' and weights' if exp.model.weights else ''}")
+        if exp.training.epochs > 0 and next(model.parameters(), None) is None:
+            raise ConfigError(f"{what} has no parameters: there is nothing to train (training.epochs "
+                              f"{exp.training.epochs}), prune or quantize")
         _warn_probabilities(out, what)
         _check_picklable(model, what)
         check_qat_layers(exp, model, what)

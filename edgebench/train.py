@@ -92,6 +92,8 @@ class TrainResult:
 
 def make_optimizer(model: nn.Module, spec: TrainSpec, lr: float) -> torch.optim.Optimizer:
     """SGD with momentum and weight decay, the recipe the pruning papers train with."""
+    if next(model.parameters(), None) is None:
+        raise TrainingError("the model has no parameters: there is nothing to train")
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
@@ -119,12 +121,19 @@ def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | tor
     return correct / len(xt)
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, n_epochs: int, lr: float) -> None:
+def _check_finite(loss: torch.Tensor, epoch: int, n_epochs: int, lr: float, step: int) -> None:
     """Stop on a NaN or infinite loss: its weights become NaN, and a model of NaNs would be exported and measured
-    (at chance accuracy) as if it were this variant."""
-    if not torch.isfinite(loss.detach()):
-        raise TrainingError(f"training stopped in epoch {epoch + 1}/{n_epochs}: the loss is {float(loss.detach())} "
-                            f"(training.lr {lr}); lower training.lr")
+    (at chance accuracy) as if it were this variant. On the first batch no update has happened yet, so the learning
+    rate cannot be the cause."""
+    if torch.isfinite(loss.detach()):
+        return
+    value = float(loss.detach())
+    if step == 0:
+        raise TrainingError(f"training stopped at its first batch, before any weight update: the loss is {value}, so the "
+                            "model's outputs on the training images are not finite as it is built (or loaded); check "
+                            "its forward and its weights")
+    raise TrainingError(f"training stopped in epoch {epoch + 1}/{n_epochs}: the loss is {value} (training.lr {lr}); "
+                        "lower training.lr")
 
 
 def train(
@@ -179,7 +188,7 @@ def train(
                 continue
             state.optimizer.zero_grad(set_to_none=True)
             state.loss = loss_fn(model(state.x_train[idx]), state.y_train[idx])
-            _check_finite(state.loss, epoch, n_epochs, spec.lr)
+            _check_finite(state.loss, epoch, n_epochs, spec.lr, state.step)
             state.loss.backward()
             for hook in hooks:
                 hook.after_backward(state)
