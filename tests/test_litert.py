@@ -542,3 +542,49 @@ def test_a_channels_last_model_converts_to_the_same_function(tmp_path: Path) -> 
     got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
     assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
     assert next(model.parameters()).is_contiguous(memory_format=torch.channels_last)  # the user's model untouched
+
+
+class _Resized(nn.Module):
+    """A conv, then ``F.interpolate`` with PyTorch's default (legacy ``nearest``) mode to ``size``/``scale``."""
+
+    def __init__(self, out_pixels: int, **resize: object) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.resize = resize
+        self.fc = nn.Linear(4 * out_pixels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.nn.functional.interpolate(torch.relu(self.conv(x)), **self.resize).flatten(1))
+
+
+@pytest.mark.parametrize(("resize", "pixels", "rows"), [
+    ({"scale_factor": 0.5}, 8 * 8, [0, 2, 4, 6, 8, 10, 12, 14]),
+    ({"size": (7, 5)}, 7 * 5, [0, 2, 4, 6, 9, 11, 13]),
+    ({"scale_factor": 2}, 32 * 32, None),
+], ids=["half", "uneven-size", "integer-upsampling"])
+def test_a_nearest_resize_converts_to_the_pixels_pytorch_reads(resize: dict, pixels: int, rows: list | None,
+                                                              tmp_path: Path) -> None:
+    """litert-torch writes PyTorch's legacy ``nearest`` as LiteRT's half-pixel nearest resize (PyTorch's
+    ``nearest-exact``): rows 1, 3, 5... of a halving where PyTorch reads 0, 2, 4 (floor(i * 16 / 8)); to 7 rows of 16,
+    floor(i * 16 / 7) = 0, 2, 4, 6, 9, 11, 13 against floor((i + 0.5) * 16 / 7) = 1, 3, 5, 8, 10, 12, 14. A model
+    downsampling that way got a .tflite 8.05 off its logits and nothing failed. Integer upsampling reads the same
+    pixels both ways and keeps LiteRT's own op."""
+    from edgebench.runtimes.litert.export import _NEAREST, _resizes_shifted, _source_rows
+
+    torch.manual_seed(0)
+    model = _Resized(pixels, **resize).eval()
+    calibration = np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
+    assert _resizes_shifted(model, torch.from_numpy(calibration[:1])) == (rows is not None)
+    if rows is not None:  # the rows read off PyTorch's op are the ones its definition gives
+        graph = torch.export.export(model, (torch.from_numpy(calibration[:1]),)).module()
+        (node,) = [n for n in graph.graph.nodes if n.op == "call_function" and n.target in _NEAREST]
+        assert _source_rows(node)[0].tolist() == rows
+    exporter = get_exporter("tflite")
+    expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
+    fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")
+    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=16), calibration,
+                           tmp_path / "int8.tflite", fp32_source=fp32)
+    for path, tolerance in ((fp32, 1e-5), (int8, 0.05)):
+        session = get_backend("litert").load(path, BackendSettings())
+        got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
+        assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), path.name

@@ -163,6 +163,88 @@ def _without_adaptive_max_pools(graph: torch.fx.GraphModule) -> int:
     return replaced
 
 
+#: PyTorch's legacy ``nearest`` resize (``F.interpolate``'s default mode, ``nn.Upsample``'s)
+_NEAREST = (torch.ops.aten.upsample_nearest2d.vec, torch.ops.aten.upsample_nearest2d.default)
+
+
+def _source_rows(node: torch.fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input row and column each output pixel of a nearest-resize ``node`` copies, read off PyTorch's own op
+    run on an image of pixel numbers (so its rounding and its scale factors are PyTorch's, exactly)."""
+    _, _, height, width = node.args[0].meta["val"].shape
+    numbers = torch.arange(height * width, dtype=torch.float32).reshape(1, 1, height, width)
+    picked = node.target(numbers, *node.args[1:], **node.kwargs)[0, 0].long()
+    return picked[:, 0] // width, picked[0, :] % width
+
+
+def _shifted_by_litert(rows: torch.Tensor, size: int) -> bool:
+    """Whether LiteRT's nearest resize (half-pixel centres: PyTorch's ``nearest-exact``) picks other ``rows`` of an
+    axis of ``size``; an integer upsampling picks the same."""
+    out = len(rows)
+    return not torch.equal(rows, torch.clamp(((torch.arange(out) + 0.5) * size / out).floor().long(), max=size - 1))
+
+
+def _picked(graph: torch.fx.GraphModule, source: torch.fx.Node, dim: int, rows: torch.Tensor) -> torch.fx.Node:
+    """``source`` along ``dim`` reduced to ``rows``: a strided slice where they are evenly spaced, else a gather."""
+    steps = torch.diff(rows)
+    if len(rows) > 1 and bool((steps == steps[0]).all()) and int(steps[0]) > 0:
+        start, step = int(rows[0]), int(steps[0])
+        return graph.graph.call_function(torch.ops.aten.slice.Tensor, (source, dim, start, int(rows[-1]) + 1, step))
+    name = f"_nearest_rows_{len(graph.graph.nodes)}"
+    graph.register_buffer(name, rows.clone())
+    index = graph.graph.get_attr(name)
+    return graph.graph.call_function(torch.ops.aten.index_select.default, (source, dim, index))
+
+
+def _without_legacy_nearest(graph: torch.fx.GraphModule) -> int:
+    """Replace in ``graph`` each nearest resize that LiteRT would compute on other pixels by the same pixels picked
+    with slices or gathers; return how many went.
+
+    litert-torch converts PyTorch's legacy ``nearest`` to RESIZE_NEAREST_NEIGHBOR with half-pixel centres, which is
+    PyTorch's ``nearest-exact``: the same pixels for an integer upsampling, others for any other size. A
+    ``F.interpolate(x, scale_factor=0.5)`` downsampling read rows 1, 3, 5... where PyTorch reads 0, 2, 4...: the
+    .tflite of such a model computed another function (logits 8.05 off), and nothing failed."""
+    replaced = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target not in _NEAREST:
+            continue
+        _, _, height, width = node.args[0].meta["val"].shape
+        rows, columns = _source_rows(node)
+        if not (_shifted_by_litert(rows, height) or _shifted_by_litert(columns, width)):
+            continue
+        with graph.graph.inserting_before(node):
+            picked = _picked(graph, _picked(graph, node.args[0], 2, rows), 3, columns)
+        node.replace_all_uses_with(picked)
+        graph.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        graph.recompile()
+    return replaced
+
+
+class _NearestResizes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sees, during one forward, whether the model resizes with legacy ``nearest`` to a size LiteRT would read
+    other pixels for (checked without exporting the model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shifted = False
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func in _NEAREST:
+            height, width = args[0].shape[-2:]
+            self.shifted |= out.shape[-2] % height != 0 or out.shape[-1] % width != 0
+        return out
+
+
+def _resizes_shifted(model: nn.Module, example: torch.Tensor) -> bool:
+    """Whether ``model`` has a nearest resize that is not an integer upsampling (:func:`_without_legacy_nearest`)."""
+    finder = _NearestResizes()
+    with torch.no_grad(), finder:
+        model(example)
+    return finder.shifted
+
+
 def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
     """The one-line refusal for torch.export meeting a Python branch on a tensor's value (a 'data-dependent'
     guard), naming the model's own file:line where the message shows it; None for any other failure."""
@@ -182,6 +264,13 @@ def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **op
     (broadcast expands dropped, ``_without_broadcast_expands``; adaptive max pools in ops it lowers,
     ``_without_adaptive_max_pools``). The model as written goes first: exporting it to look for either would cost
     every conversion a second export."""
+    if _resizes_shifted(model, example):  # converts without an error, but to another function
+        graph = torch.export.export(model, (example,)).module()
+        _without_legacy_nearest(graph)
+        graph.training = False
+        log.info("converting the model's graph with its nearest resizes as slices and gathers (LiteRT's own resize "
+                 "reads other pixels)")
+        model = graph
     try:
         return litert_torch.convert(model, (example,), **options)
     except Exception as exc:
