@@ -254,6 +254,8 @@ def test_a_task_waits_for_its_prerequisites_and_fails_when_one_failed():
     assert not orphan.ok and orphan.error.startswith("export broken-export failed: TypeError")
     derived = next(r for r in results if r.key == "derived-measure")  # two links down: the task that failed
     assert derived.blocked and derived.error == orphan.error
+    # and its traceback, which the store keeps with the blocked measurements (no other record holds it)
+    assert derived.detail == orphan.detail and "Traceback" in derived.detail and "TypeError" in derived.detail
 
 
 def test_a_measurement_pinned_to_a_core_runs_in_a_worker_pinned_there():

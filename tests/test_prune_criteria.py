@@ -233,3 +233,35 @@ def test_a_channel_torch_pruning_maps_out_of_a_layer_blames_the_map_not_the_crit
     with pytest.raises(CriterionError, match=r"^torch-pruning mapped channel [4-7] of the (in|out) channels of Conv2d "
                                              r"\(weight \(4, 4, 3, 3\)\), which has 4: .* \(pruning.keep\)$"):
         score_groups(_Chunked().eval(), create_criterion("l1"), torch.ones(1, 1, 6, 6))
+
+
+class _BatchNorm1dHeads(nn.Module):
+    """A BatchNorm1d where classifiers put one: on the pooled conv features (its channels are the conv's, so
+    pruning couples them) and after a hidden Linear (not the conv's at all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pooled_bn = nn.BatchNorm1d(8)
+        self.hidden = nn.Linear(8, 6)
+        self.hidden_bn = nn.BatchNorm1d(6)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.pooled_bn(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+        return self.head(torch.relu(self.hidden_bn(self.hidden(features))))
+
+
+@pytest.mark.parametrize("name", sorted(CRITERIA.names()))
+def test_every_criterion_prunes_a_model_with_batchnorm1d_layers(name: str) -> None:
+    """The feature-map criteria (mean_activation, taylor_activation, chip) hooked every BatchNorm and averaged its
+    output over (0, 2, 3): a user's classifier with a BatchNorm1d after a Linear failed every such build
+    ("Dimension out of range"). A BN1d's (N, C) output is one position per channel."""
+    torch.manual_seed(0)
+    net = _BatchNorm1dHeads().eval()
+    x = torch.randn(16, 3, 6, 6)
+    prune_model(net, create_criterion(name), 0.5, x[:1], data=ScoringData(x, torch.arange(16) % 4, 8),
+                ignored=[net.head])
+    assert net.conv.out_channels == 4 and net.pooled_bn.num_features == 4 and net.hidden.in_features == 4
+    assert net(x).shape == (16, 4)

@@ -187,9 +187,11 @@ class Executor(ABC):
                     break
                 task, cause = blocked
                 waiting.remove(task)
-                # a chain of blocked tasks names the task that failed, not every link in between
+                # a chain of blocked tasks names the task that failed, not every link in between, and carries its
+                # traceback: the jobs it blocked are what the store keeps
                 error = cause.error if cause.blocked else f"{cause.task.kind} {cause.key} failed: {cause.error}"
-                done[task.key] = TaskResult(task, "failed", error=error, lost=cause.lost, blocked=True)
+                done[task.key] = TaskResult(task, "failed", error=error, detail=cause.detail, lost=cause.lost,
+                                            blocked=True)
                 yield done[task.key]
             for task in [t for t in waiting if all(k in done for k in t.after)]:
                 waiting.remove(task)

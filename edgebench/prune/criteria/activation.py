@@ -19,6 +19,12 @@ from edgebench.prune.criteria.base import (
 _BN = nn.modules.batchnorm._BatchNorm
 
 
+def positions(activation: torch.Tensor) -> torch.Tensor:
+    """``activation`` as (N, C, positions): a conv's (N, C, H, W) map, or the (N, C) features of a BatchNorm1d after
+    pooling and flattening (one position), whose channels are a conv's when pruning couples them."""
+    return activation.reshape(activation.shape[0], activation.shape[1], -1)
+
+
 class _FeatureMapCriterion(ResponseScores):
     """Scores a channel from the feature map after ReLU: the BN output when the group has a BN, else the
     conv output (the ReLU is applied here, so the statistic is that of the activation map)."""
@@ -26,7 +32,7 @@ class _FeatureMapCriterion(ResponseScores):
     needs_data = True
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
-        """Per-channel statistic of one batch's post-ReLU activations (N, C, H, W)."""
+        """Per-channel statistic of one batch's post-ReLU activations (N, C, H, W), or (N, C) features."""
         raise NotImplementedError
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
@@ -41,7 +47,7 @@ class MeanActivation(_FeatureMapCriterion):
     samples (Roy et al. 2020, seed 001; after Molchanov et al. 2017's activation criterion)."""
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
-        return activation.mean(dim=(0, 2, 3))
+        return positions(activation).mean(dim=(0, 2))
 
 
 @CRITERIA.register("taylor_activation")
@@ -70,7 +76,7 @@ class TaylorActivation(_FeatureMapCriterion):
                 loss = F.cross_entropy(model(x), y, reduction="sum")  # sum: each example's gradient is its own cost's
                 mods = [m for m in modules if m in outputs and outputs[m].requires_grad]
                 for m, g in zip(mods, torch.autograd.grad(loss, [outputs[m] for m in mods])):
-                    per_example = (torch.relu(outputs[m].detach()) * g).mean(dim=(2, 3)).abs().sum(0).double()
+                    per_example = positions(torch.relu(outputs[m].detach()) * g).mean(2).abs().sum(0).double()
                     sums[m] = sums[m] + per_example if m in sums else per_example
         finally:
             model.train(was_training)
@@ -96,7 +102,7 @@ class ChannelIndependence(_FeatureMapCriterion):
         self.samples_per_batch = samples_per_batch
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
-        a = activation[: self.samples_per_batch].flatten(2).double()  # (N, C, HW)
+        a = positions(activation[: self.samples_per_batch]).double()  # (N, C, HW)
         c, hw = a.shape[1:]
         idx = torch.arange(c)
         # ||A||_* = sum of sqrt(eigenvalues) of the smaller Gram matrix; symmetric eigensolvers are much
