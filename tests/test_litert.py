@@ -569,16 +569,45 @@ def test_a_nearest_resize_converts_to_the_pixels_pytorch_reads(resize: dict, pix
     floor(i * 16 / 7) = 0, 2, 4, 6, 9, 11, 13 against floor((i + 0.5) * 16 / 7) = 1, 3, 5, 8, 10, 12, 14. A model
     downsampling that way got a .tflite 8.05 off its logits and nothing failed. Integer upsampling reads the same
     pixels both ways and keeps LiteRT's own op."""
-    from edgebench.runtimes.litert.export import _NEAREST, _resizes_shifted, _source_rows
+    from edgebench.runtimes.litert.export import _NEAREST, _misconverted, _source_rows
 
     torch.manual_seed(0)
     model = _Resized(pixels, **resize).eval()
     calibration = np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
-    assert _resizes_shifted(model, torch.from_numpy(calibration[:1])) == (rows is not None)
+    assert _misconverted(model, torch.from_numpy(calibration[:1])) == (rows is not None)
     if rows is not None:  # the rows read off PyTorch's op are the ones its definition gives
         graph = torch.export.export(model, (torch.from_numpy(calibration[:1]),)).module()
         (node,) = [n for n in graph.graph.nodes if n.op == "call_function" and n.target in _NEAREST]
         assert _source_rows(node)[0].tolist() == rows
+    exporter = get_exporter("tflite")
+    expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
+    fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")
+    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=16), calibration,
+                           tmp_path / "int8.tflite", fp32_source=fp32)
+    for path, tolerance in ((fp32, 1e-5), (int8, 0.05)):
+        session = get_backend("litert").load(path, BackendSettings())
+        got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
+        assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), path.name
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
+                                  nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False),
+                                  nn.AvgPool2d((3, 5), (1, 2), padding=(1, 2), count_include_pad=False)],
+                         ids=["square", "ceil-mode", "rectangular"])
+def test_an_average_pool_leaving_its_padding_uncounted_gets_an_int8_file(pool: nn.Module, tmp_path: Path) -> None:
+    """litert-torch lowers such a pool to a StableHLO reduce_window that ai-edge-quantizer cannot calibrate: the
+    int8 export failed ("Failed to get quantization parameters for tensor: STABLEHLO_REDUCE_WINDOW..."). Written as
+    the pool that counts the padding over the pool of an all-ones image (each window's share of real pixels), both
+    files give the model's logits; at the border of a 3x3 window with padding 1, 4 of 9 pixels are real, so
+    counting the padding alone would read 4/9 of the value there."""
+    from edgebench.runtimes.litert.export import _misconverted
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), pool, nn.Flatten())
+    calibration = np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
+    features = model(torch.zeros(1, 3, 16, 16)).shape[1]
+    model = nn.Sequential(*model, nn.Linear(features, 3)).eval()
+    assert _misconverted(model, torch.from_numpy(calibration[:1]))
     exporter = get_exporter("tflite")
     expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
     fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")

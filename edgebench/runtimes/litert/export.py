@@ -221,28 +221,80 @@ def _without_legacy_nearest(graph: torch.fx.GraphModule) -> int:
     return replaced
 
 
-class _NearestResizes(torch.utils._python_dispatch.TorchDispatchMode):
-    """Sees, during one forward, whether the model resizes with legacy ``nearest`` to a size LiteRT would read
-    other pixels for (checked without exporting the model)."""
+#: ``aten.avg_pool2d``'s arguments after the input and kernel size, at their defaults: stride (the kernel's),
+#: padding, ceil_mode, count_include_pad, divisor_override
+_AVG_POOL_DEFAULTS = ([], 0, False, True, None)
+
+
+def _avg_pool_args(args: tuple) -> list:
+    """An ``aten.avg_pool2d`` call's positional ``args``, completed with the defaults of those left out."""
+    return [*args, *_AVG_POOL_DEFAULTS[len(args) - 2:]]
+
+
+def _pads_uncounted(args: tuple) -> bool:
+    """Whether an ``aten.avg_pool2d`` call pads and leaves the padding out of its divisor (no divisor_override)."""
+    _, _, _, padding, _, count_include_pad, divisor_override = _avg_pool_args(args)
+    pads = padding if isinstance(padding, list | tuple) else [padding]
+    return not count_include_pad and divisor_override is None and any(p > 0 for p in pads)
+
+
+def _with_pads_counted(graph: torch.fx.GraphModule) -> int:
+    """Replace in ``graph`` each average pool that pads without counting the padding (``count_include_pad=False``)
+    by the pool that counts it times a constant map; return how many went.
+
+    litert-torch lowers such a pool to a StableHLO reduce_window that ai-edge-quantizer cannot calibrate ("Failed to
+    get quantization parameters for tensor: STABLEHLO_REDUCE_WINDOW..."): the model had no LiteRT int8. The pool that
+    counts the padding divides each window's sum by its size within the padded input; the same pool of an all-ones
+    image gives each window's share of real pixels, so dividing by that map is the pool without the padding,
+    exactly (one with a divisor_override divides by that and is left as it is)."""
+    aten = torch.ops.aten
+    replaced = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != aten.avg_pool2d.default or node.kwargs:
+            continue
+        if not _pads_uncounted(node.args):
+            continue
+        _, _, height, width = node.args[0].meta["val"].shape
+        counted = [*_avg_pool_args(node.args)[:5], True]
+        share = aten.avg_pool2d.default(torch.ones(1, 1, height, width), *counted[1:])
+        name = f"_real_pixel_share_{len(graph.graph.nodes)}"
+        graph.register_buffer(name, share)
+        with graph.graph.inserting_before(node):
+            pooled = graph.graph.call_function(aten.avg_pool2d.default, tuple(counted))
+            out = graph.graph.call_function(aten.div.Tensor, (pooled, graph.graph.get_attr(name)))
+        node.replace_all_uses_with(out)
+        graph.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        graph.recompile()
+    return replaced
+
+
+class _MisconvertedOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sees, during one forward, whether the model calls an op litert-torch converts wrongly or to a file that cannot
+    be quantized (checked without exporting the model): a legacy ``nearest`` resize to a size LiteRT would read other
+    pixels for, or an average pool that leaves its padding uncounted."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.shifted = False
+        self.found = False
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         if func in _NEAREST:
             height, width = args[0].shape[-2:]
-            self.shifted |= out.shape[-2] % height != 0 or out.shape[-1] % width != 0
+            self.found |= out.shape[-2] % height != 0 or out.shape[-1] % width != 0
+        elif func == torch.ops.aten.avg_pool2d.default:
+            self.found |= _pads_uncounted(args)
         return out
 
 
-def _resizes_shifted(model: nn.Module, example: torch.Tensor) -> bool:
-    """Whether ``model`` has a nearest resize that is not an integer upsampling (:func:`_without_legacy_nearest`)."""
-    finder = _NearestResizes()
+def _misconverted(model: nn.Module, example: torch.Tensor) -> bool:
+    """Whether ``model`` calls an op :func:`_without_legacy_nearest` or :func:`_with_pads_counted` rewrites."""
+    finder = _MisconvertedOps()
     with torch.no_grad(), finder:
         model(example)
-    return finder.shifted
+    return finder.found
 
 
 def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
@@ -264,12 +316,13 @@ def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **op
     (broadcast expands dropped, ``_without_broadcast_expands``; adaptive max pools in ops it lowers,
     ``_without_adaptive_max_pools``). The model as written goes first: exporting it to look for either would cost
     every conversion a second export."""
-    if _resizes_shifted(model, example):  # converts without an error, but to another function
+    if _misconverted(model, example):  # converts without an error, but to another function or an unquantizable op
         graph = torch.export.export(model, (example,)).module()
         _without_legacy_nearest(graph)
+        _with_pads_counted(graph)
         graph.training = False
         log.info("converting the model's graph with its nearest resizes as slices and gathers (LiteRT's own resize "
-                 "reads other pixels)")
+                 "reads other pixels) and its average pools counting their padding")
         model = graph
     try:
         return litert_torch.convert(model, (example,), **options)
