@@ -554,7 +554,8 @@ class _Resized(nn.Module):
         self.fc = nn.Linear(4 * out_pixels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.nn.functional.interpolate(torch.relu(self.conv(x)), **self.resize).flatten(1))
+        resized = torch.nn.functional.interpolate(torch.relu(self.conv(x)), **self.resize)
+        return self.fc(resized.view(resized.size(0), -1))  # a view: the resize's output is contiguous in PyTorch
 
 
 @pytest.mark.parametrize(("resize", "pixels", "rows"), [

@@ -184,11 +184,14 @@ def _shifted_by_litert(rows: torch.Tensor, size: int) -> bool:
 
 
 def _picked(graph: torch.fx.GraphModule, source: torch.fx.Node, dim: int, rows: torch.Tensor) -> torch.fx.Node:
-    """``source`` along ``dim`` reduced to ``rows``: a strided slice where they are evenly spaced, else a gather."""
+    """``source`` along ``dim`` reduced to ``rows``: a strided slice where they are evenly spaced (copied, as the
+    resize's output was: a ``view`` after it must not meet a strided tensor), else a gather."""
     steps = torch.diff(rows)
     if len(rows) > 1 and bool((steps == steps[0]).all()) and int(steps[0]) > 0:
         start, step = int(rows[0]), int(steps[0])
-        return graph.graph.call_function(torch.ops.aten.slice.Tensor, (source, dim, start, int(rows[-1]) + 1, step))
+        sliced = graph.graph.call_function(torch.ops.aten.slice.Tensor, (source, dim, start, int(rows[-1]) + 1, step))
+        return graph.graph.call_function(torch.ops.aten.clone.default, (sliced,),
+                                         {"memory_format": torch.contiguous_format})
     name = f"_nearest_rows_{len(graph.graph.nodes)}"
     graph.register_buffer(name, rows.clone())
     index = graph.graph.get_attr(name)
