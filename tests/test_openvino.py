@@ -81,3 +81,20 @@ def test_local_openvino_target_is_available() -> None:
     target = get_target("local-openvino")
     assert target.backends == ["openvino"] and target.threads == 1
     assert runner_for(target).available() is None
+
+
+def test_an_op_openvino_cannot_convert_is_named_not_cut_off(tmp_path: Path) -> None:
+    """A conv with padding_mode='circular' exports as ONNX Pad in mode 'wrap', which OpenVINO's ONNX reader has no
+    conversion for. Its error is a multi-line report whose first line says only "Check 'false' failed"; the ops
+    after the Pad fail too, on the shapes it leaves. The failure names the Pad and why, and lists the others."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 3)).eval()
+    images = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    path = get_exporter("onnx").export(model, QuantSpec(), images, tmp_path / "wrap.onnx")
+    assert get_backend("onnxruntime").load(path, BackendSettings()).run(images[:1]).shape == (1, 3)  # a valid file
+    with pytest.raises(ArtifactError) as info:
+        get_backend("openvino").load(path, BackendSettings())
+    message = str(info.value)
+    assert message.startswith("OpenVINO's ONNX reader cannot convert Pad (Unsupported padding mode: [wrap])")
+    assert "which fail on what it leaves" in message and "\n" not in message

@@ -4,6 +4,7 @@ per-layer profiling alike."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,29 @@ def read_onnx(core: Any, artifact: Path) -> Any:
     try:
         return core.read_model(str(artifact))
     except RuntimeError as exc:
+        if failed := unconverted_ops(str(exc)):
+            raise ArtifactError(f"OpenVINO's ONNX reader cannot convert {failed} of {artifact.name}: the layer "
+                                "behind it has no OpenVINO form (ONNX Runtime runs the same file); leave this "
+                                "model's OpenVINO target out, or write the layer another way") from exc
         raise ArtifactError(f"OpenVINO cannot read {artifact}: {exc} ({REEXPORT_HINT})") from exc
+
+
+#: words of the reasons of ops that fail only on what an unconverted op before them left (no shape, no type)
+_KNOCK_ON = ("dynamic", "static", "Element not supported")
+
+
+def unconverted_ops(message: str) -> str | None:
+    """The ops OpenVINO's report of a failed conversion names, each with the last line of its reason, and after them
+    the ops that failed only on what those left: what its multi-line error, cut to its first line, hid. None for
+    any other error."""
+    blocks = re.findall(r"^-- (\S+) with a message:\n(.*?)(?=^-- |^Summary:|\Z)", message, re.M | re.S)
+    if not blocks:
+        return None
+    reasons = [(op.rsplit("-", 1)[0], [ln.strip() for ln in text.splitlines() if ln.strip()][-1]) for op, text in blocks]
+    causes = [(op, why) for op, why in reasons if not any(word in why for word in _KNOCK_ON)] or reasons
+    after = [op for op, why in reasons if (op, why) not in causes]
+    return "; ".join(f"{op} ({why})" for op, why in causes) + (
+        f" (and {', '.join(after)}, which fail on what it leaves)" if after else "")
 
 
 def compile_for_batch(core: Any, model: Any, batch: int, config: dict[str, Any]) -> Any:
