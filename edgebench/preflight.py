@@ -340,7 +340,17 @@ def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str]
     if not works:
         return bad, (f"remove pruning.criteria (keeping {', '.join(bad)} with pruning.keep does not make the rest "
                      "prunable either)")
+    if _filters(trial) == _filters(model):  # the layers kept hold every group: nothing would be pruned
+        return bad, (f"remove pruning.criteria (keeping {', '.join(bad)} with pruning.keep leaves no filter to "
+                     "prune: every other conv's filters are tied to theirs)")
     return bad, f"keep those layers and prune the rest: pruning.keep: [{', '.join(kept)}]; or remove pruning.criteria"
+
+
+def _filters(model: nn.Module) -> int:
+    """Output channels of every Conv2d of ``model``."""
+    import torch
+
+    return sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def _failing_layer(model: nn.Module, example: torch.Tensor) -> str | None:

@@ -237,10 +237,23 @@ class SizedView(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
-def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(tmp_path: Path) -> None:
+class ShapeRead(SizedView):
+    """Reads ``x.shape`` in forward (as a non-local block does to restore its map): a getattr to hls4ml's tracer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        n, c, h, w = x.shape
+        return self.fc(x.reshape(n, c * h * w))
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    (SizedView(), r"Unsupported function size \(.*write x.flatten\(1\)\)"),
+    (ShapeRead(), r"Unsupported function getattr \(a tensor attribute read in forward, such as n, c, h, w = x.shape"),
+], ids=["size", "shape"])
+def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(model: nn.Module, message: str, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
-    with pytest.raises(UnsupportedModelError, match=r"Unsupported function size \(.*write x.flatten\(1\)\)"):
-        Hls4mlExporter().export(SizedView().eval(), QuantSpec(precision="fixed"), x, tmp_path / "sized")
+    with pytest.raises(UnsupportedModelError, match=message):
+        Hls4mlExporter().export(model.eval(), QuantSpec(precision="fixed"), x, tmp_path / "sized")
 
 
 class _FunctionalGlobalPool(nn.Module):

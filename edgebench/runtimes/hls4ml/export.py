@@ -71,6 +71,8 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
 _UNSUPPORTED_FUNCTIONS = {
     "size": " (x.view(x.size(0), -1) in forward: write x.flatten(1))",
+    "getattr": " (a tensor attribute read in forward, such as n, c, h, w = x.shape: hls4ml's tracer has no shapes; "
+               "write the op without it, e.g. x.flatten(1))",
     # global pools written as functions: the layers convert (with_fixed_adaptive_pools)
     "mean": " (a global average x.mean((2, 3)) in forward: write an nn.AdaptiveAvgPool2d(1) layer and x.flatten(1))",
     "amax": " (a global maximum x.amax((2, 3)) in forward: write an nn.AdaptiveMaxPool2d(1) layer and x.flatten(1))",
