@@ -544,6 +544,20 @@ def test_a_channels_last_model_converts_to_the_same_function(tmp_path: Path) -> 
     assert next(model.parameters()).is_contiguous(memory_format=torch.channels_last)  # the user's model untouched
 
 
+def _assert_fp32_and_int8_files_agree(model: nn.Module, calibration: np.ndarray, tmp_path: Path) -> None:
+    """The model's fp32 .tflite and the int8 quantized from it give its logits on four images (to 1e-5 and 5 % of
+    their scale)."""
+    exporter = get_exporter("tflite")
+    expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
+    fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")
+    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=len(calibration)), calibration,
+                           tmp_path / "int8.tflite", fp32_source=fp32)
+    for path, tolerance in ((fp32, 1e-5), (int8, 0.05)):
+        session = get_backend("litert").load(path, BackendSettings())
+        got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
+        assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), path.name
+
+
 class _Resized(nn.Module):
     """A conv, then ``F.interpolate`` with PyTorch's default (legacy ``nearest``) mode to ``size``/``scale``."""
 
@@ -580,15 +594,7 @@ def test_a_nearest_resize_converts_to_the_pixels_pytorch_reads(resize: dict, pix
         graph = torch.export.export(model, (torch.from_numpy(calibration[:1]),)).module()
         (node,) = [n for n in graph.graph.nodes if n.op == "call_function" and n.target in _NEAREST]
         assert _source_rows(node)[0].tolist() == rows
-    exporter = get_exporter("tflite")
-    expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
-    fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")
-    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=16), calibration,
-                           tmp_path / "int8.tflite", fp32_source=fp32)
-    for path, tolerance in ((fp32, 1e-5), (int8, 0.05)):
-        session = get_backend("litert").load(path, BackendSettings())
-        got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
-        assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), path.name
+    _assert_fp32_and_int8_files_agree(model, calibration, tmp_path)
 
 
 @pytest.mark.parametrize("pool", [nn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
@@ -609,12 +615,4 @@ def test_an_average_pool_leaving_its_padding_uncounted_gets_an_int8_file(pool: n
     features = model(torch.zeros(1, 3, 16, 16)).shape[1]
     model = nn.Sequential(*model, nn.Linear(features, 3)).eval()
     assert _misconverted(model, torch.from_numpy(calibration[:1]))
-    exporter = get_exporter("tflite")
-    expected = model(torch.from_numpy(calibration[:4])).detach().numpy()
-    fp32 = exporter.export(model, QuantSpec(precision="fp32"), calibration, tmp_path / "fp32.tflite")
-    int8 = exporter.export(model, QuantSpec(precision="int8", calibration_samples=16), calibration,
-                           tmp_path / "int8.tflite", fp32_source=fp32)
-    for path, tolerance in ((fp32, 1e-5), (int8, 0.05)):
-        session = get_backend("litert").load(path, BackendSettings())
-        got = np.concatenate([session.run(calibration[i:i + 1]) for i in range(4)])
-        assert np.abs(got - expected).max() < tolerance * max(1.0, np.abs(expected).max()), path.name
+    _assert_fp32_and_int8_files_agree(model, calibration, tmp_path)
