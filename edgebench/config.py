@@ -82,9 +82,9 @@ class DatasetConfig(_Strict):
 
     def digest(self) -> str | None:
         """What the files and directories named in ``kwargs`` hold (None: no paths, as for the bundled datasets)."""
-        from edgebench.data.fingerprint import data_digest
+        from edgebench.data.fingerprint import data_digest, read_by
 
-        return data_digest(self.kwargs)
+        return data_digest(self.kwargs, read_by(self.name))
 
     def load(self) -> DatasetSplits:
         """The dataset's splits, preprocessed (in the process that calls this: the driver, a build worker)."""

@@ -480,3 +480,33 @@ def test_imagefolder_names_what_it_does_not_read_and_the_file_a_crop_does_not_fi
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "cat" / "small.png")
     with pytest.raises(DatasetError, match=r"small.png: .*larger than"):
         load_dataset("imagefolder", Preprocess(center_crop=10), path=tmp_path, grayscale=True)
+
+
+def test_files_a_loader_does_not_read_leave_the_data_digest_alone(tmp_path: Path) -> None:
+    """A run whose workdir and report sat inside its image folder got new variant ids on every run (its store and
+    its report's PNGs changed the folder's digest), so nothing was ever reused: a directory counts by the files its
+    loader reads (an image folder's class images, CIFAR's batch files); a user's loader's by every file."""
+    from edgebench.data.fingerprint import data_digest, read_by
+
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        (tmp_path / split / "cat" / "a.png").write_bytes(b"1")
+    (tmp_path / "data_batch_1").write_bytes(b"batch")
+    loaders = ("imagefolder", "cifar10", "my_pkg.data:load")
+
+    def digests() -> dict[str, str | None]:
+        return {loader: data_digest({"path": str(tmp_path)}, read_by(loader)) for loader in loaders}
+
+    before = digests()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "results.db").write_bytes(b"a run's store")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "pareto.png").write_bytes(b"a plot")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("stray")
+    after = digests()
+    assert after["imagefolder"] == before["imagefolder"] and after["cifar10"] == before["cifar10"]
+    assert after["my_pkg.data:load"] != before["my_pkg.data:load"]
+    (tmp_path / "test" / "cat" / "b.jpg").write_bytes(b"22")  # an image added, a batch rewritten: new data
+    (tmp_path / "data_batch_1").write_bytes(b"batch, rewritten")
+    changed = digests()
+    assert changed["imagefolder"] != after["imagefolder"] and changed["cifar10"] != after["cifar10"]

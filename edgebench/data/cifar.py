@@ -16,7 +16,7 @@ from edgebench.data.registry import DATASETS
 from edgebench.data.splits import DatasetSplits, make_splits
 from edgebench.errors import DatasetError
 
-_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
 def _read_batch(file: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +52,8 @@ def _check_dir(path: str | Path | None, files: tuple[str, ...], name: str) -> Pa
 @DATASETS.register("cifar10")
 def cifar10(path: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1) -> DatasetSplits:
     """CIFAR-10 (10 classes, 3x32x32); validation is held out of the 50k training images."""
-    root = _check_dir(path, (*_CIFAR10_TRAIN, "test_batch"), "cifar10")
-    parts = [_read_batch(root / f, b"labels") for f in _CIFAR10_TRAIN]
+    root = _check_dir(path, (*CIFAR10_TRAIN, "test_batch"), "cifar10")
+    parts = [_read_batch(root / f, b"labels") for f in CIFAR10_TRAIN]
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     x_test, y_test = _read_batch(root / "test_batch", b"labels")

@@ -19,7 +19,7 @@ from edgebench.variants import Preprocess
 log = logging.getLogger(__name__)
 
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 #: image files PIL may read that an image folder does not (named when skipped, not dropped silently)
 _OTHER_IMAGE_SUFFIXES = {".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
@@ -206,16 +206,15 @@ def _read_folder(root: Path, classes: list[str], mode: str, size: tuple[int, int
     images, labels, first = [], [], {}
     for label, cls in enumerate(classes):
         folder = root / cls
-        # hidden files (macOS's ._img.png resource forks, editors' backups) are not images of the class
-        entries = [f for f in sorted(folder.iterdir()) if not f.name.startswith(".")] if folder.is_dir() else []
-        files = [f for f in entries if f.suffix.lower() in _IMAGE_SUFFIXES]
+        entries = _entries(folder)
+        files = [f for f in entries if f.suffix.lower() in IMAGE_SUFFIXES]
         skipped = [f.name + ("/" if f.is_dir() else "") for f in entries
                    if f.is_dir() or f.suffix.lower() in _OTHER_IMAGE_SUFFIXES]
         if skipped:  # images the user meant to count (a sub-folder, a .webp) would vanish without a word
             log.warning("imagefolder: %s: %d entr(ies) not read (%s): only %s files directly in a class folder are",
-                        folder, len(skipped), ", ".join(skipped[:3]), "/".join(sorted(_IMAGE_SUFFIXES)))
+                        folder, len(skipped), ", ".join(skipped[:3]), "/".join(sorted(IMAGE_SUFFIXES)))
         if not files and every_class:  # else a class no image can ever teach, and a logit for it
-            raise DatasetError(f"imagefolder: class folder {root / cls} has no {'/'.join(sorted(_IMAGE_SUFFIXES))} "
+            raise DatasetError(f"imagefolder: class folder {root / cls} has no {'/'.join(sorted(IMAGE_SUFFIXES))} "
                                "images; add some or remove the folder (class ids follow the sorted folder names)")
         for file in files:
             try:
@@ -231,7 +230,7 @@ def _read_folder(root: Path, classes: list[str], mode: str, size: tuple[int, int
             images.append(image)
             labels.append(label)
     if not images:
-        raise DatasetError(f"imagefolder: no {'/'.join(sorted(_IMAGE_SUFFIXES))} images under {root}")
+        raise DatasetError(f"imagefolder: no {'/'.join(sorted(IMAGE_SUFFIXES))} images under {root}")
     if len(first) > 1:  # np.stack would fail naming no file
         (shape_a, file_a), (shape_b, file_b) = list(first.items())[:2]
         advice = ("declare a center_crop in dataset.preprocess (or resize: [H, W]) to make every image one size "
@@ -245,6 +244,21 @@ def _read_folder(root: Path, classes: list[str], mode: str, size: tuple[int, int
 
 def _hxw(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape[1:]))
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What a class folder holds, sorted; hidden files (macOS's ._img.png resource forks, editors' backups) are not
+    images of the class."""
+    return [f for f in sorted(folder.iterdir()) if not f.name.startswith(".")] if folder.is_dir() else []
+
+
+def imagefolder_files(root: Path) -> list[Path]:
+    """The image files the imagefolder loader reads under ``root``: those directly in the class folders of
+    ``train/``, ``test/`` and ``val/``, or of ``root`` itself (other files and folders there are not its data)."""
+    test_dir, val_dir = _split_folders(root, say=False)
+    bases = [root / "train", test_dir, val_dir] if test_dir is not None else [root]
+    return [f for base in bases if base is not None for cls in _class_folders(base)
+            for f in _entries(base / cls) if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _class_folders(base: Path) -> list[str]:
@@ -312,14 +326,16 @@ def _image_folder(path: str | Path | None, grayscale: bool, seed: int, val_fract
                        num_classes=len(classes))
 
 
-def _split_folders(root: Path) -> tuple[Path | None, Path | None]:
+def _split_folders(root: Path, say: bool = True) -> tuple[Path | None, Path | None]:
     """The test and validation folders of a ``train/`` + ``test/`` (+ ``val/``) layout; ImageNet's ``train/`` +
-    ``val/`` scores ``val/`` as the test split, saying so. (None, None) for class folders directly under ``root``."""
+    ``val/`` scores ``val/`` as the test split, saying so (with ``say``). (None, None) for class folders directly
+    under ``root``."""
     has = {name: (root / name).is_dir() for name in ("train", "val", "test")}
     if not has["train"] or not (has["test"] or has["val"]):
         return None, None
     if not has["test"]:
-        log.warning("imagefolder: %s has train/ and val/ but no test/: val/ is scored as the test split (a "
-                    "validation split is held out of train/)", root)
+        if say:
+            log.warning("imagefolder: %s has train/ and val/ but no test/: val/ is scored as the test split (a "
+                        "validation split is held out of train/)", root)
         return root / "val", None
     return root / "test", root / "val" if has["val"] else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,25 @@ import numpy as np
 DIRECTORY_READER_REVISION = 1
 
 
-def data_digest(kwargs: Mapping[str, Any]) -> str | None:
+def read_by(loader: str) -> Callable[[Path], list[Path]] | None:
+    """The files of a directory the built-in ``loader`` reads (the others in it, such as a run's own outputs and
+    report images kept there, are not its data); None: any file may matter (a user's loader)."""
+    if loader in ("cifar10", "cifar100"):
+        from edgebench.data.cifar import CIFAR10_TRAIN
+
+        names = (*CIFAR10_TRAIN, "test_batch") if loader == "cifar10" else ("train", "test")
+        return lambda root: [root / name for name in names if (root / name).is_file()]
+    if loader == "imagefolder":
+        from edgebench.data.files import imagefolder_files
+
+        return imagefolder_files
+    return None
+
+
+def data_digest(kwargs: Mapping[str, Any], reads: Callable[[Path], list[Path]] | None = None) -> str | None:
     """A digest of the files and directories that ``kwargs``' string values name (read from the working directory,
-    ``~`` expanded, as loaders read them); None when they name none."""
+    ``~`` expanded, as loaders read them), counting in a directory the files ``reads`` lists (every file without
+    it); None when they name none."""
     from edgebench.plugins import content_digest
 
     parts = []
@@ -33,7 +49,8 @@ def data_digest(kwargs: Mapping[str, Any]) -> str | None:
             if path.is_file():
                 parts.append(f"{key}:file:{content_digest(path)}")
             elif path.is_dir():  # with how directories of images are read: models cached before a change retrain
-                parts.append(f"{key}:dir:r{DIRECTORY_READER_REVISION}:{_tree_digest(path)}")
+                files = reads(path) if reads is not None else _tree_files(path)
+                parts.append(f"{key}:dir:r{DIRECTORY_READER_REVISION}:{_files_digest(path, files)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] if parts else None
 
 
@@ -59,10 +76,10 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(value[key])
 
 
-def _tree_digest(root: Path) -> str:
-    """Each file's relative path, size and mtime; symlinked folders followed as the image-folder reader follows
-    them (each real folder once: a link to a parent folder does not loop)."""
-    h = hashlib.sha256()
+def _tree_files(root: Path) -> list[Path]:
+    """Every file under ``root``; symlinked folders followed as the image-folder reader follows them (each real
+    folder once: a link to a parent folder does not loop)."""
+    found: list[Path] = []
     seen: set[str] = set()
     for directory, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
@@ -71,8 +88,14 @@ def _tree_digest(root: Path) -> str:
             continue
         seen.add(real)
         dirs.sort()
-        for name in sorted(files):
-            path = Path(directory, name)
-            stat = path.stat()
-            h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        found += [Path(directory, name) for name in sorted(files)]
+    return found
+
+
+def _files_digest(root: Path, files: list[Path]) -> str:
+    """Each file's path relative to ``root``, size and mtime."""
+    h = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
