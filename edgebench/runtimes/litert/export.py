@@ -243,7 +243,7 @@ def _pads_uncounted(args: tuple) -> bool:
 
 def _with_pads_counted(graph: torch.fx.GraphModule) -> int:
     """Replace in ``graph`` each average pool that pads without counting the padding (``count_include_pad=False``)
-    by the pool that counts it times a constant map; return how many went.
+    by the pool that counts it divided by a constant map; return how many went.
 
     litert-torch lowers such a pool to a StableHLO reduce_window that ai-edge-quantizer cannot calibrate ("Failed to
     get quantization parameters for tensor: STABLEHLO_REDUCE_WINDOW..."): the model had no LiteRT int8. The pool that
