@@ -82,7 +82,8 @@ class DatasetConfig(_Strict):
 
     def digest(self) -> str | None:
         """What the files and directories named in ``kwargs`` hold (None: no paths, as for the bundled datasets)."""
-        from edgebench.data.fingerprint import data_digest, read_by
+        from edgebench.data.fingerprint import data_digest
+        from edgebench.data.read_files import read_by
 
         return data_digest(self.kwargs, read_by(self.name))
 

@@ -486,7 +486,8 @@ def test_files_a_loader_does_not_read_leave_the_data_digest_alone(tmp_path: Path
     """A run whose workdir and report sat inside its image folder got new variant ids on every run (its store and
     its report's PNGs changed the folder's digest), so nothing was ever reused: a directory counts by the files its
     loader reads (an image folder's class images, CIFAR's batch files); a user's loader's by every file."""
-    from edgebench.data.fingerprint import data_digest, read_by
+    from edgebench.data.fingerprint import data_digest
+    from edgebench.data.read_files import read_by
 
     for split in ("train", "test"):
         (tmp_path / split / "cat").mkdir(parents=True)

@@ -21,21 +21,6 @@ import numpy as np
 DIRECTORY_READER_REVISION = 1
 
 
-def read_by(loader: str) -> Callable[[Path], list[Path]] | None:
-    """The files of a directory the built-in ``loader`` reads (the others in it, such as a run's own outputs and
-    report images kept there, are not its data); None: any file may matter (a user's loader)."""
-    if loader in ("cifar10", "cifar100"):
-        from edgebench.data.cifar import CIFAR10_TRAIN
-
-        names = (*CIFAR10_TRAIN, "test_batch") if loader == "cifar10" else ("train", "test")
-        return lambda root: [root / name for name in names if (root / name).is_file()]
-    if loader == "imagefolder":
-        from edgebench.data.files import imagefolder_files
-
-        return imagefolder_files
-    return None
-
-
 def data_digest(kwargs: Mapping[str, Any], reads: Callable[[Path], list[Path]] | None = None) -> str | None:
     """A digest of the files and directories that ``kwargs``' string values name (read from the working directory,
     ``~`` expanded, as loaders read them), counting in a directory the files ``reads`` lists (every file without
