@@ -102,8 +102,8 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
                 raise ConfigError(f"{what}{weights} gives NaN or infinite outputs on dataset {splits.name}'s first "
                                   f"training image(s): check its forward{' and weights' if exp.model.weights else ''}")
         if exp.training.epochs > 0 and next(model.parameters(), None) is None:
-            raise ConfigError(f"{what} has no parameters: there is nothing to train (training.epochs "
-                              f"{exp.training.epochs}), prune or quantize")
+            raise ConfigError(f"{what} has no parameters: there is nothing to train, prune or quantize (training."
+                              f"epochs {exp.training.epochs})")
         _warn_probabilities(out, what)
         _check_picklable(model, what)
         check_qat_layers(exp, model, what)
