@@ -88,8 +88,29 @@ def labels_as(kind: str) -> dict:
     import torch
 
     label = {"str": lambda k: "abcd"[k], "onehot": lambda k: torch.nn.functional.one_hot(torch.tensor(k), 4),
-             "float": lambda k: k + 0.7, "tensor": lambda k: torch.tensor(k), "int": int}[kind]
+             "float": lambda k: k + 0.7, "tensor": lambda k: torch.tensor(k), "int": int,
+             "column": lambda k: torch.tensor([k])}[kind]
     return {"train": Labelled(40, label), "test": Labelled(12, label)}
+
+
+class Records(Dataset):
+    """Quadrant images as dict items, as a Hugging Face dataset gives them: {"img": PIL image, "label": int}."""
+
+    def __init__(self, n, keys):
+        from PIL import Image
+
+        x, y = _images(n, 8, seed=0)
+        self.items = [{keys[0]: Image.fromarray(a), keys[1]: int(k), "id": i} for i, (a, k) in enumerate(zip(x, y))]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def records(keys=("img", "label"), num_classes=None) -> dict:
+    return {"train": Records(40, keys), "test": Records(12, keys), **({"num_classes": num_classes} if num_classes else {})}
 
 
 def python_lists(ragged: bool = False) -> dict:
@@ -261,6 +282,25 @@ def test_labels_a_dataset_gives_are_checked_as_an_arrays_are(team_dir, kwargs, m
         load_dataset("team_data:labels_as", None, **kwargs)
     as_tensors, as_ints = (load_dataset("team_data:labels_as", None, kind=kind) for kind in ("tensor", "int"))
     np.testing.assert_array_equal(as_tensors.y_test, as_ints.y_test)
+
+
+def test_a_column_of_labels_and_dict_items_are_read(team_dir, tmp_path):
+    """Labels shaped (N, 1) (torch.tensor([k]) items, Keras's CIFAR arrays) and Hugging Face style dict items were
+    refused; a declared num_classes below a label is refused too."""
+    as_ints = load_dataset("team_data:labels_as", None, kind="int")
+    np.testing.assert_array_equal(load_dataset("team_data:labels_as", None, kind="column").y_test, as_ints.y_test)
+    np.savez(tmp_path / "keras.npz", x_train=as_ints.x_train, y_train=as_ints.y_train[:, None],
+             x_test=as_ints.x_test, y_test=as_ints.y_test[:, None])
+    np.testing.assert_array_equal(load_dataset("npz", None, path=str(tmp_path / "keras.npz")).y_test, as_ints.y_test)
+    records = load_dataset("team_data:records", None)
+    np.testing.assert_array_equal(records.y_test, as_ints.y_test)
+    np.testing.assert_array_equal(records.x_test, as_ints.x_test)  # PIL images read as the arrays they were made of
+    with pytest.raises(DatasetError, match=r"its 'train' split yields dict items with keys 'picture', 'class', 'id'; "
+                                           r"edgebench reads the image from image / img"):
+        load_dataset("team_data:records", None, keys=("picture", "class"))
+    with pytest.raises(DatasetError, match=r"dataset team_data:records: the train split has label 3, outside its 3 "
+                                           r"classes 0..2"):
+        load_dataset("team_data:records", None, num_classes=3)
 
 
 def test_an_xy_pair_of_python_lists_is_read_as_images_and_labels(team_dir):

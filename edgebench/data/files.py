@@ -100,11 +100,14 @@ def _label_hint(y: np.ndarray) -> str:
 
 
 def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]], path: Path) -> None:
-    """Each (images, labels) pair present in ``data`` has as many labels as images, as 1-D integer class ids."""
+    """Each (images, labels) pair present in ``data`` has as many labels as images, as 1-D integer class ids. A
+    column of labels, shape (N, 1) as Keras's CIFAR arrays have them, is flattened in ``data``."""
     for x_key, y_key in pairs:
         if x_key not in data or y_key not in data:
             continue
         x, y = data[x_key], data[y_key]
+        if y.ndim == 2 and y.shape[1] == 1:
+            data[y_key] = y = y[:, 0]
         integral = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
         if y.ndim != 1 or not integral or (len(y) and y.min() < 0):
             negative = f", lowest {y.min()}" if y.ndim == 1 and integral and len(y) and y.min() < 0 else ""

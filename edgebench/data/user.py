@@ -4,7 +4,9 @@ The loader returns its splits in whichever form it has them, and :func:`splits_f
 edgebench trains and measures on (the whole dataset in memory, as every built-in loader does):
 
 - ``{"train": ..., "test": ..., "val": ...}`` (``val`` optional), each a torch ``Dataset`` of ``(image, label)``
-  items - a tensor, numpy array or PIL image per image - or an ``(x, y)`` pair of arrays;
+  items - a tensor, numpy array or PIL image per image - (or of dict items, as Hugging Face datasets give them:
+  ``{"image": ..., "label": ...}``, the keys in :data:`IMAGE_KEYS` and :data:`LABEL_KEYS`) or an ``(x, y)`` pair
+  of arrays;
 - arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``), as in an ``.npz``;
 - a :class:`~edgebench.data.splits.DatasetSplits`.
 
@@ -30,6 +32,9 @@ from edgebench.errors import DatasetError
 VAL_FRACTION, SEED = 0.1, 0
 _SPLITS = ("train", "val", "test")
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+#: the keys of a dict item's image and label, tried in order (Hugging Face datasets, torchvision-style wrappers)
+IMAGE_KEYS = ("image", "img", "pixel_values", "input", "x")
+LABEL_KEYS = ("label", "labels", "target", "y", "fine_label")
 
 
 def _image(item: Any) -> np.ndarray:
@@ -45,11 +50,24 @@ def _from_dataset(dataset: Any, split: str, name: str) -> tuple[np.ndarray, np.n
         items = [dataset[i] for i in range(len(dataset))]
     except Exception as exc:
         raise DatasetError(f"dataset {name}: reading its '{split}' split failed: {type(exc).__name__}: {exc}") from None
+    if items and isinstance(items[0], Mapping):
+        items = [_dict_item(it, split, name) for it in items]
     if not items or not all(isinstance(it, Sequence) and len(it) >= 2 for it in items):
         raise DatasetError(f"dataset {name}: its '{split}' split must yield (image, label) pairs; got "
                            f"{type(items[0]).__name__ if items else 'no items'}")
     # labels as given (tensors as arrays): splits_from checks they are integer class ids, as for arrays
     return _stacked([it[0] for it in items], split, name), np.asarray([_image(it[1]) for it in items])
+
+
+def _dict_item(item: Any, split: str, name: str) -> tuple[Any, Any]:
+    """A dict item's (image, label), by the first key of each kind it has."""
+    keys = [next((k for k in wanted if isinstance(item, Mapping) and k in item), None) for wanted in (IMAGE_KEYS, LABEL_KEYS)]
+    if None in keys:
+        has = ", ".join(map(repr, item)) if isinstance(item, Mapping) else type(item).__name__
+        raise DatasetError(f"dataset {name}: its '{split}' split yields dict items with keys {has}; edgebench reads "
+                           f"the image from {' / '.join(IMAGE_KEYS)} and the label from {' / '.join(LABEL_KEYS)} "
+                           "(or return (image, label) pairs)")
+    return item[keys[0]], item[keys[1]]
 
 
 def _stacked(images: Sequence[Any], split: str, name: str) -> np.ndarray:
