@@ -180,8 +180,11 @@ def test_an_edited_criterion_gives_new_ids_however_it_was_named(tmp_path, monkey
 
 
 def test_checkpoint_layouts_load_into_the_model(team, tmp_path):
-    """A plain state dict, {'model': ...} with an optimizer beside it, DataParallel and torch.compile prefixes: the
-    same weights; a pickled module is refused unless trusted."""
+    """A plain state dict, {'model': ...} with an optimizer beside it, DataParallel and torch.compile prefixes, a
+    PyTorch Lightning checkpoint (keys under the LightningModule's attribute), an EMA-only checkpoint, a safetensors
+    file: the same weights; a pickled module is refused unless trusted."""
+    from safetensors.torch import save_file
+
     model = team["model"]
     state = model.state_dict()
     layouts = {
@@ -189,13 +192,22 @@ def test_checkpoint_layouts_load_into_the_model(team, tmp_path):
         "model_key.pt": {"model": state, "optimizer": {"lr": 0.1}, "epoch": 3},
         "compiled.pt": {f"_orig_mod.{k}": v for k, v in state.items()},
         "dp.pt": {"state_dict": {f"module.{k}": v for k, v in state.items()}},
+        "lightning.ckpt": {"state_dict": {f"net.{k}": v for k, v in state.items()}, "epoch": 3,
+                           "optimizer_states": [], "pytorch-lightning_version": "2.5.0"},
+        "ema.pt": {"model_ema": {f"module.{k}": v for k, v in state.items()}},
     }
     x = torch.randn(4, 1, 8, 8)
     for name, obj in layouts.items():
         torch.save(obj, tmp_path / name)
+    save_file(state, tmp_path / "weights.safetensors")
+    for name in [*layouts, "weights.safetensors"]:
         fresh = type(model)(10, 1, 8).eval()
         load_into(fresh, read_state_dict(tmp_path / name), tmp_path / name)
         assert torch.equal(fresh(x), model(x)), name
+    wrapped = nn.Sequential()  # a model that holds the network under an attribute reads the bare network's weights
+    wrapped.add_module("backbone", type(model)(10, 1, 8))
+    load_into(wrapped.eval(), read_state_dict(tmp_path / "plain.pt"), tmp_path / "plain.pt")
+    assert torch.equal(wrapped(x), model(x))
     torch.save(model, tmp_path / "whole.pt")
     with pytest.raises(WeightsError, match=r"whole.pt: needs the Python object \S*SmallNet .*trust_checkpoint"):
         read_state_dict(tmp_path / "whole.pt")

@@ -1,4 +1,5 @@
-"""Trained weights as the starting point: state dicts, checkpoint dicts, TorchScript and ``torch.export`` programs.
+"""Trained weights as the starting point: state dicts (``torch.save`` or ``.safetensors``), checkpoint dicts,
+TorchScript and ``torch.export`` programs.
 
 A checkpoint is data, not code: it is read with torch's safe unpickler (``weights_only=True``), which refuses
 anything but tensors and plain containers. A checkpoint that needs arbitrary pickled objects (a whole pickled
@@ -10,10 +11,11 @@ mismatches, the first key and both shapes.
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,14 @@ from edgebench.errors import ConfigError, first_line
 from edgebench.variants import WeightsFormat
 
 #: keys under which training scripts commonly keep the state dict inside a checkpoint dict, in the order tried
-CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net")
+#: (a model's own weights before the exponential moving average timm and others save beside them)
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema", "model_ema", "ema")
 #: prefixes wrappers add to every key: DataParallel / DistributedDataParallel, torch.compile
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: buffers older checkpoints lack; BatchNorm works without them
 _OPTIONAL_KEYS = re.compile(r"(^|\.)num_batches_tracked$")
+
+log = logging.getLogger(__name__)
 
 
 class WeightsError(ConfigError):
@@ -54,7 +59,7 @@ def _refused_global(exc: Exception) -> str | None:
     return found.group(1) if found else None
 
 
-_UNREADABLE = "corrupt, truncated or not written by torch.save"
+_UNREADABLE = "corrupt, truncated or not written by torch.save or safetensors"
 
 
 def _unpickler_reason(exc: Exception) -> str:
@@ -111,9 +116,39 @@ def _shape(t: torch.Tensor) -> str:
     return "(" + ", ".join(map(str, t.shape)) + ")"
 
 
+def _needed(keys: Iterable[str]) -> set[str]:
+    return {k for k in keys if not _OPTIONAL_KEYS.search(k)}
+
+
+def _rekeyed(state: Mapping[str, torch.Tensor], own: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """``state`` with the one leading prefix that its keys all carry and the model's lack (a Lightning module's
+    ``model.``, a wrapper's attribute) removed, or the one the model's keys all carry added (weights of the bare
+    network for a model that wraps it), where that makes the keys the model's; else ``state`` unchanged."""
+    def prefixes(key: str) -> list[str]:
+        parts = key.split(".")
+        return [".".join(parts[:i]) + "." for i in range(1, len(parts))]
+
+    if not state or not own or (_needed(state) <= set(own) and _needed(own) <= set(state)):
+        return state
+    for prefix in prefixes(next(iter(state))):
+        if all(k.startswith(prefix) for k in state):
+            stripped = {k.removeprefix(prefix): v for k, v in state.items()}
+            if _needed(own) <= set(stripped) <= set(own):
+                log.info("weights: keys read without their prefix '%s' (the model's keys lack it)", prefix)
+                return stripped
+    for prefix in prefixes(next(iter(own))):
+        if all(k.startswith(prefix) for k in own):
+            added = {prefix + k: v for k, v in state.items()}
+            if _needed(own) <= set(added) <= set(own):
+                log.info("weights: keys read under the model's prefix '%s'", prefix)
+                return added
+    return state
+
+
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Copy ``state`` into ``model``; WeightsError naming the first missing, unexpected or mis-shaped key."""
     own = model.state_dict()
+    state = _rekeyed(state, own)
     missing = [k for k in own if k not in state and not _OPTIONAL_KEYS.search(k)]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
