@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgebench.errors import ConfigError, first_line
+from edgebench.input_layout import channels_last, fits
 from edgebench.models.graph_cost import graph_cost
 from edgebench.variants import ExternalSpec, Precision, QuantSpec, VariantSpec
 
@@ -159,9 +160,9 @@ def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Colle
         return
     name, dims = onnx_image_input(Path(external.path))
     shown = "x".join("?" if d is None else str(d) for d in dims)
-    if len(dims) != 1 + len(input_shape) or any(d is not None and d != s for d, s in zip(dims[1:], input_shape)):
+    if not (fits(dims[1:], input_shape) or channels_last(dims[1:], input_shape)):
         raise ConfigError(f"{external.path}: its input '{name}' is {shown}, the experiment's images are "
-                          f"Nx{'x'.join(map(str, input_shape))}")
+                          f"Nx{'x'.join(map(str, input_shape))} (NCHW, or NHWC)")
     if dims[0] is not None and (other := sorted(b for b in batches if b != dims[0])):
         raise ConfigError(f"{external.path}: its input '{name}' has a fixed batch of {dims[0]}, and the experiment "
                           f"measures it at batch {other[0]} (single_stream: 1; offline: measurement.batch_size); "

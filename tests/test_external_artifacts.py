@@ -101,12 +101,15 @@ def made_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (root / "ext").mkdir()
     onnx.save_model(onnx.load(root / "fp32.onnx"), root / "ext" / "fp32_ext.onnx", save_as_external_data=True,
                     all_tensors_to_one_file=True, location="fp32_ext.onnx.data", size_threshold=0)
-    files = {"root": root, "onnx": root / "ort_int8.onnx", "splits": splits, "external_data": root / "ext"}
+    nhwc = torch.from_numpy(np.transpose(splits.x_train[:1], (0, 2, 3, 1)).copy())
+    torch.onnx.export(_NHWC(model).eval(), (nhwc,), root / "nhwc.onnx", dynamo=False, input_names=["pixels"],
+                      dynamic_axes={"pixels": {0: "n"}})  # as tf2onnx writes a Keras model: channels-last input
+    files = {"root": root, "onnx": root / "ort_int8.onnx", "splits": splits, "external_data": root / "ext",
+             "nhwc_onnx": root / "nhwc.onnx"}
     try:
         import litert_torch
     except ImportError:
         return files
-    nhwc = torch.from_numpy(np.transpose(splits.x_train[:1], (0, 2, 3, 1)).copy())
     litert_torch.convert(_NHWC(model).eval(), (nhwc,)).export(str(root / "team.tflite"))
     return {**files, "tflite": root / "team.tflite"}
 
@@ -167,6 +170,34 @@ def test_artifacts_from_other_tools_measured_beside_edgebench_variants(made_else
         assert lite.iloc[0]["macs"] == baseline["macs"]
 
 
+def test_an_onnx_artifact_taking_channels_last_images_is_fed_them(made_elsewhere):
+    """tf2onnx's ONNX of a Keras model takes NHWC images: it was refused ("its input is ?x8x8x1"); now every ONNX
+    backend gets the test images transposed (outside the timed window), and its MACs are counted at NHWC."""
+    root, splits = made_elsewhere["root"], made_elsewhere["splits"]
+    targets = ["local-cpu"]
+    try:
+        import openvino  # noqa: F401
+        targets.append("local-openvino")
+    except ImportError:
+        pass
+    artifacts = [{"path": "nhwc.onnx", "label": "keras-like", "precision": "fp32", "parent": "baseline"}]
+    exp = load_experiment(_experiment(root, artifacts, targets))
+    outcome = run_experiment(exp, render=False)
+    assert outcome.failed == []
+    df = edgebench.load(outcome.store_url, outcome.run_id).measurements()
+    nhwc = df[df["origin"] == "external:keras-like"]
+    assert sorted(nhwc["backend"]) == sorted({"local-cpu": "onnxruntime", "local-openvino": "openvino"}[t]
+                                             for t in targets)
+    expected = _ort_accuracy(made_elsewhere["nhwc_onnx"], np.transpose(splits.x_test, (0, 2, 3, 1)).copy(),
+                             splits.y_test)
+    baseline = df[df["variant_id"] == plan_fp32_variants(exp)[0].id].iloc[0]
+    assert expected == pytest.approx(baseline["accuracy"], abs=0.003)  # the same network: fed right, it scores so
+    for _, row in nhwc.iterrows():
+        assert row["accuracy"] == pytest.approx(expected, abs=0.003), row["backend"]
+        assert row["max_abs_diff"] < 1e-4, row["backend"]  # the parent's logits, image for image
+        assert row["macs"] == baseline["macs"]
+
+
 def test_an_onnx_artifact_whose_external_data_is_missing_is_refused_at_load(made_elsewhere, tmp_path):
     import shutil
 
@@ -185,7 +216,7 @@ def test_artifact_that_does_not_take_the_experiments_images_is_one_line(made_els
     torch.onnx.export(wide, (torch.zeros(1, 3, 32, 32),), root / "rgb32.onnx", dynamo=False)
     exp = load_experiment(_experiment(root, [{"path": "rgb32.onnx", "label": "rgb", "precision": "fp32"}],
                                       ["local-cpu"]))
-    with pytest.raises(ConfigError, match=r"rgb32.onnx: its input '\S+' is 1x3x32x32, the experiment's images are Nx1x8x8"):
+    with pytest.raises(ConfigError, match=r"rgb32.onnx: its input '\S+' is 1x3x32x32, the experiment's images are Nx1x8x8 \(NCHW, or NHWC\)"):
         run_experiment(exp)
     bad_parent = _experiment(root, [{"path": "ort_int8.onnx", "label": "x", "precision": "int8", "parent": "l9"}],
                              ["local-cpu"])

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.errors import summarize
+from edgebench.input_layout import in_input_layout
 from edgebench.job import EnergyWindow, Job, JobResult, TimedWindow
 from edgebench.measure.contention import ContentionProbe
 from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
@@ -157,6 +158,8 @@ def execute(job: Job) -> JobResult:
     # the timed batch is read alone: the test set, loaded after the peak RSS is read, is the harness's, not the job's
     first = _leading_images(job.eval_data, min(batch_size, job.measure.accuracy_samples or batch_size))
     batch = np.repeat(first[:1], batch_size, axis=0) if len(first) < batch_size else first
+    dims = session.input_dims()  # images are stored NCHW: a channels-last input gets them transposed, untimed
+    batch = in_input_layout(batch, dims)
 
     speed = WindowSpeed()
     probe = ContentionProbe.start(job.threads)
@@ -192,7 +195,7 @@ def execute(job: Job) -> JobResult:
             energy_j = reading.joules / (n_runs * batch_size)
 
     x, y = _arrays(job.eval_data, "x", "y")
-    x = x.astype(np.float32)
+    x = in_input_layout(x.astype(np.float32), dims)
     leading = x[: job.measure.reference_samples]  # the images the fp32 reference logits are of
     subset = bool(job.measure.accuracy_samples) and job.measure.accuracy_samples < len(y)
     if subset:  # spread over the classes: a test file sorted by class has one class in front

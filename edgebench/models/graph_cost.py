@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from edgebench.input_layout import channels_last
+
 #: ONNX ops whose listed inputs are weights or biases (not quantization parameters)
 _ONNX_WEIGHT_INPUTS = {
     "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1), "ConvInteger": (1,),
@@ -57,6 +59,9 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
     for feed in feeds[:1]:  # the experiment's images, so every later shape is concrete; a fixed batch is kept
         dims = feed.type.tensor_type.shape.dim
         batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else 1
+        image_dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:]]
+        if channels_last(image_dims, input_shape):  # tf2onnx's ONNX of a Keras model takes NHWC
+            input_shape = (*input_shape[1:], input_shape[0])
         for dim, size in zip(dims, (batch, *input_shape)):
             dim.Clear()
             dim.dim_value = size

@@ -127,6 +127,11 @@ class Session(ABC):
         runtime's own calls only."""
         return partial(self.run, batch)
 
+    def input_dims(self) -> tuple[int | None, ...] | None:
+        """The input's dims as the runtime reads them (None where dynamic), or None where unknown: the harness
+        feeds images NCHW unless these take them channels-last only (an ONNX file tf2onnx made of a Keras model)."""
+        return None
+
     def sync(self) -> None:
         """Wait for queued device work; a no-op for synchronous CPU runtimes."""
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import REEXPORT_HINT, ArtifactError, require_module
+from edgebench.input_layout import fits, in_input_layout
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.litert import AI_EDGE_LITERT
@@ -77,14 +78,15 @@ class LiteRTSession(Session):
         self._out = self._interp.get_output_details()[0]
         self._batch = batch
 
+    def input_dims(self) -> tuple[int | None, ...]:
+        return tuple(int(d) for d in self._in["shape"])
+
     def _layout(self, x: np.ndarray) -> np.ndarray:
-        expected = tuple(int(d) for d in self._in["shape"][1:])
-        if x.shape[1:] == expected:
-            return x
-        nhwc = np.transpose(x, (0, 2, 3, 1))
-        if x.ndim == 4 and nhwc.shape[1:] == expected:
-            return np.ascontiguousarray(nhwc)
-        raise ArtifactError(f"input of shape {x.shape} fits neither NCHW nor NHWC {expected} of the TFLite model")
+        dims = self.input_dims()
+        fed = in_input_layout(x, dims)  # the harness feeds the input's layout already; other callers feed NCHW
+        if not fits(dims[1:], fed.shape[1:]):
+            raise ArtifactError(f"input of shape {x.shape} fits neither NCHW nor NHWC {dims[1:]} of the TFLite model")
+        return fed
 
     def _ready(self, inputs: np.ndarray) -> np.ndarray:
         """``inputs`` as the input tensor takes them: its batch, layout and dtype (int8 quantized)."""

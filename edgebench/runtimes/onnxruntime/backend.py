@@ -44,6 +44,9 @@ class OnnxRuntimeSession(Session):
         feed, run, outputs = {self._input: batch.astype(self._input_type, copy=False)}, self._session.run, self._outputs
         return lambda: run(outputs, feed)[0]
 
+    def input_dims(self) -> tuple[int | None, ...]:
+        return tuple(d if isinstance(d, int) else None for d in self._session.get_inputs()[0].shape)
+
     def _providers(self) -> list[tuple[str, dict[str, Any]]]:
         """This session's execution providers with their options (device id), for a second session like it."""
         options = self._session.get_provider_options()

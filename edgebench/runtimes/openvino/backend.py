@@ -45,6 +45,9 @@ class OpenVinoSession(Session):
         infer(request, inputs)
         return request.get_output_tensor(0).data.astype(np.float32, copy=True)
 
+    def input_dims(self) -> tuple[int | None, ...]:
+        return tuple(d.get_length() if d.is_static else None for d in self._model.input(0).get_partial_shape())
+
     def details(self) -> dict[str, Any]:
         """OpenVINO version, the compiled streams/threads, and the precisions its kernels actually run in."""
         import openvino as ov

@@ -82,6 +82,12 @@ class TensorRTSession(Session):
             context.set_tensor_address(self._output, self._y.data_ptr())
         self._batch = shape[0]
 
+    def input_dims(self) -> tuple[int | None, ...]:
+        engine = self._engine
+        shape = engine.get_tensor_shape(self._input) if self._v3 else \
+            engine.get_binding_shape(engine.get_binding_index(self._input))
+        return tuple(int(d) if d >= 0 else None for d in shape)  # -1: a dynamic dimension
+
     def run(self, inputs: np.ndarray) -> np.ndarray:
         if inputs.shape[0] != self._batch:
             self._bind(tuple(inputs.shape))
