@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgebench.errors import ConfigError, first_line
+from edgebench.errors import REEXPORT_HINT, ConfigError, first_line
 from edgebench.input_layout import channels_last, fits
 from edgebench.models.graph_cost import graph_cost
 from edgebench.variants import ExternalSpec, Precision, QuantSpec, VariantSpec
@@ -90,7 +90,7 @@ def external_data_files(path: Path) -> list[Path]:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:
-        raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)})") from None
+        raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)}); {REEXPORT_HINT}") from None
     locations = {entry.value for tensor in _tensors(model.graph) if uses_external_data(tensor)
                  for entry in tensor.external_data if entry.key == "location"}
     files = [path.parent / location for location in sorted(locations)]
@@ -200,7 +200,7 @@ def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
     try:
         graph = onnx.load(path, load_external_data=False).graph
     except Exception as exc:
-        raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)})") from None
+        raise ConfigError(f"{path}: not an ONNX model onnx can read ({first_line(exc)}); {REEXPORT_HINT}") from None
     if not graph.node:  # onnx reads an empty file as an empty model, which would be blamed for its 0 inputs
         raise ConfigError(f"{path}: holds no ONNX graph (an empty or cut-off file?); export the model again")
     initializers = {i.name for i in graph.initializer}
@@ -211,6 +211,16 @@ def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
         names = ", ".join(o.name for o in graph.output)
         raise ConfigError(f"{path}: has {len(graph.output)} outputs ({names}); edgebench scores one output of "
                           "class scores: export the model with its logits alone")
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    given, made = inputs[0].type.tensor_type.elem_type, graph.output[0].type.tensor_type.elem_type
+    if given and given not in floats:  # 0: undeclared, as some tools write it; the runtime then decides
+        raise ConfigError(f"{path}: its input '{inputs[0].name}' takes {onnx.TensorProto.DataType.Name(given).lower()} "
+                          "(raw pixels, preprocessed inside the graph?); edgebench feeds float images (preprocessed as "
+                          "dataset.preprocess declares; bench: as --data holds them): export the graph from after its "
+                          "preprocessing")
+    if made and made not in (*floats, onnx.TensorProto.DOUBLE):
+        raise ConfigError(f"{path}: its output '{graph.output[0].name}' is {onnx.TensorProto.DataType.Name(made).lower()}"
+                          " (class ids?); edgebench scores one row of class scores per image: export the logits")
     return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
 
 

@@ -127,7 +127,7 @@ def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
     path.write_bytes(b"\x00garbage")
     result = _run("bench", str(path), "--input-shape", "1,8,8")
     assert result.exit_code == 2  # bad input: the file is not a model
-    assert "measuring broken.onnx on onnxruntime failed" in result.output and "re-export" in result.output
+    assert "broken.onnx: not an ONNX model onnx can read" in result.output and "re-export" in result.output
     tflite = tmp_path / "broken.tflite"
     tflite.write_bytes(b"\x00garbage")
     by_suffix = _run("bench", str(tflite), "--input-shape", "1,8,8")  # no --backend: the one that reads .tflite

@@ -71,6 +71,24 @@ class _NHWC(nn.Module):
         return self.net(x.permute(0, 3, 1, 2))
 
 
+class _Raw(nn.Module):
+    """A graph with its preprocessing inside: uint8 pixels in."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float() / 255)
+
+
+class _ClassIds(_Raw):
+    """A graph that answers class ids, not scores."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).argmax(1)
+
+
 @pytest.fixture(scope="module")
 def made_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("elsewhere")
@@ -218,6 +236,18 @@ def test_artifact_that_does_not_take_the_experiments_images_is_one_line(made_els
                                       ["local-cpu"]))
     with pytest.raises(ConfigError, match=r"rgb32.onnx: its input '\S+' is 1x3x32x32, the experiment's images are Nx1x8x8 \(NCHW, or NHWC\)"):
         run_experiment(exp)
+    raw = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    torch.onnx.export(_Raw(raw), (torch.zeros(1, 1, 8, 8, dtype=torch.uint8),), root / "u8.onnx", dynamo=False,
+                      input_names=["pixels"])
+    torch.onnx.export(_ClassIds(raw), (torch.zeros(1, 1, 8, 8),), root / "ids.onnx", dynamo=False,
+                      output_names=["class"])
+    for name, message in [("u8.onnx", r"u8.onnx: its input 'pixels' takes uint8 \(raw pixels, preprocessed inside the "
+                                      r"graph\?\); edgebench feeds float images"),
+                          ("ids.onnx", r"ids.onnx: its output 'class' is int64 \(class ids\?\); edgebench scores one "
+                                       r"row of class scores per image")]:
+        with pytest.raises(ConfigError, match=message):  # ONNX Runtime's "Unexpected input data type" at measure time
+            run_experiment(load_experiment(_experiment(root, [{"path": name, "label": "x", "precision": "fp32"}],
+                                                       ["local-cpu"])))
     bad_parent = _experiment(root, [{"path": "ort_int8.onnx", "label": "x", "precision": "int8", "parent": "l9"}],
                              ["local-cpu"])
     with pytest.raises(ConfigError, match=r"artifacts.0.parent: no fp32 variant 'l9'; the experiment has baseline"):

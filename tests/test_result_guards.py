@@ -37,6 +37,11 @@ def test_logits_that_are_not_one_row_of_float_scores_per_image_are_refused(logit
     # float scores of fewer classes than the labels: the labels may be another dataset's, and say so
     with pytest.raises(RuntimeError, match=r"labels in the data go up to 9, but the model gives 3 scores per image"):
         _checked_logits(np.zeros((16, 3), np.float32), 16, 10, "flat")
+    # a fully convolutional classifier's (N, classes, 1, 1) scores (SqueezeNet's ONNX) are its rows of scores
+    scores = np.random.default_rng(0).random((16, 10, 1, 1), np.float32)
+    np.testing.assert_array_equal(_checked_logits(scores, 16, 10, "conv"), scores[:, :, 0, 0])
+    with pytest.raises(RuntimeError, match=r"returned float32 \(16, 10, 2, 1\) for 16 images"):
+        _checked_logits(np.zeros((16, 10, 2, 1), np.float32), 16, 10, "map")  # a score map, not one row per image
 
 
 def test_a_result_the_store_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_path: Path,

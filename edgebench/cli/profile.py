@@ -27,6 +27,7 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
 
     if data is not None and input_shape:  # the images in --data have their own shape
         raise ConfigError("give --data or --input-shape, not both (--data's images have their own shape)")
+    onnx_input = onnx_image_input(artifact) if artifact.suffix == ".onnx" and artifact.is_file() else None
     if data is not None:
         if not data.is_file():
             raise ConfigError(f"data file not found: {data}")
@@ -41,8 +42,8 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
                         float(np.abs(x).max(initial=0.0)))
         return None
     if not input_shape:
-        if artifact.suffix == ".onnx" and artifact.is_file():
-            name, dims = onnx_image_input(artifact)
+        if onnx_input is not None:  # one input, one output, float images in and scores out: checked before a worker
+            name, dims = onnx_input
             if len(dims) > 1 and all(d for d in dims[1:]):
                 return tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
             shown = "x".join("?" if d is None else str(d) for d in dims)

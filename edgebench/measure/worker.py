@@ -71,6 +71,8 @@ def _checked_logits(logits: Any, images: int, classes: int, backend: str) -> np.
     """``logits`` as a float (images, >= classes) array; RuntimeError naming the backend otherwise (class ids, a
     wrong class count or integer scores were scored silently or failed in numpy)."""
     out = np.asarray(logits)
+    if out.ndim > 2 and out.shape[0] == images and sum(d > 1 for d in out.shape[1:]) <= 1:
+        out = out.reshape(images, -1)  # a fully convolutional classifier's (N, classes, 1, 1), as SqueezeNet's ONNX
     if out.ndim == 2 and out.shape[0] == images and out.dtype.kind == "f" and out.shape[1] < classes:
         # the model's scores are fine: the data's labels are not its classes (bench --data of another dataset)
         raise RuntimeError(f"labels in the data go up to {classes - 1}, but the model gives {out.shape[1]} scores per "

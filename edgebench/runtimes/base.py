@@ -118,7 +118,7 @@ class Session(ABC):
 
     @abstractmethod
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        """Run one batch (NCHW float32) and return the logits as a float32 array."""
+        """Run one batch (float32, NCHW or as ``input_dims`` take it) and return the logits as a float32 array."""
 
     def timed_call(self, batch: np.ndarray) -> Callable[[], object]:
         """What the timed loop calls: one inference of ``batch`` as a deployed application makes it. ``run`` by
