@@ -31,7 +31,8 @@ _EXIT_MEANINGS = {
     ExitCode.BAD_INPUT: "bad input (a file, field, option or path, named in one line; nothing stored is changed)",
     ExitCode.NOTHING_RAN: 'nothing could run (every job of `run` or `bench` was "not run": no target available, '
     "no export for any precision)",
-    ExitCode.ALL_FAILED: "every job of `run` failed (nothing measured; the errors are printed and stored)",
+    ExitCode.ALL_FAILED: "every job of `run` failed (nothing measured; the errors are printed and stored), or the "
+    "runtime `bench` or `profile` measured with crashed or hung",
     ExitCode.WARNING: "`compare`'s gate warns (regressions only past a --warn threshold or on unstable "
     "measurements, results the candidate did not measure; none that fails it)",
     ExitCode.INTERRUPTED: "interrupted (finished jobs are kept)",
@@ -84,6 +85,12 @@ class OutputPathError(EdgebenchError):
 
 class TrackingError(EdgebenchError):
     """Logging a stored run to a tracking server (MLflow) failed; the results store still holds the run."""
+
+
+class RuntimeCrashError(EdgebenchError):
+    """The runtime measuring one artifact (``bench``, ``profile``) crashed or hung: not the input's fault as such."""
+
+    exit_code = ExitCode.ALL_FAILED
 
 
 class NothingToRunError(EdgebenchError):

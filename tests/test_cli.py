@@ -136,6 +136,47 @@ def test_bench_corrupt_model_fails_clearly(tmp_path: Path):
     assert unknown.exit_code == 2 and "backend 'onnxrt' is not one of" in unknown.output
 
 
+DYING_BACKENDS = '''
+import os
+import signal
+import time
+
+from edgebench.runtimes.base import BACKENDS
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend
+
+
+@BACKENDS.register("team_segfaulting")
+class Segfaulting(OnnxRuntimeBackend):
+    def load(self, artifact, settings):
+        os.kill(os.getpid(), signal.SIGSEGV)  # as a runtime's native code dies
+
+
+@BACKENDS.register("team_hanging")
+class Hanging(OnnxRuntimeBackend):
+    def load(self, artifact, settings):
+        time.sleep(60)
+'''
+
+
+def test_bench_of_a_runtime_that_crashes_or_hangs_exits_4_not_bad_input(tmp_path: Path, monkeypatch):
+    """A runtime that died of a signal or hung exited 2, the bad-input status, as if the file were at fault."""
+    from edgebench.plugins import PLUGINS_ENV
+
+    monkeypatch.setenv(PLUGINS_ENV, "")  # --plugins sets it for the process; restored after the test
+    (tmp_path / "dying.py").write_text(DYING_BACKENDS)
+    path = tmp_path / "m.onnx"
+    export_fp32_onnx(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).eval(), torch.zeros(1, 1, 8, 8),
+                     path)
+    common = [str(path), "--input-shape", "1,8,8", "--plugins", str(tmp_path / "dying.py")]
+    crashed = _run("bench", *common, "--backend", "team_segfaulting")
+    assert crashed.exit_code == 4, crashed.output
+    assert "measuring m.onnx on team_segfaulting failed: worker killed by SIGSEGV" in crashed.output
+    hung = _run("bench", *common, "--backend", "team_hanging", "--timeout-s", "3")
+    assert hung.exit_code == 4 and "failed: timed out after 3 s" in hung.output, hung.output
+    measured = _run("bench", *common, "--backend", "onnxruntime")
+    assert measured.exit_code == 0, measured.output  # the same file on a runtime that works
+
+
 def test_ctrl_c_exits_130_on_every_command(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -160,7 +160,7 @@ def profile(
 ) -> None:
     """Per-layer profile of ARTIFACT on a target: time share vs MACs share, mapped to the PyTorch layers."""
     from edgebench.executor.runners import runner_for
-    from edgebench.executor.tasks import run_one
+    from edgebench.executor.tasks import measurement_failure, run_one
     from edgebench.job import Job, MeasureSettings
     from edgebench.targets import get_target
 
@@ -182,8 +182,8 @@ def profile(
                   eval_data=str(data_file.resolve()),
                   measure=MeasureSettings(min_time_s=0.5, accuracy_samples=1, profile_layers=True, profile_runs=runs))
         result = run_one(job, runner.task_timeout(), runner, [artifact, data_file])
-    if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
-        raise ArtifactError(f"profiling {artifact.name} on {spec.name} failed: {result.error}")
+    if result.status != "ok":
+        raise measurement_failure(result, f"profiling {artifact.name} on {spec.name}")
     console.print(f"{artifact.name} on {spec.name} ({name}, {spec.threads} thread(s)): "
                   f"p50 {result.latency_ms['p50']:.4f} ms in the timed window", highlight=False)
     print_profile(result.layer_profile or {}, result.latency_ms["p50"], top)

@@ -278,7 +278,7 @@ def bench(
     from edgebench.data.files import read_eval_data
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
-    from edgebench.executor.tasks import run_one
+    from edgebench.executor.tasks import measurement_failure, run_one
     from edgebench.job import Job, MeasureSettings
     from edgebench.preflight import check_measurement_env
     from edgebench.runtimes.base import get_backend, list_backends
@@ -309,8 +309,8 @@ def bench(
                   measure=MeasureSettings(min_time_s=min_time_s, precision=precision or None,
                                           profile_layers=profile_layers))
         result = run_one(job, timeout_s)
-    if result.status != "ok":  # the artifact, or the input given for it, is what the runtime refused
-        raise ArtifactError(f"measuring {artifact.name} on {backend} failed: {result.error}")
+    if result.status != "ok":
+        raise measurement_failure(result, f"measuring {artifact.name} on {backend}")
     table = Table(title=f"{artifact.name} on {backend}, {threads} thread(s), {len(result.samples_ns)} runs")
     for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "first ms", "inf/s", "peak RSS MiB"):
         table.add_column(col, justify="right")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgebench.errors import ArtifactError, EdgebenchError, RuntimeCrashError
 from edgebench.executor.base import HOST, Lane, Task, TaskContext, TaskKind, TaskResult, WorkerKind
 from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import execute
@@ -94,11 +95,23 @@ def job_result(result: TaskResult) -> JobResult:
     return job.model_copy(update={"ran_on": result.where, "host_lane": result.task.host_lane})
 
 
+#: how the executor's errors begin where the worker process died or was killed for hanging, not raised
+_DIED = ("worker killed by", "worker exited with code", "timed out after")
+
+
+def measurement_failure(result: JobResult, what: str) -> EdgebenchError:
+    """The error ``bench`` or ``profile`` ends with: the runtime crashed or hung (exit 4), or it refused the artifact
+    or the input given for it (exit 2). ``what``: "measuring model.onnx on onnxruntime"."""
+    error = result.error or "no result"
+    kind = RuntimeCrashError if error.startswith(_DIED) else ArtifactError
+    return kind(f"{what} failed: {error}")
+
+
 def _with_crash_hint(result: TaskResult) -> str:
     """The failed task's error, with its runtime's way round the crash where the worker died of a signal."""
     error = result.error or "no result"
     job = next((a for a in result.task.args if isinstance(a, Job)), None)
-    if job is None or not error.startswith("worker killed by"):
+    if job is None or not error.startswith(_DIED[0]):
         return error
     hint = get_backend(job.backend).crash_hint(error)
     return f"{error}; {hint}" if hint else error
