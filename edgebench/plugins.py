@@ -35,6 +35,8 @@ from edgebench.errors import ConfigError, first_line
 
 #: plug-in files of the running experiment, separated by os.pathsep; spawned workers inherit it
 PLUGINS_ENV = "EDGEBENCH_PLUGINS"
+#: the driver's script, which an import path ``__main__:attribute`` names, for the workers it spawns
+MAIN_SCRIPT_ENV = "EDGEBENCH_MAIN_SCRIPT"
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -83,7 +85,27 @@ def import_module(name: str) -> ModuleType:
 def import_object(ref: str) -> Any:
     """The object an import path ``package.module:attribute`` names."""
     module_name, _, attribute = ref.partition(":")
+    if module_name == "__main__":
+        return _attribute(_main_script(ref), attribute, f"the running script {os.environ[MAIN_SCRIPT_ENV]}")
     return _attribute(import_module(module_name), attribute, f"module '{module_name}'")
+
+
+def _main_script(ref: str) -> ModuleType:
+    """The running script imported as a plug-in file, for ``__main__:attribute``: a spawned worker's ``__main__``
+    is multiprocessing's own, so every process reads the script's file (its ``if __name__ == "__main__":`` part
+    does not run), and a model whose class the script defines unpickles in each of them."""
+    main = sys.modules.get("__main__")
+    file = os.environ.get(MAIN_SCRIPT_ENV) or getattr(main, "__file__", None)
+    attribute = ref.partition(":")[2].split(".")[0]
+    module = load_file(file) if file and str(file).endswith(".py") and Path(file).is_file() else None
+    if module is None or (not hasattr(module, attribute) and hasattr(main, attribute)):
+        raise PluginError(f"'{ref}' names an object defined interactively (a notebook, a REPL, python -c), which "
+                          "edgebench's worker processes cannot import; put it in a .py file and name that "
+                          "(model: {file: nets.py, factory: build}, or a plugins: [nets.py] file registering it)")
+    os.environ[MAIN_SCRIPT_ENV] = script = str(Path(file).resolve())
+    if script not in map(str, _env_files()):
+        os.environ[PLUGINS_ENV] = os.pathsep.join([*map(str, _env_files()), script])
+    return module
 
 
 def file_digest(path: Path) -> str:

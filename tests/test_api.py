@@ -163,6 +163,53 @@ def test_a_script_that_runs_at_its_top_level_is_refused_naming_the_line(tmp_path
         assert 'if __name__ == "__main__":' in last and not (tmp_path / "runs").exists()
 
 
+SCRIPT_MODEL = """
+import edgebench
+from edgebench.config import Experiment
+from torch import nn
+
+
+class Net(nn.Module):  # a class of the script's own: pickled in one worker, read back in another
+    def __init__(self, num_classes, in_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def build(num_classes=10, in_channels=1):
+    return Net(num_classes, in_channels)
+
+
+EXPERIMENT = {"name": "script", "model": {"name": "__main__:build"}, "training": {"epochs": 1},
+              "pruning": {"criteria": ["l1"], "ratios": [0.5], "allocation": ["uniform"]},
+              "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
+              "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0}}
+
+if __name__ == "__main__":
+    results = edgebench.run(Experiment.model_validate(EXPERIMENT), render=False)
+    print("failed", len(results.outcome.failed), "measured", len(results.measurements()))
+"""
+
+
+@pytest.mark.slow
+def test_a_model_the_running_script_defines_is_named_main_and_built_in_every_worker(tmp_path):
+    """``model: {name: "__main__:build"}`` passed the checks in the script's process, then every build failed in
+    the workers ("module '__main__' has no attribute 'build'; it defines spawn_main"): their ``__main__`` is
+    multiprocessing's. Defined interactively (python -c, a notebook), it is refused before any work."""
+    script = tmp_path / "bench_my_net.py"
+    script.write_text(SCRIPT_MODEL)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.stdout.strip().splitlines()[-1] == "failed 0 measured 4", done.stdout + done.stderr[-3000:]
+    inline = SCRIPT_MODEL.replace('if __name__ == "__main__":', "if True:").replace('"script"', '"inline"')
+    done = subprocess.run([sys.executable, "-c", inline], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "'__main__:build' names an object defined interactively (a notebook, a REPL, python -c)" in done.stderr, \
+        done.stderr[-3000:]
+    assert done.returncode == 1 and not (tmp_path / "runs" / "inline").exists()
+
+
 def test_a_worker_importing_an_unguarded_script_exits_with_the_fix(tmp_path):
     """The backstop: a run() the source check cannot see (here: only in spawned children) ends the child with one
     line instead of waiting forever."""
