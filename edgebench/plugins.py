@@ -96,6 +96,9 @@ def _main_script(ref: str) -> ModuleType:
     does not run), and a model whose class the script defines unpickles in each of them."""
     main = sys.modules.get("__main__")
     file = os.environ.get(MAIN_SCRIPT_ENV) or getattr(main, "__file__", None)
+    if not os.environ.get(MAIN_SCRIPT_ENV) and os.environ.get("EDGEBENCH_WORKER_KIND"):  # a Ray worker's __main__
+        raise PluginError(f"'{ref}' names an object of the driver's script, which a Ray worker cannot read; install "
+                          "its code as a package and name it by its module (my_pkg.nets:build)")
     attribute = ref.partition(":")[2].split(".")[0]
     module = load_file(file) if file and str(file).endswith(".py") and Path(file).is_file() else None
     if module is None or (not hasattr(module, attribute) and hasattr(main, attribute)):
