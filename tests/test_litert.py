@@ -616,3 +616,26 @@ def test_an_average_pool_leaving_its_padding_uncounted_gets_an_int8_file(pool: n
     model = nn.Sequential(*model, nn.Linear(features, 3)).eval()
     assert _misconverted(model, torch.from_numpy(calibration[:1]))
     _assert_fp32_and_int8_files_agree(model, calibration, tmp_path)
+
+
+@pytest.mark.parametrize("size", [5, 4], ids=["odd-window", "even-window"])
+def test_a_local_response_norm_gets_an_int8_file(size: int, tmp_path: Path) -> None:
+    """LRN (AlexNet) pools the squares of neighbouring channels with a (size, 1, 1) ``avg_pool3d``, which litert-torch
+    lowers to a reduce_window ai-edge-quantizer cannot calibrate: no int8 file. Written as a 1x1 convolution whose
+    weights are 1/size over each window (exact), both files give the model's logits. The known answer of the band:
+    channel i of the pooled map averages padded channels i..i+size-1."""
+    from edgebench.runtimes.litert.export import _misconverted, _without_channel_pools
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.LocalResponseNorm(size, alpha=0.5),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    calibration = 4 * np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
+    example = torch.from_numpy(calibration[:1])
+    assert _misconverted(model, example)
+    graph = torch.export.export(model, (example,)).module()
+    assert _without_channel_pools(graph) == 1
+    band = next(b for name, b in graph.named_buffers() if name.startswith("_channel_window"))
+    assert band.shape == (8, 8 + size - 1, 1, 1) and torch.equal(band[2, 2:2 + size, 0, 0], torch.full((size,), 1 / size))
+    assert band[2].sum() == pytest.approx(1.0) and int((band[2] != 0).sum()) == size
+    torch.testing.assert_close(graph(example), model(example), rtol=1e-5, atol=1e-6)
+    _assert_fp32_and_int8_files_agree(model, calibration, tmp_path)

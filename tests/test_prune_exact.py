@@ -504,3 +504,33 @@ def test_a_refusal_inside_attention_names_the_attention_layer() -> None:
         check_prunable(AttentionOverPositions().eval(), _example(), "model AttentionOverPositions")
     assert "attention layer(s) 'attn'" in str(err.value) and "pruning.keep" in str(err.value)
     assert "channel shuffle" not in str(err.value)
+
+
+class Alex(nn.Module):
+    """AlexNet's local response normalisation between convs (``alpha`` as given: AlexNet's own 1e-4 barely moves a
+    pixel, a larger one normalises each channel by its neighbours')."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.lrn = nn.LocalResponseNorm(5, alpha=alpha)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lrn(torch.relu(self.conv1(x)))
+        return self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
+
+
+def test_a_local_response_norm_is_traced_as_one_op_per_channel() -> None:
+    """torch-pruning's index mapping grew without end over LRN's unsqueeze, 3-D pool and squeeze: an AlexNet-style
+    model's check took 24 GiB and was killed by the kernel. Traced per channel, its filters prune (to 8 of 16, as
+    L1 at half takes them); with a strong alpha, a removed channel leaves its neighbours' windows, which the removal
+    check names as an op over channels."""
+    torch.manual_seed(0)
+    weak = Alex(alpha=1e-4).eval()
+    pruned = copy.deepcopy(weak)
+    prune_model(pruned, L1Norm(), 0.5, _example()[:1])
+    assert (pruned.conv1.out_channels, pruned.conv2.out_channels) == (8, 8)
+    check_prunable(Alex(alpha=1e-4).eval(), _example(), "model Alex")
+    with pytest.raises(ConfigError, match="pruning.check_removal: false"):
+        check_prunable(Alex(alpha=5.0).eval(), _example(), "model Alex")

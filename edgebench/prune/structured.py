@@ -17,17 +17,19 @@ pruned so far and may correct the next layer after each removal (:func:`remove_l
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import os
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn import functional as F
 
 from edgebench.errors import UnsupportedModelError, first_line
 from edgebench.models.cost import count_macs
@@ -120,12 +122,28 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     kept) where torch-pruning fails to map the channels (ShuffleNet's shuffle: a ZeroDivisionError in its reshape
     mapping), so a direct caller of :func:`prune_model` gets what failed and what to do instead of a bare error."""
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        with _channel_windows_traced_per_channel():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     except Exception as exc:
         raise UnsupportedModelError(
             f"torch-pruning cannot map this model's channels ({torch_pruning_failure(exc)}): an operation between "
             "convs reshapes, splits or shuffles channels in a way it cannot follow, so no filter of this model can be "
             "removed (quantize it without pruning)") from exc
+
+
+@contextlib.contextmanager
+def _channel_windows_traced_per_channel() -> Iterator[None]:
+    """While torch-pruning traces: local response normalisation (AlexNet's LRN, over a window of neighbouring
+    channels) as the per-channel op it is to the graph. Its unsqueeze, 3-D pool and squeeze over channels made
+    torch-pruning's index mapping grow without end: an AlexNet-style model's check took 24 GiB and was killed.
+    Channel ``i`` of its output is channel ``i`` of its input; that a removed channel leaves its neighbours'
+    windows is what the removal check then says."""
+    original = F.local_response_norm
+    F.local_response_norm = lambda input, *args, **kwargs: input.clone()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        F.local_response_norm = original
 
 
 def torch_pruning_failure(exc: BaseException) -> str:

@@ -230,7 +230,8 @@ _AVG_POOL_DEFAULTS = ([], 0, False, True, None)
 
 
 def _avg_pool_args(args: tuple) -> list:
-    """An ``aten.avg_pool2d`` call's positional ``args``, completed with the defaults of those left out."""
+    """An ``aten.avg_pool2d`` (or ``avg_pool3d``) call's positional ``args``, completed with the defaults of those
+    left out."""
     return [*args, *_AVG_POOL_DEFAULTS[len(args) - 2:]]
 
 
@@ -273,10 +274,52 @@ def _with_pads_counted(graph: torch.fx.GraphModule) -> int:
     return replaced
 
 
+def _channel_window_pool(args: tuple) -> bool:
+    """Whether an ``aten.avg_pool3d`` call slides a window along the channels of 2-D feature maps: a (k, 1, 1) kernel,
+    stride 1, no padding, over (N, 1, C, H, W), as ``F.local_response_norm`` (AlexNet's LRN) pools squares."""
+    x, kernel, stride, padding, ceil_mode, _, divisor = _avg_pool_args(args)  # avg_pool3d's defaults are 2-D's
+    pads = padding if isinstance(padding, list | tuple) else [padding]
+    return (x.dim() == 5 and x.shape[1] == 1 and list(kernel)[1:] == [1, 1] and list(stride) == [1, 1, 1]
+            and not any(pads) and not ceil_mode and divisor is None)
+
+
+def _without_channel_pools(graph: torch.fx.GraphModule) -> int:
+    """Replace in ``graph`` each average pool along channels (:func:`_channel_window_pool`) by a 1x1 convolution
+    whose band of weights ``1/k`` sums the same windows; return how many went.
+
+    litert-torch lowers the 3-D pool to a StableHLO reduce_window that ai-edge-quantizer cannot calibrate, so a model
+    with a LocalResponseNorm had no LiteRT int8 ("Failed to get quantization parameters for tensor:
+    STABLEHLO_REDUCE_WINDOW1_arg0"); the convolution is the same sum (exact in fp32) and quantizes."""
+    aten = torch.ops.aten
+    replaced = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != aten.avg_pool3d.default or node.kwargs:
+            continue
+        source = node.args[0]
+        if not _channel_window_pool((source.meta["val"], *node.args[1:])):
+            continue
+        k, channels = int(node.args[1][0]), int(source.meta["val"].shape[2])
+        band = torch.zeros(channels - k + 1, channels, 1, 1)
+        for i in range(channels - k + 1):
+            band[i, i:i + k] = 1.0 / k
+        name = f"_channel_window_{len(graph.graph.nodes)}"
+        graph.register_buffer(name, band)
+        with graph.graph.inserting_before(node):
+            flat = graph.graph.call_function(aten.squeeze.dim, (source, 1))
+            summed = graph.graph.call_function(aten.conv2d.default, (flat, graph.graph.get_attr(name)))
+            out = graph.graph.call_function(aten.unsqueeze.default, (summed, 1))
+        node.replace_all_uses_with(out)
+        graph.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        graph.recompile()
+    return replaced
+
+
 class _MisconvertedOps(torch.utils._python_dispatch.TorchDispatchMode):
     """Sees, during one forward, whether the model calls an op litert-torch converts wrongly or to a file that cannot
     be quantized (checked without exporting the model): a legacy ``nearest`` resize to a size LiteRT would read other
-    pixels for, or an average pool that leaves its padding uncounted."""
+    pixels for, an average pool that leaves its padding uncounted, or one along channels."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -289,11 +332,14 @@ class _MisconvertedOps(torch.utils._python_dispatch.TorchDispatchMode):
             self.found |= out.shape[-2] % height != 0 or out.shape[-1] % width != 0
         elif func == torch.ops.aten.avg_pool2d.default:
             self.found |= _pads_uncounted(args)
+        elif func == torch.ops.aten.avg_pool3d.default:
+            self.found |= _channel_window_pool(args)
         return out
 
 
 def _misconverted(model: nn.Module, example: torch.Tensor) -> bool:
-    """Whether ``model`` calls an op :func:`_without_legacy_nearest` or :func:`_with_pads_counted` rewrites."""
+    """Whether ``model`` calls an op :func:`_without_legacy_nearest`, :func:`_with_pads_counted` or
+    :func:`_without_channel_pools` rewrites."""
     finder = _MisconvertedOps()
     with torch.no_grad(), finder:
         model(example)
@@ -323,9 +369,11 @@ def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **op
         graph = torch.export.export(model, (example,)).module()
         _without_legacy_nearest(graph)
         _with_pads_counted(graph)
+        _without_channel_pools(graph)
         graph.training = False
         log.info("converting the model's graph with its nearest resizes as slices and gathers (LiteRT's own resize "
-                 "reads other pixels) and its average pools counting their padding")
+                 "reads other pixels), its average pools counting their padding and its pools along channels as "
+                 "convolutions")
         model = graph
     try:
         return litert_torch.convert(model, (example,), **options)
@@ -596,7 +644,7 @@ class TfliteExporter(Exporter):
     # int8: inference-mode dropouts dropped, BatchNorm kept out of a conv another branch reads (1), broadcast
     # expands dropped (2), ai-edge-quantizer's int8 of the fp32 file (3), a floor on its calibrated ranges (4: a
     # file cached before it may be one XNNPACK refuses), the input spec in its metadata (5)
-    revision = 5
+    revision = 6
 
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)
