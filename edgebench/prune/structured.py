@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgebench.errors import UnsupportedModelError, first_line
+from edgebench.memory_limit import bounded_growth
 from edgebench.models.cost import count_macs
 from edgebench.prune.allocation.base import Allocation
 from edgebench.prune.allocation.ranking import GlobalRanking
@@ -122,7 +123,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     kept) where torch-pruning fails to map the channels (ShuffleNet's shuffle: a ZeroDivisionError in its reshape
     mapping), so a direct caller of :func:`prune_model` gets what failed and what to do instead of a bare error."""
     try:
-        with _channel_windows_traced_per_channel():
+        with _channel_windows_traced_per_channel(), bounded_growth():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     except Exception as exc:
         raise UnsupportedModelError(
@@ -165,8 +166,16 @@ def prunable_groups(
     names it: :func:`_uncuttable_grouped_conv`)."""
     names = {m: n for n, m in model.named_modules()}
     skip = ignored if ignored is not None else default_ignored(model)
+    try:
+        with bounded_growth():  # where torch-pruning follows an op wrongly, its index lists may grow without end
+            all_groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]))
+    except MemoryError as exc:
+        raise UnsupportedModelError(
+            "torch-pruning cannot map this model's channels (its channel groups grew past the memory bound, "
+            "edgebench.memory_limit): an operation between convs mixes channels in a way it follows wrongly; keep "
+            "the convs around it (pruning.keep) or quantize the model without pruning") from exc
     groups = []
-    for group in graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]):
+    for group in all_groups:
         root, uncuttable = names[group[0].dep.target.module], _uncuttable_grouped_conv(group)
         if uncuttable is None:
             groups.append((root, group))
