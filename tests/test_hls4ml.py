@@ -246,10 +246,19 @@ class ShapeRead(SizedView):
         return self.fc(x.reshape(n, c * h * w))
 
 
+class ChannelSplit(SizedView):
+    """Splits its channels in two (Res2Net's hierarchy, a ghost module's halves): hls4ml has no split layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(torch.relu(self.conv(x)), 2, 1)
+        return self.fc(torch.cat([a, b * 2], 1).flatten(1))
+
+
 @pytest.mark.parametrize(("model", "message"), [
     (SizedView(), r"Unsupported function size \(.*write x.flatten\(1\)\)"),
     (ShapeRead(), r"Unsupported function getattr \(a tensor attribute read in forward, such as n, c, h, w = x.shape"),
-], ids=["size", "shape"])
+    (ChannelSplit(), r"Unsupported function split \(torch.split of channels in forward: hls4ml 1.3 has no split"),
+], ids=["size", "shape", "split"])
 def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(model: nn.Module, message: str, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
     with pytest.raises(UnsupportedModelError, match=message):

@@ -78,6 +78,11 @@ _UNSUPPORTED_FUNCTIONS = {
     "amax": " (a global maximum x.amax((2, 3)) in forward: write an nn.AdaptiveMaxPool2d(1) layer and x.flatten(1))",
     "adaptive_avg_pool2d": " (F.adaptive_avg_pool2d in forward: write the nn.AdaptiveAvgPool2d layer)",
     "adaptive_max_pool2d": " (F.adaptive_max_pool2d in forward: write the nn.AdaptiveMaxPool2d layer)",
+    # channel splits (Res2Net, GhostNet-style, ShuffleNet's halves): hls4ml 1.3 has no layer that splits a tensor
+    "split": " (torch.split of channels in forward: hls4ml 1.3 has no split layer; this model cannot be an hls4ml "
+             "firmware as written)",
+    "chunk": " (x.chunk(...) of channels in forward: hls4ml 1.3 has no split layer; this model cannot be an hls4ml "
+             "firmware as written)",
 }
 #: hls4ml 1.3 parsers that fail on a form of a supported op, with the form they read
 _PARSER_HINTS = {
