@@ -28,6 +28,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,31 @@ _BROADCASTING = (torch.ops.aten.mul.Tensor, torch.ops.aten.add.Tensor, torch.ops
                  torch.ops.aten.div.Tensor)
 
 
+def _rewritten(graph: torch.fx.GraphModule, match: Callable[[torch.fx.Node], bool],
+               build: Callable[[torch.fx.Node], torch.fx.Node]) -> int:
+    """Replace each ``call_function`` node of ``graph`` that ``match`` accepts by the node ``build`` makes of it
+    (inserted before it); return how many went, the graph recompiled where any did."""
+    replaced = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or not match(node):
+            continue
+        with graph.graph.inserting_before(node):
+            out = build(node)
+        node.replace_all_uses_with(out)
+        graph.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        graph.recompile()
+    return replaced
+
+
+def _constant(graph: torch.fx.GraphModule, prefix: str, value: torch.Tensor) -> torch.fx.Node:
+    """``value`` as a buffer of ``graph``, read by a node (made where the graph is inserting)."""
+    name = f"{prefix}_{len(graph.graph.nodes)}"
+    graph.register_buffer(name, value)
+    return graph.graph.get_attr(name)
+
+
 def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
     """Drop from ``graph`` each ``expand``/``expand_as`` that only feeds ops which broadcast to the same shape
     without it (a squeeze-and-excitation block's ``x * w.view(b, c, 1, 1).expand_as(x)``); return how many went.
@@ -99,21 +125,15 @@ def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
     def shape(arg: object) -> tuple[int, ...]:
         return tuple(arg.meta["val"].shape) if isinstance(arg, torch.fx.Node) else ()
 
-    dropped = 0
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target not in (torch.ops.aten.expand.default,
-                                                              torch.ops.aten.expand_as.default):
-            continue
+    def broadcast(node: torch.fx.Node) -> bool:
+        if node.target not in (torch.ops.aten.expand.default, torch.ops.aten.expand_as.default):
+            return False
         source = node.args[0]
-        if all(user.op == "call_function" and user.target in _BROADCASTING
-               and torch.broadcast_shapes(*(shape(source if a is node else a) for a in user.args[:2])) == shape(user)
-               for user in node.users):
-            node.replace_all_uses_with(source)
-            graph.graph.erase_node(node)
-            dropped += 1
-    if dropped:
-        graph.recompile()
-    return dropped
+        return all(user.op == "call_function" and user.target in _BROADCASTING
+                   and torch.broadcast_shapes(*(shape(source if a is node else a) for a in user.args[:2])) == shape(user)
+                   for user in node.users)
+
+    return _rewritten(graph, broadcast, lambda node: node.args[0])
 
 
 def _bounds(size: int, out: int) -> list[tuple[int, int]]:
@@ -192,9 +212,7 @@ def _picked(graph: torch.fx.GraphModule, source: torch.fx.Node, dim: int, rows: 
         sliced = graph.graph.call_function(torch.ops.aten.slice.Tensor, (source, dim, start, int(rows[-1]) + 1, step))
         return graph.graph.call_function(torch.ops.aten.clone.default, (sliced,),
                                          {"memory_format": torch.contiguous_format})
-    name = f"_nearest_rows_{len(graph.graph.nodes)}"
-    graph.register_buffer(name, rows.clone())
-    index = graph.graph.get_attr(name)
+    index = _constant(graph, "_nearest_rows", rows.clone())
     return graph.graph.call_function(torch.ops.aten.index_select.default, (source, dim, index))
 
 
@@ -206,22 +224,18 @@ def _without_legacy_nearest(graph: torch.fx.GraphModule) -> int:
     PyTorch's ``nearest-exact``: the same pixels for an integer upsampling, others for any other size. A
     ``F.interpolate(x, scale_factor=0.5)`` downsampling read rows 1, 3, 5... where PyTorch reads 0, 2, 4...: the
     .tflite of such a model computed another function (logits 8.05 off), and nothing failed."""
-    replaced = 0
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target not in _NEAREST:
-            continue
+    def shifted(node: torch.fx.Node) -> bool:
+        if node.target not in _NEAREST:
+            return False
         _, _, height, width = node.args[0].meta["val"].shape
         rows, columns = _source_rows(node)
-        if not (_shifted_by_litert(rows, height) or _shifted_by_litert(columns, width)):
-            continue
-        with graph.graph.inserting_before(node):
-            picked = _picked(graph, _picked(graph, node.args[0], 2, rows), 3, columns)
-        node.replace_all_uses_with(picked)
-        graph.graph.erase_node(node)
-        replaced += 1
-    if replaced:
-        graph.recompile()
-    return replaced
+        return _shifted_by_litert(rows, height) or _shifted_by_litert(columns, width)
+
+    def picked(node: torch.fx.Node) -> torch.fx.Node:
+        rows, columns = _source_rows(node)
+        return _picked(graph, _picked(graph, node.args[0], 2, rows), 3, columns)
+
+    return _rewritten(graph, shifted, picked)
 
 
 #: ``aten.avg_pool2d``'s arguments after the input and kernel size, at their defaults: stride (the kernel's),
@@ -252,26 +266,16 @@ def _with_pads_counted(graph: torch.fx.GraphModule) -> int:
     image gives each window's share of real pixels, so dividing by that map is the pool without the padding,
     exactly (one with a divisor_override divides by that and is left as it is)."""
     aten = torch.ops.aten
-    replaced = 0
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target != aten.avg_pool2d.default or node.kwargs:
-            continue
-        if not _pads_uncounted(node.args):
-            continue
+
+    def counting(node: torch.fx.Node) -> torch.fx.Node:
         _, _, height, width = node.args[0].meta["val"].shape
         counted = [*_avg_pool_args(node.args)[:5], True]
         share = aten.avg_pool2d.default(torch.ones(1, 1, height, width), *counted[1:])
-        name = f"_real_pixel_share_{len(graph.graph.nodes)}"
-        graph.register_buffer(name, share)
-        with graph.graph.inserting_before(node):
-            pooled = graph.graph.call_function(aten.avg_pool2d.default, tuple(counted))
-            out = graph.graph.call_function(aten.div.Tensor, (pooled, graph.graph.get_attr(name)))
-        node.replace_all_uses_with(out)
-        graph.graph.erase_node(node)
-        replaced += 1
-    if replaced:
-        graph.recompile()
-    return replaced
+        pooled = graph.graph.call_function(aten.avg_pool2d.default, tuple(counted))
+        return graph.graph.call_function(aten.div.Tensor, (pooled, _constant(graph, "_real_pixel_share", share)))
+
+    return _rewritten(graph, lambda node: node.target == aten.avg_pool2d.default and not node.kwargs
+                      and _pads_uncounted(node.args), counting)
 
 
 def _channel_window_pool(args: tuple) -> bool:
@@ -291,29 +295,19 @@ def _without_channel_pools(graph: torch.fx.GraphModule) -> int:
     with a LocalResponseNorm had no LiteRT int8 ("Failed to get quantization parameters for tensor:
     STABLEHLO_REDUCE_WINDOW1_arg0"); the convolution is the same sum (exact in fp32) and quantizes."""
     aten = torch.ops.aten
-    replaced = 0
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target != aten.avg_pool3d.default or node.kwargs:
-            continue
+
+    def convolved(node: torch.fx.Node) -> torch.fx.Node:
         source = node.args[0]
-        if not _channel_window_pool((source.meta["val"], *node.args[1:])):
-            continue
         k, channels = int(node.args[1][0]), int(source.meta["val"].shape[2])
         band = torch.zeros(channels - k + 1, channels, 1, 1)
         for i in range(channels - k + 1):
             band[i, i:i + k] = 1.0 / k
-        name = f"_channel_window_{len(graph.graph.nodes)}"
-        graph.register_buffer(name, band)
-        with graph.graph.inserting_before(node):
-            flat = graph.graph.call_function(aten.squeeze.dim, (source, 1))
-            summed = graph.graph.call_function(aten.conv2d.default, (flat, graph.graph.get_attr(name)))
-            out = graph.graph.call_function(aten.unsqueeze.default, (summed, 1))
-        node.replace_all_uses_with(out)
-        graph.graph.erase_node(node)
-        replaced += 1
-    if replaced:
-        graph.recompile()
-    return replaced
+        flat = graph.graph.call_function(aten.squeeze.dim, (source, 1))
+        summed = graph.graph.call_function(aten.conv2d.default, (flat, _constant(graph, "_channel_window", band)))
+        return graph.graph.call_function(aten.unsqueeze.default, (summed, 1))
+
+    return _rewritten(graph, lambda node: node.target == aten.avg_pool3d.default and not node.kwargs
+                      and _channel_window_pool((node.args[0].meta["val"], *node.args[1:])), convolved)
 
 
 class _MisconvertedOps(torch.utils._python_dispatch.TorchDispatchMode):
