@@ -74,3 +74,24 @@ def test_a_result_the_store_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_pa
 def test_numpy_values_in_details_stay_numbers() -> None:
     assert _json_safe({"mem_kb": np.int64(1234), "shape": np.array([1, 3]), "t": np.float32(0.5)}) == {
         "mem_kb": 1234, "shape": [1, 3], "t": 0.5}
+
+
+def test_an_fp16_torch_module_with_an_op_the_cpu_has_no_half_kernel_for_says_where_fp16_is_measured(
+        tmp_path: Path) -> None:
+    """A LocalResponseNorm's avg_pool3d has no fp16 CPU kernel: the job failed with torch's bare
+    'NotImplementedError: "avg_pool3d_out_frame" not implemented for 'Half''."""
+    from torch import nn
+
+    from edgebench.errors import ArtifactError
+    from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
+    from edgebench.variants import QuantSpec
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.LocalResponseNorm(3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    half = get_exporter("torch").export(model, QuantSpec(precision="fp16"), x, tmp_path / "half.pt")
+    session = get_backend("torch").load(half, BackendSettings())
+    with pytest.raises(ArtifactError, match=r"PyTorch has no fp16 CPU kernel for an op of this model \(.*avg_pool3d.*"
+                                            r"'Half'\); its fp16 is measured on ONNX Runtime, LiteRT or OpenVINO"):
+        session.run(x)
+    fp32 = get_exporter("torch").export(model, QuantSpec(precision="fp32"), x, tmp_path / "fp32.pt")
+    assert get_backend("torch").load(fp32, BackendSettings()).run(x).shape == (2, 3)

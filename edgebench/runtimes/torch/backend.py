@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgebench.errors import REEXPORT_HINT, ArtifactError
+from edgebench.errors import REEXPORT_HINT, ArtifactError, first_line
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.torch import TORCH
@@ -43,7 +43,14 @@ class TorchSession(Session):
     def run(self, inputs: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            out = self._module(torch.from_numpy(inputs).to(self._dtype))
+            try:
+                out = self._module(torch.from_numpy(inputs).to(self._dtype))
+            except NotImplementedError as exc:  # an fp16 module on the CPU meets an op with no Half kernel there
+                if "'Half'" not in str(exc):
+                    raise
+                raise ArtifactError(f"PyTorch has no fp16 CPU kernel for an op of this model ({first_line(exc)}); "
+                                    "its fp16 is measured on ONNX Runtime, LiteRT or OpenVINO, or by torch on a GPU "
+                                    "(torch_cuda)") from None
         return out.float().numpy()
 
     def profile_layers(self, batch: np.ndarray, runs: int) -> LayerProfile:
