@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgebench.cache_files import digest_matches, exclusive, replacing, write_digest
+from edgebench.cache_files import COMPLETE_MARKER, digest_matches, exclusive, replacing, write_digest
 from edgebench.plan import PlannedJob
 from edgebench.runtimes.base import Exporter, get_exporter
 from edgebench.targets import TargetSpec
@@ -47,10 +47,6 @@ def artifact_path(job: PlannedJob, workdir: Path) -> Path:
     """Where ``job``'s artifact lives in the cache."""
     suffix = get_exporter(job.artifact_format, job.target.blocks).suffix
     return workdir / "artifacts" / f"{job.artifact_key}{suffix}"
-
-
-#: written last into a directory artifact: a directory without it is a half-built export
-COMPLETE_MARKER = ".edgebench-complete"
 
 
 def artifact_ready(path: Path) -> bool:

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+#: written last into a directory artifact: a directory without it is a half-built export
+COMPLETE_MARKER = ".edgebench-complete"
+
 
 def temporary_sibling(path: Path) -> Path:
     """A hidden name beside ``path`` that no other writer uses, keeping the suffix (``np.savez`` adds ``.npz``

@@ -28,8 +28,9 @@ from edgebench.variants import ExternalSpec, Precision, QuantSpec, VariantSpec
 
 log = logging.getLogger(__name__)
 
-#: the formats edgebench measures as given, by file suffix (PyTorch pickles are code, not data: not accepted)
-FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+#: the formats edgebench measures as given, by file suffix (PyTorch pickles are code, not data: not accepted);
+#: ``.xml``: an OpenVINO IR, its weights in the ``.bin`` of the same name beside it
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
 
 
 class ArtifactConfig(BaseModel):
@@ -80,9 +81,17 @@ def check_artifacts(artifacts: list[ArtifactConfig], source: str) -> None:
 
 
 def external_data_files(path: Path) -> list[Path]:
-    """The files an ONNX model keeps its weights in beside the graph (``torch.onnx.export`` writes ``<name>.data``
-    for a model of any size): part of the artifact's content; ConfigError naming one that is missing."""
-    if artifact_format(path) != "onnx":
+    """The files a model keeps its weights in beside its graph - an ONNX model's external data (``torch.onnx.export``
+    writes ``<name>.data`` for a model of any size), an OpenVINO IR's ``.bin`` -: part of the artifact's content;
+    ConfigError naming one that is missing."""
+    fmt = artifact_format(path)
+    if fmt == "openvino":
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise ConfigError(f"{path}: an OpenVINO IR keeps its weights in {weights.name} beside the .xml, which is "
+                              "missing: keep the two files together")
+        return [weights]
+    if fmt != "onnx":
         return []
     import onnx
     from onnx.external_data_helper import uses_external_data
@@ -156,6 +165,9 @@ def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Colle
     if external.format == "tflite":
         _check_tflite(Path(external.path), input_shape)
         return
+    if external.format == "openvino":
+        _check_openvino_ir(Path(external.path), input_shape)
+        return
     if external.format != "onnx":
         return
     name, dims = onnx_image_input(Path(external.path))
@@ -190,6 +202,27 @@ def _check_tflite(path: Path, input_shape: tuple[int, ...]) -> None:
     if dims not in (tuple(input_shape), tuple(nhwc)):
         raise ConfigError(f"{path}: its input is Nx{'x'.join(map(str, dims))}, the experiment's images are "
                           f"Nx{'x'.join(map(str, input_shape))} (NCHW, or NHWC for LiteRT)")
+
+
+def _check_openvino_ir(path: Path, input_shape: tuple[int, ...]) -> None:
+    """An OpenVINO IR has one input taking the experiment's images (NCHW or NHWC) and one output; ConfigError naming
+    the file otherwise. Unchecked where OpenVINO is not installed (its target is then not run)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as exc:
+        raise ConfigError(f"{path}: not an OpenVINO IR OpenVINO can read ({first_line(exc)})") from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ConfigError(f"{path}: has {len(model.inputs)} inputs and {len(model.outputs)} outputs; edgebench feeds "
+                          "one batch of images and scores one output of class scores")
+    dims = [d.get_length() if d.is_static else None for d in model.input(0).get_partial_shape()]
+    if not (fits(dims[1:], input_shape) or channels_last(dims[1:], input_shape)):
+        shown = "x".join("?" if d is None else str(d) for d in dims)
+        raise ConfigError(f"{path}: its input is {shown}, the experiment's images are "
+                          f"Nx{'x'.join(map(str, input_shape))} (NCHW, or NHWC)")
 
 
 def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
@@ -234,7 +267,16 @@ def import_artifact(spec: VariantSpec, destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f"tmp-{os.getpid()}-{destination.name}")
     data = external_data_files(source)
-    if data:
+    if external.format == "openvino":  # a directory artifact: the IR's two files under fixed names
+        from edgebench.cache_files import COMPLETE_MARKER
+        from edgebench.runtimes.openvino.ir import IR_BIN, IR_XML
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        shutil.copyfile(source, tmp / IR_XML)
+        shutil.copyfile(data[0], tmp / IR_BIN)
+        (tmp / COMPLETE_MARKER).touch()
+    elif data:
         import onnx
 
         model = onnx.load(source)  # reads the weights from beside the source file
@@ -245,8 +287,13 @@ def import_artifact(spec: VariantSpec, destination: Path) -> Path:
     else:
         shutil.copyfile(source, tmp)
     if artifact_digest(source, data) != external.digest:
-        tmp.unlink()
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
         raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
+    if destination.is_dir():  # an earlier copy the run did not finish (no marker): replaced whole
+        shutil.rmtree(destination)
     os.replace(tmp, destination)
     return destination
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.artifacts import COMPLETE_MARKER, ExportTask, artifact_ready, run_export
-from edgebench.cache_files import digest_path
+from edgebench.artifacts import ExportTask, artifact_ready, run_export
+from edgebench.cache_files import COMPLETE_MARKER, digest_path
 from edgebench.executor.local import LocalExecutor
 from edgebench.executor.tasks import call_task
 from edgebench.targets import get_target

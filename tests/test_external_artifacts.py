@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -214,6 +215,36 @@ def test_an_onnx_artifact_taking_channels_last_images_is_fed_them(made_elsewhere
         assert row["accuracy"] == pytest.approx(expected, abs=0.003), row["backend"]
         assert row["max_abs_diff"] < 1e-4, row["backend"]  # the parent's logits, image for image
         assert row["macs"] == baseline["macs"]
+
+
+def test_an_openvino_ir_is_measured_as_given_on_openvino(made_elsewhere, tmp_path):
+    """NNCF's post-training quantization writes OpenVINO IR (.xml + .bin): it was refused as a format edgebench
+    does not measure. Written here by OpenVINO's own converter from the fp32 ONNX, it is cached as one directory
+    (both files), measured on local-openvino only, and scores what the ONNX file scores."""
+    ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (CI installs it)")
+    root, splits = made_elsewhere["root"], made_elsewhere["splits"]
+    (root / "ir").mkdir(exist_ok=True)
+    ov.save_model(ov.convert_model(str(root / "fp32.onnx")), str(root / "ir" / "model.xml"), compress_to_fp16=False)
+    artifacts = [{"path": "ir/model.xml", "label": "ov-ir", "precision": "fp32", "parent": "baseline"}]
+    exp = load_experiment(_experiment(root, artifacts, ["local-cpu", "local-openvino"]))
+    outcome = run_experiment(exp, render=False)
+    assert outcome.failed == []
+    df = edgebench.load(outcome.store_url, outcome.run_id).measurements()
+    ir = df[df["origin"] == "external:ov-ir"]
+    assert list(zip(ir["target"], ir["backend"])) == [("local-openvino", "openvino")]  # ONNX Runtime reads no IR
+    row = ir.iloc[0]
+    assert row["accuracy"] == pytest.approx(_ort_accuracy(root / "fp32.onnx", splits.x_test, splits.y_test),
+                                            abs=1 / len(splits.y_test))
+    assert row["max_abs_diff"] < 1e-4
+    assert row["size_bytes"] == (root / "ir" / "model.xml").stat().st_size + (root / "ir" / "model.bin").stat().st_size
+    assert pd.isna(row["macs"])  # an IR's ops are not counted: unknown, never partial
+    (cached,) = (p for p in (root / "runs" / "artifacts").iterdir() if (p / "model.xml").is_file())
+    assert (cached / "model.bin").read_bytes() == (root / "ir" / "model.bin").read_bytes()
+    (tmp_path / "model.xml").write_bytes((root / "ir" / "model.xml").read_bytes())  # its .bin left behind
+    lost = [{"path": str(tmp_path / "model.xml"), "label": "lost", "precision": "fp32"}]
+    with pytest.raises(ConfigError, match=r"model.xml: an OpenVINO IR keeps its weights in model.bin beside the "
+                                          r".xml, which is missing"):
+        load_experiment(_experiment(root, lost, ["local-openvino"]))
 
 
 def test_an_onnx_artifact_whose_external_data_is_missing_is_refused_at_load(made_elsewhere, tmp_path):

@@ -139,8 +139,13 @@ def backend_for(artifact: Path, backends: list[str], backend: str | None, among:
 
 
 def _suffix(fmt: str) -> str:
+    """The suffix of a file of format ``fmt`` as a user hands it over (an OpenVINO IR: its .xml), "" for a folder."""
+    from edgebench.external import FORMATS
     from edgebench.runtimes.base import get_exporter
 
+    given = {name: suffix for suffix, name in FORMATS.items()}
+    if fmt in given:
+        return given[fmt]
     try:
         return get_exporter(fmt).suffix
     except KeyError:

@@ -346,7 +346,7 @@ def _graph_cost(artifact: Path, image: tuple[int, ...]) -> str | None:
     from edgebench.external import FORMATS
     from edgebench.models.graph_cost import graph_cost
 
-    if artifact.suffix not in FORMATS:
+    if FORMATS.get(artifact.suffix) not in ("onnx", "tflite"):  # an OpenVINO IR's ops are not counted
         return None
     try:
         cost = graph_cost(artifact, FORMATS[artifact.suffix], tuple(image))

@@ -3,7 +3,8 @@
 The fp32 ONNX runs as fp32 (the inference precision is pinned, so a CPU with bf16
 support does not silently downcast), and the QDQ int8 ONNX runs as int8: OpenVINO
 turns its QuantizeLinear/DequantizeLinear pairs into FakeQuantize and executes the
-quantized convolutions with integer kernels. No exporter: the artifacts are ONNX's.
+quantized convolutions with integer kernels. It also measures OpenVINO IR (.xml + .bin) files other tools wrote
+(NNCF), as given; edgebench writes none (``ir.py`` is that format's cache layout).
 """
 
 from edgebench.components import Package
@@ -15,5 +16,5 @@ RUNTIME = Runtime(
     name="openvino",
     summary="OpenVINO's CPU plugin on the ONNX artifacts (fp32, QDQ int8); threads and streams from the target",
     needs=(OPENVINO,),
-    exporter_modules=(),
+    exporter_modules=("ir",),
 )

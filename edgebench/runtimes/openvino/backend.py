@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import require_module
-from edgebench.profile.table import LayerProfile
+from edgebench.profile.table import LayerProfile, not_available
 from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime.mixed_precision import read_decision
 from edgebench.runtimes.openvino import OPENVINO
@@ -59,7 +59,7 @@ class OpenVinoSession(Session):
             if info["layerType"].astype(str).startswith(("Convolution", "FullyConnected", "GroupConvolution")):
                 runtime = info["runtimePrecision"].astype(str)
                 precisions[runtime] = precisions.get(runtime, 0) + 1
-        record = read_decision(self._artifact)
+        record = read_decision(self._artifact) if self._artifact.suffix == ".onnx" else None  # an IR has none
         return {
             "openvino": ov.__version__,
             "threads": int(compiled.get_property(THREADS)),
@@ -72,6 +72,8 @@ class OpenVinoSession(Session):
         """The CPU plugin's performance counters, from a second compiled model with PERF_COUNT on."""
         from edgebench.runtimes.openvino.profile import profile_openvino
 
+        if self._artifact.suffix != ".onnx":
+            return not_available("openvino", "an OpenVINO IR has no ONNX graph to map its nodes to the model's layers")
         return profile_openvino(self._artifact, batch, self._settings, runs=runs)
 
     def close(self) -> None:
@@ -80,7 +82,7 @@ class OpenVinoSession(Session):
 
 @BACKENDS.register("openvino")
 class OpenVinoBackend(Backend):
-    """ONNX artifacts (fp32, QDQ int8) on OpenVINO's CPU plugin."""
+    """ONNX artifacts (fp32, QDQ int8) on OpenVINO's CPU plugin; OpenVINO IR files other tools wrote, as given."""
 
     class Options(BaseModel):
         """``backend_options.openvino`` of a target."""
@@ -92,7 +94,7 @@ class OpenVinoBackend(Backend):
                               "so none is needed")
 
     name = "openvino"
-    formats = ("onnx",)
+    formats = ("onnx", "openvino")  # the first is what edgebench exports for it
     needs = (OPENVINO,)
     builds_from_fp32 = ("fp16",)  # the inference precision hint on the fp32 ONNX
 

@@ -44,9 +44,14 @@ def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[
 
 
 def read_onnx(core: Any, artifact: Path) -> Any:
-    """The ``ov.Model`` of an ONNX artifact, with a clear error when it is missing or unreadable."""
+    """The ``ov.Model`` of an ONNX artifact (or of an OpenVINO IR: its ``.xml``, or the cache's directory holding
+    it), with a clear error when it is missing or unreadable."""
+    from edgebench.runtimes.openvino.ir import ir_xml
+
+    artifact = ir_xml(artifact)
     if not artifact.is_file():
-        raise ArtifactError(f"ONNX model not found: {artifact}; re-run the export stage (edgebench run)")
+        kind = "ONNX model" if artifact.suffix == ".onnx" else "OpenVINO IR"
+        raise ArtifactError(f"{kind} not found: {artifact}; re-run the export stage (edgebench run)")
     try:
         return core.read_model(str(artifact))
     except RuntimeError as exc:

@@ -1,0 +1,42 @@
+"""OpenVINO IR (``model.xml`` + ``model.bin``), the form NNCF's post-training quantization and OpenVINO's own tools
+write: measured as another tool's artifact (``artifacts:`` in an experiment, ``edgebench bench model.xml``).
+
+edgebench exports no IR itself (OpenVINO reads its ONNX files directly); this format entry gives the artifact cache
+an IR's layout - a directory holding ``model.xml`` and ``model.bin`` - so it is copied, hashed, sized and shipped to
+a board as one artifact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgebench.errors import ArtifactError
+from edgebench.runtimes.base import EXPORTERS, Exporter
+from edgebench.variants import QuantSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: the names an IR has inside the cache's directory artifact
+IR_XML, IR_BIN = "model.xml", "model.bin"
+
+
+def ir_xml(artifact: Path) -> Path:
+    """The ``.xml`` of an IR artifact: the file itself, or ``model.xml`` in a cached directory artifact."""
+    return artifact / IR_XML if artifact.is_dir() else artifact
+
+
+@EXPORTERS.register("openvino")
+class OpenVinoIrFormat(Exporter):
+    """The cache layout of an OpenVINO IR another tool wrote; it writes none (no precision to export)."""
+
+    format = "openvino"
+    precisions = ()
+    suffix = ""  # a directory: model.xml beside model.bin
+
+    def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
+        raise ArtifactError("edgebench writes no OpenVINO IR: OpenVINO measures its ONNX files; an IR another tool "
+                            "made (NNCF) is measured as given, listed under artifacts:")
