@@ -38,7 +38,8 @@ class ArtifactConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="the file (.onnx or .tflite); relative paths: from the experiment file's directory")
+    path: str = Field(description="the file (.onnx, .tflite, or an OpenVINO IR's .xml with its .bin beside it); relative "
+                      "paths: from the experiment file's directory")
     label: str = Field(description="the name it is shown under, e.g. nncf-int8 (letters, digits, . _ -)")
     precision: Precision = Field(description="what it computes in: fp32, fp16, int8, int8_dynamic")
     parent: str | None = Field("baseline", description="the fp32 variant it was made from, by label "
