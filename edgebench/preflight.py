@@ -9,6 +9,7 @@ targets' exporters cannot convert it at all (:func:`drop_refused`: those targets
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -104,6 +105,8 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
         if exp.training.epochs > 0 and next(model.parameters(), None) is None:
             raise ConfigError(f"{what} has no parameters: there is nothing to train, prune or quantize (training."
                               f"epochs {exp.training.epochs})")
+        if exp.training.epochs > 0:
+            _check_training_output(model, torch.from_numpy(splits.x_train[:2]), what)
         _warn_probabilities(out, what)
         _check_picklable(model, what)
         check_qat_layers(exp, model, what)
@@ -114,6 +117,26 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
             raise ConfigError(f"pruning.criteria: nisp scores the inputs of the last Linear layer (the final response "
                               f"layer), and {what} has no Linear layer (a conv classifier); choose another criterion")
     return model
+
+
+def _check_training_output(model: nn.Module, x: torch.Tensor, what: str) -> None:
+    """In training mode too the model gives one logits tensor: one that adds auxiliary outputs while training
+    (GoogLeNet's and Inception's aux heads) failed every build in cross-entropy ("argument 'input' must be Tensor,
+    not tuple"). Checked on a copy, so the model's BatchNorm statistics stay as built."""
+    import torch
+
+    training = copy.deepcopy(model).train()
+    try:
+        with torch.no_grad():
+            out = training(x)
+    except Exception as exc:  # runs in eval mode (checked before): what differs is its training-mode code
+        raise ConfigError(f"{what} runs in eval mode but not in training mode (model.train(), batch {len(x)}): "
+                          f"{type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"{what} returns a {type(out).__name__} in training mode (auxiliary heads?), one logits "
+                          "tensor in eval mode: edgebench trains on the one (batch, classes) logits tensor; build it "
+                          "without the extra outputs while training (e.g. aux_logits=False), or measure trained weights "
+                          "with training.epochs: 0")
 
 
 def _warn_probabilities(out: torch.Tensor, what: str) -> None:

@@ -57,6 +57,29 @@ def build_tuple(num_classes: int = 10) -> nn.Module:
     return WithAux(num_classes)
 
 
+class AuxWhileTraining(SmallNet):
+    """GoogLeNet's pattern: (logits, auxiliary logits) in training mode, the logits alone in eval mode."""
+
+    def forward(self, x):
+        logits = self.fc(self.features(x).flatten(1))
+        return (logits, logits.detach()) if self.training else logits
+
+
+def build_aux_while_training(num_classes: int = 10) -> nn.Module:
+    return AuxWhileTraining(num_classes)
+
+
+class FailsWhileTraining(SmallNet):
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("stochastic depth needs a drop rate")
+        return super().forward(x)
+
+
+def build_fails_while_training(num_classes: int = 10) -> nn.Module:
+    return FailsWhileTraining(num_classes)
+
+
 class LogOfNegative(SmallNet):
     """A forward that takes the log of a signed activation: NaN outputs from the first image on."""
 
