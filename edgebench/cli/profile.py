@@ -153,7 +153,8 @@ def _suffix(fmt: str) -> str:
 
 
 def profile(
-    artifact: Annotated[Path, typer.Argument(help="an exported model (.onnx, .pt, .tflite, hls4ml project dir)")],
+    artifact: Annotated[Path, typer.Argument(
+        help="an exported model (.onnx, .pt, .tflite, OpenVINO IR .xml, hls4ml project dir)")],
     target: Annotated[str, typer.Option(help="target name or YAML file (see `edgebench targets`)")] = "local-cpu",
     backend: Annotated[str | None, typer.Option(help="one of the target's backends (default: the one that "
                                                      "reads the artifact)")] = None,

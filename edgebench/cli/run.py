@@ -254,7 +254,7 @@ def _backend_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def bench(
-    artifact: Annotated[Path, typer.Argument(help="an exported model file (.onnx, .pt, .tflite ...)")],
+    artifact: Annotated[Path, typer.Argument(help="an exported model file (.onnx, .pt, .tflite, an OpenVINO IR .xml ...)")],
     backend: Annotated[str | None, typer.Option(help="backend name (see `edgebench doctor`; default: the first of "
                                                      "onnxruntime, litert, torch, hls4ml that reads the file)")] = None,
     data: Annotated[Path | None, typer.Option(help="npz with x (NCHW float32) and y: also measures accuracy")] = None,
