@@ -110,6 +110,18 @@ def test_speedup_is_relative_to_unpruned_variant_of_same_context(filled_store: t
         assert pruned["macs_reduction"] > 1 and pruned["speedup"] > 1
 
 
+def test_an_artifact_made_elsewhere_without_a_parent_gets_no_speedup(filled_store: tuple[Store, str]) -> None:
+    """An external model with no parent is another network: its 'MACs reduction' against this baseline (225x for a
+    2,672-MAC file beside a 601,600-MAC baseline) was drawn as if pruning had made it."""
+    store, run_id = filled_store
+    ok = store.measurements(run_id).query("status == 'ok'")
+    pruned = ok[(ok["ratio"] == 0.8) & (ok["precision"] == "fp32")].iloc[0]
+    made_elsewhere = pd.DataFrame([pruned.to_dict() | {"kind": "external", "parent_id": None},
+                                   pruned.to_dict() | {"kind": "external", "parent_id": "ab12"}])
+    rows = with_speedup(pd.concat([ok, made_elsewhere], ignore_index=True)).tail(2)
+    assert rows["speedup"].isna().tolist() == [True, False] and rows["macs_reduction"].isna().tolist() == [True, False]
+
+
 def test_custom_objectives_and_missing_metric(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, run_id = filled_store
     index = render_report(store, run_id, tmp_path / "r", objectives=[("energy", "accuracy"), ("memory", "p99")])

@@ -123,7 +123,8 @@ def with_speedup(ok: pd.DataFrame) -> pd.DataFrame:
     """Add ``macs_reduction`` and ``speedup`` relative to the unpruned variant of the same context and precision.
 
     The reference is the measurement of the same target, backend, settings and precision whose variant is
-    the baseline (no pruning, sparsity or factorisation); rows without one get NaN.
+    the baseline (no pruning, sparsity or factorisation); rows without one get NaN, as does an artifact another
+    tool made without a parent (another model: it reduced nothing of this baseline's).
     """
     keys = [*CONTEXT, "precision"]
     base = ok[ok["kind"] == "baseline"].dropna(subset=["p50_ms", "macs"])
@@ -133,6 +134,9 @@ def with_speedup(ok: pd.DataFrame) -> pd.DataFrame:
     out = ok.copy()
     out["macs_reduction"] = merged["macs_base"] / merged["macs"]
     out["speedup"] = merged["p50_ms_base"] / merged["p50_ms"]
+    if "parent_id" in out.columns:
+        unrelated = (out["kind"] == "external") & out["parent_id"].isna()
+        out.loc[unrelated, ["macs_reduction", "speedup"]] = np.nan
     return out
 
 
