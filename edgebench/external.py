@@ -215,7 +215,9 @@ def _check_openvino_ir(path: Path, input_shape: tuple[int, ...]) -> None:
     try:
         model = ov.Core().read_model(str(path))
     except Exception as exc:
-        raise ConfigError(f"{path}: not an OpenVINO IR OpenVINO can read ({first_line(exc)})") from None
+        from edgebench.runtimes.openvino.ir import openvino_reason
+
+        raise ConfigError(f"{path}: not an OpenVINO IR OpenVINO can read ({openvino_reason(exc)})") from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ConfigError(f"{path}: has {len(model.inputs)} inputs and {len(model.outputs)} outputs; edgebench feeds "
                           "one batch of images and scores one output of class scores")

@@ -240,6 +240,16 @@ def test_an_openvino_ir_is_measured_as_given_on_openvino(made_elsewhere, tmp_pat
     assert pd.isna(row["macs"])  # an IR's ops are not counted: unknown, never partial
     (cached,) = (p for p in (root / "runs" / "artifacts").iterdir() if (p / "model.xml").is_file())
     assert (cached / "model.bin").read_bytes() == (root / "ir" / "model.bin").read_bytes()
+    from typer.testing import CliRunner
+
+    from edgebench.cli import app
+
+    benched = CliRunner().invoke(app, ["bench", str(root / "ir" / "model.xml")])  # its input shape read off the IR
+    assert benched.exit_code == 0 and "model.xml on openvino" in benched.output, benched.output
+    (tmp_path / "broken.xml").write_text("not an IR\n")
+    (tmp_path / "broken.bin").write_bytes(b"")
+    broken = CliRunner().invoke(app, ["bench", str(tmp_path / "broken.xml")])
+    assert broken.exit_code == 2 and "not an OpenVINO IR OpenVINO can read (Unable to read the model" in broken.output
     (tmp_path / "model.xml").write_bytes((root / "ir" / "model.xml").read_bytes())  # its .bin left behind
     lost = [{"path": str(tmp_path / "model.xml"), "label": "lost", "precision": "fp32"}]
     with pytest.raises(ConfigError, match=r"model.xml: an OpenVINO IR keeps its weights in model.bin beside the "

@@ -50,6 +50,8 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
             raise ConfigError(f"give --data NPZ or --input-shape C,H,W ({artifact.name}'s input '{name}' is {shown})")
         if artifact.suffix == ".tflite" and artifact.is_file() and (dims := _tflite_image(artifact)) is not None:
             return dims
+        if artifact.suffix == ".xml" and artifact.is_file() and (dims := _openvino_image(artifact)) is not None:
+            return dims
         raise ConfigError("give --data NPZ or --input-shape C,H,W")
     try:
         dims = tuple(int(v) for v in input_shape.split(","))
@@ -62,6 +64,23 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
 
 #: an image value past which --data looks like raw 0..255 pixels rather than normalised ones
 _RAW_PIXELS = 50.0
+
+
+def _openvino_image(artifact: Path) -> tuple[int, ...] | None:
+    """The image dims of an OpenVINO IR's one input where all are fixed (as its layout has them: random input
+    needs no layout); None where OpenVINO is missing or a dim is dynamic, ConfigError where the IR cannot be read."""
+    try:
+        import openvino as ov
+    except ImportError:  # the backend's availability check then says what to install
+        return None
+    try:
+        shape = ov.Core().read_model(str(artifact)).input(0).get_partial_shape()
+    except Exception as exc:
+        from edgebench.runtimes.openvino.ir import openvino_reason
+
+        raise ConfigError(f"{artifact}: not an OpenVINO IR OpenVINO can read ({openvino_reason(exc)})") from None
+    dims = [d.get_length() if d.is_static else None for d in shape][1:]
+    return tuple(int(d) for d in dims) if dims and all(dims) else None
 
 
 def _tflite_image(artifact: Path) -> tuple[int, ...] | None:

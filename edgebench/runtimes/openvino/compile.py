@@ -46,7 +46,7 @@ def compile_config(settings: BackendSettings, perf_count: bool = False) -> dict[
 def read_onnx(core: Any, artifact: Path) -> Any:
     """The ``ov.Model`` of an ONNX artifact (or of an OpenVINO IR: its ``.xml``, or the cache's directory holding
     it), with a clear error when it is missing or unreadable."""
-    from edgebench.runtimes.openvino.ir import ir_xml
+    from edgebench.runtimes.openvino.ir import ir_xml, openvino_reason
 
     artifact = ir_xml(artifact)
     if not artifact.is_file():
@@ -59,7 +59,7 @@ def read_onnx(core: Any, artifact: Path) -> Any:
             raise ArtifactError(f"OpenVINO's ONNX reader cannot convert {failed} of {artifact.name}: the layer "
                                 "behind it has no OpenVINO form (ONNX Runtime runs the same file); leave this "
                                 "model's OpenVINO target out, or write the layer another way") from exc
-        raise ArtifactError(f"OpenVINO cannot read {artifact}: {exc} ({REEXPORT_HINT})") from exc
+        raise ArtifactError(f"OpenVINO cannot read {artifact}: {openvino_reason(exc)} ({REEXPORT_HINT})") from exc
 
 
 #: words of the reasons of ops that fail only on what an unconverted op before them left (no shape, no type)

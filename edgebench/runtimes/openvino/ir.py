@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 IR_XML, IR_BIN = "model.xml", "model.bin"
 
 
+def openvino_reason(exc: BaseException) -> str:
+    """OpenVINO's reason in an error, without the "Exception from src/...cpp:N:" lines it stacks before it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith("Exception from ")), lines[-1] if lines else repr(exc))
+
+
 def ir_xml(artifact: Path) -> Path:
     """The ``.xml`` of an IR artifact: the file itself, or ``model.xml`` in a cached directory artifact."""
     return artifact / IR_XML if artifact.is_dir() else artifact
