@@ -37,10 +37,11 @@ def bounded_growth(growth_bytes: int | None = None) -> Iterator[None]:
         return
     try:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        bounded = True
     except (ValueError, OSError):  # a platform that will not lower it (macOS): unbounded, as before
-        yield
-        return
+        bounded = False
     try:
         yield
     finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        if bounded:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
