@@ -271,12 +271,8 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         layer = next(iter(bad), next(iter(checked)))
         why = bad.get(layer, "")
         gap = why if why.startswith(" by") else ""
-        import torch
-
-        attention = [name for name, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
-        cause = (f"its filters may be the embed_dim of attention layer(s) {', '.join(map(repr, attention))}, which "
-                 "cannot lose channels exactly (the heads' split and scale change); " if attention else
-                 "torch-pruning cut other inputs than those filters fed (a channel shuffle, a gate such as nn.GLU over "
+        # (an attention's embedding never gets here: those filters are kept, structured._uncuttable_grouped_conv)
+        cause = ("torch-pruning cut other inputs than those filters fed (a channel shuffle, a gate such as nn.GLU over "
                  "channels, or a permute before a flatten, in between); keep NCHW channel order up to x.flatten(1), or ")
         raise ConfigError(
             f"{what} is pruned wrongly at layer '{layer}': removing its filters changes the logits{gap} against "

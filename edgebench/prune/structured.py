@@ -97,11 +97,17 @@ def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str
       input) does not remove together;
     - a grouped (not depthwise) conv or a GroupNorm whose channels are not the group's channels, one to one and
       in order (a concatenation joins them, say): removing a root channel slot from every equal slice
-      (:func:`lowest_channels`) would not cut its groups evenly.
+      (:func:`lowest_channels`) would not cut its groups evenly;
+    - an ``nn.MultiheadAttention`` whose embedding the channels are (a ViT's patch-embedding conv): its embedding
+      must stay a multiple of its heads, each head's dimensions together, which per-group channel counts ignore
+      (a tiny ViT's 50 % build failed: "embed_dim must divide evenly by num_heads").
     """
     n = len(group[0].idxs)
     for item in group:
         layer = item.dep.target.module
+        if isinstance(layer, nn.MultiheadAttention):
+            return layer, (f"attention {{conv}} ({layer.num_heads} heads) embeds them: its embed_dim must stay a "
+                           "multiple of its heads, with each head's dimensions together")
         if isinstance(layer, nn.GroupNorm) and layer.num_groups > 1 and not _one_to_one(item, n, layer.num_channels):
             return layer, (f"GroupNorm {{conv}} (num_groups={layer.num_groups}) normalises them with other channels "
                            "(a concatenation between them), so its groups cannot lose channels evenly")
