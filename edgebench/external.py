@@ -208,20 +208,15 @@ def _check_tflite(path: Path, input_shape: tuple[int, ...]) -> None:
 def _check_openvino_ir(path: Path, input_shape: tuple[int, ...]) -> None:
     """An OpenVINO IR has one input taking the experiment's images (NCHW or NHWC) and one output; ConfigError naming
     the file otherwise. Unchecked where OpenVINO is not installed (its target is then not run)."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return
-    try:
-        model = ov.Core().read_model(str(path))
-    except Exception as exc:
-        from edgebench.runtimes.openvino.ir import openvino_reason
+    from edgebench.runtimes.openvino.ir import partial_dims, read_ir
 
-        raise ConfigError(f"{path}: not an OpenVINO IR OpenVINO can read ({openvino_reason(exc)})") from None
+    model = read_ir(path)
+    if model is None:
+        return
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ConfigError(f"{path}: has {len(model.inputs)} inputs and {len(model.outputs)} outputs; edgebench feeds "
                           "one batch of images and scores one output of class scores")
-    dims = [d.get_length() if d.is_static else None for d in model.input(0).get_partial_shape()]
+    dims = partial_dims(model.input(0).get_partial_shape())
     if not (fits(dims[1:], input_shape) or channels_last(dims[1:], input_shape)):
         shown = "x".join("?" if d is None else str(d) for d in dims)
         raise ConfigError(f"{path}: its input is {shown}, the experiment's images are "

@@ -69,18 +69,11 @@ _RAW_PIXELS = 50.0
 def _openvino_image(artifact: Path) -> tuple[int, ...] | None:
     """The image dims of an OpenVINO IR's one input where all are fixed (as its layout has them: random input
     needs no layout); None where OpenVINO is missing or a dim is dynamic, ConfigError where the IR cannot be read."""
-    try:
-        import openvino as ov
-    except ImportError:  # the backend's availability check then says what to install
-        return None
-    try:
-        shape = ov.Core().read_model(str(artifact)).input(0).get_partial_shape()
-    except Exception as exc:
-        from edgebench.runtimes.openvino.ir import openvino_reason
+    from edgebench.runtimes.openvino.ir import partial_dims, read_ir
 
-        raise ConfigError(f"{artifact}: not an OpenVINO IR OpenVINO can read ({openvino_reason(exc)})") from None
-    dims = [d.get_length() if d.is_static else None for d in shape][1:]
-    return tuple(int(d) for d in dims) if dims and all(dims) else None
+    model = read_ir(artifact)
+    dims = partial_dims(model.input(0).get_partial_shape())[1:] if model is not None else ()
+    return tuple(int(d) for d in dims) if dims and all(dims) else None  # type: ignore[arg-type]
 
 
 def _tflite_image(artifact: Path) -> tuple[int, ...] | None:

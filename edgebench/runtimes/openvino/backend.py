@@ -23,11 +23,13 @@ from edgebench.runtimes.base import BACKENDS, Backend, BackendSettings, Session
 from edgebench.runtimes.onnxruntime.mixed_precision import read_decision
 from edgebench.runtimes.openvino import OPENVINO
 from edgebench.runtimes.openvino.compile import STREAMS, THREADS, compile_config, compile_for_batch, infer, read_onnx
+from edgebench.runtimes.openvino.ir import partial_dims
 
 log = logging.getLogger(__name__)
 
 class OpenVinoSession(Session):
-    """A synchronous infer request per compiled batch size; numpy NCHW float32 in, float32 logits out."""
+    """A synchronous infer request per compiled batch size; numpy float32 images in (NCHW, or NHWC for an IR
+    that takes them so), float32 logits out."""
 
     def __init__(self, core: Any, model: Any, settings: BackendSettings, artifact: Path) -> None:
         self._core, self._model, self._settings, self._artifact = core, model, settings, artifact
@@ -46,7 +48,7 @@ class OpenVinoSession(Session):
         return request.get_output_tensor(0).data.astype(np.float32, copy=True)
 
     def input_dims(self) -> tuple[int | None, ...]:
-        return tuple(d.get_length() if d.is_static else None for d in self._model.input(0).get_partial_shape())
+        return partial_dims(self._model.input(0).get_partial_shape())
 
     def details(self) -> dict[str, Any]:
         """OpenVINO version, the compiled streams/threads, and the precisions its kernels actually run in."""

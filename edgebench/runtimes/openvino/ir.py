@@ -9,11 +9,11 @@ a board as one artifact.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgebench.errors import ArtifactError
+from edgebench.errors import ArtifactError, ConfigError
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.variants import QuantSpec
 
@@ -28,6 +28,25 @@ def openvino_reason(exc: BaseException) -> str:
     """OpenVINO's reason in an error, without the "Exception from src/...cpp:N:" lines it stacks before it."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return next((line for line in lines if not line.startswith("Exception from ")), lines[-1] if lines else repr(exc))
+
+
+def partial_dims(shape: Any) -> tuple[int | None, ...]:
+    """An OpenVINO partial shape's dims, None where dynamic."""
+    return tuple(d.get_length() if d.is_static else None for d in shape)
+
+
+def read_ir(path: Path) -> Any:
+    """The ``ov.Model`` of the IR at ``path``, for checks before any work; None where OpenVINO is not installed (its
+    target's availability check then says what to install), ConfigError with OpenVINO's reason where it cannot
+    read the file."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    try:
+        return ov.Core().read_model(str(path))
+    except Exception as exc:
+        raise ConfigError(f"{path}: not an OpenVINO IR OpenVINO can read ({openvino_reason(exc)})") from None
 
 
 def ir_xml(artifact: Path) -> Path:
