@@ -40,6 +40,7 @@ from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter, TargetBlock
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
 from edgebench.runtimes.hls4ml.csim import CFLAGS, compile_csim, cxx_standard
+from edgebench.runtimes.hls4ml.graph_forms import hls4ml_forms
 from edgebench.runtimes.hls4ml.multipliers import bit_operations, count_multipliers, weight_bytes
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
@@ -70,23 +71,22 @@ _INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Al
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
 _UNSUPPORTED_FUNCTIONS = {
-    "size": " (x.view(x.size(0), -1) in forward: write x.flatten(1))",
+    "size": " (x.size(0) in forward, other than to flatten each image: hls4ml's tracer has no batch size; write the "
+            "op without it)",
     "getattr": " (a tensor attribute read in forward, such as n, c, h, w = x.shape: hls4ml's tracer has no shapes; "
                "write the op without it, e.g. x.flatten(1))",
-    # global pools written as functions: the layers convert (with_fixed_adaptive_pools)
-    "mean": " (a global average x.mean((2, 3)) in forward: write an nn.AdaptiveAvgPool2d(1) layer and x.flatten(1))",
-    "amax": " (a global maximum x.amax((2, 3)) in forward: write an nn.AdaptiveMaxPool2d(1) layer and x.flatten(1))",
-    "adaptive_avg_pool2d": " (F.adaptive_avg_pool2d in forward: write the nn.AdaptiveAvgPool2d layer)",
-    "adaptive_max_pool2d": " (F.adaptive_max_pool2d in forward: write the nn.AdaptiveMaxPool2d layer)",
+    # what graph_forms does not rewrite: reductions over other axes, pads of channels, other divisions
+    "mean": " (a mean over other axes than height and width, such as x.mean(1): hls4ml 1.3 has no reduction layer)",
+    "amax": " (a maximum over other axes than height and width, such as x.amax(1): hls4ml 1.3 has no reduction layer)",
+    "pad": " (F.pad of channels, or not with zeros: hls4ml 1.3 pads height and width with zeros only)",
+    "truediv": " (a division other than by a constant per channel: hls4ml 1.3 has no division layer)",
+    "log_softmax": " (a log_softmax output: hls4ml 1.3 has softmax only; return the logits, which training's "
+                   "cross-entropy takes)",
     # channel splits (Res2Net, GhostNet-style, ShuffleNet's halves): hls4ml 1.3 has no layer that splits a tensor
     "split": " (torch.split of channels in forward: hls4ml 1.3 has no split layer; this model cannot be an hls4ml "
              "firmware as written)",
     "chunk": " (x.chunk(...) of channels in forward: hls4ml 1.3 has no split layer; this model cannot be an hls4ml "
              "firmware as written)",
-}
-#: hls4ml 1.3 parsers that fail on a form of a supported op, with the form they read
-_PARSER_HINTS = {
-    "parse_concat_layer": "; it reads the dim keyword only: write torch.cat(xs, dim=1)",
 }
 
 
@@ -153,6 +153,12 @@ def with_fixed_adaptive_pools(model: nn.Module, input_shape: tuple[int, ...]) ->
         parent, _, leaf = name.rpartition(".")
         model.get_submodule(parent)._modules[leaf] = pool
     return model
+
+
+def hls4ml_ready(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """``model`` as it goes to hls4ml: inference no-ops dropped, functional forms written as hls4ml reads them
+    (:mod:`~edgebench.runtimes.hls4ml.graph_forms`), adaptive pools fixed for ``input_shape`` (C, H, W)."""
+    return with_fixed_adaptive_pools(hls4ml_forms(without_inference_no_ops(model), input_shape), input_shape)
 
 
 def check_supported(model: nn.Module) -> None:
@@ -340,12 +346,12 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
 
 
 def _raised_where(exc: BaseException) -> str:
-    """Where in the conversion ``exc`` came from: the hls4ml parser (which names the op) with what it reads, or the
+    """Where in the conversion ``exc`` came from: the hls4ml parser (which names the op), or the
     model's own forward (file:line) that hls4ml's tracer ran; "" when neither shows."""
     frames = traceback.extract_tb(exc.__traceback__)
     parsers = [f.name for f in frames if f.name.startswith("parse_") and f.name != "parse_pytorch_model"]
     if parsers:
-        return f" (in hls4ml's {parsers[-1]}{_PARSER_HINTS.get(parsers[-1], '')})"
+        return f" (in hls4ml's {parsers[-1]})"
     library = tuple(map(str, library_dirs()))  # edgebench's, Python's and installed packages' code is not the model's
     own = [f for f in frames if not f.filename.startswith(library)]
     return f" (in the model's code, {own[-1].filename}:{own[-1].lineno}, as hls4ml's tracer ran it)" if own else ""
@@ -393,7 +399,7 @@ class Hls4mlExporter(Exporter):
         """A layer type hls4ml has no converter for, or a graph its parser fails on (converted, not written or
         compiled: about 0.02 s for the digits CNN)."""
         try:
-            plain = with_fixed_adaptive_pools(without_inference_no_ops(model), input_shape)
+            plain = hls4ml_ready(model, input_shape)
             check_supported(plain)
             with tempfile.TemporaryDirectory() as tmp:
                 convert_model(plain, input_shape, QuantSpec(precision="fixed"), self.fpga, Path(tmp) / PROJECT)
@@ -414,7 +420,7 @@ class Hls4mlExporter(Exporter):
                                             "(qat scales: power_of_two): other scales are no fixed-point type")
             model, layers = deployable(model)
         input_shape = tuple(int(d) for d in calibration.shape[1:])
-        model = with_fixed_adaptive_pools(without_inference_no_ops(model), input_shape)
+        model = hls4ml_ready(model, input_shape)
         check_supported(model)
         fpga = self.fpga
         if out_path.exists():

@@ -28,7 +28,6 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from edgebench.errors import ArtifactError, UnsupportedModelError, first_line, require_module
+from edgebench.fx_rewrite import constant, rewritten
 from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.fake_quant import QParams
 from edgebench.quantization.qat import deployable, is_quantization_trained
@@ -90,31 +90,6 @@ _BROADCASTING = (torch.ops.aten.mul.Tensor, torch.ops.aten.add.Tensor, torch.ops
                  torch.ops.aten.div.Tensor)
 
 
-def _rewritten(graph: torch.fx.GraphModule, match: Callable[[torch.fx.Node], bool],
-               build: Callable[[torch.fx.Node], torch.fx.Node]) -> int:
-    """Replace each ``call_function`` node of ``graph`` that ``match`` accepts by the node ``build`` makes of it
-    (inserted before it); return how many went, the graph recompiled where any did."""
-    replaced = 0
-    for node in list(graph.graph.nodes):
-        if node.op != "call_function" or not match(node):
-            continue
-        with graph.graph.inserting_before(node):
-            out = build(node)
-        node.replace_all_uses_with(out)
-        graph.graph.erase_node(node)
-        replaced += 1
-    if replaced:
-        graph.recompile()
-    return replaced
-
-
-def _constant(graph: torch.fx.GraphModule, prefix: str, value: torch.Tensor) -> torch.fx.Node:
-    """``value`` as a buffer of ``graph``, read by a node (made where the graph is inserting)."""
-    name = f"{prefix}_{len(graph.graph.nodes)}"
-    graph.register_buffer(name, value)
-    return graph.graph.get_attr(name)
-
-
 def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
     """Drop from ``graph`` each ``expand``/``expand_as`` that only feeds ops which broadcast to the same shape
     without it (a squeeze-and-excitation block's ``x * w.view(b, c, 1, 1).expand_as(x)``); return how many went.
@@ -133,7 +108,7 @@ def _without_broadcast_expands(graph: torch.fx.GraphModule) -> int:
                    and torch.broadcast_shapes(*(shape(source if a is node else a) for a in user.args[:2])) == shape(user)
                    for user in node.users)
 
-    return _rewritten(graph, broadcast, lambda node: node.args[0])
+    return rewritten(graph, broadcast, lambda node: node.args[0])
 
 
 def _bounds(size: int, out: int) -> list[tuple[int, int]]:
@@ -212,7 +187,7 @@ def _picked(graph: torch.fx.GraphModule, source: torch.fx.Node, dim: int, rows: 
         sliced = graph.graph.call_function(torch.ops.aten.slice.Tensor, (source, dim, start, int(rows[-1]) + 1, step))
         return graph.graph.call_function(torch.ops.aten.clone.default, (sliced,),
                                          {"memory_format": torch.contiguous_format})
-    index = _constant(graph, "_nearest_rows", rows.clone())
+    index = constant(graph, "_nearest_rows", rows.clone())
     return graph.graph.call_function(torch.ops.aten.index_select.default, (source, dim, index))
 
 
@@ -235,7 +210,7 @@ def _without_legacy_nearest(graph: torch.fx.GraphModule) -> int:
         rows, columns = _source_rows(node)
         return _picked(graph, _picked(graph, node.args[0], 2, rows), 3, columns)
 
-    return _rewritten(graph, shifted, picked)
+    return rewritten(graph, shifted, picked)
 
 
 #: ``aten.avg_pool2d``'s arguments after the input and kernel size, at their defaults: stride (the kernel's),
@@ -272,9 +247,9 @@ def _with_pads_counted(graph: torch.fx.GraphModule) -> int:
         counted = [*_avg_pool_args(node.args)[:5], True]
         share = aten.avg_pool2d.default(torch.ones(1, 1, height, width), *counted[1:])
         pooled = graph.graph.call_function(aten.avg_pool2d.default, tuple(counted))
-        return graph.graph.call_function(aten.div.Tensor, (pooled, _constant(graph, "_real_pixel_share", share)))
+        return graph.graph.call_function(aten.div.Tensor, (pooled, constant(graph, "_real_pixel_share", share)))
 
-    return _rewritten(graph, lambda node: node.target == aten.avg_pool2d.default and not node.kwargs
+    return rewritten(graph, lambda node: node.target == aten.avg_pool2d.default and not node.kwargs
                       and _pads_uncounted(node.args), counting)
 
 
@@ -303,10 +278,10 @@ def _without_channel_pools(graph: torch.fx.GraphModule) -> int:
         for i in range(channels - k + 1):
             band[i, i:i + k] = 1.0 / k
         flat = graph.graph.call_function(aten.squeeze.dim, (source, 1))
-        summed = graph.graph.call_function(aten.conv2d.default, (flat, _constant(graph, "_channel_window", band)))
+        summed = graph.graph.call_function(aten.conv2d.default, (flat, constant(graph, "_channel_window", band)))
         return graph.graph.call_function(aten.unsqueeze.default, (summed, 1))
 
-    return _rewritten(graph, lambda node: node.target == aten.avg_pool3d.default and not node.kwargs
+    return rewritten(graph, lambda node: node.target == aten.avg_pool3d.default and not node.kwargs
                       and _channel_window_pool((node.args[0].meta["val"], *node.args[1:])), convolved)
 
 
