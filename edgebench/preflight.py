@@ -168,18 +168,19 @@ def drop_refused(jobs: list[PlannedJob], model: nn.Module, input_shape: tuple[in
 
 
 def _check_picklable(model: nn.Module, what: str) -> None:
-    """The model can be saved whole (``torch.save`` pickles it, for the workers and the cache): a class defined
-    inside a function, or a lambda kept as an attribute, cannot, and every variant would fail after its training."""
+    """The model can be saved whole (:func:`~edgebench.models.whole_module.save_whole`, for the workers and the
+    cache): one that cannot (a parametrized layer, an open file or lock kept as an attribute) would fail every
+    variant after its training."""
     import io
 
-    import torch
+    from edgebench.models.whole_module import save_whole
 
     try:
-        torch.save(model, io.BytesIO())
+        save_whole(model, io.BytesIO())
     except Exception as exc:  # pickle's AttributeError/TypeError/PicklingError, whichever the object gives
         remedy = ("bake the parametrizations into the weights first (torch.nn.utils.parametrize."
-                  "remove_parametrizations)" if "parametrized" in str(exc) else "define its classes at module level "
-                  "and keep no lambdas or local functions as attributes")
+                  "remove_parametrizations)" if "parametrized" in str(exc) else "keep no open files, locks, "
+                  "threads or generators as its attributes (build them in forward, or outside the model)")
         raise ConfigError(f"{what} cannot be saved whole ({type(exc).__name__}: {first_line(exc)}): {remedy}") from None
 
 

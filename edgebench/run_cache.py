@@ -22,6 +22,7 @@ from edgebench.cache_files import digest_matches, replacing, write_digest
 from edgebench.data import DatasetSplits
 from edgebench.data.fingerprint import arrays_digest
 from edgebench.errors import ArtifactError, OutputPathError
+from edgebench.models.whole_module import save_whole
 from edgebench.prune import BuiltModel
 from edgebench.sampling import spread_sample
 from edgebench.variants import VariantSpec
@@ -53,7 +54,7 @@ def _atomic_save(obj: object, path: Path) -> None:
     with it), so a file damaged later is rebuilt, not exported (:meth:`ModelCache.has`)."""
     with _replacing_on_disk(path) as tmp:
         if isinstance(obj, torch.nn.Module):
-            torch.save(obj, tmp)
+            save_whole(obj, tmp)
             write_digest(tmp)
         else:
             tmp.write_text(json.dumps(obj, indent=1, default=str))

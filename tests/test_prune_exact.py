@@ -385,17 +385,15 @@ def test_a_model_without_conv2d_filters_is_refused_not_pruned_into_itself() -> N
 
 
 def test_a_model_that_cannot_be_saved_whole_is_refused_before_training() -> None:
+    """A lock kept as an attribute cannot be pickled by anything (a lambda or a local class can: test_user_model)."""
+    import threading
+
     from edgebench.preflight import _check_picklable
 
-    def build() -> nn.Module:
-        class Local(nn.Module):  # defined inside the factory: pickle cannot find it by name
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return x
-
-        return Local()
-
-    with pytest.raises(ConfigError, match="model local cannot be saved whole .*define its classes at module level"):
-        _check_picklable(build(), "model local")
+    locked = Conv1dNet()
+    locked.lock = threading.Lock()
+    with pytest.raises(ConfigError, match="model locked cannot be saved whole .*'_thread.lock'.*keep no open files, locks"):
+        _check_picklable(locked, "model locked")
     _check_picklable(Conv1dNet(), "model Conv1dNet")
     normed = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3)))
     with pytest.raises(ConfigError, match="bake the parametrizations into the weights first"):

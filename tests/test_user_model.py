@@ -328,6 +328,75 @@ def test_broken_installed_plugin_is_named(tmp_path):
     assert "needs timm" in listed.stdout and len(listed.stdout.strip().splitlines()) <= 2
 
 
+#: akamaster/pytorch_resnet_cifar10's option-A block (its shortcut a lambda kept by a LambdaLayer) in a model whose
+#: class the factory defines: pickle finds neither by name
+LAMBDA_NETS = textwrap.dedent("""
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class LambdaLayer(nn.Module):
+        def __init__(self, lambd):
+            super().__init__()
+            self.lambd = lambd
+
+        def forward(self, x):
+            return self.lambd(x)
+
+
+    class Block(nn.Module):
+        def __init__(self, planes_in, planes):
+            super().__init__()
+            self.conv1 = nn.Conv2d(planes_in, planes, 3, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            pad = (planes - planes_in) // 2
+            self.shortcut = LambdaLayer(lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad), "constant", 0))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+    def build_net(num_classes, in_channels):
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.stem = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                                          nn.ReLU())
+                self.block = Block(8, 16)
+                self.fc = nn.Linear(16, num_classes)
+
+            def forward(self, x):
+                return self.fc(F.adaptive_avg_pool2d(self.block(self.stem(x)), 1).flatten(1))
+
+        return Net()
+""")
+
+
+@pytest.mark.slow
+def test_a_model_with_a_lambda_and_a_factory_local_class_is_pruned_and_measured(tmp_path, monkeypatch):
+    """Such a model was refused ("cannot be saved whole: Can't pickle local object ... <lambda>"): whole models are
+    pickled with cloudpickle, which writes both by value. The channel-padding shortcut is refused by the removal
+    check with the line to add (``pruning.keep: [stem.0]``); with it, the block's first conv prunes, and the
+    variants are built, exported and measured in other processes (PyTorch loads the pickled module there)."""
+    (tmp_path / "lambda_nets.py").write_text(LAMBDA_NETS)
+    pruning = {"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training"], "prune_epochs": [0]}
+    sections = {"model": {"file": "lambda_nets.py", "factory": "build_net"}, "training": {"epochs": 2, "lr": 0.05}}
+    with pytest.raises(ConfigError, match=r"pruning.keep: \[stem.0\]"):
+        _measured(_experiment(tmp_path, "lambda-refused", pruning=pruning, **sections), monkeypatch)
+    outcome, df = _measured(_experiment(tmp_path, "lambda", pruning={**pruning, "keep": ["stem.0"]}, **sections),
+                            monkeypatch)
+    assert outcome.failed == [] and set(df["status"]) == {"ok"}
+    torch_rows = df[df["backend"] == "torch"].set_index("label")
+    assert len(torch_rows) == 2 and torch_rows["accuracy"].min() > 0.2  # 10 classes: chance 0.1
+    base, pruned = (torch_rows.loc[label] for label in sorted(torch_rows.index, key=lambda name: "l1" in name))
+    assert pruned["macs"] < 0.7 * base["macs"]
+    ort = df[(df["backend"] == "onnxruntime") & (df["precision"] == "fp32")].set_index("label")["accuracy"]
+    assert (ort - torch_rows["accuracy"]).abs().max() <= 1 / 360  # the same model on both runtimes
+
+
 def test_plugin_file_is_loaded_in_spawned_workers(team, tmp_path, monkeypatch):
     """A criterion registered by a ``plugins:`` file resolves in a fresh process started with the run's environment
     (as the warm workers are), not only in the process that read the experiment."""

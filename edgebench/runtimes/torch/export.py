@@ -1,4 +1,4 @@
-"""PyTorch eager artifact: the whole pruned module pickled with ``torch.save``.
+"""PyTorch eager artifact: the whole pruned module pickled with ``torch.save`` (:mod:`edgebench.models.whole_module`).
 
 Pruned models have per-layer channel counts that differ from the zoo's
 constructors, so the module object (not just a state dict) is saved.
@@ -10,9 +10,9 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
+from edgebench.models.whole_module import save_whole
 from edgebench.runtimes.base import EXPORTERS, Exporter
 from edgebench.variants import QuantSpec
 
@@ -30,6 +30,6 @@ class TorchExporter(Exporter):
         if quant.precision == "fp16":
             module = copy.deepcopy(module).half()
         with open(out_path, "wb") as fh:  # torch names the archive's folder after a path: the same bytes whatever
-            torch.save(module, fh)          # temporary name (process id) the file is written under
+            save_whole(module, fh)          # temporary name (process id) the file is written under
         return out_path
 
