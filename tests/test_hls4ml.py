@@ -397,11 +397,20 @@ class ChannelSplit(_Head):
         return self.fc(torch.cat([a, b * 2], 1).flatten(1))
 
 
+class Sliced(_Head):
+    """Keeps half its channels with a slice: hls4ml's parser skips index nodes and then fails on a missing name
+    ("KeyError: 'getitem'")."""
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([x[:, :2], x[:, :2]], dim=1).flatten(1))
+
+
 @pytest.mark.parametrize(("model", "message"), [
+    (Sliced(), r"has no layer that indexes or slices a tensor \(x\[:, :2\]"),
     (BatchView(), r"Unsupported function size \(x.size\(0\) in forward, other than to flatten each image"),
     (ChannelMean(), r"Unsupported function mean \(a mean over other axes than height and width, such as x.mean\(1\)"),
     (ChannelSplit(), r"Unsupported function split \(torch.split of channels in forward: hls4ml 1.3 has no split"),
-], ids=["size", "channel-mean", "split"])
+], ids=["slice", "size", "channel-mean", "split"])
 def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(model: nn.Module, message: str, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(UnsupportedModelError, match=message):

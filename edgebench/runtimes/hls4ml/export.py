@@ -335,6 +335,9 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
                 hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
             )
     except Exception as exc:  # hls4ml raises bare Exceptions for unsupported graphs
+        if isinstance(exc, KeyError) and str(exc.args[0]).startswith("getitem"):  # it skips index nodes, then misses them
+            raise UnsupportedModelError("hls4ml cannot convert the model: it has no layer that indexes or slices a "
+                                        "tensor (x[:, :2], x[:, :, ::2, ::2] in forward)") from exc
         if layer := re.fullmatch(r"Unsupported layer (\w+)", str(exc)):  # one the forward calls: name it
             kind = layer[1]
             names = [name for name, m in model.named_modules() if type(m).__name__ == kind]
