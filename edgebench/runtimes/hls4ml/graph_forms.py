@@ -101,12 +101,17 @@ def _node_values(graph: torch.fx.GraphModule, shape: tuple[int, ...]) -> dict[st
             return out
 
     with torch.no_grad():
-        Recorder(graph).run(torch.rand(shape))
+        Recorder(graph).run(_images(shape))
     return values
 
 
+def _images(shape: tuple[int, ...]) -> torch.Tensor:
+    """Random images of ``shape``, the same each call, leaving torch's global random state (training's) untouched."""
+    return torch.rand(shape, generator=torch.Generator().manual_seed(0))
+
+
 def _same_outputs(model: nn.Module, graph: nn.Module, input_shape: tuple[int, ...]) -> bool:
-    x, training = torch.rand(4, *input_shape), model.training
+    x, training = _images((4, *input_shape)), model.training
     try:
         with torch.no_grad():
             want, got = model.eval()(x), graph.eval()(x)
