@@ -211,6 +211,18 @@ def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:
         check_supported(model)
 
 
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 1, 1)], ids=["max", "avg"])
+def test_a_padded_pool_is_refused_for_io_stream_only(pool: nn.Module) -> None:
+    """GoogLeNet's MaxPool2d(3, 2, 1): io_stream's pooling asserts zero padding, so its C simulation aborted
+    (SIGABRT) when measured, after training; io_parallel converts it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), pool, nn.Flatten(), nn.LazyLinear(2)).eval()
+    model(torch.zeros(1, 3, 8, 8))  # sizes the LazyLinear
+    reason = Hls4mlExporter().refuses(model, (3, 8, 8))  # local-hls4ml-csim's io_stream
+    assert reason is not None and f"cannot stream layer '2' ({type(pool).__name__} with padding=1)" in reason
+    assert "io_type: io_parallel" in reason
+    assert Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).refuses(model, (3, 8, 8)) is None
+
+
 def test_a_model_hls4ml_cannot_convert_drops_only_the_fpga_jobs_before_training() -> None:
     exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5]}, quantization={"precisions": ["fp32", "fixed"]},
                      targets=["local-cpu", "local-hls4ml-csim"])
@@ -405,12 +417,20 @@ class Sliced(_Head):
         return self.fc(torch.cat([x[:, :2], x[:, :2]], dim=1).flatten(1))
 
 
+class Gated(_Head):
+    """A squeeze-and-excitation gate: x times a (N, C, 1, 1) tensor, which hls4ml broadcasts in io_parallel only."""
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc((x * torch.sigmoid(nn.functional.avg_pool2d(x, 6))).flatten(1))
+
+
 @pytest.mark.parametrize(("model", "message"), [
+    (Gated(), r"broadcasting merge not supported non-io_parallel \(x \* w with w of shape \(N, C, 1, 1\).*io_parallel"),
     (Sliced(), r"has no layer that indexes or slices a tensor \(x\[:, :2\]"),
     (BatchView(), r"Unsupported function size \(x.size\(0\) in forward, other than to flatten each image"),
     (ChannelMean(), r"Unsupported function mean \(a mean over other axes than height and width, such as x.mean\(1\)"),
     (ChannelSplit(), r"Unsupported function split \(torch.split of channels in forward: hls4ml 1.3 has no split"),
-], ids=["slice", "size", "channel-mean", "split"])
+], ids=["gate", "slice", "size", "channel-mean", "split"])
 def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(model: nn.Module, message: str, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(UnsupportedModelError, match=message):

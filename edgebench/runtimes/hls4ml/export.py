@@ -60,6 +60,12 @@ _KNOWN_UNSUPPORTED = {
     "SiLU": "use ReLU",
     "GELU": "use ReLU",
 }
+#: hls4ml 1.3 errors that name no layer, with the form of the model that meets them and what converts it
+_MESSAGE_HINTS = {
+    "broadcasting merge not supported non-io_parallel": " (x * w with w of shape (N, C, 1, 1), as a "
+    "squeeze-and-excitation gates its channels: hls4ml 1.3 broadcasts in io_parallel only; a target with fpga: "
+    "{io_type: io_parallel} converts it)",
+}
 #: layers hls4ml 1.3 converts to a firmware that computes something else, with what to use instead
 _WRONG_CONVERSIONS = {
     # it keeps the PyTorch parameter's 1 or C slopes where its kernel reads one per input element: a conv's PReLU
@@ -161,8 +167,9 @@ def hls4ml_ready(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     return with_fixed_adaptive_pools(hls4ml_forms(without_inference_no_ops(model), input_shape), input_shape)
 
 
-def check_supported(model: nn.Module) -> None:
-    """Raise UnsupportedModelError naming the first layer hls4ml cannot convert."""
+def check_supported(model: nn.Module, io_type: str = "io_parallel") -> None:
+    """Raise UnsupportedModelError naming the first layer hls4ml cannot convert (or, for ``io_type``
+    ``io_stream``, cannot stream)."""
     from hls4ml.converters import get_supported_pytorch_layers
 
     supported = set(get_supported_pytorch_layers())
@@ -184,6 +191,10 @@ def check_supported(model: nn.Module) -> None:
             raise UnsupportedModelError(
                 f"hls4ml cannot convert layer '{name}' ({kind} with padding_mode='{module.padding_mode}'): its "
                 "converter pads with zeros only")
+        if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and module.padding not in (0, (0, 0)):
+            raise UnsupportedModelError(  # nnet_pooling_stream.h asserts pad == 0: the C simulation aborts
+                f"hls4ml cannot stream layer '{name}' ({kind} with padding={module.padding}): its io_stream pooling "
+                "takes no padding (the C simulation aborts); a target with fpga: {io_type: io_parallel} converts it")
         if kind in _WRONG_CONVERSIONS:
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}) right: {_WRONG_CONVERSIONS[kind]}")
         if kind not in supported:
@@ -344,7 +355,8 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{names[0] if names else '?'}' ({kind}): "
                                         f"{advice}") from exc
-        hint = _UNSUPPORTED_FUNCTIONS.get(str(exc).removeprefix("Unsupported function "), "") or _raised_where(exc)
+        hint = (_UNSUPPORTED_FUNCTIONS.get(str(exc).removeprefix("Unsupported function "), "")
+                or _MESSAGE_HINTS.get(str(exc), "") or _raised_where(exc))
         raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}{hint}") from exc
 
 
@@ -403,7 +415,7 @@ class Hls4mlExporter(Exporter):
         compiled: about 0.02 s for the digits CNN)."""
         try:
             plain = hls4ml_ready(model, input_shape)
-            check_supported(plain)
+            check_supported(plain, self.fpga.io_type)
             with tempfile.TemporaryDirectory() as tmp:
                 convert_model(plain, input_shape, QuantSpec(precision="fixed"), self.fpga, Path(tmp) / PROJECT)
         except UnsupportedModelError as exc:
@@ -424,8 +436,8 @@ class Hls4mlExporter(Exporter):
             model, layers = deployable(model)
         input_shape = tuple(int(d) for d in calibration.shape[1:])
         model = hls4ml_ready(model, input_shape)
-        check_supported(model)
         fpga = self.fpga
+        check_supported(model, fpga.io_type)
         if out_path.exists():
             shutil.rmtree(out_path)  # a half-written project from an interrupted run
 
