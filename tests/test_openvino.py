@@ -72,6 +72,55 @@ def test_other_batch_sizes_and_streams_setting(artifacts: dict[str, Path]) -> No
     assert session.details()["streams"] == 2
 
 
+class _PreActivationDense(nn.Module):
+    """DenseNet's pre-activation: a BatchNorm after a concatenation, which no convolution absorbs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.grow = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+        self.norm, self.fc = nn.BatchNorm2d(12), nn.Linear(12, 4)
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+            self.norm.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        return self.fc(torch.relu(self.norm(torch.cat([self.grow(a), a], 1))).mean((2, 3)))
+
+
+def test_an_int8_batch_norm_no_conv_absorbs_compiles_and_runs_on_openvino(tmp_path: Path) -> None:
+    """OpenVINO 2026.4's CPU plugin crashed (SIGSEGV) compiling the int8 QDQ file of such a model at a fixed batch,
+    so each of its int8 measurements failed (a DenseNet's, in a battery of user models). The normalisation is
+    written as a Mul and an Add of the same constants: the file compiles, and OpenVINO's logits are ONNX Runtime's
+    (run in a child process: a crash must fail the test, not end the test run)."""
+    import collections
+    import subprocess
+    import sys
+
+    import onnx
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = _PreActivationDense().eval()
+    x = np.random.default_rng(0).random((32, 3, 8, 8)).astype(np.float32)
+    path = get_exporter("onnx").export(model, QuantSpec(precision="int8", calibration_samples=32), x,
+                                       tmp_path / "int8.onnx")
+    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert "BatchNormalization" not in ops and ops["Mul"] >= 1 and ops["QuantizeLinear"] > 0
+    np.save(tmp_path / "x.npy", x[:4])
+    code = ("import numpy as np, sys; from pathlib import Path; from edgebench.runtimes.base import BackendSettings, "
+            "get_backend; s = get_backend('openvino').load(Path(sys.argv[1]), BackendSettings(batch_size=4)); "
+            "np.save(sys.argv[2], s.run(np.load(sys.argv[3])))")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "ov.npy"), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = ort.InferenceSession(str(path)).run(None, {"input": x[:4]})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "ov.npy"), expected, atol=0.02)
+    with torch.no_grad():
+        assert np.abs(expected - model(torch.from_numpy(x[:4])).numpy()).max() < 0.1  # int8 of logits up to ~0.6
+
+
 def test_missing_artifact_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="ONNX model not found"):
         get_backend("openvino").load(tmp_path / "nope.onnx", BackendSettings())

@@ -60,6 +60,51 @@ def _entropy_ranges(prepped: Path, reader: ArrayCalibrationReader, tmp: Path) ->
             for name, (lo, hi) in ((n, ranges[n].range_value) for n in ranges.data)}
 
 
+def batch_norms_as_scale_shift(path: Path) -> int:
+    """Rewrite, in the ONNX file at ``path``, each inference BatchNormalization as a Mul and an Add by its per-channel
+    scale and shift (the same values); return how many went.
+
+    A BatchNormalization that no convolution absorbed (a pre-activation network's, after a concatenation: DenseNet)
+    sits between a DequantizeLinear and a QuantizeLinear in the QDQ file, and OpenVINO 2026.4's CPU plugin crashed
+    compiling that (SIGSEGV at a fixed batch, whether or not its own weights were quantized); the Mul and Add
+    compile, and ONNX Runtime runs them as it ran the normalisation."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.input, *graph.value_info]
+             if v.type.tensor_type.HasField("shape")}
+    nodes, count = [], 0
+    for node in graph.node:
+        x, *params = node.input
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(p in constants for p in params) \
+                or ranks.get(x, 0) < 2:
+            nodes.append(node)
+            continue
+        weight, bias, mean, var = (constants[p].astype(np.float64) for p in params)
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = weight / np.sqrt(var + epsilon)
+        broadcast = (-1,) + (1,) * (ranks[x] - 2)  # per channel: axis 1 of (N, C, ...)
+        names = (f"{node.name}_scale", f"{node.name}_shift", f"{node.output[0]}_scaled")
+        graph.initializer.extend([numpy_helper.from_array(scale.reshape(broadcast).astype(np.float32), names[0]),
+                                  numpy_helper.from_array((bias - mean * scale).reshape(broadcast).astype(np.float32),
+                                                          names[1])])
+        nodes += [helper.make_node("Mul", [x, names[0]], [names[2]], name=f"{node.name}_mul"),
+                  helper.make_node("Add", [names[2], names[1]], list(node.output), name=f"{node.name}_add")]
+        count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        read = {name for node in nodes for name in node.input}
+        kept = [t for t in graph.initializer if t.name in read]  # the normalisations' own four are read no more
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        onnx.save(model, str(path))
+    return count
+
+
 def output_op_types(model_path: Path) -> list[str]:
     """Op types of the nodes that produce the graph outputs (the logits)."""
     import onnx
@@ -105,6 +150,7 @@ def quantize_qdq(
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        batch_norms_as_scale_shift(prepped)
         method = CalibrationMethod.Percentile if calibrator == "percentile" else CalibrationMethod.MinMax
         if calibrator == "entropy":
             extra["TensorQuantOverrides"] = _entropy_ranges(prepped, ArrayCalibrationReader(calibration, input_name),

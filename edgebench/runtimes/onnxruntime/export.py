@@ -52,8 +52,8 @@ class OnnxExporter(Exporter):
     suffix = ".onnx"
     # 1: without the dynamo exporter's debugging metadata; 2: fp16 files topologically sorted; 3: dynamic int8 7-bit;
     # 4: traced on two images (one let torch.export fix the batch of attention and LSTM models at 1); 5: the input
-    # spec in its metadata
-    revision = 5
+    # spec in its metadata; 6: int8 with standalone BatchNormalizations as Mul and Add (OpenVINO crashed on them)
+    revision = 6
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                validation: tuple[np.ndarray, np.ndarray] | None = None, fp32_source: Path | None = None) -> Path:
