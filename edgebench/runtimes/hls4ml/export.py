@@ -383,8 +383,9 @@ class Hls4mlExporter(Exporter):
     relocatable = False  # the C-simulation library reads firmware/weights/*.txt from its build path
     needs = (HLS4ML, GXX)
     target_block = "fpga"
-    # 1: edgebench.json holds weight_bytes; 2: an MLP on image input reads its pixels in order; 3: and the input spec
-    revision = 3
+    # 1: edgebench.json holds weight_bytes; 2: an MLP on image input reads its pixels in order; 3: and the input spec;
+    # 4: functional forms rewritten (graph_forms: a constant scale that hls4ml took as it was is now a BatchNorm)
+    revision = 4
 
     def __init__(self, fpga: FPGASpec | None = None) -> None:
         self.fpga = fpga or DEFAULT_FPGA
