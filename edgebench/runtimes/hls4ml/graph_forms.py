@@ -126,7 +126,7 @@ def _static_sizes(graph: torch.fx.GraphModule, small: dict[str, Any], large: dic
     as constants."""
     def static(node: torch.fx.Node) -> bool:
         value = small.get(node.name)
-        return _is_number(value) and value == large.get(node.name)
+        return _is_size(value) and value == large.get(node.name)
 
     def number(node: torch.fx.Node) -> object:
         value = small[node.name]
@@ -135,11 +135,11 @@ def _static_sizes(graph: torch.fx.GraphModule, small: dict[str, Any], large: dic
     return rewritten(graph, static, number)
 
 
-def _is_number(value: object) -> bool:
-    """A Python number or a tuple of them (a ``torch.Size``), not a tensor."""
+def _is_size(value: object) -> bool:
+    """A Python int or a tuple of them (a ``torch.Size``): what sizes are, never a value read off the data."""
     if isinstance(value, tuple):
-        return bool(value) and all(map(_is_number, value))
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return bool(value) and all(map(_is_size, value))
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _flattens(graph: torch.fx.GraphModule, small: dict[str, Any], large: dict[str, Any]) -> int:
