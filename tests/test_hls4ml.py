@@ -738,7 +738,7 @@ def _assert_csim_gives_the_models_outputs(model: nn.Module, tmp_path: Path) -> N
     assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 0.06
 
 
-@pytest.mark.parametrize("no_op", [nn.Dropout, nn.Dropout2d, nn.Identity])
+@pytest.mark.parametrize("no_op", [nn.Dropout, nn.Dropout2d, nn.Identity, torch.ao.quantization.QuantStub])
 def test_a_no_op_called_by_name_is_taken_out_of_the_traced_graph(no_op: type[nn.Module], tmp_path: Path) -> None:
     """``x = self.drop(x)`` in forward, as user code writes a dropout: hls4ml has no Dropout2d (nor Identity), so
     such a model's hls4ml target was "not run" ("remove it"). The no-op is taken out of the model's traced graph
@@ -749,7 +749,7 @@ def test_a_no_op_called_by_name_is_taken_out_of_the_traced_graph(no_op: type[nn.
         def __init__(self) -> None:
             super().__init__()
             self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 10)
-            self.drop = no_op() if no_op is nn.Identity else no_op(0.1)
+            self.drop = no_op(0.1) if no_op in (nn.Dropout, nn.Dropout2d) else no_op()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(torch.relu(self.drop(self.conv(x))).flatten(1))
@@ -760,6 +760,18 @@ def test_a_no_op_called_by_name_is_taken_out_of_the_traced_graph(no_op: type[nn.
     assert not any(isinstance(m, no_op) for m in stripped.modules()) and {"conv", "fc"} <= dict(stripped.named_modules()).keys()
     assert any(isinstance(m, no_op) for m in model.modules())  # the variant itself is left alone
     _assert_csim_gives_the_models_outputs(model, tmp_path)
+
+
+def test_a_prepared_quantization_stub_is_no_no_op() -> None:
+    """A stub that eager-mode quantization prepared fake-quantizes in a forward hook: it changes the values, and is
+    not taken out (hls4ml then refuses what it meets: the hook's round)."""
+    from edgebench.runtimes.hls4ml.export import without_inference_no_ops
+
+    model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 2))
+    model[0].register_forward_hook(lambda _m, _i, out: torch.round(out * 8) / 8)
+    assert without_inference_no_ops(model) is model
+    reason = Hls4mlExporter().refuses(model.eval(), (3, 8, 8))
+    assert reason is not None and reason.startswith("hls4ml cannot convert")
 
 
 def test_a_no_op_in_a_forward_fx_cannot_trace_is_refused_naming_it() -> None:

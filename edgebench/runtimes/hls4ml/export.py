@@ -72,8 +72,11 @@ _WRONG_CONVERSIONS = {
     # gave max |C-sim - PyTorch| 37.3 against outputs of at most 0.43
     "PReLU": "hls4ml 1.3 converts it to a firmware that reads its slopes per element, not per channel: use LeakyReLU",
 }
-#: layers that do nothing at inference, which hls4ml 1.3 has no converter for (Dropout it passes through in some graphs only)
-_INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+#: layers that do nothing at inference, which hls4ml 1.3 has no converter for (Dropout it passes through in some graphs
+#: only); eager-mode quantization's stubs, as torchvision's quantizable models carry them, pass a float model's
+#: tensors on unchanged
+_INFERENCE_NO_OPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+                     torch.ao.quantization.QuantStub, torch.ao.quantization.DeQuantStub)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: calls in a forward that hls4ml 1.3's tracer rejects ("Unsupported function <name>"), with what to write instead
 _UNSUPPORTED_FUNCTIONS = {
@@ -109,14 +112,20 @@ def without_inference_no_ops(model: nn.Module) -> nn.Module:
     hls4ml 1.3 has no converter for; else a copy with each replaced by a pass-through, in an ``nn.Sequential`` or
     called by name in a forward (``x = self.dropout(x)``) alike. The other layers keep their names, which per-layer
     fixed-point types are matched by, and the model stays the user's class (hls4ml writes it into its project)."""
-    if not any(isinstance(m, _INFERENCE_NO_OPS) for m in model.modules()):
+    if not any(_is_no_op(m) for m in model.modules()):
         return model
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for key, child in list(parent._modules.items()):
-            if isinstance(child, _INFERENCE_NO_OPS):
+            if _is_no_op(child):
                 parent._modules[key] = _PassThrough()
     return model
+
+
+def _is_no_op(module: nn.Module) -> bool:
+    """A layer of ``_INFERENCE_NO_OPS`` with no forward hook (a prepared quantization stub's observer or fake
+    quantizer runs in one, and changes the values)."""
+    return isinstance(module, _INFERENCE_NO_OPS) and not module._forward_hooks
 
 
 def with_fixed_adaptive_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
