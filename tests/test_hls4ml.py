@@ -199,6 +199,7 @@ def test_a_weight_counts_as_zero_by_the_ap_types_rounding_and_overflow(type_text
         (nn.Conv2d(8, 8, 3, padding=1, groups=8), r"'1' \(Conv2d with groups=8, depthwise"),
         (nn.AdaptiveAvgPool2d(1), r"'1' \(AdaptiveAvgPool2d\)"),
         (nn.Hardswish(), r"'1' \(Hardswish\): use ReLU"),
+        (nn.ReLU6(), r"'1' \(ReLU6\): use ReLU \(hls4ml 1.3's PyTorch converter has no ReLU6\)"),
         (nn.SiLU(), r"'1' \(SiLU\)"),
         (nn.PReLU(8), r"'1' \(PReLU\) right: .*per element, not per channel: use LeakyReLU"),
         # its own error named no layer ("Padding modes other than \"zeros\" not implemented yet")

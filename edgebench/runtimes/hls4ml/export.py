@@ -56,6 +56,7 @@ _KNOWN_UNSUPPORTED = {
     "AdaptiveAvgPool2d": "use a fixed AvgPool2d/MaxPool2d for the known input size",
     "AdaptiveMaxPool2d": "use a fixed MaxPool2d for the known input size",
     "Hardswish": "use ReLU",
+    "ReLU6": "use ReLU (hls4ml 1.3's PyTorch converter has no ReLU6)",
     "Hardsigmoid": "use Sigmoid or ReLU",
     "SiLU": "use ReLU",
     "GELU": "use ReLU",
