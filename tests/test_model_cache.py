@@ -55,7 +55,7 @@ def test_a_full_disk_while_saving_a_model_says_no_space_left(tmp_path: Path, mon
                                                             failure: str) -> None:
     """torch.save on a full disk says only '[enforce fail at inline_container.cc] unexpected pos'; the free space
     left (or the errno) tells what happened."""
-    def full_save(obj: object, path: Path) -> None:
+    def full_save(obj: object, path: Path, **_options: object) -> None:  # save_whole passes pickle_module
         Path(path).write_bytes(b"PK" * 100)
         if failure == "enospc":
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -73,7 +73,7 @@ def test_a_full_disk_while_saving_a_model_says_no_space_left(tmp_path: Path, mon
 
 
 def test_another_save_failure_is_not_called_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_save(obj: object, path: Path) -> None:
+    def failing_save(obj: object, path: Path, **_options: object) -> None:
         raise RuntimeError("cannot pickle this")
 
     monkeypatch.setattr(torch, "save", failing_save)
