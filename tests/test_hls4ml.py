@@ -341,20 +341,22 @@ class LinearNorm(_Head):
         return self.out(torch.relu(self.norm(self.hidden(x.flatten(1)))))
 
 
-@pytest.mark.parametrize("model", [
-    SizedView(), ShapeRead(), *(FunctionalPools(form) for form in ("mean", "mean-keepdim", "amax", "adaptive",
-                                                                   "avg_pool2d-of-size", "max_pool2d")),
-    Concatenations(), ConstantsPerChannel(), ZeroPadded(), LinearNorm(),
-], ids=["view-size", "shape", "mean", "mean-keepdim", "amax", "adaptive", "avg_pool2d-of-size", "max_pool2d", "cat",
-        "constants", "zero-pad", "linear-batchnorm1d"])
-def test_functional_forms_hls4ml_refused_convert_to_its_forms_with_the_same_outputs(model: nn.Module,
-                                                                                    tmp_path: Path) -> None:
+_POOL_FORMS = ("mean", "mean-keepdim", "amax", "adaptive", "avg_pool2d-of-size", "max_pool2d")
+
+
+def _functional_forms() -> list[nn.Module]:
+    return [SizedView(), ShapeRead(), *(FunctionalPools(form) for form in _POOL_FORMS), Concatenations(),
+            ConstantsPerChannel(), ZeroPadded(), LinearNorm()]
+
+
+@pytest.mark.parametrize("model", _functional_forms(), ids=["view-size", "shape", *_POOL_FORMS, "cat", "constants",
+                                                             "zero-pad", "linear-batchnorm1d"])
+def test_functional_forms_hls4ml_refused_convert_to_its_forms(model: nn.Module) -> None:
     """Each of these forms was "not run" on hls4ml targets ("Unsupported function size / getattr / mean / amax /
     adaptive_avg_pool2d / truediv / pad", a concatenation "reads the dim keyword only", a buffer read as a second
-    input, a BatchNorm1d after a Linear failing in hls4ml's fusion).
-    The model goes to hls4ml rewritten in the forms it reads (graph_forms), and its C simulation at ap_fixed<28,10>
-    gives the model's outputs within 2e-3 (the concatenation's 576 inputs: 0.0004; a wrong rewrite is off by
-    tenths); the model itself is left as it was."""
+    input, a BatchNorm1d after a Linear failing in hls4ml's fusion). The model goes to hls4ml rewritten in the forms
+    it reads (graph_forms), which hls4ml converts, its layers keeping their names (per-layer types); the model itself
+    is left as it was. (What the conversion computes: the C simulation below.)"""
     from edgebench.runtimes.hls4ml.export import hls4ml_ready
 
     torch.manual_seed(0)
@@ -363,15 +365,39 @@ def test_functional_forms_hls4ml_refused_convert_to_its_forms_with_the_same_outp
     ready = hls4ml_ready(model, (3, 8, 8))
     assert isinstance(ready, torch.fx.GraphModule)
     called = {n.target for n in torch.fx.symbolic_trace(model).graph.nodes if n.op == "call_module"}
-    assert called <= dict(ready.named_modules()).keys()  # layers keep their names (per-layer types)
+    assert called <= dict(ready.named_modules()).keys()
     assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
+    assert type(model) is not torch.fx.GraphModule and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _AllForms(nn.Module):
+    """Every functional form above in one model, their logits summed: one C simulation checks them all (a g++ build
+    is most of a test's time). They share a 1x1 conv: hls4ml 1.3 fails on a model input read by two layers ("array
+    split does not result in an equal division")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.parts = nn.Conv2d(3, 3, 1), nn.ModuleList(_functional_forms())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        out = self.parts[0](x)
+        for part in self.parts[1:]:
+            out = out + part(x)
+        return out
+
+
+def test_the_rewritten_forms_compute_the_models_outputs_in_the_c_simulation(tmp_path: Path) -> None:
+    """At ap_fixed<28,10> (2^-18 steps, so what is left is the forms' own) the C simulation of all of them gives
+    the model's outputs within 5e-3 (measured: 0.0005, the twelve summed; a wrong rewrite is off by tenths)."""
+    model = _AllForms().eval()
     x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
-    wide = QuantSpec(precision="fixed", fixed_point="ap_fixed<28,10>")  # 2^-18 steps: what is left is the forms' own
+    wide = QuantSpec(precision="fixed", fixed_point="ap_fixed<28,10>")
     artifact = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).export(
         model, wide, x, tmp_path / "prj")
     got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
-    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 2e-3
-    assert type(model) is not torch.fx.GraphModule and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 5e-3
 
 
 def test_a_rewritten_copy_that_computes_other_outputs_is_not_used(monkeypatch: pytest.MonkeyPatch,
