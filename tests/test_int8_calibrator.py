@@ -137,3 +137,33 @@ def test_dynamic_int8_weights_are_7_bit_too(tmp_path: Path) -> None:
     graph = onnx.load(str(tmp_path / "dynamic.onnx")).graph
     weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
+
+
+def test_batch_norms_are_rewritten_beside_nodes_without_inputs(tmp_path) -> None:
+    """A graph with a Constant node (no inputs) beside a BatchNormalization: the normalisation becomes Mul and Add
+    with the same outputs (a node without inputs had stopped the rewrite with a ValueError)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgebench.runtimes.onnxruntime.calibration import batch_norms_as_scale_shift
+
+    rng = np.random.default_rng(0)
+    params = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in
+              (("w", rng.uniform(0.5, 1.5, 3)), ("b", rng.normal(size=3)), ("m", rng.normal(size=3)),
+               ("v", rng.uniform(0.5, 2.0, 3)))]
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["two"], value=numpy_helper.from_array(np.float32(2.0).reshape(()))),
+         helper.make_node("Mul", ["x", "two"], ["x2"]),
+         helper.make_node("BatchNormalization", ["x2", "w", "b", "m", "v"], ["y"], name="bn", epsilon=1e-3)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])], initializer=params)
+    path = tmp_path / "bn.onnx"
+    onnx.save(onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])),
+              str(path))
+    x = rng.normal(size=(1, 3, 2, 2)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    assert batch_norms_as_scale_shift(path) == 1
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Constant", "Mul", "Mul", "Add"]
+    np.testing.assert_allclose(ort.InferenceSession(str(path)).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)

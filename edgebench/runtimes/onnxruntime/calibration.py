@@ -78,7 +78,7 @@ def batch_norms_as_scale_shift(path: Path) -> int:
              if v.type.tensor_type.HasField("shape")}
     nodes, count = [], 0
     for node in graph.node:
-        x, *params = node.input
+        x, *params = node.input if node.op_type == "BatchNormalization" else ("", "")  # a Constant has no input
         if node.op_type != "BatchNormalization" or len(node.output) != 1 or not all(p in constants for p in params) \
                 or ranks.get(x, 0) < 2:
             nodes.append(node)
