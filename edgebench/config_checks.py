@@ -93,9 +93,11 @@ def _check_starting_point(exp: Experiment, fmt: str | None, source: str) -> None
                               f"where torch-pruning cannot cut filters); set pruning.criteria: [] and leave out sparse: "
                               f"and lowrank:, or {code}")
     if epochs == 0 and prunes and "while_training" in exp.pruning.schedules:
-        raise ConfigError(f"{source}: pruning.schedules: while_training prunes during the training run (with "
-                          "model.weights: during fine-tuning), and training.epochs is 0; train for at least 1 epoch "
-                          "or use schedule oneshot_finetune")
+        # An experiment without a pruning section gets the default grid: say so, and how to have none.
+        grid = "" if "pruning" in exp.model_fields_set else " (the default pruning grid: the experiment has no pruning: section)"
+        raise ConfigError(f"{source}: pruning.schedules: while_training{grid} prunes during the training run (with "
+                          "model.weights: during fine-tuning), and training.epochs is 0; train for at least 1 epoch, "
+                          "use schedule oneshot_finetune, or set pruning: {criteria: []} for no pruned variants")
 
 
 def _check_registered_names(experiment: Experiment, source: str) -> None:

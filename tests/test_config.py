@@ -315,3 +315,18 @@ def test_a_relative_dataset_path_found_only_beside_the_experiment_file_is_named_
     assert "dataset.kwargs.path" not in str(other.value) and "my_pkg" in str(other.value)
     monkeypatch.chdir(folder)  # run from the experiment's folder: the same file loads
     assert load_experiment(folder / "exp.yaml").dataset.kwargs["path"] == "data.npz"
+
+
+@pytest.mark.parametrize("pruning", ["", "pruning: {criteria: [l1], ratios: [0.5]}\n"])
+def test_measuring_given_weights_names_the_default_pruning_grid_and_how_to_have_none(tmp_path, pruning):
+    import torch
+
+    from edgebench.models import create_model
+
+    torch.save(create_model("digits_cnn", num_classes=10, in_channels=1).state_dict(), tmp_path / "w.pt")
+    path = _write(tmp_path, f"model: {{name: digits_cnn, weights: {tmp_path / 'w.pt'}}}\ntraining: {{epochs: 0}}\n{pruning}")
+    with pytest.raises(ConfigError, match="and training.epochs is 0") as info:
+        load_experiment(path)
+    assert ("the default pruning grid: the experiment has no pruning: section" in str(info.value)) == (not pruning)
+    assert "or set pruning: {criteria: []} for no pruned variants" in str(info.value)
+    load_experiment(_write(tmp_path, path.read_text().replace(pruning, "") + "pruning: {criteria: []}\n"))
