@@ -118,3 +118,63 @@ def test_a_recurrent_op_leaves_the_macs_unknown_not_partial(tmp_path: Path) -> N
     path = tmp_path / "lstm.onnx"
     onnx.save(helper.make_model(helper.make_graph([lstm], "g", [x], [y], [w, r])), path)
     assert graph_cost(path, "onnx", (5, 8))["macs"] is None
+
+
+class _Residual(nn.Module):
+    """Counted by hand on 1x8x8: conv 1->4 3x3 (2304 MACs, 40 params), conv 4->4 3x3 (9216, 148), a residual add,
+    conv 4->4 1x1 after it (1024, 20), global average pool, Linear 4->10 (40, 50): 12,584 MACs, 258 parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.conv3, self.pool, self.fc = nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        return self.fc(self.pool(self.conv3(x + torch.relu(self.conv2(x)))).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def residual_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("residual") / "residual.onnx"
+    torch.onnx.export(_Residual().eval(), (torch.zeros(1, 1, 8, 8),), path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+def test_qoperator_ops_onnx_cannot_infer_are_followed_by_a_run(residual_onnx):
+    """ONNX's shape inference stops at ONNX Runtime's QLinearAdd: the conv after it is sized by running the graph."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    out = residual_onnx.with_name("qoperator.onnx")
+    quantize_static(str(residual_onnx), str(out), _Images(), quant_format=QuantFormat.QOperator)
+    assert {"QLinearAdd", "QLinearConv"} <= {n.op_type for n in onnx.load(out).graph.node}
+    assert graph_cost(out, "onnx", (1, 8, 8)) == {"params": 258, "macs": 12_584}
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+def test_a_float16_conversion_is_counted(residual_onnx, keep_io_types):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    out = residual_onnx.with_name(f"fp16-{keep_io_types}.onnx")
+    onnx.save(convert_float_to_float16(onnx.load(residual_onnx), keep_io_types=keep_io_types), out)
+    assert graph_cost(out, "onnx", (1, 8, 8)) == {"params": 258, "macs": 12_584}
+
+
+def test_integer_constants_added_are_index_arithmetic_not_parameters(tmp_path):
+    """A float constant added on its own is a bias (2 parameters beside the conv's 18); the int64 one the dynamo
+    exporter adds to compute indices (its flatten of a ResNet's pooled features, as a Gather) is not."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["y", "b"], ["z"]),
+             helper.make_node("Shape", ["z"], ["s"]),
+             helper.make_node("Add", ["s", "k"], ["index"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("index", TensorProto.INT64, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], [0.0] * 18),
+         helper.make_tensor("b", TensorProto.FLOAT, [1, 2, 1, 1], [0.0] * 2),
+         helper.make_tensor("k", TensorProto.INT64, [4], [0] * 4)])
+    path = tmp_path / "index.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert graph_cost(path, "onnx", (1, 8, 8)) == {"params": 20, "macs": 2 * 64 * 9}

@@ -4,8 +4,9 @@ The counts follow :mod:`edgebench.models.cost`, so an external artifact sits on 
 own variants: MACs are the multiply-accumulates of the convolutions (transposed included) and matrix products for
 one sample, whatever their precision (an int8 ``QLinearConv`` or a QDQ ``Conv`` counts as its float twin would);
 parameters are the elements of the constant weights and biases those layers (and normalisations, ``PRelu``) read,
-not quantization scales, zero points or shape constants. A graph whose shapes cannot be inferred for one sample of
-the experiment's images gives ``None``, never a partial count.
+not quantization scales, zero points or shape constants. Shapes come from ONNX's shape inference for one sample of
+the experiment's images, else from one ONNX Runtime run on it; a graph sized by neither gives ``None``, never a
+partial count.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ _ONNX_MATMULS = {"Gemm": 1, "FusedGemm": 1, "MatMul": 1, "FusedMatMul": 1, "MatM
                  "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1, "QLinearMatMul": 3, "QGemm": 3}
 #: words in the name of an op that multiplies-accumulates: one of them outside the list above makes the MACs unknown
 _MAC_WORDS = ("conv", "matmul", "gemm", "einsum", "attention", "lstm", "gru", "rnn")
+#: ONNX element types of a float initializer (a bias is one; integer constants are shapes and indices)
+_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 #: TFLite ops whose inputs 1 (weights) and 2 (bias) are parameters
 _TFLITE_LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
@@ -71,6 +74,10 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
         graph = model.graph
     shapes = {v.name: _dims(v) for v in (*graph.input, *graph.value_info, *graph.output)}
     shapes.update({name: list(init.dims) for name, init in initializers.items()})
+    unknown = [name for node in graph.node if node.op_type in _ONNX_CONVS or node.op_type in _ONNX_MATMULS
+               for name in (node.input[0], node.output[0]) if shapes.get(name) is None]
+    if unknown and len(feeds) == 1:
+        shapes.update(_shapes_from_a_run(model, feeds[0], unknown))
     producers = {out: node for node in graph.node for out in node.output}
 
     def constant(name: str) -> str | None:
@@ -87,7 +94,8 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
     # a bias added on its own (ONNX Runtime's dynamic quantizer moves each Gemm's bias into an Add); scalars added
     # are constants of an op (an epsilon), not parameters
     weights |= {name for node in graph.node if node.op_type == "Add" for name in map(constant, node.input)
-                if name is not None and math.prod(initializers[name].dims) > 1}
+                if name is not None and math.prod(initializers[name].dims) > 1
+                and initializers[name].data_type in _FLOAT_TYPES}  # not the dynamo exporter's index arithmetic
     params = sum(math.prod(initializers[name].dims) for name in weights - {None})
     macs: int | None = 0
     for node in graph.node:
@@ -102,6 +110,32 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
             break
         macs += node_macs
     return {"params": params, "macs": None if macs is None else macs // batch}
+
+
+def _shapes_from_a_run(model: Any, feed: Any, names: list[str]) -> dict[str, list[int]]:
+    """The shapes of ``names`` from one ONNX Runtime run on a zero input, where ONNX's shape inference stops: at
+    ONNX Runtime's own ops (a QOperator graph's ``QLinearAdd``), at a float16 converter's casts, at the dynamo
+    exporter's index arithmetic. A graph ONNX Runtime cannot run gives no shapes (and so no MACs)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    listed = {output.name for output in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(names) if name not in listed)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keeps every listed tensor
+    options.log_severity_level = 3
+    tensor = feed.type.tensor_type
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        image = np.zeros([d.dim_value for d in tensor.shape.dim], onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        outputs = [output.name for output in session.get_outputs()]
+        values = session.run(outputs, {feed.name: image})
+    except Exception:  # the graph's measurement names what is wrong with it; here it has no MACs
+        return {}
+    return {name: list(value.shape) for name, value in zip(outputs, values)}
 
 
 def _onnx_node_macs(node: Any, shapes: dict[str, list[int] | None]) -> int | None:
