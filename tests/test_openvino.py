@@ -147,3 +147,30 @@ def test_an_op_openvino_cannot_convert_is_named_not_cut_off(tmp_path: Path) -> N
     message = str(info.value)
     assert message.startswith("OpenVINO's ONNX reader cannot convert Pad (Unsupported padding mode: [wrap])")
     assert "which fail on what it leaves" in message and "\n" not in message
+
+
+def test_onnx_runtimes_own_ops_are_named_with_the_format_openvino_reads(tmp_path: Path) -> None:
+    """ONNX Runtime's quantizer in QOperator format writes com.microsoft ops (QLinearGlobalAveragePool) that
+    OpenVINO's reader has no rule for: the failure names them and the QDQ format, not a re-export."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    fp32 = tmp_path / "fp32.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), fp32, dynamo=False, input_names=["x"])
+    images = np.random.default_rng(0).random((4, 1, 1, 8, 8), dtype=np.float32)
+
+    class Reader:
+        batches = iter([{"x": image} for image in images])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    qoperator = tmp_path / "qoperator.onnx"
+    quantize_static(str(fp32), str(qoperator), Reader(), quant_format=QuantFormat.QOperator)
+    with pytest.raises(ArtifactError) as info:
+        get_backend("openvino").load(qoperator, BackendSettings())
+    message = str(info.value)
+    assert message.startswith("OpenVINO's ONNX reader has no conversion for com.microsoft.QGemm, "
+                              "com.microsoft.QLinearGlobalAveragePool in qoperator.onnx")
+    assert "QuantFormat.QOperator; one in QDQ format OpenVINO reads" in message and "re-export" not in message

@@ -55,6 +55,12 @@ def read_onnx(core: Any, artifact: Path) -> Any:
     try:
         return core.read_model(str(artifact))
     except RuntimeError as exc:
+        if unknown := ops_without_conversion(str(exc)):
+            theirs = " (ONNX Runtime's own ops: its quantizer writes them in QuantFormat.QOperator; one in QDQ format " \
+                "OpenVINO reads)" if all(op.startswith("com.microsoft.") for op in unknown) else ""
+            raise ArtifactError(f"OpenVINO's ONNX reader has no conversion for {', '.join(unknown)} in "
+                                f"{artifact.name}{theirs}; leave this artifact's OpenVINO target out, or give a file "
+                                "without them") from exc
         if failed := unconverted_ops(str(exc)):
             raise ArtifactError(f"OpenVINO's ONNX reader cannot convert {failed} of {artifact.name}: the layer "
                                 "behind it has no OpenVINO form (ONNX Runtime runs the same file); leave this "
@@ -64,6 +70,12 @@ def read_onnx(core: Any, artifact: Path) -> Any:
 
 #: words of the reasons of ops that fail only on what an unconverted op before them left (no shape, no type)
 _KNOCK_ON = ("dynamic", "static", "Element not supported")
+
+
+def ops_without_conversion(message: str) -> list[str]:
+    """The op types OpenVINO's report lists as having no conversion rule at all (domain-qualified where not ONNX's)."""
+    found = re.search(r"^-- No conversion rule found for operations: (.+)$", message, re.M)
+    return [op.strip() for op in found.group(1).split(",")] if found else []
 
 
 def unconverted_ops(message: str) -> str | None:
