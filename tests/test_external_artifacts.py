@@ -83,6 +83,17 @@ class _Raw(nn.Module):
         return self.net(x.float() / 255)
 
 
+class _Probabilities(nn.Module):
+    """A deployment export that hands out probabilities (or, as the PyTorch MNIST example, log-probabilities)."""
+
+    def __init__(self, net: nn.Module, log: bool) -> None:
+        super().__init__()
+        self.net, self.log = net, log
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.log_softmax if self.log else torch.softmax)(self.net(x), 1)
+
+
 class _ClassIds(_Raw):
     """A graph that answers class ids, not scores."""
 
@@ -123,6 +134,9 @@ def made_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
     nhwc = torch.from_numpy(np.transpose(splits.x_train[:1], (0, 2, 3, 1)).copy())
     torch.onnx.export(_NHWC(model).eval(), (nhwc,), root / "nhwc.onnx", dynamo=False, input_names=["pixels"],
                       dynamic_axes={"pixels": {0: "n"}})  # as tf2onnx writes a Keras model: channels-last input
+    for log in (False, True):
+        torch.onnx.export(_Probabilities(model, log).eval(), (example,), root / f"softmax_{log}.onnx", dynamo=False,
+                          input_names=["pixels"], dynamic_axes={"pixels": {0: "n"}})
     files = {"root": root, "onnx": root / "ort_int8.onnx", "splits": splits, "external_data": root / "ext",
              "nhwc_onnx": root / "nhwc.onnx"}
     try:
@@ -215,6 +229,22 @@ def test_an_onnx_artifact_taking_channels_last_images_is_fed_them(made_elsewhere
         assert row["accuracy"] == pytest.approx(expected, abs=0.003), row["backend"]
         assert row["max_abs_diff"] < 1e-4, row["backend"]  # the parent's logits, image for image
         assert row["macs"] == baseline["macs"]
+
+
+def test_a_file_ending_in_a_softmax_is_compared_with_the_models_probabilities(made_elsewhere):
+    """Its outputs are probabilities (or log-probabilities): against the parent's logits they were 'not the model'
+    (the logits' own size off); against the softmax of them they are the model's up to rounding."""
+    root = made_elsewhere["root"]
+    artifacts = [{"path": f"softmax_{log}.onnx", "label": f"log-{log}", "precision": "fp32", "parent": "baseline"}
+                 for log in (False, True)]
+    outcome = run_experiment(load_experiment(_experiment(root, artifacts, ["local-cpu"])), render=False)
+    assert outcome.failed == []
+    results = edgebench.load(outcome.store_url, outcome.run_id)
+    stored = results.stored().set_index("label")
+    for log, form in ((False, "probabilities"), (True, "log-probabilities")):
+        row = stored.loc[f"external:log-{log}/fp32"]
+        assert row["max_abs_diff"] < 1e-4 and row["details"]["outputs"] == form
+    assert not [note for note in results.notes() if note.startswith("not the model")]
 
 
 def test_an_openvino_ir_is_measured_as_given_on_openvino(made_elsewhere, tmp_path):

@@ -32,6 +32,7 @@ from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, m
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
+from edgebench.measure.output_form import reference_in_output_form
 from edgebench.measure.speed_probe import WindowSpeed
 from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.profile.table import not_available
@@ -220,8 +221,11 @@ def execute(job: Job) -> JobResult:
         n = min(len(ref), len(leading))
         mine = logits[:n] if not subset else _checked_logits(  # the subset need not hold them: scored too
             predict_all(session, leading[:n], batch_size), n, logits.shape[1], job.backend)
-        max_diff = float(np.abs(mine.astype(np.float64) - ref[:n]).max()) if np.isfinite(mine).all() else math.inf
-        session_details["reference_max_abs"] = float(np.abs(ref[:n]).max())  # the scale max_diff is read against
+        ref, form = reference_in_output_form(mine, ref[:n])  # a file ending in a Softmax gives probabilities
+        if form != "logits":
+            session_details["outputs"] = form
+        max_diff = float(np.abs(mine.astype(np.float64) - ref).max()) if np.isfinite(mine).all() else math.inf
+        session_details["reference_max_abs"] = float(np.abs(ref).max())  # the scale max_diff is read against
     layer_profile = _profile_layers(session, batch, job) if job.measure.profile_layers else None
     session.close()
 
