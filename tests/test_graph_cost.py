@@ -178,3 +178,48 @@ def test_integer_constants_added_are_index_arithmetic_not_parameters(tmp_path):
     path = tmp_path / "index.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert graph_cost(path, "onnx", (1, 8, 8)) == {"params": 20, "macs": 2 * 64 * 9}
+
+
+@pytest.mark.parametrize("form", ["fp32", "fp16", "int8", "nhwc"])
+def test_an_openvino_ir_is_counted_as_its_onnx(fp32_onnx, tmp_path, form):
+    """The IR ``ovc`` writes (weights compressed to float16 by default), one of an int8 QDQ file (int8 constants
+    with their scales), and one taking channels-last images: the hand count, with the depthwise conv as OpenVINO's
+    GroupConvolution and the transposed one as ConvolutionBackpropData."""
+    ov = pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    source = fp32_onnx
+    if form == "int8":
+        source = tmp_path / "int8.onnx"
+        quantize_static(str(fp32_onnx), str(source), _Images(), quant_format=QuantFormat.QDQ)
+    if form == "nhwc":
+        source = tmp_path / "nhwc.onnx"
+        torch.onnx.export(_NHWC().eval(), (torch.zeros(1, 8, 8, 1),), source, dynamo=False)
+    xml = tmp_path / "ir" / "model.xml"
+    ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=form == "fp16")
+    kinds = {op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops()}
+    assert {"GroupConvolution", "ConvolutionBackpropData", "MatMul"} <= kinds
+    assert graph_cost(xml, "openvino", (1, 8, 8)) == {"params": PARAMS, "macs": MACS}
+
+
+class _NHWC(_Net):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 3, 1, 2))
+
+
+def test_an_openvino_ir_with_a_recurrent_op_leaves_the_macs_unknown(tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
+
+    class ConvLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.lstm = nn.Conv2d(1, 4, 3, padding=1), nn.LSTM(32, 8, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lstm(self.conv(x).flatten(2).transpose(1, 2).reshape(x.shape[0], -1, 32))[0][:, -1]
+
+    onnx_path, xml = tmp_path / "lstm.onnx", tmp_path / "ir" / "model.xml"
+    torch.onnx.export(ConvLSTM().eval(), (torch.zeros(1, 1, 8, 8),), onnx_path, dynamo=False)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
+    assert any("LSTM" in op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops())
+    assert graph_cost(xml, "openvino", (1, 8, 8))["macs"] is None

@@ -342,11 +342,12 @@ def bench(
 
 
 def _graph_cost(artifact: Path, image: tuple[int, ...]) -> str | None:
-    """The parameters and MACs of an ONNX or TFLite artifact, counted from its graph for one image, as a line."""
+    """The parameters and MACs of an ONNX, TFLite or OpenVINO IR artifact, counted from its graph for one image, as a
+    line."""
     from edgebench.external import FORMATS
     from edgebench.models.graph_cost import graph_cost
 
-    if FORMATS.get(artifact.suffix) not in ("onnx", "tflite"):  # an OpenVINO IR's ops are not counted
+    if artifact.suffix not in FORMATS:
         return None
     try:
         cost = graph_cost(artifact, FORMATS[artifact.suffix], tuple(image))

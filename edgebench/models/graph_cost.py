@@ -42,12 +42,16 @@ _TFLITE_LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_
 
 
 def graph_cost(path: Path, fmt: str, input_shape: tuple[int, ...]) -> dict[str, int | None]:
-    """``{"params": ..., "macs": ...}`` of the artifact at ``path`` (``fmt``: onnx or tflite) for one sample of
-    ``input_shape`` (C, H, W); a count that cannot be made is ``None``."""
+    """``{"params": ..., "macs": ...}`` of the artifact at ``path`` (``fmt``: onnx, tflite or openvino: an IR's
+    ``.xml``) for one sample of ``input_shape`` (C, H, W); a count that cannot be made is ``None``."""
     if fmt == "onnx":
         return _onnx_cost(path, input_shape)
     if fmt == "tflite":
         return _tflite_cost(path)
+    if fmt == "openvino":
+        from edgebench.models.openvino_cost import openvino_cost
+
+        return openvino_cost(path, input_shape)
     return {"params": None, "macs": None}
 
 
