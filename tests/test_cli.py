@@ -495,3 +495,16 @@ def test_bench_reads_a_tflite_files_input_shape_as_an_onnx_one(tmp_path: Path) -
     from edgebench.cli.profile import _tflite_image
 
     assert _tflite_image(path) == (3, 8, 12)
+
+
+def test_bench_of_an_ir_without_its_bin_names_the_missing_file(tmp_path: Path) -> None:
+    """OpenVINO's own error says only "Check 'm_weights_provider' failed"."""
+    ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (CI installs it)")
+    onnx_path = tmp_path / "net.onnx"
+    torch.onnx.export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)).eval(),
+                      (torch.zeros(1, 1, 8, 8),), onnx_path, dynamo=False)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(tmp_path / "ir" / "model.xml"))
+    (tmp_path / "ir" / "model.bin").unlink()
+    result = _run("bench", str(tmp_path / "ir" / "model.xml"))
+    assert result.exit_code == 2
+    assert "model.xml: its weights file model.bin is not beside it" in " ".join(result.output.split())

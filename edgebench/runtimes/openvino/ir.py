@@ -46,6 +46,10 @@ def read_ir(path: Path) -> Any:
     try:
         return ov.Core().read_model(str(path))
     except Exception as exc:
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():  # OpenVINO says only "Check 'm_weights_provider' failed"
+            raise ConfigError(f"{path}: its weights file {weights.name} is not beside it (an IR is the .xml and the "
+                              ".bin of the same name, in one folder)") from None
         raise ConfigError(f"{path}: not an OpenVINO IR OpenVINO can read ({openvino_reason(exc)})") from None
 
 
