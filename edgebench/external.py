@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgebench.errors import REEXPORT_HINT, ConfigError, first_line
+from edgebench.external_precision import check_declared_precision
 from edgebench.input_layout import channels_last, fits
 from edgebench.models.graph_cost import graph_cost
 from edgebench.variants import ExternalSpec, Precision, QuantSpec, VariantSpec
@@ -159,10 +160,16 @@ def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec
 def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Collection[int] = (1,)) -> None:
     """An external ONNX artifact takes the experiment's (C, H, W) images at every batch size it is measured at
     (``batches``: 1 for single-stream, the offline scenario's batch), and gives one output; ConfigError naming the
-    file and what does not fit otherwise."""
+    file and what does not fit otherwise. Its declared precision must be what its graph computes in."""
     external = spec.external
     if external is None or external.path is None:
         return
+    _check_fits(external, input_shape, batches)
+    check_declared_precision(Path(external.path), external.format, spec.quant.precision)
+
+
+def _check_fits(external: ExternalSpec, input_shape: tuple[int, ...], batches: Collection[int]) -> None:
+    assert external.path is not None
     if external.format == "tflite":
         _check_tflite(Path(external.path), input_shape)
         return

@@ -361,3 +361,17 @@ def test_a_tflite_artifact_with_two_outputs_or_other_images_is_one_line(made_els
         exp = load_experiment(_experiment(root, [{"path": name, "label": "x", "precision": "fp32"}], ["local-litert"]))
         with pytest.raises(ConfigError, match=message):
             run_experiment(exp)
+
+
+def test_a_declared_precision_the_file_does_not_compute_in_is_one_line(made_elsewhere):
+    """The fp32 ONNX listed as int8 (the file beside the int8 one) stood on the fronts as int8 figures."""
+    root = made_elsewhere["root"]
+    for name, declared, message in [
+        ("fp32.onnx", "int8", r"fp32.onnx: declared precision int8, but it computes in floating point"),
+        ("ort_int8.onnx", "fp32", r"ort_int8.onnx: declared precision fp32, but its graph is quantized \(an ONNX "
+                                  r"QuantizeLinear node\): declare precision int8"),
+        *([("team.tflite", "int8_dynamic", r"team.tflite: declared precision int8_dynamic, but it computes in "
+                                           r"floating point")] if "tflite" in made_elsewhere else [])]:
+        exp = load_experiment(_experiment(root, [{"path": name, "label": "x", "precision": declared}], ["local-cpu"]))
+        with pytest.raises(ConfigError, match=message):
+            run_experiment(exp)
