@@ -47,6 +47,10 @@ def no_repeats(values: list[Any] | None) -> list[Any] | None:
     return values
 
 
+#: suffixes of model files (artifacts, weights) given where a YAML file is read
+_MODEL_SUFFIXES = {".onnx", ".tflite", ".pt", ".pth", ".pt2", ".safetensors", ".ckpt", ".bin", ".engine", ".plan"}
+
+
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
     """The top-level mapping of the YAML file ``path`` (an empty file is an error: write ``{}`` for all defaults)."""
     if path.is_dir():
@@ -56,6 +60,11 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
+        if path.suffix.lower() in _MODEL_SUFFIXES:  # `edgebench run model.onnx`: the command meant is another
+            article = "an" if what[0] in "aeiou" else "a"
+            raise ConfigError(f"{path} is a model file, not {article} {what}: `edgebench bench {path}` measures an artifact "
+                              "as given; an experiment lists one under artifacts:, and trained weights as "
+                              "model.weights") from None
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); save it as UTF-8 YAML") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None

@@ -315,6 +315,8 @@ CASES = [
     # --- run: files that are not what they claim ------------------------------------------------------
     Case("run-experiment-not-utf8", "run", lambda ctx: ["run", str(ctx.file("latin1.yaml", b"name: caf\xe9\n"))],
          ("latin1.yaml", "UTF-8")),
+    Case("run-a-model-file", "run", lambda ctx: ["run", str(ctx.file("model.onnx", b"\x08\x07\x12\x07pytorch\xff"))],
+         ("model.onnx is a model file, not an experiment file", "edgebench bench")),
     Case("run-experiment-yaml-syntax", "run",
          lambda ctx: ["run", str(ctx.file("broken.yaml", "training: {epochs: 2\npruning: [l1\n"))],
          ("broken.yaml:", "not valid YAML")),
