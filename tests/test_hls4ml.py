@@ -325,6 +325,29 @@ class ZeroPadded(_Head):
         return self.padded(torch.relu(self.conv(x)).flatten(1))
 
 
+class _SameConv(nn.Conv2d):
+    """TF "same" padding as EfficientNet-PyTorch's ``Conv2dStaticSamePadding`` writes it: an ``nn.ZeroPad2d``, then
+    ``F.conv2d`` of the layer's own weight and bias (hls4ml: "ZeroPad2d: see its supported layers", then
+    "Unsupported function conv2d")."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 4, 3, stride=2)
+        self.static_padding = nn.ZeroPad2d((0, 1, 0, 1))  # 8x8 at stride 2: 4x4, as TensorFlow pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(self.static_padding(x), self.weight, self.bias, self.stride, self.padding,
+                                          self.dilation, self.groups)
+
+
+class SamePadded(_Head):
+    def __init__(self) -> None:
+        super().__init__()
+        self.same, self.strided = _SameConv(), nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.strided(torch.relu(self.same(x)).flatten(1))
+
+
 class LinearNorm(_Head):
     """A head of Linear, BatchNorm1d, ReLU, Linear: hls4ml's own fusion of the first two fails ("'WeightVariable'
     object has no attribute 'data_unquantized'")."""
@@ -346,14 +369,15 @@ _POOL_FORMS = ("mean", "mean-keepdim", "amax", "adaptive", "avg_pool2d-of-size",
 
 def _functional_forms() -> list[nn.Module]:
     return [SizedView(), ShapeRead(), *(FunctionalPools(form) for form in _POOL_FORMS), Concatenations(),
-            ConstantsPerChannel(), ZeroPadded(), LinearNorm()]
+            ConstantsPerChannel(), ZeroPadded(), SamePadded(), LinearNorm()]
 
 
 @pytest.mark.parametrize("model", _functional_forms(), ids=["view-size", "shape", *_POOL_FORMS, "cat", "constants",
-                                                             "zero-pad", "linear-batchnorm1d"])
+                                                             "zero-pad", "same-pad", "linear-batchnorm1d"])
 def test_functional_forms_hls4ml_refused_convert_to_its_forms(model: nn.Module) -> None:
     """Each of these forms was "not run" on hls4ml targets ("Unsupported function size / getattr / mean / amax /
-    adaptive_avg_pool2d / truediv / pad", a concatenation "reads the dim keyword only", a buffer read as a second
+    adaptive_avg_pool2d / truediv / pad / conv2d", ZeroPad2d, a concatenation "reads the dim keyword only", a buffer
+    read as a second
     input, a BatchNorm1d after a Linear failing in hls4ml's fusion). The model goes to hls4ml rewritten in the forms
     it reads (graph_forms), which hls4ml converts, its layers keeping their names (per-layer types); the model itself
     is left as it was. (What the conversion computes: the C simulation below.)"""
@@ -390,7 +414,7 @@ class _AllForms(nn.Module):
 
 def test_the_rewritten_forms_compute_the_models_outputs_in_the_c_simulation(tmp_path: Path) -> None:
     """At ap_fixed<28,10> (2^-18 steps, so what is left is the forms' own) the C simulation of all of them gives
-    the model's outputs within 5e-3 (measured: 0.0005, the twelve summed; a wrong rewrite is off by tenths)."""
+    the model's outputs within 5e-3 (measured: 0.0005, the thirteen summed; a wrong rewrite is off by tenths)."""
     model = _AllForms().eval()
     x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
     wide = QuantSpec(precision="fixed", fixed_point="ap_fixed<28,10>")

@@ -10,7 +10,9 @@ other forms of the same ops, each of which it refuses ("Unsupported function ...
 - sizes read off a tensor (``F.avg_pool2d(x, x.size(3))``) and numbers made of them: the numbers, known for the
   model's one input size;
 - ``x.view(x.size(0), -1)`` / ``x.reshape(...)`` that flatten each image: ``torch.flatten(x, 1)``;
-- ``F.pad`` of height and width with zeros: the ``ConstantPad2d`` layer;
+- ``F.pad`` of height and width with zeros, and ``nn.ZeroPad2d``: the ``ConstantPad2d`` layer;
+- ``F.conv2d`` of a module's own weight and bias (TF "same" padding layers: EfficientNet-PyTorch's
+  ``Conv2dStaticSamePadding``, timm's ``Conv2dSame``): the ``Conv2d`` layer;
 - ``torch.cat(xs, 1)``: the ``dim`` keyword, the only form its parser reads, two tensors at a time;
 - a constant per channel added, subtracted, multiplied or divided (``(x - self.mean) / self.std`` inside the
   model): a BatchNorm with those scales and shifts (hls4ml would read the buffer as a second model input);
@@ -64,7 +66,8 @@ def hls4ml_forms(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     except Exception:  # hls4ml's tracer is torch.fx's too: its own error then says what it met
         return model
     changed = (_static_sizes(graph, small, large) + _flattens(graph, small, large) + _pool_layers(graph, small)
-               + _global_pools(graph, small) + _zero_pads(graph, small) + _cat_dims(graph) + _channel_affines(graph, small)
+               + _global_pools(graph, small) + _zero_pads(graph, small) + _zero_pad_layers(graph)
+               + _conv_layers(graph, small) + _cat_dims(graph) + _channel_affines(graph, small)
                + _folded_linear_norms(graph))
     if not changed:
         return model
@@ -214,6 +217,53 @@ def _zero_pads(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
         return _call_layer(graph, node.args[0], nn.ConstantPad2d(tuple(pad), 0.0))
 
     return _replaced(graph, small, zero_pad, layer)
+
+
+def _zero_pad_layers(graph: torch.fx.GraphModule) -> int:
+    """``nn.ZeroPad2d`` layers as the ``ConstantPad2d`` of zeros each is (hls4ml knows layers by class name)."""
+    pads = [(name, m) for name, m in graph.named_modules() if type(m) is nn.ZeroPad2d]
+    for name, pad in pads:
+        graph.add_submodule(name, nn.ConstantPad2d(pad.padding, 0.0))  # the copy's layer: the model keeps its own
+    return len(pads)
+
+
+def _conv_layers(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
+    """``F.conv2d(x, self.weight, self.bias, stride, padding, dilation, groups)`` - a layer whose forward pads the
+    input itself, then convolves with its own parameters - as the ``Conv2d`` layer of those parameters."""
+    names = ("weight", "bias", "stride", "padding", "dilation", "groups")
+
+    def options(node: torch.fx.Node) -> dict[str, Any]:
+        return {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1,
+                **dict(zip(names, node.args[1:])), **node.kwargs}
+
+    def parameter(operand: object) -> torch.Tensor | None:
+        if not (isinstance(operand, torch.fx.Node) and operand.op == "get_attr"):
+            return None
+        value = operator.attrgetter(operand.target)(graph)
+        return value if isinstance(value, torch.Tensor) else None
+
+    def convolution(node: torch.fx.Node) -> bool:
+        if node.target is not F.conv2d or not isinstance(node.args[0], torch.fx.Node):
+            return False
+        given = options(node)
+        weight, bias = parameter(given["weight"]), given["bias"]
+        return (weight is not None and weight.dim() == 4 and (bias is None or parameter(bias) is not None)
+                and isinstance(small.get(node.args[0].name), torch.Tensor)
+                and not any(isinstance(given[k], torch.fx.Node) for k in names[2:]))
+
+    def layer(node: torch.fx.Node) -> torch.fx.Node:
+        given = options(node)
+        weight, bias = parameter(given["weight"]), parameter(given["bias"])
+        assert weight is not None
+        conv = nn.Conv2d(weight.shape[1] * given["groups"], weight.shape[0], tuple(weight.shape[2:]), given["stride"],
+                         given["padding"], given["dilation"], given["groups"], bias=bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return _call_layer(graph, node.args[0], conv)
+
+    return _replaced(graph, small, convolution, layer)
 
 
 def _cat_dims(graph: torch.fx.GraphModule) -> int:
