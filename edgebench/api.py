@@ -20,13 +20,14 @@ import ast
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from edgebench import yaml_file
 from edgebench.config import Experiment, check_loaded, load_experiment
 from edgebench.errors import ConfigError, EdgebenchError
 
@@ -223,16 +224,18 @@ def _under_main_guard(body: list[ast.stmt], line: int) -> bool:
 
 
 def run(
-    experiment: Experiment | str | Path | None = None,
+    experiment: Experiment | Mapping[str, Any] | str | Path | None = None,
     *,
     tags: Sequence[str] | str = (),
     progress: ProgressFn | None = None,
     render: bool = True,
 ) -> Results:
-    """Run (or resume) an experiment end to end - a YAML path, an :class:`~edgebench.config.Experiment`, or None
-    for the built-in default - and return its stored results.
+    """Run (or resume) an experiment end to end - a YAML path, an :class:`~edgebench.config.Experiment`, a mapping
+    of an experiment file's fields (``{"model": {...}, "training": {"epochs": 3}}``), or None for the built-in
+    default - and return its stored results.
 
-    An Experiment built in Python gets the same checks as a file (paths relative to the working directory).
+    An Experiment or mapping built in Python gets the same checks as a file (paths relative to the working
+    directory).
     Tags name the run for ``compare`` and ``history``; ``progress(stage, done, total, detail)`` is called as tasks
     finish; ``render=False`` skips the HTML report.
     """
@@ -241,10 +244,13 @@ def run(
     from edgebench.store.connection import absolute_store_url
     from edgebench.store.store import validate_tag
 
-    _expect(experiment, (Experiment, str, Path, type(None)), "run(experiment)",
-            "an Experiment, an experiment file's path, or None for the built-in one")
+    _expect(experiment, (Experiment, Mapping, str, Path, type(None)), "run(experiment)",
+            "an Experiment, a mapping of an experiment file's fields, an experiment file's path, or None for the "
+            "built-in one")
     if not isinstance(tags, str) and not (isinstance(tags, Sequence) and all(isinstance(t, str) for t in tags)):
         raise ConfigError(f"run(tags=...): expected a tag or a list of tags (text), got {tags!r:.80}")
+    if isinstance(experiment, Mapping):  # as a file's fields: the same one-line errors, naming the argument
+        experiment = yaml_file.validate(Experiment, dict(experiment), "run(experiment)")
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
     tags = (tags,) if isinstance(tags, str) else tags  # one tag, not one per letter
     for tag in tags:

@@ -100,6 +100,13 @@ def test_load_of_a_missing_store_creates_nothing(tmp_path):
 def test_experiment_built_in_python_gets_the_file_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"experiment: model.name: unknown value 'resnet9000'"):
         edgebench.run(Experiment.model_validate({"model": {"name": "resnet9000"}}))
+    # a mapping of the file's fields, as a notebook writes one: the file's one-line errors too
+    with pytest.raises(ConfigError, match=r"experiment: model.name: unknown value 'resnet9000'"):
+        edgebench.run({"model": {"name": "resnet9000"}})
+    with pytest.raises(ConfigError, match=r"^run\(experiment\): training.epoch: unknown field .* allowed: epochs"):
+        edgebench.run({"training": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"^run\(experiment\): training.epochs: a number is expected, not true"):
+        edgebench.run({"training": {"epochs": True}})
 
 
 @pytest.mark.slow
@@ -288,10 +295,10 @@ def test_an_experiment_built_in_python_with_a_bad_field_raises_the_one_line_erro
      r"report\(objectives=\.\.\.\): expected \(x, y\) pairs"),
     (lambda db: edgebench.load(db).report(db.parent / "r", objectives=[("latency", "accuracy", "size")]),
      r"report\(objectives=\.\.\.\): expected \(x, y\) pairs"),
-    (lambda db: edgebench.run({"name": "x"}), r"run\(experiment\): expected an Experiment.* got dict"),
+    (lambda db: edgebench.run(5), r"run\(experiment\): expected an Experiment, a mapping.* got int 5"),
     (lambda db: edgebench.run(None, tags=5), r"run\(tags=\.\.\.\): expected a tag or a list of tags"),
 ], ids=["load-store-int", "load-run-none", "load-run-empty", "pareto-target-list", "report-dir-none",
-        "report-objectives-text", "report-objectives-triple", "run-dict", "run-tags-int"])
+        "report-objectives-text", "report-objectives-triple", "run-int", "run-tags-int"])
 def test_an_argument_of_the_wrong_type_raises_the_one_line_error_naming_it(hand_made_store, call, message) -> None:
     """README: bad input raises EdgebenchError; these raised TypeErrors from pathlib, SQLAlchemy and pandas, a
     ValueError from unpacking, or (run="") loaded the latest run."""
