@@ -26,7 +26,7 @@ from edgebench.variants import Normalize, Preprocess
 
 TEAM_DATA_PY = '''
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 
 def _images(n, size, seed):
@@ -118,6 +118,34 @@ def python_lists(ragged: bool = False) -> dict:
     x, y = _images(40, 8, seed=0)
     images = [np.zeros((6, 6, 3), np.uint8) if ragged and i == 3 else a for i, a in enumerate(x)]
     return {"train": (images, list(y)), "test": (list(x[:12]), list(y[:12]))}
+
+
+class Stream(IterableDataset):
+    """Quadrant images as a stream: no length, no indexing."""
+
+    def __init__(self, n, seed):
+        self.x, self.y = _images(n, 8, seed)
+
+    def __iter__(self):
+        return iter(zip(self.x, self.y.tolist()))
+
+
+def loaders(kind: str) -> dict:
+    """The splits as a training script has them: DataLoaders (shuffling, or one dataset split by samplers, as the
+    PyTorch tutorials do), an IterableDataset; ``dataset``: the same items as Datasets."""
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    train, test = Quadrants(40, 8, seed=0), Quadrants(12, 8, seed=1)
+    if kind == "dataset":
+        return {"train": train, "test": test}
+    if kind == "shuffled":
+        return {"train": DataLoader(train, batch_size=16, shuffle=True), "test": DataLoader(test, batch_size=5)}
+    if kind == "unbatched":
+        return {"train": DataLoader(train, batch_size=None, shuffle=True), "test": test}
+    if kind == "samplers":
+        return {"train": DataLoader(train, batch_size=8, sampler=SubsetRandomSampler(range(30))),
+                "val": DataLoader(train, batch_size=8, sampler=SubsetRandomSampler(range(30, 40))), "test": test}
+    return {"train": Stream(40, seed=0), "test": test}  # "iterable"
 
 
 def unseeded(n: int = 60, size: int = 8) -> dict:
@@ -301,6 +329,27 @@ def test_a_column_of_labels_and_dict_items_are_read(team_dir, tmp_path):
     with pytest.raises(DatasetError, match=r"dataset team_data:records: the train split has label 3, outside its 3 "
                                            r"classes 0..2"):
         load_dataset("team_data:records", None, num_classes=3)
+
+
+@pytest.mark.parametrize("kind", ["shuffled", "unbatched", "iterable"])
+def test_dataloaders_and_iterable_datasets_give_the_datasets_items(team_dir, kind):
+    """They were refused ("its 'train' split is a DataLoader"); a shuffling DataLoader is read in index order, so
+    every process of a run loads the same arrays (else the builds fail: "the data ... differs from the run's")."""
+    reference = load_dataset("team_data:loaders", None, kind="dataset")
+    for _ in range(2):
+        splits = load_dataset("team_data:loaders", None, kind=kind)
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            np.testing.assert_array_equal(getattr(splits, name), getattr(reference, name), err_msg=name)
+
+
+def test_a_dataset_split_by_samplers_gives_each_loader_its_own_items(team_dir):
+    """The validation loader's SubsetRandomSampler picks items 30..39 of the dataset the training loader shares."""
+    from team_data import Quadrants
+
+    items = Quadrants(40, 8, seed=0)
+    splits = load_dataset("team_data:loaders", None, kind="samplers")
+    np.testing.assert_array_equal(splits.y_train, items.y[:30])
+    np.testing.assert_array_equal(splits.y_val, items.y[30:])
 
 
 def test_an_xy_pair_of_python_lists_is_read_as_images_and_labels(team_dir):

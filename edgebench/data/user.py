@@ -5,8 +5,9 @@ edgebench trains and measures on (the whole dataset in memory, as every built-in
 
 - ``{"train": ..., "test": ..., "val": ...}`` (``val`` optional), each a torch ``Dataset`` of ``(image, label)``
   items - a tensor, numpy array or PIL image per image - (or of dict items, as Hugging Face datasets give them:
-  ``{"image": ..., "label": ...}``, the keys in :data:`IMAGE_KEYS` and :data:`LABEL_KEYS`) or an ``(x, y)`` pair
-  of arrays;
+  ``{"image": ..., "label": ...}``, the keys in :data:`IMAGE_KEYS` and :data:`LABEL_KEYS`), an ``IterableDataset``
+  of them, a ``DataLoader`` of them (read batch by batch: its sampler picks the split's items), or an ``(x, y)``
+  pair of arrays;
 - arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``), as in an ``.npz``;
 - a :class:`~edgebench.data.splits.DatasetSplits`.
 
@@ -45,11 +46,54 @@ def _image(item: Any) -> np.ndarray:
 
 
 def _from_dataset(dataset: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) of a torch ``Dataset`` (or any sequence of (image, label) pairs), read item by item."""
+    """(images, labels) of a torch ``Dataset`` (or any sequence of (image, label) pairs), read item by item; of an
+    ``IterableDataset`` (or any other iterable of them), as it yields them."""
     try:
-        items = [dataset[i] for i in range(len(dataset))]
+        if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+            items = [dataset[i] for i in range(len(dataset))]
+        else:
+            items = list(dataset)
     except Exception as exc:
         raise DatasetError(f"dataset {name}: reading its '{split}' split failed: {type(exc).__name__}: {exc}") from None
+    return _from_items(items, split, name)
+
+
+def _from_loader(loader: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a torch ``DataLoader``: its sampler picks the split's items (a validation split drawn from
+    a shared dataset by a ``SubsetRandomSampler``), its dataset's transforms and its ``collate_fn`` make them. They
+    are read in index order: a shuffling loader yields another order in each process, and every process of a run
+    must load the same arrays (training draws its own batches)."""
+    from torch.utils.data import DataLoader
+
+    dataset = loader.dataset
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):  # map-style: its sampler's indices, sorted
+        batches = loader.batch_sampler if loader.batch_sampler is not None else [[i] for i in loader.sampler]
+        picked = sorted(i for batch in batches for i in batch)
+        if loader.batch_sampler is None:  # automatic batching off: the loader yields items
+            return _from_items([dataset[i] for i in picked], split, name)
+        loader = DataLoader(dataset, batch_size=loader.batch_size or 64, sampler=picked, collate_fn=loader.collate_fn)
+    elif loader.batch_sampler is None:
+        return _from_dataset(loader, split, name)
+    images, labels = [], []
+    try:
+        for batch in loader:
+            pair = _dict_item(batch, split, name) if isinstance(batch, Mapping) else batch
+            if not (isinstance(pair, Sequence) and len(pair) >= 2):
+                raise DatasetError(f"dataset {name}: its '{split}' DataLoader must yield (images, labels) batches; got "
+                                   f"{type(batch).__name__}")
+            images.append(_image(pair[0]))
+            labels.append(np.atleast_1d(_image(pair[1])))
+    except DatasetError:
+        raise
+    except Exception as exc:
+        raise DatasetError(f"dataset {name}: reading its '{split}' split failed: {type(exc).__name__}: {exc}") from None
+    if not images:
+        raise DatasetError(f"dataset {name}: its '{split}' DataLoader yields no batches")
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _from_items(items: list[Any], split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a split's items: (image, label) pairs or dict items."""
     if items and isinstance(items[0], Mapping):
         items = [_dict_item(it, split, name) for it in items]
     if not items or not all(isinstance(it, Sequence) and len(it) >= 2 for it in items):
@@ -93,10 +137,14 @@ def _pair(value: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     if _is_xy_pair(value):
         x = _stacked(value[0], split, name) if isinstance(value[0], list | tuple) else _image(value[0])
         return x, np.asarray([_image(v) for v in value[1]])
-    if hasattr(value, "__getitem__") and hasattr(value, "__len__"):
+    from torch.utils.data import DataLoader, IterableDataset
+
+    if isinstance(value, DataLoader):
+        return _from_loader(value, split, name)
+    if (hasattr(value, "__getitem__") and hasattr(value, "__len__")) or isinstance(value, IterableDataset):
         return _from_dataset(value, split, name)
-    raise DatasetError(f"dataset {name}: its '{split}' split is a {type(value).__name__}; give a torch Dataset of "
-                       "(image, label) items or an (x, y) pair of arrays")
+    raise DatasetError(f"dataset {name}: its '{split}' split is a {type(value).__name__}; give a torch Dataset "
+                       "(or IterableDataset, or DataLoader) of (image, label) items or an (x, y) pair of arrays")
 
 
 def _num_classes(loaded: Mapping[str, Any]) -> int | None:
