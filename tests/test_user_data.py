@@ -148,6 +148,12 @@ def loaders(kind: str) -> dict:
     return {"train": Stream(40, seed=0), "test": test}  # "iterable"
 
 
+def keras_style() -> tuple:
+    """What keras.datasets.cifar10.load_data() returns: ((x_train, y_train), (x_test, y_test)), labels a column."""
+    (x, y), (xt, yt) = _images(40, 8, seed=0), _images(12, 8, seed=1)
+    return (x, y[:, None]), (xt, yt[:, None])
+
+
 def unseeded(n: int = 60, size: int = 8) -> dict:
     """A random test subset drawn without a seed, as random_split without a generator draws it."""
     x, y = _images(n, size, seed=0)
@@ -340,6 +346,14 @@ def test_dataloaders_and_iterable_datasets_give_the_datasets_items(team_dir, kin
         splits = load_dataset("team_data:loaders", None, kind=kind)
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
             np.testing.assert_array_equal(getattr(splits, name), getattr(reference, name), err_msg=name)
+
+
+def test_keras_load_data_pairs_are_the_train_and_test_splits(team_dir):
+    """It was refused ("the loader returned a tuple")."""
+    splits = load_dataset("team_data:keras_style", None)
+    reference = load_dataset("team_data:loaders", None, kind="dataset")
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(splits, name), getattr(reference, name), err_msg=name)
 
 
 def test_a_dataset_split_by_samplers_gives_each_loader_its_own_items(team_dir):

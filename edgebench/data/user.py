@@ -9,6 +9,7 @@ edgebench trains and measures on (the whole dataset in memory, as every built-in
   of them, a ``DataLoader`` of them (read batch by batch: its sampler picks the split's items), or an ``(x, y)``
   pair of arrays;
 - arrays ``x_train, y_train, x_test, y_test`` (and optionally ``x_val, y_val``), as in an ``.npz``;
+- ``((x_train, y_train), (x_test, y_test))``, as Keras's ``load_data()`` returns them;
 - a :class:`~edgebench.data.splits.DatasetSplits`.
 
 Images may be (N,H,W), NCHW or NHWC; uint8 is scaled to [0, 1]. The layout is read from the shape where it tells
@@ -126,11 +127,12 @@ def _stacked(images: Sequence[Any], split: str, name: str) -> np.ndarray:
 
 def _is_xy_pair(value: Any) -> bool:
     """Whether ``value`` is an ``(x, y)`` pair (images, one scalar label each) rather than a sequence of two
-    ``(image, label)`` items: both have two entries, but only a pair's second entry holds scalars."""
+    ``(image, label)`` items: both have two entries, but only a pair's second entry holds scalars (or a column of
+    them)."""
     if not (isinstance(value, tuple | list) and len(value) == 2 and all(hasattr(v, "__len__") for v in value)):
         return False
     x, y = value
-    return len(x) == len(y) and all(np.ndim(_image(label)) == 0 for label in y)
+    return len(x) == len(y) and all(np.shape(_image(label)) in ((), (1,)) for label in y)  # (N, 1): Keras's column
 
 
 def _pair(value: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +168,8 @@ def splits_from(loaded: Any, name: str) -> DatasetSplits:
     """The splits a user's loader returned, as arrays in [0, 1]; DatasetError naming what is wrong."""
     if isinstance(loaded, DatasetSplits):
         return loaded
+    if isinstance(loaded, tuple) and len(loaded) == 2 and all(_is_xy_pair(part) for part in loaded):
+        loaded = {"train": loaded[0], "test": loaded[1]}  # Keras's load_data(): (x_train, y_train), (x_test, y_test)
     where = Path(name)
     if isinstance(loaded, Mapping) and all(k in loaded for k in _ARRAYS):
         check_split_keys(list(loaded), f"dataset {name}", options=("num_classes", "layout"))
