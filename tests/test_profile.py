@@ -288,3 +288,17 @@ def test_a_share_that_cannot_be_read_off_is_unknown_not_zero() -> None:
     print_profile(no_run.to_dict(), None, None)  # raised TypeError formatting the None run time
     normal = build_profile("x", ops, layers, run_ms=1.0, runs=10)
     assert "40.0% of the profiled run (1.000 ms) (upper bound)" in normal.non_compute_text()
+
+
+def test_onnxruntime_profile_of_a_file_taking_float16(resnet, tmp_path: Path) -> None:
+    """ONNX Runtime's float16 converter without keep_io_types gives a file that takes float16 images: the profile
+    failed ("Unexpected input data type. Actual: (tensor(float)), expected: (tensor(float16))"), as the timed run
+    never did."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model, paths, x = resnet
+    path = tmp_path / "fp16_io.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(paths["fp32"]), keep_io_types=False), path)
+    profile = profile_onnxruntime(path, x[:1], threads=1, runs=5, warmup_runs=1)
+    assert profile.status == "ok" and profile.run_ms > 0 and profile.rows

@@ -19,6 +19,7 @@ from edgebench.runtimes.onnxruntime.session import (
     ORT_DEFAULTS,
     GraphOptions,
     create_ort_session,
+    input_feed,
     session_crash_hint,
 )
 
@@ -30,18 +31,15 @@ class OnnxRuntimeSession(Session):
                  passes: GraphOptions = ORT_DEFAULTS) -> None:
         self._session, self._artifact, self._threads, self._precision = session, artifact, threads, precision
         self._passes = passes  # the graph optimisations of every second session (profiles, fp16 and placement checks)
-        self._input = session.get_inputs()[0].name
         self._outputs = [session.get_outputs()[0].name]
-        # a file another tool made may take and give float16 (an fp16 model with fp16 I/O): fed as it expects
-        self._input_type = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        out = self._session.run(self._outputs, {self._input: inputs.astype(self._input_type, copy=False)})[0]
+        out = self._session.run(self._outputs, input_feed(self._session, inputs))[0]  # fp16 outputs read as fp32
         return out.astype(np.float32, copy=False) if out.dtype == np.float16 else out
 
     def timed_call(self, batch: np.ndarray) -> Callable[[], object]:
         """The session's own call on ``batch`` already in the input's type (an application feeds it ready-made)."""
-        feed, run, outputs = {self._input: batch.astype(self._input_type, copy=False)}, self._session.run, self._outputs
+        feed, run, outputs = input_feed(self._session, batch), self._session.run, self._outputs
         return lambda: run(outputs, feed)[0]
 
     def input_dims(self) -> tuple[int | None, ...]:

@@ -19,7 +19,14 @@ import numpy as np
 
 from edgebench.profile.onnx_layers import OnnxLayerMap
 from edgebench.profile.table import UNMAPPED_ROW, LayerProfile, OpTime, build_profile, not_available
-from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, ORT_DEFAULTS, GraphOptions, make_session_options, open_session
+from edgebench.runtimes.onnxruntime.session import (
+    CPU_PROVIDER,
+    ORT_DEFAULTS,
+    GraphOptions,
+    input_feed,
+    make_session_options,
+    open_session,
+)
 
 KERNEL_SUFFIX = "_kernel_time"
 
@@ -82,7 +89,7 @@ def _profiled_events(artifact: Path, batch: np.ndarray, threads: int, providers:
             options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 3  # the saved optimised model carries a hardware-specific warning
         session = open_session(artifact, options, providers, passes)
-        feed = {session.get_inputs()[0].name: batch}
+        feed = input_feed(session, batch)
         for _ in range(n_runs):
             session.run(None, feed)
         return json.loads(Path(session.end_profiling()).read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import REEXPORT_HINT, ArtifactError
@@ -69,6 +70,13 @@ def open_session(artifact: Path, options: ort.SessionOptions, providers: list[An
 
     return ort.InferenceSession(str(artifact), options, providers=providers,
                                 disabled_optimizers=list(passes.disabled_optimizers) or None)
+
+
+def input_feed(session: ort.InferenceSession, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """``batch`` as the session's one input takes it: a file another tool made may take float16 (an fp16 model with
+    fp16 I/O)."""
+    first = session.get_inputs()[0]
+    return {first.name: batch.astype(np.float16 if first.type == "tensor(float16)" else np.float32, copy=False)}
 
 
 def create_ort_session(artifact: Path, threads: int, providers: list[str],
