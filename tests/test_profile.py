@@ -297,8 +297,35 @@ def test_onnxruntime_profile_of_a_file_taking_float16(resnet, tmp_path: Path) ->
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model, paths, x = resnet
+    _, paths, x = resnet
     path = tmp_path / "fp16_io.onnx"
     onnx.save(convert_float_to_float16(onnx.load(paths["fp32"]), keep_io_types=False), path)
     profile = profile_onnxruntime(path, x[:1], threads=1, runs=5, warmup_runs=1)
     assert profile.status == "ok" and profile.run_ms > 0 and profile.rows
+
+
+def test_another_tools_qoperator_file_maps_to_the_layers_with_their_macs(resnet, tmp_path: Path) -> None:
+    """torch.onnx.export's own file names the weights it folds a BatchNorm into "onnx::Conv_193" (rows were named
+    so), and ONNX Runtime's QOperator quantizer writes QLinearAdd, past which ONNX's shape inference stops (the convs
+    after the first residual add had MACs of one output position). Rows are the layers from the nodes' scopes
+    ("/stages/stages.1/conv2/Conv"), with their MACs."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, quant_pre_process, quantize_static
+
+    model, _, x = resnet
+    fp32, int8 = tmp_path / "plain.onnx", tmp_path / "qoperator.onnx"
+    torch.onnx.export(model, (torch.from_numpy(x[:1]),), fp32, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    assert any(i.name.startswith("onnx::Conv_") for i in onnx.load(fp32).graph.initializer)
+
+    class Reader:
+        batches = iter([{"x": x[i : i + 1]} for i in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared))  # as ONNX Runtime's docs have it: shapes inferred, graph optimised
+    quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QOperator)
+    assert "QLinearAdd" in {n.op_type for n in onnx.load(int8).graph.node}
+    _check_rows(profile_onnxruntime(int8, x[:1], threads=1, runs=5, warmup_runs=1), model)

@@ -81,7 +81,7 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
     unknown = [name for node in graph.node if node.op_type in _ONNX_CONVS or node.op_type in _ONNX_MATMULS
                for name in (node.input[0], node.output[0]) if shapes.get(name) is None]
     if unknown and len(feeds) == 1:
-        shapes.update(_shapes_from_a_run(model, feeds[0], unknown))
+        shapes.update(shapes_from_a_run(model, feeds[0], unknown))
     producers = {out: node for node in graph.node for out in node.output}
 
     def constant(name: str) -> str | None:
@@ -116,7 +116,7 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
     return {"params": params, "macs": None if macs is None else macs // batch}
 
 
-def _shapes_from_a_run(model: Any, feed: Any, names: list[str]) -> dict[str, list[int]]:
+def shapes_from_a_run(model: Any, feed: Any, names: list[str]) -> dict[str, list[int]]:
     """The shapes of ``names`` from one ONNX Runtime run on a zero input, where ONNX's shape inference stops: at
     ONNX Runtime's own ops (a QOperator graph's ``QLinearAdd``), at a float16 converter's casts, at the dynamo
     exporter's index arithmetic. A graph ONNX Runtime cannot run gives no shapes (and so no MACs)."""

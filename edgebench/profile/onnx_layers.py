@@ -19,7 +19,7 @@ from typing import Any
 from edgebench.profile.table import INPUT_ROW, UNMAPPED_ROW, LayerInfo
 
 _COMPUTE_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
-                "QLinearMatMul": 3}  # op -> index of its weight input
+                "QLinearMatMul": 3, "QGemm": 3}  # op -> index of its weight input (QGemm: ONNX Runtime's own)
 _PASS_THROUGH = {"DequantizeLinear", "QuantizeLinear", "Transpose", "Reshape", "Identity", "Cast"}
 # ORT names a cast it inserts for an fp16 operator without an fp16 kernel "InsertedPrecisionFreeCast_<tensor>", and a
 # node fused after it takes that name (fp16 ONNX on the CPU: "InsertedPrecisionFreeCast_relu_nchwc")
@@ -27,6 +27,8 @@ _DECORATIONS = (re.compile(r"^InsertedPrecisionFreeCast_"), re.compile(r"_kernel
                 re.compile(r"_token_\d+$"),
                 re.compile(r"_(quantized|DequantizeLinear|QuantizeLinear)(_Output)?$"))
 _WEIGHT_SUFFIX = re.compile(r"(\.weight)?(_quantized|_DequantizeLinear_Output)*$")
+#: a module path (``stages.0.conv1``), as edgebench's exporter names weights
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
 
 
 class OnnxLayerMap:
@@ -39,6 +41,7 @@ class OnnxLayerMap:
         self._inits = {i.name: i for i in graph.initializer}
         self._shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
                         for v in list(graph.value_info) + list(graph.output)}
+        self._shapes.update(_unknown_output_shapes(model, graph, self._shapes))
         self._producer = {out: node for node in graph.node for out in node.output}
         self.layers: dict[str, LayerInfo] = {}
         self.node_layer: dict[str, str] = {}
@@ -84,7 +87,9 @@ class OnnxLayerMap:
         weight = self._weight_name(node.input[index]) if len(node.input) > index else None
         if weight is None:
             return None
-        path = _WEIGHT_SUFFIX.sub("", weight) or node.name
+        path = _WEIGHT_SUFFIX.sub("", weight)
+        if not _MODULE_PATH.fullmatch(path):  # "onnx::Conv_193": a BatchNorm folded in by another tool's export
+            path = _scope_path(node.name) or path or node.name
         dims = list(self._inits[weight].dims)
         out_shape = self._shapes.get(node.output[0], [])
         if node.op_type.endswith("Conv") or node.op_type == "Conv":
@@ -97,7 +102,7 @@ class OnnxLayerMap:
         else:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             c_out, c_in = (dims[0], dims[1]) if trans_b else (dims[-1], dims[-2])
-            info = LayerInfo(path, "Gemm" if node.op_type == "Gemm" else "MatMul", c_in * c_out, c_in, c_out)
+            info = LayerInfo(path, "Gemm" if node.op_type.endswith("Gemm") else "MatMul", c_in * c_out, c_in, c_out)
         self.layers.setdefault(path, info)
         return path
 
@@ -116,6 +121,41 @@ class OnnxLayerMap:
             if name in self.node_layer and runtime_name.startswith(name + "_"):
                 return self.node_layer[name]
         return UNMAPPED_ROW
+
+
+def _scope_path(node_name: str) -> str | None:
+    """The module path in the torch exporter's node name ``/stages/stages.1/shortcut/shortcut.0/Conv``
+    (``stages.1.shortcut.0``): each scope is a module's name, or a container's child where it extends the scope
+    before it; None for other names."""
+    parts: list[str] = []
+    for scope in node_name.split("/")[1:-1] if node_name.startswith("/") else []:
+        if parts and scope.startswith(parts[-1] + "."):  # "stages" then "stages.1", "shortcut" then "shortcut.0"
+            parts[-1] = scope
+        else:
+            parts.append(scope)
+    return ".".join(parts) or None
+
+
+def _unknown_output_shapes(model: Any, graph: Any, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The output shapes of compute nodes ONNX's shape inference did not reach (past ONNX Runtime's own ops, as a
+    QOperator file's QLinearAdd), from one ONNX Runtime run at batch 1 where the image's dims are fixed."""
+    from edgebench.models.graph_cost import shapes_from_a_run
+
+    missing = [node.output[0] for node in graph.node if node.op_type in _COMPUTE_OPS
+               and len(shapes.get(node.output[0], [])) < 2]
+    inits = {i.name for i in graph.initializer}
+    feeds = [i for i in model.graph.input if i.name not in inits]
+    if not missing or len(feeds) != 1:
+        return {}
+    probe = type(model)()
+    probe.CopyFrom(model)
+    feed = next(i for i in probe.graph.input if i.name == feeds[0].name)
+    dims = feed.type.tensor_type.shape.dim
+    if not dims or any(not d.HasField("dim_value") for d in list(dims)[1:]):
+        return {}
+    dims[0].Clear()
+    dims[0].dim_value = 1
+    return shapes_from_a_run(probe, feed, missing)
 
 
 def _candidates(name: str) -> list[str]:
