@@ -13,6 +13,8 @@ other forms of the same ops, each of which it refuses ("Unsupported function ...
 - ``F.pad`` of height and width with zeros, and ``nn.ZeroPad2d``: the ``ConstantPad2d`` layer;
 - ``F.conv2d`` of a module's own weight and bias (TF "same" padding layers: EfficientNet-PyTorch's
   ``Conv2dStaticSamePadding``, timm's ``Conv2dSame``): the ``Conv2d`` layer;
+- ``F.batch_norm`` of a module's own statistics in eval mode (timm's ``BatchNormAct2d``): the ``BatchNorm2d``
+  layer, and the shape checks ``torch._assert(x.ndim == 4, ...)`` before it, true for the model's input, dropped;
 - ``torch.cat(xs, 1)``: the ``dim`` keyword, the only form its parser reads, two tensors at a time;
 - a constant per channel added, subtracted, multiplied or divided (``(x - self.mean) / self.std`` inside the
   model): a BatchNorm with those scales and shifts (hls4ml would read the buffer as a second model input);
@@ -67,11 +69,13 @@ def hls4ml_forms(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
         return model
     changed = (_static_sizes(graph, small, large) + _flattens(graph, small, large) + _pool_layers(graph, small)
                + _global_pools(graph, small) + _zero_pads(graph, small) + _zero_pad_layers(graph)
-               + _conv_layers(graph, small) + _cat_dims(graph) + _channel_affines(graph, small)
+               + _conv_layers(graph, small) + _batch_norm_layers(graph, small) + _true_asserts(graph, small)
+               + _cat_dims(graph) + _channel_affines(graph, small)
                + _folded_linear_norms(graph))
     if not changed:
         return model
     graph.graph.eliminate_dead_code()
+    graph.delete_all_unused_submodules()  # the layers replaced: hls4ml's layer check reads every module left
     for node in graph.graph.nodes:  # hls4ml pickles the model into its project's YAML; torch 2.13's GraphModule
         node.type = None            # cannot be pickled with the forward's annotations (x: torch.Tensor)
     graph.recompile()
@@ -264,6 +268,56 @@ def _conv_layers(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
         return _call_layer(graph, node.args[0], conv)
 
     return _replaced(graph, small, convolution, layer)
+
+
+def _batch_norm_layers(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
+    """``F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, momentum, eps)`` of a
+    batch of maps - a BatchNorm subclass whose forward normalises, then acts - as the ``BatchNorm2d`` layer of those
+    statistics."""
+    names = ("running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+
+    def options(node: torch.fx.Node) -> dict[str, Any]:
+        return {"weight": None, "bias": None, "training": False, "eps": 1e-5, **dict(zip(names, node.args[1:])),
+                **node.kwargs}
+
+    def tensor(operand: object) -> torch.Tensor | None:
+        if not (isinstance(operand, torch.fx.Node) and operand.op == "get_attr"):
+            return None
+        value = operator.attrgetter(operand.target)(graph)
+        return value if isinstance(value, torch.Tensor) else None
+
+    def normalisation(node: torch.fx.Node) -> bool:
+        if node.target is not F.batch_norm or not isinstance(node.args[0], torch.fx.Node):
+            return False
+        given, value = options(node), small.get(node.args[0].name)
+        return (isinstance(value, torch.Tensor) and value.dim() == 4 and given["training"] is False
+                and all(tensor(given[k]) is not None for k in ("running_mean", "running_var"))
+                and all(given[k] is None or tensor(given[k]) is not None for k in ("weight", "bias")))
+
+    def layer(node: torch.fx.Node) -> torch.fx.Node:
+        given = options(node)
+        mean, var = tensor(given["running_mean"]), tensor(given["running_var"])
+        assert mean is not None and var is not None
+        norm = nn.BatchNorm2d(len(mean), eps=float(given["eps"])).eval()
+        with torch.no_grad():
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            for key in ("weight", "bias"):
+                if (value := tensor(given[key])) is not None:
+                    getattr(norm, key).copy_(value)
+        return _call_layer(graph, node.args[0], norm)
+
+    return _replaced(graph, small, normalisation, layer)
+
+
+def _true_asserts(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
+    """``torch._assert`` checks whose condition held on the traced batch (a shape check, the same for every batch of
+    the model's input): dropped, as hls4ml has no such op."""
+    checks = [node for node in graph.graph.nodes if node.target is torch._assert and node.args
+              and isinstance(node.args[0], torch.fx.Node) and small.get(node.args[0].name) is True]
+    for node in checks:
+        graph.graph.erase_node(node)
+    return len(checks)
 
 
 def _cat_dims(graph: torch.fx.GraphModule) -> int:
