@@ -238,12 +238,15 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
                           "Conv2d layers other than the classifier and pruning.keep (a Conv1d model has none); "
                           "remove pruning.criteria")
     coupled = _coupled_filters(model, pruned, plan)
-    if coupled is not None:
-        raise ConfigError(f"{what} cannot be pruned at layer '{coupled[0]}': removing {coupled[1]} of its filters "
-                          f"removed {coupled[2]} (its channels are tied to each other: its output split and the "
+    if coupled:
+        layer, planned, removed = coupled[0]
+        tied = _every_coupled_layer(model, example, keep, [name for name, _, _ in coupled])
+        others = f" (and {len(tied) - 1} more layers tied alike)" if len(tied) > 1 else ""
+        raise ConfigError(f"{what} cannot be pruned at layer '{layer}'{others}: removing {planned} of its filters "
+                          f"removed {removed} (its channels are tied to each other: its output split and the "
                           "parts combined channel by channel, as in a gated linear unit, or added to a copy of "
                           f"itself), so ratios and scores would be wrong; pruning.keep: "
-                          f"[{coupled[0]}]")
+                          f"[{', '.join([*keep, *tied])}]")
     failing = _failing_layer(pruned, example)
     if failing is not None:
         bad, remedy = _inexact_layers(model, example, keep)
@@ -281,14 +284,39 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
             "(pruning.check_removal: false when an op over channels, e.g. x.mean(1), causes it)")
 
 
-def _coupled_filters(model: nn.Module, pruned: nn.Module, plan: dict[str, list[int]]) -> tuple[str, int, int] | None:
-    """A root conv that lost more filters than the plan named (one root channel tied to others of the same conv),
-    as ``(layer, planned, removed)``; None when every root lost exactly its plan."""
+def _coupled_filters(model: nn.Module, pruned: nn.Module, plan: dict[str, list[int]]) -> list[tuple[str, int, int]]:
+    """Each root conv that lost more filters than the plan named (one root channel tied to others of the same
+    conv), as ``(layer, planned, removed)``; empty when every root lost exactly its plan."""
+    found = []
     for root, idxs in plan.items():
         removed = model.get_submodule(root).out_channels - pruned.get_submodule(root).out_channels
         if removed != len(idxs):
-            return root, len(idxs), removed
-    return None
+            found.append((root, len(idxs), removed))
+    return found
+
+
+#: how many times the coupling check prunes again with the tied layers kept, to name them all in one line
+_COUPLING_ROUNDS = 6
+
+
+def _every_coupled_layer(model: nn.Module, example: torch.Tensor, keep: Sequence[str], tied: list[str]) -> list[str]:
+    """``tied`` and the layers found tied alike once those are kept (a kept layer's group can hide another's), so
+    the refusal names every layer ``pruning.keep`` needs, not one per run."""
+    from edgebench.prune.criteria.magnitude import L1Norm
+    from edgebench.prune.structured import kept_layers, prune_model
+
+    tied = list(tied)
+    for _ in range(_COUPLING_ROUNDS):
+        trial = copy.deepcopy(model).eval()
+        try:
+            plan = prune_model(trial, L1Norm(), 0.25, example[:1], ignored=kept_layers(trial, [*keep, *tied]))
+        except Exception:  # the check after this names what else stops pruning
+            break
+        more = [name for name, _, _ in _coupled_filters(model, trial, plan) if name not in tied]
+        if not more:
+            break
+        tied += more
+    return tied
 
 
 #: relative difference (of the logits' scale) above which a removal is not the zeroing it should equal

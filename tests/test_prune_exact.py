@@ -534,3 +534,27 @@ def test_a_local_response_norm_is_traced_as_one_op_per_channel() -> None:
     with pytest.raises(ConfigError, match="pruning.check_removal: false"):
         check_prunable(Alex(alpha=5.0).eval(), _example(), "model Alex")
 
+
+
+class TwoGates(GatedConv):
+    """Two gated convs: the refusal names both for pruning.keep (it named one per run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c2 = nn.Conv2d(8, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.c1(x).chunk(2, 1)
+        value, gate = self.c2(value * torch.sigmoid(gate)).chunk(2, 1)
+        return self.fc((value * torch.sigmoid(gate)).mean((2, 3)))
+
+
+def test_every_layer_tied_alike_is_named_in_one_line() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match=r"cannot be pruned at layer 'c\d' \(and 1 more layers tied alike\): .*"
+                                          r"pruning.keep: \[c\d, c\d\]$") as info:
+        check_prunable(TwoGates().eval(), _example(), "model TwoGates")
+    keep = str(info.value).rsplit("pruning.keep: [", 1)[1].rstrip("]").split(", ")
+    assert sorted(keep) == ["c1", "c2"]
+    with pytest.raises(ConfigError, match=r"has no filters to prune"):  # both kept: nothing else has filters
+        check_prunable(TwoGates().eval(), _example(), "model TwoGates", keep=keep)
