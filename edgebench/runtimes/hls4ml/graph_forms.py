@@ -240,24 +240,18 @@ def _conv_layers(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
         return {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1,
                 **dict(zip(names, node.args[1:])), **node.kwargs}
 
-    def parameter(operand: object) -> torch.Tensor | None:
-        if not (isinstance(operand, torch.fx.Node) and operand.op == "get_attr"):
-            return None
-        value = operator.attrgetter(operand.target)(graph)
-        return value if isinstance(value, torch.Tensor) else None
-
     def convolution(node: torch.fx.Node) -> bool:
         if node.target is not F.conv2d or not isinstance(node.args[0], torch.fx.Node):
             return False
         given = options(node)
-        weight, bias = parameter(given["weight"]), given["bias"]
-        return (weight is not None and weight.dim() == 4 and (bias is None or parameter(bias) is not None)
+        weight, bias = _held_tensor(graph, given["weight"]), given["bias"]
+        return (weight is not None and weight.dim() == 4 and (bias is None or _held_tensor(graph, bias) is not None)
                 and isinstance(small.get(node.args[0].name), torch.Tensor)
                 and not any(isinstance(given[k], torch.fx.Node) for k in names[2:]))
 
     def layer(node: torch.fx.Node) -> torch.fx.Node:
         given = options(node)
-        weight, bias = parameter(given["weight"]), parameter(given["bias"])
+        weight, bias = _held_tensor(graph, given["weight"]), _held_tensor(graph, given["bias"])
         assert weight is not None
         conv = nn.Conv2d(weight.shape[1] * given["groups"], weight.shape[0], tuple(weight.shape[2:]), given["stride"],
                          given["padding"], given["dilation"], given["groups"], bias=bias is not None)
@@ -280,30 +274,24 @@ def _batch_norm_layers(graph: torch.fx.GraphModule, small: dict[str, Any]) -> in
         return {"weight": None, "bias": None, "training": False, "eps": 1e-5, **dict(zip(names, node.args[1:])),
                 **node.kwargs}
 
-    def tensor(operand: object) -> torch.Tensor | None:
-        if not (isinstance(operand, torch.fx.Node) and operand.op == "get_attr"):
-            return None
-        value = operator.attrgetter(operand.target)(graph)
-        return value if isinstance(value, torch.Tensor) else None
-
     def normalisation(node: torch.fx.Node) -> bool:
         if node.target is not F.batch_norm or not isinstance(node.args[0], torch.fx.Node):
             return False
         given, value = options(node), small.get(node.args[0].name)
         return (isinstance(value, torch.Tensor) and value.dim() == 4 and given["training"] is False
-                and all(tensor(given[k]) is not None for k in ("running_mean", "running_var"))
-                and all(given[k] is None or tensor(given[k]) is not None for k in ("weight", "bias")))
+                and all(_held_tensor(graph, given[k]) is not None for k in ("running_mean", "running_var"))
+                and all(given[k] is None or _held_tensor(graph, given[k]) is not None for k in ("weight", "bias")))
 
     def layer(node: torch.fx.Node) -> torch.fx.Node:
         given = options(node)
-        mean, var = tensor(given["running_mean"]), tensor(given["running_var"])
+        mean, var = _held_tensor(graph, given["running_mean"]), _held_tensor(graph, given["running_var"])
         assert mean is not None and var is not None
         norm = nn.BatchNorm2d(len(mean), eps=float(given["eps"])).eval()
         with torch.no_grad():
             norm.running_mean.copy_(mean)
             norm.running_var.copy_(var)
             for key in ("weight", "bias"):
-                if (value := tensor(given[key])) is not None:
+                if (value := _held_tensor(graph, given[key])) is not None:
                     getattr(norm, key).copy_(value)
         return _call_layer(graph, node.args[0], norm)
 
@@ -318,6 +306,14 @@ def _true_asserts(graph: torch.fx.GraphModule, small: dict[str, Any]) -> int:
     for node in checks:
         graph.graph.erase_node(node)
     return len(checks)
+
+
+def _held_tensor(graph: torch.fx.GraphModule, operand: object) -> torch.Tensor | None:
+    """The tensor a ``get_attr`` node reads (a module's own parameter or buffer); None for any other operand."""
+    if not (isinstance(operand, torch.fx.Node) and operand.op == "get_attr"):
+        return None
+    value = operator.attrgetter(operand.target)(graph)
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _cat_dims(graph: torch.fx.GraphModule) -> int:
@@ -409,10 +405,8 @@ def _per_channel(graph: torch.fx.GraphModule, operand: object, channels: int, di
     a tensor of ``dims`` dims (1 value, or shape (C, 1, 1) / (1, C, 1, 1) for maps, (C,) / (1, C) for rows)."""
     if isinstance(operand, (int, float)) and not isinstance(operand, bool):
         return torch.full((channels,), float(operand))
-    if not (isinstance(operand, torch.fx.Node) and operand.op == "get_attr"):
-        return None
-    value = operator.attrgetter(operand.target)(graph)
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+    value = _held_tensor(graph, operand)
+    if value is None or not value.is_floating_point():
         return None
     value = value.detach().float()
     if value.numel() == 1:
