@@ -241,7 +241,8 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     if coupled:
         layer, planned, removed = coupled[0]
         tied = _every_coupled_layer(model, example, keep, [name for name, _, _ in coupled])
-        others = f" (and {len(tied) - 1} more layers tied alike)" if len(tied) > 1 else ""
+        more = len(tied) - 1
+        others = f" (and {more} more layer{'s' if more > 1 else ''} tied alike)" if more else ""
         raise ConfigError(f"{what} cannot be pruned at layer '{layer}'{others}: removing {planned} of its filters "
                           f"removed {removed} (its channels are tied to each other: its output split and the "
                           "parts combined channel by channel, as in a gated linear unit, or added to a copy of "

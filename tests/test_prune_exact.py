@@ -551,7 +551,7 @@ class TwoGates(GatedConv):
 
 def test_every_layer_tied_alike_is_named_in_one_line() -> None:
     torch.manual_seed(0)
-    with pytest.raises(ConfigError, match=r"cannot be pruned at layer 'c\d' \(and 1 more layers tied alike\): .*"
+    with pytest.raises(ConfigError, match=r"cannot be pruned at layer 'c\d' \(and 1 more layer tied alike\): .*"
                                           r"pruning.keep: \[c\d, c\d\]$") as info:
         check_prunable(TwoGates().eval(), _example(), "model TwoGates")
     keep = str(info.value).rsplit("pruning.keep: [", 1)[1].rstrip("]").split(", ")
