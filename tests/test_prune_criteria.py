@@ -4,9 +4,11 @@ filters removes exactly the k lowest-scored."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
+import torch_pruning as tp
 from prune_nets import CHANNELS, bn_net, downstream_net, positive_data
 from torch import nn
 
@@ -226,13 +228,29 @@ class _Chunked(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def test_a_channel_torch_pruning_maps_out_of_a_layer_blames_the_map_not_the_criterion() -> None:
-    """torch.chunk: torch-pruning maps c1's 8 channels onto ca's 4. The refusal read "criterion L1Norm
-    gave 4 scores for the out channels of Conv2d (...), which has 4: module_scores must give one score per channel":
-    4 for 4, and the criterion blamed."""
+def test_a_group_torch_pruning_maps_past_a_layer_is_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    """torch.chunk: torch-pruning maps c1's 8 channels onto ca's 4. The run refused the model ("torch-pruning mapped
+    channel 4 ..., keep the conv before it"); timm's rexnet_100 had two such layers. Now c1 keeps its filters, a
+    warning says why, and the rest is pruned: c2 (ca's group holds c1's filters as torch-pruning maps them, so it is
+    kept with them)."""
+    net = _Chunked().eval()
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        groups = score_groups(net, create_criterion("l1"), torch.ones(1, 1, 6, 6))
+    assert [g.root for g in groups] == ["c2"]
+    assert re.search(r"the filters of c1 are not pruned: torch-pruning maps channel [4-7] of the (in|out) channels of "
+                     r"ca, "
+                     r"which has 4 \(a split, chunk or slice", caplog.text)
+
+
+def test_a_criterion_given_a_group_mapped_past_a_layer_blames_the_map_not_itself() -> None:
+    """Called on torch-pruning's own group of c1 (as a user's own pruning loop may), a criterion read "criterion
+    L1Norm gave 4 scores for the out channels of Conv2d (...), which has 4": 4 for 4, and the criterion blamed."""
+    net = _Chunked().eval()
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.ones(1, 1, 6, 6))
+    group = graph.get_pruning_group(net.c1, tp.prune_conv_out_channels, list(range(8)))
     with pytest.raises(CriterionError, match=r"^torch-pruning mapped channel [4-7] of the (in|out) channels of Conv2d "
                                              r"\(weight \(4, 4, 3, 3\)\), which has 4: .* \(pruning.keep\)$"):
-        score_groups(_Chunked().eval(), create_criterion("l1"), torch.ones(1, 1, 6, 6))
+        create_criterion("l1")(group)
 
 
 class _BatchNorm1dHeads(nn.Module):

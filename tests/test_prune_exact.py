@@ -6,6 +6,7 @@ flatten, a channel shuffle) the check before any training names the layer instea
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -299,6 +300,41 @@ def test_a_depthwise_conv_with_a_channel_multiplier_is_kept_and_named(caplog: py
     assert set(plan) == {"pw"} and pruned.pw.out_channels == 6  # the rest of the network is still pruned
     assert (pruned.stem.out_channels, pruned.dw.in_channels, pruned.dw.out_channels) == (8, 8, 16)
     assert "depthwise conv dw has a channel multiplier (16 outputs from 8 inputs)" in caplog.text
+
+
+class PartialShortcuts(nn.Module):
+    """ReXNet's blocks (timm's rexnet_100): each widens its input by 11 channels and adds the input to the first
+    channels of its 1x1 projection, the rest joined on, ``cat([y[:, :c] + x, y[:, c:]])``; five in a row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = [8 + 11 * i for i in range(6)]
+        self.stem = nn.Conv2d(3, widths[0], 3, padding=1)
+        self.expand = nn.ModuleList(nn.Conv2d(c, 2 * c, 1) for c in widths[:-1])
+        self.project = nn.ModuleList(nn.Conv2d(2 * c, w, 1) for c, w in itertools.pairwise(widths))
+        self.fc = nn.Linear(widths[-1], 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for expand, project in zip(self.expand, self.project, strict=True):
+            y = project(torch.relu(expand(x)))
+            x = torch.cat([y[:, :x.shape[1]] + x, y[:, x.shape[1]:]], 1)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_projections_whose_channel_walk_never_settles_are_kept_and_the_rest_pruned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # unbounded, torch-pruning's walk from project.1 alone ran for minutes (rexnet_100's check: over 15)
+    torch.manual_seed(0)
+    model = PartialShortcuts().eval()
+    pruned, plan = _halved_as_zeroed(model, caplog)
+    assert set(plan) == {f"expand.{i}" for i in range(5)}
+    assert [layer.out_channels for layer in pruned.expand] == [8, 19, 30, 41, 52]  # half of 16, 38, 60, 82, 104
+    assert [layer.out_channels for layer in pruned.project] == [19, 30, 41, 52, 63]  # as they were
+    for i in range(1, 5):
+        assert f"the filters of project.{i} are not pruned: torch-pruning's walk" in caplog.text
+    check_prunable(model, _example(), "model")  # and the check before training passes
 
 
 class NormalisedChannels(nn.Module):

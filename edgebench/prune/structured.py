@@ -38,6 +38,7 @@ from edgebench.prune.allocation.base import Allocation
 from edgebench.prune.allocation.ranking import GlobalRanking
 from edgebench.prune.allocation.uniform import Uniform
 from edgebench.prune.criteria import Criterion, ScoringData
+from edgebench.prune.criteria.base import item_role, layer_channels
 from edgebench.prune.criteria.magnitude import L1Norm
 from edgebench.prune.groups import GroupScores
 
@@ -168,28 +169,101 @@ def prunable_groups(
     model: nn.Module, graph: tp.DependencyGraph, ignored: list[nn.Module] | None
 ) -> list[tuple[str, tp.dependency.Group]]:
     """Every group whose root is a conv's output channels, named by that conv; ``ignored`` layers (default: the
-    classifier, :func:`default_ignored`) are never pruned, nor a group a grouped conv cannot cut (a warning
-    names it: :func:`_uncuttable_grouped_conv`)."""
+    classifier, :func:`default_ignored`) are never pruned, nor (a warning names each) a group a grouped conv cannot
+    cut (:func:`_uncuttable_grouped_conv`) or whose channels torch-pruning cannot map: its walk does not settle
+    (:func:`_bounded_walks`), or it maps a channel past a layer's (:func:`_channel_past_a_layer`)."""
     names = {m: n for n, m in model.named_modules()}
-    skip = ignored if ignored is not None else default_ignored(model)
-    try:
-        with bounded_growth():  # where torch-pruning follows an op wrongly, its index lists may grow without end
-            all_groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]))
-    except MemoryError as exc:
-        raise UnsupportedModelError(
-            "torch-pruning cannot map this model's channels (its channel groups grew past the memory bound, "
-            "edgebench.memory_limit): an operation between convs mixes channels in a way it follows wrongly; keep "
-            "the convs around it (pruning.keep) or quantize the model without pruning") from exc
+    skip = list(ignored if ignored is not None else default_ignored(model))
+    limit = _WALK_ITEMS_PER_NODE * len(graph.module2node) + _WALK_ITEMS_SPARE
+    while True:  # a root whose channels torch-pruning cannot map is kept, and the groups are listed again without it
+        try:
+            with bounded_growth(), _bounded_walks(limit):  # bounded_growth: index lists growing without end
+                all_groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]))
+        except MemoryError as exc:
+            raise UnsupportedModelError(
+                "torch-pruning cannot map this model's channels (its channel groups grew past the memory bound, "
+                "edgebench.memory_limit): an operation between convs mixes channels in a way it follows wrongly; "
+                "keep the convs around it (pruning.keep) or quantize the model without pruning") from exc
+        except _UnsettledWalk as exc:
+            skip.append(exc.root)
+            _warn_kept(names[exc.root], f"torch-pruning's walk over the layers tied to them did not settle (past "
+                                        f"{limit} steps in a graph of {len(graph.module2node)} nodes: slices of one "
+                                        "output added to or joined with others, as in ReXNet's partial shortcut, "
+                                        "send it round with ever new channel indices)")
+            continue
+        misread = next(((group, past) for group in all_groups if (past := _channel_past_a_layer(group, names))), None)
+        if misread is None:
+            break
+        root = misread[0][0].dep.target.module
+        skip.append(root)
+        _warn_kept(names[root], f"torch-pruning maps {misread[1]} (a split, chunk or slice of channels it follows "
+                                "wrongly)")
     groups = []
     for group in all_groups:
         root, uncuttable = names[group[0].dep.target.module], _uncuttable_grouped_conv(group)
         if uncuttable is None:
             groups.append((root, group))
-        elif root not in _WARNED:
-            _WARNED.add(root)
+        else:
             layer, why = uncuttable
-            log.warning("the filters of %s are not pruned: %s", root, why.format(conv=names[layer]))
+            _warn_kept(root, why.format(conv=names[layer]))
     return groups
+
+
+def _warn_kept(root: str, why: str) -> None:
+    """Warn once per root that its filters are not pruned, and why (every pruning step lists the groups again)."""
+    if root not in _WARNED:
+        _WARNED.add(root)
+        log.warning("the filters of %s are not pruned: %s", root, why)
+
+
+def _channel_past_a_layer(group: tp.dependency.Group, names: Mapping[nn.Module, str]) -> str | None:
+    """Where a group maps a root channel past the channels of one of its layers, which (``channel 99 of the out
+    channels of features.4.conv_pwl.conv, which has 61``); None where every index fits. A wrong map removes other
+    channels than those it scored, or fails deep in torch-pruning."""
+    for item in group:
+        layer = item.dep.target.module
+        role = item_role(layer, item.dep.handler)
+        count = layer_channels(layer, role) if role else None
+        top = max((int(getattr(i, "idx", i)) for i in item.idxs), default=-1)
+        if count is not None and top >= count:
+            side = "" if role == "bn" else f"{role} "
+            return f"channel {top} of the {side}channels of {names.get(layer, type(layer).__name__)}, which has {count}"
+    return None
+
+
+#: bound on the steps of torch-pruning's walk from one root, per node of the graph and spare: the longest walk of
+#: ResNet-152, DenseNet-121, GhostNet, HRNet and ConvNeXt was under 0.4 steps per node (ResNet-152: 183 for 516)
+_WALK_ITEMS_PER_NODE, _WALK_ITEMS_SPARE = 4, 100
+
+
+class _UnsettledWalk(Exception):
+    """torch-pruning's walk from ``root`` over the layers tied to its channels passed the bound of
+    :func:`_bounded_walks`."""
+
+    def __init__(self, root: nn.Module) -> None:
+        super().__init__()
+        self.root = root
+
+
+@contextlib.contextmanager
+def _bounded_walks(limit: int) -> Iterator[None]:
+    """While torch-pruning lists groups: a walk that gathers more than ``limit`` items raises :class:`_UnsettledWalk`
+    naming its root. torch-pruning revisits a layer whenever a path brings other channel indices than before; where
+    slices of one output are added to or joined with other layers' (timm's rexnet_100), the paths bring ever new
+    ones (indices past the layer's channels among them), and one walk passed 20,000 items in 20 s without ending:
+    the run's check took over 15 minutes before anything else began."""
+    original = tp.dependency.Group.add_dep
+
+    def add_dep(group: tp.dependency.Group, dep: Any, idxs: Any) -> None:
+        if len(group) >= limit:
+            raise _UnsettledWalk(group[0].dep.target.module)
+        original(group, dep, idxs)
+
+    tp.dependency.Group.add_dep = add_dep
+    try:
+        yield
+    finally:
+        tp.dependency.Group.add_dep = original
 
 
 #: groups already reported as unprunable (every pruning step lists the groups again)

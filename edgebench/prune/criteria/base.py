@@ -119,8 +119,8 @@ class Criterion(tp.importance.Importance):
         name = type(self).__name__
         if len(idxs) and flat.numel() <= int(idxs.max()):
             where = (f"the {role} channels of {type(layer).__name__} (weight "
-                     f"{tuple(getattr(layer, 'weight', torch.empty(0)).shape)}), which has {_channels(layer, role)}")
-            if flat.numel() == _channels(layer, role):  # the scores fit the layer: torch-pruning's map does not
+                     f"{tuple(getattr(layer, 'weight', torch.empty(0)).shape)}), which has {layer_channels(layer, role)}")
+            if flat.numel() == layer_channels(layer, role):  # the scores fit the layer: torch-pruning's map does not
                 raise CriterionError(f"torch-pruning mapped channel {int(idxs.max())} of {where}: an operation between "
                                      "convs (a split or chunk of channels) that it follows wrongly; keep the conv "
                                      "before it (pruning.keep)")
@@ -146,7 +146,7 @@ class CriterionError(ValueError):
     """A criterion's scores cannot rank the channels (wrong count, not finite)."""
 
 
-def _channels(layer: nn.Module, role: Role) -> int | None:
+def layer_channels(layer: nn.Module, role: Role) -> int | None:
     """How many channels ``layer`` has along ``role`` (None where the layer does not say)."""
     if role == "bn":
         return getattr(layer, "num_features", None)
