@@ -175,7 +175,7 @@ def prunable_groups(
     names = {m: n for n, m in model.named_modules()}
     skip = list(ignored if ignored is not None else default_ignored(model))
     limit = _WALK_ITEMS_PER_NODE * len(graph.module2node) + _WALK_ITEMS_SPARE
-    while True:  # a root whose channels torch-pruning cannot map is kept, and the groups are listed again without it
+    while True:  # roots whose channels torch-pruning cannot map are kept, and the groups listed again without them
         try:
             with bounded_growth(), _bounded_walks(limit):  # bounded_growth: index lists growing without end
                 all_groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]))
@@ -191,13 +191,16 @@ def prunable_groups(
                                         "output added to or joined with others, as in ReXNet's partial shortcut, "
                                         "send it round with ever new channel indices)")
             continue
-        misread = next(((group, past) for group in all_groups if (past := _channel_past_a_layer(group, names))), None)
-        if misread is None:
+        unmapped: dict[nn.Module, str] = {}
+        for group in all_groups:  # each such group found in one listing: each listing walks every group again
+            if past := _channel_past_a_layer(group, names):
+                unmapped[group[0].dep.target.module] = (f"torch-pruning maps {past} (a split, chunk or slice of "
+                                                        "channels it follows wrongly)")
+        if not unmapped:
             break
-        root = misread[0][0].dep.target.module
-        skip.append(root)
-        _warn_kept(names[root], f"torch-pruning maps {misread[1]} (a split, chunk or slice of channels it follows "
-                                "wrongly)")
+        for root, why in unmapped.items():
+            skip.append(root)
+            _warn_kept(names[root], why)
     groups = []
     for group in all_groups:
         root, uncuttable = names[group[0].dep.target.module], _uncuttable_grouped_conv(group)
@@ -248,10 +251,11 @@ class _UnsettledWalk(Exception):
 @contextlib.contextmanager
 def _bounded_walks(limit: int) -> Iterator[None]:
     """While torch-pruning lists groups: a walk that gathers more than ``limit`` items raises :class:`_UnsettledWalk`
-    naming its root. torch-pruning revisits a layer whenever a path brings other channel indices than before; where
-    slices of one output are added to or joined with other layers' (timm's rexnet_100), the paths bring ever new
-    ones (indices past the layer's channels among them), and one walk passed 20,000 items in 20 s without ending:
-    the run's check took over 15 minutes before anything else began."""
+    naming its root (a walk cannot be cut short and go on: it queues the layers it reaches whether it records them
+    or not). torch-pruning revisits a layer whenever a path brings other channel indices than before; where slices
+    of one output are added to or joined with other layers' (timm's rexnet_100), the paths bring ever new ones
+    (indices past the layer's channels among them), and one walk passed 20,000 items in 20 s without ending: the
+    run's check took over 15 minutes before anything else began."""
     original = tp.dependency.Group.add_dep
 
     def add_dep(group: tp.dependency.Group, dep: Any, idxs: Any) -> None:
