@@ -251,7 +251,9 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     failing = _failing_layer(pruned, example)
     if failing is not None:
         bad, remedy = _inexact_layers(model, example, keep)
-        cut = f" (cutting the filters of layer '{next(iter(bad))}')" if bad else ""
+        cut = (f" (cutting the filters of layer '{next(iter(bad))}')" if len(bad) == 1 else
+               f" (cutting the filters of any one of the {len(bad)} layers named below breaks it too)" if bad
+               else "")
         raise ConfigError(f"{what} breaks when filters are removed{cut}: {failing}; compute sizes from the input "
                           "(x.flatten(1), adaptive pooling) instead of hard-coding them; if none is hard-coded, "
                           "torch-pruning maps the channels wrongly (a channel shuffle, a split, a gate such as "

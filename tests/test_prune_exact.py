@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 
 import pytest
 import torch
@@ -189,6 +190,35 @@ def test_a_wrong_channel_mapping_is_refused_naming_the_layer(net: type[nn.Module
     plan = prune_model(pruned, L1Norm(), 0.5, _example()[:1], ignored=kept_layers(pruned, [layer]))
     assert layer not in plan and getattr(pruned, layer).out_channels == getattr(model, layer).out_channels
     assert pruned(_example()).shape == (2, 5)
+
+
+class TwoConcatFlatten(nn.Module):
+    """Two of ConcatFlatten's heads side by side, their logits added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.ModuleList(nn.Conv2d(3, 8, 3, padding=1) for _ in range(2))
+        self.dense = nn.ModuleList(nn.Conv2d(8, 4, 3, padding=1) for _ in range(2))
+        self.fc = nn.ModuleList(nn.Linear(12 * 8 * 8, 5) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = []
+        for stem, dense, fc in zip(self.stem, self.dense, self.fc, strict=True):
+            y = torch.relu(stem(x))
+            heads.append(fc(torch.cat([y, torch.relu(dense(y))], 1).flatten(1)))
+        return heads[0] + heads[1]
+
+
+def test_a_break_two_layers_cause_each_alone_names_both_not_one_as_the_cut() -> None:
+    """timm's cspresnet50 read "breaks when filters are removed (cutting the filters of layer
+    'stages.3.conv_transition_b.conv'): layer stages.0.blocks.0.conv1.conv raises ...": one of the four layers to
+    keep, named as though its cut made the error of another stage."""
+    with pytest.raises(ConfigError) as err:
+        check_prunable(TwoConcatFlatten().eval(), _example(), "model TwoConcatFlatten")
+    message = str(err.value)
+    assert "breaks when filters are removed (cutting the filters of any one of the 2 layers named below breaks it " \
+           "too): " in message
+    assert re.search(r"dense\.[01], dense\.[01]", message)
 
 
 def test_a_model_torch_pruning_cannot_trace_is_one_line_not_its_traceback() -> None:
