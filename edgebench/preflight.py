@@ -362,10 +362,11 @@ def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str]
 
     try:
         graph = dependency_graph(model, example[:1])
-    except Exception:  # torch-pruning cannot trace the model at all (the caller names its error): no layer to keep
+        groups = prunable_groups(model, graph, kept_layers(model, keep))
+    except Exception:  # torch-pruning cannot trace or map the model at all (the caller names its error)
         return {}, "remove pruning.criteria (torch-pruning cannot trace this model, so no layer can be kept apart)"
     bad: dict[str, str] = {}
-    for root, group in prunable_groups(model, graph, kept_layers(model, keep)):
+    for root, group in groups:
         if root in skip:
             continue
         pruned = copy.deepcopy(model).eval()

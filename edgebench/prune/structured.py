@@ -175,21 +175,19 @@ def prunable_groups(
     names = {m: n for n, m in model.named_modules()}
     skip = list(ignored if ignored is not None else default_ignored(model))
     limit = _WALK_ITEMS_PER_NODE * len(graph.module2node) + _WALK_ITEMS_SPARE
+    widest = _WALK_INDICES_PER_DIM * max((max(p.shape) for p in model.parameters() if p.dim()), default=1)
     while True:  # roots whose channels torch-pruning cannot map are kept, and the groups listed again without them
         try:
-            with bounded_growth(), _bounded_walks(limit):  # bounded_growth: index lists growing without end
+            with bounded_growth(), _bounded_walks(graph, limit, widest):  # bounded_growth: index lists growing without end
                 all_groups = list(graph.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d]))
         except MemoryError as exc:
             raise UnsupportedModelError(
                 "torch-pruning cannot map this model's channels (its channel groups grew past the memory bound, "
                 "edgebench.memory_limit): an operation between convs mixes channels in a way it follows wrongly; "
                 "keep the convs around it (pruning.keep) or quantize the model without pruning") from exc
-        except _UnsettledWalk as exc:
+        except _UnmappedRoot as exc:
             skip.append(exc.root)
-            _warn_kept(names[exc.root], f"torch-pruning's walk over the layers tied to them did not settle (past "
-                                        f"{limit} steps in a graph of {len(graph.module2node)} nodes: slices of one "
-                                        "output added to or joined with others, as in ReXNet's partial shortcut, "
-                                        "send it round with ever new channel indices)")
+            _warn_kept(names[exc.root], exc.why)
             continue
         unmapped: dict[nn.Module, str] = {}
         for group in all_groups:  # each such group found in one listing: each listing walks every group again
@@ -237,37 +235,62 @@ def _channel_past_a_layer(group: tp.dependency.Group, names: Mapping[nn.Module, 
 #: bound on the steps of torch-pruning's walk from one root, per node of the graph and spare: the longest walk of
 #: ResNet-152, DenseNet-121, GhostNet, HRNet and ConvNeXt was under 0.4 steps per node (ResNet-152: 183 for 516)
 _WALK_ITEMS_PER_NODE, _WALK_ITEMS_SPARE = 4, 100
+#: bound on the channel indices one step of a walk carries, per the model's largest parameter dimension (a layer's
+#: channels, or a Linear's inputs after a flatten); a wrong map carried 3.4 million for a model's 2,048
+_WALK_INDICES_PER_DIM = 4
 
 
 class _UnsettledWalk(Exception):
-    """torch-pruning's walk from ``root`` over the layers tied to its channels passed the bound of
-    :func:`_bounded_walks`."""
+    """A walk of torch-pruning's passed the bound of :func:`_bounded_walks`."""
 
-    def __init__(self, root: nn.Module) -> None:
-        super().__init__()
-        self.root = root
+
+class _UnmappedRoot(Exception):
+    """torch-pruning cannot map the channels tied to ``root``'s filters, and ``why``."""
+
+    def __init__(self, root: nn.Module, why: str) -> None:
+        super().__init__(why)
+        self.root, self.why = root, why
 
 
 @contextlib.contextmanager
-def _bounded_walks(limit: int) -> Iterator[None]:
-    """While torch-pruning lists groups: a walk that gathers more than ``limit`` items raises :class:`_UnsettledWalk`
-    naming its root (a walk cannot be cut short and go on: it queues the layers it reaches whether it records them
-    or not). torch-pruning revisits a layer whenever a path brings other channel indices than before; where slices
-    of one output are added to or joined with other layers' (timm's rexnet_100), the paths bring ever new ones
-    (indices past the layer's channels among them), and one walk passed 20,000 items in 20 s without ending: the
-    run's check took over 15 minutes before anything else began."""
-    original = tp.dependency.Group.add_dep
+def _bounded_walks(graph: tp.DependencyGraph, limit: int, widest: int) -> Iterator[None]:
+    """While torch-pruning lists ``graph``'s groups: a walk from a root over the layers tied to its channels that
+    fails, gathers more than ``limit`` items or carries more than ``widest`` channel indices in one, raises
+    :class:`_UnmappedRoot` naming that root. torch-pruning
+    revisits a layer whenever a path brings other channel indices than before; where slices of one output are added
+    to or joined with other layers' (timm's rexnet_100), the paths bring ever new ones (indices past the layer's
+    channels among them), and one walk passed 20,000 items in 20 s without ending: the run's check took over 15
+    minutes before anything else began. In timm's lambda_resnet26t, a walk failed (a ZeroDivisionError in a reshape's
+    mapping), which failed the whole listing, and others carried millions of indices, up to the memory bound after
+    8 minutes."""
+    add_dep, get_pruning_group = tp.dependency.Group.add_dep, graph.get_pruning_group
 
-    def add_dep(group: tp.dependency.Group, dep: Any, idxs: Any) -> None:
-        if len(group) >= limit:
-            raise _UnsettledWalk(group[0].dep.target.module)
-        original(group, dep, idxs)
+    def bounded_add(group: tp.dependency.Group, dep: Any, idxs: Any) -> None:
+        if len(group) >= limit or len(idxs) > widest:
+            raise _UnsettledWalk
+        add_dep(group, dep, idxs)
 
-    tp.dependency.Group.add_dep = add_dep
+    def walk(root: nn.Module, *args: Any, **kwargs: Any) -> tp.dependency.Group:
+        try:
+            return get_pruning_group(root, *args, **kwargs)
+        except _UnsettledWalk:
+            raise _UnmappedRoot(root, f"torch-pruning's walk over the layers tied to them did not settle (past {limit} "
+                                      f"steps in a graph of {len(graph.module2node)} nodes, or {widest} channel "
+                                      "indices in one: an op it follows wrongly sends it round with ever new indices, "
+                                      "as ReXNet's partial shortcut cat([y[:, :c] + x, y[:, c:]]) does)") from None
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise _UnmappedRoot(root, f"torch-pruning's walk over the layers tied to them fails "
+                                      f"({torch_pruning_failure(exc)})") from exc
+
+    tp.dependency.Group.add_dep = bounded_add
+    graph.get_pruning_group = walk  # type: ignore[method-assign]  # get_all_groups walks through self.get_pruning_group
     try:
         yield
     finally:
-        tp.dependency.Group.add_dep = original
+        tp.dependency.Group.add_dep = add_dep
+        del graph.get_pruning_group  # the class's own again
 
 
 #: groups already reported as unprunable (every pruning step lists the groups again)
