@@ -170,8 +170,8 @@ def prunable_groups(
 ) -> list[tuple[str, tp.dependency.Group]]:
     """Every group whose root is a conv's output channels, named by that conv; ``ignored`` layers (default: the
     classifier, :func:`default_ignored`) are never pruned, nor (a warning names each) a group a grouped conv cannot
-    cut (:func:`_uncuttable_grouped_conv`) or whose channels torch-pruning cannot map: its walk does not settle
-    (:func:`_bounded_walks`), or it maps a channel past a layer's (:func:`_channel_past_a_layer`)."""
+    cut (:func:`_uncuttable_grouped_conv`) or whose channels torch-pruning cannot map: its walk fails or does not
+    settle (:func:`_bounded_walks`), or it maps a channel past a layer's (:func:`_channel_past_a_layer`)."""
     names = {m: n for n, m in model.named_modules()}
     skip = list(ignored if ignored is not None else default_ignored(model))
     limit = _WALK_ITEMS_PER_NODE * len(graph.module2node) + _WALK_ITEMS_SPARE
@@ -256,13 +256,12 @@ class _UnmappedRoot(Exception):
 def _bounded_walks(graph: tp.DependencyGraph, limit: int, widest: int) -> Iterator[None]:
     """While torch-pruning lists ``graph``'s groups: a walk from a root over the layers tied to its channels that
     fails, gathers more than ``limit`` items or carries more than ``widest`` channel indices in one, raises
-    :class:`_UnmappedRoot` naming that root. torch-pruning
-    revisits a layer whenever a path brings other channel indices than before; where slices of one output are added
-    to or joined with other layers' (timm's rexnet_100), the paths bring ever new ones (indices past the layer's
-    channels among them), and one walk passed 20,000 items in 20 s without ending: the run's check took over 15
-    minutes before anything else began. In timm's lambda_resnet26t, a walk failed (a ZeroDivisionError in a reshape's
-    mapping), which failed the whole listing, and others carried millions of indices, up to the memory bound after
-    8 minutes."""
+    :class:`_UnmappedRoot` naming that root. torch-pruning revisits a layer whenever a path brings other channel
+    indices than before; where slices of one output are added to or joined with other layers' (timm's rexnet_100),
+    the paths bring ever new ones (indices past the layer's channels among them), and one walk passed 20,000 items in
+    20 s without ending: the run's check took over 15 minutes before anything else began. In timm's
+    lambda_resnet26t, a walk failed (a ZeroDivisionError in a reshape's mapping), which failed the whole listing,
+    and others carried millions of indices, up to the memory bound after 8 minutes."""
     add_dep, get_pruning_group = tp.dependency.Group.add_dep, graph.get_pruning_group
 
     def bounded_add(group: tp.dependency.Group, dep: Any, idxs: Any) -> None:
