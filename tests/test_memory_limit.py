@@ -42,6 +42,7 @@ def test_a_walk_whose_indices_grow_without_end_keeps_its_root_long_before_the_me
     """The same growth, cut where one step of the walk carries more indices than 4 times the model's largest
     parameter dimension: that conv keeps its filters (a warning says why) and the other is pruned."""
     monkeypatch.setattr(structured, "_channel_windows_traced_per_channel", contextlib.nullcontext)
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process: another test's "4" would hide it
     model = _lrn_net()
     with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
         plan = structured.prune_model(model, L1Norm(), 0.5, torch.rand(1, 3, 16, 16))

@@ -12,7 +12,7 @@ import torch_pruning as tp
 from prune_nets import CHANNELS, bn_net, downstream_net, positive_data
 from torch import nn
 
-from edgebench.prune import CRITERIA, create_criterion, prune_model, score_groups
+from edgebench.prune import CRITERIA, create_criterion, prune_model, score_groups, structured
 from edgebench.prune.criteria.activation import ChannelIndependence
 from edgebench.prune.criteria.base import Criterion, CriterionError, ScoringData
 
@@ -228,11 +228,14 @@ class _Chunked(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def test_a_group_torch_pruning_maps_past_a_layer_is_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_group_torch_pruning_maps_past_a_layer_is_kept_and_named(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """torch.chunk: torch-pruning maps c1's 8 channels onto ca's 4. The run refused the model ("torch-pruning mapped
     channel 4 ..., keep the conv before it"); timm's rexnet_100 had two such layers. Now c1 keeps its filters, a
     warning says why, and the rest is pruned: c2 (ca's group holds c1's filters as torch-pruning maps them, so it is
     kept with them)."""
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process: another test's "c1" would hide it
     net = _Chunked().eval()
     with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
         groups = score_groups(net, create_criterion("l1"), torch.ones(1, 1, 6, 6))

@@ -15,6 +15,7 @@ from torch import nn
 
 from edgebench.errors import ConfigError, UnsupportedModelError
 from edgebench.preflight import check_prunable
+from edgebench.prune import structured
 from edgebench.prune.criteria.magnitude import L1Norm
 from edgebench.prune.structured import kept_layers, prune_model, zero_channels
 from edgebench.variants import _ADDED_FIELDS, TrainSpec, hash_payload
@@ -353,9 +354,10 @@ class PartialShortcuts(nn.Module):
 
 
 def test_projections_whose_channel_walk_never_settles_are_kept_and_the_rest_pruned(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # unbounded, torch-pruning's walk from project.1 alone ran for minutes (rexnet_100's check: over 15)
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process
     torch.manual_seed(0)
     model = PartialShortcuts().eval()
     pruned, plan = _halved_as_zeroed(model, caplog)
