@@ -11,6 +11,7 @@ import re
 
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from edgebench.errors import ConfigError, UnsupportedModelError
@@ -367,6 +368,41 @@ def test_projections_whose_channel_walk_never_settles_are_kept_and_the_rest_prun
     for i in range(1, 5):
         assert f"the filters of project.{i} are not pruned: torch-pruning's walk" in caplog.text
     check_prunable(model, _example(), "model")  # and the check before training passes
+
+
+class TwoBranches(nn.Module):
+    """Two convs joined by a concat, read by a conv whose own filters reach the classifier without one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left, self.right = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 6, 3, padding=1)
+        self.mix = nn.Conv2d(14, 10, 3, padding=1)
+        self.fc = nn.Linear(10, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([torch.relu(self.left(x)), torch.relu(self.right(x))], 1)
+        return self.fc(torch.relu(self.mix(x)).mean((2, 3)))
+
+
+def test_roots_whose_channel_walk_fails_are_kept_and_the_rest_pruned(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk of torch-pruning's that raises (timm's lambda_resnet26t: a ZeroDivisionError in a mapping) failed the
+    whole listing, so no conv could be pruned. Here the concat's mapping is made to raise the same way: the two roots
+    whose walks cross it keep their filters, a warning names the failure, and mix is still pruned."""
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process
+
+    def fails(self: object, idxs: object) -> None:
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(tp.dependency.index_mapping._ConcatIndexMapping, "__call__", fails)
+    torch.manual_seed(0)
+    pruned, plan = _halved_as_zeroed(TwoBranches().eval(), caplog)
+    assert set(plan) == {"mix"}
+    assert (pruned.left.out_channels, pruned.right.out_channels, pruned.mix.out_channels) == (8, 6, 5)
+    for root in ("left", "right"):
+        assert re.search(rf"the filters of {root} are not pruned: torch-pruning's walk over the layers tied to them "
+                         r"fails \(ZeroDivisionError in torch-pruning's \w+: integer division", caplog.text)
 
 
 class NormalisedChannels(nn.Module):
