@@ -105,10 +105,10 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
         if exp.training.epochs > 0 and next(model.parameters(), None) is None:
             raise ConfigError(f"{what} has no parameters: there is nothing to train, prune or quantize (training."
                               f"epochs {exp.training.epochs})")
+        _check_picklable(model, what)  # first: the training-mode check copies the model, as pickle does
         if exp.training.epochs > 0:
             _check_training_output(model, torch.from_numpy(splits.x_train[:2]), what)
         _warn_probabilities(out, what)
-        _check_picklable(model, what)
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal,

@@ -442,6 +442,8 @@ CASES = [
     Case("run-model-fails-while-training", "run",
          user_model({"file": "nets.py", "factory": "build_fails_while_training"}),
          ("build_fails_while_training", "runs in eval mode but not in training mode", "stochastic depth")),
+    Case("run-model-holds-a-lock", "run", user_model({"file": "nets.py", "factory": "build_locked"}),
+         ("build_locked", "cannot be saved whole", "_thread.lock", "keep no open files, locks")),
     Case("run-model-nan-outputs", "run", user_model({"file": "nets.py", "factory": "build_nan"}),
          ("build_nan", "as its factory builds it gives NaN or infinite outputs", "check its forward")),
     Case("run-model-without-parameters", "run",

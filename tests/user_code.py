@@ -118,6 +118,15 @@ def build_conv1d(num_classes: int = 10) -> nn.Module:
     return Signal1d(num_classes)
 
 
+def build_locked(num_classes: int = 10) -> nn.Module:
+    """SmallNet keeping a lock as an attribute: it cannot be pickled, nor copied."""
+    import threading
+
+    net = SmallNet(num_classes)
+    net.lock = threading.Lock()
+    return net
+
+
 def build_hardswish(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """SmallNet with a Hardswish where its first ReLU was: a layer hls4ml has no conversion for."""
     net = SmallNet(num_classes, in_channels)
