@@ -43,9 +43,10 @@ class Registry(Generic[T]):
     process passed on and the entry points of ``group`` (e.g. ``edgebench.models``) are loaded.
     """
 
-    def __init__(self, kind: str, modules: Modules = (), group: str | None = None) -> None:
+    def __init__(self, kind: str, modules: Modules = (), group: str | None = None, base: type | None = None) -> None:
         self.kind = kind
         self.group = group
+        self.base = base
         self._items: dict[str, T] = {}
         self._modules = modules
         self._builtins_loaded = False
@@ -78,6 +79,8 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if not (getattr(obj, "__module__", None) or "").startswith("edgebench."):
                 self._load_builtins()  # a user's name that clashes with edgebench's fails here, in the user's file
+            if problem := self._not_a_subclass(key, obj):
+                raise TypeError(problem)
             old = self._items.get(key)
             if old is not None and (_source_file(old) is None or _source_file(old) != _source_file(obj)):
                 raise ValueError(f"{self.kind} '{key}' is already registered (by {getattr(old, '__module__', '?')}); "
@@ -91,14 +94,29 @@ class Registry(Generic[T]):
         """The object registered as ``name``, or the one an import path ``module:attribute`` names; KeyError
         naming the allowed names, PluginError (one line) when user code cannot be imported."""
         if plugins.is_import_path(name):
-            return plugins.import_object(name)
-        self._load()
-        try:
-            return self._items[name.lower()]
-        except KeyError:
-            allowed = ", ".join(self.names()) or "(none registered)"
-            raise KeyError(f"unknown {self.kind} '{name}'; allowed: {allowed} (or an import path module:attribute)") \
-                from None
+            obj = plugins.import_object(name)
+        else:
+            self._load()
+            try:
+                obj = self._items[name.lower()]
+            except KeyError:
+                allowed = ", ".join(self.names()) or "(none registered)"
+                raise KeyError(f"unknown {self.kind} '{name}'; allowed: {allowed} (or an import path "
+                               "module:attribute)") from None
+        if problem := self._not_a_subclass(name, obj):  # an import path or an entry point: never registered here
+            raise plugins.PluginError(problem)
+        return obj
+
+    def _not_a_subclass(self, name: str, obj: object) -> str | None:
+        """Why ``obj`` cannot be this registry's kind, or None: not a subclass of its ``base``, whose methods
+        edgebench calls (one missing would fail only after the training)."""
+        if self.base is None or (isinstance(obj, type) and issubclass(obj, self.base)):
+            return None
+        what = f"class {obj.__name__}" if isinstance(obj, type) else f"{type(obj).__name__} {getattr(obj, '__name__', obj)!r}"
+        base = f"{self.base.__module__}.{self.base.__qualname__}"
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        return (f"{self.kind} '{name}' is {what}, not a subclass of {base}: {article} {self.kind} plug-in is a class "
+                "that subclasses it (docs/plugins.md)")
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

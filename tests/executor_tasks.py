@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from edgebench.measure.energy import EnergyMeter, EnergyReading
 from edgebench.measure.memory import peak_rss_mb
 
 _kept: list[np.ndarray] = []
@@ -100,7 +101,7 @@ def main_script_imported() -> bool:
     return getattr(sys.modules.get("__mp_main__"), "SCRIPT_RAN", False)
 
 
-class ConstantMeter:
+class ConstantMeter(EnergyMeter):
     """Stands for a user's energy meter (its module is not edgebench's): a fixed 1 J a window."""
 
     source = "estimated:constant"
@@ -109,16 +110,14 @@ class ConstantMeter:
     def start(self) -> None:
         pass
 
-    def stop(self) -> object:
-        from edgebench.measure.energy import EnergyReading
-
+    def stop(self) -> EnergyReading:
         return EnergyReading(joules=1.0, seconds=1.0, source=self.source)
 
 
 class GreedyMeter(ConstantMeter):
     """A meter that holds 300 MiB while it reads (a long power log parsed into lists): the meter's, not the job's."""
 
-    def stop(self) -> object:
+    def stop(self) -> EnergyReading:
         held = np.ones(300 * 1024 * 1024 // 8)
         del held
         return super().stop()

@@ -146,11 +146,26 @@ CLASHING_DATASET = """from edgebench.data.registry import DATASETS
 def mine(seed=0):
     raise RuntimeError("never called")
 """
-CLASHING_BACKEND = """from edgebench.runtimes.base import BACKENDS
+CLASHING_BACKEND = """from edgebench.runtimes.base import BACKENDS, Backend
 
 @BACKENDS.register("onnxruntime")
-class Mine:
+class Mine(Backend):
     pass
+"""
+
+#: a criterion written as a function (a guess at the interface), and a runtime not subclassing Backend
+FUNCTION_CRITERION = """from edgebench.prune import CRITERIA
+
+@CRITERIA.register("team_fn")
+def team_fn(module, role):
+    return module.weight.abs().sum((1, 2, 3)) if role == "out" else None
+"""
+PLAIN_BACKEND = """from edgebench.runtimes.base import BACKENDS
+
+@BACKENDS.register("team_rt")
+class TeamRuntime:
+    def load(self, artifact, settings):
+        raise NotImplementedError
 """
 
 
@@ -481,6 +496,17 @@ CASES = [
     Case("run-plugin-takes-a-builtin-backend-name", "run",
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("clash_be.py", CLASHING_BACKEND))]}))],
          ("plugins", "clash_be.py", "backend 'onnxruntime' is already registered")),
+    Case("run-plugin-criterion-is-a-function", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("fn.py", FUNCTION_CRITERION))]}))],
+         ("plugins", "fn.py", "criterion 'team_fn' is function 'team_fn', not a subclass of "
+          "edgebench.prune.criteria.base.Criterion", "docs/plugins.md")),
+    Case("run-plugin-backend-not-a-backend", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("rt.py", PLAIN_BACKEND))]}))],
+         ("plugins", "rt.py", "backend 'team_rt' is class TeamRuntime, not a subclass of "
+          "edgebench.runtimes.base.Backend")),
+    Case("run-criterion-import-path-not-a-criterion", "run",
+         run_exp({"pruning": {"criteria": ["collections:OrderedDict"]}}),
+         ("pruning.criteria", "criterion 'collections:OrderedDict' is class OrderedDict, not a subclass of")),
     Case("run-dataset-module-not-found", "run", run_exp({"dataset": {"name": "team_data_gone:load"}}),
          ("dataset.name", "team_data_gone", "not found")),
     Case("run-dataset-loader-raises", "run", data_plugin({"name": "bucket_data"}),

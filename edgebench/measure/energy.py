@@ -62,6 +62,7 @@ METERS: Registry[type[EnergyMeter]] = Registry(
         "edgebench.measure.energy_estimated",
     ),
     group="edgebench.energy_meters",
+    base=EnergyMeter,
 )
 
 

@@ -264,8 +264,9 @@ class Exporter(ABC):
         where its format has a place for it, so the file says it to whoever deploys it; nothing by default."""
 
 
-BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"), group="edgebench.backends")
-EXPORTERS: Registry[type[Exporter]] = Registry("exporter", modules=lambda: _modules("exporter_modules"))
+BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"),
+                                              group="edgebench.backends", base=Backend)
+EXPORTERS: Registry[type[Exporter]] = Registry("exporter", modules=lambda: _modules("exporter_modules"), base=Exporter)
 
 
 def get_backend(name: str) -> Backend:

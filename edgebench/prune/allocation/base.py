@@ -83,7 +83,7 @@ ALLOCATIONS: Registry[type[Allocation]] = Registry("allocation", modules=(
     "edgebench.prune.allocation.gradient_bound",
     "edgebench.prune.allocation.sensitivity",
     "edgebench.prune.allocation.latency.budget",
-), group="edgebench.allocations")
+), group="edgebench.allocations", base=Allocation)
 
 
 def create_allocation(name: str, **kwargs: object) -> Allocation:

@@ -193,7 +193,7 @@ class ResponseScores(PreparedScores):
         return super().__call__(group)
 
 
-CRITERIA: Registry[type[Criterion]] = Registry("criterion", group="edgebench.criteria")
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", group="edgebench.criteria", base=Criterion)
 
 #: criterion names that no longer exist, with what replaced them (a load-time error says so)
 RETIRED_CRITERIA = {

@@ -69,7 +69,7 @@ class Schedule(ABC):
         train it as the schedule says; ``workdir``: where the spec's allocation may keep what it measures."""
 
 
-SCHEDULES: Registry[type[Schedule]] = Registry("schedule", group="edgebench.schedules")
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", group="edgebench.schedules", base=Schedule)
 
 
 def schedule_allocation(spec: PruneSpec, workdir: Path | None = None) -> Allocation | None:

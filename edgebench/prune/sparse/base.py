@@ -48,7 +48,8 @@ class SparseMethod(ABC):
         ``from_baseline``) and return its training history and compute."""
 
 
-SPARSE_METHODS: Registry[type[SparseMethod]] = Registry("sparse method", group="edgebench.sparse_methods")
+SPARSE_METHODS: Registry[type[SparseMethod]] = Registry("sparse method", group="edgebench.sparse_methods",
+                                                               base=SparseMethod)
 
 
 def create_sparse_method(name: str, sparsity: float, **kwargs: object) -> SparseMethod:
