@@ -113,10 +113,49 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal,
                            exp.pruning.keep)
+            check_plugin_criteria(exp, model, splits, what)
         if "nisp" in exp.pruning.criteria and not any(isinstance(m, torch.nn.Linear) for m in model.modules()):
             raise ConfigError(f"pruning.criteria: nisp scores the inputs of the last Linear layer (the final response "
                               f"layer), and {what} has no Linear layer (a conv classifier); choose another criterion")
     return model
+
+
+#: training images a plug-in criterion scores the untrained model on in :func:`check_plugin_criteria`
+PROBE_IMAGES = 8
+
+
+def check_plugin_criteria(exp: Experiment, model: nn.Module, splits: DatasetSplits, what: str) -> None:
+    """Each criterion of the user's own code (not edgebench's) scores a copy of the untrained model's groups on a
+    few training images, as a build does: one that raises (its scoring method misnamed, so the base's
+    ``module_scores`` runs; a score per layer instead of per channel) failed every one of its variants' builds
+    only after the baseline had trained. ConfigError naming the criterion and the error."""
+    import torch
+
+    from edgebench.prune import CRITERIA
+    from edgebench.prune.criteria.base import Criterion, ScoringData
+    from edgebench.prune.structured import kept_layers, score_groups
+
+    x, y = torch.from_numpy(splits.x_train[:PROBE_IMAGES]), torch.from_numpy(splits.y_train[:PROBE_IMAGES])
+    for name in exp.pruning.criteria:
+        kind = CRITERIA.get(name)
+        if kind.__module__.startswith("edgebench."):
+            continue  # edgebench's own are tested
+        where = f"pruning.criteria: criterion '{name}' ({kind.__name__})"
+        if all(getattr(kind, m) is getattr(Criterion, m) for m in ("module_scores", "layer_scores", "__call__")):
+            raise ConfigError(f"{where} overrides none of the methods that score channels: a criterion overrides "
+                              "module_scores(self, module, role), giving one score per channel of the module along "
+                              "role ('out', 'in' or 'bn'), or None (docs/plugins.md)")
+        probe = copy.deepcopy(model).eval()
+        try:
+            criterion = kind(**exp.pruning.criterion_kwargs.get(name, {}))
+            criterion.prepare(probe, x[:1], ScoringData(x, y) if criterion.needs_data else None)
+            try:
+                score_groups(probe, criterion, x[:1], ignored=kept_layers(probe, exp.pruning.keep))
+            finally:
+                criterion.release()
+        except Exception as exc:  # the user's code: whatever it raises is the finding
+            raise ConfigError(f"{where} fails on {what} before any training: {type(exc).__name__}: "
+                              f"{first_line(exc) or '(no message)'}") from None
 
 
 def _check_training_output(model: nn.Module, x: torch.Tensor, what: str) -> None:

@@ -160,6 +160,27 @@ FUNCTION_CRITERION = """from edgebench.prune import CRITERIA
 def team_fn(module, role):
     return module.weight.abs().sum((1, 2, 3)) if role == "out" else None
 """
+#: criteria whose bugs failed each variant's build after the baseline trained: a method misnamed (the base's
+#: module_scores raised a bare NotImplementedError) and a score per input channel instead of per filter
+MISNAMED_CRITERION = """from edgebench.prune import CRITERIA
+from edgebench.prune.criteria.base import Criterion
+
+@CRITERIA.register("team_misnamed")
+class Misnamed(Criterion):
+    def score(self, module, role):
+        return module.weight.abs().sum((1, 2, 3)) if role == "out" else None
+"""
+WRONG_LENGTH_CRITERION = """import torch
+from edgebench.prune import CRITERIA
+from edgebench.prune.criteria.base import Criterion
+
+@CRITERIA.register("team_inputs")
+class PerInput(Criterion):
+    def module_scores(self, module, role):
+        if role == "out" and isinstance(module, torch.nn.Conv2d):
+            return module.weight.abs().sum((0, 2, 3))
+        return None
+"""
 PLAIN_BACKEND = """from edgebench.runtimes.base import BACKENDS
 
 @BACKENDS.register("team_rt")
@@ -504,6 +525,16 @@ CASES = [
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("rt.py", PLAIN_BACKEND))]}))],
          ("plugins", "rt.py", "backend 'team_rt' is class TeamRuntime, not a subclass of "
           "edgebench.runtimes.base.Backend")),
+    Case("run-plugin-criterion-method-misnamed", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("mis.py", MISNAMED_CRITERION))],
+                                                 "pruning": {"criteria": ["team_misnamed"]}}))],
+         ("criterion 'team_misnamed' (Misnamed) overrides none of the methods that score channels",
+          "module_scores(self, module, role)")),
+    Case("run-plugin-criterion-scores-of-wrong-length", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("inp.py", WRONG_LENGTH_CRITERION))],
+                                                 "pruning": {"criteria": ["team_inputs"]}}))],
+         ("criterion 'team_inputs' (PerInput) fails on model", "before any training",
+          "gave 32 scores for the out channels of Conv2d (weight (64, 32, 3, 3)), which has 64")),
     Case("run-criterion-import-path-not-a-criterion", "run",
          run_exp({"pruning": {"criteria": ["collections:OrderedDict"]}}),
          ("pruning.criteria", "criterion 'collections:OrderedDict' is class OrderedDict, not a subclass of")),

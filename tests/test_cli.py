@@ -304,15 +304,19 @@ def test_jobs_that_failed_for_one_reason_are_listed_once():
 
 
 def test_a_variant_whose_build_failed_is_listed_by_its_label(tmp_path: Path):
-    """Its jobs fail without a model to measure; they are stored under the variant's label, not a bare id."""
+    """Its jobs fail without a model to measure; they are stored under the variant's label, not a bare id. (The
+    criterion breaks only in the build's worker process: the driver's check before training would refuse it.)"""
     import yaml
 
     from edgebench.store import Store
 
     (tmp_path / "boom.py").write_text(
+        "import multiprocessing\n"
         "from edgebench.prune.criteria import CRITERIA\nfrom edgebench.prune.criteria.magnitude import L1Norm\n\n"
         "@CRITERIA.register('boom')\nclass Boom(L1Norm):\n    def module_scores(self, module, role):\n"
-        "        raise RuntimeError('the team criterion broke')\n")
+        "        if multiprocessing.parent_process() is not None:\n"
+        "            raise RuntimeError('the team criterion broke')\n"
+        "        return super().module_scores(module, role)\n")
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({
         "name": "boom", "plugins": ["boom.py"], "training": {"epochs": 1},
