@@ -83,6 +83,30 @@ def test_warn_and_fail_levels_give_their_exit_codes(app: typer.Typer, db: Path) 
     assert "gate ✅ passes" in out
 
 
+def test_compare_and_the_gate_judge_a_throughput_drop_on_the_same_figure(app: typer.Typer, tmp_path: Path) -> None:
+    """50 % more time is 33 % less throughput. Compare judged throughput as the time it stands for (+50 %, a
+    regression past --fail throughput=40) while the gate read the -33 % it shows (below 40: passes): one report
+    said both. Both now read the figure shown, in both directions."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        _runs(store, "base", 3, 0.003, seed=1)
+        _runs(store, "cand", 3, 0.003, seed=2, slowdown={LARGE: 1.5})
+    report = tmp_path / "c.json"
+    levels = ["--fail", "latency=60", "--fail", "p99=60", "--format", "json", "-o", str(report)]
+    code, out = _compare(app, path, "--fail", "throughput=40", *levels)
+    data = json.loads(report.read_text())
+    changes = {(r["label"], c["metric"]): c for r in data["results"] for c in r["changes"]}
+    drop = changes[(LARGE, "throughput")]
+    assert drop["change"] == pytest.approx(100 * (1 / 1.5 - 1), abs=1.5)  # about -33 %
+    assert drop["verdict"] == "unchanged" and code == ExitCode.OK and data["gate"]["level"] == "ok", out
+    code, out = _compare(app, path, "--fail", "throughput=30", *levels)
+    data = json.loads(report.read_text())
+    drop = {(r["label"], c["metric"]): c for r in data["results"] for c in r["changes"]}[(LARGE, "throughput")]
+    assert drop["verdict"] == "regression" and code == ExitCode.REGRESSION, out
+    assert {(f["label"], f["metric"]) for f in data["gate"]["findings"] if f["level"] == "fail"} == {
+        (LARGE, "throughput")}
+
+
 def test_without_thresholds_any_regression_fails_as_before(app: typer.Typer, db: Path) -> None:
     code, out = _compare(app, db, "--min-effect", "latency=2", "--min-effect", "throughput=2")
     assert code == ExitCode.REGRESSION, out
