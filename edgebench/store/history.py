@@ -32,6 +32,7 @@ from edgebench.store.significance import (
     MIN_SERIES_RUNS,
     Noise,
     at_least,
+    effect_verdict,
     p50_se_floor,
     series_noise,
     t_two_sided_p,
@@ -131,11 +132,10 @@ class _Rule:
     alpha: float
 
     def verdict(self, left: np.ndarray, right: np.ndarray) -> str | None:
-        ratio = np.nanmedian(right) / np.nanmedian(left)
-        worse = 1 / ratio if self.higher else ratio
-        verdict = "regression" if worse - 1 >= self.effect else "improvement" if 1 - worse >= self.effect else None
-        if verdict is None or self.noise is None:
-            return verdict
+        ratio = float(np.nanmedian(right) / np.nanmedian(left))
+        verdict = effect_verdict(ratio, self.higher, self.effect)
+        if verdict == "unchanged" or self.noise is None:
+            return None if verdict == "unchanged" else verdict
         # the median of k runs has a standard error of about 1.2533 sigma / sqrt(k)
         se = 1.2533 * self.noise.sigma * np.sqrt(1 / len(left) + 1 / len(right))
         p = t_two_sided_p(np.log(ratio) / se, self.noise.df) if se > 0 else 0.0

@@ -135,7 +135,7 @@ def p50_se_floor(runs: Iterable[np.ndarray]) -> float:
     return float(np.sqrt(np.mean(np.square(se)))) if se else 0.0
 
 
-def _call(ratio: float, higher_is_better: bool, min_effect: float) -> Verdict:
+def effect_verdict(ratio: float, higher_is_better: bool, min_effect: float) -> Verdict:
     """Regression or improvement when the change as shown (candidate / baseline - 1) reaches ``min_effect`` in the
     bad or the good direction: the gate's thresholds and the report read that same figure (judged as the time it
     stands for instead, a throughput drop of 36 % was a regression past a 40 % level the gate passed)."""
@@ -161,13 +161,13 @@ def _tested(log_ratio: float, se: float, df: float, higher_is_better: bool, min_
     the estimate reaches ``min_effect`` but is not significant."""
     ratio = float(np.exp(log_ratio))
     if se <= 0:
-        return Decision(_call(ratio, higher_is_better, min_effect) if log_ratio else "unchanged",
+        return Decision(effect_verdict(ratio, higher_is_better, min_effect) if log_ratio else "unchanged",
                         ratio, ratio, ratio, None, basis, note)
     from scipy import stats  # see t_two_sided_p
 
     p = t_two_sided_p(log_ratio / se, df)
     half = float(stats.t.ppf(1 - alpha / 2, df)) * se
-    call = _call(ratio, higher_is_better, min_effect)
+    call = effect_verdict(ratio, higher_is_better, min_effect)
     if p >= alpha and call != "unchanged":
         # a change whose best estimate is past the minimum effect but which the spread cannot confirm: too little
         # evidence either way (two calm rounds of a +35 % slowdown), never "unchanged"
@@ -200,7 +200,7 @@ def decide_runs(
         floor = max(min_effect, allowance)
         note = (f"{len(a)}+{len(b)} run(s) and no history on this machine: the run-to-run spread, and so the "
                 f"confidence, cannot be known; decided against the noise allowance of {100 * floor:g}%")
-        return Decision(_call(ratio, higher_is_better, floor), ratio, None, None, None, "allowance", note)
+        return Decision(effect_verdict(ratio, higher_is_better, floor), ratio, None, None, None, "allowance", note)
     se = noise.sigma * float(np.sqrt(1 / len(a) + 1 / len(b)))
     note = f"run-to-run spread {noise.pct:.1f}% ({noise.source}; t-test, {noise.df:g} df)"
     return _tested(log_ratio, se, noise.df, higher_is_better, min_effect, alpha, noise.basis, note)
@@ -236,7 +236,7 @@ def decide_threshold(baseline: float | None, candidate: float | None, *, higher_
     if baseline is None or candidate is None or baseline == 0:
         return Decision("n/a", None, None, None, None, "missing", "missing value")
     ratio = candidate / baseline
-    return Decision(_call(ratio, higher_is_better, min_effect), ratio, ratio, ratio, None, "threshold")
+    return Decision(effect_verdict(ratio, higher_is_better, min_effect), ratio, ratio, ratio, None, "threshold")
 
 
 def proportion_change_p(p_a: float, n_a: int, p_b: float, n_b: int) -> float | None:
