@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,28 +158,29 @@ def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec
     return specs
 
 
-def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], batches: Collection[int] = (1,)) -> None:
-    """An external ONNX artifact takes the experiment's (C, H, W) images at every batch size it is measured at
-    (``batches``: 1 for single-stream, the offline scenario's batch), and gives one output; ConfigError naming the
-    file and what does not fit otherwise. Its declared precision must be what its graph computes in."""
+def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], classes: int, batches: Collection[int] = (1,)) -> None:
+    """An external artifact takes the experiment's (C, H, W) images at every batch size it is measured at
+    (``batches``: 1 for single-stream, the offline scenario's batch), and gives one output of ``classes`` scores
+    where its graph fixes their number; ConfigError naming the file and what does not fit otherwise. Its declared
+    precision must be what its graph computes in."""
     external = spec.external
     if external is None or external.path is None:
         return
-    _check_fits(external, input_shape, batches)
+    _check_fits(external, input_shape, classes, batches)
     check_declared_precision(Path(external.path), external.format, spec.quant.precision)
 
 
-def _check_fits(external: ExternalSpec, input_shape: tuple[int, ...], batches: Collection[int]) -> None:
+def _check_fits(external: ExternalSpec, input_shape: tuple[int, ...], classes: int, batches: Collection[int]) -> None:
     assert external.path is not None
     if external.format == "tflite":
-        _check_tflite(Path(external.path), input_shape)
+        _check_tflite(Path(external.path), input_shape, classes)
         return
     if external.format == "openvino":
-        _check_openvino_ir(Path(external.path), input_shape)
+        _check_openvino_ir(Path(external.path), input_shape, classes)
         return
     if external.format != "onnx":
         return
-    name, dims = onnx_image_input(Path(external.path))
+    name, dims, scores = onnx_image_io(Path(external.path))
     shown = "x".join("?" if d is None else str(d) for d in dims)
     if not (fits(dims[1:], input_shape) or channels_last(dims[1:], input_shape)):
         raise ConfigError(f"{external.path}: its input '{name}' is {shown}, the experiment's images are "
@@ -187,9 +189,23 @@ def _check_fits(external: ExternalSpec, input_shape: tuple[int, ...], batches: C
         raise ConfigError(f"{external.path}: its input '{name}' has a fixed batch of {dims[0]}, and the experiment "
                           f"measures it at batch {other[0]} (single_stream: 1; offline: measurement.batch_size); "
                           "export it with a dynamic batch axis, or measure it at that batch")
+    check_class_scores(Path(external.path), scores, classes)
 
 
-def _check_tflite(path: Path, input_shape: tuple[int, ...]) -> None:
+def check_class_scores(path: Path, dims: Sequence[int | None], classes: int) -> None:
+    """ConfigError where an artifact's output (``dims``, batch first; None where not fixed) fixes another number of
+    scores per image than the dataset's ``classes`` (a model trained for another label set): it was measured, then
+    failed on its first batch. Singleton dims do not count ((N, C, 1, 1) scores are read as N x C)."""
+    per_image = [d for d in dims[1:] if d is not None]
+    if len(per_image) < len(dims[1:]) or not per_image or math.prod(per_image) == classes:
+        return
+    shown = "x".join("?" if d is None else str(d) for d in dims)
+    raise ConfigError(f"{path}: its output is {shown}, {math.prod(per_image)} scores per image, and the dataset has "
+                      f"{classes} classes: give the model made for this dataset's classes (or the dataset it was "
+                      "made for)")
+
+
+def _check_tflite(path: Path, input_shape: tuple[int, ...], classes: int) -> None:
     """A TFLite artifact has one input taking the experiment's images (NCHW or NHWC, as the LiteRT backend feeds
     them) and one output; ConfigError naming the file otherwise (a second output would be scored as logits or not,
     by its order). Unchecked where the LiteRT interpreter is not installed (its target is then not run)."""
@@ -210,9 +226,10 @@ def _check_tflite(path: Path, input_shape: tuple[int, ...]) -> None:
     if dims not in (tuple(input_shape), tuple(nhwc)):
         raise ConfigError(f"{path}: its input is Nx{'x'.join(map(str, dims))}, the experiment's images are "
                           f"Nx{'x'.join(map(str, input_shape))} (NCHW, or NHWC for LiteRT)")
+    check_class_scores(path, [int(d) for d in outputs[0]["shape"]], classes)
 
 
-def _check_openvino_ir(path: Path, input_shape: tuple[int, ...]) -> None:
+def _check_openvino_ir(path: Path, input_shape: tuple[int, ...], classes: int) -> None:
     """An OpenVINO IR has one input taking the experiment's images (NCHW or NHWC) and one output; ConfigError naming
     the file otherwise. Unchecked where OpenVINO is not installed (its target is then not run)."""
     from edgebench.runtimes.openvino.ir import partial_dims, read_ir
@@ -228,11 +245,13 @@ def _check_openvino_ir(path: Path, input_shape: tuple[int, ...]) -> None:
         shown = "x".join("?" if d is None else str(d) for d in dims)
         raise ConfigError(f"{path}: its input is {shown}, the experiment's images are "
                           f"Nx{'x'.join(map(str, input_shape))} (NCHW, or NHWC)")
+    check_class_scores(path, partial_dims(model.output(0).get_partial_shape()), classes)
 
 
-def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
-    """The name and dims (None where symbolic) of an ONNX model's one input; ConfigError for an unreadable file or
-    a model with more or fewer inputs than one batch of images, or more outputs than one (which to score?)."""
+def onnx_image_io(path: Path) -> tuple[str, list[int | None], list[int | None]]:
+    """The name and dims (None where symbolic) of an ONNX model's one input, and its output's dims; ConfigError for
+    an unreadable file or a model with more or fewer inputs than one batch of images, or more outputs than one
+    (which to score?)."""
     import onnx
 
     try:
@@ -259,7 +278,10 @@ def onnx_image_input(path: Path) -> tuple[str, list[int | None]]:
     if made and made not in (*floats, onnx.TensorProto.DOUBLE):
         raise ConfigError(f"{path}: its output '{graph.output[0].name}' is {onnx.TensorProto.DataType.Name(made).lower()}"
                           " (class ids?); edgebench scores one row of class scores per image: export the logits")
-    return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    def dims(value: Any) -> list[int | None]:
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+    return inputs[0].name, dims(inputs[0]), dims(graph.output[0])
 
 
 def import_artifact(spec: VariantSpec, destination: Path) -> Path:

@@ -568,6 +568,9 @@ CASES = [
     Case("run-artifact-two-outputs", "run", lambda ctx: ["run", str(ctx.experiment({"artifacts": [
          {"path": str(other_onnx(ctx, "aux.onnx", outputs=2)), "label": "theirs", "precision": "fp32"}]}))],
          ("aux.onnx", "2 outputs (logits, aux)", "logits alone")),
+    Case("run-artifact-other-classes", "run", lambda ctx: ["run", str(ctx.experiment({"artifacts": [
+         {"path": str(other_onnx(ctx, "seven.onnx", classes=7)), "label": "theirs", "precision": "fp32"}]}))],
+         ("seven.onnx", "its output is ?x7, 7 scores per image", "the dataset has 10 classes")),
     # --- run: cross-field constraints ------------------------------------------------------------------
     Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
          ("prune_epochs", "training.epochs")),
@@ -831,17 +834,18 @@ def two_tagged_runs_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def other_onnx(ctx: Ctx, name: str, batch: int | str = "batch", outputs: int = 1) -> Path:
-    """Another tool's ONNX of 1x8x8 images: a fixed batch, or a second output beside the logits."""
+def other_onnx(ctx: Ctx, name: str, batch: int | str = "batch", outputs: int = 1, classes: int = 10) -> Path:
+    """Another tool's ONNX of 1x8x8 images: a fixed batch, a second output beside the logits, or another number of
+    classes than digits' 10."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32), "w")
+    weights = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, classes)).astype(np.float32), "w")
     nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Gemm", ["flat", "w"], ["logits"])]
-    results = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])]
+    results = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])]
     if outputs == 2:
         nodes.append(helper.make_node("Relu", ["logits"], ["aux"]))
-        results.append(helper.make_tensor_value_info("aux", TensorProto.FLOAT, [batch, 3]))
+        results.append(helper.make_tensor_value_info("aux", TensorProto.FLOAT, [batch, classes]))
     graph = helper.make_graph(nodes, "other", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
                               results, [weights])
     path = ctx.tmp / name

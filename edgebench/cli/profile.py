@@ -23,11 +23,11 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
     """Check ``--data`` (read as the worker will) or parse ``--input-shape`` ("C,H,W"), before any measuring; an
     ONNX artifact whose input has fixed C,H,W needs neither."""
     from edgebench.data.files import read_eval_data
-    from edgebench.external import onnx_image_input
+    from edgebench.external import onnx_image_io
 
     if data is not None and input_shape:  # the images in --data have their own shape
         raise ConfigError("give --data or --input-shape, not both (--data's images have their own shape)")
-    onnx_input = onnx_image_input(artifact) if artifact.suffix == ".onnx" and artifact.is_file() else None
+    onnx_input = onnx_image_io(artifact)[:2] if artifact.suffix == ".onnx" and artifact.is_file() else None
     if data is not None:
         if not data.is_file():
             raise ConfigError(f"data file not found: {data}")
