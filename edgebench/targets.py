@@ -270,8 +270,12 @@ def unknown_target(name: str, extra_dir: Path | None = None) -> str | None:
     if name in files:
         return None
     allowed = ", ".join(sorted(files)) or "(none found)"
-    close = difflib.get_close_matches(name, files, n=1)
+    stem = Path(name).stem if name.endswith((".yaml", ".yml")) else name  # a file path that is not there
+    close = difflib.get_close_matches(stem, files, n=1)
     guess = f"did you mean '{close[0]}'? " if close else ""
+    if stem != name:
+        return (f"unknown target '{name}': no such file; {guess}available: {allowed}. A target is a name, or the path "
+                "of a target YAML file")
     return f"unknown target '{name}'; {guess}available: {allowed}. Add targets/{name}.yaml to define it."
 
 

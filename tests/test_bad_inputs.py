@@ -585,6 +585,8 @@ CASES = [
     Case("run-duplicate-target", "run", run_exp({"targets": ["local-cpu", "local-cpu"]}), ("targets", "local-cpu")),
     Case("run-unknown-target", "run", run_exp({"targets": ["no-such-board"]}), ("no-such-board",)),
     Case("run-target-typo", "run", run_exp({"targets": ["local-cpuu"]}), ("local-cpuu", "did you mean 'local-cpu'?")),
+    Case("run-target-file-missing", "run", run_exp({"targets": ["local-cpu.yaml"]}),
+         ("'local-cpu.yaml': no such file", "did you mean 'local-cpu'?", "the path of a target YAML file")),
     Case("run-ratios-empty", "run", run_exp({"pruning": {"ratios": []}}), ("pruning.ratios is empty", "criteria l1")),
     Case("run-schedules-empty", "run", run_exp({"pruning": {"schedules": []}}), ("pruning.schedules is empty",)),
     Case("run-precisions-empty", "run", run_exp({"quantization": {"precisions": []}}),
