@@ -263,13 +263,13 @@ def run(
 def load(store: str | Path, run: str = "latest") -> Results:
     """A stored run: ``store`` is a results file or database URL, ``run`` an id, a tag, an id prefix or 'latest'."""
     from edgebench.store import Store
-    from edgebench.store.connection import store_url
+    from edgebench.store.connection import sqlite_file, store_url
     from edgebench.store.schema import StoreError
 
     _expect(store, (str, Path), "load(store)", "a results file's path or a database URL")
     _expect(run, str, "load(run=...)", "a run id, a tag, an id prefix or 'latest'")
-    if "://" not in str(store) and not Path(store).is_file():  # reading must not create an empty store
-        raise StoreError(f"no results store at {store}: run an experiment first, or give its results.db or URL")
     url = store_url(store)
+    if (file := sqlite_file(url)) is not None and not file.is_file():  # reading must not create an empty store
+        raise StoreError(f"no results store at {store}: run an experiment first, or give its results.db or URL")
     with Store.open(url) as opened:
         return Results(url, opened.resolve_run(run))

@@ -94,6 +94,8 @@ def test_measurements_one_row_each_with_units_in_column_names(hand_made_store):
 def test_load_of_a_missing_store_creates_nothing(tmp_path):
     with pytest.raises(StoreError, match="no results store"):
         edgebench.load(tmp_path / "nothing.db")
+    with pytest.raises(StoreError, match="no results store at sqlite:///"):  # as a URL too: it was created empty
+        edgebench.load(f"sqlite:///{tmp_path / 'nothing.db'}")
     assert not (tmp_path / "nothing.db").exists()
 
 

@@ -54,6 +54,10 @@ def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path, monkeyp
     assert missing.exit_code == 2 and "no run or tag 'nope'" in missing.output and "Traceback" not in missing.output
     no_store = runner.invoke(app, ["runs", "--store", str(tmp_path / "absent.db")])
     assert no_store.exit_code == 2 and "no results store" in no_store.output
+    for command in (["runs"], ["compare", "v1", "v2"], ["report"]):  # as a URL: it was created, empty, and read
+        as_url = runner.invoke(app, [*command, "--store", f"sqlite:///{tmp_path / 'absent-url.db'}"])
+        assert as_url.exit_code == 2 and "no results store at sqlite:///" in as_url.output, as_url.output
+    assert not (tmp_path / "absent-url.db").exists()
     (tmp_path / "runs" / "mine").mkdir(parents=True)  # only another experiment's store where the default's would be
     Store.open(tmp_path / "runs" / "mine" / "results.db").close()
     monkeypatch.chdir(tmp_path)

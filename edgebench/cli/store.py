@@ -42,17 +42,20 @@ def open_store(store: str | None, must_exist: bool = True, what: str = "--store"
     """Open ``store`` (default: the built-in experiment's); a missing SQLite file is an error for readers, which
     names the stores of other experiments in this directory when the default is missing. ``what`` is the argument
     that gave it, for errors."""
+    from edgebench.store.connection import sqlite_file
+
     default = store is None
     store = store or _default_store_url()
-    if must_exist and "://" not in store and Path(store).is_dir():
+    file = None if not must_exist else sqlite_file(store) if "://" in store else Path(store)  # None: a server's
+    if file is not None and file.is_dir():
         raise StoreError(f"{what} {store} is a directory; give the results database in it (e.g. runs/<name>/results.db)")
-    if must_exist and "://" not in store and not Path(store).is_file():
-        others = sorted(str(p) for p in Path(store).parent.parent.glob("*/results.db")) if default else []
+    if file is not None and not file.is_file():  # opening it would create an empty store
+        others = sorted(str(p) for p in file.parent.parent.glob("*/results.db")) if default else []
         if others:
             raise StoreError(f"no results store at {store} (the default experiment's); this directory has "
                              f"{', '.join(others)}: pass one with --store")
         raise StoreError(f"no results store at {store}: run `edgebench run` first or pass {what} PATH|URL")
-    if must_exist and "://" not in store and Path(store).stat().st_size == 0:  # SQLite would take it as a new store
+    if file is not None and file.stat().st_size == 0:  # SQLite would take it as a new store
         raise StoreError(f"{store} is an empty file, not a results store: pass the results.db a run wrote")
     return Store.open(store)
 
