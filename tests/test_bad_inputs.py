@@ -429,6 +429,12 @@ CASES = [
     Case("run-learning-rate-infinite", "run", run_exp({"training": {"lr": float("inf")}}), ("training.lr", "finite")),
     Case("run-mlflow-server-down", "run", run_exp({"tracking": {"mlflow": {"uri": "http://127.0.0.1:1"}}}),
          ("tracking.mlflow.uri", "no MLflow tracking server answers at http://127.0.0.1:1")),
+    Case("run-mlflow-database-down", "run",
+         run_exp({"tracking": {"mlflow": {"uri": "postgresql://team:secret@127.0.0.1:1/mlflow"}}}),
+         ("tracking.mlflow.uri", "no postgresql server answers at postgresql://team:***@127.0.0.1:1/mlflow")),
+    Case("run-mlflow-sqlite-not-writable", "run", lambda ctx: ["run", str(ctx.experiment({"tracking": {"mlflow": {
+         "uri": f"sqlite:///{ctx.file('notes.txt', 'a file')}/mlflow.db"}}}))],
+         ("tracking.mlflow.uri", "notes.txt is a file, not a directory", "give a SQLite file where it can be written")),
     Case("run-mlflow-uri-typo", "run", run_exp({"tracking": {"mlflow": {"uri": "htp://127.0.0.1:5000"}}}),
          ("tracking.mlflow.uri", "scheme 'htp'")),
     Case("run-nisp-without-a-linear-classifier", "run", lambda ctx: ["run", str(ctx.experiment({

@@ -220,6 +220,23 @@ def test_a_tracking_server_that_fails_is_one_line_naming_the_stored_run(filled_s
     assert _client(working).get_experiment_by_name("edge-costs") is not None
 
 
+def test_a_tracking_database_that_is_down_fails_the_log_at_once_without_its_password(
+        filled_store: tuple[Store, str]) -> None:
+    """MLflow's engine retried a database that does not answer for 100 s before the run's log failed; the check
+    says so in one connection attempt, and the command it prints hides the password."""
+    from edgebench.errors import TrackingError
+
+    store, run_id = filled_store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"postgresql://team:secret@127.0.0.1:{port}/mlflow"
+    with pytest.raises(TrackingError, match=rf"no postgresql server answers at postgresql://team:\*\*\*@127.0.0.1:{port}"
+                                            r"/mlflow .*the run is stored: log it again") as err:
+        log_run(store, run_id, uri)
+    assert "secret" not in str(err.value) and "(with the passwords where it shows ***)" in str(err.value)
+
+
 def test_an_estimated_energy_is_logged_under_a_metric_of_its_own() -> None:
     """An estimate was logged as energy_j_per_inference, the metric a counter's reading goes to (a tag apart)."""
     from edgebench.tracking.mlflow_log import _metrics

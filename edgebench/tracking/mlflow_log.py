@@ -27,7 +27,9 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from edgebench.errors import ConfigError, EdgebenchError, TrackingError, first_line, require_module
+from edgebench.paths import why_unwritable
 from edgebench.store import Store
+from edgebench.store.connection import shown_url
 from edgebench.store.transfer import export_runs
 
 log = logging.getLogger(__name__)
@@ -58,19 +60,34 @@ def check_uri(uri: str, where: str) -> None:
                       "tracking server (http://host:5000), or set that variable")
 
 
+#: default ports of the database servers MLflow keeps runs in (a URL without a port)
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
 def check_server(uri: str, where: str) -> None:
-    """ConfigError where nothing listens at an http(s) tracking URI (checked before a run's training: a server that
-    is down would otherwise be met only after the whole run)."""
+    """ConfigError where the tracking store cannot be reached: nothing listens at an http(s) URI or at a database
+    URL's host and port, or a SQLite file's directory cannot be written. Checked before a run's training: met at
+    its end, a server that is down cost the whole run, and a database MLflow's engine retries for 100 s first."""
     parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
+    if parsed.scheme in ("http", "https"):
+        _listening(parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80), uri, where,
+                   "MLflow tracking server")
+    elif parsed.scheme.startswith("sqlite"):
+        database = make_url(uri).database
+        local = database and database != ":memory:" and not database.startswith("file:")
+        if local and (problem := why_unwritable(Path(database).expanduser().absolute().parent)):
+            raise ConfigError(f"{where}: {uri}: {problem}; give a SQLite file where it can be written") from None
+    elif (dialect := parsed.scheme.split("+")[0]) in _DATABASE_PORTS and (url := make_url(uri)).host:
+        _listening(url.host, url.port or _DATABASE_PORTS[dialect], shown_url(uri), where, f"{dialect} server")
+
+
+def _listening(host: str, port: int, uri: str, where: str, what: str) -> None:
     try:
-        with socket.create_connection((parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)),
-                                      timeout=5):
+        with socket.create_connection((host, port), timeout=5):
             pass
     except OSError as exc:
-        raise ConfigError(f"{where}: no MLflow tracking server answers at {uri} ({exc.strerror or exc}); start it, "
-                          "or correct the host and port") from None
+        raise ConfigError(f"{where}: no {what} answers at {uri} ({exc.strerror or exc}); start it, or correct the "
+                          "host and port") from None
 
 
 def _check_scheme(uri: str, where: str) -> None:
@@ -157,17 +174,25 @@ def log_run(
     run = store.get_run(run_id)
     check_uri(uri, "MLflow tracking URI")
     try:
+        check_server(uri, "the tracking store")  # down: said in seconds, not after MLflow's engine retried 100 s
+    except ConfigError as exc:
+        raise _log_again(store, run, uri, experiment, str(exc)) from None
+    try:
         return _logged(_client(uri), store, run, experiment, report_dir)  # a new store's migrations may fail too
     except EdgebenchError:
         raise
     except Exception as exc:  # the tracking server's own errors (refused, unreachable, bad URI)
-        url = make_url(store.url)
-        where = url.render_as_string(hide_password=True)  # never print a password
-        again = shlex.join(["edgebench", "export", "--mlflow", uri, "--run", run["id"], "--store", where,
-                            *(["--experiment", experiment] if experiment else [])])
-        hidden = " (with the store's password where it shows ***)" if url.password else ""
-        raise TrackingError(f"logging run {run['id']} to MLflow at {uri} failed: {first_line(exc)}; the run is "
-                            f"stored: log it again with `{again}`{hidden}") from exc
+        raise _log_again(store, run, uri, experiment, first_line(exc)) from exc
+
+
+def _log_again(store: Store, run: dict[str, Any], uri: str, experiment: str | None, why: str) -> TrackingError:
+    """The error of a failed log, with the command that logs the stored run later."""
+    where, shown = shown_url(store.url), shown_url(uri)  # never print a password: CI logs are read by many
+    again = shlex.join(["edgebench", "export", "--mlflow", shown, "--run", run["id"], "--store", where,
+                        *(["--experiment", experiment] if experiment else [])])
+    hidden = " (with the passwords where it shows ***)" if "***" in where + shown else ""
+    return TrackingError(f"logging run {run['id']} to MLflow at {shown} failed: {why}; the run is stored: log it "
+                         f"again with `{again}`{hidden}")
 
 
 def _logged(client: Any, store: Store, run: dict[str, Any], experiment: str | None,
