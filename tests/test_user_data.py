@@ -113,10 +113,15 @@ def records(keys=("img", "label"), num_classes=None) -> dict:
     return {"train": Records(40, keys), "test": Records(12, keys), **({"num_classes": num_classes} if num_classes else {})}
 
 
-def python_lists(ragged: bool = False) -> dict:
-    """An (x, y) pair of Python lists of images, as a loop that appended arrays makes it."""
+def python_lists(ragged: bool = False, modes: bool = False) -> dict:
+    """An (x, y) pair of Python lists of images, as a loop that appended arrays makes it (one image of another size,
+    or grayscale and RGBA PIL images among the RGB ones)."""
+    from PIL import Image
+
     x, y = _images(40, 8, seed=0)
     images = [np.zeros((6, 6, 3), np.uint8) if ragged and i == 3 else a for i, a in enumerate(x)]
+    if modes:
+        images = [Image.fromarray(a).convert("L" if i == 1 else "RGBA" if i == 2 else "RGB") for i, a in enumerate(x)]
     return {"train": (images, list(y)), "test": (list(x[:12]), list(y[:12]))}
 
 
@@ -148,9 +153,12 @@ def loaders(kind: str) -> dict:
     return {"train": Stream(40, seed=0), "test": test}  # "iterable"
 
 
-def keras_style() -> tuple:
-    """What keras.datasets.cifar10.load_data() returns: ((x_train, y_train), (x_test, y_test)), labels a column."""
+def keras_style(onehot: bool = False) -> tuple:
+    """What keras.datasets.cifar10.load_data() returns: ((x_train, y_train), (x_test, y_test)), labels a column (or
+    one-hot rows, as to_categorical makes them)."""
     (x, y), (xt, yt) = _images(40, 8, seed=0), _images(12, 8, seed=1)
+    if onehot:
+        return (x, np.eye(4)[y]), (xt, np.eye(4)[yt])
     return (x, y[:, None]), (xt, yt[:, None])
 
 
@@ -370,5 +378,16 @@ def test_an_xy_pair_of_python_lists_is_read_as_images_and_labels(team_dir):
     """It was taken for a 2-item dataset ("images differ in shape ((), (12, 12, 3))")."""
     splits = load_dataset("team_data:python_lists", None)
     assert splits.input_shape == (3, 8, 8) and len(splits.y_test) == 12
-    with pytest.raises(DatasetError, match=r"its 'train' images differ in shape \(\(6, 6, 3\), \(8, 8, 3\)\)"):
+    with pytest.raises(DatasetError, match=r"its 'train' images differ in shape \(\(6, 6, 3\), \(8, 8, 3\)\); resize"):
         load_dataset("team_data:python_lists", None, ragged=True)
+    with pytest.raises(DatasetError, match=r"its 'train' images have different channels \(\(8, 8\), \(8, 8, 3\), "
+                                           r"\(8, 8, 4\): .*image.convert\('RGB'\)"):  # was told to resize them
+        load_dataset("team_data:python_lists", None, modes=True)
+
+
+def test_one_hot_labels_of_an_xy_pair_are_refused_saying_how_to_convert_them(team_dir):
+    """As a Keras load_data() pair or a split's (x, y) pair, they were read as a 2-item dataset ("must yield (image,
+    label) pairs; got ndarray", "the loader returned a tuple") instead."""
+    with pytest.raises(DatasetError, match=r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40, 4\), "
+                                           r"float64 \(one-hot rows: store y.argmax\(1\)\)"):
+        load_dataset("team_data:keras_style", None, onehot=True)

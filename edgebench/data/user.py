@@ -120,8 +120,14 @@ def _stacked(images: Sequence[Any], split: str, name: str) -> np.ndarray:
     arrays = [_image(image) for image in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise DatasetError(f"dataset {name}: its '{split}' images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}"
-                           "); resize them in the loader to one shape, then declare dataset.preprocess")
+        shown = ", ".join(map(str, sorted(shapes)[:3]))
+        modes = {(a.ndim, a.shape[-1] if a.ndim == 3 else None) for a in arrays}  # gray (H, W), RGB, RGBA...
+        if len(modes) > 1 and all(mode[1] in (None, 1, 3, 4) for mode in modes):
+            raise DatasetError(f"dataset {name}: its '{split}' images have different channels ({shown}: grayscale, "
+                               "RGB and RGBA PIL images mixed?); convert them to one mode in the loader (PIL's "
+                               "image.convert('RGB'))")
+        raise DatasetError(f"dataset {name}: its '{split}' images differ in shape ({shown}); resize them in the loader "
+                           "to one shape, then declare dataset.preprocess")
     return np.stack(arrays)
 
 
@@ -132,7 +138,11 @@ def _is_xy_pair(value: Any) -> bool:
     if not (isinstance(value, tuple | list) and len(value) == 2 and all(hasattr(v, "__len__") for v in value)):
         return False
     x, y = value
-    return len(x) == len(y) and all(np.shape(_image(label)) in ((), (1,)) for label in y)  # (N, 1): Keras's column
+    if len(x) != len(y):
+        return False
+    if hasattr(x, "shape") and len(x.shape) >= 3 and hasattr(y, "shape") and len(y.shape) == 2:
+        return True  # images and a row of label values each (one-hot): check_labelled says how to convert them
+    return all(np.shape(_image(label)) in ((), (1,)) for label in y)  # (N, 1): Keras's column
 
 
 def _pair(value: Any, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
