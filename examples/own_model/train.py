@@ -38,9 +38,8 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((predicted.numpy() == y).mean())
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int) -> None:
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float) -> None:
     """Adam with a cosine learning rate to zero (the last epochs settle BatchNorm's statistics), batches of 64."""
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * ((len(x) + 63) // 64))
     for epoch in range(epochs):
@@ -108,8 +107,9 @@ def main() -> None:
     start = time.perf_counter()
     splits = {name: (preprocess(x, normalize["mean"], normalize["std"]), y) for name, (x, y) in load(**data_kwargs).items()}
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    torch.manual_seed(args.seed)  # before the model: its initial weights too (else every run trains another one)
     model = build_resnet18(num_classes=len(CLASSES), in_channels=3, **exp["model"].get("kwargs", {}))
-    train(model, x_train, y_train, args.epochs, args.lr, args.seed)
+    train(model, x_train, y_train, args.epochs, args.lr)
     test_accuracy = accuracy(model, x_test, y_test)
     torch.save({"model": model.state_dict(), "epoch": args.epochs, "test_accuracy": test_accuracy}, checkpoint)
     print(f"trained {args.epochs} epochs on {len(x_train)} images in {time.perf_counter() - start:.0f} s; "
