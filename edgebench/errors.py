@@ -141,6 +141,8 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
     got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
     if isinstance(got, bool) and err["type"] == "string_type":  # `name: off` is YAML 1.1's false
         got_txt += "; YAML reads yes/no/on/off/true/false as booleans: quote the text"
+    if err["type"] in _BOUNDS and model is not None and (meaning := _description_at(model, err["loc"])):
+        got_txt += f"; {err['loc'][-1]}: {meaning}"  # what the field means says which values make sense (null...)
     where = _loc(err) if err["loc"] or err["type"] != "value_error" else ""  # a model check names its own fields
     line = f"{source}: {where + ': ' if where else ''}{msg}{got_txt}"
     if len(errors) > 1:
@@ -149,9 +151,27 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
     return line
 
 
+#: pydantic's error types of a number out of its field's range
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _description_at(model: type[BaseModel], path: Sequence[Any]) -> str | None:
+    """The description of the field at ``path`` inside ``model``, or None."""
+    parent = _model_at(model, path[:-1]) if path else None
+    field = parent.model_fields.get(path[-1]) if parent is not None else None
+    return field.description if field is not None else None
+
+
 def _fields_at(model: type[BaseModel], path: Sequence[Any]) -> list[str] | None:
-    """The fields of the model at ``path`` (field names, list indexes, union members' names) inside ``model``; None
-    where the path leads to no model (a dict of options)."""
+    """The fields of the model at ``path`` inside ``model``; None where the path leads to no model (a dict of
+    options)."""
+    current = _model_at(model, path)
+    return list(current.model_fields) if current is not None else None
+
+
+def _model_at(model: type[BaseModel], path: Sequence[Any]) -> type[BaseModel] | None:
+    """The model at ``path`` (field names, list indexes, union members' names) inside ``model``; None where the path
+    leads to no model."""
     current: type[BaseModel] | None = model
     for key in path:
         if current is None:
@@ -160,7 +180,7 @@ def _fields_at(model: type[BaseModel], path: Sequence[Any]) -> list[str] | None:
             continue  # a list item or the union member pydantic tried: the model found for it stays
         field = current.model_fields.get(key)
         current = _model_in(field.annotation) if field is not None else None
-    return list(current.model_fields) if current is not None else None
+    return current
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -444,6 +444,8 @@ CASES = [
          ("name", "valid string", "YAML reads yes/no/on/off/true/false as booleans: quote the text")),
     Case("run-epochs-a-boolean", "run", run_exp({"training": {"epochs": True}}),
          ("training.epochs", "a number is expected, not true")),
+    Case("run-measurement-precision-zero", "run", run_exp({"measurement": {"precision": 0}}),
+         ("measurement.precision", "greater than 0 (got 0)", "null: a fixed window")),
     Case("run-target-measurement-boolean", "run",
          run_exp({"targets": [{"name": "local-cpu", "measurement": {"min_iters": True}}]}),
          ("targets.0.measurement", "min_iters", "not true")),

@@ -73,8 +73,9 @@ def program_conflict(model: ModelConfig, fmt: str) -> str | None:
     """Why a program given as weights cannot go with ``model``'s other fields, or None."""
     if fmt == "state_dict" or (model.file is None and "name" not in model.model_fields_set and not model.kwargs):
         return None
-    return (f"{model.weights} is a {fmt.replace('_', ' ')}, the model itself: leave out model.name, model.file and "
-            "model.kwargs, or give a state dict as weights")
+    kind = fmt.replace("_", " ")
+    return (f"{model.weights} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, the model itself: leave out model.name, "
+            "model.file and model.kwargs, or give a state dict as weights")
 
 
 def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: str | None = None,
