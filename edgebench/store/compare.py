@@ -252,7 +252,7 @@ def run_metric_change(
     noise = pool(replicate_noise([a, b], "runs a side"), lookback)
     short = _too_few_runs(metric, base, cand) if noise is None else None
     if short is not None:  # no spread to judge by, and a window that cannot even bound its own percentile
-        return _undecided(metric, base, cand, effect, short)
+        return _undecided(metric, base, cand, effect, short, "short window")
     if metric == "latency" and noise is not None:  # never more alike than each run's own p50 interval allows
         noise = at_least(noise, p50_se_floor(base.samples + cand.samples), "the runs' own p50 intervals")
     higher = get_metric(metric).direction == "max"
@@ -284,12 +284,14 @@ def _too_few_runs(metric: str, base: Side, cand: Side) -> str | None:
     return None
 
 
-def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str) -> MetricChange:
-    """A timing metric with no run on one side that can be decided on (``why``): the change is shown, never called."""
+def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str,
+               basis: Basis = "contended") -> MetricChange:
+    """A timing metric with no run on one side that can be decided on (``why``: disturbed, or ``short window``: too
+    few runs for its percentile): the change is shown, never called."""
     a, b = base.values(metric), cand.values(metric)
     mean_a, mean_b = _geomean(a), _geomean(b)
     ratio = mean_b / mean_a if mean_a and mean_b else None
-    decision = Decision("undecided", ratio, None, None, None, "contended", f"not decided: {why}")
+    decision = Decision("undecided", ratio, None, None, None, basis, f"not decided: {why}")
     return metric_change(metric, a, b, decision, effect)
 
 
