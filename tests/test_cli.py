@@ -85,6 +85,11 @@ def test_bench_measures_an_existing_onnx_file(tmp_path: Path):
     assert "counted from the graph: 811 parameters, 3,072 MACs per image" in result.output
     inferred = _run("bench", str(path), "--min-time-s", "0.05")  # the input shape read off the model: random input
     assert inferred.exit_code == 0 and "p50 ms" in inferred.output and "accuracy" not in inferred.output
+    upper = path.rename(tmp_path / "M.ONNX")  # a Windows share's or a zip's name: "none of the backends reads M.ONNX"
+    shouted = _run("bench", str(upper), "--min-time-s", "0.05")
+    assert shouted.exit_code == 0 and "M.ONNX on onnxruntime" in shouted.output, shouted.output
+    assert "811 parameters, 3,072 MACs per image" in shouted.output
+    path = upper.rename(path)
     data = tmp_path / "d.npz"
     x = np.random.default_rng(0).standard_normal((10, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():

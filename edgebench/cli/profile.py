@@ -27,7 +27,7 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
 
     if data is not None and input_shape:  # the images in --data have their own shape
         raise ConfigError("give --data or --input-shape, not both (--data's images have their own shape)")
-    onnx_input = onnx_image_io(artifact)[:2] if artifact.suffix == ".onnx" and artifact.is_file() else None
+    onnx_input = onnx_image_io(artifact)[:2] if artifact.suffix.lower() == ".onnx" and artifact.is_file() else None
     if data is not None:
         if not data.is_file():
             raise ConfigError(f"data file not found: {data}")
@@ -48,9 +48,9 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
                 return tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
             shown = "x".join("?" if d is None else str(d) for d in dims)
             raise ConfigError(f"give --data NPZ or --input-shape C,H,W ({artifact.name}'s input '{name}' is {shown})")
-        if artifact.suffix == ".tflite" and artifact.is_file() and (dims := _tflite_image(artifact)) is not None:
+        if artifact.suffix.lower() == ".tflite" and artifact.is_file() and (dims := _tflite_image(artifact)) is not None:
             return dims
-        if artifact.suffix == ".xml" and artifact.is_file() and (dims := _openvino_image(artifact)) is not None:
+        if artifact.suffix.lower() == ".xml" and artifact.is_file() and (dims := _openvino_image(artifact)) is not None:
             return dims
         raise ConfigError("give --data NPZ or --input-shape C,H,W")
     try:
@@ -129,7 +129,7 @@ def backend_for(artifact: Path, backends: list[str], backend: str | None, among:
     given)."""
     from edgebench.runtimes.base import get_backend
 
-    suffix = artifact.suffix or ""
+    suffix = artifact.suffix.lower()
     if not suffix and not artifact.is_dir():  # a format without a suffix is a project folder: a file is none
         suffix = "(no suffix)"
     readers = [name for name in backends if any(suffix == _suffix(fmt) for fmt in get_backend(name).formats)]

@@ -347,10 +347,10 @@ def _graph_cost(artifact: Path, image: tuple[int, ...]) -> str | None:
     from edgebench.external import FORMATS
     from edgebench.models.graph_cost import graph_cost
 
-    if artifact.suffix not in FORMATS:
+    if artifact.suffix.lower() not in FORMATS:
         return None
     try:
-        cost = graph_cost(artifact, FORMATS[artifact.suffix], tuple(image))
+        cost = graph_cost(artifact, FORMATS[artifact.suffix.lower()], tuple(image))
     except Exception as exc:  # the measurement says whether the file is usable; the count is a side note
         return f"parameters and MACs not counted: {first_line(exc)}"
     shown = {k: "unknown" if v is None else f"{v:,}" for k, v in cost.items()}
