@@ -29,7 +29,7 @@ def onnx_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("precision")
     exporter = get_exporter("onnx")
     return {precision: exporter.export(_net(), QuantSpec(precision=precision), IMAGES, root / f"{precision}.onnx")
-            for precision in ("fp32", "int8", "int8_dynamic")}
+            for precision in ("fp32", "fp16", "int8", "int8_dynamic")}
 
 
 def test_onnx_float_and_quantized_files(onnx_files):
@@ -41,6 +41,20 @@ def test_onnx_float_and_quantized_files(onnx_files):
         check_declared_precision(onnx_files["fp32"], "onnx", "int8")
     with pytest.raises(ConfigError, match=r"declared precision fp16, but its graph is quantized"):
         check_declared_precision(onnx_files["int8"], "onnx", "fp16")
+
+
+def test_an_onnx_file_declared_as_the_other_float_width_or_int8_kind_is_refused(onnx_files):
+    """An fp16 file listed as fp32 (a model.half() export) and a static int8 one listed as int8_dynamic were
+    accepted, and stood on the fronts under the wrong precision."""
+    for precision in ("fp32", "fp16", "int8", "int8_dynamic"):
+        check_declared_precision(onnx_files[precision], "onnx", precision)
+    for given, declared, why in (("fp16", "fp32", "its weights are all float16: declare precision fp16"),
+                                 ("fp32", "fp16", "its weights are all float32: declare precision fp32"),
+                                 ("int8", "int8_dynamic", "its graph quantizes with scales fixed in the file .*: declare precision int8$"),
+                                 ("int8_dynamic", "int8", "its graph quantizes activations at run time .*: declare precision "
+                                                          "int8_dynamic")):
+        with pytest.raises(ConfigError, match=rf"{given}.onnx: declared precision {declared}, but {why}"):
+            check_declared_precision(onnx_files[given], "onnx", declared)
 
 
 def test_openvino_irs_compressed_to_float16_are_float_and_of_a_qdq_file_quantized(onnx_files, tmp_path):
