@@ -72,6 +72,12 @@ def test_missing_or_wrong_cifar_path_names_path_and_expectation(tmp_path: Path) 
         load_dataset("cifar10", path=tmp_path / "nowhere")
     with pytest.raises(DatasetError, match=rf"cifar10: {tmp_path} lacks data_batch_1"):
         load_dataset("cifar10", path=tmp_path)
+    extracted = tmp_path / "download" / "cifar-10-batches-py"  # the archive's folder, and its parent given
+    extracted.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        _write_batch(extracted / name, 10, b"labels", np.random.default_rng(0), 10)
+    with pytest.raises(DatasetError, match=rf"lacks data_batch_1.*; {extracted} has them: give path: {extracted}$"):
+        load_dataset("cifar10", path=tmp_path / "download")
     (tmp_path / "test").write_bytes(b"not a pickle")
     (tmp_path / "train").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="not a CIFAR python batch"):

@@ -42,9 +42,11 @@ def _check_dir(path: str | Path | None, files: tuple[str, ...], name: str) -> Pa
                            f"({', '.join(files)})")
     missing = [f for f in files if not (root / f).is_file()]
     if missing:
+        inside = sorted(str(d) for d in root.glob("*/") if all((d / f).is_file() for f in files))  # its parent given
+        hint = f"; {inside[0]} has them: give path: {inside[0]}" if inside else ""
         raise DatasetError(
             f"{name}: {root} lacks {', '.join(missing)}; expected the python-version batch directory "
-            f"containing {', '.join(files)}"
+            f"containing {', '.join(files)}{hint}"
         )
     return root
 
