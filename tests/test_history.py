@@ -64,6 +64,14 @@ def test_history_tests_steps_against_the_series_spread(sqlite_store: Store) -> N
     assert detect_change_points(list(loud), 5) == []
 
 
+def test_runs_of_one_tag_are_told_apart_by_their_ids(sqlite_store: Store) -> None:
+    """A CI job's repeats (main, main, candidate, candidate) were columns of the same name."""
+    ids = [fill_run(sqlite_store, seed=i, tags=(tag,)) for i, tag in enumerate(["main", "main", "candidate", "v1"])]
+    labels = history_frame(sqlite_store, "latency").drop_duplicates("run_id")["run_label"].tolist()
+    assert labels == [f"main {ids[0][-6:]}", f"main {ids[1][-6:]}", "candidate", "v1"]
+    assert len(set(labels)) == 4
+
+
 def test_history_over_tagged_runs_and_report_page(sqlite_store: Store, tmp_path: Path) -> None:
     for i, factor in enumerate([1.0, 1.0, 1.3, 1.3]):
         fill_run(sqlite_store, seed=i, tags=(f"v0.{i}",), slowdown={"baseline/fp32": factor})

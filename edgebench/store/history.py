@@ -70,8 +70,11 @@ def history_frame(
         runs = runs[runs["started_at"] <= runs.loc[runs["id"] == last_id, "started_at"].max()]
     if tagged_only:
         runs = runs[(runs["tags"] != "") | (runs["id"] == last_id)]
+    tags = [tags.split(", ")[-1] if tags else run_id for tags, run_id in zip(runs["tags"], runs["id"])]
+    repeated = {tag for tag in tags if tags.count(tag) > 1}  # a CI job's repeats: main, main, candidate...
+    labels = [f"{tag} {run_id[-6:]}" if tag in repeated else tag for tag, run_id in zip(tags, runs["id"])]
     frames = []
-    for position, (_, run) in enumerate(runs.iterrows()):
+    for position, ((_, run), run_label) in enumerate(zip(runs.iterrows(), labels)):
         df = store.measurements(run["id"])
         df = df[(df["status"] == "ok") & np.isfinite(df[m.column].astype(float))]  # what was not measured is no point
         if df.empty:
@@ -81,7 +84,7 @@ def history_frame(
             context = [f"{c} [{source}]" for c, source in zip(context, df["energy_source"])]
         df = df.assign(
             position=position,
-            run_label=run["tags"].split(", ")[-1] if run["tags"] else run["id"],
+            run_label=run_label,
             run_started_at=run["started_at"],
             value=df[m.column].astype(float) * m.scale,
             context=context,
