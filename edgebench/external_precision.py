@@ -24,7 +24,7 @@ _IR_CODES = {"i8", "u8", "i4", "u4", "nf4"}
 
 def check_declared_precision(path: Path, fmt: str, precision: str) -> None:
     """ConfigError where an artifact declared ``int8``/``int8_dynamic`` has no quantized op, or one declared float
-    has; for ONNX also where it is the other float width or the other int8 kind than declared (:func:`onnx_kind`).
+    has; for ONNX also where it is the other float width or the other int8 kind than declared (:func:`_onnx_kind`).
     Unchecked where the file's runtime package is not installed (its targets are then not run)."""
     found = quantized_op(path, fmt)
     if found is None and precision in _INTEGER_PRECISIONS:
@@ -34,7 +34,7 @@ def check_declared_precision(path: Path, fmt: str, precision: str) -> None:
     if found and precision not in _INTEGER_PRECISIONS:
         raise ConfigError(f"{path}: declared precision {precision}, but its graph is quantized ({found}): declare "
                           "precision int8 (int8_dynamic for one quantized at run time)")
-    kind = onnx_kind(path) if fmt == "onnx" else None
+    kind = _onnx_kind(path) if fmt == "onnx" else None
     if kind is not None and kind[0] != precision:
         raise ConfigError(f"{path}: declared precision {precision}, but {kind[1]}: declare precision {kind[0]}")
 
@@ -44,7 +44,7 @@ _ONNX_DYNAMIC = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntege
 _ONNX_STATIC = ("QuantizeLinear", "QLinear")
 
 
-def onnx_kind(path: Path) -> tuple[str, str] | None:
+def _onnx_kind(path: Path) -> tuple[str, str] | None:
     """The precision an ONNX file's graph shows unambiguously, and why: ``fp16`` where its float weights are all
     float16, ``fp32`` where all float32, ``int8_dynamic`` where it quantizes activations only at run time,
     ``int8`` where only with fixed scales; None where it mixes them (or has no float weights to tell by)."""
@@ -54,9 +54,10 @@ def onnx_kind(path: Path) -> tuple[str, str] | None:
     ops = {node.op_type for node in _onnx_nodes(graph)}
     dynamic = any(op.startswith(_ONNX_DYNAMIC) for op in ops)
     static = any(op.startswith(_ONNX_STATIC) for op in ops)
-    if dynamic != static:
-        return ("int8_dynamic", "its graph quantizes activations at run time (DynamicQuantizeLinear, *Integer ops)")\
-            if dynamic else ("int8", "its graph quantizes with scales fixed in the file (QuantizeLinear, QLinear* ops)")
+    if dynamic and not static:
+        return "int8_dynamic", "its graph quantizes activations at run time (DynamicQuantizeLinear, *Integer ops)"
+    if static and not dynamic:
+        return "int8", "its graph quantizes with scales fixed in the file (QuantizeLinear, QLinear* ops)"
     if dynamic or any(_quantizes(op) for op in ops):  # both kinds, or weights alone quantized: not told apart
         return None
     floats = {init.data_type for init in graph.initializer if len(init.dims) > 1}  # weights, not scalars or shapes
