@@ -136,6 +136,7 @@ def check_plugin_criteria(exp: Experiment, model: nn.Module, splits: DatasetSpli
     from edgebench.prune.structured import kept_layers, score_groups
 
     x, y = torch.from_numpy(splits.x_train[:PROBE_IMAGES]), torch.from_numpy(splits.y_train[:PROBE_IMAGES])
+    val = torch.from_numpy(splits.x_val[:PROBE_IMAGES]), torch.from_numpy(splits.y_val[:PROBE_IMAGES])  # as a build's
     for name in exp.pruning.criteria:
         kind = CRITERIA.get(name)
         if kind.__module__.startswith("edgebench."):
@@ -148,7 +149,8 @@ def check_plugin_criteria(exp: Experiment, model: nn.Module, splits: DatasetSpli
         probe = copy.deepcopy(model).eval()
         try:
             criterion = kind(**exp.pruning.criterion_kwargs.get(name, {}))
-            criterion.prepare(probe, x[:1], ScoringData(x, y) if criterion.needs_data else None)
+            criterion.prepare(probe, x[:1], ScoringData(x, y, x_val=val[0], y_val=val[1]) if criterion.needs_data
+                              else None)
             try:
                 score_groups(probe, criterion, x[:1], ignored=kept_layers(probe, exp.pruning.keep))
             finally:
