@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,6 +110,9 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
         if exp.training.epochs > 0:
             _check_training_output(model, torch.from_numpy(splits.x_train[:2]), what)
         _warn_probabilities(out, what)
+        if exp.training.epochs > 0 and exp.model.weights is None:
+            steps = exp.training.epochs * math.ceil(len(splits.x_train) / exp.training.batch_size)
+            _warn_still_batchnorm(model, steps, what)
         check_qat_layers(exp, model, what)
         if any(spec.prune is not None for spec in plan_fp32_variants(exp)):
             check_prunable(model, torch.from_numpy(splits.x_train[:2]), what, exp.pruning.check_removal,
@@ -189,6 +193,29 @@ def _warn_probabilities(out: torch.Tensor, what: str) -> None:
         log.warning("%s gives probabilities (its outputs are >= 0 and sum to 1: a final softmax): training takes logits "
                     "(cross-entropy applies its own softmax); remove the final nn.Softmax (the argmax, and so the "
                     "accuracy, is the same without it)", what)
+
+
+#: share of the way to the data's statistics below which a BatchNorm's running statistics count as unmoved, and
+#: PyTorch's default momentum (layers at it or above are the user's choice of a short run, not a port's setting)
+BN_MOVED, BN_DEFAULT_MOMENTUM = 0.5, 0.1
+
+
+def _warn_still_batchnorm(model: nn.Module, steps: int, what: str) -> None:
+    """Warn where BatchNorm layers' running statistics, which eval mode (every measurement) uses, can hardly move in
+    ``steps`` training steps: momentum m moves them 1 - (1 - m)^steps of the way to the data's. torchvision's MNASNet
+    (m = 0.0003, a TensorFlow port's) trained 14 steps kept its initial statistics: logits of 1e21 in eval mode, the
+    baseline at chance and a gradient criterion's scores infinite."""
+    from torch import nn
+
+    slow = [m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.track_running_stats and m.momentum is not None and m.momentum < BN_DEFAULT_MOMENTUM
+            and 1 - (1 - m.momentum) ** steps < BN_MOVED]  # PyTorch's default: a short run's own choice
+    if slow:
+        moved = 1 - (1 - min(slow)) ** steps
+        log.warning("%s: %d BatchNorm layer(s) with momentum down to %g move their running statistics only %.1f%% of "
+                    "the way to the data's in this run's %d training steps, and eval mode (every measurement) uses "
+                    "them: raise their momentum (e.g. 0.1, PyTorch's default) or train longer", what, len(slow),
+                    min(slow), 100 * moved, steps)
 
 
 def drop_refused(jobs: list[PlannedJob], model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[PlannedJob], list[str]]:
