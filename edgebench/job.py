@@ -69,6 +69,10 @@ class MeasureSettings(BaseModel):
                 raise ValueError(f"{floor} ({low:g}) exceeds {cap} ({high:g}): the window's floor must fit under its cap")
             if floor in self.model_fields_set:
                 object.__setattr__(self, cap, low)
+        if self.predict_latency and self.effective_batch_size != 1:  # the tables time one image a call
+            raise ValueError(f"predict_latency predicts one image's p50 (the single_stream scenario), and this "
+                             f"offline measurement times batches of {self.batch_size}: measure single_stream for the "
+                             "prediction, or leave predict_latency off")
         if self.precision is not None:
             for name in self.precision_percentiles:
                 needed = runs_for_an_interval(int(name[1:]) / 100, self.confidence)
