@@ -67,6 +67,12 @@ def test_table_measures_once_caches_per_runtime_version(tmp_path: Path) -> None:
     other_version = LatencyTable(path, "local-cpu", "onnxruntime", "0.0-other", counted)
     assert other_version.entries == {}  # a table from another runtime version is not reused
     assert json.loads(path.read_text())["header"]["target"] == "local-cpu"
+    for damaged in ('{"broken', '["a list"]', '{"header": {}}'):  # cut off, or not a table: measured again, saved over
+        path.write_text(damaged)
+        again = LatencyTable(path, "local-cpu", "onnxruntime", onnxruntime.__version__, lambda s: 1.0)
+        assert again.entries == {} and again.latency(shape) == 1.0
+        again.save()
+        assert json.loads(path.read_text())["entries"] == {shape.key: 1.0}
 
 
 def _synthetic_table(step: int) -> LatencyTable:

@@ -198,3 +198,22 @@ def test_openvino_entries_are_the_layers_own_time_with_no_call_or_edges_to_take_
     wall = onnx_p50_ms(tmp_path / "smallest.onnx", "openvino", model.settings, layer_input(CALL_OVERHEAD_SHAPE),
                        MeasureSettings(warmup_iters=100, min_iters=200, min_time_s=0.05, precision=None))
     assert 0 <= own(CALL_OVERHEAD_SHAPE) < wall / 2  # (the counters say whole microseconds: 0 is possible)
+
+
+def test_a_damaged_unpruned_timing_is_measured_again_and_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A cut-off cache file cost every later run its predictions ('Invalid control character', naming no file)."""
+    import torch
+    from torch import nn
+
+    from edgebench.prune.allocation.latency.predict import TargetLatencyModel
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    example = torch.zeros(1, 1, 8, 8)
+    model = TargetLatencyModel("local-cpu", "onnxruntime", tmp_path)
+    first = model.unpruned_p50_ms(net, example)
+    [cached] = tmp_path.glob("unpruned-*.json")
+    cached.write_text('{"p50_ms": 0.0')
+    with caplog.at_level("WARNING", logger="edgebench.prune.allocation.latency.predict"):
+        again = model.unpruned_p50_ms(net, example)
+    assert first > 0 and again > 0 and f"latency cache {cached} is damaged" in caplog.text
+    assert json.loads(cached.read_text())["p50_ms"] == again  # replaced: the next run reads it

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from edgebench.cache_files import replacing
-from edgebench.errors import ConfigError
+from edgebench.errors import ConfigError, first_line
 from edgebench.job import ONE_LAYER_P50, OWN_TIME, LatencyPrediction
 from edgebench.prune.allocation.latency.boundary import CHAIN_COPIES, BoundaryCosts
 from edgebench.prune.allocation.latency.cache import CacheCosts, weights_mib
@@ -206,7 +206,11 @@ class TargetLatencyModel:
         key = spec_hash([shapes, list(example.shape), self.target, self.backend, self.context])
         path = self.directory / f"unpruned-{key}.json"
         if path.is_file():
-            return float(json.loads(path.read_text())["p50_ms"])
+            try:
+                return float(json.loads(path.read_text())["p50_ms"])
+            except (ValueError, KeyError, TypeError) as exc:  # a cache: measured again, then replaced
+                log.warning("latency cache %s is damaged (%s: %s); measuring the unpruned model again", path,
+                            type(exc).__name__, first_line(exc))
         with tempfile.TemporaryDirectory() as tmp:
             onnx = Path(tmp) / "unpruned.onnx"
             export_fp32_onnx(unpruned.eval(), example, onnx)

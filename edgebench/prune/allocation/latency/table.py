@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.cache_files import replacing
+from edgebench.errors import first_line
 from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import cpu_model
@@ -202,11 +203,17 @@ class LatencyTable:
         self.entries: dict[str, float] = {}
         self.measured = 0
         if path is not None and path.is_file():
-            data = json.loads(path.read_text())
-            if data.get("header") == self.header:
-                self.entries = data["entries"]
+            try:
+                data = json.loads(path.read_text())
+                header, entries = data.get("header"), dict(data["entries"])
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a cache: measured again, then replaced
+                log.warning("latency table %s is damaged (%s: %s); measuring its entries again", path,
+                            type(exc).__name__, first_line(exc))
+                return
+            if header == self.header:
+                self.entries = entries
             else:
-                log.info("latency table %s was measured for %s; starting a new one", path, data.get("header"))
+                log.info("latency table %s was measured for %s; starting a new one", path, header)
 
     def latency(self, shape: LayerShape) -> float:
         """p50 in ms of ``shape``, measured the first time it is asked for."""
