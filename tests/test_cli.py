@@ -178,6 +178,7 @@ def test_bench_of_a_runtime_that_crashes_or_hangs_exits_4_not_bad_input(tmp_path
     assert "measuring m.onnx on team_segfaulting failed: worker killed by SIGSEGV" in crashed.output
     hung = _run("bench", *common, "--backend", "team_hanging", "--timeout-s", "3")
     assert hung.exit_code == 4 and "failed: timed out after 3 s" in hung.output, hung.output
+    assert "bench, profile: --timeout-s" in " ".join(hung.output.split())  # which setting to raise
     measured = _run("bench", *common, "--backend", "onnxruntime")
     assert measured.exit_code == 0, measured.output  # the same file on a runtime that works
 

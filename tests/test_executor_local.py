@@ -88,7 +88,7 @@ def test_crash_hang_and_exception_fail_one_job_each_and_the_next_runs_in_a_fresh
     assert pid["ok-3"] != pid["ok-2"]
 
     hang = results["hang"]
-    assert not hang.ok and "timed out after 4 s" in hang.error
+    assert not hang.ok and "timed out after 4 s (worker killed; the limit: run.job_timeout_s" in hang.error
     # where it hung (torch unpickling the 'model'), from the stack the worker dumped before the kill
     assert "torch/serialization.py" in hang.error and "most recent call first" in hang.detail
     assert 4 <= hang.wall_s < 15

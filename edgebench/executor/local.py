@@ -361,7 +361,8 @@ class LocalExecutor(Executor):
             pass
         kill_tree(worker.process.pid)
         worker.process.join(5)
-        result = self._failed(worker, task, f"timed out after {task.timeout_s:g} s (worker killed)")
+        limit = "run.job_timeout_s; bench, profile: --timeout-s" if task.kind == "measure" else "run.build_timeout_s"
+        result = self._failed(worker, task, f"timed out after {task.timeout_s:g} s (worker killed; the limit: {limit})")
         self._retire(worker, kill=True)
         return result
 
