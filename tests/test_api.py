@@ -68,7 +68,7 @@ def test_notes_say_what_the_run_summary_says(hand_made_store):
         store.add_measurement(MeasurementRecord(run_id, "slow", spec.id, "local-cpu", "onnxruntime", result,
                                                 {"threads": 1}, 100))
     results = edgebench.load(hand_made_store)
-    note = "timing: 1 of 7 timed windows ended before their interval reached measurement.precision: slow (max_time)"
+    note = "timing: 1 of 7 timed windows ended before their interval reached measurement.precision: slow on local-cpu/onnxruntime (max_time)"
     assert results.notes() == [note]
     html = results.report(hand_made_store.parent / "report").read_text()
     assert "<h2>Notes (1)</h2>" in html and "1 of 7 timed windows ended before their interval reached" in html

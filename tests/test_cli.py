@@ -448,12 +448,14 @@ def test_a_run_says_which_windows_ended_before_their_rule_was_met() -> None:
         return {"window": {"stopped": stopped, "precision": 0.01}, "job": {"measure": {"min_iters": min_iters}}}
 
     df = pd.DataFrame({"status": ["ok"] * 3, "label": ["a/fp32", "b/fp32", "c/fp32"], "n_samples": [5000, 4, 300],
+                       "target": ["local-cpu", "local-openvino", "local-cpu"],
+                       "backend": ["onnxruntime", "openvino", "onnxruntime"],
                        "details": [details("max_time"), details("max_time", 50), details("precision")]})
-    text = " ".join(map(str, _unfinished_windows(df)))
-    assert "timing: 2 of 3 timed windows ended before their interval reached measurement.precision: a/fp32 " \
-           "(max_time), b/fp32 (max_time)" in text
-    assert "timing: 1 of 3 timed windows ended by measurement.max_time_s with fewer runs than min_iters: b/fp32 " \
-           "(4 samples)" in text
+    text = " ".join(map(str, _unfinished_windows(df)))  # each named with its target: one label runs on several
+    assert "timing: 2 of 3 timed windows ended before their interval reached measurement.precision: a/fp32 on " \
+           "local-cpu/onnxruntime (max_time), b/fp32 on local-openvino/openvino (max_time)" in text
+    assert "timing: 1 of 3 timed windows ended by measurement.max_time_s with fewer runs than min_iters: b/fp32 on " \
+           "local-openvino/openvino (4 samples)" in text
     assert _unfinished_windows(df.iloc[2:]) == []
     met = df.iloc[:1].assign(details=[{"window": {"stopped": "max_time", "precision": 0.01, "precision_met": True}}])
     assert _unfinished_windows(met) == []  # the cap ended a window that had met the precision (min = max time)

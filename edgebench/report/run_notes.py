@@ -113,10 +113,10 @@ def _unfinished_windows(df: pd.DataFrame) -> list[Note]:
         if met is None:  # a run stored before it was: the stop reason says
             met = window.get("stopped") not in ("max_time", "max_iters")
         if window.get("precision") and not met:
-            short_of_precision.append(f"{row['label']} ({window['stopped']})")
+            short_of_precision.append(f"{row['label']} on {row['target']}/{row['backend']} ({window['stopped']})")
         min_iters = ((details.get("job") or {}).get("measure") or {}).get("min_iters")
         if min_iters and row["n_samples"] is not None and row["n_samples"] < min_iters:
-            short_of_count.append(f"{row['label']} ({row['n_samples']:.0f} samples)")
+            short_of_count.append(f"{row['label']} on {row['target']}/{row['backend']} ({row['n_samples']:.0f} samples)")
     notes = []
     for problem, where in (("ended before their interval reached measurement.precision", short_of_precision),
                            ("ended by measurement.max_time_s with fewer runs than min_iters", short_of_count)):
