@@ -60,6 +60,7 @@ from edgebench.sweep import (
     Predict,
     Reference,
     meter_keeps_lanes_apart,
+    predictable,
     sweep_tasks,
     wants_side_by_side,
 )
@@ -320,6 +321,14 @@ class _OpenRun:
             self.outcome.unsupported.append(
                 f"side-by-side lanes not used for {', '.join(metered)}: the meter reads more than the job's own "
                 "process (a package, board or wall), so lanes measured at once would count each other's energy")
+        if threaded := sorted({f"{job.target.name} ({job.target.threads} threads)" for job in todo
+                               if job.measure.parallel_lanes and job.target.threads != 1}):
+            self.outcome.unsupported.append(f"side-by-side lanes not used for {', '.join(threaded)}: a lane is one "
+                                            "core, for single-thread measurements")
+        if unpredicted := sorted({f"{job.target.name}/{job.backend}" for job in todo if job.measure.predict_latency
+                                  and job.variant.external is None and not predictable(job)}):
+            self.outcome.unsupported.append(f"latency not predicted on {', '.join(unpredicted)}: the tables time "
+                                            "one-layer ONNX models, on local targets whose runtime loads ONNX")
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
                             side_by_side=lanes, data_digest=splits.digest(), input_spec=artifact_input(splits))
         sweep = _SweepProgress(tasks, progress)

@@ -232,6 +232,12 @@ def predict_variant(spec: VariantSpec, data: DataRef, workdir: str, target: Targ
     return str(path)
 
 
+def predictable(job: PlannedJob) -> bool:
+    """Whether the latency tables can predict ``job``'s target and runtime: they time one-layer ONNX models on this
+    host, so a local target whose runtime loads ONNX."""
+    return job.artifact_format == "onnx" and job.target.kind == "local"
+
+
 def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[str, ...],
                   timeout_s: float) -> Task | None:
     """A timed task predicting ``job``'s p50 when its experiment asks (``measurement.predict_latency``) and the
@@ -239,8 +245,7 @@ def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[st
     if not job.measure.predict_latency or job.variant.external is not None:  # another tool's artifact: no model
         return None
     weights = job.variant.weights_spec
-    if (weights.kind == "baseline" or job.variant.quant.precision != "fp32"
-            or job.artifact_format != "onnx" or job.target.kind != "local"
+    if (weights.kind == "baseline" or job.variant.quant.precision != "fp32" or not predictable(job)
             or prediction_path(workdir, weights.id, job.target.name, job.backend).is_file()):
         return None
     task = _untimed(Predict(weights, job.target.name, job.backend), f"predict:{weights.id}:{job.target.name}:"

@@ -76,10 +76,12 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     """One tiny run for both of the run's switches: predictions, and side-by-side lanes (used or refused)."""
     target = tmp_path / "ort-only.yaml"
     target.write_text("description: ONNX Runtime only\nkind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n")
+    other = tmp_path / "litert-2.yaml"  # neither switch applies here, and the run says so (it said nothing)
+    other.write_text("description: LiteRT, 2 threads\nkind: local\nbackends: [litert]\ndevice: cpu\nthreads: 2\n")
     path = default_with(
         tmp_path, name="predict", training={"epochs": 1, "batch_size": 128},
         pruning={"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0], "allocation": ["uniform"]},
-        quantization={"precisions": ["fp32", "int8"], "calibration_samples": 32}, targets=[str(target)],
+        quantization={"precisions": ["fp32", "int8"], "calibration_samples": 32}, targets=[str(target), str(other)],
         measurement={"min_iters": 20, "min_time_s": 0.02, "warmup_iters": 3, "precision": None,
                      "predict_latency": True, "parallel_lanes": True},
         run={"workdir": str(tmp_path / "runs")}, report={"dir": str(tmp_path / "report")},
@@ -89,8 +91,12 @@ def test_run_stores_each_prediction_beside_its_measurement_and_reports_the_error
     verdict = outcome.side_by_side  # the interference check ran before the sweep; a refusal is said, not hidden
     assert verdict is not None and verdict.reason
     assert verdict.ok or any(note.startswith("side-by-side lanes refused") for note in outcome.unsupported)
+    assert "latency not predicted on litert-2/litert: the tables time one-layer ONNX models" in " ".join(
+        outcome.unsupported)
+    assert "side-by-side lanes not used for litert-2 (2 threads)" in " ".join(outcome.unsupported)
     with Store.open(outcome.store_url) as store:
         every = store.measurements(outcome.run_id)
+    every = every[every["target"] == "ort-only"]
     # which measurements ran side by side is stored with each (the core, and the check that allowed it)
     lanes = [row.get("side_by_side") for row in every["details"]]
     assert all(lane is not None and lane["core"] in verdict.cores and lane["check"] == verdict.reason
