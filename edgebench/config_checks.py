@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from edgebench import yaml_file
 from edgebench.errors import ConfigError, format_validation_error
-from edgebench.external import check_artifacts
+from edgebench.external import FORMATS, check_artifacts
 from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
 from edgebench.quantization.ap_types import ap_type_problem
@@ -42,6 +42,10 @@ def _check_user_files(exp: Experiment, source: str) -> None:
     if model.weights is not None:
         if not Path(model.weights).is_file():
             raise ConfigError(f"{source}: model.weights: {model.weights} is not a file")
+        if (suffix := Path(model.weights).suffix.lower()) in FORMATS:  # torch.load said "Unsupported operand 8"
+            raise ConfigError(f"{source}: model.weights: {model.weights} is an exported model ({FORMATS[suffix]}), not "
+                              "PyTorch weights: list it under artifacts: to measure it as given, or give a state dict "
+                              "or checkpoint")
         fmt = detect_format(Path(model.weights))
         conflict = program_conflict(model, fmt)
         if conflict:

@@ -501,6 +501,8 @@ CASES = [
     Case("run-model-not-prunable", "run", user_model({"file": "nets.py", "factory": "HardCodedFlatten"}),
          ("HardCodedFlatten", "after layer pool (MaxPool2d)", "[-1, 128]", "filters are removed")),
     Case("run-weights-missing", "run", user_model({**NETS, "weights": "nope.pt"}), ("model.weights", "nope.pt")),
+    Case("run-weights-an-onnx-file", "run", lambda ctx: user_model({**NETS, "weights": str(ctx.onnx)})(ctx),
+         ("model.weights", ".onnx is an exported model (onnx), not PyTorch weights", "artifacts:")),
     Case("run-weights-not-a-checkpoint", "run",
          lambda ctx: user_model({**NETS, "weights": str(ctx.file("junk.pt", "not a checkpoint\n"))})(ctx),
          ("junk.pt", "torch.load")),
