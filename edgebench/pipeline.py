@@ -325,8 +325,10 @@ class _OpenRun:
                                if job.measure.parallel_lanes and job.target.threads != 1}):
             self.outcome.unsupported.append(f"side-by-side lanes not used for {', '.join(threaded)}: a lane is one "
                                             "core, for single-thread measurements")
-        if unpredicted := sorted({f"{job.target.name}/{job.backend}" for job in todo if job.measure.predict_latency
-                                  and job.variant.external is None and not predictable(job)}):
+        asked = [job for job in todo if job.measure.predict_latency and job.variant.external is None]
+        predicted = {job.target.name for job in asked if predictable(job)}  # local-cpu's torch beside its ORT: said
+        if unpredicted := sorted({f"{job.target.name}/{job.backend}" for job in asked
+                                  if job.target.name not in predicted}):
             self.outcome.unsupported.append(f"latency not predicted on {', '.join(unpredicted)}: the tables time "
                                             "one-layer ONNX models, on local targets whose runtime loads ONNX")
         tasks = sweep_tasks(self.exp, prepared.specs, todo, prepared.runners, self.workdir, eval_path, calibration,
