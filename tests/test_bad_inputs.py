@@ -754,6 +754,8 @@ CASES = [
          ("accuracy=-5", ">= 0")),
     Case("compare-nan-fail-threshold", "compare", store_cmd("compare", "v1", "v2", "--fail", "size=nan"),
          ("size=nan", ">= 0")),
+    Case("compare-accuracy-fail-above-100-points", "compare", store_cmd("compare", "v1", "v2", "--fail", "accuracy=200"),
+         ("accuracy=200", "at most 100")),
     Case("compare-output-under-a-file", "compare", with_file(store_cmd("compare", "v1", "v2", "-o", "{file}/c.md")),
          ("plain-file.txt",)),
     Case("compare-store-foreign-sqlite", "compare", store_cmd("compare", "v1", "v2", store=foreign_sqlite),

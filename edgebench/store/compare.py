@@ -177,6 +177,9 @@ def parse_levels(option: str, items: Sequence[str] | None) -> dict[str, float]:
         if metric not in COMPARED or not number >= 0 or number == float("inf"):  # nan passed `number < 0`
             raise StoreError(f"{option} {item!r}: use METRIC=PERCENT (accuracy: points), a number >= 0, with METRIC "
                              f"one of {', '.join(COMPARED)}")
+        if metric == "accuracy" and number > 100:  # accuracy moves by at most 100 points: the level could never fire
+            raise StoreError(f"{option} {item!r}: accuracy levels are percentage points, and accuracy moves by at most "
+                             "100 of them; give a level of 100 or less (e.g. accuracy=2 for two points)")
         if metric in levels:  # else the last one silently wins
             raise StoreError(f"{option} {metric} is given twice ({levels[metric]:g} and {number:g}); give it once")
         levels[metric] = number
