@@ -104,6 +104,16 @@ def _check_starting_point(exp: Experiment, fmt: str | None, source: str) -> None
                           "use schedule oneshot_finetune, or set pruning: {criteria: []} for no pruned variants")
 
 
+def _check_batch_has_offline(settings: MeasureSettings, target_block: dict[str, Any], where: str) -> None:
+    """A batch_size over 1 that would be timed one image a call (single_stream's batch is always 1) is an error,
+    unless the target's own block chose single_stream over an offline experiment's batch."""
+    chose_single = "scenario" in target_block and "batch_size" not in target_block
+    if settings.scenario == "single_stream" and settings.batch_size > 1 and not chose_single:
+        raise ConfigError(f"{where}: measurement.batch_size is {settings.batch_size}, but the scenario is single_stream, "
+                          "which times one image a call; add scenario: offline to time batches of "
+                          f"{settings.batch_size}, or drop batch_size")
+
+
 def _check_registered_names(experiment: Experiment, source: str) -> None:
     """Names and options of registered plug-ins are checked here so a typo fails before any training."""
     from edgebench.data import DATASETS
@@ -125,6 +135,7 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
             raise ConfigError(format_validation_error(exc, source=f"{source}: targets.{i}.measurement",
                                                       model=MeasureSettings)) from None
         yaml_file.refuse_bools_as_numbers(target.measurement, settings, f"{source}: targets.{i}.measurement")
+        _check_batch_has_offline(settings, target.measurement, f"{source}: targets.{i} ({target.name})")
     for value in experiment.pruning.criteria:
         if value in RETIRED_CRITERIA:
             raise ConfigError(f"{source}: pruning.criteria: '{value}' {RETIRED_CRITERIA[value]}")

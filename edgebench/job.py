@@ -30,7 +30,8 @@ class MeasureSettings(BaseModel):
 
     scenario: Literal["single_stream", "offline"] = Field("single_stream", description="single_stream: one image a call "
         "(latency); offline: batches of batch_size (throughput)")
-    batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream is always 1)")
+    batch_size: int = Field(1, ge=1, description="offline scenario batch size (single_stream times one image a "
+                            "call: a batch over 1 needs scenario: offline)")
     warmup_iters: int = Field(10, ge=0, description="untimed calls before the window")
     min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples "
                            "unless a cap (max_time_s, max_iters) ends it first, which the run then says")

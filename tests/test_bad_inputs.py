@@ -447,6 +447,8 @@ CASES = [
     Case("run-latency-prediction-of-an-offline-batch", "run",
          run_exp({"measurement": {"predict_latency": True, "scenario": "offline", "batch_size": 8}}),
          ("measurement", "predict_latency predicts one image's p50", "batches of 8")),
+    Case("run-batch-size-timed-single-stream", "run", run_exp({"measurement": {"batch_size": 8}}),
+         ("targets.0 (local-cpu)", "measurement.batch_size is 8", "scenario is single_stream", "scenario: offline")),
     Case("run-measurement-precision-zero", "run", run_exp({"measurement": {"precision": 0}}),
          ("measurement.precision", "greater than 0 (got 0)", "null: a fixed window")),
     Case("run-target-measurement-boolean", "run",

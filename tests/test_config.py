@@ -119,6 +119,19 @@ def test_bad_target_measurement_override(tmp_path):
         load_experiment(_write(tmp_path, "targets:\n  - {name: local-cpu, measurement: {min_itrs: 5}}\n"))
 
 
+def test_a_batch_is_timed_offline_and_a_target_may_choose_single_stream(tmp_path):
+    """batch_size 8 under single_stream would silently time one image a call; a target that picks single_stream
+    out of an offline experiment knowingly times one image."""
+    with pytest.raises(ConfigError, match=r"targets.1 \(local-litert\): measurement.batch_size is 8, but the "
+                                          r"scenario is single_stream"):
+        load_experiment(_write(tmp_path, "targets:\n  - local-cpu\n"
+                                         "  - {name: local-litert, measurement: {batch_size: 8}}\n"))
+    exp = load_experiment(_write(tmp_path, (
+        "measurement: {scenario: offline, batch_size: 8}\n"
+        "targets:\n  - local-cpu\n  - {name: local-litert, measurement: {scenario: single_stream}}\n")))
+    assert [exp.measurement_for(t).effective_batch_size for t in exp.targets] == [8, 1]
+
+
 def test_shipped_cifar_experiment_validates_and_names_missing_data(tmp_path):
     from edgebench.config import DEFAULT_EXPERIMENT
     from edgebench.data import load_dataset
