@@ -378,6 +378,7 @@ class _OpenRun:
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
+        self.store.set_not_run(self.run_id, self.outcome.unsupported)  # the report, rendered later too, says it
         if self.outcome.lost:  # left open: the same command resumes this run and measures what a lost board could not
             log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.outcome.lost)
             self.store.mark_run(self.run_id, "incomplete")  # not 'running': no process drives it now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sshd_fixtures import Sshd, free_port
 from edgebench.config import load_experiment
 from edgebench.errors import NothingToRunError
 from edgebench.pipeline import run_experiment
+from edgebench.report import render_report
 from edgebench.store import Store
 
 
@@ -42,6 +44,9 @@ def test_experiment_on_ssh_target_lands_in_local_store(sshd: Sshd, tmp_path: Pat
     assert outcome.unsupported[0].startswith("target dead-board: host 127.0.0.1") and "unreachable" in outcome.unsupported[0]
     with Store.open(outcome.store_url) as store:
         df = store.measurements(outcome.run_id)
+        assert store.get_run(outcome.run_id)["machine"]["not_run"] == outcome.unsupported
+        page = render_report(store, outcome.run_id, tmp_path / "later").read_text()  # from the store alone
+    assert "<h2>Not run (1)</h2>" in page and html.escape(outcome.unsupported[0]) in page
     assert len(df) == 4 and set(df["target"]) == {"loopback-board"} and set(df["status"]) == {"ok"}
     fp32 = df[df["precision"] == "fp32"]
     assert (fp32["max_abs_diff"] < 1e-4).all()  # the device ran the same model

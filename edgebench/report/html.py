@@ -7,6 +7,7 @@ Re-rendering reads only the store, so ``edgebench report`` works on any stored r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,17 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _speed_text(record: dict[str, Any]) -> str:
+    """A machine-speed record as a line: the reference workload's p50, its index and what else ran meanwhile."""
+    text = f"{record['workload']}: p50 {record['p50_ms']:.4g} ms ({record['index']:,.0f} inferences/s)"
+    if contention := record.get("contention"):
+        text += f", others' CPU {contention['other_cores']:.2f} cores" + (" ⚠ contended" if contention.get("flagged")
+                                                                             else "")
+    if record.get("measured_at"):
+        text += f", at {datetime.fromtimestamp(record['measured_at'], tz=UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return text
+
+
 def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
     """Machine, software versions, power mode and energy sources: what a comparison needs to be fair."""
     about = {
@@ -96,8 +108,10 @@ def context_panel(run: dict[str, Any], df: pd.DataFrame) -> str:
     if scaling := fed.get("normalize"):  # what a deployment must feed each artifact
         about["input"] = (f"{'x'.join(map(str, fed['shape']))}, {fed['classes']} classes; (pixel in [0, 1] - mean) / "
                           f"std, mean {_rounded(scaling['mean'])}, std {_rounded(scaling['std'])} ({scaling['from']})")
-    machine = _flatten("", run["machine"], {})
+    machine = _flatten("", {k: v for k, v in run["machine"].items() if k != "not_run"}, {})  # its own section
     machine.setdefault("power mode", machine.pop("power_mode", "not reported"))
+    if isinstance(speeds := machine.get("speed"), list):  # the reference workload's records, one per measurement
+        machine["speed"] = "; ".join(map(_speed_text, speeds)) or "—"
     runtimes: dict[str, set[str]] = {}
     for versions in df["runtime"]:
         for lib, ver in (versions or {}).items():
@@ -144,7 +158,7 @@ def variants_table(ok: pd.DataFrame, flags: pd.Series, across: pd.Series | None 
                 text += " (host C-sim)"  # the FPGA simulation's time on this CPU, not the FPGA's latency
             note = _interval_note(row, metric)  # in the cell's tooltip: the cell itself stays a sortable number
             cells.append(f"<td title=\"{esc(note)}\">{esc(text)}</td>" if note else f"<td>{esc(text)}</td>")
-        cells.append(f"<td>{esc(_contention_cell(row['details']))}</td>")
+        cells.append(f"<td class=\"l note\">{esc(_contention_cell(row['details']))}</td>")
         marks = ", ".join(flags[idx])
         cls = " class=pareto" if marks else ""
         other = "" if across is None else f' data-across="{esc(", ".join(across[idx]) or "—")}"'
@@ -300,12 +314,16 @@ def render_report(
             )
         across = pareto_flags(ok, pairs, across=True) if ok["target"].nunique() > 1 else None
         table = variants_table(ok, pareto_flags(ok, pairs), across)
-        sections.append(f"<h2>All variants ({len(ok)} measurements)</h2>{table}")
+        # numbers are never broken across lines: a table wider than the page scrolls in its own box
+        sections.append(f"<h2>All variants ({len(ok)} measurements)</h2><div class=wide>{table}</div>")
     notes = run_notes(df, (run.get("experiment") or {}).get("input"))
     if notes:  # what the CLI's summary says beside the figures: a report read later says it too
         items = "".join(f"<li><b>{esc(n.label)}</b>: {esc(n.text)}</li>" for n in notes)
         sections.append(f"<h2>Notes ({len(notes)})</h2><ul class=notes>{items}</ul>")
     sections.append(f"<h2>Failed jobs ({len(failed)})</h2>{failed_table(failed)}")
+    if not_run := run["machine"].get("not_run"):  # targets, backends and precisions this machine left out, and why
+        items = "".join(f"<li>{esc(line)}</li>" for line in not_run)
+        sections.append(f"<h2>Not run ({len(not_run)})</h2><ul class=notes>{items}</ul>")
     sections.append(f"<h2>Context</h2>{context_panel(run, df)}")
     if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"], in_report=True) is not None:
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')

@@ -261,12 +261,20 @@ class Store:
 
     def add_machine_speed(self, run_id: str, record: dict[str, Any]) -> None:
         """Append a reading of the reference workload (``measure.reference_workload``) to the run's ``machine.speed``."""
+        self._update_machine(run_id, lambda machine: {"speed": [*machine.get("speed", []), record]})
+
+    def set_not_run(self, run_id: str, lines: Sequence[str]) -> None:
+        """Record what this machine did not run of the run, and why (``machine.not_run``: a missing extra, an
+        unreachable board, a precision a backend cannot load); the process that resumes a run says it again."""
+        self._update_machine(run_id, lambda machine: {"not_run": list(lines)})
+
+    def _update_machine(self, run_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Merge ``change(machine)`` into the run's ``machine`` record, in one transaction."""
         with self.engine.begin() as conn:
             machine = conn.execute(select(runs.c.machine).where(runs.c.id == run_id)).scalar()
             if machine is None:
                 raise StoreError(f"no run {run_id!r} in {shown_url(self.url)}")
-            speed = [*machine.get("speed", []), record]
-            conn.execute(update(runs).where(runs.c.id == run_id).values(machine={**machine, "speed": speed}))
+            conn.execute(update(runs).where(runs.c.id == run_id).values(machine={**machine, **change(machine)}))
 
     def tag_run(self, run_id: str, tag: str) -> None:
         """Attach ``tag`` (e.g. a git ref or 'release-1.2'); a tag names its latest run."""
