@@ -8,6 +8,7 @@ and finished jobs are skipped when an interrupted run of the same experiment is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -187,9 +188,15 @@ def run_experiment(
     Every build, export and measurement is then a task of the experiment's executor (``exp.executor``);
     results are stored as they arrive, so a killed run loses only the jobs that were running.
     """
-    prepared = _prepare(exp)
-    with Store.open(exp.store_url()) as store:
-        run = _OpenRun.open(store, exp, prepared, tags)
+    created = missing_dirs(exp.workdir(), exp.report_dir())
+    with contextlib.ExitStack() as stack:
+        try:
+            prepared = _prepare(exp)
+            store = stack.enter_context(Store.open(exp.store_url()))
+            run = _OpenRun.open(store, exp, prepared, tags)
+        except BaseException:  # refused before any work (a read-only store too): no bare runs/<name>/ or
+            remove_empty(created)  # reports/<name>/ left behind
+            raise
         try:
             run.drain(prepared, progress)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what `runs` and `compare` show until it is resumed
@@ -204,15 +211,10 @@ def _prepare(exp: Experiment) -> _Prepared:
     check_qat_targets(exp, targets)
     for line in ignored_calibrator(exp, targets):
         log.warning("%s", line)
-    created = missing_dirs(exp.workdir(), exp.report_dir())
-    try:
-        check_output_paths(exp)
-        check_measurement_env()
-        check_executor(exp.executor)
-        return _planned(exp, targets)
-    except BaseException:  # refused before any work: no bare runs/<name>/ or reports/<name>/ left behind
-        remove_empty(created)
-        raise
+    check_output_paths(exp)
+    check_measurement_env()
+    check_executor(exp.executor)
+    return _planned(exp, targets)
 
 
 def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> _Prepared:

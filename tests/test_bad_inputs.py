@@ -630,6 +630,9 @@ CASES = [
     # --- run: the store and output paths --------------------------------------------------------------
     Case("run-store-not-a-database", "run",
          lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(garbage_store(ctx))}}))], ("garbage.db", "database")),
+    Case("run-store-postgres-unreachable", "run",
+         lambda ctx: ["run", str(ctx.experiment({"store": {"url": f"postgresql://u:pw@127.0.0.1:{free_port()}/x"}}))],
+         ("cannot open store postgresql://u:***@127.0.0.1", "Connection refused"), store_checked=False),
     Case("run-store-in-memory", "run", run_exp({"store": {"url": "sqlite:///:memory:"}}),
          ("store.url sqlite:///:memory:", "in-memory")),
     Case("run-store-read-only", "run", lambda ctx: ["run", str(ctx.experiment({"store": {"url": read_only_store(ctx)}}))],
@@ -920,4 +923,8 @@ def test_bad_input(case: Case, tmp_path: Path, two_tagged_runs_db: Path, tiny_on
         assert name in flat, f"{name!r} not named in: {output}"
     if case.store_checked:
         assert store.read_bytes() == before, "the store file changed"
+    if case.command == "run":  # a refused run leaves no bare runs/<name>/ or report/<name>/ behind
+        bare = [p for root in ("runs", "report") for p in (tmp_path / root, *(tmp_path / root).rglob("*"))
+                if p.is_dir() and not any(p.iterdir())]
+        assert not bare, f"empty directories left: {bare}"
 
