@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,7 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
                         "take normalised images (Results.input_spec(); a run's own runs/<name>/data/test-*.npz "
                         "holds them so): the accuracy shown is not the one the run measured", data, x.dtype,
                         float(np.abs(x).max(initial=0.0)))
+        _check_fits_onnx_input(tuple(x.shape[1:]), onnx_input, artifact, f"{data}'s images")
         return None
     if not input_shape:
         if onnx_input is not None:  # one input, one output, float images in and scores out: checked before a worker
@@ -59,7 +61,22 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
         dims = ()
     if not dims or min(dims) < 1:  # numpy refuses a negative size, a runtime a 0 one, neither in a clear line
         raise ConfigError(f"--input-shape must be integers of at least 1 like 1,8,8, got '{input_shape}'")
+    _check_fits_onnx_input(dims, onnx_input, artifact, f"--input-shape {input_shape}")
     return dims
+
+
+def _check_fits_onnx_input(image: tuple[int, ...], onnx_input: tuple[str, Sequence[int | None]] | None,
+                           artifact: Path, given: str) -> None:
+    """An image shape that an ONNX input with fixed dimensions cannot take is refused before a worker starts
+    (ONNX Runtime's own 'Got invalid dimensions' names neither the option nor the shape to give)."""
+    if onnx_input is None:
+        return
+    name, dims = onnx_input
+    if len(dims) == len(image) + 1 and all(d is None or d == v for d, v in zip(dims[1:], image, strict=True)):
+        return
+    per_image = ",".join("?" if d is None else str(d) for d in dims[1:])
+    raise ConfigError(f"{given} ({','.join(map(str, image))} per image) does not fit {artifact.name}'s input "
+                      f"'{name}', which takes {per_image} per image: give images of that shape")
 
 
 #: an image value past which --data looks like raw 0..255 pixels rather than normalised ones
