@@ -69,6 +69,8 @@ class Registry(Generic[T]):
                     if name.lower() in self._items:
                         raise plugins.PluginError(f"entry point '{name}' of {dist} (group {self.group}): {self.kind} "
                                                   f"'{name.lower()}' is already registered; rename the entry point")
+                    if problem := self._not_a_subclass(name.lower(), obj):  # listing its kind would trip on it
+                        raise plugins.PluginError(f"entry point '{name}' of {dist} (group {self.group}): {problem}")
                     self._items[name.lower()] = obj
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -109,8 +111,15 @@ class Registry(Generic[T]):
 
     def _not_a_subclass(self, name: str, obj: object) -> str | None:
         """Why ``obj`` cannot be this registry's kind, or None: not a subclass of its ``base``, whose methods
-        edgebench calls (one missing would fail only after the training)."""
-        if self.base is None or (isinstance(obj, type) and issubclass(obj, self.base)):
+        edgebench calls, or one that leaves an abstract method undefined (either would fail only after the
+        training, or wherever the class is listed)."""
+        if self.base is None:
+            return None
+        if isinstance(obj, type) and issubclass(obj, self.base):
+            if missing := sorted(getattr(obj, "__abstractmethods__", ())):  # else a TypeError wherever it is made
+                return (f"{self.kind} '{name}' is class {obj.__name__}, which leaves {', '.join(missing)} of "
+                        f"{self.base.__qualname__} undefined: define {'it' if len(missing) == 1 else 'them'} "
+                        "(docs/plugins.md)")
             return None
         what = f"class {obj.__name__}" if isinstance(obj, type) else f"{type(obj).__name__} {getattr(obj, '__name__', obj)!r}"
         base = f"{self.base.__module__}.{self.base.__qualname__}"

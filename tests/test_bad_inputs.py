@@ -189,6 +189,37 @@ class TeamRuntime:
         raise NotImplementedError
 """
 
+#: plug-ins subclassing their base but leaving one of its abstract methods out: listing backends (any `bench`,
+#: `doctor`) was a TypeError traceback, a schedule failed each build after the baseline trained
+UNFINISHED_PLUGINS = """from edgebench.measure.energy import METERS, EnergyMeter
+from edgebench.prune import SCHEDULES
+from edgebench.prune.schedules.base import Schedule
+from edgebench.runtimes.base import BACKENDS, Backend
+
+@BACKENDS.register("team_noload")
+class NoLoad(Backend):
+    formats = (".onnx",)
+
+@SCHEDULES.register("team_norun")
+class NoRun(Schedule):
+    pass
+
+@METERS.register("team_nostop")
+class NoStop(EnergyMeter):
+    source = "estimated:team"
+    def start(self):
+        pass
+"""
+
+
+def unfinished_plugin(kind: str) -> Callable[[Ctx], list[str]]:
+    """The experiment's plug-in file holding only the ``kind`` class of UNFINISHED_PLUGINS."""
+    def build(ctx: Ctx) -> list[str]:
+        head, *classes = UNFINISHED_PLUGINS.split("\n@")
+        kept = "\n@".join([head, *(c for c in classes if c.startswith(kind))])
+        return ["run", str(ctx.experiment({"plugins": [str(ctx.file("unfinished.py", kept))]}))]
+    return build
+
 
 def run_exp(over: dict[str, Any]) -> Callable[[Ctx], list[str]]:
     return lambda ctx: ["run", str(ctx.experiment(over))]
@@ -540,6 +571,13 @@ CASES = [
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("rt.py", PLAIN_BACKEND))]}))],
          ("plugins", "rt.py", "backend 'team_rt' is class TeamRuntime, not a subclass of "
           "edgebench.runtimes.base.Backend")),
+    Case("run-plugin-backend-without-load", "run", unfinished_plugin("BACKENDS"),
+         ("plugins", "unfinished.py", "backend 'team_noload' is class NoLoad, which leaves load of Backend undefined: "
+          "define it")),
+    Case("run-plugin-schedule-without-run", "run", unfinished_plugin("SCHEDULES"),
+         ("unfinished.py", "schedule 'team_norun' is class NoRun, which leaves run of Schedule undefined")),
+    Case("run-plugin-meter-without-stop", "run", unfinished_plugin("METERS"),
+         ("unfinished.py", "energy meter 'team_nostop' is class NoStop, which leaves stop of EnergyMeter undefined")),
     Case("run-plugin-criterion-method-misnamed", "run",
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("mis.py", MISNAMED_CRITERION))],
                                                  "pruning": {"criteria": ["team_misnamed"]}}))],
