@@ -181,6 +181,18 @@ class PerInput(Criterion):
             return module.weight.abs().sum((0, 2, 3))
         return None
 """
+#: a score per weight row, (C, k): the first C values (the first filters' weights) silently ranked the channels
+ROWS_CRITERION = """import torch
+from edgebench.prune import CRITERIA
+from edgebench.prune.criteria.base import Criterion
+
+@CRITERIA.register("team_rows")
+class PerRow(Criterion):
+    def module_scores(self, module, role):
+        if role == "out" and isinstance(module, torch.nn.Conv2d):
+            return module.weight.abs().flatten(1)
+        return None
+"""
 PLAIN_BACKEND = """from edgebench.runtimes.base import BACKENDS
 
 @BACKENDS.register("team_rt")
@@ -588,6 +600,11 @@ CASES = [
                                                  "pruning": {"criteria": ["team_inputs"]}}))],
          ("criterion 'team_inputs' (PerInput) fails on model", "before any training",
           "gave 32 scores for the out channels of Conv2d (weight (64, 32, 3, 3)), which has 64")),
+    Case("run-plugin-criterion-scores-per-weight-row", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("rows.py", ROWS_CRITERION))],
+                                                 "pruning": {"criteria": ["team_rows"]}}))],
+         ("criterion 'team_rows' (PerRow) fails on model", "before any training",
+          "gave 18432 scores for the out channels of Conv2d (weight (64, 32, 3, 3)), which has 64")),
     Case("run-criterion-import-path-not-a-criterion", "run",
          run_exp({"pruning": {"criteria": ["collections:OrderedDict"]}}),
          ("pruning.criteria", "criterion 'collections:OrderedDict' is class OrderedDict, not a subclass of")),

@@ -116,11 +116,13 @@ class Criterion(tp.importance.Importance):
         """``scores`` flattened, or CriterionError where they cannot rank the channels ``idxs``: too few would fail
         deep in the mapping, and a NaN would rank channels arbitrarily with no error."""
         flat = torch.as_tensor(scores).detach().double().flatten()
-        name = type(self).__name__
-        if len(idxs) and flat.numel() <= int(idxs.max()):
+        name, channels = type(self).__name__, layer_channels(layer, role)
+        too_few = bool(len(idxs)) and flat.numel() <= int(idxs.max())
+        # too many (a score per weight row, (C, k) flattened) would rank channels by the first rows' values
+        if too_few or (channels is not None and flat.numel() != channels):
             where = (f"the {role} channels of {type(layer).__name__} (weight "
-                     f"{tuple(getattr(layer, 'weight', torch.empty(0)).shape)}), which has {layer_channels(layer, role)}")
-            if flat.numel() == layer_channels(layer, role):  # the scores fit the layer: torch-pruning's map does not
+                     f"{tuple(getattr(layer, 'weight', torch.empty(0)).shape)}), which has {channels}")
+            if flat.numel() == channels:  # the scores fit the layer: torch-pruning's map does not
                 raise CriterionError(f"torch-pruning mapped channel {int(idxs.max())} of {where}: an operation between "
                                      "convs (a split or chunk of channels) that it follows wrongly; keep the conv "
                                      "before it (pruning.keep)")
