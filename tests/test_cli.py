@@ -424,6 +424,24 @@ def test_a_run_names_the_measurements_whose_outputs_overflowed() -> None:
            "runtime computes NaN or inf" in text  # not fp16's advice for an fp32 model
 
 
+def test_a_run_names_the_measurements_whose_energy_reading_was_not_kept() -> None:
+    """A plug-in meter's unlabelled reading left energy empty with the reason in energy_note alone; the summary, the
+    report and Results.notes() were silent (a meter that raised was only a worker warning)."""
+    import pandas as pd
+
+    from edgebench.report.run_notes import _energy_not_kept
+
+    df = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "label": ["a/fp32", "b/fp32", "c/fp32", "d/fp32"],
+                       "target": ["local-cpu"] * 4, "backend": ["onnxruntime"] * 4,
+                       "energy_j_per_inference": [None, 2e-6, None, None],
+                       "energy_note": ["energy meter w gave 0.2 J with source 'watts', not 'measured:<counter>' or "
+                                       "'estimated:<model>': not kept", "from a TDP model", None, "meter broke"]})
+    assert list(map(str, _energy_not_kept(df))) == [
+        "energy: 1 of 3 measurements have no energy figure: energy meter w gave 0.2 J with source 'watts', not "
+        "'measured:<counter>' or 'estimated:<model>': not kept (a/fp32 on local-cpu/onnxruntime)"]
+    assert _energy_not_kept(df.iloc[[1, 2]]) == []  # a kept reading's note, and no meter at all
+
+
 def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:
     """ratio 0.25 at round_to 8 keeps 16 filters (12/8 = 1.5 rounds to 2): the variant is the baseline's model."""
     import pandas as pd

@@ -264,6 +264,18 @@ class _UnlabelledMeter(EnergyMeter):
         return EnergyReading(joules=0.5, seconds=0.1, source=None)
 
 
+class _BoastingMeter(EnergyMeter):
+    """Declares its readings estimated, then labels one measured (a helper's plug-in; it was stored as measured)."""
+
+    source = "estimated:team-model"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(joules=0.5, seconds=0.1, source="measured:team-model")
+
+
 class _NegativeMeter(EnergyMeter):
     """A counter read wrongly (a wrapped register, an idle power subtracted twice): less than no energy."""
 
@@ -287,11 +299,14 @@ class _StuckMeter(_NegativeMeter):
                                                      "advance"),
                                         (_BrokenMeter, "energy meter test-broken-meter failed: RuntimeError: meter broke"),
                                         (_UnlabelledMeter, "gave 0.5 J with source None, not 'measured:<counter>'"),
+                                        (_BoastingMeter, "declares its readings estimated (source "
+                                                         "'estimated:team-model') and labelled one 'measured:team-model'"),
                                         (_NegativeMeter, "gave -0.3 J: not an amount of energy (NaN, infinite or "
                                                          "negative), not kept")])
 def test_a_meter_that_fails_or_does_not_label_its_joules_costs_the_energy_only(eval_files, tmp_path, meter, note):
     name = {_BrokenMeter: "test-broken-meter", _UnlabelledMeter: "test-unlabelled-meter",
-            _NegativeMeter: "test-negative-meter", _StuckMeter: "test-stuck-meter"}[meter]
+            _NegativeMeter: "test-negative-meter", _StuckMeter: "test-stuck-meter",
+            _BoastingMeter: "test-boasting-meter"}[meter]
     if name not in METERS.names():
         METERS.register(name)(meter)
     eval_npz, ref, model = eval_files

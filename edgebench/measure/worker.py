@@ -181,16 +181,17 @@ def execute(job: Job) -> JobResult:
     session_details = _json_safe(session.details())
     energy_j = energy_source = energy_note = idle_w = energy_window = None
     if job.energy and job.energy.get("type") not in (None, "none"):
-        name = job.energy["type"]
+        name, declared = job.energy["type"], ""
         try:
             meter = create_meter(job.energy)
             assert meter is not None
+            declared = meter.source
             idle_w = measure_idle_power(meter)
             reading, n_runs = _measure_energy(session, batch, meter, job)
         except Exception as exc:  # a meter is equipment beside the measurement: its failure costs the energy only
             log.warning("energy meter %s failed: %s", name, exc)
             reading, n_runs = EnergyReading(None, 0.0, None, f"energy meter {name} failed: {type(exc).__name__}: {exc}"), 0
-        reading = _labelled(reading, name)
+        reading = _labelled(reading, name, declared)
         idle_w = idle_w if reading.joules is not None else None
         energy_source, energy_note = reading.source, reading.note
         energy_window = EnergyWindow(seconds=reading.seconds, inferences=n_runs * batch_size)
@@ -273,11 +274,16 @@ def _profile_layers(session: Session, batch: np.ndarray, job: Job) -> dict[str, 
     return profile.to_dict()
 
 
-def _labelled(reading: EnergyReading, meter: str | None) -> EnergyReading:
+def _labelled(reading: EnergyReading, meter: str | None, declared: str = "") -> EnergyReading:
     """``reading``, or no energy where the meter did not say whether its joules were measured or estimated (an
-    unlabelled figure would be shown as if a counter stood behind it), or gave no amount of energy (NaN, negative:
-    a negative figure led the energy front; a counter's 0 J for a window of inferences)."""
+    unlabelled figure would be shown as if a counter stood behind it), labelled a reading measured while the
+    meter's class ``declared`` its readings estimated, or gave no amount of energy (NaN, negative: a negative figure
+    led the energy front; a counter's 0 J for a window of inferences)."""
     source = reading.source or ""
+    if reading.joules is not None and declared.startswith("estimated:") and source.startswith("measured:"):
+        return EnergyReading(None, reading.seconds, None, f"energy meter {meter} declares its readings estimated "
+                             f"(source {declared!r}) and labelled one {source!r}: a reading cannot claim a counter its "
+                             "meter does not have; not kept")
     if reading.joules is not None and not (math.isfinite(reading.joules) and reading.joules >= 0):
         return EnergyReading(None, reading.seconds, None, f"energy meter {meter} gave {reading.joules:.6g} J: not an "
                              "amount of energy (NaN, infinite or negative), not kept")

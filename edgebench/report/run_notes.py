@@ -1,8 +1,8 @@
 """What a stored run's results say the user should hear beside its figures: a baseline at chance level, float
 artifacts that do not compute their model, windows other processes disturbed or that ended short of their rule,
-overflowing outputs, "pruned" variants that removed nothing, what allocations recorded, how far the latency model
-was off. Read from the store alone, so the CLI's summary, the HTML report and ``Results.notes()`` say the same, for
-this run or one stored long ago."""
+overflowing outputs, energy readings not kept, "pruned" variants that removed nothing, what allocations recorded,
+how far the latency model was off. Read from the store alone, so the CLI's summary, the HTML report and
+``Results.notes()`` say the same, for this run or one stored long ago."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]
     if df.empty:
         return []
     return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_not_the_model(df), *_disturbed(df),
-            *_unfinished_windows(df), *_overflow(df), *_unpruned(df), *_allocations(df), *_prediction_error(df)]
+            *_unfinished_windows(df), *_overflow(df), *_energy_not_kept(df), *_unpruned(df), *_allocations(df),
+            *_prediction_error(df)]
 
 
 def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
@@ -145,6 +146,19 @@ def _overflow(df: pd.DataFrame) -> list[Note]:
                               f"widen it) on the calibration images (e.g. {tensors[0]}): give "
                               "quantization.fixed_point more integer bits"))
     return notes
+
+
+def _energy_not_kept(df: pd.DataFrame) -> list[Note]:
+    """Measurements whose energy meter failed or gave a reading that was not kept (unlabelled, NaN, negative, a
+    counter that did not advance...): their energy is empty, and only the stored note said why."""
+    ok = _ok(df)
+    lost = ok[ok["energy_j_per_inference"].isna() & ok["energy_note"].apply(lambda n: isinstance(n, str) and bool(n))]
+    if lost.empty:
+        return []
+    first = lost.iloc[0]
+    others = f" ({len(lost) - 1} more alike or otherwise: Results.stored()'s energy_note)" if len(lost) > 1 else ""
+    return [Note("energy", f"{len(lost)} of {len(ok)} measurements have no energy figure: {first['energy_note']} "
+                           f"({first['label']} on {first['target']}/{first['backend']}){others}")]
 
 
 def _unpruned(df: pd.DataFrame) -> list[Note]:
