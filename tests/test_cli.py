@@ -115,7 +115,9 @@ def test_bench_says_when_its_window_was_disturbed(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv(TOLERANCE_ENV, "0")
     result = _run("bench", str(path), "--input-shape", "1,8,8", "--min-time-s", "0.05")
     assert result.exit_code == 0, result.output
-    assert "disturbed: the machine's speed changed during its timed window" in " ".join(result.output.split())
+    shown = " ".join(result.output.split())  # on a loaded machine the busy cores are named first
+    assert re.search(r"disturbed: (the machine's speed changed|other processes kept [\d.]+ cores busy) during its "
+                     "timed window", shown), shown
 
 
 def test_a_tail_interval_far_from_symmetric_is_shown_by_its_ends():
