@@ -8,6 +8,7 @@ experiment or target file fails at load with the allowed keys listed, before any
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import typing
@@ -52,10 +53,14 @@ def validate_options(
         model.model_validate_json(json.dumps(dict(options), default=str), strict=True)
     except ValidationError as exc:
         allowed = ", ".join(model.model_fields) or "none"
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # an unknown key first: a misspelt required option is also a missing one, and the typo is what to fix
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{where}: unknown option '{key}'; allowed: {allowed}") from None
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown option '{key}'; allowed: {allowed}{hint}") from None
         if err["type"] == "missing":
             raise ConfigError(f"{where}: option '{key}' is required; allowed: {allowed}") from None
         raise ConfigError(f"{where}: option '{key}': {err['msg']} (got {err.get('input')!r})") from None

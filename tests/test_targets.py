@@ -70,7 +70,9 @@ def test_every_shipped_target_validates() -> None:
          "backend_options.onnxruntime: option 'graph_optimization_level': Input should be 'all', 'extended', 'basic'"),
         ("backends: [litert]\nartifact_formats: {litert: onnx}\n", "'onnx' is not a format litert loads"),
         ("backends: [onnxruntime]\nenergy: {type: rapl, zone: [package-0]}\n",
-         "energy: unknown option 'zone'; allowed: root, zones"),
+         "energy: unknown option 'zone'; allowed: root, zones (did you mean 'zones'?)"),
+        ("backends: [onnxruntime]\nenergy: {type: estimated, tdp: 15}\n",  # was "option 'tdp_w' is required"
+         "energy: unknown option 'tdp'; allowed: tdp_w, idle_w, cores (did you mean 'tdp_w'?)"),
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
         ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
         # a misspelt key (or a meter's options alone) measured no energy and said nothing
