@@ -56,6 +56,20 @@ def test_terminal_fronts_put_csim_targets_on_counted_bit_operations() -> None:
     assert "40.00 MBOPs (counted)" in text and "8.0000 (host C-sim)" in text and "not synthesised" in text
 
 
+def test_terminal_fronts_tell_close_sub_millisecond_p50s_apart() -> None:
+    """A helper's front listed 0.958 at 0.0034 ms beside 0.961 at 0.0034 ms, as if the first were dominated: the
+    store held 0.003404 and 0.003412."""
+    from rich.console import Console
+
+    from edgebench.cli.run import _fronts_table
+
+    df = _cpu_and_csim().iloc[:2].assign(p50_ms=[0.003404, 0.003412], accuracy=[0.958, 0.961])
+    console = Console(width=250, record=True)
+    console.print(_fronts_table("r1", df))
+    text = console.export_text()
+    assert "0.003404" in text and "0.003412" in text
+
+
 def test_static_latency_panel_across_targets_leaves_csim_out() -> None:
     from matplotlib.figure import Figure
 

@@ -146,7 +146,8 @@ def _fronts_table(run_id: str, df: Any) -> Table:
                 axis = f"{row['bops'] / 1e6:,.2f} MBOPs (counted)"
             elif cost.name == "fpga_latency":
                 axis = f"{row['fpga_latency_cycles']:,.0f} cycles (synthesis)"
-            p50 = f"{row['p50_ms']:.4f}" + (" (host C-sim)" if cost.name != "latency" else "")
+            # four significant digits: at 0.0034 two points of a front read alike, as if one dominated the other
+            p50 = _ms(row["p50_ms"]) + (" (host C-sim)" if cost.name != "latency" else "")
             p50 += " (disturbed)" if disturbance(row.get("details")) is not None else ""
             table.add_row(Text(target), row["backend"], Text(row["label"]), f"{row['accuracy']:.3f}", axis, p50,
                           f"{row['size_bytes'] / 1024:.1f}",  # an external artifact's MACs are not counted: "?"
