@@ -267,6 +267,7 @@ class _OpenRun:
         self.cache = ModelCache(self.workdir)
         self.input_shape = input_shape  # of one image: an external artifact's MACs are counted for it
         self.external_facts: dict[str, dict[str, object]] = {}  # by variant id: each graph is read once
+        self.lost: list[str] = []  # jobs lost with their node, board or SSH host, for the report's 'Not run'
 
     @classmethod
     def open(cls, store: Store, exp: Experiment, prepared: _Prepared, tags: tuple[str, ...]) -> _OpenRun:
@@ -380,7 +381,7 @@ class _OpenRun:
 
     def finish(self, render: bool) -> RunOutcome:
         """Close the run (unless jobs were lost: the same command resumes it) and render its report."""
-        self.store.set_not_run(self.run_id, self.outcome.unsupported)  # the report, rendered later too, says it
+        self.store.set_not_run(self.run_id, [*self.outcome.unsupported, *self.lost])  # the report says it, later too
         if self.outcome.lost:  # left open: the same command resumes this run and measures what a lost board could not
             log.warning("%d jobs lost with their node or board; run the same command again to measure them", self.outcome.lost)
             self.store.mark_run(self.run_id, "incomplete")  # not 'running': no process drives it now
@@ -458,6 +459,7 @@ class _OpenRun:
         measured = job_result(result)
         if result.lost or measured.unreachable:  # its node, board or SSH host went away: the next run measures it
             self.outcome.lost += 1
+            self.lost.append(f"{where}: {result.error or measured.error} (lost; run the same command again to measure it)")
             self.outcome.failed.append(f"{where}: {result.error or measured.error} (not stored; run the same command "
                                        "again to measure it)")
             return

@@ -129,12 +129,15 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
     assert all("board:sim" in failure and "run the same command again" in failure for failure in first.failed)
     with Store.open(exp.store_url()) as store:
         assert store.runs()["status"].tolist() == ["incomplete"]  # not 'running': nothing drives it until resumed
+        lost = store.get_run(first.run_id)["machine"]["not_run"]  # the report's 'Not run' names them
+    assert len(lost) == len(first.failed) and all("(lost; run the same command again" in line for line in lost)
 
     ray_cluster.add_node("sim-board-again", resource, num_cpus=1)
     second = run_experiment(exp, render=False)
     assert second.run_id == first.run_id and second.skipped == first.measured and second.failed == []
     with Store.open(exp.store_url()) as store:
         df = store.measurements(second.run_id)
+        assert store.get_run(second.run_id)["machine"]["not_run"] == []  # the resumed run measured them
     assert len(df) == 2 and df["job_key"].is_unique and set(df["status"]) == {"ok"}
     assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])
 
