@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from _ort_timing import ort_p50_ms
 
-from edgebench.models import create_model
+from edgebench.models import create_model, list_models
 from edgebench.models.cost import count_macs, count_params
 from edgebench.prune import create_criterion, prune_model
 
@@ -25,8 +25,11 @@ SHAPE = (3, 32, 32)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["vgg16_cifar", "resnet56_cifar"])
-    parser.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.8])
+    parser.add_argument("--models", nargs="+", default=["vgg16_cifar", "resnet56_cifar"], choices=list_models(),
+                        metavar="MODEL", help=f"zoo models: {', '.join(list_models())}")
+    parser.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.8],
+                        help="fractions of filters removed; the unpruned model (0) is always measured: the x columns "
+                             "are against it")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     args = parser.parse_args()
@@ -39,7 +42,7 @@ def main() -> None:
     print(header + f"{'speed/MACs':>10} {'int8 ms':>8} {'int8/fp32 x':>11}")
     for name in args.models:
         base_macs = base_ms = None
-        for ratio in args.ratios:
+        for ratio in [0.0, *sorted(r for r in set(args.ratios) if r > 0)]:  # first the base the x columns divide by
             torch.manual_seed(0)
             model = create_model(name, num_classes=10, in_channels=3).eval()
             if ratio > 0:
