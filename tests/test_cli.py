@@ -479,6 +479,14 @@ def test_a_run_says_which_windows_ended_before_their_rule_was_met() -> None:
     assert _unfinished_windows(df.iloc[2:]) == []
     met = df.iloc[:1].assign(details=[{"window": {"stopped": "max_time", "precision": 0.01, "precision_met": True}}])
     assert _unfinished_windows(met) == []  # the cap ended a window that had met the precision (min = max time)
+    # min_time_s 15 with the default max_iters: a helper's board windows lasted 6.1 s without a word
+    capped = {"window": {"stopped": "max_iters", "precision": None}, "timed_window_s": 6.1,
+              "job": {"measure": {"min_iters": 50, "min_time_s": 15.0}}}
+    long_enough = {**capped, "timed_window_s": 15.2}
+    two = df.iloc[:2].assign(n_samples=[100000, 100000], details=[capped, long_enough])
+    assert list(map(str, _unfinished_windows(two))) == [
+        "timing: 1 of 2 timed windows ended by measurement.max_iters before min_time_s (raise max_iters for the whole "
+        "window): a/fp32 on local-cpu/onnxruntime (6.1 s of 15 s)"]
 
 
 def test_sigterm_is_an_interrupt_only_while_a_run_runs() -> None:

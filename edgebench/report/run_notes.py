@@ -104,9 +104,10 @@ def _disturbed(df: pd.DataFrame) -> list[Note]:
 
 def _unfinished_windows(df: pd.DataFrame) -> list[Note]:
     """Timed windows that ended before their rule was met: at ``max_time_s``/``max_iters`` short of the asked
-    precision, or with fewer samples than ``min_iters`` (their intervals are wider, or absent, and say so)."""
+    precision, with fewer samples than ``min_iters`` (their intervals are wider, or absent, and say so), or by
+    ``max_iters`` before ``min_time_s`` (an energy or thermal window asked for is shorter than asked)."""
     ok = _ok(df)
-    short_of_precision, short_of_count = [], []
+    short_of_precision, short_of_count, short_of_time = [], [], []
     for _, row in ok.iterrows():
         details = _details(row)
         window = details.get("window") or {}
@@ -115,12 +116,18 @@ def _unfinished_windows(df: pd.DataFrame) -> list[Note]:
             met = window.get("stopped") not in ("max_time", "max_iters")
         if window.get("precision") and not met:
             short_of_precision.append(f"{row['label']} on {row['target']}/{row['backend']} ({window['stopped']})")
-        min_iters = ((details.get("job") or {}).get("measure") or {}).get("min_iters")
+        measure = (details.get("job") or {}).get("measure") or {}
+        min_iters, min_time_s, seconds = measure.get("min_iters"), measure.get("min_time_s"), details.get("timed_window_s")
         if min_iters and row["n_samples"] is not None and row["n_samples"] < min_iters:
             short_of_count.append(f"{row['label']} on {row['target']}/{row['backend']} ({row['n_samples']:.0f} samples)")
+        if window.get("stopped") == "max_iters" and min_time_s and seconds is not None and seconds < min_time_s:
+            short_of_time.append(f"{row['label']} on {row['target']}/{row['backend']} ({seconds:.3g} s of "
+                                 f"{min_time_s:g} s)")
     notes = []
     for problem, where in (("ended before their interval reached measurement.precision", short_of_precision),
-                           ("ended by measurement.max_time_s with fewer runs than min_iters", short_of_count)):
+                           ("ended by measurement.max_time_s with fewer runs than min_iters", short_of_count),
+                           ("ended by measurement.max_iters before min_time_s (raise max_iters for the whole "
+                            "window)", short_of_time)):
         if where:
             shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
             notes.append(Note("timing", f"{len(where)} of {len(ok)} timed windows {problem}: {shown}"))
