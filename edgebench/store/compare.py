@@ -250,6 +250,9 @@ def run_metric_change(
         base, cand, slower = at_one_speed(base, cand)
         if slower is not None:
             return _undecided(metric, all_base, all_cand, effect, slower)
+    if metric == "memory" and (executors := _executors_differ(base, cand)):  # README: compare it within one executor
+        return _undecided(metric, base, cand, effect, f"measured under other executors ({executors}): a Ray worker's "
+                          "imports count in the peak RSS of the jobs forked from it", "executors")
     a, b = base.values(metric), cand.values(metric)
     lookback = series_noise(history) if len(history) >= MIN_SERIES_RUNS else None
     noise = pool(replicate_noise([a, b], "runs a side"), lookback)
@@ -266,6 +269,12 @@ def run_metric_change(
         decision = Decision(decision.verdict, decision.ratio, None, None, None, decision.basis,
                             f"{decision.note} ({len(history)} earlier run(s) here, {MIN_SERIES_RUNS} needed)")
     return metric_change(metric, a, b, decision, effect, None if noise is None else noise.pct)
+
+
+def _executors_differ(base: Side, cand: Side) -> str | None:
+    """``local vs ray`` where the two sides' results were measured under different executors, else None."""
+    sides = [sorted({str(row.get("ran_on")).split()[0] for row in side.rows if row.get("ran_on")}) for side in (base, cand)]
+    return f"{', '.join(sides[0])} vs {', '.join(sides[1])}" if sides[0] and sides[1] and sides[0] != sides[1] else None
 
 
 #: the quantile each percentile metric is
@@ -289,8 +298,9 @@ def _too_few_runs(metric: str, base: Side, cand: Side) -> str | None:
 
 def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str,
                basis: Basis = "contended") -> MetricChange:
-    """A timing metric with no run on one side that can be decided on (``why``: disturbed, or ``short window``: too
-    few runs for its percentile): the change is shown, never called."""
+    """A metric with no run on one side that can be decided on (``why``: disturbed, ``short window``: too few runs
+    for its percentile, ``executors``: memory measured under different executors): the change is shown, never
+    called."""
     a, b = base.values(metric), cand.values(metric)
     mean_a, mean_b = _geomean(a), _geomean(b)
     ratio = mean_b / mean_a if mean_a and mean_b else None

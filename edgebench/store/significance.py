@@ -29,7 +29,8 @@ import numpy as np
 #: "lost": measured in the baseline, not in the candidate (compare's own verdict; no test decides it)
 Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a", "lost"]
 #: what a verdict rests on (see the module docstring); ``threshold``: a deterministic value (size, accuracy)
-Basis = Literal["runs", "lookback", "rounds", "allowance", "threshold", "contended", "short window", "missing"]
+Basis = Literal["runs", "lookback", "rounds", "allowance", "threshold", "contended", "short window", "executors",
+                "missing"]
 
 #: efficiency of the median absolute deviation against the standard deviation for normal data: the
 #: degrees of freedom a robust spread estimate is worth
