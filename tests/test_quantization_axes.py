@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def test_static_latency_panel_across_targets_leaves_csim_out() -> None:
 
 
 def test_explore_page_plots_csim_targets_on_their_own_fpga_axis() -> None:
-    from edgebench.report.explore import figure_axes
+    from edgebench.report.explore import _csim_left_out, figure_axes, selector_options
 
     ok = _cpu_and_csim().assign(threads=1, scenario="single_stream", batch_size=1)
     pairs = [(METRICS["latency"], METRICS["accuracy"]), (METRICS["size"], METRICS["accuracy"])]
@@ -93,6 +94,10 @@ def test_explore_page_plots_csim_targets_on_their_own_fpga_axis() -> None:
                     ("size", "accuracy", ["cpu · onnxruntime", "csim · hls4ml"])]
     explicit = [(METRICS["latency"], METRICS["accuracy"]), (METRICS["bops"], METRICS["accuracy"])]
     assert [x.name for x, _, _ in figure_axes(ok, explicit)] == ["latency", "bops"]  # no second bops plot
+    # with all targets selected the page says what the latency plot leaves out (a helper had found no word of it)
+    page = _csim_left_out(ok, figure_axes(ok, pairs), selector_options(ok))
+    note = re.search(r'<p class="muted eb-missing" data-option="all targets" hidden>([^<]*)</p>', page)
+    assert note and note[1].startswith("The p50 latency plot leaves out csim · hls4ml: an FPGA C simulation")
 
 
 def test_openvino_fp16_is_the_fp32_onnx_under_the_f16_hint() -> None:

@@ -59,3 +59,5 @@ def test_report_shows_time_share_vs_macs_share_for_baseline_and_pruned(tmp_path:
     assert cells["stages.0.conv1"][4] == "25%"  # MACs kept is exact (half the inputs x half the filters)
     assert all(c.endswith("%") for c in cells["stages.0.conv1"])  # shares and time kept are measured
     assert "Per-layer profile not available: no Python profiler" in section  # LiteRT says why
+    # each side's non-compute share, or why there is none (a bare dash had stood where kernels outlasted the p50)
+    assert re.search(r"Not conv/gemm kernel time: baseline: (\d+\.\d% of|none of) the timed p50 \(", section)

@@ -77,7 +77,7 @@ def layer_profile_section(ok: pd.DataFrame, profiles: dict[int, LayerProfile]) -
             continue
         base_row, pruned_row = pair
         base, pruned = profiles[base_row["id"]], profiles[pruned_row["id"]]
-        shares = [f"{esc(label)}: {_pct(p.non_compute_share(row['p50_ms']))} of p50 {row['p50_ms']:.3f} ms"
+        shares = [f"{esc(label)}: {esc(p.p50_share_text(row['p50_ms']))}"  # or why none: not a bare dash
                   for label, p, row in (("baseline", base, base_row), (pruned_row["label"], pruned, pruned_row))]
         parts.append(f"<p>{esc(base_row['label'])} vs {esc(pruned_row['label'])}. Not conv/gemm kernel time: "
                      + "; ".join(shares) + "</p>")
