@@ -119,8 +119,9 @@ def main() -> None:
     if not artifacts or data is None:
         raise SystemExit("no default run found: run without --skip-run first")
     model = artifacts[0]  # the largest ONNX file: the fp32 baseline
+    print(f"(b) before: {machine_line()}")
     edge, bare = harness_overhead(model, data, args.iters)
-    print(f"(b) ONNX Runtime p50, 1 thread, {args.iters} iterations, {model.name}:")
+    print(f"(b) ONNX Runtime p50, 1 thread, {args.iters} iterations, {model.name} ({machine_line()} after):")
     print(f"    edgebench harness {edge * 1e3:.2f} us, bare session.run loop {bare * 1e3:.2f} us, "
           f"ratio {edge / bare:.3f}  (target <= 1.03)")
 
