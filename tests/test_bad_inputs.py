@@ -278,6 +278,14 @@ def empty_store(ctx: Ctx) -> Path:
     return path
 
 
+def store_of_a_bare_run(ctx: Ctx) -> Path:
+    """A store holding one run that stored nothing yet (interrupted before its first measurement)."""
+    path = ctx.tmp / "bare.db"
+    with Store.open(path) as store:
+        store.start_run("bare", {}, "h", {}, run_id="20261207-000000-bare01")
+    return path
+
+
 def read_only_store(ctx: Ctx) -> str:
     """The filled store opened read-only (SQLite's own mode=ro: as root, file permissions would not refuse)."""
     return f"sqlite:///file:{ctx.store}?mode=ro&uri=true"
@@ -864,6 +872,9 @@ CASES = [
     Case("export-out-unwritable", "export", store_cmd("export", UNWRITABLE + ".csv"), (UNWRITABLE,)),
     Case("export-empty-store", "export", store_cmd("export", "{tmp}/all.csv", store=lambda ctx: empty_store(ctx)),
          ("has no runs yet", "nothing to export")),
+    Case("export-run-without-measurements", "export",
+         store_cmd("export", "{tmp}/all.csv", store=lambda ctx: store_of_a_bare_run(ctx)),
+         ("run 20261207-000000-bare01 holds no measurements yet", "nothing to export")),
     Case("export-unknown-run", "export", store_cmd("export", "{tmp}/a.csv", "--run", "nope"), ("nope",)),
     # --- import -------------------------------------------------------------------------------------------
     Case("import-a-csv-file", "import",
