@@ -81,12 +81,12 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if not (getattr(obj, "__module__", None) or "").startswith("edgebench."):
                 self._load_builtins()  # a user's name that clashes with edgebench's fails here, in the user's file
-            if problem := self._not_a_subclass(key, obj):
-                raise TypeError(problem)
-            old = self._items.get(key)
+            old = self._items.get(key)  # a taken name first: whatever the class, it cannot have that name
             if old is not None and (_source_file(old) is None or _source_file(old) != _source_file(obj)):
                 raise ValueError(f"{self.kind} '{key}' is already registered (by {getattr(old, '__module__', '?')}); "
                                  "register yours under another name")
+            if problem := self._not_a_subclass(key, obj):
+                raise TypeError(problem)
             self._items[key] = obj
             return obj
 
