@@ -761,7 +761,7 @@ CASES = [
     Case("bench-input-shape-mismatch", "bench", bench("{onnx}", "--input-shape", "3,32,32", "--min-time-s", "0"),
          ("--input-shape 3,32,32", "tiny.onnx's input 'input'", "takes 1,8,8 per image"), store_checked=False),
     Case("bench-npz-images-of-another-shape", "bench", bench_data(x=images(10, c=3), y=labels(10)),
-         ("eval.npz's images (3,8,8 per image)", "takes 1,8,8 per image"), store_checked=False),
+         ("eval.npz's images (3,8,8 each) does not fit tiny.onnx's input 'input'", "takes 1,8,8 per image"), store_checked=False),
     Case("bench-input-shape-text", "bench", bench("{onnx}", "--input-shape", "a,b"), ("--input-shape",),
          store_checked=False),
     Case("bench-input-shape-negative", "bench", bench("{onnx}", "--input-shape=-1,8,8"), ("--input-shape", "-1,8,8"),

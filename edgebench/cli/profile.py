@@ -41,7 +41,8 @@ def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path)
                         "take normalised images (Results.input_spec(); a run's own runs/<name>/data/test-*.npz "
                         "holds them so): the accuracy shown is not the one the run measured", data, x.dtype,
                         float(np.abs(x).max(initial=0.0)))
-        _check_fits_onnx_input(tuple(x.shape[1:]), onnx_input, artifact, f"{data}'s images")
+        image = tuple(x.shape[1:])
+        _check_fits_onnx_input(image, onnx_input, artifact, f"{data}'s images ({','.join(map(str, image))} each)")
         return None
     if not input_shape:
         if onnx_input is not None:  # one input, one output, float images in and scores out: checked before a worker
@@ -75,8 +76,8 @@ def _check_fits_onnx_input(image: tuple[int, ...], onnx_input: tuple[str, Sequen
     if len(dims) == len(image) + 1 and all(d is None or d == v for d, v in zip(dims[1:], image, strict=True)):
         return
     per_image = ",".join("?" if d is None else str(d) for d in dims[1:])
-    raise ConfigError(f"{given} ({','.join(map(str, image))} per image) does not fit {artifact.name}'s input "
-                      f"'{name}', which takes {per_image} per image: give images of that shape")
+    raise ConfigError(f"{given} does not fit {artifact.name}'s input '{name}', which takes {per_image} per image: "
+                      "give images of that shape")
 
 
 #: an image value past which --data looks like raw 0..255 pixels rather than normalised ones
