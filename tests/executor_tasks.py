@@ -85,6 +85,12 @@ def pid_after_meeting(here: str, other: str, seconds: float, wait_s: float = 90.
     return pid_after(seconds)
 
 
+def cores_after_meeting(here: str, other: str, wait_s: float = 90.0) -> set[int]:
+    """The cores this process may run on, once the task writing ``other`` runs too (see ``_meet``)."""
+    _meet(here, other, wait_s)
+    return os.sched_getaffinity(0)
+
+
 def measure_after_meeting(job: object, here: str, other: str, wait_s: float = 90.0) -> object:
     """Measure ``job`` once the task writing ``other`` runs too (see ``_meet``)."""
     from edgebench.measure.worker import execute

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from executor_tasks import measure_after_meeting, pid_after, warn_twice_and_fail
+from executor_tasks import cores_after_meeting, measure_after_meeting, pid_after, warn_twice_and_fail
 from ray_cluster import BOARDS, RayCluster
 from torch import nn
 
-from edgebench.executor.base import Lane
+from edgebench.executor.base import HOST, Lane, Task, WorkerKind
 from edgebench.executor.tasks import call_task, job_result, measure_task
 from edgebench.job import Job, MeasureSettings
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
@@ -96,6 +96,25 @@ def test_a_board_without_a_ray_resource_is_driven_from_the_drivers_node(ray_clus
     assert {r.where.node for r in results} == {driver[:8]}
     spans = sorted((r.started, r.ended) for r in results)
     assert all(a[1] <= b[0] for a, b in pairwise(spans))  # serialised by the driver
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no two targets can be pinned apart")
+def test_measurements_pinned_apart_run_side_by_side_each_on_its_own_cores(ray_cluster: RayCluster,
+                                                                          tmp_path: Path) -> None:
+    """A target pinned with ``ray: {cores: [1]}`` had measured on every core of the driver's node under Ray (the pin
+    was dropped with the lane's cores), while the local executor honoured it."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    here, there = str(tmp_path / "first-started"), str(tmp_path / "second-started")
+    tasks = [Task(key=f"pinned-{core}", kind="measure", fn=cores_after_meeting, args=meeting, timed=True, timeout_s=120,
+                  lane=Lane(HOST, frozenset({core})), worker=WorkerKind(f"measure-cpus{core}", cpus=frozenset({core}),
+                                                                       fork_per_task=True))
+             for core, meeting in ((first, (here, there)), (second, (there, here)))]
+    with RayExecutor() as executor:
+        results = {r.key: r for r in executor.run(tasks)}
+        driver = executor.driver_node
+    assert all(r.ok for r in results.values()), [r.error for r in results.values()]  # they met: side by side
+    assert results[f"pinned-{first}"].value == {first} and results[f"pinned-{second}"].value == {second}
+    assert {r.where.node for r in results.values()} == {driver[:8]}
 
 
 def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:

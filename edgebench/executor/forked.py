@@ -55,8 +55,9 @@ def forward_stack_dumps() -> None:
     signal.signal(STACK_DUMP_SIGNAL, forward)
 
 
-def run_forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
-    """Run ``fn(*args)`` in a forked child; return its pickled :class:`Outcome` (see the module docstring)."""
+def run_forked(fn: Callable[..., Any], args: tuple[Any, ...], cpus: frozenset[int] | None = None) -> bytes:
+    """Run ``fn(*args)`` in a forked child, pinned to ``cpus`` when given (a Ray worker serves other tasks after
+    this one: only the child is pinned); return its pickled :class:`Outcome` (see the module docstring)."""
     global _child_pid
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -64,7 +65,7 @@ def run_forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(fn, args, write_fd)
+        _child(fn, args, write_fd, cpus)
     os.close(write_fd)
     _child_pid = pid
     try:
@@ -80,14 +81,21 @@ def run_forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
     return payload
 
 
-def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int) -> None:
+def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int, cpus: frozenset[int] | None) -> None:
     """The child's whole life: run the task, write the outcome, exit without the worker's clean-up."""
     code = NO_RESULT_EXIT
     try:
         with contextlib.suppress(OSError, AttributeError):  # dies with its worker (a timeout kills the worker)
             ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
-        outcome = run_task(fn, args, reset_peak=False)  # a new process: its high-water mark started at the fork
+        try:
+            if cpus:  # before the task starts a runtime's threads: they inherit the mask
+                os.sched_setaffinity(0, cpus)
+        except OSError as exc:
+            outcome = Outcome("failed", error=f"cannot pin the task to cores {sorted(cpus or ())}: {exc} (this "
+                              f"process may use cores {sorted(os.sched_getaffinity(0))})")
+        else:
+            outcome = run_task(fn, args, reset_peak=False)  # a new process: its high-water mark started at the fork
         outcome.pid = os.getppid()  # where it ran, for the executor: the warm worker (a child lives one task)
         with os.fdopen(write_fd, "wb") as sink:
             sink.write(outcome_bytes(outcome))

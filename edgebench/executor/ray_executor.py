@@ -2,7 +2,8 @@
 
 Builds and exports fan out over every node with CPUs, one CPU each. A measurement on a local-kind target
 runs on the node of the sweep's driver and asks Ray for all of that node's CPUs, so nothing else Ray
-schedules shares its cores. A measurement on a board asks for the board's resource (e.g.
+schedules shares its cores; one pinned to cores (``ray: {cores: [1]}``) asks for one CPU per core and runs
+pinned to them, so targets pinned apart measure side by side. A measurement on a board asks for the board's resource (e.g.
 ``{"board:jetson-a": 1}``, quantity 1 on one node), so one measurement runs per board while boards run in
 parallel. Lanes are granted by the same first-come-first-served scheduler as the local executor.
 
@@ -80,16 +81,18 @@ def _speaks_grpc(conn: socket.socket, timeout_s: float) -> bool:
 
 
 def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool = True,
-                 driver_dir: str | None = None) -> Outcome:
-    """The Ray task body: run the task in this Ray worker (in a child forked from it with ``fork``: a measurement's
-    peak RSS is then its own, whatever the Ray worker ran before; an untimed task's peak is not reset, nobody reads
-    it) and say which node it was. It runs in ``driver_dir``, the driver's working directory, where this node has
-    it (a shared filesystem): the experiment's relative paths (a dataset's) are read from there, as on the driver."""
+                 driver_dir: str | None = None, cpus: frozenset[int] | None = None) -> Outcome:
+    """The Ray task body: run the task in this Ray worker (in a child forked from it with ``fork`` or ``cpus``: a
+    measurement's peak RSS is then its own, whatever the Ray worker ran before, and only the child is pinned to
+    ``cpus``; an untimed task's peak is not reset, nobody reads it) and say which node it was. It runs in
+    ``driver_dir``, the driver's working directory, where this node has it (a shared filesystem): the experiment's
+    relative paths (a dataset's) are read from there, as on the driver."""
     import ray
 
     if driver_dir is not None and os.path.isdir(driver_dir):
         os.chdir(driver_dir)
-    outcome = pickle.loads(run_forked(fn, args)) if fork else run_task(fn, args, reset_peak=timed)
+    forked = fork or bool(cpus)
+    outcome = pickle.loads(run_forked(fn, args, cpus)) if forked else run_task(fn, args, reset_peak=timed)
     context = ray.get_runtime_context()
     outcome.host, outcome.node = ray.util.get_node_ip_address(), context.get_node_id()[:8]
     return outcome
@@ -184,8 +187,8 @@ class RayExecutor(Executor):
             return [task.lane] if self._offered(task.resources) else []
         if task.lane.name != HOST:
             return [task.lane]
-        if task.timed:  # "this host": the driver's node, whose cores the measurement holds alone
-            return [Lane(NODE_PREFIX + self.driver_node)] if self.driver_node in self._nodes else []
+        if task.timed:  # "this host": the driver's node, whose cores (or those it is pinned to) it holds alone
+            return [Lane(NODE_PREFIX + self.driver_node, task.lane.cpus)] if self.driver_node in self._nodes else []
         return [Lane(NODE_PREFIX + node.node_id) for node in self._nodes.values() if node.cpus > 0]
 
     # ---- Executor ---------------------------------------------------------------------------------
@@ -211,11 +214,12 @@ class RayExecutor(Executor):
                 self.scheduler.finished(task)
                 self.scheduler.add(task, front=True)
                 return
-            options.update(num_cpus=node.cpus if task.timed else 1,
-                           scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+            # a measurement pinned to cores asks Ray for as many CPUs: lanes pinned apart measure side by side
+            cpus = (node.cpus if lane.cpus is None else min(len(lane.cpus), node.cpus)) if task.timed else 1
+            options.update(num_cpus=cpus, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
         task.attempts += 1
         ref = self._remote.options(**options).remote(task.fn, task.args, task.worker.fork_per_task, task.timed,
-                                                     os.getcwd())
+                                                     os.getcwd(), lane.cpus)
         now = time.monotonic()
         self._in_flight[ref] = _InFlight(task, lane, now, now + task.timeout_s + self.start_slack_s)
 
