@@ -219,7 +219,7 @@ def _prepare(exp: Experiment) -> _Prepared:
 
 def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]]) -> _Prepared:
     """The jobs of ``exp`` on ``targets`` (whose output paths were checked), with its data loaded and checked."""
-    runners = {target.name: runner_for(target, exp.run.job_timeout_s) for _, target in targets}
+    runners = {target.name: runner_for(target, exp.run.job_timeout_s, exp.executor.type) for _, target in targets}
     ready, unavailable = available_targets(targets, runners)
     specs = plan_fp32_variants(exp)
     jobs, unsupported = plan_jobs(exp, specs, ready)

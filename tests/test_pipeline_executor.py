@@ -224,3 +224,45 @@ def test_a_service_that_is_not_ray_at_the_address_is_one_error_before_anything_i
         server.close()
     assert time.monotonic() - start < 30
     assert not Path(exp.store_url().removeprefix("sqlite:///")).exists() and not (tmp_path / "runs").exists()
+
+
+def _refused_before_any_work(tmp_path: Path, target: dict[str, object]) -> tuple[str, Path]:
+    """``run_experiment`` of one target file holding ``target``, under the local executor: the NothingToRunError it
+    ends with, and the target file; asserts nothing was trained or stored."""
+    import pytest
+
+    from edgebench.errors import NothingToRunError
+
+    target_file = tmp_path / "placed.yaml"
+    target_file.write_text(yaml.safe_dump({"backends": ["onnxruntime"], "ray": target}))
+    exp = load_experiment(_experiment(tmp_path, [str(target_file)]))
+    with pytest.raises(NothingToRunError) as refused:
+        run_experiment(exp, render=False)
+    assert not Path(exp.store_url().removeprefix("sqlite:///")).exists() and not (tmp_path / "runs").exists()
+    return str(refused.value), target_file
+
+
+def test_a_target_pinned_to_a_core_this_process_cannot_use_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`ray: {cores: [5]}` on a 2-core machine: the local executor's worker died with a multiprocessing traceback
+    (sched_setaffinity: Invalid argument) after training; under Ray it measured unpinned without a word."""
+    from edgebench.executor.runners import runner_for
+    from edgebench.targets import load_target_file
+
+    usable = sorted(os.sched_getaffinity(0))
+    error, target_file = _refused_before_any_work(tmp_path, {"cores": [max(usable) + 1]})
+    assert error == (f"nothing could run: target placed: ray.cores [{max(usable) + 1}] names cores this process may not "
+                     f"use (it may use {usable}): pin the target to some of those, or remove ray.cores")
+    assert runner_for(load_target_file(target_file), executor="ray").available() == error.split("placed: ", 1)[1]
+
+
+def test_a_board_target_under_the_local_executor_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`ray: {resources: {"board:jetson-a": 1}}` with the local executor measured this machine and stored the results
+    under the board's name; under Ray the same target measures on the board's node."""
+    from edgebench.executor.runners import runner_for
+    from edgebench.targets import load_target_file
+
+    error, target_file = _refused_before_any_work(tmp_path, {"resources": {"board:jetson-a": 1}})
+    assert error == ("nothing could run: target placed: its ray.resources {'board:jetson-a': 1.0} name a board of a "
+                     "Ray cluster, which the local executor cannot reach: run with `--executor ray` (executor.type: "
+                     "ray), or remove ray.resources to measure on this machine")
+    assert runner_for(load_target_file(target_file), executor="ray").available() is None

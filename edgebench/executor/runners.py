@@ -9,6 +9,7 @@ job to the device and runs the same worker there.
 
 from __future__ import annotations
 
+import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -28,9 +29,11 @@ DEFAULT_TIMEOUT_S = 300.0
 class Runner(ABC):
     """Runs measurement jobs of one target."""
 
-    def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S, executor: str = "local") -> None:
         self.target = target
         self.timeout_s = timeout_s
+        #: the executor type the jobs run under (``executor.type``): a Ray resource names a board only under Ray
+        self.executor = executor
 
     def resources(self) -> dict[str, float]:
         """The Ray resources that stand for the target's board (``ray: {resources: ...}``); {} when none."""
@@ -85,12 +88,32 @@ class LocalRunner(Runner):
         return [component for block in self.target.blocks.values() for component in block.needs()]
 
     def available(self) -> str | None:
-        """Why none of the target's backends can run here (or its build tool is missing); None when one can."""
+        """Why none of the target's backends can run here (its placement cannot be honoured, or its build tool is
+        missing); None when one can."""
+        if placement := self._placement_problem():
+            return placement
         missing = self.unavailable_backends()
         reasons = [f"{name}: {reason}" for name, reason in missing.items()] if len(missing) == len(self.target.backends) else []
         if build := missing_reason(self._build_steps()):
             reasons.append(build)
         return "; ".join(reasons) or None
+
+    def _placement_problem(self) -> str | None:
+        """Why the target's ``ray:`` block cannot be honoured by this executor on this machine, or None."""
+        ray = self.target.ray
+        if ray is None:
+            return None
+        if ray.resources:  # measured on the board's node under Ray; here, this machine would pass for the board
+            if self.executor == "ray":
+                return None
+            return (f"its ray.resources {ray.resources} name a board of a Ray cluster, which the {self.executor} "
+                    "executor cannot reach: run with `--executor ray` (executor.type: ray), or remove ray.resources "
+                    "to measure on this machine")
+        usable = os.sched_getaffinity(0)
+        if ray.cores and not set(ray.cores) <= usable:  # under Ray too: the measurement runs on the driver's node
+            return (f"ray.cores {ray.cores} names cores this process may not use (it may use {sorted(usable)}): pin "
+                    "the target to some of those, or remove ray.cores")
+        return None
 
     def unavailable_backends(self) -> dict[str, str]:
         # a GPU target lists torch_cuda, onnxruntime_cuda and tensorrt: a machine with a CUDA torch and no
@@ -113,8 +136,9 @@ class LocalRunner(Runner):
 class SSHRunner(Runner):
     """Jobs run on a device over SSH; its backends live there, so only reachability is checked here."""
 
-    def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S, connect_timeout_s: float = 1.5) -> None:
-        super().__init__(target, timeout_s)
+    def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S, executor: str = "local",
+                 connect_timeout_s: float = 1.5) -> None:
+        super().__init__(target, timeout_s, executor)
         if target.ssh is None:
             raise ValueError(f"target {target.name} has no ssh block")
         self.ssh = target.ssh
@@ -159,9 +183,9 @@ class SSHRunner(Runner):
 RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner, "ssh": SSHRunner}
 
 
-def runner_for(target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S) -> Runner:
-    """The runner of ``target`` (by its ``kind``)."""
-    return RUNNERS[target.kind](target, timeout_s)
+def runner_for(target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S, executor: str = "local") -> Runner:
+    """The runner of ``target`` (by its ``kind``) for jobs run under ``executor`` (``executor.type``)."""
+    return RUNNERS[target.kind](target, timeout_s, executor)
 
 
 def _availability(backend: str) -> str | None:
