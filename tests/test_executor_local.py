@@ -413,3 +413,33 @@ def test_a_timed_out_job_takes_the_processes_its_runtime_started_with_it(files, 
         assert "timed out after 4 s" in (result.error or "")
         helper = int(pid_file.read_text())
         assert not _alive(helper), "the runtime's helper process outlived the timed-out job"
+
+
+FORKED_UNDER_A_HANDLER = """
+import faulthandler, pickle, signal
+from executor_tasks import segfault
+from edgebench.executor.forked import run_forked
+
+faulthandler.disable()
+signal.signal(signal.SIGSEGV, signal.SIG_IGN)  # stands for a Ray worker's own handler, inherited by the child
+outcome = pickle.loads(run_forked(segfault, (), survive=True))
+print(outcome.status, "|", outcome.error, "|", outcome.detail)
+"""
+
+
+def test_a_forked_child_dies_by_its_signal_whatever_handler_it_inherited_and_a_surviving_worker_reports_it():
+    """Under Ray a measurement's child inherited Ray's SIGSEGV handler, which took the Ray worker down: the run stored
+    Ray's 'WorkerCrashedError: The worker died unexpectedly' without the signal or the stack."""
+    import os
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).resolve().parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(tests).parent), tests, os.environ.get("PYTHONPATH", "")]))
+    ran = subprocess.run([sys.executable, "-c", FORKED_UNDER_A_HANDLER], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 0, ran.stderr  # the worker lived on
+    status, error, detail = ran.stdout.split(" | ", 2)
+    assert status == "failed" and error.startswith("worker killed by SIGSEGV (Segmentation fault): File ")
+    assert error.endswith("in segfault")  # where it died, from faulthandler's stack
+    assert "Fatal Python error: Segmentation fault" in detail and "most recent call first" in detail

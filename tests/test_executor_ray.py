@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from executor_tasks import cores_after_meeting, measure_after_meeting, pid_after, warn_twice_and_fail
+from executor_tasks import cores_after_meeting, measure_after_meeting, pid_after, segfault, warn_twice_and_fail
 from ray_cluster import BOARDS, RayCluster
 from torch import nn
 
@@ -115,6 +115,22 @@ def test_measurements_pinned_apart_run_side_by_side_each_on_its_own_cores(ray_cl
     assert all(r.ok for r in results.values()), [r.error for r in results.values()]  # they met: side by side
     assert results[f"pinned-{first}"].value == {first} and results[f"pinned-{second}"].value == {second}
     assert {r.where.node for r in results.values()} == {driver[:8]}
+
+
+def test_a_measurement_that_dies_by_a_signal_is_recorded_as_locally_and_its_ray_worker_lives_on(
+        ray_cluster: RayCluster) -> None:
+    """A runtime's SIGSEGV in the forked measurement child ran Ray's own handler, inherited from the Ray worker, which
+    took the worker down: Ray's 'WorkerCrashedError: The worker died unexpectedly' was stored instead of the signal
+    and the Python stack the local executor records."""
+    worker = WorkerKind("measure-crash", fork_per_task=True)
+    tasks = [Task(key=key, kind="measure", fn=fn, timed=True, timeout_s=120, worker=worker, args=args)
+             for key, fn, args in (("crash", segfault, ()), ("after", pid_after, (0.0,)))]
+    with RayExecutor() as executor:
+        results = {r.key: r for r in executor.run(tasks)}
+    crash = results["crash"]
+    assert not crash.ok and crash.error.startswith("worker killed by SIGSEGV (Segmentation fault): File "), crash.error
+    assert crash.error.endswith("in segfault") and "Fatal Python error: Segmentation fault" in crash.detail
+    assert results["after"].ok and results["after"].where.pid == crash.where.pid  # the same Ray worker, alive
 
 
 def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:

@@ -9,7 +9,10 @@ so its own heap does not grow with results.
 
 A child killed by a signal takes the worker down with the same signal, and a child that exits without a
 result takes it down with the same code, so the executor records a crash exactly as before; a request for
-the stacks of a hung task is passed on to the child.
+the stacks of a hung task is passed on to the child. A Ray worker, whose death Ray reports without the signal
+or the stack, survives its child instead: the crash becomes a failed outcome with the same error and the child's
+output (its faulthandler stack). The child dies of a fatal signal by the default action after faulthandler's
+dump, never by a handler it inherited (Ray's took its Ray worker down with it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import faulthandler
 import os
 import pickle
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +36,8 @@ PR_SET_PDEATHSIG = 1
 STACK_DUMP_SIGNAL = signal.SIGUSR1
 #: the child's exit code when it failed before it could send a result
 NO_RESULT_EXIT = 70
+#: the signals faulthandler dumps the stack for
+FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS, signal.SIGILL)
 
 _child_pid = 0
 
@@ -55,17 +62,20 @@ def forward_stack_dumps() -> None:
     signal.signal(STACK_DUMP_SIGNAL, forward)
 
 
-def run_forked(fn: Callable[..., Any], args: tuple[Any, ...], cpus: frozenset[int] | None = None) -> bytes:
+def run_forked(fn: Callable[..., Any], args: tuple[Any, ...], cpus: frozenset[int] | None = None,
+               survive: bool = False) -> bytes:
     """Run ``fn(*args)`` in a forked child, pinned to ``cpus`` when given (a Ray worker serves other tasks after
-    this one: only the child is pinned); return its pickled :class:`Outcome` (see the module docstring)."""
+    this one: only the child is pinned); return its pickled :class:`Outcome` (see the module docstring). With
+    ``survive`` a child that dies is a failed outcome, not this process's death."""
     global _child_pid
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    output = tempfile.TemporaryFile() if survive else None  # noqa: SIM115 - closed below, after the child is gone
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(fn, args, write_fd, cpus)
+        _child(fn, args, write_fd, cpus, None if output is None else output.fileno())
     os.close(write_fd)
     _child_pid = pid
     try:
@@ -74,6 +84,16 @@ def run_forked(fn: Callable[..., Any], args: tuple[Any, ...], cpus: frozenset[in
         _, status = os.waitpid(pid, 0)
     finally:
         _child_pid = 0
+    if output is not None:
+        with output:
+            output.seek(0)
+            written = output.read()
+        with os.fdopen(os.dup(2), "wb") as stderr:  # into this worker's own log, as a local worker's child writes
+            stderr.write(written)
+        if payload and not os.WIFSIGNALED(status):
+            return payload
+        return pickle.dumps(_crashed(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status),
+                                     written))
     if os.WIFSIGNALED(status):
         _die_by(os.WTERMSIG(status))
     if not payload:
@@ -81,13 +101,50 @@ def run_forked(fn: Callable[..., Any], args: tuple[Any, ...], cpus: frozenset[in
     return payload
 
 
-def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int, cpus: frozenset[int] | None) -> None:
+def _crashed(code: int, output: bytes) -> Outcome:
+    """The outcome of a child that ended with ``code`` (-signal) and no result, having written ``output``."""
+    from edgebench.measure.worker import stderr_tail
+
+    tail = stderr_tail(output) or ""
+    return Outcome("failed", error=crash_error(exit_reason(code or NO_RESULT_EXIT), tail), detail=tail or None,
+                   host=socket.gethostname(), pid=os.getpid())
+
+
+def exit_reason(code: int | None) -> str:
+    """Why a worker (or a measurement's forked child) ended with exit ``code`` (-signal) and no result."""
+    if code is not None and code < 0:
+        sig = signal.Signals(-code)
+        return f"worker killed by {sig.name} ({signal.strsignal(sig)})"
+    if code in (0, NO_RESULT_EXIT):  # the worker, or a measurement's forked child, ended without writing a result
+        return f"worker exited with code {code}: the task's process ended without a result (os._exit in its code?)"
+    return f"worker exited with code {code}"
+
+
+def crash_error(reason: str, tail: str) -> str:
+    """``reason`` with where the dead process was: the innermost frame of a faulthandler stack in ``tail`` (what it
+    wrote last), else its last lines."""
+    lines = tail.splitlines()
+    last = next((lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if "most recent call first" in line),
+                " | ".join(line.strip() for line in lines[-3:]))
+    return f"{reason}: {last}" if last else reason
+
+
+def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int, cpus: frozenset[int] | None,
+           output_fd: int | None) -> None:
     """The child's whole life: run the task, write the outcome, exit without the worker's clean-up."""
     code = NO_RESULT_EXIT
     try:
         with contextlib.suppress(OSError, AttributeError):  # dies with its worker (a timeout kills the worker)
             ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
+        if output_fd is not None:
+            os.dup2(output_fd, 1)
+            os.dup2(output_fd, 2)
+        faulthandler.disable()  # puts back the handlers it found: then the default action replaces them
+        for signum in FATAL_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        # to fd 2, the output the worker reads back (a Ray worker's sys.stderr may be another file)
+        faulthandler.enable(file=2, all_threads=True)  # the stack, then death by the signal itself
+        faulthandler.register(STACK_DUMP_SIGNAL, file=2, all_threads=True)
         try:
             if cpus:  # before the task starts a runtime's threads: they inherit the mask
                 os.sched_setaffinity(0, cpus)

@@ -20,7 +20,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.executor.base import HOST, Executor, Lane, LaneScheduler, Task, TaskResult, WorkerKind
-from edgebench.executor.forked import NO_RESULT_EXIT, STACK_DUMP_SIGNAL
+from edgebench.executor.forked import STACK_DUMP_SIGNAL, crash_error, exit_reason
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome
 from edgebench.executor.process_tree import kill_tree
@@ -80,15 +79,6 @@ def _stop_all(workers: list[_Worker]) -> None:
         worker.process.join(2)
 
 
-def _exit_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        sig = signal.Signals(-code)
-        return f"worker killed by {sig.name} ({signal.strsignal(sig)})"
-    if code in (0, NO_RESULT_EXIT):  # the worker, or a measurement's forked child, ended without writing a result
-        return f"worker exited with code {code}: the task's process ended without a result (os._exit in its code?)"
-    return f"worker exited with code {code}"
-
-
 def _tail(path: Path, offset: int) -> str:
     """What the worker wrote to its log since ``offset`` (this task's output), its last lines."""
     try:
@@ -97,15 +87,6 @@ def _tail(path: Path, offset: int) -> str:
             return stderr_tail(fh.read()) or ""
     except OSError:
         return ""
-
-
-def _innermost(tail: str) -> str:
-    """One line saying where a dead worker was: the innermost frame of a faulthandler stack, else the last lines."""
-    lines = tail.splitlines()
-    for i, line in enumerate(lines):
-        if "most recent call first" in line and i + 1 < len(lines):
-            return lines[i + 1].strip()
-    return " | ".join(line.strip() for line in lines[-3:])
 
 
 @contextlib.contextmanager
@@ -340,8 +321,7 @@ class LocalExecutor(Executor):
 
     def _failed(self, worker: _Worker, task: Task, summary: str) -> TaskResult:
         tail = _tail(worker.log_path, worker.log_offset)
-        last = _innermost(tail)
-        error = f"{summary}: {last}" if last else summary
+        error = crash_error(summary, tail)
         log.warning("task %s failed: %s", task.key, summary)
         return TaskResult(task, "failed", error=error, detail=tail or None,
                           where=Placement(executor="local", host=self._host, pid=worker.process.pid),
@@ -349,7 +329,7 @@ class LocalExecutor(Executor):
 
     def _crashed(self, worker: _Worker, task: Task) -> TaskResult:
         worker.process.join(5)
-        result = self._failed(worker, task, _exit_reason(worker.process.exitcode))
+        result = self._failed(worker, task, exit_reason(worker.process.exitcode))
         self._retire(worker, kill=True)
         return result
 

@@ -84,15 +84,16 @@ def _run_on_node(fn: Any, args: tuple[Any, ...], fork: bool = False, timed: bool
                  driver_dir: str | None = None, cpus: frozenset[int] | None = None) -> Outcome:
     """The Ray task body: run the task in this Ray worker (in a child forked from it with ``fork`` or ``cpus``: a
     measurement's peak RSS is then its own, whatever the Ray worker ran before, and only the child is pinned to
-    ``cpus``; an untimed task's peak is not reset, nobody reads it) and say which node it was. It runs in
-    ``driver_dir``, the driver's working directory, where this node has it (a shared filesystem): the experiment's
-    relative paths (a dataset's) are read from there, as on the driver."""
+    ``cpus``; a child that dies, a runtime's SIGSEGV, is a failed outcome with the signal and its stack, as the local
+    executor records it, and the Ray worker lives on; an untimed task's peak is not reset, nobody reads it) and say
+    which node it was. It runs in ``driver_dir``, the driver's working directory, where this node has it (a shared
+    filesystem): the experiment's relative paths (a dataset's) are read from there, as on the driver."""
     import ray
 
     if driver_dir is not None and os.path.isdir(driver_dir):
         os.chdir(driver_dir)
     forked = fork or bool(cpus)
-    outcome = pickle.loads(run_forked(fn, args, cpus)) if forked else run_task(fn, args, reset_peak=timed)
+    outcome = pickle.loads(run_forked(fn, args, cpus, survive=True)) if forked else run_task(fn, args, reset_peak=timed)
     context = ray.get_runtime_context()
     outcome.host, outcome.node = ray.util.get_node_ip_address(), context.get_node_id()[:8]
     return outcome
