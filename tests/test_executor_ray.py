@@ -133,6 +133,16 @@ def test_a_measurement_that_dies_by_a_signal_is_recorded_as_locally_and_its_ray_
     assert results["after"].ok and results["after"].where.pid == crash.where.pid  # the same Ray worker, alive
 
 
+def test_a_board_no_node_ever_offered_is_not_said_to_be_gone(ray_cluster: RayCluster) -> None:
+    """A board resource no node offered while the run waited was reported as "gone for more than 1 s"."""
+    task = call_task("on-a-board-never-started", "measure", pid_after, 0.0)
+    task.lane, task.resources, task.timed = Lane("board:never"), {"board:never": 1.0}, True
+    with RayExecutor(lost_grace_s=1) as executor:
+        (result,) = executor.run([task])
+    assert result.lost and result.error.startswith("no node of the Ray cluster offers {'board:never': 1.0} (none "
+                                                   "offered it since the run started: waited 1 s): start the board's node")
+
+
 def test_builds_fan_out_over_both_nodes(ray_cluster: RayCluster) -> None:
     tasks = [call_task(f"build-{i}", "build", pid_after, 0.5) for i in range(6)]
     tasks.append(call_task("warns", "build", warn_twice_and_fail, False))

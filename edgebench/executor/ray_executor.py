@@ -159,6 +159,7 @@ class RayExecutor(Executor):
         self._dead: set[str] = set()  # nodes a task died with: ray.nodes() says Alive for ~15 s more (ids are not reused)
         self._refreshed = 0.0
         self._missing_since: dict[Lane, float] = {}
+        self._ever_offered: set[str] = set()  # resources some node offered while this executor ran (CPU included)
         self._in_flight: dict[Any, _InFlight] = {}
         self.scheduler = LaneScheduler(capacity=self._capacity, lanes_of=self._lanes_of,
                                        host=HostLanes((HOST, NODE_PREFIX + self.driver_node)))
@@ -174,6 +175,8 @@ class RayExecutor(Executor):
             n["NodeID"]: _Node(n["NodeID"], n["NodeManagerAddress"], int(n["Resources"].get("CPU", 0)), n["Resources"])
             for n in self.ray.nodes() if n["Alive"] and n["NodeID"] not in self._dead
         }
+        self._ever_offered.update(name for node in self._nodes.values() for name, amount in node.resources.items()
+                                  if amount > 0)
 
     def _offered(self, resources: dict[str, float]) -> bool:
         """Whether one alive node offers all of ``resources``."""
@@ -326,10 +329,13 @@ class RayExecutor(Executor):
             return
         for task in self.scheduler.take_queued(lambda t: t.lane in expired and not self._lanes_of(t)):
             needs = task.resources or "a node with CPUs"
+            offered = set(task.resources or ("CPU",)) <= self._ever_offered
+            why = (f"gone for more than {self.lost_grace_s:g} s" if offered else
+                   f"none offered it since the run started: waited {self.lost_grace_s:g} s")
             yield TaskResult(task, "failed", where=_waited_on(task.lane), lost=True,
-                             error=f"no node of the Ray cluster offers {needs} (gone for more than "
-                                   f"{self.lost_grace_s:g} s): start the board's node with `ray start --address=... "
-                                   f"--resources=...` and run the same command again to measure what is missing")
+                             error=f"no node of the Ray cluster offers {needs} ({why}): start the board's node with "
+                                   "`ray start --address=... --resources=...` and run the same command again to "
+                                   "measure what is missing")
 
     def close(self) -> None:
         self.scheduler.close()
