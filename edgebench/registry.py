@@ -43,10 +43,13 @@ class Registry(Generic[T]):
     process passed on and the entry points of ``group`` (e.g. ``edgebench.models``) are loaded.
     """
 
-    def __init__(self, kind: str, modules: Modules = (), group: str | None = None, base: type | None = None) -> None:
+    def __init__(self, kind: str, modules: Modules = (), group: str | None = None, base: type | None = None,
+                 check: Callable[[type], str | None] | None = None) -> None:
         self.kind = kind
         self.group = group
         self.base = base
+        #: what a subclass of ``base`` lacks besides its abstract methods (a backend's formats), or None
+        self.check = check
         self._items: dict[str, T] = {}
         self._modules = modules
         self._builtins_loaded = False
@@ -120,6 +123,8 @@ class Registry(Generic[T]):
                 return (f"{self.kind} '{name}' is class {obj.__name__}, which leaves {', '.join(missing)} of "
                         f"{self.base.__qualname__} undefined: define {'it' if len(missing) == 1 else 'them'} "
                         "(docs/plugins.md)")
+            if self.check is not None and (lacks := self.check(obj)):
+                return f"{self.kind} '{name}' is class {obj.__name__}, which {lacks}"
             return None
         what = f"class {obj.__name__}" if isinstance(obj, type) else f"{type(obj).__name__} {getattr(obj, '__name__', obj)!r}"
         base = f"{self.base.__module__}.{self.base.__qualname__}"

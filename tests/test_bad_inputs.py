@@ -223,6 +223,16 @@ class NoStop(EnergyMeter):
         pass
 """
 
+#: a backend that sets no formats: bench named it as reading "" files, a run never picked it for any artifact
+NO_FORMATS_BACKEND = """from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeSession
+from edgebench.runtimes.base import BACKENDS, Backend
+
+@BACKENDS.register("team_noformats")
+class NoFormats(Backend):
+    def load(self, artifact, settings):
+        return OnnxRuntimeSession(artifact, settings)
+"""
+
 
 def unfinished_plugin(kind: str) -> Callable[[Ctx], list[str]]:
     """The experiment's plug-in file holding only the ``kind`` class of UNFINISHED_PLUGINS."""
@@ -594,6 +604,9 @@ CASES = [
     Case("run-plugin-backend-without-load", "run", unfinished_plugin("BACKENDS"),
          ("plugins", "unfinished.py", "backend 'team_noload' is class NoLoad, which leaves load of Backend undefined: "
           "define it")),
+    Case("run-plugin-backend-without-formats", "run",
+         lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("nofmt.py", NO_FORMATS_BACKEND))]}))],
+         ("plugins", "nofmt.py", "backend 'team_noformats' is class NoFormats, which declares no formats: set formats")),
     Case("run-plugin-schedule-without-run", "run", unfinished_plugin("SCHEDULES"),
          ("unfinished.py", "schedule 'team_norun' is class NoRun, which leaves run of Schedule undefined")),
     Case("run-plugin-meter-without-stop", "run", unfinished_plugin("METERS"),

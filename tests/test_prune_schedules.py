@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -148,3 +150,19 @@ def test_each_criterion_runs_with_its_papers_allocation_by_default(tmp_path) -> 
     kwargs = load_experiment(default_with(tmp_path, targets=["local-cpu"], pruning={
         "criteria": ["bn_scale"], "ratios": [0.5], "allocation_kwargs": {"global_raw": {"min_channels": 2}}}))
     assert plan_fp32_variants(kwargs)[1].prune.allocation_kwargs == {"min_channels": 2}
+
+
+@pytest.mark.parametrize(("returned", "named"), [(None, "returned None"), (([], 0, 0.5), "returned a tuple (([], 0, 0.5))")])
+def test_a_schedule_returning_no_schedule_result_is_named(baseline, digits, monkeypatch, returned, named) -> None:
+    """A plug-in schedule whose run() returns something else failed with an AttributeError naming neither."""
+    from edgebench.prune import SCHEDULES
+    from edgebench.prune.schedules.base import Schedule
+
+    class Careless(Schedule):
+        def run(self, *args, **kwargs):
+            return returned
+
+    monkeypatch.setitem(SCHEDULES._items, "team_careless", Careless)
+    with pytest.raises(TypeError, match=r"^schedule 'team_careless' \(class Careless\) " + re.escape(named)
+                       + r" from run\(\); run\(\) must return a ScheduleResult"):
+        build_fp32_model(_spec(criterion="l1", ratio=0.5, schedule="team_careless"), digits, baseline)

@@ -352,3 +352,20 @@ def test_an_onnx_file_with_float16_inputs_and_outputs_is_fed_and_read_as_it_expe
     result = run_one(_job(tmp_path / "io16.onnx", eval_npz, ref, "onnxruntime"), timeout_s=120)
     assert result.status == "ok", result.error
     assert result.accuracy >= 0.95 and result.max_abs_diff < 0.05  # fp16 arithmetic against the fp32 reference
+
+
+def test_a_backend_whose_load_returns_no_session_is_named(eval_files, tmp_path, monkeypatch):
+    """A plug-in backend's load() returning None failed with "'NoneType' object has no attribute 'input_dims'"."""
+    from edgebench.runtimes.base import BACKENDS
+    from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend
+
+    class LoadsNothing(OnnxRuntimeBackend):
+        def load(self, artifact, settings):
+            return None
+
+    monkeypatch.setitem(BACKENDS._items, "team_loadnone", LoadsNothing)
+    eval_npz, _, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    with pytest.raises(TypeError, match=r"^backend 'team_loadnone' \(class LoadsNothing\) returned None from load\(\); "
+                       r"load\(\) must return an edgebench.runtimes.base.Session"):
+        execute(_job(artifact, eval_npz, None, "team_loadnone"))

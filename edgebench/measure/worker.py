@@ -36,7 +36,7 @@ from edgebench.measure.output_form import reference_in_output_form
 from edgebench.measure.speed_probe import WindowSpeed
 from edgebench.measure.stats import latency_intervals, summarize_ns
 from edgebench.profile.table import not_available
-from edgebench.runtimes.base import BackendSettings, Session, get_backend
+from edgebench.runtimes.base import BackendSettings, Session, get_backend, load_session
 from edgebench.sampling import spread_sample
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def execute(job: Job) -> JobResult:
         options=job.backend_options,
     )
     t0 = time.perf_counter_ns()
-    session = backend.load(Path(job.artifact), settings)
+    session = load_session(job.backend, backend, Path(job.artifact), settings)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
 
     # the timed batch is read alone: the test set, loaded after the peak RSS is read, is the harness's, not the job's

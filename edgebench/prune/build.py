@@ -19,7 +19,7 @@ from edgebench.models.source import new_model
 from edgebench.prune.allocation import ALLOCATIONS
 from edgebench.prune.criteria import create_criterion
 from edgebench.prune.lowrank import train_lowrank
-from edgebench.prune.schedules import SCHEDULES, default_prune_epochs, schedule_allocation
+from edgebench.prune.schedules import SCHEDULES, ScheduleResult, default_prune_epochs, schedule_allocation
 from edgebench.prune.sparse import create_sparse_method
 from edgebench.quantization.qat import QuantizationAwareTraining, default_start_epoch
 from edgebench.train import TrainHook, train
@@ -131,6 +131,10 @@ def build_fp32_model(
     joined = {"hooks": qat} if qat else {}  # quantization-aware training joins the schedule's own training run
     before = count_macs(model, tuple(splits.input_shape))
     res = schedule.run(model, splits, spec.train, criterion, prune, _stage(progress, schedule.stage), workdir, **joined)
+    if not isinstance(res, ScheduleResult):  # a plug-in's: else an AttributeError below that names neither
+        got = "None" if res is None else f"a {type(res).__name__} ({res!r:.60})"
+        raise TypeError(f"schedule '{prune.schedule}' (class {type(schedule).__name__}) returned {got} from run(); "
+                        "run() must return a ScheduleResult (edgebench.prune.schedules.base)")
     if prune.unit == "macs":
         _warn_macs_overshoot(prune.ratio, before, count_macs(model, tuple(splits.input_shape)))
     counted = baseline if schedule.counts_baseline and baseline is not None else None

@@ -264,14 +264,31 @@ class Exporter(ABC):
         where its format has a place for it, so the file says it to whoever deploys it; nothing by default."""
 
 
+def _no_formats(cls: type[Backend]) -> str | None:
+    """Why a backend class cannot be picked for any artifact: it declares no formats (an empty list in errors)."""
+    return None if cls.formats else ('declares no formats: set formats = ("onnx",), the artifact formats its load() '
+                                     "reads (docs/plugins.md)")
+
+
 BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"),
-                                              group="edgebench.backends", base=Backend)
+                                              group="edgebench.backends", base=Backend, check=_no_formats)
 EXPORTERS: Registry[type[Exporter]] = Registry("exporter", modules=lambda: _modules("exporter_modules"), base=Exporter)
 
 
 def get_backend(name: str) -> Backend:
     """Instantiate the backend registered as ``name``."""
     return BACKENDS.get(name)()
+
+
+def load_session(name: str, backend: Backend, artifact: Path, settings: BackendSettings) -> Session:
+    """``backend`` (registered as ``name``) loads ``artifact``; TypeError naming it when its load() returns no
+    Session (a plug-in's: else an AttributeError on the first session call that names neither)."""
+    session = backend.load(artifact, settings)
+    if not isinstance(session, Session):
+        got = "None" if session is None else f"a {type(session).__name__}"
+        raise TypeError(f"backend '{name}' (class {type(backend).__name__}) returned {got} from load(); load() must "
+                        "return an edgebench.runtimes.base.Session (docs/plugins.md)")
+    return session
 
 
 def list_backends() -> list[str]:

@@ -25,7 +25,7 @@ from edgebench.errors import first_line
 from edgebench.job import MeasureSettings
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import cpu_model
-from edgebench.runtimes.base import BackendSettings, get_backend
+from edgebench.runtimes.base import BackendSettings, get_backend, load_session
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def layer_input(shape: LayerShape) -> np.ndarray:
 def onnx_p50_ms(path: Path, backend: str, settings: BackendSettings, batch: np.ndarray,
                 timing: MeasureSettings) -> float:
     """p50 in ms of the ONNX model at ``path`` run on ``backend`` by edgebench's harness."""
-    session = get_backend(backend).load(path, settings)
+    session = load_session(backend, get_backend(backend), path, settings)
     try:
         return float(np.median(time_session(session, batch, timing).samples_ns)) / 1e6
     finally:
