@@ -4,7 +4,8 @@ The components are what the runtime folders, the energy meters and the SSH runne
 (``edgebench.components``), and the extras of the features beside them (``FEATURE_EXTRAS``); a target's needs are
 its runner's. Checks use package
 metadata and PATH lookups rather than imports, so ``edgebench doctor`` stays fast even where heavy
-runtimes (LiteRT, TensorRT) are installed.
+runtimes (LiteRT, TensorRT) are installed. The plug-ins (the names that installed entry points, plug-in files and
+modules register) are listed with where each comes from.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from edgebench.errors import ConfigError
 from edgebench.executor.runners import runner_for
 from edgebench.executor.ssh import PARAMIKO
 from edgebench.measure.energy import METERS
-from edgebench.runtimes.base import list_runtimes
+from edgebench.registry import Registry
+from edgebench.runtimes.base import BACKENDS, EXPORTERS, list_runtimes
 from edgebench.targets import TargetSpec, list_targets, load_target_file
 
 #: the extras of features beside the targets: the results store, exports, the cluster and tracking
@@ -84,6 +86,39 @@ class TargetStatus:
     def state(self) -> str:
         """available, unavailable or broken."""
         return "broken" if self.broken else "available" if self.available else "unavailable"
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A name registered by something other than edgebench, and where it comes from."""
+
+    kind: str
+    name: str
+    origin: str
+
+
+def plugin_registries() -> list[Registry]:
+    """Every registry a plug-in can add to."""
+    from edgebench.data.registry import DATASETS
+    from edgebench.models import MODELS
+    from edgebench.prune.allocation import ALLOCATIONS
+    from edgebench.prune.criteria import CRITERIA
+    from edgebench.prune.schedules import SCHEDULES
+    from edgebench.prune.sparse import SPARSE_METHODS
+
+    return [MODELS, DATASETS, CRITERIA, SCHEDULES, ALLOCATIONS, SPARSE_METHODS, BACKENDS, EXPORTERS, METERS]
+
+
+def registered_plugins() -> tuple[list[Plugin], list[str]]:
+    """The registered plug-ins of every kind, and the one-line error of each installed entry point that does not
+    load (reported, not raised: the rest still load). Call it before anything looks a name up, which would raise
+    at the first broken entry point instead."""
+    failed: list[str] = []
+    found = []
+    for registry in plugin_registries():
+        failed += registry.load_reporting()
+        found += [Plugin(registry.kind, name, origin) for name in registry.names() if (origin := registry.origin(name))]
+    return found, failed
 
 
 def target_statuses(extra_dir: Path | None = None, check: bool = True) -> list[TargetStatus]:

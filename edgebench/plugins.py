@@ -217,11 +217,12 @@ def load_env_plugins() -> None:
         load_file(file)
 
 
-def entry_point_objects(group: str) -> list[tuple[str, Any, str]]:
+def entry_point_objects(group: str, failed: list[str] | None = None) -> list[tuple[str, Any, str]]:
     """(name, loaded object, distribution) of every installed entry point in ``group``.
 
     A broken plug-in package is named in a PluginError rather than ignored: its names would otherwise be
-    reported as unknown with no hint why.
+    reported as unknown with no hint why. With ``failed``, each such error line is appended there instead and the
+    other entry points still load (``edgebench doctor`` lists them all).
     """
     found = []
     for ep in entry_points(group=group):
@@ -229,7 +230,11 @@ def entry_point_objects(group: str) -> list[tuple[str, Any, str]]:
         try:
             obj = ep.load()
         except Exception as exc:
-            raise PluginError(f"entry point '{ep.name} = {ep.value}' (group {group}, from {dist}) failed to load: "
-                              f"{type(exc).__name__}: {first_line(exc)}") from None
+            error = (f"entry point '{ep.name} = {ep.value}' (group {group}, from {dist}) failed to load: "
+                     f"{type(exc).__name__}: {first_line(exc)}")
+            if failed is None:
+                raise PluginError(error) from None
+            failed.append(error)
+            continue
         found.append((ep.name, obj, dist))
     return found

@@ -8,9 +8,11 @@ entry points of installed packages in the registry's ``group``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import packages_distributions
 from typing import Generic, TypeVar
 
 from edgebench import plugins
@@ -28,6 +30,12 @@ def main_script_registers() -> bool:
     """Whether the running script (``__main__``) registered a model, criterion, backend... of its own: only then
     do spawned workers need to import it (otherwise its imports would only weigh on every worker's memory)."""
     return any(getattr(obj, "__module__", None) == "__main__" for r in _REGISTRIES for obj in r._items.values())
+
+
+@functools.cache
+def _distributions() -> Mapping[str, list[str]]:
+    """Installed distributions by the top-level packages they hold."""
+    return packages_distributions()
 
 
 def _source_file(obj: object) -> str | None:
@@ -51,6 +59,8 @@ class Registry(Generic[T]):
         #: what a subclass of ``base`` lacks besides its abstract methods (a backend's formats), or None
         self.check = check
         self._items: dict[str, T] = {}
+        #: the names entry points added, with their entry point and distribution (where errors and doctor say so)
+        self._entry_points: dict[str, str] = {}
         self._modules = modules
         self._builtins_loaded = False
         self._loaded = False
@@ -62,19 +72,51 @@ class Registry(Generic[T]):
             for module in self._modules() if callable(self._modules) else self._modules:
                 importlib.import_module(module)
 
-    def _load(self) -> None:
+    def _load(self, failed: list[str] | None = None) -> None:
+        """Load the builtins, the parent's plug-in files and the entry points; PluginError at the first entry point
+        that cannot be this kind, or with ``failed``, its line appended there and the others loaded."""
         if not self._loaded:
             self._load_builtins()
             self._loaded = True
             plugins.load_env_plugins()
-            for name, obj, dist in plugins.entry_point_objects(self.group) if self.group else ():
-                if not isinstance(obj, type(plugins)) and self._items.get(name.lower()) is not obj:
-                    if name.lower() in self._items:
-                        raise plugins.PluginError(f"entry point '{name}' of {dist} (group {self.group}): {self.kind} "
-                                                  f"'{name.lower()}' is already registered; rename the entry point")
-                    if problem := self._not_a_subclass(name.lower(), obj):  # listing its kind would trip on it
-                        raise plugins.PluginError(f"entry point '{name}' of {dist} (group {self.group}): {problem}")
-                    self._items[name.lower()] = obj
+            for name, obj, dist in plugins.entry_point_objects(self.group, failed) if self.group else ():
+                key = name.lower()
+                if not isinstance(obj, type(plugins)) and self._items.get(key) is not obj:
+                    where = f"entry point '{name}' of {dist} (group {self.group})"
+                    if key in self._items:  # both sources: the user knows one of them only
+                        problem = (f"{self.kind} '{key}' is registered twice, by {self.origin(key) or 'edgebench'} and "
+                                   f"by {where}; rename one of them")
+                    else:  # listing its kind would trip on it
+                        problem = f"{where}: {why}" if (why := self._not_a_subclass(key, obj)) else None
+                    if problem is None:
+                        self._items[key] = obj
+                        self._entry_points[key] = where
+                    elif failed is None:
+                        raise plugins.PluginError(problem)
+                    else:
+                        failed.append(problem)
+
+    def load_reporting(self) -> list[str]:
+        """Load every plug-in of this kind that loads, and return the one-line error of each entry point that does
+        not, where a lookup raises the first (``edgebench doctor`` lists them); [] once anything has loaded it."""
+        failed: list[str] = []
+        self._load(failed)
+        return failed
+
+    def origin(self, name: str) -> str | None:
+        """Where the registered ``name`` comes from (an entry point and its distribution, a plug-in file, a module);
+        None for edgebench's own."""
+        key = name.lower()
+        if key in self._entry_points:
+            return self._entry_points[key]
+        module = getattr(self._items[key], "__module__", None) or "?"
+        if module.split(".")[0] == "edgebench":
+            return None
+        file = _source_file(self._items[key])
+        if module.startswith("edgebench_plugin_"):  # plugins: and --plugins files (edgebench.plugins.load_file)
+            return f"plugins file {file}"
+        dists = _distributions().get(module.split(".")[0])  # a package an entry point naming a module only imports
+        return f"module {module} of {dists[0]}" if dists else f"module {module}" + (f" ({file})" if file else "")
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; a duplicate name raises, unless it comes from the same
@@ -86,8 +128,8 @@ class Registry(Generic[T]):
                 self._load_builtins()  # a user's name that clashes with edgebench's fails here, in the user's file
             old = self._items.get(key)  # a taken name first: whatever the class, it cannot have that name
             if old is not None and (_source_file(old) is None or _source_file(old) != _source_file(obj)):
-                raise ValueError(f"{self.kind} '{key}' is already registered (by {getattr(old, '__module__', '?')}); "
-                                 "register yours under another name")
+                by = self.origin(key) or getattr(old, "__module__", "?")
+                raise ValueError(f"{self.kind} '{key}' is already registered (by {by}); register yours under another name")
             if problem := self._not_a_subclass(key, obj):
                 raise TypeError(problem)
             self._items[key] = obj

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgebench.cli.common import PluginFiles, console, print_line, use_plugins
-from edgebench.doctor import TargetStatus, components, kind, target_statuses
+from edgebench.doctor import Plugin, TargetStatus, components, kind, registered_plugins, target_statuses
 from edgebench.errors import ExitCode
 from edgebench.targets import targets_dirs
 
@@ -60,10 +60,11 @@ def targets(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None
 
 
 def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
-    """Print what is installed, what each target needs and what is missing (with the install command); exit 2
-    when a target file is broken."""
+    """Print what is installed, the backends and plug-ins, what each target needs and what is missing (with the
+    install command); exit 2 when a target file or an installed plug-in's entry point is broken."""
     use_plugins(plugins)
     targets_dirs(targets_dir)  # a wrong --targets-dir fails before the tables
+    registered, broken = registered_plugins()  # first: a lookup would raise at the first broken entry point
     found = components()
     table = Table(title="packages and tools")
     for column in ("component", "kind", "for", "found", "install"):
@@ -73,6 +74,7 @@ def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
         table.add_row(c.name, kind(c), c.purpose, f"[green]{f.found}[/]" if f.present else "[red]missing[/]",
                       "" if f.present else escape(c.install_hint))
     console.print(table)
+    _print_plugins(registered, broken)
 
     hints = {f.component.name: f.component.install_hint for f in found}
     needs = Table(title="targets: needs and missing")
@@ -84,7 +86,35 @@ def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
         state = _state(status) + escape(f": {status.reason}" if status.reason else "")  # the style stays markup
         needs.add_row(status.name, ", ".join(status.needs) or "-", escape(missing), state)
     console.print(needs)
+    for error in broken:
+        print_line("error:", "bold red", f"{error}; fix or uninstall its package")
     _fail_if_broken(statuses)
+    if broken:
+        raise typer.Exit(ExitCode.BAD_INPUT)
+
+
+def _print_plugins(registered: list[Plugin], broken: list[str]) -> None:
+    """Every backend (the names ``bench --backend`` and target files take) and every plug-in, with where each
+    comes from."""
+    from edgebench.runtimes.base import BACKENDS
+
+    origins = {p.name: p.origin for p in registered if p.kind == BACKENDS.kind}
+    backends = Table(title="backends")
+    for column in ("backend", "formats", "from"):
+        backends.add_column(column, overflow="fold")
+    for name in BACKENDS.names():
+        backends.add_row(name, ", ".join(BACKENDS.get(name).formats), escape(origins.get(name, "edgebench")))
+    console.print(backends)
+    if not registered:
+        print_line("plug-ins:", "bold", "none (installed entry points, plugins: files and --plugins files register them)"
+                   + (f"; {len(broken)} entry point(s) failed to load, listed below" if broken else ""))
+        return
+    table = Table(title="plug-ins")
+    for column in ("kind", "name", "from"):
+        table.add_column(column, overflow="fold")
+    for plugin in registered:
+        table.add_row(plugin.kind, plugin.name, escape(plugin.origin))
+    console.print(table)
 
 
 def register(app: typer.Typer, wrap: Any) -> None:
