@@ -1,5 +1,6 @@
 """Where each plug-in comes from: ``edgebench doctor`` lists every one with its source and the entry points that do
-not load, and a name that a plug-in file and an installed entry point both register names both. Each test installs a distribution of its own (a dist-info folder
+not load, a name that a plug-in file and an installed entry point both register names both, and the store commands
+find their default store without loading plug-ins. Each test installs a distribution of its own (a dist-info folder
 on sys.path) and gives the registries a fresh start, so they load its entry points."""
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from store_fixtures import fill_run
 from typer.testing import CliRunner
 
 from edgebench.cli import app
 from edgebench.doctor import plugin_registries
 from edgebench.plugins import PLUGINS_ENV, PluginError, load_file
+from edgebench.store import Store
 
 CRITERION = """from edgebench.prune.criteria.base import Criterion
 
@@ -122,3 +125,13 @@ def test_doctor_without_plugins_says_so(install: Install) -> None:
     assert done.exit_code == 0, done.output
     assert "plug-ins: none (installed entry points, plugins: files and --plugins files register them)" in done.output
 
+
+def test_runs_finds_the_default_store_despite_a_broken_criteria_entry_point(install: Install, tmp_path: Path) -> None:
+    """`edgebench runs` (no --store) read the default experiment, whose pruning.criteria check loaded every criteria
+    entry point: a broken one made the store unreadable."""
+    install("[edgebench.criteria]\nteam_broken = teamplug_broken:X\n")
+    with Store.open(tmp_path / "runs" / "default" / "results.db") as store:
+        run_id = fill_run(store)
+    done = CliRunner().invoke(app, ["runs"], env={"COLUMNS": "400"})
+    assert done.exit_code == 0, done.output
+    assert run_id in done.output

@@ -32,10 +32,12 @@ StoreOpt = Annotated[
 
 
 def _default_store_url() -> str:
-    """The built-in experiment's results store."""
-    from edgebench.config import load_experiment
+    """The built-in experiment's results store, read without the checks of its names (``load_experiment``'s):
+    those load every plug-in, so a broken installed one made every store unreadable."""
+    from edgebench import yaml_file
+    from edgebench.config import DEFAULT_EXPERIMENT, Experiment
 
-    return load_experiment(None).store_url()
+    return yaml_file.load(DEFAULT_EXPERIMENT, Experiment, "experiment file").store_url()
 
 
 def open_store(store: str | None, must_exist: bool = True, what: str = "--store") -> Store:
