@@ -33,6 +33,8 @@ from typing import Any
 
 from edgebench.errors import ConfigError, first_line
 
+#: the plug-in guide, shipped inside the package (a wheel has no docs/ folder): errors about a plug-in name its path
+PLUGINS_DOC = Path(__file__).resolve().parent / "docs" / "plugins.md"
 #: plug-in files of the running experiment, separated by os.pathsep; spawned workers inherit it
 PLUGINS_ENV = "EDGEBENCH_PLUGINS"
 #: the driver's script, which an import path ``__main__:attribute`` names, for the workers it spawns

@@ -21,6 +21,7 @@ from edgebench.measure.contention import contended_cores
 from edgebench.measure.speed_probe import tolerance
 from edgebench.paths import writable_dir, writable_file
 from edgebench.plan import PlannedJob, plan_fp32_variants
+from edgebench.plugins import PLUGINS_DOC
 from edgebench.runtimes.base import get_exporter
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def check_plugin_criteria(exp: Experiment, model: nn.Module, splits: DatasetSpli
         if all(getattr(kind, m) is getattr(Criterion, m) for m in ("module_scores", "layer_scores", "__call__")):
             raise ConfigError(f"{where} overrides none of the methods that score channels: a criterion overrides "
                               "module_scores(self, module, role), giving one score per channel of the module along "
-                              "role ('out', 'in' or 'bn'), or None (docs/plugins.md)")
+                              f"role ('out', 'in' or 'bn'), or None (see {PLUGINS_DOC})")
         probe = copy.deepcopy(model).eval()
         try:
             criterion = kind(**exp.pruning.criterion_kwargs.get(name, {}))

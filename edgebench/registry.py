@@ -164,7 +164,7 @@ class Registry(Generic[T]):
             if missing := sorted(getattr(obj, "__abstractmethods__", ())):  # else a TypeError wherever it is made
                 return (f"{self.kind} '{name}' is class {obj.__name__}, which leaves {', '.join(missing)} of "
                         f"{self.base.__qualname__} undefined: define {'it' if len(missing) == 1 else 'them'} "
-                        "(docs/plugins.md)")
+                        f"(see {plugins.PLUGINS_DOC})")
             if self.check is not None and (lacks := self.check(obj)):
                 return f"{self.kind} '{name}' is class {obj.__name__}, which {lacks}"
             return None
@@ -172,7 +172,7 @@ class Registry(Generic[T]):
         base = f"{self.base.__module__}.{self.base.__qualname__}"
         article = "an" if self.kind[0] in "aeiou" else "a"
         return (f"{self.kind} '{name}' is {what}, not a subclass of {base}: {article} {self.kind} plug-in is a class "
-                "that subclasses it (docs/plugins.md)")
+                f"that subclasses it (see {plugins.PLUGINS_DOC})")
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

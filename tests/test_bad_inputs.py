@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from user_code import import_file, write_nets
 
 from edgebench.cli import app
+from edgebench.plugins import PLUGINS_DOC
 from edgebench.store import Store
 
 #: a path no user (root included) can create: sysfs refuses new entries
@@ -596,7 +597,7 @@ CASES = [
     Case("run-plugin-criterion-is-a-function", "run",
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("fn.py", FUNCTION_CRITERION))]}))],
          ("plugins", "fn.py", "criterion 'team_fn' is function 'team_fn', not a subclass of "
-          "edgebench.prune.criteria.base.Criterion", "docs/plugins.md")),
+          "edgebench.prune.criteria.base.Criterion", f"(see {PLUGINS_DOC})")),
     Case("run-plugin-backend-not-a-backend", "run",
          lambda ctx: ["run", str(ctx.experiment({"plugins": [str(ctx.file("rt.py", PLAIN_BACKEND))]}))],
          ("plugins", "rt.py", "backend 'team_rt' is class TeamRuntime, not a subclass of "

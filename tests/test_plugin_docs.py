@@ -1,4 +1,4 @@
-"""docs/plugins.md's plug-in file, target file and experiment, written out as the page shows them and run: a
+"""edgebench/docs/plugins.md's plug-in file, target file and experiment, written out as the page shows them and run: a
 criterion, a runtime (ONNX's reference evaluator) and an energy meter (a lab logger's joule counter file) that
 edgebench does not ship, each used by a real run without editing edgebench."""
 
@@ -17,7 +17,7 @@ import edgebench
 
 pytestmark = pytest.mark.slow
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+DOC = Path(__file__).resolve().parents[1] / "edgebench" / "docs" / "plugins.md"
 #: the power the test's stand-in for a lab's logger draws, in watts
 WATTS = 5.0
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from edgebench import plugins
 from edgebench.archive import artifact_size, compressed_size
 from edgebench.components import Component, missing_reason
 from edgebench.profile.table import LayerProfile, not_available
@@ -267,7 +268,7 @@ class Exporter(ABC):
 def _no_formats(cls: type[Backend]) -> str | None:
     """Why a backend class cannot be picked for any artifact: it declares no formats (an empty list in errors)."""
     return None if cls.formats else ('declares no formats: set formats = ("onnx",), the artifact formats its load() '
-                                     "reads (docs/plugins.md)")
+                                     f"reads (see {plugins.PLUGINS_DOC})")
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", modules=lambda: _modules("backend_modules"),
@@ -287,7 +288,7 @@ def load_session(name: str, backend: Backend, artifact: Path, settings: BackendS
     if not isinstance(session, Session):
         got = "None" if session is None else f"a {type(session).__name__}"
         raise TypeError(f"backend '{name}' (class {type(backend).__name__}) returned {got} from load(); load() must "
-                        "return an edgebench.runtimes.base.Session (docs/plugins.md)")
+                        f"return an edgebench.runtimes.base.Session (see {plugins.PLUGINS_DOC})")
     return session
 
 
