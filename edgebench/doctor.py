@@ -5,7 +5,7 @@ The components are what the runtime folders, the energy meters and the SSH runne
 its runner's. Checks use package
 metadata and PATH lookups rather than imports, so ``edgebench doctor`` stays fast even where heavy
 runtimes (LiteRT, TensorRT) are installed. The plug-ins (the names that installed entry points, plug-in files and
-modules register) are listed with where each comes from.
+modules register) are listed with where each comes from: that imports them, as any lookup of a name does.
 """
 
 from __future__ import annotations
