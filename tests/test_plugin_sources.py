@@ -54,8 +54,10 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install
     monkeypatch.chdir(tmp_path)
     for reg in plugin_registries():
         reg.names()  # edgebench's own loaded once, then kept in the copies
-        for attribute in ("_items", "_entry_points"):
-            monkeypatch.setattr(reg, attribute, dict(getattr(reg, attribute)))
+        # without what earlier tests in this process registered (plug-in files of the bad-input battery)
+        own = {k: v for k, v in reg._items.items() if (getattr(v, "__module__", "") or "").startswith("edgebench.")}
+        monkeypatch.setattr(reg, "_items", own)
+        monkeypatch.setattr(reg, "_entry_points", {})
         monkeypatch.setattr(reg, "_loaded", False)
 
     def installed(entry_points: str) -> None:
