@@ -163,6 +163,34 @@ def test_a_ray_run_in_the_default_relative_run_directory(ray_cluster: RayCluster
     assert list((project / "runs" / "executor" / "models").glob("*.pt"))
 
 
+#: a backend of the experiment's own plug-in file (no package): Ray's workers had never imported it
+TEAM_BACKEND = """from edgebench.runtimes.base import BACKENDS
+from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend
+
+@BACKENDS.register("team_ort_on_ray")
+class TeamOrt(OnnxRuntimeBackend):
+    pass
+"""
+
+
+def test_a_plugin_files_backend_measures_under_ray(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """Every job failed at measurement with "unknown backend 'team_ort_on_ray'" (a helper's run): the Ray workers now
+    import the experiment's plugins: files, at the same path, as the local workers do."""
+    plugin = tmp_path / "team_backend.py"
+    plugin.write_text(TEAM_BACKEND)
+    target = tmp_path / "team-cpu.yaml"
+    target.write_text(yaml.safe_dump({"backends": ["team_ort_on_ray"]}))
+    exp_file = _experiment(tmp_path, [str(target)], plugins=[str(plugin)],
+                           executor={"type": "ray", "address": ray_cluster.address},
+                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2})
+    outcome = run_experiment(load_experiment(exp_file), render=False)
+    assert outcome.failed == [] and outcome.measured == 2, outcome.failed
+    with Store.open(outcome.store_url) as store:
+        df = store.measurements(outcome.run_id)
+    assert set(df["backend"]) == {"team_ort_on_ray"} and set(df["status"]) == {"ok"}
+    assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])
+
+
 def test_no_ray_cluster_at_the_address_is_one_error_before_anything_is_stored(tmp_path: Path,
                                                                                monkeypatch) -> None:
     """Nothing listens at executor.address: a ConfigError naming it within seconds (ray.init would retry for

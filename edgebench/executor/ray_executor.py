@@ -31,6 +31,7 @@ from edgebench.executor.forked import run_forked
 from edgebench.executor.host_lanes import HostLanes
 from edgebench.executor.inprocess import Outcome, run_task
 from edgebench.job import Placement
+from edgebench.plugins import PLUGINS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,10 @@ class RayExecutor(Executor):
         self.scheduler.add(task)
 
     def _dispatch(self, task: Task, lane: Lane) -> None:
-        options: dict[str, Any] = {"runtime_env": {"env_vars": {**dict(task.worker.env),
-                                                                "EDGEBENCH_WORKER_KIND": task.worker.name}}}
+        env = {**dict(task.worker.env), "EDGEBENCH_WORKER_KIND": task.worker.name}
+        if files := os.environ.get(PLUGINS_ENV):  # the experiment's plugins: files, read at the same path on every
+            env[PLUGINS_ENV] = files  # node (a shared filesystem, as for the run directory)
+        options: dict[str, Any] = {"runtime_env": {"env_vars": env}}
         if task.resources:
             options.update(num_cpus=0, resources=task.resources)
         elif not lane.name.startswith(NODE_PREFIX):  # a board without a Ray resource: this driver serialises it, and
