@@ -443,3 +443,14 @@ def test_a_forked_child_dies_by_its_signal_whatever_handler_it_inherited_and_a_s
     assert status == "failed" and error.startswith("worker killed by SIGSEGV (Segmentation fault): File ")
     assert error.endswith("in segfault")  # where it died, from faulthandler's stack
     assert "Fatal Python error: Segmentation fault" in detail and "most recent call first" in detail
+
+
+def test_the_other_executor_types_fields_are_said_to_be_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """A helper's `executor: {type: ray, workers: 7, max_rss_mb: 1}` ran with no word that both were ignored."""
+    from edgebench.executor.settings import ExecutorConfig, check_executor
+
+    with caplog.at_level("WARNING", logger="edgebench.executor.settings"):
+        check_executor(ExecutorConfig(type="local", workers=2, on_lost="fail", lost_grace_s=5))
+        check_executor(ExecutorConfig(type="local", workers=2))  # its own fields only: no word
+    assert [r.getMessage() for r in caplog.records] == [
+        "executor.on_lost, lost_grace_s apply to the ray executor: ignored, this run's executor is local"]

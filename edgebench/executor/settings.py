@@ -3,6 +3,7 @@ is part of the target file: ``targets.TargetRay``)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgebench.errors import ConfigError
 from edgebench.executor.base import Executor
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorConfig(BaseModel):
@@ -28,8 +31,18 @@ class ExecutorConfig(BaseModel):
     lost_grace_s: float = Field(30.0, ge=0, description="ray: how long jobs wait for a missing board before failing")
 
 
+#: the fields each executor type reads; the other type's, when set, are ignored (and said so)
+FIELDS_OF = {"local": ("workers", "max_tasks_per_worker", "max_rss_mb"),
+             "ray": ("address", "on_lost", "max_retries", "lost_grace_s")}
+
+
 def check_executor(config: ExecutorConfig) -> None:
-    """ConfigError when the executor cannot start (no Ray cluster at its address), before the run is stored."""
+    """ConfigError when the executor cannot start (no Ray cluster at its address), before the run is stored; a
+    warning naming the other executor type's fields where they are set (``--executor ray`` over a local block)."""
+    other = "ray" if config.type == "local" else "local"
+    if ignored := [f for f in FIELDS_OF[other] if f in config.model_fields_set]:
+        log.warning("executor.%s %s to the %s executor: ignored, this run's executor is %s", ", ".join(ignored),
+                    "applies" if len(ignored) == 1 else "apply", other, config.type)
     if config.type == "ray":
         from edgebench.executor.ray_executor import cluster_problem, import_ray
 
