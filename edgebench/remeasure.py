@@ -93,12 +93,16 @@ def _target_files(store: Store, run_id: str) -> dict[str, str]:
 
 
 def _runner(job: Job, files: Mapping[str, str]) -> tuple[Runner | None, str]:
-    """The runner of ``job``'s target, or why its target cannot be found here."""
+    """The runner of ``job``'s target, or why its target cannot be found or measured here (a board's Ray resource:
+    this machine would be measured under the board's name)."""
     try:
-        return runner_for(get_target(files.get(job.target, job.target))), ""
+        runner = runner_for(get_target(files.get(job.target, job.target)))
     except ConfigError:
         return None, (f"its target {job.target} is not found here: pass the directory of its YAML file with "
                       "--targets-dir (or set EDGEBENCH_TARGETS_DIR)")
+    if reason := runner.available():
+        return None, f"its target {job.target} cannot be measured here: {reason}"
+    return runner, ""
 
 
 def remeasure_runs(

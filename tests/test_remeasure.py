@@ -221,3 +221,11 @@ def test_remeasure_finds_a_target_the_runs_named_by_its_file_and_says_what_to_pa
     assert cmp.results[0].warnings == [
         "not re-measured (baseline its target mycpu is not found here: pass the directory of its YAML file with "
         "--targets-dir (or set EDGEBENCH_TARGETS_DIR)): decided on the stored runs"]
+    # a board's target (its Ray resource) is not this machine: re-measuring here would store the host's figures
+    own.write_text("kind: local\nbackends: [onnxruntime]\ndevice: cpu\nthreads: 1\n"
+                   "ray: {resources: {'board:mycpu': 1}}\n")
+    with Store.open(exp.store_url()) as store:
+        cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05)
+    assert cmp.results[0].warnings[0].startswith(
+        "not re-measured (baseline its target mycpu cannot be measured here: its ray.resources {'board:mycpu': 1.0} "
+        "name a board of a Ray cluster"), cmp.results[0].warnings
