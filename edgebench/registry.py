@@ -77,24 +77,32 @@ class Registry(Generic[T]):
         that cannot be this kind, or with ``failed``, its line appended there and the others loaded."""
         if not self._loaded:
             self._load_builtins()
-            self._loaded = True
-            plugins.load_env_plugins()
-            for name, obj, dist in plugins.entry_point_objects(self.group, failed) if self.group else ():
-                key = name.lower()
-                if not isinstance(obj, type(plugins)) and self._items.get(key) is not obj:
-                    where = f"entry point '{name}' of {dist} (group {self.group})"
-                    if key in self._items:  # both sources: the user knows one of them only
-                        problem = (f"{self.kind} '{key}' is registered twice, by {self.origin(key) or 'edgebench'} and "
-                                   f"by {where}; rename one of them")
-                    else:  # listing its kind would trip on it
-                        problem = f"{where}: {why}" if (why := self._not_a_subclass(key, obj)) else None
-                    if problem is None:
-                        self._items[key] = obj
-                        self._entry_points[key] = where
-                    elif failed is None:
-                        raise plugins.PluginError(problem)
-                    else:
-                        failed.append(problem)
+            self._loaded = True  # first: a plug-in file that looks a name up while it is imported must not recurse
+            try:
+                self._load_plugins(failed)
+            except BaseException:  # not loaded: the next lookup tries again (and says so again), rather than
+                self._loaded = False  # miss the entry points after the one that failed, without a word
+                raise
+
+    def _load_plugins(self, failed: list[str] | None) -> None:
+        """The parent's plug-in files and the entry points of ``group`` (see :meth:`_load`)."""
+        plugins.load_env_plugins()
+        for name, obj, dist in plugins.entry_point_objects(self.group, failed) if self.group else ():
+            key = name.lower()
+            if not isinstance(obj, type(plugins)) and self._items.get(key) is not obj:
+                where = f"entry point '{name}' of {dist} (group {self.group})"
+                if key in self._items:  # both sources: the user knows one of them only
+                    problem = (f"{self.kind} '{key}' is registered twice, by {self.origin(key) or 'edgebench'} and "
+                               f"by {where}; rename one of them")
+                else:  # listing its kind would trip on it
+                    problem = f"{where}: {why}" if (why := self._not_a_subclass(key, obj)) else None
+                if problem is None:
+                    self._items[key] = obj
+                    self._entry_points[key] = where
+                elif failed is None:
+                    raise plugins.PluginError(problem)
+                else:
+                    failed.append(problem)
 
     def load_reporting(self) -> list[str]:
         """Load every plug-in of this kind that loads, and return the one-line error of each entry point that does

@@ -137,3 +137,14 @@ def test_runs_finds_the_default_store_despite_a_broken_criteria_entry_point(inst
     done = CliRunner().invoke(app, ["runs"], env={"COLUMNS": "400"})
     assert done.exit_code == 0, done.output
     assert run_id in done.output
+
+
+def test_a_broken_entry_point_fails_every_lookup_not_only_the_first(install: Install) -> None:
+    """The registry was marked loaded before its entry points: after the first lookup raised at a broken one, the
+    next lookups went on without the entry points after it, with no word ("unknown criterion 'team_l2'")."""
+    from edgebench.prune import CRITERIA
+
+    install("[edgebench.criteria]\nteam_broken = teamplug_broken:X\nteam_l2 = teamplug_crit:L2\n")
+    for name in ("l1", "team_l2"):
+        with pytest.raises(PluginError, match="team_broken"):
+            CRITERIA.get(name)
