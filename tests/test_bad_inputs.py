@@ -728,6 +728,14 @@ CASES = [
     Case("run-store-name-too-long", "run",
          lambda ctx: ["run", str(ctx.experiment({"store": {"url": str(ctx.tmp / ("d" * 300) / "r.db")}}))],
          ("store.url", "File name too long")),
+    # a path part past 255 bytes read (not written) by the checks: OSError tracebacks from Path.is_file (a helper's
+    # fuzzing of every field found seven such places)
+    Case("run-weights-name-too-long", "run", run_exp({"model": {"weights": "w" * 300 + ".pt"}}),
+         ("wwww.pt (", "characters): File name too long", "255 bytes")),
+    Case("run-plugin-name-too-long", "run", run_exp({"plugins": ["p" * 300 + ".py"]}), ("File name too long",)),
+    Case("run-artifact-name-too-long", "run",
+         run_exp({"artifacts": [{"path": "a" * 300 + ".onnx", "label": "theirs", "precision": "fp32"}]}),
+         ("File name too long",)),
     Case("run-workdir-with-a-nul", "run", lambda ctx: ["run", str(ctx.experiment({"run": {"workdir": str(ctx.tmp / "a\0b")}}))],
          ("run.workdir", "embedded null byte")),
     Case("run-name-too-long", "run", run_exp({"name": "n" * 300}), ("name", "not a plain name", "at most 200")),

@@ -60,6 +60,12 @@ def friendly_errors(fn: F) -> F:
             print_line("interrupted", "yellow", "")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except OSError as exc:  # a full or read-only disk met while writing: the path, not a traceback
+            if exc.errno == errno.ENAMETOOLONG:  # a path in a file or option no file system takes, met wherever read
+                name = str(exc.filename or "a path")
+                shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]} ({len(name)} characters)"
+                print_line("error:", "bold red", f"{shown}: {exc.strerror} (a part of it is longer than the file "
+                           "system's 255 bytes); check the paths in the experiment, target file and options")
+                raise typer.Exit(ExitCode.BAD_INPUT) from None
             if exc.errno not in _UNWRITABLE:
                 raise
             print_line("error:", "bold red", f"cannot write {exc.filename or 'a file'}: {exc.strerror}; free some space "
