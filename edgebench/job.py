@@ -35,10 +35,12 @@ class MeasureSettings(BaseModel):
     warmup_iters: int = Field(10, ge=0, description="untimed calls before the window")
     min_iters: int = Field(50, ge=1, description="the floor's count: no window has fewer samples "
                            "unless a cap (max_time_s, max_iters) ends it first, which the run then says")
-    min_time_s: float = Field(0.1, ge=0, description="the floor's duration: no window is shorter "
+    min_time_s: float = Field(0.1, ge=0, le=1e6, description="the floor's duration: no window is shorter "
                               "unless a cap (max_iters, max_time_s) ends it first")
     max_iters: int = Field(100_000, ge=1, description="the cap's count")
-    max_time_s: float = Field(10.0, gt=0, description="the cap: a window that never reaches the precision ends here")
+    # at most 10^6 s (11 days): 1e300 s had passed the file's checks and failed every job converting it to ns
+    max_time_s: float = Field(10.0, gt=0, le=1e6, description="the cap: a window that never reaches the precision "
+                              "ends here")
     precision: float | None = Field(
         0.01, gt=0, lt=1, description="after the floor, time until the 95 % confidence interval of each of "
         "precision_percentiles lies within this fraction of it; null: a fixed window (the floor alone)")

@@ -27,6 +27,9 @@ Calibrator = Literal["minmax", "entropy", "percentile"]
 #: smallest max |logit diff| at equal accuracy; entropy clips activations too hard on these models
 DEFAULT_CALIBRATOR: Calibrator = "minmax"
 
+#: the largest float32: a training hyper-parameter past it overflows the optimizer's tensors
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf lr trained a NaN model
@@ -38,9 +41,10 @@ class TrainSpec(_Frozen):
     epochs: int = Field(8, ge=0, description="epochs of the (baseline) training run; with model.weights, of "
                         "fine-tuning them (0: the weights as given)")
     batch_size: int = Field(64, ge=1, description="training batch size")
-    lr: float = Field(0.05, gt=0, description="SGD learning rate at the start (cosine schedule down to 0)")
+    # within float32 (the optimizer's type): 1e300 had failed each build with torch's overflow, no field named
+    lr: float = Field(0.05, gt=0, le=FLOAT32_MAX, description="SGD learning rate at the start (cosine schedule down to 0)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
+    weight_decay: float = Field(5e-4, ge=0, le=FLOAT32_MAX, description="SGD weight decay")
     seed: int = Field(0, description="seed of the initial weights, the data order and the criteria's scoring samples "
                       "(the random criterion has its own: pruning.criterion_kwargs: {random: {seed: N}})")
 

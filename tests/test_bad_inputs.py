@@ -511,6 +511,10 @@ CASES = [
          ("measurement", "predict_latency predicts one image's p50", "batches of 8")),
     Case("run-batch-size-timed-single-stream", "run", run_exp({"measurement": {"batch_size": 8}}),
          ("targets.0 (local-cpu)", "measurement.batch_size is 8", "scenario is single_stream", "scenario: offline")),
+    # finite but past what the code can hold: both had passed the checks and failed every job or build after training
+    Case("run-max-time-past-a-million-seconds", "run", run_exp({"measurement": {"max_time_s": 1e300}}),
+         ("measurement.max_time_s", "less than or equal to 1000000")),
+    Case("run-lr-past-float32", "run", run_exp({"training": {"lr": 1e300}}), ("training.lr", "less than or equal to")),
     Case("run-measurement-precision-zero", "run", run_exp({"measurement": {"precision": 0}}),
          ("measurement.precision", "greater than 0 (got 0)", "null: a fixed window")),
     Case("run-target-measurement-boolean", "run",
