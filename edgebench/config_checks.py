@@ -252,7 +252,12 @@ def check_experiment(exp: Experiment, source: str) -> None:
              [ratio for _, grid in ratio_grids for ratio in grid]),
             ("schedules", selection.schedules, "pruning.schedules", pruning.schedules),
             ("precisions", selection.precisions, "quantization.precisions", exp.quantization.precisions),
+            ("methods", selection.methods, "sparse.methods (and lrpet with lowrank:)",
+             [*(exp.sparse.methods if exp.sparse is not None else []), *(["lrpet"] if exp.lowrank is not None else [])]),
         )
+        if selection.precisions == []:  # every variant, the baseline too, is of some precision
+            raise ConfigError(f"{source}: targets.{i}.precisions is empty, so target '{selection.name}' would measure "
+                              "nothing; name some of quantization.precisions, or leave the field out (all of them)")
         for field, chosen, grid_field, grid in grids:
             extra = [v for v in chosen or () if v not in grid]
             if extra:

@@ -670,6 +670,13 @@ CASES = [
     # --- run: cross-field constraints ------------------------------------------------------------------
     Case("run-prune-epochs-beyond-training", "run", run_exp({"pruning": {"prune_epochs": [0, 5]}}),
          ("prune_epochs", "training.epochs")),
+    Case("run-selection-method-not-in-grid", "run",
+         run_exp({"sparse": {"methods": ["magnitude"], "sparsities": [0.5]},
+                  "targets": [{"name": "local-cpu", "methods": ["magnitud"]}]}),
+         ("targets.0.methods: magnitud not in sparse.methods (and lrpet with lowrank:) (magnitude)",
+          "would measure nothing for it")),
+    Case("run-selection-precisions-empty", "run", run_exp({"targets": [{"name": "local-cpu", "precisions": []}]}),
+         ("targets.0.precisions is empty", "would measure nothing")),
     Case("run-selection-ratio-not-in-grid", "run", run_exp({"targets": [{"name": "local-cpu", "ratios": [0.3]}]}),
          ("targets.0.ratios", "0.3")),
     Case("run-selection-precision-not-in-grid", "run",
