@@ -25,15 +25,17 @@ from edgebench.errors import ConfigError
 def options_model(fn: Callable[..., Any], exclude: tuple[str, ...] = ()) -> type[BaseModel]:
     """A pydantic model of ``fn``'s keyword parameters (a class: its ``__init__``), minus ``exclude``."""
     target = fn.__init__ if inspect.isclass(fn) else fn  # type: ignore[misc]
-    hints = typing.get_type_hints(target)
+    hints = typing.get_type_hints(target, include_extras=True)  # Annotated[float, Field(gt=0)] bounds an option
     fields: dict[str, Any] = {}
-    for name, param in inspect.signature(target).parameters.items():
+    parameters = inspect.signature(target).parameters
+    for name, param in parameters.items():
         if name == "self" or name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[name] = (hints.get(name, Any), default)
-    return create_model(f"{getattr(fn, '__name__', 'plugin')}_options", __config__=ConfigDict(extra="forbid"),
-                        **fields)
+    # a **kwargs parameter takes any other key (a factory passing them on to timm or torchvision)
+    extra = "allow" if any(p.kind == p.VAR_KEYWORD for p in parameters.values()) else "forbid"
+    return create_model(f"{getattr(fn, '__name__', 'plugin')}_options", __config__=ConfigDict(extra=extra), **fields)
 
 
 def validate_options(

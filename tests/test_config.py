@@ -343,3 +343,20 @@ def test_measuring_given_weights_names_the_default_pruning_grid_and_how_to_have_
     assert ("the default pruning grid: the experiment has no pruning: section" in str(info.value)) == (not pruning)
     assert "or set pruning: {criteria: []} for no pruned variants" in str(info.value)
     load_experiment(_write(tmp_path, path.read_text().replace(pruning, "") + "pruning: {criteria: []}\n"))
+
+
+def test_a_factory_taking_kwargs_takes_any_other_option_and_a_named_one_stays_typed() -> None:
+    """A helper's generic factory `build(arch, lib="tv", num_classes=10, in_channels=3, **kw)` was refused
+    `aux_logits: false` ("unknown option 'aux_logits'; allowed: arch, lib"), though its signature takes any keyword."""
+    from edgebench.options import validate_options
+
+    def build(arch: str, lib: str = "tv", num_classes: int = 10, in_channels: int = 3, **kw: object) -> None: ...
+
+    def strict(arch: str, lib: str = "tv") -> None: ...
+
+    given = {"arch": "googlenet", "aux_logits": False}
+    assert validate_options(build, given, "model.kwargs", exclude=("num_classes", "in_channels")) == given
+    with pytest.raises(ConfigError, match="model.kwargs: unknown option 'aux_logits'; allowed: arch, lib"):
+        validate_options(strict, given, "model.kwargs")
+    with pytest.raises(ConfigError, match="model.kwargs: option 'lib'"):  # its own parameters keep their types
+        validate_options(build, {"arch": "g", "lib": 3}, "model.kwargs", exclude=("num_classes", "in_channels"))

@@ -71,6 +71,8 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [litert]\nartifact_formats: {litert: onnx}\n", "'onnx' is not a format litert loads"),
         ("backends: [onnxruntime]\nenergy: {type: rapl, zone: [package-0]}\n",
          "energy: unknown option 'zone'; allowed: root, zones (did you mean 'zones'?)"),
+        ("backends: [onnxruntime]\nenergy: {type: estimated, tdp_w: -5}\n",  # was no energy after the training
+         "energy: option 'tdp_w': Input should be greater than 0 (got -5)"),
         ("backends: [onnxruntime]\nenergy: {type: estimated, tdp: 15}\n",  # was "option 'tdp_w' is required"
          "energy: unknown option 'tdp'; allowed: tdp_w, idle_w, cores (did you mean 'tdp_w'?)"),
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),

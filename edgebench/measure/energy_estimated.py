@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Annotated
+
+from pydantic import Field
 
 from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading, MeterUnavailable
 
@@ -20,7 +23,8 @@ class TdpUtilisationEstimate(EnergyMeter):
     min_window_s = 0.5
     per_process = True  # this process's CPU time
 
-    def __init__(self, tdp_w: float, idle_w: float = 0.0, cores: int | None = None) -> None:
+    def __init__(self, tdp_w: Annotated[float, Field(gt=0)], idle_w: Annotated[float, Field(ge=0)] = 0.0,
+                 cores: Annotated[int, Field(ge=1)] | None = None) -> None:  # bounds checked when the file loads
         if tdp_w <= 0 or not 0 <= idle_w <= tdp_w:
             raise MeterUnavailable(f"estimated meter needs tdp_w > 0 and 0 <= idle_w <= tdp_w (got {tdp_w}, {idle_w})")
         self.tdp_w, self.idle_w = tdp_w, idle_w

@@ -13,7 +13,9 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from edgebench.components import Package
 from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading, MeterUnavailable
@@ -92,7 +94,8 @@ class NvmlMeter(EnergyMeter):
     needs = (NVML,)
     min_window_s = 0.2  # the energy counter advances in ~10-100 ms steps depending on the board
 
-    def __init__(self, device_index: int = 0, sample_period_s: float = 0.02) -> None:
+    def __init__(self, device_index: Annotated[int, Field(ge=0)] = 0,
+                 sample_period_s: Annotated[float, Field(gt=0)] = 0.02) -> None:
         pynvml, handle = nvml_handle(device_index)
         self._nvml, self._handle = pynvml, handle
         self._sampler: _NvmlPowerSampler | None = None
