@@ -931,3 +931,18 @@ def test_an_adaptive_pool_of_uneven_windows_is_still_refused_naming_it() -> None
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 10)).eval()
     reason = Hls4mlExporter().refuses(model, (3, 8, 8))
     assert reason is not None and "'1' (AdaptiveAvgPool2d): use a fixed AvgPool2d" in reason
+
+
+def test_an_overlapping_pool_is_refused_for_io_stream_only() -> None:
+    """SqueezeNet's MaxPool2d(3, stride=2, ceil_mode=True) passed the check, then the C simulation aborted on
+    nnet_pooling_stream.h's assertion that the pool size equals the stride (SIGABRT, a helper's battery)."""
+    for pool in (nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.MaxPool2d(3, stride=2)):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), pool, nn.Flatten(), nn.LazyLinear(2)).eval()
+        model(torch.zeros(1, 3, 8, 8))
+        reason = Hls4mlExporter().refuses(model, (3, 8, 8))
+        assert reason is not None and "cannot stream layer '2' (MaxPool2d of window 3, stride 2)" in reason
+    io_parallel = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel"))
+    assert io_parallel.refuses(model, (3, 8, 8)) is None  # without ceil_mode, which io_parallel cannot size
+    tiled = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(2))
+    tiled(torch.zeros(1, 3, 8, 8))
+    assert Hls4mlExporter().refuses(tiled.eval(), (3, 8, 8)) is None  # windows that tile the map stream

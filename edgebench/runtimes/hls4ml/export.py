@@ -205,11 +205,23 @@ def check_supported(model: nn.Module, io_type: str = "io_parallel") -> None:
             raise UnsupportedModelError(  # nnet_pooling_stream.h asserts pad == 0: the C simulation aborts
                 f"hls4ml cannot stream layer '{name}' ({kind} with padding={module.padding}): its io_stream pooling "
                 "takes no padding (the C simulation aborts); a target with fpga: {io_type: io_parallel} converts it")
+        if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
+            window, stride = (_pair(getattr(module, f)) for f in ("kernel_size", "stride"))
+            if window != stride:  # nnet_pooling_stream.h asserts pool size == stride: the C simulation aborts
+                raise UnsupportedModelError(
+                    f"hls4ml cannot stream layer '{name}' ({kind} of window {module.kernel_size}, stride "
+                    f"{module.stride}): its io_stream pooling takes windows that do not overlap (stride = window; the "
+                    "C simulation aborts); a target with fpga: {io_type: io_parallel} converts it")
         if kind in _WRONG_CONVERSIONS:
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}) right: {_WRONG_CONVERSIONS[kind]}")
         if kind not in supported:
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
+
+
+def _pair(value: int | tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A pooling size or stride as (height, width); None stays None (a stride defaulting to the window)."""
+    return (value, value) if isinstance(value, int) else value
 
 
 #: an hls4ml fixed-point type: ap_fixed<W,I[,Q[,O[,N]]]> or ap_ufixed<...> (the ap_ is optional)
