@@ -33,8 +33,10 @@ def options_model(fn: Callable[..., Any], exclude: tuple[str, ...] = ()) -> type
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[name] = (hints.get(name, Any), default)
-    # a **kwargs parameter takes any other key (a factory passing them on to timm or torchvision)
-    extra = "allow" if any(p.kind == p.VAR_KEYWORD for p in parameters.values()) else "forbid"
+    # a **kwargs parameter takes any other key (a factory passing them on to timm or torchvision); not object's own
+    # (*args, **kwargs), which a class without an __init__ of its own shows and which takes none
+    takes_any = target is not object.__init__ and any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    extra = "allow" if takes_any else "forbid"
     return create_model(f"{getattr(fn, '__name__', 'plugin')}_options", __config__=ConfigDict(extra=extra), **fields)
 
 
