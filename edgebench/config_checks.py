@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from pydantic import ValidationError
 
 from edgebench import yaml_file
-from edgebench.errors import ConfigError, format_validation_error
+from edgebench.errors import ConfigError, did_you_mean, format_validation_error
 from edgebench.external import FORMATS, check_artifacts
 from edgebench.job import MeasureSettings
 from edgebench.options import validate_options
@@ -153,7 +153,8 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
                 registry.get(value)
             except KeyError:
                 allowed = ", ".join([*also, *registry.names()])
-                raise ConfigError(f"{source}: {field}: unknown value '{value}'; allowed: {allowed} "
+                hint = did_you_mean(value.lower(), [*also, *registry.names()])
+                raise ConfigError(f"{source}: {field}: unknown value '{value}'{hint}; allowed: {allowed} "
                                   "(or an import path module:attribute)") from None
             except PluginError as exc:
                 raise ConfigError(f"{source}: {field}: {exc}") from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from pathlib import Path
 from types import ModuleType
@@ -105,6 +107,15 @@ def first_line(text: object) -> str:
     return lines[0] if lines else ""
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to a misspelt ``word``; "" where none is close."""
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1)
+    if not close:  # 'l1norm' for 'l1', 'resnet56' for 'resnet56_cifar': one choice the word extends or begins
+        close = [c for c in choices if len(c) > 1 and len(word) > 1 and (word.startswith(c) or c.startswith(word))]
+    return f" (did you mean '{close[0]}'?)" if len(close) == 1 else ""
+
+
 def one_line(text: object, limit: int | None = None) -> str:
     """``text`` with its line breaks folded into spaces, cut to ``limit`` characters (runtimes' messages often put
     the detail on the lines after the first: "invalid dimensions for input ...\n index: 1 Got: 3 Expected: 1")."""
@@ -135,10 +146,17 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
     msg = first_line(err["msg"].removeprefix("Value error, "))
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(model, err["loc"][:-1]) if model is not None else None
-        msg = (f"unknown field (check its spelling); allowed: {', '.join(allowed)}" if allowed else
+        hint = did_you_mean(str(err["loc"][-1]), allowed or ()) or " (check its spelling)"
+        msg = (f"unknown field{hint}; allowed: {', '.join(allowed)}" if allowed else
                "unknown field (check its spelling; see the default experiment for allowed fields)")
     got = err.get("input")
     got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    if err["type"] == "literal_error" and isinstance(got, str):  # "Input should be 'fp32', 'fp16' ... or 'fixed'"
+        got_txt += did_you_mean(got, re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
+    if err["type"] == "model_type" and isinstance(got, str) and model is not None and err["loc"]:
+        block = _model_at(model, err["loc"])  # `model: digits_cnn` where a block of fields belongs
+        if block is not None and "name" in block.model_fields:
+            got_txt += f"; it is a block of fields: write {err['loc'][-1]}: {{name: {got}}}"
     if isinstance(got, bool) and err["type"] == "string_type":  # `name: off` is YAML 1.1's false
         got_txt += "; YAML reads yes/no/on/off/true/false as booleans: quote the text"
     if err["type"] in _BOUNDS and model is not None and (meaning := _description_at(model, err["loc"])):

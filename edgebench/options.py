@@ -8,7 +8,6 @@ experiment or target file fails at load with the allowed keys listed, before any
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import typing
@@ -18,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from edgebench.errors import ConfigError
+from edgebench.errors import ConfigError, did_you_mean
 
 
 @cache
@@ -62,9 +61,8 @@ def validate_options(
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{where}: unknown option '{key}'; allowed: {allowed}{hint}") from None
+            raise ConfigError(f"{where}: unknown option '{key}'{did_you_mean(key, model.model_fields)}; allowed: "
+                              f"{allowed}") from None
         if err["type"] == "missing":
             raise ConfigError(f"{where}: option '{key}' is required; allowed: {allowed}") from None
         raise ConfigError(f"{where}: option '{key}': {err['msg']} (got {err.get('input')!r})") from None

@@ -16,6 +16,7 @@ from importlib.metadata import packages_distributions
 from typing import Generic, TypeVar
 
 from edgebench import plugins
+from edgebench.errors import did_you_mean
 
 Modules = Sequence[str] | Callable[[], Sequence[str]]
 
@@ -156,8 +157,8 @@ class Registry(Generic[T]):
                 obj = self._items[name.lower()]
             except KeyError:
                 allowed = ", ".join(self.names()) or "(none registered)"
-                raise KeyError(f"unknown {self.kind} '{name}'; allowed: {allowed} (or an import path "
-                               "module:attribute)") from None
+                raise KeyError(f"unknown {self.kind} '{name}'{did_you_mean(name.lower(), self.names())}; allowed: "
+                               f"{allowed} (or an import path module:attribute)") from None
         if problem := self._not_a_subclass(name, obj):  # an import path or an entry point: never registered here
             raise plugins.PluginError(problem)
         return obj

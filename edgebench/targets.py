@@ -11,7 +11,6 @@ registries. Whether a target can run *now* (packages, GPU, a reachable host) is 
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from pydantic import (
 )
 
 from edgebench import yaml_file
-from edgebench.errors import ConfigError
+from edgebench.errors import ConfigError, did_you_mean
 from edgebench.options import validate_options
 from edgebench.runtimes.base import BACKENDS, TargetBlock, target_blocks
 from edgebench.variants import Precision
@@ -271,12 +270,11 @@ def unknown_target(name: str, extra_dir: Path | None = None) -> str | None:
         return None
     allowed = ", ".join(sorted(files)) or "(none found)"
     stem = Path(name).stem if name.endswith((".yaml", ".yml")) else name  # a file path that is not there
-    close = difflib.get_close_matches(stem, files, n=1)
-    guess = f"did you mean '{close[0]}'? " if close else ""
+    guess = did_you_mean(stem, files)
     if stem != name:
-        return (f"unknown target '{name}': no such file; {guess}available: {allowed}. A target is a name, or the path "
+        return (f"unknown target '{name}': no such file{guess}; available: {allowed}. A target is a name, or the path "
                 "of a target YAML file")
-    return f"unknown target '{name}'; {guess}available: {allowed}. Add targets/{name}.yaml to define it."
+    return f"unknown target '{name}'{guess}; available: {allowed}. Add targets/{name}.yaml to define it."
 
 
 def users_target_file(name: str) -> Path | None:

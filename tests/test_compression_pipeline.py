@@ -54,7 +54,7 @@ def test_new_kinds_get_their_own_ids_lineage_and_labels() -> None:
 @pytest.mark.parametrize(
     ("sections", "message"),
     [
-        ({"sparse": {"methods": ["magnitud"]}}, "sparse.methods: unknown value 'magnitud'; allowed: magnitude"),
+        ({"sparse": {"methods": ["magnitud"]}}, "sparse.methods: unknown value 'magnitud' (did you mean 'magnitude'?); allowed: magnitude"),
         ({"sparse": {"sparsities": [1.0]}}, "sparsities must be fractions strictly between 0 and 1"),
         ({"sparse": {"methods": ["rigl"], "method_kwargs": {"rigl": {"alpah": 0.3}}}}, "unknown option 'alpah'"),
         ({"sparse": {"methods": ["rigl"], "method_kwargs": {"snip": {}}}}, "not one of sparse.methods (rigl)"),
@@ -63,7 +63,7 @@ def test_new_kinds_get_their_own_ids_lineage_and_labels() -> None:
         ({"lowrank": {"energy_transfer": "maybe"}}, "lowrank.energy_transfer"),
         ({"pruning": {"allocation": "gradient_bond"}}, "pruning.allocation: unknown value 'gradient_bond'"),
         ({"pruning": {"allocation": ["gradient_bound"], "allocation_kwargs": {"gradient_bound": {"epsilon": 1}}}},
-         "unknown option 'epsilon'; allowed: eps"),
+         "unknown option 'epsilon' (did you mean 'eps'?); allowed: eps"),
         ({"pruning": {"allocation": "global", "scope": "global"}}, "set either scope or allocation"),
     ],
 )

@@ -37,9 +37,9 @@ def _write(tmp_path: Path, text: str) -> Path:
     "text,expected",
     [
         ("trainig: {epochs: 3}\n", "trainig: unknown field"),
-        ("training: {epoch: 1}\n", "training.epoch: unknown field (check its spelling); allowed: epochs, batch_size, lr"),
+        ("training: {epoch: 1}\n", "training.epoch: unknown field (did you mean 'epochs'?); allowed: epochs, batch_size, lr"),
         ("targets:\n  - {name: local-cpu, critera: [l1]}\n",
-         "targets.0.critera: unknown field (check its spelling); allowed: name, criteria, ratios"),
+         "targets.0.critera: unknown field (did you mean 'criteria'?); allowed: name, criteria, ratios"),
         ("training: {epochs: 0}\n", "training.epochs: 0 would measure untrained weights; give model.weights"),
         ("training: {epochs: -1}\n", "training.epochs: Input should be greater than or equal to 0"),
         ("pruning: {ratios: [0.5, 1.5]}\n", "ratios must be fractions strictly between 0 and 1"),
@@ -48,6 +48,12 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("pruning: {criteria: [taylor]}\n", "pruning.criteria: 'taylor' was split into the methods the papers define: "
          "taylor_weight"),
         ("model: {name: resnet9000}\n", "model.name: unknown value 'resnet9000'"),
+        # a misspelt name gets the closest allowed one, also where the typo extends or cuts a name
+        ("pruning: {criteria: [l1_norm]}\n", "pruning.criteria: unknown value 'l1_norm' (did you mean 'l1'?); allowed:"),
+        ("model: {name: resnet56}\n", "model.name: unknown value 'resnet56' (did you mean 'resnet56_cifar'?)"),
+        ("quantization: {precisions: [int9]}\n", "or 'fixed' (got 'int9') (did you mean 'int8'?)"),
+        ("model: resnet56_cifar\n", "model: Input should be a valid dictionary or instance of ModelConfig (got "
+         "'resnet56_cifar'); it is a block of fields: write model: {name: resnet56_cifar}"),
         ("- just a list\n", "the top level must be a mapping"),
         ("name: ../../escape\n", "name: '../../escape' is not a plain name; it names the directories runs/<name>/"),
     ],
@@ -82,7 +88,7 @@ def test_local_cpu_target_and_bad_target_field(tmp_path):
         load_target_file(bad)
     with pytest.raises(ConfigError, match="unknown target 'nope'; available: .*local-cpu"):
         get_target("nope")
-    with pytest.raises(ConfigError, match=r"exp.yaml: targets.1: unknown target 'local-cpuu'; did you mean 'local-cpu'"):
+    with pytest.raises(ConfigError, match=r"exp.yaml: targets.1: unknown target 'local-cpuu' \(did you mean 'local-cpu'\?\); available"):
         load_experiment(_write(tmp_path, "targets: [local-cpu, local-cpuu]\n"))  # at load, naming the file
 
 
@@ -114,7 +120,7 @@ def test_a_targets_ratios_select_sparsities_and_rank_ratios_too(tmp_path):
 
 
 def test_bad_target_measurement_override(tmp_path):
-    with pytest.raises(ConfigError, match=r"targets.0.measurement: min_itrs: unknown field \(check its spelling\); "
+    with pytest.raises(ConfigError, match=r"targets.0.measurement: min_itrs: unknown field \(did you mean 'min_iters'\?\); "
                                           r"allowed: scenario, batch_size"):
         load_experiment(_write(tmp_path, "targets:\n  - {name: local-cpu, measurement: {min_itrs: 5}}\n"))
 

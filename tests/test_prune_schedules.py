@@ -126,7 +126,7 @@ def test_schedules_are_registered_plugins_and_plan_sets_only_what_each_reads(tmp
     assert specs["scratch_b"].model_dump() == {**specs["scratch"].model_dump(), "schedule": "scratch_b"}
     from edgebench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="pruning.schedules: unknown value 'scratch_c'; allowed: iterative"):
+    with pytest.raises(ConfigError, match=r"pruning.schedules: unknown value 'scratch_c' \(did you mean 'scratch_b'\?\); allowed: iterative"):
         load_experiment(default_with(tmp_path, pruning={"schedules": ["scratch_c"]}))
 
 

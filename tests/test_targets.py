@@ -62,7 +62,7 @@ def test_every_shipped_target_validates() -> None:
         ("backends: []\n", "backends"),
         ("backends: [onnxruntime, no_such_runtime]\n", "unknown backend 'no_such_runtime'; known: hls4ml"),
         ("backends: [litert]\nbackend_options: {litert: {xnnpak: false}}\n",
-         "backend_options.litert: unknown option 'xnnpak'; allowed: xnnpack"),
+         "backend_options.litert: unknown option 'xnnpak' (did you mean 'xnnpack'?); allowed: xnnpack"),
         ("backends: [litert]\nbackend_options: {onnxruntime: {}}\n", "backend_options.onnxruntime: not one of"),
         ("backends: [openvino]\nbackend_options: {openvino: {performance_hint: FASTEST}}\n",
          "backend_options.openvino: option 'performance_hint': Input should be 'LATENCY', 'THROUGHPUT'"),
@@ -70,11 +70,11 @@ def test_every_shipped_target_validates() -> None:
          "backend_options.onnxruntime: option 'graph_optimization_level': Input should be 'all', 'extended', 'basic'"),
         ("backends: [litert]\nartifact_formats: {litert: onnx}\n", "'onnx' is not a format litert loads"),
         ("backends: [onnxruntime]\nenergy: {type: rapl, zone: [package-0]}\n",
-         "energy: unknown option 'zone'; allowed: root, zones (did you mean 'zones'?)"),
+         "energy: unknown option 'zone' (did you mean 'zones'?); allowed: root, zones"),
         ("backends: [onnxruntime]\nenergy: {type: estimated, tdp_w: -5}\n",  # was no energy after the training
          "energy: option 'tdp_w': Input should be greater than 0 (got -5)"),
         ("backends: [onnxruntime]\nenergy: {type: estimated, tdp: 15}\n",  # was "option 'tdp_w' is required"
-         "energy: unknown option 'tdp'; allowed: tdp_w, idle_w, cores (did you mean 'tdp_w'?)"),
+         "energy: unknown option 'tdp' (did you mean 'tdp_w'?); allowed: tdp_w, idle_w, cores"),
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
         ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
         # a misspelt key (or a meter's options alone) measured no energy and said nothing

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebench import plugins
-from edgebench.errors import ConfigError, first_line
+from edgebench.errors import ConfigError, did_you_mean, first_line
 from edgebench.models import MODELS
 from edgebench.models.code_closure import EDGEBENCH_DIR, user_code_files
 from edgebench.plugins import PluginError, content_digest
@@ -51,8 +51,9 @@ def resolve_factory(model: ModelConfig) -> Callable[..., Any]:
         try:
             factory = MODELS.get(model.name)
         except KeyError:
-            raise PluginError(f"unknown value '{model.name}'; allowed: {', '.join(MODELS.names())} (or an import path "
-                              "module:factory, or model.file with model.factory)") from None
+            hint = did_you_mean(model.name.lower(), MODELS.names())
+            raise PluginError(f"unknown value '{model.name}'{hint}; allowed: {', '.join(MODELS.names())} (or an import "
+                              "path module:factory, or model.file with model.factory)") from None
         where = model.name
     if not callable(factory):
         raise PluginError(f"{where} is a {type(factory).__name__}, not a function or class that builds the model")
