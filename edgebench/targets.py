@@ -44,7 +44,7 @@ SHIPPED_TARGETS_DIR = Path(__file__).resolve().parent / "target_files"
 class TargetRay(BaseModel):
     """How a target's measurements are placed: its board's Ray resource, or cores it is pinned to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf/.nan are no timeouts or quantities
 
     resources: dict[str, float] = Field(
         default_factory=dict,
@@ -67,7 +67,7 @@ class TargetRay(BaseModel):
 class SSHSpec(BaseModel):
     """How to reach a remote target."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     host: str
     user: str | None = None
@@ -85,7 +85,7 @@ class SSHSpec(BaseModel):
 class TargetSpec(BaseModel):
     """A device/runtime combination measurements run on; runtimes' own blocks (``fpga:``) are in :attr:`blocks`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str = ""

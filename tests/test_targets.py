@@ -76,6 +76,13 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [onnxruntime]\nenergy: {type: estimated, tdp: 15}\n",  # was "option 'tdp_w' is required"
          "energy: unknown option 'tdp' (did you mean 'tdp_w'?); allowed: tdp_w, idle_w, cores"),
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
+        # YAML's .inf and .nan are floats: no timeout, quantity or clock
+        ("kind: ssh\nbackends: [onnxruntime]\nssh: {host: h, command_timeout_s: .inf}\n",
+         "ssh.command_timeout_s: Input should be a finite number (got inf)"),
+        ("backends: [onnxruntime]\nray: {resources: {'board:a': .nan}}\n",
+         "ray.resources.board:a: Input should be a finite number (got nan)"),
+        ("backends: [hls4ml]\nfpga: {part: xc7z020clg400-1, clock_period_ns: .inf}\n",
+         "fpga.clock_period_ns: Input should be a finite number (got inf)"),
         ("backends: [onnxruntime]\nenergy: {type: powermeter}\n", "unknown meter 'powermeter'"),
         # a misspelt key (or a meter's options alone) measured no energy and said nothing
         ("backends: [onnxruntime]\nenergy: {kind: rapl}\n", "energy: no type given (only kind); name the meter"),

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class TargetBlock(BaseModel):
     """A block of target files that a runtime owns (hls4ml's ``fpga:``), validated when the target file loads."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: backends that cannot run a target without this block
     required_by: ClassVar[tuple[str, ...]] = ()
