@@ -444,6 +444,26 @@ def test_a_run_names_the_measurements_whose_energy_reading_was_not_kept() -> Non
     assert _energy_not_kept(df.iloc[[1, 2]]) == []  # a kept reading's note, and no meter at all
 
 
+def test_a_run_names_measurements_with_more_threads_than_their_workers_cores() -> None:
+    """threads: 8 on a worker that may run on 2 cores was measured and stored without a word; the threads take turns
+    there. Counted per target/backend and thread count; a measurement within its cores, one stored without the
+    contention record, and a failed one are not named."""
+    import pandas as pd
+
+    from edgebench.report.run_notes import _oversubscribed
+
+    two, four = {"contention": {"cores": [0, 1]}}, {"contention": {"cores": [0, 1, 2, 3]}}
+    df = pd.DataFrame({"status": ["ok", "ok", "ok", "ok", "failed"], "label": ["a/fp32", "b/fp32", "c/fp32", "d/fp32", "e/fp32"],
+                       "target": ["board", "board", "board", "board", "board"], "threads": [8, 8, 4, 8, 8],
+                       "backend": ["onnxruntime", "onnxruntime", "onnxruntime", "torch", "torch"],
+                       "details": [two, two, four, {}, two]})
+    assert list(map(str, _oversubscribed(df))) == [
+        "threads: 2 measurements asked for more threads than the cores their worker could use (threads 8 on 2 cores: "
+        "board/onnxruntime (2)): the threads took turns on the cores, so their latency includes the waiting; set the "
+        "target's threads to at most its cores"]
+    assert _oversubscribed(df.iloc[[2, 3, 4]]) == []
+
+
 def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:
     """ratio 0.25 at round_to 8 keeps 16 filters (12/8 = 1.5 rounds to 2): the variant is the baseline's model."""
     import pandas as pd

@@ -1,7 +1,7 @@
 """What a stored run's results say the user should hear beside its figures: a baseline at chance level, float
 artifacts that do not compute their model, windows other processes disturbed or that ended short of their rule,
-overflowing outputs, energy readings not kept, "pruned" variants that removed nothing, what allocations recorded,
-how far the latency model was off. Read from the store alone, so the CLI's summary, the HTML report and
+more threads than cores, overflowing outputs, energy readings not kept, "pruned" variants that removed nothing, what
+allocations recorded, how far the latency model was off. Read from the store alone, so the CLI's summary, the HTML report and
 ``Results.notes()`` say the same, for this run or one stored long ago."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]
     if df.empty:
         return []
     return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_not_the_model(df), *_disturbed(df),
-            *_unfinished_windows(df), *_overflow(df), *_energy_not_kept(df), *_unpruned(df), *_allocations(df),
-            *_prediction_error(df)]
+            *_oversubscribed(df), *_unfinished_windows(df), *_overflow(df), *_energy_not_kept(df), *_unpruned(df),
+            *_allocations(df), *_prediction_error(df)]
 
 
 def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
@@ -100,6 +100,25 @@ def _disturbed(df: pd.DataFrame) -> list[Note]:
     return [Note("disturbed", f"{len(reasons)} of {len(ok)} measurements' timed windows (e.g. {reasons[0]}): their "
                               "p50s are marked, and `edgebench compare` leaves them undecided; measure again on a "
                               "quieter machine")]
+
+
+def _oversubscribed(df: pd.DataFrame) -> list[Note]:
+    """Measurements that asked for more runtime threads than the cores their worker could run on (its CPU
+    affinity, recorded with the window's contention): the threads take turns on the cores, so the latency
+    includes that waiting and is not what a device with that many cores would give."""
+    where: dict[str, int] = {}
+    for _, row in _ok(df).iterrows():
+        cores = len((_details(row).get("contention") or {}).get("cores") or [])
+        if cores and pd.notna(row["threads"]) and row["threads"] > cores:
+            key = f"threads {row['threads']:.0f} on {cores} cores: {row['target']}/{row['backend']}"
+            where[key] = where.get(key, 0) + 1
+    if not where:
+        return []
+    shown = "; ".join(f"{key} ({count})" for key, count in list(where.items())[:3])
+    more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+    return [Note("threads", f"{sum(where.values())} measurements asked for more threads than the cores their worker "
+                            f"could use ({shown}{more}): the threads took turns on the cores, so their latency includes "
+                            "the waiting; set the target's threads to at most its cores")]
 
 
 def _unfinished_windows(df: pd.DataFrame) -> list[Note]:
