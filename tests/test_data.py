@@ -35,6 +35,18 @@ def test_digits_split_is_stratified_standardised_and_seeded() -> None:
     assert dup < 5  # the digits set itself has a few identical images
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    # val_fraction is of the whole set; digits turns it into a fraction of what the test split leaves (1.5 -> 1.875,
+    # which the error named instead of the option as given)
+    ({"val_fraction": 1.5}, "val_fraction must be a fraction strictly between 0 and 1, got 1.5"),
+    ({"test_fraction": 0.0}, "test_fraction must be a fraction strictly between 0 and 1, got 0.0"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction 0.5 and test_fraction 0.5 leave no training images"),
+])
+def test_digits_fractions_are_checked_as_given(kwargs: dict, message: str) -> None:
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("digits", **kwargs)
+
+
 def _write_batch(path: Path, n: int, label_key: bytes, rng: np.random.Generator, classes: int) -> np.ndarray:
     data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
     labels = [int(i % classes) for i in range(n)]

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from edgebench.data.registry import DATASETS
-from edgebench.data.splits import DatasetSplits, make_splits, stratified_split
+from edgebench.data.splits import DatasetSplits, check_fraction, make_splits, stratified_split
 
 
 @DATASETS.register("digits")
@@ -15,6 +15,11 @@ def digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
 
     The test split is drawn first, then validation from the rest; both stratified with ``seed``.
     """
+    check_fraction("val_fraction", val_fraction)  # before it becomes a fraction of what the test split leaves
+    check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} leave no training images: "
+                         "their sum must be below 1")
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     y = bunch.target.astype(np.int64)

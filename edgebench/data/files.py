@@ -321,7 +321,7 @@ def _image_folder(path: str | Path | None, grayscale: bool, seed: int, val_fract
         return _read_folder(folder, classes, mode, size, prep, every_class=False)
 
     if test_dir is None:
-        x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed)
+        x, y, x_test, y_test = stratified_split(x, y, test_fraction, seed, "test_fraction")
     else:
         x_test, y_test = read_split(test_dir)
     x_val, y_val = read_split(val_dir) if val_dir is not None else (None, None)

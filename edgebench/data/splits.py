@@ -46,23 +46,28 @@ class DatasetSplits:
                              prefix=self.name)
 
 
+def check_fraction(what: str, fraction: float) -> None:
+    """ValueError naming the loader option ``what`` unless ``fraction`` is strictly between 0 and 1."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"{what} must be a fraction strictly between 0 and 1, got {fraction}")
+
+
 def stratified_split(
-    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str = "split fraction"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split off ``fraction`` of (x, y), stratified by label so every class is represented in both parts. A class
     of one image stays in the kept part (a warning names it): it cannot be on both sides, and it would otherwise
     have turned stratification off for every class.
 
-    Returns ``(x_keep, y_keep, x_held, y_held)``.
+    Returns ``(x_keep, y_keep, x_held, y_held)``; ``what`` is the loader option ``fraction`` came from, for errors.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    check_fraction(what, fraction)
     counts = np.bincount(y)
     single = counts[y] == 1
     if single.any() and not single.all():
         log.warning("class(es) %s have one image each: kept for training, none held out to score them",
                     ", ".join(map(str, np.unique(y[single])[:8].tolist())))
-        x_keep, y_keep, x_held, y_held = stratified_split(x[~single], y[~single], fraction, seed)
+        x_keep, y_keep, x_held, y_held = stratified_split(x[~single], y[~single], fraction, seed, what)
         return np.concatenate([x_keep, x[single]]), np.concatenate([y_keep, y[single]]), x_held, y_held
     held = math.ceil(fraction * len(y))
     if held >= len(y):
@@ -99,7 +104,7 @@ def make_splits(
     y_train = np.asarray(y_train, dtype=np.int64)
     y_test = np.asarray(y_test, dtype=np.int64)
     if x_val is None or y_val is None:
-        x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+        x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed, "val_fraction")
     y_val = np.asarray(y_val, dtype=np.int64)
     x_train, x_val, x_test = (a.astype(np.float32, copy=False) for a in (x_train, x_val, x_test))
     classes = num_classes or int(max(y_train.max(), y_val.max(), y_test.max())) + 1
