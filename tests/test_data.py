@@ -47,6 +47,15 @@ def test_digits_fractions_are_checked_as_given(kwargs: dict, message: str) -> No
         load_dataset("digits", **kwargs)
 
 
+def test_a_resize_past_the_memory_is_refused_before_allocating() -> None:
+    """resize: 1e12 overflowed torch's size computation with a traceback; 1797 images of 1e12 x 1e12 pixels are
+    7.2e27 bytes, past any machine's memory, so the error names the field and the size to give instead."""
+    with pytest.raises(DatasetError, match=r"dataset.preprocess.resize 1000000000000 makes the splits 6.69e\+18 GiB of "
+                                           r"float32 pixels, more than half the .* GiB of memory available; give the "
+                                           r"model's input size"):
+        load_dataset("digits", Preprocess(resize=10**12))
+
+
 def _write_batch(path: Path, n: int, label_key: bytes, rng: np.random.Generator, classes: int) -> np.ndarray:
     data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
     labels = [int(i % classes) for i in range(n)]

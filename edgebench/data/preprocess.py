@@ -89,6 +89,19 @@ def _normalized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 _UNIT_RANGE_TOP = 1.5
 
 
+def _check_memory(values: int, resize: int | tuple[int, int]) -> None:
+    """DatasetError before resizing to more float32 pixels than half the memory available holds (the resize keeps
+    its input beside its output, and training copies batches): `resize: 4096` on digits asked for 120 GB, and a
+    huge one overflowed torch's size computation with a traceback."""
+    import psutil
+
+    need, free = values * 4, psutil.virtual_memory().available
+    if need > free / 2:
+        raise DatasetError(f"dataset.preprocess.resize {resize} makes the splits {need / 2**30:.3g} GiB of float32 "
+                           f"pixels, more than half the {free / 2**30:.1f} GiB of memory available; give the model's "
+                           "input size (e.g. 224), not a larger one")
+
+
 def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetSplits:
     """``splits`` (pixel values in [0, 1]) resized, cropped and normalised as ``prep`` declares; standardised with
     the training split's per-channel statistics when it declares no ``normalize``. DatasetError for a crop
@@ -97,6 +110,7 @@ def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetS
     prep = prep or Preprocess()
     if prep.resize is not None:
         size = resized_shape(tuple(splits.x_train.shape[2:]), prep.resize)
+        _check_memory(sum(len(v) for v in arrays.values()) * splits.x_train.shape[1] * size[0] * size[1], prep.resize)
         arrays = {k: _resize(v.astype(np.float32, copy=False), size) for k, v in arrays.items()}
     if prep.center_crop is not None:
         arrays = {k: _center_crop(v, _pair(prep.center_crop)) for k, v in arrays.items()}
