@@ -69,7 +69,7 @@ class SSHSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    host: str
+    host: str = Field(description="the board's host name or address")
     user: str | None = None
     port: int = Field(22, ge=1, le=65535)
     key_file: str | None = None
@@ -80,6 +80,14 @@ class SSHSpec(BaseModel):
     command_timeout_s: float = Field(600.0, gt=0)
     retries: int = Field(2, ge=0, description="reconnect-and-retry attempts after a dropped connection")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of the remote worker")
+
+    @field_validator("host")
+    @classmethod
+    def _a_host(cls, host: str) -> str:
+        if not host or any(c.isspace() for c in host):  # else known only when the run connects
+            raise ValueError("not a host name (empty, or with spaces): give the board's host name or address (e.g. "
+                             "jetson.local or 192.168.1.20)")
+        return host
 
 
 class TargetSpec(BaseModel):

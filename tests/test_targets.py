@@ -76,6 +76,10 @@ def test_every_shipped_target_validates() -> None:
         ("backends: [onnxruntime]\nenergy: {type: estimated, tdp: 15}\n",  # was "option 'tdp_w' is required"
          "energy: unknown option 'tdp' (did you mean 'tdp_w'?); allowed: tdp_w, idle_w, cores"),
         ("backends: [onnxruntime]\nenergy: {type: estimated}\n", "energy: option 'tdp_w' is required"),
+        ("kind: ssh\nbackends: [onnxruntime]\nssh: {host: ''}\n",  # was refused only when the run connected
+         "ssh.host: not a host name (empty, or with spaces): give the board's host name or address (e.g. jetson.local "
+         "or 192.168.1.20) (got '')"),
+        ("kind: ssh\nbackends: [onnxruntime]\nssh: {host: my board}\n", "ssh.host: not a host name"),
         # YAML's .inf and .nan are floats: no timeout, quantity or clock
         ("kind: ssh\nbackends: [onnxruntime]\nssh: {host: h, command_timeout_s: .inf}\n",
          "ssh.command_timeout_s: Input should be a finite number (got inf)"),
