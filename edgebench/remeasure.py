@@ -92,16 +92,24 @@ def _target_files(store: Store, run_id: str) -> dict[str, str]:
     return {Path(n).stem: n for n in names if n.endswith((".yaml", ".yml"))}
 
 
-def _runner(job: Job, files: Mapping[str, str]) -> tuple[Runner | None, str]:
+def _runner(job: Job, files: Mapping[str, str], found: dict[str, tuple[Runner | None, str]]) -> tuple[Runner | None, str]:
     """The runner of ``job``'s target, or why its target cannot be found or measured here (a board's Ray resource:
-    this machine would be measured under the board's name)."""
+    this machine would be measured under the board's name). ``found`` keeps each target's answer for the other
+    results: whether a board is reachable is an SSH connection, up to its connect timeout for a dead one."""
+    name = files.get(job.target, job.target)
+    if name not in found:
+        found[name] = _find_runner(job.target, name)
+    return found[name]
+
+
+def _find_runner(target: str, name: str) -> tuple[Runner | None, str]:
     try:
-        runner = runner_for(get_target(files.get(job.target, job.target)))
+        runner = runner_for(get_target(name))
     except ConfigError:
-        return None, (f"its target {job.target} is not found here: pass the directory of its YAML file with "
+        return None, (f"its target {target} is not found here: pass the directory of its YAML file with "
                       "--targets-dir (or set EDGEBENCH_TARGETS_DIR)")
     if reason := runner.available():
-        return None, f"its target {job.target} cannot be measured here: {reason}"
+        return None, f"its target {target} cannot be measured here: {reason}"
     return runner, ""
 
 
@@ -131,9 +139,10 @@ def remeasure_runs(
     pairs: list[_Pair] = []
     stored_only: dict[tuple[str, str], str] = {}
     files = (_target_files(store, base_id), _target_files(store, cand_id))
+    found: dict[str, tuple[Runner | None, str]] = {}
     for _, base, cand in matching.pairs:
         (base_job, why_base), (cand_job, why_cand) = stored_job(base), stored_job(cand)
-        (base_runner, no_base), (cand_runner, no_cand) = ((_runner(job, f) if job else (None, ""))
+        (base_runner, no_base), (cand_runner, no_cand) = ((_runner(job, f, found) if job else (None, ""))
                                                           for job, f in zip((base_job, cand_job), files, strict=True))
         if base_runner is None or cand_runner is None:
             row = cand.rows[-1]

@@ -72,6 +72,28 @@ def test_remeasure_identical_artifacts_is_no_regression(two_runs: tuple[Path, st
     assert cmp.regressions == []
 
 
+def test_a_targets_availability_is_asked_once_per_remeasure(two_runs: tuple[Path, str, str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a board can be measured is an SSH connection (up to its connect timeout when it is dead): it was asked
+    for each side of each result, 4 times here for one target."""
+    from edgebench import remeasure
+
+    asked: list[str] = []
+    real = remeasure.runner_for
+
+    def counting(spec):  # the runner, with its answer counted
+        runner = real(spec)
+        answer = runner.available
+        monkeypatch.setattr(runner, "available", lambda: asked.append(spec.name) or answer())
+        return runner
+
+    monkeypatch.setattr(remeasure, "runner_for", counting)
+    db, base, cand = two_runs
+    with Store.open(db) as store:
+        cmp = remeasure_runs(store, base, cand, rounds=2, min_time_s=0.05)
+    assert len(cmp.results) == 2 and asked == ["ort-cpu"]
+
+
 def test_remeasure_finds_a_constructed_slowdown(two_runs: tuple[Path, str, str], tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # the paired decision is under test, not contention (tests/test_contention.py) nor the speed probe (the test
