@@ -7,6 +7,7 @@ so the ONNX Runtime backend measures an ONNX model the test exports.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -204,3 +205,69 @@ def test_a_file_the_board_refuses_fails_the_job_and_is_not_retried_as_a_lost_con
     assert result.error.startswith(f"copy to 127.0.0.1:{target.ssh.workdir}/refused failed:")
     assert "disk full, or its ssh.workdir not writable" in result.error
     assert not blocked.parent.exists()  # the job's directory removed from the board
+
+
+_DRIVER = """
+import sys
+from pathlib import Path
+from edgebench.executor import ssh
+from edgebench.job import Job
+from edgebench.targets import TargetSpec
+ssh._REMOTE_GRACE_S = 0.5
+target = TargetSpec.model_validate_json(Path(sys.argv[1]).read_text())
+job = Job.model_validate_json(Path(sys.argv[2]).read_text())
+ssh.run_job_remote(job, target, [Path(f) for f in sys.argv[3:]])
+"""
+
+
+def _hanging_worker_on_the_board(sshd: Sshd, onnx_job_files: tuple[Job, list[Path]], tmp_path: Path,
+                                 command_timeout_s: float) -> tuple[psutil.Popen, str]:
+    """A driver process running a job whose device python hangs, started and seen running on the board."""
+    job, files = onnx_job_files
+    marker = f"4343.{os.getpid()}{time.monotonic_ns() % 100000}"  # this test's sleep, not another process's
+    hanging = tmp_path / "hanging-python"
+    hanging.write_text(f"#!/bin/sh\nexec sleep {marker}\n")
+    hanging.chmod(0o755)
+    target_file, job_file = tmp_path / "target.json", tmp_path / "job.json"
+    target_file.write_text(sshd.spec(python=str(hanging), command_timeout_s=command_timeout_s).model_dump_json())
+    job_file.write_text(job.model_copy(update={"job_id": "orphan"}).model_dump_json())
+    driver = psutil.Popen([sys.executable, "-c", _DRIVER, str(target_file), str(job_file), *map(str, files)])
+    deadline = time.monotonic() + 30
+    while not _board_runs(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _board_runs(marker), "the worker never started on the board"
+    return driver, marker
+
+
+def _board_runs(marker: str) -> bool:
+    return any((p.info["cmdline"] or [])[:2] == ["sleep", marker] for p in psutil.process_iter(["cmdline"]))
+
+
+def _gone_within(marker: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _board_runs(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _board_runs(marker)
+
+
+def test_a_driver_killed_mid_job_leaves_nothing_running_on_the_board(sshd: Sshd, onnx_job_files: tuple[Job, list[Path]],
+                                                                     tmp_path: Path) -> None:
+    """A Ray node that died with its driver left the board's worker running, timed beside the board's next job: the
+    connection's close now ends it there."""
+    driver, marker = _hanging_worker_on_the_board(sshd, onnx_job_files, tmp_path, command_timeout_s=120)
+    driver.kill()
+    driver.wait(10)
+    assert _gone_within(marker, 10)
+
+
+def test_a_driver_that_stops_answering_has_its_board_worker_cut_after_the_command_timeout(
+        sshd: Sshd, onnx_job_files: tuple[Job, list[Path]], tmp_path: Path) -> None:
+    """A frozen driver keeps its connection open (so does a network that vanished without a close): the board's
+    timeout ends the worker a grace (0.5 s here) after the command timeout."""
+    driver, marker = _hanging_worker_on_the_board(sshd, onnx_job_files, tmp_path, command_timeout_s=2)
+    driver.suspend()
+    try:
+        assert _gone_within(marker, 15)
+    finally:
+        driver.kill()
+        driver.wait(10)

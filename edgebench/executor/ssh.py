@@ -140,11 +140,13 @@ def _host_entry(ssh: SSHSpec) -> str:
     return ssh.host if ssh.port == 22 else f"[{ssh.host}]:{ssh.port}"
 
 
-def _exec(client: Any, command: str, timeout_s: float) -> tuple[int | None, str, str]:
-    """Run ``command``; (exit code or None on timeout, stdout, stderr)."""
+def _exec(client: Any, command: str, timeout_s: float, hold_stdin: bool = False) -> tuple[int | None, str, str]:
+    """Run ``command``; (exit code or None on timeout, stdout, stderr). With ``hold_stdin`` the command's stdin stays
+    open until the connection closes, so the device can tell when this side is gone (its end of file)."""
     try:
         stdin, stdout, stderr = client.exec_command(command, timeout=timeout_s)
-        stdin.close()
+        if not hold_stdin:
+            stdin.close()
         channel = stdout.channel
         deadline = time.monotonic() + timeout_s
         while not channel.exit_status_ready():
@@ -218,10 +220,8 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
         env = {**thread_env(job.threads), **ssh.env}
         worker = " ".join(["env", *[shlex.quote(f"{k}={v}") for k, v in env.items()], shlex.quote(ssh.python), "-m",
                            "edgebench.measure.worker", JOB_FILE, RESULT_FILE])
-        # the worker runs as the shell's child, so the shell's status says which signal ended it (paramiko drops
-        # SSH's exit-signal), and the shell's pid names the process group a timeout kills
-        command = f"cd {shlex.quote(remote_dir)} && echo $$ > {PID_FILE} && {worker} & wait $!"
-        code, out, err = _exec(client, command, ssh.command_timeout_s)
+        code, out, err = _exec(client, _worker_command(remote_dir, worker, ssh.command_timeout_s), ssh.command_timeout_s,
+                               hold_stdin=True)
         if code is None:
             killed = ("killed there, so the board's next job is not timed beside it" if _kill_and_clean(client, ssh, remote_dir)
                       else "the connection dropped before it could be killed: it may still run there")
@@ -253,6 +253,30 @@ def _connected(client: Any, exc: BaseException) -> bool:
     transport = client.get_transport()
     return (transport is not None and transport.is_active() and not isinstance(exc, EOFError | TimeoutError)
             and not isinstance(exc, _import_paramiko().SSHException))
+
+
+def _worker_command(remote_dir: str, worker: str, timeout_s: float) -> str:
+    """The device's shell command that runs ``worker`` in ``remote_dir`` and leaves nothing running once this side
+    is gone: a driver killed with its Ray node left the worker running on the board, timed beside the next job.
+
+    The worker runs as the shell's child, so the shell's status says which signal ended it (paramiko drops SSH's
+    exit-signal), and the shell's pid (sshd makes it a session leader) names the process group to kill. A watcher
+    reads the channel's stdin: its end of file comes when the connection closes (or sshd releases a finished
+    session), and it kills the group. A connection that vanishes without closing is cut by ``timeout`` on the board
+    ``_REMOTE_GRACE_S`` after the command timeout (where coreutils' timeout is installed).
+    """
+    limit = f"{timeout_s + _REMOTE_GRACE_S:g}"
+    # --foreground keeps the worker in the shell's process group (else timeout makes a group of its own); a board
+    # whose timeout lacks it (busybox) runs the worker without
+    guarded = (f"if timeout --foreground 1 true 2>/dev/null; then exec timeout --foreground -s KILL {limit} {worker}; "
+               f"else exec {worker}; fi")
+    return (f"cd {shlex.quote(remote_dir)} && echo $$ > {PID_FILE} || exit 1; exec 3<&0; "
+            "{ cat <&3 >/dev/null 2>&1; kill -KILL -- -$$; } >/dev/null 2>&1 & "
+            f"( {guarded} ) 3<&- </dev/null & wait $!")
+
+
+#: how long after the command timeout the board kills a worker this side lost track of
+_REMOTE_GRACE_S = 30.0
 
 
 def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> bool:
