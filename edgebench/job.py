@@ -193,6 +193,8 @@ class Contention(BaseModel):
     cores: list[int] = Field(description="the cores counted: those the measuring process could run on")
     spare_cores: int = Field(0, description="cores of those the measurement left free (cores - its threads)")
     threshold: float = Field(description="other_cores beyond the spare cores above this flags the window")
+    stalled_s: float | None = Field(None, description="time the window's calls took beyond twice their median "
+                                    "(preemptions, to the nanosecond); None: stored before it was kept")
     flagged: bool = Field(description="contended: compare and history never call a change on it")
 
 

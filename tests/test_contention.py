@@ -63,6 +63,39 @@ def test_probe_counts_others_beyond_the_spare_cores(tmp_path: Path, monkeypatch:
     assert short is not None and short.other_cores == 2.0 and not short.flagged
 
 
+def test_stalls_in_the_samples_flag_what_the_counters_see_below_their_resolution(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An A/A compare failed the gate: a 0.1 s window of an 11 us model held 8 calls of ~4 ms (others took 27 ms
+    beyond the spare core by the counters, under their 30 ms resolution, so unflagged), which moved its mean, so its
+    throughput, by 34 % while its p50 stayed. By hand: the stalls beyond twice the median (22 us) are 8 x 3.978 ms
+    = 31.8 ms, past 5 % of the window (5 ms); either source alone does not flag."""
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(contention, "PROC_STAT", stat)
+    monkeypatch.setattr(contention.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(contention.os, "sysconf", lambda name: 1000)  # 1000 ticks a second
+
+    def window(busy_ticks: tuple[int, int], samples: np.ndarray | None) -> Contention:
+        own = iter([10.0, 10.1])  # the measurement itself: one core for the 0.1 s window
+        monkeypatch.setattr(contention, "_own_seconds", lambda: next(own))
+        stat.write_text(_stat((0, 0)))
+        probe = ContentionProbe.start(threads=1)
+        stat.write_text(_stat(busy_ticks))
+        found = probe.stop(0.1, samples)
+        assert found is not None
+        return found
+
+    calm = np.full(6000, 11_000, dtype=np.int64)
+    stalled = calm.copy()
+    stalled[::750] = 4_000_000
+    busy = (100, 127)  # 0.227 core-seconds: 0.1 ours, 0.127 others', 0.027 of them beyond the spare core
+    seen = window(busy, stalled)
+    assert seen.flagged and seen.stalled_s == pytest.approx(8 * (4_000_000 - 22_000) / 1e9, abs=1e-4)
+    assert seen.other_cores == pytest.approx(1.27)
+    assert not window(busy, calm).flagged  # the counters alone, under their resolution
+    assert not window(busy, None).flagged  # no samples given: the counters' rule
+    assert not window((100, 90), stalled).flagged  # others stayed within the spare core: the model's own tail
+
+
 def test_real_busy_processes_flag_a_measurement(tmp_path: Path) -> None:
     job = reference_job(tmp_path)
     cores = len(os.sched_getaffinity(0))

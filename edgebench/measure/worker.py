@@ -169,7 +169,7 @@ def execute(job: Job) -> JobResult:
     window_from = time.time()
     timing = time_session(session, np.ascontiguousarray(batch), job.measure)
     window_to = time.time()
-    contention = probe.stop(window_to - window_from)
+    contention = probe.stop(window_to - window_from, timing.samples_ns)
     speed_probe = speed.stop(timing.samples_ns)
     latency, throughput = summarize_ns(timing.samples_ns, batch_size)
     intervals = latency_intervals(timing.samples_ns, job.measure.confidence)
