@@ -66,6 +66,9 @@ def test_one_run_a_side_decides_only_beyond_the_allowance(sqlite_store: Store) -
     assert {r.label for r in cmp.regressions} == {"baseline/int8"}
     md = to_markdown(cmp)
     assert "| unknown |" in md and "100.0%" not in md and "noise allowance" in md
+    # the interval's level and what "confidence" is were written nowhere (it is 1 - p, at the default alpha 0.01)
+    assert ("Read: *change [CI]* is the candidate against the baseline with its 99% interval (alpha 0.01); "
+            "*confidence* is 1 - p of that test") in md
     # a smaller allowance is the user's statement about their machine
     assert len(compare_runs(sqlite_store, base, cand, allowance=5).regressions) == 2
 

@@ -75,6 +75,10 @@ def to_markdown(cmp: Comparison) -> str:
         f"baseline `{cmp.baseline_run}` → candidate `{cmp.candidate_run}`; {len(cmp.results)} results compared.",
         "",
         f"How: {cmp.method}.",
+        "",
+        f"Read: *change [CI]* is the candidate against the baseline with its {100 * (1 - cmp.alpha):g}% interval "
+        f"(alpha {cmp.alpha:g}); *confidence* is 1 - p of that test (\"unknown\" where the run-to-run spread is, and "
+        "the noise allowance decides).",
     ]
     if cmp.speed_note:
         lines += ["", f"Machine speed: {cmp.speed_note}."]
