@@ -107,6 +107,19 @@ def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     assert "imported 0 run(s) (all already present)" in again.output
 
 
+def test_runs_counts_measured_and_failed_jobs_apart(app: typer.Typer, tmp_path: Path) -> None:
+    """`runs` showed "measurements 54, failed 4" for 50 measured and 4 failed jobs, which read as 58."""
+    with Store.open(tmp_path / "r.db") as store:
+        run_id = fill_run(store, fail_one=True)
+        rows = store.measurements(run_id)
+    failed = int((rows["status"] != "ok").sum())
+    assert failed >= 1
+    shown = runner.invoke(app, ["runs", "--store", str(tmp_path / "r.db")], env={"COLUMNS": "250"})
+    header, line = (next(x for x in shown.output.splitlines() if key in x) for key in ("measured", run_id))
+    cells = [c.strip() for c in line.strip("│ ").split("│")]
+    assert "measurements" not in header and cells[5:7] == [str(len(rows) - failed), str(failed)], shown.output
+
+
 def test_runs_says_a_running_run_has_no_live_process_once_its_lock_is_free(
         app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a SIGKILL the run stayed 'running' in `edgebench runs` with nothing driving it."""
