@@ -599,6 +599,45 @@ class _TwoBranchSum(nn.Module):
         return self.head((self.a(x) + self.b(x)).flatten(1))
 
 
+# Where each quantization mode (Vitis HLS UG1399) puts the edges of a type's range, worked out by hand: (the lowest
+# value still in range, the highest, one just beyond each). ap_fixed<8,3>: steps of 2^-5, values -4 .. 3.96875
+# (codes -128 .. 127); ap_ufixed<8,3>: 0 .. 7.96875 (0 .. 255). AP_TRN floors: [-4, 4). AP_TRN_ZERO truncates a
+# negative up: -4.01 -> -4, only -4.03125 (code -129) is lost. The AP_RND modes take the nearest code, so the ends
+# move half a step down and the ties there (codes 127.5 and -128.5) go as the mode says: AP_RND up (127.5 -> 128
+# lost, -128.5 -> -128 kept), AP_RND_ZERO toward zero (both kept), AP_RND_MIN_INF down (127.5 -> 127 kept,
+# -128.5 -> -129 lost), AP_RND_INF away from zero (both lost), AP_RND_CONV to the even code (128 lost, -128 kept;
+# unsigned: 255.5 -> 256 lost, -0.5 -> 0 kept; ap_fixed<1,1> with codes -1, 0: 0.5 -> 0 kept, -1.5 -> -2 lost).
+# AP_SAT_SYM's range stops at -3.96875 (-4 saturates to it).
+_AP_EDGES = [
+    ("ap_fixed<8,3,AP_TRN>", -4.0, 3.99, -4.0001, 4.0),
+    ("ap_fixed<8,3,AP_TRN_ZERO>", -4.01, 3.99, -4.03125, 4.0),
+    ("ap_fixed<8,3,AP_RND>", -4.015625, 3.984, -4.0157, 3.984375),
+    ("ap_fixed<8,3,AP_RND_ZERO>", -4.015625, 3.984375, -4.0157, 3.9844),
+    ("ap_fixed<8,3,AP_RND_MIN_INF>", -4.0156, 3.984375, -4.015625, 3.9844),
+    ("ap_fixed<8,3,AP_RND_INF>", -4.0156, 3.984, -4.015625, 3.984375),
+    ("ap_fixed<8,3,AP_RND_CONV>", -4.015625, 3.984, -4.0157, 3.984375),
+    ("ap_ufixed<8,3,AP_TRN>", 0.0, 7.99, -0.0001, 8.0),
+    ("ap_ufixed<8,3,AP_TRN_ZERO>", -0.03, 7.99, -0.03125, 8.0),
+    ("ap_ufixed<8,3,AP_RND>", -0.015625, 7.984, -0.0157, 7.984375),
+    ("ap_ufixed<8,3,AP_RND_ZERO>", -0.015625, 7.984375, -0.0157, 7.9844),
+    ("ap_ufixed<8,3,AP_RND_MIN_INF>", -0.0156, 7.984375, -0.015625, 7.9844),
+    ("ap_ufixed<8,3,AP_RND_INF>", -0.0156, 7.984, -0.015625, 7.984375),
+    ("ap_ufixed<8,3,AP_RND_CONV>", -0.015625, 7.984, -0.0157, 7.984375),
+    ("fixed<1,1,RND_CONV,WRAP,0>", -1.49, 0.5, -1.5, 0.51),
+    ("ap_fixed<8,3,AP_TRN,AP_SAT_SYM>", -3.96875, 3.99, -3.97, 4.0),
+]
+
+
+@pytest.mark.parametrize(("precision", "lowest_in", "highest_in", "below", "above"), _AP_EDGES)
+def test_the_overflow_check_rounds_by_the_types_quantization_mode_first(
+        precision: str, lowest_in: float, highest_in: float, below: float, above: float) -> None:
+    """A value the mode rounds into the range is not flagged, one it rounds out of it is, at both ends."""
+    bounds = fixed_range(precision)
+    assert bounds is not None
+    assert bounds.beyond(lowest_in, highest_in) is None
+    assert bounds.beyond(below, 0.0) == below and bounds.beyond(0.0, above) == above
+
+
 def test_a_functional_add_and_any_ap_type_spelling_are_checked_for_overflow() -> None:
     """Each branch reaches 18 (inside ap_fixed<16,6>'s +-32), their sum 36 (outside): the add is named. The type's
     other spellings are read too: ap_ufixed<16,6> holds [0, 64), so the standardised input's negatives leave it;
@@ -610,11 +649,9 @@ def test_a_functional_add_and_any_ap_type_spelling_are_checked_for_overflow() ->
     assert overflowing_layers(model, x, "ap_fixed<16,7,AP_RND,AP_SAT>") == []  # +-64
     assert overflowing_layers(model, x, "fixed<16,6,AP_RND_CONV,AP_SAT>") == ["add reaches 36"]
     assert [o.split(" reaches ")[0] for o in overflowing_layers(model, x, "ap_ufixed<16,6>")][:3] == ["x", "a", "b"]
-    assert fixed_range("ap_ufixed<16,6>") == (0.0, 64.0, False) and fixed_range("ap_fixed<8,3,AP_TRN,AP_SAT>") == (
-        -4.0, 4.0, True)
+    assert fixed_range("ap_ufixed<16,6>")[:3] == (0.0, 64.0 - 2**-10, False)
+    assert fixed_range("ap_fixed<8,3,AP_TRN,AP_SAT>")[:3] == (-4.0, 4.0 - 2**-5, True)
     assert fixed_range("ap_int<8>") is None
-    # rounding to nearest: the top half step (2^-6 for 5 fractional bits) rounds up to 4, out of range
-    assert fixed_range("ap_fixed<8,3,AP_RND>") == (-4.0 - 2**-6, 4.0 - 2**-6, False)
     edge = np.full((1, 1, 4, 4), 0.999 / 9, dtype=np.float32)  # each branch 1.998, their sum 3.996 rounds to 4
 
     def adds(precision: str) -> list[str]:

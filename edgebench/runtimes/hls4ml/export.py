@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from edgebench.runtimes.base import EXPORTERS, Exporter, TargetBlock
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
 from edgebench.runtimes.hls4ml.csim import CFLAGS, compile_csim, cxx_standard
 from edgebench.runtimes.hls4ml.graph_forms import hls4ml_forms
-from edgebench.runtimes.hls4ml.multipliers import bit_operations, count_multipliers, weight_bytes
+from edgebench.runtimes.hls4ml.multipliers import AP_ROUNDING, bit_operations, count_multipliers, weight_bytes
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
 from edgebench.variants import QuantSpec
@@ -228,20 +228,40 @@ def _pair(value: int | tuple[int, ...] | None) -> tuple[int, ...] | None:
 _AP_FIXED = re.compile(r"(?:ap_)?(u?)fixed<(\d+),(-?\d+)(?:,(\w+))?(?:,(\w+))?(?:,\d+)?>")
 
 
-def fixed_range(precision: str) -> tuple[float, float, bool] | None:
-    """``(lowest, end, saturates)`` of an AP fixed-point type: a value ``lowest <= v < end`` stays in range (signed
-    [-2^(I-1), 2^(I-1)), unsigned [0, 2^I)); beyond, its overflow mode saturates or (AP_WRAP, the default) wraps
-    around. A rounding mode (AP_RND*) moves both ends down half a step, 2^-(W-I+1): a value in the top half step
-    rounds up to 2^(I-1), out of range (ap_fixed<8,3,AP_RND> sends 3.99 to -4). hls4ml's own spelling
+class FixedRange(NamedTuple):
+    """The values an AP fixed-point type holds, ``low`` to ``high`` in steps of ``step``, and the quantization mode
+    that rounds a value onto them (its ``AP_ROUNDING`` name) before the overflow mode saturates or wraps it."""
+
+    low: float
+    high: float
+    saturates: bool
+    step: float
+    rounding: str
+
+    def beyond(self, lo: float, hi: float) -> float | None:
+        """``hi`` if the type's rounding sends it above ``high``, else ``lo`` if it sends it below ``low``, else None."""
+        rounded_hi, rounded_lo = AP_ROUNDING.get(self.rounding, np.floor)(np.array([hi, lo]) / self.step) * self.step
+        if rounded_hi > self.high:
+            return hi
+        return lo if rounded_lo < self.low else None
+
+
+def fixed_range(precision: str) -> FixedRange | None:
+    """An AP fixed-point type's values (Vitis HLS UG1399): -2^(I-1) to 2^(I-1) - 2^(I-W) signed (AP_SAT_SYM leaves
+    out the most negative), 0 to 2^I - 2^(I-W) unsigned, in steps of 2^(I-W), with its quantization mode (AP_TRN,
+    the default, floors): ap_fixed<8,3,AP_RND> rounds 3.984375 up to 4, out of range (it wraps to -4), AP_RND_MIN_INF
+    down to 3.96875, in range; AP_TRN_ZERO truncates -4.01 up to -4, in range. hls4ml's own spelling
     (fixed<21,11,TRN,WRAP,0>) is read too. None for what is not such a type (ap_int)."""
     match = _AP_FIXED.fullmatch(precision.replace(" ", ""))
     if match is None:
         return None
     unsigned, width, integer = match[1] == "u", int(match[2]), int(match[3])
-    rounding, overflow = (match[4] or "TRN").upper().removeprefix("AP_"), (match[5] or "WRAP").upper()
+    rounding = (match[4] or "TRN").upper().removeprefix("AP_")
+    overflow = (match[5] or "WRAP").upper().removeprefix("AP_")
+    step = 2.0 ** (integer - width)
     end = 2.0 ** integer if unsigned else 2.0 ** (integer - 1)
-    half_step = 2.0 ** -(width - integer + 1) if rounding.startswith("RND") else 0.0
-    return (0.0 if unsigned else -end) - half_step, end - half_step, "SAT" in overflow
+    low = 0.0 if unsigned else -end + (step if overflow == "SAT_SYM" else 0.0)
+    return FixedRange(low, end - step, "SAT" in overflow, step, rounding)
 
 
 def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str,
@@ -282,9 +302,9 @@ def overflowing_layers(model: nn.Module, calibration: np.ndarray, precision: str
                     hook.remove()
     found = []
     for name, (lo, hi, node_type) in extremes.items():
-        low, end, _ = fixed_range(node_type) or (-math.inf, math.inf, False)
-        if hi >= end or lo < low:
-            found.append(f"{name} reaches {hi if hi >= end else lo:.3g}")
+        bounds = fixed_range(node_type)
+        if bounds is not None and (value := bounds.beyond(lo, hi)) is not None:
+            found.append(f"{name} reaches {value:.3g}")
     return found
 
 
@@ -298,10 +318,8 @@ def overflowing_weights(hls_model: Any) -> list[str]:
             bounds, data = fixed_range(str(weights.type.precision)), np.asarray(weights.data, dtype=np.float64)
             if bounds is None or not data.size:
                 continue
-            low, end, _ = bounds
-            lo, hi = float(data.min()), float(data.max())
-            if hi >= end or lo < low:
-                found.append(f"{layer.name} {name} reaches {hi if hi >= end else lo:.3g}")
+            if (value := bounds.beyond(float(data.min()), float(data.max()))) is not None:
+                found.append(f"{layer.name} {name} reaches {value:.3g}")
     return found
 
 
@@ -502,7 +520,7 @@ class Hls4mlExporter(Exporter):
             overflow = overflowing_weights(hls_model) + overflowing_layers(model, calibration, precision, types)
             if overflow:
                 metadata["overflow"] = overflow
-                how = "saturates" if fixed_range(precision)[2] else "wraps around"  # type: ignore[index]
+                how = "saturates" if fixed_range(precision).saturates else "wraps around"  # type: ignore[union-attr]
                 log.warning("hls4ml %s %s in %s on the calibration images: give quantization.fixed_point more integer "
                             "bits", precision, how, ", ".join(overflow))
         (out_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))

@@ -21,7 +21,7 @@ METHOD = "counted from the hls4ml model, not synthesised: one multiplier per non
 
 
 #: AP quantisation modes: the integer a scaled value ``x`` (weight x 2**fractional_bits) becomes
-_ROUNDING = {
+AP_ROUNDING = {
     "TRN": np.floor,  # towards minus infinity (the AP default)
     "TRN_ZERO": np.trunc,
     "RND": lambda x: np.floor(x + 0.5),  # halves towards plus infinity
@@ -39,13 +39,13 @@ def _mode(value: Any, default: str) -> str:
 
 def quantised_nonzero(weights: np.ndarray, precision: Any) -> int:
     """Weights that stay non-zero in ``precision`` (an hls4ml fixed-point type; others: exact zeros only), by the
-    AP types' rounding (``_ROUNDING``) and overflow: WRAP keeps the low ``width`` bits (a weight of exactly
+    AP types' rounding (``AP_ROUNDING``) and overflow: WRAP keeps the low ``width`` bits (a weight of exactly
     2**integer wraps to 0), SAT and SAT_SYM clip (an unsigned type clips negatives to 0), SAT_ZERO sends an
     overflow to 0. WRAP with saturation bits is counted as plain WRAP."""
     width, integer = getattr(precision, "width", None), getattr(precision, "integer", None)
     if width is None or integer is None:
         return int(np.count_nonzero(weights))
-    rounding = _ROUNDING[_mode(getattr(precision, "rounding_mode", None), "TRN")]
+    rounding = AP_ROUNDING[_mode(getattr(precision, "rounding_mode", None), "TRN")]
     q = rounding(np.asarray(weights, dtype=np.float64) * 2.0 ** (width - integer))
     signed = bool(getattr(precision, "signed", True))
     low, high = (-(2.0 ** (width - 1)), 2.0 ** (width - 1) - 1) if signed else (0.0, 2.0**width - 1)
