@@ -1,5 +1,5 @@
 """The int8 calibrator setting: validated in the experiment, in int8 artifacts' identity only, applied by the
-ONNX exporter (entropy ranges, float logits, 7-bit weights)."""
+ONNX exporter (entropy ranges, float logits, weight codes -64..64)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from experiment_files import default_with
+from torch import nn
 
 from edgebench.config import load_experiment
 from edgebench.errors import ConfigError
@@ -63,7 +64,7 @@ def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path
         producer = {o: n.op_type for n in graph.node for o in n.output}
         assert producer[graph.output[0].name] == "Gemm"  # logits leave the Gemm as float, not through Q/DQ
         weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_quantized")]
-        assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)  # 7 bits, not 127
+        assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)  # reduce_range, not 127
     assert scales["entropy"] < 0.5 * scales["minmax"]  # a real KL search, not minmax's full range
 
 
@@ -137,6 +138,48 @@ def test_dynamic_int8_weights_are_7_bit_too(tmp_path: Path) -> None:
     graph = onnx.load(str(tmp_path / "dynamic.onnx")).graph
     weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
+
+
+def _int8_weights(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each int8 weight initializer of an ONNX file with the scale its dequantization multiplies it by."""
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    scales = {name: inits[name.removesuffix("_quantized") + "_scale"] for name, a in inits.items() if a.dtype == np.int8
+              and a.ndim >= 2}
+    return {name: (inits[name], scale) for name, scale in scales.items()}
+
+
+def test_int8_weight_codes_run_minus_64_to_64_per_channel_calibrated_and_per_tensor_dynamic(tmp_path: Path) -> None:
+    """ONNX Runtime's reduce_range gives weight codes -64..64 (129 levels, scale max|w| / 64), not -127..127: a
+    pair of u8 x s8 products then stays below int16's 32767 (2 x 255 x 64). Calibrated int8 has a scale per output
+    channel, dynamic int8 one per weight tensor. Codes by hand: QuantizeLinear rounds w / scale half to even."""
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx, quantize_int8_dynamic
+
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].weight[0, 0] = torch.tensor([[1.0, -0.5, 0.25], [0.125, 0.0, -1.0], [0.3, 0.7, -0.9]])
+        model[0].weight[1, 0, 0, :] = torch.tensor([0.02, -0.01, 0.005])
+        model[0].weight[2, 0, 1, 1] = -2.0
+    x = np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)
+    export_fp32_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx")
+    quantize_qdq(tmp_path / "fp32.onnx", tmp_path / "static.onnx", x)
+    quantize_int8_dynamic(tmp_path / "fp32.onnx", tmp_path / "dynamic.onnx")
+    conv = np.zeros((3, 1, 3, 3), dtype=np.int8)
+    conv[0, 0] = [[64, -32, 16], [8, 0, -64], [19, 45, -58]]  # scale 1/64: 0.3 -> 19.2, 0.7 -> 44.8, -0.9 -> -57.6
+    conv[1, 0, 0] = [64, -32, 16]  # scale 0.02/64
+    conv[2, 0, 1, 1] = -64  # scale 2/64
+    static = [(codes, scale) for codes, scale in _int8_weights(tmp_path / "static.onnx").values() if codes.ndim == 4]
+    assert len(static) == 1 and np.array_equal(static[0][0], conv)
+    np.testing.assert_allclose(static[0][1], [1 / 64, 0.02 / 64, 2 / 64], rtol=1e-6)
+    dynamic = _int8_weights(tmp_path / "dynamic.onnx")
+    assert len(dynamic) == 2 and all(scale.size == 1 for _, scale in dynamic.values())  # conv and linear: one each
+    codes, scale = next(v for v in dynamic.values() if v[0].ndim == 4)
+    by_hand = np.zeros((3, 1, 3, 3), dtype=np.int8)  # one scale, 2/64: the small channel keeps one code
+    by_hand[0, 0] = [[32, -16, 8], [4, 0, -32], [10, 22, -29]]  # 0.3 -> 9.6, 0.7 -> 22.4, -0.9 -> -28.8
+    by_hand[1, 0, 0] = [1, 0, 0]  # 0.02 -> 0.64, -0.01 -> -0.32, 0.005 -> 0.16
+    by_hand[2, 0, 1, 1] = -64
+    assert np.array_equal(codes, by_hand) and float(scale) == 2 / 64
 
 
 def test_batch_norms_are_rewritten_beside_nodes_without_inputs(tmp_path) -> None:

@@ -118,7 +118,7 @@ def test_qat_joins_pruning_while_training_in_one_run(digits) -> None:
 def _x86_without_vnni() -> bool:
     """An x86 CPU with no VNNI instructions (AVX2 only): ONNX Runtime's int8 kernels then multiply u8 x s8 pairs
     with VPMADDUBSW, whose int16 sum of two products saturates for 8-bit weights (its quantization docs: the reason
-    for ``reduce_range``, 7-bit weights)."""
+    for ``reduce_range``, weight codes -64..64)."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
     flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()

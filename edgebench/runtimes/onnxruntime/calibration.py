@@ -131,8 +131,8 @@ def quantize_qdq(
     """Static int8 QDQ model of ``fp32_path`` calibrated on ``calibration`` (NCHW float32 images).
 
     Defaults are edgebench's artifact settings, each measured by the calibration study:
-    s8 per-channel weights in 7 bits (``reduce_range``: x86 CPUs without VNNI multiply u8 x s8 pairs
-    into saturating 16-bit sums, which 8-bit weights overflow), u8 asymmetric activations, and
+    s8 per-channel weights with codes -64..64 (``reduce_range``: x86 CPUs without VNNI multiply u8 x s8 pairs
+    into saturating 16-bit sums, which codes up to 127 overflow), u8 asymmetric activations, and
     float logits (``float_logits``: quantizing the output clips every logit outside the range the
     calibration images reached). Returns the settings used, to be recorded with the artifact.
     """

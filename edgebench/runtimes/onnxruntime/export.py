@@ -3,7 +3,7 @@
 fp32 uses the dynamo exporter (``external_data=False`` keeps one file; one torchlib registry per process,
 :mod:`torchlib_registry`) with the TorchScript exporter as fallback. fp16 is the fp32 model's float tensors in
 fp16 with fp32 input and logits (:mod:`fp16`). int8 static uses QDQ (:mod:`calibration`: per-channel
-7-bit weights, u8 activations, float logits, the quant spec's calibrator) calibrated on
+weights with codes -64..64, u8 activations, float logits, the quant spec's calibrator) calibrated on
 training images; QOperator with s8 activations was 25x slower than QDQ here.
 """
 
@@ -183,9 +183,10 @@ def _without_debug_metadata(model: Any) -> None:
 
 
 def quantize_int8_dynamic(fp32_path: Path, out_path: Path) -> None:
-    """Dynamic int8 (weights only; activations quantized at run time as uint8). Weights are 7-bit (``reduce_range``)
-    as in calibrated int8: on x86 without VNNI ONNX Runtime adds pairs of u8 x s8 products in saturating int16,
-    which full-range weights can overflow (an emulation of it moved logits by up to 6)."""
+    """Dynamic int8 (weights only; activations quantized at run time as uint8). Weight codes run -64..64
+    (``reduce_range``) as in calibrated int8: on x86 without VNNI ONNX Runtime adds pairs of u8 x s8 products in
+    saturating int16, which full-range weights can overflow (an emulation of it moved logits by up to 6). One scale
+    per weight tensor: ONNX Runtime's dynamic quantizer gives ConvInteger no per-channel scale."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, reduce_range=True)
