@@ -14,7 +14,7 @@ from layer_nets import AttentionNet
 from torch import nn
 
 from edgebench.models.digits_cnn import digits_cnn
-from edgebench.runtimes.base import get_exporter
+from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
 from edgebench.runtimes.onnxruntime.torchlib_registry import share_torchlib_registry
 from edgebench.variants import QuantSpec
@@ -85,6 +85,43 @@ def test_the_fp16_file_is_valid_onnx_with_its_macs_counted(tmp_path: Path) -> No
     onnx.checker.check_model(onnx.load(tmp_path / "fp16.onnx"), full_check=True)
     fp16, fp32 = (graph_cost(tmp_path / f"{name}.onnx", "onnx", (1, 8, 8)) for name in ("fp16", "fp32"))
     assert fp16["macs"] == fp32["macs"] > 0
+
+
+def test_fp16_weights_clamped_beyond_fp16s_range_are_named_in_a_warning_and_recorded(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """fp16's largest finite value is (2 - 2^-10) x 2^15 = 65504 and its smallest subnormal 2^-24 (5.96e-8); ORT's
+    converter clamps beyond them (70000 -> 65504 where rounding gives inf, 1e-8 -> 2^-24 where it gives 0), which moved
+    these logits by ~6 % unannounced. Each such tensor is named with its value in one warning line and in the file's
+    quantization record; a value fp16 rounds (the tie 1 + 2^-11 -> 1.0, 65505 -> 65504) is not."""
+    from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
+    from edgebench.runtimes.onnxruntime.mixed_precision import read_decision
+
+    model = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight[:, 0, 0, 0] = torch.tensor([1 + 2**-11, 70000.0, 65505.0])
+        model[0].bias[:] = torch.tensor([1e-8, 3.0, 0.0])
+    export_fp32_onnx(model, torch.randn(1, 1, 4, 4), tmp_path / "fp32.onnx")
+    with caplog.at_level("WARNING", logger="edgebench.runtimes.onnxruntime.fp16"):
+        convert_fp16(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
+    stored = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(tmp_path / "fp16.onnx").graph.initializer}
+    assert stored["0.weight"].ravel().tolist() == [1.0, 65504.0, 65504.0]  # the conversion itself is kept
+    assert stored["0.bias"].ravel().tolist() == [2.0**-24, 3.0, 0.0]
+    clamped = ["'0.weight' 7e+04 -> 6.55e+04 (1 of 3 values)", "'0.bias' 1e-08 -> 5.96e-08 (1 of 3 values)"]
+    assert read_decision(tmp_path / "fp16.onnx") == {"fp16_clamped": clamped}
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "\n" not in warning and all(c in warning for c in clamped)
+    session = get_backend("onnxruntime").load(tmp_path / "fp16.onnx", BackendSettings(threads=1, precision="fp16"))
+    assert session.details()["quantization"] == {"fp16_clamped": clamped}  # what each measurement stores
+
+    caplog.clear()
+    with torch.no_grad():
+        model[0].weight[1] = 3.0
+        model[0].bias[0] = 1.0
+    export_fp32_onnx(model, torch.randn(1, 1, 4, 4), tmp_path / "fp32.onnx")
+    with caplog.at_level("WARNING", logger="edgebench.runtimes.onnxruntime.fp16"):
+        convert_fp16(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
+    assert read_decision(tmp_path / "fp16.onnx") is None
+    assert not [r for r in caplog.records if r.name == "edgebench.runtimes.onnxruntime.fp16"]
 
 
 class _BranchOnValue(nn.Module):

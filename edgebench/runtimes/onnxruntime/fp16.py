@@ -5,15 +5,25 @@ ORT's providers run fp16 where they have fp16 kernels (CUDA, ARM CPUs with fp16 
 none for an operator, ORT's graph optimiser inserts casts around it and runs it in fp32; on an x86 CPU that is every
 Conv and Gemm, so such a session stores fp16 and computes fp32. :func:`fp16_execution` reads the session's own
 optimised graph to say which happened, so a measured "fp16" point says whether any fp16 arithmetic ran.
+
+The converter clamps what fp16 cannot hold instead of rounding it: a weight past 65504 becomes 65504 (rounding gives
+inf), one below the smallest subnormal 2^-24 becomes 2^-24 (rounding gives 0). Each tensor it changed so is logged
+and recorded in the file's quantization metadata (``fp16_clamped``), which every measurement of it reports.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgebench.runtimes.onnxruntime.mixed_precision import stamp
 from edgebench.runtimes.onnxruntime.session import ORT_DEFAULTS, GraphOptions, make_session_options, open_session
+
+log = logging.getLogger(__name__)
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
@@ -23,9 +33,44 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    model = OnnxModel(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True))
+    fp32 = onnx.load(str(fp32_path))
+    before = _float_tensors(fp32.graph)  # the converter changes the model in place
+    model = OnnxModel(convert_float_to_float16(fp32, keep_io_types=True))
     model.topological_sort()  # the converter appends the input's Cast after the nodes that read it: invalid ONNX
     onnx.save(model.model, str(out_path))
+    clamped = clamped_to_fp16(before, _float_tensors(model.model.graph))
+    if clamped:
+        stamp(out_path, {"fp16_clamped": clamped})
+        log.warning("fp16 ONNX %s: weights fp16 cannot hold were clamped, not rounded: %s; its outputs can differ "
+                    "from fp32 beyond fp16 rounding (scale those weights down or keep this model in fp32)",
+                    out_path.name, "; ".join(clamped))
+
+
+def _float_tensors(graph: Any) -> dict[str, np.ndarray]:
+    """The graph's initializers and Constant nodes' values, by name."""
+    from onnx import numpy_helper
+
+    tensors = {t.name: t for t in graph.initializer}
+    tensors |= {n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
+    return {name: numpy_helper.to_array(t) for name, t in tensors.items()}
+
+
+def clamped_to_fp16(fp32: dict[str, np.ndarray], fp16: dict[str, np.ndarray]) -> list[str]:
+    """The float32 tensors whose fp16 version holds other values than fp16's rounding of them (a weight the
+    converter clamped: 70000 to 65504 where rounding gives inf, 1e-8 to 6e-8 where it gives 0), each as
+    ``'name' value -> stored (n of size values)`` with its value furthest from 1. Tensors left fp32 are skipped."""
+    found = []
+    for name, before in fp32.items():
+        after = fp16.get(name)
+        if before.dtype != np.float32 or after is None or after.dtype != np.float16:
+            continue
+        with np.errstate(over="ignore"):  # rounding past 65504 gives inf: the comparison wants it
+            changed = (after != before.astype(np.float16)) & np.isfinite(before)
+        if changed.any():
+            i = int(np.argmax(np.abs(np.log2(np.abs(before[changed].astype(np.float64))))))  # furthest from 1
+            found.append(f"'{name}' {before[changed][i]:.3g} -> {after[changed][i]:.3g} "
+                         f"({int(changed.sum())} of {before.size} values)")
+    return found
 
 
 def _fp16_initializers(graph: Any) -> int:
