@@ -7,8 +7,9 @@ Conv and Gemm, so such a session stores fp16 and computes fp32. :func:`fp16_exec
 optimised graph to say which happened, so a measured "fp16" point says whether any fp16 arithmetic ran.
 
 The converter clamps what fp16 cannot hold instead of rounding it: a weight past 65504 becomes 65504 (rounding gives
-inf), one below the smallest subnormal 2^-24 becomes 2^-24 (rounding gives 0). Each tensor it changed so is logged
-and recorded in the file's quantization metadata (``fp16_clamped``), which every measurement of it reports.
+inf). Each tensor it clamped so is logged and recorded in the file's quantization metadata (``fp16_clamped``), which
+every measurement of it reports. (It also lifts magnitudes below fp16's smallest subnormal, 2^-24, to it instead of
+0: a change of under 6e-8, not named.)
 """
 
 from __future__ import annotations
@@ -56,18 +57,19 @@ def _float_tensors(graph: Any) -> dict[str, np.ndarray]:
 
 
 def clamped_to_fp16(fp32: dict[str, np.ndarray], fp16: dict[str, np.ndarray]) -> list[str]:
-    """The float32 tensors whose fp16 version holds other values than fp16's rounding of them (a weight the
-    converter clamped: 70000 to 65504 where rounding gives inf, 1e-8 to 6e-8 where it gives 0), each as
-    ``'name' value -> stored (n of size values)`` with its value furthest from 1. Tensors left fp32 are skipped."""
+    """The float32 tensors holding values past fp16's range that the converter clamped (70000 to 65504, where
+    rounding gives inf), each as ``'name' value -> stored (n of size values)`` with its largest such value. Tensors
+    left fp32 are skipped."""
     found = []
     for name, before in fp32.items():
         after = fp16.get(name)
         if before.dtype != np.float32 or after is None or after.dtype != np.float16:
             continue
         with np.errstate(over="ignore"):  # rounding past 65504 gives inf: the comparison wants it
-            changed = (after != before.astype(np.float16)) & np.isfinite(before)
+            rounded = before.astype(np.float16)
+        changed = (after != rounded) & np.isfinite(before) & (np.abs(before) > np.finfo(np.float16).max)
         if changed.any():
-            i = int(np.argmax(np.abs(np.log2(np.abs(before[changed].astype(np.float64))))))  # furthest from 1
+            i = int(np.argmax(np.abs(before[changed])))
             found.append(f"'{name}' {before[changed][i]:.3g} -> {after[changed][i]:.3g} "
                          f"({int(changed.sum())} of {before.size} values)")
     return found
