@@ -464,6 +464,34 @@ def test_a_run_names_measurements_with_more_threads_than_their_workers_cores() -
     assert _oversubscribed(df.iloc[[2, 3, 4]]) == []
 
 
+def test_a_run_names_quantized_measurements_slower_than_their_float_model() -> None:
+    """digits' int8 LiteRT files ran at twice their fp32 files' p50 and nothing said so. Named only where the int8
+    p50's interval lies above the fp32 one's on the same target, runtime and settings: a (0.0078 [0.0077, 0.0079]
+    against 0.0035 [0.0034, 0.0036]) is; b's intervals overlap; c's float model ran with 2 threads; d's runtime
+    measured no fp32."""
+    import pandas as pd
+
+    rows = [  # label, variant, parent, backend, threads, precision, p50, low, high
+        ("a/fp32", "fa", "base", "litert", 1, "fp32", 0.0035, 0.0034, 0.0036),
+        ("a/int8", "qa", "fa", "litert", 1, "int8", 0.0078, 0.0077, 0.0079),
+        ("b/fp32", "fb", "base", "litert", 1, "fp32", 0.0100, 0.0090, 0.0110),
+        ("b/int8", "qb", "fb", "litert", 1, "int8", 0.0105, 0.0100, 0.0111),
+        ("c/fp32", "fc", "base", "litert", 2, "fp32", 0.0035, 0.0034, 0.0036),
+        ("c/int8", "qc", "fc", "litert", 1, "int8", 0.0078, 0.0077, 0.0079),
+        ("d/int8", "qd", "fd", "onnxruntime", 1, "int8", 0.0078, 0.0077, 0.0079),
+    ]
+    df = pd.DataFrame(rows, columns=["label", "variant_id", "parent_id", "backend", "threads", "precision", "p50_ms",
+                                     "p50_low_ms", "p50_high_ms"]).assign(status="ok", target="local-litert",
+                                                                          batch_size=1, scenario="single_stream")
+    from edgebench.report.run_notes import _slower_than_float
+
+    assert list(map(str, _slower_than_float(df))) == [
+        "precision: 1 of 2 int8 measurements were slower than their fp32 model on the same target and runtime, their "
+        "p50 intervals apart (e.g. a/int8 on local-litert/litert: 0.0078 ms against 0.0035 ms): quantizing cost time "
+        "there, not saved it"]
+    assert _slower_than_float(df.iloc[2:]) == []
+
+
 def test_a_run_names_a_pruned_variant_that_removed_nothing() -> None:
     """ratio 0.25 at round_to 8 keeps 16 filters (12/8 = 1.5 rounds to 2): the variant is the baseline's model."""
     import pandas as pd

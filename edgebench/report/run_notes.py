@@ -1,8 +1,9 @@
 """What a stored run's results say the user should hear beside its figures: a baseline at chance level, float
 artifacts that do not compute their model, windows other processes disturbed or that ended short of their rule,
-more threads than cores, overflowing outputs, energy readings not kept, "pruned" variants that removed nothing, what
-allocations recorded, how far the latency model was off. Read from the store alone, so the CLI's summary, the HTML report and
-``Results.notes()`` say the same, for this run or one stored long ago."""
+more threads than cores, overflowing outputs, energy readings not kept, "pruned" variants that removed nothing,
+quantized models slower than their float model, what allocations recorded, how far the latency model was off.
+Read from the store alone, so the CLI's summary, the HTML report and ``Results.notes()`` say the same, for this run
+or one stored long ago."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]
         return []
     return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_not_the_model(df), *_disturbed(df),
             *_oversubscribed(df), *_unfinished_windows(df), *_overflow(df), *_energy_not_kept(df), *_unpruned(df),
-            *_allocations(df), *_prediction_error(df)]
+            *_slower_than_float(df), *_allocations(df), *_prediction_error(df)]
 
 
 def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
@@ -198,6 +199,33 @@ def _unpruned(df: pd.DataFrame) -> list[Note]:
         if parent is not None and row["macs"] == parent and row["precision"] == "fp32":
             notes.append(Note("pruned nothing", f"{row['label']} kept every filter of its parent ({parent:,.0f} "
                               f"MACs): ratio {row['ratio']:g} rounds back to each layer's width (see pruning.round_to)"))
+    return notes
+
+
+def _slower_than_float(df: pd.DataFrame) -> list[Note]:
+    """Quantized measurements (int8, fp16...) slower than their fp32 model on the same target, runtime and settings,
+    their p50 intervals apart: on a small model the quantize and dequantize work can outweigh the cheaper arithmetic
+    (digits' int8 LiteRT files ran at twice their fp32 files' p50), which a user choosing a precision should hear."""
+    ok = _ok(df)
+    keys = ["target", "backend", "threads", "batch_size", "scenario"]
+    floats = ok[ok["precision"] == "fp32"].set_index(["variant_id", *keys])
+    notes = []
+    for precision, part in ok[~ok["precision"].isin(["fp32", "fixed"])].groupby("precision"):
+        slower, compared = [], 0
+        for _, row in part.iterrows():
+            key = (row["parent_id"], *(row[k] for k in keys))
+            if key not in floats.index:
+                continue
+            parent = floats.loc[[key]].iloc[-1]
+            compared += 1
+            if pd.notna(row["p50_low_ms"]) and pd.notna(parent["p50_high_ms"]) and row["p50_low_ms"] > parent["p50_high_ms"]:
+                slower.append((row["p50_ms"] / parent["p50_ms"], row, parent))
+        if slower:
+            _, row, parent = max(slower, key=lambda s: s[0])
+            notes.append(Note("precision", f"{len(slower)} of {compared} {precision} measurements were slower than "
+                              f"their fp32 model on the same target and runtime, their p50 intervals apart (e.g. "
+                              f"{row['label']} on {row['target']}/{row['backend']}: {row['p50_ms']:.3g} ms against "
+                              f"{parent['p50_ms']:.3g} ms): quantizing cost time there, not saved it"))
     return notes
 
 
