@@ -50,3 +50,13 @@ def bn_net(gamma: list[float], beta: list[float]) -> nn.Sequential:
         net[1].weight.copy_(torch.tensor(gamma))
         net[1].bias.copy_(torch.tensor(beta))
     return net.eval()
+
+
+def chain_net(widths: tuple[int, ...]) -> nn.Sequential:
+    """Plain 3x3 convs of the given widths (1 input channel) with ReLUs, pooled into a 3-class Linear: every conv is
+    its own prunable group, so each one's kept width is the rounding of its own ``width x (1 - ratio)``."""
+    layers: list[nn.Module] = []
+    for cin, cout in zip((1, *widths), widths):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
+    torch.manual_seed(0)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 3)).eval()

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from layer_nets import GroupedBlock
-from prune_nets import positive_data
+from prune_nets import chain_net, positive_data
 from torch import nn
 
 from edgebench.models import create_model
@@ -232,3 +232,17 @@ def test_a_ramp_step_does_not_remove_more_than_its_ratio_when_the_allocation_shi
     for ratio in (0.25, 0.5):
         prune_model(model, create_criterion("l1"), ratio, x, original=original, allocation=Shifting())
     assert conv_filters(model) == {"0": 6, "2": 2}
+
+
+@pytest.mark.parametrize(("widths", "ratio", "kept"), [
+    # (1 - 0.25) x (6, 10, 14) = 4.5, 7.5, 10.5: the nearest multiples of 4 are 4, 8, 12 (10.5 was first rounded to
+    # 10, then 10 / 4 = 2.5 to 2 by round-half-even: 8)
+    ((6, 10, 14), 0.25, (4, 8, 12)),
+    # (1 - 0.5) x (12, 20, 28) = 6, 10, 14: each halfway between two multiples of 4; ties keep the larger: 8, 12, 16
+    ((12, 20, 28), 0.5, (8, 12, 16)),
+])
+def test_round_to_keeps_the_nearest_multiple_rounding_once(widths: tuple[int, ...], ratio: float,
+                                                           kept: tuple[int, ...]) -> None:
+    model = chain_net(widths)
+    prune_model(model, create_criterion("l1"), ratio, torch.randn(1, 1, 8, 8), round_to=4)
+    assert tuple(conv_filters(model).values()) == kept
