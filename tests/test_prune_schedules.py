@@ -166,3 +166,21 @@ def test_a_schedule_returning_no_schedule_result_is_named(baseline, digits, monk
     with pytest.raises(TypeError, match=r"^schedule 'team_careless' \(class Careless\) " + re.escape(named)
                        + r" from run\(\); run\(\) must return a ScheduleResult"):
         build_fp32_model(_spec(criterion="l1", ratio=0.5, schedule="team_careless"), digits, baseline)
+
+
+def test_history_records_the_filters_removed_beside_the_nominal_ratio() -> None:
+    """Widths 6/10/14 at 0.25: (1 - 0.25) x width = 4.5, 7.5, 10.5, ties keeping the larger width: 5/8/11, so 6 of
+    the 30 filters go - 20 %, which the history records beside the nominal 0.25 (it said 25 % removed)."""
+    from prune_nets import chain_net
+
+    from edgebench.data import DatasetSplits
+    from edgebench.prune import SCHEDULES, create_criterion
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(192, 1, 8, 8, generator=g).numpy(), torch.randint(0, 3, (192,), generator=g).numpy()
+    splits = DatasetSplits("syn", 3, (1, 8, 8), x[:128], y[:128], x[128:160], y[128:160], x[160:], y[160:])
+    spec = PruneSpec(criterion="l1", ratio=0.25, schedule="while_training", prune_epochs=(0,))
+    result = SCHEDULES.get("while_training")().run(chain_net((6, 10, 14)), splits, TrainSpec(epochs=2, batch_size=64),
+                                                   create_criterion("l1"), spec)
+    step = result.history[0]
+    assert step["pruned_ratio"] == 0.25 and step["filters_removed"] == pytest.approx(6 / 30)

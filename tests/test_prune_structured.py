@@ -246,3 +246,23 @@ def test_round_to_keeps_the_nearest_multiple_rounding_once(widths: tuple[int, ..
     model = chain_net(widths)
     prune_model(model, create_criterion("l1"), ratio, torch.randn(1, 1, 8, 8), round_to=4)
     assert tuple(conv_filters(model).values()) == kept
+
+
+@pytest.mark.parametrize(("ratio", "kept", "removed"), [
+    # (1 - 0.25) x (6, 10, 14) = 4.5, 7.5, 10.5: ties keep the larger width, 5/8/11, so 6 of 30 filters go (20 %)
+    (0.25, (5, 8, 11), 6 / 30),
+    # (1 - 0.27) x (6, 10, 14) = 4.38, 7.3, 10.22: 4/7/10, 9 of 30 go (30 %); a ramp ending at 0.27 took this for an
+    # overshoot and settled on a smaller ratio's widths
+    (0.27, (4, 7, 10), 9 / 30),
+])
+def test_a_ratio_gives_the_same_widths_one_shot_and_at_the_end_of_a_ramp(ratio: float, kept: tuple[int, ...],
+                                                                        removed: float) -> None:
+    x, crit = torch.randn(1, 1, 8, 8), create_criterion("l1")
+    oneshot = chain_net((6, 10, 14))
+    plan = prune_model(oneshot, crit, ratio, x)
+    ramped = chain_net((6, 10, 14))
+    original = conv_filters(ramped)
+    for step in (ratio / 2, ratio):
+        last = prune_model(ramped, crit, step, x, original=original)
+    assert tuple(conv_filters(oneshot).values()) == tuple(conv_filters(ramped).values()) == kept
+    assert plan.filters_removed == pytest.approx(removed) and last.filters_removed == pytest.approx(removed)

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from edgebench.errors import UnsupportedModelError, first_line
 from edgebench.memory_limit import bounded_growth
 from edgebench.models.cost import count_macs
-from edgebench.prune.allocation.base import Allocation
+from edgebench.prune.allocation.base import Allocation, filters_removed
 from edgebench.prune.allocation.ranking import GlobalRanking
 from edgebench.prune.allocation.uniform import Uniform
 from edgebench.prune.criteria import Criterion, ScoringData
@@ -376,11 +376,14 @@ def removal_counts(groups: list[GroupScores], ratios: Mapping[str, float], round
     missing = sorted({g.root for g in groups} - set(ratios))
     if missing:
         raise ValueError(f"no ratio for the groups of {', '.join(missing)}")
-    counts = {}
-    for g in groups:
-        step = math.lcm(round_to, g.channel_groups) // g.channel_groups if round_to else None
-        counts[g.root] = len(g.scores) - _keep_count(g.slots * (1 - ratios[g.root]), len(g.scores), step, step or 1)
-    return counts
+    return {g.root: len(g.scores) - _kept_slots(g, ratios[g.root], round_to, len(g.scores)) for g in groups}
+
+
+def _kept_slots(g: GroupScores, ratio: float, round_to: int | None, current: int) -> int:
+    """Channel slots ``g`` keeps at ``ratio`` of its original slots, rounded as :func:`_keep_count` rounds, at most
+    ``current``."""
+    step = math.lcm(round_to, g.channel_groups) // g.channel_groups if round_to else None
+    return _keep_count(g.slots * (1 - ratio), current, step, step or 1)
 
 
 def select_channels(
@@ -448,6 +451,16 @@ def zero_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str,
                     layer.weight[g * filters:(g + 1) * filters, idx % per_group] = 0
 
 
+class PrunePlan(dict[str, list[int]]):
+    """The removal plan :func:`prune_model` applied (root conv name -> removed channel indices) and
+    ``filters_removed``: the share of the pruned groups' original filters gone, earlier steps' included - what the
+    ratio achieved once each layer's width was rounded to whole filters (and ``round_to``)."""
+
+    def __init__(self, plan: Mapping[str, list[int]], filters_removed: float) -> None:
+        super().__init__(plan)
+        self.filters_removed = filters_removed
+
+
 def prune_model(
     model: nn.Module,
     criterion: Criterion,
@@ -462,7 +475,7 @@ def prune_model(
     original_macs: int | None = None,
     ignored: list[nn.Module] | None = None,
     allocation: Allocation | None = None,
-) -> dict[str, list[int]]:
+) -> PrunePlan:
     """Prune ``model`` in place until ``ratio`` of its original filters (or MACs) are gone.
 
     Args:
@@ -475,7 +488,7 @@ def prune_model(
         allocation: splits ``ratio`` into per-layer ratios (``prune/allocation/``); replaces ``scope``.
     Returns:
         The removal plan that was applied (root conv name -> removed channel indices; for a layer-by-layer
-        criterion, indices of each group as it was when its turn came).
+        criterion, indices of each group as it was when its turn came), with the share of filters it achieved.
     """
     if not 0 < ratio < 1:  # 50 meant as percent would leave one filter a layer
         raise ValueError(f"prune_model: ratio is the fraction of filters (or MACs) to remove, strictly between 0 and "
@@ -493,12 +506,17 @@ def prune_model(
     def plan_for(r: float) -> dict[str, list[int]]:
         return select_channels(groups, allocation.ratios(groups, r), round_to)
 
+    def oneshot_share(r: float) -> float:  # what ``r``'s ratios remove from the original widths
+        ratios = allocation.ratios(groups, r)
+        return filters_removed(groups, {g.root: 1 - _kept_slots(g, ratios[g.root], round_to, g.slots) / g.slots
+                                        for g in groups})
+
     allocation.prepare(model, example_input, data)
     try:
         if unit == "filters":
             # a ramp step of a filter share (an allocation of another quantity, a latency budget, decides its own)
             continuing = original is not None and allocation.ratio_of is None
-            plan = _plan_continuing(groups, plan_for, ratio) if continuing else plan_for(ratio)
+            plan = _plan_continuing(groups, plan_for, ratio, oneshot_share(ratio)) if continuing else plan_for(ratio)
         else:
             plan = _plan_for_macs(model, plan_for, ratio, example_input, original_macs, input_shape)
     finally:
@@ -509,8 +527,10 @@ def prune_model(
                                      example_input, data, ignored)
     else:
         remove_channels(model, example_input, plan)
-    log.debug("pruned %d channels in %d groups", sum(map(len, plan.values())), len(plan))
-    return plan
+    achieved = _removed_share(groups, plan)
+    log.debug("pruned %d channels in %d groups: %.1f%% of the prunable filters removed (ratio %.2f of %s)",
+             sum(map(len, plan.values())), len(plan), 100 * achieved, ratio, unit)
+    return PrunePlan(plan, achieved)
 
 
 def remove_layer_by_layer(
@@ -555,19 +575,22 @@ def _removed_share(groups: list[GroupScores], plan: Mapping[str, list[int]]) -> 
 
 
 def _plan_continuing(groups: list[GroupScores], plan_for: Callable[[float], dict[str, list[int]]],
-                     ratio: float) -> dict[str, list[int]]:
+                     ratio: float, oneshot: float) -> dict[str, list[int]]:
     """The plan of a ramp step (``original`` given): ``ratio`` of the original filters gone in all. A group keeps
     what earlier steps removed even where this step's allocation gives it a smaller ratio, while the allocation
     hands that difference to the others (61 % removed for 0.5 under gradient_bound); so where ``ratio``'s plan
-    overshoots, the largest step ratio whose plan does not is taken (bisection)."""
+    overshoots, the largest step ratio whose plan does not is taken (bisection). ``oneshot``: the share ``ratio``'s
+    plan removes from the original widths, allowed too, so a ramp ends at the widths one step would give (rounding
+    to whole filters alone is no overshoot: 6/10/14 at 0.27 keep 4/7/10 either way, 30 % removed)."""
+    allowed = max(ratio + _RAMP_SLACK, oneshot + 1e-9)
     plan = plan_for(ratio)
-    if _removed_share(groups, plan) <= ratio + _RAMP_SLACK:
+    if _removed_share(groups, plan) <= allowed:
         return plan
     lo, hi, best = 0.0, ratio, plan_for(0.0)
     for _ in range(12):
         mid = (lo + hi) / 2
         trial = plan_for(mid)
-        if _removed_share(groups, trial) <= ratio + _RAMP_SLACK:
+        if _removed_share(groups, trial) <= allowed:
             lo, best = mid, trial
         else:
             hi = mid

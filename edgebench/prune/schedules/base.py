@@ -101,15 +101,17 @@ def apply_prune(
     original_macs: int,
     allocation: Allocation | None,
     seed: int = 0,
-) -> None:
+) -> float:
     """Prune ``model`` to ``ratio`` of its original filters/MACs, scoring on a training sample, split between
-    layers by ``allocation`` (the spec's, from :func:`schedule_allocation`; None: ``spec.scope``)."""
+    layers by ``allocation`` (the spec's, from :func:`schedule_allocation`; None: ``spec.scope``). Returns the share
+    of the prunable filters removed in all: ``ratio`` as achieved in whole filters (and ``round_to``), the figure
+    to report as "removed"."""
     x = torch.as_tensor(state_or_splits.x_train)
     y = torch.as_tensor(state_or_splits.y_train)
     needs_data = criterion.needs_data or (allocation is not None and allocation.needs_data)
     val = (torch.as_tensor(state_or_splits.x_val), torch.as_tensor(state_or_splits.y_val))
     data = scoring_data(x, y, seed, val=val) if needs_data else None
-    prune_model(
+    return prune_model(
         model,
         criterion,
         ratio,
@@ -122,7 +124,7 @@ def apply_prune(
         original_macs=original_macs,
         ignored=kept_layers(model, spec.keep),
         allocation=allocation,
-    )
+    ).filters_removed
 
 
 def criterion_hooks(criterion: Criterion) -> list[TrainHook]:

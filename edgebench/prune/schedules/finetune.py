@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from torch import nn
@@ -22,6 +23,8 @@ from edgebench.prune.schedules.base import (
 )
 from edgebench.train import TrainResult, evaluate, train
 from edgebench.variants import PruneSpec, TrainSpec
+
+log = logging.getLogger(__name__)
 
 
 def finetune(model: nn.Module, splits: DatasetSplits, train_spec: TrainSpec, criterion: Criterion, epochs: int,
@@ -48,11 +51,13 @@ def prune_and_finetune(
     macs = 0
     for step in range(1, steps + 1):
         ratio = spec.ratio * step / steps
-        apply_prune(model, criterion, spec, ratio, splits, original, original_macs, allocation,
-                    seed=train_spec.seed + step)
+        removed = apply_prune(model, criterion, spec, ratio, splits, original, original_macs, allocation,
+                              seed=train_spec.seed + step)
+        log.info("pruning step %d: ratio %.2f of %s: %.1f%% of the filters removed", step, ratio, spec.unit,
+                 100 * removed)
         result = finetune(model, splits, train_spec, criterion, spec.finetune_epochs, progress)
         if result is not None:
-            history += [{**h, "step": step, "pruned_ratio": ratio} for h in result.history]
+            history += [{**h, "step": step, "pruned_ratio": ratio, "filters_removed": removed} for h in result.history]
             macs += result.training_macs
     return ScheduleResult(history, macs, evaluate(model, splits.x_val, splits.y_val), allocation_record(allocation))
 

@@ -63,8 +63,9 @@ class ScratchE(Schedule):
         shape = tuple(splits.input_shape)
         original, macs_large = conv_filters(model), count_macs(model, shape)
         allocation = schedule_allocation(spec, workdir)
-        apply_prune(model, criterion, spec, spec.ratio, splits, original, macs_large, allocation,
-                    seed=train_spec.seed)
+        removed = apply_prune(model, criterion, spec, spec.ratio, splits, original, macs_large, allocation,
+                              seed=train_spec.seed)
+        log.info("pruned at ratio %.2f of %s: %.1f%% of the filters removed", spec.ratio, spec.unit, 100 * removed)
         epochs = train_spec.epochs
         if self.budget_matched:
             epochs = scratch_b_epochs(train_spec.epochs, macs_large, count_macs(model, shape))

@@ -65,12 +65,13 @@ class PruneWhileTraining(TrainHook):
             return
         step = self.prune_epochs.index(state.epoch) + 1
         ratio = self.spec.ratio * step / len(self.prune_epochs)
-        apply_prune(state.model, self.criterion, self.spec, ratio, state, self._original, self._original_macs,
-                    self.allocation)
+        removed = apply_prune(state.model, self.criterion, self.spec, ratio, state, self._original,
+                              self._original_macs, self.allocation)
         state.rebuild_optimizer()
-        state.history[-1]["pruned_ratio"] = ratio
+        state.history[-1].update(pruned_ratio=ratio, filters_removed=removed)
         unit = self.allocation.ratio_of if self.allocation is not None and self.allocation.ratio_of else self.spec.unit
-        log.info("epoch %d: pruned to %.0f%% of %s", state.epoch, 100 * ratio, unit)
+        log.info("epoch %d: pruned at ratio %.2f of %s: %.1f%% of the filters removed", state.epoch, ratio, unit,
+                 100 * removed)
 
 
 @SCHEDULES.register("while_training")
