@@ -93,6 +93,30 @@ def test_gradient_bound_splits_the_ratio_in_proportion_to_the_bounds() -> None:
     assert beyond["a"] <= 7 / 8 and beyond["a"] > 0.5
 
 
+@pytest.mark.parametrize(("ratio", "spread"), [(0.5, 1 / 8), (0.7, 1 / 2)])
+def test_gradient_bound_takes_what_the_bounds_cannot_give_from_every_layer_with_filters(ratio: float,
+                                                                                       spread: float) -> None:
+    """Widths 6/10/14, bounds 0/0/0.29 (t10_gb_oneshot's): past t's reach c3 is down to one filter (13 of 30 gone,
+    43 %) and c1, c2 lost nothing, so 0.5 and 0.7 both removed 43 %. The remainder comes from c1 and c2 alike:
+    0.5 asks 15 filters, 13 + 16 s = 15 -> s = 1/8; 0.7 asks 21, 13 + 16 s = 21 -> s = 1/2."""
+    groups = [GroupScores(r, torch.arange(float(n)), n) for r, n in (("c1", 6), ("c2", 10), ("c3", 14))]
+    alloc = GradientBound()
+    alloc.bounds = {"c1": 0.0, "c2": 0.0, "c3": 0.2857}
+    assert alloc.ratios(groups, ratio) == {"c1": pytest.approx(spread), "c2": pytest.approx(spread),
+                                           "c3": pytest.approx(13 / 14)}
+
+
+def test_gradient_bound_warns_the_share_reached_when_one_filter_per_layer_falls_short(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One filter left in each of 6/10/14 removes 27 of 30 (0.90): 0.95 cannot be met."""
+    groups = [GroupScores(r, torch.arange(float(n)), n) for r, n in (("c1", 6), ("c2", 10), ("c3", 14))]
+    alloc = GradientBound()
+    alloc.bounds = {"c1": 0.0, "c2": 0.0, "c3": 0.2857}
+    assert alloc.ratios(groups, 0.95) == {"c1": pytest.approx(5 / 6), "c2": pytest.approx(0.9),
+                                          "c3": pytest.approx(13 / 14)}
+    assert "0.90 of the filters are removed" in caplog.text
+
+
 def _two_bn_layers(gamma1: list[float], gamma2: list[float]) -> nn.Sequential:
     """conv(1->6)-BN-ReLU-conv(6->4)-BN-ReLU-classifier with the given BN scales."""
     net = nn.Sequential(nn.Conv2d(1, 6, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
