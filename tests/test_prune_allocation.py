@@ -218,3 +218,32 @@ def test_sensitivity_curves_measure_each_layer_alone() -> None:
     curves = alloc.layer_curves(groups)
     assert curves["0"] == [(0.0, 0.0), (0.5, 0.0)]
     assert curves["2"][1][1] > 0  # removing conv1's first map changes the predictions
+
+
+def test_global_raw_does_not_rank_fallback_l1_norms_against_bn_scales() -> None:
+    """c1 has no BatchNorm, so bn_scale cannot score it and its filters are ranked by L1 norm (1..8 by
+    construction); c2's |gamma| are 0.1..0.8, c3's 1..8. Ranked on one list, c1's L1 norms beat most of c2's scales
+    by their scale alone (t12: c1 kept 7 of 8, the BN layer 1). At 0.5: c1 loses half of its own filters (keeps 4);
+    c2 and c3 keep 8 of their 16 by |gamma|: each reserves its best (0.8, 8), the 6 left are c3's 7..2, so c2
+    keeps 1 and c3 keeps 7 - 12 of 24 filters, 50 %."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+            self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.b3(self.c3(torch.relu(self.b2(self.c2(torch.relu(self.c1(x))))))))
+            return self.fc(x.mean((2, 3)))
+
+    net = Net().eval()
+    with torch.no_grad():
+        net.c1.weight.copy_(torch.arange(1.0, 9.0).view(8, 1, 1, 1).expand(8, 1, 3, 3) / 9)  # L1 norm j + 1
+        net.b2.weight.copy_(torch.arange(1.0, 9.0) / 10)
+        net.b3.weight.copy_(torch.arange(1.0, 9.0))
+    prune_model(net, create_criterion("bn_scale"), 0.5, torch.randn(1, 1, 8, 8),
+                allocation=create_allocation("global_raw"))
+    assert (net.c1.out_channels, net.c2.out_channels, net.c3.out_channels) == (4, 1, 7)

@@ -23,6 +23,9 @@ class GroupScores:
     #: channel slots of each conv that produces only part of the group's channels (the inputs of a concatenation
     #: that a residual add couples): each must keep one, or that conv would be left with no filters
     parts: tuple[tuple[int, ...], ...] = ()
+    #: True when the criterion could not score the group (bn_scale on a conv without BatchNorm) and its channels
+    #: are ranked by filter L1 norm instead: scores on another scale than the criterion's
+    fallback: bool = False
 
     @property
     def slots(self) -> int:

@@ -304,10 +304,12 @@ def score_group(
     """Score one prunable group (named ``root``) with a prepared criterion; ``original``: its channels before pruning
     began (default: now)."""
     scores = criterion(group)
-    if scores is None:
+    fallback = scores is None
+    if fallback:
         if (type(criterion).__name__, root) not in _WARNED_FALLBACK:
             _WARNED_FALLBACK.add((type(criterion).__name__, root))
-            log.warning("%s cannot score the group of %s; ranking it by filter L1 norm", type(criterion).__name__, root)
+            log.warning("%s cannot score the group of %s; its filters are ranked by L1 norm within the layer",
+                        type(criterion).__name__, root)
         scores = _L1_FALLBACK(group)
     ch_groups = _channel_groups(group)
     if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
@@ -319,7 +321,7 @@ def score_group(
     parts = tuple(tuple(sorted({int(i) % width for i in item.root_idxs})) for item in producers
                   if item.root_idxs is not None and len(item.idxs) < n)
     return GroupScores(root, scores.float(), original if original is not None else n, ch_groups,
-                       max(len(producers), 1), parts)
+                       max(len(producers), 1), parts, fallback)
 
 
 def score_groups(

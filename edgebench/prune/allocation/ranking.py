@@ -5,7 +5,10 @@ filters are gone, so each layer loses what its scores say rather than a fixed sh
   Slimming's single threshold on ``|gamma|`` (Liu et al. 2017), Molchanov et al. 2019's Taylor scores, which "scale
   consistently across layers", Molchanov et al. 2017 on their layer-wise L2-normalised activation scores (the
   normalisation is part of that criterion), SOSP-H's global saliencies. A per-layer safety floor keeps every
-  layer connected: each group keeps at least ``min_channels`` (and ``round_to``) channels, its best-scored.
+  layer connected: each group keeps at least ``min_channels`` (and ``round_to``) channels, its best-scored. A group
+  the criterion cannot score (``bn_scale``, ``taylor_bn``, ``bn_stats`` on a conv without BatchNorm: its filters
+  ranked by L1 norm instead) loses the requested ratio of its own filters and the others are ranked among
+  themselves: an L1 norm on the list of ``|gamma|`` would decide the cut by its scale alone.
 - ``global`` (edgebench's normalised form) divides each group's scores by that group's mean first, so criteria
   whose raw scale differs between layers (an L1 norm grows with fan-in) can still be ranked together. No paper
   defines this normalisation; it is the ``scope: global`` of earlier edgebench versions, kept for their variants.
@@ -13,6 +16,7 @@ filters are gone, so each layer loses what its scores say rather than a fixed sh
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +28,8 @@ from edgebench.prune.groups import GroupScores
 
 if TYPE_CHECKING:
     from edgebench.variants import PruneSpec
+
+log = logging.getLogger(__name__)
 
 
 def rank_globally(groups: Sequence[GroupScores], scores: Sequence[torch.Tensor], ratio: float,
@@ -68,10 +74,19 @@ class RawGlobalRanking(Allocation):
             raise ValueError(f"global_raw: min_channels must be at least 1, got {min_channels}")
         self.min_channels = min_channels
         self.round_to: int | None = None
+        self._warned: set[str] = set()  # the unscored groups last warned about (ratios() runs at every step)
 
     def begin(self, spec: PruneSpec, workdir: Path | None = None) -> None:
         self.round_to = spec.round_to
 
     def ratios(self, groups: Sequence[GroupScores], ratio: float) -> dict[str, float]:
         floor = max(self.min_channels, self.round_to or 1)
-        return rank_globally(groups, [g.scores for g in groups], ratio, floor)
+        ranked = [g for g in groups if not g.fallback]
+        apart = {g.root: ratio for g in groups if g.fallback}
+        if apart and set(apart) != self._warned:
+            self._warned = set(apart)
+            log.warning("global_raw: the criterion cannot score %s (filters ranked by L1 norm), so each loses the "
+                        "requested ratio of its own filters, not ranked against the criterion's scores; keep them "
+                        "(pruning.keep) or choose a criterion that scores every layer to rank all together",
+                        ", ".join(sorted(apart)))
+        return {**apart, **(rank_globally(ranked, [g.scores for g in ranked], ratio, floor) if ranked else {})}
