@@ -87,6 +87,47 @@ def test_taylor_scores_rank_globally_by_default() -> None:
         "global_raw"}
 
 
+class _Residual(nn.Module):
+    """c0 -> b0 feeds c1 -> b1 -> c2 -> b2, added back to it: c0 and c2 (and b0, b2) lose channels together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.b0 = nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.c1, self.b1 = nn.Conv2d(6, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5)
+        self.c2, self.b2 = nn.Conv2d(5, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.b0(self.c0(x)))
+        return self.fc(torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(h))))) + h).mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["taylor_weight", "taylor_bn"])
+def test_taylor_scores_of_a_residual_group_sum_over_the_structure(name: str) -> None:
+    """Molchanov et al. 2019, eq. 4: a structure's importance is the sum of (g w)^2 over its parameters. The
+    residual group removes filter j from c0 and c2 (taylor_bn: the gate after b0 and after b2) at once, so its score
+    is the sum of the two: computed here from one batch's gradient of the mean loss (the batch is all the data);
+    edgebench averaged them (half the paper's)."""
+    torch.manual_seed(0)
+    net = _Residual()
+    with torch.no_grad():
+        for bn in (net.b0, net.b1, net.b2):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+    net.eval()
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
+    F.cross_entropy(net(x), y).backward()
+    if name == "taylor_weight":  # sum over filter j's weights of (g w)^2, in c0 and in c2
+        parts = [((c.weight.grad * c.weight) ** 2).flatten(1).sum(1) for c in (net.c0, net.c2)]
+    else:  # (gamma g_gamma + beta g_beta)^2 of channel j, after b0 and after b2
+        parts = [(b.weight.grad * b.weight + b.bias.grad * b.bias) ** 2 for b in (net.b0, net.b2)]
+    net.zero_grad()
+    criterion = create_criterion(name)
+    criterion.prepare(net, x[:1], ScoringData(x, y, batch_size=64))
+    scores = {g.root: g.scores for g in score_groups(net, criterion, x[:1])}
+    torch.testing.assert_close(scores["c0"], (parts[0] + parts[1]).detach(), rtol=1e-5, atol=0)
+
+
 def test_taylor_activation_by_hand() -> None:
     """Molchanov et al. 2017 on a network whose gradients are written out: z_j = relu(w_j x) (1x1 maps, M = 1),
     logits o = V z, so dC_n/dz_j = sum_k (p_nk - y_nk) V_kj and Theta_j = mean_n |dC_n/dz_j z_j|, then divided by

@@ -136,8 +136,10 @@ class Criterion(tp.importance.Importance):
 
     @torch.no_grad()
     def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
-        """Per-root-channel importance: mean over the group's scoring layers of their channel scores; None when
-        no layer of the group has what the criterion needs (e.g. a BN criterion on a conv without BN)."""
+        """Per-root-channel importance: mean over the group's scoring layers of their channel scores (edgebench's
+        reading where a paper scores one layer: a residual group's L1 norm is its convs' mean; criteria whose paper
+        sums over the structure, the Taylor ones and SOSP-H, override this); None when no layer of the group has
+        what the criterion needs (e.g. a BN criterion on a conv without BN)."""
         mapped = self.layer_scores(group)
         if not mapped:
             return None

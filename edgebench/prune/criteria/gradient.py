@@ -38,7 +38,7 @@ class _TaylorFO(PreparedScores):
 
     needs_data = True
     paper_allocation = "global_raw"
-    revision = 1  # ``taylor`` averaged the conv and BN forms; each is now its own criterion
+    revision = 2  # 1: ``taylor`` averaged the conv and BN forms; 2: a coupled group's layers summed, not averaged
 
     def batch_scores(self, module: nn.Module, params: dict[str, nn.Parameter]) -> torch.Tensor | None:
         """One mini-batch's per-channel score of ``module`` from its parameters' values and gradients."""
@@ -60,6 +60,13 @@ class _TaylorFO(PreparedScores):
             batches += 1
         model.zero_grad(set_to_none=True)
         self._scores = {m: s / batches for m, s in sums.items()}
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        """A structure's importance is the sum over its parameters (Molchanov et al. 2019, eq. 4), so the channels
+        that a residual add couples, removed together from every partner conv (or BN), add up their scores."""
+        mapped = self.layer_scores(group)
+        return torch.stack(mapped).sum(0).float() if mapped else None
 
 
 @CRITERIA.register("taylor_weight")
