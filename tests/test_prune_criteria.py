@@ -94,6 +94,22 @@ def test_mean_activation_averages_samples_not_batches() -> None:
     torch.testing.assert_close(scores, torch.tensor([2.8, 0.0, 8.4]), rtol=1e-6, atol=1e-6)
 
 
+def test_chip_averages_over_the_samples_it_scored() -> None:
+    """One 1x1 conv with weights 1 and 2 on a 1x1 input x > 0: A is the column (x, 2x), ||A||_* = sqrt(5) x, and
+    zeroing row 0 leaves 2x, row 1 leaves x, so s = ((sqrt(5) - 2) x, (sqrt(5) - 1) x). Inputs 1, 1, 100, 100, 10 in
+    batches of 4 with 2 SVD samples per batch: CHIP scores x = 1, 1 and 10, mean 4 (weighting the first batch's mean
+    by its 4 samples gave (4 x 1 + 10) / 5 = 2.8)."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+    x = torch.tensor([1.0, 1.0, 100.0, 100.0, 10.0]).view(5, 1, 1, 1)
+    crit = create_criterion("chip", samples_per_batch=2)
+    crit.prepare(net, x[:1], ScoringData(x, torch.zeros(5, dtype=torch.long), batch_size=4))
+    (group,) = score_groups(net, crit, x[:1])
+    expected = torch.tensor([math.sqrt(5) - 2, math.sqrt(5) - 1]) * 4
+    torch.testing.assert_close(group.scores, expected, rtol=1e-5, atol=0)
+
+
 def test_chip_ranks_zero_then_duplicate_then_independent() -> None:
     net = nn.Sequential(nn.Conv2d(2, 4, 1, bias=False), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Flatten(), nn.Linear(32, 2))
     with torch.no_grad():  # out0 = in0, out1 = in0 (duplicate), out2 = in1, out3 = 0

@@ -35,10 +35,15 @@ class _FeatureMapCriterion(ResponseScores):
         """Per-channel statistic of one batch's post-ReLU activations (N, C, H, W), or (N, C) features."""
         raise NotImplementedError
 
+    def samples_used(self, activation: torch.Tensor) -> int:
+        """How many of a batch's samples :meth:`statistic` averages over (all, unless a subclass samples)."""
+        return len(activation)
+
     def prepare(self, model: nn.Module, example_input: torch.Tensor, data: ScoringData | None) -> None:
         data = require_data(type(self).__name__, data)
         modules = [m for m in model.modules() if isinstance(m, nn.Conv2d | _BN)]
-        self._scores = record_outputs(model, data, modules, lambda m, out: self.statistic(m, torch.relu(out)))
+        self._scores = record_outputs(model, data, modules, lambda m, out: self.statistic(m, torch.relu(out)),
+                                      used=self.samples_used)
 
 
 @CRITERIA.register("mean_activation")
@@ -97,9 +102,14 @@ class ChannelIndependence(_FeatureMapCriterion):
         samples_per_batch: samples of each scoring batch whose SVDs are computed (cost: C SVDs each).
     """
 
+    revision = 1  # 1: each batch weighted by the samples it scored, not by its size
+
     def __init__(self, samples_per_batch: int = 16) -> None:
         super().__init__()
         self.samples_per_batch = samples_per_batch
+
+    def samples_used(self, activation: torch.Tensor) -> int:
+        return min(len(activation), self.samples_per_batch)
 
     def statistic(self, module: nn.Module, activation: torch.Tensor) -> torch.Tensor:
         a = positions(activation[: self.samples_per_batch]).double()  # (N, C, HW)

@@ -249,18 +249,21 @@ def record_outputs(
     modules: list[nn.Module],
     fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
     on_input: bool = False,
+    used: Callable[[torch.Tensor], int] = len,
 ) -> dict[nn.Module, torch.Tensor]:
     """Mean over the samples of ``fn(module, output)`` (or of its input when ``on_input``) per listed module:
-    ``fn`` gives one batch's mean, weighted here by the batch's size, so a short last batch counts as its samples."""
+    ``fn`` gives one batch's mean over ``used(tensor)`` of its samples (default: all), weighted here by that count,
+    so a short last batch counts as its samples."""
     sums: dict[nn.Module, torch.Tensor] = {}
     samples: dict[nn.Module, int] = {}
 
     def hook(module: nn.Module, tensor: torch.Tensor) -> None:
         value = fn(module, tensor)
         if value is not None:
-            value = value.double() * len(tensor)
+            count = used(tensor)
+            value = value.double() * count
             sums[module] = sums[module] + value if module in sums else value
-            samples[module] = samples.get(module, 0) + len(tensor)
+            samples[module] = samples.get(module, 0) + count
 
     run_hooked(model, data, modules, hook, on_input)
     return {m: s / samples[m] for m, s in sums.items()}
