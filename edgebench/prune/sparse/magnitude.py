@@ -5,8 +5,11 @@ coding (Han, Mao and Dally, ICLR 2016).
 Three steps: train the dense network (the pipeline's baseline), remove the connections of small magnitude, retrain
 the rest with the removed ones held at zero - iterated, the sparsity growing ``sparsity * k / steps`` at step ``k``.
 Each layer ``l`` has its own threshold, a quality parameter ``q`` times the standard deviation ``sigma_l`` of the
-layer's weights (of the trained dense network): a weight is removed when ``|w| < q sigma_l``, so layers whose
-weights are spread wide lose more and the per-layer sparsity pattern of the paper emerges. edgebench compares
+layer's weights (of the trained dense network): a weight is removed when ``|w| < q sigma_l``. The threshold scales
+with the layer, so how widely its weights spread does not decide what it loses (scaling a layer's weights scales
+``q sigma_l`` alike); the shape of its distribution does: a layer with many weights near zero and a few large ones
+(heavy tails, which inflate ``sigma_l``) loses more than one of Gaussian weights, and the per-layer sparsity
+pattern of the paper emerges from those shapes. edgebench compares
 methods at a requested overall sparsity, so ``q`` is solved for it: pruning ``|w| < q sigma_l`` in every layer is
 ranking all weights by ``|w| / sigma_l`` and removing the lowest, so the solved ``q`` is exact (to one weight) and is
 recorded. Weights pruned at one step rank lowest at the next, so the masks only grow. ``thresholds: uniform`` gives
