@@ -27,7 +27,10 @@ def positions(activation: torch.Tensor) -> torch.Tensor:
 
 class _FeatureMapCriterion(ResponseScores):
     """Scores a channel from the feature map after ReLU: the BN output when the group has a BN, else the
-    conv output (the ReLU is applied here, so the statistic is that of the activation map)."""
+    conv output (the ReLU is applied here, so the statistic is that of the activation map). Always a ReLU: a model
+    whose activation is SiLU, LeakyReLU or Tanh is scored on ReLU of its responses, not on the map its next layer
+    reads (the activation that follows is not hooked: it is often a functional call or one module shared by every
+    layer)."""
 
     needs_data = True
 
