@@ -40,7 +40,7 @@ from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
 from edgebench.prune.allocation.latency.predict import TargetLatencyModel, prediction_path
-from edgebench.prune.build import prepare_allocation
+from edgebench.prune.build import prepare_allocation, starts_from_baseline
 from edgebench.run_cache import ModelCache, reference_path, write_reference
 from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
@@ -381,8 +381,7 @@ def _build_tasks(specs: list[VariantSpec], data: DataRef, workdir: Path, timeout
     for spec in specs:
         if cache.has(spec):
             continue
-        # pruning while training trains from scratch; every other kind starts from the trained baseline
-        uses_baseline = spec.kind != "baseline" and not (spec.prune is not None and spec.prune.schedule == "while_training")
+        uses_baseline = starts_from_baseline(spec)
         after = [f"build:{baseline.id}"] if uses_baseline and baseline is not None and not cache.has(baseline) else []
         allocation = _allocation_task(spec, data, workdir, timeout_s)
         if allocation is not None:

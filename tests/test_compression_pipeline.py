@@ -38,6 +38,25 @@ def test_uniform_and_global_allocations_keep_the_scope_ids(tmp_path: Path) -> No
     assert ids == [by_scope["layer"][0].id] + [v.id for v in by_scope["layer"][1:] + by_scope["global"][1:]]
 
 
+def test_only_builds_that_start_from_the_baseline_wait_for_it(tmp_path: Path) -> None:
+    """The sweep decided "starts from the baseline" on its own (every kind but while_training pruning), so low-rank
+    and from-scratch sparse builds (SNIP, RigL) waited for the baseline's training and loaded it for nothing; it
+    now asks each schedule and sparse method (``from_baseline``), as the build does."""
+    from edgebench.sweep import sweep_tasks
+
+    exp = load_experiment(default_with(
+        tmp_path, pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training", "oneshot_finetune"]},
+        sparse={"methods": ["magnitude", "snip", "rigl"], "sparsities": [0.5]}, lowrank={"rank_ratios": [0.5]},
+        quantization={"precisions": ["fp32"]}))
+    specs = plan_fp32_variants(exp)
+    base = next(s for s in specs if s.kind == "baseline")
+    tasks = {t.key: t for t in sweep_tasks(exp, specs, [], {}, tmp_path, tmp_path / "eval.npz", tmp_path / "c.npz")}
+    waits = {s.label: f"build:{base.id}" in tasks[f"build:{s.id}"].after for s in specs if s is not base}
+    assert waits == {"l1-0.5-while_training-sensitivity/fp32": False, "l1-0.5-oneshot_finetune-sensitivity/fp32": True,
+                     "magnitude-0.5-sparse/fp32": True, "snip-0.5-sparse/fp32": False, "rigl-0.5-sparse/fp32": False,
+                     "lrpet-r0.5/fp32": False}
+
+
 def test_new_kinds_get_their_own_ids_lineage_and_labels() -> None:
     base = VariantSpec(model="digits_cnn", dataset="digits")
     sparse = base.model_copy(update={"sparse": SparseSpec(method="rigl", sparsity=0.9)})

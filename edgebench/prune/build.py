@@ -89,6 +89,17 @@ def train_baseline(
     return _built(model, splits, result.training_macs, result.val_accuracy, result.history)
 
 
+def starts_from_baseline(spec: VariantSpec) -> bool:
+    """Whether building ``spec`` starts from the trained baseline, as its schedule or sparse method declares
+    (``from_baseline``): what its build waits for. Low-rank training, pruning while training and sparse methods that
+    train from scratch (SNIP, RigL) do not."""
+    if spec.prune is not None:
+        return SCHEDULES.get(spec.prune.schedule).from_baseline
+    if spec.sparse is not None:
+        return create_sparse_method(spec.sparse.method, spec.sparse.sparsity, **spec.sparse.kwargs).from_baseline
+    return False
+
+
 def build_fp32_model(
     spec: VariantSpec,
     splits: DatasetSplits,
