@@ -122,7 +122,7 @@ def test_expensive_layer_loses_channels_first_and_the_ramp_reaches_the_widths(sy
         ({"target": "local-litert"}, "filters", "target 'local-litert' has no backend that loads ONNX"),
         ({"backend": "torch"}, "filters", "backend 'torch' is not a backend of target 'local-cpu' that loads ONNX"),
         ({"budget_ms": 0}, "filters", "pruning.allocation_kwargs.latency: budget_ms must be a positive number"),
-        ({"budget": 1.0}, "filters", "unknown option 'budget'; allowed: target, backend, budget_ms, rounds"),
+        ({"budget": 1.0}, "filters", "unknown option 'budget' (did you mean 'budget_ms'?); allowed: target, backend, budget_ms, rounds"),
         ({}, "macs", "pruning.unit: macs does not apply to allocation latency, whose ratios are fractions of latency"),
     ],
 )
