@@ -88,7 +88,7 @@ def variant_facts(spec: VariantSpec) -> dict[str, Any]:
         "params": int(BASE_PARAMS * keep**2),
         "macs": BASE_MACS * keep**2,
         "training_macs": 3 * BASE_MACS * 1000 * (0.5 + 0.5 * keep),
-        "filters": [int(16 * keep), int(32 * keep)],
+        "filters": {"0": int(16 * keep), "3": int(32 * keep)},  # kept, by conv layer (models.cost.conv_filters)
     }
 
 

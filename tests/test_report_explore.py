@@ -37,6 +37,23 @@ def test_lineage_walks_from_the_variant_to_the_trained_baseline() -> None:
     assert [c["id"] for c in litert] == [c["id"] for c in chain] and litert[1:] == chain[1:]
 
 
+def test_a_pruned_variant_says_the_share_it_removed_where_whole_filters_made_it_differ() -> None:
+    """The report said "80% of filters removed" for digits_cnn at 0.8, which keeps 3 + 6 + 13 of 16 + 32 + 64
+    filters: 1 - 22/112 = 80.4 % removed. With unit macs, 1 - 30,000/120,000 = 75 % of MACs against 80 % asked."""
+    from edgebench.report.lineage import removed_share
+
+    base = {"filters": {"0": 16, "1": 32, "3": 64}, "macs": 120_000}
+    pruned = {"filters": {"0": 3, "1": 6, "3": 13}, "macs": 30_000}
+    assert removed_share(pruned, base, "filters") == 1 - 22 / 112
+    assert removed_share(pruned, base, "macs") == 0.75
+    assert removed_share(pruned, None, "filters") is None and removed_share({}, base, "macs") is None
+    spec = BASE.model_copy(update={"prune": PruneSpec(criterion="l1", ratio=0.8)})
+    chain = lineage(spec.model_dump(mode="json"), removed=1 - 22 / 112)
+    assert chain[0]["step"].startswith("filter pruning: l1, 80.4% of filters removed (80% asked), schedule")
+    half = BASE.model_copy(update={"prune": PruneSpec(criterion="l1", ratio=0.5)})
+    assert "l1, 50% of filters removed, schedule" in lineage(half.model_dump(mode="json"), removed=0.5)[0]["step"]
+
+
 def test_lineage_of_sparse_lowrank_fixed_point_and_unreadable_specs() -> None:
     sparse = BASE.model_copy(update={"sparse": SparseSpec(method="magnitude", sparsity=0.8)})
     assert lineage(sparse.model_dump(mode="json"))[0]["step"] == "unstructured sparsity: magnitude, 80% of weights zero"

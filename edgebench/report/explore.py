@@ -39,7 +39,7 @@ from bokeh.plotting import figure
 from matplotlib.colors import to_hex
 
 from edgebench.profile.table import LayerProfile
-from edgebench.report.lineage import lineage
+from edgebench.report.lineage import lineage, pruned_share, removed_share
 from edgebench.report.page import esc
 from edgebench.report.plots import BASELINE, ESTIMATED, MARKERS, axis_label, interval_columns, palette, series_name, short_label
 from edgebench.report.tables import (
@@ -72,10 +72,27 @@ def explore_script() -> str:
     return files("edgebench.report").joinpath("explore.js").read_text(encoding="utf-8")
 
 
-def _how(row: pd.Series) -> str:
+def _baseline_facts(ok: pd.DataFrame) -> dict[str, Any] | None:
+    """The stored facts of the run's trained baseline (what a pruned variant's removed share is counted against)."""
+    return next((f for kind, f in zip(ok["kind"], ok["facts"], strict=True) if kind == "baseline" and isinstance(f, dict)),
+                None)
+
+
+def _unit(row: pd.Series) -> str:
+    """What a structured variant's ratio counts: filters, or MACs (``pruning.unit``)."""
+    spec = row["spec"] if isinstance(row["spec"], dict) else {}
+    return (spec.get("prune") or {}).get("unit", "filters")
+
+
+def _removed(row: pd.Series, base_facts: dict[str, Any] | None) -> float | None:
+    return removed_share(row["facts"], base_facts, _unit(row)) if row["kind"] == "structured" else None
+
+
+def _how(row: pd.Series, base_facts: dict[str, Any] | None = None) -> str:
     """Criterion or method with its ratio, sparsity or rank ratio (the short form of the lineage)."""
     if row["kind"] == "structured":
-        return f"{row['criterion']} · {row['ratio']:.0%} of filters removed · {row['schedule']}"
+        share = pruned_share(row["ratio"], _unit(row), _removed(row, base_facts))
+        return f"{row['criterion']} · {share} · {row['schedule']}"
     if row["kind"] == "sparse":
         return f"{row['method']} · {row['sparsity']:.0%} of weights zero (unstructured)"
     if row["kind"] == "lowrank":
@@ -136,7 +153,7 @@ def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[A
         "precision": ok["precision"].astype(str).tolist(),
         "color": [colors[s] for s in series],
         "marker": [_BOKEH_MARKERS.get(MARKERS.get(p, "o"), "circle") for p in ok["precision"]],
-        "how": ok.apply(_how, axis=1).tolist(),
+        "how": ok.apply(_how, axis=1, base_facts=_baseline_facts(ok)).tolist(),
         "t_accuracy": [_text(v, "").strip() for v in ok["accuracy"]],
         "t_latency": ok.apply(_latency, axis=1).tolist(),
         "t_interval": ok.apply(_interval, axis=1).tolist(),
@@ -295,6 +312,7 @@ def _finite(value: float | None, digits: int = 6) -> float | None:
 def details_payload(ok: pd.DataFrame, profiles: dict[int, LayerProfile]) -> list[dict[str, Any]]:
     """Per source row: its lineage and, when recorded, its per-layer profile (what a click on a point opens)."""
     out = []
+    base_facts = _baseline_facts(ok)
     for _, row in ok.iterrows():
         profile = profiles.get(int(row["id"]))
         item: dict[str, Any] = {
@@ -302,7 +320,8 @@ def details_payload(ok: pd.DataFrame, profiles: dict[int, LayerProfile]) -> list
             "id": str(row["variant_id"]),
             "context": str(row["target"]) + " · " + str(row["backend"]),
             "lineage": lineage(row["spec"], row["parent_id"] if isinstance(row["parent_id"], str) else None,
-                               (row["settings"] if isinstance(row["settings"], dict) else {}).get("calibrator")),
+                               (row["settings"] if isinstance(row["settings"], dict) else {}).get("calibrator"),
+                               _removed(row, base_facts)),
         }
         if profile is not None:
             item["profile"] = {

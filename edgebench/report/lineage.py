@@ -29,8 +29,29 @@ def _quantized(q: QuantSpec) -> str:
     return _QUANT_WORDS.get(q.precision, q.precision)
 
 
-def _pruned(p: PruneSpec) -> str:
-    text = f"filter pruning: {p.criterion}, {p.ratio:.0%} of {p.unit} removed, schedule {p.schedule}"
+def removed_share(facts: Any, base_facts: Any, unit: str) -> float | None:
+    """The share of filters (or MACs, ``unit: macs``) a pruned variant removed from the baseline, from the facts
+    stored with both (kept filters per layer, MACs); None where either lacks them. Whole filters round: 0.25 of
+    layers 6/10/14 wide removes 20 % of the filters."""
+    if not isinstance(facts, dict) or not isinstance(base_facts, dict):
+        return None
+    if unit == "macs":
+        mine, base = facts.get("macs"), base_facts.get("macs")
+    else:
+        mine, base = (sum((f.get("filters") or {}).values()) for f in (facts, base_facts))  # kept, by layer
+    return 1 - mine / base if mine is not None and base else None
+
+
+def pruned_share(ratio: float, unit: str, removed: float | None) -> str:
+    """``80% of filters removed``, or what was removed where whole filters made it differ from the ratio asked
+    (``80.4% of filters removed (80% asked)``)."""
+    if removed is None or round(removed, 3) == round(ratio, 3):
+        return f"{ratio:.0%} of {unit} removed"
+    return f"{removed:.1%} of {unit} removed ({ratio:.0%} asked)"
+
+
+def _pruned(p: PruneSpec, removed: float | None = None) -> str:
+    text = f"filter pruning: {p.criterion}, {pruned_share(p.ratio, p.unit, removed)}, schedule {p.schedule}"
     if p.schedule == "while_training" and p.prune_epochs:
         text += f" (pruned after epochs {', '.join(map(str, p.prune_epochs))})"
     if p.finetune_epochs:
@@ -39,12 +60,13 @@ def _pruned(p: PruneSpec) -> str:
     return text + f", allocation {allocation}"
 
 
-def made_how(spec: VariantSpec) -> str:
-    """The step that made ``spec`` from its parent (or, for the baseline, its training recipe)."""
+def made_how(spec: VariantSpec, removed: float | None = None) -> str:
+    """The step that made ``spec`` from its parent (or, for the baseline, its training recipe); ``removed``: the
+    share a pruning step removed (:func:`removed_share`)."""
     if spec.quant.precision != "fp32":
         return f"quantized: {_quantized(spec.quant)}"
     if spec.prune is not None:
-        return _pruned(spec.prune)
+        return _pruned(spec.prune, removed)
     if spec.sparse is not None:
         return f"unstructured sparsity: {spec.sparse.method}, {spec.sparse.sparsity:.0%} of weights zero"
     if spec.lowrank is not None:
@@ -55,7 +77,7 @@ def made_how(spec: VariantSpec) -> str:
 
 
 def lineage(spec: dict[str, Any] | None, parent_id: str | None = None,
-            calibrator: str | None = None) -> list[dict[str, str | None]]:
+            calibrator: str | None = None, removed: float | None = None) -> list[dict[str, str | None]]:
     """``[{id, label, step}, ...]`` from this variant up to the trained baseline.
 
     Args:
@@ -63,6 +85,7 @@ def lineage(spec: dict[str, Any] | None, parent_id: str | None = None,
         parent_id: the stored parent id, shown when the spec cannot be read.
         calibrator: the int8 calibrator the measurement recorded (its settings), where it is not the spec's: a
             LiteRT int8 file is made from min and max ranges whatever ONNX Runtime's variant was calibrated with.
+        removed: the share of filters (or MACs) the variant's pruning removed (:func:`removed_share`).
     """
     try:
         current: VariantSpec | None = VariantSpec.model_validate(spec or {})
@@ -74,7 +97,7 @@ def lineage(spec: dict[str, Any] | None, parent_id: str | None = None,
         measured = current.model_copy(update={"quant": current.quant.model_copy(update={"calibrator": calibrator})})
     chain = []
     while current is not None:
-        chain.append({"id": current.id, "label": current.label, "step": made_how(current)})
+        chain.append({"id": current.id, "label": current.label, "step": made_how(current, removed)})
         current = current.parent
-    chain[0]["step"] = made_how(measured)  # the variant's id stays the stored one
+    chain[0]["step"] = made_how(measured, removed)  # the variant's id stays the stored one
     return chain
