@@ -35,7 +35,7 @@ from edgebench.external import import_artifact
 from edgebench.job import Job
 from edgebench.measure import reference_workload
 from edgebench.measure.energy import reads_one_process
-from edgebench.models.source import new_model
+from edgebench.models.source import code_changed, new_model
 from edgebench.plan import PlannedJob
 from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
@@ -179,10 +179,23 @@ def build_variant(spec: VariantSpec, data: DataRef, workdir: str,
     """Train/prune ``spec`` into the model cache (in a worker); ``baseline`` is read from the cache if built."""
     cache = ModelCache(Path(workdir))
     if not cache.has(spec):  # a build queued again after its node was lost may have finished there
+        _same_code(spec)
         splits = _dataset(data)
         base = cache.get(baseline) if baseline is not None else None
-        cache.put(spec, build_fp32_model(spec, splits, baseline=base, workdir=Path(workdir)))
+        built = build_fp32_model(spec, splits, baseline=base, workdir=Path(workdir))
+        _same_code(spec)  # an edit while it trained: the model built may not be the code the id names
+        cache.put(spec, built)
     return spec.id
+
+
+def _same_code(spec: VariantSpec) -> None:
+    """ArtifactError where the user's code changed since the run started: the model would be cached under the id of
+    the old code, and a later run of that code would measure it (an edit reverted after the run did)."""
+    if code_changed(spec.source):
+        files = ", ".join(Path(f).name for f in spec.source.code_files[:3])  # type: ignore[union-attr]
+        raise ArtifactError(f"{spec.label}: the model's code ({files}) changed since this run started, so what it "
+                            "would build is not the model its id names; edit it between runs, not during one, then "
+                            "run the same command again")
 
 
 def allocate_variant(spec: VariantSpec, data: DataRef, workdir: str) -> str:

@@ -218,6 +218,8 @@ class ModelSource(_Frozen):
 
     file: str | None = Field(None, description="absolute path of the Python file defining the factory")
     code_digest: str | None = Field(None, description="sha256 of the factory's source file and the plug-in files")
+    code_files: tuple[str, ...] = Field((), description="the files the code digest covers, where they lie on this "
+                                        "machine (not part of the id): a build checks them against it")
     weights: str | None = Field(None, description="absolute path of the trained weights")
     weights_digest: str | None = Field(None, description="sha256 of the weights file")
     weights_format: WeightsFormat | None = None
@@ -230,7 +232,7 @@ class ModelSource(_Frozen):
 
 
 #: ModelSource fields that say where to read a file or how, not what it holds: left out of variant ids
-_SOURCE_LOCATIONS = ("file", "weights", "trust_checkpoint")
+_SOURCE_LOCATIONS = ("file", "weights", "trust_checkpoint", "code_files")
 
 
 class ExternalSpec(_Frozen):

@@ -158,6 +158,25 @@ def test_variant_ids_follow_file_contents_not_locations(team, tmp_path):
     assert not set(ids(copy)) & set(edited + original)
 
 
+def test_a_model_file_edited_during_a_run_is_not_built_under_the_old_codes_id(team, tmp_path):
+    """nn.ReLU edited to nn.Tanh while the run built its variants: the model built was cached under the id of the
+    ReLU code, and after the edit was reverted a later run measured the Tanh model as the ReLU one. A build checks
+    the code against the digest its id carries, before and after it trains."""
+    from edgebench.errors import ArtifactError
+    from edgebench.sweep import DataRef, build_variant
+
+    shutil.copy(team["root"] / "nets.py", tmp_path / "nets.py")
+    model = {"file": "nets.py", "factory": "build_net"}
+    exp = load_experiment(_experiment(tmp_path, "edit", model=model, training={"epochs": 1}))
+    (baseline,) = [s for s in plan_fp32_variants(exp) if s.kind == "baseline"]
+    assert baseline.source.code_files == (str((tmp_path / "nets.py").resolve()),)
+    (tmp_path / "nets.py").write_text((tmp_path / "nets.py").read_text() + "\n# edited while the run builds\n")
+    with pytest.raises(ArtifactError, match=r"baseline/fp32: the model's code \(nets.py\) changed since this run "
+                                            "started, so what it would build is not the model its id names"):
+        build_variant(baseline, DataRef(exp.dataset.model_dump_json()), str(tmp_path / "work"), None)
+    assert not list((tmp_path / "work" / "models").glob("*.pt"))
+
+
 def test_an_edited_criterion_gives_new_ids_however_it_was_named(tmp_path, monkeypatch):
     """A criterion by import path (or entry point) is code that decides what a variant is: editing its file must
     not reuse models built by the old code, while the zoo model's own ids stay as they were."""

@@ -97,20 +97,37 @@ def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: 
     weights = Path(model.weights).resolve() if model.weights else None
     fmt = detect_format(weights) if weights is not None else None
     if fmt in (None, "state_dict"):
-        file = _code_file(resolve_factory(model))
+        factory = resolve_factory(model)
+        # model.file itself: a file of the same content elsewhere is the same module, which names that other path
+        file = str(Path(model.file).resolve()) if model.file else _code_file(factory)
         code_files = [*([file] if file else []), *code_files]
     if not code_files and weights is None:
         return None
     code_files = user_code_files(code_files)  # and the user's modules they import (a factory's helper module)
-    code = hashlib.sha256("".join(content_digest(f) for f in code_files).encode()).hexdigest()[:16] if code_files else None
     return ModelSource(
         file=str(Path(model.file).resolve()) if model.file else None,
-        code_digest=code,
+        code_digest=_code_digest(code_files) if code_files else None,
+        code_files=tuple(code_files),
         weights=str(weights) if weights else None,
         weights_digest=content_digest(weights) if weights else None,
         weights_format=fmt,
         trust_checkpoint=model.trust_checkpoint,
     )
+
+
+def _code_digest(files: Sequence[str]) -> str:
+    return hashlib.sha256("".join(content_digest(f) for f in files).encode()).hexdigest()[:16]
+
+
+def code_changed(source: ModelSource | None) -> bool:
+    """Whether the user's code behind ``source`` is no longer what its digest (so the variant ids) says: a file
+    edited since the run started. Files not on this machine (a Ray node that has the code elsewhere) are not
+    judged."""
+    if source is None or source.code_digest is None or not source.code_files:
+        return False
+    if not all(Path(f).is_file() for f in source.code_files):
+        return False
+    return _code_digest(source.code_files) != source.code_digest
 
 
 def spec_factory(spec: VariantSpec) -> Callable[..., Any]:
