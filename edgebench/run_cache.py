@@ -163,9 +163,15 @@ def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
                        lambda: {"x": splits.x_test.astype(np.float32), "y": splits.y_test.astype(np.int64)})
 
 
-def reference_path(spec: VariantSpec, workdir: Path) -> Path:
-    """Where the fp32 PyTorch logits of ``spec`` are kept."""
-    return workdir / "reference" / f"{spec.id}.npz"
+def reference_path(spec: VariantSpec, workdir: Path, n: int) -> Path:
+    """Where the fp32 PyTorch logits of ``spec`` on the first ``n`` test images are kept (another
+    ``measurement.reference_samples`` is another file: a cached one of 16 images had judged a job asked for 200)."""
+    return workdir / "reference" / f"{spec.id}-{n}.npz"
+
+
+def reference_ready(path: Path) -> bool:
+    """Whether the reference at ``path`` is written and reads whole (a damaged one is written again)."""
+    return path.is_file() and _reads_whole(path)
 
 
 def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int, workdir: Path) -> Path:
@@ -175,7 +181,7 @@ def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int,
         with torch.inference_mode():
             return {"logits": built.model.eval()(torch.from_numpy(x[:n])).numpy()}
 
-    return _cached_npz(reference_path(spec, workdir), logits)
+    return _cached_npz(reference_path(spec, workdir, n), logits)
 
 
 def write_calibration(x_train: np.ndarray, y_train: np.ndarray, n: int, workdir: Path,

@@ -41,7 +41,7 @@ from edgebench.prune import build_fp32_model
 from edgebench.prune.allocation import ALLOCATIONS
 from edgebench.prune.allocation.latency.predict import TargetLatencyModel, prediction_path
 from edgebench.prune.build import prepare_allocation, starts_from_baseline
-from edgebench.run_cache import ModelCache, reference_path, write_reference
+from edgebench.run_cache import ModelCache, reference_path, reference_ready, write_reference
 from edgebench.runtimes.base import get_exporter
 from edgebench.targets import TargetSpec
 from edgebench.variants import VariantSpec, spec_hash
@@ -312,7 +312,9 @@ def sweep_tasks(
         build_key = f"build:{weights.id}" if weights is not None else None  # none: an artifact with parent null
         built_by = (build_key,) if build_key in builds else ()
         artifact = artifact_path(job, workdir)
-        reference = reference_path(weights, workdir) if weights is not None else None
+        n_reference = job.measure.reference_samples
+        reference = reference_path(weights, workdir, n_reference) if weights is not None else None
+        reference_key = f"reference:{weights.id}-{n_reference}" if weights is not None else ""
         if not artifact_ready(artifact) and external is not None:  # its "export" is a copy into the cache
             prepared.setdefault(f"export:{artifact.name}", _untimed(
                 Export(artifact), f"export:{artifact.name}", import_artifact, job.variant, artifact, timeout_s=timeout_s))
@@ -327,10 +329,10 @@ def sweep_tasks(
             prepared.setdefault(f"export:{artifact.name}",
                                 _untimed(Export(artifact), f"export:{artifact.name}", run_export, export,
                                          timeout_s=timeout_s, after=built_by))
-        if weights is not None and reference is not None and not reference.is_file():
-            prepared.setdefault(f"reference:{weights.id}", _untimed(
-                Reference(weights), f"reference:{weights.id}", reference_for, weights, str(workdir), str(eval_path),
-                job.measure.reference_samples, timeout_s=timeout_s, after=built_by))
+        if weights is not None and reference is not None and not reference_ready(reference):
+            prepared.setdefault(reference_key, _untimed(
+                Reference(weights), reference_key, reference_for, weights, str(workdir), str(eval_path),
+                n_reference, timeout_s=timeout_s, after=built_by))
         predict = _predict_task(job, data, workdir, built_by, timeout_s)
         if predict is not None:
             prepared.setdefault(predict.key, predict)
@@ -344,7 +346,6 @@ def sweep_tasks(
         files = tuple(f for f in (artifact, eval_path, reference) if f is not None)
         task = measure_task(worker_job, runner.task_timeout(), lane=lane, resources=runner.resources(),
                             fn=runner.run, args=(worker_job, files), context=Measure(job, worker_job, core))
-        reference_key = f"reference:{weights.id}" if weights is not None else ""
         predicted = predict.key if predict is not None else ""
         task.after = (*built_by, *(key for key in (f"export:{artifact.name}", reference_key, predicted)
                                    if key in prepared))

@@ -130,6 +130,34 @@ def test_a_resumed_sweep_makes_tasks_only_for_what_is_missing(tmp_path: Path) ->
     assert baseline_measures and all(not t.after[0].startswith("build:") for t in baseline_measures)
 
 
+def test_a_damaged_reference_is_written_again_and_each_sample_count_has_its_own(tmp_path: Path) -> None:
+    """A truncated reference/<id>.npz failed its jobs on every run ("the next run writes it again", which it did
+    not: only a missing file was written); and a reference of 16 images judged a job asked for 200, since the file
+    was keyed on the variant alone."""
+    import numpy as np
+
+    from edgebench.run_cache import reference_path
+
+    exp, tasks = _sweep(tmp_path, ["local-cpu"])
+    baseline = next(t.context.spec for t in _of(tasks, BuildVariant) if t.context.spec.label == "baseline/fp32")
+    written = reference_path(baseline, exp.workdir(), 16)
+    written.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(written, logits=np.zeros((16, 10), np.float32))
+
+    def references(run: Path, measurement: dict | None = None) -> list[str]:
+        _, tasks = _sweep(run, ["local-cpu"], measurement=measurement)
+        return sorted(t.context.spec.label for t in _of(tasks, Reference))
+
+    for run in (tmp_path / "again", tmp_path / "damaged", tmp_path / "more"):  # the same workdir, read again
+        run.mkdir()
+        (run / "runs").symlink_to(exp.workdir(), target_is_directory=True)
+    assert "baseline/fp32" not in references(tmp_path / "again")  # whole, of the count asked: reused
+    written.write_bytes(written.read_bytes()[:100])
+    assert "baseline/fp32" in references(tmp_path / "damaged")
+    np.savez(written, logits=np.zeros((16, 10), np.float32))
+    assert "baseline/fp32" in references(tmp_path / "more", {"reference_samples": 200})
+
+
 def test_a_board_measures_on_its_own_lane_within_its_ssh_timeout(tmp_path: Path) -> None:
     _, tasks = _sweep(tmp_path, ["local-cpu", str(_board(tmp_path))])
     on_board = [t for t in _of(tasks, Measure) if t.context.job.target.name == "board"]
