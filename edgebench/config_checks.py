@@ -114,6 +114,27 @@ def _check_batch_has_offline(settings: MeasureSettings, target_block: dict[str, 
                           f"{settings.batch_size}, or drop batch_size")
 
 
+#: experiments whose loader's unseen data this process has warned about
+_WARNED_UNSEEN_DATA: set[str] = set()
+
+
+def _warn_unseen_data(exp: Experiment, source: str) -> None:
+    """Warn (once) where the user's dataset loader names no file or folder in its options: the variant ids cannot
+    follow its data, so a rewritten dataset reuses models trained on the old one (a battery's loader read a fixed
+    path, and relabelled data was measured with the old models, without a word)."""
+    from edgebench.data import DATASETS
+    from edgebench.models.source import users_code_file
+
+    if exp.dataset.digest() is not None or users_code_file(DATASETS.get(exp.dataset.name)) is None:
+        return
+    if exp.hash not in _WARNED_UNSEEN_DATA:
+        _WARNED_UNSEEN_DATA.add(exp.hash)
+        log.warning("%s: dataset %s names no file or folder in dataset.kwargs, so edgebench cannot see its data "
+                    "change: models cached from a run on other data would be reused; give the data's path as one of "
+                    "the loader's options (e.g. path: data.npz) so its content is part of the variant ids", source,
+                    exp.dataset.name)
+
+
 def _check_registered_names(experiment: Experiment, source: str) -> None:
     """Names and options of registered plug-ins are checked here so a typo fails before any training."""
     from edgebench.data import DATASETS
@@ -159,6 +180,7 @@ def _check_registered_names(experiment: Experiment, source: str) -> None:
             except PluginError as exc:
                 raise ConfigError(f"{source}: {field}: {exc}") from None
     validate_options(DATASETS.get(exp.dataset.name), exp.dataset.kwargs, f"{source}: dataset.kwargs")
+    _warn_unseen_data(exp, source)
     if exp.model.weights is None or detect_format(Path(exp.model.weights)) == "state_dict":
         filled = [arg for arg in ARGS_FROM_DATA if arg not in exp.model.kwargs]  # a value set there is checked
         validate_options(resolve_factory(exp.model), exp.model.kwargs, f"{source}: model.kwargs", filled)

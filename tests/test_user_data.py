@@ -246,6 +246,22 @@ def test_a_loader_declares_the_layout_its_shape_misleads_about(team_dir):
         load_dataset("team_data:narrow", layout="CHW")
 
 
+def test_a_loader_whose_options_name_no_data_file_is_warned_once(team_dir, caplog):
+    """A loader reading a fixed path: its data rewritten, the variant ids stayed and models trained on the old data
+    were measured on the new test split without a word. Its options name no file, so the ids cannot follow the data:
+    said once a run; edgebench's own digits, whose data ships with scikit-learn, is not."""
+    for name, dataset in (("team-fixed", {"name": "team_data:load", "kwargs": {"n": 60}}), ("bundled", {"name": "digits"})):
+        (team_dir / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, "dataset": dataset}))
+        with caplog.at_level("WARNING", logger="edgebench.config_checks"):
+            load_experiment(team_dir / f"{name}.yaml")
+            load_experiment(team_dir / f"{name}.yaml")
+    warned = [r.getMessage() for r in caplog.records if "cannot see its data change" in r.getMessage()]
+    assert warned == [f"{team_dir / 'team-fixed.yaml'}: dataset team_data:load names no file or folder in "
+                      "dataset.kwargs, so edgebench cannot see its data change: models cached from a run on other data "
+                      "would be reused; give the data's path as one of the loader's options (e.g. path: data.npz) so "
+                      "its content is part of the variant ids"]
+
+
 def test_loader_returning_something_else_is_named(team_dir):
     with pytest.raises(DatasetError, match=r"dataset team_data:broken: the loader returned a list"):
         load_dataset("team_data:broken")

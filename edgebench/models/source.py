@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 ARGS_FROM_DATA = ("num_classes", "in_channels", "input_size")
 
 
-def _code_file(factory: Callable[..., Any]) -> str | None:
+def users_code_file(factory: Callable[..., Any]) -> str | None:
     """The source file of a factory that is not edgebench's own (zoo ids stay as they were)."""
     try:
         file = inspect.getsourcefile(factory)
@@ -89,9 +89,9 @@ def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: 
     from edgebench.models.weights import detect_format
 
     code_files: list[str] = [str(Path(p).resolve()) for p in plugin_files]
-    loader_file = _code_file(DATASETS.get(dataset)) if dataset is not None else None
+    loader_file = users_code_file(DATASETS.get(dataset)) if dataset is not None else None
     code_files += [loader_file] if loader_file else []
-    for file in filter(None, map(_code_file, components)):  # one already hashed (a plug-in file) counts once
+    for file in filter(None, map(users_code_file, components)):  # one already hashed (a plug-in file) counts once
         if str(Path(file).resolve()) not in {str(Path(f).resolve()) for f in code_files}:
             code_files.append(file)
     weights = Path(model.weights).resolve() if model.weights else None
@@ -99,7 +99,7 @@ def model_source(model: ModelConfig, plugin_files: Sequence[str] = (), dataset: 
     if fmt in (None, "state_dict"):
         factory = resolve_factory(model)
         # model.file itself: a file of the same content elsewhere is the same module, which names that other path
-        file = str(Path(model.file).resolve()) if model.file else _code_file(factory)
+        file = str(Path(model.file).resolve()) if model.file else users_code_file(factory)
         code_files = [*([file] if file else []), *code_files]
     if not code_files and weights is None:
         return None
