@@ -137,14 +137,33 @@ def artifact_input(splits: DatasetSplits) -> dict[str, object]:
     return {"layout": "NCHW", **record}
 
 
-def _say_passed_over(store: Store, name: str) -> None:
-    """Warn about the unfinished runs of experiment ``name`` a new run does not resume: what they hold stays as it
-    is, and edits to the experiment (its file, a target file, code, weights or data) are the usual reason."""
+def _say_passed_over(store: Store, exp: Experiment) -> None:
+    """Warn about the unfinished runs of ``exp``'s name a new run does not resume, saying why: what they hold stays
+    as it is. A run of this very experiment was passed over for its host, its edgebench or a live process (said
+    where it was passed over); another's differs in the fields named, or in the content of the files it reads."""
     runs = store.runs()
-    for _, run in runs[(runs["name"] == name) & runs["finished_at"].isna()].iterrows():
-        log.warning("unfinished run %s of '%s' (%d result(s) stored) is not resumed: the experiment, a target file, "
-                    "the model's code or weights or the data changed since, it runs elsewhere, or another process "
-                    "drives it; a new run starts and that one stays as it is", run["id"], name, run["n_measurements"])
+    now = exp.model_dump(mode="json")
+    for _, run in runs[(runs["name"] == exp.name) & runs["finished_at"].isna()].iterrows():
+        if run["experiment_hash"] == exp.hash:
+            continue
+        changed = _changed_fields(store.get_run(run["id"]).get("experiment") or {}, now)
+        why = (f"its experiment differs: {'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}" if changed else
+               "the content of the model's code or weights, the data or a target file changed since")
+        log.warning("unfinished run %s of '%s' (%d result(s) stored) is not resumed: %s; a new run starts and that "
+                    "one stays as it is", run["id"], exp.name, run["n_measurements"], why)
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``field: old -> new`` for each leaf that differs between two experiment records (a moved project's absolute
+    ``model.file``, say)."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a!r:.60} -> {b!r:.60}")
+    return changed
 
 
 def _warning_line(warning: str, tasks: list[str]) -> str:
@@ -287,7 +306,7 @@ class _OpenRun:
         machine = machine_info()
         run_id = store.find_resumable_run(exp.hash, claim, machine)
         if run_id is None:
-            _say_passed_over(store, exp.name)
+            _say_passed_over(store, exp)
             run_id = new_run_id()
             claim(run_id)  # before the run is visible to a process started beside this one
             recorded = exp.model_dump(mode="json")

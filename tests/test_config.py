@@ -305,11 +305,17 @@ def test_an_edited_target_file_of_the_users_changes_the_hash_and_the_passed_over
     assert "target_files" not in str(shipped.model_dump()) and shipped.hash == load_experiment(
         default_with(tmp_path, "again.yaml", targets=["local-cpu"])).hash
     with Store.open(tmp_path / "r.db") as store:
-        old = store.start_run(exp.name, {}, before, MACHINE)
+        old = store.start_run(exp.name, exp.model_dump(mode="json"), before, MACHINE)
         with caplog.at_level("WARNING", logger="edgebench.pipeline"):
-            _say_passed_over(store, exp.name)
-    assert f"unfinished run {old} of '{exp.name}' (0 result(s) stored) is not resumed: the experiment, a target " \
-           "file" in caplog.text
+            _say_passed_over(store, exp)
+    assert f"unfinished run {old} of '{exp.name}' (0 result(s) stored) is not resumed: the content of the model's " \
+           "code or weights, the data or a target file changed since; a new run starts" in caplog.text
+    # a field that differs is named (a moved project's absolute paths were one of six reasons listed)
+    caplog.clear()
+    moved = exp.model_copy(update={"run": exp.run.model_copy(update={"workdir": "/elsewhere/runs"})})
+    with Store.open(tmp_path / "r.db") as store, caplog.at_level("WARNING", logger="edgebench.pipeline"):
+        _say_passed_over(store, moved)
+    assert f"is not resumed: its experiment differs: run.workdir: {exp.run.workdir!r} -> '/elsewhere/runs'" in caplog.text
 
 
 def test_a_relative_dataset_path_found_only_beside_the_experiment_file_is_named_with_both_fixes(
