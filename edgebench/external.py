@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import re
 import shutil
 from collections.abc import Collection, Iterator, Sequence
@@ -285,43 +284,40 @@ def onnx_image_io(path: Path) -> tuple[str, list[int | None], list[int | None]]:
 
 
 def import_artifact(spec: VariantSpec, destination: Path) -> Path:
-    """Copy the user's file into the run's artifact cache (in a worker), under a temporary name then renamed; an
-    error if the file changed since the experiment was read (its content is the variant's identity). An ONNX
-    model's external data is written into the copy: the cache holds one self-contained file per artifact."""
+    """Copy the user's file into the run's artifact cache (in a worker), under a temporary name then renamed, with
+    its digest beside a file copy (so a copy damaged in the cache is not ready, and is imported again); an error if
+    the file changed since the experiment was read (its content is the variant's identity). An ONNX model's external
+    data is written into the copy: the cache holds one self-contained file per artifact."""
+    from edgebench.cache_files import COMPLETE_MARKER, replacing, write_digest
+
     external = spec.external
     assert external is not None and external.path is not None
     source = Path(external.path)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f"tmp-{os.getpid()}-{destination.name}")
     data = external_data_files(source)
-    if external.format == "openvino":  # a directory artifact: the IR's two files under fixed names
-        from edgebench.cache_files import COMPLETE_MARKER
-        from edgebench.runtimes.openvino.ir import IR_BIN, IR_XML
+    with replacing(destination) as tmp:
+        if external.format == "openvino":  # a directory artifact: the IR's two files under fixed names
+            from edgebench.runtimes.openvino.ir import IR_BIN, IR_XML
 
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        shutil.copyfile(source, tmp / IR_XML)
-        shutil.copyfile(data[0], tmp / IR_BIN)
-        (tmp / COMPLETE_MARKER).touch()
-    elif data:
-        import onnx
+            tmp.mkdir()
+            shutil.copyfile(source, tmp / IR_XML)
+            shutil.copyfile(data[0], tmp / IR_BIN)
+            (tmp / COMPLETE_MARKER).touch()
+        elif data:
+            import onnx
 
-        model = onnx.load(source)  # reads the weights from beside the source file
-        if model.ByteSize() >= 2**31:
-            raise ConfigError(f"{source}: its graph and weights exceed ONNX's 2 GB single file; edgebench measures "
-                              "models that fit one file")
-        onnx.save_model(model, tmp)
-    else:
-        shutil.copyfile(source, tmp)
-    if artifact_digest(source, data) != external.digest:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
+            model = onnx.load(source)  # reads the weights from beside the source file
+            if model.ByteSize() >= 2**31:
+                raise ConfigError(f"{source}: its graph and weights exceed ONNX's 2 GB single file; edgebench measures "
+                                  "models that fit one file")
+            onnx.save_model(model, tmp)
         else:
-            tmp.unlink()
-        raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
-    if destination.is_dir():  # an earlier copy the run did not finish (no marker): replaced whole
-        shutil.rmtree(destination)
-    os.replace(tmp, destination)
+            shutil.copyfile(source, tmp)
+        if artifact_digest(source, data) != external.digest:
+            raise ConfigError(f"{external.path} changed while the run was planned; run the experiment again")
+        if destination.is_dir():  # an earlier copy the run did not finish (no marker): replaced whole
+            shutil.rmtree(destination)
+    if not destination.is_dir():
+        write_digest(destination)
     return destination
 
 

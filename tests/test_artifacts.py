@@ -14,8 +14,9 @@ from edgebench.artifacts import ExportTask, artifact_ready, run_export
 from edgebench.cache_files import COMPLETE_MARKER, digest_path
 from edgebench.executor.local import LocalExecutor
 from edgebench.executor.tasks import call_task
+from edgebench.external import artifact_digest, import_artifact
 from edgebench.targets import get_target
-from edgebench.variants import QuantSpec
+from edgebench.variants import ExternalSpec, QuantSpec, VariantSpec
 
 
 @pytest.fixture()
@@ -75,6 +76,21 @@ def test_an_artifact_replaced_in_the_cache_is_exported_again_not_measured(inputs
     assert run_export(task).read_bytes() == original and artifact_ready(built)
     digest_path(built).unlink()  # a cache from before digests: trusted as it was
     assert artifact_ready(built)
+
+
+def test_an_external_copy_damaged_in_the_cache_is_imported_again(tmp_path: Path):
+    """The copy of another tool's file had no digest beside it, so a truncated copy was taken as ready and measured;
+    now it is not ready, and importing it again restores the user's bytes (leaving no temporary file behind)."""
+    source = tmp_path / "theirs.tflite"
+    source.write_bytes(bytes(range(256)) * 4)
+    external = ExternalSpec(label="theirs", format="tflite", digest=artifact_digest(source), path=str(source))
+    spec = VariantSpec(model="tiny_cnn", dataset="synthetic", external=external)
+    cached = import_artifact(spec, tmp_path / "artifacts" / "theirs.tflite")
+    assert artifact_ready(cached) and digest_path(cached).is_file()
+    cached.write_bytes(cached.read_bytes()[:100])
+    assert not artifact_ready(cached)
+    assert import_artifact(spec, cached).read_bytes() == source.read_bytes() and artifact_ready(cached)
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["theirs.tflite", "theirs.tflite.sha256"]
 
 
 def test_an_int8_onnx_export_quantizes_the_variants_fp32_file_when_it_is_ready(inputs, tmp_path: Path,
