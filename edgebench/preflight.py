@@ -309,14 +309,14 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
     coupled = _coupled_filters(model, pruned, plan)
     if coupled:
         layer, planned, removed = coupled[0]
-        tied = _every_coupled_layer(model, example, keep, [name for name, _, _ in coupled])
+        tied, then = _every_coupled_layer(model, example, keep, [name for name, _, _ in coupled])
         more = len(tied) - 1
         others = f" (and {more} more layer{'s' if more > 1 else ''} tied alike)" if more else ""
         raise ConfigError(f"{what} cannot be pruned at layer '{layer}'{others}: removing {planned} of its filters "
                           f"removed {removed} (its channels are tied to each other: its output split and the "
                           "parts combined channel by channel, as in a gated linear unit, or added to a copy of "
                           f"itself), so ratios and scores would be wrong; pruning.keep: "
-                          f"[{', '.join([*keep, *tied])}]")
+                          f"[{', '.join([*keep, *tied])}]{then}")
     failing = _failing_layer(pruned, example)
     if failing is not None:
         bad, remedy = _inexact_layers(model, example, keep)
@@ -371,24 +371,26 @@ def _coupled_filters(model: nn.Module, pruned: nn.Module, plan: dict[str, list[i
 _COUPLING_ROUNDS = 6
 
 
-def _every_coupled_layer(model: nn.Module, example: torch.Tensor, keep: Sequence[str], tied: list[str]) -> list[str]:
+def _every_coupled_layer(model: nn.Module, example: torch.Tensor, keep: Sequence[str],
+                         tied: list[str]) -> tuple[list[str], str]:
     """``tied`` and the layers found tied alike once those are kept (a kept layer's group can hide another's), so
-    the refusal names every layer ``pruning.keep`` needs, not one per run."""
+    the refusal names every layer ``pruning.keep`` needs, not one per run; and, appended to the refusal, torch-pruning's
+    error where pruning with those kept fails (else empty)."""
     from edgebench.prune.criteria.magnitude import L1Norm
-    from edgebench.prune.structured import kept_layers, prune_model
+    from edgebench.prune.structured import kept_layers, prune_model, torch_pruning_failure
 
     tied = list(tied)
     for _ in range(_COUPLING_ROUNDS):
         trial = copy.deepcopy(model).eval()
         try:
             plan = prune_model(trial, L1Norm(), 0.25, example[:1], ignored=kept_layers(trial, [*keep, *tied]))
-        except Exception:  # the check after this names what else stops pruning
-            break
+        except Exception as exc:  # named now: the user would otherwise learn it only after keeping those layers
+            return tied, f" (then pruning fails: {torch_pruning_failure(exc)})"
         more = [name for name, _, _ in _coupled_filters(model, trial, plan) if name not in tied]
         if not more:
             break
         tied += more
-    return tied
+    return tied, ""
 
 
 #: relative difference (of the logits' scale) above which a removal is not the zeroing it should equal
@@ -427,6 +429,7 @@ def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str]
         prune_model,
         remove_channels,
         score_group,
+        torch_pruning_failure,
     )
 
     try:
@@ -455,12 +458,12 @@ def _inexact_layers(model: nn.Module, example: torch.Tensor, keep: Sequence[str]
     trial = copy.deepcopy(model).eval()
     try:  # suggest keeping them only where the rest then prunes and runs
         prune_model(trial, L1Norm(), 0.25, example[:1], ignored=kept_layers(trial, kept))
-        works = _failing_layer(trial, example) is None
-    except Exception:
-        works = False
+        works, why = _failing_layer(trial, example) is None, ""
+    except Exception as exc:
+        works, why = False, f": {torch_pruning_failure(exc)}"
     if not works:
         return bad, (f"remove pruning.criteria (keeping {', '.join(bad)} with pruning.keep does not make the rest "
-                     "prunable either)")
+                     f"prunable either{why})")
     if _filters(trial) == _filters(model):  # the layers kept hold every group: nothing would be pruned
         return bad, (f"remove pruning.criteria (keeping {', '.join(bad)} with pruning.keep leaves no filter to "
                      "prune: every other conv's filters are tied to theirs)")

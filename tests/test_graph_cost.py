@@ -98,6 +98,20 @@ def test_an_unknown_op_that_may_multiply_makes_the_macs_unknown_not_partial(tmp_
     assert graph_cost(path, "onnx", (1, 8, 8)) == {"params": 18, "macs": None}
 
 
+def test_why_a_graph_could_not_be_run_for_its_shapes_is_logged(tmp_path, caplog):
+    """ONNX Runtime's refusal to run a graph for its tensor shapes was swallowed: the debug log now says why."""
+    nodes = [helper.make_node("TeamConv", ["x"], ["y"], domain="team.ops"), helper.make_node("Conv", ["y", "w"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], [0.0] * 18)])
+    path = tmp_path / "custom.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("team.ops", 1)]),
+              path)
+    with caplog.at_level("DEBUG", logger="edgebench.models.graph_cost"):
+        graph_cost(path, "onnx", (1, 8, 8))
+    assert any("cannot run the graph" in r.getMessage() and "TeamConv" in r.getMessage() for r in caplog.records)
+
+
 def test_tflite_from_litert_torch(tmp_path):
     litert_torch = pytest.importorskip("litert_torch", reason="the 'litert' extra is not installed")
     path = tmp_path / "net.tflite"

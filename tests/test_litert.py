@@ -639,3 +639,18 @@ def test_a_local_response_norm_gets_an_int8_file(size: int, tmp_path: Path) -> N
     assert band[2].sum() == pytest.approx(1.0) and int((band[2] != 0).sum()) == size
     torch.testing.assert_close(graph(example), model(example), rtol=1e-5, atol=1e-6)
     _assert_fp32_and_int8_files_agree(model, calibration, tmp_path)
+
+
+class _SignBranch(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum() > 0 else -x  # data-dependent: torch.fx cannot trace it
+
+
+def test_a_model_fx_cannot_trace_is_converted_as_it_is_with_the_reason_logged(caplog) -> None:
+    """The BN fold's trace failure was swallowed: a decoder's int8 file then failed with no hint why it was not folded."""
+    from edgebench.runtimes.litert.export import _with_transposed_bns_folded
+
+    model = _SignBranch()
+    with caplog.at_level("WARNING", logger="edgebench.runtimes.litert.export"):
+        assert _with_transposed_bns_folded(model) is model
+    assert any("cannot trace" in r.getMessage() and "control flow" in r.getMessage() for r in caplog.records)

@@ -662,3 +662,31 @@ def test_every_layer_tied_alike_is_named_in_one_line() -> None:
     assert sorted(keep) == ["c1", "c2"]
     with pytest.raises(ConfigError, match=r"has no filters to prune"):  # both kept: nothing else has filters
         check_prunable(TwoGates().eval(), _example(), "model TwoGates", keep=keep)
+
+
+def _failing_after_the_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch-pruning's prune_model as it is for the check's own pruning, failing for the trials with layers kept."""
+    calls = []
+
+    def prune(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("cannot map the kept layers' channels")
+        return prune_model(*args, **kwargs)
+
+    monkeypatch.setattr(structured, "prune_model", prune)
+
+
+def test_why_pruning_with_the_tied_layers_kept_fails_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial pruning with the tied layers kept failed silently: the user kept them and only then met its error."""
+    _failing_after_the_first_call(monkeypatch)
+    with pytest.raises(ConfigError, match=r"pruning.keep: \[c\d, c\d\] \(then pruning fails: RuntimeError: cannot map the "
+                                          r"kept layers' channels\)$"):
+        check_prunable(TwoGates().eval(), _example(), "model TwoGates")
+
+
+def test_why_keeping_the_inexact_layers_does_not_help_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing_after_the_first_call(monkeypatch)
+    with pytest.raises(ConfigError, match=r"keeping c2 with pruning.keep does not make the rest prunable either: "
+                                          r"RuntimeError: cannot map the kept layers' channels\)"):
+        check_prunable(PermutedFlatten().eval(), _example(), "model PermutedFlatten")

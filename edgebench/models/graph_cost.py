@@ -11,11 +11,15 @@ partial count.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from edgebench.errors import first_line
 from edgebench.input_layout import channels_last
+
+log = logging.getLogger(__name__)
 
 #: ONNX ops whose listed inputs are weights or biases (not quantization parameters)
 _ONNX_WEIGHT_INPUTS = {
@@ -74,7 +78,9 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
             dim.dim_value = size
     try:
         graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
-    except Exception:  # a graph onnx cannot infer still has its parameters
+    except Exception as exc:  # a graph onnx cannot infer still has its parameters
+        log.debug("%s: onnx shape inference failed (%s); counting from the shapes the graph declares", path,
+                  first_line(exc))
         graph = model.graph
     shapes = {v.name: _dims(v) for v in (*graph.input, *graph.value_info, *graph.output)}
     shapes.update({name: list(init.dims) for name, init in initializers.items()})
@@ -137,7 +143,8 @@ def shapes_from_a_run(model: Any, feed: Any, names: list[str]) -> dict[str, list
         image = np.zeros([d.dim_value for d in tensor.shape.dim], onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         outputs = [output.name for output in session.get_outputs()]
         values = session.run(outputs, {feed.name: image})
-    except Exception:  # the graph's measurement names what is wrong with it; here it has no MACs
+    except Exception as exc:  # the graph's measurement names what is wrong with it; here it has no MACs
+        log.debug("ONNX Runtime cannot run the graph to read its tensor shapes (%s)", first_line(exc))
         return {}
     return {name: list(value.shape) for name, value in zip(outputs, values)}
 

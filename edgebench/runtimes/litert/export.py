@@ -380,7 +380,9 @@ def _with_transposed_bns_folded(model: nn.Module) -> nn.Module:
     had no int8 file. The fold is exact up to float rounding: y = (conv(x) - mean) * g / sqrt(var + eps) + b."""
     try:
         graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # a forward fx cannot trace (data-dependent code): converted as it is
+    except Exception as exc:  # a forward fx cannot trace (data-dependent code): converted as it is
+        log.warning("LiteRT export: torch.fx cannot trace the model (%s); a BatchNorm after a ConvTranspose2d, if any, "
+                    "stays unfolded (LiteRT may then refuse its int8 file)", first_line(exc))
         return model
     modules = dict(model.named_modules())
     pairs = []
