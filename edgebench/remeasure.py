@@ -38,7 +38,14 @@ from edgebench.store.compare import (
     one_sided,
 )
 from edgebench.store.compare_match import Side, match_runs, refuse_shared_runs
-from edgebench.store.metrics import DEFAULT_MIN_EFFECT, DEFAULT_ROUNDS, RUN_METRICS, TIMING_METRICS, context_label, get_metric
+from edgebench.store.metrics import (
+    DEFAULT_ROUNDS,
+    RUN_METRICS,
+    TIMING_METRICS,
+    context_label,
+    get_metric,
+    with_default_min_effects,
+)
 from edgebench.store.significance import Decision, decide_rounds, p50_se_floor
 from edgebench.targets import get_target
 
@@ -132,7 +139,7 @@ def remeasure_runs(
     A result that cannot be measured again here (no stored job, its files gone) is compared on the stored runs
     instead, with ``compare_runs`` and ``stored_rule`` (its ``repeats``, ``allowance``, ``lookback``), and says so.
     """
-    effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
+    effects = with_default_min_effects(min_effect)
     base_id, cand_id = store.resolve_run(baseline), store.resolve_run(candidate)
     refuse_shared_runs([base_id], [cand_id], baseline, candidate)  # before any round is measured
     matching = match_runs(store, [base_id], [cand_id])

@@ -47,6 +47,7 @@ from edgebench.store.metrics import (
     column_unit,
     context_label,
     get_metric,
+    with_default_min_effects,
 )
 from edgebench.store.schema import StoreError
 from edgebench.store.significance import (
@@ -188,7 +189,7 @@ def parse_levels(option: str, items: Sequence[str] | None) -> dict[str, float]:
 
 def parse_min_effects(items: Sequence[str] | None) -> dict[str, float]:
     """``["latency=3", "accuracy=1"]`` -> compare's defaults overridden (``--min-effect``)."""
-    return {**DEFAULT_MIN_EFFECT, **parse_levels("--min-effect", items)}
+    return with_default_min_effects(parse_levels("--min-effect", items))
 
 
 def _geomean(values: list[float]) -> float | None:
@@ -393,7 +394,7 @@ def compare_runs(
     result (0: none); ``allowance`` (percent) is the change a single-run comparison must exceed when
     that spread is unknown.
     """
-    effects = {**DEFAULT_MIN_EFFECT, **(min_effect or {})}
+    effects = with_default_min_effects(min_effect)
     base_ids = store.resolve_runs(baseline) if repeats else [store.resolve_run(baseline)]
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
     refuse_shared_runs(base_ids, cand_ids, baseline, candidate)

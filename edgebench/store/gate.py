@@ -36,7 +36,7 @@ from edgebench.store.compare import (
 )
 from edgebench.store.compare_markdown import fmt_change, fmt_evidence
 from edgebench.store.compare_match import MissingResult
-from edgebench.store.metrics import DEFAULT_MIN_EFFECT, get_metric
+from edgebench.store.metrics import get_metric, with_default_min_effects
 from edgebench.store.schema import StoreError
 
 Level = Literal["ok", "warn", "fail"]
@@ -114,7 +114,7 @@ def min_effects(thresholds: Thresholds, min_effect: Sequence[str] | None = None)
     """Compare's minimum effect per metric: ``--min-effect`` where given, else the metric's smallest threshold
     (so a 2 % warn level is not hidden by a 5 % default), else compare's default."""
     given = parse_levels("--min-effect", min_effect)
-    effects = {**DEFAULT_MIN_EFFECT, **given}
+    effects = with_default_min_effects(given)
     for metric in (thresholds.warn.keys() | thresholds.fail.keys()) - given.keys():
         effects[metric] = min(v for v in (thresholds.warn.get(metric), thresholds.fail.get(metric)) if v is not None)
     return effects

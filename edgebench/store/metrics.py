@@ -7,6 +7,7 @@ agree on what "better" means for every metric and on the names users type
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,6 +65,13 @@ METRICS: dict[str, Metric] = {
 _BY_OTHER_NAME = {name: m for m in METRICS.values() for name in (m.column, *m.aliases)}
 #: metrics ``edgebench compare`` judges, with their default minimum effects
 DEFAULT_MIN_EFFECT: dict[str, float] = {m.name: m.min_effect for m in METRICS.values() if m.min_effect is not None}
+
+
+def with_default_min_effects(given: Mapping[str, float] | None) -> dict[str, float]:
+    """The minimum effect per metric: ``given`` where it names one, else :data:`DEFAULT_MIN_EFFECT`'s."""
+    return {**DEFAULT_MIN_EFFECT, **(given or {})}
+
+
 #: metrics every run measures anew, so identical artifacts differ between runs: decided on per-run values
 RUN_METRICS = ("latency", "p99", "throughput", "energy", "memory")
 #: of those, the ones that move with the machine's speed and load (the noise allowance applies to them)
