@@ -3,7 +3,7 @@
 Unstructured sparsity leaves the artifact's size on disk unchanged - a zero takes 4 bytes in a dense fp32
 tensor - but long runs of zero bytes compress well. The encoding is a standard ZIP archive (DEFLATE, level 9)
 of the artifact file or directory: what an app bundle or an over-the-air update ships, and what
-:func:`extract_artifact` (or any unzip) turns back into the byte-identical artifact a runtime loads.
+any unzip turns back into the byte-identical artifact a runtime loads.
 """
 
 from __future__ import annotations
@@ -43,10 +43,3 @@ def compressed_size(path: Path) -> int:
     """Bytes of the artifact's ZIP archive."""
     return len(compress_artifact(path))
 
-
-def extract_artifact(archive: bytes, dest: Path) -> Path:
-    """Unpack an archive made by :func:`compress_artifact` into ``dest``; returns the artifact's path there."""
-    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-        names = zf.namelist()
-        zf.extractall(dest)
-    return dest / Path(names[0]).parts[0]
