@@ -91,7 +91,7 @@ def test_an_executor_closed_mid_run_frees_its_host_locks_and_tickets(tmp_path: P
                  Task(key="quick", kind="build", fn=time.sleep, args=(0.1,), lane=Lane("elsewhere"))]
         results = executor.run(tasks)
         assert next(results).key == "quick"  # and the caller reads no further
-        assert [t.key for t in executor.scheduler.running_tasks()] == ["runs"]  # it holds core 1's lock
+        assert [r.task.key for r in executor.scheduler.running.values()] == ["runs"]  # it holds core 1's lock
         assert len(list(tmp_path.glob("ticket-*"))) == 1  # "waits" is in line behind the other process
     assert list(tmp_path.glob("ticket-*")) == []
     assert HostLanes(directory=tmp_path).acquire(_timed("later", core1), core1)  # "runs" let go of core 1

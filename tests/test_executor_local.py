@@ -196,9 +196,9 @@ def test_scheduler_lets_measurements_on_cores_pinned_apart_run_together_and_boar
     for task in [_task("m0", core0, True), _task("m1", core1, True), _task("a1", board_a, True),
                  _task("a2", board_a, True), _task("b1", board_b, True), _task("e", Lane(HOST), False)]:
         scheduler.add(task)
-    started = [t.key for t, _ in scheduler.start_ready()]
-    assert started == ["m0", "m1", "a1", "b1"]  # disjoint cores and different boards at once; a2 waits for a1
-    scheduler.finished(next(t for t in list(scheduler.running_tasks()) if t.key == "a1"))
+    started = {t.key: t for t, _ in scheduler.start_ready()}
+    assert list(started) == ["m0", "m1", "a1", "b1"]  # disjoint cores and different boards at once; a2 waits for a1
+    scheduler.finished(started["a1"])
     assert [t.key for t, _ in scheduler.start_ready()] == ["a2"]  # the export still waits for both measurements
 
 

@@ -298,10 +298,6 @@ class LaneScheduler:
         """Whether a queued timed task waits for cores another process holds (poll again soon)."""
         return self.host is not None and any(t.timed for t in self.queue)
 
-    def running_tasks(self) -> list[Task]:
-        """The tasks started and not yet finished."""
-        return [r.task for r in self.running.values()]
-
     def take_queued(self, predicate: Callable[[Task], bool]) -> list[Task]:
         """Remove and return the queued (not running) tasks matching ``predicate``."""
         taken = [task for task in self.queue if predicate(task)]
