@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgebench.job import CONFIDENCE
-from edgebench.order_statistics import _binomial_tails, order_statistic_ranks
+from edgebench.order_statistics import order_statistic_ranks
 
 #: the percentiles a latency summary reports, by name
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
@@ -38,16 +38,6 @@ def summarize_ns(samples_ns: Sequence[int], batch_size: int = 1) -> tuple[dict[s
     })
     throughput = batch_size * 1e3 / summary["mean"]
     return summary, throughput
-
-
-def coverage(n: int, q: float, lower: int, upper: int) -> float:
-    """Probability that ``[x_(lower), x_(upper)]`` of ``n`` samples encloses the ``q``-quantile."""
-    k0, cdf, _ = _binomial_tails(n, q)
-
-    def at_most(k: int) -> float:  # P(B <= k)
-        return 0.0 if k < k0 else 1.0 if k - k0 >= len(cdf) else float(cdf[k - k0])
-
-    return at_most(upper - 1) - at_most(lower - 1)
 
 
 @dataclass(frozen=True)
