@@ -11,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgebench.prune.allocation.latency.boundary import BoundaryCosts, tensor_probe
-from edgebench.prune.allocation.latency.predict import predict_p50
+from edgebench.prune.allocation.latency.predict import CalibratedTables
 from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape, layer_onnx
 
 CONV = LayerShape("Conv", 64, 64, (3, 3), (1, 1), (1, 1), (32, 32))
@@ -51,7 +51,7 @@ def test_a_tensors_edges_are_one_layer_alone_less_its_share_of_a_chain_and_the_c
 
 def test_the_prediction_takes_each_layers_edges_off_its_entry() -> None:
     table = LatencyTable(None, "t", "r", "v", ALONE.__getitem__)
-    prediction = predict_p50([SMALL], [CONV], table, unpruned_p50_ms=1.0, call_overhead_ms=CALL_MS, boundary=costs())
+    prediction = CalibratedTables([CONV], table, unpruned_p50_ms=1.0, call_overhead_ms=CALL_MS, boundary=costs()).predict([SMALL])
     # by hand: SMALL's edges are those of a 16-channel 32x32 tensor, 0.10 - 0.03 - 0.0351 = 0.0349 ms, so it computes
     # 0.15 - 0.0351 - 0.0349 = 0.08 ms; CONV computes 0.742 - 0.0351 - 0.29675 = 0.41015 ms; the prediction is
     # 0.0351 + (1.0 - 0.0351) x 0.08 / 0.41015

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgebench.prune.allocation.latency.cache import CURVE_MIB, CacheCosts, CacheCurve, gemm_shape, weights_mib
-from edgebench.prune.allocation.latency.predict import predict_p50
+from edgebench.prune.allocation.latency.predict import CalibratedTables
 from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
 
 CALL = LayerShape("Conv", 1, 1)
@@ -74,11 +74,11 @@ def test_prediction_adds_what_the_layers_pay_for_the_model_around_them() -> None
     # the model each reads its weights at g(32) = 0.05 instead of g(8) = 0.02 ms/MiB: + 0.03 w ms each, so its
     # sum is 4 x 0.05 w. The variant, one of those Gemms alone, pays nothing more: 0.02 w. Prediction:
     # 0.01 + (10.01 - 0.01) x 0.02 / 0.2 = 1.01 ms (without the cache term 0.01 + 10 x 0.02 / 0.08 = 2.51 ms)
-    prediction = predict_p50([EIGHT], [EIGHT] * 4, table, unpruned_p50_ms=10.01, call_overhead_ms=0.01, cache=cache)
+    prediction = CalibratedTables([EIGHT] * 4, table, unpruned_p50_ms=10.01, call_overhead_ms=0.01, cache=cache).predict([EIGHT])
     assert prediction.unpruned_table_ms == pytest.approx(4 * 0.05 * w, rel=1e-3)
     assert prediction.unpruned_cache_ms == pytest.approx(4 * 0.03 * w, rel=1e-3) and prediction.cache_ms == 0.0
     assert prediction.table_ms == pytest.approx(0.02 * w, rel=1e-3)
     assert prediction.p50_ms == pytest.approx(1.01, rel=1e-3)
     assert prediction.weights_mib == pytest.approx(w)
-    plain = predict_p50([EIGHT], [EIGHT] * 4, table, unpruned_p50_ms=10.01, call_overhead_ms=0.01)
+    plain = CalibratedTables([EIGHT] * 4, table, unpruned_p50_ms=10.01, call_overhead_ms=0.01).predict([EIGHT])
     assert plain.p50_ms == pytest.approx(2.51, rel=1e-3)

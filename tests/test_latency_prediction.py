@@ -15,7 +15,7 @@ from edgebench.executor.tasks import call_task
 from edgebench.job import LatencyPrediction, MeasureSettings
 from edgebench.pipeline import run_experiment
 from edgebench.prune.allocation.latency.cache import CURVE_MIB, gemm_shape
-from edgebench.prune.allocation.latency.predict import predict_p50, read_prediction
+from edgebench.prune.allocation.latency.predict import CalibratedTables, read_prediction
 from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape
 from edgebench.store import Store
 from tests.experiment_files import default_with
@@ -25,6 +25,7 @@ BODY, BODY_HALF = LayerShape("Conv", 16, 16, (3, 3), (1, 1), (1, 1), (8, 8)), La
 FC, FC_HALF = LayerShape("Gemm", 16, 10), LayerShape("Gemm", 8, 10)
 #: a table written by hand (ms): what a runtime measured for each layer alone
 ENTRIES = {STEM: 0.10, BODY: 0.50, FC: 0.02, STEM_HALF: 0.06, BODY_HALF: 0.15, FC_HALF: 0.01}
+PRUNED = [STEM_HALF, BODY_HALF, FC_HALF]
 
 
 def test_prediction_is_the_unpruned_p50_scaled_by_the_table_sums() -> None:
@@ -35,7 +36,7 @@ def test_prediction_is_the_unpruned_p50_scaled_by_the_table_sums() -> None:
         return ENTRIES[shape]
 
     table = LatencyTable(None, "t", "r", "v", lookup)
-    prediction = predict_p50([STEM_HALF, BODY_HALF, FC_HALF], [STEM, BODY, FC], table, unpruned_p50_ms=1.24)
+    prediction = CalibratedTables([STEM, BODY, FC], table, unpruned_p50_ms=1.24).predict(PRUNED)
     # by hand: the pruned layers sum to 0.06 + 0.15 + 0.01 = 0.22 ms, the unpruned ones to 0.10 + 0.50 + 0.02 =
     # 0.62 ms; the unpruned model measured 1.24 ms, twice its table sum, so the prediction is 2 x 0.22 = 0.44 ms
     assert prediction.table_ms == pytest.approx(0.22)
@@ -47,8 +48,7 @@ def test_prediction_is_the_unpruned_p50_scaled_by_the_table_sums() -> None:
 
 def test_the_call_overhead_is_counted_once_per_inference_not_once_per_layer() -> None:
     table = LatencyTable(None, "t", "r", "v", ENTRIES.__getitem__)
-    prediction = predict_p50([STEM_HALF, BODY_HALF, FC_HALF], [STEM, BODY, FC], table, unpruned_p50_ms=1.24,
-                             call_overhead_ms=0.02)
+    prediction = CalibratedTables([STEM, BODY, FC], table, unpruned_p50_ms=1.24, call_overhead_ms=0.02).predict(PRUNED)
     # by hand: less 0.02 ms of call per entry, the pruned layers compute 0.04 + 0.13 + 0 = 0.17 ms (FC_HALF's 0.01
     # is all call), the unpruned ones 0.08 + 0.48 + 0 = 0.56 ms; the unpruned model's 1.24 ms is one 0.02 ms call
     # and 1.22 ms that scales with the layers, so the prediction is 0.02 + 1.22 x 0.17 / 0.56 = 0.3904 ms
@@ -59,8 +59,8 @@ def test_the_call_overhead_is_counted_once_per_inference_not_once_per_layer() ->
 
 def test_own_time_entries_lose_no_call_but_the_call_is_still_counted_once() -> None:
     table = LatencyTable(None, "t", "r", "v", ENTRIES.__getitem__)
-    prediction = predict_p50([STEM_HALF, BODY_HALF, FC_HALF], [STEM, BODY, FC], table, unpruned_p50_ms=1.24,
-                             call_overhead_ms=0.02, entries_hold_call=False)
+    prediction = CalibratedTables([STEM, BODY, FC], table, unpruned_p50_ms=1.24, call_overhead_ms=0.02,
+                                  entries_hold_call=False).predict(PRUNED)
     # by hand: entries that hold no call sum as they are, 0.22 and 0.62 ms; the unpruned model's 1.24 ms is one
     # 0.02 ms call and 1.22 ms that scales with the layers: 0.02 + 1.22 x 0.22 / 0.62 = 0.452903 ms
     assert prediction.table_ms == pytest.approx(0.22) and prediction.unpruned_table_ms == pytest.approx(0.62)

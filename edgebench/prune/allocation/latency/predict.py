@@ -135,15 +135,6 @@ class CalibratedTables:
                                  boundary_ms=sum(self._edges_ms(shape) for shape in shapes))
 
 
-def predict_p50(shapes: list[LayerShape], unpruned: list[LayerShape], table: LatencyTable,
-                unpruned_p50_ms: float, call_overhead_ms: float = 0.0,
-                cache: CacheCosts | None = None, boundary: BoundaryCosts | None = None,
-                entries_hold_call: bool = True) -> LatencyPrediction:
-    """``shapes``' prediction from the tables calibrated on ``unpruned`` (:class:`CalibratedTables`)."""
-    return CalibratedTables(unpruned, table, unpruned_p50_ms, call_overhead_ms, cache, boundary,
-                            entries_hold_call).predict(shapes)
-
-
 class TargetLatencyModel:
     """The latency model of one local target's ONNX runtime: its table and the unpruned model's measured p50,
     both kept under ``directory`` (the run's ``<workdir>/latency``, shared with the latency allocation).
