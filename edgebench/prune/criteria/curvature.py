@@ -125,12 +125,6 @@ def kfac_factors(model: nn.Module, data: ScoringData) -> dict[nn.Module, KFACFac
     return {m: f for m, f in factors.items() if f.samples}
 
 
-def kfac_spectral_radii(model: nn.Module, data: ScoringData) -> dict[str, float]:
-    """``rho(A_l) * rho(G_l)`` of every conv/linear layer on ``data``, by module name."""
-    names = {m: n for n, m in model.named_modules()}
-    return {names[m]: f.spectral_radius() for m, f in kfac_factors(model, data).items()}
-
-
 class SpectralRadiusPenalty(TrainHook):
     """Adds the gradient of ``lam * sum_l rho(A_l) rho(G_l)`` (on a random training batch) every ``every`` steps."""
 
