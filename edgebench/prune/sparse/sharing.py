@@ -78,8 +78,3 @@ class SharedWeights(TrainHook):
             mask[idx] = True
             flat.mul_(mask)  # pruned connections stay zero
             flat[idx] = (sums / counts)[assign]
-
-
-def distinct_values(model: nn.Module) -> dict[str, int]:
-    """Distinct non-zero weight values per conv/linear layer (at most ``2**bits`` after sharing)."""
-    return {n: int(torch.unique(m.weight[m.weight != 0]).numel()) for n, m in prunable_layers(model).items()}
