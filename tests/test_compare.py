@@ -11,8 +11,9 @@ from store_fixtures import MACHINE, fill_run, synthetic_result, variant_specs
 
 import edgebench
 from edgebench.store import Store, StoreError
-from edgebench.store.compare import compare_runs, parse_min_effects
+from edgebench.store.compare import compare_runs
 from edgebench.store.compare_markdown import to_markdown
+from edgebench.store.gate import min_effects, parse_thresholds
 from edgebench.store.metrics import DEFAULT_ALLOWANCE
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.significance import Noise, decide_rounds, decide_runs, p50_log_se, replicate_noise, series_noise
@@ -164,7 +165,7 @@ def test_size_and_accuracy_thresholds(sqlite_store: Store) -> None:
     assert by_metric["accuracy"].verdict == "regression" and by_metric["accuracy"].change == pytest.approx(-1.0)
     assert by_metric["latency"].verdict == "unchanged"
     assert by_metric["energy"].verdict == "n/a"  # no energy measured: never compared as 0
-    lenient = compare_runs(sqlite_store, base, bigger, min_effect=parse_min_effects(["size=20", "accuracy=2"]))
+    lenient = compare_runs(sqlite_store, base, bigger, min_effect=_min_effects(["size=20", "accuracy=2"]))
     assert lenient.regressions == []
 
 
@@ -223,19 +224,24 @@ def test_outputs_markdown_and_json(sqlite_store: Store) -> None:
     assert units["size"] == ("bytes", "%") and units.get("memory", ("MiB", "%")) == ("MiB", "%")
 
 
-def test_parse_min_effects() -> None:
-    assert parse_min_effects(["p50_ms=4%"])["latency"] == 4.0  # a column's name for the metric
+def _min_effects(items: list[str]) -> dict[str, float]:
+    """``--min-effect`` as ``edgebench compare`` reads it, with no --warn or --fail level."""
+    return min_effects(parse_thresholds(None, None), items)
+
+
+def test_min_effects_option() -> None:
+    assert _min_effects(["p50_ms=4%"])["latency"] == 4.0  # a column's name for the metric
     with pytest.raises(StoreError, match="--min-effect latency is given twice"):  # the last one silently won
-        parse_min_effects(["latency=3", "p50_ms=4%"])
+        _min_effects(["latency=3", "p50_ms=4%"])
     with pytest.raises(StoreError, match="METRIC=PERCENT"):
-        parse_min_effects(["latency"])
+        _min_effects(["latency"])
     with pytest.raises(StoreError, match="METRIC=PERCENT"):
-        parse_min_effects(["size=big"])
+        _min_effects(["size=big"])
     # an unknown metric, or one compare does not judge, names the option (it was "unknown metric 'foo'", and
     # macs, which get_metric knows, was then refused as another error)
     for item in ("foo=3", "macs=3"):
         with pytest.raises(StoreError, match=rf"^--min-effect '{item}': use METRIC=PERCENT .* with METRIC one of "):
-            parse_min_effects([item])
+            _min_effects([item])
 
 
 def test_decide_runs_matches_a_two_sample_t_test_on_logs() -> None:

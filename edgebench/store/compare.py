@@ -187,11 +187,6 @@ def parse_levels(option: str, items: Sequence[str] | None) -> dict[str, float]:
     return levels
 
 
-def parse_min_effects(items: Sequence[str] | None) -> dict[str, float]:
-    """``["latency=3", "accuracy=1"]`` -> compare's defaults overridden (``--min-effect``)."""
-    return with_default_min_effects(parse_levels("--min-effect", items))
-
-
 def _geomean(values: list[float]) -> float | None:
     positive = [v for v in values if v > 0]
     if positive and len(set(positive)) == 1:  # exp(log(x)) is not x: a size of 5000 bytes read 5000.000000000004
