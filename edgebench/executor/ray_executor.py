@@ -116,7 +116,6 @@ class _InFlight:
 @dataclass
 class _Node:
     node_id: str
-    ip: str
     cpus: int
     resources: dict[str, float]
 
@@ -173,7 +172,7 @@ class RayExecutor(Executor):
             return
         self._refreshed = time.monotonic()
         self._nodes = {
-            n["NodeID"]: _Node(n["NodeID"], n["NodeManagerAddress"], int(n["Resources"].get("CPU", 0)), n["Resources"])
+            n["NodeID"]: _Node(n["NodeID"], int(n["Resources"].get("CPU", 0)), n["Resources"])
             for n in self.ray.nodes() if n["Alive"] and n["NodeID"] not in self._dead
         }
         self._ever_offered.update(name for node in self._nodes.values() for name, amount in node.resources.items()
