@@ -24,7 +24,7 @@ from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
 from edgebench.errors import NothingToRunError, first_line
 from edgebench.executor.base import HOST, Lane, Task, TaskResult
-from edgebench.executor.host_lanes import HostLanes, default_lock_dir, open_lock_dir
+from edgebench.executor.host_lanes import HostLanes, LockHolder, default_lock_dir, open_lock_dir
 from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import check_executor, create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores, stand_in
@@ -383,7 +383,7 @@ class _OpenRun:
         layer_onnx(shape, artifact)
         batch = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
         timing = jobs[0].measure.model_copy(update={"max_time_s": min(jobs[0].measure.max_time_s, 5.0)})
-        host, holder = HostLanes(), Task(key="side-by-side interference check", kind="measure", fn=print)
+        host, holder = HostLanes(), LockHolder("side-by-side interference check")
         try:
             while not host.acquire(holder, Lane(HOST)):
                 time.sleep(0.5)

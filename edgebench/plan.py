@@ -97,7 +97,7 @@ def plan_fp32_variants(exp: Experiment) -> list[VariantSpec]:
     return variants
 
 
-def quantized(spec: VariantSpec, precision: str, exp: Experiment) -> VariantSpec:
+def at_precision(spec: VariantSpec, precision: str, exp: Experiment) -> VariantSpec:
     """``spec`` at another precision, with those of the experiment's quantization settings that change its artifact.
 
     Only static int8 is calibrated and only fixed point has a type and reuse factor, so an fp32 (or fp16) id
@@ -121,7 +121,7 @@ def qat_models(exp: Experiment, fp32_specs: list[VariantSpec]) -> list[VariantSp
 def _variants_at(exp: Experiment, fp32_specs: list[VariantSpec], precision: str, exporter: Exporter) -> list[VariantSpec]:
     """Every variant at ``precision``: each fp32 spec calibrated (or as is); where the exporter takes them, its
     mixed-precision int8 (``max_drop``) and each QAT setting that exports to ``precision``."""
-    variants = [quantized(spec, precision, exp) for spec in fp32_specs]
+    variants = [at_precision(spec, precision, exp) for spec in fp32_specs]
     max_drop = exp.quantization.max_drop
     if precision == "int8" and max_drop is not None and exporter.takes_max_drop:
         variants += [v.model_copy(update={"quant": v.quant.model_copy(update={"max_drop": max_drop})})

@@ -79,12 +79,12 @@ def test_bench_warns_that_raw_pixels_are_fed_as_they_are(tmp_path: Path, caplog:
     with no word."""
     import numpy as np
 
-    from edgebench.cli.profile import check_eval_input
+    from edgebench.cli.profile import eval_image_shape
 
     np.savez(tmp_path / "raw.npz", x=np.full((4, 1, 8, 8), 200, np.uint8), y=np.zeros(4, np.int64))
     np.savez(tmp_path / "norm.npz", x=np.full((4, 1, 8, 8), 1.5, np.float32), y=np.zeros(4, np.int64))
     with caplog.at_level("WARNING", logger="edgebench.cli.profile"):
-        check_eval_input(tmp_path / "norm.npz", None, tmp_path / "m.onnx")
+        eval_image_shape(tmp_path / "norm.npz", None, tmp_path / "m.onnx")
         assert caplog.text == ""
-        check_eval_input(tmp_path / "raw.npz", None, tmp_path / "m.onnx")
+        eval_image_shape(tmp_path / "raw.npz", None, tmp_path / "m.onnx")
     assert "raw.npz holds raw pixels (uint8, up to 200): bench feeds them as they are" in caplog.text

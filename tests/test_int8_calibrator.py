@@ -16,7 +16,7 @@ from torch import nn
 from edgebench.config import load_experiment
 from edgebench.errors import ConfigError
 from edgebench.models import create_model
-from edgebench.plan import plan_fp32_variants, quantized
+from edgebench.plan import at_precision, plan_fp32_variants
 from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.variants import QuantSpec
 
@@ -40,10 +40,10 @@ def test_calibrator_changes_int8_artifacts_only(tmp_path: Path) -> None:
     entropy = load_experiment(_experiment(tmp_path, {"calibrator": "entropy"}))
     base = plan_fp32_variants(minmax)[0]
     for precision in ("fp32", "fixed", "int8_dynamic"):
-        spec = quantized(base, precision, minmax)
-        assert spec.id == quantized(base, precision, entropy).id  # (the ids themselves: test_variant_ids.py)
-    int8 = quantized(base, "int8", minmax)
-    assert int8.quant.calibrator == "minmax" and int8.id != quantized(base, "int8", entropy).id
+        spec = at_precision(base, precision, minmax)
+        assert spec.id == at_precision(base, precision, entropy).id  # (the ids themselves: test_variant_ids.py)
+    int8 = at_precision(base, "int8", minmax)
+    assert int8.quant.calibrator == "minmax" and int8.id != at_precision(base, "int8", entropy).id
 
 
 def test_quantize_settings_entropy_ranges_float_logits_and_7bit_weights(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from edgebench.config import DEFAULT_EXPERIMENT, load_experiment
-from edgebench.plan import plan_fp32_variants, quantized
+from edgebench.plan import at_precision, plan_fp32_variants
 
 #: (label, id, parent id) of the default experiment, computed on main before the calibration fix
 #: (commit 84f8b1a): caches and stored runs keep matching only while these stay
@@ -37,7 +37,7 @@ def _variants(calibration_samples: int | None, tmp_path: Path) -> dict[str, tupl
     return {
         v.label: (v.id, v.parent_id)
         for spec in plan_fp32_variants(exp)
-        for v in (quantized(spec, p, exp) for p in exp.quantization.precisions)
+        for v in (at_precision(spec, p, exp) for p in exp.quantization.precisions)
     }
 
 

@@ -20,9 +20,10 @@ from edgebench.profile.table import LayerProfile
 log = logging.getLogger(__name__)
 
 
-def check_eval_input(data: Path | None, input_shape: str | None, artifact: Path) -> tuple[int, ...] | None:
-    """Check ``--data`` (read as the worker will) or parse ``--input-shape`` ("C,H,W"), before any measuring; an
-    ONNX artifact whose input has fixed C,H,W needs neither."""
+def eval_image_shape(data: Path | None, input_shape: str | None, artifact: Path) -> tuple[int, ...] | None:
+    """The shape (C,H,W) of the images to feed: ``--input-shape`` parsed, else read from an artifact whose input
+    is fixed (then neither option is needed); None with ``--data``, whose file is checked (read as the worker will)
+    instead. Checked before any measuring."""
     from edgebench.data.files import read_eval_data
     from edgebench.external import onnx_image_io
 
@@ -116,7 +117,7 @@ def write_eval_input(data: Path | None, shape: tuple[int, ...] | None, tmp: Path
     """``data`` itself, or one random image of ``shape`` written under ``tmp`` for the worker."""
     if data is not None:
         return data
-    assert shape is not None  # check_eval_input returned it
+    assert shape is not None  # eval_image_shape returned it
     path = tmp / "random.npz"
     rng = np.random.default_rng(0)
     np.savez(path, x=rng.standard_normal((1, *shape)).astype(np.float32), y=np.zeros(1, dtype=np.int64))
@@ -210,7 +211,7 @@ def profile(
         raise NothingToRunError(f"nothing could run: target {spec.name}: {reason}")
     if reason := runner.unavailable_backends().get(name):
         raise NothingToRunError(f"nothing could run: target {spec.name}: {name}: {reason}")
-    shape = check_eval_input(data, input_shape, artifact)
+    shape = eval_image_shape(data, input_shape, artifact)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = write_eval_input(data, shape, Path(tmp))
         job = Job(job_id="profile", variant_id="-", target=spec.name, backend=name, artifact=str(artifact.resolve()),

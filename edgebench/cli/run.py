@@ -275,7 +275,7 @@ def bench(
     """Measure one existing artifact in an isolated worker (no training or export)."""
     import tempfile
 
-    from edgebench.cli.profile import backend_for, check_eval_input, print_profile, write_eval_input
+    from edgebench.cli.profile import backend_for, eval_image_shape, print_profile, write_eval_input
     from edgebench.data.files import read_eval_data
     from edgebench.errors import ArtifactError, NothingToRunError
     from edgebench.executor.runners import LocalRunner
@@ -297,7 +297,7 @@ def bench(
     options = _backend_options(option or [])
     target = validate(TargetSpec, {"name": "local", "backends": [backend], "threads": threads, **blocks,
                                    "backend_options": {backend: options} if options else {}}, "edgebench bench --option")
-    shape = check_eval_input(data, input_shape, artifact)
+    shape = eval_image_shape(data, input_shape, artifact)
     cost = _graph_cost(artifact, shape or read_eval_data(data)[0].shape[1:])  # type: ignore[arg-type]
     labelled = data is not None  # else random input (its shape given or read off the artifact): no accuracy to show
     runner = LocalRunner(target, timeout_s)

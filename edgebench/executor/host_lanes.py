@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 LOCK_DIR_ENV = "EDGEBENCH_LOCK_DIR"
 
 
+@dataclass(eq=False)
+class LockHolder:
+    """What holds lane locks outside the executor's tasks (the pipeline's side-by-side check); ``key`` names it in
+    the waits it causes, as a task's key does."""
+
+    key: str
+
+
 def open_lock_dir(directory: Path) -> None:
     """Make ``directory`` (sticky and writable by every user when this process creates it) and check that this
     process can create files in it; OSError when it cannot."""
@@ -106,7 +114,7 @@ class HostLanes:
             return [f"cpu{core}" for core in cores]
         return [re.sub(r"[^A-Za-z0-9_.-]", "_", lane.name)]
 
-    def acquire(self, task: Task, lane: Lane) -> bool:
+    def acquire(self, task: Task | LockHolder, lane: Lane) -> bool:
         """Take ``lane``'s lock files for ``task`` if it is their turn; False leaves the task waiting (call again)."""
         if self.unavailable:
             return True
@@ -124,7 +132,7 @@ class HostLanes:
         self.waited[task.key] = waited
         return True
 
-    def release(self, task: Task) -> None:
+    def release(self, task: Task | LockHolder) -> None:
         """Free what ``task`` holds or waits with (its locks, or its ticket)."""
         claim = self._claims.pop(id(task), None)
         if claim is not None:
@@ -203,7 +211,7 @@ class HostLanes:
         claim.locks = taken
         return True
 
-    def _show_wait(self, task: Task, claim: _Claim) -> None:
+    def _show_wait(self, task: Task | LockHolder, claim: _Claim) -> None:
         """Say a task waits for another process's timed windows: a warning the first time per holder, then at INFO
         (a sweep beside another run waited once per job: 236 warning lines in one `compare --remeasure`)."""
         if not claim.warned:

@@ -318,7 +318,7 @@ def as_metered(change: MetricChange, base: Side, cand: Side, effect: float) -> M
     """The energy ``change`` as its meters allow: two meters' figures are not one series, and an estimate is noted
     as such (a model's figure, never gated as a counter's); the stored and the re-measured comparison alike."""
     if has_energy_of_two_meters(base, cand):
-        return energy_sources_differ(base, cand, effect)
+        return energy_not_compared(base, cand, effect)
     source = str(cand.rows[-1].get("energy_source") or "") if cand.rows else ""
     if source.startswith("estimated"):
         return replace(change, note=f"{source}" + (f"; {change.note}" if change.note else ""))
@@ -350,7 +350,7 @@ def worth_a_row(change: MetricChange) -> bool:
     return change.verdict != "n/a" or change.baseline is not None or change.candidate is not None
 
 
-def energy_sources_differ(base: Side, cand: Side, effect: float) -> MetricChange:
+def energy_not_compared(base: Side, cand: Side, effect: float) -> MetricChange:
     """Energy of two sides read by different meters: not compared (a switch from a counter to an estimate is no
     change of the model), but both figures are shown with the meters that gave them."""
     sources = f"{base.rows[-1].get('energy_source')} vs {cand.rows[-1].get('energy_source')}"
