@@ -1,7 +1,9 @@
 """Experiment -> variants and measurement jobs, without side effects.
 
-Planning reads the experiment and target files only: nothing is trained, exported, probed or written.
-Whether a target can run now is asked of its runner by the pipeline, not here.
+Planning reads the experiment and target files, digests the files the user's model, weights and dataset options
+name (their content is part of the variant ids), and imports the plug-ins the experiment names (their code is too);
+nothing is trained, exported, probed or written. Whether a target can run now is asked of its runner by the
+pipeline, not here.
 """
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ def _main_script(ref: str) -> ModuleType:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (16 hex digits), for content-addressed ids."""
+    """The first 16 hex digits of the sha256 of a file's bytes, for content-addressed ids (ids and caches are keyed
+    on that length)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -128,7 +129,8 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 def content_digest(path: str | Path) -> str:
-    """sha256 of a file (cached while its size and modification time stay the same)."""
+    """:func:`file_digest` of a file: 16 hex digits of its sha256 (cached while its size and modification time stay
+    the same)."""
     stat = Path(path).stat()
     return _digest(str(path), stat.st_mtime_ns, stat.st_size)
 

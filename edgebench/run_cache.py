@@ -164,7 +164,8 @@ def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
 
 
 def reference_path(spec: VariantSpec, workdir: Path, n: int) -> Path:
-    """Where the fp32 PyTorch logits of ``spec`` on the first ``n`` test images are kept (another
+    """Where the logits of ``spec``'s PyTorch model (the one its artifacts are exported from) on the first ``n`` test
+    images are kept (another
     ``measurement.reference_samples`` is another file: a cached one of 16 images had judged a job asked for 200)."""
     return workdir / "reference" / f"{spec.id}-{n}.npz"
 
@@ -175,7 +176,8 @@ def reference_ready(path: Path) -> bool:
 
 
 def write_reference(spec: VariantSpec, built: BuiltModel, x: np.ndarray, n: int, workdir: Path) -> Path:
-    """fp32 PyTorch logits on the first ``n`` test images, for the max-output-difference check."""
+    """The logits of the PyTorch model the artifact is exported from on the first ``n`` test images, for the
+    max-output-difference check."""
 
     def logits() -> dict[str, np.ndarray]:
         with torch.inference_mode():

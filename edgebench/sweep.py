@@ -269,7 +269,8 @@ def _predict_task(job: PlannedJob, data: DataRef, workdir: Path, after: tuple[st
 
 
 def reference_for(spec: VariantSpec, workdir: str, eval_data: str, n: int) -> str:
-    """Write the fp32 PyTorch logits of ``spec`` on the first ``n`` eval images (in a worker)."""
+    """Write the logits of the PyTorch model ``spec``'s artifact is exported from on the first ``n`` eval images (in a
+    worker)."""
     built = ModelCache(Path(workdir)).get(spec)
     if built is None:
         raise ArtifactError(f"variant {spec.label} is not in the model cache under {workdir}/models")

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 
 class StoreError(EdgebenchError):
-    """The results store cannot be opened or a run/tag does not exist."""
+    """The results store cannot be opened, a run/tag does not exist, or what was asked of it is wrong (a store
+    command's options such as ``--min-effect`` or ``--warn``/``--fail`` levels, the Results API's arguments): one
+    line naming what to fix."""
 
 
 metadata = MetaData()

@@ -218,7 +218,8 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
-        """Mark a run ended; a run left 'running' is what :meth:`find_resumable_run` resumes."""
+        """Mark a run ended (its ``finished_at`` set); a run without one, whatever its status ('running',
+        'interrupted'), is what :meth:`find_resumable_run` resumes."""
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(runs).where(runs.c.id == run_id).values(status=status, finished_at=utc_now())
