@@ -165,8 +165,8 @@ def write_eval_data(splits: DatasetSplits, workdir: Path) -> Path:
 
 def reference_path(spec: VariantSpec, workdir: Path, n: int) -> Path:
     """Where the logits of ``spec``'s PyTorch model (the one its artifacts are exported from) on the first ``n`` test
-    images are kept (another
-    ``measurement.reference_samples`` is another file: a cached one of 16 images had judged a job asked for 200)."""
+    images are kept (another ``measurement.reference_samples`` is another file: a cached one of 16 images had judged
+    a job asked for 200)."""
     return workdir / "reference" / f"{spec.id}-{n}.npz"
 
 
