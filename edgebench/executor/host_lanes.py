@@ -69,6 +69,8 @@ class _Claim:
     locks: list[IO[str]] = field(default_factory=list)
     holder: str = ""
     warned: bool = False
+    #: its wait was a warning (the first for its holder): its end is too; later ones are INFO, as their waits
+    loud: bool = False
 
 
 def _open(path: Path) -> IO[str]:
@@ -128,7 +130,8 @@ class HostLanes:
         waited = time.monotonic() - claim.since
         self._drop_ticket(claim)
         if claim.warned:
-            log.warning("%s got the host's cores after waiting %.1f s", task.key, waited)
+            log.log(logging.WARNING if claim.loud else logging.INFO, "%s got the host's cores after waiting %.1f s",
+                    task.key, waited)
         self.waited[task.key] = waited
         return True
 
@@ -216,7 +219,7 @@ class HostLanes:
         (a sweep beside another run waited once per job: 236 warning lines in one `compare --remeasure`)."""
         if not claim.warned:
             claim.warned = True
-            first = claim.holder not in self._holders_named
+            first = claim.loud = claim.holder not in self._holders_named
             self._holders_named.add(claim.holder)
             log.log(logging.WARNING if first else logging.INFO,
                     "%s waits for the host's cores (%s): held by %s; timed windows of two processes never overlap%s",
