@@ -74,6 +74,21 @@ def test_one_run_a_side_decides_only_beyond_the_allowance(sqlite_store: Store) -
     assert len(compare_runs(sqlite_store, base, cand, allowance=5).regressions) == 2
 
 
+def test_a_comment_longer_than_a_pull_request_holds_is_cut_saying_where_the_whole_is() -> None:
+    """A sweep's comparison of 372 results was 1,078,342 characters of Markdown, which the CI example posts as a
+    pull-request comment (GitHub holds 65,536): cut at a line, an open <details> closed, the count left out said."""
+    from edgebench.store.compare_markdown import fit_comment
+
+    head = "### edgebench deployment-cost gate ❌ fails\n| fail | baseline/int8 | ... |\n<details><summary>All</summary>\n"
+    text = head + "".join(f"| row {i} | {'x' * 80} |\n" for i in range(2000))
+    assert fit_comment(head) == head
+    cut = fit_comment(text, limit=10_000)
+    assert len(cut) <= 10_000 and cut.startswith(head) and cut.count("</details>") == 1
+    kept_rows = cut.count("| row ")
+    assert f"**{2000 - kept_rows} more lines left out** to fit a pull-request comment (10,000 characters)" in cut
+    assert "`--format json`" in cut
+
+
 def test_a_window_too_short_to_bound_its_percentile_is_not_decided_on(sqlite_store: Store) -> None:
     """50 runs a window bound a p50 (6 needed at 95 %) but not a p99 (368): with one run a side and no history, a
     p99 change is the slowest run or two of each window, so it is shown undecided, not called against the allowance."""

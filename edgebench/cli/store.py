@@ -171,7 +171,7 @@ def compare(
     only changes beyond --allowance count.
     """
     from edgebench.store.compare import compare_runs
-    from edgebench.store.compare_markdown import to_markdown
+    from edgebench.store.compare_markdown import fit_comment, to_markdown
     from edgebench.store.gate import evaluate, gate_markdown, min_effects, parse_thresholds
     from edgebench.targets import use_targets_dir
 
@@ -205,10 +205,10 @@ def compare(
         text = json.dumps({**cmp.to_json(), "gate": gate.to_json()}, indent=2, allow_nan=False)
         console.print_json(text)
     elif fmt == "markdown":
-        text = gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp)
+        text = fit_comment(gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp))
         console.print(text, markup=False, highlight=False, soft_wrap=True)
     else:
-        text = gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp)
+        text = fit_comment(gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp))
         _print_comparison(cmp)
         console.print(gate_markdown(gate, thresholds), markup=False, highlight=False, soft_wrap=True)
     if output:

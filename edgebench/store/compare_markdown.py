@@ -67,6 +67,25 @@ def _verdict(regressed: int, compared: int) -> str:
     return "✅ no regression" if compared else "⚠ nothing compared"
 
 
+#: what a pull-request comment holds (GitHub refuses a longer body: 65,536 characters), less room for a note
+COMMENT_CHARS = 65_000
+
+
+def fit_comment(text: str, limit: int = COMMENT_CHARS) -> str:
+    """``text`` cut at a line to fit a pull-request comment, saying what was left out and where the whole is (a
+    sweep's comparison of 372 results was 1,078,342 characters, which the CI example would have failed to post).
+    The gate's section comes first, so its verdict and findings stay."""
+    if len(text) <= limit:
+        return text
+    note_room = 400
+    kept = text[: limit - note_room].rsplit("\n", 1)[0]
+    left = text[len(kept) + 1:].count("\n")  # after the kept lines' last line break
+    closing = "\n</details>" if kept.count("<details>") > kept.count("</details>") else ""
+    return (f"{kept}{closing}\n\n**{left} more lines left out** to fit a pull-request comment ({limit:,} "
+            "characters): the whole comparison is `edgebench compare` with `--format json`, or the compare page with "
+            "`--format html`.\n")
+
+
 def to_markdown(cmp: Comparison) -> str:
     """The comparison as Markdown: summary, context warnings, notable changes, then all details."""
     n_reg = len(cmp.regressions)
