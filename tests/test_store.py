@@ -353,6 +353,29 @@ def test_a_full_disk_is_one_store_error_and_loses_nothing(tmp_path: Path) -> Non
         assert run_id in store.runs()["id"].tolist()
 
 
+def test_a_store_made_unwritable_mid_run_is_one_store_error_and_loses_nothing(tmp_path: Path) -> None:
+    """`chattr +i runs/x runs/x/results.db` mid-run: SQLite's "unable to open database file" (no journal file can be
+    made beside the database) came out of `edgebench run` as a 239-line traceback with exit 1, a failed gate's code."""
+    path = tmp_path / "results.db"
+    with Store.open(path) as store:
+        run_id = fill_run(store, seed=1)
+        before = store.measurements(run_id)
+
+        def unwritable(_conn, _cursor, statement: str, *_args) -> None:  # what an immutable directory makes a write
+            if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                raise sqlite3.OperationalError("unable to open database file")
+
+        event.listen(store.engine, "before_cursor_execute", unwritable)
+        with pytest.raises(StoreError) as raised:
+            fill_run(store, seed=2)
+        event.remove(store.engine, "before_cursor_execute", unwritable)
+    assert str(raised.value).startswith(f"store sqlite:///{path}: unable to open database file: ")
+    assert "make the file and its directory writable" in str(raised.value) and "\n" not in str(raised.value)
+    assert raised.value.exit_code == 2  # not 1, a failed gate's
+    with Store.open(path) as store:
+        pd.testing.assert_frame_equal(store.measurements(run_id), before)
+
+
 def test_a_store_deleted_while_open_says_so_not_to_change_permissions(tmp_path: Path) -> None:
     """`rm -rf runs/x` mid-run: SQLite's "attempt to write a readonly database" became "make the file writable ...
     what was stored before stands" for a file that no longer exists."""

@@ -86,6 +86,11 @@ def _make_parent(path: Path) -> None:
 _STORE_PROBLEMS = {
     "readonly database": "cannot write to it: make the file and its directory writable, or copy the store to a "
                          "writable place; the write was rolled back and what was stored before stands",
+    # a write needs a journal file beside the database: an unwritable (or immutable) directory refuses it so
+    "unable to open database file": "cannot write to it or the journal file beside it: make the file and its "
+                                    "directory writable (chattr -i, chmod), or copy the store to a writable place; "
+                                    "the write was rolled back, what was stored before stands, and the same command "
+                                    "resumes",
     "disk is full": "cannot write to it: free space on its filesystem; the write was rolled back, what was stored "
                     "before stands, and the same command resumes",
     "disk I/O error": "cannot write to it: check the filesystem it is on; the write was rolled back and what was "
@@ -109,7 +114,8 @@ def _store_problem(context: ExceptionContext) -> None:
     reason = first_line(context.original_exception)
     fix = next((fix for needle, fix in _STORE_PROBLEMS.items() if needle in reason), None)
     engine_url = context.engine.url if context.engine else None
-    if fix is not None and engine_url is not None and (file := _sqlite_file(engine_url)) and not file.exists():
+    opened = context.connection is not None  # None while connecting: a file not there yet was never open
+    if fix is not None and opened and engine_url is not None and (file := _sqlite_file(engine_url)) and not file.exists():
         fix = ("the file was deleted or moved while it was open (its run directory removed?): what this process "
                "wrote there is gone with it; put it back, or run again to start a new store")
     if fix is not None:
