@@ -169,3 +169,17 @@ def test_reference_workload_is_the_same_bytes_everywhere_and_gives_a_speed(tmp_p
     assert digest[0] == digest[1]
     record = speed_record(execute(a))
     assert record is not None and record["index"] == pytest.approx(1e3 / record["p50_ms"])
+
+
+def test_a_damaged_reference_workload_is_written_again(tmp_path: Path) -> None:
+    """runs/x/edgebench-reference-v1/model.onnx truncated (a crash, a full disk) was never rewritten: it was written
+    only when missing, so every later run failed to load it and stored no machine speed."""
+    fresh = reference_job(tmp_path / "fresh")
+    job = reference_job(tmp_path / "run")
+    model, data = Path(job.artifact), Path(job.eval_data)
+    model.write_bytes(model.read_bytes()[:20000])
+    data.write_bytes(data.read_bytes()[:100])
+    again = reference_job(tmp_path / "run")
+    assert Path(again.artifact).read_bytes() == Path(fresh.artifact).read_bytes()
+    with np.load(again.eval_data) as npz, np.load(fresh.eval_data) as want:
+        assert np.array_equal(npz["x"], want["x"]) and np.array_equal(npz["y"], want["y"])
