@@ -293,7 +293,8 @@ class TargetSelection(_Strict):
 class StoreConfig(_Strict):
     """Where results go: a SQLite path or a database URL."""
 
-    url: str | None = Field(None, description="default: runs/<experiment name>/results.db")
+    url: str | None = Field(None, description="default: <run.workdir>/results.db, which is runs/<experiment "
+                                              "name>/results.db when run.workdir is unset")
 
 
 class ReportConfig(_Strict):

@@ -25,3 +25,11 @@ def test_the_script_checks_the_file() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "write_experiment_reference.py"), "--check"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_store_default_it_states_is_the_one_used() -> None:
+    """It said store.url defaults to runs/<experiment name>/results.db; with run.workdir set it is <workdir>/results.db."""
+    text = (ROOT / "docs" / "experiment.md").read_text()
+    assert "default: <run.workdir>/results.db, which is runs/<experiment name>/results.db when run.workdir is unset" in text
+    assert Experiment(name="x", run={"workdir": "/data/w"}).store_url() == "/data/w/results.db"
+    assert Experiment(name="x").store_url() == "runs/x/results.db"
