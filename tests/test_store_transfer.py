@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import update
 from store_fixtures import fill_run
 
 from edgebench.store import Store, StoreError
+from edgebench.store.schema import runs
 from edgebench.store.transfer import export_runs, import_runs
 
 
@@ -31,6 +33,21 @@ def test_export_round_trips(filled_store: tuple[Store, str], tmp_path: Path, suf
     first = int(original["id"].iloc[0])
     got = long[long["measurement_id"] == first].sort_values("iteration")["latency_ns"].to_numpy()
     assert np.array_equal(got, store.samples(first))
+
+
+def test_export_says_whether_each_run_had_finished(tmp_path: Path) -> None:
+    """`edgebench export` during a run wrote its rows as if the run were finished: the run's status and end are
+    columns, so a half-measured run is told from a finished one."""
+    with Store.open(tmp_path / "r.db") as store:
+        done, measuring = fill_run(store, seed=1), fill_run(store, seed=2)
+        with store.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == measuring).values(status="running", finished_at=None))
+        table = pd.read_csv(export_runs(store, tmp_path / "out.csv")[0])
+    by_run = table.groupby("run_id")
+    assert set(by_run.get_group(done)["run_status"]) == {"finished"}
+    assert by_run.get_group(done)["run_finished_at"].notna().all()
+    assert set(by_run.get_group(measuring)["run_status"]) == {"running"}
+    assert by_run.get_group(measuring)["run_finished_at"].isna().all()
 
 
 def test_export_rejects_unknown_format(filled_store: tuple[Store, str], tmp_path: Path) -> None:

@@ -33,14 +33,17 @@ _JSON_COLUMNS = ("settings", "runtime", "details", "spec", "facts")
 
 
 def export_table(store: Store, run_ids: Sequence[str]) -> pd.DataFrame:
-    """Measurements of ``run_ids`` with run name/time/tags; nested fields as JSON text."""
+    """Measurements of ``run_ids`` with the run's name, start, status, end and tags; nested fields as JSON text."""
     frames = []
     for run_id in run_ids:
         run = store.get_run(run_id)
         df = store.measurements(run["id"])
         df.insert(1, "run_name", run["name"])
         df.insert(2, "run_started_at", run["started_at"])
-        df.insert(3, "run_tags", ",".join(run["tags"]))
+        # rows of a run still measuring (or stopped) look like a finished run's without these
+        df.insert(3, "run_status", run["status"])
+        df.insert(4, "run_finished_at", run["finished_at"])
+        df.insert(5, "run_tags", ",".join(run["tags"]))
         frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     for column in _JSON_COLUMNS:
