@@ -90,6 +90,24 @@ def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, mon
     assert "baseline/int8" in (tmp_path / "h" / "history.html").read_text()
 
 
+def test_latest_is_the_run_that_ended_last_so_report_renders_the_resumed_run(
+        app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an older run was resumed and finished (its report in reports/<name>), `edgebench report` took 'latest' by
+    start time and rendered another run over that report, saying nothing."""
+    monkeypatch.chdir(tmp_path)
+    with Store.open(db) as store:
+        resumed, newest = store.resolve_run("v1"), store.resolve_run("v3")
+        store.finish_run(resumed)  # resumed later: it ends after every other run
+        assert store.resolve_run("latest") == resumed
+    rendered = runner.invoke(app, ["report", "--store", str(db)])
+    assert rendered.exit_code == 0, rendered.output
+    assert resumed in (tmp_path / "reports" / "synthetic" / "index.html").read_text()
+    other = runner.invoke(app, ["report", "--store", str(db), "--run", "v3"])  # beside the resumed run's, not over it
+    assert other.exit_code == 0, other.output
+    assert (tmp_path / "reports" / f"synthetic-{newest}" / "index.html").exists()
+    assert newest not in (tmp_path / "reports" / "synthetic" / "index.html").read_text()
+
+
 def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     csv = tmp_path / "all.csv"
     assert runner.invoke(app, ["export", str(csv), "--store", str(db), "--run", "v1"]).exit_code == 0

@@ -89,9 +89,9 @@ def report(
     with open_store(store) as st:
         info = st.get_run(run)
         url = st.url
-        runs = st.runs()
-    # reports/<name> holds the latest run's report (edgebench run writes it there); an older run's goes beside it
-    latest = runs[runs["name"] == info["name"]]["id"].iloc[-1]
+        latest = st.latest_run(info["name"])
+    # reports/<name> holds the report of the run of that name that ended last (edgebench run writes it there); an
+    # other run's goes beside it
     default = Path("reports") / (info["name"] if info["id"] == latest else f"{info['name']}-{info['id']}")
     out_dir = writable_dir(out or default, "--out")
     print_line("report:", "", api.Results(url, info["id"]).report(out_dir, pairs or None))

@@ -290,14 +290,24 @@ class Store:
                 refuse_shadowing(conn, tag, run_id)
                 conn.execute(insert(run_tags).values(run_id=run_id, tag=tag, created_at=utc_now()))
 
-    def resolve_run(self, run_id_or_tag: str) -> str:
-        """Run id for an id, a tag (its latest run), a unique id prefix, or 'latest'."""
+    def latest_run(self, name: str | None = None) -> str | None:
+        """The run (of ``name``, if given) that ended last, or started last where none ended since: an older run
+        resumed and finished is the latest, as it is the one whose report `edgebench run` wrote last; None if none."""
+        query = select(runs.c.id).order_by(func.coalesce(runs.c.finished_at, runs.c.started_at).desc(),
+                                           runs.c.started_at.desc()).limit(1)
+        if name is not None:
+            query = query.where(runs.c.name == name)
         with self.engine.connect() as conn:
-            if run_id_or_tag == "latest":
-                found = conn.execute(select(runs.c.id).order_by(runs.c.started_at.desc()).limit(1)).scalar()
-                if found is None:
-                    raise StoreError(f"store {shown_url(self.url)} has no runs yet")
-                return found
+            return conn.execute(query).scalar()
+
+    def resolve_run(self, run_id_or_tag: str) -> str:
+        """Run id for an id, a tag (its latest run by start), a unique id prefix, or 'latest' (:meth:`latest_run`)."""
+        if run_id_or_tag == "latest":
+            found = self.latest_run()
+            if found is None:
+                raise StoreError(f"store {shown_url(self.url)} has no runs yet")
+            return found
+        with self.engine.connect() as conn:
             if conn.execute(select(runs.c.id).where(runs.c.id == run_id_or_tag)).scalar() is not None:
                 return run_id_or_tag
             tagged = conn.execute(
