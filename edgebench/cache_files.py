@@ -43,6 +43,11 @@ def replacing(path: Path) -> Iterator[Path]:
         for sidecar in sidecars():
             os.replace(sidecar, path.with_name(path.name + sidecar.name[len(tmp.name):]))
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # a write() that met a full disk names no file, and the one-line error said "cannot write a file"
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -186,3 +186,27 @@ def test_export_waits_for_a_build_in_place(tmp_path: Path) -> None:
         assert probe.returncode != 0 and b"BlockingIOError" in probe.stderr
     with open(lock_file(target), "a") as handle:  # released when the block ends
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the lock were still held
+
+
+def test_a_full_disk_while_writing_a_cache_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A write() on a full disk raises OSError without a file name: the one-line error said "cannot write a file:
+    No space left on device" and left the user to guess which disk."""
+    import errno
+
+    import typer
+
+    from edgebench.cache_files import replacing
+    from edgebench.cli.common import friendly_errors
+
+    target = tmp_path / "cache" / "data.npz"
+
+    @friendly_errors
+    def write() -> None:
+        with replacing(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(typer.Exit) as raised:
+        write()
+    assert raised.value.exit_code == 2
+    assert f"error: cannot write {target}: No space left on device; free some space" in " ".join(capsys.readouterr().out.split())
+    assert list(target.parent.iterdir()) == []  # the temporary file is gone
