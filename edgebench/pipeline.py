@@ -32,7 +32,7 @@ from edgebench.executor.tasks import job_result
 from edgebench.external import check_inputs, external_facts, external_specs
 from edgebench.job import Job, JobResult
 from edgebench.measure.machine import machine_info
-from edgebench.measure.reference_workload import speed_record
+from edgebench.measure.reference_workload import speed_failure, speed_record
 from edgebench.paths import missing_dirs, remove_empty
 from edgebench.plan import (
     PlannedJob,
@@ -458,9 +458,10 @@ class _OpenRun:
 
     def _machine_speed(self, result: TaskResult, context: MachineSpeed) -> None:
         """The reference workload's figure: stored with the run's machine (every reading, a resumed run adds one)."""
-        record = speed_record(job_result(result))
+        measured = job_result(result)
+        record = speed_record(measured)
         if record is None:
-            log.warning("the machine-speed reference could not be measured: %s", result.error or "no latency")
+            log.warning("%s", speed_failure(measured))
             return
         self.store.add_machine_speed(self.run_id, record)
 

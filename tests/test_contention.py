@@ -183,3 +183,22 @@ def test_a_damaged_reference_workload_is_written_again(tmp_path: Path) -> None:
     assert Path(again.artifact).read_bytes() == Path(fresh.artifact).read_bytes()
     with np.load(again.eval_data) as npz, np.load(fresh.eval_data) as want:
         assert np.array_equal(npz["x"], want["x"]) and np.array_equal(npz["y"], want["y"])
+
+
+def test_a_reference_that_cannot_be_measured_is_warned_in_one_whole_line(tmp_path: Path) -> None:
+    """The warning showed the stored error, cut at 300 characters mid-hint: "(re-export it (one in a run's artifact
+    cache: dele …"; the whole message is at the end of the failure's traceback."""
+    from edgebench.job import JobResult
+    from edgebench.measure.reference_workload import speed_failure
+    from edgebench.measure.worker import main as worker_main
+
+    job = reference_job(tmp_path / ("deep" * 20) / "run")
+    Path(job.artifact).write_bytes(Path(job.artifact).read_bytes()[:20000])  # damaged after this run's start
+    (tmp_path / "job.json").write_text(job.model_dump_json())
+    assert worker_main([str(tmp_path / "job.json"), str(tmp_path / "result.json")]) == 0  # as a run's worker does
+    result = JobResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert result.status == "failed" and result.error.endswith(" …")
+    line = speed_failure(result)
+    assert line.startswith("the machine-speed reference could not be measured, so this run stores no machine speed: "
+                           "ArtifactError: ONNX Runtime cannot load ")
+    assert line.endswith("the next run exports it again))") and "\n" not in line and "…" not in line

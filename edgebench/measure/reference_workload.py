@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.cache_files import replacing
+from edgebench.errors import one_line
 from edgebench.job import Job, JobResult, MeasureSettings
 
 #: changes whenever the workload does: indices of different versions are not compared
@@ -91,3 +92,14 @@ def speed_record(result: JobResult) -> dict[str, Any] | None:
     contention = result.contention.model_dump() if result.contention is not None else None
     return {"workload": NAME, "p50_ms": p50, "index": 1e3 / p50, "contention": contention,
             "measured_at": result.timed_window[0] if result.timed_window else None}
+
+
+def speed_failure(result: JobResult) -> str:
+    """The one line a run logs when the reference could not be measured, its error whole: a failure's stored error
+    is cut to :data:`~edgebench.errors.SUMMARY_CHARS` ("... (re-export it (one in a run's artifact cache: dele …"),
+    and its traceback ends with the whole message."""
+    error = result.error or "no latency"
+    kind, detail = error.split(":", 1)[0], result.error_detail or ""
+    if error.endswith(" …") and (at := detail.rfind(f"{kind}: ")) >= 0:
+        error = one_line(detail[at:])
+    return f"the machine-speed reference could not be measured, so this run stores no machine speed: {error}"
