@@ -376,6 +376,18 @@ def test_a_store_made_unwritable_mid_run_is_one_store_error_and_loses_nothing(tm
         pd.testing.assert_frame_equal(store.measurements(run_id), before)
 
 
+def test_a_store_that_cannot_be_created_is_not_said_to_be_deleted_while_open(tmp_path: Path, monkeypatch) -> None:
+    """A new store in a directory SQLite may not create files in fails while connecting: its file was never there,
+    so the line says to make the directory writable, not that the file was deleted or moved while open."""
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3.dbapi2, "connect", refused)  # what SQLAlchemy's dialect calls
+    with pytest.raises(StoreError, match="make the file and its directory writable") as raised:
+        Store.open(tmp_path / "results.db")
+    assert "deleted or moved" not in str(raised.value)
+
+
 def test_a_store_deleted_while_open_says_so_not_to_change_permissions(tmp_path: Path) -> None:
     """`rm -rf runs/x` mid-run: SQLite's "attempt to write a readonly database" became "make the file writable ...
     what was stored before stands" for a file that no longer exists."""
