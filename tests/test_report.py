@@ -199,7 +199,7 @@ def test_equal_accuracy_table_shows_dashes_for_missing_figures_never_nan() -> No
 def test_static_figures_keep_long_labels_short_and_log_axes_readable() -> None:
     """A 240-character artifact label is cut in the legend (ending with its precision) instead of squeezing the
     panel to nothing, and a log axis spanning less than a decade is labelled at 1, 2 and 5."""
-    from edgebench.report.plots import LEGEND_CHARS, _plain_log, _shared_legend, panel_grid
+    from edgebench.report.plots import LEGEND_CHARS, _plain_log, panel_grid, shared_legend
 
     fig, axes = panel_grid(1, 4.0)
     ax = axes[0]
@@ -208,7 +208,7 @@ def test_static_figures_keep_long_labels_short_and_log_axes_readable() -> None:
     for axis in ("x", "y"):
         _plain_log(ax, axis)
     ax.set_xlim(0.9, 5.0)
-    _shared_legend(fig, axes)
+    shared_legend(fig, axes)
     fig.savefig(io.BytesIO(), format="png")
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[1] == "baseline/fp32" and len(labels[0]) == LEGEND_CHARS and labels[0].endswith("…" + "x" * 8 + "/fp32")

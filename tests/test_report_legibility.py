@@ -62,3 +62,26 @@ def test_linear_tick_labels_of_tens_of_microseconds_stay_apart() -> None:
             spans = sorted((b[lo], b[hi]) for b in boxes)
             gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
             assert len(spans) >= 3 and min(gaps) > 15, (axis.get_ticklabels(), gaps)  # two characters apart at least
+
+
+def test_fifteen_criteria_get_their_own_colours_and_a_legend_that_fits_the_figure() -> None:
+    """A lab's sweep of 14 criteria: tab10's colours repeated from the 11th (bn_scale and taylor_activation the same
+    blue), and the one-column legend of 45 entries ran off the 4-inch figure (sosp_h, taylor_* never shown)."""
+    criteria = [f"criterion{i:02d}" for i in range(15)]
+    rows = [(c, p) for c in criteria for p in ("fp32", "int8", "fp16")]
+    n = len(rows)
+    df = pd.DataFrame({
+        "p50_ms": np.linspace(0.006, 0.024, n), "accuracy": np.linspace(0.9, 0.95, n), "target": "local-cpu",
+        "backend": "onnxruntime", "threads": 1, "scenario": "single_stream", "batch_size": 1, "kind": "structured",
+        "method": [c for c, _ in rows], "precision": [p for _, p in rows], "bops": np.nan, "energy_source": None,
+    })  # fmt: skip
+    colors = plots.palette([f"{c}/{p}" for c, p in rows])
+    assert len({colors[f"{c}/fp32"] for c in criteria}) == 15
+    fig = plots.tradeoff_figure(df, LATENCY, ACCURACY, panels(df))
+    fig.set_dpi(110)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) >= n and legend._ncols > 1  # and the fronts' own entries
+    box, frame = legend.get_window_extent(renderer), fig.bbox
+    assert frame.y0 <= box.y0 and box.y1 <= frame.y1 and box.x1 <= frame.x1  # every entry inside the figure

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from edgebench.report.page import esc, write_page
-from edgebench.report.plots import save
+from edgebench.report.plots import save, shared_legend
 from edgebench.store import Store
 from edgebench.store.history import history_frame, series_change_points
 from edgebench.store.metrics import get_metric
@@ -39,11 +39,7 @@ def history_figure(hist: pd.DataFrame, changes: pd.DataFrame, metric: str) -> Fi
         ax.set_ylabel(m.label)
         ax.set_title(context, fontsize=9)
         ax.grid(True, alpha=0.3)
-    handles = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7)
+    shared_legend(fig, list(axes), fontsize=7)
     return fig
 
 

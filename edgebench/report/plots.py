@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from edgebench.report.tables import ENERGY, energy_kind, finite_rows, front_mask, is_estimated
@@ -40,8 +41,13 @@ def series_name(row: pd.Series) -> str:
 def palette(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """One colour per criterion or method, stable across figures of a report."""
     criteria = sorted({n.rsplit("/", 1)[0] for n in names} - {BASELINE})
-    tab = matplotlib.colormaps["tab10"]
-    by_group = {c: tab(i % 10) for i, c in enumerate(criteria)}
+    if len(criteria) <= 10:
+        colors = [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    else:  # tab10 repeated its colours from the 11th criterion on (14 criteria: 4 pairs alike); tab20's dark
+        # shades first, then its light ones
+        tab20 = matplotlib.colormaps["tab20"]
+        colors = [tab20(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+    by_group = {c: colors[i % len(colors)] for i, c in enumerate(criteria)}
     by_group[BASELINE] = (0.0, 0.0, 0.0, 1.0)
     return {n: by_group[n.rsplit("/", 1)[0]] for n in names}
 
@@ -186,14 +192,31 @@ def short_label(label: str) -> str:
     return label if len(label) <= LEGEND_CHARS else f"{label[: LEGEND_CHARS - tail - 1]}…{label[-tail:]}"
 
 
-def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
-    """One legend right of the panels, each label once, long ones cut to ``LEGEND_CHARS`` by an ellipsis."""
+#: rows at most of a legend below the panels; entries past them are counted, not drawn
+LEGEND_ROWS = 30
+
+
+def shared_legend(fig: Figure, axes: list[Axes], fontsize: float = 8) -> None:
+    """One legend for the panels, each label once, long ones cut to ``LEGEND_CHARS`` by an ellipsis: right of them
+    where one column fits the figure's height, else below them in as many columns as its width holds (one column
+    of 45 entries ran off a 4-inch figure), ``LEGEND_ROWS`` deep at most, with an entry counting what did not fit."""
     handles: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), [short_label(label) for label in handles], loc="outside right upper",
-               fontsize=8)
+    shown = list(handles.items())
+    if len(shown) <= fig.get_figheight() * 72 / (fontsize * 1.75):
+        fig.legend([h for _, h in shown], [short_label(label) for label, _ in shown], loc="outside right upper",
+                   fontsize=fontsize)
+        return
+    columns = max(1, int(fig.get_figwidth() * 72 / (fontsize * LEGEND_CHARS * 0.62 + 30)))  # a cut label and marker
+    if len(shown) > columns * LEGEND_ROWS:
+        cut = columns * LEGEND_ROWS - 1
+        shown = [*shown[:cut], (f"... and {len(shown) - cut} more", Line2D([], [], linestyle="none"))]
+    rows = -(-len(shown) // columns)
+    fig.set_figheight(fig.get_figheight() + rows * fontsize * 1.75 / 72 + 0.3)  # the panels keep their height
+    fig.legend([h for _, h in shown], [short_label(label) for label, _ in shown], loc="outside lower center",
+               fontsize=fontsize, ncols=columns)
 
 
 def tradeoff_figure(
@@ -204,7 +227,7 @@ def tradeoff_figure(
     fig, axes = panel_grid(len(panels), panel_height=4.0)
     for ax, (title, part) in zip(axes, panels):
         tradeoff_axes(ax, part, x, y, title, colors)
-    _shared_legend(fig, axes)
+    shared_legend(fig, axes)
     fig.suptitle(f"{axis_label(y, df)} vs {axis_label(x, df)}", fontsize=11)
     return fig
 
@@ -243,6 +266,6 @@ def speedup_figure(panels: Sequence[tuple[str, pd.DataFrame]]) -> Figure | None:
         ax.set_ylabel("measured speedup (baseline p50 / variant p50)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, alpha=0.3, which="both")
-    _shared_legend(fig, axes)
+    shared_legend(fig, axes)
     fig.suptitle("Does removing MACs make it faster? (speedup vs the unpruned variant, same precision)", fontsize=10)
     return fig
