@@ -70,6 +70,19 @@ def test_fp32_job_measures_real_latency_and_matches_pytorch(eval_files, tmp_path
     assert result.energy_j_per_inference is None and result.energy_source is None
 
 
+def test_the_timed_batch_is_a_writable_array(eval_files, recwarn):
+    """The timed batch was read into a read-only buffer: PyTorch warned that it "does not support non-writable
+    tensors" in every torch measurement's log (15-50 lines a log in a sweep)."""
+    from edgebench.measure.worker import _leading_images
+
+    eval_npz, _, _ = eval_files
+    batch = _leading_images(str(eval_npz), 4)
+    assert batch.flags.writeable and batch.shape == (4, 3, 8, 8)
+    np.testing.assert_array_equal(batch, np.load(eval_npz)["x"][:4])
+    torch.from_numpy(batch)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
 def test_peak_rss_is_the_jobs_not_its_energy_meters(eval_files, tmp_path):
     """The peak was read after the energy window: a meter holding 300 MiB put 300 MiB on the job's memory figure."""
     eval_npz, ref, model = eval_files

@@ -135,7 +135,8 @@ def _leading_images(eval_data: str, n: int) -> np.ndarray:
             return np.ascontiguousarray(np.load(eval_data)["x"][:n], dtype=np.float32)
         rows = min(n, shape[0])
         count = rows * int(np.prod(shape[1:], dtype=np.int64))
-        images = np.frombuffer(member.read(count * dtype.itemsize), dtype=dtype, count=count)
+        # a writable buffer: PyTorch warned in every measurement's log that it was given a read-only array
+        images = np.frombuffer(bytearray(member.read(count * dtype.itemsize)), dtype=dtype, count=count)
     return np.ascontiguousarray(images.reshape(rows, *shape[1:]), dtype=np.float32)
 
 
