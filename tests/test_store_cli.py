@@ -83,6 +83,12 @@ def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, mon
     assert "release-1.0" in listing.output and listing.output.count("synthetic") == 3
     hist = runner.invoke(app, ["history", "--store", str(db), "--variant", "baseline/int8"], env={"COLUMNS": "200"})
     assert hist.exit_code == 0 and "1 change point(s) detected" in hist.output and "▲" in hist.output
+    # a column per run squeezed the labels of 15 runs to "basel…": the last N are shown, change points over all
+    last = runner.invoke(app, ["history", "--store", str(db), "--variant", "baseline/int8", "--last", "2"],
+                         env={"COLUMNS": "200"})
+    header = next(line for line in last.output.splitlines() if "variant" in line)
+    assert "the last 2 of 3 runs (--last)" in " ".join(last.output.split()) and "v1" not in header
+    assert "v2" in header and "release-1.0" in header and "1 change point(s) detected" in last.output  # v3, tagged anew
     # --out writes the page of the runs and variants the table shows (it wrote the tagged runs' page, or nothing)
     page = runner.invoke(app, ["history", "--store", str(db), "--all-runs", "--variant", "baseline/int8",
                                "--out", str(tmp_path / "h")], env={"COLUMNS": "200"})

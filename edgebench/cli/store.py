@@ -279,6 +279,7 @@ def history(
     target: Annotated[str | None, typer.Option(help="only this target")] = None,
     all_runs: Annotated[bool, typer.Option("--all-runs", help="include untagged runs")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="also write history.html and its figure here")] = None,
+    last: Annotated[int, typer.Option(min=1, help="columns for the last N runs (change points are found over all)")] = 6,
 ) -> None:
     """A metric over tagged runs per (variant, target), with detected change points."""
     from edgebench.report.history_page import render_history
@@ -301,13 +302,15 @@ def history(
             hist = _only(hist, hist["target"] == target, f"target '{target}'", hist["target"])
         changes = series_change_points(st, hist, m.name)
         page = render_history(st, out, m.name, name=name, hist=hist) if out else None
-    runs = hist.drop_duplicates("position").sort_values("position")
+    every_run = hist.drop_duplicates("position").sort_values("position")
+    runs = every_run.tail(last)  # one column a run: 15 runs squeezed the labels to "basel…" in a 160-column log
     marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
     timing = m.name in TIMING_METRICS
+    shown = f"; the last {len(runs)} of {len(every_run)} runs (--last)" if len(runs) < len(every_run) else ""
     table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on"
-                        + ("; ~ disturbed: shown, not evidence)" if timing else ")"))
-    table.add_column("variant")
-    table.add_column("target")
+                        + ("; ~ disturbed: shown, not evidence" if timing else "") + shown + ")")
+    table.add_column("variant", no_wrap=True)
+    table.add_column("target", no_wrap=True)
     for label in runs["run_label"]:
         table.add_column(str(label), justify="right")
     for (label, context), part in hist.groupby(["label", "context"], sort=True):
