@@ -39,6 +39,20 @@ def test_report_files_are_offline_and_complete(filled_store: tuple[Store, str], 
     assert "never 0" in page  # energy absent is said, not invented
 
 
+def test_the_report_opens_with_links_to_each_of_its_sections(filled_store: tuple[Store, str], tmp_path: Path) -> None:
+    """A lab's report of 372 measurements was 23,000 px tall with no way to its notes and failed jobs but scrolling."""
+    import re
+
+    store, run_id = filled_store
+    page = render_report(store, run_id, tmp_path / "report").read_text()
+    nav = re.search(r"<nav class=toc>(.*?)</nav>", page)
+    assert nav is not None and page.index("<nav class=toc>") < page.index("<h2")
+    links = re.findall(r'<a href="#(s\d+)">(.*?)</a>', nav[1])
+    headings = re.findall(r'<h2 id="(s\d+)">(.*?)</h2>', page)
+    assert links == headings and len(links) == page.count("<h2")  # every section, in order
+    assert any(text.startswith("Failed jobs (") for _, text in links) and ("s0", "Trade-offs per target") in links
+
+
 def test_report_marks_exactly_the_pareto_rows(filled_store: tuple[Store, str], tmp_path: Path) -> None:
     store, run_id = filled_store
     page = render_report(store, run_id, tmp_path / "r").read_text()

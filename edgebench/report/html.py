@@ -20,7 +20,7 @@ from edgebench.report.explore import explore_script, explorer_html
 from edgebench.report.fpga import fpga_section
 from edgebench.report.history_page import render_history
 from edgebench.report.layers import layer_profile_section
-from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
+from edgebench.report.page import esc, table_html, with_contents, write_bokeh_js, write_page
 from edgebench.report.quantization import quantization_section
 from edgebench.report.run_notes import run_notes
 from edgebench.report.tables import (
@@ -329,5 +329,5 @@ def render_report(
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
     title = f"edgebench report — {run['name']} ({run['id']})"
-    return write_page(out_dir / "index.html", title, "".join(sections), scripts=[write_bokeh_js(out_dir)],
+    return write_page(out_dir / "index.html", title, with_contents(sections), scripts=[write_bokeh_js(out_dir)],
                       inline_js=explore_script())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-s
 tr.regression td,tr.fail td{background:#fde8e8} tr.improvement td{background:#e6f6ea}
 tr.warn td,tr.undecided td{background:#fff6db}
 .gate-fail{color:#b00020} .gate-warn{color:#9a6700} .gate-ok{color:#1a7f37}
+nav.toc{font-size:13px;margin:.3em 0 1em} nav.toc a{margin-right:.9em;white-space:nowrap}
 """
 # click a header to sort its own table by that column (numbers numerically, '—' last); inline so the page works
 # offline
@@ -50,6 +52,20 @@ document.querySelectorAll('table.sortable th').forEach(th=>th.addEventListener('
 def esc(value: object) -> str:
     """HTML-escape any value's text."""
     return html.escape(str(value))
+
+
+def with_contents(sections: Sequence[str]) -> str:
+    """``sections`` (each opening with its ``<h2>``) after a line of links to them: a lab's report of 372
+    measurements was 23,000 px tall, its notes and failed jobs at the very bottom."""
+    links, body = [], []
+    for i, section in enumerate(sections):
+        match = re.match(r"<h2>(.*?)</h2>", section)
+        if match is None:
+            body.append(section)
+            continue
+        links.append(f'<a href="#s{i}">{match[1]}</a>')
+        body.append(f'<h2 id="s{i}">{match[1]}</h2>{section[match.end():]}')
+    return (f"<nav class=toc>{' '.join(links)}</nav>" if len(links) > 1 else "") + "".join(body)
 
 
 def table_html(headers: Sequence[str], rows: Sequence[str], left: int = 0, sortable: bool = False) -> str:
