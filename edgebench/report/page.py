@@ -64,7 +64,7 @@ def with_contents(sections: Sequence[str]) -> str:
             body.append(section)
             continue
         links.append(f'<a href="#s{i}">{match[1]}</a>')
-        body.append(f'<h2 id="s{i}">{match[1]}</h2>{section[match.end():]}')
+        body.append(f'<a id="s{i}"></a>{section}')  # the heading itself unchanged: what pages and tests read
     return (f"<nav class=toc>{' '.join(links)}</nav>" if len(links) > 1 else "") + "".join(body)
 
 
