@@ -13,6 +13,7 @@ import importlib.util
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 from edgebench.errors import extra_install_hint
 
@@ -75,3 +76,15 @@ def missing_reason(needs: Iterable[Component]) -> str | None:
     """None when every component is present, else one clause per missing one with how to install it."""
     missing = [c.missing_text() for c in needs if c.found() is None]
     return "; ".join(missing) or None
+
+
+@cache
+def installed_versions(dists: tuple[str, ...]) -> dict[str, str]:
+    """``{distribution: version}`` of those of ``dists`` installed; read once per process (package metadata)."""
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -151,8 +151,10 @@ class PlannedJob:
 
     @property
     def artifact_key(self) -> str:
-        """Cache key of the exported artifact: the variant, the format and target settings that change it."""
-        revision = get_exporter(self.artifact_format, self.target.blocks).revision
+        """Cache key of the exported artifact: the variant, the format and target settings that change it, and the
+        versions of the packages that write it."""
+        exporter = get_exporter(self.artifact_format, self.target.blocks)
+        revision, versions = exporter.revision, exporter.converter_versions()
         variant = self.variant
         if self.export_quant.calibrator != variant.quant.calibrator and self.export_quant.precision == variant.quant.precision:
             # the exporter ignores the asked calibrator: one file for every calibrator, that of the one it uses
@@ -160,6 +162,7 @@ class PlannedJob:
         calibrated = self.export_quant.precision in ("int8", "fixed") and self.export_quant.qat is None
         return spec_hash([variant.id, self.artifact_format, dict(self.export_options), self.export_quant.precision,
                           *([revision] if revision else []),  # revision 0 keeps the keys artifacts had before it
+                          *([versions] if versions else []),  # so does a plug-in exporter that declares no converters
                           *([f"calibration-draw-{CALIBRATION_DRAW}"] if calibrated else [])])
 
     @property

@@ -207,29 +207,49 @@ def test_pruning_at_the_last_epoch_is_warned(tmp_path, caplog):
         "longer"]
 
 
-def test_an_exporter_revision_moves_its_artifact_keys_and_no_others(monkeypatch):
-    """A fix that changes what an exporter writes bumps its revision: a workdir exported before is exported again."""
+def _artifact_keys() -> dict[str, set[str]]:
+    """The default experiment's artifact keys of two variants on local-cpu and local-litert, by format."""
     from edgebench.config import TargetSelection
     from edgebench.plan import plan_target_jobs
-    from edgebench.runtimes.base import get_exporter
 
     exp = load_experiment()
     specs = plan_fp32_variants(exp)[:2]
+    out: dict[str, set[str]] = {}
+    for name in ("local-cpu", "local-litert"):
+        jobs, _ = plan_target_jobs(exp, specs, TargetSelection(name=name), get_target(name))
+        for job in jobs:
+            out.setdefault(job.artifact_format, set()).add(job.artifact_key)
+    return out
 
-    def keys() -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for name in ("local-cpu", "local-litert"):
-            jobs, _ = plan_target_jobs(exp, specs, TargetSelection(name=name), get_target(name))
-            for job in jobs:
-                out.setdefault(job.artifact_format, set()).add(job.artifact_key)
-        return out
 
-    before = keys()
+def test_an_exporter_revision_moves_its_artifact_keys_and_no_others(monkeypatch):
+    """A fix that changes what an exporter writes bumps its revision: a workdir exported before is exported again."""
+    from edgebench.runtimes.base import get_exporter
+
+    before = _artifact_keys()
     tflite = type(get_exporter("tflite", {}))
     monkeypatch.setattr(tflite, "revision", tflite.revision + 1)
-    after = keys()
+    after = _artifact_keys()
     assert after["onnx"] == before["onnx"] and after["torch"] == before["torch"]
     assert after["tflite"].isdisjoint(before["tflite"]) and len(after["tflite"]) == len(before["tflite"])
+
+
+def test_an_upgraded_converter_moves_its_exporters_artifact_keys_and_no_others(monkeypatch):
+    """A cached int8 ONNX written by an older ONNX Runtime quantizer is exported again after ``pip -U onnxruntime``,
+    not measured as if the new one had written it; TFLite files, which ONNX Runtime does not write, keep theirs."""
+    import importlib.metadata
+
+    from edgebench.components import installed_versions
+
+    installed_versions.cache_clear()
+    before = _artifact_keys()
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda dist: "99.0" if dist == "onnxruntime" else real(dist))
+    installed_versions.cache_clear()
+    after = _artifact_keys()
+    installed_versions.cache_clear()
+    assert after["tflite"] == before["tflite"] and after["torch"] == before["torch"]
+    assert after["onnx"].isdisjoint(before["onnx"]) and len(after["onnx"]) == len(before["onnx"])
 
 
 def test_a_surrogate_escape_in_yaml_is_one_error_naming_the_field(tmp_path):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import psutil
 
 import edgebench
+from edgebench.components import installed_versions
 from edgebench.measure.jetson import read_jetson_context
 
 #: packages that change figures besides the runtimes' own (which each runtime folder declares)
@@ -39,13 +39,7 @@ def package_versions() -> dict[str, str]:
     from edgebench.runtimes.base import list_runtimes
 
     names = [c.dist for r in list_runtimes().values() for c in r.needs if isinstance(c, Package)]
-    versions = {}
-    for name in [*names, *_CORE_PACKAGES]:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return dict(installed_versions(tuple(dict.fromkeys([*names, *_CORE_PACKAGES]))))
 
 
 def git_commit() -> str | None:

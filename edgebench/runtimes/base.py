@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgebench import plugins
 from edgebench.archive import artifact_size, compressed_size
-from edgebench.components import Component, missing_reason
+from edgebench.components import Component, installed_versions, missing_reason
 from edgebench.profile.table import LayerProfile, not_available
 from edgebench.registry import Registry
 
@@ -222,6 +222,9 @@ class Exporter(ABC):
     #: bumped when a fix changes what it writes for the same model and settings: part of the artifact cache key
     #: (from 1 on), so a workdir exported by an earlier edgebench is exported again, not reused as it was
     revision: ClassVar[int] = 0
+    #: pip distributions whose code writes its artifacts: their installed versions are part of the artifact cache
+    #: key, so after an upgrade (a quantizer fix) the artifact is exported again, not reused as the old code wrote it
+    converters: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def for_target(cls, block: TargetBlock | None) -> Exporter:
@@ -235,6 +238,10 @@ class Exporter(ABC):
     def options(self) -> dict[str, Any]:
         """Target settings that change the artifact; part of the artifact cache key."""
         return {}
+
+    def converter_versions(self) -> dict[str, str]:
+        """The installed version of each of its ``converters`` (one not installed: left out)."""
+        return installed_versions(self.converters)
 
     def available(self) -> str | None:
         """None when the exporter's dependencies are installed, else the reason."""

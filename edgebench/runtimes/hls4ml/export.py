@@ -426,6 +426,7 @@ class Hls4mlExporter(Exporter):
     # 1: edgebench.json holds weight_bytes; 2: an MLP on image input reads its pixels in order; 3: and the input spec;
     # 4: functional forms rewritten (graph_forms: a constant scale that hls4ml took as it was is now a BatchNorm)
     revision = 4
+    converters = ("hls4ml", "torch")  # the C simulation's numerics are the ap_fixed types', not g++'s
 
     def __init__(self, fpga: FPGASpec | None = None) -> None:
         self.fpga = fpga or DEFAULT_FPGA

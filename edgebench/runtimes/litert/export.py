@@ -616,6 +616,7 @@ class TfliteExporter(Exporter):
     # expands dropped (2), ai-edge-quantizer's int8 of the fp32 file (3), a floor on its calibrated ranges (4: a
     # file cached before it may be one XNNPACK refuses), the input spec in its metadata (5)
     revision = 6
+    converters = ("torch", "torchao", "litert-torch", "litert-converter", "ai-edge-quantizer", "ai-edge-litert")
 
     def takes_qat(self, qat: QatSpec) -> bool:
         return takes_trained(qat)

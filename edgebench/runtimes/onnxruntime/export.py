@@ -54,6 +54,8 @@ class OnnxExporter(Exporter):
     # 4: traced on two images (one let torch.export fix the batch of attention and LSTM models at 1); 5: the input
     # spec in its metadata; 6: int8 with standalone BatchNormalizations as Mul and Add (OpenVINO crashed on them)
     revision = 6
+    # torch.onnx's dynamo exporter (onnxscript, onnx-ir) writes fp32; ONNX Runtime's tools quantize and cast fp16
+    converters = ("torch", "onnxscript", "onnx-ir", "onnx", "onnxruntime", "onnxruntime-gpu")
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path,
                validation: tuple[np.ndarray, np.ndarray] | None = None, fp32_source: Path | None = None) -> Path:

@@ -183,6 +183,8 @@ class TensorRTExporter(Exporter):
     format = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     suffix = ".engine"
+    # an engine only loads in the TensorRT it was built by
+    converters = ("tensorrt", "torch", "onnxscript", "onnx-ir", "onnx")
 
     def available(self) -> str | None:
         return tensorrt_unavailable_reason()

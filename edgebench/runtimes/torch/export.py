@@ -24,6 +24,7 @@ class TorchExporter(Exporter):
     format = "torch"
     precisions = ("fp32", "fp16")
     suffix = ".pt"
+    converters = ("torch",)
 
     def export(self, model: nn.Module, quant: QuantSpec, calibration: np.ndarray, out_path: Path) -> Path:
         module = model.eval()
