@@ -887,6 +887,9 @@ CASES = [
          store_cmd("runs", store=lambda ctx: _newer_schema(ctx)), ("newer",)),
     # --- tag ----------------------------------------------------------------------------------------------
     Case("tag-unknown-run", "tag", store_cmd("tag", "nope", "release"), ("nope",)),
+    Case("delete-unknown-run", "delete", store_cmd("delete", "v1", "nope", "--yes"), ("nope",)),  # v1 stays too
+    Case("delete-store-not-a-database", "delete", store_cmd("delete", "v1", "--yes", store=garbage_store),
+         ("garbage.db", "database")),
     Case("tag-reserved-name", "tag", store_cmd("tag", "v1", "latest"), ("latest",)),
     Case("tag-empty-name", "tag", store_cmd("tag", "v1", " "), ("tag",)),
     Case("tag-with-a-newline", "tag", store_cmd("tag", "v1", "a\nb"), ("tag 'a\\nb'", "control character")),
@@ -996,8 +999,8 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_battery_covers_every_command() -> None:
-    commands = {"run", "variants", "bench", "report", "compare", "history", "runs", "tag", "export", "import",
-                "targets", "doctor"}
+    commands = {"run", "variants", "bench", "report", "compare", "history", "runs", "tag", "delete", "export",
+                "import", "targets", "doctor"}
     assert {c.command for c in CASES} == commands
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
 

@@ -1,4 +1,4 @@
-"""The store CLI commands (report, compare, history, tag, runs, export, import) through Typer."""
+"""The store CLI commands (report, compare, history, tag, runs, delete, export, import) through Typer."""
 
 from __future__ import annotations
 
@@ -161,3 +161,83 @@ def test_runs_says_a_running_run_has_no_live_process_once_its_lock_is_free(
     held.close()  # the process died
     dead = runner.invoke(app, ["runs", "--store", str(tmp_path / "r.db")], env={"COLUMNS": "250"})
     assert "running (no live process here: the same command resumes it)" in " ".join(dead.output.split())
+
+
+def test_delete_lists_first_then_removes_a_run_with_everything_of_its_own(
+        app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab's store grew by every run with no way to drop one; `delete` lists, `--yes` deletes, the rest stays."""
+    from sqlalchemy import func, select
+
+    from edgebench.executor.host_lanes import LOCK_DIR_ENV
+    from edgebench.store.schema import layer_profile_rows, measurements, run_tags, runs, samples, variants
+
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
+    with Store.open(db) as store:
+        v2 = store.resolve_run("v2")
+        before = {r: len(store.measurements(r)) for r in store.runs()["id"]}
+        kept_samples = store.samples(int(store.measurements(store.resolve_run("v1"))["id"].iloc[0]))
+
+    def count(table, where=None) -> int:
+        with Store.open(db) as store, store.engine.connect() as conn:
+            query = select(func.count()).select_from(table)
+            return conn.execute(query if where is None else query.where(where)).scalar()
+
+    n_variants, n_samples = count(variants), count(samples)
+    listed = runner.invoke(app, ["delete", "v2", "--store", str(db)], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0 and v2 in listed.output and f"{before[v2]} measurement(s), tags v2" in listed.output
+    assert "nothing deleted: add --yes" in listed.output and count(runs) == 3  # only listed
+
+    gone = runner.invoke(app, ["delete", "v2", "--yes", "--store", str(db)])
+    assert gone.exit_code == 0 and f"deleted 1 run(s) and their {before[v2]} measurement(s)" in gone.output
+    assert count(runs) == 2 and count(measurements, measurements.c.run_id == v2) == 0
+    assert count(run_tags, run_tags.c.run_id == v2) == 0 and count(variants) == n_variants
+    assert 0 < count(samples) < n_samples  # its samples went with it (no orphans), the others' stayed
+    assert count(samples) == count(measurements, measurements.c.status == "ok")
+    with Store.open(db) as store:
+        assert {r: len(store.measurements(r)) for r in store.runs()["id"]} == {r: n for r, n in before.items() if r != v2}
+        assert (store.samples(int(store.measurements(store.resolve_run("v1"))["id"].iloc[0])) == kept_samples).all()
+    assert count(layer_profile_rows) == 0
+    missing = runner.invoke(app, ["delete", "v2", "--yes", "--store", str(db)])
+    assert missing.exit_code == 2 and "no run or tag 'v2'" in missing.output
+
+
+def test_delete_takes_a_profiled_run_with_its_layer_rows(app: typer.Typer, tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from edgebench.store.schema import layer_profile_rows, layer_profiles
+
+    profile = {"runtime": "onnxruntime", "status": "ok", "reason": None, "run_ms": 1.0, "runs": 3, "ops": [],
+               "rows": [{"layer": "conv1", "op": "Conv", "time_ms": 0.5, "time_share": 0.5, "compute_ms": 0.5,
+                         "macs": 10, "macs_share": 0.5, "c_in": 1, "c_out": 8, "ops": 1}]}
+    with Store.open(tmp_path / "p.db") as store:
+        kept, profiled = (fill_run(store, seed=s, profiles={"baseline/fp32": profile}) for s in (1, 2))
+        with store.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(layer_profile_rows)).scalar() == 2
+    assert runner.invoke(app, ["delete", profiled, "--yes", "--store", str(tmp_path / "p.db")]).exit_code == 0
+    with Store.open(tmp_path / "p.db") as store, store.engine.connect() as conn:
+        owners = set(conn.execute(select(layer_profiles.c.measurement_id)).scalars())
+        assert conn.execute(select(func.count()).select_from(layer_profile_rows)).scalar() == 1
+        assert owners <= set(store.measurements(kept)["id"]) and len(owners) == 1
+
+
+def test_delete_refuses_a_run_a_live_process_drives_and_one_no_process_here_drove(
+        app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgebench.cache_files import lock_file, try_lock
+    from edgebench.executor.host_lanes import LOCK_DIR_ENV
+
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
+    with Store.open(tmp_path / "r.db") as store:
+        live, elsewhere = (store.start_run(name, {}, "h", {"hostname": "here"}) for name in ("live", "elsewhere"))
+    held = try_lock(tmp_path / "locks" / f"run-{live}")  # as the driving process holds it
+    busy = runner.invoke(app, ["delete", live, "--yes", "--store", str(tmp_path / "r.db")])
+    assert busy.exit_code == 2 and "being measured by a live process on this host" in busy.output
+    unknown = runner.invoke(app, ["delete", elsewhere, "--yes", "--store", str(tmp_path / "r.db")])
+    assert unknown.exit_code == 2 and "--force deletes it anyway; nothing deleted" in " ".join(unknown.output.split())
+    assert not lock_file(tmp_path / "locks" / f"run-{elsewhere}").exists()  # asking left no lock file behind
+    with Store.open(tmp_path / "r.db") as store:
+        assert set(store.runs()["id"]) == {live, elsewhere}
+    assert runner.invoke(app, ["delete", elsewhere, "--yes", "--force", "--store", str(tmp_path / "r.db")]).exit_code == 0
+    held.close()  # the process died: its run can go without --force
+    assert runner.invoke(app, ["delete", live, "--yes", "--store", str(tmp_path / "r.db")]).exit_code == 0
+    with Store.open(tmp_path / "r.db") as store:
+        assert store.runs().empty

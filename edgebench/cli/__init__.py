@@ -1,7 +1,7 @@
 """edgebench's command line (Typer + rich). Library code logs; only this package prints.
 
 Commands live beside what they drive: ``run.py`` (run, variants, bench), ``store.py`` (report, compare,
-history, tag, runs, export, import), ``targets.py`` (targets, doctor), ``profile.py`` (profile);
+history, tag, runs, delete, export, import), ``targets.py`` (targets, doctor), ``profile.py`` (profile);
 ``common.py`` has the shared console and the one-line error wrapper.
 """
 

@@ -1,7 +1,7 @@
-"""CLI commands over an existing results store: report, compare, history, tag, runs, export, import.
+"""CLI commands over an existing results store: report, compare, history, tag, runs, delete, export, import.
 
-Registered on the main app by ``edgebench.cli`` through :func:`register`. Every
-command reads the store only, so nothing is re-measured.
+Registered on the main app by ``edgebench.cli`` through :func:`register`. Nothing is re-measured: every
+command reads the store, and ``tag``, ``delete`` and ``import`` change only what they name.
 """
 
 from __future__ import annotations
@@ -353,13 +353,19 @@ def tag(
     console.print(f"tagged {run_id} as {tag_name}")
 
 
+def _run_lock(run_id: str) -> Path:
+    """The host-wide lock a process driving ``run_id`` holds (``edgebench run`` takes it)."""
+    from edgebench.executor.host_lanes import default_lock_dir
+
+    return default_lock_dir() / f"run-{run_id}"
+
+
 def _status(run_id: str, status: str) -> str:
     """A run's stored status; a 'running' one whose host-wide lock this host holds no more is said to have no live
     process (killed, or its machine rebooted: the same command resumes it)."""
     from edgebench.cache_files import lock_file, try_lock
-    from edgebench.executor.host_lanes import default_lock_dir
 
-    path = default_lock_dir() / f"run-{run_id}"
+    path = _run_lock(run_id)
     if status != "running" or not lock_file(path).is_file():  # no lock here: driven from elsewhere, or unknown
         return status
     handle = try_lock(path)
@@ -381,6 +387,55 @@ def runs(store: StoreOpt = None) -> None:
                       str(r.n_measurements - r.n_failed), str(r.n_failed),
                       r.edgebench_commit or "")  # fmt: skip
     console.print(table)
+
+
+def delete(
+    run: Annotated[list[str], typer.Argument(
+        metavar="RUN...", help="run id, id prefix, 'latest', or a tag (every run carrying it)")],
+    store: StoreOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="delete them; without it the runs are only listed")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="also a run stored as running that no process of this host drove (it may be measured "
+        "from another machine sharing the store)")] = False,
+) -> None:
+    """Delete runs with their tags, measurements, raw samples and layer profiles (listed first; --yes deletes).
+    Variants, which other runs share, the model and artifact cache and the report files stay."""
+    from contextlib import ExitStack
+
+    import pandas as pd
+
+    from edgebench.cache_files import lock_file, try_lock
+
+    with open_store(store) as st:
+        run_ids = list(dict.fromkeys(r for ref in run for r in st.resolve_runs(ref)))
+        listed = st.runs().set_index("id").loc[run_ids]
+        for run_id, row in listed.iterrows():
+            tags = f", tags {row['tags']}" if row["tags"] else ""
+            console.print(f"{run_id}  {row['name']}: {row['status']}, started {row['started_at'][:19]}, "
+                          f"{row['n_measurements']} measurement(s){tags}", markup=False, highlight=False)
+        if not yes:
+            console.print(f"nothing deleted: add --yes to delete {'this run' if len(run_ids) == 1 else 'these runs'}")
+            return
+        with ExitStack() as held:  # an unfinished run's lock, held while it goes, so no process resumes it meanwhile
+            for run_id, row in listed[listed["finished_at"].map(pd.isna)].iterrows():
+                path = _run_lock(run_id)
+                known = lock_file(path).is_file()
+                try:
+                    handle = try_lock(path)
+                except OSError as exc:
+                    raise StoreError(f"cannot take run {run_id}'s lock to delete it ({exc}); nothing deleted") from exc
+                if handle is None:
+                    raise StoreError(f"run {run_id} is being measured by a live process on this host: let it finish "
+                                     "or stop it (Ctrl-C keeps its finished jobs), then delete it; nothing deleted")
+                held.callback(handle.close)
+                if not known:
+                    held.callback(lock_file(path).unlink, missing_ok=True)  # made by asking; the run's own stays
+                if row["status"] == "running" and not known and not force:
+                    raise StoreError(f"run {run_id} is stored as running and no process of this host drove it: it may "
+                                     "be measured from another machine sharing the store; --force deletes it anyway; "
+                                     "nothing deleted")
+            removed = st.delete_runs(run_ids)
+    console.print(f"deleted {len(run_ids)} run(s) and their {removed} measurement(s)")
 
 
 def export(
@@ -462,6 +517,6 @@ def register(app: typer.Typer, wrap: Any) -> None:
     """Add the store commands to ``app``, each wrapped by ``wrap`` (one-line errors)."""
     for fn, name in (
         (report, "report"), (compare, "compare"), (history, "history"), (tag, "tag"),
-        (runs, "runs"), (export, "export"), (import_, "import"),
+        (runs, "runs"), (delete, "delete"), (export, "export"), (import_, "import"),
     ):  # fmt: skip
         app.command(name)(wrap(fn))

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Select, delete, insert, select
 
 from edgebench.profile.table import LayerProfile, LayerRow, OpTime
 from edgebench.store.schema import layer_profile_rows, layer_profiles
@@ -26,10 +26,11 @@ def insert_profile(conn: Connection, measurement_id: int, profile: dict[str, Any
             {"measurement_id": measurement_id, "position": i, **asdict(row)} for i, row in enumerate(parsed.rows)])
 
 
-def delete_profile(conn: Connection, measurement_id: int) -> None:
-    """Remove a measurement's profile (before the measurement is replaced)."""
-    conn.execute(delete(layer_profile_rows).where(layer_profile_rows.c.measurement_id == measurement_id))
-    conn.execute(delete(layer_profiles).where(layer_profiles.c.measurement_id == measurement_id))
+def delete_profiles(conn: Connection, measurement_ids: Iterable[int] | Select) -> None:
+    """Remove the profiles of ``measurement_ids`` (a list, or a select of ids): before a measurement is replaced, or
+    with its run."""
+    conn.execute(delete(layer_profile_rows).where(layer_profile_rows.c.measurement_id.in_(measurement_ids)))
+    conn.execute(delete(layer_profiles).where(layer_profiles.c.measurement_id.in_(measurement_ids)))
 
 
 def read_profiles(conn: Connection, measurement_ids: Iterable[int]) -> dict[int, LayerProfile]:

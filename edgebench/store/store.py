@@ -27,7 +27,7 @@ from edgebench.job import Placement
 from edgebench.profile.table import LayerProfile
 from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER
 from edgebench.store.connection import _make_engine, shown_url, store_url
-from edgebench.store.profiles import delete_profile, insert_profile, read_profiles
+from edgebench.store.profiles import delete_profiles, insert_profile, read_profiles
 from edgebench.store.record import MeasurementRecord
 from edgebench.store.sample_codec import ENCODING, decode_samples, encode_samples
 from edgebench.store.schema import (
@@ -383,6 +383,19 @@ class Store:
         df[["n_measurements", "n_failed"]] = df[["n_measurements", "n_failed"]].astype(int)
         return df[columns]
 
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Remove runs with their tags, measurements, raw samples and layer profiles, in one transaction; return the
+        number of measurements removed. Variants stay: other runs share them, and a run building beside this one
+        may be about to measure one it stored."""
+        with self.engine.begin() as conn:
+            ids = select(measurements.c.id).where(measurements.c.run_id.in_(run_ids))
+            delete_profiles(conn, ids)
+            conn.execute(delete(samples).where(samples.c.measurement_id.in_(ids)))
+            removed = conn.execute(delete(measurements).where(measurements.c.run_id.in_(run_ids))).rowcount
+            conn.execute(delete(run_tags).where(run_tags.c.run_id.in_(run_ids)))
+            conn.execute(delete(runs).where(runs.c.id.in_(run_ids)))
+        return removed
+
     # ---- variants -----------------------------------------------------------------------------
     def upsert_variant(self, variant_id: str, spec: dict, label: str, parent_id: str | None, facts: dict) -> None:
         """Insert a variant or merge new facts into the stored one (idempotent)."""
@@ -430,7 +443,7 @@ class Store:
             key = and_(measurements.c.run_id == run_id, measurements.c.job_key == job_key)
             old_id = conn.execute(select(measurements.c.id).where(key)).scalar()
             if old_id is not None:
-                delete_profile(conn, old_id)
+                delete_profiles(conn, [old_id])
                 conn.execute(delete(samples).where(samples.c.measurement_id == old_id))
                 conn.execute(delete(measurements).where(measurements.c.id == old_id))
             new_id = conn.execute(insert(measurements).values(**row)).inserted_primary_key[0]
