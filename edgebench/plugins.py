@@ -234,8 +234,10 @@ def entry_point_objects(group: str, failed: list[str] | None = None) -> list[tup
         try:
             obj = ep.load()
         except Exception as exc:
+            remedy = f"fix {dist} or uninstall it (pip uninstall {dist})" if ep.dist is not None else \
+                "fix or uninstall its package"  # every experiment looks its names up, used or not
             error = (f"entry point '{ep.name} = {ep.value}' (group {group}, from {dist}) failed to load: "
-                     f"{type(exc).__name__}: {first_line(exc)}")
+                     f"{type(exc).__name__}: {first_line(exc)}; {remedy}")
             if failed is None:
                 raise PluginError(error) from None
             failed.append(error)

@@ -87,7 +87,7 @@ def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
         needs.add_row(status.name, ", ".join(status.needs) or "-", escape(missing), state)
     console.print(needs)
     for error in broken:
-        print_line("error:", "bold red", f"{error}; fix or uninstall its package")
+        print_line("error:", "bold red", error)
     _fail_if_broken(statuses)
     if broken:
         raise typer.Exit(ExitCode.BAD_INPUT)
