@@ -135,10 +135,14 @@ def content_digest(path: str | Path) -> str:
     return _digest(str(path), stat.st_mtime_ns, stat.st_size)
 
 
+#: what the module of a user's file is named by, before its stem and digest (no other process can import it by name)
+USER_FILE_MODULE_PREFIX = "edgebench_plugin_"
+
+
 def _module_name(file: Path) -> str:
     """The module name of a user's file: its stem and content digest, so an edited file is a new module."""
     stem = re.sub(r"\W", "_", file.stem)
-    return f"edgebench_plugin_{stem}_{file_digest(file)}"
+    return f"{USER_FILE_MODULE_PREFIX}{stem}_{file_digest(file)}"
 
 
 def _env_files() -> list[Path]:
@@ -150,7 +154,7 @@ class _UserFileFinder(importlib.abc.MetaPathFinder):
     (its class lives in ``edgebench_plugin_<stem>_<digest>``) unpickles in another: an exporter, a worker."""
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
-        if not name.startswith("edgebench_plugin_"):
+        if not name.startswith(USER_FILE_MODULE_PREFIX):
             return None
         for file in _env_files():
             if file.is_file() and _module_name(file) == name:

@@ -122,7 +122,7 @@ class Registry(Generic[T]):
         if module.split(".")[0] == "edgebench":
             return None
         file = _source_file(self._items[key])
-        if module.startswith("edgebench_plugin_"):  # plugins: and --plugins files (edgebench.plugins.load_file)
+        if module.startswith(plugins.USER_FILE_MODULE_PREFIX):  # plugins: and --plugins files (edgebench.plugins.load_file)
             return f"plugins file {file}"
         dists = _distributions().get(module.split(".")[0])  # a package an entry point naming a module only imports
         return f"module {module} of {dists[0]}" if dists else f"module {module}" + (f" ({file})" if file else "")

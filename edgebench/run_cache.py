@@ -21,7 +21,7 @@ import torch
 from edgebench.cache_files import digest_matches, replacing, write_digest
 from edgebench.data import DatasetSplits
 from edgebench.data.fingerprint import arrays_digest
-from edgebench.errors import ArtifactError, OutputPathError
+from edgebench.errors import OutputPathError
 from edgebench.models.whole_module import save_whole
 from edgebench.prune import BuiltModel
 from edgebench.sampling import spread_sample
@@ -99,14 +99,6 @@ class ModelCache:
         try:
             model = torch.load(model_path, map_location="cpu", weights_only=False).eval()
             facts = json.loads(facts_path.read_text())
-        except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith("edgebench_plugin_"):
-                raise
-            # its class is in the user's file as it was when the run started (the module name carries the content)
-            raise ArtifactError(f"cached model {model_path.name} ({spec.label}) needs the code of the user's file "
-                                f"{exc.name.removeprefix('edgebench_plugin_').rsplit('_', 1)[0]}.py as it was when "
-                                "this run started, and the file changed since: edit it between runs, not during "
-                                "one; run the same command again") from None
         except Exception as exc:  # a corrupt cache entry is rebuilt, not fatal
             log.warning("cached model %s unreadable (%s); rebuilding", model_path, exc)
             return None

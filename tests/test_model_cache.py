@@ -81,12 +81,12 @@ def test_another_save_failure_is_not_called_a_full_disk(tmp_path: Path, monkeypa
         ModelCache(tmp_path).put(SPEC, _built())
 
 
-def test_a_model_file_edited_during_a_run_is_named_not_called_missing(tmp_path, monkeypatch) -> None:
+def test_a_model_file_edited_during_a_run_still_loads_the_model_cached_from_it(tmp_path, monkeypatch) -> None:
     """Editing the model file mid-run: every later job failed 'variant ... is not in the model cache', with the file
-    right there (its class's module, named by the file's old content, cannot be imported any more)."""
+    right there (its class's module, named by the file's old content, could not be imported any more). The classes
+    of a user's file are pickled by value now: a fresh worker loads the model as it was built."""
     import sys
 
-    from edgebench.errors import ArtifactError
     from edgebench.plugins import PLUGINS_ENV, load_file
 
     nets = tmp_path / "nets.py"
@@ -96,10 +96,11 @@ def test_a_model_file_edited_during_a_run_is_named_not_called_missing(tmp_path, 
     monkeypatch.setenv(PLUGINS_ENV, str(nets))
     cache, built = ModelCache(tmp_path / "run"), _built()
     cache.put(SPEC, BuiltModel(**{**vars(built), "model": module.Net()}))
-    nets.write_text(nets.read_text() + "\n\ndef helper():\n    return nn.ReLU()\n")  # an edit, mid-run
+    nets.write_text(nets.read_text().replace("return self.fc(x)", "return -self.fc(x)"))  # an edit, mid-run
     del sys.modules[module.__name__]  # a fresh worker process has only the file as it is now
-    with pytest.raises(ArtifactError, match=r"needs the code of the user's file nets\.py as it was when this run"):
-        cache.get(SPEC)
+    loaded = cache.get(SPEC).model
+    x = torch.ones(1, 4)
+    assert torch.equal(loaded(x), loaded.fc(x))  # the forward it was built with, not the edited one
 
 
 def test_damaged_facts_or_data_files_are_written_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

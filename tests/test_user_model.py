@@ -430,6 +430,30 @@ def test_plugin_file_is_loaded_in_spawned_workers(team, tmp_path, monkeypatch):
     assert out.stdout.strip() == "L1Norm", out.stderr
 
 
+def test_a_pruned_model_of_a_user_file_loads_with_torch_load_where_the_file_is_not(tmp_path):
+    """A PyTorch artifact (or cached model) of a ``model: {file: ...}`` model named its classes by the module name
+    edgebench makes up for the file, so ``torch.load`` elsewhere failed ("No module named 'edgebench_plugin_nets_..."):
+    its classes are written by value, and the model loads with neither the file nor EDGEBENCH_PLUGINS."""
+    from edgebench.models.whole_module import save_whole
+    from edgebench.plugins import load_file
+
+    model = load_file(write_nets(tmp_path / "code")).build_net(num_classes=10, in_channels=1, width=8).eval()
+    x = torch.randn(3, 1, 8, 8)
+    save_whole(model, tmp_path / "model.pt")
+    np.save(tmp_path / "x.npy", x.numpy())
+    shutil.rmtree(tmp_path / "code")
+    code = textwrap.dedent("""
+        import numpy as np, torch
+        model = torch.load("model.pt", weights_only=False)
+        np.save("y.npy", model(torch.from_numpy(np.load("x.npy"))).detach().numpy())
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEBENCH_PLUGINS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with torch.no_grad():
+        assert np.allclose(np.load(tmp_path / "y.npy"), model(x).numpy(), atol=1e-6)
+
+
 def test_trusted_pickle_whose_module_is_missing_names_the_module(tmp_path):
     """A whole pickled model whose class's package is not installed here is not 'corrupt': the module is named."""
     (tmp_path / "teamproj_gone").mkdir()
