@@ -181,6 +181,16 @@ def test_an_estimated_energy_regression_warns_and_never_fails_on_its_own() -> No
     assert _gate([measured], t) == [("energy", "fail")] and _gate([estimated], t) == [("energy", "warn")]
     cmp = Comparison("b", "c", [MatchedResult("v", "t", "ctx", [estimated])], [], [], {}, 0.01)
     assert "| energy (estimated) |" in gate_markdown(evaluate(cmp, t), t)
+    # not judged, or unstable: the lists under the table had named it plain "energy", as if a meter read it
+    from edgebench.report.compare_page import _gate_html
+
+    for shaky in (replace(estimated, verdict="undecided", note="estimated:tdp-x-cpu-util; not decided: disturbed"),
+                  replace(estimated, noise_pct=60.0)):
+        gate = evaluate(Comparison("b", "c", [MatchedResult("v", "t", "ctx", [shaky])], [], [], {}, 0.01), t)
+        assert len(gate.undecided) + len(gate.unstable) == 1
+        for text in (gate_markdown(gate, t), _gate_html(gate, t)):
+            lists = text.split("Not judged" if gate.undecided else "Unstable", 1)[1]
+            assert "v on ctx" in lists and "energy (estimated)" in lists and "energy +50" not in lists
 
 
 def test_thresholds_set_compares_minimum_effects() -> None:

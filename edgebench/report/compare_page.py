@@ -19,9 +19,17 @@ from bokeh.plotting import figure
 from edgebench.report.page import esc, table_html, write_bokeh_js, write_page
 from edgebench.report.tables import fmt_cell
 from edgebench.store import Store
-from edgebench.store.compare import Comparison, MatchedResult, MetricChange, worth_a_row
+from edgebench.store.compare import Comparison, MatchedResult, MetricChange, shown_name, worth_a_row
 from edgebench.store.compare_markdown import fmt_change, fmt_confidence, fmt_evidence
-from edgebench.store.gate import NOTHING_COMPARED, GateResult, Thresholds, missing_lines, threshold_text, unstable_lines
+from edgebench.store.gate import (
+    NOTHING_COMPARED,
+    GateResult,
+    Thresholds,
+    missing_lines,
+    threshold_text,
+    undecided_lines,
+    unstable_lines,
+)
 from edgebench.store.metrics import TIMING_METRICS, get_metric
 
 #: points per run's CDF curve
@@ -33,7 +41,7 @@ _SHOWN = ("regression", "lost", "improvement", "undecided")
 def _changes_table(rows: list[tuple[MatchedResult, MetricChange]]) -> str:
     body = [
         f"<tr class={c.verdict}><td class=l>{esc(c.verdict)}</td><td class=l>{esc(r.label)}</td>"
-        f"<td class=l>{esc(r.context)}</td><td class=l>{esc(c.metric)}</td><td>{esc(_value(c.baseline, c.metric))}</td>"
+        f"<td class=l>{esc(r.context)}</td><td class=l>{esc(shown_name(c))}</td><td>{esc(_value(c.baseline, c.metric))}</td>"
         f"<td>{esc(_value(c.candidate, c.metric))}</td><td>{esc(fmt_change(c))}</td><td>{esc(fmt_confidence(c))}</td>"
         f"<td class=l>{esc(fmt_evidence(c))}</td><td class=l>{esc(c.note)}</td></tr>"
         for r, c in rows
@@ -63,9 +71,8 @@ def _gate_html(gate: GateResult, thresholds: Thresholds) -> str:
         parts.append("<h3>Unstable measurements (shown, not blamed)</h3><ul>"
                      + "".join(f"<li>{esc(line)}</li>" for line in unstable_lines(gate)) + "</ul>")
     if gate.undecided:
-        parts.append("<h3>Not judged (disturbed, or too little evidence to decide)</h3><ul>" + "".join(
-            f"<li>{esc(r.label)} on {esc(r.context)}: {esc(c.metric)}: {esc(c.note)}</li>" for r, c in gate.undecided)
-            + "</ul>")
+        parts.append("<h3>Not judged (disturbed, or too little evidence to decide)</h3><ul>"
+                     + "".join(f"<li>{esc(line)}</li>" for line in undecided_lines(gate)) + "</ul>")
     return "".join(parts)
 
 

@@ -210,8 +210,14 @@ def unstable_lines(gate: GateResult) -> list[str]:
         by_result.setdefault((r.label, r.context), []).append(c)
     return [f"{label} on {context}, {changes[0].runs[0]}+{changes[0].runs[1]} "
             f"{'rounds' if changes[0].basis == 'rounds' else 'runs'}: "
-            + ", ".join(f"{c.metric} spread {c.noise_pct:.1f}% (change {fmt_change(c)}, {c.verdict})" for c in changes)
+            + ", ".join(f"{shown_name(c)} spread {c.noise_pct:.1f}% (change {fmt_change(c)}, {c.verdict})"
+                        for c in changes)
             for (label, context), changes in by_result.items()]
+
+
+def undecided_lines(gate: GateResult) -> list[str]:
+    """One line per change the gate could not judge: its result, metric (an estimated energy says so), change, why."""
+    return [f"{r.label} on {r.context}: {shown_name(c)} {fmt_change(c)}: {c.note}" for r, c in gate.undecided]
 
 
 def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
@@ -236,5 +242,5 @@ def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
         lines += [f"- {line}" for line in missing_lines(gate)]
     if gate.undecided:
         lines += ["", "**Not judged** (disturbed, or too little evidence to decide):"]
-        lines += [f"- {r.label} on {r.context}: {c.metric} {fmt_change(c)}: {c.note}" for r, c in gate.undecided]
+        lines += [f"- {line}" for line in undecided_lines(gate)]
     return "\n".join(lines) + "\n"
