@@ -1,15 +1,20 @@
-"""The experiment file's fields as a Markdown reference (docs/experiment.md), read off the schema itself."""
+"""The experiment file's fields as a Markdown reference (edgebench/docs/experiment.md, shipped in the wheel), read off the
+schema itself."""
 
 from __future__ import annotations
 
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
+#: where the reference is kept: inside the package, so an installed edgebench carries it beside plugins.md
+REFERENCE_FILE = Path(__file__).resolve().parent / "docs" / "experiment.md"
 
 HEADER = """# Experiment file reference
 

@@ -1,7 +1,7 @@
-"""Write docs/experiment.md: every field of an experiment file, its type, default and meaning, from the schema
+"""Write edgebench/docs/experiment.md: every field of an experiment file, its type, default and meaning, from the schema
 itself (edgebench.config.Experiment), so the reference cannot drift from what `edgebench run` accepts.
 
-    python scripts/write_experiment_reference.py            # rewrite docs/experiment.md
+    python scripts/write_experiment_reference.py            # rewrite edgebench/docs/experiment.md
     python scripts/write_experiment_reference.py --check    # exit 1 when the file is not what the schema gives
 """
 
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from edgebench.config_reference import experiment_reference
-
-OUT = Path(__file__).resolve().parents[1] / "docs" / "experiment.md"
+from edgebench.config_reference import REFERENCE_FILE, experiment_reference
 
 
 def main() -> None:
@@ -21,11 +18,11 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     text = experiment_reference()
     if parser.parse_args().check:
-        if not OUT.is_file() or OUT.read_text() != text:
-            sys.exit(f"{OUT} is stale: run python scripts/write_experiment_reference.py")
+        if not REFERENCE_FILE.is_file() or REFERENCE_FILE.read_text() != text:
+            sys.exit(f"{REFERENCE_FILE} is stale: run python scripts/write_experiment_reference.py")
         return
-    OUT.write_text(text)
-    print(f"wrote {OUT} ({text.count(chr(10))} lines)")
+    REFERENCE_FILE.write_text(text)
+    print(f"wrote {REFERENCE_FILE} ({text.count(chr(10))} lines)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""docs/experiment.md is what the schema says: regenerated, it is the same text, and it names every field."""
+"""edgebench/docs/experiment.md is what the schema says: regenerated, it is the same text, and it names every field."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from edgebench.config import Experiment
-from edgebench.config_reference import experiment_reference
+from edgebench.config_reference import REFERENCE_FILE, experiment_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_reference_is_current_and_names_every_field() -> None:
-    text = (ROOT / "docs" / "experiment.md").read_text()
+    text = REFERENCE_FILE.read_text()
     assert text == experiment_reference(), "run python scripts/write_experiment_reference.py"
     for section in ("pruning", "quantization", "measurement", "store", "run"):
         model = type(getattr(Experiment(), section))
@@ -29,7 +29,7 @@ def test_the_script_checks_the_file() -> None:
 
 def test_the_store_default_it_states_is_the_one_used() -> None:
     """It said store.url defaults to runs/<experiment name>/results.db; with run.workdir set it is <workdir>/results.db."""
-    text = (ROOT / "docs" / "experiment.md").read_text()
+    text = REFERENCE_FILE.read_text()
     assert "default: <run.workdir>/results.db, which is runs/<experiment name>/results.db when run.workdir is unset" in text
     assert Experiment(name="x", run={"workdir": "/data/w"}).store_url() == "/data/w/results.db"
     assert Experiment(name="x").store_url() == "runs/x/results.db"

@@ -7,6 +7,7 @@ minutes; ``--no-compile`` skips byte-compiling torch's thousands of modules (~2.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,8 @@ TINY = {
 
 
 def _run(args: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the fresh venv's edgebench, not a checkout's
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"{' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 
@@ -60,6 +62,7 @@ def test_wheel_carries_target_files_experiments_and_report_script(wheel):
     assert "edgebench/target_files/local-cpu.yaml" in shipped and shipped <= names
     assert "edgebench/experiments/default.yaml" in names and "edgebench/report/explore.js" in names
     assert "edgebench/docs/plugins.md" in names  # the guide errors about a plug-in name (PLUGINS_DOC)
+    assert "edgebench/docs/experiment.md" in names  # README sends a wheel user to the field reference too
     assert not any(n.startswith(("tests/", "scripts/", "examples/")) for n in names)
 
 
