@@ -225,26 +225,20 @@ def load_env_plugins() -> None:
         load_file(file)
 
 
-def entry_point_objects(group: str, failed: list[str] | None = None) -> list[tuple[str, Any, str]]:
-    """(name, loaded object, distribution) of every installed entry point in ``group``.
-
-    A broken plug-in package is named in a PluginError rather than ignored: its names would otherwise be
-    reported as unknown with no hint why. With ``failed``, each such error line is appended there instead and the
-    other entry points still load (``edgebench doctor`` lists them all).
-    """
-    found = []
+def entry_point_objects(group: str, name: str | None = None) -> list[tuple[str, Any, str, str | None]]:
+    """(name, loaded object or None, distribution, error line or None) of the installed entry points in ``group``
+    (those called ``name``, case aside, where given). A broken plug-in package is named in its error line with what
+    to do, rather than ignored: its names would otherwise be reported as unknown with no hint why."""
+    found: list[tuple[str, Any, str, str | None]] = []
     for ep in entry_points(group=group):
+        if name is not None and ep.name.lower() != name:
+            continue
         dist = ep.dist.name if ep.dist is not None else "an installed package"
         try:
-            obj = ep.load()
+            found.append((ep.name, ep.load(), dist, None))
         except Exception as exc:
             remedy = f"fix {dist} or uninstall it (pip uninstall {dist})" if ep.dist is not None else \
-                "fix or uninstall its package"  # every experiment looks its names up, used or not
-            error = (f"entry point '{ep.name} = {ep.value}' (group {group}, from {dist}) failed to load: "
-                     f"{type(exc).__name__}: {first_line(exc)}; {remedy}")
-            if failed is None:
-                raise PluginError(error) from None
-            failed.append(error)
-            continue
-        found.append((ep.name, obj, dist))
+                "fix or uninstall its package"
+            found.append((ep.name, None, dist, f"entry point '{ep.name} = {ep.value}' (group {group}, from {dist}) "
+                                               f"failed to load: {type(exc).__name__}: {first_line(exc)}; {remedy}"))
     return found

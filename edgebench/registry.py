@@ -49,7 +49,8 @@ class Registry(Generic[T]):
     ``modules`` (a list, or a function returning one, for registries filled by discovered plug-ins) are
     imported on the first lookup: the modules that register entries can keep their heavy imports
     (runtimes, converters) without slowing down ``import edgebench``. Then the plug-in files a parent
-    process passed on and the entry points of ``group`` (e.g. ``edgebench.models``) are loaded.
+    process passed on are loaded, and the entry points of ``group`` (e.g. ``edgebench.models``) called by the name
+    looked up (all of them where it is none of theirs, or the names are listed).
     """
 
     def __init__(self, kind: str, modules: Modules = (), group: str | None = None, base: type | None = None,
@@ -64,7 +65,11 @@ class Registry(Generic[T]):
         self._entry_points: dict[str, str] = {}
         self._modules = modules
         self._builtins_loaded = False
-        self._loaded = False
+        self._local_loaded = False
+        #: the names whose entry points were read (None: every one)
+        self._entry_points_read: set[str | None] = set()
+        #: why each entry point that cannot be this kind failed, by its name: looking that name up raises it
+        self._broken: dict[str, str] = {}
         _REGISTRIES.append(self)
 
     def _load_builtins(self) -> None:
@@ -73,44 +78,54 @@ class Registry(Generic[T]):
             for module in self._modules() if callable(self._modules) else self._modules:
                 importlib.import_module(module)
 
-    def _load(self, failed: list[str] | None = None) -> None:
-        """Load the builtins, the parent's plug-in files and the entry points; PluginError at the first entry point
-        that cannot be this kind, or with ``failed``, its line appended there and the others loaded."""
-        if not self._loaded:
+    def _load_local(self) -> None:
+        """The builtins and the plug-in files a parent process passed on."""
+        if not self._local_loaded:
             self._load_builtins()
-            self._loaded = True  # first: a plug-in file that looks a name up while it is imported must not recurse
+            self._local_loaded = True  # first: a plug-in file that looks a name up while it is imported must not recurse
             try:
-                self._load_plugins(failed)
-            except BaseException:  # not loaded: the next lookup tries again (and says so again), rather than
-                self._loaded = False  # miss the entry points after the one that failed, without a word
+                plugins.load_env_plugins()
+            except BaseException:  # not loaded: the next lookup tries again (and says so again)
+                self._local_loaded = False
                 raise
 
-    def _load_plugins(self, failed: list[str] | None) -> None:
-        """The parent's plug-in files and the entry points of ``group`` (see :meth:`_load`)."""
-        plugins.load_env_plugins()
-        for name, obj, dist in plugins.entry_point_objects(self.group, failed) if self.group else ():
-            key = name.lower()
-            if not isinstance(obj, type(plugins)) and self._items.get(key) is not obj:
-                where = f"entry point '{name}' of {dist} (group {self.group})"
+    def _load(self, name: str | None = None) -> None:
+        """The builtins, plug-in files and the entry points of ``group`` called ``name`` (None: all), each read once.
+        Entry points are read by name so that an installed package whose entry point is broken stops the lookups of
+        its own names only (with its error), not every experiment; ``edgebench doctor`` lists it."""
+        self._load_local()
+        if self.group is None or None in self._entry_points_read or name in self._entry_points_read:
+            return
+        self._entry_points_read.add(name)
+        for ep_name, obj, dist, error in plugins.entry_point_objects(self.group, name):
+            key = ep_name.lower()
+            if error is not None:
+                self._broken[key] = error
+            elif not isinstance(obj, type(plugins)) and self._items.get(key) is not obj:
+                where = f"entry point '{ep_name}' of {dist} (group {self.group})"
                 if key in self._items:  # both sources: the user knows one of them only
-                    problem = (f"{self.kind} '{key}' is registered twice, by {self.origin(key) or 'edgebench'} and "
-                               f"by {where}; rename one of them")
-                else:  # listing its kind would trip on it
-                    problem = f"{where}: {why}" if (why := self._not_a_subclass(key, obj)) else None
-                if problem is None:
+                    self._broken[key] = (f"{self.kind} '{key}' is registered twice, by {self.origin(key) or 'edgebench'} "
+                                         f"and by {where}; rename one of them")
+                elif why := self._not_a_subclass(key, obj):  # listing its kind would trip on it
+                    self._broken[key] = f"{where}: {why}"
+                else:
                     self._items[key] = obj
                     self._entry_points[key] = where
-                elif failed is None:
-                    raise plugins.PluginError(problem)
-                else:
-                    failed.append(problem)
+
+    def _find(self, key: str) -> T | None:
+        """The object registered as lowercase ``key``, None if none; PluginError when its entry point is broken."""
+        self._load(key)
+        if key not in self._items and key not in self._broken:
+            self._load()  # an entry point naming a module registers its names (others than its own) on import
+        if key in self._broken:
+            raise plugins.PluginError(self._broken[key])
+        return self._items.get(key)
 
     def load_reporting(self) -> list[str]:
         """Load every plug-in of this kind that loads, and return the one-line error of each entry point that does
-        not, where a lookup raises the first (``edgebench doctor`` lists them); [] once anything has loaded it."""
-        failed: list[str] = []
-        self._load(failed)
-        return failed
+        not (``edgebench doctor`` lists them)."""
+        self._load()
+        return list(self._broken.values())
 
     def origin(self, name: str) -> str | None:
         """Where the registered ``name`` comes from (an entry point and its distribution, a plug-in file, a module);
@@ -152,13 +167,14 @@ class Registry(Generic[T]):
         if plugins.is_import_path(name):
             obj = plugins.import_object(name)
         else:
-            self._load()
-            try:
-                obj = self._items[name.lower()]
-            except KeyError:
+            found = self._find(name.lower())
+            if found is None:
                 allowed = ", ".join(self.names()) or "(none registered)"
+                broken = f"; an installed plug-in failed to load: {next(iter(self._broken.values()))}" \
+                    if self._broken else ""  # the name may be one its module would have registered
                 raise KeyError(f"unknown {self.kind} '{name}'{did_you_mean(name.lower(), self.names())}; allowed: "
-                               f"{allowed} (or an import path module:attribute)") from None
+                               f"{allowed} (or an import path module:attribute){broken}") from None
+            obj = found
         if problem := self._not_a_subclass(name, obj):  # an import path or an entry point: never registered here
             raise plugins.PluginError(problem)
         return obj
@@ -184,7 +200,7 @@ class Registry(Generic[T]):
                 f"that subclasses it (see {plugins.PLUGINS_DOC})")
 
     def names(self) -> list[str]:
-        """Registered names, sorted."""
+        """Registered names, sorted (those of broken entry points left out: :meth:`load_reporting` names them)."""
         self._load()
         return sorted(self._items)
 
@@ -196,5 +212,4 @@ class Registry(Generic[T]):
             except plugins.PluginError:
                 return False
             return True
-        self._load()
-        return isinstance(name, str) and name.lower() in self._items
+        return isinstance(name, str) and self._find(name.lower()) is not None

@@ -285,7 +285,7 @@ def _cli(args: list[str], cwd: Path, pythonpath: Path | None = None) -> subproce
     """The installed ``edgebench`` script, as a user runs it (its own directory on sys.path, not the cwd)."""
     env = {k: v for k, v in os.environ.items() if k != "EDGEBENCH_PLUGINS"}
     if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     return subprocess.run([str(Path(sys.executable).with_name("edgebench")), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -333,18 +333,21 @@ def test_a_factory_may_require_what_edgebench_fills_from_the_data(tmp_path):
 
 
 def test_broken_installed_plugin_is_named(tmp_path):
-    """An installed package whose entry point raises on import is named with the error, not ignored."""
+    """An installed package whose entry point raises on import is named with the error where its name is asked
+    for, not ignored; an experiment that asks for none of its names runs (it had stopped every experiment)."""
     site = tmp_path / "site"
     dist = site / "broken_nets-1.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-nets\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[edgebench.models]\nbroken = broken_nets:build\n")
     (site / "broken_nets.py").write_text("raise ImportError('needs timm')\n")
-    exp = _experiment(tmp_path, "broken", model={"name": "digits_cnn"}, training={"epochs": 1})
+    exp = _experiment(tmp_path, "broken", model={"name": "broken"}, training={"epochs": 1})
     listed = _cli(["variants", str(exp)], tmp_path, site)
     assert listed.returncode == 2
     assert "entry point 'broken = broken_nets:build' (group edgebench.models, from broken-nets)" in listed.stdout
     assert "needs timm" in listed.stdout and len(listed.stdout.strip().splitlines()) <= 2
+    other = _experiment(tmp_path, "other", model={"name": "digits_cnn"}, training={"epochs": 1})
+    assert _cli(["variants", str(other)], tmp_path, site).returncode == 0
 
 
 #: akamaster/pytorch_resnet_cifar10's option-A block (its shortcut a lambda kept by a LambdaLayer) in a model whose
