@@ -157,3 +157,12 @@ def test_a_broken_entry_point_stops_the_lookups_of_its_own_name_only(install: In
     assert "team_l2" in CRITERIA.names() and "team_broken" not in CRITERIA.names()
     done = CliRunner().invoke(app, ["variants"], env={"COLUMNS": "400"})  # the built-in experiment
     assert done.exit_code == 0 and "l1-0.5-while_training" in done.output, done.output
+
+
+def test_a_run_records_the_versions_of_installed_plugin_packages(install: Install) -> None:
+    """A run stored the runtimes' versions but not the plug-in package's, whose backend or meter changes figures
+    without a new variant id: nothing said which version of it measured."""
+    from edgebench.measure.machine import package_versions
+
+    install("[edgebench.criteria]\nteam_l2 = teamplug_crit:L2\n")
+    assert package_versions()["teamplug"] == "0.1" and "edgebench" not in package_versions()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib.metadata import distributions
 from pathlib import Path
 
 import psutil
@@ -34,12 +35,19 @@ def cpu_governor() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that affect measurements: every runtime's, and the core ones."""
+    """Installed versions of the packages that affect measurements: every runtime's, the core ones, and those that
+    add plug-ins (an installed backend or meter changes figures without a new variant id)."""
     from edgebench.components import Package
     from edgebench.runtimes.base import list_runtimes
 
     names = [c.dist for r in list_runtimes().values() for c in r.needs if isinstance(c, Package)]
-    return dict(installed_versions(tuple(dict.fromkeys([*names, *_CORE_PACKAGES]))))
+    return dict(installed_versions(tuple(dict.fromkeys([*names, *_CORE_PACKAGES, *plugin_packages()]))))
+
+
+def plugin_packages() -> list[str]:
+    """The installed distributions with entry points in an ``edgebench.*`` group (read from metadata, not imported)."""
+    found = {dist.name for dist in distributions() if any(ep.group.startswith("edgebench.") for ep in dist.entry_points)}
+    return sorted(found - {"edgebench"})
 
 
 def git_commit() -> str | None:
