@@ -245,6 +245,11 @@ def test_mismatched_weights_name_the_first_key_and_both_shapes(team, tmp_path):
     with pytest.raises(WeightsError, match=r"the model's 'fc.weight' \(10, 16\) is not in the weights.*the weights' "
                                            r"'head.weight' \(10, 16\) is not in the model"):
         load_into(nets.build_net(), read_state_dict(tmp_path / "renamed.pt"), tmp_path / "renamed.pt")
+    # shapes without data (init_empty_weights-style code): was "Tensor.item() cannot be called on meta tensors"
+    torch.save({k: torch.empty_like(v, device="meta") for k, v in nets.build_net().state_dict().items()},
+               tmp_path / "meta.pt")
+    with pytest.raises(WeightsError, match=r"meta.pt: '.+' is a meta-device tensor, which holds a shape and no values"):
+        load_into(nets.build_net(), read_state_dict(tmp_path / "meta.pt"), tmp_path / "meta.pt")
 
 
 PACKAGE_PYPROJECT = """

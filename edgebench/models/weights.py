@@ -164,6 +164,11 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -
         if key in state and tuple(state[key].shape) != tuple(tensor.shape):
             raise WeightsError(f"{path}: '{key}' has shape {_shape(state[key])} in the weights but {_shape(tensor)} "
                                "in the model (another width, depth or number of classes?)")
+    empty = next((k for k, t in state.items() if t.is_meta), None)  # shapes without data: nothing to check or copy
+    if empty is not None:
+        raise WeightsError(f"{path}: '{empty}' is a meta-device tensor, which holds a shape and no values (saved from "
+                           "a model built on device 'meta', e.g. under init_empty_weights); save the weights after they "
+                           "are loaded or trained")
     # a diverged training's NaN or inf weights would give variants of accuracy 0 and exports that fail on scales
     bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
     if bad is not None:
