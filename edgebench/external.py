@@ -321,6 +321,19 @@ def import_artifact(spec: VariantSpec, destination: Path) -> Path:
     return destination
 
 
+def as_given(error: str, cached: Path, external: ExternalSpec) -> str:
+    """A failed job's ``error`` about an external artifact's cached copy, naming the user's file instead, and what
+    to do with a file another tool made (the hint to delete it from the cache, for edgebench to export it again,
+    does not apply)."""
+    if external.path is not None:
+        error = error.replace(str(cached.resolve()), external.path).replace(str(cached), external.path)
+    hint = error.find(f"({REEXPORT_HINT[:12]}")  # whole, or cut short by the worker's one-line summary
+    if hint >= 0:
+        error = f"{error[:hint].rstrip()} (another tool made it: measure it on a target whose runtime runs it, or " \
+                "have that tool write one this runtime loads)"
+    return error
+
+
 def external_facts(spec: VariantSpec, input_shape: tuple[int, ...]) -> dict[str, object]:
     """What is stored for an external artifact: where it came from, its hash, and its parameters and MACs counted
     from its graph for one image of ``input_shape`` (None where they cannot be counted; logged, never fatal)."""

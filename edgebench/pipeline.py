@@ -29,7 +29,7 @@ from edgebench.executor.runners import Runner, runner_for
 from edgebench.executor.settings import check_executor, create_executor
 from edgebench.executor.side_by_side import SideBySide, interference_check, lane_cores, stand_in
 from edgebench.executor.tasks import job_result
-from edgebench.external import check_inputs, external_facts, external_specs
+from edgebench.external import as_given, check_inputs, external_facts, external_specs
 from edgebench.job import Job, JobResult
 from edgebench.measure.machine import machine_info
 from edgebench.measure.reference_workload import speed_failure, speed_record
@@ -496,6 +496,8 @@ class _OpenRun:
                                                 "check": lanes.reason}
         self.store_variant(job.variant, unbuilt_too=True)
         artifact = artifact_path(job, self.workdir)
+        if measured.error and job.variant.external is not None:
+            measured = measured.model_copy(update={"error": as_given(measured.error, artifact, job.variant.external)})
         size, compressed = get_exporter(job.artifact_format, job.target.blocks).sizes(artifact) if artifact_ready(
             artifact) else (None, None)
         def record(result: JobResult) -> MeasurementRecord:

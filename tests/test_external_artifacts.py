@@ -6,6 +6,7 @@ accuracy the test computes by running the same runtime itself, and stored with i
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -375,3 +376,22 @@ def test_a_declared_precision_the_file_does_not_compute_in_is_one_line(made_else
         exp = load_experiment(_experiment(root, [{"path": name, "label": "x", "precision": declared}], ["local-cpu"]))
         with pytest.raises(ConfigError, match=message):
             run_experiment(exp)
+
+
+def test_a_file_onnx_runtime_cannot_load_fails_naming_the_users_file(made_elsewhere, tmp_path):
+    """A custom-domain op (NNCF's FakeQuantize) ONNX Runtime lacks: the failed job named the run's cached copy and
+    said to delete it for edgebench to export it again, which it cannot do with another tool's file."""
+    import onnx
+
+    model = onnx.load(made_elsewhere["root"] / "fp32.onnx")
+    model.graph.node[0].domain, model.graph.node[0].op_type = "com.nncf.custom", "FakeQuantize"
+    model.opset_import.append(onnx.helper.make_opsetid("com.nncf.custom", 1))
+    onnx.save(model, tmp_path / "custom.onnx")
+    shutil.copytree(made_elsewhere["root"], tmp_path / "root", ignore=shutil.ignore_patterns("runs", "report"))
+    shutil.copy(tmp_path / "custom.onnx", tmp_path / "root" / "custom.onnx")
+    artifacts = [{"path": "custom.onnx", "label": "nncf", "precision": "fp32", "parent": "baseline"}]
+    outcome = run_experiment(load_experiment(_experiment(tmp_path / "root", artifacts, ["local-cpu"])), render=False)
+    failed = [line for line in outcome.failed if "external:nncf" in line]
+    assert len(failed) == 1 and f"ONNX Runtime cannot load {tmp_path / 'root' / 'custom.onnx'}:" in failed[0]
+    assert "FakeQuantize" in failed[0] and "another tool made it" in failed[0]
+    assert "artifact cache" not in failed[0] and str(tmp_path / "root" / "runs") not in failed[0]

@@ -87,4 +87,5 @@ def create_ort_session(artifact: Path, threads: int, providers: list[str],
     try:
         return open_session(artifact, make_session_options(threads, passes), providers, passes)
     except Exception as exc:  # ORT raises its own exception types for bad protobufs
-        raise ArtifactError(f"ONNX Runtime cannot load {artifact}: {exc} ({REEXPORT_HINT})") from exc
+        said = str(exc).replace(f"Load model from {artifact} failed:", "")  # the path once, and the reason in a summary
+        raise ArtifactError(f"ONNX Runtime cannot load {artifact}: {said} ({REEXPORT_HINT})") from exc
