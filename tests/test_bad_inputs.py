@@ -9,6 +9,7 @@ byte-identical afterwards. Validation happens before training, so no case trains
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -405,6 +406,18 @@ def data_plugin(dataset: dict[str, Any]) -> Callable[[Ctx], list[str]]:
                                                     "dataset": dataset}))]
 
 
+def cifar_run(data: Callable[[np.ndarray], Any]) -> Callable[[Ctx], list[str]]:
+    """A run on a CIFAR-10 batch directory (6 batches of 10 images) whose 'data' ``data`` makes of uint8 rows."""
+    def build(ctx: Ctx) -> list[str]:
+        rows = np.random.default_rng(0).integers(0, 256, (10, 3072), dtype=np.uint8)
+        rows[0, :2] = (0, 255)
+        for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+            batch = {b"data": data(rows), b"labels": [i % 3 for i in range(10)]}
+            ctx.file(f"cifar/{name}", pickle.dumps(batch, protocol=2))
+        return ["run", str(ctx.experiment({"dataset": {"name": "cifar10", "kwargs": {"path": str(ctx.tmp / "cifar")}}}))]
+    return build
+
+
 UNDER_FILE = "plain-file.txt/"
 PICKLED = {"x_train": np.array([{"a": 1}], dtype=object), "y_train": labels(1),
            "x_test": images(4), "y_test": labels(4)}
@@ -646,6 +659,10 @@ CASES = [
     Case("run-dataset-normalize-std-zero", "run",
          run_exp({"dataset": {"preprocess": {"normalize": {"mean": [0.5], "std": [0.0]}}}}),
          ("dataset.preprocess.normalize", "std must be positive")),
+    Case("run-dataset-cifar-float-pixels", "run", cifar_run(lambda rows: rows.astype(np.float32) / 255),
+         ("data_batch_1: 'data' is float32 with values 0..1", "CIFAR's format is uint8 0..255", "npz dataset")),
+    Case("run-dataset-cifar-bytes-rows", "run", cifar_run(lambda rows: [bytes(r) for r in rows]),
+         ("data_batch_1: 'data' is a list of bytes", "'data' of shape (N, 3072) uint8 and 'labels'")),
     Case("run-dataset-crop-larger-than-images", "run", run_exp({"dataset": {"preprocess": {"center_crop": 16}}}),
          ("center_crop", "16x16", "8x8")),
     Case("run-artifact-missing", "run",

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import re
+import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +108,68 @@ def test_missing_or_wrong_cifar_path_names_path_and_expectation(tmp_path: Path) 
     (tmp_path / "train").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="not a CIFAR python batch"):
         load_dataset("cifar100", path=tmp_path)
+
+
+def _cifar10_rows(root: Path, data: Callable[[np.ndarray], Any], batch: Any = dict) -> np.ndarray:
+    """A CIFAR-10 batch directory of 6 batches of 10 images, each batch ``batch`` holding the 'data' that ``data``
+    makes of the same uint8 rows (which hold 0 and 255); the rows."""
+    rows = np.random.default_rng(0).integers(0, 256, (10, 3072), dtype=np.uint8)
+    rows[0, :2] = (0, 255)
+    root.mkdir()
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        (root / name).write_bytes(pickle.dumps(batch({b"data": data(rows), b"labels": [i % 2 for i in range(10)]})))
+    return rows
+
+
+@pytest.mark.parametrize(("data", "shown"), [
+    (lambda rows: rows.astype(np.float32) / 255, "float32 with values 0..1"),  # was cast to 2 values: blank images
+    (lambda rows: rows.astype(np.int64) * 4, "int64 with values 0..1020"),  # wrapped modulo 256
+    (lambda rows: rows.astype(np.int16) - 1, "int16 with values -1..254"),
+    (lambda rows: rows.astype(np.float64) + 0.5, "float64 with values 0.5..255.5"),
+])
+def test_cifar_data_that_uint8_cannot_hold_exactly_is_refused_naming_the_batch(
+        tmp_path: Path, data: Callable[[np.ndarray], Any], shown: str) -> None:
+    _cifar10_rows(tmp_path / "cifar", data)
+    message = (f"{tmp_path / 'cifar' / 'data_batch_1'}: 'data' is {shown}; CIFAR's format is uint8 0..255: save it as "
+               "uint8, or use the npz dataset, which takes float pixels in [0, 1]")
+    with pytest.raises(DatasetError, match=re.escape(message) + "$"):
+        load_dataset("cifar10", path=tmp_path / "cifar")
+
+
+@pytest.mark.parametrize("data", [lambda rows: rows.astype(np.int16), lambda rows: rows.astype(np.float64),
+                                  lambda rows: rows.tolist()])
+def test_cifar_data_of_whole_numbers_0_to_255_is_read_whatever_its_type(
+        tmp_path: Path, data: Callable[[np.ndarray], Any]) -> None:
+    rows = _cifar10_rows(tmp_path / "cifar", data)
+    s = load_dataset("cifar10", Preprocess(normalize={"mean": [0], "std": [1]}), path=tmp_path / "cifar")
+    np.testing.assert_array_equal(s.x_test, rows.reshape(10, 3, 32, 32) / np.float32(255))
+
+
+class _TeamBatch(dict):
+    """A user's batch class, pickled under a module this Python cannot import."""
+
+    __module__ = "teamlib_not_installed"
+
+
+@pytest.mark.parametrize(("data", "batch", "shown"), [
+    (lambda rows: [bytes(r) for r in rows], dict, "'data' is a list of bytes, not pixel values; a CIFAR python batch "
+     "is a plain dict pickle"),
+    (lambda rows: [bytes(r) for r in rows[:-1]] + [bytes(rows[-1, :100])], dict, "'data' is a list of bytes"),
+    (lambda rows: rows, _TeamBatch, "not a CIFAR python batch: it was pickled with a class this Python cannot import "
+     "(No module named 'teamlib_not_installed'); re-save it as a plain dict pickle"),
+])
+def test_a_cifar_batch_of_bytes_rows_or_a_users_class_names_the_file_and_the_format(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: Callable[[np.ndarray], Any], batch: type,
+        shown: str) -> None:
+    """Bytes rows said "invalid literal for int() with base 10: b'\\x00...'" naming no file, a batch of the user's
+    class "No module named 'teamlib'"."""
+    monkeypatch.setitem(sys.modules, "teamlib_not_installed", types.ModuleType("teamlib_not_installed"))
+    monkeypatch.setattr(sys.modules["teamlib_not_installed"], "_TeamBatch", _TeamBatch, raising=False)
+    _cifar10_rows(tmp_path / "cifar", data, batch)
+    monkeypatch.delitem(sys.modules, "teamlib_not_installed")
+    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path / 'cifar' / 'data_batch_1'}: {shown}") +
+                       r".* with 'data' of shape \(N, 3072\) uint8 and 'labels'$"):
+        load_dataset("cifar10", path=tmp_path / "cifar")
 
 
 def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
