@@ -418,6 +418,22 @@ def cifar_run(data: Callable[[np.ndarray], Any]) -> Callable[[Ctx], list[str]]:
     return build
 
 
+def imagefolder_with_link(target: str) -> Callable[[Ctx], list[str]]:
+    """A run on an image folder of two classes of three PNGs, one class also holding gone.png, a symlink to
+    ``target`` (relative to the class folder)."""
+    def build(ctx: Ctx) -> list[str]:
+        from PIL import Image
+
+        for cls in ("a", "b"):
+            (ctx.tmp / "images" / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(ctx.tmp / "images" / cls / f"{i}.png")
+        (ctx.tmp / "images" / "a" / "gone.png").symlink_to(target)
+        dataset = {"name": "imagefolder", "kwargs": {"path": str(ctx.tmp / "images"), "image_size": 8}}
+        return ["run", str(ctx.experiment({"dataset": dataset}))]
+    return build
+
+
 UNDER_FILE = "plain-file.txt/"
 PICKLED = {"x_train": np.array([{"a": 1}], dtype=object), "y_train": labels(1),
            "x_test": images(4), "y_test": labels(4)}
@@ -663,6 +679,10 @@ CASES = [
          ("data_batch_1: 'data' is float32 with values 0..1", "CIFAR's format is uint8 0..255", "npz dataset")),
     Case("run-dataset-cifar-bytes-rows", "run", cifar_run(lambda rows: [bytes(r) for r in rows]),
          ("data_batch_1: 'data' is a list of bytes", "'data' of shape (N, 3072) uint8 and 'labels'")),
+    Case("run-dataset-imagefolder-dangling-symlink", "run", imagefolder_with_link("/nonexistent/gone.png"),
+         ("images/a/gone.png cannot be read (a symlink to /nonexistent/gone.png", "replace or remove it")),
+    Case("run-dataset-imagefolder-looping-symlink", "run", imagefolder_with_link("gone.png"),
+         ("images/a/gone.png cannot be read (a symlink to gone.png: Too many levels", "replace or remove it")),
     Case("run-dataset-crop-larger-than-images", "run", run_exp({"dataset": {"preprocess": {"center_crop": 16}}}),
          ("center_crop", "16x16", "8x8")),
     Case("run-artifact-missing", "run",

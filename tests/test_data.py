@@ -478,6 +478,24 @@ def test_the_data_digest_follows_symlinked_folders_and_paths_in_a_mapping(tmp_pa
     assert data_digest(files) != digest
 
 
+@pytest.mark.parametrize(("target", "why"), [("/nonexistent/gone.png", "/nonexistent/gone.png: No such file or directory"),
+                                             ("gone.png", "gone.png: Too many levels of symbolic links")])
+def test_a_dangling_or_looping_symlink_in_an_image_folder_is_named_by_the_data_digest(
+        tmp_path: Path, target: str, why: str) -> None:
+    """Planning digests the folder before the reader sees it: path.stat() raised FileNotFoundError (or ELOOP for a
+    link to itself), a traceback with exit 1."""
+    from edgebench.config import DatasetConfig
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        (tmp_path / "data" / cls / "0.png").write_bytes(b"1")
+    (tmp_path / "data" / "a" / "gone.png").symlink_to(target)
+    dataset = DatasetConfig(name="imagefolder", kwargs={"path": str(tmp_path / "data")})
+    message = f"dataset file {tmp_path / 'data' / 'a' / 'gone.png'} cannot be read (a symlink to {why}); replace or remove it"
+    with pytest.raises(DatasetError, match=re.escape(message) + "$"):
+        dataset.digest()
+
+
 def test_a_test_class_no_training_image_has_is_refused(tmp_path: Path) -> None:
     """Training labels 0..2 and test labels 1..3 (counted from 1): class 3 was scored, never trained, no word."""
     rng = np.random.default_rng(0)

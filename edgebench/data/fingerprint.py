@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edgebench.errors import DatasetError
+
 #: bumped when reading an image directory changes what the arrays hold (1: images kept at their native size for
 #: a declared resize/crop instead of squashed to image_size first, 16-bit PNGs scaled by 65535)
 DIRECTORY_READER_REVISION = 1
@@ -81,6 +83,14 @@ def _files_digest(root: Path, files: list[Path]) -> str:
     """Each file's path relative to ``root``, size and mtime."""
     h = hashlib.sha256()
     for path in files:
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError as exc:  # a symlink to a missing file or to itself: the reader would refuse it too, later
+            raise DatasetError(f"dataset file {path} cannot be read ({_unreadable(path, exc)}); replace or remove it") from None
         h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    """Why ``path`` cannot be read, naming a symlink's target (what the user has to mend)."""
+    return f"a symlink to {os.readlink(path)}: {exc.strerror}" if path.is_symlink() else exc.strerror or str(exc)
