@@ -168,6 +168,13 @@ class QuantSpec(_Frozen):
         return self
 
 
+#: the smallest std a declared normalize divides by: on [0, 1] pixels common datasets' channel stds are 0.2..0.3
+#: (ImageNet's 0.224, CIFAR-10's 0.25, MNIST's 0.31); a std under 1e-3 multiplies its channel by over 1000, so one
+#: 8-bit step (1/255) becomes a jump of 4 or more and that channel swamps the others (std 1e-30 made its inputs
+#: 1e30 and the run ended at chance, with a note pointing at the learning rate)
+_MIN_STD = 1e-3
+
+
 class Normalize(_Frozen):
     """Per-channel ``(x - mean) / std`` on pixel values scaled to [0, 1] (torchvision's ``Normalize``)."""
 
@@ -178,6 +185,9 @@ class Normalize(_Frozen):
     def _positive_std(self) -> Normalize:
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {list(self.std)}")
+        if tiny := [s for s in self.std if s < _MIN_STD]:
+            raise ValueError(f"std {tiny[0]:g} scales its channel by {1 / tiny[0]:.3g}; give each channel's standard "
+                             f"deviation on [0, 1] pixels, at least {_MIN_STD:g} (ImageNet's are about 0.22)")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean has {len(self.mean)} values, std {len(self.std)}; give one per channel")
         return self

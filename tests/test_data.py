@@ -536,6 +536,28 @@ def test_uint16_pixels_are_scaled_to_one_and_a_normalize_over_0_255_pixels_warns
     assert "normalize takes pixels in [0, 1], but the training images reach 255" in caplog.text
 
 
+def test_a_normalize_for_0_255_pixels_on_unit_pixels_warns_with_the_values_to_give(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ImageNet's statistics times 255 on an image folder (pixels in [0, 1]) trained on near-constant inputs, no
+    word; the values to give are the declared ones / 255."""
+    from PIL import Image
+
+    for cls, value in (("a", 0), ("b", 255)):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    with caplog.at_level("WARNING", logger="edgebench.data.preprocess"):
+        load_dataset("imagefolder", Preprocess(normalize={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}),
+                     path=tmp_path, image_size=8, test_fraction=0.25)
+        assert caplog.text == ""
+        s = load_dataset("imagefolder", Preprocess(normalize={"mean": [127.5, 127.5, 127.5], "std": [51, 51, 51]}),
+                         path=tmp_path, image_size=8, test_fraction=0.25)
+    assert s.x_train.max() == pytest.approx((1 - 127.5) / 51)  # what it trains on: within 0.02 of a constant
+    assert ("normalize has mean/std values up to 127.5, but it is applied to pixels in [0, 1] (the training images "
+            "reach 1; uint8 is scaled to [0, 1] first): statistics of 0..255 pixels are divided by 255 (here mean "
+            "[0.5, 0.5, 0.5], std [0.2, 0.2, 0.2])") in caplog.text
+
+
 def test_half_a_validation_split_is_refused_and_misspelt_split_keys_are_named(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """x_val without y_val, and x_valid/y_valid, were ignored without a word (the validation split held out of

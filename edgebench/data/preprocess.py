@@ -102,6 +102,20 @@ def _check_memory(values: int, resize: int | tuple[int, int]) -> None:
                            "input size (e.g. 224), not a larger one")
 
 
+def _check_normalize_scale(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """Warn where a declared normalize and the pixels it is applied to are on different scales (float pixels
+    0..255, or ImageNet's statistics times 255 on [0, 1] pixels): either leaves near-constant inputs to train on."""
+    top, high = float(x.max()), float(max(np.abs(mean).max(), std.max()))
+    if top > _UNIT_RANGE_TOP:  # float pixels 0..255: normalize is for [0, 1]
+        log.warning("dataset.preprocess.normalize takes pixels in [0, 1], but the training images reach %.4g: "
+                    "divide them by their full scale (255) in the loader, or give them as uint8", top)
+    elif high > 1 and float(x.min()) >= 1 - _UNIT_RANGE_TOP:  # no channel of [0, 1] pixels has a mean or std above 1
+        log.warning("dataset.preprocess.normalize has mean/std values up to %.4g, but it is applied to pixels in [0, 1] "
+                    "(the training images reach %.4g; uint8 is scaled to [0, 1] first): statistics of 0..255 pixels "
+                    "are divided by 255 (here mean %s, std %s)", high, top, [round(float(m) / 255, 4) for m in mean],
+                    [round(float(s) / 255, 4) for s in std])
+
+
 def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetSplits:
     """``splits`` (pixel values in [0, 1]) resized, cropped and normalised as ``prep`` declares; standardised with
     the training split's per-channel statistics when it declares no ``normalize``. DatasetError for a crop
@@ -117,9 +131,7 @@ def apply_preprocess(splits: DatasetSplits, prep: Preprocess | None) -> DatasetS
     channels = splits.x_train.shape[1]
     if prep.normalize is not None:
         mean, std = (np.asarray(v, dtype=np.float32) for v in (prep.normalize.mean, prep.normalize.std))
-        if (top := float(splits.x_train.max())) > _UNIT_RANGE_TOP:  # float pixels 0..255: normalize is for [0, 1]
-            log.warning("dataset.preprocess.normalize takes pixels in [0, 1], but the training images reach %.4g: "
-                        "divide them by their full scale (255) in the loader, or give them as uint8", top)
+        _check_normalize_scale(splits.x_train, mean, std)
         if len(mean) not in (1, channels):
             raise DatasetError(f"dataset.preprocess.normalize: {len(mean)} mean/std values for {channels}-channel "
                                "images; give one per channel (or one for all)")
