@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Precision = Literal["fp32", "fp16", "int8", "int8_dynamic", "fixed"]
 #: a registered schedule name (``edgebench.prune.schedules.SCHEDULES``: while_training, oneshot_finetune, iterative,
@@ -202,6 +202,14 @@ class Preprocess(_Frozen):
         None, description="N: the shorter side to N, keeping the aspect ratio; [H, W]: exactly (bilinear, antialiased)")
     center_crop: int | tuple[int, int] | None = Field(None, description="N or [H, W]: the central window")
     normalize: Normalize | None = None
+
+    @field_validator("resize", "center_crop", mode="before")
+    @classmethod
+    def _one_or_two_sizes(cls, value: Any) -> Any:
+        """A list of another length fails both members of the union, and pydantic's two errors name neither form."""
+        if isinstance(value, list | tuple) and len(value) != 2:
+            raise ValueError(f"one size N or [height, width], got {list(value)}")
+        return value
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> Preprocess:
