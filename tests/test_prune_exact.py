@@ -334,6 +334,23 @@ def test_a_depthwise_conv_with_a_channel_multiplier_is_kept_and_named(caplog: py
     assert "depthwise conv dw has a channel multiplier (16 outputs from 8 inputs)" in caplog.text
 
 
+class SpatialAttention(nn.Module):
+    """CBAM's spatial attention after the first conv: a 1-channel map, convolved from the mean and the maximum over
+    c1's 16 channels, multiplies them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.sa = nn.Conv2d(2, 1, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.c1(x)))
+        x = x * torch.sigmoid(self.sa(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+        return self.fc(torch.relu(self.c2(x)).mean((2, 3)))
+
+
 class PartialShortcuts(nn.Module):
     """ReXNet's blocks (timm's rexnet_100): each widens its input by 11 channels and adds the input to the first
     channels of its 1x1 projection, the rest joined on, ``cat([y[:, :c] + x, y[:, c:]])``; five in a row."""

@@ -184,3 +184,23 @@ def test_history_records_the_filters_removed_beside_the_nominal_ratio() -> None:
                                                    create_criterion("l1"), spec)
     step = result.history[0]
     assert step["pruned_ratio"] == 0.25 and step["filters_removed"] == pytest.approx(6 / 30)
+
+
+def test_history_records_the_share_of_all_conv_filters_removed_with_those_no_group_cuts() -> None:
+    """CBAM's spatial attention: c1's 16 filters are tied to sa's one channel, which is never cut; at 0.5, c2
+    loses 16 of 32, so 16 of the model's 16 + 1 + 32 = 49 conv filters go (it recorded 16 / 34: c1 as one filter)."""
+    from test_prune_exact import SpatialAttention
+
+    from edgebench.data import DatasetSplits
+    from edgebench.models.cost import conv_filters
+    from edgebench.prune import SCHEDULES, create_criterion
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(192, 3, 8, 8, generator=g).numpy(), torch.randint(0, 5, (192,), generator=g).numpy()
+    splits = DatasetSplits("syn", 5, (3, 8, 8), x[:128], y[:128], x[128:160], y[128:160], x[160:], y[160:])
+    spec = PruneSpec(criterion="l1", ratio=0.5, schedule="while_training", prune_epochs=(0,))
+    model = SpatialAttention()
+    result = SCHEDULES.get("while_training")().run(model, splits, TrainSpec(epochs=2, batch_size=64),
+                                                   create_criterion("l1"), spec)
+    assert conv_filters(model) == {"c1": 16, "sa": 1, "c2": 16}
+    assert result.history[0]["pruned_ratio"] == 0.5 and result.history[0]["filters_removed"] == pytest.approx(16 / 49)

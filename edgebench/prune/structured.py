@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from edgebench.errors import UnsupportedModelError, first_line
 from edgebench.memory_limit import bounded_growth
-from edgebench.models.cost import count_macs
+from edgebench.models.cost import conv_filters, count_macs
 from edgebench.prune.allocation.base import Allocation, filters_removed
 from edgebench.prune.allocation.ranking import GlobalRanking
 from edgebench.prune.allocation.uniform import Uniform
@@ -455,8 +455,10 @@ def zero_channels(model: nn.Module, example_input: torch.Tensor, plan: dict[str,
 
 class PrunePlan(dict[str, list[int]]):
     """The removal plan :func:`prune_model` applied (root conv name -> removed channel indices) and
-    ``filters_removed``: the share of the pruned groups' original filters gone, earlier steps' included - what the
-    ratio achieved once each layer's width was rounded to whole filters (and ``round_to``)."""
+    ``filters_removed``: the share of the model's original conv filters gone, counted from the widths, earlier
+    steps' included - what the ratio achieved once each layer's width was rounded to whole filters (and
+    ``round_to``), with the filters no group could cut (the classifier, ``pruning.keep``, those warned of) among
+    the kept, as the report counts them."""
 
     def __init__(self, plan: Mapping[str, list[int]], filters_removed: float) -> None:
         super().__init__(plan)
@@ -490,7 +492,8 @@ def prune_model(
         allocation: splits ``ratio`` into per-layer ratios (``prune/allocation/``); replaces ``scope``.
     Returns:
         The removal plan that was applied (root conv name -> removed channel indices; for a layer-by-layer
-        criterion, indices of each group as it was when its turn came), with the share of filters it achieved.
+        criterion, indices of each group as it was when its turn came), with the share of the model's conv filters
+        removed (:class:`PrunePlan`).
     """
     if not 0 < ratio < 1:  # 50 meant as percent would leave one filter a layer
         raise ValueError(f"prune_model: ratio is the fraction of filters (or MACs) to remove, strictly between 0 and "
@@ -499,6 +502,7 @@ def prune_model(
         allocation = GlobalRanking() if scope == "global" else Uniform()
     model.eval()
     input_shape = tuple(example_input.shape[1:])
+    widths = original or conv_filters(model)
     criterion.prepare(model, example_input, data)
     try:
         groups = score_groups(model, criterion, example_input, original, ignored)
@@ -529,8 +533,10 @@ def prune_model(
                                      example_input, data, ignored)
     else:
         remove_channels(model, example_input, plan)
-    achieved = _removed_share(groups, plan)
-    log.debug("pruned %d channels in %d groups: %.1f%% of the prunable filters removed (ratio %.2f of %s)",
+    # from the widths, not the groups: a conv torch-pruning ties to a one-channel group (CBAM) counted as one filter
+    total = sum(widths.values())
+    achieved = 1 - sum(conv_filters(model).values()) / total if total else 0.0
+    log.debug("pruned %d channels in %d groups: %.1f%% of the model's conv filters removed (ratio %.2f of %s)",
              sum(map(len, plan.values())), len(plan), 100 * achieved, ratio, unit)
     return PrunePlan(plan, achieved)
 

@@ -104,8 +104,8 @@ def apply_prune(
 ) -> float:
     """Prune ``model`` to ``ratio`` of its original filters/MACs, scoring on a training sample, split between
     layers by ``allocation`` (the spec's, from :func:`schedule_allocation`; None: ``spec.scope``). Returns the share
-    of the prunable filters removed in all: ``ratio`` as achieved in whole filters (and ``round_to``), the figure
-    to report as "removed"."""
+    of the model's conv filters removed in all, from the widths: ``ratio`` as achieved in whole filters (and
+    ``round_to``), with those no group could cut kept, the figure to report as "removed"."""
     x = torch.as_tensor(state_or_splits.x_train)
     y = torch.as_tensor(state_or_splits.y_train)
     needs_data = criterion.needs_data or (allocation is not None and allocation.needs_data)
