@@ -351,6 +351,29 @@ class SpatialAttention(nn.Module):
         return self.fc(torch.relu(self.c2(x)).mean((2, 3)))
 
 
+def test_a_conv_a_broadcast_map_ties_is_named_and_counted_as_kept(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch-pruning ties c1's channel 0 to sa's one channel (the broadcast multiply) and its other filters to no
+    group: c1 keeps its 16 filters, and the share removed is of all 16 + 1 + 32 = 49 conv filters, 16 of c2's gone:
+    16 / 49 (it said 16 / 34, sa's group counted as 2 filters and c1's 16 as 1, and nothing named c1)."""
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process: another test's "c1" would hide it
+    torch.manual_seed(0)
+    model = SpatialAttention().eval()
+    pruned, plan = _halved_as_zeroed(model, caplog)
+    assert (pruned.c1.out_channels, pruned.sa.out_channels, pruned.c2.out_channels) == (16, 1, 16)
+    assert plan.filters_removed == pytest.approx(16 / 49)
+    assert caplog.text.count("the filters of c1 are not pruned") == 1
+    assert "15 of its 16 output channels in no group" in caplog.text and "pruning.keep: [c1]" in caplog.text
+    check_prunable(model, _example(), "model SpatialAttention")  # the removal check passes it (README says so)
+    caplog.clear()
+    monkeypatch.setattr(structured, "_WARNED", set())
+    kept = copy.deepcopy(model)
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        prune_model(kept, L1Norm(), 0.5, _example()[:1], ignored=kept_layers(kept, ["c1"]))
+    assert kept.c2.out_channels == 16 and "c1" not in caplog.text  # kept as the warning says: no warning
+
+
 class PartialShortcuts(nn.Module):
     """ReXNet's blocks (timm's rexnet_100): each widens its input by 11 channels and adds the input to the first
     channels of its 1x1 projection, the rest joined on, ``cat([y[:, :c] + x, y[:, c:]])``; five in a row."""

@@ -336,8 +336,45 @@ def score_groups(
     ``original`` maps conv names to their channel counts before pruning began (defaults to now).
     """
     graph = dependency_graph(model, example_input)
-    return [score_group(root, group, criterion, graph, (original or {}).get(root))
-            for root, group in prunable_groups(model, graph, ignored)]
+    groups = prunable_groups(model, graph, ignored)
+    _warn_partly_tied(model, graph, groups)
+    return [score_group(root, group, criterion, graph, (original or {}).get(root)) for root, group in groups]
+
+
+def _warn_partly_tied(model: nn.Module, graph: tp.DependencyGraph,
+                      groups: Sequence[tuple[str, tp.dependency.Group]]) -> None:
+    """Warn once (as :func:`_warn_kept`) for each conv some of whose filters no prunable group holds: torch-pruning tied
+    only some of its channels to another conv's group, so the rest are never removed, and nothing said so. CBAM's
+    spatial attention, ``x * torch.sigmoid(sa(cat([x.mean(1), x.amax(1)])))``, broadcasts ``sa``'s one channel over
+    the 16 of the conv before: torch-pruning put that conv's channel 0 in ``sa``'s group (one channel, never cut)
+    and its other filters in no group, so a run at 0.5 kept all 16 without a word."""
+    names = {m: n for n, m in model.named_modules()}
+    held: dict[nn.Conv2d, set[int]] = {}
+    holders: dict[nn.Conv2d, dict[str, int]] = {}  # conv -> roots of the groups holding some of it, their widths
+    for root, group in groups:
+        for item in group:
+            layer = item.dep.target.module
+            if isinstance(layer, nn.Conv2d) and graph.is_out_channel_pruning_fn(item.dep.handler):
+                held.setdefault(layer, set()).update(int(getattr(i, "idx", i)) for i in item.idxs)
+                holders.setdefault(layer, {})[root] = len(group[0].idxs)
+    for layer, idxs in held.items():
+        name = names[layer]
+        if len(idxs) >= layer.out_channels or name in _WARNED:
+            continue
+        _WARNED.add(name)
+        others = {root: width for root, width in holders[layer].items() if root != name} or holders[layer]
+        rest, groups_of = layer.out_channels - len(idxs), ", ".join(f"{root}'s" for root in others)
+        if all(width == 1 for width in others.values()):  # a group keeps a channel: that one goes nowhere either
+            log.warning("the filters of %s are not pruned: torch-pruning puts %d of its %d output channels in no group "
+                        "and %d in %s group of one channel, which a group keeps (a 1-channel map broadcast over them, "
+                        "as CBAM's x * torch.sigmoid(sa(...))); the share of filters removed counts them as kept; "
+                        "pruning.keep: [%s] keeps them without this warning", name, rest, layer.out_channels,
+                        len(idxs), groups_of, name)
+        else:
+            log.warning("%d of the %d filters of %s are not pruned: torch-pruning puts them in no group and the other "
+                        "%d in %s group (a split, chunk, padding or concatenation of channels that it follows "
+                        "wrongly); the share of filters removed counts them as kept; pruning.keep: [%s] keeps them all "
+                        "without this warning", rest, layer.out_channels, name, len(idxs), groups_of, name)
 
 
 def _keep_count(target: float, current: int, round_to: int | None, floor: int) -> int:
