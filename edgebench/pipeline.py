@@ -22,7 +22,7 @@ from edgebench.artifacts import artifact_path, artifact_ready
 from edgebench.cache_files import try_lock
 from edgebench.config import Experiment, TargetSelection
 from edgebench.data import DatasetSplits
-from edgebench.errors import NothingToRunError, first_line
+from edgebench.errors import NothingToRunError, first_line, one_line
 from edgebench.executor.base import HOST, Lane, Task, TaskResult
 from edgebench.executor.host_lanes import HostLanes, LockHolder, default_lock_dir, open_lock_dir
 from edgebench.executor.runners import Runner, runner_for
@@ -140,29 +140,33 @@ def artifact_input(splits: DatasetSplits) -> dict[str, object]:
 def _say_passed_over(store: Store, exp: Experiment) -> None:
     """Warn about the unfinished runs of ``exp``'s name a new run does not resume, saying why: what they hold stays
     as it is. A run of this very experiment was passed over for its host, its edgebench or a live process (said
-    where it was passed over); another's differs in the fields named, or in the content of the files it reads."""
+    where it was passed over); another's differs in the fields named, or in the content of the files it reads. The
+    latest is named with why; older ones are counted in the same line (each run interrupted while a file was being
+    fixed had added a warning to every later run's output)."""
     runs = store.runs()
-    now = exp.model_dump(mode="json")
-    for _, run in runs[(runs["name"] == exp.name) & runs["finished_at"].isna()].iterrows():
-        if run["experiment_hash"] == exp.hash:
-            continue
-        changed = _changed_fields(store.get_run(run["id"]).get("experiment") or {}, now)
-        why = (f"its experiment differs: {'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}" if changed else
-               "the content of the model's code or weights, the data or a target file changed since")
-        log.warning("unfinished run %s of '%s' (%d result(s) stored) is not resumed: %s; a new run starts and that "
-                    "one stays as it is", run["id"], exp.name, run["n_measurements"], why)
+    passed = runs[(runs["name"] == exp.name) & runs["finished_at"].isna() & (runs["experiment_hash"] != exp.hash)]
+    if passed.empty:
+        return
+    latest = passed.sort_values("started_at").iloc[-1]
+    changed = _changed_fields(store.get_run(latest["id"]).get("experiment") or {}, exp.model_dump(mode="json"))
+    why = (f"its experiment differs: {'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}" if changed else
+           "the content of the model's code or weights, the data or a target file changed since")
+    older = (f"; so are {len(passed) - 1} older unfinished run(s) of it (`edgebench runs` lists them, `edgebench "
+             "delete` removes them)") if len(passed) > 1 else ""
+    log.warning("unfinished run %s of '%s' (%d result(s) stored) is not resumed: %s; a new run starts and that "
+                "one stays as it is%s", latest["id"], exp.name, latest["n_measurements"], why, older)
 
 
 def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     """``field: old -> new`` for each leaf that differs between two experiment records (a moved project's absolute
-    ``model.file``, say)."""
+    ``model.file``, say); a long value is cut with an ellipsis."""
     changed = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changed += _changed_fields(a, b, f"{prefix}{key}.")
         elif a != b:
-            changed.append(f"{prefix}{key}: {a!r:.60} -> {b!r:.60}")
+            changed.append(f"{prefix}{key}: {one_line(repr(a), 60)} -> {one_line(repr(b), 60)}")
     return changed
 
 

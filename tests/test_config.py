@@ -336,6 +336,16 @@ def test_an_edited_target_file_of_the_users_changes_the_hash_and_the_passed_over
     with Store.open(tmp_path / "r.db") as store, caplog.at_level("WARNING", logger="edgebench.pipeline"):
         _say_passed_over(store, moved)
     assert f"is not resumed: its experiment differs: run.workdir: {exp.run.workdir!r} -> '/elsewhere/runs'" in caplog.text
+    # several passed over: the latest named, the others counted in the same line; a long value cut visibly
+    caplog.clear()
+    with Store.open(tmp_path / "r.db") as store:
+        newer = store.start_run(exp.name, {**exp.model_dump(mode="json"), "name": "x" * 80}, "other", MACHINE)
+        with caplog.at_level("WARNING", logger="edgebench.pipeline"):
+            _say_passed_over(store, exp)
+    assert len(caplog.records) == 1 and f"unfinished run {newer} of" in caplog.text and old not in caplog.text
+    assert "name: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx …" in caplog.text
+    assert "so are 1 older unfinished run(s) of it (`edgebench runs` lists them, `edgebench delete` removes them)" \
+        in caplog.text
 
 
 def test_a_relative_dataset_path_found_only_beside_the_experiment_file_is_named_with_both_fixes(
