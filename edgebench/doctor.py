@@ -77,6 +77,8 @@ class TargetStatus:
     broken: bool = False
     #: an available target's backends that cannot run here, with why (its jobs on them are "not run")
     partial: str | None = None
+    #: why the energy meter of a target measured on this machine cannot read here (its jobs measure without energy)
+    no_energy: str | None = None
 
     @property
     def available(self) -> bool:
@@ -135,5 +137,18 @@ def target_statuses(extra_dir: Path | None = None, check: bool = True) -> list[T
         reason = runner.available() if check else None
         partial = "; ".join(f"{b}: {why}" for b, why in runner.unavailable_backends().items()) if check else ""
         statuses.append(TargetStatus(name, spec, reason, [c.name for c in needs],
-                                     [c.name for c in needs if c.found() is None], partial=partial or None))
+                                     [c.name for c in needs if c.found() is None], partial=partial or None,
+                                     no_energy=_meter_problem(spec) if check and reason is None else None))
     return statuses
+
+
+def _meter_problem(spec: TargetSpec) -> str | None:
+    """Why the meter of a target measured on this machine cannot read here, as its jobs would find (a RAPL meter
+    on a VM without powercap, a power logger's file not there); None where it reads, or the target runs elsewhere
+    (an SSH board, a Ray node: its meter is asked there)."""
+    from edgebench.measure.energy import UnavailableMeter, create_meter
+
+    if spec.kind != "local" or spec.ray is not None or not spec.energy:
+        return None
+    meter = create_meter(spec.energy)
+    return meter.reason if isinstance(meter, UnavailableMeter) else None

@@ -291,6 +291,28 @@ def test_targets_and_doctor_see_a_backend_from_a_plugins_file(tmp_path: Path, mo
     assert listed.exit_code == 0 and "available" in row, listed.output
 
 
+def test_targets_and_doctor_say_a_local_meter_that_cannot_read_here(tmp_path: Path, monkeypatch) -> None:
+    """A target whose meter could not read (its logger's file not there) was 'available' with nothing said: the
+    run measured every job without energy and said so only at its end."""
+    from edgebench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "logged.yaml").write_text(
+        "backends: [onnxruntime]\nenergy: {type: external_csv, path: power.csv}\n")
+    from edgebench.doctor import target_statuses
+
+    status = next(s for s in target_statuses() if s.name == "logged")
+    assert status.available and status.no_energy == ("external_csv: meter log power.csv not found (start the meter's "
+                                                     "logger first)")
+    for command in ("targets", "doctor"):
+        shown = CliRunner().invoke(app, [command], env={"COLUMNS": "400"})
+        row = next(line for line in shown.output.splitlines() if "logged " in line)
+        assert shown.exit_code == 0 and "available" in row and "no energy here: external_csv" in row, shown.output
+    (tmp_path / "power.csv").write_text("timestamp,power_w\n0,1.0\n")
+    assert next(s for s in target_statuses() if s.name == "logged").no_energy is None
+
+
 def test_profile_takes_the_plugins_file_of_its_target_s_backend(tmp_path: Path, monkeypatch) -> None:
     """``profile`` had no --plugins: a target of a plug-in backend could not be profiled (its file does not load)."""
     import torch

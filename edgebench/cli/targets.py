@@ -53,10 +53,16 @@ def targets(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None
             _energy_label(spec.energy) if spec else "?",
             _state(status),
             # install hints hold '[extra]', which rich would read as markup
-            escape(status.reason or (f"not run here: {status.partial}" if status.partial else "")),
+            escape(status.reason or _limits(status)),
         )
     console.print(table)
     _fail_if_broken(statuses)
+
+
+def _limits(status: TargetStatus) -> str:
+    """What an available target cannot do here: backends not run, energy not read."""
+    return "; ".join([*([f"not run here: {status.partial}"] if status.partial else []),
+                      *([f"no energy here: {status.no_energy} (the rest is measured)"] if status.no_energy else [])])
 
 
 def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
@@ -83,7 +89,8 @@ def doctor(targets_dir: TargetsDir = None, plugins: PluginFiles = None) -> None:
     statuses = target_statuses(targets_dir)
     for status in statuses:
         missing = "; ".join(f"{m} ({hints.get(m, '')})" for m in status.missing) or "-"
-        state = _state(status) + escape(f": {status.reason}" if status.reason else "")  # the style stays markup
+        said = status.reason or _limits(status)
+        state = _state(status) + escape(f": {said}" if said else "")  # the style stays markup
         needs.add_row(status.name, ", ".join(status.needs) or "-", escape(missing), state)
     console.print(needs)
     for error in broken:
