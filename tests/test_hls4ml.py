@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -209,7 +210,55 @@ def test_a_weight_counts_as_zero_by_the_ap_types_rounding_and_overflow(type_text
 def test_unsupported_layers_are_named(layer: nn.Module, message: str) -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), layer, nn.Flatten(), nn.LazyLinear(10))
     with pytest.raises(UnsupportedModelError, match=message):
-        check_supported(model)
+        check_supported(model, (3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "message"),
+    [
+        (nn.Conv2d(4, 4, 3, padding=2, dilation=2), (3, 8, 8), r"layer '2' \(Conv2d with dilation=\(2, 2\)\) right"),
+        (nn.Conv2d(4, 4, 3, padding=(1, 2), dilation=(1, 2)), (3, 8, 8), r"'2' \(Conv2d with dilation=\(1, 2\)\)"),
+        (nn.Conv1d(4, 4, 3, padding=2, dilation=2), (3, 11), r"layer '2' \(Conv1d with dilation=\(2,\)\) right"),
+        (nn.MaxPool2d(2, 2, dilation=2), (3, 9, 9), r"layer '2' \(MaxPool2d with dilation=2\) right"),
+        (nn.MaxPool1d(2, 2, dilation=2), (3, 11), r"layer '2' \(MaxPool1d with dilation=2\) right"),
+        (nn.AvgPool2d(3, 3, divisor_override=2), (3, 9, 9), r"'2' \(AvgPool2d with divisor_override=2\) right"),
+        # 9 = 4 windows of 2 and one left over: PyTorch's ceil_mode pools it, hls4ml's size formula drops it
+        (nn.MaxPool2d(2, 2, ceil_mode=True), (3, 9, 9), r"'2' \(MaxPool2d with ceil_mode=True\) right: on its 9x9 "
+         r"input hls4ml 1.3 rounds the output size down, to 4x4 where PyTorch gives 5x5; use ceil_mode=False"),
+        (nn.AvgPool1d(2, 2, ceil_mode=True), (3, 11), r"'2' \(AvgPool1d with ceil_mode=True\) right: on its 11 "
+         r"input .* to 5 where PyTorch gives 6"),
+    ],
+    ids=["conv2d-dilated", "conv2d-dilated-width", "conv1d-dilated", "maxpool2d-dilated", "maxpool1d-dilated",
+         "divisor-override", "maxpool2d-ceil", "avgpool1d-ceil"],
+)
+def test_a_layer_hls4ml_converts_to_other_outputs_is_refused_by_name_before_training(
+        layer: nn.Module, shape: tuple[int, ...], message: str) -> None:
+    """hls4ml 1.3 converts these without a word and its C simulation computes other outputs: it reads no dilation
+    (a dilated digits CNN was stored "ok" at 0.03 accuracy, 0.95 undilated), no divisor_override and no ceil_mode.
+    The refusal is check_supported's, so the target is "not run" with the layer named before any training."""
+    conv = nn.Conv2d(shape[0], 4, 3, padding=1) if len(shape) == 3 else nn.Conv1d(shape[0], 4, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(), layer, nn.Flatten(), nn.LazyLinear(2)).eval()
+    model(torch.zeros(1, *shape))  # sizes the LazyLinear
+    with pytest.raises(UnsupportedModelError, match=message):
+        check_supported(model, shape)
+    for io_type in ("io_stream", "io_parallel"):
+        reason = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type=io_type)).refuses(model, shape)
+        assert reason is not None and re.search(message, reason), reason
+
+
+def test_the_same_layers_where_hls4ml_computes_their_outputs_convert(tmp_path: Path) -> None:
+    """What the refusals above leave alone: the layers without dilation, a dilated 1x1 conv (a window of one pixel)
+    and a ceil_mode pool whose windows fit its 8x8 map convert, and the C simulation gives PyTorch's outputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1, dilation=2),
+                          nn.MaxPool2d(2, 2, ceil_mode=True), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 5)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    assert Hls4mlExporter().refuses(model, (3, 8, 8)) is None
+    wide = QuantSpec(precision="fixed", fixed_point="ap_fixed<28,10>")
+    artifact = Hls4mlExporter().export(model, wide, x, tmp_path / "prj")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 1e-3
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 1, 1)], ids=["max", "avg"])

@@ -139,24 +139,15 @@ def with_fixed_adaptive_pools(model: nn.Module, input_shape: tuple[int, ...]) ->
     pools = {name: m for name, m in model.named_modules() if type(m) in adaptive and not getattr(m, "return_indices", 0)}
     if not pools:
         return model
-    sizes: dict[str, set[tuple[int, int]]] = {name: set() for name in pools}
-    hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: sizes[name].add(tuple(args[0].shape[-2:])))
-             for name, m in pools.items()]
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape))
-    except Exception:  # a forward that fails on zeros: converted as it is, and hls4ml says what it meets
+    sizes = _map_sizes(model, pools, input_shape)
+    if sizes is None:  # a forward that fails on zeros: converted as it is, and hls4ml says what it meets
         return model
-    finally:
-        model.train(training)
-        for hook in hooks:
-            hook.remove()
     fixed = {}
     for name, pool in pools.items():
-        if len(sizes[name]) != 1:
+        seen = {size for size, _ in sizes[name]}
+        if len(seen) != 1:
             continue  # never called, or called on maps of several sizes
-        ((height, width),) = sizes[name]
+        ((height, width),) = seen
         out = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size, pool.output_size)
         out_h, out_w = (size if o is None else o for o, size in zip(out, (height, width)))
         if height % out_h == 0 and width % out_w == 0:
@@ -171,15 +162,37 @@ def with_fixed_adaptive_pools(model: nn.Module, input_shape: tuple[int, ...]) ->
     return model
 
 
+def _map_sizes(model: nn.Module, layers: Mapping[str, nn.Module],
+               input_shape: tuple[int, ...]) -> dict[str, set[tuple[tuple[int, ...], tuple[int, ...]]]] | None:
+    """The (input, output) map sizes (the dimensions after batch and channels) each of ``layers`` sees in a forward
+    of zeros at ``input_shape`` (C, H, W): what an adaptive pool's windows and a ceil_mode pool's output size depend
+    on. None when the forward fails on zeros."""
+    sizes: dict[str, set[tuple[tuple[int, ...], tuple[int, ...]]]] = {name: set() for name in layers}
+    hooks = [m.register_forward_hook(lambda _m, args, out, name=name: sizes[name].add((tuple(args[0].shape[2:]),
+                                                                                       tuple(out.shape[2:]))))
+             for name, m in layers.items()]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    except Exception:  # any error of the user's forward: the caller goes on without the sizes
+        return None
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
 def hls4ml_ready(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     """``model`` as it goes to hls4ml: inference no-ops dropped, functional forms written as hls4ml reads them
     (:mod:`~edgebench.runtimes.hls4ml.graph_forms`), adaptive pools fixed for ``input_shape`` (C, H, W)."""
     return with_fixed_adaptive_pools(hls4ml_forms(without_inference_no_ops(model), input_shape), input_shape)
 
 
-def check_supported(model: nn.Module, io_type: str = "io_parallel") -> None:
-    """Raise UnsupportedModelError naming the first layer hls4ml cannot convert (or, for ``io_type``
-    ``io_stream``, cannot stream)."""
+def check_supported(model: nn.Module, input_shape: tuple[int, ...], io_type: str = "io_parallel") -> None:
+    """Raise UnsupportedModelError naming the first layer hls4ml cannot convert, converts to a firmware that computes
+    other outputs at images of ``input_shape`` (C, H, W), or (for ``io_type`` ``io_stream``) cannot stream."""
     from hls4ml.converters import get_supported_pytorch_layers
 
     supported = set(get_supported_pytorch_layers())
@@ -201,12 +214,14 @@ def check_supported(model: nn.Module, io_type: str = "io_parallel") -> None:
             raise UnsupportedModelError(
                 f"hls4ml cannot convert layer '{name}' ({kind} with padding_mode='{module.padding_mode}'): its "
                 "converter pads with zeros only")
+        if misread := _misread_attribute(name, module):
+            raise UnsupportedModelError(misread)
         if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and module.padding not in (0, (0, 0)):
             raise UnsupportedModelError(  # nnet_pooling_stream.h asserts pad == 0: the C simulation aborts
                 f"hls4ml cannot stream layer '{name}' ({kind} with padding={module.padding}): its io_stream pooling "
                 "takes no padding (the C simulation aborts); a target with fpga: {io_type: io_parallel} converts it")
         if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
-            window, stride = (_pair(getattr(module, f)) for f in ("kernel_size", "stride"))
+            window, stride = (_per_dim(getattr(module, f), 2) for f in ("kernel_size", "stride"))
             if window != stride:  # nnet_pooling_stream.h asserts pool size == stride: the C simulation aborts
                 raise UnsupportedModelError(
                     f"hls4ml cannot stream layer '{name}' ({kind} of window {module.kernel_size}, stride "
@@ -217,11 +232,57 @@ def check_supported(model: nn.Module, io_type: str = "io_parallel") -> None:
         if kind not in supported:
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
+    _check_ceil_modes(model, input_shape)
 
 
-def _pair(value: int | tuple[int, ...] | None) -> tuple[int, ...] | None:
-    """A pooling size or stride as (height, width); None stays None (a stride defaulting to the window)."""
-    return (value, value) if isinstance(value, int) else value
+def _misread_attribute(name: str, module: nn.Module) -> str | None:
+    """Why hls4ml 1.3 converts layer ``name`` to a firmware that computes other outputs, for an attribute of a
+    convolution or pool it does not read, and what to do; None where there is none. Its converters pass a Conv's
+    dilation on for the output size only (nnet_conv1d.h/nnet_conv2d.h fix dilation 1, the streaming kernels read
+    none) and never read a MaxPool's dilation or an AvgPool's divisor_override: a dilated Conv2d gave max |C-sim -
+    PyTorch| 0.47 against outputs of 0.35 (3e-5 undilated), a dilated MaxPool2d 0.85, divisor_override=2 1.31."""
+    kind = type(module).__name__
+    if isinstance(module, nn.Conv1d | nn.Conv2d | nn.MaxPool1d | nn.MaxPool2d):
+        dims = 1 if isinstance(module, nn.Conv1d | nn.MaxPool1d) else 2
+        dilation, kernel = (_per_dim(getattr(module, f), dims) for f in ("dilation", "kernel_size"))
+        if any(d != 1 and k != 1 for d, k in zip(dilation, kernel)):  # a 1-wide window reads one pixel at any dilation
+            return (f"hls4ml cannot convert layer '{name}' ({kind} with dilation={module.dilation}) right: hls4ml 1.3 "
+                    "reads the pixels of its window next to each other (dilation 1), a firmware that computes other "
+                    "outputs; use dilation=1 (a larger kernel or a stride widens its view) or leave hls4ml targets "
+                    "out for this model")
+    if isinstance(module, nn.AvgPool2d) and module.divisor_override is not None:
+        return (f"hls4ml cannot convert layer '{name}' ({kind} with divisor_override={module.divisor_override}) "
+                "right: hls4ml 1.3 divides by the pixels of its window whatever the divisor, a firmware that computes "
+                "other outputs; drop divisor_override (scale the next layer instead) or leave hls4ml targets out for "
+                "this model")
+    return None
+
+
+def _check_ceil_modes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Raise UnsupportedModelError naming a pool whose ceil_mode gives it a larger output than hls4ml 1.3's
+    floor((size + 2 padding - window) / stride) + 1 at images of ``input_shape``: its converter never reads ceil_mode
+    (a MaxPool1d of 11 samples: max |C-sim - PyTorch| 1.3 in io_parallel, 340 in io_stream, against outputs of
+    0.81). Where the windows fit the map, ceil_mode changes nothing and the pool converts."""
+    pools = {name: m for name, m in model.named_modules()
+             if isinstance(m, nn.modules.pooling._MaxPoolNd | nn.modules.pooling._AvgPoolNd) and m.ceil_mode
+             and not getattr(m, "return_indices", False)}
+    sizes = _map_sizes(model, pools, input_shape) if pools else None
+    for name, pool in pools.items():
+        for size, out in (sizes or {}).get(name, ()):
+            window, stride, padding = (_per_dim(getattr(pool, f), len(size))
+                                       for f in ("kernel_size", "stride", "padding"))
+            floor = tuple((s + 2 * p - k) // st + 1 for s, p, k, st in zip(size, padding, window, stride))
+            if floor != out:
+                raise UnsupportedModelError(
+                    f"hls4ml cannot convert layer '{name}' ({type(pool).__name__} with ceil_mode=True) right: on its "
+                    f"{'x'.join(map(str, size))} input hls4ml 1.3 rounds the output size down, to "
+                    f"{'x'.join(map(str, floor))} where PyTorch gives {'x'.join(map(str, out))}; use "
+                    "ceil_mode=False, or a padding or input size that the windows fit")
+
+
+def _per_dim(value: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
+    """A layer's size, stride, padding or dilation, given as one int or one per map dimension, per dimension."""
+    return (value,) * dims if isinstance(value, int) else tuple(value)
 
 
 #: an hls4ml fixed-point type: ap_fixed<W,I[,Q[,O[,N]]]> or ap_ufixed<...> (the ap_ is optional)
@@ -457,7 +518,7 @@ class Hls4mlExporter(Exporter):
         compiled: about 0.02 s for the digits CNN)."""
         try:
             plain = hls4ml_ready(model, input_shape)
-            check_supported(plain, self.fpga.io_type)
+            check_supported(plain, input_shape, self.fpga.io_type)
             with tempfile.TemporaryDirectory() as tmp:
                 convert_model(plain, input_shape, QuantSpec(precision="fixed"), self.fpga, Path(tmp) / PROJECT)
         except UnsupportedModelError as exc:
@@ -479,7 +540,7 @@ class Hls4mlExporter(Exporter):
         input_shape = tuple(int(d) for d in calibration.shape[1:])
         model = hls4ml_ready(model, input_shape)
         fpga = self.fpga
-        check_supported(model, fpga.io_type)
+        check_supported(model, input_shape, fpga.io_type)
         if out_path.exists():
             shutil.rmtree(out_path)  # a half-written project from an interrupted run
 
