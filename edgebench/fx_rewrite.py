@@ -46,3 +46,12 @@ def constant(graph: torch.fx.GraphModule, prefix: str, value: torch.Tensor) -> t
     name = fresh_name(graph, prefix)
     graph.register_buffer(name, value)
     return graph.graph.get_attr(name)
+
+
+def traced(module: torch.nn.Module) -> torch.fx.GraphModule:
+    """``torch.fx.symbolic_trace(module)`` with each node's stack trace kept (``node.meta['stack_trace']``, beside
+    the ``nn_module_stack`` every trace keeps): an op a converter refuses can then be found in the model's code."""
+    tracer = torch.fx.Tracer()
+    tracer.record_stack_traces = True
+    graph = tracer.trace(module)
+    return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)

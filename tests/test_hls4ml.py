@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -556,14 +559,69 @@ class Gated(_Head):
 @pytest.mark.parametrize(("model", "message"), [
     (Gated(), r"broadcasting merge not supported non-io_parallel \(x \* w with w of shape \(N, C, 1, 1\).*io_parallel"),
     (Sliced(), r"has no layer that indexes or slices a tensor \(x\[:, :2\]"),
-    (BatchView(), r"Unsupported function size \(x.size\(0\) in forward, other than to flatten each image"),
-    (ChannelMean(), r"Unsupported function mean \(a mean over other axes than height and width, such as x.mean\(1\)"),
-    (ChannelSplit(), r"Unsupported function split \(torch.split of channels in forward: hls4ml 1.3 has no split"),
+    (BatchView(), r"Unsupported function size in the model's forward \(.*test_hls4ml.py:\d+\) \(x.size\(0\) in forward, other than to flatten each image"),
+    (ChannelMean(), r"Unsupported function mean in the model's forward \(.*test_hls4ml.py:\d+\) \(a mean over other axes than height and width, such as x.mean\(1\)"),
+    (ChannelSplit(), r"Unsupported function split in the model's forward \(.*test_hls4ml.py:\d+\) \(torch.split of channels in forward: hls4ml 1.3 has no split"),
 ], ids=["gate", "slice", "size", "channel-mean", "split"])
 def test_an_op_hls4ml_cannot_trace_is_named_with_what_to_write(model: nn.Module, message: str, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(UnsupportedModelError, match=message):
         Hls4mlExporter().export(model.eval(), QuantSpec(precision="fixed"), x, tmp_path / "sized")
+
+
+class _SwishBlock(nn.Module):
+    """A block that acts with ``F.hardswish`` in its forward (MobileNetV3's), which hls4ml's tracer refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.hardswish(self.conv(x))
+
+
+class Swished(nn.Module):
+    """Two such blocks, then a global mean that graph_forms rewrites (hls4ml is given its traced copy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1, self.b2, self.fc = _SwishBlock(), nn.Sequential(nn.Conv2d(4, 3, 1), _SwishBlock()), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.b2(self.b1(x)).mean((2, 3)))
+
+
+class Upsampled(_Head):
+    """``F.interpolate`` in the model's own forward (a U-Net's decoder), which graph_forms leaves as it is."""
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.halved(nn.functional.interpolate(x, scale_factor=0.5).flatten(1))
+
+
+def _line_of(method: Callable[..., Any], text: str) -> str:
+    """The file:line of the line of ``method``'s source that holds ``text``."""
+    lines, first = inspect.getsourcelines(method)
+    return f"{inspect.getsourcefile(method)}:{first + next(i for i, line in enumerate(lines) if text in line)}"
+
+
+def test_a_function_hls4ml_cannot_convert_is_named_where_the_model_calls_it_with_what_to_do() -> None:
+    """hls4ml's own error names the function only ("Unsupported function hardswish"): the refusal adds each module
+    that calls it, the model's line of the first, and what to write instead - the layer where hls4ml converts it
+    (``nn.Upsample`` for ``F.interpolate``), else the advice for the layer (hls4ml has no ``Hardswish`` either)."""
+    from edgebench.runtimes.hls4ml.export import hls4ml_ready
+
+    model = Swished().eval()
+    assert isinstance(hls4ml_ready(model, (3, 8, 8)), torch.fx.GraphModule)  # the rewritten copy's nodes are read
+    reason = Hls4mlExporter().refuses(model, (3, 8, 8))
+    where = _line_of(_SwishBlock.forward, "hardswish(")
+    assert reason == (f"hls4ml cannot convert the model: Unsupported function hardswish in 'b1' ({where}), 'b2.1': "
+                      "hls4ml 1.3 has no Hardswish layer either; use ReLU")
+    model = Upsampled().eval()
+    assert hls4ml_ready(model, (3, 8, 8)) is model  # hls4ml is given the model itself: it is traced to find the call
+    reason = Hls4mlExporter().refuses(model, (3, 8, 8))
+    assert reason is not None and reason.startswith(
+        "hls4ml cannot convert the model: Unsupported function interpolate in the model's forward "
+        f"({_line_of(Upsampled.head, 'interpolate(')}): write it as the nn.Upsample layer, which hls4ml converts"), reason
 
 
 def test_layers_beyond_the_fixed_point_range_are_named() -> None:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from edgebench.errors import UnsupportedModelError, first_line, require_module
+from edgebench.fx_rewrite import traced
 from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.fixed_point import apply_precisions, hls_precisions
 from edgebench.quantization.modules import LayerQuant
@@ -98,6 +99,11 @@ _UNSUPPORTED_FUNCTIONS = {
     "chunk": " (x.chunk(...) of channels in forward: hls4ml 1.3 has no split layer; this model cannot be an hls4ml "
              "firmware as written)",
 }
+
+#: functions whose layer is not their name
+_FUNCTION_LAYERS = {"interpolate": "Upsample"}
+#: what a layer that stands for a function must be given to convert right
+_LAYER_NOTES = {"Upsample": " (with a scale_factor and mode='nearest', hls4ml 1.3's only resize)"}
 
 
 class _PassThrough(nn.Module):
@@ -456,9 +462,60 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{names[0] if names else '?'}' ({kind}): "
                                         f"{advice}") from exc
-        hint = (_UNSUPPORTED_FUNCTIONS.get(str(exc).removeprefix("Unsupported function "), "")
-                or _MESSAGE_HINTS.get(str(exc), "") or _raised_where(exc))
+        if function := re.fullmatch(r"Unsupported function (\w+)", str(exc)):  # name where the forward calls it
+            hint = _called_where(model, function[1]) + (_UNSUPPORTED_FUNCTIONS.get(function[1])
+                                                         or _function_advice(function[1]))
+        else:
+            hint = _MESSAGE_HINTS.get(str(exc), "") or _raised_where(exc)
         raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}{hint}") from exc
+
+
+def _called_where(model: nn.Module, function: str) -> str:
+    """Where the forward of ``model`` calls ``function`` as hls4ml names it (its node's name, less a ``_<n>`` of
+    repeats): " in 'b1' (<file>:<line>), 'b2'", each module that calls it, the model's own line of the first; ""
+    when the model cannot be traced. A model that graph_forms rewrote is its traced copy, whose nodes keep the
+    modules and stack traces of the model's code."""
+    try:
+        graph = (model if isinstance(model, torch.fx.GraphModule) else traced(model)).graph
+    except Exception:  # hls4ml traced it with torch.fx, but the error stands without a place
+        return ""
+    calls = [n for n in graph.nodes
+             if n.op in ("call_function", "call_method") and re.sub(r"_\d+$", "", n.name) == function]
+    places = [f"'{next(reversed(n.meta['nn_module_stack']))}'" if n.meta.get("nn_module_stack")
+              else "the model's forward" for n in calls]
+    if not places:
+        return ""
+    if line := _own_line(calls[0].meta.get("stack_trace") or ""):
+        places[0] += f" ({line})"
+    return " in " + ", ".join(dict.fromkeys(places))
+
+
+def _own_line(stack_trace: str) -> str:
+    """The last frame of ``stack_trace`` (torch.fx's record of a node's call) in the model's own code, as
+    "<file>:<line>"; "" when there is none."""
+    own = [frame for frame in re.findall(r'File "([^"]+)", line (\d+)', stack_trace) if _models_code(frame[0])]
+    return ":".join(own[-1]) if own else ""
+
+
+def _models_code(filename: str) -> bool:
+    """Whether ``filename`` is the model's own code: not edgebench's, Python's or an installed package's."""
+    return not filename.startswith(tuple(map(str, library_dirs())))
+
+
+def _function_advice(function: str) -> str:
+    """What to write instead of a ``function`` hls4ml 1.3's tracer refuses: the layer of the same op where hls4ml
+    converts it (``F.interpolate`` as ``nn.Upsample``), what to use where it has neither form (``F.hardswish``: no
+    ``Hardswish`` layer either)."""
+    layers = {cls.lower(): cls for cls in dir(nn) if isinstance(getattr(nn, cls), type)}
+    layer = _FUNCTION_LAYERS.get(function) or layers.get(function.replace("_", ""))
+    if layer in _KNOWN_UNSUPPORTED:
+        return f": hls4ml 1.3 has no {layer} layer either; {_KNOWN_UNSUPPORTED[layer]}"
+    from hls4ml.converters import get_supported_pytorch_layers
+
+    if layer in get_supported_pytorch_layers():
+        return f": write it as the nn.{layer} layer, which hls4ml converts{_LAYER_NOTES.get(layer, '')}"
+    return (": hls4ml 1.3 converts no such op; write the model without it, or leave hls4ml targets out for this "
+            "model")
 
 
 def _raised_where(exc: BaseException) -> str:
@@ -468,8 +525,7 @@ def _raised_where(exc: BaseException) -> str:
     parsers = [f.name for f in frames if f.name.startswith("parse_") and f.name != "parse_pytorch_model"]
     if parsers:
         return f" (in hls4ml's {parsers[-1]})"
-    library = tuple(map(str, library_dirs()))  # edgebench's, Python's and installed packages' code is not the model's
-    own = [f for f in frames if not f.filename.startswith(library)]
+    own = [f for f in frames if _models_code(f.filename)]
     return f" (in the model's code, {own[-1].filename}:{own[-1].lineno}, as hls4ml's tracer ran it)" if own else ""
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgebench.fx_rewrite import fresh_name, rewritten
+from edgebench.fx_rewrite import fresh_name, rewritten, traced
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def hls4ml_forms(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     docstring), or ``model`` itself where none needs rewriting, it cannot be traced, or the copy computes other
     outputs."""
     try:
-        graph = torch.fx.symbolic_trace(copy.deepcopy(model).eval())
+        graph = traced(copy.deepcopy(model).eval())  # its nodes' stack traces: a refusal names the model's line
         small, large = (_node_values(graph, (batch, *input_shape)) for batch in (2, 3))
     except Exception:  # hls4ml's tracer is torch.fx's too: its own error then says what it met
         return model
