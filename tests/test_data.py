@@ -534,6 +534,15 @@ def test_uint16_pixels_are_scaled_to_one_and_a_normalize_over_0_255_pixels_warns
     with caplog.at_level("WARNING", logger="edgebench.data.preprocess"):
         load_dataset("npz", prep, path=str(tmp_path / "f255.npz"))
     assert "normalize takes pixels in [0, 1], but the training images reach 255" in caplog.text
+    # README's recipe for a loader that standardises itself, normalize: {mean: [0], std: [1]}, was warned the same
+    caplog.clear()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "std.npz", x_train=rng.normal(0, 1, (20, 1, 2, 2)).astype(np.float32) * 3, y_train=y,
+             x_test=np.zeros((4, 1, 2, 2), np.float32), y_test=y[:4])
+    with caplog.at_level("WARNING", logger="edgebench.data.preprocess"):
+        standardised = load_dataset("npz", Preprocess(normalize=Normalize(mean=[0], std=[1])),
+                                    path=str(tmp_path / "std.npz"))
+    assert standardised.x_train.max() > 1.5 and caplog.text == ""
 
 
 def test_a_normalize_for_0_255_pixels_on_unit_pixels_warns_with_the_values_to_give(
