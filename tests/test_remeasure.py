@@ -115,7 +115,10 @@ def test_remeasure_finds_a_constructed_slowdown(two_runs: tuple[Path, str, str],
     [hit] = [r for r in cmp.results if r.label == row["label"] and "onnxruntime" in r.context]
     latency = next(c for c in hit.changes if c.metric == "latency")
     assert latency.verdict == "regression", (latency, measured)
-    assert [(r.label, r.context) for r in cmp.regressions] == [(hit.label, hit.context)]
+    # the one slowed stands out: on a guest whose speed moved in most rounds, another result passed the gate by a
+    # few percent once (a false alarm at alpha 0.05 among the compared results), never by the slowdown's size
+    others = [next(c for c in r.changes if c.metric == "latency").change for r in cmp.regressions if r is not hit]
+    assert hit in cmp.regressions and all(change < latency.change / 2 for change in others), (others, latency)
 
 
 def test_remeasure_measures_disturbed_rounds_again_up_to_max_rounds(two_runs: tuple[Path, str, str],
