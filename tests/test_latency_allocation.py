@@ -15,6 +15,7 @@ from edgebench.models.cost import count_macs
 from edgebench.prune import create_criterion
 from edgebench.prune.allocation.latency.search import (
     Estimator,
+    _next_width_down,
     _next_width_up,
     allocate_for_latency,
     estimate_ms,
@@ -25,6 +26,7 @@ from edgebench.prune.allocation.latency.search import (
 )
 from edgebench.prune.allocation.latency.table import LatencyTable, LayerShape, backend_layer_timer, channel_multiple
 from edgebench.runtimes.base import BackendSettings
+from tests.layer_nets import GroupedBlock
 
 SHAPE = (3, 16, 16)
 
@@ -161,3 +163,28 @@ def test_channels_are_given_back_while_the_estimate_stays_within_the_budget(resn
             widened += 1
     assert widened  # the budget made the search narrow something
     assert [_next_width_up(w, 8) for w in (2, 4, 8, 12, 16)] == [4, 8, 16, 16, 24]  # _next_width_down's inverse
+
+
+def test_a_grouped_conv_s_groups_keep_widths_its_groups_divide() -> None:
+    """At a runtime step of 1 the search narrowed the group feeding a groups=4 conv from 8 to 7 channels, a width
+    ONNX Runtime cannot run ("Input channels C is not equal to kernel channels * group", seen in CI when the
+    measured blocking came out 1 or 2): every width it tries for such a group is a multiple of the groups."""
+    torch.manual_seed(0)
+    model, example = GroupedBlock().eval(), torch.randn(1, 3, 16, 16)
+    layers = model_layers(model, example)
+    table = _synthetic_table(1)
+
+    def estimate(shapes: list[LayerShape]) -> float:
+        assert all(s.c_in % s.groups == 0 and s.c_out % s.groups == 0 for s in shapes), shapes
+        return sum(table.latency(shape) for shape in shapes)
+
+    original = original_widths(layers)
+    allocation = allocate_for_latency(layers, estimate, 0.3 * estimate_ms(layers, original, estimate), step=1)
+    assert allocation.keep["c1"] % 4 == 0 and allocation.keep["g"] % 4 == 0 and allocation.keep["c1"] < 8
+    pruned = copy.deepcopy(model)
+    prune_to_keep(pruned, create_criterion("l1"), allocation.keep, example)
+    assert pruned(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    # by hand: at a step of 2 with groups of 4, 8 channels go to 4 and 4 to nothing; 12 (x3) goes to 8 then 4
+    assert [_next_width_down(w, 2, 4) for w in (8, 4, 12)] == [4, 0, 8]
+    assert [_next_width_up(w, 2, 4) for w in (4, 8)] == [8, 12]
+    assert [_next_width_down(w, 16, 3) for w in (96, 48, 24, 6)] == [48, 24, 12, 3]

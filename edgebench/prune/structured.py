@@ -68,7 +68,7 @@ def kept_layers(model: nn.Module, keep: Sequence[str] = ()) -> list[nn.Module]:
     return default_ignored(model) + [convs[name] for name in keep]
 
 
-def _channel_groups(group: tp.dependency.Group) -> int:
+def channel_slices(group: tp.dependency.Group) -> int:
     """How many equal slices the group's channels are pruned in, the same slots from each: a grouped (not depthwise)
     conv's groups, and a GroupNorm's (torch-pruning keeps its ``num_groups``, so every group must keep as many
     channels as the others); both at once, their least common multiple (which divides the channels, as each does)."""
@@ -311,7 +311,7 @@ def score_group(
             log.warning("%s cannot score the group of %s; its filters are ranked by L1 norm within the layer",
                         type(criterion).__name__, root)
         scores = _L1_FALLBACK(group)
-    ch_groups = _channel_groups(group)
+    ch_groups = channel_slices(group)
     if ch_groups > 1:  # average each channel slot over the slices that must be pruned together
         scores = scores.view(ch_groups, -1).mean(0)
     n = len(group[0].idxs)

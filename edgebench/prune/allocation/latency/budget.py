@@ -33,6 +33,7 @@ from edgebench.prune.allocation.latency.search import (
     model_layers,
     original_widths,
     prune_to_keep,
+    width_units,
 )
 from edgebench.prune.allocation.latency.table import (
     MODEL_TIMING,
@@ -277,7 +278,9 @@ class LatencyBudget(Allocation):
     def _why_not(self, layers: list[ModelLayer], estimate: Estimator, original: dict[str, int], floor: int,
                  budget_ms: float, measured_ms: float) -> str:
         """One line: the budget is beyond what pruning can reach, or the search's measurements missed it."""
-        narrowest = estimate_ms(layers, {g: min(floor, w) for g, w in original.items()}, estimate)
+        units = width_units(layers)  # a grouped conv's group keeps a multiple of its groups
+        narrowest = estimate_ms(layers, {g: min(-(-floor // units[g]) * units[g], w) for g, w in original.items()},
+                                estimate)
         if narrowest > budget_ms:
             return (f"out of reach: with every group at {floor} channels the latency model estimates "
                     f"{narrowest:.4f} ms, the rest is fixed cost (unpruned layers, per-operator overhead); lower the "

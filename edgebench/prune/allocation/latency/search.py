@@ -19,6 +19,7 @@ allocation composes with every criterion and schedule.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from torch import nn
 from edgebench.prune.allocation.latency.table import LayerShape
 from edgebench.prune.criteria import Criterion, ScoringData
 from edgebench.prune.structured import (
+    channel_slices,
     dependency_graph,
     prunable_groups,
     remove_channels,
@@ -47,6 +49,7 @@ class ModelLayer:
     out_group: str | None  # root of the group pruning its output channels (None: fixed, e.g. the classifier)
     in_group: str | None  # root of the group pruning its input channels (None: the image, fixed)
     in_per_channel: int = 1  # a linear after flatten: input features per channel of the group
+    out_slices: int = 1  # the out group's widths are multiples of this: a grouped conv's groups, a GroupNorm's
 
 
 @dataclass
@@ -90,8 +93,10 @@ def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modul
     graph = dependency_graph(model, example)
     out_group: dict[str, str] = {}
     in_group: dict[str, tuple[str, int]] = {}
+    slices: dict[str, int] = {}
     for root, group in prunable_groups(model, graph, ignored):
         width = len(group[0].idxs)
+        slices[root] = channel_slices(group)
         for item in group:
             module = item.dep.target.module
             name = names.get(module)
@@ -102,12 +107,18 @@ def model_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modul
             else:
                 in_group[name] = (root, max(1, shapes[name].c_in // width))
     return [ModelLayer(name, shape, out_group.get(name), in_group.get(name, (None, 1))[0],
-                       in_group.get(name, (None, 1))[1]) for name, shape in shapes.items()]
+                       in_group.get(name, (None, 1))[1], slices.get(out_group.get(name, ""), 1))
+            for name, shape in shapes.items()]
 
 
 def original_widths(layers: list[ModelLayer]) -> dict[str, int]:
     """Group root -> its channels at full width."""
     return {layer.out_group: layer.shape.c_out for layer in layers if layer.out_group is not None}
+
+
+def width_units(layers: list[ModelLayer]) -> dict[str, int]:
+    """Group root -> the multiple its widths must keep (a grouped conv's groups each lose as many channels)."""
+    return {layer.out_group: layer.out_slices for layer in layers if layer.out_group is not None}
 
 
 def layer_shape(layer: ModelLayer, keep: dict[str, int]) -> LayerShape:
@@ -132,18 +143,20 @@ def macs_at(layers: list[ModelLayer], keep: dict[str, int]) -> int:
     return sum(layer_shape(layer, keep).macs for layer in layers)
 
 
-def _next_width_down(width: int, step: int) -> int:
-    """The next narrower width: the largest multiple of ``step`` below ``width``; a group already at or below
-    ``step`` halves the step (a 16-channel layer can still go to 8), since the runtime's blocking cannot be
-    kept there anyway."""
-    while step > 1 and width <= step:
+def _next_width_down(width: int, step: int, unit: int = 1) -> int:
+    """The next narrower width: the largest multiple of ``step`` (and of ``unit``, the multiple a grouped conv's
+    groups need) below ``width``; a group already at or below the step halves it down to ``unit`` (a 16-channel
+    layer can still go to 8), since the runtime's blocking cannot be kept there anyway."""
+    step = math.lcm(step, unit)
+    while step > unit and width <= step and (step // 2) % unit == 0:
         step //= 2
     return (width - 1) // step * step
 
 
-def _next_width_up(width: int, step: int) -> int:
+def _next_width_up(width: int, step: int, unit: int = 1) -> int:
     """The next wider width, the inverse of :func:`_next_width_down` (8 channels at a step of 16 go back to 16)."""
-    while step > 1 and width < step:
+    step = math.lcm(step, unit)
+    while step > unit and width < step and (step // 2) % unit == 0:
         step //= 2
     return (width // step + 1) * step
 
@@ -154,14 +167,14 @@ def _greedy(layers: list[ModelLayer], original: dict[str, int], estimate: Estima
     step saves time by the estimate (a tiny model's entries lie within the runtime's noise of each other), the step
     that removes the most MACs is taken, so the search still moves toward the budget and the measured rounds
     judge where it lands."""
-    keep = dict(original)
+    keep, units = dict(original), width_units(layers)
     current = estimate_ms(layers, keep, estimate)
     while current > budget_ms:
         best: tuple[float, str, float] | None = None
         most_macs: tuple[int, str, int] | None = None
         base_macs = macs_at(layers, keep)
         for group in keep:
-            target = _next_width_down(keep[group], step)
+            target = _next_width_down(keep[group], step, units[group])
             if target < floor:
                 continue
             trial = {**keep, group: target}
@@ -186,14 +199,14 @@ def _widen_within(layers: list[ModelLayer], original: dict[str, int], keep: dict
     """Give back channels while the estimate stays within the budget, the step that adds the most MACs per ms
     first: the narrowing's last step may take a whole block of channels past the budget (ResNet-56 at CIFAR shape
     on ONNX Runtime, 16-channel steps: an estimate of 0.862 ms for a 0.949 ms budget, in one run)."""
-    current = estimate_ms(layers, keep, estimate)
+    current, units = estimate_ms(layers, keep, estimate), width_units(layers)
     while True:
         best: tuple[float, str, int, float] | None = None
         base_macs = macs_at(layers, keep)
         for group, width in keep.items():
             if width >= original[group]:
                 continue
-            trial = {**keep, group: min(_next_width_up(width, step), original[group])}
+            trial = {**keep, group: min(_next_width_up(width, step, units[group]), original[group])}
             trial_ms = estimate_ms(layers, trial, estimate)
             if trial_ms > budget_ms:
                 continue
