@@ -21,13 +21,14 @@ def _timed(key: str, lane: Lane | None = None) -> Task:
     return Task(key=key, kind="measure", fn=print, lane=lane or Lane(), timed=True)
 
 
-def test_host_lanes_queue_first_come_first_served(tmp_path: Path) -> None:
+def test_host_lanes_queue_first_come_first_served(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first, second = HostLanes(directory=tmp_path), HostLanes(directory=tmp_path)  # as two processes would
     a, b, c = _timed("a"), _timed("b"), _timed("c")
     assert first.acquire(a, Lane())
     assert not second.acquire(b, Lane())  # first holds every core: b takes a ticket and waits
     first.release(a)
     assert not first.acquire(c, Lane())  # first wants the cores again, but b has waited longer
+    assert f"held by an earlier waiter (edgebench pid {os.getpid()})" in caplog.text  # which process to look at
     assert second.acquire(b, Lane()) and second.note(b).waited_s > 0
     second.release(b)
     assert first.acquire(c, Lane())
@@ -82,6 +83,34 @@ def test_host_lanes_lock_cores_not_the_whole_host(tmp_path: Path) -> None:
     assert other.acquire(pinned1, Lane(cpus=frozenset({1})))  # disjoint cores measure side by side
     assert not other.acquire(_timed("all"), Lane())  # an unpinned lane needs every core
     assert other.names(Lane("board:jetson-a")) == ["board_jetson-a"]
+
+
+def test_a_task_its_own_queue_holds_back_gives_up_its_ticket(tmp_path: Path) -> None:
+    """Side-by-side lanes beside another edgebench process hung every process on the host: a core-1 measurement
+    took a ticket while the other process held the cores; then a whole-host measurement queued ahead of it (its
+    lanes had been hidden behind a core-0 one) took a newer ticket and waited behind the core-1 one, which its own
+    queue no longer let ask. By hand: the other process lets go, core 0's task runs and ends, then the whole-host
+    task must get the cores, core 1's task after it."""
+    from edgebench.executor.base import LaneScheduler
+
+    core0, core1, both = Lane(cpus=frozenset({0})), Lane(cpus=frozenset({1})), Lane(cpus=frozenset({0, 1}))
+    other_process = HostLanes(directory=tmp_path)
+    theirs = _timed("theirs", both)
+    assert other_process.acquire(theirs, both)
+    scheduler = LaneScheduler(capacity=lambda lane: 1, host=HostLanes(directory=tmp_path))
+    first, whole, pinned = _timed("core0", core0), _timed("whole", both), _timed("core1", core1)
+    for task in (first, whole, pinned):
+        scheduler.add(task)
+    assert scheduler.start_ready() == []  # core 0's task and core 1's wait behind the other process
+    other_process.release(theirs)
+    assert [task.key for task, _ in scheduler.start_ready()] == ["core0"]  # "whole" is next in this queue
+    scheduler.finished(first)
+    order = []
+    for _ in range(5):
+        for task, _lane in scheduler.start_ready():
+            order.append(task.key)
+            scheduler.finished(task)
+    assert order == ["whole", "core1"] and not list(tmp_path.glob("ticket-*"))
 
 
 def test_a_dead_waiter_does_not_block_the_line(tmp_path: Path) -> None:

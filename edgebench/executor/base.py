@@ -256,10 +256,13 @@ class LaneScheduler:
     def __len__(self) -> int:
         return len(self.queue) + len(self.running)
 
-    def _admits(self, task: Task, lane: Lane) -> bool:
+    def _admits(self, task: Task, lane: Lane, polled: set[int]) -> bool:
         overlapping = [r for r in self.running.values() if r.lane.overlaps(lane)]
         if task.timed:
-            return not overlapping and (self.host is None or self.host.acquire(task, lane))
+            if overlapping or self.host is None:
+                return not overlapping
+            polled.add(id(task))
+            return self.host.acquire(task, lane)
         if any(r.task.timed for r in overlapping):
             return False
         return sum(r.lane == lane for r in overlapping) < self.capacity(lane)
@@ -269,9 +272,10 @@ class LaneScheduler:
         started: list[tuple[Task, Lane]] = []
         held: list[Lane] = []  # lanes a waiting task has claimed: later tasks may not overtake it there
         waiting: list[Task] = []
+        polled: set[int] = set()  # timed tasks that asked for the host's locks in this pass
         for task in self.queue:
             lanes = [lane for lane in self.lanes_of(task) if not any(lane.overlaps(h) for h in held)]
-            granted = next((lane for lane in lanes if self._admits(task, lane)), None)
+            granted = next((lane for lane in lanes if self._admits(task, lane, polled)), None)
             if granted is None:
                 held.extend(lanes)
                 waiting.append(task)
@@ -279,6 +283,14 @@ class LaneScheduler:
             self.running[id(task)] = _Running(task, granted)
             started.append((task, granted))
         self.queue = waiting
+        if self.host is not None:
+            # a task this process does not let ask now (one ahead of it, or running, shares its cores) gives up its
+            # ticket: kept, it held other processes' place in line while the task ahead waited behind it, and both
+            # waited for ever (a pinned core-1 measurement that took a ticket beside another run, then a whole-host
+            # one ahead of it in the queue: every edgebench process on the host hung)
+            for task in waiting:
+                if task.timed and id(task) not in polled:
+                    self.host.release(task)
         return started
 
     def finished(self, task: Task) -> None:

@@ -188,7 +188,7 @@ class HostLanes:
                 if _try_lock(handle):  # nobody holds it: its waiter died
                     other.unlink(missing_ok=True)
                     continue
-            claim.holder = "an earlier waiter"
+            claim.holder = f"an earlier waiter (edgebench pid {other.name.split('-')[2]})"
             return False
         return True
 
