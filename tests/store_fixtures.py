@@ -145,16 +145,17 @@ def fill_run(
     profiles: dict[str, dict[str, Any]] | None = None,
     window_runs: int = 400,
     executor: str | None = None,
+    experiment: dict[str, Any] | None = None,
 ) -> str:
     """Store a full synthetic run and return its id (each timed window of ``window_runs`` runs; ``executor``: the
-    placement each result records, none by default).
+    placement each result records, none by default; ``experiment``: fields stored with the run beside its name).
 
     ``slowdown`` maps variant label -> latency factor; ``targets`` maps target name -> latency factor;
     ``profiles`` maps variant label -> a per-layer profile (``LayerProfile.to_dict()``) stored with it.
     """
     rng = np.random.default_rng(seed)
     slowdown = slowdown or {}
-    run_id = store.start_run(name, {"name": name}, f"hash-{name}", machine or MACHINE, tags)
+    run_id = store.start_run(name, {"name": name, **(experiment or {})}, f"hash-{name}", machine or MACHINE, tags)
     for spec in variant_specs():
         store.upsert_variant(spec.id, spec.model_dump(mode="json"), spec.label, spec.parent_id, variant_facts(spec))
         settings = {"threads": threads, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}

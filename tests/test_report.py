@@ -144,6 +144,15 @@ def test_custom_objectives_and_missing_metric(filled_store: tuple[Store, str], t
         render_report(store, run_id, tmp_path / "r", objectives=[("speed", "accuracy")])
 
 
+def test_a_re_rendered_report_draws_the_run_s_own_objectives(sqlite_store: Store, tmp_path: Path) -> None:
+    """`edgebench report` of a run whose experiment asked for energy vs accuracy drew latency, size and MACs."""
+    run_id = fill_run(sqlite_store, experiment={"report": {"objectives": [["accuracy", "energy"]]}})
+    index = render_report(sqlite_store, run_id, tmp_path / "own")
+    assert sorted(p.name for p in index.parent.glob("*_vs_*.png")) == ["accuracy_vs_energy.png", "speedup_vs_macs_reduction.png"]
+    index = render_report(sqlite_store, run_id, tmp_path / "asked", objectives=[("memory", "p99")])
+    assert sorted(p.name for p in index.parent.glob("*_vs_*.png")) == ["p99_vs_memory.png", "speedup_vs_macs_reduction.png"]
+
+
 def test_run_without_measurements_renders(sqlite_store: Store, tmp_path: Path) -> None:
     run_id = sqlite_store.start_run("empty", {}, "h", MACHINE)
     page = render_report(sqlite_store, run_id, tmp_path / "r").read_text()

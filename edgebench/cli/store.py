@@ -68,7 +68,8 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", help="output directory (default: reports/<run name> for the "
                                               "latest run of its name, reports/<run name>-<run id> for an older one)")] = None,
     objective: Annotated[
-        list[str] | None, typer.Option("--objective", help="Pareto pair X:Y, e.g. latency:accuracy; repeatable")
+        list[str] | None, typer.Option("--objective", help="Pareto pair X:Y, e.g. latency:accuracy; repeatable "
+                                       "(default: the run's own report.objectives)")
     ] = None,
 ) -> None:
     """Re-render the HTML report of a stored run without measuring anything."""

@@ -254,7 +254,8 @@ def render_report(
         run_id: run id, tag, unique id prefix or 'latest'.
         out_dir: created if missing; existing figures are overwritten.
         objectives: ``(x, y)`` metric pairs for Pareto plots (names from ``edgebench.store.metrics.METRICS``);
-            defaults to accuracy vs latency, size and MACs.
+            defaults to the run's own (its experiment's ``report.objectives``, as ``edgebench run`` drew them), else
+            accuracy vs latency, size and MACs.
         budgets: optional ``{"latency": [ms...], "energy": [mJ...]}`` for the budget table; defaults span
             the measured range.
     """
@@ -262,6 +263,8 @@ def render_report(
     df = store.measurements(run["id"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if objectives is None:  # a re-rendered report draws what the run's own did (energy vs accuracy, say)
+        objectives = ((run.get("experiment") or {}).get("report") or {}).get("objectives") or None
     pairs = resolve_objectives(objectives)
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
