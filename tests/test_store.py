@@ -236,6 +236,30 @@ def test_killed_writer_loses_nothing_and_resume_does_not_duplicate(tmp_path: Pat
     assert len(df) == len(set(df["job_key"])) == len(stored | {f"job-{i}" for i in range(len(stored) + 5)})
 
 
+def test_a_migration_that_fails_is_not_announced_as_done(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A store stamped older than its tables (version 3, with version 4's column already there): the upgrade step
+    fails and is rolled back, but its warning 'schema upgraded from version 3 to 4' had been said first."""
+    path = tmp_path / "results.db"
+    Store.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("update schema_version set version = 3")  # a new store has one row: its version
+    with pytest.raises(StoreError):
+        Store.open(path)
+    assert "schema upgraded" not in caplog.text
+    with sqlite3.connect(path) as conn:  # rolled back: still version 3
+        assert max(r[0] for r in conn.execute("select version from schema_version")) == 3
+
+
+def test_a_foreign_sqlite_file_is_named_with_all_its_tables(tmp_path: Path) -> None:
+    """A file of another program that happens to have a 'runs' table was described by its other tables only."""
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table runs (x int)")
+        conn.execute("create table foo (y int)")
+    with pytest.raises(StoreError, match=r"a SQLite database of something else \(tables foo, runs\)"):
+        Store.open(path)
+
+
 def test_newer_schema_is_refused_and_old_schema_migrates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "results.db"
     make_foundation_store(f"sqlite:///{path}")

@@ -52,6 +52,7 @@ def test_compare_exit_codes_and_formats(app: typer.Typer, db: Path, tmp_path: Pa
 def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = runner.invoke(app, ["compare", "v1", "nope", "--store", str(db)])
     assert missing.exit_code == 2 and "no run or tag 'nope'" in missing.output and "Traceback" not in missing.output
+    assert f"(see `edgebench runs --store sqlite:///{db}`)" in missing.output  # the store it looked in, not the default one
     no_store = runner.invoke(app, ["runs", "--store", str(tmp_path / "absent.db")])
     assert no_store.exit_code == 2 and "no results store" in no_store.output
     for command in (["runs"], ["compare", "v1", "v2"], ["report"]):  # as a URL: it was created, empty, and read

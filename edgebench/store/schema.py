@@ -251,32 +251,34 @@ def ensure_schema(engine: Engine) -> int:
         if version == SCHEMA_VERSION:
             return version
         try:
-            version = _create_or_migrate_one_step(engine)
+            before, (version, description) = version, _create_or_migrate_one_step(engine)
         except StoreError as exc:  # a read-only old store: say that the upgrade is what needs the write
             if version is None or "cannot write" not in str(exc):
                 raise
             raise StoreError(f"store schema version {version} must be upgraded to {SCHEMA_VERSION} before this "
                              f"edgebench can read it, which writes to it: {exc}") from None
+        if description is not None:  # said once the step committed: a step that failed was rolled back
+            log.warning("store %s: schema upgraded from version %d to %d (%s); edgebench releases before this step "
+                        "cannot open it any more", engine.url.render_as_string(hide_password=True), before, version,
+                        description)
 
 
-def _create_or_migrate_one_step(engine: Engine) -> int:
-    """Under the schema lock: create the schema of a new store, or apply the next migration; the version after."""
+def _create_or_migrate_one_step(engine: Engine) -> tuple[int, str | None]:
+    """Under the schema lock: create the schema of a new store, or apply the next migration; the version after, and
+    the migration's description when one was applied (None: created, or another process had applied it)."""
     with schema_transaction(engine) as conn:
         version = current_version(conn)
         if version is None:
             _refuse_foreign_sqlite(conn, engine)
             metadata.create_all(conn)
             _stamp(conn, SCHEMA_VERSION, "initial schema")
-            return SCHEMA_VERSION
+            return SCHEMA_VERSION, None
         if version < SCHEMA_VERSION:
             step_version, description, step = next(m for m in MIGRATIONS if m[0] == version + 1)
-            log.warning("store %s: schema upgraded from version %d to %d (%s); edgebench releases before this step "
-                        "cannot open it any more", engine.url.render_as_string(hide_password=True), version,
-                        step_version, description)
             step(conn)
             _stamp(conn, step_version, description)
-            return step_version
-        return version
+            return step_version, description
+        return version, None
 
 
 @contextmanager
@@ -318,7 +320,8 @@ def _refuse_newer(version: int | None) -> None:
 
 def _refuse_foreign_sqlite(conn: Connection, engine: Engine) -> None:
     """A SQLite file is one database: one holding other tables is another program's, not a store to add ours to."""
-    foreign = sorted(set(inspect(conn).get_table_names()) - set(metadata.tables))
-    if engine.dialect.name == "sqlite" and foreign:
-        raise StoreError(f"{engine.url.database}: a SQLite database of something else (tables {', '.join(foreign[:5])}), "
-                         "not an edgebench results store; give a new file")
+    tables = sorted(inspect(conn).get_table_names())
+    if engine.dialect.name == "sqlite" and set(tables) - set(metadata.tables):
+        shown = ", ".join(tables[:6]) + (", ..." if len(tables) > 6 else "")
+        raise StoreError(f"{engine.url.database}: a SQLite database of something else (tables {shown}), not an "
+                         "edgebench results store; give a new file")

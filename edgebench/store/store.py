@@ -325,7 +325,8 @@ class Store:
             return matches[0]
         if len(matches) > 1:
             raise StoreError(f"run id prefix {run_id_or_tag!r} is ambiguous: {', '.join(matches[:5])}")
-        raise StoreError(f"no run or tag {run_id_or_tag!r} in {shown_url(self.url)} (see `edgebench runs`)")
+        shown = shown_url(self.url)
+        raise StoreError(f"no run or tag {run_id_or_tag!r} in {shown} (see `edgebench runs --store {shown}`)")
 
     def resolve_runs(self, run_id_or_tag: str) -> list[str]:
         """Every run carrying a tag (oldest first), or the one run an id, prefix or 'latest' names."""

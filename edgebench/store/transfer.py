@@ -80,7 +80,7 @@ def export_runs(
     table = export_table(store, ids)
     if table.empty:  # a header-only file, too, would look like an export that worked
         raise StoreError(f"run{'s' if len(ids) > 1 else ''} {', '.join(ids)} hold{'' if len(ids) > 1 else 's'} no "
-                         "measurements yet: nothing to export (see `edgebench runs`)")
+                         f"measurements yet: nothing to export (see `edgebench runs --store {shown_url(store.url)}`)")
     out.parent.mkdir(parents=True, exist_ok=True)
     written = [out]
     _write(table, out, fmt)
