@@ -40,10 +40,11 @@ _SHOWN = ("regression", "lost", "improvement", "undecided")
 
 def _changes_table(rows: list[tuple[MatchedResult, MetricChange]]) -> str:
     body = [
-        f"<tr class={c.verdict}><td class=l>{esc(c.verdict)}</td><td class=l>{esc(r.label)}</td>"
-        f"<td class=l>{esc(r.context)}</td><td class=l>{esc(shown_name(c))}</td><td>{esc(_value(c.baseline, c.metric))}</td>"
-        f"<td>{esc(_value(c.candidate, c.metric))}</td><td>{esc(fmt_change(c))}</td><td>{esc(fmt_confidence(c))}</td>"
-        f"<td class=l>{esc(fmt_evidence(c))}</td><td class=l>{esc(c.note)}</td></tr>"
+        f"<tr class={c.verdict}><td class='l nw'>{esc(c.verdict)}</td><td class=l>{esc(r.label)}</td>"
+        f"<td class=l>{esc(r.context)}</td><td class='l nw'>{esc(shown_name(c))}</td>"
+        f"<td>{esc(_value(c.baseline, c.metric))}</td><td>{esc(_value(c.candidate, c.metric))}</td>"
+        f"<td>{esc(fmt_change(c))}</td><td>{esc(fmt_confidence(c))}</td>"
+        f"<td class='l nw'>{esc(fmt_evidence(c))}</td><td class=l>{esc(c.note)}</td></tr>"
         for r, c in rows
     ]
     headers = ["verdict", "variant", "target", "metric", "baseline", "candidate", "change [CI]", "confidence",
@@ -54,8 +55,8 @@ def _changes_table(rows: list[tuple[MatchedResult, MetricChange]]) -> str:
 def _gate_html(gate: GateResult, thresholds: Thresholds) -> str:
     """The gate's level, thresholds, each regression's level and why, then the unstable and undecided results."""
     title = {"fail": "fails", "warn": "warns", "ok": "passes"}[gate.level]
-    rows = [f"<tr class={f.level}><td class=l>{f.level}</td><td class=l>{esc(f.label)}</td><td class=l>{esc(f.context)}"
-            f"</td><td class=l>{esc(f.change.metric)}</td><td>{esc(fmt_change(f.change))}</td>"
+    rows = [f"<tr class={f.level}><td class='l nw'>{f.level}</td><td class=l>{esc(f.label)}</td><td class=l>"
+            f"{esc(f.context)}</td><td class='l nw'>{esc(f.change.metric)}</td><td>{esc(fmt_change(f.change))}</td>"
             f"<td class=l>{esc(f.reason)}</td></tr>" for f in gate.findings]
     parts = [f"<h2 class=gate-{gate.level}>Gate {title} (exit {int(gate.exit_code)})</h2>",
              f"<p>Thresholds: {esc(threshold_text(thresholds))}. Unstable: run-to-run spread ≥ "

@@ -20,8 +20,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0} th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f3f3f3;cursor:pointer;position:sticky;top:0} td.l,th.l{text-align:left}
-td{max-width:30em;overflow-wrap:anywhere}
-.wide{overflow-x:auto} .wide td{white-space:nowrap} .wide td.l{white-space:normal;min-width:7em}
+td{max-width:30em;overflow-wrap:anywhere} td:not(.l),td.nw{white-space:nowrap}
+.wide{overflow-x:auto} .wide td{white-space:nowrap} .wide td.l{white-space:normal;min-width:7em;overflow-wrap:break-word}
 .wide td.l:first-child{min-width:13em} .wide td.note{min-width:12em} td code{white-space:nowrap}
 tr.pareto td{background:#fff4e5;font-weight:600} tr:hover td{background:#eef5ff}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-size:13px}
