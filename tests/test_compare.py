@@ -411,3 +411,32 @@ def test_results_measured_under_two_executors_say_so(sqlite_store: Store) -> Non
                           for c in memory)
     within = [c for r in compare_runs(sqlite_store, base, again).results for c in r.changes if c.metric == "memory"]
     assert within and not any(c.verdict == "undecided" for c in within)
+
+
+def test_timings_of_two_kinds_of_machine_are_not_decided(sqlite_store: Store) -> None:
+    """A baseline stored on another CPU model failed the gate on timing (+252 % p50, exit 1) and said "the machine ran
+    at the same speed": timing is undecided across hardware (the gate warns, exit 5), size still decided; a runner of
+    the same hardware under another hostname is one machine."""
+    from edgebench.store.gate import evaluate
+
+    base = fill_run(sqlite_store, seed=1)
+    slower = {"baseline/int8": 1.30}  # past the 20 % allowance one run a side is judged on
+    same_kind = fill_run(sqlite_store, seed=2, slowdown=slower, machine={**MACHINE, "hostname": "ci-runner-7"})
+    assert _verdicts(compare_runs(sqlite_store, base, same_kind), "latency")["baseline/int8"] == "regression"
+    other = {**MACHINE, "cpu_model": "Other CPU"}
+    cand = fill_run(sqlite_store, seed=2, slowdown=slower, machine=other)
+    with sqlite_store.engine.begin() as conn:  # the candidate's artifact grew 10 %: decided on any machine
+        for run_id, size in ((base, 1000), (cand, 1100)):
+            conn.exec_driver_sql("update measurements set size_bytes = ? where run_id = ?", (size, run_id))
+    cmp = compare_runs(sqlite_store, base, cand)
+    changes = {c.metric: c for r in cmp.results if r.label == "baseline/int8" for c in r.changes}
+    for metric in ("latency", "p99", "throughput"):
+        assert changes[metric].verdict == "undecided" and changes[metric].basis == "other machine", changes[metric]
+    assert "different machines (cpu_model 'Synthetic CPU @ 2.0GHz' vs 'Other CPU')" in changes["latency"].note
+    assert changes["size"].verdict == "regression" and changes["size"].change == pytest.approx(10.0)
+    assert changes["memory"].verdict != "undecided"
+    gate = evaluate(cmp, parse_thresholds(None, ["size=20"]))
+    assert gate.level == "warn", [(f.change.metric, f.level) for f in gate.findings]
+    assert evaluate(cmp, parse_thresholds(None, None)).level == "fail"  # the size regression, on any machine
+    cmp.machine_speed = (1000.0, 1000.0)
+    assert "same speed" not in cmp.speed_note and "different machines" in cmp.speed_note

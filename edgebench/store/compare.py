@@ -126,6 +126,8 @@ class Comparison:
     machine_speed: tuple[float | None, float | None] = (None, None)
     #: baseline results the candidate failed or lacks (also in ``unmatched``, as text)
     missing: list[MissingResult] = field(default_factory=list)
+    #: how the hardware of the two sides' runs differs ("" where it is one kind): their timings are not decided
+    other_hardware: str = ""
 
     @property
     def speed_note(self) -> str:
@@ -133,6 +135,9 @@ class Comparison:
         base, cand = self.machine_speed
         if not base or not cand:
             return ""
+        if self.other_hardware:  # two machines' indices say which is faster, not how either one's speed moved
+            return (f"the sides ran on different machines ({self.other_hardware}), so no speed of one machine is "
+                    f"compared (reference workload: baseline {base:.0f}/s, candidate {cand:.0f}/s)")
         change = 100 * (base / cand - 1)  # positive: the candidate's run took longer on the same workload
         how = (f"the machine was {abs(change):.1f}% {'slower' if change > 0 else 'faster'} during the candidate run"
                if abs(change) >= SAME_SPEED_PCT else "the machine ran at the same speed")
@@ -227,16 +232,21 @@ def run_metric_change(
     effect: float,
     alpha: float,
     allowance: float,
+    other_hardware: str = "",
 ) -> MetricChange:
     """Decide one measured metric on the runs of both sides, with the run-to-run spread from the runs
     themselves and ``history`` (earlier runs of this result on this machine, oldest first).
 
-    Timing and energy are decided on uncontended runs only; a side left without one is not decided. A metric
-    neither side measured (energy on a target without a meter) is n/a, whatever disturbed the runs.
+    Timing and energy are decided on uncontended runs of one kind of machine only (``other_hardware``: how the
+    sides' machines differ); a side left without one is not decided. A metric neither side measured (energy on a
+    target without a meter) is n/a, whatever disturbed the runs.
     """
     if not base.values(metric) and not cand.values(metric):
         return metric_change(metric, [], [], Decision("n/a", None, None, None, None, "missing",
                                                       "not measured on either side"), effect)
+    if metric in TIMING_METRICS and other_hardware:
+        return _undecided(metric, base, cand, effect, f"measured on different machines ({other_hardware}): one "
+                          "machine's timings are no baseline for another's", "other machine")
     if metric in TIMING_METRICS:
         all_base, all_cand = base, cand
         base, cand = base.undisturbed(), cand.undisturbed()
@@ -295,8 +305,8 @@ def _too_few_runs(metric: str, base: Side, cand: Side) -> str | None:
 def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str,
                basis: Basis = "contended") -> MetricChange:
     """A metric with no run on one side that can be decided on (``why``: disturbed, ``short window``: too few runs
-    for its percentile, ``executors``: memory measured under different executors): the change is shown, never
-    called."""
+    for its percentile, ``executors``: memory measured under different executors, ``other machine``: timings of two
+    kinds of machine): the change is shown, never called."""
     a, b = base.values(metric), cand.values(metric)
     mean_a, mean_b = _geomean(a), _geomean(b)
     ratio = mean_b / mean_a if mean_a and mean_b else None
@@ -305,11 +315,13 @@ def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str,
 
 
 def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min_effect: Mapping[str, float],
-                 alpha: float = 0.01, allowance: float = DEFAULT_ALLOWANCE) -> list[MetricChange]:
+                 alpha: float = 0.01, allowance: float = DEFAULT_ALLOWANCE,
+                 other_hardware: str = "") -> list[MetricChange]:
     """Per-metric changes between the runs of both sides of one result (same variant, target, settings)."""
     changes = []
     for metric in RUN_METRICS:
-        change = run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha, allowance)
+        change = run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha, allowance,
+                                   other_hardware)
         changes.append(as_metered(change, base, cand, min_effect["energy"]) if metric == "energy" else change)
     return one_sided(changes + fixed_changes(base, cand, min_effect), base, cand)
 
@@ -396,7 +408,7 @@ def compare_runs(
     matching = match_runs(store, base_ids, cand_ids)
     history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
     results = [matched_result(base, cand, compare_pair(base, cand, history.get(_history_key(cand.rows[-1]), {}),
-                                                       effects, alpha, allowance))
+                                                       effects, alpha, allowance, matching.other_hardware))
                for _, base, cand in matching.pairs]
     speeds = (machine_speed(store, base_ids), machine_speed(store, cand_ids))
     method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
@@ -404,7 +416,8 @@ def compare_runs(
               f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
               f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
     return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
-                      matching.warnings, effects, alpha, allowance, method, speeds, matching.missing)
+                      matching.warnings, effects, alpha, allowance, method, speeds, matching.missing,
+                      matching.other_hardware)
 
 
 def machine_speed(store: Store, run_ids: list[str]) -> float | None:

@@ -24,6 +24,9 @@ from edgebench.variants import comparable_settings
 _MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical", "hostname", "os", "governor", "power_mode")
 #: what makes two runs "the same machine" for the lookback
 _SAME_MACHINE = ("hostname", "cpu_model")
+#: what makes two runs' timings comparable at all: the hardware they ran on (the hostname differs between CI runners
+#: of one kind, and the OS, governor and libraries are context lines)
+_HARDWARE = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical")
 
 
 @dataclass
@@ -154,6 +157,8 @@ class Matching:
     unmatched: list[str]
     warnings: list[str]
     missing: list[MissingResult] = field(default_factory=list)
+    #: how the hardware of the two sides' runs differs ("cpu_model 'A' vs 'B'"), "" where it is one kind
+    other_hardware: str = ""
 
 
 def refuse_shared_runs(base_ids: list[str], cand_ids: list[str], baseline: str, candidate: str) -> None:
@@ -203,7 +208,19 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
         missing.append(MissingResult(str(row["label"]), context_label(row["target"], row["backend"], row["threads"]),
                                      reason, not failed.empty))
         unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run ({reason})")
-    return Matching(base_run, cand_run, pairs, unmatched, warnings, missing)
+    hardware = other_hardware([store.get_run(r)["machine"] for r in base_ids + cand_ids])
+    return Matching(base_run, cand_run, pairs, unmatched, warnings, missing, hardware)
+
+
+def other_hardware(machines: list[Mapping[str, Any]]) -> str:
+    """How the hardware of runs' machines differs (``cpu_model 'A' vs 'B'``), "" where every run ran on one kind: a
+    timing of one machine is no baseline for another's. A key a machine did not record does not count."""
+    parts = []
+    for key in _HARDWARE:
+        seen = list(dict.fromkeys(m.get(key) for m in machines if m.get(key) is not None))
+        if len(seen) > 1:
+            parts.append(f"{key} {' vs '.join(repr(v) for v in seen)}")
+    return "; ".join(parts)
 
 
 def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:

@@ -146,7 +146,12 @@ def _undecided_past(change: MetricChange, thresholds: Thresholds) -> str | None:
         return None
     unit = " pp" if change.metric == "accuracy" else "%"
     return (f"undecided ({change.note.removeprefix('not decided: ')}), but {fmt_change(change)} is past {what} "
-            f"{level:g}{unit}: not failed without a decision; measure again on a quieter machine")
+            f"{level:g}{unit}: not failed without a decision; {_AGAIN.get(change.basis, _AGAIN['contended'])}")
+
+
+#: what to do about an undecided change, by what left it undecided (a quieter machine does not make two one)
+_AGAIN = {"contended": "measure again on a quieter machine",
+          "other machine": "measure both sides on one machine (`compare --remeasure` times both here)"}
 
 
 def is_unstable(change: MetricChange, thresholds: Thresholds) -> bool:
@@ -241,6 +246,7 @@ def gate_markdown(gate: GateResult, thresholds: Thresholds) -> str:
         lines += ["", "**Baseline results the candidate failed or did not measure:**"]
         lines += [f"- {line}" for line in missing_lines(gate)]
     if gate.undecided:
-        lines += ["", "**Not judged** (disturbed, or too little evidence to decide):"]
+        lines += ["", "**Not judged** (disturbed, measured on different machines, or too little evidence to "
+                  "decide):"]
         lines += [f"- {line}" for line in undecided_lines(gate)]
     return "\n".join(lines) + "\n"

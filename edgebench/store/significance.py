@@ -30,7 +30,7 @@ import numpy as np
 Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a", "lost"]
 #: what a verdict rests on (see the module docstring); ``threshold``: a deterministic value (size, accuracy)
 Basis = Literal["runs", "lookback", "rounds", "allowance", "threshold", "contended", "short window", "executors",
-                "missing"]
+                "other machine", "missing"]
 
 #: efficiency of the median absolute deviation against the standard deviation for normal data: the
 #: degrees of freedom a robust spread estimate is worth
