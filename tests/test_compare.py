@@ -440,3 +440,29 @@ def test_timings_of_two_kinds_of_machine_are_not_decided(sqlite_store: Store) ->
     assert evaluate(cmp, parse_thresholds(None, None)).level == "fail"  # the size regression, on any machine
     cmp.machine_speed = (1000.0, 1000.0)
     assert "same speed" not in cmp.speed_note and "different machines" in cmp.speed_note
+
+
+def test_unchanged_only_where_the_interval_lies_within_the_minimum_effect(sqlite_store: Store) -> None:
+    """2+1 runs called +0.3 % [-91.8, +1126.8] "unchanged": the interval, not the estimate, must lie within the
+    minimum effect. By hand: base 1.0, 1.02 and candidate 1.01 (logs 0, 0.0198026 and 0.0099503), log ratio
+    0.0000490 (+0.005 %); with the runs' own spread (sd 0.0140026 on 1 df, t(0.995, 1) = 63.657, se = sd * sqrt(1/2 +
+    1) = 0.0171497) the 99 % interval is exp(+-1.0917): -66.4 %..+197.9 %, past 5 %: undecided; with a spread of 1 %
+    known on 100 df (t = 2.626, se 0.0122474) it is exp(+-0.032162): -3.2 %..+3.3 %, within 5 %: unchanged."""
+    base, cand = [1.0, 1.02], [1.01]
+    wide = decide_runs(base, cand, replicate_noise([base, cand]), higher_is_better=False, min_effect=0.05, alpha=0.01,
+                       allowance=0.2)
+    assert (wide.ci_low, wide.ci_high) == pytest.approx((0.336, 2.979), abs=2e-3)
+    assert wide.verdict == "undecided" and "too few runs to decide" in wide.note and "--repeats" in wide.note
+    known = decide_runs(base, cand, Noise(0.01, 100, "lookback"), higher_is_better=False, min_effect=0.05, alpha=0.01,
+                        allowance=0.2)
+    assert (known.ci_low, known.ci_high) == pytest.approx((0.9684, 1.0327), abs=2e-4) and known.verdict == "unchanged"
+    # through compare on stored runs: 2 baseline runs and 1 candidate run of identical artifacts (sd 1 %) are never
+    # called unchanged on a t of 1 df, and the gate, with no change past a threshold, still passes
+    from edgebench.store.gate import evaluate
+
+    _noisy_runs(sqlite_store, "dup", 2, sigma=0.01, seed=1)
+    _noisy_runs(sqlite_store, "one", 1, sigma=0.01, seed=2)
+    cmp = compare_runs(sqlite_store, "dup", "one", repeats=True, lookback=0)
+    latency = [next(c for c in r.changes if c.metric == "latency") for r in cmp.results]
+    assert len(latency) == 3 and all(c.runs == (2, 1) and c.verdict == "undecided" for c in latency), latency
+    assert evaluate(cmp, parse_thresholds(None, None)).level == "ok"

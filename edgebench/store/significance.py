@@ -19,13 +19,14 @@ is given, and only a change beyond a stated noise allowance is called.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 #: ``undecided``: the evidence was disturbed (a contended measurement), or a change past the minimum effect was not
-#: significant (too few or too spread runs or rounds to tell), so no call is made either way
+#: significant (too few or too spread runs or rounds to tell), or, on per-run values, one below it has an interval
+#: reaching past it (too few runs to say it is smaller), so no call is made either way
 #: "lost": measured in the baseline, not in the candidate (compare's own verdict; no test decides it)
 Verdict = Literal["regression", "improvement", "unchanged", "undecided", "n/a", "lost"]
 #: what a verdict rests on (see the module docstring); ``threshold``: a deterministic value (size, accuracy)
@@ -204,7 +205,23 @@ def decide_runs(
         return Decision(effect_verdict(ratio, higher_is_better, floor), ratio, None, None, None, "allowance", note)
     se = noise.sigma * float(np.sqrt(1 / len(a) + 1 / len(b)))
     note = f"run-to-run spread {noise.pct:.1f}% ({noise.source}; t-test, {noise.df:g} df)"
-    return _tested(log_ratio, se, noise.df, higher_is_better, min_effect, alpha, noise.basis, note)
+    decision = _tested(log_ratio, se, noise.df, higher_is_better, min_effect, alpha, noise.basis, note)
+    return _unchanged_within(decision, higher_is_better, min_effect, alpha)
+
+
+def _unchanged_within(decision: Decision, higher_is_better: bool, min_effect: float, alpha: float) -> Decision:
+    """``decision``, but an "unchanged" whose interval reaches past ``min_effect`` either way is undecided: "unchanged"
+    says the change is smaller than the minimum effect, which only an interval inside it shows (equivalence; 2+1
+    runs, a t on 1 df, called +0.3 % [-91.8, +1126.8] unchanged)."""
+    bounds = (decision.ci_low, decision.ci_high)
+    if decision.verdict != "unchanged" or None in bounds:
+        return decision
+    if all(effect_verdict(b, higher_is_better, min_effect) == "unchanged" for b in bounds if b is not None):
+        return decision
+    note = (f"not decided: too few runs to decide: the {100 * (1 - alpha):g}% interval is wider than the minimum "
+            f"effect {100 * min_effect:g}%; measure each side more often (runs of one tag, --repeats) or keep earlier "
+            f"runs of this machine in the store (the lookback); {decision.note}")
+    return replace(decision, verdict="undecided", note=note)
 
 
 def decide_rounds(
