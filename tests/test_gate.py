@@ -171,6 +171,22 @@ def test_levels_by_hand() -> None:
     assert "**Not judged**" in gate_markdown(gate, t) and "latency +1.5" in gate_markdown(gate, t)
 
 
+def test_an_unbounded_interval_is_shown_capped() -> None:
+    """A t on 1 df gave a throughput of -33.5 % the interval [-100.0, +51331157151517590830619401240290627944448.0]
+    in the gate's table and its lists: bounds past 1000 % read ">+1000" (or "<-1000"), those within keep one decimal."""
+    from dataclasses import replace
+
+    from edgebench.store.compare_markdown import fmt_change
+
+    wide = replace(_change("throughput", -33.5, verdict="undecided"), ci_low=-100.0, ci_high=5.1331157151517590e40)
+    assert fmt_change(wide) == "-33.5% [-100.0, >+1000]"
+    assert fmt_change(replace(wide, ci_low=-1000.5, ci_high=1000.0)) == "-33.5% [<-1000, +1000.0]"
+    t = parse_thresholds(None, None)
+    text = gate_markdown(evaluate(Comparison("b", "c", [MatchedResult("v", "t", "ctx", [wide])], [], [], {}, 0.01), t),
+                         t)
+    assert "throughput -33.5% [-100.0, >+1000]" in text and "513311" not in text
+
+
 def test_an_estimated_energy_regression_warns_and_never_fails_on_its_own() -> None:
     """TDP x utilisation x time: the time is gated as latency; the estimate failed the gate as if a meter read it."""
     from dataclasses import replace

@@ -13,6 +13,9 @@ from edgebench.store.compare import Comparison, MetricChange, shown_name, worth_
 _ICON = {"regression": "🔴", "lost": "🟠", "improvement": "🟢", "unchanged": "⚪", "undecided": "🟡", "n/a": "·"}
 #: confidences are never printed as certainty: run-level tests on a few runs cannot give it
 _MAX_SHOWN_CONFIDENCE = 0.999
+#: interval bounds beyond this many percent are shown as ">+1000": a t on 1 df put one at +5.1e40 %, a number
+#: that says only "unbounded"
+_MAX_SHOWN_BOUND = 1000.0
 
 
 def fmt_change(c: MetricChange) -> str:
@@ -22,8 +25,15 @@ def fmt_change(c: MetricChange) -> str:
     unit = " pp" if c.metric == "accuracy" else "%"
     text = f"{c.change:+.1f}{unit}"
     if c.ci_low is not None and c.ci_high is not None and c.ci_low != c.ci_high:
-        text += f" [{c.ci_low:+.1f}, {c.ci_high:+.1f}]"
+        text += f" [{_bound(c.ci_low)}, {_bound(c.ci_high)}]"
     return text
+
+
+def _bound(value: float) -> str:
+    """An interval bound as ``+12.3``, or ``>+1000`` / ``<-1000`` past :data:`_MAX_SHOWN_BOUND`."""
+    if abs(value) > _MAX_SHOWN_BOUND:
+        return f"{'>+' if value > 0 else '<-'}{_MAX_SHOWN_BOUND:g}"
+    return f"{value:+.1f}"
 
 
 def fmt_confidence(c: MetricChange) -> str:
