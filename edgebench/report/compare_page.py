@@ -72,7 +72,8 @@ def _gate_html(gate: GateResult, thresholds: Thresholds) -> str:
         parts.append("<h3>Unstable measurements (shown, not blamed)</h3><ul>"
                      + "".join(f"<li>{esc(line)}</li>" for line in unstable_lines(gate)) + "</ul>")
     if gate.undecided:
-        parts.append("<h3>Not judged (disturbed, measured on different machines, or too little evidence to decide)</h3><ul>"
+        parts.append("<h3>Not judged (disturbed, measured on different machines, or too little evidence to decide)"
+                     "</h3><ul>"
                      + "".join(f"<li>{esc(line)}</li>" for line in undecided_lines(gate)) + "</ul>")
     return "".join(parts)
 
