@@ -381,6 +381,7 @@ def test_compare_page_renders_each_runs_distribution(browser: Any, tmp_path: Pat
         _runs(store, "cand", 2, 0.003, seed=2, slowdown={LARGE: 1.08})
         medians = {side: sorted(store.measurements(r).set_index("label").loc[LARGE, "p50_ms"]
                                 for r in store.resolve_runs(tag)) for side, tag in (("baseline", "base"), ("candidate", "cand"))}
+        large_id = store.measurements(store.resolve_run("base")).set_index("label").loc[LARGE, "variant_id"]
     page_path = tmp_path / "cmp" / "index.html"
     app = typer.Typer()
     register(app, friendly_errors)
@@ -390,9 +391,10 @@ def test_compare_page_renders_each_runs_distribution(browser: Any, tmp_path: Pat
     view = Page(browser, page_path, plots=1)
     rows = view.page.locator("tr.regression").all_inner_texts()
     assert any(LARGE in r and "latency" in r for r in rows)
-    curves = view.page.evaluate("""() => [...Bokeh.documents[0].all_models]
-        .filter(m => m.type === 'GlyphRenderer' && /run \\d/.test(m.name))
-        .map(m => [m.name, m.data_source.data.x[100], m.data_source.data.y[100]])""")
+    # the regressed result's plot (results too little measured to call unchanged get theirs too)
+    curves = view.page.evaluate("""(name) => Bokeh.documents[0].roots().filter(r => r.name === name)
+        .flatMap(r => r.renderers).filter(m => m.type === 'GlyphRenderer' && /run \\d/.test(m.name))
+        .map(m => [m.name, m.data_source.data.x[100], m.data_source.data.y[100]])""", f"eb-dist-{large_id}")
     assert sorted(name for name, _, _ in curves) == ["baseline run 1", "baseline run 2", "candidate run 1", "candidate run 2"]
     for side in ("baseline", "candidate"):  # each curve's median is its run's stored p50
         drawn = sorted(x for name, x, y in curves if name.startswith(side) and y == 0.5)
