@@ -151,6 +151,58 @@ def test_a_branch_on_a_tensors_value_is_refused_naming_the_line_not_exported_hal
     assert not (tmp_path / "branch.onnx").exists()
 
 
+class _ViewNet(nn.Module):
+    """A conv net that flattens as much user code does, with x.view(x.size(0), -1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def _dynamic_batch_program(net: nn.Module, path: Path) -> nn.Module:
+    """``net`` saved as a .pt2 with a dynamic batch, as a user exports it, and loaded as edgebench loads weights."""
+    from edgebench.models.weights import load_program
+
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(net, (torch.randn(2, 1, 8, 8),), dynamic_shapes=({0: batch},)), path)
+    return load_program(path, "exported_program")
+
+
+def test_a_dynamic_batch_torch_export_program_exports_to_onnx_that_runs_at_every_batch(tmp_path: Path) -> None:
+    """The dynamo export of a .pt2 program failed (its graph module sat under the wrapper's name "graph", a
+    GraphModule's fx Graph) and the TorchScript fallback wrote x.size(0) as the example's 2: the file declared a
+    dynamic batch and every ONNX job failed in ONNX Runtime (Gemm dimension mismatch)."""
+    torch.manual_seed(0)
+    net = _ViewNet().eval()
+    program = _dynamic_batch_program(net, tmp_path / "net.pt2")
+    export_fp32_onnx(program, torch.randn(2, 1, 8, 8), tmp_path / "net.onnx")
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.no_grad():
+            expected = net(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-5)
+
+
+def test_litert_converts_a_torch_export_program(tmp_path: Path) -> None:
+    """LiteRT's conversion re-exports the model with torch.export; a .pt2 program's failed ("references nonexistent
+    attribute stem of graph") and neither of its LiteRT jobs ran."""
+    pytest.importorskip("litert_torch", reason="LiteRT export is the extra 'litert'")
+    torch.manual_seed(0)
+    net = _ViewNet().eval()
+    program = _dynamic_batch_program(net, tmp_path / "net.pt2")
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    path = get_exporter("tflite").export(program, QuantSpec(), x, tmp_path / "net.tflite")
+    session = get_backend("litert").load(path, BackendSettings(threads=1))
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x[:1])).numpy()
+    np.testing.assert_allclose(session.run(x[:1]), expected, atol=1e-5)
+
 
 def test_an_attention_model_keeps_a_dynamic_batch_and_int8_calibrates_on_batches(tmp_path: Path) -> None:
     """torch.export fixed an attention model's batch at the one example image: static int8 calibration on 32 images

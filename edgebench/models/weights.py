@@ -185,17 +185,20 @@ class ProgramModule(nn.Module):
     def __init__(self, program: torch.jit.ScriptModule | torch.export.ExportedProgram) -> None:
         super().__init__()
         self.program = program
-        self.graph = program if isinstance(program, torch.jit.ScriptModule) else program.module()
+        # not "graph": re-exported (ONNX's dynamo exporter, LiteRT's torch.export), the program's weights sit under
+        # this name in a GraphModule, whose own `graph` is its fx Graph; the dynamo export failed and the TorchScript
+        # fallback fixed the batch of a program's x.view(x.size(0), -1), and LiteRT's conversion failed
+        self.net = program if isinstance(program, torch.jit.ScriptModule) else program.module()
         self.training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)
+        return self.net(x)
 
     @property
     def onnx_exportable(self) -> nn.Module:
         """What ``torch.onnx.export`` takes: a TorchScript module itself (its legacy exporter reads the scripted
         graph; tracing through a wrapper cannot), an exported graph through this wrapper."""
-        return self.graph if isinstance(self.program, torch.jit.ScriptModule) else self
+        return self.net if isinstance(self.program, torch.jit.ScriptModule) else self
 
     def train(self, mode: bool = True) -> ProgramModule:
         """Stays in eval mode (exporters switch modes and back); the experiment check refuses training a program."""
