@@ -204,6 +204,43 @@ def test_litert_converts_a_torch_export_program(tmp_path: Path) -> None:
     np.testing.assert_allclose(session.run(x[:1]), expected, atol=1e-5)
 
 
+class _IntBatchReshape(nn.Module):
+    """Reshapes by the batch read as a Python int: the TorchScript tracer writes the example's batch as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(int(x.size(0)), -1))
+
+
+def test_a_fallback_export_that_runs_only_at_its_traced_batch_is_refused_not_stored(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """Where the dynamo exporter fails, the TorchScript exporter's file declares a dynamic batch whatever the tracer
+    fixed: one that fails at another batch is refused in one line, and a flatten's file still exports."""
+    from edgebench.errors import UnsupportedModelError
+
+    exporter = torch.onnx.export
+
+    def failing_dynamo(*args, dynamo: bool = True, **kwargs):
+        if dynamo:
+            raise RuntimeError("Failed to decompose the FX graph")
+        return exporter(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", failing_dynamo)
+    with pytest.raises(UnsupportedModelError, match=r"^ONNX export of _IntBatchReshape: the dynamo exporter failed "
+                                                    r"\(Failed to decompose the FX graph\) and the TorchScript "
+                                                    r"exporter's file, traced at batch 2, fails \(.+\) at batch 3; "):
+        export_fp32_onnx(_IntBatchReshape().eval(), torch.randn(2, 1, 8, 8), tmp_path / "fixed.onnx")
+    assert not (tmp_path / "fixed.onnx").exists()
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    export_fp32_onnx(flat, torch.randn(2, 1, 8, 8), tmp_path / "flat.onnx")
+    session = ort.InferenceSession(str(tmp_path / "flat.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.ones((5, 1, 8, 8), np.float32)})[0].shape == (5, 3)
+
+
+
 def test_an_attention_model_keeps_a_dynamic_batch_and_int8_calibrates_on_batches(tmp_path: Path) -> None:
     """torch.export fixed an attention model's batch at the one example image: static int8 calibration on 32 images
     then failed in ONNX Runtime ('Got: 32 Expected: 1'), as did the offline scenario."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.errors import UnsupportedModelError
+from edgebench.errors import UnsupportedModelError, first_line
 from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.quantization.qdq import write_qdq
@@ -150,6 +150,35 @@ def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) ->
                 opset_version=17,
             )
         _refuse_traced_branches(caught, out_path)
+        _refuse_fixed_batch(model, example, out_path, exc)
+
+
+def _refuse_fixed_batch(model: nn.Module, example: torch.Tensor, out_path: Path, dynamo_error: Exception) -> None:
+    """UnsupportedModelError where the TorchScript exporter's file declares a dynamic batch but runs only at the
+    example's: the tracer writes a batch read as a Python int (``x.view(x.size(0), -1)`` in a program's graph) as a
+    constant, and evaluation and the offline scenario run other batches (a program's every ONNX job failed in ONNX
+    Runtime after it was stored)."""
+    import onnxruntime as ort
+
+    batch = np.concatenate([example.numpy(), example[:1].numpy()])  # one image more than the traced batch
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # its failure is said in the error below, not logged to stderr besides
+    try:
+        (logits,) = ort.InferenceSession(str(out_path), options, providers=["CPUExecutionProvider"]).run(
+            [OUTPUT_NAME], {INPUT_NAME: batch})
+        if len(logits) == len(batch):
+            return
+        said = f"gives {len(logits)} rows of logits"
+    except Exception as failure:  # ONNX Runtime's own error types: a reshape or matmul of the traced batch's size
+        said = f"fails ({first_line(failure).rpartition('Status Message: ')[2]})"
+    Path(out_path).unlink(missing_ok=True)
+    while dynamo_error.__cause__ is not None:  # torch.onnx's ConversionError wraps the error that says what failed
+        dynamo_error = dynamo_error.__cause__
+    raise UnsupportedModelError(
+        f"ONNX export of {type(model).__name__}: the dynamo exporter failed ({first_line(dynamo_error)[:160]}) and the "
+        f"TorchScript exporter's file, traced at batch {len(example)}, {said} at batch {len(batch)}; fix what the "
+        "dynamo exporter failed on, or reshape in forward without the batch as a number (x.flatten(1), not "
+        "x.reshape(int(x.size(0)), -1))")
 
 
 def _refuse_traced_branches(caught: list[warnings.WarningMessage], out_path: Path) -> None:
