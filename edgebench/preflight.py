@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from edgebench.config import Experiment
     from edgebench.data import DatasetSplits
+    from edgebench.variants import VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,7 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
             except Exception as exc:  # whatever the forward raises, the cause is this pairing
                 one_d = any(isinstance(m, torch.nn.Conv1d) for m in model.modules())
                 raise ConfigError(f"{what} does not run on dataset {splits.name} ({shape} images, batch {n}): "
-                                  f"{first_line(exc)}" + (
-                                      "; edgebench feeds images (N, C, H, W): an (N, C, L) signal is read as 1xCxL "
-                                      "images, so a Conv1d model takes x.flatten(1, 2) of them" if one_d else ""
-                                  )) from None
+                                  f"{first_line(exc)}" + (_conv1d_hint(baseline, splits) if one_d else "")) from None
             if not isinstance(out, torch.Tensor):
                 raise ConfigError(f"{what} returns a {type(out).__name__}, not one logits tensor, on dataset "
                                   f"{splits.name}: return only the (batch, {splits.num_classes}) logits (e.g. a "
@@ -123,6 +121,23 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
             raise ConfigError(f"pruning.criteria: nisp scores the inputs of the last Linear layer (the final response "
                               f"layer), and {what} has no Linear layer (a conv classifier); choose another criterion")
     return model
+
+
+def _conv1d_hint(baseline: VariantSpec, splits: DatasetSplits) -> str:
+    """How edgebench feeds a Conv1d model a signal, and, where its factory took in_channels from the images (their
+    C, 1 for a 1xCxL signal), that this is not the signal's channels: a model that already flattened its input was
+    otherwise told to flatten it."""
+    from edgebench.models.source import factory_kwargs, spec_factory
+
+    hint = ("; edgebench feeds images (N, C, H, W): an (N, C, L) signal is read as 1xCxL images, so a Conv1d model "
+            "takes x.flatten(1, 2) of them")
+    if baseline.source is not None and baseline.source.program:  # a program: no factory was called
+        return hint
+    given, signal = factory_kwargs(spec_factory(baseline), baseline, splits).get("in_channels"), splits.input_shape[1]
+    if given != splits.input_shape[0] or given == signal:  # not the images' C, or the signal's C too
+        return hint
+    return (f"{hint}; its factory was given in_channels={given} (the images' C), not the signal's {signal} channels: "
+            f"a Conv1d's input channels must not come from that argument (model.kwargs: {{in_channels: {signal}}})")
 
 
 #: training images a plug-in criterion scores the untrained model on in :func:`check_plugin_criteria`

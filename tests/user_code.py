@@ -118,6 +118,22 @@ def build_conv1d(num_classes: int = 10) -> nn.Module:
     return Signal1d(num_classes)
 
 
+class FlatSignal1d(nn.Module):
+    """A Conv1d model that flattens the 1xCxL images itself, its input channels a factory argument."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x.flatten(1, 2)).mean(2))
+
+
+def build_conv1d_in_channels(num_classes: int = 10, in_channels: int = 8) -> nn.Module:
+    return FlatSignal1d(num_classes, in_channels)
+
+
 def build_locked(num_classes: int = 10) -> nn.Module:
     """SmallNet keeping a lock as an attribute: it cannot be pickled, nor copied."""
     import threading

@@ -137,16 +137,16 @@ def spec_factory(spec: VariantSpec) -> Callable[..., Any]:
     return MODELS.get(spec.model)
 
 
-def _call_factory(factory: Callable[..., Any], spec: VariantSpec, splits: DatasetSplits) -> Any:
-    """``factory`` called with the spec's kwargs and what it takes of num_classes, in_channels and input_size (one
-    number for square images, (height, width) otherwise)."""
+def factory_kwargs(factory: Callable[..., Any], spec: VariantSpec, splits: DatasetSplits) -> dict[str, Any]:
+    """What ``factory`` is called with: the spec's kwargs and what it takes of num_classes, in_channels and
+    input_size (one number for square images, (height, width) otherwise)."""
     params = inspect.signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     height, width = splits.input_shape[1:]
     from_data = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0],
                  "input_size": height if height == width else (height, width)}
     kwargs = {k: v for k, v in from_data.items() if k in params or (takes_any and k != "input_size")}
-    return factory(**{**kwargs, **spec.model_kwargs})
+    return {**kwargs, **spec.model_kwargs}
 
 
 class FactoryError(ConfigError):
@@ -167,7 +167,7 @@ def new_model(spec: VariantSpec, splits: DatasetSplits) -> nn.Module:
         return load_program(Path(source.weights), source.weights_format or "torchscript")
     factory = spec_factory(spec)
     try:
-        model = _call_factory(factory, spec, splits)
+        model = factory(**factory_kwargs(factory, spec, splits))
     except Exception as exc:  # the user's code: whatever it raises is the cause
         raise FactoryError(f"model {spec.model}: the factory raised {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
