@@ -264,6 +264,89 @@ def test_the_same_layers_where_hls4ml_computes_their_outputs_convert(tmp_path: P
     assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() < 1e-3
 
 
+class SignalNet(nn.Module):
+    """A 1-D CNN as edgebench feeds it: its (1, 3, 16) image flattened to the (3, 16) signal of its Conv1d layers
+    (as preflight's refusal of (N, C, L) arrays advises), or a view/squeeze of the same."""
+
+    def __init__(self, form: str = "flatten") -> None:
+        super().__init__()
+        self.form = form
+        self.c1, self.b1, self.p1 = nn.Conv1d(3, 8, 5, padding=2), nn.BatchNorm1d(8), nn.MaxPool1d(2)
+        self.c2, self.p2 = nn.Conv1d(8, 8, 3, padding=1), nn.MaxPool1d(2)
+        self.fc = nn.Linear(8 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1, 2) if self.form == "flatten" else x.squeeze(1)  # the signal line
+        x = self.p1(torch.relu(self.b1(self.c1(x))))
+        x = self.p2(torch.relu(self.c2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("form", ["flatten", "squeeze"])
+def test_a_4d_tensor_reshaped_to_a_1d_signal_is_refused_by_name_before_training(form: str) -> None:
+    """hls4ml 1.3 converts the reshape of the (1, C, L) image into a Conv1d's (C, L) signal without a word and its
+    firmware reads the values in another order: this net's C simulation was 1.4 off PyTorch at ap_fixed<28,10>
+    (outputs of 0.8), and a trained one was stored "ok" at chance accuracy (0.275 of 4 classes, 0.755 on ONNX
+    Runtime). The exporter's refusal (preflight's, before training) names the forward's line, for either io_type."""
+    model = SignalNet(form).eval()
+    line = re.escape(_line_of(SignalNet.forward, "# the signal line"))
+    message = rf"the model's forward \({line}\) right: it reshapes a \(1, 3, 16\) tensor to \(3, 16\)"
+    for io_type in ("io_stream", "io_parallel"):
+        reason = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type=io_type)).refuses(model, (1, 3, 16))
+        assert reason is not None and re.search(message, reason) and "Conv2d(1, n, (C, k))" in reason, reason
+
+
+class MapsToSignals(nn.Module):
+    """A Conv2d's four 4x4 maps flattened to four 16-long signals (the channels kept) for a Conv1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c2, self.c1, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv1d(4, 4, 3, padding=1), nn.Linear(4 * 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c2(x)).flatten(2)  # the maps' line
+        return self.fc(torch.flatten(torch.relu(self.c1(x)), 1))
+
+
+def test_a_reshape_that_keeps_the_channels_converts_in_io_parallel_only(tmp_path: Path) -> None:
+    """x.flatten(2) of (C, H, W) maps: hls4ml's io_stream firmware was 0.04 off outputs of 0.1, so it is refused
+    there; io_parallel's gives PyTorch's outputs, so it converts."""
+    torch.manual_seed(0)
+    model = MapsToSignals().eval()
+    line = re.escape(_line_of(MapsToSignals.forward, "# the maps' line"))
+    reason = Hls4mlExporter().refuses(model, (3, 4, 4))  # the default target's io_stream
+    assert reason is not None and re.search(rf"forward \({line}\) right: it reshapes a \(4, 4, 4\) tensor to "
+                                            r"\(4, 16\), which hls4ml 1.3's io_stream", reason), reason
+    parallel = Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel"))
+    assert parallel.refuses(model, (3, 4, 4)) is None
+    x = np.random.default_rng(0).standard_normal((16, 3, 4, 4)).astype(np.float32)
+    wide = QuantSpec(precision="fixed", fixed_point="ap_fixed<28,10>")
+    got = get_backend("hls4ml").load(parallel.export(model, wide, x, tmp_path / "prj"), BackendSettings()).run(x)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(expected).max() > 0.1
+    assert np.abs(got - expected).max() < 1e-3
+
+
+def test_the_1d_net_written_in_2d_layers_as_the_refusal_advises_converts(tmp_path: Path) -> None:
+    """The refusal's advice: SignalNet's layers as Conv2d(1, 8, (3, 5)), (1, k) kernels, BatchNorm2d and
+    MaxPool2d((1, 2)) over the (1, 3, 16) image compute the same function, and hls4ml's io_stream C simulation gives
+    PyTorch's outputs (as the 1-D layers' own C simulation does on a 3-D input: 6e-5)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, (3, 5), padding=(0, 2)), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d((1, 2)),
+                          nn.Conv2d(8, 8, (1, 3), padding=(0, 1)), nn.ReLU(), nn.MaxPool2d((1, 2)), nn.Flatten(),
+                          nn.Linear(8 * 4, 4)).eval()
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(0).standard_normal((16, 1, 3, 16)).astype(np.float32)
+    assert Hls4mlExporter().refuses(model, (1, 3, 16)) is None
+    wide = QuantSpec(precision="fixed", fixed_point="ap_fixed<28,10>")
+    artifact = Hls4mlExporter().export(model, wide, x, tmp_path / "prj")
+    got = get_backend("hls4ml").load(artifact, BackendSettings()).run(x)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(expected).max() > 0.1  # outputs that say something
+    assert np.abs(got - expected).max() < 1e-3
+
+
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 1, 1)], ids=["max", "avg"])
 def test_a_padded_pool_is_refused_for_io_stream_only(pool: nn.Module) -> None:
     """GoogLeNet's MaxPool2d(3, 2, 1): io_stream's pooling asserts zero padding, so its C simulation aborted

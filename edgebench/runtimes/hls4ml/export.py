@@ -41,7 +41,7 @@ from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, Exporter, TargetBlock
 from edgebench.runtimes.hls4ml import GXX, HLS4ML
 from edgebench.runtimes.hls4ml.csim import CFLAGS, compile_csim, cxx_standard
-from edgebench.runtimes.hls4ml.graph_forms import hls4ml_forms
+from edgebench.runtimes.hls4ml.graph_forms import hls4ml_forms, node_values
 from edgebench.runtimes.hls4ml.multipliers import AP_ROUNDING, bit_operations, count_multipliers, weight_bytes
 from edgebench.runtimes.hls4ml.report import METADATA_FILE, find_csynth_report, parse_csynth_report, write_synthesis
 from edgebench.runtimes.hls4ml.target import FPGASpec
@@ -239,6 +239,43 @@ def check_supported(model: nn.Module, input_shape: tuple[int, ...], io_type: str
             advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
             raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
     _check_ceil_modes(model, input_shape)
+
+
+def _check_reshapes(model: nn.Module, input_shape: tuple[int, ...], io_type: str) -> None:
+    """Raise UnsupportedModelError naming where the forward reshapes a 4-D tensor to a 3-D one that hls4ml 1.3 reads
+    in another order, a firmware that computes other outputs: in io_stream any such reshape, in io_parallel one
+    that merges the channels into the new ones (``torch.flatten(x, 1, 2)`` or ``x.squeeze(1)`` of the (1, C, L)
+    image into a Conv1d's (C, L) signal, as a 1-D model reads edgebench's images). Such a Conv1d/BatchNorm1d/MaxPool1d
+    net was 1.4 off PyTorch at ap_fixed<28,10> (outputs of 0.8) and a trained one stored "ok" at chance accuracy,
+    where the same layers on a 3-D input agree within 6e-5; io_parallel's ``x.flatten(2)`` of (C, H, W) maps agrees
+    within 5e-5, io_stream's was 0.04 off outputs of 0.1. The same net in Conv2d layers over the image converts."""
+    training = model.training
+    try:  # in eval mode: a training BatchNorm would move the user's running statistics on the random images
+        graph = model if isinstance(model, torch.fx.GraphModule) else traced(model)
+        values = node_values(graph.eval(), (2, *input_shape))
+    except Exception:  # a model fx cannot trace or run: hls4ml's own tracer says what it meets
+        return
+    finally:
+        model.train(training)
+    for node in graph.graph.nodes:
+        if node.op not in ("call_function", "call_method", "call_module") or not node.args:
+            continue
+        source, out = values.get(getattr(node.args[0], "name", "")), values.get(node.name)
+        if not (isinstance(source, torch.Tensor) and isinstance(out, torch.Tensor) and source.dim() == 4
+                and out.dim() == 3 and source.numel() == out.numel()):
+            continue
+        if io_type == "io_parallel" and out.shape[1] == source.shape[1]:
+            continue  # the channels kept, each map flattened: io_parallel computes it
+        stack = node.meta.get("nn_module_stack")
+        where = f"layer '{next(reversed(stack))}'" if stack else "the model's forward"
+        if line := _own_line(node.meta.get("stack_trace") or ""):
+            where += f" ({line})"
+        raise UnsupportedModelError(
+            f"hls4ml cannot convert {where} right: it reshapes a {tuple(source.shape[1:])} tensor to "
+            f"{tuple(out.shape[1:])}, which hls4ml 1.3's {io_type} reads in another order, a firmware that computes "
+            "other outputs; write a 1-D net's layers as 2-D ones over the (1, C, L) image (Conv1d(C, n, k) as "
+            "Conv2d(1, n, (C, k)), then Conv2d kernels (1, k), BatchNorm2d, MaxPool2d((1, p))) or leave hls4ml "
+            "targets out for this model")
 
 
 def _misread_attribute(name: str, module: nn.Module) -> str | None:
@@ -443,12 +480,13 @@ def _hls_config(hls4ml: Any, model: nn.Module, input_shape: tuple[int, ...], qua
 def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSpec, fpga: FPGASpec,
                   out_path: Path, layers: list[LayerQuant] | None = None) -> Any:
     """The hls4ml model of ``model`` (converted, not yet written or compiled) for ``fpga`` at ``quant``; ``layers``:
-    the trained quantizers of a quantization-trained model (``model`` is then its ``qat.deployable`` copy)."""
+    the trained quantizers of a quantization-trained model (``model`` is then its ``qat.deployable`` copy). A reshape
+    it would misread is refused once hls4ml has converted the rest (its refusals of the ops say what to write first)."""
     hls4ml = require_module("hls4ml", "fpga", "the hls4ml exporter")
     try:  # the config already traces the model: an op hls4ml lacks fails here
         config = _hls_config(hls4ml, model, input_shape, quant, fpga, layers)
         with contextlib.redirect_stdout(io.StringIO()):
-            return hls4ml.converters.convert_from_pytorch_model(
+            hls_model = hls4ml.converters.convert_from_pytorch_model(
                 model, output_dir=str(out_path), project_name=PROJECT, backend=fpga.hls_backend,
                 hls_config=config, io_type=fpga.io_type, part=fpga.part, clock_period=fpga.clock_period_ns,
             )
@@ -468,6 +506,8 @@ def convert_model(model: nn.Module, input_shape: tuple[int, ...], quant: QuantSp
         else:
             hint = _MESSAGE_HINTS.get(str(exc), "") or _raised_where(exc)
         raise UnsupportedModelError(f"hls4ml cannot convert the model: {exc}{hint}") from exc
+    _check_reshapes(model, input_shape, fpga.io_type)
+    return hls_model
 
 
 def _called_where(model: nn.Module, function: str) -> str:
@@ -570,8 +610,8 @@ class Hls4mlExporter(Exporter):
         return int(meta["weight_bytes"]), None
 
     def refuses(self, model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
-        """A layer type hls4ml has no converter for, or a graph its parser fails on (converted, not written or
-        compiled: about 0.02 s for the digits CNN)."""
+        """A layer type hls4ml has no converter for or converts to other outputs, or a graph its parser fails on
+        (converted, not written or compiled: about 0.02 s for the digits CNN)."""
         try:
             plain = hls4ml_ready(model, input_shape)
             check_supported(plain, input_shape, self.fpga.io_type)

@@ -64,7 +64,7 @@ def hls4ml_forms(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     outputs."""
     try:
         graph = traced(copy.deepcopy(model).eval())  # its nodes' stack traces: a refusal names the model's line
-        small, large = (_node_values(graph, (batch, *input_shape)) for batch in (2, 3))
+        small, large = (node_values(graph, (batch, *input_shape)) for batch in (2, 3))
     except Exception:  # hls4ml's tracer is torch.fx's too: its own error then says what it met
         return model
     changed = (_static_sizes(graph, small, large) + _flattens(graph, small, large) + _pool_layers(graph, small)
@@ -98,8 +98,9 @@ def _replaced(graph: torch.fx.GraphModule, values: dict[str, Any], match: Callab
     return rewritten(graph, match, recorded)
 
 
-def _node_values(graph: torch.fx.GraphModule, shape: tuple[int, ...]) -> dict[str, Any]:
-    """Each node's value for one batch of random images of ``shape``."""
+def node_values(graph: torch.fx.GraphModule, shape: tuple[int, ...]) -> dict[str, Any]:
+    """Each node's value for one batch of random images of ``shape`` (read by the rewrites here, and by the export's
+    check of reshapes hls4ml misreads)."""
     values: dict[str, Any] = {}
 
     class Recorder(torch.fx.Interpreter):
