@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import chain, cycle, repeat
 from math import comb
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from edgebench.job import MeasureSettings
+from edgebench.measure import harness
 from edgebench.measure.harness import time_session
 from edgebench.measure.stats import (
     PrecisionRule,
@@ -145,67 +149,93 @@ def test_max_iters_caps_the_loop():
     assert timing.stopped == "max_iters"
 
 
-class _Sleeping(Session):
-    """Sleeps a fixed time per run, every ``spike_every``-th run ``spike`` times longer: a known spread."""
+class _Clock:
+    """A virtual ``perf_counter_ns`` that only a fake session's run moves: the timed loop then sees exactly the
+    durations a test chose, however loaded the machine (real sleeps stretched 2 ms to 4-8 ms on a busy CI guest)."""
 
-    def __init__(self, seconds: float, spike_every: int = 0, spike: float = 1.0) -> None:
-        self.seconds, self.spike_every, self.spike, self.calls = seconds, spike_every, spike, 0
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.now_ns
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    """The harness's clock, replaced for this test by a virtual one."""
+    virtual = _Clock()
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter_ns=virtual.perf_counter_ns))
+    return virtual
+
+
+class _Ticking(Session):
+    """Each run advances ``clock`` by the next of ``durations_ns`` (the first inference and warm-up take theirs too):
+    a known spread."""
+
+    def __init__(self, clock: _Clock, durations_ns: Iterable[int]) -> None:
+        self.clock, self.durations_ns, self.calls = clock, iter(durations_ns), 0
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        import time
-
         self.calls += 1
-        slow = self.spike_every and self.calls % self.spike_every == 0
-        time.sleep(self.seconds * (self.spike if slow else 1.0))
+        self.clock.now_ns += next(self.durations_ns)
         return inputs
 
 
-class _Prepared(_Sleeping):
+class _Prepared(_Ticking):
     """``run`` converts for 5 ms before its 1 ms inference, as LiteRT's run quantizes and re-lays an input;
     ``timed_call`` prepares once and times the inference alone."""
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        import time
-
-        time.sleep(0.005)
+        self.clock.now_ns += 5_000_000
         return super().run(inputs)
 
     def timed_call(self, batch: np.ndarray):
-        return lambda: _Sleeping.run(self, batch)
+        return lambda: _Ticking.run(self, batch)
 
 
-def test_the_timed_loop_times_the_sessions_timed_call_not_its_run():
+def test_the_timed_loop_times_the_sessions_timed_call_not_its_run(clock):
     settings = MeasureSettings(warmup_iters=1, min_iters=20, min_time_s=0.0, max_time_s=5, precision=None)
-    session = _Prepared(0.001)
+    session = _Prepared(clock, repeat(1_000_000))
     timing = time_session(session, np.zeros(1), settings)
     assert session.calls == 1 + 1 + len(timing.samples_ns)  # every call, the first and warm-up included, went there
-    assert 0.001 <= np.median(timing.samples_ns) / 1e9 < 0.004  # the inference's 1 ms, not run's 6 ms
+    assert timing.samples_ns == [1_000_000] * 20  # the inference's 1 ms each, not run's 6 ms
 
 
-def test_adaptive_window_stops_at_the_precision_after_the_floor():
+def test_adaptive_window_stops_at_the_precision_after_the_floor(clock):
+    # 9 samples of 1 ms and 9 of 2 ms around a p50 of 1.5 ms (+-20 us), then only 1.5 ms +-20 us: the p50 interval
+    # [x_(l), x_(n+1-l)] is within 5 % once l >= 10, i.e. P(B <= 9) <= 2.5 % for B ~ Binomial(n, 1/2). That is
+    # 0.0307 at n = 29 and 0.0214 at n = 30, so the floor's 20 samples are not enough and the window ends at 30
+    # (under 40 samples the rule is checked after every one)
+    assert _binomial_cdf(9, 29, 0.5) > 0.025 >= _binomial_cdf(9, 30, 0.5)
     settings = MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.0, max_time_s=20, precision=0.05)
-    timing = time_session(_Sleeping(0.002), np.zeros(1), settings)
+    untimed, spread, middle = [1_500_000] * 3, [1_000_000, 2_000_000] * 9, cycle([1_480_000, 1_520_000])
+    timing = time_session(_Ticking(clock, chain(untimed, spread, middle)), np.zeros(1), settings)
     assert timing.stopped == "precision"
-    assert len(timing.samples_ns) >= 20
-    assert PrecisionRule(0.05).met(timing.samples_ns)
+    assert len(timing.samples_ns) == 30
+    assert PrecisionRule(0.05).met(timing.samples_ns) and not PrecisionRule(0.05).met(timing.samples_ns[:29])
 
 
-def test_a_precision_out_of_reach_ends_at_the_time_cap():
+def test_a_precision_out_of_reach_ends_at_the_time_cap(clock):
     # every other run 10x slower: the median sits on a cliff between two modes and is never pinned within 0.1 %
     settings = MeasureSettings(warmup_iters=0, min_iters=10, min_time_s=0.0, max_time_s=0.3, precision=0.001)
-    timing = time_session(_Sleeping(0.001, spike_every=2, spike=10.0), np.zeros(1), settings)
+    timing = time_session(_Ticking(clock, cycle([1_000_000, 10_000_000])), np.zeros(1), settings)
     assert timing.stopped == "max_time" and timing.precision_met is False
-    assert timing.wall_ns >= 0.3e9
+    # samples 10, 1, 10, ... ms: 27 pairs make 297 ms, the 55th sample (10 ms) passes the 300 ms cap
+    assert len(timing.samples_ns) == 55 and timing.wall_ns == 307_000_000
 
 
-def test_a_window_the_cap_ended_after_the_precision_was_met_says_it_was_met():
+def test_a_window_the_cap_ended_after_the_precision_was_met_says_it_was_met(clock):
     """min_time_s = max_time_s (a fixed window, README's energy recipe) always ended by the cap, and the run then
     listed it as short of the precision although its p50 interval was well within it."""
     settings = MeasureSettings(warmup_iters=0, min_iters=10, min_time_s=0.2, max_time_s=0.2, precision=0.05)
-    timing = time_session(_Sleeping(0.002), np.zeros(1), settings)
+    # 2 ms +-2 %: samples 2.04, 1.96, ... ms reach the 200 ms cap at the 100th; the p50 of 2.0 ms has the interval
+    # [x_(40), x_(61)] = [1.96, 2.04] ms at n = 100, 2 % either side
+    jitter = [1_960_000, 2_040_000]
+    timing = time_session(_Ticking(clock, cycle(jitter)), np.zeros(1), settings)
     assert timing.stopped == "max_time" and timing.precision_met is True
+    assert len(timing.samples_ns) == 100
     assert PrecisionRule(0.05).met(timing.samples_ns)  # what precision_met claims, checked on its own
-    fixed = time_session(_Sleeping(0.002), np.zeros(1), settings.model_copy(update={"precision": None}))
+    fixed = time_session(_Ticking(clock, cycle(jitter)), np.zeros(1), settings.model_copy(update={"precision": None}))
     assert fixed.precision_met is None
 
 
