@@ -94,11 +94,29 @@ def test_integrate_power_interpolates_edges() -> None:
     assert integrate_power([1.0, 2.0], [5, 5], 0.5, 1.5) is None  # window starts before the first sample
 
 
-def test_external_csv_meter_merges_by_window(tmp_path: Path) -> None:
+class _WallClock:
+    """A virtual ``time.time``/``time.sleep`` for a meter: the window is exactly as long as the test says (on a loaded
+    machine the real one also held the delay before ``start`` and the oversleep, a watt or more of error)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_external_csv_meter_merges_by_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgebench.measure import energy_csv
+
+    now = 1_700_000_000.0
+    clock = _WallClock(now)
+    monkeypatch.setattr(energy_csv, "time", clock)
     log = tmp_path / "meter.csv"
-    now = time.time()
     offset = 100.0  # the meter's clock runs 100 s ahead of this machine's
-    step = now + 0.15  # power steps from 5 W to 8 W inside the window
+    step = now + 0.175  # power steps from 5 W to 8 W inside the window, midway between two samples
     rows = ["timestamp,voltage_v,current_a,power_w"]
     for i in range(-40, 120):
         t = now + i * 0.05
@@ -108,18 +126,19 @@ def test_external_csv_meter_merges_by_window(tmp_path: Path) -> None:
 
     meter = ExternalCsvMeter(str(log), time_offset_s=offset, wait_s=0.0)
     meter.start()
-    time.sleep(0.4)
+    clock.sleep(0.4)
     reading = meter.stop()
-    assert reading.source == "measured:external-csv"
-    expected = 5.0 * 0.15 + 8.0 * (reading.seconds - 0.15)
-    assert reading.joules == pytest.approx(expected, abs=0.15)  # one 50 ms sample interval of slack at the step
+    assert reading.source == "measured:external-csv" and reading.seconds == pytest.approx(0.4)
+    # 5 W for 0.175 s and 8 W for 0.225 s: the trapezoid between the samples at 0.15 and 0.2 s halves the step's
+    # 50 ms as the step does, so the log integrates to the step's energy exactly
+    assert reading.joules == pytest.approx(5.0 * 0.175 + 8.0 * 0.225, abs=1e-3)
 
     vi = create_meter({"type": "external_csv", "path": str(log), "power_column": "unused",
                        "voltage_column": "voltage_v", "current_column": "current_a",
                        "time_offset_s": offset, "wait_s": 0.0})
     vi.start()
-    time.sleep(0.3)
-    assert vi.stop().joules == pytest.approx(8.0 * 0.3, rel=0.15)
+    clock.sleep(0.3)
+    assert vi.stop().joules == pytest.approx(8.0 * 0.3, abs=1e-3)  # 5 V x 1.6 A from 0.4 s on
 
 
 def test_external_csv_without_coverage_is_null(tmp_path: Path) -> None:
