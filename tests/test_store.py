@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 
@@ -213,16 +214,23 @@ def _writer(path: str, start: int, stop: int) -> None:
     store.close()
 
 
+def _stored_rows(store: Store) -> int:
+    """The measurements the writer's run holds so far (0 before it has started its run)."""
+    run_id = store.find_resumable_run("h")
+    return 0 if run_id is None else len(store.done_job_keys(run_id))
+
+
 def test_killed_writer_loses_nothing_and_resume_does_not_duplicate(tmp_path: Path) -> None:
     path = str(tmp_path / "results.db")
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_writer, args=(path, 0, 100_000))
     proc.start()
     store = Store.open(path)
-    deadline = 200
-    while deadline and (store.find_resumable_run("h") is None or len(store.done_job_keys(store.find_resumable_run("h"))) < 20):
+    # a spawned writer imports edgebench before its first row: seconds on a busy CI guest, where the 200 x 50 ms joins
+    # once allowed ran out. The deadline only guards a hang; a writer that dies early ends the wait, failing the count
+    deadline = time.monotonic() + 120
+    while proc.is_alive() and time.monotonic() < deadline and _stored_rows(store) < 20:
         proc.join(0.05)
-        deadline -= 1
     proc.kill()  # SIGKILL mid-write
     proc.join()
     run_id = store.find_resumable_run("h")
