@@ -109,15 +109,16 @@ def connect(ssh: SSHSpec) -> Any:
     return client
 
 
-def probe(ssh: SSHSpec) -> str | None:
+def probe(ssh: SSHSpec, import_limit_s: float | None = None) -> str | None:
     """None when jobs can run on the device: it accepts our key and host key, and ``ssh.python`` imports the
-    worker; else why not, in one line (each failure mode names what to fix)."""
+    worker within ``import_limit_s`` (default 3 x the connect timeout, which also bounds the handshake); else why
+    not, in one line (each failure mode names what to fix)."""
     try:
         client = connect(ssh)
     except (RemoteError, _Dropped) as exc:
         return str(exc)
+    limit = ssh.connect_timeout_s * 3 if import_limit_s is None else import_limit_s
     try:
-        limit = ssh.connect_timeout_s * 3
         check = f"{shlex.quote(ssh.python)} -c 'import edgebench.measure.worker'"
         # a hung import is killed on the board (closing our channel leaves it running there, busy beside later jobs)
         command = f"if command -v timeout >/dev/null; then exec timeout -s KILL {limit:g} {check}; else exec {check}; fi"
@@ -131,7 +132,7 @@ def probe(ssh: SSHSpec) -> str | None:
     said = (err or out).strip().splitlines()
     detail = said[-1].strip() if said else f"exit code {code}"  # the last line: the shell's or Python's reason
     if code in (-1, 124, 128 + signal.SIGKILL) and not said:  # killed by timeout (paramiko: -1 for a signal)
-        detail = f"importing it did not finish in {ssh.connect_timeout_s * 3:g} s and was killed"
+        detail = f"importing it did not finish in {limit:g} s and was killed"
     return (f"{ssh.python} on {ssh.host} cannot run edgebench's worker ({detail}); install edgebench there "
             "or set ssh.python to a python that has it")
 
