@@ -76,12 +76,17 @@ class Page:
         return next(i for i, (lab, ctx) in enumerate(zip(self.column("label"), self.column("context")))
                     if lab == label and ctx.startswith(context_prefix))
 
-    def hover(self, i: int, plot: str = LATENCY_PLOT) -> str:
-        """Tooltip text with the mouse over source row ``i`` ('' when no point is there)."""
+    def hover(self, i: int, plot: str = LATENCY_PLOT, shown: bool = True) -> str:
+        """Tooltip text with the mouse over source row ``i``; ``shown=False`` where no point should be there ('').
+        A shown point's tooltip is waited for (a fixed 250 ms read it empty on a loaded machine); an absent one cannot
+        be, so that case waits a fixed time, in which a late tooltip can only appear, never vanish."""
         self.page.mouse.move(1, 1)
         x, y = self.page.evaluate(POINT_JS, [plot, i])
         self.page.mouse.move(x, y)
-        self.page.wait_for_timeout(250)
+        if shown:
+            self.page.wait_for_function(f"() => ({TOOLTIP_JS})() !== ''")
+        else:
+            self.page.wait_for_timeout(250)
         return self.page.evaluate(TOOLTIP_JS)
 
     def click_point(self, i: int, plot: str = LATENCY_PLOT) -> None:
@@ -183,7 +188,7 @@ def test_legend_click_hides_that_criterions_points(browser: Any, two_target_repo
     other = view.row_of("l1-0.5-while_training/fp32")
     assert "random-0.5" in view.hover(target)
     view.page.click("button.chip[data-group=random]")
-    assert view.hover(target) == ""  # no point there any more
+    assert view.hover(target, shown=False) == ""  # no point there any more
     assert "l1-0.5" in view.hover(other)
     shown = view.page.evaluate(f"() => ({MODEL_JS})('eb-shown').booleans")
     assert shown == [g != "random" for g in view.column("group")]
@@ -199,10 +204,10 @@ def test_target_selector_switches_points_fronts_and_table_rows(browser: Any, two
     view = Page(browser, two_target_report)
     page = view.page
     local, remote = view.row_of("baseline/fp32", "local-cpu"), view.row_of("baseline/fp32", "rpi5")
-    assert "local-cpu" in view.hover(local) and view.hover(remote) == ""
+    assert "local-cpu" in view.hover(local) and view.hover(remote, shown=False) == ""
     assert page.locator("tr[data-i]:visible").count() == 20
     page.select_option("#eb-target", "rpi5 · onnxruntime")
-    assert view.hover(local) == "" and "rpi5" in view.hover(remote)
+    assert view.hover(local, shown=False) == "" and "rpi5" in view.hover(remote)
     assert page.locator("tr[data-i]:visible").count() == 20
     assert page.locator(f"tr[data-i='{remote}']").is_visible() and not page.locator(f"tr[data-i='{local}']").is_visible()
     fronts = page.evaluate("() => [...Bokeh.documents[0].all_models].filter(m => m.type === 'GlyphRenderer' && "
