@@ -16,7 +16,7 @@ from edgebench.measure.speed_probe import TOLERANCE_ENV
 from edgebench.pipeline import run_experiment
 from edgebench.remeasure import remeasure_runs
 from edgebench.store import Store
-from edgebench.store.metrics import DEFAULT_ALLOWANCE
+from edgebench.store.metrics import DEFAULT_ALLOWANCE, TIMING_METRICS
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,14 @@ def test_remeasure_identical_artifacts_is_no_regression(two_runs: tuple[Path, st
     assert {c.basis for c in latency} <= {"rounds", "contended"}
     # every round is counted but those at two machine speeds (tests/test_speed_probe.py), both sides alike
     assert all(c.runs[0] == c.runs[1] and 2 <= c.runs[0] <= 4 for c in latency if c.basis == "rounds")
-    assert cmp.regressions == []
+    # size, accuracy and memory of identical artifacts never regress. A timing figure may pass the gate by chance:
+    # 2 results x 3-4 timing metrics are each tested at alpha 0.01, so a few A/A runs in a hundred on a guest whose
+    # speed drifts between the two sides of a round show one just past its minimum effect (5 % for latency; seen on
+    # the sibling test in CI). None may move by the noise allowance of a single run: a bias between the sides that
+    # large (one measured with another window or thread count) fails here
+    alarms = [c for r in cmp.results for c in r.changes if c.verdict == "regression"]
+    assert all(c.metric in TIMING_METRICS and c.change is not None and c.change < DEFAULT_ALLOWANCE
+               for c in alarms), alarms
 
 
 def test_a_targets_availability_is_asked_once_per_remeasure(two_runs: tuple[Path, str, str],
