@@ -37,7 +37,7 @@ from edgebench.store.compare import (
     metric_change,
     one_sided,
 )
-from edgebench.store.compare_match import Side, match_runs, refuse_shared_runs
+from edgebench.store.compare_match import Side, match_runs, refuse_shared_runs, tag_of_several_runs
 from edgebench.store.metrics import (
     DEFAULT_ROUNDS,
     RUN_METRICS,
@@ -143,6 +143,9 @@ def remeasure_runs(
     base_id, cand_id = store.resolve_run(baseline), store.resolve_run(candidate)
     refuse_shared_runs([base_id], [cand_id], baseline, candidate)  # before any round is measured
     matching = match_runs(store, [base_id], [cand_id])
+    hint = "its stored files are the ones measured again"
+    matching.warnings += [*tag_of_several_runs(store, baseline, base_id, hint),
+                          *tag_of_several_runs(store, candidate, cand_id, hint)]
     pairs: list[_Pair] = []
     stored_only: dict[tuple[str, str], str] = {}
     files = (_target_files(store, base_id), _target_files(store, cand_id))

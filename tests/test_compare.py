@@ -102,9 +102,10 @@ def test_a_window_too_short_to_bound_its_percentile_is_not_decided_on(sqlite_sto
 
 
 def test_repeats_decide_on_the_runs(sqlite_store: Store) -> None:
-    _noisy_runs(sqlite_store, "base", 3, sigma=0.01, seed=1, variants=6)
-    _noisy_runs(sqlite_store, "cand", 3, sigma=0.01, seed=2, slowdown=1.10, variants=6)
+    base_ids = _noisy_runs(sqlite_store, "base", 3, sigma=0.01, seed=1, variants=6)
+    cand_ids = _noisy_runs(sqlite_store, "cand", 3, sigma=0.01, seed=2, slowdown=1.10, variants=6)
     cmp = compare_runs(sqlite_store, "base", "cand", repeats=True, lookback=0)
+    assert not [w for w in cmp.warnings if w.startswith("tag ")]
     latency = [next(c for c in r.changes if c.metric == "latency") for r in cmp.results]
     assert all(c.basis == "runs" and c.runs == (3, 3) for c in latency)
     assert all(c.verdict == "regression" for c in latency)
@@ -113,6 +114,11 @@ def test_repeats_decide_on_the_runs(sqlite_store: Store) -> None:
     single = compare_runs(sqlite_store, "base", "cand", lookback=0)
     assert single.regressions == [] and {c.basis for r in single.results for c in r.changes if c.metric == "latency"} == {
         "allowance"}
+    # ... and says so, naming the run it took of each tag
+    assert (single.baseline_run, single.candidate_run) == (base_ids[-1], cand_ids[-1])
+    hint = "pass --repeats to decide on all of them (their spread is the run-to-run noise)"
+    assert f"tag 'base' names 3 runs: only its latest, {base_ids[-1]}, is compared; {hint}" in single.warnings
+    assert f"tag 'cand' names 3 runs: only its latest, {cand_ids[-1]}, is compared; {hint}" in single.warnings
 
 
 def test_repeats_with_a_disturbed_run_are_not_a_regression(sqlite_store: Store) -> None:

@@ -37,6 +37,7 @@ from edgebench.store.compare_match import (
     lookback_values,
     match_runs,
     refuse_shared_runs,
+    tag_of_several_runs,
 )
 from edgebench.store.metrics import (
     DEFAULT_ALLOWANCE,
@@ -406,6 +407,10 @@ def compare_runs(
     cand_ids = store.resolve_runs(candidate) if repeats else [store.resolve_run(candidate)]
     refuse_shared_runs(base_ids, cand_ids, baseline, candidate)
     matching = match_runs(store, base_ids, cand_ids)
+    if not repeats:
+        hint = "pass --repeats to decide on all of them (their spread is the run-to-run noise)"
+        matching.warnings += [line for name, ids in ((baseline, base_ids), (candidate, cand_ids))
+                              for line in tag_of_several_runs(store, name, ids[0], hint)]
     history = lookback_values(store, matching.candidate_run, exclude=set(cand_ids), limit=lookback)
     results = [matched_result(base, cand, compare_pair(base, cand, history.get(_history_key(cand.rows[-1]), {}),
                                                        effects, alpha, allowance, matching.other_hardware))

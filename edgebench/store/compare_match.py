@@ -169,6 +169,15 @@ def refuse_shared_runs(base_ids: list[str], cand_ids: list[str], baseline: str, 
                          "two different runs (see `edgebench runs`)")
 
 
+def tag_of_several_runs(store: Store, name: str, picked: str, hint: str) -> list[str]:
+    """A warning where ``name`` is a tag of several runs and only its latest, ``picked``, is compared: a CI job that
+    tags each of its repeats with one name would otherwise be decided on one of them without a word."""
+    tagged = store.resolve_runs(name)
+    if len(tagged) < 2:
+        return []
+    return [f"tag {name!r} names {len(tagged)} runs: only its latest, {picked}, is compared; {hint}"]
+
+
 def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
     """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings,
     and the baseline's results the candidate failed or lacks as ``missing``."""
