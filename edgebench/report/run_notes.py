@@ -29,7 +29,8 @@ def run_notes(df: pd.DataFrame, fed: dict[str, Any] | None = None) -> list[Note]
     the run's input record (``Results.input_spec()``), which holds the test split's chance level."""
     if df.empty:
         return []
-    return [*_at_chance(df, (fed or {}).get("majority_class_rate")), *_not_the_model(df), *_disturbed(df),
+    majority = (fed or {}).get("majority_class_rate")
+    return [*_at_chance(df, majority), *_lost_at_chance(df, majority), *_not_the_model(df), *_disturbed(df),
             *_oversubscribed(df), *_unfinished_windows(df), *_overflow(df), *_energy_not_kept(df), *_unpruned(df),
             *_slower_than_float(df), *_allocations(df), *_prediction_error(df)]
 
@@ -39,20 +40,50 @@ def _at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
     common class: the model never learned (too few epochs, a learning rate too high or low, labels that do not
     follow the images) or its weights are fed other inputs than they were trained on, and the variants' accuracy
     changes against it mean nothing. A run stored before the chance level was recorded gets no note."""
-    ok = _ok(df)
-    baselines = ok[(ok["kind"] == "baseline") & ok["accuracy"].notna()]
-    if majority is None or baselines.empty:
+    best = _best_baseline(df, majority)
+    if best is None or best["accuracy"] > _chance_bar(majority, best["n_eval"]):
         return []
-    n = float(baselines["n_eval"].max())
-    bar = majority + 2 * (majority * (1 - majority) / n) ** 0.5
-    best = baselines.loc[baselines["accuracy"].astype(float).idxmax()]
-    if best["accuracy"] > bar:
-        return []
+    n = float(best["n_eval"])
     return [Note("chance", f"the baseline's best accuracy, {best['accuracy']:.3f} ({best['label']} on "
                            f"{best['target']}/{best['backend']}), is no better than always answering the test split's "
                            f"most common class ({majority:.3f} of {n:.0f} images): the baseline has not learned, so "
                            "the variants' accuracy changes against it mean nothing; train longer or at another rate "
                            "(training.epochs, training.lr), or check the labels, the weights and dataset.preprocess")]
+
+
+def _chance_bar(majority: float, n: float) -> float:
+    """The accuracy two standard errors above always answering the most common class, on ``n`` test images."""
+    return majority + 2 * (majority * (1 - majority) / n) ** 0.5
+
+
+def _best_baseline(df: pd.DataFrame, majority: float | None) -> pd.Series | None:
+    """The baseline measurement of the highest accuracy; None without one or without the chance level."""
+    ok = _ok(df)
+    baselines = ok[(ok["kind"] == "baseline") & ok["accuracy"].notna()]
+    if majority is None or baselines.empty:
+        return None
+    return baselines.loc[baselines["accuracy"].astype(float).idxmax()]
+
+
+def _lost_at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
+    """Measurements at chance level where the baseline learned: the artifact no longer computes the model (a
+    quantized type too narrow, a variant pruned past recovery, or a converter's error, as an hls4ml firmware that
+    misread a reshape scored 0.275 of 4 classes where ONNX Runtime scored 0.755 and nothing failed). A float
+    artifact's output difference from PyTorch also says which; a quantized one's was not judged at all."""
+    best = _best_baseline(df, majority)
+    if best is None or best["accuracy"] <= _chance_bar(majority, best["n_eval"]):
+        return []  # the baseline itself at chance: _at_chance says so
+    ok = _ok(df)
+    ok = ok[ok["accuracy"].notna() & ok["n_eval"].notna()]
+    lost = ok[ok["accuracy"] <= [_chance_bar(majority, n) for n in ok["n_eval"]]]
+    if lost.empty:
+        return []
+    where = [f"{row['label']} on {row['target']}/{row['backend']} ({row['accuracy']:.3f})" for _, row in lost.iterrows()]
+    shown = "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+    return [Note("lost", f"{len(lost)} measurements score no better than always answering the test split's most common "
+                         f"class ({majority:.3f}) where the baseline scored {best['accuracy']:.3f}: {shown}. These "
+                         "artifacts do not compute the model any more (a type too narrow, pruned past recovery, or a "
+                         "conversion error): their latency and size are not those of a working model")]
 
 
 def _details(row: pd.Series) -> dict[str, Any]:
