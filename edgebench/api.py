@@ -93,8 +93,8 @@ class Results:
     def notes(self) -> list[str]:
         """What the run's results need said beside their figures, as ``label: text`` lines (the run's summary and
         the report's Notes say the same): a baseline no better than chance, artifacts at chance where it learned, float
-        artifacts that do not compute their model, disturbed or unfinished timing windows, overflowing outputs, energy readings not kept, variants that
-        pruned nothing, missed latency budgets, the latency model's error."""
+        artifacts that do not compute their model, disturbed or unfinished timing windows, overflowing outputs,
+        energy readings not kept, variants that pruned nothing, missed latency budgets, the latency model's error."""
         from edgebench.report.run_notes import run_notes
 
         return [str(note) for note in run_notes(self.stored(), self.input_spec())]
