@@ -171,6 +171,27 @@ def test_levels_by_hand() -> None:
     assert "**Not judged**" in gate_markdown(gate, t) and "latency +1.5" in gate_markdown(gate, t)
 
 
+def test_an_undecided_change_past_a_threshold_says_what_would_decide_it() -> None:
+    """Every undecided change past its threshold had said "measure again on a quieter machine", where a 50-run window's
+    p99 needs a longer window, memory under two executors one executor, and a change the runs' spread could not
+    confirm more runs: a quieter machine decides none of them."""
+    from dataclasses import replace
+
+    t = parse_thresholds(["latency=2", "p99=2", "memory=2"], None)
+
+    def advice(metric: str, basis: str) -> str:
+        change = replace(_change(metric, 30.0, verdict="undecided"), basis=basis, note="not decided: why")
+        (finding,) = evaluate(Comparison("b", "c", [MatchedResult("v", "t", "ctx", [change])], [], [], {}, 0.01),
+                              t).findings
+        return finding.reason.split("not failed without a decision; ")[1]
+
+    assert advice("latency", "contended") == "measure again on a quieter machine"
+    assert advice("p99", "short window").startswith("measure longer windows (a larger measurement.min_iters")
+    assert advice("memory", "executors") == "measure both sides under one executor (executor.type)"
+    for basis in ("runs", "lookback", "allowance", "rounds"):
+        assert advice("latency", basis).startswith("measure each side more often (runs of one tag with --repeats")
+
+
 def test_an_unbounded_interval_is_shown_capped() -> None:
     """A t on 1 df gave a throughput of -33.5 % the interval [-100.0, +51331157151517590830619401240290627944448.0]
     in the gate's table and its lists: bounds past 1000 % read ">+1000" (or "<-1000"), those within keep one decimal."""

@@ -146,12 +146,18 @@ def _undecided_past(change: MetricChange, thresholds: Thresholds) -> str | None:
         return None
     unit = " pp" if change.metric == "accuracy" else "%"
     return (f"undecided ({change.note.removeprefix('not decided: ')}), but {fmt_change(change)} is past {what} "
-            f"{level:g}{unit}: not failed without a decision; {_AGAIN.get(change.basis, _AGAIN['contended'])}")
+            f"{level:g}{unit}: not failed without a decision; {_AGAIN.get(change.basis, _MORE_EVIDENCE)}")
 
 
-#: what to do about an undecided change, by what left it undecided (a quieter machine does not make two one)
+#: what to do about an undecided change, by what left it undecided (a quieter machine does not make two one, nor
+#: give a 50-run window a p99, nor more evidence to a change the runs' spread could not confirm)
 _AGAIN = {"contended": "measure again on a quieter machine",
-          "other machine": "measure both sides on one machine (`compare --remeasure` times both here)"}
+          "other machine": "measure both sides on one machine (`compare --remeasure` times both here)",
+          "short window": "measure longer windows (a larger measurement.min_iters, or the percentile in "
+                          "measurement.precision_percentiles)",
+          "executors": "measure both sides under one executor (executor.type)"}
+#: a change the spread of the runs or rounds could not confirm
+_MORE_EVIDENCE = "measure each side more often (runs of one tag with --repeats, or more --remeasure --rounds)"
 
 
 def is_unstable(change: MetricChange, thresholds: Thresholds) -> bool:
