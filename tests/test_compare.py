@@ -11,7 +11,7 @@ from store_fixtures import MACHINE, fill_run, synthetic_result, variant_specs
 
 import edgebench
 from edgebench.store import Store, StoreError
-from edgebench.store.compare import compare_runs
+from edgebench.store.compare import MetricChange, compare_runs
 from edgebench.store.compare_markdown import to_markdown
 from edgebench.store.gate import min_effects, parse_thresholds
 from edgebench.store.metrics import DEFAULT_ALLOWANCE
@@ -446,6 +446,37 @@ def test_timings_of_two_kinds_of_machine_are_not_decided(sqlite_store: Store) ->
     assert evaluate(cmp, parse_thresholds(None, None)).level == "fail"  # the size regression, on any machine
     cmp.machine_speed = (1000.0, 1000.0)
     assert "same speed" not in cmp.speed_note and "different machines" in cmp.speed_note
+
+
+def test_timings_of_two_kinds_of_board_driven_from_one_machine_are_not_decided(sqlite_store: Store) -> None:
+    """Boards measured over SSH from one driver: the runs' machine (the driver's) is the same, the boards are not.
+    Each measurement's device record (its worker's) says which board and power mode it ran on; an Orin against a
+    Xavier, or one board in another power mode, is no baseline for the other's timings; size still decided."""
+    import json
+
+    base = fill_run(sqlite_store, seed=1)
+    cand = fill_run(sqlite_store, seed=2, slowdown={"baseline/int8": 1.30})
+    orin = {"hostname": "board-1", "cpu_model": "ARMv8 Processor rev 1 (v8l)", "board": "NVIDIA Jetson AGX Orin",
+            "nvpmodel": "MAXN (0)"}
+
+    def on_device(run_id: str, device: dict) -> None:
+        with sqlite_store.engine.begin() as conn:
+            for mid, details in conn.exec_driver_sql("select id, details from measurements where run_id = ?",
+                                                     (run_id,)).all():
+                details = {**(json.loads(details) if isinstance(details, str) else details or {}), "device": device}
+                conn.exec_driver_sql("update measurements set details = ? where id = ?", (json.dumps(details), mid))
+
+    def latency(**device_change: str) -> MetricChange:
+        on_device(base, orin)
+        on_device(cand, {**orin, **device_change})
+        changes = next(r.changes for r in compare_runs(sqlite_store, base, cand).results if r.label == "baseline/int8")
+        return next(c for c in changes if c.metric == "latency")
+
+    assert latency(hostname="board-2").verdict == "regression"  # another board of the same kind and mode: decided
+    for key, other in (("board", "NVIDIA Jetson AGX Xavier"), ("nvpmodel", "15W (1)")):
+        change = latency(**{key: other})
+        assert change.verdict == "undecided" and change.basis == "other machine", change
+        assert f"different machines ({key} {orin[key]!r} vs {other!r})" in change.note
 
 
 def test_unchanged_only_where_the_interval_lies_within_the_minimum_effect(sqlite_store: Store) -> None:

@@ -33,6 +33,7 @@ from edgebench.store.compare_match import (
     _history_key,
     _value,
     at_one_speed,
+    devices_differ,
     disturbance,
     lookback_values,
     match_runs,
@@ -318,7 +319,9 @@ def _undecided(metric: str, base: Side, cand: Side, effect: float, why: str,
 def compare_pair(base: Side, cand: Side, history: Mapping[str, list[float]], min_effect: Mapping[str, float],
                  alpha: float = 0.01, allowance: float = DEFAULT_ALLOWANCE,
                  other_hardware: str = "") -> list[MetricChange]:
-    """Per-metric changes between the runs of both sides of one result (same variant, target, settings)."""
+    """Per-metric changes between the runs of both sides of one result (same variant, target, settings); timings
+    of two kinds of machine (the runs', ``other_hardware``, or the devices' the measurements ran on) undecided."""
+    other_hardware = other_hardware or devices_differ(base, cand)
     changes = []
     for metric in RUN_METRICS:
         change = run_metric_change(metric, base, cand, history.get(metric, []), min_effect[metric], alpha, allowance,

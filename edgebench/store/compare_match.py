@@ -27,6 +27,8 @@ _SAME_MACHINE = ("hostname", "cpu_model")
 #: what makes two runs' timings comparable at all: the hardware they ran on (the hostname differs between CI runners
 #: of one kind, and the OS, governor and libraries are context lines)
 _HARDWARE = ("cpu_model", "cpu_cores_logical", "cpu_cores_physical")
+#: the same for the device a measurement ran on (``measure.machine.device_context``)
+_DEVICE_HARDWARE = ("cpu_model", "board", "nvpmodel", "jetson_clocks")
 
 
 @dataclass
@@ -221,15 +223,24 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
     return Matching(base_run, cand_run, pairs, unmatched, warnings, missing, hardware)
 
 
-def other_hardware(machines: list[Mapping[str, Any]]) -> str:
+def other_hardware(machines: list[Mapping[str, Any]], keys: tuple[str, ...] = _HARDWARE) -> str:
     """How the hardware of runs' machines differs (``cpu_model 'A' vs 'B'``), "" where every run ran on one kind: a
     timing of one machine is no baseline for another's. A key a machine did not record does not count."""
     parts = []
-    for key in _HARDWARE:
+    for key in keys:
         seen = list(dict.fromkeys(m.get(key) for m in machines if m.get(key) is not None))
         if len(seen) > 1:
             parts.append(f"{key} {' vs '.join(repr(v) for v in seen)}")
     return "; ".join(parts)
+
+
+def devices_differ(base: Side, cand: Side) -> str:
+    """How the devices the two sides' measurements ran on differ (each worker's own record: an SSH board's, which
+    the run's machine, the driver's, does not show), "" where they are one kind or did not say. A Jetson's power
+    mode and clock lock set its speed as much as its model does."""
+    devices = [device for side in (base, cand) for row in side.rows
+               if isinstance(device := (row.get("details") or {}).get("device"), Mapping)]
+    return other_hardware(devices, _DEVICE_HARDWARE)
 
 
 def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:
