@@ -45,3 +45,34 @@ def test_no_artifact_is_called_lost_where_the_baseline_never_learned_or_the_chan
                              ("structured", "l1-0.5/fp32", "onnxruntime", 0.26, 200)])
     assert "lost" in [n.label for n in run_notes(learned, {"majority_class_rate": 0.25})]
     assert "lost" not in [n.label for n in run_notes(learned, None)]  # stored before the chance level was recorded
+
+
+def test_nan_outputs_are_the_overflow_notes_not_a_model_that_never_learned(filled_store: tuple[Store, str]) -> None:
+    """A plug-in runtime that returned NaN for every image scored 0.000, and the note said the baseline had not
+    learned and to train longer, where ONNX Runtime would have scored 0.975: its overflow note says what happened."""
+    df = _measurements(*filled_store, [("baseline", "baseline/fp32", "team_nan", 0.0, 120),
+                                       ("structured", "l1-0.5/fp32", "team_nan", 0.0, 120)])
+    df["details"] = [{"non_finite_outputs": 120}, {"non_finite_outputs": 120}]
+    labels = [note.label for note in run_notes(df, {"majority_class_rate": 0.34})]
+    assert labels.count("overflow") == 2 and "chance" not in labels and "lost" not in labels
+    df["details"] = [{}, {"non_finite_outputs": 120}]  # the baseline finite and at chance: it did not learn
+    assert "chance" in [note.label for note in run_notes(df, {"majority_class_rate": 0.34})]
+
+
+def test_another_tools_file_off_its_fine_tuned_parent_is_not_called_a_conversion_error(
+        filled_store: tuple[Store, str]) -> None:
+    """The team's ONNX file of its own weights (1.4e-6 from them) was 0.673 off the parent, which the run had
+    fine-tuned for an epoch, and the note said the runtime ran another function and its accuracy and latency were
+    not the model's. Another tool's file is said to differ from its parent, with both causes; edgebench's own
+    export 0.673 off is still a conversion error (0.673 > 0.01 x 3.76 = 0.0376)."""
+    df = _measurements(*filled_store, [("external", "external:team-onnx/fp32", "onnxruntime", 0.9, 360),
+                                       ("baseline", "baseline/fp32", "onnxruntime", 0.9, 360)])
+    df["precision"], df["max_abs_diff"] = "fp32", 0.673
+    df["details"] = [{"reference_max_abs": 3.76}, {"reference_max_abs": 3.76}]
+    notes = {note.label: note.text for note in run_notes(df, None)}
+    assert notes["not the parent"].startswith(
+        "1 float artifacts made by other tools compute other outputs than their parent variant's PyTorch model "
+        "(external:team-onnx/fp32 on local-cpu/onnxruntime: 0.673 off logits up to 3.76): expected where the file was "
+        "made from other weights than the parent (before this run's fine-tuning, training.epochs")
+    assert notes["not the model"].startswith("1 float measurements' outputs differ from their PyTorch model's by more "
+                                             "than rounding explains (baseline/fp32 on local-cpu/onnxruntime: 0.673")

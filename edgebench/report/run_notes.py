@@ -56,9 +56,16 @@ def _chance_bar(majority: float, n: float) -> float:
     return majority + 2 * (majority * (1 - majority) / n) ** 0.5
 
 
+def _finite(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok measurements whose every output was finite: an accuracy NaN or inf outputs pulled down says what the
+    runtime computed (the overflow note), not what the model learned."""
+    ok = _ok(df)
+    return ok[[not _details(row).get("non_finite_outputs") for _, row in ok.iterrows()]]
+
+
 def _best_baseline(df: pd.DataFrame, majority: float | None) -> pd.Series | None:
     """The baseline measurement of the highest accuracy; None without one or without the chance level."""
-    ok = _ok(df)
+    ok = _finite(df)
     baselines = ok[(ok["kind"] == "baseline") & ok["accuracy"].notna()]
     if majority is None or baselines.empty:
         return None
@@ -73,15 +80,14 @@ def _lost_at_chance(df: pd.DataFrame, majority: float | None) -> list[Note]:
     best = _best_baseline(df, majority)
     if best is None or best["accuracy"] <= _chance_bar(majority, best["n_eval"]):
         return []  # the baseline itself at chance: _at_chance says so
-    ok = _ok(df)
+    ok = _finite(df)
     ok = ok[ok["accuracy"].notna() & ok["n_eval"].notna()]
     lost = ok[ok["accuracy"] <= [_chance_bar(majority, n) for n in ok["n_eval"]]]
     if lost.empty:
         return []
     where = [f"{row['label']} on {row['target']}/{row['backend']} ({row['accuracy']:.3f})" for _, row in lost.iterrows()]
-    shown = "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
     return [Note("lost", f"{len(lost)} measurements score no better than always answering the test split's most common "
-                         f"class ({majority:.3f}) where the baseline scored {best['accuracy']:.3f}: {shown}. These "
+                         f"class ({majority:.3f}) where the baseline scored {best['accuracy']:.3f}: {_shown(where)}. These "
                          "artifacts do not compute the model any more (a type too narrow, pruned past recovery, or a "
                          "conversion error): their latency and size are not those of a working model")]
 
@@ -105,21 +111,32 @@ def _not_the_model(df: pd.DataFrame) -> list[Note]:
     ran another function (a converter's error: a channels-last model's LiteRT file scored chance, logits 1.23 off,
     and nothing failed), so their accuracy and latency are not the model's. Measurements stored before the logits'
     scale was recorded are not judged."""
-    where = []
-    for _, row in _ok(df).iterrows():
-        if _details(row).get("non_finite_outputs"):
-            continue  # NaN or inf outputs: the overflow note says so, with their count
+    ours, theirs = [], []
+    for _, row in _finite(df).iterrows():  # NaN or inf outputs: the overflow note says so, with their count
         scale = _details(row).get("reference_max_abs")
         share = ROUNDING.get(row["precision"])
         diff = row["max_abs_diff"]
         if scale is not None and share is not None and pd.notna(diff) and diff > share * max(1.0, scale):
-            where.append(f"{row['label']} on {row['target']}/{row['backend']}: {diff:.3g} off logits up to {scale:.3g}")
-    if not where:
-        return []
-    shown = "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
-    return [Note("not the model", f"{len(where)} float measurements' outputs differ from their PyTorch model's by "
-                                  f"more than rounding explains ({shown}): the runtime ran another function (an "
-                                  "export or conversion error), so their accuracy and latency are not the model's")]
+            where = f"{row['label']} on {row['target']}/{row['backend']}: {diff:.3g} off logits up to {scale:.3g}"
+            (theirs if row.get("kind") == "external" else ours).append(where)
+    notes = []
+    if ours:
+        notes.append(Note("not the model", f"{len(ours)} float measurements' outputs differ from their PyTorch "
+                                           f"model's by more than rounding explains ({_shown(ours)}): the runtime ran "
+                                           "another function (an export or conversion error), so their accuracy and "
+                                           "latency are not the model's"))
+    if theirs:  # its parent is this run's model, which training.epochs fine-tuned from the weights the file came from
+        notes.append(Note("not the parent", f"{len(theirs)} float artifacts made by other tools compute other outputs "
+                                            f"than their parent variant's PyTorch model ({_shown(theirs)}): expected "
+                                            "where the file was made from other weights than the parent (before this "
+                                            "run's fine-tuning, training.epochs, or another checkpoint); otherwise the "
+                                            "other tool's conversion changed the function"))
+    return notes
+
+
+def _shown(where: list[str]) -> str:
+    """Up to three of ``where``, and how many more."""
+    return "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
 
 
 def _disturbed(df: pd.DataFrame) -> list[Note]:
