@@ -265,6 +265,20 @@ def test_nan_pixels_and_a_single_class_are_refused_naming_the_split(tmp_path: Pa
         load_dataset("npz", path=_npz(tmp_path / "one.npz", np.nan_to_num(x, posinf=1.0), np.zeros(40, np.int64)))
 
 
+def test_a_test_split_of_one_class_is_refused(tmp_path: Path) -> None:
+    """Trained on three classes, tested on class 1 alone: every accuracy was how often a variant answers 1 (one
+    collapsed to that class scored 1.000 and sat on the front), and the chance note said to train longer."""
+    x = np.random.default_rng(0).random((30, 1, 4, 4)).astype(np.float32)
+    path = tmp_path / "one_test_class.npz"
+    np.savez(path, x_train=x, y_train=np.arange(30) % 3, x_test=x[:6], y_test=np.ones(6, np.int64))
+    with pytest.raises(DatasetError, match=r"dataset npz: the test split holds only class \[1\] of the training "
+                                           r"split's 3 classes; accuracy on it says nothing of the others: give the test "
+                                           "split images of at least two classes"):
+        load_dataset("npz", path=path)
+    np.savez(path, x_train=x, y_train=np.arange(30) % 3, x_test=x[:6], y_test=np.arange(6) % 2)  # two of three: kept
+    assert sorted(set(load_dataset("npz", path=path).y_test.tolist())) == [0, 1]
+
+
 def test_a_tiny_dataset_is_split_at_random_when_strata_do_not_fit():
     """30 training images of 10 classes: 10 % held out is 3 images, too few for one per class, so the split is at
     random rather than sklearn's "test_size = 3 should be greater or equal to the number of classes = 10"."""

@@ -59,7 +59,7 @@ def _usable(splits: DatasetSplits, name: str) -> DatasetSplits:
     """``splits`` unless no classifier could learn or be scored on them: NaN or infinite pixels (they reach every
     logit and leave the accuracy at chance, with no error), a split whose channels or labels do not fit the training
     split's (checked before preprocessing, whose per-channel statistics would broadcast over other channels), or a
-    training split with one class; DatasetError."""
+    training or test split with one class; DatasetError."""
     for split in ("train", "val", "test"):
         images, labels = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
         # a NaN or an infinity makes its image's sum non-finite (float64: no finite float32 pixels overflow it)
@@ -79,6 +79,11 @@ def _usable(splits: DatasetSplits, name: str) -> DatasetSplits:
     if len(present) < 2:
         raise DatasetError(f"dataset {name}: the training split holds only class {present.tolist()}; a classifier "
                            "needs images of at least two classes")
+    scored = np.unique(splits.y_test)
+    if len(scored) == 1:  # every accuracy would be how often a variant answers that class: a collapsed one scores 1
+        raise DatasetError(f"dataset {name}: the test split holds only class {scored.tolist()} of the training "
+                           f"split's {len(present)} classes; accuracy on it says nothing of the others: give the test split "
+                           "images of at least two classes")
     for split in ("val", "test"):  # scored on classes never trained: an accuracy of 0 on them, unexplained
         untrained = np.setdiff1d(np.unique(getattr(splits, f"y_{split}")), present)
         if len(untrained):
