@@ -205,7 +205,8 @@ def test_npz_accepts_nhwc_uint8(tmp_path: Path) -> None:
         load_dataset("npz", path=tmp_path / "bad.npz")
     np.savez(tmp_path / "negative.npz", x_train=np.zeros((4, 1, 2, 2)), y_train=np.array([0, 1, -1, 1]),
              x_test=np.zeros((2, 1, 2, 2)), y_test=np.array([0, 1]))
-    with pytest.raises(DatasetError, match=r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(4,\), int64, "
+    with pytest.raises(DatasetError, match=r"'y_train' \(the train split's labels\) must be a 1-D array of class ids "
+                                           r"0..K-1; got shape \(4,\), int64, "
                                            "lowest -1"):
         load_dataset("npz", path=tmp_path / "negative.npz")
 

@@ -327,12 +327,13 @@ def test_a_loader_that_draws_other_data_in_each_process_fails_the_builds_saying_
         assert set(store.measurements(outcome.run_id)["status"]) == {"failed"}
 
 
+_LABELS = r"'y_train' \(the train split's labels\) must be a 1-D array of class ids 0..K-1;"
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"kind": "str"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), <U1 \(class names: "
-                      r"store np.unique\(y, return_inverse=True\)\[1\]"),
-    ({"kind": "onehot"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40, 4\), int64 \(one-hot "
-                         r"rows: store y.argmax\(1\)\)"),
-    ({"kind": "float"}, r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40,\), float64"),
+    ({"kind": "str"}, rf"{_LABELS} got shape \(40,\), <U1 \(class names: store np.unique\(y, return_inverse=True\)\[1\]"),
+    ({"kind": "onehot"}, rf"{_LABELS} got shape \(40, 4\), int64 \(one-hot rows: store y.argmax\(1\)\)"),
+    ({"kind": "float"}, rf"{_LABELS} got shape \(40,\), float64, [0-3]\.7 at index 0"),  # the first: its class + 0.7
 ])
 def test_labels_a_dataset_gives_are_checked_as_an_arrays_are(team_dir, kwargs, message):
     """String and one-hot labels were a 156-line traceback; float labels 0.7, 1.7... were truncated to classes."""
@@ -404,6 +405,6 @@ def test_an_xy_pair_of_python_lists_is_read_as_images_and_labels(team_dir):
 def test_one_hot_labels_of_an_xy_pair_are_refused_saying_how_to_convert_them(team_dir):
     """As a Keras load_data() pair or a split's (x, y) pair, they were read as a 2-item dataset ("must yield (image,
     label) pairs; got ndarray", "the loader returned a tuple") instead."""
-    with pytest.raises(DatasetError, match=r"'y_train' must be a 1-D array of class ids 0..K-1; got shape \(40, 4\), "
+    with pytest.raises(DatasetError, match=rf"{_LABELS} got shape \(40, 4\), "
                                            r"float64 \(one-hot rows: store y.argmax\(1\)\)"):
         load_dataset("team_data:keras_style", None, onehot=True)

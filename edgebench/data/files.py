@@ -99,6 +99,16 @@ def _label_hint(y: np.ndarray) -> str:
     return ""
 
 
+def _first_bad_label(y: np.ndarray, integral: bool) -> str:
+    """Where 1-D labels first stop being class ids: a negative one, or one with a fraction (", 2.5 at index 7")."""
+    if y.ndim != 1 or not len(y) or y.dtype.kind not in "iuf":
+        return ""
+    if integral:
+        return f", lowest {y.min()}" if y.min() < 0 else ""
+    i = int(np.flatnonzero(np.mod(y, 1) != 0)[0])  # a NaN's remainder is NaN, which is not 0 either
+    return f", {y[i]} at index {i}"
+
+
 def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]], path: Path) -> None:
     """Each (images, labels) pair present in ``data`` has as many labels as images, as 1-D integer class ids. A
     column of labels, shape (N, 1) as Keras's CIFAR arrays have them, is flattened in ``data``."""
@@ -110,9 +120,9 @@ def check_labelled(data: dict[str, np.ndarray], pairs: Sequence[tuple[str, str]]
             data[y_key] = y = y[:, 0]
         integral = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
         if y.ndim != 1 or not integral or (len(y) and y.min() < 0):
-            negative = f", lowest {y.min()}" if y.ndim == 1 and integral and len(y) and y.min() < 0 else ""
-            raise DatasetError(f"{path}: '{y_key}' must be a 1-D array of class ids 0..K-1; got shape {y.shape}, "
-                               f"{y.dtype}{negative}{_label_hint(y)}")
+            raise DatasetError(f"{path}: '{y_key}' (the {y_key.removeprefix('y_')} split's labels) must be a 1-D array "
+                               f"of class ids 0..K-1; got shape {y.shape}, {y.dtype}{_first_bad_label(y, integral)}"
+                               f"{_label_hint(y)}")
         if len(x) != len(y):
             raise DatasetError(f"{path}: '{x_key}' has {len(x)} images but '{y_key}' has {len(y)} labels")
         if len(x) == 0:
