@@ -27,7 +27,7 @@ def reduced_run(tmp_path_factory: pytest.TempPathFactory):
     data["name"] = "e2e"
     data["training"]["epochs"] = 6
     data["pruning"].update(criteria=["l1", "mean_activation"], ratios=[0.5], prune_epochs=[1, 2])
-    data["measurement"].update(min_iters=30, min_time_s=0.05, warmup_iters=5)
+    data["measurement"].update(min_iters=30, min_time_s=0.05, warmup_iters=5, precision=None)  # fixed windows
     data["quantization"]["precisions"] = ["fp32", "int8"]
     data["targets"] = ["local-cpu"]  # LiteRT and hls4ml have their own tests
     data["run"] = {"workdir": str(tmp / "runs")}

@@ -29,7 +29,9 @@ def _experiment(tmp_path: Path, targets: list[str], **extra: object) -> Path:
         "name": "executor", "training": {"epochs": 1},
         "pruning": {"criteria": ["l1"], "ratios": [0.5], "prune_epochs": [0]},
         "quantization": {"precisions": ["fp32"]}, "targets": targets,
-        "measurement": {"min_iters": 20, "min_time_s": 1.0, "warmup_iters": 2},
+        # a fixed window (no precision rule, which could stretch each to its 10 s cap on a busy machine): no test here
+        # reads timing statistics
+        "measurement": {"min_iters": 20, "min_time_s": 1.0, "warmup_iters": 2, "precision": None},
         "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")}, **extra,
     }
     path = tmp_path / "exp.yaml"
@@ -114,7 +116,7 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
     exp_file = _experiment(tmp_path, [str(target)],
                            executor={"type": "ray", "address": ray_cluster.address, "on_lost": "retry",
                                      "max_retries": 1, "lost_grace_s": 1},
-                           measurement={"min_iters": 20, "min_time_s": 0.1, "warmup_iters": 2})
+                           measurement={"min_iters": 20, "min_time_s": 0.1, "warmup_iters": 2, "precision": None})
     exp = load_experiment(exp_file)
     node = ray_cluster.add_node("sim-board", resource, num_cpus=1)
 
@@ -153,7 +155,8 @@ def test_a_ray_run_in_the_default_relative_run_directory(ray_cluster: RayCluster
     x = (x.reshape(-1, 8, 8) / 16).astype("float32")
     np.savez(project / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
     exp_file = _experiment(project, ["local-cpu"], executor={"type": "ray", "address": ray_cluster.address},
-                           dataset={"name": "npz", "kwargs": {"path": "digits.npz"}})
+                           dataset={"name": "npz", "kwargs": {"path": "digits.npz"}},
+                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None})
     data = yaml.safe_load(exp_file.read_text())
     del data["run"]  # the default: runs/executor under the working directory
     exp_file.write_text(yaml.safe_dump(data))
@@ -182,7 +185,7 @@ def test_a_plugin_files_backend_measures_under_ray(ray_cluster: RayCluster, tmp_
     target.write_text(yaml.safe_dump({"backends": ["team_ort_on_ray"]}))
     exp_file = _experiment(tmp_path, [str(target)], plugins=[str(plugin)],
                            executor={"type": "ray", "address": ray_cluster.address},
-                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2})
+                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None})
     outcome = run_experiment(load_experiment(exp_file), render=False)
     assert outcome.failed == [] and outcome.measured == 2, outcome.failed
     with Store.open(outcome.store_url) as store:
