@@ -173,7 +173,7 @@ def test_two_runs_at_once_in_one_directory_or_two_sharing_a_store(tmp_path: Path
         pruning={"criteria": ["l1"], "ratios": [0.5], "schedules": ["while_training"], "prune_epochs": [1]},
         quantization={"precisions": ["fp32", "int8"], "calibration_samples": 64},
         targets=["local-cpu"],
-        measurement={"min_iters": 50, "min_time_s": 0.3, "warmup_iters": 5, "precision": None},  # fixed windows
+        measurement={"min_iters": 50, "min_time_s": 0.1, "warmup_iters": 5, "precision": None},  # fixed windows
         executor={"type": "local", "workers": 1},
     )  # fmt: skip
     env = {**os.environ, LOCK_DIR_ENV: str(tmp_path / "lanes")}
