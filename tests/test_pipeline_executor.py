@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
+import pytest
 import yaml
 from ray_cluster import RayCluster
 
 from edgebench.config import load_experiment
 from edgebench.errors import ExitCode
-from edgebench.pipeline import run_experiment
+from edgebench.pipeline import RunOutcome, run_experiment
 from edgebench.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,28 +146,6 @@ def test_ray_node_lost_mid_sweep_then_the_same_run_finishes_every_job_once(ray_c
     assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])
 
 
-def test_a_ray_run_in_the_default_relative_run_directory(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
-    """Without run.workdir (runs/<name>, relative), tasks on the cluster's nodes looked for the run's files in the
-    raylet's directory: every job failed, and trained models were written there. A relative dataset path too."""
-    from sklearn.datasets import load_digits
-
-    project = tmp_path / "project"
-    project.mkdir()
-    x, y = load_digits(return_X_y=True)
-    x = (x.reshape(-1, 8, 8) / 16).astype("float32")
-    np.savez(project / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
-    exp_file = _experiment(project, ["local-cpu"], executor={"type": "ray", "address": ray_cluster.address},
-                           dataset={"name": "npz", "kwargs": {"path": "digits.npz"}},
-                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None})
-    data = yaml.safe_load(exp_file.read_text())
-    del data["run"]  # the default: runs/executor under the working directory
-    exp_file.write_text(yaml.safe_dump(data))
-    monkeypatch.chdir(project)
-    outcome = run_experiment(load_experiment(exp_file), render=False)
-    assert outcome.failed == [] and outcome.measured == 4  # 2 variants x torch and ONNX Runtime
-    assert list((project / "runs" / "executor" / "models").glob("*.pt"))
-
-
 #: a backend of the experiment's own plug-in file (no package): Ray's workers had never imported it
 TEAM_BACKEND = """from edgebench.runtimes.base import BACKENDS
 from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend
@@ -176,21 +156,56 @@ class TeamOrt(OnnxRuntimeBackend):
 """
 
 
-def test_a_plugin_files_backend_measures_under_ray(ray_cluster: RayCluster, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ray_run_in_a_project(ray_cluster: RayCluster,
+                         tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunOutcome, pd.DataFrame]:
+    """One Ray run, read by the two tests below (a run each cost ~30 s): started in a project directory without
+    run.workdir and with a relative dataset path, on the built-in local-cpu target and on one whose backend is the
+    experiment's own plug-in file. Returns the project directory, the outcome and its stored measurements."""
+    from sklearn.datasets import load_digits
+
+    project = tmp_path_factory.mktemp("project")
+    x, y = load_digits(return_X_y=True)
+    x = (x.reshape(-1, 8, 8) / 16).astype("float32")
+    np.savez(project / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+    plugin = project / "team_backend.py"
+    plugin.write_text(TEAM_BACKEND)
+    team_target = project / "team-cpu.yaml"
+    team_target.write_text(yaml.safe_dump({"backends": ["team_ort_on_ray"]}))
+    exp_file = _experiment(project, ["local-cpu", str(team_target)], plugins=[str(plugin)],
+                           executor={"type": "ray", "address": ray_cluster.address},
+                           dataset={"name": "npz", "kwargs": {"path": "digits.npz"}},
+                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None})
+    data = yaml.safe_load(exp_file.read_text())
+    del data["run"]  # the default: runs/executor under the working directory
+    exp_file.write_text(yaml.safe_dump(data))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(project)
+        outcome = run_experiment(load_experiment(exp_file), render=False)
+        with Store.open(outcome.store_url) as store:  # a path relative to the project
+            return project, outcome, store.measurements(outcome.run_id)
+
+
+def test_a_ray_run_in_the_default_relative_run_directory(
+        ray_run_in_a_project: tuple[Path, RunOutcome, pd.DataFrame]) -> None:
+    """Without run.workdir (runs/<name>, relative), tasks on the cluster's nodes looked for the run's files in the
+    raylet's directory: every job failed, and trained models were written there. A relative dataset path too."""
+    project, outcome, measured = ray_run_in_a_project
+    # the plug-in target's failures are the next test's
+    assert [line for line in outcome.failed if " on local-cpu/" in line] == [], outcome.failed
+    df = measured[measured["target"] == "local-cpu"]
+    assert len(df) == 4 and set(df["status"]) == {"ok"}  # 2 variants x torch and ONNX Runtime
+    assert list((project / "runs" / "executor" / "models").glob("*.pt"))
+
+
+def test_a_plugin_files_backend_measures_under_ray(
+        ray_run_in_a_project: tuple[Path, RunOutcome, pd.DataFrame]) -> None:
     """Every job failed at measurement with "unknown backend 'team_ort_on_ray'" (a helper's run): the Ray workers now
     import the experiment's plugins: files, at the same path, as the local workers do."""
-    plugin = tmp_path / "team_backend.py"
-    plugin.write_text(TEAM_BACKEND)
-    target = tmp_path / "team-cpu.yaml"
-    target.write_text(yaml.safe_dump({"backends": ["team_ort_on_ray"]}))
-    exp_file = _experiment(tmp_path, [str(target)], plugins=[str(plugin)],
-                           executor={"type": "ray", "address": ray_cluster.address},
-                           measurement={"min_iters": 20, "min_time_s": 0.05, "warmup_iters": 2, "precision": None})
-    outcome = run_experiment(load_experiment(exp_file), render=False)
-    assert outcome.failed == [] and outcome.measured == 2, outcome.failed
-    with Store.open(outcome.store_url) as store:
-        df = store.measurements(outcome.run_id)
-    assert set(df["backend"]) == {"team_ort_on_ray"} and set(df["status"]) == {"ok"}
+    _, outcome, measured = ray_run_in_a_project
+    assert [line for line in outcome.failed if " on team-cpu/" in line] == [], outcome.failed
+    df = measured[measured["target"] == "team-cpu"]
+    assert len(df) == 2 and set(df["backend"]) == {"team_ort_on_ray"} and set(df["status"]) == {"ok"}
     assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])
 
 
@@ -198,7 +213,6 @@ def test_no_ray_cluster_at_the_address_is_one_error_before_anything_is_stored(tm
                                                                                monkeypatch) -> None:
     """Nothing listens at executor.address: a ConfigError naming it within seconds (ray.init would retry for
     minutes), before training, with no store and no run row left behind."""
-    import pytest
     import ray
 
     from edgebench.errors import ConfigError
@@ -224,7 +238,6 @@ def test_a_service_that_is_not_ray_at_the_address_is_one_error_before_anything_i
     for minutes (then a traceback, exit 1, a run row left 'running'); now one ConfigError before anything is stored."""
     import threading
 
-    import pytest
     import ray
 
     from edgebench.errors import ConfigError
@@ -260,7 +273,6 @@ def test_a_service_that_is_not_ray_at_the_address_is_one_error_before_anything_i
 def _refused_before_any_work(tmp_path: Path, target: dict[str, object]) -> tuple[str, Path]:
     """``run_experiment`` of one target file holding ``target``, under the local executor: the NothingToRunError it
     ends with, and the target file; asserts nothing was trained or stored."""
-    import pytest
 
     from edgebench.errors import NothingToRunError
 
