@@ -101,6 +101,19 @@ def test_a_targets_availability_is_asked_once_per_remeasure(two_runs: tuple[Path
     assert len(cmp.results) == 2 and asked == ["ort-cpu"]
 
 
+def test_a_tag_of_several_runs_says_which_runs_files_were_measured_again(two_runs: tuple[Path, str, str]) -> None:
+    """A tag on both runs named its latest without a word: the comparison says which run's files it timed."""
+    db, base, cand = two_runs
+    with Store.open(db) as store:
+        for run_id in (base, cand):
+            store.tag_run(run_id, "both")
+        cmp = remeasure_runs(store, "both", "a1", rounds=2, min_time_s=0.05)
+    assert (cmp.baseline_run, cmp.candidate_run) == (cand, base)  # the second run is the tag's latest
+    assert f"tag 'both' names 2 runs: only its latest, {cand}, is compared; its stored files are the ones measured " \
+           "again" in cmp.warnings
+    assert not [w for w in cmp.warnings if w.startswith("tag 'a1'")]
+
+
 def test_remeasure_finds_a_constructed_slowdown(two_runs: tuple[Path, str, str], tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # the paired decision is under test, not contention (tests/test_contention.py) nor the speed probe (the test
