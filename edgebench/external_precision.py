@@ -24,17 +24,20 @@ _IR_CODES = {"i8", "u8", "i4", "u4", "nf4"}
 
 def check_declared_precision(path: Path, fmt: str, precision: str) -> None:
     """ConfigError where an artifact declared ``int8``/``int8_dynamic`` has no quantized op, or one declared float
-    has; for ONNX also where it is the other float width or the other int8 kind than declared (:func:`_onnx_kind`).
+    has (for ONNX naming the int8 kind its graph shows); for ONNX also where it is the other float width or the other
+    int8 kind than declared (:func:`_onnx_kind`).
     Unchecked where the file's runtime package is not installed (its targets are then not run)."""
     found = quantized_op(path, fmt)
     if found is None and precision in _INTEGER_PRECISIONS:
         raise ConfigError(f"{path}: declared precision {precision}, but it computes in floating point (no quantized op"
                           " or integer tensor in its graph): list the quantized file, or declare its precision (fp32, "
                           "fp16)")
-    if found and precision not in _INTEGER_PRECISIONS:
-        raise ConfigError(f"{path}: declared precision {precision}, but its graph is quantized ({found}): declare "
-                          "precision int8 (int8_dynamic for one quantized at run time)")
     kind = _onnx_kind(path) if fmt == "onnx" else None
+    if found and precision not in _INTEGER_PRECISIONS:
+        # name the one int8 kind where the graph shows it, or the fix is a second refusal away
+        fits = kind[0] if kind else "int8 (int8_dynamic for one quantized at run time)"
+        raise ConfigError(f"{path}: declared precision {precision}, but its graph is quantized ({found}): declare "
+                          f"precision {fits}")
     if kind is not None and kind[0] != precision:
         raise ConfigError(f"{path}: declared precision {precision}, but {kind[1]}: declare precision {kind[0]}")
 

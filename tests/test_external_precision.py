@@ -57,6 +57,15 @@ def test_an_onnx_file_declared_as_the_other_float_width_or_int8_kind_is_refused(
             check_declared_precision(onnx_files[given], "onnx", declared)
 
 
+def test_a_quantized_onnx_file_declared_float_is_told_its_one_int8_kind(onnx_files):
+    """A dynamically quantized file declared fp32 was told 'int8 (int8_dynamic for ...)'; declaring int8 was then
+    refused as quantized at run time: two refusals to find the one precision its graph shows."""
+    for given, declared in (("int8_dynamic", "fp32"), ("int8_dynamic", "fp16"), ("int8", "fp32")):
+        with pytest.raises(ConfigError, match=rf"{given}.onnx: declared precision {declared}, but its graph is "
+                                              rf"quantized \(an ONNX \w+ node\): declare precision {given}$"):
+            check_declared_precision(onnx_files[given], "onnx", declared)
+
+
 def test_openvino_irs_compressed_to_float16_are_float_and_of_a_qdq_file_quantized(onnx_files, tmp_path):
     ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (CI installs it)")
     for precision, compress in (("fp32", True), ("int8", False)):  # ovc's default: float16 weights
