@@ -141,14 +141,16 @@ def summarize(exc: BaseException, limit: int = SUMMARY_CHARS) -> str:
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
     """One line: ``source: field.path: message (got value)`` for the first problem, then the other fields named; an
     unknown field of ``model`` (the model validated) with the fields allowed there."""
-    errors = exc.errors()
+    raw = exc.errors()
+    errors = _typos_first(raw)
     err = errors[0]
     msg = first_line(err["msg"].removeprefix("Value error, "))
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(model, err["loc"][:-1]) if model is not None else None
-        hint = did_you_mean(str(err["loc"][-1]), allowed or ()) or " (check its spelling)"
-        msg = (f"unknown field{hint}; allowed: {', '.join(allowed)}" if allowed else
-               "unknown field (check its spelling; see the default experiment for allowed fields)")
+        # a block this model does not describe (a runtime's target block): its missing required fields are choices
+        hint = did_you_mean(str(err["loc"][-1]), allowed or _missing_beside(err, raw))
+        msg = (f"unknown field{hint or ' (check its spelling)'}; allowed: {', '.join(allowed)}" if allowed else
+               f"unknown field{hint or ' (check its spelling; see the default experiment for allowed fields)'}")
     got = err.get("input")
     got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
     if err["type"] == "literal_error" and isinstance(got, str):  # "Input should be 'fp32', 'fp16' ... or 'fixed'"
@@ -167,6 +169,23 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
         others = list(dict.fromkeys(_loc(e) for e in errors[1:]))
         line += f"; and {len(errors) - 1} more ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
     return line
+
+
+def _typos_first(errors: list[Any]) -> list[Any]:
+    """``errors`` with the unknown fields beside a missing required one first (one that misspells it foremost), less
+    the missing ones misspelt: pydantic lists ``label: Field required`` before ``lable``, so the line named the
+    symptom, not the typo and its fix."""
+    unknown = [e for e in errors if e["type"] == "extra_forbidden" and _missing_beside(e, errors)]
+    spelt = {t["loc"]: [name for name in _missing_beside(t, errors) if did_you_mean(str(t["loc"][-1]), [name])]
+             for t in unknown}
+    typos = sorted(unknown, key=lambda t: not spelt[t["loc"]])
+    misspelt = {(*loc[:-1], name) for loc, names in spelt.items() for name in names}
+    return typos + [e for e in errors if e not in typos and not (e["type"] == "missing" and e["loc"] in misspelt)]
+
+
+def _missing_beside(err: Any, errors: list[Any]) -> list[str]:
+    """The required fields missing from the block ``err`` is in."""
+    return [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]]
 
 
 #: pydantic's error types of a number out of its field's range
