@@ -382,3 +382,27 @@ def test_a_backend_whose_load_returns_no_session_is_named(eval_files, tmp_path, 
     with pytest.raises(TypeError, match=r"^backend 'team_loadnone' \(class LoadsNothing\) returned None from load\(\); "
                        r"load\(\) must return an edgebench.runtimes.base.Session"):
         execute(_job(artifact, eval_npz, None, "team_loadnone"))
+
+
+def test_a_session_whose_timed_call_returns_no_callable_is_named(eval_files, tmp_path, monkeypatch):
+    """A plug-in's ``timed_call`` returning ``run(batch)``'s logits (read as "calls timed_call(batch)") failed on the
+    first timed call with "'numpy.ndarray' object is not callable", naming neither the session nor the fix."""
+    from edgebench.runtimes.base import BACKENDS
+    from edgebench.runtimes.onnxruntime.backend import OnnxRuntimeBackend, OnnxRuntimeSession
+    from edgebench.runtimes.onnxruntime.session import CPU_PROVIDER, create_ort_session
+
+    class RunsInstead(OnnxRuntimeSession):
+        def timed_call(self, batch):
+            return self.run(batch)  # the batch's logits, not a call of it
+
+    class TeamRuns(OnnxRuntimeBackend):
+        def load(self, artifact, settings):
+            return RunsInstead(create_ort_session(artifact, settings.threads, [CPU_PROVIDER]), artifact, 1)
+
+    monkeypatch.setitem(BACKENDS._items, "team_runs", TeamRuns)
+    eval_npz, _, model = eval_files
+    artifact = get_exporter("onnx").export(model, QuantSpec(), np.load(eval_npz)["x"], tmp_path / "m.onnx")
+    with pytest.raises(TypeError, match=r"^session class RunsInstead returned a ndarray from "
+                       r"timed_call\(batch\); timed_call must return a zero-argument callable the timed loop calls once "
+                       r"per iteration, e\.g\. functools\.partial\(self\.run, batch\)"):
+        execute(_job(artifact, eval_npz, None, "team_runs"))

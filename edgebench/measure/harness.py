@@ -19,7 +19,7 @@ import numpy as np
 
 from edgebench.job import MeasureSettings
 from edgebench.measure.stats import PrecisionRule
-from edgebench.runtimes.base import Session
+from edgebench.runtimes.base import Session, timed_callable
 
 #: why a timed window ended
 StopReason = Literal["precision", "fixed_window", "max_time", "max_iters"]
@@ -50,7 +50,7 @@ def precision_rule(settings: MeasureSettings) -> PrecisionRule | None:
 
 def time_session(session: Session, batch: np.ndarray, settings: MeasureSettings) -> Timing:
     """Time the session's inference of ``batch`` (``Session.timed_call``) repeatedly according to ``settings``."""
-    call, sync, clock = session.timed_call(batch), session.sync, time.perf_counter_ns
+    call, sync, clock = timed_callable(session, batch), session.sync, time.perf_counter_ns
     start = clock()
     call()
     sync()

@@ -122,10 +122,11 @@ class Session(ABC):
         """Run one batch (float32, NCHW or as ``input_dims`` take it) and return the logits as a float32 array."""
 
     def timed_call(self, batch: np.ndarray) -> Callable[[], object]:
-        """What the timed loop calls: one inference of ``batch`` as a deployed application makes it. ``run`` by
-        default; a runtime whose ``run`` converts in Python what an application feeds it ready-made (LiteRT: the
-        layout and int8 quantization of the input, reading the output details) prepares that once and times the
-        runtime's own calls only."""
+        """A zero-argument callable the timed loop calls once per iteration: one inference of ``batch`` as a deployed
+        application makes it (not its result: the loop calls what this returns, without re-binding the batch, so
+        nothing but the inference is timed). ``partial(self.run, batch)`` by default; a runtime whose ``run``
+        converts in Python what an application feeds it ready-made (LiteRT: the layout and int8 quantization of the
+        input, reading the output details) prepares that here, once, and returns the runtime's own call."""
         return partial(self.run, batch)
 
     def input_dims(self) -> tuple[int | None, ...] | None:
@@ -297,6 +298,20 @@ def load_session(name: str, backend: Backend, artifact: Path, settings: BackendS
         raise TypeError(f"backend '{name}' (class {type(backend).__name__}) returned {got} from load(); load() must "
                         f"return an edgebench.runtimes.base.Session (see {plugins.PLUGINS_DOC})")
     return session
+
+
+def timed_callable(session: Session, batch: np.ndarray) -> Callable[[], object]:
+    """``session.timed_call(batch)``, checked once before the timed loop (a check inside it would be timed):
+    TypeError naming the session's class when it returns no callable (a plug-in's returning ``run``'s output failed
+    on the first timed call with "'numpy.ndarray' object is not callable", naming neither it nor the fix; the job's
+    line names the backend)."""
+    call = session.timed_call(batch)
+    if not callable(call):
+        got = "None" if call is None else f"a {type(call).__name__}"
+        raise TypeError(f"session class {type(session).__name__} returned {got} from timed_call(batch); timed_call "
+                        "must return a zero-argument callable the timed loop calls once per iteration, e.g. "
+                        f"functools.partial(self.run, batch) (see {plugins.PLUGINS_DOC})")
+    return call
 
 
 def list_backends() -> list[str]:
