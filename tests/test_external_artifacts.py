@@ -153,7 +153,7 @@ def _experiment(root: Path, artifacts: list[dict], targets: list[str]) -> Path:
             "training": {"epochs": 0}, "pruning": {"criteria": []}, "quantization": {"precisions": ["fp32"]},
             "targets": targets, "artifacts": artifacts, "run": {"workdir": str(root / "runs")},
             "report": {"dir": str(root / "report")},
-            "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0}}
+            "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0, "precision": None}}
     path = root / "external.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -49,7 +49,7 @@ def test_a_result_the_store_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_pa
     """PostgreSQL refused a NaN in a result's JSON (DataError): the driver died at that job on every resume."""
     data = {"name": "guards", "training": {"epochs": 1}, "pruning": {"criteria": ["l1"], "ratios": [0.5]},
             "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
-            "measurement": {"min_iters": 10, "min_time_s": 0.0, "warmup_iters": 1},
+            "measurement": {"min_iters": 10, "min_time_s": 0.0, "warmup_iters": 1, "precision": None},
             "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")}}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     refused: list[str] = []

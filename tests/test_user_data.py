@@ -281,7 +281,7 @@ def test_imagenet_sized_inputs_reach_training_calibration_and_every_measurement_
         "pruning": {"criteria": []},
         "quantization": {"precisions": ["fp32", "int8"], "calibration_samples": 8},
         "targets": ["local-cpu"],
-        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},
     }
     path = team_dir / "exp.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -317,7 +317,7 @@ def test_a_loader_that_draws_other_data_in_each_process_fails_the_builds_saying_
         "model": {"file": "tiny_net.py", "factory": "build"},
         "training": {"epochs": 1, "batch_size": 16, "lr": 0.05}, "pruning": {"criteria": []},
         "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
-        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},
     }
     path = team_dir / "exp.yaml"
     path.write_text(yaml.safe_dump(data))
