@@ -60,7 +60,10 @@ def _finite(df: pd.DataFrame) -> pd.DataFrame:
     """The ok measurements whose every output was finite: an accuracy NaN or inf outputs pulled down says what the
     runtime computed (the overflow note), not what the model learned."""
     ok = _ok(df)
-    return ok[[not _details(row).get("non_finite_outputs") for _, row in ok.iterrows()]]
+    if "details" not in ok:
+        return ok
+    overflowed = ok["details"].map(lambda d: isinstance(d, dict) and bool(d.get("non_finite_outputs")))
+    return ok[~overflowed.astype(bool)]
 
 
 def _best_baseline(df: pd.DataFrame, majority: float | None) -> pd.Series | None:
