@@ -238,8 +238,8 @@ def devices_differ(base: Side, cand: Side) -> str:
     """How the devices the two sides' measurements ran on differ (each worker's own record: an SSH board's, which
     the run's machine, the driver's, does not show), "" where they are one kind or did not say. A Jetson's power
     mode and clock lock set its speed as much as its model does."""
-    devices = [device for side in (base, cand) for row in side.rows
-               if isinstance(device := (row.get("details") or {}).get("device"), Mapping)]
+    devices = [device for side in (base, cand) for row in side.rows  # a row stored without details has NaN there
+               if isinstance(details := row.get("details"), Mapping) and isinstance(device := details.get("device"), Mapping)]
     return other_hardware(devices, _DEVICE_HARDWARE)
 
 
