@@ -137,9 +137,9 @@ def _not_the_model(df: pd.DataFrame) -> list[Note]:
     return notes
 
 
-def _shown(where: list[str]) -> str:
+def _shown(where: list[str], sep: str = "; ") -> str:
     """Up to three of ``where``, and how many more."""
-    return "; ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+    return sep.join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
 
 
 def _disturbed(df: pd.DataFrame) -> list[Note]:
@@ -166,10 +166,9 @@ def _oversubscribed(df: pd.DataFrame) -> list[Note]:
             where[key] = where.get(key, 0) + 1
     if not where:
         return []
-    shown = "; ".join(f"{key} ({count})" for key, count in list(where.items())[:3])
-    more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+    shown = _shown([f"{key} ({count})" for key, count in where.items()])
     return [Note("threads", f"{sum(where.values())} measurements asked for more threads than the cores their worker "
-                            f"could use ({shown}{more}): the threads took turns on the cores, so their latency includes "
+                            f"could use ({shown}): the threads took turns on the cores, so their latency includes "
                             "the waiting; set the target's threads to at most its cores")]
 
 
@@ -200,8 +199,7 @@ def _unfinished_windows(df: pd.DataFrame) -> list[Note]:
                            ("ended by measurement.max_iters before min_time_s (raise max_iters for the whole "
                             "window)", short_of_time)):
         if where:
-            shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
-            notes.append(Note("timing", f"{len(where)} of {len(ok)} timed windows {problem}: {shown}"))
+            notes.append(Note("timing", f"{len(where)} of {len(ok)} timed windows {problem}: {_shown(where, ', ')}"))
     return notes
 
 
