@@ -294,10 +294,14 @@ def load_session(name: str, backend: Backend, artifact: Path, settings: BackendS
     Session (a plug-in's: else an AttributeError on the first session call that names neither)."""
     session = backend.load(artifact, settings)
     if not isinstance(session, Session):
-        got = "None" if session is None else f"a {type(session).__name__}"
-        raise TypeError(f"backend '{name}' (class {type(backend).__name__}) returned {got} from load(); load() must "
+        raise TypeError(f"backend '{name}' (class {type(backend).__name__}) returned {_what(session)} from load(); load() must "
                         f"return an edgebench.runtimes.base.Session (see {plugins.PLUGINS_DOC})")
     return session
+
+
+def _what(value: object) -> str:
+    """What a plug-in returned, for the error that refuses it: "None" or "a ndarray"."""
+    return "None" if value is None else f"a {type(value).__name__}"
 
 
 def timed_callable(session: Session, batch: np.ndarray) -> Callable[[], object]:
@@ -307,8 +311,7 @@ def timed_callable(session: Session, batch: np.ndarray) -> Callable[[], object]:
     line names the backend)."""
     call = session.timed_call(batch)
     if not callable(call):
-        got = "None" if call is None else f"a {type(call).__name__}"
-        raise TypeError(f"session class {type(session).__name__} returned {got} from timed_call(batch); timed_call "
+        raise TypeError(f"session class {type(session).__name__} returned {_what(call)} from timed_call(batch); timed_call "
                         "must return a zero-argument callable the timed loop calls once per iteration, e.g. "
                         f"functools.partial(self.run, batch) (see {plugins.PLUGINS_DOC})")
     return call
