@@ -146,7 +146,8 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
     err = errors[0]
     msg = first_line(err["msg"].removeprefix("Value error, "))
     if err["type"] == "extra_forbidden":
-        allowed = _fields_at(model, err["loc"][:-1]) if model is not None else None
+        # a block validated by a model of its own (a runtime's target block) names its fields in the error's ctx
+        allowed = err.get("ctx", {}).get("allowed") or (_fields_at(model, err["loc"][:-1]) if model else None)
         # a block this model does not describe (a runtime's target block): its missing required fields are choices
         hint = did_you_mean(str(err["loc"][-1]), allowed or _missing_beside(err, raw))
         msg = (f"unknown field{hint or ' (check its spelling)'}; allowed: {', '.join(allowed)}" if allowed else

@@ -142,8 +142,8 @@ class TargetSpec(BaseModel):
             try:
                 spec._blocks[key] = declared[key].model_validate(data[key])
             except ValidationError as exc:  # reported with the block's key in front of each field, like any field
-                errors += [{"type": e["type"], "loc": (key, *e["loc"]), "input": e["input"], "ctx": e.get("ctx", {})}
-                           for e in exc.errors()]
+                errors += [{"type": e["type"], "loc": (key, *e["loc"]), "input": e["input"],
+                            "ctx": _with_allowed(e, declared[key])} for e in exc.errors()]
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         for key, model in declared.items():
@@ -166,6 +166,15 @@ class TargetSpec(BaseModel):
     def artifact_format(self, backend: str) -> str:
         """The artifact format ``backend`` receives on this target."""
         return self.artifact_formats.get(backend, BACKENDS.get(backend).formats[0])
+
+
+def _with_allowed(error: Any, block: type[TargetBlock]) -> dict[str, Any]:
+    """An error's ctx, with the block's fields where it is an unknown field at the block's top level: the message then
+    lists them (the target file's model does not describe a runtime's block)."""
+    ctx = dict(error.get("ctx", {}))
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+        ctx["allowed"] = list(block.model_fields)
+    return ctx
 
 
 def _check_plugins(spec: TargetSpec) -> None:

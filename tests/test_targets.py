@@ -57,7 +57,10 @@ def test_every_shipped_target_validates() -> None:
          "fpga.default_precision: a width of 0 bits; Vivado HLS's AP types take 1 to 1024"),
         ("backends: [hls4ml]\nfpga: {part: x, io_type: io_serial}\n", "fpga.io_type"),
         ("backends: [hls4ml]\nfpga: {part: x, clock_period_ns: 0}\n", "fpga.clock_period_ns: Input should be greater than 0"),
-        ("backends: [hls4ml]\nfpga: {prat: x}\n", "fpga.prat: unknown field (did you mean 'part'?) (got 'x')"),
+        ("backends: [hls4ml]\nfpga: {prat: x}\n", "fpga.prat: unknown field (did you mean 'part'?); allowed: part, "),
+        # a runtime's block lists its own fields, not the experiment's (the target file's model does not hold them)
+        ("backends: [hls4ml]\nfpga: {part: x, zzz: 1}\n",
+         "fpga.zzz: unknown field (check its spelling); allowed: part, board, hls_backend, clock_period_ns"),
         ("backends: [onnxruntime]\ngpu: {arch: sm_87}\n", "gpu: unknown field"),
         ("backends: []\n", "backends"),
         ("backends: [onnxruntime, no_such_runtime]\n", "unknown backend 'no_such_runtime'; known: hls4ml"),
