@@ -333,12 +333,18 @@ def test_a_variant_whose_build_failed_is_listed_by_its_label(tmp_path: Path):
         "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},
         "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
     }))
-    result = _run("run", str(exp))
+    result = _run("run", str(exp), "--no-report")  # the report is not read here: rendered later, from the store
     assert result.exit_code == 0 and "the team criterion broke" in result.output, result.output
     with Store.open(f"sqlite:///{tmp_path / 'runs' / 'results.db'}") as store:
-        df = store.measurements(store.runs()["id"].iloc[0])
+        run_id = store.runs()["id"].iloc[0]
+        df = store.measurements(run_id)
     failed = df[df["status"] == "failed"]
     assert len(failed) == 2 and set(failed["label"]) == {"boom-0.5-while_training/fp32"}  # torch and onnxruntime
+    assert not (tmp_path / "report" / "index.html").exists()
+    command = f"edgebench report --store {tmp_path / 'runs' / 'results.db'} --run {run_id} --out {tmp_path / 'report'}"
+    assert result.output.strip().splitlines()[-1] == f"report: not rendered; render it with: {command}"
+    rendered = _run(*command.split()[1:])
+    assert rendered.exit_code == 0 and (tmp_path / "report" / "index.html").is_file(), rendered.output
 
 
 def test_a_run_says_how_many_timed_windows_were_disturbed_and_marks_them() -> None:

@@ -70,6 +70,8 @@ def run(
                                       "experiment's executor.address, default auto); overrides the experiment")
     ] = None,
     targets_dir: TargetsDir = None,
+    report: Annotated[bool, typer.Option(help="render the HTML report (--no-report: store only, for a CI job that "
+                                              "gates on the store; edgebench report renders it later)")] = True,
 ) -> None:
     """Train, prune, quantize, export, measure on every target, store and report."""
     from edgebench import api
@@ -91,7 +93,7 @@ def run(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with _terminate_as_interrupt(), Progress(*columns, console=console, transient=False) as progress:
-            results = api.run(exp, tags=tag or (), progress=_RichProgress(progress))
+            results = api.run(exp, tags=tag or (), progress=_RichProgress(progress), render=report)
     except ReportInterrupted as stopped:  # the run is complete in the store: running it again would measure anew
         print_line("interrupted", "yellow", f"while rendering the report: run {stopped.run_id} is stored in full; "
                    f"render it with: edgebench report --store {shown_url(stopped.store_url)} --run {stopped.run_id}")
@@ -100,7 +102,7 @@ def run(
         # every finished job is already committed to the store; the same command resumes the run
         console.print("[yellow]interrupted:[/] finished jobs are stored; run the same command again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
-    _print_summary(results)
+    _print_summary(results, exp.report_dir())
     outcome = results.outcome
     assert outcome is not None  # api.run always returns what this process's run did
     if outcome.failed and not outcome.measured and not outcome.skipped:
@@ -172,7 +174,9 @@ def grouped_failures(failed: list[str]) -> list[str]:
     return lines
 
 
-def _print_summary(results: Any) -> None:
+def _print_summary(results: Any, report_dir: Path) -> None:
+    import shlex
+
     from edgebench.report.run_notes import run_notes
     from edgebench.store.connection import shown_url
 
@@ -200,6 +204,9 @@ def _print_summary(results: Any) -> None:
     print_line("store:", "", shown_url(outcome.store_url))  # printed to CI logs: no password
     if outcome.report_path:
         print_line("report:", "", outcome.report_path)
+    else:  # --no-report; `edgebench report` alone would write to reports/<name> of the working directory
+        print_line("report:", "", f"not rendered; render it with: edgebench report --store "
+                   f"{shlex.quote(shown_url(outcome.store_url))} --run {outcome.run_id} --out {shlex.quote(str(report_dir))}")
 
 
 def variants(
