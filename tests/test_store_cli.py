@@ -115,6 +115,21 @@ def test_latest_is_the_run_that_ended_last_so_report_renders_the_resumed_run(
     assert newest not in (tmp_path / "reports" / "synthetic" / "index.html").read_text()
 
 
+def test_report_renders_into_the_runs_own_report_dir(app: typer.Typer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose experiment set report.dir had its report there; `edgebench report` wrote the re-render to
+    reports/<name> instead, a second copy the team's links never pointed at. An older run's goes beside it."""
+    monkeypatch.chdir(tmp_path)
+    with Store.open(tmp_path / "team.db") as store:
+        older = fill_run(store, seed=1, experiment={"report": {"dir": "site/bench"}})
+        latest = fill_run(store, seed=2, experiment={"report": {"dir": "site/bench"}})
+    assert runner.invoke(app, ["report", "--store", str(tmp_path / "team.db")]).exit_code == 0
+    assert latest in (tmp_path / "site" / "bench" / "index.html").read_text()
+    assert runner.invoke(app, ["report", "--store", str(tmp_path / "team.db"), "--run", older]).exit_code == 0
+    assert older in (tmp_path / "site" / f"bench-{older}" / "index.html").read_text()
+    assert not (tmp_path / "reports").exists()
+
+
 def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     csv = tmp_path / "all.csv"
     assert runner.invoke(app, ["export", str(csv), "--store", str(db), "--run", "v1"]).exit_code == 0

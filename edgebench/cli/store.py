@@ -65,8 +65,9 @@ def open_store(store: str | None, must_exist: bool = True, what: str = "--store"
 def report(
     store: StoreOpt = None,
     run: Annotated[str, typer.Option("--run", help="run id, tag, id prefix or 'latest'")] = "latest",
-    out: Annotated[Path | None, typer.Option("--out", help="output directory (default: reports/<run name> for the "
-                                              "latest run of its name, reports/<run name>-<run id> for an older one)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output directory (default: the run's report.dir, reports/<run "
+                                              "name> unless set, for the latest run of its name; <that>-<run id> for an "
+                                              "older one)")] = None,
     objective: Annotated[
         list[str] | None, typer.Option("--objective", help="Pareto pair X:Y, e.g. latency:accuracy; repeatable "
                                        "(default: the run's own report.objectives)")
@@ -91,9 +92,10 @@ def report(
         info = st.get_run(run)
         url = st.url
         latest = st.latest_run(info["name"])
-    # reports/<name> holds the report of the run of that name that ended last (edgebench run writes it there); an
-    # other run's goes beside it
-    default = Path("reports") / (info["name"] if info["id"] == latest else f"{info['name']}-{info['id']}")
+    # the run's report.dir (reports/<name> unless its experiment set one) holds the report of the run of that name
+    # that ended last, where edgebench run wrote it; an other run's goes beside it
+    own = Path(((info.get("experiment") or {}).get("report") or {}).get("dir") or Path("reports") / info["name"])
+    default = own if info["id"] == latest else own.with_name(f"{own.name}-{info['id']}")
     out_dir = writable_dir(out or default, "--out")
     print_line("report:", "", api.Results(url, info["id"]).report(out_dir, pairs or None))
 
