@@ -91,13 +91,17 @@ def report(
     with open_store(store) as st:
         info = st.get_run(run)
         url = st.url
-        latest = st.latest_run(info["name"])
-    # the run's report.dir (reports/<name> unless its experiment set one) holds the report of the run of that name
-    # that ended last, where edgebench run wrote it; an other run's goes beside it
-    own = Path(((info.get("experiment") or {}).get("report") or {}).get("dir") or Path("reports") / info["name"])
-    default = own if info["id"] == latest else own.with_name(f"{own.name}-{info['id']}")
+        default = _report_dir(st, info)
     out_dir = writable_dir(out or default, "--out")
     print_line("report:", "", api.Results(url, info["id"]).report(out_dir, pairs or None))
+
+
+def _report_dir(st: Store, info: dict[str, Any]) -> Path:
+    """Where the report of stored run ``info`` goes by default: its report.dir (reports/<name> unless its experiment
+    set one) holds the report of the run of that name that ended last, where edgebench run wrote it; an other run's
+    goes beside it, <dir>-<run id>."""
+    own = Path(((info.get("experiment") or {}).get("report") or {}).get("dir") or Path("reports") / info["name"])
+    return own if info["id"] == st.latest_run(info["name"]) else own.with_name(f"{own.name}-{info['id']}")
 
 
 def compare(
@@ -483,8 +487,7 @@ def _export_mlflow(store: str | None, runs_: list[str] | None, uri: str, experim
     with open_store(store) as st:
         run_ids = list(dict.fromkeys(r for ref in runs_ for r in st.resolve_runs(ref))) if runs_ else st.runs()["id"].tolist()
         for run_id in run_ids:
-            name = st.get_run(run_id)["name"]
-            report = Path("reports") / name
+            report = _report_dir(st, st.get_run(run_id))
             mlflow_id, logged = log_run(st, run_id, uri, experiment, report if (report / "index.html").is_file() else None)
             state = f"{logged} nested runs" if logged else "already there, skipped"
             print_line("mlflow:", "", f"run {run_id} -> MLflow run {mlflow_id} ({state})")
