@@ -130,6 +130,18 @@ def test_report_renders_into_the_runs_own_report_dir(app: typer.Typer, tmp_path:
     assert not (tmp_path / "reports").exists()
 
 
+def test_an_empty_run_reference_is_refused_not_matched_as_every_ids_prefix(app: typer.Typer, tmp_path: Path) -> None:
+    """'' is the prefix of every id: `delete "$RUN" --yes` with RUN unset deleted a store's only run."""
+    with Store.open(tmp_path / "one.db") as store:
+        only = fill_run(store, seed=1)
+    for command in (["delete", "", "--yes"], ["delete", " ", "--yes"], ["tag", "", "x"], ["report", "--run", ""],
+                    ["export", str(tmp_path / "x.csv"), "--run", ""]):
+        result = runner.invoke(app, [*command, "--store", str(tmp_path / "one.db")])
+        assert result.exit_code == 2 and "empty run reference" in result.output, (command, result.output)
+    with Store.open(tmp_path / "one.db") as store:
+        assert store.runs()["id"].tolist() == [only] and store.get_run(only)["tags"] == []
+
+
 def test_export_and_import(app: typer.Typer, db: Path, tmp_path: Path) -> None:
     csv = tmp_path / "all.csv"
     assert runner.invoke(app, ["export", str(csv), "--store", str(db), "--run", "v1"]).exit_code == 0

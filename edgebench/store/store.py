@@ -302,6 +302,9 @@ class Store:
 
     def resolve_run(self, run_id_or_tag: str) -> str:
         """Run id for an id, a tag (its latest run by start), a unique id prefix, or 'latest' (:meth:`latest_run`)."""
+        if not run_id_or_tag.strip():  # the prefix of every id: `delete "$RUN" --yes` with RUN unset deleted a run
+            raise StoreError(f"empty run reference {run_id_or_tag!r}: give a run id, a tag, an id prefix or 'latest' "
+                             "(an unset shell variable?)")
         if run_id_or_tag == "latest":
             found = self.latest_run()
             if found is None:
