@@ -249,6 +249,12 @@ def run(
             "built-in one")
     if not isinstance(tags, str) and not (isinstance(tags, Sequence) and all(isinstance(t, str) for t in tags)):
         raise ConfigError(f"run(tags=...): expected a tag or a list of tags (text), got {tags!r:.80}")
+    if progress is not None and not callable(progress):  # else a TypeError once a run is stored and training
+        raise ConfigError(f"run(progress=...): expected a function progress(stage, done, total, detail) or None, got "
+                          f"{type(progress).__name__} {progress!r:.80}")
+    _expect(render, bool, "run(render=...)", "True or False")
+    if isinstance(experiment, Experiment):  # fields set after it was built (exp.name = "../x") were never validated
+        experiment = experiment.model_dump(warnings=False)
     if isinstance(experiment, Mapping):  # as a file's fields: the same one-line errors, naming the argument
         experiment = yaml_file.validate(Experiment, dict(experiment), "run(experiment)")
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)

@@ -105,6 +105,8 @@ def _refuse_surrogates(value: Any, path: Path, where: str) -> None:
 
 def validate(model: type[M], data: dict[str, Any], source: str) -> M:
     """``model`` validated from ``data``; ConfigError with one line per problem, each naming ``source``."""
+    if (key := next((k for k in data if not isinstance(k, str)), "")) != "":  # a model's __init__(**data) fails on it
+        raise ConfigError(f"{source}: {key!r} is not a field name: fields are named by text")
     try:
         made = model.model_validate(data)
     except ValidationError as exc:

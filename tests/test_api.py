@@ -287,6 +287,16 @@ def test_an_experiment_built_in_python_with_a_bad_field_raises_the_one_line_erro
     assert Experiment(training={"epochs": 2}).training.epochs == 2
 
 
+def _with(**fields: object):
+    """The built-in experiment with ``fields`` set by assignment, as a notebook does after loading it."""
+    from edgebench.config import load_experiment
+
+    exp = load_experiment(None)
+    for name, value in fields.items():
+        setattr(exp, name, value)
+    return exp
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda db: edgebench.load(5), r"load\(store\): expected a results file's path .* got int 5"),
     (lambda db: edgebench.load(db, run=None), r"load\(run=\.\.\.\): expected a run id.* got NoneType"),
@@ -299,8 +309,16 @@ def test_an_experiment_built_in_python_with_a_bad_field_raises_the_one_line_erro
      r"report\(objectives=\.\.\.\): expected \(x, y\) pairs"),
     (lambda db: edgebench.run(5), r"run\(experiment\): expected an Experiment, a mapping.* got int 5"),
     (lambda db: edgebench.run(None, tags=5), r"run\(tags=\.\.\.\): expected a tag or a list of tags"),
+    # a TypeError once the run was stored and trained, the run left 'running'
+    (lambda db: edgebench.run(None, progress="x"), r"run\(progress=\.\.\.\): expected a function .* got str 'x'"),
+    (lambda db: edgebench.run(None, render="no"), r"run\(render=\.\.\.\): expected True or False, got str 'no'"),
+    (lambda db: edgebench.run({1: 2}), r"^run\(experiment\): 1 is not a field name"),  # was pydantic's TypeError
+    # fields set after the Experiment was built were not validated: this run wrote its store outside runs/
+    (lambda db: edgebench.run(_with(name="../escape")), r"^run\(experiment\): name: '\.\./escape' is not a plain name"),
+    (lambda db: edgebench.run(_with(training=None)), r"^run\(experiment\): training: Input should be a valid"),
 ], ids=["load-store-int", "load-run-none", "load-run-empty", "pareto-target-list", "report-dir-none",
-        "report-objectives-text", "report-objectives-triple", "run-int", "run-tags-int"])
+        "report-objectives-text", "report-objectives-triple", "run-int", "run-tags-int", "run-progress-text",
+        "run-render-text", "run-int-key", "run-name-set-later", "run-block-set-to-none"])
 def test_an_argument_of_the_wrong_type_raises_the_one_line_error_naming_it(hand_made_store, call, message) -> None:
     """README: bad input raises EdgebenchError; these raised TypeErrors from pathlib, SQLAlchemy and pandas, a
     ValueError from unpacking, or (run="") loaded the latest run."""
