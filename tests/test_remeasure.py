@@ -207,6 +207,36 @@ def test_an_undecided_remeasured_slowdown_keeps_its_size_and_the_gate_warns(monk
     assert why is not None and "+300" in why
 
 
+def test_an_undecided_remeasured_change_agrees_with_the_figures_shown_beside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every round disturbed: the change was the median round's ratio, the figures beside it the geometric means,
+    so a p99 shown going 0.796 -> 1.709 ms read -31.8 % (and did not warn). Here the rounds' p99 ratios are 0.5, 0.5
+    and 32: geometric means 0.5^(1/3) = 0.7937 and 4^(1/3) = 1.5874 ms, a doubling, which the median read -50 %."""
+    from types import SimpleNamespace
+
+    import edgebench.remeasure as remeasure
+    from edgebench.store.compare import Side
+    from edgebench.store.gate import Thresholds, _undecided_past
+    from edgebench.store.metrics import DEFAULT_MIN_EFFECT
+
+    monkeypatch.setattr(remeasure, "fixed_changes", lambda *_args: [])
+
+    def disturbed(p99: float) -> SimpleNamespace:
+        return SimpleNamespace(latency_ms={"p50": 0.1, "p99": p99}, throughput_ips=1e4, peak_rss_mb=100.0,
+                               energy_j_per_inference=None, contention=SimpleNamespace(flagged=True), speed_probe=None)
+
+    pair = remeasure._Pair(base=Side([], []), cand=Side([], []), jobs=(None, None),  # type: ignore[arg-type]
+                           runners=(None, None),  # type: ignore[arg-type]
+                           measured={"base": [disturbed(2.0), disturbed(2.0), disturbed(0.125)],
+                                     "cand": [disturbed(1.0), disturbed(1.0), disturbed(4.0)]})
+    p99 = next(c for c in remeasure._changes(pair, DEFAULT_MIN_EFFECT, 0.05) if c.metric == "p99")
+    assert (p99.verdict, p99.basis) == ("undecided", "contended")
+    assert p99.baseline == pytest.approx(0.5 ** (1 / 3)) and p99.candidate == pytest.approx(4 ** (1 / 3))
+    assert p99.change == pytest.approx(100.0)
+    why = _undecided_past(p99, Thresholds(warn={}, fail={}))  # no threshold: its minimum effect, 15 %
+    assert why is not None and "+100" in why
+
+
 def test_a_remeasured_estimated_energy_is_named_so_and_a_second_meter_is_not_one_series(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """compare --remeasure gated an estimated energy (tdp 15 -> 60 W) as a measured regression (exit 1); the stored
