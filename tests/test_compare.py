@@ -503,3 +503,57 @@ def test_unchanged_only_where_the_interval_lies_within_the_minimum_effect(sqlite
     latency = [next(c for c in r.changes if c.metric == "latency") for r in cmp.results]
     assert len(latency) == 3 and all(c.runs == (2, 1) and c.verdict == "undecided" for c in latency), latency
     assert evaluate(cmp, parse_thresholds(None, None)).level == "ok"
+
+
+def _store_model(store: Store, tag: str, variant_id: str, p50_ms: float, size: int, accuracy: float,
+                 rss_mb: float) -> str:
+    """A run tagged ``tag`` of one result labelled as ``variant_specs()[0]`` but stored under ``variant_id`` (the
+    label a rebuilt model keeps), every one of its 400 timed runs ``p50_ms`` long."""
+    spec = variant_specs()[0]
+    run_id = store.start_run("models", {}, "h-models", MACHINE, (tag,))
+    store.upsert_variant(variant_id, spec.model_dump(mode="json"), spec.label, None, {"params": 1})
+    samples = [round(p50_ms * 1e6)] * 400
+    result = synthetic_result("k", spec, np.random.default_rng(0)).model_copy(update={
+        "samples_ns": samples, "latency_ms": {"p50": p50_ms, "p99": p50_ms}, "latency_ci_ms": None,
+        "throughput_ips": 1000 / p50_ms, "accuracy": accuracy, "peak_rss_mb": rss_mb})
+    store.add_measurement(MeasurementRecord(run_id, "k", variant_id, "local-cpu", "onnxruntime", result,
+                                            {"threads": 1}, size))
+    store.finish_run(run_id)
+    return run_id
+
+
+def test_repeats_read_only_the_runs_of_the_newest_runs_variant(sqlite_store: Store) -> None:
+    """Two runs tagged main of two models under one label (the model changed on main): --repeats gave the p50 the
+    geometric mean of both models' runs (sqrt(0.4 x 0.1) = 0.2 ms, runs [2, 1]) while size and accuracy read the
+    latest run alone. Every metric now reads the runs of the variant main's newest run (by start, as a tag orders
+    its runs) measured, and the run left out is named. By hand: newest main run 0.1 ms, 1000 bytes, 0.90, 100 MiB;
+    candidate 0.13 ms: p50 +30 %, throughput 10000 -> 7692.3/s (-23.1 %), size and accuracy unchanged."""
+    old = _store_model(sqlite_store, "main", "old-model", 0.4, 4000, 0.80, 200.0)
+    new = _store_model(sqlite_store, "main", "new-model", 0.1, 1000, 0.90, 100.0)
+    cand = _store_model(sqlite_store, "cand", "new-model", 0.13, 1000, 0.90, 100.0)
+    cmp = compare_runs(sqlite_store, "main", "cand", repeats=True, lookback=0)
+    [result] = cmp.results
+    changes = {c.metric: c for c in result.changes}
+    assert {m: c.runs for m, c in changes.items() if c.verdict != "n/a"} == dict.fromkeys(
+        ("latency", "p99", "throughput", "memory", "size", "accuracy"), (1, 1))
+    assert (changes["latency"].baseline, changes["latency"].change) == pytest.approx((0.1, 30.0))
+    assert (changes["throughput"].baseline, changes["throughput"].change) == pytest.approx((10_000, -300 / 13))
+    assert changes["memory"].baseline == pytest.approx(100.0) and changes["size"].baseline == 1000
+    assert changes["accuracy"].baseline == pytest.approx(0.90) and changes["accuracy"].change == pytest.approx(0.0)
+    assert result.measurement_ids[0] == [int(sqlite_store.measurements(new)["id"].iloc[0])]
+    note = (f"baseline run {old} left out of 1 result(s): it measured other variants than the baseline's newest run "
+            f"of each (e.g. baseline/fp32 on local-cpu · onnxruntime · 1 threads: old-model, run {new}: new-model); a "
+            "result reads only the runs of its newest run's variant")
+    assert note in cmp.warnings and note in to_markdown(cmp) and note in cmp.to_json()["warnings"]
+    assert not any(cand in w for w in cmp.warnings)  # the candidate's one run is all of its side
+
+    # the old model's run started last (a cached store imported after the fresh run): main's newest run is the old
+    # model's, as `compare main cand` without --repeats reads it, and every metric reads it: 0.13 / 0.4 = -67.5 %
+    with sqlite_store.engine.begin() as conn:
+        conn.exec_driver_sql("update runs set started_at = '2999-01-01T00:00:00Z' where id = ?", (old,))
+    moved = compare_runs(sqlite_store, "main", "cand", repeats=True, lookback=0)
+    changes = {c.metric: c for c in moved.results[0].changes}
+    assert changes["latency"].runs == (1, 1) and changes["latency"].change == pytest.approx(-67.5)
+    assert changes["size"].baseline == 4000 and changes["accuracy"].baseline == pytest.approx(0.80)
+    assert changes["memory"].baseline == pytest.approx(200.0)
+    assert any(w.startswith(f"baseline run {new} left out of 1 result(s)") for w in moved.warnings), moved.warnings

@@ -1,5 +1,6 @@
 """What ``edgebench compare`` compares: the results of two sides' runs paired by (variant label, target, backend,
-settings), each pair's runs as a :class:`Side` (the lookback's earlier runs keyed by variant id), the baseline's
+settings), each pair's runs as a :class:`Side` (a side's runs of the variant id its newest run measured; the
+lookback's earlier runs keyed by variant id), the baseline's
 results the candidate failed or lacks, and machine, library and settings differences as warnings; whether a
 stored timed window was disturbed (``disturbance``) and the runs left at one machine speed. Deciding whether a
 metric changed is ``store.compare``'s."""
@@ -183,8 +184,8 @@ def tag_of_several_runs(store: Store, name: str, picked: str, hint: str) -> list
 def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matching:
     """Pair the ok results of the runs ``base_ids`` and ``cand_ids``; machine and library differences as warnings,
     and the baseline's results the candidate failed or lacks as ``missing``."""
-    base_run, base_df, base_by_key = _side(store, base_ids)
-    cand_run, cand_df, cand_by_key = _side(store, cand_ids)
+    base_run, base_df, base_by_key, base_left = _side(store, base_ids, "baseline")
+    cand_run, cand_df, cand_by_key, cand_left = _side(store, cand_ids, "candidate")
     cand_failed = pd.concat([_failed(store.measurements(r)) for r in cand_ids], ignore_index=True)
     warnings = _dict_diff("machine", base_run["machine"], cand_run["machine"], _MACHINE_KEYS)
     warnings += _dict_diff("library", _flat_versions(base_run["machine"]), _flat_versions(cand_run["machine"]))
@@ -196,6 +197,7 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
         warnings.append(f"executors differ: {', '.join(executors[0])} vs {', '.join(executors[1])} (under Ray a "
                         "measurement is forked from the Ray worker, whose imports count in its peak RSS: +40-60 % for "
                         "ONNX Runtime and torch jobs; compare memory within one executor)")
+    warnings += base_left + cand_left
     warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
                  "compared" for run in (base_run, cand_run) if run.get("finished_at") is None]
     pairs, unmatched, missing = [], [], []
@@ -243,18 +245,43 @@ def devices_differ(base: Side, cand: Side) -> str:
     return other_hardware(devices, _DEVICE_HARDWARE)
 
 
-def _side(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side]]:
-    """The latest run of one side (all its ids joined), its ok results, and per result key its runs."""
+def _side(store: Store, run_ids: list[str], whose: str) -> tuple[dict[str, Any], pd.DataFrame, dict[tuple, Side],
+                                                               list[str]]:
+    """The latest run of one side (all its ids joined), its ok results, per result key its runs, and a note per
+    run left out of some results (``_newest_variant``); ``run_ids`` oldest first, as a tag orders its runs."""
     df = pd.concat([_ok(store.measurements(r)) for r in run_ids], ignore_index=True)
-    sides: dict[tuple, Side] = {}
+    grouped: dict[tuple, list[pd.Series]] = {}
     for key, (_, row) in zip(_keys(df), df.iterrows()):
-        side = sides.setdefault(key, Side([], []))
-        side.rows.append(row)
-        side.samples.append(store.samples(int(row["id"])))
+        grouped.setdefault(key, []).append(row)
+    sides: dict[tuple, Side] = {}
+    left_out: dict[str, list[tuple[pd.Series, pd.Series]]] = {}  # run id -> (its row, the kept newest) per result
+    for key, rows in grouped.items():
+        kept, others = _newest_variant(rows)
+        sides[key] = Side(kept, [store.samples(int(row["id"])) for row in kept])
+        for row in others:
+            left_out.setdefault(row["run_id"], []).append((row, kept[-1]))
+    kept_ids = {int(row["id"]) for side in sides.values() for row in side.rows}
     run = store.get_run(run_ids[-1])
     if len(run_ids) > 1:
         run = {**run, "id": ", ".join(run_ids)}
-    return run, df, sides
+    notes = [_left_out_note(whose, len(results), *results[0]) for results in left_out.values()]
+    return run, df[df["id"].isin(kept_ids)], sides, notes
+
+
+def _newest_variant(rows: list[pd.Series]) -> tuple[list[pd.Series], list[pd.Series]]:
+    """A result's rows of one side (oldest run first) split into those of the variant its newest run measured and
+    the others: a run of a changed model is another population, and pooling it gave the timing a mean over two
+    models while size and accuracy read one run."""
+    newest = rows[-1]["variant_id"]
+    return [r for r in rows if r["variant_id"] == newest], [r for r in rows if r["variant_id"] != newest]
+
+
+def _left_out_note(whose: str, count: int, row: pd.Series, newest: pd.Series) -> str:
+    """Why a run of a side is not among the runs of ``count`` results (``row``, one of them, against ``newest``)."""
+    where = f"{row['label']} on {context_label(row['target'], row['backend'], row['threads'])}"
+    return (f"{whose} run {row['run_id']} left out of {count} result(s): it measured other variants than the "
+            f"{whose}'s newest run of each (e.g. {where}: {row['variant_id']}, run {newest['run_id']}: "
+            f"{newest['variant_id']}); a result reads only the runs of its newest run's variant")
 
 
 def lookback_values(
