@@ -557,3 +557,23 @@ def test_repeats_read_only_the_runs_of_the_newest_runs_variant(sqlite_store: Sto
     assert changes["size"].baseline == 4000 and changes["accuracy"].baseline == pytest.approx(0.80)
     assert changes["memory"].baseline == pytest.approx(200.0)
     assert any(w.startswith(f"baseline run {new} left out of 1 result(s)") for w in moved.warnings), moved.warnings
+
+
+def test_another_experiment_or_model_as_the_baseline_is_said(sqlite_store: Store) -> None:
+    """A baseline run of another experiment (resnet56_cifar against digits_cnn) was compared as a normal gate result
+    (size +284.5 %, accuracy -2.8 pp) with only each variant's "rebuilt from changed inputs" line: compare names both
+    experiments and models, and still compares (a team may compare two models on purpose)."""
+    other = fill_run(sqlite_store, "other", seed=1, experiment={"model": {"name": "resnet56_cifar", "file": None}})
+    mine = fill_run(sqlite_store, "my", seed=2, experiment={"model": {"name": "digits_cnn", "file": None}})
+    own = fill_run(sqlite_store, "my", seed=3, experiment={"model": {"file": "nets.py", "factory": "build_net"}})
+    again = fill_run(sqlite_store, "my", seed=4, experiment={"model": {"name": "digits_cnn", "file": None}})
+    cmp = compare_runs(sqlite_store, other, mine)
+    line = ("different experiments: baseline 'other' (model resnet56_cifar) vs candidate 'my' (model digits_cnn); "
+            "results are paired by label across them, so a change shows how the two differ, not what the candidate "
+            "changed")
+    assert line in cmp.warnings and line in to_markdown(cmp) and line in cmp.to_json()["warnings"]
+    assert len(cmp.results) == len(variant_specs())  # said, not refused
+    # one experiment name, another model (a model built by a function in a file is named by both)
+    assert "different experiments: baseline 'my' (model digits_cnn) vs candidate 'my' (model nets.py:build_net)" in (
+        compare_runs(sqlite_store, mine, own).warnings[0])
+    assert not any("different experiments" in w for w in compare_runs(sqlite_store, mine, again).warnings)

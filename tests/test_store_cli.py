@@ -269,3 +269,16 @@ def test_delete_refuses_a_run_a_live_process_drives_and_one_no_process_here_drov
     assert runner.invoke(app, ["delete", live, "--yes", "--store", str(tmp_path / "r.db")]).exit_code == 0
     with Store.open(tmp_path / "r.db") as store:
         assert store.runs().empty
+
+
+def test_compare_names_another_experiment_in_every_format(app: typer.Typer, tmp_path: Path) -> None:
+    """The line that says the sides are two experiments is in the table, the Markdown and the JSON alike."""
+    path = tmp_path / "results.db"
+    store = Store.open(path)
+    fill_run(store, "other", seed=1, tags=("otherbase",), experiment={"model": {"name": "resnet56_cifar"}})
+    fill_run(store, "my", seed=2, tags=("cand",), experiment={"model": {"name": "digits_cnn"}})
+    store.close()
+    line = "different experiments: baseline 'other' (model resnet56_cifar) vs candidate 'my' (model digits_cnn)"
+    for form in ("table", "markdown", "json"):
+        out = runner.invoke(app, ["compare", "otherbase", "cand", "--store", str(path), "--format", form])
+        assert line in " ".join(out.output.split()), (form, out.output)

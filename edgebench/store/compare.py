@@ -8,9 +8,9 @@ throughput, energy, peak RSS) is decided on per-run values against the run-to-ru
 (``significance``): the runs of each side with ``repeats``, and earlier runs of the same result on the same
 machine (the lookback). With one run a side and too little history the spread is unknown: only a change
 beyond the noise allowance is called, without a confidence. Artifact size is compared exactly, accuracy
-against a minimum effect. Differences in machine, library versions or settings are listed as context
-warnings rather than silently compared. Pairing the results and reading each side's runs and the lookback are
-``compare_match``'s; this module decides.
+against a minimum effect. Differences in machine, library versions, experiment or model, or settings are listed
+as context warnings rather than silently compared. Pairing the results and reading each side's runs and the
+lookback are ``compare_match``'s; this module decides.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What ``edgebench compare`` compares: the results of two sides' runs paired by (variant label, target, backend,
 settings), each pair's runs as a :class:`Side` (a side's runs of the variant id its newest run measured; the
-lookback's earlier runs keyed by variant id), the baseline's
-results the candidate failed or lacks, and machine, library and settings differences as warnings; whether a
-stored timed window was disturbed (``disturbance``) and the runs left at one machine speed. Deciding whether a
-metric changed is ``store.compare``'s."""
+lookback's earlier runs keyed by variant id), the baseline's results the candidate failed or lacks, and machine,
+library, experiment and settings differences as warnings; whether a stored timed window was disturbed
+(``disturbance``) and the runs left at one machine speed. Deciding whether a metric changed is
+``store.compare``'s."""
 
 from __future__ import annotations
 
@@ -197,6 +197,7 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
         warnings.append(f"executors differ: {', '.join(executors[0])} vs {', '.join(executors[1])} (under Ray a "
                         "measurement is forked from the Ray worker, whose imports count in its peak RSS: +40-60 % for "
                         "ONNX Runtime and torch jobs; compare memory within one executor)")
+    warnings += experiments_differ(base_run, cand_run)
     warnings += base_left + cand_left
     warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
                  "compared" for run in (base_run, cand_run) if run.get("finished_at") is None]
@@ -223,6 +224,26 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
         unmatched.append(f"{row['label']} on {row['target']}/{row['backend']}: only in the baseline run ({reason})")
     hardware = other_hardware([store.get_run(r)["machine"] for r in base_ids + cand_ids])
     return Matching(base_run, cand_run, pairs, unmatched, warnings, missing, hardware)
+
+
+def experiments_differ(base_run: Mapping[str, Any], cand_run: Mapping[str, Any]) -> list[str]:
+    """A warning where the sides' newest runs are of other experiments or models (experiment and model name, as
+    stored with each run): results paired by label then compare two models, not a change to one, which a team may
+    mean to do but should not be left to infer from the figures."""
+    base, cand = _experiment_of(base_run), _experiment_of(cand_run)
+    if base == cand:
+        return []
+    return [f"different experiments: baseline {base[0]!r} (model {base[1]}) vs candidate {cand[0]!r} (model "
+            f"{cand[1]}); results are paired by label across them, so a change shows how the two differ, not what the "
+            "candidate changed"]
+
+
+def _experiment_of(run: Mapping[str, Any]) -> tuple[str, str]:
+    """A run's experiment name and its model's name (``file:factory`` for a model built by a function in a file)."""
+    experiment = run.get("experiment") if isinstance(run.get("experiment"), Mapping) else {}
+    model = experiment.get("model") if isinstance(experiment.get("model"), Mapping) else {}
+    name = f"{model['file']}:{model.get('factory')}" if model.get("file") else model.get("name") or "not recorded"
+    return str(run.get("name")), str(name)
 
 
 def other_hardware(machines: list[Mapping[str, Any]], keys: tuple[str, ...] = _HARDWARE) -> str:
