@@ -843,6 +843,8 @@ CASES = [
          ("--input-shape 3,32,32", "tiny.onnx's input 'input'", "takes 1,8,8 per image"), store_checked=False),
     Case("bench-npz-images-of-another-shape", "bench", bench_data(x=images(10, c=3), y=labels(10)),
          ("eval.npz's images (3,8,8 each) does not fit tiny.onnx's input 'input'", "takes 1,8,8 per image"), store_checked=False),
+    Case("bench-min-time-inf", "bench", bench("{onnx}", "--min-time-s", "inf"), ("--min-time-s inf: not a finite number",),
+         store_checked=False),  # was pydantic's traceback from MeasureSettings
     Case("bench-input-shape-text", "bench", bench("{onnx}", "--input-shape", "a,b"), ("--input-shape",),
          store_checked=False),
     Case("bench-input-shape-negative", "bench", bench("{onnx}", "--input-shape=-1,8,8"), ("--input-shape", "-1,8,8"),
@@ -892,6 +894,9 @@ CASES = [
     Case("compare-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1"), ("share run", "v1")),
     Case("compare-remeasure-a-run-with-itself", "compare", store_cmd("compare", "v1", "v1", "--remeasure"),
          ("share run", "v1")),
+    # click's range lets inf past a lower bound: every re-measured round then failed, and the gate passed
+    Case("compare-remeasure-min-time-inf", "compare", store_cmd("compare", "v1", "v2", "--remeasure", "--min-time", "inf"),
+         ("--min-time inf: not a finite number",)),
     Case("compare-rounds-without-remeasure", "compare", store_cmd("compare", "v1", "v2", "--rounds", "9"),
          ("--rounds", "add --remeasure")),
     Case("compare-warn-given-twice", "compare",

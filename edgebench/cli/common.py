@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,17 @@ from edgebench.errors import EdgebenchError, ExitCode, one_line
 PluginFiles = Annotated[list[Path] | None, typer.Option(
     "--plugins", help="a Python file that registers backends, energy meters... (as an experiment's plugins:); "
     "repeatable")]
+
+
+def finite(**options: float | None) -> None:
+    """ConfigError naming a float option that is not a number: click's ranges let nan through (every comparison
+    with it is false) and inf past a lower bound; a timed window of inf seconds failed every re-measured round, and
+    the gate passed."""
+    from edgebench.errors import ConfigError
+
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: not a finite number; give a number")
 
 
 def use_plugins(files: list[Path] | None) -> None:

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edgebench.cli.common import PluginFiles, console, print_line, use_plugins
+from edgebench.cli.common import PluginFiles, console, finite, print_line, use_plugins
 from edgebench.cli.targets import TargetsDir
 from edgebench.errors import ExitCode, first_line
 
@@ -294,6 +294,7 @@ def bench(
     from edgebench.targets import TargetSpec
     from edgebench.yaml_file import validate
 
+    finite(min_time_s=min_time_s, precision=precision, timeout_s=timeout_s)
     use_plugins(plugins)
     check_measurement_env()
     if not artifact.exists():

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from edgebench.cli.common import console, print_line
+from edgebench.cli.common import console, finite, print_line
 from edgebench.paths import writable_dir, writable_file
 from edgebench.store import Store, StoreError
 from edgebench.store.gate import DEFAULT_UNSTABLE_PCT
@@ -182,6 +182,7 @@ def compare(
     from edgebench.store.gate import evaluate, gate_markdown, min_effects, parse_thresholds
     from edgebench.targets import use_targets_dir
 
+    finite(min_time=min_time, alpha=alpha, allowance=allowance, unstable=unstable)
     # without --remeasure nothing is measured: these would be silently ignored
     given = [name for name, unset in (("--rounds", rounds == DEFAULT_ROUNDS), ("--max-rounds", max_rounds is None),
                                       ("--min-time", min_time is None)) if not unset]
