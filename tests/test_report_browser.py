@@ -477,3 +477,37 @@ def test_energy_axis_says_estimated_for_the_selected_target(browser: Any, sqlite
     (xs, _), = view.page.evaluate(FRONTS_JS, "eb-plot-accuracy-energy")
     assert set(xs) <= set(rows.loc[rows["panel"] == "local-cpu · onnxruntime", "energy"])
     view.close()
+
+
+#: text of the cells matching a selector that the browser drew past its cell's box (into the next cell)
+CELLS_OVERFLOWING_JS = """(selector) => [...document.querySelectorAll(selector)].filter(cell => {
+  const range = document.createRange(); range.selectNodeContents(cell);
+  const text = range.getBoundingClientRect(), box = cell.getBoundingClientRect();
+  return text.left < box.left - 0.5 || text.right > box.right + 0.5;
+}).map(cell => cell.innerText)"""
+
+
+def test_the_budget_tables_cells_hold_their_text(browser: Any, sqlite_store: Store, tmp_path: Path) -> None:
+    """A battery's report at 1400 px: every budget cell was kept on one line inside a 30em cell, so its text ran over
+    the next cell ('estimated)' printed over the next variant's name) and the latency table ran past the page."""
+    run_id = fill_run(sqlite_store, targets={"local-cpu": 1.0, "rpi5": 4.0}, fail_one=False)
+    rng = np.random.default_rng(5)
+    for spec in variant_specs():  # labels as long as a sensitivity allocation's ('l1-0.5-...-sensitivity/fp32')
+        label = spec.label.replace("/", "-sensitivity/")
+        sqlite_store.upsert_variant(f"{spec.id}s", spec.model_dump(mode="json"), label, None, variant_facts(spec))
+        energy = {"energy_j_per_inference": 1e-4 * (1 + rng.random()), "energy_source": "estimated:tdp"}
+        result = synthetic_result(f"{spec.id}:est", spec, rng).model_copy(update=energy)
+        settings = {"threads": 1, "batch_size": 1, "precision": spec.quant.precision, "scenario": "single_stream"}
+        sqlite_store.add_measurement(MeasurementRecord(run_id, f"{spec.id}:est", f"{spec.id}s", "est-cpu",
+                                                       "onnxruntime", result, settings))
+    view = Page(browser, render_report(sqlite_store, run_id, tmp_path / "report"))
+    headings = view.page.locator("h3").all_inner_texts()
+    assert "Best accuracy under each energy per inference (mJ) budget" in headings
+    cells = "table.budget tbody td"
+    texts = view.page.locator(cells).all_inner_texts()
+    assert len(texts) == 3 * 5 + 5 and any("estimated)" in t for t in texts)  # latency: 3 targets, energy: est-cpu
+    assert view.page.evaluate(CELLS_OVERFLOWING_JS, cells) == []
+    tables = view.page.eval_on_selector_all("table.budget", "ts => ts.map(t => t.getBoundingClientRect().right)")
+    width = view.page.evaluate("document.body.getBoundingClientRect().right")
+    assert len(tables) == 2 and max(tables) <= width  # neither table runs past the page
+    view.close()

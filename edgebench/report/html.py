@@ -234,7 +234,7 @@ def _budget_section(ok: pd.DataFrame, budgets: dict[str, Sequence[float]] | None
             parts.append(f"<p class=muted>No {name} values in this run (not measured here).</p>")
             continue
         chosen = (budgets or {}).get(name) or default_budgets(ok[metric.column] * metric.scale)
-        parts.append(f"<h3>Best accuracy under a {metric.label} budget</h3>")
+        parts.append(f"<h3>Best accuracy under each {metric.label} budget</h3>")  # 'each': no article to get wrong ('a energy')
         parts.append(_frame_html(best_under_budget(ok, metric, chosen)))
     return "".join(parts)
 

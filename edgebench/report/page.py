@@ -23,6 +23,7 @@ th{background:#f3f3f3;cursor:pointer;position:sticky;top:0} td.l,th.l{text-align
 td{max-width:30em;overflow-wrap:anywhere} td:not(.l),td.nw{white-space:nowrap}
 .wide{overflow-x:auto} .wide td{white-space:nowrap} .wide td.l{white-space:normal;min-width:7em;overflow-wrap:break-word}
 .wide td.l:first-child{min-width:13em} .wide td.note{min-width:12em} td code{white-space:nowrap}
+table.budget td{white-space:normal;text-align:left;overflow-wrap:break-word;min-width:9em}
 tr.pareto td{background:#fff4e5;font-weight:600} tr:hover td{background:#eef5ff}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-size:13px}
 .ctx{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em}
