@@ -85,3 +85,32 @@ def test_fifteen_criteria_get_their_own_colours_and_a_legend_that_fits_the_figur
     assert len(legend.get_texts()) >= n and legend._ncols > 1  # and the fronts' own entries
     box, frame = legend.get_window_extent(renderer), fig.bbox
     assert frame.y0 <= box.y0 and box.y1 <= frame.y1 and box.x1 <= frame.x1  # every entry inside the figure
+
+
+def test_the_static_figures_legend_leaves_the_title_readable() -> None:
+    """A battery's energy figure: the legend sat right of the panels with its top at the figure's, over the end of
+    the title ('(mJ, estimated)' hidden under it); so on every figure, one panel or three."""
+    rows = [(m, p) for m in ("baseline", "l1") for p in ("fp32", "int8")]
+    for targets in (["est-cpu"], ["est-cpu", "rpi5", "jetson"]):
+        df = pd.DataFrame([{
+            "p50_ms": 0.012 + 0.001 * i, "accuracy": 0.97 - 0.02 * i, "energy_j_per_inference": 1e-4 * (1 + i),
+            "energy_source": "estimated:tdp", "target": target, "backend": "onnxruntime", "threads": 1,
+            "scenario": "single_stream", "batch_size": 1, "kind": "baseline" if m == "baseline" else "structured",
+            "method": None if m == "baseline" else m, "method_note": None if m == "baseline" else "reading",
+            "precision": p, "bops": np.nan,
+        } for target in targets for i, (m, p) in enumerate(rows)])  # fmt: skip
+        for x in (METRICS["energy"], LATENCY):
+            fig = plots.tradeoff_figure(df, x, ACCURACY, panels(df))
+            fig.set_dpi(110)
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            fig.draw(renderer)
+            (legend,) = fig.legends
+            box = legend.get_window_extent(renderer)
+            (title,) = [t for t in fig.texts if t.get_text().startswith("top-1 accuracy vs ")]
+            titles = [title, *(ax.title for ax in fig.axes)]
+            assert "(mJ, estimated)" in title.get_text() or x is LATENCY
+            for text in titles:
+                extent = text.get_window_extent(renderer)
+                assert not box.overlaps(extent), (targets, x.name, text.get_text())
+                assert fig.bbox.x0 <= extent.x0 and extent.x1 <= fig.bbox.x1  # the title whole inside the figure
+            assert fig.bbox.y0 <= box.y0 and box.x0 >= fig.bbox.x0 and box.x1 <= fig.bbox.x1

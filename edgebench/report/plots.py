@@ -171,7 +171,7 @@ def _error_bars(ax: Axes, data: pd.DataFrame, x: Metric, y: Metric, xs: pd.Serie
 
 def panel_grid(count: int, panel_height: float) -> tuple[Figure, list[Axes]]:
     """A figure of ``count`` panels in rows of at most three (a lab's 25 boards would otherwise make one row
-    125 inches wide) with room on the right for the legend; the panels in reading order."""
+    125 inches wide), wide enough for two legend columns under a single panel; the panels in reading order."""
     ncols = min(3, count)
     nrows = -(-count // ncols)
     fig = Figure(figsize=(5.0 * ncols + 1.8, panel_height * nrows), layout="constrained")
@@ -197,18 +197,15 @@ LEGEND_ROWS = 30
 
 
 def shared_legend(fig: Figure, axes: list[Axes], fontsize: float = 8) -> None:
-    """One legend for the panels, each label once, long ones cut to ``LEGEND_CHARS`` by an ellipsis: right of them
-    where one column fits the figure's height, else below them in as many columns as its width holds (one column
-    of 45 entries ran off a 4-inch figure), ``LEGEND_ROWS`` deep at most, with an entry counting what did not fit."""
+    """One legend for the panels, each label once, long ones cut to ``LEGEND_CHARS`` by an ellipsis, below them in
+    as many columns as the figure's width holds (one column of 45 entries ran off a 4-inch figure), ``LEGEND_ROWS``
+    deep at most, with an entry counting what did not fit. Not right of them: that legend's top is the figure's,
+    so it covered the end of a long title ('(mJ, estimated)')."""
     handles: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     shown = list(handles.items())
-    if len(shown) <= fig.get_figheight() * 72 / (fontsize * 1.75):
-        fig.legend([h for _, h in shown], [short_label(label) for label, _ in shown], loc="outside right upper",
-                   fontsize=fontsize)
-        return
     columns = max(1, int(fig.get_figwidth() * 72 / (fontsize * LEGEND_CHARS * 0.62 + 30)))  # a cut label and marker
     if len(shown) > columns * LEGEND_ROWS:
         cut = columns * LEGEND_ROWS - 1
