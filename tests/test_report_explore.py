@@ -7,10 +7,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from store_fixtures import fill_run
 
 from edgebench.report import render_report
 from edgebench.report.explore import ALL_TARGETS, details_payload, selector_options, source_data
+from edgebench.report.html import _interval_note
 from edgebench.report.lineage import lineage
 from edgebench.store import Store
 from edgebench.store.metrics import METRICS
@@ -79,7 +81,9 @@ def test_hover_texts_axis_values_and_options(sqlite_store: Store) -> None:
     low, high = first["p50_low_ms"], first["p50_high_ms"]
     assert low < first["p50_ms"] < high and (data["latency_low"][0], data["latency_high"][0]) == (low, high)
     side = max(first["p50_ms"] - low, high - first["p50_ms"]) / first["p50_ms"]
-    assert data["t_interval"][0] == f"[{low:.4g}, {high:.4g}] ms (±{side:.1%}, {first['ci_confidence']:.0%} confidence)"
+    shown = re.fullmatch(rf"\[{low:.4g}, {high:.4g}\] ms \(±([0-9.]+)%, {first['ci_confidence']:.0%} confidence\)",
+                         data["t_interval"][0])
+    assert shown and float(shown[1]) == pytest.approx(100 * side, rel=0.07)  # two digits at least
     ok.loc[ok.index[0], "ci_confidence"] = 0.5  # the hover says the asked confidence, not always 95 %
     assert source_data(ok, [METRICS["latency"]])["t_interval"][0].endswith(", 50% confidence)")
     assert "size_low" not in data  # only latency percentiles have intervals
@@ -103,3 +107,14 @@ def test_details_payload_is_safe_json_in_the_page(sqlite_store: Store, tmp_path:
     rows = re.findall(r"<tr(?: class=pareto)? data-i=(\d+)><td class=l>([^<]+)</td>", page)
     assert sorted(int(i) for i, _ in rows) == list(range(len(ok)))  # every source row has its table row
     assert all(payload[int(i)]["label"] == label for i, label in rows)
+
+
+def test_a_narrow_interval_never_reads_zero_percent(sqlite_store: Store) -> None:
+    """A battery's p50 of 0.018452 ms in [0.018447, 0.018457] read '±0.0%' in the hover and the table's tooltip: its
+    half-width 5e-6 / 0.018452 is 0.027 %."""
+    ok = sqlite_store.measurements(fill_run(sqlite_store, fail_one=False)).copy()
+    ok.loc[ok.index[0], ["p50_ms", "p50_low_ms", "p50_high_ms", "ci_confidence"]] = [0.018452, 0.018447, 0.018457, 0.95]
+    ok.loc[ok.index[1], ["p50_ms", "p50_low_ms", "p50_high_ms", "ci_confidence"]] = [0.02, 0.0199, 0.0203, 0.95]
+    hover = source_data(ok, [METRICS["latency"]])["t_interval"]
+    assert hover[:2] == ["[0.01845, 0.01846] ms (±0.027%, 95% confidence)", "[0.0199, 0.0203] ms (±1.5%, 95% confidence)"]
+    assert _interval_note(ok.iloc[0], METRICS["latency"]) == "95% interval [0.01845, 0.01846] ms (±0.027%)"

@@ -41,7 +41,17 @@ from matplotlib.colors import to_hex
 from edgebench.profile.table import LayerProfile
 from edgebench.report.lineage import lineage, pruned_share, removed_share
 from edgebench.report.page import esc
-from edgebench.report.plots import BASELINE, ESTIMATED, MARKERS, axis_label, interval_columns, palette, series_name, short_label
+from edgebench.report.plots import (
+    BASELINE,
+    ESTIMATED,
+    MARKERS,
+    axis_label,
+    interval_columns,
+    interval_spread,
+    palette,
+    series_name,
+    short_label,
+)
 from edgebench.report.tables import (
     ALL_TARGETS,
     ENERGY,
@@ -136,7 +146,7 @@ def _interval(row: pd.Series) -> str:
         return "—"
     confidence = row.get("ci_confidence")
     level = f", {confidence:.0%} confidence" if isinstance(confidence, int | float) and np.isfinite(confidence) else ""
-    return f"[{low:.4g}, {high:.4g}] ms (±{max(p50 - low, high - p50) / p50:.1%}{level})"
+    return f"[{low:.4g}, {high:.4g}] ms ({interval_spread(p50, low, high)}{level})"
 
 
 def source_data(ok: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, list[Any]]:

@@ -183,7 +183,7 @@ def _interval_note(row: pd.Series, metric: Metric) -> str:
         return ""
     confidence = row.get("ci_confidence")
     level = f"{confidence:.0%} " if isinstance(confidence, int | float) and not pd.isna(confidence) else ""
-    return f"{level}interval [{low:.4g}, {high:.4g}] ms (±{max(value - low, high - value) / value:.1%})"
+    return f"{level}interval [{low:.4g}, {high:.4g}] ms ({plots.interval_spread(value, low, high)})"
 
 
 def _contention_cell(details: object) -> str:
