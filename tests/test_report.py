@@ -245,3 +245,24 @@ def test_table_cells_keep_huge_figures_short() -> None:
 
     assert fmt_cell(1e300) == "1e+300" and fmt_cell(123456.7) == "123,457" and fmt_cell(0.012345) == "0.0123"
     assert fmt_cell(float("nan")) == "—" and fmt_cell(None) == "—"
+
+
+def test_a_render_removes_the_figures_an_earlier_render_left_and_nothing_else(sqlite_store: Store,
+                                                                               tmp_path: Path) -> None:
+    """A battery re-rendered into a folder that held another run's report: its accuracy_vs_energy.png stayed beside
+    the new index.html as if it were this run's figure. A user's own files in the folder stay."""
+    out = tmp_path / "report"
+    render_report(sqlite_store, fill_run(sqlite_store, name="a"), out, objectives=[("energy", "accuracy")])
+    assert {"accuracy_vs_energy.png", "accuracy_vs_energy.svg", "speedup_vs_macs_reduction.png"} <= {
+        p.name for p in out.iterdir()}
+    mine = ["notes.txt", "mine_vs_theirs.png", "accuracy_vs_energy.pdf", "accuracy_vs_latency_old.png"]
+    for name in mine:
+        (out / name).write_text("a user's file")
+    render_report(sqlite_store, fill_run(sqlite_store, name="b", seed=1), out, objectives=[("latency", "accuracy")])
+    names = {p.name for p in out.iterdir()}
+    assert not {"accuracy_vs_energy.png", "accuracy_vs_energy.svg"} & names
+    assert {"accuracy_vs_latency.png", "accuracy_vs_latency.svg", "speedup_vs_macs_reduction.svg", *mine} <= names
+    empty = sqlite_store.start_run("c", {"name": "c"}, "hash-c", MACHINE, ())  # nothing measured: no figure at all
+    sqlite_store.finish_run(empty)
+    render_report(sqlite_store, empty, out)
+    assert not [n for n in (p.name for p in out.iterdir()) if n.endswith((".png", ".svg")) and n not in mine]

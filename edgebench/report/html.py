@@ -239,6 +239,20 @@ def _budget_section(ok: pd.DataFrame, budgets: dict[str, Sequence[float]] | None
     return "".join(parts)
 
 
+#: the static figure of MACs reduction against measured speedup
+SPEEDUP_FIGURE = "speedup_vs_macs_reduction"
+
+
+def _remove_stale_figures(out_dir: Path, drawn: set[str]) -> None:
+    """Delete the figures an earlier render left in ``out_dir`` that this one did not draw (other objectives, another
+    run), which sat beside the new page as if they were its run's: only the names a render writes
+    (``<metric>_vs_<metric>`` and the speedup figure, PNG and SVG), never another file."""
+    ours = {f"{y}_vs_{x}" for y in METRICS for x in METRICS} | {SPEEDUP_FIGURE}
+    for path in out_dir.glob("*_vs_*"):
+        if path.suffix in (".png", ".svg") and path.stem in ours - drawn and path.is_file():
+            path.unlink()
+
+
 def render_report(
     store: Store,
     run_id: str,
@@ -252,7 +266,8 @@ def render_report(
     Args:
         store: the results store.
         run_id: run id, tag, unique id prefix or 'latest'.
-        out_dir: created if missing; existing figures are overwritten.
+        out_dir: created if missing; existing figures are overwritten, and those of an earlier render that this
+            one does not draw are removed.
         objectives: ``(x, y)`` metric pairs for Pareto plots (names from ``edgebench.store.metrics.METRICS``);
             defaults to the run's own (its experiment's ``report.objectives``, as ``edgebench run`` drew them), else
             accuracy vs latency, size and MACs.
@@ -269,6 +284,7 @@ def render_report(
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
     sections = []
+    drawn: set[str] = set()
 
     if ok.empty:
         sections.append("<h2>Trade-offs</h2><p>No successful measurement in this run.</p>")
@@ -278,6 +294,7 @@ def render_report(
         for x, y in pairs:
             fig = plots.tradeoff_figure(ok, x, y, panels(ok))
             figs.append(plots.save(fig, out_dir, f"{y.name}_vs_{x.name}"))
+        drawn.update(f.removesuffix(".png") for f in figs)
         static = ", ".join(f'<a href="{esc(f)}">{esc(f)}</a> (<a href="{esc(f[:-4])}.svg">SVG</a>)' for f in figs)
         sections.append(
             "<h2>Trade-offs per target</h2><p class=muted>Colour: pruning criterion or method; marker: precision. "
@@ -290,7 +307,8 @@ def render_report(
         # a panel per target context: each speedup is against its own backend's unpruned variant
         speed = plots.speedup_figure([(t, p) for t, p in panels(with_speedup(ok), context_titles) if t != "all targets"])
         if speed is not None:
-            name = plots.save(speed, out_dir, "speedup_vs_macs_reduction")
+            name = plots.save(speed, out_dir, SPEEDUP_FIGURE)
+            drawn.add(SPEEDUP_FIGURE)
             sections.append(
                 "<h2>MACs reduction vs measured speedup</h2><p class=muted>Points under the dashed line are "
                 f'pruned variants that are not as much faster as their MAC count suggests.</p><img src="{name}">'
@@ -331,6 +349,7 @@ def render_report(
     if render_history(store, out_dir, "latency", name=run["name"], until_run=run["id"], in_report=True) is not None:
         sections.append('<h2>History</h2><p><a href="history.html">p50 latency over tagged runs, with change points</a></p>')
 
+    _remove_stale_figures(out_dir, drawn)
     title = f"edgebench report — {run['name']} ({run['id']})"
     return write_page(out_dir / "index.html", title, with_contents(sections), scripts=[write_bokeh_js(out_dir)],
                       inline_js=explore_script())
