@@ -13,6 +13,7 @@ sides stored the job they ran and its files are still there; any other is compar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from edgebench.job import Job, JobResult
 from edgebench.store import Store
 from edgebench.store.compare import (
     Comparison,
+    MatchedResult,
     MetricChange,
     as_metered,
     compare_runs,
@@ -76,6 +78,8 @@ class _Pair:
     runners: tuple[Runner, Runner]
     #: per side, each round's result (None: that round's measurement failed)
     measured: dict[str, list[JobResult | None]] = field(default_factory=dict)
+    #: why rounds failed, "side: error", in the order they did
+    errors: list[str] = field(default_factory=list)
 
 
 def stored_job(side: Side) -> tuple[Job | None, str]:
@@ -139,6 +143,8 @@ def remeasure_runs(
     A result that cannot be measured again here (no stored job, its files gone) is compared on the stored runs
     instead, with ``compare_runs`` and ``stored_rule`` (its ``repeats``, ``allowance``, ``lookback``), and says so.
     """
+    if min_time_s is not None and not 0 <= min_time_s < math.inf:  # else every round fails
+        raise ConfigError(f"remeasure: min_time_s={min_time_s}: give a finite number of seconds >= 0")
     effects = with_default_min_effects(min_effect)
     base_id, cand_id = store.resolve_run(baseline), store.resolve_run(candidate)
     refuse_shared_runs([base_id], [cand_id], baseline, candidate)  # before any round is measured
@@ -167,7 +173,12 @@ def remeasure_runs(
         pairs.append(_Pair(base, cand, (base_job, cand_job), (base_runner, cand_runner)))
     max_rounds = max(rounds, max_rounds or MAX_ROUNDS_FACTOR * rounds)
     _run_rounds(pairs, rounds, max_rounds, progress)
-    results = [matched_result(p.base, p.cand, _changes(p, effects, alpha)) for p in pairs]
+    for pair in [p for p in pairs if len(_complete(p)) < 2 and p.errors]:  # nothing to decide on: say why, and
+        pairs.remove(pair)  # decide on the stored runs (left as "missing" evidence, the gate passed without a word)
+        row = pair.cand.rows[-1]
+        stored_only[(str(row["variant_id"]), context_label(row["target"], row["backend"], row["threads"]))] = (
+            f"{len(pair.errors)} of its re-measurements failed here: {pair.errors[0]}")
+    results = [_with_failures(matched_result(p.base, p.cand, _changes(p, effects, alpha)), p) for p in pairs]
     method = (f"{len(pairs)} result(s) re-measured here from both sides' stored artifacts in {rounds} interleaved "
               f"rounds (each a fresh process, the order alternating; a round disturbed by other processes or a change "
               f"of the machine's speed measured again, up to {max_rounds} rounds); measured metrics decided by a "
@@ -184,6 +195,15 @@ def remeasure_runs(
                                                       f"{stored.method}")
     return Comparison(matching.baseline_run["id"], matching.candidate_run["id"], results, matching.unmatched,
                       matching.warnings, effects, alpha, method=method, missing=matching.missing)
+
+
+def _with_failures(result: MatchedResult, pair: _Pair) -> MatchedResult:
+    """``result``, saying how many of its re-measurements failed (left out of the paired rounds) and the first
+    error."""
+    if pair.errors:
+        result.warnings.append(f"{len(pair.errors)} of its re-measurements failed here and their rounds are left out: "
+                               f"{pair.errors[0]}")
+    return result
 
 
 def _task(job: Job, runner: Runner, key: str) -> Task:
@@ -223,6 +243,8 @@ def _run_rounds(pairs: list[_Pair], rounds: int, max_rounds: int, progress: Roun
                 pair, side, r = owner[result.key]
                 measured = job_result(result)
                 pair.measured[side][r] = measured if measured.status == "ok" else None
+                if measured.status != "ok":
+                    pair.errors.append(f"{'baseline' if side == 'base' else 'candidate'}: {measured.error}")
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{pair.cand.rows[-1]['label']} ({side})")

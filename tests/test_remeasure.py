@@ -10,6 +10,7 @@ from experiment_files import default_with
 from slow_onnx import copy_run, slowed
 
 from edgebench.config import load_experiment
+from edgebench.errors import ConfigError
 from edgebench.job import Job
 from edgebench.measure.contention import THRESHOLD_ENV
 from edgebench.measure.speed_probe import TOLERANCE_ENV
@@ -139,6 +140,29 @@ def test_remeasure_finds_a_constructed_slowdown(two_runs: tuple[Path, str, str],
     # few percent once (a false alarm at alpha 0.05 among the compared results), never by the slowdown's size
     others = [next(c for c in r.changes if c.metric == "latency").change for r in cmp.regressions if r is not hit]
     assert hit in cmp.regressions and all(change < latency.change / 2 for change in others), (others, latency)
+
+
+def test_a_result_whose_every_round_failed_is_decided_on_the_stored_runs_and_says_why(
+        two_runs: tuple[Path, str, str], tmp_path: Path) -> None:
+    """Every round of a result failed (here its candidate artifact is not a model): it was left with "missing"
+    evidence, and the gate passed without a word. It is decided on the stored runs instead, naming the error."""
+    db, base, cand = two_runs
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x00 not an onnx model")
+    with Store.open(db) as store:
+        rows = store.measurements(cand)
+        row = rows[rows["criterion"].isna()].iloc[0]
+        garbled = copy_run(store, cand, "garbled", {row["job_key"]: broken})
+        cmp = remeasure_runs(store, base, garbled, rounds=2, min_time_s=0.05, max_rounds=2)
+        with pytest.raises(ConfigError, match=r"min_time_s=inf: give a finite number of seconds"):
+            remeasure_runs(store, base, garbled, min_time_s=float("inf"))
+    [hit] = [r for r in cmp.results if r.label == row["label"]]
+    [why] = [w for w in hit.warnings if w.startswith("not re-measured")]
+    assert why.startswith("not re-measured (2 of its re-measurements failed here: candidate: ") and "broken.onnx" in why
+    assert why.endswith("): decided on the stored runs")
+    assert {c.basis for c in hit.changes if c.metric == "latency"} != {"rounds"}
+    other = [r for r in cmp.results if r is not hit]
+    assert other and not any(w.startswith("not re-measured") or "failed here" in w for r in other for w in r.warnings)
 
 
 def test_remeasure_measures_disturbed_rounds_again_up_to_max_rounds(two_runs: tuple[Path, str, str],
