@@ -102,5 +102,6 @@ def test_ssh_board_driven_from_the_ray_task_that_holds_its_resource(sshd: Sshd, 
     assert (df["max_abs_diff"] < 1e-4).all() and (df["accuracy"] > 0.3).all()
     assert all(d["ran_on"]["executor"] == "ray" for d in df["details"])  # from a Ray task ...
     lines = calls.read_text().splitlines()
-    assert lines.count("-c import edgebench.measure.worker") == 1  # the login check before any work
+    # the login check before any work (a script of many lines: its worker import stands on a line of its own)
+    assert lines.count("import edgebench.measure.worker") == 1
     assert lines.count("-m edgebench.measure.worker job.json result.json") == 2  # each job through the board's sshd

@@ -181,7 +181,7 @@ def test_a_probe_of_a_hung_board_leaves_nothing_running_there(sshd: Sshd, tmp_pa
     hanging.chmod(0o755)
     # the import's limit alone is short: a 0.5 s connect timeout also bounded the handshake with this machine's sshd,
     # which a loaded CI guest took longer than (the probe then said "SSH handshake ... failed", no kill to check)
-    reason = probe(sshd.spec(python=str(hanging)).ssh, import_limit_s=1.5)
+    reason, _ = probe(sshd.spec(python=str(hanging)).ssh, import_limit_s=1.5)
     assert reason is not None and "importing it did not finish in 1.5 s and was killed" in reason
 
     def left() -> bool:
@@ -273,3 +273,28 @@ def test_a_driver_that_stops_answering_has_its_board_worker_cut_after_the_comman
     finally:
         driver.kill()
         driver.wait(10)
+
+
+def test_a_backend_whose_runtime_the_board_cannot_import_is_not_run(sshd: Sshd, tmp_path: Path) -> None:
+    """A board without onnxruntime passed the login check, then every onnxruntime job failed and was stored with
+    advice to re-export the artifact. The login check imports each backend's runtime there: the backend is "not
+    run", naming the module and the board; the target's other backends still run."""
+    from edgebench.executor.runners import SSHRunner
+    from edgebench.pipeline import available_targets
+
+    blocked = tmp_path / "block" / "onnxruntime"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ModuleNotFoundError('No module named onnxruntime (blocked)')\n")
+    python = tmp_path / "python-without-ort"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={blocked.parent} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    both = sshd.spec(python=str(python)).model_copy(update={"backends": ["litert", "onnxruntime"]})
+    ready, not_run = available_targets([(None, both)], {"loopback": SSHRunner(both)})  # type: ignore[list-item]
+    assert [target.backends for _, target in ready] == [["litert"]]
+    assert not_run == [f"target loopback/onnxruntime: {python} on 127.0.0.1 cannot import onnxruntime (No module "
+                       "named onnxruntime (blocked)): install it there for that python, or set ssh.python to a python "
+                       "that has it"]
+    alone = sshd.spec(python=str(python))  # its only backend: the target is not run
+    assert SSHRunner(alone).available() == f"onnxruntime: {not_run[0].split(': ', 1)[1]}"
+    assert SSHRunner(sshd.spec()).available() is None  # a board that has it
+

@@ -19,7 +19,7 @@ from edgebench.components import Component, missing_reason
 from edgebench.errors import first_line
 from edgebench.executor.base import HOST, Lane
 from edgebench.job import Job, JobResult
-from edgebench.runtimes.base import get_backend
+from edgebench.runtimes.base import BACKENDS, get_backend
 from edgebench.targets import TargetSpec
 
 #: a target's default when the experiment gives no job timeout
@@ -59,8 +59,7 @@ class Runner(ABC):
         """None when jobs can run now, else why not (a missing package, no GPU, an unreachable host)."""
 
     def unavailable_backends(self) -> dict[str, str]:
-        """Backends of an available target that cannot run here, with why; its other backends still run.
-        None here: a remote target's backends live on the device, where a job that lacks one fails saying so."""
+        """Backends of an available target that cannot run here, with why; its other backends still run."""
         return {}
 
     @abstractmethod
@@ -134,7 +133,8 @@ class LocalRunner(Runner):
 
 
 class SSHRunner(Runner):
-    """Jobs run on a device over SSH; its backends live there, so only reachability is checked here."""
+    """Jobs run on a device over SSH; its backends live there, so the login check asks the board's python to import
+    them."""
 
     def __init__(self, target: TargetSpec, timeout_s: float = DEFAULT_TIMEOUT_S, executor: str = "local",
                  connect_timeout_s: float = 1.5) -> None:
@@ -143,6 +143,7 @@ class SSHRunner(Runner):
             raise ValueError(f"target {target.name} has no ssh block")
         self.ssh = target.ssh
         self.connect_timeout_s = connect_timeout_s
+        self._missing: dict[str, str] = {}
 
     def board(self) -> str:
         return f"{self.ssh.host}:{self.ssh.port}"
@@ -168,9 +169,19 @@ class SSHRunner(Runner):
                     "ssh.port in the target file, and that the board is up and runs sshd")
         if self.ssh.key_file and not Path(self.ssh.key_file).expanduser().is_file():
             return f"ssh key_file {self.ssh.key_file} does not exist"
-        from edgebench.executor.ssh import probe
+        from edgebench.executor.ssh import missing_module_reason, probe
 
-        return probe(self.ssh)
+        modules = {name: BACKENDS.get(name).imports() for name in self.target.backends}
+        reason, failed = probe(self.ssh, sorted({m for found in modules.values() for m in found}))
+        self._missing = {name: missing_module_reason(module, failed[module], self.ssh) for name, found in modules.items()
+                         if (module := next((m for m in found if m in failed), None))}
+        if reason or len(self._missing) < len(self.target.backends):  # the others of its backends still run
+            return reason
+        return "; ".join(f"{name}: {why}" for name, why in self._missing.items())
+
+    def unavailable_backends(self) -> dict[str, str]:
+        """Backends whose runtime the board's python could not import when ``available`` logged in."""
+        return self._missing
 
     def run(self, job: Job, files: Sequence[Path]) -> JobResult:
         """The device's own command timeout (``ssh.command_timeout_s``) bounds the job: engine builds on a

@@ -11,6 +11,7 @@ connection is retried, an authentication or host-key failure is not.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import posixpath
 import shlex
@@ -109,32 +110,68 @@ def connect(ssh: SSHSpec) -> Any:
     return client
 
 
-def probe(ssh: SSHSpec, import_limit_s: float | None = None) -> str | None:
-    """None when jobs can run on the device: it accepts our key and host key, and ``ssh.python`` imports the
-    worker within ``import_limit_s`` (default 3 x the connect timeout, which also bounds the handshake); else why
-    not, in one line (each failure mode names what to fix)."""
+#: what the probe's python runs: the worker's import (its failure ends the script: its last line says why), then each
+#: backend module's, whose failures it prints as one JSON line (one backend missing leaves the target's others usable)
+_PROBE_SCRIPT = """import importlib, json, sys
+import edgebench.measure.worker
+print(%r, flush=True)
+failed = {}
+for module in sys.argv[1:]:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        failed[module] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+print(json.dumps(failed), flush=True)
+"""
+_WORKER_IMPORTED = "edgebench worker imported"
+
+
+def probe(ssh: SSHSpec, modules: Sequence[str] = (), import_limit_s: float | None = None
+          ) -> tuple[str | None, dict[str, str]]:
+    """Whether jobs can run on the device: (None, {}) when it accepts our key and host key and ``ssh.python``
+    imports the worker and every one of ``modules`` (the target's backends' runtimes) within ``import_limit_s``
+    (default 3 x the connect timeout, which also bounds the handshake); else why not, in one line (each failure
+    mode names what to fix), and ``{module: why}`` for each of ``modules`` that does not import there."""
     try:
         client = connect(ssh)
     except (RemoteError, _Dropped) as exc:
-        return str(exc)
+        return str(exc), {}
     limit = ssh.connect_timeout_s * 3 if import_limit_s is None else import_limit_s
     try:
-        check = f"{shlex.quote(ssh.python)} -c 'import edgebench.measure.worker'"
+        script = _PROBE_SCRIPT % _WORKER_IMPORTED
+        check = " ".join([shlex.quote(ssh.python), "-c", shlex.quote(script), *map(shlex.quote, modules)])
         # a hung import is killed on the board (closing our channel leaves it running there, busy beside later jobs)
         command = f"if command -v timeout >/dev/null; then exec timeout -s KILL {limit:g} {check}; else exec {check}; fi"
         code, out, err = _exec(client, command, limit + 2)
     except _Dropped as exc:
-        return str(exc)
+        return str(exc), {}
     finally:
         client.close()
-    if code == 0:
-        return None
+    if _WORKER_IMPORTED in out:
+        return None, _modules_missing(out, code, modules, limit)
     said = (err or out).strip().splitlines()
     detail = said[-1].strip() if said else f"exit code {code}"  # the last line: the shell's or Python's reason
     if code in (-1, 124, 128 + signal.SIGKILL) and not said:  # killed by timeout (paramiko: -1 for a signal)
         detail = f"importing it did not finish in {limit:g} s and was killed"
     return (f"{ssh.python} on {ssh.host} cannot run edgebench's worker ({detail}); install edgebench there "
-            "or set ssh.python to a python that has it")
+            "or set ssh.python to a python that has it"), {}
+
+
+def _modules_missing(out: str, code: int | None, modules: Sequence[str], limit: float) -> dict[str, str]:
+    """``{module: why}`` from the probe's output once the worker imported: its JSON line, or (the python died or
+    was killed importing them) every module with how it ended."""
+    last = out.strip().splitlines()[-1]
+    if code == 0 and last.startswith("{"):
+        return json.loads(last)
+    how = (f"importing {', '.join(modules)} did not finish in {limit:g} s" if code in (-1, 124, 128 + signal.SIGKILL)
+           else f"python ended with code {code} importing {', '.join(modules)}")
+    return dict.fromkeys(modules, how)
+
+
+def missing_module_reason(module: str, why: str, ssh: SSHSpec) -> str:
+    """The line that makes a backend "not run" on a board whose python cannot import its runtime."""
+    return (f"{ssh.python} on {ssh.host} cannot import {module} ({why}): install it there for that python, or set "
+            "ssh.python to a python that has it")
 
 
 def _host_entry(ssh: SSHSpec) -> str:
