@@ -6,6 +6,7 @@ so the ONNX Runtime backend measures an ONNX model the test exports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -297,4 +298,35 @@ def test_a_backend_whose_runtime_the_board_cannot_import_is_not_run(sshd: Sshd, 
     alone = sshd.spec(python=str(python))  # its only backend: the target is not run
     assert SSHRunner(alone).available() == f"onnxruntime: {not_run[0].split(': ', 1)[1]}"
     assert SSHRunner(sshd.spec()).available() is None  # a board that has it
+
+
+def _forced_key(sshd: Sshd, tmp_path: Path, command: str) -> Path:
+    """A client key the sshd runs ``command`` for, whatever the client asked (authorized_keys' ``command=``, what a
+    ``ForceCommand`` does for every key)."""
+    key = keygen(tmp_path / "forced_ed25519")
+    with (sshd.root / "authorized_keys").open("a") as fh:
+        fh.write(f'command="{command}" {Path(f"{key}.pub").read_text()}')
+    return key
+
+
+def _kill_marked(marker: str) -> None:
+    """End the board's processes this test started (a hung command sshd leaves running)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(proc.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+def test_a_host_that_runs_no_command_is_said_to_hang_not_to_lack_edgebench(sshd: Sshd, tmp_path: Path) -> None:
+    """A host that takes the login, then hangs every command (ForceCommand sleep): the probe said its python
+    "cannot run edgebench's worker" and advised installing edgebench there."""
+    marker = f"4545.{os.getpid()}{time.monotonic_ns() % 100000}"
+    key = _forced_key(sshd, tmp_path, f"sleep {marker}")
+    try:
+        reason, _ = probe(sshd.spec(key_file=str(key), connect_timeout_s=1).ssh)
+    finally:
+        _kill_marked(marker)
+    assert reason == ("127.0.0.1 accepted the login but did not finish a trivial command (`true`) within "
+                      "ssh.connect_timeout_s (1 s): check the board's sshd_config (ForceCommand) and its shell "
+                      "start-up files")
 

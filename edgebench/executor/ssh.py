@@ -138,6 +138,12 @@ def probe(ssh: SSHSpec, modules: Sequence[str] = (), import_limit_s: float | Non
         return str(exc), {}
     limit = ssh.connect_timeout_s * 3 if import_limit_s is None else import_limit_s
     try:
+        # a host that takes the login and then runs no command (a ForceCommand that hangs): said as such, not as a
+        # python lacking edgebench
+        if _exec(client, "true", ssh.connect_timeout_s)[0] is None:
+            return (f"{ssh.host} accepted the login but did not finish a trivial command (`true`) within "
+                    f"ssh.connect_timeout_s ({ssh.connect_timeout_s:g} s): check the board's sshd_config "
+                    "(ForceCommand) and its shell start-up files"), {}
         script = _PROBE_SCRIPT % _WORKER_IMPORTED
         check = " ".join([shlex.quote(ssh.python), "-c", shlex.quote(script), *map(shlex.quote, modules)])
         # a hung import is killed on the board (closing our channel leaves it running there, busy beside later jobs)
