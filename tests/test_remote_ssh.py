@@ -330,3 +330,24 @@ def test_a_host_that_runs_no_command_is_said_to_hang_not_to_lack_edgebench(sshd:
                       "ssh.connect_timeout_s (1 s): check the board's sshd_config (ForceCommand) and its shell "
                       "start-up files")
 
+
+def test_a_board_whose_setup_command_hangs_is_lost_not_a_failed_job(sshd: Sshd, onnx_job_files: tuple[Job, list[Path]],
+                                                                    tmp_path: Path) -> None:
+    """A board that hangs `mkdir` of the job's directory failed, not the job: like a dropped connection, it is
+    retried and then lost (not stored; the same command measures it again), not stored as the job's failure."""
+    marker = f"4646.{os.getpid()}{time.monotonic_ns() % 100000}"
+    script = tmp_path / "force.sh"
+    script.write_text(f'#!/bin/sh\ncase "$SSH_ORIGINAL_COMMAND" in mkdir*) exec sleep {marker};; esac\n'
+                      'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n')
+    script.chmod(0o755)
+    key = _forced_key(sshd, tmp_path, str(script))
+    job, files = onnx_job_files
+    try:
+        result = run_job_remote(job.model_copy(update={"job_id": "mkdir-hangs"}),
+                                sshd.spec(key_file=str(key), connect_timeout_s=1, retries=0), files)
+    finally:
+        _kill_marked(marker)
+    assert result.status == "failed" and result.unreachable
+    assert result.error == ("127.0.0.1 did not finish `mkdir` of the job's directory within 3 x ssh.connect_timeout_s "
+                            "(3 s) (after 1 attempts)")
+

@@ -239,6 +239,9 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
     client = connect(ssh)
     try:
         code, _, err = _exec(client, f"mkdir -p {shlex.quote(remote_dir)}", ssh.connect_timeout_s * 3)
+        if code is None:  # the board, not the job, failed: lost like a dropped connection (retried, then not stored)
+            raise _Dropped(f"{ssh.host} did not finish `mkdir` of the job's directory within 3 x ssh.connect_timeout_s "
+                           f"({ssh.connect_timeout_s * 3:g} s)")
         if code != 0:
             raise RemoteError(f"cannot create {remote_dir} on {ssh.host}: {err.strip()}")
         try:
@@ -338,7 +341,8 @@ def _kill_and_clean(client: Any, ssh: SSHSpec, remote_dir: str) -> bool:
 def run_job_remote(job: Job, target: TargetSpec, files: Sequence[Path]) -> JobResult:
     """Run ``job`` on ``target``'s device; ``files`` are the local artifact/eval/reference paths the job names.
 
-    Unreachable hosts and dropped connections are retried ``ssh.retries`` times, then become a failed result
+    Unreachable hosts, dropped connections and a board that does not finish creating the job's directory or the
+    copy are retried ``ssh.retries`` times, then become a failed result
     marked ``unreachable`` (not stored: the run stays open); host-key and authentication problems raise
     RemoteError at once because retrying cannot fix them.
     """
