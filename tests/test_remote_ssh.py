@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -350,4 +352,32 @@ def test_a_board_whose_setup_command_hangs_is_lost_not_a_failed_job(sshd: Sshd, 
     assert result.status == "failed" and result.unreachable
     assert result.error == ("127.0.0.1 did not finish `mkdir` of the job's directory within 3 x ssh.connect_timeout_s "
                             "(3 s) (after 1 attempts)")
+
+
+def test_key_and_known_hosts_mistakes_name_the_mistake(sshd: Sshd, tmp_path: Path) -> None:
+    """Each read as something else: a .pub key_file or a listener without SSH as 'is an SSH server listening?', an
+    encrypted key as a refused login, a key_file directory as missing, a missing known_hosts as a key to append."""
+    from edgebench.executor.runners import SSHRunner
+
+    def said(**ssh: object) -> str | None:
+        return SSHRunner(sshd.spec(connect_timeout_s=1, retries=0, **ssh)).available()
+
+    public = f"{sshd.client_key}.pub"
+    assert said(key_file=public) == f"ssh.key_file {public} is a public key: name its private key (without .pub)"
+    encrypted = tmp_path / "encrypted_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(encrypted)], check=True)
+    assert said(key_file=str(encrypted)) == (
+        f"ssh.key_file {encrypted} is encrypted (it has a passphrase, which edgebench cannot ask for): use a key "
+        "without one, or leave ssh.key_file unset to use the keys loaded in ssh-agent")
+    assert said(key_file=str(tmp_path)) == f"ssh.key_file {tmp_path} cannot be read: Is a directory"
+    assert said(known_hosts="/nonexistent/known_hosts") == (
+        f"unknown host key for {sshd.spec().ssh.user}@127.0.0.1:{sshd.port}: ssh.known_hosts /nonexistent/known_hosts "  # type: ignore[union-attr]
+        "does not exist. Point ssh.known_hosts at the file holding the board's host key (default ~/.ssh/known_hosts), "
+        "or create it with the checked key")
+    with socket.socket() as silent:  # accepts connections (the kernel completes them) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        assert said(port=port) == (f"{sshd.spec().ssh.user}@127.0.0.1:{port} accepted the connection but sent no "  # type: ignore[union-attr]
+                                   "SSH banner within ssh.connect_timeout_s (1 s): is the port an SSH server's?")
 

@@ -70,6 +70,8 @@ def connect(ssh: SSHSpec) -> Any:
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     where = f"{ssh.user + '@' if ssh.user else ''}{ssh.host}:{ssh.port}"
     key_file = str(Path(ssh.key_file).expanduser()) if ssh.key_file else None
+    if key_file:
+        _check_key_file(paramiko, key_file)
     try:
         client.connect(
             ssh.host,
@@ -88,6 +90,11 @@ def connect(ssh: SSHSpec) -> Any:
             f"host key of {where} does not match {known_hosts} (got {exc.key.get_name()}): the device was "
             f"reinstalled or someone is in between. Verify, then `ssh-keygen -R {_host_entry(ssh)} -f {known_hosts}`"
         ) from None
+    except paramiko.PasswordRequiredException:  # an AuthenticationException: not the device's refusal
+        client.close()
+        raise RemoteError(
+            f"ssh.key_file {key_file} is encrypted (it has a passphrase, which edgebench cannot ask for): use a key "
+            "without one, or leave ssh.key_file unset to use the keys loaded in ssh-agent") from None
     except paramiko.AuthenticationException as exc:
         client.close()
         raise RemoteError(
@@ -95,19 +102,42 @@ def connect(ssh: SSHSpec) -> Any:
             f".pub to the device's ~/.ssh/authorized_keys"
         ) from None
     except paramiko.SSHException as exc:
+        transport = client.get_transport()  # before close() drops it: whether the server sent its banner
         client.close()
+        if "known_hosts" in str(exc) and not known_hosts.is_file():
+            raise RemoteError(
+                f"unknown host key for {where}: ssh.known_hosts {known_hosts} does not exist. Point ssh.known_hosts at "
+                "the file holding the board's host key (default ~/.ssh/known_hosts), or create it with the checked key"
+            ) from None
         if "known_hosts" in str(exc):
             port = f"-p {ssh.port} " if ssh.port != 22 else ""
             raise RemoteError(
                 f"unknown host key for {where}: it is not in {known_hosts}. Check the fingerprint, then add it: "
                 f"ssh-keyscan {port}{shlex.quote(ssh.host)} >> {known_hosts}"
             ) from None
+        if transport is not None and not transport.remote_version:
+            raise _Dropped(f"{where} accepted the connection but sent no SSH banner within ssh.connect_timeout_s "
+                           f"({ssh.connect_timeout_s:g} s): is the port an SSH server's?") from exc
         raise _Dropped(f"SSH handshake with {where} failed: {exc} (is an SSH server listening on that port?)") from exc
     except (OSError, EOFError) as exc:  # refused, unreachable, timed out, name not resolved
         client.close()
         # paramiko's NoValidConnectionsError reads "[Errno None] Unable to connect to port ...": its strerror is the text
         raise _Dropped(f"cannot connect to {where}: {exc.strerror or exc}") from exc
     return client
+
+
+def _check_key_file(paramiko: Any, key_file: str) -> None:
+    """RemoteError when ``key_file`` cannot be a private key: a directory, unreadable, or the public key (paramiko's
+    "not a valid OPENSSH private key file" read as a server that is not SSH's)."""
+    try:
+        text = Path(key_file).read_text(errors="replace")
+    except OSError as exc:
+        raise RemoteError(f"ssh.key_file {key_file} cannot be read: {exc.strerror or exc}") from None
+    try:
+        paramiko.PublicBlob.from_string(text.strip())
+    except ValueError:  # not a public key (what else is wrong with it, paramiko says while connecting)
+        return
+    raise RemoteError(f"ssh.key_file {key_file} is a public key: name its private key (without .pub)")
 
 
 #: what the probe's python runs: the worker's import (its failure ends the script: its last line says why), then each
