@@ -381,3 +381,16 @@ def test_key_and_known_hosts_mistakes_name_the_mistake(sshd: Sshd, tmp_path: Pat
         assert said(port=port) == (f"{sshd.spec().ssh.user}@127.0.0.1:{port} accepted the connection but sent no "  # type: ignore[union-attr]
                                    "SSH banner within ssh.connect_timeout_s (1 s): is the port an SSH server's?")
 
+
+def test_a_remote_crash_names_the_python_frame_not_the_shell_wrapper(
+        sshd: Sshd, onnx_job_files: tuple[Job, list[Path]], tmp_path: Path) -> None:
+    """A board's worker that segfaults: the failure's line held bash's notice of edgebench's own wrapper ("bash: line
+    1: 886 Segmentation fault ( if timeout --foreground ..."); it names the frame faulthandler printed, as locally."""
+    crashing = tmp_path / "python-crash"
+    crashing.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import os, signal\ndef timed_call(): os.kill(os.getpid(), "
+                        "signal.SIGSEGV)\ntimed_call()'\n")
+    crashing.chmod(0o755)
+    job, files = onnx_job_files
+    result = run_job_remote(job.model_copy(update={"job_id": "crash"}), sshd.spec(python=str(crashing)), files)
+    assert result.status == "failed"
+    assert result.error == 'remote worker on 127.0.0.1 killed by SIGSEGV: File "<string>", line 2 in timed_call'

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgebench.components import Package
 from edgebench.errors import EdgebenchError, require_module
+from edgebench.executor.forked import crash_error
 from edgebench.job import Job, JobResult, thread_env
 from edgebench.measure.worker import stderr_tail
 from edgebench.targets import SSHSpec, TargetSpec
@@ -294,7 +295,8 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
                              error=f"copy to {ssh.host}:{remote_dir} failed: {exc or type(exc).__name__} (is the "
                                    "board's disk full, or its ssh.workdir not writable?)")
 
-        env = {**thread_env(job.threads), **ssh.env}
+        # faulthandler: a worker dying of a signal leaves its Python frame on stderr, which the failure names
+        env = {"PYTHONFAULTHANDLER": "1", **thread_env(job.threads), **ssh.env}
         worker = " ".join(["env", *[shlex.quote(f"{k}={v}") for k, v in env.items()], shlex.quote(ssh.python), "-m",
                            "edgebench.measure.worker", JOB_FILE, RESULT_FILE])
         code, out, err = _exec(client, _worker_command(remote_dir, worker, ssh.command_timeout_s), ssh.command_timeout_s,
@@ -308,10 +310,10 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
             with sftp.open(posixpath.join(remote_dir, RESULT_FILE), "r") as fh:
                 result = JobResult.model_validate_json(fh.read())
         except FileNotFoundError:
-            tail = " | ".join((err or out).strip().splitlines()[-5:])
             how = (f"killed by {signal.Signals(code - 128).name}" if code > 128 and code - 128 in _SIGNALS
                    else f"exited with code {code}")
-            return JobResult(job_id=job.job_id, status="failed", error=f"remote worker on {ssh.host} {how}: {tail}",
+            return JobResult(job_id=job.job_id, status="failed",
+                             error=crash_error(f"remote worker on {ssh.host} {how}", err or out),
                              error_detail=stderr_tail(err or out))
         except (OSError, EOFError) as exc:
             raise _Dropped(f"fetching the result from {ssh.host} failed: {exc}") from exc
@@ -337,7 +339,8 @@ def _worker_command(remote_dir: str, worker: str, timeout_s: float) -> str:
     is gone: a driver killed with its Ray node left the worker running on the board, timed beside the next job.
 
     The worker runs as the shell's child, so the shell's status says which signal ended it (paramiko drops SSH's
-    exit-signal), and the shell's pid (sshd makes it a session leader) names the process group to kill. A watcher
+    exit-signal; the shell's own notice of it, which names this command, goes to /dev/null, not the worker's
+    stderr), and the shell's pid (sshd makes it a session leader) names the process group to kill. A watcher
     reads the channel's stdin: its end of file comes when the connection closes (or sshd releases a finished
     session), and it kills the group. A connection that vanishes without closing is cut by ``timeout`` on the board
     ``_REMOTE_GRACE_S`` after the command timeout (where coreutils' timeout is installed).
@@ -349,7 +352,7 @@ def _worker_command(remote_dir: str, worker: str, timeout_s: float) -> str:
                f"else exec {worker}; fi")
     return (f"cd {shlex.quote(remote_dir)} && echo $$ > {PID_FILE} || exit 1; exec 3<&0; "
             "{ cat <&3 >/dev/null 2>&1; kill -KILL -- -$$; } >/dev/null 2>&1 & "
-            f"( {guarded} ) 3<&- </dev/null & wait $!")
+            f"( {guarded} ) 3<&- </dev/null & wait $! 2>/dev/null")
 
 
 #: how long after the command timeout the board kills a worker this side lost track of
