@@ -144,7 +144,8 @@ def test_remote_command_timeout_kills_the_worker_on_the_device(sshd: Sshd, onnx_
     job, files = onnx_job_files
     target = sshd.spec(command_timeout_s=0.3)
     result = run_job_remote(job.model_copy(update={"job_id": "slow"}), target, files)
-    assert result.status == "failed" and "timed out after 0.3 s (killed there" in (result.error or "")
+    # the setting is named, as a local job's timeout names run.job_timeout_s
+    assert result.status == "failed" and "timed out after ssh.command_timeout_s (0.3 s; killed there" in (result.error or "")
     workdir = target.ssh.workdir
     deadline = time.monotonic() + 5
     while _remote_workers(workdir) and time.monotonic() < deadline:

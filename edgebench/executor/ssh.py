@@ -305,7 +305,8 @@ def _attempt(job: Job, ssh: SSHSpec, files: Sequence[Path]) -> JobResult:
             killed = ("killed there, so the board's next job is not timed beside it" if _kill_and_clean(client, ssh, remote_dir)
                       else "the connection dropped before it could be killed: it may still run there")
             return JobResult(job_id=job.job_id, status="failed",
-                             error=f"remote worker on {ssh.host} timed out after {ssh.command_timeout_s:g} s ({killed})")
+                             error=f"remote worker on {ssh.host} timed out after ssh.command_timeout_s "
+                                   f"({ssh.command_timeout_s:g} s; {killed})")
         try:
             with sftp.open(posixpath.join(remote_dir, RESULT_FILE), "r") as fh:
                 result = JobResult.model_validate_json(fh.read())
