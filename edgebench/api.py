@@ -254,7 +254,7 @@ def run(
                           f"{type(progress).__name__} {progress!r:.80}")
     _expect(render, bool, "run(render=...)", "True or False")
     if isinstance(experiment, Experiment):  # fields set after it was built (exp.name = "../x") were never validated
-        experiment = experiment.model_dump(warnings=False)
+        experiment = experiment.model_dump(exclude_unset=True, warnings=False)  # a default is not a choice
     if isinstance(experiment, Mapping):  # as a file's fields: the same one-line errors, naming the argument
         experiment = yaml_file.validate(Experiment, dict(experiment), "run(experiment)")
     exp = check_loaded(experiment) if isinstance(experiment, Experiment) else load_experiment(experiment)
