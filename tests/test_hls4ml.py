@@ -359,6 +359,17 @@ def test_a_padded_pool_is_refused_for_io_stream_only(pool: nn.Module) -> None:
     assert Hls4mlExporter(FPGASpec(part="xczu9eg-ffvb1156-2-e", io_type="io_parallel")).refuses(model, (3, 8, 8)) is None
 
 
+def test_every_layer_hls4ml_cannot_convert_is_named_in_the_one_line() -> None:
+    """Only the first was named: a model with three such layers took three runs to find them all."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 4, 3, padding=1, groups=4),
+                          nn.SiLU(), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
+    with pytest.raises(UnsupportedModelError) as refused:
+        check_supported(model, (1, 8, 8))
+    first, also = str(refused.value).split("; also ")
+    assert first.startswith("hls4ml cannot convert layer '1' (GELU)")
+    assert also == "2 more: '2' (Conv2d), '3' (SiLU)"
+
+
 def test_a_model_hls4ml_cannot_convert_drops_only_the_fpga_jobs_before_training() -> None:
     exp = Experiment(pruning={"criteria": ["l1"], "ratios": [0.5]}, quantization={"precisions": ["fp32", "fixed"]},
                      targets=["local-cpu", "local-hls4ml-csim"])

@@ -198,47 +198,51 @@ def hls4ml_ready(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
 
 def check_supported(model: nn.Module, input_shape: tuple[int, ...], io_type: str = "io_parallel") -> None:
     """Raise UnsupportedModelError naming the first layer hls4ml cannot convert, converts to a firmware that computes
-    other outputs at images of ``input_shape`` (C, H, W), or (for ``io_type`` ``io_stream``) cannot stream."""
+    other outputs at images of ``input_shape`` (C, H, W), or (for ``io_type`` ``io_stream``) cannot stream, and the
+    other such layers after it (one at a time took a run per layer to find them all)."""
     from hls4ml.converters import get_supported_pytorch_layers
 
     supported = set(get_supported_pytorch_layers())
-    for name, module in model.named_modules():
-        if module is model and not isinstance(module, _CONTAINERS):
-            continue  # the user's top-level class; its children are checked
-        if isinstance(module, _CONTAINERS) or list(module.children()):
-            continue
-        if isinstance(module, _PassThrough):  # a no-op's stand-in, traced through
-            continue
-        kind = type(module).__name__
-        if isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1:
-            what = "depthwise" if module.groups == module.in_channels else "grouped"
-            raise UnsupportedModelError(
-                f"hls4ml cannot convert layer '{name}' ({kind} with groups={module.groups}, {what} convolution): "
-                "hls4ml's PyTorch converter has no grouped/depthwise convolution"
-            )
-        if isinstance(module, nn.Conv1d | nn.Conv2d) and module.padding_mode != "zeros":
-            raise UnsupportedModelError(
-                f"hls4ml cannot convert layer '{name}' ({kind} with padding_mode='{module.padding_mode}'): its "
+    problems = [(name, module, problem) for name, module in model.named_modules()
+                if (problem := _layer_problem(model, name, module, supported, io_type))]
+    if problems:
+        others = [f"'{name}' ({type(module).__name__})" for name, module, _ in problems[1:]]
+        also = f"; also {len(others)} more: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''}" if others else ""
+        raise UnsupportedModelError(problems[0][2] + also)
+    _check_ceil_modes(model, input_shape)
+
+
+def _layer_problem(model: nn.Module, name: str, module: nn.Module, supported: set[str], io_type: str) -> str | None:
+    """Why hls4ml cannot convert (or stream) the leaf layer ``module``, or None (containers and no-ops pass)."""
+    if module is model and not isinstance(module, _CONTAINERS):
+        return None  # the user's top-level class; its children are checked
+    if isinstance(module, _CONTAINERS) or list(module.children()) or isinstance(module, _PassThrough):
+        return None  # a no-op's stand-in is traced through
+    kind = type(module).__name__
+    if isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1:
+        what = "depthwise" if module.groups == module.in_channels else "grouped"
+        return (f"hls4ml cannot convert layer '{name}' ({kind} with groups={module.groups}, {what} convolution): "
+                "hls4ml's PyTorch converter has no grouped/depthwise convolution")
+    if isinstance(module, nn.Conv1d | nn.Conv2d) and module.padding_mode != "zeros":
+        return (f"hls4ml cannot convert layer '{name}' ({kind} with padding_mode='{module.padding_mode}'): its "
                 "converter pads with zeros only")
-        if misread := _misread_attribute(name, module):
-            raise UnsupportedModelError(misread)
-        if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and module.padding not in (0, (0, 0)):
-            raise UnsupportedModelError(  # nnet_pooling_stream.h asserts pad == 0: the C simulation aborts
-                f"hls4ml cannot stream layer '{name}' ({kind} with padding={module.padding}): its io_stream pooling "
+    if misread := _misread_attribute(name, module):
+        return misread
+    if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and module.padding not in (0, (0, 0)):
+        return (f"hls4ml cannot stream layer '{name}' ({kind} with padding={module.padding}): its io_stream pooling "
                 "takes no padding (the C simulation aborts); a target with fpga: {io_type: io_parallel} converts it")
-        if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
-            window, stride = (_per_dim(getattr(module, f), 2) for f in ("kernel_size", "stride"))
-            if window != stride:  # nnet_pooling_stream.h asserts pool size == stride: the C simulation aborts
-                raise UnsupportedModelError(
-                    f"hls4ml cannot stream layer '{name}' ({kind} of window {module.kernel_size}, stride "
+    if io_type == "io_stream" and isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
+        window, stride = (_per_dim(getattr(module, f), 2) for f in ("kernel_size", "stride"))
+        if window != stride:  # nnet_pooling_stream.h asserts pool size == stride: the C simulation aborts
+            return (f"hls4ml cannot stream layer '{name}' ({kind} of window {module.kernel_size}, stride "
                     f"{module.stride}): its io_stream pooling takes windows that do not overlap (stride = window; the "
                     "C simulation aborts); a target with fpga: {io_type: io_parallel} converts it")
-        if kind in _WRONG_CONVERSIONS:
-            raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}) right: {_WRONG_CONVERSIONS[kind]}")
-        if kind not in supported:
-            advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
-            raise UnsupportedModelError(f"hls4ml cannot convert layer '{name}' ({kind}): {advice}")
-    _check_ceil_modes(model, input_shape)
+    if kind in _WRONG_CONVERSIONS:
+        return f"hls4ml cannot convert layer '{name}' ({kind}) right: {_WRONG_CONVERSIONS[kind]}"
+    if kind not in supported:
+        advice = _KNOWN_UNSUPPORTED.get(kind, "see hls4ml's supported PyTorch layers")
+        return f"hls4ml cannot convert layer '{name}' ({kind}): {advice}"
+    return None
 
 
 def _check_reshapes(model: nn.Module, input_shape: tuple[int, ...], io_type: str) -> None:
