@@ -148,13 +148,22 @@ def _say_passed_over(store: Store, exp: Experiment) -> None:
     if passed.empty:
         return
     latest = passed.sort_values("started_at").iloc[-1]
-    changed = _changed_fields(store.get_run(latest["id"]).get("experiment") or {}, exp.model_dump(mode="json"))
+    stored = {k: v for k, v in (store.get_run(latest["id"]).get("experiment") or {}).items() if k != "input"}
+    changed = _changed_fields(stored, _run_record(exp))  # "input" is the run's record of its data, no field
     why = (f"its experiment differs: {'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}" if changed else
            "the content of the model's code or weights, the data or a target file changed since")
     older = (f"; so are {len(passed) - 1} older unfinished run(s) of it (`edgebench runs` lists them, `edgebench "
              "delete` removes them)") if len(passed) > 1 else ""
     log.warning("unfinished run %s of '%s' (%d result(s) stored) is not resumed: %s; a new run starts and that "
                 "one stays as it is%s", latest["id"], exp.name, latest["n_measurements"], why, older)
+
+
+def _run_record(exp: Experiment) -> dict[str, Any]:
+    """``exp``'s fields as a run stores them: its store URL without a database password (`import` copies it)."""
+    recorded = exp.model_dump(mode="json")
+    if recorded["store"]["url"]:
+        recorded["store"]["url"] = shown_url(recorded["store"]["url"])
+    return recorded
 
 
 def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -313,10 +322,7 @@ class _OpenRun:
             _say_passed_over(store, exp)
             run_id = new_run_id()
             claim(run_id)  # before the run is visible to a process started beside this one
-            recorded = exp.model_dump(mode="json")
-            if recorded["store"]["url"]:  # the run's own record (copied by `import`) holds no database password
-                recorded["store"]["url"] = shown_url(recorded["store"]["url"])
-            recorded["input"] = _input_record(prepared.splits)  # what a deployed artifact must be fed
+            recorded = {**_run_record(exp), "input": _input_record(prepared.splits)}  # what an artifact must be fed
             store.start_run(exp.name, recorded, exp.hash, machine, tags, run_id)
         else:
             log.info("resuming run %s", run_id)
