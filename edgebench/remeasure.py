@@ -173,8 +173,11 @@ def remeasure_runs(
         pairs.append(_Pair(base, cand, (base_job, cand_job), (base_runner, cand_runner)))
     max_rounds = max(rounds, max_rounds or MAX_ROUNDS_FACTOR * rounds)
     _run_rounds(pairs, rounds, max_rounds, progress)
-    for pair in [p for p in pairs if len(_complete(p)) < 2 and p.errors]:  # nothing to decide on: say why, and
-        pairs.remove(pair)  # decide on the stored runs (left as "missing" evidence, the gate passed without a word)
+    # nothing to decide on: say why, and decide on the stored runs (left as "missing" evidence, the gate passed
+    # without a word)
+    failed = [p for p in pairs if len(_complete(p)) < 2 and p.errors]
+    pairs = [p for p in pairs if all(p is not f for f in failed)]  # by identity: a pair's rows are Series
+    for pair in failed:
         row = pair.cand.rows[-1]
         stored_only[(str(row["variant_id"]), context_label(row["target"], row["backend"], row["threads"]))] = (
             f"{len(pair.errors)} of its re-measurements failed here: {pair.errors[0]}")
