@@ -177,6 +177,31 @@ def test_a_file_store_is_refused_in_one_line_unless_mlflow_allows_it(filled_stor
     assert logged == len(store.measurements(run_id)) and _client(uri).get_run(parent_id).info.status == "FINISHED"
 
 
+def test_export_attaches_a_report_only_when_its_page_is_the_runs_own(filled_store: tuple[Store, str], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stored with `edgebench run --no-report` got the page an earlier run of its name had rendered into the
+    folder both share, logged in MLflow as its report."""
+    import re
+
+    store, run_id = filled_store
+    app = typer.Typer()
+    register(app, friendly_errors)
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "reports" / store.get_run(run_id)["name"]
+    folder.mkdir(parents=True)
+    (folder / "index.html").write_text("<title>edgebench report — synthetic (20250101-000000-0ther0)</title>")
+    logged = {}
+    for attempt in ("another run's page", "its own page"):
+        uri = f"sqlite:///{tmp_path / (attempt.replace(' ', '_') + '.db')}"
+        done = CliRunner().invoke(app, ["export", "--mlflow", uri, "--store", store.url.removeprefix("sqlite:///")])
+        assert done.exit_code == 0, done.output
+        parent = re.search(r"-> MLflow run (\w+)", done.output).group(1)
+        logged[attempt] = {a.path for a in _client(uri).list_artifacts(parent)}
+        render_report(store, run_id, folder)
+    assert "report" not in logged["another run's page"] and f"{run_id}.csv" in logged["another run's page"]
+    assert "report" in logged["its own page"]
+
+
 @pytest.mark.parametrize("uri,named", [("htp://127.0.0.1:5000", "no tracking URI MLflow knows (scheme 'htp')"),
                                        ("mysql://u@127.0.0.1/db", "needs a database driver")])
 def test_a_tracking_uri_mlflow_cannot_open_is_one_line_before_anything_is_logged(

@@ -489,7 +489,9 @@ def _export_mlflow(store: str | None, runs_: list[str] | None, uri: str, experim
         run_ids = list(dict.fromkeys(r for ref in runs_ for r in st.resolve_runs(ref))) if runs_ else st.runs()["id"].tolist()
         for run_id in run_ids:
             report = _report_dir(st, st.get_run(run_id))
-            mlflow_id, logged = log_run(st, run_id, uri, experiment, report if (report / "index.html").is_file() else None)
+            page = report / "index.html"  # another run's page where this one was stored with --no-report
+            ours = page.is_file() and f"({run_id})</title>" in page.read_text(encoding="utf-8", errors="replace")
+            mlflow_id, logged = log_run(st, run_id, uri, experiment, report if ours else None)
             state = f"{logged} nested runs" if logged else "already there, skipped"
             print_line("mlflow:", "", f"run {run_id} -> MLflow run {mlflow_id} ({state})")
 
