@@ -168,7 +168,7 @@ class SSHRunner(Runner):
             return (f"host {self.ssh.host}:{self.ssh.port} unreachable ({exc.strerror or exc}); check ssh.host and "
                     "ssh.port in the target file, and that the board is up and runs sshd")
         if self.ssh.key_file and not Path(self.ssh.key_file).expanduser().exists():  # else connect() says why
-            return f"ssh key_file {self.ssh.key_file} does not exist"
+            return f"ssh.key_file {self.ssh.key_file} does not exist; give the path of the private key"
         from edgebench.executor.ssh import missing_module_reason, probe
 
         modules = {name: BACKENDS.get(name).imports() for name in self.target.backends}
