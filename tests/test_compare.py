@@ -567,6 +567,10 @@ def test_another_experiment_or_model_as_the_baseline_is_said(sqlite_store: Store
     mine = fill_run(sqlite_store, "my", seed=2, experiment={"model": {"name": "digits_cnn", "file": None}})
     own = fill_run(sqlite_store, "my", seed=3, experiment={"model": {"file": "nets.py", "factory": "build_net"}})
     again = fill_run(sqlite_store, "my", seed=4, experiment={"model": {"name": "digits_cnn", "file": None}})
+    # a CI job's base worktree holds the model's file at another absolute path: the same model
+    base_checkout, pr_checkout = (fill_run(sqlite_store, "my", seed=5 + i, experiment={"model": {
+        "file": f"{root}/nets.py", "factory": "build_net"}}) for i, root in enumerate(("/ci/base", "/ci/pr")))
+    assert not any("different experiments" in w for w in compare_runs(sqlite_store, base_checkout, pr_checkout).warnings)
     cmp = compare_runs(sqlite_store, other, mine)
     line = ("different experiments: baseline 'other' (model resnet56_cifar) vs candidate 'my' (model digits_cnn); "
             "results are paired by label across them, so a change shows how the two differ, not what the candidate "

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -239,10 +240,12 @@ def experiments_differ(base_run: Mapping[str, Any], cand_run: Mapping[str, Any])
 
 
 def _experiment_of(run: Mapping[str, Any]) -> tuple[str, str]:
-    """A run's experiment name and its model's name (``file:factory`` for a model built by a function in a file)."""
+    """A run's experiment name and its model's name (``file:factory`` for a model built by a function in a file, the
+    file by its name: a CI job's base and candidate checkouts hold it at other absolute paths)."""
     experiment = run.get("experiment") if isinstance(run.get("experiment"), Mapping) else {}
     model = experiment.get("model") if isinstance(experiment.get("model"), Mapping) else {}
-    name = f"{model['file']}:{model.get('factory')}" if model.get("file") else model.get("name") or "not recorded"
+    name = (f"{PurePath(str(model['file'])).name}:{model.get('factory')}" if model.get("file") else
+            model.get("name") or "not recorded")
     return str(run.get("name")), str(name)
 
 
