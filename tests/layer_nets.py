@@ -29,3 +29,24 @@ class AttentionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.c(x).flatten(2).transpose(1, 2)
         return self.fc(self.a(tokens, tokens, tokens, need_weights=False)[0].mean(1))
+
+
+class RowMedianNet(nn.Module):
+    """A conv, then each row less its median: ``torch.median`` has no ONNX (opset 17) or LiteRT conversion."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c(x))
+        x = x - x.median(dim=3, keepdim=True)[0]  # MEDIAN_LINE
+        return self.fc(x.flatten(1))
+
+
+def line_marked(cls: type, mark: str) -> int:
+    """The line number of the line of ``cls``'s source that carries the comment ``mark``."""
+    import inspect
+
+    lines, first = inspect.getsourcelines(cls)
+    return first + next(i for i, line in enumerate(lines) if f"# {mark}" in line)

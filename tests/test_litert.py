@@ -15,7 +15,7 @@ pytest.importorskip("litert_torch", reason="the 'litert' extra (litert-torch) is
 pytest.importorskip("ai_edge_litert", reason="the 'litert' extra (ai-edge-litert) is not installed")
 
 from edgebench.data.digits import digits
-from edgebench.errors import ArtifactError
+from edgebench.errors import ArtifactError, UnsupportedModelError
 from edgebench.job import Job, MeasureSettings
 from edgebench.measure.worker import execute
 from edgebench.models import create_model
@@ -654,3 +654,17 @@ def test_a_model_fx_cannot_trace_is_converted_as_it_is_with_the_reason_logged(ca
     with caplog.at_level("WARNING", logger="edgebench.runtimes.litert.export"):
         assert _with_transposed_bns_folded(model) is model
     assert any("cannot trace" in r.getMessage() and "control flow" in r.getMessage() for r in caplog.records)
+
+
+def test_an_op_litert_cannot_lower_is_named_with_the_models_line(tmp_path: Path) -> None:
+    """torch.median failed every LiteRT export after training with "Lowering not found: aten.median.dim" and an FX
+    graph dump the job's one-line error cut off mid-word."""
+    from layer_nets import RowMedianNet, line_marked
+
+    with pytest.raises(UnsupportedModelError) as refused:
+        get_exporter("tflite").export(RowMedianNet().eval(), QuantSpec(precision="fp32"),
+                                      np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32), tmp_path / "m.tflite")
+    assert str(refused.value) == (
+        f"LiteRT's converter has no conversion for aten.median.dim (called at {Path(__file__).parent / 'layer_nets.py'}:"
+        f"{line_marked(RowMedianNet, 'MEDIAN_LINE')}): write that step of the model with ops it converts, or leave the "
+        "LiteRT targets out of the experiment")

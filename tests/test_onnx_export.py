@@ -10,9 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from layer_nets import AttentionNet
+from layer_nets import AttentionNet, RowMedianNet, line_marked
 from torch import nn
 
+from edgebench.errors import UnsupportedModelError
 from edgebench.models.digits_cnn import digits_cnn
 from edgebench.runtimes.base import BackendSettings, get_backend, get_exporter
 from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
@@ -267,3 +268,14 @@ def test_litert_refuses_the_same_branch_naming_the_line(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match=rf"tensor's value at {re.escape(__file__)}:{line} "):
         get_exporter("tflite").export(_BranchOnValue().eval(), QuantSpec(), np.ones((2, 1, 8, 8), np.float32),
                                       tmp_path / "branch.tflite")
+
+
+def test_an_op_onnx_cannot_export_is_named_with_the_models_line(tmp_path: Path) -> None:
+    """torch.median failed every ONNX export after training with the exporter's "Exporting the operator 'aten::median'
+    to ONNX opset version 17 is not supported", naming neither the model's line nor what to do."""
+    with pytest.raises(UnsupportedModelError) as refused:
+        export_fp32_onnx(RowMedianNet().eval(), torch.rand(2, 1, 8, 8), tmp_path / "m.onnx")
+    assert str(refused.value) == (
+        f"ONNX export (opset 17) has no conversion for aten::median (called at {Path(__file__).parent / 'layer_nets.py'}:"
+        f"{line_marked(RowMedianNet, 'MEDIAN_LINE')}): write that step of the model with ops it converts, or leave the "
+        "targets that load ONNX out of the experiment")

@@ -37,11 +37,11 @@ from torch import nn
 
 from edgebench.errors import ArtifactError, UnsupportedModelError, first_line, require_module
 from edgebench.fx_rewrite import constant, rewritten
-from edgebench.models.code_closure import library_dirs
 from edgebench.quantization.fake_quant import QParams
 from edgebench.quantization.qat import deployable, is_quantization_trained
 from edgebench.runtimes.base import EXPORTERS, INPUT_METADATA_KEY, Exporter
 from edgebench.runtimes.litert import LITERT_TORCH
+from edgebench.runtimes.unsupported_op import own_frame, unsupported_op
 from edgebench.variants import QatSpec, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -321,10 +321,7 @@ def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
     text = str(exc)
     if "data-dependent" not in text and "DataDependent" not in type(exc).__name__:
         return None
-    library = tuple(map(str, library_dirs()))
-    own = [f"{file}:{line}" for file, line in re.findall(r'File "([^"]+)", line (\d+)', text)
-           if not file.startswith(library)]
-    where = f" at {own[0]}" if own else ""
+    where = f" at {frame}" if (frame := own_frame(text)) else ""
     return UnsupportedModelError(f"LiteRT conversion (torch.export) cannot trace the branch on a tensor's value"
                                  f"{where} (a Python `if` in forward); write it with torch.where (or torch.cond)")
 
@@ -351,6 +348,8 @@ def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **op
             raise branch from None
         graph = torch.export.export(model, (example,)).module()
         if not (_without_broadcast_expands(graph) + _without_adaptive_max_pools(graph)):
+            if missing := re.match(r"Lowering not found: (\S+)", str(exc)):  # an op it cannot lower at all
+                raise unsupported_op(model, example, missing[1], "LiteRT's converter", "the LiteRT targets") from None
             raise
         graph.training = False
         log.info("litert-torch could not convert the model as written; converting its graph without broadcast "

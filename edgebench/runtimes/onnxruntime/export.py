@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -31,6 +32,7 @@ from edgebench.runtimes.onnxruntime.calibration import quantize_qdq
 from edgebench.runtimes.onnxruntime.fp16 import convert_fp16
 from edgebench.runtimes.onnxruntime.mixed_precision import search_mixed_precision, stamp
 from edgebench.runtimes.onnxruntime.torchlib_registry import share_torchlib_registry
+from edgebench.runtimes.unsupported_op import unsupported_op
 from edgebench.variants import DEFAULT_CALIBRATOR, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -139,16 +141,23 @@ def export_fp32_onnx(model: nn.Module, example: torch.Tensor, out_path: Path) ->
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", torch.jit.TracerWarning)  # the tracer's word on what it could not keep
-            torch.onnx.export(
-                model,
-                (example,),
-                str(out_path),
-                dynamo=False,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=17,
-            )
+            try:
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(out_path),
+                    dynamo=False,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=17,
+                )
+            except torch.onnx.errors.UnsupportedOperatorError as unsupported:  # neither exporter converts the op
+                op = re.search(r"operator '([^']+)'", str(unsupported))
+                if op is None:
+                    raise
+                raise unsupported_op(model, example, op[1], "ONNX export (opset 17)",
+                                     "the targets that load ONNX") from None
         _refuse_traced_branches(caught, out_path)
         _refuse_fixed_batch(model, example, out_path, exc)
 
