@@ -223,7 +223,7 @@ def run_experiment(
     created = missing_dirs(exp.workdir(), exp.report_dir())
     with contextlib.ExitStack() as stack:
         try:
-            prepared = _prepare(exp)
+            prepared = _prepare(exp, render)
             store = stack.enter_context(Store.open(exp.store_url()))
             run = _OpenRun.open(store, exp, prepared, tags)
         except BaseException:  # refused before any work (a read-only store too): no bare runs/<name>/ or
@@ -237,13 +237,14 @@ def run_experiment(
         return run.finish(render)
 
 
-def _prepare(exp: Experiment) -> _Prepared:
-    """Plan ``exp`` and check what can be checked before any work; NothingToRunError when no job can run."""
+def _prepare(exp: Experiment, render: bool) -> _Prepared:
+    """Plan ``exp`` and check what can be checked before any work (the report directory only where a report is
+    rendered); NothingToRunError when no job can run."""
     targets = [(selection, get_target(selection.name)) for selection in exp.targets]
     check_qat_targets(exp, targets)
     for line in ignored_calibrator(exp, targets):
         log.warning("%s", line)
-    check_output_paths(exp)
+    check_output_paths(exp, report=render)
     check_measurement_env()
     check_executor(exp.executor)
     return _planned(exp, targets)

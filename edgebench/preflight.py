@@ -35,12 +35,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def check_output_paths(exp: Experiment) -> None:
-    """The run directory, the report directory and a SQLite store's directory can be written."""
+def check_output_paths(exp: Experiment, report: bool = True) -> None:
+    """The run directory, the report directory (where ``report``: `run --no-report` made an empty one) and a SQLite
+    store's directory can be written."""
     from edgebench.store.connection import sqlite_file
 
     writable_dir(exp.workdir(), "run.workdir")
-    writable_dir(exp.report_dir(), "report.dir")
+    if report:
+        writable_dir(exp.report_dir(), "report.dir")
     url = exp.store_url()
     if "://" not in url:
         writable_file(Path(url), "store.url")
