@@ -25,8 +25,8 @@ def reduced_run(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("e2e")
     data = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
     data["name"] = "e2e"
-    data["training"]["epochs"] = 6
-    data["pruning"].update(criteria=["l1", "mean_activation"], ratios=[0.5], prune_epochs=[1, 2])
+    data["training"]["epochs"] = 3  # two pruning steps while training, then an epoch to recover
+    data["pruning"].update(criteria=["l1", "mean_activation"], ratios=[0.5], prune_epochs=[0, 1])
     data["measurement"].update(min_iters=30, min_time_s=0.05, warmup_iters=5, precision=None)  # fixed windows
     data["quantization"]["precisions"] = ["fp32", "int8"]
     data["targets"] = ["local-cpu"]  # LiteRT and hls4ml have their own tests
