@@ -107,7 +107,7 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
 
     splits = digits(seed=0)
     model = create_model("digits_cnn", num_classes=10, in_channels=1)
-    train(model, splits, TrainSpec(epochs=3))
+    train(model, splits, TrainSpec(epochs=2))  # ~0.96: well past the 0.8 asserted
     model.eval()
     fp32_acc = evaluate(model, splits.x_test, splits.y_test)
 
@@ -127,7 +127,7 @@ def test_digits_fixed_point_accuracy_and_width(tmp_path: Path) -> None:
         assert counted["multipliers"] <= counted["dense_multipliers"] and len(counted["layers"]) == 4
         job = Job(job_id=width, variant_id="v", target="local-hls4ml-csim", backend="hls4ml", artifact=str(artifact),
                   precision="fixed", eval_data=str(eval_path),
-                  measure=MeasureSettings(warmup_iters=2, min_iters=20, min_time_s=0.05, precision=None))
+                  measure=MeasureSettings(warmup_iters=1, min_iters=5, min_time_s=0.0, precision=None))
         result = execute(job)
         assert result.status == "ok", result.error
         accuracies[width] = result.accuracy
