@@ -546,6 +546,7 @@ def test_repeats_read_only_the_runs_of_the_newest_runs_variant(sqlite_store: Sto
             "result reads only the runs of its newest run's variant")
     assert note in cmp.warnings and note in to_markdown(cmp) and note in cmp.to_json()["warnings"]
     assert not any(cand in w for w in cmp.warnings)  # the candidate's one run is all of its side
+    assert "decided on per-run values: 1 baseline and 1 candidate run(s)" in cmp.method  # main's old run read by none
 
     # the old model's run started last (a cached store imported after the fresh run): main's newest run is the old
     # model's, as `compare main cand` without --repeats reads it, and every metric reads it: 0.13 / 0.4 = -67.5 %

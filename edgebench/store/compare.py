@@ -419,7 +419,9 @@ def compare_runs(
                                                        effects, alpha, allowance, matching.other_hardware))
                for _, base, cand in matching.pairs]
     speeds = (machine_speed(store, base_ids), machine_speed(store, cand_ids))
-    method = (f"measured metrics decided on per-run values: {len(base_ids)} baseline and {len(cand_ids)} candidate "
+    base_read, cand_read = (len({row["run_id"] for pair in matching.pairs for row in pair[i].rows}) or len(ids)
+                            for i, ids in ((1, base_ids), (2, cand_ids)))  # a run left out of every result not counted
+    method = (f"measured metrics decided on per-run values: {base_read} baseline and {cand_read} candidate "
               f"run(s), run-to-run spread from the runs of each side and up to {lookback} earlier runs on this "
               f"machine (at least {MIN_SERIES_RUNS}); where it is unknown, only changes beyond the "
               f"{allowance:g}% noise allowance are called; t-test at alpha={alpha:g} plus a minimum effect")
