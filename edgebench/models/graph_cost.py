@@ -4,7 +4,8 @@ The counts follow :mod:`edgebench.models.cost`, so an external artifact sits on 
 own variants: MACs are the multiply-accumulates of the convolutions (transposed included) and matrix products for
 one sample, whatever their precision (an int8 ``QLinearConv`` or a QDQ ``Conv`` counts as its float twin would);
 parameters are the elements of the constant weights and biases those layers (and normalisations, ``PRelu``) read,
-not quantization scales, zero points or shape constants. Shapes come from ONNX's shape inference for one sample of
+not quantization scales, zero points or shape constants, nor the all-zero bias the TFLite converter gives a layer
+that has none. Shapes come from ONNX's shape inference for one sample of
 the experiment's images, else from one ONNX Runtime run on it; a graph sized by neither gives ``None``, never a
 partial count.
 """
@@ -196,8 +197,11 @@ def _tflite_cost(path: Path) -> dict[str, int | None]:
         # TRANSPOSE_CONV reads (output shape, weights, input, bias); the others (input, weights, bias)
         weight_at, bias_at = (1, 3) if op["op_name"] == "TRANSPOSE_CONV" else (1, 2)
         weight = tensors[stored.get(inputs[weight_at], inputs[weight_at])]["shape"]
-        params += sum(int(math.prod(tensors[stored.get(inputs[i], inputs[i])]["shape"]))
-                      for i in (weight_at, bias_at) if i < len(inputs) and inputs[i] >= 0)
+        params += int(math.prod(weight))
+        if bias_at < len(inputs) and inputs[bias_at] >= 0:
+            bias = stored.get(inputs[bias_at], inputs[bias_at])
+            # the converter gives a bias-free layer an all-zero bias: not a parameter of the model
+            params += 0 if _all_zero(interpreter, bias) else int(math.prod(tensors[bias]["shape"]))
         if op["op_name"] == "TRANSPOSE_CONV":  # weights (O, kh, kw, I): each input element meets O x kh x kw
             macs += math.prod(tensors[inputs[2]]["shape"][1:]) * math.prod(weight[:3])
             continue
@@ -205,3 +209,13 @@ def _tflite_cost(path: Path) -> dict[str, int | None]:
         per_output = math.prod(weight[1:3]) if op["op_name"] == "DEPTHWISE_CONV_2D" else math.prod(weight[1:])
         macs += math.prod(out[1:]) * per_output
     return {"params": params, "macs": None if unknown else int(macs)}
+
+
+def _all_zero(interpreter: Any, index: int) -> bool:
+    """Whether a TFLite constant tensor holds only zeros (False where its values cannot be read)."""
+    import numpy as np
+
+    try:
+        return not np.any(interpreter.get_tensor(index))
+    except ValueError:  # a tensor without data
+        return False
