@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgebench.data.splits import InputScaling
 from edgebench.errors import REEXPORT_HINT, ConfigError, first_line
+from edgebench.external_input import check_declared_scaling
 from edgebench.external_precision import check_declared_precision
 from edgebench.input_layout import channels_last, fits
 from edgebench.models.graph_cost import graph_cost
@@ -157,16 +159,19 @@ def external_specs(artifacts: list[ArtifactConfig], fp32_specs: list[VariantSpec
     return specs
 
 
-def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], classes: int, batches: Collection[int] = (1,)) -> None:
+def check_inputs(spec: VariantSpec, input_shape: tuple[int, ...], classes: int, batches: Collection[int] = (1,),
+                 scaling: InputScaling | None = None) -> None:
     """An external artifact takes the experiment's (C, H, W) images at every batch size it is measured at
     (``batches``: 1 for single-stream, the offline scenario's batch), and gives one output of ``classes`` scores
     where its graph fixes their number; ConfigError naming the file and what does not fit otherwise. Its declared
-    precision must be what its graph computes in."""
+    precision must be what its graph computes in, and a normalisation its own input record names must be the
+    experiment's (``scaling``)."""
     external = spec.external
     if external is None or external.path is None:
         return
     _check_fits(external, input_shape, classes, batches)
     check_declared_precision(Path(external.path), external.format, spec.quant.precision)
+    check_declared_scaling(Path(external.path), external.format, scaling)
 
 
 def _check_fits(external: ExternalSpec, input_shape: tuple[int, ...], classes: int, batches: Collection[int]) -> None:

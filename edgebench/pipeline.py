@@ -270,7 +270,7 @@ def _planned(exp: Experiment, targets: list[tuple[TargetSelection, TargetSpec]])
     for spec in externals:  # at the batch each of its jobs feeds it
         check_inputs(spec, splits.input_shape, splits.num_classes,
                      {1 if j.measure.scenario == "single_stream" else j.measure.batch_size
-                      for j in jobs if j.variant.id == spec.id})
+                      for j in jobs if j.variant.id == spec.id}, splits.scaling)
     models = specs + qat_models(exp, specs)  # what is trained: fp32 variants and quantization-trained models
     weight_bytes = sum(p.numel() for p in model.parameters()) * 4
     return _Prepared(runners, models, jobs, unavailable + unsupported, splits, weight_bytes)
