@@ -184,7 +184,9 @@ def _check_plugins(spec: TargetSpec) -> None:
     known = BACKENDS.names()
     for name in spec.backends:
         if name not in BACKENDS:
-            raise ValueError(f"backends: unknown backend '{name}'; known: {', '.join(known)}")
+            raise ValueError(f"backends: unknown backend '{name}' (no plug-in loaded registers it: an experiment's "
+                             f"plugins: list loads one, --plugins FILE for a command that reads no experiment); "
+                             f"known: {', '.join(known)}")
     for field, mapping in (("backend_options", spec.backend_options), ("artifact_formats", spec.artifact_formats)):
         for name in mapping:
             if name not in spec.backends:

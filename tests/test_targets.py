@@ -63,7 +63,10 @@ def test_every_shipped_target_validates() -> None:
          "fpga.zzz: unknown field (check its spelling); allowed: part, board, hls_backend, clock_period_ns"),
         ("backends: [onnxruntime]\ngpu: {arch: sm_87}\n", "gpu: unknown field"),
         ("backends: []\n", "backends"),
-        ("backends: [onnxruntime, no_such_runtime]\n", "unknown backend 'no_such_runtime'; known: hls4ml"),
+        # a plug-in's backend named where no plug-in was loaded: say how one is loaded (was "broken ... remove them")
+        ("backends: [onnxruntime, no_such_runtime]\n", "unknown backend 'no_such_runtime' (no plug-in loaded registers "
+         "it: an experiment's plugins: list loads one, --plugins FILE for a command that reads no experiment); known: "
+         "hls4ml"),
         ("backends: [litert]\nbackend_options: {litert: {xnnpak: false}}\n",
          "backend_options.litert: unknown option 'xnnpak' (did you mean 'xnnpack'?); allowed: xnnpack"),
         ("backends: [litert]\nbackend_options: {onnxruntime: {}}\n", "backend_options.onnxruntime: not one of"),

@@ -33,7 +33,8 @@ def _fail_if_broken(statuses: list[TargetStatus]) -> None:
     broken = [s.name for s in statuses if s.broken]
     if broken:
         print_line("error:", "bold red", f"{len(broken)} target file(s) do not load: {', '.join(broken)}; "
-                   "fix or remove them (the reason of each is listed above)")
+                   "fix them, load the plug-ins they name with --plugins, or remove them (the reason of each is "
+                   "listed above)")
         raise typer.Exit(ExitCode.BAD_INPUT)
 
 
