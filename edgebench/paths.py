@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgebench.errors import OutputPathError
@@ -65,3 +67,14 @@ def remove_empty(directories: list[Path]) -> None:
     for directory in directories:
         if directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
+
+
+@contextmanager
+def removed_if_left_empty(*paths: Path) -> Iterator[None]:
+    """The directories among ``paths`` and their parents that the block creates are removed again where it leaves
+    them empty: a command that failed, or had nothing to write, leaves no bare folder behind."""
+    created = missing_dirs(*paths)
+    try:
+        yield
+    finally:
+        remove_empty(created)

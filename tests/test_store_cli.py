@@ -70,6 +70,28 @@ def test_errors_are_one_line(app: typer.Typer, db: Path, tmp_path: Path, monkeyp
     assert bad_effect.exit_code == 2 and "--min-effect 'speed=3': use METRIC=PERCENT" in bad_effect.output
 
 
+def test_history_and_compare_leave_no_folder_where_they_write_nothing(app: typer.Typer, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`history --out DIR` with one tagged run wrote no page ("a page needs two runs or more") and left DIR empty;
+    a compare refused for a run that is not there left its --output folder (or reports/compare) behind."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "one.db"
+    with Store.open(db) as store:
+        fill_run(store, seed=1, tags=("v1",))
+    one = runner.invoke(app, ["history", "--store", str(db), "--out", str(tmp_path / "hist" / "page")])
+    assert one.exit_code == 0 and "not written: a page needs two runs or more" in one.output, one.output
+    assert not (tmp_path / "hist").exists()
+    refused = runner.invoke(app, ["history", "--store", str(db), "--variant", "nope", "--out", str(tmp_path / "h2")])
+    assert refused.exit_code == 2 and not (tmp_path / "h2").exists(), refused.output
+    for extra in (["--format", "html"], ["--format", "json", "-o", str(tmp_path / "cmp" / "c.json")]):
+        gone = runner.invoke(app, ["compare", "v1", "v9", "--store", str(db), *extra])
+        assert gone.exit_code == 2 and "v9" in gone.output, gone.output
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "cmp").exists()
+    (tmp_path / "keep").mkdir()  # a folder that was there stays, empty or not
+    runner.invoke(app, ["history", "--store", str(db), "--out", str(tmp_path / "keep")])
+    assert (tmp_path / "keep").is_dir()
+
+
 def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "rep"

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgebench.cli.common import console, finite, print_line
-from edgebench.paths import writable_dir, writable_file
+from edgebench.paths import removed_if_left_empty, writable_dir, writable_file
 from edgebench.store import Store, StoreError
 from edgebench.store.gate import DEFAULT_UNSTABLE_PCT
 from edgebench.store.metrics import DEFAULT_ALLOWANCE, DEFAULT_LOOKBACK, DEFAULT_ROUNDS
@@ -192,36 +192,37 @@ def compare(
     use_targets_dir(targets_dir)  # a missing directory fails here, before anything is measured
     thresholds = parse_thresholds(warn, fail, unstable)
     effects = min_effects(thresholds, min_effect)
-    if output:
-        writable_file(output, "--output")
-    if fmt == "html":
-        output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
-    with open_store(store) as st:
-        if remeasure:
-            stored_rule = {"repeats": repeats, "allowance": allowance, "lookback": lookback}
-            cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha, stored_rule, max_rounds)
-        else:
-            cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
-                               lookback=lookback)
-        gate = evaluate(cmp, thresholds)
+    with removed_if_left_empty(*([output.parent] if output else []), Path("reports") / "compare"):
+        if output:
+            writable_file(output, "--output")
         if fmt == "html":
-            from edgebench.report.compare_page import render_comparison
+            output = writable_file(output or Path("reports") / "compare" / "index.html", "--output")
+        with open_store(store) as st:
+            if remeasure:
+                stored_rule = {"repeats": repeats, "allowance": allowance, "lookback": lookback}
+                cmp = _remeasured(st, baseline, candidate, rounds, min_time, effects, alpha, stored_rule, max_rounds)
+            else:
+                cmp = compare_runs(st, baseline, candidate, effects, alpha, repeats=repeats, allowance=allowance,
+                                   lookback=lookback)
+            gate = evaluate(cmp, thresholds)
+            if fmt == "html":
+                from edgebench.report.compare_page import render_comparison
 
-            print_line("compare page:", "", render_comparison(st, cmp, gate, thresholds, output))
-            raise typer.Exit(gate.exit_code)
-    if fmt == "json":
-        text = json.dumps({**cmp.to_json(), "gate": gate.to_json()}, indent=2, allow_nan=False)
-        console.print_json(text)
-    elif fmt == "markdown":
-        text = fit_comment(gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp))
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
-    else:
-        text = fit_comment(gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp))
-        _print_comparison(cmp)
-        console.print(gate_markdown(gate, thresholds), markup=False, highlight=False, soft_wrap=True)
-    if output:
-        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    raise typer.Exit(gate.exit_code)
+                print_line("compare page:", "", render_comparison(st, cmp, gate, thresholds, output))
+                raise typer.Exit(gate.exit_code)
+        if fmt == "json":
+            text = json.dumps({**cmp.to_json(), "gate": gate.to_json()}, indent=2, allow_nan=False)
+            console.print_json(text)
+        elif fmt == "markdown":
+            text = fit_comment(gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp))
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            text = fit_comment(gate_markdown(gate, thresholds) + "\n" + to_markdown(cmp))
+            _print_comparison(cmp)
+            console.print(gate_markdown(gate, thresholds), markup=False, highlight=False, soft_wrap=True)
+        if output:
+            output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        raise typer.Exit(gate.exit_code)
 
 
 def _remeasured(st: Store, baseline: str, candidate: str, rounds: int, min_time: float | None,
@@ -295,50 +296,51 @@ def history(
     from edgebench.store.metrics import TIMING_METRICS, get_metric
 
     m = get_metric(metric)
-    if out:
-        writable_dir(out, "--out")
-    with open_store(store) as st:
-        hist = history_frame(st, m.name, name=name, tagged_only=not all_runs)
-        if hist.empty:
-            runs = f"runs of experiment '{name}'" if name else "runs"
-            raise StoreError(f"no {runs} with {m.name} results" + ("" if all_runs else " among tagged runs: tag runs "
-                             "with `edgebench tag RUN TAG` or pass --all-runs"))
-        if variant:
-            hist = _only(hist, (hist["label"] == variant) | (hist["variant_id"] == variant), f"variant '{variant}'",
-                         hist["label"])
-        if target:
-            hist = _only(hist, hist["target"] == target, f"target '{target}'", hist["target"])
-        changes = series_change_points(st, hist, m.name)
-        page = render_history(st, out, m.name, name=name, hist=hist) if out else None
-    every_run = hist.drop_duplicates("position").sort_values("position")
-    runs = every_run.tail(last)  # one column a run: 15 runs squeezed the labels to "basel…" in a 160-column log
-    marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
-    timing = m.name in TIMING_METRICS
-    shown = f"; the last {len(runs)} of {len(every_run)} runs (--last)" if len(runs) < len(every_run) else ""
-    table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on"
-                        + ("; ~ disturbed: shown, not evidence" if timing else "") + shown + ")")
-    table.add_column("variant", no_wrap=True)
-    table.add_column("target", no_wrap=True)
-    for label in runs["run_label"]:
-        table.add_column(str(label), justify="right")
-    for (label, context), part in hist.groupby(["label", "context"], sort=True):
-        values = dict(zip(part["position"], part["value"]))
-        disturbed = set(part["position"][part["contended"].astype(bool)]) if timing else set()
-        cells = []
-        for pos in runs["position"]:
-            mark = {"regression": " [red]▲[/]", "improvement": " [green]▼[/]"}.get(marks.get((label, context, pos), ""), "")
-            cells.append("—" if pos not in values else f"{values[pos]:.4g}{'~' if pos in disturbed else ''}{mark}")
-        table.add_row(Text(str(label)), Text(str(context)), *cells)  # "[estimated:...]" is no markup
-    console.print(table)
-    valued = hist.dropna(subset=["value"])
-    n_disturbed = int(valued["contended"].astype(bool).sum()) if timing else 0
-    console.print(f"{len(changes)} change point(s) detected" + (
-        f" ({n_disturbed} of {len(valued)} values were timed in disturbed windows (~): shown, not evidence; measure "
-        "those runs again on a quiet machine)" if n_disturbed else ""))
-    if out and page is not None:
-        print_line("history page:", "", page)
-    elif out:
-        print_line("history page:", "yellow", f"not written: a page needs two runs or more, and {out} would hold one")
+    with removed_if_left_empty(*([out] if out else [])):
+        if out:
+            writable_dir(out, "--out")
+        with open_store(store) as st:
+            hist = history_frame(st, m.name, name=name, tagged_only=not all_runs)
+            if hist.empty:
+                runs = f"runs of experiment '{name}'" if name else "runs"
+                raise StoreError(f"no {runs} with {m.name} results" + ("" if all_runs else " among tagged runs: tag runs "
+                                 "with `edgebench tag RUN TAG` or pass --all-runs"))
+            if variant:
+                hist = _only(hist, (hist["label"] == variant) | (hist["variant_id"] == variant), f"variant '{variant}'",
+                             hist["label"])
+            if target:
+                hist = _only(hist, hist["target"] == target, f"target '{target}'", hist["target"])
+            changes = series_change_points(st, hist, m.name)
+            page = render_history(st, out, m.name, name=name, hist=hist) if out else None
+        every_run = hist.drop_duplicates("position").sort_values("position")
+        runs = every_run.tail(last)  # one column a run: 15 runs squeezed the labels to "basel…" in a 160-column log
+        marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
+        timing = m.name in TIMING_METRICS
+        shown = f"; the last {len(runs)} of {len(every_run)} runs (--last)" if len(runs) < len(every_run) else ""
+        table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on"
+                            + ("; ~ disturbed: shown, not evidence" if timing else "") + shown + ")")
+        table.add_column("variant", no_wrap=True)
+        table.add_column("target", no_wrap=True)
+        for label in runs["run_label"]:
+            table.add_column(str(label), justify="right")
+        for (label, context), part in hist.groupby(["label", "context"], sort=True):
+            values = dict(zip(part["position"], part["value"]))
+            disturbed = set(part["position"][part["contended"].astype(bool)]) if timing else set()
+            cells = []
+            for pos in runs["position"]:
+                mark = {"regression": " [red]▲[/]", "improvement": " [green]▼[/]"}.get(marks.get((label, context, pos), ""), "")
+                cells.append("—" if pos not in values else f"{values[pos]:.4g}{'~' if pos in disturbed else ''}{mark}")
+            table.add_row(Text(str(label)), Text(str(context)), *cells)  # "[estimated:...]" is no markup
+        console.print(table)
+        valued = hist.dropna(subset=["value"])
+        n_disturbed = int(valued["contended"].astype(bool).sum()) if timing else 0
+        console.print(f"{len(changes)} change point(s) detected" + (
+            f" ({n_disturbed} of {len(valued)} values were timed in disturbed windows (~): shown, not evidence; measure "
+            "those runs again on a quiet machine)" if n_disturbed else ""))
+        if out and page is not None:
+            print_line("history page:", "", page)
+        elif out:
+            print_line("history page:", "yellow", f"not written: a page needs two runs or more, and {out} would hold one")
 
 
 def _only(hist: pd.DataFrame, keep: pd.Series, what: str, have: pd.Series) -> pd.DataFrame:
