@@ -196,8 +196,8 @@ def match_runs(store: Store, base_ids: list[str], cand_ids: list[str]) -> Matchi
     executors = [sorted({str(where).split()[0] for where in df["ran_on"].dropna()}) for df in (base_df, cand_df)]
     if executors[0] and executors[1] and executors[0] != executors[1]:
         warnings.append(f"executors differ: {', '.join(executors[0])} vs {', '.join(executors[1])} (under Ray a "
-                        "measurement is forked from the Ray worker, whose imports count in its peak RSS: +40-60 % for "
-                        "ONNX Runtime and torch jobs; compare memory within one executor)")
+                        "measurement is forked from the Ray worker, whose imports count in its peak RSS: +40-70 % "
+                        "measured for ONNX Runtime and torch jobs; compare memory within one executor)")
     warnings += experiments_differ(base_run, cand_run)
     warnings += base_left + cand_left
     warnings += [f"run {run['id']} is not finished ({run['status']}): only the results it has stored so far are "
