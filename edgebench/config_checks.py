@@ -119,20 +119,23 @@ _WARNED_UNSEEN_DATA: set[str] = set()
 
 
 def _warn_unseen_data(exp: Experiment, source: str) -> None:
-    """Warn (once) where the user's dataset loader names no file or folder in its options: the variant ids cannot
-    follow its data, so a rewritten dataset reuses models trained on the old one (a battery's loader read a fixed
-    path, and relabelled data was measured with the old models, without a word)."""
+    """Warn (once) where the user's dataset loader names no file or folder in its options and does not say it reads
+    none (``reads_files = False``): the variant ids cannot follow its data, so a rewritten dataset reuses models
+    trained on the old one (a battery's loader read a fixed path, and relabelled data was measured with the old
+    models, without a word)."""
     from edgebench.data import DATASETS
     from edgebench.models.source import users_code_file
 
-    if exp.dataset.digest() is not None or users_code_file(DATASETS.get(exp.dataset.name)) is None:
-        return
+    loader = DATASETS.get(exp.dataset.name)
+    if exp.dataset.digest() is not None or users_code_file(loader) is None or getattr(loader, "reads_files", True) is False:
+        return  # the data is named, edgebench's own, or made from the options and the loader's code (both followed)
     if exp.hash not in _WARNED_UNSEEN_DATA:
         _WARNED_UNSEEN_DATA.add(exp.hash)
         log.warning("%s: dataset %s names no file or folder in dataset.kwargs, so edgebench cannot see its data "
-                    "change: models cached from a run on other data would be reused; give the data's path as one of "
-                    "the loader's options (e.g. path: data.npz) so its content is part of the variant ids", source,
-                    exp.dataset.name)
+                    "change: models cached from a run on other data would be reused; make the data's path a "
+                    "parameter of the loader, set in dataset.kwargs (def load(path) with path: data.npz), so its "
+                    "content is part of the variant ids; a loader that reads no file says so with "
+                    "load.reads_files = False", source, exp.dataset.name)
 
 
 def _check_registered_names(experiment: Experiment, source: str) -> None:

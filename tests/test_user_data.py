@@ -70,6 +70,14 @@ def broken(n: int = 10) -> list:
     return [1, 2, 3]
 
 
+def generated(n: int = 120) -> dict:
+    """load's images, made from its options alone, as the loader declares."""
+    return load(n)
+
+
+generated.reads_files = False
+
+
 class Labelled(Dataset):
     """Quadrant images whose labels go through ``label`` (a string, a one-hot tensor, a float)."""
 
@@ -249,8 +257,10 @@ def test_a_loader_declares_the_layout_its_shape_misleads_about(team_dir):
 def test_a_loader_whose_options_name_no_data_file_is_warned_once(team_dir, caplog):
     """A loader reading a fixed path: its data rewritten, the variant ids stayed and models trained on the old data
     were measured on the new test split without a word. Its options name no file, so the ids cannot follow the data:
-    said once a run; edgebench's own digits, whose data ships with scikit-learn, is not."""
-    for name, dataset in (("team-fixed", {"name": "team_data:load", "kwargs": {"n": 60}}), ("bundled", {"name": "digits"})):
+    said once a run; edgebench's own digits, whose data ships with scikit-learn, is not, nor a loader that declares
+    it reads no file (``reads_files = False``: its data made from its options, as examples/own_model's)."""
+    for name, dataset in (("team-fixed", {"name": "team_data:load", "kwargs": {"n": 60}}), ("bundled", {"name": "digits"}),
+                          ("made", {"name": "team_data:generated", "kwargs": {"n": 60}})):
         (team_dir / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, "dataset": dataset}))
         with caplog.at_level("WARNING", logger="edgebench.config_checks"):
             load_experiment(team_dir / f"{name}.yaml")
@@ -258,8 +268,9 @@ def test_a_loader_whose_options_name_no_data_file_is_warned_once(team_dir, caplo
     warned = [r.getMessage() for r in caplog.records if "cannot see its data change" in r.getMessage()]
     assert warned == [f"{team_dir / 'team-fixed.yaml'}: dataset team_data:load names no file or folder in "
                       "dataset.kwargs, so edgebench cannot see its data change: models cached from a run on other data "
-                      "would be reused; give the data's path as one of the loader's options (e.g. path: data.npz) so "
-                      "its content is part of the variant ids"]
+                      "would be reused; make the data's path a parameter of the loader, set in dataset.kwargs (def "
+                      "load(path) with path: data.npz), so its content is part of the variant ids; a loader that reads "
+                      "no file says so with load.reads_files = False"]
 
 
 def test_loader_returning_something_else_is_named(team_dir):
