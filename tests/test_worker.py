@@ -308,7 +308,26 @@ class _StuckMeter(_NegativeMeter):
         return EnergyReading(joules=0.0, seconds=0.1, source=self.source)
 
 
-@pytest.mark.parametrize("meter,note", [(_StuckMeter, "read 0 J over 0.1 s of inference: a counter that did not "
+class _FloatMeter(_NegativeMeter):
+    """A plug-in whose stop() returns its joules as a bare float (Python's "'float' object has no attribute
+    'joules'" was the note)."""
+
+    def stop(self) -> EnergyReading:
+        return 12.5  # type: ignore[return-value]
+
+
+class _UnitMeter(_NegativeMeter):
+    """A plug-in that wrote its joules with their unit ("unsupported operand type(s) for /: 'str' and 'float'")."""
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(joules="12.5 J", seconds=0.1, source=self.source)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("meter,note", [(_FloatMeter, "_FloatMeter.stop() returned float; a meter's stop() returns "
+                                                      "EnergyReading(joules=float or None, seconds=float"),
+                                        (_UnitMeter, "_UnitMeter.stop() returned EnergyReading(joules='12.5 J'): "
+                                                     "joules is a number of joules (or None: no energy)"),
+                                        (_StuckMeter, "read 0 J over 0.1 s of inference: a counter that did not "
                                                      "advance"),
                                         (_BrokenMeter, "energy meter test-broken-meter failed: RuntimeError: meter broke"),
                                         (_UnlabelledMeter, "gave 0.5 J with source None, not 'measured:<counter>'"),
@@ -319,7 +338,7 @@ class _StuckMeter(_NegativeMeter):
 def test_a_meter_that_fails_or_does_not_label_its_joules_costs_the_energy_only(eval_files, tmp_path, meter, note):
     name = {_BrokenMeter: "test-broken-meter", _UnlabelledMeter: "test-unlabelled-meter",
             _NegativeMeter: "test-negative-meter", _StuckMeter: "test-stuck-meter",
-            _BoastingMeter: "test-boasting-meter"}[meter]
+            _BoastingMeter: "test-boasting-meter", _FloatMeter: "test-float-meter", _UnitMeter: "test-unit-meter"}[meter]
     if name not in METERS.names():
         METERS.register(name)(meter)
     eval_npz, ref, model = eval_files

@@ -8,6 +8,7 @@ energy is None (never 0) and ``note`` says why.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -115,7 +116,24 @@ def measure_idle_power(meter: EnergyMeter, seconds: float = 1.0) -> float | None
     """
     meter.start()
     time.sleep(max(seconds, meter.min_window_s))
-    reading = meter.stop()
+    reading = stopped(meter)
     if reading.joules is None or reading.seconds <= 0:
         return None
     return reading.joules / reading.seconds
+
+
+def stopped(meter: EnergyMeter) -> EnergyReading:
+    """``meter.stop()``'s reading; TypeError saying what a meter must return where a plug-in's returns something
+    else (a float of joules, a string with its unit: Python's own error named neither the meter nor the fix)."""
+    reading = meter.stop()
+    if not isinstance(reading, EnergyReading):
+        raise TypeError(f"{type(meter).__name__}.stop() returned {type(reading).__name__}; a meter's stop() returns "
+                        "EnergyReading(joules=float or None, seconds=float, source='measured:<counter>' or "
+                        "'estimated:<model>')")
+    wrong = [f"{field}={value!r}" for field, value in (("joules", reading.joules), ("seconds", reading.seconds))
+             if not (isinstance(value, numbers.Real) and not isinstance(value, bool))
+             and not (field == "joules" and value is None)]
+    if wrong:
+        raise TypeError(f"{type(meter).__name__}.stop() returned EnergyReading({', '.join(wrong)}): joules is a number "
+                        "of joules (or None: no energy), seconds the window's length in seconds")
+    return reading

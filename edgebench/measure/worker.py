@@ -28,7 +28,7 @@ from edgebench.errors import summarize
 from edgebench.input_layout import in_input_layout
 from edgebench.job import EnergyWindow, Job, JobResult, TimedWindow
 from edgebench.measure.contention import ContentionProbe
-from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power
+from edgebench.measure.energy import EnergyMeter, EnergyReading, create_meter, measure_idle_power, stopped
 from edgebench.measure.harness import time_session
 from edgebench.measure.machine import device_context
 from edgebench.measure.memory import peak_rss_mb
@@ -312,7 +312,7 @@ def _measure_energy(session: Session, batch: np.ndarray, meter: EnergyMeter, job
         session.run(batch)
         runs += 1
     session.sync()
-    return meter.stop(), runs
+    return stopped(meter), runs
 
 
 def runtime_versions() -> dict[str, str]:
