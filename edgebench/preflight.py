@@ -91,8 +91,11 @@ def check_model_fits_data(exp: Experiment, splits: DatasetSplits) -> nn.Module:
                     out = model(torch.from_numpy(splits.x_train[:n]))
             except Exception as exc:  # whatever the forward raises, the cause is this pairing
                 one_d = any(isinstance(m, torch.nn.Conv1d) for m in model.modules())
+                hint = _conv1d_hint(baseline, splits) if one_d else (
+                    f"; edgebench calls it with one (N, {', '.join(map(str, splits.input_shape))}) float tensor: a "
+                    "forward that takes a dict, several inputs or another layout needs a wrapper module")
                 raise ConfigError(f"{what} does not run on dataset {splits.name} ({shape} images, batch {n}): "
-                                  f"{first_line(exc)}" + (_conv1d_hint(baseline, splits) if one_d else "")) from None
+                                  f"{first_line(exc)}{hint}") from None
             if not isinstance(out, torch.Tensor):
                 raise ConfigError(f"{what} returns a {type(out).__name__}, not one logits tensor, on dataset "
                                   f"{splits.name}: return only the (batch, {splits.num_classes}) logits (e.g. a "
