@@ -39,6 +39,20 @@ def test_lineage_walks_from_the_variant_to_the_trained_baseline() -> None:
     assert [c["id"] for c in litert] == [c["id"] for c in chain] and litert[1:] == chain[1:]
 
 
+def test_a_baseline_from_given_weights_says_so() -> None:
+    """A team's weights measured as given (training.epochs 0) read "trained ...: 0 epochs, batch 64, lr 0.05" in the
+    lineage, as if edgebench had trained them; fine-tuned ones did not say they started from the team's weights."""
+    from edgebench.variants import ModelSource, TrainSpec
+
+    source = ModelSource(weights="/team/ckpt/best.pt", weights_digest="ab" * 32, weights_format="state_dict")
+    given = BASE.model_copy(update={"model": "nets.py:build", "source": source, "train": TrainSpec(epochs=0)})
+    assert lineage(given.model_dump(mode="json"))[0]["step"] == ("nets.py:build: the given weights (best.pt), as "
+                                                                 "given (not trained here)")
+    tuned = given.model_copy(update={"train": TrainSpec(epochs=2)})
+    assert lineage(tuned.model_dump(mode="json"))[0]["step"] == ("fine-tuned the given weights of nets.py:build on "
+                                                                 "digits: 2 epochs, batch 64, lr 0.05, seed 0")
+
+
 def test_a_pruned_variant_says_the_share_it_removed_where_whole_filters_made_it_differ() -> None:
     """The report said "80% of filters removed" for digits_cnn at 0.8, which keeps 3 + 6 + 13 of 16 + 32 + 64
     filters: 1 - 22/112 = 80.4 % removed. With unit macs, 1 - 30,000/120,000 = 75 % of MACs against 80 % asked."""

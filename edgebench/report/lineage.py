@@ -8,6 +8,7 @@ says so, with its stored parent id.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -72,8 +73,11 @@ def made_how(spec: VariantSpec, removed: float | None = None) -> str:
     if spec.lowrank is not None:
         return f"low rank: {spec.lowrank.method}, rank ratio {spec.lowrank.rank_ratio:g}"
     t = spec.train
-    return (f"trained {spec.model} on {spec.dataset}: {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}, "
-            f"seed {t.seed}")
+    given = spec.source.weights if spec.source is not None else None
+    if given and t.epochs == 0:  # "trained ...: 0 epochs" read as if edgebench had trained it, for nothing
+        return f"{spec.model}: the given weights ({Path(given).name}), as given (not trained here)"
+    return (f"{'fine-tuned the given weights of ' if given else 'trained '}{spec.model} on {spec.dataset}: "
+            f"{t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}, seed {t.seed}")
 
 
 def lineage(spec: dict[str, Any] | None, parent_id: str | None = None,
