@@ -42,7 +42,7 @@ def test_own_model_example_end_to_end_on_tiny_data(tmp_path):
     exp["training"]["epochs"] = 2
     exp["pruning"]["ratios"] = [0.5]
     exp["targets"] = ["local-cpu"]  # ONNX Runtime loads both artifacts; the other targets are the same code paths
-    exp["measurement"] = {"warmup_iters": 2, "min_iters": 5, "min_time_s": 0.0, "max_time_s": 0.5}
+    exp["measurement"] = {"warmup_iters": 2, "min_iters": 5, "min_time_s": 0.0, "max_time_s": 0.5, "precision": None}
     (folder / "small.yaml").write_text(yaml.safe_dump(exp))
 
     trained = _run([sys.executable, "train.py", "--epochs", "1", "--experiment", "small.yaml"], folder)
