@@ -117,7 +117,7 @@ def test_run_an_experiment_object_and_read_it_back(tmp_path, monkeypatch):
     exp = Experiment.model_validate({
         "name": "api", "training": {"epochs": 1}, "pruning": {"criteria": []},
         "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
-        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0},
+        "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None},  # fixed windows
     })
     results = edgebench.run(exp, tags="api-test", render=False)  # one tag, as a bare string
     assert results.outcome is not None and results.outcome.failed == [] and results.report_path is None
@@ -195,7 +195,7 @@ def build(num_classes=10, in_channels=1):
 EXPERIMENT = {"name": "script", "model": {"name": "__main__:build"}, "training": {"epochs": 1},
               "pruning": {"criteria": ["l1"], "ratios": [0.5], "allocation": ["uniform"]},
               "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
-              "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0}}
+              "measurement": {"warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "precision": None}}
 
 if __name__ == "__main__":
     results = edgebench.run(Experiment.model_validate(EXPERIMENT), render=False)
