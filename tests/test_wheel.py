@@ -27,7 +27,7 @@ TINY = {
     "pruning": {"criteria": []},
     "quantization": {"precisions": ["fp32"]},
     "targets": ["local-cpu"],
-    "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0},
+    "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0, "precision": None},  # fixed windows
 }
 
 
