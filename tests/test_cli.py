@@ -255,7 +255,7 @@ def _tiny_experiment(tmp_path: Path) -> Path:
     exp.write_text(yaml.safe_dump({
         "name": "tiny", "training": {"epochs": 1}, "pruning": {"criteria": []},
         "quantization": {"precisions": ["fp32"]}, "targets": ["local-cpu"],
-        "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0},
+        "measurement": {"warmup_iters": 2, "min_iters": 10, "min_time_s": 0.0, "precision": None},  # fixed windows
         "run": {"workdir": str(tmp_path / "runs")}, "report": {"dir": str(tmp_path / "report")},
     }))
     return exp
