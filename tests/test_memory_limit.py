@@ -25,10 +25,10 @@ def test_an_allocation_past_the_bound_fails_inside_and_the_limit_is_restored_aft
 
 
 def test_a_channel_mapping_that_grows_without_end_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without LRN traced per channel, torch-pruning's index lists grow until the bound (here 128 MiB; 8 GiB in a
+    """Without LRN traced per channel, torch-pruning's index lists grow until the bound (here 64 MiB; 8 GiB in a
     run; the bound on a walk's indices per step lifted): the refusal names torch-pruning and what to do, where the
     process was killed at 24 GiB."""
-    monkeypatch.setattr(memory_limit, "DEFAULT_GROWTH_BYTES", 128 * 2**20)
+    monkeypatch.setattr(memory_limit, "DEFAULT_GROWTH_BYTES", 64 * 2**20)
     monkeypatch.setattr(structured, "_channel_windows_traced_per_channel", contextlib.nullcontext)
     monkeypatch.setattr(structured, "_WALK_INDICES_PER_DIM", 2**40)
     with pytest.raises(UnsupportedModelError, match=r"torch-pruning cannot map this model's channels \(its channel "
