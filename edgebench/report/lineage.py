@@ -73,9 +73,11 @@ def made_how(spec: VariantSpec, removed: float | None = None) -> str:
     if spec.lowrank is not None:
         return f"low rank: {spec.lowrank.method}, rank ratio {spec.lowrank.rank_ratio:g}"
     t = spec.train
-    given = spec.source.weights if spec.source is not None else None
+    source = spec.source
+    given = source is not None and source.weights_digest is not None
     if given and t.epochs == 0:  # "trained ...: 0 epochs" read as if edgebench had trained it, for nothing
-        return f"{spec.model}: the given weights ({Path(given).name}), as given (not trained here)"
+        named = f" ({Path(source.weights).name})" if source.weights else ""  # type: ignore[union-attr]
+        return f"{spec.model}: the given weights{named}, as given (not trained here)"
     return (f"{'fine-tuned the given weights of ' if given else 'trained '}{spec.model} on {spec.dataset}: "
             f"{t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}, seed {t.seed}")
 
