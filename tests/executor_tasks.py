@@ -19,6 +19,13 @@ def pid_after(seconds: float) -> int:
     return os.getpid()
 
 
+def window_of(seconds: float) -> tuple[float, float]:
+    """Hold a timed window of ``seconds`` and return its span in UNIX seconds."""
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
 def allocate_and_report_peak(megabytes: int, keep: bool = False) -> tuple[int, float]:
     """Touch ``megabytes`` of memory (kept alive if ``keep``) and return (pid, peak RSS MiB of this process)."""
     block = np.ones(megabytes * 1024 * 1024 // 8)

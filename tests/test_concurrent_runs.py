@@ -150,6 +150,47 @@ def test_an_executor_closed_mid_run_frees_its_host_locks_and_tickets(tmp_path: P
     other_process.release(held)
 
 
+_HOLD_A_WINDOW = """
+import sys, time
+from pathlib import Path
+from edgebench.executor.base import Lane, Task
+from edgebench.executor.local import LocalExecutor
+import executor_tasks
+
+start = Path(sys.argv[1])
+with LocalExecutor(workers=1) as executor:
+    executor.run([Task(key="warm", kind="measure", fn=executor_tasks.window_of, args=(0.0,), lane=Lane(),
+                       timed=True)])  # the worker is up: its start-up is not in the race
+    Path(sys.argv[2]).touch()
+    while not start.exists():
+        time.sleep(0.01)
+    [result] = executor.run([Task(key="window", kind="measure", fn=executor_tasks.window_of, args=(1.0,),
+                                  lane=Lane(), timed=True)])
+print(*result.value)
+"""
+
+
+def test_two_processes_timed_windows_take_turns(tmp_path: Path) -> None:
+    """Two processes start a one-second timed window at the same instant: the host lanes must put one after the
+    other (the end-to-end test below only catches a collision when one happens to occur)."""
+    import time
+
+    env = {**os.environ, LOCK_DIR_ENV: str(tmp_path / "lanes"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    start, ready = tmp_path / "start", [tmp_path / f"ready{i}" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _HOLD_A_WINDOW, str(start), str(flag)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for flag in ready]
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate()[1].decode()[-2000:] for p in procs]
+        time.sleep(0.05)
+    start.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    (start_a, end_a), (start_b, end_b) = sorted(tuple(map(float, out.split())) for out, _ in outputs)
+    assert end_a <= start_b, f"the windows overlap: {start_a:.3f}-{end_a:.3f} and {start_b:.3f}-{end_b:.3f}"
+
+
 def test_unusable_lock_directory_is_said_in_the_results(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
