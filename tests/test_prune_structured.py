@@ -165,6 +165,46 @@ def test_each_input_of_a_concatenation_keeps_a_filter_however_hard_its_group_is_
     _matches_onnxruntime(model, (1, 4, 4), tmp_path)
 
 
+class _FreeParameters(nn.Module):
+    """Parameters outside any layer, each meeting the channels on another axis: a learned position bias
+    (1, C, H, W), a per-channel scale (1, C, 1, 1), a (C, H, W) bias, and a layer scale (C,) on a channels-last view
+    (ConvNeXt's gamma)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, 8, 4, 4, generator=g))
+        self.scale = nn.Parameter(torch.rand(1, 8, 1, 1, generator=g) + 0.5)
+        self.bias = nn.Parameter(torch.randn(6, 4, 4, generator=g))
+        self.gamma = nn.Parameter(torch.rand(6, generator=g) + 0.5)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x) * self.scale + self.pos)
+        x = (self.conv2(x) + self.bias).permute(0, 2, 3, 1) * self.gamma
+        return self.head(x.mean((1, 2)))
+
+
+def test_parameters_outside_layers_lose_their_channels_not_another_axis(tmp_path: Path) -> None:
+    """torch-pruning cuts such a parameter's last dimension over 1 unless told otherwise: the (1, 8, 4, 4) bias lost
+    width, and the model was refused as one that "breaks when filters are removed"."""
+    model = _FreeParameters().eval()
+    original = {name: p.detach().clone() for name, p in model.named_parameters()}
+    prune_model(model, create_criterion("l1"), 0.5, torch.randn(1, 1, 4, 4), data=_data((1, 4, 4)))
+    assert (model.conv1.out_channels, model.conv2.out_channels) == (4, 3)
+
+    def kept(conv: str) -> list[int]:  # which original filters are left, matched by their (distinct) biases
+        return [int((original[f"{conv}.bias"] == b).nonzero()) for b in getattr(model, conv).bias.detach()]
+
+    first, second = kept("conv1"), kept("conv2")
+    assert torch.equal(model.pos.detach(), original["pos"][:, first])
+    assert torch.equal(model.scale.detach(), original["scale"][:, first])
+    assert torch.equal(model.bias.detach(), original["bias"][second])
+    assert torch.equal(model.gamma.detach(), original["gamma"][second])
+    _matches_onnxruntime(model, (1, 4, 4), tmp_path)
+
+
 class _Unscorable(type(create_criterion("l1"))):  # type: ignore[misc]
     """A criterion that cannot score any group: edgebench ranks it by L1 and says so."""
 

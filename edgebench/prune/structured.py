@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -129,14 +130,39 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     """torch-pruning's dependency graph of ``model`` traced on ``example_input``; UnsupportedModelError (its cause
     kept) where torch-pruning fails to map the channels (ShuffleNet's shuffle: a ZeroDivisionError in its reshape
     mapping), so a direct caller of :func:`prune_model` gets what failed and what to do instead of a bare error."""
+    graph = tp.DependencyGraph()
     try:
-        with _channel_windows_traced_per_channel(), bounded_growth():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        with _channel_windows_traced_per_channel(), bounded_growth(), warnings.catch_warnings():
+            # said for parameters with no dimension over 1 (a scalar temperature): nothing of theirs is cut
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected", category=UserWarning)
+            return graph.build_dependency(model, example_inputs=example_input,
+                                          unwrapped_parameters=_free_parameter_dims(model, graph, example_input.ndim))
     except Exception as exc:
         raise UnsupportedModelError(
             f"torch-pruning cannot map this model's channels ({torch_pruning_failure(exc)}): an operation between "
             "convs reshapes, splits or shuffles channels in a way it cannot follow, so no filter of this model can be "
             "removed (quantize it without pruning)") from exc
+
+
+def _free_parameter_dims(model: nn.Module, graph: tp.DependencyGraph, input_rank: int) -> list[tuple[nn.Parameter, int]]:
+    """The channel dimension of each parameter outside torch-pruning's layers (a learned position bias, a layer
+    scale): where it broadcasts against a feature map of the input's rank, the dimension that meets the channels
+    (a (1, C, H, W) bias: 1; a (C, H, W) one: 0); otherwise its last dimension over 1, torch-pruning's default,
+    which cut a (1, C, 8, 8) bias's width instead of its channels and the model was refused."""
+    wrapped = {id(p) for layer in model.modules()
+               if (kind := tp.ops.module2type(layer)) in graph.REGISTERED_PRUNERS and kind != tp.ops.OPTYPE.ELEMENTWISE
+               for p in layer.parameters()}
+    dims = []
+    for param in model.parameters():
+        if id(param) in wrapped:
+            continue
+        broadcast = param.ndim - input_rank + 1  # the channel axis (dim 1 of the feature map) under broadcasting
+        over_one = [d for d, size in enumerate(param.shape) if size > 1]
+        if 0 <= broadcast < param.ndim and param.shape[broadcast] > 1:
+            dims.append((param, broadcast))
+        elif over_one:
+            dims.append((param, over_one[-1]))
+    return dims
 
 
 @contextlib.contextmanager
