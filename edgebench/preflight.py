@@ -367,7 +367,7 @@ def check_prunable(model: nn.Module, example: torch.Tensor, what: str, exact: bo
         layer = next(iter(bad), next(iter(checked)))
         why = bad.get(layer, "")
         gap = why if why.startswith(" by") else ""
-        # (an attention's embedding never gets here: those filters are kept, structured._uncuttable_grouped_conv)
+        # (an attention's embedding never gets here: those filters are kept, structured._uncuttable_layer)
         cause = ("torch-pruning cut other inputs than those filters fed (a channel shuffle, a gate such as nn.GLU over "
                  "channels, or a permute before a flatten, in between); keep NCHW channel order up to x.flatten(1), or ")
         raise ConfigError(

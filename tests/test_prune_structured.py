@@ -205,6 +205,23 @@ def test_parameters_outside_layers_lose_their_channels_not_another_axis(tmp_path
     _matches_onnxruntime(model, (1, 4, 4), tmp_path)
 
 
+def test_a_layer_norm_over_more_than_the_channels_keeps_its_filters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch-pruning cuts a LayerNorm's last axis: a (C, H, W) one lost width, not channels, and the whole model was
+    refused ("normalized_shape=[16, 8, 7]"). Its conv keeps its filters, with a word; the others are pruned."""
+    from edgebench.prune import structured
+
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.LayerNorm([8, 4, 4]), nn.ReLU(),
+                          nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 3)).eval()
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        prune_model(model, create_criterion("l1"), 0.5, torch.randn(1, 1, 4, 4), data=_data((1, 4, 4)))
+    assert (model[0].out_channels, model[1].normalized_shape, model[3].out_channels) == (8, (8, 4, 4), 3)
+    assert "the filters of 0 are not pruned: LayerNorm 1 normalises over 3 axes (8, 4, 4)" in caplog.text
+    _matches_onnxruntime(model, (1, 4, 4), tmp_path)
+
+
 class _Unscorable(type(create_criterion("l1"))):  # type: ignore[misc]
     """A criterion that cannot score any group: edgebench ranks it by L1 and says so."""
 

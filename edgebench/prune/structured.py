@@ -90,9 +90,9 @@ def _one_to_one(item: Any, n: int, side: int) -> bool:
     return root == own == list(range(n)) and side == n
 
 
-def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str] | None:
-    """A grouped conv or GroupNorm of ``group`` that cannot lose the group's channels, with why (``{conv}`` for its
-    name):
+def _uncuttable_layer(group: tp.dependency.Group) -> tuple[nn.Module, str] | None:
+    """A layer of ``group`` (a grouped conv, a norm, an attention) that cannot lose the group's channels, with why
+    (``{conv}`` for its name):
 
     - a depthwise conv with a channel multiplier (``groups == in_channels``, ``out_channels = k * in_channels``):
       input channel ``i`` feeds outputs ``k*i .. k*i+k-1``, which torch-pruning's depthwise rule (one output per
@@ -100,6 +100,8 @@ def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str
     - a grouped (not depthwise) conv or a GroupNorm whose channels are not the group's channels, one to one and
       in order (a concatenation joins them, say): removing a root channel slot from every equal slice
       (:func:`lowest_channels`) would not cut its groups evenly;
+    - an ``nn.LayerNorm`` over more than one axis (a (C, H, W) one over an NCHW map): torch-pruning cuts its last
+      axis, the width, and the model broke ("normalized_shape=[16, 8, 7]");
     - an ``nn.MultiheadAttention`` whose embedding the channels are (a ViT's patch-embedding conv): its embedding
       must stay a multiple of its heads, each head's dimensions together, which per-group channel counts ignore
       (a tiny ViT's 50 % build failed: "embed_dim must divide evenly by num_heads").
@@ -110,6 +112,9 @@ def _uncuttable_grouped_conv(group: tp.dependency.Group) -> tuple[nn.Module, str
         if isinstance(layer, nn.MultiheadAttention):
             return layer, (f"attention {{conv}} ({layer.num_heads} heads) embeds them: its embed_dim must stay a "
                            "multiple of its heads, with each head's dimensions together")
+        if isinstance(layer, nn.LayerNorm) and len(layer.normalized_shape) > 1:
+            return layer, (f"LayerNorm {{conv}} normalises over {len(layer.normalized_shape)} axes "
+                           f"{tuple(layer.normalized_shape)}, and torch-pruning would cut its last one, not the channels")
         if isinstance(layer, nn.GroupNorm) and layer.num_groups > 1 and not _one_to_one(item, n, layer.num_channels):
             return layer, (f"GroupNorm {{conv}} (num_groups={layer.num_groups}) normalises them with other channels "
                            "(a concatenation between them), so its groups cannot lose channels evenly")
@@ -196,7 +201,7 @@ def prunable_groups(
 ) -> list[tuple[str, tp.dependency.Group]]:
     """Every group whose root is a conv's output channels, named by that conv; ``ignored`` layers (default: the
     classifier, :func:`default_ignored`) are never pruned, nor (a warning names each) a group a grouped conv cannot
-    cut (:func:`_uncuttable_grouped_conv`) or whose channels torch-pruning cannot map: its walk fails or does not
+    cut (:func:`_uncuttable_layer`) or whose channels torch-pruning cannot map: its walk fails or does not
     settle (:func:`_bounded_walks`), or it maps a channel past a layer's (:func:`_channel_past_a_layer`)."""
     names = {m: n for n, m in model.named_modules()}
     skip = list(ignored if ignored is not None else default_ignored(model))
@@ -227,7 +232,7 @@ def prunable_groups(
             _warn_kept(names[root], why)
     groups = []
     for group in all_groups:
-        root, uncuttable = names[group[0].dep.target.module], _uncuttable_grouped_conv(group)
+        root, uncuttable = names[group[0].dep.target.module], _uncuttable_layer(group)
         if uncuttable is None:
             groups.append((root, group))
         else:
