@@ -210,3 +210,27 @@ def test_batch_norms_are_rewritten_beside_nodes_without_inputs(tmp_path) -> None
     assert batch_norms_as_scale_shift(path) == 1
     assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Constant", "Mul", "Mul", "Add"]
     np.testing.assert_allclose(ort.InferenceSession(str(path)).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_norm_over_channels_height_and_width_stays_float_in_static_int8(tmp_path: Path) -> None:
+    """ONNX Runtime's per-channel quantizer failed on a LayerNorm over (C, H, W) of an NCHW map ("The truth value of
+    an array with more than one element is ambiguous"): every int8 ONNX of such a model was a failed job. It stays
+    float; the convs around it are int8, and the int8 model still computes the float one's outputs."""
+    import onnxruntime as ort
+
+    from edgebench.runtimes.onnxruntime.export import export_fp32_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LayerNorm([4, 8, 8]), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    export_fp32_onnx(model, torch.from_numpy(x[:1]), tmp_path / "fp32.onnx")
+    quantize_qdq(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", x)
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    made = {o: n for n in graph.node for o in n.output}
+    norm = next(n for n in graph.node if n.op_type == "LayerNormalization")
+    assert norm.input[1] in {t.name for t in graph.initializer}  # its (4, 8, 8) scale is read as float
+    assert sum(n.op_type == "Conv" and made[n.input[1]].op_type == "DequantizeLinear" for n in graph.node) == 2
+    float_out, int8_out = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0] for f in ("fp32.onnx", "int8.onnx"))
+    assert np.abs(int8_out - float_out).max() < 0.1 * np.abs(float_out).max()

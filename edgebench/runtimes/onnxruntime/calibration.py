@@ -105,6 +105,18 @@ def batch_norms_as_scale_shift(path: Path) -> int:
     return count
 
 
+def multi_axis_layer_norms(model_path: Path) -> list[str]:
+    """The LayerNormalization nodes whose scale spans more than one axis (a (C, H, W) LayerNorm of an NCHW map):
+    ONNX Runtime 1.32's per-channel QDQ quantizer fails on each ("The truth value of an array with more than one
+    element is ambiguous", adjusting its weight scale for the int32 bias), so they stay float."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    ranks = {t.name: len(t.dims) for t in graph.initializer}
+    return [n.name for n in graph.node
+            if n.op_type == "LayerNormalization" and len(n.input) > 1 and ranks.get(n.input[1], 0) > 1]
+
+
 def output_op_types(model_path: Path) -> list[str]:
     """Op types of the nodes that produce the graph outputs (the logits)."""
     import onnx
@@ -151,6 +163,8 @@ def quantize_qdq(
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         batch_norms_as_scale_shift(prepped)
+        if per_channel and (float_norms := multi_axis_layer_norms(prepped)):
+            nodes_to_exclude = [*(nodes_to_exclude or []), *float_norms]
         method = CalibrationMethod.Percentile if calibrator == "percentile" else CalibrationMethod.MinMax
         if calibrator == "entropy":
             extra["TensorQuantOverrides"] = _entropy_ranges(prepped, ArrayCalibrationReader(calibration, input_name),
