@@ -222,6 +222,25 @@ def test_a_layer_norm_over_more_than_the_channels_keeps_its_filters(
     _matches_onnxruntime(model, (1, 4, 4), tmp_path)
 
 
+def test_filters_a_pixel_shuffle_moves_into_space_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PixelShuffle(2) turns conv b's 16 channels into 4: torch-pruning maps b's channels onto c's inputs one to one,
+    past c's 4 input channels. b keeps its filters, with a word; a and c are pruned, and the model computes."""
+    from edgebench.prune import structured
+
+    monkeypatch.setattr(structured, "_WARNED", set())  # warned once per process
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                          nn.PixelShuffle(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(6 * 64, 3)).eval()
+    with caplog.at_level("WARNING", logger="edgebench.prune.structured"):
+        prune_model(model, create_criterion("l1"), 0.5, torch.randn(1, 1, 4, 4), data=_data((1, 4, 4)))
+    assert (model[0].out_channels, model[2].out_channels, model[5].out_channels) == (4, 16, 3)
+    assert "the filters of 2 are not pruned: torch-pruning maps channel" in caplog.text
+    assert "pixel shuffle of channels it follows wrongly" in caplog.text
+    _matches_onnxruntime(model, (1, 4, 4), tmp_path)
+
+
 class _Unscorable(type(create_criterion("l1"))):  # type: ignore[misc]
     """A criterion that cannot score any group: edgebench ranks it by L1 and says so."""
 

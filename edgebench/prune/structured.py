@@ -223,8 +223,8 @@ def prunable_groups(
         unmapped: dict[nn.Module, str] = {}
         for group in all_groups:  # each such group found in one listing: each listing walks every group again
             if past := _channel_past_a_layer(group, names):
-                unmapped[group[0].dep.target.module] = (f"torch-pruning maps {past} (a split, chunk or slice of "
-                                                        "channels it follows wrongly)")
+                unmapped[group[0].dep.target.module] = (f"torch-pruning maps {past} (a split, chunk, slice or pixel "
+                                                        "shuffle of channels it follows wrongly)")
         if not unmapped:
             break
         for root, why in unmapped.items():
