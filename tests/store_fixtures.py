@@ -47,6 +47,11 @@ MACHINE = {
     "edgebench_commit": "abc1234",
 }
 
+#: the failed job's error: long, as a real one with its advice is, so a report must wrap it
+FAILED_ERROR = ("worker timed out after 60 s: the runtime hung inside its timed loop and its worker was killed; "
+                "raise the target's timeout_s if the model is that slow, or look at the backend's log for a deadlock "
+                "(the other jobs of the run went on, and `edgebench run` again measures only this one)")
+
 
 def make_foundation_store(url: str) -> None:
     """Create a store at ``url`` and take it back to schema version 1, what every migration starts from.
@@ -172,7 +177,7 @@ def fill_run(
     if fail_one:
         spec = variant_specs()[-1]
         key = f"{spec.id}:local-cpu:torch:t{threads}"
-        failed = JobResult(job_id=key, status="failed", error="worker timed out after 60 s")
+        failed = JobResult(job_id=key, status="failed", error=FAILED_ERROR)
         settings = {"threads": threads, "batch_size": 1, "precision": "int8", "scenario": "single_stream"}
         store.add_measurement(MeasurementRecord(run_id, key, spec.id, "local-cpu", "torch", failed, settings))
     store.finish_run(run_id)

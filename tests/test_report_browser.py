@@ -146,6 +146,9 @@ def test_report_renders_offline_with_working_images_and_sorting(
     assert {"accuracy_vs_latency.png", "accuracy_vs_latency.svg"} <= set(links)  # static figures for papers
     assert all((index.parent / link).is_file() for link in links)
     assert "Failed jobs (1)" in page.inner_text("body")
+    # a failure's message wraps inside its cell: it ran on one line past the table, and the page scrolled sideways
+    assert page.eval_on_selector("td.err", "e => getComputedStyle(e).whiteSpace") == "pre-wrap"
+    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert page.locator(".bk-Canvas, .bk-canvas").count() >= 3  # the three objective plots drew
 
     # the measurement table (the quantization summary above it sorts too)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import typer
-from store_fixtures import fill_run
+from store_fixtures import FAILED_ERROR, fill_run
 from typer.testing import CliRunner
 
 from edgebench.cli.common import friendly_errors
@@ -69,7 +69,7 @@ def test_run_logged_with_nested_runs_metrics_params_and_artifacts(filled_store: 
     assert metrics["macs"] == pytest.approx(row["macs"]) and metrics["peak_rss_mb"] == pytest.approx(row["peak_rss_mb"])
     assert "energy_j_per_inference" not in metrics  # not measured here: never logged as 0
     failed = [c for c in children if c.info.status == "FAILED"]
-    assert len(failed) == 1 and failed[0].data.tags["edgebench.error"] == "worker timed out after 60 s"
+    assert len(failed) == 1 and failed[0].data.tags["edgebench.error"] == FAILED_ERROR
 
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert f"{run_id}.csv" in artifacts and "report" in artifacts

@@ -27,7 +27,7 @@ table.budget td{white-space:normal;text-align:left;overflow-wrap:break-word;min-
 tr.pareto td{background:#fff4e5;font-weight:600} tr:hover td{background:#eef5ff}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0} .muted{color:#777;font-size:13px}
 .ctx{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em}
-.err{color:#a00;font-family:monospace;text-align:left;white-space:pre-wrap}
+td.err,.err{color:#a00;font-family:monospace;text-align:left;white-space:pre-wrap}
 .controls{display:flex;flex-wrap:wrap;gap:.6em;align-items:center;margin:.5em 0}
 .chip{border:1px solid #ccc;border-radius:1em;background:#fff;padding:2px 9px;cursor:pointer;font-size:13px}
 .chip.off{opacity:.35;text-decoration:line-through} .chip i{font-style:normal}
