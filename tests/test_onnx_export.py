@@ -270,6 +270,27 @@ def test_litert_refuses_the_same_branch_naming_the_line(tmp_path: Path) -> None:
                                       tmp_path / "branch.tflite")
 
 
+def test_an_op_in_a_model_unpickled_by_value_is_named_with_its_file(tmp_path: Path) -> None:
+    """An exporter's worker reads the pipeline's saved model, whose classes from the user's file cloudpickle wrote by
+    value and named "<dynamic-code>": the refusal said "called at <dynamic-code>:7" instead of the file."""
+    import io
+
+    from edgebench.models.whole_module import save_whole
+    from edgebench.plugins import load_file
+
+    nets = (tmp_path / "nets.py").resolve()
+    nets.write_text("import torch\nfrom torch import nn\n\n\nclass Med(nn.Module):\n"
+                    "    def forward(self, x):\n        return x - torch.median(x)\n")
+    buffer = io.BytesIO()
+    save_whole(nn.Sequential(nn.Conv2d(1, 2, 3), load_file(nets).Med()), buffer)
+    buffer.seek(0)
+    model = torch.load(buffer, weights_only=False)
+    assert type(model[1]).forward.__code__.co_filename == "<dynamic-code>"  # as a worker gets it
+    with pytest.raises(UnsupportedModelError) as refused:
+        export_fp32_onnx(model.eval(), torch.rand(2, 1, 8, 8), tmp_path / "m.onnx")
+    assert f"aten::median (called at {nets}:7): " in str(refused.value)
+
+
 def test_an_op_onnx_cannot_export_is_named_with_the_models_line(tmp_path: Path) -> None:
     """torch.median failed every ONNX export after training with the exporter's "Exporting the operator 'aten::median'
     to ONNX opset version 17 is not supported", naming neither the model's line nor what to do."""

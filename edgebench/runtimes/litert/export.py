@@ -315,13 +315,13 @@ def _misconverted(model: nn.Module, example: torch.Tensor) -> bool:
     return finder.found
 
 
-def _data_dependent_branch(exc: BaseException) -> UnsupportedModelError | None:
+def _data_dependent_branch(exc: BaseException, model: nn.Module) -> UnsupportedModelError | None:
     """The one-line refusal for torch.export meeting a Python branch on a tensor's value (a 'data-dependent'
     guard), naming the model's own file:line where the message shows it; None for any other failure."""
     text = str(exc)
     if "data-dependent" not in text and "DataDependent" not in type(exc).__name__:
         return None
-    where = f" at {frame}" if (frame := own_frame(text)) else ""
+    where = f" at {frame}" if (frame := own_frame(text, model)) else ""
     return UnsupportedModelError(f"LiteRT conversion (torch.export) cannot trace the branch on a tensor's value"
                                  f"{where} (a Python `if` in forward); write it with torch.where (or torch.cond)")
 
@@ -344,7 +344,7 @@ def _float_converted(litert_torch, model: nn.Module, example: torch.Tensor, **op
     try:
         return litert_torch.convert(model, (example,), **options)
     except Exception as exc:
-        if (branch := _data_dependent_branch(exc)) is not None:
+        if (branch := _data_dependent_branch(exc, model)) is not None:
             raise branch from None
         graph = torch.export.export(model, (example,)).module()
         if not (_without_broadcast_expands(graph) + _without_adaptive_max_pools(graph)):
