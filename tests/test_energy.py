@@ -240,3 +240,34 @@ def test_nvml_index_only_where_cuda_numbers_gpus_as_nvml(names: list[str], envir
     assert (reason is not None) == refused
     if refused:
         assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in reason and "NVIDIA T4" in reason
+
+
+def test_a_meter_without_a_window_over_a_zero_second_timing_reads_min_iters_inferences(tmp_path: Path) -> None:
+    """A plug-in meter that sets no min_window_s, with measurement.min_time_s 0: the energy window held no inference,
+    and the job failed on ZeroDivisionError, its latency and accuracy lost. By hand: a meter reading 2 W over the
+    window gives 2 W x seconds / inferences, with inferences = min_iters (5) at least."""
+    import time
+
+    from edgebench.measure.energy import METERS, EnergyMeter, EnergyReading
+    from edgebench.measure.reference_workload import reference_job
+    from edgebench.measure.worker import execute
+
+    @METERS.register("test_two_watts_no_window")
+    class TwoWatts(EnergyMeter):
+        source = "measured:test-two-watts"
+
+        def start(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def stop(self) -> EnergyReading:
+            seconds = time.perf_counter() - self.t0
+            return EnergyReading(joules=2.0 * seconds, seconds=seconds, source=self.source)
+
+    job = reference_job(tmp_path)
+    job = job.model_copy(update={"measure": job.measure.model_copy(update={"min_time_s": 0.0, "min_iters": 5}),
+                                 "energy": {"type": "test_two_watts_no_window"}})
+    result = execute(job)
+    assert result.status == "ok" and result.latency_ms["p50"] > 0, result.error
+    assert result.energy_window is not None and result.energy_window.inferences >= 5
+    assert result.energy_j_per_inference == pytest.approx(
+        2.0 * result.energy_window.seconds / result.energy_window.inferences, rel=1e-6)

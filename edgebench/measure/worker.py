@@ -299,16 +299,19 @@ def _labelled(reading: EnergyReading, meter: str | None, declared: str = "") -> 
 
 
 def _measure_energy(session: Session, batch: np.ndarray, meter: EnergyMeter, job: Job) -> tuple[EnergyReading, int]:
-    """Run inferences for at least the meter's resolution window; return the reading and the run count.
+    """Run inferences for at least the meter's resolution window and the timing's ``min_iters``; return the reading
+    and the run count.
 
     A window shorter than the meter's update period would read zero or one
-    tick, so it is lengthened by repeating inferences.
+    tick, so it is lengthened by repeating inferences; ``min_iters`` (at least one) keeps a window of zero seconds
+    (``min_time_s: 0`` with a meter that sets no ``min_window_s``) from holding no inference to divide by.
     """
     window_s = max(job.measure.min_time_s, meter.min_window_s)
+    least = max(job.measure.min_iters, 1)
     runs = 0
     meter.start()
     t_end = time.perf_counter() + window_s
-    while time.perf_counter() < t_end:
+    while runs < least or time.perf_counter() < t_end:
         session.run(batch)
         runs += 1
     session.sync()
