@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,31 @@ def test_logits_that_are_not_one_row_of_float_scores_per_image_are_refused(logit
         _checked_logits(logits, 16, 10, "flat")
     assert _checked_logits(np.zeros((16, 12), np.float16), 16, 10, "wide").shape == (16, 12)
     # float scores of fewer classes than the labels: the labels may be another dataset's, and say so
-    with pytest.raises(RuntimeError, match=r"labels in the data go up to 9, but the model gives 3 scores per image"):
+    with pytest.raises(RuntimeError, match=r"labels in the data go up to 9, but backend flat gives 3 scores per image"):
         _checked_logits(np.zeros((16, 3), np.float32), 16, 10, "flat")
     # a fully convolutional classifier's (N, classes, 1, 1) scores (SqueezeNet's ONNX) are its rows of scores
     scores = np.random.default_rng(0).random((16, 10, 1, 1), np.float32)
     np.testing.assert_array_equal(_checked_logits(scores, 16, 10, "conv"), scores[:, :, 0, 0])
     with pytest.raises(RuntimeError, match=r"returned float32 \(16, 10, 2, 1\) for 16 images"):
         _checked_logits(np.zeros((16, 10, 2, 1), np.float32), 16, 10, "map")  # a score map, not one row per image
+
+
+@pytest.mark.parametrize(("returned", "said"), [(None, "NoneType"), ("logits", "str"), (np.float32(1.0), "float32 ()"),
+                                              (np.zeros((3, 10), np.float32), "float32 (3, 10)")])
+def test_a_batch_output_that_is_no_row_per_image_names_the_backend(returned: object, said: str) -> None:
+    """A plug-in's run() that forgot its return failed in numpy: "zero-dimensional arrays cannot be concatenated",
+    naming neither the backend nor what it returned."""
+    from edgebench.measure.worker import predict_all
+
+    class Forgetful:
+        forkable = False
+
+        def run(self, x: np.ndarray) -> object:
+            return returned
+
+    with pytest.raises(RuntimeError, match=rf"backend none_rt returned {re.escape(said)} for 4 image\(s\); expected "
+                                           r"float scores of shape \(4, classes\)"):
+        predict_all(Forgetful(), np.zeros((8, 1, 2, 2), np.float32), 4, "none_rt")
 
 
 def test_a_result_the_store_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_path: Path,

@@ -228,8 +228,8 @@ class _PidStampingSession(Session):
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_a_forkable_sessions_accuracy_pass_is_split_over_the_cores_in_order(batch_size: int) -> None:
     x = np.random.default_rng(0).random((37, 1, 3, 3), dtype=np.float32)  # not a multiple of the batch
-    split = predict_all(_PidStampingSession(forkable=True), x, batch_size)
-    alone = predict_all(_PidStampingSession(forkable=False), x, batch_size)
+    split = predict_all(_PidStampingSession(forkable=True), x, batch_size, "stamp")
+    alone = predict_all(_PidStampingSession(forkable=False), x, batch_size, "stamp")
     assert split.shape == alone.shape == (37, 2)
     np.testing.assert_array_equal(split[:, 0], alone[:, 0])  # same logits, same order
     assert set(alone[:, 1]) == {os.getpid()}
@@ -254,7 +254,7 @@ class _CrashingInForkSession(_PidStampingSession):
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="splitting the accuracy pass needs two cores")
 def test_a_part_of_the_accuracy_pass_that_crashes_fails_the_pass_instead_of_hanging_it() -> None:
     with pytest.raises(BrokenProcessPool):
-        predict_all(_CrashingInForkSession(), np.zeros((8, 1, 2, 2), dtype=np.float32), 1)
+        predict_all(_CrashingInForkSession(), np.zeros((8, 1, 2, 2), dtype=np.float32), 1, "crash")
 
 
 class _BrokenMeter(EnergyMeter):

@@ -41,17 +41,29 @@ from edgebench.sampling import spread_sample
 
 log = logging.getLogger(__name__)
 
-def _batched_predict(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
+def _batched_predict(session: Session, x: np.ndarray, batch_size: int, backend: str) -> np.ndarray:
     outs = []
     for i in range(0, len(x), batch_size):
         chunk = x[i : i + batch_size]
         if len(chunk) < batch_size and batch_size > 1:
             # runtimes with a fixed batch dimension: pad, then drop the padding
             pad = np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)
-            outs.append(session.run(np.concatenate([chunk, pad]))[: len(chunk)])
+            outs.append(_rows(session.run(np.concatenate([chunk, pad])), batch_size, backend)[: len(chunk)])
         else:
-            outs.append(session.run(chunk))
+            outs.append(_rows(session.run(chunk), len(chunk), backend))
     return np.concatenate(outs)
+
+
+def _rows(out: Any, images: int, backend: str) -> np.ndarray:
+    """One batch's output as an array of a row per image; RuntimeError naming the backend and what it returned
+    otherwise (a plug-in's run() that forgot its return failed in numpy: "zero-dimensional arrays cannot be
+    concatenated")."""
+    array = np.asarray(out) if isinstance(out, np.ndarray | list | tuple) or hasattr(out, "__array__") else None
+    if array is None or array.ndim == 0 or array.shape[0] != images:
+        what = f"{array.dtype} {array.shape}" if array is not None else type(out).__name__
+        raise RuntimeError(f"backend {backend} returned {what} for {images} image(s); expected float scores of shape "
+                           f"({images}, classes): one row of class scores per image")
+    return array
 
 
 def _json_safe(details: Any) -> dict[str, Any]:
@@ -75,9 +87,10 @@ def _checked_logits(logits: Any, images: int, classes: int, backend: str) -> np.
     if out.ndim > 2 and out.shape[0] == images and sum(d > 1 for d in out.shape[1:]) <= 1:
         out = out.reshape(images, -1)  # a fully convolutional classifier's (N, classes, 1, 1), as SqueezeNet's ONNX
     if out.ndim == 2 and out.shape[0] == images and out.dtype.kind == "f" and out.shape[1] < classes:
-        # the model's scores are fine: the data's labels are not its classes (bench --data of another dataset)
-        raise RuntimeError(f"labels in the data go up to {classes - 1}, but the model gives {out.shape[1]} scores per "
-                           "image: are these the model's labels and test images?")
+        # the labels may not be the model's classes (bench --data of another dataset), or the backend drops scores
+        raise RuntimeError(f"labels in the data go up to {classes - 1}, but backend {backend} gives {out.shape[1]} "
+                           "scores per image: are these the model's labels and test images (bench --data), and does "
+                           "the backend return every class's score?")
     if out.ndim != 2 or out.shape[0] != images or out.shape[1] < classes or out.dtype.kind != "f":
         raise RuntimeError(f"backend {backend} returned {out.dtype} {out.shape} for {images} images; expected float "
                            f"scores of shape ({images}, {classes} or more classes): one row of class scores per image")
@@ -88,12 +101,12 @@ def _checked_logits(logits: Any, images: int, classes: int, backend: str) -> np.
 _forked_session: Session | None = None
 
 
-def _predict_part(part: np.ndarray, batch_size: int) -> np.ndarray:
+def _predict_part(part: np.ndarray, batch_size: int, backend: str) -> np.ndarray:
     assert _forked_session is not None
-    return _batched_predict(_forked_session, part, batch_size)
+    return _batched_predict(_forked_session, part, batch_size, backend)
 
 
-def predict_all(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
+def predict_all(session: Session, x: np.ndarray, batch_size: int, backend: str) -> np.ndarray:
     """Logits of ``x``; split over this process's cores when the session is ``forkable``: the timed window is over
     and the measurement holds its lane's cores, so a C simulation (milliseconds per image) need not score the
     test split on one of them. Parts are whole batches, scored in order, so the logits are the same either way."""
@@ -101,14 +114,14 @@ def predict_all(session: Session, x: np.ndarray, batch_size: int) -> np.ndarray:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     step = -(-len(x) // (cores * batch_size)) * batch_size  # whole batches per part
     if not session.forkable or cores < 2 or step >= len(x):
-        return _batched_predict(session, x, batch_size)
+        return _batched_predict(session, x, batch_size, backend)
     parts = [x[i : i + step] for i in range(0, len(x), step)]
     _forked_session = session
     try:
         # a process that dies (a C simulation's crash) breaks the pool: the job fails with that, it does not hang
         with ProcessPoolExecutor(len(parts) - 1, mp_context=multiprocessing.get_context("fork")) as pool:
-            rest = [pool.submit(_predict_part, part, batch_size) for part in parts[1:]]
-            first = _batched_predict(session, parts[0], batch_size)
+            rest = [pool.submit(_predict_part, part, batch_size, backend) for part in parts[1:]]
+            first = _batched_predict(session, parts[0], batch_size, backend)
             return np.concatenate([first, *(future.result() for future in rest)])
     finally:
         _forked_session = None
@@ -206,7 +219,7 @@ def execute(job: Job) -> JobResult:
     if subset:  # spread over the classes: a test file sorted by class has one class in front
         picked = np.sort(spread_sample(y, job.measure.accuracy_samples))
         x, y = x[picked], y[picked]
-    logits = _checked_logits(predict_all(session, x, batch_size), len(y), int(y.max()) + 1, job.backend)
+    logits = _checked_logits(predict_all(session, x, batch_size, job.backend), len(y), int(y.max()) + 1, job.backend)
     # an image whose logits overflowed (fp16 past 65504, a fixed-point type that wrapped to garbage is finite) is
     # wrong, not class 0, which argmax of a NaN row says
     finite = np.isfinite(logits).all(axis=1)
@@ -222,7 +235,7 @@ def execute(job: Job) -> JobResult:
                                f"has {ref.shape[1]} outputs")
         n = min(len(ref), len(leading))
         mine = logits[:n] if not subset else _checked_logits(  # the subset need not hold them: scored too
-            predict_all(session, leading[:n], batch_size), n, logits.shape[1], job.backend)
+            predict_all(session, leading[:n], batch_size, job.backend), n, logits.shape[1], job.backend)
         ref, form = reference_in_output_form(mine, ref[:n])  # a file ending in a Softmax gives probabilities
         if form != "logits":
             session_details["outputs"] = form
