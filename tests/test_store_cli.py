@@ -119,6 +119,26 @@ def test_report_tag_runs_history(app: typer.Typer, db: Path, tmp_path: Path, mon
     assert "baseline/int8" in (tmp_path / "h" / "history.html").read_text()
 
 
+def test_history_figures_are_whole_and_narrow_consoles_show_fewer_runs(
+        app: typer.Typer, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped into a CI log, throughput read "3.209e+0…": the exponent and the disturbed mark were cut off. Figures
+    from 10,000 up have thousands separators; a column keeps its widest figure whole, and where the console cannot
+    hold every run's column the newest runs that fit are shown, saying so."""
+    import re
+
+    from edgebench.cli.common import console
+
+    wide = runner.invoke(app, ["history", "--store", str(db), "--metric", "throughput"])
+    assert wide.exit_code == 0 and re.search(r"\b1\d,\d{3}\b", wide.output), wide.output  # l1-0.8's ~11,100/s
+    assert "e+0" not in wide.output and "…" not in wide.output
+    monkeypatch.setattr(console, "width", 60)  # 60 - 1 - 2 x (14 + 3) = 25 columns: two runs of 6-digit figures
+    narrow = runner.invoke(app, ["history", "--store", str(db), "--metric", "throughput"])
+    said = " ".join(narrow.output.split())
+    assert "the last 2 of 3 runs (--last), as many as 60 columns hold (COLUMNS)" in said, narrow.output
+    assert re.search(r"\b1\d,\d{3}\b", narrow.output) and "…" not in narrow.output
+    assert max(map(len, narrow.output.splitlines())) <= 60
+
+
 def test_latest_is_the_run_that_ended_last_so_report_renders_the_resumed_run(
         app: typer.Typer, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After an older run was resumed and finished (its report in reports/<name>), `edgebench report` took 'latest' by

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,8 +44,8 @@ def use_plugins(files: list[Path] | None) -> None:
     except PluginError as exc:
         raise ConfigError(f"--plugins: {exc}") from None
 
-# logs and CI capture are not terminals; rich would wrap tables at 80 columns there
-console = Console(width=None if sys.stdout.isatty() else 160)
+# logs and CI capture are not terminals; rich would wrap tables at 80 columns there, so 160 unless COLUMNS says
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

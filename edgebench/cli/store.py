@@ -313,24 +313,23 @@ def history(
             changes = series_change_points(st, hist, m.name)
             page = render_history(st, out, m.name, name=name, hist=hist) if out else None
         every_run = hist.drop_duplicates("position").sort_values("position")
-        runs = every_run.tail(last)  # one column a run: 15 runs squeezed the labels to "basel…" in a 160-column log
         marks = {(r.label, r.context, r.position): r.verdict for r in changes.itertuples()}
         timing = m.name in TIMING_METRICS
+        series = [(label, context, part) for (label, context), part in hist.groupby(["label", "context"], sort=True)]
+        columns = {pos: _history_cells(series, pos, marks, timing) for pos in every_run["position"].tail(last)}
+        runs = every_run[every_run["position"].isin(_fitting(columns, console.width))]
         shown = f"; the last {len(runs)} of {len(every_run)} runs (--last)" if len(runs) < len(every_run) else ""
+        if len(runs) < min(last, len(every_run)):
+            shown += f", as many as {console.width} columns hold (COLUMNS)"
         table = Table(title=f"{m.label} over runs (▲ regression, ▼ improvement from that run on"
                             + ("; ~ disturbed: shown, not evidence" if timing else "") + shown + ")")
-        table.add_column("variant", no_wrap=True)
-        table.add_column("target", no_wrap=True)
-        for label in runs["run_label"]:
-            table.add_column(str(label), justify="right")
-        for (label, context), part in hist.groupby(["label", "context"], sort=True):
-            values = dict(zip(part["position"], part["value"]))
-            disturbed = set(part["position"][part["contended"].astype(bool)]) if timing else set()
-            cells = []
-            for pos in runs["position"]:
-                mark = {"regression": " [red]▲[/]", "improvement": " [green]▼[/]"}.get(marks.get((label, context, pos), ""), "")
-                cells.append("—" if pos not in values else f"{values[pos]:.4g}{'~' if pos in disturbed else ''}{mark}")
-            table.add_row(Text(str(label)), Text(str(context)), *cells)  # "[estimated:...]" is no markup
+        table.add_column("variant", overflow="fold")  # a long label wraps rather than losing its end
+        table.add_column("target", overflow="fold")
+        for label, pos in zip(runs["run_label"], runs["position"]):  # a figure is never cut: "3.209e+0…"
+            table.add_column(str(label), justify="right", overflow="fold",
+                             min_width=max(cell.cell_len for cell in columns[pos]))
+        for i, (label, context, _) in enumerate(series):  # "[estimated:...]" is no markup: Text, not a string
+            table.add_row(Text(str(label)), Text(str(context)), *(columns[pos][i] for pos in runs["position"]))
         console.print(table)
         valued = hist.dropna(subset=["value"])
         n_disturbed = int(valued["contended"].astype(bool).sum()) if timing else 0
@@ -341,6 +340,46 @@ def history(
             print_line("history page:", "", page)
         elif out:
             print_line("history page:", "yellow", f"not written: a page needs two runs or more, and {out} would hold one")
+
+
+_LABEL_MIN = 14  # columns each of the variant and target columns keeps, wrapping what is longer
+
+
+def _history_cells(series: list[tuple[str, str, pd.DataFrame]], pos: int, marks: dict, timing: bool) -> list[Text]:
+    """One run's column of the history table: each series' figure there (``~`` timed in a disturbed window, ▲ ▼ a
+    change point from it on), ``—`` where it has none."""
+    cells = []
+    for label, context, part in series:
+        found = part[part["position"] == pos]
+        if found.empty:
+            cells.append(Text("—"))
+            continue
+        mark = {"regression": " ▲", "improvement": " ▼"}.get(marks.get((label, context, pos), ""), "")
+        disturbed = "~" if timing and bool(found["contended"].iloc[0]) else ""
+        cells.append(Text(f"{_history_figure(found['value'].iloc[0])}{disturbed}{mark}",
+                          style={" ▲": "red", " ▼": "green"}.get(mark, "")))
+    return cells
+
+
+def _fitting(columns: dict[int, list[Text]], width: int) -> list[int]:
+    """The newest run positions whose columns fit ``width`` beside the variant and target columns (a column takes
+    its widest figure, 2 of padding and 1 of border; a longer header folds): figures kept whole crop the table's
+    last runs away where there is no room for them."""
+    room = width - 1 - 2 * (_LABEL_MIN + 3)
+    kept: list[int] = []
+    for pos in reversed(list(columns)):
+        need = max(cell.cell_len for cell in columns[pos]) + 3
+        if kept and need > room:
+            break
+        kept.append(pos)
+        room -= need
+    return kept
+
+
+def _history_figure(value: float) -> str:
+    """A figure of the history table: 4 significant digits, with thousands separators from 10,000 up (throughput
+    32,088 read "3.209e+04")."""
+    return f"{value:,.0f}" if 1e4 <= abs(value) < 1e12 else f"{value:.4g}"
 
 
 def _only(hist: pd.DataFrame, keep: pd.Series, what: str, have: pd.Series) -> pd.DataFrame:
