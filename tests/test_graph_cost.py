@@ -238,3 +238,40 @@ def test_an_openvino_ir_with_a_recurrent_op_leaves_the_macs_unknown(tmp_path: Pa
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
     assert any("LSTM" in op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops())
     assert graph_cost(xml, "openvino", (1, 8, 8))["macs"] is None
+
+
+class _SharedScaledNormed(nn.Module):
+    """A conv applied twice, a per-channel scale after a ReLU (nothing to fold it into) and a LayerNorm over the
+    channels of a channels-last view, before a ReLU. By hand: conv 9*4+4 = 40, shared 4*4*9+4 = 148 (once), scale 4,
+    norm 4+4, head 4*3+3 = 15: 215 parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.shared = nn.Conv2d(4, 4, 3, padding=1)
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 4).reshape(1, 4, 1, 1))
+        self.norm = nn.LayerNorm(4)
+        with torch.no_grad():  # not its initial ones and zeros, which a converter drops as no-ops
+            self.norm.weight.copy_(torch.tensor([0.5, 1.5, 2.0, 0.7]))
+            self.norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.05]))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.shared(torch.relu(self.shared(torch.relu(self.conv(x))))))
+        x = torch.relu(self.norm((x * self.scale).permute(0, 2, 3, 1)))
+        return self.head(x.mean((1, 2)))
+
+
+def test_a_shared_conv_counts_once_and_a_scale_or_norm_of_its_own_counts(tmp_path: Path) -> None:
+    """A conv applied twice was counted twice from a TFLite file (17,930 for PyTorch's 12,722), and a layer scale (a
+    Mul) from neither file, nor a LayerNorm the TFLite converter writes as arithmetic."""
+    model = _SharedScaledNormed().eval()
+    assert count_params(model) == 215
+    onnx_path = tmp_path / "net.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), onnx_path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    assert graph_cost(onnx_path, "onnx", (1, 8, 8))["params"] == 215
+    litert_torch = pytest.importorskip("litert_torch", reason="the 'litert' extra is not installed")
+    tflite_path = tmp_path / "net.tflite"
+    litert_torch.convert(model, (torch.zeros(1, 1, 8, 8),)).export(str(tflite_path))
+    assert graph_cost(tflite_path, "tflite", (1, 8, 8))["params"] == 215

@@ -4,8 +4,10 @@ The counts follow :mod:`edgebench.models.cost`, so an external artifact sits on 
 own variants: MACs are the multiply-accumulates of the convolutions (transposed included) and matrix products for
 one sample, whatever their precision (an int8 ``QLinearConv`` or a QDQ ``Conv`` counts as its float twin would);
 parameters are the elements of the constant weights and biases those layers (and normalisations, ``PRelu``) read,
-not quantization scales, zero points or shape constants, nor the all-zero bias the TFLite converter gives a layer
-that has none. Shapes come from ONNX's shape inference for one sample of
+and of the float constants of more than one element an ``Add`` or ``Mul`` reads (a bias or a per-channel scale on
+its own: ConvNeXt's layer scale, a LayerNorm the TFLite converter writes as arithmetic), each tensor once however many
+layers read it (a conv applied twice), not quantization scales, zero points or shape constants, nor the all-zero
+bias the TFLite converter gives a layer that has none. Shapes come from ONNX's shape inference for one sample of
 the experiment's images, else from one ONNX Runtime run on it; a graph sized by neither gives ``None``, never a
 partial count.
 """
@@ -44,6 +46,9 @@ _MAC_WORDS = ("conv", "matmul", "gemm", "einsum", "attention", "lstm", "gru", "r
 _FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 #: TFLite ops whose inputs 1 (weights) and 2 (bias) are parameters
 _TFLITE_LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+#: elementwise ops whose constant operands of more than one element are parameters (a bias, a per-channel scale)
+_AFFINE_OPS = ("Add", "Mul")
+_TFLITE_AFFINE_OPS = ("ADD", "MUL")
 
 
 def graph_cost(path: Path, fmt: str, input_shape: tuple[int, ...]) -> dict[str, int | None]:
@@ -102,9 +107,9 @@ def _onnx_cost(path: Path, input_shape: tuple[int, ...]) -> dict[str, int | None
 
     weights = {constant(node.input[i]) for node in graph.node
                for i in _ONNX_WEIGHT_INPUTS.get(node.op_type, ()) if i < len(node.input) and node.input[i]}
-    # a bias added on its own (ONNX Runtime's dynamic quantizer moves each Gemm's bias into an Add); scalars added
-    # are constants of an op (an epsilon), not parameters
-    weights |= {name for node in graph.node if node.op_type == "Add" for name in map(constant, node.input)
+    # a bias added or a scale multiplied on its own (ONNX Runtime's dynamic quantizer moves each Gemm's bias into an
+    # Add; a layer scale is a Mul); scalars are constants of an op (an epsilon, a factor), not parameters
+    weights |= {name for node in graph.node if node.op_type in _AFFINE_OPS for name in map(constant, node.input)
                 if name is not None and math.prod(initializers[name].dims) > 1
                 and initializers[name].data_type in _FLOAT_TYPES}  # not the dynamo exporter's index arithmetic
     params = sum(math.prod(initializers[name].dims) for name in weights - {None})
@@ -191,24 +196,42 @@ def _tflite_cost(path: Path) -> dict[str, int | None]:
                   if op["op_name"] not in _TFLITE_LAYERS)  # CONV_3D, BATCH_MATMUL...: MACs not counted, not partial
     # fp16 and sparse weights reach their layer through a DEQUANTIZE / DENSIFY op: count the stored constant
     stored = {op["outputs"][0]: op["inputs"][0] for op in every if op["op_name"] in ("DEQUANTIZE", "DENSIFY")}
-    params = macs = 0
+    computed = {out for op in every if op["op_name"] not in ("DEQUANTIZE", "DENSIFY") for out in op["outputs"]}
+    computed |= {d["index"] for d in interpreter.get_input_details()}
+    counted: set[int] = set()  # tensor indices: a conv applied twice reads one weight tensor
+    macs = 0
     for op in ops:
         inputs = op["inputs"]
         # TRANSPOSE_CONV reads (output shape, weights, input, bias); the others (input, weights, bias)
         weight_at, bias_at = (1, 3) if op["op_name"] == "TRANSPOSE_CONV" else (1, 2)
+        counted.add(stored.get(inputs[weight_at], inputs[weight_at]))
         weight = tensors[stored.get(inputs[weight_at], inputs[weight_at])]["shape"]
-        params += int(math.prod(weight))
         if bias_at < len(inputs) and inputs[bias_at] >= 0:
             bias = stored.get(inputs[bias_at], inputs[bias_at])
-            # the converter gives a bias-free layer an all-zero bias: not a parameter of the model
-            params += 0 if _all_zero(interpreter, bias) else int(math.prod(tensors[bias]["shape"]))
+            if not _all_zero(interpreter, bias):  # the converter gives a bias-free layer an all-zero bias
+                counted.add(bias)
         if op["op_name"] == "TRANSPOSE_CONV":  # weights (O, kh, kw, I): each input element meets O x kh x kw
             macs += math.prod(tensors[inputs[2]]["shape"][1:]) * math.prod(weight[:3])
             continue
         out = tensors[op["outputs"][0]]["shape"]  # CONV_2D (O, kh, kw, I), DEPTHWISE (1, kh, kw, C), FC (O, I)
         per_output = math.prod(weight[1:3]) if op["op_name"] == "DEPTHWISE_CONV_2D" else math.prod(weight[1:])
         macs += math.prod(out[1:]) * per_output
+    for op in every:  # a per-channel scale or bias of its own (a layer scale, a LayerNorm's weight and bias)
+        if op["op_name"] in _TFLITE_AFFINE_OPS:
+            for index in (stored.get(i, i) for i in op["inputs"] if i >= 0):
+                tensor = tensors[index]
+                if index not in computed and math.prod(tensor["shape"]) > 1 and _holds_values(tensor):
+                    counted.add(index)
+    params = sum(int(math.prod(tensors[index]["shape"])) for index in counted)
     return {"params": params, "macs": None if unknown else int(macs)}
+
+
+def _holds_values(tensor: dict[str, Any]) -> bool:
+    """Whether a TFLite tensor's elements are numbers of the model (float, or quantized with a scale), not integer
+    indices or shapes."""
+    import numpy as np
+
+    return np.issubdtype(tensor["dtype"], np.floating) or bool(tensor["quantization"][0])
 
 
 def _all_zero(interpreter: Any, index: int) -> bool:
