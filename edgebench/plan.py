@@ -269,6 +269,13 @@ def plan_target_jobs(
     """The jobs of one target: per backend, its artifact format and every precision it can run."""
     jobs, unsupported = [], []
     measure_settings = exp.measurement_for(selection)
+    if target.precisions is not None:
+        # fixed point is the FPGA targets' precision alone, and theirs: neither kind says it of the other's
+        excluded = [p for p in exp.quantization.precisions if p not in target.precisions
+                    and p != "fixed" and "fixed" not in target.precisions]
+        if excluded and set(target.precisions) & set(exp.quantization.precisions):
+            unsupported.append(f"{target.name}: {', '.join(excluded)} not run (its target file's precisions: "
+                               f"{', '.join(target.precisions)})")
     for backend_name in target.backends:
         backend = get_backend(backend_name)
         fmt = target.artifact_format(backend_name)
