@@ -455,3 +455,22 @@ def test_the_other_executor_types_fields_are_said_to_be_ignored(caplog: pytest.L
         check_executor(ExecutorConfig(type="local", workers=2))  # its own fields only: no word
     assert [r.getMessage() for r in caplog.records] == [
         "executor.on_lost, lost_grace_s apply to the ray executor: ignored, this run's executor is local"]
+
+
+def test_a_crash_inside_the_standard_library_is_named_at_the_code_that_called_it() -> None:
+    """A plug-in's ctypes call that segfaulted was named at ctypes' own string_at (the innermost frame), not at the
+    plug-in's line that called it. A real faulthandler stack from a real SIGSEGV."""
+    import subprocess
+    import sys
+
+    from edgebench.executor.forked import crash_error
+
+    code = "import ctypes\ndef plugin_run():\n    ctypes.string_at(0)\nplugin_run()\n"
+    died = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert died.returncode < 0 and "ctypes" in died.stderr  # the innermost frame is the standard library's
+    assert crash_error("worker killed by SIGSEGV", died.stderr) == (
+        'worker killed by SIGSEGV: File "<string>", line 3 in plugin_run')
+    # no frame outside the standard library: the innermost stays
+    only_stdlib = died.stderr.split('File "<string>"')[0]
+    assert crash_error("worker killed by SIGSEGV", only_stdlib).endswith("in string_at")

@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import itertools
 import os
 import pickle
 import signal
 import socket
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -122,10 +124,17 @@ def exit_reason(code: int | None) -> str:
 
 def crash_error(reason: str, tail: str) -> str:
     """``reason`` with where the dead process was: the innermost frame of a faulthandler stack in ``tail`` (what it
-    wrote last), else its last lines."""
+    wrote last) outside Python's standard library (a plug-in's ctypes call named ctypes' own string_at, not the
+    plug-in's line), else the innermost frame, else its last lines."""
     lines = tail.splitlines()
-    last = next((lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if "most recent call first" in line),
-                " | ".join(line.strip() for line in lines[-3:]))
+    start = next((i + 1 for i, line in enumerate(lines) if "most recent call first" in line), None)
+    if start is None:
+        last = " | ".join(line.strip() for line in lines[-3:])
+        return f"{reason}: {last}" if last else reason
+    frames = [line.strip() for line in itertools.takewhile(lambda line: line.strip().startswith("File "), lines[start:])]
+    stdlib = f'File "{sysconfig.get_paths()["stdlib"]}{os.sep}'
+    innermost = frames[0] if frames else lines[start].strip() if start < len(lines) else ""  # "<no Python frame>"
+    last = next((frame for frame in frames if not frame.startswith(stdlib)), innermost)
     return f"{reason}: {last}" if last else reason
 
 
