@@ -469,8 +469,9 @@ def test_a_crash_inside_the_standard_library_is_named_at_the_code_that_called_it
     died = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert died.returncode < 0 and "ctypes" in died.stderr  # the innermost frame is the standard library's
-    assert crash_error("worker killed by SIGSEGV", died.stderr) == (
-        'worker killed by SIGSEGV: File "<string>", line 3 in plugin_run')
-    # no frame outside the standard library: the innermost stays
+    said = crash_error("worker killed by SIGSEGV", died.stderr)
+    assert said.startswith('worker killed by SIGSEGV: File "') and "in string_at, called from " in said
+    assert said.endswith('called from File "<string>", line 3 in plugin_run')
+    # no frame outside the standard library: the innermost alone
     only_stdlib = died.stderr.split('File "<string>"')[0]
     assert crash_error("worker killed by SIGSEGV", only_stdlib).endswith("in string_at")

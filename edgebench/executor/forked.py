@@ -124,8 +124,8 @@ def exit_reason(code: int | None) -> str:
 
 def crash_error(reason: str, tail: str) -> str:
     """``reason`` with where the dead process was: the innermost frame of a faulthandler stack in ``tail`` (what it
-    wrote last) outside Python's standard library (a plug-in's ctypes call named ctypes' own string_at, not the
-    plug-in's line), else the innermost frame, else its last lines."""
+    wrote last) and, where that frame is Python's standard library's, the innermost one outside it that called it (a
+    plug-in's ctypes call was named at ctypes' own string_at alone, not at the plug-in's line); else its last lines."""
     lines = tail.splitlines()
     start = next((i + 1 for i, line in enumerate(lines) if "most recent call first" in line), None)
     if start is None:
@@ -134,8 +134,9 @@ def crash_error(reason: str, tail: str) -> str:
     frames = [line.strip() for line in itertools.takewhile(lambda line: line.strip().startswith("File "), lines[start:])]
     stdlib = f'File "{sysconfig.get_paths()["stdlib"]}{os.sep}'
     innermost = frames[0] if frames else lines[start].strip() if start < len(lines) else ""  # "<no Python frame>"
-    last = next((frame for frame in frames if not frame.startswith(stdlib)), innermost)
-    return f"{reason}: {last}" if last else reason
+    caller = next((frame for frame in frames if not frame.startswith(stdlib)), None)
+    where = f"{innermost}, called from {caller}" if frames and caller and caller != innermost else innermost
+    return f"{reason}: {where}" if where else reason
 
 
 def _child(fn: Callable[..., Any], args: tuple[Any, ...], write_fd: int, cpus: frozenset[int] | None,
