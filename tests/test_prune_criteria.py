@@ -258,7 +258,7 @@ def test_a_group_torch_pruning_maps_past_a_layer_is_kept_and_named(
     assert [g.root for g in groups] == ["c2"]
     assert re.search(r"the filters of c1 are not pruned: torch-pruning maps channel [4-7] of the (in|out) channels of "
                      r"ca, "
-                     r"which has 4 \(a split, chunk or slice", caplog.text)
+                     r"which has 4 \(a split, chunk, slice or pixel shuffle", caplog.text)
 
 
 def test_a_criterion_given_a_group_mapped_past_a_layer_blames_the_map_not_itself() -> None:
